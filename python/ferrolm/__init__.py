@@ -1,0 +1,5 @@
+"""ferrolm: train and understand small language models end to end on CPUs."""
+
+from ferrolm._core import FormatError, GradError, ShapeError
+
+__all__ = ["FormatError", "GradError", "ShapeError"]

@@ -1,0 +1,53 @@
+//! One error type for the whole crate. Every fallible public function returns [`Result`].
+
+/// What went wrong. The binding crate maps each variant to a Python exception class.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Tensors whose shapes do not fit the operation.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// An argument outside what the function accepts (a negative probability, an unknown name...).
+    #[error("invalid argument: {0}")]
+    Argument(String),
+    /// An index (token id, gather index, axis) outside its range.
+    #[error("index out of range: {0}")]
+    Index(String),
+    /// Misuse of backpropagation: backward on a non-scalar, twice through a freed graph...
+    #[error("autograd: {0}")]
+    Grad(String),
+    /// A file or buffer that is not what it claims to be (truncated, corrupt, wrong schema).
+    #[error("bad format: {0}")]
+    Format(String),
+    /// The operating system refused a file operation.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path or action that caused it.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// Returns early with an [`Error`] variant built from a format string:
+/// `bail!(Shape, "expected {} got {}", a, b)`.
+#[macro_export]
+macro_rules! bail {
+    ($kind:ident, $($arg:tt)*) => {
+        return Err($crate::Error::$kind(format!($($arg)*)))
+    };
+}
+
+/// Checks a condition, returning the given error when it does not hold.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $kind:ident, $($arg:tt)*) => {
+        if !$cond {
+            $crate::bail!($kind, $($arg)*);
+        }
+    };
+}

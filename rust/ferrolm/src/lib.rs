@@ -1,0 +1,24 @@
+//! # ferrolm
+//!
+//! Train and run small language models on CPUs: f32 tensors with reverse-mode backprop,
+//! fused transformer kernels, and an AdamW optimiser, multithreaded with rayon. This crate
+//! has no Python dependency; `ferrolm-py` wraps it for Python.
+//!
+//! ```
+//! use ferrolm::{ops, Tensor};
+//! let w = Tensor::randn(&[3, 2], 0.0, 1.0, 42).with_grad();
+//! let x = Tensor::ones(&[4, 3]);
+//! let loss = ops::mean_all(&ops::matmul(&x, &w).unwrap());
+//! loss.backward().unwrap();
+//! assert_eq!(w.grad().unwrap().shape(), &[3, 2]);
+//! ```
+
+pub mod autograd;
+pub mod error;
+pub mod gemm;
+pub mod rng;
+pub mod tensor;
+
+pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};
+pub use error::{Error, Result};
+pub use tensor::Tensor;

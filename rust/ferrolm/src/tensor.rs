@@ -1,0 +1,286 @@
+//! `Tensor`: an n-dimensional, row-major f32 array that can take part in backpropagation.
+//!
+//! A tensor is a cheap handle (`Arc`) to its shape, its storage and — when it was made by an
+//! op from inputs that need gradients — the graph node that knows how to send gradients back
+//! (see [`crate::autograd`]). Storage is always contiguous; `reshape` shares it, everything
+//! else writes a fresh buffer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::autograd::{BackwardFn, Node, Origin};
+use crate::rng::Rng;
+use crate::{ensure, Error, Result};
+
+/// Contiguous element storage, shared by a tensor and its reshaped views.
+pub(crate) type Storage = Arc<RwLock<Vec<f32>>>;
+
+/// A handle to an n-dimensional f32 array; cloning it is cheap and shares the data.
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+pub(crate) struct Inner {
+    id: u64,
+    shape: Vec<usize>,
+    storage: Storage,
+    requires_grad: AtomicBool,
+    grad: Mutex<Option<Vec<f32>>>,
+    pub(crate) origin: Mutex<Origin>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Number of elements of a shape (1 for a scalar's empty shape).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Resolves a possibly negative axis (`-1` is the last) against a rank.
+pub fn resolve_axis(axis: isize, rank: usize) -> Result<usize> {
+    let r = rank as isize;
+    ensure!(axis >= -r && axis < r.max(1), Index, "axis {axis} is out of range for a tensor of rank {rank}");
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}
+
+impl Tensor {
+    fn build(shape: Vec<usize>, storage: Storage, requires_grad: bool, origin: Origin) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            storage,
+            requires_grad: AtomicBool::new(requires_grad),
+            grad: Mutex::new(None),
+            origin: Mutex::new(origin),
+        }))
+    }
+
+    /// A leaf tensor owning `data`, laid out row-major in `shape`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        ensure!(
+            data.len() == numel(shape),
+            Shape,
+            "{} values cannot fill a tensor of shape {:?} ({} elements)",
+            data.len(),
+            shape,
+            numel(shape)
+        );
+        Ok(Tensor::build(shape.to_vec(), Arc::new(RwLock::new(data)), false, Origin::Leaf))
+    }
+
+    /// A leaf tensor copied from an ndarray array of any layout.
+    pub fn from_ndarray(array: ArrayViewD<'_, f32>) -> Tensor {
+        let shape = array.shape().to_vec();
+        let data = array.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+        Tensor::build(shape, Arc::new(RwLock::new(data)), false, Origin::Leaf)
+    }
+
+    /// A copy of the data as an ndarray array.
+    pub fn to_ndarray(&self) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(self.shape()), self.to_vec()).expect("shape and data agree")
+    }
+
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor::full(&[], value)
+    }
+
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        Tensor::from_vec(vec![value; numel(shape)], shape).expect("length matches shape")
+    }
+
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// Normal(mean, std) samples from a seeded generator: the same seed, the same tensor.
+    pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let data = (0..numel(shape)).map(|_| mean + std * rng.normal()).collect();
+        Tensor::from_vec(data, shape).expect("length matches shape")
+    }
+
+    /// Uniform [low, high) samples from a seeded generator.
+    pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let data = (0..numel(shape)).map(|_| low + (high - low) * rng.uniform()).collect();
+        Tensor::from_vec(data, shape).expect("length matches shape")
+    }
+
+    /// The result of an op: records `backward` in the graph when gradients are being tracked
+    /// (grad mode on and some input requires grad), otherwise drops it.
+    pub(crate) fn from_op(
+        data: Vec<f32>,
+        shape: Vec<usize>,
+        op: &'static str,
+        inputs: &[&Tensor],
+        backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
+        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Box::new(backward))
+    }
+
+    pub(crate) fn with_storage(
+        storage: Storage,
+        shape: Vec<usize>,
+        op: &'static str,
+        inputs: &[&Tensor],
+        backward: BackwardFn,
+    ) -> Tensor {
+        let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        if track {
+            let node = Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward };
+            Tensor::build(shape, storage, true, Origin::Op(node))
+        } else {
+            Tensor::build(shape, storage, false, Origin::Leaf)
+        }
+    }
+
+    /// A unique id for the lifetime of the process (used to key gradients during backward).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    /// Size of `axis` (negative counts from the end).
+    pub fn dim(&self, axis: isize) -> Result<usize> {
+        Ok(self.0.shape[resolve_axis(axis, self.rank())?])
+    }
+
+    /// Read access to the elements, row-major.
+    pub fn read(&self) -> RwLockReadGuard<'_, Vec<f32>> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access to the elements: for optimisers and initialisers, never inside a graph.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Vec<f32>> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.read().clone()
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        ensure!(self.numel() == 1, Shape, "item() needs a tensor with one element, got shape {:?}", self.shape());
+        Ok(self.read()[0])
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Marks a leaf tensor as a parameter whose gradient `backward` should fill.
+    pub fn set_requires_grad(&self, requires_grad: bool) -> Result<()> {
+        ensure!(
+            self.is_leaf(),
+            Grad,
+            "requires_grad can only be set on leaf tensors; use detach() to make a leaf from a result"
+        );
+        self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Builder form of [`Tensor::set_requires_grad`] for freshly made leaves.
+    pub fn with_grad(self) -> Tensor {
+        self.0.requires_grad.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// True when the tensor was not made by a tracked op (data, parameters, detached results).
+    pub fn is_leaf(&self) -> bool {
+        matches!(*self.origin(), Origin::Leaf)
+    }
+
+    pub(crate) fn origin(&self) -> MutexGuard<'_, Origin> {
+        self.0.origin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The accumulated gradient of a leaf, if backward has reached it since the last zeroing.
+    pub fn grad(&self) -> Option<Tensor> {
+        let g = self.grad_slot();
+        g.as_ref().map(|g| Tensor::from_vec(g.clone(), self.shape()).expect("grad has the tensor's shape"))
+    }
+
+    /// Direct access to the gradient buffer (for optimisers: no copy).
+    pub fn grad_slot(&self) -> MutexGuard<'_, Option<Vec<f32>>> {
+        self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the accumulated gradient.
+    pub fn zero_grad(&self) {
+        *self.grad_slot() = None;
+    }
+
+    pub(crate) fn accumulate_grad(&self, g: Vec<f32>) {
+        let mut slot = self.grad_slot();
+        match slot.as_mut() {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            None => *slot = Some(g),
+        }
+    }
+
+    /// A leaf sharing this tensor's data but cut off from the graph.
+    pub fn detach(&self) -> Tensor {
+        Tensor::build(self.shape().to_vec(), self.storage().clone(), false, Origin::Leaf)
+    }
+
+    /// A leaf with its own copy of the data.
+    pub fn deep_clone(&self) -> Tensor {
+        Tensor::from_vec(self.to_vec(), self.shape()).expect("same shape")
+    }
+
+    /// Overwrites the values of this tensor with `values` (same number of elements).
+    pub fn assign(&self, values: &[f32]) -> Result<()> {
+        ensure!(
+            values.len() == self.numel(),
+            Shape,
+            "cannot assign {} values to a tensor of shape {:?}",
+            values.len(),
+            self.shape()
+        );
+        self.write().copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Errors unless the tensor has exactly `expected` as its shape.
+    pub fn expect_shape(&self, expected: &[usize], what: &str) -> Result<()> {
+        if self.shape() != expected {
+            return Err(Error::Shape(format!("{what} must have shape {expected:?}, got {:?}", self.shape())));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.read();
+        let shown: Vec<String> = data.iter().take(8).map(|v| format!("{v:.4}")).collect();
+        let more = if data.len() > 8 { ", ..." } else { "" };
+        write!(f, "Tensor(shape={:?}, data=[{}{}]", self.shape(), shown.join(", "), more)?;
+        if self.requires_grad() {
+            write!(f, ", requires_grad=True")?;
+        }
+        write!(f, ")")
+    }
+}
