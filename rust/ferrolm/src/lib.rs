@@ -16,9 +16,13 @@
 pub mod autograd;
 pub mod error;
 pub mod gemm;
+pub mod nn;
+pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};
 pub use error::{Error, Result};
+pub use optim::{clip_grad_norm, AdamW};
 pub use tensor::Tensor;

@@ -1,0 +1,405 @@
+//! Fused scaled-dot-product attention, `softmax(Q·Kᵀ/√D + mask)·V`, with causal and
+//! key-padding masks and a hand-written backward.
+//!
+//! Work is parallel over (batch, head) pairs; within a pair the products are GEMMs. Like
+//! FlashAttention, forward keeps only the output and each query's log-sum-exp; backward
+//! recomputes the probabilities, so no [B, H, T, T] tensor outlives the call.
+//!
+//! One kernel serves two layouts through [`Layout`]: separate [B, H, T, D] tensors, and GPT's
+//! packed projection [B, T, 3C] whose heads sit side by side along the channel axis (read in
+//! place: no split, transpose or copy before the kernel).
+
+use rayon::prelude::*;
+
+use super::softmax::softmax_in_place;
+use crate::gemm::{gemm, MatRef, Threads};
+use crate::tensor::Tensor;
+use crate::{ensure, Result};
+
+/// Where one operand's heads live in a flat buffer: element `d` of token `t` of head `h` in
+/// batch `b` is at `offset + b·batch + h·head + t·token + d`.
+#[derive(Clone, Copy)]
+struct Layout {
+    offset: usize,
+    batch: usize,
+    head: usize,
+    token: usize,
+}
+
+impl Layout {
+    /// A contiguous [B, H, T, D] tensor.
+    fn bhtd(h: usize, t: usize, d: usize) -> Self {
+        Layout {
+            offset: 0,
+            batch: h * t * d,
+            head: t * d,
+            token: d,
+        }
+    }
+
+    /// Heads of size `d` side by side in [B, T, width], starting at channel `column`.
+    fn packed(t: usize, width: usize, d: usize, column: usize) -> Self {
+        Layout {
+            offset: column,
+            batch: t * width,
+            head: d,
+            token: width,
+        }
+    }
+
+    /// The (tokens × d) matrix of head `h` in batch `b`.
+    fn mat<'a>(&self, data: &'a [f32], b: usize, h: usize, tokens: usize, d: usize) -> MatRef<'a> {
+        MatRef::strided(
+            &data[self.offset + b * self.batch + h * self.head..],
+            tokens,
+            d,
+            self.token,
+        )
+    }
+}
+
+/// Problem size and masking rules.
+#[derive(Clone)]
+struct Dims {
+    b: usize,
+    h: usize,
+    tq: usize,
+    tk: usize,
+    d: usize,
+    causal: bool,
+    /// [B, Tk], true where the key is a real token; `None` attends to every key.
+    key_mask: Option<Vec<bool>>,
+}
+
+impl Dims {
+    /// Whether query `i` may attend to key `j` in batch `b`. Causal queries are the last `tq`
+    /// positions of the `tk` keys (so a KV-cache step attends to the whole prefix).
+    fn visible(&self, b: usize, i: usize, j: usize) -> bool {
+        (!self.causal || j + self.tq <= i + self.tk)
+            && self.key_mask.as_ref().is_none_or(|m| m[b * self.tk + j])
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.d as f32).sqrt()
+    }
+
+    /// Scores Q·Kᵀ·scale of one head with masked entries at -inf, into `s` (tq × tk).
+    fn scores(&self, q: (&[f32], Layout), k: (&[f32], Layout), b: usize, h: usize, s: &mut [f32]) {
+        gemm(
+            q.1.mat(q.0, b, h, self.tq, self.d),
+            k.1.mat(k.0, b, h, self.tk, self.d).t(),
+            s,
+            self.tk,
+            false,
+            Threads::Serial,
+        );
+        let scale = self.scale();
+        for (i, row) in s.chunks_mut(self.tk).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if self.visible(b, i, j) {
+                    *v * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+        }
+    }
+}
+
+/// Returns the output as [B, H, Tq, D] and the log-sum-exp of every query's scores.
+fn forward(
+    q: (&[f32], Layout),
+    k: (&[f32], Layout),
+    v: (&[f32], Layout),
+    dims: &Dims,
+) -> (Vec<f32>, Vec<f32>) {
+    let Dims {
+        b: nb,
+        h: nh,
+        tq,
+        tk,
+        d,
+        ..
+    } = *dims;
+    let mut out = vec![0.0; nb * nh * tq * d];
+    let mut lse = vec![0.0; nb * nh * tq];
+    if tq * d == 0 {
+        return (out, lse);
+    }
+    out.par_chunks_mut(tq * d)
+        .zip(lse.par_chunks_mut(tq))
+        .enumerate()
+        .for_each(|(bh, (out, lse))| {
+            let (b, h) = (bh / nh, bh % nh);
+            let mut p = vec![0.0; tq * tk];
+            dims.scores(q, k, b, h, &mut p);
+            if tk > 0 {
+                for (row, l) in p.chunks_mut(tk).zip(lse.iter_mut()) {
+                    *l = softmax_in_place(row);
+                }
+            }
+            gemm(
+                MatRef::new(&p, tq, tk),
+                v.1.mat(v.0, b, h, tk, d),
+                out,
+                d,
+                false,
+                Threads::Serial,
+            );
+        });
+    (out, lse)
+}
+
+/// Gradients of Q, K and V as [B, H, T, D] buffers, given the output and its gradient.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    q: (&[f32], Layout),
+    k: (&[f32], Layout),
+    v: (&[f32], Layout),
+    out: (&[f32], Layout),
+    dout: (&[f32], Layout),
+    lse: &[f32],
+    dims: &Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims {
+        b: nb,
+        h: nh,
+        tq,
+        tk,
+        d,
+        ..
+    } = *dims;
+    let mut dq = vec![0.0; nb * nh * tq * d];
+    let mut dk = vec![0.0; nb * nh * tk * d];
+    let mut dv = vec![0.0; nb * nh * tk * d];
+    if tq * tk * d == 0 {
+        return (dq, dk, dv);
+    }
+    let scale = dims.scale();
+    dq.par_chunks_mut(tq * d)
+        .zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d)))
+        .enumerate()
+        .for_each(|(bh, (dq, (dk, dv)))| {
+            let (b, h) = (bh / nh, bh % nh);
+            let (o, g) = (
+                out.1.mat(out.0, b, h, tq, d),
+                dout.1.mat(dout.0, b, h, tq, d),
+            );
+            // P = exp(S − lse), recomputed from the scores.
+            let mut p = vec![0.0; tq * tk];
+            dims.scores(q, k, b, h, &mut p);
+            for (i, row) in p.chunks_mut(tk).enumerate() {
+                let l = lse[bh * tq + i];
+                row.iter_mut().for_each(|s| {
+                    *s = if l == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        (*s - l).exp()
+                    }
+                });
+            }
+            // dV = Pᵀ·dO
+            gemm(
+                MatRef::new(&p, tq, tk).t(),
+                g,
+                dv,
+                d,
+                false,
+                Threads::Serial,
+            );
+            // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
+            let mut ds = vec![0.0; tq * tk];
+            gemm(
+                g,
+                v.1.mat(v.0, b, h, tk, d).t(),
+                &mut ds,
+                tk,
+                false,
+                Threads::Serial,
+            );
+            for i in 0..tq {
+                let delta: f32 = (0..d)
+                    .map(|c| g.data[i * g.row_stride + c] * o.data[i * o.row_stride + c])
+                    .sum();
+                let (ds, p) = (&mut ds[i * tk..][..tk], &p[i * tk..][..tk]);
+                ds.iter_mut()
+                    .zip(p)
+                    .for_each(|(s, &p)| *s = p * (*s - delta) * scale);
+            }
+            // dQ = dS·K, dK = dSᵀ·Q
+            let ds = MatRef::new(&ds, tq, tk);
+            gemm(ds, k.1.mat(k.0, b, h, tk, d), dq, d, false, Threads::Serial);
+            gemm(
+                ds.t(),
+                q.1.mat(q.0, b, h, tq, d),
+                dk,
+                d,
+                false,
+                Threads::Serial,
+            );
+        });
+    (dq, dk, dv)
+}
+
+/// Copies a [B, H, T, D] buffer into `dst` laid out as `layout`.
+fn scatter_heads(
+    src: &[f32],
+    dst: &mut [f32],
+    layout: Layout,
+    (nb, nh, t, d): (usize, usize, usize, usize),
+) {
+    for b in 0..nb {
+        for h in 0..nh {
+            for i in 0..t {
+                let from = ((b * nh + h) * t + i) * d;
+                let to = layout.offset + b * layout.batch + h * layout.head + i * layout.token;
+                dst[to..to + d].copy_from_slice(&src[from..from + d]);
+            }
+        }
+    }
+}
+
+fn check_mask(key_mask: Option<&[bool]>, b: usize, tk: usize) -> Result<Option<Vec<bool>>> {
+    if let Some(m) = key_mask {
+        ensure!(
+            m.len() == b * tk,
+            Shape,
+            "attention: key mask has {} entries, expected batch × keys = {}",
+            m.len(),
+            b * tk
+        );
+    }
+    Ok(key_mask.map(<[bool]>::to_vec))
+}
+
+/// Attention over separate heads: q [B, H, Tq, D], k and v [B, H, Tk, D] → [B, H, Tq, D].
+/// `causal` lets query i see keys up to i + Tk − Tq; `key_mask` [B, Tk] is true for real
+/// tokens (padding keys get no attention). A query that can see no key outputs zeros.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    key_mask: Option<&[bool]>,
+) -> Result<Tensor> {
+    ensure!(
+        q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
+        Shape,
+        "attention expects [B, H, T, D] tensors, got q {:?}, k {:?}, v {:?}",
+        q.shape(),
+        k.shape(),
+        v.shape()
+    );
+    let (nb, nh, tq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let tk = k.shape()[2];
+    ensure!(
+        k.shape() == [nb, nh, tk, d] && v.shape() == k.shape(),
+        Shape,
+        "attention: k {:?} and v {:?} must be [{nb}, {nh}, Tk, {d}]",
+        k.shape(),
+        v.shape()
+    );
+    ensure!(
+        !causal || tq <= tk,
+        Shape,
+        "causal attention needs no more queries ({tq}) than keys ({tk})"
+    );
+    let dims = Dims {
+        b: nb,
+        h: nh,
+        tq,
+        tk,
+        d,
+        causal,
+        key_mask: check_mask(key_mask, nb, tk)?,
+    };
+    let (lq, lk) = (Layout::bhtd(nh, tq, d), Layout::bhtd(nh, tk, d));
+    let (y, lse) = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), &dims);
+    Ok(Tensor::from_op(
+        y,
+        vec![nb, nh, tq, d],
+        "attention",
+        &[q, k, v],
+        move |ctx| {
+            let (qd, kd, vd) = (
+                ctx.inputs[0].read(),
+                ctx.inputs[1].read(),
+                ctx.inputs[2].read(),
+            );
+            let (dq, dk, dv) = backward(
+                (&qd, lq),
+                (&kd, lk),
+                (&vd, lk),
+                (ctx.out, lq),
+                (ctx.grad, lq),
+                &lse,
+                &dims,
+            );
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
+        },
+    ))
+}
+
+/// Multi-head self-attention straight from a packed projection: `qkv` [B, T, 3C] holding
+/// queries, keys and values (each C = n_head × D wide) → [B, T, C] with heads concatenated.
+pub fn attention_qkv(
+    qkv: &Tensor,
+    n_head: usize,
+    causal: bool,
+    key_mask: Option<&[bool]>,
+) -> Result<Tensor> {
+    ensure!(
+        qkv.rank() == 3,
+        Shape,
+        "attention_qkv expects [B, T, 3C], got {:?}",
+        qkv.shape()
+    );
+    let (nb, t, width) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
+    ensure!(
+        n_head > 0 && width % (3 * n_head) == 0,
+        Shape,
+        "attention_qkv: width {width} is not 3 × n_head ({n_head}) × head size"
+    );
+    let c = width / 3;
+    let d = c / n_head;
+    let dims = Dims {
+        b: nb,
+        h: n_head,
+        tq: t,
+        tk: t,
+        d,
+        causal,
+        key_mask: check_mask(key_mask, nb, t)?,
+    };
+    let [lq, lk, lv] = [0, c, 2 * c].map(|col| Layout::packed(t, width, d, col));
+    let lout = Layout::packed(t, c, d, 0);
+    let (heads, lse) = {
+        let x = qkv.read();
+        forward((&x, lq), (&x, lk), (&x, lv), &dims)
+    };
+    let mut y = vec![0.0; nb * t * c];
+    scatter_heads(&heads, &mut y, lout, (nb, n_head, t, d));
+    Ok(Tensor::from_op(
+        y,
+        vec![nb, t, c],
+        "attention_qkv",
+        &[qkv],
+        move |ctx| {
+            let x = ctx.inputs[0].read();
+            let (dq, dk, dv) = backward(
+                (&x, lq),
+                (&x, lk),
+                (&x, lv),
+                (ctx.out, lout),
+                (ctx.grad, lout),
+                &lse,
+                &dims,
+            );
+            let mut g = vec![0.0; x.len()];
+            for (part, layout) in [(dq, lq), (dk, lk), (dv, lv)] {
+                scatter_heads(&part, &mut g, layout, (nb, n_head, t, d));
+            }
+            Ok(vec![Some(g)])
+        },
+    ))
+}

@@ -1,0 +1,467 @@
+//! Elementwise ops: unary functions, scalar arithmetic, and broadcasting binary arithmetic.
+//!
+//! Broadcasting follows numpy: shapes are right-aligned and a dimension of 1 stretches. The
+//! gradient of a stretched input is summed back over the stretched dimensions.
+
+use ndarray::{ArrayD, Axis, IxDyn};
+use rayon::prelude::*;
+
+use super::{map, zip, zip3, GRAIN};
+use crate::tensor::{numel, Tensor};
+use crate::{bail, Result};
+
+// ---------------------------------------------------------------- unary
+
+/// An op `y = f(x)` whose derivative `df(x, y)` is known in closed form.
+fn unary(
+    x: &Tensor,
+    op: &'static str,
+    f: impl Fn(f32) -> f32 + Sync,
+    df: impl Fn(f32, f32) -> f32 + Send + Sync + 'static,
+) -> Tensor {
+    let y = map(&x.read(), f);
+    Tensor::from_op(y, x.shape().to_vec(), op, &[x], move |ctx| {
+        let x = ctx.inputs[0].read();
+        Ok(vec![Some(zip3(ctx.grad, &x, ctx.out, |g, x, y| {
+            g * df(x, y)
+        }))])
+    })
+}
+
+pub fn neg(x: &Tensor) -> Tensor {
+    unary(x, "neg", |x| -x, |_, _| -1.0)
+}
+
+pub fn exp(x: &Tensor) -> Tensor {
+    unary(x, "exp", f32::exp, |_, y| y)
+}
+
+/// Natural logarithm (log of a negative number is NaN, of zero -inf, as in numpy).
+pub fn log(x: &Tensor) -> Tensor {
+    unary(x, "log", f32::ln, |x, _| 1.0 / x)
+}
+
+pub fn sqrt(x: &Tensor) -> Tensor {
+    unary(x, "sqrt", f32::sqrt, |_, y| 0.5 / y)
+}
+
+pub fn rsqrt(x: &Tensor) -> Tensor {
+    unary(x, "rsqrt", |x| 1.0 / x.sqrt(), |_, y| -0.5 * y * y * y)
+}
+
+pub fn tanh(x: &Tensor) -> Tensor {
+    unary(x, "tanh", f32::tanh, |_, y| 1.0 - y * y)
+}
+
+pub fn sigmoid(x: &Tensor) -> Tensor {
+    unary(x, "sigmoid", sigmoid_f, |_, y| y * (1.0 - y))
+}
+
+/// `log σ(x)`, computed without overflow for large |x| (DPO and reward losses need it).
+pub fn log_sigmoid(x: &Tensor) -> Tensor {
+    unary(
+        x,
+        "log_sigmoid",
+        |x| x.min(0.0) - (-x.abs()).exp().ln_1p(),
+        |x, _| sigmoid_f(-x),
+    )
+}
+
+pub fn relu(x: &Tensor) -> Tensor {
+    unary(
+        x,
+        "relu",
+        |x| x.max(0.0),
+        |x, _| if x > 0.0 { 1.0 } else { 0.0 },
+    )
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const GELU_C: f32 = 0.044_715;
+
+/// GELU with the tanh approximation (GPT-2's `gelu_new`).
+pub fn gelu(x: &Tensor) -> Tensor {
+    unary(
+        x,
+        "gelu",
+        |x| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh()),
+        |x, _| {
+            let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
+            0.5 * (1.0 + t)
+                + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+        },
+    )
+}
+
+/// Exact GELU, `x Φ(x)` (BERT's `gelu`).
+pub fn gelu_erf(x: &Tensor) -> Tensor {
+    unary(
+        x,
+        "gelu_erf",
+        |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        |x, _| {
+            let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
+            cdf + x * pdf
+        },
+    )
+}
+
+pub fn add_scalar(x: &Tensor, s: f32) -> Tensor {
+    unary(x, "add_scalar", move |x| x + s, |_, _| 1.0)
+}
+
+pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
+    unary(x, "mul_scalar", move |x| x * s, move |_, _| s)
+}
+
+/// `x ** p` for a scalar exponent.
+pub fn pow(x: &Tensor, p: f32) -> Tensor {
+    unary(
+        x,
+        "pow",
+        move |x| x.powf(p),
+        move |x, _| p * x.powf(p - 1.0),
+    )
+}
+
+/// Limits values to `[min, max]` (either bound optional); the gradient flows where the input
+/// was inside the bounds, as in PyTorch (PPO's ratio clipping relies on that).
+pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
+    let (lo, hi) = (
+        min.unwrap_or(f32::NEG_INFINITY),
+        max.unwrap_or(f32::INFINITY),
+    );
+    if lo > hi {
+        bail!(Argument, "clamp: min ({lo}) is greater than max ({hi})");
+    }
+    Ok(unary(
+        x,
+        "clamp",
+        move |x| x.clamp(lo, hi),
+        move |x, _| if x >= lo && x <= hi { 1.0 } else { 0.0 },
+    ))
+}
+
+pub(crate) fn sigmoid_f(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+// ---------------------------------------------------------------- broadcasting
+
+/// The numpy broadcast of two shapes.
+pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        if i + s.len() < rank {
+            1
+        } else {
+            s[i + s.len() - rank]
+        }
+    };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => bail!(Shape, "shapes {a:?} and {b:?} cannot be broadcast together"),
+        })
+        .collect()
+}
+
+/// Element strides of `shape` read as the larger broadcast shape `out` (0 along stretched dims).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let pad = out.len() - shape.len();
+    let mut strides = vec![0; out.len()];
+    let mut stride = 1;
+    for i in (0..shape.len()).rev() {
+        strides[pad + i] = if shape[i] == 1 { 0 } else { stride };
+        stride *= shape[i];
+    }
+    strides
+}
+
+/// `f(a, b)` over the broadcast shape `out`.
+fn zip_broadcast(
+    out: &[usize],
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    if a_shape == out && b_shape == out {
+        return zip(a, b, f);
+    }
+    let n = numel(out);
+    let mut result = vec![0.0; n];
+    if n == 0 {
+        return result;
+    }
+    let (sa, sb) = (
+        broadcast_strides(a_shape, out),
+        broadcast_strides(b_shape, out),
+    );
+    let last = *out.last().unwrap_or(&1);
+    let (la, lb) = (*sa.last().unwrap_or(&0), *sb.last().unwrap_or(&0));
+    let rows_per_task = (GRAIN / last.max(1)).max(1);
+    // Each output row (the last dimension) has one starting offset into a and into b.
+    result
+        .par_chunks_mut(last.max(1) * rows_per_task)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (r, row) in chunk.chunks_mut(last.max(1)).enumerate() {
+                let mut rest = task * rows_per_task + r;
+                let (mut oa, mut ob) = (0, 0);
+                for d in (0..out.len().saturating_sub(1)).rev() {
+                    let i = rest % out[d];
+                    rest /= out[d];
+                    oa += i * sa[d];
+                    ob += i * sb[d];
+                }
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = f(a[oa + j * la], b[ob + j * lb]);
+                }
+            }
+        });
+    result
+}
+
+/// Sums a gradient of the broadcast shape `from` back to the input shape `to`.
+pub(crate) fn reduce_to(grad: Vec<f32>, from: &[usize], to: &[usize]) -> Vec<f32> {
+    if from == to {
+        return grad;
+    }
+    let pad = from.len() - to.len();
+    let mut g = ArrayD::from_shape_vec(IxDyn(from), grad).expect("gradient matches its shape");
+    for axis in 0..from.len() {
+        let target = if axis < pad { 1 } else { to[axis - pad] };
+        if target == 1 && from[axis] != 1 {
+            g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis));
+        }
+    }
+    g.as_standard_layout()
+        .into_owned()
+        .into_raw_vec_and_offset()
+        .0
+}
+
+/// A broadcasting binary op; `backward(grad, a, b, out)` gives both gradients in the broadcast
+/// shape (or `None` when not needed), which are then summed back to each input's shape.
+fn binary(
+    a: &Tensor,
+    b: &Tensor,
+    op: &'static str,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+    backward: impl Fn(&Side, &[f32], &[f32]) -> (Option<Vec<f32>>, Option<Vec<f32>>)
+        + Send
+        + Sync
+        + 'static,
+) -> Result<Tensor> {
+    let out_shape = broadcast_shape(a.shape(), b.shape())?;
+    let y = zip_broadcast(&out_shape, &a.read(), a.shape(), &b.read(), b.shape(), f);
+    let shape = out_shape.clone();
+    Ok(Tensor::from_op(y, out_shape, op, &[a, b], move |ctx| {
+        let (ta, tb) = (&ctx.inputs[0], &ctx.inputs[1]);
+        let (ad, bd) = (ta.read(), tb.read());
+        let side = Side {
+            out: &shape,
+            a: &ad,
+            a_shape: ta.shape(),
+            b: &bd,
+            b_shape: tb.shape(),
+            need_a: ctx.needs(0),
+            need_b: ctx.needs(1),
+        };
+        let (ga, gb) = backward(&side, ctx.grad, ctx.out);
+        Ok(vec![
+            ga.map(|g| reduce_to(g, &shape, ta.shape())),
+            gb.map(|g| reduce_to(g, &shape, tb.shape())),
+        ])
+    }))
+}
+
+/// The inputs of a binary op as seen from its backward pass.
+struct Side<'a> {
+    out: &'a [usize],
+    a: &'a [f32],
+    a_shape: &'a [usize],
+    b: &'a [f32],
+    b_shape: &'a [usize],
+    need_a: bool,
+    need_b: bool,
+}
+
+impl Side<'_> {
+    /// `f(g, a)` over the broadcast shape, if the gradient of the given side is wanted.
+    fn with_a(
+        &self,
+        need: bool,
+        g: &[f32],
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Option<Vec<f32>> {
+        need.then(|| zip_broadcast(self.out, g, self.out, self.a, self.a_shape, f))
+    }
+    fn with_b(
+        &self,
+        need: bool,
+        g: &[f32],
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Option<Vec<f32>> {
+        need.then(|| zip_broadcast(self.out, g, self.out, self.b, self.b_shape, f))
+    }
+    /// `f(g, a, b)` over the broadcast shape.
+    fn with_ab(
+        &self,
+        need: bool,
+        g: &[f32],
+        f: impl Fn(f32, f32, f32) -> f32 + Sync,
+    ) -> Option<Vec<f32>> {
+        need.then(|| {
+            let a = zip_broadcast(self.out, g, self.out, self.a, self.a_shape, |_, a| a);
+            let b = zip_broadcast(self.out, g, self.out, self.b, self.b_shape, |_, b| b);
+            zip3(g, &a, &b, f)
+        })
+    }
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(
+        a,
+        b,
+        "add",
+        |a, b| a + b,
+        |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| g.to_vec())),
+    )
+}
+
+pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(
+        a,
+        b,
+        "sub",
+        |a, b| a - b,
+        |s, g, _| {
+            (
+                s.need_a.then(|| g.to_vec()),
+                s.need_b.then(|| map(g, |g| -g)),
+            )
+        },
+    )
+}
+
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(
+        a,
+        b,
+        "mul",
+        |a, b| a * b,
+        |s, g, _| {
+            (
+                s.with_b(s.need_a, g, |g, b| g * b),
+                s.with_a(s.need_b, g, |g, a| g * a),
+            )
+        },
+    )
+}
+
+pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(
+        a,
+        b,
+        "div",
+        |a, b| a / b,
+        |s, g, out| {
+            let gb = s.need_b.then(|| {
+                let g_out = zip(g, out, |g, y| g * y);
+                zip_broadcast(s.out, &g_out, s.out, s.b, s.b_shape, |gy, b| -gy / b)
+            });
+            (s.with_b(s.need_a, g, |g, b| g / b), gb)
+        },
+    )
+}
+
+/// Elementwise maximum; on ties the gradient goes to `a`.
+pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(a, b, "maximum", f32::max, |s, g, _| {
+        (
+            s.with_ab(s.need_a, g, |g, a, b| if a >= b { g } else { 0.0 }),
+            s.with_ab(s.need_b, g, |g, a, b| if a >= b { 0.0 } else { g }),
+        )
+    })
+}
+
+/// Elementwise minimum; on ties the gradient goes to `a`.
+pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(a, b, "minimum", f32::min, |s, g, _| {
+        (
+            s.with_ab(s.need_a, g, |g, a, b| if a <= b { g } else { 0.0 }),
+            s.with_ab(s.need_b, g, |g, a, b| if a <= b { 0.0 } else { g }),
+        )
+    })
+}
+
+/// `cond ? a : b` elementwise, all three broadcast together; `cond` is nonzero for true and
+/// receives no gradient.
+pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out_shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
+    let expand = |t: &Tensor| {
+        zip_broadcast(
+            &out_shape,
+            &t.read(),
+            t.shape(),
+            &t.read(),
+            t.shape(),
+            |x, _| x,
+        )
+    };
+    let c = expand(cond);
+    let y = zip3(
+        &c,
+        &expand(a),
+        &expand(b),
+        |c, a, b| if c != 0.0 { a } else { b },
+    );
+    let shape = out_shape.clone();
+    Ok(Tensor::from_op(
+        y,
+        out_shape,
+        "where",
+        &[cond, a, b],
+        move |ctx| {
+            let pick = |keep_true: bool, t: &Tensor| {
+                let g = zip(
+                    ctx.grad,
+                    &c,
+                    |g, c| if (c != 0.0) == keep_true { g } else { 0.0 },
+                );
+                reduce_to(g, &shape, t.shape())
+            };
+            Ok(vec![
+                None,
+                ctx.needs(1).then(|| pick(true, &ctx.inputs[1])),
+                ctx.needs(2).then(|| pick(false, &ctx.inputs[2])),
+            ])
+        },
+    ))
+}
+
+/// `x` with `value` wherever `mask` (broadcast to x's shape, nonzero = fill) is set. Filling
+/// with `-inf` is safe: masked positions receive zero gradient, never NaN.
+pub fn masked_fill(x: &Tensor, mask: &Tensor, value: f32) -> Result<Tensor> {
+    let out_shape = broadcast_shape(x.shape(), mask.shape())?;
+    if out_shape != x.shape() {
+        bail!(
+            Shape,
+            "masked_fill: mask of shape {:?} does not broadcast to the input's shape {:?}",
+            mask.shape(),
+            x.shape()
+        );
+    }
+    where_(mask, &Tensor::scalar(value), x)
+}

@@ -1,0 +1,246 @@
+//! Matrix products: `matmul` (batched, numpy-style) and the fused `linear` layer
+//! `x·Wᵀ + b`. Transposed operands in backward are strided views, never copies.
+
+use rayon::prelude::*;
+
+use super::reduce::sum_axis_raw;
+use crate::gemm::{gemm, MatRef, Threads};
+use crate::tensor::{numel, Tensor};
+use crate::{bail, ensure, Result};
+
+/// Matrix product over the last two axes: [..., M, K] · [..., K, N] → [..., M, N]. Leading
+/// (batch) axes must be equal, or absent on one side (that operand is shared by every batch).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    ensure!(
+        a.rank() >= 2 && b.rank() >= 2,
+        Shape,
+        "matmul needs operands of rank ≥ 2, got {:?} and {:?}",
+        a.shape(),
+        b.shape()
+    );
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    ensure!(
+        b.shape()[rb - 2] == k,
+        Shape,
+        "matmul: inner dimensions differ in {:?} · {:?}",
+        a.shape(),
+        b.shape()
+    );
+    let (batch_a, batch_b) = (&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
+    if batch_b.is_empty() {
+        // b is shared: fold a's batch axes into its rows and do one large product.
+        let rows = numel(batch_a) * m;
+        let mut shape = a.shape().to_vec();
+        shape[ra - 1] = n;
+        return Ok(product_2d(a, b, rows, k, n, shape));
+    }
+    if !batch_a.is_empty() && batch_a != batch_b {
+        bail!(
+            Shape,
+            "matmul: batch dimensions {batch_a:?} and {batch_b:?} differ"
+        );
+    }
+    let batch = numel(batch_b);
+    let shared_a = batch_a.is_empty();
+    let mut shape = batch_b.to_vec();
+    shape.extend([m, n]);
+    let mut y = vec![0.0; batch * m * n];
+    {
+        let (ad, bd) = (a.read(), b.read());
+        let a_at = |i: usize| {
+            MatRef::new(
+                if shared_a {
+                    &ad[..]
+                } else {
+                    &ad[i * m * k..][..m * k]
+                },
+                m,
+                k,
+            )
+        };
+        let b_at = |i: usize| MatRef::new(&bd[i * k * n..][..k * n], k, n);
+        for_each_batch(&mut y, m * n, |i, c, threads| {
+            gemm(a_at(i), b_at(i), c, n, false, threads)
+        });
+    }
+    Ok(Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
+        let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
+        let g_at = |i: usize| MatRef::new(&ctx.grad[i * m * n..][..m * n], m, n);
+        let a_at = |i: usize| {
+            MatRef::new(
+                if shared_a {
+                    &ad[..]
+                } else {
+                    &ad[i * m * k..][..m * k]
+                },
+                m,
+                k,
+            )
+        };
+        let b_at = |i: usize| MatRef::new(&bd[i * k * n..][..k * n], k, n);
+        let ga = ctx.needs(0).then(|| {
+            // dA_i = dY_i · B_iᵀ (summed over the batch when A is shared)
+            if shared_a {
+                let mut ga = vec![0.0; m * k];
+                (0..batch)
+                    .for_each(|i| gemm(g_at(i), b_at(i).t(), &mut ga, k, i > 0, Threads::Pool));
+                ga
+            } else {
+                let mut ga = vec![0.0; batch * m * k];
+                for_each_batch(&mut ga, m * k, |i, c, t| {
+                    gemm(g_at(i), b_at(i).t(), c, k, false, t)
+                });
+                ga
+            }
+        });
+        let gb = ctx.needs(1).then(|| {
+            // dB_i = A_iᵀ · dY_i
+            let mut gb = vec![0.0; batch * k * n];
+            for_each_batch(&mut gb, k * n, |i, c, t| {
+                gemm(a_at(i).t(), g_at(i), c, n, false, t)
+            });
+            gb
+        });
+        Ok(vec![ga, gb])
+    }))
+}
+
+/// Runs `f(batch_index, output_block, threads)` over equal output blocks: batches in parallel
+/// when there are enough of them, otherwise one at a time with a multithreaded product.
+fn for_each_batch(out: &mut [f32], block: usize, f: impl Fn(usize, &mut [f32], Threads) + Sync) {
+    if block == 0 {
+        return;
+    }
+    if out.len() / block >= 2 * rayon::current_num_threads() {
+        out.par_chunks_mut(block)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c, Threads::Serial));
+    } else {
+        out.chunks_mut(block)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c, Threads::Pool));
+    }
+}
+
+/// [rows, K] · [K, N] for `a` of any rank whose last axis is K.
+fn product_2d(
+    a: &Tensor,
+    b: &Tensor,
+    rows: usize,
+    k: usize,
+    n: usize,
+    shape: Vec<usize>,
+) -> Tensor {
+    let mut y = vec![0.0; rows * n];
+    gemm(
+        MatRef::new(&a.read(), rows, k),
+        MatRef::new(&b.read(), k, n),
+        &mut y,
+        n,
+        false,
+        Threads::Pool,
+    );
+    Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
+        let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
+        let g = MatRef::new(ctx.grad, rows, n);
+        let ga = ctx.needs(0).then(|| {
+            let mut ga = vec![0.0; rows * k];
+            gemm(
+                g,
+                MatRef::new(&bd, k, n).t(),
+                &mut ga,
+                k,
+                false,
+                Threads::Pool,
+            );
+            ga
+        });
+        let gb = ctx.needs(1).then(|| {
+            let mut gb = vec![0.0; k * n];
+            gemm(
+                MatRef::new(&ad, rows, k).t(),
+                g,
+                &mut gb,
+                n,
+                false,
+                Threads::Pool,
+            );
+            gb
+        });
+        Ok(vec![ga, gb])
+    })
+}
+
+/// A fully connected layer: `x·Wᵀ + b` for x [..., IN], W [OUT, IN] (PyTorch's layout) and
+/// optional b [OUT], giving [..., OUT].
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    ensure!(
+        weight.rank() == 2,
+        Shape,
+        "linear: weight must be [out, in], got {:?}",
+        weight.shape()
+    );
+    let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
+    ensure!(
+        x.rank() >= 1 && x.shape()[x.rank() - 1] == in_f,
+        Shape,
+        "linear: input {:?} does not end in the weight's in_features {in_f}",
+        x.shape()
+    );
+    if let Some(b) = bias {
+        b.expect_shape(&[out_f], "linear bias")?;
+    }
+    let rows = x.numel() / in_f.max(1);
+    let mut y = vec![0.0; rows * out_f];
+    if let Some(b) = bias {
+        let b = b.read();
+        y.chunks_mut(out_f.max(1))
+            .for_each(|row| row.copy_from_slice(&b));
+    }
+    gemm(
+        MatRef::new(&x.read(), rows, in_f),
+        MatRef::new(&weight.read(), out_f, in_f).t(),
+        &mut y,
+        out_f,
+        bias.is_some(),
+        Threads::Pool,
+    );
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank ≥ 1") = out_f;
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    Ok(Tensor::from_op(y, shape, "linear", &inputs, move |ctx| {
+        let (xd, wd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
+        let g = MatRef::new(ctx.grad, rows, out_f);
+        let gx = ctx.needs(0).then(|| {
+            let mut gx = vec![0.0; rows * in_f];
+            gemm(
+                g,
+                MatRef::new(&wd, out_f, in_f),
+                &mut gx,
+                in_f,
+                false,
+                Threads::Pool,
+            );
+            gx
+        });
+        let gw = ctx.needs(1).then(|| {
+            let mut gw = vec![0.0; out_f * in_f];
+            gemm(
+                g.t(),
+                MatRef::new(&xd, rows, in_f),
+                &mut gw,
+                in_f,
+                false,
+                Threads::Pool,
+            );
+            gw
+        });
+        let mut grads = vec![gx, gw];
+        if ctx.inputs.len() == 3 {
+            grads.push(ctx.needs(2).then(|| sum_axis_raw(ctx.grad, 1, rows, out_f)));
+        }
+        Ok(grads)
+    }))
+}

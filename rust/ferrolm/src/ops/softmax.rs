@@ -1,0 +1,113 @@
+//! softmax and log_softmax along an axis, numerically stable (the row maximum is subtracted).
+
+use rayon::prelude::*;
+
+use super::{permute, GRAIN};
+use crate::tensor::{resolve_axis, Tensor};
+use crate::Result;
+
+/// Rows per parallel task for a row length `n`.
+fn rows_per_task(n: usize) -> usize {
+    (GRAIN / n.max(1)).max(1)
+}
+
+/// Applies a last-axis kernel along any axis by moving that axis last and back.
+fn along_axis(x: &Tensor, axis: isize, last_axis_op: fn(&Tensor) -> Tensor) -> Result<Tensor> {
+    let axis = resolve_axis(axis, x.rank())?;
+    let last = x.rank() - 1;
+    if axis == last {
+        return Ok(last_axis_op(x));
+    }
+    let mut dims: Vec<usize> = (0..x.rank()).collect();
+    dims.swap(axis, last);
+    permute(&last_axis_op(&permute(x, &dims)?), &dims)
+}
+
+/// `exp(x) / Σ exp(x)` along `axis`.
+pub fn softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
+    along_axis(x, axis, softmax_last)
+}
+
+/// `x - log Σ exp(x)` along `axis`.
+pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
+    along_axis(x, axis, log_softmax_last)
+}
+
+/// Runs `f(input_row, output_row)` over the rows of the last axis, in parallel.
+fn rowwise(x: &[f32], n: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    rowwise2(x, x, n, |x, _, y| f(x, y))
+}
+
+/// Runs `f(a_row, b_row, output_row)` over the rows of two equally shaped buffers, in parallel.
+fn rowwise2(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut y = vec![0.0; a.len()];
+    if n > 0 {
+        let chunk = rows_per_task(n) * n;
+        y.par_chunks_mut(chunk)
+            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+            .for_each(|(y, (a, b))| {
+                y.chunks_mut(n)
+                    .zip(a.chunks(n).zip(b.chunks(n)))
+                    .for_each(|(y, (a, b))| f(a, b, y));
+            });
+    }
+    y
+}
+
+/// Replaces `row` by its softmax; returns log Σ exp(row) (-inf, with all-zero
+/// probabilities, when every entry is -inf, i.e. masked out).
+pub(crate) fn softmax_in_place(row: &mut [f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return f32::NEG_INFINITY;
+    }
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+    max + sum.ln()
+}
+
+fn softmax_last(x: &Tensor) -> Tensor {
+    let n = *x.shape().last().unwrap_or(&1);
+    let y = rowwise(&x.read(), n, |x, y| {
+        y.copy_from_slice(x);
+        softmax_in_place(y);
+    });
+    Tensor::from_op(y, x.shape().to_vec(), "softmax", &[x], move |ctx| {
+        // dx = y ⊙ (g − Σ g⊙y)
+        Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
+            let dot: f32 = g.iter().zip(y).map(|(g, y)| g * y).sum();
+            d.iter_mut()
+                .zip(g.iter().zip(y))
+                .for_each(|(d, (g, y))| *d = y * (g - dot));
+        }))])
+    })
+}
+
+fn log_softmax_last(x: &Tensor) -> Tensor {
+    let n = *x.shape().last().unwrap_or(&1);
+    let y = rowwise(&x.read(), n, |x, y| {
+        y.copy_from_slice(x);
+        let lse = softmax_in_place(y);
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x - lse);
+    });
+    Tensor::from_op(y, x.shape().to_vec(), "log_softmax", &[x], move |ctx| {
+        // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
+        Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
+            let total: f32 = g.iter().sum();
+            d.iter_mut()
+                .zip(g.iter().zip(y))
+                .for_each(|(d, (g, y))| *d = g - y.exp() * total);
+        }))])
+    })
+}

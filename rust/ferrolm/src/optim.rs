@@ -1,0 +1,183 @@
+//! AdamW (decoupled weight decay, bias correction) and global gradient-norm clipping; each
+//! updates every parameter in one parallel call.
+
+use rayon::prelude::*;
+
+use crate::ops::GRAIN;
+use crate::{ensure, Result, Tensor};
+
+/// One parameter with its weight decay and Adam moments.
+struct Slot {
+    tensor: Tensor,
+    weight_decay: f32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    steps: u64,
+}
+
+/// AdamW as in Loshchilov & Hutter (and `torch.optim.AdamW`): the decay shrinks weights
+/// directly (`p -= lr·wd·p`) instead of entering the gradient.
+pub struct AdamW {
+    slots: Vec<Slot>,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+/// Moments of one parameter, for checkpoints.
+pub struct MomentState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub steps: u64,
+}
+
+impl AdamW {
+    /// `params` pairs each parameter with its weight decay (0 for biases and norms, usually).
+    /// A tensor listed twice (tied weights) is updated once.
+    pub fn new(params: Vec<(Tensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> Result<AdamW> {
+        ensure!(
+            lr >= 0.0 && lr.is_finite(),
+            Argument,
+            "AdamW: learning rate must be finite and ≥ 0, got {lr}"
+        );
+        ensure!(
+            (0.0..1.0).contains(&betas.0) && (0.0..1.0).contains(&betas.1),
+            Argument,
+            "AdamW: betas must be in [0, 1), got {betas:?}"
+        );
+        ensure!(eps > 0.0, Argument, "AdamW: eps must be > 0, got {eps}");
+        let mut seen = std::collections::HashSet::new();
+        let mut slots = Vec::new();
+        for (tensor, weight_decay) in params {
+            ensure!(
+                weight_decay >= 0.0,
+                Argument,
+                "AdamW: weight decay must be ≥ 0, got {weight_decay}"
+            );
+            ensure!(
+                tensor.is_leaf(),
+                Argument,
+                "AdamW: parameters must be leaf tensors (got a computed tensor of shape {:?})",
+                tensor.shape()
+            );
+            if seen.insert(tensor.id()) {
+                let n = tensor.numel();
+                slots.push(Slot {
+                    tensor,
+                    weight_decay,
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                    steps: 0,
+                });
+            }
+        }
+        Ok(AdamW {
+            slots,
+            lr,
+            beta1: betas.0,
+            beta2: betas.1,
+            eps,
+        })
+    }
+
+    /// One update of every parameter that has a gradient (parameters without one are left
+    /// untouched, moments included).
+    pub fn step(&mut self) {
+        let (lr, b1, b2, eps) = (self.lr, self.beta1, self.beta2, self.eps);
+        self.slots.par_iter_mut().for_each(|slot| {
+            let grad = slot.tensor.grad_slot();
+            let Some(g) = grad.as_ref() else { return };
+            slot.steps += 1;
+            let t = slot.steps as i32;
+            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+            let step_size = lr / c1;
+            let decay = 1.0 - lr * slot.weight_decay;
+            let mut p = slot.tensor.write();
+            p.par_chunks_mut(GRAIN)
+                .zip(slot.m.par_chunks_mut(GRAIN))
+                .zip(slot.v.par_chunks_mut(GRAIN))
+                .zip(g.par_chunks(GRAIN))
+                .for_each(|(((p, m), v), g)| {
+                    for i in 0..p.len() {
+                        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                        p[i] = p[i] * decay - step_size * m[i] / ((v[i] / c2).sqrt() + eps);
+                    }
+                });
+        });
+    }
+
+    /// Clears the gradients of all parameters.
+    pub fn zero_grad(&self) {
+        self.slots.iter().for_each(|s| s.tensor.zero_grad());
+    }
+
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.tensor.clone()).collect()
+    }
+
+    /// The moments of every parameter, in parameter order.
+    pub fn state(&self) -> Vec<MomentState> {
+        self.slots
+            .iter()
+            .map(|s| MomentState {
+                m: s.m.clone(),
+                v: s.v.clone(),
+                steps: s.steps,
+            })
+            .collect()
+    }
+
+    /// Restores moments saved by [`AdamW::state`] for the same parameters.
+    pub fn load_state(&mut self, state: Vec<MomentState>) -> Result<()> {
+        ensure!(
+            state.len() == self.slots.len(),
+            Shape,
+            "optimizer state has {} entries for {} parameters",
+            state.len(),
+            self.slots.len()
+        );
+        for (i, (slot, s)) in self.slots.iter().zip(&state).enumerate() {
+            ensure!(
+                s.m.len() == slot.m.len() && s.v.len() == slot.v.len(),
+                Shape,
+                "optimizer state entry {i} has {} values, parameter has {}",
+                s.m.len(),
+                slot.m.len()
+            );
+        }
+        for (slot, s) in self.slots.iter_mut().zip(state) {
+            (slot.m, slot.v, slot.steps) = (s.m, s.v, s.steps);
+        }
+        Ok(())
+    }
+}
+
+/// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping (NaN or inf when a gradient is not finite; gradients are then left as is).
+pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
+    ensure!(
+        max_norm > 0.0,
+        Argument,
+        "clip_grad_norm: max_norm must be > 0, got {max_norm}"
+    );
+    let squares: Vec<f64> = params
+        .par_iter()
+        .map(|p| {
+            p.grad_slot()
+                .as_ref()
+                .map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum())
+        })
+        .collect();
+    let norm = squares.iter().sum::<f64>().sqrt() as f32;
+    if norm.is_finite() && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        params.par_iter().for_each(|p| {
+            if let Some(g) = p.grad_slot().as_mut() {
+                g.iter_mut().for_each(|x| *x *= scale);
+            }
+        });
+    }
+    Ok(norm)
+}

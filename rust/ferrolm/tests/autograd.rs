@@ -1,0 +1,141 @@
+//! Backpropagation semantics: accumulation, no_grad, detach, misuse errors, thread-count
+//! independence, and an AdamW step against hand-computed numbers.
+
+use ferrolm::nn::{LayerNorm, Linear, Module};
+use ferrolm::{no_grad, ops, AdamW, Error, Tensor};
+
+#[test]
+fn gradients_accumulate_until_zeroed() {
+    let w = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap().with_grad();
+    for _ in 0..2 {
+        ops::sum_all(&ops::mul_scalar(&w, 3.0)).backward().unwrap();
+    }
+    assert_eq!(w.grad().unwrap().to_vec(), vec![6.0, 6.0]);
+    w.zero_grad();
+    assert!(w.grad().is_none());
+}
+
+#[test]
+fn shared_subexpression_gets_both_contributions() {
+    let x = Tensor::from_vec(vec![3.0], &[1]).unwrap().with_grad();
+    let y = ops::mul(&x, &x).unwrap(); // d(x²)/dx = 2x
+    ops::sum_all(&ops::add(&y, &x).unwrap()).backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![7.0]);
+}
+
+#[test]
+fn no_grad_and_detach_cut_the_graph() {
+    let w = Tensor::ones(&[2]).with_grad();
+    let y = no_grad(|| ops::exp(&w));
+    assert!(!y.requires_grad());
+    assert!(matches!(ops::sum_all(&y).backward(), Err(Error::Grad(_))));
+    let d = ops::exp(&w).detach();
+    assert!(!d.requires_grad() && d.is_leaf());
+}
+
+#[test]
+fn misuse_is_an_error_not_a_panic() {
+    let w = Tensor::ones(&[3]).with_grad();
+    let y = ops::exp(&w);
+    assert!(matches!(y.backward(), Err(Error::Grad(m)) if m.contains("one-element")));
+    let loss = ops::sum_all(&y);
+    loss.backward().unwrap();
+    assert!(matches!(loss.backward(), Err(Error::Grad(m)) if m.contains("already freed")));
+    assert!(matches!(
+        ops::exp(&w).set_requires_grad(true),
+        Err(Error::Grad(_))
+    ));
+    assert!(matches!(
+        ops::add(&Tensor::ones(&[2, 3]), &Tensor::ones(&[4])),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        ops::embedding(&Tensor::ones(&[4, 2]), &[4], &[1]),
+        Err(Error::Index(_))
+    ));
+    assert!(matches!(
+        ops::embedding(&Tensor::ones(&[4, 2]), &[-1], &[1]),
+        Err(Error::Index(_))
+    ));
+    assert!(matches!(
+        ops::cross_entropy(&Tensor::ones(&[2, 3]), &[0, 3], None, ops::Reduction::Mean),
+        Err(Error::Index(_))
+    ));
+    assert!(matches!(ops::sum(&w, 1, false), Err(Error::Index(_))));
+    assert!(matches!(
+        Tensor::from_vec(vec![1.0; 5], &[2, 3]),
+        Err(Error::Shape(_))
+    ));
+}
+
+#[test]
+fn empty_tensors_flow_through() {
+    let e = Tensor::zeros(&[0, 4]).with_grad();
+    let w = Tensor::ones(&[3, 4]).with_grad();
+    let y = ops::linear(&e, &w, None).unwrap();
+    assert_eq!(y.shape(), &[0, 3]);
+    ops::sum_all(&y).backward().unwrap();
+    assert_eq!(w.grad().unwrap().to_vec(), vec![0.0; 12]);
+}
+
+/// A small transformer-like step computed with a 1-thread and a 2-thread pool.
+fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let (b, t, c, h) = (3, 16, 32, 4);
+        let qkv = Linear::new(c, 3 * c, true, 1);
+        let norm = LayerNorm::new(c, true, 1e-5);
+        let head = Linear::new(c, 11, false, 2);
+        let x = Tensor::randn(&[b, t, c], 0.0, 1.0, 3);
+        let a = ops::attention_qkv(
+            &qkv.forward(&norm.forward(&x).unwrap()).unwrap(),
+            h,
+            true,
+            None,
+        )
+        .unwrap();
+        let logits = head.forward(&ops::gelu(&a)).unwrap();
+        let targets: Vec<i64> = (0..b * t).map(|i| (i * 7 % 11) as i64).collect();
+        let loss = ops::cross_entropy(&logits, &targets, None, ops::Reduction::Mean).unwrap();
+        loss.backward().unwrap();
+        let grads = [qkv.parameters(), norm.parameters(), head.parameters()]
+            .concat()
+            .iter()
+            .map(|p| p.grad().unwrap().to_vec())
+            .collect();
+        (loss.item().unwrap(), grads)
+    })
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let (l1, g1) = step_with_threads(1);
+    let (l2, g2) = step_with_threads(2);
+    assert!((l1 - l2).abs() <= 1e-6 * l1.abs(), "loss {l1} vs {l2}");
+    for (a, b) in g1.iter().flatten().zip(g2.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "grad {a} vs {b}");
+    }
+}
+
+#[test]
+fn adamw_step_matches_hand_computation() {
+    let p = Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap().with_grad();
+    let mut opt = AdamW::new(vec![(p.clone(), 0.1)], 0.01, (0.9, 0.999), 1e-8).unwrap();
+    ops::sum_all(&ops::mul(&p, &Tensor::from_vec(vec![0.5, -3.0], &[2]).unwrap()).unwrap())
+        .backward()
+        .unwrap();
+    opt.step();
+    // Step 1: m̂ = g, v̂ = g², so the update is lr·sign(g) (up to eps), after decay p·(1 − lr·wd).
+    let expected = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) + 0.01];
+    for (a, e) in p.to_vec().iter().zip(expected) {
+        assert!((a - e).abs() < 1e-6, "{a} vs {e}");
+    }
+    // Clipping scales the global norm down to max_norm.
+    let norm = ferrolm::clip_grad_norm(&[p.clone()], 0.1).unwrap();
+    assert!((norm - (0.25f32 + 9.0).sqrt()).abs() < 1e-5);
+    let g = p.grad().unwrap().to_vec();
+    assert!(((g[0] * g[0] + g[1] * g[1]).sqrt() - 0.1).abs() < 1e-4);
+}
