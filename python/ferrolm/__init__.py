@@ -1,5 +1,72 @@
-"""ferrolm: train and understand small language models end to end on CPUs."""
+"""ferrolm: train and understand small language models end to end on CPUs.
 
-from ferrolm._core import FormatError, GradError, ShapeError
+A multithreaded Rust core (tensors with reverse-mode autodiff, fused transformer kernels,
+tokenizers) driven from Python.
 
-__all__ = ["FormatError", "GradError", "ShapeError"]
+>>> import ferrolm as fl
+>>> w = fl.randn(3, 2, seed=0, requires_grad=True)
+>>> loss = (fl.Tensor([[1.0, 2.0, 3.0]]) @ w).sum()
+>>> loss.backward()
+>>> w.grad.shape
+(3, 2)
+"""
+
+from ferrolm import functional, nn
+from ferrolm._core import (
+    Embedding,
+    FormatError,
+    GradError,
+    LayerNorm,
+    Linear,
+    ShapeError,
+    Tensor,
+    clip_grad_norm,
+    full,
+    is_grad_enabled,
+    num_threads,
+    rand,
+    randn,
+)
+from ferrolm.autograd import enable_grad, no_grad
+from ferrolm.optim import AdamW
+
+__all__ = [
+    "AdamW",
+    "Embedding",
+    "FormatError",
+    "GradError",
+    "LayerNorm",
+    "Linear",
+    "ShapeError",
+    "Tensor",
+    "clip_grad_norm",
+    "enable_grad",
+    "full",
+    "functional",
+    "is_grad_enabled",
+    "nn",
+    "no_grad",
+    "num_threads",
+    "rand",
+    "randn",
+    "tensor",
+    "zeros",
+    "ones",
+]
+
+
+def tensor(data, requires_grad: bool = False) -> Tensor:
+    """A float32 tensor from an array-like (numpy arrays of other dtypes are cast).
+
+    >>> tensor([1, 2, 3]).numpy().dtype
+    dtype('float32')
+    """
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def zeros(*shape: int, requires_grad: bool = False) -> Tensor:
+    return full(*shape, value=0.0, requires_grad=requires_grad)
+
+
+def ones(*shape: int, requires_grad: bool = False) -> Tensor:
+    return full(*shape, value=1.0, requires_grad=requires_grad)

@@ -5,9 +5,15 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod functional;
+mod nn;
+mod tensor;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
+    m.add_class::<tensor::PyTensor>()?;
+    functional::register(m)?;
+    nn::register(m)?;
     Ok(())
 }

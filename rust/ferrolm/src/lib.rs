@@ -26,3 +26,8 @@ pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};
 pub use error::{Error, Result};
 pub use optim::{clip_grad_norm, AdamW};
 pub use tensor::Tensor;
+
+/// Threads in the compute pool (rayon's; set with the `RAYON_NUM_THREADS` environment variable).
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -1,0 +1,201 @@
+//! Layers, the AdamW optimiser and tensor factories for Python.
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::wrap_pyfunction;
+
+use ferrolm::nn::{self, Module};
+use ferrolm::{AdamW, Tensor};
+
+use crate::errors::IntoPy;
+use crate::tensor::{run, shape_args, to_ids, PyTensor};
+
+/// Named parameters of a core module as Python (name, Tensor) pairs.
+fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
+    m.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
+}
+
+/// `y = x·Wᵀ + b` with W of shape (out_features, in_features).
+#[pyclass(name = "Linear", module = "ferrolm", frozen)]
+pub struct PyLinear(nn::Linear);
+
+#[pymethods]
+impl PyLinear {
+    #[new]
+    #[pyo3(signature = (in_features, out_features, bias = true, seed = 0))]
+    fn new(in_features: usize, out_features: usize, bias: bool, seed: u64) -> Self {
+        PyLinear(nn::Linear::new(in_features, out_features, bias, seed))
+    }
+    fn __call__(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
+        run(py, || self.0.forward(&x.0))
+    }
+    #[getter]
+    fn weight(&self) -> PyTensor {
+        PyTensor(self.0.weight.clone())
+    }
+    #[getter]
+    fn bias(&self) -> Option<PyTensor> {
+        self.0.bias.clone().map(PyTensor)
+    }
+    fn named_parameters(&self) -> Vec<(String, PyTensor)> {
+        named(&self.0)
+    }
+}
+
+/// A lookup table of `num_embeddings` vectors of size `embedding_dim`.
+#[pyclass(name = "Embedding", module = "ferrolm", frozen)]
+pub struct PyEmbedding(nn::Embedding);
+
+#[pymethods]
+impl PyEmbedding {
+    #[new]
+    #[pyo3(signature = (num_embeddings, embedding_dim, std = 1.0, seed = 0))]
+    fn new(num_embeddings: usize, embedding_dim: usize, std: f32, seed: u64) -> Self {
+        PyEmbedding(nn::Embedding::new(num_embeddings, embedding_dim, std, seed))
+    }
+    fn __call__(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let (ids, shape) = to_ids(ids)?;
+        run(py, || self.0.forward(&ids, &shape))
+    }
+    #[getter]
+    fn weight(&self) -> PyTensor {
+        PyTensor(self.0.weight.clone())
+    }
+    fn named_parameters(&self) -> Vec<(String, PyTensor)> {
+        named(&self.0)
+    }
+}
+
+/// Layer normalisation over the last axis.
+#[pyclass(name = "LayerNorm", module = "ferrolm", frozen)]
+pub struct PyLayerNorm(nn::LayerNorm);
+
+#[pymethods]
+impl PyLayerNorm {
+    #[new]
+    #[pyo3(signature = (dim, bias = true, eps = 1e-5))]
+    fn new(dim: usize, bias: bool, eps: f32) -> Self {
+        PyLayerNorm(nn::LayerNorm::new(dim, bias, eps))
+    }
+    fn __call__(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
+        run(py, || self.0.forward(&x.0))
+    }
+    #[getter]
+    fn weight(&self) -> PyTensor {
+        PyTensor(self.0.weight.clone())
+    }
+    #[getter]
+    fn bias(&self) -> Option<PyTensor> {
+        self.0.bias.clone().map(PyTensor)
+    }
+    fn named_parameters(&self) -> Vec<(String, PyTensor)> {
+        named(&self.0)
+    }
+}
+
+/// AdamW over (tensor, weight_decay) pairs; the Python wrapper builds them from param groups.
+#[pyclass(name = "AdamW", module = "ferrolm._core")]
+pub struct PyAdamW(AdamW);
+
+#[pymethods]
+impl PyAdamW {
+    #[new]
+    fn new(params: Vec<(PyTensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> PyResult<Self> {
+        AdamW::new(params.into_iter().map(|(t, wd)| (t.0, wd)).collect(), lr, betas, eps).py().map(PyAdamW)
+    }
+    #[getter]
+    fn lr(&self) -> f32 {
+        self.0.lr
+    }
+    #[setter]
+    fn set_lr(&mut self, lr: f32) {
+        self.0.lr = lr;
+    }
+    fn step(&mut self, py: Python<'_>) {
+        let opt = &mut self.0;
+        py.detach(|| opt.step());
+    }
+    fn zero_grad(&self) {
+        self.0.zero_grad()
+    }
+    fn parameters(&self) -> Vec<PyTensor> {
+        self.0.parameters().into_iter().map(PyTensor).collect()
+    }
+}
+
+/// Scales gradients so their global norm is at most `max_norm`; returns the norm before.
+#[pyfunction]
+fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyResult<f32> {
+    let ts: Vec<Tensor> = params.into_iter().map(|t| t.0).collect();
+    py.detach(|| ferrolm::clip_grad_norm(&ts, max_norm)).py()
+}
+
+#[pyfunction]
+#[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = 0, requires_grad = false))]
+fn randn(shape: &Bound<'_, PyTuple>, mean: f32, std: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
+    let shape = to_usize(shape_args(shape)?)?;
+    let t = Tensor::randn(&shape, mean, std, seed);
+    t.set_requires_grad(requires_grad).py()?;
+    Ok(PyTensor(t))
+}
+
+#[pyfunction]
+#[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = 0, requires_grad = false))]
+fn rand(shape: &Bound<'_, PyTuple>, low: f32, high: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
+    let shape = to_usize(shape_args(shape)?)?;
+    let t = Tensor::rand(&shape, low, high, seed);
+    t.set_requires_grad(requires_grad).py()?;
+    Ok(PyTensor(t))
+}
+
+#[pyfunction]
+#[pyo3(signature = (*shape, value = 0.0, requires_grad = false))]
+fn full(shape: &Bound<'_, PyTuple>, value: f32, requires_grad: bool) -> PyResult<PyTensor> {
+    let shape = to_usize(shape_args(shape)?)?;
+    let t = Tensor::full(&shape, value);
+    t.set_requires_grad(requires_grad).py()?;
+    Ok(PyTensor(t))
+}
+
+fn to_usize(shape: Vec<isize>) -> PyResult<Vec<usize>> {
+    shape
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("negative dimension {d}"))))
+        .collect()
+}
+
+/// Turns graph recording on or off for this thread; returns the previous setting.
+#[pyfunction]
+fn set_grad_enabled(enabled: bool) -> bool {
+    ferrolm::set_grad_enabled(enabled)
+}
+
+#[pyfunction]
+fn is_grad_enabled() -> bool {
+    ferrolm::is_grad_enabled()
+}
+
+/// Threads in the compute pool (set with the RAYON_NUM_THREADS environment variable).
+#[pyfunction]
+fn num_threads() -> usize {
+    ferrolm::num_threads()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLinear>()?;
+    m.add_class::<PyEmbedding>()?;
+    m.add_class::<PyLayerNorm>()?;
+    m.add_class::<PyAdamW>()?;
+    for f in [
+        wrap_pyfunction!(clip_grad_norm, m)?,
+        wrap_pyfunction!(randn, m)?,
+        wrap_pyfunction!(rand, m)?,
+        wrap_pyfunction!(full, m)?,
+        wrap_pyfunction!(set_grad_enabled, m)?,
+        wrap_pyfunction!(is_grad_enabled, m)?,
+        wrap_pyfunction!(num_threads, m)?,
+    ] {
+        m.add_function(f)?;
+    }
+    Ok(())
+}

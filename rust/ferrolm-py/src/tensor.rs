@@ -1,0 +1,318 @@
+//! `ferrolm.Tensor`: a Python handle to a core tensor, with numpy conversion and operators.
+
+use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use ferrolm::{ops, Tensor};
+
+use crate::errors::IntoPy;
+
+/// An n-dimensional float32 array that records operations for backpropagation.
+#[pyclass(name = "Tensor", module = "ferrolm", frozen, from_py_object)]
+#[derive(Clone)]
+pub struct PyTensor(pub Tensor);
+
+/// Converts any array-like to a float32 numpy array (numpy's own conversion rules; integer
+/// and float64 inputs are cast, strings and objects are rejected by numpy with TypeError or
+/// ValueError).
+fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<f32>>() {
+        return Ok(a);
+    }
+    let np = obj.py().import("numpy")?;
+    let arr = np.call_method1("asarray", (obj, "float32"))?;
+    Ok(arr.extract::<PyReadonlyArrayDyn<f32>>()?)
+}
+
+/// A tensor from a Tensor, a Python number or an array-like.
+pub fn to_tensor(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+    if let Ok(t) = obj.cast::<PyTensor>() {
+        return Ok(t.get().0.clone());
+    }
+    if let Ok(v) = obj.extract::<f64>() {
+        return Ok(Tensor::scalar(v as f32));
+    }
+    Ok(Tensor::from_ndarray(as_f32_array(obj)?.as_array()))
+}
+
+/// Integer ids (token ids, gather indices) as i64 with their shape; float arrays are refused
+/// so that 1.7 never silently becomes token 1.
+pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
+    let np = obj.py().import("numpy")?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    if kind != "i" && kind != "u" {
+        return Err(PyTypeError::new_err(format!("indices must be an integer array, got dtype {}", arr.getattr("dtype")?)));
+    }
+    let arr = arr.call_method1("astype", ("int64",))?;
+    let arr = arr.extract::<PyReadonlyArrayDyn<i64>>()?;
+    Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
+}
+
+/// A boolean mask (any array-like; nonzero is true) with its shape.
+pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
+    if let Ok(t) = obj.cast::<PyTensor>() {
+        let t = &t.get().0;
+        return Ok((t.read().iter().map(|&v| v != 0.0).collect(), t.shape().to_vec()));
+    }
+    let np = obj.py().import("numpy")?;
+    let arr = np.call_method1("asarray", (obj, "bool"))?;
+    let arr = arr.extract::<PyReadonlyArrayDyn<bool>>()?;
+    Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
+}
+
+/// Shape arguments given either as `f(2, 3)` or `f((2, 3))`.
+pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
+    if args.len() == 1 {
+        if let Ok(v) = args.get_item(0)?.extract::<Vec<isize>>() {
+            return Ok(v);
+        }
+    }
+    args.extract::<Vec<isize>>()
+}
+
+/// Runs a core computation without the GIL and wraps the resulting tensor.
+pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
+    py.detach(f).py().map(PyTensor)
+}
+
+#[pymethods]
+impl PyTensor {
+    /// Tensor(data, requires_grad=False): a float32 tensor copied from an array-like.
+    #[new]
+    #[pyo3(signature = (data, requires_grad = false))]
+    fn new(data: &Bound<'_, PyAny>, requires_grad: bool) -> PyResult<Self> {
+        let t = to_tensor(data)?;
+        let t = if data.is_instance_of::<PyTensor>() { t.deep_clone() } else { t };
+        t.set_requires_grad(requires_grad).py()?;
+        Ok(PyTensor(t))
+    }
+
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.0.shape())
+    }
+
+    #[getter]
+    fn ndim(&self) -> usize {
+        self.0.rank()
+    }
+
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        "float32"
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        self.0.shape().first().copied().ok_or_else(|| PyTypeError::new_err("len() of a 0-d tensor"))
+    }
+
+    /// Number of elements.
+    fn numel(&self) -> usize {
+        self.0.numel()
+    }
+
+    /// A float32 numpy copy of the data.
+    fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        Ok(self.0.to_ndarray().into_pyarray(py))
+    }
+
+    fn __array__<'py>(&self, py: Python<'py>, dtype: Option<Bound<'py, PyAny>>, copy: Option<bool>) -> PyResult<Bound<'py, PyAny>> {
+        let _ = copy; // always a copy
+        let arr = self.numpy(py)?.into_any();
+        match dtype {
+            Some(d) => arr.call_method1("astype", (d,)),
+            None => Ok(arr),
+        }
+    }
+
+    /// The value of a one-element tensor as a Python float.
+    fn item(&self) -> PyResult<f32> {
+        self.0.item().py()
+    }
+
+    fn tolist<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.numpy(py)?.call_method0("tolist")
+    }
+
+    #[getter]
+    fn requires_grad(&self) -> bool {
+        self.0.requires_grad()
+    }
+
+    #[setter]
+    fn set_requires_grad(&self, value: bool) -> PyResult<()> {
+        self.0.set_requires_grad(value).py()
+    }
+
+    /// Marks the tensor as needing gradients; returns it (for chaining).
+    #[pyo3(signature = (requires_grad = true))]
+    fn requires_grad_(slf: Bound<'_, Self>, requires_grad: bool) -> PyResult<Bound<'_, Self>> {
+        slf.get().0.set_requires_grad(requires_grad).py()?;
+        Ok(slf)
+    }
+
+    #[getter]
+    fn is_leaf(&self) -> bool {
+        self.0.is_leaf()
+    }
+
+    /// The accumulated gradient (None until backward reaches this leaf).
+    #[getter]
+    fn grad(&self) -> Option<PyTensor> {
+        self.0.grad().map(PyTensor)
+    }
+
+    fn zero_grad(&self) {
+        self.0.zero_grad()
+    }
+
+    /// Backpropagates from this tensor. Without `gradient` it must have one element.
+    #[pyo3(signature = (gradient = None))]
+    fn backward(&self, py: Python<'_>, gradient: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let t = self.0.clone();
+        match gradient {
+            None => py.detach(|| t.backward()).py(),
+            Some(g) => {
+                let g = to_tensor(g)?;
+                if g.shape() != t.shape() {
+                    return Err(PyValueError::new_err(format!("gradient shape {:?} differs from tensor shape {:?}", g.shape(), t.shape())));
+                }
+                py.detach(|| t.backward_with(g.to_vec())).py()
+            }
+        }
+    }
+
+    /// A tensor sharing this data, cut off from the graph.
+    fn detach(&self) -> PyTensor {
+        PyTensor(self.0.detach())
+    }
+
+    /// A new leaf holding a copy of the data.
+    fn clone(&self) -> PyTensor {
+        PyTensor(self.0.deep_clone())
+    }
+
+    /// Overwrites the values in place (for initialisation and loading; not tracked).
+    fn copy_(&self, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = to_tensor(values)?;
+        if v.shape() != self.0.shape() {
+            return Err(PyValueError::new_err(format!("copy_: shape {:?} differs from {:?}", v.shape(), self.0.shape())));
+        }
+        let values = v.to_vec();
+        self.0.assign(&values).py()
+    }
+
+    /// `Tensor([[...]], requires_grad=True)`, values printed by numpy.
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let np = py.import("numpy")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("precision", 4)?;
+        kwargs.set_item("threshold", 64)?;
+        kwargs.set_item("separator", ", ")?;
+        kwargs.set_item("prefix", "Tensor(")?;
+        let body: String = np.call_method("array2string", (self.numpy(py)?,), Some(&kwargs))?.extract()?;
+        let grad = if self.0.requires_grad() { ", requires_grad=True" } else { "" };
+        Ok(format!("Tensor({body}{grad})"))
+    }
+
+    fn __add__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::add(&self.0, &o))
+    }
+    fn __radd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        self.__add__(py, other)
+    }
+    fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::sub(&self.0, &o))
+    }
+    fn __rsub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::sub(&o, &self.0))
+    }
+    fn __mul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::mul(&self.0, &o))
+    }
+    fn __rmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        self.__mul__(py, other)
+    }
+    fn __truediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::div(&self.0, &o))
+    }
+    fn __rtruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::div(&o, &self.0))
+    }
+    fn __matmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::matmul(&self.0, &o))
+    }
+    fn __rmatmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let o = to_tensor(other)?;
+        run(py, || ops::matmul(&o, &self.0))
+    }
+    fn __pow__(&self, py: Python<'_>, exponent: f32, modulo: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+        if modulo.is_some() {
+            return Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors"));
+        }
+        run(py, || Ok(ops::pow(&self.0, exponent)))
+    }
+    fn __neg__(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::neg(&self.0)))
+    }
+
+    /// reshape(*shape): the same elements in a new shape (one dimension may be -1).
+    #[pyo3(signature = (*shape))]
+    fn reshape(&self, py: Python<'_>, shape: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
+        let shape = shape_args(shape)?;
+        run(py, || ops::reshape(&self.0, &shape))
+    }
+
+    /// permute(*dims): reorders the dimensions.
+    #[pyo3(signature = (*dims))]
+    fn permute(&self, py: Python<'_>, dims: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
+        let dims: Vec<usize> = shape_args(dims)?.iter().map(|&d| d as usize).collect();
+        run(py, || ops::permute(&self.0, &dims))
+    }
+
+    #[pyo3(signature = (dim0 = -2, dim1 = -1))]
+    fn transpose(&self, py: Python<'_>, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
+        run(py, || ops::transpose(&self.0, dim0, dim1))
+    }
+
+    /// Sum over `axis` (all elements when None).
+    #[pyo3(signature = (axis = None, keepdim = false))]
+    fn sum(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+        match axis {
+            None => run(py, || Ok(ops::sum_all(&self.0))),
+            Some(a) => run(py, || ops::sum(&self.0, a, keepdim)),
+        }
+    }
+
+    /// Mean over `axis` (all elements when None).
+    #[pyo3(signature = (axis = None, keepdim = false))]
+    fn mean(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+        match axis {
+            None => run(py, || Ok(ops::mean_all(&self.0))),
+            Some(a) => run(py, || ops::mean(&self.0, a, keepdim)),
+        }
+    }
+
+    #[pyo3(signature = (axis = -1, keepdim = false))]
+    fn max(&self, py: Python<'_>, axis: isize, keepdim: bool) -> PyResult<PyTensor> {
+        run(py, || ops::max(&self.0, axis, keepdim))
+    }
+
+    fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::exp(&self.0)))
+    }
+
+    fn log(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::log(&self.0)))
+    }
+}

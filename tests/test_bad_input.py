@@ -1,0 +1,84 @@
+"""Bad input gets a clear Python exception, never a crash (each case from the core issue)."""
+
+import numpy as np
+import pytest
+
+import ferrolm as fl
+import ferrolm.functional as F
+
+
+def test_mismatched_shapes_raise_value_errors():
+    with pytest.raises(fl.ShapeError, match="cannot be broadcast"):
+        fl.ones(2, 3) + fl.ones(4)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        fl.ones(2, 3) @ fl.ones(4, 2)
+    with pytest.raises(ValueError, match="layer_norm weight"):
+        F.layer_norm(fl.ones(2, 3), fl.ones(4))
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        F.attention(fl.ones(1, 1, 2, 2), fl.ones(1, 1, 2, 2), fl.ones(1, 1, 2, 2), key_padding_mask=np.ones((1, 3), bool))
+    with pytest.raises(ValueError, match="reshape"):
+        fl.ones(2, 3).reshape(4, -1)
+
+
+def test_non_float32_input_is_converted_or_rejected():
+    # Documented rule: numbers of any numeric dtype are cast to float32 ...
+    assert fl.tensor(np.arange(3, dtype=np.int64)).numpy().dtype == np.float32
+    np.testing.assert_array_equal(fl.tensor(np.array([0.5, 1.5])).numpy(), [0.5, 1.5])
+    # ... non-contiguous arrays are copied in order ...
+    a = np.arange(12, dtype=np.float32).reshape(3, 4).T
+    np.testing.assert_array_equal(fl.tensor(a).numpy(), a)
+    # ... and non-numeric data is refused.
+    with pytest.raises((ValueError, TypeError)):
+        fl.tensor(np.array(["a", "b"]))
+    # Indices must be integers: 1.7 is never silently token 1.
+    with pytest.raises(TypeError, match="integer"):
+        F.embedding(fl.ones(4, 2), np.array([1.7]))
+
+
+def test_nan_and_inf_propagate_without_crashing():
+    # Documented: NaN/inf follow IEEE arithmetic like numpy; nothing raises or aborts.
+    x = fl.tensor([np.nan, np.inf, -np.inf, 1.0], requires_grad=True)
+    y = F.softmax(x)
+    assert np.isnan(y.numpy()).all()
+    F.exp(x).sum().backward()
+    assert np.isnan(x.grad.numpy()[0])
+    assert np.isnan(F.cross_entropy(fl.tensor([[np.nan, 0.0]]), np.array([0])).item())
+    assert fl.clip_grad_norm([x], 1.0) != fl.clip_grad_norm([x], 1.0)  # NaN norm reported
+
+
+def test_empty_tensors():
+    e = fl.zeros(0, 4)
+    assert (e @ fl.ones(4, 3)).shape == (0, 3)
+    assert F.softmax(e).shape == (0, 4)
+    assert fl.zeros(0).sum().item() == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        fl.zeros(2, 0).max(axis=1)
+
+
+def test_out_of_range_indices_raise_index_error():
+    with pytest.raises(IndexError, match="out of range"):
+        F.embedding(fl.ones(4, 2), np.array([[0, 4]]))
+    with pytest.raises(IndexError, match="out of range"):
+        F.embedding(fl.ones(4, 2), np.array([-1]))
+    with pytest.raises(IndexError):
+        F.gather(fl.ones(2, 3), 1, np.array([[0], [3]]))
+    with pytest.raises(IndexError):
+        F.cross_entropy(fl.ones(2, 3), np.array([0, 5]))
+    with pytest.raises(IndexError):
+        fl.ones(2, 3).sum(axis=2)
+
+
+def test_backward_misuse_raises_grad_error():
+    w = fl.ones(3, requires_grad=True)
+    with pytest.raises(fl.GradError, match="one-element"):
+        F.exp(w).backward()
+    loss = F.exp(w).sum()
+    loss.backward()
+    with pytest.raises(fl.GradError, match="already freed"):
+        loss.backward()
+    with pytest.raises(fl.GradError, match="does not require grad"):
+        fl.ones(2).sum().backward()
+    with pytest.raises(fl.GradError):
+        (w * 2).requires_grad = True
+    with pytest.raises(ValueError, match="gradient shape"):
+        F.exp(w).backward(np.ones(2))

@@ -1,0 +1,137 @@
+"""Tensor ops through the Python bindings: values against numpy, gradients against finite
+differences, autograd semantics, and thread-count independence."""
+
+import json
+
+import numpy as np
+import pytest
+
+import ferrolm as fl
+import ferrolm.functional as F
+from conftest import run_python
+
+rng = np.random.default_rng(0)
+
+
+def randn(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_forward_values_match_numpy():
+    a, b = randn(3, 4), randn(4, 5)
+    np.testing.assert_allclose((fl.tensor(a) @ fl.tensor(b)).numpy(), a @ b, rtol=1e-5, atol=1e-5)
+    x = randn(2, 3, 4)
+    np.testing.assert_allclose(F.softmax(fl.tensor(x), axis=1).numpy(), np_softmax(x, axis=1), rtol=1e-5, atol=1e-6)
+    w, bias = randn(4), randn(4)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    expected = (x - mu) / np.sqrt(var + 1e-5) * w + bias
+    got = F.layer_norm(fl.tensor(x), fl.tensor(w), fl.tensor(bias)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose((fl.tensor(x) + fl.tensor(w)).numpy(), x + w)
+    np.testing.assert_allclose((2.0 / fl.tensor(x + 5)).numpy(), 2.0 / (x + 5), rtol=1e-6)
+    np.testing.assert_allclose(fl.tensor(x).sum(axis=1, keepdim=True).numpy(), x.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fl.tensor(x).permute(2, 0, 1).numpy(), x.transpose(2, 0, 1))
+
+
+def test_cross_entropy_and_attention_match_numpy():
+    logits, targets = randn(6, 7), np.array([0, 3, -100, 6, 2, -100])
+    keep = targets != -100
+    lsm = np.log(np_softmax(logits))
+    expected = -lsm[np.arange(6)[keep], targets[keep]].mean()
+    assert abs(F.cross_entropy(fl.tensor(logits), targets).item() - expected) < 1e-5
+
+    b, h, t, d = 2, 3, 5, 4
+    q, k, v = randn(b, h, t, d), randn(b, h, t, d), randn(b, h, t, d)
+    pad = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
+    causal = np.tril(np.ones((t, t), dtype=bool))
+    allowed = causal[None, None] & pad[:, None, None, :]
+    expected = np_softmax(np.where(allowed, scores, -np.inf)) @ v
+    got = F.attention(fl.tensor(q), fl.tensor(k), fl.tensor(v), causal=True, key_padding_mask=pad).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+class TwoLayerNet(fl.nn.Module):
+    def __init__(self):
+        self.fc1 = fl.Linear(5, 8, seed=1)
+        self.norm = fl.LayerNorm(8)
+        self.fc2 = fl.Linear(8, 4, seed=2)
+
+    def forward(self, x, y):
+        h = F.gelu(self.norm(self.fc1(x)))
+        return F.cross_entropy(self.fc2(h), y)
+
+
+def test_two_layer_network_gradients_match_finite_differences():
+    net = TwoLayerNet()
+    x, y = fl.tensor(randn(6, 5)), np.array([0, 1, 2, 3, 1, 0])
+    net(x, y).backward()
+    h = 1e-2
+    for name, p in net.named_parameters():
+        analytic = p.grad.numpy()
+        base = p.numpy()
+        for idx in list(np.ndindex(base.shape))[:12]:
+            values = []
+            for sign in (1, -1):
+                v = base.copy()
+                v[idx] += sign * h
+                p.copy_(v)
+                with fl.no_grad():
+                    values.append(float(np.float64(net(x, y).item())))
+            p.copy_(base)
+            numeric = (values[0] - values[1]) / (2 * h)
+            # f32 loss, h = 1e-2: rounding ≈ 1e-5, truncation ≈ 1e-5 (see the Rust gradcheck).
+            assert abs(analytic[idx] - numeric) <= 1e-3 + 1e-2 * abs(numeric), (name, idx, analytic[idx], numeric)
+
+
+def test_training_a_small_network_lowers_the_loss():
+    net = TwoLayerNet()
+    x = fl.tensor(randn(64, 5))
+    y = (np.asarray(x.numpy()[:, 0] > 0, dtype=np.int64) + 2 * np.asarray(x.numpy()[:, 1] > 0)).astype(np.int64)
+    opt = fl.AdamW(net.parameters(), lr=1e-2, weight_decay=0.0)
+    first = None
+    for _ in range(200):
+        loss = net(x, y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 1.2 and loss.item() < 0.15, (first, loss.item())
+
+
+def test_autograd_semantics():
+    w = fl.tensor([1.0, 2.0], requires_grad=True)
+    (w * 3).sum().backward()
+    (w * 3).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [6.0, 6.0])
+    w.zero_grad()
+    assert w.grad is None
+    with fl.no_grad():
+        assert not (w * 2).requires_grad
+    assert fl.is_grad_enabled()
+    d = (w * 2).detach()
+    assert d.is_leaf and not d.requires_grad
+    assert not fl.tensor([1.0]).requires_grad
+
+
+def test_threads_do_not_change_results():
+    code = """
+import json, numpy as np, ferrolm as fl, ferrolm.functional as F
+rng = np.random.default_rng(1)
+qkv = fl.Linear(64, 192, seed=3); head = fl.Linear(64, 50, seed=4)
+x = fl.tensor(rng.standard_normal((4, 32, 64)).astype(np.float32))
+a = F.attention_qkv(qkv(x), 4, causal=True)
+loss = F.cross_entropy(head(F.gelu(a)), rng.integers(0, 50, size=(4 * 32,)))
+loss.backward()
+print(json.dumps({"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}))
+"""
+    one = json.loads(run_python(code, {"RAYON_NUM_THREADS": "1"}))
+    two = json.loads(run_python(code, {"RAYON_NUM_THREADS": "2"}))
+    assert (one["threads"], two["threads"]) == (1, 2)
+    assert abs(one["loss"] - two["loss"]) <= 1e-6 * abs(one["loss"])
+    np.testing.assert_allclose(one["grad"], two["grad"], rtol=1e-5, atol=1e-7)
