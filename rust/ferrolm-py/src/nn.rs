@@ -12,7 +12,10 @@ use crate::tensor::{run, shape_args, to_ids, PyTensor};
 
 /// Named parameters of a core module as Python (name, Tensor) pairs.
 fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
-    m.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
+    m.named_parameters()
+        .into_iter()
+        .map(|(n, t)| (n, PyTensor(t)))
+        .collect()
 }
 
 /// `y = x·Wᵀ + b` with W of shape (out_features, in_features).
@@ -101,7 +104,14 @@ pub struct PyAdamW(AdamW);
 impl PyAdamW {
     #[new]
     fn new(params: Vec<(PyTensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> PyResult<Self> {
-        AdamW::new(params.into_iter().map(|(t, wd)| (t.0, wd)).collect(), lr, betas, eps).py().map(PyAdamW)
+        AdamW::new(
+            params.into_iter().map(|(t, wd)| (t.0, wd)).collect(),
+            lr,
+            betas,
+            eps,
+        )
+        .py()
+        .map(PyAdamW)
     }
     #[getter]
     fn lr(&self) -> f32 {
@@ -132,7 +142,13 @@ fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyRes
 
 #[pyfunction]
 #[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = 0, requires_grad = false))]
-fn randn(shape: &Bound<'_, PyTuple>, mean: f32, std: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
+fn randn(
+    shape: &Bound<'_, PyTuple>,
+    mean: f32,
+    std: f32,
+    seed: u64,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
     let shape = to_usize(shape_args(shape)?)?;
     let t = Tensor::randn(&shape, mean, std, seed);
     t.set_requires_grad(requires_grad).py()?;
@@ -141,7 +157,13 @@ fn randn(shape: &Bound<'_, PyTuple>, mean: f32, std: f32, seed: u64, requires_gr
 
 #[pyfunction]
 #[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = 0, requires_grad = false))]
-fn rand(shape: &Bound<'_, PyTuple>, low: f32, high: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
+fn rand(
+    shape: &Bound<'_, PyTuple>,
+    low: f32,
+    high: f32,
+    seed: u64,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
     let shape = to_usize(shape_args(shape)?)?;
     let t = Tensor::rand(&shape, low, high, seed);
     t.set_requires_grad(requires_grad).py()?;
@@ -160,7 +182,11 @@ fn full(shape: &Bound<'_, PyTuple>, value: f32, requires_grad: bool) -> PyResult
 fn to_usize(shape: Vec<isize>) -> PyResult<Vec<usize>> {
     shape
         .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("negative dimension {d}"))))
+        .map(|d| {
+            usize::try_from(d).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!("negative dimension {d}"))
+            })
+        })
         .collect()
 }
 

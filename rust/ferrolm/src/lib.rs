@@ -14,8 +14,11 @@
 //! ```
 
 pub mod autograd;
+pub mod checkpoint;
 pub mod error;
 pub mod gemm;
+pub mod generate;
+pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod optim;

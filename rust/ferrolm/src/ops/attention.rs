@@ -403,3 +403,148 @@ pub fn attention_qkv(
         },
     ))
 }
+
+/// Keys and values of every layer for incremental decoding: per layer two [B, H, capacity, D]
+/// buffers, of which the first `len` positions are filled. The prefix is never recomputed.
+pub struct KvCache {
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    batch: usize,
+    heads: usize,
+    capacity: usize,
+    head_size: usize,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(
+        n_layer: usize,
+        batch: usize,
+        heads: usize,
+        capacity: usize,
+        head_size: usize,
+    ) -> KvCache {
+        let size = batch * heads * capacity * head_size;
+        KvCache {
+            layers: (0..n_layer)
+                .map(|_| (vec![0.0; size], vec![0.0; size]))
+                .collect(),
+            batch,
+            heads,
+            capacity,
+            head_size,
+            len: 0,
+        }
+    }
+
+    /// Positions already filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets everything (the buffers are kept for reuse).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Marks `t` more positions as filled, once every layer has written them.
+    pub fn advance(&mut self, t: usize) -> Result<()> {
+        ensure!(
+            self.len + t <= self.capacity,
+            Index,
+            "KV cache overflow: {} + {t} positions exceed its {} slots",
+            self.len,
+            self.capacity
+        );
+        self.len += t;
+        Ok(())
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::bhtd(self.heads, self.capacity, self.head_size)
+    }
+}
+
+/// Self-attention for `T` new tokens whose packed projection is `qkv` [B, T, 3C]: their keys
+/// and values are written into `layer` of the cache after the `cache.len()` cached positions,
+/// and each new query attends causally to the cached prefix and the new tokens. `key_mask`
+/// covers all `len + T` keys. Inference only: no gradient is recorded.
+pub fn attention_cached(
+    qkv: &Tensor,
+    n_head: usize,
+    cache: &mut KvCache,
+    layer: usize,
+    key_mask: Option<&[bool]>,
+) -> Result<Tensor> {
+    ensure!(
+        qkv.rank() == 3,
+        Shape,
+        "attention_cached expects [B, T, 3C], got {:?}",
+        qkv.shape()
+    );
+    let (nb, t, width) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
+    let (c, d) = (width / 3, cache.head_size);
+    ensure!(
+        nb == cache.batch && n_head == cache.heads && width == 3 * n_head * d && layer < cache.layers.len(),
+        Shape,
+        "attention_cached: qkv {:?} with {n_head} heads does not fit a cache of batch {}, {} heads of size {}, {} layers",
+        qkv.shape(),
+        cache.batch,
+        cache.heads,
+        d,
+        cache.layers.len()
+    );
+    let start = cache.len;
+    ensure!(
+        start + t <= cache.capacity,
+        Index,
+        "attention_cached: {} cached + {t} new positions exceed the context of {}",
+        start,
+        cache.capacity
+    );
+    let tk = start + t;
+    let dims = Dims {
+        b: nb,
+        h: n_head,
+        tq: t,
+        tk,
+        d,
+        causal: true,
+        key_mask: check_mask(key_mask, nb, tk)?,
+    };
+    let layout = cache.layout();
+    let x = qkv.read();
+    let (k_cache, v_cache) = &mut cache.layers[layer];
+    for (part, dst) in [(c, &mut *k_cache), (2 * c, &mut *v_cache)] {
+        for b in 0..nb {
+            for h in 0..n_head {
+                for i in 0..t {
+                    let from = (b * t + i) * width + part + h * d;
+                    let to = b * layout.batch + h * layout.head + (start + i) * layout.token;
+                    dst[to..to + d].copy_from_slice(&x[from..from + d]);
+                }
+            }
+        }
+    }
+    let (heads, _) = forward(
+        (&x, Layout::packed(t, width, d, 0)),
+        (k_cache, layout),
+        (v_cache, layout),
+        &dims,
+    );
+    let mut y = vec![0.0; nb * t * c];
+    scatter_heads(
+        &heads,
+        &mut y,
+        Layout::packed(t, c, d, 0),
+        (nb, n_head, t, d),
+    );
+    Tensor::from_vec(y, &[nb, t, c])
+}

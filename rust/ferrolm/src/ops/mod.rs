@@ -14,7 +14,7 @@ mod reduce;
 mod shape;
 mod softmax;
 
-pub use attention::{attention, attention_qkv};
+pub use attention::{attention, attention_cached, attention_qkv, KvCache};
 pub use dropout::dropout;
 pub use elementwise::{
     add, add_scalar, clamp, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum,

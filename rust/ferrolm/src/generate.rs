@@ -1,0 +1,323 @@
+//! Text generation with a KV cache: a batch of prompts of different lengths is left-padded,
+//! prefilled once, then extended one token per step; the prefix is never recomputed.
+//!
+//! When a sequence reaches the model's context, the cache is rebuilt from the last half of
+//! the context (learned positions cannot simply be shifted), so generation can run past
+//! `block_size` at the cost of one prefill every `block_size / 2` tokens.
+
+use crate::model::{Batch, Gpt};
+use crate::ops::KvCache;
+use crate::rng::{mix, Rng};
+use crate::{ensure, no_grad, Result, Tensor};
+
+/// How the next token is chosen from the logits.
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    /// 0 means greedy (argmax); otherwise logits are divided by it.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 or None: all).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p (nucleus sampling).
+    pub top_p: Option<f32>,
+    /// > 1 discourages tokens already in the sequence (CTRL's rule, as in Hugging Face).
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.temperature >= 0.0 && self.temperature.is_finite(),
+            Argument,
+            "temperature must be ≥ 0, got {}",
+            self.temperature
+        );
+        if let Some(p) = self.top_p {
+            ensure!(
+                p > 0.0 && p <= 1.0,
+                Argument,
+                "top_p must be in (0, 1], got {p}"
+            );
+        }
+        ensure!(
+            self.repetition_penalty > 0.0,
+            Argument,
+            "repetition_penalty must be > 0, got {}",
+            self.repetition_penalty
+        );
+        Ok(())
+    }
+
+    /// Picks a token from one row of logits, given the tokens seen so far.
+    pub fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> i64 {
+        if self.repetition_penalty != 1.0 {
+            let mut ids: Vec<usize> = seen
+                .iter()
+                .map(|&t| t as usize)
+                .filter(|&t| t < logits.len())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for t in ids {
+                let l = &mut logits[t];
+                *l = if *l > 0.0 {
+                    *l / self.repetition_penalty
+                } else {
+                    *l * self.repetition_penalty
+                };
+            }
+        }
+        if self.temperature == 0.0 {
+            return argmax(logits) as i64;
+        }
+        // Candidates sorted by logit, best first, cut by top-k.
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if let Some(k) = self.top_k.filter(|&k| k > 0) {
+            order.truncate(k);
+        }
+        let max = logits[order[0]];
+        let mut probs: Vec<f32> = order
+            .iter()
+            .map(|&i| ((logits[i] - max) / self.temperature).exp())
+            .collect();
+        let total: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if let Some(top_p) = self.top_p {
+            let mut cumulative = 0.0;
+            let keep = probs.iter().position(|&p| {
+                cumulative += p;
+                cumulative >= top_p
+            });
+            let keep = keep.map_or(probs.len(), |i| i + 1);
+            order.truncate(keep);
+            probs.truncate(keep);
+        }
+        let mut r = rng.uniform() * probs.iter().sum::<f32>();
+        for (i, p) in probs.iter().enumerate() {
+            r -= p;
+            if r < 0.0 {
+                return order[i] as i64;
+            }
+        }
+        order[probs.len() - 1] as i64
+    }
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    xs.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+}
+
+/// One sequence of a generation batch.
+struct Row {
+    /// Prompt and generated tokens, unpadded.
+    tokens: Vec<i64>,
+    finished: bool,
+    rng: Rng,
+}
+
+/// A generation in progress over a batch of prompts; call [`Generation::step`] for each token.
+pub struct Generation<'m> {
+    model: &'m Gpt,
+    sampling: Sampling,
+    stop_tokens: Vec<i64>,
+    rows: Vec<Row>,
+    cache: KvCache,
+    /// Left padding of each row in the cache.
+    pads: Vec<usize>,
+    /// Next-token logits of each row [B, V], from the last forward pass.
+    logits: Vec<f32>,
+}
+
+impl<'m> Generation<'m> {
+    /// Validates the prompts (non-empty, ids in the vocabulary, at most `block_size` tokens)
+    /// and prefills the cache with them.
+    pub fn new(
+        model: &'m Gpt,
+        prompts: &[Vec<i64>],
+        sampling: Sampling,
+        stop_tokens: Vec<i64>,
+    ) -> Result<Self> {
+        sampling.validate()?;
+        let cfg = &model.config;
+        ensure!(!prompts.is_empty(), Argument, "generate: no prompts given");
+        for (i, p) in prompts.iter().enumerate() {
+            ensure!(
+                !p.is_empty(),
+                Argument,
+                "generate: prompt {i} is empty (give at least one token)"
+            );
+            ensure!(
+                p.len() <= cfg.block_size,
+                Argument,
+                "generate: prompt {i} has {} tokens, more than the model's context of {}; shorten it",
+                p.len(),
+                cfg.block_size
+            );
+            if let Some(&id) = p
+                .iter()
+                .find(|&&id| id < 0 || id as usize >= cfg.vocab_size)
+            {
+                crate::bail!(
+                    Index,
+                    "generate: prompt {i} has token id {id}, outside the vocabulary of {}",
+                    cfg.vocab_size
+                );
+            }
+        }
+        let rows = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Row {
+                tokens: p.clone(),
+                finished: false,
+                rng: Rng::new(mix(sampling.seed ^ mix(i as u64 + 1))),
+            })
+            .collect();
+        let mut g = Generation {
+            cache: model.new_cache(prompts.len()),
+            model,
+            sampling,
+            stop_tokens,
+            rows,
+            pads: vec![0; prompts.len()],
+            logits: Vec::new(),
+        };
+        g.prefill(usize::MAX)?;
+        Ok(g)
+    }
+
+    /// Refills the cache from the last `keep` tokens of every row (left-padded to one length).
+    fn prefill(&mut self, keep: usize) -> Result<()> {
+        let tails: Vec<&[i64]> = self
+            .rows
+            .iter()
+            .map(|r| &r.tokens[r.tokens.len().saturating_sub(keep)..])
+            .collect();
+        let t = tails.iter().map(|s| s.len()).max().unwrap_or(0);
+        let b = tails.len();
+        self.pads = tails.iter().map(|s| t - s.len()).collect();
+        let mut ids = vec![0i64; b * t];
+        let mut positions = vec![0i64; b * t];
+        let mut mask = vec![false; b * t];
+        for (r, tail) in tails.iter().enumerate() {
+            let pad = self.pads[r];
+            for (j, &id) in tail.iter().enumerate() {
+                ids[r * t + pad + j] = id;
+                positions[r * t + pad + j] = j as i64;
+                mask[r * t + pad + j] = true;
+            }
+        }
+        self.cache.clear();
+        let batch = Batch {
+            ids: &ids,
+            batch: b,
+            len: t,
+            positions: Some(&positions),
+            key_mask: Some(&mask),
+        };
+        let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
+        self.logits = last_positions(&logits, b, t);
+        Ok(())
+    }
+
+    /// Samples one token for every unfinished row and feeds it through the model. Returns,
+    /// per row, the new token, or `None` for rows that had already finished. A row finishes
+    /// when it produces a stop token (which is returned).
+    pub fn step(&mut self) -> Result<Vec<Option<i64>>> {
+        let v = self.model.config.vocab_size;
+        let mut out = Vec::with_capacity(self.rows.len());
+        for (r, row) in self.rows.iter_mut().enumerate() {
+            if row.finished {
+                out.push(None);
+                continue;
+            }
+            let token = self.sampling.pick(
+                &mut self.logits[r * v..(r + 1) * v],
+                &row.tokens,
+                &mut row.rng,
+            );
+            row.tokens.push(token);
+            row.finished = self.stop_tokens.contains(&token);
+            out.push(Some(token));
+        }
+        if self.rows.iter().all(|r| r.finished) {
+            return Ok(out);
+        }
+        if self.cache.len() == self.cache.capacity() {
+            self.prefill(self.model.config.block_size / 2)?;
+            return Ok(out);
+        }
+        self.feed(&out).map(|_| out)
+    }
+
+    /// Runs the newly sampled tokens through the model, one position per row.
+    fn feed(&mut self, new: &[Option<i64>]) -> Result<()> {
+        let b = self.rows.len();
+        let len = self.cache.len();
+        let ids: Vec<i64> = new.iter().map(|t| t.unwrap_or(0)).collect();
+        let positions: Vec<i64> = (0..b).map(|r| (len - self.pads[r]) as i64).collect();
+        // Keys: real tokens of each row, its padding masked; finished rows keep attending to
+        // their own history (their outputs are ignored).
+        let mut mask = vec![true; b * (len + 1)];
+        for r in 0..b {
+            mask[r * (len + 1)..r * (len + 1) + self.pads[r]].fill(false);
+        }
+        let batch = Batch {
+            ids: &ids,
+            batch: b,
+            len: 1,
+            positions: Some(&positions),
+            key_mask: Some(&mask),
+        };
+        let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
+        self.logits = logits.to_vec();
+        Ok(())
+    }
+
+    /// All tokens of each row so far (prompt included).
+    pub fn tokens(&self) -> Vec<Vec<i64>> {
+        self.rows.iter().map(|r| r.tokens.clone()).collect()
+    }
+
+    pub fn finished(&self) -> bool {
+        self.rows.iter().all(|r| r.finished)
+    }
+
+    /// Runs up to `max_new_tokens` steps; returns the generated tokens of each row.
+    pub fn run(&mut self, max_new_tokens: usize) -> Result<Vec<Vec<i64>>> {
+        let mut generated = vec![Vec::new(); self.rows.len()];
+        for _ in 0..max_new_tokens {
+            if self.finished() {
+                break;
+            }
+            for (g, t) in generated.iter_mut().zip(self.step()?) {
+                g.extend(t);
+            }
+        }
+        Ok(generated)
+    }
+}
+
+/// Logits of the last position of each row of [B, T, V] as a flat [B, V] buffer.
+fn last_positions(logits: &Tensor, b: usize, t: usize) -> Vec<f32> {
+    let v = logits.shape()[2];
+    let data = logits.read();
+    (0..b)
+        .flat_map(|r| data[(r * t + t - 1) * v..(r * t + t) * v].iter().copied())
+        .collect()
+}

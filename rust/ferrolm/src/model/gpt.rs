@@ -1,0 +1,434 @@
+//! GPT-2: learned positions, pre-LayerNorm blocks with fused causal attention and a GELU MLP,
+//! a final LayerNorm and an LM head tied to the token embedding.
+//!
+//! Parameter names and the file layout are Hugging Face's `GPT2LMHeadModel`
+//! (`transformer.h.0.attn.c_attn.weight`, Conv1D weights stored [in, out]), so a model saved
+//! here loads in `transformers`, and a GPT-2 checkpoint from the Hub loads here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::checkpoint::{from_safetensors, parse_json, read_file, to_safetensors, write_atomic};
+use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
+use crate::ops::{self, KvCache};
+use crate::rng::mix;
+use crate::{bail, ensure, Error, Result, Tensor};
+
+/// The architecture's hyperparameters (field names as in Hugging Face's GPT2Config).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    /// Context length (`n_positions`; nanoGPT's `block_size`).
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Dropout on embeddings and residual branches while training.
+    pub dropout: f32,
+    /// Biases in linear layers and LayerNorms (GPT-2 has them).
+    pub bias: bool,
+    pub layer_norm_epsilon: f32,
+}
+
+impl GptConfig {
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        ensure!(
+            c.vocab_size > 0 && c.block_size > 0 && c.n_layer > 0 && c.n_head > 0,
+            Argument,
+            "GPT config: sizes must be positive: {c:?}"
+        );
+        ensure!(
+            c.n_embd % c.n_head == 0,
+            Argument,
+            "GPT config: n_embd ({}) must be divisible by n_head ({})",
+            c.n_embd,
+            c.n_head
+        );
+        ensure!(
+            (0.0..1.0).contains(&c.dropout),
+            Argument,
+            "GPT config: dropout must be in [0, 1), got {}",
+            c.dropout
+        );
+        ensure!(
+            c.layer_norm_epsilon > 0.0,
+            Argument,
+            "GPT config: layer_norm_epsilon must be > 0"
+        );
+        Ok(())
+    }
+
+    /// The config as Hugging Face's `config.json` for GPT2LMHeadModel.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": self.vocab_size,
+            "n_positions": self.block_size,
+            "n_ctx": self.block_size,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_embd": self.n_embd,
+            "resid_pdrop": self.dropout,
+            "embd_pdrop": self.dropout,
+            "attn_pdrop": 0.0,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "bias": self.bias,
+            "tie_word_embeddings": true,
+        })
+    }
+
+    /// Reads a Hugging Face style GPT-2 config (extra keys are ignored).
+    pub fn from_json(v: &serde_json::Value) -> Result<GptConfig> {
+        let int = |keys: &[&str]| -> Result<usize> {
+            keys.iter()
+                .find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
+                .map(|x| x as usize)
+                .ok_or_else(|| {
+                    Error::Format(format!("config.json: missing integer field {}", keys[0]))
+                })
+        };
+        if let Some(t) = v.get("model_type").and_then(|t| t.as_str()) {
+            ensure!(
+                t == "gpt2",
+                Format,
+                "config.json: model_type is {t:?}, expected \"gpt2\""
+            );
+        }
+        if let Some(a) = v.get("activation_function").and_then(|t| t.as_str()) {
+            ensure!(
+                a == "gelu_new" || a == "gelu_pytorch_tanh",
+                Format,
+                "config.json: activation {a:?} is not supported (GPT-2 uses gelu_new)"
+            );
+        }
+        let config = GptConfig {
+            vocab_size: int(&["vocab_size"])?,
+            block_size: int(&["n_positions", "block_size", "n_ctx"])?,
+            n_layer: int(&["n_layer"])?,
+            n_head: int(&["n_head"])?,
+            n_embd: int(&["n_embd"])?,
+            dropout: v.get("resid_pdrop").and_then(|x| x.as_f64()).unwrap_or(0.0) as f32,
+            bias: v.get("bias").and_then(|x| x.as_bool()).unwrap_or(true),
+            layer_norm_epsilon: v
+                .get("layer_norm_epsilon")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(1e-5) as f32,
+        };
+        config
+            .validate()
+            .map_err(|e| Error::Format(format!("config.json: {e}")))?;
+        Ok(config)
+    }
+}
+
+/// One transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub c_attn: Linear,
+    pub attn_proj: Linear,
+    pub ln_2: LayerNorm,
+    pub c_fc: Linear,
+    pub mlp_proj: Linear,
+}
+
+/// A GPT-2 language model.
+pub struct Gpt {
+    pub config: GptConfig,
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub blocks: Vec<Block>,
+    pub ln_f: LayerNorm,
+}
+
+/// A batch of token ids [B, T] and how to read them.
+pub struct Batch<'a> {
+    pub ids: &'a [i64],
+    pub batch: usize,
+    pub len: usize,
+    /// Position of every token [B, T]; default 0..T (after what a cache already holds).
+    pub positions: Option<&'a [i64]>,
+    /// [B, keys] true for real tokens, where keys = T (+ what a cache holds).
+    pub key_mask: Option<&'a [bool]>,
+}
+
+impl<'a> Batch<'a> {
+    /// Ids [B, T] with default positions and no padding.
+    pub fn new(ids: &'a [i64], batch: usize, len: usize) -> Self {
+        Batch {
+            ids,
+            batch,
+            len,
+            positions: None,
+            key_mask: None,
+        }
+    }
+}
+
+/// Normal(0, std) weights for a Linear [out, in] with zero bias (GPT-2's initialisation).
+fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64) -> Linear {
+    Linear {
+        weight: Tensor::randn(&[o, i], 0.0, std, seed).with_grad(),
+        bias: bias.then(|| Tensor::zeros(&[o]).with_grad()),
+    }
+}
+
+impl Gpt {
+    /// A freshly initialised model: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)).
+    pub fn new(config: GptConfig, seed: u64) -> Result<Gpt> {
+        config.validate()?;
+        let c = config.n_embd;
+        let proj_std = 0.02 / (2.0 * config.n_layer as f32).sqrt();
+        let s = |i: u64| mix(seed ^ mix(i));
+        let blocks = (0..config.n_layer)
+            .map(|l| {
+                let k = 10 + 10 * l as u64;
+                Block {
+                    ln_1: LayerNorm::new(c, config.bias, config.layer_norm_epsilon),
+                    c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k)),
+                    attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1)),
+                    ln_2: LayerNorm::new(c, config.bias, config.layer_norm_epsilon),
+                    c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2)),
+                    mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3)),
+                }
+            })
+            .collect();
+        Ok(Gpt {
+            wte: Embedding::new(config.vocab_size, c, 0.02, s(1)),
+            wpe: Embedding::new(config.block_size, c, 0.02, s(2)),
+            blocks,
+            ln_f: LayerNorm::new(c, config.bias, config.layer_norm_epsilon),
+            config,
+        })
+    }
+
+    /// Final hidden states [B, T, C] (after ln_f). `dropout_seed` is `Some` in training mode;
+    /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
+    pub fn hidden(
+        &self,
+        x: &Batch,
+        dropout_seed: Option<u64>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t, cfg) = (x.batch, x.len, &self.config);
+        ensure!(
+            x.ids.len() == b * t,
+            Shape,
+            "GPT: {} ids do not fill a [{b}, {t}] batch",
+            x.ids.len()
+        );
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let positions: Vec<i64> = match x.positions {
+            Some(p) => {
+                ensure!(
+                    p.len() == b * t,
+                    Shape,
+                    "GPT: {} positions for a [{b}, {t}] batch",
+                    p.len()
+                );
+                p.to_vec()
+            }
+            None => (0..b)
+                .flat_map(|_| (start..start + t).map(|p| p as i64))
+                .collect(),
+        };
+        if let Some(&p) = positions
+            .iter()
+            .find(|&&p| p < 0 || p as usize >= cfg.block_size)
+        {
+            bail!(
+                Index,
+                "GPT: position {p} is outside the context of {} tokens (block_size)",
+                cfg.block_size
+            );
+        }
+        if let Some(&id) = x
+            .ids
+            .iter()
+            .find(|&&id| id < 0 || id as usize >= cfg.vocab_size)
+        {
+            bail!(
+                Index,
+                "GPT: token id {id} is outside the vocabulary of {} tokens",
+                cfg.vocab_size
+            );
+        }
+        let p = if dropout_seed.is_some() {
+            cfg.dropout
+        } else {
+            0.0
+        };
+        let drop = |x: Tensor, site: u64| -> Result<Tensor> {
+            match dropout_seed {
+                Some(seed) if p > 0.0 => ops::dropout(&x, p, mix(seed ^ mix(site))),
+                _ => Ok(x),
+            }
+        };
+        let tok = self.wte.forward(x.ids, &[b, t])?;
+        let pos = self.wpe.forward(&positions, &[b, t])?;
+        let mut h = drop(ops::add(&tok, &pos)?, 0)?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let qkv = block.c_attn.forward(&block.ln_1.forward(&h)?)?;
+            let a = match cache.as_deref_mut() {
+                Some(cache) => ops::attention_cached(&qkv, cfg.n_head, cache, l, x.key_mask)?,
+                None => ops::attention_qkv(&qkv, cfg.n_head, true, x.key_mask)?,
+            };
+            h = ops::add(&h, &drop(block.attn_proj.forward(&a)?, 2 * l as u64 + 1)?)?;
+            let m = ops::gelu(&block.c_fc.forward(&block.ln_2.forward(&h)?)?);
+            h = ops::add(&h, &drop(block.mlp_proj.forward(&m)?, 2 * l as u64 + 2)?)?;
+        }
+        if let Some(cache) = cache {
+            cache.advance(t)?;
+        }
+        self.ln_f.forward(&h)
+    }
+
+    /// Next-token logits [.., V] from hidden states (the head shares the token embedding).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        ops::linear(hidden, &self.wte.weight, None)
+    }
+
+    /// Logits [B, T, V] for a batch of ids.
+    pub fn forward(
+        &self,
+        x: &Batch,
+        dropout_seed: Option<u64>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        self.logits(&self.hidden(x, dropout_seed, cache)?)
+    }
+
+    /// An empty key/value cache able to hold `batch` sequences of the full context.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        let c = &self.config;
+        KvCache::new(
+            c.n_layer,
+            batch,
+            c.n_head,
+            c.block_size,
+            c.n_embd / c.n_head,
+        )
+    }
+
+    /// Whether a parameter is stored transposed in Hugging Face's files (GPT-2's Conv1D).
+    fn stored_transposed(name: &str) -> bool {
+        [
+            ".attn.c_attn.weight",
+            ".attn.c_proj.weight",
+            ".mlp.c_fc.weight",
+            ".mlp.c_proj.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let params = self.named_parameters();
+        let stored: Vec<(String, Vec<usize>, Vec<f32>)> = params
+            .iter()
+            .map(|(name, t)| {
+                if Self::stored_transposed(name) {
+                    let tt = crate::no_grad(|| ops::transpose(t, 0, 1))?;
+                    Ok((name.clone(), tt.shape().to_vec(), tt.to_vec()))
+                } else {
+                    Ok((name.clone(), t.shape().to_vec(), t.to_vec()))
+                }
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<(String, Vec<usize>, &[f32])> = stored
+            .iter()
+            .map(|(n, s, d)| (n.clone(), s.clone(), &d[..]))
+            .collect();
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        write_atomic(
+            &dir.join("model.safetensors"),
+            &to_safetensors(&refs, meta)?,
+        )?;
+        let config =
+            serde_json::to_vec_pretty(&self.config.to_json()).expect("JSON values serialise");
+        write_atomic(&dir.join("config.json"), &config)
+    }
+
+    /// Loads `config.json` and `model.safetensors` from `dir`: our files or a Hugging Face
+    /// GPT-2 checkpoint (names with or without the `transformer.` prefix). Every parameter
+    /// must be present with the right shape; unknown tensors are refused.
+    pub fn load(dir: &Path) -> Result<Gpt> {
+        let config = GptConfig::from_json(&parse_json(
+            &read_file(&dir.join("config.json"))?,
+            "config.json",
+        )?)?;
+        let (mut stored, _) = from_safetensors(
+            &read_file(&dir.join("model.safetensors"))?,
+            "model.safetensors",
+        )?;
+        let model = Gpt::new(config, 0)?;
+        // Buffers and the tied head that GPT-2 files may carry besides the parameters.
+        let ignorable = |n: &str| {
+            n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight"
+        };
+        for (name, param) in model.named_parameters() {
+            let short = name
+                .strip_prefix("transformer.")
+                .expect("GPT names start with transformer.");
+            let Some(s) = stored.remove(&name).or_else(|| stored.remove(short)) else {
+                bail!(Format, "model.safetensors: missing tensor {name}");
+            };
+            let expected: Vec<usize> = if Self::stored_transposed(&name) {
+                param.shape().iter().rev().copied().collect()
+            } else {
+                param.shape().to_vec()
+            };
+            ensure!(
+                s.shape == expected,
+                Shape,
+                "model.safetensors: {name} has shape {:?}, the config implies {expected:?}",
+                s.shape
+            );
+            let data = Tensor::from_vec(s.data, &s.shape)?;
+            let data = if Self::stored_transposed(&name) {
+                crate::no_grad(|| ops::transpose(&data, 0, 1))?
+            } else {
+                data
+            };
+            param.assign(&data.read())?;
+        }
+        if let Some(extra) = stored.keys().find(|n| !ignorable(n)) {
+            bail!(Format, "model.safetensors: unexpected tensor {extra} (does config.json match the weights?)");
+        }
+        Ok(model)
+    }
+
+    /// An independent copy (own storage), e.g. a frozen reference model.
+    pub fn deep_clone(&self) -> Gpt {
+        let copy = Gpt::new(self.config.clone(), 0).expect("config already valid");
+        for ((_, dst), (_, src)) in copy.named_parameters().iter().zip(self.named_parameters()) {
+            dst.assign(&src.read()).expect("same architecture");
+        }
+        copy
+    }
+}
+
+impl Module for Gpt {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        let p = join(prefix, "transformer");
+        self.wte.visit(&join(&p, "wte"), f);
+        self.wpe.visit(&join(&p, "wpe"), f);
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = join(&p, &format!("h.{i}"));
+            b.ln_1.visit(&join(&h, "ln_1"), f);
+            b.c_attn.visit(&join(&h, "attn.c_attn"), f);
+            b.attn_proj.visit(&join(&h, "attn.c_proj"), f);
+            b.ln_2.visit(&join(&h, "ln_2"), f);
+            b.c_fc.visit(&join(&h, "mlp.c_fc"), f);
+            b.mlp_proj.visit(&join(&h, "mlp.c_proj"), f);
+        }
+        self.ln_f.visit(&join(&p, "ln_f"), f);
+    }
+}
