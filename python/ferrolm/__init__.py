@@ -28,10 +28,12 @@ from ferrolm._core import (
     randn,
 )
 from ferrolm.autograd import enable_grad, no_grad
+from ferrolm.model import GPT
 from ferrolm.optim import AdamW
 
 __all__ = [
     "AdamW",
+    "GPT",
     "Embedding",
     "FormatError",
     "GradError",

@@ -2,25 +2,13 @@
 //! bad indices `IndexError`s, so `except ValueError` works as users expect.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{
-    PyFileNotFoundError, PyIndexError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
-};
+use pyo3::exceptions::{PyFileNotFoundError, PyIndexError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use ferrolm::Error;
 
-create_exception!(
-    ferrolm,
-    ShapeError,
-    PyValueError,
-    "Tensor shapes do not fit the operation."
-);
-create_exception!(
-    ferrolm,
-    FormatError,
-    PyValueError,
-    "A file or buffer is truncated, corrupt or of the wrong schema."
-);
+create_exception!(ferrolm, ShapeError, PyValueError, "Tensor shapes do not fit the operation.");
+create_exception!(ferrolm, FormatError, PyValueError, "A file or buffer is truncated, corrupt or of the wrong schema.");
 create_exception!(
     ferrolm,
     GradError,

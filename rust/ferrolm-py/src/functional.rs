@@ -17,19 +17,7 @@ macro_rules! unary {
         }
     )*};
 }
-unary!(
-    neg,
-    exp,
-    log,
-    sqrt,
-    rsqrt,
-    tanh,
-    sigmoid,
-    log_sigmoid,
-    relu,
-    gelu,
-    gelu_erf
-);
+unary!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf);
 
 /// Declares `fn name(a, b) -> Tensor` wrappers for broadcasting binary core ops.
 macro_rules! binary {
@@ -56,24 +44,14 @@ fn clamp(py: Python<'_>, x: PyTensor, min: Option<f32>, max: Option<f32>) -> PyR
 
 #[pyfunction]
 #[pyo3(name = "where")]
-fn where_(
-    py: Python<'_>,
-    cond: &Bound<'_, PyAny>,
-    a: &Bound<'_, PyAny>,
-    b: &Bound<'_, PyAny>,
-) -> PyResult<PyTensor> {
+fn where_(py: Python<'_>, cond: &Bound<'_, PyAny>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let cond = mask_tensor(cond)?;
     let (a, b) = (to_tensor(a)?, to_tensor(b)?);
     run(py, || ops::where_(&cond, &a, &b))
 }
 
 #[pyfunction]
-fn masked_fill(
-    py: Python<'_>,
-    x: PyTensor,
-    mask: &Bound<'_, PyAny>,
-    value: f32,
-) -> PyResult<PyTensor> {
+fn masked_fill(py: Python<'_>, x: PyTensor, mask: &Bound<'_, PyAny>, value: f32) -> PyResult<PyTensor> {
     let mask = mask_tensor(mask)?;
     run(py, || ops::masked_fill(&x.0, &mask, value))
 }
@@ -81,10 +59,7 @@ fn masked_fill(
 /// A boolean array-like as a 0/1 tensor (masks take no gradient).
 fn mask_tensor(obj: &Bound<'_, PyAny>) -> PyResult<ferrolm::Tensor> {
     let (mask, shape) = to_mask(obj)?;
-    Ok(
-        ferrolm::Tensor::from_vec(mask.iter().map(|&m| m as u8 as f32).collect(), &shape)
-            .expect("mask matches shape"),
-    )
+    Ok(ferrolm::Tensor::from_vec(mask.iter().map(|&m| m as u8 as f32).collect(), &shape).expect("mask matches shape"))
 }
 
 #[pyfunction]
@@ -128,13 +103,7 @@ fn transpose(py: Python<'_>, x: PyTensor, dim0: isize, dim1: isize) -> PyResult<
 }
 
 #[pyfunction]
-fn narrow(
-    py: Python<'_>,
-    x: PyTensor,
-    axis: isize,
-    start: usize,
-    length: usize,
-) -> PyResult<PyTensor> {
+fn narrow(py: Python<'_>, x: PyTensor, axis: isize, start: usize, length: usize) -> PyResult<PyTensor> {
     run(py, || ops::narrow(&x.0, axis, start, length))
 }
 
@@ -159,23 +128,13 @@ fn embedding(py: Python<'_>, weight: PyTensor, ids: &Bound<'_, PyAny>) -> PyResu
 }
 
 #[pyfunction]
-fn index_select(
-    py: Python<'_>,
-    x: PyTensor,
-    axis: isize,
-    ids: &Bound<'_, PyAny>,
-) -> PyResult<PyTensor> {
+fn index_select(py: Python<'_>, x: PyTensor, axis: isize, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (ids, _) = to_ids(ids)?;
     run(py, || ops::index_select(&x.0, axis, &ids))
 }
 
 #[pyfunction]
-fn gather(
-    py: Python<'_>,
-    x: PyTensor,
-    axis: isize,
-    index: &Bound<'_, PyAny>,
-) -> PyResult<PyTensor> {
+fn gather(py: Python<'_>, x: PyTensor, axis: isize, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (idx, shape) = to_ids(index)?;
     run(py, || ops::gather(&x.0, axis, &idx, &shape))
 }
@@ -207,12 +166,7 @@ fn layer_norm(
 
 #[pyfunction]
 #[pyo3(signature = (x, weight, bias = None))]
-fn linear(
-    py: Python<'_>,
-    x: PyTensor,
-    weight: PyTensor,
-    bias: Option<PyTensor>,
-) -> PyResult<PyTensor> {
+fn linear(py: Python<'_>, x: PyTensor, weight: PyTensor, bias: Option<PyTensor>) -> PyResult<PyTensor> {
     let b = bias.map(|b| b.0.clone());
     run(py, || ops::linear(&x.0, &weight.0, b.as_ref()))
 }
@@ -241,14 +195,10 @@ fn cross_entropy(
         "sum" => Reduction::Sum,
         "none" => Reduction::None,
         other => {
-            return Err(PyValueError::new_err(format!(
-                "reduction must be 'mean', 'sum' or 'none', got {other:?}"
-            )))
+            return Err(PyValueError::new_err(format!("reduction must be 'mean', 'sum' or 'none', got {other:?}")))
         }
     };
-    run(py, || {
-        ops::cross_entropy(&logits.0, &targets, ignore_index, reduction)
-    })
+    run(py, || ops::cross_entropy(&logits.0, &targets, ignore_index, reduction))
 }
 
 /// Converts an optional [B, Tk] key mask, checking its shape against the expected one.
@@ -256,9 +206,7 @@ fn key_mask(mask: Option<&Bound<'_, PyAny>>, b: usize, tk: usize) -> PyResult<Op
     let Some(mask) = mask else { return Ok(None) };
     let (m, shape) = to_mask(mask)?;
     if shape != [b, tk] {
-        return Err(PyValueError::new_err(format!(
-            "key_padding_mask must have shape ({b}, {tk}), got {shape:?}"
-        )));
+        return Err(PyValueError::new_err(format!("key_padding_mask must have shape ({b}, {tk}), got {shape:?}")));
     }
     Ok(Some(m))
 }
@@ -273,14 +221,9 @@ fn attention(
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTensor> {
-    let (b, tk) = (
-        k.0.shape().first().copied().unwrap_or(0),
-        k.0.shape().get(2).copied().unwrap_or(0),
-    );
+    let (b, tk) = (k.0.shape().first().copied().unwrap_or(0), k.0.shape().get(2).copied().unwrap_or(0));
     let mask = key_mask(key_padding_mask, b, tk)?;
-    run(py, || {
-        ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref())
-    })
+    run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref()))
 }
 
 #[pyfunction]
@@ -292,58 +235,19 @@ fn attention_qkv(
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTensor> {
-    let (b, t) = (
-        qkv.0.shape().first().copied().unwrap_or(0),
-        qkv.0.shape().get(1).copied().unwrap_or(0),
-    );
+    let (b, t) = (qkv.0.shape().first().copied().unwrap_or(0), qkv.0.shape().get(1).copied().unwrap_or(0));
     let mask = key_mask(key_padding_mask, b, t)?;
-    run(py, || {
-        ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref())
-    })
+    run(py, || ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref()))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     macro_rules! add {
         ($($f:ident),*) => { $( m.add_function(wrap_pyfunction!($f, m)?)?; )* };
     }
-    add!(
-        neg,
-        exp,
-        log,
-        sqrt,
-        rsqrt,
-        tanh,
-        sigmoid,
-        log_sigmoid,
-        relu,
-        gelu,
-        gelu_erf
-    );
-    add!(
-        add,
-        sub,
-        mul,
-        div,
-        maximum,
-        minimum,
-        matmul,
-        pow,
-        clamp,
-        where_,
-        masked_fill
-    );
+    add!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf);
+    add!(add, sub, mul, div, maximum, minimum, matmul, pow, clamp, where_, masked_fill);
     add!(sum, mean, max, reshape, permute, transpose, narrow, concat, stack);
-    add!(
-        embedding,
-        index_select,
-        gather,
-        softmax,
-        log_softmax,
-        layer_norm,
-        linear,
-        dropout,
-        cross_entropy
-    );
+    add!(embedding, index_select, gather, softmax, log_softmax, layer_norm, linear, dropout, cross_entropy);
     add!(attention, attention_qkv);
     Ok(())
 }

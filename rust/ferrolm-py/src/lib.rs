@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod functional;
+mod model;
 mod nn;
 mod tensor;
 
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tensor::PyTensor>()?;
     functional::register(m)?;
     nn::register(m)?;
+    model::register(m)?;
     Ok(())
 }

@@ -5,17 +5,16 @@ use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::nn::{self, Module};
+use ferrolm::optim::MomentState;
 use ferrolm::{AdamW, Tensor};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
 use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
 
 /// Named parameters of a core module as Python (name, Tensor) pairs.
 fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
-    m.named_parameters()
-        .into_iter()
-        .map(|(n, t)| (n, PyTensor(t)))
-        .collect()
+    m.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
 }
 
 /// `y = x·Wᵀ + b` with W of shape (out_features, in_features).
@@ -104,14 +103,7 @@ pub struct PyAdamW(AdamW);
 impl PyAdamW {
     #[new]
     fn new(params: Vec<(PyTensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> PyResult<Self> {
-        AdamW::new(
-            params.into_iter().map(|(t, wd)| (t.0, wd)).collect(),
-            lr,
-            betas,
-            eps,
-        )
-        .py()
-        .map(PyAdamW)
+        AdamW::new(params.into_iter().map(|(t, wd)| (t.0, wd)).collect(), lr, betas, eps).py().map(PyAdamW)
     }
     #[getter]
     fn lr(&self) -> f32 {
@@ -131,6 +123,20 @@ impl PyAdamW {
     fn parameters(&self) -> Vec<PyTensor> {
         self.0.parameters().into_iter().map(PyTensor).collect()
     }
+
+    /// Moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)].
+    fn state<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>, u64)> {
+        self.0.state().into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect()
+    }
+
+    /// Restores moments saved by `state()` for the same parameters.
+    fn load_state(&mut self, state: Vec<(PyReadonlyArray1<'_, f32>, PyReadonlyArray1<'_, f32>, u64)>) -> PyResult<()> {
+        let state = state
+            .into_iter()
+            .map(|(m, v, steps)| MomentState { m: m.as_array().to_vec(), v: v.as_array().to_vec(), steps })
+            .collect();
+        self.0.load_state(state).py()
+    }
 }
 
 /// Scales gradients so their global norm is at most `max_norm`; returns the norm before.
@@ -142,13 +148,7 @@ fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyRes
 
 #[pyfunction]
 #[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = 0, requires_grad = false))]
-fn randn(
-    shape: &Bound<'_, PyTuple>,
-    mean: f32,
-    std: f32,
-    seed: u64,
-    requires_grad: bool,
-) -> PyResult<PyTensor> {
+fn randn(shape: &Bound<'_, PyTuple>, mean: f32, std: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
     let shape = to_usize(shape_args(shape)?)?;
     let t = Tensor::randn(&shape, mean, std, seed);
     t.set_requires_grad(requires_grad).py()?;
@@ -157,13 +157,7 @@ fn randn(
 
 #[pyfunction]
 #[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = 0, requires_grad = false))]
-fn rand(
-    shape: &Bound<'_, PyTuple>,
-    low: f32,
-    high: f32,
-    seed: u64,
-    requires_grad: bool,
-) -> PyResult<PyTensor> {
+fn rand(shape: &Bound<'_, PyTuple>, low: f32, high: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
     let shape = to_usize(shape_args(shape)?)?;
     let t = Tensor::rand(&shape, low, high, seed);
     t.set_requires_grad(requires_grad).py()?;
@@ -183,9 +177,7 @@ fn to_usize(shape: Vec<isize>) -> PyResult<Vec<usize>> {
     shape
         .into_iter()
         .map(|d| {
-            usize::try_from(d).map_err(|_| {
-                pyo3::exceptions::PyValueError::new_err(format!("negative dimension {d}"))
-            })
+            usize::try_from(d).map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("negative dimension {d}")))
         })
         .collect()
 }

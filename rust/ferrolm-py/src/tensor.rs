@@ -51,28 +51,19 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
     }
     let arr = arr.call_method1("astype", ("int64",))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<i64>>()?;
-    Ok((
-        arr.as_array().iter().copied().collect(),
-        arr.shape().to_vec(),
-    ))
+    Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
 }
 
 /// A boolean mask (any array-like; nonzero is true) with its shape.
 pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
     if let Ok(t) = obj.cast::<PyTensor>() {
         let t = &t.get().0;
-        return Ok((
-            t.read().iter().map(|&v| v != 0.0).collect(),
-            t.shape().to_vec(),
-        ));
+        return Ok((t.read().iter().map(|&v| v != 0.0).collect(), t.shape().to_vec()));
     }
     let np = obj.py().import("numpy")?;
     let arr = np.call_method1("asarray", (obj, "bool"))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<bool>>()?;
-    Ok((
-        arr.as_array().iter().copied().collect(),
-        arr.shape().to_vec(),
-    ))
+    Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
 }
 
 /// Shape arguments given either as `f(2, 3)` or `f((2, 3))`.
@@ -86,10 +77,7 @@ pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
 }
 
 /// Runs a core computation without the GIL and wraps the resulting tensor.
-pub fn run(
-    py: Python<'_>,
-    f: impl FnOnce() -> ferrolm::Result<Tensor> + Send,
-) -> PyResult<PyTensor> {
+pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
     py.detach(f).py().map(PyTensor)
 }
 
@@ -100,11 +88,7 @@ impl PyTensor {
     #[pyo3(signature = (data, requires_grad = false))]
     fn new(data: &Bound<'_, PyAny>, requires_grad: bool) -> PyResult<Self> {
         let t = to_tensor(data)?;
-        let t = if data.is_instance_of::<PyTensor>() {
-            t.deep_clone()
-        } else {
-            t
-        };
+        let t = if data.is_instance_of::<PyTensor>() { t.deep_clone() } else { t };
         t.set_requires_grad(requires_grad).py()?;
         Ok(PyTensor(t))
     }
@@ -125,11 +109,7 @@ impl PyTensor {
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        self.0
-            .shape()
-            .first()
-            .copied()
-            .ok_or_else(|| PyTypeError::new_err("len() of a 0-d tensor"))
+        self.0.shape().first().copied().ok_or_else(|| PyTypeError::new_err("len() of a 0-d tensor"))
     }
 
     /// Number of elements.
@@ -249,14 +229,8 @@ impl PyTensor {
         kwargs.set_item("threshold", 64)?;
         kwargs.set_item("separator", ", ")?;
         kwargs.set_item("prefix", "Tensor(")?;
-        let body: String = np
-            .call_method("array2string", (self.numpy(py)?,), Some(&kwargs))?
-            .extract()?;
-        let grad = if self.0.requires_grad() {
-            ", requires_grad=True"
-        } else {
-            ""
-        };
+        let body: String = np.call_method("array2string", (self.numpy(py)?,), Some(&kwargs))?.extract()?;
+        let grad = if self.0.requires_grad() { ", requires_grad=True" } else { "" };
         Ok(format!("Tensor({body}{grad})"))
     }
 
@@ -298,16 +272,9 @@ impl PyTensor {
         let o = to_tensor(other)?;
         run(py, || ops::matmul(&o, &self.0))
     }
-    fn __pow__(
-        &self,
-        py: Python<'_>,
-        exponent: f32,
-        modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyTensor> {
+    fn __pow__(&self, py: Python<'_>, exponent: f32, modulo: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
         if modulo.is_some() {
-            return Err(PyTypeError::new_err(
-                "pow() with a modulus is not supported for tensors",
-            ));
+            return Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors"));
         }
         run(py, || Ok(ops::pow(&self.0, exponent)))
     }

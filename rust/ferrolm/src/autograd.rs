@@ -127,11 +127,7 @@ impl Tensor {
                     *tensor.origin() = Origin::Freed(node.op);
                     let input_grads = {
                         let out = tensor.read();
-                        let ctx = Ctx {
-                            grad: &grad,
-                            out: &out,
-                            inputs: &node.inputs,
-                        };
+                        let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
                         (node.backward)(&ctx)?
                     };
                     for (input, g) in node.inputs.iter().zip(input_grads) {
@@ -139,12 +135,7 @@ impl Tensor {
                         if !input.requires_grad() {
                             continue;
                         }
-                        debug_assert_eq!(
-                            g.len(),
-                            input.numel(),
-                            "{} returned a wrong-sized grad",
-                            node.op
-                        );
+                        debug_assert_eq!(g.len(), input.numel(), "{} returned a wrong-sized grad", node.op);
                         match pending.get_mut(&input.id()) {
                             Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
                             None => {
@@ -181,22 +172,12 @@ fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
             continue;
         }
         let inputs: Vec<Tensor> = match &*t.origin() {
-            Origin::Op(node) => node
-                .inputs
-                .iter()
-                .filter(|i| i.requires_grad())
-                .cloned()
-                .collect(),
+            Origin::Op(node) => node.inputs.iter().filter(|i| i.requires_grad()).cloned().collect(),
             Origin::Freed(op) => bail!(Grad, "{}", freed_message(op)),
             Origin::Leaf => Vec::new(),
         };
         stack.push((t, true));
-        stack.extend(
-            inputs
-                .into_iter()
-                .filter(|i| !seen.contains(&i.id()))
-                .map(|i| (i, false)),
-        );
+        stack.extend(inputs.into_iter().filter(|i| !seen.contains(&i.id())).map(|i| (i, false)));
     }
     Ok(order)
 }

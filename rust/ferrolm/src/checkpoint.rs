@@ -13,18 +13,9 @@ use crate::{bail, Error, Result};
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory is written,
 /// flushed to disk and renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Argument(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Argument(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -50,14 +41,9 @@ pub struct Stored {
 }
 
 /// Serialises named f32 tensors (with string metadata) to safetensors bytes.
-pub fn to_safetensors(
-    tensors: &[(String, Vec<usize>, &[f32])],
-    metadata: BTreeMap<String, String>,
-) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
+pub fn to_safetensors(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let views = tensors
         .iter()
         .zip(&bytes)
@@ -67,59 +53,29 @@ pub fn to_safetensors(
                 .map_err(|e| Error::Format(format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = if metadata.is_empty() {
-        None
-    } else {
-        Some(metadata.into_iter().collect())
-    };
-    safetensors::serialize(views, metadata)
-        .map_err(|e| Error::Format(format!("serialising safetensors: {e}")))
+    let metadata = if metadata.is_empty() { None } else { Some(metadata.into_iter().collect()) };
+    safetensors::serialize(views, metadata).map_err(|e| Error::Format(format!("serialising safetensors: {e}")))
 }
 
 /// Parses safetensors bytes into named f32 tensors (F16 and BF16 are widened; other dtypes
 /// are refused) plus the file's metadata.
-pub fn from_safetensors(
-    bytes: &[u8],
-    what: &str,
-) -> Result<(BTreeMap<String, Stored>, BTreeMap<String, String>)> {
+pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, Stored>, BTreeMap<String, String>)> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Format(format!("{what} is not a valid safetensors file: {e}")))?;
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| Error::Format(format!("{what}: {e}")))?;
-    let metadata = header
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Format(format!("{what}: {e}")))?;
+    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-            other => bail!(
-                Format,
-                "{what}: tensor {name} has dtype {other:?}; only F32, F16 and BF16 are supported"
-            ),
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+            }
+            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            other => bail!(Format, "{what}: tensor {name} has dtype {other:?}; only F32, F16 and BF16 are supported"),
         };
-        out.insert(
-            name,
-            Stored {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
+        out.insert(name, Stored { shape: view.shape().to_vec(), data });
     }
     Ok((out, metadata))
 }
@@ -144,6 +100,5 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Parses JSON, naming the file in the error.
 pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
 }

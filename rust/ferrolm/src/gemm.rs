@@ -16,13 +16,7 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `rows × cols` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
     /// The same matrix read as its transpose (no copy).
@@ -38,13 +32,7 @@ impl<'a> MatRef<'a> {
 
     /// A row-major `rows × cols` matrix whose rows are `row_stride` apart.
     pub fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
-        MatRef {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride: 1,
-        }
+        MatRef { data, rows, cols, row_stride, col_stride: 1 }
     }
 
     fn max_index(&self) -> usize {
@@ -68,18 +56,9 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, t
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
     assert!(ldc >= n, "gemm: ldc smaller than n");
-    assert!(
-        a.data.len() > a.max_index() || m * k == 0,
-        "gemm: A view out of bounds"
-    );
-    assert!(
-        b.data.len() > b.max_index() || k * n == 0,
-        "gemm: B view out of bounds"
-    );
-    assert!(
-        m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n,
-        "gemm: C too small"
-    );
+    assert!(a.data.len() > a.max_index() || m * k == 0, "gemm: A view out of bounds");
+    assert!(b.data.len() > b.max_index() || k * n == 0, "gemm: B view out of bounds");
+    assert!(m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n, "gemm: C too small");
     if m == 0 || n == 0 {
         return;
     }
@@ -90,12 +69,11 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, t
         return;
     }
     let work = m * n * k;
-    let parallelism =
-        if threads == Threads::Pool && work >= 48 * 48 * 48 && rayon::current_num_threads() > 1 {
-            gemm_crate::Parallelism::Rayon(rayon::current_num_threads())
-        } else {
-            gemm_crate::Parallelism::None
-        };
+    let parallelism = if threads == Threads::Pool && work >= 48 * 48 * 48 && rayon::current_num_threads() > 1 {
+        gemm_crate::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm_crate::Parallelism::None
+    };
     // SAFETY: the asserts above keep every strided access of A, B and C inside its slice.
     unsafe {
         gemm_crate::gemm(

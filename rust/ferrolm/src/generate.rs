@@ -26,13 +26,7 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling {
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
+        Sampling { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0, seed: 0 }
     }
 }
 
@@ -45,11 +39,7 @@ impl Sampling {
             self.temperature
         );
         if let Some(p) = self.top_p {
-            ensure!(
-                p > 0.0 && p <= 1.0,
-                Argument,
-                "top_p must be in (0, 1], got {p}"
-            );
+            ensure!(p > 0.0 && p <= 1.0, Argument, "top_p must be in (0, 1], got {p}");
         }
         ensure!(
             self.repetition_penalty > 0.0,
@@ -63,20 +53,12 @@ impl Sampling {
     /// Picks a token from one row of logits, given the tokens seen so far.
     pub fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> i64 {
         if self.repetition_penalty != 1.0 {
-            let mut ids: Vec<usize> = seen
-                .iter()
-                .map(|&t| t as usize)
-                .filter(|&t| t < logits.len())
-                .collect();
+            let mut ids: Vec<usize> = seen.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).collect();
             ids.sort_unstable();
             ids.dedup();
             for t in ids {
                 let l = &mut logits[t];
-                *l = if *l > 0.0 {
-                    *l / self.repetition_penalty
-                } else {
-                    *l * self.repetition_penalty
-                };
+                *l = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
             }
         }
         if self.temperature == 0.0 {
@@ -89,10 +71,7 @@ impl Sampling {
             order.truncate(k);
         }
         let max = logits[order[0]];
-        let mut probs: Vec<f32> = order
-            .iter()
-            .map(|&i| ((logits[i] - max) / self.temperature).exp())
-            .collect();
+        let mut probs: Vec<f32> = order.iter().map(|&i| ((logits[i] - max) / self.temperature).exp()).collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if let Some(top_p) = self.top_p {
@@ -117,9 +96,7 @@ impl Sampling {
 }
 
 fn argmax(xs: &[f32]) -> usize {
-    xs.iter()
-        .enumerate()
-        .fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
+    xs.iter().enumerate().fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
 }
 
 /// One sequence of a generation batch.
@@ -131,8 +108,8 @@ struct Row {
 }
 
 /// A generation in progress over a batch of prompts; call [`Generation::step`] for each token.
-pub struct Generation<'m> {
-    model: &'m Gpt,
+pub struct Generation {
+    model: Gpt,
     sampling: Sampling,
     stop_tokens: Vec<i64>,
     rows: Vec<Row>,
@@ -143,24 +120,15 @@ pub struct Generation<'m> {
     logits: Vec<f32>,
 }
 
-impl<'m> Generation<'m> {
+impl Generation {
     /// Validates the prompts (non-empty, ids in the vocabulary, at most `block_size` tokens)
     /// and prefills the cache with them.
-    pub fn new(
-        model: &'m Gpt,
-        prompts: &[Vec<i64>],
-        sampling: Sampling,
-        stop_tokens: Vec<i64>,
-    ) -> Result<Self> {
+    pub fn new(model: &Gpt, prompts: &[Vec<i64>], sampling: Sampling, stop_tokens: Vec<i64>) -> Result<Self> {
         sampling.validate()?;
         let cfg = &model.config;
         ensure!(!prompts.is_empty(), Argument, "generate: no prompts given");
         for (i, p) in prompts.iter().enumerate() {
-            ensure!(
-                !p.is_empty(),
-                Argument,
-                "generate: prompt {i} is empty (give at least one token)"
-            );
+            ensure!(!p.is_empty(), Argument, "generate: prompt {i} is empty (give at least one token)");
             ensure!(
                 p.len() <= cfg.block_size,
                 Argument,
@@ -168,10 +136,7 @@ impl<'m> Generation<'m> {
                 p.len(),
                 cfg.block_size
             );
-            if let Some(&id) = p
-                .iter()
-                .find(|&&id| id < 0 || id as usize >= cfg.vocab_size)
-            {
+            if let Some(&id) = p.iter().find(|&&id| id < 0 || id as usize >= cfg.vocab_size) {
                 crate::bail!(
                     Index,
                     "generate: prompt {i} has token id {id}, outside the vocabulary of {}",
@@ -190,7 +155,7 @@ impl<'m> Generation<'m> {
             .collect();
         let mut g = Generation {
             cache: model.new_cache(prompts.len()),
-            model,
+            model: model.clone(),
             sampling,
             stop_tokens,
             rows,
@@ -203,11 +168,7 @@ impl<'m> Generation<'m> {
 
     /// Refills the cache from the last `keep` tokens of every row (left-padded to one length).
     fn prefill(&mut self, keep: usize) -> Result<()> {
-        let tails: Vec<&[i64]> = self
-            .rows
-            .iter()
-            .map(|r| &r.tokens[r.tokens.len().saturating_sub(keep)..])
-            .collect();
+        let tails: Vec<&[i64]> = self.rows.iter().map(|r| &r.tokens[r.tokens.len().saturating_sub(keep)..]).collect();
         let t = tails.iter().map(|s| s.len()).max().unwrap_or(0);
         let b = tails.len();
         self.pads = tails.iter().map(|s| t - s.len()).collect();
@@ -223,13 +184,7 @@ impl<'m> Generation<'m> {
             }
         }
         self.cache.clear();
-        let batch = Batch {
-            ids: &ids,
-            batch: b,
-            len: t,
-            positions: Some(&positions),
-            key_mask: Some(&mask),
-        };
+        let batch = Batch { ids: &ids, batch: b, len: t, positions: Some(&positions), key_mask: Some(&mask) };
         let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
         self.logits = last_positions(&logits, b, t);
         Ok(())
@@ -246,11 +201,7 @@ impl<'m> Generation<'m> {
                 out.push(None);
                 continue;
             }
-            let token = self.sampling.pick(
-                &mut self.logits[r * v..(r + 1) * v],
-                &row.tokens,
-                &mut row.rng,
-            );
+            let token = self.sampling.pick(&mut self.logits[r * v..(r + 1) * v], &row.tokens, &mut row.rng);
             row.tokens.push(token);
             row.finished = self.stop_tokens.contains(&token);
             out.push(Some(token));
@@ -277,13 +228,7 @@ impl<'m> Generation<'m> {
         for r in 0..b {
             mask[r * (len + 1)..r * (len + 1) + self.pads[r]].fill(false);
         }
-        let batch = Batch {
-            ids: &ids,
-            batch: b,
-            len: 1,
-            positions: Some(&positions),
-            key_mask: Some(&mask),
-        };
+        let batch = Batch { ids: &ids, batch: b, len: 1, positions: Some(&positions), key_mask: Some(&mask) };
         let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
         self.logits = logits.to_vec();
         Ok(())
@@ -317,7 +262,5 @@ impl<'m> Generation<'m> {
 fn last_positions(logits: &Tensor, b: usize, t: usize) -> Vec<f32> {
     let v = logits.shape()[2];
     let data = logits.read();
-    (0..b)
-        .flat_map(|r| data[(r * t + t - 1) * v..(r * t + t) * v].iter().copied())
-        .collect()
+    (0..b).flat_map(|r| data[(r * t + t - 1) * v..(r * t + t) * v].iter().copied()).collect()
 }

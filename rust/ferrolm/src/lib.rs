@@ -23,6 +23,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod simd;
 pub mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};

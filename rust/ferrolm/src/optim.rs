@@ -36,11 +36,7 @@ impl AdamW {
     /// `params` pairs each parameter with its weight decay (0 for biases and norms, usually).
     /// A tensor listed twice (tied weights) is updated once.
     pub fn new(params: Vec<(Tensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> Result<AdamW> {
-        ensure!(
-            lr >= 0.0 && lr.is_finite(),
-            Argument,
-            "AdamW: learning rate must be finite and ≥ 0, got {lr}"
-        );
+        ensure!(lr >= 0.0 && lr.is_finite(), Argument, "AdamW: learning rate must be finite and ≥ 0, got {lr}");
         ensure!(
             (0.0..1.0).contains(&betas.0) && (0.0..1.0).contains(&betas.1),
             Argument,
@@ -50,11 +46,7 @@ impl AdamW {
         let mut seen = std::collections::HashSet::new();
         let mut slots = Vec::new();
         for (tensor, weight_decay) in params {
-            ensure!(
-                weight_decay >= 0.0,
-                Argument,
-                "AdamW: weight decay must be ≥ 0, got {weight_decay}"
-            );
+            ensure!(weight_decay >= 0.0, Argument, "AdamW: weight decay must be ≥ 0, got {weight_decay}");
             ensure!(
                 tensor.is_leaf(),
                 Argument,
@@ -63,22 +55,10 @@ impl AdamW {
             );
             if seen.insert(tensor.id()) {
                 let n = tensor.numel();
-                slots.push(Slot {
-                    tensor,
-                    weight_decay,
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
-                    steps: 0,
-                });
+                slots.push(Slot { tensor, weight_decay, m: vec![0.0; n], v: vec![0.0; n], steps: 0 });
             }
         }
-        Ok(AdamW {
-            slots,
-            lr,
-            beta1: betas.0,
-            beta2: betas.1,
-            eps,
-        })
+        Ok(AdamW { slots, lr, beta1: betas.0, beta2: betas.1, eps })
     }
 
     /// One update of every parameter that has a gradient (parameters without one are left
@@ -119,14 +99,7 @@ impl AdamW {
 
     /// The moments of every parameter, in parameter order.
     pub fn state(&self) -> Vec<MomentState> {
-        self.slots
-            .iter()
-            .map(|s| MomentState {
-                m: s.m.clone(),
-                v: s.v.clone(),
-                steps: s.steps,
-            })
-            .collect()
+        self.slots.iter().map(|s| MomentState { m: s.m.clone(), v: s.v.clone(), steps: s.steps }).collect()
     }
 
     /// Restores moments saved by [`AdamW::state`] for the same parameters.
@@ -157,18 +130,10 @@ impl AdamW {
 /// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (NaN or inf when a gradient is not finite; gradients are then left as is).
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
-    ensure!(
-        max_norm > 0.0,
-        Argument,
-        "clip_grad_norm: max_norm must be > 0, got {max_norm}"
-    );
+    ensure!(max_norm > 0.0, Argument, "clip_grad_norm: max_norm must be > 0, got {max_norm}");
     let squares: Vec<f64> = params
         .par_iter()
-        .map(|p| {
-            p.grad_slot()
-                .as_ref()
-                .map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum())
-        })
+        .map(|p| p.grad_slot().as_ref().map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum()))
         .collect();
     let norm = squares.iter().sum::<f64>().sqrt() as f32;
     if norm.is_finite() && norm > max_norm {

@@ -40,16 +40,8 @@ pub fn numel(shape: &[usize]) -> usize {
 /// Resolves a possibly negative axis (`-1` is the last) against a rank.
 pub fn resolve_axis(axis: isize, rank: usize) -> Result<usize> {
     let r = rank as isize;
-    ensure!(
-        axis >= -r && axis < r.max(1),
-        Index,
-        "axis {axis} is out of range for a tensor of rank {rank}"
-    );
-    Ok(if axis < 0 {
-        (axis + r) as usize
-    } else {
-        axis as usize
-    })
+    ensure!(axis >= -r && axis < r.max(1), Index, "axis {axis} is out of range for a tensor of rank {rank}");
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
 }
 
 impl Tensor {
@@ -74,22 +66,13 @@ impl Tensor {
             shape,
             numel(shape)
         );
-        Ok(Tensor::build(
-            shape.to_vec(),
-            Arc::new(RwLock::new(data)),
-            false,
-            Origin::Leaf,
-        ))
+        Ok(Tensor::build(shape.to_vec(), Arc::new(RwLock::new(data)), false, Origin::Leaf))
     }
 
     /// A leaf tensor copied from an ndarray array of any layout.
     pub fn from_ndarray(array: ArrayViewD<'_, f32>) -> Tensor {
         let shape = array.shape().to_vec();
-        let data = array
-            .as_standard_layout()
-            .into_owned()
-            .into_raw_vec_and_offset()
-            .0;
+        let data = array.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
         Tensor::build(shape, Arc::new(RwLock::new(data)), false, Origin::Leaf)
     }
 
@@ -117,18 +100,14 @@ impl Tensor {
     /// Normal(mean, std) samples from a seeded generator: the same seed, the same tensor.
     pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
         let mut rng = Rng::new(seed);
-        let data = (0..numel(shape))
-            .map(|_| mean + std * rng.normal())
-            .collect();
+        let data = (0..numel(shape)).map(|_| mean + std * rng.normal()).collect();
         Tensor::from_vec(data, shape).expect("length matches shape")
     }
 
     /// Uniform [low, high) samples from a seeded generator.
     pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64) -> Tensor {
         let mut rng = Rng::new(seed);
-        let data = (0..numel(shape))
-            .map(|_| low + (high - low) * rng.uniform())
-            .collect();
+        let data = (0..numel(shape)).map(|_| low + (high - low) * rng.uniform()).collect();
         Tensor::from_vec(data, shape).expect("length matches shape")
     }
 
@@ -139,23 +118,10 @@ impl Tensor {
         shape: Vec<usize>,
         op: &'static str,
         inputs: &[&Tensor],
-        backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<Vec<f32>>>>
-            + Send
-            + Sync
-            + 'static,
+        backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
     ) -> Tensor {
-        debug_assert_eq!(
-            data.len(),
-            numel(&shape),
-            "{op} produced a wrong-sized buffer"
-        );
-        Tensor::with_storage(
-            Arc::new(RwLock::new(data)),
-            shape,
-            op,
-            inputs,
-            Box::new(backward),
-        )
+        debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
+        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Box::new(backward))
     }
 
     pub(crate) fn with_storage(
@@ -167,11 +133,7 @@ impl Tensor {
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         if track {
-            let node = Node {
-                op,
-                inputs: inputs.iter().map(|t| (*t).clone()).collect(),
-                backward,
-            };
+            let node = Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward };
             Tensor::build(shape, storage, true, Origin::Op(node))
         } else {
             Tensor::build(shape, storage, false, Origin::Leaf)
@@ -220,12 +182,7 @@ impl Tensor {
 
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
-        ensure!(
-            self.numel() == 1,
-            Shape,
-            "item() needs a tensor with one element, got shape {:?}",
-            self.shape()
-        );
+        ensure!(self.numel() == 1, Shape, "item() needs a tensor with one element, got shape {:?}", self.shape());
         Ok(self.read()[0])
     }
 
@@ -262,9 +219,7 @@ impl Tensor {
     /// The accumulated gradient of a leaf, if backward has reached it since the last zeroing.
     pub fn grad(&self) -> Option<Tensor> {
         let g = self.grad_slot();
-        g.as_ref().map(|g| {
-            Tensor::from_vec(g.clone(), self.shape()).expect("grad has the tensor's shape")
-        })
+        g.as_ref().map(|g| Tensor::from_vec(g.clone(), self.shape()).expect("grad has the tensor's shape"))
     }
 
     /// Direct access to the gradient buffer (for optimisers: no copy).
@@ -287,12 +242,7 @@ impl Tensor {
 
     /// A leaf sharing this tensor's data but cut off from the graph.
     pub fn detach(&self) -> Tensor {
-        Tensor::build(
-            self.shape().to_vec(),
-            self.storage().clone(),
-            false,
-            Origin::Leaf,
-        )
+        Tensor::build(self.shape().to_vec(), self.storage().clone(), false, Origin::Leaf)
     }
 
     /// A leaf with its own copy of the data.
@@ -316,10 +266,7 @@ impl Tensor {
     /// Errors unless the tensor has exactly `expected` as its shape.
     pub fn expect_shape(&self, expected: &[usize], what: &str) -> Result<()> {
         if self.shape() != expected {
-            return Err(Error::Shape(format!(
-                "{what} must have shape {expected:?}, got {:?}",
-                self.shape()
-            )));
+            return Err(Error::Shape(format!("{what} must have shape {expected:?}, got {:?}", self.shape())));
         }
         Ok(())
     }
@@ -330,13 +277,7 @@ impl std::fmt::Debug for Tensor {
         let data = self.read();
         let shown: Vec<String> = data.iter().take(8).map(|v| format!("{v:.4}")).collect();
         let more = if data.len() > 8 { ", ..." } else { "" };
-        write!(
-            f,
-            "Tensor(shape={:?}, data=[{}{}]",
-            self.shape(),
-            shown.join(", "),
-            more
-        )?;
+        write!(f, "Tensor(shape={:?}, data=[{}{}]", self.shape(), shown.join(", "), more)?;
         if self.requires_grad() {
             write!(f, ", requires_grad=True")?;
         }

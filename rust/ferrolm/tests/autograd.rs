@@ -41,31 +41,16 @@ fn misuse_is_an_error_not_a_panic() {
     let loss = ops::sum_all(&y);
     loss.backward().unwrap();
     assert!(matches!(loss.backward(), Err(Error::Grad(m)) if m.contains("already freed")));
-    assert!(matches!(
-        ops::exp(&w).set_requires_grad(true),
-        Err(Error::Grad(_))
-    ));
-    assert!(matches!(
-        ops::add(&Tensor::ones(&[2, 3]), &Tensor::ones(&[4])),
-        Err(Error::Shape(_))
-    ));
-    assert!(matches!(
-        ops::embedding(&Tensor::ones(&[4, 2]), &[4], &[1]),
-        Err(Error::Index(_))
-    ));
-    assert!(matches!(
-        ops::embedding(&Tensor::ones(&[4, 2]), &[-1], &[1]),
-        Err(Error::Index(_))
-    ));
+    assert!(matches!(ops::exp(&w).set_requires_grad(true), Err(Error::Grad(_))));
+    assert!(matches!(ops::add(&Tensor::ones(&[2, 3]), &Tensor::ones(&[4])), Err(Error::Shape(_))));
+    assert!(matches!(ops::embedding(&Tensor::ones(&[4, 2]), &[4], &[1]), Err(Error::Index(_))));
+    assert!(matches!(ops::embedding(&Tensor::ones(&[4, 2]), &[-1], &[1]), Err(Error::Index(_))));
     assert!(matches!(
         ops::cross_entropy(&Tensor::ones(&[2, 3]), &[0, 3], None, ops::Reduction::Mean),
         Err(Error::Index(_))
     ));
     assert!(matches!(ops::sum(&w, 1, false), Err(Error::Index(_))));
-    assert!(matches!(
-        Tensor::from_vec(vec![1.0; 5], &[2, 3]),
-        Err(Error::Shape(_))
-    ));
+    assert!(matches!(Tensor::from_vec(vec![1.0; 5], &[2, 3]), Err(Error::Shape(_))));
 }
 
 #[test]
@@ -80,23 +65,14 @@ fn empty_tensors_flow_through() {
 
 /// A small transformer-like step computed with a 1-thread and a 2-thread pool.
 fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let (b, t, c, h) = (3, 16, 32, 4);
         let qkv = Linear::new(c, 3 * c, true, 1);
         let norm = LayerNorm::new(c, true, 1e-5);
         let head = Linear::new(c, 11, false, 2);
         let x = Tensor::randn(&[b, t, c], 0.0, 1.0, 3);
-        let a = ops::attention_qkv(
-            &qkv.forward(&norm.forward(&x).unwrap()).unwrap(),
-            h,
-            true,
-            None,
-        )
-        .unwrap();
+        let a = ops::attention_qkv(&qkv.forward(&norm.forward(&x).unwrap()).unwrap(), h, true, None).unwrap();
         let logits = head.forward(&ops::gelu(&a)).unwrap();
         let targets: Vec<i64> = (0..b * t).map(|i| (i * 7 % 11) as i64).collect();
         let loss = ops::cross_entropy(&logits, &targets, None, ops::Reduction::Mean).unwrap();
@@ -124,9 +100,7 @@ fn results_do_not_depend_on_thread_count() {
 fn adamw_step_matches_hand_computation() {
     let p = Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap().with_grad();
     let mut opt = AdamW::new(vec![(p.clone(), 0.1)], 0.01, (0.9, 0.999), 1e-8).unwrap();
-    ops::sum_all(&ops::mul(&p, &Tensor::from_vec(vec![0.5, -3.0], &[2]).unwrap()).unwrap())
-        .backward()
-        .unwrap();
+    ops::sum_all(&ops::mul(&p, &Tensor::from_vec(vec![0.5, -3.0], &[2]).unwrap()).unwrap()).backward().unwrap();
     opt.step();
     // Step 1: m̂ = g, v̂ = g², so the update is lr·sign(g) (up to eps), after decay p·(1 − lr·wd).
     let expected = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) + 0.01];

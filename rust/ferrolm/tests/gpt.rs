@@ -36,10 +36,7 @@ fn loss(model: &Gpt, x: &[i64], y: &[i64], b: usize, t: usize, seed: Option<u64>
 fn whole_model_gradients_match_finite_differences() {
     let model = tiny(0.1);
     let (b, t) = (2, 6);
-    let (x, y) = (
-        ids(b, t),
-        ids(b, t).iter().map(|v| (v + 1) % 11).collect::<Vec<_>>(),
-    );
+    let (x, y) = (ids(b, t), ids(b, t).iter().map(|v| (v + 1) % 11).collect::<Vec<_>>());
     loss(&model, &x, &y, b, t, Some(5)).backward().unwrap();
     let h = 1e-3f32;
     for (name, p) in model.named_parameters() {
@@ -50,17 +47,12 @@ fn whole_model_gradients_match_finite_differences() {
                 let mut d = base.clone();
                 d[i] = v;
                 p.assign(&d).unwrap();
-                no_grad(|| loss(&model, &x, &y, b, t, Some(5)))
-                    .item()
-                    .unwrap() as f64
+                no_grad(|| loss(&model, &x, &y, b, t, Some(5))).item().unwrap() as f64
             };
             let numeric = (at(base[i] + h) - at(base[i] - h)) / (2.0 * h as f64);
             p.assign(&base).unwrap();
             let a = grad[i] as f64;
-            assert!(
-                (a - numeric).abs() <= 1e-3 + 1e-2 * numeric.abs(),
-                "{name}[{i}]: analytic {a}, numeric {numeric}"
-            );
+            assert!((a - numeric).abs() <= 1e-3 + 1e-2 * numeric.abs(), "{name}[{i}]: analytic {a}, numeric {numeric}");
         }
     }
 }
@@ -70,22 +62,15 @@ fn kv_cache_logits_equal_full_forward() {
     let model = tiny(0.0);
     let (b, t) = (2, 8);
     let x = ids(b, t);
-    let full = no_grad(|| model.forward(&Batch::new(&x, b, t), None, None))
-        .unwrap()
-        .to_vec();
+    let full = no_grad(|| model.forward(&Batch::new(&x, b, t), None, None)).unwrap().to_vec();
     let mut cache = model.new_cache(b);
     // Prefill 3 tokens, then feed the rest one at a time.
     let mut cached = vec![0.0; full.len()];
     let v = 11;
     let mut pos = 0;
     for chunk in [3, 1, 1, 1, 1, 1] {
-        let part: Vec<i64> = (0..b)
-            .flat_map(|r| x[r * t + pos..r * t + pos + chunk].to_vec())
-            .collect();
-        let logits =
-            no_grad(|| model.forward(&Batch::new(&part, b, chunk), None, Some(&mut cache)))
-                .unwrap()
-                .to_vec();
+        let part: Vec<i64> = (0..b).flat_map(|r| x[r * t + pos..r * t + pos + chunk].to_vec()).collect();
+        let logits = no_grad(|| model.forward(&Batch::new(&part, b, chunk), None, Some(&mut cache))).unwrap().to_vec();
         for r in 0..b {
             for j in 0..chunk {
                 let (src, dst) = ((r * chunk + j) * v, (r * t + pos + j) * v);
@@ -103,77 +88,39 @@ fn kv_cache_logits_equal_full_forward() {
 fn batched_generation_equals_one_prompt_at_a_time() {
     let model = tiny(0.0);
     let prompts = vec![vec![1, 2, 3], vec![7], vec![9, 9, 2]];
-    let greedy = Sampling {
-        temperature: 0.0,
-        ..Sampling::default()
-    };
+    let greedy = Sampling { temperature: 0.0, ..Sampling::default() };
     // Within the context (3 + 5 = 8 tokens) left padding must not change any row.
-    let together = Generation::new(&model, &prompts, greedy.clone(), vec![])
-        .unwrap()
-        .run(5)
-        .unwrap();
+    let together = Generation::new(&model, &prompts, greedy.clone(), vec![]).unwrap().run(5).unwrap();
     for (p, expected) in prompts.iter().zip(&together) {
-        let alone = Generation::new(&model, &[p.clone()], greedy.clone(), vec![])
-            .unwrap()
-            .run(5)
-            .unwrap();
+        let alone = Generation::new(&model, &[p.clone()], greedy.clone(), vec![]).unwrap().run(5).unwrap();
         assert_eq!(&alone[0], expected);
         // Greedy decoding with the cache equals argmax of a full forward pass at each step.
         let mut seq = p.clone();
         for _ in 0..5 {
-            let logits = no_grad(|| model.forward(&Batch::new(&seq, 1, seq.len()), None, None))
-                .unwrap()
-                .to_vec();
+            let logits = no_grad(|| model.forward(&Batch::new(&seq, 1, seq.len()), None, None)).unwrap().to_vec();
             let last = &logits[(seq.len() - 1) * 11..];
             seq.push((0..11).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as i64);
         }
         assert_eq!(&seq[p.len()..], &expected[..]);
     }
     // Past the context the cache is rebuilt from the last half; generation goes on.
-    let long = Generation::new(&model, &[vec![1]], greedy.clone(), vec![])
-        .unwrap()
-        .run(30)
-        .unwrap();
+    let long = Generation::new(&model, &[vec![1]], greedy.clone(), vec![]).unwrap().run(30).unwrap();
     assert_eq!(long[0].len(), 30);
     // Sampling is seeded: the same seed gives the same text.
-    let s = Sampling {
-        temperature: 0.9,
-        top_k: Some(5),
-        top_p: Some(0.9),
-        repetition_penalty: 1.2,
-        seed: 42,
-    };
-    let a = Generation::new(&model, &prompts, s.clone(), vec![])
-        .unwrap()
-        .run(10)
-        .unwrap();
-    let b = Generation::new(&model, &prompts, s, vec![])
-        .unwrap()
-        .run(10)
-        .unwrap();
+    let s = Sampling { temperature: 0.9, top_k: Some(5), top_p: Some(0.9), repetition_penalty: 1.2, seed: 42 };
+    let a = Generation::new(&model, &prompts, s.clone(), vec![]).unwrap().run(10).unwrap();
+    let b = Generation::new(&model, &prompts, s, vec![]).unwrap().run(10).unwrap();
     assert_eq!(a, b);
 }
 
 #[test]
 fn stop_tokens_end_a_row() {
     let model = tiny(0.0);
-    let greedy = Sampling {
-        temperature: 0.0,
-        ..Sampling::default()
-    };
-    let free = Generation::new(&model, &[vec![1, 2]], greedy.clone(), vec![])
-        .unwrap()
-        .run(6)
-        .unwrap();
+    let greedy = Sampling { temperature: 0.0, ..Sampling::default() };
+    let free = Generation::new(&model, &[vec![1, 2]], greedy.clone(), vec![]).unwrap().run(6).unwrap();
     let stop = free[0][2];
-    let stopped = Generation::new(&model, &[vec![1, 2]], greedy, vec![stop])
-        .unwrap()
-        .run(6)
-        .unwrap();
-    assert_eq!(
-        stopped[0],
-        free[0][..=free[0].iter().position(|&t| t == stop).unwrap()].to_vec()
-    );
+    let stopped = Generation::new(&model, &[vec![1, 2]], greedy, vec![stop]).unwrap().run(6).unwrap();
+    assert_eq!(stopped[0], free[0][..=free[0].iter().position(|&t| t == stop).unwrap()].to_vec());
 }
 
 #[test]
@@ -186,18 +133,9 @@ fn generation_rejects_bad_prompts() {
     assert!(
         matches!(Generation::new(&model, &[vec![1; 9]], s.clone(), vec![]), Err(Error::Argument(m)) if m.contains("context"))
     );
-    assert!(matches!(
-        Generation::new(&model, &[vec![11]], s.clone(), vec![]),
-        Err(Error::Index(_))
-    ));
-    let bad = Sampling {
-        top_p: Some(1.5),
-        ..Sampling::default()
-    };
-    assert!(matches!(
-        Generation::new(&model, &[vec![1]], bad, vec![]),
-        Err(Error::Argument(_))
-    ));
+    assert!(matches!(Generation::new(&model, &[vec![11]], s.clone(), vec![]), Err(Error::Index(_))));
+    let bad = Sampling { top_p: Some(1.5), ..Sampling::default() };
+    assert!(matches!(Generation::new(&model, &[vec![1]], bad, vec![]), Err(Error::Argument(_))));
 }
 
 #[test]
@@ -207,12 +145,8 @@ fn save_load_round_trip_and_bad_files() {
     model.save(&dir).unwrap();
     let loaded = Gpt::load(&dir).unwrap();
     let x = ids(1, 8);
-    let a = no_grad(|| model.forward(&Batch::new(&x, 1, 8), None, None))
-        .unwrap()
-        .to_vec();
-    let b = no_grad(|| loaded.forward(&Batch::new(&x, 1, 8), None, None))
-        .unwrap()
-        .to_vec();
+    let a = no_grad(|| model.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
+    let b = no_grad(|| loaded.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
     assert_eq!(a, b);
 
     // A truncated weights file.
@@ -222,11 +156,7 @@ fn save_load_round_trip_and_bad_files() {
     // A config that does not match the weights.
     std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        config.replace("\"n_embd\": 8", "\"n_embd\": 16"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("config.json"), config.replace("\"n_embd\": 8", "\"n_embd\": 16")).unwrap();
     assert!(matches!(Gpt::load(&dir), Err(Error::Shape(_))));
     std::fs::write(dir.join("config.json"), "{not json").unwrap();
     assert!(matches!(Gpt::load(&dir), Err(Error::Format(_))));

@@ -24,10 +24,7 @@ fn gradcheck(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
         y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
     for (k, t) in ins.iter().enumerate() {
-        let analytic = t
-            .grad()
-            .map(|g| g.to_vec())
-            .unwrap_or_else(|| vec![0.0; t.numel()]);
+        let analytic = t.grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; t.numel()]);
         let base = t.to_vec();
         for i in 0..t.numel() {
             let mut v = base.clone();
@@ -55,17 +52,7 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 /// Values at least `gap` away from zero (for ops with a kink at 0).
 fn away_from_zero(shape: &[usize], seed: u64, gap: f32) -> Tensor {
     let t = randn(shape, seed);
-    let v: Vec<f32> = t
-        .to_vec()
-        .iter()
-        .map(|&x| {
-            if x.abs() < gap {
-                x.signum() * gap + x
-            } else {
-                x
-            }
-        })
-        .collect();
+    let v: Vec<f32> = t.to_vec().iter().map(|&x| if x.abs() < gap { x.signum() * gap + x } else { x }).collect();
     Tensor::from_vec(v, shape).unwrap()
 }
 
@@ -77,14 +64,7 @@ fn distinct(shape: &[usize], seed: u64) -> Tensor {
     for i in (1..n).rev() {
         order.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    Tensor::from_vec(
-        order
-            .iter()
-            .map(|&i| i as f32 * 0.1 - n as f32 * 0.05 + 0.025)
-            .collect(),
-        shape,
-    )
-    .unwrap()
+    Tensor::from_vec(order.iter().map(|&i| i as f32 * 0.1 - n as f32 * 0.05 + 0.025).collect(), shape).unwrap()
 }
 
 #[test]
@@ -98,60 +78,32 @@ fn unary_ops() {
     gradcheck("rsqrt", &[pos.clone()], |t| ops::rsqrt(&t[0]));
     gradcheck("tanh", &[x.clone()], |t| ops::tanh(&t[0]));
     gradcheck("sigmoid", &[x.clone()], |t| ops::sigmoid(&t[0]));
-    gradcheck("log_sigmoid", &[ops::mul_scalar(&x, 4.0)], |t| {
-        ops::log_sigmoid(&t[0])
-    });
-    gradcheck("relu", &[away_from_zero(&[3, 4], 3, 0.05)], |t| {
-        ops::relu(&t[0])
-    });
+    gradcheck("log_sigmoid", &[ops::mul_scalar(&x, 4.0)], |t| ops::log_sigmoid(&t[0]));
+    gradcheck("relu", &[away_from_zero(&[3, 4], 3, 0.05)], |t| ops::relu(&t[0]));
     gradcheck("gelu", &[ops::mul_scalar(&x, 2.0)], |t| ops::gelu(&t[0]));
-    gradcheck("gelu_erf", &[ops::mul_scalar(&x, 2.0)], |t| {
-        ops::gelu_erf(&t[0])
-    });
+    gradcheck("gelu_erf", &[ops::mul_scalar(&x, 2.0)], |t| ops::gelu_erf(&t[0]));
     gradcheck("add_scalar", &[x.clone()], |t| ops::add_scalar(&t[0], 3.0));
     gradcheck("mul_scalar", &[x.clone()], |t| ops::mul_scalar(&t[0], -2.5));
     gradcheck("pow", &[pos.clone()], |t| ops::pow(&t[0], 2.5));
-    gradcheck("clamp", &[distinct(&[3, 4], 4)], |t| {
-        ops::clamp(&t[0], Some(-0.3), Some(0.4)).unwrap()
-    });
-    gradcheck("clamp_min_only", &[distinct(&[3, 4], 5)], |t| {
-        ops::clamp(&t[0], Some(0.07), None).unwrap()
-    });
+    gradcheck("clamp", &[distinct(&[3, 4], 4)], |t| ops::clamp(&t[0], Some(-0.3), Some(0.4)).unwrap());
+    gradcheck("clamp_min_only", &[distinct(&[3, 4], 5)], |t| ops::clamp(&t[0], Some(0.07), None).unwrap());
 }
 
 #[test]
 fn broadcasting_binary_ops() {
-    let shapes: [(&[usize], &[usize]); 5] = [
-        (&[2, 3], &[2, 3]),
-        (&[2, 3], &[3]),
-        (&[2, 1, 4], &[3, 1]),
-        (&[4], &[2, 3, 4]),
-        (&[2, 3], &[]),
-    ];
+    let shapes: [(&[usize], &[usize]); 5] =
+        [(&[2, 3], &[2, 3]), (&[2, 3], &[3]), (&[2, 1, 4], &[3, 1]), (&[4], &[2, 3, 4]), (&[2, 3], &[])];
     for (i, (sa, sb)) in shapes.iter().enumerate() {
         let (a, b) = (randn(sa, 10 + i as u64), randn(sb, 20 + i as u64));
         let b_pos = Tensor::rand(sb, 0.5, 2.0, 30 + i as u64);
-        gradcheck("add", &[a.clone(), b.clone()], |t| {
-            ops::add(&t[0], &t[1]).unwrap()
-        });
-        gradcheck("sub", &[a.clone(), b.clone()], |t| {
-            ops::sub(&t[0], &t[1]).unwrap()
-        });
-        gradcheck("mul", &[a.clone(), b.clone()], |t| {
-            ops::mul(&t[0], &t[1]).unwrap()
-        });
-        gradcheck("div", &[a.clone(), b_pos.clone()], |t| {
-            ops::div(&t[0], &t[1]).unwrap()
-        });
+        gradcheck("add", &[a.clone(), b.clone()], |t| ops::add(&t[0], &t[1]).unwrap());
+        gradcheck("sub", &[a.clone(), b.clone()], |t| ops::sub(&t[0], &t[1]).unwrap());
+        gradcheck("mul", &[a.clone(), b.clone()], |t| ops::mul(&t[0], &t[1]).unwrap());
+        gradcheck("div", &[a.clone(), b_pos.clone()], |t| ops::div(&t[0], &t[1]).unwrap());
     }
     // b's values sit halfway between a's, so no pair is within h of a tie.
-    let (a, b) = (
-        distinct(&[3, 4], 40),
-        ops::add_scalar(&distinct(&[4], 41), 0.05),
-    );
-    gradcheck("maximum", &[a.clone(), b.clone()], |t| {
-        ops::maximum(&t[0], &t[1]).unwrap()
-    });
+    let (a, b) = (distinct(&[3, 4], 40), ops::add_scalar(&distinct(&[4], 41), 0.05));
+    gradcheck("maximum", &[a.clone(), b.clone()], |t| ops::maximum(&t[0], &t[1]).unwrap());
     gradcheck("minimum", &[a, b], |t| ops::minimum(&t[0], &t[1]).unwrap());
 }
 
@@ -159,21 +111,11 @@ fn broadcasting_binary_ops() {
 fn where_and_masked_fill() {
     let cond = Tensor::from_vec(vec![1.0, 0.0, 0.0, 1.0], &[4]).unwrap();
     let (a, b) = (randn(&[3, 4], 50), randn(&[3, 1], 51));
-    gradcheck("where", &[a.clone(), b], |t| {
-        ops::where_(&cond, &t[0], &t[1]).unwrap()
-    });
-    let mask = Tensor::from_vec(
-        vec![0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-        &[3, 4],
-    )
-    .unwrap();
+    gradcheck("where", &[a.clone(), b], |t| ops::where_(&cond, &t[0], &t[1]).unwrap());
+    let mask = Tensor::from_vec(vec![0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], &[3, 4]).unwrap();
     // Filling with -inf before a softmax is the attention-mask pattern: gradients stay finite.
     gradcheck("masked_fill_softmax", &[a], |t| {
-        ops::softmax(
-            &ops::masked_fill(&t[0], &mask, f32::NEG_INFINITY).unwrap(),
-            -1,
-        )
-        .unwrap()
+        ops::softmax(&ops::masked_fill(&t[0], &mask, f32::NEG_INFINITY).unwrap(), -1).unwrap()
     });
 }
 
@@ -182,15 +124,9 @@ fn reductions() {
     let x = randn(&[2, 3, 4], 60);
     for axis in [0isize, 1, -1] {
         for keepdim in [false, true] {
-            gradcheck("sum", &[x.clone()], |t| {
-                ops::sum(&t[0], axis, keepdim).unwrap()
-            });
-            gradcheck("mean", &[x.clone()], |t| {
-                ops::mean(&t[0], axis, keepdim).unwrap()
-            });
-            gradcheck("max", &[distinct(&[2, 3, 4], 61)], |t| {
-                ops::max(&t[0], axis, keepdim).unwrap()
-            });
+            gradcheck("sum", &[x.clone()], |t| ops::sum(&t[0], axis, keepdim).unwrap());
+            gradcheck("mean", &[x.clone()], |t| ops::mean(&t[0], axis, keepdim).unwrap());
+            gradcheck("max", &[distinct(&[2, 3, 4], 61)], |t| ops::max(&t[0], axis, keepdim).unwrap());
         }
     }
     gradcheck("sum_all", &[x.clone()], |t| ops::sum_all(&t[0]));
@@ -200,55 +136,33 @@ fn reductions() {
 #[test]
 fn shape_ops() {
     let x = randn(&[2, 3, 4], 70);
-    gradcheck("reshape", &[x.clone()], |t| {
-        ops::reshape(&ops::exp(&t[0]), &[4, -1]).unwrap()
-    });
-    gradcheck("permute", &[x.clone()], |t| {
-        ops::permute(&t[0], &[2, 0, 1]).unwrap()
-    });
-    gradcheck("transpose", &[x.clone()], |t| {
-        ops::transpose(&t[0], 0, -1).unwrap()
-    });
-    gradcheck("narrow", &[x.clone()], |t| {
-        ops::narrow(&t[0], 1, 1, 2).unwrap()
-    });
+    gradcheck("reshape", &[x.clone()], |t| ops::reshape(&ops::exp(&t[0]), &[4, -1]).unwrap());
+    gradcheck("permute", &[x.clone()], |t| ops::permute(&t[0], &[2, 0, 1]).unwrap());
+    gradcheck("transpose", &[x.clone()], |t| ops::transpose(&t[0], 0, -1).unwrap());
+    gradcheck("narrow", &[x.clone()], |t| ops::narrow(&t[0], 1, 1, 2).unwrap());
     let y = randn(&[2, 2, 4], 71);
-    gradcheck("concat", &[x.clone(), y], |t| {
-        ops::concat(&[t[0].clone(), t[1].clone()], 1).unwrap()
-    });
+    gradcheck("concat", &[x.clone(), y], |t| ops::concat(&[t[0].clone(), t[1].clone()], 1).unwrap());
     let z = randn(&[2, 3, 4], 72);
-    gradcheck("stack", &[x, z], |t| {
-        ops::stack(&[t[0].clone(), t[1].clone()], 2).unwrap()
-    });
+    gradcheck("stack", &[x, z], |t| ops::stack(&[t[0].clone(), t[1].clone()], 2).unwrap());
 }
 
 #[test]
 fn indexing_ops() {
     let w = randn(&[5, 3], 80);
     let ids = [4i64, 0, 4, 2, 1, 4];
-    gradcheck("embedding_repeated_ids", &[w.clone()], |t| {
-        ops::embedding(&t[0], &ids, &[2, 3]).unwrap()
-    });
+    gradcheck("embedding_repeated_ids", &[w.clone()], |t| ops::embedding(&t[0], &ids, &[2, 3]).unwrap());
     let x = randn(&[3, 5, 2], 81);
-    gradcheck("index_select", &[x.clone()], |t| {
-        ops::index_select(&t[0], 1, &[3, 3, 0]).unwrap()
-    });
+    gradcheck("index_select", &[x.clone()], |t| ops::index_select(&t[0], 1, &[3, 3, 0]).unwrap());
     let idx = [1i64, 4, 4, 0, 2, 2, 3, 1, 0, 1, 2, 3];
-    gradcheck("gather", &[x], |t| {
-        ops::gather(&t[0], 1, &idx, &[3, 2, 2]).unwrap()
-    });
+    gradcheck("gather", &[x], |t| ops::gather(&t[0], 1, &idx, &[3, 2, 2]).unwrap());
 }
 
 #[test]
 fn softmax_family() {
     let x = ops::mul_scalar(&randn(&[3, 5], 90), 2.0);
     for axis in [0isize, -1] {
-        gradcheck("softmax", &[x.clone()], |t| {
-            ops::softmax(&t[0], axis).unwrap()
-        });
-        gradcheck("log_softmax", &[x.clone()], |t| {
-            ops::log_softmax(&t[0], axis).unwrap()
-        });
+        gradcheck("softmax", &[x.clone()], |t| ops::softmax(&t[0], axis).unwrap());
+        gradcheck("log_softmax", &[x.clone()], |t| ops::log_softmax(&t[0], axis).unwrap());
     }
 }
 
@@ -259,17 +173,13 @@ fn layer_norm() {
     gradcheck("layer_norm", &[x.clone(), w.clone(), b.clone()], |t| {
         ops::layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5).unwrap()
     });
-    gradcheck("layer_norm_no_affine", &[x], |t| {
-        ops::layer_norm(&t[0], None, None, 1e-5).unwrap()
-    });
+    gradcheck("layer_norm_no_affine", &[x], |t| ops::layer_norm(&t[0], None, None, 1e-5).unwrap());
 }
 
 #[test]
 fn dropout() {
     let x = randn(&[4, 8], 110);
-    gradcheck("dropout", &[x.clone()], |t| {
-        ops::dropout(&t[0], 0.3, 1234).unwrap()
-    });
+    gradcheck("dropout", &[x.clone()], |t| ops::dropout(&t[0], 0.3, 1234).unwrap());
     // The mask is a pure function of (seed, position): survivors are scaled by 1/(1−p).
     let y = ops::dropout(&x, 0.5, 99).unwrap().to_vec();
     let xs = x.to_vec();
@@ -284,27 +194,16 @@ fn dropout() {
 fn cross_entropy() {
     let logits = ops::mul_scalar(&randn(&[2, 3, 5], 120), 2.0);
     let targets = [0i64, 4, -100, 2, 2, -100];
-    for reduction in [
-        ops::Reduction::Mean,
-        ops::Reduction::Sum,
-        ops::Reduction::None,
-    ] {
+    for reduction in [ops::Reduction::Mean, ops::Reduction::Sum, ops::Reduction::None] {
         gradcheck("cross_entropy", &[logits.clone()], |t| {
             ops::cross_entropy(&t[0], &targets, Some(-100), reduction).unwrap()
         });
     }
     // Against the definition: mean over non-ignored rows of −log softmax[target].
-    let ce = ops::cross_entropy(&logits, &targets, Some(-100), ops::Reduction::Mean)
-        .unwrap()
-        .item()
-        .unwrap();
+    let ce = ops::cross_entropy(&logits, &targets, Some(-100), ops::Reduction::Mean).unwrap().item().unwrap();
     let lsm = ops::log_softmax(&logits, -1).unwrap().to_vec();
-    let picked: Vec<f32> = targets
-        .iter()
-        .enumerate()
-        .filter(|(_, &t)| t != -100)
-        .map(|(r, &t)| -lsm[r * 5 + t as usize])
-        .collect();
+    let picked: Vec<f32> =
+        targets.iter().enumerate().filter(|(_, &t)| t != -100).map(|(r, &t)| -lsm[r * 5 + t as usize]).collect();
     let expected = picked.iter().sum::<f32>() / picked.len() as f32;
     assert!((ce - expected).abs() < 1e-5, "{ce} vs {expected}");
 }
@@ -312,42 +211,22 @@ fn cross_entropy() {
 #[test]
 fn matmul_and_linear() {
     let (a, b) = (randn(&[3, 4], 130), randn(&[4, 5], 131));
-    gradcheck("matmul_2d", &[a, b.clone()], |t| {
-        ops::matmul(&t[0], &t[1]).unwrap()
-    });
+    gradcheck("matmul_2d", &[a, b.clone()], |t| ops::matmul(&t[0], &t[1]).unwrap());
     let a3 = randn(&[2, 3, 4], 132);
-    gradcheck("matmul_shared_b", &[a3.clone(), b], |t| {
+    gradcheck("matmul_shared_b", &[a3.clone(), b], |t| ops::matmul(&t[0], &t[1]).unwrap());
+    gradcheck("matmul_batched", &[a3, randn(&[2, 4, 2], 133)], |t| ops::matmul(&t[0], &t[1]).unwrap());
+    gradcheck("matmul_shared_a", &[randn(&[3, 4], 134), randn(&[2, 4, 2], 135)], |t| {
         ops::matmul(&t[0], &t[1]).unwrap()
     });
-    gradcheck("matmul_batched", &[a3, randn(&[2, 4, 2], 133)], |t| {
-        ops::matmul(&t[0], &t[1]).unwrap()
-    });
-    gradcheck(
-        "matmul_shared_a",
-        &[randn(&[3, 4], 134), randn(&[2, 4, 2], 135)],
-        |t| ops::matmul(&t[0], &t[1]).unwrap(),
-    );
-    let (x, w, bias) = (
-        randn(&[2, 3, 4], 136),
-        randn(&[5, 4], 137),
-        randn(&[5], 138),
-    );
-    gradcheck("linear", &[x.clone(), w.clone(), bias], |t| {
-        ops::linear(&t[0], &t[1], Some(&t[2])).unwrap()
-    });
-    gradcheck("linear_no_bias", &[x, w], |t| {
-        ops::linear(&t[0], &t[1], None).unwrap()
-    });
+    let (x, w, bias) = (randn(&[2, 3, 4], 136), randn(&[5, 4], 137), randn(&[5], 138));
+    gradcheck("linear", &[x.clone(), w.clone(), bias], |t| ops::linear(&t[0], &t[1], Some(&t[2])).unwrap());
+    gradcheck("linear_no_bias", &[x, w], |t| ops::linear(&t[0], &t[1], None).unwrap());
 }
 
 #[test]
 fn attention_with_masks() {
     let (b, h, t, d) = (2, 2, 4, 3);
-    let (q, k, v) = (
-        randn(&[b, h, t, d], 140),
-        randn(&[b, h, t, d], 141),
-        randn(&[b, h, t, d], 142),
-    );
+    let (q, k, v) = (randn(&[b, h, t, d], 140), randn(&[b, h, t, d], 141), randn(&[b, h, t, d], 142));
     let mask = [true, true, true, false, true, false, true, true];
     for causal in [false, true] {
         for key_mask in [None, Some(&mask[..])] {
@@ -358,49 +237,29 @@ fn attention_with_masks() {
     }
     // Fewer queries than keys (a KV-cache step): the queries are the last positions.
     let q2 = randn(&[b, h, 2, d], 143);
-    gradcheck("attention_cached", &[q2, k, v], |x| {
-        ops::attention(&x[0], &x[1], &x[2], true, Some(&mask)).unwrap()
-    });
+    gradcheck("attention_cached", &[q2, k, v], |x| ops::attention(&x[0], &x[1], &x[2], true, Some(&mask)).unwrap());
     let qkv = randn(&[b, t, 3 * h * d], 144);
-    gradcheck("attention_qkv", &[qkv], |x| {
-        ops::attention_qkv(&x[0], h, true, Some(&mask)).unwrap()
-    });
+    gradcheck("attention_qkv", &[qkv], |x| ops::attention_qkv(&x[0], h, true, Some(&mask)).unwrap());
 }
 
 /// The fused kernel equals attention composed from basic ops.
 #[test]
 fn attention_matches_composition() {
     let (b, h, t, d) = (2, 3, 5, 4);
-    let (q, k, v) = (
-        randn(&[b, h, t, d], 150),
-        randn(&[b, h, t, d], 151),
-        randn(&[b, h, t, d], 152),
-    );
+    let (q, k, v) = (randn(&[b, h, t, d], 150), randn(&[b, h, t, d], 151), randn(&[b, h, t, d], 152));
     let fused = ops::attention(&q, &k, &v, true, None).unwrap().to_vec();
-    let scores = ops::mul_scalar(
-        &ops::matmul(&q, &ops::transpose(&k, -1, -2).unwrap()).unwrap(),
-        1.0 / (d as f32).sqrt(),
-    );
-    let future: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { 1.0 } else { 0.0 })
-        .collect();
+    let scores =
+        ops::mul_scalar(&ops::matmul(&q, &ops::transpose(&k, -1, -2).unwrap()).unwrap(), 1.0 / (d as f32).sqrt());
+    let future: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { 1.0 } else { 0.0 }).collect();
     let future = Tensor::from_vec(future, &[t, t]).unwrap();
-    let p = ops::softmax(
-        &ops::masked_fill(&scores, &future, f32::NEG_INFINITY).unwrap(),
-        -1,
-    )
-    .unwrap();
+    let p = ops::softmax(&ops::masked_fill(&scores, &future, f32::NEG_INFINITY).unwrap(), -1).unwrap();
     let composed = ops::matmul(&p, &v).unwrap().to_vec();
     for (a, c) in fused.iter().zip(&composed) {
         assert!((a - c).abs() < 1e-5, "{a} vs {c}");
     }
     // The packed layout gives the same numbers as separate heads.
     let to_packed = |x: &Tensor| {
-        ops::reshape(
-            &ops::permute(x, &[0, 2, 1, 3]).unwrap(),
-            &[b as isize, t as isize, (h * d) as isize],
-        )
-        .unwrap()
+        ops::reshape(&ops::permute(x, &[0, 2, 1, 3]).unwrap(), &[b as isize, t as isize, (h * d) as isize]).unwrap()
     };
     let qkv = ops::concat(&[to_packed(&q), to_packed(&k), to_packed(&v)], -1).unwrap();
     let packed = ops::attention_qkv(&qkv, h, true, None).unwrap();

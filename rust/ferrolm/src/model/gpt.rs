@@ -47,17 +47,8 @@ impl GptConfig {
             c.n_embd,
             c.n_head
         );
-        ensure!(
-            (0.0..1.0).contains(&c.dropout),
-            Argument,
-            "GPT config: dropout must be in [0, 1), got {}",
-            c.dropout
-        );
-        ensure!(
-            c.layer_norm_epsilon > 0.0,
-            Argument,
-            "GPT config: layer_norm_epsilon must be > 0"
-        );
+        ensure!((0.0..1.0).contains(&c.dropout), Argument, "GPT config: dropout must be in [0, 1), got {}", c.dropout);
+        ensure!(c.layer_norm_epsilon > 0.0, Argument, "GPT config: layer_norm_epsilon must be > 0");
         Ok(())
     }
 
@@ -88,16 +79,10 @@ impl GptConfig {
             keys.iter()
                 .find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
                 .map(|x| x as usize)
-                .ok_or_else(|| {
-                    Error::Format(format!("config.json: missing integer field {}", keys[0]))
-                })
+                .ok_or_else(|| Error::Format(format!("config.json: missing integer field {}", keys[0])))
         };
         if let Some(t) = v.get("model_type").and_then(|t| t.as_str()) {
-            ensure!(
-                t == "gpt2",
-                Format,
-                "config.json: model_type is {t:?}, expected \"gpt2\""
-            );
+            ensure!(t == "gpt2", Format, "config.json: model_type is {t:?}, expected \"gpt2\"");
         }
         if let Some(a) = v.get("activation_function").and_then(|t| t.as_str()) {
             ensure!(
@@ -114,19 +99,15 @@ impl GptConfig {
             n_embd: int(&["n_embd"])?,
             dropout: v.get("resid_pdrop").and_then(|x| x.as_f64()).unwrap_or(0.0) as f32,
             bias: v.get("bias").and_then(|x| x.as_bool()).unwrap_or(true),
-            layer_norm_epsilon: v
-                .get("layer_norm_epsilon")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(1e-5) as f32,
+            layer_norm_epsilon: v.get("layer_norm_epsilon").and_then(|x| x.as_f64()).unwrap_or(1e-5) as f32,
         };
-        config
-            .validate()
-            .map_err(|e| Error::Format(format!("config.json: {e}")))?;
+        config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
         Ok(config)
     }
 }
 
 /// One transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
+#[derive(Clone)]
 pub struct Block {
     pub ln_1: LayerNorm,
     pub c_attn: Linear,
@@ -136,7 +117,9 @@ pub struct Block {
     pub mlp_proj: Linear,
 }
 
-/// A GPT-2 language model.
+/// A GPT-2 language model. `clone()` is cheap and shares the weights (training one trains
+/// both); [`Gpt::deep_clone`] copies them.
+#[derive(Clone)]
 pub struct Gpt {
     pub config: GptConfig,
     pub wte: Embedding,
@@ -159,13 +142,7 @@ pub struct Batch<'a> {
 impl<'a> Batch<'a> {
     /// Ids [B, T] with default positions and no padding.
     pub fn new(ids: &'a [i64], batch: usize, len: usize) -> Self {
-        Batch {
-            ids,
-            batch,
-            len,
-            positions: None,
-            key_mask: None,
-        }
+        Batch { ids, batch, len, positions: None, key_mask: None }
     }
 }
 
@@ -208,60 +185,24 @@ impl Gpt {
 
     /// Final hidden states [B, T, C] (after ln_f). `dropout_seed` is `Some` in training mode;
     /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
-    pub fn hidden(
-        &self,
-        x: &Batch,
-        dropout_seed: Option<u64>,
-        mut cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
+    pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
-        ensure!(
-            x.ids.len() == b * t,
-            Shape,
-            "GPT: {} ids do not fill a [{b}, {t}] batch",
-            x.ids.len()
-        );
+        ensure!(x.ids.len() == b * t, Shape, "GPT: {} ids do not fill a [{b}, {t}] batch", x.ids.len());
         let start = cache.as_ref().map_or(0, |c| c.len());
         let positions: Vec<i64> = match x.positions {
             Some(p) => {
-                ensure!(
-                    p.len() == b * t,
-                    Shape,
-                    "GPT: {} positions for a [{b}, {t}] batch",
-                    p.len()
-                );
+                ensure!(p.len() == b * t, Shape, "GPT: {} positions for a [{b}, {t}] batch", p.len());
                 p.to_vec()
             }
-            None => (0..b)
-                .flat_map(|_| (start..start + t).map(|p| p as i64))
-                .collect(),
+            None => (0..b).flat_map(|_| (start..start + t).map(|p| p as i64)).collect(),
         };
-        if let Some(&p) = positions
-            .iter()
-            .find(|&&p| p < 0 || p as usize >= cfg.block_size)
-        {
-            bail!(
-                Index,
-                "GPT: position {p} is outside the context of {} tokens (block_size)",
-                cfg.block_size
-            );
+        if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
+            bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);
         }
-        if let Some(&id) = x
-            .ids
-            .iter()
-            .find(|&&id| id < 0 || id as usize >= cfg.vocab_size)
-        {
-            bail!(
-                Index,
-                "GPT: token id {id} is outside the vocabulary of {} tokens",
-                cfg.vocab_size
-            );
+        if let Some(&id) = x.ids.iter().find(|&&id| id < 0 || id as usize >= cfg.vocab_size) {
+            bail!(Index, "GPT: token id {id} is outside the vocabulary of {} tokens", cfg.vocab_size);
         }
-        let p = if dropout_seed.is_some() {
-            cfg.dropout
-        } else {
-            0.0
-        };
+        let p = if dropout_seed.is_some() { cfg.dropout } else { 0.0 };
         let drop = |x: Tensor, site: u64| -> Result<Tensor> {
             match dropout_seed {
                 Some(seed) if p > 0.0 => ops::dropout(&x, p, mix(seed ^ mix(site))),
@@ -293,43 +234,26 @@ impl Gpt {
     }
 
     /// Logits [B, T, V] for a batch of ids.
-    pub fn forward(
-        &self,
-        x: &Batch,
-        dropout_seed: Option<u64>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Batch, dropout_seed: Option<u64>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         self.logits(&self.hidden(x, dropout_seed, cache)?)
     }
 
     /// An empty key/value cache able to hold `batch` sequences of the full context.
     pub fn new_cache(&self, batch: usize) -> KvCache {
         let c = &self.config;
-        KvCache::new(
-            c.n_layer,
-            batch,
-            c.n_head,
-            c.block_size,
-            c.n_embd / c.n_head,
-        )
+        KvCache::new(c.n_layer, batch, c.n_head, c.block_size, c.n_embd / c.n_head)
     }
 
     /// Whether a parameter is stored transposed in Hugging Face's files (GPT-2's Conv1D).
     fn stored_transposed(name: &str) -> bool {
-        [
-            ".attn.c_attn.weight",
-            ".attn.c_proj.weight",
-            ".mlp.c_fc.weight",
-            ".mlp.c_proj.weight",
-        ]
-        .iter()
-        .any(|s| name.ends_with(s))
+        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"]
+            .iter()
+            .any(|s| name.ends_with(s))
     }
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let params = self.named_parameters();
         let stored: Vec<(String, Vec<usize>, Vec<f32>)> = params
             .iter()
@@ -342,17 +266,11 @@ impl Gpt {
                 }
             })
             .collect::<Result<_>>()?;
-        let refs: Vec<(String, Vec<usize>, &[f32])> = stored
-            .iter()
-            .map(|(n, s, d)| (n.clone(), s.clone(), &d[..]))
-            .collect();
+        let refs: Vec<(String, Vec<usize>, &[f32])> =
+            stored.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        write_atomic(
-            &dir.join("model.safetensors"),
-            &to_safetensors(&refs, meta)?,
-        )?;
-        let config =
-            serde_json::to_vec_pretty(&self.config.to_json()).expect("JSON values serialise");
+        write_atomic(&dir.join("model.safetensors"), &to_safetensors(&refs, meta)?)?;
+        let config = serde_json::to_vec_pretty(&self.config.to_json()).expect("JSON values serialise");
         write_atomic(&dir.join("config.json"), &config)
     }
 
@@ -360,23 +278,14 @@ impl Gpt {
     /// GPT-2 checkpoint (names with or without the `transformer.` prefix). Every parameter
     /// must be present with the right shape; unknown tensors are refused.
     pub fn load(dir: &Path) -> Result<Gpt> {
-        let config = GptConfig::from_json(&parse_json(
-            &read_file(&dir.join("config.json"))?,
-            "config.json",
-        )?)?;
-        let (mut stored, _) = from_safetensors(
-            &read_file(&dir.join("model.safetensors"))?,
-            "model.safetensors",
-        )?;
+        let config = GptConfig::from_json(&parse_json(&read_file(&dir.join("config.json"))?, "config.json")?)?;
+        let (mut stored, _) = from_safetensors(&read_file(&dir.join("model.safetensors"))?, "model.safetensors")?;
         let model = Gpt::new(config, 0)?;
         // Buffers and the tied head that GPT-2 files may carry besides the parameters.
-        let ignorable = |n: &str| {
-            n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight"
-        };
+        let ignorable =
+            |n: &str| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight";
         for (name, param) in model.named_parameters() {
-            let short = name
-                .strip_prefix("transformer.")
-                .expect("GPT names start with transformer.");
+            let short = name.strip_prefix("transformer.").expect("GPT names start with transformer.");
             let Some(s) = stored.remove(&name).or_else(|| stored.remove(short)) else {
                 bail!(Format, "model.safetensors: missing tensor {name}");
             };
@@ -392,11 +301,8 @@ impl Gpt {
                 s.shape
             );
             let data = Tensor::from_vec(s.data, &s.shape)?;
-            let data = if Self::stored_transposed(&name) {
-                crate::no_grad(|| ops::transpose(&data, 0, 1))?
-            } else {
-                data
-            };
+            let data =
+                if Self::stored_transposed(&name) { crate::no_grad(|| ops::transpose(&data, 0, 1))? } else { data };
             param.assign(&data.read())?;
         }
         if let Some(extra) = stored.keys().find(|n| !ignorable(n)) {

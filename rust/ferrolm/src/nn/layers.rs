@@ -5,6 +5,7 @@ use super::{join, Module};
 use crate::{ops, Result, Tensor};
 
 /// `y = x·Wᵀ + b` with W [out, in] (PyTorch's layout).
+#[derive(Clone)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -16,8 +17,7 @@ impl Linear {
         let bound = 1.0 / (in_features.max(1) as f32).sqrt();
         Linear {
             weight: Tensor::rand(&[out_features, in_features], -bound, bound, seed).with_grad(),
-            bias: bias
-                .then(|| Tensor::rand(&[out_features], -bound, bound, seed ^ 0xB1A5).with_grad()),
+            bias: bias.then(|| Tensor::rand(&[out_features], -bound, bound, seed ^ 0xB1A5).with_grad()),
         }
     }
 
@@ -36,6 +36,7 @@ impl Module for Linear {
 }
 
 /// A lookup table of `num` vectors of size `dim`.
+#[derive(Clone)]
 pub struct Embedding {
     pub weight: Tensor,
 }
@@ -43,9 +44,7 @@ pub struct Embedding {
 impl Embedding {
     /// Standard normal entries scaled by `std` (PyTorch uses 1, GPT-2 0.02).
     pub fn new(num: usize, dim: usize, std: f32, seed: u64) -> Embedding {
-        Embedding {
-            weight: Tensor::randn(&[num, dim], 0.0, std, seed).with_grad(),
-        }
+        Embedding { weight: Tensor::randn(&[num, dim], 0.0, std, seed).with_grad() }
     }
 
     /// Rows for `ids` of shape `shape`, giving `shape + [dim]`.
@@ -61,6 +60,7 @@ impl Module for Embedding {
 }
 
 /// Layer normalisation over the last axis with a learned scale and shift.
+#[derive(Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Option<Tensor>,

@@ -19,10 +19,7 @@ pub trait Module {
     }
 
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters()
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect()
+        self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 }
 

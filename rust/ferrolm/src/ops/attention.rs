@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::softmax::softmax_in_place;
 use crate::gemm::{gemm, MatRef, Threads};
+use crate::simd::{self, vectorized};
 use crate::tensor::Tensor;
 use crate::{ensure, Result};
 
@@ -29,32 +30,17 @@ struct Layout {
 impl Layout {
     /// A contiguous [B, H, T, D] tensor.
     fn bhtd(h: usize, t: usize, d: usize) -> Self {
-        Layout {
-            offset: 0,
-            batch: h * t * d,
-            head: t * d,
-            token: d,
-        }
+        Layout { offset: 0, batch: h * t * d, head: t * d, token: d }
     }
 
     /// Heads of size `d` side by side in [B, T, width], starting at channel `column`.
     fn packed(t: usize, width: usize, d: usize, column: usize) -> Self {
-        Layout {
-            offset: column,
-            batch: t * width,
-            head: d,
-            token: width,
-        }
+        Layout { offset: column, batch: t * width, head: d, token: width }
     }
 
     /// The (tokens × d) matrix of head `h` in batch `b`.
     fn mat<'a>(&self, data: &'a [f32], b: usize, h: usize, tokens: usize, d: usize) -> MatRef<'a> {
-        MatRef::strided(
-            &data[self.offset + b * self.batch + h * self.head..],
-            tokens,
-            d,
-            self.token,
-        )
+        MatRef::strided(&data[self.offset + b * self.batch + h * self.head..], tokens, d, self.token)
     }
 }
 
@@ -75,8 +61,7 @@ impl Dims {
     /// Whether query `i` may attend to key `j` in batch `b`. Causal queries are the last `tq`
     /// positions of the `tk` keys (so a KV-cache step attends to the whole prefix).
     fn visible(&self, b: usize, i: usize, j: usize) -> bool {
-        (!self.causal || j + self.tq <= i + self.tk)
-            && self.key_mask.as_ref().is_none_or(|m| m[b * self.tk + j])
+        (!self.causal || j + self.tq <= i + self.tk) && self.key_mask.as_ref().is_none_or(|m| m[b * self.tk + j])
     }
 
     fn scale(&self) -> f32 {
@@ -96,40 +81,22 @@ impl Dims {
         let scale = self.scale();
         for (i, row) in s.chunks_mut(self.tk).enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
-                *v = if self.visible(b, i, j) {
-                    *v * scale
-                } else {
-                    f32::NEG_INFINITY
-                };
+                *v = if self.visible(b, i, j) { *v * scale } else { f32::NEG_INFINITY };
             }
         }
     }
 }
 
 /// Returns the output as [B, H, Tq, D] and the log-sum-exp of every query's scores.
-fn forward(
-    q: (&[f32], Layout),
-    k: (&[f32], Layout),
-    v: (&[f32], Layout),
-    dims: &Dims,
-) -> (Vec<f32>, Vec<f32>) {
-    let Dims {
-        b: nb,
-        h: nh,
-        tq,
-        tk,
-        d,
-        ..
-    } = *dims;
+fn forward(q: (&[f32], Layout), k: (&[f32], Layout), v: (&[f32], Layout), dims: &Dims) -> (Vec<f32>, Vec<f32>) {
+    let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
     let mut out = vec![0.0; nb * nh * tq * d];
     let mut lse = vec![0.0; nb * nh * tq];
     if tq * d == 0 {
         return (out, lse);
     }
-    out.par_chunks_mut(tq * d)
-        .zip(lse.par_chunks_mut(tq))
-        .enumerate()
-        .for_each(|(bh, (out, lse))| {
+    out.par_chunks_mut(tq * d).zip(lse.par_chunks_mut(tq)).enumerate().for_each(|(bh, (out, lse))| {
+        vectorized(|| {
             let (b, h) = (bh / nh, bh % nh);
             let mut p = vec![0.0; tq * tk];
             dims.scores(q, k, b, h, &mut p);
@@ -138,15 +105,9 @@ fn forward(
                     *l = softmax_in_place(row);
                 }
             }
-            gemm(
-                MatRef::new(&p, tq, tk),
-                v.1.mat(v.0, b, h, tk, d),
-                out,
-                d,
-                false,
-                Threads::Serial,
-            );
-        });
+            gemm(MatRef::new(&p, tq, tk), v.1.mat(v.0, b, h, tk, d), out, d, false, Threads::Serial);
+        })
+    });
     (out, lse)
 }
 
@@ -161,14 +122,7 @@ fn backward(
     lse: &[f32],
     dims: &Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let Dims {
-        b: nb,
-        h: nh,
-        tq,
-        tk,
-        d,
-        ..
-    } = *dims;
+    let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
     let mut dq = vec![0.0; nb * nh * tq * d];
     let mut dk = vec![0.0; nb * nh * tk * d];
     let mut dv = vec![0.0; nb * nh * tk * d];
@@ -176,78 +130,40 @@ fn backward(
         return (dq, dk, dv);
     }
     let scale = dims.scale();
-    dq.par_chunks_mut(tq * d)
-        .zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d)))
-        .enumerate()
-        .for_each(|(bh, (dq, (dk, dv)))| {
-            let (b, h) = (bh / nh, bh % nh);
-            let (o, g) = (
-                out.1.mat(out.0, b, h, tq, d),
-                dout.1.mat(dout.0, b, h, tq, d),
-            );
-            // P = exp(S − lse), recomputed from the scores.
-            let mut p = vec![0.0; tq * tk];
-            dims.scores(q, k, b, h, &mut p);
-            for (i, row) in p.chunks_mut(tk).enumerate() {
-                let l = lse[bh * tq + i];
-                row.iter_mut().for_each(|s| {
-                    *s = if l == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        (*s - l).exp()
-                    }
-                });
-            }
-            // dV = Pᵀ·dO
-            gemm(
-                MatRef::new(&p, tq, tk).t(),
-                g,
-                dv,
-                d,
-                false,
-                Threads::Serial,
-            );
-            // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
-            let mut ds = vec![0.0; tq * tk];
-            gemm(
-                g,
-                v.1.mat(v.0, b, h, tk, d).t(),
-                &mut ds,
-                tk,
-                false,
-                Threads::Serial,
-            );
-            for i in 0..tq {
-                let delta: f32 = (0..d)
-                    .map(|c| g.data[i * g.row_stride + c] * o.data[i * o.row_stride + c])
-                    .sum();
-                let (ds, p) = (&mut ds[i * tk..][..tk], &p[i * tk..][..tk]);
-                ds.iter_mut()
-                    .zip(p)
-                    .for_each(|(s, &p)| *s = p * (*s - delta) * scale);
-            }
-            // dQ = dS·K, dK = dSᵀ·Q
-            let ds = MatRef::new(&ds, tq, tk);
-            gemm(ds, k.1.mat(k.0, b, h, tk, d), dq, d, false, Threads::Serial);
-            gemm(
-                ds.t(),
-                q.1.mat(q.0, b, h, tq, d),
-                dk,
-                d,
-                false,
-                Threads::Serial,
-            );
-        });
+    dq.par_chunks_mut(tq * d).zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d))).enumerate().for_each(
+        |(bh, (dq, (dk, dv)))| {
+            vectorized(|| {
+                let (b, h) = (bh / nh, bh % nh);
+                let (o, g) = (out.1.mat(out.0, b, h, tq, d), dout.1.mat(dout.0, b, h, tq, d));
+                // P = exp(S − lse), recomputed from the scores.
+                let mut p = vec![0.0; tq * tk];
+                dims.scores(q, k, b, h, &mut p);
+                for (i, row) in p.chunks_mut(tk).enumerate() {
+                    let l = lse[bh * tq + i];
+                    row.iter_mut().for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
+                }
+                // dV = Pᵀ·dO
+                gemm(MatRef::new(&p, tq, tk).t(), g, dv, d, false, Threads::Serial);
+                // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
+                let mut ds = vec![0.0; tq * tk];
+                gemm(g, v.1.mat(v.0, b, h, tk, d).t(), &mut ds, tk, false, Threads::Serial);
+                for i in 0..tq {
+                    let delta: f32 = (0..d).map(|c| g.data[i * g.row_stride + c] * o.data[i * o.row_stride + c]).sum();
+                    let (ds, p) = (&mut ds[i * tk..][..tk], &p[i * tk..][..tk]);
+                    ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
+                }
+                // dQ = dS·K, dK = dSᵀ·Q
+                let ds = MatRef::new(&ds, tq, tk);
+                gemm(ds, k.1.mat(k.0, b, h, tk, d), dq, d, false, Threads::Serial);
+                gemm(ds.t(), q.1.mat(q.0, b, h, tq, d), dk, d, false, Threads::Serial);
+            })
+        },
+    );
     (dq, dk, dv)
 }
 
 /// Copies a [B, H, T, D] buffer into `dst` laid out as `layout`.
-fn scatter_heads(
-    src: &[f32],
-    dst: &mut [f32],
-    layout: Layout,
-    (nb, nh, t, d): (usize, usize, usize, usize),
-) {
+fn scatter_heads(src: &[f32], dst: &mut [f32], layout: Layout, (nb, nh, t, d): (usize, usize, usize, usize)) {
     for b in 0..nb {
         for h in 0..nh {
             for i in 0..t {
@@ -275,13 +191,7 @@ fn check_mask(key_mask: Option<&[bool]>, b: usize, tk: usize) -> Result<Option<V
 /// Attention over separate heads: q [B, H, Tq, D], k and v [B, H, Tk, D] → [B, H, Tq, D].
 /// `causal` lets query i see keys up to i + Tk − Tq; `key_mask` [B, Tk] is true for real
 /// tokens (padding keys get no attention). A query that can see no key outputs zeros.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    causal: bool,
-    key_mask: Option<&[bool]>,
-) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Option<&[bool]>) -> Result<Tensor> {
     ensure!(
         q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
         Shape,
@@ -299,61 +209,21 @@ pub fn attention(
         k.shape(),
         v.shape()
     );
-    ensure!(
-        !causal || tq <= tk,
-        Shape,
-        "causal attention needs no more queries ({tq}) than keys ({tk})"
-    );
-    let dims = Dims {
-        b: nb,
-        h: nh,
-        tq,
-        tk,
-        d,
-        causal,
-        key_mask: check_mask(key_mask, nb, tk)?,
-    };
+    ensure!(!causal || tq <= tk, Shape, "causal attention needs no more queries ({tq}) than keys ({tk})");
+    let dims = Dims { b: nb, h: nh, tq, tk, d, causal, key_mask: check_mask(key_mask, nb, tk)? };
     let (lq, lk) = (Layout::bhtd(nh, tq, d), Layout::bhtd(nh, tk, d));
     let (y, lse) = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), &dims);
-    Ok(Tensor::from_op(
-        y,
-        vec![nb, nh, tq, d],
-        "attention",
-        &[q, k, v],
-        move |ctx| {
-            let (qd, kd, vd) = (
-                ctx.inputs[0].read(),
-                ctx.inputs[1].read(),
-                ctx.inputs[2].read(),
-            );
-            let (dq, dk, dv) = backward(
-                (&qd, lq),
-                (&kd, lk),
-                (&vd, lk),
-                (ctx.out, lq),
-                (ctx.grad, lq),
-                &lse,
-                &dims,
-            );
-            Ok(vec![Some(dq), Some(dk), Some(dv)])
-        },
-    ))
+    Ok(Tensor::from_op(y, vec![nb, nh, tq, d], "attention", &[q, k, v], move |ctx| {
+        let (qd, kd, vd) = (ctx.inputs[0].read(), ctx.inputs[1].read(), ctx.inputs[2].read());
+        let (dq, dk, dv) = backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, &dims);
+        Ok(vec![Some(dq), Some(dk), Some(dv)])
+    }))
 }
 
 /// Multi-head self-attention straight from a packed projection: `qkv` [B, T, 3C] holding
 /// queries, keys and values (each C = n_head × D wide) → [B, T, C] with heads concatenated.
-pub fn attention_qkv(
-    qkv: &Tensor,
-    n_head: usize,
-    causal: bool,
-    key_mask: Option<&[bool]>,
-) -> Result<Tensor> {
-    ensure!(
-        qkv.rank() == 3,
-        Shape,
-        "attention_qkv expects [B, T, 3C], got {:?}",
-        qkv.shape()
-    );
+pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option<&[bool]>) -> Result<Tensor> {
+    ensure!(qkv.rank() == 3, Shape, "attention_qkv expects [B, T, 3C], got {:?}", qkv.shape());
     let (nb, t, width) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
     ensure!(
         n_head > 0 && width % (3 * n_head) == 0,
@@ -362,15 +232,7 @@ pub fn attention_qkv(
     );
     let c = width / 3;
     let d = c / n_head;
-    let dims = Dims {
-        b: nb,
-        h: n_head,
-        tq: t,
-        tk: t,
-        d,
-        causal,
-        key_mask: check_mask(key_mask, nb, t)?,
-    };
+    let dims = Dims { b: nb, h: n_head, tq: t, tk: t, d, causal, key_mask: check_mask(key_mask, nb, t)? };
     let [lq, lk, lv] = [0, c, 2 * c].map(|col| Layout::packed(t, width, d, col));
     let lout = Layout::packed(t, c, d, 0);
     let (heads, lse) = {
@@ -379,29 +241,15 @@ pub fn attention_qkv(
     };
     let mut y = vec![0.0; nb * t * c];
     scatter_heads(&heads, &mut y, lout, (nb, n_head, t, d));
-    Ok(Tensor::from_op(
-        y,
-        vec![nb, t, c],
-        "attention_qkv",
-        &[qkv],
-        move |ctx| {
-            let x = ctx.inputs[0].read();
-            let (dq, dk, dv) = backward(
-                (&x, lq),
-                (&x, lk),
-                (&x, lv),
-                (ctx.out, lout),
-                (ctx.grad, lout),
-                &lse,
-                &dims,
-            );
-            let mut g = vec![0.0; x.len()];
-            for (part, layout) in [(dq, lq), (dk, lk), (dv, lv)] {
-                scatter_heads(&part, &mut g, layout, (nb, n_head, t, d));
-            }
-            Ok(vec![Some(g)])
-        },
-    ))
+    Ok(Tensor::from_op(y, vec![nb, t, c], "attention_qkv", &[qkv], move |ctx| {
+        let x = ctx.inputs[0].read();
+        let (dq, dk, dv) = backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, &dims);
+        let mut g = vec![0.0; x.len()];
+        for (part, layout) in [(dq, lq), (dk, lk), (dv, lv)] {
+            scatter_heads(&part, &mut g, layout, (nb, n_head, t, d));
+        }
+        Ok(vec![Some(g)])
+    }))
 }
 
 /// Keys and values of every layer for incremental decoding: per layer two [B, H, capacity, D]
@@ -416,18 +264,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(
-        n_layer: usize,
-        batch: usize,
-        heads: usize,
-        capacity: usize,
-        head_size: usize,
-    ) -> KvCache {
+    pub fn new(n_layer: usize, batch: usize, heads: usize, capacity: usize, head_size: usize) -> KvCache {
         let size = batch * heads * capacity * head_size;
         KvCache {
-            layers: (0..n_layer)
-                .map(|_| (vec![0.0; size], vec![0.0; size]))
-                .collect(),
+            layers: (0..n_layer).map(|_| (vec![0.0; size], vec![0.0; size])).collect(),
             batch,
             heads,
             capacity,
@@ -483,12 +323,7 @@ pub fn attention_cached(
     layer: usize,
     key_mask: Option<&[bool]>,
 ) -> Result<Tensor> {
-    ensure!(
-        qkv.rank() == 3,
-        Shape,
-        "attention_cached expects [B, T, 3C], got {:?}",
-        qkv.shape()
-    );
+    ensure!(qkv.rank() == 3, Shape, "attention_cached expects [B, T, 3C], got {:?}", qkv.shape());
     let (nb, t, width) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
     let (c, d) = (width / 3, cache.head_size);
     ensure!(
@@ -510,15 +345,7 @@ pub fn attention_cached(
         cache.capacity
     );
     let tk = start + t;
-    let dims = Dims {
-        b: nb,
-        h: n_head,
-        tq: t,
-        tk,
-        d,
-        causal: true,
-        key_mask: check_mask(key_mask, nb, tk)?,
-    };
+    let dims = Dims { b: nb, h: n_head, tq: t, tk, d, causal: true, key_mask: check_mask(key_mask, nb, tk)? };
     let layout = cache.layout();
     let x = qkv.read();
     let (k_cache, v_cache) = &mut cache.layers[layer];
@@ -533,18 +360,8 @@ pub fn attention_cached(
             }
         }
     }
-    let (heads, _) = forward(
-        (&x, Layout::packed(t, width, d, 0)),
-        (k_cache, layout),
-        (v_cache, layout),
-        &dims,
-    );
+    let (heads, _) = forward((&x, Layout::packed(t, width, d, 0)), (k_cache, layout), (v_cache, layout), &dims);
     let mut y = vec![0.0; nb * t * c];
-    scatter_heads(
-        &heads,
-        &mut y,
-        Layout::packed(t, c, d, 0),
-        (nb, n_head, t, d),
-    );
+    scatter_heads(&heads, &mut y, Layout::packed(t, c, d, 0), (nb, n_head, t, d));
     Tensor::from_vec(y, &[nb, t, c])
 }

@@ -7,6 +7,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use super::{map, zip, zip3, GRAIN};
+use crate::simd;
 use crate::tensor::{numel, Tensor};
 use crate::{bail, Result};
 
@@ -22,9 +23,7 @@ fn unary(
     let y = map(&x.read(), f);
     Tensor::from_op(y, x.shape().to_vec(), op, &[x], move |ctx| {
         let x = ctx.inputs[0].read();
-        Ok(vec![Some(zip3(ctx.grad, &x, ctx.out, |g, x, y| {
-            g * df(x, y)
-        }))])
+        Ok(vec![Some(zip3(ctx.grad, &x, ctx.out, |g, x, y| g * df(x, y)))])
     })
 }
 
@@ -33,7 +32,7 @@ pub fn neg(x: &Tensor) -> Tensor {
 }
 
 pub fn exp(x: &Tensor) -> Tensor {
-    unary(x, "exp", f32::exp, |_, y| y)
+    unary(x, "exp", simd::exp, |_, y| y)
 }
 
 /// Natural logarithm (log of a negative number is NaN, of zero -inf, as in numpy).
@@ -50,7 +49,7 @@ pub fn rsqrt(x: &Tensor) -> Tensor {
 }
 
 pub fn tanh(x: &Tensor) -> Tensor {
-    unary(x, "tanh", f32::tanh, |_, y| 1.0 - y * y)
+    unary(x, "tanh", simd::tanh, |_, y| 1.0 - y * y)
 }
 
 pub fn sigmoid(x: &Tensor) -> Tensor {
@@ -59,21 +58,11 @@ pub fn sigmoid(x: &Tensor) -> Tensor {
 
 /// `log σ(x)`, computed without overflow for large |x| (DPO and reward losses need it).
 pub fn log_sigmoid(x: &Tensor) -> Tensor {
-    unary(
-        x,
-        "log_sigmoid",
-        |x| x.min(0.0) - (-x.abs()).exp().ln_1p(),
-        |x, _| sigmoid_f(-x),
-    )
+    unary(x, "log_sigmoid", |x| x.min(0.0) - simd::exp(-x.abs()).ln_1p(), |x, _| sigmoid_f(-x))
 }
 
 pub fn relu(x: &Tensor) -> Tensor {
-    unary(
-        x,
-        "relu",
-        |x| x.max(0.0),
-        |x, _| if x > 0.0 { 1.0 } else { 0.0 },
-    )
+    unary(x, "relu", |x| x.max(0.0), |x, _| if x > 0.0 { 1.0 } else { 0.0 })
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -84,11 +73,10 @@ pub fn gelu(x: &Tensor) -> Tensor {
     unary(
         x,
         "gelu",
-        |x| 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh()),
+        |x| 0.5 * x * (1.0 + simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))),
         |x, _| {
-            let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
-            0.5 * (1.0 + t)
-                + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+            let t = simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
         },
     )
 }
@@ -101,7 +89,7 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
         |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
         |x, _| {
             let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
+            let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
             cdf + x * pdf
         },
     )
@@ -117,37 +105,26 @@ pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
 
 /// `x ** p` for a scalar exponent.
 pub fn pow(x: &Tensor, p: f32) -> Tensor {
-    unary(
-        x,
-        "pow",
-        move |x| x.powf(p),
-        move |x, _| p * x.powf(p - 1.0),
-    )
+    unary(x, "pow", move |x| x.powf(p), move |x, _| p * x.powf(p - 1.0))
 }
 
 /// Limits values to `[min, max]` (either bound optional); the gradient flows where the input
 /// was inside the bounds, as in PyTorch (PPO's ratio clipping relies on that).
 pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
-    let (lo, hi) = (
-        min.unwrap_or(f32::NEG_INFINITY),
-        max.unwrap_or(f32::INFINITY),
-    );
+    let (lo, hi) = (min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY));
     if lo > hi {
         bail!(Argument, "clamp: min ({lo}) is greater than max ({hi})");
     }
-    Ok(unary(
-        x,
-        "clamp",
-        move |x| x.clamp(lo, hi),
-        move |x, _| if x >= lo && x <= hi { 1.0 } else { 0.0 },
-    ))
+    Ok(unary(x, "clamp", move |x| x.clamp(lo, hi), move |x, _| if x >= lo && x <= hi { 1.0 } else { 0.0 }))
 }
 
+#[inline(always)]
 pub(crate) fn sigmoid_f(x: f32) -> f32 {
+    // e^{-|x|} never overflows; the two branches are the same function on either side of 0.
+    let e = simd::exp(-x.abs());
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        1.0 / (1.0 + e)
     } else {
-        let e = x.exp();
         e / (1.0 + e)
     }
 }
@@ -203,32 +180,26 @@ fn zip_broadcast(
     if n == 0 {
         return result;
     }
-    let (sa, sb) = (
-        broadcast_strides(a_shape, out),
-        broadcast_strides(b_shape, out),
-    );
+    let (sa, sb) = (broadcast_strides(a_shape, out), broadcast_strides(b_shape, out));
     let last = *out.last().unwrap_or(&1);
     let (la, lb) = (*sa.last().unwrap_or(&0), *sb.last().unwrap_or(&0));
     let rows_per_task = (GRAIN / last.max(1)).max(1);
     // Each output row (the last dimension) has one starting offset into a and into b.
-    result
-        .par_chunks_mut(last.max(1) * rows_per_task)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, row) in chunk.chunks_mut(last.max(1)).enumerate() {
-                let mut rest = task * rows_per_task + r;
-                let (mut oa, mut ob) = (0, 0);
-                for d in (0..out.len().saturating_sub(1)).rev() {
-                    let i = rest % out[d];
-                    rest /= out[d];
-                    oa += i * sa[d];
-                    ob += i * sb[d];
-                }
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = f(a[oa + j * la], b[ob + j * lb]);
-                }
+    result.par_chunks_mut(last.max(1) * rows_per_task).enumerate().for_each(|(task, chunk)| {
+        for (r, row) in chunk.chunks_mut(last.max(1)).enumerate() {
+            let mut rest = task * rows_per_task + r;
+            let (mut oa, mut ob) = (0, 0);
+            for d in (0..out.len().saturating_sub(1)).rev() {
+                let i = rest % out[d];
+                rest /= out[d];
+                oa += i * sa[d];
+                ob += i * sb[d];
             }
-        });
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = f(a[oa + j * la], b[ob + j * lb]);
+            }
+        }
+    });
     result
 }
 
@@ -245,10 +216,7 @@ pub(crate) fn reduce_to(grad: Vec<f32>, from: &[usize], to: &[usize]) -> Vec<f32
             g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis));
         }
     }
-    g.as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
+    g.as_standard_layout().into_owned().into_raw_vec_and_offset().0
 }
 
 /// A broadcasting binary op; `backward(grad, a, b, out)` gives both gradients in the broadcast
@@ -258,10 +226,7 @@ fn binary(
     b: &Tensor,
     op: &'static str,
     f: impl Fn(f32, f32) -> f32 + Sync,
-    backward: impl Fn(&Side, &[f32], &[f32]) -> (Option<Vec<f32>>, Option<Vec<f32>>)
-        + Send
-        + Sync
-        + 'static,
+    backward: impl Fn(&Side, &[f32], &[f32]) -> (Option<Vec<f32>>, Option<Vec<f32>>) + Send + Sync + 'static,
 ) -> Result<Tensor> {
     let out_shape = broadcast_shape(a.shape(), b.shape())?;
     let y = zip_broadcast(&out_shape, &a.read(), a.shape(), &b.read(), b.shape(), f);
@@ -279,10 +244,7 @@ fn binary(
             need_b: ctx.needs(1),
         };
         let (ga, gb) = backward(&side, ctx.grad, ctx.out);
-        Ok(vec![
-            ga.map(|g| reduce_to(g, &shape, ta.shape())),
-            gb.map(|g| reduce_to(g, &shape, tb.shape())),
-        ])
+        Ok(vec![ga.map(|g| reduce_to(g, &shape, ta.shape())), gb.map(|g| reduce_to(g, &shape, tb.shape()))])
     }))
 }
 
@@ -299,29 +261,14 @@ struct Side<'a> {
 
 impl Side<'_> {
     /// `f(g, a)` over the broadcast shape, if the gradient of the given side is wanted.
-    fn with_a(
-        &self,
-        need: bool,
-        g: &[f32],
-        f: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> Option<Vec<f32>> {
+    fn with_a(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Vec<f32>> {
         need.then(|| zip_broadcast(self.out, g, self.out, self.a, self.a_shape, f))
     }
-    fn with_b(
-        &self,
-        need: bool,
-        g: &[f32],
-        f: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> Option<Vec<f32>> {
+    fn with_b(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Vec<f32>> {
         need.then(|| zip_broadcast(self.out, g, self.out, self.b, self.b_shape, f))
     }
     /// `f(g, a, b)` over the broadcast shape.
-    fn with_ab(
-        &self,
-        need: bool,
-        g: &[f32],
-        f: impl Fn(f32, f32, f32) -> f32 + Sync,
-    ) -> Option<Vec<f32>> {
+    fn with_ab(&self, need: bool, g: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Option<Vec<f32>> {
         need.then(|| {
             let a = zip_broadcast(self.out, g, self.out, self.a, self.a_shape, |_, a| a);
             let b = zip_broadcast(self.out, g, self.out, self.b, self.b_shape, |_, b| b);
@@ -331,28 +278,11 @@ impl Side<'_> {
 }
 
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(
-        a,
-        b,
-        "add",
-        |a, b| a + b,
-        |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| g.to_vec())),
-    )
+    binary(a, b, "add", |a, b| a + b, |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| g.to_vec())))
 }
 
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(
-        a,
-        b,
-        "sub",
-        |a, b| a - b,
-        |s, g, _| {
-            (
-                s.need_a.then(|| g.to_vec()),
-                s.need_b.then(|| map(g, |g| -g)),
-            )
-        },
-    )
+    binary(a, b, "sub", |a, b| a - b, |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| map(g, |g| -g))))
 }
 
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -361,12 +291,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b,
         "mul",
         |a, b| a * b,
-        |s, g, _| {
-            (
-                s.with_b(s.need_a, g, |g, b| g * b),
-                s.with_a(s.need_b, g, |g, a| g * a),
-            )
-        },
+        |s, g, _| (s.with_b(s.need_a, g, |g, b| g * b), s.with_a(s.need_b, g, |g, a| g * a)),
     )
 }
 
@@ -410,45 +335,21 @@ pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// receives no gradient.
 pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out_shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
-    let expand = |t: &Tensor| {
-        zip_broadcast(
-            &out_shape,
-            &t.read(),
-            t.shape(),
-            &t.read(),
-            t.shape(),
-            |x, _| x,
-        )
-    };
+    let expand = |t: &Tensor| zip_broadcast(&out_shape, &t.read(), t.shape(), &t.read(), t.shape(), |x, _| x);
     let c = expand(cond);
-    let y = zip3(
-        &c,
-        &expand(a),
-        &expand(b),
-        |c, a, b| if c != 0.0 { a } else { b },
-    );
+    let y = zip3(&c, &expand(a), &expand(b), |c, a, b| if c != 0.0 { a } else { b });
     let shape = out_shape.clone();
-    Ok(Tensor::from_op(
-        y,
-        out_shape,
-        "where",
-        &[cond, a, b],
-        move |ctx| {
-            let pick = |keep_true: bool, t: &Tensor| {
-                let g = zip(
-                    ctx.grad,
-                    &c,
-                    |g, c| if (c != 0.0) == keep_true { g } else { 0.0 },
-                );
-                reduce_to(g, &shape, t.shape())
-            };
-            Ok(vec![
-                None,
-                ctx.needs(1).then(|| pick(true, &ctx.inputs[1])),
-                ctx.needs(2).then(|| pick(false, &ctx.inputs[2])),
-            ])
-        },
-    ))
+    Ok(Tensor::from_op(y, out_shape, "where", &[cond, a, b], move |ctx| {
+        let pick = |keep_true: bool, t: &Tensor| {
+            let g = zip(ctx.grad, &c, |g, c| if (c != 0.0) == keep_true { g } else { 0.0 });
+            reduce_to(g, &shape, t.shape())
+        };
+        Ok(vec![
+            None,
+            ctx.needs(1).then(|| pick(true, &ctx.inputs[1])),
+            ctx.needs(2).then(|| pick(false, &ctx.inputs[2])),
+        ])
+    }))
 }
 
 /// `x` with `value` wherever `mask` (broadcast to x's shape, nonzero = fill) is set. Filling

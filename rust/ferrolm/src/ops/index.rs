@@ -11,11 +11,7 @@ use crate::{ensure, Result};
 fn checked_ids(ids: &[i64], n: usize, what: &str) -> Result<Vec<usize>> {
     ids.iter()
         .map(|&i| {
-            ensure!(
-                i >= 0 && (i as u64) < n as u64,
-                Index,
-                "{what}: index {i} is out of range for size {n}"
-            );
+            ensure!(i >= 0 && (i as u64) < n as u64, Index, "{what}: index {i} is out of range for size {n}");
             Ok(i as usize)
         })
         .collect()
@@ -38,47 +34,26 @@ pub fn index_select(x: &Tensor, axis: isize, ids: &[i64]) -> Result<Tensor> {
     drop(data);
     let mut shape = x.shape().to_vec();
     shape[axis] = k;
-    Ok(Tensor::from_op(
-        y,
-        shape,
-        "index_select",
-        &[x],
-        move |ctx| {
-            // Repeated ids add up, so accumulate serially per outer block, in parallel across blocks.
-            let mut g = vec![0.0; outer * n * inner];
-            if inner > 0 {
-                g.par_chunks_mut(n * inner)
-                    .enumerate()
-                    .for_each(|(o, block)| {
-                        for (j, &id) in ids.iter().enumerate() {
-                            let src = &ctx.grad[(o * k + j) * inner..][..inner];
-                            block[id * inner..][..inner]
-                                .iter_mut()
-                                .zip(src)
-                                .for_each(|(a, b)| *a += b);
-                        }
-                    });
-            }
-            Ok(vec![Some(g)])
-        },
-    ))
+    Ok(Tensor::from_op(y, shape, "index_select", &[x], move |ctx| {
+        // Repeated ids add up, so accumulate serially per outer block, in parallel across blocks.
+        let mut g = vec![0.0; outer * n * inner];
+        if inner > 0 {
+            g.par_chunks_mut(n * inner).enumerate().for_each(|(o, block)| {
+                for (j, &id) in ids.iter().enumerate() {
+                    let src = &ctx.grad[(o * k + j) * inner..][..inner];
+                    block[id * inner..][..inner].iter_mut().zip(src).for_each(|(a, b)| *a += b);
+                }
+            });
+        }
+        Ok(vec![Some(g)])
+    }))
 }
 
 /// Embedding lookup: rows of `weight` [V, C] for `ids` of shape `ids_shape`, giving
 /// `ids_shape + [C]`.
 pub fn embedding(weight: &Tensor, ids: &[i64], ids_shape: &[usize]) -> Result<Tensor> {
-    ensure!(
-        weight.rank() == 2,
-        Shape,
-        "embedding: weight must be [vocab, dim], got {:?}",
-        weight.shape()
-    );
-    ensure!(
-        numel(ids_shape) == ids.len(),
-        Shape,
-        "embedding: {} ids do not fill shape {ids_shape:?}",
-        ids.len()
-    );
+    ensure!(weight.rank() == 2, Shape, "embedding: weight must be [vocab, dim], got {:?}", weight.shape());
+    ensure!(numel(ids_shape) == ids.len(), Shape, "embedding: {} ids do not fill shape {ids_shape:?}", ids.len());
     let rows = index_select(weight, 0, ids)?;
     let mut shape: Vec<isize> = ids_shape.iter().map(|&d| d as isize).collect();
     shape.push(weight.shape()[1] as isize);
@@ -89,15 +64,9 @@ pub fn embedding(weight: &Tensor, ids: &[i64], ids_shape: &[usize]) -> Result<Te
 /// rank and shape except along `axis`, where it may have any length.
 pub fn gather(x: &Tensor, axis: isize, idx: &[i64], idx_shape: &[usize]) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
+    ensure!(numel(idx_shape) == idx.len(), Shape, "gather: {} indices do not fill shape {idx_shape:?}", idx.len());
     ensure!(
-        numel(idx_shape) == idx.len(),
-        Shape,
-        "gather: {} indices do not fill shape {idx_shape:?}",
-        idx.len()
-    );
-    ensure!(
-        idx_shape.len() == x.rank()
-            && (0..x.rank()).all(|d| d == axis || idx_shape[d] == x.shape()[d]),
+        idx_shape.len() == x.rank() && (0..x.rank()).all(|d| d == axis || idx_shape[d] == x.shape()[d]),
         Shape,
         "gather: index shape {idx_shape:?} must match input shape {:?} except along axis {axis}",
         x.shape()
@@ -111,22 +80,13 @@ pub fn gather(x: &Tensor, axis: isize, idx: &[i64], idx_shape: &[usize]) -> Resu
         let (o, rest) = (p / (k * inner), p % (k * inner));
         (o * n + idx[p]) * inner + rest % inner
     };
-    let y: Vec<f32> = (0..idx_shape.iter().product())
-        .into_par_iter()
-        .map(|p| data[source(p)])
-        .collect();
+    let y: Vec<f32> = (0..idx_shape.iter().product()).into_par_iter().map(|p| data[source(p)]).collect();
     drop(data);
-    Ok(Tensor::from_op(
-        y,
-        idx_shape.to_vec(),
-        "gather",
-        &[x],
-        move |ctx| {
-            let mut g = vec![0.0; outer * n * inner];
-            for (p, &gp) in ctx.grad.iter().enumerate() {
-                g[source(p)] += gp;
-            }
-            Ok(vec![Some(g)])
-        },
-    ))
+    Ok(Tensor::from_op(y, idx_shape.to_vec(), "gather", &[x], move |ctx| {
+        let mut g = vec![0.0; outer * n * inner];
+        for (p, &gp) in ctx.grad.iter().enumerate() {
+            g[source(p)] += gp;
+        }
+        Ok(vec![Some(g)])
+    }))
 }

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::softmax::softmax_in_place;
+use crate::simd::vectorized;
 use crate::tensor::Tensor;
 use crate::{ensure, Result};
 
@@ -43,11 +44,7 @@ pub fn cross_entropy(
     );
     let ignored = move |t: i64| Some(t) == ignore_index;
     for &t in targets {
-        ensure!(
-            ignored(t) || (t >= 0 && (t as u64) < v as u64),
-            Index,
-            "cross_entropy: target {t} is outside 0..{v}"
-        );
+        ensure!(ignored(t) || (t >= 0 && (t as u64) < v as u64), Index, "cross_entropy: target {t} is outside 0..{v}");
     }
     let targets = targets.to_vec();
     let count = targets.iter().filter(|&&t| !ignored(t)).count();
@@ -62,7 +59,7 @@ pub fn cross_entropy(
                         return 0.0;
                     }
                     scratch.copy_from_slice(row);
-                    softmax_in_place(scratch) - row[t as usize]
+                    vectorized(|| softmax_in_place(scratch)) - row[t as usize]
                 },
             )
             .collect()
@@ -74,40 +71,24 @@ pub fn cross_entropy(
     };
     let (y, shape) = match reduction {
         Reduction::None => (losses, logits.shape()[..logits.rank() - 1].to_vec()),
-        _ => (
-            vec![(losses.iter().map(|&l| l as f64).sum::<f64>() * scale as f64) as f32],
-            vec![],
-        ),
+        _ => (vec![(losses.iter().map(|&l| l as f64).sum::<f64>() * scale as f64) as f32], vec![]),
     };
     let per_row = reduction == Reduction::None;
-    Ok(Tensor::from_op(
-        y,
-        shape,
-        "cross_entropy",
-        &[logits],
-        move |ctx| {
-            // d logits = (softmax − onehot(target)) · upstream gradient of that row's loss
-            let x = ctx.inputs[0].read();
-            let mut g = vec![0.0; x.len()];
-            g.par_chunks_mut(v)
-                .zip(x.par_chunks(v))
-                .enumerate()
-                .for_each(|(r, (g, row))| {
-                    let t = targets[r];
-                    if ignored(t) {
-                        return;
-                    }
-                    g.copy_from_slice(row);
-                    softmax_in_place(g);
-                    g[t as usize] -= 1.0;
-                    let up = if per_row {
-                        ctx.grad[r]
-                    } else {
-                        ctx.grad[0] * scale
-                    };
-                    g.iter_mut().for_each(|gi| *gi *= up);
-                });
-            Ok(vec![Some(g)])
-        },
-    ))
+    Ok(Tensor::from_op(y, shape, "cross_entropy", &[logits], move |ctx| {
+        // d logits = (softmax − onehot(target)) · upstream gradient of that row's loss
+        let x = ctx.inputs[0].read();
+        let mut g = vec![0.0; x.len()];
+        g.par_chunks_mut(v).zip(x.par_chunks(v)).enumerate().for_each(|(r, (g, row))| {
+            let t = targets[r];
+            if ignored(t) {
+                return;
+            }
+            g.copy_from_slice(row);
+            vectorized(|| softmax_in_place(g));
+            g[t as usize] -= 1.0;
+            let up = if per_row { ctx.grad[r] } else { ctx.grad[0] * scale };
+            g.iter_mut().for_each(|gi| *gi *= up);
+        });
+        Ok(vec![Some(g)])
+    }))
 }

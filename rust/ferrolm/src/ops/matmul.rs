@@ -20,13 +20,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     );
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    ensure!(
-        b.shape()[rb - 2] == k,
-        Shape,
-        "matmul: inner dimensions differ in {:?} · {:?}",
-        a.shape(),
-        b.shape()
-    );
+    ensure!(b.shape()[rb - 2] == k, Shape, "matmul: inner dimensions differ in {:?} · {:?}", a.shape(), b.shape());
     let (batch_a, batch_b) = (&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
     if batch_b.is_empty() {
         // b is shared: fold a's batch axes into its rows and do one large product.
@@ -36,10 +30,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return Ok(product_2d(a, b, rows, k, n, shape));
     }
     if !batch_a.is_empty() && batch_a != batch_b {
-        bail!(
-            Shape,
-            "matmul: batch dimensions {batch_a:?} and {batch_b:?} differ"
-        );
+        bail!(Shape, "matmul: batch dimensions {batch_a:?} and {batch_b:?} differ");
     }
     let batch = numel(batch_b);
     let shared_a = batch_a.is_empty();
@@ -48,58 +39,31 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut y = vec![0.0; batch * m * n];
     {
         let (ad, bd) = (a.read(), b.read());
-        let a_at = |i: usize| {
-            MatRef::new(
-                if shared_a {
-                    &ad[..]
-                } else {
-                    &ad[i * m * k..][..m * k]
-                },
-                m,
-                k,
-            )
-        };
+        let a_at = |i: usize| MatRef::new(if shared_a { &ad[..] } else { &ad[i * m * k..][..m * k] }, m, k);
         let b_at = |i: usize| MatRef::new(&bd[i * k * n..][..k * n], k, n);
-        for_each_batch(&mut y, m * n, |i, c, threads| {
-            gemm(a_at(i), b_at(i), c, n, false, threads)
-        });
+        for_each_batch(&mut y, m * n, |i, c, threads| gemm(a_at(i), b_at(i), c, n, false, threads));
     }
     Ok(Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
         let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g_at = |i: usize| MatRef::new(&ctx.grad[i * m * n..][..m * n], m, n);
-        let a_at = |i: usize| {
-            MatRef::new(
-                if shared_a {
-                    &ad[..]
-                } else {
-                    &ad[i * m * k..][..m * k]
-                },
-                m,
-                k,
-            )
-        };
+        let a_at = |i: usize| MatRef::new(if shared_a { &ad[..] } else { &ad[i * m * k..][..m * k] }, m, k);
         let b_at = |i: usize| MatRef::new(&bd[i * k * n..][..k * n], k, n);
         let ga = ctx.needs(0).then(|| {
             // dA_i = dY_i · B_iᵀ (summed over the batch when A is shared)
             if shared_a {
                 let mut ga = vec![0.0; m * k];
-                (0..batch)
-                    .for_each(|i| gemm(g_at(i), b_at(i).t(), &mut ga, k, i > 0, Threads::Pool));
+                (0..batch).for_each(|i| gemm(g_at(i), b_at(i).t(), &mut ga, k, i > 0, Threads::Pool));
                 ga
             } else {
                 let mut ga = vec![0.0; batch * m * k];
-                for_each_batch(&mut ga, m * k, |i, c, t| {
-                    gemm(g_at(i), b_at(i).t(), c, k, false, t)
-                });
+                for_each_batch(&mut ga, m * k, |i, c, t| gemm(g_at(i), b_at(i).t(), c, k, false, t));
                 ga
             }
         });
         let gb = ctx.needs(1).then(|| {
             // dB_i = A_iᵀ · dY_i
             let mut gb = vec![0.0; batch * k * n];
-            for_each_batch(&mut gb, k * n, |i, c, t| {
-                gemm(a_at(i).t(), g_at(i), c, n, false, t)
-            });
+            for_each_batch(&mut gb, k * n, |i, c, t| gemm(a_at(i).t(), g_at(i), c, n, false, t));
             gb
         });
         Ok(vec![ga, gb])
@@ -113,59 +77,27 @@ fn for_each_batch(out: &mut [f32], block: usize, f: impl Fn(usize, &mut [f32], T
         return;
     }
     if out.len() / block >= 2 * rayon::current_num_threads() {
-        out.par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c, Threads::Serial));
+        out.par_chunks_mut(block).enumerate().for_each(|(i, c)| f(i, c, Threads::Serial));
     } else {
-        out.chunks_mut(block)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c, Threads::Pool));
+        out.chunks_mut(block).enumerate().for_each(|(i, c)| f(i, c, Threads::Pool));
     }
 }
 
 /// [rows, K] · [K, N] for `a` of any rank whose last axis is K.
-fn product_2d(
-    a: &Tensor,
-    b: &Tensor,
-    rows: usize,
-    k: usize,
-    n: usize,
-    shape: Vec<usize>,
-) -> Tensor {
+fn product_2d(a: &Tensor, b: &Tensor, rows: usize, k: usize, n: usize, shape: Vec<usize>) -> Tensor {
     let mut y = vec![0.0; rows * n];
-    gemm(
-        MatRef::new(&a.read(), rows, k),
-        MatRef::new(&b.read(), k, n),
-        &mut y,
-        n,
-        false,
-        Threads::Pool,
-    );
+    gemm(MatRef::new(&a.read(), rows, k), MatRef::new(&b.read(), k, n), &mut y, n, false, Threads::Pool);
     Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
         let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g = MatRef::new(ctx.grad, rows, n);
         let ga = ctx.needs(0).then(|| {
             let mut ga = vec![0.0; rows * k];
-            gemm(
-                g,
-                MatRef::new(&bd, k, n).t(),
-                &mut ga,
-                k,
-                false,
-                Threads::Pool,
-            );
+            gemm(g, MatRef::new(&bd, k, n).t(), &mut ga, k, false, Threads::Pool);
             ga
         });
         let gb = ctx.needs(1).then(|| {
             let mut gb = vec![0.0; k * n];
-            gemm(
-                MatRef::new(&ad, rows, k).t(),
-                g,
-                &mut gb,
-                n,
-                false,
-                Threads::Pool,
-            );
+            gemm(MatRef::new(&ad, rows, k).t(), g, &mut gb, n, false, Threads::Pool);
             gb
         });
         Ok(vec![ga, gb])
@@ -175,12 +107,7 @@ fn product_2d(
 /// A fully connected layer: `x·Wᵀ + b` for x [..., IN], W [OUT, IN] (PyTorch's layout) and
 /// optional b [OUT], giving [..., OUT].
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    ensure!(
-        weight.rank() == 2,
-        Shape,
-        "linear: weight must be [out, in], got {:?}",
-        weight.shape()
-    );
+    ensure!(weight.rank() == 2, Shape, "linear: weight must be [out, in], got {:?}", weight.shape());
     let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
     ensure!(
         x.rank() >= 1 && x.shape()[x.rank() - 1] == in_f,
@@ -195,8 +122,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let mut y = vec![0.0; rows * out_f];
     if let Some(b) = bias {
         let b = b.read();
-        y.chunks_mut(out_f.max(1))
-            .for_each(|row| row.copy_from_slice(&b));
+        y.chunks_mut(out_f.max(1)).for_each(|row| row.copy_from_slice(&b));
     }
     gemm(
         MatRef::new(&x.read(), rows, in_f),
@@ -215,26 +141,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         let g = MatRef::new(ctx.grad, rows, out_f);
         let gx = ctx.needs(0).then(|| {
             let mut gx = vec![0.0; rows * in_f];
-            gemm(
-                g,
-                MatRef::new(&wd, out_f, in_f),
-                &mut gx,
-                in_f,
-                false,
-                Threads::Pool,
-            );
+            gemm(g, MatRef::new(&wd, out_f, in_f), &mut gx, in_f, false, Threads::Pool);
             gx
         });
         let gw = ctx.needs(1).then(|| {
             let mut gw = vec![0.0; out_f * in_f];
-            gemm(
-                g.t(),
-                MatRef::new(&xd, rows, in_f),
-                &mut gw,
-                in_f,
-                false,
-                Threads::Pool,
-            );
+            gemm(g.t(), MatRef::new(&xd, rows, in_f), &mut gw, in_f, false, Threads::Pool);
             gw
         });
         let mut grads = vec![gx, gw];

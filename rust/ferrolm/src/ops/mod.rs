@@ -17,8 +17,8 @@ mod softmax;
 pub use attention::{attention, attention_cached, attention_qkv, KvCache};
 pub use dropout::dropout;
 pub use elementwise::{
-    add, add_scalar, clamp, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum,
-    minimum, mul, mul_scalar, neg, pow, relu, rsqrt, sigmoid, sqrt, sub, tanh, where_,
+    add, add_scalar, clamp, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum, minimum, mul, mul_scalar,
+    neg, pow, relu, rsqrt, sigmoid, sqrt, sub, tanh, where_,
 };
 pub use index::{embedding, gather, index_select};
 pub use loss::{cross_entropy, Reduction};
@@ -30,17 +30,17 @@ pub use softmax::{log_softmax, softmax};
 
 use rayon::prelude::*;
 
+use crate::simd::vectorized;
+
 /// Elements per parallel task: below this, spreading work over threads costs more than it saves.
 pub(crate) const GRAIN: usize = 1 << 14;
 
 /// `f` applied to every element, in parallel for large inputs.
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(GRAIN)
-        .zip(x.par_chunks(GRAIN))
-        .for_each(|(o, x)| {
-            o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
-        });
+    out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(o, x)| {
+        vectorized(|| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+    });
     out
 }
 
@@ -48,41 +48,24 @@ pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     debug_assert_eq!(a.len(), b.len());
     let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(GRAIN)
-        .zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN)))
-        .for_each(|(o, (a, b))| {
-            o.iter_mut()
-                .zip(a.iter().zip(b))
-                .for_each(|(o, (&a, &b))| *o = f(a, b));
-        });
+    out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN))).for_each(|(o, (a, b))| {
+        vectorized(|| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = f(a, b)));
+    });
     out
 }
 
 /// `f` applied elementwise to three equally long slices, in parallel for large inputs.
-pub(crate) fn zip3(
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
-    f: impl Fn(f32, f32, f32) -> f32 + Sync,
-) -> Vec<f32> {
+pub(crate) fn zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
     debug_assert!(a.len() == b.len() && b.len() == c.len());
     let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(GRAIN)
-        .enumerate()
-        .for_each(|(chunk, o)| {
-            let start = chunk * GRAIN;
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = f(a[start + i], b[start + i], c[start + i]);
-            }
-        });
+    let inputs = a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN).zip(c.par_chunks(GRAIN)));
+    out.par_chunks_mut(GRAIN).zip(inputs).for_each(|(o, (a, (b, c)))| {
+        vectorized(|| o.iter_mut().zip(a.iter().zip(b.iter().zip(c))).for_each(|(o, (&a, (&b, &c)))| *o = f(a, b, c)));
+    });
     out
 }
 
 /// Splits a shape around `axis` into (elements before, size of axis, elements after).
 pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        shape[..axis].iter().product(),
-        shape[axis],
-        shape[axis + 1..].iter().product(),
-    )
+    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
 }

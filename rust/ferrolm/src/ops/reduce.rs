@@ -43,14 +43,12 @@ fn expand_axis(g: &[f32], outer: usize, n: usize, inner: usize, scale: f32) -> V
     if inner == 0 || n == 0 {
         return out;
     }
-    out.par_chunks_mut(n * inner)
-        .enumerate()
-        .for_each(|(o, block)| {
-            let src = &g[o * inner..][..inner];
-            for row in block.chunks_mut(inner) {
-                row.iter_mut().zip(src).for_each(|(r, s)| *r = s * scale);
-            }
-        });
+    out.par_chunks_mut(n * inner).enumerate().for_each(|(o, block)| {
+        let src = &g[o * inner..][..inner];
+        for row in block.chunks_mut(inner) {
+            row.iter_mut().zip(src).for_each(|(r, s)| *r = s * scale);
+        }
+    });
     out
 }
 
@@ -67,37 +65,23 @@ pub fn mean(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
 fn sum_scaled(x: &Tensor, axis: isize, keepdim: bool, average: bool) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    ensure!(
-        !(average && n == 0),
-        Shape,
-        "mean over an empty axis {axis} of shape {:?}",
-        x.shape()
-    );
+    ensure!(!(average && n == 0), Shape, "mean over an empty axis {axis} of shape {:?}", x.shape());
     let scale = if average { 1.0 / n as f32 } else { 1.0 };
     let mut y = sum_axis_raw(&x.read(), outer, n, inner);
     if average {
         y.iter_mut().for_each(|v| *v *= scale);
     }
     let op = if average { "mean" } else { "sum" };
-    Ok(Tensor::from_op(
-        y,
-        reduced_shape(x.shape(), axis, keepdim),
-        op,
-        &[x],
-        move |ctx| Ok(vec![Some(expand_axis(ctx.grad, outer, n, inner, scale))]),
-    ))
+    Ok(Tensor::from_op(y, reduced_shape(x.shape(), axis, keepdim), op, &[x], move |ctx| {
+        Ok(vec![Some(expand_axis(ctx.grad, outer, n, inner, scale))])
+    }))
 }
 
 /// Maximum over `axis`; the gradient flows to the first position holding the maximum.
 pub fn max(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    ensure!(
-        n > 0,
-        Shape,
-        "max over an empty axis {axis} of shape {:?}",
-        x.shape()
-    );
+    ensure!(n > 0, Shape, "max over an empty axis {axis} of shape {:?}", x.shape());
     let data = x.read();
     let argmax: Vec<usize> = (0..outer * inner)
         .into_par_iter()
@@ -105,34 +89,18 @@ pub fn max(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
             let (o, i) = (j / inner, j % inner);
             let at = |k: usize| data[(o * n + k) * inner + i];
             // NaN wins, so a NaN input is visible in the output rather than hidden.
-            (1..n).fold(0, |best, k| {
-                if at(k) > at(best) || (at(k).is_nan() && !at(best).is_nan()) {
-                    k
-                } else {
-                    best
-                }
-            })
+            (1..n).fold(0, |best, k| if at(k) > at(best) || (at(k).is_nan() && !at(best).is_nan()) { k } else { best })
         })
         .collect();
-    let y = argmax
-        .iter()
-        .enumerate()
-        .map(|(j, &k)| data[((j / inner) * n + k) * inner + j % inner])
-        .collect();
+    let y = argmax.iter().enumerate().map(|(j, &k)| data[((j / inner) * n + k) * inner + j % inner]).collect();
     drop(data);
-    Ok(Tensor::from_op(
-        y,
-        reduced_shape(x.shape(), axis, keepdim),
-        "max",
-        &[x],
-        move |ctx| {
-            let mut g = vec![0.0; outer * n * inner];
-            for (j, &k) in argmax.iter().enumerate() {
-                g[((j / inner) * n + k) * inner + j % inner] = ctx.grad[j];
-            }
-            Ok(vec![Some(g)])
-        },
-    ))
+    Ok(Tensor::from_op(y, reduced_shape(x.shape(), axis, keepdim), "max", &[x], move |ctx| {
+        let mut g = vec![0.0; outer * n * inner];
+        for (j, &k) in argmax.iter().enumerate() {
+            g[((j / inner) * n + k) * inner + j % inner] = ctx.grad[j];
+        }
+        Ok(vec![Some(g)])
+    }))
 }
 
 /// Sum of all elements as a scalar (accumulated in f64 per fixed chunk).
@@ -146,19 +114,10 @@ pub fn mean_all(x: &Tensor) -> Tensor {
 }
 
 fn total(x: &Tensor, op: &'static str, scale: f32) -> Tensor {
-    let s: f64 = x
-        .read()
-        .par_chunks(GRAIN)
-        .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
-        .collect::<Vec<_>>()
-        .iter()
-        .sum();
+    let s: f64 =
+        x.read().par_chunks(GRAIN).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).collect::<Vec<_>>().iter().sum();
     let n = x.numel();
-    Tensor::from_op(
-        vec![(s * scale as f64) as f32],
-        vec![],
-        op,
-        &[x],
-        move |ctx| Ok(vec![Some(vec![ctx.grad[0] * scale; n])]),
-    )
+    Tensor::from_op(vec![(s * scale as f64) as f32], vec![], op, &[x], move |ctx| {
+        Ok(vec![Some(vec![ctx.grad[0] * scale; n])])
+    })
 }

@@ -9,39 +9,20 @@ use crate::{bail, ensure, Result};
 /// Resolves a requested shape with at most one `-1` against an element count.
 pub fn infer_shape(requested: &[isize], count: usize) -> Result<Vec<usize>> {
     let unknown = requested.iter().filter(|&&d| d == -1).count();
-    ensure!(
-        unknown <= 1,
-        Shape,
-        "reshape: at most one dimension can be -1, got {requested:?}"
-    );
-    ensure!(
-        requested.iter().all(|&d| d >= -1),
-        Shape,
-        "reshape: negative dimension in {requested:?}"
-    );
-    let known: usize = requested
-        .iter()
-        .filter(|&&d| d != -1)
-        .map(|&d| d as usize)
-        .product();
+    ensure!(unknown <= 1, Shape, "reshape: at most one dimension can be -1, got {requested:?}");
+    ensure!(requested.iter().all(|&d| d >= -1), Shape, "reshape: negative dimension in {requested:?}");
+    let known: usize = requested.iter().filter(|&&d| d != -1).map(|&d| d as usize).product();
     let shape: Vec<usize> = if unknown == 1 {
         ensure!(
             known != 0 && count % known == 0,
             Shape,
             "reshape: cannot infer -1 in {requested:?} for {count} elements"
         );
-        requested
-            .iter()
-            .map(|&d| if d == -1 { count / known } else { d as usize })
-            .collect()
+        requested.iter().map(|&d| if d == -1 { count / known } else { d as usize }).collect()
     } else {
         requested.iter().map(|&d| d as usize).collect()
     };
-    ensure!(
-        numel(&shape) == count,
-        Shape,
-        "reshape: {count} elements cannot take shape {requested:?}"
-    );
+    ensure!(numel(&shape) == count, Shape, "reshape: {count} elements cannot take shape {requested:?}");
     Ok(shape)
 }
 
@@ -61,18 +42,9 @@ pub fn reshape(x: &Tensor, shape: &[isize]) -> Result<Tensor> {
 pub fn permute(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let rank = x.rank();
     let mut seen = vec![false; rank];
-    ensure!(
-        dims.len() == rank,
-        Shape,
-        "permute: {} dims given for a tensor of rank {rank}",
-        dims.len()
-    );
+    ensure!(dims.len() == rank, Shape, "permute: {} dims given for a tensor of rank {rank}", dims.len());
     for &d in dims {
-        ensure!(
-            d < rank && !seen[d],
-            Argument,
-            "permute: {dims:?} is not a permutation of 0..{rank}"
-        );
+        ensure!(d < rank && !seen[d], Argument, "permute: {dims:?} is not a permutation of 0..{rank}");
         seen[d] = true;
     }
     let y = permuted(&x.read(), x.shape(), dims);
@@ -80,18 +52,13 @@ pub fn permute(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let mut inverse = vec![0; rank];
     dims.iter().enumerate().for_each(|(i, &d)| inverse[d] = i);
     let out_shape = shape.clone();
-    Ok(Tensor::from_op(y, shape, "permute", &[x], move |ctx| {
-        Ok(vec![Some(permuted(ctx.grad, &out_shape, &inverse))])
-    }))
+    Ok(Tensor::from_op(y, shape, "permute", &[x], move |ctx| Ok(vec![Some(permuted(ctx.grad, &out_shape, &inverse))])))
 }
 
 fn permuted(data: &[f32], shape: &[usize], dims: &[usize]) -> Vec<f32> {
     let view = ArrayViewD::from_shape(IxDyn(shape), data).expect("data matches shape");
     let p = view.permuted_axes(IxDyn(dims));
-    p.as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
+    p.as_standard_layout().into_owned().into_raw_vec_and_offset().0
 }
 
 /// Swaps two dimensions (negative axes count from the end).
@@ -106,12 +73,7 @@ pub fn transpose(x: &Tensor, a: isize, b: isize) -> Result<Tensor> {
 pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    ensure!(
-        start + len <= n,
-        Index,
-        "narrow: [{start}, {}) is outside axis {axis} of size {n}",
-        start + len
-    );
+    ensure!(start + len <= n, Index, "narrow: [{start}, {}) is outside axis {axis} of size {n}", start + len);
     let data = x.read();
     let mut y = Vec::with_capacity(outer * len * inner);
     for o in 0..outer {
@@ -131,9 +93,7 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
 
 /// Joins tensors along an existing axis; all other dimensions must agree.
 pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
-    let Some(first) = xs.first() else {
-        bail!(Argument, "concat: no tensors given")
-    };
+    let Some(first) = xs.first() else { bail!(Argument, "concat: no tensors given") };
     let axis = resolve_axis(axis, first.rank())?;
     for x in xs {
         let same_rank = x.rank() == first.rank();
@@ -160,10 +120,7 @@ pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     shape[axis] = total;
     let inputs: Vec<&Tensor> = xs.iter().collect();
     Ok(Tensor::from_op(y, shape, "concat", &inputs, move |ctx| {
-        let mut grads: Vec<Vec<f32>> = sizes
-            .iter()
-            .map(|n| Vec::with_capacity(outer * n * inner))
-            .collect();
+        let mut grads: Vec<Vec<f32>> = sizes.iter().map(|n| Vec::with_capacity(outer * n * inner)).collect();
         let mut at = 0;
         for _ in 0..outer {
             for (g, &n) in grads.iter_mut().zip(&sizes) {
@@ -177,19 +134,11 @@ pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
 
 /// Joins equally shaped tensors along a new axis.
 pub fn stack(xs: &[Tensor], axis: isize) -> Result<Tensor> {
-    let Some(first) = xs.first() else {
-        bail!(Argument, "stack: no tensors given")
-    };
+    let Some(first) = xs.first() else { bail!(Argument, "stack: no tensors given") };
     let axis = resolve_axis(axis, first.rank() + 1)?;
     let mut expanded = Vec::with_capacity(xs.len());
     for x in xs {
-        ensure!(
-            x.shape() == first.shape(),
-            Shape,
-            "stack: shape {:?} differs from {:?}",
-            x.shape(),
-            first.shape()
-        );
+        ensure!(x.shape() == first.shape(), Shape, "stack: shape {:?} differs from {:?}", x.shape(), first.shape());
         let mut shape: Vec<isize> = x.shape().iter().map(|&d| d as isize).collect();
         shape.insert(axis, 1);
         expanded.push(reshape(x, &shape)?);

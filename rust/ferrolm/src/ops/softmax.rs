@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::{permute, GRAIN};
+use crate::simd::{self, vectorized};
 use crate::tensor::{resolve_axis, Tensor};
 use crate::Result;
 
@@ -39,22 +40,13 @@ fn rowwise(x: &[f32], n: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f3
 }
 
 /// Runs `f(a_row, b_row, output_row)` over the rows of two equally shaped buffers, in parallel.
-fn rowwise2(
-    a: &[f32],
-    b: &[f32],
-    n: usize,
-    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
-) -> Vec<f32> {
+fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
     let mut y = vec![0.0; a.len()];
     if n > 0 {
         let chunk = rows_per_task(n) * n;
-        y.par_chunks_mut(chunk)
-            .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
-            .for_each(|(y, (a, b))| {
-                y.chunks_mut(n)
-                    .zip(a.chunks(n).zip(b.chunks(n)))
-                    .for_each(|(y, (a, b))| f(a, b, y));
-            });
+        y.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(y, (a, b))| {
+            vectorized(|| y.chunks_mut(n).zip(a.chunks(n).zip(b.chunks(n))).for_each(|(y, (a, b))| f(a, b, y)));
+        });
     }
     y
 }
@@ -69,7 +61,7 @@ pub(crate) fn softmax_in_place(row: &mut [f32]) -> f32 {
     }
     let mut sum = 0.0;
     for v in row.iter_mut() {
-        *v = (*v - max).exp();
+        *v = simd::exp(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
@@ -87,9 +79,7 @@ fn softmax_last(x: &Tensor) -> Tensor {
         // dx = y ⊙ (g − Σ g⊙y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
             let dot: f32 = g.iter().zip(y).map(|(g, y)| g * y).sum();
-            d.iter_mut()
-                .zip(g.iter().zip(y))
-                .for_each(|(d, (g, y))| *d = y * (g - dot));
+            d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = y * (g - dot));
         }))])
     })
 }
@@ -105,9 +95,7 @@ fn log_softmax_last(x: &Tensor) -> Tensor {
         // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
             let total: f32 = g.iter().sum();
-            d.iter_mut()
-                .zip(g.iter().zip(y))
-                .for_each(|(d, (g, y))| *d = g - y.exp() * total);
+            d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = g - simd::exp(*y) * total);
         }))])
     })
 }

@@ -1,0 +1,245 @@
+"""GPT training and generation speed, ferrolm vs the same model in PyTorch, side by side.
+
+    python benches/bench_gpt.py [--quick] [--steps N]
+
+Each measurement runs in a fresh subprocess so peak memory (RSS) is its own. Configs are
+nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) and a 6-layer,
+384-wide, context-256 model (batch 16). Training: AdamW steps on random token windows.
+Generation: one prompt token, then tokens up to the context length, batch 1; PyTorch with a
+KV cache (like ferrolm) and without (nanoGPT's `generate`). torch is optional (skipped if
+missing). Ratios > 1 mean ferrolm is faster / smaller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CONFIGS = {
+    "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
+    "6-layer": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, vocab_size=65),
+}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- ferrolm
+
+
+def ferrolm_train(cfg: dict, steps: int) -> dict:
+    import ferrolm as fl
+    import ferrolm.functional as F
+
+    model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
+    decay = [t for _, t in model.named_parameters() if t.ndim >= 2]
+    other = [t for _, t in model.named_parameters() if t.ndim < 2]
+    opt = fl.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+    rng = np.random.default_rng(0)
+    b, t, v = cfg["batch_size"], cfg["block_size"], cfg["vocab_size"]
+
+    def step():
+        x = rng.integers(0, v, size=(b, t + 1))
+        loss = F.cross_entropy(model(x[:, :-1]), x[:, 1:].reshape(-1))
+        loss.backward()
+        fl.clip_grad_norm(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+
+    return _time_steps(step, steps, b * t)
+
+
+def ferrolm_generate(cfg: dict, reps: int) -> dict:
+    import ferrolm as fl
+
+    model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
+    new = cfg["block_size"] - 1
+    model.core.generation([[0]], temperature=1.0, seed=0).run(new)  # warm-up
+    start = time.perf_counter()
+    for r in range(reps):
+        model.core.generation([[0]], temperature=1.0, top_k=50, seed=r).run(new)
+    dt = time.perf_counter() - start
+    return {"tokens_per_sec": reps * new / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+# ---------------------------------------------------------------- PyTorch peer
+
+
+def torch_model(cfg: dict):
+    import torch
+    import torch.nn as nn
+    from torch.nn import functional as TF
+
+    class Block(nn.Module):
+        def __init__(self, c: int, h: int):
+            super().__init__()
+            self.h = h
+            self.ln_1, self.ln_2 = nn.LayerNorm(c), nn.LayerNorm(c)
+            self.c_attn, self.attn_proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+            self.c_fc, self.mlp_proj = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+
+        def attend(self, x, cache=None):
+            b, t, c = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+            q, k, v = (z.view(b, t, self.h, c // self.h).transpose(1, 2) for z in (q, k, v))
+            if cache is not None:
+                if cache.get("k") is not None:
+                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+                cache["k"], cache["v"] = k, v
+            causal = cache is None or t > 1
+            y = TF.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return self.attn_proj(y.transpose(1, 2).reshape(b, t, c))
+
+        def forward(self, x, cache=None):
+            x = x + self.attend(x, cache)
+            return x + self.mlp_proj(TF.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    class Gpt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = cfg["n_embd"]
+            self.wte, self.wpe = nn.Embedding(cfg["vocab_size"], c), nn.Embedding(cfg["block_size"], c)
+            self.blocks = nn.ModuleList(Block(c, cfg["n_head"]) for _ in range(cfg["n_layer"]))
+            self.ln_f = nn.LayerNorm(c)
+
+        def forward(self, idx, caches=None, start=0):
+            pos = torch.arange(start, start + idx.shape[1])
+            x = self.wte(idx) + self.wpe(pos)
+            for i, block in enumerate(self.blocks):
+                x = block(x, None if caches is None else caches[i])
+            return self.ln_f(x) @ self.wte.weight.T
+
+    return Gpt()
+
+
+def torch_train(cfg: dict, steps: int) -> dict:
+    import torch
+    from torch.nn import functional as TF
+
+    torch.manual_seed(0)
+    model = torch_model(cfg)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(0)
+    b, t, v = cfg["batch_size"], cfg["block_size"], cfg["vocab_size"]
+
+    def step():
+        x = torch.randint(0, v, (b, t + 1), generator=gen)
+        loss = TF.cross_entropy(model(x[:, :-1]).reshape(-1, v), x[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _time_steps(step, steps, b * t)
+
+
+def torch_generate(cfg: dict, reps: int, cached: bool) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_model(cfg).eval()
+    new = cfg["block_size"] - 1
+
+    @torch.no_grad()
+    def run():
+        idx = torch.zeros((1, 1), dtype=torch.long)
+        caches = [dict() for _ in range(cfg["n_layer"])] if cached else None
+        logits = model(idx, caches, 0)
+        for i in range(new):
+            probs = torch.softmax(logits[:, -1, :], dim=-1)
+            top = torch.topk(probs, 50)
+            nxt = top.indices.gather(1, torch.multinomial(top.values, 1))
+            idx = torch.cat([idx, nxt], 1)
+            logits = model(nxt, caches, i + 1) if cached else model(idx)
+
+    run()
+    start = time.perf_counter()
+    for _ in range(reps):
+        run()
+    dt = time.perf_counter() - start
+    return {"tokens_per_sec": reps * new / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+# ---------------------------------------------------------------- harness
+
+
+def _time_steps(step, steps: int, tokens_per_step: int) -> dict:
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - start
+    return {"tokens_per_sec": steps * tokens_per_step / dt, "ms_per_step": dt / steps * 1e3, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker(task: str, config: str, steps: int) -> None:
+    cfg = CONFIGS[config]
+    if task.startswith("torch"):
+        import torch
+
+        torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", "2")))
+    result = {
+        "ferrolm-train": lambda: ferrolm_train(cfg, steps),
+        "torch-train": lambda: torch_train(cfg, steps),
+        "ferrolm-generate": lambda: ferrolm_generate(cfg, max(1, steps // 10)),
+        "torch-generate-cache": lambda: torch_generate(cfg, max(1, steps // 10), cached=True),
+        "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
+    }[task]()
+    print(json.dumps(result))
+
+
+def measure(task: str, config: str, steps: int) -> dict | None:
+    out = subprocess.run([sys.executable, __file__, "--worker", task, config, str(steps)], capture_output=True, text=True)
+    if out.returncode != 0:
+        if "No module named 'torch'" in out.stderr:
+            return None
+        raise RuntimeError(f"{task} {config} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="baby config only, fewer steps")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return
+    configs = ["baby"] if args.quick else list(CONFIGS)
+    print(f"{'benchmark':<34}{'ferrolm':>12}{'torch':>12}{'ratio':>8}")
+    for name in configs:
+        steps = args.steps or (20 if args.quick else (50 if name == "baby" else 10))
+        ours, theirs = measure("ferrolm-train", name, steps), measure("torch-train", name, steps)
+        _row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+        _row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
+        gen_reps = 30 if name == "baby" else 20
+        ours = measure("ferrolm-generate", name, gen_reps)
+        for task, label in (("torch-generate-cache", "KV cache"), ("torch-generate-nocache", "no cache")):
+            theirs = measure(task, name, gen_reps)
+            _row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+
+
+def _row(label: str, ours: float, theirs: float | None, lower_is_better: bool = False) -> None:
+    if theirs is None:
+        print(f"{label:<34}{ours:>12,.0f}{'—':>12}{'—':>8}")
+        return
+    ratio = theirs / ours if lower_is_better else ours / theirs
+    print(f"{label:<34}{ours:>12,.0f}{theirs:>12,.0f}{ratio:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""GPT: the core model plus its tokenizer, with text-level generation and scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm import _core
+from ferrolm._core import Tensor
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class GPT:
+    """A GPT-2 language model and (optionally) the tokenizer its ids belong to.
+
+    >>> model = GPT.create(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    >>> model(np.zeros((1, 4), dtype=np.int64)).shape
+    (1, 4, 65)
+    """
+
+    def __init__(self, core: _core.Gpt, tokenizer=None) -> None:
+        self.core = core
+        self.tokenizer = tokenizer
+        if tokenizer is not None and tokenizer.vocab_size > self.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {self.vocab_size}")
+
+    @classmethod
+    def create(cls, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
+               dropout: float = 0.0, bias: bool = True, seed: int = 0, tokenizer=None) -> "GPT":
+        """A freshly initialised model (GPT-2 initialisation, seeded)."""
+        core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, bias=bias, seed=seed)
+        return cls(core, tokenizer)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "GPT":
+        """Loads a model directory: config.json, model.safetensors and, if present,
+        tokenizer.json (ours or a Hugging Face GPT-2 directory)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory {path} does not exist")
+        tokenizer = None
+        if (path / TOKENIZER_FILE).exists():
+            from ferrolm import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
+        return cls(_core.Gpt.load(str(path)), tokenizer)
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
+        path = Path(path)
+        self.core.save(str(path))
+        if self.tokenizer is not None:
+            self.tokenizer.save(str(path / TOKENIZER_FILE))
+
+    @property
+    def config(self) -> dict:
+        return self.core.config
+
+    @property
+    def block_size(self) -> int:
+        return self.config["n_positions"]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    def __call__(self, ids, *, positions=None, key_padding_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
+        """Logits [B, T, V] for integer ids [B, T]; a `dropout_seed` turns on dropout."""
+        return self.core.forward(ids, positions, key_padding_mask, dropout_seed)
+
+    def hidden(self, ids, *, positions=None, key_padding_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
+        """Final hidden states [B, T, C] (for value and reward heads)."""
+        return self.core.hidden(ids, positions, key_padding_mask, dropout_seed)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.core.logits(hidden)
+
+    def named_parameters(self) -> list[tuple[str, Tensor]]:
+        return self.core.named_parameters()
+
+    def parameters(self) -> list[Tensor]:
+        return [t for _, t in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+    def copy(self) -> "GPT":
+        """An independent copy (own weights), e.g. a frozen reference model."""
+        return GPT(self.core.deep_clone(), self.tokenizer)
+
+    # ------------------------------------------------------------ text
+
+    def _tok(self):
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass token ids, or attach one (model.tokenizer = ...)")
+        return self.tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok().encode(text))
+
+    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 200, *, temperature: float = 1.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
+                 stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: int = 0,
+                 stream: bool = False):
+        """Continues `prompt` (a string, or a list of strings generated as one batch).
+
+        Returns the generated text (without the prompt), a list of texts for a list of
+        prompts, or with `stream=True` an iterator of text pieces as tokens arrive (single
+        prompt). Generation stops at `max_new_tokens`, a stop token, or a stop string (which
+        is not included). `temperature=0` is greedy. Prompts longer than the context raise
+        ValueError; an empty prompt raises ValueError.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        ids = [self.encode(p) for p in prompts]
+        session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
+        texts = [_TextStream(self._tok(), stops, set(stop_tokens)) for _ in prompts]
+        if stream:
+            if len(prompts) != 1:
+                raise ValueError("stream=True takes a single prompt")
+            return _stream(session, texts[0], max_new_tokens)
+        for _ in range(max_new_tokens):
+            if session.finished or all(t.done for t in texts):
+                break
+            for text, token in zip(texts, session.step()):
+                if token is not None:
+                    text.push(token)
+        results = [t.text for t in texts]
+        return results[0] if isinstance(prompt, str) else results
+
+    def score(self, text: Union[str, Sequence[int]]) -> np.ndarray:
+        """Log-probability of each token of `text` given the ones before it (the first token
+        has no prediction, so the result has one entry fewer than the tokens)."""
+        ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text), dtype=np.int64)[None, :]
+        if ids.shape[1] < 2:
+            raise ValueError("score needs at least two tokens")
+        if ids.shape[1] > self.block_size:
+            raise ValueError(f"text has {ids.shape[1]} tokens, more than the context of {self.block_size}")
+        from ferrolm.autograd import no_grad
+
+        with no_grad():
+            logp = sequence_logprobs(self, ids)
+        return logp.numpy()[0]
+
+
+def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, dropout_seed=None) -> Tensor:
+    """log p(ids[:, t+1] | ids[:, :t+1]) for every position: a [B, T−1] tensor that keeps the
+    graph, so post-training objectives can backpropagate through it."""
+    logits = model(ids[:, :-1], key_padding_mask=None if key_padding_mask is None else key_padding_mask[:, :-1],
+                   dropout_seed=dropout_seed)
+    logp = F.log_softmax(logits, axis=-1)
+    b, t = ids.shape[0], ids.shape[1] - 1
+    return F.gather(logp, 2, ids[:, 1:].reshape(b, t, 1)).reshape(b, t)
+
+
+class _TextStream:
+    """Turns generated token ids into text incrementally. Bytes are decoded only once they
+    form complete UTF-8 characters; text that could be the start of a stop string is held
+    back until it is known not to be one; a stop string ends the stream (and is dropped)."""
+
+    def __init__(self, tokenizer, stops: list[str], stop_tokens: set[int]) -> None:
+        self.tokenizer, self.stops, self.stop_tokens = tokenizer, [s for s in stops if s], stop_tokens
+        self.ids: list[int] = []
+        self.text = ""  # the decoded text so far, cut at a stop string
+        self.emitted = 0  # characters of `text` already handed out
+        self.done = False
+
+    def push(self, token: int) -> str:
+        """Adds a token; returns the text that became final."""
+        if self.done:
+            return ""
+        if token in self.stop_tokens:
+            self.done = True
+            return self.flush()
+        self.ids.append(token)
+        raw = bytes(self.tokenizer.decode_bytes(self.ids))
+        self.text = raw[: _utf8_prefix(raw)].decode("utf-8", errors="replace")
+        for s in self.stops:
+            at = self.text.find(s)
+            if at >= 0:
+                self.text, self.done = self.text[:at], True
+        if self.done:
+            return self.flush()
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        return self._take(len(self.text) - hold)
+
+    def flush(self) -> str:
+        """Everything not yet handed out (at the end of generation)."""
+        return self._take(len(self.text))
+
+    def _take(self, upto: int) -> str:
+        piece = self.text[self.emitted : max(upto, self.emitted)]
+        self.emitted = max(upto, self.emitted)
+        return piece
+
+
+def _utf8_prefix(raw: bytes) -> int:
+    """Length of the longest prefix of `raw` that does not end inside a UTF-8 character."""
+    for back in range(1, min(4, len(raw)) + 1):
+        b = raw[-back]
+        if b & 0xC0 != 0x80:  # a lead byte (or ASCII): is its character complete?
+            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
+            return len(raw) if back >= need else len(raw) - back
+    return len(raw)
+
+
+def _stream(session, text: _TextStream, max_new_tokens: int) -> Iterator[str]:
+    for _ in range(max_new_tokens):
+        if session.finished or text.done:
+            break
+        token = session.step()[0]
+        if token is not None:
+            piece = text.push(token)
+            if piece:
+                yield piece
+    tail = text.flush()
+    if tail:
+        yield tail

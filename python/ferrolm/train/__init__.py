@@ -1,0 +1,6 @@
+"""Training: one loop (`loop.train`) shared by every objective; one module per objective."""
+
+from ferrolm.train.causal import CausalLM
+from ferrolm.train.loop import TrainConfig, train
+
+__all__ = ["CausalLM", "TrainConfig", "train"]

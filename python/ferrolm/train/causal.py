@@ -1,0 +1,35 @@
+"""Next-token prediction (GPT pretraining): random windows of the corpus, cross-entropy of
+each position's prediction of the token that follows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm.data import Windows, load_tokens
+
+
+class CausalLM:
+    kind = "causal"
+
+    def __init__(self, data_dir: str | Path, block_size: int, batch_size: int) -> None:
+        data_dir = Path(data_dir)
+        self.windows = {split: Windows(load_tokens(data_dir, split), block_size) for split in ("train", "val")}
+        self.batch_size = batch_size
+        self.block_size = block_size
+
+    def batch(self, split: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.windows[split].sample(self.batch_size, rng)
+
+    def loss(self, model, batch, dropout_seed):
+        x, y = batch
+        logits = model(x, dropout_seed=dropout_seed)
+        return F.cross_entropy(logits, y.reshape(-1)), {}
+
+    def tokens(self, batch) -> int:
+        return int(batch[0].size)
+
+    def state(self) -> dict:
+        return {"block_size": self.block_size, "batch_size": self.batch_size}

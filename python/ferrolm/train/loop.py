@@ -1,0 +1,287 @@
+"""The training loop shared by every objective (next-token, MLM, SFT, reward, DPO...).
+
+An objective supplies batches and a loss; the loop owns everything else: AdamW with weight
+decay on matrices only, linear warmup + cosine decay, gradient accumulation and clipping,
+periodic evaluation, a progress bar, a JSONL metrics log, checkpoints, and exact resume
+(model, optimizer moments, step and the data sampler's RNG are restored, so a resumed run
+repeats the uninterrupted run's losses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ferrolm import _core
+from ferrolm.optim import AdamW
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings (nanoGPT's names and defaults where it has them)."""
+
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    decay_lr: bool = True
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
+    seed: int = 1337
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
+            if getattr(self, name) < (0 if name == "max_iters" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.min_lr < 0:
+            raise ValueError("learning_rate must be > 0 and min_lr ≥ 0")
+
+    def lr_at(self, it: int) -> float:
+        """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
+        if not self.decay_lr:
+            return self.learning_rate
+        if it < self.warmup_iters:
+            return self.learning_rate * (it + 1) / (self.warmup_iters + 1)
+        if it > self.lr_decay_iters:
+            return self.min_lr
+        ratio = (it - self.warmup_iters) / max(1, self.lr_decay_iters - self.warmup_iters)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (self.learning_rate - self.min_lr)
+
+
+class Objective(Protocol):
+    """What an objective supplies to the loop."""
+
+    def batch(self, split: str, rng: np.random.Generator) -> Any: ...
+
+    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]: ...
+
+    def tokens(self, batch: Any) -> int: ...
+
+    def state(self) -> dict: ...
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+
+
+class _Checkpoints:
+    """Model + optimizer + trainer state in `out_dir`; the state file is written last and
+    records digests of the other two, so an interrupted save is detected on resume."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    def save(self, model: Any, opt: AdamW, names: list[str], state: dict) -> None:
+        model.save(self.out_dir)
+        moments = {}
+        for name, (m, v, steps) in zip(names, opt._opt.state()):
+            moments[f"{name}.exp_avg"] = m
+            moments[f"{name}.exp_avg_sq"] = v
+            state.setdefault("optimizer_steps", {})[name] = int(steps)
+        _core.save_safetensors(str(self.out_dir / OPTIMIZER_FILE), moments, {"step": str(state["step"])})
+        state["digests"] = {f: _file_digest(self.out_dir / f) for f in ("model.safetensors", OPTIMIZER_FILE)}
+        _write_json(self.out_dir / STATE_FILE, state)
+
+    def load(self, opt: AdamW, names: list[str], objective_kind: str) -> dict:
+        path = self.out_dir / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"cannot resume: {path} does not exist (no checkpoint in {self.out_dir})")
+        state = json.loads(path.read_text())
+        if state.get("objective") != objective_kind:
+            raise ValueError(f"cannot resume: the checkpoint was trained with objective {state.get('objective')!r}, not {objective_kind!r}")
+        for f, digest in state.get("digests", {}).items():
+            if _file_digest(self.out_dir / f) != digest:
+                raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
+        tensors, _ = _core.load_safetensors(str(self.out_dir / OPTIMIZER_FILE))
+        missing = [n for n in names if f"{n}.exp_avg" not in tensors]
+        if missing or len(tensors) != 2 * len(names):
+            raise ValueError(f"cannot resume: optimizer state does not match the model (missing {missing[:3]}...)")
+        steps = state.get("optimizer_steps", {})
+        opt._opt.load_state([(tensors[f"{n}.exp_avg"].ravel(), tensors[f"{n}.exp_avg_sq"].ravel(), steps.get(n, 0)) for n in names])
+        return state
+
+
+def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[list[dict], list[str]]:
+    """Matrices decay; biases and norm weights (1-D) do not, as in nanoGPT."""
+    decay = [(n, t) for n, t in named if t.ndim >= 2]
+    keep = [(n, t) for n, t in named if t.ndim < 2]
+    groups = [{"params": [t for _, t in decay], "weight_decay": weight_decay}, {"params": [t for _, t in keep], "weight_decay": 0.0}]
+    return groups, [n for n, _ in decay] + [n for n, _ in keep]
+
+
+def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, resume: bool = False) -> list[dict]:
+    """Runs `objective` on `model` for `config.max_iters` optimiser steps; returns the
+    evaluation records. The model is saved to `out_dir` at every checkpoint and at the end."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
+    groups, names = _decay_groups(named, config.weight_decay)
+    opt = AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), eps=1e-8)
+    params = [t for _, t in named]
+    checkpoints = _Checkpoints(out)
+    rng = np.random.Generator(np.random.PCG64(config.seed))
+    step, evals = 0, []
+    if resume:
+        state = checkpoints.load(opt, names, objective.kind)
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        evals = state.get("evals", [])
+    elif (out / METRICS_FILE).exists():
+        (out / METRICS_FILE).unlink()
+    metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
+
+    def log(record: dict) -> None:
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+
+    def evaluate(it: int) -> dict:
+        eval_rng = np.random.Generator(np.random.PCG64([config.seed, it, 7]))
+        record: dict[str, Any] = {"step": it}
+        with _core_no_grad():
+            for split in ("train", "val"):
+                values: dict[str, list[float]] = {}
+                for _ in range(config.eval_iters):
+                    loss, extra = objective.loss(model, objective.batch(split, eval_rng), None)
+                    for k, v in {"loss": loss.item(), **extra}.items():
+                        values.setdefault(k, []).append(v)
+                for k, v in values.items():
+                    record[f"{split}_{k}"] = float(np.mean(v))
+        record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
+        return record
+
+    def save(it: int) -> None:
+        state = {"step": it, "rng": rng.bit_generator.state, "objective": objective.kind, "evals": evals,
+                 "config": dataclasses.asdict(config), "objective_state": objective.state()}
+        checkpoints.save(model, opt, names, state)
+
+    bar = _progress(config, step)
+    t_last, tokens_since = time.perf_counter(), 0
+    try:
+        while step < config.max_iters:
+            if step % config.eval_interval == 0 and step > 0 and not (evals and evals[-1]["step"] == step):
+                evals.append(evaluate(step))
+                log(evals[-1])
+                _describe(bar, evals[-1])
+                if not config.checkpoint_interval:
+                    save(step)
+            if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step > 0:
+                save(step)
+            lr = config.lr_at(step)
+            opt.lr = lr
+            total = 0.0
+            for micro in range(config.grad_accum):
+                batch = objective.batch("train", rng)
+                loss, _ = objective.loss(model, batch, _dropout_seed(config.seed, step, micro))
+                (loss * (1.0 / config.grad_accum)).backward()
+                total += loss.item() / config.grad_accum
+                tokens_since += objective.tokens(batch)
+            grad_norm = _core.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
+            opt.step()
+            opt.zero_grad()
+            step += 1
+            if step % config.log_interval == 0 or step == config.max_iters:
+                now = time.perf_counter()
+                tps = tokens_since / max(now - t_last, 1e-9)
+                t_last, tokens_since = now, 0
+                log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+            if bar is not None:
+                bar.update(1)
+        if not (evals and evals[-1]["step"] == step):
+            evals.append(evaluate(step))
+            log(evals[-1])
+            _describe(bar, evals[-1])
+        save(step)
+    finally:
+        metrics.close()
+        if bar is not None:
+            bar.close()
+    _plot(out)
+    return evals
+
+
+def _dropout_seed(seed: int, step: int, micro: int) -> int:
+    return (seed * 1_000_003 + step * 131 + micro) % (1 << 63)
+
+
+class _core_no_grad:
+    def __enter__(self) -> None:
+        self.previous = _core.set_grad_enabled(False)
+
+    def __exit__(self, *exc: object) -> None:
+        _core.set_grad_enabled(self.previous)
+
+
+def _progress(config: TrainConfig, start: int):
+    if not config.progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=config.max_iters, initial=start, unit="it", dynamic_ncols=True)
+
+
+def _describe(bar, record: dict) -> None:
+    text = f"step {record['step']}: train {record['train_loss']:.4f}, val {record['val_loss']:.4f}"
+    if bar is not None:
+        bar.write(text)
+
+
+def _plot(out: Path) -> None:
+    """loss.png from metrics.jsonl, when matplotlib is installed (an optional extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    records = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]
+    steps = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    vals = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if steps:
+        ax.plot(*zip(*steps), label="train (batch)", alpha=0.6)
+    if vals:
+        ax.plot(*zip(*vals), "o-", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    tmp = out / ".loss.png.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out / "loss.png")

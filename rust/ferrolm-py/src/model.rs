@@ -1,0 +1,238 @@
+//! `_core.Gpt`, `_core.Generation` and safetensors file I/O for Python.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::wrap_pyfunction;
+
+use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
+use ferrolm::generate::{Generation, Sampling};
+use ferrolm::model::{Batch, Gpt, GptConfig};
+use ferrolm::nn::Module;
+
+use crate::errors::IntoPy;
+use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
+
+/// A GPT-2 language model (weights shared by clones; see `deep_clone`).
+#[pyclass(name = "Gpt", module = "ferrolm._core", frozen)]
+pub struct PyGpt(pub Gpt);
+
+/// Token ids [B, T] with optional positions [B, T] and key mask [B, keys].
+struct Inputs {
+    ids: Vec<i64>,
+    b: usize,
+    t: usize,
+    positions: Option<Vec<i64>>,
+    mask: Option<Vec<bool>>,
+}
+
+impl Inputs {
+    fn new(
+        ids: &Bound<'_, PyAny>,
+        positions: Option<&Bound<'_, PyAny>>,
+        mask: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Inputs> {
+        let (ids, shape) = to_ids(ids)?;
+        let [b, t] = shape[..] else {
+            return Err(PyValueError::new_err(format!("ids must be a 2-D [batch, tokens] array, got shape {shape:?}")));
+        };
+        let positions = positions.map(|p| to_ids(p).map(|(p, _)| p)).transpose()?;
+        let mask = mask
+            .map(|m| {
+                let (m, s) = to_mask(m)?;
+                if s != [b, t] {
+                    return Err(PyValueError::new_err(format!(
+                        "key_padding_mask must have shape ({b}, {t}), got {s:?}"
+                    )));
+                }
+                Ok(m)
+            })
+            .transpose()?;
+        Ok(Inputs { ids, b, t, positions, mask })
+    }
+
+    fn batch(&self) -> Batch<'_> {
+        Batch {
+            ids: &self.ids,
+            batch: self.b,
+            len: self.t,
+            positions: self.positions.as_deref(),
+            key_mask: self.mask.as_deref(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyGpt {
+    #[new]
+    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        vocab_size: usize,
+        block_size: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_embd: usize,
+        dropout: f32,
+        bias: bool,
+        layer_norm_epsilon: f32,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let config = GptConfig { vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, layer_norm_epsilon };
+        Gpt::new(config, seed).py().map(PyGpt)
+    }
+
+    /// Loads config.json + model.safetensors from a directory (ours or Hugging Face GPT-2).
+    #[staticmethod]
+    fn load(py: Python<'_>, dir: PathBuf) -> PyResult<Self> {
+        py.detach(|| Gpt::load(&dir)).py().map(PyGpt)
+    }
+
+    /// Writes config.json + model.safetensors into a directory, atomically.
+    fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
+        py.detach(|| self.0.save(&dir)).py()
+    }
+
+    /// The architecture as a Hugging Face style config dict.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.import("json")?.call_method1("loads", (self.0.config.to_json().to_string(),))
+    }
+
+    /// Final hidden states [B, T, C]; `dropout_seed` turns on training-mode dropout.
+    #[pyo3(signature = (ids, positions = None, key_padding_mask = None, dropout_seed = None))]
+    fn hidden(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        positions: Option<&Bound<'_, PyAny>>,
+        key_padding_mask: Option<&Bound<'_, PyAny>>,
+        dropout_seed: Option<u64>,
+    ) -> PyResult<PyTensor> {
+        let x = Inputs::new(ids, positions, key_padding_mask)?;
+        py.detach(|| self.0.hidden(&x.batch(), dropout_seed, None)).py().map(PyTensor)
+    }
+
+    /// Next-token logits from hidden states (the head is tied to the token embedding).
+    fn logits(&self, py: Python<'_>, hidden: PyTensor) -> PyResult<PyTensor> {
+        py.detach(|| self.0.logits(&hidden.0)).py().map(PyTensor)
+    }
+
+    /// Logits [B, T, V] for ids [B, T].
+    #[pyo3(signature = (ids, positions = None, key_padding_mask = None, dropout_seed = None))]
+    fn forward(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        positions: Option<&Bound<'_, PyAny>>,
+        key_padding_mask: Option<&Bound<'_, PyAny>>,
+        dropout_seed: Option<u64>,
+    ) -> PyResult<PyTensor> {
+        let x = Inputs::new(ids, positions, key_padding_mask)?;
+        py.detach(|| self.0.forward(&x.batch(), dropout_seed, None)).py().map(PyTensor)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, PyTensor)> {
+        self.0.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
+    }
+
+    /// An independent copy of the model (own weights).
+    fn deep_clone(&self, py: Python<'_>) -> PyGpt {
+        PyGpt(py.detach(|| self.0.deep_clone()))
+    }
+
+    /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
+    #[pyo3(signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = 0, stop_tokens = Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn generation(
+        &self,
+        py: Python<'_>,
+        prompts: Vec<Vec<i64>>,
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        repetition_penalty: f32,
+        seed: u64,
+        stop_tokens: Vec<i64>,
+    ) -> PyResult<PyGeneration> {
+        let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed };
+        py.detach(|| Generation::new(&self.0, &prompts, sampling, stop_tokens)).py().map(PyGeneration)
+    }
+}
+
+/// A generation in progress: each `step()` adds one token to every unfinished prompt.
+#[pyclass(name = "Generation", module = "ferrolm._core")]
+pub struct PyGeneration(Generation);
+
+#[pymethods]
+impl PyGeneration {
+    /// The next token of each row (None for rows already finished by a stop token).
+    fn step(&mut self, py: Python<'_>) -> PyResult<Vec<Option<i64>>> {
+        let g = &mut self.0;
+        py.detach(|| g.step()).py()
+    }
+
+    /// Up to `max_new_tokens` more tokens per row, generated without returning to Python.
+    fn run(&mut self, py: Python<'_>, max_new_tokens: usize) -> PyResult<Vec<Vec<i64>>> {
+        let g = &mut self.0;
+        py.detach(|| g.run(max_new_tokens)).py()
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.0.finished()
+    }
+
+    /// Prompt and generated tokens of every row.
+    fn tokens(&self) -> Vec<Vec<i64>> {
+        self.0.tokens()
+    }
+}
+
+/// Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a
+/// safetensors file, atomically.
+#[pyfunction]
+#[pyo3(signature = (path, tensors, metadata = None))]
+fn save_safetensors(
+    py: Python<'_>,
+    path: PathBuf,
+    tensors: &Bound<'_, PyDict>,
+    metadata: Option<HashMap<String, String>>,
+) -> PyResult<()> {
+    let mut items = Vec::new();
+    for (k, v) in tensors.iter() {
+        let t = to_tensor(&v)?;
+        items.push((k.extract::<String>()?, t.shape().to_vec(), t.to_vec()));
+    }
+    let metadata: BTreeMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
+    py.detach(|| {
+        let refs: Vec<_> = items.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
+        write_atomic(&path, &to_safetensors(&refs, metadata)?)
+    })
+    .py()
+}
+
+/// Reads a safetensors file: ({name: float32 array}, metadata).
+#[pyfunction]
+fn load_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(Bound<'py, PyDict>, HashMap<String, String>)> {
+    let what = path.display().to_string();
+    let (tensors, metadata) = py.detach(|| read_file(&path).and_then(|b| from_safetensors(&b, &what))).py()?;
+    let out = PyDict::new(py);
+    for (name, s) in tensors {
+        let arr: Bound<'py, PyArray1<f32>> = s.data.into_pyarray(py);
+        out.set_item(name, arr.reshape(s.shape)?)?;
+    }
+    Ok((out, metadata.into_iter().collect()))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyGpt>()?;
+    m.add_class::<PyGeneration>()?;
+    m.add_function(wrap_pyfunction!(save_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;
+    Ok(())
+}
