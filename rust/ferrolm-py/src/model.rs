@@ -57,11 +57,9 @@ impl Inputs {
 
     fn batch(&self) -> Batch<'_> {
         Batch {
-            ids: &self.ids,
-            batch: self.b,
-            len: self.t,
             positions: self.positions.as_deref(),
             key_mask: self.mask.as_deref(),
+            ..Batch::new(&self.ids, self.b, self.t)
         }
     }
 }

@@ -102,3 +102,86 @@ fn f16_to_f32(h: u16) -> f32 {
 pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
 }
+
+/// How a model's parameters map to names and layouts in a checkpoint file.
+pub struct Layout<'a> {
+    /// Prefixes a file may omit (e.g. `transformer.`, `bert.`): `a.b` is also found as `b`.
+    pub optional_prefixes: &'a [&'a str],
+    /// Parameters stored transposed (2-D) in the file, e.g. GPT-2's Conv1D weights.
+    pub transposed: &'a dyn Fn(&str) -> bool,
+    /// Other names a parameter may have in older files (e.g. LayerNorm `gamma` for `weight`).
+    pub aliases: &'a dyn Fn(&str) -> Vec<String>,
+    /// Tensors a file may carry that are not parameters (buffers, tied copies, unused heads).
+    pub ignorable: &'a dyn Fn(&str) -> bool,
+}
+
+impl Layout<'_> {
+    /// Writes the parameters as `model.safetensors` and `config` as `config.json` into `dir`.
+    pub fn save(&self, dir: &Path, params: &[(String, crate::Tensor)], config: &serde_json::Value) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let stored: Vec<(String, Vec<usize>, Vec<f32>)> = params
+            .iter()
+            .map(|(name, t)| {
+                let t = if (self.transposed)(name) {
+                    crate::no_grad(|| crate::ops::transpose(t, 0, 1))?
+                } else {
+                    t.clone()
+                };
+                Ok((name.clone(), t.shape().to_vec(), t.to_vec()))
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<(String, Vec<usize>, &[f32])> =
+            stored.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        write_atomic(&dir.join("model.safetensors"), &to_safetensors(&refs, meta)?)?;
+        write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(config).expect("JSON values serialise"))
+    }
+
+    /// Fills `params` from `stored` (removing what it uses); every parameter must be found with
+    /// the right shape. `optional` parameters may be absent: their names are returned.
+    pub fn load(
+        &self,
+        params: &[(String, crate::Tensor)],
+        stored: &mut BTreeMap<String, Stored>,
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut absent = Vec::new();
+        for (name, param) in params {
+            let mut candidates = vec![name.clone()];
+            for p in self.optional_prefixes {
+                if let Some(short) = name.strip_prefix(p) {
+                    candidates.push(short.to_string());
+                }
+            }
+            let with_aliases: Vec<String> =
+                candidates.iter().flat_map(|c| std::iter::once(c.clone()).chain((self.aliases)(c))).collect();
+            let Some(s) = with_aliases.iter().find_map(|c| stored.remove(c)) else {
+                if optional(name) {
+                    absent.push(name.clone());
+                    continue;
+                }
+                bail!(Format, "model.safetensors: missing tensor {name}");
+            };
+            let transposed = (self.transposed)(name);
+            let expected: Vec<usize> =
+                if transposed { param.shape().iter().rev().copied().collect() } else { param.shape().to_vec() };
+            if s.shape != expected {
+                bail!(Shape, "model.safetensors: {name} has shape {:?}, the config implies {expected:?}", s.shape);
+            }
+            let data = crate::Tensor::from_vec(s.data, &s.shape)?;
+            let data = if transposed { crate::no_grad(|| crate::ops::transpose(&data, 0, 1))? } else { data };
+            param.assign(&data.read())?;
+        }
+        if let Some(extra) = stored.keys().find(|n| !(self.ignorable)(n)) {
+            bail!(Format, "model.safetensors: unexpected tensor {extra} (does config.json match the weights?)");
+        }
+        Ok(absent)
+    }
+}
+
+/// Reads `config.json` and `model.safetensors` from a model directory.
+pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, Stored>)> {
+    let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
+    let (stored, _) = from_safetensors(&read_file(&dir.join("model.safetensors"))?, "model.safetensors")?;
+    Ok((config, stored))
+}

@@ -184,7 +184,7 @@ impl Generation {
             }
         }
         self.cache.clear();
-        let batch = Batch { ids: &ids, batch: b, len: t, positions: Some(&positions), key_mask: Some(&mask) };
+        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, t) };
         let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
         self.logits = last_positions(&logits, b, t);
         Ok(())
@@ -228,7 +228,7 @@ impl Generation {
         for r in 0..b {
             mask[r * (len + 1)..r * (len + 1) + self.pads[r]].fill(false);
         }
-        let batch = Batch { ids: &ids, batch: b, len: 1, positions: Some(&positions), key_mask: Some(&mask) };
+        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, 1) };
         let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
         self.logits = logits.to_vec();
         Ok(())

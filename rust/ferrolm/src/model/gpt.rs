@@ -5,12 +5,12 @@
 //! (`transformer.h.0.attn.c_attn.weight`, Conv1D weights stored [in, out]), so a model saved
 //! here loads in `transformers`, and a GPT-2 checkpoint from the Hub loads here.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::json;
 
-use crate::checkpoint::{from_safetensors, parse_json, read_file, to_safetensors, write_atomic};
+use super::Batch;
+use crate::checkpoint::{read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
 use crate::rng::mix;
@@ -128,24 +128,6 @@ pub struct Gpt {
     pub ln_f: LayerNorm,
 }
 
-/// A batch of token ids [B, T] and how to read them.
-pub struct Batch<'a> {
-    pub ids: &'a [i64],
-    pub batch: usize,
-    pub len: usize,
-    /// Position of every token [B, T]; default 0..T (after what a cache already holds).
-    pub positions: Option<&'a [i64]>,
-    /// [B, keys] true for real tokens, where keys = T (+ what a cache holds).
-    pub key_mask: Option<&'a [bool]>,
-}
-
-impl<'a> Batch<'a> {
-    /// Ids [B, T] with default positions and no padding.
-    pub fn new(ids: &'a [i64], batch: usize, len: usize) -> Self {
-        Batch { ids, batch, len, positions: None, key_mask: None }
-    }
-}
-
 /// Normal(0, std) weights for a Linear [out, in] with zero bias (GPT-2's initialisation).
 fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64) -> Linear {
     Linear {
@@ -244,70 +226,36 @@ impl Gpt {
         KvCache::new(c.n_layer, batch, c.n_head, c.block_size, c.n_embd / c.n_head)
     }
 
-    /// Whether a parameter is stored transposed in Hugging Face's files (GPT-2's Conv1D).
-    fn stored_transposed(name: &str) -> bool {
-        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"]
-            .iter()
-            .any(|s| name.ends_with(s))
+    /// Hugging Face's GPT-2 file layout: Conv1D weights are stored [in, out]; GPT2Model files
+    /// drop the `transformer.` prefix; old files carry attention-mask buffers and the tied head.
+    fn layout(f: impl FnOnce(&Layout) -> Result<()>) -> Result<()> {
+        let transposed = |n: &str| {
+            [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"]
+                .iter()
+                .any(|s| n.ends_with(s))
+        };
+        let ignorable =
+            |n: &str| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight";
+        f(&Layout {
+            optional_prefixes: &["transformer."],
+            transposed: &transposed,
+            aliases: &|_| Vec::new(),
+            ignorable: &ignorable,
+        })
     }
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let params = self.named_parameters();
-        let stored: Vec<(String, Vec<usize>, Vec<f32>)> = params
-            .iter()
-            .map(|(name, t)| {
-                if Self::stored_transposed(name) {
-                    let tt = crate::no_grad(|| ops::transpose(t, 0, 1))?;
-                    Ok((name.clone(), tt.shape().to_vec(), tt.to_vec()))
-                } else {
-                    Ok((name.clone(), t.shape().to_vec(), t.to_vec()))
-                }
-            })
-            .collect::<Result<_>>()?;
-        let refs: Vec<(String, Vec<usize>, &[f32])> =
-            stored.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
-        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        write_atomic(&dir.join("model.safetensors"), &to_safetensors(&refs, meta)?)?;
-        let config = serde_json::to_vec_pretty(&self.config.to_json()).expect("JSON values serialise");
-        write_atomic(&dir.join("config.json"), &config)
+        Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
     }
 
     /// Loads `config.json` and `model.safetensors` from `dir`: our files or a Hugging Face
-    /// GPT-2 checkpoint (names with or without the `transformer.` prefix). Every parameter
-    /// must be present with the right shape; unknown tensors are refused.
+    /// GPT-2 checkpoint. Every parameter must be present with the right shape; unknown
+    /// tensors are refused.
     pub fn load(dir: &Path) -> Result<Gpt> {
-        let config = GptConfig::from_json(&parse_json(&read_file(&dir.join("config.json"))?, "config.json")?)?;
-        let (mut stored, _) = from_safetensors(&read_file(&dir.join("model.safetensors"))?, "model.safetensors")?;
-        let model = Gpt::new(config, 0)?;
-        // Buffers and the tied head that GPT-2 files may carry besides the parameters.
-        let ignorable =
-            |n: &str| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight";
-        for (name, param) in model.named_parameters() {
-            let short = name.strip_prefix("transformer.").expect("GPT names start with transformer.");
-            let Some(s) = stored.remove(&name).or_else(|| stored.remove(short)) else {
-                bail!(Format, "model.safetensors: missing tensor {name}");
-            };
-            let expected: Vec<usize> = if Self::stored_transposed(&name) {
-                param.shape().iter().rev().copied().collect()
-            } else {
-                param.shape().to_vec()
-            };
-            ensure!(
-                s.shape == expected,
-                Shape,
-                "model.safetensors: {name} has shape {:?}, the config implies {expected:?}",
-                s.shape
-            );
-            let data = Tensor::from_vec(s.data, &s.shape)?;
-            let data =
-                if Self::stored_transposed(&name) { crate::no_grad(|| ops::transpose(&data, 0, 1))? } else { data };
-            param.assign(&data.read())?;
-        }
-        if let Some(extra) = stored.keys().find(|n| !ignorable(n)) {
-            bail!(Format, "model.safetensors: unexpected tensor {extra} (does config.json match the weights?)");
-        }
+        let (config, mut stored) = read_model_dir(dir)?;
+        let model = Gpt::new(GptConfig::from_json(&config)?, 0)?;
+        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored, &|_| false).map(|_| ()))?;
         Ok(model)
     }
 

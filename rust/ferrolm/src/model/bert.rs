@@ -1,0 +1,340 @@
+//! BERT: token + position + token-type embeddings, post-LayerNorm encoder blocks with
+//! bidirectional attention over a key-padding mask, an optional pooler, and the masked-LM
+//! head (dense + GELU + LayerNorm + decoder tied to the word embeddings).
+//!
+//! Names and layout are Hugging Face's `BertForMaskedLM` (`bert.encoder.layer.0.attention.
+//! self.query.weight`, Linear weights [out, in]); files without the `bert.` prefix
+//! (sentence-transformers exports) and with old `gamma`/`beta` LayerNorm names load too.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::Batch;
+use crate::checkpoint::{read_model_dir, Layout};
+use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
+use crate::ops;
+use crate::rng::mix;
+use crate::{ensure, Error, Result, Tensor};
+
+/// The architecture's hyperparameters (Hugging Face's BertConfig names).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub hidden_dropout_prob: f32,
+    pub layer_norm_eps: f32,
+    pub pad_token_id: usize,
+}
+
+impl BertConfig {
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        ensure!(
+            c.vocab_size > 0 && c.hidden_size > 0 && c.num_hidden_layers > 0 && c.intermediate_size > 0,
+            Argument,
+            "BERT config: sizes must be positive: {c:?}"
+        );
+        ensure!(
+            c.max_position_embeddings > 0 && c.type_vocab_size > 0,
+            Argument,
+            "BERT config: positions and token types must be positive"
+        );
+        ensure!(
+            c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0,
+            Argument,
+            "BERT config: hidden_size ({}) must be divisible by num_attention_heads ({})",
+            c.hidden_size,
+            c.num_attention_heads
+        );
+        ensure!((0.0..1.0).contains(&c.hidden_dropout_prob), Argument, "BERT config: dropout must be in [0, 1)");
+        ensure!(c.layer_norm_eps > 0.0, Argument, "BERT config: layer_norm_eps must be > 0");
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "model_type": "bert",
+            "architectures": ["BertForMaskedLM"],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": 0.0,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "pad_token_id": self.pad_token_id,
+            "position_embedding_type": "absolute",
+        })
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Result<BertConfig> {
+        let int = |k: &str| -> Result<usize> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::Format(format!("config.json: missing integer field {k}")))
+        };
+        if let Some(t) = v.get("model_type").and_then(|t| t.as_str()) {
+            ensure!(t == "bert", Format, "config.json: model_type is {t:?}, expected \"bert\"");
+        }
+        if let Some(a) = v.get("hidden_act").and_then(|t| t.as_str()) {
+            ensure!(a == "gelu", Format, "config.json: hidden_act {a:?} is not supported (BERT uses exact gelu)");
+        }
+        if let Some(p) = v.get("position_embedding_type").and_then(|t| t.as_str()) {
+            ensure!(p == "absolute", Format, "config.json: position_embedding_type {p:?} is not supported");
+        }
+        let config = BertConfig {
+            vocab_size: int("vocab_size")?,
+            hidden_size: int("hidden_size")?,
+            num_hidden_layers: int("num_hidden_layers")?,
+            num_attention_heads: int("num_attention_heads")?,
+            intermediate_size: int("intermediate_size")?,
+            max_position_embeddings: int("max_position_embeddings")?,
+            type_vocab_size: v.get("type_vocab_size").and_then(|x| x.as_u64()).unwrap_or(2) as usize,
+            hidden_dropout_prob: v.get("hidden_dropout_prob").and_then(|x| x.as_f64()).unwrap_or(0.1) as f32,
+            layer_norm_eps: v.get("layer_norm_eps").and_then(|x| x.as_f64()).unwrap_or(1e-12) as f32,
+            pad_token_id: v.get("pad_token_id").and_then(|x| x.as_u64()).unwrap_or(0) as usize,
+        };
+        config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
+        Ok(config)
+    }
+}
+
+/// One encoder layer: x = LN(x + attn(x)); x = LN(x + ffn(x)).
+#[derive(Clone)]
+pub struct EncoderLayer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub attn_out: Linear,
+    pub attn_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub out_norm: LayerNorm,
+}
+
+/// The masked-LM head: dense + GELU + LayerNorm, then the tied decoder with its own bias.
+#[derive(Clone)]
+pub struct MlmHead {
+    pub dense: Linear,
+    pub norm: LayerNorm,
+    pub bias: Tensor,
+}
+
+/// A BERT encoder with optional pooler and MLM head. `clone()` shares the weights.
+#[derive(Clone)]
+pub struct Bert {
+    pub config: BertConfig,
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Embedding,
+    pub embeddings_norm: LayerNorm,
+    pub layers: Vec<EncoderLayer>,
+    pub pooler: Option<Linear>,
+    pub mlm: Option<MlmHead>,
+}
+
+fn linear(i: usize, o: usize, seed: u64) -> Linear {
+    Linear { weight: Tensor::randn(&[o, i], 0.0, 0.02, seed).with_grad(), bias: Some(Tensor::zeros(&[o]).with_grad()) }
+}
+
+impl Bert {
+    /// A new model (BERT's initialisation: N(0, 0.02) weights, zero biases), with an MLM head
+    /// and, if asked, a pooler.
+    pub fn new(config: BertConfig, pooler: bool, seed: u64) -> Result<Bert> {
+        config.validate()?;
+        let (c, eps) = (config.hidden_size, config.layer_norm_eps);
+        let s = |i: u64| mix(seed ^ mix(i));
+        let layers = (0..config.num_hidden_layers)
+            .map(|l| {
+                let k = 100 + 10 * l as u64;
+                EncoderLayer {
+                    query: linear(c, c, s(k)),
+                    key: linear(c, c, s(k + 1)),
+                    value: linear(c, c, s(k + 2)),
+                    attn_out: linear(c, c, s(k + 3)),
+                    attn_norm: LayerNorm::new(c, true, eps),
+                    intermediate: linear(c, config.intermediate_size, s(k + 4)),
+                    output: linear(config.intermediate_size, c, s(k + 5)),
+                    out_norm: LayerNorm::new(c, true, eps),
+                }
+            })
+            .collect();
+        Ok(Bert {
+            word_embeddings: Embedding::new(config.vocab_size, c, 0.02, s(1)),
+            position_embeddings: Embedding::new(config.max_position_embeddings, c, 0.02, s(2)),
+            token_type_embeddings: Embedding::new(config.type_vocab_size, c, 0.02, s(3)),
+            embeddings_norm: LayerNorm::new(c, true, eps),
+            layers,
+            pooler: pooler.then(|| linear(c, c, s(4))),
+            mlm: Some(MlmHead {
+                dense: linear(c, c, s(5)),
+                norm: LayerNorm::new(c, true, eps),
+                bias: Tensor::zeros(&[config.vocab_size]).with_grad(),
+            }),
+            config,
+        })
+    }
+
+    /// Hidden states [B, T, C] of the last layer. `dropout_seed` is `Some` in training mode.
+    pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let (b, t, cfg) = (x.batch, x.len, &self.config);
+        ensure!(x.ids.len() == b * t, Shape, "BERT: {} ids do not fill a [{b}, {t}] batch", x.ids.len());
+        ensure!(
+            t <= cfg.max_position_embeddings,
+            Index,
+            "BERT: sequence of {t} tokens is longer than max_position_embeddings ({})",
+            cfg.max_position_embeddings
+        );
+        if let Some(&id) = x.ids.iter().find(|&&id| id < 0 || id as usize >= cfg.vocab_size) {
+            crate::bail!(Index, "BERT: token id {id} is outside the vocabulary of {} tokens", cfg.vocab_size);
+        }
+        let types = match x.token_types {
+            Some(tt) => {
+                ensure!(tt.len() == b * t, Shape, "BERT: {} token types for a [{b}, {t}] batch", tt.len());
+                tt.to_vec()
+            }
+            None => vec![0; b * t],
+        };
+        let positions: Vec<i64> = match x.positions {
+            Some(p) => {
+                ensure!(p.len() == b * t, Shape, "BERT: {} positions for a [{b}, {t}] batch", p.len());
+                p.to_vec()
+            }
+            None => (0..b).flat_map(|_| 0..t as i64).collect(),
+        };
+        let p = if dropout_seed.is_some() { cfg.hidden_dropout_prob } else { 0.0 };
+        let drop = |x: Tensor, site: u64| -> Result<Tensor> {
+            match dropout_seed {
+                Some(seed) if p > 0.0 => ops::dropout(&x, p, mix(seed ^ mix(site))),
+                _ => Ok(x),
+            }
+        };
+        let e = ops::add(
+            &ops::add(
+                &self.word_embeddings.forward(x.ids, &[b, t])?,
+                &self.position_embeddings.forward(&positions, &[b, t])?,
+            )?,
+            &self.token_type_embeddings.forward(&types, &[b, t])?,
+        )?;
+        let mut h = drop(self.embeddings_norm.forward(&e)?, 0)?;
+        let heads = cfg.num_attention_heads;
+        for (l, layer) in self.layers.iter().enumerate() {
+            // One packed projection: the three weights are concatenated (gradients flow back
+            // to each), so the fused kernel reads heads in place.
+            let w =
+                ops::concat(&[layer.query.weight.clone(), layer.key.weight.clone(), layer.value.weight.clone()], 0)?;
+            let biases: Vec<Tensor> =
+                [&layer.query, &layer.key, &layer.value].iter().filter_map(|m| m.bias.clone()).collect();
+            let bias = if biases.len() == 3 { Some(ops::concat(&biases, 0)?) } else { None };
+            let qkv = ops::linear(&h, &w, bias.as_ref())?;
+            let a = ops::attention_qkv(&qkv, heads, false, x.key_mask)?;
+            h = layer.attn_norm.forward(&ops::add(&h, &drop(layer.attn_out.forward(&a)?, 2 * l as u64 + 1)?)?)?;
+            let m = ops::gelu_erf(&layer.intermediate.forward(&h)?);
+            h = layer.out_norm.forward(&ops::add(&h, &drop(layer.output.forward(&m)?, 2 * l as u64 + 2)?)?)?;
+        }
+        Ok(h)
+    }
+
+    /// Masked-LM logits [.., V] from hidden states.
+    pub fn mlm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self
+            .mlm
+            .as_ref()
+            .ok_or_else(|| Error::Argument("this BERT has no masked-LM head (an encoder-only checkpoint)".into()))?;
+        let t = head.norm.forward(&ops::gelu_erf(&head.dense.forward(hidden)?))?;
+        ops::linear(&t, &self.word_embeddings.weight, Some(&head.bias))
+    }
+
+    /// tanh(dense(h[:, 0])): BERT's pooled [CLS] representation [B, C].
+    pub fn pooled(&self, hidden: &Tensor) -> Result<Tensor> {
+        let pooler = self.pooler.as_ref().ok_or_else(|| Error::Argument("this BERT has no pooler".into()))?;
+        let cls = ops::narrow(hidden, 1, 0, 1)?;
+        let c = self.config.hidden_size as isize;
+        Ok(ops::tanh(&pooler.forward(&ops::reshape(&cls, &[-1, c])?)?))
+    }
+
+    fn layout(f: impl FnOnce(&Layout) -> Result<()>) -> Result<()> {
+        let aliases = |n: &str| {
+            let mut out = Vec::new();
+            if let Some(base) = n.strip_suffix("LayerNorm.weight") {
+                out.push(format!("{base}LayerNorm.gamma"));
+            }
+            if let Some(base) = n.strip_suffix("LayerNorm.bias") {
+                out.push(format!("{base}LayerNorm.beta"));
+            }
+            if n == "cls.predictions.bias" {
+                out.push("cls.predictions.decoder.bias".to_string());
+            }
+            out
+        };
+        let ignorable = |n: &str| {
+            n.ends_with("embeddings.position_ids")
+                || n.starts_with("cls.seq_relationship.")
+                || n.starts_with("cls.predictions.decoder.")
+        };
+        f(&Layout { optional_prefixes: &["bert."], transposed: &|_| false, aliases: &aliases, ignorable: &ignorable })
+    }
+
+    /// Writes `config.json` + `model.safetensors` in Hugging Face's BertForMaskedLM layout.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
+    }
+
+    /// Loads our files or a Hugging Face BERT checkpoint (with or without the `bert.` prefix,
+    /// with or without pooler and MLM head).
+    pub fn load(dir: &Path) -> Result<Bert> {
+        let (config, mut stored) = read_model_dir(dir)?;
+        let config = BertConfig::from_json(&config)?;
+        let has = |suffix: &str| stored.keys().any(|k| k.ends_with(suffix));
+        let has_pooler = has("pooler.dense.weight");
+        let has_mlm = has("cls.predictions.transform.dense.weight");
+        let mut model = Bert::new(config, has_pooler, 0)?;
+        if !has_mlm {
+            model.mlm = None;
+        }
+        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored, &|_| false).map(|_| ()))?;
+        Ok(model)
+    }
+}
+
+impl Module for Bert {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        let p = join(prefix, "bert");
+        let e = join(&p, "embeddings");
+        self.word_embeddings.visit(&join(&e, "word_embeddings"), f);
+        self.position_embeddings.visit(&join(&e, "position_embeddings"), f);
+        self.token_type_embeddings.visit(&join(&e, "token_type_embeddings"), f);
+        self.embeddings_norm.visit(&join(&e, "LayerNorm"), f);
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = join(&p, &format!("encoder.layer.{i}"));
+            l.query.visit(&join(&h, "attention.self.query"), f);
+            l.key.visit(&join(&h, "attention.self.key"), f);
+            l.value.visit(&join(&h, "attention.self.value"), f);
+            l.attn_out.visit(&join(&h, "attention.output.dense"), f);
+            l.attn_norm.visit(&join(&h, "attention.output.LayerNorm"), f);
+            l.intermediate.visit(&join(&h, "intermediate.dense"), f);
+            l.output.visit(&join(&h, "output.dense"), f);
+            l.out_norm.visit(&join(&h, "output.LayerNorm"), f);
+        }
+        if let Some(pooler) = &self.pooler {
+            pooler.visit(&join(&p, "pooler.dense"), f);
+        }
+        if let Some(head) = &self.mlm {
+            let c = join(prefix, "cls.predictions");
+            head.dense.visit(&join(&c, "transform.dense"), f);
+            head.norm.visit(&join(&c, "transform.LayerNorm"), f);
+            f(join(&c, "bias"), &head.bias);
+        }
+    }
+}
