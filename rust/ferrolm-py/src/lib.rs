@@ -5,9 +5,11 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod tokenizer;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
+    tokenizer::register(m)?;
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod gemm;
 pub mod rng;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};
 pub use error::{Error, Result};
