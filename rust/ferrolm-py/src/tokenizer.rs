@@ -85,6 +85,15 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     Ok(out)
 }
 
+/// Ids as a Python list. Long lists go through numpy's `tolist`, about twice as fast as
+/// converting element by element.
+fn id_list<'py>(py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyAny>> {
+    if ids.len() < 4096 {
+        return Ok(pyo3::types::PyList::new(py, ids)?.into_any());
+    }
+    PyArray1::from_vec(py, ids).call_method0("tolist")
+}
+
 /// Encode options from the Python keywords. `allowed_special`: None or "all" (every special
 /// token), "none", or a collection of special-token strings.
 fn options(
@@ -337,22 +346,24 @@ impl PyTokenizer {
 
     /// Encodes text (str or UTF-8 bytes) to a list of ids.
     #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
-    fn encode(
+    fn encode<'py>(
         &self,
-        py: Python<'_>,
-        text: &Bound<'_, PyAny>,
-        allowed_special: Option<&Bound<'_, PyAny>>,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
         disallowed_special: &str,
         add_special_tokens: bool,
-    ) -> PyResult<Vec<u32>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let text = text_arg(text, "text")?;
-        if text.len() > 1 << 16 {
-            py.detach(|| t.encode(&text, &opts)).py()
+        // Releasing the GIL costs more than encoding a short text.
+        let ids = if text.len() > 1 << 14 {
+            py.detach(|| t.encode(&text, &opts))
         } else {
-            t.encode(&text, &opts).py()
-        }
+            t.encode(&text, &opts)
+        };
+        id_list(py, ids.py()?)
     }
 
     /// Encodes text to a numpy uint32 array.
@@ -391,20 +402,26 @@ impl PyTokenizer {
 
     /// Encodes many texts in parallel with the GIL released.
     #[pyo3(signature = (texts, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true, num_threads = None))]
-    fn encode_batch(
+    fn encode_batch<'py>(
         &self,
-        py: Python<'_>,
-        texts: &Bound<'_, PyAny>,
-        allowed_special: Option<&Bound<'_, PyAny>>,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
         disallowed_special: &str,
         add_special_tokens: bool,
         num_threads: Option<usize>,
-    ) -> PyResult<Vec<Vec<u32>>> {
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let texts = texts_arg(texts)?;
-        py.detach(|| with_threads(num_threads, || t.encode_batch(&texts, &opts)).and_then(|r| r))
-            .py()
+        let batch = py
+            .detach(|| with_threads(num_threads, || t.encode_batch(&texts, &opts)).and_then(|r| r))
+            .py()?;
+        let rows = batch
+            .into_iter()
+            .map(|ids| id_list(py, ids))
+            .collect::<PyResult<Vec<_>>>()?;
+        pyo3::types::PyList::new(py, rows)
     }
 
     /// Encodes, truncates and pads a batch: returns (ids [B, T] uint32, attention_mask [B, T] uint8).

@@ -306,14 +306,26 @@ impl Bpe {
                 return;
             }
         }
-        if piece.len() <= CACHE_PIECE_LIMIT {
+        if piece.len() < 16 {
+            // Short pieces (most words) are keyed by value: no pointer chasing, no memcmp.
+            let key = small_key(piece);
+            if let Some(&(start, len)) = cache.small.get(&key) {
+                out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
+                return;
+            }
+            let first = out.len();
+            self.merge_piece(piece, out, &mut cache.scratch);
+            let span = cache.store(&out[first..]);
+            cache.small.insert(key, span);
+        } else if piece.len() <= CACHE_PIECE_LIMIT {
             if let Some(&(start, len)) = cache.map.get(piece) {
                 out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
                 return;
             }
             let first = out.len();
             self.merge_piece(piece, out, &mut cache.scratch);
-            cache.insert(piece, &out[first..]);
+            let span = cache.store(&out[first..]);
+            cache.map.insert(piece.into(), span);
         } else {
             self.merge_piece(piece, out, &mut cache.scratch);
         }
@@ -466,10 +478,20 @@ struct Scratch {
     prev: Vec<u32>,
 }
 
-/// Per-thread memo of piece → ids for one model at a time.
+/// A piece of at most 15 bytes packed with its length into one integer.
+#[inline(always)]
+fn small_key(piece: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    buf[..piece.len()].copy_from_slice(piece);
+    buf[15] = piece.len() as u8;
+    u128::from_le_bytes(buf)
+}
+
+/// Per-thread memo of piece → ids for one model at a time. Values are spans of `ids`.
 #[derive(Default)]
 struct PieceCache {
     owner: u64,
+    small: FxHashMap<u128, (u32, u32)>,
     map: FxHashMap<Box<[u8]>, (u32, u32)>,
     ids: Vec<u32>,
     scratch: Scratch,
@@ -479,19 +501,24 @@ impl PieceCache {
     fn claim(&mut self, owner: u64) {
         if self.owner != owner {
             self.owner = owner;
-            self.map.clear();
-            self.ids.clear();
+            self.clear();
         }
     }
 
-    fn insert(&mut self, piece: &[u8], ids: &[u32]) {
-        if self.map.len() >= CACHE_MAX_ENTRIES {
-            self.map.clear();
-            self.ids.clear();
+    fn clear(&mut self) {
+        self.small.clear();
+        self.map.clear();
+        self.ids.clear();
+    }
+
+    /// Keeps `ids` and returns their span; forgets everything when the cache is full.
+    fn store(&mut self, ids: &[u32]) -> (u32, u32) {
+        if self.small.len() + self.map.len() >= CACHE_MAX_ENTRIES {
+            self.clear();
         }
-        self.map
-            .insert(piece.into(), (self.ids.len() as u32, ids.len() as u32));
+        let span = (self.ids.len() as u32, ids.len() as u32);
         self.ids.extend_from_slice(ids);
+        span
     }
 }
 
