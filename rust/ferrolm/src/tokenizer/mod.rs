@@ -492,14 +492,15 @@ impl Tokenizer {
         } else {
             longest
         };
+        let limit = pad.max_length.unwrap_or(cols).min(cols);
         if let Some((i, r)) = rows
             .iter()
             .enumerate()
-            .find(|(_, r)| r.len() + pre.len() + suf.len() > cols)
+            .find(|(_, r)| r.len() + pre.len() + suf.len() > limit)
         {
             bail!(
                 Argument,
-                "text {i} has {} tokens, more than max_length {cols}; pass truncation=True",
+                "text {i} has {} tokens, more than max_length {limit}; pass truncation=True",
                 r.len() + pre.len() + suf.len()
             );
         }
