@@ -4,12 +4,12 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::tokenizer::{
     with_threads, AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions,
@@ -85,15 +85,6 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     Ok(out)
 }
 
-/// Ids as a Python list. Long lists go through numpy's `tolist`, about twice as fast as
-/// converting element by element.
-fn id_list<'py>(py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyAny>> {
-    if ids.len() < 4096 {
-        return Ok(pyo3::types::PyList::new(py, ids)?.into_any());
-    }
-    PyArray1::from_vec(py, ids).call_method0("tolist")
-}
-
 /// Encode options from the Python keywords. `allowed_special`: None or "all" (every special
 /// token), "none", or a collection of special-token strings.
 fn options(
@@ -140,13 +131,28 @@ type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
 #[pyclass(name = "Tokenizer", module = "ferrolm", frozen)]
 pub struct PyTokenizer {
     inner: RwLock<Arc<Tokenizer>>,
+    /// One Python int per id, shared by every returned list: building a list is then a
+    /// reference-count increment per token instead of an int allocation.
+    ints: Mutex<Vec<Py<PyAny>>>,
 }
 
 impl PyTokenizer {
     fn wrap(t: Tokenizer) -> Self {
         PyTokenizer {
             inner: RwLock::new(Arc::new(t)),
+            ints: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Ids as a Python list of (shared) ints.
+    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let mut ints = self.ints.lock().unwrap_or_else(|e| e.into_inner());
+        let needed = ids.iter().copied().max().map_or(0, |m| m as usize + 1);
+        while ints.len() < needed {
+            let next = ints.len();
+            ints.push(next.into_pyobject(py)?.into_any().unbind());
+        }
+        PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
     }
     fn get(&self) -> Arc<Tokenizer> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -363,7 +369,7 @@ impl PyTokenizer {
         } else {
             t.encode(&text, &opts)
         };
-        id_list(py, ids.py()?)
+        self.id_list(py, &ids.py()?).map(Bound::into_any)
     }
 
     /// Encodes text to a numpy uint32 array.
@@ -410,7 +416,7 @@ impl PyTokenizer {
         disallowed_special: &str,
         add_special_tokens: bool,
         num_threads: Option<usize>,
-    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let texts = texts_arg(texts)?;
@@ -419,9 +425,9 @@ impl PyTokenizer {
             .py()?;
         let rows = batch
             .into_iter()
-            .map(|ids| id_list(py, ids))
+            .map(|ids| self.id_list(py, &ids))
             .collect::<PyResult<Vec<_>>>()?;
-        pyo3::types::PyList::new(py, rows)
+        PyList::new(py, rows)
     }
 
     /// Encodes, truncates and pads a batch: returns (ids [B, T] uint32, attention_mask [B, T] uint8).
