@@ -11,7 +11,7 @@
 //! `TemplateProcessing`. Anything else is refused with a message naming the unsupported part,
 //! rather than silently tokenizing differently from Hugging Face.
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::{
     BertNormalizer, Bpe, BpeOptions, Chars, Model, PreTokenizer, Template, Tokenizer, WordPiece,
@@ -413,110 +413,214 @@ pub fn from_vocab_merges(
     Tokenizer::new(Model::Bpe(model), &specials, Template::default())
 }
 
-fn template_json(tok: &Tokenizer) -> Value {
+/// JSON for writing, with object keys kept in the order given (Hugging Face's layout: small
+/// settings objects as HF writes them, vocabularies in id order).
+#[derive(Clone, Debug)]
+enum J {
+    Null,
+    Bool(bool),
+    Num(u64),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(&'static str, J)>),
+    /// An object with owned keys (vocabularies).
+    Map(Vec<(String, J)>),
+}
+
+impl From<bool> for J {
+    fn from(b: bool) -> J {
+        J::Bool(b)
+    }
+}
+impl From<u32> for J {
+    fn from(n: u32) -> J {
+        J::Num(n as u64)
+    }
+}
+impl From<usize> for J {
+    fn from(n: usize) -> J {
+        J::Num(n as u64)
+    }
+}
+impl From<&str> for J {
+    fn from(s: &str) -> J {
+        J::Str(s.to_string())
+    }
+}
+impl From<String> for J {
+    fn from(s: String) -> J {
+        J::Str(s)
+    }
+}
+impl<T: Into<J>> From<Option<T>> for J {
+    fn from(v: Option<T>) -> J {
+        v.map_or(J::Null, Into::into)
+    }
+}
+impl From<Vec<J>> for J {
+    fn from(v: Vec<J>) -> J {
+        J::Arr(v)
+    }
+}
+
+/// `obj!{"key": value, ...}` builds an ordered [`J::Obj`].
+macro_rules! obj {
+    ($($k:literal : $v:expr),* $(,)?) => { J::Obj(vec![$(($k, J::from($v))),*]) };
+}
+
+impl J {
+    /// Pretty-prints with two-space indentation (the layout of `serde_json::to_string_pretty`).
+    fn write(&self, out: &mut String, indent: usize) {
+        let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
+        let key = |out: &mut String, k: &str| {
+            out.push_str(&serde_json::to_string(k).expect("strings serialize"));
+            out.push_str(": ");
+        };
+        match self {
+            J::Null => out.push_str("null"),
+            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            J::Num(n) => out.push_str(&n.to_string()),
+            J::Str(s) => out.push_str(&serde_json::to_string(s).expect("strings serialize")),
+            J::Arr(items) if items.is_empty() => out.push_str("[]"),
+            J::Arr(items) => {
+                out.push_str("[\n");
+                for (i, item) in items.iter().enumerate() {
+                    pad(out, indent + 2);
+                    item.write(out, indent + 2);
+                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+                }
+                pad(out, indent);
+                out.push(']');
+            }
+            J::Obj(fields) if fields.is_empty() => out.push_str("{}"),
+            J::Map(fields) if fields.is_empty() => out.push_str("{}"),
+            J::Obj(_) | J::Map(_) => {
+                let fields: Vec<(&str, &J)> = match self {
+                    J::Obj(f) => f.iter().map(|(k, v)| (*k, v)).collect(),
+                    J::Map(f) => f.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+                    _ => unreachable!(),
+                };
+                out.push_str("{\n");
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    pad(out, indent + 2);
+                    key(out, k);
+                    v.write(out, indent + 2);
+                    out.push_str(if i + 1 < fields.len() { ",\n" } else { "\n" });
+                }
+                pad(out, indent);
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn vocab_json<'a>(entries: impl Iterator<Item = (&'a str, u32)>) -> J {
+    J::Map(
+        entries
+            .map(|(s, id)| (s.to_string(), J::from(id)))
+            .collect(),
+    )
+}
+
+fn template_json(tok: &Tokenizer) -> J {
     let t = tok.template();
     if t.prefix.is_empty() && t.suffix.is_empty() {
         return match tok.model() {
             Model::Bpe(_) => {
-                json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+                obj! {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}
             }
-            _ => Value::Null,
+            _ => J::Null,
         };
     }
     let name = |id: u32| tok.id_to_token(id).unwrap_or_default();
     let special =
-        |id: u32, type_id: u32| json!({"SpecialToken": {"id": name(id), "type_id": type_id}});
-    let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
-    let mut single: Vec<Value> = t.prefix.iter().map(|&i| special(i, 0)).collect();
+        |id: u32, type_id: u32| obj! {"SpecialToken": obj! {"id": name(id), "type_id": type_id}};
+    let seq = |s: &str, type_id: u32| obj! {"Sequence": obj! {"id": s, "type_id": type_id}};
+    let mut single: Vec<J> = t.prefix.iter().map(|&i| special(i, 0)).collect();
     single.push(seq("A", 0));
     single.extend(t.suffix.iter().map(|&i| special(i, 0)));
     let mut pair = single.clone();
     pair.push(seq("B", 1));
     pair.extend(t.suffix.iter().map(|&i| special(i, 1)));
-    let mut specials = Map::new();
+    let mut specials: Vec<(String, J)> = Vec::new();
     for &id in t.prefix.iter().chain(&t.suffix) {
-        specials.insert(
-            name(id),
-            json!({"id": name(id), "ids": [id], "tokens": [name(id)]}),
-        );
+        if !specials.iter().any(|(k, _)| *k == name(id)) {
+            let entry =
+                obj! {"id": name(id), "ids": vec![J::from(id)], "tokens": vec![J::from(name(id))]};
+            specials.push((name(id), entry));
+        }
     }
-    json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
+    obj! {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": J::Map(specials)}
 }
 
 /// Serializes a tokenizer to `tokenizer.json` text (pretty-printed, vocabulary in id order).
 pub fn to_json(tok: &Tokenizer) -> String {
-    let added: Vec<Value> = {
+    let added: Vec<J> = {
         let mut sp: Vec<(&str, u32)> = tok.special_tokens().iter().collect();
         sp.sort_by_key(|&(_, id)| id);
         sp.into_iter()
             .map(|(content, id)| {
-                json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+                obj! {"id": id, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}
             })
             .collect()
     };
-    let byte_level = |add_prefix_space: bool, use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex});
+    let byte_level = |add_prefix_space: bool, use_regex: bool| {
+        obj! {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": use_regex}
+    };
     let (normalizer, pre_tokenizer, decoder, model) = match tok.model() {
         Model::Bpe(m) => {
-            let mut vocab = Map::new();
-            for (s, id) in m.vocab() {
-                vocab.insert(s.to_string(), json!(id));
-            }
             let name = |id: u32| m.id_to_token(id).unwrap_or_default();
             // Classic "left right" strings when unambiguous (readable by every HF version).
             let spaced = m
                 .merges()
                 .iter()
                 .any(|&(a, b)| name(a).contains(' ') || name(b).contains(' '));
-            let merges: Vec<Value> = m
+            let merges: Vec<J> = m
                 .merges()
                 .iter()
                 .map(|&(a, b)| {
                     if spaced {
-                        json!([name(a), name(b)])
+                        J::Arr(vec![name(a).into(), name(b).into()])
                     } else {
-                        json!(format!("{} {}", name(a), name(b)))
+                        J::from(format!("{} {}", name(a), name(b)))
                     }
                 })
                 .collect();
             let pre = match &m.pretokenizer {
                 PreTokenizer::Gpt2 => byte_level(m.add_prefix_space, true),
-                other => json!({"type": "Sequence", "pretokenizers": [
-                    {"type": "Split", "pattern": {"Regex": other.pattern()}, "behavior": "Isolated", "invert": false},
+                other => obj! {"type": "Sequence", "pretokenizers": vec![
+                    obj! {"type": "Split", "pattern": obj! {"Regex": other.pattern()}, "behavior": "Isolated", "invert": false},
                     byte_level(m.add_prefix_space, false),
-                ]}),
+                ]},
             };
             let opts = m.options();
-            let model = json!({
-                "type": "BPE", "dropout": null, "unk_token": opts.unk_token, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                "ignore_merges": opts.ignore_merges, "vocab": vocab, "merges": merges,
-            });
-            (Value::Null, pre, byte_level(true, true), model)
+            let model = obj! {
+                "type": "BPE", "dropout": J::Null, "unk_token": opts.unk_token, "continuing_subword_prefix": J::Null,
+                "end_of_word_suffix": J::Null, "fuse_unk": false, "byte_fallback": false,
+                "ignore_merges": opts.ignore_merges, "vocab": vocab_json(m.vocab()), "merges": merges,
+            };
+            (J::Null, pre, byte_level(true, true), model)
         }
         Model::WordPiece(m) => {
             let opts = m.options();
             let normalizer = match &opts.normalizer {
-                Some(n) => json!({"type": "BertNormalizer", "clean_text": n.clean_text,
-                    "handle_chinese_chars": n.handle_chinese_chars, "strip_accents": n.strip_accents, "lowercase": n.lowercase}),
-                None => Value::Null,
+                Some(n) => obj! {"type": "BertNormalizer", "clean_text": n.clean_text,
+                "handle_chinese_chars": n.handle_chinese_chars, "strip_accents": n.strip_accents, "lowercase": n.lowercase},
+                None => J::Null,
             };
-            let mut vocab = Map::new();
-            for (s, id) in m.vocab() {
-                vocab.insert(s.to_string(), json!(id));
-            }
-            let model = json!({"type": "WordPiece", "unk_token": opts.unk_token, "continuing_subword_prefix": opts.prefix,
-                "max_input_chars_per_word": opts.max_input_chars_per_word, "vocab": vocab});
+            let model = obj! {"type": "WordPiece", "unk_token": opts.unk_token, "continuing_subword_prefix": opts.prefix.clone(),
+            "max_input_chars_per_word": opts.max_input_chars_per_word, "vocab": vocab_json(m.vocab())};
             let decoder =
-                json!({"type": "WordPiece", "prefix": opts.prefix, "cleanup": opts.cleanup});
+                obj! {"type": "WordPiece", "prefix": opts.prefix, "cleanup": opts.cleanup};
             (
                 normalizer,
-                json!({"type": "BertPreTokenizer"}),
+                obj! {"type": "BertPreTokenizer"},
                 decoder,
                 model,
             )
         }
         Model::Chars(m) => {
-            let mut vocab = Map::new();
             let mut entries: Vec<(String, u32)> =
                 m.entries().map(|(c, id)| (c.to_string(), id)).collect();
             entries.extend(m.unk().map(|(s, id)| (s.to_string(), id)));
@@ -527,27 +631,26 @@ pub fn to_json(tok: &Tokenizer) -> String {
             );
             entries.sort_by_key(|&(_, id)| id);
             entries.dedup_by_key(|e| e.1);
-            for (s, id) in entries {
-                vocab.insert(s, json!(id));
-            }
-            let model = json!({
-                "type": "BPE", "dropout": null, "unk_token": m.unk().map(|u| u.0), "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab, "merges": [],
-            });
-            (Value::Null, Value::Null, json!({"type": "Fuse"}), model)
+            let model = obj! {
+                "type": "BPE", "dropout": J::Null, "unk_token": m.unk().map(|u| u.0), "continuing_subword_prefix": J::Null,
+                "end_of_word_suffix": J::Null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab_json(entries.iter().map(|(s, id)| (s.as_str(), *id))), "merges": Vec::<J>::new(),
+            };
+            (J::Null, J::Null, obj! {"type": "Fuse"}, model)
         }
     };
-    let root = json!({
+    let root = obj! {
         "version": "1.0",
-        "truncation": null,
-        "padding": null,
+        "truncation": J::Null,
+        "padding": J::Null,
         "added_tokens": added,
         "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": template_json(tok),
         "decoder": decoder,
         "model": model,
-    });
-    serde_json::to_string_pretty(&root).expect("JSON values serialize")
+    };
+    let mut out = String::with_capacity(1 << 16);
+    root.write(&mut out, 0);
+    out
 }
