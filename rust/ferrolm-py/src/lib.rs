@@ -9,6 +9,7 @@ mod functional;
 mod model;
 mod nn;
 mod tensor;
+mod tokenizer;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     functional::register(m)?;
     nn::register(m)?;
     model::register(m)?;
+    tokenizer::register(m)?;
     Ok(())
 }

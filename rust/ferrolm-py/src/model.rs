@@ -11,7 +11,7 @@ use pyo3::wrap_pyfunction;
 
 use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
 use ferrolm::generate::{Generation, Sampling};
-use ferrolm::model::{Batch, Gpt, GptConfig};
+use ferrolm::model::{Batch, Bert, BertConfig, Gpt, GptConfig};
 use ferrolm::nn::Module;
 
 use crate::errors::IntoPy;
@@ -28,6 +28,7 @@ struct Inputs {
     t: usize,
     positions: Option<Vec<i64>>,
     mask: Option<Vec<bool>>,
+    token_types: Option<Vec<i64>>,
 }
 
 impl Inputs {
@@ -35,6 +36,7 @@ impl Inputs {
         ids: &Bound<'_, PyAny>,
         positions: Option<&Bound<'_, PyAny>>,
         mask: Option<&Bound<'_, PyAny>>,
+        token_types: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Inputs> {
         let (ids, shape) = to_ids(ids)?;
         let [b, t] = shape[..] else {
@@ -52,13 +54,15 @@ impl Inputs {
                 Ok(m)
             })
             .transpose()?;
-        Ok(Inputs { ids, b, t, positions, mask })
+        let token_types = token_types.map(|p| to_ids(p).map(|(p, _)| p)).transpose()?;
+        Ok(Inputs { ids, b, t, positions, mask, token_types })
     }
 
     fn batch(&self) -> Batch<'_> {
         Batch {
             positions: self.positions.as_deref(),
             key_mask: self.mask.as_deref(),
+            token_types: self.token_types.as_deref(),
             ..Batch::new(&self.ids, self.b, self.t)
         }
     }
@@ -111,7 +115,7 @@ impl PyGpt {
         key_padding_mask: Option<&Bound<'_, PyAny>>,
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
-        let x = Inputs::new(ids, positions, key_padding_mask)?;
+        let x = Inputs::new(ids, positions, key_padding_mask, None)?;
         py.detach(|| self.0.hidden(&x.batch(), dropout_seed, None)).py().map(PyTensor)
     }
 
@@ -130,7 +134,7 @@ impl PyGpt {
         key_padding_mask: Option<&Bound<'_, PyAny>>,
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
-        let x = Inputs::new(ids, positions, key_padding_mask)?;
+        let x = Inputs::new(ids, positions, key_padding_mask, None)?;
         py.detach(|| self.0.forward(&x.batch(), dropout_seed, None)).py().map(PyTensor)
     }
 
@@ -159,6 +163,100 @@ impl PyGpt {
     ) -> PyResult<PyGeneration> {
         let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed };
         py.detach(|| Generation::new(&self.0, &prompts, sampling, stop_tokens)).py().map(PyGeneration)
+    }
+}
+
+/// A BERT encoder (with masked-LM head unless loaded from an encoder-only checkpoint).
+#[pyclass(name = "Bert", module = "ferrolm._core", frozen)]
+pub struct PyBert(pub Bert);
+
+#[pymethods]
+impl PyBert {
+    #[new]
+    #[pyo3(signature = (vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
+                        max_position_embeddings = 512, type_vocab_size = 2, hidden_dropout_prob = 0.1,
+                        layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        vocab_size: usize,
+        hidden_size: usize,
+        num_hidden_layers: usize,
+        num_attention_heads: usize,
+        intermediate_size: usize,
+        max_position_embeddings: usize,
+        type_vocab_size: usize,
+        hidden_dropout_prob: f32,
+        layer_norm_eps: f32,
+        pad_token_id: usize,
+        pooler: bool,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let config = BertConfig {
+            vocab_size,
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+            intermediate_size,
+            max_position_embeddings,
+            type_vocab_size,
+            hidden_dropout_prob,
+            layer_norm_eps,
+            pad_token_id,
+        };
+        Bert::new(config, pooler, seed).py().map(PyBert)
+    }
+
+    /// Loads a Hugging Face style BERT directory (config.json + model.safetensors).
+    #[staticmethod]
+    fn load(py: Python<'_>, dir: PathBuf) -> PyResult<Self> {
+        py.detach(|| Bert::load(&dir)).py().map(PyBert)
+    }
+
+    fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
+        py.detach(|| self.0.save(&dir)).py()
+    }
+
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.import("json")?.call_method1("loads", (self.0.config.to_json().to_string(),))
+    }
+
+    #[getter]
+    fn has_mlm_head(&self) -> bool {
+        self.0.mlm.is_some()
+    }
+
+    #[getter]
+    fn has_pooler(&self) -> bool {
+        self.0.pooler.is_some()
+    }
+
+    /// Last hidden states [B, T, C]; `attention_mask` [B, T] is true (1) for real tokens.
+    #[pyo3(signature = (ids, token_type_ids = None, attention_mask = None, dropout_seed = None))]
+    fn hidden(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        token_type_ids: Option<&Bound<'_, PyAny>>,
+        attention_mask: Option<&Bound<'_, PyAny>>,
+        dropout_seed: Option<u64>,
+    ) -> PyResult<PyTensor> {
+        let x = Inputs::new(ids, None, attention_mask, token_type_ids)?;
+        py.detach(|| self.0.hidden(&x.batch(), dropout_seed)).py().map(PyTensor)
+    }
+
+    /// Masked-LM logits [.., V] from hidden states.
+    fn mlm_logits(&self, py: Python<'_>, hidden: PyTensor) -> PyResult<PyTensor> {
+        py.detach(|| self.0.mlm_logits(&hidden.0)).py().map(PyTensor)
+    }
+
+    /// The pooled [CLS] vector [B, C] (tanh of the pooler's dense layer).
+    fn pooled(&self, py: Python<'_>, hidden: PyTensor) -> PyResult<PyTensor> {
+        py.detach(|| self.0.pooled(&hidden.0)).py().map(PyTensor)
+    }
+
+    fn named_parameters(&self) -> Vec<(String, PyTensor)> {
+        self.0.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
     }
 }
 
@@ -229,6 +327,7 @@ fn load_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(Bound<'py,
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyGpt>()?;
+    m.add_class::<PyBert>()?;
     m.add_class::<PyGeneration>()?;
     m.add_function(wrap_pyfunction!(save_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;

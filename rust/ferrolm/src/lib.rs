@@ -25,6 +25,7 @@ pub mod optim;
 pub mod rng;
 pub mod simd;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};
 pub use error::{Error, Result};

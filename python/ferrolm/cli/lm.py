@@ -1,19 +1,12 @@
-"""The `ferrolm` command line. Each subcommand registers itself with one small function.
-
-    ferrolm pretrain [FILES...] --tokenizer char --n-layer 4 ... --out out-shakespeare
-    ferrolm generate out-shakespeare --prompt "ROMEO:" --max-new-tokens 300
-"""
+"""`ferrolm pretrain` and `ferrolm generate`, with nanoGPT's flag names."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
-
-# ---------------------------------------------------------------- pretrain
+from typing import Optional
 
 # nanoGPT's flag names; None means "use the default, or the checkpoint's value on --resume".
 MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": True}
@@ -23,7 +16,8 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
                "checkpoint_interval": 0}
 
 
-def add_pretrain(sub) -> None:
+def register_pretrain(sub) -> None:
+    """`ferrolm pretrain`: next-token pretraining (the MLM objective joins with --objective)."""
     p = sub.add_parser("pretrain", help="train a GPT by next-token prediction (default: tiny Shakespeare, char-level)")
     p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare)")
     p.add_argument("--tokenizer", default="char", help="char, bpe, or the path of a tokenizer.json")
@@ -39,7 +33,7 @@ def add_pretrain(sub) -> None:
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
         else:
             p.add_argument(flag, type=type(default), default=None, help=f"default {default}")
-    p.set_defaults(run=run_pretrain)
+    p.set_defaults(func=run_pretrain)
 
 
 def _choose(args, name: str, saved: Optional[dict], defaults: dict):
@@ -51,7 +45,7 @@ def _choose(args, name: str, saved: Optional[dict], defaults: dict):
     return defaults[name] if given is None else given
 
 
-def run_pretrain(args) -> None:
+def run_pretrain(args) -> int:
     from ferrolm import Tokenizer
     from ferrolm.data import prepare_tokens, read_corpus
     from ferrolm.model import GPT
@@ -102,12 +96,13 @@ def run_pretrain(args) -> None:
         for piece in model.generate("\n", args.sample_tokens, temperature=0.8, top_k=200, seed=0, stream=True):
             print(piece, end="", flush=True)
         print()
+    return 0
 
 
-# ---------------------------------------------------------------- generate
 
 
-def add_generate(sub) -> None:
+def register_generate(sub) -> None:
+    """`ferrolm generate`: stream text from a model directory."""
     p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated")
     p.add_argument("model", help="model directory (config.json, model.safetensors, tokenizer.json)")
     p.add_argument("--prompt", default="\n")
@@ -118,10 +113,10 @@ def add_generate(sub) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=run_generate)
+    p.set_defaults(func=run_generate)
 
 
-def run_generate(args) -> None:
+def run_generate(args) -> int:
     from ferrolm.model import GPT
 
     model = GPT.load(args.model)
@@ -134,29 +129,4 @@ def run_generate(args) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-
-
-# ---------------------------------------------------------------- entry point
-
-COMMANDS: list[Callable] = [add_pretrain, add_generate]
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="ferrolm", description="Train and run small language models on CPUs.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in COMMANDS:
-        add(sub)
-    args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Tokenizer benchmark: ferrolm vs Hugging Face `tokenizers` vs `tiktoken`, side by side.
+
+    python benches/bench_tokenizers.py --quick     # 10 MB prefix of the corpus
+    python benches/bench_tokenizers.py             # the whole corpus (80 MB)
+
+Measures byte-level BPE training time (GPT-2 pre-tokenization, same settings for both
+trainers), encode throughput single-threaded and as a batch on N threads, and decode
+throughput. All three encoders use the same vocabulary (ours, trained here; HF loads our
+tokenizer.json, tiktoken is built from the same ranks), and the ids are checked to be equal.
+A peer that is not installed is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def default_corpus() -> Path:
+    shared = REPO.parent / "shared" / "data" / "gutenberg-80mb.txt"
+    return shared if shared.is_file() else REPO / "python" / "ferrolm" / "corpora" / "tinyshakespeare.txt"
+
+
+def best_time(fn, repeat: int):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def split_docs(text: str, size: int) -> list[str]:
+    """Line-aligned documents of about `size` characters."""
+    docs, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        docs.append(text[start:end])
+        start = end
+    return docs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, default=default_corpus())
+    ap.add_argument("--quick", action="store_true", help="use a 10 MB prefix of the corpus")
+    ap.add_argument("--vocab-sizes", type=int, nargs="+", default=[4096, 32768])
+    ap.add_argument("--threads", type=int, default=2, help="threads for batch encoding")
+    ap.add_argument("--doc-size", type=int, default=100_000, help="characters per document in the encode runs")
+    ap.add_argument("--repeat", type=int, default=None, help="best of N runs (default 2 quick, 1 full)")
+    args = ap.parse_args()
+    repeat = args.repeat or (2 if args.quick else 1)
+
+    # HF's rayon pool reads these when first used.
+    os.environ.setdefault("RAYON_RS_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    import ferrolm
+
+    try:
+        import tokenizers as hf
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        hf = None
+    try:
+        import tiktoken
+    except ImportError:
+        tiktoken = None
+
+    raw = args.corpus.read_bytes()
+    if args.quick:
+        cut = raw.find(b"\n", 10_000_000)
+        raw = raw[: cut + 1] if cut > 0 else raw
+    text = raw.decode("utf-8")
+    mb = len(raw) / 1e6
+    tmp = tempfile.TemporaryDirectory()
+    corpus_file = Path(tmp.name) / "corpus.txt"
+    corpus_file.write_bytes(raw)
+    print(f"corpus: {args.corpus.name}{' (10 MB prefix)' if args.quick else ''}, {mb:.1f} MB; "
+          f"peers: tokenizers {'v' + hf.__version__ if hf else 'missing'}, tiktoken {'v' + tiktoken.__version__ if tiktoken else 'missing'}; "
+          f"{os.cpu_count()} cores", flush=True)
+
+    rows = []  # (label, unit, ours, hf, tiktoken, higher_is_better)
+
+    # ------------------------------------------------------------- training
+    ours_tok = None
+    for vs in args.vocab_sizes:
+        t_ours, tok = best_time(lambda: ferrolm.Tokenizer.train([str(corpus_file)], vocab_size=vs), repeat)
+        ours_tok = tok
+        t_hf = None
+        note = ""
+        if hf:
+            def hf_train():
+                h = hf.Tokenizer(models.BPE())
+                h.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+                h.decoder = decoders.ByteLevel()
+                tr = trainers.BpeTrainer(vocab_size=vs, special_tokens=["<|endoftext|>"], show_progress=False,
+                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                h.train([str(corpus_file)], tr)
+                return h
+            t_hf, h = best_time(hf_train, 1)
+            same = json.loads(h.to_str())["model"]["vocab"] == json.loads(tok.to_str())["model"]["vocab"]
+            note = "identical vocab" if same else "vocab differs"
+        rows.append((f"BPE train to {vs} ({note})", "s", t_ours, t_hf, None, False))
+        print(f"  trained {vs}: ferrolm {t_ours:.2f}s" + (f", HF {t_hf:.2f}s, {note}" if hf else ""), flush=True)
+
+    # ------------------------------------------------------------- encoders on one vocabulary
+    tok = ours_tok
+    docs = split_docs(text, args.doc_size)
+    hf_tok = hf.Tokenizer.from_str(tok.to_str()) if hf else None
+    tk = None
+    if tiktoken:
+        ranks = {tok.decode_bytes([i]): i for i in range(tok.vocab_size) if tok.id_to_token(i) != "<|endoftext|>"}
+        tk = tiktoken.Encoding("ferrolm-bench", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                               special_tokens={"<|endoftext|>": tok.token_to_id("<|endoftext|>")})
+
+    ours_single = lambda: [tok.encode(d) for d in docs]  # noqa: E731
+    t_ours, ids_ours = best_time(ours_single, repeat)
+    t_ours_np, _ = best_time(lambda: [tok.encode_array(d) for d in docs], repeat)
+    t_hf = t_tk = None
+    checks = []
+    if hf_tok:
+        t_hf, enc = best_time(lambda: [hf_tok.encode(d).ids for d in docs], 1)
+        checks.append(("HF", enc == ids_ours))
+    if tk:
+        t_tk, enc = best_time(lambda: [tk.encode_ordinary(d) for d in docs], repeat)
+        checks.append(("tiktoken", enc == ids_ours))
+    rows.append(("encode, 1 thread (list of ids)", "MB/s", mb / t_ours, t_hf and mb / t_hf, t_tk and mb / t_tk, True))
+    rows.append(("encode, 1 thread (numpy array)", "MB/s", mb / t_ours_np, None, None, True))
+    print("  encode 1 thread done", flush=True)
+
+    n = args.threads
+    t_ours_b, batch = best_time(lambda: tok.encode_batch(docs, num_threads=n), repeat)
+    assert batch == ids_ours
+    t_hf_b = t_tk_b = None
+    if hf_tok:
+        t_hf_b, enc = best_time(lambda: [e.ids for e in hf_tok.encode_batch(docs)], 1)
+        checks.append(("HF batch", enc == ids_ours))
+    if tk:
+        t_tk_b, enc = best_time(lambda: tk.encode_ordinary_batch(docs, num_threads=n), repeat)
+        checks.append(("tiktoken batch", enc == ids_ours))
+    rows.append((f"encode_batch, {n} threads", "MB/s", mb / t_ours_b, t_hf_b and mb / t_hf_b, t_tk_b and mb / t_tk_b, True))
+    print("  encode batch done", flush=True)
+
+    t_ours_d, dec = best_time(lambda: [tok.decode(i) for i in ids_ours], repeat)
+    assert "".join(dec) == text
+    t_hf_d = t_tk_d = None
+    if hf_tok:
+        t_hf_d, _ = best_time(lambda: [hf_tok.decode(i, skip_special_tokens=False) for i in ids_ours], 1)
+    if tk:
+        t_tk_d, _ = best_time(lambda: [tk.decode(i) for i in ids_ours], repeat)
+    rows.append(("decode, 1 thread", "MB/s", mb / t_ours_d, t_hf_d and mb / t_hf_d, t_tk_d and mb / t_tk_d, True))
+    t_ours_db, _ = best_time(lambda: tok.decode_batch(ids_ours, num_threads=n), repeat)
+    t_hf_db = None
+    if hf_tok:
+        t_hf_db, _ = best_time(lambda: hf_tok.decode_batch(ids_ours, skip_special_tokens=False), 1)
+    rows.append((f"decode_batch, {n} threads", "MB/s", mb / t_ours_db, t_hf_db and mb / t_hf_db, None, True))
+
+    # ------------------------------------------------------------- table
+    def fmt(v):
+        return "—" if v is None else f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+
+    def ratio(ours, peer, higher):
+        if peer is None:
+            return "—"
+        return f"{(ours / peer if higher else peer / ours):.1f}×"
+
+    tokens = sum(map(len, ids_ours))
+    print(f"\n{mb:.1f} MB, {len(docs)} documents, {tokens:,} tokens at vocab {tok.vocab_size}; "
+          f"ids equal across libraries: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks))
+    header = "| benchmark | unit | ferrolm | HF tokenizers | tiktoken | ferrolm vs HF | ferrolm vs tiktoken |"
+    print(header)
+    print("|" + "---|" * 7)
+    for label, unit, ours, h, t, higher in rows:
+        print(f"| {label} | {unit} | {fmt(ours)} | {fmt(h)} | {fmt(t)} | {ratio(ours, h, higher)} | {ratio(ours, t, higher)} |")
+    print("\nratios: speed-up of ferrolm (time ratio for training, throughput ratio otherwise).")
+    return 0 if all(v for _, v in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The `ferrolm` command line.
+
+Each command group lives in its own module and registers itself with a function of the
+argparse subparsers object; every leaf command sets `func(args) -> int` (the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from ferrolm.cli.lm import register_generate, register_pretrain
+from ferrolm.cli.tokenizer import register_tokenizer
+
+#: Command groups, each registered by a function of the subparsers object.
+COMMANDS: list[Callable] = [register_pretrain, register_generate, register_tokenizer]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferrolm", description="Train and run small language models on CPUs.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, IndexError) as e:
+        print(f"ferrolm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ferrolm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

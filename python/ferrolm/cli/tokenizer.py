@@ -1,0 +1,73 @@
+"""`ferrolm tokenizer train|encode`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from ferrolm.tokenizer import Tokenizer, default_corpus
+
+    files = args.files or [default_corpus()]
+    kwargs = dict(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, pattern=args.pattern)
+    if args.special_tokens is not None:
+        kwargs["special_tokens"] = args.special_tokens
+    if args.kind == "wordpiece":
+        kwargs.update(lowercase=not args.cased, limit_alphabet=args.limit_alphabet)
+    start = time.perf_counter()
+    tok = Tokenizer.train(files, **kwargs)
+    tok.save(args.out)
+    seconds = time.perf_counter() - start
+    print(f"trained {tok.kind} tokenizer: {tok.vocab_size} ids in {seconds:.2f}s from {len(files)} file(s) -> {args.out}")
+    return 0
+
+
+def _tokenizer_encode(args: argparse.Namespace) -> int:
+    from ferrolm.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(args.tokenizer)
+    if args.text is not None:
+        texts = [args.text]
+    elif args.files:
+        texts = [open(f, encoding="utf-8").read() for f in args.files]
+    else:
+        texts = [sys.stdin.read()]
+    allowed = "none" if args.no_special else "all"
+    for text in texts:
+        ids, offsets = tok.encode_with_offsets(text, allowed_special=allowed, disallowed_special="text")
+        if args.ids:
+            print(json.dumps(ids))
+            continue
+        print(f"{len(text)} characters, {len(text.encode())} bytes -> {len(ids)} tokens")
+        for i, (s, e) in zip(ids, offsets):
+            print(f"{i:>8}  {tok.id_to_token(i)!r:<24} {text[s:e]!r}")
+    return 0
+
+
+def register_tokenizer(subparsers) -> None:
+    """`ferrolm tokenizer train|encode`."""
+    p = subparsers.add_parser("tokenizer", help="train tokenizers and inspect encodings")
+    sub = p.add_subparsers(dest="tokenizer_command", metavar="{train,encode}", required=True)
+
+    t = sub.add_parser("train", help="train a tokenizer and save it as tokenizer.json")
+    t.add_argument("files", nargs="*", help="UTF-8 text files, read line by line (default: bundled tiny Shakespeare)")
+    t.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe")
+    t.add_argument("--vocab-size", type=int, default=8192, help="target vocabulary size, special tokens included (char: upper bound, 0 = all)")
+    t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
+    t.add_argument("--min-frequency", type=int, default=0, help="never merge pairs seen fewer times")
+    t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens (default depends on --kind)")
+    t.add_argument("--pattern", default="gpt2", help='BPE pre-tokenizer: "gpt2", "cl100k" or a regex')
+    t.add_argument("--cased", action="store_true", help="WordPiece: keep case and accents")
+    t.add_argument("--limit-alphabet", type=int, default=None, help="WordPiece: keep the N most frequent characters")
+    t.set_defaults(func=_tokenizer_train)
+
+    e = sub.add_parser("encode", help="show how a text is tokenized")
+    e.add_argument("files", nargs="*", help="files to encode (default: --text or standard input)")
+    e.add_argument("--tokenizer", "-t", default="tokenizer.json", help="tokenizer.json, vocab.txt or a directory")
+    e.add_argument("--text", help="text to encode")
+    e.add_argument("--ids", action="store_true", help="print only the ids, as JSON")
+    e.add_argument("--no-special", action="store_true", help="treat special-token text as plain text")
+    e.set_defaults(func=_tokenizer_encode)

@@ -1,0 +1,548 @@
+//! `ferrolm.Tokenizer`: thin bindings over `ferrolm::tokenizer`. Arguments are converted here,
+//! heavy calls (files, batches, training) run with the GIL released, errors map through
+//! `errors::to_py`. No tokenization logic lives in this file.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use ferrolm::tokenizer::{
+    with_threads, AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, Tokenizer, Trainer,
+    TrainerConfig,
+};
+
+use crate::errors::IntoPy;
+
+/// A text argument: `str` (unpaired surrogates rejected) or UTF-8 `bytes`.
+fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, str>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_cow().map(|c| Cow::Owned(c.into_owned())).map_err(|e| {
+            PyValueError::new_err(format!(
+                "{what} is not valid Unicode (it contains an unpaired surrogate, which has no UTF-8 form): {e}"
+            ))
+        });
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return match std::str::from_utf8(b.as_bytes()) {
+            Ok(s) => Ok(Cow::Owned(s.to_string())),
+            Err(e) => {
+                Err(PyValueError::new_err(format!("{what} is not valid UTF-8: bad byte at offset {}", e.valid_up_to())))
+            }
+        };
+    }
+    Err(PyTypeError::new_err(format!("{what} must be str or bytes, not {}", obj.get_type().name()?)))
+}
+
+fn texts_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err("texts must be a list of strings, not a single string"));
+    }
+    let mut out = Vec::new();
+    for (i, item) in obj.try_iter()?.enumerate() {
+        out.push(text_arg(&item?, &format!("texts[{i}]"))?.into_owned());
+    }
+    Ok(out)
+}
+
+/// Token ids from a list of ints or a 1-D integer numpy array.
+fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, u32>>() {
+        return Ok(a.as_array().to_vec());
+    }
+    let check = |v: i64| u32::try_from(v).map_err(|_| PyIndexError::new_err(format!("token id {v} is out of range")));
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
+        return a.as_array().iter().map(|&v| check(v)).collect();
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, i32>>() {
+        return a.as_array().iter().map(|&v| check(v as i64)).collect();
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err("ids must be a sequence of ints, not str"));
+    }
+    let mut out = Vec::new();
+    for item in obj.try_iter()? {
+        let item = item?;
+        let v: i64 = item.extract().map_err(|_| PyTypeError::new_err("ids must be integers"))?;
+        out.push(check(v)?);
+    }
+    Ok(out)
+}
+
+/// Encode options from the Python keywords. `allowed_special`: None or "all" (every special
+/// token), "none", or a collection of special-token strings.
+fn options(
+    tok: &Tokenizer,
+    allowed: Option<&Bound<'_, PyAny>>,
+    disallowed: &str,
+    add_special_tokens: bool,
+) -> PyResult<EncodeOptions> {
+    let allowed_special = match allowed {
+        None => AllowedSpecial::All,
+        Some(a) => match a.extract::<String>() {
+            Ok(s) if s == "all" => AllowedSpecial::All,
+            Ok(s) if s == "none" => AllowedSpecial::None,
+            Ok(s) => tok.special_tokens().resolve(&[s]).py()?,
+            Err(_) => {
+                let names: Vec<String> =
+                    a.try_iter().and_then(|it| it.map(|x| x?.extract::<String>()).collect()).map_err(|_| {
+                        PyTypeError::new_err(
+                            "allowed_special must be \"all\", \"none\" or a collection of token strings",
+                        )
+                    })?;
+                tok.special_tokens().resolve(&names).py()?
+            }
+        },
+    };
+    let disallowed = match disallowed {
+        "raise" => Disallowed::Raise,
+        "text" => Disallowed::Text,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "disallowed_special must be \"raise\" or \"text\", not {other:?}"
+            )))
+        }
+    };
+    Ok(EncodeOptions { allowed_special, disallowed, add_special_tokens })
+}
+
+/// Ids with (start, end) character offsets.
+type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
+/// Tokenizer: byte-level BPE, WordPiece or characters, compatible with Hugging Face tokenizer.json.
+#[pyclass(name = "Tokenizer", module = "ferrolm", frozen)]
+pub struct PyTokenizer {
+    inner: RwLock<Arc<Tokenizer>>,
+    /// One Python int per id, shared by every returned list: building a list is then a
+    /// reference-count increment per token instead of an int allocation.
+    ints: Mutex<Vec<Py<PyAny>>>,
+}
+
+impl PyTokenizer {
+    fn wrap(t: Tokenizer) -> Self {
+        PyTokenizer { inner: RwLock::new(Arc::new(t)), ints: Mutex::new(Vec::new()) }
+    }
+
+    /// Ids as a Python list of (shared) ints.
+    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let mut ints = self.ints.lock().unwrap_or_else(|e| e.into_inner());
+        let needed = ids.iter().copied().max().map_or(0, |m| m as usize + 1);
+        while ints.len() < needed {
+            let next = ints.len();
+            ints.push(next.into_pyobject(py)?.into_any().unbind());
+        }
+        PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
+    }
+    fn get(&self) -> Arc<Tokenizer> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn trainer_config(
+    kind: &str,
+    vocab_size: usize,
+    min_frequency: u64,
+    special_tokens: Option<Vec<String>>,
+    pattern: &str,
+    lowercase: bool,
+    strip_accents: Option<bool>,
+    limit_alphabet: Option<usize>,
+) -> PyResult<TrainerConfig> {
+    let kind: ModelKind = kind.parse().py()?;
+    let mut cfg = TrainerConfig::new(kind, vocab_size);
+    cfg.min_frequency = min_frequency;
+    if let Some(s) = special_tokens {
+        cfg.special_tokens = s;
+    }
+    cfg.pattern = pattern.to_string();
+    cfg.normalizer = BertNormalizer { lowercase, strip_accents, ..Default::default() };
+    cfg.limit_alphabet = limit_alphabet;
+    Ok(cfg)
+}
+
+#[pymethods]
+impl PyTokenizer {
+    /// Loads tokenizer.json, BERT vocab.txt, or a directory with one of them (or vocab.json + merges.txt).
+    #[staticmethod]
+    fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        py.detach(|| Tokenizer::from_file(&path)).py().map(Self::wrap)
+    }
+
+    /// Parses tokenizer.json contents.
+    #[staticmethod]
+    fn from_str(json: &str) -> PyResult<Self> {
+        Tokenizer::from_json(json).py().map(Self::wrap)
+    }
+
+    /// Loads GPT-2-style vocab.json + merges.txt; pattern is "gpt2", "cl100k" or a regex.
+    #[staticmethod]
+    #[pyo3(signature = (vocab, merges, pattern = "gpt2"))]
+    fn from_vocab_merges(py: Python<'_>, vocab: PathBuf, merges: PathBuf, pattern: &str) -> PyResult<Self> {
+        py.detach(|| Tokenizer::from_vocab_merges(&vocab, &merges, pattern)).py().map(Self::wrap)
+    }
+
+    /// Loads BERT's vocab.txt as a WordPiece tokenizer.
+    #[staticmethod]
+    #[pyo3(signature = (path, lowercase = true, strip_accents = None, clean_text = true, handle_chinese_chars = true))]
+    fn from_bert_vocab(
+        py: Python<'_>,
+        path: PathBuf,
+        lowercase: bool,
+        strip_accents: Option<bool>,
+        clean_text: bool,
+        handle_chinese_chars: bool,
+    ) -> PyResult<Self> {
+        let norm = BertNormalizer { clean_text, handle_chinese_chars, strip_accents, lowercase };
+        py.detach(|| {
+            let text =
+                std::fs::read(&path).map_err(|e| ferrolm::Error::io(format!("reading {}", path.display()), e))?;
+            let text = String::from_utf8(text).map_err(|e| {
+                ferrolm::Error::Format(format!(
+                    "{}: invalid UTF-8 at byte {}",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                ))
+            })?;
+            Tokenizer::from_bert_vocab(&text, norm)
+                .map_err(|e| ferrolm::Error::Format(format!("{}: {e}", path.display())))
+        })
+        .py()
+        .map(Self::wrap)
+    }
+
+    /// Trains on text files (read line by line).
+    #[staticmethod]
+    #[pyo3(signature = (files, *, kind = "bpe", vocab_size = 32000, min_frequency = 0, special_tokens = None,
+                        pattern = "gpt2", lowercase = true, strip_accents = None, limit_alphabet = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn train(
+        py: Python<'_>,
+        files: Vec<PathBuf>,
+        kind: &str,
+        vocab_size: usize,
+        min_frequency: u64,
+        special_tokens: Option<Vec<String>>,
+        pattern: &str,
+        lowercase: bool,
+        strip_accents: Option<bool>,
+        limit_alphabet: Option<usize>,
+    ) -> PyResult<Self> {
+        let cfg = trainer_config(
+            kind,
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            pattern,
+            lowercase,
+            strip_accents,
+            limit_alphabet,
+        )?;
+        if files.is_empty() {
+            return Err(PyValueError::new_err("train needs at least one file"));
+        }
+        py.detach(|| Tokenizer::train_from_files(&files, cfg)).py().map(Self::wrap)
+    }
+
+    /// Trains on an iterable of strings (each one a unit of text).
+    #[staticmethod]
+    #[pyo3(signature = (iterator, *, kind = "bpe", vocab_size = 32000, min_frequency = 0, special_tokens = None,
+                        pattern = "gpt2", lowercase = true, strip_accents = None, limit_alphabet = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn train_from_iterator(
+        py: Python<'_>,
+        iterator: &Bound<'_, PyAny>,
+        kind: &str,
+        vocab_size: usize,
+        min_frequency: u64,
+        special_tokens: Option<Vec<String>>,
+        pattern: &str,
+        lowercase: bool,
+        strip_accents: Option<bool>,
+        limit_alphabet: Option<usize>,
+    ) -> PyResult<Self> {
+        let cfg = trainer_config(
+            kind,
+            vocab_size,
+            min_frequency,
+            special_tokens,
+            pattern,
+            lowercase,
+            strip_accents,
+            limit_alphabet,
+        )?;
+        let mut trainer = Trainer::new(cfg).py()?;
+        if iterator.is_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err("train_from_iterator needs an iterable of strings, not a single string"));
+        }
+        // Batches of about 8 MB keep memory bounded while the counting runs without the GIL.
+        let mut batch: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        for (i, item) in iterator.try_iter()?.enumerate() {
+            let s = text_arg(&item?, &format!("item {i}"))?.into_owned();
+            bytes += s.len();
+            batch.push(s);
+            if bytes >= 8 << 20 {
+                py.detach(|| trainer.feed(&batch)).py()?;
+                batch.clear();
+                bytes = 0;
+            }
+        }
+        py.detach(|| {
+            trainer.feed(&batch)?;
+            trainer.finish()
+        })
+        .py()
+        .map(Self::wrap)
+    }
+
+    /// Writes tokenizer.json (atomically).
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let t = self.get();
+        py.detach(|| t.save(&path)).py()
+    }
+
+    /// The tokenizer.json text.
+    fn to_str(&self) -> String {
+        self.get().to_json()
+    }
+
+    /// Encodes text (str or UTF-8 bytes) to a list of ids.
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        disallowed_special: &str,
+        add_special_tokens: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let t = self.get();
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let text = text_arg(text, "text")?;
+        // Releasing the GIL costs more than encoding a short text.
+        let ids = if text.len() > 1 << 14 { py.detach(|| t.encode(&text, &opts)) } else { t.encode(&text, &opts) };
+        self.id_list(py, &ids.py()?).map(Bound::into_any)
+    }
+
+    /// Encodes text to a numpy uint32 array.
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
+    fn encode_array<'py>(
+        &self,
+        py: Python<'py>,
+        text: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        disallowed_special: &str,
+        add_special_tokens: bool,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let t = self.get();
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let text = text_arg(text, "text")?;
+        let ids = py.detach(|| t.encode(&text, &opts)).py()?;
+        Ok(PyArray1::from_vec(py, ids))
+    }
+
+    /// Encodes text; returns (ids, offsets) with (start, end) character offsets per token.
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
+    fn encode_with_offsets(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        allowed_special: Option<&Bound<'_, PyAny>>,
+        disallowed_special: &str,
+        add_special_tokens: bool,
+    ) -> PyResult<IdsAndOffsets> {
+        let t = self.get();
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let text = text_arg(text, "text")?;
+        let enc = py.detach(|| t.encode_with_offsets(&text, &opts)).py()?;
+        Ok((enc.ids, enc.offsets))
+    }
+
+    /// Encodes many texts in parallel with the GIL released.
+    #[pyo3(signature = (texts, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true, num_threads = None))]
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        disallowed_special: &str,
+        add_special_tokens: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let t = self.get();
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let texts = texts_arg(texts)?;
+        let batch = py.detach(|| with_threads(num_threads, || t.encode_batch(&texts, &opts)).and_then(|r| r)).py()?;
+        let rows = batch.into_iter().map(|ids| self.id_list(py, &ids)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, rows)
+    }
+
+    /// Encodes, truncates and pads a batch: returns (ids [B, T] uint32, attention_mask [B, T] uint8).
+    /// padding: "longest" or "max_length".
+    #[pyo3(signature = (texts, *, max_length = None, padding = "longest", truncation = true, pad_id = None,
+                        allowed_special = None, disallowed_special = "raise", add_special_tokens = true, num_threads = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn encode_batch_padded<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyAny>,
+        max_length: Option<usize>,
+        padding: &str,
+        truncation: bool,
+        pad_id: Option<u32>,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        disallowed_special: &str,
+        add_special_tokens: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let t = self.get();
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let pad_to_max_length = match padding {
+            "longest" => false,
+            "max_length" => true,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "padding must be \"longest\" or \"max_length\", not {other:?}"
+                )))
+            }
+        };
+        let pad = PadOptions { max_length, pad_to_max_length, truncation, pad_id };
+        let texts = texts_arg(texts)?;
+        let b = py
+            .detach(|| with_threads(num_threads, || t.encode_batch_padded(&texts, &opts, &pad)).and_then(|r| r))
+            .py()?;
+        let ids = PyArray1::from_vec(py, b.ids).reshape([b.rows, b.cols])?;
+        let mask = PyArray1::from_vec(py, b.attention_mask).reshape([b.rows, b.cols])?;
+        PyTuple::new(py, [ids.into_any(), mask.into_any()])
+    }
+
+    /// Decodes ids (list or numpy array) to text.
+    #[pyo3(signature = (ids, *, skip_special_tokens = false))]
+    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<String> {
+        let t = self.get();
+        let ids = ids_arg(ids)?;
+        py.detach(|| t.decode(&ids, skip_special_tokens)).py()
+    }
+
+    /// Decodes ids to raw bytes (exact even for a sequence that cuts a character).
+    #[pyo3(signature = (ids, *, skip_special_tokens = false))]
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+        skip_special_tokens: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let t = self.get();
+        let ids = ids_arg(ids)?;
+        let bytes = py.detach(|| t.decode_bytes(&ids, skip_special_tokens)).py()?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Decodes many id sequences in parallel.
+    #[pyo3(signature = (batch, *, skip_special_tokens = false, num_threads = None))]
+    fn decode_batch(
+        &self,
+        py: Python<'_>,
+        batch: &Bound<'_, PyAny>,
+        skip_special_tokens: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<Vec<String>> {
+        let t = self.get();
+        let batch: Vec<Vec<u32>> = batch.try_iter()?.map(|x| ids_arg(&x?)).collect::<PyResult<_>>()?;
+        py.detach(|| with_threads(num_threads, || t.decode_batch(&batch, skip_special_tokens)).and_then(|r| r)).py()
+    }
+
+    /// The pieces text is cut into before the model runs (regex pieces, normalized words or characters).
+    fn pre_tokenize(&self, text: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        let text = text_arg(text, "text")?;
+        self.get().pre_tokenize(&text).py()
+    }
+
+    /// The id of a token string (vocabulary form), or None.
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.get().token_to_id(token)
+    }
+
+    /// The token string of an id, or None.
+    fn id_to_token(&self, id: i64) -> Option<String> {
+        u32::try_from(id).ok().and_then(|id| self.get().id_to_token(id))
+    }
+
+    /// Number of ids (one past the largest id).
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.get().vocab_size()
+    }
+
+    /// "bpe", "wordpiece" or "char".
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.get().kind()
+    }
+
+    /// The special tokens as {token: id}.
+    #[getter]
+    fn special_tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (s, id) in self.get().special_tokens().iter() {
+            d.set_item(s, id)?;
+        }
+        Ok(d)
+    }
+
+    /// The default padding id.
+    #[getter]
+    fn pad_id(&self) -> u32 {
+        self.get().pad_id()
+    }
+
+    /// The whole vocabulary as {token: id}.
+    fn get_vocab<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.get();
+        let d = PyDict::new(py);
+        for id in 0..t.vocab_size() as u32 {
+            if let Some(s) = t.id_to_token(id) {
+                d.set_item(s, id)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Registers special tokens (new ones get new ids); returns how many were added.
+    fn add_special_tokens(&self, tokens: Vec<String>) -> PyResult<usize> {
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut t = (**guard).clone();
+        let n = t.add_special_tokens(&tokens).py()?;
+        *guard = Arc::new(t);
+        Ok(n)
+    }
+
+    fn __len__(&self) -> usize {
+        self.get().vocab_size()
+    }
+
+    fn __repr__(&self) -> String {
+        let t = self.get();
+        format!(
+            "Tokenizer(kind={:?}, vocab_size={}, special_tokens={})",
+            t.kind(),
+            t.vocab_size(),
+            t.special_tokens().len()
+        )
+    }
+
+    /// Pickling support (for multiprocessing data loaders): rebuilt from tokenizer.json text.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
+        let ctor = slf.get_type().getattr("from_str")?;
+        Ok((ctor, (slf.get().get().to_json(),)))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyTokenizer>()
+}

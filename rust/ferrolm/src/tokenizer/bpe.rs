@@ -1,0 +1,547 @@
+//! Byte-level BPE (GPT-2 style): pieces from the pre-tokenizer are split into bytes and
+//! adjacent symbols are merged by rank (lowest first, leftmost on ties) until no listed merge
+//! applies. Decoding concatenates the tokens' bytes, so `decode(encode(s)) == s` for any text.
+//!
+//! Speed comes from three things: the hand-written pre-tokenizer, a per-thread cache of
+//! piece → ids (frequent words are encoded once), and a merge loop that is a linear scan for
+//! ordinary pieces and a heap for long ones (say a run of ten thousand spaces).
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustc_hash::FxHashMap;
+
+use super::bytes::{bytes_to_token, token_to_bytes};
+use super::pretokenize::PreTokenizer;
+use crate::{bail, Result};
+
+const NO_MERGE: u64 = u64::MAX;
+/// Pieces up to this many bytes use the quadratic scan; longer ones the heap.
+const SCAN_LIMIT: usize = 128;
+/// Pieces up to this many bytes are cached.
+const CACHE_PIECE_LIMIT: usize = 64;
+const CACHE_MAX_ENTRIES: usize = 1 << 18;
+
+#[inline(always)]
+fn pair_key(a: u32, b: u32) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+/// A byte-level BPE model: vocabulary, ranked merges and the pre-tokenizer.
+#[derive(Clone, Debug)]
+pub struct Bpe {
+    /// id → token bytes (empty for ids missing from a sparse vocabulary).
+    bytes: Vec<Box<[u8]>>,
+    /// id → vocabulary string as stored in files (`Ġthe`); `None` for missing ids.
+    strings: Vec<Option<String>>,
+    string_ids: FxHashMap<String, u32>,
+    /// byte → id of its one-byte token (`u32::MAX` when the vocabulary lacks it).
+    byte_ids: Box<[u32; 256]>,
+    /// (left, right) → rank << 32 | merged id.
+    merges: FxHashMap<u64, u64>,
+    /// Merges by rank, as (left, right) ids.
+    merge_list: Vec<(u32, u32)>,
+    /// bytes → id, only when `ignore_merges` (a whole piece in the vocabulary is one token).
+    whole: Option<FxHashMap<Box<[u8]>, u32>>,
+    unk: Option<u32>,
+    pub(crate) pretokenizer: PreTokenizer,
+    pub(crate) add_prefix_space: bool,
+    /// Identifies this model's entries in the per-thread piece cache.
+    cache_owner: u64,
+}
+
+/// Options of a BPE model that `tokenizer.json` can carry.
+#[derive(Clone, Debug, Default)]
+pub struct BpeOptions {
+    /// Look a whole piece up in the vocabulary before merging (Llama-3 style).
+    pub ignore_merges: bool,
+    /// Token used for bytes missing from the vocabulary (otherwise they are dropped, as in HF).
+    pub unk_token: Option<String>,
+    /// Prepend a space to text that does not start with one (RoBERTa style).
+    pub add_prefix_space: bool,
+}
+
+fn next_cache_owner() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Bpe {
+    /// Builds a model from a vocabulary of byte-level strings (`Ġthe` → id) and merges given as
+    /// pairs of vocabulary strings, in rank order. Missing merge parts are format errors.
+    pub fn new(
+        vocab: Vec<(String, u32)>,
+        merges: &[(String, String)],
+        pretokenizer: PreTokenizer,
+        options: BpeOptions,
+    ) -> Result<Self> {
+        let size = vocab.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        let mut bytes: Vec<Box<[u8]>> = vec![Box::default(); size];
+        let mut strings: Vec<Option<String>> = vec![None; size];
+        let mut string_ids = FxHashMap::default();
+        string_ids.reserve(vocab.len());
+        for (token, id) in vocab {
+            if let Some(old) = &strings[id as usize] {
+                bail!(Format, "vocabulary gives id {id} to both {old:?} and {token:?}");
+            }
+            // Tokens outside the byte map (say a special token stored in the model's vocabulary)
+            // decode to their UTF-8 text, as Hugging Face's ByteLevel decoder does.
+            bytes[id as usize] = token_to_bytes(&token).unwrap_or_else(|| token.as_bytes().to_vec()).into();
+            string_ids.insert(token.clone(), id);
+            strings[id as usize] = Some(token);
+        }
+        let mut merge_ids = Vec::with_capacity(merges.len());
+        for (rank, (a, b)) in merges.iter().enumerate() {
+            let find = |t: &str| {
+                string_ids.get(t).copied().ok_or_else(|| {
+                    crate::Error::Format(format!("merge #{rank} ({a:?}, {b:?}): token {t:?} is not in the vocabulary"))
+                })
+            };
+            let (ia, ib) = (find(a)?, find(b)?);
+            let merged = find(&format!("{a}{b}"))?;
+            merge_ids.push((ia, ib, merged));
+        }
+        Self::assemble(bytes, strings, string_ids, &merge_ids, pretokenizer, options)
+    }
+
+    /// Builds a model from (vocabulary string, raw bytes) entries with ids `0..n`, and merges as
+    /// (left, right, merged) ids in rank order. Used by the trainer.
+    pub fn from_entries(
+        entries: Vec<(String, Box<[u8]>)>,
+        merges: &[(u32, u32, u32)],
+        pretokenizer: PreTokenizer,
+        options: BpeOptions,
+    ) -> Result<Self> {
+        let string_ids = entries.iter().enumerate().map(|(i, (s, _))| (s.clone(), i as u32)).collect();
+        let (strings, bytes): (Vec<String>, Vec<Box<[u8]>>) = entries.into_iter().unzip();
+        let strings = strings.into_iter().map(Some).collect();
+        Self::assemble(bytes, strings, string_ids, merges, pretokenizer, options)
+    }
+
+    fn assemble(
+        bytes: Vec<Box<[u8]>>,
+        strings: Vec<Option<String>>,
+        string_ids: FxHashMap<String, u32>,
+        merge_ids: &[(u32, u32, u32)],
+        pretokenizer: PreTokenizer,
+        options: BpeOptions,
+    ) -> Result<Self> {
+        let mut byte_ids = Box::new([u32::MAX; 256]);
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            if let Some(&id) = string_ids.get(&bytes_to_token(&[b as u8])) {
+                *slot = id;
+            }
+        }
+        let mut merges = FxHashMap::default();
+        merges.reserve(merge_ids.len());
+        for (rank, &(a, b, m)) in merge_ids.iter().enumerate() {
+            // A repeated pair keeps its last rank, as Hugging Face's loader does.
+            merges.insert(pair_key(a, b), ((rank as u64) << 32) | m as u64);
+        }
+        let merge_list = merge_ids.iter().map(|&(a, b, _)| (a, b)).collect();
+        let whole = options.ignore_merges.then(|| {
+            bytes.iter().enumerate().filter(|(_, b)| !b.is_empty()).map(|(i, b)| (b.clone(), i as u32)).collect()
+        });
+        let unk = match &options.unk_token {
+            Some(t) => match string_ids.get(t) {
+                Some(&id) => Some(id),
+                None => bail!(Format, "unk_token {t:?} is not in the vocabulary"),
+            },
+            None => None,
+        };
+        Ok(Bpe {
+            bytes,
+            strings,
+            string_ids,
+            byte_ids,
+            merges,
+            merge_list,
+            whole,
+            unk,
+            pretokenizer,
+            add_prefix_space: options.add_prefix_space,
+            cache_owner: next_cache_owner(),
+        })
+    }
+
+    /// Number of ids (one past the largest).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The vocabulary string of `id` (`Ġthe`).
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.strings.get(id as usize).and_then(|s| s.as_deref())
+    }
+
+    /// The id of vocabulary string `token`.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.string_ids.get(token).copied()
+    }
+
+    /// The raw bytes of `id`.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        match self.strings.get(id as usize) {
+            Some(Some(_)) => Some(&self.bytes[id as usize]),
+            _ => None,
+        }
+    }
+
+    /// (string, id) pairs in id order.
+    pub fn vocab(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.strings.iter().enumerate().filter_map(|(i, s)| s.as_deref().map(|s| (s, i as u32)))
+    }
+
+    /// Merges in rank order, as (left, right) ids.
+    pub fn merges(&self) -> &[(u32, u32)] {
+        &self.merge_list
+    }
+
+    /// Options needed to rebuild this model.
+    pub fn options(&self) -> BpeOptions {
+        BpeOptions {
+            ignore_merges: self.whole.is_some(),
+            unk_token: self.unk.and_then(|id| self.id_to_token(id)).map(str::to_string),
+            add_prefix_space: self.add_prefix_space,
+        }
+    }
+
+    /// Encodes ordinary text (no special tokens), appending ids to `out`.
+    pub fn encode_text(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        if self.add_prefix_space && !text.starts_with(' ') && !text.is_empty() {
+            return self.encode_text(&format!(" {text}"), out);
+        }
+        let bytes = text.as_bytes();
+        CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            cache.claim(self.cache_owner);
+            self.pretokenizer.split(text, |a, b| self.encode_piece(&bytes[a..b], out, &mut cache))
+        })
+    }
+
+    /// Encodes ordinary text and reports each token's byte span in `text`.
+    pub fn encode_text_with_offsets(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        spans: &mut Vec<(usize, usize)>,
+    ) -> Result<()> {
+        let (text, shift) = if self.add_prefix_space && !text.starts_with(' ') && !text.is_empty() {
+            (std::borrow::Cow::Owned(format!(" {text}")), 1)
+        } else {
+            (std::borrow::Cow::Borrowed(text), 0)
+        };
+        let bytes = text.as_bytes();
+        let original_len = bytes.len() - shift;
+        CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            cache.claim(self.cache_owner);
+            self.pretokenizer.split(&text, |a, b| {
+                let first = out.len();
+                self.encode_piece(&bytes[a..b], out, &mut cache);
+                let mut pos = a;
+                for &id in &out[first..] {
+                    let len = self.bytes[id as usize].len().max(1);
+                    let end = (pos + len).min(b);
+                    let clamp = |p: usize| p.saturating_sub(shift).min(original_len);
+                    spans.push((clamp(pos), clamp(end)));
+                    pos = end;
+                }
+            })
+        })
+    }
+
+    /// Encodes one pre-tokenized piece.
+    #[inline]
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut PieceCache) {
+        if piece.len() == 1 {
+            self.push_byte(piece[0], out);
+            return;
+        }
+        if let Some(whole) = &self.whole {
+            if let Some(&id) = whole.get(piece) {
+                out.push(id);
+                return;
+            }
+        }
+        if piece.len() < 16 {
+            // Short pieces (most words) are keyed by value: no pointer chasing, no memcmp.
+            let key = small_key(piece);
+            if let Some(&(start, len)) = cache.small.get(&key) {
+                out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
+                return;
+            }
+            let first = out.len();
+            self.merge_piece(piece, out, &mut cache.scratch);
+            let span = cache.store(&out[first..]);
+            cache.small.insert(key, span);
+        } else if piece.len() <= CACHE_PIECE_LIMIT {
+            if let Some(&(start, len)) = cache.map.get(piece) {
+                out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
+                return;
+            }
+            let first = out.len();
+            self.merge_piece(piece, out, &mut cache.scratch);
+            let span = cache.store(&out[first..]);
+            cache.map.insert(piece.into(), span);
+        } else {
+            self.merge_piece(piece, out, &mut cache.scratch);
+        }
+    }
+
+    #[inline]
+    fn push_byte(&self, b: u8, out: &mut Vec<u32>) {
+        let id = self.byte_ids[b as usize];
+        if id != u32::MAX {
+            out.push(id);
+        } else if let Some(unk) = self.unk {
+            out.push(unk);
+        }
+    }
+
+    #[inline]
+    fn rank(&self, a: u32, b: u32) -> u64 {
+        match self.merges.get(&pair_key(a, b)) {
+            Some(&v) => v,
+            None => NO_MERGE,
+        }
+    }
+
+    /// Applies the merges to one piece (no cache).
+    fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>, scratch: &mut Scratch) {
+        let mut syms = std::mem::take(&mut scratch.syms);
+        syms.clear();
+        for &b in piece {
+            self.push_byte(b, &mut syms);
+        }
+        if syms.len() <= SCAN_LIMIT {
+            self.merge_scan(&mut syms, &mut scratch.ranks);
+            out.extend_from_slice(&syms);
+        } else {
+            self.merge_heap(&syms, out, scratch);
+        }
+        scratch.syms = syms;
+    }
+
+    /// Quadratic but cache-friendly: find the lowest-ranked pair, merge it, update neighbours.
+    fn merge_scan(&self, syms: &mut Vec<u32>, ranks: &mut Vec<u64>) {
+        if syms.len() < 2 {
+            return;
+        }
+        ranks.clear();
+        ranks.extend(syms.windows(2).map(|w| self.rank(w[0], w[1])));
+        loop {
+            let mut best = NO_MERGE;
+            let mut at = 0;
+            for (i, &r) in ranks.iter().enumerate() {
+                // Rank in the high bits: the smallest value is the lowest rank, leftmost first.
+                if r < best {
+                    best = r;
+                    at = i;
+                }
+            }
+            if best == NO_MERGE {
+                break;
+            }
+            syms[at] = best as u32;
+            syms.remove(at + 1);
+            ranks.remove(at);
+            if at + 1 < syms.len() {
+                ranks[at] = self.rank(syms[at], syms[at + 1]);
+            }
+            if at > 0 {
+                ranks[at - 1] = self.rank(syms[at - 1], syms[at]);
+            }
+        }
+    }
+
+    /// O(n log n) merging for long pieces: a min-heap of (rank, position) over a linked list.
+    fn merge_heap(&self, syms: &[u32], out: &mut Vec<u32>, scratch: &mut Scratch) {
+        let n = syms.len();
+        let mut ids = syms.to_vec();
+        let next = &mut scratch.next;
+        let prev = &mut scratch.prev;
+        next.clear();
+        prev.clear();
+        next.extend((1..=n).map(|i| i as u32));
+        prev.extend((0..n).map(|i| (i as u32).wrapping_sub(1)));
+        let mut alive = vec![true; n];
+        let mut heap = BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            let r = self.rank(ids[i], ids[i + 1]);
+            if r != NO_MERGE {
+                heap.push(Reverse((r, i as u32)));
+            }
+        }
+        while let Some(Reverse((r, i))) = heap.pop() {
+            let i = i as usize;
+            if !alive[i] || next[i] as usize >= n {
+                continue;
+            }
+            let j = next[i] as usize;
+            // Stale entry: the pair at i changed since it was pushed.
+            if self.rank(ids[i], ids[j]) != r {
+                continue;
+            }
+            ids[i] = r as u32;
+            alive[j] = false;
+            next[i] = next[j];
+            if (next[j] as usize) < n {
+                prev[next[j] as usize] = i as u32;
+            }
+            if prev[i] != u32::MAX {
+                let p = prev[i] as usize;
+                let rp = self.rank(ids[p], ids[i]);
+                if rp != NO_MERGE {
+                    heap.push(Reverse((rp, p as u32)));
+                }
+            }
+            if (next[i] as usize) < n {
+                let rn = self.rank(ids[i], ids[next[i] as usize]);
+                if rn != NO_MERGE {
+                    heap.push(Reverse((rn, i as u32)));
+                }
+            }
+        }
+        out.extend(ids.iter().zip(&alive).filter(|(_, &a)| a).map(|(&id, _)| id));
+    }
+
+    /// Appends the bytes of ordinary token `id` to `out`.
+    pub fn decode_into(&self, id: u32, out: &mut Vec<u8>) -> Result<()> {
+        match self.strings.get(id as usize) {
+            Some(Some(_)) => {
+                out.extend_from_slice(&self.bytes[id as usize]);
+                Ok(())
+            }
+            _ => bail!(Index, "token id {id} is not in the vocabulary (size {})", self.bytes.len()),
+        }
+    }
+}
+
+/// Reusable buffers for the merge loops.
+#[derive(Default)]
+struct Scratch {
+    syms: Vec<u32>,
+    ranks: Vec<u64>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+}
+
+/// A piece of at most 15 bytes packed with its length into one integer.
+#[inline(always)]
+fn small_key(piece: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    buf[..piece.len()].copy_from_slice(piece);
+    buf[15] = piece.len() as u8;
+    u128::from_le_bytes(buf)
+}
+
+/// Per-thread memo of piece → ids for one model at a time. Values are spans of `ids`.
+#[derive(Default)]
+struct PieceCache {
+    owner: u64,
+    small: FxHashMap<u128, (u32, u32)>,
+    map: FxHashMap<Box<[u8]>, (u32, u32)>,
+    ids: Vec<u32>,
+    scratch: Scratch,
+}
+
+impl PieceCache {
+    fn claim(&mut self, owner: u64) {
+        if self.owner != owner {
+            self.owner = owner;
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.small.clear();
+        self.map.clear();
+        self.ids.clear();
+    }
+
+    /// Keeps `ids` and returns their span; forgets everything when the cache is full.
+    fn store(&mut self, ids: &[u32]) -> (u32, u32) {
+        if self.small.len() + self.map.len() >= CACHE_MAX_ENTRIES {
+            self.clear();
+        }
+        let span = (self.ids.len() as u32, ids.len() as u32);
+        self.ids.extend_from_slice(ids);
+        span
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<PieceCache> = RefCell::new(PieceCache::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Vocabulary: 256 bytes + "ab", "abc", "aa", "bc".
+    fn toy() -> Bpe {
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let id = |t: &[u8], toks: &Vec<Vec<u8>>| toks.iter().position(|x| x == t).unwrap() as u32;
+        tokens.push(b"ab".to_vec()); // 256
+        tokens.push(b"abc".to_vec()); // 257
+        tokens.push(b"aa".to_vec()); // 258
+        tokens.push(b"bc".to_vec()); // 259
+        let merges = vec![
+            (id(b"a", &tokens), id(b"b", &tokens), 256),
+            (256, id(b"c", &tokens), 257),
+            (id(b"a", &tokens), id(b"a", &tokens), 258),
+            (id(b"b", &tokens), id(b"c", &tokens), 259),
+        ];
+        let entries = tokens.into_iter().map(|t| (bytes_to_token(&t), t.into_boxed_slice())).collect();
+        Bpe::from_entries(entries, &merges, PreTokenizer::Gpt2, BpeOptions::default()).unwrap()
+    }
+
+    fn enc(m: &Bpe, s: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        m.encode_text(s, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn merges_by_rank_leftmost() {
+        let m = toy();
+        assert_eq!(enc(&m, "abc"), [257]);
+        assert_eq!(enc(&m, "aaa"), [258, 97]);
+        assert_eq!(enc(&m, "aabc"), [97, 257]);
+        assert_eq!(enc(&m, "xbc"), [120, 259]);
+    }
+
+    #[test]
+    fn heap_and_scan_agree() {
+        let m = toy();
+        let long: String = "aabcabcbcaaab".repeat(40);
+        let mut scratch = Scratch::default();
+        let mut a = Vec::new();
+        m.merge_piece(long.as_bytes(), &mut a, &mut scratch);
+        let mut syms: Vec<u32> = long.bytes().map(|b| b as u32).collect();
+        m.merge_scan(&mut syms, &mut Vec::new());
+        assert_eq!(a, syms);
+    }
+
+    #[test]
+    fn round_trip_bytes() {
+        let m = toy();
+        for s in ["", "héllo 👩‍👩‍👧 wörld\r\n\t  x", "\u{0}\u{1f}"] {
+            let ids = enc(&m, s);
+            let mut out = Vec::new();
+            for id in ids {
+                m.decode_into(id, &mut out).unwrap();
+            }
+            assert_eq!(out, s.as_bytes());
+        }
+        assert!(m.decode_into(9999, &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,587 @@
+//! Tokenizers: byte-level BPE (GPT-2 / GPT-4 style), WordPiece (BERT) and characters, with
+//! training, Hugging Face `tokenizer.json` interchange, special tokens, offsets and padding.
+//!
+//! ```
+//! use ferrolm::tokenizer::{Tokenizer, TrainerConfig, ModelKind, EncodeOptions};
+//! let mut cfg = TrainerConfig::new(ModelKind::Bpe, 300);
+//! cfg.special_tokens = vec!["<|endoftext|>".into()];
+//! let tok = Tokenizer::train_from_texts(&["hello hello world", "hello there"], cfg).unwrap();
+//! let ids = tok.encode("hello world<|endoftext|>", &EncodeOptions::default()).unwrap();
+//! assert_eq!(tok.decode(&ids, false).unwrap(), "hello world<|endoftext|>");
+//! ```
+
+mod basic;
+mod bpe;
+mod bpe_train;
+mod bytes;
+mod chars;
+mod files;
+mod hf_json;
+mod pretokenize;
+mod special;
+mod train;
+mod unicode;
+mod wordpiece;
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+pub use basic::BertNormalizer;
+pub use bpe::{Bpe, BpeOptions};
+pub use chars::Chars;
+pub use pretokenize::{PreTokenizer, CL100K_PATTERN, GPT2_PATTERN};
+pub use special::{AllowedSpecial, Disallowed, EncodeOptions, Segment, SpecialTokens};
+pub use train::{ModelKind, Trainer, TrainerConfig};
+pub use wordpiece::{WordPiece, WordPieceOptions};
+
+use crate::{bail, Error, Result};
+
+/// The model inside a [`Tokenizer`].
+#[derive(Clone, Debug)]
+pub enum Model {
+    /// Byte-level BPE.
+    Bpe(Bpe),
+    /// BERT's WordPiece.
+    WordPiece(WordPiece),
+    /// One token per character.
+    Chars(Chars),
+}
+
+/// Special tokens added around every encoded text when `add_special_tokens` is set (the
+/// post-processor: `[CLS] … [SEP]` for BERT).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Template {
+    /// Ids put before the text.
+    pub prefix: Vec<u32>,
+    /// Ids put after the text.
+    pub suffix: Vec<u32>,
+}
+
+/// Ids with the character span of each token in the source text (Python string indices).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// `(start, end)` character offsets; `(0, 0)` for tokens added by the template.
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// Padding and truncation of a batch.
+#[derive(Clone, Debug, Default)]
+pub struct PadOptions {
+    /// Row length limit (with `truncation`) and target (with `pad_to_max_length`).
+    pub max_length: Option<usize>,
+    /// Pad every row to `max_length` rather than to the longest row.
+    pub pad_to_max_length: bool,
+    /// Cut rows longer than `max_length` (template tokens are kept).
+    pub truncation: bool,
+    /// Id used for padding (default: [`Tokenizer::pad_id`]).
+    pub pad_id: Option<u32>,
+}
+
+/// A padded batch: `rows × cols` ids and attention mask (1 for tokens, 0 for padding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaddedBatch {
+    /// Row-major ids.
+    pub ids: Vec<u32>,
+    /// Row-major mask.
+    pub attention_mask: Vec<u8>,
+    /// Number of texts.
+    pub rows: usize,
+    /// Common row length.
+    pub cols: usize,
+}
+
+/// A tokenizer: a model, its special tokens and its post-processing template. Immutable once
+/// built (except for [`Tokenizer::add_special_tokens`]) and shareable across threads.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    model: Model,
+    specials: SpecialTokens,
+    template: Template,
+}
+
+impl Tokenizer {
+    /// Assembles a tokenizer. Special tokens are (content, id) pairs.
+    pub fn new(model: Model, specials: &[(String, u32)], template: Template) -> Result<Self> {
+        let mut sp = SpecialTokens::default();
+        for (content, id) in specials {
+            sp.insert(content, *id)?;
+        }
+        let tok = Tokenizer { model, specials: sp, template };
+        for &id in tok.template.prefix.iter().chain(&tok.template.suffix) {
+            if !tok.contains_id(id) {
+                bail!(Format, "post-processor template uses id {id}, which is not in the vocabulary");
+            }
+        }
+        Ok(tok)
+    }
+
+    /// Loads `tokenizer.json`, BERT's `vocab.txt` (by extension), or a directory holding
+    /// `tokenizer.json`, `vocab.json` + `merges.txt`, or `vocab.txt`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            for name in ["tokenizer.json", "vocab.json", "vocab.txt"] {
+                let p = path.join(name);
+                if p.is_file() {
+                    return match name {
+                        "vocab.json" => Self::from_vocab_merges(&p, path.join("merges.txt"), "gpt2"),
+                        _ => Self::from_file(&p),
+                    };
+                }
+            }
+            bail!(Argument, "{}: no tokenizer.json, vocab.json or vocab.txt in this directory", path.display());
+        }
+        let text = files::read_text(path)?;
+        if path.extension().is_some_and(|e| e == "txt") {
+            return Self::from_bert_vocab(&text, BertNormalizer::default()).map_err(|e| in_file(path, e));
+        }
+        Self::from_json(&text).map_err(|e| in_file(path, e))
+    }
+
+    /// Parses the contents of a Hugging Face `tokenizer.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        hf_json::from_json(json)
+    }
+
+    /// Serializes to Hugging Face `tokenizer.json` text.
+    pub fn to_json(&self) -> String {
+        hf_json::to_json(self)
+    }
+
+    /// Saves as `tokenizer.json` (atomically).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::checkpoint::write_atomic(path.as_ref(), self.to_json().as_bytes())
+    }
+
+    /// Loads GPT-2-style `vocab.json` + `merges.txt`. `pattern` is `"gpt2"`, `"cl100k"` or a
+    /// regex. A `<|endoftext|>` entry of the vocabulary becomes a special token.
+    pub fn from_vocab_merges(vocab: impl AsRef<Path>, merges: impl AsRef<Path>, pattern: &str) -> Result<Self> {
+        let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
+        let vocab_text = files::read_text(vocab)?;
+        let merges_text = files::read_text(merges)?;
+        hf_json::from_vocab_merges(&vocab_text, &merges_text, PreTokenizer::from_pattern(pattern)?)
+            .map_err(|e| in_file(Path::new(&format!("{} + {}", vocab.display(), merges.display())), e))
+    }
+
+    /// Builds a WordPiece tokenizer from BERT's `vocab.txt` contents. `[PAD] [UNK] [CLS] [SEP]
+    /// [MASK]` become special tokens when present, and `[CLS] … [SEP]` the template.
+    pub fn from_bert_vocab(contents: &str, normalizer: BertNormalizer) -> Result<Self> {
+        let options = WordPieceOptions { normalizer: Some(normalizer), ..Default::default() };
+        let model = WordPiece::from_vocab_txt(contents, options)?;
+        let specials: Vec<(String, u32)> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .filter_map(|s| model.token_to_id(s).map(|id| (s.to_string(), id)))
+            .collect();
+        let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
+            (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s] },
+            _ => Template::default(),
+        };
+        Self::new(Model::WordPiece(model), &specials, template)
+    }
+
+    /// Trains on in-memory texts (each text is one unit, like one line of a file).
+    pub fn train_from_texts<S: AsRef<str> + Sync>(texts: &[S], config: TrainerConfig) -> Result<Self> {
+        let mut trainer = Trainer::new(config)?;
+        trainer.feed(texts)?;
+        trainer.finish()
+    }
+
+    /// Trains on text files, read line by line in bounded memory.
+    pub fn train_from_files<P: AsRef<Path>>(paths: &[P], config: TrainerConfig) -> Result<Self> {
+        let mut trainer = Trainer::new(config)?;
+        for p in paths {
+            trainer.feed_file(p.as_ref())?;
+        }
+        trainer.finish()
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The special tokens.
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.specials
+    }
+
+    /// The post-processing template.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// `"bpe"`, `"wordpiece"` or `"char"`.
+    pub fn kind(&self) -> &'static str {
+        match self.model {
+            Model::Bpe(_) => "bpe",
+            Model::WordPiece(_) => "wordpiece",
+            Model::Chars(_) => "char",
+        }
+    }
+
+    /// Number of ids: one past the largest id of the model or a special token (the size of an
+    /// embedding table).
+    pub fn vocab_size(&self) -> usize {
+        let model = match &self.model {
+            Model::Bpe(m) => m.len(),
+            Model::WordPiece(m) => m.len(),
+            Model::Chars(m) => m.len(),
+        };
+        model.max(self.specials.max_id().map_or(0, |m| m as usize + 1))
+    }
+
+    fn contains_id(&self, id: u32) -> bool {
+        self.id_to_token(id).is_some()
+    }
+
+    /// The id of a token string (vocabulary form, e.g. `Ġthe` for byte-level BPE).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        if let Some(id) = self.specials.id(token) {
+            return Some(id);
+        }
+        match &self.model {
+            Model::Bpe(m) => m.token_to_id(token),
+            Model::WordPiece(m) => m.token_to_id(token),
+            Model::Chars(m) => m.token_to_id(token),
+        }
+    }
+
+    /// The token string of `id`.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        if let Some(s) = self.specials.content(id) {
+            return Some(s.to_string());
+        }
+        match &self.model {
+            Model::Bpe(m) => m.id_to_token(id).map(str::to_string),
+            Model::WordPiece(m) => m.id_to_token(id).map(str::to_string),
+            Model::Chars(m) => m.id_to_token(id),
+        }
+    }
+
+    /// Registers special tokens, reusing a token's existing id when it is already in the
+    /// vocabulary and appending new ids otherwise. Returns how many were new to the tokenizer.
+    pub fn add_special_tokens<S: AsRef<str>>(&mut self, tokens: &[S]) -> Result<usize> {
+        let mut added = 0;
+        for t in tokens {
+            let t = t.as_ref();
+            if self.specials.id(t).is_some() {
+                continue;
+            }
+            let id = match self.token_to_id(t) {
+                Some(id) => id,
+                None => self.vocab_size() as u32,
+            };
+            self.specials.insert(t, id)?;
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// The id used to pad batches: `[PAD]`, `<pad>`, `<|pad|>` or `<|endoftext|>` if present, else 0.
+    pub fn pad_id(&self) -> u32 {
+        ["[PAD]", "<pad>", "<|pad|>", "<|endoftext|>"].iter().find_map(|t| self.specials.id(t)).unwrap_or(0)
+    }
+
+    /// The pieces ordinary text is cut into before the model runs: regex pieces for BPE,
+    /// normalized words for WordPiece, characters for the character model. For inspection.
+    pub fn pre_tokenize(&self, text: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        match &self.model {
+            Model::Bpe(m) => m.pretokenizer.split(text, |a, b| out.push(text[a..b].to_string()))?,
+            Model::WordPiece(m) => {
+                let mut chars = Vec::new();
+                match &m.normalizer {
+                    Some(n) => n.normalize(text, &mut chars),
+                    None => chars.extend(text.chars().map(|c| (c, 0))),
+                }
+                basic::split_words(&chars, |a, b| out.push(chars[a..b].iter().map(|&(c, _)| c).collect()));
+            }
+            Model::Chars(_) => out.extend(text.chars().map(String::from)),
+        }
+        Ok(out)
+    }
+
+    /// Encodes ordinary text (no special tokens) with the model.
+    fn encode_ordinary(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        match &self.model {
+            Model::Bpe(m) => m.encode_text(text, ids),
+            Model::WordPiece(m) => {
+                m.encode_text(text, ids, None);
+                Ok(())
+            }
+            Model::Chars(m) => m.encode_text(text, ids),
+        }
+    }
+
+    /// Encodes `text` to ids.
+    pub fn encode(&self, text: &str, opts: &EncodeOptions) -> Result<Vec<u32>> {
+        let mut ids = Vec::with_capacity(text.len() / 3 + 4);
+        if opts.add_special_tokens {
+            ids.extend_from_slice(&self.template.prefix);
+        }
+        self.specials.split(text, opts, |seg| match seg {
+            Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
+            Segment::Special(id, _, _) => {
+                ids.push(id);
+                Ok(())
+            }
+        })?;
+        if opts.add_special_tokens {
+            ids.extend_from_slice(&self.template.suffix);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes `text` and gives each token's character span in it.
+    pub fn encode_with_offsets(&self, text: &str, opts: &EncodeOptions) -> Result<Encoding> {
+        let mut enc = Encoding::default();
+        if opts.add_special_tokens {
+            enc.ids.extend_from_slice(&self.template.prefix);
+            enc.offsets.extend(self.template.prefix.iter().map(|_| (0, 0)));
+        }
+        let mut chars = CharIndex::new(text);
+        self.specials.split(text, opts, |seg| {
+            match seg {
+                Segment::Text(a, b) => {
+                    let base = chars.char_at(a);
+                    let seg_text = &text[a..b];
+                    let first = enc.offsets.len();
+                    match &self.model {
+                        Model::Bpe(m) => {
+                            let mut spans = Vec::new();
+                            m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
+                            let mut local = CharIndex::new(seg_text);
+                            for (s, e) in spans {
+                                let start = local.char_containing(s);
+                                let end = local.char_at(e).max(start + usize::from(e > s));
+                                enc.offsets.push((start, end));
+                            }
+                        }
+                        Model::WordPiece(m) => m.encode_text(seg_text, &mut enc.ids, Some(&mut enc.offsets)),
+                        Model::Chars(m) => {
+                            let before = enc.ids.len();
+                            m.encode_text(seg_text, &mut enc.ids)?;
+                            enc.offsets.extend((0..enc.ids.len() - before).map(|i| (i, i + 1)));
+                        }
+                    }
+                    for o in &mut enc.offsets[first..] {
+                        *o = (o.0 + base, o.1 + base);
+                    }
+                }
+                Segment::Special(id, a, b) => {
+                    enc.ids.push(id);
+                    let (s, e) = (chars.char_at(a), chars.char_at(b));
+                    enc.offsets.push((s, e));
+                }
+            }
+            Ok(())
+        })?;
+        if opts.add_special_tokens {
+            enc.ids.extend_from_slice(&self.template.suffix);
+            enc.offsets.extend(self.template.suffix.iter().map(|_| (0, 0)));
+        }
+        Ok(enc)
+    }
+
+    /// Encodes many texts in parallel (rayon); the result does not depend on the thread count.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], opts: &EncodeOptions) -> Result<Vec<Vec<u32>>> {
+        texts.par_iter().map(|t| self.encode(t.as_ref(), opts)).collect()
+    }
+
+    /// Encodes, truncates and pads a batch into a rectangle with an attention mask.
+    /// Truncation keeps the template's tokens (`[CLS] … [SEP]`) and cuts the text.
+    pub fn encode_batch_padded<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        opts: &EncodeOptions,
+        pad: &PadOptions,
+    ) -> Result<PaddedBatch> {
+        let inner = EncodeOptions { add_special_tokens: false, ..opts.clone() };
+        let mut rows = self.encode_batch(texts, &inner)?;
+        let (pre, suf) = if opts.add_special_tokens {
+            (self.template.prefix.as_slice(), self.template.suffix.as_slice())
+        } else {
+            (&[][..], &[][..])
+        };
+        if pad.pad_to_max_length && pad.max_length.is_none() {
+            bail!(Argument, "padding to max_length needs max_length");
+        }
+        if let (true, Some(max)) = (pad.truncation, pad.max_length) {
+            let room = max.checked_sub(pre.len() + suf.len()).ok_or_else(|| {
+                Error::Argument(format!(
+                    "max_length {max} leaves no room for the {} template tokens",
+                    pre.len() + suf.len()
+                ))
+            })?;
+            for r in &mut rows {
+                r.truncate(room);
+            }
+        }
+        let longest = rows.iter().map(|r| r.len() + pre.len() + suf.len()).max().unwrap_or(0);
+        let cols = if pad.pad_to_max_length { pad.max_length.unwrap_or(longest) } else { longest };
+        let limit = pad.max_length.unwrap_or(cols).min(cols);
+        if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() + pre.len() + suf.len() > limit) {
+            bail!(
+                Argument,
+                "text {i} has {} tokens, more than max_length {limit}; pass truncation=True",
+                r.len() + pre.len() + suf.len()
+            );
+        }
+        let pad_id = pad.pad_id.unwrap_or_else(|| self.pad_id());
+        let mut ids = Vec::with_capacity(rows.len() * cols);
+        let mut mask = Vec::with_capacity(rows.len() * cols);
+        for r in &rows {
+            let n = pre.len() + r.len() + suf.len();
+            ids.extend_from_slice(pre);
+            ids.extend_from_slice(r);
+            ids.extend_from_slice(suf);
+            ids.resize(ids.len() + cols - n, pad_id);
+            mask.resize(mask.len() + n, 1);
+            mask.resize(mask.len() + cols - n, 0);
+        }
+        Ok(PaddedBatch { ids, attention_mask: mask, rows: rows.len(), cols })
+    }
+
+    /// Decodes ids to bytes (byte-level BPE may produce partial UTF-8 for a partial sequence).
+    pub fn decode_bytes(&self, ids: &[u32], skip_special_tokens: bool) -> Result<Vec<u8>> {
+        match &self.model {
+            Model::Bpe(m) => {
+                let mut out = Vec::with_capacity(ids.len() * 4);
+                for &id in ids {
+                    if let Some(s) = self.specials.content(id) {
+                        if !skip_special_tokens {
+                            out.extend_from_slice(s.as_bytes());
+                        }
+                    } else {
+                        m.decode_into(id, &mut out)?;
+                    }
+                }
+                Ok(out)
+            }
+            _ => self.decode(ids, skip_special_tokens).map(String::into_bytes),
+        }
+    }
+
+    /// Decodes ids to text. Byte-level BPE is lossless (invalid UTF-8 from a partial sequence
+    /// becomes U+FFFD); WordPiece joins pieces as BERT does; characters concatenate.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        match &self.model {
+            Model::Bpe(_) => {
+                let bytes = self.decode_bytes(ids, skip_special_tokens)?;
+                Ok(match String::from_utf8(bytes) {
+                    Ok(s) => s,
+                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                })
+            }
+            Model::Chars(m) => {
+                let mut out = String::with_capacity(ids.len());
+                for &id in ids {
+                    if let Some(s) = self.specials.content(id) {
+                        if !skip_special_tokens {
+                            out.push_str(s);
+                        }
+                    } else {
+                        m.decode_into(id, &mut out)?;
+                    }
+                }
+                Ok(out)
+            }
+            Model::WordPiece(m) => {
+                let mut tokens = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    if let Some(s) = self.specials.content(id) {
+                        if !skip_special_tokens {
+                            tokens.push(s);
+                        }
+                    } else {
+                        match m.id_to_token(id) {
+                            Some(t) => tokens.push(t),
+                            None => bail!(Index, "token id {id} is not in the vocabulary (size {})", self.vocab_size()),
+                        }
+                    }
+                }
+                Ok(m.decode_tokens(&tokens))
+            }
+        }
+    }
+
+    /// Decodes many id sequences in parallel.
+    pub fn decode_batch<V: AsRef<[u32]> + Sync>(&self, batch: &[V], skip_special_tokens: bool) -> Result<Vec<String>> {
+        batch.par_iter().map(|ids| self.decode(ids.as_ref(), skip_special_tokens)).collect()
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (`None`: the global pool). Pools are built
+/// once per size and kept, so callers can pick a thread count per call cheaply.
+pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    let Some(n) = threads else { return Ok(f()) };
+    if n == 0 {
+        bail!(Argument, "the number of threads must be positive");
+    }
+    type Pools = Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    let pool = {
+        let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        match pools.iter().find(|(k, _)| *k == n) {
+            Some((_, p)) => p.clone(),
+            None => {
+                let p = rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| Error::Argument(format!("cannot start {n} threads: {e}")))?;
+                let p = Arc::new(p);
+                pools.push((n, p.clone()));
+                p
+            }
+        }
+    };
+    Ok(pool.install(f))
+}
+
+/// Adds the file name to an error's message.
+fn in_file(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Format(m) => Error::Format(format!("{}: {m}", path.display())),
+        Error::Argument(m) => Error::Argument(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+/// Byte offset → character index over one text, fast for increasing queries.
+struct CharIndex<'a> {
+    bytes: &'a [u8],
+    byte: usize,
+    chars: usize,
+}
+
+impl<'a> CharIndex<'a> {
+    fn new(text: &'a str) -> Self {
+        CharIndex { bytes: text.as_bytes(), byte: 0, chars: 0 }
+    }
+
+    /// Number of characters that start before byte `b`.
+    fn char_at(&mut self, b: usize) -> usize {
+        let b = b.min(self.bytes.len());
+        if b < self.byte {
+            self.byte = 0;
+            self.chars = 0;
+        }
+        self.chars += self.bytes[self.byte..b].iter().filter(|&&x| (x as i8) >= -0x40).count();
+        self.byte = b;
+        self.chars
+    }
+
+    /// Index of the character that contains byte `b`.
+    fn char_containing(&mut self, b: usize) -> usize {
+        let n = self.char_at(b);
+        if b < self.bytes.len() && (self.bytes[b] as i8) < -0x40 {
+            n - 1
+        } else {
+            n
+        }
+    }
+}

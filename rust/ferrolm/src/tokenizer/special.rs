@@ -1,0 +1,237 @@
+//! Special tokens (`<|endoftext|>`, `[MASK]`, chat markers, user-defined): exact strings that
+//! always map to one id. They are found in the raw text before any normalization or
+//! pre-tokenization (leftmost-longest, as Hugging Face does) and each call decides which of
+//! them are allowed; a disallowed one is either refused with an error or encoded as plain text.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::{bail, Result};
+
+/// The special tokens of a tokenizer, with a matcher over their contents.
+#[derive(Clone, Debug, Default)]
+pub struct SpecialTokens {
+    list: Vec<(String, u32)>,
+    by_content: FxHashMap<String, u32>,
+    by_id: FxHashMap<u32, usize>,
+    matcher: Option<AhoCorasick>,
+}
+
+/// Which special tokens one encode call recognises.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AllowedSpecial {
+    /// Every special token of the tokenizer (Hugging Face's behaviour).
+    #[default]
+    All,
+    /// None: the text is ordinary text only.
+    None,
+    /// Only these ids (resolve names with [`SpecialTokens::resolve`]).
+    Only(FxHashSet<u32>),
+}
+
+/// What to do with a special token's text that is present but not allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Disallowed {
+    /// Fail with an error naming the token (tiktoken's default, a guard against prompt injection).
+    #[default]
+    Raise,
+    /// Encode it like any other text.
+    Text,
+}
+
+/// Options of one encode call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Special tokens recognised in the text.
+    pub allowed_special: AllowedSpecial,
+    /// Handling of special-token text that is not allowed.
+    pub disallowed: Disallowed,
+    /// Apply the post-processor template (e.g. BERT's `[CLS] … [SEP]`), as Hugging Face does.
+    pub add_special_tokens: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions { allowed_special: AllowedSpecial::All, disallowed: Disallowed::Raise, add_special_tokens: true }
+    }
+}
+
+impl EncodeOptions {
+    /// Plain text: no special token is recognised and none is added.
+    pub fn ordinary() -> Self {
+        EncodeOptions { allowed_special: AllowedSpecial::None, disallowed: Disallowed::Text, add_special_tokens: false }
+    }
+}
+
+impl SpecialTokens {
+    /// Registers `content` with `id` (replacing an earlier registration of the same content).
+    pub fn insert(&mut self, content: &str, id: u32) -> Result<()> {
+        if content.is_empty() {
+            bail!(Argument, "a special token cannot be the empty string");
+        }
+        if let Some(&old) = self.by_content.get(content) {
+            if old == id {
+                return Ok(());
+            }
+            let idx = self.by_id.remove(&old).expect("maps agree");
+            self.list[idx].1 = id;
+            self.by_id.insert(id, idx);
+        } else {
+            if let Some(&idx) = self.by_id.get(&id) {
+                bail!(Argument, "special tokens {:?} and {content:?} cannot share id {id}", self.list[idx].0);
+            }
+            self.by_id.insert(id, self.list.len());
+            self.list.push((content.to_string(), id));
+        }
+        self.by_content.insert(content.to_string(), id);
+        self.rebuild();
+        Ok(())
+    }
+
+    fn rebuild(&mut self) {
+        self.matcher = if self.list.is_empty() {
+            None
+        } else {
+            let patterns: Vec<&str> = self.list.iter().map(|(s, _)| s.as_str()).collect();
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(patterns)
+                    .expect("special tokens form a valid automaton"),
+            )
+        };
+    }
+
+    /// The special tokens, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.list.iter().map(|(s, id)| (s.as_str(), *id))
+    }
+
+    /// Number of special tokens.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The id of special token `content`.
+    pub fn id(&self, content: &str) -> Option<u32> {
+        self.by_content.get(content).copied()
+    }
+
+    /// The content of special token `id`.
+    pub fn content(&self, id: u32) -> Option<&str> {
+        self.by_id.get(&id).map(|&i| self.list[i].0.as_str())
+    }
+
+    /// Largest special id, if any.
+    pub fn max_id(&self) -> Option<u32> {
+        self.list.iter().map(|&(_, id)| id).max()
+    }
+
+    /// Turns special-token names into an [`AllowedSpecial::Only`] set; unknown names are errors.
+    pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<AllowedSpecial> {
+        let mut ids = FxHashSet::default();
+        for name in names {
+            let name = name.as_ref();
+            match self.id(name) {
+                Some(id) => {
+                    ids.insert(id);
+                }
+                None => {
+                    let known: Vec<&str> = self.list.iter().map(|(s, _)| s.as_str()).collect();
+                    bail!(Argument, "unknown special token {name:?}; this tokenizer's special tokens are {known:?}")
+                }
+            }
+        }
+        Ok(AllowedSpecial::Only(ids))
+    }
+
+    /// Splits `text` into ordinary spans and allowed special tokens, calling `segment` for each
+    /// in text order (byte offsets).
+    pub fn split(
+        &self,
+        text: &str,
+        opts: &EncodeOptions,
+        mut segment: impl FnMut(Segment) -> Result<()>,
+    ) -> Result<()> {
+        let matcher = match &self.matcher {
+            Some(m) if !(opts.allowed_special == AllowedSpecial::None && opts.disallowed == Disallowed::Text) => m,
+            _ => return if text.is_empty() { Ok(()) } else { segment(Segment::Text(0, text.len())) },
+        };
+        let mut start = 0;
+        for m in matcher.find_iter(text) {
+            let (content, id) = &self.list[m.pattern().as_usize()];
+            let allowed = match &opts.allowed_special {
+                AllowedSpecial::All => true,
+                AllowedSpecial::None => false,
+                AllowedSpecial::Only(ids) => ids.contains(id),
+            };
+            if allowed {
+                if m.start() > start {
+                    segment(Segment::Text(start, m.start()))?;
+                }
+                segment(Segment::Special(*id, m.start(), m.end()))?;
+                start = m.end();
+            } else if opts.disallowed == Disallowed::Raise {
+                bail!(
+                    Argument,
+                    "the text contains the special token {content:?} (at byte {}), which this call does not allow; \
+                     allow it with allowed_special, or encode it as plain text with disallowed_special=\"text\"",
+                    m.start()
+                );
+            }
+        }
+        if start < text.len() {
+            segment(Segment::Text(start, text.len()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A span of text found by [`SpecialTokens::split`] (byte offsets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// Ordinary text `start..end`.
+    Text(usize, usize),
+    /// Special token `id` at `start..end`.
+    Special(u32, usize, usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(sp: &SpecialTokens, text: &str, opts: &EncodeOptions) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        sp.split(text, opts, |seg| {
+            out.push(match seg {
+                Segment::Text(a, b) => text[a..b].to_string(),
+                Segment::Special(id, _, _) => format!("#{id}"),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn split_allow_refuse() {
+        let mut sp = SpecialTokens::default();
+        sp.insert("<|endoftext|>", 7).unwrap();
+        sp.insert("<|end|>", 8).unwrap();
+        let text = "a<|endoftext|>b<|end|>";
+        assert_eq!(run(&sp, text, &EncodeOptions::default()).unwrap(), ["a", "#7", "b", "#8"]);
+        assert_eq!(run(&sp, text, &EncodeOptions::ordinary()).unwrap(), [text]);
+        let only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>"]).unwrap(), ..Default::default() };
+        let err = run(&sp, text, &only).unwrap_err().to_string();
+        assert!(err.contains("<|endoftext|>"), "{err}");
+        let only_text = EncodeOptions { disallowed: Disallowed::Text, ..only };
+        assert_eq!(run(&sp, text, &only_text).unwrap(), ["a<|endoftext|>b", "#8"]);
+        assert!(sp.resolve(&["<|nope|>"]).unwrap_err().to_string().contains("<|nope|>"));
+        assert!(sp.insert("", 3).is_err());
+        assert!(sp.insert("x", 7).is_err());
+    }
+}

@@ -1,0 +1,236 @@
+"""Byte-level BPE: equality with Hugging Face tokenizers both ways, lossless round trips,
+special tokens, offsets, batches, padding, file formats."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ferrolm
+from tokenizer_corpus import adversarial_corpus, run_python, shakespeare_path, write_corpus
+
+hf = pytest.importorskip("tokenizers")
+from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
+
+ADV = adversarial_corpus()
+
+
+@pytest.fixture(scope="module")
+def shakespeare() -> str:
+    return shakespeare_path().read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def eval_texts(shakespeare) -> list[str]:
+    return ADV + shakespeare.split("\n\n")[:1500] + [shakespeare[:200_000]]
+
+
+def hf_bpe(train, vocab_size: int, specials=("<|endoftext|>",)):
+    tok = hf.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    if isinstance(train, list):
+        tok.train_from_iterator(train, trainer)
+    else:
+        tok.train([str(train)], trainer)
+    return tok
+
+
+@pytest.mark.parametrize("vocab_size", [600, 3000])
+def test_training_matches_hf_on_shakespeare(vocab_size):
+    path = shakespeare_path()
+    ours = ferrolm.Tokenizer.train([str(path)], vocab_size=vocab_size)
+    ref = hf_bpe(path, vocab_size)
+    a, b = json.loads(ours.to_str())["model"], json.loads(ref.to_str())["model"]
+    assert a["vocab"] == b["vocab"]
+    assert a["merges"] == [m if isinstance(m, str) else " ".join(m) for m in b["merges"]]
+
+
+def test_training_matches_hf_on_adversarial_corpus():
+    ours = ferrolm.Tokenizer.train_from_iterator(ADV, vocab_size=900, special_tokens=[])
+    ref = hf_bpe(ADV, 900, specials=())
+    assert json.loads(ours.to_str())["model"]["vocab"] == json.loads(ref.to_str())["model"]["vocab"]
+
+
+def test_hf_trained_vocab_gives_identical_ids(eval_texts, shakespeare):
+    ref = hf_bpe(ADV + [shakespeare], 2000)
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    for text in eval_texts:
+        assert ours.encode(text) == ref.encode(text).ids, repr(text[:60])
+    assert ours.vocab_size == ref.get_vocab_size()
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "cl100k"])
+def test_our_vocab_loads_in_hf_with_identical_ids(eval_texts, shakespeare, pattern):
+    ours = ferrolm.Tokenizer.train_from_iterator(ADV + [shakespeare], vocab_size=2000, pattern=pattern)
+    ref = hf.Tokenizer.from_str(ours.to_str())
+    for text in eval_texts:
+        ids = ours.encode(text)
+        assert ref.encode(text).ids == ids, repr(text[:60])
+        assert ref.decode(ids, skip_special_tokens=False) == ours.decode(ids)
+
+
+def test_custom_pattern_round_trips_through_hf():
+    ours = ferrolm.Tokenizer.train_from_iterator(ADV, vocab_size=500, pattern=r"\w+|\s+|[^\w\s]+")
+    ref = hf.Tokenizer.from_str(ours.to_str())
+    for text in ADV[:100]:
+        assert ref.encode(text).ids == ours.encode(text)
+        assert ours.decode(ours.encode(text)) == text
+
+
+def test_matches_tiktoken_built_from_same_merges(shakespeare):
+    tiktoken = pytest.importorskip("tiktoken")
+    ours = ferrolm.Tokenizer.train_from_iterator([shakespeare], vocab_size=1500)
+    ranks = {ours.decode_bytes([i]): i for i in range(1, ours.vocab_size)}
+    gpt2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    enc = tiktoken.Encoding("t", pat_str=gpt2, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 0})
+    for text in ADV + [shakespeare[:100_000]]:
+        assert enc.encode_ordinary(text) == ours.encode(text)
+
+
+@pytest.fixture(scope="module")
+def tok(shakespeare):
+    return ferrolm.Tokenizer.train_from_iterator(
+        ADV + [shakespeare], vocab_size=1200, special_tokens=["<|endoftext|>", "[MASK]", "<|im_start|>", "<|im_end|>"]
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_round_trip_any_string(tok, text):
+    assert tok.decode(tok.encode(text, disallowed_special="text", allowed_special="none")) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \t\n\r\u3000\u00a0a'sé😀\u200d\u0301")), max_size=60))
+def test_round_trip_whitespace_heavy(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode_bytes(tok.encode(text)) == text.encode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "\r\n", "👩‍👩‍👧‍👦 👍🏽", "日本語", "e\u0301\u0302", " " * 5000, "\t\n" * 300, "\x00\x01\x7f", "x" * 20000],
+)
+def test_round_trip_edge_cases(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_special_tokens_matched_before_bpe(tok):
+    eot = tok.token_to_id("<|endoftext|>")
+    ids = tok.encode("hello<|endoftext|>world")
+    assert eot in ids and ids.count(eot) == 1
+    assert tok.decode(ids) == "hello<|endoftext|>world"
+    assert tok.decode(ids, skip_special_tokens=True) == "helloworld"
+    as_text = tok.encode("hello<|endoftext|>world", allowed_special="none", disallowed_special="text")
+    assert eot not in as_text and tok.decode(as_text) == "hello<|endoftext|>world"
+    only = tok.encode("<|im_start|>x<|im_end|>", allowed_special={"<|im_start|>", "<|im_end|>"})
+    assert only[0] == tok.token_to_id("<|im_start|>") and only[-1] == tok.token_to_id("<|im_end|>")
+
+
+def test_user_defined_special_tokens(tok):
+    t = ferrolm.Tokenizer.from_str(tok.to_str())
+    n = t.vocab_size
+    assert t.add_special_tokens(["<|user|>", "<|endoftext|>"]) == 1
+    assert t.token_to_id("<|user|>") == n and t.vocab_size == n + 1
+    assert t.encode("a<|user|>b")[1] == n
+    assert ferrolm.Tokenizer.from_str(t.to_str()).encode("a<|user|>b") == t.encode("a<|user|>b")
+    assert hf.Tokenizer.from_str(t.to_str()).encode("a<|user|>b").ids == t.encode("a<|user|>b")
+
+
+def test_offsets_cover_text(tok):
+    text = "Hello, world! It's   2024\n\nnaïve café 😀."
+    ids, offsets = tok.encode_with_offsets(text)
+    assert ids == tok.encode(text)
+    assert len(offsets) == len(ids)
+    pieces = []
+    for (s, e), i in zip(offsets, ids):
+        assert 0 <= s < e <= len(text)
+        piece = tok.decode([i])
+        if "\ufffd" not in piece:
+            assert text[s:e] == piece
+        pieces.append((s, e))
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(text)
+    ids, offsets = tok.encode_with_offsets("ab<|endoftext|>c")
+    assert offsets[ids.index(tok.token_to_id("<|endoftext|>"))] == (2, 15)
+
+
+def test_numpy_and_batches(tok, eval_texts):
+    texts = eval_texts[:300]
+    arr = tok.encode_array(texts[3])
+    assert arr.dtype == np.uint32 and arr.tolist() == tok.encode(texts[3])
+    batch = tok.encode_batch(texts)
+    assert batch == [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts, num_threads=1) == batch
+    assert tok.decode_batch(batch) == texts
+    assert tok.decode(arr) == texts[3]
+
+
+def test_padding_and_truncation(tok):
+    texts = ["short", "a much longer text with many more tokens in it", ""]
+    ids, mask = tok.encode_batch_padded(texts)
+    lengths = [len(tok.encode(t)) for t in texts]
+    assert ids.shape == mask.shape == (3, max(lengths))
+    assert ids.dtype == np.uint32 and mask.dtype == np.uint8
+    assert mask.sum(axis=1).tolist() == lengths
+    assert ids[0, : lengths[0]].tolist() == tok.encode("short")
+    assert (ids[0, lengths[0] :] == tok.pad_id).all()
+    ids, mask = tok.encode_batch_padded(texts, max_length=4, padding="max_length")
+    assert ids.shape == (3, 4) and mask[1].tolist() == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="truncation"):
+        tok.encode_batch_padded(texts, max_length=4, truncation=False)
+    ids, _ = tok.encode_batch_padded(texts, pad_id=7)
+    assert ids[2].tolist() == [7] * ids.shape[1]
+
+
+def test_save_load_round_trip_exact(tok, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]  # no temp file left
+    again = ferrolm.Tokenizer.from_file(str(path))
+    assert again.to_str() == tok.to_str() == path.read_text(encoding="utf-8")
+    assert again.get_vocab() == tok.get_vocab() and again.special_tokens == tok.special_tokens
+    import pickle
+
+    assert pickle.loads(pickle.dumps(tok)).to_str() == tok.to_str()
+
+
+def test_gpt2_vocab_json_and_merges_txt(tok, tmp_path):
+    data = json.loads(tok.to_str())["model"]
+    (tmp_path / "vocab.json").write_text(json.dumps(data["vocab"]), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(data["merges"]) + "\n", encoding="utf-8")
+    loaded = ferrolm.Tokenizer.from_vocab_merges(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    via_dir = ferrolm.Tokenizer.from_file(str(tmp_path))
+    for text in ADV[:50]:
+        assert loaded.encode(text) == via_dir.encode(text) == tok.encode(text)
+
+
+def test_train_from_files_streams_lines(tmp_path):
+    path = write_corpus(ADV, tmp_path / "adv.txt")
+    from_file = ferrolm.Tokenizer.train([str(path)], vocab_size=700)
+    ref = hf_bpe(path, 700)
+    assert json.loads(from_file.to_str())["model"]["vocab"] == json.loads(ref.to_str())["model"]["vocab"]
+
+
+def test_results_do_not_depend_on_thread_count(tmp_path):
+    path = write_corpus(ADV * 3, tmp_path / "adv.txt")
+    code = (
+        "import ferrolm, hashlib, sys\n"
+        f"t = ferrolm.Tokenizer.train([{str(path)!r}], vocab_size=900, pattern='cl100k')\n"
+        f"lines = open({str(path)!r}, encoding='utf-8', newline='').read().split('\\n')\n"
+        "ids = t.encode_batch(lines)\n"
+        "print(hashlib.sha256((t.to_str() + repr(ids)).encode()).hexdigest())\n"
+    )
+    one = run_python(code, {"RAYON_NUM_THREADS": "1"})
+    two = run_python(code, {"RAYON_NUM_THREADS": "2"})
+    assert one == two

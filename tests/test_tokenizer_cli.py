@@ -1,0 +1,34 @@
+"""`ferrolm tokenizer train|encode`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ferrolm
+from ferrolm.cli import main
+from tokenizer_corpus import shakespeare_path
+
+
+@pytest.mark.parametrize("kind, size", [("bpe", 400), ("wordpiece", 400), ("char", 0)])
+def test_train_then_encode(tmp_path, capsys, kind, size):
+    out = tmp_path / "tok.json"
+    assert main(["tokenizer", "train", "--kind", kind, "--vocab-size", str(size), "--out", str(out), str(shakespeare_path())]) == 0
+    assert f"trained {kind} tokenizer" in capsys.readouterr().out
+    tok = ferrolm.Tokenizer.from_file(str(out))
+    assert tok.kind == kind
+    assert main(["tokenizer", "encode", "-t", str(out), "--text", "To be, or not", "--ids"]) == 0
+    assert json.loads(capsys.readouterr().out) == tok.encode("To be, or not")
+    assert main(["tokenizer", "encode", "-t", str(out), "--text", "To be"]) == 0
+    assert "tokens" in capsys.readouterr().out
+
+
+def test_default_corpus_and_errors(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert main(["tokenizer", "train", "--vocab-size", "300", "--out", str(out)]) == 0
+    assert main(["tokenizer", "train", "--vocab-size", "10", "--out", str(out)]) == 2
+    assert "smaller than the byte alphabet" in capsys.readouterr().err
+    assert main(["tokenizer", "encode", "-t", str(tmp_path / "missing.json"), "--text", "x"]) == 2
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "train", "--kind", "unigram"])

@@ -1,0 +1,168 @@
+"""Bad input gives a clear Python exception naming the problem, never a crash."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import ferrolm
+from ferrolm import FormatError
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return ferrolm.Tokenizer.train_from_iterator(
+        ["hello world, hello there " * 20], vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>"]
+    )
+
+
+@pytest.fixture(scope="module")
+def wp():
+    return ferrolm.Tokenizer.train_from_iterator(["hello world, hello there"], kind="wordpiece", vocab_size=60)
+
+
+def test_invalid_utf8_bytes(tok):
+    assert tok.encode(b"hello") == tok.encode("hello")
+    with pytest.raises(ValueError, match="not valid UTF-8: bad byte at offset 2"):
+        tok.encode(b"hi\xff\xfe")
+    with pytest.raises(ValueError, match="UTF-8"):
+        tok.encode_batch(["ok", b"\xc3"])
+    with pytest.raises(TypeError, match="str or bytes"):
+        tok.encode(123)
+
+
+def test_unpaired_surrogates_rejected(tok):
+    with pytest.raises(ValueError, match="unpaired surrogate"):
+        tok.encode("abc\ud800def")
+    with pytest.raises(ValueError, match="unpaired surrogate"):
+        ferrolm.Tokenizer.train_from_iterator(["ok", "\udfff"], vocab_size=300)
+
+
+def test_unknown_special_token(tok):
+    with pytest.raises(ValueError, match=re.escape('unknown special token "<|nope|>"')):
+        tok.encode("x", allowed_special={"<|nope|>"})
+
+
+def test_refused_special_token(tok):
+    with pytest.raises(ValueError, match=r'special token "<\|endoftext\|>".*not allow'):
+        tok.encode("a<|endoftext|>b", allowed_special="none")
+    with pytest.raises(ValueError, match="not allow"):
+        tok.encode("<|endoftext|><|im_start|>", allowed_special={"<|im_start|>"})
+    with pytest.raises(ValueError, match="disallowed_special"):
+        tok.encode("x", disallowed_special="maybe")
+
+
+def test_ids_out_of_range_in_decode(tok, wp):
+    with pytest.raises(IndexError, match="token id 300 "):
+        tok.decode([1, 300])
+    with pytest.raises(IndexError, match="-1"):
+        tok.decode([-1])
+    with pytest.raises(IndexError):
+        tok.decode_batch([[1], [10**6]])
+    with pytest.raises(IndexError):
+        wp.decode([10**6])
+    with pytest.raises(TypeError):
+        tok.decode(["a"])
+    assert tok.id_to_token(10**6) is None and tok.id_to_token(-5) is None
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s[: len(s) // 2], "not valid JSON"),
+        (lambda s: "[]", "must be a JSON object"),
+        (lambda s: json.dumps({k: v for k, v in json.loads(s).items() if k != "model"}), 'no "model"'),
+        (lambda s: s.replace('"type": "BPE"', '"type": "Unigram"'), "Unigram"),
+        (lambda s: s.replace('"Ġ": ', '"Ġ": "x", "unused": '), "integer id"),
+        (lambda s: s.replace('"merges": [', '"merges": ["zzz qqq", '), "not in the vocabulary"),
+        (lambda s: s.replace('"merges": [', '"merges": ["nospace", '), "is not \\\"left right\\\""),
+        (lambda s: s.replace('"type": "ByteLevel",\n    "add_prefix_space": false', '"type": "Whitespace",\n    "add_prefix_space": false'), "Whitespace"),
+    ],
+)
+def test_malformed_tokenizer_json(tok, tmp_path, mutate, message):
+    bad = mutate(tok.to_str())
+    assert bad != tok.to_str()
+    with pytest.raises(FormatError, match=message):
+        ferrolm.Tokenizer.from_str(bad)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(bad, encoding="utf-8")
+    with pytest.raises(FormatError, match="tokenizer.json"):
+        ferrolm.Tokenizer.from_file(str(path))
+
+
+def test_truncated_and_malformed_vocab_files(tok, tmp_path):
+    data = json.loads(tok.to_str())["model"]
+    vocab, merges = tmp_path / "vocab.json", tmp_path / "merges.txt"
+    vocab.write_text(json.dumps(data["vocab"])[:-10], encoding="utf-8")
+    merges.write_text("\n".join(data["merges"]), encoding="utf-8")
+    with pytest.raises(FormatError, match="vocab.json is not valid JSON"):
+        ferrolm.Tokenizer.from_vocab_merges(str(vocab), str(merges))
+    vocab.write_text(json.dumps(data["vocab"]), encoding="utf-8")
+    merges.write_text("#version: 0.2\n" + "\n".join(data["merges"]) + "\nonlyonepart\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"merges.txt line \d+"):
+        ferrolm.Tokenizer.from_vocab_merges(str(vocab), str(merges))
+    merges.write_text("Ġ q\n", encoding="utf-8")
+    with pytest.raises(FormatError, match="not in the vocabulary"):
+        ferrolm.Tokenizer.from_vocab_merges(str(vocab), str(merges))
+    merges.write_bytes(b"\xff\xfe")
+    with pytest.raises(FormatError, match="invalid UTF-8"):
+        ferrolm.Tokenizer.from_vocab_merges(str(vocab), str(merges))
+    bert = tmp_path / "vocab.txt"
+    bert.write_text("[PAD]\nhello\n", encoding="utf-8")
+    with pytest.raises(FormatError, match=r"\[UNK\].*not in the vocabulary"):
+        ferrolm.Tokenizer.from_file(str(bert))
+    bert.write_text("[UNK]\n\nhello\n", encoding="utf-8")
+    with pytest.raises(FormatError, match="line 2: empty token"):
+        ferrolm.Tokenizer.from_file(str(bert))
+    bert.write_text("", encoding="utf-8")
+    with pytest.raises(FormatError, match="empty"):
+        ferrolm.Tokenizer.from_file(str(bert))
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ferrolm.Tokenizer.from_file(str(tmp_path / "nope.json"))
+    with pytest.raises(FileNotFoundError):
+        ferrolm.Tokenizer.train([str(tmp_path / "nope.txt")], vocab_size=300)
+    with pytest.raises(ValueError, match="no tokenizer.json"):
+        ferrolm.Tokenizer.from_file(str(tmp_path))
+
+
+def test_vocab_size_smaller_than_byte_alphabet(tmp_path):
+    with pytest.raises(ValueError, match="smaller than the byte alphabet"):
+        ferrolm.Tokenizer.train_from_iterator(["abc"], vocab_size=100)
+    with pytest.raises(ValueError, match="smaller than the byte alphabet"):
+        ferrolm.Tokenizer.train_from_iterator(["abc"], vocab_size=256, special_tokens=["<|endoftext|>"])
+    with pytest.raises(ValueError, match="vocab_size"):
+        ferrolm.Tokenizer.train_from_iterator(["abcdefgh"], kind="wordpiece", vocab_size=3)
+
+
+def test_bad_training_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown tokenizer kind"):
+        ferrolm.Tokenizer.train_from_iterator(["x"], kind="unigram")
+    with pytest.raises(ValueError, match="invalid pre-tokenizer regex"):
+        ferrolm.Tokenizer.train_from_iterator(["x"], vocab_size=300, pattern="(unclosed")
+    with pytest.raises(TypeError, match="not a single string"):
+        ferrolm.Tokenizer.train_from_iterator("a string", vocab_size=300)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\nbad \xff line\n")
+    with pytest.raises(FormatError, match="invalid UTF-8 at byte 14"):
+        ferrolm.Tokenizer.train([str(bad)], vocab_size=300)
+
+
+def test_bad_padding_arguments(tok):
+    with pytest.raises(ValueError, match="padding"):
+        tok.encode_batch_padded(["a"], padding="left")
+    with pytest.raises(ValueError, match="needs max_length"):
+        tok.encode_batch_padded(["a"], padding="max_length")
+    with pytest.raises(ValueError, match="threads"):
+        tok.encode_batch(["a"], num_threads=0)
+    with pytest.raises(TypeError, match="list of strings"):
+        tok.encode_batch("abc")
+
+
+def test_save_to_missing_directory(tok, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        tok.save(str(tmp_path / "no" / "such" / "dir" / "t.json"))

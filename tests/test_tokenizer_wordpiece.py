@@ -1,0 +1,98 @@
+"""WordPiece (BERT): equality with Hugging Face both ways, vocab.txt, decoding, options."""
+
+from __future__ import annotations
+
+import pytest
+
+import ferrolm
+from tokenizer_corpus import adversarial_corpus, shakespeare_path
+
+hf = pytest.importorskip("tokenizers")
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+
+ADV = adversarial_corpus()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    return ADV + [shakespeare_path().read_text(encoding="utf-8")]
+
+
+@pytest.fixture(scope="module")
+def eval_texts(corpus) -> list[str]:
+    return ADV + corpus[-1].split("\n\n")[:1000]
+
+
+def hf_wordpiece(corpus, vocab_size, lowercase=True):
+    tok = hf.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tok
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_hf_trained_vocab_gives_identical_ids(corpus, eval_texts, lowercase):
+    ref = hf_wordpiece(corpus, 2500, lowercase)
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    assert ours.kind == "wordpiece"
+    for text in eval_texts:
+        assert ours.encode(text) == ref.encode(text).ids, repr(text[:60])
+        assert ours.encode(text, add_special_tokens=False) == ref.encode(text, add_special_tokens=False).ids
+
+
+def test_our_vocab_loads_in_hf_with_identical_ids(corpus, eval_texts):
+    ours = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=2500)
+    ref = hf.Tokenizer.from_str(ours.to_str())
+    for text in eval_texts:
+        ids = ours.encode(text)
+        assert ref.encode(text).ids == ids, repr(text[:60])
+        assert ref.decode(ids, skip_special_tokens=True) == ours.decode(ids, skip_special_tokens=True)
+        assert ref.decode(ids, skip_special_tokens=False) == ours.decode(ids)
+    assert ours.vocab_size == 2500
+
+
+def test_training_from_file_and_options(tmp_path):
+    path = shakespeare_path()
+    t = ferrolm.Tokenizer.train([str(path)], kind="wordpiece", vocab_size=1000, lowercase=False, limit_alphabet=100)
+    assert t.token_to_id("[UNK]") == 1 and t.token_to_id("[CLS]") == 2
+    ids = t.encode("ROMEO: Hello")
+    assert ids[0] == t.token_to_id("[CLS]") and ids[-1] == t.token_to_id("[SEP]")
+    assert t.decode(ids, skip_special_tokens=True) == "ROMEO : Hello"  # BERT's decoder keeps " :"
+    t.save(str(tmp_path / "wp.json"))
+    assert ferrolm.Tokenizer.from_file(str(tmp_path / "wp.json")).to_str() == t.to_str()
+
+
+def test_bert_vocab_txt(tmp_path):
+    vocab = SPECIALS + ["hello", "world", "un", "##aff", "##able", ",", "!", "a", "##b"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    t = ferrolm.Tokenizer.from_file(str(path))
+    ids = t.encode("Hello, WORLD! unaffable xyz")
+    assert [t.id_to_token(i) for i in ids] == ["[CLS]", "hello", ",", "world", "!", "un", "##aff", "##able", "[UNK]", "[SEP]"]
+    ref = hf.Tokenizer.from_str(t.to_str())
+    assert ref.encode("Hello, WORLD! unaffable xyz").ids == ids
+    cased = ferrolm.Tokenizer.from_bert_vocab(str(path), lowercase=False)
+    assert cased.encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
+
+
+def test_offsets_point_into_original_text(corpus):
+    t = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=1500)
+    text = "Héllo, WÖRLD! 中文 unbelievable"
+    ids, offsets = t.encode_with_offsets(text)
+    assert offsets[0] == (0, 0) and offsets[-1] == (0, 0)  # [CLS], [SEP]
+    words = [text[s:e] for s, e in offsets[1:-1]]
+    assert words[:4] == ["Héllo", ",", "WÖRLD", "!"] or "".join(words).replace(" ", "") == text.replace(" ", "")
+    ref = hf.Tokenizer.from_str(t.to_str()).encode(text)
+    assert offsets == ref.offsets
+
+
+def test_max_input_chars_per_word(corpus):
+    t = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=800)
+    assert t.encode("a" * 101, add_special_tokens=False) == [t.token_to_id("[UNK]")]
