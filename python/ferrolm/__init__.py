@@ -29,11 +29,13 @@ from ferrolm._core import (
     randn,
 )
 from ferrolm.autograd import enable_grad, no_grad
+from ferrolm.bert import BERT
 from ferrolm.model import GPT
 from ferrolm.optim import AdamW
 
 __all__ = [
     "AdamW",
+    "BERT",
     "GPT",
     "Embedding",
     "FormatError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def prepare_tokens(text: str, tokenizer, directory: Path, val_fraction: float = 
     dtype = token_dtype(tokenizer.vocab_size)
     meta = {"vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name}
     for name, part in (("train", text[:split]), ("val", text[split:])):
-        ids = np.asarray(tokenizer.encode_array(part), dtype=dtype)
+        ids = np.asarray(tokenizer.encode_array(part, add_special_tokens=False), dtype=dtype)
         tmp = directory / f".{name}.bin.tmp"
         ids.tofile(tmp)
         tmp.replace(directory / f"{name}.bin")
@@ -67,3 +67,64 @@ class Windows:
         starts = rng.integers(0, len(self.tokens) - self.block_size, size=batch_size)
         rows = np.stack([np.asarray(self.tokens[s : s + self.block_size + 1], dtype=np.int64) for s in starts])
         return rows[:, :-1], rows[:, 1:]
+
+
+class MlmCollator:
+    """BERT's masking: choose `mask_prob` of the non-special, non-padding tokens (or, with
+    `whole_word`, of the words, a word being a piece plus its `##` continuations); of those,
+    80% become [MASK], 10% a random token, 10% stay. Labels are the original ids at chosen
+    positions and -100 elsewhere. Masks are drawn from the caller's RNG, so every epoch sees
+    fresh ones and runs are reproducible."""
+
+    def __init__(self, tokenizer, mask_prob: float = 0.15, whole_word: bool = False) -> None:
+        if not 0.0 < mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+        specials = tokenizer.special_tokens
+        for name in ("[CLS]", "[SEP]", "[MASK]", "[PAD]"):
+            if name not in specials:
+                raise ValueError(f"MLM needs a tokenizer with {name} (a WordPiece/BERT vocabulary)")
+        self.cls, self.sep, self.mask, self.pad = (specials[n] for n in ("[CLS]", "[SEP]", "[MASK]", "[PAD]"))
+        self.special_ids = np.array(sorted(specials.values()), dtype=np.int64)
+        self.vocab_size = tokenizer.vocab_size
+        self.mask_prob = mask_prob
+        self.whole_word = whole_word
+        if whole_word:
+            vocab = tokenizer.get_vocab()
+            self.continuation = np.zeros(self.vocab_size, dtype=bool)
+            for token, i in vocab.items():
+                self.continuation[i] = token.startswith("##")
+
+    def pack(self, segments: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+        """[CLS] A [SEP] (B [SEP]) with token types 0 for A and 1 for B."""
+        ids, types = [self.cls], [0]
+        for segment_type, seg in enumerate(segments):
+            ids += list(seg) + [self.sep]
+            types += [segment_type] * (len(seg) + 1)
+        return ids, types
+
+    def __call__(self, examples: Sequence[tuple[list[int], list[int]]], rng: np.random.Generator) -> dict:
+        """Pads packed (ids, token types) examples and masks them: a dict of [B, T] arrays
+        ids, token_type_ids, attention_mask (bool) and labels."""
+        length = max(len(ids) for ids, _ in examples)
+        b = len(examples)
+        ids = np.full((b, length), self.pad, dtype=np.int64)
+        types = np.zeros((b, length), dtype=np.int64)
+        attention = np.zeros((b, length), dtype=bool)
+        for i, (x, t) in enumerate(examples):
+            ids[i, : len(x)], types[i, : len(x)], attention[i, : len(x)] = x, t, True
+        candidates = attention & ~np.isin(ids, self.special_ids)
+        if self.whole_word:
+            # A word starts at a candidate that is not a continuation; its pieces share its draw.
+            starts = candidates & ~self.continuation[ids]
+            draw = rng.random(ids.shape) < self.mask_prob
+            word = np.maximum.accumulate(np.where(starts, np.arange(length)[None, :], -1), axis=1)
+            chosen = candidates & (word >= 0) & np.take_along_axis(draw & starts, np.maximum(word, 0), axis=1)
+        else:
+            chosen = candidates & (rng.random(ids.shape) < self.mask_prob)
+        labels = np.where(chosen, ids, -100)
+        action = rng.random(ids.shape)
+        masked = ids.copy()
+        masked[chosen & (action < 0.8)] = self.mask
+        random_spot = chosen & (action >= 0.8) & (action < 0.9)
+        masked[random_spot] = rng.integers(0, self.vocab_size, size=int(random_spot.sum()))
+        return {"ids": masked, "token_type_ids": types, "attention_mask": attention, "labels": labels}

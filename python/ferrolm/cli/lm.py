@@ -17,15 +17,19 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
 
 
 def register_pretrain(sub) -> None:
-    """`ferrolm pretrain`: next-token pretraining (the MLM objective joins with --objective)."""
-    p = sub.add_parser("pretrain", help="train a GPT by next-token prediction (default: tiny Shakespeare, char-level)")
+    """`ferrolm pretrain`: next-token (GPT) or masked-LM (BERT) pretraining."""
+    p = sub.add_parser("pretrain", help="pretrain a GPT (next token) or a BERT (--objective mlm); default: tiny Shakespeare")
     p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare)")
-    p.add_argument("--tokenizer", default="char", help="char, bpe, or the path of a tokenizer.json")
-    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size when training a bpe tokenizer")
-    p.add_argument("--out", default="out-shakespeare-char", help="model directory to write (and resume from)")
+    p.add_argument("--objective", choices=["causal", "mlm"], default="causal",
+                   help="causal: GPT next-token prediction; mlm: BERT masked language modelling")
+    p.add_argument("--tokenizer", default=None,
+                   help="char, bpe, wordpiece, or the path of a tokenizer.json (default: char for causal, wordpiece for mlm)")
+    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size when training a bpe/wordpiece tokenizer")
+    p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--sample-tokens", type=int, default=300, help="tokens of sample text to print at the end (0: none)")
+    p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
+    p.add_argument("--sample-tokens", type=int, default=300, help="causal: tokens of sample text to print at the end (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for name, default in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
         flag = "--" + name.replace("_", "-")
@@ -40,65 +44,91 @@ def _choose(args, name: str, saved: Optional[dict], defaults: dict):
     given = getattr(args, name)
     if saved is not None and name in saved:
         if given is not None and given != saved[name] and name in MODEL_FLAGS:
-            raise SystemExit(f"error: --{name.replace('_', '-')} {given} does not match the checkpoint in {args.out} ({saved[name]})")
+            raise ValueError(f"--{name.replace('_', '-')} {given} does not match the checkpoint in {args.out} ({saved[name]})")
         return saved[name] if given is None else given
     return defaults[name] if given is None else given
 
 
-def run_pretrain(args) -> int:
-    from ferrolm import Tokenizer
-    from ferrolm.data import prepare_tokens, read_corpus
-    from ferrolm.model import GPT
-    from ferrolm.train import CausalLM, TrainConfig, train
+def _model_flags(model) -> dict:
+    """The nanoGPT-style flags that describe a loaded model."""
+    c = model.config
+    if c["model_type"] == "bert":
+        return {"n_layer": c["num_hidden_layers"], "n_head": c["num_attention_heads"], "n_embd": c["hidden_size"],
+                "block_size": c["max_position_embeddings"], "dropout": c["hidden_dropout_prob"], "bias": True}
+    return {"n_layer": c["n_layer"], "n_head": c["n_head"], "n_embd": c["n_embd"], "block_size": c["n_positions"],
+            "dropout": c["resid_pdrop"], "bias": c.get("bias", True)}
 
-    out = Path(args.out)
+
+def _tokenizer(args, text: str):
+    from ferrolm import Tokenizer
+
+    kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
+    if kind == "char":
+        return Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
+    if kind in ("bpe", "wordpiece"):
+        return Tokenizer.train_from_iterator([text], kind=kind, vocab_size=args.vocab_size)
+    return Tokenizer.from_file(kind)
+
+
+def _new_model(objective: str, tokenizer, m: dict, seed: int):
+    from ferrolm.bert import BERT
+    from ferrolm.model import GPT
+
+    if objective == "mlm":
+        return BERT.create(vocab_size=tokenizer.vocab_size, hidden_size=m["n_embd"], num_hidden_layers=m["n_layer"],
+                           num_attention_heads=m["n_head"], max_position_embeddings=m["block_size"],
+                           hidden_dropout_prob=m["dropout"], pad_token_id=tokenizer.pad_id, seed=seed, tokenizer=tokenizer)
+    return GPT.create(vocab_size=tokenizer.vocab_size, block_size=m["block_size"], n_layer=m["n_layer"], n_head=m["n_head"],
+                      n_embd=m["n_embd"], dropout=m["dropout"], bias=m["bias"], seed=seed, tokenizer=tokenizer)
+
+
+def run_pretrain(args) -> int:
+    from ferrolm.data import prepare_tokens, read_corpus
+    from ferrolm.models import load_model
+    from ferrolm.train import CausalLM, MaskedLM, TrainConfig, train
+
+    out = Path(args.out or f"out-{args.objective}")
+    args.out = str(out)
     data_dir = out / "data"
     saved_model = saved_train = None
     if args.resume:
         state_file = out / "trainer_state.json"
         if not state_file.exists():
-            raise SystemExit(f"error: --resume: no checkpoint in {out} ({state_file} is missing)")
+            raise FileNotFoundError(f"--resume: no checkpoint in {out} ({state_file} is missing)")
         state = json.loads(state_file.read_text())
-        model = GPT.load(out)
-        cfg = model.config
-        saved_model = {"n_layer": cfg["n_layer"], "n_head": cfg["n_head"], "n_embd": cfg["n_embd"],
-                       "block_size": cfg["n_positions"], "dropout": cfg["resid_pdrop"], "bias": cfg.get("bias", True)}
+        model = load_model(out)
+        saved_model = _model_flags(model)
         saved_train = {**state["config"], **state.get("objective_state", {})}
         m = {k: _choose(args, k, saved_model, MODEL_FLAGS) for k in MODEL_FLAGS}
     else:
         text = read_corpus(args.files)
-        if args.tokenizer == "char":
-            tokenizer = Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
-        elif args.tokenizer == "bpe":
-            tokenizer = Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=args.vocab_size)
-        else:
-            tokenizer = Tokenizer.from_file(args.tokenizer)
+        tokenizer = _tokenizer(args, text)
         meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction)
         print(f"corpus: {len(text):,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
         m = {k: _choose(args, k, None, MODEL_FLAGS) for k in MODEL_FLAGS}
-        model = GPT.create(vocab_size=tokenizer.vocab_size, block_size=m["block_size"], n_layer=m["n_layer"],
-                           n_head=m["n_head"], n_embd=m["n_embd"], dropout=m["dropout"], bias=m["bias"],
-                           seed=_choose(args, "seed", None, TRAIN_FLAGS), tokenizer=tokenizer)
+        model = _new_model(args.objective, tokenizer, m, _choose(args, "seed", None, TRAIN_FLAGS))
     t = {k: _choose(args, k, saved_train, TRAIN_FLAGS) for k in TRAIN_FLAGS}
     config = TrainConfig(**{k: v for k, v in t.items() if k != "batch_size"}, progress=not args.no_progress)
-    print(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, {m['n_head']} heads, "
-          f"width {m['n_embd']}, context {m['block_size']}", flush=True)
-    objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
+    print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
+          f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
+    if args.objective == "mlm":
+        objective = MaskedLM(data_dir, model.tokenizer, m["block_size"], t["batch_size"], whole_word=args.whole_word_masking)
+    else:
+        objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
     start = time.perf_counter()
     evals = train(model, objective, config, out, resume=args.resume)
     elapsed = time.perf_counter() - start
     final = evals[-1]
+    extra = f", masked-token accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else ""
     print(f"done in {elapsed:.1f}s: train loss {final['train_loss']:.4f}, val loss {final['val_loss']:.4f} "
-          f"(perplexity {final['val_ppl']:.2f}); saved to {out}/", flush=True)
-    if args.sample_tokens > 0 and model.tokenizer is not None:
+          f"(perplexity {final['val_ppl']:.2f}){extra}; saved to {out}/", flush=True)
+    if args.objective == "causal" and args.sample_tokens > 0 and model.tokenizer is not None:
         print("-" * 60)
         for piece in model.generate("\n", args.sample_tokens, temperature=0.8, top_k=200, seed=0, stream=True):
             print(piece, end="", flush=True)
         print()
     return 0
-
-
 
 
 def register_generate(sub) -> None:
@@ -121,7 +151,7 @@ def run_generate(args) -> int:
 
     model = GPT.load(args.model)
     if model.tokenizer is None:
-        raise SystemExit(f"error: {args.model} has no tokenizer.json")
+        raise ValueError(f"{args.model} has no tokenizer.json")
     sys.stdout.write(args.prompt)
     for piece in model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
@@ -129,4 +159,22 @@ def run_generate(args) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def register_fill_mask(sub) -> None:
+    """`ferrolm fill-mask`: a BERT's guesses for each [MASK]."""
+    p = sub.add_parser("fill-mask", help="show a BERT model's top candidates for each [MASK] in a text")
+    p.add_argument("model", help="BERT model directory")
+    p.add_argument("text", help="text containing [MASK]")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=run_fill_mask)
+
+
+def run_fill_mask(args) -> int:
+    from ferrolm.bert import BERT
+
+    model = BERT.load(args.model)
+    for i, candidates in enumerate(model.fill_mask(args.text, args.top_k)):
+        print(f"[MASK] {i + 1}: " + ", ".join(f"{c['token']} ({c['score']:.3f})" for c in candidates))
     return 0

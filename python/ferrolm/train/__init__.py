@@ -2,5 +2,6 @@
 
 from ferrolm.train.causal import CausalLM
 from ferrolm.train.loop import TrainConfig, train
+from ferrolm.train.mlm import MaskedLM
 
-__all__ = ["CausalLM", "TrainConfig", "train"]
+__all__ = ["CausalLM", "MaskedLM", "TrainConfig", "train"]

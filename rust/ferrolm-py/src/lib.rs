@@ -11,8 +11,21 @@ mod nn;
 mod tensor;
 mod tokenizer;
 
+/// Keeps freed tensor buffers in the heap instead of returning them to the OS. A training step
+/// frees and reallocates the same megabyte-sized buffers hundreds of times; with glibc's
+/// defaults each comes back as fresh pages and page faults cost ~30% of a small model's step.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    tune_allocator();
     errors::register(m)?;
     m.add_class::<tensor::PyTensor>()?;
     functional::register(m)?;

@@ -34,10 +34,12 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
-/// A named f32 tensor as stored on disk.
+/// A named tensor as stored on disk, widened to f32.
 pub struct Stored {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+    /// Stored with an integer dtype (a buffer such as BERT's position ids, never a parameter).
+    pub integer: bool,
 }
 
 /// Serialises named f32 tensors (with string metadata) to safetensors bytes.
@@ -73,9 +75,12 @@ pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, St
                 raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
             }
             Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            other => bail!(Format, "{what}: tensor {name} has dtype {other:?}; only F32, F16 and BF16 are supported"),
+            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::I32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32).collect(),
+            other => bail!(Format, "{what}: tensor {name} has dtype {other:?}; supported: F32, F16, BF16 (and I64/I32 buffers)"),
         };
-        out.insert(name, Stored { shape: view.shape().to_vec(), data });
+        let integer = matches!(view.dtype(), Dtype::I64 | Dtype::I32);
+        out.insert(name, Stored { shape: view.shape().to_vec(), data, integer });
     }
     Ok((out, metadata))
 }
@@ -162,6 +167,9 @@ impl Layout<'_> {
                 }
                 bail!(Format, "model.safetensors: missing tensor {name}");
             };
+            if s.integer {
+                bail!(Format, "model.safetensors: parameter {name} is stored with an integer dtype");
+            }
             let transposed = (self.transposed)(name);
             let expected: Vec<usize> =
                 if transposed { param.shape().iter().rev().copied().collect() } else { param.shape().to_vec() };

@@ -43,7 +43,7 @@ fn whole_model_gradients_match_finite_differences() {
         let grad = p.grad().unwrap().to_vec();
         let base = p.to_vec();
         for i in (0..p.numel()).step_by(p.numel() / 4 + 1) {
-            let mut at = |v: f32| {
+            let at = |v: f32| {
                 let mut d = base.clone();
                 d[i] = v;
                 p.assign(&d).unwrap();

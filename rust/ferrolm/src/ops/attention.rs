@@ -87,6 +87,17 @@ impl Dims {
     }
 }
 
+/// How many (batch, head) tasks one thread should take at least: all of them (no threads at
+/// all) when the whole problem is too small to repay waking the pool, as in decoding.
+fn tasks_per_thread(tasks: usize, work_per_task: usize) -> usize {
+    const MIN_PARALLEL_WORK: usize = 1 << 17;
+    if tasks * work_per_task < MIN_PARALLEL_WORK {
+        tasks.max(1)
+    } else {
+        1
+    }
+}
+
 /// Returns the output as [B, H, Tq, D] and the log-sum-exp of every query's scores.
 fn forward(q: (&[f32], Layout), k: (&[f32], Layout), v: (&[f32], Layout), dims: &Dims) -> (Vec<f32>, Vec<f32>) {
     let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
@@ -95,19 +106,22 @@ fn forward(q: (&[f32], Layout), k: (&[f32], Layout), v: (&[f32], Layout), dims: 
     if tq * d == 0 {
         return (out, lse);
     }
-    out.par_chunks_mut(tq * d).zip(lse.par_chunks_mut(tq)).enumerate().for_each(|(bh, (out, lse))| {
-        vectorized(|| {
-            let (b, h) = (bh / nh, bh % nh);
-            let mut p = vec![0.0; tq * tk];
-            dims.scores(q, k, b, h, &mut p);
-            if tk > 0 {
-                for (row, l) in p.chunks_mut(tk).zip(lse.iter_mut()) {
-                    *l = softmax_in_place(row);
+    let min_len = tasks_per_thread(nb * nh, tq * tk * d);
+    out.par_chunks_mut(tq * d).zip(lse.par_chunks_mut(tq)).with_min_len(min_len).enumerate().for_each(
+        |(bh, (out, lse))| {
+            vectorized(|| {
+                let (b, h) = (bh / nh, bh % nh);
+                let mut p = vec![0.0; tq * tk];
+                dims.scores(q, k, b, h, &mut p);
+                if tk > 0 {
+                    for (row, l) in p.chunks_mut(tk).zip(lse.iter_mut()) {
+                        *l = softmax_in_place(row);
+                    }
                 }
-            }
-            gemm(MatRef::new(&p, tq, tk), v.1.mat(v.0, b, h, tk, d), out, d, false, Threads::Serial);
-        })
-    });
+                gemm(MatRef::new(&p, tq, tk), v.1.mat(v.0, b, h, tk, d), out, d, false, Threads::Serial);
+            })
+        },
+    );
     (out, lse)
 }
 
@@ -130,8 +144,12 @@ fn backward(
         return (dq, dk, dv);
     }
     let scale = dims.scale();
-    dq.par_chunks_mut(tq * d).zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d))).enumerate().for_each(
-        |(bh, (dq, (dk, dv)))| {
+    let min_len = tasks_per_thread(nb * nh, tq * tk * d);
+    dq.par_chunks_mut(tq * d)
+        .zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d)))
+        .with_min_len(min_len)
+        .enumerate()
+        .for_each(|(bh, (dq, (dk, dv)))| {
             vectorized(|| {
                 let (b, h) = (bh / nh, bh % nh);
                 let (o, g) = (out.1.mat(out.0, b, h, tq, d), dout.1.mat(dout.0, b, h, tq, d));
@@ -157,8 +175,7 @@ fn backward(
                 gemm(ds, k.1.mat(k.0, b, h, tk, d), dq, d, false, Threads::Serial);
                 gemm(ds.t(), q.1.mat(q.0, b, h, tq, d), dk, d, false, Threads::Serial);
             })
-        },
-    );
+        });
     (dq, dk, dv)
 }
 

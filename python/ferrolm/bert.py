@@ -1,0 +1,140 @@
+"""BERT: the core encoder plus its WordPiece tokenizer, with fill-mask and sentence embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm import _core
+from ferrolm._core import Tensor
+from ferrolm.autograd import no_grad
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class BERT:
+    """A BERT encoder (masked-LM head included unless loaded from an encoder-only checkpoint).
+
+    >>> model = BERT.create(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+    >>> model.hidden(np.zeros((1, 5), dtype=np.int64)).shape
+    (1, 5, 32)
+    """
+
+    def __init__(self, core: _core.Bert, tokenizer=None) -> None:
+        self.core = core
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def create(cls, *, vocab_size: int, hidden_size: int = 256, num_hidden_layers: int = 4, num_attention_heads: int = 4,
+               intermediate_size: Optional[int] = None, max_position_embeddings: int = 128, type_vocab_size: int = 2,
+               hidden_dropout_prob: float = 0.1, pad_token_id: int = 0, pooler: bool = False, seed: int = 0,
+               tokenizer=None) -> "BERT":
+        core = _core.Bert(vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
+                          intermediate_size or 4 * hidden_size, max_position_embeddings=max_position_embeddings,
+                          type_vocab_size=type_vocab_size, hidden_dropout_prob=hidden_dropout_prob,
+                          pad_token_id=pad_token_id, pooler=pooler, seed=seed)
+        return cls(core, tokenizer)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "BERT":
+        """Loads a BERT directory: config.json, model.safetensors and tokenizer.json or
+        vocab.txt (ours, Hugging Face's, or a sentence-transformers export)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory {path} does not exist")
+        from ferrolm import Tokenizer
+
+        tokenizer = None
+        if (path / TOKENIZER_FILE).exists():
+            tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
+        elif (path / "vocab.txt").exists():
+            tokenizer = Tokenizer.from_bert_vocab(str(path / "vocab.txt"))
+        return cls(_core.Bert.load(str(path)), tokenizer)
+
+    def save(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        self.core.save(str(path))
+        if self.tokenizer is not None:
+            self.tokenizer.save(str(path / TOKENIZER_FILE))
+
+    @property
+    def config(self) -> dict:
+        return self.core.config
+
+    @property
+    def max_len(self) -> int:
+        return self.config["max_position_embeddings"]
+
+    def hidden(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
+        """Last hidden states [B, T, C]; `attention_mask` is 1/True for real tokens."""
+        return self.core.hidden(ids, token_type_ids, attention_mask, dropout_seed)
+
+    def mlm_logits(self, hidden: Tensor) -> Tensor:
+        return self.core.mlm_logits(hidden)
+
+    def __call__(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
+        """Masked-LM logits [B, T, V]."""
+        return self.mlm_logits(self.hidden(ids, token_type_ids=token_type_ids, attention_mask=attention_mask, dropout_seed=dropout_seed))
+
+    def named_parameters(self) -> list[tuple[str, Tensor]]:
+        return self.core.named_parameters()
+
+    def parameters(self) -> list[Tensor]:
+        return [t for _, t in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+    # ------------------------------------------------------------ text
+
+    def _tok(self):
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer")
+        return self.tokenizer
+
+    def _encode(self, text: str) -> np.ndarray:
+        ids = np.asarray(self._tok().encode(text, allowed_special="all"), dtype=np.int64)
+        if len(ids) > self.max_len:
+            raise ValueError(f"text has {len(ids)} tokens, more than max_position_embeddings ({self.max_len})")
+        return ids
+
+    def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict]]:
+        """Candidates for every [MASK] in `text`: one list per mask, best first, each entry
+        {"token", "token_id", "score"} with the softmax probability as score."""
+        mask_id = self._tok().token_to_id("[MASK]")
+        if mask_id is None:
+            raise ValueError("the tokenizer has no [MASK] token")
+        ids = self._encode(text)
+        positions = np.flatnonzero(ids == mask_id)
+        if positions.size == 0:
+            raise ValueError(f"no [MASK] in the text: {text!r}")
+        with no_grad():
+            h = self.hidden(ids[None, :])
+            rows = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, positions)
+            probs = F.softmax(self.mlm_logits(rows)).numpy()
+        out = []
+        for p in probs:
+            best = np.argsort(-p, kind="stable")[:top_k]
+            out.append([{"token": self._tok().id_to_token(int(i)), "token_id": int(i), "score": float(p[i])} for i in best])
+        return out
+
+    def embed(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
+        """Sentence embeddings [N, C]: the mean of the last hidden states over real tokens,
+        or the [CLS] vector (`pooling="cls"`)."""
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        enc = [self._encode(t) for t in texts]
+        length = max(len(e) for e in enc)
+        pad = self._tok().pad_id
+        ids = np.full((len(enc), length), pad, dtype=np.int64)
+        mask = np.zeros((len(enc), length), dtype=bool)
+        for i, e in enumerate(enc):
+            ids[i, : len(e)], mask[i, : len(e)] = e, True
+        with no_grad():
+            h = self.hidden(ids, attention_mask=mask).numpy()
+        if pooling == "cls":
+            return h[:, 0]
+        return (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)

@@ -1,0 +1,67 @@
+"""Masked-language-model pretraining (BERT): windows of the token stream packed as
+[CLS] A [SEP] B [SEP] sentence pairs (or single segments), masked by `MlmCollator`; the loss
+is cross-entropy at the masked positions only (the head runs on those rows alone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm.data import MlmCollator, load_tokens
+
+
+class MaskedLM:
+    kind = "mlm"
+
+    def __init__(self, data_dir: str | Path, tokenizer, max_len: int, batch_size: int, pairs: bool = True,
+                 mask_prob: float = 0.15, whole_word: bool = False, short_prob: float = 0.1) -> None:
+        if max_len < 8:
+            raise ValueError(f"max_len must be at least 8, got {max_len}")
+        self.streams = {split: load_tokens(Path(data_dir), split) for split in ("train", "val")}
+        for split, t in self.streams.items():
+            if len(t) <= max_len:
+                raise ValueError(f"the {split} split has only {len(t)} tokens; need more than max_len={max_len}")
+        self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
+        self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
+
+    def batch(self, split: str, rng: np.random.Generator) -> dict:
+        tokens = self.streams[split]
+        body = self.max_len - (3 if self.pairs else 2)
+        examples = []
+        for _ in range(self.batch_size):
+            # As in BERT, some sequences are shorter, so the model also sees padding.
+            n = int(rng.integers(4, body + 1)) if rng.random() < self.short_prob else body
+            start = int(rng.integers(0, len(tokens) - n))
+            window = np.asarray(tokens[start : start + n], dtype=np.int64).tolist()
+            if self.pairs:
+                cut = int(rng.integers(1, n))
+                examples.append(self.collate.pack([window[:cut], window[cut:]]))
+            else:
+                examples.append(self.collate.pack([window]))
+        return self.collate(examples, rng)
+
+    def loss(self, model, batch: dict, dropout_seed):
+        h = model.hidden(batch["ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"],
+                         dropout_seed=dropout_seed)
+        labels = batch["labels"].reshape(-1)
+        rows = np.flatnonzero(labels != -100)
+        if rows.size == 0:  # possible for a tiny batch: nothing to predict
+            rows = np.array([0])
+            targets = np.array([-100])
+        else:
+            targets = labels[rows]
+        picked = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, rows)
+        logits = model.mlm_logits(picked)
+        loss = F.cross_entropy(logits, targets)
+        extra = {}
+        if dropout_seed is None:  # evaluation: masked-token accuracy
+            extra["accuracy"] = float((logits.numpy().argmax(-1) == targets).mean())
+        return loss, extra
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def state(self) -> dict:
+        return {"block_size": self.max_len, "batch_size": self.batch_size, "pairs": self.pairs}

@@ -1,0 +1,181 @@
+//! AVX-512 microkernel: an `R × 16·NV` tile of C held in zmm accumulators. Each k step loads NV
+//! vectors of the packed B row and broadcasts R values of the packed A column.
+
+// Microkernels take their operands as flat scalar arguments, on purpose: they stay in registers.
+#![allow(clippy::too_many_arguments)]
+
+use super::{pack, MatRef};
+use std::arch::x86_64::*;
+
+/// Rows of the full tile.
+pub(super) const MR: usize = 6;
+/// Vectors (of 16 floats) across the full tile.
+const NV: usize = 4;
+/// Columns of the full tile.
+pub(super) const NR: usize = 16 * NV;
+
+/// `R × 16·V` tile; the last vector column is written under `mask` (the valid lanes), so any
+/// `cols` needs no scratch tile. Row r of A at step k is `a[r * a_rs + k * a_cs]` (a packed
+/// panel or A itself); `b` advances by `NR` per k step whatever `V` is.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn kernel<const R: usize, const V: usize>(
+    kc: usize,
+    mut a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    mut b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+    mask: u16,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for _ in 0..kc {
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = _mm512_load_ps(b.add(16 * v));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(r * a_rs));
+            for (x, bx) in row.iter_mut().zip(&bv) {
+                *x = _mm512_fmadd_ps(av, *bx, *x);
+            }
+        }
+        a = a.add(a_cs);
+        b = b.add(NR);
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let cr = c.add(r * ldc);
+        for (v, x) in row.iter().enumerate() {
+            let m = if v + 1 == V { mask } else { 0xffff };
+            let p = cr.add(16 * v);
+            let mut x = *x;
+            if load_c {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, p));
+            }
+            _mm512_mask_storeu_ps(p, m, x);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn by_vectors<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    load_c: bool,
+) {
+    let v = cols.div_ceil(16);
+    let mask = (u32::MAX >> (32 - (cols - 16 * (v - 1)))) as u16;
+    match v {
+        1 => kernel::<R, 1>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        2 => kernel::<R, 2>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        3 => kernel::<R, 3>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        4 => kernel::<R, 4>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        _ => unreachable!(),
+    }
+}
+
+/// Computes the `rows × cols` (≤ MR × NR) corner of the tile.
+///
+/// # Safety
+/// The CPU supports AVX-512F and FMA; `a` addresses `rows` rows of `kc` floats at strides
+/// (`a_rs`, `a_cs`); `b` is a 64-byte aligned packed panel of `kc` steps;
+/// `c` addresses `rows` rows of `cols` writable floats at stride `ldc`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn tile(
+    kc: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    load_c: bool,
+) {
+    match rows {
+        1 => by_vectors::<1>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        2 => by_vectors::<2>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        3 => by_vectors::<3>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        4 => by_vectors::<4>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        5 => by_vectors::<5>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        6 => by_vectors::<6>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        _ => unreachable!(),
+    }
+}
+
+/// Transposes the 16 × 16 block held in `r` (row i in `r[i]`) in place: 64 in-lane and
+/// cross-lane shuffles instead of 256 scalar moves.
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    // Rows 4g..4g+3 interleaved: u[4g + c] holds, in 128-bit lane L, column 4L + c of them.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let [r0, r1, r2, r3] = [r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]];
+        let (t0, t1) = (_mm512_unpacklo_ps(r0, r1), _mm512_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm512_unpacklo_ps(r2, r3), _mm512_unpackhi_ps(r2, r3));
+        u[4 * g] = _mm512_shuffle_ps::<0x44>(t0, t2);
+        u[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(t0, t2);
+        u[4 * g + 2] = _mm512_shuffle_ps::<0x44>(t1, t3);
+        u[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(t1, t3);
+    }
+    // Column 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+    for c in 0..4 {
+        let v0 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let v1 = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+        let w0 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let w1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+        r[c] = _mm512_shuffle_f32x4::<0x88>(v0, w0);
+        r[8 + c] = _mm512_shuffle_f32x4::<0xDD>(v0, w0);
+        r[4 + c] = _mm512_shuffle_f32x4::<0x88>(v1, w1);
+        r[12 + c] = _mm512_shuffle_f32x4::<0xDD>(v1, w1);
+    }
+}
+
+/// `pack::pack_b_panel` for a B whose columns are contiguous (B = Wᵀ, the NT case): 16 × 16
+/// blocks are loaded as 16 column runs and transposed in registers, instead of scattering
+/// every float down the panel. Other layouts go to the portable packer.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `b` passed `MatRef::in_bounds`, and the block lies inside it.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_b_panel(b: &MatRef, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    if b.row_stride != 1 || b.col_stride == 1 {
+        return pack::pack_b_panel(b, k0, kc, j0, w, NR, dst);
+    }
+    let dst = &mut dst[..kc * NR];
+    let (wfull, kfull) = (w / 16 * 16, kc / 16 * 16);
+    let col = |j: usize| (j0 + j) * b.col_stride + k0;
+    for jb in (0..wfull).step_by(16) {
+        // The last element read is B(k0 + kc - 1, j0 + jb + 15), inside `b.data` since the
+        // view is in bounds; so every 16-float run below is too.
+        assert!(col(jb + 15) + kc <= b.data.len());
+        for kb in (0..kfull).step_by(16) {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (jj, x) in r.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(b.data.as_ptr().add(col(jb + jj) + kb));
+            }
+            transpose16(&mut r);
+            for (kk, x) in r.iter().enumerate() {
+                _mm512_store_ps(dst.as_mut_ptr().add((kb + kk) * NR + jb), *x);
+            }
+        }
+        for k in kfull..kc {
+            for jj in 0..16 {
+                dst[k * NR + jb + jj] = b.data[col(jb + jj) + k];
+            }
+        }
+    }
+    for (k, out) in dst.chunks_exact_mut(NR).enumerate() {
+        for (j, o) in out.iter_mut().enumerate().skip(wfull) {
+            *o = if j < w { b.data[col(j) + k] } else { 0.0 };
+        }
+    }
+}
