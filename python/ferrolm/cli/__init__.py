@@ -11,10 +11,20 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from ferrolm.cli.lm import register_fill_mask, register_generate, register_pretrain
+from ferrolm.cli.posttrain import register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
 
 #: Command groups, each registered by a function of the subparsers object.
-COMMANDS: list[Callable] = [register_pretrain, register_generate, register_fill_mask, register_tokenizer]
+COMMANDS: list[Callable] = [
+    register_pretrain,
+    register_generate,
+    register_fill_mask,
+    register_sft,
+    register_reward,
+    register_dpo,
+    register_ppo,
+    register_tokenizer,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,13 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-# nanoGPT's flag names; None means "use the default, or the checkpoint's value on --resume".
-MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": True}
-TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
-               "lr_decay_iters": 2000, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
-               "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
-               "checkpoint_interval": 0}
-
+from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, train_config
 
 def register_pretrain(sub) -> None:
     """`ferrolm pretrain`: next-token (GPT) or masked-LM (BERT) pretraining."""
@@ -30,23 +24,8 @@ def register_pretrain(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
     p.add_argument("--sample-tokens", type=int, default=300, help="causal: tokens of sample text to print at the end (0: none)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for name, default in {**MODEL_FLAGS, **TRAIN_FLAGS}.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
-        else:
-            p.add_argument(flag, type=type(default), default=None, help=f"default {default}")
+    add_flags(p, {**MODEL_FLAGS, **TRAIN_FLAGS})
     p.set_defaults(func=run_pretrain)
-
-
-def _choose(args, name: str, saved: Optional[dict], defaults: dict):
-    given = getattr(args, name)
-    if saved is not None and name in saved:
-        if given is not None and given != saved[name] and name in MODEL_FLAGS:
-            raise ValueError(f"--{name.replace('_', '-')} {given} does not match the checkpoint in {args.out} ({saved[name]})")
-        return saved[name] if given is None else given
-    return defaults[name] if given is None else given
 
 
 def _model_flags(model) -> dict:
@@ -85,7 +64,7 @@ def _new_model(objective: str, tokenizer, m: dict, seed: int):
 def run_pretrain(args) -> int:
     from ferrolm.data import prepare_tokens, read_corpus
     from ferrolm.models import load_model
-    from ferrolm.train import CausalLM, MaskedLM, TrainConfig, train
+    from ferrolm.train import CausalLM, MaskedLM, train
 
     out = Path(args.out or f"out-{args.objective}")
     args.out = str(out)
@@ -99,17 +78,17 @@ def run_pretrain(args) -> int:
         model = load_model(out)
         saved_model = _model_flags(model)
         saved_train = {**state["config"], **state.get("objective_state", {})}
-        m = {k: _choose(args, k, saved_model, MODEL_FLAGS) for k in MODEL_FLAGS}
+        m = {k: choose(args, k, saved_model, MODEL_FLAGS) for k in MODEL_FLAGS}
     else:
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)
         meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction)
         print(f"corpus: {len(text):,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
-        m = {k: _choose(args, k, None, MODEL_FLAGS) for k in MODEL_FLAGS}
-        model = _new_model(args.objective, tokenizer, m, _choose(args, "seed", None, TRAIN_FLAGS))
-    t = {k: _choose(args, k, saved_train, TRAIN_FLAGS) for k in TRAIN_FLAGS}
-    config = TrainConfig(**{k: v for k, v in t.items() if k != "batch_size"}, progress=not args.no_progress)
+        m = {k: choose(args, k, None, MODEL_FLAGS) for k in MODEL_FLAGS}
+        model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, TRAIN_FLAGS))
+    t = {k: choose(args, k, saved_train, TRAIN_FLAGS) for k in TRAIN_FLAGS}
+    config = train_config(t, args)
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
     if args.objective == "mlm":

@@ -75,6 +75,7 @@ class Objective(Protocol):
     def batch(self, split: str, rng: np.random.Generator) -> Any: ...
 
     def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]: ...
+    """The loss to minimise and extra metrics; `dropout_seed` is None when evaluating."""
 
     def tokens(self, batch: Any) -> int: ...
 
@@ -168,6 +169,10 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     def evaluate(it: int) -> dict:
         eval_rng = np.random.Generator(np.random.PCG64([config.seed, it, 7]))
         record: dict[str, Any] = {"step": it}
+        if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
+            with _core_no_grad():
+                record.update(objective.evaluate(model, eval_rng))
+            return record
         with _core_no_grad():
             for split in ("train", "val"):
                 values: dict[str, list[float]] = {}
@@ -177,7 +182,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
                         values.setdefault(k, []).append(v)
                 for k, v in values.items():
                     record[f"{split}_{k}"] = float(np.mean(v))
-        record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
+        if objective.kind in ("causal", "mlm", "sft"):
+            record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
         return record
 
     def save(it: int) -> None:
@@ -199,12 +205,14 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
                 save(step)
             lr = config.lr_at(step)
             opt.lr = lr
-            total = 0.0
+            total, extras = 0.0, {}
             for micro in range(config.grad_accum):
                 batch = objective.batch("train", rng)
-                loss, _ = objective.loss(model, batch, _dropout_seed(config.seed, step, micro))
+                loss, extra = objective.loss(model, batch, _dropout_seed(config.seed, step, micro))
                 (loss * (1.0 / config.grad_accum)).backward()
                 total += loss.item() / config.grad_accum
+                for k, v in extra.items():
+                    extras[k] = extras.get(k, 0.0) + v / config.grad_accum
                 tokens_since += objective.tokens(batch)
             grad_norm = _core.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
             opt.step()
@@ -214,7 +222,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
                 now = time.perf_counter()
                 tps = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
-                log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps})
+                log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps, **extras,
+                     **getattr(objective, "last_rollout", {})})
                 if bar is not None:
                     bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
             if bar is not None:
@@ -255,7 +264,7 @@ def _progress(config: TrainConfig, start: int):
 
 
 def _describe(bar, record: dict) -> None:
-    text = f"step {record['step']}: train {record['train_loss']:.4f}, val {record['val_loss']:.4f}"
+    text = f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step" and isinstance(v, float))
     if bar is not None:
         bar.write(text)
 

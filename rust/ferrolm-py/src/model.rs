@@ -142,6 +142,12 @@ impl PyGpt {
         self.0.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
     }
 
+    /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).
+    #[pyo3(signature = (vocab_size, seed = 0))]
+    fn with_vocab(&self, vocab_size: usize, seed: u64) -> PyResult<PyGpt> {
+        self.0.with_vocab(vocab_size, seed).py().map(PyGpt)
+    }
+
     /// An independent copy of the model (own weights).
     fn deep_clone(&self, py: Python<'_>) -> PyGpt {
         PyGpt(py.detach(|| self.0.deep_clone()))

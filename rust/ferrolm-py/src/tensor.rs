@@ -93,6 +93,13 @@ impl PyTensor {
         Ok(PyTensor(t))
     }
 
+    /// Makes numpy defer to Tensor in mixed arithmetic (`array + tensor` calls
+    /// `Tensor.__radd__`), so a numpy operand never silently drops the graph.
+    #[classattr]
+    fn __array_ufunc__(py: Python<'_>) -> Py<PyAny> {
+        py.None()
+    }
+
     #[getter]
     fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, self.0.shape())

@@ -75,9 +75,16 @@ pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, St
                 raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
             }
             Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-            Dtype::I32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32).collect(),
-            other => bail!(Format, "{what}: tensor {name} has dtype {other:?}; supported: F32, F16, BF16 (and I64/I32 buffers)"),
+            Dtype::I64 => {
+                raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
+            }
+            Dtype::I32 => {
+                raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32).collect()
+            }
+            other => bail!(
+                Format,
+                "{what}: tensor {name} has dtype {other:?}; supported: F32, F16, BF16 (and I64/I32 buffers)"
+            ),
         };
         let integer = matches!(view.dtype(), Dtype::I64 | Dtype::I32);
         out.insert(name, Stored { shape: view.shape().to_vec(), data, integer });

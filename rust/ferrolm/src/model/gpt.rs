@@ -259,6 +259,20 @@ impl Gpt {
         Ok(model)
     }
 
+    /// The same model with a vocabulary of `vocab_size` tokens (≥ the current one), e.g. after
+    /// chat special tokens were added to the tokenizer: existing embedding rows are kept, new
+    /// ones drawn from N(0, 0.02). All other weights are shared with `self`.
+    pub fn with_vocab(&self, vocab_size: usize, seed: u64) -> Result<Gpt> {
+        let (old, c) = (self.config.vocab_size, self.config.n_embd);
+        ensure!(vocab_size >= old, Argument, "with_vocab: cannot shrink the vocabulary from {old} to {vocab_size}");
+        let mut data = self.wte.weight.to_vec();
+        data.extend(Tensor::randn(&[vocab_size - old, c], 0.0, 0.02, seed).read().iter());
+        let mut model = self.clone();
+        model.config.vocab_size = vocab_size;
+        model.wte = Embedding { weight: Tensor::from_vec(data, &[vocab_size, c])?.with_grad() };
+        Ok(model)
+    }
+
     /// An independent copy (own storage), e.g. a frozen reference model.
     pub fn deep_clone(&self) -> Gpt {
         let copy = Gpt::new(self.config.clone(), 0).expect("config already valid");

@@ -1,0 +1,85 @@
+"""The chat template: a prompt/response pair rendered straight to ids with special tokens,
+
+    <|user|> prompt <|assistant|> response <|end|>
+
+User text is encoded as plain text (special-token look-alikes in it stay text), so the first
+<|assistant|> id marks where the response starts: loss masks are built from ids, never from
+string matching."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
+SPECIALS = (USER, ASSISTANT, END)
+
+
+class ChatTemplate:
+    def __init__(self, tokenizer) -> None:
+        missing = [t for t in SPECIALS if tokenizer.token_to_id(t) is None]
+        if missing:
+            raise ValueError(f"the tokenizer lacks the chat tokens {missing}; prepare the model with ChatTemplate.prepare(model)")
+        self.tokenizer = tokenizer
+        self.user, self.assistant, self.end = (tokenizer.token_to_id(t) for t in SPECIALS)
+
+    @staticmethod
+    def prepare(model):
+        """Adds the chat tokens to the model's tokenizer (growing the embedding if needed)
+        and returns the model with a template for it."""
+        tok = model.tokenizer
+        if tok is None:
+            raise ValueError("the model has no tokenizer")
+        if any(tok.token_to_id(t) is None for t in SPECIALS):
+            tok.add_special_tokens(list(SPECIALS))
+        if tok.vocab_size > model.vocab_size:
+            model.core = model.core.with_vocab(tok.vocab_size, seed=0)
+        return ChatTemplate(tok)
+
+    def text(self, s: str) -> list[int]:
+        return list(self.tokenizer.encode(s, allowed_special="none", disallowed_special="text", add_special_tokens=False))
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids a response is generated after."""
+        return [self.user, *self.text(prompt), self.assistant]
+
+    def render(self, prompt: str, response: str) -> list[int]:
+        return self.prompt_ids(prompt) + self.text(response) + [self.end]
+
+    def response_start(self, ids) -> int:
+        """Index of the first response token: just after the first <|assistant|>."""
+        hits = np.flatnonzero(np.asarray(ids) == self.assistant)
+        if hits.size == 0:
+            raise ValueError("sequence has no <|assistant|> token")
+        return int(hits[0]) + 1
+
+    def decode_response(self, ids) -> str:
+        """Text of generated response ids, stopping at <|end|>."""
+        ids = list(ids)
+        if self.end in ids:
+            ids = ids[: ids.index(self.end)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def pad_right(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded [B, T] ids and each row's length (causal attention never looks right, so
+    real tokens are unaffected by the padding)."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    ids = np.full((len(rows), int(lengths.max())), pad, dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    return ids, lengths
+
+
+def response_mask(ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """[B, T−1] mask over next-token predictions: position t predicts ids[:, t+1], which is a
+    response token when starts ≤ t+1 < length."""
+    t = np.arange(1, ids.shape[1])[None, :]
+    return (t >= starts[:, None]) & (t < lengths[:, None])
+
+
+def check_fits(ids: list[int], block_size: int, where: str) -> Optional[str]:
+    if len(ids) - 1 > block_size:
+        return f"{where}: {len(ids)} tokens do not fit the context of {block_size} (+1 for the shifted target)"
+    return None

@@ -1,0 +1,40 @@
+"""Flags shared by the training commands (nanoGPT's names) and how they become a TrainConfig."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+# None on the command line means "the command's default, or the checkpoint's value on --resume".
+MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": True}
+TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
+               "lr_decay_iters": 2000, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
+               "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
+               "checkpoint_interval": 0}
+
+
+def add_flags(parser, defaults: dict) -> None:
+    """--flag-name for each entry, defaulting to None so `choose` can tell given from not."""
+    for name, default in defaults.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+        else:
+            parser.add_argument(flag, type=type(default), default=None, help=f"default {default}")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def choose(args, name: str, saved: Optional[dict], defaults: dict):
+    """The flag's value: given on the command line, else saved in a checkpoint, else default.
+    A model flag that contradicts the checkpoint is an error."""
+    given = getattr(args, name)
+    if saved is not None and name in saved:
+        if given is not None and given != saved[name] and name in MODEL_FLAGS:
+            raise ValueError(f"--{name.replace('_', '-')} {given} does not match the checkpoint in {args.out} ({saved[name]})")
+        return saved[name] if given is None else given
+    return defaults[name] if given is None else given
+
+
+def train_config(values: dict, args):
+    from ferrolm.train import TrainConfig
+
+    return TrainConfig(**{k: v for k, v in values.items() if k != "batch_size"}, progress=not args.no_progress)

@@ -1,0 +1,205 @@
+"""`ferrolm sft | reward | dpo | ppo`: post-training from a model directory into a new one.
+
+Each command reads its data (JSONL; preferences also from a labelling SQLite file), holds out
+a validation share, trains through the shared loop and prints its held-out metric.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ferrolm.cli.common import TRAIN_FLAGS, add_flags, choose, train_config
+
+DEFAULTS = {
+    "sft": {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20, "lr_decay_iters": 300,
+            "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0},
+    "reward": {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20, "lr_decay_iters": 300,
+               "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0},
+    "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "min_lr": 1e-5, "warmup_iters": 10, "lr_decay_iters": 200,
+            "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
+    "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "min_lr": 5e-5, "warmup_iters": 0, "lr_decay_iters": 200,
+            "eval_interval": 50, "eval_iters": 1, "batch_size": 8, "weight_decay": 0.0},
+}
+
+
+def _split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    if len(records) < 2:
+        raise ValueError(f"need at least 2 records to hold some out, got {len(records)}")
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = min(max(1, int(round(len(records) * val_fraction))), len(records) - 1)
+    return [records[i] for i in order[n_val:]], [records[i] for i in order[:n_val]]
+
+
+def load_preference_records(path: str) -> list[dict]:
+    """Preference pairs from JSONL, validated (errors name the line)."""
+    from ferrolm.jsonl import read_records
+
+    return read_records(path, ("prompt", "chosen", "rejected"))
+
+
+def _common(p, command: str) -> None:
+    p.add_argument("model", help="model directory to start from")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of records held out for evaluation")
+    p.add_argument("--skip-long", action="store_true", help="skip (and count) records that do not fit the context")
+    add_flags(p, DEFAULTS[command])
+
+
+def _values(args, command: str) -> dict:
+    return {k: choose(args, k, None, DEFAULTS[command]) for k in DEFAULTS[command]}
+
+
+def _report(name: str, start: float, evals: list, extra: str) -> None:
+    print(f"{name} done in {time.perf_counter() - start:.1f}s; {extra}", flush=True)
+
+
+# ---------------------------------------------------------------- sft
+
+
+def register_sft(sub) -> None:
+    """`ferrolm sft`: supervised fine-tuning on prompt/response JSONL."""
+    p = sub.add_parser("sft", help="supervised fine-tuning on {\"prompt\", \"response\"} JSONL (loss on responses only)")
+    p.add_argument("--data", required=True, help="JSONL with prompt and response strings")
+    _common(p, "sft")
+    p.set_defaults(func=run_sft)
+
+
+def run_sft(args) -> int:
+    from ferrolm.chat import ChatTemplate
+    from ferrolm.jsonl import read_records
+    from ferrolm.model import GPT
+    from ferrolm.train import train
+    from ferrolm.train.sft import SFT
+
+    v = _values(args, "sft")
+    records = read_records(args.data, ("prompt", "response"))
+    model = GPT.load(args.model)
+    template = ChatTemplate.prepare(model)
+    tr, va = _split(records, args.val_fraction, v["seed"])
+    objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
+    print(f"sft: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
+    start = time.perf_counter()
+    evals = train(model, objective, train_config(v, args), args.out)
+    _report("sft", start, evals, f"val loss on responses {evals[-1]['val_loss']:.4f}; saved to {args.out}/")
+    return 0
+
+
+# ---------------------------------------------------------------- reward
+
+
+def register_reward(sub) -> None:
+    """`ferrolm reward`: a reward model from pairwise preferences."""
+    p = sub.add_parser("reward", help="train a reward model on {\"prompt\", \"chosen\", \"rejected\"} preferences")
+    p.add_argument("--data", required=True, help="preference JSONL (or a labelling .sqlite database)")
+    _common(p, "reward")
+    p.set_defaults(func=run_reward)
+
+
+def run_reward(args) -> int:
+    from ferrolm.chat import ChatTemplate
+    from ferrolm.model import GPT
+    from ferrolm.train import train
+    from ferrolm.train.reward import Preferences, RewardModel
+
+    v = _values(args, "reward")
+    records = load_preference_records(args.data)
+    gpt = GPT.load(args.model)
+    template = ChatTemplate.prepare(gpt)
+    model = RewardModel(gpt)
+    tr, va = _split(records, args.val_fraction, v["seed"])
+    objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
+    print(f"reward: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
+    start = time.perf_counter()
+    evals = train(model, objective, train_config(v, args), args.out)
+    _report("reward", start, evals, f"held-out pairwise accuracy {objective.accuracy(model):.3f}; saved to {args.out}/")
+    return 0
+
+
+# ---------------------------------------------------------------- dpo
+
+
+def register_dpo(sub) -> None:
+    """`ferrolm dpo`: direct preference optimisation against a frozen copy of the model."""
+    p = sub.add_parser("dpo", help="direct preference optimisation on preference pairs")
+    p.add_argument("--data", required=True, help="preference JSONL (or a labelling .sqlite database)")
+    p.add_argument("--beta", type=float, default=0.1, help="strength of the implicit KL constraint")
+    _common(p, "dpo")
+    p.set_defaults(func=run_dpo)
+
+
+def run_dpo(args) -> int:
+    from ferrolm.chat import ChatTemplate
+    from ferrolm.model import GPT
+    from ferrolm.train import train
+    from ferrolm.train.dpo import DPO
+
+    v = _values(args, "dpo")
+    records = load_preference_records(args.data)
+    model = GPT.load(args.model)
+    template = ChatTemplate.prepare(model)
+    tr, va = _split(records, args.val_fraction, v["seed"])
+    objective = DPO(model.copy(), tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
+    start = time.perf_counter()
+    evals = train(model, objective, train_config(v, args), args.out)
+    _report("dpo", start, evals, f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}; saved to {args.out}/")
+    return 0
+
+
+# ---------------------------------------------------------------- ppo
+
+
+def register_ppo(sub) -> None:
+    """`ferrolm ppo`: RLHF against a reward model with a KL penalty to the starting model."""
+    p = sub.add_parser("ppo", help="RLHF: PPO against a reward model, KL-penalised towards the starting (SFT) model")
+    p.add_argument("--reward-model", required=True, help="reward model directory (from `ferrolm reward`)")
+    p.add_argument("--prompts", required=True, help="prompts: a text file (one per line) or JSONL with a prompt field")
+    p.add_argument("--rollout-size", type=int, default=16)
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--kl-coef", type=float, default=0.1)
+    p.add_argument("--target-kl", type=float, default=6.0, help="adaptive KL target (0: fixed coefficient)")
+    _common(p, "ppo")
+    p.set_defaults(func=run_ppo)
+
+
+def read_prompts(path: str) -> list[str]:
+    """Prompts from JSONL (a "prompt" field) or plain text (one per non-empty line)."""
+    from ferrolm.jsonl import read_records
+
+    if path.endswith(".jsonl"):
+        return [r["prompt"] for r in read_records(path, ("prompt",))]
+    try:
+        lines = [l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
+    prompts = [l for l in lines if l]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def run_ppo(args) -> int:
+    from ferrolm.chat import ChatTemplate
+    from ferrolm.model import GPT
+    from ferrolm.train import train
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+    from ferrolm.train.reward import RewardModel
+
+    v = _values(args, "ppo")
+    gpt = GPT.load(args.model)
+    template = ChatTemplate.prepare(gpt)
+    reward_model = RewardModel.load(args.reward_model)
+    tr, va = _split(read_prompts(args.prompts), args.val_fraction, v["seed"])
+    policy = PolicyWithValue(gpt)
+    objective = PPO(policy, gpt.copy(), reward_model, tr, va, template, rollout_size=args.rollout_size,
+                    minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
+                    kl_coef=args.kl_coef, target_kl=args.target_kl or None)
+    start = time.perf_counter()
+    evals = train(policy, objective, train_config(v, args), args.out)
+    first, last = evals[0], evals[-1]
+    _report("ppo", start, evals, f"held-out reward {last['val_reward']:.3f} (KL to start {last['val_kl']:.2f}), "
+            f"first evaluation {first['val_reward']:.3f}; saved to {args.out}/")
+    return 0

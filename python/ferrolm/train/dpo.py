@@ -1,0 +1,78 @@
+"""Direct preference optimisation: the policy against a frozen reference on preference pairs,
+loss −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]) with sequence
+log-probs summed over response tokens. Reference log-probs are computed once, up front."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm import _core
+from ferrolm.autograd import no_grad
+from ferrolm.chat import ChatTemplate, pad_right, response_mask
+from ferrolm.model import sequence_logprobs
+from ferrolm.train.reward import encode_preferences, split_pairs
+
+
+def response_logprobs(model, ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray, dropout_seed=None):
+    """Σ log π(response tokens) per row [B], keeping the graph."""
+    mask = response_mask(ids, lengths, starts).astype(np.float32)
+    lp = sequence_logprobs(model, ids, dropout_seed=dropout_seed)
+    return F.sum(lp * mask, axis=1)
+
+
+class DPO:
+    kind = "dpo"
+
+    def __init__(self, reference, train, val, template: ChatTemplate, block_size: int, batch_size: int,
+                 beta: float = 0.1, skip_long: bool = False) -> None:
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        self.template, self.batch_size, self.beta = template, batch_size, beta
+        self.data, self.counts, self.ref = {}, {}, {}
+        for split, records in (("train", train), ("val", val)):
+            self.data[split], self.counts[split] = encode_preferences(records, template, block_size, skip_long)
+            if not self.data[split]:
+                raise ValueError(f"no {split} preference pairs fit the context of {block_size} tokens")
+            self.ref[split] = self._logprobs(reference, self.data[split])
+
+    def _rows(self, pairs):
+        ids, lengths = split_pairs(pairs, self.template.end)
+        starts = np.array([self.template.response_start(r) for r in ids])
+        return ids, lengths, starts
+
+    def _logprobs(self, model, pairs) -> np.ndarray:
+        """[N, 2] (chosen, rejected) sequence log-probs, in chunks, without a graph."""
+        out = []
+        with no_grad():
+            for s in range(0, len(pairs), 32):
+                chunk = pairs[s : s + 32]
+                lp = response_logprobs(model, *self._rows(chunk)).numpy()
+                out.append(np.stack([lp[: len(chunk)], lp[len(chunk) :]], axis=1))
+        return np.concatenate(out)
+
+    def batch(self, split, rng):
+        idx = rng.integers(0, len(self.data[split]), size=self.batch_size)
+        return (*self._rows([self.data[split][i] for i in idx]), self.ref[split][idx])
+
+    def loss(self, model, batch, dropout_seed):
+        ids, lengths, starts, ref = batch
+        lp = response_logprobs(model, ids, lengths, starts, dropout_seed)
+        b = ids.shape[0] // 2
+        chosen = F.narrow(lp, 0, 0, b) - _core.Tensor(ref[:, 0])
+        rejected = F.narrow(lp, 0, b, b) - _core.Tensor(ref[:, 1])
+        logits = (chosen - rejected) * self.beta
+        loss = -F.log_sigmoid(logits).mean()
+        margin = logits.numpy()
+        return loss, {"accuracy": float((margin > 0).mean()), "margin": float(margin.mean())}
+
+    def accuracy(self, model, split: str = "val") -> float:
+        """Implicit-reward accuracy over every pair of a split."""
+        lp = self._logprobs(model, self.data[split]) - self.ref[split]
+        return float((lp[:, 0] > lp[:, 1]).mean())
+
+    def tokens(self, batch) -> int:
+        return int(batch[1].sum())
+
+    def state(self) -> dict:
+        return {"batch_size": self.batch_size, "beta": self.beta, "counts": self.counts}

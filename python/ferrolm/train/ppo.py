@@ -1,0 +1,196 @@
+"""RLHF with PPO (Ouyang et al. 2022, as in TRL): sample responses from the policy with the KV
+cache, score them with the reward model, subtract a per-token KL penalty to the frozen
+reference, estimate advantages with GAE against a value head, and take clipped policy and
+value steps over several minibatch epochs per rollout.
+
+It plugs into the shared loop: `batch()` runs a rollout whenever its buffer of minibatches is
+empty, `loss()` is the clipped objective, `evaluate()` scores fresh samples on held-out prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm import _core
+from ferrolm.autograd import no_grad
+from ferrolm.chat import ChatTemplate, pad_right
+from ferrolm.model import GPT
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+class PolicyWithValue:
+    """The policy GPT plus a value head on its hidden states (shared backbone)."""
+
+    def __init__(self, gpt: GPT, value_head=None) -> None:
+        self.gpt = gpt
+        self.value_head = value_head or _core.Linear(gpt.config["n_embd"], 1, bias=True, seed=11)
+
+    def __call__(self, ids: np.ndarray, dropout_seed=None):
+        """(logits [B, T, V], values [B, T])."""
+        h = self.gpt.hidden(ids, dropout_seed=dropout_seed)
+        b, t, _ = h.shape
+        return self.gpt.logits(h), F.reshape(self.value_head(h), [b, t])
+
+    def named_parameters(self):
+        return self.gpt.named_parameters() + [(f"value_head.{n}", t) for n, t in self.value_head.named_parameters()]
+
+    def save(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        self.gpt.save(path)
+        _core.save_safetensors(str(path / VALUE_HEAD_FILE), {f"value_head.{n}": t for n, t in self.value_head.named_parameters()})
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation over the masked (response) steps of each row:
+    δ_t = r_t + γ V_{t+1} − V_t, A_t = δ_t + γλ A_{t+1}, with V = 0 after the last step.
+    Returns (advantages, returns = advantages + values), zero outside the mask."""
+    adv = np.zeros_like(rewards)
+    for i in range(rewards.shape[0]):
+        steps = np.flatnonzero(mask[i])
+        running, next_value = 0.0, 0.0
+        for t in steps[::-1]:
+            delta = rewards[i, t] + gamma * next_value - values[i, t]
+            running = delta + gamma * lam * running
+            adv[i, t] = running
+            next_value = values[i, t]
+    return adv, (adv + values) * mask
+
+
+def masked_mean(x, mask: np.ndarray):
+    """Mean of a tensor over the positions where `mask` is set."""
+    return F.sum(x * mask.astype(np.float32)) * (1.0 / max(float(mask.sum()), 1.0))
+
+
+class PPO:
+    kind = "ppo"
+
+    def __init__(self, policy: PolicyWithValue, reference: GPT, reward_model, train_prompts: list[str], val_prompts: list[str], template: ChatTemplate,
+                 rollout_size: int = 16, minibatch_size: int = 8, ppo_epochs: int = 4, max_new_tokens: int = 48,
+                 kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
+                 gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0) -> None:
+        if rollout_size % minibatch_size:
+            raise ValueError("rollout_size must be a multiple of minibatch_size")
+        self.reference, self.reward_model, self.template = reference, reward_model, template
+        self.prompts = {"train": [template.prompt_ids(p) for p in train_prompts], "val": [template.prompt_ids(p) for p in val_prompts]}
+        block = reference.block_size
+        for split, rows in self.prompts.items():
+            too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > block]
+            if too_long:
+                raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the context of {block}")
+        self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.kl_coef, self.target_kl, self.clip, self.vf_coef, self.gamma, self.lam = kl_coef, target_kl, clip, vf_coef, gamma, lam
+        self.buffer: list[dict] = []
+        self.rollouts = 0
+        self.last_rollout: dict = {}
+        self.policy = policy
+
+    # ------------------------------------------------------------ rollouts
+
+    def generate(self, gpt: GPT, prompts: list[list[int]], seed: int, temperature: float) -> list[list[int]]:
+        """Responses (ids, ending with <|end|> when the policy stopped) from the KV-cache generator."""
+        session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=[self.template.end])
+        return session.run(self.max_new_tokens)
+
+    def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]]) -> dict:
+        """Everything PPO needs about sampled sequences, computed once without a graph."""
+        rows = [p + r for p, r in zip(prompts, responses)]
+        ids, lengths = pad_right(rows, self.template.end)
+        x = ids[:, :-1]
+        starts = np.array([len(p) for p in prompts])
+        # Position t predicts ids[:, t+1]; response tokens are predicted at starts−1 … length−2.
+        t = np.arange(x.shape[1])[None, :]
+        mask = (t >= starts[:, None] - 1) & (t < lengths[:, None] - 1)
+        with no_grad():
+            logits, values = gpt_policy(x)
+            logp = _token_logprobs(logits.numpy(), ids[:, 1:])
+            ref_logp = _token_logprobs(self.reference(x).numpy(), ids[:, 1:])
+            scores = self.reward_model.score_ids(rows)
+        values = values.numpy() * mask
+        kl = (logp - ref_logp) * mask
+        rewards = -self.kl_coef * kl
+        last = lengths - 2  # the step that produced the final token
+        rewards[np.arange(len(rows)), last] += scores
+        adv, returns = gae(rewards, values, mask, self.gamma, self.lam)
+        sel = adv[mask]
+        adv = np.where(mask, (adv - sel.mean()) / (sel.std() + 1e-8), 0.0)  # whitened
+        return {"x": x, "targets": ids[:, 1:], "mask": mask, "old_logp": logp * mask, "old_values": values,
+                "advantages": adv.astype(np.float32), "returns": returns.astype(np.float32), "scores": scores,
+                "kl": kl.sum(1), "lengths": lengths - starts}
+
+    def _rollout(self, model: PolicyWithValue, rng: np.random.Generator) -> None:
+        prompts = [self.prompts["train"][i] for i in rng.integers(0, len(self.prompts["train"]), size=self.rollout_size)]
+        start = time.perf_counter()
+        responses = self.generate(model.gpt, prompts, seed=int(rng.integers(1 << 62)), temperature=self.temperature)
+        gen_seconds = time.perf_counter() - start
+        exp = self._experience(model, prompts, responses)
+        total_seconds = time.perf_counter() - start
+        self.rollouts += 1
+        mean_kl = float(exp["kl"].mean())
+        if self.target_kl is not None:  # Ziegler et al.'s proportional controller
+            error = np.clip(mean_kl / self.target_kl - 1.0, -0.2, 0.2)
+            self.kl_coef *= 1.0 + error * self.rollout_size / 256
+        new_tokens = int(exp["lengths"].sum())
+        self.last_rollout = {"reward": float(exp["scores"].mean()), "kl": mean_kl, "kl_coef": self.kl_coef,
+                             "response_length": float(exp["lengths"].mean()), "rollout_tokens_per_sec": new_tokens / gen_seconds,
+                             "generation_share": gen_seconds / total_seconds}
+        for _ in range(self.ppo_epochs):
+            order = rng.permutation(self.rollout_size)
+            for s in range(0, self.rollout_size, self.minibatch_size):
+                idx = order[s : s + self.minibatch_size]
+                self.buffer.append({k: v[idx] for k, v in exp.items()})
+
+    # ------------------------------------------------------------ the loop's interface
+
+    def batch(self, split, rng):
+        if not self.buffer:
+            self._rollout(self.policy, rng)
+        return self.buffer.pop(0)
+
+    def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
+        logits, values = model(mb["x"], dropout_seed=dropout_seed)
+        logp = F.reshape(F.gather(F.log_softmax(logits), 2, mb["targets"][..., None]), list(mb["x"].shape))
+        mask = mb["mask"]
+        ratio = F.exp(logp - mb["old_logp"])
+        adv = mb["advantages"]
+        unclipped = ratio * adv
+        clipped = F.clamp(ratio, 1.0 - self.clip, 1.0 + self.clip) * adv
+        policy_loss = -masked_mean(F.minimum(unclipped, clipped), mask)
+        v_clipped = mb["old_values"] + F.clamp(values - mb["old_values"], -self.clip, self.clip)
+        v_loss = masked_mean(F.maximum((values - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2), mask) * 0.5
+        r = ratio.numpy()[mask]
+        probs = np.exp(_log_softmax(logits.numpy()))
+        entropy = -(probs * np.log(np.maximum(probs, 1e-30))).sum(-1)[mask].mean()
+        extra = {"policy_loss": policy_loss.item(), "value_loss": v_loss.item(), "entropy": float(entropy),
+                 "clip_fraction": float((np.abs(r - 1.0) > self.clip).mean())}
+        return policy_loss + v_loss * self.vf_coef, extra
+
+    def evaluate(self, model: PolicyWithValue, rng) -> dict:
+        """Mean reward-model score and KL to the reference of fresh samples on held-out prompts."""
+        prompts = self.prompts["val"]
+        responses = self.generate(model.gpt, prompts, seed=12345, temperature=self.temperature)
+        exp = self._experience(model, prompts, responses)
+        return {"val_reward": float(exp["scores"].mean()), "val_kl": float(exp["kl"].mean()),
+                "val_response_length": float(exp["lengths"].mean())}
+
+    def tokens(self, mb) -> int:
+        return int(mb["mask"].sum())
+
+    def state(self) -> dict:
+        return {"kl_coef": self.kl_coef, "rollouts": self.rollouts}
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def _token_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[target] per position [B, T]."""
+    return np.take_along_axis(_log_softmax(logits), targets[..., None], axis=-1)[..., 0]

@@ -1,0 +1,136 @@
+"""A reward model learned from pairwise preferences: the GPT backbone plus a scalar head read
+at the last real token, trained with the Bradley–Terry loss −log σ(r_chosen − r_rejected)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm import _core
+from ferrolm.autograd import no_grad
+from ferrolm.chat import ChatTemplate, check_fits, pad_right
+from ferrolm.model import GPT
+
+HEAD_FILE = "reward_head.safetensors"
+
+
+class RewardModel:
+    """r(prompt, response) = head(h_last), h_last the hidden state at the sequence's last real
+    token (<|end|>), never at padding."""
+
+    def __init__(self, gpt: GPT, head=None) -> None:
+        self.gpt = gpt
+        c = gpt.config["n_embd"]
+        self.head = head or _core.Linear(c, 1, bias=True, seed=7)
+        self.template = ChatTemplate(gpt.tokenizer)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "RewardModel":
+        path = Path(path)
+        gpt = GPT.load(path)
+        head_file = path / HEAD_FILE
+        if not head_file.exists():
+            raise FileNotFoundError(f"{head_file} does not exist (not a reward model directory)")
+        tensors, _ = _core.load_safetensors(str(head_file))
+        model = cls(gpt)
+        for name, t in model.head.named_parameters():
+            if f"reward_head.{name}" not in tensors or tensors[f"reward_head.{name}"].shape != t.shape:
+                raise ValueError(f"{head_file}: missing or misshaped reward_head.{name}")
+            t.copy_(tensors[f"reward_head.{name}"])
+        return model
+
+    def save(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        self.gpt.save(path)
+        _core.save_safetensors(str(path / HEAD_FILE), {f"reward_head.{n}": t for n, t in self.head.named_parameters()})
+
+    def named_parameters(self):
+        return self.gpt.named_parameters() + [(f"reward_head.{n}", t) for n, t in self.head.named_parameters()]
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray, dropout_seed=None):
+        """Rewards [B] for right-padded ids [B, T] with real lengths [B]."""
+        h = self.gpt.hidden(ids, dropout_seed=dropout_seed)
+        b, t, c = h.shape
+        last = np.arange(b) * t + (lengths - 1)
+        picked = F.index_select(F.reshape(h, [-1, c]), 0, last)
+        return F.reshape(self.head(picked), [-1])
+
+    def score(self, prompt: str, response: str) -> float:
+        ids = self.template.render(prompt, response)
+        problem = check_fits([0, *ids], self.gpt.block_size, "score")
+        if problem:
+            raise ValueError(problem)
+        with no_grad():
+            return self(np.array([ids]), np.array([len(ids)])).item()
+
+    def score_ids(self, rows: list[list[int]]) -> np.ndarray:
+        ids, lengths = pad_right(rows, self.template.end)
+        with no_grad():
+            return self(ids, lengths).numpy()
+
+
+def encode_preferences(records, template: ChatTemplate, block_size: int, skip_long: bool):
+    """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted."""
+    pairs, skipped = [], 0
+    for r in records:
+        c, j = template.render(r["prompt"], r["chosen"]), template.render(r["prompt"], r["rejected"])
+        problem = check_fits([0, *c], block_size, f"line {r.get('_line', '?')}") or check_fits([0, *j], block_size, f"line {r.get('_line', '?')}")
+        if problem:
+            if not skip_long:
+                raise ValueError(problem + " (pass --skip-long to skip such records)")
+            skipped += 1
+            continue
+        pairs.append((c, j))
+    return pairs, {"skipped_too_long": skipped}
+
+
+def split_pairs(batch_rows, pad):
+    """Stacks chosen rows then rejected rows into one right-padded batch."""
+    rows = [c for c, _ in batch_rows] + [r for _, r in batch_rows]
+    return pad_right(rows, pad)
+
+
+class Preferences:
+    """Bradley–Terry training of a RewardModel on (chosen, rejected) pairs."""
+
+    kind = "reward"
+
+    def __init__(self, train, val, template: ChatTemplate, block_size: int, batch_size: int, skip_long: bool = False) -> None:
+        self.template, self.batch_size = template, batch_size
+        self.data, self.counts = {}, {}
+        for split, records in (("train", train), ("val", val)):
+            self.data[split], self.counts[split] = encode_preferences(records, template, block_size, skip_long)
+            if not self.data[split]:
+                raise ValueError(f"no {split} preference pairs fit the context of {block_size} tokens")
+
+    def batch(self, split, rng):
+        chosen = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
+        return split_pairs(chosen, self.template.end)
+
+    def loss(self, model: RewardModel, batch, dropout_seed):
+        ids, lengths = batch
+        r = model(ids, lengths, dropout_seed)
+        b = ids.shape[0] // 2
+        margin = F.narrow(r, 0, 0, b) - F.narrow(r, 0, b, b)
+        loss = -F.log_sigmoid(margin).mean()
+        return loss, {"accuracy": float((margin.numpy() > 0).mean())}
+
+    def accuracy(self, model: RewardModel, split: str = "val") -> float:
+        """Pairwise accuracy over every pair of a split."""
+        hits = 0
+        for start in range(0, len(self.data[split]), 64):
+            ids, lengths = split_pairs(self.data[split][start : start + 64], self.template.end)
+            with no_grad():
+                r = model(ids, lengths).numpy()
+            b = ids.shape[0] // 2
+            hits += int((r[:b] > r[b:]).sum())
+        return hits / len(self.data[split])
+
+    def tokens(self, batch) -> int:
+        return int(batch[1].sum())
+
+    def state(self) -> dict:
+        return {"batch_size": self.batch_size, "counts": self.counts}

@@ -1,0 +1,55 @@
+"""Supervised fine-tuning on prompt/response pairs: next-token loss on response tokens only
+(the prompt teaches nothing to imitate), with the chat template."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ferrolm.functional as F
+from ferrolm.chat import ChatTemplate, check_fits, pad_right, response_mask
+
+
+def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, skip_long: bool, fields=("prompt", "response")) -> tuple[list, dict]:
+    """Renders records to ids; a record that does not fit the context is an error naming its
+    line, or, with `skip_long`, skipped and counted."""
+    rendered, skipped = [], 0
+    for r in records:
+        ids = template.render(r[fields[0]], r[fields[1]])
+        problem = check_fits(ids, block_size, f"line {r.get('_line', '?')}")
+        if problem:
+            if not skip_long:
+                raise ValueError(problem + " (pass skip_long / --skip-long to skip such records)")
+            skipped += 1
+            continue
+        rendered.append(ids)
+    return rendered, {"skipped_too_long": skipped}
+
+
+class SFT:
+    kind = "sft"
+
+    def __init__(self, train: list[dict], val: list[dict], template: ChatTemplate, block_size: int, batch_size: int,
+                 skip_long: bool = False) -> None:
+        self.template, self.batch_size = template, batch_size
+        self.data, self.counts = {}, {}
+        for split, records in (("train", train), ("val", val)):
+            self.data[split], self.counts[split] = encode_pairs(records, template, block_size, skip_long)
+            if not self.data[split]:
+                raise ValueError(f"no {split} examples fit the context of {block_size} tokens")
+
+    def batch(self, split: str, rng: np.random.Generator):
+        rows = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
+        ids, lengths = pad_right(rows, self.template.end)
+        starts = np.array([self.template.response_start(r) for r in rows])
+        targets = np.where(response_mask(ids, lengths, starts), ids[:, 1:], -100)
+        return ids[:, :-1], targets
+
+    def loss(self, model, batch, dropout_seed):
+        x, targets = batch
+        return F.cross_entropy(model(x, dropout_seed=dropout_seed), targets.reshape(-1)), {}
+
+    def tokens(self, batch) -> int:
+        return int(batch[0].size)
+
+    def state(self) -> dict:
+        return {"batch_size": self.batch_size, "counts": self.counts}

@@ -1,0 +1,225 @@
+"""Post-training: each loss and its gradient against numpy on fixed numbers, GAE by hand, SFT
+masking, the reward read at the last real token, the CLI end to end on a tiny model, and bad
+input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ferrolm as fl
+import ferrolm.functional as F
+from ferrolm.chat import ChatTemplate, pad_right, response_mask
+from ferrolm.cli import main as ferrolm
+from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
+from ferrolm.model import GPT
+from ferrolm.train import CausalLM, TrainConfig, train
+from ferrolm.train.dpo import DPO
+from ferrolm.train.ppo import gae
+from ferrolm.train.reward import Preferences, RewardModel
+from ferrolm.train.sft import SFT
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# ---------------------------------------------------------------- losses on fixed numbers
+
+
+def test_bradley_terry_loss_and_gradient_match_numpy():
+    rc, rr = np.array([1.5, -0.2, 0.3], np.float32), np.array([0.5, 0.4, 0.3], np.float32)
+    tc, tr = fl.tensor(rc, requires_grad=True), fl.tensor(rr, requires_grad=True)
+    loss = -F.log_sigmoid(tc - tr).mean()
+    loss.backward()
+    m = rc - rr
+    assert abs(loss.item() - (-np.log(sigmoid(m)).mean())) < 1e-6
+    np.testing.assert_allclose(tc.grad.numpy(), -(1 - sigmoid(m)) / 3, rtol=1e-5)
+    np.testing.assert_allclose(tr.grad.numpy(), (1 - sigmoid(m)) / 3, rtol=1e-5)
+
+
+def test_dpo_loss_and_gradient_match_numpy():
+    beta = 0.5
+    pc, pr = np.array([-3.0, -5.0], np.float32), np.array([-4.0, -4.5], np.float32)
+    refc, refr = np.array([-3.5, -5.5], np.float32), np.array([-3.8, -4.0], np.float32)
+    tc, tr = fl.tensor(pc, requires_grad=True), fl.tensor(pr, requires_grad=True)
+    logits = ((tc - refc) - (tr - refr)) * beta
+    loss = -F.log_sigmoid(logits).mean()
+    loss.backward()
+    z = beta * ((pc - refc) - (pr - refr))
+    assert abs(loss.item() - (-np.log(sigmoid(z)).mean())) < 1e-6
+    np.testing.assert_allclose(tc.grad.numpy(), -beta * (1 - sigmoid(z)) / 2, rtol=1e-5)
+    np.testing.assert_allclose(tr.grad.numpy(), beta * (1 - sigmoid(z)) / 2, rtol=1e-5)
+
+
+def test_ppo_clipped_objective_matches_numpy():
+    new, old = np.array([-1.0, -0.5, -2.0, -0.1], np.float32), np.array([-1.3, -0.4, -1.5, -0.1], np.float32)
+    adv = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    mask = np.array([1, 1, 1, 0], bool)
+    t = fl.tensor(new, requires_grad=True)
+    ratio = F.exp(t - old)
+    obj = F.minimum(ratio * adv, F.clamp(ratio, 0.8, 1.2) * adv)
+    loss = -F.sum(obj * mask.astype(np.float32)) * (1 / mask.sum())
+    loss.backward()
+    r = np.exp(new - old)
+    o = np.minimum(r * adv, np.clip(r, 0.8, 1.2) * adv)
+    assert abs(loss.item() - (-(o * mask).sum() / 3)) < 1e-6
+    # The gradient flows only where the unclipped term is the minimum (or the ratio is inside the clip range).
+    unclipped_active = (r * adv <= np.clip(r, 0.8, 1.2) * adv) | ((r >= 0.8) & (r <= 1.2))
+    expected = np.where(mask & unclipped_active, -r * adv / 3, 0.0)
+    np.testing.assert_allclose(t.grad.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_gae_against_a_hand_computed_example():
+    # One row, three response steps (mask), γ = 0.9, λ = 0.8:
+    r, v = np.array([[0.0, 1.0, 0.0, 2.0, 0.0]]), np.array([[0.0, 0.5, 1.0, 1.5, 0.0]])
+    mask = np.array([[0, 1, 1, 1, 0]], bool)
+    adv, ret = gae(r, v, mask, gamma=0.9, lam=0.8)
+    d3 = 2.0 + 0.9 * 0.0 - 1.5          # 0.5
+    d2 = 0.0 + 0.9 * 1.5 - 1.0          # 0.35
+    d1 = 1.0 + 0.9 * 1.0 - 0.5          # 1.4
+    a3, a2 = d3, d2 + 0.72 * d3
+    a1 = d1 + 0.72 * a2
+    np.testing.assert_allclose(adv[0], [0, a1, a2, a3, 0], rtol=1e-9)
+    np.testing.assert_allclose(ret[0], [0, a1 + 0.5, a2 + 1.0, a3 + 1.5, 0], rtol=1e-9)
+
+
+# ---------------------------------------------------------------- a tiny chat model
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A small char-level GPT pretrained briefly on tiny Shakespeare."""
+    tmp = tmp_path_factory.mktemp("post")
+    text = BUNDLED_CORPUS.read_text()[:300_000]
+    tok = fl.Tokenizer.train_from_iterator([BUNDLED_CORPUS.read_text()], kind="char", vocab_size=1 << 20)
+    prepare_tokens(text, tok, tmp / "data")
+    model = GPT.create(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=64, seed=0, tokenizer=tok)
+    train(model, CausalLM(tmp / "data", 64, 16), TrainConfig(max_iters=150, eval_interval=1000, eval_iters=2,
+          learning_rate=3e-3, warmup_iters=10, lr_decay_iters=150, progress=False), tmp / "base")
+    return tmp / "base"
+
+
+def chat_data(n=120, seed=0):
+    """Prompt/response pairs from consecutive corpus lines; preferences: questions preferred."""
+    lines = [l for l in BUNDLED_CORPUS.read_text().splitlines() if 8 < len(l) < 40]
+    rng = np.random.default_rng(seed)
+    pairs, prefs = [], []
+    for i in rng.choice(len(lines) - 1, size=n, replace=False):
+        pairs.append({"prompt": lines[i], "response": lines[i + 1]})
+        a, b = lines[i + 1].rstrip("?.!,;:") + "?", lines[i + 1].rstrip("?.!,;:") + "."
+        prefs.append({"prompt": lines[i], "chosen": a, "rejected": b})
+    return pairs, prefs
+
+
+def test_sft_masks_prompt_tokens(base):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    assert model.vocab_size == model.tokenizer.vocab_size  # embedding grew for the chat tokens
+    pairs, _ = chat_data(8)
+    sft = SFT(pairs, pairs, template, model.block_size, batch_size=4)
+    x, targets = sft.batch("train", np.random.default_rng(0))
+    for row, t in zip(x, targets):
+        start = template.response_start(row)  # from the ids: just after <|assistant|>
+        assert (t[: start - 1] == -100).all()  # no loss on the prompt ...
+        real = t[start - 1 :][t[start - 1 :] != -100]
+        assert real[-1] == template.end and len(real) > 1  # ... loss on the response and <|end|>
+    # Prompt text that imitates a chat token stays plain text: it cannot move the boundary
+    # (a byte-level BPE tokenizer can spell "<|assistant|>" as text).
+    from ferrolm.chat import SPECIALS
+
+    bpe = fl.Tokenizer.train_from_iterator([BUNDLED_CORPUS.read_text()[:50_000]], kind="bpe", vocab_size=300)
+    bpe.add_special_tokens(list(SPECIALS))
+    chat = ChatTemplate(bpe)
+    ids = chat.render("say <|assistant|> now", "ok")
+    assert ids.count(chat.assistant) == 1 and chat.response_start(ids) == len(chat.prompt_ids("say <|assistant|> now"))
+
+
+def test_reward_is_read_at_the_last_real_token(base):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    rm = RewardModel(model)
+    a = template.render("Who goes there?", "A friend.")
+    b = template.render("Who goes there?", "A friend to this ground, and liegemen to the Dane.")
+    ids, lengths = pad_right([a, b], template.end)
+    with fl.no_grad():
+        batched = rm(ids, lengths).numpy()
+        alone = rm(np.array([a]), np.array([len(a)])).numpy()
+        # Changing what sits in the padding must not change the reward.
+        ids2 = ids.copy()
+        ids2[0, len(a):] = 5
+        repadded = rm(ids2, lengths).numpy()
+    np.testing.assert_allclose(batched[0], alone[0], rtol=1e-5)
+    np.testing.assert_allclose(repadded, batched, rtol=1e-6)
+
+
+def test_reward_model_learns_preferences_and_dpo_improves(base, tmp_path):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    _, prefs = chat_data(160)
+    rm = RewardModel(model.copy())
+    objective = Preferences(prefs[:120], prefs[120:], template, model.block_size, batch_size=16)
+    before = objective.accuracy(rm)
+    train(rm, objective, TrainConfig(max_iters=60, eval_interval=1000, eval_iters=2, learning_rate=1e-3, warmup_iters=5,
+          lr_decay_iters=60, weight_decay=0.0, progress=False), tmp_path / "rm")
+    assert objective.accuracy(rm) >= 0.9 > before
+    policy = model.copy()
+    dpo = DPO(model.copy(), prefs[:120], prefs[120:], template, model.block_size, batch_size=16, beta=0.5)
+    assert dpo.accuracy(policy) == 0.0 or dpo.accuracy(policy) < 0.7  # policy == reference: no preference yet
+    train(policy, dpo, TrainConfig(max_iters=40, eval_interval=1000, eval_iters=2, learning_rate=3e-4, warmup_iters=5,
+          lr_decay_iters=40, weight_decay=0.0, progress=False), tmp_path / "dpo")
+    assert dpo.accuracy(policy) >= 0.9
+
+
+def test_cli_end_to_end_and_ppo_runs(base, tmp_path):
+    pairs, prefs = chat_data(60)
+    (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    (tmp_path / "prefs.jsonl").write_text("\n".join(json.dumps(p) for p in prefs))
+    (tmp_path / "prompts.txt").write_text("\n".join(p["prompt"] for p in pairs[:20]))
+    fast = ["--max-iters", "10", "--eval-interval", "5", "--eval-iters", "1", "--no-progress"]
+    assert ferrolm(["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 0
+    assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"), *fast]) == 0
+    assert (tmp_path / "rm" / "reward_head.safetensors").exists()
+    assert RewardModel.load(tmp_path / "rm").score("Who goes there?", "Nay, answer me?") == pytest.approx(
+        RewardModel.load(tmp_path / "rm").score("Who goes there?", "Nay, answer me?"))
+    assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
+    assert ferrolm(["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"),
+                    "--out", str(tmp_path / "ppo"), "--rollout-size", "8", "--max-new-tokens", "12", "--ppo-epochs", "2",
+                    "--batch-size", "4", "--max-iters", "8", "--eval-interval", "4", "--no-progress"]) == 0
+    records = [json.loads(l) for l in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in records if "loss" in r]
+    assert all(k in trained[-1] for k in ("reward", "kl", "entropy", "clip_fraction", "rollout_tokens_per_sec", "generation_share"))
+    assert any("val_reward" in r for r in records)
+    assert (tmp_path / "ppo" / "value_head.safetensors").exists()
+    GPT.load(tmp_path / "ppo").generate("Who goes there?", 5)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_names_the_line(base, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
+    with pytest.raises(ValueError, match=":2: invalid JSON"):
+        from ferrolm.jsonl import read_records
+
+        read_records(bad, ("prompt", "response"))
+    bad.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "a", "response": "   "}\n')
+    assert ferrolm(["sft", str(base), "--data", str(bad), "--out", str(tmp_path / "o"), "--max-iters", "1"]) == 2
+    with pytest.raises(ValueError, match=":3: field 'response' is empty"):
+        read_records(bad, ("prompt", "response"))
+    bad.write_text('{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(ValueError, match=":1: field 'rejected' must be a string"):
+        read_records(bad, ("prompt", "chosen", "rejected"))
+    bad.write_bytes(b'{"prompt": "\xff"}\n')
+    with pytest.raises(ValueError, match="UTF-8"):
+        read_records(bad, ("prompt",))
+    # A prompt longer than the context: a clear error naming the line, or skipped and counted.
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    long = [{"prompt": "x" * 200, "response": "y", "_line": 7}, {"prompt": "a", "response": "b", "_line": 8}]
+    with pytest.raises(ValueError, match="line 7: .* do not fit the context"):
+        SFT(long, long, template, model.block_size, 2)
+    sft = SFT(long, long, template, model.block_size, 2, skip_long=True)
+    assert sft.counts["train"] == {"skipped_too_long": 1} and len(sft.data["train"]) == 1
