@@ -86,6 +86,7 @@ class PPO:
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.kl_coef, self.target_kl, self.clip, self.vf_coef, self.gamma, self.lam = kl_coef, target_kl, clip, vf_coef, gamma, lam
+        self.score_stats = RunningStats()
         self.buffer: list[dict] = []
         self.rollouts = 0
         self.last_rollout: dict = {}
@@ -98,8 +99,9 @@ class PPO:
         session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=[self.template.end])
         return session.run(self.max_new_tokens)
 
-    def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]]) -> dict:
-        """Everything PPO needs about sampled sequences, computed once without a graph."""
+    def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
+        """Everything PPO needs about sampled sequences, computed once without a graph; `learn`
+        adds their scores to the running statistics (training rollouts, not evaluation)."""
         rows = [p + r for p, r in zip(prompts, responses)]
         ids, lengths = pad_right(rows, self.template.end)
         x = ids[:, :-1]
@@ -111,12 +113,18 @@ class PPO:
             logits, values = gpt_policy(x)
             logp = _token_logprobs(logits.numpy(), ids[:, 1:])
             ref_logp = _token_logprobs(self.reference(x).numpy(), ids[:, 1:])
-            scores = self.reward_model.score_ids(rows)
+            # Scored as the reward model was trained: ending in <|end|> (also when the response
+            # was cut at max_new_tokens).
+            scores = self.reward_model.score_ids([r if r[-1] == self.template.end else r + [self.template.end] for r in rows])
+        if learn:
+            self.score_stats.update(scores)
         values = values.numpy() * mask
         kl = (logp - ref_logp) * mask
         rewards = -self.kl_coef * kl
         last = lengths - 2  # the step that produced the final token
-        rewards[np.arange(len(rows)), last] += scores
+        # A reward model's scale and offset are arbitrary; normalised scores keep the value
+        # head's targets O(1), so its gradient does not swamp the policy's in the shared trunk.
+        rewards[np.arange(len(rows)), last] += self.score_stats.normalise(scores)
         adv, returns = gae(rewards, values, mask, self.gamma, self.lam)
         sel = adv[mask]
         adv = np.where(mask, (adv - sel.mean()) / (sel.std() + 1e-8), 0.0)  # whitened
@@ -129,7 +137,7 @@ class PPO:
         start = time.perf_counter()
         responses = self.generate(model.gpt, prompts, seed=int(rng.integers(1 << 62)), temperature=self.temperature)
         gen_seconds = time.perf_counter() - start
-        exp = self._experience(model, prompts, responses)
+        exp = self._experience(model, prompts, responses, learn=True)
         total_seconds = time.perf_counter() - start
         self.rollouts += 1
         mean_kl = float(exp["kl"].mean())
@@ -175,7 +183,7 @@ class PPO:
         """Mean reward-model score and KL to the reference of fresh samples on held-out prompts."""
         prompts = self.prompts["val"]
         responses = self.generate(model.gpt, prompts, seed=12345, temperature=self.temperature)
-        exp = self._experience(model, prompts, responses)
+        exp = self._experience(model, prompts, responses, learn=False)
         return {"val_reward": float(exp["scores"].mean()), "val_kl": float(exp["kl"].mean()),
                 "val_response_length": float(exp["lengths"].mean())}
 
@@ -183,7 +191,26 @@ class PPO:
         return int(mb["mask"].sum())
 
     def state(self) -> dict:
-        return {"kl_coef": self.kl_coef, "rollouts": self.rollouts}
+        return {"kl_coef": self.kl_coef, "rollouts": self.rollouts, "score_mean": self.score_stats.mean}
+
+
+class RunningStats:
+    """Running mean and variance (Chan et al.'s parallel update) of reward-model scores."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        n, mean, var = len(x), float(np.mean(x)), float(np.var(x))
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += var * n + delta**2 * self.count * n / total
+        self.count = total
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        std = np.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+        return (x - self.mean) / (std + 1e-8)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
