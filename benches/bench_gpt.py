@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
+
+from _harness import header, measure, peak_rss_mb, row, set_torch_threads, time_steps
 
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
     "6-layer": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, vocab_size=65),
 }
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------- ferrolm
@@ -55,7 +49,7 @@ def ferrolm_train(cfg: dict, steps: int) -> dict:
         opt.step()
         opt.zero_grad()
 
-    return _time_steps(step, steps, b * t)
+    return time_steps(step, steps, b * t)
 
 
 def ferrolm_generate(cfg: dict, reps: int) -> dict:
@@ -142,7 +136,7 @@ def torch_train(cfg: dict, steps: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return _time_steps(step, steps, b * t)
+    return time_steps(step, steps, b * t)
 
 
 def torch_generate(cfg: dict, reps: int, cached: bool) -> dict:
@@ -175,22 +169,10 @@ def torch_generate(cfg: dict, reps: int, cached: bool) -> dict:
 # ---------------------------------------------------------------- harness
 
 
-def _time_steps(step, steps: int, tokens_per_step: int) -> dict:
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = time.perf_counter() - start
-    return {"tokens_per_sec": steps * tokens_per_step / dt, "ms_per_step": dt / steps * 1e3, "peak_rss_mb": peak_rss_mb()}
-
-
 def worker(task: str, config: str, steps: int) -> None:
     cfg = CONFIGS[config]
     if task.startswith("torch"):
-        import torch
-
-        torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", "2")))
+        set_torch_threads()
     result = {
         "ferrolm-train": lambda: ferrolm_train(cfg, steps),
         "torch-train": lambda: torch_train(cfg, steps),
@@ -199,15 +181,6 @@ def worker(task: str, config: str, steps: int) -> None:
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
     }[task]()
     print(json.dumps(result))
-
-
-def measure(task: str, config: str, steps: int) -> dict | None:
-    out = subprocess.run([sys.executable, __file__, "--worker", task, config, str(steps)], capture_output=True, text=True)
-    if out.returncode != 0:
-        if "No module named 'torch'" in out.stderr:
-            return None
-        raise RuntimeError(f"{task} {config} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -220,25 +193,17 @@ def main() -> None:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
         return
     configs = ["baby"] if args.quick else list(CONFIGS)
-    print(f"{'benchmark':<34}{'ferrolm':>12}{'torch':>12}{'ratio':>8}")
+    header()
     for name in configs:
         steps = args.steps or (20 if args.quick else (50 if name == "baby" else 10))
-        ours, theirs = measure("ferrolm-train", name, steps), measure("torch-train", name, steps)
-        _row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
-        _row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
+        ours, theirs = measure(__file__, "ferrolm-train", name, str(steps)), measure(__file__, "torch-train", name, str(steps))
+        row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+        row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
         gen_reps = 30 if name == "baby" else 20
-        ours = measure("ferrolm-generate", name, gen_reps)
+        ours = measure(__file__, "ferrolm-generate", name, str(gen_reps))
         for task, label in (("torch-generate-cache", "KV cache"), ("torch-generate-nocache", "no cache")):
-            theirs = measure(task, name, gen_reps)
-            _row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
-
-
-def _row(label: str, ours: float, theirs: float | None, lower_is_better: bool = False) -> None:
-    if theirs is None:
-        print(f"{label:<34}{ours:>12,.0f}{'—':>12}{'—':>8}")
-        return
-    ratio = theirs / ours if lower_is_better else ours / theirs
-    print(f"{label:<34}{ours:>12,.0f}{theirs:>12,.0f}{ratio:>8.2f}")
+            theirs = measure(__file__, task, name, str(gen_reps))
+            row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ class MaskedLM:
         logits = model.mlm_logits(picked)
         loss = F.cross_entropy(logits, targets)
         extra = {}
-        if dropout_seed is None:  # evaluation: masked-token accuracy
-            extra["accuracy"] = float((logits.numpy().argmax(-1) == targets).mean())
+        if dropout_seed is None:  # evaluation: accuracy where the input really was [MASK]
+            # (the 10% of chosen tokens left unchanged can be copied, which would inflate it)
+            shown = batch["ids"].reshape(-1)[rows] == self.collate.mask
+            extra["accuracy"] = float((logits.numpy().argmax(-1) == targets)[shown].mean()) if shown.any() else 0.0
         return loss, extra
 
     def tokens(self, batch: dict) -> int:

@@ -1,0 +1,54 @@
+"""Shared bench plumbing: each measurement runs in a fresh subprocess (so peak RSS is its own),
+timed steps after warm-up, and a side-by-side table with ratios."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_steps(step, steps: int, tokens_per_step: int, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = time.perf_counter() - start
+    return {"tokens_per_sec": steps * tokens_per_step / dt, "ms_per_step": dt / steps * 1e3, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure(script: str, *args: str) -> dict | None:
+    """Runs `script --worker args...` and parses its JSON; None when torch is missing."""
+    out = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        if "No module named 'torch'" in out.stderr:
+            return None
+        raise RuntimeError(f"{args} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def header() -> None:
+    print(f"{'benchmark':<40}{'ferrolm':>12}{'torch':>12}{'ratio':>8}")
+
+
+def row(label: str, ours: float, theirs: float | None, lower_is_better: bool = False) -> None:
+    if theirs is None:
+        print(f"{label:<40}{ours:>12,.0f}{'—':>12}{'—':>8}")
+        return
+    ratio = theirs / ours if lower_is_better else ours / theirs
+    print(f"{label:<40}{ours:>12,.0f}{theirs:>12,.0f}{ratio:>8.2f}")
+
+
+def set_torch_threads() -> None:
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
