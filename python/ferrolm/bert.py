@@ -11,9 +11,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
 from ferrolm.autograd import no_grad
-
-TOKENIZER_FILE = "tokenizer.json"
-
+from ferrolm.models import load_tokenizer, model_dir, save_model
 
 class BERT:
     """A BERT encoder (masked-LM head included unless loaded from an encoder-only checkpoint).
@@ -42,23 +40,11 @@ class BERT:
     def load(cls, path: Union[str, Path]) -> "BERT":
         """Loads a BERT directory: config.json, model.safetensors and tokenizer.json or
         vocab.txt (ours, Hugging Face's, or a sentence-transformers export)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory {path} does not exist")
-        from ferrolm import Tokenizer
-
-        tokenizer = None
-        if (path / TOKENIZER_FILE).exists():
-            tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
-        elif (path / "vocab.txt").exists():
-            tokenizer = Tokenizer.from_bert_vocab(str(path / "vocab.txt"))
-        return cls(_core.Bert.load(str(path)), tokenizer)
+        path = model_dir(path)
+        return cls(_core.Bert.load(str(path)), load_tokenizer(path))
 
     def save(self, path: Union[str, Path]) -> None:
-        path = Path(path)
-        self.core.save(str(path))
-        if self.tokenizer is not None:
-            self.tokenizer.save(str(path / TOKENIZER_FILE))
+        save_model(self.core, self.tokenizer, path)
 
     @property
     def config(self) -> dict:

@@ -10,9 +10,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
-
-TOKENIZER_FILE = "tokenizer.json"
-
+from ferrolm.models import load_tokenizer, model_dir, save_model
 
 class GPT:
     """A GPT-2 language model and (optionally) the tokenizer its ids belong to.
@@ -39,22 +37,12 @@ class GPT:
     def load(cls, path: Union[str, Path]) -> "GPT":
         """Loads a model directory: config.json, model.safetensors and, if present,
         tokenizer.json (ours or a Hugging Face GPT-2 directory)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory {path} does not exist")
-        tokenizer = None
-        if (path / TOKENIZER_FILE).exists():
-            from ferrolm import Tokenizer
-
-            tokenizer = Tokenizer.from_file(str(path / TOKENIZER_FILE))
-        return cls(_core.Gpt.load(str(path)), tokenizer)
+        path = model_dir(path)
+        return cls(_core.Gpt.load(str(path)), load_tokenizer(path))
 
     def save(self, path: Union[str, Path]) -> None:
         """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
-        path = Path(path)
-        self.core.save(str(path))
-        if self.tokenizer is not None:
-            self.tokenizer.save(str(path / TOKENIZER_FILE))
+        save_model(self.core, self.tokenizer, path)
 
     @property
     def config(self) -> dict:

@@ -1,10 +1,42 @@
-"""Loading a model directory whatever its architecture (config.json's model_type)."""
+"""Model directories: config.json + model.safetensors + the tokenizer, whatever the
+architecture (config.json's model_type)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Union
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def model_dir(path: Union[str, Path]) -> Path:
+    """`path` as a Path, checked to be an existing directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    return path
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer saved in a model directory: tokenizer.json, or BERT's vocab.txt; None if
+    there is neither."""
+    from ferrolm import Tokenizer
+
+    if (path / TOKENIZER_FILE).exists():
+        return Tokenizer.from_file(str(path / TOKENIZER_FILE))
+    if (path / "vocab.txt").exists():
+        return Tokenizer.from_bert_vocab(str(path / "vocab.txt"))
+    return None
+
+
+def save_model(core, tokenizer, path: Union[str, Path]) -> None:
+    """Writes the core model's files and the tokenizer (each atomically)."""
+    path = Path(path)
+    core.save(str(path))
+    if tokenizer is not None:
+        tokenizer.save(str(path / TOKENIZER_FILE))
 
 
 def load_model(path: Union[str, Path]):

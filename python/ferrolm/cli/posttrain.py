@@ -52,6 +52,19 @@ def _values(args, command: str) -> dict:
     return {k: choose(args, k, None, DEFAULTS[command]) for k in DEFAULTS[command]}
 
 
+def _start(args, command: str, records: list):
+    """Flag values, the starting model prepared for chat, its template, and the records split
+    into train and held-out parts."""
+    from ferrolm.chat import ChatTemplate
+    from ferrolm.model import GPT
+
+    v = _values(args, command)
+    model = GPT.load(args.model)
+    template = ChatTemplate.prepare(model)
+    train_records, val_records = _split(records, args.val_fraction, v["seed"])
+    return v, model, template, train_records, val_records
+
+
 def _report(name: str, start: float, evals: list, extra: str) -> None:
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {extra}", flush=True)
 
@@ -68,17 +81,11 @@ def register_sft(sub) -> None:
 
 
 def run_sft(args) -> int:
-    from ferrolm.chat import ChatTemplate
     from ferrolm.jsonl import read_records
-    from ferrolm.model import GPT
     from ferrolm.train import train
     from ferrolm.train.sft import SFT
 
-    v = _values(args, "sft")
-    records = read_records(args.data, ("prompt", "response"))
-    model = GPT.load(args.model)
-    template = ChatTemplate.prepare(model)
-    tr, va = _split(records, args.val_fraction, v["seed"])
+    v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
     print(f"sft: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
     start = time.perf_counter()
@@ -99,17 +106,11 @@ def register_reward(sub) -> None:
 
 
 def run_reward(args) -> int:
-    from ferrolm.chat import ChatTemplate
-    from ferrolm.model import GPT
     from ferrolm.train import train
     from ferrolm.train.reward import Preferences, RewardModel
 
-    v = _values(args, "reward")
-    records = load_preference_records(args.data)
-    gpt = GPT.load(args.model)
-    template = ChatTemplate.prepare(gpt)
+    v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
     model = RewardModel(gpt)
-    tr, va = _split(records, args.val_fraction, v["seed"])
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     print(f"reward: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
     start = time.perf_counter()
@@ -131,16 +132,10 @@ def register_dpo(sub) -> None:
 
 
 def run_dpo(args) -> int:
-    from ferrolm.chat import ChatTemplate
-    from ferrolm.model import GPT
     from ferrolm.train import train
     from ferrolm.train.dpo import DPO
 
-    v = _values(args, "dpo")
-    records = load_preference_records(args.data)
-    model = GPT.load(args.model)
-    template = ChatTemplate.prepare(model)
-    tr, va = _split(records, args.val_fraction, v["seed"])
+    v, model, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     objective = DPO(model.copy(), tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
     start = time.perf_counter()
     evals = train(model, objective, train_config(v, args), args.out)
@@ -182,17 +177,12 @@ def read_prompts(path: str) -> list[str]:
 
 
 def run_ppo(args) -> int:
-    from ferrolm.chat import ChatTemplate
-    from ferrolm.model import GPT
     from ferrolm.train import train
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 
-    v = _values(args, "ppo")
-    gpt = GPT.load(args.model)
-    template = ChatTemplate.prepare(gpt)
+    v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts))
     reward_model = RewardModel.load(args.reward_model)
-    tr, va = _split(read_prompts(args.prompts), args.val_fraction, v["seed"])
     policy = PolicyWithValue(gpt)
     objective = PPO(policy, gpt.copy(), reward_model, tr, va, template, rollout_size=args.rollout_size,
                     minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
