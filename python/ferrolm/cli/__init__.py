@@ -10,11 +10,12 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
+from ferrolm.cli.label import register_label
 from ferrolm.cli.lm import register_fill_mask, register_generate, register_pretrain
 from ferrolm.cli.tokenizer import register_tokenizer
 
 #: Command groups, each registered by a function of the subparsers object.
-COMMANDS: list[Callable] = [register_pretrain, register_generate, register_fill_mask, register_tokenizer]
+COMMANDS: list[Callable] = [register_pretrain, register_generate, register_fill_mask, register_tokenizer, register_label]
 
 
 def build_parser() -> argparse.ArgumentParser:
