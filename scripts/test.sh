@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # download is not used: it needs a CDN). A no-op when chromium is already installed.
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-    $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends chromium
+    $sudo apt-get update -q && $sudo apt-get install -y -q chromium
 fi
 
 python=${PYTHON:-python3}
