@@ -95,9 +95,12 @@ def run_label(args) -> int:
     queue.start()
     try:
         server.run(app, sock)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after finishing open requests: a normal stop
+        pass
     finally:
         queue.stop()
         sock.close()
+    print(f"ferrolm label: stopped; {store.count()} judgements in {args.db}", flush=True)
     return 0
 
 
