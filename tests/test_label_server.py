@@ -180,6 +180,7 @@ def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tm
 
     stored = {pair_id: (jid, choice, left) for pair_id, jid, choice, left in rows()}
     assert len(stored) == len(rows())  # one row per pair
+    assert {left for _, _, left in stored.values()} == {"a", "b"}  # left/right order is randomised
     for pair_id, judgement_id, side in acked:
         jid, choice, left = stored[pair_id]
         assert jid == judgement_id
@@ -209,3 +210,39 @@ def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tm
     prompts = [p for (p,) in con.execute("SELECT prompt FROM judgements")]
     con.close()
     assert sorted(prompts) == sorted(write_prompts(tmp_path / "prompts.txt", n_prompts))
+
+
+def test_two_models_one_completion_each_with_settings_and_weight_hashes(model, tmp_path):
+    other = make_model(tmp_path / "other", seed=1)
+    write_prompts(tmp_path / "prompts.txt", 2)
+    db = tmp_path / "db.sqlite"
+    with LabelServer(model, tmp_path / "prompts.txt", db, "--model-b", str(other), "--temperature", "0.5",
+                     "--seed", "7") as server:
+        pair = server.wait_for_pairs("tab", 1)[0]
+        assert server.call("POST", "/api/judgements", {"pair_id": pair["id"], "choice": "right"})[0] == 200
+    con = sqlite3.connect(db)
+    row = con.execute("SELECT settings, model_a_hash, model_b_hash, shown_left, choice, completion_a, completion_b "
+                      "FROM judgements").fetchone()
+    con.close()
+    import hashlib
+    import json
+
+    settings, hash_a, hash_b, left, choice, text_a, text_b = row
+    settings = json.loads(settings)
+    assert hash_a == hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()
+    assert hash_b == hashlib.sha256((other / "model.safetensors").read_bytes()).hexdigest() != hash_a
+    assert settings["a"]["model"] == str(model) and settings["b"]["model"] == str(other)
+    assert settings["a"]["temperature"] == settings["b"]["temperature"] == 0.5
+    assert settings["a"]["seed"] == 7 and settings["b"]["seed"] == 8 and settings["a"]["max_new_tokens"] == 24
+    assert choice == ("b" if left == "a" else "a")  # "right" is whichever was not on the left
+    assert {text_a, text_b} == {pair["left"], pair["right"]}
+
+
+def test_the_base_package_does_not_need_the_web_server():
+    import subprocess
+    import sys
+
+    code = ("import sys, ferrolm, ferrolm.cli, ferrolm.preferences, ferrolm.label.store, ferrolm.label.pairs; "
+            "assert not {'starlette', 'uvicorn'} & set(sys.modules), sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
