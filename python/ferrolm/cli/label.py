@@ -8,6 +8,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 TOKEN_ENV = "FERROLM_LABEL_TOKEN"
 USAGE = """ferrolm label MODEL_DIR --prompts FILE [--model-b DIR] [--db prefs.sqlite] [--host 127.0.0.1] [--port N]
@@ -74,7 +75,7 @@ def run_label(args) -> int:
     model_a = _load_gpt(args.model)
     model_b = _load_gpt(args.model_b) if args.model_b else model_a
     for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
-        check_prompts(prompts, model, args.max_new_tokens, f"{args.prompts} (for {path})")
+        check_prompts(prompts, model, f"{args.prompts} (for {path})")
     store = LabelStore(args.db)
     hash_a = weights_hash(Path(args.model))
     hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
@@ -89,7 +90,7 @@ def run_label(args) -> int:
                             allowed_hosts=server.LOOPBACK_NAMES if loopback else None)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")
     print(f"ferrolm label: {queue.labelled}/{queue.total} prompts labelled; judgements go to {args.db}", flush=True)
     print(f"ferrolm label: open {url}  (Ctrl+C stops; every answered judgement is already saved)", flush=True)
     queue.start()

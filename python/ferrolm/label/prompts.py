@@ -54,7 +54,7 @@ def _parse(line: str, path: Path, number: int) -> str:
     return value
 
 
-def check_prompts(prompts: list[str], model, max_new_tokens: int, where: str) -> None:
+def check_prompts(prompts: list[str], model, where: str) -> None:
     """Refuses prompts the model cannot continue: characters outside its vocabulary, or no room
     left in its context (generation needs the prompt to fit, with one token to spare)."""
     for number, prompt in enumerate(prompts, 1):

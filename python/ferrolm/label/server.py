@@ -194,7 +194,8 @@ class Guard:
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.allowed_hosts is not None and _hostname(headers.get("host", "")) not in self.allowed_hosts:
-            return await _reply(JSONResponse({"error": "unexpected Host header"}, status_code=400), scope, receive, send_with_headers)
+            response = JSONResponse({"error": "unexpected Host header"}, status_code=400)
+            return await response(scope, receive, send_with_headers)
         if self.token is not None:
             cookie = SimpleCookie(headers.get("cookie", ""))
             given = cookie[COOKIE].value if COOKIE in cookie else headers.get("authorization", "").removeprefix("Bearer ")
@@ -202,16 +203,12 @@ class Guard:
                 query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
                 if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), self.token.encode()):
                     # Remember the token in a cookie and drop it from the address bar.
-                    response = RedirectResponse(scope["path"], status_code=303)
+                    response = RedirectResponse("/" + scope["path"].lstrip("/"), status_code=303)  # never //other.host
                     response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
-                    return await _reply(response, scope, receive, send_with_headers)
+                    return await response(scope, receive, send_with_headers)
                 message = "this server needs its token: open the address printed by `ferrolm label` (ending in ?token=...)"
-                return await _reply(JSONResponse({"error": message}, status_code=401), scope, receive, send_with_headers)
+                return await JSONResponse({"error": message}, status_code=401)(scope, receive, send_with_headers)
         return await self.app(scope, receive, send_with_headers)
-
-
-async def _reply(response, scope, receive, send) -> None:
-    await response(scope, receive, send)
 
 
 def _hostname(host: str) -> str:

@@ -103,6 +103,8 @@ class LabelStore:
         self.path = Path(path)
         exists = self.path.exists() and self.path.stat().st_size > 0
         if not exists and not create:
+            if self.path.exists():
+                raise ValueError(f"{self.path} is empty, not a labelling database")
             raise FileNotFoundError(f"labelling database {self.path} does not exist")
         if exists:
             with open(self.path, "rb") as f:
