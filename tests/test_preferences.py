@@ -30,6 +30,7 @@ def test_jsonl_round_trip_keeps_extra_keys(tmp_path):
     (json.dumps({"prompt": "Q", "chosen": "a"}), "line 2: missing key rejected"),
     (json.dumps({"prompt": "Q", "chosen": 3, "rejected": "b"}), "line 2: 'chosen' must be a string"),
     (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), "line 2: 'chosen' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), "line 2: 'rejected' is empty"),
     (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), "line 2: 'chosen' and 'rejected' are the same"),
     (json.dumps(["Q", "a", "b"]), "line 2: expected a JSON object"),
 ])

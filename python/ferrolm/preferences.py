@@ -101,7 +101,7 @@ def check_record(record: object, where: str) -> None:
         if not isinstance(record[k], str):
             raise ValueError(f"{where}: {k!r} must be a string, not {type(record[k]).__name__}")
     for k in ("chosen", "rejected"):
-        if not record[k]:
+        if not record[k].strip():  # whitespace only is empty too (as ferrolm's other JSONL readers)
             raise ValueError(f"{where}: {k!r} is empty")
     if record["chosen"] == record["rejected"]:
         raise ValueError(f"{where}: 'chosen' and 'rejected' are the same text (no preference)")

@@ -274,7 +274,7 @@ class LabelStore:
             reason = j["choice"] if j["choice"] in ("tie", "skip") else None
             if reason is None:
                 chosen, rejected = (j["completion_a"], j["completion_b"]) if j["choice"] == "a" else (j["completion_b"], j["completion_a"])
-                reason = "identical" if chosen == rejected else "empty" if not chosen or not rejected else None
+                reason = "identical" if chosen == rejected else "empty" if not chosen.strip() or not rejected.strip() else None
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
