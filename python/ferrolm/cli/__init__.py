@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
+from ferrolm.cli.label import register_label
 from ferrolm.cli.lm import register_fill_mask, register_generate, register_pretrain
 from ferrolm.cli.posttrain import register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
@@ -24,6 +25,7 @@ COMMANDS: list[Callable] = [
     register_dpo,
     register_ppo,
     register_tokenizer,
+    register_label,
 ]
 
 

@@ -34,10 +34,13 @@ def _split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
 
 
 def load_preference_records(path: str) -> list[dict]:
-    """Preference pairs from JSONL, validated (errors name the line)."""
-    from ferrolm.jsonl import read_records
+    """Preference pairs from JSONL (validated, errors name the line) or a labelling database."""
+    from ferrolm.preferences import load_preferences
 
-    return read_records(path, ("prompt", "chosen", "rejected"))
+    prefs = load_preferences(path)
+    if prefs.skipped:
+        print(f"{path}: left out {', '.join(f'{n} {k}' for k, n in sorted(prefs.skipped.items()))}", flush=True)
+    return prefs.records
 
 
 def _common(p, command: str) -> None:

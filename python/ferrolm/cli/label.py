@@ -1,0 +1,153 @@
+"""`ferrolm label`: a local web page to compare two completions and record the better one;
+`ferrolm label export`: the judgements as preference JSONL."""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from urllib.parse import quote
+
+TOKEN_ENV = "FERROLM_LABEL_TOKEN"
+USAGE = """ferrolm label MODEL_DIR --prompts FILE [--model-b DIR] [--db prefs.sqlite] [--host 127.0.0.1] [--port N]
+                     [--labeller NAME] [--token TOKEN] [sampling options]
+       ferrolm label export --db prefs.sqlite --out prefs.jsonl"""
+
+
+def register_label(sub) -> None:
+    """`ferrolm label` (serve the page) and `ferrolm label export` (write preference JSONL)."""
+    p = sub.add_parser("label", usage=USAGE, help="compare pairs of completions in a local web page (human feedback)",
+                       description="Serve a local web page where people compare two completions of each prompt and "
+                                   "pick the better one (keys 1, 2, 3 = tie, s = skip, u = undo). Judgements are stored "
+                                   "in a SQLite database; `ferrolm label export` writes them as preference JSONL.")
+    # argparse cannot mix a positional MODEL_DIR with a sub-command, so `export` is the
+    # MODEL_DIR slot's reserved word (a model directory named "export" can be given as ./export).
+    p.add_argument("model", metavar="MODEL_DIR", help="GPT model directory (config.json, model.safetensors, "
+                                                      "tokenizer.json), or `export`")
+    p.add_argument("--prompts", help="prompts, one per line (UTF-8), or .jsonl of {\"prompt\": ...}")
+    p.add_argument("--model-b", default=None, help="a second model: compare one completion from each model "
+                                                   "(default: two samples of MODEL_DIR)")
+    p.add_argument("--db", default="prefs.sqlite", help="labelling database (created if missing; default prefs.sqlite)")
+    p.add_argument("--out", default=None, help="export: the preference JSONL to write")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--labeller", default=None, help="name stored with each judgement (default: your user name)")
+    p.add_argument("--token", default=None, help=f"secret every request must carry; required when --host is not "
+                                                 f"a loopback address (or set {TOKEN_ENV})")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature-b", type=float, default=None, help="temperature of the second completion "
+                                                                     "(default: --temperature)")
+    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0, help="base sampling seed (each completion's seed is recorded)")
+    p.add_argument("--lookahead", type=int, default=2, help="pairs generated ahead of the person reading (default 2)")
+    p.set_defaults(func=run_label)
+
+
+def run_label(args) -> int:
+    if args.model == "export":
+        return run_export(args)
+    if args.out is not None:
+        raise ValueError("--out belongs to `ferrolm label export --db DB --out FILE`")
+    if args.prompts is None:
+        raise ValueError("--prompts FILE is required (one prompt per line)")
+    if args.max_new_tokens < 1 or args.lookahead < 1:
+        raise ValueError("--max-new-tokens and --lookahead must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a port number (0-65535)")
+    from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
+    from ferrolm.label.prompts import check_prompts, read_prompts
+    from ferrolm.label.store import LabelStore
+
+    prompts = read_prompts(args.prompts)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not _is_loopback(args.host) and token is None:
+        raise ValueError(f"--host {args.host} makes the page reachable from other machines: give a --token "
+                         f"(or set {TOKEN_ENV}) that every visitor must present")
+    try:
+        from ferrolm.label import server
+    except ImportError as e:
+        raise ValueError(f"ferrolm label needs the web server of the 'label' extra ({e.name} is missing): "
+                         "pip install 'ferrolm[label]'") from None
+    model_a = _load_gpt(args.model)
+    model_b = _load_gpt(args.model_b) if args.model_b else model_a
+    for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
+        check_prompts(prompts, model, f"{args.prompts} (for {path})")
+    store = LabelStore(args.db)
+    hash_a = weights_hash(Path(args.model))
+    hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
+    sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    a = Sampler(model_a, str(args.model), hash_a, temperature=args.temperature, **sampling)
+    temperature_b = args.temperature if args.temperature_b is None else args.temperature_b
+    b = Sampler(model_b, str(args.model_b or args.model), hash_b, temperature=temperature_b, **sampling)
+    queue = PairQueue(store, prompts, a, b, seed=args.seed, lookahead=args.lookahead)
+    sock = server.bind(args.host, args.port)
+    loopback = server.is_loopback(sock)
+    app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
+                            allowed_hosts=server.LOOPBACK_NAMES if loopback else None)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")
+    print(f"ferrolm label: {queue.labelled}/{queue.total} prompts labelled; judgements go to {args.db}", flush=True)
+    print(f"ferrolm label: open {url}  (Ctrl+C stops; every answered judgement is already saved)", flush=True)
+    queue.start()
+    try:
+        server.run(app, sock)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after finishing open requests: a normal stop
+        pass
+    finally:
+        queue.stop()
+        sock.close()
+    print(f"ferrolm label: stopped; {store.count()} judgements in {args.db}", flush=True)
+    return 0
+
+
+def run_export(args) -> int:
+    from ferrolm.label.store import LabelStore
+
+    if args.out is None:
+        raise ValueError("export needs --out FILE (the preference JSONL to write)")
+    if args.prompts is not None or args.model_b is not None:
+        raise ValueError("export takes only --db and --out")
+    prefs = LabelStore.open_existing(args.db).preferences()
+    left_out = ", ".join(f"{n} {reason}{'s' if n != 1 and reason in ('tie', 'skip') else ''}"
+                         for reason, n in sorted(prefs.skipped.items())) or "none"
+    if not prefs.records:
+        raise ValueError(f"{args.db} holds no preference to export yet (left out: {left_out}); nothing written")
+    from ferrolm.preferences import write_preferences
+
+    write_preferences(prefs.records, args.out)
+    print(f"wrote {len(prefs.records)} preference pairs to {args.out} (left out: {left_out})")
+    return 0
+
+
+def _load_gpt(path: str):
+    from ferrolm.models import load_model
+    from ferrolm.model import GPT
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    model = load_model(path)
+    if not isinstance(model, GPT):
+        raise ValueError(f"{path} is a {type(model).__name__} model; labelling needs a GPT that generates text")
+    if model.tokenizer is None:
+        raise ValueError(f"{path} has no tokenizer.json (needed to turn prompts into tokens)")
+    return model
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except socket.gaierror as e:
+        raise ValueError(f"--host {host}: {e.strerror}") from None
+    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (e.g. a container without one)
+        return "anonymous"

@@ -1,0 +1,189 @@
+"""Pairs to label, generated ahead of time on a background thread and leased to browser tabs.
+
+The generator thread keeps `lookahead` pairs ready that no tab holds yet, so a request never
+waits for the model: while a person reads one pair the next is already sampled (generation
+releases the GIL, so the web server keeps answering meanwhile). Each pair is written to the
+database the moment it exists.
+
+A tab (identified by a random client id it keeps across reloads) *leases* the pairs it is
+shown, so two tabs never get the same pair at once; a lease older than `lease_seconds`
+(a closed tab) lapses and the pair goes to whoever asks next. Leases live in memory only:
+after a restart every unjudged pair is free again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ferrolm.label.store import LabelStore, Pair
+
+
+def weights_hash(model_dir: Path) -> str:
+    """sha256 of model.safetensors: which weights produced a completion."""
+    h = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Sampler:
+    """One side of a comparison: a model and how to sample from it."""
+
+    model: object  # a ferrolm GPT with a tokenizer
+    model_dir: str
+    weights_hash: str
+    temperature: float = 0.8
+    top_k: Optional[int] = 200
+    top_p: Optional[float] = None
+    max_new_tokens: int = 128
+
+    def settings(self, seed: int) -> dict:
+        return {"model": self.model_dir, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens, "seed": seed}
+
+    def sample(self, prompt: str, seed: int) -> str:
+        # GPT.generate runs the Rust KV-cache generator (core.generation) without the GIL.
+        return self.model.generate(prompt, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
+                                   top_p=self.top_p, seed=seed)
+
+
+class PairQueue:
+    """Generates one pair per prompt in the background and hands pairs out to tabs."""
+
+    RETRIES = 3  # new seeds tried when both sides come out identical (no preference possible)
+
+    def __init__(self, store: LabelStore, prompts: list[str], a: Sampler, b: Sampler, *, seed: int = 0,
+                 lookahead: int = 2, lease_seconds: float = 900.0) -> None:
+        self.store, self.prompts, self.a, self.b = store, prompts, a, b
+        self.seed, self.lookahead, self.lease_seconds = seed, lookahead, lease_seconds
+        self._cond = threading.Condition()
+        self._stop = False
+        self._pool: dict[str, Pair] = {}  # unjudged pairs, by id, in generation order
+        self._leases: dict[str, tuple[str, float, float]] = {}  # pair id -> (client, order, time)
+        self.failed: list[str] = []  # messages of prompts that could not be generated
+        self._generating = False
+        self._wanted = wanted = set(prompts)
+        judged = store.judged_prompts() & wanted
+        self.total = len(prompts)
+        self._judged = set(judged)
+        # Unjudged pairs from an earlier run are offered again if the same weights made them.
+        hashes = (a.weights_hash, b.weights_hash)
+        for pair in store.unjudged_pairs():
+            if pair.prompt in wanted and pair.prompt not in judged and (pair.model_a_hash, pair.model_b_hash) == hashes \
+                    and all(p.prompt != pair.prompt for p in self._pool.values()):
+                self._pool[pair.id] = pair
+        have = judged | {p.prompt for p in self._pool.values()}
+        self._todo = [(i, p) for i, p in enumerate(prompts) if p not in have]
+        self._thread = threading.Thread(target=self._run, name="ferrolm-label-generator", daemon=True)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> "PairQueue":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------ what the server asks
+
+    @property
+    def labelled(self) -> int:
+        return len(self._judged)
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to show: every prompt judged (or failed to generate)."""
+        with self._cond:
+            return not self._pool and not self._todo and not self._generating
+
+    def take(self, client: str, n: int) -> list[Pair]:
+        """Up to `n` pairs for `client`: the ones it already holds first (so a reload shows
+        the same pair), topped up with free ones."""
+        t = time.monotonic()
+        with self._cond:
+            mine = sorted((lease[1], pid) for pid, lease in self._leases.items() if lease[0] == client)
+            pairs = [self._pool[pid] for _, pid in mine if pid in self._pool][:n]
+            order = max((lease[1] for lease in self._leases.values()), default=0.0)
+            for pid, pair in self._pool.items():
+                if len(pairs) >= n:
+                    break
+                lease = self._leases.get(pid)
+                if lease is None or (lease[0] != client and t - lease[2] > self.lease_seconds):
+                    order += 1
+                    self._leases[pid] = (client, order, t)
+                    pairs.append(pair)
+            for pair in pairs:  # renew: a tab that is in use keeps its pairs
+                client_, order_, _ = self._leases[pair.id]
+                self._leases[pair.id] = (client_, order_, t)
+            self._cond.notify_all()  # a lease taken: maybe time to generate more
+        return pairs
+
+    def judged(self, pair: Pair) -> None:
+        with self._cond:
+            self._pool.pop(pair.id, None)
+            self._leases.pop(pair.id, None)
+            if pair.prompt in self._wanted:
+                self._judged.add(pair.prompt)
+
+    def undone(self, pair: Pair, client: str) -> None:
+        """A judgement was undone: its pair goes back, first in line for `client`."""
+        with self._cond:
+            self._judged.discard(pair.prompt)
+            if pair.prompt in self._wanted:
+                self._pool = {pair.id: pair, **self._pool}
+                first = min((lease[1] for lease in self._leases.values()), default=0.0)
+                self._leases[pair.id] = (client, first - 1, time.monotonic())
+
+    # ------------------------------------------------------------ the generator thread
+
+    def _free(self) -> int:
+        return sum(1 for pid in self._pool if pid not in self._leases)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (not self._todo or self._free() >= self.lookahead):
+                    self._cond.wait()
+                if self._stop:
+                    return
+                index, prompt = self._todo.pop(0)
+                self._generating = True
+            try:
+                pair = self._generate(index, prompt)
+                self.store.add_pair(pair)  # persisted before anyone can see it
+            except Exception as e:  # a bad prompt must not stop the others
+                message = f"prompt {index + 1}: generation failed: {e}"
+                print(f"ferrolm label: {message}", file=sys.stderr, flush=True)
+                pair = None
+            with self._cond:
+                self._generating = False
+                if pair is not None:
+                    self._pool[pair.id] = pair
+                else:
+                    self.failed.append(message)
+                self._cond.notify_all()
+
+    def _generate(self, index: int, prompt: str) -> Pair:
+        rng = random.Random(f"{self.seed}:{index}")
+        for attempt in range(self.RETRIES):
+            seed_a = self.seed + 2 * index + 1_000_003 * attempt
+            seed_b = seed_a + 1
+            text_a, text_b = self.a.sample(prompt, seed_a), self.b.sample(prompt, seed_b)
+            if text_a != text_b:
+                break
+        return Pair(prompt=prompt, completion_a=text_a, completion_b=text_b, shown_left=rng.choice("ab"),
+                    settings={"a": self.a.settings(seed_a), "b": self.b.settings(seed_b)},
+                    model_a_hash=self.a.weights_hash, model_b_hash=self.b.weights_hash)

@@ -1,0 +1,66 @@
+"""Reading the prompts to label: one per line of a UTF-8 text file, or, for prompts that span
+several lines, a `.jsonl` file of `{"prompt": "..."}` objects (or bare JSON strings).
+
+Every problem is an error naming its line: a prompt is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+
+def read_prompts(path: Union[str, Path]) -> list[str]:
+    """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
+    jsonl = path.suffix == ".jsonl"
+    prompts: list[str] = []
+    seen: dict[str, int] = {}
+    lines = text.split("\n")  # not splitlines(): it would also split at \f, \x1c, U+2028...
+    if lines[-1] == "":
+        lines.pop()  # the file's final newline
+    for number, line in enumerate(lines, 1):
+        line = line.removesuffix("\r")
+        prompt = _parse(line, path, number) if jsonl else line
+        if not prompt.strip():
+            raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")
+        if prompt in seen:
+            raise ValueError(f"{path} line {number}: repeats the prompt of line {seen[prompt]}")
+        seen[prompt] = number
+        prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"{path} holds no prompts")
+    return prompts
+
+
+def _parse(line: str, path: Path, number: int) -> str:
+    try:
+        value = json.loads(line) if line.strip() else ""
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+    if isinstance(value, dict):
+        value = value.get("prompt")
+    if not isinstance(value, str):
+        raise ValueError(f'{path} line {number}: expected {{"prompt": "..."}} or a JSON string')
+    return value
+
+
+def check_prompts(prompts: list[str], model, where: str) -> None:
+    """Refuses prompts the model cannot continue: characters outside its vocabulary, or no room
+    left in its context (generation needs the prompt to fit, with one token to spare)."""
+    for number, prompt in enumerate(prompts, 1):
+        try:
+            n = len(model.encode(prompt))
+        except ValueError as e:
+            raise ValueError(f"{where} line {number}: {e}") from None
+        if n >= model.block_size:
+            raise ValueError(f"{where} line {number}: the prompt is {n} tokens long; the model's context is {model.block_size}")

@@ -1,0 +1,248 @@
+"""The labelling web app: Starlette routes over a LabelStore and a PairQueue.
+
+Pages are our own static files (no CDN: it works offline). The JSON API:
+
+    GET  /api/pairs?client=ID&n=2  pairs for this tab: the one to show, then the next (prefetched)
+    POST /api/judgements            {"pair_id", "choice": left|right|tie|skip, "comment"} -> {"id"}
+    POST /api/undo                  {"id", "client"} -> the pair again
+    GET  /api/judgements            the judgements so far, newest first
+    GET  /api/status                progress
+
+A judgement is answered only after its transaction committed: a 200 means it is stored.
+Requests are small JSON bodies; anything larger than MAX_BODY, not JSON, or not shaped as
+expected is refused with 413/415/400 before it touches the database. With a token, every
+request needs it (cookie set from `?token=`, or an `Authorization: Bearer` header).
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import ipaddress
+import json
+import re
+import socket
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Optional
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ferrolm.label.pairs import PairQueue
+from ferrolm.label.store import SIDES, Conflict, LabelStore
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 16 * 1024  # a judgement is a few hundred bytes; refuse anything much larger
+MAX_COMMENT = 1000
+COOKIE = "ferrolm_label_token"
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PAIR_ID = re.compile(r"[0-9a-f]{32}")
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+# Model output is untrusted: besides the page rendering it with textContent only, the CSP
+# forbids inline scripts, so even a rendering mistake could not run it.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                 b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def read_json(request: Request) -> dict:
+    """The request's JSON object body, refusing oversized, non-JSON or malformed bodies."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        # Also a CSRF guard: a cross-site form cannot send application/json without a preflight.
+        raise ApiError(415, "send the body as application/json")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return value
+
+
+def _field(body: dict, name: str, kind: type, pattern: Optional[re.Pattern] = None):
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) or (pattern is not None and not pattern.fullmatch(value)):
+        raise ApiError(400, f"missing or malformed field {name!r}")
+    return value
+
+
+def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Optional[str] = None,
+               allowed_hosts: Optional[set] = None) -> Starlette:
+    """The ASGI app. `allowed_hosts` (names for the Host header) guards a loopback server
+    against DNS rebinding; `token`, when given, is required on every request."""
+
+    def progress() -> dict:
+        return {"labelled": queue.labelled, "total": queue.total}
+
+    async def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    async def judgements_page(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "judgements.html")
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse({**progress(), "labeller": labeller, "done": queue.done, "failed": queue.failed})
+
+    async def pairs(request: Request) -> JSONResponse:
+        client = request.query_params.get("client", "")
+        if not CLIENT_ID.fullmatch(client):
+            raise ApiError(400, "missing or malformed client id")
+        n = request.query_params.get("n", "2")
+        if not n.isdigit() or not 1 <= int(n) <= 5:
+            raise ApiError(400, "n must be between 1 and 5")
+        taken = queue.take(client, int(n))
+        return JSONResponse({"pairs": [p.public() for p in taken], **progress(), "done": not taken and queue.done})
+
+    async def judge(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        pair_id = _field(body, "pair_id", str, PAIR_ID)
+        choice = _field(body, "choice", str)
+        if choice not in SIDES:
+            raise ApiError(400, f"choice must be one of {', '.join(SIDES)}")
+        comment = body.get("comment", "")
+        if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+            raise ApiError(400, f"comment must be text of at most {MAX_COMMENT} characters")
+        pair = await run_in_threadpool(store.pair, pair_id)
+        if pair is None:
+            raise ApiError(404, "unknown pair")
+        try:
+            judgement_id, duplicate = await run_in_threadpool(store.judge, pair_id, choice, comment.strip(), labeller)
+        except Conflict as e:
+            raise ApiError(409, str(e)) from None
+        queue.judged(pair)
+        return JSONResponse({"id": judgement_id, "duplicate": duplicate, **progress()})
+
+    async def undo(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        judgement_id = _field(body, "id", int)
+        client = _field(body, "client", str, CLIENT_ID)
+        try:
+            pair = await run_in_threadpool(store.undo, judgement_id)
+        except KeyError:
+            raise ApiError(404, "no such judgement (already undone?)") from None
+        queue.undone(pair, client)
+        return JSONResponse({"pair": pair.public(), **progress()})
+
+    async def judgements(request: Request) -> JSONResponse:
+        rows = await run_in_threadpool(store.judgements, 1000)
+        out = []
+        for j in rows:
+            left, right = ("a", "b") if j["shown_left"] == "a" else ("b", "a")
+            verdict = {left: "left", right: "right"}.get(j["choice"], j["choice"])
+            out.append({"id": j["id"], "time": j["created_at"], "labeller": j["labeller"], "prompt": j["prompt"],
+                        "left": j["completion_" + left], "right": j["completion_" + right], "verdict": verdict,
+                        "comment": j["comment"]})
+        return JSONResponse({"judgements": out, **progress()})
+
+    routes = [
+        Route("/", index),
+        Route("/judgements", judgements_page),
+        Route("/api/status", status),
+        Route("/api/pairs", pairs),
+        Route("/api/judgements", judgements, methods=["GET"]),
+        Route("/api/judgements", judge, methods=["POST"]),
+        Route("/api/undo", undo, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error})
+    return Guard(app, token=token, allowed_hosts=allowed_hosts)
+
+
+class Guard:
+    """ASGI middleware: Host check, token check, security headers on every response."""
+
+    def __init__(self, app, *, token: Optional[str], allowed_hosts: Optional[set]) -> None:
+        self.app, self.token, self.allowed_hosts = app, token, allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.allowed_hosts is not None and _hostname(headers.get("host", "")) not in self.allowed_hosts:
+            response = JSONResponse({"error": "unexpected Host header"}, status_code=400)
+            return await response(scope, receive, send_with_headers)
+        if self.token is not None:
+            cookie = SimpleCookie(headers.get("cookie", ""))
+            given = cookie[COOKIE].value if COOKIE in cookie else headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
+                if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), self.token.encode()):
+                    # Remember the token in a cookie and drop it from the address bar.
+                    response = RedirectResponse("/" + scope["path"].lstrip("/"), status_code=303)  # never //other.host
+                    response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+                    return await response(scope, receive, send_with_headers)
+                message = "this server needs its token: open the address printed by `ferrolm label` (ending in ?token=...)"
+                return await JSONResponse({"error": message}, status_code=401)(scope, receive, send_with_headers)
+        return await self.app(scope, receive, send_with_headers)
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before the server starts so a busy port is a clear error."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ValueError(f"--host {host}: {e.strerror}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: a busy port stays busy
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        hint = " (another server is using it: choose another --port)" if e.errno == errno.EADDRINUSE else ""
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+    return sock
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+def run(app, sock: socket.socket) -> None:
+    """Serves `app` on `sock` until SIGINT/SIGTERM (uvicorn finishes open requests first)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=64,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])

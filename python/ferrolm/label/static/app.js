@@ -1,0 +1,163 @@
+// The labelling page. Model output is untrusted: it only ever reaches the page through
+// textContent, never innerHTML (and the server's CSP forbids inline scripts besides).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const CHOICE_TEXT = { left: "A is better", right: "B is better", tie: "tie", skip: "skipped" };
+const KEYS = { "1": "left", "2": "right", "3": "tie", s: "skip", S: "skip" };
+
+// A tab keeps its id across reloads, so the server hands it back the pair it was showing.
+const clientId = sessionStorage.getItem("clientId") || randomId();
+sessionStorage.setItem("clientId", clientId);
+let undoStack = JSON.parse(sessionStorage.getItem("undo") || "[]"); // ids of this tab's judgements
+let queue = []; // pairs this tab holds: queue[0] is shown, queue[1] is already generated and waiting
+let busy = false; // a judgement or undo is on its way to the server
+let epoch = 0; // bumped by every judgement/undo, so an older refill's answer is ignored
+let pollTimer = null;
+
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  let data = {};
+  try { data = await response.json(); } catch (_) { /* not JSON: report the status */ }
+  if (!response.ok) {
+    const error = new Error(data.error || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function say(text, kind = "") {
+  $("status").textContent = text;
+  $("status").className = kind;
+}
+
+function showProgress(r) {
+  $("progress").textContent = `${r.labelled} / ${r.total} labelled`;
+}
+
+function render() {
+  const pair = queue[0];
+  document.body.classList.toggle("empty", !pair);
+  document.body.dataset.pair = pair ? pair.id : "";
+  $("prompt").textContent = pair ? pair.prompt : "";
+  $("left-text").textContent = pair ? pair.left : "";
+  $("right-text").textContent = pair ? pair.right : "";
+  for (const button of document.querySelectorAll("button[data-choice]")) button.disabled = busy || !pair;
+  $("undo").disabled = busy || undoStack.length === 0;
+}
+
+function saveUndo() {
+  sessionStorage.setItem("undo", JSON.stringify(undoStack.slice(-100)));
+}
+
+async function refill() {
+  clearTimeout(pollTimer);
+  const mine = epoch;
+  try {
+    const r = await api("GET", `/api/pairs?client=${clientId}&n=2`);
+    if (mine !== epoch || busy) return; // a judgement happened meanwhile: its own refill follows
+    const shown = queue[0] && queue[0].id;
+    queue = r.pairs;
+    showProgress(r);
+    if (r.done) {
+      say(`All ${r.total} prompts are labelled. Thank you! Export them with \`ferrolm label export\`.`, "done");
+    } else if (!queue.length) {
+      say("Generating the next pair…");
+    }
+    // Poll while nothing is shown, and (slower) until the next pair is ready too.
+    if (!r.done && queue.length < 2) pollTimer = setTimeout(refill, queue.length ? 1000 : 300);
+    if ((queue[0] && queue[0].id) !== shown) render();
+  } catch (e) {
+    say(`Cannot reach the server (${e.message}); retrying…`, "error");
+    pollTimer = setTimeout(refill, 2000);
+  }
+}
+
+async function choose(choice) {
+  const pair = queue[0];
+  if (!pair || busy) return;
+  busy = true;
+  epoch += 1;
+  clearTimeout(pollTimer);
+  render();
+  try {
+    const r = await api("POST", "/api/judgements", { pair_id: pair.id, choice, comment: $("comment").value });
+    undoStack.push(r.id);
+    saveUndo();
+    $("comment").value = "";
+    if (queue[0] === pair) queue.shift(); // the next pair was fetched in advance: it shows at once
+    showProgress(r);
+    say(`Saved: ${CHOICE_TEXT[choice]}.`, "saved");
+  } catch (e) {
+    say(`Not saved (${e.message}). Nothing was recorded; choose again.`, "error");
+  } finally {
+    busy = false;
+    render();
+    refill();
+  }
+}
+
+async function undo() {
+  const id = undoStack[undoStack.length - 1];
+  if (id === undefined || busy) return;
+  busy = true;
+  epoch += 1;
+  clearTimeout(pollTimer);
+  render();
+  try {
+    const r = await api("POST", "/api/undo", { id, client: clientId });
+    undoStack.pop();
+    saveUndo();
+    queue.unshift(r.pair);
+    showProgress(r);
+    say("Undone: that pair is back.", "saved");
+  } catch (e) {
+    if (e.status === 404) {
+      undoStack.pop();
+      saveUndo();
+    }
+    say(`Could not undo (${e.message}).`, "error");
+  } finally {
+    busy = false;
+    render();
+    refill();
+  }
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.target === $("comment")) {
+    if (event.key === "Escape") $("comment").blur();
+    return; // typing a comment is not labelling
+  }
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+  if (KEYS[event.key]) {
+    event.preventDefault();
+    choose(KEYS[event.key]);
+  } else if (event.key === "u" || event.key === "U") {
+    event.preventDefault();
+    undo();
+  }
+});
+
+for (const button of document.querySelectorAll("button[data-choice]")) {
+  button.addEventListener("click", () => choose(button.dataset.choice));
+}
+$("undo").addEventListener("click", undo);
+
+api("GET", "/api/status").then((r) => {
+  $("labeller").textContent = `labelling as ${r.labeller}`;
+  showProgress(r);
+}).catch((e) => say(`Cannot reach the server (${e.message}).`, "error"));
+render();
+refill();

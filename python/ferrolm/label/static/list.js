@@ -1,0 +1,40 @@
+// The judgements page: every cell is filled with textContent (model output is untrusted).
+"use strict";
+
+const VERDICT = { left: "A better", right: "B better", tie: "tie", skip: "skipped" };
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+async function load() {
+  const status = document.getElementById("status");
+  try {
+    const response = await fetch("/api/judgements");
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+    document.getElementById("progress").textContent = `${data.labelled} / ${data.total} labelled`;
+    const body = document.querySelector("#judgements tbody");
+    for (const j of data.judgements) {
+      const row = body.insertRow();
+      row.dataset.verdict = j.verdict;
+      cell(row, String(j.id));
+      cell(row, j.time.replace("T", " ").replace("+00:00", " UTC"));
+      cell(row, j.labeller);
+      cell(row, j.prompt, "text");
+      cell(row, j.left, "text" + (j.verdict === "left" ? " chosen" : ""));
+      cell(row, j.right, "text" + (j.verdict === "right" ? " chosen" : ""));
+      cell(row, VERDICT[j.verdict] || j.verdict);
+      cell(row, j.comment);
+    }
+    status.textContent = data.judgements.length ? "" : "No judgements yet.";
+  } catch (e) {
+    status.textContent = `Cannot load the judgements (${e.message}).`;
+    status.className = "error";
+  }
+}
+
+load();

@@ -1,0 +1,298 @@
+"""The labelling database: generated pairs and human judgements in SQLite.
+
+Two tables. `pairs` holds every generated pair as soon as it exists, so a restart re-offers
+pairs nobody judged yet instead of generating them again, and a judgement retried after a
+restart still finds its pair. `judgements` holds one self-contained row per judgement (prompt,
+both completions, which was shown left, the choice, labeller, time, generation settings and
+weight hashes); `pair_id` is UNIQUE, so a judgement is stored at most once however often a
+browser retries it. Every write is one transaction, committed before the HTTP answer is sent
+(WAL, synchronous=FULL), so every acknowledged judgement survives the process being killed.
+
+A connection is opened per operation: SQLite connections are cheap, and this keeps the store
+safe to call from the web server's worker threads and from other processes at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from ferrolm.preferences import SQLITE_MAGIC, Preferences, write_preferences
+
+APP_ID = "ferrolm-label"
+SCHEMA_VERSION = "1"
+CHOICES = ("a", "b", "tie", "skip")  # which completion won: a, b, or no preference
+SIDES = ("left", "right", "tie", "skip")  # what the browser sends: the position on screen
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+    id TEXT PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    completion_a TEXT NOT NULL,
+    completion_b TEXT NOT NULL,
+    shown_left TEXT NOT NULL CHECK (shown_left IN ('a', 'b')),
+    settings TEXT NOT NULL,
+    model_a_hash TEXT NOT NULL,
+    model_b_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS judgements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an undone id is never reused
+    pair_id TEXT NOT NULL UNIQUE,
+    prompt TEXT NOT NULL,
+    completion_a TEXT NOT NULL,
+    completion_b TEXT NOT NULL,
+    shown_left TEXT NOT NULL CHECK (shown_left IN ('a', 'b')),
+    choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'skip')),
+    comment TEXT NOT NULL DEFAULT '',
+    labeller TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    model_a_hash TEXT NOT NULL,
+    model_b_hash TEXT NOT NULL
+);
+"""
+
+
+class Conflict(ValueError):
+    """The pair was already judged differently (e.g. in another tab)."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Pair:
+    """Two completions of one prompt. `a`/`b` name the samplers (model A/B, or the two
+    settings of one model); `shown_left` says which one the page shows on the left."""
+
+    prompt: str
+    completion_a: str
+    completion_b: str
+    shown_left: str
+    settings: dict
+    model_a_hash: str
+    model_b_hash: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: str = field(default_factory=now)
+
+    def side(self, side: str) -> str:
+        """'a' or 'b': which completion is on `side` ('left' or 'right') of the page."""
+        other = "b" if self.shown_left == "a" else "a"
+        return self.shown_left if side == "left" else other
+
+    def public(self) -> dict:
+        """What the page sees: the texts by position, not which sampler made them (blind)."""
+        text = {"a": self.completion_a, "b": self.completion_b}
+        return {"id": self.id, "prompt": self.prompt, "left": text[self.side("left")], "right": text[self.side("right")]}
+
+
+class LabelStore:
+    """A labelling database file. Raises ValueError for a file that is not one (a corrupt
+    or foreign file is never modified)."""
+
+    def __init__(self, path: Union[str, Path], *, create: bool = True) -> None:
+        self.path = Path(path)
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if not exists and not create:
+            if self.path.exists():
+                raise ValueError(f"{self.path} is empty, not a labelling database")
+            raise FileNotFoundError(f"labelling database {self.path} does not exist")
+        if exists:
+            with open(self.path, "rb") as f:
+                if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                    raise ValueError(f"{self.path} is not a SQLite database (corrupt, or another kind of file); "
+                                     "it was left untouched")
+        try:
+            self._check_or_create(exists)
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"{self.path} is a damaged SQLite database ({e}); it was left untouched") from None
+
+    @classmethod
+    def open_existing(cls, path: Union[str, Path]) -> "LabelStore":
+        return cls(path, create=False)
+
+    def __enter__(self) -> "LabelStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # nothing to release: connections are per operation
+
+    def _check_or_create(self, exists: bool) -> None:
+        con = self._connect()
+        try:
+            if exists:
+                problems = [row[0] for row in con.execute("PRAGMA quick_check")]
+                if problems != ["ok"]:
+                    raise ValueError(f"{self.path} is a damaged SQLite database ({problems[0]}); it was left untouched")
+                tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "meta" not in tables:
+                    raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database; it was left untouched")
+                if "meta" in tables:
+                    meta = dict(con.execute("SELECT key, value FROM meta"))
+                    if meta.get("app") != APP_ID:
+                        raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database")
+                    if meta.get("schema_version") != SCHEMA_VERSION:
+                        raise ValueError(f"{self.path} has labelling schema version {meta.get('schema_version')}; "
+                                         f"this ferrolm reads version {SCHEMA_VERSION}")
+                    return
+            # WAL: readers (the judgements page, an export) never block the labeller's writes.
+            con.execute("PRAGMA journal_mode = WAL")
+            with self._transaction(con):
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?), ('schema_version', ?)", (APP_ID, SCHEMA_VERSION))
+        finally:
+            con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each operation is exactly
+        # one transaction; busy_timeout: wait for another writer instead of failing at once.
+        con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA synchronous = FULL")  # a committed judgement is on disk
+        return con
+
+    @staticmethod
+    @contextmanager
+    def _transaction(con: sqlite3.Connection) -> Iterator[None]:
+        con.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+        try:
+            yield
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            with self._transaction(con):
+                yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------ pairs
+
+    def add_pair(self, pair: Pair) -> None:
+        with self._write() as con:
+            con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (pair.id, pair.prompt, pair.completion_a, pair.completion_b, pair.shown_left,
+                         json.dumps(pair.settings), pair.model_a_hash, pair.model_b_hash, pair.created_at))
+
+    def pair(self, pair_id: str) -> Optional[Pair]:
+        with self._read() as con:
+            row = con.execute("SELECT * FROM pairs WHERE id = ?", (pair_id,)).fetchone()
+        return None if row is None else _pair(row)
+
+    def unjudged_pairs(self) -> list[Pair]:
+        """Generated pairs without a judgement, oldest first."""
+        with self._read() as con:
+            rows = con.execute("SELECT * FROM pairs WHERE id NOT IN (SELECT pair_id FROM judgements) "
+                               "ORDER BY created_at, rowid").fetchall()
+        return [_pair(r) for r in rows]
+
+    def judged_prompts(self) -> set[str]:
+        with self._read() as con:
+            return {row[0] for row in con.execute("SELECT DISTINCT prompt FROM judgements")}
+
+    # ------------------------------------------------------------ judgements
+
+    def judge(self, pair_id: str, side: str, comment: str, labeller: str) -> tuple[int, bool]:
+        """Stores a judgement of pair `pair_id`; `side` is 'left', 'right', 'tie' or 'skip'.
+
+        Returns (judgement id, duplicate). Judging a pair again with the same choice and comment
+        (a retry) returns the stored id with duplicate=True; a different choice raises Conflict;
+        an unknown pair raises KeyError.
+        """
+        if side not in SIDES:
+            raise ValueError(f"choice must be one of {', '.join(SIDES)}")
+        with self._write() as con:
+            row = con.execute("SELECT * FROM pairs WHERE id = ?", (pair_id,)).fetchone()
+            if row is None:
+                raise KeyError(pair_id)
+            pair = _pair(row)
+            choice = pair.side(side) if side in ("left", "right") else side
+            done = con.execute("SELECT id, choice, comment FROM judgements WHERE pair_id = ?", (pair_id,)).fetchone()
+            if done is not None:
+                if (done["choice"], done["comment"]) == (choice, comment):
+                    return done["id"], True
+                raise Conflict("this pair was already judged differently (in another tab?)")
+            cur = con.execute(
+                "INSERT INTO judgements (pair_id, prompt, completion_a, completion_b, shown_left, choice, comment, "
+                "labeller, created_at, settings, model_a_hash, model_b_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pair.id, pair.prompt, pair.completion_a, pair.completion_b, pair.shown_left, choice, comment,
+                 labeller, now(), json.dumps(pair.settings), pair.model_a_hash, pair.model_b_hash))
+            return cur.lastrowid, False
+
+    def undo(self, judgement_id: int) -> Pair:
+        """Deletes a judgement; returns its pair (to be judged again). KeyError if absent."""
+        with self._write() as con:
+            row = con.execute("SELECT pair_id FROM judgements WHERE id = ?", (judgement_id,)).fetchone()
+            if row is None:
+                raise KeyError(judgement_id)
+            con.execute("DELETE FROM judgements WHERE id = ?", (judgement_id,))
+            pair = con.execute("SELECT * FROM pairs WHERE id = ?", (row["pair_id"],)).fetchone()
+        return _pair(pair)
+
+    def judgements(self, limit: Optional[int] = None) -> list[dict]:
+        """Judgements, newest first, as plain dicts (settings decoded)."""
+        sql = "SELECT * FROM judgements ORDER BY id DESC" + (" LIMIT ?" if limit is not None else "")
+        with self._read() as con:
+            rows = con.execute(sql, () if limit is None else (limit,)).fetchall()
+        return [{**dict(r), "settings": json.loads(r["settings"])} for r in rows]
+
+    def count(self) -> int:
+        with self._read() as con:
+            return con.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
+
+    # ------------------------------------------------------------ export
+
+    def preferences(self) -> Preferences:
+        """Judgements as preference records (oldest first); ties, skips and pairs that carry
+        no usable preference (identical or empty completions) are left out and counted."""
+        records, skipped = [], {}
+        for j in reversed(self.judgements()):
+            reason = j["choice"] if j["choice"] in ("tie", "skip") else None
+            if reason is None:
+                chosen, rejected = (j["completion_a"], j["completion_b"]) if j["choice"] == "a" else (j["completion_b"], j["completion_a"])
+                reason = "identical" if chosen == rejected else "empty" if not chosen.strip() or not rejected.strip() else None
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            record = {"prompt": j["prompt"], "chosen": chosen, "rejected": rejected, "labeller": j["labeller"]}
+            if j["comment"]:
+                record["comment"] = j["comment"]
+            records.append(record)
+        return Preferences(records, skipped)
+
+    def export(self, out: Union[str, Path]) -> Preferences:
+        """Writes the preference JSONL (atomically); returns what was written and left out."""
+        prefs = self.preferences()
+        write_preferences(prefs.records, out)
+        return prefs
+
+
+def _pair(row: sqlite3.Row) -> Pair:
+    return Pair(prompt=row["prompt"], completion_a=row["completion_a"], completion_b=row["completion_b"],
+                shown_left=row["shown_left"], settings=json.loads(row["settings"]), model_a_hash=row["model_a_hash"],
+                model_b_hash=row["model_b_hash"], id=row["id"], created_at=row["created_at"])
+

@@ -1,0 +1,127 @@
+"""Preference data: `{"prompt", "chosen", "rejected"}` records, read and written in one place.
+
+Post-training (`ferrolm reward`, `ferrolm dpo`) reads preference data only through
+`load_preferences`, which accepts either
+
+* a JSONL file, one object per line with string keys "prompt", "chosen" and "rejected"
+  (extra keys such as "labeller" or "comment" are kept). The file is validated strictly:
+  any bad line raises `ValueError` naming its line number, so no record is ever dropped
+  silently; or
+* a labelling database written by `ferrolm label` (SQLite). Ties and skips carry no
+  preference and are left out; how many were left out, and why, is in `Preferences.skipped`.
+
+`write_preferences` writes the JSONL form atomically (temporary file + rename), so a reader
+never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+KEYS = ("prompt", "chosen", "rejected")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass
+class Preferences:
+    """Preference records plus a count of what was left out.
+
+    `records` are dicts with at least "prompt", "chosen" and "rejected" (all non-empty
+    strings except the prompt, chosen != rejected). `skipped` maps a reason ("tie", "skip",
+    "identical", "empty") to how many judgements of a labelling database were not turned
+    into records; it is always empty for JSONL input, where a bad line is an error instead.
+    """
+
+    records: list[dict]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.records)
+
+
+def is_sqlite(path: Union[str, Path]) -> bool:
+    """True when `path` starts with SQLite's file header (whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+
+
+def load_preferences(path: Union[str, Path]) -> Preferences:
+    """Reads preference data from a `.jsonl` file or a `ferrolm label` SQLite database.
+
+    Raises FileNotFoundError for a missing file and ValueError for anything malformed
+    (naming the line, for JSONL) — including a JSONL file with no records at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"preference data {path} does not exist")
+    if is_sqlite(path):
+        from ferrolm.label.store import LabelStore
+
+        with LabelStore.open_existing(path) as store:
+            return store.preferences()
+    return Preferences(_read_jsonl(path))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); expected JSONL or a labelling database") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing one) hold no record
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+        check_record(record, f"{path} line {number}")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no preference records")
+    return records
+
+
+def check_record(record: object, where: str) -> None:
+    """Raises ValueError (prefixed with `where`) unless `record` is a usable preference."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object with {', '.join(KEYS)}")
+    missing = [k for k in KEYS if k not in record]
+    if missing:
+        raise ValueError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for k in KEYS:
+        if not isinstance(record[k], str):
+            raise ValueError(f"{where}: {k!r} must be a string, not {type(record[k]).__name__}")
+    for k in ("chosen", "rejected"):
+        if not record[k].strip():  # whitespace only is empty too (as ferrolm's other JSONL readers)
+            raise ValueError(f"{where}: {k!r} is empty")
+    if record["chosen"] == record["rejected"]:
+        raise ValueError(f"{where}: 'chosen' and 'rejected' are the same text (no preference)")
+
+
+def write_preferences(records: Iterable[dict], path: Union[str, Path]) -> int:
+    """Writes records as JSONL atomically (validated first); returns how many were written."""
+    path = Path(path)
+    records = list(records)
+    for i, record in enumerate(records, 1):
+        check_record(record, f"record {i}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(records)

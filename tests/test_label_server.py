@@ -1,0 +1,248 @@
+"""`ferrolm label` as a real server process: the JSON API and its guards (size, shape, Host,
+token), bad input at start-up, and durability when the process is killed mid-labelling."""
+
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from label_helpers import LabelServer, http, make_model, run_cli, write_prompts  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("label-model") / "model")
+
+
+def test_api_judgements_and_request_guards(model, tmp_path):
+    write_prompts(tmp_path / "prompts.txt", 4)
+    with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "db.sqlite", "--labeller", "ann") as server:
+        first, second = server.wait_for_pairs("tab1", 2)
+        assert first["prompt"] == "Prompt 0: once upon a time" and set(first) == {"id", "prompt", "left", "right"}
+        status, r = server.call("POST", "/api/judgements", {"pair_id": first["id"], "choice": "left", "comment": "ok"})
+        assert status == 200 and r["labelled"] == 1 and r["total"] == 4 and not r["duplicate"]
+        # A retry (the answer was lost on the way) is stored once and answered with the same id.
+        status, again = server.call("POST", "/api/judgements", {"pair_id": first["id"], "choice": "left", "comment": "ok"})
+        assert status == 200 and again["id"] == r["id"] and again["duplicate"]
+        assert server.call("POST", "/api/judgements", {"pair_id": first["id"], "choice": "tie"})[0] == 409
+        assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "choice": "tie"})[0] == 404
+
+        bad = [
+            ({"pair_id": second["id"], "choice": "both"}, None, None, 400),  # unknown choice
+            ({"pair_id": "../etc", "choice": "left"}, None, None, 400),  # malformed id
+            ({"pair_id": second["id"], "choice": "left", "comment": 5}, None, None, 400),
+            ({"pair_id": second["id"], "choice": "left", "comment": "x" * 1001}, None, None, 400),
+            (None, b"{not json", None, 400),
+            (None, b"[1, 2]", None, 400),
+            (None, b'{"pair_id": "' + b"a" * 20000 + b'"}', None, 413),  # oversized
+            (None, b"pair_id=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),  # a cross-site form
+        ]
+        for body, raw, headers, expected in bad:
+            status, reply = server.call("POST", "/api/judgements", body, raw=raw,
+                                        headers=headers or {"Content-Type": "application/json"})
+            assert status == expected and "error" in reply, (body, raw, status, reply)
+        assert server.call("GET", "/api/pairs?client=bad%20id")[0] == 400
+        assert server.call("GET", "/api/pairs?client=tab1&n=99")[0] == 400
+        # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing.
+        assert server.call("GET", "/api/status", headers={"Host": "evil.example:80"})[0] == 400
+
+        # Nothing bad was stored; the judgements list shows the one judgement by screen side.
+        status, listing = server.call("GET", "/api/judgements")
+        assert status == 200 and len(listing["judgements"]) == 1
+        j = listing["judgements"][0]
+        assert (j["verdict"], j["left"], j["right"], j["comment"], j["labeller"]) == \
+            ("left", first["left"], first["right"], "ok", "ann")
+        status, page = server.call("GET", "/")
+        assert status == 200 and "app.js" in page and "cdn" not in page.lower()
+        _, undone = server.call("POST", "/api/undo", {"id": r["id"], "client": "tab1"})
+        assert undone["pair"] == first and undone["labelled"] == 0
+        assert server.call("POST", "/api/undo", {"id": r["id"], "client": "tab1"})[0] == 404
+
+
+def test_a_token_is_required_when_given(model, tmp_path):
+    write_prompts(tmp_path / "prompts.txt", 2)
+    with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "db.sqlite", "--token", "s3cret-token") as server:
+        for path in ("/", "/api/status", "/static/app.js", "/api/pairs?client=t"):
+            status, reply = server.call("GET", path)
+            assert status == 401 and "token" in reply["error"], path
+        assert server.call("GET", "/api/status", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "choice": "left"})[0] == 401
+        assert server.call("GET", "/api/status", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
+        assert server.call("GET", "/api/status", headers={"Cookie": "ferrolm_label_token=s3cret-token"})[0] == 200
+        # Opening the printed address sets the cookie and drops the token from the address bar.
+        import urllib.request
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args):
+                return None
+
+        try:
+            urllib.request.build_opener(NoRedirect).open(server.url + "?token=s3cret-token", timeout=10)
+            raise AssertionError("expected a redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 303 and e.headers["Location"] == "/"
+            assert "ferrolm_label_token=s3cret-token" in e.headers["Set-Cookie"] and "HttpOnly" in e.headers["Set-Cookie"]
+    # Listening beyond this machine without a token is refused before anything is bound.
+    result = run_cli("label", str(model), "--prompts", str(tmp_path / "prompts.txt"), "--host", "0.0.0.0",
+                     "--db", str(tmp_path / "db.sqlite"))
+    assert result.returncode == 2 and "--token" in result.stderr
+
+
+def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    write_prompts(prompts, 2)
+    db = tmp_path / "db.sqlite"
+
+    def label(*args, model_dir=model, prompts_file=prompts):
+        result = run_cli("label", str(model_dir), "--prompts", str(prompts_file), "--db", str(db), *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("ferrolm: error: "), result.stderr
+        return result.stderr
+
+    (tmp_path / "gaps.txt").write_text("first prompt\n\nthird prompt\n")
+    assert "gaps.txt line 2: empty prompt" in label(prompts_file=tmp_path / "gaps.txt")
+    (tmp_path / "latin1.txt").write_bytes("a prompt\ncaf\xe9 au lait\n".encode("latin-1"))
+    assert "latin1.txt line 2: not valid UTF-8" in label(prompts_file=tmp_path / "latin1.txt")
+    (tmp_path / "unknown.txt").write_text("a prompt with \u00e9\n")
+    assert "line 1" in label(prompts_file=tmp_path / "unknown.txt")  # a character the model does not know
+    assert "model directory" in label(model_dir=tmp_path / "no-such-model")
+    assert "does not exist" in label(prompts_file=tmp_path / "no-such-prompts.txt")
+    assert not db.exists()  # nothing created for a run that could not start
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        message = label("--port", str(busy.getsockname()[1]))
+        assert "Address already in use" in message and "--port" in message
+    finally:
+        busy.close()
+
+    corrupt = b"SQLite format 3\x00" + bytes(range(256)) * 20
+    db.write_bytes(corrupt)
+    assert "damaged" in label() and db.read_bytes() == corrupt  # refused, and left exactly as it was
+    db.write_bytes(b"my notes, not a database")
+    assert "not a SQLite database" in label() and db.read_bytes() == b"my notes, not a database"
+
+    result = run_cli("label", "export", "--db", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tmp_path):
+    n_prompts = 24
+    write_prompts(tmp_path / "prompts.txt", n_prompts)
+    db = tmp_path / "db.sqlite"
+    acked: list[tuple[str, int, str]] = []  # (pair id, judgement id, choice) answered with 200
+    lock = threading.Lock()
+
+    def tab(server, name, stop):
+        choices = ["left", "right", "tie", "skip"]
+        while not stop.is_set():
+            try:
+                status, r = server.call("GET", f"/api/pairs?client={name}&n=1")
+                if status != 200 or not r["pairs"]:
+                    time.sleep(0.02)
+                    continue
+                pair = r["pairs"][0]
+                choice = choices[len(acked) % 4]
+                status, r = server.call("POST", "/api/judgements", {"pair_id": pair["id"], "choice": choice})
+                if status == 200:
+                    with lock:
+                        acked.append((pair["id"], r["id"], choice))
+            except OSError:  # the server died under us: requests in flight are not acknowledged
+                return
+
+    with LabelServer(model, tmp_path / "prompts.txt", db, "--lookahead", "3") as server:
+        stop = threading.Event()
+        tabs = [threading.Thread(target=tab, args=(server, f"tab{i}", stop)) for i in range(3)]
+        for t in tabs:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.kill()  # SIGKILL while the tabs are still sending
+        stop.set()
+        for t in tabs:
+            t.join(timeout=30)
+    assert 8 <= len(acked) < n_prompts
+
+    def rows():
+        con = sqlite3.connect(db)
+        try:
+            return con.execute("SELECT pair_id, id, choice, shown_left FROM judgements").fetchall()
+        finally:
+            con.close()
+
+    stored = {pair_id: (jid, choice, left) for pair_id, jid, choice, left in rows()}
+    assert len(stored) == len(rows())  # one row per pair
+    assert {left for _, _, left in stored.values()} == {"a", "b"}  # left/right order is randomised
+    for pair_id, judgement_id, side in acked:
+        jid, choice, left = stored[pair_id]
+        assert jid == judgement_id
+        if side in ("left", "right"):
+            assert choice == (left if side == "left" else "ab".replace(left, ""))
+        else:
+            assert choice == side
+
+    with LabelServer(model, tmp_path / "prompts.txt", db) as server:
+        status, r = server.call("GET", "/api/status")
+        assert r["labelled"] == len(stored) and r["total"] == n_prompts
+        # A judgement acknowledged before the crash, retried after it, is still stored once.
+        pair_id, judgement_id, side = acked[0]
+        status, r = server.call("POST", "/api/judgements", {"pair_id": pair_id, "choice": side})
+        assert status == 200 and r["id"] == judgement_id and r["duplicate"]
+        # Labelling carries on to the end with nothing lost or doubled.
+        stop = threading.Event()
+        finisher = threading.Thread(target=tab, args=(server, "tab9", stop))
+        finisher.start()
+        deadline = time.monotonic() + 60
+        while server.call("GET", "/api/status")[1]["labelled"] < n_prompts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        finisher.join(timeout=30)
+        assert server.call("GET", "/api/status")[1]["done"]
+    con = sqlite3.connect(db)
+    prompts = [p for (p,) in con.execute("SELECT prompt FROM judgements")]
+    con.close()
+    assert sorted(prompts) == sorted(write_prompts(tmp_path / "prompts.txt", n_prompts))
+
+
+def test_two_models_one_completion_each_with_settings_and_weight_hashes(model, tmp_path):
+    other = make_model(tmp_path / "other", seed=1)
+    write_prompts(tmp_path / "prompts.txt", 2)
+    db = tmp_path / "db.sqlite"
+    with LabelServer(model, tmp_path / "prompts.txt", db, "--model-b", str(other), "--temperature", "0.5",
+                     "--seed", "7") as server:
+        pair = server.wait_for_pairs("tab", 1)[0]
+        assert server.call("POST", "/api/judgements", {"pair_id": pair["id"], "choice": "right"})[0] == 200
+    con = sqlite3.connect(db)
+    row = con.execute("SELECT settings, model_a_hash, model_b_hash, shown_left, choice, completion_a, completion_b "
+                      "FROM judgements").fetchone()
+    con.close()
+    import hashlib
+    import json
+
+    settings, hash_a, hash_b, left, choice, text_a, text_b = row
+    settings = json.loads(settings)
+    assert hash_a == hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()
+    assert hash_b == hashlib.sha256((other / "model.safetensors").read_bytes()).hexdigest() != hash_a
+    assert settings["a"]["model"] == str(model) and settings["b"]["model"] == str(other)
+    assert settings["a"]["temperature"] == settings["b"]["temperature"] == 0.5
+    assert settings["a"]["seed"] == 7 and settings["b"]["seed"] == 8 and settings["a"]["max_new_tokens"] == 24
+    assert choice == ("b" if left == "a" else "a")  # "right" is whichever was not on the left
+    assert {text_a, text_b} == {pair["left"], pair["right"]}
+
+
+def test_the_base_package_does_not_need_the_web_server():
+    import subprocess
+    import sys
+
+    code = ("import sys, ferrolm, ferrolm.cli, ferrolm.preferences, ferrolm.label.store, ferrolm.label.pairs; "
+            "assert not {'starlette', 'uvicorn'} & set(sys.modules), sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

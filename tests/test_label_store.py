@@ -1,0 +1,164 @@
+"""The labelling store and pair queue in-process: exactly-once judgements under concurrent
+writers and retries, undo, generation ahead of time, and tabs never sharing a pair."""
+
+import threading
+import time
+
+import pytest
+
+from ferrolm.label.pairs import PairQueue, Sampler
+from ferrolm.label.store import Conflict, LabelStore, Pair
+
+
+class FakeModel:
+    """Deterministic 'completions' so the queue logic is tested without a network."""
+
+    def __init__(self, same: int = 0) -> None:
+        self.calls = 0
+        self.same = same  # the first `same` calls return one fixed text (an identical pair)
+
+    def generate(self, prompt, max_new_tokens, *, temperature, top_k, top_p, seed):
+        self.calls += 1
+        return "same" if self.calls <= self.same else f"{prompt}/{seed}/{temperature}"
+
+
+def samplers(model=None):
+    model = model or FakeModel()
+    return Sampler(model, "m", "hash", temperature=0.7), Sampler(model, "m", "hash", temperature=1.0)
+
+
+def pair(i: int) -> Pair:
+    return Pair(prompt=f"p{i}", completion_a=f"a{i}", completion_b=f"b{i}", shown_left="a", settings={},
+                model_a_hash="h", model_b_hash="h")
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_concurrent_writers_and_retries_store_each_judgement_once(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    pairs = [pair(i) for i in range(40)]
+    for p in pairs:
+        store.add_pair(p)
+    results, errors = [], []
+
+    def labeller(k):
+        try:
+            for p in pairs[k::4]:
+                for _ in range(2):  # every judgement sent twice, as a browser retry would
+                    results.append((p.id, *store.judge(p.id, "left", "", f"l{k}")))
+        except Exception as e:  # surfaced by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=labeller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    rows = store.judgements()
+    assert len(rows) == 40 and sorted(r["pair_id"] for r in rows) == sorted(p.id for p in pairs)
+    by_pair = {}
+    for pair_id, judgement_id, duplicate in results:
+        by_pair.setdefault(pair_id, []).append((judgement_id, duplicate))
+    assert all(v[0][0] == v[1][0] and [d for _, d in v] == [False, True] for v in by_pair.values())
+
+
+def test_conflicting_judgement_undo_and_unknown_pairs(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    p = pair(0)
+    store.add_pair(p)
+    first, _ = store.judge(p.id, "right", "meh", "ann")
+    with pytest.raises(Conflict):
+        store.judge(p.id, "left", "meh", "bob")  # another tab judged it differently
+    with pytest.raises(KeyError):
+        store.judge("0" * 32, "left", "", "ann")
+    with pytest.raises(ValueError, match="choice"):
+        store.judge(p.id, "both", "", "ann")
+    assert store.undo(first).id == p.id and store.count() == 0
+    with pytest.raises(KeyError):
+        store.undo(first)
+    second, duplicate = store.judge(p.id, "left", "", "ann")
+    assert second > first and not duplicate  # an undone id is never reused
+    assert store.judgements()[0]["choice"] == "a"  # left was a
+
+
+def test_reopening_keeps_everything(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    p = pair(1)
+    store.add_pair(p)
+    store.judge(p.id, "tie", "", "ann")
+    again = LabelStore(tmp_path / "db.sqlite")
+    assert again.count() == 1 and again.pair(p.id) == p
+    assert again.judgements()[0]["settings"] == {}
+
+
+def test_generation_runs_ahead_by_lookahead_only(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    model = FakeModel()
+    queue = PairQueue(store, [f"q{i}" for i in range(6)], *samplers(model), lookahead=2).start()
+    try:
+        wait_until(lambda: len(store.unjudged_pairs()) == 2)
+        time.sleep(0.2)
+        assert len(store.unjudged_pairs()) == 2  # no more until someone takes one
+        shown = queue.take("tab1", 2)
+        assert [p.prompt for p in shown] == ["q0", "q1"]
+        wait_until(lambda: len(store.unjudged_pairs()) == 4)  # two new free pairs, ready before asked
+        assert queue.take("tab1", 2) == shown  # a reload gets the same pairs back
+        other = queue.take("tab2", 2)
+        assert {p.id for p in other}.isdisjoint(p.id for p in shown)  # tabs never share a pair
+        p = shown[0]
+        assert p.settings["a"]["temperature"] == 0.7 and p.settings["b"]["temperature"] == 1.0
+        assert p.completion_a == f"q0/{p.settings['a']['seed']}/0.7"
+    finally:
+        queue.stop()
+
+
+def test_identical_completions_are_resampled(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    queue = PairQueue(store, ["q"], *samplers(FakeModel(same=2)), lookahead=1).start()
+    try:
+        wait_until(lambda: store.unjudged_pairs())
+        p = store.unjudged_pairs()[0]
+        assert p.completion_a != p.completion_b and p.settings["a"]["seed"] != 0
+    finally:
+        queue.stop()
+
+
+def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    prompts = ["q0", "q1", "q2"]
+    queue = PairQueue(store, prompts, *samplers(), lookahead=2).start()
+    wait_until(lambda: len(store.unjudged_pairs()) == 2)
+    first = queue.take("tab", 1)[0]
+    store.judge(first.id, "left", "", "ann")
+    queue.judged(first)
+    queue.stop()
+    before = {p.id for p in store.unjudged_pairs()}
+    model = FakeModel()
+    restarted = PairQueue(store, prompts, *samplers(model), lookahead=5)
+    assert restarted.labelled == 1 and restarted.total == 3
+    assert {p.id for p in restarted.take("tab", 5)} == before  # nothing regenerated, nothing lost
+    assert model.calls == 0
+    # Pairs made by other weights are not offered for these ones.
+    other = PairQueue(store, prompts, Sampler(FakeModel(), "m2", "other"), Sampler(FakeModel(), "m2", "other"))
+    assert other.take("tab", 5) == []
+
+
+def test_undo_puts_the_pair_first_for_that_tab(tmp_path):
+    store = LabelStore(tmp_path / "db.sqlite")
+    queue = PairQueue(store, ["q0", "q1", "q2"], *samplers(), lookahead=3).start()
+    try:
+        wait_until(lambda: len(store.unjudged_pairs()) == 3)
+        a, b = queue.take("tab", 2)
+        judgement, _ = store.judge(a.id, "left", "", "ann")
+        queue.judged(a)
+        assert queue.labelled == 1 and queue.take("tab", 2)[0] == b
+        queue.undone(store.undo(judgement), "tab")
+        assert queue.labelled == 0 and [p.id for p in queue.take("tab", 2)] == [a.id, b.id]
+    finally:
+        queue.stop()

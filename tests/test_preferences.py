@@ -1,0 +1,111 @@
+"""Preference data in and out: strict JSONL validation (every bad line named), a labelling
+database read directly (ties and skips counted, not silently dropped), atomic writes."""
+
+import json
+
+import pytest
+
+from ferrolm.label.store import LabelStore, Pair
+from ferrolm.preferences import Preferences, load_preferences, write_preferences
+
+GOOD = {"prompt": "Q", "chosen": "good", "rejected": "bad"}
+
+
+def write_lines(path, *lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_jsonl_round_trip_keeps_extra_keys(tmp_path):
+    records = [GOOD, {"prompt": "", "chosen": "x", "rejected": "y", "labeller": "ann", "comment": "ünïcode"}]
+    assert write_preferences(records, tmp_path / "p.jsonl") == 2
+    prefs = load_preferences(tmp_path / "p.jsonl")
+    assert isinstance(prefs, Preferences) and prefs.records == records and prefs.skipped == {}
+    assert len(prefs) == 2 and list(prefs) == records
+    assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("{not json", "line 2: not valid JSON"),
+    (json.dumps({"prompt": "Q", "chosen": "a"}), "line 2: missing key rejected"),
+    (json.dumps({"prompt": "Q", "chosen": 3, "rejected": "b"}), "line 2: 'chosen' must be a string"),
+    (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), "line 2: 'chosen' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), "line 2: 'rejected' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), "line 2: 'chosen' and 'rejected' are the same"),
+    (json.dumps(["Q", "a", "b"]), "line 2: expected a JSON object"),
+])
+def test_bad_jsonl_lines_are_errors_naming_the_line(tmp_path, bad, message):
+    path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), bad, json.dumps(GOOD))
+    with pytest.raises(ValueError, match=message):
+        load_preferences(path)
+
+
+def test_missing_empty_and_binary_files_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_preferences(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no preference records"):
+        load_preferences(tmp_path / "empty.jsonl")
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_preferences(tmp_path / "bin.jsonl")
+
+
+def test_writer_refuses_invalid_records_and_leaves_the_old_file(tmp_path):
+    path = tmp_path / "p.jsonl"
+    write_preferences([GOOD], path)
+    with pytest.raises(ValueError, match="record 2: 'rejected' is empty"):
+        write_preferences([GOOD, {"prompt": "Q", "chosen": "a", "rejected": ""}], path)
+    assert load_preferences(path).records == [GOOD]
+    assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
+
+
+def judged_store(path):
+    """A database with one judgement of each kind (and one pair never judged)."""
+    store = LabelStore(path)
+    kinds = [("left", "a", "A wins"), ("right", "a", ""), ("tie", "b", ""), ("skip", "a", ""), ("left", "b", "")]
+    for i, (side, shown_left, comment) in enumerate(kinds):
+        pair = Pair(prompt=f"p{i}", completion_a=f"a{i}", completion_b=f"b{i}", shown_left=shown_left,
+                    settings={"a": {"seed": 1}, "b": {"seed": 2}}, model_a_hash="h", model_b_hash="h")
+        store.add_pair(pair)
+        store.judge(pair.id, side, comment, "ann")
+    identical = Pair(prompt="p9", completion_a="same", completion_b="same", shown_left="a", settings={},
+                     model_a_hash="h", model_b_hash="h")
+    store.add_pair(identical)
+    store.judge(identical.id, "left", "", "ann")
+    store.add_pair(Pair(prompt="unjudged", completion_a="x", completion_b="y", shown_left="a", settings={},
+                        model_a_hash="h", model_b_hash="h"))
+    return store
+
+
+def test_sqlite_database_is_read_directly_with_left_out_counts(tmp_path):
+    judged_store(tmp_path / "prefs.sqlite")
+    prefs = load_preferences(tmp_path / "prefs.sqlite")
+    # left shown "a" and chosen -> a wins; right with "a" on the left -> b wins; left with "b" on the left -> b wins.
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in prefs.records] == [
+        ("p0", "a0", "b0"), ("p1", "b1", "a1"), ("p4", "b4", "a4")]
+    assert prefs.records[0]["comment"] == "A wins" and prefs.records[0]["labeller"] == "ann"
+    assert prefs.skipped == {"tie": 1, "skip": 1, "identical": 1}
+
+
+def test_export_writes_the_same_records_as_jsonl(tmp_path):
+    store = judged_store(tmp_path / "prefs.sqlite")
+    exported = store.export(tmp_path / "prefs.jsonl")
+    assert load_preferences(tmp_path / "prefs.jsonl").records == exported.records == load_preferences(tmp_path / "prefs.sqlite").records
+
+
+def test_corrupt_or_foreign_databases_are_errors_and_left_untouched(tmp_path):
+    import sqlite3
+
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"SQLite format 3\x00" + b"\x13" * 5000)
+    with pytest.raises(ValueError, match="damaged|not a"):
+        load_preferences(garbage)
+    assert garbage.read_bytes() == b"SQLite format 3\x00" + b"\x13" * 5000
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="not a ferrolm labelling database"):
+        load_preferences(other)
