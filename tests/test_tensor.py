@@ -25,6 +25,8 @@ def np_softmax(x, axis=-1):
 def test_forward_values_match_numpy():
     a, b = randn(3, 4), randn(4, 5)
     np.testing.assert_allclose((fl.tensor(a) @ fl.tensor(b)).numpy(), a @ b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(fl.tensor(a)), a)  # the array protocol
+    assert np.asarray(fl.tensor(a), dtype=np.float64).dtype == np.float64
     x = randn(2, 3, 4)
     np.testing.assert_allclose(F.softmax(fl.tensor(x), axis=1).numpy(), np_softmax(x, axis=1), rtol=1e-5, atol=1e-6)
     w, bias = randn(4), randn(4)

@@ -80,8 +80,10 @@ fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyRe
     }
 }
 
+// pyo3 renders negative defaults as `...` in `__text_signature__`; `text_signature` spells them out
+// (the stubs in python/ferrolm/_core.pyi are checked against it by stubtest).
 #[pyfunction]
-#[pyo3(signature = (x, axis = -1, keepdim = false))]
+#[pyo3(signature = (x, axis = -1, keepdim = false), text_signature = "(x, axis=-1, keepdim=False)")]
 fn max(py: Python<'_>, x: PyTensor, axis: isize, keepdim: bool) -> PyResult<PyTensor> {
     run(py, || ops::max(&x.0, axis, keepdim))
 }
@@ -97,7 +99,7 @@ fn permute(py: Python<'_>, x: PyTensor, dims: Vec<usize>) -> PyResult<PyTensor> 
 }
 
 #[pyfunction]
-#[pyo3(signature = (x, dim0 = -2, dim1 = -1))]
+#[pyo3(signature = (x, dim0 = -2, dim1 = -1), text_signature = "(x, dim0=-2, dim1=-1)")]
 fn transpose(py: Python<'_>, x: PyTensor, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
     run(py, || ops::transpose(&x.0, dim0, dim1))
 }
@@ -140,13 +142,13 @@ fn gather(py: Python<'_>, x: PyTensor, axis: isize, index: &Bound<'_, PyAny>) ->
 }
 
 #[pyfunction]
-#[pyo3(signature = (x, axis = -1))]
+#[pyo3(signature = (x, axis = -1), text_signature = "(x, axis=-1)")]
 fn softmax(py: Python<'_>, x: PyTensor, axis: isize) -> PyResult<PyTensor> {
     run(py, || ops::softmax(&x.0, axis))
 }
 
 #[pyfunction]
-#[pyo3(signature = (x, axis = -1))]
+#[pyo3(signature = (x, axis = -1), text_signature = "(x, axis=-1)")]
 fn log_softmax(py: Python<'_>, x: PyTensor, axis: isize) -> PyResult<PyTensor> {
     run(py, || ops::log_softmax(&x.0, axis))
 }
@@ -181,7 +183,10 @@ fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: u64, training: bool) -> Py
 }
 
 #[pyfunction]
-#[pyo3(signature = (logits, targets, ignore_index = -100, reduction = "mean"))]
+#[pyo3(
+    signature = (logits, targets, ignore_index = -100, reduction = "mean"),
+    text_signature = "(logits, targets, ignore_index=-100, reduction='mean')"
+)]
 fn cross_entropy(
     py: Python<'_>,
     logits: PyTensor,

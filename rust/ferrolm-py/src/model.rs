@@ -154,7 +154,11 @@ impl PyGpt {
     }
 
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
-    #[pyo3(signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = 0, stop_tokens = Vec::new()))]
+    // `text_signature`: pyo3 would render the `Vec::new()` default as `...` (stubs say `()`).
+    #[pyo3(
+        signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = 0, stop_tokens = Vec::new()),
+        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=0, stop_tokens=())"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn generation(
         &self,

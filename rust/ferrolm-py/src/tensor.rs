@@ -129,6 +129,7 @@ impl PyTensor {
         Ok(self.0.to_ndarray().into_pyarray(py))
     }
 
+    #[pyo3(signature = (dtype = None, copy = None))]
     fn __array__<'py>(
         &self,
         py: Python<'py>,
@@ -303,7 +304,9 @@ impl PyTensor {
         run(py, || ops::permute(&self.0, &dims))
     }
 
-    #[pyo3(signature = (dim0 = -2, dim1 = -1))]
+    // pyo3 renders negative defaults as `...` in `__text_signature__`; `text_signature` spells them out
+    // (the stubs in python/ferrolm/_core.pyi are checked against it by stubtest).
+    #[pyo3(signature = (dim0 = -2, dim1 = -1), text_signature = "($self, dim0=-2, dim1=-1)")]
     fn transpose(&self, py: Python<'_>, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
         run(py, || ops::transpose(&self.0, dim0, dim1))
     }
@@ -326,7 +329,7 @@ impl PyTensor {
         }
     }
 
-    #[pyo3(signature = (axis = -1, keepdim = false))]
+    #[pyo3(signature = (axis = -1, keepdim = false), text_signature = "($self, axis=-1, keepdim=False)")]
     fn max(&self, py: Python<'_>, axis: isize, keepdim: bool) -> PyResult<PyTensor> {
         run(py, || ops::max(&self.0, axis, keepdim))
     }
