@@ -33,32 +33,52 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def settle() -> None:
+    """Lets other libraries' worker threads (OpenBLAS, OpenMP) stop spinning before timing."""
+    time.sleep(1.0)
+
+
 def matmul_table(quick: bool) -> None:
     shapes = [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
               (768, 128, 384), (768, 384, 1536), (4096, 384, 1152), (4096, 1536, 384)]
     if quick:
         shapes = [s for s in shapes if s[0] * s[1] * s[2] <= 1024**3]
     rng = np.random.default_rng(0)
-    print(f"threads: ferrolm {fl.num_threads()}" + (f", torch {torch.get_num_threads()}" if torch else ""))
-    head = f"{'matmul (M×K)·(K×N)':<28}{'ferrolm':>10}{'numpy':>10}{'ratio':>8}"
-    print(head + (f"{'torch':>10}{'ratio':>8}" if torch else ""))
+    cases = []
     for m, k, n in shapes:
         for transposed in (False, True):
             a = rng.standard_normal((m, k), dtype=np.float32)
             b = rng.standard_normal((n, k) if transposed else (k, n), dtype=np.float32)
-            flops = 2.0 * m * n * k
-            reps = 3 if m * n * k >= 1024**3 else 10
-            ta, tb = fl.tensor(a), fl.tensor(b)
-            with fl.no_grad():
-                ours = flops / best_time((lambda: F.linear(ta, tb)) if transposed else (lambda: ta @ tb), reps) / 1e9
-            theirs = flops / best_time((lambda: a @ b.T) if transposed else (lambda: a @ b), reps) / 1e9
-            label = f"({m}×{k})·({k}×{n})" + ("ᵀ" if transposed else "")
-            row = f"{label:<28}{ours:>10.1f}{theirs:>10.1f}{ours / theirs:>8.2f}"
-            if torch:
-                pa, pb = torch.from_numpy(a), torch.from_numpy(b)
-                tt = flops / best_time((lambda: pa @ pb.T) if transposed else (lambda: pa @ pb), reps) / 1e9
-                row += f"{tt:>10.1f}{ours / tt:>8.2f}"
-            print(row)
+            cases.append((m, k, n, transposed, a, b))
+
+    def gflops(run) -> list[float]:
+        """GFLOP/s of `run(a, b, transposed)` on every case; one library at a time."""
+        settle()
+        out = []
+        for m, k, n, transposed, a, b in cases:
+            reps = 3 if m * n * k >= 1024**3 else 20
+            out.append(2.0 * m * n * k / best_time(run(a, b, transposed), reps) / 1e9)
+        return out
+
+    def ferrolm_run(a, b, transposed):
+        ta, tb = fl.tensor(a), fl.tensor(b)
+        return lambda: F.linear(ta, tb) if transposed else ta @ tb
+
+    with fl.no_grad():
+        ours = gflops(ferrolm_run)
+    theirs = gflops(lambda a, b, t: (lambda: a @ b.T) if t else (lambda: a @ b))
+    torch_numbers = None
+    if torch:
+        torch_numbers = gflops(lambda a, b, t: (lambda pa, pb: (lambda: pa @ pb.T) if t else (lambda: pa @ pb))(torch.from_numpy(a), torch.from_numpy(b)))
+    print(f"threads: ferrolm {fl.num_threads()}" + (f", torch {torch.get_num_threads()}" if torch else ""))
+    head = f"{'matmul (M×K)·(K×N)':<28}{'ferrolm':>10}{'numpy':>10}{'ratio':>8}"
+    print(head + (f"{'torch':>10}{'ratio':>8}" if torch else ""))
+    for i, (m, k, n, transposed, _, _) in enumerate(cases):
+        label = f"({m}×{k})·({k}×{n})" + ("ᵀ" if transposed else "")
+        row = f"{label:<28}{ours[i]:>10.1f}{theirs[i]:>10.1f}{ours[i] / theirs[i]:>8.2f}"
+        if torch_numbers:
+            row += f"{torch_numbers[i]:>10.1f}{ours[i] / torch_numbers[i]:>8.2f}"
+        print(row)
 
 
 def numpy_attention_fwd_bwd(q, k, v, g):
@@ -89,13 +109,16 @@ def attention_table(quick: bool) -> None:
             tq, tk, tv = (fl.tensor(x, requires_grad=True) for x in (q, k, v))
             F.attention(tq, tk, tv, causal=True).backward(g)
 
+        settle()
         ms = best_time(ours, 5) * 1e3
+        settle()
         ms_np = best_time(lambda: numpy_attention_fwd_bwd(q, k, v, g), 5) * 1e3
         row = f"{str((b, h, t, d)):<28}{ms:>11.2f}{ms_np:>10.2f}{ms_np / ms:>8.2f}"
         if torch:
             def theirs():
                 tq, tk, tv = (torch.from_numpy(x).requires_grad_() for x in (q, k, v))
                 torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).backward(torch.from_numpy(g))
+            settle()
             ms_t = best_time(theirs, 5) * 1e3
             row += f"{ms_t:>10.2f}{ms_t / ms:>8.2f}"
         print(row)
