@@ -2,8 +2,6 @@
 (loss target, exact resume), generation (streaming, stop strings) and bad input."""
 
 import json
-import math
-import os
 import subprocess
 from pathlib import Path
 
@@ -11,7 +9,6 @@ import numpy as np
 import pytest
 
 import ferrolm as fl
-import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.model import GPT, sequence_logprobs
 

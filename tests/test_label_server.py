@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from label_helpers import LabelServer, http, make_model, run_cli, write_prompts  # noqa: E402
+from label_helpers import LabelServer, make_model, run_cli, write_prompts  # noqa: E402
 
 
 @pytest.fixture(scope="module")

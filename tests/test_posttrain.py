@@ -3,14 +3,13 @@ masking, the reward read at the last real token, the CLI end to end on a tiny mo
 input."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ferrolm as fl
 import ferrolm.functional as F
-from ferrolm.chat import ChatTemplate, pad_right, response_mask
+from ferrolm.chat import ChatTemplate, pad_right
 from ferrolm.cli import main as ferrolm
 from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
 from ferrolm.model import GPT

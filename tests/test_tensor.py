@@ -4,7 +4,6 @@ differences, autograd semantics, and thread-count independence."""
 import json
 
 import numpy as np
-import pytest
 
 import ferrolm as fl
 import ferrolm.functional as F

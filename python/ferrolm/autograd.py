@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-from typing import Iterator
 
 from ferrolm._core import set_grad_enabled
 

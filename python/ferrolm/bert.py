@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -11,9 +10,9 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
 from ferrolm.autograd import no_grad
-from ferrolm.models import load_tokenizer, model_dir, save_model
+from ferrolm.models import CoreModel
 
-class BERT:
+class BERT(CoreModel):
     """A BERT encoder (masked-LM head included unless loaded from an encoder-only checkpoint).
 
     >>> model = BERT.create(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
@@ -21,9 +20,7 @@ class BERT:
     (1, 5, 32)
     """
 
-    def __init__(self, core: _core.Bert, tokenizer=None) -> None:
-        self.core = core
-        self.tokenizer = tokenizer
+    core_class = _core.Bert
 
     @classmethod
     def create(cls, *, vocab_size: int, hidden_size: int = 256, num_hidden_layers: int = 4, num_attention_heads: int = 4,
@@ -35,20 +32,6 @@ class BERT:
                           type_vocab_size=type_vocab_size, hidden_dropout_prob=hidden_dropout_prob,
                           pad_token_id=pad_token_id, pooler=pooler, seed=seed)
         return cls(core, tokenizer)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "BERT":
-        """Loads a BERT directory: config.json, model.safetensors and tokenizer.json or
-        vocab.txt (ours, Hugging Face's, or a sentence-transformers export)."""
-        path = model_dir(path)
-        return cls(_core.Bert.load(str(path)), load_tokenizer(path))
-
-    def save(self, path: Union[str, Path]) -> None:
-        save_model(self.core, self.tokenizer, path)
-
-    @property
-    def config(self) -> dict:
-        return self.core.config
 
     @property
     def max_len(self) -> int:
@@ -64,15 +47,6 @@ class BERT:
     def __call__(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
         """Masked-LM logits [B, T, V]."""
         return self.mlm_logits(self.hidden(ids, token_type_ids=token_type_ids, attention_mask=attention_mask, dropout_seed=dropout_seed))
-
-    def named_parameters(self) -> list[tuple[str, Tensor]]:
-        return self.core.named_parameters()
-
-    def parameters(self) -> list[Tensor]:
-        return [t for _, t in self.named_parameters()]
-
-    def num_parameters(self) -> int:
-        return sum(t.numel() for t in self.parameters())
 
     # ------------------------------------------------------------ text
 

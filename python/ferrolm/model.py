@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -10,9 +9,9 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
-from ferrolm.models import load_tokenizer, model_dir, save_model
+from ferrolm.models import CoreModel
 
-class GPT:
+class GPT(CoreModel):
     """A GPT-2 language model and (optionally) the tokenizer its ids belong to.
 
     >>> model = GPT.create(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -20,9 +19,10 @@ class GPT:
     (1, 4, 65)
     """
 
+    core_class = _core.Gpt
+
     def __init__(self, core: _core.Gpt, tokenizer=None) -> None:
-        self.core = core
-        self.tokenizer = tokenizer
+        super().__init__(core, tokenizer)
         if tokenizer is not None and tokenizer.vocab_size > self.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {self.vocab_size}")
 
@@ -32,21 +32,6 @@ class GPT:
         """A freshly initialised model (GPT-2 initialisation, seeded)."""
         core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, bias=bias, seed=seed)
         return cls(core, tokenizer)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "GPT":
-        """Loads a model directory: config.json, model.safetensors and, if present,
-        tokenizer.json (ours or a Hugging Face GPT-2 directory)."""
-        path = model_dir(path)
-        return cls(_core.Gpt.load(str(path)), load_tokenizer(path))
-
-    def save(self, path: Union[str, Path]) -> None:
-        """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
-        save_model(self.core, self.tokenizer, path)
-
-    @property
-    def config(self) -> dict:
-        return self.core.config
 
     @property
     def block_size(self) -> int:
@@ -66,15 +51,6 @@ class GPT:
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.core.logits(hidden)
-
-    def named_parameters(self) -> list[tuple[str, Tensor]]:
-        return self.core.named_parameters()
-
-    def parameters(self) -> list[Tensor]:
-        return [t for _, t in self.named_parameters()]
-
-    def num_parameters(self) -> int:
-        return sum(t.numel() for t in self.parameters())
 
     def copy(self) -> "GPT":
         """An independent copy (own weights), e.g. a frozen reference model."""

@@ -39,6 +39,41 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
         tokenizer.save(str(path / TOKENIZER_FILE))
 
 
+class CoreModel:
+    """What GPT and BERT share: a core model, its tokenizer, and the parameter and file
+    plumbing the training loop uses."""
+
+    core_class: type  # the `_core` class that loads this architecture
+
+    def __init__(self, core, tokenizer=None) -> None:
+        self.core = core
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, path: Union[str, Path]):
+        """Loads a model directory: config.json, model.safetensors and, if present, the
+        tokenizer (tokenizer.json, or BERT's vocab.txt)."""
+        path = model_dir(path)
+        return cls(cls.core_class.load(str(path)), load_tokenizer(path))
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
+        save_model(self.core, self.tokenizer, path)
+
+    @property
+    def config(self) -> dict:
+        return self.core.config
+
+    def named_parameters(self):
+        return self.core.named_parameters()
+
+    def parameters(self):
+        return [t for _, t in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+
 def load_model(path: Union[str, Path]):
     """A GPT or BERT from a model directory, chosen by config.json's `model_type`."""
     path = Path(path)

@@ -6,9 +6,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, train_config
+
 
 def register_pretrain(sub) -> None:
     """`ferrolm pretrain`: next-token (GPT) or masked-LM (BERT) pretraining."""

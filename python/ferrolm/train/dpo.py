@@ -9,7 +9,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import ChatTemplate, pad_right, response_mask
+from ferrolm.chat import ChatTemplate, response_mask
 from ferrolm.model import sequence_logprobs
 from ferrolm.train.reward import encode_preferences, split_pairs
 
