@@ -38,9 +38,14 @@ impl Layout {
         Layout { offset: column, batch: t * width, head: d, token: width }
     }
 
-    /// The (tokens × d) matrix of head `h` in batch `b`.
-    fn mat<'a>(&self, data: &'a [f32], b: usize, h: usize, tokens: usize, d: usize) -> MatRef<'a> {
-        MatRef::strided(&data[self.offset + b * self.batch + h * self.head..], tokens, d, self.token)
+    /// Tokens `start..start + tokens` of head `h` in batch `b`, as a (tokens × d) matrix.
+    fn mat<'a>(&self, data: &'a [f32], b: usize, h: usize, start: usize, tokens: usize, d: usize) -> MatRef<'a> {
+        MatRef::strided(
+            &data[self.offset + b * self.batch + h * self.head + start * self.token..],
+            tokens,
+            d,
+            self.token,
+        )
     }
 }
 
@@ -68,24 +73,44 @@ impl Dims {
         1.0 / (self.d as f32).sqrt()
     }
 
-    /// Scores Q·Kᵀ·scale of one head with masked entries at -inf, into `s` (tq × tk).
-    fn scores(&self, q: (&[f32], Layout), k: (&[f32], Layout), b: usize, h: usize, s: &mut [f32]) {
-        gemm(
-            q.1.mat(q.0, b, h, self.tq, self.d),
-            k.1.mat(k.0, b, h, self.tk, self.d).t(),
-            s,
-            self.tk,
-            false,
-            Threads::Serial,
-        );
+    /// Keys a block of queries ending before `end` can see: with a causal mask the later keys
+    /// are masked for every query of the block, so they are never computed.
+    fn keys_for(&self, end: usize) -> usize {
+        if self.causal {
+            (end + self.tk - self.tq).min(self.tk)
+        } else {
+            self.tk
+        }
+    }
+
+    /// Scores Q·Kᵀ·scale of queries `i0..i0 + rows` of one head against its first `keys`
+    /// keys, masked entries at -inf, into `s` (rows × keys).
+    #[allow(clippy::too_many_arguments)]
+    fn scores(
+        &self,
+        q: (&[f32], Layout),
+        k: (&[f32], Layout),
+        b: usize,
+        h: usize,
+        i0: usize,
+        rows: usize,
+        keys: usize,
+        s: &mut [f32],
+    ) {
+        let (qm, km) = (q.1.mat(q.0, b, h, i0, rows, self.d), k.1.mat(k.0, b, h, 0, keys, self.d));
+        gemm(qm, km.t(), s, keys, false, Threads::Serial);
         let scale = self.scale();
-        for (i, row) in s.chunks_mut(self.tk).enumerate() {
+        for (r, row) in s.chunks_mut(keys.max(1)).take(rows).enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
-                *v = if self.visible(b, i, j) { *v * scale } else { f32::NEG_INFINITY };
+                *v = if self.visible(b, i0 + r, j) { *v * scale } else { f32::NEG_INFINITY };
             }
         }
     }
 }
+
+/// Queries processed together: small enough that causal blocks skip most masked keys, large
+/// enough for efficient products.
+const QUERY_BLOCK: usize = 64;
 
 /// How many (batch, head) tasks one thread should take at least: all of them (no threads at
 /// all) when the whole problem is too small to repay waking the pool, as in decoding.
@@ -111,14 +136,20 @@ fn forward(q: (&[f32], Layout), k: (&[f32], Layout), v: (&[f32], Layout), dims: 
         |(bh, (out, lse))| {
             vectorized(|| {
                 let (b, h) = (bh / nh, bh % nh);
-                let mut p = vec![0.0; tq * tk];
-                dims.scores(q, k, b, h, &mut p);
-                if tk > 0 {
-                    for (row, l) in p.chunks_mut(tk).zip(lse.iter_mut()) {
-                        *l = softmax_in_place(row);
+                let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                for i0 in (0..tq).step_by(QUERY_BLOCK) {
+                    let rows = QUERY_BLOCK.min(tq - i0);
+                    let keys = dims.keys_for(i0 + rows);
+                    let p = &mut p[..rows * keys];
+                    dims.scores(q, k, b, h, i0, rows, keys, p);
+                    if keys > 0 {
+                        for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
+                            *l = softmax_in_place(row);
+                        }
                     }
+                    let vm = v.1.mat(v.0, b, h, 0, keys, d);
+                    gemm(MatRef::new(p, rows, keys), vm, &mut out[i0 * d..], d, false, Threads::Serial);
                 }
-                gemm(MatRef::new(&p, tq, tk), v.1.mat(v.0, b, h, tk, d), out, d, false, Threads::Serial);
             })
         },
     );
@@ -152,28 +183,35 @@ fn backward(
         .for_each(|(bh, (dq, (dk, dv)))| {
             vectorized(|| {
                 let (b, h) = (bh / nh, bh % nh);
-                let (o, g) = (out.1.mat(out.0, b, h, tq, d), dout.1.mat(dout.0, b, h, tq, d));
-                // P = exp(S − lse), recomputed from the scores.
-                let mut p = vec![0.0; tq * tk];
-                dims.scores(q, k, b, h, &mut p);
-                for (i, row) in p.chunks_mut(tk).enumerate() {
-                    let l = lse[bh * tq + i];
-                    row.iter_mut().for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
+                let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                for i0 in (0..tq).step_by(QUERY_BLOCK) {
+                    let rows = QUERY_BLOCK.min(tq - i0);
+                    let keys = dims.keys_for(i0 + rows);
+                    let (p, ds) = (&mut p[..rows * keys], &mut ds[..rows * keys]);
+                    let (o, g) = (out.1.mat(out.0, b, h, i0, rows, d), dout.1.mat(dout.0, b, h, i0, rows, d));
+                    let (km, vm) = (k.1.mat(k.0, b, h, 0, keys, d), v.1.mat(v.0, b, h, 0, keys, d));
+                    // P = exp(S − lse), recomputed from the scores.
+                    dims.scores(q, k, b, h, i0, rows, keys, p);
+                    for (r, row) in p.chunks_mut(keys.max(1)).take(rows).enumerate() {
+                        let l = lse[bh * tq + i0 + r];
+                        row.iter_mut().for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
+                    }
+                    // dV += Pᵀ·dO (the blocks' contributions add up)
+                    gemm(MatRef::new(p, rows, keys).t(), g, dv, d, true, Threads::Serial);
+                    // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
+                    gemm(g, vm.t(), ds, keys, false, Threads::Serial);
+                    for r in 0..rows {
+                        let delta: f32 =
+                            (0..d).map(|c| g.data[r * g.row_stride + c] * o.data[r * o.row_stride + c]).sum();
+                        let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
+                        ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
+                    }
+                    // dQ = dS·K, dK += dSᵀ·Q
+                    let dsm = MatRef::new(ds, rows, keys);
+                    gemm(dsm, km, &mut dq[i0 * d..], d, false, Threads::Serial);
+                    gemm(dsm.t(), q.1.mat(q.0, b, h, i0, rows, d), dk, d, true, Threads::Serial);
                 }
-                // dV = Pᵀ·dO
-                gemm(MatRef::new(&p, tq, tk).t(), g, dv, d, false, Threads::Serial);
-                // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
-                let mut ds = vec![0.0; tq * tk];
-                gemm(g, v.1.mat(v.0, b, h, tk, d).t(), &mut ds, tk, false, Threads::Serial);
-                for i in 0..tq {
-                    let delta: f32 = (0..d).map(|c| g.data[i * g.row_stride + c] * o.data[i * o.row_stride + c]).sum();
-                    let (ds, p) = (&mut ds[i * tk..][..tk], &p[i * tk..][..tk]);
-                    ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
-                }
-                // dQ = dS·K, dK = dSᵀ·Q
-                let ds = MatRef::new(&ds, tq, tk);
-                gemm(ds, k.1.mat(k.0, b, h, tk, d), dq, d, false, Threads::Serial);
-                gemm(ds.t(), q.1.mat(q.0, b, h, tq, d), dk, d, false, Threads::Serial);
             })
         });
     (dq, dk, dv)
