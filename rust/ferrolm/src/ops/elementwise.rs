@@ -86,9 +86,9 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
     unary(
         x,
         "gelu_erf",
-        |x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        |x| 0.5 * x * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2)),
         |x, _| {
-            let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
             let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
             cdf + x * pdf
         },
