@@ -1,5 +1,7 @@
 """Bad input gets a clear Python exception, never a crash (each case from the core issue)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -43,7 +45,7 @@ def test_nan_and_inf_propagate_without_crashing():
     F.exp(x).sum().backward()
     assert np.isnan(x.grad.numpy()[0])
     assert np.isnan(F.cross_entropy(fl.tensor([[np.nan, 0.0]]), np.array([0])).item())
-    assert fl.clip_grad_norm([x], 1.0) != fl.clip_grad_norm([x], 1.0)  # NaN norm reported
+    assert math.isnan(fl.clip_grad_norm([x], 1.0))  # the NaN norm is reported, gradients left as they are
 
 
 def test_empty_tensors():

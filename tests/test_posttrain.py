@@ -165,7 +165,7 @@ def test_reward_model_learns_preferences_and_dpo_improves(base, tmp_path):
     assert objective.accuracy(rm) >= 0.9 > before
     policy = model.copy()
     dpo = DPO(model.copy(), prefs[:120], prefs[120:], template, model.block_size, batch_size=16, beta=0.5)
-    assert dpo.accuracy(policy) == 0.0 or dpo.accuracy(policy) < 0.7  # policy == reference: no preference yet
+    assert dpo.accuracy(policy) == 0.0  # policy == reference: every implicit reward margin is exactly 0
     train(policy, dpo, TrainConfig(max_iters=40, eval_interval=1000, eval_iters=2, learning_rate=3e-4, warmup_iters=5,
           lr_decay_iters=40, weight_decay=0.0, progress=False), tmp_path / "dpo")
     assert dpo.accuracy(policy) >= 0.9
@@ -180,8 +180,12 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path):
     assert ferrolm(["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 0
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"), *fast]) == 0
     assert (tmp_path / "rm" / "reward_head.safetensors").exists()
-    assert RewardModel.load(tmp_path / "rm").score("Who goes there?", "Nay, answer me?") == pytest.approx(
-        RewardModel.load(tmp_path / "rm").score("Who goes there?", "Nay, answer me?"))
+    # The saved head is the trained one: reloading reproduces the final evaluation's scores, and
+    # a single score equals the same sequence scored inside a padded batch.
+    rm = RewardModel.load(tmp_path / "rm")
+    assert rm.head.weight.numpy().any()
+    rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
+    assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
     assert ferrolm(["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"),
                     "--out", str(tmp_path / "ppo"), "--rollout-size", "8", "--max-new-tokens", "12", "--ppo-epochs", "2",

@@ -13,6 +13,7 @@ from ferrolm.data import Windows, load_tokens
 
 class CausalLM:
     kind = "causal"
+    loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, block_size: int, batch_size: int) -> None:
         data_dir = Path(data_dir)

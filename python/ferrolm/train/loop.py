@@ -70,12 +70,20 @@ class TrainConfig:
 
 
 class Objective(Protocol):
-    """What an objective supplies to the loop."""
+    """What an objective supplies to the loop.
+
+    Optional extras: `loss_is_token_nll = True` to report perplexity; `evaluate(model, rng)`
+    returning a dict to replace loss-based evaluation; `metrics()` returning a dict of extra
+    numbers for each log line.
+    """
+
+    kind: str  # recorded in checkpoints, so a run resumes only with the same objective
 
     def batch(self, split: str, rng: np.random.Generator) -> Any: ...
 
-    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]: ...
-    """The loss to minimise and extra metrics; `dropout_seed` is None when evaluating."""
+    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]:
+        """The loss to minimise and extra metrics; `dropout_seed` is None when evaluating."""
+        ...
 
     def tokens(self, batch: Any) -> int: ...
 
@@ -182,7 +190,7 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
                         values.setdefault(k, []).append(v)
                 for k, v in values.items():
                     record[f"{split}_{k}"] = float(np.mean(v))
-        if objective.kind in ("causal", "mlm", "sft"):
+        if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
             record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
         return record
 
@@ -222,8 +230,9 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
                 now = time.perf_counter()
                 tps = tokens_since / max(now - t_last, 1e-9)
                 t_last, tokens_since = now, 0
+                state_metrics = objective.metrics() if hasattr(objective, "metrics") else {}
                 log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps, **extras,
-                     **getattr(objective, "last_rollout", {})})
+                     **state_metrics})
                 if bar is not None:
                     bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
             if bar is not None:

@@ -14,6 +14,7 @@ from ferrolm.data import MlmCollator, load_tokens
 
 class MaskedLM:
     kind = "mlm"
+    loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, tokenizer, max_len: int, batch_size: int, pairs: bool = True,
                  mask_prob: float = 0.15, whole_word: bool = False, short_prob: float = 0.1) -> None:

@@ -190,6 +190,10 @@ class PPO:
     def tokens(self, mb) -> int:
         return int(mb["mask"].sum())
 
+    def metrics(self) -> dict:
+        """The latest rollout's reward, KL, response length and generation speed."""
+        return self.last_rollout
+
     def state(self) -> dict:
         return {"kl_coef": self.kl_coef, "rollouts": self.rollouts, "score_mean": self.score_stats.mean}
 

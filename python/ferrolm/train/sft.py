@@ -27,6 +27,7 @@ def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, s
 
 class SFT:
     kind = "sft"
+    loss_is_token_nll = True
 
     def __init__(self, train: list[dict], val: list[dict], template: ChatTemplate, block_size: int, batch_size: int,
                  skip_long: bool = False) -> None:

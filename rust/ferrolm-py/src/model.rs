@@ -9,13 +9,18 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
+use crate::nn::named;
 use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
 use ferrolm::generate::{Generation, Sampling};
 use ferrolm::model::{Batch, Bert, BertConfig, Gpt, GptConfig};
-use ferrolm::nn::Module;
 
 use crate::errors::IntoPy;
 use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
+
+/// JSON text (a model config) as the equivalent Python object.
+fn json_to_py<'py>(py: Python<'py>, json: String) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (json,))
+}
 
 /// A GPT-2 language model (weights shared by clones; see `deep_clone`).
 #[pyclass(name = "Gpt", module = "ferrolm._core", frozen)]
@@ -102,7 +107,7 @@ impl PyGpt {
     /// The architecture as a Hugging Face style config dict.
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        py.import("json")?.call_method1("loads", (self.0.config.to_json().to_string(),))
+        json_to_py(py, self.0.config.to_json().to_string())
     }
 
     /// Final hidden states [B, T, C]; `dropout_seed` turns on training-mode dropout.
@@ -139,7 +144,7 @@ impl PyGpt {
     }
 
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
-        self.0.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
+        named(&self.0)
     }
 
     /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).
@@ -228,7 +233,7 @@ impl PyBert {
 
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        py.import("json")?.call_method1("loads", (self.0.config.to_json().to_string(),))
+        json_to_py(py, self.0.config.to_json().to_string())
     }
 
     #[getter]
@@ -266,7 +271,7 @@ impl PyBert {
     }
 
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
-        self.0.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
+        named(&self.0)
     }
 }
 

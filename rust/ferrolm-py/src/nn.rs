@@ -13,7 +13,7 @@ use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
 
 /// Named parameters of a core module as Python (name, Tensor) pairs.
-fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
+pub fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
     m.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
 }
 

@@ -46,6 +46,7 @@ macro_rules! bail {
 #[macro_export]
 macro_rules! ensure {
     ($cond:expr, $kind:ident, $($arg:tt)*) => {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the check, so no rewrite
         if !$cond {
             $crate::bail!($kind, $($arg)*);
         }
