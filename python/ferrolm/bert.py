@@ -64,13 +64,19 @@ class BERT(CoreModel):
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict]]:
         """Candidates for every [MASK] in `text`: one list per mask, best first, each entry
         {"token", "token_id", "score"} with the softmax probability as score."""
+        ids = self._encode(text)
+        if not (ids == self._mask_id()).any():
+            raise ValueError(f"no [MASK] in the text: {text!r}")
+        return self._fill(ids, top_k)
+
+    def _mask_id(self) -> int:
         mask_id = self._tok().token_to_id("[MASK]")
         if mask_id is None:
             raise ValueError("the tokenizer has no [MASK] token")
-        ids = self._encode(text)
-        positions = np.flatnonzero(ids == mask_id)
-        if positions.size == 0:
-            raise ValueError(f"no [MASK] in the text: {text!r}")
+        return mask_id
+
+    def _fill(self, ids: np.ndarray, top_k: int) -> list[list[dict]]:
+        positions = np.flatnonzero(ids == self._mask_id())
         with no_grad():
             h = self.hidden(ids[None, :])
             rows = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, positions)
@@ -98,3 +104,20 @@ class BERT(CoreModel):
         if pooling == "cls":
             return h[:, 0]
         return (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+
+    def fill_mask_hits(self, lines: Sequence[str], top_k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Held-out evaluation: masks one random piece of each line (lines that do not fit the
+        context are skipped) and returns (the true ids, whether each is in `fill_mask`'s top k)."""
+        rng = np.random.default_rng(seed)
+        tok, mask_id, targets, hits = self._tok(), self._mask_id(), [], []
+        for line in lines:
+            ids = np.asarray(tok.encode(line), dtype=np.int64)  # [CLS] pieces [SEP]
+            if len(ids) < 3 or len(ids) > self.max_len:
+                continue
+            at = 1 + int(rng.integers(len(ids) - 2))
+            true_id, ids[at] = int(ids[at]), mask_id
+            top = [c["token_id"] for c in self._fill(ids, top_k)[0]]
+            targets.append(true_id)
+            hits.append(true_id in top)
+        return np.array(targets, dtype=np.int64), np.array(hits, dtype=bool)
+

@@ -10,6 +10,10 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
                "lr_decay_iters": 2000, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
                "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
                "checkpoint_interval": 0}
+# MLM starts on a plateau where it predicts the unigram distribution, and the plateau lasts
+# longer the longer the sequences (benches/quality_bert_mlm.py): BERT's defaults here are
+# short sequences in larger batches, more steps, and BERT's weight decay.
+MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "lr_decay_iters": 5000, "weight_decay": 0.01}
 
 
 def add_flags(parser, defaults: dict) -> None:

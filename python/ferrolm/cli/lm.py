@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, train_config
+from ferrolm.cli.common import MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, train_config
 
 
 def register_pretrain(sub) -> None:
@@ -15,7 +15,8 @@ def register_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a GPT (next token) or a BERT (--objective mlm); default: tiny Shakespeare")
     p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare)")
     p.add_argument("--objective", choices=["causal", "mlm"], default="causal",
-                   help="causal: GPT next-token prediction; mlm: BERT masked language modelling")
+                   help="causal: GPT next-token prediction; mlm: BERT masked language modelling (its defaults: "
+                        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in MLM_DEFAULTS.items()) + ")")
     p.add_argument("--tokenizer", default=None,
                    help="char, bpe, wordpiece, or the path of a tokenizer.json (default: char for causal, wordpiece for mlm)")
     p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size when training a bpe/wordpiece tokenizer")
@@ -66,6 +67,7 @@ def run_pretrain(args) -> int:
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, train
 
+    defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
     out = Path(args.out or f"out-{args.objective}")
     args.out = str(out)
     data_dir = out / "data"
@@ -78,16 +80,16 @@ def run_pretrain(args) -> int:
         model = load_model(out)
         saved_model = _model_flags(model)
         saved_train = {**state["config"], **state.get("objective_state", {})}
-        m = {k: choose(args, k, saved_model, MODEL_FLAGS) for k in MODEL_FLAGS}
+        m = {k: choose(args, k, saved_model, defaults) for k in MODEL_FLAGS}
     else:
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)
         meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction)
         print(f"corpus: {len(text):,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
-        m = {k: choose(args, k, None, MODEL_FLAGS) for k in MODEL_FLAGS}
-        model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, TRAIN_FLAGS))
-    t = {k: choose(args, k, saved_train, TRAIN_FLAGS) for k in TRAIN_FLAGS}
+        m = {k: choose(args, k, None, defaults) for k in MODEL_FLAGS}
+        model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
+    t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
     config = train_config(t, args)
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
