@@ -125,10 +125,10 @@ def torch_run(seed: int, eval_iters: int) -> dict | None:
     return {**loss, "seconds": time.perf_counter() - start}
 
 
-def summary(runs: list[dict], key: str) -> str:
+def summary(runs: list[dict], key: str, digits: int = 4) -> str:
     values = [r[key] for r in runs]
-    spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.4f}{spread}"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
 def main() -> None:
@@ -147,7 +147,7 @@ def main() -> None:
     print(f"{'':<28}{'val loss':>18}{'train loss':>18}{'seconds/run':>14}")
     for name, runs in results.items():
         if runs:
-            print(f"{name:<28}{summary(runs, 'val'):>18}{summary(runs, 'train'):>18}{summary(runs, 'seconds'):>14}")
+            print(f"{name:<28}{summary(runs, 'val'):>18}{summary(runs, 'train'):>18}{summary(runs, 'seconds', 0):>14}")
     for name, runs in results.items():
         if runs:
             print(f"{name} per seed (val): " + ", ".join(f"{r['val']:.4f}" for r in runs))
