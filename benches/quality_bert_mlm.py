@@ -10,9 +10,9 @@ the 5 most frequent tokens).
 
 Sequences are short by default because MLM starts on a plateau where the model predicts the
 unigram distribution: attention begins uniform, so a masked token's neighbours carry 1/T of
-the signal, and the plateau lasts longer the longer the sequences (here, in ferrolm and in
-the same model in PyTorch alike: about 1,000 steps at 16 tokens, 2,000 at 32, over 6,000 at
-64). BERT itself pretrained mostly on short sequences for the same reason.
+the signal, and the plateau lasts longer the longer the sequences (2-layer model, 2,048 tokens
+per step: about 1,000 steps at 16 tokens, 2,000 at 32, more than 6,000 at 64; the same model
+in PyTorch sits on the same plateau). BERT pretrained mostly on short sequences too.
 """
 
 from __future__ import annotations
