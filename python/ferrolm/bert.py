@@ -120,4 +120,3 @@ class BERT(CoreModel):
             targets.append(true_id)
             hits.append(true_id in top)
         return np.array(targets, dtype=np.int64), np.array(hits, dtype=bool)
-
