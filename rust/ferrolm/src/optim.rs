@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::ops::GRAIN;
+use crate::simd::vectorized;
 use crate::{ensure, Result, Tensor};
 
 /// One parameter with its weight decay and Adam moments.
@@ -79,11 +80,16 @@ impl AdamW {
                 .zip(slot.v.par_chunks_mut(GRAIN))
                 .zip(g.par_chunks(GRAIN))
                 .for_each(|(((p, m), v), g)| {
-                    for i in 0..p.len() {
-                        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                        p[i] = p[i] * decay - step_size * m[i] / ((v[i] / c2).sqrt() + eps);
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for i in 0..p.len() {
+                                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                                p[i] = p[i] * decay - step_size * m[i] / ((v[i] / c2).sqrt() + eps);
+                            }
+                        },
+                    )
                 });
         });
     }

@@ -33,7 +33,9 @@ fn level() -> Level {
 }
 
 /// Runs `f` compiled for AVX-512 or AVX2+FMA when the CPU has them (else as is). Call it
-/// inside each parallel task, around the innermost loops.
+/// inside each parallel task, around the innermost loops, with an `#[inline(always)]`
+/// closure: only code inlined here is widened, and LLVM keeps large closures (erf, exp)
+/// out of line — compiled for baseline SSE2 — unless told.
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -107,6 +109,20 @@ pub fn erf(x: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     (1.0 - poly * exp(-a * a)).copysign(x)
+}
+
+/// Σ f(i) for i in 0..n over 16 independent partial sums, so the loop vectorises: one running
+/// sum is a serial chain of additions that the compiler may not reorder.
+#[inline(always)]
+pub fn sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let full = n / 16 * 16;
+    for i in (0..full).step_by(16) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane += f(i + l);
+        }
+    }
+    lanes.iter().sum::<f32>() + (full..n).map(f).sum::<f32>()
 }
 
 #[cfg(test)]

@@ -134,23 +134,26 @@ fn forward(q: (&[f32], Layout), k: (&[f32], Layout), v: (&[f32], Layout), dims: 
     let min_len = tasks_per_thread(nb * nh, tq * tk * d);
     out.par_chunks_mut(tq * d).zip(lse.par_chunks_mut(tq)).with_min_len(min_len).enumerate().for_each(
         |(bh, (out, lse))| {
-            vectorized(|| {
-                let (b, h) = (bh / nh, bh % nh);
-                let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                for i0 in (0..tq).step_by(QUERY_BLOCK) {
-                    let rows = QUERY_BLOCK.min(tq - i0);
-                    let keys = dims.keys_for(i0 + rows);
-                    let p = &mut p[..rows * keys];
-                    dims.scores(q, k, b, h, i0, rows, keys, p);
-                    if keys > 0 {
-                        for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
-                            *l = softmax_in_place(row);
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (b, h) = (bh / nh, bh % nh);
+                    let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                    for i0 in (0..tq).step_by(QUERY_BLOCK) {
+                        let rows = QUERY_BLOCK.min(tq - i0);
+                        let keys = dims.keys_for(i0 + rows);
+                        let p = &mut p[..rows * keys];
+                        dims.scores(q, k, b, h, i0, rows, keys, p);
+                        if keys > 0 {
+                            for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
+                                *l = softmax_in_place(row);
+                            }
                         }
+                        let vm = v.1.mat(v.0, b, h, 0, keys, d);
+                        gemm(MatRef::new(p, rows, keys), vm, &mut out[i0 * d..], d, false, Threads::Serial);
                     }
-                    let vm = v.1.mat(v.0, b, h, 0, keys, d);
-                    gemm(MatRef::new(p, rows, keys), vm, &mut out[i0 * d..], d, false, Threads::Serial);
-                }
-            })
+                },
+            )
         },
     );
     (out, lse)
@@ -181,38 +184,42 @@ fn backward(
         .with_min_len(min_len)
         .enumerate()
         .for_each(|(bh, (dq, (dk, dv)))| {
-            vectorized(|| {
-                let (b, h) = (bh / nh, bh % nh);
-                let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                for i0 in (0..tq).step_by(QUERY_BLOCK) {
-                    let rows = QUERY_BLOCK.min(tq - i0);
-                    let keys = dims.keys_for(i0 + rows);
-                    let (p, ds) = (&mut p[..rows * keys], &mut ds[..rows * keys]);
-                    let (o, g) = (out.1.mat(out.0, b, h, i0, rows, d), dout.1.mat(dout.0, b, h, i0, rows, d));
-                    let (km, vm) = (k.1.mat(k.0, b, h, 0, keys, d), v.1.mat(v.0, b, h, 0, keys, d));
-                    // P = exp(S − lse), recomputed from the scores.
-                    dims.scores(q, k, b, h, i0, rows, keys, p);
-                    for (r, row) in p.chunks_mut(keys.max(1)).take(rows).enumerate() {
-                        let l = lse[bh * tq + i0 + r];
-                        row.iter_mut().for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (b, h) = (bh / nh, bh % nh);
+                    let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                    let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                    for i0 in (0..tq).step_by(QUERY_BLOCK) {
+                        let rows = QUERY_BLOCK.min(tq - i0);
+                        let keys = dims.keys_for(i0 + rows);
+                        let (p, ds) = (&mut p[..rows * keys], &mut ds[..rows * keys]);
+                        let (o, g) = (out.1.mat(out.0, b, h, i0, rows, d), dout.1.mat(dout.0, b, h, i0, rows, d));
+                        let (km, vm) = (k.1.mat(k.0, b, h, 0, keys, d), v.1.mat(v.0, b, h, 0, keys, d));
+                        // P = exp(S − lse), recomputed from the scores.
+                        dims.scores(q, k, b, h, i0, rows, keys, p);
+                        for (r, row) in p.chunks_mut(keys.max(1)).take(rows).enumerate() {
+                            let l = lse[bh * tq + i0 + r];
+                            row.iter_mut()
+                                .for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
+                        }
+                        // dV += Pᵀ·dO (the blocks' contributions add up)
+                        gemm(MatRef::new(p, rows, keys).t(), g, dv, d, true, Threads::Serial);
+                        // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
+                        gemm(g, vm.t(), ds, keys, false, Threads::Serial);
+                        for r in 0..rows {
+                            let delta: f32 =
+                                (0..d).map(|c| g.data[r * g.row_stride + c] * o.data[r * o.row_stride + c]).sum();
+                            let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
+                            ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
+                        }
+                        // dQ = dS·K, dK += dSᵀ·Q
+                        let dsm = MatRef::new(ds, rows, keys);
+                        gemm(dsm, km, &mut dq[i0 * d..], d, false, Threads::Serial);
+                        gemm(dsm.t(), q.1.mat(q.0, b, h, i0, rows, d), dk, d, true, Threads::Serial);
                     }
-                    // dV += Pᵀ·dO (the blocks' contributions add up)
-                    gemm(MatRef::new(p, rows, keys).t(), g, dv, d, true, Threads::Serial);
-                    // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
-                    gemm(g, vm.t(), ds, keys, false, Threads::Serial);
-                    for r in 0..rows {
-                        let delta: f32 =
-                            (0..d).map(|c| g.data[r * g.row_stride + c] * o.data[r * o.row_stride + c]).sum();
-                        let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
-                        ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
-                    }
-                    // dQ = dS·K, dK += dSᵀ·Q
-                    let dsm = MatRef::new(ds, rows, keys);
-                    gemm(dsm, km, &mut dq[i0 * d..], d, false, Threads::Serial);
-                    gemm(dsm.t(), q.1.mat(q.0, b, h, i0, rows, d), dk, d, true, Threads::Serial);
-                }
-            })
+                },
+            )
         });
     (dq, dk, dv)
 }

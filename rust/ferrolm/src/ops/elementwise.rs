@@ -23,7 +23,13 @@ fn unary(
     let y = map(&x.read(), f);
     Tensor::from_op(y, x.shape().to_vec(), op, &[x], move |ctx| {
         let x = ctx.inputs[0].read();
-        Ok(vec![Some(zip3(ctx.grad, &x, ctx.out, |g, x, y| g * df(x, y)))])
+        Ok(vec![Some(zip3(
+            ctx.grad,
+            &x,
+            ctx.out,
+            #[inline(always)]
+            |g, x, y| g * df(x, y),
+        ))])
     })
 }
 
@@ -73,7 +79,9 @@ pub fn gelu(x: &Tensor) -> Tensor {
     unary(
         x,
         "gelu",
+        #[inline(always)]
         |x| 0.5 * x * (1.0 + simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))),
+        #[inline(always)]
         |x, _| {
             let t = simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
             0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
@@ -86,7 +94,9 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
     unary(
         x,
         "gelu_erf",
+        #[inline(always)]
         |x| 0.5 * x * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+        #[inline(always)]
         |x, _| {
             let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
             let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;

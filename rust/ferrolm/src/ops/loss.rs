@@ -59,7 +59,10 @@ pub fn cross_entropy(
                         return 0.0;
                     }
                     scratch.copy_from_slice(row);
-                    vectorized(|| softmax_in_place(scratch)) - row[t as usize]
+                    vectorized(
+                        #[inline(always)]
+                        || softmax_in_place(scratch),
+                    ) - row[t as usize]
                 },
             )
             .collect()
@@ -84,7 +87,10 @@ pub fn cross_entropy(
                 return;
             }
             g.copy_from_slice(row);
-            vectorized(|| softmax_in_place(g));
+            vectorized(
+                #[inline(always)]
+                || softmax_in_place(g),
+            );
             g[t as usize] -= 1.0;
             let up = if per_row { ctx.grad[r] } else { ctx.grad[0] * scale };
             g.iter_mut().for_each(|gi| *gi *= up);

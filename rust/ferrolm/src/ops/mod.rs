@@ -39,7 +39,14 @@ pub(crate) const GRAIN: usize = 1 << 14;
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
     out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(o, x)| {
-        vectorized(|| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+        vectorized(
+            #[inline(always)]
+            || {
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = f(x[i]);
+                }
+            },
+        );
     });
     out
 }
@@ -49,7 +56,15 @@ pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> V
     debug_assert_eq!(a.len(), b.len());
     let mut out = vec![0.0; a.len()];
     out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN))).for_each(|(o, (a, b))| {
-        vectorized(|| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = f(a, b)));
+        vectorized(
+            #[inline(always)]
+            || {
+                let b = &b[..a.len()];
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = f(a[i], b[i]);
+                }
+            },
+        );
     });
     out
 }
@@ -60,7 +75,15 @@ pub(crate) fn zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) ->
     let mut out = vec![0.0; a.len()];
     let inputs = a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN).zip(c.par_chunks(GRAIN)));
     out.par_chunks_mut(GRAIN).zip(inputs).for_each(|(o, (a, (b, c)))| {
-        vectorized(|| o.iter_mut().zip(a.iter().zip(b.iter().zip(c))).for_each(|(o, (&a, (&b, &c)))| *o = f(a, b, c)));
+        vectorized(
+            #[inline(always)]
+            || {
+                let (b, c) = (&b[..a.len()], &c[..a.len()]);
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = f(a[i], b[i], c[i]);
+                }
+            },
+        );
     });
     out
 }

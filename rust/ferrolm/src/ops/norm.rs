@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::vectorized;
+use crate::simd::{sum_by, vectorized};
 use crate::tensor::Tensor;
 use crate::{ensure, Result};
 
@@ -28,16 +28,20 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     {
         let xd = x.read();
         y.par_chunks_mut(c).zip(xd.par_chunks(c)).zip(stats.par_iter_mut()).for_each(|((y, x), stat)| {
-            vectorized(|| {
-                let mean = x.iter().sum::<f32>() / c as f32;
-                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-                let rstd = 1.0 / (var + eps).sqrt();
-                *stat = (mean, rstd);
-                for j in 0..c {
-                    let xhat = (x[j] - mean) * rstd;
-                    y[j] = xhat * w.as_ref().map_or(1.0, |w| w[j]) + b.as_ref().map_or(0.0, |b| b[j]);
-                }
-            })
+            vectorized(
+                #[inline(always)]
+                || {
+                    let x = &x[..c];
+                    let mean = sum_by(c, |j| x[j]) / c as f32;
+                    let var = sum_by(c, |j| (x[j] - mean) * (x[j] - mean)) / c as f32;
+                    let rstd = 1.0 / (var + eps).sqrt();
+                    *stat = (mean, rstd);
+                    for j in 0..c {
+                        let xhat = (x[j] - mean) * rstd;
+                        y[j] = xhat * w.as_ref().map_or(1.0, |w| w[j]) + b.as_ref().map_or(0.0, |b| b[j]);
+                    }
+                },
+            )
         });
     }
     let mut inputs = vec![x];
@@ -52,30 +56,29 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
             .par_chunks_mut(ROWS * c)
             .enumerate()
             .map(|(t, dx)| {
-                vectorized(|| {
-                    let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
-                    for (r, dx) in dx.chunks_mut(c).enumerate() {
-                        let row = t * ROWS + r;
-                        let (mean, rstd) = stats[row];
-                        let (x, g) = (&xd[row * c..][..c], &ctx.grad[row * c..][..c]);
-                        let (mut sum_d, mut sum_dx) = (0.0, 0.0);
-                        for j in 0..c {
-                            let xhat = (x[j] - mean) * rstd;
-                            let d = g[j] * w.as_ref().map_or(1.0, |w| w[j]);
-                            sum_d += d;
-                            sum_dx += d * xhat;
-                            dw[j] += g[j] * xhat;
-                            db[j] += g[j];
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
+                        for (r, dx) in dx.chunks_mut(c).enumerate() {
+                            let row = t * ROWS + r;
+                            let (mean, rstd) = stats[row];
+                            let (x, g) = (&xd[row * c..][..c], &ctx.grad[row * c..][..c]);
+                            let d = |j: usize| g[j] * w.as_ref().map_or(1.0, |w| w[j]);
+                            let sum_d = sum_by(c, d);
+                            let sum_dx = sum_by(c, |j| d(j) * (x[j] - mean) * rstd);
+                            for j in 0..c {
+                                dw[j] += g[j] * (x[j] - mean) * rstd;
+                                db[j] += g[j];
+                            }
+                            let (mean_d, mean_dx) = (sum_d / c as f32, sum_dx / c as f32);
+                            for j in 0..c {
+                                dx[j] = rstd * (d(j) - mean_d - (x[j] - mean) * rstd * mean_dx);
+                            }
                         }
-                        let (mean_d, mean_dx) = (sum_d / c as f32, sum_dx / c as f32);
-                        for j in 0..c {
-                            let xhat = (x[j] - mean) * rstd;
-                            let d = g[j] * w.as_ref().map_or(1.0, |w| w[j]);
-                            dx[j] = rstd * (d - mean_d - xhat * mean_dx);
-                        }
-                    }
-                    (dw, db)
-                })
+                        (dw, db)
+                    },
+                )
             })
             .collect();
         let sum_parts = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>| {

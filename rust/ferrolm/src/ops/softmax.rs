@@ -45,7 +45,10 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
     if n > 0 {
         let chunk = rows_per_task(n) * n;
         y.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(y, (a, b))| {
-            vectorized(|| y.chunks_mut(n).zip(a.chunks(n).zip(b.chunks(n))).for_each(|(y, (a, b))| f(a, b, y)));
+            vectorized(
+                #[inline(always)]
+                || y.chunks_mut(n).zip(a.chunks(n).zip(b.chunks(n))).for_each(|(y, (a, b))| f(a, b, y)),
+            );
         });
     }
     y
