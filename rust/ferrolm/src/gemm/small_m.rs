@@ -38,29 +38,26 @@ pub(super) fn multiply(
         let x = &a.data[i * a.row_stride..][..k];
         let row = &mut row[..n];
         let task = |(t, out): (usize, &mut [f32])| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let j0 = t * COLS_PER_TASK;
-                    if b.row_stride == 1 {
-                        // Column j of B is contiguous: a dot product per output.
-                        for (dj, o) in out.iter_mut().enumerate() {
-                            let col = &b.data[(j0 + dj) * b.col_stride..][..k];
-                            let d = dot(x, col);
-                            *o = if accumulate { *o + d } else { d };
-                        }
-                    } else {
-                        // Row p of B is contiguous: out += x[p] · B[p, j0..].
-                        if !accumulate {
-                            out.fill(0.0);
-                        }
-                        for (p, &xp) in x.iter().enumerate() {
-                            let src = &b.data[p * b.row_stride + j0..][..out.len()];
-                            out.iter_mut().zip(src).for_each(|(o, &s)| *o += xp * s);
-                        }
+            vectorized(|| {
+                let j0 = t * COLS_PER_TASK;
+                if b.row_stride == 1 {
+                    // Column j of B is contiguous: a dot product per output.
+                    for (dj, o) in out.iter_mut().enumerate() {
+                        let col = &b.data[(j0 + dj) * b.col_stride..][..k];
+                        let d = dot(x, col);
+                        *o = if accumulate { *o + d } else { d };
                     }
-                },
-            )
+                } else {
+                    // Row p of B is contiguous: out += x[p] · B[p, j0..].
+                    if !accumulate {
+                        out.fill(0.0);
+                    }
+                    for (p, &xp) in x.iter().enumerate() {
+                        let src = &b.data[p * b.row_stride + j0..][..out.len()];
+                        out.iter_mut().zip(src).for_each(|(o, &s)| *o += xp * s);
+                    }
+                }
+            })
         };
         if may_parallelise && k * n >= PARALLEL_MIN_B && n > COLS_PER_TASK {
             row.par_chunks_mut(COLS_PER_TASK).enumerate().for_each(task);
