@@ -150,4 +150,13 @@ mod tests {
         assert!(super::exp(f32::NAN).is_nan());
         assert_eq!(super::exp(f32::NEG_INFINITY), 0.0);
     }
+
+    #[test]
+    fn sum_by_covers_every_index_once() {
+        for n in [0usize, 1, 15, 16, 17, 37, 256, 1000] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+            let exact: f64 = x.iter().map(|&v| v as f64).sum();
+            assert_eq!(super::sum_by(n, |i| x[i]) as f64, exact, "n = {n}");
+        }
+    }
 }
