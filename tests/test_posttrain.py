@@ -180,10 +180,10 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path):
     assert ferrolm(["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 0
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"), *fast]) == 0
     assert (tmp_path / "rm" / "reward_head.safetensors").exists()
-    # The saved head is the trained one: reloading reproduces the final evaluation's scores, and
-    # a single score equals the same sequence scored inside a padded batch.
+    # The saved head is the trained one, not a fresh initialisation, and a single score equals
+    # the same sequence scored inside a padded batch.
     rm = RewardModel.load(tmp_path / "rm")
-    assert rm.head.weight.numpy().any()
+    assert not np.allclose(rm.head.weight.numpy(), RewardModel(rm.gpt).head.weight.numpy())
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0

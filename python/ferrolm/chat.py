@@ -83,3 +83,14 @@ def check_fits(ids: list[int], block_size: int, where: str) -> Optional[str]:
     if len(ids) - 1 > block_size:
         return f"{where}: {len(ids)} tokens do not fit the context of {block_size} (+1 for the shifted target)"
     return None
+
+
+def encode_splits(train: list, val: list, encode, what: str) -> tuple[dict, dict]:
+    """{"train", "val"} → the rows `encode(records)` makes of each, and its counts; a split
+    left with no rows is an error ("no val {what}")."""
+    data, counts = {}, {}
+    for split, records in (("train", train), ("val", val)):
+        data[split], counts[split] = encode(records)
+        if not data[split]:
+            raise ValueError(f"no {split} {what}")
+    return data, counts

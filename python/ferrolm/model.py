@@ -117,9 +117,13 @@ def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, dropou
     graph, so post-training objectives can backpropagate through it."""
     logits = model(ids[:, :-1], key_padding_mask=None if key_padding_mask is None else key_padding_mask[:, :-1],
                    dropout_seed=dropout_seed)
-    logp = F.log_softmax(logits, axis=-1)
-    b, t = ids.shape[0], ids.shape[1] - 1
-    return F.gather(logp, 2, ids[:, 1:].reshape(b, t, 1)).reshape(b, t)
+    return token_logprobs(F.log_softmax(logits, axis=-1), ids[:, 1:])
+
+
+def token_logprobs(log_probs: Tensor, targets: np.ndarray) -> Tensor:
+    """log_probs[b, t, targets[b, t]]: the [B, T] log-probabilities of given tokens."""
+    b, t = targets.shape
+    return F.gather(log_probs, 2, targets.reshape(b, t, 1)).reshape(b, t)
 
 
 class _TextStream:

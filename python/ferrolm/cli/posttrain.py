@@ -13,11 +13,11 @@ import numpy as np
 
 from ferrolm.cli.common import TRAIN_FLAGS, add_flags, choose, train_config
 
+_SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20,
+               "lr_decay_iters": 300, "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
 DEFAULTS = {
-    "sft": {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20, "lr_decay_iters": 300,
-            "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0},
-    "reward": {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20, "lr_decay_iters": 300,
-               "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0},
+    "sft": _SUPERVISED,
+    "reward": _SUPERVISED,
     "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "min_lr": 1e-5, "warmup_iters": 10, "lr_decay_iters": 200,
             "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
     "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "min_lr": 5e-5, "warmup_iters": 0, "lr_decay_iters": 200,
@@ -68,8 +68,15 @@ def _start(args, command: str, records: list):
     return v, model, template, train_records, val_records
 
 
-def _report(name: str, start: float, evals: list, extra: str) -> None:
-    print(f"{name} done in {time.perf_counter() - start:.1f}s; {extra}", flush=True)
+def _train(args, v: dict, name: str, model, objective, summary) -> int:
+    """Trains through the shared loop, then prints the time and `summary(evals)`."""
+    from ferrolm.train import train
+
+
+    start = time.perf_counter()
+    evals = train(model, objective, train_config(v, args), args.out)
+    print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
+    return 0
 
 
 # ---------------------------------------------------------------- sft
@@ -85,16 +92,12 @@ def register_sft(sub) -> None:
 
 def run_sft(args) -> int:
     from ferrolm.jsonl import read_records
-    from ferrolm.train import train
     from ferrolm.train.sft import SFT
 
     v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
     print(f"sft: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
-    start = time.perf_counter()
-    evals = train(model, objective, train_config(v, args), args.out)
-    _report("sft", start, evals, f"val loss on responses {evals[-1]['val_loss']:.4f}; saved to {args.out}/")
-    return 0
+    return _train(args, v, "sft", model, objective, lambda evals: f"val loss on responses {evals[-1]['val_loss']:.4f}")
 
 
 # ---------------------------------------------------------------- reward
@@ -109,17 +112,13 @@ def register_reward(sub) -> None:
 
 
 def run_reward(args) -> int:
-    from ferrolm.train import train
     from ferrolm.train.reward import Preferences, RewardModel
 
     v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
     model = RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     print(f"reward: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
-    start = time.perf_counter()
-    evals = train(model, objective, train_config(v, args), args.out)
-    _report("reward", start, evals, f"held-out pairwise accuracy {objective.accuracy(model):.3f}; saved to {args.out}/")
-    return 0
+    return _train(args, v, "reward", model, objective, lambda _: f"held-out pairwise accuracy {objective.accuracy(model):.3f}")
 
 
 # ---------------------------------------------------------------- dpo
@@ -135,15 +134,12 @@ def register_dpo(sub) -> None:
 
 
 def run_dpo(args) -> int:
-    from ferrolm.train import train
     from ferrolm.train.dpo import DPO
 
     v, model, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     objective = DPO(model.copy(), tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
-    start = time.perf_counter()
-    evals = train(model, objective, train_config(v, args), args.out)
-    _report("dpo", start, evals, f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}; saved to {args.out}/")
-    return 0
+    return _train(args, v, "dpo", model, objective,
+                  lambda _: f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}")
 
 
 # ---------------------------------------------------------------- ppo
@@ -180,7 +176,6 @@ def read_prompts(path: str) -> list[str]:
 
 
 def run_ppo(args) -> int:
-    from ferrolm.train import train
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 
@@ -190,9 +185,6 @@ def run_ppo(args) -> int:
     objective = PPO(policy, gpt.copy(), reward_model, tr, va, template, rollout_size=args.rollout_size,
                     minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
                     kl_coef=args.kl_coef, target_kl=args.target_kl or None)
-    start = time.perf_counter()
-    evals = train(policy, objective, train_config(v, args), args.out)
-    first, last = evals[0], evals[-1]
-    _report("ppo", start, evals, f"held-out reward {last['val_reward']:.3f} (KL to start {last['val_kl']:.2f}), "
-            f"first evaluation {first['val_reward']:.3f}; saved to {args.out}/")
-    return 0
+    return _train(args, v, "ppo", policy, objective,
+                  lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f}), "
+                                f"first evaluation {evals[0]['val_reward']:.3f}")

@@ -11,7 +11,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, response_mask
 from ferrolm.model import sequence_logprobs
-from ferrolm.train.reward import encode_preferences, split_pairs
+from ferrolm.train.reward import encode_preference_splits, split_pairs
 
 
 def response_logprobs(model, ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray, dropout_seed=None):
@@ -29,12 +29,8 @@ class DPO:
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.template, self.batch_size, self.beta = template, batch_size, beta
-        self.data, self.counts, self.ref = {}, {}, {}
-        for split, records in (("train", train), ("val", val)):
-            self.data[split], self.counts[split] = encode_preferences(records, template, block_size, skip_long)
-            if not self.data[split]:
-                raise ValueError(f"no {split} preference pairs fit the context of {block_size} tokens")
-            self.ref[split] = self._logprobs(reference, self.data[split])
+        self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
+        self.ref = {split: self._logprobs(reference, pairs) for split, pairs in self.data.items()}
 
     def _rows(self, pairs):
         ids, lengths = split_pairs(pairs, self.template.end)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ferrolm import _core
+from ferrolm.autograd import no_grad
 from ferrolm.optim import AdamW
 
 STATE_FILE = "trainer_state.json"
@@ -178,10 +179,10 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         eval_rng = np.random.Generator(np.random.PCG64([config.seed, it, 7]))
         record: dict[str, Any] = {"step": it}
         if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
-            with _core_no_grad():
+            with no_grad():
                 record.update(objective.evaluate(model, eval_rng))
             return record
-        with _core_no_grad():
+        with no_grad():
             for split in ("train", "val"):
                 values: dict[str, list[float]] = {}
                 for _ in range(config.eval_iters):
@@ -252,14 +253,6 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
 
 def _dropout_seed(seed: int, step: int, micro: int) -> int:
     return (seed * 1_000_003 + step * 131 + micro) % (1 << 63)
-
-
-class _core_no_grad:
-    def __enter__(self) -> None:
-        self.previous = _core.set_grad_enabled(False)
-
-    def __exit__(self, *exc: object) -> None:
-        _core.set_grad_enabled(self.previous)
 
 
 def _progress(config: TrainConfig, start: int):

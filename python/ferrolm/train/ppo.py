@@ -19,7 +19,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right
-from ferrolm.model import GPT
+from ferrolm.model import GPT, sequence_logprobs, token_logprobs
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -111,8 +111,8 @@ class PPO:
         mask = (t >= starts[:, None] - 1) & (t < lengths[:, None] - 1)
         with no_grad():
             logits, values = gpt_policy(x)
-            logp = _token_logprobs(logits.numpy(), ids[:, 1:])
-            ref_logp = _token_logprobs(self.reference(x).numpy(), ids[:, 1:])
+            logp = token_logprobs(F.log_softmax(logits), ids[:, 1:]).numpy()
+            ref_logp = sequence_logprobs(self.reference, ids).numpy()
             # Scored as the reward model was trained: ending in <|end|> (also when the response
             # was cut at max_new_tokens).
             scores = self.reward_model.score_ids([r if r[-1] == self.template.end else r + [self.template.end] for r in rows])
@@ -163,18 +163,19 @@ class PPO:
 
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
         logits, values = model(mb["x"], dropout_seed=dropout_seed)
-        logp = F.reshape(F.gather(F.log_softmax(logits), 2, mb["targets"][..., None]), list(mb["x"].shape))
+        log_probs = F.log_softmax(logits)
+        logp = token_logprobs(log_probs, mb["targets"])
         mask = mb["mask"]
         ratio = F.exp(logp - mb["old_logp"])
-        adv = mb["advantages"]
+        adv, old_values, returns = (_core.Tensor(mb[k]) for k in ("advantages", "old_values", "returns"))
         unclipped = ratio * adv
         clipped = F.clamp(ratio, 1.0 - self.clip, 1.0 + self.clip) * adv
         policy_loss = -masked_mean(F.minimum(unclipped, clipped), mask)
-        v_clipped = mb["old_values"] + F.clamp(values - mb["old_values"], -self.clip, self.clip)
-        v_loss = masked_mean(F.maximum((values - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2), mask) * 0.5
+        v_clipped = old_values + F.clamp(values - old_values, -self.clip, self.clip)
+        v_loss = masked_mean(F.maximum((values - returns) ** 2, (v_clipped - returns) ** 2), mask) * 0.5
         r = ratio.numpy()[mask]
-        probs = np.exp(_log_softmax(logits.numpy()))
-        entropy = -(probs * np.log(np.maximum(probs, 1e-30))).sum(-1)[mask].mean()
+        with no_grad():  # only [B, T] crosses to numpy, not the [B, T, V] distribution
+            entropy = (-F.sum(F.exp(log_probs) * log_probs, axis=-1)).numpy()[mask].mean()
         extra = {"policy_loss": policy_loss.item(), "value_loss": v_loss.item(), "entropy": float(entropy),
                  "clip_fraction": float((np.abs(r - 1.0) > self.clip).mean())}
         return policy_loss + v_loss * self.vf_coef, extra
@@ -216,12 +217,3 @@ class RunningStats:
         std = np.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
         return (x - self.mean) / (std + 1e-8)
 
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
-def _token_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """log softmax(logits)[target] per position [B, T]."""
-    return np.take_along_axis(_log_softmax(logits), targets[..., None], axis=-1)[..., 0]

@@ -11,7 +11,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import ChatTemplate, check_fits, pad_right
+from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right
 from ferrolm.model import GPT
 
 HEAD_FILE = "reward_head.safetensors"
@@ -87,6 +87,11 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
     return pairs, {"skipped_too_long": skipped}
 
 
+def encode_preference_splits(train, val, template: ChatTemplate, block_size: int, skip_long: bool) -> tuple[dict, dict]:
+    return encode_splits(train, val, lambda r: encode_preferences(r, template, block_size, skip_long),
+                         f"preference pairs fit the context of {block_size} tokens")
+
+
 def split_pairs(batch_rows, pad):
     """Stacks chosen rows then rejected rows into one right-padded batch."""
     rows = [c for c, _ in batch_rows] + [r for _, r in batch_rows]
@@ -100,11 +105,7 @@ class Preferences:
 
     def __init__(self, train, val, template: ChatTemplate, block_size: int, batch_size: int, skip_long: bool = False) -> None:
         self.template, self.batch_size = template, batch_size
-        self.data, self.counts = {}, {}
-        for split, records in (("train", train), ("val", val)):
-            self.data[split], self.counts[split] = encode_preferences(records, template, block_size, skip_long)
-            if not self.data[split]:
-                raise ValueError(f"no {split} preference pairs fit the context of {block_size} tokens")
+        self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
 
     def batch(self, split, rng):
         chosen = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]

@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.chat import ChatTemplate, check_fits, pad_right, response_mask
+from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right, response_mask
 
 
-def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, skip_long: bool, fields=("prompt", "response")) -> tuple[list, dict]:
+def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, skip_long: bool) -> tuple[list, dict]:
     """Renders records to ids; a record that does not fit the context is an error naming its
     line, or, with `skip_long`, skipped and counted."""
     rendered, skipped = [], 0
     for r in records:
-        ids = template.render(r[fields[0]], r[fields[1]])
+        ids = template.render(r["prompt"], r["response"])
         problem = check_fits(ids, block_size, f"line {r.get('_line', '?')}")
         if problem:
             if not skip_long:
@@ -32,11 +32,8 @@ class SFT:
     def __init__(self, train: list[dict], val: list[dict], template: ChatTemplate, block_size: int, batch_size: int,
                  skip_long: bool = False) -> None:
         self.template, self.batch_size = template, batch_size
-        self.data, self.counts = {}, {}
-        for split, records in (("train", train), ("val", val)):
-            self.data[split], self.counts[split] = encode_pairs(records, template, block_size, skip_long)
-            if not self.data[split]:
-                raise ValueError(f"no {split} examples fit the context of {block_size} tokens")
+        self.data, self.counts = encode_splits(train, val, lambda r: encode_pairs(r, template, block_size, skip_long),
+                                               f"examples fit the context of {block_size} tokens")
 
     def batch(self, split: str, rng: np.random.Generator):
         rows = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
