@@ -282,3 +282,14 @@ def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.split(":")[0] for l in lines] == ["[MASK] 1", "[MASK] 2"]
     assert all(l.count("(") == 3 for l in lines)
+
+
+def test_pooler_is_tanh_of_dense_on_cls():
+    small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, hidden_dropout_prob=0.0)
+    assert not BERT.create(**small).core.has_pooler
+    model = BERT.create(**small, pooler=True)
+    assert model.core.has_pooler
+    h = model.hidden(np.array([[1, 5, 7, 2], [1, 9, 3, 2]]))
+    p = dict(model.named_parameters())
+    w, b = p["bert.pooler.dense.weight"].numpy(), p["bert.pooler.dense.bias"].numpy()
+    np.testing.assert_allclose(model.core.pooled(h).numpy(), np.tanh(h.numpy()[:, 0] @ w.T + b), rtol=1e-5, atol=1e-6)

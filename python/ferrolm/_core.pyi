@@ -382,8 +382,6 @@ class Generation:
         """Up to `max_new_tokens` more tokens per row, generated without returning to Python."""
     @property
     def finished(self) -> bool: ...
-    def tokens(self) -> list[list[int]]:
-        """Prompt and generated tokens of every row."""
 
 def save_safetensors(path: _Path, tensors: dict[str, _Tensors], metadata: Optional[dict[str, str]] = None) -> None:
     """Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a

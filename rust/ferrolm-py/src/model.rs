@@ -79,6 +79,7 @@ impl PyGpt {
     #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         vocab_size: usize,
         block_size: usize,
         n_layer: usize,
@@ -90,7 +91,7 @@ impl PyGpt {
         seed: u64,
     ) -> PyResult<Self> {
         let config = GptConfig { vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, layer_norm_epsilon };
-        Gpt::new(config, seed).py().map(PyGpt)
+        py.detach(|| Gpt::new(config, seed)).py().map(PyGpt)
     }
 
     /// Loads config.json + model.safetensors from a directory (ours or Hugging Face GPT-2).
@@ -149,8 +150,8 @@ impl PyGpt {
 
     /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).
     #[pyo3(signature = (vocab_size, seed = 0))]
-    fn with_vocab(&self, vocab_size: usize, seed: u64) -> PyResult<PyGpt> {
-        self.0.with_vocab(vocab_size, seed).py().map(PyGpt)
+    fn with_vocab(&self, py: Python<'_>, vocab_size: usize, seed: u64) -> PyResult<PyGpt> {
+        py.detach(|| self.0.with_vocab(vocab_size, seed)).py().map(PyGpt)
     }
 
     /// An independent copy of the model (own weights).
@@ -193,6 +194,7 @@ impl PyBert {
                         layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         vocab_size: usize,
         hidden_size: usize,
         num_hidden_layers: usize,
@@ -218,7 +220,7 @@ impl PyBert {
             layer_norm_eps,
             pad_token_id,
         };
-        Bert::new(config, pooler, seed).py().map(PyBert)
+        py.detach(|| Bert::new(config, pooler, seed)).py().map(PyBert)
     }
 
     /// Loads a Hugging Face style BERT directory (config.json + model.safetensors).
@@ -296,11 +298,6 @@ impl PyGeneration {
     #[getter]
     fn finished(&self) -> bool {
         self.0.finished()
-    }
-
-    /// Prompt and generated tokens of every row.
-    fn tokens(&self) -> Vec<Vec<i64>> {
-        self.0.tokens()
     }
 }
 

@@ -3,7 +3,7 @@
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{IntoPyDict, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -49,7 +49,8 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
             arr.getattr("dtype")?
         )));
     }
-    let arr = arr.call_method1("astype", ("int64",))?;
+    let no_copy = [("copy", false)].into_py_dict(obj.py())?;
+    let arr = arr.call_method("astype", ("int64",), Some(&no_copy))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<i64>>()?;
     Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
 }
