@@ -1,5 +1,10 @@
-//! AVX-512 microkernel: an `R × 16·NV` tile of C held in zmm accumulators. Each k step loads NV
+//! AVX-512 microkernels: an `R × 16·NV` tile of C held in zmm accumulators. Each k step loads NV
 //! vectors of the packed B row and broadcasts R values of the packed A column.
+//!
+//! The same kernel runs in two precisions. `tile` multiplies f32s with FMA. `tile_bf16` reads
+//! both operands as bfloat16 *pairs* (each 32-bit slot holds two consecutive k; see `bf16`)
+//! and adds both products per lane with `vdpbf16ps`: half the steps for the same k, twice
+//! the multiply-adds per instruction, sums still in f32.
 
 // Microkernels take their operands as flat scalar arguments, on purpose: they stay in registers.
 #![allow(clippy::too_many_arguments)]
@@ -16,9 +21,10 @@ pub(super) const NR: usize = 16 * NV;
 
 /// `R × 16·V` tile; the last vector column is written under `mask` (the valid lanes), so any
 /// `cols` needs no scratch tile. Row r of A at step k is `a[r * a_rs + k * a_cs]` (a packed
-/// panel or A itself); `b` advances by `NR` per k step whatever `V` is.
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn kernel<const R: usize, const V: usize>(
+/// panel or A itself); `b` advances by `NR` per k step whatever `V` is. Inlined into the
+/// entry points below, which compile it for their instruction set.
+#[inline(always)]
+unsafe fn kernel<const R: usize, const V: usize, const BF16: bool>(
     kc: usize,
     mut a: *const f32,
     a_rs: usize,
@@ -36,9 +42,18 @@ unsafe fn kernel<const R: usize, const V: usize>(
             *x = _mm512_load_ps(b.add(16 * v));
         }
         for (r, row) in acc.iter_mut().enumerate() {
+            // A broadcast moves bits, so it serves bf16 pairs as well.
             let av = _mm512_set1_ps(*a.add(r * a_rs));
             for (x, bx) in row.iter_mut().zip(&bv) {
-                *x = _mm512_fmadd_ps(av, *bx, *x);
+                *x = if BF16 {
+                    _mm512_dpbf16_ps(
+                        *x,
+                        std::mem::transmute::<__m512, __m512bh>(av),
+                        std::mem::transmute::<__m512, __m512bh>(*bx),
+                    )
+                } else {
+                    _mm512_fmadd_ps(av, *bx, *x)
+                };
             }
         }
         a = a.add(a_cs);
@@ -58,8 +73,8 @@ unsafe fn kernel<const R: usize, const V: usize>(
     }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn by_vectors<const R: usize>(
+#[inline(always)]
+unsafe fn by_vectors<const R: usize, const BF16: bool>(
     kc: usize,
     a: *const f32,
     a_rs: usize,
@@ -73,15 +88,40 @@ unsafe fn by_vectors<const R: usize>(
     let v = cols.div_ceil(16);
     let mask = (u32::MAX >> (32 - (cols - 16 * (v - 1)))) as u16;
     match v {
-        1 => kernel::<R, 1>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
-        2 => kernel::<R, 2>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
-        3 => kernel::<R, 3>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
-        4 => kernel::<R, 4>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        1 => kernel::<R, 1, BF16>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        2 => kernel::<R, 2, BF16>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        3 => kernel::<R, 3, BF16>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
+        4 => kernel::<R, 4, BF16>(kc, a, a_rs, a_cs, b, c, ldc, load_c, mask),
         _ => unreachable!(),
     }
 }
 
-/// Computes the `rows × cols` (≤ MR × NR) corner of the tile.
+/// Computes the `rows × cols` (≤ MR × NR) corner of a tile.
+#[inline(always)]
+unsafe fn by_rows<const BF16: bool>(
+    kc: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    load_c: bool,
+) {
+    match rows {
+        1 => by_vectors::<1, BF16>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        2 => by_vectors::<2, BF16>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        3 => by_vectors::<3, BF16>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        4 => by_vectors::<4, BF16>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        5 => by_vectors::<5, BF16>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        6 => by_vectors::<6, BF16>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
+        _ => unreachable!(),
+    }
+}
+
+/// f32 tile: C[rows × cols] (+)= A · B_panel over `kc` steps.
 ///
 /// # Safety
 /// The CPU supports AVX-512F and FMA; `a` addresses `rows` rows of `kc` floats at strides
@@ -100,15 +140,27 @@ pub(super) unsafe fn tile(
     cols: usize,
     load_c: bool,
 ) {
-    match rows {
-        1 => by_vectors::<1>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
-        2 => by_vectors::<2>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
-        3 => by_vectors::<3>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
-        4 => by_vectors::<4>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
-        5 => by_vectors::<5>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
-        6 => by_vectors::<6>(kc, a, a_rs, a_cs, b, c, ldc, cols, load_c),
-        _ => unreachable!(),
-    }
+    by_rows::<false>(kc, a, a_rs, a_cs, b, c, ldc, rows, cols, load_c)
+}
+
+/// bfloat16-pair tile: as `tile`, with each of the `kc` steps a pair of k.
+///
+/// # Safety
+/// As `tile`, on a CPU that also supports AVX512-BF16, with operands holding bf16 pairs.
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+pub(super) unsafe fn tile_bf16(
+    kc: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    load_c: bool,
+) {
+    by_rows::<true>(kc, a, a_rs, a_cs, b, c, ldc, rows, cols, load_c)
 }
 
 /// Transposes the 16 × 16 block held in `r` (row i in `r[i]`) in place: 64 in-lane and

@@ -1,0 +1,201 @@
+//! bfloat16 products with f32 sums (`MatmulPrecision::Bf16`), PyTorch's bf16 autocast for
+//! matmuls: operands are rounded to bfloat16 (8 significant bits, f32's range), products and
+//! sums stay f32. On AVX512-BF16 CPUs `vdpbf16ps` does twice the multiply-adds of an f32 FMA.
+//!
+//! Both operands are first converted to *pair* matrices: k is halved and each 32-bit slot holds
+//! two consecutive k (the lower half is the even k), zero-padded when k is odd. An `m × k` A
+//! becomes `m × ⌈k/2⌉` and a `k × n` B becomes `⌈k/2⌉ × n`, in the layout the packing reads
+//! fastest; the blocked product then runs unchanged on them (its packing only moves bits) with
+//! the pair kernel. Each element still sums in one fixed order, so results do not depend on the
+//! thread count.
+
+use rayon::prelude::*;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+
+use super::{kernel_avx512 as k, pack, with_buffer, Kernel, Line, MatRef};
+
+/// The pair kernel and its blocking (k steps are pairs, so KC = 256 spans 512 k: the same
+/// bytes per panel as the f32 kernel's).
+pub(super) fn kernel() -> Option<&'static Kernel> {
+    static KERNEL: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            supported().then_some(Kernel {
+                mr: k::MR,
+                nr: k::NR,
+                kc: 256,
+                nc: 768,
+                tile: k::tile_bf16,
+                pack_a: pack::pack_a::<{ k::MR }>,
+                pack_b: k::pack_b_panel,
+            })
+        })
+        .as_ref()
+}
+
+/// Whether this CPU has the instructions of the bf16 path.
+pub(super) fn supported() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16")
+        && is_x86_feature_detected!("fma")
+}
+
+/// f32 → bfloat16 bits as `vcvtne2ps2bf16` rounds: to nearest even, subnormals to (signed)
+/// zero, NaNs kept NaN (quieted).
+pub(super) fn round(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    if x.is_subnormal() {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// `round` back to f32: the value a bf16 operand contributes.
+#[cfg(test)]
+pub(super) fn rounded(x: f32) -> f32 {
+    f32::from_bits((round(x) as u32) << 16)
+}
+
+/// One pair slot (as the f32 whose bits it is): `lo` for the even k, `hi` for the odd one.
+fn pair(lo: f32, hi: f32) -> f32 {
+    f32::from_bits(round(lo) as u32 | (round(hi) as u32) << 16)
+}
+
+thread_local! {
+    static PAIRS_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static PAIRS_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+}
+
+/// `C = A·B` (or `+=`) in bf16 on `nt` threads; the caller checked shapes and bounds.
+pub(super) fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, nt: usize) {
+    let (m, kk, n) = (a.rows, a.cols, b.cols);
+    let k2 = kk.div_ceil(2);
+    with_buffer(&PAIRS_A, m * k2, |ap| {
+        with_buffer(&PAIRS_B, k2 * n, |bp| {
+            let a2 = to_pairs(a, ap, nt);
+            // B's k runs down its rows: pair the columns of Bᵀ.
+            let b2 = to_pairs(b.t(), bp, nt).t();
+            super::multiply(kern, a2, b2, c, ldc, accumulate, nt);
+        })
+    })
+}
+
+/// Pairs the columns of `x` (rows × k): the result is the rows × ⌈k/2⌉ pair matrix, stored in
+/// `out` row-major when x's rows are contiguous, else transposed (⌈k/2⌉ rows of x's rows).
+fn to_pairs<'a>(x: MatRef, out: &'a mut [f32], nt: usize) -> MatRef<'a> {
+    let (rows, k2) = (x.rows, x.cols.div_ceil(2));
+    // Output lines of at least ~16 KiB per task: enough work to be worth a thread.
+    let mut par = |line: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
+        if nt > 1 {
+            let per = (1 << 12) / line.max(1) + 1;
+            out.par_chunks_mut(line).enumerate().with_min_len(per).for_each(|(i, o)| f(i, o));
+        } else {
+            out.chunks_mut(line).enumerate().for_each(|(i, o)| f(i, o));
+        }
+    };
+    if x.col_stride == 1 {
+        // SAFETY (both calls): `supported()` was checked before the pair kernel was chosen, and
+        // row i's k floats lie inside x (in bounds, checked in `gemm`).
+        par(k2, &|i, o| unsafe { pair_run(&x.data[i * x.row_stride..][..x.cols], o) });
+        MatRef::new(out, rows, k2)
+    } else {
+        par(rows, &|p, o| {
+            let at = |j: usize| (j < x.cols).then(|| j * x.col_stride);
+            match (x.row_stride, at(2 * p), at(2 * p + 1)) {
+                (1, Some(lo), hi) => unsafe { pair_rows(&x.data[lo..][..rows], hi.map(|h| &x.data[h..][..rows]), o) },
+                (rs, lo, hi) => {
+                    let get = |k: Option<usize>, i: usize| k.map_or(0.0, |k| x.data[i * rs + k]);
+                    o.iter_mut().enumerate().for_each(|(i, o)| *o = pair(get(lo, i), get(hi, i)));
+                }
+            }
+        });
+        MatRef::new(out, k2, rows).t()
+    }
+}
+
+/// Pairs consecutive floats of `src` into `out` (`⌈len/2⌉` slots), 32 floats per instruction.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_run(src: &[f32], out: &mut [f32]) {
+    assert!(out.len() >= src.len().div_ceil(2));
+    for (j, chunk) in src.chunks(32).enumerate() {
+        let len = chunk.len();
+        let (lo, hi) = (len.min(16), len.saturating_sub(16));
+        let p = chunk.as_ptr();
+        let v =
+            _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(low_bits(hi), p.add(lo)), _mm512_maskz_loadu_ps(low_bits(lo), p));
+        _mm512_mask_storeu_epi32(
+            out.as_mut_ptr().add(16 * j).cast(),
+            low_bits(len.div_ceil(2)),
+            std::mem::transmute::<__m512bh, __m512i>(v),
+        );
+    }
+}
+
+/// Interleaves rows `lo` and `hi` (zeros when absent) into pairs, 16 slots per instruction.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_rows(lo: &[f32], hi: Option<&[f32]>, out: &mut [f32]) {
+    assert!(out.len() >= lo.len() && hi.is_none_or(|h| h.len() == lo.len()));
+    // 16-bit lane 2j takes lane j (from `lo`), lane 2j + 1 takes lane 16 + j (from `hi`).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+        16, 0,
+    );
+    for i in (0..lo.len()).step_by(16) {
+        let mask = low_bits((lo.len() - i).min(16));
+        let h = hi.map_or(_mm512_setzero_ps(), |h| _mm512_maskz_loadu_ps(mask, h.as_ptr().add(i)));
+        let v = _mm512_cvtne2ps_pbh(h, _mm512_maskz_loadu_ps(mask, lo.as_ptr().add(i)));
+        let v = _mm512_permutexvar_epi16(interleave, std::mem::transmute::<__m512bh, __m512i>(v));
+        _mm512_mask_storeu_epi32(out.as_mut_ptr().add(i).cast(), mask, v);
+    }
+}
+
+/// A mask of the low `n` (≤ 16) lanes.
+fn low_bits(n: usize) -> u16 {
+    ((1u32 << n.min(16)) - 1) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `round` agrees with the CPU's conversion on random bit patterns and the special values.
+    #[test]
+    fn round_matches_the_instruction() {
+        if !supported() {
+            return;
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut xs: Vec<f32> = (0..100_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                f32::from_bits(seed as u32)
+            })
+            .collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+            -1e-40,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        xs.extend([1.0 + f32::EPSILON * 64.0, 1.0 + f32::EPSILON * 192.0]); // ties: to even
+        let mut got = vec![0.0; xs.len().div_ceil(2)];
+        unsafe { pair_run(&xs, &mut got) };
+        for (i, x) in xs.iter().enumerate() {
+            let hw = (got[i / 2].to_bits() >> (16 * (i % 2))) as u16;
+            assert_eq!(round(*x), hw, "{x:e} ({:#010x})", x.to_bits());
+        }
+    }
+}
