@@ -5,6 +5,7 @@
 Each measurement runs in a fresh subprocess so peak memory (RSS) is its own. Configs are
 nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) and a 6-layer,
 384-wide, context-256 model (batch 16). Training: AdamW steps on random token windows.
+bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
 Generation: one prompt token, then tokens up to the context length, batch 1; PyTorch with a
 KV cache (like ferrolm) and without (nanoGPT's `generate`). torch is optional (skipped if
 missing). Ratios > 1 mean ferrolm is faster / smaller.
@@ -29,10 +30,15 @@ CONFIGS = {
 # ---------------------------------------------------------------- ferrolm
 
 
-def ferrolm_train(cfg: dict, steps: int) -> dict:
+def ferrolm_train(cfg: dict, steps: int, dtype: str = "float32") -> dict:
+    import warnings
+
     import ferrolm as fl
     import ferrolm.functional as F
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CPU without AVX512-BF16 fails the bf16 rows
+        fl.set_matmul_precision(dtype)
     model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
     decay = [t for _, t in model.named_parameters() if t.ndim >= 2]
@@ -116,7 +122,8 @@ def torch_model(cfg: dict):
     return Gpt()
 
 
-def torch_train(cfg: dict, steps: int) -> dict:
+def torch_train(cfg: dict, steps: int, bf16: bool = False) -> dict:
+    """fp32, or with bf16 autocast (what a PyTorch user turns on for speed)."""
     import torch
     from torch.nn import functional as TF
 
@@ -130,7 +137,9 @@ def torch_train(cfg: dict, steps: int) -> dict:
 
     def step():
         x = torch.randint(0, v, (b, t + 1), generator=gen)
-        loss = TF.cross_entropy(model(x[:, :-1]).reshape(-1, v), x[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x[:, :-1]).reshape(-1, v)
+        loss = TF.cross_entropy(logits.float(), x[:, 1:].reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -176,6 +185,8 @@ def worker(task: str, config: str, steps: int) -> None:
     result = {
         "ferrolm-train": lambda: ferrolm_train(cfg, steps),
         "torch-train": lambda: torch_train(cfg, steps),
+        "ferrolm-train-bf16": lambda: ferrolm_train(cfg, steps, "bfloat16"),
+        "torch-train-bf16": lambda: torch_train(cfg, steps, bf16=True),
         "ferrolm-generate": lambda: ferrolm_generate(cfg, max(1, steps // 10)),
         "torch-generate-cache": lambda: torch_generate(cfg, max(1, steps // 10), cached=True),
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
@@ -199,6 +210,13 @@ def main() -> None:
         ours, theirs = measure(__file__, "ferrolm-train", name, str(steps)), measure(__file__, "torch-train", name, str(steps))
         row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
+        try:
+            ours = measure(__file__, "ferrolm-train-bf16", name, str(steps))
+        except RuntimeError:
+            print(f"{'train ' + name + ' bf16':<40}  skipped: this CPU has no AVX512-BF16")
+        else:
+            theirs = measure(__file__, "torch-train-bf16", name, str(steps))
+            row(f"train {name} bf16 tokens/s (autocast)", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         gen_reps = 30 if name == "baby" else 20
         ours = measure(__file__, "ferrolm-generate", name, str(gen_reps))
         for task, label in (("torch-generate-cache", "KV cache"), ("torch-generate-nocache", "no cache")):

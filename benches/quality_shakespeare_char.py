@@ -9,7 +9,8 @@ defaults), 90/10 split. nanoGPT's README reports "a loss of only 1.88" from one 
 loss is estimated on 20 random batches (--eval_iters=20, ±0.02 from batch sampling alone).
 Here every seed is evaluated on --eval-iters batches, for ferrolm (through `ferrolm pretrain`)
 and, when torch is installed, for a PyTorch model written the way nanoGPT writes it, so the
-comparison is between implementations rather than between lucky draws.
+comparison is between implementations rather than between lucky draws. `--dtype bfloat16`
+trains ferrolm with bfloat16 matrix products (PyTorch stays float32, the reference).
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ RUN = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_it
            warmup=100, beta2=0.99, weight_decay=0.1, grad_clip=1.0)
 
 
-def ferrolm_run(seed: int, eval_iters: int) -> dict:
+def ferrolm_run(seed: int, eval_iters: int, dtype: str) -> dict:
     r = RUN
     out = Path(tempfile.mkdtemp(prefix="ferrolm-shakespeare-char-"))
     flags = {"--n-layer": r["n_layer"], "--n-head": r["n_head"], "--n-embd": r["n_embd"], "--block-size": r["block_size"],
              "--batch-size": r["batch_size"], "--max-iters": r["max_iters"], "--lr-decay-iters": r["max_iters"],
              "--learning-rate": r["lr"], "--min-lr": r["min_lr"], "--warmup-iters": r["warmup"], "--beta2": r["beta2"],
              "--weight-decay": r["weight_decay"], "--grad-clip": r["grad_clip"], "--dropout": 0.0, "--bias": "false",
-             "--eval-interval": r["max_iters"], "--eval-iters": eval_iters, "--sample-tokens": 0, "--seed": seed,
+             "--eval-interval": r["max_iters"], "--eval-iters": eval_iters, "--sample-tokens": 0, "--seed": seed, "--dtype": dtype,
              "--out": out}
     start = time.perf_counter()
     ferrolm(["pretrain", "--tokenizer", "char", *[str(x) for kv in flags.items() for x in kv]])
@@ -136,10 +137,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2, 3])
     parser.add_argument("--eval-iters", type=int, default=200)
     parser.add_argument("--no-torch", action="store_true", help="run ferrolm only")
+    parser.add_argument("--dtype", default="float32", help="ferrolm's matmul precision (float32 or bfloat16)")
     args = parser.parse_args()
     results: dict[str, list[dict]] = {"ferrolm": [], "PyTorch (nanoGPT's model)": []}
     for seed in args.seeds:
-        results["ferrolm"].append(ferrolm_run(seed, args.eval_iters))
+        results["ferrolm"].append(ferrolm_run(seed, args.eval_iters, args.dtype))
         theirs = None if args.no_torch else torch_run(seed, args.eval_iters)
         if theirs is not None:
             results["PyTorch (nanoGPT's model)"].append(theirs)

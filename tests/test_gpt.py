@@ -115,12 +115,13 @@ def unigram_entropy(text: str) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def test_training_beats_the_unigram_entropy(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_training_beats_the_unigram_entropy(tmp_path, dtype):
     from ferrolm.train import CausalLM, TrainConfig, train
 
     model, _ = char_model(tmp_path)
     config = TrainConfig(max_iters=400, eval_interval=200, eval_iters=10, learning_rate=3e-3, warmup_iters=20,
-                         lr_decay_iters=400, min_lr=3e-4, progress=False)
+                         lr_decay_iters=400, min_lr=3e-4, progress=False, dtype=dtype)
     evals = train(model, CausalLM(tmp_path / "data", 32, 16), config, tmp_path / "run")
     baseline = unigram_entropy(CORPUS)
     # Unigram entropy ≈ 3.30 nats; 400 steps of this 2-layer model reach ≈ 2.39 (seeded).
@@ -128,6 +129,7 @@ def test_training_beats_the_unigram_entropy(tmp_path):
     assert (tmp_path / "run" / "model.safetensors").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
     records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("tokens_per_sec" in r for r in records) and any("val_ppl" in r for r in records)
+    assert fl.matmul_precision() == "float32"  # the loop restores the process's setting
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):

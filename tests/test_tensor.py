@@ -2,8 +2,10 @@
 differences, autograd semantics, and thread-count independence."""
 
 import json
+import warnings
 
 import numpy as np
+import pytest
 
 import ferrolm as fl
 import ferrolm.functional as F
@@ -120,19 +122,58 @@ def test_autograd_semantics():
     assert not fl.tensor([1.0]).requires_grad
 
 
-def test_threads_do_not_change_results():
-    code = """
-import json, numpy as np, ferrolm as fl, ferrolm.functional as F
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_threads_do_not_change_results(precision):
+    code = f"""
+import json, warnings, numpy as np, ferrolm as fl, ferrolm.functional as F
+warnings.simplefilter("ignore")
+fl.set_matmul_precision("{precision}")
 rng = np.random.default_rng(1)
 qkv = fl.Linear(64, 192, seed=3); head = fl.Linear(64, 50, seed=4)
 x = fl.tensor(rng.standard_normal((4, 32, 64)).astype(np.float32))
 a = F.attention_qkv(qkv(x), 4, causal=True)
 loss = F.cross_entropy(head(F.gelu(a)), rng.integers(0, 50, size=(4 * 32,)))
 loss.backward()
-print(json.dumps({"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}))
+print(json.dumps({{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}}))
 """
     one = json.loads(run_python(code, {"RAYON_NUM_THREADS": "1"}))
     two = json.loads(run_python(code, {"RAYON_NUM_THREADS": "2"}))
     assert (one["threads"], two["threads"]) == (1, 2)
     assert abs(one["loss"] - two["loss"]) <= 1e-6 * abs(one["loss"])
     np.testing.assert_allclose(one["grad"], two["grad"], rtol=1e-5, atol=1e-7)
+
+
+def bf16(x: np.ndarray) -> np.ndarray:
+    """x rounded to bfloat16 (to nearest even; finite normal values), as float64."""
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def test_bfloat16_products_round_operands_and_sum_in_float32():
+    x, w = randn(70, 49), randn(129, 49)
+    with pytest.raises(ValueError, match="float32' or 'bfloat16"):
+        fl.set_matmul_precision("float16")
+    full = F.linear(fl.tensor(x), fl.tensor(w)).numpy()
+    bf16_cpu = "avx512_bf16" in open("/proc/cpuinfo").read()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fl.set_matmul_precision("bfloat16") == "float32"
+    assert [str(w.message) for w in caught] == ([] if bf16_cpu else ["this CPU has no AVX512-BF16: matrix products stay float32"])
+    try:
+        assert fl.matmul_precision() == "bfloat16"
+        xt, wt = fl.tensor(x, requires_grad=True), fl.tensor(w, requires_grad=True)
+        y = F.linear(xt, wt)
+        y.sum().backward()
+        got = [y.numpy(), xt.grad.numpy(), wt.grad.numpy()]
+    finally:
+        fl.set_matmul_precision("float32")
+    if not bf16_cpu:  # products stay float32 (and the warning said so)
+        np.testing.assert_array_equal(got[0], full)
+        return
+    # Forward x·Wᵀ, and backward dX = dY·W, dW = dYᵀ·X with dY = 1: all from rounded operands.
+    want = [bf16(x) @ bf16(w).T, np.tile(bf16(w).sum(0), (70, 1)), np.tile(bf16(x).sum(0), (129, 1))]
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    assert np.abs(got[0] - full).max() > 1e-3  # really rounded: float32 products differ
+

@@ -24,9 +24,11 @@ from ferrolm._core import (
     clip_grad_norm,
     full,
     is_grad_enabled,
+    matmul_precision,
     num_threads,
     rand,
     randn,
+    set_matmul_precision,
 )
 from ferrolm.autograd import enable_grad, no_grad
 from ferrolm.bert import BERT
@@ -50,11 +52,13 @@ __all__ = [
     "full",
     "functional",
     "is_grad_enabled",
+    "matmul_precision",
     "nn",
     "no_grad",
     "num_threads",
     "rand",
     "randn",
+    "set_matmul_precision",
     "tensor",
     "zeros",
     "ones",

@@ -79,6 +79,8 @@ __all__ = [
     "set_grad_enabled",
     "is_grad_enabled",
     "num_threads",
+    "set_matmul_precision",
+    "matmul_precision",
     "Gpt",
     "Bert",
     "Generation",
@@ -158,6 +160,8 @@ def full(*shape: int, value: float = 0.0, requires_grad: bool = False) -> Tensor
 def set_grad_enabled(enabled: bool) -> bool: ...
 def is_grad_enabled() -> bool: ...
 def num_threads() -> int: ...
+def set_matmul_precision(precision: str) -> str: ...
+def matmul_precision() -> str: ...
 
 # ---------------------------------------------------------------- functional ops
 

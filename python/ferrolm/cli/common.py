@@ -9,11 +9,14 @@ MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "drop
 TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
                "lr_decay_iters": 2000, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
                "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
-               "checkpoint_interval": 0}
+               "checkpoint_interval": 0, "dtype": "float32"}
 # MLM starts on a plateau where it predicts the unigram distribution, and the plateau lasts
 # longer the longer the sequences (benches/quality_bert_mlm.py): BERT's defaults here are
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "lr_decay_iters": 5000, "weight_decay": 0.01}
+
+HELP = {"dtype": "float32 (default), or bfloat16: matrix products in bfloat16 with float32 sums, like PyTorch's "
+                 "bf16 autocast (about 1.4x faster on CPUs with AVX512-BF16)"}
 
 
 def add_flags(parser, defaults: dict) -> None:
@@ -23,7 +26,7 @@ def add_flags(parser, defaults: dict) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=f"default {default}")
+            parser.add_argument(flag, type=type(default), default=None, help=HELP.get(name, f"default {default}"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

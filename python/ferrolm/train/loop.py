@@ -49,6 +49,9 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
     seed: int = 1337
+    # "bfloat16": matrix products round their operands to bfloat16 and sum in float32
+    # (PyTorch's bf16 autocast for matmuls; ~1.4x faster training on CPUs with AVX512-BF16).
+    dtype: str = "float32"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -57,6 +60,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.min_lr < 0:
             raise ValueError("learning_rate must be > 0 and min_lr ≥ 0")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
     def lr_at(self, it: int) -> float:
         """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
@@ -202,6 +207,7 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
 
     bar = _progress(config, step)
     t_last, tokens_since = time.perf_counter(), 0
+    precision = _core.set_matmul_precision(config.dtype)
     try:
         while step < config.max_iters:
             if step % config.eval_interval == 0 and step > 0 and not (evals and evals[-1]["step"] == step):
@@ -244,6 +250,7 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
             _describe(bar, evals[-1])
         save(step)
     finally:
+        _core.set_matmul_precision(precision)
         metrics.close()
         if bar is not None:
             bar.close()

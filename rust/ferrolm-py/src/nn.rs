@@ -193,6 +193,40 @@ fn is_grad_enabled() -> bool {
     ferrolm::is_grad_enabled()
 }
 
+/// Sets the arithmetic of matrix products, process-wide: "float32", or "bfloat16" (operands
+/// rounded to bfloat16, sums in float32: PyTorch's bf16 autocast for matmuls, about twice as
+/// fast on CPUs with AVX512-BF16). Returns the previous setting. Warns when the CPU lacks
+/// AVX512-BF16 (products then stay float32).
+#[pyfunction]
+fn set_matmul_precision(py: Python<'_>, precision: &str) -> PyResult<&'static str> {
+    use ferrolm::gemm::{self, MatmulPrecision};
+    let new = match precision {
+        "float32" => MatmulPrecision::F32,
+        "bfloat16" => MatmulPrecision::Bf16,
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "matmul precision must be 'float32' or 'bfloat16', got {other:?}"
+            )))
+        }
+    };
+    if new == MatmulPrecision::Bf16 && !gemm::bf16_supported() {
+        let warning = py.get_type::<pyo3::exceptions::PyUserWarning>();
+        PyErr::warn(py, &warning, c"this CPU has no AVX512-BF16: matrix products stay float32", 1)?;
+    }
+    let old = matmul_precision();
+    gemm::set_matmul_precision(new);
+    Ok(old)
+}
+
+/// The arithmetic of matrix products: "float32" or "bfloat16" (see set_matmul_precision).
+#[pyfunction]
+fn matmul_precision() -> &'static str {
+    match ferrolm::gemm::matmul_precision() {
+        ferrolm::gemm::MatmulPrecision::F32 => "float32",
+        ferrolm::gemm::MatmulPrecision::Bf16 => "bfloat16",
+    }
+}
+
 /// Threads in the compute pool (set with the RAYON_NUM_THREADS environment variable).
 #[pyfunction]
 fn num_threads() -> usize {
@@ -212,6 +246,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(set_grad_enabled, m)?,
         wrap_pyfunction!(is_grad_enabled, m)?,
         wrap_pyfunction!(num_threads, m)?,
+        wrap_pyfunction!(set_matmul_precision, m)?,
+        wrap_pyfunction!(matmul_precision, m)?,
     ] {
         m.add_function(f)?;
     }
