@@ -146,7 +146,10 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
         let scale = max_norm / (norm + 1e-6);
         params.par_iter().for_each(|p| {
             if let Some(g) = p.grad_slot().as_mut() {
-                g.iter_mut().for_each(|x| *x *= scale);
+                vectorized(
+                    #[inline(always)]
+                    || g.iter_mut().for_each(|x| *x *= scale),
+                );
             }
         });
     }

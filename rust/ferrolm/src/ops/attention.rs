@@ -63,10 +63,15 @@ struct Dims {
 }
 
 impl Dims {
-    /// Whether query `i` may attend to key `j` in batch `b`. Causal queries are the last `tq`
-    /// positions of the `tk` keys (so a KV-cache step attends to the whole prefix).
-    fn visible(&self, b: usize, i: usize, j: usize) -> bool {
-        (!self.causal || j + self.tq <= i + self.tk) && self.key_mask.as_ref().is_none_or(|m| m[b * self.tk + j])
+    /// How many of the first `keys` keys query `i` may attend to before the causal mask hides
+    /// the rest. Causal queries are the last `tq` positions of the `tk` keys (so a KV-cache
+    /// step attends to the whole prefix).
+    fn unmasked_prefix(&self, i: usize, keys: usize) -> usize {
+        if self.causal {
+            (i + self.tk + 1).saturating_sub(self.tq).min(keys)
+        } else {
+            keys
+        }
     }
 
     fn scale(&self) -> f32 {
@@ -85,7 +90,9 @@ impl Dims {
 
     /// Scores Q·Kᵀ·scale of queries `i0..i0 + rows` of one head against its first `keys`
     /// keys, masked entries at -inf, into `s` (rows × keys).
+    /// Inlined, so its loops are widened inside the caller's `vectorized`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn scores(
         &self,
         q: (&[f32], Layout),
@@ -100,9 +107,13 @@ impl Dims {
         let (qm, km) = (q.1.mat(q.0, b, h, i0, rows, self.d), k.1.mat(k.0, b, h, 0, keys, self.d));
         gemm(qm, km.t(), s, keys, false, Threads::Serial);
         let scale = self.scale();
+        let key_mask = self.key_mask.as_ref().map(|m| &m[b * self.tk..][..keys]);
         for (r, row) in s.chunks_mut(keys.max(1)).take(rows).enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = if self.visible(b, i0 + r, j) { *v * scale } else { f32::NEG_INFINITY };
+            let (seen, hidden) = row.split_at_mut(self.unmasked_prefix(i0 + r, keys));
+            seen.iter_mut().for_each(|v| *v *= scale);
+            hidden.fill(f32::NEG_INFINITY);
+            if let Some(mask) = key_mask {
+                seen.iter_mut().zip(mask).filter(|(_, &keep)| !keep).for_each(|(v, _)| *v = f32::NEG_INFINITY);
             }
         }
     }
@@ -208,8 +219,8 @@ fn backward(
                         // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
                         gemm(g, vm.t(), ds, keys, false, Threads::Serial);
                         for r in 0..rows {
-                            let delta: f32 =
-                                (0..d).map(|c| g.data[r * g.row_stride + c] * o.data[r * o.row_stride + c]).sum();
+                            let (gr, or) = (&g.data[r * g.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
+                            let delta = simd::sum_by(d, |c| gr[c] * or[c]);
                             let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
                             ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
                         }

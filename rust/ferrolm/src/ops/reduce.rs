@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::{split_at_axis, GRAIN};
+use crate::simd::vectorized;
 use crate::tensor::{resolve_axis, Tensor};
 use crate::{ensure, Result};
 
@@ -28,10 +29,15 @@ pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> V
     }
     out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
         row.par_chunks_mut(COLS).enumerate().for_each(|(c, cols)| {
-            for k in 0..n {
-                let src = &x[(o * n + k) * inner + c * COLS..][..cols.len()];
-                cols.iter_mut().zip(src).for_each(|(r, s)| *r += s);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for k in 0..n {
+                        let src = &x[(o * n + k) * inner + c * COLS..][..cols.len()];
+                        cols.iter_mut().zip(src).for_each(|(r, s)| *r += s);
+                    }
+                },
+            )
         });
     });
     out

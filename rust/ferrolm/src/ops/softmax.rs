@@ -56,17 +56,16 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
 
 /// Replaces `row` by its softmax; returns log Σ exp(row) (-inf, with all-zero
 /// probabilities, when every entry is -inf, i.e. masked out).
+/// Inlined so that, inside the callers' `vectorized`, exp and the sums run 16 wide.
+#[inline(always)]
 pub(crate) fn softmax_in_place(row: &mut [f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return f32::NEG_INFINITY;
     }
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = simd::exp(*v - max);
-        sum += *v;
-    }
+    row.iter_mut().for_each(|v| *v = simd::exp(*v - max));
+    let sum = simd::sum_by(row.len(), |i| row[i]);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
     max + sum.ln()
@@ -81,7 +80,7 @@ fn softmax_last(x: &Tensor) -> Tensor {
     Tensor::from_op(y, x.shape().to_vec(), "softmax", &[x], move |ctx| {
         // dx = y ⊙ (g − Σ g⊙y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
-            let dot: f32 = g.iter().zip(y).map(|(g, y)| g * y).sum();
+            let dot = simd::sum_by(n, |i| g[i] * y[i]);
             d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = y * (g - dot));
         }))])
     })
@@ -97,7 +96,7 @@ fn log_softmax_last(x: &Tensor) -> Tensor {
     Tensor::from_op(y, x.shape().to_vec(), "log_softmax", &[x], move |ctx| {
         // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
-            let total: f32 = g.iter().sum();
+            let total = simd::sum_by(n, |i| g[i]);
             d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = g - simd::exp(*y) * total);
         }))])
     })
