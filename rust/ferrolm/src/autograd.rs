@@ -137,7 +137,7 @@ impl Tensor {
                         }
                         debug_assert_eq!(g.len(), input.numel(), "{} returned a wrong-sized grad", node.op);
                         match pending.get_mut(&input.id()) {
-                            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+                            Some(acc) => crate::ops::add_assign(acc, &g),
                             None => {
                                 pending.insert(input.id(), g);
                             }

@@ -235,7 +235,7 @@ impl Tensor {
     pub(crate) fn accumulate_grad(&self, g: Vec<f32>) {
         let mut slot = self.grad_slot();
         match slot.as_mut() {
-            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            Some(acc) => crate::ops::add_assign(acc, &g),
             None => *slot = Some(g),
         }
     }

@@ -220,7 +220,7 @@ fn backward(
                         gemm(g, vm.t(), ds, keys, false, Threads::Serial);
                         for r in 0..rows {
                             let (gr, or) = (&g.data[r * g.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
-                            let delta = simd::sum_by(d, |c| gr[c] * or[c]);
+                            let delta = simd::sum_zip([gr, or], |[g, o]| g * o);
                             let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
                             ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
                         }

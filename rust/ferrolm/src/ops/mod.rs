@@ -51,6 +51,17 @@ pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
+/// `acc += g` (gradient accumulation), in parallel for large inputs.
+pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
+    debug_assert_eq!(acc.len(), g.len());
+    acc.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).for_each(|(acc, g)| {
+        vectorized(
+            #[inline(always)]
+            || acc.iter_mut().zip(g).for_each(|(a, g)| *a += g),
+        )
+    });
+}
+
 /// `f` applied pairwise to two equally long slices, in parallel for large inputs.
 pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     debug_assert_eq!(a.len(), b.len());

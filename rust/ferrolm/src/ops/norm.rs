@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{sum_by, vectorized};
+use crate::simd::{sum_zip, vectorized};
 use crate::tensor::Tensor;
 use crate::{ensure, Result};
 
@@ -21,24 +21,26 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     }
     ensure!(eps >= 0.0, Argument, "layer_norm: eps must be non-negative, got {eps}");
     let rows = x.numel() / c;
-    let w = weight.map(|w| w.to_vec());
-    let b = bias.map(|b| b.to_vec());
+    // Absent parameters become ones and zeros, so the inner loops have no branches.
+    let w = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
+    let b = bias.map_or_else(|| vec![0.0; c], |b| b.to_vec());
     let mut y = vec![0.0; x.numel()];
     let mut stats = vec![(0.0f32, 0.0f32); rows]; // (mean, 1/std) per row, kept for backward
     {
         let xd = x.read();
-        y.par_chunks_mut(c).zip(xd.par_chunks(c)).zip(stats.par_iter_mut()).for_each(|((y, x), stat)| {
+        let tasks = y.par_chunks_mut(ROWS * c).zip(xd.par_chunks(ROWS * c)).zip(stats.par_chunks_mut(ROWS));
+        tasks.for_each(|((y, x), stats)| {
             vectorized(
                 #[inline(always)]
                 || {
-                    let x = &x[..c];
-                    let mean = sum_by(c, |j| x[j]) / c as f32;
-                    let var = sum_by(c, |j| (x[j] - mean) * (x[j] - mean)) / c as f32;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    *stat = (mean, rstd);
-                    for j in 0..c {
-                        let xhat = (x[j] - mean) * rstd;
-                        y[j] = xhat * w.as_ref().map_or(1.0, |w| w[j]) + b.as_ref().map_or(0.0, |b| b[j]);
+                    for ((y, x), stat) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(stats) {
+                        let mean = sum_zip([x], |[x]| x) / c as f32;
+                        let var = sum_zip([x], |[x]| (x - mean) * (x - mean)) / c as f32;
+                        let rstd = 1.0 / (var + eps).sqrt();
+                        *stat = (mean, rstd);
+                        for (y, (x, (w, b))) in y.iter_mut().zip(x.iter().zip(w.iter().zip(&b))) {
+                            *y = (x - mean) * rstd * w + b;
+                        }
                     }
                 },
             )
@@ -60,20 +62,20 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
                     #[inline(always)]
                     || {
                         let (mut dw, mut db) = (vec![0.0; c], vec![0.0; c]);
-                        for (r, dx) in dx.chunks_mut(c).enumerate() {
+                        for (r, dx) in dx.chunks_exact_mut(c).enumerate() {
                             let row = t * ROWS + r;
                             let (mean, rstd) = stats[row];
                             let (x, g) = (&xd[row * c..][..c], &ctx.grad[row * c..][..c]);
-                            let d = |j: usize| g[j] * w.as_ref().map_or(1.0, |w| w[j]);
-                            let sum_d = sum_by(c, d);
-                            let sum_dx = sum_by(c, |j| d(j) * (x[j] - mean) * rstd);
-                            for j in 0..c {
-                                dw[j] += g[j] * (x[j] - mean) * rstd;
-                                db[j] += g[j];
-                            }
-                            let (mean_d, mean_dx) = (sum_d / c as f32, sum_dx / c as f32);
-                            for j in 0..c {
-                                dx[j] = rstd * (d(j) - mean_d - (x[j] - mean) * rstd * mean_dx);
+                            // With x̂ = (x − mean)·rstd and d = g ⊙ w:
+                            // dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂)).
+                            let mean_d = sum_zip([g, &w], |[g, w]| g * w) / c as f32;
+                            let mean_dx = sum_zip([g, &w, x], |[g, w, x]| g * w * (x - mean) * rstd) / c as f32;
+                            let params = w.iter().zip(dw.iter_mut().zip(db.iter_mut()));
+                            for ((dx, (&g, &x)), (w, (dw, db))) in dx.iter_mut().zip(g.iter().zip(x)).zip(params) {
+                                let xhat = (x - mean) * rstd;
+                                *dw += g * xhat;
+                                *db += g;
+                                *dx = rstd * (g * w - mean_d - xhat * mean_dx);
                             }
                         }
                         (dw, db)

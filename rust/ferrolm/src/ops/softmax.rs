@@ -65,7 +65,7 @@ pub(crate) fn softmax_in_place(row: &mut [f32]) -> f32 {
         return f32::NEG_INFINITY;
     }
     row.iter_mut().for_each(|v| *v = simd::exp(*v - max));
-    let sum = simd::sum_by(row.len(), |i| row[i]);
+    let sum = simd::sum_zip([row], |[p]| p);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
     max + sum.ln()
@@ -80,7 +80,7 @@ fn softmax_last(x: &Tensor) -> Tensor {
     Tensor::from_op(y, x.shape().to_vec(), "softmax", &[x], move |ctx| {
         // dx = y ⊙ (g − Σ g⊙y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
-            let dot = simd::sum_by(n, |i| g[i] * y[i]);
+            let dot = simd::sum_zip([g, y], |[g, y]| g * y);
             d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = y * (g - dot));
         }))])
     })
@@ -96,7 +96,7 @@ fn log_softmax_last(x: &Tensor) -> Tensor {
     Tensor::from_op(y, x.shape().to_vec(), "log_softmax", &[x], move |ctx| {
         // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
-            let total = simd::sum_by(n, |i| g[i]);
+            let total = simd::sum_zip([g], |[g]| g);
             d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = g - simd::exp(*y) * total);
         }))])
     })
