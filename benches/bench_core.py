@@ -3,8 +3,9 @@
     python benches/bench_core.py [--quick]
 
 Prints GFLOP/s for matrix products (square and transformer shapes, plain and with a
-transposed operand) and milliseconds for fused attention forward+backward, with ratios
-(> 1 means ferrolm is faster).
+transposed operand), bf16 products (ferrolm's bfloat16 matmul precision against PyTorch's bf16
+autocast, both from float32 tensors) and milliseconds for fused attention forward+backward,
+with ratios (> 1 means ferrolm is faster).
 """
 
 from __future__ import annotations
@@ -81,6 +82,42 @@ def matmul_table(quick: bool) -> None:
         print(row)
 
 
+def bf16_table() -> None:
+    """x·Wᵀ with operands rounded to bfloat16 and float32 sums, from float32 inputs."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            fl.set_matmul_precision("bfloat16")
+        except UserWarning:
+            print("\nbf16 products: skipped (this CPU has no AVX512-BF16)")
+            return
+    rng = np.random.default_rng(2)
+    print(f"\n{'bf16 x·Wᵀ (M×K)·(K×N)':<28}{'ferrolm':>10}" + (f"{'torch':>10}{'ratio':>8}" if torch else ""))
+    try:
+        for m, k, n in [(1024, 1024, 1024), (768, 384, 1536), (4096, 384, 1152), (4096, 1536, 384)]:
+            x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32)
+            tx, tw = fl.tensor(x), fl.tensor(w)
+            settle()
+            with fl.no_grad():
+                ours = 2.0 * m * n * k / best_time(lambda: F.linear(tx, tw), 10) / 1e9
+            row = f"{f'({m}×{k})·({k}×{n})':<28}{ours:>10.1f}"
+            if torch:
+                px, pw = torch.from_numpy(x), torch.from_numpy(w)
+
+                def theirs():
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        torch.nn.functional.linear(px, pw)
+
+                settle()
+                t = 2.0 * m * n * k / best_time(theirs, 10) / 1e9
+                row += f"{t:>10.1f}{ours / t:>8.2f}"
+            print(row)
+    finally:
+        fl.set_matmul_precision("float32")
+
+
 def numpy_attention_fwd_bwd(q, k, v, g):
     """Reference causal attention forward + backward in numpy (what a user would write)."""
     d = q.shape[-1]
@@ -129,4 +166,5 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="skip the largest shapes")
     args = parser.parse_args()
     matmul_table(args.quick)
+    bf16_table()
     attention_table(args.quick)
