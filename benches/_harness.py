@@ -46,6 +46,30 @@ def row(label: str, ours: float, theirs: float | None, lower_is_better: bool = F
     print(f"{label:<40}{ours:>12,.0f}{theirs:>12,.0f}{ratio:>8.2f}")
 
 
+def use_matmul_precision(dtype: str) -> None:
+    """Sets ferrolm's matmul precision; on a CPU without AVX512-BF16 "bfloat16" raises (its
+    warning as an error), so a bf16 measurement fails instead of silently timing float32."""
+    import warnings
+
+    import ferrolm as fl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fl.set_matmul_precision(dtype)
+
+
+def bf16_row(label: str, script: str, config: list[str]) -> None:
+    """The `ferrolm-bf16` worker against `torch-bf16` (autocast), or a note when this CPU has
+    no AVX512-BF16."""
+    try:
+        ours = measure(script, "ferrolm-bf16", *config)
+    except RuntimeError:
+        print(f"{label:<40}  skipped: this CPU has no AVX512-BF16")
+        return
+    theirs = measure(script, "torch-bf16", *config)
+    row(label, ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+
+
 def set_torch_threads() -> None:
     import os
 

@@ -4,7 +4,8 @@
 
 A small BERT (4 layers, 256 wide, 4 heads, 1024 FFN, vocab 8192, sequences of 128, batch 16,
 some padding) trained with AdamW on BERT-masked random token batches; both heads run on the
-masked positions only. torch is optional (skipped if missing). Ratios > 1: ferrolm is faster.
+masked positions only; bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16
+autocast. torch is optional (skipped if missing). Ratios > 1: ferrolm is faster.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 import numpy as np
 
-from _harness import header, measure, row, set_torch_threads, time_steps
+from _harness import bf16_row, header, measure, row, set_torch_threads, time_steps, use_matmul_precision
 
 CFG = dict(vocab=8192, hidden=256, layers=4, heads=4, ffn=1024, seq=128, batch=16)
 
@@ -33,10 +34,11 @@ def batches(seed: int = 0):
         yield ids, mask, np.flatnonzero(chosen.reshape(-1)), labels, int(mask.sum())
 
 
-def ferrolm_train(steps: int) -> dict:
+def ferrolm_train(steps: int, dtype: str = "float32") -> dict:
     import ferrolm as fl
     import ferrolm.functional as F
 
+    use_matmul_precision(dtype)
     model = fl.BERT.create(vocab_size=CFG["vocab"], hidden_size=CFG["hidden"], num_hidden_layers=CFG["layers"],
                            num_attention_heads=CFG["heads"], intermediate_size=CFG["ffn"], max_position_embeddings=CFG["seq"],
                            hidden_dropout_prob=0.0)
@@ -54,7 +56,8 @@ def ferrolm_train(steps: int) -> dict:
     return time_steps(step, steps, CFG["batch"] * CFG["seq"])
 
 
-def torch_train(steps: int) -> dict:
+def torch_train(steps: int, bf16: bool = False) -> dict:
+    """fp32, or with bf16 autocast."""
     import torch
     import torch.nn as nn
     from torch.nn import functional as TF
@@ -99,8 +102,9 @@ def torch_train(steps: int) -> dict:
 
     def step():
         ids, mask, rows, labels, _ = next(data)
-        logits = model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(rows))
-        TF.cross_entropy(logits, torch.from_numpy(labels)).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(rows))
+        TF.cross_entropy(logits.float(), torch.from_numpy(labels)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -114,14 +118,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         task, steps = args.worker[0], int(args.worker[1])
-        if task == "torch":
+        if task.startswith("torch"):
             set_torch_threads()
-        print(json.dumps(ferrolm_train(steps) if task == "ferrolm" else torch_train(steps)))
+        run = {"ferrolm": lambda: ferrolm_train(steps), "torch": lambda: torch_train(steps),
+               "ferrolm-bf16": lambda: ferrolm_train(steps, "bfloat16"), "torch-bf16": lambda: torch_train(steps, bf16=True)}
+        print(json.dumps(run[task]()))
         return
     header()
     ours, theirs = measure(__file__, "ferrolm", str(args.steps)), measure(__file__, "torch", str(args.steps))
     row("MLM train tokens/s (incl. padding)", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
     row("MLM train peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
+    bf16_row("MLM train bf16 tokens/s (autocast)", __file__, [str(args.steps)])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 
 import ferrolm as fl
 import ferrolm.functional as F
+from _harness import use_matmul_precision
 
 try:
     import torch
@@ -84,15 +85,11 @@ def matmul_table(quick: bool) -> None:
 
 def bf16_table() -> None:
     """x·Wᵀ with operands rounded to bfloat16 and float32 sums, from float32 inputs."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            fl.set_matmul_precision("bfloat16")
-        except UserWarning:
-            print("\nbf16 products: skipped (this CPU has no AVX512-BF16)")
-            return
+    try:
+        use_matmul_precision("bfloat16")
+    except UserWarning:
+        print("\nbf16 products: skipped (this CPU has no AVX512-BF16)")
+        return
     rng = np.random.default_rng(2)
     print(f"\n{'bf16 x·Wᵀ (M×K)·(K×N)':<28}{'ferrolm':>10}" + (f"{'torch':>10}{'ratio':>8}" if torch else ""))
     try:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from _harness import header, measure, peak_rss_mb, row, set_torch_threads, time_steps
+from _harness import bf16_row, header, measure, peak_rss_mb, row, set_torch_threads, time_steps, use_matmul_precision
 
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
@@ -31,14 +31,10 @@ CONFIGS = {
 
 
 def ferrolm_train(cfg: dict, steps: int, dtype: str = "float32") -> dict:
-    import warnings
-
     import ferrolm as fl
     import ferrolm.functional as F
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a CPU without AVX512-BF16 fails the bf16 rows
-        fl.set_matmul_precision(dtype)
+    use_matmul_precision(dtype)
     model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
     decay = [t for _, t in model.named_parameters() if t.ndim >= 2]
@@ -185,8 +181,8 @@ def worker(task: str, config: str, steps: int) -> None:
     result = {
         "ferrolm-train": lambda: ferrolm_train(cfg, steps),
         "torch-train": lambda: torch_train(cfg, steps),
-        "ferrolm-train-bf16": lambda: ferrolm_train(cfg, steps, "bfloat16"),
-        "torch-train-bf16": lambda: torch_train(cfg, steps, bf16=True),
+        "ferrolm-bf16": lambda: ferrolm_train(cfg, steps, "bfloat16"),
+        "torch-bf16": lambda: torch_train(cfg, steps, bf16=True),
         "ferrolm-generate": lambda: ferrolm_generate(cfg, max(1, steps // 10)),
         "torch-generate-cache": lambda: torch_generate(cfg, max(1, steps // 10), cached=True),
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
@@ -210,13 +206,7 @@ def main() -> None:
         ours, theirs = measure(__file__, "ferrolm-train", name, str(steps)), measure(__file__, "torch-train", name, str(steps))
         row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
-        try:
-            ours = measure(__file__, "ferrolm-train-bf16", name, str(steps))
-        except RuntimeError:
-            print(f"{'train ' + name + ' bf16':<40}  skipped: this CPU has no AVX512-BF16")
-        else:
-            theirs = measure(__file__, "torch-train-bf16", name, str(steps))
-            row(f"train {name} bf16 tokens/s (autocast)", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+        bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, [name, str(steps)])
         gen_reps = 30 if name == "baby" else 20
         ours = measure(__file__, "ferrolm-generate", name, str(gen_reps))
         for task, label in (("torch-generate-cache", "KV cache"), ("torch-generate-nocache", "no cache")):
