@@ -132,6 +132,21 @@ def test_training_beats_the_unigram_entropy(tmp_path, dtype):
     assert fl.matmul_precision() == "float32"  # the loop restores the process's setting
 
 
+def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    class Failing(CausalLM):
+        def loss(self, model, batch, dropout_seed):
+            assert fl.matmul_precision() == "bfloat16"
+            raise RuntimeError("objective failed")
+
+    model, _ = char_model(tmp_path)
+    config = TrainConfig(max_iters=5, progress=False, dtype="bfloat16")
+    with pytest.raises(RuntimeError, match="objective failed"):
+        train(model, Failing(tmp_path / "data", 32, 4), config, tmp_path / "run")
+    assert fl.matmul_precision() == "float32"
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     from ferrolm.train import CausalLM, TrainConfig, train
 

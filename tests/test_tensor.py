@@ -151,7 +151,7 @@ def bf16(x: np.ndarray) -> np.ndarray:
 
 
 def test_bfloat16_products_round_operands_and_sum_in_float32():
-    x, w = randn(70, 49), randn(129, 49)
+    x, w, r = randn(70, 49), randn(129, 49), randn(70, 129)
     with pytest.raises(ValueError, match="float32' or 'bfloat16"):
         fl.set_matmul_precision("float16")
     full = F.linear(fl.tensor(x), fl.tensor(w)).numpy()
@@ -164,15 +164,15 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
         assert fl.matmul_precision() == "bfloat16"
         xt, wt = fl.tensor(x, requires_grad=True), fl.tensor(w, requires_grad=True)
         y = F.linear(xt, wt)
-        y.sum().backward()
+        (y * fl.tensor(r)).sum().backward()  # upstream gradient dY = r
         got = [y.numpy(), xt.grad.numpy(), wt.grad.numpy()]
     finally:
         fl.set_matmul_precision("float32")
     if not bf16_cpu:  # products stay float32 (and the warning said so)
         np.testing.assert_array_equal(got[0], full)
         return
-    # Forward x·Wᵀ, and backward dX = dY·W, dW = dYᵀ·X with dY = 1: all from rounded operands.
-    want = [bf16(x) @ bf16(w).T, np.tile(bf16(w).sum(0), (70, 1)), np.tile(bf16(x).sum(0), (129, 1))]
+    # Forward x·Wᵀ, and backward dX = dY·W, dW = dYᵀ·X: all from rounded operands.
+    want = [bf16(x) @ bf16(w).T, bf16(r) @ bf16(w), bf16(r).T @ bf16(x)]
     for g, e in zip(got, want):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert np.abs(got[0] - full).max() > 1e-3  # really rounded: float32 products differ

@@ -15,8 +15,9 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "lr_decay_iters": 5000, "weight_decay": 0.01}
 
-HELP = {"dtype": "float32 (default), or bfloat16: matrix products in bfloat16 with float32 sums, like PyTorch's "
-                 "bf16 autocast (about 1.4x faster on CPUs with AVX512-BF16)"}
+HELP = {"dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
+                 "float32 (about 1.4x faster on CPUs with AVX512-BF16)"}
+CHOICES = {"dtype": ("float32", "bfloat16")}
 
 
 def add_flags(parser, defaults: dict) -> None:
@@ -26,7 +27,8 @@ def add_flags(parser, defaults: dict) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=HELP.get(name, f"default {default}"))
+            parser.add_argument(flag, type=type(default), default=None, choices=CHOICES.get(name),
+                                help=HELP.get(name, f"default {default}"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -114,13 +114,14 @@ pub enum MatmulPrecision {
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
 /// Sets the precision of every later product with at least `small_m::MAX_ROWS` rows (token by
-/// token decoding stays f32). Bf16 applies on CPUs with AVX512-BF16 ([`bf16_supported`]);
-/// elsewhere products stay f32.
+/// token decoding stays f32), process-wide. Bf16 applies on CPUs with AVX512-BF16
+/// ([`bf16_supported`]); elsewhere products stay f32.
 pub fn set_matmul_precision(precision: MatmulPrecision) {
     BF16_PRODUCTS.store(precision == MatmulPrecision::Bf16, Ordering::Relaxed);
 }
 
-/// The precision set by [`set_matmul_precision`] (f32 unless set).
+/// The precision requested with [`set_matmul_precision`] (f32 unless set), whether or not this
+/// CPU can apply it.
 pub fn matmul_precision() -> MatmulPrecision {
     if BF16_PRODUCTS.load(Ordering::Relaxed) {
         MatmulPrecision::Bf16
@@ -174,7 +175,7 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, t
     }
     let nt = if parallel { rayon::current_num_threads() } else { 1 };
     #[cfg(target_arch = "x86_64")]
-    if matmul_precision() == MatmulPrecision::Bf16 {
+    if matmul_precision() == MatmulPrecision::Bf16 && m >= small_m::MAX_ROWS {
         if let Some(kern) = bf16::kernel() {
             return bf16::multiply(kern, a, b, c, ldc, accumulate, nt);
         }
@@ -480,7 +481,10 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn bf16_products_match_reference() {
-        let Some(kern) = bf16::kernel() else { return };
+        let Some(kern) = bf16::kernel() else {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        };
         let kern = Kernel { kc: 12, nc: 2 * kern.nr, ..*kern };
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {

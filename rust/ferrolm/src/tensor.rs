@@ -232,11 +232,17 @@ impl Tensor {
         *self.grad_slot() = None;
     }
 
-    pub(crate) fn accumulate_grad(&self, g: Vec<f32>) {
-        let mut slot = self.grad_slot();
-        match slot.as_mut() {
-            Some(acc) => crate::ops::add_assign(acc, &g),
-            None => *slot = Some(g),
+    pub(crate) fn accumulate_grad(&self, mut g: Vec<f32>) {
+        // The sum runs outside the lock: a parallel add may run another rayon job on this
+        // thread, and that job may be accumulating into this same gradient.
+        loop {
+            let mut slot = self.grad_slot();
+            let Some(previous) = slot.take() else {
+                *slot = Some(g);
+                return;
+            };
+            drop(slot);
+            crate::ops::add_assign(&mut g, &previous);
         }
     }
 

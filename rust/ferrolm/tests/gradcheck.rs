@@ -164,6 +164,10 @@ fn softmax_family() {
         gradcheck("softmax", &[x.clone()], |t| ops::softmax(&t[0], axis).unwrap());
         gradcheck("log_softmax", &[x.clone()], |t| ops::log_softmax(&t[0], axis).unwrap());
     }
+    // Rows longer than the 16-lane sums, with a remainder.
+    let x = randn(&[3, 37], 91);
+    gradcheck("softmax_long_rows", &[x.clone()], |t| ops::softmax(&t[0], -1).unwrap());
+    gradcheck("log_softmax_long_rows", &[x], |t| ops::log_softmax(&t[0], -1).unwrap());
 }
 
 #[test]
@@ -174,6 +178,13 @@ fn layer_norm() {
         ops::layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5).unwrap()
     });
     gradcheck("layer_norm_no_affine", &[x], |t| ops::layer_norm(&t[0], None, None, 1e-5).unwrap());
+    // More rows than one parallel task takes (32), and rows longer than the 16-lane sums.
+    let x = randn(&[70, 40], 103);
+    let (w, b) = (randn(&[40], 104), randn(&[40], 105));
+    gradcheck("layer_norm_many_rows", &[x.clone(), w, b], |t| {
+        ops::layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5).unwrap()
+    });
+    gradcheck("layer_norm_many_rows_no_affine", &[x], |t| ops::layer_norm(&t[0], None, None, 1e-5).unwrap());
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! bfloat16 products with f32 sums (`MatmulPrecision::Bf16`), PyTorch's bf16 autocast for
-//! matmuls: operands are rounded to bfloat16 (8 significant bits, f32's range), products and
-//! sums stay f32. On AVX512-BF16 CPUs `vdpbf16ps` does twice the multiply-adds of an f32 FMA.
+//! bfloat16 products with f32 sums (`MatmulPrecision::Bf16`): operands are rounded to bfloat16
+//! (8 significant bits, f32's range), products and sums stay f32, and so do the results (unlike
+//! PyTorch's bf16 autocast, which also rounds the outputs). On AVX512-BF16 CPUs `vdpbf16ps`
+//! does twice the multiply-adds of an f32 FMA.
 //!
 //! Both operands are first converted to *pair* matrices: k is halved and each 32-bit slot holds
 //! two consecutive k (the lower half is the even k), zero-padded when k is odd. An `m × k` A
@@ -15,8 +16,8 @@ use std::cell::Cell;
 
 use super::{kernel_avx512 as k, pack, with_buffer, Kernel, Line, MatRef};
 
-/// The pair kernel and its blocking (k steps are pairs, so KC = 256 spans 512 k: the same
-/// bytes per panel as the f32 kernel's).
+/// The pair kernel and its blocking (k steps are pairs, so KC = 256 spans 512 k like the f32
+/// kernel's KC = 512, in half the bytes).
 pub(super) fn kernel() -> Option<&'static Kernel> {
     static KERNEL: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
     KERNEL
@@ -71,8 +72,14 @@ thread_local! {
     static PAIRS_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
 }
 
-/// `C = A·B` (or `+=`) in bf16 on `nt` threads; the caller checked shapes and bounds.
+/// Pair buffers up to this many floats stay with their thread for the next product; larger
+/// ones (an LM head's gradient with a large vocabulary) are freed after use.
+const KEEP_PAIRS: usize = 1 << 22;
+
+/// `C = A·B` (or `+=`) in bf16 on `nt` threads; the caller checked shapes and bounds, and chose
+/// `kern` from `kernel()` (so the CPU has the bf16 instructions).
 pub(super) fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, nt: usize) {
+    debug_assert!(supported());
     let (m, kk, n) = (a.rows, a.cols, b.cols);
     let k2 = kk.div_ceil(2);
     with_buffer(&PAIRS_A, m * k2, |ap| {
@@ -82,7 +89,12 @@ pub(super) fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: &mut [f32], ldc: 
             let b2 = to_pairs(b.t(), bp, nt).t();
             super::multiply(kern, a2, b2, c, ldc, accumulate, nt);
         })
-    })
+    });
+    for (key, len) in [(&PAIRS_A, m * k2), (&PAIRS_B, k2 * n)] {
+        if len > KEEP_PAIRS {
+            drop(key.take());
+        }
+    }
 }
 
 /// Pairs the columns of `x` (rows × k): the result is the rows × ⌈k/2⌉ pair matrix, stored in
@@ -167,6 +179,7 @@ mod tests {
     #[test]
     fn round_matches_the_instruction() {
         if !supported() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
             return;
         }
         let mut seed = 0x2545_f491_4f6c_dd1du64;

@@ -69,13 +69,13 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
                             // With x̂ = (x − mean)·rstd and d = g ⊙ w:
                             // dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂)).
                             let mean_d = sum_zip([g, &w], |[g, w]| g * w) / c as f32;
-                            let mean_dx = sum_zip([g, &w, x], |[g, w, x]| g * w * (x - mean) * rstd) / c as f32;
+                            let mean_dxhat = sum_zip([g, &w, x], |[g, w, x]| g * w * (x - mean) * rstd) / c as f32;
                             let params = w.iter().zip(dw.iter_mut().zip(db.iter_mut()));
                             for ((dx, (&g, &x)), (w, (dw, db))) in dx.iter_mut().zip(g.iter().zip(x)).zip(params) {
                                 let xhat = (x - mean) * rstd;
                                 *dw += g * xhat;
                                 *db += g;
-                                *dx = rstd * (g * w - mean_d - xhat * mean_dx);
+                                *dx = rstd * (g * w - mean_d - xhat * mean_dxhat);
                             }
                         }
                         (dw, db)
