@@ -114,7 +114,7 @@ pub enum MatmulPrecision {
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
 /// Sets the precision of every later product with at least `small_m::MAX_ROWS` rows (token by
-/// token decoding stays f32), process-wide. Bf16 applies on CPUs with AVX512-BF16
+/// token decoding of fewer sequences stays f32), process-wide. Bf16 applies on CPUs with AVX512-BF16
 /// ([`bf16_supported`]); elsewhere products stay f32.
 pub fn set_matmul_precision(precision: MatmulPrecision) {
     BF16_PRODUCTS.store(precision == MatmulPrecision::Bf16, Ordering::Relaxed);
