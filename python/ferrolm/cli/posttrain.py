@@ -72,7 +72,6 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
     """Trains through the shared loop, then prints the time and `summary(evals)`."""
     from ferrolm.train import train
 
-
     start = time.perf_counter()
     evals = train(model, objective, train_config(v, args), args.out)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)

@@ -9,6 +9,7 @@ repeats the uninterrupted run's losses).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,6 +29,7 @@ from ferrolm.optim import AdamW
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
+DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision training runs in
 
 
 @dataclass
@@ -51,8 +53,8 @@ class TrainConfig:
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
     seed: int = 1337
     # "bfloat16": matrix products round their operands to bfloat16 and sum in float32 (like
-    # PyTorch's bf16 autocast, but outputs stay float32); ~1.4x faster training on CPUs with
-    # AVX512-BF16.
+    # PyTorch's bf16 autocast, but outputs stay float32); 1.1-1.6x faster training measured on
+    # a CPU with AVX512-BF16 (benches/bench_gpt.py, bench_bert.py).
     dtype: str = "float32"
     progress: bool = True
 
@@ -62,8 +64,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.min_lr < 0:
             raise ValueError("learning_rate must be > 0 and min_lr ≥ 0")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
     def lr_at(self, it: int) -> float:
         """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
@@ -159,8 +161,24 @@ def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[li
 
 def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, resume: bool = False) -> list[dict]:
     """Runs `objective` on `model` for `config.max_iters` optimiser steps; returns the
-    evaluation records. The model is saved to `out_dir` at every checkpoint and at the end."""
-    out = Path(out_dir)
+    evaluation records. The model is saved to `out_dir` at every checkpoint and at the end.
+    Products run in `config.dtype`; the process's setting is restored however training ends."""
+    with _matmul_precision(config.dtype):
+        return _run(model, objective, config, Path(out_dir), resume)
+
+
+@contextlib.contextmanager
+def _matmul_precision(dtype: str):
+    previous = _core.set_matmul_precision(dtype)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():  # a CPU without AVX512-BF16 was warned about when set
+            warnings.simplefilter("ignore")
+            _core.set_matmul_precision(previous)
+
+
+def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
     groups, names = _decay_groups(named, config.weight_decay)
@@ -176,7 +194,6 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         evals = state.get("evals", [])
     elif (out / METRICS_FILE).exists():
         (out / METRICS_FILE).unlink()
-    precision = _core.set_matmul_precision(config.dtype)  # restored when training ends, however it ends
     metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
 
     def log(record: dict) -> None:
@@ -255,9 +272,6 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         metrics.close()
         if bar is not None:
             bar.close()
-        with warnings.catch_warnings():  # the CPU was warned about when the precision was set
-            warnings.simplefilter("ignore")
-            _core.set_matmul_precision(precision)
     _plot(out)
     return evals
 

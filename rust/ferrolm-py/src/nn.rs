@@ -194,8 +194,8 @@ fn is_grad_enabled() -> bool {
 }
 
 /// Sets the arithmetic of matrix products, process-wide: "float32", or "bfloat16" (operands
-/// rounded to bfloat16, sums in float32: PyTorch's bf16 autocast for matmuls, about twice as
-/// fast on CPUs with AVX512-BF16). Returns the previous setting. Warns when the CPU lacks
+/// rounded to bfloat16, sums and results in float32; the products run about twice as fast on
+/// CPUs with AVX512-BF16). Returns the previous setting. Warns when the CPU lacks
 /// AVX512-BF16 (products then stay float32).
 #[pyfunction]
 fn set_matmul_precision(py: Python<'_>, precision: &str) -> PyResult<&'static str> {
