@@ -324,3 +324,35 @@ fn blocked_attention_matches_composition_with_gradients() {
         }
     }
 }
+
+/// The packed projection over several query blocks (each batch's heads interleaved in one
+/// chunk) gives the outputs and gradients of separate heads.
+#[test]
+fn packed_attention_matches_separate_heads_over_blocks() {
+    let (b, h, t, d) = (3, 2, 150, 8);
+    let mask: Vec<bool> = (0..b * t).map(|i| i % t < t - 7 * (i / t)).collect();
+    let qkv = randn(&[b, t, 3 * h * d], 170).with_grad();
+    let y = ops::attention_qkv(&qkv, h, true, Some(&mask)).unwrap();
+    let w = Tensor::randn(y.shape(), 0.0, 1.0, 171);
+    ops::sum_all(&ops::mul(&y, &w).unwrap()).backward().unwrap();
+
+    // The same numbers through [B, H, T, D] heads: split, attend, merge.
+    let heads = |x: &Tensor| {
+        ops::permute(&ops::reshape(x, &[b as isize, t as isize, h as isize, d as isize]).unwrap(), &[0, 2, 1, 3])
+            .unwrap()
+    };
+    let merged = |x: &Tensor| {
+        ops::reshape(&ops::permute(x, &[0, 2, 1, 3]).unwrap(), &[b as isize, t as isize, (h * d) as isize]).unwrap()
+    };
+    let qkv2 = qkv.deep_clone().with_grad();
+    let part = |i: usize| heads(&ops::narrow(&qkv2, -1, i * h * d, h * d).unwrap());
+    let y2 = merged(&ops::attention(&part(0), &part(1), &part(2), true, Some(&mask)).unwrap());
+    ops::sum_all(&ops::mul(&y2, &w).unwrap()).backward().unwrap();
+    for (what, a, c) in
+        [("out", y.to_vec(), y2.to_vec()), ("grad", qkv.grad().unwrap().to_vec(), qkv2.grad().unwrap().to_vec())]
+    {
+        for (x, y) in a.iter().zip(&c) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what}: {x} vs {y}");
+        }
+    }
+}

@@ -38,14 +38,14 @@ impl Layout {
         Layout { offset: column, batch: t * width, head: d, token: width }
     }
 
+    /// Where token `t` of head `h` starts inside one batch (its chunk of `batch` floats).
+    fn at(&self, h: usize, t: usize) -> usize {
+        self.offset + h * self.head + t * self.token
+    }
+
     /// Tokens `start..start + tokens` of head `h` in batch `b`, as a (tokens × d) matrix.
     fn mat<'a>(&self, data: &'a [f32], b: usize, h: usize, start: usize, tokens: usize, d: usize) -> MatRef<'a> {
-        MatRef::strided(
-            &data[self.offset + b * self.batch + h * self.head + start * self.token..],
-            tokens,
-            d,
-            self.token,
-        )
+        MatRef::strided(&data[b * self.batch + self.at(h, start)..], tokens, d, self.token)
     }
 }
 
@@ -134,43 +134,61 @@ fn tasks_per_thread(tasks: usize, work_per_task: usize) -> usize {
     }
 }
 
-/// Returns the output as [B, H, Tq, D] and the log-sum-exp of every query's scores.
-fn forward(q: (&[f32], Layout), k: (&[f32], Layout), v: (&[f32], Layout), dims: &Dims) -> (Vec<f32>, Vec<f32>) {
+/// Writes every head's output into `out` (as its layout says) and returns the log-sum-exp
+/// of every query's scores, [B, H, Tq]. Batches are the parallel tasks: a batch's outputs are
+/// one chunk of `out` in either layout (its heads interleave in the packed one).
+fn forward(
+    q: (&[f32], Layout),
+    k: (&[f32], Layout),
+    v: (&[f32], Layout),
+    out: (&mut [f32], Layout),
+    dims: &Dims,
+) -> Vec<f32> {
     let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
-    let mut out = vec![0.0; nb * nh * tq * d];
+    let (out, lo) = out;
     let mut lse = vec![0.0; nb * nh * tq];
-    if tq * d == 0 {
-        return (out, lse);
+    if nb * nh * tq * d == 0 {
+        return lse;
     }
-    let min_len = tasks_per_thread(nb * nh, tq * tk * d);
-    out.par_chunks_mut(tq * d).zip(lse.par_chunks_mut(tq)).with_min_len(min_len).enumerate().for_each(
-        |(bh, (out, lse))| {
+    let min_len = tasks_per_thread(nb, nh * tq * tk * d);
+    out.par_chunks_mut(lo.batch).zip(lse.par_chunks_mut(nh * tq)).with_min_len(min_len).enumerate().for_each(
+        |(b, (out, lse))| {
             vectorized(
                 #[inline(always)]
                 || {
-                    let (b, h) = (bh / nh, bh % nh);
                     let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                    for i0 in (0..tq).step_by(QUERY_BLOCK) {
-                        let rows = QUERY_BLOCK.min(tq - i0);
-                        let keys = dims.keys_for(i0 + rows);
-                        let p = &mut p[..rows * keys];
-                        dims.scores(q, k, b, h, i0, rows, keys, p);
-                        if keys > 0 {
-                            for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
-                                *l = softmax_in_place(row);
+                    for (h, lse) in lse.chunks_mut(tq).enumerate() {
+                        for i0 in (0..tq).step_by(QUERY_BLOCK) {
+                            let rows = QUERY_BLOCK.min(tq - i0);
+                            let keys = dims.keys_for(i0 + rows);
+                            let p = &mut p[..rows * keys];
+                            dims.scores(q, k, b, h, i0, rows, keys, p);
+                            if keys > 0 {
+                                for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
+                                    *l = softmax_in_place(row);
+                                }
                             }
+                            let vm = v.1.mat(v.0, b, h, 0, keys, d);
+                            gemm(
+                                MatRef::new(p, rows, keys),
+                                vm,
+                                &mut out[lo.at(h, i0)..],
+                                lo.token,
+                                false,
+                                Threads::Serial,
+                            );
                         }
-                        let vm = v.1.mat(v.0, b, h, 0, keys, d);
-                        gemm(MatRef::new(p, rows, keys), vm, &mut out[i0 * d..], d, false, Threads::Serial);
                     }
                 },
             )
         },
     );
-    (out, lse)
+    lse
 }
 
-/// Gradients of Q, K and V as [B, H, T, D] buffers, given the output and its gradient.
+/// Writes the gradients of Q, K and V into `grads` at their three layouts, given the output
+/// and its gradient. The layouts share one batch stride, so each batch is one parallel task
+/// owning one chunk, and every value of it is written (no zeroing needed).
 #[allow(clippy::too_many_arguments)]
 fn backward(
     q: (&[f32], Layout),
@@ -179,73 +197,64 @@ fn backward(
     out: (&[f32], Layout),
     dout: (&[f32], Layout),
     lse: &[f32],
+    grads: (&mut [f32], [Layout; 3]),
     dims: &Dims,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) {
     let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
-    let mut dq = vec![0.0; nb * nh * tq * d];
-    let mut dk = vec![0.0; nb * nh * tk * d];
-    let mut dv = vec![0.0; nb * nh * tk * d];
-    if tq * tk * d == 0 {
-        return (dq, dk, dv);
+    let (grads, [lq, lk, lv]) = grads;
+    if nb * nh * tq * tk * d == 0 {
+        grads.fill(0.0);
+        return;
     }
     let scale = dims.scale();
-    let min_len = tasks_per_thread(nb * nh, tq * tk * d);
-    dq.par_chunks_mut(tq * d)
-        .zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d)))
-        .with_min_len(min_len)
-        .enumerate()
-        .for_each(|(bh, (dq, (dk, dv)))| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let (b, h) = (bh / nh, bh % nh);
-                    let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                    let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                    for i0 in (0..tq).step_by(QUERY_BLOCK) {
+    let min_len = tasks_per_thread(nb, nh * tq * tk * d);
+    grads.par_chunks_mut(lq.batch).with_min_len(min_len).enumerate().for_each(|(b, g)| {
+        vectorized(
+            #[inline(always)]
+            || {
+                let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                for h in 0..nh {
+                    // The last query block sees every key (the causal mask only hides keys
+                    // from earlier blocks), so walking the blocks backwards lets it set dK and
+                    // dV and the others add to them.
+                    for (n, i0) in (0..tq).step_by(QUERY_BLOCK).rev().enumerate() {
+                        let add = n > 0;
                         let rows = QUERY_BLOCK.min(tq - i0);
                         let keys = dims.keys_for(i0 + rows);
                         let (p, ds) = (&mut p[..rows * keys], &mut ds[..rows * keys]);
-                        let (o, g) = (out.1.mat(out.0, b, h, i0, rows, d), dout.1.mat(dout.0, b, h, i0, rows, d));
-                        let (km, vm) = (k.1.mat(k.0, b, h, 0, keys, d), v.1.mat(v.0, b, h, 0, keys, d));
+                        let (o, dy) = (out.1.mat(out.0, b, h, i0, rows, d), dout.1.mat(dout.0, b, h, i0, rows, d));
+                        let (qm, km, vm) = (
+                            q.1.mat(q.0, b, h, i0, rows, d),
+                            k.1.mat(k.0, b, h, 0, keys, d),
+                            v.1.mat(v.0, b, h, 0, keys, d),
+                        );
                         // P = exp(S − lse), recomputed from the scores.
                         dims.scores(q, k, b, h, i0, rows, keys, p);
                         for (r, row) in p.chunks_mut(keys.max(1)).take(rows).enumerate() {
-                            let l = lse[bh * tq + i0 + r];
+                            let l = lse[(b * nh + h) * tq + i0 + r];
                             row.iter_mut()
                                 .for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
                         }
-                        // dV += Pᵀ·dO (the blocks' contributions add up)
-                        gemm(MatRef::new(p, rows, keys).t(), g, dv, d, true, Threads::Serial);
+                        // dV (+)= Pᵀ·dO
+                        gemm(MatRef::new(p, rows, keys).t(), dy, &mut g[lv.at(h, 0)..], lv.token, add, Threads::Serial);
                         // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
-                        gemm(g, vm.t(), ds, keys, false, Threads::Serial);
+                        gemm(dy, vm.t(), ds, keys, false, Threads::Serial);
                         for r in 0..rows {
-                            let (gr, or) = (&g.data[r * g.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
+                            let (gr, or) = (&dy.data[r * dy.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
                             let delta = simd::sum_zip([gr, or], |[g, o]| g * o);
                             let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
                             ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
                         }
-                        // dQ = dS·K, dK += dSᵀ·Q
+                        // dQ = dS·K, dK (+)= dSᵀ·Q
                         let dsm = MatRef::new(ds, rows, keys);
-                        gemm(dsm, km, &mut dq[i0 * d..], d, false, Threads::Serial);
-                        gemm(dsm.t(), q.1.mat(q.0, b, h, i0, rows, d), dk, d, true, Threads::Serial);
+                        gemm(dsm, km, &mut g[lq.at(h, i0)..], lq.token, false, Threads::Serial);
+                        gemm(dsm.t(), qm, &mut g[lk.at(h, 0)..], lk.token, add, Threads::Serial);
                     }
-                },
-            )
-        });
-    (dq, dk, dv)
-}
-
-/// Copies a [B, H, T, D] buffer into `dst` laid out as `layout`.
-fn scatter_heads(src: &[f32], dst: &mut [f32], layout: Layout, (nb, nh, t, d): (usize, usize, usize, usize)) {
-    for b in 0..nb {
-        for h in 0..nh {
-            for i in 0..t {
-                let from = ((b * nh + h) * t + i) * d;
-                let to = layout.offset + b * layout.batch + h * layout.head + i * layout.token;
-                dst[to..to + d].copy_from_slice(&src[from..from + d]);
-            }
-        }
-    }
+                }
+            },
+        )
+    });
 }
 
 fn check_mask(key_mask: Option<&[bool]>, b: usize, tk: usize) -> Result<Option<Vec<bool>>> {
@@ -285,11 +294,24 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Opt
     ensure!(!causal || tq <= tk, Shape, "causal attention needs no more queries ({tq}) than keys ({tk})");
     let dims = Dims { b: nb, h: nh, tq, tk, d, causal, key_mask: check_mask(key_mask, nb, tk)? };
     let (lq, lk) = (Layout::bhtd(nh, tq, d), Layout::bhtd(nh, tk, d));
-    let (y, lse) = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), &dims);
+    let mut y = vec![0.0; nb * nh * tq * d];
+    let lse = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), (&mut y, lq), &dims);
     Ok(Tensor::from_op(y, vec![nb, nh, tq, d], "attention", &[q, k, v], move |ctx| {
         let (qd, kd, vd) = (ctx.inputs[0].read(), ctx.inputs[1].read(), ctx.inputs[2].read());
-        let (dq, dk, dv) = backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, &dims);
-        Ok(vec![Some(dq), Some(dk), Some(dv)])
+        // The three gradients side by side per batch (one chunk per task), split afterwards.
+        let sizes = [nh * tq * d, nh * tk * d, nh * tk * d];
+        let per_batch = sizes.iter().sum();
+        let side = |offset, t| Layout { offset, batch: per_batch, head: t * d, token: d };
+        let layouts = [side(0, tq), side(sizes[0], tk), side(sizes[0] + sizes[1], tk)];
+        let mut g = vec![0.0; nb * per_batch];
+        backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, (&mut g, layouts), &dims);
+        let mut parts = sizes.map(|n| Vec::with_capacity(nb * n));
+        for chunk in g.chunks(per_batch.max(1)) {
+            let (dq, rest) = chunk.split_at(sizes[0]);
+            let (dk, dv) = rest.split_at(sizes[1]);
+            parts.iter_mut().zip([dq, dk, dv]).for_each(|(p, x)| p.extend_from_slice(x));
+        }
+        Ok(parts.map(Some).into())
     }))
 }
 
@@ -308,19 +330,15 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option
     let dims = Dims { b: nb, h: n_head, tq: t, tk: t, d, causal, key_mask: check_mask(key_mask, nb, t)? };
     let [lq, lk, lv] = [0, c, 2 * c].map(|col| Layout::packed(t, width, d, col));
     let lout = Layout::packed(t, c, d, 0);
-    let (heads, lse) = {
-        let x = qkv.read();
-        forward((&x, lq), (&x, lk), (&x, lv), &dims)
-    };
     let mut y = vec![0.0; nb * t * c];
-    scatter_heads(&heads, &mut y, lout, (nb, n_head, t, d));
+    let lse = {
+        let x = qkv.read();
+        forward((&x, lq), (&x, lk), (&x, lv), (&mut y, lout), &dims)
+    };
     Ok(Tensor::from_op(y, vec![nb, t, c], "attention_qkv", &[qkv], move |ctx| {
         let x = ctx.inputs[0].read();
-        let (dq, dk, dv) = backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, &dims);
         let mut g = vec![0.0; x.len()];
-        for (part, layout) in [(dq, lq), (dk, lk), (dv, lv)] {
-            scatter_heads(&part, &mut g, layout, (nb, n_head, t, d));
-        }
+        backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, (&mut g, [lq, lk, lv]), &dims);
         Ok(vec![Some(g)])
     }))
 }
@@ -433,8 +451,8 @@ pub fn attention_cached(
             }
         }
     }
-    let (heads, _) = forward((&x, Layout::packed(t, width, d, 0)), (k_cache, layout), (v_cache, layout), &dims);
     let mut y = vec![0.0; nb * t * c];
-    scatter_heads(&heads, &mut y, Layout::packed(t, c, d, 0), (nb, n_head, t, d));
+    let lq = Layout::packed(t, width, d, 0);
+    forward((&x, lq), (k_cache, layout), (v_cache, layout), (&mut y, Layout::packed(t, c, d, 0)), &dims);
     Tensor::from_vec(y, &[nb, t, c])
 }
