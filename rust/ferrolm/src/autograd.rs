@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::tensor::Tensor;
 use crate::{bail, ensure, Result};
@@ -28,10 +29,19 @@ pub(crate) enum Origin {
     Freed(&'static str),
 }
 
+/// How an op sends its output gradient back to its inputs.
+pub(crate) enum Backward {
+    /// A closure computes each input's gradient.
+    Fn(BackwardFn),
+    /// Every input receives the output gradient unchanged (a reshape, an add of equal
+    /// shapes): it is shared, not copied.
+    PassThrough,
+}
+
 pub(crate) struct Node {
     pub op: &'static str,
     pub inputs: Vec<Tensor>,
-    pub backward: BackwardFn,
+    pub backward: Backward,
 }
 
 /// What a backward closure may look at.
@@ -106,8 +116,10 @@ impl Tensor {
              (or it was computed under no_grad)"
         );
         let order = topological_order(self)?;
-        let mut pending: HashMap<u64, Vec<f32>> = HashMap::new();
-        pending.insert(self.id(), grad);
+        // Gradients waiting for their tensor's turn, shared where an op passes one on as is;
+        // `make_mut` copies a shared one only if more is then added to it.
+        let mut pending: HashMap<u64, Arc<Vec<f32>>> = HashMap::new();
+        pending.insert(self.id(), Arc::new(grad));
         for tensor in order.iter().rev() {
             let Some(grad) = pending.remove(&tensor.id()) else {
                 continue;
@@ -116,7 +128,7 @@ impl Tensor {
             match origin {
                 Origin::Leaf => {
                     if tensor.requires_grad() {
-                        tensor.accumulate_grad(grad);
+                        tensor.accumulate_grad(Arc::unwrap_or_clone(grad));
                     }
                 }
                 Origin::Freed(op) => {
@@ -125,10 +137,13 @@ impl Tensor {
                 }
                 Origin::Op(node) => {
                     *tensor.origin() = Origin::Freed(node.op);
-                    let input_grads = {
-                        let out = tensor.read();
-                        let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
-                        (node.backward)(&ctx)?
+                    let input_grads: Vec<Option<Arc<Vec<f32>>>> = match node.backward {
+                        Backward::PassThrough => node.inputs.iter().map(|_| Some(grad.clone())).collect(),
+                        Backward::Fn(backward) => {
+                            let out = tensor.read();
+                            let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
+                            backward(&ctx)?.into_iter().map(|g| g.map(Arc::new)).collect()
+                        }
                     };
                     for (input, g) in node.inputs.iter().zip(input_grads) {
                         let Some(g) = g else { continue };
@@ -137,7 +152,7 @@ impl Tensor {
                         }
                         debug_assert_eq!(g.len(), input.numel(), "{} returned a wrong-sized grad", node.op);
                         match pending.get_mut(&input.id()) {
-                            Some(acc) => crate::ops::add_assign(acc, &g),
+                            Some(acc) => crate::ops::add_assign(Arc::<Vec<f32>>::make_mut(acc), &g),
                             None => {
                                 pending.insert(input.id(), g);
                             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use crate::autograd::{BackwardFn, Node, Origin};
+use crate::autograd::{Backward, Node, Origin};
 use crate::rng::Rng;
 use crate::{ensure, Error, Result};
 
@@ -121,7 +121,13 @@ impl Tensor {
         backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
     ) -> Tensor {
         debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
-        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Box::new(backward))
+        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Backward::Fn(Box::new(backward)))
+    }
+
+    /// The result of an op whose inputs' gradients all equal its output's (see `from_op`).
+    pub(crate) fn passing_grad(data: Vec<f32>, shape: Vec<usize>, op: &'static str, inputs: &[&Tensor]) -> Tensor {
+        debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
+        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Backward::PassThrough)
     }
 
     pub(crate) fn with_storage(
@@ -129,7 +135,7 @@ impl Tensor {
         shape: Vec<usize>,
         op: &'static str,
         inputs: &[&Tensor],
-        backward: BackwardFn,
+        backward: Backward,
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         if track {

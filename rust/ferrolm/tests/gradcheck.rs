@@ -356,3 +356,17 @@ fn packed_attention_matches_separate_heads_over_blocks() {
         }
     }
 }
+
+/// Adds and reshapes pass their output gradient on shared, not copied: a tensor used twice by
+/// one add, residual chains, and a reshape feeding several consumers still get exact sums.
+#[test]
+fn shared_pass_through_gradients() {
+    let (x, w) = (randn(&[3, 4], 180), randn(&[3, 4], 181));
+    gradcheck("shared", &[x, w], |t| {
+        let twice = ops::add(&t[0], &t[0]).unwrap();
+        let r = ops::add(&t[0], &ops::tanh(&twice)).unwrap();
+        let flat = ops::reshape(&ops::add_scalar(&r, 0.5), &[-1]).unwrap();
+        let back = ops::reshape(&ops::mul(&flat, &flat).unwrap(), &[3, 4]).unwrap();
+        ops::add(&ops::add(&r, &back).unwrap(), &ops::mul(&t[1], &r).unwrap()).unwrap()
+    });
+}

@@ -106,7 +106,7 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
 }
 
 pub fn add_scalar(x: &Tensor, s: f32) -> Tensor {
-    unary(x, "add_scalar", move |x| x + s, |_, _| 1.0)
+    Tensor::passing_grad(map(&x.read(), |x| x + s), x.shape().to_vec(), "add_scalar", &[x])
 }
 
 pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
@@ -288,6 +288,11 @@ impl Side<'_> {
 }
 
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() == b.shape() {
+        // Residual connections: both inputs get the output gradient, shared rather than copied.
+        let y = zip(&a.read(), &b.read(), |a, b| a + b);
+        return Ok(Tensor::passing_grad(y, a.shape().to_vec(), "add", &[a, b]));
+    }
     binary(a, b, "add", |a, b| a + b, |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| g.to_vec())))
 }
 
