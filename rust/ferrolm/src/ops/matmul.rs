@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::reduce::sum_axis_raw;
+use super::{filled, GRAIN};
 use crate::gemm::{gemm, MatRef, Threads};
 use crate::tensor::{numel, Tensor};
 use crate::{bail, ensure, Result};
@@ -119,11 +120,20 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         b.expect_shape(&[out_f], "linear bias")?;
     }
     let rows = x.numel() / in_f.max(1);
-    let mut y = vec![0.0; rows * out_f];
-    if let Some(b) = bias {
-        let b = b.read();
-        y.chunks_mut(out_f.max(1)).for_each(|row| row.copy_from_slice(&b));
-    }
+    // With a bias, y starts as the bias in every row and the product adds to it.
+    let mut y = match bias {
+        Some(b) => {
+            let (b, row) = (b.read(), out_f.max(1));
+            filled(rows * out_f, row * (GRAIN / row).max(1), |_, o| {
+                for o in o.chunks_mut(row) {
+                    o.iter_mut().zip(b.iter()).for_each(|(o, &b)| {
+                        o.write(b);
+                    });
+                }
+            })
+        }
+        None => vec![0.0; rows * out_f],
+    };
     gemm(
         MatRef::new(&x.read(), rows, in_f),
         MatRef::new(&weight.read(), out_f, in_f).t(),

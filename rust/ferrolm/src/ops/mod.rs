@@ -28,6 +28,8 @@ pub use reduce::{max, mean, mean_all, sum, sum_all};
 pub use shape::{concat, narrow, permute, reshape, stack, transpose};
 pub use softmax::{log_softmax, softmax};
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::simd::vectorized;
@@ -35,20 +37,30 @@ use crate::simd::vectorized;
 /// Elements per parallel task: below this, spreading work over threads costs more than it saves.
 pub(crate) const GRAIN: usize = 1 << 14;
 
+/// A vector of `n` floats made by `fill(i, chunk)`, which must write every element of chunk
+/// `i` (chunks of `chunk` elements, in parallel); nothing is zeroed first.
+pub(crate) fn filled(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| fill(i, o));
+    // SAFETY: the chunks cover 0..n and `fill` wrote each of them (a panic would have
+    // propagated before this line, leaving the vector empty).
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// `f` applied to every element, in parallel for large inputs.
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(o, x)| {
+    filled(x.len(), GRAIN, |i, o| {
         vectorized(
             #[inline(always)]
             || {
-                for (i, o) in o.iter_mut().enumerate() {
-                    *o = f(x[i]);
+                let x = &x[i * GRAIN..][..o.len()];
+                for (o, &x) in o.iter_mut().zip(x) {
+                    o.write(f(x));
                 }
             },
-        );
-    });
-    out
+        )
+    })
 }
 
 /// `acc += g` (gradient accumulation), in parallel for large inputs.
@@ -64,39 +76,35 @@ pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
 
 /// `f` applied pairwise to two equally long slices, in parallel for large inputs.
 pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN))).for_each(|(o, (a, b))| {
+    assert_eq!(a.len(), b.len());
+    filled(a.len(), GRAIN, |i, o| {
         vectorized(
             #[inline(always)]
             || {
-                let b = &b[..a.len()];
-                for (i, o) in o.iter_mut().enumerate() {
-                    *o = f(a[i], b[i]);
+                let (a, b) = (&a[i * GRAIN..][..o.len()], &b[i * GRAIN..][..o.len()]);
+                for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+                    o.write(f(a, b));
                 }
             },
-        );
-    });
-    out
+        )
+    })
 }
 
 /// `f` applied elementwise to three equally long slices, in parallel for large inputs.
 pub(crate) fn zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
-    debug_assert!(a.len() == b.len() && b.len() == c.len());
-    let mut out = vec![0.0; a.len()];
-    let inputs = a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN).zip(c.par_chunks(GRAIN)));
-    out.par_chunks_mut(GRAIN).zip(inputs).for_each(|(o, (a, (b, c)))| {
+    assert!(a.len() == b.len() && b.len() == c.len());
+    filled(a.len(), GRAIN, |i, o| {
         vectorized(
             #[inline(always)]
             || {
-                let (b, c) = (&b[..a.len()], &c[..a.len()]);
-                for (i, o) in o.iter_mut().enumerate() {
-                    *o = f(a[i], b[i], c[i]);
+                let n = o.len();
+                let (a, b, c) = (&a[i * GRAIN..][..n], &b[i * GRAIN..][..n], &c[i * GRAIN..][..n]);
+                for (o, (&a, (&b, &c))) in o.iter_mut().zip(a.iter().zip(b.iter().zip(c))) {
+                    o.write(f(a, b, c));
                 }
             },
-        );
-    });
-    out
+        )
+    })
 }
 
 /// Splits a shape around `axis` into (elements before, size of axis, elements after).
