@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::Cell;
+use std::ops::Range;
 
 use super::{kernel_avx512 as k, pack, with_buffer, Kernel, Line, MatRef};
 
@@ -101,36 +102,57 @@ pub(super) fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: &mut [f32], ldc: 
 /// `out` row-major when x's rows are contiguous, else transposed (⌈k/2⌉ rows of x's rows).
 fn to_pairs<'a>(x: MatRef, out: &'a mut [f32], nt: usize) -> MatRef<'a> {
     let (rows, k2) = (x.rows, x.cols.div_ceil(2));
-    // Output lines of at least ~16 KiB per task: enough work to be worth a thread.
-    let mut par = |line: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)| {
+    // Output lines are converted a task at a time, each task at least ~16 KiB of output: enough
+    // work to be worth a thread, and one call per task rather than per line (attention's
+    // products are many small ones).
+    let mut by_tasks = |line: usize, lines: usize, f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync)| {
+        let per = ((1 << 12) / line.max(1)).max(1);
+        let out = &mut out[..line * lines];
+        let task = |(t, o): (usize, &mut [f32])| f(t * per..(t * per + per).min(lines), o);
         if nt > 1 {
-            let per = (1 << 12) / line.max(1) + 1;
-            out.par_chunks_mut(line).enumerate().with_min_len(per).for_each(|(i, o)| f(i, o));
+            out.par_chunks_mut((line * per).max(1)).enumerate().for_each(task);
         } else {
-            out.chunks_mut(line).enumerate().for_each(|(i, o)| f(i, o));
+            out.chunks_mut((line * per).max(1)).enumerate().for_each(task);
         }
     };
+    // SAFETY (both): `supported()` was checked before the pair kernel was chosen, and x's
+    // elements lie inside `x.data` (in bounds, checked in `gemm`).
     if x.col_stride == 1 {
-        // SAFETY (both calls): `supported()` was checked before the pair kernel was chosen, and
-        // row i's k floats lie inside x (in bounds, checked in `gemm`).
-        par(k2, &|i, o| unsafe { pair_run(&x.data[i * x.row_stride..][..x.cols], o) });
+        by_tasks(k2, rows, &|rs, o| unsafe { pair_runs(x, rs, o) });
         MatRef::new(out, rows, k2)
     } else {
-        par(rows, &|p, o| {
-            let at = |j: usize| (j < x.cols).then(|| j * x.col_stride);
-            match (x.row_stride, at(2 * p), at(2 * p + 1)) {
-                (1, Some(lo), hi) => unsafe { pair_rows(&x.data[lo..][..rows], hi.map(|h| &x.data[h..][..rows]), o) },
-                (rs, lo, hi) => {
-                    let get = |k: Option<usize>, i: usize| k.map_or(0.0, |k| x.data[i * rs + k]);
-                    o.iter_mut().enumerate().for_each(|(i, o)| *o = pair(get(lo, i), get(hi, i)));
-                }
-            }
-        });
+        by_tasks(rows, k2, &|ps, o| unsafe { pair_columns(x, ps, o) });
         MatRef::new(out, k2, rows).t()
     }
 }
 
+/// Rows `rows` of `x` (contiguous k) paired into `out`, ⌈k/2⌉ slots per row.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_runs(x: MatRef, rows: Range<usize>, out: &mut [f32]) {
+    let k2 = x.cols.div_ceil(2);
+    for (i, o) in rows.zip(out.chunks_exact_mut(k2)) {
+        pair_run(&x.data[i * x.row_stride..][..x.cols], o);
+    }
+}
+
+/// Column pairs `pairs` of `x` (columns 2p and 2p + 1) interleaved into `out`, one line of
+/// x.rows slots per pair.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_columns(x: MatRef, pairs: Range<usize>, out: &mut [f32]) {
+    let at = |j: usize| (j < x.cols).then(|| j * x.col_stride);
+    for (p, o) in pairs.zip(out.chunks_exact_mut(x.rows)) {
+        match (x.row_stride, at(2 * p), at(2 * p + 1)) {
+            (1, Some(lo), hi) => pair_rows(&x.data[lo..][..x.rows], hi.map(|h| &x.data[h..][..x.rows]), o),
+            (rs, lo, hi) => {
+                let get = |k: Option<usize>, i: usize| k.map_or(0.0, |k| x.data[i * rs + k]);
+                o.iter_mut().enumerate().for_each(|(i, o)| *o = pair(get(lo, i), get(hi, i)));
+            }
+        }
+    }
+}
+
 /// Pairs consecutive floats of `src` into `out` (`⌈len/2⌉` slots), 32 floats per instruction.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pair_run(src: &[f32], out: &mut [f32]) {
     assert!(out.len() >= src.len().div_ceil(2));
@@ -149,6 +171,7 @@ unsafe fn pair_run(src: &[f32], out: &mut [f32]) {
 }
 
 /// Interleaves rows `lo` and `hi` (zeros when absent) into pairs, 16 slots per instruction.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pair_rows(lo: &[f32], hi: Option<&[f32]>, out: &mut [f32]) {
     assert!(out.len() >= lo.len() && hi.is_none_or(|h| h.len() == lo.len()));
