@@ -43,10 +43,33 @@ impl Layout {
         self.offset + h * self.head + t * self.token
     }
 
-    /// Tokens `start..start + tokens` of head `h` in batch `b`, as a (tokens × d) matrix.
-    fn mat<'a>(&self, data: &'a [f32], b: usize, h: usize, start: usize, tokens: usize, d: usize) -> MatRef<'a> {
-        MatRef::strided(&data[b * self.batch + self.at(h, start)..], tokens, d, self.token)
+    /// Tokens `0..tokens` of head `h` in batch `b` as a (tokens × d) matrix: read in place
+    /// when its rows are adjacent, else first gathered into `buf` (the rows of a packed
+    /// projection lie 3C apart, and every product and conversion would fetch them again).
+    fn head<'a>(
+        &self,
+        data: &'a [f32],
+        b: usize,
+        h: usize,
+        tokens: usize,
+        d: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> MatRef<'a> {
+        let start = b * self.batch + self.at(h, 0);
+        if self.token == d {
+            return MatRef::new(&data[start..][..tokens * d], tokens, d);
+        }
+        buf.clear();
+        for t in 0..tokens {
+            buf.extend_from_slice(&data[start + t * self.token..][..d]);
+        }
+        MatRef::new(buf, tokens, d)
     }
+}
+
+/// Rows `start..start + n` of `m`.
+fn rows(m: MatRef, start: usize, n: usize) -> MatRef {
+    MatRef { data: &m.data[start * m.row_stride..], rows: n, ..m }
 }
 
 /// Problem size and masking rules.
@@ -88,23 +111,12 @@ impl Dims {
         }
     }
 
-    /// Scores Q·Kᵀ·scale of queries `i0..i0 + rows` of one head against its first `keys`
-    /// keys, masked entries at -inf, into `s` (rows × keys).
+    /// Scores Q·Kᵀ·scale of queries `i0..` of one head (`qm`, rows × D) against its first
+    /// keys (`km`, keys × D), masked entries at -inf, into `s` (rows × keys).
     /// Inlined, so its loops are widened inside the caller's `vectorized`.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn scores(
-        &self,
-        q: (&[f32], Layout),
-        k: (&[f32], Layout),
-        b: usize,
-        h: usize,
-        i0: usize,
-        rows: usize,
-        keys: usize,
-        s: &mut [f32],
-    ) {
-        let (qm, km) = (q.1.mat(q.0, b, h, i0, rows, self.d), k.1.mat(k.0, b, h, 0, keys, self.d));
+    fn scores(&self, qm: MatRef, km: MatRef, b: usize, i0: usize, s: &mut [f32]) {
+        let (rows, keys) = (qm.rows, km.rows);
         gemm(qm, km.t(), s, keys, false, Threads::Serial);
         let scale = self.scale();
         let key_mask = self.key_mask.as_ref().map(|m| &m[b * self.tk..][..keys]);
@@ -157,26 +169,26 @@ fn forward(
                 #[inline(always)]
                 || {
                     let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                    let mut bufs: [Vec<f32>; 3] = Default::default();
                     for (h, lse) in lse.chunks_mut(tq).enumerate() {
+                        let [qb, kb, vb] = &mut bufs;
+                        let (qh, kh, vh) = (
+                            q.1.head(q.0, b, h, tq, d, qb),
+                            k.1.head(k.0, b, h, tk, d, kb),
+                            v.1.head(v.0, b, h, tk, d, vb),
+                        );
                         for i0 in (0..tq).step_by(QUERY_BLOCK) {
-                            let rows = QUERY_BLOCK.min(tq - i0);
-                            let keys = dims.keys_for(i0 + rows);
-                            let p = &mut p[..rows * keys];
-                            dims.scores(q, k, b, h, i0, rows, keys, p);
+                            let n = QUERY_BLOCK.min(tq - i0);
+                            let keys = dims.keys_for(i0 + n);
+                            let p = &mut p[..n * keys];
+                            dims.scores(rows(qh, i0, n), rows(kh, 0, keys), b, i0, p);
                             if keys > 0 {
                                 for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
                                     *l = softmax_in_place(row);
                                 }
                             }
-                            let vm = v.1.mat(v.0, b, h, 0, keys, d);
-                            gemm(
-                                MatRef::new(p, rows, keys),
-                                vm,
-                                &mut out[lo.at(h, i0)..],
-                                lo.token,
-                                false,
-                                Threads::Serial,
-                            );
+                            let pv = (MatRef::new(p, n, keys), rows(vh, 0, keys));
+                            gemm(pv.0, pv.1, &mut out[lo.at(h, i0)..], lo.token, false, Threads::Serial);
                         }
                     }
                 },
@@ -214,40 +226,44 @@ fn backward(
             || {
                 let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
                 let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
+                let mut bufs: [Vec<f32>; 5] = Default::default();
                 for h in 0..nh {
+                    let [qb, kb, vb, ob, gb] = &mut bufs;
+                    let (qh, kh, vh) = (
+                        q.1.head(q.0, b, h, tq, d, qb),
+                        k.1.head(k.0, b, h, tk, d, kb),
+                        v.1.head(v.0, b, h, tk, d, vb),
+                    );
+                    let (oh, dyh) = (out.1.head(out.0, b, h, tq, d, ob), dout.1.head(dout.0, b, h, tq, d, gb));
                     // The last query block sees every key (the causal mask only hides keys
                     // from earlier blocks), so walking the blocks backwards lets it set dK and
                     // dV and the others add to them.
-                    for (n, i0) in (0..tq).step_by(QUERY_BLOCK).rev().enumerate() {
-                        let add = n > 0;
-                        let rows = QUERY_BLOCK.min(tq - i0);
-                        let keys = dims.keys_for(i0 + rows);
-                        let (p, ds) = (&mut p[..rows * keys], &mut ds[..rows * keys]);
-                        let (o, dy) = (out.1.mat(out.0, b, h, i0, rows, d), dout.1.mat(dout.0, b, h, i0, rows, d));
-                        let (qm, km, vm) = (
-                            q.1.mat(q.0, b, h, i0, rows, d),
-                            k.1.mat(k.0, b, h, 0, keys, d),
-                            v.1.mat(v.0, b, h, 0, keys, d),
-                        );
+                    for (nth, i0) in (0..tq).step_by(QUERY_BLOCK).rev().enumerate() {
+                        let add = nth > 0;
+                        let n = QUERY_BLOCK.min(tq - i0);
+                        let keys = dims.keys_for(i0 + n);
+                        let (p, ds) = (&mut p[..n * keys], &mut ds[..n * keys]);
+                        let (qm, km, vm) = (rows(qh, i0, n), rows(kh, 0, keys), rows(vh, 0, keys));
+                        let (o, dy) = (rows(oh, i0, n), rows(dyh, i0, n));
                         // P = exp(S − lse), recomputed from the scores.
-                        dims.scores(q, k, b, h, i0, rows, keys, p);
-                        for (r, row) in p.chunks_mut(keys.max(1)).take(rows).enumerate() {
+                        dims.scores(qm, km, b, i0, p);
+                        for (r, row) in p.chunks_mut(keys.max(1)).take(n).enumerate() {
                             let l = lse[(b * nh + h) * tq + i0 + r];
                             row.iter_mut()
                                 .for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
                         }
                         // dV (+)= Pᵀ·dO
-                        gemm(MatRef::new(p, rows, keys).t(), dy, &mut g[lv.at(h, 0)..], lv.token, add, Threads::Serial);
+                        gemm(MatRef::new(p, n, keys).t(), dy, &mut g[lv.at(h, 0)..], lv.token, add, Threads::Serial);
                         // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
                         gemm(dy, vm.t(), ds, keys, false, Threads::Serial);
-                        for r in 0..rows {
+                        for r in 0..n {
                             let (gr, or) = (&dy.data[r * dy.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
                             let delta = simd::sum_zip([gr, or], |[g, o]| g * o);
                             let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
                             ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
                         }
                         // dQ = dS·K, dK (+)= dSᵀ·Q
-                        let dsm = MatRef::new(ds, rows, keys);
+                        let dsm = MatRef::new(ds, n, keys);
                         gemm(dsm, km, &mut g[lq.at(h, i0)..], lq.token, false, Threads::Serial);
                         gemm(dsm.t(), qm, &mut g[lk.at(h, 0)..], lk.token, add, Threads::Serial);
                     }
