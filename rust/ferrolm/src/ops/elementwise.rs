@@ -13,62 +13,75 @@ use crate::{bail, Result};
 
 // ---------------------------------------------------------------- unary
 
-/// An op `y = f(x)` whose derivative `df(x, y)` is known in closed form.
+/// What a unary op's derivative is written in terms of: its input x or its output y. The
+/// backward pass reads the gradient and that one array only.
+#[derive(Clone, Copy)]
+enum DerivativeOf {
+    Input,
+    Output,
+}
+use DerivativeOf::{Input, Output};
+
+/// An op `y = f(x)` whose derivative `df` is known in closed form.
 fn unary(
     x: &Tensor,
     op: &'static str,
     f: impl Fn(f32) -> f32 + Sync,
-    df: impl Fn(f32, f32) -> f32 + Send + Sync + 'static,
+    of: DerivativeOf,
+    df: impl Fn(f32) -> f32 + Send + Sync + 'static,
 ) -> Tensor {
     let y = map(&x.read(), f);
     Tensor::from_op(y, x.shape().to_vec(), op, &[x], move |ctx| {
         let x = ctx.inputs[0].read();
-        Ok(vec![Some(zip3(
+        let at = match of {
+            Input => &x[..],
+            Output => ctx.out,
+        };
+        Ok(vec![Some(zip(
             ctx.grad,
-            &x,
-            ctx.out,
+            at,
             #[inline(always)]
-            |g, x, y| g * df(x, y),
+            |g, v| g * df(v),
         ))])
     })
 }
 
 pub fn neg(x: &Tensor) -> Tensor {
-    unary(x, "neg", |x| -x, |_, _| -1.0)
+    unary(x, "neg", |x| -x, Input, |_| -1.0)
 }
 
 pub fn exp(x: &Tensor) -> Tensor {
-    unary(x, "exp", simd::exp, |_, y| y)
+    unary(x, "exp", simd::exp, Output, |y| y)
 }
 
 /// Natural logarithm (log of a negative number is NaN, of zero -inf, as in numpy).
 pub fn log(x: &Tensor) -> Tensor {
-    unary(x, "log", f32::ln, |x, _| 1.0 / x)
+    unary(x, "log", f32::ln, Input, |x| 1.0 / x)
 }
 
 pub fn sqrt(x: &Tensor) -> Tensor {
-    unary(x, "sqrt", f32::sqrt, |_, y| 0.5 / y)
+    unary(x, "sqrt", f32::sqrt, Output, |y| 0.5 / y)
 }
 
 pub fn rsqrt(x: &Tensor) -> Tensor {
-    unary(x, "rsqrt", |x| 1.0 / x.sqrt(), |_, y| -0.5 * y * y * y)
+    unary(x, "rsqrt", |x| 1.0 / x.sqrt(), Output, |y| -0.5 * y * y * y)
 }
 
 pub fn tanh(x: &Tensor) -> Tensor {
-    unary(x, "tanh", simd::tanh, |_, y| 1.0 - y * y)
+    unary(x, "tanh", simd::tanh, Output, |y| 1.0 - y * y)
 }
 
 pub fn sigmoid(x: &Tensor) -> Tensor {
-    unary(x, "sigmoid", sigmoid_f, |_, y| y * (1.0 - y))
+    unary(x, "sigmoid", sigmoid_f, Output, |y| y * (1.0 - y))
 }
 
 /// `log σ(x)`, computed without overflow for large |x| (DPO and reward losses need it).
 pub fn log_sigmoid(x: &Tensor) -> Tensor {
-    unary(x, "log_sigmoid", |x| x.min(0.0) - simd::exp(-x.abs()).ln_1p(), |x, _| sigmoid_f(-x))
+    unary(x, "log_sigmoid", |x| x.min(0.0) - simd::exp(-x.abs()).ln_1p(), Input, |x| sigmoid_f(-x))
 }
 
 pub fn relu(x: &Tensor) -> Tensor {
-    unary(x, "relu", |x| x.max(0.0), |x, _| if x > 0.0 { 1.0 } else { 0.0 })
+    unary(x, "relu", |x| x.max(0.0), Input, |x| if x > 0.0 { 1.0 } else { 0.0 })
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -81,8 +94,9 @@ pub fn gelu(x: &Tensor) -> Tensor {
         "gelu",
         #[inline(always)]
         |x| 0.5 * x * (1.0 + simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))),
+        Input,
         #[inline(always)]
-        |x, _| {
+        |x| {
             let t = simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
             0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
         },
@@ -96,8 +110,9 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
         "gelu_erf",
         #[inline(always)]
         |x| 0.5 * x * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+        Input,
         #[inline(always)]
-        |x, _| {
+        |x| {
             let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
             let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
             cdf + x * pdf
@@ -110,12 +125,12 @@ pub fn add_scalar(x: &Tensor, s: f32) -> Tensor {
 }
 
 pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
-    unary(x, "mul_scalar", move |x| x * s, move |_, _| s)
+    unary(x, "mul_scalar", move |x| x * s, Input, move |_| s)
 }
 
 /// `x ** p` for a scalar exponent.
 pub fn pow(x: &Tensor, p: f32) -> Tensor {
-    unary(x, "pow", move |x| x.powf(p), move |x, _| p * x.powf(p - 1.0))
+    unary(x, "pow", move |x| x.powf(p), Input, move |x| p * x.powf(p - 1.0))
 }
 
 /// Limits values to `[min, max]` (either bound optional); the gradient flows where the input
@@ -125,7 +140,7 @@ pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
     if lo > hi {
         bail!(Argument, "clamp: min ({lo}) is greater than max ({hi})");
     }
-    Ok(unary(x, "clamp", move |x| x.clamp(lo, hi), move |x, _| if x >= lo && x <= hi { 1.0 } else { 0.0 }))
+    Ok(unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if x >= lo && x <= hi { 1.0 } else { 0.0 }))
 }
 
 #[inline(always)]
