@@ -34,6 +34,24 @@ def measure(script: str, *args: str) -> dict | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (its peak RSS comes with it)."""
+    return sorted(runs, key=lambda r: r["tokens_per_sec"])[len(runs) // 2]
+
+
+def measure_pair(script: str, ours: list[str], theirs: list[str], repeats: int) -> tuple[dict, dict | None]:
+    """Runs our worker and the peer's alternately, `repeats` times each, and returns each one's
+    median run (theirs None when torch is missing). Load on a shared machine drifts; taking
+    turns spreads it over both sides instead of one."""
+    our_runs, their_runs = [], []
+    for _ in range(repeats):
+        our_runs.append(measure(script, *ours))
+        theirs_run = measure(script, *theirs)
+        if theirs_run is not None:
+            their_runs.append(theirs_run)
+    return median_run(our_runs), median_run(their_runs) if their_runs else None
+
+
 def header() -> None:
     print(f"{'benchmark':<40}{'ferrolm':>12}{'torch':>12}{'ratio':>8}")
 
@@ -58,18 +76,22 @@ def use_matmul_precision(dtype: str) -> None:
         fl.set_matmul_precision(dtype)
 
 
-def bf16_row(label: str, script: str, config: list[str]) -> None:
+def bf16_row(label: str, script: str, config: list[str], repeats: int) -> None:
     """The `ferrolm-bf16` worker against `torch-bf16` (autocast), or a note when this CPU has
     no AVX512-BF16."""
     try:
-        ours = measure(script, "ferrolm-bf16", *config)
+        ours, theirs = measure_pair(script, ["ferrolm-bf16", *config], ["torch-bf16", *config], repeats)
     except RuntimeError as e:
         if "AVX512-BF16" not in str(e):
             raise
         print(f"{label:<40}  skipped: this CPU has no AVX512-BF16")
         return
-    theirs = measure(script, "torch-bf16", *config)
     row(label, ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+
+
+def add_repeats_flag(parser) -> None:
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each side, taken in turns; the table shows each side's median (default 3)")
 
 
 def set_torch_threads() -> None:

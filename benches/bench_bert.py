@@ -1,11 +1,12 @@
 """BERT masked-LM training speed, ferrolm vs the same model in PyTorch, side by side.
 
-    python benches/bench_bert.py [--steps N]
+    python benches/bench_bert.py [--steps N] [--repeats R]
 
 A small BERT (4 layers, 256 wide, 4 heads, 1024 FFN, vocab 8192, sequences of 128, batch 16,
 some padding) trained with AdamW on BERT-masked random token batches; both heads run on the
 masked positions only; bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16
-autocast. torch is optional (skipped if missing). Ratios > 1: ferrolm is faster.
+autocast. The two sides take turns R times (default 3); the table shows each side's median
+run. torch is optional (skipped if missing). Ratios > 1: ferrolm is faster.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import numpy as np
 
-from _harness import bf16_row, header, measure, row, set_torch_threads, time_steps, use_matmul_precision
+from _harness import add_repeats_flag, bf16_row, header, measure_pair, row, set_torch_threads, time_steps, use_matmul_precision
 
 CFG = dict(vocab=8192, hidden=256, layers=4, heads=4, ffn=1024, seq=128, batch=16)
 
@@ -114,6 +115,7 @@ def torch_train(steps: int, bf16: bool = False) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
+    add_repeats_flag(parser)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -125,10 +127,10 @@ def main() -> None:
         print(json.dumps(run[task]()))
         return
     header()
-    ours, theirs = measure(__file__, "ferrolm", str(args.steps)), measure(__file__, "torch", str(args.steps))
+    ours, theirs = measure_pair(__file__, ["ferrolm", str(args.steps)], ["torch", str(args.steps)], args.repeats)
     row("MLM train tokens/s (incl. padding)", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
     row("MLM train peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
-    bf16_row("MLM train bf16 tokens/s (autocast)", __file__, [str(args.steps)])
+    bf16_row("MLM train bf16 tokens/s (autocast)", __file__, [str(args.steps)], args.repeats)
 
 
 if __name__ == "__main__":

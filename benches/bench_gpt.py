@@ -1,8 +1,9 @@
 """GPT training and generation speed, ferrolm vs the same model in PyTorch, side by side.
 
-    python benches/bench_gpt.py [--quick] [--steps N]
+    python benches/bench_gpt.py [--quick] [--steps N] [--repeats R]
 
-Each measurement runs in a fresh subprocess so peak memory (RSS) is its own. Configs are
+Each measurement runs in a fresh subprocess so peak memory (RSS) is its own; the two sides
+take turns R times (default 3) and the table shows each side's median run. Configs are
 nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) and a 6-layer,
 384-wide, context-256 model (batch 16). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
@@ -19,7 +20,8 @@ import time
 
 import numpy as np
 
-from _harness import bf16_row, header, measure, peak_rss_mb, row, set_torch_threads, time_steps, use_matmul_precision
+from _harness import (add_repeats_flag, bf16_row, header, measure, measure_pair, median_run, peak_rss_mb, row,
+                      set_torch_threads, time_steps, use_matmul_precision)
 
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
@@ -194,6 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="baby config only, fewer steps")
     parser.add_argument("--steps", type=int, default=None)
+    add_repeats_flag(parser)
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -203,14 +206,16 @@ def main() -> None:
     header()
     for name in configs:
         steps = args.steps or (20 if args.quick else (50 if name == "baby" else 10))
-        ours, theirs = measure(__file__, "ferrolm-train", name, str(steps)), measure(__file__, "torch-train", name, str(steps))
+        config = [name, str(steps)]
+        ours, theirs = measure_pair(__file__, ["ferrolm-train", *config], ["torch-train", *config], args.repeats)
         row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
-        bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, [name, str(steps)])
-        gen_reps = 30 if name == "baby" else 20
-        ours = measure(__file__, "ferrolm-generate", name, str(gen_reps))
+        bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, config, args.repeats)
+        gen = [name, str(30 if name == "baby" else 20)]
+        ours = median_run([measure(__file__, "ferrolm-generate", *gen) for _ in range(args.repeats)])
         for task, label in (("torch-generate-cache", "KV cache"), ("torch-generate-nocache", "no cache")):
-            theirs = measure(__file__, task, name, str(gen_reps))
+            runs = [r for r in (measure(__file__, task, *gen) for _ in range(args.repeats)) if r is not None]
+            theirs = median_run(runs) if runs else None
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
 
 
