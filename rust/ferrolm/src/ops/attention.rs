@@ -198,9 +198,11 @@ fn forward(
     lse
 }
 
-/// Writes the gradients of Q, K and V into `grads` at their three layouts, given the output
-/// and its gradient. The layouts share one batch stride, so each batch is one parallel task
-/// owning one chunk, and every value of it is written (no zeroing needed).
+/// Writes the gradients of Q, K and V, given the output and its gradient: `grads` holds the
+/// buffers and, for each of the three, the buffer and layout it goes to (one buffer for a
+/// packed projection, three for separate heads). Each batch is one parallel task owning its
+/// chunk of every buffer (a layout's batch stride), and every value of it is written (no
+/// zeroing needed).
 #[allow(clippy::too_many_arguments)]
 fn backward(
     q: (&[f32], Layout),
@@ -209,18 +211,24 @@ fn backward(
     out: (&[f32], Layout),
     dout: (&[f32], Layout),
     lse: &[f32],
-    grads: (&mut [f32], [Layout; 3]),
+    grads: (Vec<&mut [f32]>, [(usize, Layout); 3]),
     dims: &Dims,
 ) {
     let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
-    let (grads, [lq, lk, lv]) = grads;
+    let (buffers, [(iq, lq), (ik, lk), (iv, lv)]) = grads;
     if nb * nh * tq * tk * d == 0 {
-        grads.fill(0.0);
+        buffers.into_iter().for_each(|g| g.fill(0.0));
         return;
+    }
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
+    for (i, buffer) in buffers.into_iter().enumerate() {
+        let stride =
+            [(iq, lq), (ik, lk), (iv, lv)].iter().find(|(j, _)| *j == i).map_or(buffer.len(), |(_, l)| l.batch);
+        tasks.iter_mut().zip(buffer.chunks_mut(stride.max(1))).for_each(|(task, chunk)| task.push(chunk));
     }
     let scale = dims.scale();
     let min_len = tasks_per_thread(nb, nh * tq * tk * d);
-    grads.par_chunks_mut(lq.batch).with_min_len(min_len).enumerate().for_each(|(b, g)| {
+    tasks.into_par_iter().with_min_len(min_len).enumerate().for_each(|(b, mut g)| {
         vectorized(
             #[inline(always)]
             || {
@@ -253,7 +261,14 @@ fn backward(
                                 .for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
                         }
                         // dV (+)= Pᵀ·dO
-                        gemm(MatRef::new(p, n, keys).t(), dy, &mut g[lv.at(h, 0)..], lv.token, add, Threads::Serial);
+                        gemm(
+                            MatRef::new(p, n, keys).t(),
+                            dy,
+                            &mut g[iv][lv.at(h, 0)..],
+                            lv.token,
+                            add,
+                            Threads::Serial,
+                        );
                         // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
                         gemm(dy, vm.t(), ds, keys, false, Threads::Serial);
                         for r in 0..n {
@@ -264,8 +279,8 @@ fn backward(
                         }
                         // dQ = dS·K, dK (+)= dSᵀ·Q
                         let dsm = MatRef::new(ds, n, keys);
-                        gemm(dsm, km, &mut g[lq.at(h, i0)..], lq.token, false, Threads::Serial);
-                        gemm(dsm.t(), qm, &mut g[lk.at(h, 0)..], lk.token, add, Threads::Serial);
+                        gemm(dsm, km, &mut g[iq][lq.at(h, i0)..], lq.token, false, Threads::Serial);
+                        gemm(dsm.t(), qm, &mut g[ik][lk.at(h, 0)..], lk.token, add, Threads::Serial);
                     }
                 }
             },
@@ -314,20 +329,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Opt
     let lse = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), (&mut y, lq), &dims);
     Ok(Tensor::from_op(y, vec![nb, nh, tq, d], "attention", &[q, k, v], move |ctx| {
         let (qd, kd, vd) = (ctx.inputs[0].read(), ctx.inputs[1].read(), ctx.inputs[2].read());
-        // The three gradients side by side per batch (one chunk per task), split afterwards.
-        let sizes = [nh * tq * d, nh * tk * d, nh * tk * d];
-        let per_batch = sizes.iter().sum();
-        let side = |offset, t| Layout { offset, batch: per_batch, head: t * d, token: d };
-        let layouts = [side(0, tq), side(sizes[0], tk), side(sizes[0] + sizes[1], tk)];
-        let mut g = vec![0.0; nb * per_batch];
-        backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, (&mut g, layouts), &dims);
-        let mut parts = sizes.map(|n| Vec::with_capacity(nb * n));
-        for chunk in g.chunks(per_batch.max(1)) {
-            let (dq, rest) = chunk.split_at(sizes[0]);
-            let (dk, dv) = rest.split_at(sizes[1]);
-            parts.iter_mut().zip([dq, dk, dv]).for_each(|(p, x)| p.extend_from_slice(x));
-        }
-        Ok(parts.map(Some).into())
+        let (mut dq, mut dk, mut dv) = (vec![0.0; qd.len()], vec![0.0; kd.len()], vec![0.0; vd.len()]);
+        let grads = (vec![&mut dq[..], &mut dk[..], &mut dv[..]], [(0, lq), (1, lk), (2, lk)]);
+        backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, grads, &dims);
+        Ok(vec![Some(dq), Some(dk), Some(dv)])
     }))
 }
 
@@ -354,7 +359,8 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option
     Ok(Tensor::from_op(y, vec![nb, t, c], "attention_qkv", &[qkv], move |ctx| {
         let x = ctx.inputs[0].read();
         let mut g = vec![0.0; x.len()];
-        backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, (&mut g, [lq, lk, lv]), &dims);
+        let grads = (vec![&mut g[..]], [(0, lq), (0, lk), (0, lv)]);
+        backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, grads, &dims);
         Ok(vec![Some(g)])
     }))
 }
