@@ -12,6 +12,9 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
 
+/// One parameter's AdamW moments as Python sees them: (exp_avg, exp_avg_sq, steps).
+type Moments<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>, u64);
+
 /// Named parameters of a core module as Python (name, Tensor) pairs.
 pub fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
     m.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
@@ -125,7 +128,7 @@ impl PyAdamW {
     }
 
     /// Moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)].
-    fn state<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>, u64)> {
+    fn state<'py>(&self, py: Python<'py>) -> Vec<Moments<'py>> {
         self.0.state().into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect()
     }
 

@@ -23,7 +23,7 @@ fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py
     }
     let np = obj.py().import("numpy")?;
     let arr = np.call_method1("asarray", (obj, "float32"))?;
-    Ok(arr.extract::<PyReadonlyArrayDyn<f32>>()?)
+    arr.extract::<PyReadonlyArrayDyn<f32>>()
 }
 
 /// A tensor from a Tensor, a Python number or an array-like.

@@ -108,7 +108,7 @@ fn adamw_step_matches_hand_computation() {
         assert!((a - e).abs() < 1e-6, "{a} vs {e}");
     }
     // Clipping scales the global norm down to max_norm.
-    let norm = ferrolm::clip_grad_norm(&[p.clone()], 0.1).unwrap();
+    let norm = ferrolm::clip_grad_norm(std::slice::from_ref(&p), 0.1).unwrap();
     assert!((norm - (0.25f32 + 9.0).sqrt()).abs() < 1e-5);
     let g = p.grad().unwrap().to_vec();
     assert!(((g[0] * g[0] + g[1] * g[1]).sqrt() - 0.1).abs() < 1e-4);

@@ -92,7 +92,7 @@ fn batched_generation_equals_one_prompt_at_a_time() {
     // Within the context (3 + 5 = 8 tokens) left padding must not change any row.
     let together = Generation::new(&model, &prompts, greedy.clone(), vec![]).unwrap().run(5).unwrap();
     for (p, expected) in prompts.iter().zip(&together) {
-        let alone = Generation::new(&model, &[p.clone()], greedy.clone(), vec![]).unwrap().run(5).unwrap();
+        let alone = Generation::new(&model, std::slice::from_ref(p), greedy.clone(), vec![]).unwrap().run(5).unwrap();
         assert_eq!(&alone[0], expected);
         // Greedy decoding with the cache equals argmax of a full forward pass at each step.
         let mut seq = p.clone();

@@ -46,7 +46,7 @@ impl BertConfig {
             "BERT config: positions and token types must be positive"
         );
         ensure!(
-            c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0,
+            c.num_attention_heads > 0 && c.hidden_size.is_multiple_of(c.num_attention_heads),
             Argument,
             "BERT config: hidden_size ({}) must be divisible by num_attention_heads ({})",
             c.hidden_size,

@@ -41,7 +41,7 @@ impl GptConfig {
             "GPT config: sizes must be positive: {c:?}"
         );
         ensure!(
-            c.n_embd % c.n_head == 0,
+            c.n_embd.is_multiple_of(c.n_head),
             Argument,
             "GPT config: n_embd ({}) must be divisible by n_head ({})",
             c.n_embd,

@@ -83,18 +83,19 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
                 )
             })
             .collect();
-        let sum_parts = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
-            partials.iter().fold(vec![0.0; c], |mut acc, p| {
-                acc.iter_mut().zip(pick(p)).for_each(|(a, v)| *a += v);
+        // Sums the tasks' partial dw (`second` false) or db (true).
+        let sum_parts = |second: bool| {
+            partials.iter().fold(vec![0.0; c], |mut acc, (dw, db)| {
+                acc.iter_mut().zip(if second { db } else { dw }).for_each(|(a, v)| *a += v);
                 acc
             })
         };
         let mut grads = vec![Some(dx)];
         if has_w {
-            grads.push(Some(sum_parts(|p| &p.0)));
+            grads.push(Some(sum_parts(false)));
         }
         if has_b {
-            grads.push(Some(sum_parts(|p| &p.1)));
+            grads.push(Some(sum_parts(true)));
         }
         Ok(grads)
     }))

@@ -15,7 +15,7 @@ pub fn infer_shape(requested: &[isize], count: usize) -> Result<Vec<usize>> {
     let known: usize = requested.iter().filter(|&&d| d != -1).map(|&d| d as usize).product();
     let shape: Vec<usize> = if unknown == 1 {
         ensure!(
-            known != 0 && count % known == 0,
+            known != 0 && count.is_multiple_of(known),
             Shape,
             "reshape: cannot infer -1 in {requested:?} for {count} elements"
         );
