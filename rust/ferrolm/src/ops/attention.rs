@@ -1,13 +1,16 @@
 //! Fused scaled-dot-product attention, `softmax(Q·Kᵀ/√D + mask)·V`, with causal and
 //! key-padding masks and a hand-written backward.
 //!
-//! Work is parallel over (batch, head) pairs; within a pair the products are GEMMs. Like
-//! FlashAttention, forward keeps only the output and each query's log-sum-exp; backward
-//! recomputes the probabilities, so no [B, H, T, T] tensor outlives the call.
+//! Work is parallel over batches: a task owns its batch's chunk of the output (and of the
+//! gradients) in either layout and loops over the heads, in blocks of queries whose products
+//! are GEMMs. Like FlashAttention, forward keeps only the output and each query's
+//! log-sum-exp; backward recomputes the probabilities, so no [B, H, T, T] tensor outlives the
+//! call.
 //!
 //! One kernel serves two layouts through [`Layout`]: separate [B, H, T, D] tensors, and GPT's
-//! packed projection [B, T, 3C] whose heads sit side by side along the channel axis (read in
-//! place: no split, transpose or copy before the kernel).
+//! packed projection [B, T, 3C] whose heads sit side by side along the channel axis. The
+//! packed output and its gradient are written in place; a head's packed inputs are gathered
+//! once into contiguous rows (no split, transpose or copy of whole tensors).
 
 use rayon::prelude::*;
 
@@ -135,7 +138,7 @@ impl Dims {
 /// enough for efficient products.
 const QUERY_BLOCK: usize = 64;
 
-/// How many (batch, head) tasks one thread should take at least: all of them (no threads at
+/// How many batch tasks one thread should take at least: all of them (no threads at
 /// all) when the whole problem is too small to repay waking the pool, as in decoding.
 fn tasks_per_thread(tasks: usize, work_per_task: usize) -> usize {
     const MIN_PARALLEL_WORK: usize = 1 << 17;
