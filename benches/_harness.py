@@ -90,7 +90,12 @@ def bf16_row(label: str, script: str, config: list[str], repeats: int) -> None:
 
 
 def add_repeats_flag(parser) -> None:
-    parser.add_argument("--repeats", type=int, default=3,
+    def at_least_one(text: str) -> int:
+        if int(text) < 1:
+            raise ValueError(text)
+        return int(text)
+
+    parser.add_argument("--repeats", type=at_least_one, default=3,
                         help="runs of each side, taken in turns; the table shows each side's median (default 3)")
 
 

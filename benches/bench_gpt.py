@@ -2,8 +2,8 @@
 
     python benches/bench_gpt.py [--quick] [--steps N] [--repeats R]
 
-Each measurement runs in a fresh subprocess so peak memory (RSS) is its own; the two sides
-take turns R times (default 3) and the table shows each side's median run. Configs are
+Each measurement runs in a fresh subprocess so peak memory (RSS) is its own; each side runs R
+times (default 3; in turns for training) and the table shows each side's median run. Configs are
 nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) and a 6-layer,
 384-wide, context-256 model (batch 16). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.

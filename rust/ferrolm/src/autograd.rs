@@ -1,10 +1,12 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Each tracked op stores a [`Node`]: its inputs and a one-shot backward closure written next
-//! to the op's forward code. [`Tensor::backward`] sorts the graph topologically, walks it from
-//! the output back, hands each closure its output gradient and accumulates what it returns
-//! into the inputs. Closures are consumed as they run, so a graph is freed by its backward
-//! pass; walking it a second time is an error, as in PyTorch without `retain_graph`.
+//! Each tracked op stores a [`Node`]: its inputs and how its gradient goes back to them, a
+//! one-shot backward closure written next to the op's forward code, or a pass-through (adds,
+//! reshapes) that hands every input the output gradient itself. [`Tensor::backward`] sorts
+//! the graph topologically, walks it from the output back, hands each closure its output
+//! gradient and accumulates what comes back into the inputs. Closures are consumed as they
+//! run, so a graph is freed by its backward pass; walking it a second time is an error, as in
+//! PyTorch without `retain_graph`.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};

@@ -106,7 +106,7 @@ fn to_pairs<'a>(x: MatRef, out: &'a mut [f32], nt: usize) -> MatRef<'a> {
     // work to be worth a thread, and one call per task rather than per line (attention's
     // products are many small ones).
     let mut by_tasks = |line: usize, lines: usize, f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync)| {
-        let per = ((1 << 12) / line.max(1)).max(1);
+        let per = (1 << 12) / line.max(1) + 1;
         let out = &mut out[..line * lines];
         let task = |(t, o): (usize, &mut [f32])| f(t * per..(t * per + per).min(lines), o);
         if nt > 1 {

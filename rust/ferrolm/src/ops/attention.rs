@@ -151,7 +151,9 @@ fn tasks_per_thread(tasks: usize, work_per_task: usize) -> usize {
 
 /// Writes every head's output into `out` (as its layout says) and returns the log-sum-exp
 /// of every query's scores, [B, H, Tq]. Batches are the parallel tasks: a batch's outputs are
-/// one chunk of `out` in either layout (its heads interleave in the packed one).
+/// one chunk of `out` in either layout (its heads interleave in the packed one). With fewer
+/// batches than threads (one prompt's prefill) heads are the tasks instead, each into its own
+/// rows, copied into place afterwards.
 fn forward(
     q: (&[f32], Layout),
     k: (&[f32], Layout),
@@ -165,40 +167,59 @@ fn forward(
     if nb * nh * tq * d == 0 {
         return lse;
     }
-    let min_len = tasks_per_thread(nb, nh * tq * tk * d);
-    out.par_chunks_mut(lo.batch).zip(lse.par_chunks_mut(nh * tq)).with_min_len(min_len).enumerate().for_each(
-        |(b, (out, lse))| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                    let mut bufs: [Vec<f32>; 3] = Default::default();
-                    for (h, lse) in lse.chunks_mut(tq).enumerate() {
-                        let [qb, kb, vb] = &mut bufs;
-                        let (qh, kh, vh) = (
-                            q.1.head(q.0, b, h, tq, d, qb),
-                            k.1.head(k.0, b, h, tk, d, kb),
-                            v.1.head(v.0, b, h, tk, d, vb),
-                        );
-                        for i0 in (0..tq).step_by(QUERY_BLOCK) {
-                            let n = QUERY_BLOCK.min(tq - i0);
-                            let keys = dims.keys_for(i0 + n);
-                            let p = &mut p[..n * keys];
-                            dims.scores(rows(qh, i0, n), rows(kh, 0, keys), b, i0, p);
-                            if keys > 0 {
-                                for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
-                                    *l = softmax_in_place(row);
-                                }
-                            }
-                            let pv = (MatRef::new(p, n, keys), rows(vh, 0, keys));
-                            gemm(pv.0, pv.1, &mut out[lo.at(h, i0)..], lo.token, false, Threads::Serial);
+    let head = |b: usize, h: usize, out: &mut [f32], ldo: usize, lse: &mut [f32], scratch: &mut Scratch| {
+        vectorized(
+            #[inline(always)]
+            || {
+                let [qb, kb, vb] = &mut scratch.heads;
+                let (qh, kh, vh) =
+                    (q.1.head(q.0, b, h, tq, d, qb), k.1.head(k.0, b, h, tk, d, kb), v.1.head(v.0, b, h, tk, d, vb));
+                for i0 in (0..tq).step_by(QUERY_BLOCK) {
+                    let n = QUERY_BLOCK.min(tq - i0);
+                    let keys = dims.keys_for(i0 + n);
+                    let p = &mut scratch.p[..n * keys];
+                    dims.scores(rows(qh, i0, n), rows(kh, 0, keys), b, i0, p);
+                    if keys > 0 {
+                        for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
+                            *l = softmax_in_place(row);
                         }
                     }
-                },
-            )
-        },
-    );
+                    let pv = (MatRef::new(p, n, keys), rows(vh, 0, keys));
+                    gemm(pv.0, pv.1, &mut out[i0 * ldo..], ldo, false, Threads::Serial);
+                }
+            },
+        )
+    };
+    let scratch = || Scratch { p: vec![0.0; QUERY_BLOCK.min(tq) * tk], heads: Default::default() };
+    if nb >= rayon::current_num_threads() || nh == 1 {
+        let min_len = tasks_per_thread(nb, nh * tq * tk * d);
+        let tasks = out.par_chunks_mut(lo.batch).zip(lse.par_chunks_mut(nh * tq)).with_min_len(min_len);
+        tasks.enumerate().for_each_init(scratch, |s, (b, (out, lse))| {
+            for (h, lse) in lse.chunks_mut(tq).enumerate() {
+                head(b, h, &mut out[lo.at(h, 0)..], lo.token, lse, s);
+            }
+        });
+    } else {
+        let mut heads = vec![0.0; nb * nh * tq * d];
+        let tasks = heads
+            .par_chunks_mut(tq * d)
+            .zip(lse.par_chunks_mut(tq))
+            .with_min_len(tasks_per_thread(nb * nh, tq * tk * d));
+        tasks.enumerate().for_each_init(scratch, |s, (bh, (o, lse))| head(bh / nh, bh % nh, o, d, lse, s));
+        for (bh, rows) in heads.chunks(tq * d).enumerate() {
+            let (b, h) = (bh / nh, bh % nh);
+            for (t, row) in rows.chunks(d).enumerate() {
+                out[b * lo.batch + lo.at(h, t)..][..d].copy_from_slice(row);
+            }
+        }
+    }
     lse
+}
+
+/// A forward task's working memory: a block of probabilities and one head's gathered Q, K, V.
+struct Scratch {
+    p: Vec<f32>,
+    heads: [Vec<f32>; 3],
 }
 
 /// Writes the gradients of Q, K and V, given the output and its gradient: `grads` holds the
@@ -223,11 +244,13 @@ fn backward(
         buffers.into_iter().for_each(|g| g.fill(0.0));
         return;
     }
+    let targets = [(iq, lq), (ik, lk), (iv, lv)];
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
     for (i, buffer) in buffers.into_iter().enumerate() {
-        let stride =
-            [(iq, lq), (ik, lk), (iv, lv)].iter().find(|(j, _)| *j == i).map_or(buffer.len(), |(_, l)| l.batch);
-        tasks.iter_mut().zip(buffer.chunks_mut(stride.max(1))).for_each(|(task, chunk)| task.push(chunk));
+        let strides = targets.iter().filter(|(j, _)| *j == i).map(|(_, l)| l.batch);
+        let stride = strides.clone().next().expect("every gradient buffer has a layout");
+        debug_assert!(strides.clone().all(|s| s == stride) && buffer.len() == nb * stride);
+        tasks.iter_mut().zip(buffer.chunks_mut(stride)).for_each(|(task, chunk)| task.push(chunk));
     }
     let scale = dims.scale();
     let min_len = tasks_per_thread(nb, nh * tq * tk * d);

@@ -124,13 +124,17 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let mut y = match bias {
         Some(b) => {
             let (b, row) = (b.read(), out_f.max(1));
-            filled(rows * out_f, row * (GRAIN / row).max(1), |_, o| {
-                for o in o.chunks_mut(row) {
-                    o.iter_mut().zip(b.iter()).for_each(|(o, &b)| {
-                        o.write(b);
-                    });
-                }
-            })
+            // SAFETY: chunks are whole rows, and each row takes all out_f values of the bias
+            // (its shape was checked above).
+            unsafe {
+                filled(rows * out_f, row * (GRAIN / row).max(1), |_, o| {
+                    for o in o.chunks_mut(row) {
+                        o.iter_mut().zip(b.iter()).for_each(|(o, &b)| {
+                            o.write(b);
+                        });
+                    }
+                })
+            }
         }
         None => vec![0.0; rows * out_f],
     };

@@ -37,9 +37,12 @@ use crate::simd::vectorized;
 /// Elements per parallel task: below this, spreading work over threads costs more than it saves.
 pub(crate) const GRAIN: usize = 1 << 14;
 
-/// A vector of `n` floats made by `fill(i, chunk)`, which must write every element of chunk
-/// `i` (chunks of `chunk` elements, in parallel); nothing is zeroed first.
-pub(crate) fn filled(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+/// A vector of `n` floats made by `fill(i, chunk)` on chunks of `chunk` elements, in parallel;
+/// nothing is zeroed first.
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+pub(crate) unsafe fn filled(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
     let mut out = Vec::with_capacity(n);
     out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| fill(i, o));
     // SAFETY: the chunks cover 0..n and `fill` wrote each of them (a panic would have
@@ -50,17 +53,20 @@ pub(crate) fn filled(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUni
 
 /// `f` applied to every element, in parallel for large inputs.
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    filled(x.len(), GRAIN, |i, o| {
-        vectorized(
-            #[inline(always)]
-            || {
-                let x = &x[i * GRAIN..][..o.len()];
-                for (o, &x) in o.iter_mut().zip(x) {
-                    o.write(f(x));
-                }
-            },
-        )
-    })
+    // SAFETY: the loop writes every element of the chunk (x is as long as the result).
+    unsafe {
+        filled(x.len(), GRAIN, |i, o| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let x = &x[i * GRAIN..][..o.len()];
+                    for (o, &x) in o.iter_mut().zip(x) {
+                        o.write(f(x));
+                    }
+                },
+            )
+        })
+    }
 }
 
 /// `acc += g` (gradient accumulation), in parallel for large inputs.
@@ -77,34 +83,40 @@ pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
 /// `f` applied pairwise to two equally long slices, in parallel for large inputs.
 pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     assert_eq!(a.len(), b.len());
-    filled(a.len(), GRAIN, |i, o| {
-        vectorized(
-            #[inline(always)]
-            || {
-                let (a, b) = (&a[i * GRAIN..][..o.len()], &b[i * GRAIN..][..o.len()]);
-                for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
-                    o.write(f(a, b));
-                }
-            },
-        )
-    })
+    // SAFETY: the loop writes every element of the chunk (a and b are as long as the result).
+    unsafe {
+        filled(a.len(), GRAIN, |i, o| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (a, b) = (&a[i * GRAIN..][..o.len()], &b[i * GRAIN..][..o.len()]);
+                    for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+                        o.write(f(a, b));
+                    }
+                },
+            )
+        })
+    }
 }
 
 /// `f` applied elementwise to three equally long slices, in parallel for large inputs.
 pub(crate) fn zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
     assert!(a.len() == b.len() && b.len() == c.len());
-    filled(a.len(), GRAIN, |i, o| {
-        vectorized(
-            #[inline(always)]
-            || {
-                let n = o.len();
-                let (a, b, c) = (&a[i * GRAIN..][..n], &b[i * GRAIN..][..n], &c[i * GRAIN..][..n]);
-                for (o, (&a, (&b, &c))) in o.iter_mut().zip(a.iter().zip(b.iter().zip(c))) {
-                    o.write(f(a, b, c));
-                }
-            },
-        )
-    })
+    // SAFETY: the loop writes every element of the chunk (a, b and c are as long as the result).
+    unsafe {
+        filled(a.len(), GRAIN, |i, o| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let n = o.len();
+                    let (a, b, c) = (&a[i * GRAIN..][..n], &b[i * GRAIN..][..n], &c[i * GRAIN..][..n]);
+                    for (o, (&a, (&b, &c))) in o.iter_mut().zip(a.iter().zip(b.iter().zip(c))) {
+                        o.write(f(a, b, c));
+                    }
+                },
+            )
+        })
+    }
 }
 
 /// Splits a shape around `axis` into (elements before, size of axis, elements after).
