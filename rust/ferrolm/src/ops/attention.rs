@@ -245,73 +245,99 @@ fn backward(
         return;
     }
     let targets = [(iq, lq), (ik, lk), (iv, lv)];
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
-    for (i, buffer) in buffers.into_iter().enumerate() {
-        let strides = targets.iter().filter(|(j, _)| *j == i).map(|(_, l)| l.batch);
-        let stride = strides.clone().next().expect("every gradient buffer has a layout");
-        debug_assert!(strides.clone().all(|s| s == stride) && buffer.len() == nb * stride);
-        tasks.iter_mut().zip(buffer.chunks_mut(stride)).for_each(|(task, chunk)| task.push(chunk));
-    }
     let scale = dims.scale();
-    let min_len = tasks_per_thread(nb, nh * tq * tk * d);
-    tasks.into_par_iter().with_min_len(min_len).enumerate().for_each(|(b, mut g)| {
+    // One head of batch b: its gradients go to `g[i]` at `layouts` (buffer i, layout).
+    let head = |b: usize, h: usize, g: &mut [&mut [f32]], layouts: [(usize, Layout); 3], s: &mut BackwardScratch| {
         vectorized(
             #[inline(always)]
             || {
-                let mut p = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                let mut ds = vec![0.0; QUERY_BLOCK.min(tq) * tk];
-                let mut bufs: [Vec<f32>; 5] = Default::default();
-                for h in 0..nh {
-                    let [qb, kb, vb, ob, gb] = &mut bufs;
-                    let (qh, kh, vh) = (
-                        q.1.head(q.0, b, h, tq, d, qb),
-                        k.1.head(k.0, b, h, tk, d, kb),
-                        v.1.head(v.0, b, h, tk, d, vb),
-                    );
-                    let (oh, dyh) = (out.1.head(out.0, b, h, tq, d, ob), dout.1.head(dout.0, b, h, tq, d, gb));
-                    // The last query block sees every key (the causal mask only hides keys
-                    // from earlier blocks), so walking the blocks backwards lets it set dK and
-                    // dV and the others add to them.
-                    for (nth, i0) in (0..tq).step_by(QUERY_BLOCK).rev().enumerate() {
-                        let add = nth > 0;
-                        let n = QUERY_BLOCK.min(tq - i0);
-                        let keys = dims.keys_for(i0 + n);
-                        let (p, ds) = (&mut p[..n * keys], &mut ds[..n * keys]);
-                        let (qm, km, vm) = (rows(qh, i0, n), rows(kh, 0, keys), rows(vh, 0, keys));
-                        let (o, dy) = (rows(oh, i0, n), rows(dyh, i0, n));
-                        // P = exp(S − lse), recomputed from the scores.
-                        dims.scores(qm, km, b, i0, p);
-                        for (r, row) in p.chunks_mut(keys.max(1)).take(n).enumerate() {
-                            let l = lse[(b * nh + h) * tq + i0 + r];
-                            row.iter_mut()
-                                .for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
-                        }
-                        // dV (+)= Pᵀ·dO
-                        gemm(
-                            MatRef::new(p, n, keys).t(),
-                            dy,
-                            &mut g[iv][lv.at(h, 0)..],
-                            lv.token,
-                            add,
-                            Threads::Serial,
-                        );
-                        // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
-                        gemm(dy, vm.t(), ds, keys, false, Threads::Serial);
-                        for r in 0..n {
-                            let (gr, or) = (&dy.data[r * dy.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
-                            let delta = simd::sum_zip([gr, or], |[g, o]| g * o);
-                            let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
-                            ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
-                        }
-                        // dQ = dS·K, dK (+)= dSᵀ·Q
-                        let dsm = MatRef::new(ds, n, keys);
-                        gemm(dsm, km, &mut g[iq][lq.at(h, i0)..], lq.token, false, Threads::Serial);
-                        gemm(dsm.t(), qm, &mut g[ik][lk.at(h, 0)..], lk.token, add, Threads::Serial);
+                let [(iq, lq), (ik, lk), (iv, lv)] = layouts;
+                let [qb, kb, vb, ob, gb] = &mut s.heads;
+                let (qh, kh, vh) =
+                    (q.1.head(q.0, b, h, tq, d, qb), k.1.head(k.0, b, h, tk, d, kb), v.1.head(v.0, b, h, tk, d, vb));
+                let (oh, dyh) = (out.1.head(out.0, b, h, tq, d, ob), dout.1.head(dout.0, b, h, tq, d, gb));
+                // The last query block sees every key (the causal mask only hides keys from
+                // earlier blocks), so walking the blocks backwards lets it set dK and dV and
+                // the others add to them.
+                for (nth, i0) in (0..tq).step_by(QUERY_BLOCK).rev().enumerate() {
+                    let add = nth > 0;
+                    let n = QUERY_BLOCK.min(tq - i0);
+                    let keys = dims.keys_for(i0 + n);
+                    let (p, ds) = (&mut s.p[..n * keys], &mut s.ds[..n * keys]);
+                    let (qm, km, vm) = (rows(qh, i0, n), rows(kh, 0, keys), rows(vh, 0, keys));
+                    let (o, dy) = (rows(oh, i0, n), rows(dyh, i0, n));
+                    // P = exp(S − lse), recomputed from the scores.
+                    dims.scores(qm, km, b, i0, p);
+                    for (r, row) in p.chunks_mut(keys.max(1)).take(n).enumerate() {
+                        let l = lse[(b * nh + h) * tq + i0 + r];
+                        row.iter_mut().for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
                     }
+                    // dV (+)= Pᵀ·dO
+                    let pt = MatRef::new(p, n, keys).t();
+                    gemm(pt, dy, &mut g[iv][lv.at(h, 0)..], lv.token, add, Threads::Serial);
+                    // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
+                    gemm(dy, vm.t(), ds, keys, false, Threads::Serial);
+                    for r in 0..n {
+                        let (gr, or) = (&dy.data[r * dy.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
+                        let delta = simd::sum_zip([gr, or], |[g, o]| g * o);
+                        let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
+                        ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
+                    }
+                    // dQ = dS·K, dK (+)= dSᵀ·Q
+                    let dsm = MatRef::new(ds, n, keys);
+                    gemm(dsm, km, &mut g[iq][lq.at(h, i0)..], lq.token, false, Threads::Serial);
+                    gemm(dsm.t(), qm, &mut g[ik][lk.at(h, 0)..], lk.token, add, Threads::Serial);
                 }
             },
         )
-    });
+    };
+    let block = QUERY_BLOCK.min(tq) * tk;
+    let scratch = || BackwardScratch { p: vec![0.0; block], ds: vec![0.0; block], heads: Default::default() };
+    if nb >= rayon::current_num_threads() || nh == 1 {
+        let mut tasks: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
+        for (i, buffer) in buffers.into_iter().enumerate() {
+            let strides = targets.iter().filter(|(j, _)| *j == i).map(|(_, l)| l.batch);
+            let stride = strides.clone().next().expect("every gradient buffer has a layout");
+            debug_assert!(strides.clone().all(|s| s == stride) && buffer.len() == nb * stride);
+            tasks.iter_mut().zip(buffer.chunks_mut(stride)).for_each(|(task, chunk)| task.push(chunk));
+        }
+        let min_len = tasks_per_thread(nb, nh * tq * tk * d);
+        tasks
+            .into_par_iter()
+            .with_min_len(min_len)
+            .enumerate()
+            .for_each_init(scratch, |s, (b, mut g)| (0..nh).for_each(|h| head(b, h, &mut g, targets, s)));
+    } else {
+        // Fewer batches than threads: one task per head, writing its dQ, dK and dV rows
+        // side by side, copied into place afterwards.
+        let per = (tq + 2 * tk) * d;
+        let part = |offset| (0, Layout { offset, batch: per, head: 0, token: d });
+        let local = [part(0), part(tq * d), part((tq + tk) * d)];
+        let mut heads = vec![0.0; nb * nh * per];
+        let min_len = tasks_per_thread(nb * nh, tq * tk * d);
+        heads
+            .par_chunks_mut(per)
+            .with_min_len(min_len)
+            .enumerate()
+            .for_each_init(scratch, |s, (bh, chunk)| head(bh / nh, bh % nh, &mut [chunk], local, s));
+        let mut buffers = buffers;
+        for (bh, chunk) in heads.chunks(per).enumerate() {
+            let (b, h) = (bh / nh, bh % nh);
+            for (&(i, to), (&(_, from), t)) in targets.iter().zip(local.iter().zip([tq, tk, tk])) {
+                for r in 0..t {
+                    buffers[i][b * to.batch + to.at(h, r)..][..d].copy_from_slice(&chunk[from.at(0, r)..][..d]);
+                }
+            }
+        }
+    }
+}
+
+/// A backward task's working memory: blocks of probabilities and of their gradients, and one
+/// head's gathered Q, K, V, output and output gradient.
+struct BackwardScratch {
+    p: Vec<f32>,
+    ds: Vec<f32>,
+    heads: [Vec<f32>; 5],
 }
 
 fn check_mask(key_mask: Option<&[bool]>, b: usize, tk: usize) -> Result<Option<Vec<bool>>> {
