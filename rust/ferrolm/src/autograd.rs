@@ -1,11 +1,11 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Each tracked op stores a [`Node`]: its inputs and how its gradient goes back to them, a
-//! one-shot backward closure written next to the op's forward code, or a pass-through (adds,
-//! reshapes) that hands every input the output gradient itself. [`Tensor::backward`] sorts
-//! the graph topologically, walks it from the output back, hands each closure its output
-//! gradient and accumulates what comes back into the inputs. Closures are consumed as they
-//! run, so a graph is freed by its backward pass; walking it a second time is an error, as in
+//! Each tracked op stores a [`Node`]: its inputs and a one-shot backward closure written next
+//! to the op's forward code. [`Tensor::backward`] sorts the graph topologically, walks it from
+//! the output back, hands each closure its output gradient and accumulates what it returns
+//! into the inputs; a closure may return the output gradient itself ([`Grad::Output`]: adds,
+//! reshapes), which is then shared rather than copied. Closures are consumed as they run, so
+//! a graph is freed by its backward pass; walking it a second time is an error, as in
 //! PyTorch without `retain_graph`.
 
 use std::cell::Cell;
@@ -15,8 +15,22 @@ use std::sync::Arc;
 use crate::tensor::Tensor;
 use crate::{bail, ensure, Result};
 
+/// One input's gradient, as a backward closure returns it.
+pub(crate) enum Grad {
+    /// Values computed for the input.
+    Values(Vec<f32>),
+    /// The op's output gradient itself (adds, reshapes): shared, not copied.
+    Output,
+}
+
+impl From<Vec<f32>> for Grad {
+    fn from(values: Vec<f32>) -> Self {
+        Grad::Values(values)
+    }
+}
+
 /// Gradients for an op's inputs, in input order; `None` where an input needs none.
-pub(crate) type Grads = Vec<Option<Vec<f32>>>;
+pub(crate) type Grads = Vec<Option<Grad>>;
 
 /// The backward half of an op: output gradient in, input gradients out.
 pub(crate) type BackwardFn = Box<dyn FnOnce(&Ctx) -> Result<Grads> + Send + Sync>;
@@ -31,19 +45,10 @@ pub(crate) enum Origin {
     Freed(&'static str),
 }
 
-/// How an op sends its output gradient back to its inputs.
-pub(crate) enum Backward {
-    /// A closure computes each input's gradient.
-    Fn(BackwardFn),
-    /// Every input receives the output gradient unchanged (a reshape, an add of equal
-    /// shapes): it is shared, not copied.
-    PassThrough,
-}
-
 pub(crate) struct Node {
     pub op: &'static str,
     pub inputs: Vec<Tensor>,
-    pub backward: Backward,
+    pub backward: BackwardFn,
 }
 
 /// What a backward closure may look at.
@@ -139,19 +144,20 @@ impl Tensor {
                 }
                 Origin::Op(node) => {
                     *tensor.origin() = Origin::Freed(node.op);
-                    let input_grads: Vec<Option<Arc<Vec<f32>>>> = match node.backward {
-                        Backward::PassThrough => node.inputs.iter().map(|_| Some(grad.clone())).collect(),
-                        Backward::Fn(backward) => {
-                            let out = tensor.read();
-                            let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
-                            backward(&ctx)?.into_iter().map(|g| g.map(Arc::new)).collect()
-                        }
+                    let input_grads = {
+                        let out = tensor.read();
+                        let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
+                        (node.backward)(&ctx)?
                     };
                     for (input, g) in node.inputs.iter().zip(input_grads) {
                         let Some(g) = g else { continue };
                         if !input.requires_grad() {
                             continue;
                         }
+                        let g = match g {
+                            Grad::Values(values) => Arc::new(values),
+                            Grad::Output => grad.clone(),
+                        };
                         debug_assert_eq!(g.len(), input.numel(), "{} returned a wrong-sized grad", node.op);
                         match pending.get_mut(&input.id()) {
                             Some(acc) => crate::ops::add_assign(Arc::<Vec<f32>>::make_mut(acc), &g),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use crate::autograd::{Backward, Node, Origin};
+use crate::autograd::{BackwardFn, Grad, Node, Origin};
 use crate::rng::Rng;
 use crate::{ensure, Error, Result};
 
@@ -113,21 +113,16 @@ impl Tensor {
 
     /// The result of an op: records `backward` in the graph when gradients are being tracked
     /// (grad mode on and some input requires grad), otherwise drops it.
-    pub(crate) fn from_op(
+    pub(crate) fn from_op<G: Into<Grad>>(
         data: Vec<f32>,
         shape: Vec<usize>,
         op: &'static str,
         inputs: &[&Tensor],
-        backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
+        backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<G>>> + Send + Sync + 'static,
     ) -> Tensor {
         debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
-        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Backward::Fn(Box::new(backward)))
-    }
-
-    /// The result of an op whose inputs' gradients all equal its output's (see `from_op`).
-    pub(crate) fn passing_grad(data: Vec<f32>, shape: Vec<usize>, op: &'static str, inputs: &[&Tensor]) -> Tensor {
-        debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
-        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, Backward::PassThrough)
+        let backward: BackwardFn = Box::new(|ctx| Ok(backward(ctx)?.into_iter().map(|g| g.map(Into::into)).collect()));
+        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, backward)
     }
 
     pub(crate) fn with_storage(
@@ -135,7 +130,7 @@ impl Tensor {
         shape: Vec<usize>,
         op: &'static str,
         inputs: &[&Tensor],
-        backward: Backward,
+        backward: BackwardFn,
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         if track {

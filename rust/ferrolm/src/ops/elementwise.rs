@@ -7,6 +7,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use rayon::prelude::*;
 
 use super::{map, zip, zip3, GRAIN};
+use crate::autograd::Grad;
 use crate::simd;
 use crate::tensor::{numel, Tensor};
 use crate::{bail, Result};
@@ -121,7 +122,7 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
 }
 
 pub fn add_scalar(x: &Tensor, s: f32) -> Tensor {
-    Tensor::passing_grad(map(&x.read(), |x| x + s), x.shape().to_vec(), "add_scalar", &[x])
+    Tensor::from_op(map(&x.read(), |x| x + s), x.shape().to_vec(), "add_scalar", &[x], |_| Ok(vec![Some(Grad::Output)]))
 }
 
 pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
@@ -245,13 +246,14 @@ pub(crate) fn reduce_to(grad: Vec<f32>, from: &[usize], to: &[usize]) -> Vec<f32
 }
 
 /// A broadcasting binary op; `backward(grad, a, b, out)` gives both gradients in the broadcast
-/// shape (or `None` when not needed), which are then summed back to each input's shape.
+/// shape (or `None` when not needed), which are then summed back to each input's shape. An
+/// output gradient passed on unchanged stays shared where its input was not stretched.
 fn binary(
     a: &Tensor,
     b: &Tensor,
     op: &'static str,
     f: impl Fn(f32, f32) -> f32 + Sync,
-    backward: impl Fn(&Side, &[f32], &[f32]) -> (Option<Vec<f32>>, Option<Vec<f32>>) + Send + Sync + 'static,
+    backward: impl Fn(&Side, &[f32], &[f32]) -> (Option<Grad>, Option<Grad>) + Send + Sync + 'static,
 ) -> Result<Tensor> {
     let out_shape = broadcast_shape(a.shape(), b.shape())?;
     let y = zip_broadcast(&out_shape, &a.read(), a.shape(), &b.read(), b.shape(), f);
@@ -269,7 +271,12 @@ fn binary(
             need_b: ctx.needs(1),
         };
         let (ga, gb) = backward(&side, ctx.grad, ctx.out);
-        Ok(vec![ga.map(|g| reduce_to(g, &shape, ta.shape())), gb.map(|g| reduce_to(g, &shape, tb.shape()))])
+        let to_input = |g: Grad, to: &[usize]| match g {
+            Grad::Output if to == shape.as_slice() => Grad::Output,
+            Grad::Output => Grad::Values(reduce_to(ctx.grad.to_vec(), &shape, to)),
+            Grad::Values(v) => Grad::Values(reduce_to(v, &shape, to)),
+        };
+        Ok(vec![ga.map(|g| to_input(g, ta.shape())), gb.map(|g| to_input(g, tb.shape()))])
     }))
 }
 
@@ -286,33 +293,34 @@ struct Side<'a> {
 
 impl Side<'_> {
     /// `f(g, a)` over the broadcast shape, if the gradient of the given side is wanted.
-    fn with_a(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Vec<f32>> {
-        need.then(|| zip_broadcast(self.out, g, self.out, self.a, self.a_shape, f))
+    fn with_a(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Grad> {
+        need.then(|| Grad::Values(zip_broadcast(self.out, g, self.out, self.a, self.a_shape, f)))
     }
-    fn with_b(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Vec<f32>> {
-        need.then(|| zip_broadcast(self.out, g, self.out, self.b, self.b_shape, f))
+    fn with_b(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Grad> {
+        need.then(|| Grad::Values(zip_broadcast(self.out, g, self.out, self.b, self.b_shape, f)))
     }
     /// `f(g, a, b)` over the broadcast shape.
-    fn with_ab(&self, need: bool, g: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Option<Vec<f32>> {
+    fn with_ab(&self, need: bool, g: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Option<Grad> {
         need.then(|| {
             let a = zip_broadcast(self.out, g, self.out, self.a, self.a_shape, |_, a| a);
             let b = zip_broadcast(self.out, g, self.out, self.b, self.b_shape, |_, b| b);
-            zip3(g, &a, &b, f)
+            Grad::Values(zip3(g, &a, &b, f))
         })
     }
 }
 
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.shape() == b.shape() {
-        // Residual connections: both inputs get the output gradient, shared rather than copied.
-        let y = zip(&a.read(), &b.read(), |a, b| a + b);
-        return Ok(Tensor::passing_grad(y, a.shape().to_vec(), "add", &[a, b]));
-    }
-    binary(a, b, "add", |a, b| a + b, |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| g.to_vec())))
+    binary(a, b, "add", |a, b| a + b, |s, _, _| (s.need_a.then_some(Grad::Output), s.need_b.then_some(Grad::Output)))
 }
 
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(a, b, "sub", |a, b| a - b, |s, g, _| (s.need_a.then(|| g.to_vec()), s.need_b.then(|| map(g, |g| -g))))
+    binary(
+        a,
+        b,
+        "sub",
+        |a, b| a - b,
+        |s, g, _| (s.need_a.then_some(Grad::Output), s.need_b.then(|| map(g, |g| -g).into())),
+    )
 }
 
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -336,7 +344,7 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 let g_out = zip(g, out, |g, y| g * y);
                 zip_broadcast(s.out, &g_out, s.out, s.b, s.b_shape, |gy, b| -gy / b)
             });
-            (s.with_b(s.need_a, g, |g, b| g / b), gb)
+            (s.with_b(s.need_a, g, |g, b| g / b), gb.map(Grad::Values))
         },
     )
 }

@@ -83,19 +83,18 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
                 )
             })
             .collect();
-        // Sums the tasks' partial dw (`second` false) or db (true).
-        let sum_parts = |second: bool| {
-            partials.iter().fold(vec![0.0; c], |mut acc, (dw, db)| {
-                acc.iter_mut().zip(if second { db } else { dw }).for_each(|(a, v)| *a += v);
-                acc
-            })
-        };
+        // The tasks' partial dw and db, summed in task order.
+        let (dw, db) = partials.iter().fold((vec![0.0; c], vec![0.0; c]), |(mut dw, mut db), (pw, pb)| {
+            super::add_assign(&mut dw, pw);
+            super::add_assign(&mut db, pb);
+            (dw, db)
+        });
         let mut grads = vec![Some(dx)];
         if has_w {
-            grads.push(Some(sum_parts(false)));
+            grads.push(Some(dw));
         }
         if has_b {
-            grads.push(Some(sum_parts(true)));
+            grads.push(Some(db));
         }
         Ok(grads)
     }))

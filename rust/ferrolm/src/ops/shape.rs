@@ -3,7 +3,7 @@
 use ndarray::{ArrayViewD, IxDyn};
 
 use super::split_at_axis;
-use crate::autograd::Backward;
+use crate::autograd::Grad;
 use crate::tensor::{numel, resolve_axis, Tensor};
 use crate::{bail, ensure, Result};
 
@@ -30,7 +30,7 @@ pub fn infer_shape(requested: &[isize], count: usize) -> Result<Vec<usize>> {
 /// The same elements in a new shape (one dimension may be -1). No copy: storage is shared.
 pub fn reshape(x: &Tensor, shape: &[isize]) -> Result<Tensor> {
     let shape = infer_shape(shape, x.numel())?;
-    Ok(Tensor::with_storage(x.storage().clone(), shape, "reshape", &[x], Backward::PassThrough))
+    Ok(Tensor::with_storage(x.storage().clone(), shape, "reshape", &[x], Box::new(|_| Ok(vec![Some(Grad::Output)]))))
 }
 
 /// Reorders dimensions: output dimension i is input dimension `dims[i]`.
