@@ -143,6 +143,31 @@ print(json.dumps({{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv
     np.testing.assert_allclose(one["grad"], two["grad"], rtol=1e-5, atol=1e-7)
 
 
+def test_calls_from_other_python_threads():
+    # The importing thread is one of the compute pool's threads; calls from other threads, alone
+    # or alongside it, must run on the rest of the pool and give the same results.
+    code = """
+import json, threading, numpy as np, ferrolm as fl, ferrolm.functional as F
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal((200, 250)).astype(np.float32)
+def product():
+    x = fl.tensor(a, requires_grad=True)
+    F.tanh(x @ fl.tensor(b)).sum().backward()
+    return x.grad.numpy()
+main = product()
+results = []
+workers = [threading.Thread(target=lambda: results.append(product())) for _ in range(3)]
+for w in workers: w.start()
+alongside = product()
+for w in workers: w.join()
+print(json.dumps({"threads": fl.num_threads(), "equal": all(np.array_equal(main, r) for r in results + [alongside]),
+                  "n": len(results)}))
+"""
+    for threads in ("1", "2"):
+        out = json.loads(run_python(code, {"RAYON_NUM_THREADS": threads}))
+        assert out == {"threads": int(threads), "equal": True, "n": 3}
+
+
 def bf16(x: np.ndarray) -> np.ndarray:
     """x rounded to bfloat16 (to nearest even; finite normal values), as float64."""
     bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)

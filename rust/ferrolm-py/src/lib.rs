@@ -25,6 +25,7 @@ fn tune_allocator() {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    ferrolm::init_thread_pool(); // the importing thread (normally Python's main) makes most calls
     tune_allocator();
     errors::register(m)?;
     m.add_class::<tensor::PyTensor>()?;

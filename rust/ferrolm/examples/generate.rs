@@ -47,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    ferrolm::init_thread_pool(); // this thread drives the decoding loop: let its ops start here
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(args.dir.join("tokenizer.json"))?;
     let prompt: Vec<i64> =
