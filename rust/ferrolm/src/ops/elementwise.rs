@@ -88,18 +88,25 @@ pub fn relu(x: &Tensor) -> Tensor {
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;
 
-/// GELU with the tanh approximation (GPT-2's `gelu_new`).
+/// GELU with the tanh approximation (GPT-2's `gelu_new`), computed as `x σ(2u)`: the same
+/// function as `0.5 x (1 + tanh u)`, with one exp and one division instead of tanh's.
 pub fn gelu(x: &Tensor) -> Tensor {
+    // u = √(2/π)(x + c x³); σ(2u) = 1 / (1 + e^(−2u)).
+    #[inline(always)]
+    fn sigmoid_2u(x: f32) -> f32 {
+        1.0 / (1.0 + simd::exp(-2.0 * SQRT_2_OVER_PI * x * (1.0 + GELU_C * x * x)))
+    }
     unary(
         x,
         "gelu",
         #[inline(always)]
-        |x| 0.5 * x * (1.0 + simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))),
+        |x| x * sigmoid_2u(x),
         Input,
+        // d/dx x σ(2u) = σ + 2 x σ (1 − σ) u'
         #[inline(always)]
         |x| {
-            let t = simd::tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
-            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
+            let s = sigmoid_2u(x);
+            s + 2.0 * x * s * (1.0 - s) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
         },
     )
 }
@@ -403,4 +410,26 @@ pub fn masked_fill(x: &Tensor, mask: &Tensor, value: f32) -> Result<Tensor> {
         );
     }
     where_(mask, &Tensor::scalar(value), x)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Tensor;
+
+    /// Both GELUs against their defining formulas in f64, out to where they saturate.
+    #[test]
+    fn gelu_values_match_their_formulas() {
+        let xs: Vec<f32> = (-6000..=6000).map(|i| i as f32 * 5e-3).chain([-100.0, -30.0, 30.0, 100.0]).collect();
+        let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap();
+        let (tanh_form, erf_form) = (super::gelu(&x).to_vec(), super::gelu_erf(&x).to_vec());
+        for (i, &v) in xs.iter().enumerate() {
+            let v = v as f64;
+            let want_tanh = 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh());
+            let want_erf = 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2));
+            let tol = 1e-6 * (1.0 + v.abs());
+            assert!((tanh_form[i] as f64 - want_tanh).abs() < tol, "gelu({v}) = {} want {want_tanh}", tanh_form[i]);
+            assert!((erf_form[i] as f64 - want_erf).abs() < tol, "gelu_erf({v}) = {} want {want_erf}", erf_form[i]);
+        }
+        assert!(super::gelu(&Tensor::from_vec(vec![f32::NAN], &[1]).unwrap()).to_vec()[0].is_nan());
+    }
 }
