@@ -1,4 +1,4 @@
-use ferrolm::gemm::{gemm, MatRef, Threads};
+use ferrolm::gemm::{gemm, product, MatRef, Threads};
 
 /// Small deterministic generator (xorshift64*), values in [-1, 1).
 struct Rng(u64);
@@ -166,6 +166,30 @@ fn zero_sizes() {
     // m = 0 or n = 0 touch nothing (C may be empty).
     gemm(MatRef::new(&a, 0, 3), MatRef::new(&a, 3, 4), &mut [], 4, false, Threads::Pool);
     gemm(MatRef::new(&a, 3, 4), MatRef::new(&a, 4, 0), &mut [], 0, false, Threads::Pool);
+}
+
+/// `product` (a fresh C, never zeroed) equals `gemm` into a zeroed C, bitwise, on every layout,
+/// including the few-row and empty shapes that take other paths.
+#[test]
+fn product_equals_gemm() {
+    let mut rng = Rng(0x51ce);
+    for &(m, k, n) in &[(1, 9, 5), (3, 40, 70), (6, 8, 64), (13, 17, 63), (65, 70, 129), (97, 600, 801), (8, 0, 5), (0, 3, 4)] {
+        for la in LAYOUTS {
+            for lb in LAYOUTS {
+                let (ad, av) = operand(&mut rng, m, k, la);
+                let (bd, bv) = operand(&mut rng, k, n, lb);
+                let (a, b) = (av(&ad), bv(&bd));
+                let mut want = vec![0.0; m * n];
+                gemm(a, b, &mut want, n, false, Threads::Pool);
+                let got = product(a, b, Threads::Pool);
+                assert_eq!(got.len(), m * n);
+                assert!(
+                    got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{m}x{k}x{n} {la:?}·{lb:?}: product differs from gemm"
+                );
+            }
+        }
+    }
 }
 
 /// The same product on 1, 2 and 3 threads and serially is bitwise identical.

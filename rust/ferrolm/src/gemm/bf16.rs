@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::ops::Range;
 
-use super::{kernel_avx512 as k, pack, with_buffer, Kernel, Line, MatRef};
+use super::{kernel_avx512 as k, pack, with_buffer, CPtr, Kernel, Line, MatRef};
 
 /// The pair kernel and its blocking (k steps are pairs, so KC = 256 spans 512 k like the f32
 /// kernel's KC = 512, in half the bytes).
@@ -79,7 +79,11 @@ const KEEP_PAIRS: usize = 1 << 22;
 
 /// `C = A·B` (or `+=`) in bf16 on `nt` threads; the caller checked shapes and bounds, and chose
 /// `kern` from `kernel()` (so the CPU has the bf16 instructions).
-pub(super) fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, nt: usize) {
+///
+/// # Safety
+/// As for `super::blocked`: `c` addresses the m × n matrix at stride `ldc`, writable, and
+/// initialised if `accumulate`.
+pub(super) unsafe fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
     debug_assert!(supported());
     let (m, kk, n) = (a.rows, a.cols, b.cols);
     let k2 = kk.div_ceil(2);
@@ -88,7 +92,8 @@ pub(super) fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: &mut [f32], ldc: 
             let a2 = to_pairs(a, ap, nt);
             // B's k runs down its rows: pair the columns of Bᵀ.
             let b2 = to_pairs(b.t(), bp, nt).t();
-            super::multiply(kern, a2, b2, c, ldc, accumulate, nt);
+            // SAFETY: passed on from our caller; the paired operands have the same m × n product.
+            unsafe { super::multiply(kern, a2, b2, c, ldc, accumulate, nt) };
         })
     });
     for (key, len) in [(&PAIRS_A, m * k2), (&PAIRS_B, k2 * n)] {

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::reduce::sum_axis_raw;
 use super::{filled, GRAIN};
-use crate::gemm::{gemm, MatRef, Threads};
+use crate::gemm::{gemm, product, MatRef, Threads};
 use crate::tensor::{numel, Tensor};
 use crate::{bail, ensure, Result};
 
@@ -86,21 +86,12 @@ fn for_each_batch(out: &mut [f32], block: usize, f: impl Fn(usize, &mut [f32], T
 
 /// [rows, K] · [K, N] for `a` of any rank whose last axis is K.
 fn product_2d(a: &Tensor, b: &Tensor, rows: usize, k: usize, n: usize, shape: Vec<usize>) -> Tensor {
-    let mut y = vec![0.0; rows * n];
-    gemm(MatRef::new(&a.read(), rows, k), MatRef::new(&b.read(), k, n), &mut y, n, false, Threads::Pool);
+    let y = product(MatRef::new(&a.read(), rows, k), MatRef::new(&b.read(), k, n), Threads::Pool);
     Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
         let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g = MatRef::new(ctx.grad, rows, n);
-        let ga = ctx.needs(0).then(|| {
-            let mut ga = vec![0.0; rows * k];
-            gemm(g, MatRef::new(&bd, k, n).t(), &mut ga, k, false, Threads::Pool);
-            ga
-        });
-        let gb = ctx.needs(1).then(|| {
-            let mut gb = vec![0.0; k * n];
-            gemm(MatRef::new(&ad, rows, k).t(), g, &mut gb, n, false, Threads::Pool);
-            gb
-        });
+        let ga = ctx.needs(0).then(|| product(g, MatRef::new(&bd, k, n).t(), Threads::Pool));
+        let gb = ctx.needs(1).then(|| product(MatRef::new(&ad, rows, k).t(), g, Threads::Pool));
         Ok(vec![ga, gb])
     })
 }
@@ -120,32 +111,30 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         b.expect_shape(&[out_f], "linear bias")?;
     }
     let rows = x.numel() / in_f.max(1);
-    // With a bias, y starts as the bias in every row and the product adds to it.
-    let mut y = match bias {
-        Some(b) => {
-            let (b, row) = (b.read(), out_f.max(1));
-            // SAFETY: chunks are whole rows, and each row takes all out_f values of the bias
-            // (its shape was checked above).
-            unsafe {
-                filled(rows * out_f, row * (GRAIN / row).max(1), |_, o| {
-                    for o in o.chunks_mut(row) {
-                        o.iter_mut().zip(b.iter()).for_each(|(o, &b)| {
-                            o.write(b);
-                        });
-                    }
-                })
+    let y = {
+        let (xd, wd) = (x.read(), weight.read());
+        let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
+        // With a bias, y starts as the bias in every row and the product adds to it.
+        match bias {
+            None => product(xm, wt, Threads::Pool),
+            Some(b) => {
+                let (b, row) = (b.read(), out_f.max(1));
+                // SAFETY: chunks are whole rows, and each row takes all out_f values of the bias
+                // (its shape was checked above).
+                let mut y = unsafe {
+                    filled(rows * out_f, row * (GRAIN / row).max(1), |_, o| {
+                        for o in o.chunks_mut(row) {
+                            o.iter_mut().zip(b.iter()).for_each(|(o, &b)| {
+                                o.write(b);
+                            });
+                        }
+                    })
+                };
+                gemm(xm, wt, &mut y, out_f, true, Threads::Pool);
+                y
             }
         }
-        None => vec![0.0; rows * out_f],
     };
-    gemm(
-        MatRef::new(&x.read(), rows, in_f),
-        MatRef::new(&weight.read(), out_f, in_f).t(),
-        &mut y,
-        out_f,
-        bias.is_some(),
-        Threads::Pool,
-    );
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_f;
     let mut inputs = vec![x, weight];
@@ -153,16 +142,8 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     Ok(Tensor::from_op(y, shape, "linear", &inputs, move |ctx| {
         let (xd, wd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g = MatRef::new(ctx.grad, rows, out_f);
-        let gx = ctx.needs(0).then(|| {
-            let mut gx = vec![0.0; rows * in_f];
-            gemm(g, MatRef::new(&wd, out_f, in_f), &mut gx, in_f, false, Threads::Pool);
-            gx
-        });
-        let gw = ctx.needs(1).then(|| {
-            let mut gw = vec![0.0; out_f * in_f];
-            gemm(g.t(), MatRef::new(&xd, rows, in_f), &mut gw, in_f, false, Threads::Pool);
-            gw
-        });
+        let gx = ctx.needs(0).then(|| product(g, MatRef::new(&wd, out_f, in_f), Threads::Pool));
+        let gw = ctx.needs(1).then(|| product(g.t(), MatRef::new(&xd, rows, in_f), Threads::Pool));
         let mut grads = vec![gx, gw];
         if ctx.inputs.len() == 3 {
             grads.push(ctx.needs(2).then(|| sum_axis_raw(ctx.grad, 1, rows, out_f)));
