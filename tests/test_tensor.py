@@ -168,6 +168,30 @@ print(json.dumps({"threads": fl.num_threads(), "equal": all(np.array_equal(main,
         assert out == {"threads": int(threads), "equal": True, "n": 3}
 
 
+def test_forked_child_computes():
+    # multiprocessing's fork start method copies only the forking thread; ferrolm must keep
+    # working in the child on that thread alone (a pool thread it waited on would never come).
+    code = """
+import os, numpy as np, ferrolm as fl, ferrolm.functional as F
+x = fl.tensor(np.full((400, 300), 0.5, np.float32), requires_grad=True)
+w = fl.tensor(np.full((300, 200), 0.25, np.float32))
+before = F.gelu(x @ w).sum().item()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    F.gelu(x @ w).sum().backward()
+    os.write(write, f"{F.gelu(x @ w).sum().item()} {x.grad.numpy().sum()}".encode())
+    os._exit(0)
+os.close(write)
+_, status = os.waitpid(pid, 0)
+print(before, status, os.read(read, 100).decode())
+"""
+    before, status, after, grad_sum = run_python(code, {"RAYON_NUM_THREADS": "2"}).split()
+    assert int(status) == 0 and float(after) == float(before)
+    # Every pre-activation is 37.5, where GELU's slope is 1, so each dloss/dx is a row sum of w.
+    assert float(grad_sum) == pytest.approx(400 * 300 * 0.25 * 200, rel=1e-5)
+
+
 def bf16(x: np.ndarray) -> np.ndarray:
     """x rounded to bfloat16 (to nearest even; finite normal values), as float64."""
     bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
