@@ -23,6 +23,12 @@ fn tune_allocator() {
     }
 }
 
+/// Runs a core call without the GIL, where its parallel ops get every compute thread
+/// (`ferrolm::compute`): how every binding that does real work calls the core.
+pub(crate) fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    py.detach(|| ferrolm::compute(f))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ferrolm::init_thread_pool(); // the importing thread (normally Python's main) makes most calls

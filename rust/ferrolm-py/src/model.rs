@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::compute;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
@@ -91,18 +93,18 @@ impl PyGpt {
         seed: u64,
     ) -> PyResult<Self> {
         let config = GptConfig { vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, layer_norm_epsilon };
-        py.detach(|| Gpt::new(config, seed)).py().map(PyGpt)
+        compute(py, || Gpt::new(config, seed)).py().map(PyGpt)
     }
 
     /// Loads config.json + model.safetensors from a directory (ours or Hugging Face GPT-2).
     #[staticmethod]
     fn load(py: Python<'_>, dir: PathBuf) -> PyResult<Self> {
-        py.detach(|| Gpt::load(&dir)).py().map(PyGpt)
+        compute(py, || Gpt::load(&dir)).py().map(PyGpt)
     }
 
     /// Writes config.json + model.safetensors into a directory, atomically.
     fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
-        py.detach(|| self.0.save(&dir)).py()
+        compute(py, || self.0.save(&dir)).py()
     }
 
     /// The architecture as a Hugging Face style config dict.
@@ -122,12 +124,12 @@ impl PyGpt {
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
         let x = Inputs::new(ids, positions, key_padding_mask, None)?;
-        py.detach(|| self.0.hidden(&x.batch(), dropout_seed, None)).py().map(PyTensor)
+        compute(py, || self.0.hidden(&x.batch(), dropout_seed, None)).py().map(PyTensor)
     }
 
     /// Next-token logits from hidden states (the head is tied to the token embedding).
     fn logits(&self, py: Python<'_>, hidden: PyTensor) -> PyResult<PyTensor> {
-        py.detach(|| self.0.logits(&hidden.0)).py().map(PyTensor)
+        compute(py, || self.0.logits(&hidden.0)).py().map(PyTensor)
     }
 
     /// Logits [B, T, V] for ids [B, T].
@@ -141,7 +143,7 @@ impl PyGpt {
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
         let x = Inputs::new(ids, positions, key_padding_mask, None)?;
-        py.detach(|| self.0.forward(&x.batch(), dropout_seed, None)).py().map(PyTensor)
+        compute(py, || self.0.forward(&x.batch(), dropout_seed, None)).py().map(PyTensor)
     }
 
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
@@ -151,12 +153,12 @@ impl PyGpt {
     /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).
     #[pyo3(signature = (vocab_size, seed = 0))]
     fn with_vocab(&self, py: Python<'_>, vocab_size: usize, seed: u64) -> PyResult<PyGpt> {
-        py.detach(|| self.0.with_vocab(vocab_size, seed)).py().map(PyGpt)
+        compute(py, || self.0.with_vocab(vocab_size, seed)).py().map(PyGpt)
     }
 
     /// An independent copy of the model (own weights).
     fn deep_clone(&self, py: Python<'_>) -> PyGpt {
-        PyGpt(py.detach(|| self.0.deep_clone()))
+        PyGpt(compute(py, || self.0.deep_clone()))
     }
 
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
@@ -178,7 +180,7 @@ impl PyGpt {
         stop_tokens: Vec<i64>,
     ) -> PyResult<PyGeneration> {
         let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed };
-        py.detach(|| Generation::new(&self.0, &prompts, sampling, stop_tokens)).py().map(PyGeneration)
+        compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens)).py().map(PyGeneration)
     }
 }
 
@@ -220,17 +222,17 @@ impl PyBert {
             layer_norm_eps,
             pad_token_id,
         };
-        py.detach(|| Bert::new(config, pooler, seed)).py().map(PyBert)
+        compute(py, || Bert::new(config, pooler, seed)).py().map(PyBert)
     }
 
     /// Loads a Hugging Face style BERT directory (config.json + model.safetensors).
     #[staticmethod]
     fn load(py: Python<'_>, dir: PathBuf) -> PyResult<Self> {
-        py.detach(|| Bert::load(&dir)).py().map(PyBert)
+        compute(py, || Bert::load(&dir)).py().map(PyBert)
     }
 
     fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
-        py.detach(|| self.0.save(&dir)).py()
+        compute(py, || self.0.save(&dir)).py()
     }
 
     #[getter]
@@ -259,17 +261,17 @@ impl PyBert {
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
         let x = Inputs::new(ids, None, attention_mask, token_type_ids)?;
-        py.detach(|| self.0.hidden(&x.batch(), dropout_seed)).py().map(PyTensor)
+        compute(py, || self.0.hidden(&x.batch(), dropout_seed)).py().map(PyTensor)
     }
 
     /// Masked-LM logits [.., V] from hidden states.
     fn mlm_logits(&self, py: Python<'_>, hidden: PyTensor) -> PyResult<PyTensor> {
-        py.detach(|| self.0.mlm_logits(&hidden.0)).py().map(PyTensor)
+        compute(py, || self.0.mlm_logits(&hidden.0)).py().map(PyTensor)
     }
 
     /// The pooled [CLS] vector [B, C] (tanh of the pooler's dense layer).
     fn pooled(&self, py: Python<'_>, hidden: PyTensor) -> PyResult<PyTensor> {
-        py.detach(|| self.0.pooled(&hidden.0)).py().map(PyTensor)
+        compute(py, || self.0.pooled(&hidden.0)).py().map(PyTensor)
     }
 
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
@@ -286,13 +288,13 @@ impl PyGeneration {
     /// The next token of each row (None for rows already finished by a stop token).
     fn step(&mut self, py: Python<'_>) -> PyResult<Vec<Option<i64>>> {
         let g = &mut self.0;
-        py.detach(|| g.step()).py()
+        compute(py, || g.step()).py()
     }
 
     /// Up to `max_new_tokens` more tokens per row, generated without returning to Python.
     fn run(&mut self, py: Python<'_>, max_new_tokens: usize) -> PyResult<Vec<Vec<i64>>> {
         let g = &mut self.0;
-        py.detach(|| g.run(max_new_tokens)).py()
+        compute(py, || g.run(max_new_tokens)).py()
     }
 
     #[getter]
@@ -317,7 +319,7 @@ fn save_safetensors(
         items.push((k.extract::<String>()?, t.shape().to_vec(), t.to_vec()));
     }
     let metadata: BTreeMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
-    py.detach(|| {
+    compute(py, || {
         let refs: Vec<_> = items.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
         write_atomic(&path, &to_safetensors(&refs, metadata)?)
     })
@@ -328,7 +330,7 @@ fn save_safetensors(
 #[pyfunction]
 fn load_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(Bound<'py, PyDict>, HashMap<String, String>)> {
     let what = path.display().to_string();
-    let (tensors, metadata) = py.detach(|| read_file(&path).and_then(|b| from_safetensors(&b, &what))).py()?;
+    let (tensors, metadata) = compute(py, || read_file(&path).and_then(|b| from_safetensors(&b, &what))).py()?;
     let out = PyDict::new(py);
     for (name, s) in tensors {
         let arr: Bound<'py, PyArray1<f32>> = s.data.into_pyarray(py);

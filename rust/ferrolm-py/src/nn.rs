@@ -1,6 +1,8 @@
 //! Layers, the AdamW optimiser and tensor factories for Python.
 
 use pyo3::prelude::*;
+
+use crate::compute;
 use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
@@ -118,7 +120,7 @@ impl PyAdamW {
     }
     fn step(&mut self, py: Python<'_>) {
         let opt = &mut self.0;
-        py.detach(|| opt.step());
+        compute(py, || opt.step());
     }
     fn zero_grad(&self) {
         self.0.zero_grad()
@@ -146,7 +148,7 @@ impl PyAdamW {
 #[pyfunction]
 fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyResult<f32> {
     let ts: Vec<Tensor> = params.into_iter().map(|t| t.0).collect();
-    py.detach(|| ferrolm::clip_grad_norm(&ts, max_norm)).py()
+    compute(py, || ferrolm::clip_grad_norm(&ts, max_norm)).py()
 }
 
 #[pyfunction]

@@ -3,6 +3,8 @@
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::compute;
 use pyo3::types::{IntoPyDict, PyTuple};
 
 use ferrolm::{ops, Tensor};
@@ -79,7 +81,7 @@ pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
 
 /// Runs a core computation without the GIL and wraps the resulting tensor.
 pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
-    py.detach(f).py().map(PyTensor)
+    compute(py, f).py().map(PyTensor)
 }
 
 #[pymethods]
@@ -191,7 +193,7 @@ impl PyTensor {
     fn backward(&self, py: Python<'_>, gradient: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let t = self.0.clone();
         match gradient {
-            None => py.detach(|| t.backward()).py(),
+            None => compute(py, || t.backward()).py(),
             Some(g) => {
                 let g = to_tensor(g)?;
                 if g.shape() != t.shape() {
@@ -201,7 +203,7 @@ impl PyTensor {
                         t.shape()
                     )));
                 }
-                py.detach(|| t.backward_with(g.to_vec())).py()
+                compute(py, || t.backward_with(g.to_vec())).py()
             }
         }
     }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::compute;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::tokenizer::{
@@ -170,7 +172,7 @@ impl PyTokenizer {
     /// Loads tokenizer.json, BERT vocab.txt, or a directory with one of them (or vocab.json + merges.txt).
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        py.detach(|| Tokenizer::from_file(&path)).py().map(Self::wrap)
+        compute(py, || Tokenizer::from_file(&path)).py().map(Self::wrap)
     }
 
     /// Parses tokenizer.json contents.
@@ -183,7 +185,7 @@ impl PyTokenizer {
     #[staticmethod]
     #[pyo3(signature = (vocab, merges, pattern = "gpt2"))]
     fn from_vocab_merges(py: Python<'_>, vocab: PathBuf, merges: PathBuf, pattern: &str) -> PyResult<Self> {
-        py.detach(|| Tokenizer::from_vocab_merges(&vocab, &merges, pattern)).py().map(Self::wrap)
+        compute(py, || Tokenizer::from_vocab_merges(&vocab, &merges, pattern)).py().map(Self::wrap)
     }
 
     /// Loads BERT's vocab.txt as a WordPiece tokenizer.
@@ -198,7 +200,7 @@ impl PyTokenizer {
         handle_chinese_chars: bool,
     ) -> PyResult<Self> {
         let norm = BertNormalizer { clean_text, handle_chinese_chars, strip_accents, lowercase };
-        py.detach(|| {
+        compute(py, || {
             let text =
                 std::fs::read(&path).map_err(|e| ferrolm::Error::io(format!("reading {}", path.display()), e))?;
             let text = String::from_utf8(text).map_err(|e| {
@@ -245,7 +247,7 @@ impl PyTokenizer {
         if files.is_empty() {
             return Err(PyValueError::new_err("train needs at least one file"));
         }
-        py.detach(|| Tokenizer::train_from_files(&files, cfg)).py().map(Self::wrap)
+        compute(py, || Tokenizer::train_from_files(&files, cfg)).py().map(Self::wrap)
     }
 
     /// Trains on an iterable of strings (each one a unit of text).
@@ -287,12 +289,12 @@ impl PyTokenizer {
             bytes += s.len();
             batch.push(s);
             if bytes >= 8 << 20 {
-                py.detach(|| trainer.feed(&batch)).py()?;
+                compute(py, || trainer.feed(&batch)).py()?;
                 batch.clear();
                 bytes = 0;
             }
         }
-        py.detach(|| {
+        compute(py, || {
             trainer.feed(&batch)?;
             trainer.finish()
         })
@@ -303,7 +305,7 @@ impl PyTokenizer {
     /// Writes tokenizer.json (atomically).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let t = self.get();
-        py.detach(|| t.save(&path)).py()
+        compute(py, || t.save(&path)).py()
     }
 
     /// The tokenizer.json text.
@@ -325,7 +327,7 @@ impl PyTokenizer {
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let text = text_arg(text, "text")?;
         // Releasing the GIL costs more than encoding a short text.
-        let ids = if text.len() > 1 << 14 { py.detach(|| t.encode(&text, &opts)) } else { t.encode(&text, &opts) };
+        let ids = if text.len() > 1 << 14 { compute(py, || t.encode(&text, &opts)) } else { t.encode(&text, &opts) };
         self.id_list(py, &ids.py()?).map(Bound::into_any)
     }
 
@@ -342,7 +344,7 @@ impl PyTokenizer {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let text = text_arg(text, "text")?;
-        let ids = py.detach(|| t.encode(&text, &opts)).py()?;
+        let ids = compute(py, || t.encode(&text, &opts)).py()?;
         Ok(PyArray1::from_vec(py, ids))
     }
 
@@ -359,7 +361,7 @@ impl PyTokenizer {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let text = text_arg(text, "text")?;
-        let enc = py.detach(|| t.encode_with_offsets(&text, &opts)).py()?;
+        let enc = compute(py, || t.encode_with_offsets(&text, &opts)).py()?;
         Ok((enc.ids, enc.offsets))
     }
 
@@ -377,7 +379,7 @@ impl PyTokenizer {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let texts = texts_arg(texts)?;
-        let batch = py.detach(|| with_threads(num_threads, || t.encode_batch(&texts, &opts)).and_then(|r| r)).py()?;
+        let batch = compute(py, || with_threads(num_threads, || t.encode_batch(&texts, &opts)).and_then(|r| r)).py()?;
         let rows = batch.into_iter().map(|ids| self.id_list(py, &ids)).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, rows)
     }
@@ -413,9 +415,9 @@ impl PyTokenizer {
         };
         let pad = PadOptions { max_length, pad_to_max_length, truncation, pad_id };
         let texts = texts_arg(texts)?;
-        let b = py
-            .detach(|| with_threads(num_threads, || t.encode_batch_padded(&texts, &opts, &pad)).and_then(|r| r))
-            .py()?;
+        let b =
+            compute(py, || with_threads(num_threads, || t.encode_batch_padded(&texts, &opts, &pad)).and_then(|r| r))
+                .py()?;
         let ids = PyArray1::from_vec(py, b.ids).reshape([b.rows, b.cols])?;
         let mask = PyArray1::from_vec(py, b.attention_mask).reshape([b.rows, b.cols])?;
         PyTuple::new(py, [ids.into_any(), mask.into_any()])
@@ -426,7 +428,7 @@ impl PyTokenizer {
     fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<String> {
         let t = self.get();
         let ids = ids_arg(ids)?;
-        py.detach(|| t.decode(&ids, skip_special_tokens)).py()
+        compute(py, || t.decode(&ids, skip_special_tokens)).py()
     }
 
     /// Decodes ids to raw bytes (exact even for a sequence that cuts a character).
@@ -439,7 +441,7 @@ impl PyTokenizer {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let t = self.get();
         let ids = ids_arg(ids)?;
-        let bytes = py.detach(|| t.decode_bytes(&ids, skip_special_tokens)).py()?;
+        let bytes = compute(py, || t.decode_bytes(&ids, skip_special_tokens)).py()?;
         Ok(PyBytes::new(py, &bytes))
     }
 
@@ -454,7 +456,7 @@ impl PyTokenizer {
     ) -> PyResult<Vec<String>> {
         let t = self.get();
         let batch: Vec<Vec<u32>> = batch.try_iter()?.map(|x| ids_arg(&x?)).collect::<PyResult<_>>()?;
-        py.detach(|| with_threads(num_threads, || t.decode_batch(&batch, skip_special_tokens)).and_then(|r| r)).py()
+        compute(py, || with_threads(num_threads, || t.decode_batch(&batch, skip_special_tokens)).and_then(|r| r)).py()
     }
 
     /// The pieces text is cut into before the model runs (regex pieces, normalized words or characters).

@@ -173,7 +173,9 @@ fn zero_sizes() {
 #[test]
 fn product_equals_gemm() {
     let mut rng = Rng(0x51ce);
-    for &(m, k, n) in &[(1, 9, 5), (3, 40, 70), (6, 8, 64), (13, 17, 63), (65, 70, 129), (97, 600, 801), (8, 0, 5), (0, 3, 4)] {
+    for &(m, k, n) in
+        &[(1, 9, 5), (3, 40, 70), (6, 8, 64), (13, 17, 63), (65, 70, 129), (97, 600, 801), (8, 0, 5), (0, 3, 4)]
+    {
         for la in LAYOUTS {
             for lb in LAYOUTS {
                 let (ad, av) = operand(&mut rng, m, k, la);

@@ -121,7 +121,7 @@ fn to_pairs<'a>(x: MatRef, out: &'a mut [f32], nt: usize) -> MatRef<'a> {
         }
     };
     // SAFETY (both): `supported()` was checked before the pair kernel was chosen, and x's
-    // elements lie inside `x.data` (in bounds, checked in `gemm`).
+    // elements lie inside `x.data` (in bounds: `check_operands`).
     if x.col_stride == 1 {
         by_tasks(k2, rows, &|rs, o| unsafe { pair_runs(x, rs, o) });
         MatRef::new(out, rows, k2)

@@ -20,10 +20,11 @@ unsafe fn full(kc: usize, a: *const f32, a_rs: usize, a_cs: usize, b: &[f32], c:
         }
     }
     for (r, row) in acc.iter().enumerate() {
-        // One row at a time: other threads may be writing C between these rows.
-        let out = std::slice::from_raw_parts_mut(c.add(r * ldc), NR);
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o = if load_c { *o + x } else { x };
+        // Through the pointer, element by element: other threads may be writing C between these
+        // rows, and when overwriting C may be uninitialised (`gemm::product`), so no slice of it.
+        let out = c.add(r * ldc);
+        for (j, &x) in row.iter().enumerate() {
+            out.add(j).write(if load_c { out.add(j).read() + x } else { x });
         }
     }
 }

@@ -102,10 +102,12 @@ pub fn gelu(x: &Tensor) -> Tensor {
         #[inline(always)]
         |x| x * sigmoid_2u(x),
         Input,
-        // d/dx x σ(2u) = σ + 2 x σ (1 − σ) u'
+        // d/dx x σ(2u) = σ + 2 x σ (1 − σ) u'. Beyond |x| = 20, σ(1 − σ) is exactly 0; clamping x
+        // there keeps x² finite, so huge inputs get slope 0 or 1 instead of 0·inf = NaN.
         #[inline(always)]
         |x| {
             let s = sigmoid_2u(x);
+            let x = x.clamp(-20.0, 20.0);
             s + 2.0 * x * s * (1.0 - s) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
         },
     )
@@ -431,5 +433,21 @@ mod tests {
             assert!((erf_form[i] as f64 - want_erf).abs() < tol, "gelu_erf({v}) = {} want {want_erf}", erf_form[i]);
         }
         assert!(super::gelu(&Tensor::from_vec(vec![f32::NAN], &[1]).unwrap()).to_vec()[0].is_nan());
+    }
+
+    /// The tanh-form GELU's slope against its f64 derivative, huge inputs included.
+    #[test]
+    fn gelu_slope_matches_its_formula() {
+        let xs: Vec<f32> = (-3000..=3000).map(|i| i as f32 * 1e-2).chain([-1e30, -1e20, 1e20, 1e30]).collect();
+        let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap().with_grad();
+        crate::ops::sum_all(&super::gelu(&x)).backward().unwrap();
+        let slope = x.grad().unwrap().to_vec();
+        for (&v, &got) in xs.iter().zip(&slope) {
+            let v = (v as f64).clamp(-50.0, 50.0);
+            let (k, c) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
+            let t = (k * (v + c * v.powi(3))).tanh();
+            let want = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * k * (1.0 + 3.0 * c * v * v);
+            assert!((got as f64 - want).abs() < 2e-6, "gelu'({v}) = {got} want {want}");
+        }
     }
 }
