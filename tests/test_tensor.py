@@ -171,27 +171,39 @@ print(json.dumps({"threads": fl.num_threads(), "equal": all(np.array_equal(main,
 
 def test_forked_child_computes():
     # multiprocessing's fork start method copies only the forking thread; ferrolm must keep
-    # working in the child on that thread alone (a pool thread it waited on would never come).
+    # working in the child on that thread alone (a pool thread it waited on would never come),
+    # whether it forked from the importing thread or from another one that had computed (whose
+    # calls ran in the second pool), and with tokenizer batches on a pool of chosen size.
     code = """
-import os, numpy as np, ferrolm as fl, ferrolm.functional as F
+import os, threading, numpy as np, ferrolm as fl, ferrolm.functional as F
 x = fl.tensor(np.full((400, 300), 0.5, np.float32), requires_grad=True)
 w = fl.tensor(np.full((300, 200), 0.25, np.float32))
-before = F.gelu(x @ w).sum().item()
-read, write = os.pipe()
-pid = os.fork()
-if pid == 0:
-    F.gelu(x @ w).sum().backward()
-    os.write(write, f"{F.gelu(x @ w).sum().item()} {x.grad.numpy().sum()}".encode())
-    os._exit(0)
-os.close(write)
-_, status = os.waitpid(pid, 0)
-print(before, status, os.read(read, 100).decode())
+tok = fl.Tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, vocab_size=300)
+texts = ["the lazy fox", "quick brown dog"] * 20
+before, ids = F.gelu(x @ w).sum().item(), tok.encode_batch(texts, num_threads=2)
+def fork_and_compute():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        F.gelu(x @ w).sum().backward()
+        same = F.gelu(x @ w).sum().item() == before and tok.encode_batch(texts, num_threads=2) == ids
+        os.write(write, f"{int(same)} {x.grad.numpy().sum()}".encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    print(status, os.read(read, 100).decode())
+fork_and_compute()
+other = threading.Thread(target=lambda: (F.gelu(x @ w).sum().item(), fork_and_compute()))
+other.start(); other.join()
 """
     for threads in ("1", "2"):
-        before, status, after, grad_sum = run_python(code, {"RAYON_NUM_THREADS": threads}).split()
-        assert int(status) == 0 and float(after) == float(before)
-        # Every pre-activation is 37.5, where GELU's slope is 1, so each dloss/dx is a row sum of w.
-        assert float(grad_sum) == pytest.approx(400 * 300 * 0.25 * 200, rel=1e-5)
+        lines = run_python(code, {"RAYON_NUM_THREADS": threads}).splitlines()
+        assert len(lines) == 2  # a child forked from each thread
+        for line in lines:
+            status, same, grad_sum = line.split()
+            assert (int(status), same) == (0, "1")
+            # Every pre-activation is 37.5, where GELU's slope is 1: each dloss/dx is a row sum of w.
+            assert float(grad_sum) == pytest.approx(400 * 300 * 0.25 * 200, rel=1e-5)
 
 
 def bf16(x: np.ndarray) -> np.ndarray:

@@ -14,9 +14,9 @@ use crate::compute;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::tokenizer::{
-    with_threads, AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, Tokenizer, Trainer,
-    TrainerConfig,
+    AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, Tokenizer, Trainer, TrainerConfig,
 };
+use ferrolm::with_threads;
 
 use crate::errors::IntoPy;
 

@@ -5,11 +5,14 @@
 //! third of token-by-token decoding. [`init_thread_pool`] makes the driving thread one of the
 //! pool's threads, so its ops start where they are called. Calls from any other thread go through
 //! [`compute`], which runs them in a second pool of the same size, so they too get every thread.
+//! [`with_threads`] runs work on a pool of a chosen size.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use rayon::ThreadPool;
+
+use crate::{bail, Error, Result};
 
 /// Whether `init_thread_pool` made its caller a thread of the global pool.
 static CALLER_IN_POOL: AtomicBool = AtomicBool::new(false);
@@ -38,18 +41,46 @@ pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if !CALLER_IN_POOL.load(Ordering::Relaxed) || rayon::current_thread_index().is_some() {
         return f();
     }
-    static OTHER_THREADS: OnceLock<Option<ThreadPool>> = OnceLock::new();
-    let pool = OTHER_THREADS.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(rayon::current_num_threads())
-            .thread_name(|i| format!("ferrolm-compute-{i}"))
-            .build()
-            .ok()
-    });
-    match pool {
-        Some(pool) => pool.install(f),
-        None => f(),
+    match kept_pool(rayon::current_num_threads()) {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
     }
+}
+
+/// Runs `f` on a pool of `threads` threads (`None`: as it is, on the compute pool). Pools are
+/// built once per size and kept, so callers can pick a thread count per call cheaply.
+pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let Some(n) = threads else { return Ok(f()) };
+    if n == 0 {
+        bail!(Argument, "the number of threads must be positive");
+    }
+    Ok(kept_pool(n)?.install(f))
+}
+
+/// The kept pool of `n` threads, built on first use in this process. A forked child starts
+/// afresh: fork copies no threads, so a parent's pool would never run anything there.
+fn kept_pool(n: usize) -> Result<Arc<ThreadPool>> {
+    /// The process that built them, and the pools by size.
+    type Kept = (u32, Vec<(usize, Arc<ThreadPool>)>);
+    static POOLS: Mutex<Kept> = Mutex::new((0, Vec::new()));
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if pools.0 != pid {
+        // Forgotten, not dropped: a pool's drop signals threads that are not in this process.
+        std::mem::forget(std::mem::take(&mut pools.1));
+        pools.0 = pid;
+    }
+    if let Some((_, pool)) = pools.1.iter().find(|(size, _)| *size == n) {
+        return Ok(pool.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("ferrolm-{i}"))
+        .build()
+        .map_err(|e| Error::Argument(format!("cannot start {n} threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.1.push((n, pool.clone()));
+    Ok(pool)
 }
 
 /// Threads in the compute pool (rayon's; set with the `RAYON_NUM_THREADS` environment variable).

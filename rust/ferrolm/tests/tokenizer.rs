@@ -1,9 +1,7 @@
 //! Tokenizers through the public Rust API: train, save/load, encode/decode, batches, errors.
 
-use ferrolm::tokenizer::{
-    with_threads, AllowedSpecial, EncodeOptions, ModelKind, PadOptions, Tokenizer, TrainerConfig,
-};
-use ferrolm::Error;
+use ferrolm::tokenizer::{AllowedSpecial, EncodeOptions, ModelKind, PadOptions, Tokenizer, TrainerConfig};
+use ferrolm::{with_threads, Error};
 
 fn corpus() -> Vec<String> {
     let base = [

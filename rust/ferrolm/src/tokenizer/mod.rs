@@ -514,34 +514,6 @@ impl Tokenizer {
     }
 }
 
-/// Runs `f` on a rayon pool of `threads` threads (`None`: the global pool). Pools are built
-/// once per size and kept, so callers can pick a thread count per call cheaply.
-pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    let Some(n) = threads else { return Ok(f()) };
-    if n == 0 {
-        bail!(Argument, "the number of threads must be positive");
-    }
-    type Pools = Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>;
-    static POOLS: OnceLock<Pools> = OnceLock::new();
-    let pool = {
-        let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        match pools.iter().find(|(k, _)| *k == n) {
-            Some((_, p)) => p.clone(),
-            None => {
-                let p = rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .map_err(|e| Error::Argument(format!("cannot start {n} threads: {e}")))?;
-                let p = Arc::new(p);
-                pools.push((n, p.clone()));
-                p
-            }
-        }
-    };
-    Ok(pool.install(f))
-}
-
 /// Adds the file name to an error's message.
 fn in_file(path: &Path, e: Error) -> Error {
     match e {
