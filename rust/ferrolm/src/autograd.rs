@@ -1,9 +1,9 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Each tracked op stores a [`Node`]: its inputs and a one-shot backward closure written next
+//! Each tracked op stores a `Node`: its inputs and a one-shot backward closure written next
 //! to the op's forward code. [`Tensor::backward`] sorts the graph topologically, walks it from
 //! the output back, hands each closure its output gradient and accumulates what it returns
-//! into the inputs; a closure may return the output gradient itself ([`Grad::Output`]: adds,
+//! into the inputs; a closure may return the output gradient itself (`Grad::Output`: adds,
 //! reshapes), which is then shared rather than copied. Closures are consumed as they run, so
 //! a graph is freed by its backward pass; walking it a second time is an error, as in
 //! PyTorch without `retain_graph`.

@@ -111,7 +111,7 @@ pub fn erf(x: f32) -> f32 {
     (1.0 - poly * exp(-a * a)).copysign(x)
 }
 
-/// Σ_j f([xs[0][j], xs[1][j], ...]) over equally long slices, in 16 independent partial sums
+/// `Σ_j f([xs[0][j], xs[1][j], ...])` over equally long slices, in 16 independent partial sums
 /// so the loop vectorises (one running sum is a serial chain of additions that the compiler
 /// may not reorder). Each block of 16 is taken as a fixed-size array, so no per-element bounds
 /// check stands in the way of the 16-wide adds.

@@ -256,7 +256,7 @@ impl Bert {
         ops::linear(&t, &self.word_embeddings.weight, Some(&head.bias))
     }
 
-    /// tanh(dense(h[:, 0])): BERT's pooled [CLS] representation [B, C].
+    /// `tanh(dense(h[:, 0]))`: BERT's pooled `[CLS]` representation `[B, C]`.
     pub fn pooled(&self, hidden: &Tensor) -> Result<Tensor> {
         let pooler = self.pooler.as_ref().ok_or_else(|| Error::Argument("this BERT has no pooler".into()))?;
         let cls = ops::narrow(hidden, 1, 0, 1)?;

@@ -96,8 +96,8 @@ fn product_2d(a: &Tensor, b: &Tensor, rows: usize, k: usize, n: usize, shape: Ve
     })
 }
 
-/// A fully connected layer: `x·Wᵀ + b` for x [..., IN], W [OUT, IN] (PyTorch's layout) and
-/// optional b [OUT], giving [..., OUT].
+/// A fully connected layer: `x·Wᵀ + b` for x `[..., IN]`, W `[OUT, IN]` (PyTorch's layout) and
+/// optional b `[OUT]`, giving `[..., OUT]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     ensure!(weight.rank() == 2, Shape, "linear: weight must be [out, in], got {:?}", weight.shape());
     let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);

@@ -10,7 +10,7 @@ use crate::{ensure, Result};
 const ROWS: usize = 32;
 
 /// `(x − mean) / sqrt(var + eps) * weight + bias` over the last axis of size C; `weight` and
-/// `bias` are [C] and optional.
+/// `bias` are `[C]` and optional.
 pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
     let c = *x.shape().last().unwrap_or(&0);
     ensure!(x.rank() >= 1 && c > 0, Shape, "layer_norm needs a non-empty last axis, got shape {:?}", x.shape());
