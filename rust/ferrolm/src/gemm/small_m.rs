@@ -41,10 +41,27 @@ pub(super) fn multiply(
             vectorized(|| {
                 let j0 = t * COLS_PER_TASK;
                 if b.row_stride == 1 {
-                    // Column j of B is contiguous: a dot product per output.
-                    for (dj, o) in out.iter_mut().enumerate() {
-                        let col = &b.data[(j0 + dj) * b.col_stride..][..k];
-                        let d = dot(x, col);
+                    // Column j of B is contiguous: a dot product per output. When B is small
+                    // enough to stay in cache, four at a time on AVX-512 so their chains of adds
+                    // overlap (baby GPT decoding 1.5x faster); a B streamed from memory is read
+                    // a column at a time, in memory order (four interleaved measured 30% slower).
+                    let col = |j: usize| &b.data[(j0 + j) * b.col_stride..][..k];
+                    let mut done = 0;
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512() && k * n < PARALLEL_MIN_B {
+                        for (g, o) in out.chunks_exact_mut(4).enumerate() {
+                            // SAFETY: avx512() checked that this CPU has AVX-512F.
+                            let d = unsafe {
+                                dots4_avx512(x, [col(4 * g), col(4 * g + 1), col(4 * g + 2), col(4 * g + 3)])
+                            };
+                            for (o, d) in o.iter_mut().zip(d) {
+                                *o = if accumulate { *o + d } else { d };
+                            }
+                        }
+                        done = out.len() / 4 * 4;
+                    }
+                    for (dj, o) in out.iter_mut().enumerate().skip(done) {
+                        let d = dot(x, col(dj));
                         *o = if accumulate { *o + d } else { d };
                     }
                 } else {
@@ -81,4 +98,34 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     }
     let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// Whether this CPU has AVX-512F (detected once).
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// `Σ col·x` for four columns at once: one 16-lane chain each, so the four overlap.
+///
+/// # Safety
+/// The CPU must have AVX-512F; the columns are as long as `x`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dots4_avx512(x: &[f32], cols: [&[f32]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let full = x.len() / 16 * 16;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    for i in (0..full).step_by(16) {
+        let xv = _mm512_loadu_ps(x.as_ptr().add(i));
+        for (acc, col) in acc.iter_mut().zip(cols) {
+            *acc = _mm512_fmadd_ps(xv, _mm512_loadu_ps(col.as_ptr().add(i)), *acc);
+        }
+    }
+    let mut out = [0.0; 4];
+    for ((o, acc), col) in out.iter_mut().zip(acc).zip(cols) {
+        *o = _mm512_reduce_add_ps(acc) + x[full..].iter().zip(&col[full..]).map(|(a, b)| a * b).sum::<f32>();
+    }
+    out
 }
