@@ -6,17 +6,16 @@ use std::path::PathBuf;
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-
-use crate::compute;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
-use crate::nn::named;
 use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
 use ferrolm::generate::{Generation, Sampling};
 use ferrolm::model::{Batch, Bert, BertConfig, Gpt, GptConfig};
 
+use crate::compute;
 use crate::errors::IntoPy;
+use crate::nn::named;
 use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
 
 /// JSON text (a model config) as the equivalent Python object.

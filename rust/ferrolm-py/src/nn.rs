@@ -1,8 +1,6 @@
 //! Layers, the AdamW optimiser and tensor factories for Python.
 
 use pyo3::prelude::*;
-
-use crate::compute;
 use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
@@ -11,6 +9,7 @@ use ferrolm::optim::MomentState;
 use ferrolm::{AdamW, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
+use crate::compute;
 use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
 

@@ -3,12 +3,11 @@
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-
-use crate::compute;
 use pyo3::types::{IntoPyDict, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
+use crate::compute;
 use crate::errors::IntoPy;
 
 /// An n-dimensional float32 array that records operations for backpropagation.

@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-
-use crate::compute;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::tokenizer::{
@@ -18,6 +16,7 @@ use ferrolm::tokenizer::{
 };
 use ferrolm::with_threads;
 
+use crate::compute;
 use crate::errors::IntoPy;
 
 /// A text argument: `str` (unpaired surrogates rejected) or UTF-8 `bytes`.

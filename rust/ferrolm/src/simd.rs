@@ -32,6 +32,12 @@ fn level() -> Level {
     })
 }
 
+/// Whether this CPU has AVX-512 (F, DQ and VL), for code with its own AVX-512 path.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    level() == Level::Avx512
+}
+
 /// Runs `f` compiled for AVX-512 or AVX2+FMA when the CPU has them (else as is). Call it
 /// inside each parallel task, around the innermost loops, with an `#[inline(always)]`
 /// closure: only code inlined here is widened, and LLVM keeps large closures (erf, exp)

@@ -48,9 +48,9 @@ pub(super) fn multiply(
                     let col = |j: usize| &b.data[(j0 + j) * b.col_stride..][..k];
                     let mut done = 0;
                     #[cfg(target_arch = "x86_64")]
-                    if avx512() && k * n < PARALLEL_MIN_B {
+                    if crate::simd::avx512() && k * n < PARALLEL_MIN_B {
                         for (g, o) in out.chunks_exact_mut(4).enumerate() {
-                            // SAFETY: avx512() checked that this CPU has AVX-512F.
+                            // SAFETY: simd::avx512() checked that this CPU has AVX-512F.
                             let d = unsafe {
                                 dots4_avx512(x, [col(4 * g), col(4 * g + 1), col(4 * g + 2), col(4 * g + 3)])
                             };
@@ -98,13 +98,6 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     }
     let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
     acc.iter().sum::<f32>() + tail
-}
-
-/// Whether this CPU has AVX-512F (detected once).
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
 /// `Σ col·x` for four columns at once: one 16-lane chain each, so the four overlap.

@@ -68,6 +68,14 @@ impl Layout {
         }
         MatRef::new(buf, tokens, d)
     }
+
+    /// The inverse of `head`: writes `src`, one head's rows of `d` floats one after another, to
+    /// head `h` of batch `b` in `dst`.
+    fn put_head(&self, dst: &mut [f32], b: usize, h: usize, src: &[f32], d: usize) {
+        for (t, row) in src.chunks(d).enumerate() {
+            dst[b * self.batch + self.at(h, t)..][..d].copy_from_slice(row);
+        }
+    }
 }
 
 /// Rows `start..start + n` of `m`.
@@ -207,10 +215,7 @@ fn forward(
             .with_min_len(tasks_per_thread(nb * nh, tq * tk * d));
         tasks.enumerate().for_each_init(scratch, |s, (bh, (o, lse))| head(bh / nh, bh % nh, o, d, lse, s));
         for (bh, rows) in heads.chunks(tq * d).enumerate() {
-            let (b, h) = (bh / nh, bh % nh);
-            for (t, row) in rows.chunks(d).enumerate() {
-                out[b * lo.batch + lo.at(h, t)..][..d].copy_from_slice(row);
-            }
+            lo.put_head(out, bh / nh, bh % nh, rows, d);
         }
     }
     lse
@@ -322,11 +327,8 @@ fn backward(
             .for_each_init(scratch, |s, (bh, chunk)| head(bh / nh, bh % nh, &mut [chunk], local, s));
         let mut buffers = buffers;
         for (bh, chunk) in heads.chunks(per).enumerate() {
-            let (b, h) = (bh / nh, bh % nh);
             for (&(i, to), (&(_, from), t)) in targets.iter().zip(local.iter().zip([tq, tk, tk])) {
-                for r in 0..t {
-                    buffers[i][b * to.batch + to.at(h, r)..][..d].copy_from_slice(&chunk[from.at(0, r)..][..d]);
-                }
+                to.put_head(buffers[i], bh / nh, bh % nh, &chunk[from.offset..][..t * d], d);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Broadcasting follows numpy: shapes are right-aligned and a dimension of 1 stretches. The
 //! gradient of a stretched input is summed back over the stretched dimensions.
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayViewD, Axis, CowArray, IxDyn};
 use rayon::prelude::*;
 
 use super::{map, zip, zip3, GRAIN};
@@ -238,17 +238,23 @@ fn zip_broadcast(
     result
 }
 
-/// Sums a gradient of the broadcast shape `from` back to the input shape `to`.
+/// Sums a gradient of the broadcast shape `from` back to the input shape `to` (handed back
+/// as it is when the shapes match).
 pub(crate) fn reduce_to(grad: Vec<f32>, from: &[usize], to: &[usize]) -> Vec<f32> {
     if from == to {
         return grad;
     }
+    sum_to(&grad, from, to)
+}
+
+/// `grad` (shape `from`) summed over the axes along which `to` was broadcast to it.
+fn sum_to(grad: &[f32], from: &[usize], to: &[usize]) -> Vec<f32> {
     let pad = from.len() - to.len();
-    let mut g = ArrayD::from_shape_vec(IxDyn(from), grad).expect("gradient matches its shape");
+    let mut g = CowArray::from(ArrayViewD::from_shape(IxDyn(from), grad).expect("gradient matches its shape"));
     for axis in 0..from.len() {
         let target = if axis < pad { 1 } else { to[axis - pad] };
         if target == 1 && from[axis] != 1 {
-            g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis));
+            g = g.sum_axis(Axis(axis)).insert_axis(Axis(axis)).into();
         }
     }
     g.as_standard_layout().into_owned().into_raw_vec_and_offset().0
@@ -282,7 +288,7 @@ fn binary(
         let (ga, gb) = backward(&side, ctx.grad, ctx.out);
         let to_input = |g: Grad, to: &[usize]| match g {
             Grad::Output if to == shape.as_slice() => Grad::Output,
-            Grad::Output => Grad::Values(reduce_to(ctx.grad.to_vec(), &shape, to)),
+            Grad::Output => Grad::Values(sum_to(ctx.grad, &shape, to)),
             Grad::Values(v) => Grad::Values(reduce_to(v, &shape, to)),
         };
         Ok(vec![ga.map(|g| to_input(g, ta.shape())), gb.map(|g| to_input(g, tb.shape()))])
