@@ -32,9 +32,26 @@ def test_non_float32_input_is_converted_or_rejected():
     # ... and non-numeric data is refused.
     with pytest.raises((ValueError, TypeError)):
         fl.tensor(np.array(["a", "b"]))
+    for data in (None, [1, None], np.array(["2020-01-01"], dtype="datetime64[D]")):
+        with pytest.raises(TypeError, match="numeric"):  # not NaN, not a day count
+            fl.tensor(data)
     # Indices must be integers: 1.7 is never silently token 1.
     with pytest.raises(TypeError, match="integer"):
         F.embedding(fl.ones(4, 2), np.array([1.7]))
+
+
+def test_sizes_beyond_memory_raise_memory_error():
+    # 2**62 + 1 rows of 4 overflows to 4 elements in unchecked arithmetic; 2**32 squared too.
+    for shape in ((2**62 + 1, 4), (2**32, 2**32)):
+        with pytest.raises(MemoryError):
+            fl.full(*shape)
+    # Addressable but more than any allocator grants: an exception, not an aborted interpreter.
+    with pytest.raises(MemoryError):
+        fl.randn(2**20, 2**20)
+    with pytest.raises(MemoryError):
+        fl.GPT.create(vocab_size=10**12, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    with pytest.raises(MemoryError):
+        fl.Linear(2**21, 2**21)
 
 
 def test_nan_and_inf_propagate_without_crashing():

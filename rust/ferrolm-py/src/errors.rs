@@ -2,7 +2,9 @@
 //! bad indices `IndexError`s, so `except ValueError` works as users expect.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyFileNotFoundError, PyIndexError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyIndexError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 
 use ferrolm::Error;
@@ -25,6 +27,7 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Index(_) => PyIndexError::new_err(msg),
         Error::Grad(_) => GradError::new_err(msg),
         Error::Format(_) => FormatError::new_err(msg),
+        Error::Memory(_) => PyMemoryError::new_err(msg),
         Error::Io { source, .. } => match source.kind() {
             std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),

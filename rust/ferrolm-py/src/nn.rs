@@ -29,8 +29,8 @@ pub struct PyLinear(nn::Linear);
 impl PyLinear {
     #[new]
     #[pyo3(signature = (in_features, out_features, bias = true, seed = 0))]
-    fn new(in_features: usize, out_features: usize, bias: bool, seed: u64) -> Self {
-        PyLinear(nn::Linear::new(in_features, out_features, bias, seed))
+    fn new(in_features: usize, out_features: usize, bias: bool, seed: u64) -> PyResult<Self> {
+        nn::Linear::new(in_features, out_features, bias, seed).py().map(PyLinear)
     }
     fn __call__(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
         run(py, || self.0.forward(&x.0))
@@ -56,8 +56,8 @@ pub struct PyEmbedding(nn::Embedding);
 impl PyEmbedding {
     #[new]
     #[pyo3(signature = (num_embeddings, embedding_dim, std = 1.0, seed = 0))]
-    fn new(num_embeddings: usize, embedding_dim: usize, std: f32, seed: u64) -> Self {
-        PyEmbedding(nn::Embedding::new(num_embeddings, embedding_dim, std, seed))
+    fn new(num_embeddings: usize, embedding_dim: usize, std: f32, seed: u64) -> PyResult<Self> {
+        nn::Embedding::new(num_embeddings, embedding_dim, std, seed).py().map(PyEmbedding)
     }
     fn __call__(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let (ids, shape) = to_ids(ids)?;
@@ -80,8 +80,8 @@ pub struct PyLayerNorm(nn::LayerNorm);
 impl PyLayerNorm {
     #[new]
     #[pyo3(signature = (dim, bias = true, eps = 1e-5))]
-    fn new(dim: usize, bias: bool, eps: f32) -> Self {
-        PyLayerNorm(nn::LayerNorm::new(dim, bias, eps))
+    fn new(dim: usize, bias: bool, eps: f32) -> PyResult<Self> {
+        nn::LayerNorm::new(dim, bias, eps).py().map(PyLayerNorm)
     }
     fn __call__(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
         run(py, || self.0.forward(&x.0))
@@ -152,27 +152,45 @@ fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyRes
 
 #[pyfunction]
 #[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = 0, requires_grad = false))]
-fn randn(shape: &Bound<'_, PyTuple>, mean: f32, std: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
-    let shape = to_usize(shape_args(shape)?)?;
-    let t = Tensor::randn(&shape, mean, std, seed);
-    t.set_requires_grad(requires_grad).py()?;
-    Ok(PyTensor(t))
+fn randn(
+    py: Python<'_>,
+    shape: &Bound<'_, PyTuple>,
+    mean: f32,
+    std: f32,
+    seed: u64,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
+    leaf(py, shape, requires_grad, |s| Tensor::randn(s, mean, std, seed))
 }
 
 #[pyfunction]
 #[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = 0, requires_grad = false))]
-fn rand(shape: &Bound<'_, PyTuple>, low: f32, high: f32, seed: u64, requires_grad: bool) -> PyResult<PyTensor> {
-    let shape = to_usize(shape_args(shape)?)?;
-    let t = Tensor::rand(&shape, low, high, seed);
-    t.set_requires_grad(requires_grad).py()?;
-    Ok(PyTensor(t))
+fn rand(
+    py: Python<'_>,
+    shape: &Bound<'_, PyTuple>,
+    low: f32,
+    high: f32,
+    seed: u64,
+    requires_grad: bool,
+) -> PyResult<PyTensor> {
+    leaf(py, shape, requires_grad, |s| Tensor::rand(s, low, high, seed))
 }
 
 #[pyfunction]
 #[pyo3(signature = (*shape, value = 0.0, requires_grad = false))]
-fn full(shape: &Bound<'_, PyTuple>, value: f32, requires_grad: bool) -> PyResult<PyTensor> {
+fn full(py: Python<'_>, shape: &Bound<'_, PyTuple>, value: f32, requires_grad: bool) -> PyResult<PyTensor> {
+    leaf(py, shape, requires_grad, |s| Tensor::full(s, value))
+}
+
+/// A new leaf tensor of the shape given as `*shape`, made by `make` without the GIL.
+fn leaf(
+    py: Python<'_>,
+    shape: &Bound<'_, PyTuple>,
+    requires_grad: bool,
+    make: impl FnOnce(&[usize]) -> ferrolm::Result<Tensor> + Send,
+) -> PyResult<PyTensor> {
     let shape = to_usize(shape_args(shape)?)?;
-    let t = Tensor::full(&shape, value);
+    let t = compute(py, || make(&shape)).py()?;
     t.set_requires_grad(requires_grad).py()?;
     Ok(PyTensor(t))
 }

@@ -15,16 +15,20 @@ use crate::errors::IntoPy;
 #[derive(Clone)]
 pub struct PyTensor(pub Tensor);
 
-/// Converts any array-like to a float32 numpy array (numpy's own conversion rules; integer
-/// and float64 inputs are cast, strings and objects are rejected by numpy with TypeError or
-/// ValueError).
+/// Converts a numeric array-like (bool, integer or float) to a float32 numpy array; object,
+/// string and datetime data are refused with TypeError instead of becoming NaNs or day counts.
 fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
     if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<f32>>() {
         return Ok(a);
     }
     let np = obj.py().import("numpy")?;
-    let arr = np.call_method1("asarray", (obj, "float32"))?;
-    arr.extract::<PyReadonlyArrayDyn<f32>>()
+    let arr = np.call_method1("asarray", (obj,))?;
+    let dtype = arr.getattr("dtype")?;
+    let kind: String = dtype.getattr("kind")?.extract()?;
+    if !"biuf".contains(kind.as_str()) {
+        return Err(PyTypeError::new_err(format!("tensor data must be numeric, got dtype {dtype}")));
+    }
+    arr.call_method1("astype", ("float32",))?.extract::<PyReadonlyArrayDyn<f32>>()
 }
 
 /// A tensor from a Tensor, a Python number or an array-like.

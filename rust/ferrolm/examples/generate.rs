@@ -1,7 +1,7 @@
 //! Generate text from a model directory saved by Python (`ferrolm pretrain`), without Python.
 //!
 //! ```text
-//! cargo run --release -p ferrolm --example generate -- out-shakespeare-char \
+//! cargo run --release -p ferrolm --example generate -- out-causal \
 //!     --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 200 --seed 0
 //! ```
 //! A temperature of 0 is greedy decoding. Text is printed as it is generated.
@@ -55,20 +55,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut generation = Generation::new(&model, &[prompt], args.sampling, Vec::new())?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
-    // Print whole UTF-8 characters as soon as their bytes are complete.
-    let (mut ids, mut printed) = (Vec::new(), 0);
+    // A GPT's text is the concatenation of its tokens' bytes (byte-level BPE or characters):
+    // print each token's bytes once they end on a character boundary; bytes that are not
+    // UTF-8 (a byte-level model may emit them) print as U+FFFD, as Python's decoding does.
+    let mut pending = Vec::new();
     for _ in 0..args.max_new_tokens {
         let Some(token) = generation.step()?[0] else { break };
-        ids.push(token as u32);
-        let bytes = tokenizer.decode_bytes(&ids, false)?;
-        let text = match std::str::from_utf8(&bytes) {
-            Ok(t) => t,
-            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid prefix"),
-        };
-        write!(out, "{}", &text[printed..])?;
+        pending.extend(tokenizer.decode_bytes(&[token as u32], false)?);
+        let end = complete_utf8(&pending);
+        write!(out, "{}", String::from_utf8_lossy(&pending[..end]))?;
         out.flush()?;
-        printed = text.len();
+        pending.drain(..end);
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// Length of the longest prefix of `bytes` that does not end inside a UTF-8 character.
+fn complete_utf8(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(4) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 != 0x80 {
+            // A lead byte or ASCII: is the character it starts complete?
+            let need = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if back >= need { bytes.len() } else { bytes.len() - back };
+        }
+    }
+    bytes.len()
 }

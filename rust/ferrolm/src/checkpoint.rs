@@ -194,6 +194,20 @@ impl Layout<'_> {
     }
 }
 
+/// Refuses a config that needs more values than the weights file holds, before a model of
+/// that config is allocated: a corrupt `config.json` (a vocabulary of 10¹⁰) must give an
+/// error, not an allocation of terabytes.
+pub fn ensure_weights_fit(needed: usize, stored: &BTreeMap<String, Stored>) -> Result<()> {
+    let held: usize = stored.values().map(|s| s.data.len()).sum();
+    if needed > held {
+        bail!(
+            Format,
+            "config.json describes a model with at least {needed} weights, but model.safetensors holds only {held} values \
+             (does config.json belong to these weights?)"
+        );
+    }
+    Ok(())
+}
 /// Reads `config.json` and `model.safetensors` from a model directory.
 pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, Stored>)> {
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;

@@ -18,6 +18,10 @@ pub enum Error {
     /// A file or buffer that is not what it claims to be (truncated, corrupt, wrong schema).
     #[error("bad format: {0}")]
     Format(String),
+    /// A buffer too large to allocate (a size that overflows, or more memory than the system
+    /// grants): reported instead of aborting the process.
+    #[error("out of memory: {0}")]
+    Memory(String),
     /// The operating system refused a file operation.
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },

@@ -6,11 +6,12 @@
 //!
 //! ```
 //! use ferrolm::{ops, Tensor};
-//! let w = Tensor::randn(&[3, 2], 0.0, 1.0, 42).with_grad();
-//! let x = Tensor::ones(&[4, 3]);
-//! let loss = ops::mean_all(&ops::matmul(&x, &w).unwrap());
-//! loss.backward().unwrap();
+//! let w = Tensor::randn(&[3, 2], 0.0, 1.0, 42)?.with_grad();
+//! let x = Tensor::ones(&[4, 3])?;
+//! let loss = ops::mean_all(&ops::matmul(&x, &w)?);
+//! loss.backward()?;
 //! assert_eq!(w.grad().unwrap().shape(), &[3, 2]);
+//! # Ok::<(), ferrolm::Error>(())
 //! ```
 
 pub mod autograd;

@@ -32,9 +32,29 @@ pub(crate) struct Inner {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// Number of elements of a shape (1 for a scalar's empty shape).
+/// Number of elements of a shape (1 for a scalar's empty shape). Shapes of existing tensors
+/// never overflow: every constructor checks with [`checked_numel`].
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// Number of elements of a shape, or an error when that many f32 could not be addressed.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / size_of::<f32>())
+        .ok_or_else(|| Error::Memory(format!("a tensor of shape {shape:?} has too many elements to address")))
+}
+
+/// `n` copies of `value`, or an error when the allocator refuses the buffer (instead of the
+/// process aborting, as `vec!` would).
+fn filled_buffer(n: usize, value: f32) -> Result<Vec<f32>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n)
+        .map_err(|_| Error::Memory(format!("cannot allocate {} MB for a tensor", (n * size_of::<f32>()) >> 20)))?;
+    data.resize(n, value);
+    Ok(data)
 }
 
 /// Resolves a possibly negative axis (`-1` is the last) against a rank.
@@ -58,13 +78,14 @@ impl Tensor {
 
     /// A leaf tensor owning `data`, laid out row-major in `shape`.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let n = checked_numel(shape)?;
         ensure!(
-            data.len() == numel(shape),
+            data.len() == n,
             Shape,
             "{} values cannot fill a tensor of shape {:?} ({} elements)",
             data.len(),
             shape,
-            numel(shape)
+            n
         );
         Ok(Tensor::build(shape.to_vec(), Arc::new(RwLock::new(data)), false, Origin::Leaf))
     }
@@ -82,33 +103,37 @@ impl Tensor {
     }
 
     pub fn scalar(value: f32) -> Tensor {
-        Tensor::full(&[], value)
+        Tensor::build(Vec::new(), Arc::new(RwLock::new(vec![value])), false, Origin::Leaf)
     }
 
-    pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor::from_vec(vec![value; numel(shape)], shape).expect("length matches shape")
+    /// A tensor of `shape` filled with `value`; sizes that overflow or cannot be allocated
+    /// give [`Error::Memory`].
+    pub fn full(shape: &[usize], value: f32) -> Result<Tensor> {
+        Tensor::from_vec(filled_buffer(checked_numel(shape)?, value)?, shape)
     }
 
-    pub fn zeros(shape: &[usize]) -> Tensor {
+    pub fn zeros(shape: &[usize]) -> Result<Tensor> {
         Tensor::full(shape, 0.0)
     }
 
-    pub fn ones(shape: &[usize]) -> Tensor {
+    pub fn ones(shape: &[usize]) -> Result<Tensor> {
         Tensor::full(shape, 1.0)
     }
 
     /// Normal(mean, std) samples from a seeded generator: the same seed, the same tensor.
-    pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
+    pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Result<Tensor> {
         let mut rng = Rng::new(seed);
-        let data = (0..numel(shape)).map(|_| mean + std * rng.normal()).collect();
-        Tensor::from_vec(data, shape).expect("length matches shape")
+        let mut data = filled_buffer(checked_numel(shape)?, 0.0)?;
+        data.iter_mut().for_each(|x| *x = mean + std * rng.normal());
+        Tensor::from_vec(data, shape)
     }
 
     /// Uniform [low, high) samples from a seeded generator.
-    pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64) -> Tensor {
+    pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64) -> Result<Tensor> {
         let mut rng = Rng::new(seed);
-        let data = (0..numel(shape)).map(|_| low + (high - low) * rng.uniform()).collect();
-        Tensor::from_vec(data, shape).expect("length matches shape")
+        let mut data = filled_buffer(checked_numel(shape)?, 0.0)?;
+        data.iter_mut().for_each(|x| *x = low + (high - low) * rng.uniform());
+        Tensor::from_vec(data, shape)
     }
 
     /// The result of an op: records `backward` in the graph when gradients are being tracked

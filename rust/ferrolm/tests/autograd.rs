@@ -25,7 +25,7 @@ fn shared_subexpression_gets_both_contributions() {
 
 #[test]
 fn no_grad_and_detach_cut_the_graph() {
-    let w = Tensor::ones(&[2]).with_grad();
+    let w = Tensor::ones(&[2]).unwrap().with_grad();
     let y = no_grad(|| ops::exp(&w));
     assert!(!y.requires_grad());
     assert!(matches!(ops::sum_all(&y).backward(), Err(Error::Grad(_))));
@@ -35,18 +35,18 @@ fn no_grad_and_detach_cut_the_graph() {
 
 #[test]
 fn misuse_is_an_error_not_a_panic() {
-    let w = Tensor::ones(&[3]).with_grad();
+    let w = Tensor::ones(&[3]).unwrap().with_grad();
     let y = ops::exp(&w);
     assert!(matches!(y.backward(), Err(Error::Grad(m)) if m.contains("one-element")));
     let loss = ops::sum_all(&y);
     loss.backward().unwrap();
     assert!(matches!(loss.backward(), Err(Error::Grad(m)) if m.contains("already freed")));
     assert!(matches!(ops::exp(&w).set_requires_grad(true), Err(Error::Grad(_))));
-    assert!(matches!(ops::add(&Tensor::ones(&[2, 3]), &Tensor::ones(&[4])), Err(Error::Shape(_))));
-    assert!(matches!(ops::embedding(&Tensor::ones(&[4, 2]), &[4], &[1]), Err(Error::Index(_))));
-    assert!(matches!(ops::embedding(&Tensor::ones(&[4, 2]), &[-1], &[1]), Err(Error::Index(_))));
+    assert!(matches!(ops::add(&Tensor::ones(&[2, 3]).unwrap(), &Tensor::ones(&[4]).unwrap()), Err(Error::Shape(_))));
+    assert!(matches!(ops::embedding(&Tensor::ones(&[4, 2]).unwrap(), &[4], &[1]), Err(Error::Index(_))));
+    assert!(matches!(ops::embedding(&Tensor::ones(&[4, 2]).unwrap(), &[-1], &[1]), Err(Error::Index(_))));
     assert!(matches!(
-        ops::cross_entropy(&Tensor::ones(&[2, 3]), &[0, 3], None, ops::Reduction::Mean),
+        ops::cross_entropy(&Tensor::ones(&[2, 3]).unwrap(), &[0, 3], None, ops::Reduction::Mean),
         Err(Error::Index(_))
     ));
     assert!(matches!(ops::sum(&w, 1, false), Err(Error::Index(_))));
@@ -54,9 +54,19 @@ fn misuse_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn sizes_that_overflow_or_cannot_be_allocated_are_errors() {
+    // 2⁶² + 1 rows of 4 wraps to 4 elements in unchecked arithmetic.
+    assert!(matches!(Tensor::full(&[(1 << 62) + 1, 4], 0.0), Err(Error::Memory(_))));
+    assert!(matches!(Tensor::from_vec(vec![0.0; 4], &[(1 << 62) + 1, 4]), Err(Error::Memory(_))));
+    // 4 TiB: addressable, but no allocator grants it (the process must not abort).
+    assert!(matches!(Tensor::zeros(&[1 << 40]), Err(Error::Memory(_))));
+    assert!(matches!(Tensor::randn(&[1 << 20, 1 << 20], 0.0, 1.0, 0), Err(Error::Memory(_))));
+}
+
+#[test]
 fn empty_tensors_flow_through() {
-    let e = Tensor::zeros(&[0, 4]).with_grad();
-    let w = Tensor::ones(&[3, 4]).with_grad();
+    let e = Tensor::zeros(&[0, 4]).unwrap().with_grad();
+    let w = Tensor::ones(&[3, 4]).unwrap().with_grad();
     let y = ops::linear(&e, &w, None).unwrap();
     assert_eq!(y.shape(), &[0, 3]);
     ops::sum_all(&y).backward().unwrap();
@@ -69,10 +79,10 @@ fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
         let (b, t, c, h) = (3, 16, 32, 4);
-        let qkv = Linear::new(c, 3 * c, true, 1);
-        let norm = LayerNorm::new(c, true, 1e-5);
-        let head = Linear::new(c, 11, false, 2);
-        let x = Tensor::randn(&[b, t, c], 0.0, 1.0, 3);
+        let qkv = Linear::new(c, 3 * c, true, 1).unwrap();
+        let norm = LayerNorm::new(c, true, 1e-5).unwrap();
+        let head = Linear::new(c, 11, false, 2).unwrap();
+        let x = Tensor::randn(&[b, t, c], 0.0, 1.0, 3).unwrap();
         let a = ops::attention_qkv(&qkv.forward(&norm.forward(&x).unwrap()).unwrap(), h, true, None).unwrap();
         let logits = head.forward(&ops::gelu(&a)).unwrap();
         let targets: Vec<i64> = (0..b * t).map(|i| (i * 7 % 11) as i64).collect();

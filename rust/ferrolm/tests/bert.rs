@@ -76,6 +76,15 @@ fn padding_does_not_change_real_tokens() {
 }
 
 #[test]
+fn matrix_parameters_counts_the_encoders_matrices() {
+    let mut model = tiny(0.0);
+    (model.pooler, model.mlm) = (None, None);
+    let mut matrices = 0;
+    model.visit("", &mut |_, t| matrices += if t.shape().len() == 2 { t.numel() } else { 0 });
+    assert_eq!(model.config.matrix_parameters(), matrices);
+}
+
+#[test]
 fn save_load_round_trip_and_bad_input() {
     let dir = std::env::temp_dir().join(format!("ferrolm-bert-test-{}", std::process::id()));
     let model = tiny(0.0);
@@ -91,5 +100,9 @@ fn save_load_round_trip_and_bad_input() {
         matches!(model.hidden(&Batch::new(&long, 1, 11), None), Err(Error::Index(m)) if m.contains("max_position_embeddings"))
     );
     assert!(matches!(model.hidden(&Batch::new(&[13], 1, 1), None), Err(Error::Index(_))));
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), config.replace("\"vocab_size\": 13", "\"vocab_size\": 10000000000"))
+        .unwrap();
+    assert!(matches!(Bert::load(&dir), Err(Error::Format(m)) if m.contains("does config.json belong")));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -139,6 +139,14 @@ fn generation_rejects_bad_prompts() {
 }
 
 #[test]
+fn matrix_parameters_counts_the_models_matrices() {
+    let model = tiny(0.0);
+    let mut matrices = 0;
+    model.visit("", &mut |_, t| matrices += if t.shape().len() == 2 { t.numel() } else { 0 });
+    assert_eq!(model.config.matrix_parameters(), matrices);
+}
+
+#[test]
 fn save_load_round_trip_and_bad_files() {
     let dir = std::env::temp_dir().join(format!("ferrolm-gpt-test-{}", std::process::id()));
     let model = tiny(0.0);
@@ -156,8 +164,12 @@ fn save_load_round_trip_and_bad_files() {
     // A config that does not match the weights.
     std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), config.replace("\"n_embd\": 8", "\"n_embd\": 16")).unwrap();
-    assert!(matches!(Gpt::load(&dir), Err(Error::Shape(_))));
+    std::fs::write(dir.join("config.json"), config.replace("\"vocab_size\": 11", "\"vocab_size\": 12")).unwrap();
+    assert!(matches!(Gpt::load(&dir), Err(Error::Shape(m)) if m.contains("wte")));
+    // A corrupt config far larger than the weights is refused before it is allocated.
+    std::fs::write(dir.join("config.json"), config.replace("\"vocab_size\": 11", "\"vocab_size\": 10000000000"))
+        .unwrap();
+    assert!(matches!(Gpt::load(&dir), Err(Error::Format(m)) if m.contains("does config.json belong")));
     std::fs::write(dir.join("config.json"), "{not json").unwrap();
     assert!(matches!(Gpt::load(&dir), Err(Error::Format(_))));
     // A missing file.

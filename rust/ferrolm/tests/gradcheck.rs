@@ -14,7 +14,7 @@ const H: f32 = 1e-2;
 fn gradcheck(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
     let ins: Vec<Tensor> = inputs.iter().map(|t| t.deep_clone().with_grad()).collect();
     let y = f(&ins);
-    let w = Tensor::randn(y.shape(), 0.0, 1.0, 7);
+    let w = Tensor::randn(y.shape(), 0.0, 1.0, 7).unwrap();
     let loss = ops::sum_all(&ops::mul(&y, &w).unwrap());
     loss.backward().unwrap();
     let w = w.to_vec();
@@ -46,7 +46,7 @@ fn gradcheck(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
 }
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    Tensor::randn(shape, 0.0, 1.0, seed)
+    Tensor::randn(shape, 0.0, 1.0, seed).unwrap()
 }
 
 /// Values at least `gap` away from zero (for ops with a kink at 0).
@@ -70,7 +70,7 @@ fn distinct(shape: &[usize], seed: u64) -> Tensor {
 #[test]
 fn unary_ops() {
     let x = randn(&[3, 4], 1);
-    let pos = Tensor::rand(&[3, 4], 0.5, 2.0, 2);
+    let pos = Tensor::rand(&[3, 4], 0.5, 2.0, 2).unwrap();
     gradcheck("neg", std::slice::from_ref(&x), |t| ops::neg(&t[0]));
     gradcheck("exp", std::slice::from_ref(&x), |t| ops::exp(&t[0]));
     gradcheck("log", std::slice::from_ref(&pos), |t| ops::log(&t[0]));
@@ -95,7 +95,7 @@ fn broadcasting_binary_ops() {
         [(&[2, 3], &[2, 3]), (&[2, 3], &[3]), (&[2, 1, 4], &[3, 1]), (&[4], &[2, 3, 4]), (&[2, 3], &[])];
     for (i, (sa, sb)) in shapes.iter().enumerate() {
         let (a, b) = (randn(sa, 10 + i as u64), randn(sb, 20 + i as u64));
-        let b_pos = Tensor::rand(sb, 0.5, 2.0, 30 + i as u64);
+        let b_pos = Tensor::rand(sb, 0.5, 2.0, 30 + i as u64).unwrap();
         gradcheck("add", &[a.clone(), b.clone()], |t| ops::add(&t[0], &t[1]).unwrap());
         gradcheck("sub", &[a.clone(), b.clone()], |t| ops::sub(&t[0], &t[1]).unwrap());
         gradcheck("mul", &[a.clone(), b.clone()], |t| ops::mul(&t[0], &t[1]).unwrap());
@@ -312,7 +312,7 @@ fn blocked_attention_matches_composition_with_gradients() {
                 ops::matmul(&ops::softmax(&ops::masked_fill(&s, &hidden, f32::NEG_INFINITY).unwrap(), -1).unwrap(), &v)
                     .unwrap()
             };
-            let w = Tensor::randn(y.shape(), 0.0, 1.0, 163);
+            let w = Tensor::randn(y.shape(), 0.0, 1.0, 163).unwrap();
             ops::sum_all(&ops::mul(&y, &w).unwrap()).backward().unwrap();
             [y.to_vec(), q.grad().unwrap().to_vec(), k.grad().unwrap().to_vec(), v.grad().unwrap().to_vec()]
         };
@@ -333,7 +333,7 @@ fn packed_attention_matches_separate_heads_over_blocks() {
     let mask: Vec<bool> = (0..b * t).map(|i| i % t < t - 7 * (i / t)).collect();
     let qkv = randn(&[b, t, 3 * h * d], 170).with_grad();
     let y = ops::attention_qkv(&qkv, h, true, Some(&mask)).unwrap();
-    let w = Tensor::randn(y.shape(), 0.0, 1.0, 171);
+    let w = Tensor::randn(y.shape(), 0.0, 1.0, 171).unwrap();
     ops::sum_all(&ops::mul(&y, &w).unwrap()).backward().unwrap();
 
     // The same numbers through [B, H, T, D] heads: split, attend, merge.

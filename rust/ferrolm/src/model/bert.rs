@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::Batch;
-use crate::checkpoint::{read_model_dir, Layout};
+use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
 use crate::rng::mix;
@@ -35,16 +35,16 @@ pub struct BertConfig {
 impl BertConfig {
     pub fn validate(&self) -> Result<()> {
         let c = self;
-        ensure!(
-            c.vocab_size > 0 && c.hidden_size > 0 && c.num_hidden_layers > 0 && c.intermediate_size > 0,
-            Argument,
-            "BERT config: sizes must be positive: {c:?}"
-        );
-        ensure!(
-            c.max_position_embeddings > 0 && c.type_vocab_size > 0,
-            Argument,
-            "BERT config: positions and token types must be positive"
-        );
+        for (name, size) in [
+            ("vocab_size", c.vocab_size),
+            ("hidden_size", c.hidden_size),
+            ("num_hidden_layers", c.num_hidden_layers),
+            ("intermediate_size", c.intermediate_size),
+            ("max_position_embeddings", c.max_position_embeddings),
+            ("type_vocab_size", c.type_vocab_size),
+        ] {
+            ensure!(size > 0, Argument, "BERT config: {name} must be positive, got 0");
+        }
         ensure!(
             c.num_attention_heads > 0 && c.hidden_size.is_multiple_of(c.num_attention_heads),
             Argument,
@@ -55,6 +55,15 @@ impl BertConfig {
         ensure!((0.0..1.0).contains(&c.hidden_dropout_prob), Argument, "BERT config: dropout must be in [0, 1)");
         ensure!(c.layer_norm_eps > 0.0, Argument, "BERT config: layer_norm_eps must be > 0");
         Ok(())
+    }
+
+    /// Values in the embedding tables and the encoder's weight matrices (all parameters but
+    /// biases, norms and the optional pooler and MLM head).
+    pub fn matrix_parameters(&self) -> usize {
+        let (c, i) = (self.hidden_size, self.intermediate_size);
+        let tables = self.vocab_size.saturating_add(self.max_position_embeddings).saturating_add(self.type_vocab_size);
+        let per_layer = c.saturating_mul(c.saturating_mul(4).saturating_add(i.saturating_mul(2)));
+        tables.saturating_mul(c).saturating_add(self.num_hidden_layers.saturating_mul(per_layer))
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -144,8 +153,11 @@ pub struct Bert {
     pub mlm: Option<MlmHead>,
 }
 
-fn linear(i: usize, o: usize, seed: u64) -> Linear {
-    Linear { weight: Tensor::randn(&[o, i], 0.0, 0.02, seed).with_grad(), bias: Some(Tensor::zeros(&[o]).with_grad()) }
+fn linear(i: usize, o: usize, seed: u64) -> Result<Linear> {
+    Ok(Linear {
+        weight: Tensor::randn(&[o, i], 0.0, 0.02, seed)?.with_grad(),
+        bias: Some(Tensor::zeros(&[o])?.with_grad()),
+    })
 }
 
 impl Bert {
@@ -158,29 +170,29 @@ impl Bert {
         let layers = (0..config.num_hidden_layers)
             .map(|l| {
                 let k = 100 + 10 * l as u64;
-                EncoderLayer {
-                    query: linear(c, c, s(k)),
-                    key: linear(c, c, s(k + 1)),
-                    value: linear(c, c, s(k + 2)),
-                    attn_out: linear(c, c, s(k + 3)),
-                    attn_norm: LayerNorm::new(c, true, eps),
-                    intermediate: linear(c, config.intermediate_size, s(k + 4)),
-                    output: linear(config.intermediate_size, c, s(k + 5)),
-                    out_norm: LayerNorm::new(c, true, eps),
-                }
+                Ok(EncoderLayer {
+                    query: linear(c, c, s(k))?,
+                    key: linear(c, c, s(k + 1))?,
+                    value: linear(c, c, s(k + 2))?,
+                    attn_out: linear(c, c, s(k + 3))?,
+                    attn_norm: LayerNorm::new(c, true, eps)?,
+                    intermediate: linear(c, config.intermediate_size, s(k + 4))?,
+                    output: linear(config.intermediate_size, c, s(k + 5))?,
+                    out_norm: LayerNorm::new(c, true, eps)?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Bert {
-            word_embeddings: Embedding::new(config.vocab_size, c, 0.02, s(1)),
-            position_embeddings: Embedding::new(config.max_position_embeddings, c, 0.02, s(2)),
-            token_type_embeddings: Embedding::new(config.type_vocab_size, c, 0.02, s(3)),
-            embeddings_norm: LayerNorm::new(c, true, eps),
+            word_embeddings: Embedding::new(config.vocab_size, c, 0.02, s(1))?,
+            position_embeddings: Embedding::new(config.max_position_embeddings, c, 0.02, s(2))?,
+            token_type_embeddings: Embedding::new(config.type_vocab_size, c, 0.02, s(3))?,
+            embeddings_norm: LayerNorm::new(c, true, eps)?,
             layers,
-            pooler: pooler.then(|| linear(c, c, s(4))),
+            pooler: pooler.then(|| linear(c, c, s(4))).transpose()?,
             mlm: Some(MlmHead {
-                dense: linear(c, c, s(5)),
-                norm: LayerNorm::new(c, true, eps),
-                bias: Tensor::zeros(&[config.vocab_size]).with_grad(),
+                dense: linear(c, c, s(5))?,
+                norm: LayerNorm::new(c, true, eps)?,
+                bias: Tensor::zeros(&[config.vocab_size])?.with_grad(),
             }),
             config,
         })
@@ -296,6 +308,7 @@ impl Bert {
     pub fn load(dir: &Path) -> Result<Bert> {
         let (config, mut stored) = read_model_dir(dir)?;
         let config = BertConfig::from_json(&config)?;
+        ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let has = |suffix: &str| stored.keys().any(|k| k.ends_with(suffix));
         let has_pooler = has("pooler.dense.weight");
         let has_mlm = has("cls.predictions.transform.dense.weight");

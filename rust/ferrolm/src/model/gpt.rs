@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::Batch;
-use crate::checkpoint::{read_model_dir, Layout};
+use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
 use crate::rng::mix;
@@ -35,11 +35,15 @@ pub struct GptConfig {
 impl GptConfig {
     pub fn validate(&self) -> Result<()> {
         let c = self;
-        ensure!(
-            c.vocab_size > 0 && c.block_size > 0 && c.n_layer > 0 && c.n_head > 0,
-            Argument,
-            "GPT config: sizes must be positive: {c:?}"
-        );
+        for (name, size) in [
+            ("vocab_size", c.vocab_size),
+            ("block_size", c.block_size),
+            ("n_layer", c.n_layer),
+            ("n_head", c.n_head),
+            ("n_embd", c.n_embd),
+        ] {
+            ensure!(size > 0, Argument, "GPT config: {name} must be positive, got 0");
+        }
         ensure!(
             c.n_embd.is_multiple_of(c.n_head),
             Argument,
@@ -50,6 +54,13 @@ impl GptConfig {
         ensure!((0.0..1.0).contains(&c.dropout), Argument, "GPT config: dropout must be in [0, 1), got {}", c.dropout);
         ensure!(c.layer_norm_epsilon > 0.0, Argument, "GPT config: layer_norm_epsilon must be > 0");
         Ok(())
+    }
+
+    /// Values in the embedding tables and weight matrices (all parameters but biases and norms).
+    pub fn matrix_parameters(&self) -> usize {
+        let (c, l) = (self.n_embd, self.n_layer);
+        let per_layer = c.saturating_mul(c).saturating_mul(12);
+        (self.vocab_size.saturating_add(self.block_size)).saturating_mul(c).saturating_add(l.saturating_mul(per_layer))
     }
 
     /// The config as Hugging Face's `config.json` for GPT2LMHeadModel.
@@ -129,11 +140,11 @@ pub struct Gpt {
 }
 
 /// Normal(0, std) weights for a Linear [out, in] with zero bias (GPT-2's initialisation).
-fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64) -> Linear {
-    Linear {
-        weight: Tensor::randn(&[o, i], 0.0, std, seed).with_grad(),
-        bias: bias.then(|| Tensor::zeros(&[o]).with_grad()),
-    }
+fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64) -> Result<Linear> {
+    Ok(Linear {
+        weight: Tensor::randn(&[o, i], 0.0, std, seed)?.with_grad(),
+        bias: bias.then(|| Tensor::zeros(&[o])).transpose()?.map(Tensor::with_grad),
+    })
 }
 
 impl Gpt {
@@ -146,21 +157,21 @@ impl Gpt {
         let blocks = (0..config.n_layer)
             .map(|l| {
                 let k = 10 + 10 * l as u64;
-                Block {
-                    ln_1: LayerNorm::new(c, config.bias, config.layer_norm_epsilon),
-                    c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k)),
-                    attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1)),
-                    ln_2: LayerNorm::new(c, config.bias, config.layer_norm_epsilon),
-                    c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2)),
-                    mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3)),
-                }
+                Ok(Block {
+                    ln_1: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
+                    c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k))?,
+                    attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1))?,
+                    ln_2: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
+                    c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2))?,
+                    mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3))?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Gpt {
-            wte: Embedding::new(config.vocab_size, c, 0.02, s(1)),
-            wpe: Embedding::new(config.block_size, c, 0.02, s(2)),
+            wte: Embedding::new(config.vocab_size, c, 0.02, s(1))?,
+            wpe: Embedding::new(config.block_size, c, 0.02, s(2))?,
             blocks,
-            ln_f: LayerNorm::new(c, config.bias, config.layer_norm_epsilon),
+            ln_f: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
             config,
         })
     }
@@ -254,7 +265,9 @@ impl Gpt {
     /// tensors are refused.
     pub fn load(dir: &Path) -> Result<Gpt> {
         let (config, mut stored) = read_model_dir(dir)?;
-        let model = Gpt::new(GptConfig::from_json(&config)?, 0)?;
+        let config = GptConfig::from_json(&config)?;
+        ensure_weights_fit(config.matrix_parameters(), &stored)?;
+        let model = Gpt::new(config, 0)?;
         Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored, &|_| false).map(|_| ()))?;
         Ok(model)
     }
@@ -266,7 +279,7 @@ impl Gpt {
         let (old, c) = (self.config.vocab_size, self.config.n_embd);
         ensure!(vocab_size >= old, Argument, "with_vocab: cannot shrink the vocabulary from {old} to {vocab_size}");
         let mut data = self.wte.weight.to_vec();
-        data.extend(Tensor::randn(&[vocab_size - old, c], 0.0, 0.02, seed).read().iter());
+        data.extend(Tensor::randn(&[vocab_size - old, c], 0.0, 0.02, seed)?.read().iter());
         let mut model = self.clone();
         model.config.vocab_size = vocab_size;
         model.wte = Embedding { weight: Tensor::from_vec(data, &[vocab_size, c])?.with_grad() };

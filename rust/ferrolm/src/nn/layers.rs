@@ -13,12 +13,15 @@ pub struct Linear {
 
 impl Linear {
     /// Weights and bias uniform in ±1/√in, as `torch.nn.Linear`.
-    pub fn new(in_features: usize, out_features: usize, bias: bool, seed: u64) -> Linear {
+    pub fn new(in_features: usize, out_features: usize, bias: bool, seed: u64) -> Result<Linear> {
         let bound = 1.0 / (in_features.max(1) as f32).sqrt();
-        Linear {
-            weight: Tensor::rand(&[out_features, in_features], -bound, bound, seed).with_grad(),
-            bias: bias.then(|| Tensor::rand(&[out_features], -bound, bound, seed ^ 0xB1A5).with_grad()),
-        }
+        Ok(Linear {
+            weight: Tensor::rand(&[out_features, in_features], -bound, bound, seed)?.with_grad(),
+            bias: bias
+                .then(|| Tensor::rand(&[out_features], -bound, bound, seed ^ 0xB1A5))
+                .transpose()?
+                .map(Tensor::with_grad),
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -43,8 +46,8 @@ pub struct Embedding {
 
 impl Embedding {
     /// Standard normal entries scaled by `std` (PyTorch uses 1, GPT-2 0.02).
-    pub fn new(num: usize, dim: usize, std: f32, seed: u64) -> Embedding {
-        Embedding { weight: Tensor::randn(&[num, dim], 0.0, std, seed).with_grad() }
+    pub fn new(num: usize, dim: usize, std: f32, seed: u64) -> Result<Embedding> {
+        Ok(Embedding { weight: Tensor::randn(&[num, dim], 0.0, std, seed)?.with_grad() })
     }
 
     /// Rows for `ids` of shape `shape`, giving `shape + [dim]`.
@@ -68,12 +71,12 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn new(dim: usize, bias: bool, eps: f32) -> LayerNorm {
-        LayerNorm {
-            weight: Tensor::ones(&[dim]).with_grad(),
-            bias: bias.then(|| Tensor::zeros(&[dim]).with_grad()),
+    pub fn new(dim: usize, bias: bool, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: Tensor::ones(&[dim])?.with_grad(),
+            bias: bias.then(|| Tensor::zeros(&[dim])).transpose()?.map(Tensor::with_grad),
             eps,
-        }
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
