@@ -244,6 +244,8 @@ def test_bad_input(trained_bert, tmp_path):
     model = BERT.load(trained_bert[0])
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         model.fill_mask("nothing to fill here")
+    with pytest.raises(ValueError, match="top_k"):
+        model.fill_mask("to be or not to [MASK]", top_k=-1)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model.fill_mask("word " * 100 + "[MASK]")
     with pytest.raises(IndexError, match="max_position_embeddings"):

@@ -254,6 +254,8 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         model(np.zeros((1, 33), dtype=np.int64))
     with pytest.raises(TypeError, match="integer"):
         model(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="integer"):
+        model.score([1.7, 2.2])  # never token 1 and 2
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -265,13 +267,37 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     (broken / "model.safetensors").write_bytes(data)
     cfg = json.loads((trained / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**cfg, "n_layer": cfg["n_layer"] + 1}))
-    with pytest.raises(fl.FormatError, match="missing tensor"):
+    with pytest.raises(fl.FormatError, match="does config.json belong to these weights"):
         GPT.load(broken)
-    (broken / "config.json").write_text(json.dumps({**cfg, "n_embd": 64, "n_head": 2}))
-    with pytest.raises(fl.ShapeError):
+    # A corrupt size is refused before anything is allocated (a MemoryError or an abort otherwise).
+    (broken / "config.json").write_text(json.dumps({**cfg, "vocab_size": 10**10}))
+    with pytest.raises(fl.FormatError, match="does config.json belong to these weights"):
+        GPT.load(broken)
+    # A layer fewer: the weights of the last layer are left over.
+    (broken / "config.json").write_text(json.dumps({**cfg, "n_layer": cfg["n_layer"] - 1}))
+    with pytest.raises(fl.FormatError, match="unexpected tensor"):
+        GPT.load(broken)
+    (broken / "config.json").write_text(json.dumps({**cfg, "n_positions": 16, "n_ctx": 16}))
+    with pytest.raises(fl.ShapeError, match="wpe"):
         GPT.load(broken)
     (broken / "config.json").unlink()
     with pytest.raises(FileNotFoundError):
         GPT.load(broken)
     with pytest.raises(FileNotFoundError):
         GPT.load(tmp_path / "does-not-exist")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
+def test_stream_text_equals_decoding_all_ids(kind):
+    """Streaming decodes byte-level BPE token by token; invalid and split UTF-8 (random ids)
+    and stop strings must come out exactly as decoding the whole sequence at once."""
+    from ferrolm.model import _TextStream, _utf8_prefix
+
+    tok = fl.Tokenizer.train_from_iterator(["naïve café, 日本語 🙂 ok " * 30], kind=kind, vocab_size=300)
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, tok.vocab_size, 500)]
+    raw = bytes(tok.decode_bytes(ids))
+    whole = raw[: _utf8_prefix(raw)].decode("utf-8", errors="replace")
+    for stops in ([], [whole[300:303]]):
+        stream = _TextStream(tok, stops, set())
+        text = "".join(stream.push(i) for i in ids) + stream.flush()
+        assert text == (whole[: whole.index(stops[0])] if stops else whole)

@@ -226,3 +226,17 @@ def test_bad_input_names_the_line(base, tmp_path):
         SFT(long, long, template, model.block_size, 2)
     sft = SFT(long, long, template, model.block_size, 2, skip_long=True)
     assert sft.counts["train"] == {"skipped_too_long": 1} and len(sft.data["train"]) == 1
+
+
+def test_ppo_refuses_a_reward_model_that_reads_another_tokenizer(base):
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    policy = GPT.load(base)
+    template = ChatTemplate.prepare(policy)
+    bpe = fl.Tokenizer.train_from_iterator([BUNDLED_CORPUS.read_text()[:50_000]], kind="bpe", vocab_size=300)
+    other = GPT.create(vocab_size=bpe.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=16, tokenizer=bpe)
+    ChatTemplate.prepare(other)
+    with pytest.raises(ValueError, match="different tokenizer"):
+        PPO(PolicyWithValue(policy), policy.copy(), RewardModel(other), ["Who goes there?"], ["Stand, ho!"], template)
+    # The policy's own tokenizer is accepted.
+    PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"], template)

@@ -64,6 +64,8 @@ class BERT(CoreModel):
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict]]:
         """Candidates for every [MASK] in `text`: one list per mask, best first, each entry
         {"token", "token_id", "score"} with the softmax probability as score."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         ids = self._encode(text)
         if not (ids == self._mask_id()).any():
             raise ValueError(f"no [MASK] in the text: {text!r}")

@@ -29,11 +29,12 @@ def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size <= 1 << 16 else np.uint32
 
 
-def prepare_tokens(text: str, tokenizer, directory: Path, val_fraction: float = 0.1) -> dict:
+def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
     """Tokenises `text` and writes `train.bin` / `val.bin` (the first 1 − val_fraction of the
     text for training, the rest for validation, as nanoGPT) plus `meta.json` into `directory`."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     split = int(len(text) * (1.0 - val_fraction))
     dtype = token_dtype(tokenizer.vocab_size)
@@ -48,8 +49,9 @@ def prepare_tokens(text: str, tokenizer, directory: Path, val_fraction: float = 
     return meta
 
 
-def load_tokens(directory: Path, split: str) -> np.ndarray:
+def load_tokens(directory: str | Path, split: str) -> np.ndarray:
     """A read-only memmap of `split`.bin written by `prepare_tokens`."""
+    directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text())
     return np.memmap(directory / f"{split}.bin", dtype=meta["dtype"], mode="r")
 

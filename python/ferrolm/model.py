@@ -100,7 +100,9 @@ class GPT(CoreModel):
     def score(self, text: Union[str, Sequence[int]]) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first token
         has no prediction, so the result has one entry fewer than the tokens)."""
-        ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text), dtype=np.int64)[None, :]
+        ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text))[None, :]
+        if ids.size and ids.dtype.kind not in "iu":
+            raise TypeError(f"score takes text or integer token ids, got dtype {ids.dtype}")
         if ids.shape[1] < 2:
             raise ValueError("score needs at least two tokens")
         if ids.shape[1] > self.block_size:
@@ -129,11 +131,17 @@ def token_logprobs(log_probs: Tensor, targets: np.ndarray) -> Tensor:
 class _TextStream:
     """Turns generated token ids into text incrementally. Bytes are decoded only once they
     form complete UTF-8 characters; text that could be the start of a stop string is held
-    back until it is known not to be one; a stop string ends the stream (and is dropped)."""
+    back until it is known not to be one; a stop string ends the stream (and is dropped).
+
+    Byte-level BPE and character tokenizers decode token by token (their text is the
+    concatenation of the tokens'), so each token costs the same however long the text; other
+    tokenizers (WordPiece joins pieces with spaces) decode all ids again."""
 
     def __init__(self, tokenizer, stops: list[str], stop_tokens: set[int]) -> None:
         self.tokenizer, self.stops, self.stop_tokens = tokenizer, [s for s in stops if s], stop_tokens
+        self.concatenative = tokenizer.kind in ("bpe", "char")
         self.ids: list[int] = []
+        self.pending = b""  # bytes of an unfinished UTF-8 character (concatenative tokenizers)
         self.text = ""  # the decoded text so far, cut at a stop string
         self.emitted = 0  # characters of `text` already handed out
         self.done = False
@@ -145,11 +153,19 @@ class _TextStream:
         if token in self.stop_tokens:
             self.done = True
             return self.flush()
-        self.ids.append(token)
-        raw = bytes(self.tokenizer.decode_bytes(self.ids))
-        self.text = raw[: _utf8_prefix(raw)].decode("utf-8", errors="replace")
+        before = len(self.text)
+        if self.concatenative:
+            raw = self.pending + bytes(self.tokenizer.decode_bytes([token]))
+            cut = _utf8_prefix(raw)
+            self.text += raw[:cut].decode("utf-8", errors="replace")
+            self.pending = raw[cut:]
+        else:
+            self.ids.append(token)
+            raw = bytes(self.tokenizer.decode_bytes(self.ids))
+            self.text = raw[: _utf8_prefix(raw)].decode("utf-8", errors="replace")
+            before = 0
         for s in self.stops:
-            at = self.text.find(s)
+            at = self.text.find(s, max(0, before - len(s) + 1))
             if at >= 0:
                 self.text, self.done = self.text[:at], True
         if self.done:

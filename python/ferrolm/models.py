@@ -19,15 +19,18 @@ def model_dir(path: Union[str, Path]) -> Path:
     return path
 
 
+#: What `Tokenizer.from_file` reads in a directory, in its order of preference.
+TOKENIZER_FILES = (TOKENIZER_FILE, "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(path: Path):
-    """The tokenizer saved in a model directory: tokenizer.json, or BERT's vocab.txt; None if
-    there is neither."""
+    """The tokenizer saved in a model directory (tokenizer.json, GPT-2's vocab.json +
+    merges.txt, or BERT's vocab.txt, read as `Tokenizer.from_file` reads a directory); None if
+    there is none."""
     from ferrolm import Tokenizer
 
-    if (path / TOKENIZER_FILE).exists():
-        return Tokenizer.from_file(str(path / TOKENIZER_FILE))
-    if (path / "vocab.txt").exists():
-        return Tokenizer.from_bert_vocab(str(path / "vocab.txt"))
+    if any((path / name).is_file() for name in TOKENIZER_FILES):
+        return Tokenizer.from_file(str(path))
     return None
 
 

@@ -25,6 +25,8 @@ class Module:
     ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
     """
 
+    #: Set by `train()` / `eval()` on this module and every submodule, for a `forward` to read
+    #: (e.g. to pass a dropout seed only while training); the Rust layers have no modes.
     training: bool = True
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

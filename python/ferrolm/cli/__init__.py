@@ -41,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, IndexError) as e:
+    except (ValueError, OSError, IndexError, OverflowError, MemoryError) as e:
         print(f"ferrolm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 from urllib.parse import quote
 
+from ferrolm.cli.common import count, non_negative, probability
+
 TOKEN_ENV = "FERROLM_LABEL_TOKEN"
 USAGE = """ferrolm label MODEL_DIR --prompts FILE [--model-b DIR] [--db prefs.sqlite] [--host 127.0.0.1] [--port N]
                      [--labeller NAME] [--token TOKEN] [sampling options]
@@ -32,18 +34,18 @@ def register_label(sub) -> None:
     p.add_argument("--db", default="prefs.sqlite", help="labelling database (created if missing; default prefs.sqlite)")
     p.add_argument("--out", default=None, help="export: the preference JSONL to write")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--port", type=count(), default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--labeller", default=None, help="name stored with each judgement (default: your user name)")
     p.add_argument("--token", default=None, help=f"secret every request must carry; required when --host is not "
                                                  f"a loopback address (or set {TOKEN_ENV})")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--temperature-b", type=float, default=None, help="temperature of the second completion "
+    p.add_argument("--max-new-tokens", type=count(1), default=128)
+    p.add_argument("--temperature", type=non_negative, default=0.8)
+    p.add_argument("--temperature-b", type=non_negative, default=None, help="temperature of the second completion "
                                                                      "(default: --temperature)")
-    p.add_argument("--top-k", type=int, default=200)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0, help="base sampling seed (each completion's seed is recorded)")
-    p.add_argument("--lookahead", type=int, default=2, help="pairs generated ahead of the person reading (default 2)")
+    p.add_argument("--top-k", type=count(), default=200)
+    p.add_argument("--top-p", type=probability, default=None)
+    p.add_argument("--seed", type=count(), default=0, help="base sampling seed (each completion's seed is recorded)")
+    p.add_argument("--lookahead", type=count(1), default=2, help="pairs generated ahead of the person reading (default 2)")
     p.set_defaults(func=run_label)
 
 
@@ -54,9 +56,7 @@ def run_label(args) -> int:
         raise ValueError("--out belongs to `ferrolm label export --db DB --out FILE`")
     if args.prompts is None:
         raise ValueError("--prompts FILE is required (one prompt per line)")
-    if args.max_new_tokens < 1 or args.lookahead < 1:
-        raise ValueError("--max-new-tokens and --lookahead must be at least 1")
-    if not 0 <= args.port <= 65535:
+    if args.port > 65535:
         raise ValueError(f"--port {args.port} is not a port number (0-65535)")
     from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
     from ferrolm.label.prompts import check_prompts, read_prompts
@@ -125,7 +125,7 @@ def run_export(args) -> int:
 
 
 def _load_gpt(path: str):
-    from ferrolm.models import load_model
+    from ferrolm.models import TOKENIZER_FILES, load_model
     from ferrolm.model import GPT
 
     if not Path(path).is_dir():
@@ -134,7 +134,7 @@ def _load_gpt(path: str):
     if not isinstance(model, GPT):
         raise ValueError(f"{path} is a {type(model).__name__} model; labelling needs a GPT that generates text")
     if model.tokenizer is None:
-        raise ValueError(f"{path} has no tokenizer.json (needed to turn prompts into tokens)")
+        raise ValueError(f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}), needed to turn prompts into tokens")
     return model
 
 

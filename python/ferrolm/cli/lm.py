@@ -7,24 +7,27 @@ import sys
 import time
 from pathlib import Path
 
-from ferrolm.cli.common import MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, train_config
+from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, count, fraction,
+                                non_negative, probability, train_config)
 
 
 def register_pretrain(sub) -> None:
     """`ferrolm pretrain`: next-token (GPT) or masked-LM (BERT) pretraining."""
     p = sub.add_parser("pretrain", help="pretrain a GPT (next token) or a BERT (--objective mlm); default: tiny Shakespeare")
     p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare)")
-    p.add_argument("--objective", choices=["causal", "mlm"], default="causal",
-                   help="causal: GPT next-token prediction; mlm: BERT masked language modelling (its defaults: "
-                        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in MLM_DEFAULTS.items()) + ")")
+    p.add_argument("--objective", choices=["causal", "mlm"], default=None,
+                   help="causal (default): GPT next-token prediction; mlm: BERT masked language modelling (its defaults: "
+                        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in MLM_DEFAULTS.items())
+                        + "); --resume continues the checkpoint's")
     p.add_argument("--tokenizer", default=None,
                    help="char, bpe, wordpiece, or the path of a tokenizer.json (default: char for causal, wordpiece for mlm)")
-    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size when training a bpe/wordpiece tokenizer")
+    p.add_argument("--vocab-size", type=count(1), default=None,
+                   help="vocabulary size when training a bpe/wordpiece tokenizer (default 4096)")
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=fraction, default=None, help="share of the corpus held out (default 0.1)")
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
-    p.add_argument("--sample-tokens", type=int, default=300, help="causal: tokens of sample text to print at the end (0: none)")
+    p.add_argument("--sample-tokens", type=count(), default=300, help="causal: tokens of sample text to print at the end (0: none)")
     add_flags(p, {**MODEL_FLAGS, **TRAIN_FLAGS})
     p.set_defaults(func=run_pretrain)
 
@@ -46,7 +49,7 @@ def _tokenizer(args, text: str):
     if kind == "char":
         return Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
     if kind in ("bpe", "wordpiece"):
-        return Tokenizer.train_from_iterator([text], kind=kind, vocab_size=args.vocab_size)
+        return Tokenizer.train_from_iterator([text], kind=kind, vocab_size=args.vocab_size or 4096)
     return Tokenizer.from_file(kind)
 
 
@@ -62,29 +65,55 @@ def _new_model(objective: str, tokenizer, m: dict, seed: int):
                       n_embd=m["n_embd"], dropout=m["dropout"], bias=m["bias"], seed=seed, tokenizer=tokenizer)
 
 
+def _check_resume_flags(args, state: dict) -> None:
+    """--resume continues on the data, tokenizer and objective saved in --out: flags that would
+    change them are refused rather than ignored."""
+    fixed = {"files": args.files, "--tokenizer": args.tokenizer, "--vocab-size": args.vocab_size,
+             "--val-fraction": args.val_fraction}
+    given = [name for name, value in fixed.items() if value]
+    if given:
+        raise ValueError(f"--resume continues on the corpus and tokenizer prepared in {args.out}: "
+                         f"{', '.join(given)} cannot change them (start a new run with another --out)")
+    if state["objective"] not in ("causal", "mlm"):
+        raise ValueError(f"{args.out} holds a `ferrolm {state['objective']}` run: resume it with that command")
+    if args.objective not in (None, state["objective"]):
+        raise ValueError(f"--objective {args.objective}: the checkpoint in {args.out} was trained with {state['objective']}")
+    saved_whole_word = bool(state.get("objective_state", {}).get("whole_word"))
+    if args.whole_word_masking and not saved_whole_word:
+        raise ValueError(f"--whole-word-masking: the run in {args.out} masks single pieces")
+
+
 def run_pretrain(args) -> int:
     from ferrolm.data import prepare_tokens, read_corpus
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, train
 
-    defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
-    out = Path(args.out or f"out-{args.objective}")
+    out = Path(args.out or f"out-{args.objective or 'causal'}")
     args.out = str(out)
     data_dir = out / "data"
+    state_file = out / "trainer_state.json"
     saved_model = saved_train = None
     if args.resume:
-        state_file = out / "trainer_state.json"
         if not state_file.exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {out} ({state_file} is missing)")
         state = json.loads(state_file.read_text())
+        _check_resume_flags(args, state)
+        args.objective = state["objective"]
         model = load_model(out)
         saved_model = _model_flags(model)
         saved_train = {**state["config"], **state.get("objective_state", {})}
+    args.objective = args.objective or "causal"
+    defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
+    if args.resume:
         m = {k: choose(args, k, saved_model, defaults) for k in MODEL_FLAGS}
     else:
+        if state_file.exists():
+            step = json.loads(state_file.read_text()).get("step", "?")
+            print(f"ferrolm: starting a new run in {out}: it replaces the checkpoint there (step {step}); "
+                  "--resume would have continued it", file=sys.stderr, flush=True)
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)
-        meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction)
+        meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)
         print(f"corpus: {len(text):,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
         m = {k: choose(args, k, None, defaults) for k in MODEL_FLAGS}
@@ -94,7 +123,8 @@ def run_pretrain(args) -> int:
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
     if args.objective == "mlm":
-        objective = MaskedLM(data_dir, model.tokenizer, m["block_size"], t["batch_size"], whole_word=args.whole_word_masking)
+        whole_word = args.whole_word_masking or bool(saved_train and saved_train.get("whole_word"))
+        objective = MaskedLM(data_dir, model.tokenizer, m["block_size"], t["batch_size"], whole_word=whole_word)
     else:
         objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
     start = time.perf_counter()
@@ -117,22 +147,23 @@ def register_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated")
     p.add_argument("model", help="model directory (config.json, model.safetensors, tokenizer.json)")
     p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=200)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=count(), default=500)
+    p.add_argument("--temperature", type=non_negative, default=0.8)
+    p.add_argument("--top-k", type=count(), default=200)
+    p.add_argument("--top-p", type=probability, default=None)
+    p.add_argument("--repetition-penalty", type=non_negative, default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count(), default=0)
     p.set_defaults(func=run_generate)
 
 
 def run_generate(args) -> int:
     from ferrolm.model import GPT
+    from ferrolm.models import TOKENIZER_FILES
 
     model = GPT.load(args.model)
     if model.tokenizer is None:
-        raise ValueError(f"{args.model} has no tokenizer.json")
+        raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     sys.stdout.write(args.prompt)
     for piece in model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
@@ -148,7 +179,7 @@ def register_fill_mask(sub) -> None:
     p = sub.add_parser("fill-mask", help="show a BERT model's top candidates for each [MASK] in a text")
     p.add_argument("model", help="BERT model directory")
     p.add_argument("text", help="text containing [MASK]")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=count(1), default=5)
     p.set_defaults(func=run_fill_mask)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferrolm.cli.common import TRAIN_FLAGS, add_flags, choose, train_config
+from ferrolm.cli.common import TRAIN_FLAGS, add_flags, choose, count, fraction, non_negative, train_config
 
 _SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20,
                "lr_decay_iters": 300, "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
@@ -46,7 +46,7 @@ def load_preference_records(path: str) -> list[dict]:
 def _common(p, command: str) -> None:
     p.add_argument("model", help="model directory to start from")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of records held out for evaluation")
+    p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of records held out for evaluation")
     p.add_argument("--skip-long", action="store_true", help="skip (and count) records that do not fit the context")
     add_flags(p, DEFAULTS[command])
 
@@ -127,7 +127,7 @@ def register_dpo(sub) -> None:
     """`ferrolm dpo`: direct preference optimisation against a frozen copy of the model."""
     p = sub.add_parser("dpo", help="direct preference optimisation on preference pairs")
     p.add_argument("--data", required=True, help="preference JSONL (or a labelling .sqlite database)")
-    p.add_argument("--beta", type=float, default=0.1, help="strength of the implicit KL constraint")
+    p.add_argument("--beta", type=non_negative, default=0.1, help="strength of the implicit KL constraint")
     _common(p, "dpo")
     p.set_defaults(func=run_dpo)
 
@@ -149,32 +149,17 @@ def register_ppo(sub) -> None:
     p = sub.add_parser("ppo", help="RLHF: PPO against a reward model, KL-penalised towards the starting (SFT) model")
     p.add_argument("--reward-model", required=True, help="reward model directory (from `ferrolm reward`)")
     p.add_argument("--prompts", required=True, help="prompts: a text file (one per line) or JSONL with a prompt field")
-    p.add_argument("--rollout-size", type=int, default=16)
-    p.add_argument("--ppo-epochs", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--kl-coef", type=float, default=0.1)
-    p.add_argument("--target-kl", type=float, default=6.0, help="adaptive KL target (0: fixed coefficient)")
+    p.add_argument("--rollout-size", type=count(1), default=16)
+    p.add_argument("--ppo-epochs", type=count(1), default=4)
+    p.add_argument("--max-new-tokens", type=count(1), default=48)
+    p.add_argument("--kl-coef", type=non_negative, default=0.1)
+    p.add_argument("--target-kl", type=non_negative, default=6.0, help="adaptive KL target (0: fixed coefficient)")
     _common(p, "ppo")
     p.set_defaults(func=run_ppo)
 
 
-def read_prompts(path: str) -> list[str]:
-    """Prompts from JSONL (a "prompt" field) or plain text (one per non-empty line)."""
-    from ferrolm.jsonl import read_records
-
-    if path.endswith(".jsonl"):
-        return [r["prompt"] for r in read_records(path, ("prompt",))]
-    try:
-        lines = [l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
-    prompts = [l for l in lines if l]
-    if not prompts:
-        raise ValueError(f"{path}: no prompts")
-    return prompts
-
-
 def run_ppo(args) -> int:
+    from ferrolm.label.prompts import read_prompts
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 

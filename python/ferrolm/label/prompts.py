@@ -24,7 +24,6 @@ def read_prompts(path: Union[str, Path]) -> list[str]:
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
     jsonl = path.suffix == ".jsonl"
     prompts: list[str] = []
-    seen: dict[str, int] = {}
     lines = text.split("\n")  # not splitlines(): it would also split at \f, \x1c, U+2028...
     if lines[-1] == "":
         lines.pop()  # the file's final newline
@@ -33,9 +32,6 @@ def read_prompts(path: Union[str, Path]) -> list[str]:
         prompt = _parse(line, path, number) if jsonl else line
         if not prompt.strip():
             raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")
-        if prompt in seen:
-            raise ValueError(f"{path} line {number}: repeats the prompt of line {seen[prompt]}")
-        seen[prompt] = number
         prompts.append(prompt)
     if not prompts:
         raise ValueError(f"{path} holds no prompts")
@@ -55,9 +51,14 @@ def _parse(line: str, path: Path, number: int) -> str:
 
 
 def check_prompts(prompts: list[str], model, where: str) -> None:
-    """Refuses prompts the model cannot continue: characters outside its vocabulary, or no room
-    left in its context (generation needs the prompt to fit, with one token to spare)."""
+    """Refuses prompts that cannot be labelled: a repeat of an earlier one (its pairs would be
+    judged twice), characters outside the model's vocabulary, or no room left in its context
+    (generation needs the prompt to fit, with one token to spare)."""
+    seen: dict[str, int] = {}
     for number, prompt in enumerate(prompts, 1):
+        if prompt in seen:
+            raise ValueError(f"{where} line {number}: repeats the prompt of line {seen[prompt]}")
+        seen[prompt] = number
         try:
             n = len(model.encode(prompt))
         except ValueError as e:

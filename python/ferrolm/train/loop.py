@@ -53,7 +53,7 @@ class TrainConfig:
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
     seed: int = 1337
     # "bfloat16": matrix products round their operands to bfloat16 and sum in float32 (like
-    # PyTorch's bf16 autocast, but outputs stay float32); training 1.4-1.6x faster than float32
+    # PyTorch's bf16 autocast, but outputs stay float32); training 1.5-1.7x faster than float32
     # measured on a CPU with AVX512-BF16 (benches/bench_gpt.py, bench_bert.py).
     dtype: str = "float32"
     progress: bool = True
@@ -294,6 +294,8 @@ def _describe(bar, record: dict) -> None:
     text = f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step" and isinstance(v, float))
     if bar is not None:
         bar.write(text)
+    else:
+        print(text, flush=True)
 
 
 def _plot(out: Path) -> None:

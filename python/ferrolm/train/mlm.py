@@ -67,4 +67,5 @@ class MaskedLM:
         return int(batch["attention_mask"].sum())
 
     def state(self) -> dict:
-        return {"block_size": self.max_len, "batch_size": self.batch_size, "pairs": self.pairs}
+        return {"block_size": self.max_len, "batch_size": self.batch_size, "pairs": self.pairs,
+                "whole_word": self.collate.whole_word}

@@ -76,6 +76,9 @@ class PPO:
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0) -> None:
         if rollout_size % minibatch_size:
             raise ValueError("rollout_size must be a multiple of minibatch_size")
+        if reward_model.gpt.tokenizer.get_vocab() != template.tokenizer.get_vocab():
+            raise ValueError("the reward model reads ids with a different tokenizer than the policy's: "
+                             "its scores of the policy's responses would be meaningless")
         self.reference, self.reward_model, self.template = reference, reward_model, template
         self.prompts = {"train": [template.prompt_ids(p) for p in train_prompts], "val": [template.prompt_ids(p) for p in val_prompts]}
         block = reference.block_size
