@@ -45,13 +45,16 @@ def test_sizes_beyond_memory_raise_memory_error():
     for shape in ((2**62 + 1, 4), (2**32, 2**32)):
         with pytest.raises(MemoryError):
             fl.full(*shape)
-    # Addressable but more than any allocator grants: an exception, not an aborted interpreter.
+    # Valid sizes beyond a 48-bit address space (so refused whatever the overcommit policy):
+    # an exception, not an aborted interpreter.
     with pytest.raises(MemoryError):
-        fl.randn(2**20, 2**20)
+        fl.randn(2**23, 2**23)
     with pytest.raises(MemoryError):
-        fl.GPT.create(vocab_size=10**12, block_size=8, n_layer=1, n_head=1, n_embd=8)
+        fl.GPT.create(vocab_size=10**14, block_size=8, n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(MemoryError):
-        fl.Linear(2**21, 2**21)
+        fl.Linear(2**24, 2**24)
+    with pytest.raises(ValueError, match="reshape"):
+        fl.ones(4).reshape(2**62 + 1, 4)  # wraps around to 4 elements in unchecked arithmetic
 
 
 def test_nan_and_inf_propagate_without_crashing():

@@ -79,9 +79,10 @@ def test_one_prompt_reader_for_ppo_and_labelling(tmp_path):
     model = fl.GPT.create(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=8, tokenizer=tok)
     with pytest.raises(ValueError, match="line 3: repeats the prompt of line 1"):
         check_prompts(read_prompts(text), model, where="p.txt")  # labelling may not
-    text.write_text("Who goes there?\n\nStand, ho!\n")
+    text.write_text("Who goes there?\n\nStand, ho!\n\n")
     with pytest.raises(ValueError, match="line 2: empty prompt"):
         read_prompts(text)
+    assert read_prompts(text, skip_blank=True) == ["Who goes there?", "Stand, ho!"]
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text('{"prompt": "a\\nb"}\n"bare string"\n')
     assert read_prompts(jsonl) == ["a\nb", "bare string"]

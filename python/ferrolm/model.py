@@ -133,9 +133,9 @@ class _TextStream:
     form complete UTF-8 characters; text that could be the start of a stop string is held
     back until it is known not to be one; a stop string ends the stream (and is dropped).
 
-    Byte-level BPE and character tokenizers decode token by token (their text is the
-    concatenation of the tokens'), so each token costs the same however long the text; other
-    tokenizers (WordPiece joins pieces with spaces) decode all ids again."""
+    Byte-level BPE and character tokenizers decode only each new token's bytes (their text is
+    the concatenation of the tokens'); WordPiece spaces pieces by their neighbours, so it
+    decodes all ids again."""
 
     def __init__(self, tokenizer, stops: list[str], stop_tokens: set[int]) -> None:
         self.tokenizer, self.stops, self.stop_tokens = tokenizer, [s for s in stops if s], stop_tokens

@@ -55,7 +55,7 @@ class CoreModel:
     @classmethod
     def load(cls, path: Union[str, Path]):
         """Loads a model directory: config.json, model.safetensors and, if present, the
-        tokenizer (tokenizer.json, or BERT's vocab.txt)."""
+        tokenizer (tokenizer.json, GPT-2's vocab.json + merges.txt, or BERT's vocab.txt)."""
         path = model_dir(path)
         return cls(cls.core_class.load(str(path)), load_tokenizer(path))
 

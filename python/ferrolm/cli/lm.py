@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, count, fraction,
-                                non_negative, probability, train_config)
+                                non_negative, positive, probability, train_config)
 
 
 def register_pretrain(sub) -> None:
@@ -145,13 +145,14 @@ def run_pretrain(args) -> int:
 def register_generate(sub) -> None:
     """`ferrolm generate`: stream text from a model directory."""
     p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated")
-    p.add_argument("model", help="model directory (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("model", help="model directory (config.json, model.safetensors, and tokenizer.json, "
+                                         "vocab.json + merges.txt or vocab.txt)")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=count(), default=500)
     p.add_argument("--temperature", type=non_negative, default=0.8)
     p.add_argument("--top-k", type=count(), default=200)
     p.add_argument("--top-p", type=probability, default=None)
-    p.add_argument("--repetition-penalty", type=non_negative, default=1.0)
+    p.add_argument("--repetition-penalty", type=positive, default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=count(), default=0)
     p.set_defaults(func=run_generate)

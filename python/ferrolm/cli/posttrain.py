@@ -163,7 +163,7 @@ def run_ppo(args) -> int:
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 
-    v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts))
+    v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts, skip_blank=True))
     reward_model = RewardModel.load(args.reward_model)
     policy = PolicyWithValue(gpt)
     objective = PPO(policy, gpt.copy(), reward_model, tr, va, template, rollout_size=args.rollout_size,

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Union
 
 
-def read_prompts(path: Union[str, Path]) -> list[str]:
-    """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError."""
+def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
+    """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError. A blank
+    line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
@@ -29,6 +30,8 @@ def read_prompts(path: Union[str, Path]) -> list[str]:
         lines.pop()  # the file's final newline
     for number, line in enumerate(lines, 1):
         line = line.removesuffix("\r")
+        if skip_blank and not line.strip():
+            continue
         prompt = _parse(line, path, number) if jsonl else line
         if not prompt.strip():
             raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")

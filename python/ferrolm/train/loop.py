@@ -56,7 +56,7 @@ class TrainConfig:
     # PyTorch's bf16 autocast, but outputs stay float32); training 1.5-1.7x faster than float32
     # measured on a CPU with AVX512-BF16 (benches/bench_gpt.py, bench_bert.py).
     dtype: str = "float32"
-    progress: bool = True
+    progress: bool = True  # a tqdm bar (when installed); without one, evaluations print as lines
 
     def __post_init__(self) -> None:
         for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):

@@ -55,17 +55,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut generation = Generation::new(&model, &[prompt], args.sampling, Vec::new())?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
-    // A GPT's text is the concatenation of its tokens' bytes (byte-level BPE or characters):
-    // print each token's bytes once they end on a character boundary; bytes that are not
-    // UTF-8 (a byte-level model may emit them) print as U+FFFD, as Python's decoding does.
-    let mut pending = Vec::new();
+    // Byte-level BPE and character text is the concatenation of the tokens' bytes: print each
+    // token's bytes once they end on a character boundary; bytes that are not UTF-8 (a
+    // byte-level model may emit them) print as U+FFFD, as Python's decoding does. WordPiece
+    // spaces pieces by their neighbours, so its text is decoded whole and printed as it grows.
+    let concatenative = tokenizer.kind() != "wordpiece";
+    let (mut pending, mut ids, mut printed) = (Vec::new(), Vec::new(), 0);
     for _ in 0..args.max_new_tokens {
         let Some(token) = generation.step()?[0] else { break };
-        pending.extend(tokenizer.decode_bytes(&[token as u32], false)?);
-        let end = complete_utf8(&pending);
-        write!(out, "{}", String::from_utf8_lossy(&pending[..end]))?;
+        if concatenative {
+            pending.extend(tokenizer.decode_bytes(&[token as u32], false)?);
+            let end = complete_utf8(&pending);
+            write!(out, "{}", String::from_utf8_lossy(&pending[..end]))?;
+            pending.drain(..end);
+        } else {
+            ids.push(token as u32);
+            let text = tokenizer.decode(&ids, false)?;
+            write!(out, "{}", text.get(printed..).unwrap_or_default())?;
+            printed = text.len();
+        }
         out.flush()?;
-        pending.drain(..end);
     }
     writeln!(out)?;
     Ok(())

@@ -32,8 +32,9 @@ pub(crate) struct Inner {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// Number of elements of a shape (1 for a scalar's empty shape). Shapes of existing tensors
-/// never overflow: every constructor checks with [`checked_numel`].
+/// Number of elements of a shape (1 for a scalar's empty shape). For the shape of an existing
+/// tensor (constructors and shape-taking ops check with [`checked_numel`]); a shape from
+/// outside must be checked with `checked_numel`.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }

@@ -58,9 +58,13 @@ fn sizes_that_overflow_or_cannot_be_allocated_are_errors() {
     // 2⁶² + 1 rows of 4 wraps to 4 elements in unchecked arithmetic.
     assert!(matches!(Tensor::full(&[(1 << 62) + 1, 4], 0.0), Err(Error::Memory(_))));
     assert!(matches!(Tensor::from_vec(vec![0.0; 4], &[(1 << 62) + 1, 4]), Err(Error::Memory(_))));
-    // 4 TiB: addressable, but no allocator grants it (the process must not abort).
-    assert!(matches!(Tensor::zeros(&[1 << 40]), Err(Error::Memory(_))));
-    assert!(matches!(Tensor::randn(&[1 << 20, 1 << 20], 0.0, 1.0, 0), Err(Error::Memory(_))));
+    // 256 TiB: a valid size, but more than a 48-bit address space holds, so no allocator
+    // grants it whatever the overcommit policy (the process must not abort).
+    assert!(matches!(Tensor::zeros(&[1 << 46]), Err(Error::Memory(_))));
+    assert!(matches!(Tensor::randn(&[1 << 23, 1 << 23], 0.0, 1.0, 0), Err(Error::Memory(_))));
+    // A reshape to a shape whose size wraps around to the element count.
+    let four = Tensor::ones(&[4]).unwrap();
+    assert!(matches!(ops::reshape(&four, &[(1 << 62) + 1, 4]), Err(Error::Shape(_))));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::split_at_axis;
-use crate::tensor::{numel, resolve_axis, Tensor};
+use crate::tensor::{checked_numel, resolve_axis, Tensor};
 use crate::{ensure, Result};
 
 /// Checks every id against `0..n` and converts it to usize.
@@ -53,7 +53,12 @@ pub fn index_select(x: &Tensor, axis: isize, ids: &[i64]) -> Result<Tensor> {
 /// `ids_shape + [C]`.
 pub fn embedding(weight: &Tensor, ids: &[i64], ids_shape: &[usize]) -> Result<Tensor> {
     ensure!(weight.rank() == 2, Shape, "embedding: weight must be [vocab, dim], got {:?}", weight.shape());
-    ensure!(numel(ids_shape) == ids.len(), Shape, "embedding: {} ids do not fill shape {ids_shape:?}", ids.len());
+    ensure!(
+        checked_numel(ids_shape).ok() == Some(ids.len()),
+        Shape,
+        "embedding: {} ids do not fill shape {ids_shape:?}",
+        ids.len()
+    );
     let rows = index_select(weight, 0, ids)?;
     let mut shape: Vec<isize> = ids_shape.iter().map(|&d| d as isize).collect();
     shape.push(weight.shape()[1] as isize);
@@ -64,7 +69,12 @@ pub fn embedding(weight: &Tensor, ids: &[i64], ids_shape: &[usize]) -> Result<Te
 /// rank and shape except along `axis`, where it may have any length.
 pub fn gather(x: &Tensor, axis: isize, idx: &[i64], idx_shape: &[usize]) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
-    ensure!(numel(idx_shape) == idx.len(), Shape, "gather: {} indices do not fill shape {idx_shape:?}", idx.len());
+    ensure!(
+        checked_numel(idx_shape).ok() == Some(idx.len()),
+        Shape,
+        "gather: {} indices do not fill shape {idx_shape:?}",
+        idx.len()
+    );
     ensure!(
         idx_shape.len() == x.rank() && (0..x.rank()).all(|d| d == axis || idx_shape[d] == x.shape()[d]),
         Shape,

@@ -4,7 +4,7 @@ use ndarray::{ArrayViewD, IxDyn};
 
 use super::split_at_axis;
 use crate::autograd::Grad;
-use crate::tensor::{numel, resolve_axis, Tensor};
+use crate::tensor::{checked_numel, resolve_axis, Tensor};
 use crate::{bail, ensure, Result};
 
 /// Resolves a requested shape with at most one `-1` against an element count.
@@ -12,7 +12,10 @@ pub fn infer_shape(requested: &[isize], count: usize) -> Result<Vec<usize>> {
     let unknown = requested.iter().filter(|&&d| d == -1).count();
     ensure!(unknown <= 1, Shape, "reshape: at most one dimension can be -1, got {requested:?}");
     ensure!(requested.iter().all(|&d| d >= -1), Shape, "reshape: negative dimension in {requested:?}");
-    let known: usize = requested.iter().filter(|&&d| d != -1).map(|&d| d as usize).product();
+    // Products are checked: a shape that wraps around usize must not match a small count.
+    let Some(known) = requested.iter().filter(|&&d| d != -1).try_fold(1usize, |n, &d| n.checked_mul(d as usize)) else {
+        bail!(Shape, "reshape: {count} elements cannot take shape {requested:?}");
+    };
     let shape: Vec<usize> = if unknown == 1 {
         ensure!(
             known != 0 && count.is_multiple_of(known),
@@ -23,7 +26,11 @@ pub fn infer_shape(requested: &[isize], count: usize) -> Result<Vec<usize>> {
     } else {
         requested.iter().map(|&d| d as usize).collect()
     };
-    ensure!(numel(&shape) == count, Shape, "reshape: {count} elements cannot take shape {requested:?}");
+    ensure!(
+        checked_numel(&shape).ok() == Some(count),
+        Shape,
+        "reshape: {count} elements cannot take shape {requested:?}"
+    );
     Ok(shape)
 }
 
