@@ -159,6 +159,8 @@ def test_bad_padding_arguments(tok):
         tok.encode_batch_padded(["a"], padding="max_length")
     with pytest.raises(ValueError, match="threads"):
         tok.encode_batch(["a"], num_threads=0)
+    with pytest.raises(ValueError, match="between 1 and 1024"):  # not a million threads started
+        tok.encode_batch(["a"], num_threads=10**6)
     with pytest.raises(TypeError, match="list of strings"):
         tok.encode_batch("abc")
 

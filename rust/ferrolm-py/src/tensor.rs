@@ -26,7 +26,10 @@ fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py
     let dtype = arr.getattr("dtype")?;
     let kind: String = dtype.getattr("kind")?.extract()?;
     if !"biuf".contains(kind.as_str()) {
-        return Err(PyTypeError::new_err(format!("tensor data must be numeric, got dtype {dtype}")));
+        // Integers beyond int64 also land here (numpy keeps them as objects).
+        return Err(PyTypeError::new_err(format!(
+            "tensor data must be numeric (bool, int64-range integers or floats), got dtype {dtype}"
+        )));
     }
     arr.call_method1("astype", ("float32",))?.extract::<PyReadonlyArrayDyn<f32>>()
 }

@@ -83,13 +83,19 @@ pub fn set_grad_enabled(enabled: bool) -> bool {
 
 /// Runs `f` without recording a graph (inference, evaluation, optimiser arithmetic).
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad_enabled(false, f)
+}
+
+/// Runs `f` with graph recording set to `enabled` on this thread, then restores it (also if
+/// `f` panics). Work moved to another thread takes its caller's setting along with this.
+pub fn with_grad_enabled<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             set_grad_enabled(self.0);
         }
     }
-    let _restore = Restore(set_grad_enabled(false));
+    let _restore = Restore(set_grad_enabled(enabled));
     f()
 }
 

@@ -154,7 +154,7 @@ impl Generation {
             })
             .collect();
         let mut g = Generation {
-            cache: model.new_cache(prompts.len()),
+            cache: model.new_cache(prompts.len())?,
             model: model.clone(),
             sampling,
             stop_tokens,
@@ -210,7 +210,7 @@ impl Generation {
             return Ok(out);
         }
         if self.cache.len() == self.cache.capacity() {
-            self.prefill(self.model.config.block_size / 2)?;
+            self.prefill((self.model.config.block_size / 2).max(1))?;
             return Ok(out);
         }
         self.feed(&out).map(|_| out)

@@ -29,7 +29,7 @@ pub mod tensor;
 pub mod threads;
 pub mod tokenizer;
 
-pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled};
+pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled, with_grad_enabled};
 pub use error::{Error, Result};
 pub use optim::{clip_grad_norm, AdamW};
 pub use tensor::Tensor;

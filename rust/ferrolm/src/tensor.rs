@@ -51,17 +51,40 @@ pub fn checked_numel(shape: &[usize]) -> Result<usize> {
 /// `n` copies of `value`, or an error when the allocator refuses the buffer (instead of the
 /// process aborting, as `vec!` would).
 fn filled_buffer(n: usize, value: f32) -> Result<Vec<f32>> {
+    if value.to_bits() == 0 {
+        return zeroed(n);
+    }
     let mut data = Vec::new();
-    data.try_reserve_exact(n)
-        .map_err(|_| Error::Memory(format!("cannot allocate {} MB for a tensor", (n * size_of::<f32>()) >> 20)))?;
+    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n))?;
     data.resize(n, value);
     Ok(data)
+}
+
+/// `n` zeros from the allocator's zeroed memory (`calloc`: large buffers are mapped lazily, so
+/// pages never written cost nothing), or an error when it is refused.
+pub(crate) fn zeroed(n: usize) -> Result<Vec<f32>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| cannot_allocate(n))?;
+    // SAFETY: the layout's size is non-zero (n > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(cannot_allocate(n));
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `n` f32, all of them
+    // initialised (all-zero bits are 0.0), as `Vec::from_raw_parts` requires.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+fn cannot_allocate(n: usize) -> Error {
+    Error::Memory(format!("cannot allocate {} MB for a tensor", n.saturating_mul(size_of::<f32>()) >> 20))
 }
 
 /// Resolves a possibly negative axis (`-1` is the last) against a rank.
 pub fn resolve_axis(axis: isize, rank: usize) -> Result<usize> {
     let r = rank as isize;
-    ensure!(axis >= -r && axis < r.max(1), Index, "axis {axis} is out of range for a tensor of rank {rank}");
+    ensure!(axis >= -r && axis < r, Index, "axis {axis} is out of range for a tensor of rank {rank}");
     Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::ThreadPool;
 
+use crate::autograd::{is_grad_enabled, with_grad_enabled};
 use crate::{bail, Error, Result};
 
 /// Whether `init_thread_pool` made its caller a thread of the global pool.
@@ -21,6 +22,11 @@ static CALLER_IN_POOL: AtomicBool = AtomicBool::new(false);
 /// with the calling thread as one of its threads; returns whether it did (not if the pool was
 /// already running). Call it once, before anything runs in parallel, from the thread that will
 /// drive the computation; the Python module does so when imported.
+///
+/// That thread takes pool work only while it is itself computing, so afterwards every other
+/// thread must call ferrolm through [`compute`]: called directly, their parallel work would run
+/// on the remaining pool threads only, and with a one-thread pool never (a hang). Embedders
+/// that call from many threads and do not want that rule can skip this function.
 pub fn init_thread_pool() -> bool {
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -42,19 +48,30 @@ pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         return f();
     }
     match kept_pool(rayon::current_num_threads()) {
-        Ok(pool) => pool.install(f),
+        Ok(pool) => run_in(&pool, f),
         Err(_) => f(),
     }
 }
+
+/// The most threads [`with_threads`] starts: a pool is kept for each size asked for, so a
+/// mistaken count (a million) must not start that many.
+pub const MAX_THREADS: usize = 1024;
 
 /// Runs `f` on a pool of `threads` threads (`None`: as it is, on the compute pool). Pools are
 /// built once per size and kept, so callers can pick a thread count per call cheaply.
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
     let Some(n) = threads else { return Ok(f()) };
-    if n == 0 {
-        bail!(Argument, "the number of threads must be positive");
+    if n == 0 || n > MAX_THREADS {
+        bail!(Argument, "the number of threads must be between 1 and {MAX_THREADS}, got {n}");
     }
-    Ok(kept_pool(n)?.install(f))
+    Ok(run_in(&*kept_pool(n)?, f))
+}
+
+/// `f` on one of `pool`'s threads, with the calling thread's grad mode (a thread-local
+/// setting: without it, `no_grad(|| compute(..))` would record a graph over there).
+fn run_in<R: Send>(pool: &ThreadPool, f: impl FnOnce() -> R + Send) -> R {
+    let grad = is_grad_enabled();
+    pool.install(|| with_grad_enabled(grad, f))
 }
 
 /// The kept pool of `n` threads, built on first use in this process. A forked child starts

@@ -54,6 +54,29 @@ fn misuse_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn scalars_have_no_axes_and_empty_features_give_the_bias() {
+    let s = Tensor::scalar(1.0);
+    assert!(matches!(ops::sum(&s, 0, false), Err(Error::Index(_))));
+    assert!(matches!(ops::softmax(&s, -1), Err(Error::Index(_))));
+    assert!(matches!(ops::transpose(&s, 0, 0), Err(Error::Index(_))));
+    // A linear layer with no input features maps every row to its bias.
+    let layer = Linear::new(0, 2, true, 1).unwrap();
+    let y = layer.forward(&Tensor::zeros(&[3, 0]).unwrap()).unwrap();
+    assert_eq!(y.shape(), &[3, 2]);
+    let bias = layer.bias.as_ref().unwrap().to_vec();
+    assert_eq!(y.to_vec(), [&bias[..], &bias[..], &bias[..]].concat());
+}
+
+#[test]
+fn work_moved_to_other_threads_keeps_the_callers_grad_mode() {
+    let w = Tensor::ones(&[3]).unwrap().with_grad();
+    let y = no_grad(|| ferrolm::with_threads(Some(2), || ops::exp(&w)).unwrap());
+    assert!(!y.requires_grad());
+    let y = ferrolm::with_threads(Some(2), || ops::exp(&w)).unwrap();
+    assert!(y.requires_grad());
+}
+
+#[test]
 fn sizes_that_overflow_or_cannot_be_allocated_are_errors() {
     // 2⁶² + 1 rows of 4 wraps to 4 elements in unchecked arithmetic.
     assert!(matches!(Tensor::full(&[(1 << 62) + 1, 4], 0.0), Err(Error::Memory(_))));

@@ -63,7 +63,7 @@ fn kv_cache_logits_equal_full_forward() {
     let (b, t) = (2, 8);
     let x = ids(b, t);
     let full = no_grad(|| model.forward(&Batch::new(&x, b, t), None, None)).unwrap().to_vec();
-    let mut cache = model.new_cache(b);
+    let mut cache = model.new_cache(b).unwrap();
     // Prefill 3 tokens, then feed the rest one at a time.
     let mut cached = vec![0.0; full.len()];
     let v = 11;
@@ -136,6 +136,17 @@ fn generation_rejects_bad_prompts() {
     assert!(matches!(Generation::new(&model, &[vec![11]], s.clone(), vec![]), Err(Error::Index(_))));
     let bad = Sampling { top_p: Some(1.5), ..Sampling::default() };
     assert!(matches!(Generation::new(&model, &[vec![1]], bad, vec![]), Err(Error::Argument(_))));
+    // A cache for more sequences than memory holds is an error, not an abort.
+    assert!(matches!(model.new_cache(1 << 40), Err(Error::Memory(_))));
+}
+
+#[test]
+fn a_one_token_context_generates_past_it() {
+    // nanoGPT's bigram model: every step refills the cache with the last token.
+    let config = GptConfig { block_size: 1, ..tiny(0.0).config };
+    let model = Gpt::new(config, 5).unwrap();
+    let tokens = Generation::new(&model, &[vec![3]], Sampling::default(), vec![]).unwrap().run(5).unwrap();
+    assert_eq!(tokens[0].len(), 5);
 }
 
 #[test]

@@ -231,8 +231,9 @@ impl Gpt {
         self.logits(&self.hidden(x, dropout_seed, cache)?)
     }
 
-    /// An empty key/value cache able to hold `batch` sequences of the full context.
-    pub fn new_cache(&self, batch: usize) -> KvCache {
+    /// An empty key/value cache able to hold `batch` sequences of the full context
+    /// ([`Error::Memory`](crate::Error::Memory) when that does not fit in memory).
+    pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
         let c = &self.config;
         KvCache::new(c.n_layer, batch, c.n_head, c.block_size, c.n_embd / c.n_head)
     }
@@ -255,7 +256,8 @@ impl Gpt {
         })
     }
 
-    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), atomically.
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), each file
+    /// atomically (weights first, so a reader never sees a new config over old weights).
     pub fn save(&self, dir: &Path) -> Result<()> {
         Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
     }

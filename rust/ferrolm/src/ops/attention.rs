@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::softmax::softmax_in_place;
 use crate::gemm::{gemm, MatRef, Threads};
 use crate::simd::{self, vectorized};
-use crate::tensor::Tensor;
+use crate::tensor::{checked_numel, zeroed, Tensor};
 use crate::{ensure, Result};
 
 /// Where one operand's heads live in a flat buffer: element `d` of token `t` of head `h` in
@@ -431,16 +431,16 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, batch: usize, heads: usize, capacity: usize, head_size: usize) -> KvCache {
-        let size = batch * heads * capacity * head_size;
-        KvCache {
-            layers: (0..n_layer).map(|_| (vec![0.0; size], vec![0.0; size])).collect(),
+    pub fn new(n_layer: usize, batch: usize, heads: usize, capacity: usize, head_size: usize) -> Result<KvCache> {
+        let size = checked_numel(&[batch, heads, capacity, head_size])?;
+        Ok(KvCache {
+            layers: (0..n_layer).map(|_| Ok((zeroed(size)?, zeroed(size)?))).collect::<Result<_>>()?,
             batch,
             heads,
             capacity,
             head_size,
             len: 0,
-        }
+        })
     }
 
     /// Positions already filled.

@@ -110,7 +110,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     if let Some(b) = bias {
         b.expect_shape(&[out_f], "linear bias")?;
     }
-    let rows = x.numel() / in_f.max(1);
+    let rows: usize = x.shape()[..x.rank() - 1].iter().product(); // not numel / in_f: in_f may be 0
     let y = {
         let (xd, wd) = (x.read(), weight.read());
         let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
