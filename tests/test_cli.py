@@ -55,7 +55,7 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 8
     # Without --resume the run starts over, and says what it replaces.
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0
-    assert "replaces the checkpoint there (step 8)" in capsys.readouterr().err
+    assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err
 
 
 def test_resume_takes_the_objective_and_masking_from_the_checkpoint(corpus, tmp_path):

@@ -37,6 +37,7 @@ def test_api_judgements_and_request_guards(model, tmp_path):
             ({"pair_id": "../etc", "choice": "left"}, None, None, 400),  # malformed id
             ({"pair_id": second["id"], "choice": "left", "comment": 5}, None, None, 400),
             ({"pair_id": second["id"], "choice": "left", "comment": "x" * 1001}, None, None, 400),
+            (None, b'{"pair_id": "%s", "choice": "left", "comment": "\\ud800"}' % second["id"].encode(), None, 400),
             (None, b"{not json", None, 400),
             (None, b"[1, 2]", None, 400),
             (None, b'{"pair_id": "' + b"a" * 20000 + b'"}', None, 413),  # oversized
@@ -48,6 +49,8 @@ def test_api_judgements_and_request_guards(model, tmp_path):
             assert status == expected and "error" in reply, (body, raw, status, reply)
         assert server.call("GET", "/api/pairs?client=bad%20id")[0] == 400
         assert server.call("GET", "/api/pairs?client=tab1&n=99")[0] == 400
+        assert server.call("GET", "/api/pairs?client=tab1&n=%C2%B2")[0] == 400  # "²" is a digit to str.isdigit
+        assert server.call("POST", "/api/undo", {"id": 10**30, "client": "tab1"})[0] == 404
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing.
         assert server.call("GET", "/api/status", headers={"Host": "evil.example:80"})[0] == 400
 
@@ -112,6 +115,7 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     assert "line 1" in label(prompts_file=tmp_path / "unknown.txt")  # a character the model does not know
     assert "model directory" in label(model_dir=tmp_path / "no-such-model")
     assert "does not exist" in label(prompts_file=tmp_path / "no-such-prompts.txt")
+    assert "printable ASCII" in label("--token", "s3cr\u20act")
     assert not db.exists()  # nothing created for a run that could not start
 
     busy = socket.socket()

@@ -221,8 +221,9 @@ def test_bad_input_names_the_line(base, tmp_path):
     # A prompt longer than the context: a clear error naming the line, or skipped and counted.
     model = GPT.load(base)
     template = ChatTemplate.prepare(model)
-    long = [{"prompt": "x" * 200, "response": "y", "_line": 7}, {"prompt": "a", "response": "b", "_line": 8}]
-    with pytest.raises(ValueError, match="line 7: .* do not fit the context"):
+    long = [{"prompt": "x" * 200, "response": "y", "_where": "d.jsonl line 7"},
+            {"prompt": "a", "response": "b", "_where": "d.jsonl line 8"}]
+    with pytest.raises(ValueError, match="d.jsonl line 7: .* do not fit the context"):
         SFT(long, long, template, model.block_size, 2)
     sft = SFT(long, long, template, model.block_size, 2, skip_long=True)
     assert sft.counts["train"] == {"skipped_too_long": 1} and len(sft.data["train"]) == 1
@@ -240,3 +241,39 @@ def test_ppo_refuses_a_reward_model_that_reads_another_tokenizer(base):
         PPO(PolicyWithValue(policy), policy.copy(), RewardModel(other), ["Who goes there?"], ["Stand, ho!"], template)
     # The policy's own tokenizer is accepted.
     PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"], template)
+
+
+def test_post_training_resumes_exactly(base, tmp_path):
+    """A run stopped and resumed with --resume logs the uninterrupted run's losses: SFT, and
+    PPO stopped in the middle of a rollout (its remaining minibatches, KL controller and score
+    statistics are part of the checkpoint)."""
+    pairs, prefs = chat_data(60)
+    (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    (tmp_path / "prefs.jsonl").write_text("\n".join(json.dumps(p) for p in prefs))
+    (tmp_path / "prompts.txt").write_text("\n".join(p["prompt"] for p in pairs[:20]))
+    quiet = ["--eval-interval", "100", "--eval-iters", "1", "--log-interval", "1", "--no-progress"]
+
+    def logged(out, keys=("loss",)):
+        records = [json.loads(l) for l in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], *(r[k] for k in keys)) for r in records if "loss" in r]
+
+    sft = ["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), *quiet]
+    assert ferrolm([*sft, "--out", str(tmp_path / "sft"), "--max-iters", "6"]) == 0
+    assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "3"]) == 0
+    assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 0
+    assert logged("sft-split") == logged("sft") and len(logged("sft")) == 6
+
+    assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"),
+                    "--max-iters", "4", *quiet]) == 0
+    ppo = ["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"),
+           "--rollout-size", "8", "--max-new-tokens", "8", "--ppo-epochs", "2", "--batch-size", "4", *quiet]
+    assert ferrolm([*ppo, "--out", str(tmp_path / "ppo"), "--max-iters", "6"]) == 0
+    assert ferrolm([*ppo, "--out", str(tmp_path / "ppo-split"), "--max-iters", "3"]) == 0  # 4 steps per rollout
+    assert ferrolm([*ppo, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume"]) == 0
+    keys = ("loss", "value_loss", "reward", "kl_coef")
+    assert logged("ppo-split", keys) == logged("ppo", keys) and len(logged("ppo", keys)) == 6
+    # A reward head left over from an earlier run in the same directory is not trusted.
+    assert ferrolm(["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "rm"),
+                    "--max-iters", "1", *quiet]) == 0
+    with pytest.raises(ValueError, match="left over"):
+        RewardModel.load(tmp_path / "rm")

@@ -11,6 +11,11 @@ from ferrolm.preferences import Preferences, load_preferences, write_preferences
 GOOD = {"prompt": "Q", "chosen": "good", "rejected": "bad"}
 
 
+def public(records):
+    """Records without the "_" keys a reader adds (where each came from)."""
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+
+
 def write_lines(path, *lines):
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -20,8 +25,9 @@ def test_jsonl_round_trip_keeps_extra_keys(tmp_path):
     records = [GOOD, {"prompt": "", "chosen": "x", "rejected": "y", "labeller": "ann", "comment": "ünïcode"}]
     assert write_preferences(records, tmp_path / "p.jsonl") == 2
     prefs = load_preferences(tmp_path / "p.jsonl")
-    assert isinstance(prefs, Preferences) and prefs.records == records and prefs.skipped == {}
-    assert len(prefs) == 2 and list(prefs) == records
+    assert isinstance(prefs, Preferences) and public(prefs.records) == records and prefs.skipped == {}
+    assert len(prefs) == 2 and public(prefs) == records
+    assert [r["_where"] for r in prefs] == [f"{tmp_path / 'p.jsonl'} line {n}" for n in (1, 2)]
     assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]  # no temporary file left behind
 
 
@@ -56,7 +62,7 @@ def test_writer_refuses_invalid_records_and_leaves_the_old_file(tmp_path):
     write_preferences([GOOD], path)
     with pytest.raises(ValueError, match="record 2: 'rejected' is empty"):
         write_preferences([GOOD, {"prompt": "Q", "chosen": "a", "rejected": ""}], path)
-    assert load_preferences(path).records == [GOOD]
+    assert public(load_preferences(path).records) == [GOOD]
     assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
 
 
@@ -91,7 +97,12 @@ def test_sqlite_database_is_read_directly_with_left_out_counts(tmp_path):
 def test_export_writes_the_same_records_as_jsonl(tmp_path):
     store = judged_store(tmp_path / "prefs.sqlite")
     exported = store.export(tmp_path / "prefs.jsonl")
-    assert load_preferences(tmp_path / "prefs.jsonl").records == exported.records == load_preferences(tmp_path / "prefs.sqlite").records
+    assert public(load_preferences(tmp_path / "prefs.jsonl").records) == public(exported.records) \
+        == public(load_preferences(tmp_path / "prefs.sqlite").records)
+    # Export never writes over a database, the one it reads included.
+    with pytest.raises(ValueError, match="is a SQLite database"):
+        store.export(tmp_path / "prefs.sqlite")
+    assert LabelStore.open_existing(tmp_path / "prefs.sqlite").count() == 6  # every judgement still there
 
 
 def test_corrupt_or_foreign_databases_are_errors_and_left_untouched(tmp_path):
@@ -109,3 +120,22 @@ def test_corrupt_or_foreign_databases_are_errors_and_left_untouched(tmp_path):
     con.close()
     with pytest.raises(ValueError, match="not a ferrolm labelling database"):
         load_preferences(other)
+    # An empty SQLite database is not made a labelling database by reading it.
+    blank = tmp_path / "blank.sqlite"
+    con = sqlite3.connect(blank)
+    con.execute("PRAGMA user_version = 1")
+    con.close()
+    before = blank.read_bytes()
+    with pytest.raises(ValueError, match="not a ferrolm labelling database"):
+        load_preferences(blank)
+    assert blank.read_bytes() == before
+
+
+def test_line_and_paragraph_separators_inside_strings_are_text(tmp_path):
+    # JSON may carry U+2028, U+0085 and \x1c raw; str.splitlines would cut the record there.
+    odd = {"prompt": "Q\u2028", "chosen": "a\x85b", "rejected": "c\x1cd"}
+    write_preferences([odd], tmp_path / "p.jsonl")
+    assert public(load_preferences(tmp_path / "p.jsonl").records) == [odd]
+    from ferrolm.jsonl import read_records
+
+    assert public(read_records(tmp_path / "p.jsonl", ("prompt", "chosen", "rejected"))) == [odd]

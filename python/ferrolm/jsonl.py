@@ -4,20 +4,40 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence, Union
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_sqlite(path: Union[str, Path]) -> bool:
+    """True when `path` starts with SQLite's file header (whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+
+
+def lines_of(text: str) -> list[str]:
+    """The lines of a text file: split at "\\n" only (`str.splitlines` also splits at U+2028,
+    U+0085, \\x1c..., which JSON strings and prompts may hold raw), without "\\r" ends or the
+    empty line after a final newline."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def read_records(path: Union[str, Path], fields: Sequence[str], allow_empty: Sequence[str] = ()) -> list[dict]:
     """Every line of `path` must be a JSON object whose `fields` are strings (non-empty unless
-    listed in `allow_empty`); blank lines are allowed. Raises ValueError naming the line."""
+    listed in `allow_empty`); blank lines are allowed. Raises ValueError naming the line. Each
+    record gets `_where` ("FILE line N"), for later errors about it."""
     path = Path(path)
     records = []
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines_of(text), start=1):
         if not line.strip():
             continue
         try:
@@ -32,7 +52,7 @@ def read_records(path: Union[str, Path], fields: Sequence[str], allow_empty: Seq
                 raise ValueError(f"{path}:{number}: field {field!r} must be a string, got {type(value).__name__}")
             if not value.strip() and field not in allow_empty:
                 raise ValueError(f"{path}:{number}: field {field!r} is empty")
-        record["_line"] = number
+        record["_where"] = f"{path} line {number}"
         records.append(record)
     if not records:
         raise ValueError(f"{path}: no records")
@@ -40,15 +60,23 @@ def read_records(path: Union[str, Path], fields: Sequence[str], allow_empty: Seq
 
 
 def write_records(path: Union[str, Path], records: Iterable[dict]) -> int:
-    """Writes records as JSONL atomically (temp file + rename); returns how many."""
+    """Writes records as JSONL atomically (temporary file + rename; keys starting with "_" are
+    left out); returns how many. Refuses to replace a SQLite database (a labelling database
+    given as the output by mistake would be lost)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if path.is_file() and is_sqlite(path):
+        raise ValueError(f"{path} is a SQLite database: writing JSONL over it would destroy it; choose another file")
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
-            count += 1
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return count

@@ -11,6 +11,35 @@ from typing import Union
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
+    """Writes a Linear head (reward, value) beside a model's weights, its tensors named
+    `prefix.weight` / `prefix.bias`."""
+    from ferrolm import _core
+
+    _core.save_safetensors(str(Path(path) / file), {f"{prefix}.{n}": t for n, t in head.named_parameters()})
+
+
+def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: str) -> None:
+    """Fills `head` from `file` in model directory `path`, which `objective`'s training wrote.
+    A directory whose last run was another objective is refused: its head file is left over
+    from an earlier run and does not belong to these weights."""
+    from ferrolm import _core
+
+    path = Path(path)
+    state = path / "trainer_state.json"
+    trained = json.loads(state.read_text()).get("objective") if state.exists() else objective
+    if trained != objective:
+        raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
+    head_file = path / file
+    if not head_file.exists():
+        raise FileNotFoundError(f"{head_file} does not exist (not a {objective} model directory)")
+    tensors, _ = _core.load_safetensors(str(head_file))
+    for name, t in head.named_parameters():
+        if f"{prefix}.{name}" not in tensors or tensors[f"{prefix}.{name}"].shape != t.shape:
+            raise ValueError(f"{head_file}: missing or misshaped {prefix}.{name}")
+        t.copy_(tensors[f"{prefix}.{name}"])
+
+
 def model_dir(path: Union[str, Path]) -> Path:
     """`path` as a Path, checked to be an existing directory."""
     path = Path(path)

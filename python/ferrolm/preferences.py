@@ -17,14 +17,13 @@ never sees half a file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
+from ferrolm.jsonl import is_sqlite, lines_of, write_records
+
 KEYS = ("prompt", "chosen", "rejected")
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass
@@ -47,12 +46,6 @@ class Preferences:
         return iter(self.records)
 
 
-def is_sqlite(path: Union[str, Path]) -> bool:
-    """True when `path` starts with SQLite's file header (whatever its name)."""
-    with open(path, "rb") as f:
-        return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-
-
 def load_preferences(path: Union[str, Path]) -> Preferences:
     """Reads preference data from a `.jsonl` file or a `ferrolm label` SQLite database.
 
@@ -73,7 +66,7 @@ def load_preferences(path: Union[str, Path]) -> Preferences:
 def _read_jsonl(path: Path) -> list[dict]:
     records = []
     try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
+        lines = lines_of(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); expected JSONL or a labelling database") from None
     for number, line in enumerate(lines, 1):
@@ -84,6 +77,7 @@ def _read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
         check_record(record, f"{path} line {number}")
+        record["_where"] = f"{path} line {number}"
         records.append(record)
     if not records:
         raise ValueError(f"{path} holds no preference records")
@@ -109,19 +103,7 @@ def check_record(record: object, where: str) -> None:
 
 def write_preferences(records: Iterable[dict], path: Union[str, Path]) -> int:
     """Writes records as JSONL atomically (validated first); returns how many were written."""
-    path = Path(path)
     records = list(records)
     for i, record in enumerate(records, 1):
         check_record(record, f"record {i}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return len(records)
+    return write_records(path, records)

@@ -64,6 +64,8 @@ def run_label(args) -> int:
 
     prompts = read_prompts(args.prompts)
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise ValueError("the token must be printable ASCII without spaces: it travels in a cookie and an HTTP header")
     if not _is_loopback(args.host) and token is None:
         raise ValueError(f"--host {args.host} makes the page reachable from other machines: give a --token "
                          f"(or set {TOKEN_ENV}) that every visitor must present")
@@ -87,7 +89,7 @@ def run_label(args) -> int:
     sock = server.bind(args.host, args.port)
     loopback = server.is_loopback(sock)
     app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
-                            allowed_hosts=server.LOOPBACK_NAMES if loopback else None)
+                            allowed_hosts=server.LOOPBACK_NAMES | {args.host.lower()} if loopback else None)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")

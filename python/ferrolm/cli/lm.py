@@ -107,10 +107,6 @@ def run_pretrain(args) -> int:
     if args.resume:
         m = {k: choose(args, k, saved_model, defaults) for k in MODEL_FLAGS}
     else:
-        if state_file.exists():
-            step = json.loads(state_file.read_text()).get("step", "?")
-            print(f"ferrolm: starting a new run in {out}: it replaces the checkpoint there (step {step}); "
-                  "--resume would have continued it", file=sys.stderr, flush=True)
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)
         meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)

@@ -1,11 +1,14 @@
 """`ferrolm sft | reward | dpo | ppo`: post-training from a model directory into a new one.
 
 Each command reads its data (JSONL; preferences also from a labelling SQLite file), holds out
-a validation share, trains through the shared loop and prints its held-out metric.
+a validation share, trains through the shared loop and prints its held-out metric. With
+--resume it continues the run saved in --out exactly: the model there, the optimizer, the
+data order and (PPO) the rollout in progress; MODEL stays the reference (DPO, PPO).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,18 +49,29 @@ def load_preference_records(path: str) -> list[dict]:
 def _common(p, command: str) -> None:
     p.add_argument("model", help="model directory to start from")
     p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (same MODEL and data)")
     p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of records held out for evaluation")
     p.add_argument("--skip-long", action="store_true", help="skip (and count) records that do not fit the context")
     add_flags(p, DEFAULTS[command])
 
 
 def _values(args, command: str) -> dict:
-    return {k: choose(args, k, None, DEFAULTS[command]) for k in DEFAULTS[command]}
+    """Flag values: given, else (on --resume) the checkpoint's, else the command's default."""
+    saved = None
+    if args.resume:
+        state_file = Path(args.out) / "trainer_state.json"
+        if not state_file.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {args.out} ({state_file} is missing)")
+        state = json.loads(state_file.read_text())
+        if state.get("objective") != command:
+            raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
+        saved = {**state["config"], **state.get("objective_state", {})}
+    return {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
 
 
 def _start(args, command: str, records: list):
-    """Flag values, the starting model prepared for chat, its template, and the records split
-    into train and held-out parts."""
+    """Flag values, the starting model (MODEL) prepared for chat, its template, and the
+    records split into train and held-out parts (the same split on --resume)."""
     from ferrolm.chat import ChatTemplate
     from ferrolm.model import GPT
 
@@ -73,7 +87,7 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
     from ferrolm.train import train
 
     start = time.perf_counter()
-    evals = train(model, objective, train_config(v, args), args.out)
+    evals = train(model, objective, train_config(v, args), args.out, resume=args.resume)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
     return 0
 
@@ -93,7 +107,10 @@ def run_sft(args) -> int:
     from ferrolm.jsonl import read_records
     from ferrolm.train.sft import SFT
 
+    from ferrolm.model import GPT
+
     v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
+    model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
     print(f"sft: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
     return _train(args, v, "sft", model, objective, lambda evals: f"val loss on responses {evals[-1]['val_loss']:.4f}")
@@ -114,7 +131,7 @@ def run_reward(args) -> int:
     from ferrolm.train.reward import Preferences, RewardModel
 
     v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
-    model = RewardModel(gpt)
+    model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     print(f"reward: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
     return _train(args, v, "reward", model, objective, lambda _: f"held-out pairwise accuracy {objective.accuracy(model):.3f}")
@@ -135,8 +152,11 @@ def register_dpo(sub) -> None:
 def run_dpo(args) -> int:
     from ferrolm.train.dpo import DPO
 
-    v, model, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
-    objective = DPO(model.copy(), tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
+    from ferrolm.model import GPT
+
+    v, start, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
+    model = GPT.load(args.out) if args.resume else start.copy()
+    objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
     return _train(args, v, "dpo", model, objective,
                   lambda _: f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}")
 
@@ -165,8 +185,8 @@ def run_ppo(args) -> int:
 
     v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts, skip_blank=True))
     reward_model = RewardModel.load(args.reward_model)
-    policy = PolicyWithValue(gpt)
-    objective = PPO(policy, gpt.copy(), reward_model, tr, va, template, rollout_size=args.rollout_size,
+    policy = PolicyWithValue.load(args.out) if args.resume else PolicyWithValue(gpt.copy())
+    objective = PPO(policy, gpt, reward_model, tr, va, template, rollout_size=args.rollout_size,
                     minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
                     kl_coef=args.kl_coef, target_kl=args.target_kl or None)
     return _train(args, v, "ppo", policy, objective,

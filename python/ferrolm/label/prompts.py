@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Union
 
+from ferrolm.jsonl import lines_of
+
 
 def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
     """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError. A blank
@@ -25,11 +27,7 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
     jsonl = path.suffix == ".jsonl"
     prompts: list[str] = []
-    lines = text.split("\n")  # not splitlines(): it would also split at \f, \x1c, U+2028...
-    if lines[-1] == "":
-        lines.pop()  # the file's final newline
-    for number, line in enumerate(lines, 1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(lines_of(text), 1):
         if skip_blank and not line.strip():
             continue
         prompt = _parse(line, path, number) if jsonl else line

@@ -72,7 +72,7 @@ async def read_json(request: Request) -> dict:
         # Also a CSRF guard: a cross-site form cannot send application/json without a preflight.
         raise ApiError(415, "send the body as application/json")
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+    if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY):
         raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
     body = b""
     async for chunk in request.stream():
@@ -86,6 +86,15 @@ async def read_json(request: Request) -> dict:
     if not isinstance(value, dict):
         raise ApiError(400, "the body must be a JSON object")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON's "\\ud800"), which no file can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _field(body: dict, name: str, kind: type, pattern: Optional[re.Pattern] = None):
@@ -117,7 +126,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         if not CLIENT_ID.fullmatch(client):
             raise ApiError(400, "missing or malformed client id")
         n = request.query_params.get("n", "2")
-        if not n.isdigit() or not 1 <= int(n) <= 5:
+        if n not in ("1", "2", "3", "4", "5"):
             raise ApiError(400, "n must be between 1 and 5")
         taken = queue.take(client, int(n))
         return JSONResponse({"pairs": [p.public() for p in taken], **progress(), "done": not taken and queue.done})
@@ -129,7 +138,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         if choice not in SIDES:
             raise ApiError(400, f"choice must be one of {', '.join(SIDES)}")
         comment = body.get("comment", "")
-        if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+        if not isinstance(comment, str) or len(comment) > MAX_COMMENT or not _is_unicode(comment):
             raise ApiError(400, f"comment must be text of at most {MAX_COMMENT} characters")
         pair = await run_in_threadpool(store.pair, pair_id)
         if pair is None:
@@ -144,6 +153,8 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
     async def undo(request: Request) -> JSONResponse:
         body = await read_json(request)
         judgement_id = _field(body, "id", int)
+        if not 0 < judgement_id < 2**63:  # SQLite's integers
+            raise ApiError(404, "no such judgement (already undone?)")
         client = _field(body, "client", str, CLIENT_ID)
         try:
             pair = await run_in_threadpool(store.undo, judgement_id)
@@ -193,7 +204,7 @@ class Guard:
             await send(message)
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.allowed_hosts is not None and _hostname(headers.get("host", "")) not in self.allowed_hosts:
+        if self.allowed_hosts is not None and _hostname(headers.get("host", "")).lower() not in self.allowed_hosts:
             response = JSONResponse({"error": "unexpected Host header"}, status_code=400)
             return await response(scope, receive, send_with_headers)
         if self.token is not None:

@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-from ferrolm.preferences import SQLITE_MAGIC, Preferences, write_preferences
+from ferrolm.jsonl import is_sqlite
+from ferrolm.preferences import Preferences, write_preferences
 
 APP_ID = "ferrolm-label"
 SCHEMA_VERSION = "1"
@@ -106,13 +107,11 @@ class LabelStore:
             if self.path.exists():
                 raise ValueError(f"{self.path} is empty, not a labelling database")
             raise FileNotFoundError(f"labelling database {self.path} does not exist")
-        if exists:
-            with open(self.path, "rb") as f:
-                if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-                    raise ValueError(f"{self.path} is not a SQLite database (corrupt, or another kind of file); "
-                                     "it was left untouched")
+        if exists and not is_sqlite(self.path):
+            raise ValueError(f"{self.path} is not a SQLite database (corrupt, or another kind of file); "
+                             "it was left untouched")
         try:
-            self._check_or_create(exists)
+            self._check_or_create(exists, create)
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{self.path} is a damaged SQLite database ({e}); it was left untouched") from None
 
@@ -126,7 +125,7 @@ class LabelStore:
     def __exit__(self, *exc: object) -> None:
         pass  # nothing to release: connections are per operation
 
-    def _check_or_create(self, exists: bool) -> None:
+    def _check_or_create(self, exists: bool, create: bool) -> None:
         con = self._connect()
         try:
             if exists:
@@ -134,7 +133,7 @@ class LabelStore:
                 if problems != ["ok"]:
                     raise ValueError(f"{self.path} is a damaged SQLite database ({problems[0]}); it was left untouched")
                 tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if tables and "meta" not in tables:
+                if (tables or not create) and "meta" not in tables:  # an empty one is made ours only to label into
                     raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database; it was left untouched")
                 if "meta" in tables:
                     meta = dict(con.execute("SELECT key, value FROM meta"))
@@ -278,7 +277,8 @@ class LabelStore:
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            record = {"prompt": j["prompt"], "chosen": chosen, "rejected": rejected, "labeller": j["labeller"]}
+            record = {"prompt": j["prompt"], "chosen": chosen, "rejected": rejected, "labeller": j["labeller"],
+                      "_where": f"{self.path} judgement {j['id']}"}
             if j["comment"]:
                 record["comment"] = j["comment"]
             records.append(record)

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -97,7 +98,11 @@ class Objective(Protocol):
 
     def tokens(self, batch: Any) -> int: ...
 
-    def state(self) -> dict: ...
+    def state(self) -> dict:
+        """JSON-able state saved with each checkpoint (its settings, and anything a resumed
+        run needs that the RNG and the model do not carry). An objective with more than
+        settings in it also has `load_state(state)`, which a resumed run calls."""
+        ...
 
 
 def _file_digest(path: Path) -> str:
@@ -192,8 +197,15 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         step = state["step"]
         rng.bit_generator.state = state["rng"]
         evals = state.get("evals", [])
-    elif (out / METRICS_FILE).exists():
-        (out / METRICS_FILE).unlink()
+        if hasattr(objective, "load_state"):
+            objective.load_state(state.get("objective_state", {}))
+        _truncate_metrics(out / METRICS_FILE, step)
+    else:
+        if (out / STATE_FILE).exists():
+            old = json.loads((out / STATE_FILE).read_text())
+            print(f"ferrolm: starting a new run in {out}: it replaces the {old.get('objective')} checkpoint there "
+                  f"(step {old.get('step')}); resume=True (--resume) would have continued it", file=sys.stderr, flush=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)
     metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
 
     def log(record: dict) -> None:
@@ -220,10 +232,13 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
         return record
 
+    saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
+
     def save(it: int) -> None:
         state = {"step": it, "rng": rng.bit_generator.state, "objective": objective.kind, "evals": evals,
                  "config": dataclasses.asdict(config), "objective_state": objective.state()}
         checkpoints.save(model, opt, names, state)
+        saved[0] = it
 
     bar = _progress(config, step)
     t_last, tokens_since = time.perf_counter(), 0
@@ -268,12 +283,28 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             log(evals[-1])
             _describe(bar, evals[-1])
         save(step)
+    except KeyboardInterrupt:
+        where = f"the checkpoint there is from step {saved[0]}" if saved[0] is not None else "no checkpoint was saved yet"
+        print(f"\nferrolm: interrupted at step {step} of {out}; {where} (resuming continues from it)",
+              file=sys.stderr, flush=True)
+        raise
     finally:
         metrics.close()
         if bar is not None:
             bar.close()
     _plot(out)
     return evals
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops log lines past `step` (written after the checkpoint by a run that was then
+    interrupted), so a resumed run's log reads as one run."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _dropout_seed(seed: int, step: int, micro: int) -> int:

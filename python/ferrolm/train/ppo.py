@@ -20,6 +20,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right
 from ferrolm.model import GPT, sequence_logprobs, token_logprobs
+from ferrolm.models import load_head, save_head
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -40,10 +41,16 @@ class PolicyWithValue:
     def named_parameters(self):
         return self.gpt.named_parameters() + [(f"value_head.{n}", t) for n, t in self.value_head.named_parameters()]
 
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "PolicyWithValue":
+        """A policy saved by PPO training (its GPT and value head)."""
+        policy = cls(GPT.load(path))
+        load_head(policy.value_head, path, VALUE_HEAD_FILE, "value_head", "ppo")
+        return policy
+
     def save(self, path: Union[str, Path]) -> None:
-        path = Path(path)
         self.gpt.save(path)
-        _core.save_safetensors(str(path / VALUE_HEAD_FILE), {f"value_head.{n}": t for n, t in self.value_head.named_parameters()})
+        save_head(self.value_head, path, VALUE_HEAD_FILE, "value_head")
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +152,9 @@ class PPO:
         self.rollouts += 1
         mean_kl = float(exp["kl"].mean())
         if self.target_kl is not None:  # Ziegler et al.'s proportional controller
-            error = np.clip(mean_kl / self.target_kl - 1.0, -0.2, 0.2)
+            error = float(np.clip(mean_kl / self.target_kl - 1.0, -0.2, 0.2))
+            # A Python float, as a resumed run reads it back: a numpy float64 here would turn
+            # the float32 rewards computed with it into float64 ones.
             self.kl_coef *= 1.0 + error * self.rollout_size / 256
         new_tokens = int(exp["lengths"].sum())
         self.last_rollout = {"reward": float(exp["scores"].mean()), "kl": mean_kl, "kl_coef": self.kl_coef,
@@ -199,7 +208,25 @@ class PPO:
         return self.last_rollout
 
     def state(self) -> dict:
-        return {"kl_coef": self.kl_coef, "rollouts": self.rollouts, "score_mean": self.score_stats.mean}
+        """Everything a resumed run needs besides the weights and the loop's RNG: the KL
+        controller, the score statistics and the rest of the current rollout's minibatches."""
+        stats = self.score_stats
+        return {"kl_coef": self.kl_coef, "rollouts": self.rollouts, "score_stats": [stats.count, stats.mean, stats.m2],
+                "last_rollout": self.last_rollout, "buffer": [{k: _encode(v) for k, v in mb.items()} for mb in self.buffer]}
+
+    def load_state(self, state: dict) -> None:
+        self.kl_coef, self.rollouts, self.last_rollout = state["kl_coef"], state["rollouts"], state["last_rollout"]
+        self.score_stats.count, self.score_stats.mean, self.score_stats.m2 = state["score_stats"]
+        self.buffer = [{k: _decode(v) for k, v in mb.items()} for mb in state["buffer"]]
+
+
+def _encode(a: np.ndarray) -> dict:
+    """A numpy array as JSON, exactly (float32 values are exact as JSON's float64)."""
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.ravel().tolist()}
+
+
+def _decode(d: dict) -> np.ndarray:
+    return np.array(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"])
 
 
 class RunningStats:

@@ -13,6 +13,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right
 from ferrolm.model import GPT
+from ferrolm.models import load_head, save_head
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -29,23 +30,13 @@ class RewardModel:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "RewardModel":
-        path = Path(path)
-        gpt = GPT.load(path)
-        head_file = path / HEAD_FILE
-        if not head_file.exists():
-            raise FileNotFoundError(f"{head_file} does not exist (not a reward model directory)")
-        tensors, _ = _core.load_safetensors(str(head_file))
-        model = cls(gpt)
-        for name, t in model.head.named_parameters():
-            if f"reward_head.{name}" not in tensors or tensors[f"reward_head.{name}"].shape != t.shape:
-                raise ValueError(f"{head_file}: missing or misshaped reward_head.{name}")
-            t.copy_(tensors[f"reward_head.{name}"])
+        model = cls(GPT.load(path))
+        load_head(model.head, path, HEAD_FILE, "reward_head", "reward")
         return model
 
     def save(self, path: Union[str, Path]) -> None:
-        path = Path(path)
         self.gpt.save(path)
-        _core.save_safetensors(str(path / HEAD_FILE), {f"reward_head.{n}": t for n, t in self.head.named_parameters()})
+        save_head(self.head, path, HEAD_FILE, "reward_head")
 
     def named_parameters(self):
         return self.gpt.named_parameters() + [(f"reward_head.{n}", t) for n, t in self.head.named_parameters()]
@@ -76,8 +67,12 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
     """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted."""
     pairs, skipped = [], 0
     for r in records:
-        c, j = template.render(r["prompt"], r["chosen"]), template.render(r["prompt"], r["rejected"])
-        problem = check_fits([0, *c], block_size, f"line {r.get('_line', '?')}") or check_fits([0, *j], block_size, f"line {r.get('_line', '?')}")
+        where = r.get("_where", "a record")
+        try:
+            c, j = template.render(r["prompt"], r["chosen"]), template.render(r["prompt"], r["rejected"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        problem = check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)
         if problem:
             if not skip_long:
                 raise ValueError(problem + " (pass --skip-long to skip such records)")

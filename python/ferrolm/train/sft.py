@@ -14,8 +14,12 @@ def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, s
     line, or, with `skip_long`, skipped and counted."""
     rendered, skipped = [], 0
     for r in records:
-        ids = template.render(r["prompt"], r["response"])
-        problem = check_fits(ids, block_size, f"line {r.get('_line', '?')}")
+        where = r.get("_where", "a record")
+        try:
+            ids = template.render(r["prompt"], r["response"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        problem = check_fits(ids, block_size, where)
         if problem:
             if not skip_long:
                 raise ValueError(problem + " (pass skip_long / --skip-long to skip such records)")
