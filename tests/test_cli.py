@@ -51,8 +51,14 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
                            (["--objective", "mlm"], "was trained with causal")):
         assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *extra, *TINY]) == 2
         assert message in capsys.readouterr().err
+    # Log lines past the checkpoint (an interrupted run wrote them) are dropped on resume.
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 7, "loss": 123.0}) + "\n")
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *TINY]) == 0
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 8
+    steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and 123.0 not in [json.loads(l).get("loss") for l in
+                                                   (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # Without --resume the run starts over, and says what it replaces.
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0
     assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err

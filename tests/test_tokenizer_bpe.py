@@ -237,3 +237,29 @@ def test_results_do_not_depend_on_thread_count(tmp_path):
     one = run_python(code, {"RAYON_NUM_THREADS": "1"})
     two = run_python(code, {"RAYON_NUM_THREADS": "2"})
     assert one == two
+
+
+def test_ordinary_added_tokens_behave_as_in_hf():
+    """Hugging Face's `add_tokens` (special: false) tokens are always matched, are not special
+    tokens (allowed_special and skip_special_tokens leave them alone), and save as such."""
+    ref = hf_bpe(ADV, 600)
+    ref.add_tokens(["<tool>", "    "])
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    text = "call <tool> now    ok<|endoftext|>"
+    assert ours.encode(text) == ref.encode(text).ids
+    assert ours.encode(text, allowed_special="none", disallowed_special="text") == \
+        ref.encode(text.replace("<|endoftext|>", ""), add_special_tokens=False).ids + ours.encode(
+            "<|endoftext|>", allowed_special="none", disallowed_special="text")
+    ids = ref.encode(text).ids
+    assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True)
+    assert "<tool>" not in ours.special_tokens and "<|endoftext|>" in ours.special_tokens
+    saved = {t["content"]: t["special"] for t in json.loads(ours.to_str())["added_tokens"]}
+    assert saved == {"<|endoftext|>": True, "<tool>": False, "    ": False}
+    assert hf.Tokenizer.from_str(ours.to_str()).encode(text).ids == ref.encode(text).ids
+
+
+def test_added_token_matching_flags_we_do_not_implement_are_refused():
+    ref = hf_bpe(ADV, 600)
+    ref.add_special_tokens([hf.AddedToken("<mask>", lstrip=True, special=True)])
+    with pytest.raises(ferrolm.FormatError, match="lstrip"):
+        ferrolm.Tokenizer.from_str(ref.to_str())

@@ -32,3 +32,8 @@ def test_default_corpus_and_errors(tmp_path, capsys):
     assert main(["tokenizer", "encode", "-t", str(tmp_path / "missing.json"), "--text", "x"]) == 2
     with pytest.raises(SystemExit):
         main(["tokenizer", "train", "--kind", "unigram"])
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe")
+    assert main(["tokenizer", "encode", "-t", str(out), str(tmp_path / "bad.txt")]) == 2
+    assert "bad.txt is not valid UTF-8" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--kind", "bpe", "--limit-alphabet", "5", "--out", str(out)]) == 2
+    assert "wordpiece only" in capsys.readouterr().err

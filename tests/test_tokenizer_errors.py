@@ -157,6 +157,10 @@ def test_bad_padding_arguments(tok):
         tok.encode_batch_padded(["a"], padding="left")
     with pytest.raises(ValueError, match="needs max_length"):
         tok.encode_batch_padded(["a"], padding="max_length")
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tok.encode_batch_padded(["a", "bb"], pad_id=10**6)
+    with pytest.raises(ValueError, match="at least 1"):
+        tok.encode_batch_padded(["a", "bb"], max_length=0)
     with pytest.raises(ValueError, match="threads"):
         tok.encode_batch(["a"], num_threads=0)
     with pytest.raises(ValueError, match="between 1 and 1024"):  # not a million threads started
@@ -168,3 +172,28 @@ def test_bad_padding_arguments(tok):
 def test_save_to_missing_directory(tok, tmp_path):
     with pytest.raises(FileNotFoundError):
         tok.save(str(tmp_path / "no" / "such" / "dir" / "t.json"))
+
+
+def test_a_sweep_of_thread_counts_keeps_few_pools(tok):
+    """Each num_threads size gets a kept pool; only the 4 most recently used stay (sizes 1..12
+    would otherwise keep 78 threads)."""
+    import os
+    import time
+
+    def threads():
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    for n in range(1, 13):
+        assert tok.encode_batch(["a b"], num_threads=n) == [tok.encode("a b")]
+    kept = 9 + 10 + 11 + 12
+    deadline = time.monotonic() + 5
+    while threads() > before + kept and time.monotonic() < deadline:  # dropped pools' threads end on their own
+        time.sleep(0.05)
+    assert threads() <= before + kept
+
+
+def test_a_character_vocabulary_needs_characters(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="no characters"):
+        ferrolm.Tokenizer.train([str(tmp_path / "empty.txt")], kind="char")

@@ -16,13 +16,15 @@ def read_corpus(paths: Sequence[str | Path] | None = None) -> str:
     """The text of the given files joined by newlines, or the bundled tiny Shakespeare."""
     if not paths:
         return BUNDLED_CORPUS.read_text(encoding="utf-8")
-    texts = []
-    for p in paths:
-        try:
-            texts.append(Path(p).read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{p} is not valid UTF-8 text: {e}") from None
-    return "\n".join(texts)
+    return "\n".join(read_text(p) for p in paths)
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents; anything else is a ValueError naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not valid UTF-8 text: {e}") from None
 
 
 def token_dtype(vocab_size: int) -> type:

@@ -19,6 +19,8 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         kwargs["special_tokens"] = args.special_tokens
     if args.kind == "wordpiece":
         kwargs.update(lowercase=not args.cased, limit_alphabet=args.limit_alphabet)
+    elif args.cased or args.limit_alphabet is not None:
+        raise ValueError("--cased and --limit-alphabet apply to --kind wordpiece only")
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
     tok.save(args.out)
@@ -28,15 +30,19 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
 
 def _tokenizer_encode(args: argparse.Namespace) -> int:
+    from ferrolm.data import read_text
     from ferrolm.tokenizer import Tokenizer
 
     tok = Tokenizer.from_file(args.tokenizer)
     if args.text is not None:
         texts = [args.text]
     elif args.files:
-        texts = [open(f, encoding="utf-8").read() for f in args.files]
+        texts = [read_text(f) for f in args.files]
     else:
-        texts = [sys.stdin.read()]
+        try:
+            texts = [sys.stdin.buffer.read().decode("utf-8")]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"standard input is not valid UTF-8 text: {e}") from None
     allowed = "none" if args.no_special else "all"
     for text in texts:
         ids, offsets = tok.encode_with_offsets(text, allowed_special=allowed, disallowed_special="text")

@@ -89,10 +89,13 @@ class PPO:
         self.reference, self.reward_model, self.template = reference, reward_model, template
         self.prompts = {"train": [template.prompt_ids(p) for p in train_prompts], "val": [template.prompt_ids(p) for p in val_prompts]}
         block = reference.block_size
+        texts = {"train": train_prompts, "val": val_prompts}
         for split, rows in self.prompts.items():
             too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > block]
             if too_long:
-                raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the context of {block}")
+                first = texts[split][too_long[0]]
+                raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the context "
+                                 f"of {block}, such as {first[:60]!r}{'...' if len(first) > 60 else ''}")
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.kl_coef, self.target_kl, self.clip, self.vf_coef, self.gamma, self.lam = kl_coef, target_kl, clip, vf_coef, gamma, lam

@@ -490,7 +490,9 @@ impl PyTokenizer {
     #[getter]
     fn special_tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (s, id) in self.get().special_tokens().iter() {
+        let tok = self.get();
+        let specials = tok.special_tokens();
+        for (s, id) in specials.iter().filter(|&(_, id)| specials.is_special(id)) {
             d.set_item(s, id)?;
         }
         Ok(d)

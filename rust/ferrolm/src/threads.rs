@@ -74,10 +74,16 @@ fn run_in<R: Send>(pool: &ThreadPool, f: impl FnOnce() -> R + Send) -> R {
     pool.install(|| with_grad_enabled(grad, f))
 }
 
-/// The kept pool of `n` threads, built on first use in this process. A forked child starts
-/// afresh: fork copies no threads, so a parent's pool would never run anything there.
+/// Pools kept at once: a caller sweeping thread counts must not keep every size it tried
+/// (40 sizes had kept 820 threads).
+const KEPT_POOLS: usize = 4;
+
+/// The kept pool of `n` threads, built on first use in this process; the least recently used
+/// of [`KEPT_POOLS`] gives way to a new size (its threads end once no call is using it). A
+/// forked child starts afresh: fork copies no threads, so a parent's pool would never run
+/// anything there.
 fn kept_pool(n: usize) -> Result<Arc<ThreadPool>> {
-    /// The process that built them, and the pools by size.
+    /// The process that built them, and the pools by size, least recently used first.
     type Kept = (u32, Vec<(usize, Arc<ThreadPool>)>);
     static POOLS: Mutex<Kept> = Mutex::new((0, Vec::new()));
     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,8 +93,11 @@ fn kept_pool(n: usize) -> Result<Arc<ThreadPool>> {
         std::mem::forget(std::mem::take(&mut pools.1));
         pools.0 = pid;
     }
-    if let Some((_, pool)) = pools.1.iter().find(|(size, _)| *size == n) {
-        return Ok(pool.clone());
+    if let Some(i) = pools.1.iter().position(|(size, _)| *size == n) {
+        let entry = pools.1.remove(i);
+        let pool = entry.1.clone();
+        pools.1.push(entry);
+        return Ok(pool);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -96,6 +105,9 @@ fn kept_pool(n: usize) -> Result<Arc<ThreadPool>> {
         .build()
         .map_err(|e| Error::Argument(format!("cannot start {n} threads: {e}")))?;
     let pool = Arc::new(pool);
+    if pools.1.len() == KEPT_POOLS {
+        pools.1.remove(0);
+    }
     pools.1.push((n, pool.clone()));
     Ok(pool)
 }

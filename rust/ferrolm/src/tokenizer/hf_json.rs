@@ -256,6 +256,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     let post = root.get("post_processor").unwrap_or(&null);
 
     let mut specials: Vec<(String, u32)> = Vec::new();
+    let mut ordinary: Vec<u32> = Vec::new();
     match root.get("added_tokens") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
@@ -263,6 +264,16 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 let ctx = format!("added_tokens[{i}]");
                 let content = t.str_field(&ctx, "content")?.ok_or_else(|| fmt_err(format!("{ctx} has no content")))?;
                 let id = as_u32(t.get("id").unwrap_or(&null), &format!("{ctx}.id"))?;
+                // Matching that also takes surrounding spaces or needs word boundaries is not
+                // implemented: refused, rather than encoded differently from Hugging Face.
+                for flag in ["lstrip", "rstrip", "single_word"] {
+                    if t.bool_field(&ctx, flag, false)? {
+                        bail!(Format, "{ctx} ({content:?}) sets {flag}, which ferrolm does not implement");
+                    }
+                }
+                if !t.bool_field(&ctx, "special", true)? {
+                    ordinary.push(id);
+                }
                 specials.push((content.to_string(), id));
             }
         }
@@ -331,7 +342,11 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
         }
         other => bail!(Format, "model type {other:?} is not supported (BPE and WordPiece are)"),
     };
-    Tokenizer::new(model, &specials, read_template(post)?)
+    let mut tok = Tokenizer::new(model, &specials, read_template(post)?)?;
+    for id in ordinary {
+        tok.specials.set_ordinary(id)?;
+    }
+    Ok(tok)
 }
 
 /// Reads GPT-2 `vocab.json` + `merges.txt` contents.
@@ -497,7 +512,7 @@ pub fn to_json(tok: &Tokenizer) -> String {
         sp.into_iter()
             .map(|(content, id)| {
                 obj! {"id": id, "content": content, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}
+                "rstrip": false, "normalized": false, "special": tok.special_tokens().is_special(id)}
             })
             .collect()
     };

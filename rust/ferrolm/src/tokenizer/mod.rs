@@ -35,7 +35,7 @@ pub use special::{AllowedSpecial, Disallowed, EncodeOptions, Segment, SpecialTok
 pub use train::{ModelKind, Trainer, TrainerConfig};
 pub use wordpiece::{WordPiece, WordPieceOptions};
 
-use crate::{bail, Error, Result};
+use crate::{bail, ensure, Error, Result};
 
 /// The model inside a [`Tokenizer`].
 #[derive(Clone, Debug)]
@@ -409,6 +409,7 @@ impl Tokenizer {
         if pad.pad_to_max_length && pad.max_length.is_none() {
             bail!(Argument, "padding to max_length needs max_length");
         }
+        ensure!(pad.max_length != Some(0), Argument, "max_length must be at least 1");
         if let (true, Some(max)) = (pad.truncation, pad.max_length) {
             let room = max.checked_sub(pre.len() + suf.len()).ok_or_else(|| {
                 Error::Argument(format!(
@@ -431,6 +432,12 @@ impl Tokenizer {
             );
         }
         let pad_id = pad.pad_id.unwrap_or_else(|| self.pad_id());
+        ensure!(
+            (pad_id as usize) < self.vocab_size(),
+            Argument,
+            "pad_id {pad_id} is outside the vocabulary of {} tokens",
+            self.vocab_size()
+        );
         let mut ids = Vec::with_capacity(rows.len() * cols);
         let mut mask = Vec::with_capacity(rows.len() * cols);
         for r in &rows {
@@ -452,7 +459,7 @@ impl Tokenizer {
                 let mut out = Vec::with_capacity(ids.len() * 4);
                 for &id in ids {
                     if let Some(s) = self.specials.content(id) {
-                        if !skip_special_tokens {
+                        if !(skip_special_tokens && self.specials.is_special(id)) {
                             out.extend_from_slice(s.as_bytes());
                         }
                     } else {
@@ -480,7 +487,7 @@ impl Tokenizer {
                 let mut out = String::with_capacity(ids.len());
                 for &id in ids {
                     if let Some(s) = self.specials.content(id) {
-                        if !skip_special_tokens {
+                        if !(skip_special_tokens && self.specials.is_special(id)) {
                             out.push_str(s);
                         }
                     } else {
@@ -493,7 +500,7 @@ impl Tokenizer {
                 let mut tokens = Vec::with_capacity(ids.len());
                 for &id in ids {
                     if let Some(s) = self.specials.content(id) {
-                        if !skip_special_tokens {
+                        if !(skip_special_tokens && self.specials.is_special(id)) {
                             tokens.push(s);
                         }
                     } else {

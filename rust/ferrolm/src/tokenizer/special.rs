@@ -2,6 +2,9 @@
 //! always map to one id. They are found in the raw text before any normalization or
 //! pre-tokenization (leftmost-longest, as Hugging Face does) and each call decides which of
 //! them are allowed; a disallowed one is either refused with an error or encoded as plain text.
+//!
+//! Hugging Face's added tokens may also be ordinary (`"special": false`): matched the same way
+//! but always, whatever a call allows, and kept when decoding skips special tokens.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -14,6 +17,8 @@ pub struct SpecialTokens {
     list: Vec<(String, u32)>,
     by_content: FxHashMap<String, u32>,
     by_id: FxHashMap<u32, usize>,
+    /// Added tokens that are not special (Hugging Face's `"special": false`).
+    ordinary: FxHashSet<u32>,
     matcher: Option<AhoCorasick>,
 }
 
@@ -102,9 +107,24 @@ impl SpecialTokens {
         };
     }
 
-    /// The special tokens, in registration order.
+    /// The added tokens (special or not), in registration order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
         self.list.iter().map(|(s, id)| (s.as_str(), *id))
+    }
+
+    /// Whether added token `id` is special (skipped by `skip_special_tokens`, subject to
+    /// `allowed_special`); false for ordinary added tokens and for ids not added.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.by_id.contains_key(&id) && !self.ordinary.contains(&id)
+    }
+
+    /// Makes added token `id` ordinary (Hugging Face's `"special": false`).
+    pub fn set_ordinary(&mut self, id: u32) -> Result<()> {
+        if !self.by_id.contains_key(&id) {
+            bail!(Argument, "id {id} is not an added token");
+        }
+        self.ordinary.insert(id);
+        Ok(())
     }
 
     /// Number of special tokens.
@@ -158,18 +178,20 @@ impl SpecialTokens {
         opts: &EncodeOptions,
         mut segment: impl FnMut(Segment) -> Result<()>,
     ) -> Result<()> {
+        let plain_text = opts.allowed_special == AllowedSpecial::None && opts.disallowed == Disallowed::Text;
         let matcher = match &self.matcher {
-            Some(m) if !(opts.allowed_special == AllowedSpecial::None && opts.disallowed == Disallowed::Text) => m,
+            Some(m) if !(plain_text && self.ordinary.is_empty()) => m,
             _ => return if text.is_empty() { Ok(()) } else { segment(Segment::Text(0, text.len())) },
         };
         let mut start = 0;
         for m in matcher.find_iter(text) {
             let (content, id) = &self.list[m.pattern().as_usize()];
-            let allowed = match &opts.allowed_special {
-                AllowedSpecial::All => true,
-                AllowedSpecial::None => false,
-                AllowedSpecial::Only(ids) => ids.contains(id),
-            };
+            let allowed = self.ordinary.contains(id)
+                || match &opts.allowed_special {
+                    AllowedSpecial::All => true,
+                    AllowedSpecial::None => false,
+                    AllowedSpecial::Only(ids) => ids.contains(id),
+                };
             if allowed {
                 if m.start() > start {
                     segment(Segment::Text(start, m.start()))?;

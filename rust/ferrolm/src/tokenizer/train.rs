@@ -327,6 +327,9 @@ impl Trainer {
                         counts.remove(&c);
                     }
                 }
+                if counts.is_empty() && specials.is_empty() {
+                    bail!(Argument, "no characters to train on (is the text empty?)");
+                }
                 let model = Chars::from_counts(&counts, n as u32, max_chars, "[UNK]")?;
                 Tokenizer::new(Model::Chars(model), &specials, Template::default())
             }
