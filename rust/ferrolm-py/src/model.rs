@@ -156,8 +156,8 @@ impl PyGpt {
     }
 
     /// An independent copy of the model (own weights).
-    fn deep_clone(&self, py: Python<'_>) -> PyGpt {
-        PyGpt(compute(py, || self.0.deep_clone()))
+    fn deep_clone(&self, py: Python<'_>) -> PyResult<PyGpt> {
+        compute(py, || self.0.deep_clone()).py().map(PyGpt)
     }
 
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.

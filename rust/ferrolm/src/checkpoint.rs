@@ -2,6 +2,7 @@
 //! so a crash never leaves a half-written file under the real name) and loaded with
 //! validation (loading never executes code).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -48,8 +49,7 @@ pub struct Stored {
 
 /// Serialises named f32 tensors (with string metadata) to safetensors bytes.
 pub fn to_safetensors(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> =
-        tensors.iter().map(|(_, _, data)| data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Cow<[u8]>> = tensors.iter().map(|(_, _, data)| le_bytes(data)).collect();
     let views = tensors
         .iter()
         .zip(&bytes)
@@ -74,7 +74,7 @@ pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, St
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => from_le_bytes(raw),
             Dtype::BF16 => {
                 raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
             }
@@ -94,6 +94,24 @@ pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, St
         out.insert(name, Stored { shape: view.shape().to_vec(), data, integer });
     }
     Ok((out, metadata))
+}
+
+/// f32 values as little-endian bytes: the values' own memory on little-endian machines.
+fn le_bytes(data: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: f32 has no padding and any byte may be read as u8; the slice covers exactly
+        // the values' memory and borrows it for as long as `data`.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) })
+    } else {
+        Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+/// Little-endian f32 bytes as values.
+fn from_le_bytes(raw: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(raw.len() / 4);
+    out.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))));
+    out
 }
 
 /// IEEE half → single precision.
@@ -135,19 +153,24 @@ impl Layout<'_> {
     /// Writes the parameters as `model.safetensors` and `config` as `config.json` into `dir`.
     pub fn save(&self, dir: &Path, params: &[(String, crate::Tensor)], config: &serde_json::Value) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let stored: Vec<(String, Vec<usize>, Vec<f32>)> = params
+        // Parameters as stored (transposed ones are new tensors), read in place: no copies.
+        let stored: Vec<crate::Tensor> = params
             .iter()
             .map(|(name, t)| {
-                let t = if (self.transposed)(name) {
-                    crate::no_grad(|| crate::ops::transpose(t, 0, 1))?
+                if (self.transposed)(name) {
+                    crate::no_grad(|| crate::ops::transpose(t, 0, 1))
                 } else {
-                    t.clone()
-                };
-                Ok((name.clone(), t.shape().to_vec(), t.to_vec()))
+                    Ok(t.clone())
+                }
             })
             .collect::<Result<_>>()?;
-        let refs: Vec<(String, Vec<usize>, &[f32])> =
-            stored.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
+        let data: Vec<_> = stored.iter().map(|t| t.read()).collect();
+        let refs: Vec<(String, Vec<usize>, &[f32])> = params
+            .iter()
+            .zip(&stored)
+            .zip(&data)
+            .map(|(((name, _), t), d)| (name.clone(), t.shape().to_vec(), &d[..]))
+            .collect();
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         write_atomic(&dir.join("model.safetensors"), &to_safetensors(&refs, meta)?)?;
         write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(config).expect("JSON values serialise"))

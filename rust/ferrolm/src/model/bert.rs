@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::Batch;
+use super::{normal, zeros, Batch, Init};
 use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
@@ -153,17 +153,18 @@ pub struct Bert {
     pub mlm: Option<MlmHead>,
 }
 
-fn linear(i: usize, o: usize, seed: u64) -> Result<Linear> {
-    Ok(Linear {
-        weight: Tensor::randn(&[o, i], 0.0, 0.02, seed)?.with_grad(),
-        bias: Some(Tensor::zeros(&[o])?.with_grad()),
-    })
+fn linear(i: usize, o: usize, seed: u64, init: Init) -> Result<Linear> {
+    Ok(Linear { weight: init(&[o, i], 0.02, seed)?.with_grad(), bias: Some(Tensor::zeros(&[o])?.with_grad()) })
 }
 
 impl Bert {
     /// A new model (BERT's initialisation: N(0, 0.02) weights, zero biases), with an MLM head
     /// and, if asked, a pooler.
     pub fn new(config: BertConfig, pooler: bool, seed: u64) -> Result<Bert> {
+        Self::build(config, pooler, seed, normal)
+    }
+
+    fn build(config: BertConfig, pooler: bool, seed: u64, init: Init) -> Result<Bert> {
         config.validate()?;
         let (c, eps) = (config.hidden_size, config.layer_norm_eps);
         let s = |i: u64| mix(seed ^ mix(i));
@@ -171,26 +172,28 @@ impl Bert {
             .map(|l| {
                 let k = 100 + 10 * l as u64;
                 Ok(EncoderLayer {
-                    query: linear(c, c, s(k))?,
-                    key: linear(c, c, s(k + 1))?,
-                    value: linear(c, c, s(k + 2))?,
-                    attn_out: linear(c, c, s(k + 3))?,
+                    query: linear(c, c, s(k), init)?,
+                    key: linear(c, c, s(k + 1), init)?,
+                    value: linear(c, c, s(k + 2), init)?,
+                    attn_out: linear(c, c, s(k + 3), init)?,
                     attn_norm: LayerNorm::new(c, true, eps)?,
-                    intermediate: linear(c, config.intermediate_size, s(k + 4))?,
-                    output: linear(config.intermediate_size, c, s(k + 5))?,
+                    intermediate: linear(c, config.intermediate_size, s(k + 4), init)?,
+                    output: linear(config.intermediate_size, c, s(k + 5), init)?,
                     out_norm: LayerNorm::new(c, true, eps)?,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Bert {
-            word_embeddings: Embedding::new(config.vocab_size, c, 0.02, s(1))?,
-            position_embeddings: Embedding::new(config.max_position_embeddings, c, 0.02, s(2))?,
-            token_type_embeddings: Embedding::new(config.type_vocab_size, c, 0.02, s(3))?,
+            word_embeddings: Embedding { weight: init(&[config.vocab_size, c], 0.02, s(1))?.with_grad() },
+            position_embeddings: Embedding {
+                weight: init(&[config.max_position_embeddings, c], 0.02, s(2))?.with_grad(),
+            },
+            token_type_embeddings: Embedding { weight: init(&[config.type_vocab_size, c], 0.02, s(3))?.with_grad() },
             embeddings_norm: LayerNorm::new(c, true, eps)?,
             layers,
-            pooler: pooler.then(|| linear(c, c, s(4))).transpose()?,
+            pooler: pooler.then(|| linear(c, c, s(4), init)).transpose()?,
             mlm: Some(MlmHead {
-                dense: linear(c, c, s(5))?,
+                dense: linear(c, c, s(5), init)?,
                 norm: LayerNorm::new(c, true, eps)?,
                 bias: Tensor::zeros(&[config.vocab_size])?.with_grad(),
             }),
@@ -312,7 +315,7 @@ impl Bert {
         let has = |suffix: &str| stored.keys().any(|k| k.ends_with(suffix));
         let has_pooler = has("pooler.dense.weight");
         let has_mlm = has("cls.predictions.transform.dense.weight");
-        let mut model = Bert::new(config, has_pooler, 0)?;
+        let mut model = Bert::build(config, has_pooler, 0, zeros)?;
         if !has_mlm {
             model.mlm = None;
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::Batch;
+use super::{normal, zeros, Batch, Init};
 use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
@@ -139,10 +139,10 @@ pub struct Gpt {
     pub ln_f: LayerNorm,
 }
 
-/// Normal(0, std) weights for a Linear [out, in] with zero bias (GPT-2's initialisation).
-fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64) -> Result<Linear> {
+/// Weights for a Linear [out, in] from `init`, with zero bias (GPT-2's initialisation).
+fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64, init: Init) -> Result<Linear> {
     Ok(Linear {
-        weight: Tensor::randn(&[o, i], 0.0, std, seed)?.with_grad(),
+        weight: init(&[o, i], std, seed)?.with_grad(),
         bias: bias.then(|| Tensor::zeros(&[o])).transpose()?.map(Tensor::with_grad),
     })
 }
@@ -150,6 +150,10 @@ fn gpt_linear(i: usize, o: usize, bias: bool, std: f32, seed: u64) -> Result<Lin
 impl Gpt {
     /// A freshly initialised model: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)).
     pub fn new(config: GptConfig, seed: u64) -> Result<Gpt> {
+        Self::build(config, seed, normal)
+    }
+
+    fn build(config: GptConfig, seed: u64, init: Init) -> Result<Gpt> {
         config.validate()?;
         let c = config.n_embd;
         let proj_std = 0.02 / (2.0 * config.n_layer as f32).sqrt();
@@ -159,17 +163,17 @@ impl Gpt {
                 let k = 10 + 10 * l as u64;
                 Ok(Block {
                     ln_1: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
-                    c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k))?,
-                    attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1))?,
+                    c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k), init)?,
+                    attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1), init)?,
                     ln_2: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
-                    c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2))?,
-                    mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3))?,
+                    c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2), init)?,
+                    mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3), init)?,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Gpt {
-            wte: Embedding::new(config.vocab_size, c, 0.02, s(1))?,
-            wpe: Embedding::new(config.block_size, c, 0.02, s(2))?,
+            wte: Embedding { weight: init(&[config.vocab_size, c], 0.02, s(1))?.with_grad() },
+            wpe: Embedding { weight: init(&[config.block_size, c], 0.02, s(2))?.with_grad() },
             blocks,
             ln_f: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
             config,
@@ -269,7 +273,7 @@ impl Gpt {
         let (config, mut stored) = read_model_dir(dir)?;
         let config = GptConfig::from_json(&config)?;
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
-        let model = Gpt::new(config, 0)?;
+        let model = Gpt::build(config, 0, zeros)?;
         Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored, &|_| false).map(|_| ()))?;
         Ok(model)
     }
@@ -289,12 +293,12 @@ impl Gpt {
     }
 
     /// An independent copy (own storage), e.g. a frozen reference model.
-    pub fn deep_clone(&self) -> Gpt {
-        let copy = Gpt::new(self.config.clone(), 0).expect("config already valid");
+    pub fn deep_clone(&self) -> Result<Gpt> {
+        let copy = Gpt::build(self.config.clone(), 0, zeros)?;
         for ((_, dst), (_, src)) in copy.named_parameters().iter().zip(self.named_parameters()) {
-            dst.assign(&src.read()).expect("same architecture");
+            dst.assign(&src.read())?;
         }
-        copy
+        Ok(copy)
     }
 }
 

@@ -6,6 +6,21 @@ mod gpt;
 pub use bert::{Bert, BertConfig, EncoderLayer, MlmHead};
 pub use gpt::{Block, Gpt, GptConfig};
 
+use crate::{Result, Tensor};
+
+/// How a new model's weight matrices are filled, given (shape, std, seed): drawn from
+/// N(0, std) for training, or zeros for a model whose weights are about to be overwritten
+/// (loading, copying), which skips the drawing and leaves the pages untouched until written.
+type Init = fn(&[usize], f32, u64) -> Result<Tensor>;
+
+fn normal(shape: &[usize], std: f32, seed: u64) -> Result<Tensor> {
+    Tensor::randn(shape, 0.0, std, seed)
+}
+
+fn zeros(shape: &[usize], _: f32, _: u64) -> Result<Tensor> {
+    Tensor::zeros(shape)
+}
+
 /// A batch of token ids [B, T] and how to read them.
 pub struct Batch<'a> {
     pub ids: &'a [i64],
