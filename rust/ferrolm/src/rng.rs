@@ -1,6 +1,9 @@
 //! Small deterministic random numbers: the same seed gives the same stream on every machine
 //! and at every thread count (streams are indexed, never shared between threads).
 
+/// SplitMix64's increment.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// SplitMix64: a tiny, high-quality 64-bit generator; also used to hash (seed, index) pairs.
 #[derive(Clone, Debug)]
 pub struct Rng {
@@ -13,16 +16,24 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GAMMA);
         mix(self.state)
     }
 
-    /// Uniform in [0, 1) with 24 bits of precision (exactly representable in f32).
+    /// Jumps over `n` draws of [`Rng::next_u64`] at once (the state is a counter), so chunks of
+    /// one stream can be drawn in parallel and give the sequential stream's values.
+    pub fn skip(&mut self, n: u64) {
+        self.state = self.state.wrapping_add(n.wrapping_mul(GAMMA));
+    }
+
+    /// Uniform in [0, 1) with 24 bits of precision (exactly representable in f32). Takes one
+    /// draw.
     pub fn uniform(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
     }
 
-    /// Standard normal by Box–Muller (one of the pair is used; simplicity over speed).
+    /// Standard normal by Box–Muller (one of the pair is used; simplicity over speed). Takes
+    /// two draws.
     pub fn normal(&mut self) -> f32 {
         let u1 = ((self.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
         let u2 = (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
@@ -47,4 +58,20 @@ pub fn mix(mut z: u64) -> u64 {
 pub fn uniform_at(seed: u64, index: u64) -> f32 {
     let z = mix(seed ^ mix(index.wrapping_add(0x9E37_79B9_7F4A_7C15)));
     (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipping_lands_where_drawing_would() {
+        let mut drawn = Rng::new(42);
+        for _ in 0..1000 {
+            drawn.next_u64();
+        }
+        let mut skipped = Rng::new(42);
+        skipped.skip(1000);
+        assert_eq!(drawn.next_u64(), skipped.next_u64());
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use rayon::prelude::*;
 
 use crate::autograd::{BackwardFn, Grad, Node, Origin};
 use crate::rng::Rng;
@@ -144,19 +145,26 @@ impl Tensor {
         Tensor::full(shape, 1.0)
     }
 
-    /// Normal(mean, std) samples from a seeded generator: the same seed, the same tensor.
+    /// Normal(mean, std) samples from a seeded generator: the same seed, the same tensor (at
+    /// any thread count: chunks are drawn in parallel from their places in one stream).
     pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Result<Tensor> {
-        let mut rng = Rng::new(seed);
-        let mut data = filled_buffer(checked_numel(shape)?, 0.0)?;
-        data.iter_mut().for_each(|x| *x = mean + std * rng.normal());
-        Tensor::from_vec(data, shape)
+        Tensor::sampled(shape, seed, 2, |rng| mean + std * rng.normal())
     }
 
     /// Uniform [low, high) samples from a seeded generator.
     pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64) -> Result<Tensor> {
-        let mut rng = Rng::new(seed);
+        Tensor::sampled(shape, seed, 1, |rng| low + (high - low) * rng.uniform())
+    }
+
+    /// A tensor of `sample(rng)` values, each taking `draws` draws of the stream `seed`.
+    fn sampled(shape: &[usize], seed: u64, draws: u64, sample: impl Fn(&mut Rng) -> f32 + Sync) -> Result<Tensor> {
+        const CHUNK: usize = 1 << 16;
         let mut data = filled_buffer(checked_numel(shape)?, 0.0)?;
-        data.iter_mut().for_each(|x| *x = low + (high - low) * rng.uniform());
+        data.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+            let mut rng = Rng::new(seed);
+            rng.skip((c * CHUNK) as u64 * draws);
+            chunk.iter_mut().for_each(|x| *x = sample(&mut rng));
+        });
         Tensor::from_vec(data, shape)
     }
 

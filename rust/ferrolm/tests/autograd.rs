@@ -153,3 +153,14 @@ fn adamw_step_matches_hand_computation() {
     let g = p.grad().unwrap().to_vec();
     assert!(((g[0] * g[0] + g[1] * g[1]).sqrt() - 0.1).abs() < 1e-4);
 }
+
+#[test]
+fn random_tensors_are_one_stream_at_any_thread_count() {
+    // Drawn in parallel chunks, yet the sequential stream's values.
+    let mut rng = ferrolm::rng::Rng::new(5);
+    let sequential: Vec<f32> = (0..300_001).map(|_| 0.5 + 2.0 * rng.normal()).collect();
+    for threads in [1, 3] {
+        let t = ferrolm::with_threads(Some(threads), || Tensor::randn(&[300_001], 0.5, 2.0, 5)).unwrap().unwrap();
+        assert_eq!(t.to_vec(), sequential);
+    }
+}
