@@ -237,6 +237,12 @@ def test_rust_greedy_equals_python(trained, repo):
                          cwd=repo, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "ROMEO:" + expected + "\n"
+    stop = expected[10:12]
+    out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
+                          str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0", "--stop", stop],
+                         cwd=repo, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ROMEO:" + model.generate("ROMEO:", 40, temperature=0, stop=stop) + "\n"
 
 
 # ---------------------------------------------------------------- bad input
@@ -291,13 +297,19 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
 def test_stream_text_equals_decoding_all_ids(kind):
     """Streaming decodes byte-level BPE token by token; invalid and split UTF-8 (random ids)
     and stop strings must come out exactly as decoding the whole sequence at once."""
-    from ferrolm.model import _TextStream, _utf8_prefix
-
     tok = fl.Tokenizer.train_from_iterator(["naïve café, 日本語 🙂 ok " * 30], kind=kind, vocab_size=300)
-    ids = [int(i) for i in np.random.default_rng(0).integers(0, tok.vocab_size, 500)]
-    raw = bytes(tok.decode_bytes(ids))
-    whole = raw[: _utf8_prefix(raw)].decode("utf-8", errors="replace")
+    # Random ids, then whole characters (so nothing is left unfinished at the end).
+    ids = [int(i) for i in np.random.default_rng(0).integers(0, tok.vocab_size, 500)] + tok.encode(" ok", add_special_tokens=False)
+    whole = bytes(tok.decode_bytes(ids)).decode("utf-8", errors="replace")
     for stops in ([], [whole[300:303]]):
-        stream = _TextStream(tok, stops, set())
-        text = "".join(stream.push(i) for i in ids) + stream.flush()
-        assert text == (whole[: whole.index(stops[0])] if stops else whole)
+        stream = fl._core.TextStream(stops)
+        text = "".join(stream.push(tok, i) for i in ids) + stream.flush()
+        assert text == (whole[: whole.index(stops[0])] if stops else whole) == stream.text
+        assert stream.done == bool(stops)
+    def encode(text):
+        return tok.encode(text, add_special_tokens=False)
+
+    stop_token = encode(" ok")[-1]
+    stream = fl._core.TextStream([], [stop_token])
+    assert "".join(stream.push(tok, i) for i in encode("café") + [stop_token] + encode("日本")) == tok.decode(encode("café"))
+    assert stream.done

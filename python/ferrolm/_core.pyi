@@ -84,6 +84,7 @@ __all__ = [
     "Gpt",
     "Bert",
     "Generation",
+    "TextStream",
     "save_safetensors",
     "load_safetensors",
     "Tokenizer",
@@ -386,6 +387,21 @@ class Generation:
         """Up to `max_new_tokens` more tokens per row, generated without returning to Python."""
     @property
     def finished(self) -> bool: ...
+
+@final
+class TextStream:
+    """Generated token ids turned into text as they come, held back at a possible stop string
+    and ended by one (or by a stop token)."""
+
+    def __new__(cls, stops: Sequence[str] = ..., stop_tokens: Sequence[int] = ...) -> Self: ...
+    def push(self, tokenizer: Tokenizer, token: int) -> str:
+        """Adds a generated token; returns the text that became final."""
+    def flush(self) -> str:
+        """Everything not yet returned (at the end of generation)."""
+    @property
+    def text(self) -> str: ...
+    @property
+    def done(self) -> bool: ...
 
 def save_safetensors(path: _Path, tensors: dict[str, _Tensors], metadata: Optional[dict[str, str]] = None) -> None:
     """Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a

@@ -83,17 +83,18 @@ class GPT(CoreModel):
         ids = [self.encode(p) for p in prompts]
         session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
-        texts = [_TextStream(self._tok(), stops, set(stop_tokens)) for _ in prompts]
+        tok = self._tok()
+        texts = [_core.TextStream(stops, list(stop_tokens)) for _ in prompts]
         if stream:
             if len(prompts) != 1:
                 raise ValueError("stream=True takes a single prompt")
-            return _stream(session, texts[0], max_new_tokens)
+            return _stream(session, tok, texts[0], max_new_tokens)
         for _ in range(max_new_tokens):
             if session.finished or all(t.done for t in texts):
                 break
             for text, token in zip(texts, session.step()):
                 if token is not None:
-                    text.push(token)
+                    text.push(tok, token)
         results = [t.text for t in texts]
         return results[0] if isinstance(prompt, str) else results
 
@@ -128,78 +129,13 @@ def token_logprobs(log_probs: Tensor, targets: np.ndarray) -> Tensor:
     return F.gather(log_probs, 2, targets.reshape(b, t, 1)).reshape(b, t)
 
 
-class _TextStream:
-    """Turns generated token ids into text incrementally. Bytes are decoded only once they
-    form complete UTF-8 characters; text that could be the start of a stop string is held
-    back until it is known not to be one; a stop string ends the stream (and is dropped).
-
-    Byte-level BPE and character tokenizers decode only each new token's bytes (their text is
-    the concatenation of the tokens'); WordPiece spaces pieces by their neighbours, so it
-    decodes all ids again."""
-
-    def __init__(self, tokenizer, stops: list[str], stop_tokens: set[int]) -> None:
-        self.tokenizer, self.stops, self.stop_tokens = tokenizer, [s for s in stops if s], stop_tokens
-        self.concatenative = tokenizer.kind in ("bpe", "char")
-        self.ids: list[int] = []
-        self.pending = b""  # bytes of an unfinished UTF-8 character (concatenative tokenizers)
-        self.text = ""  # the decoded text so far, cut at a stop string
-        self.emitted = 0  # characters of `text` already handed out
-        self.done = False
-
-    def push(self, token: int) -> str:
-        """Adds a token; returns the text that became final."""
-        if self.done:
-            return ""
-        if token in self.stop_tokens:
-            self.done = True
-            return self.flush()
-        before = len(self.text)
-        if self.concatenative:
-            raw = self.pending + bytes(self.tokenizer.decode_bytes([token]))
-            cut = _utf8_prefix(raw)
-            self.text += raw[:cut].decode("utf-8", errors="replace")
-            self.pending = raw[cut:]
-        else:
-            self.ids.append(token)
-            raw = bytes(self.tokenizer.decode_bytes(self.ids))
-            self.text = raw[: _utf8_prefix(raw)].decode("utf-8", errors="replace")
-            before = 0
-        for s in self.stops:
-            at = self.text.find(s, max(0, before - len(s) + 1))
-            if at >= 0:
-                self.text, self.done = self.text[:at], True
-        if self.done:
-            return self.flush()
-        hold = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
-        return self._take(len(self.text) - hold)
-
-    def flush(self) -> str:
-        """Everything not yet handed out (at the end of generation)."""
-        return self._take(len(self.text))
-
-    def _take(self, upto: int) -> str:
-        piece = self.text[self.emitted : max(upto, self.emitted)]
-        self.emitted = max(upto, self.emitted)
-        return piece
-
-
-def _utf8_prefix(raw: bytes) -> int:
-    """Length of the longest prefix of `raw` that does not end inside a UTF-8 character."""
-    for back in range(1, min(4, len(raw)) + 1):
-        b = raw[-back]
-        if b & 0xC0 != 0x80:  # a lead byte (or ASCII): is its character complete?
-            need = 1 if b < 0x80 else 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
-            return len(raw) if back >= need else len(raw) - back
-    return len(raw)
-
-
-def _stream(session, text: _TextStream, max_new_tokens: int) -> Iterator[str]:
+def _stream(session, tok, text: _core.TextStream, max_new_tokens: int) -> Iterator[str]:
     for _ in range(max_new_tokens):
         if session.finished or text.done:
             break
         token = session.step()[0]
         if token is not None:
-            piece = text.push(token)
+            piece = text.push(tok, token)
             if piece:
                 yield piece
     tail = text.flush()

@@ -10,13 +10,14 @@ use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
-use ferrolm::generate::{Generation, Sampling};
+use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Batch, Bert, BertConfig, Gpt, GptConfig};
 
 use crate::compute;
 use crate::errors::IntoPy;
 use crate::nn::named;
 use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
+use crate::tokenizer::PyTokenizer;
 
 /// JSON text (a model config) as the equivalent Python object.
 fn json_to_py<'py>(py: Python<'py>, json: String) -> PyResult<Bound<'py, PyAny>> {
@@ -302,6 +303,42 @@ impl PyGeneration {
     }
 }
 
+/// Generated token ids turned into text as they come, held back at a possible stop string and
+/// ended by one (see `ferrolm::generate::TextStream`).
+#[pyclass(name = "TextStream", module = "ferrolm._core")]
+pub struct PyTextStream(TextStream);
+
+#[pymethods]
+impl PyTextStream {
+    #[new]
+    #[pyo3(signature = (stops = Vec::new(), stop_tokens = Vec::new()))]
+    fn new(stops: Vec<String>, stop_tokens: Vec<u32>) -> Self {
+        PyTextStream(TextStream::new(&stops, &stop_tokens))
+    }
+
+    /// Adds a generated token; returns the text that became final.
+    fn push(&mut self, tokenizer: PyRef<'_, PyTokenizer>, token: u32) -> PyResult<String> {
+        self.0.push(&tokenizer.get(), token).py()
+    }
+
+    /// Everything not yet returned (at the end of generation).
+    fn flush(&mut self) -> String {
+        self.0.flush()
+    }
+
+    /// The whole text so far (cut at a stop string).
+    #[getter]
+    fn text(&self) -> &str {
+        self.0.text()
+    }
+
+    /// Whether a stop string or stop token ended the text.
+    #[getter]
+    fn done(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
 /// Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a
 /// safetensors file, atomically.
 #[pyfunction]
@@ -342,6 +379,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyGpt>()?;
     m.add_class::<PyBert>()?;
     m.add_class::<PyGeneration>()?;
+    m.add_class::<PyTextStream>()?;
     m.add_function(wrap_pyfunction!(save_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;
     Ok(())

@@ -138,7 +138,7 @@ impl PyTokenizer {
         }
         PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
     }
-    fn get(&self) -> Arc<Tokenizer> {
+    pub(crate) fn get(&self) -> Arc<Tokenizer> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

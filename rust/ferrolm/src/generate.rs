@@ -8,6 +8,7 @@
 use crate::model::{Batch, Gpt};
 use crate::ops::KvCache;
 use crate::rng::{mix, Rng};
+use crate::tokenizer::Tokenizer;
 use crate::{ensure, no_grad, Result, Tensor};
 
 /// How the next token is chosen from the logits.
@@ -263,4 +264,122 @@ fn last_positions(logits: &Tensor, b: usize, t: usize) -> Vec<f32> {
     let v = logits.shape()[2];
     let data = logits.read();
     (0..b).flat_map(|r| data[(r * t + t - 1) * v..(r * t + t) * v].iter().copied()).collect()
+}
+
+/// Generated token ids turned into text as they come: bytes are decoded once they form whole
+/// UTF-8 characters (bytes that are not UTF-8 become U+FFFD, as in [`Tokenizer::decode`]);
+/// text that could be the start of a stop string is held back until it is known not to be
+/// one; a stop string ends the text (and is dropped), as does a stop token.
+///
+/// Byte-level BPE and character text is the concatenation of the tokens' bytes, so each
+/// token decodes only its own; WordPiece spaces pieces by their neighbours and decodes all
+/// ids again. The tokenizer is passed to each call, so a stream holds no borrow.
+#[derive(Clone, Debug, Default)]
+pub struct TextStream {
+    stops: Vec<String>,
+    stop_tokens: Vec<u32>,
+    ids: Vec<u32>,
+    /// Bytes of an unfinished character (concatenative tokenizers).
+    pending: Vec<u8>,
+    /// The text so far, cut at a stop string.
+    text: String,
+    /// Bytes of `text` already handed out.
+    emitted: usize,
+    done: bool,
+}
+
+impl TextStream {
+    /// A stream that ends at any of `stops` (empty strings are ignored) or `stop_tokens`.
+    pub fn new(stops: &[String], stop_tokens: &[u32]) -> TextStream {
+        TextStream {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            stop_tokens: stop_tokens.to_vec(),
+            ..TextStream::default()
+        }
+    }
+
+    /// Adds a generated token; returns the text that became final.
+    pub fn push(&mut self, tokenizer: &Tokenizer, token: u32) -> Result<String> {
+        if self.done {
+            return Ok(String::new());
+        }
+        if self.stop_tokens.contains(&token) {
+            self.done = true;
+            return Ok(self.flush());
+        }
+        let mut before = self.text.len();
+        if tokenizer.kind() == "wordpiece" {
+            self.ids.push(token);
+            let bytes = tokenizer.decode_bytes(&self.ids, false)?;
+            self.text = String::from_utf8_lossy(&bytes[..complete_utf8(&bytes)]).into_owned();
+            before = 0;
+        } else {
+            self.pending.extend(tokenizer.decode_bytes(&[token], false)?);
+            let end = complete_utf8(&self.pending);
+            self.text.push_str(&String::from_utf8_lossy(&self.pending[..end]));
+            self.pending.drain(..end);
+        }
+        for s in &self.stops {
+            // Only where the new text could complete a stop string.
+            let mut from = before.saturating_sub(s.len() - 1);
+            while !self.text.is_char_boundary(from) {
+                from -= 1;
+            }
+            if let Some(at) = self.text[from..].find(s.as_str()) {
+                self.text.truncate(from + at);
+                self.done = true;
+            }
+        }
+        if self.done {
+            return Ok(self.flush());
+        }
+        let text = &self.text;
+        let hold = self
+            .stops
+            .iter()
+            .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])))
+            .max()
+            .unwrap_or(0);
+        Ok(self.take(self.text.len() - hold))
+    }
+
+    /// Everything not yet handed out (at the end of generation).
+    pub fn flush(&mut self) -> String {
+        self.take(self.text.len())
+    }
+
+    /// The whole text so far (cut at a stop string).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether a stop string or stop token ended the text.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn take(&mut self, upto: usize) -> String {
+        let upto = upto.max(self.emitted);
+        let piece = self.text[self.emitted..upto].to_string();
+        self.emitted = upto;
+        piece
+    }
+}
+
+/// Length of the longest prefix of `bytes` that does not end inside a UTF-8 character.
+fn complete_utf8(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(4) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 != 0x80 {
+            // A lead byte or ASCII: is the character it starts complete?
+            let need = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if back >= need { bytes.len() } else { bytes.len() - back };
+        }
+    }
+    bytes.len()
 }
