@@ -298,14 +298,18 @@ def test_stream_text_equals_decoding_all_ids(kind):
     """Streaming decodes byte-level BPE token by token; invalid and split UTF-8 (random ids)
     and stop strings must come out exactly as decoding the whole sequence at once."""
     tok = fl.Tokenizer.train_from_iterator(["naïve café, 日本語 🙂 ok " * 30], kind=kind, vocab_size=300)
-    # Random ids, then whole characters (so nothing is left unfinished at the end).
-    ids = [int(i) for i in np.random.default_rng(0).integers(0, tok.vocab_size, 500)] + tok.encode(" ok", add_special_tokens=False)
-    whole = bytes(tok.decode_bytes(ids)).decode("utf-8", errors="replace")
-    for stops in ([], [whole[300:303]]):
-        stream = fl._core.TextStream(stops)
-        text = "".join(stream.push(tok, i) for i in ids) + stream.flush()
-        assert text == (whole[: whole.index(stops[0])] if stops else whole) == stream.text
-        assert stream.done == bool(stops)
+    for seed in range(4):  # some end inside a character: flush gives U+FFFD, as decode does
+        ids = [int(i) for i in np.random.default_rng(seed).integers(0, tok.vocab_size, 500)]
+        whole = tok.decode(ids)
+        for stops in ([], [whole[300:303]], [whole[300:303], whole[100:103]]):  # the earliest stop wins
+            stream = fl._core.TextStream(stops)
+            text = "".join(stream.push(tok, i) for i in ids) + stream.flush()
+            assert text == whole[: min((whole.index(s) for s in stops), default=len(whole))] == stream.text
+            assert stream.done == bool(stops)
+    if kind == "bpe":  # one token completing two stop strings: the cut is at the earlier one
+        stream = fl._core.TextStream(["bc", "abc"])
+        ids = [tok.token_to_id(c) for c in "xabcd"]
+        assert "".join(stream.push(tok, i) for i in ids) + stream.flush() == "x"
     def encode(text):
         return tok.encode(text, add_special_tokens=False)
 

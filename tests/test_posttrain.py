@@ -265,11 +265,13 @@ def test_post_training_resumes_exactly(base, tmp_path):
 
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"),
                     "--max-iters", "4", *quiet]) == 0
-    ppo = ["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"),
-           "--rollout-size", "8", "--max-new-tokens", "8", "--ppo-epochs", "2", "--batch-size", "4", *quiet]
+    ppo_run = ["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"), *quiet]
+    ppo = [*ppo_run, "--rollout-size", "8", "--max-new-tokens", "8", "--ppo-epochs", "2", "--batch-size", "4"]
     assert ferrolm([*ppo, "--out", str(tmp_path / "ppo"), "--max-iters", "6"]) == 0
     assert ferrolm([*ppo, "--out", str(tmp_path / "ppo-split"), "--max-iters", "3"]) == 0  # 4 steps per rollout
-    assert ferrolm([*ppo, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume"]) == 0
+    # A flag that would change the run is refused; the others come from the checkpoint.
+    assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume", "--rollout-size", "16"]) == 2
+    assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume"]) == 0
     keys = ("loss", "value_loss", "reward", "kl_coef")
     assert logged("ppo-split", keys) == logged("ppo", keys) and len(logged("ppo", keys)) == 6
     # A reward head left over from an earlier run in the same directory is not trusted.

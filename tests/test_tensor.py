@@ -154,6 +154,9 @@ a, b = rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal((
 def product():
     x = fl.tensor(a, requires_grad=True)
     F.tanh(x @ fl.tensor(b)).sum().backward()
+    # Layers large enough to be initialised in parallel, made from this thread.
+    layers = fl.Linear(512, 256, seed=1), fl.Embedding(300, 256, seed=2), fl.randn(300, 256, seed=3)
+    assert all(np.isfinite(t.numpy()).all() for t in (layers[0].weight, layers[1].weight, layers[2]))
     return x.grad.numpy()
 main = product()
 results = []

@@ -256,6 +256,11 @@ def test_ordinary_added_tokens_behave_as_in_hf():
     saved = {t["content"]: t["special"] for t in json.loads(ours.to_str())["added_tokens"]}
     assert saved == {"<|endoftext|>": True, "<tool>": False, "    ": False}
     assert hf.Tokenizer.from_str(ours.to_str()).encode(text).ids == ref.encode(text).ids
+    # Registering one as special (as ChatTemplate.prepare does) makes it special.
+    ours.add_special_tokens(["<tool>"])
+    assert "<tool>" in ours.special_tokens
+    with pytest.raises(ValueError, match="special token"):
+        ours.encode("call <tool>", allowed_special="none")
 
 
 def test_added_token_matching_flags_we_do_not_implement_are_refused():

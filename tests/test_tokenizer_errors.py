@@ -197,3 +197,10 @@ def test_a_character_vocabulary_needs_characters(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="no characters"):
         ferrolm.Tokenizer.train([str(tmp_path / "empty.txt")], kind="char")
+
+
+def test_a_corrupt_id_does_not_size_a_table_of_billions(tok):
+    data = json.loads(tok.to_str())
+    data["model"]["vocab"]["zzz-corrupt"] = 4_000_000_000
+    with pytest.raises(FormatError, match="ids go up to 4000000000 for only"):
+        ferrolm.Tokenizer.from_str(json.dumps(data))

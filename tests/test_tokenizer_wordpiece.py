@@ -96,3 +96,12 @@ def test_offsets_point_into_original_text(corpus):
 def test_max_input_chars_per_word(corpus):
     t = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=800)
     assert t.encode("a" * 101, add_special_tokens=False) == [t.token_to_id("[UNK]")]
+
+
+def test_added_tokens_matched_in_normalized_text_are_refused():
+    # HF's add_tokens makes normalized tokens: with BERT's lowercasing, "FooBar" is matched in
+    # "foobar x" too; ferrolm matches added tokens in the raw text, so it refuses the file.
+    ref = hf_wordpiece(ADV[:200], 300)
+    ref.add_tokens(["FooBar"])
+    with pytest.raises(ferrolm.FormatError, match="normalized"):
+        ferrolm.Tokenizer.from_str(ref.to_str())

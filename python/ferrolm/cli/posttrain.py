@@ -46,18 +46,33 @@ def load_preference_records(path: str) -> list[dict]:
     return prefs.records
 
 
+_DATA = {"val_fraction": 0.1, "skip_long": False}
+#: The flags that define a run besides the training ones, with their defaults: saved with its
+#: checkpoints, taken from there by --resume, and refused there if given differently. Paths
+#: (None) are compared resolved.
+RUN_SETTINGS = {
+    "sft": {"model": None, "data": None, **_DATA},
+    "reward": {"model": None, "data": None, **_DATA},
+    "dpo": {"model": None, "data": None, **_DATA, "beta": 0.1},
+    "ppo": {"model": None, "reward_model": None, "prompts": None, **_DATA, "rollout_size": 16, "ppo_epochs": 4,
+            "max_new_tokens": 48, "kl_coef": 0.1, "target_kl": 6.0},
+}
+
+
 def _common(p, command: str) -> None:
     p.add_argument("model", help="model directory to start from")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out (same MODEL and data)")
-    p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of records held out for evaluation")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out (its MODEL, data and settings; given flags must agree)")
+    p.add_argument("--val-fraction", type=fraction, default=None, help="share of records held out for evaluation (default 0.1)")
     p.add_argument("--skip-long", action="store_true", help="skip (and count) records that do not fit the context")
     add_flags(p, DEFAULTS[command])
 
 
 def _values(args, command: str) -> dict:
-    """Flag values: given, else (on --resume) the checkpoint's, else the command's default."""
-    saved = None
+    """Training flag values (given, else on --resume the checkpoint's, else the command's
+    default); also settles the run's other settings on `args` (see RUN_SETTINGS)."""
+    state = {}
     if args.resume:
         state_file = Path(args.out) / "trainer_state.json"
         if not state_file.exists():
@@ -65,8 +80,25 @@ def _values(args, command: str) -> dict:
         state = json.loads(state_file.read_text())
         if state.get("objective") != command:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
-        saved = {**state["config"], **state.get("objective_state", {})}
+    _settle(args, command, state.get("settings") if args.resume else None)
+    if command in ("dpo", "ppo") and Path(args.out).resolve() == Path(args.model).resolve():
+        raise ValueError(f"--out {args.out} is MODEL: {command} keeps MODEL as its reference, so write elsewhere")
+    saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None
     return {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
+
+
+def _settle(args, command: str, saved: dict | None) -> None:
+    for name, default in RUN_SETTINGS[command].items():
+        given = getattr(args, name)
+        if default is None:  # a path
+            given = str(Path(given).resolve())
+        flag = name.upper() if name == "model" else "--" + name.replace("_", "-")
+        if saved is not None and name in saved:
+            if given not in (None, False) and given != saved[name]:
+                raise ValueError(f"--resume: {flag} {given} is not the run's ({saved[name]}); "
+                                 f"a resumed run keeps its settings (start a new run with another --out)")
+            given = saved[name]
+        setattr(args, name, default if given is None else given)
 
 
 def _start(args, command: str, records: list):
@@ -87,7 +119,8 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
     from ferrolm.train import train
 
     start = time.perf_counter()
-    evals = train(model, objective, train_config(v, args), args.out, resume=args.resume)
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS[name]}
+    evals = train(model, objective, train_config(v, args), args.out, resume=args.resume, settings=settings)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
     return 0
 
@@ -144,7 +177,7 @@ def register_dpo(sub) -> None:
     """`ferrolm dpo`: direct preference optimisation against a frozen copy of the model."""
     p = sub.add_parser("dpo", help="direct preference optimisation on preference pairs")
     p.add_argument("--data", required=True, help="preference JSONL (or a labelling .sqlite database)")
-    p.add_argument("--beta", type=non_negative, default=0.1, help="strength of the implicit KL constraint")
+    p.add_argument("--beta", type=non_negative, default=None, help="strength of the implicit KL constraint (default 0.1)")
     _common(p, "dpo")
     p.set_defaults(func=run_dpo)
 
@@ -169,11 +202,11 @@ def register_ppo(sub) -> None:
     p = sub.add_parser("ppo", help="RLHF: PPO against a reward model, KL-penalised towards the starting (SFT) model")
     p.add_argument("--reward-model", required=True, help="reward model directory (from `ferrolm reward`)")
     p.add_argument("--prompts", required=True, help="prompts: a text file (one per line) or JSONL with a prompt field")
-    p.add_argument("--rollout-size", type=count(1), default=16)
-    p.add_argument("--ppo-epochs", type=count(1), default=4)
-    p.add_argument("--max-new-tokens", type=count(1), default=48)
-    p.add_argument("--kl-coef", type=non_negative, default=0.1)
-    p.add_argument("--target-kl", type=non_negative, default=6.0, help="adaptive KL target (0: fixed coefficient)")
+    p.add_argument("--rollout-size", type=count(1), default=None, help="responses sampled per rollout (default 16)")
+    p.add_argument("--ppo-epochs", type=count(1), default=None, help="passes over each rollout (default 4)")
+    p.add_argument("--max-new-tokens", type=count(1), default=None, help="response length limit (default 48)")
+    p.add_argument("--kl-coef", type=non_negative, default=None, help="initial KL penalty coefficient (default 0.1)")
+    p.add_argument("--target-kl", type=non_negative, default=None, help="adaptive KL target (default 6; 0: fixed coefficient)")
     _common(p, "ppo")
     p.set_defaults(func=run_ppo)
 

@@ -164,12 +164,15 @@ def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[li
     return groups, [n for n, _ in decay] + [n for n, _ in keep]
 
 
-def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, resume: bool = False) -> list[dict]:
+def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, resume: bool = False,
+          settings: dict | None = None) -> list[dict]:
     """Runs `objective` on `model` for `config.max_iters` optimiser steps; returns the
     evaluation records. The model is saved to `out_dir` at every checkpoint and at the end.
-    Products run in `config.dtype`; the process's setting is restored however training ends."""
+    Products run in `config.dtype`; the process's setting is restored however training ends.
+    `settings` (JSON-able: how the run was set up, e.g. a command's flags) is saved with each
+    checkpoint for a resumed run to reuse."""
     with _matmul_precision(config.dtype):
-        return _run(model, objective, config, Path(out_dir), resume)
+        return _run(model, objective, config, Path(out_dir), resume, settings or {})
 
 
 @contextlib.contextmanager
@@ -183,7 +186,7 @@ def _matmul_precision(dtype: str):
             _core.set_matmul_precision(previous)
 
 
-def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool) -> list[dict]:
+def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool, settings: dict) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
     groups, names = _decay_groups(named, config.weight_decay)
@@ -205,6 +208,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             old = json.loads((out / STATE_FILE).read_text())
             print(f"ferrolm: starting a new run in {out}: it replaces the {old.get('objective')} checkpoint there "
                   f"(step {old.get('step')}); resume=True (--resume) would have continued it", file=sys.stderr, flush=True)
+            (out / STATE_FILE).unlink()  # so an interrupted new run is never resumed as the old one
         (out / METRICS_FILE).unlink(missing_ok=True)
     metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
 
@@ -236,7 +240,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
 
     def save(it: int) -> None:
         state = {"step": it, "rng": rng.bit_generator.state, "objective": objective.kind, "evals": evals,
-                 "config": dataclasses.asdict(config), "objective_state": objective.state()}
+                 "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
         checkpoints.save(model, opt, names, state)
         saved[0] = it
 
@@ -301,7 +305,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     interrupted), so a resumed run's log reads as one run."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # blank, or torn by a crash mid-write
+            continue
+        if record["step"] <= step:
+            kept.append(line)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     tmp.replace(path)

@@ -214,10 +214,13 @@ class PPO:
         """Everything a resumed run needs besides the weights and the loop's RNG: the KL
         controller, the score statistics and the rest of the current rollout's minibatches."""
         stats = self.score_stats
-        return {"kl_coef": self.kl_coef, "rollouts": self.rollouts, "score_stats": [stats.count, stats.mean, stats.m2],
+        return {"batch_size": self.minibatch_size, "kl_coef": self.kl_coef, "rollouts": self.rollouts,
+                "score_stats": [stats.count, stats.mean, stats.m2],
                 "last_rollout": self.last_rollout, "buffer": [{k: _encode(v) for k, v in mb.items()} for mb in self.buffer]}
 
     def load_state(self, state: dict) -> None:
+        if "buffer" not in state:
+            raise ValueError("this PPO checkpoint predates exact resume (no rollout state in it): start a new run")
         self.kl_coef, self.rollouts, self.last_rollout = state["kl_coef"], state["rollouts"], state["last_rollout"]
         self.score_stats.count, self.score_stats.mean, self.score_stats.m2 = state["score_stats"]
         self.buffer = [{k: _decode(v) for k, v in mb.items()} for mb in state["buffer"]]

@@ -29,8 +29,8 @@ pub struct PyLinear(nn::Linear);
 impl PyLinear {
     #[new]
     #[pyo3(signature = (in_features, out_features, bias = true, seed = 0))]
-    fn new(in_features: usize, out_features: usize, bias: bool, seed: u64) -> PyResult<Self> {
-        nn::Linear::new(in_features, out_features, bias, seed).py().map(PyLinear)
+    fn new(py: Python<'_>, in_features: usize, out_features: usize, bias: bool, seed: u64) -> PyResult<Self> {
+        compute(py, || nn::Linear::new(in_features, out_features, bias, seed)).py().map(PyLinear)
     }
     fn __call__(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
         run(py, || self.0.forward(&x.0))
@@ -56,8 +56,8 @@ pub struct PyEmbedding(nn::Embedding);
 impl PyEmbedding {
     #[new]
     #[pyo3(signature = (num_embeddings, embedding_dim, std = 1.0, seed = 0))]
-    fn new(num_embeddings: usize, embedding_dim: usize, std: f32, seed: u64) -> PyResult<Self> {
-        nn::Embedding::new(num_embeddings, embedding_dim, std, seed).py().map(PyEmbedding)
+    fn new(py: Python<'_>, num_embeddings: usize, embedding_dim: usize, std: f32, seed: u64) -> PyResult<Self> {
+        compute(py, || nn::Embedding::new(num_embeddings, embedding_dim, std, seed)).py().map(PyEmbedding)
     }
     fn __call__(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let (ids, shape) = to_ids(ids)?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -164,12 +165,17 @@ impl Layout<'_> {
                 }
             })
             .collect::<Result<_>>()?;
-        let data: Vec<_> = stored.iter().map(|t| t.read()).collect();
+        // One read lock per storage: a second read of a lock this thread holds could wait
+        // behind a queued writer (two parameters may share storage, e.g. a cloned block).
+        let first: Vec<usize> = (0..stored.len())
+            .map(|i| (0..=i).find(|&j| Arc::ptr_eq(stored[j].storage(), stored[i].storage())).expect("i itself"))
+            .collect();
+        let guards: Vec<_> = stored.iter().enumerate().map(|(i, t)| (first[i] == i).then(|| t.read())).collect();
         let refs: Vec<(String, Vec<usize>, &[f32])> = params
             .iter()
             .zip(&stored)
-            .zip(&data)
-            .map(|(((name, _), t), d)| (name.clone(), t.shape().to_vec(), &d[..]))
+            .zip(&first)
+            .map(|(((name, _), t), &j)| (name.clone(), t.shape().to_vec(), &guards[j].as_ref().expect("locked")[..]))
             .collect();
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         write_atomic(&dir.join("model.safetensors"), &to_safetensors(&refs, meta)?)?;

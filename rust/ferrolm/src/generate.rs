@@ -319,18 +319,21 @@ impl TextStream {
             self.text.push_str(&String::from_utf8_lossy(&self.pending[..end]));
             self.pending.drain(..end);
         }
-        for s in &self.stops {
-            // Only where the new text could complete a stop string.
-            let mut from = before.saturating_sub(s.len() - 1);
-            while !self.text.is_char_boundary(from) {
-                from -= 1;
-            }
-            if let Some(at) = self.text[from..].find(s.as_str()) {
-                self.text.truncate(from + at);
-                self.done = true;
-            }
-        }
-        if self.done {
+        // The earliest stop string that the new text completes (searched only where it could).
+        let first_stop = self
+            .stops
+            .iter()
+            .filter_map(|s| {
+                let mut from = before.saturating_sub(s.len() - 1);
+                while !self.text.is_char_boundary(from) {
+                    from -= 1;
+                }
+                self.text[from..].find(s.as_str()).map(|at| from + at)
+            })
+            .min();
+        if let Some(at) = first_stop {
+            self.text.truncate(at);
+            self.done = true;
             return Ok(self.flush());
         }
         let text = &self.text;
@@ -343,8 +346,13 @@ impl TextStream {
         Ok(self.take(self.text.len() - hold))
     }
 
-    /// Everything not yet handed out (at the end of generation).
+    /// Everything not yet handed out (at the end of generation); the bytes of a character
+    /// left unfinished become U+FFFD, as [`Tokenizer::decode`] gives them.
     pub fn flush(&mut self) -> String {
+        if !self.done && !self.pending.is_empty() {
+            self.text.push_str(&String::from_utf8_lossy(&self.pending));
+            self.pending.clear();
+        }
         self.take(self.text.len())
     }
 

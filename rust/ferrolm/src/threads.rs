@@ -40,7 +40,7 @@ pub fn init_thread_pool() -> bool {
 
 /// Runs `f`, a computation with parallel ops, where they get every compute thread: here, on a
 /// pool thread (the one that called [`init_thread_pool`]); otherwise in a pool of the same size
-/// kept for other threads (started on first use), since the global pool's calling thread is busy
+/// kept for other threads (see `kept_pool`), since the global pool's calling thread is busy
 /// elsewhere and, in a one-thread pool, would be the only one that could run the work.
 /// Without [`init_thread_pool`], `f` just runs here.
 pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -53,12 +53,12 @@ pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// The most threads [`with_threads`] starts: a pool is kept for each size asked for, so a
-/// mistaken count (a million) must not start that many.
+/// The most threads [`with_threads`] starts: a mistaken count (a million) must not start that
+/// many.
 pub const MAX_THREADS: usize = 1024;
 
-/// Runs `f` on a pool of `threads` threads (`None`: as it is, on the compute pool). Pools are
-/// built once per size and kept, so callers can pick a thread count per call cheaply.
+/// Runs `f` on a pool of `threads` threads (`None`: as it is, on the compute pool). Pools of
+/// the most recently used sizes are kept, so callers can pick a thread count per call cheaply.
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
     let Some(n) = threads else { return Ok(f()) };
     if n == 0 || n > MAX_THREADS {

@@ -77,7 +77,7 @@ impl Bpe {
         pretokenizer: PreTokenizer,
         options: BpeOptions,
     ) -> Result<Self> {
-        let size = vocab.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        let size = super::id_table_size(vocab.iter().map(|&(_, id)| id), vocab.len())?;
         let mut bytes: Vec<Box<[u8]>> = vec![Box::default(); size];
         let mut strings: Vec<Option<String>> = vec![None; size];
         let mut string_ids = FxHashMap::default();

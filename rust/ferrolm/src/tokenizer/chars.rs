@@ -20,9 +20,9 @@ pub struct Chars {
 impl Chars {
     /// A vocabulary from (character, id) pairs; `unk` is the unknown token's (string, id).
     pub fn new(entries: Vec<(char, u32)>, unk: Option<(String, u32)>) -> Result<Self> {
-        let size =
-            entries.iter().map(|&(_, id)| id as usize + 1).chain(unk.iter().map(|(_, id)| *id as usize + 1)).max();
-        let mut chars = vec![None; size.unwrap_or(0)];
+        let ids = entries.iter().map(|&(_, id)| id).chain(unk.iter().map(|(_, id)| *id));
+        let size = super::id_table_size(ids, entries.len() + usize::from(unk.is_some()))?;
+        let mut chars = vec![None; size];
         let mut ids = FxHashMap::default();
         let mut ascii = Box::new([u32::MAX; 128]);
         for (c, id) in entries {

@@ -271,7 +271,16 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                         bail!(Format, "{ctx} ({content:?}) sets {flag}, which ferrolm does not implement");
                     }
                 }
-                if !t.bool_field(&ctx, "special", true)? {
+                let special = t.bool_field(&ctx, "special", true)?;
+                // HF matches `normalized` added tokens in normalized text; with a normalizer
+                // (BERT's lowercasing) that differs from matching the raw text, as ferrolm does.
+                if !normalizer.is_null() && t.bool_field(&ctx, "normalized", !special)? {
+                    bail!(
+                        Format,
+                        "{ctx} ({content:?}) is matched in normalized text, which ferrolm does not implement"
+                    );
+                }
+                if !special {
                     ordinary.push(id);
                 }
                 specials.push((content.to_string(), id));
@@ -344,7 +353,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     };
     let mut tok = Tokenizer::new(model, &specials, read_template(post)?)?;
     for id in ordinary {
-        tok.specials.set_ordinary(id)?;
+        tok.specials.set_special(id, false)?;
     }
     Ok(tok)
 }

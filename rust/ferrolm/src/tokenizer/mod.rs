@@ -93,6 +93,20 @@ pub struct PaddedBatch {
     pub cols: usize,
 }
 
+/// Length of an id-indexed table for `count` entries with these ids. Vocabularies are dense;
+/// ids far beyond the entry count (a corrupt `{"a": 4294967295}`) are refused instead of
+/// sizing a table of billions of slots.
+pub(crate) fn id_table_size(ids: impl Iterator<Item = u32>, count: usize) -> Result<usize> {
+    let size = ids.map(|id| id as usize + 1).max().unwrap_or(0);
+    ensure!(
+        size <= count.saturating_mul(2).saturating_add(1 << 16),
+        Format,
+        "vocabulary ids go up to {} for only {count} entries (ids must be close to 0..{count})",
+        size - 1
+    );
+    Ok(size)
+}
+
 /// A tokenizer: a model, its special tokens and its post-processing template. Immutable once
 /// built (except for [`Tokenizer::add_special_tokens`]) and shareable across threads.
 #[derive(Clone, Debug)]
@@ -267,7 +281,8 @@ impl Tokenizer {
         let mut added = 0;
         for t in tokens {
             let t = t.as_ref();
-            if self.specials.id(t).is_some() {
+            if let Some(id) = self.specials.id(t) {
+                self.specials.set_special(id, true)?; // an ordinary added token becomes special
                 continue;
             }
             let id = match self.token_to_id(t) {

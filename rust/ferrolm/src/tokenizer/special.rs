@@ -118,12 +118,16 @@ impl SpecialTokens {
         self.by_id.contains_key(&id) && !self.ordinary.contains(&id)
     }
 
-    /// Makes added token `id` ordinary (Hugging Face's `"special": false`).
-    pub fn set_ordinary(&mut self, id: u32) -> Result<()> {
+    /// Makes added token `id` ordinary (Hugging Face's `"special": false`) or special again.
+    pub fn set_special(&mut self, id: u32, special: bool) -> Result<()> {
         if !self.by_id.contains_key(&id) {
             bail!(Argument, "id {id} is not an added token");
         }
-        self.ordinary.insert(id);
+        if special {
+            self.ordinary.remove(&id);
+        } else {
+            self.ordinary.insert(id);
+        }
         Ok(())
     }
 

@@ -57,7 +57,7 @@ impl Default for WordPieceOptions {
 impl WordPiece {
     /// Builds a model from (token, id) pairs. The unknown token must be in the vocabulary.
     pub fn new(vocab: Vec<(String, u32)>, options: WordPieceOptions) -> Result<Self> {
-        let size = vocab.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        let size = super::id_table_size(vocab.iter().map(|&(_, id)| id), vocab.len())?;
         let mut table: Vec<Option<String>> = vec![None; size];
         let mut ids = FxHashMap::default();
         let mut continuation = FxHashMap::default();
