@@ -92,3 +92,18 @@ def test_one_prompt_reader_for_ppo_and_labelling(tmp_path):
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text('{"prompt": "a\\nb"}\n"bare string"\n')
     assert read_prompts(jsonl) == ["a\nb", "bare string"]
+
+
+def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
+    import argparse
+
+    from ferrolm.cli.posttrain import _settle
+
+    saved = {"model": str(tmp_path / "m"), "data": str(tmp_path / "d"), "val_fraction": 0.1, "skip_long": False, "beta": 0.5}
+    args = argparse.Namespace(model=str(tmp_path / "m"), data=str(tmp_path / "d"), val_fraction=None, skip_long=False, beta=None)
+    _settle(args, "dpo", saved)
+    assert args.beta == 0.5 and args.val_fraction == 0.1  # not given: the checkpoint's
+    args = argparse.Namespace(model=str(tmp_path / "moved"), data=str(tmp_path / "d"), val_fraction=None, skip_long=False, beta=0.0)
+    with pytest.raises(ValueError, match="--beta 0.0 is not the run's"):  # 0 is a value, not "not given"
+        _settle(args, "dpo", saved)
+    assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error

@@ -303,9 +303,10 @@ def test_stream_text_equals_decoding_all_ids(kind):
         whole = tok.decode(ids)
         for stops in ([], [whole[300:303]], [whole[300:303], whole[100:103]]):  # the earliest stop wins
             stream = fl._core.TextStream(stops)
-            text = "".join(stream.push(tok, i) for i in ids) + stream.flush()
-            assert text == whole[: min((whole.index(s) for s in stops), default=len(whole))] == stream.text
+            text = "".join(stream.push(tok, i) for i in ids)
             assert stream.done == bool(stops)
+            text += stream.flush()
+            assert text == whole[: min((whole.index(s) for s in stops), default=len(whole))] == stream.text
     if kind == "bpe":  # one token completing two stop strings: the cut is at the earlier one
         stream = fl._core.TextStream(["bc", "abc"])
         ids = [tok.token_to_id(c) for c in "xabcd"]
@@ -317,3 +318,16 @@ def test_stream_text_equals_decoding_all_ids(kind):
     stream = fl._core.TextStream([], [stop_token])
     assert "".join(stream.push(tok, i) for i in encode("café") + [stop_token] + encode("日本")) == tok.decode(encode("café"))
     assert stream.done
+
+
+def test_streamed_and_returned_text_agree_on_split_characters():
+    """A byte-level model may stop inside a character: both paths end it as U+FFFD."""
+    tok = fl.Tokenizer.train_from_iterator(["naïve café, 日本語 🙂 ok " * 30], kind="bpe", vocab_size=300)
+    model = GPT.create(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=16, tokenizer=tok, seed=1)
+    for seed in range(20):
+        text = model.generate("ok", 3, temperature=1.0, seed=seed)
+        assert "".join(model.generate("ok", 3, temperature=1.0, seed=seed, stream=True)) == text
+    stream = fl._core.TextStream(["ab"])
+    stream.push(tok, tok.token_to_id("a"))
+    stream.flush()  # ends the stream: nothing more comes, and nothing panics
+    assert stream.push(tok, tok.token_to_id("b")) == "" and stream.done

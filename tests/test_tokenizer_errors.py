@@ -204,3 +204,8 @@ def test_a_corrupt_id_does_not_size_a_table_of_billions(tok):
     data["model"]["vocab"]["zzz-corrupt"] = 4_000_000_000
     with pytest.raises(FormatError, match="ids go up to 4000000000 for only"):
         ferrolm.Tokenizer.from_str(json.dumps(data))
+    data = json.loads(tok.to_str())
+    data["added_tokens"].append({"id": 4_000_000_000, "content": "<far>", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True})
+    with pytest.raises(FormatError, match="ids go up to 4000000000"):
+        ferrolm.Tokenizer.from_str(json.dumps(data))

@@ -105,3 +105,12 @@ def test_added_tokens_matched_in_normalized_text_are_refused():
     ref.add_tokens(["FooBar"])
     with pytest.raises(ferrolm.FormatError, match="normalized"):
         ferrolm.Tokenizer.from_str(ref.to_str())
+    # A normalizer that changes nothing (a cased BERT without cleaning) matches raw text too.
+    cased = hf.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    cased.normalizer = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=False,
+                                                  lowercase=False)
+    cased.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cased.train_from_iterator(ADV[:200], trainers.WordPieceTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False))
+    cased.add_tokens(["<ent>"])
+    ours = ferrolm.Tokenizer.from_str(cased.to_str())
+    assert ours.encode("a <ent> b") == cased.encode("a <ent> b").ids

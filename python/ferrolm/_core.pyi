@@ -397,7 +397,7 @@ class TextStream:
     def push(self, tokenizer: Tokenizer, token: int) -> str:
         """Adds a generated token; returns the text that became final."""
     def flush(self) -> str:
-        """Everything not yet returned (at the end of generation)."""
+        """Ends the stream; returns everything not yet returned."""
     @property
     def text(self) -> str: ...
     @property

@@ -95,6 +95,8 @@ class GPT(CoreModel):
             for text, token in zip(texts, session.step()):
                 if token is not None:
                     text.push(tok, token)
+        for t in texts:
+            t.flush()  # as the streamed text ends: an unfinished character becomes U+FFFD
         results = [t.text for t in texts]
         return results[0] if isinstance(prompt, str) else results
 

@@ -9,6 +9,7 @@ data order and (PPO) the rollout in progress; MODEL stays the reference (DPO, PP
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def _values(args, command: str) -> dict:
     _settle(args, command, state.get("settings") if args.resume else None)
     if command in ("dpo", "ppo") and Path(args.out).resolve() == Path(args.model).resolve():
         raise ValueError(f"--out {args.out} is MODEL: {command} keeps MODEL as its reference, so write elsewhere")
+    if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():
+        raise ValueError(f"--out {args.out} is the reward model's directory: write the policy elsewhere")
     saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None
     return {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
 
@@ -94,10 +97,14 @@ def _settle(args, command: str, saved: dict | None) -> None:
             given = str(Path(given).resolve())
         flag = name.upper() if name == "model" else "--" + name.replace("_", "-")
         if saved is not None and name in saved:
-            if given not in (None, False) and given != saved[name]:
+            if default is None and given != saved[name]:  # a moved directory is not a new run
+                print(f"ferrolm: warning: {flag} {given} is not where the run started ({saved[name]}); using it",
+                      file=sys.stderr, flush=True)
+            elif given is not None and given is not False and given != saved[name]:
                 raise ValueError(f"--resume: {flag} {given} is not the run's ({saved[name]}); "
                                  f"a resumed run keeps its settings (start a new run with another --out)")
-            given = saved[name]
+            else:
+                given = saved[name]
         setattr(args, name, default if given is None else given)
 
 

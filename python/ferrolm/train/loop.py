@@ -208,7 +208,6 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             old = json.loads((out / STATE_FILE).read_text())
             print(f"ferrolm: starting a new run in {out}: it replaces the {old.get('objective')} checkpoint there "
                   f"(step {old.get('step')}); resume=True (--resume) would have continued it", file=sys.stderr, flush=True)
-            (out / STATE_FILE).unlink()  # so an interrupted new run is never resumed as the old one
         (out / METRICS_FILE).unlink(missing_ok=True)
     metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
 
@@ -288,9 +287,9 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             _describe(bar, evals[-1])
         save(step)
     except KeyboardInterrupt:
-        where = f"the checkpoint there is from step {saved[0]}" if saved[0] is not None else "no checkpoint was saved yet"
-        print(f"\nferrolm: interrupted at step {step} of {out}; {where} (resuming continues from it)",
-              file=sys.stderr, flush=True)
+        where = (f"the checkpoint there is from step {saved[0]}, and resuming continues from it" if saved[0] is not None
+                 else "this run saved no checkpoint yet")
+        print(f"\nferrolm: interrupted at step {step} of {out}; {where}", file=sys.stderr, flush=True)
         raise
     finally:
         metrics.close()

@@ -321,7 +321,7 @@ impl PyTextStream {
         self.0.push(&tokenizer.get(), token).py()
     }
 
-    /// Everything not yet returned (at the end of generation).
+    /// Ends the stream; returns everything not yet returned.
     fn flush(&mut self) -> String {
         self.0.flush()
     }
@@ -332,7 +332,7 @@ impl PyTextStream {
         self.0.text()
     }
 
-    /// Whether a stop string or stop token ended the text.
+    /// Whether the text has ended (a stop string, a stop token, or flush()).
     #[getter]
     fn done(&self) -> bool {
         self.0.is_done()

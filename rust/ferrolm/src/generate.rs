@@ -304,7 +304,6 @@ impl TextStream {
             return Ok(String::new());
         }
         if self.stop_tokens.contains(&token) {
-            self.done = true;
             return Ok(self.flush());
         }
         let mut before = self.text.len();
@@ -332,8 +331,9 @@ impl TextStream {
             })
             .min();
         if let Some(at) = first_stop {
-            self.text.truncate(at);
-            self.done = true;
+            // Text already handed out stays (possible only after a mid-stream flush).
+            self.text.truncate(at.max(self.emitted));
+            self.pending.clear();
             return Ok(self.flush());
         }
         let text = &self.text;
@@ -346,13 +346,11 @@ impl TextStream {
         Ok(self.take(self.text.len() - hold))
     }
 
-    /// Everything not yet handed out (at the end of generation); the bytes of a character
+    /// Ends the stream and returns everything not yet handed out; the bytes of a character
     /// left unfinished become U+FFFD, as [`Tokenizer::decode`] gives them.
     pub fn flush(&mut self) -> String {
-        if !self.done && !self.pending.is_empty() {
-            self.text.push_str(&String::from_utf8_lossy(&self.pending));
-            self.pending.clear();
-        }
+        self.text.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.pending)));
+        self.done = true;
         self.take(self.text.len())
     }
 
@@ -361,7 +359,7 @@ impl TextStream {
         &self.text
     }
 
-    /// Whether a stop string or stop token ended the text.
+    /// Whether the text has ended: at a stop string, a stop token, or [`TextStream::flush`].
     pub fn is_done(&self) -> bool {
         self.done
     }

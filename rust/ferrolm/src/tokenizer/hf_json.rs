@@ -255,6 +255,12 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     let pre = root.get("pre_tokenizer").unwrap_or(&null);
     let post = root.get("post_processor").unwrap_or(&null);
 
+    // Whether the normalizer changes text (strip_accents: null follows lowercase).
+    let normalizes = normalizer.get("type").and_then(Value::as_str) == Some("BertNormalizer")
+        && ["clean_text", "handle_chinese_chars", "lowercase"]
+            .iter()
+            .chain(normalizer.get("strip_accents").filter(|v| !v.is_null()).map(|_| &"strip_accents"))
+            .any(|k| normalizer.get(*k).is_none_or(|v| v.as_bool() != Some(false)));
     let mut specials: Vec<(String, u32)> = Vec::new();
     let mut ordinary: Vec<u32> = Vec::new();
     match root.get("added_tokens") {
@@ -273,8 +279,9 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 }
                 let special = t.bool_field(&ctx, "special", true)?;
                 // HF matches `normalized` added tokens in normalized text; with a normalizer
-                // (BERT's lowercasing) that differs from matching the raw text, as ferrolm does.
-                if !normalizer.is_null() && t.bool_field(&ctx, "normalized", !special)? {
+                // that changes text (BERT's lowercasing) that differs from matching the raw
+                // text, as ferrolm does.
+                if normalizes && t.bool_field(&ctx, "normalized", !special)? {
                     bail!(
                         Format,
                         "{ctx} ({content:?}) is matched in normalized text, which ferrolm does not implement"

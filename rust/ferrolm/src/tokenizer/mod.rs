@@ -99,7 +99,7 @@ pub struct PaddedBatch {
 pub(crate) fn id_table_size(ids: impl Iterator<Item = u32>, count: usize) -> Result<usize> {
     let size = ids.map(|id| id as usize + 1).max().unwrap_or(0);
     ensure!(
-        size <= count.saturating_mul(2).saturating_add(1 << 16),
+        size <= count.saturating_mul(4).max(count.saturating_add(1 << 20)),
         Format,
         "vocabulary ids go up to {} for only {count} entries (ids must be close to 0..{count})",
         size - 1
@@ -124,6 +124,10 @@ impl Tokenizer {
             sp.insert(content, *id)?;
         }
         let tok = Tokenizer { model, specials: sp, template };
+        // Added tokens follow the model's ids; one far beyond (a corrupt file) would size
+        // every id-indexed table, and a model's embedding, by it.
+        let model_len = tok.model_len();
+        id_table_size(tok.specials.iter().map(|(_, id)| id), model_len + specials.len())?;
         for &id in tok.template.prefix.iter().chain(&tok.template.suffix) {
             if !tok.contains_id(id) {
                 bail!(Format, "post-processor template uses id {id}, which is not in the vocabulary");
@@ -239,12 +243,16 @@ impl Tokenizer {
     /// Number of ids: one past the largest id of the model or a special token (the size of an
     /// embedding table).
     pub fn vocab_size(&self) -> usize {
-        let model = match &self.model {
+        self.model_len().max(self.specials.max_id().map_or(0, |m| m as usize + 1))
+    }
+
+    /// Ids of the model's own vocabulary (without added tokens beyond it).
+    fn model_len(&self) -> usize {
+        match &self.model {
             Model::Bpe(m) => m.len(),
             Model::WordPiece(m) => m.len(),
             Model::Chars(m) => m.len(),
-        };
-        model.max(self.specials.max_id().map_or(0, |m| m as usize + 1))
+        }
     }
 
     fn contains_id(&self, id: u32) -> bool {
