@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 from typing import Optional
 
 from ferrolm.train.loop import DTYPES
@@ -93,15 +95,25 @@ def add_flags(parser, defaults: dict) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def choose(args, name: str, saved: Optional[dict], defaults: dict):
+def choose(args, name: str, saved: Optional[dict], defaults: dict, fixed: bool = False):
     """The flag's value: given on the command line, else saved in a checkpoint, else default.
-    A model flag that contradicts the checkpoint is an error."""
+    For a `fixed` flag (one that defines the run: its model, its data) a given value that
+    contradicts the checkpoint is an error."""
     given = getattr(args, name)
     if saved is not None and name in saved:
-        if given is not None and given != saved[name] and name in MODEL_FLAGS:
-            raise ValueError(f"--{name.replace('_', '-')} {given} does not match the checkpoint in {args.out} ({saved[name]})")
+        if fixed and given is not None and given != saved[name]:
+            raise ValueError(f"--resume: --{name.replace('_', '-')} {given} is not the run's ({saved[name]}) in {args.out}; "
+                             "a resumed run keeps its settings (start a new run with another --out)")
         return saved[name] if given is None else given
     return defaults[name] if given is None else given
+
+
+def checkpoint_state(out: Path) -> dict:
+    """The trainer state saved in `out`, for --resume."""
+    state_file = out / "trainer_state.json"
+    if not state_file.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out} ({state_file} is missing)")
+    return json.loads(state_file.read_text())
 
 
 def train_config(values: dict, args):

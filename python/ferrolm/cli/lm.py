@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
-from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, choose, count, fraction,
-                                non_negative, positive, probability, train_config)
+from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
+                                fraction, non_negative, positive, probability, train_config)
 
 
 def register_pretrain(sub) -> None:
@@ -91,12 +90,9 @@ def run_pretrain(args) -> int:
     out = Path(args.out or f"out-{args.objective or 'causal'}")
     args.out = str(out)
     data_dir = out / "data"
-    state_file = out / "trainer_state.json"
     saved_model = saved_train = None
     if args.resume:
-        if not state_file.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out} ({state_file} is missing)")
-        state = json.loads(state_file.read_text())
+        state = checkpoint_state(out)
         _check_resume_flags(args, state)
         args.objective = state["objective"]
         model = load_model(out)
@@ -105,7 +101,7 @@ def run_pretrain(args) -> int:
     args.objective = args.objective or "causal"
     defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
     if args.resume:
-        m = {k: choose(args, k, saved_model, defaults) for k in MODEL_FLAGS}
+        m = {k: choose(args, k, saved_model, defaults, fixed=True) for k in MODEL_FLAGS}
     else:
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)

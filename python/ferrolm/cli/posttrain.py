@@ -8,14 +8,13 @@ data order and (PPO) the rollout in progress; MODEL stays the reference (DPO, PP
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ferrolm.cli.common import TRAIN_FLAGS, add_flags, choose, count, fraction, non_negative, train_config
+from ferrolm.cli.common import TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative, train_config
 
 _SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20,
                "lr_decay_iters": 300, "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
@@ -66,19 +65,16 @@ def _common(p, command: str) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (its MODEL, data and settings; given flags must agree)")
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of records held out for evaluation (default 0.1)")
-    p.add_argument("--skip-long", action="store_true", help="skip (and count) records that do not fit the context")
+    p.add_argument("--skip-long", action="store_true", default=None,
+                   help="skip (and count) records that do not fit the context")
     add_flags(p, DEFAULTS[command])
 
 
 def _values(args, command: str) -> dict:
     """Training flag values (given, else on --resume the checkpoint's, else the command's
     default); also settles the run's other settings on `args` (see RUN_SETTINGS)."""
-    state = {}
+    state = checkpoint_state(Path(args.out)) if args.resume else {}
     if args.resume:
-        state_file = Path(args.out) / "trainer_state.json"
-        if not state_file.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {args.out} ({state_file} is missing)")
-        state = json.loads(state_file.read_text())
         if state.get("objective") != command:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
     _settle(args, command, state.get("settings") if args.resume else None)
@@ -91,21 +87,17 @@ def _values(args, command: str) -> dict:
 
 
 def _settle(args, command: str, saved: dict | None) -> None:
-    for name, default in RUN_SETTINGS[command].items():
-        given = getattr(args, name)
-        if default is None:  # a path
-            given = str(Path(given).resolve())
-        flag = name.upper() if name == "model" else "--" + name.replace("_", "-")
-        if saved is not None and name in saved:
-            if default is None and given != saved[name]:  # a moved directory is not a new run
-                print(f"ferrolm: warning: {flag} {given} is not where the run started ({saved[name]}); using it",
-                      file=sys.stderr, flush=True)
-            elif given is not None and given is not False and given != saved[name]:
-                raise ValueError(f"--resume: {flag} {given} is not the run's ({saved[name]}); "
-                                 f"a resumed run keeps its settings (start a new run with another --out)")
-            else:
-                given = saved[name]
-        setattr(args, name, default if given is None else given)
+    settings = RUN_SETTINGS[command]
+    for name, default in settings.items():
+        if default is not None:
+            setattr(args, name, choose(args, name, saved, settings, fixed=True))
+            continue
+        path = str(Path(getattr(args, name)).resolve())  # a path (always given)
+        if saved is not None and saved.get(name, path) != path:  # a moved directory is not a new run
+            flag = name.upper() if name == "model" else "--" + name.replace("_", "-")
+            print(f"ferrolm: warning: {flag} {path} is not where the run started ({saved[name]}); using it",
+                  file=sys.stderr, flush=True)
+        setattr(args, name, path)
 
 
 def _start(args, command: str, records: list):

@@ -25,6 +25,7 @@ import numpy as np
 
 from ferrolm import _core
 from ferrolm.autograd import no_grad
+from ferrolm.jsonl import lines_of
 from ferrolm.optim import AdamW
 
 STATE_FILE = "trainer_state.json"
@@ -305,7 +306,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    for line in lines_of(path.read_text(encoding="utf-8")):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:  # blank, or torn by a crash mid-write
@@ -348,7 +349,7 @@ def _plot(out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    records = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines_of((out / METRICS_FILE).read_text(encoding="utf-8")) if line.strip()]
     steps = [(r["step"], r["loss"]) for r in records if "loss" in r]
     vals = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -37,12 +37,6 @@ fn parse_args() -> Result<Args, String> {
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
-        where
-            T::Err: std::fmt::Display,
-        {
-            v.parse::<T>().map_err(|e| format!("{flag} {v}: {e}"))
-        }
         match flag.as_str() {
             "--prompt" => parsed.prompt = value,
             "--max-new-tokens" => parsed.max_new_tokens = num(&flag, &value)?,
@@ -56,6 +50,14 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(parsed)
+}
+
+/// `v` as the flag's number type (a seed stays a u64, a count a usize).
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse::<T>().map_err(|e| format!("{flag} {v}: {e}"))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -75,7 +75,7 @@ pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, St
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => from_le_bytes(raw),
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             Dtype::BF16 => {
                 raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
             }
@@ -106,13 +106,6 @@ fn le_bytes(data: &[f32]) -> Cow<'_, [u8]> {
     } else {
         Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
-}
-
-/// Little-endian f32 bytes as values.
-fn from_le_bytes(raw: &[u8]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(raw.len() / 4);
-    out.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))));
-    out
 }
 
 /// IEEE half → single precision.
@@ -241,6 +234,7 @@ pub fn ensure_weights_fit(needed: usize, stored: &BTreeMap<String, Stored>) -> R
     }
     Ok(())
 }
+
 /// Reads `config.json` and `model.safetensors` from a model directory.
 pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, Stored>)> {
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;

@@ -309,8 +309,7 @@ impl TextStream {
         let mut before = self.text.len();
         if tokenizer.kind() == "wordpiece" {
             self.ids.push(token);
-            let bytes = tokenizer.decode_bytes(&self.ids, false)?;
-            self.text = String::from_utf8_lossy(&bytes[..complete_utf8(&bytes)]).into_owned();
+            self.text = tokenizer.decode(&self.ids, false)?; // whole pieces: always complete
             before = 0;
         } else {
             self.pending.extend(tokenizer.decode_bytes(&[token], false)?);

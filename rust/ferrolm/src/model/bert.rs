@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{normal, zeros, Batch, Init};
+use super::{ensure_positive, normal, zeros, Batch, Init};
 use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
@@ -35,16 +35,17 @@ pub struct BertConfig {
 impl BertConfig {
     pub fn validate(&self) -> Result<()> {
         let c = self;
-        for (name, size) in [
-            ("vocab_size", c.vocab_size),
-            ("hidden_size", c.hidden_size),
-            ("num_hidden_layers", c.num_hidden_layers),
-            ("intermediate_size", c.intermediate_size),
-            ("max_position_embeddings", c.max_position_embeddings),
-            ("type_vocab_size", c.type_vocab_size),
-        ] {
-            ensure!(size > 0, Argument, "BERT config: {name} must be positive, got 0");
-        }
+        ensure_positive(
+            "BERT",
+            &[
+                ("vocab_size", c.vocab_size),
+                ("hidden_size", c.hidden_size),
+                ("num_hidden_layers", c.num_hidden_layers),
+                ("intermediate_size", c.intermediate_size),
+                ("max_position_embeddings", c.max_position_embeddings),
+                ("type_vocab_size", c.type_vocab_size),
+            ],
+        )?;
         ensure!(
             c.num_attention_heads > 0 && c.hidden_size.is_multiple_of(c.num_attention_heads),
             Argument,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{normal, zeros, Batch, Init};
+use super::{ensure_positive, normal, zeros, Batch, Init};
 use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
@@ -35,15 +35,16 @@ pub struct GptConfig {
 impl GptConfig {
     pub fn validate(&self) -> Result<()> {
         let c = self;
-        for (name, size) in [
-            ("vocab_size", c.vocab_size),
-            ("block_size", c.block_size),
-            ("n_layer", c.n_layer),
-            ("n_head", c.n_head),
-            ("n_embd", c.n_embd),
-        ] {
-            ensure!(size > 0, Argument, "GPT config: {name} must be positive, got 0");
-        }
+        ensure_positive(
+            "GPT",
+            &[
+                ("vocab_size", c.vocab_size),
+                ("block_size", c.block_size),
+                ("n_layer", c.n_layer),
+                ("n_head", c.n_head),
+                ("n_embd", c.n_embd),
+            ],
+        )?;
         ensure!(
             c.n_embd.is_multiple_of(c.n_head),
             Argument,

@@ -21,6 +21,14 @@ fn zeros(shape: &[usize], _: f32, _: u64) -> Result<Tensor> {
     Tensor::zeros(shape)
 }
 
+/// Refuses a config size of 0, naming the field.
+fn ensure_positive(model: &str, sizes: &[(&str, usize)]) -> Result<()> {
+    for &(name, size) in sizes {
+        crate::ensure!(size > 0, Argument, "{model} config: {name} must be positive, got 0");
+    }
+    Ok(())
+}
+
 /// A batch of token ids [B, T] and how to read them.
 pub struct Batch<'a> {
     pub ids: &'a [i64],
