@@ -102,10 +102,10 @@ def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
     saved = {"model": str(tmp_path / "m"), "data": str(tmp_path / "d"), "val_fraction": 0.1, "skip_long": False, "beta": 0.5}
     args = argparse.Namespace(model=str(tmp_path / "m"), data=str(tmp_path / "d"), val_fraction=None, skip_long=None, beta=None,
                               out=str(tmp_path / "o"))
-    _settle(args, "dpo", saved)
+    _settle(args, "dpo", saved, [])
     assert args.beta == 0.5 and args.val_fraction == 0.1  # not given: the checkpoint's
     args = argparse.Namespace(model=str(tmp_path / "moved"), data=str(tmp_path / "d"), val_fraction=None, skip_long=None, beta=0.0,
                               out=str(tmp_path / "o"))
     with pytest.raises(ValueError, match="--beta 0.0 is not the run's"):  # 0 is a value, not "not given"
-        _settle(args, "dpo", saved)
+        _settle(args, "dpo", saved, [])
     assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error

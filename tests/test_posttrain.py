@@ -243,7 +243,7 @@ def test_ppo_refuses_a_reward_model_that_reads_another_tokenizer(base):
     PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"], template)
 
 
-def test_post_training_resumes_exactly(base, tmp_path):
+def test_post_training_resumes_exactly(base, tmp_path, capsys):
     """A run stopped and resumed with --resume logs the uninterrupted run's losses: SFT, and
     PPO stopped in the middle of a rollout (its remaining minibatches, KL controller and score
     statistics are part of the checkpoint)."""
@@ -260,6 +260,11 @@ def test_post_training_resumes_exactly(base, tmp_path):
     sft = ["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), *quiet]
     assert ferrolm([*sft, "--out", str(tmp_path / "sft"), "--max-iters", "6"]) == 0
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "3"]) == 0
+    # Data edited in place since the run started is refused, not silently trained on.
+    (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs[::-1]))
+    assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 2
+    assert "changed since the run started" in capsys.readouterr().err
+    (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 0
     assert logged("sft-split") == logged("sft") and len(logged("sft")) == 6
 
