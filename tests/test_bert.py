@@ -158,6 +158,26 @@ def test_whole_word_masking_takes_every_piece(wordpiece):
             assert chosen[i] == chosen[i - 1], i
 
 
+def test_whole_word_masking_starts_a_word_after_a_special_token(wordpiece):
+    """A continuation piece opening a segment (after [CLS] or [SEP]) is its own word: it is
+    masked with its own draw, not with the previous segment's last word."""
+    collate = MlmCollator(wordpiece, whole_word=True)
+    word, piece = wordpiece.encode("honour", add_special_tokens=False)[:1], wordpiece.token_to_id("##s")
+    ids, _ = collate.pack([[piece] + word, [piece] + word])  # [CLS] ##s w [SEP] ##s w [SEP]
+    chosen = np.array([collate([collate.pack([ids[1:3], ids[4:6]])], np.random.default_rng(seed))["labels"][0] >= 0
+                       for seed in range(300)])
+    assert chosen[:, 1].any() and chosen[:, 4].any()  # after [CLS], after [SEP]
+    assert (chosen[:, 4] != chosen[:, 2]).any()  # not tied to the word before [SEP]
+
+
+def test_a_batch_always_has_a_token_to_predict(wordpiece):
+    """A tiny batch that draws no token gets one, so its loss is not a zero averaged in."""
+    collate = MlmCollator(wordpiece)
+    ids = wordpiece.encode("Stand, ho!", add_special_tokens=False)[:2]
+    counts = [int((collate([collate.pack([ids])], np.random.default_rng(seed))["labels"] >= 0).sum()) for seed in range(100)]
+    assert min(counts) == 1 and max(counts) == 2
+
+
 # ---------------------------------------------------------------- learning and fill-mask
 
 

@@ -284,3 +284,66 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
                     "--max-iters", "1", *quiet]) == 0
     with pytest.raises(ValueError, match="left over"):
         RewardModel.load(tmp_path / "rm")
+
+
+def _dropout_chat_model(base):
+    """A chat-ready GPT with dropout 0.1 (its config keeps it), on the base model's tokenizer."""
+    tok = GPT.load(base).tokenizer
+    model = GPT.create(vocab_size=tok.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=32, dropout=0.1, tokenizer=tok)
+    return model, ChatTemplate.prepare(model)
+
+
+def test_ppo_room_for_a_cut_response_and_its_end(base):
+    """A response cut at max_new_tokens is scored with <|end|> appended, so prompt, response and
+    <|end|> must fit the reward model's context: a setup that would overflow it is refused
+    when PPO is built, not at its first rollout."""
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    policy = GPT.load(base)
+    template = ChatTemplate.prepare(policy)
+    prompt = "Who goes there?"
+    fits = policy.block_size - len(template.prompt_ids(prompt)) - 1
+    args = (PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), [prompt], [prompt], template)
+    with pytest.raises(ValueError, match="no room for .* with <|end|>"):
+        PPO(*args, max_new_tokens=fits + 1)
+    # At the limit, responses cut there are scored (a high temperature keeps <|end|> unlikely).
+    ppo = PPO(*args, rollout_size=4, minibatch_size=4, max_new_tokens=fits, temperature=3.0)
+    mb = ppo.batch("train", np.random.default_rng(0))
+    assert np.isfinite(mb["scores"]).all()
+    short = GPT.create(vocab_size=policy.vocab_size, block_size=24, n_layer=1, n_head=2, n_embd=16, tokenizer=policy.tokenizer)
+    with pytest.raises(ValueError, match="reward model's of 24"):
+        PPO(*args[:2], RewardModel(short), *args[3:], max_new_tokens=8)
+
+
+def test_ppo_ratio_is_one_before_an_update_with_dropout_and_temperature(base):
+    """The loss's log-probs are those the rollout recorded: no dropout in the policy's forward
+    pass, and the tempered distribution the responses were sampled from."""
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    model, template = _dropout_chat_model(base)
+    ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), ["Who goes there?"] * 2, ["Stand, ho!"],
+              template, rollout_size=4, minibatch_size=4, max_new_tokens=8, temperature=0.7)
+    mb = ppo.batch("train", np.random.default_rng(0))
+    _, extra = ppo.loss(ppo.policy, mb, dropout_seed=123)
+    assert extra["clip_fraction"] == 0.0
+    logits = model(mb["x"]).numpy().astype(np.float64) / 0.7
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    expected = np.take_along_axis(log_probs, mb["targets"][..., None], axis=-1)[..., 0] * mb["mask"]
+    np.testing.assert_allclose(mb["old_logp"], expected, atol=1e-4)
+
+
+def test_dpo_starts_at_zero_log_ratio_in_bfloat16_and_with_dropout(base):
+    """With the policy equal to the reference, every log-ratio is 0 at the start: the reference
+    is computed in the precision training runs in, and the policy runs without dropout."""
+    model, template = _dropout_chat_model(base)
+    _, prefs = chat_data(16)
+    dpo = DPO(model.copy(), prefs[:12], prefs[12:], template, model.block_size, 4)
+    previous = fl.set_matmul_precision("bfloat16")
+    try:
+        for seed in range(3):
+            _, extra = dpo.loss(model, dpo.batch("train", np.random.default_rng(seed)), dropout_seed=seed)
+            assert extra["margin"] == 0.0 and extra["accuracy"] == 0.0
+    finally:
+        fl.set_matmul_precision(previous)
+    assert dpo.accuracy(model) == 0.0  # float32 reference, float32 policy

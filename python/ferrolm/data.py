@@ -118,13 +118,19 @@ class MlmCollator:
             ids[i, : len(x)], types[i, : len(x)], attention[i, : len(x)] = x, t, True
         candidates = attention & ~np.isin(ids, self.special_ids)
         if self.whole_word:
-            # A word starts at a candidate that is not a continuation; its pieces share its draw.
-            starts = candidates & ~self.continuation[ids]
+            # A word starts at a candidate that is not a continuation, or that follows a special
+            # token (a segment never continues the previous one's word); its pieces share its draw.
+            after_special = np.pad(~candidates[:, :-1], ((0, 0), (1, 0)), constant_values=True)
+            starts = candidates & (~self.continuation[ids] | after_special)
             draw = rng.random(ids.shape) < self.mask_prob
             word = np.maximum.accumulate(np.where(starts, np.arange(length)[None, :], -1), axis=1)
             chosen = candidates & (word >= 0) & np.take_along_axis(draw & starts, np.maximum(word, 0), axis=1)
         else:
             chosen = candidates & (rng.random(ids.shape) < self.mask_prob)
+        if not chosen.any() and candidates.any():
+            # A small batch can draw nothing; one token is then chosen, or its loss would be a
+            # zero averaged into the training signal and the evaluation.
+            chosen.flat[rng.choice(np.flatnonzero(candidates))] = True
         labels = np.where(chosen, ids, -100)
         action = rng.random(ids.shape)
         masked = ids.copy()

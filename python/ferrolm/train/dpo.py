@@ -1,6 +1,9 @@
 """Direct preference optimisation: the policy against a frozen reference on preference pairs,
 loss −log σ(β[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]) with sequence
-log-probs summed over response tokens. Reference log-probs are computed once, up front."""
+log-probs summed over response tokens. Reference log-probs are computed once per split, in the
+matrix-product precision the policy's are then computed in (a bfloat16 run compared with a
+float32 reference would start with nonzero log-ratios). As in TRL, the policy runs without
+dropout, which the reference's log-probs do not have either."""
 
 from __future__ import annotations
 
@@ -9,15 +12,16 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
+from ferrolm.model import GPT
 from ferrolm.chat import ChatTemplate, response_mask
 from ferrolm.model import sequence_logprobs
 from ferrolm.train.reward import encode_preference_splits, split_pairs
 
 
-def response_logprobs(model, ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray, dropout_seed=None):
+def response_logprobs(model, ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray):
     """Σ log π(response tokens) per row [B], keeping the graph."""
     mask = response_mask(ids, lengths, starts).astype(np.float32)
-    lp = sequence_logprobs(model, ids, dropout_seed=dropout_seed)
+    lp = sequence_logprobs(model, ids)
     return F.sum(lp * mask, axis=1)
 
 
@@ -30,7 +34,15 @@ class DPO:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.template, self.batch_size, self.beta = template, batch_size, beta
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
-        self.ref = {split: self._logprobs(reference, pairs) for split, pairs in self.data.items()}
+        self.reference: GPT = reference
+        self._ref: dict[tuple[str, str], np.ndarray] = {}
+
+    def ref(self, split: str) -> np.ndarray:
+        """[N, 2] reference log-probs of a split's pairs, in the current matmul precision."""
+        key = (split, _core.matmul_precision())
+        if key not in self._ref:
+            self._ref[key] = self._logprobs(self.reference, self.data[split])
+        return self._ref[key]
 
     def _rows(self, pairs):
         ids, lengths = split_pairs(pairs, self.template.end)
@@ -49,11 +61,11 @@ class DPO:
 
     def batch(self, split, rng):
         idx = rng.integers(0, len(self.data[split]), size=self.batch_size)
-        return (*self._rows([self.data[split][i] for i in idx]), self.ref[split][idx])
+        return (*self._rows([self.data[split][i] for i in idx]), self.ref(split)[idx])
 
     def loss(self, model, batch, dropout_seed):
         ids, lengths, starts, ref = batch
-        lp = response_logprobs(model, ids, lengths, starts, dropout_seed)
+        lp = response_logprobs(model, ids, lengths, starts)
         b = ids.shape[0] // 2
         chosen = F.narrow(lp, 0, 0, b) - _core.Tensor(ref[:, 0])
         rejected = F.narrow(lp, 0, b, b) - _core.Tensor(ref[:, 1])
@@ -64,7 +76,7 @@ class DPO:
 
     def accuracy(self, model, split: str = "val") -> float:
         """Implicit-reward accuracy over every pair of a split."""
-        lp = self._logprobs(model, self.data[split]) - self.ref[split]
+        lp = self._logprobs(model, self.data[split]) - self.ref(split)
         return float((lp[:, 0] > lp[:, 1]).mean())
 
     def tokens(self, batch) -> int:

@@ -48,7 +48,7 @@ class MaskedLM:
                          dropout_seed=dropout_seed)
         labels = batch["labels"].reshape(-1)
         rows = np.flatnonzero(labels != -100)
-        if rows.size == 0:  # possible for a tiny batch: nothing to predict
+        if rows.size == 0:  # a batch of special tokens only: nothing to predict
             rows = np.array([0])
             targets = np.array([-100])
         else:

@@ -1,7 +1,9 @@
 """RLHF with PPO (Ouyang et al. 2022, as in TRL): sample responses from the policy with the KV
 cache, score them with the reward model, subtract a per-token KL penalty to the frozen
 reference, estimate advantages with GAE against a value head, and take clipped policy and
-value steps over several minibatch epochs per rollout.
+value steps over several minibatch epochs per rollout. As in TRL, the policy's log-probs are
+those of the tempered distribution it samples from, and its forward passes run without dropout
+(with dropout, the ratio to the rollout's log-probs would be noise before any update).
 
 It plugs into the shared loop: `batch()` runs a rollout whenever its buffer of minibatches is
 empty, `loss()` is the clipped objective, `evaluate()` scores fresh samples on held-out prompts.
@@ -19,7 +21,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right
-from ferrolm.model import GPT, sequence_logprobs, token_logprobs
+from ferrolm.model import GPT, token_logprobs
 from ferrolm.models import load_head, save_head
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -88,14 +90,18 @@ class PPO:
                              "its scores of the policy's responses would be meaningless")
         self.reference, self.reward_model, self.template = reference, reward_model, template
         self.prompts = {"train": [template.prompt_ids(p) for p in train_prompts], "val": [template.prompt_ids(p) for p in val_prompts]}
-        block = reference.block_size
+        # A response cut at max_new_tokens is scored with <|end|> appended: one more token
+        # than the policy wrote must fit the reward model's context.
+        policy_block, reward_block = reference.block_size, reward_model.gpt.block_size
+        room = min(policy_block, reward_block - 1)
         texts = {"train": train_prompts, "val": val_prompts}
         for split, rows in self.prompts.items():
-            too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > block]
+            too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > room]
             if too_long:
                 first = texts[split][too_long[0]]
-                raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the context "
-                                 f"of {block}, such as {first[:60]!r}{'...' if len(first) > 60 else ''}")
+                raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the policy's "
+                                 f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
+                                 f"such as {first[:60]!r}{'...' if len(first) > 60 else ''}")
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.kl_coef, self.target_kl, self.clip, self.vf_coef, self.gamma, self.lam = kl_coef, target_kl, clip, vf_coef, gamma, lam
@@ -112,6 +118,10 @@ class PPO:
         session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=[self.template.end])
         return session.run(self.max_new_tokens)
 
+    def _logprobs(self, logits):
+        """Log-probabilities of the distribution sampled from: the logits at the temperature."""
+        return F.log_softmax(logits if self.temperature == 1.0 else logits * (1.0 / self.temperature))
+
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
         """Everything PPO needs about sampled sequences, computed once without a graph; `learn`
         adds their scores to the running statistics (training rollouts, not evaluation)."""
@@ -124,8 +134,8 @@ class PPO:
         mask = (t >= starts[:, None] - 1) & (t < lengths[:, None] - 1)
         with no_grad():
             logits, values = gpt_policy(x)
-            logp = token_logprobs(F.log_softmax(logits), ids[:, 1:]).numpy()
-            ref_logp = sequence_logprobs(self.reference, ids).numpy()
+            logp = token_logprobs(self._logprobs(logits), ids[:, 1:]).numpy()
+            ref_logp = token_logprobs(self._logprobs(self.reference(x)), ids[:, 1:]).numpy()
             # Scored as the reward model was trained: ending in <|end|> (also when the response
             # was cut at max_new_tokens).
             scores = self.reward_model.score_ids([r if r[-1] == self.template.end else r + [self.template.end] for r in rows])
@@ -156,6 +166,8 @@ class PPO:
         mean_kl = float(exp["kl"].mean())
         if self.target_kl is not None:  # Ziegler et al.'s proportional controller
             error = float(np.clip(mean_kl / self.target_kl - 1.0, -0.2, 0.2))
+            # Horizon 256 samples: a 16-sample rollout moves the coefficient by up to 1.25%, as
+            # Ziegler et al.'s 512-sample batches with horizon 10,000 move it by up to 1%.
             # A Python float, as a resumed run reads it back: a numpy float64 here would turn
             # the float32 rewards computed with it into float64 ones.
             self.kl_coef *= 1.0 + error * self.rollout_size / 256
@@ -177,8 +189,8 @@ class PPO:
         return self.buffer.pop(0)
 
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
-        logits, values = model(mb["x"], dropout_seed=dropout_seed)
-        log_probs = F.log_softmax(logits)
+        logits, values = model(mb["x"])  # no dropout (see the module's docstring)
+        log_probs = self._logprobs(logits)
         logp = token_logprobs(log_probs, mb["targets"])
         mask = mb["mask"]
         ratio = F.exp(logp - mb["old_logp"])
