@@ -268,3 +268,100 @@ def test_added_token_matching_flags_we_do_not_implement_are_refused():
     ref.add_special_tokens([hf.AddedToken("<mask>", lstrip=True, special=True)])
     with pytest.raises(ferrolm.FormatError, match="lstrip"):
         ferrolm.Tokenizer.from_str(ref.to_str())
+
+
+def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():
+    """"¶" is also the byte-level spelling of byte 0xB6 (the second byte of "ö"): registered as
+    a special token it takes that entry's id, which must still decode as the byte."""
+    ref = hf_bpe(ADV, 600)
+    ref.add_special_tokens(["¶"])
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    text = "schön ö ¶"
+    ids = ours.encode(text)
+    assert ids == ref.encode(text).ids
+    assert ours.decode(ids) == ref.decode(ids, skip_special_tokens=False)
+    assert ours.decode(ours.encode("schön ö")) == "schön ö"
+
+
+def _letters_bpe(unk: str | None):
+    """A byte-level BPE that knows only a-z and Ġ (and maybe <unk>): other bytes are missing."""
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyzĠ")}
+    if unk:
+        vocab[unk] = len(vocab)
+    ref = hf.Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=unk))
+    ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    ref.decoder = decoders.ByteLevel()
+    return ref
+
+
+def test_offsets_around_bytes_missing_from_the_vocabulary():
+    """A missing byte becomes one unknown token, as in Hugging Face, or is dropped: either way
+    later offsets point at their own text. (Where bytes are dropped, HF's own offsets shift
+    onto the dropped text: "aXb" gives b (1, 2).)"""
+    texts = ["aXb ab", "XYa b", "a\u00e9b c", "ab 中 c"]
+    ref = _letters_bpe("<unk>")
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    for text in texts:
+        enc = ref.encode(text)
+        assert ours.encode_with_offsets(text) == (enc.ids, [tuple(o) for o in enc.offsets]), text
+    ref = _letters_bpe(None)
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    for text in texts:
+        ids, offsets = ours.encode_with_offsets(text)
+        assert ids == ref.encode(text).ids
+        assert [text[s:e].replace(" ", "Ġ") for s, e in offsets] == [ours.id_to_token(i) for i in ids], text
+
+
+def test_trim_offsets_as_roberta_sets_it():
+    """RoBERTa's post-processor trims the spaces tokens carry from their offsets; ferrolm reads,
+    applies and saves the setting, and Hugging Face reads the saved file alike."""
+    from tokenizers import processors
+
+    texts = ["Hello  world ", " two  spaces   here", "a", "  x", "<|endoftext|> after a special"]
+    for add_prefix_space in (False, True):
+        ref = hf_bpe(ADV, 600)
+        ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+        eot = ref.token_to_id("<|endoftext|>")
+        ref.post_processor = processors.RobertaProcessing(("<|endoftext|>", eot), ("<|endoftext|>", eot),
+                                                          trim_offsets=True, add_prefix_space=add_prefix_space)
+        ours = ferrolm.Tokenizer.from_str(ref.to_str())
+        again = hf.Tokenizer.from_str(ours.to_str())
+        for text in texts:
+            enc = ref.encode(text)
+            expected = (enc.ids, [tuple(o) for o in enc.offsets])
+            assert ours.encode_with_offsets(text) == expected, (text, add_prefix_space)
+            assert (again.encode(text).ids, [tuple(o) for o in again.encode(text).offsets]) == expected
+        ref.post_processor = processors.ByteLevel(trim_offsets=True)
+        ours = ferrolm.Tokenizer.from_str(ref.to_str())
+        for text in texts:
+            enc = ref.encode(text)
+            assert ours.encode_with_offsets(text) == (enc.ids, [tuple(o) for o in enc.offsets]), text
+
+
+def test_tokenizer_json_settings_that_change_results_are_refused():
+    ref = hf_bpe(ADV, 600)
+    base = json.loads(ref.to_str())
+
+    def refused(change, message):
+        doc = json.loads(json.dumps(base))
+        change(doc)
+        with pytest.raises(ferrolm.FormatError, match=message):
+            ferrolm.Tokenizer.from_str(json.dumps(doc))
+
+    refused(lambda d: d["model"].update(dropout=0.1), "dropout")
+    refused(lambda d: d["model"].update(unk_token="<|endoftext|>", fuse_unk=True), "fuse_unk")
+    refused(lambda d: d.update(decoder={"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}),
+            "decoder")
+    split = {"type": "Split", "pattern": {"Regex": r"\s+"}, "behavior": "Isolated", "invert": False}
+    refused(lambda d: d.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        split, {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False}]}), "add_prefix_space")
+    # Added tokens HF would match in two passes (not normalized first), where one pass differs.
+    ref.add_tokens([hf.AddedToken("abcd", normalized=True), hf.AddedToken("bc", normalized=False)])
+    with pytest.raises(ferrolm.FormatError, match="overlap"):
+        ferrolm.Tokenizer.from_str(ref.to_str())
+
+
+def test_min_frequency_beyond_any_count_learns_no_merge():
+    for min_frequency in (2**63 - 1, 2**63, 2**64 - 1):
+        tok = ferrolm.Tokenizer.train_from_iterator(["ab ab ab"], kind="bpe", vocab_size=400, min_frequency=min_frequency)
+        assert tok.vocab_size == 256 + 1, min_frequency  # the bytes and <|endoftext|>

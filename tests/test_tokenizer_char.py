@@ -50,6 +50,16 @@ def test_vocab_limit_adds_unknown_token():
     assert t.id_to_token(2) == "[UNK]"
 
 
+def test_a_special_unk_token_is_the_unknown_token():
+    """With "[UNK]" among the special tokens, a vocabulary limit maps rare characters to it
+    (one [UNK], one id) instead of adding a second token of the same name."""
+    hf = pytest.importorskip("tokenizers")
+    t = ferrolm.Tokenizer.train_from_iterator(["aaaabbbc", "d"], kind="char", vocab_size=3, special_tokens=["[UNK]"])
+    assert t.vocab_size == 3 and t.token_to_id("[UNK]") == 0
+    assert t.encode("abcd") == [1, 2, 0, 0]
+    assert hf.Tokenizer.from_str(t.to_str()).encode("abcd").ids == [1, 2, 0, 0]
+
+
 def test_special_tokens_in_char_model():
     t = ferrolm.Tokenizer.train_from_iterator(["hello"], kind="char", special_tokens=["<|endoftext|>"])
     ids = t.encode("he<|endoftext|>")

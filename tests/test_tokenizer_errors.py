@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 import ferrolm
@@ -63,8 +64,10 @@ def test_ids_out_of_range_in_decode(tok, wp):
         tok.decode_batch([[1], [10**6]])
     with pytest.raises(IndexError):
         wp.decode([10**6])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="type str"):
         tok.decode(["a"])
+    with pytest.raises(TypeError, match="flat sequence of integers"):
+        tok.decode(np.zeros((2, 2), dtype=np.int64))
     assert tok.id_to_token(10**6) is None and tok.id_to_token(-5) is None
 
 
@@ -75,7 +78,7 @@ def test_ids_out_of_range_in_decode(tok, wp):
         (lambda s: "[]", "must be a JSON object"),
         (lambda s: json.dumps({k: v for k, v in json.loads(s).items() if k != "model"}), 'no "model"'),
         (lambda s: s.replace('"type": "BPE"', '"type": "Unigram"'), "Unigram"),
-        (lambda s: s.replace('"Ġ": ', '"Ġ": "x", "unused": '), "integer id"),
+        (lambda s: s.replace('"Ġ": ', '"Ġ": "x", "unused": '), "must be an integer from 0"),
         (lambda s: s.replace('"merges": [', '"merges": ["zzz qqq", '), "not in the vocabulary"),
         (lambda s: s.replace('"merges": [', '"merges": ["nospace", '), "is not \\\"left right\\\""),
         (lambda s: s.replace('"type": "ByteLevel",\n    "add_prefix_space": false', '"type": "Whitespace",\n    "add_prefix_space": false'), "Whitespace"),
@@ -114,8 +117,9 @@ def test_truncated_and_malformed_vocab_files(tok, tmp_path):
     with pytest.raises(FormatError, match=r"\[UNK\].*not in the vocabulary"):
         ferrolm.Tokenizer.from_file(str(bert))
     bert.write_text("[UNK]\n\nhello\n", encoding="utf-8")
-    with pytest.raises(FormatError, match="line 2: empty token"):
+    with pytest.raises(FormatError, match="line 2: empty token") as error:
         ferrolm.Tokenizer.from_file(str(bert))
+    assert str(error.value).count("bad format") == 1 and str(bert) in str(error.value)
     bert.write_text("", encoding="utf-8")
     with pytest.raises(FormatError, match="empty"):
         ferrolm.Tokenizer.from_file(str(bert))

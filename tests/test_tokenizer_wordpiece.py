@@ -114,3 +114,25 @@ def test_added_tokens_matched_in_normalized_text_are_refused():
     cased.add_tokens(["<ent>"])
     ours = ferrolm.Tokenizer.from_str(cased.to_str())
     assert ours.encode("a <ent> b") == cased.encode("a <ent> b").ids
+
+
+def test_compatibility_ideographs_are_decomposed_when_stripping_accents(tmp_path):
+    """U+F900 (a CJK compatibility ideograph) decomposes canonically to U+8C48, which HF's
+    BertNormalizer does on its Chinese-character path too."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(SPECIALS + ["\u8c48", "\uf900", "\U0002f800", "\u4e3d"]) + "\n", encoding="utf-8")
+    for lowercase in (True, False):
+        ours = ferrolm.Tokenizer.from_bert_vocab(str(path), lowercase=lowercase)
+        ref = hf.Tokenizer.from_str(ours.to_str())
+        for text in ["\uf900", "a\uf900b \U0002f800", "\u8c48"]:
+            assert ours.encode(text) == ref.encode(text).ids, (text, lowercase)
+
+
+def test_an_empty_continuing_prefix_lets_every_token_continue_a_word():
+    ref = hf.Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1, "b": 2, "ab": 3}, unk_token="[UNK]", continuing_subword_prefix=""))
+    ref.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    ref.decoder = decoders.WordPiece(prefix="")
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    for text in ["aaa", "ba", "abab b", "abc"]:
+        assert ours.encode(text) == ref.encode(text).ids, text
+        assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text).ids)

@@ -68,7 +68,10 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     let mut out = Vec::new();
     for item in obj.try_iter()? {
         let item = item?;
-        let v: i64 = item.extract().map_err(|_| PyTypeError::new_err("ids must be integers"))?;
+        let v: i64 = item.extract().map_err(|_| {
+            let kind = item.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+            PyTypeError::new_err(format!("ids must be a flat sequence of integers, got an item of type {kind}"))
+        })?;
         out.push(check(v)?);
     }
     Ok(out)
@@ -209,8 +212,7 @@ impl PyTokenizer {
                     e.utf8_error().valid_up_to()
                 ))
             })?;
-            Tokenizer::from_bert_vocab(&text, norm)
-                .map_err(|e| ferrolm::Error::Format(format!("{}: {e}", path.display())))
+            Tokenizer::from_bert_vocab(&text, norm).map_err(|e| e.context(path.display()))
         })
         .py()
         .map(Self::wrap)

@@ -35,6 +35,20 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
+
+    /// The same kind of error with `context` (say the file it came from) before its message.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        let with = |m: String| format!("{context}: {m}");
+        match self {
+            Error::Shape(m) => Error::Shape(with(m)),
+            Error::Argument(m) => Error::Argument(with(m)),
+            Error::Index(m) => Error::Index(with(m)),
+            Error::Grad(m) => Error::Grad(with(m)),
+            Error::Format(m) => Error::Format(with(m)),
+            Error::Memory(m) => Error::Memory(with(m)),
+            Error::Io { context: c, source } => Error::Io { context: with(c), source },
+        }
+    }
 }
 
 /// Returns early with an [`Error`] variant built from a format string:

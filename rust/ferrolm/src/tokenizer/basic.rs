@@ -73,7 +73,15 @@ impl BertNormalizer {
                 }
             }
             if self.handle_chinese_chars && is_chinese_char(c) {
-                out.extend([(' ', i), (c, i), (' ', i)]);
+                // Spaced out, and still decomposed when stripping: compatibility ideographs
+                // (U+F900 → U+8C48) have canonical decompositions.
+                out.push((' ', i));
+                if strip {
+                    decompose_canonical(c, |d| out.push((d, i)));
+                } else {
+                    out.push((c, i));
+                }
+                out.push((' ', i));
             } else if strip {
                 decompose_canonical(c, |d| out.push((d, i)));
             } else {

@@ -246,9 +246,17 @@ impl Bpe {
             self.pretokenizer.split(&text, |a, b| {
                 let first = out.len();
                 self.encode_piece(&bytes[a..b], out, &mut cache);
+                let missing = |p: usize| p < b && self.byte_ids[bytes[p] as usize] == u32::MAX;
                 let mut pos = a;
                 for &id in &out[first..] {
-                    let len = self.bytes[id as usize].len().max(1);
+                    if self.unk.is_none() {
+                        while missing(pos) {
+                            pos += 1; // a byte the vocabulary lacks was dropped
+                        }
+                    }
+                    // The unknown token stands for one missing byte, whatever its own spelling.
+                    let len =
+                        if Some(id) == self.unk && missing(pos) { 1 } else { self.bytes[id as usize].len().max(1) };
                     let end = (pos + len).min(b);
                     let clamp = |p: usize| p.saturating_sub(shift).min(original_len);
                     spans.push((clamp(pos), clamp(end)));

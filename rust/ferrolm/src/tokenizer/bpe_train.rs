@@ -145,7 +145,7 @@ pub fn learn_merges(
             heap.push(top);
             continue;
         }
-        if top.count < 1 || (min_frequency as i64) > top.count {
+        if top.count < 1 || i64::try_from(min_frequency).unwrap_or(i64::MAX) > top.count {
             break;
         }
         let (a, b) = ((top.pair >> 32) as u32, top.pair as u32);

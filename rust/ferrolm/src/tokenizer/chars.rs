@@ -39,29 +39,32 @@ impl Chars {
     }
 
     /// The vocabulary of `text`: every distinct character, sorted, at most `max_chars` of them
-    /// (the most frequent; the rest map to an unknown token added after them).
+    /// (the most frequent; the rest map to an unknown token). The unknown token is added after
+    /// them, or is `unk_id` when the tokenizer already has it (a special `[UNK]`).
     pub fn from_counts(
         counts: &FxHashMap<char, u64>,
         first_id: u32,
         max_chars: Option<usize>,
         unk_token: &str,
+        unk_id: Option<u32>,
     ) -> Result<Self> {
         let mut all: Vec<(char, u64)> = counts.iter().map(|(&c, &n)| (c, n)).collect();
         let mut unk = None;
         if let Some(max) = max_chars {
             if all.len() > max {
-                if max < 2 {
+                let keep = if unk_id.is_some() { max } else { max.saturating_sub(1) };
+                if keep < 1 {
                     bail!(Argument, "vocab_size leaves room for {max} characters; need at least 2");
                 }
                 all.sort_unstable_by_key(|&(c, n)| (std::cmp::Reverse(n), c));
-                all.truncate(max - 1);
+                all.truncate(keep);
                 unk = Some(unk_token.to_string());
             }
         }
         all.sort_unstable_by_key(|&(c, _)| c);
         let n = all.len() as u32;
         let entries = all.into_iter().enumerate().map(|(i, (c, _))| (c, first_id + i as u32)).collect();
-        Self::new(entries, unk.map(|u| (u, first_id + n)))
+        Self::new(entries, unk.map(|u| (u, unk_id.unwrap_or(first_id + n))))
     }
 
     /// Number of ids (one past the largest).
@@ -141,7 +144,7 @@ mod tests {
         for c in "hello wörld".chars() {
             *counts.entry(c).or_insert(0) += 1;
         }
-        let m = Chars::from_counts(&counts, 0, None, "<unk>").unwrap();
+        let m = Chars::from_counts(&counts, 0, None, "<unk>", None).unwrap();
         let mut ids = Vec::new();
         m.encode_text("hello", &mut ids).unwrap();
         let mut s = String::new();
@@ -150,7 +153,7 @@ mod tests {
         }
         assert_eq!(s, "hello");
         assert!(m.encode_text("z", &mut ids).unwrap_err().to_string().contains("'z'"));
-        let small = Chars::from_counts(&counts, 0, Some(3), "<unk>").unwrap();
+        let small = Chars::from_counts(&counts, 0, Some(3), "<unk>", None).unwrap();
         let mut ids = Vec::new();
         small.encode_text("lz", &mut ids).unwrap();
         assert_eq!(ids, [1, 2]); // kept: the two most frequent, " " and "l"

@@ -8,13 +8,16 @@
 //! - characters: a BPE model without merges, normalizer or pre-tokenizer, `Fuse` decoder;
 //!
 //! with post-processors `ByteLevel`, `BertProcessing`, `RobertaProcessing` or single-sequence
-//! `TemplateProcessing`. Anything else is refused with a message naming the unsupported part,
-//! rather than silently tokenizing differently from Hugging Face.
+//! `TemplateProcessing` (or a `Sequence` of them), including their `trim_offsets`. Anything
+//! else is refused with a message naming the unsupported part, rather than silently
+//! tokenizing differently from Hugging Face. The file's top-level `truncation` and `padding`
+//! are not read: ferrolm takes them per call (`max_length`, `truncation`, `padding`).
 
 use serde_json::Value;
 
 use super::{
-    BertNormalizer, Bpe, BpeOptions, Chars, Model, PreTokenizer, Template, Tokenizer, WordPiece, WordPieceOptions,
+    BertNormalizer, Bpe, BpeOptions, Chars, Model, PreTokenizer, Template, Tokenizer, TrimOffsets, WordPiece,
+    WordPieceOptions,
 };
 use crate::{bail, Error, Result};
 
@@ -53,7 +56,7 @@ impl Field for Value {
 fn as_u32(v: &Value, ctx: &str) -> Result<u32> {
     v.as_u64()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| fmt_err(format!("{ctx} must be a non-negative integer id")))
+        .ok_or_else(|| fmt_err(format!("{ctx} must be an integer from 0 to {}", u32::MAX)))
 }
 
 /// Reads `{"token": id, ...}`.
@@ -131,6 +134,13 @@ fn byte_level_pretokenizer(v: &Value) -> Result<Option<(PreTokenizer, bool)>> {
                     if bl.bool_field(ctx, "use_regex", true)? {
                         bail!(Format, "pre_tokenizer: a Split followed by ByteLevel(use_regex=true) is not supported");
                     }
+                    // HF adds the prefix space to every piece the Split made, not to the text.
+                    if bl.bool_field(ctx, "add_prefix_space", false)? {
+                        bail!(
+                            Format,
+                            "pre_tokenizer: a Split followed by ByteLevel(add_prefix_space=true) is not supported"
+                        );
+                    }
                     let pattern = split.get("pattern").ok_or_else(|| fmt_err(format!("{sctx} has no pattern")))?;
                     let regex = match (pattern.str_field(sctx, "Regex")?, pattern.str_field(sctx, "String")?) {
                         (Some(r), _) => r.to_string(),
@@ -138,7 +148,7 @@ fn byte_level_pretokenizer(v: &Value) -> Result<Option<(PreTokenizer, bool)>> {
                         _ => bail!(Format, "{sctx}.pattern must be {{\"Regex\": ...}} or {{\"String\": ...}}"),
                     };
                     let pre = PreTokenizer::from_pattern(&regex).map_err(|e| fmt_err(e.to_string()))?;
-                    Ok(Some((pre, bl.bool_field(ctx, "add_prefix_space", false)?)))
+                    Ok(Some((pre, false)))
                 }
                 _ => bail!(Format, "pre_tokenizer Sequence is supported only as [Split, ByteLevel]"),
             }
@@ -162,11 +172,23 @@ fn read_template(v: &Value) -> Result<Template> {
             _ => Err(fmt_err(format!("{ctx}.{name} must be [token, id]"))),
         }
     };
+    // HF's defaults for both processors that trim: trim_offsets and add_prefix_space true.
+    let trim = |v: &Value| -> Result<Option<TrimOffsets>> {
+        Ok(v.bool_field(ctx, "trim_offsets", true)?
+            .then_some(TrimOffsets { add_prefix_space: v.bool_field(ctx, "add_prefix_space", true)? }))
+    };
     match v.type_name(ctx)? {
-        "ByteLevel" => Ok(Template::default()),
-        "BertProcessing" | "RobertaProcessing" => {
-            Ok(Template { prefix: vec![pair_id(v.get("cls"), "cls")?], suffix: vec![pair_id(v.get("sep"), "sep")?] })
-        }
+        "ByteLevel" => Ok(Template { trim_offsets: trim(v)?, ..Template::default() }),
+        "BertProcessing" => Ok(Template {
+            prefix: vec![pair_id(v.get("cls"), "cls")?],
+            suffix: vec![pair_id(v.get("sep"), "sep")?],
+            trim_offsets: None,
+        }),
+        "RobertaProcessing" => Ok(Template {
+            prefix: vec![pair_id(v.get("cls"), "cls")?],
+            suffix: vec![pair_id(v.get("sep"), "sep")?],
+            trim_offsets: trim(v)?,
+        }),
         "TemplateProcessing" => {
             let single = v
                 .get("single")
@@ -215,6 +237,7 @@ fn read_template(v: &Value) -> Result<Template> {
                 let s = read_template(step)?;
                 t.prefix.extend(s.prefix);
                 t.suffix.extend(s.suffix);
+                t.trim_offsets = t.trim_offsets.or(s.trim_offsets);
             }
             Ok(t)
         }
@@ -263,6 +286,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             .any(|k| normalizer.get(*k).is_none_or(|v| v.as_bool() != Some(false)));
     let mut specials: Vec<(String, u32)> = Vec::new();
     let mut ordinary: Vec<u32> = Vec::new();
+    let mut normalized: Vec<bool> = Vec::new();
     match root.get("added_tokens") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
@@ -281,7 +305,8 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 // HF matches `normalized` added tokens in normalized text; with a normalizer
                 // that changes text (BERT's lowercasing) that differs from matching the raw
                 // text, as ferrolm does.
-                if normalizes && t.bool_field(&ctx, "normalized", !special)? {
+                let in_normalized = t.bool_field(&ctx, "normalized", !special)?;
+                if normalizes && in_normalized {
                     bail!(
                         Format,
                         "{ctx} ({content:?}) is matched in normalized text, which ferrolm does not implement"
@@ -291,10 +316,12 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                     ordinary.push(id);
                 }
                 specials.push((content.to_string(), id));
+                normalized.push(in_normalized);
             }
         }
         Some(_) => bail!(Format, "added_tokens must be a list"),
     }
+    refuse_overlapping_passes(&specials, &normalized)?;
 
     let mctx = "model";
     let model = match model.type_name(mctx)? {
@@ -307,20 +334,29 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             if model.bool_field(mctx, "byte_fallback", false)? {
                 bail!(Format, "model.byte_fallback (SentencePiece-style BPE) is not supported");
             }
+            if model.get("dropout").and_then(Value::as_f64).is_some_and(|p| p > 0.0) {
+                bail!(Format, "model.dropout (BPE-dropout, random merges while encoding) is not supported");
+            }
             let vocab = read_vocab(model.get("vocab"), "model.vocab")?;
             let merges = read_merges(model.get("merges"))?;
             let unk = model.str_field(mctx, "unk_token")?.map(str::to_string);
+            if unk.is_some() && model.bool_field(mctx, "fuse_unk", false)? {
+                bail!(Format, "model.fuse_unk (one unknown token for a run of unknown ones) is not supported");
+            }
+            let decoder = root.get("decoder").unwrap_or(&null);
             match byte_level_pretokenizer(pre)? {
                 Some((pretok, add_prefix_space)) => {
                     if !normalizer.is_null() {
                         bail!(Format, "a normalizer with byte-level BPE is not supported");
                     }
+                    expect_decoder(decoder, "ByteLevel")?;
                     let ignore_merges = model.bool_field(mctx, "ignore_merges", false)?;
                     let options = BpeOptions { ignore_merges, unk_token: unk, add_prefix_space };
                     Model::Bpe(Bpe::new(vocab, &merges, pretok, options)?)
                 }
                 None if merges.is_empty() && normalizer.is_null() => {
                     // A character model: every ordinary vocabulary entry is one character.
+                    expect_decoder(decoder, "Fuse")?;
                     let mut entries = Vec::new();
                     let mut unk_entry = None;
                     for (token, id) in vocab {
@@ -343,6 +379,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 bail!(Format, "WordPiece is supported with the BertPreTokenizer pre-tokenizer only");
             }
             let decoder = root.get("decoder").unwrap_or(&null);
+            expect_decoder(decoder, "WordPiece")?;
             let cleanup = if decoder.is_null() { true } else { decoder.bool_field("decoder", "cleanup", true)? };
             let options = WordPieceOptions {
                 unk_token: model.str_field(mctx, "unk_token")?.unwrap_or("[UNK]").to_string(),
@@ -363,6 +400,40 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
         tok.specials.set_special(id, false)?;
     }
     Ok(tok)
+}
+
+/// A decoder other than the model's own would decode differently from Hugging Face.
+fn expect_decoder(decoder: &Value, expected: &str) -> Result<()> {
+    match decoder.get("type").and_then(Value::as_str) {
+        _ if decoder.is_null() => Ok(()),
+        Some(t) if t == expected => Ok(()),
+        Some(t) => bail!(Format, "decoder {t:?} is not supported with this model (its decoder is {expected})"),
+        None => bail!(Format, "decoder has no \"type\""),
+    }
+}
+
+/// HF matches added tokens with `normalized: false` first and `normalized: true` ones in the
+/// text left between them; ferrolm matches all in one leftmost-longest pass. The two agree
+/// unless a token of one kind can overlap a token of the other in some text.
+fn refuse_overlapping_passes(tokens: &[(String, u32)], normalized: &[bool]) -> Result<()> {
+    let overlap = |a: &str, b: &str| {
+        a.contains(b)
+            || b.contains(a)
+            || (1..a.len().min(b.len())).any(|k| {
+                (b.is_char_boundary(k) && a.ends_with(&b[..k])) || (a.is_char_boundary(k) && b.ends_with(&a[..k]))
+            })
+    };
+    let (late, early): (Vec<_>, Vec<_>) = tokens.iter().zip(normalized).partition(|(_, &n)| n);
+    for ((a, _), _) in &late {
+        if let Some(((b, _), _)) = early.iter().find(|((b, _), _)| overlap(a, b)) {
+            bail!(
+                Format,
+                "added tokens {a:?} (normalized) and {b:?} (not normalized) overlap; Hugging Face matches them in two \
+                 passes, which ferrolm does not implement"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads GPT-2 `vocab.json` + `merges.txt` contents.
@@ -493,11 +564,11 @@ fn vocab_json<'a>(entries: impl Iterator<Item = (&'a str, u32)>) -> J {
 
 fn template_json(tok: &Tokenizer) -> J {
     let t = tok.template();
+    let byte_level = obj! {"type": "ByteLevel", "add_prefix_space": t.trim_offsets.is_none_or(|t| t.add_prefix_space),
+    "trim_offsets": t.trim_offsets.is_some(), "use_regex": true};
     if t.prefix.is_empty() && t.suffix.is_empty() {
         return match tok.model() {
-            Model::Bpe(_) => {
-                obj! {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}
-            }
+            Model::Bpe(_) => byte_level,
             _ => J::Null,
         };
     }
@@ -517,7 +588,12 @@ fn template_json(tok: &Tokenizer) -> J {
             specials.push((name(id), entry));
         }
     }
-    obj! {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": J::Map(specials)}
+    let template =
+        obj! {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": J::Map(specials)};
+    match (tok.model(), t.trim_offsets) {
+        (Model::Bpe(_), Some(_)) => obj! {"type": "Sequence", "processors": vec![byte_level, template]},
+        _ => template,
+    }
 }
 
 /// Serializes a tokenizer to `tokenizer.json` text (pretty-printed, vocabulary in id order).

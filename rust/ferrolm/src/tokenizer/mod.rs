@@ -48,14 +48,42 @@ pub enum Model {
     Chars(Chars),
 }
 
-/// Special tokens added around every encoded text when `add_special_tokens` is set (the
-/// post-processor: `[CLS] … [SEP]` for BERT).
+/// The post-processor: special tokens added around every encoded text when
+/// `add_special_tokens` is set (`[CLS] … [SEP]` for BERT), and how byte-level offsets are
+/// reported.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Template {
     /// Ids put before the text.
     pub prefix: Vec<u32>,
     /// Ids put after the text.
     pub suffix: Vec<u32>,
+    /// Byte-level BPE offsets leave out the spaces a token starts or ends with (Hugging
+    /// Face's `trim_offsets`, set by RoBERTa).
+    pub trim_offsets: Option<TrimOffsets>,
+}
+
+/// Hugging Face's `trim_offsets` of the `ByteLevel` and `RobertaProcessing` post-processors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrimOffsets {
+    /// The post-processor's `add_prefix_space`: the first token's single leading space is
+    /// taken to be the one the pre-tokenizer added, and is not trimmed.
+    pub add_prefix_space: bool,
+}
+
+impl TrimOffsets {
+    /// The byte span `(start, end)` of a token with these bytes, without its leading and
+    /// trailing spaces; `first`: the text's first token, or one starting at byte 0.
+    fn trim(self, token: &[u8], (start, end): (usize, usize), first: bool) -> (usize, usize) {
+        let leading = token.iter().take_while(|&&b| b == b' ').count();
+        let trailing = token.iter().rev().take_while(|&&b| b == b' ').count();
+        let start = if leading > 0 && !(first && self.add_prefix_space && leading == 1) {
+            (start + leading).min(end)
+        } else {
+            start
+        };
+        let end = if trailing > 0 && end >= trailing { (end - trailing).max(start) } else { end };
+        (start, end)
+    }
 }
 
 /// Ids with the character span of each token in the source text (Python string indices).
@@ -194,7 +222,7 @@ impl Tokenizer {
             .filter_map(|s| model.token_to_id(s).map(|id| (s.to_string(), id)))
             .collect();
         let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
-            (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s] },
+            (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], trim_offsets: None },
             _ => Template::default(),
         };
         Self::new(Model::WordPiece(model), &specials, template)
@@ -365,6 +393,7 @@ impl Tokenizer {
             enc.ids.extend_from_slice(&self.template.prefix);
             enc.offsets.extend(self.template.prefix.iter().map(|_| (0, 0)));
         }
+        let text_start = enc.ids.len();
         let mut chars = CharIndex::new(text);
         self.specials.split(text, opts, |seg| {
             match seg {
@@ -376,6 +405,13 @@ impl Tokenizer {
                         Model::Bpe(m) => {
                             let mut spans = Vec::new();
                             m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
+                            if let Some(trim) = self.template.trim_offsets {
+                                let ids = &enc.ids[enc.ids.len() - spans.len()..];
+                                for (k, (span, &id)) in spans.iter_mut().zip(ids).enumerate() {
+                                    let is_first = first + k == text_start || a + span.0 == 0;
+                                    *span = trim.trim(m.token_bytes(id).unwrap_or_default(), *span, is_first);
+                                }
+                            }
                             let mut local = CharIndex::new(seg_text);
                             for (s, e) in spans {
                                 let start = local.char_containing(s);
@@ -481,12 +517,15 @@ impl Tokenizer {
             Model::Bpe(m) => {
                 let mut out = Vec::with_capacity(ids.len() * 4);
                 for &id in ids {
-                    if let Some(s) = self.specials.content(id) {
-                        if !(skip_special_tokens && self.specials.is_special(id)) {
-                            out.extend_from_slice(s.as_bytes());
-                        }
-                    } else {
-                        m.decode_into(id, &mut out)?;
+                    if skip_special_tokens && self.specials.is_special(id) {
+                        continue;
+                    }
+                    // An added token spelled like a vocabulary entry ("¶", the byte 0xB6) has
+                    // that entry's id, which the model also emits: it decodes as the entry.
+                    match (m.token_bytes(id), self.specials.content(id)) {
+                        (Some(bytes), _) => out.extend_from_slice(bytes),
+                        (None, Some(s)) => out.extend_from_slice(s.as_bytes()),
+                        (None, None) => m.decode_into(id, &mut out)?,
                     }
                 }
                 Ok(out)

@@ -306,7 +306,7 @@ impl Trainer {
                 let specials: Vec<(String, u32)> =
                     specials_list.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
                 let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
-                    (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s] },
+                    (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], trim_offsets: None },
                     _ => Template::default(),
                 };
                 Tokenizer::new(Model::WordPiece(model), &specials, template)
@@ -330,7 +330,8 @@ impl Trainer {
                 if counts.is_empty() && specials.is_empty() {
                     bail!(Argument, "no characters to train on (is the text empty?)");
                 }
-                let model = Chars::from_counts(&counts, n as u32, max_chars, "[UNK]")?;
+                let unk_id = specials.iter().find(|(s, _)| s == "[UNK]").map(|&(_, id)| id);
+                let model = Chars::from_counts(&counts, n as u32, max_chars, "[UNK]", unk_id)?;
                 Tokenizer::new(Model::Chars(model), &specials, Template::default())
             }
         }

@@ -66,10 +66,9 @@ impl WordPiece {
             if let Some(old) = &table[id as usize] {
                 bail!(Format, "vocabulary gives id {id} to both {old:?} and {token:?}");
             }
+            // With an empty prefix every token can also continue a word, as in Hugging Face.
             if let Some(rest) = token.strip_prefix(options.prefix.as_str()) {
-                if !options.prefix.is_empty() {
-                    continuation.insert(rest.to_string(), id);
-                }
+                continuation.insert(rest.to_string(), id);
             }
             longest = longest.max(token.len());
             ids.insert(token.clone(), id);
