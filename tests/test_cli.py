@@ -43,8 +43,13 @@ def test_out_of_range_arguments_are_usage_errors(argv, capsys):
 
 def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus, tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "6", "--eval-interval", "3", *TINY]) == 0
-    assert "step 3: train_loss" in capsys.readouterr().out  # evaluations print without a progress bar too
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "6", "--eval-interval", "3", "--log-interval", "2",
+                 *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "step 3: train_loss" in printed  # evaluations print without a progress bar, and so do log lines
+    assert "step 4: loss" in printed and "tokens/s" in printed
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["config"]["lr_decay_iters"] == 6  # a new run decays over its own length
     for extra, message in (([str(corpus)], "files cannot change"), (["--tokenizer", "bpe"], "--tokenizer cannot change"),
                            (["--vocab-size", "300"], "--vocab-size cannot change"),
                            (["--val-fraction", "0.2"], "--val-fraction cannot change"),
@@ -55,10 +60,21 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 7, "loss": 123.0}) + "\n")
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *TINY]) == 0
-    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 8
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["step"] == 8 and state["config"]["lr_decay_iters"] == 6  # the run's schedule continues
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "5", *TINY]) == 2
+    assert "at step 8, past max_iters=5" in capsys.readouterr().err
     steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and 123.0 not in [json.loads(l).get("loss") for l in
                                                    (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Data prepared again since the checkpoint (a new run in the same directory, interrupted
+    # before its first checkpoint) is refused, not trained on with the old model.
+    from ferrolm.data import prepare_tokens
+
+    prepare_tokens(corpus.read_text()[::-1], fl.Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json")),
+                   tmp_path / "run" / "data")
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "9", *TINY]) == 2
+    assert "the training data differs" in capsys.readouterr().err
     # Without --resume the run starts over, and says what it replaces.
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0
     assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err
@@ -102,10 +118,27 @@ def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
     saved = {"model": str(tmp_path / "m"), "data": str(tmp_path / "d"), "val_fraction": 0.1, "skip_long": False, "beta": 0.5}
     args = argparse.Namespace(model=str(tmp_path / "m"), data=str(tmp_path / "d"), val_fraction=None, skip_long=None, beta=None,
                               out=str(tmp_path / "o"))
-    _settle(args, "dpo", saved, [])
+    _settle(args, "dpo", saved)
     assert args.beta == 0.5 and args.val_fraction == 0.1  # not given: the checkpoint's
     args = argparse.Namespace(model=str(tmp_path / "moved"), data=str(tmp_path / "d"), val_fraction=None, skip_long=None, beta=0.0,
                               out=str(tmp_path / "o"))
     with pytest.raises(ValueError, match="--beta 0.0 is not the run's"):  # 0 is a value, not "not given"
-        _settle(args, "dpo", saved, [])
+        _settle(args, "dpo", saved)
     assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error
+
+
+def test_tokenizer_flags_are_checked_before_the_corpus_is_prepared(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    for extra, message in ((["--tokenizer", "char", "--vocab-size", "100"], "--vocab-size sizes a bpe or wordpiece"),
+                           (["--tokenizer", "BPE"], "not char, bpe or wordpiece, and no such file"),
+                           (["--objective", "mlm", "--tokenizer", "bpe"], "MLM needs a tokenizer with")):
+        assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "2", *extra, *TINY]) == 2
+        assert message in capsys.readouterr().err
+        assert not (out / "data").exists()  # nothing prepared for a run that cannot start
+
+
+def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
+    out = str(tmp_path / "gpt")
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY]) == 0
+    assert main(["fill-mask", out, "To be or [MASK]"]) == 2
+    assert "is a GPT model; fill-mask needs a BERT" in capsys.readouterr().err

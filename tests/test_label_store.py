@@ -17,7 +17,7 @@ class FakeModel:
         self.calls = 0
         self.same = same  # the first `same` calls return one fixed text (an identical pair)
 
-    def generate(self, prompt, max_new_tokens, *, temperature, top_k, top_p, seed):
+    def generate(self, prompt, max_new_tokens, *, temperature, top_k, top_p, seed, chat):
         self.calls += 1
         return "same" if self.calls <= self.same else f"{prompt}/{seed}/{temperature}"
 

@@ -196,6 +196,20 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path):
     assert any("val_reward" in r for r in records)
     assert (tmp_path / "ppo" / "value_head.safetensors").exists()
     GPT.load(tmp_path / "ppo").generate("Who goes there?", 5)
+    # A chat model answers a prompt as a user turn and stops at <|end|>, which it does not print;
+    # the CLI does so by default, and --raw continues the text instead.
+    sft = GPT.load(tmp_path / "sft")
+    assert sft.is_chat and not GPT.load(base).is_chat
+    end = sft.tokenizer.token_to_id("<|end|>")
+    for seed in range(3):
+        answer = sft.generate("Who goes there?", 40, temperature=0.8, seed=seed, chat=True)
+        ids = sft.core.generation([sft.prompt_ids("Who goes there?", chat=True)], temperature=0.8, seed=seed,
+                                  stop_tokens=[end]).run(40)[0]
+        assert "<|end|>" not in answer and answer == sft.tokenizer.decode([i for i in ids if i != end])
+    with pytest.raises(ValueError, match="needs a chat model"):
+        GPT.load(base).generate("Who goes there?", 5, chat=True)
+    assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20"]) == 0
+    assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20", "--raw"]) == 0
 
 
 # ---------------------------------------------------------------- bad input
@@ -213,7 +227,7 @@ def test_bad_input_names_the_line(base, tmp_path):
     with pytest.raises(ValueError, match=":3: field 'response' is empty"):
         read_records(bad, ("prompt", "response"))
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
-    with pytest.raises(ValueError, match=":1: field 'rejected' must be a string"):
+    with pytest.raises(ValueError, match=":1: no 'rejected' field"):
         read_records(bad, ("prompt", "chosen", "rejected"))
     bad.write_bytes(b'{"prompt": "\xff"}\n')
     with pytest.raises(ValueError, match="UTF-8"):
@@ -263,7 +277,7 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
     # Data edited in place since the run started is refused, not silently trained on.
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs[::-1]))
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 2
-    assert "changed since the run started" in capsys.readouterr().err
+    assert "the training data differs" in capsys.readouterr().err
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 0
     assert logged("sft-split") == logged("sft") and len(logged("sft")) == 6

@@ -24,6 +24,25 @@ def test_train_then_encode(tmp_path, capsys, kind, size):
     assert "tokens" in capsys.readouterr().out
 
 
+def test_ids_of_a_long_text_and_a_closed_pipe(tmp_path, capsys):
+    """--ids writes a long text's ids in chunks (the same JSON list), and a reader that stops
+    early (`| head`) ends the command quietly."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tok.json"
+    assert main(["tokenizer", "train", "--kind", "char", "--vocab-size", "0", "--out", str(out)]) == 0
+    text = shakespeare_path().read_text(encoding="utf-8")[:150_000]
+    (tmp_path / "long.txt").write_text(text, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["tokenizer", "encode", "-t", str(out), "--ids", str(tmp_path / "long.txt")]) == 0
+    assert json.loads(capsys.readouterr().out) == ferrolm.Tokenizer.from_file(str(out)).encode(text)
+    command = "import sys; from ferrolm.cli import main; sys.exit(main(sys.argv[1:]))"
+    reader = subprocess.run(f"'{sys.executable}' -c '{command}' tokenizer encode -t '{out}' '{tmp_path / 'long.txt'}' | head -c 100",
+                            shell=True, capture_output=True, text=True, timeout=120)
+    assert len(reader.stdout) == 100 and reader.stderr == ""
+
+
 def test_default_corpus_and_errors(tmp_path, capsys):
     out = tmp_path / "t.json"
     assert main(["tokenizer", "train", "--vocab-size", "300", "--out", str(out)]) == 0

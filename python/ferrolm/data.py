@@ -3,6 +3,7 @@ and seeded random windows over them (nanoGPT's `get_batch`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,12 @@ def read_text(path: str | Path) -> str:
         raise ValueError(f"{path} is not valid UTF-8 text: {e}") from None
 
 
+def digest(value) -> str:
+    """A short fingerprint of JSON-able data (lists of ids, records): what an objective's
+    `state()["data"]` holds, so a resumed run can tell that its data changed."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size <= 1 << 16 else np.uint32
 
@@ -41,14 +48,24 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
     split = int(len(text) * (1.0 - val_fraction))
     dtype = token_dtype(tokenizer.vocab_size)
     meta = {"vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name}
+    h = hashlib.sha256()
     for name, part in (("train", text[:split]), ("val", text[split:])):
         ids = np.asarray(tokenizer.encode_array(part, add_special_tokens=False), dtype=dtype)
         tmp = directory / f".{name}.bin.tmp"
         ids.tofile(tmp)
         tmp.replace(directory / f"{name}.bin")
         meta[f"{name}_tokens"] = int(ids.size)
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+        h.update(ids.tobytes())
+    meta["digest"] = h.hexdigest()[:32]  # identifies the data for resume (see data_digest)
+    tmp = directory / ".meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(directory / "meta.json")
     return meta
+
+
+def data_digest(directory: str | Path) -> str | None:
+    """The fingerprint `prepare_tokens` recorded of a token directory (None for older ones)."""
+    return json.loads((Path(directory) / "meta.json").read_text()).get("digest")
 
 
 def load_tokens(directory: str | Path, split: str) -> np.ndarray:

@@ -48,6 +48,8 @@ def read_records(path: Union[str, Path], fields: Sequence[str], allow_empty: Seq
             raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         for field in fields:
             value = record.get(field)
+            if field not in record:
+                raise ValueError(f"{path}:{number}: no {field!r} field (each line needs {', '.join(map(repr, fields))})")
             if not isinstance(value, str):
                 raise ValueError(f"{path}:{number}: field {field!r} must be a string, got {type(value).__name__}")
             if not value.strip() and field not in allow_empty:

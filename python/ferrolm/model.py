@@ -66,21 +66,49 @@ class GPT(CoreModel):
     def encode(self, text: str) -> list[int]:
         return list(self._tok().encode(text))
 
+    @property
+    def is_chat(self) -> bool:
+        """Whether the tokenizer has the chat template's tokens (a model from `ferrolm sft`)."""
+        from ferrolm.chat import SPECIALS
+
+        return self.tokenizer is not None and all(self.tokenizer.token_to_id(t) is not None for t in SPECIALS)
+
+    def _chat_template(self):
+        from ferrolm.chat import ChatTemplate
+
+        if not self.is_chat:
+            raise ValueError("chat=True needs a chat model (fine-tuned by `ferrolm sft`), whose tokenizer has "
+                             "<|user|>, <|assistant|> and <|end|>")
+        return ChatTemplate(self.tokenizer)
+
+    def prompt_ids(self, prompt: str, chat: bool = False) -> list[int]:
+        """The ids generation continues: the prompt's, or with `chat` its user turn of the chat
+        template (its text stays text, whatever special tokens it spells)."""
+        return self._chat_template().prompt_ids(prompt) if chat else self.encode(prompt)
+
     def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 200, *, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
                  stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: int = 0,
-                 stream: bool = False):
+                 stream: bool = False, chat: bool = False):
         """Continues `prompt` (a string, or a list of strings generated as one batch).
 
         Returns the generated text (without the prompt), a list of texts for a list of
         prompts, or with `stream=True` an iterator of text pieces as tokens arrive (single
         prompt). Generation stops at `max_new_tokens`, a stop token, or a stop string (which
         is not included). `temperature=0` is greedy. Prompts longer than the context raise
-        ValueError; an empty prompt raises ValueError.
+        ValueError; an empty prompt raises ValueError. With `chat=True` (a model from `ferrolm
+        sft`, see `is_chat`) each prompt is a user turn of the chat template and the answer
+        ends at <|end|>, as the model was fine-tuned.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        ids = [self.encode(p) for p in prompts]
+        ids = [self.prompt_ids(p, chat) for p in prompts]
+        empty = [i for i, row in enumerate(ids) if not row]
+        if empty:
+            raise ValueError(f"prompt {empty[0]} is empty: generation continues text, so give at least one character "
+                             "(a newline, say)")
+        if chat:
+            stop_tokens = [*stop_tokens, self._chat_template().end]
         session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
         tok = self._tok()

@@ -7,6 +7,7 @@ argparse subparsers object; every leaf command sets `func(args) -> int` (the exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -41,6 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader (say `head`) has gone: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, OSError, IndexError, OverflowError, MemoryError) as e:
         print(f"ferrolm: error: {e}", file=sys.stderr)
         return 2

@@ -21,8 +21,10 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "lr_decay_iters": 5000, "weight_decay": 0.01}
 
-HELP = {"dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
-                 "float32 (training 1.5-1.7x faster than float32, measured on a CPU with AVX512-BF16)"}
+HELP = {"lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
+        "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
+                 "float32 (training 1.5-1.7x faster than float32 on the benchmark models, about 1.2x with a 32k "
+                 "vocabulary, whose float32 softmax and loss then weigh more; measured on a CPU with AVX512-BF16)"}
 CHOICES = {"dtype": DTYPES}
 
 
@@ -119,4 +121,6 @@ def checkpoint_state(out: Path) -> dict:
 def train_config(values: dict, args):
     from ferrolm.train import TrainConfig
 
+    if args.lr_decay_iters is None and not args.resume:  # a new run decays over its length
+        values = {**values, "lr_decay_iters": values["max_iters"]}
     return TrainConfig(**{k: v for k, v in values.items() if k != "batch_size"}, progress=not args.no_progress)

@@ -46,6 +46,8 @@ def register_label(sub) -> None:
     p.add_argument("--top-p", type=probability, default=None)
     p.add_argument("--seed", type=count(), default=0, help="base sampling seed (each completion's seed is recorded)")
     p.add_argument("--lookahead", type=count(1), default=2, help="pairs generated ahead of the person reading (default 2)")
+    p.add_argument("--raw", action="store_true", help="continue prompts as plain text even with chat models (by default "
+                                                      "a model from `ferrolm sft` answers each prompt as a user turn)")
     p.set_defaults(func=run_label)
 
 
@@ -76,12 +78,14 @@ def run_label(args) -> int:
                          "pip install 'ferrolm[label]'") from None
     model_a = _load_gpt(args.model)
     model_b = _load_gpt(args.model_b) if args.model_b else model_a
+    # A chat model (from `ferrolm sft`) answers prompts as user turns, ending at <|end|>.
+    chat = model_a.is_chat and model_b.is_chat and not args.raw
     for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
-        check_prompts(prompts, model, f"{args.prompts} (for {path})")
+        check_prompts(prompts, model, f"{args.prompts} (for {path})", chat)
     store = LabelStore(args.db)
     hash_a = weights_hash(Path(args.model))
     hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
-    sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens, chat=chat)
     a = Sampler(model_a, str(args.model), hash_a, temperature=args.temperature, **sampling)
     temperature_b = args.temperature if args.temperature_b is None else args.temperature_b
     b = Sampler(model_b, str(args.model_b or args.model), hash_b, temperature=temperature_b, **sampling)

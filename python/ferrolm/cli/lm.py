@@ -42,14 +42,25 @@ def _model_flags(model) -> dict:
 
 
 def _tokenizer(args, text: str):
+    """The run's tokenizer, trained on `text` or read from a file, checked against the objective
+    before the corpus is tokenised with it."""
     from ferrolm import Tokenizer
+    from ferrolm.data import MlmCollator
 
     kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
+    if args.vocab_size and kind not in ("bpe", "wordpiece"):
+        raise ValueError(f"--vocab-size sizes a bpe or wordpiece tokenizer trained here, not --tokenizer {kind}")
     if kind == "char":
-        return Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
-    if kind in ("bpe", "wordpiece"):
-        return Tokenizer.train_from_iterator([text], kind=kind, vocab_size=args.vocab_size or 4096)
-    return Tokenizer.from_file(kind)
+        tokenizer = Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
+    elif kind in ("bpe", "wordpiece"):
+        tokenizer = Tokenizer.train_from_iterator([text], kind=kind, vocab_size=args.vocab_size or 4096)
+    elif Path(kind).exists():
+        tokenizer = Tokenizer.from_file(kind)
+    else:
+        raise ValueError(f"--tokenizer {kind}: not char, bpe or wordpiece, and no such file")
+    if args.objective == "mlm":
+        MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
+    return tokenizer
 
 
 def _new_model(objective: str, tokenizer, m: dict, seed: int):
@@ -139,14 +150,16 @@ def register_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated")
     p.add_argument("model", help="model directory (config.json, model.safetensors, and tokenizer.json, "
                                          "vocab.json + merges.txt or vocab.txt)")
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=count(), default=500)
-    p.add_argument("--temperature", type=non_negative, default=0.8)
-    p.add_argument("--top-k", type=count(), default=200)
-    p.add_argument("--top-p", type=probability, default=None)
-    p.add_argument("--repetition-penalty", type=positive, default=1.0)
+    p.add_argument("--prompt", default="\n", help="text to continue (default a newline); a chat model's question")
+    p.add_argument("--max-new-tokens", type=count(), default=500, help="default 500")
+    p.add_argument("--temperature", type=non_negative, default=0.8, help="default 0.8 (0: greedy)")
+    p.add_argument("--top-k", type=count(), default=200, help="default 200 (0: no limit)")
+    p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
+    p.add_argument("--repetition-penalty", type=positive, default=1.0, help="default 1.0 (off)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=count(), default=0)
+    p.add_argument("--seed", type=count(), default=0, help="default 0")
+    p.add_argument("--raw", action="store_true", help="continue the prompt as plain text even with a chat model (by "
+                                                      "default a model from `ferrolm sft` answers it as a user turn)")
     p.set_defaults(func=run_generate)
 
 
@@ -157,10 +170,15 @@ def run_generate(args) -> int:
     model = GPT.load(args.model)
     if model.tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
-    sys.stdout.write(args.prompt)
+    chat = model.is_chat and not args.raw
+    if chat:
+        print(f"(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
+              file=sys.stderr, flush=True)
+    else:
+        sys.stdout.write(args.prompt)
     for piece in model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
-                                seed=args.seed, stream=True):
+                                seed=args.seed, stream=True, chat=chat):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -178,8 +196,12 @@ def register_fill_mask(sub) -> None:
 
 def run_fill_mask(args) -> int:
     from ferrolm.bert import BERT
+    from ferrolm.models import load_model
 
-    model = BERT.load(args.model)
+    model = load_model(args.model)
+    if not isinstance(model, BERT):
+        raise ValueError(f"{args.model} is a {type(model).__name__} model; fill-mask needs a BERT "
+                         "(ferrolm pretrain --objective mlm)")
     for i, candidates in enumerate(model.fill_mask(args.text, args.top_k)):
         print(f"[MASK] {i + 1}: " + ", ".join(f"{c['token']} ({c['score']:.3f})" for c in candidates))
     return 0

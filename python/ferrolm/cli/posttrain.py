@@ -8,8 +8,6 @@ data order and (PPO) the rollout in progress; MODEL stays the reference (DPO, PP
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -72,14 +70,14 @@ def _common(p, command: str) -> None:
     add_flags(p, DEFAULTS[command])
 
 
-def _values(args, command: str, records: list) -> dict:
+def _values(args, command: str) -> dict:
     """Training flag values (given, else on --resume the checkpoint's, else the command's
     default); also settles the run's other settings on `args` (see RUN_SETTINGS)."""
     state = checkpoint_state(Path(args.out)) if args.resume else {}
     if args.resume:
         if state.get("objective") != command:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
-    _settle(args, command, state.get("settings") if args.resume else None, records)
+    _settle(args, command, state.get("settings") if args.resume else None)
     if command in ("dpo", "ppo") and Path(args.out).resolve() == Path(args.model).resolve():
         raise ValueError(f"--out {args.out} is MODEL: {command} keeps MODEL as its reference, so write elsewhere")
     if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():
@@ -88,7 +86,7 @@ def _values(args, command: str, records: list) -> dict:
     return {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
 
 
-def _settle(args, command: str, saved: dict | None, records: list) -> None:
+def _settle(args, command: str, saved: dict | None) -> None:
     settings = RUN_SETTINGS[command]
     for name, default in settings.items():
         if default is not None:
@@ -100,14 +98,6 @@ def _settle(args, command: str, saved: dict | None, records: list) -> None:
             print(f"ferrolm: warning: {flag} {path} is not where the run started ({saved[name]}); using it",
                   file=sys.stderr, flush=True)
         setattr(args, name, path)
-    # The data's content, not just its path: an edited file (or a labelling database with new
-    # judgements) would silently change the split and the batches of an "exact" resume.
-    content = [{k: v for k, v in r.items() if k != "_where"} if isinstance(r, dict) else r for r in records]
-    args.records_digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    if saved is not None and saved.get("records_digest", args.records_digest) != args.records_digest:
-        flag = "--prompts" if command == "ppo" else "--data"
-        raise ValueError(f"--resume: the records in {flag} {getattr(args, flag[2:])} changed since the run started, so "
-                         f"its split and batches would not be the run's; restore them, or start a new run from {args.out}")
 
 
 def _start(args, command: str, records: list):
@@ -116,7 +106,7 @@ def _start(args, command: str, records: list):
     from ferrolm.chat import ChatTemplate
     from ferrolm.model import GPT
 
-    v = _values(args, command, records)
+    v = _values(args, command)
     model = GPT.load(args.model)
     template = ChatTemplate.prepare(model)
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
@@ -128,7 +118,7 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
     from ferrolm.train import train
 
     start = time.perf_counter()
-    settings = {name: getattr(args, name) for name in [*RUN_SETTINGS[name], "records_digest"]}
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS[name]}
     evals = train(model, objective, train_config(v, args), args.out, resume=args.resume, settings=settings)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
     return 0
@@ -199,6 +189,7 @@ def run_dpo(args) -> int:
     v, start, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     model = GPT.load(args.out) if args.resume else start.copy()
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
+    print(f"dpo: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
     return _train(args, v, "dpo", model, objective,
                   lambda _: f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -45,10 +44,14 @@ def _tokenizer_encode(args: argparse.Namespace) -> int:
             raise ValueError(f"standard input is not valid UTF-8 text: {e}") from None
     allowed = "none" if args.no_special else "all"
     for text in texts:
-        ids, offsets = tok.encode_with_offsets(text, allowed_special=allowed, disallowed_special="text")
-        if args.ids:
-            print(json.dumps(ids))
+        if args.ids:  # written in chunks: a corpus's ids as one Python list would take gigabytes
+            ids = tok.encode_array(text, allowed_special=allowed, disallowed_special="text")
+            sys.stdout.write("[")
+            for s in range(0, len(ids), 1 << 16):
+                sys.stdout.write((", " if s else "") + ", ".join(map(str, ids[s : s + (1 << 16)].tolist())))
+            sys.stdout.write("]\n")
             continue
+        ids, offsets = tok.encode_with_offsets(text, allowed_special=allowed, disallowed_special="text")
         print(f"{len(text)} characters, {len(text.encode())} bytes -> {len(ids)} tokens")
         for i, (s, e) in zip(ids, offsets):
             print(f"{i:>8}  {tok.id_to_token(i)!r:<24} {text[s:e]!r}")
@@ -63,7 +66,7 @@ def register_tokenizer(subparsers) -> None:
     t = sub.add_parser("train", help="train a tokenizer and save it as tokenizer.json")
     t.add_argument("files", nargs="*", help="UTF-8 text files, read line by line (default: bundled tiny Shakespeare)")
     t.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe")
-    t.add_argument("--vocab-size", type=count(), default=8192, help="target vocabulary size, special tokens included (char: upper bound, 0 = all)")
+    t.add_argument("--vocab-size", type=count(), default=8192, help="target vocabulary size, special tokens included (default 8192; char: upper bound, 0 = all)")
     t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
     t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times")
     t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens (default depends on --kind)")

@@ -45,15 +45,16 @@ class Sampler:
     top_k: Optional[int] = 200
     top_p: Optional[float] = None
     max_new_tokens: int = 128
+    chat: bool = False  # prompts as user turns of the chat template, answers ending at <|end|>
 
     def settings(self, seed: int) -> dict:
         return {"model": self.model_dir, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens, "seed": seed}
+                "max_new_tokens": self.max_new_tokens, "chat": self.chat, "seed": seed}
 
     def sample(self, prompt: str, seed: int) -> str:
         # GPT.generate runs the Rust KV-cache generator (core.generation) without the GIL.
         return self.model.generate(prompt, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
-                                   top_p=self.top_p, seed=seed)
+                                   top_p=self.top_p, seed=seed, chat=self.chat)
 
 
 class PairQueue:

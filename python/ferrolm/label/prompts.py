@@ -51,7 +51,7 @@ def _parse(line: str, path: Path, number: int) -> str:
     return value
 
 
-def check_prompts(prompts: list[str], model, where: str) -> None:
+def check_prompts(prompts: list[str], model, where: str, chat: bool = False) -> None:
     """Refuses prompts that cannot be labelled: a repeat of an earlier one (its pairs would be
     judged twice), characters outside the model's vocabulary, or no room left in its context
     (generation needs the prompt to fit, with one token to spare)."""
@@ -61,7 +61,7 @@ def check_prompts(prompts: list[str], model, where: str) -> None:
             raise ValueError(f"{where} line {number}: repeats the prompt of line {seen[prompt]}")
         seen[prompt] = number
         try:
-            n = len(model.encode(prompt))
+            n = len(model.prompt_ids(prompt, chat))
         except ValueError as e:
             raise ValueError(f"{where} line {number}: {e}") from None
         if n >= model.block_size:

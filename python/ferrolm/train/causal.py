@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.data import Windows, load_tokens
+from ferrolm.data import Windows, data_digest, load_tokens
 
 
 class CausalLM:
@@ -20,6 +20,7 @@ class CausalLM:
         self.windows = {split: Windows(load_tokens(data_dir, split), block_size) for split in ("train", "val")}
         self.batch_size = batch_size
         self.block_size = block_size
+        self.data_digest = data_digest(data_dir)
 
     def batch(self, split: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return self.windows[split].sample(self.batch_size, rng)
@@ -33,4 +34,4 @@ class CausalLM:
         return int(batch[0].size)
 
     def state(self) -> dict:
-        return {"block_size": self.block_size, "batch_size": self.batch_size}
+        return {"block_size": self.block_size, "batch_size": self.batch_size, "data": self.data_digest}

@@ -14,6 +14,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.model import GPT
 from ferrolm.chat import ChatTemplate, response_mask
+from ferrolm.data import digest
 from ferrolm.model import sequence_logprobs
 from ferrolm.train.reward import encode_preference_splits, split_pairs
 
@@ -34,6 +35,7 @@ class DPO:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.template, self.batch_size, self.beta = template, batch_size, beta
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
+        self.data_digest = digest(self.data)
         self.reference: GPT = reference
         self._ref: dict[tuple[str, str], np.ndarray] = {}
 
@@ -83,4 +85,4 @@ class DPO:
         return int(batch[1].sum())
 
     def state(self) -> dict:
-        return {"batch_size": self.batch_size, "beta": self.beta, "counts": self.counts}
+        return {"batch_size": self.batch_size, "beta": self.beta, "counts": self.counts, "data": self.data_digest}

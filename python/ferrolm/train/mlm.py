@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.data import MlmCollator, load_tokens
+from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 
 class MaskedLM:
@@ -26,6 +26,7 @@ class MaskedLM:
                 raise ValueError(f"the {split} split has only {len(t)} tokens; need more than max_len={max_len}")
         self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
         self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
+        self.data_digest = data_digest(data_dir)
 
     def batch(self, split: str, rng: np.random.Generator) -> dict:
         tokens = self.streams[split]
@@ -68,4 +69,4 @@ class MaskedLM:
 
     def state(self) -> dict:
         return {"block_size": self.max_len, "batch_size": self.batch_size, "pairs": self.pairs,
-                "whole_word": self.collate.whole_word}
+                "whole_word": self.collate.whole_word, "data": self.data_digest}

@@ -21,6 +21,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right
+from ferrolm.data import digest
 from ferrolm.model import GPT, token_logprobs
 from ferrolm.models import load_head, save_head
 
@@ -84,12 +85,14 @@ class PPO:
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0) -> None:
         if rollout_size % minibatch_size:
-            raise ValueError("rollout_size must be a multiple of minibatch_size")
+            raise ValueError(f"rollout_size {rollout_size} must be a multiple of minibatch_size {minibatch_size} "
+                             "(--rollout-size and --batch-size on the command line)")
         if reward_model.gpt.tokenizer.get_vocab() != template.tokenizer.get_vocab():
             raise ValueError("the reward model reads ids with a different tokenizer than the policy's: "
                              "its scores of the policy's responses would be meaningless")
         self.reference, self.reward_model, self.template = reference, reward_model, template
         self.prompts = {"train": [template.prompt_ids(p) for p in train_prompts], "val": [template.prompt_ids(p) for p in val_prompts]}
+        self.data_digest = digest(self.prompts)
         # A response cut at max_new_tokens is scored with <|end|> appended: one more token
         # than the policy wrote must fit the reward model's context.
         policy_block, reward_block = reference.block_size, reward_model.gpt.block_size
@@ -226,7 +229,7 @@ class PPO:
         """Everything a resumed run needs besides the weights and the loop's RNG: the KL
         controller, the score statistics and the rest of the current rollout's minibatches."""
         stats = self.score_stats
-        return {"batch_size": self.minibatch_size, "kl_coef": self.kl_coef, "rollouts": self.rollouts,
+        return {"batch_size": self.minibatch_size, "kl_coef": self.kl_coef, "rollouts": self.rollouts, "data": self.data_digest,
                 "score_stats": [stats.count, stats.mean, stats.m2],
                 "last_rollout": self.last_rollout, "buffer": [{k: _encode(v) for k, v in mb.items()} for mb in self.buffer]}
 

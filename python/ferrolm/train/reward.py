@@ -12,6 +12,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right
+from ferrolm.data import digest
 from ferrolm.model import GPT
 from ferrolm.models import load_head, save_head
 
@@ -101,6 +102,7 @@ class Preferences:
     def __init__(self, train, val, template: ChatTemplate, block_size: int, batch_size: int, skip_long: bool = False) -> None:
         self.template, self.batch_size = template, batch_size
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
+        self.data_digest = digest(self.data)
 
     def batch(self, split, rng):
         chosen = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
@@ -129,4 +131,4 @@ class Preferences:
         return int(batch[1].sum())
 
     def state(self) -> dict:
-        return {"batch_size": self.batch_size, "counts": self.counts}
+        return {"batch_size": self.batch_size, "counts": self.counts, "data": self.data_digest}

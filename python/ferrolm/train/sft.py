@@ -7,6 +7,7 @@ import numpy as np
 
 import ferrolm.functional as F
 from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right, response_mask
+from ferrolm.data import digest
 
 
 def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, skip_long: bool) -> tuple[list, dict]:
@@ -38,6 +39,7 @@ class SFT:
         self.template, self.batch_size = template, batch_size
         self.data, self.counts = encode_splits(train, val, lambda r: encode_pairs(r, template, block_size, skip_long),
                                                f"examples fit the context of {block_size} tokens")
+        self.data_digest = digest(self.data)
 
     def batch(self, split: str, rng: np.random.Generator):
         rows = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
@@ -54,4 +56,4 @@ class SFT:
         return int(batch[0].size)
 
     def state(self) -> dict:
-        return {"batch_size": self.batch_size, "counts": self.counts}
+        return {"batch_size": self.batch_size, "counts": self.counts, "data": self.data_digest}

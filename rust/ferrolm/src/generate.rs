@@ -65,13 +65,20 @@ impl Sampling {
         if self.temperature == 0.0 {
             return argmax(logits) as i64;
         }
-        // Candidates sorted by logit, best first, cut by top-k.
+        // Candidates: every token in id order for plain sampling; for top-k and top-p, sorted by
+        // logit, best first (the k best are selected before sorting: O(V + k log k), not a
+        // sort of the whole vocabulary for every token).
         let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if let Some(k) = self.top_k.filter(|&k| k > 0) {
-            order.truncate(k);
+        let top_k = self.top_k.filter(|&k| k > 0 && k < logits.len());
+        if top_k.is_some() || self.top_p.is_some() {
+            let best_first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+            if let Some(k) = top_k {
+                order.select_nth_unstable_by(k - 1, best_first);
+                order.truncate(k);
+            }
+            order.sort_unstable_by(best_first);
         }
-        let max = logits[order[0]];
+        let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
         let mut probs: Vec<f32> = order.iter().map(|&i| ((logits[i] - max) / self.temperature).exp()).collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
@@ -387,4 +394,54 @@ fn complete_utf8(bytes: &[u8]) -> usize {
         }
     }
     bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frequencies of `pick` over many draws against the distribution it should sample:
+    /// softmax(logits / T) restricted to the top k, then to the nucleus, renormalised.
+    #[test]
+    fn pick_samples_the_truncated_softmax() {
+        let logits = [1.0f32, 3.0, 0.5, 2.5, -1.0, 2.0, 0.0, 2.9];
+        let softmax = |t: f32| -> Vec<f64> {
+            let e: Vec<f64> = logits.iter().map(|&l| ((l - 3.0) / t).exp() as f64).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|x| x / s).collect()
+        };
+        let cases = [(1.0, None, None), (0.7, Some(3), None), (1.0, None, Some(0.8)), (1.3, Some(4), Some(0.7))];
+        for (temperature, top_k, top_p) in cases {
+            let sampling = Sampling { temperature, top_k, top_p, ..Default::default() };
+            // Expected: best-first order, cut at k, then at the nucleus.
+            let p = softmax(temperature);
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            order.truncate(top_k.unwrap_or(logits.len()));
+            let total: f64 = order.iter().map(|&i| p[i]).sum();
+            if let Some(top_p) = top_p {
+                let mut cumulative = 0.0;
+                let keep = order.iter().position(|&i| {
+                    cumulative += p[i] / total;
+                    cumulative >= top_p as f64
+                });
+                order.truncate(keep.map_or(order.len(), |i| i + 1));
+            }
+            let kept: f64 = order.iter().map(|&i| p[i]).sum();
+            let mut expected = vec![0.0; logits.len()];
+            for &i in &order {
+                expected[i] = p[i] / kept;
+            }
+            let mut rng = Rng::new(7);
+            let draws = 200_000;
+            let mut counts = vec![0usize; logits.len()];
+            for _ in 0..draws {
+                counts[sampling.pick(&mut logits.clone(), &[], &mut rng) as usize] += 1;
+            }
+            let tv: f64 =
+                counts.iter().zip(&expected).map(|(&c, &e)| (c as f64 / draws as f64 - e).abs()).sum::<f64>() / 2.0;
+            assert!(tv < 0.006, "{temperature} {top_k:?} {top_p:?}: total variation {tv}");
+            assert!(counts.iter().zip(&expected).all(|(&c, &e)| e > 0.0 || c == 0), "sampled outside the cut");
+        }
+    }
 }
