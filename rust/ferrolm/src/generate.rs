@@ -65,41 +65,52 @@ impl Sampling {
         if self.temperature == 0.0 {
             return argmax(logits) as i64;
         }
-        // Candidates: every token in id order for plain sampling; for top-k and top-p, sorted by
-        // logit, best first (the k best are selected before sorting: O(V + k log k), not a
-        // sort of the whole vocabulary for every token).
+        // Candidates: every token, in id order for plain sampling; for top-k and top-p, the best
+        // ones sorted best first, found by selection rather than by sorting the vocabulary for
+        // every token (O(V + k log k)).
         let mut order: Vec<usize> = (0..logits.len()).collect();
-        let top_k = self.top_k.filter(|&k| k > 0 && k < logits.len());
-        if top_k.is_some() || self.top_p.is_some() {
-            let best_first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
-            if let Some(k) = top_k {
-                order.select_nth_unstable_by(k - 1, best_first);
-                order.truncate(k);
-            }
+        let best_first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+        if let Some(k) = self.top_k.filter(|&k| k > 0 && k < logits.len()) {
+            order.select_nth_unstable_by(k - 1, best_first);
+            order.truncate(k);
             order.sort_unstable_by(best_first);
         }
         let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<f32> = order.iter().map(|&i| ((logits[i] - max) / self.temperature).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
+        let weight = |i: usize| ((logits[i] - max) / self.temperature).exp();
         if let Some(top_p) = self.top_p {
+            // The nucleus: the fewest best tokens whose probability reaches top_p. Found like
+            // quickselect: split the undecided range at its middle rank; if the better half
+            // holds the remaining mass the nucleus ends inside it, else it is all in.
+            let mut need = top_p * order.iter().map(|&i| weight(i)).sum::<f32>();
+            let (mut lo, mut hi) = (0, order.len());
+            while hi - lo > 32 {
+                let mid = lo + (hi - lo) / 2;
+                order[lo..hi].select_nth_unstable_by(mid - lo, best_first);
+                let mass: f32 = order[lo..mid].iter().map(|&i| weight(i)).sum();
+                if mass >= need {
+                    hi = mid;
+                } else {
+                    need -= mass;
+                    lo = mid;
+                }
+            }
+            order[lo..hi].sort_unstable_by(best_first);
             let mut cumulative = 0.0;
-            let keep = probs.iter().position(|&p| {
-                cumulative += p;
-                cumulative >= top_p
+            let reached = order[lo..hi].iter().position(|&i| {
+                cumulative += weight(i);
+                cumulative >= need
             });
-            let keep = keep.map_or(probs.len(), |i| i + 1);
-            order.truncate(keep);
-            probs.truncate(keep);
+            order.truncate(reached.map_or(hi, |j| lo + j + 1));
         }
-        let mut r = rng.uniform() * probs.iter().sum::<f32>();
-        for (i, p) in probs.iter().enumerate() {
-            r -= p;
+        let weights: Vec<f32> = order.iter().map(|&i| weight(i)).collect();
+        let mut r = rng.uniform() * weights.iter().sum::<f32>();
+        for (&i, w) in order.iter().zip(&weights) {
+            r -= w;
             if r < 0.0 {
-                return order[i] as i64;
+                return i as i64;
             }
         }
-        order[probs.len() - 1] as i64
+        order[order.len() - 1] as i64
     }
 }
 
@@ -443,5 +454,32 @@ mod tests {
             assert!(tv < 0.006, "{temperature} {top_k:?} {top_p:?}: total variation {tv}");
             assert!(counts.iter().zip(&expected).all(|(&c, &e)| e > 0.0 || c == 0), "sampled outside the cut");
         }
+    }
+
+    /// A nucleus of hundreds of tokens (found through several rounds of selection) is the set
+    /// of best tokens that reaches top_p, up to the boundary token's rounding.
+    #[test]
+    fn a_large_nucleus_is_found_whole() {
+        let mut rng = Rng::new(3);
+        let logits: Vec<f32> = (0..1000).map(|_| rng.uniform() * 0.5).collect();
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let weights: Vec<f64> = logits.iter().map(|&l| (l as f64).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        let mut cumulative = 0.0;
+        let size = order.iter().position(|&i| {
+            cumulative += weights[i] / total;
+            cumulative >= 0.9
+        });
+        let nucleus: std::collections::HashSet<usize> = order[..size.unwrap() + 1].iter().copied().collect();
+        assert!(nucleus.len() > 800);
+        let sampling = Sampling { top_p: Some(0.9), ..Default::default() };
+        let mut drawn = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            drawn.insert(sampling.pick(&mut logits.clone(), &[], &mut rng) as usize);
+        }
+        let outside = drawn.difference(&nucleus).count();
+        let missed = nucleus.difference(&drawn).count();
+        assert!(outside <= 1 && missed <= 1, "{outside} drawn outside the nucleus, {missed} of it never drawn");
     }
 }
