@@ -331,3 +331,27 @@ def test_streamed_and_returned_text_agree_on_split_characters():
     stream.push(tok, tok.token_to_id("a"))
     stream.flush()  # ends the stream: nothing more comes, and nothing panics
     assert stream.push(tok, tok.token_to_id("b")) == "" and stream.done
+
+
+def test_score_slides_a_window_over_long_text(trained):
+    """Text longer than the context (32) is scored window by window: each token with the
+    context the window gives it, which a direct forward pass over that window reproduces."""
+    model = GPT.load(trained)
+    ids = model.encode("To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer")
+    assert len(ids) > 80
+    for stride in (16, 5, 31):
+        lp = model.score(ids, stride=stride)
+        assert lp.shape == (len(ids) - 1,) and np.isfinite(lp).all()
+        # Token t is scored by the window ending where it was first covered.
+        end, expected = 32, {}
+        while True:
+            window = sequence_logprobs(model, np.array([ids[end - 32 : end]])).numpy()[0]
+            for t in range(end - 32 + 1, end):
+                expected.setdefault(t, window[t - (end - 32) - 1])
+            if end == len(ids):
+                break
+            end = min(len(ids), end + stride)
+        np.testing.assert_allclose(lp, [expected[t] for t in range(1, len(ids))], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.score(ids[:32]), model.score(ids)[:31], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="stride"):
+        model.score(ids, stride=32)

@@ -128,21 +128,38 @@ class GPT(CoreModel):
         results = [t.text for t in texts]
         return results[0] if isinstance(prompt, str) else results
 
-    def score(self, text: Union[str, Sequence[int]]) -> np.ndarray:
+    def score(self, text: Union[str, Sequence[int]], stride: Optional[int] = None) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first token
-        has no prediction, so the result has one entry fewer than the tokens)."""
+        has no prediction, so the result has one entry fewer than the tokens).
+
+        Text longer than the context is scored through a sliding window (as Hugging Face's
+        perplexity guide does): windows of `block_size` tokens, `stride` apart (default half
+        the context), each scoring only the tokens the previous one did not, so every token
+        is predicted from at least `block_size - stride` tokens before it (all of them near
+        the start)."""
         ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text))[None, :]
         if ids.size and ids.dtype.kind not in "iu":
             raise TypeError(f"score takes text or integer token ids, got dtype {ids.dtype}")
-        if ids.shape[1] < 2:
+        n, block = ids.shape[1], self.block_size
+        if n < 2:
             raise ValueError("score needs at least two tokens")
-        if ids.shape[1] > self.block_size:
-            raise ValueError(f"text has {ids.shape[1]} tokens, more than the context of {self.block_size}")
+        stride = max(block // 2, 1) if stride is None else stride
+        if not 1 <= stride <= block - 1 and n > block:
+            raise ValueError(f"stride must be between 1 and block_size - 1 ({block - 1}), got {stride}")
         from ferrolm.autograd import no_grad
 
+        out = np.empty(n - 1, dtype=np.float32)
+        scored = 1  # the next token to score (token 0 has no prediction)
+        end = min(n, block)
         with no_grad():
-            logp = sequence_logprobs(self, ids)
-        return logp.numpy()[0]
+            while True:
+                begin = end - min(end, block)
+                logp = sequence_logprobs(self, ids[:, begin:end]).numpy()[0]  # predicts begin+1 .. end-1
+                out[scored - 1 : end - 1] = logp[scored - begin - 1 :]
+                scored = end
+                if end == n:
+                    return out
+                end = min(n, end + stride)
 
 
 def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, dropout_seed=None) -> Tensor:
