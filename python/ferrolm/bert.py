@@ -63,13 +63,30 @@ class BERT(CoreModel):
 
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict]]:
         """Candidates for every [MASK] in `text`: one list per mask, best first, each entry
-        {"token", "token_id", "score"} with the softmax probability as score."""
+        {"token", "token_id", "score"} with the softmax probability as score. In text longer
+        than the model's context each [MASK] is predicted from the window of that many tokens
+        around it (framed by [CLS] and [SEP] as in training)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        ids = self._encode(text)
-        if not (ids == self._mask_id()).any():
+        tok = self._tok()
+        ids = np.asarray(tok.encode(text, allowed_special="all"), dtype=np.int64)
+        masks = np.flatnonzero(ids == self._mask_id())
+        if masks.size == 0:
             raise ValueError(f"no [MASK] in the text: {text!r}")
-        return self._fill(ids, top_k)
+        if len(ids) <= self.max_len:
+            return self._fill(ids, top_k)
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        framed = ids[0] == cls and ids[-1] == sep
+        body = ids[1:-1] if framed else ids
+        width = self.max_len - 2 if framed else self.max_len
+        out = []
+        for p in masks - int(framed):
+            start = min(max(p - width // 2, 0), len(body) - width)
+            window = body[start : start + width]
+            window = np.concatenate([[cls], window, [sep]]) if framed else window
+            nth = int(np.sum(body[start:p] == self._mask_id()))  # this mask's rank in the window
+            out.append(self._fill(window, top_k)[nth])
+        return out
 
     def _mask_id(self) -> int:
         mask_id = self._tok().token_to_id("[MASK]")
