@@ -361,3 +361,23 @@ def test_dpo_starts_at_zero_log_ratio_in_bfloat16_and_with_dropout(base):
     finally:
         fl.set_matmul_precision(previous)
     assert dpo.accuracy(model) == 0.0  # float32 reference, float32 policy
+
+
+def test_ppo_missing_end_penalty_lowers_the_score_of_cut_responses(base):
+    """A response cut at max_new_tokens is trained on with its score minus the penalty; the
+    logged reward stays the reward model's."""
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    policy = GPT.load(base)
+    template = ChatTemplate.prepare(policy)
+    stats = []
+    for penalty in (0.0, 5.0):
+        ppo = PPO(PolicyWithValue(policy.copy()), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"] * 4,
+                  ["Stand, ho!"], template, rollout_size=8, minibatch_size=8, max_new_tokens=6, temperature=3.0,
+                  missing_end_penalty=penalty)
+        mb = ppo.batch("train", np.random.default_rng(0))
+        stats.append((ppo.score_stats.mean, float(mb["scores"].mean())))
+    cut = float(np.mean([row[mask][-1] != template.end for row, mask in zip(mb["targets"], mb["mask"])]))
+    assert cut > 0.5  # a high temperature rarely says <|end|> within 6 tokens
+    assert stats[1][1] == stats[0][1]  # the logged reward is the reward model's
+    assert stats[1][0] == pytest.approx(stats[0][0] - 5.0 * cut, abs=1e-4)

@@ -55,7 +55,7 @@ RUN_SETTINGS = {
     "reward": {"model": None, "data": None, **_DATA},
     "dpo": {"model": None, "data": None, **_DATA, "beta": 0.1},
     "ppo": {"model": None, "reward_model": None, "prompts": None, **_DATA, "rollout_size": 16, "ppo_epochs": 4,
-            "max_new_tokens": 48, "kl_coef": 0.1, "target_kl": 6.0},
+            "max_new_tokens": 48, "kl_coef": 0.1, "target_kl": 6.0, "missing_end_penalty": 0.0},
 }
 
 
@@ -207,6 +207,8 @@ def register_ppo(sub) -> None:
     p.add_argument("--max-new-tokens", type=count(1), default=None, help="response length limit (default 48)")
     p.add_argument("--kl-coef", type=non_negative, default=None, help="initial KL penalty coefficient (default 0.1)")
     p.add_argument("--target-kl", type=non_negative, default=None, help="adaptive KL target (default 6; 0: fixed coefficient)")
+    p.add_argument("--missing-end-penalty", type=non_negative, default=None,
+                   help="subtracted from the score of a response cut at --max-new-tokens (default 0)")
     _common(p, "ppo")
     p.set_defaults(func=run_ppo)
 
@@ -221,7 +223,7 @@ def run_ppo(args) -> int:
     policy = PolicyWithValue.load(args.out) if args.resume else PolicyWithValue(gpt.copy())
     objective = PPO(policy, gpt, reward_model, tr, va, template, rollout_size=args.rollout_size,
                     minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
-                    kl_coef=args.kl_coef, target_kl=args.target_kl or None)
+                    kl_coef=args.kl_coef, target_kl=args.target_kl or None, missing_end_penalty=args.missing_end_penalty)
     return _train(args, v, "ppo", policy, objective,
                   lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f}), "
                                 f"first evaluation {evals[0]['val_reward']:.3f}")

@@ -83,7 +83,7 @@ class PPO:
     def __init__(self, policy: PolicyWithValue, reference: GPT, reward_model, train_prompts: list[str], val_prompts: list[str], template: ChatTemplate,
                  rollout_size: int = 16, minibatch_size: int = 8, ppo_epochs: int = 4, max_new_tokens: int = 48,
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
-                 gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0) -> None:
+                 gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0) -> None:
         if rollout_size % minibatch_size:
             raise ValueError(f"rollout_size {rollout_size} must be a multiple of minibatch_size {minibatch_size} "
                              "(--rollout-size and --batch-size on the command line)")
@@ -106,7 +106,9 @@ class PPO:
                                  f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
                                  f"such as {first[:60]!r}{'...' if len(first) > 60 else ''}")
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        # Subtracted from the score of a response cut at max_new_tokens (TRL's missing_eos_penalty):
+        # otherwise rambling is scored as if it had ended.
+        self.max_new_tokens, self.temperature, self.missing_end_penalty = max_new_tokens, temperature, missing_end_penalty
         self.kl_coef, self.target_kl, self.clip, self.vf_coef, self.gamma, self.lam = kl_coef, target_kl, clip, vf_coef, gamma, lam
         self.score_stats = RunningStats()
         self.buffer: list[dict] = []
@@ -142,15 +144,17 @@ class PPO:
             # Scored as the reward model was trained: ending in <|end|> (also when the response
             # was cut at max_new_tokens).
             scores = self.reward_model.score_ids([r if r[-1] == self.template.end else r + [self.template.end] for r in rows])
+        cut = np.array([r[-1] != self.template.end for r in rows])
+        trained_on = scores - np.float32(self.missing_end_penalty) * cut
         if learn:
-            self.score_stats.update(scores)
+            self.score_stats.update(trained_on)
         values = values.numpy() * mask
         kl = (logp - ref_logp) * mask
         rewards = -self.kl_coef * kl
         last = lengths - 2  # the step that produced the final token
         # A reward model's scale and offset are arbitrary; normalised scores keep the value
         # head's targets O(1), so its gradient does not swamp the policy's in the shared trunk.
-        rewards[np.arange(len(rows)), last] += self.score_stats.normalise(scores)
+        rewards[np.arange(len(rows)), last] += self.score_stats.normalise(trained_on)
         adv, returns = gae(rewards, values, mask, self.gamma, self.lam)
         sel = adv[mask]
         adv = np.where(mask, (adv - sel.mean()) / (sel.std() + 1e-8), 0.0)  # whitened
