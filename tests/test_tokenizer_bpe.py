@@ -365,3 +365,35 @@ def test_min_frequency_beyond_any_count_learns_no_merge():
     for min_frequency in (2**63 - 1, 2**63, 2**64 - 1):
         tok = ferrolm.Tokenizer.train_from_iterator(["ab ab ab"], kind="bpe", vocab_size=400, min_frequency=min_frequency)
         assert tok.vocab_size == 256 + 1, min_frequency  # the bytes and <|endoftext|>
+
+
+def test_tiktoken_encodings_load_and_encode_as_tiktoken(shakespeare, tmp_path):
+    """A .tiktoken file (base64 token, rank) or a tiktoken.Encoding becomes a byte-level BPE that
+    encodes exactly as tiktoken does; it saves as tokenizer.json that HF reads alike."""
+    import base64
+
+    tiktoken = pytest.importorskip("tiktoken")
+    trained = ferrolm.Tokenizer.train_from_iterator([shakespeare], vocab_size=3000, pattern="cl100k")
+    ranks = {trained.decode_bytes([i]): i - 1 for i in range(1, trained.vocab_size)}  # id 0: <|endoftext|>
+    path = tmp_path / "t.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(b).decode()} {r}\n" for b, r in ranks.items()))
+    cl100k = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+    specials = {"<|endoftext|>": len(ranks), "<|fim|>": len(ranks) + 1}
+    enc = tiktoken.Encoding("t", pat_str=cl100k, mergeable_ranks=ranks, special_tokens=specials)
+    from_file = ferrolm.Tokenizer.from_tiktoken(str(path), special_tokens=specials)
+    from_encoding = ferrolm.Tokenizer.from_tiktoken(enc)
+    texts = ADV + [shakespeare[:200_000], "a<|endoftext|>b<|fim|>c"]
+    for tok in (from_file, from_encoding):
+        for text in texts:
+            assert tok.encode(text) == enc.encode(text, allowed_special="all")
+            assert tok.decode(tok.encode(text)) == text
+    again = hf.Tokenizer.from_str(from_file.to_str())
+    assert again.encode(texts[-2]).ids == enc.encode(texts[-2])
+    path.write_text("aGk= 0\nnot base64 here\n")
+    with pytest.raises(ferrolm.FormatError, match="line 2"):
+        ferrolm.Tokenizer.from_tiktoken(str(path))
+    path.write_text("YQ== 0\nYmM= 1\n")  # "bc" without "b" and "c" to make it from
+    with pytest.raises(ferrolm.FormatError, match="cannot be made"):
+        ferrolm.Tokenizer.from_tiktoken(str(path))
+    with pytest.raises(TypeError, match="tiktoken"):
+        ferrolm.Tokenizer.from_tiktoken(42)

@@ -6,7 +6,7 @@ pyo3 classes are constructed by `__new__` and cannot be subclassed (hence `@fina
 """
 
 from os import PathLike
-from typing import Any, ClassVar, Collection, Iterable, Literal, Optional, Sequence, TypeVar, Union, final
+from typing import Any, ClassVar, Collection, Iterable, Literal, Mapping, Optional, Sequence, TypeVar, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -426,6 +426,10 @@ class Tokenizer:
     def from_str(json: str) -> Tokenizer: ...
     @staticmethod
     def from_vocab_merges(vocab: _Path, merges: _Path, pattern: str = "gpt2") -> Tokenizer: ...
+    @staticmethod
+    def from_tiktoken(
+        source: Any, *, pattern: Optional[str] = None, special_tokens: Optional[Mapping[str, int]] = None
+    ) -> Tokenizer: ...
     @staticmethod
     def from_bert_vocab(
         path: _Path,

@@ -190,6 +190,50 @@ impl PyTokenizer {
         compute(py, || Tokenizer::from_vocab_merges(&vocab, &merges, pattern)).py().map(Self::wrap)
     }
 
+    /// A tiktoken encoding as byte-level BPE: `source` is a `.tiktoken` file (`base64 rank` per
+    /// line) or a `tiktoken.Encoding`, whose ranks, pattern and special tokens are read.
+    /// `pattern` ("cl100k", "gpt2" or a regex) and `special_tokens` ({content: id}) default to
+    /// the Encoding's, or for a file to "cl100k" and none.
+    #[staticmethod]
+    #[pyo3(signature = (source, *, pattern = None, special_tokens = None))]
+    fn from_tiktoken(
+        py: Python<'_>,
+        source: &Bound<'_, PyAny>,
+        pattern: Option<String>,
+        special_tokens: Option<std::collections::HashMap<String, u32>>,
+    ) -> PyResult<Self> {
+        let encoding = source.hasattr("_mergeable_ranks")?;
+        let specials: Vec<(String, u32)> = match (special_tokens, encoding) {
+            (Some(s), _) => s.into_iter().collect(),
+            (None, true) => source
+                .getattr("_special_tokens")?
+                .extract::<std::collections::HashMap<String, u32>>()?
+                .into_iter()
+                .collect(),
+            (None, false) => Vec::new(),
+        };
+        let pattern = match (pattern, encoding) {
+            (Some(p), _) => p,
+            (None, true) => source.getattr("_pat_str")?.extract()?,
+            (None, false) => "cl100k".to_string(),
+        };
+        if encoding {
+            let ranks: Vec<(Vec<u8>, u32)> = source
+                .getattr("_mergeable_ranks")?
+                .extract::<std::collections::HashMap<Vec<u8>, u32>>()?
+                .into_iter()
+                .collect();
+            return compute(py, || Tokenizer::from_tiktoken_ranks(ranks, &pattern, &specials)).py().map(Self::wrap);
+        }
+        let path: PathBuf = source.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "source must be a .tiktoken file path or a tiktoken.Encoding, not {}",
+                source.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string())
+            ))
+        })?;
+        compute(py, || Tokenizer::from_tiktoken_file(&path, &pattern, &specials)).py().map(Self::wrap)
+    }
+
     /// Loads BERT's vocab.txt as a WordPiece tokenizer.
     #[staticmethod]
     #[pyo3(signature = (path, lowercase = true, strip_accents = None, clean_text = true, handle_chinese_chars = true))]

@@ -19,6 +19,7 @@ mod files;
 mod hf_json;
 mod pretokenize;
 mod special;
+mod tiktoken;
 mod train;
 mod unicode;
 mod wordpiece;
@@ -210,6 +211,23 @@ impl Tokenizer {
         let merges_text = files::read_text(merges)?;
         hf_json::from_vocab_merges(&vocab_text, &merges_text, PreTokenizer::from_pattern(pattern)?)
             .map_err(|e| in_file(Path::new(&format!("{} + {}", vocab.display(), merges.display())), e))
+    }
+
+    /// Loads a tiktoken encoding file (`cl100k_base.tiktoken`: `base64(bytes) rank` per line)
+    /// as byte-level BPE. The file does not record the pre-tokenizer: `pattern` is `"cl100k"`,
+    /// `"gpt2"` or the encoding's regex; `specials` are its special tokens as (content, id).
+    pub fn from_tiktoken_file(path: impl AsRef<Path>, pattern: &str, specials: &[(String, u32)]) -> Result<Self> {
+        let path = path.as_ref();
+        let text = files::read_text(path)?;
+        tiktoken::parse_ranks(&text)
+            .and_then(|ranks| Self::from_tiktoken_ranks(ranks, pattern, specials))
+            .map_err(|e| in_file(path, e))
+    }
+
+    /// A tokenizer from tiktoken's mergeable ranks, (token bytes, rank) pairs; see
+    /// [`Tokenizer::from_tiktoken_file`].
+    pub fn from_tiktoken_ranks(ranks: Vec<(Vec<u8>, u32)>, pattern: &str, specials: &[(String, u32)]) -> Result<Self> {
+        tiktoken::from_ranks(ranks, PreTokenizer::from_pattern(pattern)?, specials)
     }
 
     /// Builds a WordPiece tokenizer from BERT's `vocab.txt` contents. `[PAD] [UNK] [CLS] [SEP]
@@ -586,9 +604,8 @@ impl Tokenizer {
 /// Adds the file name to an error's message.
 fn in_file(path: &Path, e: Error) -> Error {
     match e {
-        Error::Format(m) => Error::Format(format!("{}: {m}", path.display())),
-        Error::Argument(m) => Error::Argument(format!("{}: {m}", path.display())),
-        other => other,
+        Error::Io { .. } => e, // names the file already
+        other => other.context(path.display()),
     }
 }
 
