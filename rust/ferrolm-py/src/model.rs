@@ -110,7 +110,7 @@ impl PyGpt {
     /// The architecture as a Hugging Face style config dict.
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, self.0.config.to_json().to_string())
+        json_to_py(py, self.0.config().to_json().to_string())
     }
 
     /// Final hidden states [B, T, C]; `dropout_seed` turns on training-mode dropout.
@@ -237,7 +237,7 @@ impl PyBert {
 
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, self.0.config.to_json().to_string())
+        json_to_py(py, self.0.config().to_json().to_string())
     }
 
     #[getter]

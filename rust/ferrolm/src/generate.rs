@@ -144,7 +144,7 @@ impl Generation {
     /// and prefills the cache with them.
     pub fn new(model: &Gpt, prompts: &[Vec<i64>], sampling: Sampling, stop_tokens: Vec<i64>) -> Result<Self> {
         sampling.validate()?;
-        let cfg = &model.config;
+        let cfg = model.config();
         ensure!(!prompts.is_empty(), Argument, "generate: no prompts given");
         for (i, p) in prompts.iter().enumerate() {
             ensure!(!p.is_empty(), Argument, "generate: prompt {i} is empty (give at least one token)");
@@ -213,7 +213,7 @@ impl Generation {
     /// per row, the new token, or `None` for rows that had already finished. A row finishes
     /// when it produces a stop token (which is returned).
     pub fn step(&mut self) -> Result<Vec<Option<i64>>> {
-        let v = self.model.config.vocab_size;
+        let v = self.model.config().vocab_size;
         let mut out = Vec::with_capacity(self.rows.len());
         for (r, row) in self.rows.iter_mut().enumerate() {
             if row.finished {
@@ -229,7 +229,7 @@ impl Generation {
             return Ok(out);
         }
         if self.cache.len() == self.cache.capacity() {
-            self.prefill((self.model.config.block_size / 2).max(1))?;
+            self.prefill((self.model.config().block_size / 2).max(1))?;
             return Ok(out);
         }
         self.feed(&out).map(|_| out)

@@ -81,7 +81,7 @@ fn matrix_parameters_counts_the_encoders_matrices() {
     (model.pooler, model.mlm) = (None, None);
     let mut matrices = 0;
     model.visit("", &mut |_, t| matrices += if t.shape().len() == 2 { t.numel() } else { 0 });
-    assert_eq!(model.config.matrix_parameters(), matrices);
+    assert_eq!(model.config().matrix_parameters(), matrices);
 }
 
 #[test]

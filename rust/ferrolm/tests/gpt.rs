@@ -143,7 +143,7 @@ fn generation_rejects_bad_prompts() {
 #[test]
 fn a_one_token_context_generates_past_it() {
     // nanoGPT's bigram model: every step refills the cache with the last token.
-    let config = GptConfig { block_size: 1, ..tiny(0.0).config };
+    let config = GptConfig { block_size: 1, ..tiny(0.0).config().clone() };
     let model = Gpt::new(config, 5).unwrap();
     let tokens = Generation::new(&model, &[vec![3]], Sampling::default(), vec![]).unwrap().run(5).unwrap();
     assert_eq!(tokens[0].len(), 5);
@@ -154,7 +154,7 @@ fn matrix_parameters_counts_the_models_matrices() {
     let model = tiny(0.0);
     let mut matrices = 0;
     model.visit("", &mut |_, t| matrices += if t.shape().len() == 2 { t.numel() } else { 0 });
-    assert_eq!(model.config.matrix_parameters(), matrices);
+    assert_eq!(model.config().matrix_parameters(), matrices);
 }
 
 #[test]

@@ -144,7 +144,7 @@ pub struct MlmHead {
 /// A BERT encoder with optional pooler and MLM head. `clone()` shares the weights.
 #[derive(Clone)]
 pub struct Bert {
-    pub config: BertConfig,
+    config: BertConfig,
     pub word_embeddings: Embedding,
     pub position_embeddings: Embedding,
     pub token_type_embeddings: Embedding,
@@ -163,6 +163,11 @@ impl Bert {
     /// and, if asked, a pooler.
     pub fn new(config: BertConfig, pooler: bool, seed: u64) -> Result<Bert> {
         Self::build(config, pooler, seed, normal)
+    }
+
+    /// The architecture (read-only: every shape follows from it).
+    pub fn config(&self) -> &BertConfig {
+        &self.config
     }
 
     fn build(config: BertConfig, pooler: bool, seed: u64, init: Init) -> Result<Bert> {

@@ -130,10 +130,11 @@ pub struct Block {
 }
 
 /// A GPT-2 language model. `clone()` is cheap and shares the weights (training one trains
-/// both); [`Gpt::deep_clone`] copies them.
+/// both); [`Gpt::deep_clone`] copies them. The weights are public for inspection and surgery;
+/// the config is read-only ([`Gpt::config`]), as every shape and cache follows from it.
 #[derive(Clone)]
 pub struct Gpt {
-    pub config: GptConfig,
+    config: GptConfig,
     pub wte: Embedding,
     pub wpe: Embedding,
     pub blocks: Vec<Block>,
@@ -152,6 +153,11 @@ impl Gpt {
     /// A freshly initialised model: weights N(0, 0.02), residual projections N(0, 0.02/√(2L)).
     pub fn new(config: GptConfig, seed: u64) -> Result<Gpt> {
         Self::build(config, seed, normal)
+    }
+
+    /// The architecture (use [`Gpt::with_vocab`] to grow the vocabulary).
+    pub fn config(&self) -> &GptConfig {
+        &self.config
     }
 
     fn build(config: GptConfig, seed: u64, init: Init) -> Result<Gpt> {
