@@ -18,6 +18,22 @@ use crate::{ensure, Error, Result};
 /// Contiguous element storage, shared by a tensor and its reshaped views.
 pub(crate) type Storage = Arc<RwLock<Vec<f32>>>;
 
+/// A tensor's elements, writable in place ([`Tensor::write`]).
+pub struct ElementsMut<'a>(RwLockWriteGuard<'a, Vec<f32>>);
+
+impl std::ops::Deref for ElementsMut<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ElementsMut<'_> {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
 /// A handle to an n-dimensional f32 array; cloning it is cheap and shares the data.
 #[derive(Clone)]
 pub struct Tensor(Arc<Inner>);
@@ -225,9 +241,10 @@ impl Tensor {
         self.0.storage.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Write access to the elements: for optimisers and initialisers, never inside a graph.
-    pub fn write(&self) -> RwLockWriteGuard<'_, Vec<f32>> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    /// Write access to the elements: for optimisers and initialisers, never inside a graph. A
+    /// slice, so the element count always matches the shape.
+    pub fn write(&self) -> ElementsMut<'_> {
+        ElementsMut(self.0.storage.write().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(crate) fn storage(&self) -> &Storage {
