@@ -243,3 +243,95 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert np.abs(got[0] - full).max() > 1e-3  # really rounded: float32 products differ
 
+
+
+def test_values_changed_in_place_after_the_forward_pass_refuse_backward():
+    """Backward reads saved values; if they were overwritten since the forward pass (copy_, an
+    optimizer step, a write through a detached view) it refuses rather than return wrong
+    gradients, as PyTorch does."""
+    w = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = (w * w).sum()
+    w.copy_([10.0, 20.0, 30.0])
+    with pytest.raises(fl.GradError, match="modified in place"):
+        y.backward()
+    x = fl.tensor([0.0, 1.0], requires_grad=True)
+    y = F.exp(x)
+    y.detach().copy_([0.0, 0.0])  # the output exp's backward reads
+    with pytest.raises(fl.GradError, match="modified in place"):
+        y.sum().backward()
+    w = fl.tensor([1.0, 2.0], requires_grad=True)
+    opt = fl.AdamW([w], lr=0.1)
+    loss = (w * w).sum()
+    loss.backward()
+    opt.step()
+    y = (w * w).sum()  # a forward pass after the step is fine
+    y.backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * np.array([1.0, 2.0]) + 2 * w.numpy(), rtol=1e-6)
+
+
+def test_numerical_edges_match_numpy_and_torch():
+    nan = np.float32("nan")
+    assert np.isnan(F.maximum(fl.tensor([nan]), fl.tensor([0.0])).numpy()).all()
+    assert np.isnan(F.minimum(fl.tensor([0.0]), fl.tensor([nan])).numpy()).all()
+    assert np.isnan(F.relu(fl.tensor([nan, -1.0])).numpy()[0]) and F.relu(fl.tensor([nan, -1.0])).numpy()[1] == 0
+    big = fl.tensor([1e30, 1e30, 0.0])
+    np.testing.assert_allclose(F.log_softmax(big).numpy()[:2], [-np.log(2)] * 2, rtol=1e-6)
+    assert F.cross_entropy(fl.tensor([[1e30, 1e30, 0.0]]), [0]).item() == pytest.approx(np.log(2), rel=1e-6)
+    x = fl.tensor([0.0, 2.0], requires_grad=True)
+    (x**0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])  # d/dx x^0 = 0, also at 0
+    ones = fl.ones(2**25, 1)  # a float32 running sum stops at 2^24
+    assert ones.mean(0).item() == 1.0 and ones.sum(0).item() == 2**25
+    with pytest.raises(IndexError, match="do not fit"):
+        F.narrow(fl.randn(2, 3), 0, 2**63, 2**63)  # start + len overflows
+
+
+def test_arguments_that_numpy_and_torch_users_pass():
+    t = fl.tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    np.testing.assert_array_equal(t.permute(-1, 0, 1).numpy(), np.transpose(t.numpy(), (2, 0, 1)))
+    np.testing.assert_array_equal(F.permute(t, [-1, 0, 1]).numpy(), np.transpose(t.numpy(), (2, 0, 1)))
+    assert t.max(axis=None).item() == 23 and t.max(axis=None, keepdim=True).shape == (1, 1, 1)
+    assert bool(fl.tensor([2.0])) and not bool(fl.tensor(0.0))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(t)
+    with pytest.raises(ValueError, match="without a copy"):
+        np.asarray(t, copy=False)
+    logits = fl.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="classes are the last axis"):
+        F.cross_entropy(logits, np.zeros((3, 2), dtype=np.int64))
+    assert F.cross_entropy(logits, np.zeros((2, 3), dtype=np.int64)).item() == \
+        F.cross_entropy(logits, np.zeros(6, dtype=np.int64)).item()
+    with pytest.raises(ValueError, match="one-dimensional"):
+        F.index_select(fl.randn(4, 2), 0, np.zeros((2, 2), dtype=np.int64))
+    opt = fl.AdamW([fl.randn(2, requires_grad=True)])
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.lr = -1.0
+
+
+def test_no_grad_used_as_a_decorator_from_two_threads():
+    """One no_grad object shared by threads (a module-level decorator) restores each thread's
+    own mode."""
+    import threading
+
+    guard = fl.no_grad()
+    inside, a_left, after = threading.Barrier(2), threading.Event(), {}
+
+    @guard
+    def work(name):
+        inside.wait()  # both threads are inside; "a" (entered first or not) leaves first
+        if name == "b":
+            a_left.wait()
+
+    def run(name, enabled):
+        fl._core.set_grad_enabled(enabled)
+        work(name)
+        after[name] = fl.is_grad_enabled()
+        if name == "a":
+            a_left.set()
+
+    threads = [threading.Thread(target=run, args=("a", True)), threading.Thread(target=run, args=("b", False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert after == {"a": True, "b": False}

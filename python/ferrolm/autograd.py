@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from ferrolm._core import set_grad_enabled
 
@@ -10,13 +11,16 @@ from ferrolm._core import set_grad_enabled
 class _GradMode(contextlib.ContextDecorator):
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._previous: list[bool] = []
+        # Per thread: one object used as a decorator may be entered by several threads at once,
+        # and each must get its own mode back.
+        self._previous = threading.local()
 
     def __enter__(self) -> None:
-        self._previous.append(set_grad_enabled(self.enabled))
+        stack = self._previous.__dict__.setdefault("stack", [])
+        stack.append(set_grad_enabled(self.enabled))
 
     def __exit__(self, *exc: object) -> None:
-        set_grad_enabled(self._previous.pop())
+        set_grad_enabled(self._previous.stack.pop())
 
 
 def no_grad() -> _GradMode:

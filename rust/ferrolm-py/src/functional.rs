@@ -94,7 +94,8 @@ fn reshape(py: Python<'_>, x: PyTensor, shape: Vec<isize>) -> PyResult<PyTensor>
 }
 
 #[pyfunction]
-fn permute(py: Python<'_>, x: PyTensor, dims: Vec<usize>) -> PyResult<PyTensor> {
+fn permute(py: Python<'_>, x: PyTensor, dims: Vec<isize>) -> PyResult<PyTensor> {
+    let dims = crate::tensor::dims_arg(&dims, x.0.rank())?;
     run(py, || ops::permute(&x.0, &dims))
 }
 
@@ -131,7 +132,10 @@ fn embedding(py: Python<'_>, weight: PyTensor, ids: &Bound<'_, PyAny>) -> PyResu
 
 #[pyfunction]
 fn index_select(py: Python<'_>, x: PyTensor, axis: isize, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-    let (ids, _) = to_ids(ids)?;
+    let (ids, shape) = to_ids(ids)?;
+    if shape.len() > 1 {
+        return Err(PyValueError::new_err(format!("index_select: ids must be one-dimensional, got shape {shape:?}")));
+    }
     run(py, || ops::index_select(&x.0, axis, &ids))
 }
 
@@ -194,7 +198,17 @@ fn cross_entropy(
     ignore_index: Option<i64>,
     reduction: &str,
 ) -> PyResult<PyTensor> {
-    let (targets, _) = to_ids(targets)?;
+    let (targets, shape) = to_ids(targets)?;
+    // Classes are the last axis: targets are logits.shape[:-1], or those rows flattened. A
+    // PyTorch-style [N, T] for logits [N, C, T] (classes on axis 1) would pair the wrong values.
+    let rows = &logits.0.shape()[..logits.0.rank().saturating_sub(1)];
+    if shape.len() > 1 && shape != rows {
+        return Err(PyValueError::new_err(format!(
+            "cross_entropy: targets of shape {shape:?} for logits {:?}: give logits.shape[:-1] ({rows:?}) or one \
+             flat row per logits row (classes are the last axis)",
+            logits.0.shape()
+        )));
+    }
     let reduction = match reduction {
         "mean" => Reduction::Mean,
         "sum" => Reduction::Sum,

@@ -1,7 +1,7 @@
 //! `ferrolm.Tensor`: a Python handle to a core tensor, with numpy conversion and operators.
 
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyTuple};
 
@@ -85,6 +85,18 @@ pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
     args.extract::<Vec<isize>>()
 }
 
+/// Dimensions for a tensor of rank `rank`, negative ones counted from the end.
+pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
+    dims.iter()
+        .map(|&d| {
+            let resolved = if d < 0 { d + rank as isize } else { d };
+            usize::try_from(resolved).map_err(|_| {
+                PyIndexError::new_err(format!("dimension {d} is out of range for a tensor of rank {rank}"))
+            })
+        })
+        .collect()
+}
+
 /// Runs a core computation without the GIL and wraps the resulting tensor.
 pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
     compute(py, f).py().map(PyTensor)
@@ -124,6 +136,17 @@ impl PyTensor {
         "float32"
     }
 
+    /// The truth of a one-element tensor (others are ambiguous, as in numpy).
+    fn __bool__(&self) -> PyResult<bool> {
+        if self.0.numel() != 1 {
+            return Err(PyValueError::new_err(format!(
+                "the truth value of a tensor of shape {:?} is ambiguous; use (t != 0) logic on t.numpy()",
+                self.0.shape()
+            )));
+        }
+        Ok(self.0.item().py()? != 0.0)
+    }
+
     fn __len__(&self) -> PyResult<usize> {
         self.0.shape().first().copied().ok_or_else(|| PyTypeError::new_err("len() of a 0-d tensor"))
     }
@@ -145,7 +168,12 @@ impl PyTensor {
         dtype: Option<Bound<'py, PyAny>>,
         copy: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let _ = copy; // always a copy
+        if copy == Some(false) {
+            return Err(PyValueError::new_err(
+                "a ferrolm Tensor cannot be viewed as a numpy array without a copy (its storage is shared \
+                 with the graph); use np.asarray(t) or t.numpy()",
+            ));
+        }
         let arr = self.numpy(py)?.into_any();
         match dtype {
             Some(d) => arr.call_method1("astype", (d,)),
@@ -309,7 +337,7 @@ impl PyTensor {
     /// permute(*dims): reorders the dimensions.
     #[pyo3(signature = (*dims))]
     fn permute(&self, py: Python<'_>, dims: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
-        let dims: Vec<usize> = shape_args(dims)?.iter().map(|&d| d as usize).collect();
+        let dims = dims_arg(&shape_args(dims)?, self.0.rank())?;
         run(py, || ops::permute(&self.0, &dims))
     }
 
@@ -338,9 +366,21 @@ impl PyTensor {
         }
     }
 
-    #[pyo3(signature = (axis = -1, keepdim = false), text_signature = "($self, axis=-1, keepdim=False)")]
-    fn max(&self, py: Python<'_>, axis: isize, keepdim: bool) -> PyResult<PyTensor> {
-        run(py, || ops::max(&self.0, axis, keepdim))
+    /// Maximum over `axis` (all elements when None).
+    #[pyo3(signature = (axis = Some(-1), keepdim = false), text_signature = "($self, axis=-1, keepdim=False)")]
+    fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+        let x = &self.0;
+        match axis {
+            Some(a) => run(py, || ops::max(x, a, keepdim)),
+            None => run(py, || {
+                let m = ops::max(&ops::reshape(x, &[-1])?, 0, false)?;
+                if keepdim {
+                    ops::reshape(&m, &vec![1; x.rank()])
+                } else {
+                    Ok(m)
+                }
+            }),
+        }
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {

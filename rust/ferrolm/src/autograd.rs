@@ -48,6 +48,8 @@ pub(crate) enum Origin {
 pub(crate) struct Node {
     pub op: &'static str,
     pub inputs: Vec<Tensor>,
+    /// The inputs' and then the output's storage versions when the op ran.
+    pub versions: Vec<u64>,
     pub backward: BackwardFn,
 }
 
@@ -150,6 +152,15 @@ impl Tensor {
                 }
                 Origin::Op(node) => {
                     *tensor.origin() = Origin::Freed(node.op);
+                    let now = node.inputs.iter().chain([tensor]).map(|t| t.storage().version());
+                    if now.zip(&node.versions).any(|(now, &then)| now != then) {
+                        bail!(
+                            Grad,
+                            "a tensor that `{}` used was modified in place (copy_, an optimizer step...) after the \
+                             forward pass and before backward: its gradients would be wrong; run the forward again",
+                            node.op
+                        );
+                    }
                     let input_grads = {
                         let out = tensor.read();
                         let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };

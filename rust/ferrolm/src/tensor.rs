@@ -16,7 +16,24 @@ use crate::rng::Rng;
 use crate::{ensure, Error, Result};
 
 /// Contiguous element storage, shared by a tensor and its reshaped views.
-pub(crate) type Storage = Arc<RwLock<Vec<f32>>>;
+pub(crate) type Storage = Arc<Elements>;
+
+/// The elements, and how many times they were written in place: a backward pass refuses values
+/// changed since its forward pass read them (it would compute wrong gradients silently).
+pub(crate) struct Elements {
+    data: RwLock<Vec<f32>>,
+    version: AtomicU64,
+}
+
+impl Elements {
+    pub(crate) fn new(data: Vec<f32>) -> Storage {
+        Arc::new(Elements { data: RwLock::new(data), version: AtomicU64::new(0) })
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+}
 
 /// A tensor's elements, writable in place ([`Tensor::write`]).
 pub struct ElementsMut<'a>(RwLockWriteGuard<'a, Vec<f32>>);
@@ -128,14 +145,14 @@ impl Tensor {
             shape,
             n
         );
-        Ok(Tensor::build(shape.to_vec(), Arc::new(RwLock::new(data)), false, Origin::Leaf))
+        Ok(Tensor::build(shape.to_vec(), Elements::new(data), false, Origin::Leaf))
     }
 
     /// A leaf tensor copied from an ndarray array of any layout.
     pub fn from_ndarray(array: ArrayViewD<'_, f32>) -> Tensor {
         let shape = array.shape().to_vec();
         let data = array.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
-        Tensor::build(shape, Arc::new(RwLock::new(data)), false, Origin::Leaf)
+        Tensor::build(shape, Elements::new(data), false, Origin::Leaf)
     }
 
     /// A copy of the data as an ndarray array.
@@ -144,7 +161,7 @@ impl Tensor {
     }
 
     pub fn scalar(value: f32) -> Tensor {
-        Tensor::build(Vec::new(), Arc::new(RwLock::new(vec![value])), false, Origin::Leaf)
+        Tensor::build(Vec::new(), Elements::new(vec![value]), false, Origin::Leaf)
     }
 
     /// A tensor of `shape` filled with `value`; sizes that overflow or cannot be allocated
@@ -195,7 +212,7 @@ impl Tensor {
     ) -> Tensor {
         debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
         let backward: BackwardFn = Box::new(|ctx| Ok(backward(ctx)?.into_iter().map(|g| g.map(Into::into)).collect()));
-        Tensor::with_storage(Arc::new(RwLock::new(data)), shape, op, inputs, backward)
+        Tensor::with_storage(Elements::new(data), shape, op, inputs, backward)
     }
 
     pub(crate) fn with_storage(
@@ -207,7 +224,8 @@ impl Tensor {
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         if track {
-            let node = Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), backward };
+            let versions = inputs.iter().map(|t| t.storage().version()).chain([storage.version()]).collect();
+            let node = Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), versions, backward };
             Tensor::build(shape, storage, true, Origin::Op(node))
         } else {
             Tensor::build(shape, storage, false, Origin::Leaf)
@@ -238,13 +256,14 @@ impl Tensor {
 
     /// Read access to the elements, row-major.
     pub fn read(&self) -> RwLockReadGuard<'_, Vec<f32>> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0.storage.data.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Write access to the elements: for optimisers and initialisers, never inside a graph. A
     /// slice, so the element count always matches the shape.
     pub fn write(&self) -> ElementsMut<'_> {
-        ElementsMut(self.0.storage.write().unwrap_or_else(|e| e.into_inner()))
+        self.0.storage.version.fetch_add(1, Ordering::Relaxed);
+        ElementsMut(self.0.storage.data.write().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(crate) fn storage(&self) -> &Storage {

@@ -189,7 +189,8 @@ fn forward(
                     dims.scores(rows(qh, i0, n), rows(kh, 0, keys), b, i0, p);
                     if keys > 0 {
                         for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
-                            *l = softmax_in_place(row);
+                            let (max, ln_sum) = softmax_in_place(row);
+                            *l = max + ln_sum;
                         }
                     }
                     let pv = (MatRef::new(p, n, keys), rows(vh, 0, keys));

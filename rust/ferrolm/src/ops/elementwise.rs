@@ -82,7 +82,8 @@ pub fn log_sigmoid(x: &Tensor) -> Tensor {
 }
 
 pub fn relu(x: &Tensor) -> Tensor {
-    unary(x, "relu", |x| x.max(0.0), Input, |x| if x > 0.0 { 1.0 } else { 0.0 })
+    // NaN stays NaN, as in numpy and PyTorch (f32::max would turn it into 0).
+    unary(x, "relu", |x| if x > 0.0 || x.is_nan() { x } else { 0.0 }, Input, |x| if x > 0.0 { 1.0 } else { 0.0 })
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -140,7 +141,8 @@ pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
 
 /// `x ** p` for a scalar exponent.
 pub fn pow(x: &Tensor, p: f32) -> Tensor {
-    unary(x, "pow", move |x| x.powf(p), Input, move |x| p * x.powf(p - 1.0))
+    // d/dx x^0 is 0 everywhere, including at 0 (where 0 · 0^-1 would be NaN).
+    unary(x, "pow", move |x| x.powf(p), Input, move |x| if p == 0.0 { 0.0 } else { p * x.powf(p - 1.0) })
 }
 
 /// Limits values to `[min, max]` (either bound optional); the gradient flows where the input
@@ -364,24 +366,36 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// Elementwise maximum; on ties the gradient goes to `a`.
+/// Elementwise maximum (NaN if either is NaN, as in numpy); on ties the gradient goes to `a`.
 pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(a, b, "maximum", f32::max, |s, g, _| {
-        (
-            s.with_ab(s.need_a, g, |g, a, b| if a >= b { g } else { 0.0 }),
-            s.with_ab(s.need_b, g, |g, a, b| if a >= b { 0.0 } else { g }),
-        )
-    })
+    binary(
+        a,
+        b,
+        "maximum",
+        |a, b| if a >= b || a.is_nan() { a } else { b },
+        |s, g, _| {
+            (
+                s.with_ab(s.need_a, g, |g, a, b| if a >= b { g } else { 0.0 }),
+                s.with_ab(s.need_b, g, |g, a, b| if a >= b { 0.0 } else { g }),
+            )
+        },
+    )
 }
 
-/// Elementwise minimum; on ties the gradient goes to `a`.
+/// Elementwise minimum (NaN if either is NaN, as in numpy); on ties the gradient goes to `a`.
 pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(a, b, "minimum", f32::min, |s, g, _| {
-        (
-            s.with_ab(s.need_a, g, |g, a, b| if a <= b { g } else { 0.0 }),
-            s.with_ab(s.need_b, g, |g, a, b| if a <= b { 0.0 } else { g }),
-        )
-    })
+    binary(
+        a,
+        b,
+        "minimum",
+        |a, b| if a <= b || a.is_nan() { a } else { b },
+        |s, g, _| {
+            (
+                s.with_ab(s.need_a, g, |g, a, b| if a <= b { g } else { 0.0 }),
+                s.with_ab(s.need_b, g, |g, a, b| if a <= b { 0.0 } else { g }),
+            )
+        },
+    )
 }
 
 /// `cond ? a : b` elementwise, all three broadcast together; `cond` is nonzero for true and

@@ -59,10 +59,11 @@ pub fn cross_entropy(
                         return 0.0;
                     }
                     scratch.copy_from_slice(row);
-                    vectorized(
+                    let (max, ln_sum) = vectorized(
                         #[inline(always)]
                         || softmax_in_place(scratch),
-                    ) - row[t as usize]
+                    );
+                    (max - row[t as usize]) + ln_sum
                 },
             )
             .collect()

@@ -29,15 +29,19 @@ pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> V
     }
     out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
         row.par_chunks_mut(COLS).enumerate().for_each(|(c, cols)| {
+            // Summed in f64: a float32 running sum of 2^25 ones stops at 2^24.
+            let mut acc = [0f64; COLS];
+            let acc = &mut acc[..cols.len()];
             vectorized(
                 #[inline(always)]
                 || {
                     for k in 0..n {
-                        let src = &x[(o * n + k) * inner + c * COLS..][..cols.len()];
-                        cols.iter_mut().zip(src).for_each(|(r, s)| *r += s);
+                        let src = &x[(o * n + k) * inner + c * COLS..][..acc.len()];
+                        acc.iter_mut().zip(src).for_each(|(a, &s)| *a += s as f64);
                     }
                 },
-            )
+            );
+            cols.iter_mut().zip(acc.iter()).for_each(|(r, &a)| *r = a as f32);
         });
     });
     out

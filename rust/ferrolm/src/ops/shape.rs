@@ -75,7 +75,11 @@ pub fn transpose(x: &Tensor, a: isize, b: isize) -> Result<Tensor> {
 pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    ensure!(start + len <= n, Index, "narrow: [{start}, {}) is outside axis {axis} of size {n}", start + len);
+    ensure!(
+        start.checked_add(len).is_some_and(|end| end <= n),
+        Index,
+        "narrow: {len} entries from {start} do not fit axis {axis} of size {n}"
+    );
     let data = x.read();
     let mut y = Vec::with_capacity(outer * len * inner);
     for o in 0..outer {

@@ -54,21 +54,22 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
     y
 }
 
-/// Replaces `row` by its softmax; returns log Σ exp(row) (-inf, with all-zero
-/// probabilities, when every entry is -inf, i.e. masked out).
+/// Replaces `row` by its softmax; returns log Σ exp(row) in two parts, (max, log Σ exp(row −
+/// max)): callers subtract the max first, as max + log Σ rounds to max when |max| is huge
+/// (1e30). (-inf, 0), with all-zero probabilities, when every entry is -inf (masked out).
 /// Inlined so that, inside the callers' `vectorized`, exp and the sums run 16 wide.
 #[inline(always)]
-pub(crate) fn softmax_in_place(row: &mut [f32]) -> f32 {
+pub(crate) fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
-        return f32::NEG_INFINITY;
+        return (f32::NEG_INFINITY, 0.0);
     }
     row.iter_mut().for_each(|v| *v = simd::exp(*v - max));
     let sum = simd::sum_zip([row], |[p]| p);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
-    max + sum.ln()
+    (max, sum.ln())
 }
 
 fn softmax_last(x: &Tensor) -> Tensor {
@@ -90,8 +91,8 @@ fn log_softmax_last(x: &Tensor) -> Tensor {
     let n = *x.shape().last().unwrap_or(&1);
     let y = rowwise(&x.read(), n, |x, y| {
         y.copy_from_slice(x);
-        let lse = softmax_in_place(y);
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x - lse);
+        let (max, ln_sum) = softmax_in_place(y);
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - max) - ln_sum);
     });
     Tensor::from_op(y, x.shape().to_vec(), "log_softmax", &[x], move |ctx| {
         // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
