@@ -176,6 +176,12 @@ def test_a_batch_always_has_a_token_to_predict(wordpiece):
     ids = wordpiece.encode("Stand, ho!", add_special_tokens=False)[:2]
     counts = [int((collate([collate.pack([ids])], np.random.default_rng(seed))["labels"] >= 0).sum()) for seed in range(100)]
     assert min(counts) == 1 and max(counts) == 2
+    # With whole-word masking the one chosen is a whole word: every piece of it.
+    collate = MlmCollator(wordpiece, whole_word=True)
+    word = wordpiece.encode("presumptuousness", add_special_tokens=False)
+    assert len(word) > 1
+    counts = {int((collate([collate.pack([word])], np.random.default_rng(seed))["labels"] >= 0).sum()) for seed in range(30)}
+    assert counts == {len(word)}
 
 
 # ---------------------------------------------------------------- learning and fill-mask

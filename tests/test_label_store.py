@@ -147,6 +147,12 @@ def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):
     # Pairs made by other weights are not offered for these ones.
     other = PairQueue(store, prompts, Sampler(FakeModel(), "m2", "other"), Sampler(FakeModel(), "m2", "other"))
     assert other.take("tab", 5) == []
+    # Nor are pairs sampled otherwise: chat answers instead of raw continuations, another temperature.
+    for a, b in ((Sampler(model, "m", "hash", temperature=0.7, chat=True), Sampler(model, "m", "hash", temperature=1.0, chat=True)),
+                 (Sampler(model, "m", "hash", temperature=0.2), Sampler(model, "m", "hash", temperature=1.0))):
+        assert PairQueue(store, prompts, a, b).take("tab", 5) == []
+    moved = PairQueue(store, prompts, Sampler(model, "moved/m", "hash", temperature=0.7), Sampler(model, "m", "hash", temperature=1.0))
+    assert {p.id for p in moved.take("tab", 5)} == before  # a moved directory with the same weights is the same
 
 
 def test_undo_puts_the_pair_first_for_that_tab(tmp_path):

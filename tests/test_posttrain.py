@@ -171,7 +171,7 @@ def test_reward_model_learns_preferences_and_dpo_improves(base, tmp_path):
     assert dpo.accuracy(policy) >= 0.9
 
 
-def test_cli_end_to_end_and_ppo_runs(base, tmp_path):
+def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     pairs, prefs = chat_data(60)
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
     (tmp_path / "prefs.jsonl").write_text("\n".join(json.dumps(p) for p in prefs))
@@ -208,8 +208,13 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path):
         assert "<|end|>" not in answer and answer == sft.tokenizer.decode([i for i in ids if i != end])
     with pytest.raises(ValueError, match="needs a chat model"):
         GPT.load(base).generate("Who goes there?", 5, chat=True)
-    assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20"]) == 0
+    capsys.readouterr()
+    assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20", "--seed", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "chat model" in err and out == sft.generate("Who goes there?", 20, temperature=0.8, top_k=200, seed=1, chat=True) + "\n"
     assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20", "--raw"]) == 0
+    out, err = capsys.readouterr()
+    assert "chat model" not in err and out.startswith("Who goes there?")
 
 
 # ---------------------------------------------------------------- bad input
@@ -340,6 +345,7 @@ def test_ppo_ratio_is_one_before_an_update_with_dropout_and_temperature(base):
     mb = ppo.batch("train", np.random.default_rng(0))
     _, extra = ppo.loss(ppo.policy, mb, dropout_seed=123)
     assert extra["clip_fraction"] == 0.0
+    np.testing.assert_allclose(mb["kl"], 0.0, atol=1e-5)  # the reference (the same weights) is tempered too
     logits = model(mb["x"]).numpy().astype(np.float64) / 0.7
     log_probs = logits - logits.max(-1, keepdims=True)
     log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))

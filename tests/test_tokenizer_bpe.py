@@ -317,9 +317,10 @@ def test_trim_offsets_as_roberta_sets_it():
     applies and saves the setting, and Hugging Face reads the saved file alike."""
     from tokenizers import processors
 
-    texts = ["Hello  world ", " two  spaces   here", "a", "  x", "<|endoftext|> after a special"]
+    texts = ["Hello  world ", " two  spaces   here", "a", "  x", "<|endoftext|> after a special", "x    y\t\tz"]
     for add_prefix_space in (False, True):
         ref = hf_bpe(ADV, 600)
+        ref.add_tokens(["    ", "\t\t"])  # added tokens carrying spaces are trimmed too
         ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         eot = ref.token_to_id("<|endoftext|>")
         ref.post_processor = processors.RobertaProcessing(("<|endoftext|>", eot), ("<|endoftext|>", eot),
@@ -355,10 +356,21 @@ def test_tokenizer_json_settings_that_change_results_are_refused():
     split = {"type": "Split", "pattern": {"Regex": r"\s+"}, "behavior": "Isolated", "invert": False}
     refused(lambda d: d.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
         split, {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False}]}), "add_prefix_space")
-    # Added tokens HF would match in two passes (not normalized first), where one pass differs.
-    ref.add_tokens([hf.AddedToken("abcd", normalized=True), hf.AddedToken("bc", normalized=False)])
-    with pytest.raises(ferrolm.FormatError, match="overlap"):
-        ferrolm.Tokenizer.from_str(ref.to_str())
+    # Added tokens HF would match in two passes (not normalized first), where one pass differs:
+    # a normalized token containing another, or running into it.
+    for late, early in (("abcd", "bc"), ("ab", "bc")):
+        two_pass = hf_bpe(ADV, 600)
+        two_pass.add_tokens([hf.AddedToken(late, normalized=True), hf.AddedToken(early, normalized=False)])
+        with pytest.raises(ferrolm.FormatError, match="overlap"):
+            ferrolm.Tokenizer.from_str(two_pass.to_str())
+    # Overlaps where one pass gives HF's answer load: the special <|endoftext|> (not normalized)
+    # containing "end", and a not-normalized "ab" running into a normalized "bc".
+    for late, early in (("end", None), ("bc", "ab")):
+        one_pass = hf_bpe(ADV, 600)
+        one_pass.add_tokens([hf.AddedToken(late, normalized=True)] + ([hf.AddedToken(early, normalized=False)] if early else []))
+        ours = ferrolm.Tokenizer.from_str(one_pass.to_str())
+        for text in ("x <|endoftext|> y end", "abc", "xabcd bc ab"):
+            assert ours.encode(text) == one_pass.encode(text).ids, (late, early, text)
 
 
 def test_min_frequency_beyond_any_count_learns_no_merge():

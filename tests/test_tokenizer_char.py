@@ -58,6 +58,9 @@ def test_a_special_unk_token_is_the_unknown_token():
     assert t.vocab_size == 3 and t.token_to_id("[UNK]") == 0
     assert t.encode("abcd") == [1, 2, 0, 0]
     assert hf.Tokenizer.from_str(t.to_str()).encode("abcd").ids == [1, 2, 0, 0]
+    # Without a limit it still stands for characters never seen in training.
+    t = ferrolm.Tokenizer.train_from_iterator(["aaaabbbc"], kind="char", vocab_size=0, special_tokens=["[UNK]"])
+    assert t.encode("abz") == [t.token_to_id("a"), t.token_to_id("b"), 0]
 
 
 def test_special_tokens_in_char_model():

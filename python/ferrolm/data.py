@@ -48,6 +48,9 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
     split = int(len(text) * (1.0 - val_fraction))
     dtype = token_dtype(tokenizer.vocab_size)
     meta = {"vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name}
+    # The old meta.json goes first: tokens half-written by an interrupted run must not pass
+    # for the data a checkpoint's digest names (meta.json is written last, with the new one).
+    (directory / "meta.json").unlink(missing_ok=True)
     h = hashlib.sha256()
     for name, part in (("train", text[:split]), ("val", text[split:])):
         ids = np.asarray(tokenizer.encode_array(part, add_special_tokens=False), dtype=dtype)
@@ -63,16 +66,23 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
     return meta
 
 
+def _meta(directory: Path) -> dict:
+    path = directory / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the tokens there were never prepared, or their preparation "
+                                "was interrupted (prepare them again with a new run)")
+    return json.loads(path.read_text())
+
+
 def data_digest(directory: str | Path) -> str | None:
     """The fingerprint `prepare_tokens` recorded of a token directory (None for older ones)."""
-    return json.loads((Path(directory) / "meta.json").read_text()).get("digest")
+    return _meta(Path(directory)).get("digest")
 
 
 def load_tokens(directory: str | Path, split: str) -> np.ndarray:
     """A read-only memmap of `split`.bin written by `prepare_tokens`."""
     directory = Path(directory)
-    meta = json.loads((directory / "meta.json").read_text())
-    return np.memmap(directory / f"{split}.bin", dtype=meta["dtype"], mode="r")
+    return np.memmap(directory / f"{split}.bin", dtype=_meta(directory)["dtype"], mode="r")
 
 
 class Windows:
@@ -138,16 +148,23 @@ class MlmCollator:
             # A word starts at a candidate that is not a continuation, or that follows a special
             # token (a segment never continues the previous one's word); its pieces share its draw.
             after_special = np.pad(~candidates[:, :-1], ((0, 0), (1, 0)), constant_values=True)
-            starts = candidates & (~self.continuation[ids] | after_special)
-            draw = rng.random(ids.shape) < self.mask_prob
-            word = np.maximum.accumulate(np.where(starts, np.arange(length)[None, :], -1), axis=1)
-            chosen = candidates & (word >= 0) & np.take_along_axis(draw & starts, np.maximum(word, 0), axis=1)
+            units = candidates & (~self.continuation[ids] | after_special)  # word starts
+            word = np.maximum.accumulate(np.where(units, np.arange(length)[None, :], -1), axis=1)
+
+            def spread(picked):  # every piece of the words whose start is picked
+                return candidates & (word >= 0) & np.take_along_axis(picked & units, np.maximum(word, 0), axis=1)
         else:
-            chosen = candidates & (rng.random(ids.shape) < self.mask_prob)
-        if not chosen.any() and candidates.any():
-            # A small batch can draw nothing; one token is then chosen, or its loss would be a
-            # zero averaged into the training signal and the evaluation.
-            chosen.flat[rng.choice(np.flatnonzero(candidates))] = True
+            units = candidates
+
+            def spread(picked):
+                return picked & units
+        chosen = spread(rng.random(ids.shape) < self.mask_prob)
+        if not chosen.any() and units.any():
+            # A small batch can draw nothing; one token (word) is then chosen, or its loss would
+            # be a zero averaged into the training signal and the evaluation.
+            picked = np.zeros_like(units)
+            picked.flat[rng.choice(np.flatnonzero(units))] = True
+            chosen = spread(picked)
         labels = np.where(chosen, ids, -100)
         action = rng.random(ids.shape)
         masked = ids.copy()

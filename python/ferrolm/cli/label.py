@@ -79,7 +79,10 @@ def run_label(args) -> int:
     model_a = _load_gpt(args.model)
     model_b = _load_gpt(args.model_b) if args.model_b else model_a
     # A chat model (from `ferrolm sft`) answers prompts as user turns, ending at <|end|>.
-    chat = model_a.is_chat and model_b.is_chat and not args.raw
+    if model_a.is_chat != model_b.is_chat and not args.raw:
+        raise ValueError("one model is a chat model and the other is not, so their completions would not be "
+                         "comparable; pass --raw to continue the prompts as plain text with both")
+    chat = model_a.is_chat and not args.raw
     for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
         check_prompts(prompts, model, f"{args.prompts} (for {path})", chat)
     store = LabelStore(args.db)

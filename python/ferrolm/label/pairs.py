@@ -57,6 +57,15 @@ class Sampler:
                                    top_p=self.top_p, seed=seed, chat=self.chat)
 
 
+def _same_sampling(saved: dict, sampler: Sampler) -> bool:
+    """Whether a stored pair's side was sampled as `sampler` samples (seed and path aside;
+    pairs from before chat mode were raw)."""
+    def key(settings: dict) -> dict:
+        return {"chat": False, **{k: v for k, v in settings.items() if k not in ("seed", "model")}}
+
+    return key(saved) == key(sampler.settings(0))
+
+
 class PairQueue:
     """Generates one pair per prompt in the background and hands pairs out to tabs."""
 
@@ -76,10 +85,12 @@ class PairQueue:
         judged = store.judged_prompts() & wanted
         self.total = len(prompts)
         self._judged = set(judged)
-        # Unjudged pairs from an earlier run are offered again if the same weights made them.
+        # Unjudged pairs from an earlier run are offered again if the same weights made them
+        # with the same sampling (chat or raw, temperature...; seeds aside).
         hashes = (a.weights_hash, b.weights_hash)
         for pair in store.unjudged_pairs():
             if pair.prompt in wanted and pair.prompt not in judged and (pair.model_a_hash, pair.model_b_hash) == hashes \
+                    and all(_same_sampling(pair.settings.get(x, {}), s) for x, s in (("a", a), ("b", b))) \
                     and all(p.prompt != pair.prompt for p in self._pool.values()):
                 self._pool[pair.id] = pair
         have = judged | {p.prompt for p in self._pool.values()}

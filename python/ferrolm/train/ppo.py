@@ -84,6 +84,8 @@ class PPO:
                  rollout_size: int = 16, minibatch_size: int = 8, ppo_epochs: int = 4, max_new_tokens: int = 48,
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"PPO samples its rollouts: temperature must be > 0, got {temperature}")
         if rollout_size % minibatch_size:
             raise ValueError(f"rollout_size {rollout_size} must be a multiple of minibatch_size {minibatch_size} "
                              "(--rollout-size and --batch-size on the command line)")

@@ -456,30 +456,37 @@ mod tests {
         }
     }
 
-    /// A nucleus of hundreds of tokens (found through several rounds of selection) is the set
-    /// of best tokens that reaches top_p, up to the boundary token's rounding.
+    /// A nucleus of hundreds of tokens (found through several rounds of selection), alone or
+    /// within a top-k cut, is the set of best tokens that reaches top_p, up to the boundary
+    /// token's rounding.
     #[test]
     fn a_large_nucleus_is_found_whole() {
         let mut rng = Rng::new(3);
         let logits: Vec<f32> = (0..1000).map(|_| rng.uniform() * 0.5).collect();
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        let weights: Vec<f64> = logits.iter().map(|&l| (l as f64).exp()).collect();
-        let total: f64 = weights.iter().sum();
-        let mut cumulative = 0.0;
-        let size = order.iter().position(|&i| {
-            cumulative += weights[i] / total;
-            cumulative >= 0.9
-        });
-        let nucleus: std::collections::HashSet<usize> = order[..size.unwrap() + 1].iter().copied().collect();
-        assert!(nucleus.len() > 800);
-        let sampling = Sampling { top_p: Some(0.9), ..Default::default() };
-        let mut drawn = std::collections::HashSet::new();
-        for _ in 0..20_000 {
-            drawn.insert(sampling.pick(&mut logits.clone(), &[], &mut rng) as usize);
+        for top_k in [None, Some(600)] {
+            let candidates = &order[..top_k.unwrap_or(order.len())];
+            let weights: Vec<f64> = candidates.iter().map(|&i| (logits[i] as f64).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            let mut cumulative = 0.0;
+            let size = weights.iter().position(|w| {
+                cumulative += w / total;
+                cumulative >= 0.9
+            });
+            let nucleus: std::collections::HashSet<usize> = candidates[..size.unwrap() + 1].iter().copied().collect();
+            assert!(nucleus.len() > 500);
+            let sampling = Sampling { top_k, top_p: Some(0.9), ..Default::default() };
+            let mut drawn = std::collections::HashSet::new();
+            for _ in 0..30_000 {
+                drawn.insert(sampling.pick(&mut logits.clone(), &[], &mut rng) as usize);
+            }
+            let outside = drawn.difference(&nucleus).count();
+            let missed = nucleus.difference(&drawn).count();
+            assert!(
+                outside <= 1 && missed <= 1,
+                "{top_k:?}: {outside} drawn outside the nucleus, {missed} never drawn"
+            );
         }
-        let outside = drawn.difference(&nucleus).count();
-        let missed = nucleus.difference(&drawn).count();
-        assert!(outside <= 1 && missed <= 1, "{outside} drawn outside the nucleus, {missed} of it never drawn");
     }
 }

@@ -240,6 +240,9 @@ impl Bpe {
         };
         let bytes = text.as_bytes();
         let original_len = bytes.len() - shift;
+        // The added space stands for the text's first character, as in Hugging Face (a token
+        // that is only that space spans the character).
+        let first_char = text[shift..].chars().next().map_or(0, char::len_utf8);
         CACHE.with(|cell| {
             let mut cache = cell.borrow_mut();
             cache.claim(self.cache_owner);
@@ -259,7 +262,7 @@ impl Bpe {
                         if Some(id) == self.unk && missing(pos) { 1 } else { self.bytes[id as usize].len().max(1) };
                     let end = (pos + len).min(b);
                     let clamp = |p: usize| p.saturating_sub(shift).min(original_len);
-                    spans.push((clamp(pos), clamp(end)));
+                    spans.push((clamp(pos), if end <= shift { first_char } else { clamp(end) }));
                     pos = end;
                 }
             })

@@ -40,7 +40,8 @@ impl Chars {
 
     /// The vocabulary of `text`: every distinct character, sorted, at most `max_chars` of them
     /// (the most frequent; the rest map to an unknown token). The unknown token is added after
-    /// them, or is `unk_id` when the tokenizer already has it (a special `[UNK]`).
+    /// them, or is `unk_id` when the tokenizer already has it (a special `[UNK]`, which then
+    /// also stands for characters never seen in training).
     pub fn from_counts(
         counts: &FxHashMap<char, u64>,
         first_id: u32,
@@ -49,7 +50,7 @@ impl Chars {
         unk_id: Option<u32>,
     ) -> Result<Self> {
         let mut all: Vec<(char, u64)> = counts.iter().map(|(&c, &n)| (c, n)).collect();
-        let mut unk = None;
+        let mut unk = unk_id.map(|_| unk_token.to_string());
         if let Some(max) = max_chars {
             if all.len() > max {
                 let keep = if unk_id.is_some() { max } else { max.saturating_sub(1) };

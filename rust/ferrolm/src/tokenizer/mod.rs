@@ -72,11 +72,9 @@ pub struct TrimOffsets {
 }
 
 impl TrimOffsets {
-    /// The byte span `(start, end)` of a token with these bytes, without its leading and
-    /// trailing spaces; `first`: the text's first token, or one starting at byte 0.
-    fn trim(self, token: &[u8], (start, end): (usize, usize), first: bool) -> (usize, usize) {
-        let leading = token.iter().take_while(|&&b| b == b' ').count();
-        let trailing = token.iter().rev().take_while(|&&b| b == b' ').count();
+    /// The span `(start, end)` of a token without the `leading` and `trailing` spaces it
+    /// carries (in the span's units); `first`: the text's first token, or one starting at 0.
+    fn trim(self, (leading, trailing): (usize, usize), (start, end): (usize, usize), first: bool) -> (usize, usize) {
         let start = if leading > 0 && !(first && self.add_prefix_space && leading == 1) {
             (start + leading).min(end)
         } else {
@@ -427,7 +425,10 @@ impl Tokenizer {
                                 let ids = &enc.ids[enc.ids.len() - spans.len()..];
                                 for (k, (span, &id)) in spans.iter_mut().zip(ids).enumerate() {
                                     let is_first = first + k == text_start || a + span.0 == 0;
-                                    *span = trim.trim(m.token_bytes(id).unwrap_or_default(), *span, is_first);
+                                    let bytes = m.token_bytes(id).unwrap_or_default();
+                                    let leading = bytes.iter().take_while(|&&b| b == b' ').count();
+                                    let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
+                                    *span = trim.trim((leading, trailing), *span, is_first);
                                 }
                             }
                             let mut local = CharIndex::new(seg_text);
@@ -449,9 +450,19 @@ impl Tokenizer {
                     }
                 }
                 Segment::Special(id, a, b) => {
+                    let mut span = (chars.char_at(a), chars.char_at(b));
+                    if let (Some(trim), Model::Bpe(_)) = (self.template.trim_offsets, &self.model) {
+                        // An added token's spaces are characters of its text (HF counts `Ġ` too).
+                        let space = |c: &char| c.is_whitespace() || *c == 'Ġ';
+                        let content = &text[a..b];
+                        let counts = (
+                            content.chars().take_while(space).count(),
+                            content.chars().rev().take_while(space).count(),
+                        );
+                        span = trim.trim(counts, span, enc.ids.len() == text_start || a == 0);
+                    }
                     enc.ids.push(id);
-                    let (s, e) = (chars.char_at(a), chars.char_at(b));
-                    enc.offsets.push((s, e));
+                    enc.offsets.push(span);
                 }
             }
             Ok(())
