@@ -13,7 +13,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from label_helpers import LabelServer, make_model, run_cli, write_prompts  # noqa: E402
 
-from ferrolm.label.pairs import weights_hash  # noqa: E402
+from ferrolm.label.pairs import Sampler, weights_hash  # noqa: E402
 from ferrolm.label.store import LabelStore, Pair  # noqa: E402
 from ferrolm.preferences import load_preferences  # noqa: E402
 
@@ -120,11 +120,13 @@ def test_model_output_is_shown_as_text_never_as_html(model, tmp_path, page):
     (tmp_path / "prompts.txt").write_text(prompt + "\n")
     hostile_a = "<script>document.title='pwned'</script><b>bold</b>"
     hostile_b = "<img src=x onerror=\"document.title='pwned'\"> & </pre><p>escape</p>"
-    # A pair already in the database is shown before anything is generated (as after a restart).
+    # A pair already in the database is shown before anything is generated (as after a restart),
+    # sampled as the server samples (the CLI's defaults, 24 new tokens).
     db = tmp_path / "prefs.sqlite"
     h = weights_hash(model)
+    settings = Sampler(None, str(model), h, max_new_tokens=24).settings(0)
     LabelStore(db).add_pair(Pair(prompt=prompt, completion_a=hostile_a, completion_b=hostile_b, shown_left="a",
-                                 settings={}, model_a_hash=h, model_b_hash=h))
+                                 settings={"a": settings, "b": settings}, model_a_hash=h, model_b_hash=h))
     with LabelServer(model, tmp_path / "prompts.txt", db) as server:
         page.goto(server.url)
         assert shown(page)["left"] == hostile_a and shown(page)["right"] == hostile_b
