@@ -335,3 +335,41 @@ def test_no_grad_used_as_a_decorator_from_two_threads():
     for t in threads:
         t.join()
     assert after == {"a": True, "b": False}
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("abs", np.abs), ("sin", np.sin), ("cos", np.cos), ("silu", lambda x: x / (1 + np.exp(-x))),
+])
+def test_unary_ops_values_and_finite_difference_gradients(name, reference):
+    op = getattr(F, name)
+    x = randn(5, 7).astype(np.float64)
+    x[np.abs(x) < 0.05] += 0.1  # away from abs's kink
+    t = fl.tensor(x.astype(np.float32), requires_grad=True)
+    y = op(t)
+    np.testing.assert_allclose(y.numpy(), reference(x), rtol=1e-5, atol=1e-6)
+    weights = randn(5, 7)
+    (y * weights).sum().backward()
+    h = 1e-4
+    numeric = (reference(x + h) - reference(x - h)) / (2 * h) * weights
+    np.testing.assert_allclose(t.grad.numpy(), numeric, rtol=1e-3, atol=1e-4)
+
+
+def test_indexing_slices_and_losses():
+    a = randn(4, 5, 6)
+    t = fl.tensor(a, requires_grad=True)
+    for index in (1, -1, slice(1, 3), (2, slice(None, 4)), (slice(None), 3), (-2, slice(-3, None), 0), slice(5, 9)):
+        np.testing.assert_array_equal(t[index].numpy(), a[index])
+    (t[1:3, 0] * 2).sum().backward()
+    expected = np.zeros_like(a)
+    expected[1:3, 0] = 2
+    np.testing.assert_array_equal(t.grad.numpy(), expected)
+    with pytest.raises(IndexError, match="out of range"):
+        t[4]
+    with pytest.raises(IndexError, match="step-1"):
+        t[::2]
+    with pytest.raises(TypeError, match="integers and slices"):
+        t["x"]
+    np.testing.assert_allclose(F.min(fl.tensor(a), 1).numpy(), a.min(1), rtol=1e-6)
+    b = randn(4, 5, 6)
+    assert F.mse_loss(fl.tensor(a), fl.tensor(b)).item() == pytest.approx(float(((a - b) ** 2).mean()), rel=1e-5)
+    assert F.mse_loss(fl.tensor(a), fl.tensor(b), "sum").item() == pytest.approx(float(((a - b) ** 2).sum()), rel=1e-5)

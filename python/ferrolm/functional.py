@@ -5,11 +5,13 @@ gather indices) must be integer arrays: floats are refused rather than truncated
 """
 
 from ferrolm._core import (
+    abs,
     add,
     attention,
     attention_qkv,
     clamp,
     concat,
+    cos,
     cross_entropy,
     div,
     dropout,
@@ -39,6 +41,8 @@ from ferrolm._core import (
     reshape,
     rsqrt,
     sigmoid,
+    silu,
+    sin,
     softmax,
     sqrt,
     stack,
@@ -49,10 +53,25 @@ from ferrolm._core import (
 )
 from ferrolm._core import where as where  # noqa: PLC0414  (re-export of a keyword-like name)
 
+
+def min(x, axis: int = -1, keepdim: bool = False):  # noqa: A001  (torch's name)
+    """Minimum over `axis`: −max(−x), so its gradient is max's."""
+    return neg(max(neg(x), axis, keepdim))
+
+
+def mse_loss(prediction, target, reduction: str = "mean"):
+    """Mean (or "sum", or "none": elementwise) of the squared differences."""
+    squared = (prediction - target) ** 2
+    if reduction == "none":
+        return squared
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return squared.mean() if reduction == "mean" else squared.sum()
+
 __all__ = [
-    "add", "attention", "attention_qkv", "clamp", "concat", "cross_entropy", "div", "dropout",
+    "abs", "add", "attention", "attention_qkv", "clamp", "concat", "cos", "cross_entropy", "div", "dropout",
     "embedding", "exp", "gather", "gelu", "gelu_erf", "index_select", "layer_norm", "linear",
     "log", "log_sigmoid", "log_softmax", "masked_fill", "matmul", "max", "maximum", "mean",
-    "minimum", "mul", "narrow", "neg", "permute", "pow", "relu", "reshape", "rsqrt", "sigmoid",
-    "softmax", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "where",
+    "min", "minimum", "mse_loss", "mul", "narrow", "neg", "permute", "pow", "relu", "reshape", "rsqrt", "sigmoid",
+    "silu", "sin", "softmax", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "where",
 ]

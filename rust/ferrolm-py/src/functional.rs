@@ -17,7 +17,7 @@ macro_rules! unary {
         }
     )*};
 }
-unary!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf);
+unary!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf, abs, sin, cos, silu);
 
 /// Declares `fn name(a, b) -> Tensor` wrappers for broadcasting binary core ops.
 macro_rules! binary {
@@ -263,7 +263,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     macro_rules! add {
         ($($f:ident),*) => { $( m.add_function(wrap_pyfunction!($f, m)?)?; )* };
     }
-    add!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf);
+    add!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf, abs, sin, cos, silu);
     add!(add, sub, mul, div, maximum, minimum, matmul, pow, clamp, where_, masked_fill);
     add!(sum, mean, max, reshape, permute, transpose, narrow, concat, stack);
     add!(embedding, index_select, gather, softmax, log_softmax, layer_norm, linear, dropout, cross_entropy);

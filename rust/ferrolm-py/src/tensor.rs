@@ -3,7 +3,7 @@
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{IntoPyDict, PyTuple};
+use pyo3::types::{IntoPyDict, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -145,6 +145,58 @@ impl PyTensor {
             )));
         }
         Ok(self.0.item().py()? != 0.0)
+    }
+
+    /// `t[i]`, `t[a:b]`, `t[i, a:b, ...]`: integers and step-1 slices over the leading axes,
+    /// differentiable (narrow, then a reshape that drops the integer-indexed axes).
+    fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        let items: Vec<Bound<'_, PyAny>> = match index.cast::<PyTuple>() {
+            Ok(t) => t.iter().collect(),
+            Err(_) => vec![index.clone()],
+        };
+        let shape = self.0.shape().to_vec();
+        if items.len() > shape.len() {
+            return Err(PyIndexError::new_err(format!("{} indices for a tensor of rank {}", items.len(), shape.len())));
+        }
+        let mut cuts = Vec::new(); // (axis, start, len)
+        let mut kept: Vec<usize> = Vec::new();
+        for (axis, item) in items.iter().enumerate() {
+            let n = shape[axis];
+            if let Ok(slice) = item.cast::<PySlice>() {
+                let s = slice.indices(n as isize)?;
+                if s.step != 1 {
+                    return Err(PyIndexError::new_err(
+                        "only step-1 slices are supported; use F.index_select for others",
+                    ));
+                }
+                let len = s.slicelength;
+                cuts.push((axis, s.start.max(0) as usize, len));
+                kept.push(len);
+            } else if let Ok(i) = item.extract::<isize>() {
+                let at = if i < 0 { i + n as isize } else { i };
+                if at < 0 || at >= n as isize {
+                    return Err(PyIndexError::new_err(format!(
+                        "index {i} is out of range for axis {axis} of size {n}"
+                    )));
+                }
+                cuts.push((axis, at as usize, 1));
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "tensors are indexed by integers and slices, not {}",
+                    item.get_type().name()?
+                )));
+            }
+        }
+        kept.extend(&shape[items.len()..]);
+        let x = self.0.clone();
+        run(py, move || {
+            let mut y = x;
+            for (axis, start, len) in cuts {
+                y = ops::narrow(&y, axis as isize, start, len)?;
+            }
+            let shape: Vec<isize> = kept.iter().map(|&d| d as isize).collect();
+            ops::reshape(&y, &shape)
+        })
     }
 
     fn __len__(&self) -> PyResult<usize> {

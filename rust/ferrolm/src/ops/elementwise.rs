@@ -81,6 +81,42 @@ pub fn log_sigmoid(x: &Tensor) -> Tensor {
     unary(x, "log_sigmoid", |x| x.min(0.0) - simd::exp(-x.abs()).ln_1p(), Input, |x| sigmoid_f(-x))
 }
 
+/// |x|; its gradient at 0 is 0 (the sign), as in PyTorch.
+pub fn abs(x: &Tensor) -> Tensor {
+    unary(x, "abs", f32::abs, Input, |x| {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    })
+}
+
+/// sin x (rotary position embeddings, sinusoidal encodings).
+pub fn sin(x: &Tensor) -> Tensor {
+    unary(x, "sin", f32::sin, Input, f32::cos)
+}
+
+pub fn cos(x: &Tensor) -> Tensor {
+    unary(x, "cos", f32::cos, Input, |x| -x.sin())
+}
+
+/// SiLU (swish), x σ(x): SwiGLU feed-forward layers use it.
+pub fn silu(x: &Tensor) -> Tensor {
+    unary(
+        x,
+        "silu",
+        |x| x * sigmoid_f(x),
+        Input,
+        |x| {
+            let s = sigmoid_f(x);
+            s * (1.0 + x * (1.0 - s))
+        },
+    )
+}
+
 pub fn relu(x: &Tensor) -> Tensor {
     // NaN stays NaN, as in numpy and PyTorch (f32::max would turn it into 0).
     unary(x, "relu", |x| if x > 0.0 || x.is_nan() { x } else { 0.0 }, Input, |x| if x > 0.0 { 1.0 } else { 0.0 })
