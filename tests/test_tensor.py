@@ -248,7 +248,7 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
 def test_values_changed_in_place_after_the_forward_pass_refuse_backward():
     """Backward reads saved values; if they were overwritten since the forward pass (copy_, an
     optimizer step, a write through a detached view) it refuses rather than return wrong
-    gradients, as PyTorch does."""
+    gradients, and leaves every .grad as it was."""
     w = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
     y = (w * w).sum()
     w.copy_([10.0, 20.0, 30.0])
@@ -259,6 +259,12 @@ def test_values_changed_in_place_after_the_forward_pass_refuse_backward():
     y.detach().copy_([0.0, 0.0])  # the output exp's backward reads
     with pytest.raises(fl.GradError, match="modified in place"):
         y.sum().backward()
+    a, c = fl.ones(3, requires_grad=True), fl.ones(3, requires_grad=True)
+    loss = (c * c).sum() + (a * 2.0).sum()  # a's branch would be reached first
+    c.copy_(np.full(3, 5, np.float32))
+    with pytest.raises(fl.GradError, match="modified in place"):
+        loss.backward()
+    assert a.grad is None and c.grad is None
     w = fl.tensor([1.0, 2.0], requires_grad=True)
     opt = fl.AdamW([w], lr=0.1)
     loss = (w * w).sum()

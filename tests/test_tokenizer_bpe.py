@@ -317,7 +317,8 @@ def test_trim_offsets_as_roberta_sets_it():
     applies and saves the setting, and Hugging Face reads the saved file alike."""
     from tokenizers import processors
 
-    texts = ["Hello  world ", " two  spaces   here", "a", "  x", "<|endoftext|> after a special", "x    y\t\tz"]
+    texts = ["Hello  world ", " two  spaces   here", "a", "  x", "<|endoftext|> after a special", "x    y\t\tz",
+             "é", "a<|endoftext|>é", "中 文"]
     for add_prefix_space in (False, True):
         ref = hf_bpe(ADV, 600)
         ref.add_tokens(["    ", "\t\t"])  # added tokens carrying spaces are trimmed too

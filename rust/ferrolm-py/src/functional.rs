@@ -83,9 +83,9 @@ fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyRe
 // pyo3 renders negative defaults as `...` in `__text_signature__`; `text_signature` spells them out
 // (the stubs in python/ferrolm/_core.pyi are checked against it by stubtest).
 #[pyfunction]
-#[pyo3(signature = (x, axis = -1, keepdim = false), text_signature = "(x, axis=-1, keepdim=False)")]
-fn max(py: Python<'_>, x: PyTensor, axis: isize, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || ops::max(&x.0, axis, keepdim))
+#[pyo3(signature = (x, axis = Some(-1), keepdim = false), text_signature = "(x, axis=-1, keepdim=False)")]
+fn max(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+    run(py, || crate::tensor::max_over(&x.0, axis, keepdim))
 }
 
 #[pyfunction]

@@ -97,6 +97,21 @@ pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
         .collect()
 }
 
+/// Maximum over `axis`, or over all elements when it is None.
+pub fn max_over(x: &Tensor, axis: Option<isize>, keepdim: bool) -> ferrolm::Result<Tensor> {
+    match axis {
+        Some(a) => ops::max(x, a, keepdim),
+        None => {
+            let m = ops::max(&ops::reshape(x, &[-1])?, 0, false)?;
+            if keepdim {
+                ops::reshape(&m, &vec![1; x.rank()])
+            } else {
+                Ok(m)
+            }
+        }
+    }
+}
+
 /// Runs a core computation without the GIL and wraps the resulting tensor.
 pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
     compute(py, f).py().map(PyTensor)
@@ -421,18 +436,7 @@ impl PyTensor {
     /// Maximum over `axis` (all elements when None).
     #[pyo3(signature = (axis = Some(-1), keepdim = false), text_signature = "($self, axis=-1, keepdim=False)")]
     fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        let x = &self.0;
-        match axis {
-            Some(a) => run(py, || ops::max(x, a, keepdim)),
-            None => run(py, || {
-                let m = ops::max(&ops::reshape(x, &[-1])?, 0, false)?;
-                if keepdim {
-                    ops::reshape(&m, &vec![1; x.rank()])
-                } else {
-                    Ok(m)
-                }
-            }),
-        }
+        run(py, || max_over(&self.0, axis, keepdim))
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {

@@ -152,15 +152,6 @@ impl Tensor {
                 }
                 Origin::Op(node) => {
                     *tensor.origin() = Origin::Freed(node.op);
-                    let now = node.inputs.iter().chain([tensor]).map(|t| t.storage().version());
-                    if now.zip(&node.versions).any(|(now, &then)| now != then) {
-                        bail!(
-                            Grad,
-                            "a tensor that `{}` used was modified in place (copy_, an optimizer step...) after the \
-                             forward pass and before backward: its gradients would be wrong; run the forward again",
-                            node.op
-                        );
-                    }
                     let input_grads = {
                         let out = tensor.read();
                         let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
@@ -197,7 +188,24 @@ fn freed_message(op: &str) -> String {
     )
 }
 
-/// Tensors reachable from `root` through tracked ops, each after all of its inputs.
+/// Refuses a node whose inputs or output were written in place since it ran: its backward
+/// would read changed values. Checked for the whole graph before any gradient is added, so a
+/// refused backward leaves every `.grad` as it was. (Stricter than PyTorch, which checks only
+/// the values an op's backward reads: `add` reads none.)
+fn ensure_unmodified(node: &Node, output: &Tensor) -> Result<()> {
+    let now = node.inputs.iter().chain([output]).map(|t| t.storage().version());
+    ensure!(
+        now.zip(&node.versions).all(|(now, &then)| now == then),
+        Grad,
+        "a tensor that `{}` used was modified in place (copy_, an optimizer step...) after the forward pass and \
+         before backward; run the forward again",
+        node.op
+    );
+    Ok(())
+}
+
+/// Tensors reachable from `root` through tracked ops, each after all of its inputs (every
+/// node checked with [`ensure_unmodified`]).
 fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
@@ -212,7 +220,10 @@ fn topological_order(root: &Tensor) -> Result<Vec<Tensor>> {
             continue;
         }
         let inputs: Vec<Tensor> = match &*t.origin() {
-            Origin::Op(node) => node.inputs.iter().filter(|i| i.requires_grad()).cloned().collect(),
+            Origin::Op(node) => {
+                ensure_unmodified(node, &t)?;
+                node.inputs.iter().filter(|i| i.requires_grad()).cloned().collect()
+            }
             Origin::Freed(op) => bail!(Grad, "{}", freed_message(op)),
             Origin::Leaf => Vec::new(),
         };

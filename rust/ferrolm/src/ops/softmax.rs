@@ -55,8 +55,9 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
 }
 
 /// Replaces `row` by its softmax; returns log Σ exp(row) in two parts, (max, log Σ exp(row −
-/// max)): callers subtract the max first, as max + log Σ rounds to max when |max| is huge
-/// (1e30). (-inf, 0), with all-zero probabilities, when every entry is -inf (masked out).
+/// max)), so log-softmax and cross-entropy can subtract the max first: max + log Σ rounds to
+/// max when |max| is huge (1e30). (-inf, 0), with all-zero probabilities, when every entry is
+/// -inf (masked out).
 /// Inlined so that, inside the callers' `vectorized`, exp and the sums run 16 wide.
 #[inline(always)]
 pub(crate) fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {

@@ -421,21 +421,22 @@ impl Tokenizer {
                         Model::Bpe(m) => {
                             let mut spans = Vec::new();
                             m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
-                            if let Some(trim) = self.template.trim_offsets {
-                                let ids = &enc.ids[enc.ids.len() - spans.len()..];
-                                for (k, (span, &id)) in spans.iter_mut().zip(ids).enumerate() {
-                                    let is_first = first + k == text_start || a + span.0 == 0;
-                                    let bytes = m.token_bytes(id).unwrap_or_default();
-                                    let leading = bytes.iter().take_while(|&&b| b == b' ').count();
-                                    let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
-                                    *span = trim.trim((leading, trailing), *span, is_first);
-                                }
-                            }
                             let mut local = CharIndex::new(seg_text);
                             for (s, e) in spans {
                                 let start = local.char_containing(s);
                                 let end = local.char_at(e).max(start + usize::from(e > s));
                                 enc.offsets.push((start, end));
+                            }
+                            if let Some(trim) = self.template.trim_offsets {
+                                // In characters, as HF counts (a leading space's span may be a
+                                // whole multi-byte first character).
+                                for k in first..enc.offsets.len() {
+                                    let bytes = m.token_bytes(enc.ids[k]).unwrap_or_default();
+                                    let leading = bytes.iter().take_while(|&&b| b == b' ').count();
+                                    let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
+                                    let is_first = k == text_start || base + enc.offsets[k].0 == 0;
+                                    enc.offsets[k] = trim.trim((leading, trailing), enc.offsets[k], is_first);
+                                }
                             }
                         }
                         Model::WordPiece(m) => m.encode_text(seg_text, &mut enc.ids, Some(&mut enc.offsets)),
