@@ -136,3 +136,15 @@ def test_an_empty_continuing_prefix_lets_every_token_continue_a_word():
     for text in ["aaa", "ba", "abab b", "abc"]:
         assert ours.encode(text) == ref.encode(text).ids, text
         assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text).ids)
+
+
+def test_long_text_is_encoded_in_chunks_like_one(corpus):
+    """Past 64 KiB the text is normalised a chunk at a time (cut before a space or newline):
+    ids and offsets still equal HF's for the whole text."""
+    t = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=1500)
+    ref = hf.Tokenizer.from_str(t.to_str())
+    text = corpus[-1][:300_000].replace("e", "é", 500) + " 中文\u0301 x" + "y" * 70_000 + " tail"
+    ids, offsets = t.encode_with_offsets(text)
+    enc = ref.encode(text)
+    assert ids == enc.ids and offsets == [tuple(o) for o in enc.offsets]
+    assert t.encode(text) == ids
