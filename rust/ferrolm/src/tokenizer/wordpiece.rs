@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 
 use super::basic::{split_words, BertNormalizer};
 use super::bpe_train::{learn_merges, MergeTable};
+use super::Encoding;
 use crate::{bail, Result};
 
 /// A WordPiece model with its BERT normalizer.
@@ -174,19 +175,19 @@ impl WordPiece {
         let counts: Vec<usize> = chunks.par_iter().map(|c| c.chars().count()).collect();
         let bases: Vec<usize> = counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
         let want_offsets = offsets.is_some();
-        let parts: Vec<(Vec<u32>, Vec<(usize, usize)>)> = chunks
+        let parts: Vec<Encoding> = chunks
             .par_iter()
             .zip(&bases)
             .map(|(chunk, &base)| {
-                let (mut ids, mut spans) = (Vec::new(), Vec::new());
-                self.encode_chunk(chunk, base, &mut ids, want_offsets.then_some(&mut spans));
-                (ids, spans)
+                let mut part = Encoding::default();
+                self.encode_chunk(chunk, base, &mut part.ids, want_offsets.then_some(&mut part.offsets));
+                part
             })
             .collect();
-        for (ids, spans) in parts {
-            out.extend(ids);
+        for part in parts {
+            out.extend(part.ids);
             if let Some(offsets) = offsets.as_deref_mut() {
-                offsets.extend(spans);
+                offsets.extend(part.offsets);
             }
         }
     }
