@@ -288,6 +288,10 @@ def test_numerical_edges_match_numpy_and_torch():
     np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])  # d/dx x^0 = 0, also at 0
     ones = fl.ones(2**25, 1)  # a float32 running sum stops at 2^24
     assert ones.mean(0).item() == 1.0 and ones.sum(0).item() == 2**25
+    assert (fl.ones(2**24 + 64, 2).sum(0).numpy() == 2**24 + 64).all()  # the strided path too
+    for shape in ((300, 13), (7, 1000), (64, 8)):  # contiguous rows, with and without a tail
+        a = randn(*shape)
+        np.testing.assert_allclose(fl.tensor(a).sum(-1).numpy(), a.astype(np.float64).sum(-1), rtol=1e-6, atol=1e-6)
     with pytest.raises(IndexError, match="do not fit"):
         F.narrow(fl.randn(2, 3), 0, 2**63, 2**63)  # start + len overflows
 

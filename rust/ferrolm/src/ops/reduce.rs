@@ -27,6 +27,29 @@ pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> V
     if inner == 0 {
         return out;
     }
+    if inner == 1 {
+        // The last axis: each output sums one contiguous row; rows go to tasks in fixed
+        // groups (one task per row cost more than the sums).
+        let rows_per_task = (GRAIN / n.max(1)).max(1);
+        out.par_chunks_mut(rows_per_task).enumerate().for_each(|(t, sums)| {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let row = &x[(t * rows_per_task + r) * n..][..n];
+                *sum = vectorized(
+                    #[inline(always)]
+                    || {
+                        // Eight running sums (one vector), then the tail: a fixed order.
+                        let mut lanes = [0f64; 8];
+                        let mut chunks = row.chunks_exact(8);
+                        for c in &mut chunks {
+                            lanes.iter_mut().zip(c).for_each(|(l, &v)| *l += v as f64);
+                        }
+                        lanes.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>()
+                    },
+                ) as f32;
+            }
+        });
+        return out;
+    }
     out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
         row.par_chunks_mut(COLS).enumerate().for_each(|(c, cols)| {
             // Summed in f64: a float32 running sum of 2^25 ones stops at 2^24.
