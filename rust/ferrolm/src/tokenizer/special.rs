@@ -20,6 +20,9 @@ pub struct SpecialTokens {
     /// Added tokens that are not special (Hugging Face's `"special": false`).
     ordinary: FxHashSet<u32>,
     matcher: Option<AhoCorasick>,
+    /// Every occurrence, overlaps included: for calls that allow only some tokens and read the
+    /// rest as text, where a token that is not allowed must not hide one that is.
+    overlapping: Option<AhoCorasick>,
 }
 
 /// Which special tokens one encode call recognises.
@@ -94,17 +97,14 @@ impl SpecialTokens {
     }
 
     fn rebuild(&mut self) {
-        self.matcher = if self.list.is_empty() {
-            None
-        } else {
-            let patterns: Vec<&str> = self.list.iter().map(|(s, _)| s.as_str()).collect();
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(patterns)
-                    .expect("special tokens form a valid automaton"),
-            )
+        let patterns: Vec<&str> = self.list.iter().map(|(s, _)| s.as_str()).collect();
+        let build = |kind| {
+            (!patterns.is_empty()).then(|| {
+                AhoCorasick::builder().match_kind(kind).build(&patterns).expect("special tokens form a valid automaton")
+            })
         };
+        self.matcher = build(MatchKind::LeftmostLongest);
+        self.overlapping = build(MatchKind::Standard);
     }
 
     /// The added tokens (special or not), in registration order.
@@ -187,16 +187,21 @@ impl SpecialTokens {
             Some(m) if !(plain_text && self.ordinary.is_empty()) => m,
             _ => return if text.is_empty() { Ok(()) } else { segment(Segment::Text(0, text.len())) },
         };
-        let mut start = 0;
-        for m in matcher.find_iter(text) {
-            let (content, id) = &self.list[m.pattern().as_usize()];
-            let allowed = self.ordinary.contains(id)
+        let allowed = |id: &u32| {
+            self.ordinary.contains(id)
                 || match &opts.allowed_special {
                     AllowedSpecial::All => true,
                     AllowedSpecial::None => false,
                     AllowedSpecial::Only(ids) => ids.contains(id),
-                };
-            if allowed {
+                }
+        };
+        if opts.disallowed == Disallowed::Text && opts.allowed_special != AllowedSpecial::All {
+            return self.split_allowed_only(text, &allowed, segment);
+        }
+        let mut start = 0;
+        for m in matcher.find_iter(text) {
+            let (content, id) = &self.list[m.pattern().as_usize()];
+            if allowed(id) {
                 if m.start() > start {
                     segment(Segment::Text(start, m.start()))?;
                 }
@@ -210,6 +215,38 @@ impl SpecialTokens {
                     m.start()
                 );
             }
+        }
+        if start < text.len() {
+            segment(Segment::Text(start, text.len()))?;
+        }
+        Ok(())
+    }
+
+    /// Leftmost-longest matching among the allowed tokens alone, the others being text (as
+    /// tiktoken searches only the allowed ones): from every occurrence, overlaps included.
+    fn split_allowed_only(
+        &self,
+        text: &str,
+        allowed: &dyn Fn(&u32) -> bool,
+        mut segment: impl FnMut(Segment) -> Result<()>,
+    ) -> Result<()> {
+        let matcher = self.overlapping.as_ref().expect("built with the leftmost matcher");
+        let mut found: Vec<(usize, usize, u32)> = matcher
+            .find_overlapping_iter(text)
+            .map(|m| (m.start(), m.end(), self.list[m.pattern().as_usize()].1))
+            .filter(|(_, _, id)| allowed(id))
+            .collect();
+        found.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
+        let mut start = 0;
+        for (s, e, id) in found {
+            if s < start {
+                continue; // overlaps the token taken before it
+            }
+            if s > start {
+                segment(Segment::Text(start, s))?;
+            }
+            segment(Segment::Special(id, s, e))?;
+            start = e;
         }
         if start < text.len() {
             segment(Segment::Text(start, text.len()))?;
@@ -257,6 +294,11 @@ mod tests {
         let only_text = EncodeOptions { disallowed: Disallowed::Text, ..only };
         assert_eq!(run(&sp, text, &only_text).unwrap(), ["a<|endoftext|>b", "#8"]);
         assert!(sp.resolve(&["<|nope|>"]).unwrap_err().to_string().contains("<|nope|>"));
+        // A token read as text does not hide an allowed one that overlaps it (tiktoken's rule).
+        sp.insert("<|end|>x", 9).unwrap();
+        let end_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>"]).unwrap(), ..only_text.clone() };
+        assert_eq!(run(&sp, "a<|end|>x<|end|>", &end_only).unwrap(), ["a", "#8", "x", "#8"]);
+        assert_eq!(run(&sp, "a<|end|>x", &EncodeOptions::default()).unwrap(), ["a", "#9"]); // all: longest
         assert!(sp.insert("", 3).is_err());
         assert!(sp.insert("x", 7).is_err());
     }
