@@ -379,6 +379,10 @@ def test_indexing_slices_and_losses():
         t[::2]
     with pytest.raises(TypeError, match="integers and slices"):
         t["x"]
+    with pytest.raises(TypeError, match="booleans"):
+        t[True]
+    with pytest.raises(IndexError, match="out of range"):
+        t[2**70]
     np.testing.assert_allclose(F.min(fl.tensor(a), 1).numpy(), a.min(1), rtol=1e-6)
     b = randn(4, 5, 6)
     assert F.mse_loss(fl.tensor(a), fl.tensor(b)).item() == pytest.approx(float(((a - b) ** 2).mean()), rel=1e-5)

@@ -187,6 +187,10 @@ impl PyTensor {
                 let len = s.slicelength;
                 cuts.push((axis, s.start.max(0) as usize, len));
                 kept.push(len);
+            } else if item.is_instance_of::<pyo3::types::PyBool>() {
+                return Err(PyTypeError::new_err(
+                    "tensors are not indexed by booleans (numpy reads them as a new axis)",
+                ));
             } else if let Ok(i) = item.extract::<isize>() {
                 let at = if i < 0 { i + n as isize } else { i };
                 if at < 0 || at >= n as isize {
@@ -195,6 +199,8 @@ impl PyTensor {
                     )));
                 }
                 cuts.push((axis, at as usize, 1));
+            } else if item.is_instance_of::<pyo3::types::PyInt>() {
+                return Err(PyIndexError::new_err(format!("index {item} is out of range for axis {axis} of size {n}")));
             } else {
                 return Err(PyTypeError::new_err(format!(
                     "tensors are indexed by integers and slices, not {}",

@@ -222,8 +222,10 @@ impl SpecialTokens {
         Ok(())
     }
 
-    /// Leftmost-longest matching among the allowed tokens alone, the others being text (as
-    /// tiktoken searches only the allowed ones): from every occurrence, overlaps included.
+    /// Leftmost-longest matching among the allowed tokens alone, the others being text: from
+    /// every occurrence, overlaps included. (tiktoken takes the leftmost token of all, moving
+    /// on a byte when it is not allowed; the two agree unless one token is a prefix of another,
+    /// where tiktoken's choice follows its hash order.)
     fn split_allowed_only(
         &self,
         text: &str,
