@@ -195,26 +195,32 @@ impl SpecialTokens {
                     AllowedSpecial::Only(ids) => ids.contains(id),
                 }
         };
-        if opts.disallowed == Disallowed::Text && opts.allowed_special != AllowedSpecial::All {
-            return self.split_allowed_only(text, &allowed, segment);
-        }
-        let mut start = 0;
-        for m in matcher.find_iter(text) {
-            let (content, id) = &self.list[m.pattern().as_usize()];
-            if allowed(id) {
-                if m.start() > start {
-                    segment(Segment::Text(start, m.start()))?;
-                }
-                segment(Segment::Special(*id, m.start(), m.end()))?;
-                start = m.end();
-            } else if opts.disallowed == Disallowed::Raise {
+        if opts.allowed_special != AllowedSpecial::All {
+            if opts.disallowed == Disallowed::Text {
+                return self.split_allowed_only(text, &allowed, segment);
+            }
+            // Any occurrence of a token the call does not allow is refused, also one inside an
+            // allowed token (as tiktoken does): past this, every match is allowed.
+            let overlapping = self.overlapping.as_ref().expect("built with the leftmost matcher");
+            if let Some(m) =
+                overlapping.find_overlapping_iter(text).find(|m| !allowed(&self.list[m.pattern().as_usize()].1))
+            {
                 bail!(
                     Argument,
-                    "the text contains the special token {content:?} (at byte {}), which this call does not allow; \
+                    "the text contains the special token {:?} (at byte {}), which this call does not allow; \
                      allow it with allowed_special, or encode it as plain text with disallowed_special=\"text\"",
+                    self.list[m.pattern().as_usize()].0,
                     m.start()
                 );
             }
+        }
+        let mut start = 0;
+        for m in matcher.find_iter(text) {
+            if m.start() > start {
+                segment(Segment::Text(start, m.start()))?;
+            }
+            segment(Segment::Special(self.list[m.pattern().as_usize()].1, m.start(), m.end()))?;
+            start = m.end();
         }
         if start < text.len() {
             segment(Segment::Text(start, text.len()))?;
@@ -301,6 +307,15 @@ mod tests {
         let end_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>"]).unwrap(), ..only_text.clone() };
         assert_eq!(run(&sp, "a<|end|>x<|end|>", &end_only).unwrap(), ["a", "#8", "x", "#8"]);
         assert_eq!(run(&sp, "a<|end|>x", &EncodeOptions::default()).unwrap(), ["a", "#9"]); // all: longest
+                                                                                            // Refusing: a token that is not allowed is found inside an allowed one too (tiktoken's rule).
+        let longer_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>x"]).unwrap(), ..Default::default() };
+        let err = run(&sp, "a<|end|>x", &longer_only).unwrap_err().to_string();
+        assert!(err.contains("\"<|end|>\""), "{err}");
+        let with_all = EncodeOptions {
+            allowed_special: sp.resolve(&["<|end|>x", "<|end|>", "<|endoftext|>"]).unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(run(&sp, "a<|end|>x", &with_all).unwrap(), ["a", "#9"]);
         assert!(sp.insert("", 3).is_err());
         assert!(sp.insert("x", 7).is_err());
     }
