@@ -353,5 +353,10 @@ def test_score_slides_a_window_over_long_text(trained):
             end = min(len(ids), end + stride)
         np.testing.assert_allclose(lp, [expected[t] for t in range(1, len(ids))], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.score(ids[:32]), model.score(ids)[:31], rtol=1e-5, atol=1e-5)
+    # Independently of the window loop: with stride 1, token t is predicted from the 31 before it.
+    lp = model.score(ids, stride=1)
+    for t in range(32, len(ids)):
+        last = sequence_logprobs(model, np.array([ids[t - 31 : t + 1]])).numpy()[0, -1]
+        assert lp[t - 1] == pytest.approx(last, rel=1e-5, abs=1e-5), t
     with pytest.raises(ValueError, match="stride"):
         model.score(ids, stride=32)

@@ -58,7 +58,7 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
         ids.tofile(tmp)
         tmp.replace(directory / f"{name}.bin")
         meta[f"{name}_tokens"] = int(ids.size)
-        h.update(ids.tobytes())
+        h.update(ids)  # the buffer itself, not a copy
     meta["digest"] = h.hexdigest()[:32]  # identifies the data for resume (see data_digest)
     tmp = directory / ".meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))

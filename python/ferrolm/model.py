@@ -102,13 +102,14 @@ class GPT(CoreModel):
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        ids = [self.prompt_ids(p, chat) for p in prompts]
+        template = self._chat_template() if chat else None
+        ids = [template.prompt_ids(p) if template else self.encode(p) for p in prompts]
         empty = [i for i, row in enumerate(ids) if not row]
         if empty:
             raise ValueError(f"prompt {empty[0]} is empty: generation continues text, so give at least one character "
                              "(a newline, say)")
-        if chat:
-            stop_tokens = [*stop_tokens, self._chat_template().end]
+        if template:
+            stop_tokens = [*stop_tokens, template.end]
         session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
         tok = self._tok()
@@ -162,12 +163,17 @@ class GPT(CoreModel):
                 end = min(n, end + stride)
 
 
-def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, dropout_seed=None) -> Tensor:
-    """log p(ids[:, t+1] | ids[:, :t+1]) for every position: a [B, T−1] tensor that keeps the
-    graph, so post-training objectives can backpropagate through it."""
-    logits = model(ids[:, :-1], key_padding_mask=None if key_padding_mask is None else key_padding_mask[:, :-1],
-                   dropout_seed=dropout_seed)
-    return token_logprobs(F.log_softmax(logits, axis=-1), ids[:, 1:])
+def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, temperature: float = 1.0) -> Tensor:
+    """log p(ids[:, t+1] | ids[:, :t+1]) for every position, under the distribution at
+    `temperature`: a [B, T−1] tensor that keeps the graph, so post-training objectives can
+    backpropagate through it."""
+    logits = model(ids[:, :-1], key_padding_mask=None if key_padding_mask is None else key_padding_mask[:, :-1])
+    return token_logprobs(tempered_log_softmax(logits, temperature), ids[:, 1:])
+
+
+def tempered_log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Log-probabilities of the distribution sampled at `temperature` (logits / T)."""
+    return F.log_softmax(logits if temperature == 1.0 else logits * (1.0 / temperature), axis=-1)
 
 
 def token_logprobs(log_probs: Tensor, targets: np.ndarray) -> Tensor:

@@ -13,13 +13,13 @@ from ferrolm.train.loop import DTYPES
 # None on the command line means "the command's default, or the checkpoint's value on --resume".
 MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": True}
 TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
-               "lr_decay_iters": 2000, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
+               "lr_decay_iters": None, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
                "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
                "checkpoint_interval": 0, "dtype": "float32"}
 # MLM starts on a plateau where it predicts the unigram distribution, and the plateau lasts
 # longer the longer the sequences (benches/quality_bert_mlm.py): BERT's defaults here are
 # short sequences in larger batches, more steps, and BERT's weight decay.
-MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "lr_decay_iters": 5000, "weight_decay": 0.01}
+MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01}
 
 HELP = {"lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
         "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
@@ -90,7 +90,7 @@ def add_flags(parser, defaults: dict) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, type=boolean, default=None, metavar="BOOL")
         else:
-            kind = count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) else (
+            kind = count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) or name in MAY_BE_ZERO else (
                 non_negative if isinstance(default, float) else str)
             parser.add_argument(flag, type=kind, default=None, choices=CHOICES.get(name),
                                 help=HELP.get(name, f"default {default}"))
@@ -121,6 +121,4 @@ def checkpoint_state(out: Path) -> dict:
 def train_config(values: dict, args):
     from ferrolm.train import TrainConfig
 
-    if args.lr_decay_iters is None and not args.resume:  # a new run decays over its length
-        values = {**values, "lr_decay_iters": values["max_iters"]}
     return TrainConfig(**{k: v for k, v in values.items() if k != "batch_size"}, progress=not args.no_progress)

@@ -17,13 +17,13 @@ import numpy as np
 from ferrolm.cli.common import TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative, train_config
 
 _SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20,
-               "lr_decay_iters": 300, "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
+               "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
 DEFAULTS = {
     "sft": _SUPERVISED,
     "reward": _SUPERVISED,
-    "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "min_lr": 1e-5, "warmup_iters": 10, "lr_decay_iters": 200,
+    "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "min_lr": 1e-5, "warmup_iters": 10,
             "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
-    "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "min_lr": 5e-5, "warmup_iters": 0, "lr_decay_iters": 200,
+    "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "min_lr": 5e-5, "warmup_iters": 0,
             "eval_interval": 50, "eval_iters": 1, "batch_size": 8, "weight_decay": 0.0},
 }
 
@@ -77,7 +77,7 @@ def _values(args, command: str) -> dict:
     if args.resume:
         if state.get("objective") != command:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
-    _settle(args, command, state.get("settings") if args.resume else None)
+    _settle(args, command, state.get("settings"))
     if command in ("dpo", "ppo") and Path(args.out).resolve() == Path(args.model).resolve():
         raise ValueError(f"--out {args.out} is MODEL: {command} keeps MODEL as its reference, so write elsewhere")
     if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():

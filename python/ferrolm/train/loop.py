@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 100
-    lr_decay_iters: int = 2000
+    lr_decay_iters: Optional[int] = None  # None: max_iters (the decay spans the run)
     decay_lr: bool = True
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -62,6 +62,8 @@ class TrainConfig:
     progress: bool = True  # a tqdm bar (when installed); without one, evaluations print as lines
 
     def __post_init__(self) -> None:
+        if self.lr_decay_iters is None:
+            self.lr_decay_iters = self.max_iters
         for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < (0 if name == "max_iters" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -22,7 +22,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right
 from ferrolm.data import digest
-from ferrolm.model import GPT, token_logprobs
+from ferrolm.model import GPT, sequence_logprobs, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, save_head
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -35,9 +35,9 @@ class PolicyWithValue:
         self.gpt = gpt
         self.value_head = value_head or _core.Linear(gpt.config["n_embd"], 1, bias=True, seed=11)
 
-    def __call__(self, ids: np.ndarray, dropout_seed=None):
-        """(logits [B, T, V], values [B, T])."""
-        h = self.gpt.hidden(ids, dropout_seed=dropout_seed)
+    def __call__(self, ids: np.ndarray):
+        """(logits [B, T, V], values [B, T]), without dropout (see the module's docstring)."""
+        h = self.gpt.hidden(ids)
         b, t, _ = h.shape
         return self.gpt.logits(h), F.reshape(self.value_head(h), [b, t])
 
@@ -125,10 +125,6 @@ class PPO:
         session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=[self.template.end])
         return session.run(self.max_new_tokens)
 
-    def _logprobs(self, logits):
-        """Log-probabilities of the distribution sampled from: the logits at the temperature."""
-        return F.log_softmax(logits if self.temperature == 1.0 else logits * (1.0 / self.temperature))
-
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
         """Everything PPO needs about sampled sequences, computed once without a graph; `learn`
         adds their scores to the running statistics (training rollouts, not evaluation)."""
@@ -141,8 +137,8 @@ class PPO:
         mask = (t >= starts[:, None] - 1) & (t < lengths[:, None] - 1)
         with no_grad():
             logits, values = gpt_policy(x)
-            logp = token_logprobs(self._logprobs(logits), ids[:, 1:]).numpy()
-            ref_logp = token_logprobs(self._logprobs(self.reference(x)), ids[:, 1:]).numpy()
+            logp = token_logprobs(tempered_log_softmax(logits, self.temperature), ids[:, 1:]).numpy()
+            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature).numpy()
             # Scored as the reward model was trained: ending in <|end|> (also when the response
             # was cut at max_new_tokens).
             scores = self.reward_model.score_ids([r if r[-1] == self.template.end else r + [self.template.end] for r in rows])
@@ -198,8 +194,8 @@ class PPO:
         return self.buffer.pop(0)
 
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
-        logits, values = model(mb["x"])  # no dropout (see the module's docstring)
-        log_probs = self._logprobs(logits)
+        logits, values = model(mb["x"])
+        log_probs = tempered_log_softmax(logits, self.temperature)
         logp = token_logprobs(log_probs, mb["targets"])
         mask = mb["mask"]
         ratio = F.exp(logp - mb["old_logp"])

@@ -115,13 +115,7 @@ impl PyAdamW {
     }
     #[setter]
     fn set_lr(&mut self, lr: f32) -> PyResult<()> {
-        if !(lr >= 0.0 && lr.is_finite()) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "AdamW: learning rate must be finite and >= 0, got {lr}"
-            )));
-        }
-        self.0.lr = lr;
-        Ok(())
+        self.0.set_lr(lr).py()
     }
     fn step(&mut self, py: Python<'_>) {
         let opt = &mut self.0;

@@ -48,8 +48,10 @@ pub(crate) enum Origin {
 pub(crate) struct Node {
     pub op: &'static str,
     pub inputs: Vec<Tensor>,
-    /// The inputs' and then the output's storage versions when the op ran.
-    pub versions: Vec<u64>,
+    /// The sum of the inputs' and the output's storage versions when the op ran: versions
+    /// only grow, so the sum changes exactly when one of them was written (and needs no
+    /// allocation per op).
+    pub versions: u64,
     pub backward: BackwardFn,
 }
 
@@ -193,9 +195,9 @@ fn freed_message(op: &str) -> String {
 /// refused backward leaves every `.grad` as it was. (Stricter than PyTorch, which checks only
 /// the values an op's backward reads: `add` reads none.)
 fn ensure_unmodified(node: &Node, output: &Tensor) -> Result<()> {
-    let now = node.inputs.iter().chain([output]).map(|t| t.storage().version());
+    let now: u64 = node.inputs.iter().chain([output]).map(|t| t.storage().version()).sum();
     ensure!(
-        now.zip(&node.versions).all(|(now, &then)| now == then),
+        now == node.versions,
         Grad,
         "a tensor that `{}` used was modified in place (copy_, an optimizer step...) after the forward pass and \
          before backward; run the forward again",

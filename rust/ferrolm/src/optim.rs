@@ -36,8 +36,15 @@ pub struct MomentState {
 impl AdamW {
     /// `params` pairs each parameter with its weight decay (0 for biases and norms, usually).
     /// A tensor listed twice (tied weights) is updated once.
+    /// Changes the learning rate (schedules), with the constructor's check.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        ensure_lr(lr)?;
+        self.lr = lr;
+        Ok(())
+    }
+
     pub fn new(params: Vec<(Tensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> Result<AdamW> {
-        ensure!(lr >= 0.0 && lr.is_finite(), Argument, "AdamW: learning rate must be finite and ≥ 0, got {lr}");
+        ensure_lr(lr)?;
         ensure!(
             (0.0..1.0).contains(&betas.0) && (0.0..1.0).contains(&betas.1),
             Argument,
@@ -154,4 +161,9 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
         });
     }
     Ok(norm)
+}
+
+fn ensure_lr(lr: f32) -> Result<()> {
+    ensure!(lr >= 0.0 && lr.is_finite(), Argument, "AdamW: learning rate must be finite and >= 0, got {lr}");
+    Ok(())
 }

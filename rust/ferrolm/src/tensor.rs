@@ -224,7 +224,7 @@ impl Tensor {
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         if track {
-            let versions = inputs.iter().map(|t| t.storage().version()).chain([storage.version()]).collect();
+            let versions = inputs.iter().map(|t| t.storage().version()).sum::<u64>() + storage.version();
             let node = Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), versions, backward };
             Tensor::build(shape, storage, true, Origin::Op(node))
         } else {

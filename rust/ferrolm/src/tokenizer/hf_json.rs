@@ -179,15 +179,10 @@ fn read_template(v: &Value) -> Result<Template> {
     };
     match v.type_name(ctx)? {
         "ByteLevel" => Ok(Template { trim_offsets: trim(v)?, ..Template::default() }),
-        "BertProcessing" => Ok(Template {
+        kind @ ("BertProcessing" | "RobertaProcessing") => Ok(Template {
             prefix: vec![pair_id(v.get("cls"), "cls")?],
             suffix: vec![pair_id(v.get("sep"), "sep")?],
-            trim_offsets: None,
-        }),
-        "RobertaProcessing" => Ok(Template {
-            prefix: vec![pair_id(v.get("cls"), "cls")?],
-            suffix: vec![pair_id(v.get("sep"), "sep")?],
-            trim_offsets: trim(v)?,
+            trim_offsets: if kind == "RobertaProcessing" { trim(v)? } else { None },
         }),
         "TemplateProcessing" => {
             let single = v
@@ -277,6 +272,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     let normalizer = root.get("normalizer").unwrap_or(&null);
     let pre = root.get("pre_tokenizer").unwrap_or(&null);
     let post = root.get("post_processor").unwrap_or(&null);
+    let decoder = root.get("decoder").unwrap_or(&null);
 
     // Whether the normalizer changes text (strip_accents: null follows lowercase).
     let normalizes = normalizer.get("type").and_then(Value::as_str) == Some("BertNormalizer")
@@ -343,7 +339,6 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             if unk.is_some() && model.bool_field(mctx, "fuse_unk", false)? {
                 bail!(Format, "model.fuse_unk (one unknown token for a run of unknown ones) is not supported");
             }
-            let decoder = root.get("decoder").unwrap_or(&null);
             match byte_level_pretokenizer(pre)? {
                 Some((pretok, add_prefix_space)) => {
                     if !normalizer.is_null() {
@@ -378,7 +373,6 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             if pre.is_null() || pre.type_name(ctx)? != "BertPreTokenizer" {
                 bail!(Format, "WordPiece is supported with the BertPreTokenizer pre-tokenizer only");
             }
-            let decoder = root.get("decoder").unwrap_or(&null);
             expect_decoder(decoder, "WordPiece")?;
             let cleanup = if decoder.is_null() { true } else { decoder.bool_field("decoder", "cleanup", true)? };
             let options = WordPieceOptions {

@@ -19,10 +19,8 @@ pub struct SpecialTokens {
     by_id: FxHashMap<u32, usize>,
     /// Added tokens that are not special (Hugging Face's `"special": false`).
     ordinary: FxHashSet<u32>,
+    /// Finds every occurrence, overlaps included ([`SpecialTokens::split`] picks among them).
     matcher: Option<AhoCorasick>,
-    /// Every occurrence, overlaps included: for calls that allow only some tokens and read the
-    /// rest as text, where a token that is not allowed must not hide one that is.
-    overlapping: Option<AhoCorasick>,
 }
 
 /// Which special tokens one encode call recognises.
@@ -98,13 +96,12 @@ impl SpecialTokens {
 
     fn rebuild(&mut self) {
         let patterns: Vec<&str> = self.list.iter().map(|(s, _)| s.as_str()).collect();
-        let build = |kind| {
-            (!patterns.is_empty()).then(|| {
-                AhoCorasick::builder().match_kind(kind).build(&patterns).expect("special tokens form a valid automaton")
-            })
-        };
-        self.matcher = build(MatchKind::LeftmostLongest);
-        self.overlapping = build(MatchKind::Standard);
+        self.matcher = (!patterns.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .expect("special tokens form a valid automaton")
+        });
     }
 
     /// The added tokens (special or not), in registration order.
@@ -195,55 +192,26 @@ impl SpecialTokens {
                     AllowedSpecial::Only(ids) => ids.contains(id),
                 }
         };
-        if opts.allowed_special != AllowedSpecial::All {
-            if opts.disallowed == Disallowed::Text {
-                return self.split_allowed_only(text, &allowed, segment);
-            }
-            // Any occurrence of a token the call does not allow is refused, also one inside an
-            // allowed token (as tiktoken does): past this, every match is allowed.
-            let overlapping = self.overlapping.as_ref().expect("built with the leftmost matcher");
-            if let Some(m) =
-                overlapping.find_overlapping_iter(text).find(|m| !allowed(&self.list[m.pattern().as_usize()].1))
-            {
+        // Leftmost-longest among the allowed tokens alone, from every occurrence: a token that
+        // is not allowed is refused wherever it occurs, also inside an allowed one (as tiktoken
+        // does), or read as text without hiding an allowed token that overlaps it. (tiktoken
+        // takes the leftmost token of all, moving on a byte when it is not allowed; the two
+        // agree unless one token is a prefix of another, where tiktoken's choice follows its
+        // hash order.)
+        let mut found = Vec::new();
+        for m in matcher.find_overlapping_iter(text) {
+            let (content, id) = &self.list[m.pattern().as_usize()];
+            if allowed(id) {
+                found.push((m.start(), m.end(), *id));
+            } else if opts.disallowed == Disallowed::Raise {
                 bail!(
                     Argument,
-                    "the text contains the special token {:?} (at byte {}), which this call does not allow; \
+                    "the text contains the special token {content:?} (at byte {}), which this call does not allow; \
                      allow it with allowed_special, or encode it as plain text with disallowed_special=\"text\"",
-                    self.list[m.pattern().as_usize()].0,
                     m.start()
                 );
             }
         }
-        let mut start = 0;
-        for m in matcher.find_iter(text) {
-            if m.start() > start {
-                segment(Segment::Text(start, m.start()))?;
-            }
-            segment(Segment::Special(self.list[m.pattern().as_usize()].1, m.start(), m.end()))?;
-            start = m.end();
-        }
-        if start < text.len() {
-            segment(Segment::Text(start, text.len()))?;
-        }
-        Ok(())
-    }
-
-    /// Leftmost-longest matching among the allowed tokens alone, the others being text: from
-    /// every occurrence, overlaps included. (tiktoken takes the leftmost token of all, moving
-    /// on a byte when it is not allowed; the two agree unless one token is a prefix of another,
-    /// where tiktoken's choice follows its hash order.)
-    fn split_allowed_only(
-        &self,
-        text: &str,
-        allowed: &dyn Fn(&u32) -> bool,
-        mut segment: impl FnMut(Segment) -> Result<()>,
-    ) -> Result<()> {
-        let matcher = self.overlapping.as_ref().expect("built with the leftmost matcher");
-        let mut found: Vec<(usize, usize, u32)> = matcher
-            .find_overlapping_iter(text)
-            .map(|m| (m.start(), m.end(), self.list[m.pattern().as_usize()].1))
-            .filter(|(_, _, id)| allowed(id))
-            .collect();
         found.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
         let mut start = 0;
         for (s, e, id) in found {
@@ -262,7 +230,6 @@ impl SpecialTokens {
         Ok(())
     }
 }
-
 /// A span of text found by [`SpecialTokens::split`] (byte offsets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Segment {
