@@ -127,12 +127,13 @@ def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
     assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error
 
 
-def test_tokenizer_flags_are_checked_before_the_corpus_is_prepared(corpus, tmp_path, capsys):
+def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     for extra, message in ((["--tokenizer", "char", "--vocab-size", "100"], "--vocab-size sizes a bpe or wordpiece"),
                            (["--tokenizer", "BPE"], "not char, bpe or wordpiece, and no such file"),
-                           (["--objective", "mlm", "--tokenizer", "bpe"], "MLM needs a tokenizer with")):
-        assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "2", *extra, *TINY]) == 2
+                           (["--objective", "mlm", "--tokenizer", "bpe"], "MLM needs a tokenizer with"),
+                           (["--n-head", "3"], "--n-embd 16 must be a multiple of --n-head 3")):
+        assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "2", *TINY, *extra]) == 2
         assert message in capsys.readouterr().err
         assert not (out / "data").exists()  # nothing prepared for a run that cannot start
 

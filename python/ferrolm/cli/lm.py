@@ -115,9 +115,12 @@ def run_pretrain(args) -> int:
         saved_train = {**state["config"], **state.get("objective_state", {})}
     args.objective = args.objective or "causal"
     defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
-    if args.resume:
-        m = {k: choose(args, k, saved_model, defaults, fixed=True) for k in MODEL_FLAGS}
-    else:
+    m = {k: choose(args, k, saved_model, defaults, fixed=args.resume) for k in MODEL_FLAGS}
+    t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
+    config = train_config(t, args)
+    if m["n_embd"] % m["n_head"]:  # checked here, before the corpus is tokenised
+        raise ValueError(f"--n-embd {m['n_embd']} must be a multiple of --n-head {m['n_head']}")
+    if not args.resume:
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)
         characters = len(text)
@@ -125,10 +128,7 @@ def run_pretrain(args) -> int:
         del text  # training reads the tokens from disk
         print(f"corpus: {characters:,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
-        m = {k: choose(args, k, None, defaults) for k in MODEL_FLAGS}
         model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
-    t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
-    config = train_config(t, args)
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
     if args.objective == "mlm":
