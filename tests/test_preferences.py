@@ -32,13 +32,13 @@ def test_jsonl_round_trip_keeps_extra_keys(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("{not json", "line 2: not valid JSON"),
-    (json.dumps({"prompt": "Q", "chosen": "a"}), "line 2: missing key rejected"),
-    (json.dumps({"prompt": "Q", "chosen": 3, "rejected": "b"}), "line 2: 'chosen' must be a string"),
-    (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), "line 2: 'chosen' is empty"),
-    (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), "line 2: 'rejected' is empty"),
-    (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), "line 2: 'chosen' and 'rejected' are the same"),
-    (json.dumps(["Q", "a", "b"]), "line 2: expected a JSON object"),
+    ("{not json", ":2: invalid JSON"),
+    (json.dumps({"prompt": "Q", "chosen": "a"}), ":2: no 'rejected' field"),
+    (json.dumps({"prompt": "Q", "chosen": 3, "rejected": "b"}), ":2: field 'chosen' must be a string"),
+    (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), ":2: field 'chosen' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), ":2: field 'rejected' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), ":2: 'chosen' and 'rejected' are the same"),
+    (json.dumps(["Q", "a", "b"]), ":2: expected a JSON object"),
 ])
 def test_bad_jsonl_lines_are_errors_naming_the_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), bad, json.dumps(GOOD))
@@ -50,17 +50,17 @@ def test_missing_empty_and_binary_files_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_preferences(tmp_path / "none.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(ValueError, match="no preference records"):
+    with pytest.raises(ValueError, match="no records"):
         load_preferences(tmp_path / "empty.jsonl")
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe{}")
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(ValueError, match="not valid UTF-8"):
         load_preferences(tmp_path / "bin.jsonl")
 
 
 def test_writer_refuses_invalid_records_and_leaves_the_old_file(tmp_path):
     path = tmp_path / "p.jsonl"
     write_preferences([GOOD], path)
-    with pytest.raises(ValueError, match="record 2: 'rejected' is empty"):
+    with pytest.raises(ValueError, match="record 2: field 'rejected' is empty"):
         write_preferences([GOOD, {"prompt": "Q", "chosen": "a", "rejected": ""}], path)
     assert public(load_preferences(path).records) == [GOOD]
     assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]

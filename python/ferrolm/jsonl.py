@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -27,38 +27,49 @@ def lines_of(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_records(path: Union[str, Path], fields: Sequence[str], allow_empty: Sequence[str] = ()) -> list[dict]:
+def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty: Sequence[str] = (),
+                 check: Optional[Callable[[dict, str], None]] = None) -> list[dict]:
     """Every line of `path` must be a JSON object whose `fields` are strings (non-empty unless
-    listed in `allow_empty`); blank lines are allowed. Raises ValueError naming the line. Each
-    record gets `_where` ("FILE line N"), for later errors about it."""
+    listed in `allow_empty`) and that passes `check(record, where)`, if given; blank lines are
+    allowed. Raises ValueError naming the line. Each record gets `_where` ("FILE line N"), for
+    later errors about it."""
     path = Path(path)
     records = []
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     for number, line in enumerate(lines_of(text), start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: invalid JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        for field in fields:
-            value = record.get(field)
-            if field not in record:
-                raise ValueError(f"{path}:{number}: no {field!r} field (each line needs {', '.join(map(repr, fields))})")
-            if not isinstance(value, str):
-                raise ValueError(f"{path}:{number}: field {field!r} must be a string, got {type(value).__name__}")
-            if not value.strip() and field not in allow_empty:
-                raise ValueError(f"{path}:{number}: field {field!r} is empty")
+            raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+        check_fields(record, where, fields, allow_empty)
+        if check is not None:
+            check(record, where)
         record["_where"] = f"{path} line {number}"
         records.append(record)
     if not records:
         raise ValueError(f"{path}: no records")
     return records
+
+
+def check_fields(record: object, where: str, fields: Sequence[str], allow_empty: Sequence[str] = ()) -> None:
+    """Raises ValueError (prefixed with `where`) unless `record` is a JSON object whose `fields`
+    are strings, non-empty (beyond whitespace) unless listed in `allow_empty`."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for field in fields:
+        if field not in record:
+            raise ValueError(f"{where}: no {field!r} field (each record needs {', '.join(map(repr, fields))})")
+        value = record[field]
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+        if not value.strip() and field not in allow_empty:
+            raise ValueError(f"{where}: field {field!r} is empty")
 
 
 def write_records(path: Union[str, Path], records: Iterable[dict]) -> int:

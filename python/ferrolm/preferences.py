@@ -16,12 +16,11 @@ never sees half a file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
-from ferrolm.jsonl import is_sqlite, lines_of, write_records
+from ferrolm.jsonl import check_fields, is_sqlite, read_records, write_records
 
 KEYS = ("prompt", "chosen", "rejected")
 
@@ -60,43 +59,12 @@ def load_preferences(path: Union[str, Path]) -> Preferences:
 
         with LabelStore.open_existing(path) as store:
             return store.preferences()
-    return Preferences(_read_jsonl(path))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    try:
-        lines = lines_of(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}); expected JSONL or a labelling database") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue  # blank lines (e.g. a trailing one) hold no record
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
-        check_record(record, f"{path} line {number}")
-        record["_where"] = f"{path} line {number}"
-        records.append(record)
-    if not records:
-        raise ValueError(f"{path} holds no preference records")
-    return records
+    return Preferences(read_records(path, check=check_record))
 
 
 def check_record(record: object, where: str) -> None:
     """Raises ValueError (prefixed with `where`) unless `record` is a usable preference."""
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object with {', '.join(KEYS)}")
-    missing = [k for k in KEYS if k not in record]
-    if missing:
-        raise ValueError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    for k in KEYS:
-        if not isinstance(record[k], str):
-            raise ValueError(f"{where}: {k!r} must be a string, not {type(record[k]).__name__}")
-    for k in ("chosen", "rejected"):
-        if not record[k].strip():  # whitespace only is empty too (as ferrolm's other JSONL readers)
-            raise ValueError(f"{where}: {k!r} is empty")
+    check_fields(record, where, KEYS, allow_empty=("prompt",))
     if record["chosen"] == record["rejected"]:
         raise ValueError(f"{where}: 'chosen' and 'rejected' are the same text (no preference)")
 
