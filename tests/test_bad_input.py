@@ -57,6 +57,28 @@ def test_sizes_beyond_memory_raise_memory_error():
         fl.ones(4).reshape(2**62 + 1, 4)  # wraps around to 4 elements in unchecked arithmetic
 
 
+def test_outputs_larger_than_their_inputs_raise_memory_error():
+    # Each output holds 2**46 floats (256 TB, beyond the address space) from inputs of 2**23:
+    # an exception, not an aborted interpreter.
+    column, row = fl.zeros(2**23, 1), fl.zeros(1, 2**23)
+    ops = {
+        "broadcast": lambda: column + row,
+        "where": lambda: F.where(column, row, 0.0),
+        "matmul": lambda: column @ row,
+        "batched matmul": lambda: column.reshape(1, 2**23, 1) @ row.reshape(1, 1, 2**23),
+        "linear": lambda: F.linear(column, column),
+        "linear with bias": lambda: F.linear(column, column, fl.zeros(2**23)),
+        "index_select": lambda: F.index_select(row, 0, np.zeros(2**23, dtype=np.int64)),
+    }
+    for name, op in ops.items():
+        with pytest.raises(MemoryError):
+            op()
+            pytest.fail(name)
+    tok = fl.Tokenizer.train_from_iterator(["a b c"], kind="char", vocab_size=100)
+    with pytest.raises(MemoryError, match="padded batch"):
+        tok.encode_batch_padded(["a"], max_length=2**62, padding="max_length")
+
+
 def test_nan_and_inf_propagate_without_crashing():
     # Documented: NaN/inf follow IEEE arithmetic like numpy; nothing raises or aborts.
     x = fl.tensor([np.nan, np.inf, -np.inf, 1.0], requires_grad=True)

@@ -176,14 +176,8 @@ impl Layout<'_> {
     }
 
     /// Fills `params` from `stored` (removing what it uses); every parameter must be found with
-    /// the right shape. `optional` parameters may be absent: their names are returned.
-    pub fn load(
-        &self,
-        params: &[(String, crate::Tensor)],
-        stored: &mut BTreeMap<String, Stored>,
-        optional: &dyn Fn(&str) -> bool,
-    ) -> Result<Vec<String>> {
-        let mut absent = Vec::new();
+    /// the right shape, and nothing but ignorable tensors may be left over.
+    pub fn load(&self, params: &[(String, crate::Tensor)], stored: &mut BTreeMap<String, Stored>) -> Result<()> {
         for (name, param) in params {
             let mut candidates = vec![name.clone()];
             for p in self.optional_prefixes {
@@ -194,10 +188,6 @@ impl Layout<'_> {
             let with_aliases: Vec<String> =
                 candidates.iter().flat_map(|c| std::iter::once(c.clone()).chain((self.aliases)(c))).collect();
             let Some(s) = with_aliases.iter().find_map(|c| stored.remove(c)) else {
-                if optional(name) {
-                    absent.push(name.clone());
-                    continue;
-                }
                 bail!(Format, "model.safetensors: missing tensor {name}");
             };
             if s.integer {
@@ -216,7 +206,7 @@ impl Layout<'_> {
         if let Some(extra) = stored.keys().find(|n| !(self.ignorable)(n)) {
             bail!(Format, "model.safetensors: unexpected tensor {extra} (does config.json match the weights?)");
         }
-        Ok(absent)
+        Ok(())
     }
 }
 

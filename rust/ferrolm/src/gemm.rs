@@ -48,6 +48,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread::LocalKey;
 
+use crate::tensor::{checked_numel, reserved, zeroed};
+use crate::Result;
+
 /// A read-only strided matrix view: element (i, j) is at `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
@@ -173,17 +176,18 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, t
 }
 
 /// `A·B` as a new row-major `m × n` matrix, written by the product alone: no zeroing pass first
-/// (for a small model's layers, zeroing cost ~4% of the training step).
-pub fn product(a: MatRef, b: MatRef, threads: Threads) -> Vec<f32> {
+/// (for a small model's layers, zeroing cost ~4% of the training step). An error when the
+/// allocator refuses C (an outer product can be far larger than its operands).
+pub fn product(a: MatRef, b: MatRef, threads: Threads) -> Result<Vec<f32>> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let len = checked_numel(&[m, n])?;
     if m < small_m::MAX_ROWS || k == 0 || n == 0 {
-        let mut c = vec![0.0; m * n];
+        let mut c = zeroed(len)?;
         gemm(a, b, &mut c, n, false, threads);
-        return c;
+        return Ok(c);
     }
     check_operands(&a, &b, n);
-    let len = m.checked_mul(n).expect("gemm: C too large");
-    let mut c = Vec::with_capacity(len);
+    let mut c = reserved(len)?;
     // SAFETY: the capacity holds the m × n matrix at stride n. Overwriting, the blocked product
     // writes every element of C in its first k block and reads none before (kernels load C
     // only when accumulating), so all `len` elements are initialised when the length is set.
@@ -191,7 +195,7 @@ pub fn product(a: MatRef, b: MatRef, threads: Threads) -> Vec<f32> {
         blocked(a, b, CPtr(c.as_mut_ptr()), n, false, threads);
         c.set_len(len);
     }
-    c
+    Ok(c)
 }
 
 /// The shape and bounds checks every product makes before touching memory.

@@ -6,10 +6,10 @@
 //! `block_size` at the cost of one prefill every `block_size / 2` tokens.
 
 use crate::model::{Batch, Gpt};
-use crate::ops::KvCache;
+use crate::ops::{self, KvCache};
 use crate::rng::{mix, Rng};
-use crate::tokenizer::Tokenizer;
-use crate::{ensure, no_grad, Result, Tensor};
+use crate::tokenizer::{Model, Tokenizer};
+use crate::{ensure, no_grad, Result};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug)]
@@ -52,7 +52,7 @@ impl Sampling {
     }
 
     /// Picks a token from one row of logits, given the tokens seen so far.
-    pub fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> i64 {
+    pub(crate) fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> i64 {
         if self.repetition_penalty != 1.0 {
             let mut ids: Vec<usize> = seen.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).collect();
             ids.sort_unstable();
@@ -204,8 +204,13 @@ impl Generation {
         }
         self.cache.clear();
         let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, t) };
-        let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
-        self.logits = last_positions(&logits, b, t);
+        // Rows are left-padded, so each one's next-token logits come from the last position: only
+        // that position goes through the head (all of them would be [B, T, V]).
+        let logits = no_grad(|| {
+            let hidden = self.model.hidden(&batch, None, Some(&mut self.cache))?;
+            self.model.logits(&ops::narrow(&hidden, 1, t - 1, 1)?)
+        })?;
+        self.logits = logits.to_vec();
         Ok(())
     }
 
@@ -277,13 +282,6 @@ impl Generation {
     }
 }
 
-/// Logits of the last position of each row of [B, T, V] as a flat [B, V] buffer.
-fn last_positions(logits: &Tensor, b: usize, t: usize) -> Vec<f32> {
-    let v = logits.shape()[2];
-    let data = logits.read();
-    (0..b).flat_map(|r| data[(r * t + t - 1) * v..(r * t + t) * v].iter().copied()).collect()
-}
-
 /// Generated token ids turned into text as they come: bytes are decoded once they form whole
 /// UTF-8 characters (bytes that are not UTF-8 become U+FFFD, as in [`Tokenizer::decode`]);
 /// text that could be the start of a stop string is held back until it is known not to be
@@ -325,7 +323,7 @@ impl TextStream {
             return Ok(self.flush());
         }
         let mut before = self.text.len();
-        if tokenizer.kind() == "wordpiece" {
+        if matches!(tokenizer.model(), Model::WordPiece(_)) {
             self.ids.push(token);
             self.text = tokenizer.decode(&self.ids, false)?; // whole pieces: always complete
             before = 0;

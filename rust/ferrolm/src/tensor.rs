@@ -67,8 +67,9 @@ pub(crate) struct Inner {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Number of elements of a shape (1 for a scalar's empty shape). For the shape of an existing
-/// tensor (constructors and shape-taking ops check with [`checked_numel`]); a shape from
-/// outside must be checked with `checked_numel`.
+/// tensor (constructors check with [`checked_numel`], and ops whose output can outgrow their
+/// inputs allocate it with `zeros_for`); a shape from outside must be checked with
+/// `checked_numel`.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -88,8 +89,7 @@ fn filled_buffer(n: usize, value: f32) -> Result<Vec<f32>> {
     if value.to_bits() == 0 {
         return zeroed(n);
     }
-    let mut data = Vec::new();
-    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n))?;
+    let mut data = reserved(n)?;
     data.resize(n, value);
     Ok(data)
 }
@@ -109,6 +109,19 @@ pub(crate) fn zeroed(n: usize) -> Result<Vec<f32>> {
     // SAFETY: `ptr` comes from the global allocator with the layout of `n` f32, all of them
     // initialised (all-zero bits are 0.0), as `Vec::from_raw_parts` requires.
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// Zeros for a new op's output of `shape`: checked and allocated fallibly, for outputs that can
+/// be far larger than their inputs (broadcasts, outer products, gathers).
+pub(crate) fn zeros_for(shape: &[usize]) -> Result<Vec<f32>> {
+    zeroed(checked_numel(shape)?)
+}
+
+/// An empty vector with room for `n` floats, or an error when the allocator refuses it.
+pub(crate) fn reserved(n: usize) -> Result<Vec<f32>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n))?;
+    Ok(data)
 }
 
 fn cannot_allocate(n: usize) -> Error {

@@ -184,7 +184,7 @@ fn product_equals_gemm() {
                 let (a, b) = (av(&ad), bv(&bd));
                 let mut want = vec![0.0; m * n];
                 gemm(a, b, &mut want, n, false, Threads::Pool);
-                let got = product(a, b, Threads::Pool);
+                let got = product(a, b, Threads::Pool).unwrap();
                 assert_eq!(got.len(), m * n);
                 assert!(
                     got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()),

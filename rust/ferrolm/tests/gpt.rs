@@ -141,6 +141,17 @@ fn generation_rejects_bad_prompts() {
 }
 
 #[test]
+fn batches_whose_sizes_overflow_are_refused() {
+    let model = tiny(0.0);
+    // 2^63 × 2 wraps to 0 ids in unchecked arithmetic, matching the empty slice.
+    assert!(matches!(model.hidden(&Batch::new(&[], 1 << 63, 2), None, None), Err(Error::Shape(_))));
+    let ids = [1i64, 2];
+    let short = [0i64];
+    let batch = Batch { positions: Some(&short), ..Batch::new(&ids, 1, 2) };
+    assert!(matches!(model.hidden(&batch, None, None), Err(Error::Shape(m)) if m.contains("1 positions")));
+}
+
+#[test]
 fn a_one_token_context_generates_past_it() {
     // nanoGPT's bigram model: every step refills the cache with the last token.
     let config = GptConfig { block_size: 1, ..tiny(0.0).config().clone() };

@@ -210,30 +210,15 @@ impl Bert {
     /// Hidden states [B, T, C] of the last layer. `dropout_seed` is `Some` in training mode.
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
-        ensure!(x.ids.len() == b * t, Shape, "BERT: {} ids do not fill a [{b}, {t}] batch", x.ids.len());
+        x.check("BERT", cfg.vocab_size)?;
         ensure!(
             t <= cfg.max_position_embeddings,
             Index,
             "BERT: sequence of {t} tokens is longer than max_position_embeddings ({})",
             cfg.max_position_embeddings
         );
-        if let Some(&id) = x.ids.iter().find(|&&id| id < 0 || id as usize >= cfg.vocab_size) {
-            crate::bail!(Index, "BERT: token id {id} is outside the vocabulary of {} tokens", cfg.vocab_size);
-        }
-        let types = match x.token_types {
-            Some(tt) => {
-                ensure!(tt.len() == b * t, Shape, "BERT: {} token types for a [{b}, {t}] batch", tt.len());
-                tt.to_vec()
-            }
-            None => vec![0; b * t],
-        };
-        let positions: Vec<i64> = match x.positions {
-            Some(p) => {
-                ensure!(p.len() == b * t, Shape, "BERT: {} positions for a [{b}, {t}] batch", p.len());
-                p.to_vec()
-            }
-            None => (0..b).flat_map(|_| 0..t as i64).collect(),
-        };
+        let types = x.token_types.map_or_else(|| vec![0; b * t], <[i64]>::to_vec);
+        let positions = x.positions_from(0);
         let p = if dropout_seed.is_some() { cfg.hidden_dropout_prob } else { 0.0 };
         let drop = |x: Tensor, site: u64| -> Result<Tensor> {
             match dropout_seed {
@@ -325,7 +310,7 @@ impl Bert {
         if !has_mlm {
             model.mlm = None;
         }
-        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored, &|_| false).map(|_| ()))?;
+        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
         Ok(model)
     }
 }

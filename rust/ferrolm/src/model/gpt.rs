@@ -191,20 +191,10 @@ impl Gpt {
     /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
-        ensure!(x.ids.len() == b * t, Shape, "GPT: {} ids do not fill a [{b}, {t}] batch", x.ids.len());
-        let start = cache.as_ref().map_or(0, |c| c.len());
-        let positions: Vec<i64> = match x.positions {
-            Some(p) => {
-                ensure!(p.len() == b * t, Shape, "GPT: {} positions for a [{b}, {t}] batch", p.len());
-                p.to_vec()
-            }
-            None => (0..b).flat_map(|_| (start..start + t).map(|p| p as i64)).collect(),
-        };
+        x.check("GPT", cfg.vocab_size)?;
+        let positions = x.positions_from(cache.as_ref().map_or(0, |c| c.len()));
         if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
             bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);
-        }
-        if let Some(&id) = x.ids.iter().find(|&&id| id < 0 || id as usize >= cfg.vocab_size) {
-            bail!(Index, "GPT: token id {id} is outside the vocabulary of {} tokens", cfg.vocab_size);
         }
         let p = if dropout_seed.is_some() { cfg.dropout } else { 0.0 };
         let drop = |x: Tensor, site: u64| -> Result<Tensor> {
@@ -281,7 +271,7 @@ impl Gpt {
         let config = GptConfig::from_json(&config)?;
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let model = Gpt::build(config, 0, zeros)?;
-        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored, &|_| false).map(|_| ()))?;
+        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
         Ok(model)
     }
 

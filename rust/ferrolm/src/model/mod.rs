@@ -47,4 +47,34 @@ impl<'a> Batch<'a> {
     pub fn new(ids: &'a [i64], batch: usize, len: usize) -> Self {
         Batch { ids, batch, len, positions: None, key_mask: None, token_types: None }
     }
+
+    /// Checks that the ids (and the per-token positions and segments given) fill [B, T] and
+    /// that every id is in a vocabulary of `vocab_size`.
+    fn check(&self, model: &str, vocab_size: usize) -> Result<()> {
+        let (b, t) = (self.batch, self.len);
+        let n = b.checked_mul(t).filter(|&n| n == self.ids.len());
+        crate::ensure!(n.is_some(), Shape, "{model}: {} ids do not fill a [{b}, {t}] batch", self.ids.len());
+        for (what, given) in [("positions", self.positions), ("token types", self.token_types)] {
+            if let Some(given) = given {
+                crate::ensure!(
+                    given.len() == self.ids.len(),
+                    Shape,
+                    "{model}: {} {what} for a [{b}, {t}] batch",
+                    given.len()
+                );
+            }
+        }
+        if let Some(&id) = self.ids.iter().find(|&&id| id < 0 || id as usize >= vocab_size) {
+            crate::bail!(Index, "{model}: token id {id} is outside the vocabulary of {vocab_size} tokens");
+        }
+        Ok(())
+    }
+
+    /// Every token's position: as given, or `start..start + T` in each row.
+    fn positions_from(&self, start: usize) -> Vec<i64> {
+        match self.positions {
+            Some(p) => p.to_vec(),
+            None => (0..self.batch).flat_map(|_| (start..start + self.len).map(|p| p as i64)).collect(),
+        }
+    }
 }

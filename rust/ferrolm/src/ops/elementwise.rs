@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::{map, zip, zip3, GRAIN};
 use crate::autograd::Grad;
 use crate::simd;
-use crate::tensor::{numel, Tensor};
+use crate::tensor::{zeros_for, Tensor};
 use crate::{bail, Result};
 
 // ---------------------------------------------------------------- unary
@@ -236,7 +236,8 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// `f(a, b)` over the broadcast shape `out`.
+/// `f(a, b)` over the broadcast shape `out`; stretching can make it far larger than either
+/// input, so its buffer is allocated fallibly.
 fn zip_broadcast(
     out: &[usize],
     a: &[f32],
@@ -244,14 +245,13 @@ fn zip_broadcast(
     b: &[f32],
     b_shape: &[usize],
     f: impl Fn(f32, f32) -> f32 + Sync,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     if a_shape == out && b_shape == out {
-        return zip(a, b, f);
+        return Ok(zip(a, b, f));
     }
-    let n = numel(out);
-    let mut result = vec![0.0; n];
-    if n == 0 {
-        return result;
+    let mut result = zeros_for(out)?;
+    if result.is_empty() {
+        return Ok(result);
     }
     let (sa, sb) = (broadcast_strides(a_shape, out), broadcast_strides(b_shape, out));
     let last = *out.last().unwrap_or(&1);
@@ -273,7 +273,7 @@ fn zip_broadcast(
             }
         }
     });
-    result
+    Ok(result)
 }
 
 /// Sums a gradient of the broadcast shape `from` back to the input shape `to` (handed back
@@ -306,10 +306,10 @@ fn binary(
     b: &Tensor,
     op: &'static str,
     f: impl Fn(f32, f32) -> f32 + Sync,
-    backward: impl Fn(&Side, &[f32], &[f32]) -> (Option<Grad>, Option<Grad>) + Send + Sync + 'static,
+    backward: impl Fn(&Side, &[f32], &[f32]) -> Result<(Option<Grad>, Option<Grad>)> + Send + Sync + 'static,
 ) -> Result<Tensor> {
     let out_shape = broadcast_shape(a.shape(), b.shape())?;
-    let y = zip_broadcast(&out_shape, &a.read(), a.shape(), &b.read(), b.shape(), f);
+    let y = zip_broadcast(&out_shape, &a.read(), a.shape(), &b.read(), b.shape(), f)?;
     let shape = out_shape.clone();
     Ok(Tensor::from_op(y, out_shape, op, &[a, b], move |ctx| {
         let (ta, tb) = (&ctx.inputs[0], &ctx.inputs[1]);
@@ -323,7 +323,7 @@ fn binary(
             need_a: ctx.needs(0),
             need_b: ctx.needs(1),
         };
-        let (ga, gb) = backward(&side, ctx.grad, ctx.out);
+        let (ga, gb) = backward(&side, ctx.grad, ctx.out)?;
         let to_input = |g: Grad, to: &[usize]| match g {
             Grad::Output if to == shape.as_slice() => Grad::Output,
             Grad::Output => Grad::Values(sum_to(ctx.grad, &shape, to)),
@@ -346,24 +346,31 @@ struct Side<'a> {
 
 impl Side<'_> {
     /// `f(g, a)` over the broadcast shape, if the gradient of the given side is wanted.
-    fn with_a(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Grad> {
-        need.then(|| Grad::Values(zip_broadcast(self.out, g, self.out, self.a, self.a_shape, f)))
+    fn with_a(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Option<Grad>> {
+        need.then(|| Ok(Grad::Values(zip_broadcast(self.out, g, self.out, self.a, self.a_shape, f)?))).transpose()
     }
-    fn with_b(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Option<Grad> {
-        need.then(|| Grad::Values(zip_broadcast(self.out, g, self.out, self.b, self.b_shape, f)))
+    fn with_b(&self, need: bool, g: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Option<Grad>> {
+        need.then(|| Ok(Grad::Values(zip_broadcast(self.out, g, self.out, self.b, self.b_shape, f)?))).transpose()
     }
     /// `f(g, a, b)` over the broadcast shape.
-    fn with_ab(&self, need: bool, g: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Option<Grad> {
+    fn with_ab(&self, need: bool, g: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Result<Option<Grad>> {
         need.then(|| {
-            let a = zip_broadcast(self.out, g, self.out, self.a, self.a_shape, |_, a| a);
-            let b = zip_broadcast(self.out, g, self.out, self.b, self.b_shape, |_, b| b);
-            Grad::Values(zip3(g, &a, &b, f))
+            let a = zip_broadcast(self.out, g, self.out, self.a, self.a_shape, |_, a| a)?;
+            let b = zip_broadcast(self.out, g, self.out, self.b, self.b_shape, |_, b| b)?;
+            Ok(Grad::Values(zip3(g, &a, &b, f)))
         })
+        .transpose()
     }
 }
 
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(a, b, "add", |a, b| a + b, |s, _, _| (s.need_a.then_some(Grad::Output), s.need_b.then_some(Grad::Output)))
+    binary(
+        a,
+        b,
+        "add",
+        |a, b| a + b,
+        |s, _, _| Ok((s.need_a.then_some(Grad::Output), s.need_b.then_some(Grad::Output))),
+    )
 }
 
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -372,7 +379,7 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b,
         "sub",
         |a, b| a - b,
-        |s, g, _| (s.need_a.then_some(Grad::Output), s.need_b.then(|| map(g, |g| -g).into())),
+        |s, g, _| Ok((s.need_a.then_some(Grad::Output), s.need_b.then(|| map(g, |g| -g).into()))),
     )
 }
 
@@ -382,7 +389,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b,
         "mul",
         |a, b| a * b,
-        |s, g, _| (s.with_b(s.need_a, g, |g, b| g * b), s.with_a(s.need_b, g, |g, a| g * a)),
+        |s, g, _| Ok((s.with_b(s.need_a, g, |g, b| g * b)?, s.with_a(s.need_b, g, |g, a| g * a)?)),
     )
 }
 
@@ -395,9 +402,9 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         |s, g, out| {
             let gb = s.need_b.then(|| {
                 let g_out = zip(g, out, |g, y| g * y);
-                zip_broadcast(s.out, &g_out, s.out, s.b, s.b_shape, |gy, b| -gy / b)
+                zip_broadcast(s.out, &g_out, s.out, s.b, s.b_shape, |gy, b| -gy / b).map(Grad::Values)
             });
-            (s.with_b(s.need_a, g, |g, b| g / b), gb.map(Grad::Values))
+            Ok((s.with_b(s.need_a, g, |g, b| g / b)?, gb.transpose()?))
         },
     )
 }
@@ -410,10 +417,10 @@ pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         "maximum",
         |a, b| if a >= b || a.is_nan() { a } else { b },
         |s, g, _| {
-            (
-                s.with_ab(s.need_a, g, |g, a, b| if a >= b { g } else { 0.0 }),
-                s.with_ab(s.need_b, g, |g, a, b| if a >= b { 0.0 } else { g }),
-            )
+            Ok((
+                s.with_ab(s.need_a, g, |g, a, b| if a >= b { g } else { 0.0 })?,
+                s.with_ab(s.need_b, g, |g, a, b| if a >= b { 0.0 } else { g })?,
+            ))
         },
     )
 }
@@ -426,10 +433,10 @@ pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         "minimum",
         |a, b| if a <= b || a.is_nan() { a } else { b },
         |s, g, _| {
-            (
-                s.with_ab(s.need_a, g, |g, a, b| if a <= b { g } else { 0.0 }),
-                s.with_ab(s.need_b, g, |g, a, b| if a <= b { 0.0 } else { g }),
-            )
+            Ok((
+                s.with_ab(s.need_a, g, |g, a, b| if a <= b { g } else { 0.0 })?,
+                s.with_ab(s.need_b, g, |g, a, b| if a <= b { 0.0 } else { g })?,
+            ))
         },
     )
 }
@@ -439,8 +446,8 @@ pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out_shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
     let expand = |t: &Tensor| zip_broadcast(&out_shape, &t.read(), t.shape(), &t.read(), t.shape(), |x, _| x);
-    let c = expand(cond);
-    let y = zip3(&c, &expand(a), &expand(b), |c, a, b| if c != 0.0 { a } else { b });
+    let c = expand(cond)?;
+    let y = zip3(&c, &expand(a)?, &expand(b)?, |c, a, b| if c != 0.0 { a } else { b });
     let shape = out_shape.clone();
     Ok(Tensor::from_op(y, out_shape, "where", &[cond, a, b], move |ctx| {
         let pick = |keep_true: bool, t: &Tensor| {

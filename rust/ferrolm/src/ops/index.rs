@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::split_at_axis;
-use crate::tensor::{checked_numel, resolve_axis, Tensor};
+use crate::tensor::{checked_numel, resolve_axis, zeros_for, Tensor};
 use crate::{ensure, Result};
 
 /// Checks every id against `0..n` and converts it to usize.
@@ -24,7 +24,9 @@ pub fn index_select(x: &Tensor, axis: isize, ids: &[i64]) -> Result<Tensor> {
     let ids = checked_ids(ids, n, "index_select")?;
     let k = ids.len();
     let data = x.read();
-    let mut y = vec![0.0; outer * k * inner];
+    let mut shape = x.shape().to_vec();
+    shape[axis] = k;
+    let mut y = zeros_for(&shape)?;
     if inner > 0 {
         y.par_chunks_mut(inner).enumerate().for_each(|(r, row)| {
             let (o, j) = (r / k, r % k);
@@ -32,8 +34,6 @@ pub fn index_select(x: &Tensor, axis: isize, ids: &[i64]) -> Result<Tensor> {
         });
     }
     drop(data);
-    let mut shape = x.shape().to_vec();
-    shape[axis] = k;
     Ok(Tensor::from_op(y, shape, "index_select", &[x], move |ctx| {
         // Repeated ids add up, so accumulate serially per outer block, in parallel across blocks.
         let mut g = vec![0.0; outer * n * inner];

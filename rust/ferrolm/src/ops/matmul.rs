@@ -4,9 +4,9 @@
 use rayon::prelude::*;
 
 use super::reduce::sum_axis_raw;
-use super::{filled, GRAIN};
+use super::{filled_in, GRAIN};
 use crate::gemm::{gemm, product, MatRef, Threads};
-use crate::tensor::{numel, Tensor};
+use crate::tensor::{checked_numel, numel, reserved, zeros_for, Tensor};
 use crate::{bail, ensure, Result};
 
 /// Matrix product over the last two axes: [..., M, K] · [..., K, N] → [..., M, N]. Leading
@@ -28,7 +28,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let rows = numel(batch_a) * m;
         let mut shape = a.shape().to_vec();
         shape[ra - 1] = n;
-        return Ok(product_2d(a, b, rows, k, n, shape));
+        return product_2d(a, b, rows, k, n, shape);
     }
     if !batch_a.is_empty() && batch_a != batch_b {
         bail!(Shape, "matmul: batch dimensions {batch_a:?} and {batch_b:?} differ");
@@ -37,7 +37,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shared_a = batch_a.is_empty();
     let mut shape = batch_b.to_vec();
     shape.extend([m, n]);
-    let mut y = vec![0.0; batch * m * n];
+    let mut y = zeros_for(&shape)?;
     {
         let (ad, bd) = (a.read(), b.read());
         let a_at = |i: usize| MatRef::new(if shared_a { &ad[..] } else { &ad[i * m * k..][..m * k] }, m, k);
@@ -85,15 +85,15 @@ fn for_each_batch(out: &mut [f32], block: usize, f: impl Fn(usize, &mut [f32], T
 }
 
 /// [rows, K] · [K, N] for `a` of any rank whose last axis is K.
-fn product_2d(a: &Tensor, b: &Tensor, rows: usize, k: usize, n: usize, shape: Vec<usize>) -> Tensor {
-    let y = product(MatRef::new(&a.read(), rows, k), MatRef::new(&b.read(), k, n), Threads::Pool);
-    Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
+fn product_2d(a: &Tensor, b: &Tensor, rows: usize, k: usize, n: usize, shape: Vec<usize>) -> Result<Tensor> {
+    let y = product(MatRef::new(&a.read(), rows, k), MatRef::new(&b.read(), k, n), Threads::Pool)?;
+    Ok(Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
         let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g = MatRef::new(ctx.grad, rows, n);
-        let ga = ctx.needs(0).then(|| product(g, MatRef::new(&bd, k, n).t(), Threads::Pool));
-        let gb = ctx.needs(1).then(|| product(MatRef::new(&ad, rows, k).t(), g, Threads::Pool));
+        let ga = ctx.needs(0).then(|| product(g, MatRef::new(&bd, k, n).t(), Threads::Pool)).transpose()?;
+        let gb = ctx.needs(1).then(|| product(MatRef::new(&ad, rows, k).t(), g, Threads::Pool)).transpose()?;
         Ok(vec![ga, gb])
-    })
+    }))
 }
 
 /// A fully connected layer: `x·Wᵀ + b` for x `[..., IN]`, W `[OUT, IN]` (PyTorch's layout) and
@@ -111,18 +111,20 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         b.expect_shape(&[out_f], "linear bias")?;
     }
     let rows: usize = x.shape()[..x.rank() - 1].iter().product(); // not numel / in_f: in_f may be 0
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank ≥ 1") = out_f;
     let y = {
         let (xd, wd) = (x.read(), weight.read());
         let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
         // With a bias, y starts as the bias in every row and the product adds to it.
         match bias {
-            None => product(xm, wt, Threads::Pool),
+            None => product(xm, wt, Threads::Pool)?,
             Some(b) => {
                 let (b, row) = (b.read(), out_f.max(1));
                 // SAFETY: chunks are whole rows, and each row takes all out_f values of the bias
                 // (its shape was checked above).
                 let mut y = unsafe {
-                    filled(rows * out_f, row * (GRAIN / row).max(1), |_, o| {
+                    filled_in(reserved(checked_numel(&shape)?)?, rows * out_f, row * (GRAIN / row).max(1), |_, o| {
                         for o in o.chunks_mut(row) {
                             o.iter_mut().zip(b.iter()).for_each(|(o, &b)| {
                                 o.write(b);
@@ -135,15 +137,13 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             }
         }
     };
-    let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("rank ≥ 1") = out_f;
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     Ok(Tensor::from_op(y, shape, "linear", &inputs, move |ctx| {
         let (xd, wd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g = MatRef::new(ctx.grad, rows, out_f);
-        let gx = ctx.needs(0).then(|| product(g, MatRef::new(&wd, out_f, in_f), Threads::Pool));
-        let gw = ctx.needs(1).then(|| product(g.t(), MatRef::new(&xd, rows, in_f), Threads::Pool));
+        let gx = ctx.needs(0).then(|| product(g, MatRef::new(&wd, out_f, in_f), Threads::Pool)).transpose()?;
+        let gw = ctx.needs(1).then(|| product(g.t(), MatRef::new(&xd, rows, in_f), Threads::Pool)).transpose()?;
         let mut grads = vec![gx, gw];
         if ctx.inputs.len() == 3 {
             grads.push(ctx.needs(2).then(|| sum_axis_raw(ctx.grad, 1, rows, out_f)));

@@ -43,7 +43,22 @@ pub(crate) const GRAIN: usize = 1 << 14;
 /// # Safety
 /// `fill` must write every element of the chunk it is given.
 pub(crate) unsafe fn filled(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n);
+    // SAFETY: passed on to the caller.
+    unsafe { filled_in(Vec::with_capacity(n), n, chunk, fill) }
+}
+
+/// [`filled`] into `out`, an empty vector with room for `n` (from [`reserved`] when `n` may be
+/// too large to allocate).
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+pub(crate) unsafe fn filled_in(
+    mut out: Vec<f32>,
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    debug_assert!(out.is_empty());
     out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, o)| fill(i, o));
     // SAFETY: the chunks cover 0..n and `fill` wrote each of them (a panic would have
     // propagated before this line, leaving the vector empty).

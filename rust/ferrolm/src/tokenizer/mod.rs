@@ -527,8 +527,12 @@ impl Tokenizer {
             "pad_id {pad_id} is outside the vocabulary of {} tokens",
             self.vocab_size()
         );
-        let mut ids = Vec::with_capacity(rows.len() * cols);
-        let mut mask = Vec::with_capacity(rows.len() * cols);
+        // max_length comes from the caller: a huge one must be an error, not an aborted process.
+        let too_large = || Error::Memory(format!("a padded batch of {} × {cols} tokens is too large", rows.len()));
+        let len = rows.len().checked_mul(cols).ok_or_else(too_large)?;
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        ids.try_reserve_exact(len).map_err(|_| too_large())?;
+        mask.try_reserve_exact(len).map_err(|_| too_large())?;
         for r in &rows {
             let n = pre.len() + r.len() + suf.len();
             ids.extend_from_slice(pre);

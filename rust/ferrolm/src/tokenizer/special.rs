@@ -75,17 +75,17 @@ impl SpecialTokens {
         if content.is_empty() {
             bail!(Argument, "a special token cannot be the empty string");
         }
-        if let Some(&old) = self.by_content.get(content) {
-            if old == id {
+        if let Some(&idx) = self.by_id.get(&id) {
+            if self.list[idx].0 == content {
                 return Ok(());
             }
+            bail!(Argument, "special tokens {:?} and {content:?} cannot share id {id}", self.list[idx].0);
+        }
+        if let Some(&old) = self.by_content.get(content) {
             let idx = self.by_id.remove(&old).expect("maps agree");
             self.list[idx].1 = id;
             self.by_id.insert(id, idx);
         } else {
-            if let Some(&idx) = self.by_id.get(&id) {
-                bail!(Argument, "special tokens {:?} and {content:?} cannot share id {id}", self.list[idx].0);
-            }
             self.by_id.insert(id, self.list.len());
             self.list.push((content.to_string(), id));
         }
@@ -273,8 +273,9 @@ mod tests {
         sp.insert("<|end|>x", 9).unwrap();
         let end_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>"]).unwrap(), ..only_text.clone() };
         assert_eq!(run(&sp, "a<|end|>x<|end|>", &end_only).unwrap(), ["a", "#8", "x", "#8"]);
-        assert_eq!(run(&sp, "a<|end|>x", &EncodeOptions::default()).unwrap(), ["a", "#9"]); // all: longest
-                                                                                            // Refusing: a token that is not allowed is found inside an allowed one too (tiktoken's rule).
+        // All allowed: the longest match.
+        assert_eq!(run(&sp, "a<|end|>x", &EncodeOptions::default()).unwrap(), ["a", "#9"]);
+        // Refusing: a token that is not allowed is found inside an allowed one too (tiktoken's rule).
         let longer_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>x"]).unwrap(), ..Default::default() };
         let err = run(&sp, "a<|end|>x", &longer_only).unwrap_err().to_string();
         assert!(err.contains("\"<|end|>\""), "{err}");
@@ -285,5 +286,18 @@ mod tests {
         assert_eq!(run(&sp, "a<|end|>x", &with_all).unwrap(), ["a", "#9"]);
         assert!(sp.insert("", 3).is_err());
         assert!(sp.insert("x", 7).is_err());
+    }
+
+    #[test]
+    fn moving_a_token_onto_another_tokens_id_is_refused() {
+        let mut sp = SpecialTokens::default();
+        sp.insert("a", 1).unwrap();
+        sp.insert("b", 2).unwrap();
+        let err = sp.insert("a", 2).unwrap_err().to_string();
+        assert!(err.contains("cannot share id 2"), "{err}");
+        sp.insert("b", 2).unwrap(); // the same registration again is fine
+        sp.insert("a", 4).unwrap(); // and so is moving to a free id
+        assert_eq!((sp.id("a"), sp.id("b")), (Some(4), Some(2)));
+        assert_eq!(sp.content(2), Some("b"));
     }
 }
