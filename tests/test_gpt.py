@@ -2,6 +2,7 @@
 (loss target, exact resume), generation (streaming, stop strings) and bad input."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -186,6 +187,63 @@ def test_resume_refuses_inconsistent_or_missing_checkpoints(tmp_path):
     assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
 
 
+def test_resume_refuses_tampered_state_and_data(tmp_path):
+    from ferrolm.data import load_tokens
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    model, _ = char_model(tmp_path)
+    cfg = TrainConfig(max_iters=3, eval_interval=10, eval_iters=1, progress=False)
+    run = tmp_path / "run"
+    train(model, CausalLM(tmp_path / "data", 32, 4), cfg, run)
+    state_file, pristine = run / "trainer_state.json", (run / "trainer_state.json").read_text()
+
+    def resume_with(edit, message):
+        state = json.loads(pristine)
+        edit(state)
+        state_file.write_text(json.dumps(state))
+        with pytest.raises(ValueError, match=message):
+            train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), cfg, run, resume=True)
+
+    # A wrapped step counter would make AdamW's bias correction 0 and every weight NaN.
+    resume_with(lambda s: s["optimizer_steps"].update({k: 2**32 - 1 for k in s["optimizer_steps"]}), "optimizer_steps")
+    resume_with(lambda s: s["digests"].update({"/dev/zero": "0"}), "digests must name")  # never read
+    resume_with(lambda s: s.update(step=4.5), "step 4.5 is not")
+    resume_with(lambda s: s.pop("rng"), "rng or config")
+    resume_with(lambda s: s.update(rng={"bit_generator": "PCG64", "state": "x"}), "not a PCG64 state")
+    state_file.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), cfg, run, resume=True)
+
+    # Tokens are read with the dtype meta.json names: only what prepare_tokens writes is taken
+    # (numpy's "object" would read the file's bytes as pointers).
+    meta_file = tmp_path / "data" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    for edit, message in (({"dtype": "object"}, "dtype 'object' is not the uint16"), ({"train_tokens": 5}, "not the 5 uint16 tokens"),
+                          ({"vocab_size": -1}, "non-negative integer")):
+        meta_file.write_text(json.dumps({**meta, **edit}))
+        with pytest.raises(ValueError, match=message):
+            load_tokens(tmp_path / "data", "train")
+
+
+def test_training_stops_when_the_loss_diverges(tmp_path):
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    class Diverging(CausalLM):
+        def loss(self, model, batch, dropout_seed):
+            loss, extra = super().loss(model, batch, dropout_seed)
+            return (loss * float("inf") if self.calls == 2 else loss), extra
+
+        def batch(self, split, rng):
+            self.calls = getattr(self, "calls", 0) + (split == "train")
+            return super().batch(split, rng)
+
+    model, _ = char_model(tmp_path)
+    before = model.parameters()[0].numpy().copy()
+    with pytest.raises(FloatingPointError, match="diverged at step 1"):
+        train(model, Diverging(tmp_path / "data", 32, 4), TrainConfig(max_iters=5, progress=False), tmp_path / "run")
+    assert np.isfinite(model.parameters()[0].numpy()).all() and not np.array_equal(before, model.parameters()[0].numpy())
+
+
 # ---------------------------------------------------------------- generation and scoring
 
 
@@ -285,6 +343,30 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         GPT.load(broken)
     (broken / "config.json").write_text(json.dumps({**cfg, "n_positions": 16, "n_ctx": 16}))
     with pytest.raises(fl.ShapeError, match="wpe"):
+        GPT.load(broken)
+    # Fields of the wrong type are errors, not silent defaults; GPT-2 variants this model does
+    # not compute (an untied head, other attention scaling) are refused, not run wrongly.
+    for edit, message in (({"resid_pdrop": "0.5"}, "resid_pdrop must be a finite number"),
+                          ({"bias": "false"}, "bias must be true or false"),
+                          ({"vocab_size": -5}, "vocab_size must be a non-negative integer"),
+                          ({"layer_norm_epsilon": 1e39}, "layer_norm_epsilon must be a finite number"),
+                          ({"tie_word_embeddings": False}, "tie_word_embeddings = false is not supported"),
+                          ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx = true")):
+        (broken / "config.json").write_text(json.dumps({**cfg, **edit}))
+        with pytest.raises(fl.FormatError, match=message):
+            GPT.load(broken)
+    (broken / "config.json").write_text(json.dumps(cfg))
+    tensors, meta = fl._core.load_safetensors(str(trained / "model.safetensors"))
+    wte, ln_f = tensors["transformer.wte.weight"], tensors["transformer.ln_f.weight"]
+    for name, value in (("lm_head.weight", np.zeros_like(wte)), ("transformer.ln_f.weight", np.full_like(ln_f, np.nan))):
+        fl._core.save_safetensors(str(broken / "model.safetensors"), {**tensors, name: value}, meta)
+        with pytest.raises(fl.FormatError, match="lm_head.weight differs|NaN or infinite"):
+            GPT.load(broken)
+    fl._core.save_safetensors(str(broken / "model.safetensors"), {**tensors, "lm_head.weight": wte}, meta)
+    GPT.load(broken)  # a stored copy of the tied head is fine
+    (broken / "config.json").unlink()
+    os.mkfifo(broken / "config.json")  # would block a reader forever
+    with pytest.raises(fl.FormatError, match="not a regular file"):
         GPT.load(broken)
     (broken / "config.json").unlink()
     with pytest.raises(FileNotFoundError):

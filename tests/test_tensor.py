@@ -316,6 +316,9 @@ def test_arguments_that_numpy_and_torch_users_pass():
     opt = fl.AdamW([fl.randn(2, requires_grad=True)])
     with pytest.raises(ValueError, match="learning rate"):
         opt.lr = -1.0
+    for m, v in ((np.full(2, np.nan, np.float32), np.zeros(2, np.float32)), (np.zeros(2, np.float32), -np.ones(2, np.float32))):
+        with pytest.raises(ValueError, match="non-finite or negative moments"):
+            opt._opt.load_state([(m, v, 1)])
 
 
 def test_no_grad_used_as_a_decorator_from_two_threads():

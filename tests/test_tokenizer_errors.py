@@ -95,6 +95,18 @@ def test_malformed_tokenizer_json(tok, tmp_path, mutate, message):
         ferrolm.Tokenizer.from_file(str(path))
 
 
+def test_added_tokens_that_clash_are_refused(tok):
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    taken = next(t for t, i in vocab.items() if i == 5)
+    clash = {**data, "added_tokens": data["added_tokens"] + [{**data["added_tokens"][0], "content": "<|x|>", "id": 5}]}
+    with pytest.raises(FormatError, match=re.escape(f"has id 5, which the vocabulary gives to {json.dumps(taken)}")):
+        ferrolm.Tokenizer.from_str(json.dumps(clash))
+    twice = {**data, "added_tokens": data["added_tokens"] + [{**data["added_tokens"][0], "id": 400}]}
+    with pytest.raises(FormatError, match="listed twice"):
+        ferrolm.Tokenizer.from_str(json.dumps(twice))
+
+
 def test_truncated_and_malformed_vocab_files(tok, tmp_path):
     data = json.loads(tok.to_str())["model"]
     vocab, merges = tmp_path / "vocab.json", tmp_path / "merges.txt"

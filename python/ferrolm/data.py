@@ -10,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ferrolm.atomic import atomic_file
+
 BUNDLED_CORPUS = Path(__file__).parent / "corpora" / "tinyshakespeare.txt"
 
 
@@ -54,24 +56,37 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
     h = hashlib.sha256()
     for name, part in (("train", text[:split]), ("val", text[split:])):
         ids = np.asarray(tokenizer.encode_array(part, add_special_tokens=False), dtype=dtype)
-        tmp = directory / f".{name}.bin.tmp"
-        ids.tofile(tmp)
-        tmp.replace(directory / f"{name}.bin")
+        with atomic_file(directory / f"{name}.bin", binary=True) as f:
+            ids.tofile(f)
         meta[f"{name}_tokens"] = int(ids.size)
         h.update(ids)  # the buffer itself, not a copy
     meta["digest"] = h.hexdigest()[:32]  # identifies the data for resume (see data_digest)
-    tmp = directory / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(directory / "meta.json")
+    with atomic_file(directory / "meta.json") as f:
+        f.write(json.dumps(meta, indent=2))
     return meta
 
 
 def _meta(directory: Path) -> dict:
+    """meta.json, checked: the token files are read with the dtype it names, so anything but
+    what `prepare_tokens` writes (uint16/uint32, as the vocabulary needs) is refused."""
     path = directory / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the tokens there were never prepared, or their preparation "
                                 "was interrupted (prepare them again with a new run)")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    for key in ("vocab_size", "train_tokens", "val_tokens"):
+        if not (isinstance(meta.get(key), int) and not isinstance(meta[key], bool) and meta[key] >= 0):
+            raise ValueError(f"{path}: {key!r} must be a non-negative integer, got {meta.get(key)!r}")
+    expected = np.dtype(token_dtype(meta["vocab_size"])).name
+    if meta.get("dtype") != expected:
+        raise ValueError(f"{path}: dtype {meta.get('dtype')!r} is not the {expected} that a vocabulary of "
+                         f"{meta['vocab_size']} tokens is stored as")
+    return meta
 
 
 def data_digest(directory: str | Path) -> str | None:
@@ -80,9 +95,16 @@ def data_digest(directory: str | Path) -> str | None:
 
 
 def load_tokens(directory: str | Path, split: str) -> np.ndarray:
-    """A read-only memmap of `split`.bin written by `prepare_tokens`."""
+    """A read-only memmap of `split`.bin written by `prepare_tokens`, checked against its
+    meta.json (ids beyond a model's vocabulary are refused by the model itself)."""
     directory = Path(directory)
-    return np.memmap(directory / f"{split}.bin", dtype=_meta(directory)["dtype"], mode="r")
+    meta = _meta(directory)
+    path = directory / f"{split}.bin"
+    dtype = np.dtype(meta["dtype"])
+    if path.stat().st_size != meta[f"{split}_tokens"] * dtype.itemsize:
+        raise ValueError(f"{path} holds {path.stat().st_size} bytes, not the {meta[f'{split}_tokens']} "
+                         f"{dtype.name} tokens its meta.json records (truncated or replaced?)")
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 class Windows:

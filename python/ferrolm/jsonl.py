@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
+
+from ferrolm.atomic import atomic_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -79,17 +79,9 @@ def write_records(path: Union[str, Path], records: Iterable[dict]) -> int:
     path = Path(path)
     if path.is_file() and is_sqlite(path):
         raise ValueError(f"{path} is a SQLite database: writing JSONL over it would destroy it; choose another file")
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        for r in records:
+            f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
+            count += 1
     return count

@@ -58,7 +58,7 @@ def load_tokenizer(path: Path):
     there is none."""
     from ferrolm import Tokenizer
 
-    if any((path / name).is_file() for name in TOKENIZER_FILES):
+    if any((path / name).exists() for name in TOKENIZER_FILES):  # not a file: an error, not "no tokenizer"
         return Tokenizer.from_file(str(path))
     return None
 

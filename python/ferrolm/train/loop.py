@@ -24,6 +24,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from ferrolm import _core
+from ferrolm.atomic import atomic_file
 from ferrolm.autograd import no_grad
 from ferrolm.jsonl import lines_of
 from ferrolm.optim import AdamW
@@ -120,9 +121,8 @@ def _file_digest(path: Path) -> str:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        f.write(json.dumps(value, indent=2))
 
 
 class _Checkpoints:
@@ -147,10 +147,10 @@ class _Checkpoints:
         path = self.out_dir / STATE_FILE
         if not path.exists():
             raise FileNotFoundError(f"cannot resume: {path} does not exist (no checkpoint in {self.out_dir})")
-        state = json.loads(path.read_text())
+        state = _read_state(path)
         if state.get("objective") != objective_kind:
             raise ValueError(f"cannot resume: the checkpoint was trained with objective {state.get('objective')!r}, not {objective_kind!r}")
-        for f, digest in state.get("digests", {}).items():
+        for f, digest in state["digests"].items():
             if _file_digest(self.out_dir / f) != digest:
                 raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
         tensors, _ = _core.load_safetensors(str(self.out_dir / OPTIMIZER_FILE))
@@ -158,8 +158,37 @@ class _Checkpoints:
         if missing or len(tensors) != 2 * len(names):
             raise ValueError(f"cannot resume: optimizer state does not match the model (missing {missing[:3]}...)")
         steps = state.get("optimizer_steps", {})
+        if not (isinstance(steps, dict) and all(_is_count(v) and v <= state["step"] for v in steps.values())):
+            raise ValueError(f"cannot resume: {path}: optimizer_steps must count at most the run's {state['step']} steps")
         opt._opt.load_state([(tensors[f"{n}.exp_avg"].ravel(), tensors[f"{n}.exp_avg_sq"].ravel(), steps.get(n, 0)) for n in names])
         return state
+
+
+def _read_state(path: Path) -> dict:
+    """The trainer state file, with the fields resuming relies on checked (a tampered or
+    damaged file is a clear error, and only the checkpoint's own files are hashed)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"cannot resume: {path} is not valid JSON ({e})") from None
+    problem = None
+    if not isinstance(state, dict):
+        problem = "it is not a JSON object"
+    elif not _is_count(state.get("step")):
+        problem = f"step {state.get('step')!r} is not a non-negative integer"
+    elif not isinstance(state.get("rng"), dict) or not isinstance(state.get("config"), dict):
+        problem = "its rng or config entry is missing"
+    elif not isinstance(state.get("evals", []), list) or not isinstance(state.get("objective_state", {}), dict):
+        problem = "its evals or objective_state entry is malformed"
+    elif not isinstance(state.get("digests"), dict) or set(state["digests"]) != {"model.safetensors", OPTIMIZER_FILE}:
+        problem = f"its digests must name model.safetensors and {OPTIMIZER_FILE}"
+    if problem:
+        raise ValueError(f"cannot resume: {path}: {problem} (damaged or edited; start a new run)")
+    return state
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[list[dict], list[str]]:
@@ -212,16 +241,24 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
-        rng.bit_generator.state = state["rng"]
+        try:
+            rng.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"cannot resume: the RNG state in {out / STATE_FILE} is not a PCG64 state ({e})") from None
         evals = state.get("evals", [])
         if hasattr(objective, "load_state"):
             objective.load_state(state.get("objective_state", {}))
         _truncate_metrics(out / METRICS_FILE, step)
     else:
         if (out / STATE_FILE).exists():
-            old = json.loads((out / STATE_FILE).read_text())
-            print(f"ferrolm: starting a new run in {out}: it replaces the {old.get('objective')} checkpoint there "
-                  f"(step {old.get('step')}); resume=True (--resume) would have continued it", file=sys.stderr, flush=True)
+            try:
+                old = _read_state(out / STATE_FILE)
+                what = f"the {old.get('objective')} checkpoint there (step {old['step']})"
+                if old.get("objective") == objective.kind:
+                    what += "; resume=True (--resume) would have continued it"
+            except ValueError:
+                what = "the damaged checkpoint there"
+            print(f"ferrolm: starting a new run in {out}: it replaces {what}", file=sys.stderr, flush=True)
         (out / METRICS_FILE).unlink(missing_ok=True)
     metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
 
@@ -282,6 +319,11 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                     extras[k] = extras.get(k, 0.0) + v / config.grad_accum
                 tokens_since += objective.tokens(batch)
             grad_norm = _core.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
+            if not math.isfinite(total) or (config.grad_clip > 0 and not math.isfinite(grad_norm)):
+                # One update with these gradients would make every weight NaN; stop before it.
+                last = f"step {saved[0]}" if saved[0] is not None else "none yet"
+                raise FloatingPointError(f"training diverged at step {step}: loss {total}, gradient norm {grad_norm} "
+                                         f"(lower the learning rate, or check the data); last checkpoint in {out}: {last}")
             opt.step()
             opt.zero_grad()
             step += 1
@@ -325,13 +367,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     for line in lines_of(path.read_text(encoding="utf-8")):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:  # blank, or torn by a crash mid-write
+        except (json.JSONDecodeError, RecursionError):  # blank, or torn by a crash mid-write
             continue
-        if record["step"] <= step:
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as f:
+        f.write("".join(line + "\n" for line in kept))
 
 
 def _dropout_seed(seed: int, step: int, micro: int) -> int:
@@ -377,7 +418,6 @@ def _plot(out: Path) -> None:
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    tmp = out / ".loss.png.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_file(out / "loss.png", binary=True) as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(out / "loss.png")

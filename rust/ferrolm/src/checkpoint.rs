@@ -35,9 +35,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a whole file, naming it in the error.
+/// Reads a whole regular file, naming it in the error (a FIFO or device in a model directory
+/// would block or never end).
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+    let context = || format!("reading {}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(context(), e))?;
+    if !meta.is_file() {
+        bail!(Format, "{} is not a regular file", path.display());
+    }
+    std::fs::read(path).map_err(|e| Error::io(context(), e))
 }
 
 /// A named tensor as stored on disk, widened to f32.
@@ -131,6 +137,57 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
 }
 
+/// Typed reads of a model's `config.json`: a field that is present must have its type and
+/// range (`"0.5"` or `-1` is an error, not a silent default); absent or null takes the default.
+pub struct ConfigFields<'a>(pub &'a serde_json::Value);
+
+impl ConfigFields<'_> {
+    fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    fn size_of(key: &str, v: &serde_json::Value) -> Result<usize> {
+        v.as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .ok_or_else(|| Error::Format(format!("config.json: {key} must be a non-negative integer, got {v}")))
+    }
+
+    /// A required size, under the first of `keys` that is present.
+    pub fn size(&self, keys: &[&str]) -> Result<usize> {
+        match keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) {
+            Some((k, v)) => Self::size_of(k, v),
+            None => bail!(Format, "config.json: missing integer field {}", keys[0]),
+        }
+    }
+
+    pub fn size_or(&self, key: &str, default: usize) -> Result<usize> {
+        self.get(key).map_or(Ok(default), |v| Self::size_of(key, v))
+    }
+
+    /// A finite number.
+    pub fn float_or(&self, key: &str, default: f32) -> Result<f32> {
+        let Some(v) = self.get(key) else { return Ok(default) };
+        v.as_f64()
+            .map(|x| x as f32)
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| Error::Format(format!("config.json: {key} must be a finite number, got {v}")))
+    }
+
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        let Some(v) = self.get(key) else { return Ok(default) };
+        v.as_bool().ok_or_else(|| Error::Format(format!("config.json: {key} must be true or false, got {v}")))
+    }
+
+    /// A string that, when present, must be one of `supported`.
+    pub fn expect_str(&self, key: &str, supported: &[&str]) -> Result<()> {
+        let Some(v) = self.get(key) else { return Ok(()) };
+        match v.as_str() {
+            Some(s) if supported.contains(&s) => Ok(()),
+            _ => bail!(Format, "config.json: {key} {v} is not supported (expected {})", supported.join(" or ")),
+        }
+    }
+}
+
 /// How a model's parameters map to names and layouts in a checkpoint file.
 pub struct Layout<'a> {
     /// Prefixes a file may omit (e.g. `transformer.`, `bert.`): `a.b` is also found as `b`.
@@ -192,6 +249,12 @@ impl Layout<'_> {
             };
             if s.integer {
                 bail!(Format, "model.safetensors: parameter {name} is stored with an integer dtype");
+            }
+            if !s.data.iter().all(|x| x.is_finite()) {
+                bail!(
+                    Format,
+                    "model.safetensors: {name} holds NaN or infinite values (a damaged or diverged checkpoint)"
+                );
             }
             let transposed = (self.transposed)(name);
             let expected: Vec<usize> =

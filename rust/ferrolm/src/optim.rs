@@ -76,9 +76,10 @@ impl AdamW {
         self.slots.par_iter_mut().for_each(|slot| {
             let grad = slot.tensor.grad_slot();
             let Some(g) = grad.as_ref() else { return };
-            slot.steps += 1;
-            let t = slot.steps as i32;
-            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+            slot.steps = slot.steps.saturating_add(1);
+            // powf, not powi: an i32 exponent would wrap past 2^31 steps (to a correction of 0).
+            let t = slot.steps as f32;
+            let (c1, c2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
             let step_size = lr / c1;
             let decay = 1.0 - lr * slot.weight_decay;
             let mut p = slot.tensor.write();
@@ -131,6 +132,13 @@ impl AdamW {
                 "optimizer state entry {i} has {} values, parameter has {}",
                 s.m.len(),
                 slot.m.len()
+            );
+            // Saved by a run that kept training, these are finite and v ≥ 0; anything else would
+            // turn every later update into NaN.
+            ensure!(
+                s.m.iter().all(|x| x.is_finite()) && s.v.iter().all(|&x| x.is_finite() && x >= 0.0),
+                Argument,
+                "optimizer state entry {i} holds non-finite or negative moments (a damaged file?)"
             );
         }
         for (slot, s) in self.slots.iter_mut().zip(state) {

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ensure_positive, normal, zeros, Batch, Init};
-use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
+use crate::checkpoint::{ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
 use crate::rng::mix;
@@ -88,32 +88,21 @@ impl BertConfig {
     }
 
     pub fn from_json(v: &serde_json::Value) -> Result<BertConfig> {
-        let int = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::Format(format!("config.json: missing integer field {k}")))
-        };
-        if let Some(t) = v.get("model_type").and_then(|t| t.as_str()) {
-            ensure!(t == "bert", Format, "config.json: model_type is {t:?}, expected \"bert\"");
-        }
-        if let Some(a) = v.get("hidden_act").and_then(|t| t.as_str()) {
-            ensure!(a == "gelu", Format, "config.json: hidden_act {a:?} is not supported (BERT uses exact gelu)");
-        }
-        if let Some(p) = v.get("position_embedding_type").and_then(|t| t.as_str()) {
-            ensure!(p == "absolute", Format, "config.json: position_embedding_type {p:?} is not supported");
-        }
+        let f = ConfigFields(v);
+        f.expect_str("model_type", &["bert"])?;
+        f.expect_str("hidden_act", &["gelu"])?; // exact gelu
+        f.expect_str("position_embedding_type", &["absolute"])?;
         let config = BertConfig {
-            vocab_size: int("vocab_size")?,
-            hidden_size: int("hidden_size")?,
-            num_hidden_layers: int("num_hidden_layers")?,
-            num_attention_heads: int("num_attention_heads")?,
-            intermediate_size: int("intermediate_size")?,
-            max_position_embeddings: int("max_position_embeddings")?,
-            type_vocab_size: v.get("type_vocab_size").and_then(|x| x.as_u64()).unwrap_or(2) as usize,
-            hidden_dropout_prob: v.get("hidden_dropout_prob").and_then(|x| x.as_f64()).unwrap_or(0.1) as f32,
-            layer_norm_eps: v.get("layer_norm_eps").and_then(|x| x.as_f64()).unwrap_or(1e-12) as f32,
-            pad_token_id: v.get("pad_token_id").and_then(|x| x.as_u64()).unwrap_or(0) as usize,
+            vocab_size: f.size(&["vocab_size"])?,
+            hidden_size: f.size(&["hidden_size"])?,
+            num_hidden_layers: f.size(&["num_hidden_layers"])?,
+            num_attention_heads: f.size(&["num_attention_heads"])?,
+            intermediate_size: f.size(&["intermediate_size"])?,
+            max_position_embeddings: f.size(&["max_position_embeddings"])?,
+            type_vocab_size: f.size_or("type_vocab_size", 2)?,
+            hidden_dropout_prob: f.float_or("hidden_dropout_prob", 0.1)?,
+            layer_norm_eps: f.float_or("layer_norm_eps", 1e-12)?,
+            pad_token_id: f.size_or("pad_token_id", 0)?,
         };
         config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
         Ok(config)

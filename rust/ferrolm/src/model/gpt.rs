@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ensure_positive, normal, zeros, Batch, Init};
-use crate::checkpoint::{ensure_weights_fit, read_model_dir, Layout};
+use crate::checkpoint::{ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
 use crate::rng::mix;
@@ -87,31 +87,29 @@ impl GptConfig {
 
     /// Reads a Hugging Face style GPT-2 config (extra keys are ignored).
     pub fn from_json(v: &serde_json::Value) -> Result<GptConfig> {
-        let int = |keys: &[&str]| -> Result<usize> {
-            keys.iter()
-                .find_map(|k| v.get(*k).and_then(|x| x.as_u64()))
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::Format(format!("config.json: missing integer field {}", keys[0])))
-        };
-        if let Some(t) = v.get("model_type").and_then(|t| t.as_str()) {
-            ensure!(t == "gpt2", Format, "config.json: model_type is {t:?}, expected \"gpt2\"");
-        }
-        if let Some(a) = v.get("activation_function").and_then(|t| t.as_str()) {
+        let f = ConfigFields(v);
+        f.expect_str("model_type", &["gpt2"])?;
+        f.expect_str("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
+        // Variants of GPT-2 that this model does not compute: refused rather than run wrongly.
+        for (key, expected) in
+            [("tie_word_embeddings", true), ("scale_attn_weights", true), ("scale_attn_by_inverse_layer_idx", false)]
+        {
             ensure!(
-                a == "gelu_new" || a == "gelu_pytorch_tanh",
+                f.bool_or(key, expected)? == expected,
                 Format,
-                "config.json: activation {a:?} is not supported (GPT-2 uses gelu_new)"
+                "config.json: {key} = {} is not supported",
+                !expected
             );
         }
         let config = GptConfig {
-            vocab_size: int(&["vocab_size"])?,
-            block_size: int(&["n_positions", "block_size", "n_ctx"])?,
-            n_layer: int(&["n_layer"])?,
-            n_head: int(&["n_head"])?,
-            n_embd: int(&["n_embd"])?,
-            dropout: v.get("resid_pdrop").and_then(|x| x.as_f64()).unwrap_or(0.0) as f32,
-            bias: v.get("bias").and_then(|x| x.as_bool()).unwrap_or(true),
-            layer_norm_epsilon: v.get("layer_norm_epsilon").and_then(|x| x.as_f64()).unwrap_or(1e-5) as f32,
+            vocab_size: f.size(&["vocab_size"])?,
+            block_size: f.size(&["n_positions", "block_size", "n_ctx"])?,
+            n_layer: f.size(&["n_layer"])?,
+            n_head: f.size(&["n_head"])?,
+            n_embd: f.size(&["n_embd"])?,
+            dropout: f.float_or("resid_pdrop", 0.0)?,
+            bias: f.bool_or("bias", true)?,
+            layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
         config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
         Ok(config)
@@ -269,6 +267,15 @@ impl Gpt {
     pub fn load(dir: &Path) -> Result<Gpt> {
         let (config, mut stored) = read_model_dir(dir)?;
         let config = GptConfig::from_json(&config)?;
+        if let Some(head) = stored.get("lm_head.weight") {
+            // Files may carry the tied head as a copy of wte; a different head is not this model.
+            let wte = stored.get("transformer.wte.weight").or_else(|| stored.get("wte.weight"));
+            ensure!(
+                wte.is_some_and(|w| w.shape == head.shape && w.data == head.data),
+                Format,
+                "model.safetensors: lm_head.weight differs from the token embedding (an untied head is not supported)"
+            );
+        }
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let model = Gpt::build(config, 0, zeros)?;
         Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;

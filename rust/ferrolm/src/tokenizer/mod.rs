@@ -148,9 +148,17 @@ impl Tokenizer {
     pub fn new(model: Model, specials: &[(String, u32)], template: Template) -> Result<Self> {
         let mut sp = SpecialTokens::default();
         for (content, id) in specials {
+            ensure!(sp.id(content).is_none(), Format, "added token {content:?} is listed twice");
             sp.insert(content, *id)?;
         }
         let tok = Tokenizer { model, specials: sp, template };
+        // An added token may reuse the vocabulary's id for the same token (BERT's [PAD]); with
+        // other content the id would decode as one and encode from both.
+        for (content, id) in tok.specials.iter() {
+            if let Some(other) = tok.model_token(id).filter(|other| *other != content) {
+                bail!(Format, "added token {content:?} has id {id}, which the vocabulary gives to {other:?}");
+            }
+        }
         // Added tokens follow the model's ids; one far beyond (a corrupt file) would size
         // every id-indexed table, and a model's embedding, by it.
         let model_len = tok.model_len();
@@ -170,15 +178,21 @@ impl Tokenizer {
         if path.is_dir() {
             for name in ["tokenizer.json", "vocab.json", "vocab.txt"] {
                 let p = path.join(name);
-                if p.is_file() {
+                // A directory or FIFO by that name is an error when read, not skipped.
+                if p.exists() {
                     return match name {
                         "vocab.json" => Self::from_vocab_merges(&p, path.join("merges.txt"), "gpt2"),
-                        _ => Self::from_file(&p),
+                        _ => Self::from_one_file(&p),
                     };
                 }
             }
             bail!(Argument, "{}: no tokenizer.json, vocab.json or vocab.txt in this directory", path.display());
         }
+        Self::from_one_file(path)
+    }
+
+    /// A `tokenizer.json` or (by its `.txt` extension) a BERT `vocab.txt`.
+    fn from_one_file(path: &Path) -> Result<Self> {
         let text = files::read_text(path)?;
         if path.extension().is_some_and(|e| e == "txt") {
             return Self::from_bert_vocab(&text, BertNormalizer::default()).map_err(|e| in_file(path, e));
@@ -317,9 +331,14 @@ impl Tokenizer {
 
     /// The token string of `id`.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        if let Some(s) = self.specials.content(id) {
-            return Some(s.to_string());
+        match self.specials.content(id) {
+            Some(s) => Some(s.to_string()),
+            None => self.model_token(id),
         }
+    }
+
+    /// The model's own token string of `id` (added tokens aside).
+    fn model_token(&self, id: u32) -> Option<String> {
         match &self.model {
             Model::Bpe(m) => m.id_to_token(id).map(str::to_string),
             Model::WordPiece(m) => m.id_to_token(id).map(str::to_string),
