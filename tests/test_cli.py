@@ -127,11 +127,23 @@ def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
     assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error
 
 
+def test_the_decay_ends_at_a_tenth_of_the_learning_rate_unless_told(capsys):
+    from ferrolm.train import TrainConfig
+
+    assert TrainConfig(learning_rate=2e-5).min_lr == pytest.approx(2e-6)  # not a fixed 1e-4 above it
+    assert TrainConfig(learning_rate=2e-5).lr_at(1999) < 2e-5
+    with pytest.raises(ValueError, match="min_lr in \\[0, learning_rate\\]"):
+        TrainConfig(learning_rate=1e-5, min_lr=1e-4)
+    assert main(["pretrain", "--learning-rate", "1e-5", "--min-lr", "1e-4"]) == 2
+    assert "min_lr in [0, learning_rate]" in capsys.readouterr().err
+
+
 def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     for extra, message in ((["--tokenizer", "char", "--vocab-size", "100"], "--vocab-size sizes a bpe or wordpiece"),
                            (["--tokenizer", "BPE"], "not char, bpe or wordpiece, and no such file"),
                            (["--objective", "mlm", "--tokenizer", "bpe"], "MLM needs a tokenizer with"),
+                           (["--objective", "mlm", "--bias", "false"], "BERT's layers always have biases"),
                            (["--n-head", "3"], "--n-embd 16 must be a multiple of --n-head 3")):
         assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "2", *TINY, *extra]) == 2
         assert message in capsys.readouterr().err
@@ -141,5 +153,6 @@ def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(cor
 def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
     out = str(tmp_path / "gpt")
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY]) == 0
+    assert json.loads((tmp_path / "gpt" / "config.json").read_text())["bias"] is False  # nanoGPT's default
     assert main(["fill-mask", out, "To be or [MASK]"]) == 2
     assert "is a GPT model; fill-mask needs a BERT" in capsys.readouterr().err

@@ -375,6 +375,14 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         GPT.load(tmp_path / "does-not-exist")
 
 
+def test_a_gpt_with_a_wordpiece_tokenizer_encodes_prompts_as_it_trained():
+    """GPT training data has no [CLS] … [SEP] around it (prepare_tokens), so prompts have none."""
+    wp = fl.Tokenizer.train_from_iterator(["to be or not to be " * 20], kind="wordpiece", vocab_size=60)
+    model = GPT.create(vocab_size=wp.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, tokenizer=wp)
+    assert model.encode("to be") == list(wp.encode("to be", add_special_tokens=False))
+    assert wp.token_to_id("[CLS]") not in model.encode("to be")
+
+
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
 def test_stream_text_equals_decoding_all_ids(kind):
     """Streaming decodes byte-level BPE token by token; invalid and split UTF-8 (random ids)

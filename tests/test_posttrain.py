@@ -187,6 +187,9 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
+    # Writing over the starting model is refused for every command, not just those that keep it as a reference.
+    assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 2
+    assert "would overwrite the model it starts from" in capsys.readouterr().err
     assert ferrolm(["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"),
                     "--out", str(tmp_path / "ppo"), "--rollout-size", "8", "--max-new-tokens", "12", "--ppo-epochs", "2",
                     "--batch-size", "4", "--max-iters", "8", "--eval-interval", "4", "--no-progress"]) == 0
@@ -289,7 +292,8 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
 
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"),
                     "--max-iters", "4", *quiet]) == 0
-    ppo_run = ["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"), *quiet]
+    ppo_quiet = ["--eval-interval", "100", "--log-interval", "1", "--no-progress"]  # PPO scores every held-out prompt
+    ppo_run = ["ppo", str(tmp_path / "sft"), "--reward-model", str(tmp_path / "rm"), "--prompts", str(tmp_path / "prompts.txt"), *ppo_quiet]
     ppo = [*ppo_run, "--rollout-size", "8", "--max-new-tokens", "8", "--ppo-epochs", "2", "--batch-size", "4"]
     assert ferrolm([*ppo, "--out", str(tmp_path / "ppo"), "--max-iters", "6"]) == 0
     assert ferrolm([*ppo, "--out", str(tmp_path / "ppo-split"), "--max-iters", "3"]) == 0  # 4 steps per rollout
@@ -325,6 +329,13 @@ def test_ppo_room_for_a_cut_response_and_its_end(base):
     args = (PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), [prompt], [prompt], template)
     with pytest.raises(ValueError, match="no room for .* with <|end|>"):
         PPO(*args, max_new_tokens=fits + 1)
+    # With skip_long, prompts that leave no room are dropped and counted, as SFT does records.
+    longer = "Who goes there, I say?"
+    mixed = PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), [prompt, longer], [prompt], template,
+                rollout_size=4, minibatch_size=4, max_new_tokens=fits, skip_long=True)
+    assert mixed.prompts["train"] == [template.prompt_ids(prompt)] and mixed.counts["train"] == {"skipped_too_long": 1}
+    with pytest.raises(ValueError, match="no val prompts leave room"):
+        PPO(*args[:4], [longer], template, max_new_tokens=fits, skip_long=True)
     # At the limit, responses cut there are scored (a high temperature keeps <|end|> unlikely).
     ppo = PPO(*args, rollout_size=4, minibatch_size=4, max_new_tokens=fits, temperature=3.0)
     mb = ppo.batch("train", np.random.default_rng(0))

@@ -79,6 +79,11 @@ def response_mask(ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> n
     return (t >= starts[:, None]) & (t < lengths[:, None])
 
 
+#: What to do about a record that does not fit, for the errors that name one.
+TOO_LONG_HINT = ("pass skip_long / --skip-long to skip such records, or start from a model with a longer context "
+                 "(`ferrolm pretrain --block-size`)")
+
+
 def check_fits(ids: list[int], block_size: int, where: str) -> Optional[str]:
     if len(ids) - 1 > block_size:
         return f"{where}: {len(ids)} tokens do not fit the context of {block_size} (+1 for the shifted target)"

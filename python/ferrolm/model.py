@@ -64,7 +64,9 @@ class GPT(CoreModel):
         return self.tokenizer
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok().encode(text))
+        """The ids of `text` as GPT training sees text: no template tokens (a WordPiece
+        tokenizer's [CLS] … [SEP]) around it."""
+        return list(self._tok().encode(text, add_special_tokens=False))
 
     @property
     def is_chat(self) -> bool:
@@ -98,7 +100,7 @@ class GPT(CoreModel):
         is not included). `temperature=0` is greedy. Prompts longer than the context raise
         ValueError; an empty prompt raises ValueError. With `chat=True` (a model from `ferrolm
         sft`, see `is_chat`) each prompt is a user turn of the chat template and the answer
-        ends at <|end|>, as the model was fine-tuned.
+        ends at <|end|>, as the model was fine-tuned (or where it would start another turn).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -109,7 +111,7 @@ class GPT(CoreModel):
             raise ValueError(f"prompt {empty[0]} is empty: generation continues text, so give at least one character "
                              "(a newline, say)")
         if template:
-            stop_tokens = [*stop_tokens, template.end]
+            stop_tokens = [*stop_tokens, template.end, template.user, template.assistant]
         session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
         tok = self._tok()

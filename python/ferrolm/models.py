@@ -28,11 +28,11 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     path = Path(path)
     state = path / "trainer_state.json"
     trained = json.loads(state.read_text()).get("objective") if state.exists() else objective
-    if trained != objective:
-        raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
     head_file = path / file
     if not head_file.exists():
-        raise FileNotFoundError(f"{head_file} does not exist (not a {objective} model directory)")
+        raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
+    if trained != objective:
+        raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
     tensors, _ = _core.load_safetensors(str(head_file))
     for name, t in head.named_parameters():
         if f"{prefix}.{name}" not in tensors or tensors[f"{prefix}.{name}"].shape != t.shape:

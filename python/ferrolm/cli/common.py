@@ -11,17 +11,20 @@ from typing import Optional
 from ferrolm.train.loop import DTYPES
 
 # None on the command line means "the command's default, or the checkpoint's value on --resume".
-MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": True}
-TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
+MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": False}
+TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": None, "warmup_iters": 100,
                "lr_decay_iters": None, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
                "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
                "checkpoint_interval": 0, "dtype": "float32"}
 # MLM starts on a plateau where it predicts the unigram distribution, and the plateau lasts
 # longer the longer the sequences (benches/quality_bert_mlm.py): BERT's defaults here are
 # short sequences in larger batches, more steps, and BERT's weight decay.
-MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01}
+MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01, "bias": True}
 
-HELP = {"lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
+HELP = {"bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
+        "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10, for ppo --learning-rate: "
+                  "constant; on --resume, the run's)",
+        "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
         "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
                  "float32 (training 1.5-1.7x faster than float32 on the benchmark models, about 1.2x with a 32k "
                  "vocabulary, whose float32 softmax and loss then weigh more; measured on a CPU with AVX512-BF16)"}
@@ -88,10 +91,10 @@ def add_flags(parser, defaults: dict) -> None:
     for name, default in defaults.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            parser.add_argument(flag, type=boolean, default=None, metavar="BOOL")
+            parser.add_argument(flag, type=boolean, default=None, metavar="BOOL", help=HELP.get(name, f"default {default}"))
         else:
             kind = count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) or name in MAY_BE_ZERO else (
-                non_negative if isinstance(default, float) else str)
+                non_negative if isinstance(default, float) or name == "min_lr" else str)
             parser.add_argument(flag, type=kind, default=None, choices=CHOICES.get(name),
                                 help=HELP.get(name, f"default {default}"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -118,8 +118,11 @@ def run_pretrain(args) -> int:
     m = {k: choose(args, k, saved_model, defaults, fixed=args.resume) for k in MODEL_FLAGS}
     t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
     config = train_config(t, args)
-    if m["n_embd"] % m["n_head"]:  # checked here, before the corpus is tokenised
+    # Checked here, before the corpus is tokenised.
+    if m["n_embd"] % m["n_head"]:
         raise ValueError(f"--n-embd {m['n_embd']} must be a multiple of --n-head {m['n_head']}")
+    if args.objective == "mlm" and not m["bias"]:
+        raise ValueError("--bias false: BERT's layers always have biases (the flag is for GPT)")
     if not args.resume:
         text = read_corpus(args.files)
         tokenizer = _tokenizer(args, text)

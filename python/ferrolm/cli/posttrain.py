@@ -16,14 +16,14 @@ import numpy as np
 
 from ferrolm.cli.common import TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative, train_config
 
-_SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "min_lr": 3e-5, "warmup_iters": 20,
+_SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20,
                "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
 DEFAULTS = {
     "sft": _SUPERVISED,
     "reward": _SUPERVISED,
-    "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "min_lr": 1e-5, "warmup_iters": 10,
+    "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10,
             "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
-    "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "min_lr": 5e-5, "warmup_iters": 0,
+    "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0,
             "eval_interval": 50, "eval_iters": 1, "batch_size": 8, "weight_decay": 0.0},
 }
 
@@ -67,7 +67,11 @@ def _common(p, command: str) -> None:
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of records held out for evaluation (default 0.1)")
     p.add_argument("--skip-long", action="store_true", default=None,
                    help="skip (and count) records that do not fit the context")
-    add_flags(p, DEFAULTS[command])
+    flags = DEFAULTS[command]
+    if command == "ppo":  # PPO's evaluation samples every held-out prompt once: no --eval-iters
+        flags = {k: v for k, v in flags.items() if k != "eval_iters"}
+        p.set_defaults(eval_iters=None)
+    add_flags(p, flags)
 
 
 def _values(args, command: str) -> dict:
@@ -78,12 +82,16 @@ def _values(args, command: str) -> dict:
         if state.get("objective") != command:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
     _settle(args, command, state.get("settings"))
-    if command in ("dpo", "ppo") and Path(args.out).resolve() == Path(args.model).resolve():
-        raise ValueError(f"--out {args.out} is MODEL: {command} keeps MODEL as its reference, so write elsewhere")
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise ValueError(f"--out {args.out} is MODEL: {command} would overwrite the model it starts from "
+                         f"{'(and keeps as its reference) ' if command in ('dpo', 'ppo') else ''}; write elsewhere")
     if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():
         raise ValueError(f"--out {args.out} is the reward model's directory: write the policy elsewhere")
     saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None
-    return {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
+    values = {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
+    if command == "ppo" and values["min_lr"] is None:
+        values["min_lr"] = values["learning_rate"]  # PPO's rate stays constant unless --min-lr is given
+    return values
 
 
 def _settle(args, command: str, saved: dict | None) -> None:
@@ -111,6 +119,16 @@ def _start(args, command: str, records: list):
     template = ChatTemplate.prepare(model)
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     return v, model, template, train_records, val_records
+
+
+def _report(command: str, objective, unit: str) -> None:
+    """How many records the run trains and evaluates on, and how many were too long."""
+    data, skipped = objective.data if hasattr(objective, "data") else objective.prompts, objective.counts
+    line = f"{command}: {len(data['train'])} train / {len(data['val'])} val {unit}"
+    left_out = {split: c["skipped_too_long"] for split, c in skipped.items() if c.get("skipped_too_long")}
+    if left_out:
+        line += " (skipped as too long for the context: " + ", ".join(f"{n} {split}" for split, n in left_out.items()) + ")"
+    print(line, flush=True)
 
 
 def _train(args, v: dict, name: str, model, objective, summary) -> int:
@@ -144,7 +162,7 @@ def run_sft(args) -> int:
     v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
     model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
-    print(f"sft: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
+    _report("sft", objective, "pairs")
     return _train(args, v, "sft", model, objective, lambda evals: f"val loss on responses {evals[-1]['val_loss']:.4f}")
 
 
@@ -165,7 +183,7 @@ def run_reward(args) -> int:
     v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
     model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
-    print(f"reward: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
+    _report("reward", objective, "pairs")
     return _train(args, v, "reward", model, objective, lambda _: f"held-out pairwise accuracy {objective.accuracy(model):.3f}")
 
 
@@ -189,7 +207,7 @@ def run_dpo(args) -> int:
     v, start, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     model = GPT.load(args.out) if args.resume else start.copy()
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
-    print(f"dpo: {len(objective.data['train'])} train / {len(objective.data['val'])} val pairs; skipped {objective.counts}", flush=True)
+    _report("dpo", objective, "pairs")
     return _train(args, v, "dpo", model, objective,
                   lambda _: f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}")
 
@@ -223,7 +241,9 @@ def run_ppo(args) -> int:
     policy = PolicyWithValue.load(args.out) if args.resume else PolicyWithValue(gpt.copy())
     objective = PPO(policy, gpt, reward_model, tr, va, template, rollout_size=args.rollout_size,
                     minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
-                    kl_coef=args.kl_coef, target_kl=args.target_kl or None, missing_end_penalty=args.missing_end_penalty)
+                    kl_coef=args.kl_coef, target_kl=args.target_kl or None, missing_end_penalty=args.missing_end_penalty,
+                    skip_long=args.skip_long)
+    _report("ppo", objective, "prompts")
     return _train(args, v, "ppo", policy, objective,
                   lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f}), "
                                 f"first evaluation {evals[0]['val_reward']:.3f}")

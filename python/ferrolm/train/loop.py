@@ -41,7 +41,7 @@ class TrainConfig:
 
     max_iters: int = 2000
     learning_rate: float = 1e-3
-    min_lr: float = 1e-4
+    min_lr: Optional[float] = None  # None: learning_rate / 10 (nanoGPT's advice and its 1e-4 for 1e-3)
     warmup_iters: int = 100
     lr_decay_iters: Optional[int] = None  # None: max_iters (the decay spans the run)
     decay_lr: bool = True
@@ -65,11 +65,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_decay_iters is None:
             self.lr_decay_iters = self.max_iters
+        if self.min_lr is None:
+            self.min_lr = self.learning_rate / 10
         for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < (0 if name == "max_iters" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.min_lr < 0:
-            raise ValueError("learning_rate must be > 0 and min_lr ≥ 0")
+        if not (self.learning_rate > 0 and 0 <= self.min_lr <= self.learning_rate):
+            raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
+                             f"got learning_rate {self.learning_rate} and min_lr {self.min_lr}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -405,6 +408,8 @@ def _plot(out: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print(f"ferrolm: no {out / 'loss.png'}: matplotlib is not installed (pip install 'ferrolm[plot]')",
+              file=sys.stderr, flush=True)
         return
     records = [json.loads(line) for line in lines_of((out / METRICS_FILE).read_text(encoding="utf-8")) if line.strip()]
     steps = [(r["step"], r["loss"]) for r in records if "loss" in r]

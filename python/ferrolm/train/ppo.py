@@ -83,7 +83,8 @@ class PPO:
     def __init__(self, policy: PolicyWithValue, reference: GPT, reward_model, train_prompts: list[str], val_prompts: list[str], template: ChatTemplate,
                  rollout_size: int = 16, minibatch_size: int = 8, ppo_epochs: int = 4, max_new_tokens: int = 48,
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
-                 gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0) -> None:
+                 gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0,
+                 skip_long: bool = False) -> None:
         if not temperature > 0:
             raise ValueError(f"PPO samples its rollouts: temperature must be > 0, got {temperature}")
         if rollout_size % minibatch_size:
@@ -93,20 +94,26 @@ class PPO:
             raise ValueError("the reward model reads ids with a different tokenizer than the policy's: "
                              "its scores of the policy's responses would be meaningless")
         self.reference, self.reward_model, self.template = reference, reward_model, template
-        self.prompts = {"train": [template.prompt_ids(p) for p in train_prompts], "val": [template.prompt_ids(p) for p in val_prompts]}
-        self.data_digest = digest(self.prompts)
         # A response cut at max_new_tokens is scored with <|end|> appended: one more token
         # than the policy wrote must fit the reward model's context.
         policy_block, reward_block = reference.block_size, reward_model.gpt.block_size
         room = min(policy_block, reward_block - 1)
-        texts = {"train": train_prompts, "val": val_prompts}
-        for split, rows in self.prompts.items():
+        self.prompts, self.counts = {}, {}
+        for split, texts in (("train", train_prompts), ("val", val_prompts)):
+            rows = [template.prompt_ids(p) for p in texts]
             too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > room]
-            if too_long:
-                first = texts[split][too_long[0]]
+            if too_long and not skip_long:
+                first = texts[too_long[0]]
                 raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the policy's "
                                  f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
-                                 f"such as {first[:60]!r}{'...' if len(first) > 60 else ''}")
+                                 f"such as {first[:60]!r}{'...' if len(first) > 60 else ''} (lower --max-new-tokens, "
+                                 "pass --skip-long to skip such prompts, or start from models with a longer --block-size)")
+            self.prompts[split] = [r for i, r in enumerate(rows) if i not in set(too_long)]
+            self.counts[split] = {"skipped_too_long": len(too_long)}
+            if not self.prompts[split]:
+                raise ValueError(f"no {split} prompts leave room for {max_new_tokens} new tokens in the policy's context "
+                                 f"of {policy_block} and the reward model's of {reward_block}")
+        self.data_digest = digest(self.prompts)
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
         # Subtracted from the score of a response cut at max_new_tokens (TRL's missing_eos_penalty):
         # otherwise rambling is scored as if it had ended.

@@ -11,7 +11,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right
+from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
 from ferrolm.data import digest
 from ferrolm.model import GPT
 from ferrolm.models import load_head, save_head
@@ -76,7 +76,7 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
         problem = check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)
         if problem:
             if not skip_long:
-                raise ValueError(problem + " (pass --skip-long to skip such records)")
+                raise ValueError(problem + f" ({TOO_LONG_HINT})")
             skipped += 1
             continue
         pairs.append((c, j))

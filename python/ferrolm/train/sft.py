@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.chat import ChatTemplate, check_fits, encode_splits, pad_right, response_mask
+from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right, response_mask
 from ferrolm.data import digest
 
 
@@ -23,7 +23,7 @@ def encode_pairs(records: list[dict], template: ChatTemplate, block_size: int, s
         problem = check_fits(ids, block_size, where)
         if problem:
             if not skip_long:
-                raise ValueError(problem + " (pass skip_long / --skip-long to skip such records)")
+                raise ValueError(problem + f" ({TOO_LONG_HINT})")
             skipped += 1
             continue
         rendered.append(ids)
