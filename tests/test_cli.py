@@ -108,6 +108,13 @@ def test_one_prompt_reader_for_ppo_and_labelling(tmp_path):
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text('{"prompt": "a\\nb"}\n"bare string"\n')
     assert read_prompts(jsonl) == ["a\nb", "bare string"]
+    # Records are records whatever the file is called: never trained on as literal JSON text.
+    named_json = tmp_path / "prompts.txt"
+    named_json.write_text('{"prompt": "Who?"}\n{"prompt": "Why?"}\n')
+    assert read_prompts(named_json) == ["Who?", "Why?"]
+    jsonl.write_text("[" * 100_000 + "\n")  # nested too deeply for Python's parser
+    with pytest.raises(ValueError, match="line 1: not valid JSON"):
+        read_prompts(jsonl)
 
 
 def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):

@@ -274,6 +274,11 @@ def test_generate_stream_and_stop(trained):
     assert batch == [model.generate("ROMEO:", 20, temperature=0), model.generate("A", 20, temperature=0)]
     # Past the context (32) generation continues.
     assert len(model.generate("A", 100, temperature=0.5)) == 100
+    # Token ids in, token ids out (no tokenizer needed): the same continuation.
+    ids = model.generate(model.encode("ROMEO:"), 60, temperature=0)
+    assert model.tokenizer.decode(ids) == greedy and ids == model.generate(np.array(model.encode("ROMEO:")), 60, temperature=0)
+    assert model.generate([model.encode("ROMEO:"), model.encode("A")], 20, temperature=0) == \
+        [list(model.tokenizer.encode(t, add_special_tokens=False)) for t in batch]
 
 
 def test_score_matches_full_forward(trained):

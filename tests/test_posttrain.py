@@ -234,6 +234,9 @@ def test_bad_input_names_the_line(base, tmp_path):
     assert ferrolm(["sft", str(base), "--data", str(bad), "--out", str(tmp_path / "o"), "--max-iters", "1"]) == 2
     with pytest.raises(ValueError, match=":3: field 'response' is empty"):
         read_records(bad, ("prompt", "response"))
+    bad.write_text('{"prompt": "a", "completion": "b"}\n')
+    with pytest.raises(ValueError, match=":1: no 'response' field .*rename its 'completion' to 'response'"):
+        read_records(bad, ("prompt", "response"))
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
     with pytest.raises(ValueError, match=":1: no 'rejected' field"):
         read_records(bad, ("prompt", "chosen", "rejected"))

@@ -9,6 +9,8 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 from ferrolm.atomic import atomic_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: What other tools call a field (TRL's prompt-completion datasets), for a hint when it is missing.
+OTHER_NAMES = {"response": ("completion", "answer", "output")}
 
 
 def is_sqlite(path: Union[str, Path]) -> bool:
@@ -45,8 +47,8 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty
         where = f"{path}:{number}"
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
         check_fields(record, where, fields, allow_empty)
         if check is not None:
             check(record, where)
@@ -64,7 +66,9 @@ def check_fields(record: object, where: str, fields: Sequence[str], allow_empty:
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
     for field in fields:
         if field not in record:
-            raise ValueError(f"{where}: no {field!r} field (each record needs {', '.join(map(repr, fields))})")
+            other = next((k for k in OTHER_NAMES.get(field, ()) if k in record), None)
+            hint = f"; rename its {other!r} to {field!r}" if other else ""
+            raise ValueError(f"{where}: no {field!r} field (each record needs {', '.join(map(repr, fields))}{hint})")
         value = record[field]
         if not isinstance(value, str):
             raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")

@@ -88,7 +88,8 @@ class GPT(CoreModel):
         template (its text stays text, whatever special tokens it spells)."""
         return self._chat_template().prompt_ids(prompt) if chat else self.encode(prompt)
 
-    def generate(self, prompt: Union[str, Sequence[str]], max_new_tokens: int = 200, *, temperature: float = 1.0,
+    def generate(self, prompt: Union[str, Sequence[str], Sequence[int], np.ndarray], max_new_tokens: int = 200, *,
+                 temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
                  stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: int = 0,
                  stream: bool = False, chat: bool = False):
@@ -101,7 +102,21 @@ class GPT(CoreModel):
         ValueError; an empty prompt raises ValueError. With `chat=True` (a model from `ferrolm
         sft`, see `is_chat`) each prompt is a user turn of the chat template and the answer
         ends at <|end|>, as the model was fine-tuned (or where it would start another turn).
+
+        A prompt of token ids (a sequence of ints or a 1-D integer array; a list of them or a
+        2-D array for a batch) returns the generated ids instead, and needs no tokenizer.
         """
+        id_prompts = _id_prompts(prompt)
+        if id_prompts is not None:
+            if chat or stop or stream:
+                raise ValueError("token-id prompts return ids: chat, stop strings and stream need text prompts")
+            rows, single = id_prompts
+            if not all(rows):
+                raise ValueError("a token-id prompt is empty: give at least one token")
+            session = self.core.generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
+                                           repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
+            generated = session.run(max_new_tokens)
+            return generated[0] if single else generated
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         template = self._chat_template() if chat else None
@@ -163,6 +178,22 @@ class GPT(CoreModel):
                 if end == n:
                     return out
                 end = min(n, end + stride)
+
+
+def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
+    """(rows of ids, whether it was a single prompt) when `prompt` is token ids, else None."""
+    if isinstance(prompt, np.ndarray):
+        if prompt.dtype.kind not in "iu" or prompt.ndim not in (1, 2):
+            raise TypeError(f"a prompt array must hold integer token ids in 1 or 2 dimensions, got {prompt.dtype} {prompt.shape}")
+        return (prompt.astype(np.int64).tolist(), False) if prompt.ndim == 2 else ([prompt.astype(np.int64).tolist()], True)
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        return None
+    is_id = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    if all(is_id(x) for x in prompt):
+        return [[int(x) for x in prompt]], True
+    if all(isinstance(r, (list, tuple)) and all(is_id(x) for x in r) for r in prompt):
+        return [[int(x) for x in r] for r in prompt], False
+    return None
 
 
 def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, temperature: float = 1.0) -> Tensor:

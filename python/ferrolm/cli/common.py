@@ -21,7 +21,8 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01, "bias": True}
 
-HELP = {"bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
+HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
+        "bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
         "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10, for ppo --learning-rate: "
                   "constant; on --resume, the run's)",
         "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",

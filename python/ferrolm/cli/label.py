@@ -38,12 +38,12 @@ def register_label(sub) -> None:
     p.add_argument("--labeller", default=None, help="name stored with each judgement (default: your user name)")
     p.add_argument("--token", default=None, help=f"secret every request must carry; required when --host is not "
                                                  f"a loopback address (or set {TOKEN_ENV})")
-    p.add_argument("--max-new-tokens", type=count(1), default=128)
-    p.add_argument("--temperature", type=non_negative, default=0.8)
+    p.add_argument("--max-new-tokens", type=count(1), default=128, help="completion length limit (default 128)")
+    p.add_argument("--temperature", type=non_negative, default=0.8, help="default 0.8 (0: greedy)")
     p.add_argument("--temperature-b", type=non_negative, default=None, help="temperature of the second completion "
                                                                      "(default: --temperature)")
-    p.add_argument("--top-k", type=count(), default=200)
-    p.add_argument("--top-p", type=probability, default=None)
+    p.add_argument("--top-k", type=count(), default=200, help="default 200 (0: no limit)")
+    p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
     p.add_argument("--seed", type=count(), default=0, help="base sampling seed (each completion's seed is recorded)")
     p.add_argument("--lookahead", type=count(1), default=2, help="pairs generated ahead of the person reading (default 2)")
     p.add_argument("--raw", action="store_true", help="continue prompts as plain text even with chat models (by default "

@@ -26,7 +26,7 @@ def register_pretrain(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of the corpus held out (default 0.1)")
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
-    p.add_argument("--sample-tokens", type=count(), default=300, help="causal: tokens of sample text to print at the end (0: none)")
+    p.add_argument("--sample-tokens", type=count(), default=300, help="causal: tokens of sample text to print at the end (default 300; 0: none)")
     add_flags(p, {**MODEL_FLAGS, **TRAIN_FLAGS})
     p.set_defaults(func=run_pretrain)
 
@@ -180,14 +180,16 @@ def run_generate(args) -> int:
     if model.tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     chat = model.is_chat and not args.raw
+    # The prompt is encoded (and refused, if it cannot be) before anything is printed.
+    pieces = model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
+                            seed=args.seed, stream=True, chat=chat)
     if chat:
         print(f"(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
               file=sys.stderr, flush=True)
     else:
         sys.stdout.write(args.prompt)
-    for piece in model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
-                                seed=args.seed, stream=True, chat=chat):
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -199,7 +201,7 @@ def register_fill_mask(sub) -> None:
     p = sub.add_parser("fill-mask", help="show a BERT model's top candidates for each [MASK] in a text")
     p.add_argument("model", help="BERT model directory")
     p.add_argument("text", help="text containing [MASK]")
-    p.add_argument("--top-k", type=count(1), default=5)
+    p.add_argument("--top-k", type=count(1), default=5, help="candidates shown per [MASK] (default 5)")
     p.set_defaults(func=run_fill_mask)
 
 

@@ -20,6 +20,8 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         kwargs.update(lowercase=not args.cased, limit_alphabet=args.limit_alphabet)
     elif args.cased or args.limit_alphabet is not None:
         raise ValueError("--cased and --limit-alphabet apply to --kind wordpiece only")
+    if args.kind != "bpe" and args.pattern != "gpt2":
+        raise ValueError("--pattern applies to --kind bpe only")
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
     tok.save(args.out)
@@ -65,12 +67,12 @@ def register_tokenizer(subparsers) -> None:
 
     t = sub.add_parser("train", help="train a tokenizer and save it as tokenizer.json")
     t.add_argument("files", nargs="*", help="UTF-8 text files, read line by line (default: bundled tiny Shakespeare)")
-    t.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe")
+    t.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe", help="default bpe")
     t.add_argument("--vocab-size", type=count(), default=8192, help="target vocabulary size, special tokens included (default 8192; char: upper bound, 0 = all)")
     t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
-    t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times")
+    t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times (default 0)")
     t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens (default depends on --kind)")
-    t.add_argument("--pattern", default="gpt2", help='BPE pre-tokenizer: "gpt2", "cl100k" or a regex')
+    t.add_argument("--pattern", default="gpt2", help='BPE pre-tokenizer: "gpt2" (default), "cl100k" or a regex')
     t.add_argument("--cased", action="store_true", help="WordPiece: keep case and accents")
     t.add_argument("--limit-alphabet", type=count(1), default=None, help="WordPiece: keep the N most frequent characters")
     t.set_defaults(func=_tokenizer_train)

@@ -1,5 +1,6 @@
 """Reading the prompts to label: one per line of a UTF-8 text file, or, for prompts that span
-several lines, a `.jsonl` file of `{"prompt": "..."}` objects (or bare JSON strings).
+several lines, JSON Lines of `{"prompt": "..."}` objects (or bare JSON strings): a `.jsonl` or
+`.json` file, or any file whose first line is such an object.
 
 Every problem is an error naming its line: a prompt is never dropped silently.
 """
@@ -25,9 +26,10 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
-    jsonl = path.suffix == ".jsonl"
+    lines = lines_of(text)
+    jsonl = path.suffix in (".jsonl", ".json") or _is_prompt_object(next((l for l in lines if l.strip()), ""))
     prompts: list[str] = []
-    for number, line in enumerate(lines_of(text), 1):
+    for number, line in enumerate(lines, 1):
         if skip_blank and not line.strip():
             continue
         prompt = _parse(line, path, number) if jsonl else line
@@ -39,11 +41,21 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
     return prompts
 
 
+def _is_prompt_object(line: str) -> bool:
+    """Whether a line is a `{"prompt": ...}` record (then the file is JSON Lines, whatever its
+    name: read as text, its records would be trained on as literal JSON)."""
+    try:
+        value = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(value, dict) and "prompt" in value
+
+
 def _parse(line: str, path: Path, number: int) -> str:
     try:
         value = json.loads(line) if line.strip() else ""
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} line {number}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
     if isinstance(value, dict):
         value = value.get("prompt")
     if not isinstance(value, str):

@@ -468,7 +468,8 @@ impl PyTokenizer {
         PyTuple::new(py, [ids.into_any(), mask.into_any()])
     }
 
-    /// Decodes ids (list or numpy array) to text.
+    /// Decodes ids (list or numpy array) to text. Special tokens are kept unless
+    /// `skip_special_tokens` (as tiktoken does; Hugging Face's `decode` skips them by default).
     #[pyo3(signature = (ids, *, skip_special_tokens = false))]
     fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<String> {
         let t = self.get();
