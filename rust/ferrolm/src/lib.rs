@@ -34,3 +34,8 @@ pub use error::{Error, Result};
 pub use optim::{clip_grad_norm, AdamW};
 pub use tensor::{ElementsMut, Tensor};
 pub use threads::{compute, init_thread_pool, num_threads, with_threads};
+
+/// The README's Rust example, compiled by `cargo test` so that it keeps to the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;
