@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -116,10 +115,12 @@ def choose(args, name: str, saved: Optional[dict], defaults: dict, fixed: bool =
 
 def checkpoint_state(out: Path) -> dict:
     """The trainer state saved in `out`, for --resume."""
-    state_file = out / "trainer_state.json"
+    from ferrolm.train.loop import STATE_FILE, read_state
+
+    state_file = out / STATE_FILE
     if not state_file.exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {out} ({state_file} is missing)")
-    return json.loads(state_file.read_text())
+    return read_state(state_file)
 
 
 def train_config(values: dict, args):

@@ -150,7 +150,7 @@ class _Checkpoints:
         path = self.out_dir / STATE_FILE
         if not path.exists():
             raise FileNotFoundError(f"cannot resume: {path} does not exist (no checkpoint in {self.out_dir})")
-        state = _read_state(path)
+        state = read_state(path)
         if state.get("objective") != objective_kind:
             raise ValueError(f"cannot resume: the checkpoint was trained with objective {state.get('objective')!r}, not {objective_kind!r}")
         for f, digest in state["digests"].items():
@@ -167,7 +167,7 @@ class _Checkpoints:
         return state
 
 
-def _read_state(path: Path) -> dict:
+def read_state(path: Path) -> dict:
     """The trainer state file, with the fields resuming relies on checked (a tampered or
     damaged file is a clear error, and only the checkpoint's own files are hashed)."""
     try:
@@ -255,7 +255,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     else:
         if (out / STATE_FILE).exists():
             try:
-                old = _read_state(out / STATE_FILE)
+                old = read_state(out / STATE_FILE)
                 what = f"the {old.get('objective')} checkpoint there (step {old['step']})"
                 if old.get("objective") == objective.kind:
                     what += "; resume=True (--resume) would have continued it"
