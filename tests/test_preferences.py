@@ -129,6 +129,20 @@ def test_corrupt_or_foreign_databases_are_errors_and_left_untouched(tmp_path):
     with pytest.raises(ValueError, match="not a ferrolm labelling database"):
         load_preferences(blank)
     assert blank.read_bytes() == before
+    # Edited rows (a crafted file need not keep the schema's constraints) are errors naming the
+    # judgement, not tracebacks or a silent "b wins".
+    for column, value, message in (("choice", "zzz", "choice 'zzz' is not a, b, tie or skip"),
+                                   ("completion_a", None, "its prompt and completions must be text")):
+        edited = tmp_path / f"edited-{column}.sqlite"
+        judged_store(edited)
+        con = sqlite3.connect(edited)
+        con.execute("ALTER TABLE judgements RENAME TO constrained")
+        con.execute("CREATE TABLE judgements AS SELECT * FROM constrained")
+        con.execute(f"UPDATE judgements SET {column} = ?", (value,))
+        con.commit()
+        con.close()
+        with pytest.raises(ValueError, match=f"judgement \\d+: {message}"):
+            load_preferences(edited)
 
 
 def test_line_and_paragraph_separators_inside_strings_are_text(tmp_path):

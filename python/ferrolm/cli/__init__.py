@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -45,7 +46,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # the reader (say `head`) has gone: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (ValueError, OSError, IndexError, ArithmeticError, MemoryError) as e:
+    except (ValueError, OSError, IndexError, ArithmeticError, MemoryError, sqlite3.Error) as e:
         print(f"ferrolm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -270,6 +270,11 @@ class LabelStore:
         no usable preference (identical or empty completions) are left out and counted."""
         records, skipped = [], {}
         for j in reversed(self.judgements()):
+            where = f"{self.path} judgement {j['id']}"
+            if j["choice"] not in CHOICES:
+                raise ValueError(f"{where}: choice {j['choice']!r} is not a, b, tie or skip (a damaged or edited database)")
+            if not all(isinstance(j[k], str) for k in ("prompt", "completion_a", "completion_b")):
+                raise ValueError(f"{where}: its prompt and completions must be text (a damaged or edited database)")
             reason = j["choice"] if j["choice"] in ("tie", "skip") else None
             if reason is None:
                 chosen, rejected = (j["completion_a"], j["completion_b"]) if j["choice"] == "a" else (j["completion_b"], j["completion_a"])
@@ -278,7 +283,7 @@ class LabelStore:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
             record = {"prompt": j["prompt"], "chosen": chosen, "rejected": rejected, "labeller": j["labeller"],
-                      "_where": f"{self.path} judgement {j['id']}"}
+                      "_where": where}
             if j["comment"]:
                 record["comment"] = j["comment"]
             records.append(record)
