@@ -104,6 +104,22 @@ def test_hugging_face_bert_matches_numpy_reference(tmp_path, prefix, mlm, old_na
         np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())
 
 
+def test_bert_variants_it_does_not_compute_are_refused(tmp_path):
+    """An untied MLM decoder, a causal BERT or cross-attention would be run wrongly: refused."""
+    tensors = hf_bert_checkpoint(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for edit in ({"is_decoder": True}, {"tie_word_embeddings": False}, {"add_cross_attention": True}):
+        (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
+        with pytest.raises(fl.FormatError, match=f"{next(iter(edit))} = .* is not supported"):
+            BERT.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    stored = safetensors_numpy.load_file(str(tmp_path / "model.safetensors"))
+    stored["cls.predictions.decoder.weight"] = stored["cls.predictions.decoder.weight"] + 1.0
+    safetensors_numpy.save_file(stored, str(tmp_path / "model.safetensors"))
+    with pytest.raises(fl.FormatError, match="cls.predictions.decoder.weight differs from the token embedding"):
+        BERT.load(tmp_path)
+
+
 def test_transformers_agrees_when_installed(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")

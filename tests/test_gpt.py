@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ferrolm as fl
+import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.model import GPT, sequence_logprobs
 
@@ -243,6 +244,17 @@ def test_training_stops_when_the_loss_diverges(tmp_path):
         train(model, Diverging(tmp_path / "data", 32, 4), TrainConfig(max_iters=5, progress=False), tmp_path / "run")
     assert np.isfinite(model.parameters()[0].numpy()).all() and not np.array_equal(before, model.parameters()[0].numpy())
 
+    class NanGradient(CausalLM):  # a finite loss whose gradient is not: caught with clipping off too
+        def loss(self, model, batch, dropout_seed):
+            loss, extra = super().loss(model, batch, dropout_seed)
+            return loss + 0.0 * F.sqrt(loss - loss), extra  # sqrt's slope at 0 is infinite: 0·∞
+
+    model, _ = char_model(tmp_path)
+    with pytest.raises(FloatingPointError, match="diverged at step 0: loss [0-9.]+, gradient norm nan"):
+        train(model, NanGradient(tmp_path / "data", 32, 4), TrainConfig(max_iters=5, grad_clip=0.0, progress=False),
+              tmp_path / "run")
+    assert all(np.isfinite(p.numpy()).all() for p in model.parameters())
+
 
 # ---------------------------------------------------------------- generation and scoring
 
@@ -277,7 +289,7 @@ def test_generate_stream_and_stop(trained):
     # Token ids in, token ids out (no tokenizer needed): the same continuation.
     ids = model.generate(model.encode("ROMEO:"), 60, temperature=0)
     assert model.tokenizer.decode(ids) == greedy and ids == model.generate(np.array(model.encode("ROMEO:")), 60, temperature=0)
-    assert model.generate([model.encode("ROMEO:"), model.encode("A")], 20, temperature=0) == \
+    assert model.generate([np.array(model.encode("ROMEO:")), model.encode("A")], 20, temperature=0) == \
         [list(model.tokenizer.encode(t, add_special_tokens=False)) for t in batch]
 
 
@@ -363,12 +375,17 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     (broken / "config.json").write_text(json.dumps(cfg))
     tensors, meta = fl._core.load_safetensors(str(trained / "model.safetensors"))
     wte, ln_f = tensors["transformer.wte.weight"], tensors["transformer.ln_f.weight"]
-    for name, value in (("lm_head.weight", np.zeros_like(wte)), ("transformer.ln_f.weight", np.full_like(ln_f, np.nan))):
+    for name, value, message in (("lm_head.weight", np.zeros_like(wte), "lm_head.weight differs"),
+                                 ("transformer.ln_f.weight", np.full_like(ln_f, np.nan), "ln_f.weight holds NaN or infinite")):
         fl._core.save_safetensors(str(broken / "model.safetensors"), {**tensors, name: value}, meta)
-        with pytest.raises(fl.FormatError, match="lm_head.weight differs|NaN or infinite"):
+        with pytest.raises(fl.FormatError, match=message):
             GPT.load(broken)
     fl._core.save_safetensors(str(broken / "model.safetensors"), {**tensors, "lm_head.weight": wte}, meta)
     GPT.load(broken)  # a stored copy of the tied head is fine
+    (broken / "config.json").write_text(json.dumps({**cfg, "n_inner": 3 * cfg["n_embd"]}))
+    with pytest.raises(fl.FormatError, match="n_inner"):
+        GPT.load(broken)
+    (broken / "config.json").write_text(json.dumps(cfg))
     (broken / "config.json").unlink()
     os.mkfifo(broken / "config.json")  # would block a reader forever
     with pytest.raises(fl.FormatError, match="not a regular file"):
@@ -378,6 +395,21 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         GPT.load(broken)
     with pytest.raises(FileNotFoundError):
         GPT.load(tmp_path / "does-not-exist")
+
+
+def test_a_bias_free_gpt_loads_back_with_the_zero_biases_hugging_face_adds(tmp_path):
+    """HF's GPT-2 always has biases: it loads nanoGPT's bias-free model with zeros and saves
+    them. Zeros are the same model; other values are not."""
+    model = GPT.create(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False, seed=1)
+    model.save(tmp_path)
+    tensors, meta = fl._core.load_safetensors(str(tmp_path / "model.safetensors"))
+    zeros = {"transformer.h.0.attn.c_attn.bias": np.zeros(24, np.float32), "transformer.ln_f.bias": np.zeros(8, np.float32)}
+    fl._core.save_safetensors(str(tmp_path / "model.safetensors"), {**tensors, **zeros}, meta)
+    ids = np.array([[1, 2, 3]])
+    np.testing.assert_array_equal(GPT.load(tmp_path)(ids).numpy(), model(ids).numpy())
+    fl._core.save_safetensors(str(tmp_path / "model.safetensors"), {**tensors, **zeros, "transformer.ln_f.bias": np.ones(8, np.float32)}, meta)
+    with pytest.raises(fl.FormatError, match="unexpected tensor transformer.ln_f.bias"):
+        GPT.load(tmp_path)
 
 
 def test_a_gpt_with_a_wordpiece_tokenizer_encodes_prompts_as_it_trained():

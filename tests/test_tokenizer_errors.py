@@ -102,6 +102,11 @@ def test_added_tokens_that_clash_are_refused(tok):
     clash = {**data, "added_tokens": data["added_tokens"] + [{**data["added_tokens"][0], "content": "<|x|>", "id": 5}]}
     with pytest.raises(FormatError, match=re.escape(f"has id 5, which the vocabulary gives to {json.dumps(taken)}")):
         ferrolm.Tokenizer.from_str(json.dumps(clash))
+    # The same token may be added at its vocabulary id, also where byte-level BPE spells it
+    # differently ("Ġhello" for " hello").
+    hello = vocab["Ġhello"]
+    same = {**data, "added_tokens": data["added_tokens"] + [{**data["added_tokens"][0], "content": " hello", "id": hello}]}
+    assert list(ferrolm.Tokenizer.from_str(json.dumps(same)).encode(" hello")) == [hello]
     twice = {**data, "added_tokens": data["added_tokens"] + [{**data["added_tokens"][0], "id": 400}]}
     with pytest.raises(FormatError, match="listed twice"):
         ferrolm.Tokenizer.from_str(json.dumps(twice))

@@ -80,6 +80,11 @@ def test_bert_vocab_txt(tmp_path):
     assert ref.encode("Hello, WORLD! unaffable xyz").ids == ids
     cased = ferrolm.Tokenizer.from_bert_vocab(str(path), lowercase=False)
     assert cased.encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
+    # A directory's tokenizer_config.json says whether its vocab.txt is cased (as in HF).
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    assert ferrolm.Tokenizer.from_file(str(tmp_path)).encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    assert ferrolm.Tokenizer.from_file(str(tmp_path)).encode("Hello", add_special_tokens=False) == [t.token_to_id("hello")]
 
 
 def test_offsets_point_into_original_text(corpus):

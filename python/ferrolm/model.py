@@ -29,7 +29,8 @@ class GPT(CoreModel):
     @classmethod
     def create(cls, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                dropout: float = 0.0, bias: bool = True, seed: int = 0, tokenizer=None) -> "GPT":
-        """A freshly initialised model (GPT-2 initialisation, seeded)."""
+        """A freshly initialised model (GPT-2 initialisation, seeded). `bias` defaults to GPT-2's
+        True; `ferrolm pretrain` defaults to nanoGPT's False."""
         core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, bias=bias, seed=seed)
         return cls(core, tokenizer)
 
@@ -104,7 +105,8 @@ class GPT(CoreModel):
         ends at <|end|>, as the model was fine-tuned (or where it would start another turn).
 
         A prompt of token ids (a sequence of ints or a 1-D integer array; a list of them or a
-        2-D array for a batch) returns the generated ids instead, and needs no tokenizer.
+        2-D array for a batch) returns the generated ids instead, and needs no tokenizer; a
+        stop token that ended a row is its last id.
         """
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
@@ -191,8 +193,14 @@ def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
     is_id = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
     if all(is_id(x) for x in prompt):
         return [[int(x) for x in prompt]], True
-    if all(isinstance(r, (list, tuple)) and all(is_id(x) for x in r) for r in prompt):
-        return [[int(x) for x in r] for r in prompt], False
+    def row(r) -> Optional[list[int]]:
+        if isinstance(r, np.ndarray) and r.ndim == 1 and r.dtype.kind in "iu":
+            return r.astype(np.int64).tolist()
+        return [int(x) for x in r] if isinstance(r, (list, tuple)) and all(is_id(x) for x in r) else None
+
+    rows = [row(r) for r in prompt]
+    if all(r is not None for r in rows):
+        return rows, False
     return None
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Union
 
+import numpy as np
+
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -25,9 +27,11 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     from an earlier run and does not belong to these weights."""
     from ferrolm import _core
 
+    from ferrolm.train.loop import STATE_FILE, read_state
+
     path = Path(path)
-    state = path / "trainer_state.json"
-    trained = json.loads(state.read_text()).get("objective") if state.exists() else objective
+    state = path / STATE_FILE
+    trained = read_state(state).get("objective") if state.exists() else objective
     head_file = path / file
     if not head_file.exists():
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
@@ -37,6 +41,8 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     for name, t in head.named_parameters():
         if f"{prefix}.{name}" not in tensors or tensors[f"{prefix}.{name}"].shape != t.shape:
             raise ValueError(f"{head_file}: missing or misshaped {prefix}.{name}")
+        if not np.isfinite(tensors[f"{prefix}.{name}"]).all():
+            raise ValueError(f"{head_file}: {prefix}.{name} holds NaN or infinite values (a damaged or diverged checkpoint)")
         t.copy_(tensors[f"{prefix}.{name}"])
 
 

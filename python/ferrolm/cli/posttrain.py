@@ -83,8 +83,9 @@ def _values(args, command: str) -> dict:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
     _settle(args, command, state.get("settings"))
     if Path(args.out).resolve() == Path(args.model).resolve():
-        raise ValueError(f"--out {args.out} is MODEL: {command} would overwrite the model it starts from "
-                         f"{'(and keeps as its reference) ' if command in ('dpo', 'ppo') else ''}; write elsewhere")
+        reference = " (and keeps as its reference)" if command in ("dpo", "ppo") else ""
+        raise ValueError(f"--out {args.out} is MODEL: {command} would overwrite the model it starts from{reference}; "
+                         "write elsewhere")
     if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():
         raise ValueError(f"--out {args.out} is the reward model's directory: write the policy elsewhere")
     saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None

@@ -13,14 +13,14 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     from ferrolm.tokenizer import Tokenizer, default_corpus
 
     files = args.files or [default_corpus()]
-    kwargs = dict(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, pattern=args.pattern)
+    kwargs = dict(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, pattern=args.pattern or "gpt2")
     if args.special_tokens is not None:
         kwargs["special_tokens"] = args.special_tokens
     if args.kind == "wordpiece":
         kwargs.update(lowercase=not args.cased, limit_alphabet=args.limit_alphabet)
     elif args.cased or args.limit_alphabet is not None:
         raise ValueError("--cased and --limit-alphabet apply to --kind wordpiece only")
-    if args.kind != "bpe" and args.pattern != "gpt2":
+    if args.kind != "bpe" and args.pattern is not None:
         raise ValueError("--pattern applies to --kind bpe only")
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
@@ -72,7 +72,7 @@ def register_tokenizer(subparsers) -> None:
     t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
     t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times (default 0)")
     t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens (default depends on --kind)")
-    t.add_argument("--pattern", default="gpt2", help='BPE pre-tokenizer: "gpt2" (default), "cl100k" or a regex')
+    t.add_argument("--pattern", default=None, help='BPE pre-tokenizer: "gpt2" (default), "cl100k" or a regex')
     t.add_argument("--cased", action="store_true", help="WordPiece: keep case and accents")
     t.add_argument("--limit-alphabet", type=count(1), default=None, help="WordPiece: keep the N most frequent characters")
     t.set_defaults(func=_tokenizer_train)

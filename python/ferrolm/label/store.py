@@ -257,7 +257,17 @@ class LabelStore:
         sql = "SELECT * FROM judgements ORDER BY id DESC" + (" LIMIT ?" if limit is not None else "")
         with self._read() as con:
             rows = con.execute(sql, () if limit is None else (limit,)).fetchall()
-        return [{**dict(r), "settings": json.loads(r["settings"])} for r in rows]
+        return [{**dict(r), "settings": self._settings(r["settings"], f"judgement {r['id']}")} for r in rows]
+
+    def _settings(self, text, where: str) -> dict:
+        """A row's sampling settings, decoded (an edited row is an error naming it)."""
+        try:
+            settings = json.loads(text)
+        except (TypeError, ValueError, RecursionError):
+            settings = None
+        if not isinstance(settings, dict):
+            raise ValueError(f"{self.path} {where}: its settings are not a JSON object (a damaged or edited database)")
+        return settings
 
     def count(self) -> int:
         with self._read() as con:

@@ -72,7 +72,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not (self.learning_rate > 0 and 0 <= self.min_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
-                             f"got learning_rate {self.learning_rate} and min_lr {self.min_lr}")
+                             f"got learning_rate {self.learning_rate} and min_lr {self.min_lr} (give --min-lr)")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -321,8 +321,10 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 for k, v in extra.items():
                     extras[k] = extras.get(k, 0.0) + v / config.grad_accum
                 tokens_since += objective.tokens(batch)
-            grad_norm = _core.clip_grad_norm(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
-            if not math.isfinite(total) or (config.grad_clip > 0 and not math.isfinite(grad_norm)):
+            # With clipping off the norm is still taken (an infinite bound scales nothing): it is
+            # logged, and a non-finite one stops the run before the update.
+            grad_norm = _core.clip_grad_norm(params, config.grad_clip if config.grad_clip > 0 else math.inf)
+            if not (math.isfinite(total) and math.isfinite(grad_norm)):
                 # One update with these gradients would make every weight NaN; stop before it.
                 last = f"step {saved[0]}" if saved[0] is not None else "none yet"
                 raise FloatingPointError(f"training diverged at step {step}: loss {total}, gradient norm {grad_norm} "

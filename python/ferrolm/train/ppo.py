@@ -108,7 +108,10 @@ class PPO:
                                  f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
                                  f"such as {first[:60]!r}{'...' if len(first) > 60 else ''} (lower --max-new-tokens, "
                                  "pass --skip-long to skip such prompts, or start from models with a longer --block-size)")
-            self.prompts[split] = [r for i, r in enumerate(rows) if i not in set(too_long)]
+            if not rows:
+                raise ValueError(f"no {split} prompts given")
+            skipped = set(too_long)
+            self.prompts[split] = [r for i, r in enumerate(rows) if i not in skipped]
             self.counts[split] = {"skipped_too_long": len(too_long)}
             if not self.prompts[split]:
                 raise ValueError(f"no {split} prompts leave room for {max_new_tokens} new tokens in the policy's context "

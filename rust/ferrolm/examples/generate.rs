@@ -65,8 +65,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ferrolm::init_thread_pool(); // this thread drives the decoding loop: let its ops start here
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
-    let prompt: Vec<i64> =
-        tokenizer.encode(&args.prompt, &EncodeOptions::default())?.into_iter().map(i64::from).collect();
+    let prompt: Vec<i64> = tokenizer
+        .encode(&args.prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?
+        .into_iter()
+        .map(i64::from)
+        .collect();
     let mut generation = Generation::new(&model, &[prompt], args.sampling, Vec::new())?;
     let mut text = TextStream::new(&args.stops, &[]);
     let mut out = std::io::stdout().lock();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::{bail, Error, Result};
+use crate::{bail, ensure, Error, Result};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory is written,
 /// flushed to disk and renamed over the target. The temporary name is unique to the call, so
@@ -178,6 +178,17 @@ impl ConfigFields<'_> {
         v.as_bool().ok_or_else(|| Error::Format(format!("config.json: {key} must be true or false, got {v}")))
     }
 
+    /// A flag that, when present, must be `expected` (a variant of the model it does not compute).
+    pub fn expect_bool(&self, key: &str, expected: bool) -> Result<()> {
+        ensure!(
+            self.bool_or(key, expected)? == expected,
+            Format,
+            "config.json: {key} = {} is not supported",
+            !expected
+        );
+        Ok(())
+    }
+
     /// A string that, when present, must be one of `supported`.
     pub fn expect_str(&self, key: &str, supported: &[&str]) -> Result<()> {
         let Some(v) = self.get(key) else { return Ok(()) };
@@ -273,6 +284,20 @@ impl Layout<'_> {
     }
 }
 
+/// Refuses a stored output head that is not the token embedding (the first of `embedding`
+/// present): the models tie them, and files may carry the head as a copy, but a different one
+/// would be silently replaced.
+pub fn ensure_tied_head(stored: &BTreeMap<String, Stored>, head: &str, embedding: &[&str]) -> Result<()> {
+    let Some(h) = stored.get(head) else { return Ok(()) };
+    let tied = embedding.iter().find_map(|n| stored.get(*n)).is_some_and(|e| e.shape == h.shape && e.data == h.data);
+    ensure!(
+        tied,
+        Format,
+        "model.safetensors: {head} differs from the token embedding (an untied head is not supported)"
+    );
+    Ok(())
+}
+
 /// Refuses a config that needs more values than the weights file holds, before a model of
 /// that config is allocated: a corrupt `config.json` (a vocabulary of 10¹⁰) must give an
 /// error, not an allocation of terabytes.
@@ -291,6 +316,13 @@ pub fn ensure_weights_fit(needed: usize, stored: &BTreeMap<String, Stored>) -> R
 /// Reads `config.json` and `model.safetensors` from a model directory.
 pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, Stored>)> {
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
+    if !dir.join("model.safetensors").exists() && dir.join("model.safetensors.index.json").exists() {
+        bail!(
+            Format,
+            "{}: the weights are sharded (model.safetensors.index.json); save them as one model.safetensors",
+            dir.display()
+        );
+    }
     let (stored, _) = from_safetensors(&read_file(&dir.join("model.safetensors"))?, "model.safetensors")?;
     Ok((config, stored))
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ensure_positive, normal, zeros, Batch, Init};
-use crate::checkpoint::{ensure_weights_fit, read_model_dir, ConfigFields, Layout};
+use crate::checkpoint::{ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
 use crate::rng::mix;
@@ -92,6 +92,9 @@ impl BertConfig {
         f.expect_str("model_type", &["bert"])?;
         f.expect_str("hidden_act", &["gelu"])?; // exact gelu
         f.expect_str("position_embedding_type", &["absolute"])?;
+        f.expect_bool("tie_word_embeddings", true)?;
+        f.expect_bool("is_decoder", false)?; // a causal BERT (BertLMHeadModel)
+        f.expect_bool("add_cross_attention", false)?;
         let config = BertConfig {
             vocab_size: f.size(&["vocab_size"])?,
             hidden_size: f.size(&["hidden_size"])?,
@@ -292,6 +295,8 @@ impl Bert {
         let (config, mut stored) = read_model_dir(dir)?;
         let config = BertConfig::from_json(&config)?;
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
+        let embedding = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"];
+        ensure_tied_head(&stored, "cls.predictions.decoder.weight", &embedding)?;
         let has = |suffix: &str| stored.keys().any(|k| k.ends_with(suffix));
         let has_pooler = has("pooler.dense.weight");
         let has_mlm = has("cls.predictions.transform.dense.weight");

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ensure_positive, normal, zeros, Batch, Init};
-use crate::checkpoint::{ensure_weights_fit, read_model_dir, ConfigFields, Layout};
+use crate::checkpoint::{ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
 use crate::rng::mix;
@@ -91,16 +91,9 @@ impl GptConfig {
         f.expect_str("model_type", &["gpt2"])?;
         f.expect_str("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
         // Variants of GPT-2 that this model does not compute: refused rather than run wrongly.
-        for (key, expected) in
-            [("tie_word_embeddings", true), ("scale_attn_weights", true), ("scale_attn_by_inverse_layer_idx", false)]
-        {
-            ensure!(
-                f.bool_or(key, expected)? == expected,
-                Format,
-                "config.json: {key} = {} is not supported",
-                !expected
-            );
-        }
+        f.expect_bool("tie_word_embeddings", true)?;
+        f.expect_bool("scale_attn_weights", true)?;
+        f.expect_bool("scale_attn_by_inverse_layer_idx", false)?;
         let config = GptConfig {
             vocab_size: f.size(&["vocab_size"])?,
             block_size: f.size(&["n_positions", "block_size", "n_ctx"])?,
@@ -112,6 +105,12 @@ impl GptConfig {
             layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
         config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
+        let n_inner = f.size_or("n_inner", 4 * config.n_embd)?;
+        ensure!(
+            n_inner == 4 * config.n_embd,
+            Format,
+            "config.json: n_inner {n_inner} is not supported (the MLP is 4 × n_embd)"
+        );
         Ok(config)
     }
 }
@@ -267,14 +266,11 @@ impl Gpt {
     pub fn load(dir: &Path) -> Result<Gpt> {
         let (config, mut stored) = read_model_dir(dir)?;
         let config = GptConfig::from_json(&config)?;
-        if let Some(head) = stored.get("lm_head.weight") {
-            // Files may carry the tied head as a copy of wte; a different head is not this model.
-            let wte = stored.get("transformer.wte.weight").or_else(|| stored.get("wte.weight"));
-            ensure!(
-                wte.is_some_and(|w| w.shape == head.shape && w.data == head.data),
-                Format,
-                "model.safetensors: lm_head.weight differs from the token embedding (an untied head is not supported)"
-            );
+        ensure_tied_head(&stored, "lm_head.weight", &["transformer.wte.weight", "wte.weight"])?;
+        if !config.bias {
+            // Hugging Face's GPT-2 has biases: it loads a bias-free model with zero biases and
+            // saves them. Zero biases are the same model; any other value is refused below.
+            stored.retain(|name, t| !(name.ends_with(".bias") && t.data.iter().all(|&x| x == 0.0)));
         }
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let model = Gpt::build(config, 0, zeros)?;

@@ -152,10 +152,15 @@ impl Tokenizer {
             sp.insert(content, *id)?;
         }
         let tok = Tokenizer { model, specials: sp, template };
-        // An added token may reuse the vocabulary's id for the same token (BERT's [PAD]); with
-        // other content the id would decode as one and encode from both.
+        // An added token may reuse the vocabulary's id for the same token (BERT's [PAD], or a
+        // run of spaces that byte-level BPE spells "ĠĠ"); with other content the id would
+        // decode as one and encode from both.
         for (content, id) in tok.specials.iter() {
-            if let Some(other) = tok.model_token(id).filter(|other| *other != content) {
+            let same_bytes = match &tok.model {
+                Model::Bpe(m) => m.token_bytes(id) == Some(content.as_bytes()),
+                _ => false,
+            };
+            if let Some(other) = tok.model_token(id).filter(|other| *other != content && !same_bytes) {
                 bail!(Format, "added token {content:?} has id {id}, which the vocabulary gives to {other:?}");
             }
         }
@@ -172,7 +177,8 @@ impl Tokenizer {
     }
 
     /// Loads `tokenizer.json`, BERT's `vocab.txt` (by extension), or a directory holding
-    /// `tokenizer.json`, `vocab.json` + `merges.txt`, or `vocab.txt`.
+    /// `tokenizer.json`, `vocab.json` + `merges.txt`, or `vocab.txt` (normalised as the
+    /// directory's `tokenizer_config.json` says: a cased BERT sets `do_lower_case` false).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
@@ -182,6 +188,8 @@ impl Tokenizer {
                 if p.exists() {
                     return match name {
                         "vocab.json" => Self::from_vocab_merges(&p, path.join("merges.txt"), "gpt2"),
+                        "vocab.txt" => Self::from_bert_vocab(&files::read_text(&p)?, bert_normalizer_in(path)?)
+                            .map_err(|e| in_file(&p, e)),
                         _ => Self::from_one_file(&p),
                     };
                 }
@@ -637,6 +645,26 @@ impl Tokenizer {
 }
 
 /// Adds the file name to an error's message.
+/// BERT's normalizer as `dir/tokenizer_config.json` sets it (`do_lower_case`, `strip_accents`,
+/// `tokenize_chinese_chars`, as Hugging Face's BertTokenizer reads them); lowercasing without one.
+fn bert_normalizer_in(dir: &Path) -> Result<BertNormalizer> {
+    let path = dir.join("tokenizer_config.json");
+    let mut normalizer = BertNormalizer::default();
+    if !path.exists() {
+        return Ok(normalizer);
+    }
+    let config = crate::checkpoint::parse_json(&crate::checkpoint::read_file(&path)?, "tokenizer_config.json")?;
+    let flag = |key: &str| match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => bail!(Format, "{}: {key} must be true or false, got {other}", path.display()),
+    };
+    normalizer.lowercase = flag("do_lower_case")?.unwrap_or(true);
+    normalizer.strip_accents = flag("strip_accents")?;
+    normalizer.handle_chinese_chars = flag("tokenize_chinese_chars")?.unwrap_or(true);
+    Ok(normalizer)
+}
+
 fn in_file(path: &Path, e: Error) -> Error {
     match e {
         Error::Io { .. } => e, // names the file already
