@@ -36,13 +36,6 @@ pub struct MomentState {
 impl AdamW {
     /// `params` pairs each parameter with its weight decay (0 for biases and norms, usually).
     /// A tensor listed twice (tied weights) is updated once.
-    /// Changes the learning rate (schedules), with the constructor's check.
-    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
-        ensure_lr(lr)?;
-        self.lr = lr;
-        Ok(())
-    }
-
     pub fn new(params: Vec<(Tensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> Result<AdamW> {
         ensure_lr(lr)?;
         ensure!(
@@ -67,6 +60,13 @@ impl AdamW {
             }
         }
         Ok(AdamW { slots, lr, beta1: betas.0, beta2: betas.1, eps })
+    }
+
+    /// Changes the learning rate (schedules), with the constructor's check.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        ensure_lr(lr)?;
+        self.lr = lr;
+        Ok(())
     }
 
     /// One update of every parameter that has a gradient (parameters without one are left
