@@ -149,24 +149,28 @@ def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):
     assert fl.matmul_precision() == "float32"
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     from ferrolm.train import CausalLM, TrainConfig, train
 
-    def run(out, iters, resume=False):
+    def run(out, iters, resume=False, **settings):
         model = GPT.load(out) if resume else char_model(tmp_path, dropout=0.1)[0]
-        cfg = TrainConfig(max_iters=iters, eval_interval=10, eval_iters=2, log_interval=1, warmup_iters=5,
-                          lr_decay_iters=30, grad_accum=2, progress=False)
+        cfg = TrainConfig(**{**dict(max_iters=iters, eval_interval=10, eval_iters=2, log_interval=1, warmup_iters=5,
+                                    lr_decay_iters=30, grad_accum=2, progress=False), **settings})
         train(model, CausalLM(tmp_path / "data", 32, 4), cfg, out, resume=resume)
         return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
 
     full = run(tmp_path / "full", 30)
     run(tmp_path / "split", 20)
     resumed = run(tmp_path / "split", 30, resume=True)
+    assert "differ from the run's" not in capsys.readouterr().err
     losses = lambda records, lo: [r["loss"] for r in records if "loss" in r and r["step"] > lo]
     assert losses(resumed, 20) == losses(full, 20) and len(losses(full, 20)) == 10
     a = GPT.load(tmp_path / "full").parameters()[3].numpy()
     b = GPT.load(tmp_path / "split").parameters()[3].numpy()
     np.testing.assert_array_equal(a, b)
+    # Resumed with a schedule of its own (the default decay span follows max_iters): said so.
+    run(tmp_path / "split", 40, resume=True, lr_decay_iters=None)
+    assert "lr_decay_iters 30 -> 40" in capsys.readouterr().err
 
 
 def test_resume_refuses_inconsistent_or_missing_checkpoints(tmp_path):

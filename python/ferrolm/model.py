@@ -99,8 +99,10 @@ class GPT(CoreModel):
         Returns the generated text (without the prompt), a list of texts for a list of
         prompts, or with `stream=True` an iterator of text pieces as tokens arrive (single
         prompt). Generation stops at `max_new_tokens`, a stop token, or a stop string (which
-        is not included). `temperature=0` is greedy. Prompts longer than the context raise
-        ValueError; an empty prompt raises ValueError. With `chat=True` (a model from `ferrolm
+        is not included; it is matched in the generated text, not across the prompt's end).
+        `temperature=0` is greedy. Prompts longer than the context raise ValueError, and past
+        the context each row goes on from the last half of its window; an empty prompt raises
+        ValueError. With `chat=True` (a model from `ferrolm
         sft`, see `is_chat`) each prompt is a user turn of the chat template and the answer
         ends at <|end|>, as the model was fine-tuned (or where it would start another turn).
 

@@ -190,6 +190,21 @@ def read_state(path: Path) -> dict:
     return state
 
 
+#: The settings that shape a run's updates: resumed with others, it no longer reproduces itself.
+_RUN_DEFINING = ("learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "decay_lr", "weight_decay", "beta1",
+                 "beta2", "grad_clip", "grad_accum", "seed", "dtype")
+
+
+def _warn_if_changed(saved: dict, config: TrainConfig, out: Path) -> None:
+    """Says which run-defining settings a resume changes (a larger max_iters with the default
+    lr_decay_iters, say, restarts the decay), rather than letting them change silently."""
+    changed = [f"{k} {saved[k]} -> {getattr(config, k)}" for k in _RUN_DEFINING
+               if k in saved and saved[k] != getattr(config, k)]
+    if changed:
+        print(f"ferrolm: resuming {out} with settings that differ from the run's ({', '.join(changed)}); it will not "
+              "continue as the uninterrupted run would", file=sys.stderr, flush=True)
+
+
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -241,6 +256,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                              "trained on (edited, prepared again by another run, or tokenised differently since); "
                              "restore it, or start a new run")
         step = state["step"]
+        _warn_if_changed(state["config"], config, out)
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
@@ -381,7 +397,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _dropout_seed(seed: int, step: int, micro: int) -> int:
-    return (seed * 1_000_003 + step * 131 + micro) % (1 << 63)
+    """A dropout seed of its own for every micro-batch of every step (hashed: no two collide)."""
+    return int(np.random.SeedSequence([seed, step, micro]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _progress(config: TrainConfig, start: int):

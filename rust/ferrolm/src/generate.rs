@@ -1,9 +1,11 @@
 //! Text generation with a KV cache: a batch of prompts of different lengths is left-padded,
 //! prefilled once, then extended one token per step; the prefix is never recomputed.
 //!
-//! When a sequence reaches the model's context, the cache is rebuilt from the last half of
-//! the context (learned positions cannot simply be shifted), so generation can run past
-//! `block_size` at the cost of one prefill every `block_size / 2` tokens.
+//! When a sequence reaches the model's context, the cache is rebuilt with that sequence's last
+//! half context (learned positions cannot simply be shifted), so generation can run past
+//! `block_size` at the cost of one prefill every `block_size / 2` tokens. In a batch each row
+//! is cut only when it reaches the context itself, so every row continues as its prompt
+//! would alone (rows shorter than the longest keep all their tokens).
 
 use crate::model::{Batch, Gpt};
 use crate::ops::{self, KvCache};
@@ -181,13 +183,15 @@ impl Generation {
             pads: vec![0; prompts.len()],
             logits: Vec::new(),
         };
-        g.prefill(usize::MAX)?;
+        let whole = g.rows.iter().map(|r| r.tokens.len()).collect();
+        g.prefill(whole)?;
         Ok(g)
     }
 
-    /// Refills the cache from the last `keep` tokens of every row (left-padded to one length).
-    fn prefill(&mut self, keep: usize) -> Result<()> {
-        let tails: Vec<&[i64]> = self.rows.iter().map(|r| &r.tokens[r.tokens.len().saturating_sub(keep)..]).collect();
+    /// Refills the cache from the last `keep[r]` tokens of each row r (left-padded to one length).
+    fn prefill(&mut self, keep: Vec<usize>) -> Result<()> {
+        let tails: Vec<&[i64]> =
+            self.rows.iter().zip(keep).map(|(r, k)| &r.tokens[r.tokens.len().saturating_sub(k)..]).collect();
         let t = tails.iter().map(|s| s.len()).max().unwrap_or(0);
         let b = tails.len();
         self.pads = tails.iter().map(|s| t - s.len()).collect();
@@ -234,7 +238,17 @@ impl Generation {
             return Ok(out);
         }
         if self.cache.len() == self.cache.capacity() {
-            self.prefill((self.model.config().block_size / 2).max(1))?;
+            // The rows that filled the context keep its last half; the others keep all they
+            // have (with the token just sampled), and finished rows one token.
+            let (len, half) = (self.cache.len(), (self.cache.capacity() / 2).max(1));
+            let keep = (self.rows.iter().zip(&self.pads))
+                .map(|(row, &pad)| match len - pad {
+                    _ if row.finished => 1,
+                    cached if cached == len => half,
+                    cached => cached + 1,
+                })
+                .collect();
+            self.prefill(keep)?;
             return Ok(out);
         }
         self.feed(&out).map(|_| out)

@@ -103,9 +103,21 @@ fn batched_generation_equals_one_prompt_at_a_time() {
         }
         assert_eq!(&seq[p.len()..], &expected[..]);
     }
-    // Past the context the cache is rebuilt from the last half; generation goes on.
+    // Past the context the cache is rebuilt from the last half; generation goes on, and each
+    // row of a batch is cut only when it reaches the context itself: it continues as alone.
     let long = Generation::new(&model, &[vec![1]], greedy.clone(), vec![]).unwrap().run(30).unwrap();
     assert_eq!(long[0].len(), 30);
+    // (Weights scaled up, so that what the context holds changes the greedy choice.)
+    let sharp = tiny(0.0);
+    for (_, p) in sharp.named_parameters() {
+        p.write().iter_mut().for_each(|w| *w *= 40.0);
+    }
+    let uneven = vec![vec![1, 2, 3, 4, 5, 6, 7], vec![7], vec![9, 2, 4, 1], vec![5, 3]];
+    let together = Generation::new(&sharp, &uneven, greedy.clone(), vec![]).unwrap().run(30).unwrap();
+    for (p, expected) in uneven.iter().zip(&together) {
+        let alone = Generation::new(&sharp, std::slice::from_ref(p), greedy.clone(), vec![]).unwrap().run(30).unwrap();
+        assert_eq!(&alone[0], expected);
+    }
     // Sampling is seeded: the same seed gives the same text.
     let s = Sampling { temperature: 0.9, top_k: Some(5), top_p: Some(0.9), repetition_penalty: 1.2, seed: 42 };
     let a = Generation::new(&model, &prompts, s.clone(), vec![]).unwrap().run(10).unwrap();
