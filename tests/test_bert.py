@@ -104,6 +104,15 @@ def test_hugging_face_bert_matches_numpy_reference(tmp_path, prefix, mlm, old_na
         np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())
 
 
+def test_loading_with_the_other_class_names_the_right_one(tmp_path):
+    hf_bert_checkpoint(tmp_path)
+    with pytest.raises(fl.FormatError, match="holds a bert model, not a gpt2 one: load it with BERT.load"):
+        fl.GPT.load(tmp_path)
+    model = fl.load_model(tmp_path)
+    assert isinstance(model, BERT) and model.vocab_size == V
+    assert repr(model).startswith(f"BERT(vocab_size={V}") and " parameters, tokenizer=None)" in repr(model)
+
+
 def test_bert_variants_it_does_not_compute_are_refused(tmp_path):
     """An untied MLM decoder, a causal BERT or cross-attention would be run wrongly: refused."""
     tensors = hf_bert_checkpoint(tmp_path)

@@ -107,6 +107,56 @@ def test_training_a_small_network_lowers_the_loss():
     assert first > 1.2 and loss.item() < 0.15, (first, loss.item())
 
 
+def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_path):
+    """A classifier on a GPT backbone: the backbone's parameters are the Module's too, and the
+    shared training loop takes the Module and a custom objective (numpy metrics and all)."""
+    from ferrolm.train import TrainConfig, train
+
+    class Classifier(fl.nn.Module):
+        def __init__(self):
+            self.gpt = fl.GPT.create(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=8, seed=3)
+            self.heads = {"sign": fl.Linear(8, 2, seed=4)}
+
+        def forward(self, ids):
+            return self.heads["sign"](self.gpt.hidden(ids)[:, -1])
+
+    class FirstTokenParity:
+        kind = "parity"
+
+        def batch(self, split, rng):
+            ids = rng.integers(0, 12, size=(16, 6))
+            return ids, ids[:, 0] % 2
+
+        def loss(self, model, batch, dropout_seed):
+            logits = model(batch[0])
+            return F.cross_entropy(logits, batch[1]), {"accuracy": np.mean(logits.numpy().argmax(-1) == batch[1])}
+
+        def tokens(self, batch):
+            return batch[0].size
+
+        def state(self):
+            return {"classes": np.int64(2)}
+
+    model = Classifier()
+    names = [n for n, _ in model.named_parameters()]
+    assert names[0].startswith("gpt.") and names[-2:] == ["heads.sign.weight", "heads.sign.bias"]
+    assert len(names) == len(model.gpt.parameters()) + 2
+    evals = train(model, FirstTokenParity(), TrainConfig(max_iters=150, eval_interval=150, learning_rate=3e-3,
+                                                         progress=False), tmp_path / "run")
+    assert evals[-1]["val_accuracy"] > 0.9  # the backbone learned too: the head alone sees only the last token
+    again = Classifier().load_weights(tmp_path / "run")
+    np.testing.assert_array_equal(again.gpt.parameters()[0].numpy(), model.gpt.parameters()[0].numpy())
+    with pytest.raises(TypeError, match="needs a model with named_parameters\\(\\) and save"):
+        train(object(), FirstTokenParity(), TrainConfig(max_iters=1, progress=False), tmp_path / "x")
+
+    class BareLoss(FirstTokenParity):
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(batch[0]), batch[1])
+
+    with pytest.raises(TypeError, match="must return \\(loss, dict of extra metrics\\)"):
+        train(Classifier(), BareLoss(), TrainConfig(max_iters=1, progress=False), tmp_path / "y")
+
+
 def test_autograd_semantics():
     w = fl.tensor([1.0, 2.0], requires_grad=True)
     (w * 3).sum().backward()
@@ -301,6 +351,17 @@ def test_arguments_that_numpy_and_torch_users_pass():
     np.testing.assert_array_equal(t.permute(-1, 0, 1).numpy(), np.transpose(t.numpy(), (2, 0, 1)))
     np.testing.assert_array_equal(F.permute(t, [-1, 0, 1]).numpy(), np.transpose(t.numpy(), (2, 0, 1)))
     assert t.max(axis=None).item() == 23 and t.max(axis=None, keepdim=True).shape == (1, 1, 1)
+    # Reductions default to every element (as numpy and torch), and keepdim keeps every axis.
+    for reduce in ("sum", "mean", "max"):
+        assert getattr(t, reduce)().shape == () and getattr(F, reduce)(t, keepdim=True).shape == (1, 1, 1)
+    assert t.max().item() == 23 and F.min(t).item() == 0 and t.max(axis=-1).shape == (2, 3)
+    assert float(t.sum()) == 276.0
+
+    @fl.no_grad  # without parentheses too
+    def doubled(x):
+        return x * 2
+
+    assert not doubled(fl.ones(2, requires_grad=True)).requires_grad and fl.is_grad_enabled()
     assert bool(fl.tensor([2.0])) and not bool(fl.tensor(0.0))
     with pytest.raises(ValueError, match="ambiguous"):
         bool(t)

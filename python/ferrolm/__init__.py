@@ -28,11 +28,13 @@ from ferrolm._core import (
     num_threads,
     rand,
     randn,
+    set_grad_enabled,
     set_matmul_precision,
 )
 from ferrolm.autograd import enable_grad, no_grad
 from ferrolm.bert import BERT
 from ferrolm.model import GPT
+from ferrolm.models import load_model
 from ferrolm.optim import AdamW
 
 __all__ = [
@@ -58,10 +60,12 @@ __all__ = [
     "num_threads",
     "rand",
     "randn",
+    "set_grad_enabled",
     "set_matmul_precision",
     "tensor",
     "zeros",
     "ones",
+    "load_model",
 ]
 
 
@@ -75,8 +79,10 @@ def tensor(data, requires_grad: bool = False) -> Tensor:
 
 
 def zeros(*shape: int, requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros shaped `*shape` (`zeros(2, 3)` or `zeros((2, 3))`)."""
     return full(*shape, value=0.0, requires_grad=requires_grad)
 
 
 def ones(*shape: int, requires_grad: bool = False) -> Tensor:
+    """A tensor of ones shaped `*shape` (`ones(2, 3)` or `ones((2, 3))`)."""
     return full(*shape, value=1.0, requires_grad=requires_grad)

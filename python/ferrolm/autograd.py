@@ -23,8 +23,9 @@ class _GradMode(contextlib.ContextDecorator):
         set_grad_enabled(self._previous.stack.pop())
 
 
-def no_grad() -> _GradMode:
-    """Context manager (or decorator) in which operations record no graph.
+def no_grad(func=None):
+    """Context manager (or decorator, with or without parentheses) in which operations record
+    no graph.
 
     >>> import ferrolm as fl
     >>> w = fl.randn(2, requires_grad=True)
@@ -32,12 +33,13 @@ def no_grad() -> _GradMode:
     ...     (w * 2).requires_grad
     False
     """
-    return _GradMode(False)
+    return _GradMode(False) if func is None else _GradMode(False)(func)
 
 
-def enable_grad() -> _GradMode:
-    """Context manager (or decorator) that turns graph recording back on."""
-    return _GradMode(True)
+def enable_grad(func=None):
+    """Context manager (or decorator, with or without parentheses) that turns graph recording
+    back on."""
+    return _GradMode(True) if func is None else _GradMode(True)(func)
 
 
 __all__ = ["enable_grad", "no_grad"]

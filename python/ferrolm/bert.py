@@ -37,6 +37,10 @@ class BERT(CoreModel):
     def max_len(self) -> int:
         return self.config["max_position_embeddings"]
 
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
     def hidden(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
         """Last hidden states [B, T, C]; `attention_mask` is 1/True for real tokens."""
         return self.core.hidden(ids, token_type_ids, attention_mask, dropout_seed)
@@ -45,14 +49,16 @@ class BERT(CoreModel):
         return self.core.mlm_logits(hidden)
 
     def __call__(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
-        """Masked-LM logits [B, T, V]."""
+        """Masked-LM logits [B, T, V]; `attention_mask` is 1/True for real tokens. Dropout
+        (hidden_dropout_prob) is on only when a `dropout_seed` is given (the training loop
+        passes one; evaluation does not)."""
         return self.mlm_logits(self.hidden(ids, token_type_ids=token_type_ids, attention_mask=attention_mask, dropout_seed=dropout_seed))
 
     # ------------------------------------------------------------ text
 
     def _tok(self):
         if self.tokenizer is None:
-            raise ValueError("this model has no tokenizer")
+            raise ValueError("this model has no tokenizer: pass token ids, or attach one (model.tokenizer = ...)")
         return self.tokenizer
 
     def _encode(self, text: str) -> np.ndarray:
@@ -111,6 +117,8 @@ class BERT(CoreModel):
         or the [CLS] vector (`pooling="cls"`)."""
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if isinstance(texts, str) or not len(texts):
+            raise ValueError("embed takes a non-empty list of texts")
         enc = [self._encode(t) for t in texts]
         length = max(len(e) for e in enc)
         pad = self._tok().pad_id

@@ -4,6 +4,8 @@ Masks are boolean array-likes (True = the condition holds); integer inputs (ids,
 gather indices) must be integer arrays: floats are refused rather than truncated.
 """
 
+from typing import Optional
+
 from ferrolm._core import (
     abs,
     add,
@@ -54,8 +56,8 @@ from ferrolm._core import (
 from ferrolm._core import where as where  # noqa: PLC0414  (re-export of a keyword-like name)
 
 
-def min(x, axis: int = -1, keepdim: bool = False):  # noqa: A001  (torch's name)
-    """Minimum over `axis`: −max(−x), so its gradient is max's."""
+def min(x, axis: Optional[int] = None, keepdim: bool = False):  # noqa: A001  (torch's name)
+    """Minimum over `axis` (all elements when None, the default): −max(−x), so its gradient is max's."""
     return neg(max(neg(x), axis, keepdim))
 
 

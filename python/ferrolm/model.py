@@ -42,13 +42,17 @@ class GPT(CoreModel):
     def vocab_size(self) -> int:
         return self.config["vocab_size"]
 
-    def __call__(self, ids, *, positions=None, key_padding_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
-        """Logits [B, T, V] for integer ids [B, T]; a `dropout_seed` turns on dropout."""
-        return self.core.forward(ids, positions, key_padding_mask, dropout_seed)
+    def __call__(self, ids, *, positions=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
+        """Logits [B, T, V] for integer ids [B, T]. `attention_mask` [B, T] is 1/True for real
+        tokens, as in Hugging Face (padding is never attended to; PyTorch's key_padding_mask
+        means the opposite); `positions` [B, T] default to 0..T-1; a `dropout_seed` turns on
+        dropout."""
+        return self.core.forward(ids, positions, attention_mask, dropout_seed)
 
-    def hidden(self, ids, *, positions=None, key_padding_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
-        """Final hidden states [B, T, C] (for value and reward heads)."""
-        return self.core.hidden(ids, positions, key_padding_mask, dropout_seed)
+    def hidden(self, ids, *, positions=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
+        """Final hidden states [B, T, C] (for value and reward heads); arguments as for calling
+        the model."""
+        return self.core.hidden(ids, positions, attention_mask, dropout_seed)
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.core.logits(hidden)
@@ -206,11 +210,11 @@ def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
     return None
 
 
-def sequence_logprobs(model: GPT, ids: np.ndarray, key_padding_mask=None, temperature: float = 1.0) -> Tensor:
+def sequence_logprobs(model: GPT, ids: np.ndarray, attention_mask=None, temperature: float = 1.0) -> Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every position, under the distribution at
     `temperature`: a [B, T−1] tensor that keeps the graph, so post-training objectives can
     backpropagate through it."""
-    logits = model(ids[:, :-1], key_padding_mask=None if key_padding_mask is None else key_padding_mask[:, :-1])
+    logits = model(ids[:, :-1], attention_mask=None if attention_mask is None else attention_mask[:, :-1])
     return token_logprobs(tempered_log_softmax(logits, temperature), ids[:, 1:])
 
 

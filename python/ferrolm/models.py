@@ -9,6 +9,8 @@ from typing import Union
 
 import numpy as np
 
+from ferrolm._core import FormatError
+
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -92,7 +94,19 @@ class CoreModel:
         """Loads a model directory: config.json, model.safetensors and, if present, the
         tokenizer (tokenizer.json, GPT-2's vocab.json + merges.txt, or BERT's vocab.txt)."""
         path = model_dir(path)
+        kind = _model_type(path)
+        expected = {"GPT": "gpt2", "BERT": "bert"}.get(cls.__name__)
+        if kind is not None and expected is not None and kind != expected:
+            raise FormatError(f"{path} holds a {kind} model, not a {expected} one: load it with "
+                              f"{'BERT' if kind == 'bert' else 'GPT'}.load, or ferrolm.load_model for either")
         return cls(cls.core_class.load(str(path)), load_tokenizer(path))
+
+    def __repr__(self) -> str:
+        shown = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd", "max_position_embeddings",
+                 "num_hidden_layers", "num_attention_heads", "hidden_size")
+        config = ", ".join(f"{k}={self.config[k]}" for k in shown if k in self.config)
+        tokenizer = self.tokenizer.kind if self.tokenizer is not None else None
+        return f"{type(self).__name__}({config}; {self.num_parameters():,} parameters, tokenizer={tokenizer})"
 
     def save(self, path: Union[str, Path]) -> None:
         """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
@@ -115,13 +129,9 @@ class CoreModel:
 def load_model(path: Union[str, Path]):
     """A GPT or BERT from a model directory, chosen by config.json's `model_type`."""
     path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{config_file} does not exist (not a model directory)")
-    try:
-        kind = json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file} is not valid JSON: {e}") from None
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path / 'config.json'} does not exist (not a model directory)")
+    kind = _model_type(path)
     if kind == "bert":
         from ferrolm.bert import BERT
 
@@ -130,4 +140,17 @@ def load_model(path: Union[str, Path]):
         from ferrolm.model import GPT
 
         return GPT.load(path)
-    raise ValueError(f"{config_file}: model_type {kind!r} is not supported (gpt2 or bert)")
+    raise ValueError(f"{path / 'config.json'}: model_type {kind!r} is not supported (gpt2 or bert)")
+
+
+def _model_type(path: Path):
+    """config.json's model_type (None when it has none, or there is no readable config: the
+    loader then says what is wrong)."""
+    config_file = path / "config.json"
+    if not config_file.is_file():  # a FIFO would block the read
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None

@@ -3,16 +3,20 @@ layers (Linear, Embedding, LayerNorm)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator
 
-from ferrolm._core import Embedding, LayerNorm, Linear, Tensor
+from ferrolm._core import Embedding, LayerNorm, Linear, Tensor, load_safetensors, save_safetensors
 
 
 class Module:
     """Base class for Python models: parameters are found by walking attributes.
 
-    Attributes that are Tensors with ``requires_grad``, modules (Python or Rust layers), or
-    lists of modules are registered automatically, named like PyTorch's state dicts.
+    Attributes that are Tensors with ``requires_grad``, modules (Python or Rust layers), models
+    (anything with ``named_parameters()``: a GPT or BERT backbone, say), or lists, tuples and
+    dicts of them are registered automatically, named like PyTorch's state dicts. ``save`` and
+    ``load_weights`` write and read them as ``model.safetensors`` (so ``train()`` can checkpoint
+    a Module).
 
     >>> import ferrolm as fl
     >>> class Mlp(Module):
@@ -51,7 +55,7 @@ class Module:
     def modules(self) -> Iterator["Module"]:
         yield self
         for value in vars(self).values():
-            items = value if isinstance(value, (list, tuple)) else [value]
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
             for item in items:
                 if isinstance(item, Module):
                     yield from item.modules()
@@ -71,19 +75,39 @@ class Module:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def save(self, path: str | Path) -> None:
+        """Writes every parameter to ``path/model.safetensors`` (atomically; ``path`` is created)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_safetensors(str(path / "model.safetensors"), dict(self.named_parameters()))
+
+    def load_weights(self, path: str | Path) -> "Module":
+        """Fills every parameter from ``path/model.safetensors`` written by ``save``; the names
+        and shapes must match exactly."""
+        tensors, _ = load_safetensors(str(Path(path) / "model.safetensors"))
+        named = dict(self.named_parameters())
+        if set(tensors) != set(named):
+            missing, extra = sorted(set(named) - set(tensors)), sorted(set(tensors) - set(named))
+            raise ValueError(f"{path}: the saved parameters do not match this module (missing {missing[:3]}, "
+                             f"unexpected {extra[:3]})")
+        for name, tensor in named.items():
+            if tuple(tensors[name].shape) != tuple(tensor.shape):
+                raise ValueError(f"{path}: {name} has shape {tensors[name].shape}, the module's is {tensor.shape}")
+            tensor.copy_(tensors[name])
+        return self
+
 
 def _parameters_of(value: Any, name: str) -> list[tuple[str, Tensor]]:
     if isinstance(value, Tensor):
         return [(name, value)] if value.requires_grad else []
     if isinstance(value, Module):
         return value.named_parameters(prefix=f"{name}.")
-    if isinstance(value, (Linear, Embedding, LayerNorm)):
-        return [(f"{name}.{n}", t) for n, t in value.named_parameters()]
     if isinstance(value, (list, tuple)):
-        out: list[tuple[str, Tensor]] = []
-        for i, item in enumerate(value):
-            out.extend(_parameters_of(item, f"{name}.{i}"))
-        return out
+        return [p for i, item in enumerate(value) for p in _parameters_of(item, f"{name}.{i}")]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _parameters_of(item, f"{name}.{key}")]
+    if callable(getattr(value, "named_parameters", None)):  # Rust layers, GPT/BERT models
+        return [(f"{name}.{n}", t) for n, t in value.named_parameters()]
     return []
 
 

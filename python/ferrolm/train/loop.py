@@ -89,7 +89,9 @@ class TrainConfig:
 
 
 class Objective(Protocol):
-    """What an objective supplies to the loop.
+    """What an objective supplies to the loop (`CausalLM` in train/causal.py is a complete
+    example in 30 lines). The model it trains needs `named_parameters()` and `save(path)`: a
+    GPT, a BERT, or an `fl.nn.Module`.
 
     Optional extras: `loss_is_token_nll = True` to report perplexity; `evaluate(model, rng)`
     returning a dict to replace loss-based evaluation; `metrics()` returning a dict of extra
@@ -98,13 +100,20 @@ class Objective(Protocol):
 
     kind: str  # recorded in checkpoints, so a run resumes only with the same objective
 
-    def batch(self, split: str, rng: np.random.Generator) -> Any: ...
-
-    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]:
-        """The loss to minimise and extra metrics; `dropout_seed` is None when evaluating."""
+    def batch(self, split: str, rng: np.random.Generator) -> Any:
+        """A batch of the "train" or the "val" split, drawn with `rng` (the loop's: seeded,
+        and saved with checkpoints)."""
         ...
 
-    def tokens(self, batch: Any) -> int: ...
+    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]:
+        """The scalar loss Tensor to minimise and a dict of extra numbers to log. Evaluation
+        calls it under `no_grad` with `dropout_seed=None` (dropout off); training passes a
+        seed, for the model's dropout."""
+        ...
+
+    def tokens(self, batch: Any) -> int:
+        """How many tokens (or examples) the batch holds, for the logged throughput."""
+        ...
 
     def state(self) -> dict:
         """JSON-able state saved with each checkpoint (its settings, and anything a resumed
@@ -125,7 +134,15 @@ def _file_digest(path: Path) -> str:
 
 def _write_json(path: Path, value: dict) -> None:
     with atomic_file(path) as f:
-        f.write(json.dumps(value, indent=2))
+        f.write(json.dumps(value, indent=2, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (an objective's state or metrics) as the Python numbers JSON takes."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-able: objective state and metrics must be numbers, "
+                    "strings, lists and dicts")
 
 
 class _Checkpoints:
@@ -239,7 +256,30 @@ def _matmul_precision(dtype: str):
             _core.set_matmul_precision(previous)
 
 
+def _check_plugged(model: Any, objective: Any) -> None:
+    """Refuses a model or objective that lacks what the loop calls, before step 0 (not at the
+    first checkpoint, 250 steps in)."""
+    missing = [f"{m}()" for m in ("named_parameters", "save") if not callable(getattr(model, m, None))]
+    if missing:
+        raise TypeError(f"train() needs a model with named_parameters() and save(path) (a GPT, a BERT or an "
+                        f"fl.nn.Module); {type(model).__name__} has no {', '.join(missing)}")
+    missing = [m for m in ("kind", "batch", "loss", "tokens", "state") if not hasattr(objective, m)]
+    if missing:
+        raise TypeError(f"train() needs an objective with kind, batch(), loss(), tokens() and state() "
+                        f"(see ferrolm.train.Objective); {type(objective).__name__} has no {', '.join(missing)}")
+
+
+def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, float]]:
+    """`objective.loss(...)` unpacked, its extras as plain floats (numpy scalars, Tensors)."""
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+        raise TypeError(f"{type(objective).__name__}.loss() must return (loss, dict of extra metrics), "
+                        f"got {type(result).__name__}")
+    loss, extra = result
+    return loss, {k: float(v.item() if hasattr(v, "item") else v) for k, v in extra.items()}
+
+
 def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool, settings: dict) -> list[dict]:
+    _check_plugged(model, objective)
     out.mkdir(parents=True, exist_ok=True)
     named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
     groups, names = _decay_groups(named, config.weight_decay)
@@ -282,7 +322,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
 
     def log(record: dict) -> None:
-        metrics.write(json.dumps(record) + "\n")
+        metrics.write(json.dumps(record, default=_plain) + "\n")
         metrics.flush()
 
     def evaluate(it: int) -> dict:
@@ -296,7 +336,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             for split in ("train", "val"):
                 values: dict[str, list[float]] = {}
                 for _ in range(config.eval_iters):
-                    loss, extra = objective.loss(model, objective.batch(split, eval_rng), None)
+                    loss, extra = _loss_and_extras(objective.loss(model, objective.batch(split, eval_rng), None), objective)
                     for k, v in {"loss": loss.item(), **extra}.items():
                         values.setdefault(k, []).append(v)
                 for k, v in values.items():
@@ -331,7 +371,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             total, extras = 0.0, {}
             for micro in range(config.grad_accum):
                 batch = objective.batch("train", rng)
-                loss, extra = objective.loss(model, batch, _dropout_seed(config.seed, step, micro))
+                loss, extra = _loss_and_extras(objective.loss(model, batch, _dropout_seed(config.seed, step, micro)), objective)
                 (loss * (1.0 / config.grad_accum)).backward()
                 total += loss.item() / config.grad_accum
                 for k, v in extra.items():

@@ -6,22 +6,44 @@ use pyo3::wrap_pyfunction;
 
 use ferrolm::ops::{self, Reduction};
 
-use crate::tensor::{run, to_ids, to_mask, to_tensor, PyTensor};
+use crate::tensor::{reduce, run, to_ids, to_mask, to_tensor, PyTensor, Reduce};
 
-/// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops.
+/// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
+/// literals (one per docstring line) become the function's Python `__doc__`.
 macro_rules! unary {
-    ($($name:ident),*) => {$(
+    ($($name:ident: $($doc:literal)+),* $(,)?) => {$(
+        $(#[doc = $doc])+
         #[pyfunction]
         fn $name(py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
             run(py, || Ok(ops::$name(&x.0)))
         }
     )*};
 }
-unary!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf, abs, sin, cos, silu);
+unary! {
+    neg: "-x, elementwise.",
+    exp: "e**x, elementwise.",
+    log: "Natural logarithm, elementwise (NaN for negative inputs, -inf at 0, as in numpy).",
+    sqrt: "Square root, elementwise (NaN for negative inputs).",
+    rsqrt: "1 / sqrt(x), elementwise.",
+    tanh: "Hyperbolic tangent, elementwise.",
+    sigmoid: "The logistic function 1 / (1 + e**-x), elementwise, computed without overflow.",
+    log_sigmoid: "log(sigmoid(x)), elementwise, computed without overflow for large |x| (DPO and reward losses).",
+    relu: "max(x, 0), elementwise; NaN stays NaN, and the gradient at 0 is 0.",
+    gelu: "GELU with the tanh approximation (GPT-2's `gelu_new`; PyTorch's gelu(approximate='tanh')):"
+        "0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), elementwise. gelu_erf is the exact form.",
+    gelu_erf: "Exact GELU, x·Φ(x) with Φ the standard normal CDF, elementwise (BERT's `gelu`; PyTorch's default)."
+        "gelu is GPT-2's tanh approximation.",
+    abs: "|x|, elementwise; the gradient at 0 is 0 (as in PyTorch).",
+    sin: "Sine of x (radians), elementwise.",
+    cos: "Cosine of x (radians), elementwise.",
+    silu: "SiLU (swish), x·sigmoid(x), elementwise (SwiGLU feed-forward layers use it).",
+}
 
-/// Declares `fn name(a, b) -> Tensor` wrappers for broadcasting binary core ops.
+/// Declares `fn name(a, b) -> Tensor` wrappers for binary core ops (a and b: Tensors, numbers or array-likes),
+/// written `name: "docstring"` as in `unary!`.
 macro_rules! binary {
-    ($($name:ident),*) => {$(
+    ($($name:ident: $($doc:literal)+),* $(,)?) => {$(
+        $(#[doc = $doc])+
         #[pyfunction]
         fn $name(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
             let (a, b) = (to_tensor(a)?, to_tensor(b)?);
@@ -29,19 +51,40 @@ macro_rules! binary {
         }
     )*};
 }
-binary!(add, sub, mul, div, maximum, minimum, matmul);
+binary! {
+    add: "a + b, elementwise with numpy broadcasting; a and b may be Tensors, numbers or array-likes. The gradient"
+        "of a broadcast (stretched) operand is summed back to its shape. Raises ShapeError if the shapes do not"
+        "broadcast.",
+    sub: "a - b, elementwise with numpy broadcasting (see add).",
+    mul: "a * b, elementwise with numpy broadcasting (see add).",
+    div: "a / b, elementwise with numpy broadcasting (see add); dividing by zero gives inf or NaN, as in numpy.",
+    maximum: "Elementwise maximum of a and b, with numpy broadcasting (see add); NaN if either is NaN, as in numpy."
+        "On ties the gradient goes to a.",
+    minimum: "Elementwise minimum of a and b, with numpy broadcasting (see add); NaN if either is NaN, as in numpy."
+        "On ties the gradient goes to a.",
+    matmul: "Matrix product over the last two axes: [..., M, K] @ [..., K, N] -> [..., M, N], both of rank ≥ 2."
+        "The leading (batch) axes must be equal, or absent on one side (that operand is then shared by every"
+        "batch); unlike numpy's, they do not broadcast. Raises ShapeError otherwise.",
+}
 
+/// `x ** exponent`, elementwise, for a scalar (float) exponent. The gradient is exponent·x**(exponent - 1), and 0
+/// everywhere when the exponent is 0.
 #[pyfunction]
 fn pow(py: Python<'_>, x: PyTensor, exponent: f32) -> PyResult<PyTensor> {
     run(py, || Ok(ops::pow(&x.0, exponent)))
 }
 
+/// Limits x to [min, max], elementwise; either bound may be None (no limit on that side). The gradient passes where
+/// min ≤ x ≤ max and is 0 elsewhere, as in PyTorch. Raises ValueError if min > max.
 #[pyfunction]
 #[pyo3(signature = (x, min = None, max = None))]
 fn clamp(py: Python<'_>, x: PyTensor, min: Option<f32>, max: Option<f32>) -> PyResult<PyTensor> {
     run(py, || ops::clamp(&x.0, min, max))
 }
 
+/// `a` where `cond` holds, else `b`, elementwise; cond, a and b broadcast together (numpy rules). cond is a boolean
+/// mask (array-like, or a Tensor read as nonzero = True) and takes no gradient; a and b may be Tensors, numbers or
+/// array-likes, and each receives the gradient of the positions it was picked for.
 #[pyfunction]
 #[pyo3(name = "where")]
 fn where_(py: Python<'_>, cond: &Bound<'_, PyAny>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
@@ -50,6 +93,9 @@ fn where_(py: Python<'_>, cond: &Bound<'_, PyAny>, a: &Bound<'_, PyAny>, b: &Bou
     run(py, || ops::where_(&cond, &a, &b))
 }
 
+/// `x` with `value` wherever `mask` is True. mask is a boolean array-like (or a Tensor, nonzero = True) that must
+/// broadcast to x's shape (ShapeError otherwise). Filled positions get zero gradient, never NaN, so value=-inf is
+/// safe before a softmax.
 #[pyfunction]
 fn masked_fill(py: Python<'_>, x: PyTensor, mask: &Bound<'_, PyAny>, value: f32) -> PyResult<PyTensor> {
     let mask = mask_tensor(mask)?;
@@ -62,54 +108,64 @@ fn mask_tensor(obj: &Bound<'_, PyAny>) -> PyResult<ferrolm::Tensor> {
     Ok(ferrolm::Tensor::from_vec(mask.iter().map(|&m| m as u8 as f32).collect(), &shape).expect("mask matches shape"))
 }
 
+/// Sum over `axis` (negative counts from the end), dropping that axis unless keepdim. With axis=None (the default)
+/// the sum of all elements: a 0-d tensor, or with keepdim one of shape (1,) * x.ndim.
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
 fn sum(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    match axis {
-        None => run(py, || Ok(ops::sum_all(&x.0))),
-        Some(a) => run(py, || ops::sum(&x.0, a, keepdim)),
-    }
+    run(py, || reduce(&x.0, Reduce::Sum, axis, keepdim))
 }
 
+/// Mean over `axis` (negative counts from the end), dropping that axis unless keepdim; raises ShapeError for an empty
+/// axis. With axis=None (the default) the mean of all elements (NaN if x is empty): a 0-d tensor, or with keepdim one
+/// of shape (1,) * x.ndim.
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
 fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    match axis {
-        None => run(py, || Ok(ops::mean_all(&x.0))),
-        Some(a) => run(py, || ops::mean(&x.0, a, keepdim)),
-    }
+    run(py, || reduce(&x.0, Reduce::Mean, axis, keepdim))
 }
 
-// pyo3 renders negative defaults as `...` in `__text_signature__`; `text_signature` spells them out
-// (the stubs in python/ferrolm/_core.pyi are checked against it by stubtest).
+/// Maximum over `axis` (negative counts from the end), dropping that axis unless keepdim. With axis=None (the
+/// default, as for sum and mean) the maximum of all elements: a 0-d tensor, or with keepdim one of shape
+/// (1,) * x.ndim. NaN wins over numbers. The gradient flows to the first position holding the maximum. Raises
+/// ShapeError when the reduced axis is empty.
 #[pyfunction]
-#[pyo3(signature = (x, axis = Some(-1), keepdim = false), text_signature = "(x, axis=-1, keepdim=False)")]
+#[pyo3(signature = (x, axis = None, keepdim = false))]
 fn max(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || crate::tensor::max_over(&x.0, axis, keepdim))
+    run(py, || reduce(&x.0, Reduce::Max, axis, keepdim))
 }
 
+/// The same elements in `shape` (a sequence of ints; at most one may be -1, inferred from the others). No copy: the
+/// result shares x's storage. Raises ShapeError if the element count does not fit the shape.
 #[pyfunction]
 fn reshape(py: Python<'_>, x: PyTensor, shape: Vec<isize>) -> PyResult<PyTensor> {
     run(py, || ops::reshape(&x.0, &shape))
 }
 
+/// Reorders the axes (a copy): output axis i is input axis `dims[i]`, with negative dims counting from the end. dims
+/// must be a permutation of x's axes (ValueError otherwise; IndexError for a negative dim out of range).
 #[pyfunction]
 fn permute(py: Python<'_>, x: PyTensor, dims: Vec<isize>) -> PyResult<PyTensor> {
     let dims = crate::tensor::dims_arg(&dims, x.0.rank())?;
     run(py, || ops::permute(&x.0, &dims))
 }
 
+/// Swaps axes dim0 and dim1 (a copy); by default the last two. Negative axes count from the end.
 #[pyfunction]
 #[pyo3(signature = (x, dim0 = -2, dim1 = -1), text_signature = "(x, dim0=-2, dim1=-1)")]
 fn transpose(py: Python<'_>, x: PyTensor, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
     run(py, || ops::transpose(&x.0, dim0, dim1))
 }
 
+/// `length` entries of `axis` starting at `start` (a copy; the gradient flows back into that slice). Raises
+/// IndexError if they do not fit in the axis.
 #[pyfunction]
 fn narrow(py: Python<'_>, x: PyTensor, axis: isize, start: usize, length: usize) -> PyResult<PyTensor> {
     run(py, || ops::narrow(&x.0, axis, start, length))
 }
 
+/// Joins a sequence of Tensors along an existing `axis` (default 0); all other dimensions must agree (ShapeError
+/// otherwise). Raises ValueError for an empty sequence.
 #[pyfunction]
 #[pyo3(signature = (tensors, axis = 0))]
 fn concat(py: Python<'_>, tensors: Vec<PyTensor>, axis: isize) -> PyResult<PyTensor> {
@@ -117,6 +173,8 @@ fn concat(py: Python<'_>, tensors: Vec<PyTensor>, axis: isize) -> PyResult<PyTen
     run(py, || ops::concat(&ts, axis))
 }
 
+/// Joins a sequence of equally shaped Tensors along a new `axis` (default 0; -1 adds a last axis). Raises ShapeError
+/// if the shapes differ, ValueError for an empty sequence.
 #[pyfunction]
 #[pyo3(signature = (tensors, axis = 0))]
 fn stack(py: Python<'_>, tensors: Vec<PyTensor>, axis: isize) -> PyResult<PyTensor> {
@@ -124,12 +182,17 @@ fn stack(py: Python<'_>, tensors: Vec<PyTensor>, axis: isize) -> PyResult<PyTens
     run(py, || ops::stack(&ts, axis))
 }
 
+/// Rows of `weight` [V, C] for integer `ids` of any shape, giving ids.shape + (C,). The gradient is scatter-added
+/// into weight's rows (repeated ids add up). Ids outside 0..V raise IndexError.
 #[pyfunction]
 fn embedding(py: Python<'_>, weight: PyTensor, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (ids, shape) = to_ids(ids)?;
     run(py, || ops::embedding(&weight.0, &ids, &shape))
 }
 
+/// Entries `ids` (a one-dimensional integer array) of `axis`: the result has len(ids) entries along that axis, and
+/// repeated ids add up in the gradient. Raises IndexError for an id out of range, ValueError if ids has more than
+/// one dimension.
 #[pyfunction]
 fn index_select(py: Python<'_>, x: PyTensor, axis: isize, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (ids, shape) = to_ids(ids)?;
@@ -139,24 +202,34 @@ fn index_select(py: Python<'_>, x: PyTensor, axis: isize, ids: &Bound<'_, PyAny>
     run(py, || ops::index_select(&x.0, axis, &ids))
 }
 
+/// torch.gather: out[..., j, ...] = x[..., index[..., j, ...], ...] along `axis`. `index` is an integer array of
+/// x's rank and shape except along `axis` (any length there); the result has index's shape (ShapeError otherwise).
+/// Out-of-range indices raise IndexError. E.g. each chosen token's log-prob: gather(logp, -1, ids[..., None]).
 #[pyfunction]
 fn gather(py: Python<'_>, x: PyTensor, axis: isize, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (idx, shape) = to_ids(index)?;
     run(py, || ops::gather(&x.0, axis, &idx, &shape))
 }
 
+/// exp(x) / sum(exp(x)) along `axis` (default -1, the last axis), computed stably (the maximum is subtracted
+/// first). A slice that is entirely -inf (fully masked) gives zeros, not NaN.
 #[pyfunction]
 #[pyo3(signature = (x, axis = -1), text_signature = "(x, axis=-1)")]
 fn softmax(py: Python<'_>, x: PyTensor, axis: isize) -> PyResult<PyTensor> {
     run(py, || ops::softmax(&x.0, axis))
 }
 
+/// x - log(sum(exp(x))) along `axis` (default -1, the last axis), computed stably (the maximum is subtracted
+/// first).
 #[pyfunction]
 #[pyo3(signature = (x, axis = -1), text_signature = "(x, axis=-1)")]
 fn log_softmax(py: Python<'_>, x: PyTensor, axis: isize) -> PyResult<PyTensor> {
     run(py, || ops::log_softmax(&x.0, axis))
 }
 
+/// (x - mean) / sqrt(var + eps) * weight + bias over the last axis (size C, biased variance). weight and bias are
+/// optional `[C]` Tensors (None: no scale, no shift); eps defaults to 1e-5 and must be ≥ 0 (ValueError). Raises
+/// ShapeError for an empty last axis or parameters not of shape `[C]`.
 #[pyfunction]
 #[pyo3(signature = (x, weight = None, bias = None, eps = 1e-5))]
 fn layer_norm(
@@ -170,6 +243,8 @@ fn layer_norm(
     run(py, || ops::layer_norm(&x.0, w.as_ref(), b.as_ref(), eps))
 }
 
+/// x @ weight.T + bias for x [..., IN], weight [OUT, IN] (PyTorch's layout) and optional bias `[OUT]`, giving
+/// [..., OUT]. Raises ShapeError when the shapes do not fit.
 #[pyfunction]
 #[pyo3(signature = (x, weight, bias = None))]
 fn linear(py: Python<'_>, x: PyTensor, weight: PyTensor, bias: Option<PyTensor>) -> PyResult<PyTensor> {
@@ -177,6 +252,9 @@ fn linear(py: Python<'_>, x: PyTensor, weight: PyTensor, bias: Option<PyTensor>)
     run(py, || ops::linear(&x.0, &weight.0, b.as_ref()))
 }
 
+/// Inverted dropout: zeroes each element with probability p (0 ≤ p < 1, else ValueError) and scales the others by
+/// 1 / (1 - p). The mask is a function of `seed` and each element's position: the same seed drops the same elements,
+/// so pass a fresh seed per call. With training=False (p not checked) or p=0, returns x unchanged.
 #[pyfunction]
 #[pyo3(signature = (x, p, seed, training = true))]
 fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: u64, training: bool) -> PyResult<PyTensor> {
@@ -186,6 +264,10 @@ fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: u64, training: bool) -> Py
     run(py, || ops::dropout(&x.0, p, seed))
 }
 
+/// Cross-entropy of `logits` [..., V] (classes on the LAST axis, not PyTorch's axis 1) against integer `targets`
+/// shaped like logits.shape[:-1] or flat, one per row. Rows whose target is `ignore_index` (default -100; None ignores
+/// nothing) add no loss or gradient. reduction: "mean" over the other rows (0 if none), "sum", or "none" (losses
+/// shaped logits.shape[:-1], 0 where ignored). A target outside 0..V raises IndexError, other target shapes ValueError.
 #[pyfunction]
 #[pyo3(
     signature = (logits, targets, ignore_index = -100, reduction = "mean"),
@@ -230,6 +312,10 @@ fn key_mask(mask: Option<&Bound<'_, PyAny>>, b: usize, tk: usize) -> PyResult<Op
     Ok(Some(m))
 }
 
+/// Scaled dot-product attention softmax(q·kᵀ/√D)·v over separate heads: q [B, H, Tq, D], k and v [B, H, Tk, D]
+/// -> [B, H, Tq, D]. `causal` lets query i see keys 0..=i + Tk - Tq (needs Tq ≤ Tk). `key_padding_mask` [B, Tk] is
+/// True for REAL tokens (attended) and False for padding (ignored): the opposite of PyTorch's nn.MultiheadAttention,
+/// where True means "ignore". A query that can see no key outputs zeros.
 #[pyfunction]
 #[pyo3(signature = (q, k, v, causal = false, key_padding_mask = None))]
 fn attention(
@@ -245,6 +331,9 @@ fn attention(
     run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref()))
 }
 
+/// Multi-head self-attention from a packed projection: `qkv` [B, T, 3C] holds queries, keys and values side by side
+/// (each C = n_head·D wide) -> [B, T, C], heads concatenated. Causal by default. `key_padding_mask` [B, T] is True
+/// for REAL tokens (attended) and False for padding (ignored): the opposite of PyTorch's nn.MultiheadAttention.
 #[pyfunction]
 #[pyo3(signature = (qkv, n_head, causal = true, key_padding_mask = None))]
 fn attention_qkv(

@@ -150,6 +150,9 @@ fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyRes
     compute(py, || ferrolm::clip_grad_norm(&ts, max_norm)).py()
 }
 
+/// A tensor of Normal(mean, std) samples shaped `*shape` (`randn(2, 3)` or `randn((2, 3))`), drawn from a seeded
+/// generator: the same seed gives the same tensor, at any thread count. seed defaults to 0, so calls that leave it out
+/// all return the same values. requires_grad=True makes the new (leaf) tensor collect gradients.
 #[pyfunction]
 #[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = 0, requires_grad = false))]
 fn randn(
@@ -163,6 +166,9 @@ fn randn(
     leaf(py, shape, requires_grad, |s| Tensor::randn(s, mean, std, seed))
 }
 
+/// A tensor of uniform samples in [low, high) shaped `*shape` (`rand(2, 3)` or `rand((2, 3))`), drawn from a seeded
+/// generator: the same seed gives the same tensor, at any thread count. seed defaults to 0, so calls that leave it out
+/// all return the same values. requires_grad=True makes the new (leaf) tensor collect gradients.
 #[pyfunction]
 #[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = 0, requires_grad = false))]
 fn rand(
@@ -176,6 +182,8 @@ fn rand(
     leaf(py, shape, requires_grad, |s| Tensor::rand(s, low, high, seed))
 }
 
+/// A tensor shaped `*shape` (`full(2, 3, value=1.0)` or `full((2, 3), value=1.0)`) filled with `value` (default
+/// 0.0). requires_grad=True makes the new (leaf) tensor collect gradients.
 #[pyfunction]
 #[pyo3(signature = (*shape, value = 0.0, requires_grad = false))]
 fn full(py: Python<'_>, shape: &Bound<'_, PyTuple>, value: f32, requires_grad: bool) -> PyResult<PyTensor> {
@@ -210,6 +218,7 @@ fn set_grad_enabled(enabled: bool) -> bool {
     ferrolm::set_grad_enabled(enabled)
 }
 
+/// Whether graph recording is on for this thread (see set_grad_enabled).
 #[pyfunction]
 fn is_grad_enabled() -> bool {
     ferrolm::is_grad_enabled()

@@ -97,18 +97,29 @@ pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
         .collect()
 }
 
-/// Maximum over `axis`, or over all elements when it is None.
-pub fn max_over(x: &Tensor, axis: Option<isize>, keepdim: bool) -> ferrolm::Result<Tensor> {
-    match axis {
-        Some(a) => ops::max(x, a, keepdim),
-        None => {
-            let m = ops::max(&ops::reshape(x, &[-1])?, 0, false)?;
-            if keepdim {
-                ops::reshape(&m, &vec![1; x.rank()])
-            } else {
-                Ok(m)
-            }
-        }
+/// The reductions `sum`, `mean` and `max`, as Python calls them.
+#[derive(Clone, Copy)]
+pub enum Reduce {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// `how` over `axis` (dropped unless keepdim), or over all elements when it is None: a 0-d
+/// tensor, or with keepdim one of shape (1,) * rank, as numpy and PyTorch give.
+pub fn reduce(x: &Tensor, how: Reduce, axis: Option<isize>, keepdim: bool) -> ferrolm::Result<Tensor> {
+    let Some(a) = axis else {
+        let all = match how {
+            Reduce::Sum => ops::sum_all(x),
+            Reduce::Mean => ops::mean_all(x),
+            Reduce::Max => ops::max(&ops::reshape(x, &[-1])?, 0, false)?,
+        };
+        return if keepdim { ops::reshape(&all, &vec![1; x.rank()]) } else { Ok(all) };
+    };
+    match how {
+        Reduce::Sum => ops::sum(x, a, keepdim),
+        Reduce::Mean => ops::mean(x, a, keepdim),
+        Reduce::Max => ops::max(x, a, keepdim),
     }
 }
 
@@ -257,6 +268,11 @@ impl PyTensor {
     /// The value of a one-element tensor as a Python float.
     fn item(&self) -> PyResult<f32> {
         self.0.item().py()
+    }
+
+    /// `float(t)` for a one-element tensor, as `item()`.
+    fn __float__(&self) -> PyResult<f32> {
+        self.item()
     }
 
     fn tolist<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -421,28 +437,22 @@ impl PyTensor {
         run(py, || ops::transpose(&self.0, dim0, dim1))
     }
 
-    /// Sum over `axis` (all elements when None).
+    /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn sum(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        match axis {
-            None => run(py, || Ok(ops::sum_all(&self.0))),
-            Some(a) => run(py, || ops::sum(&self.0, a, keepdim)),
-        }
+        run(py, || reduce(&self.0, Reduce::Sum, axis, keepdim))
     }
 
-    /// Mean over `axis` (all elements when None).
+    /// Mean over `axis` (all elements when None), as `ferrolm.functional.mean`.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn mean(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        match axis {
-            None => run(py, || Ok(ops::mean_all(&self.0))),
-            Some(a) => run(py, || ops::mean(&self.0, a, keepdim)),
-        }
+        run(py, || reduce(&self.0, Reduce::Mean, axis, keepdim))
     }
 
-    /// Maximum over `axis` (all elements when None).
-    #[pyo3(signature = (axis = Some(-1), keepdim = false), text_signature = "($self, axis=-1, keepdim=False)")]
+    /// Maximum over `axis` (all elements when None), as `ferrolm.functional.max`.
+    #[pyo3(signature = (axis = None, keepdim = false))]
     fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        run(py, || max_over(&self.0, axis, keepdim))
+        run(py, || reduce(&self.0, Reduce::Max, axis, keepdim))
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {

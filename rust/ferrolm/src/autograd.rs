@@ -111,7 +111,7 @@ impl Tensor {
             self.numel() == 1,
             Grad,
             "backward() without an output gradient needs a one-element tensor, got shape {:?}; \
-             pass a gradient of the same shape with backward_with()",
+             pass a gradient of the same shape (backward_with in Rust, backward(gradient) in Python)",
             self.shape()
         );
         self.backward_with(vec![1.0])
