@@ -79,6 +79,51 @@ def test_outputs_larger_than_their_inputs_raise_memory_error():
         tok.encode_batch_padded(["a"], max_length=2**62, padding="max_length")
 
 
+def test_empty_tensors_with_huge_other_dimensions_are_refused_or_handled():
+    """Found by fuzzing: an empty tensor's other axes once overflowed buffers sized by them
+    (a segfault in numpy conversion, panics, aborts, hangs over 2**40 empty rows)."""
+    with pytest.raises(MemoryError):
+        fl.zeros(0, 2**62)  # numpy's rule: the non-zero dimensions must be addressable
+    with pytest.raises(MemoryError):
+        fl.zeros(0, 3, 2**62)
+    rows = fl.zeros(2**40, 0)  # addressable, and empty
+    assert F.narrow(rows, 1, 0, 0).shape == (2**40, 0) and F.concat([rows, rows], 1).shape == (2**40, 0)
+    with pytest.raises(MemoryError):
+        rows.sum(1)  # 2**40 zeros
+    assert F.cross_entropy(fl.zeros(0, 2**40), np.zeros(0, np.int64), reduction="none").shape == (0,)
+    with pytest.raises(MemoryError):
+        z = fl.zeros(1, 2**36, 1, 0)
+        F.attention(z, z, z)
+    with pytest.raises(ValueError, match="head size of at least 1"):
+        F.attention_qkv(fl.zeros(2, 5, 0), 2**32)
+    x = fl.zeros(0, 3, requires_grad=True)
+    F.index_select(x, 0, np.zeros(0, np.int64)).sum().backward()
+    assert x.grad.shape == (0, 3)
+
+
+def test_nan_is_an_error_or_propagates_never_a_number():
+    with pytest.raises(ValueError, match="must not be NaN"):
+        F.clamp(fl.ones(3), 0.0, float("nan"))
+    assert np.isnan(F.tanh(fl.tensor([np.nan])).numpy()).all()
+    assert np.isnan(F.softmax(fl.tensor([np.nan, -np.inf])).numpy()).all()
+    np.testing.assert_array_equal(F.softmax(fl.tensor([-np.inf, -np.inf])).numpy(), [0.0, 0.0])  # fully masked
+    for mask in (None, "x", ["a", "b"]):
+        with pytest.raises(TypeError, match="a mask must hold booleans or numbers"):
+            F.masked_fill(fl.ones(2), mask, 0.0)
+    with pytest.raises(ValueError, match="betas must be two numbers"):
+        fl.AdamW([fl.ones(2, requires_grad=True)], betas=(0.9, 0.99, 0.5))
+    with pytest.raises(ValueError, match="needs a 'params' list"):
+        fl.AdamW([{"lr": 1}])
+
+
+def test_thousands_of_special_tokens_register_and_match():
+    # The matcher is built once, on first use (rebuilt per token, 8,000 took 8.6 s).
+    tok = fl.Tokenizer.train_from_iterator(["a b c"], kind="char", vocab_size=100)
+    assert tok.add_special_tokens([f"<t{i}>" for i in range(8000)]) == 8000
+    ids = tok.encode("a<t7999>b<t0>", add_special_tokens=False)
+    assert ids[1] == tok.token_to_id("<t7999>") and ids[3] == tok.token_to_id("<t0>") and len(ids) == 4
+
+
 def test_nan_and_inf_propagate_without_crashing():
     # Documented: NaN/inf follow IEEE arithmetic like numpy; nothing raises or aborts.
     x = fl.tensor([np.nan, np.inf, -np.inf, 1.0], requires_grad=True)

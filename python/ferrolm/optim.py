@@ -36,9 +36,13 @@ class AdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ) -> None:
+        if len(betas) != 2:
+            raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         pairs: list[tuple[Tensor, float]] = []
         for item in list(params):
             if isinstance(item, dict):
+                if "params" not in item:
+                    raise ValueError(f"a param group needs a 'params' list, got keys {sorted(item)}")
                 decay = float(item.get("weight_decay", weight_decay))
                 pairs.extend((t, decay) for t in item["params"])
             elif isinstance(item, Tensor):

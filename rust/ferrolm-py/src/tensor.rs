@@ -70,6 +70,14 @@ pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
         return Ok((t.read().iter().map(|&v| v != 0.0).collect(), t.shape().to_vec()));
     }
     let np = obj.py().import("numpy")?;
+    // Booleans or numbers only: numpy reads None as False and any string as True.
+    let kind: String = np.call_method1("asarray", (obj,))?.getattr("dtype")?.getattr("kind")?.extract()?;
+    if !"biuf".contains(kind.as_str()) {
+        let what = obj.get_type().name()?;
+        return Err(PyTypeError::new_err(format!(
+            "a mask must hold booleans or numbers, got {what} (dtype kind {kind:?})"
+        )));
+    }
     let arr = np.call_method1("asarray", (obj, "bool"))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<bool>>()?;
     Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))

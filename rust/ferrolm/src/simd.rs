@@ -97,7 +97,7 @@ pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     // For small |x| the identity 1 − 2/(e^{2a}+1) cancels; the odd Taylor series is exact there.
     let small = x * (1.0 + a * a * (-1.0 / 3.0 + a * a * (2.0 / 15.0 - a * a * 17.0 / 315.0)));
-    let e = exp(2.0 * a.min(9.0));
+    let e = exp(2.0 * if a > 9.0 { 9.0 } else { a }); // not a.min(9.0), which turns NaN into 9
     let big = (1.0 - 2.0 / (e + 1.0)).copysign(x);
     if a < 0.125 {
         small

@@ -74,13 +74,16 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Number of elements of a shape, or an error when that many f32 could not be addressed.
+/// Number of elements of a shape, or an error when that many f32 could not be addressed. The
+/// non-zero dimensions must be addressable too, as numpy requires: an empty tensor of shape
+/// (0, 2⁶²) would pass the count, then overflow every stride and buffer sized by its other axes.
 pub fn checked_numel(shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .filter(|&n| n <= isize::MAX as usize / size_of::<f32>())
-        .ok_or_else(|| Error::Memory(format!("a tensor of shape {shape:?} has too many elements to address")))
+    let limit = isize::MAX as usize / size_of::<f32>();
+    let nonzero = shape.iter().filter(|&&d| d > 0).try_fold(1usize, |n, &d| n.checked_mul(d));
+    match nonzero.filter(|&n| n <= limit) {
+        Some(n) => Ok(if shape.contains(&0) { 0 } else { n }),
+        None => Err(Error::Memory(format!("a tensor of shape {shape:?} has too many elements to address"))),
+    }
 }
 
 /// `n` copies of `value`, or an error when the allocator refuses the buffer (instead of the

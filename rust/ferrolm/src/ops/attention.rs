@@ -168,12 +168,13 @@ fn forward(
     v: (&[f32], Layout),
     out: (&mut [f32], Layout),
     dims: &Dims,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
     let (out, lo) = out;
-    let mut lse = vec![0.0; nb * nh * tq];
+    // Fallible: with heads of size 0 this can outgrow the (empty) inputs.
+    let mut lse = zeroed(checked_numel(&[nb, nh, tq])?)?;
     if nb * nh * tq * d == 0 {
-        return lse;
+        return Ok(lse);
     }
     let head = |b: usize, h: usize, out: &mut [f32], ldo: usize, lse: &mut [f32], scratch: &mut Scratch| {
         vectorized(
@@ -219,7 +220,7 @@ fn forward(
             lo.put_head(out, bh / nh, bh % nh, rows, d);
         }
     }
-    lse
+    Ok(lse)
 }
 
 /// A forward task's working memory: a block of probabilities and one head's gathered Q, K, V.
@@ -381,7 +382,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Opt
     let dims = Dims { b: nb, h: nh, tq, tk, d, causal, key_mask: check_mask(key_mask, nb, tk)? };
     let (lq, lk) = (Layout::bhtd(nh, tq, d), Layout::bhtd(nh, tk, d));
     let mut y = vec![0.0; nb * nh * tq * d];
-    let lse = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), (&mut y, lq), &dims);
+    let lse = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), (&mut y, lq), &dims)?;
     Ok(Tensor::from_op(y, vec![nb, nh, tq, d], "attention", &[q, k, v], move |ctx| {
         let (qd, kd, vd) = (ctx.inputs[0].read(), ctx.inputs[1].read(), ctx.inputs[2].read());
         let (mut dq, mut dk, mut dv) = (vec![0.0; qd.len()], vec![0.0; kd.len()], vec![0.0; vd.len()]);
@@ -397,9 +398,9 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option
     ensure!(qkv.rank() == 3, Shape, "attention_qkv expects [B, T, 3C], got {:?}", qkv.shape());
     let (nb, t, width) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
     ensure!(
-        n_head > 0 && width % (3 * n_head) == 0,
+        n_head > 0 && width > 0 && n_head.checked_mul(3).is_some_and(|heads| width % heads == 0),
         Shape,
-        "attention_qkv: width {width} is not 3 × n_head ({n_head}) × head size"
+        "attention_qkv: width {width} is not 3 × n_head ({n_head}) × a head size of at least 1"
     );
     let c = width / 3;
     let d = c / n_head;
@@ -409,7 +410,7 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option
     let mut y = vec![0.0; nb * t * c];
     let lse = {
         let x = qkv.read();
-        forward((&x, lq), (&x, lk), (&x, lv), (&mut y, lout), &dims)
+        forward((&x, lq), (&x, lk), (&x, lv), (&mut y, lout), &dims)?
     };
     Ok(Tensor::from_op(y, vec![nb, t, c], "attention_qkv", &[qkv], move |ctx| {
         let x = ctx.inputs[0].read();
@@ -530,6 +531,6 @@ pub fn attention_cached(
     }
     let mut y = vec![0.0; nb * t * c];
     let lq = Layout::packed(t, width, d, 0);
-    forward((&x, lq), (k_cache, layout), (v_cache, layout), (&mut y, Layout::packed(t, c, d, 0)), &dims);
+    forward((&x, lq), (k_cache, layout), (v_cache, layout), (&mut y, Layout::packed(t, c, d, 0)), &dims)?;
     Tensor::from_vec(y, &[nb, t, c])
 }

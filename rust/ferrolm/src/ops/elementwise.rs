@@ -185,8 +185,8 @@ pub fn pow(x: &Tensor, p: f32) -> Tensor {
 /// was inside the bounds, as in PyTorch (PPO's ratio clipping relies on that).
 pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
     let (lo, hi) = (min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY));
-    if lo > hi {
-        bail!(Argument, "clamp: min ({lo}) is greater than max ({hi})");
+    if lo.is_nan() || hi.is_nan() || lo > hi {
+        bail!(Argument, "clamp: min ({lo}) must not be NaN or greater than max ({hi})");
     }
     Ok(unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if x >= lo && x <= hi { 1.0 } else { 0.0 }))
 }

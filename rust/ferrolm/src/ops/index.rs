@@ -37,7 +37,7 @@ pub fn index_select(x: &Tensor, axis: isize, ids: &[i64]) -> Result<Tensor> {
     Ok(Tensor::from_op(y, shape, "index_select", &[x], move |ctx| {
         // Repeated ids add up, so accumulate serially per outer block, in parallel across blocks.
         let mut g = vec![0.0; outer * n * inner];
-        if inner > 0 {
+        if n * inner > 0 {
             g.par_chunks_mut(n * inner).enumerate().for_each(|(o, block)| {
                 for (j, &id) in ids.iter().enumerate() {
                     let src = &ctx.grad[(o * k + j) * inner..][..inner];

@@ -48,7 +48,10 @@ pub fn cross_entropy(
     }
     let targets = targets.to_vec();
     let count = targets.iter().filter(|&&t| !ignored(t)).count();
-    let losses: Vec<f32> = {
+    // No rows, no scratch row (whose size, V, need not be allocatable for an empty input).
+    let losses: Vec<f32> = if rows == 0 {
+        Vec::new()
+    } else {
         let x = logits.read();
         x.par_chunks(v)
             .zip(targets.par_iter())

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{split_at_axis, GRAIN};
 use crate::simd::vectorized;
-use crate::tensor::{resolve_axis, Tensor};
+use crate::tensor::{resolve_axis, zeros_for, Tensor};
 use crate::{ensure, Result};
 
 /// The output shape of reducing `axis` of `shape`.
@@ -100,7 +100,9 @@ fn sum_scaled(x: &Tensor, axis: isize, keepdim: bool, average: bool) -> Result<T
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
     ensure!(!(average && n == 0), Shape, "mean over an empty axis {axis} of shape {:?}", x.shape());
     let scale = if average { 1.0 / n as f32 } else { 1.0 };
-    let mut y = sum_axis_raw(&x.read(), outer, n, inner);
+    // An empty input sums to zeros, which can be far more than the input holds (a [2⁴⁰, 0]
+    // tensor): allocated fallibly.
+    let mut y = if n == 0 { zeros_for(&[outer, inner])? } else { sum_axis_raw(&x.read(), outer, n, inner) };
     if average {
         y.iter_mut().for_each(|v| *v *= scale);
     }

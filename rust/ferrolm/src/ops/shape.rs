@@ -4,7 +4,7 @@ use ndarray::{ArrayViewD, IxDyn};
 
 use super::split_at_axis;
 use crate::autograd::Grad;
-use crate::tensor::{checked_numel, resolve_axis, Tensor};
+use crate::tensor::{checked_numel, reserved, resolve_axis, Tensor};
 use crate::{bail, ensure, Result};
 
 /// Resolves a requested shape with at most one `-1` against an element count.
@@ -82,14 +82,16 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
     );
     let data = x.read();
     let mut y = Vec::with_capacity(outer * len * inner);
-    for o in 0..outer {
+    // Rows are visited only when they hold data: an empty [2⁴⁰, 0] input has 2⁴⁰ empty rows.
+    let rows = if len * inner > 0 { outer } else { 0 };
+    for o in 0..rows {
         y.extend_from_slice(&data[(o * n + start) * inner..(o * n + start + len) * inner]);
     }
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     Ok(Tensor::from_op(y, shape, "narrow", &[x], move |ctx| {
         let mut g = vec![0.0; outer * n * inner];
-        for o in 0..outer {
+        for o in 0..rows {
             g[(o * n + start) * inner..(o * n + start + len) * inner]
                 .copy_from_slice(&ctx.grad[o * len * inner..(o + 1) * len * inner]);
         }
@@ -113,22 +115,26 @@ pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     }
     let (outer, _, inner) = split_at_axis(first.shape(), axis);
     let sizes: Vec<usize> = xs.iter().map(|x| x.shape()[axis]).collect();
-    let total: usize = sizes.iter().sum();
+    let total = sizes.iter().try_fold(0usize, |t, &n| t.checked_add(n));
+    let total =
+        total.ok_or_else(|| crate::Error::Memory(format!("concat: {} tensors are too many to join", xs.len())))?;
+    let mut shape = first.shape().to_vec();
+    shape[axis] = total;
+    let mut y = reserved(checked_numel(&shape)?)?;
+    // Rows are visited only when they hold data: an empty [2⁴⁰, 0] input has 2⁴⁰ empty rows.
+    let rows = if total * inner > 0 { outer } else { 0 };
     let reads: Vec<_> = xs.iter().map(|x| x.read()).collect();
-    let mut y = Vec::with_capacity(outer * total * inner);
-    for o in 0..outer {
+    for o in 0..rows {
         for (data, &n) in reads.iter().zip(&sizes) {
             y.extend_from_slice(&data[o * n * inner..(o + 1) * n * inner]);
         }
     }
     drop(reads);
-    let mut shape = first.shape().to_vec();
-    shape[axis] = total;
     let inputs: Vec<&Tensor> = xs.iter().collect();
     Ok(Tensor::from_op(y, shape, "concat", &inputs, move |ctx| {
         let mut grads: Vec<Vec<f32>> = sizes.iter().map(|n| Vec::with_capacity(outer * n * inner)).collect();
         let mut at = 0;
-        for _ in 0..outer {
+        for _ in 0..rows {
             for (g, &n) in grads.iter_mut().zip(&sizes) {
                 g.extend_from_slice(&ctx.grad[at..at + n * inner]);
                 at += n * inner;

@@ -62,7 +62,8 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
 #[inline(always)]
 pub(crate) fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    if max == f32::NEG_INFINITY {
+    // Everything masked: zeros. (f32::max skips NaN, so a row of NaN and -inf is not that.)
+    if max == f32::NEG_INFINITY && !row.iter().any(|v| v.is_nan()) {
         row.fill(0.0);
         return (f32::NEG_INFINITY, 0.0);
     }
