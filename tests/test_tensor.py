@@ -107,6 +107,30 @@ def test_training_a_small_network_lowers_the_loss():
     assert first > 1.2 and loss.item() < 0.15, (first, loss.item())
 
 
+@pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.9, False, 0.01), (0.8, True, 0.1)])
+def test_sgd_follows_torchs_update_rule(momentum, nesterov, weight_decay):
+    """torch.optim.SGD (no dampening), written out in numpy: d = g + wd·p; b = μ·b + d (b = d at
+    the first step); p -= lr·(d + μ·b if Nesterov else b)."""
+    c = np.array([0.5, -1.0, 2.0, 3.0], np.float32)
+    w = fl.tensor(np.array([1.0, 2.0, -1.0, 0.5], np.float32), requires_grad=True)
+    opt = fl.SGD([w], lr=0.05, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    p, buffer = w.numpy().astype(np.float64), None
+    for _ in range(5):
+        opt.zero_grad()
+        (w * w * fl.tensor(c)).sum().backward()
+        opt.step()
+        d = 2 * c * p + weight_decay * p
+        if momentum:
+            buffer = d if buffer is None else momentum * buffer + d
+            d = d + momentum * buffer if nesterov else buffer
+        p = p - 0.05 * d
+    np.testing.assert_allclose(w.numpy(), p, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="only AdamW keeps moments"):
+        opt._opt.state()
+    with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0"):
+        fl.SGD([w], lr=0.1, nesterov=True)
+
+
 def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_path):
     """A classifier on a GPT backbone: the backbone's parameters are the Module's too, and the
     shared training loop takes the Module and a custom objective (numpy metrics and all)."""

@@ -35,7 +35,7 @@ from ferrolm.autograd import enable_grad, no_grad
 from ferrolm.bert import BERT
 from ferrolm.model import GPT
 from ferrolm.models import load_model
-from ferrolm.optim import AdamW
+from ferrolm.optim import SGD, AdamW
 
 __all__ = [
     "AdamW",
@@ -44,6 +44,7 @@ __all__ = [
     "Embedding",
     "FormatError",
     "GradError",
+    "SGD",
     "LayerNorm",
     "Linear",
     "ShapeError",

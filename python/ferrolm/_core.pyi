@@ -75,7 +75,7 @@ __all__ = [
     "Linear",
     "Embedding",
     "LayerNorm",
-    "AdamW",
+    "Optimizer",
     "clip_grad_norm",
     "randn",
     "rand",
@@ -266,10 +266,16 @@ class LayerNorm:
 _Moments = tuple[_F32Array, _F32Array, int]
 
 @final
-class AdamW:
-    """AdamW over (tensor, weight_decay) pairs; the Python wrapper builds them from param groups."""
+class Optimizer:
+    """The optimisers as Python drives them; `ferrolm.optim.AdamW` and `SGD` build the (tensor,
+    weight_decay) pairs from param groups."""
 
-    def __new__(cls, params: Sequence[tuple[Tensor, float]], lr: float, betas: tuple[float, float], eps: float) -> Self: ...
+    @staticmethod
+    def adamw(params: Sequence[tuple[Tensor, float]], lr: float, betas: tuple[float, float], eps: float) -> Optimizer:
+        """AdamW with decoupled weight decay and bias correction."""
+    @staticmethod
+    def sgd(params: Sequence[tuple[Tensor, float]], lr: float, momentum: float, nesterov: bool) -> Optimizer:
+        """SGD with momentum (optionally Nesterov's) and L2 weight decay, as torch.optim.SGD."""
     @property
     def lr(self) -> float: ...
     @lr.setter
@@ -278,9 +284,9 @@ class AdamW:
     def zero_grad(self) -> None: ...
     def parameters(self) -> list[Tensor]: ...
     def state(self) -> list[_Moments]:
-        """Moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)]."""
+        """AdamW's moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)]."""
     def load_state(self, state: Sequence[_Moments]) -> None:
-        """Restores moments saved by `state()` for the same parameters (1-D float32 arrays)."""
+        """Restores AdamW moments saved by `state()` for the same parameters."""
 
 def clip_grad_norm(params: Sequence[Tensor], max_norm: float) -> float: ...
 

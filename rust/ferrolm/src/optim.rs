@@ -1,5 +1,5 @@
-//! AdamW (decoupled weight decay, bias correction) and global gradient-norm clipping; each
-//! updates every parameter in one parallel call.
+//! AdamW (decoupled weight decay, bias correction), SGD with momentum, and global
+//! gradient-norm clipping; each updates every parameter in one parallel call.
 
 use rayon::prelude::*;
 
@@ -44,21 +44,13 @@ impl AdamW {
             "AdamW: betas must be in [0, 1), got {betas:?}"
         );
         ensure!(eps > 0.0, Argument, "AdamW: eps must be > 0, got {eps}");
-        let mut seen = std::collections::HashSet::new();
-        let mut slots = Vec::new();
-        for (tensor, weight_decay) in params {
-            ensure!(weight_decay >= 0.0, Argument, "AdamW: weight decay must be ≥ 0, got {weight_decay}");
-            ensure!(
-                tensor.is_leaf(),
-                Argument,
-                "AdamW: parameters must be leaf tensors (got a computed tensor of shape {:?})",
-                tensor.shape()
-            );
-            if seen.insert(tensor.id()) {
+        let slots = unique_leaves(params, "AdamW")?
+            .into_iter()
+            .map(|(tensor, weight_decay)| {
                 let n = tensor.numel();
-                slots.push(Slot { tensor, weight_decay, m: vec![0.0; n], v: vec![0.0; n], steps: 0 });
-            }
-        }
+                Slot { tensor, weight_decay, m: vec![0.0; n], v: vec![0.0; n], steps: 0 }
+            })
+            .collect();
         Ok(AdamW { slots, lr, beta1: betas.0, beta2: betas.1, eps })
     }
 
@@ -172,6 +164,93 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
 }
 
 fn ensure_lr(lr: f32) -> Result<()> {
-    ensure!(lr >= 0.0 && lr.is_finite(), Argument, "AdamW: learning rate must be finite and >= 0, got {lr}");
+    ensure!(lr >= 0.0 && lr.is_finite(), Argument, "learning rate must be finite and >= 0, got {lr}");
     Ok(())
+}
+
+/// The (parameter, weight decay) pairs an optimiser updates: leaf tensors with a decay ≥ 0, a
+/// tensor listed twice (tied weights) kept once.
+fn unique_leaves(params: Vec<(Tensor, f32)>, who: &str) -> Result<Vec<(Tensor, f32)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (tensor, weight_decay) in params {
+        ensure!(weight_decay >= 0.0, Argument, "{who}: weight decay must be ≥ 0, got {weight_decay}");
+        ensure!(
+            tensor.is_leaf(),
+            Argument,
+            "{who}: parameters must be leaf tensors (got a computed tensor of shape {:?})",
+            tensor.shape()
+        );
+        if seen.insert(tensor.id()) {
+            out.push((tensor, weight_decay));
+        }
+    }
+    Ok(out)
+}
+
+/// Stochastic gradient descent as `torch.optim.SGD` (no dampening): the weight decay enters the
+/// gradient (`g + wd·p`, L2 regularisation, unlike AdamW's), then with momentum μ the buffer
+/// `b = μ·b + g` (b = g at the first step) replaces it, or with Nesterov `g + μ·b` does.
+pub struct Sgd {
+    slots: Vec<(Tensor, f32, Option<Vec<f32>>)>,
+    pub lr: f32,
+    pub momentum: f32,
+    pub nesterov: bool,
+}
+
+impl Sgd {
+    pub fn new(params: Vec<(Tensor, f32)>, lr: f32, momentum: f32, nesterov: bool) -> Result<Sgd> {
+        ensure_lr(lr)?;
+        ensure!((0.0..1.0).contains(&momentum), Argument, "SGD: momentum must be in [0, 1), got {momentum}");
+        ensure!(!nesterov || momentum > 0.0, Argument, "SGD: Nesterov momentum needs momentum > 0");
+        let slots = unique_leaves(params, "SGD")?.into_iter().map(|(t, wd)| (t, wd, None)).collect();
+        Ok(Sgd { slots, lr, momentum, nesterov })
+    }
+
+    /// Changes the learning rate (schedules), with the constructor's check.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        ensure_lr(lr)?;
+        self.lr = lr;
+        Ok(())
+    }
+
+    /// One update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        let (lr, mu, nesterov) = (self.lr, self.momentum, self.nesterov);
+        self.slots.par_iter_mut().for_each(|(tensor, wd, buffer)| {
+            let grad = tensor.grad_slot();
+            let Some(g) = grad.as_ref() else { return };
+            let mut p = tensor.write();
+            let d: Vec<f32> = g.iter().zip(p.iter()).map(|(&g, &p)| g + *wd * p).collect();
+            let update = match buffer {
+                _ if mu == 0.0 => d,
+                None => {
+                    *buffer = Some(d.clone());
+                    if nesterov {
+                        d.iter().map(|&d| d + mu * d).collect()
+                    } else {
+                        d
+                    }
+                }
+                Some(b) => {
+                    b.iter_mut().zip(&d).for_each(|(b, &d)| *b = mu * *b + d);
+                    if nesterov {
+                        d.iter().zip(b.iter()).map(|(&d, &b)| d + mu * b).collect()
+                    } else {
+                        b.clone()
+                    }
+                }
+            };
+            p.iter_mut().zip(&update).for_each(|(p, &u)| *p -= lr * u);
+        });
+    }
+
+    /// Clears the gradients of all parameters.
+    pub fn zero_grad(&self) {
+        self.slots.iter().for_each(|(t, _, _)| t.zero_grad());
+    }
+
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|(t, _, _)| t.clone()).collect()
+    }
 }
