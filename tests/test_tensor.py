@@ -107,6 +107,27 @@ def test_training_a_small_network_lowers_the_loss():
     assert first > 1.2 and loss.item() < 0.15, (first, loss.item())
 
 
+@pytest.mark.parametrize("shape_a,shape_b", [((2, 2, 3, 4), (2, 1, 4, 5)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (4, 5)),
+                                             ((1, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (1, 3, 4, 5))])
+def test_matmul_broadcasts_batch_axes_like_numpy(shape_a, shape_b):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    ta, tb = fl.tensor(a, requires_grad=True), fl.tensor(b, requires_grad=True)
+    y = ta @ tb
+    np.testing.assert_allclose(y.numpy(), a @ b, rtol=1e-5, atol=1e-5)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(fl.tensor(g))
+
+    def summed_to(x, shape):  # a broadcast operand's gradient sums over the axes it was stretched along
+        x = x.sum(axis=tuple(range(x.ndim - len(shape))))
+        return x.sum(axis=tuple(i for i, d in enumerate(shape) if d == 1 and x.shape[i] != 1), keepdims=True)
+
+    np.testing.assert_allclose(ta.grad.numpy(), summed_to(g @ np.swapaxes(b, -1, -2), shape_a), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tb.grad.numpy(), summed_to(np.swapaxes(a, -1, -2) @ g, shape_b), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        fl.ones(2, 3, 4) @ fl.ones(3, 4, 5)
+
+
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.9, False, 0.01), (0.8, True, 0.1)])
 def test_sgd_follows_torchs_update_rule(momentum, nesterov, weight_decay):
     """torch.optim.SGD (no dampening), written out in numpy: d = g + wd·p; b = μ·b + d (b = d at

@@ -225,7 +225,7 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
 }
 
 /// Element strides of `shape` read as the larger broadcast shape `out` (0 along stretched dims).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let pad = out.len() - shape.len();
     let mut strides = vec![0; out.len()];
     let mut stride = 1;

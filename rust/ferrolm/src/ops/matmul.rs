@@ -3,14 +3,15 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::{broadcast_shape, broadcast_strides, reduce_to};
 use super::reduce::sum_axis_raw;
 use super::{filled_in, GRAIN};
 use crate::gemm::{gemm, product, MatRef, Threads};
 use crate::tensor::{checked_numel, numel, reserved, zeros_for, Tensor};
-use crate::{bail, ensure, Result};
+use crate::{ensure, Error, Result};
 
 /// Matrix product over the last two axes: [..., M, K] · [..., K, N] → [..., M, N]. Leading
-/// (batch) axes must be equal, or absent on one side (that operand is shared by every batch).
+/// (batch) axes broadcast as numpy's do (an operand without them is shared by every batch).
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     ensure!(
         a.rank() >= 2 && b.rank() >= 2,
@@ -30,45 +31,65 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         shape[ra - 1] = n;
         return product_2d(a, b, rows, k, n, shape);
     }
-    if !batch_a.is_empty() && batch_a != batch_b {
-        bail!(Shape, "matmul: batch dimensions {batch_a:?} and {batch_b:?} differ");
-    }
-    let batch = numel(batch_b);
-    let shared_a = batch_a.is_empty();
-    let mut shape = batch_b.to_vec();
+    let out_batch = broadcast_shape(batch_a, batch_b)
+        .map_err(|_| Error::Shape(format!("matmul: batch dimensions {batch_a:?} and {batch_b:?} do not broadcast")))?;
+    // Which matrix of each operand output batch i reads (a stretched or missing axis reads 0).
+    let (from_a, from_b) = (batch_sources(batch_a, &out_batch), batch_sources(batch_b, &out_batch));
+    let mut shape = out_batch.clone();
     shape.extend([m, n]);
     let mut y = zeros_for(&shape)?;
     {
         let (ad, bd) = (a.read(), b.read());
-        let a_at = |i: usize| MatRef::new(if shared_a { &ad[..] } else { &ad[i * m * k..][..m * k] }, m, k);
-        let b_at = |i: usize| MatRef::new(&bd[i * k * n..][..k * n], k, n);
+        let a_at = |i: usize| MatRef::new(&ad[from_a[i] * m * k..][..m * k], m, k);
+        let b_at = |i: usize| MatRef::new(&bd[from_b[i] * k * n..][..k * n], k, n);
         for_each_batch(&mut y, m * n, |i, c, threads| gemm(a_at(i), b_at(i), c, n, false, threads));
     }
+    let (shape_a, shape_b) = (a.shape().to_vec(), b.shape().to_vec());
     Ok(Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
         let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g_at = |i: usize| MatRef::new(&ctx.grad[i * m * n..][..m * n], m, n);
-        let a_at = |i: usize| MatRef::new(if shared_a { &ad[..] } else { &ad[i * m * k..][..m * k] }, m, k);
-        let b_at = |i: usize| MatRef::new(&bd[i * k * n..][..k * n], k, n);
-        let ga = ctx.needs(0).then(|| {
-            // dA_i = dY_i · B_iᵀ (summed over the batch when A is shared)
-            if shared_a {
-                let mut ga = vec![0.0; m * k];
-                (0..batch).for_each(|i| gemm(g_at(i), b_at(i).t(), &mut ga, k, i > 0, Threads::Pool));
-                ga
-            } else {
-                let mut ga = vec![0.0; batch * m * k];
-                for_each_batch(&mut ga, m * k, |i, c, t| gemm(g_at(i), b_at(i).t(), c, k, false, t));
-                ga
-            }
-        });
-        let gb = ctx.needs(1).then(|| {
-            // dB_i = A_iᵀ · dY_i
-            let mut gb = vec![0.0; batch * k * n];
-            for_each_batch(&mut gb, k * n, |i, c, t| gemm(a_at(i).t(), g_at(i), c, n, false, t));
-            gb
-        });
+        let a_at = |i: usize| MatRef::new(&ad[from_a[i] * m * k..][..m * k], m, k);
+        let b_at = |i: usize| MatRef::new(&bd[from_b[i] * k * n..][..k * n], k, n);
+        // dA_i = dY_i · B_iᵀ, dB_i = A_iᵀ · dY_i
+        let ga = ctx.needs(0).then(|| batch_grads(&out_batch, &shape_a, m, k, |i| (g_at(i), b_at(i).t())));
+        let gb = ctx.needs(1).then(|| batch_grads(&out_batch, &shape_b, k, n, |i| (a_at(i).t(), g_at(i))));
         Ok(vec![ga, gb])
     }))
+}
+
+/// One operand's gradient: each output batch's product `f(i)` (rows × cols), summed over the
+/// batches that the operand, of shape `to`, was stretched to.
+fn batch_grads<'a>(
+    out_batch: &[usize],
+    to: &[usize],
+    rows: usize,
+    cols: usize,
+    f: impl Fn(usize) -> (MatRef<'a>, MatRef<'a>) + Sync,
+) -> Vec<f32> {
+    let mut g = vec![0.0; numel(out_batch) * rows * cols];
+    for_each_batch(&mut g, rows * cols, |i, c, t| {
+        let (x, y) = f(i);
+        gemm(x, y, c, cols, false, t)
+    });
+    let mut from = out_batch.to_vec();
+    from.extend([rows, cols]);
+    reduce_to(g, &from, to)
+}
+
+/// For each flat index of the broadcast batch shape `out`, the flat index of the matrix that
+/// an operand with batch shape `batch` supplies.
+fn batch_sources(batch: &[usize], out: &[usize]) -> Vec<usize> {
+    let strides = broadcast_strides(batch, out);
+    (0..numel(out))
+        .map(|mut i| {
+            let mut at = 0;
+            for d in (0..out.len()).rev() {
+                at += (i % out[d]) * strides[d];
+                i /= out[d];
+            }
+            at
+        })
+        .collect()
 }
 
 /// Runs `f(batch_index, output_block, threads)` over equal output blocks: batches in parallel
