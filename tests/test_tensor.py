@@ -124,6 +124,9 @@ def test_matmul_broadcasts_batch_axes_like_numpy(shape_a, shape_b):
 
     np.testing.assert_allclose(ta.grad.numpy(), summed_to(g @ np.swapaxes(b, -1, -2), shape_a), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(tb.grad.numpy(), summed_to(np.swapaxes(a, -1, -2) @ g, shape_b), rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_refuses_batch_axes_that_do_not_broadcast():
     with pytest.raises(ValueError, match="do not broadcast"):
         fl.ones(2, 3, 4) @ fl.ones(3, 4, 5)
 

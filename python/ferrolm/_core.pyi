@@ -320,7 +320,7 @@ class Gpt:
         self,
         ids: _IntArrayLike,
         positions: Optional[_IntArrayLike] = None,
-        key_padding_mask: Optional[_MaskLike] = None,
+        attention_mask: Optional[_MaskLike] = None,
         dropout_seed: Optional[int] = None,
     ) -> Tensor:
         """Final hidden states [B, T, C]; `dropout_seed` turns on training-mode dropout."""
@@ -330,7 +330,7 @@ class Gpt:
         self,
         ids: _IntArrayLike,
         positions: Optional[_IntArrayLike] = None,
-        key_padding_mask: Optional[_MaskLike] = None,
+        attention_mask: Optional[_MaskLike] = None,
         dropout_seed: Optional[int] = None,
     ) -> Tensor:
         """Logits [B, T, V] for ids [B, T]."""

@@ -122,11 +122,10 @@ def _start(args, command: str, records: list):
     return v, model, template, train_records, val_records
 
 
-def _report(command: str, objective, unit: str) -> None:
+def _report(command: str, data: dict, counts: dict, unit: str) -> None:
     """How many records the run trains and evaluates on, and how many were too long."""
-    data, skipped = objective.data if hasattr(objective, "data") else objective.prompts, objective.counts
     line = f"{command}: {len(data['train'])} train / {len(data['val'])} val {unit}"
-    left_out = {split: c["skipped_too_long"] for split, c in skipped.items() if c.get("skipped_too_long")}
+    left_out = {split: c["skipped_too_long"] for split, c in counts.items() if c.get("skipped_too_long")}
     if left_out:
         line += " (skipped as too long for the context: " + ", ".join(f"{n} {split}" for split, n in left_out.items()) + ")"
     print(line, flush=True)
@@ -163,7 +162,7 @@ def run_sft(args) -> int:
     v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
     model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
-    _report("sft", objective, "pairs")
+    _report("sft", objective.data, objective.counts, "pairs")
     return _train(args, v, "sft", model, objective, lambda evals: f"val loss on responses {evals[-1]['val_loss']:.4f}")
 
 
@@ -184,7 +183,7 @@ def run_reward(args) -> int:
     v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
     model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
-    _report("reward", objective, "pairs")
+    _report("reward", objective.data, objective.counts, "pairs")
     return _train(args, v, "reward", model, objective, lambda _: f"held-out pairwise accuracy {objective.accuracy(model):.3f}")
 
 
@@ -208,7 +207,7 @@ def run_dpo(args) -> int:
     v, start, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     model = GPT.load(args.out) if args.resume else start.copy()
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
-    _report("dpo", objective, "pairs")
+    _report("dpo", objective.data, objective.counts, "pairs")
     return _train(args, v, "dpo", model, objective,
                   lambda _: f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}")
 
@@ -244,7 +243,7 @@ def run_ppo(args) -> int:
                     minibatch_size=v["batch_size"], ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
                     kl_coef=args.kl_coef, target_kl=args.target_kl or None, missing_end_penalty=args.missing_end_penalty,
                     skip_long=args.skip_long)
-    _report("ppo", objective, "prompts")
+    _report("ppo", objective.prompts, objective.counts, "prompts")
     return _train(args, v, "ppo", policy, objective,
                   lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f}), "
                                 f"first evaluation {evals[0]['val_reward']:.3f}")

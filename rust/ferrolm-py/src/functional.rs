@@ -6,7 +6,7 @@ use pyo3::wrap_pyfunction;
 
 use ferrolm::ops::{self, Reduction};
 
-use crate::tensor::{reduce, run, to_ids, to_mask, to_tensor, PyTensor, Reduce};
+use crate::tensor::{run, to_ids, to_mask, to_tensor, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
 /// literals (one per docstring line) become the function's Python `__doc__`.
@@ -63,8 +63,8 @@ binary! {
     minimum: "Elementwise minimum of a and b, with numpy broadcasting (see add); NaN if either is NaN, as in numpy."
         "On ties the gradient goes to a.",
     matmul: "Matrix product over the last two axes: [..., M, K] @ [..., K, N] -> [..., M, N], both of rank ≥ 2."
-        "The leading (batch) axes must be equal, or absent on one side (that operand is then shared by every"
-        "batch); unlike numpy's, they do not broadcast. Raises ShapeError otherwise.",
+        "The leading (batch) axes broadcast as numpy's do (an operand without them is shared by every batch);"
+        "each operand's gradient sums over the batches it was stretched to. Raises ShapeError otherwise.",
 }
 
 /// `x ** exponent`, elementwise, for a scalar (float) exponent. The gradient is exponent·x**(exponent - 1), and 0
@@ -113,7 +113,7 @@ fn mask_tensor(obj: &Bound<'_, PyAny>) -> PyResult<ferrolm::Tensor> {
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
 fn sum(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || reduce(&x.0, Reduce::Sum, axis, keepdim))
+    run(py, || ops::reduce(&x.0, ops::Reduce::Sum, axis, keepdim))
 }
 
 /// Mean over `axis` (negative counts from the end), dropping that axis unless keepdim; raises ShapeError for an empty
@@ -122,7 +122,7 @@ fn sum(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyRes
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
 fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || reduce(&x.0, Reduce::Mean, axis, keepdim))
+    run(py, || ops::reduce(&x.0, ops::Reduce::Mean, axis, keepdim))
 }
 
 /// Maximum over `axis` (negative counts from the end), dropping that axis unless keepdim. With axis=None (the
@@ -132,7 +132,7 @@ fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyRe
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
 fn max(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || reduce(&x.0, Reduce::Max, axis, keepdim))
+    run(py, || ops::reduce(&x.0, ops::Reduce::Max, axis, keepdim))
 }
 
 /// The same elements in `shape` (a sequence of ints; at most one may be -1, inferred from the others). No copy: the

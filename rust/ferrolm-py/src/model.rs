@@ -54,9 +54,7 @@ impl Inputs {
             .map(|m| {
                 let (m, s) = to_mask(m)?;
                 if s != [b, t] {
-                    return Err(PyValueError::new_err(format!(
-                        "key_padding_mask must have shape ({b}, {t}), got {s:?}"
-                    )));
+                    return Err(PyValueError::new_err(format!("attention_mask must have shape ({b}, {t}), got {s:?}")));
                 }
                 Ok(m)
             })
@@ -114,16 +112,16 @@ impl PyGpt {
     }
 
     /// Final hidden states [B, T, C]; `dropout_seed` turns on training-mode dropout.
-    #[pyo3(signature = (ids, positions = None, key_padding_mask = None, dropout_seed = None))]
+    #[pyo3(signature = (ids, positions = None, attention_mask = None, dropout_seed = None))]
     fn hidden(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         positions: Option<&Bound<'_, PyAny>>,
-        key_padding_mask: Option<&Bound<'_, PyAny>>,
+        attention_mask: Option<&Bound<'_, PyAny>>,
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
-        let x = Inputs::new(ids, positions, key_padding_mask, None)?;
+        let x = Inputs::new(ids, positions, attention_mask, None)?;
         compute(py, || self.0.hidden(&x.batch(), dropout_seed, None)).py().map(PyTensor)
     }
 
@@ -133,16 +131,16 @@ impl PyGpt {
     }
 
     /// Logits [B, T, V] for ids [B, T].
-    #[pyo3(signature = (ids, positions = None, key_padding_mask = None, dropout_seed = None))]
+    #[pyo3(signature = (ids, positions = None, attention_mask = None, dropout_seed = None))]
     fn forward(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         positions: Option<&Bound<'_, PyAny>>,
-        key_padding_mask: Option<&Bound<'_, PyAny>>,
+        attention_mask: Option<&Bound<'_, PyAny>>,
         dropout_seed: Option<u64>,
     ) -> PyResult<PyTensor> {
-        let x = Inputs::new(ids, positions, key_padding_mask, None)?;
+        let x = Inputs::new(ids, positions, attention_mask, None)?;
         compute(py, || self.0.forward(&x.batch(), dropout_seed, None)).py().map(PyTensor)
     }
 

@@ -1,13 +1,12 @@
-//! Layers, the AdamW optimiser and tensor factories for Python.
+//! Layers, the optimisers (AdamW, SGD) and tensor factories for Python.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::nn::{self, Module};
 use ferrolm::optim::MomentState;
-use ferrolm::{AdamW, Sgd, Tensor};
+use ferrolm::{AdamW, Optimizer, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
 use crate::compute;
@@ -102,13 +101,8 @@ impl PyLayerNorm {
 
 /// The optimisers as Python drives them. The wrappers in `ferrolm.optim` (AdamW, SGD) build the
 /// (tensor, weight_decay) pairs from param groups.
-enum Optimizer {
-    AdamW(AdamW),
-    Sgd(Sgd),
-}
-
 #[pyclass(name = "Optimizer", module = "ferrolm._core")]
-pub struct PyOptimizer(Optimizer);
+pub struct PyOptimizer(Box<dyn Optimizer>);
 
 fn pairs(params: Vec<(PyTensor, f32)>) -> Vec<(Tensor, f32)> {
     params.into_iter().map(|(t, wd)| (t.0, wd)).collect()
@@ -119,58 +113,42 @@ impl PyOptimizer {
     /// AdamW with decoupled weight decay and bias correction.
     #[staticmethod]
     fn adamw(params: Vec<(PyTensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> PyResult<Self> {
-        Ok(PyOptimizer(Optimizer::AdamW(AdamW::new(pairs(params), lr, betas, eps).py()?)))
+        Ok(PyOptimizer(Box::new(AdamW::new(pairs(params), lr, betas, eps).py()?)))
     }
 
     /// SGD with momentum (optionally Nesterov's) and L2 weight decay, as torch.optim.SGD.
     #[staticmethod]
     fn sgd(params: Vec<(PyTensor, f32)>, lr: f32, momentum: f32, nesterov: bool) -> PyResult<Self> {
-        Ok(PyOptimizer(Optimizer::Sgd(Sgd::new(pairs(params), lr, momentum, nesterov).py()?)))
+        Ok(PyOptimizer(Box::new(Sgd::new(pairs(params), lr, momentum, nesterov).py()?)))
     }
 
     #[getter]
     fn lr(&self) -> f32 {
-        match &self.0 {
-            Optimizer::AdamW(o) => o.lr,
-            Optimizer::Sgd(o) => o.lr,
-        }
+        self.0.lr()
     }
 
     #[setter]
     fn set_lr(&mut self, lr: f32) -> PyResult<()> {
-        match &mut self.0 {
-            Optimizer::AdamW(o) => o.set_lr(lr),
-            Optimizer::Sgd(o) => o.set_lr(lr),
-        }
-        .py()
+        self.0.set_lr(lr).py()
     }
 
     fn step(&mut self, py: Python<'_>) {
-        match &mut self.0 {
-            Optimizer::AdamW(o) => compute(py, || o.step()),
-            Optimizer::Sgd(o) => compute(py, || o.step()),
-        }
+        let opt = &mut self.0;
+        compute(py, || opt.step());
     }
 
     fn zero_grad(&self) {
-        match &self.0 {
-            Optimizer::AdamW(o) => o.zero_grad(),
-            Optimizer::Sgd(o) => o.zero_grad(),
-        }
+        self.0.zero_grad()
     }
 
     fn parameters(&self) -> Vec<PyTensor> {
-        let params = match &self.0 {
-            Optimizer::AdamW(o) => o.parameters(),
-            Optimizer::Sgd(o) => o.parameters(),
-        };
-        params.into_iter().map(PyTensor).collect()
+        self.0.parameters().into_iter().map(PyTensor).collect()
     }
 
     /// AdamW's moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)].
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Moments<'py>>> {
-        let opt = self.adamw_only()?;
-        Ok(opt.state().into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect())
+        let state = self.0.state().py()?;
+        Ok(state.into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect())
     }
 
     /// Restores AdamW moments saved by `state()` for the same parameters.
@@ -179,21 +157,7 @@ impl PyOptimizer {
             .into_iter()
             .map(|(m, v, steps)| MomentState { m: m.as_array().to_vec(), v: v.as_array().to_vec(), steps })
             .collect();
-        match &mut self.0 {
-            Optimizer::AdamW(o) => o.load_state(state).py(),
-            Optimizer::Sgd(_) => Err(PyValueError::new_err(NO_MOMENTS)),
-        }
-    }
-}
-
-const NO_MOMENTS: &str = "only AdamW keeps moments to save and restore";
-
-impl PyOptimizer {
-    fn adamw_only(&self) -> PyResult<&AdamW> {
-        match &self.0 {
-            Optimizer::AdamW(o) => Ok(o),
-            Optimizer::Sgd(_) => Err(PyValueError::new_err(NO_MOMENTS)),
-        }
+        self.0.load_state(state).py()
     }
 }
 

@@ -105,32 +105,6 @@ pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
         .collect()
 }
 
-/// The reductions `sum`, `mean` and `max`, as Python calls them.
-#[derive(Clone, Copy)]
-pub enum Reduce {
-    Sum,
-    Mean,
-    Max,
-}
-
-/// `how` over `axis` (dropped unless keepdim), or over all elements when it is None: a 0-d
-/// tensor, or with keepdim one of shape (1,) * rank, as numpy and PyTorch give.
-pub fn reduce(x: &Tensor, how: Reduce, axis: Option<isize>, keepdim: bool) -> ferrolm::Result<Tensor> {
-    let Some(a) = axis else {
-        let all = match how {
-            Reduce::Sum => ops::sum_all(x),
-            Reduce::Mean => ops::mean_all(x),
-            Reduce::Max => ops::max(&ops::reshape(x, &[-1])?, 0, false)?,
-        };
-        return if keepdim { ops::reshape(&all, &vec![1; x.rank()]) } else { Ok(all) };
-    };
-    match how {
-        Reduce::Sum => ops::sum(x, a, keepdim),
-        Reduce::Mean => ops::mean(x, a, keepdim),
-        Reduce::Max => ops::max(x, a, keepdim),
-    }
-}
-
 /// Runs a core computation without the GIL and wraps the resulting tensor.
 pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
     compute(py, f).py().map(PyTensor)
@@ -448,19 +422,19 @@ impl PyTensor {
     /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn sum(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        run(py, || reduce(&self.0, Reduce::Sum, axis, keepdim))
+        run(py, || ops::reduce(&self.0, ops::Reduce::Sum, axis, keepdim))
     }
 
     /// Mean over `axis` (all elements when None), as `ferrolm.functional.mean`.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn mean(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        run(py, || reduce(&self.0, Reduce::Mean, axis, keepdim))
+        run(py, || ops::reduce(&self.0, ops::Reduce::Mean, axis, keepdim))
     }
 
     /// Maximum over `axis` (all elements when None), as `ferrolm.functional.max`.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-        run(py, || reduce(&self.0, Reduce::Max, axis, keepdim))
+        run(py, || ops::reduce(&self.0, ops::Reduce::Max, axis, keepdim))
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {

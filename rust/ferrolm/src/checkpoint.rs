@@ -137,31 +137,32 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
 }
 
-/// Typed reads of a model's `config.json`: a field that is present must have its type and
-/// range (`"0.5"` or `-1` is an error, not a silent default); absent or null takes the default.
-pub struct ConfigFields<'a>(pub &'a serde_json::Value);
+/// Typed reads of a JSON config (a model's `config.json`, a `tokenizer_config.json`), named by
+/// the second field in errors: a field that is present must have its type and range (`"0.5"`
+/// or `-1` is an error, not a silent default); absent or null takes the default.
+pub struct ConfigFields<'a>(pub &'a serde_json::Value, pub &'a str);
 
 impl ConfigFields<'_> {
     fn get(&self, key: &str) -> Option<&serde_json::Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
 
-    fn size_of(key: &str, v: &serde_json::Value) -> Result<usize> {
+    fn size_of(&self, key: &str, v: &serde_json::Value) -> Result<usize> {
         v.as_u64()
             .and_then(|x| usize::try_from(x).ok())
-            .ok_or_else(|| Error::Format(format!("config.json: {key} must be a non-negative integer, got {v}")))
+            .ok_or_else(|| Error::Format(format!("{}: {key} must be a non-negative integer, got {v}", self.1)))
     }
 
     /// A required size, under the first of `keys` that is present.
     pub fn size(&self, keys: &[&str]) -> Result<usize> {
         match keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) {
-            Some((k, v)) => Self::size_of(k, v),
-            None => bail!(Format, "config.json: missing integer field {}", keys[0]),
+            Some((k, v)) => self.size_of(k, v),
+            None => bail!(Format, "{}: missing integer field {}", self.1, keys[0]),
         }
     }
 
     pub fn size_or(&self, key: &str, default: usize) -> Result<usize> {
-        self.get(key).map_or(Ok(default), |v| Self::size_of(key, v))
+        self.get(key).map_or(Ok(default), |v| self.size_of(key, v))
     }
 
     /// A finite number.
@@ -170,22 +171,25 @@ impl ConfigFields<'_> {
         v.as_f64()
             .map(|x| x as f32)
             .filter(|x| x.is_finite())
-            .ok_or_else(|| Error::Format(format!("config.json: {key} must be a finite number, got {v}")))
+            .ok_or_else(|| Error::Format(format!("{}: {key} must be a finite number, got {v}", self.1)))
+    }
+
+    /// A flag, or None when it is absent.
+    pub fn bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| {
+                v.as_bool().ok_or_else(|| Error::Format(format!("{}: {key} must be true or false, got {v}", self.1)))
+            })
+            .transpose()
     }
 
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        let Some(v) = self.get(key) else { return Ok(default) };
-        v.as_bool().ok_or_else(|| Error::Format(format!("config.json: {key} must be true or false, got {v}")))
+        Ok(self.bool(key)?.unwrap_or(default))
     }
 
     /// A flag that, when present, must be `expected` (a variant of the model it does not compute).
     pub fn expect_bool(&self, key: &str, expected: bool) -> Result<()> {
-        ensure!(
-            self.bool_or(key, expected)? == expected,
-            Format,
-            "config.json: {key} = {} is not supported",
-            !expected
-        );
+        ensure!(self.bool_or(key, expected)? == expected, Format, "{}: {key} = {} is not supported", self.1, !expected);
         Ok(())
     }
 
@@ -194,7 +198,7 @@ impl ConfigFields<'_> {
         let Some(v) = self.get(key) else { return Ok(()) };
         match v.as_str() {
             Some(s) if supported.contains(&s) => Ok(()),
-            _ => bail!(Format, "config.json: {key} {v} is not supported (expected {})", supported.join(" or ")),
+            _ => bail!(Format, "{}: {key} {v} is not supported (expected {})", self.1, supported.join(" or ")),
         }
     }
 }

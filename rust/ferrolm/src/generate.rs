@@ -4,8 +4,9 @@
 //! When a sequence reaches the model's context, the cache is rebuilt with that sequence's last
 //! half context (learned positions cannot simply be shifted), so generation can run past
 //! `block_size` at the cost of one prefill every `block_size / 2` tokens. In a batch each row
-//! is cut only when it reaches the context itself, so every row continues as its prompt
-//! would alone (rows shorter than the longest keep all their tokens).
+//! is cut only when it reaches the context itself (rows shorter than the longest keep all
+//! their tokens), so greedy rows continue as their prompts would alone; sampled rows draw from
+//! random streams of their own, row 0's being the one the prompt alone would use.
 
 use crate::model::{Batch, Gpt};
 use crate::ops::{self, KvCache};

@@ -33,6 +33,35 @@ pub struct MomentState {
     pub steps: u64,
 }
 
+/// What a training loop asks of an optimiser (AdamW, SGD).
+pub trait Optimizer: Send + Sync {
+    fn lr(&self) -> f32;
+
+    /// Changes the learning rate (schedules); it must be finite and ≥ 0.
+    fn set_lr(&mut self, lr: f32) -> Result<()>;
+
+    /// One update of every parameter that has a gradient (the others are left untouched).
+    fn step(&mut self);
+
+    /// The parameters, each once, in the order given.
+    fn parameters(&self) -> Vec<Tensor>;
+
+    /// Clears the gradients of all parameters.
+    fn zero_grad(&self) {
+        self.parameters().iter().for_each(Tensor::zero_grad);
+    }
+
+    /// Per-parameter moments to checkpoint (AdamW's).
+    fn state(&self) -> Result<Vec<MomentState>> {
+        crate::bail!(Argument, "only AdamW keeps moments to save and restore")
+    }
+
+    /// Restores moments saved by [`Optimizer::state`] for the same parameters.
+    fn load_state(&mut self, _state: Vec<MomentState>) -> Result<()> {
+        crate::bail!(Argument, "only AdamW keeps moments to save and restore")
+    }
+}
+
 impl AdamW {
     /// `params` pairs each parameter with its weight decay (0 for biases and norms, usually).
     /// A tensor listed twice (tied weights) is updated once.
@@ -53,17 +82,21 @@ impl AdamW {
             .collect();
         Ok(AdamW { slots, lr, beta1: betas.0, beta2: betas.1, eps })
     }
+}
 
-    /// Changes the learning rate (schedules), with the constructor's check.
-    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+impl Optimizer for AdamW {
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
         ensure_lr(lr)?;
         self.lr = lr;
         Ok(())
     }
 
-    /// One update of every parameter that has a gradient (parameters without one are left
-    /// untouched, moments included).
-    pub fn step(&mut self) {
+    /// Parameters without a gradient keep their moments too.
+    fn step(&mut self) {
         let (lr, b1, b2, eps) = (self.lr, self.beta1, self.beta2, self.eps);
         self.slots.par_iter_mut().for_each(|slot| {
             let grad = slot.tensor.grad_slot();
@@ -94,22 +127,15 @@ impl AdamW {
         });
     }
 
-    /// Clears the gradients of all parameters.
-    pub fn zero_grad(&self) {
-        self.slots.iter().for_each(|s| s.tensor.zero_grad());
-    }
-
-    pub fn parameters(&self) -> Vec<Tensor> {
+    fn parameters(&self) -> Vec<Tensor> {
         self.slots.iter().map(|s| s.tensor.clone()).collect()
     }
 
-    /// The moments of every parameter, in parameter order.
-    pub fn state(&self) -> Vec<MomentState> {
-        self.slots.iter().map(|s| MomentState { m: s.m.clone(), v: s.v.clone(), steps: s.steps }).collect()
+    fn state(&self) -> Result<Vec<MomentState>> {
+        Ok(self.slots.iter().map(|s| MomentState { m: s.m.clone(), v: s.v.clone(), steps: s.steps }).collect())
     }
 
-    /// Restores moments saved by [`AdamW::state`] for the same parameters.
-    pub fn load_state(&mut self, state: Vec<MomentState>) -> Result<()> {
+    fn load_state(&mut self, state: Vec<MomentState>) -> Result<()> {
         ensure!(
             state.len() == self.slots.len(),
             Shape,
@@ -190,12 +216,20 @@ fn unique_leaves(params: Vec<(Tensor, f32)>, who: &str) -> Result<Vec<(Tensor, f
 
 /// Stochastic gradient descent as `torch.optim.SGD` (no dampening): the weight decay enters the
 /// gradient (`g + wd·p`, L2 regularisation, unlike AdamW's), then with momentum μ the buffer
-/// `b = μ·b + g` (b = g at the first step) replaces it, or with Nesterov `g + μ·b` does.
+/// `b = μ·b + g` (b = g at the first step: it starts at zero) replaces it, or with Nesterov
+/// `g + μ·b` does.
 pub struct Sgd {
-    slots: Vec<(Tensor, f32, Option<Vec<f32>>)>,
+    slots: Vec<SgdSlot>,
     pub lr: f32,
     pub momentum: f32,
     pub nesterov: bool,
+}
+
+/// One parameter with its weight decay and momentum buffer (allocated at its first step).
+struct SgdSlot {
+    tensor: Tensor,
+    weight_decay: f32,
+    buffer: Option<Vec<f32>>,
 }
 
 impl Sgd {
@@ -203,54 +237,44 @@ impl Sgd {
         ensure_lr(lr)?;
         ensure!((0.0..1.0).contains(&momentum), Argument, "SGD: momentum must be in [0, 1), got {momentum}");
         ensure!(!nesterov || momentum > 0.0, Argument, "SGD: Nesterov momentum needs momentum > 0");
-        let slots = unique_leaves(params, "SGD")?.into_iter().map(|(t, wd)| (t, wd, None)).collect();
+        let slots = unique_leaves(params, "SGD")?
+            .into_iter()
+            .map(|(tensor, weight_decay)| SgdSlot { tensor, weight_decay, buffer: None })
+            .collect();
         Ok(Sgd { slots, lr, momentum, nesterov })
     }
+}
 
-    /// Changes the learning rate (schedules), with the constructor's check.
-    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+impl Optimizer for Sgd {
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f32) -> Result<()> {
         ensure_lr(lr)?;
         self.lr = lr;
         Ok(())
     }
 
-    /// One update of every parameter that has a gradient.
-    pub fn step(&mut self) {
+    fn step(&mut self) {
         let (lr, mu, nesterov) = (self.lr, self.momentum, self.nesterov);
-        self.slots.par_iter_mut().for_each(|(tensor, wd, buffer)| {
-            let grad = tensor.grad_slot();
+        self.slots.par_iter_mut().for_each(|slot| {
+            let grad = slot.tensor.grad_slot();
             let Some(g) = grad.as_ref() else { return };
-            let mut p = tensor.write();
-            let d: Vec<f32> = g.iter().zip(p.iter()).map(|(&g, &p)| g + *wd * p).collect();
-            let update = match buffer {
-                _ if mu == 0.0 => d,
-                None => {
-                    *buffer = Some(d.clone());
-                    if nesterov {
-                        d.iter().map(|&d| d + mu * d).collect()
-                    } else {
-                        d
-                    }
+            let mut p = slot.tensor.write();
+            let mut d: Vec<f32> = g.iter().zip(p.iter()).map(|(&g, &p)| g + slot.weight_decay * p).collect();
+            if mu > 0.0 {
+                let b = slot.buffer.get_or_insert_with(|| vec![0.0; d.len()]);
+                for (d, b) in d.iter_mut().zip(b.iter_mut()) {
+                    *b = mu * *b + *d;
+                    *d = if nesterov { *d + mu * *b } else { *b };
                 }
-                Some(b) => {
-                    b.iter_mut().zip(&d).for_each(|(b, &d)| *b = mu * *b + d);
-                    if nesterov {
-                        d.iter().zip(b.iter()).map(|(&d, &b)| d + mu * b).collect()
-                    } else {
-                        b.clone()
-                    }
-                }
-            };
-            p.iter_mut().zip(&update).for_each(|(p, &u)| *p -= lr * u);
+            }
+            p.iter_mut().zip(&d).for_each(|(p, &d)| *p -= lr * d);
         });
     }
 
-    /// Clears the gradients of all parameters.
-    pub fn zero_grad(&self) {
-        self.slots.iter().for_each(|(t, _, _)| t.zero_grad());
-    }
-
-    pub fn parameters(&self) -> Vec<Tensor> {
-        self.slots.iter().map(|(t, _, _)| t.clone()).collect()
+    fn parameters(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.tensor.clone()).collect()
     }
 }

@@ -2,7 +2,7 @@
 //! independence, and an AdamW step against hand-computed numbers.
 
 use ferrolm::nn::{LayerNorm, Linear, Module};
-use ferrolm::{no_grad, ops, AdamW, Error, Tensor};
+use ferrolm::{no_grad, ops, AdamW, Error, Optimizer, Tensor};
 
 #[test]
 fn gradients_accumulate_until_zeroed() {

@@ -88,7 +88,7 @@ impl BertConfig {
     }
 
     pub fn from_json(v: &serde_json::Value) -> Result<BertConfig> {
-        let f = ConfigFields(v);
+        let f = ConfigFields(v, "config.json");
         f.expect_str("model_type", &["bert"])?;
         f.expect_str("hidden_act", &["gelu"])?; // exact gelu
         f.expect_str("position_embedding_type", &["absolute"])?;

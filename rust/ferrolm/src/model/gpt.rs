@@ -87,7 +87,7 @@ impl GptConfig {
 
     /// Reads a Hugging Face style GPT-2 config (extra keys are ignored).
     pub fn from_json(v: &serde_json::Value) -> Result<GptConfig> {
-        let f = ConfigFields(v);
+        let f = ConfigFields(v, "config.json");
         f.expect_str("model_type", &["gpt2"])?;
         f.expect_str("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
         // Variants of GPT-2 that this model does not compute: refused rather than run wrongly.

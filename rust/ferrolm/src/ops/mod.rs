@@ -24,7 +24,7 @@ pub use index::{embedding, gather, index_select};
 pub use loss::{cross_entropy, Reduction};
 pub use matmul::{linear, matmul};
 pub use norm::layer_norm;
-pub use reduce::{max, mean, mean_all, sum, sum_all};
+pub use reduce::{max, mean, mean_all, reduce, sum, sum_all, Reduce};
 pub use shape::{concat, narrow, permute, reshape, stack, transpose};
 pub use softmax::{log_softmax, softmax};
 

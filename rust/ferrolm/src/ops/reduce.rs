@@ -148,6 +148,32 @@ pub fn mean_all(x: &Tensor) -> Tensor {
     total(x, "mean_all", 1.0 / x.numel() as f32)
 }
 
+/// The reductions that take an optional axis.
+#[derive(Clone, Copy, Debug)]
+pub enum Reduce {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// `how` over `axis` (dropped unless keepdim), or over every element when it is None: a scalar,
+/// or with keepdim a tensor of shape (1, …, 1), as numpy and PyTorch give.
+pub fn reduce(x: &Tensor, how: Reduce, axis: Option<isize>, keepdim: bool) -> Result<Tensor> {
+    let Some(a) = axis else {
+        let all = match how {
+            Reduce::Sum => sum_all(x),
+            Reduce::Mean => mean_all(x),
+            Reduce::Max => max(&super::reshape(x, &[-1])?, 0, false)?,
+        };
+        return if keepdim { super::reshape(&all, &vec![1; x.rank()]) } else { Ok(all) };
+    };
+    match how {
+        Reduce::Sum => sum(x, a, keepdim),
+        Reduce::Mean => mean(x, a, keepdim),
+        Reduce::Max => max(x, a, keepdim),
+    }
+}
+
 fn total(x: &Tensor, op: &'static str, scale: f32) -> Tensor {
     let s: f64 =
         x.read().par_chunks(GRAIN).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).collect::<Vec<_>>().iter().sum();

@@ -644,7 +644,6 @@ impl Tokenizer {
     }
 }
 
-/// Adds the file name to an error's message.
 /// BERT's normalizer as `dir/tokenizer_config.json` sets it (`do_lower_case`, `strip_accents`,
 /// `tokenize_chinese_chars`, as Hugging Face's BertTokenizer reads them); lowercasing without one.
 fn bert_normalizer_in(dir: &Path) -> Result<BertNormalizer> {
@@ -654,17 +653,14 @@ fn bert_normalizer_in(dir: &Path) -> Result<BertNormalizer> {
         return Ok(normalizer);
     }
     let config = crate::checkpoint::parse_json(&crate::checkpoint::read_file(&path)?, "tokenizer_config.json")?;
-    let flag = |key: &str| match config.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => bail!(Format, "{}: {key} must be true or false, got {other}", path.display()),
-    };
-    normalizer.lowercase = flag("do_lower_case")?.unwrap_or(true);
-    normalizer.strip_accents = flag("strip_accents")?;
-    normalizer.handle_chinese_chars = flag("tokenize_chinese_chars")?.unwrap_or(true);
+    let f = crate::checkpoint::ConfigFields(&config, "tokenizer_config.json");
+    normalizer.lowercase = f.bool_or("do_lower_case", true)?;
+    normalizer.strip_accents = f.bool("strip_accents")?;
+    normalizer.handle_chinese_chars = f.bool_or("tokenize_chinese_chars", true)?;
     Ok(normalizer)
 }
 
+/// Adds the file name to an error's message.
 fn in_file(path: &Path, e: Error) -> Error {
     match e {
         Error::Io { .. } => e, // names the file already
