@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ferrolm.atomic import atomic_file
+from ferrolm.jsonl import is_count, read_json_object
 
 BUNDLED_CORPUS = Path(__file__).parent / "corpora" / "tinyshakespeare.txt"
 
@@ -73,14 +74,9 @@ def _meta(directory: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the tokens there were never prepared, or their preparation "
                                 "was interrupted (prepare them again with a new run)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    meta = read_json_object(path)
     for key in ("vocab_size", "train_tokens", "val_tokens"):
-        if not (isinstance(meta.get(key), int) and not isinstance(meta[key], bool) and meta[key] >= 0):
+        if not is_count(meta.get(key)):
             raise ValueError(f"{path}: {key!r} must be a non-negative integer, got {meta.get(key)!r}")
     expected = np.dtype(token_dtype(meta["vocab_size"])).name
     if meta.get("dtype") != expected:

@@ -19,6 +19,23 @@ def is_sqlite(path: Union[str, Path]) -> bool:
         return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
 
 
+def read_json_object(path: Union[str, Path]) -> dict:
+    """A JSON file holding an object (a config, a state file); anything else is a ValueError
+    naming the file."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return value
+
+
+def is_count(value: object) -> bool:
+    """A JSON value that counts something: an integer (not a boolean) ≥ 0."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def lines_of(text: str) -> list[str]:
     """The lines of a text file: split at "\\n" only (`str.splitlines` also splits at U+2028,
     U+0085, \\x1c..., which JSON strings and prompts may hold raw), without "\\r" ends or the

@@ -3,7 +3,6 @@ architecture (config.json's model_type)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Union
 
@@ -29,11 +28,12 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     from an earlier run and does not belong to these weights."""
     from ferrolm import _core
 
-    from ferrolm.train.loop import STATE_FILE, read_state
+    from ferrolm.jsonl import read_json_object
+    from ferrolm.train.loop import STATE_FILE
 
     path = Path(path)
     state = path / STATE_FILE
-    trained = read_state(state).get("objective") if state.exists() else objective
+    trained = read_json_object(state).get("objective") if state.exists() else objective
     head_file = path / file
     if not head_file.exists():
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
@@ -149,8 +149,9 @@ def _model_type(path: Path):
     config_file = path / "config.json"
     if not config_file.is_file():  # a FIFO would block the read
         return None
+    from ferrolm.jsonl import read_json_object
+
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return read_json_object(config_file).get("model_type")
+    except (OSError, ValueError):
         return None
-    return config.get("model_type") if isinstance(config, dict) else None

@@ -32,7 +32,7 @@ CHOICES = {"dtype": DTYPES}
 
 
 # Integer flags that may be 0 (the rest must be at least 1).
-MAY_BE_ZERO = {"max_iters", "warmup_iters", "lr_decay_iters", "seed", "checkpoint_interval"}
+MAY_BE_ZERO = {"max_iters", "warmup_iters", "seed", "checkpoint_interval"}
 
 
 def count(minimum: int = 0):
@@ -86,15 +86,20 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+#: The types of flags whose default (None: resolved later) does not tell.
+TYPES = {"lr_decay_iters": count(0), "min_lr": non_negative}
+
+
 def add_flags(parser, defaults: dict) -> None:
-    """--flag-name for each entry, defaulting to None so `choose` can tell given from not."""
+    """--flag-name for each entry, defaulting to None so `choose` can tell given from not; the
+    type follows the default (or TYPES)."""
     for name, default in defaults.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             parser.add_argument(flag, type=boolean, default=None, metavar="BOOL", help=HELP.get(name, f"default {default}"))
         else:
-            kind = count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) or name in MAY_BE_ZERO else (
-                non_negative if isinstance(default, float) or name == "min_lr" else str)
+            kind = TYPES.get(name) or (count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) else
+                                       non_negative if isinstance(default, float) else str)
             parser.add_argument(flag, type=kind, default=None, choices=CHOICES.get(name),
                                 help=HELP.get(name, f"default {default}"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -26,7 +26,7 @@ import numpy as np
 from ferrolm import _core
 from ferrolm.atomic import atomic_file
 from ferrolm.autograd import no_grad
-from ferrolm.jsonl import lines_of
+from ferrolm.jsonl import is_count, lines_of, read_json_object
 from ferrolm.optim import AdamW
 
 STATE_FILE = "trainer_state.json"
@@ -178,7 +178,7 @@ class _Checkpoints:
         if missing or len(tensors) != 2 * len(names):
             raise ValueError(f"cannot resume: optimizer state does not match the model (missing {missing[:3]}...)")
         steps = state.get("optimizer_steps", {})
-        if not (isinstance(steps, dict) and all(_is_count(v) and v <= state["step"] for v in steps.values())):
+        if not (isinstance(steps, dict) and all(is_count(v) and v <= state["step"] for v in steps.values())):
             raise ValueError(f"cannot resume: {path}: optimizer_steps must count at most the run's {state['step']} steps")
         opt._opt.load_state([(tensors[f"{n}.exp_avg"].ravel(), tensors[f"{n}.exp_avg_sq"].ravel(), steps.get(n, 0)) for n in names])
         return state
@@ -188,13 +188,11 @@ def read_state(path: Path) -> dict:
     """The trainer state file, with the fields resuming relies on checked (a tampered or
     damaged file is a clear error, and only the checkpoint's own files are hashed)."""
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"cannot resume: {path} is not valid JSON ({e})") from None
+        state = read_json_object(path)
+    except ValueError as e:
+        raise ValueError(f"cannot resume: {e}") from None
     problem = None
-    if not isinstance(state, dict):
-        problem = "it is not a JSON object"
-    elif not _is_count(state.get("step")):
+    if not is_count(state.get("step")):
         problem = f"step {state.get('step')!r} is not a non-negative integer"
     elif not isinstance(state.get("rng"), dict) or not isinstance(state.get("config"), dict):
         problem = "its rng or config entry is missing"
@@ -220,10 +218,6 @@ def _warn_if_changed(saved: dict, config: TrainConfig, out: Path) -> None:
     if changed:
         print(f"ferrolm: resuming {out} with settings that differ from the run's ({', '.join(changed)}); it will not "
               "continue as the uninterrupted run would", file=sys.stderr, flush=True)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[list[dict], list[str]]:

@@ -151,8 +151,8 @@ class PPO:
             ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature).numpy()
             # Scored as the reward model was trained: ending in <|end|> (also when the response
             # was cut at max_new_tokens).
-            scores = self.reward_model.score_ids([r if r[-1] == self.template.end else r + [self.template.end] for r in rows])
-        cut = np.array([r[-1] != self.template.end for r in rows])
+            cut = np.array([r[-1] != self.template.end for r in rows])
+            scores = self.reward_model.score_ids([r + [self.template.end] if c else r for r, c in zip(rows, cut)])
         trained_on = scores - np.float32(self.missing_end_penalty) * cut
         if learn:
             self.score_stats.update(trained_on)

@@ -124,12 +124,12 @@ impl PyOptimizer {
 
     #[getter]
     fn lr(&self) -> f32 {
-        self.0.lr()
+        self.0.learning_rate().get()
     }
 
     #[setter]
-    fn set_lr(&mut self, lr: f32) -> PyResult<()> {
-        self.0.set_lr(lr).py()
+    fn set_lr(&self, lr: f32) -> PyResult<()> {
+        self.0.learning_rate().set(lr).py()
     }
 
     fn step(&mut self, py: Python<'_>) {

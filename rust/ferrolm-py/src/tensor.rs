@@ -69,16 +69,17 @@ pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
         let t = &t.get().0;
         return Ok((t.read().iter().map(|&v| v != 0.0).collect(), t.shape().to_vec()));
     }
-    let np = obj.py().import("numpy")?;
+    let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
     // Booleans or numbers only: numpy reads None as False and any string as True.
-    let kind: String = np.call_method1("asarray", (obj,))?.getattr("dtype")?.getattr("kind")?.extract()?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
     if !"biuf".contains(kind.as_str()) {
         let what = obj.get_type().name()?;
         return Err(PyTypeError::new_err(format!(
             "a mask must hold booleans or numbers, got {what} (dtype kind {kind:?})"
         )));
     }
-    let arr = np.call_method1("asarray", (obj, "bool"))?;
+    let no_copy = [("copy", false)].into_py_dict(obj.py())?;
+    let arr = arr.call_method("astype", ("bool",), Some(&no_copy))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<bool>>()?;
     Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
 }
@@ -177,8 +178,10 @@ impl PyTensor {
                         "only step-1 slices are supported; use F.index_select for others",
                     ));
                 }
-                let len = s.slicelength;
-                cuts.push((axis, s.start.max(0) as usize, len));
+                let (start, len) = (s.start.max(0) as usize, s.slicelength);
+                if len != n {
+                    cuts.push((axis, start, len)); // a whole axis (`:`) needs no copy
+                }
                 kept.push(len);
             } else if item.is_instance_of::<pyo3::types::PyBool>() {
                 return Err(PyTypeError::new_err(

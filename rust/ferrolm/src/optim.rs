@@ -1,6 +1,8 @@
 //! AdamW (decoupled weight decay, bias correction), SGD with momentum, and global
 //! gradient-norm clipping; each updates every parameter in one parallel call.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use rayon::prelude::*;
 
 use crate::ops::GRAIN;
@@ -20,7 +22,7 @@ struct Slot {
 /// directly (`p -= lr·wd·p`) instead of entering the gradient.
 pub struct AdamW {
     slots: Vec<Slot>,
-    pub lr: f32,
+    lr: LearningRate,
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
@@ -33,12 +35,35 @@ pub struct MomentState {
     pub steps: u64,
 }
 
+/// An optimiser's learning rate: finite and ≥ 0, checked whenever it is set. A schedule sets it
+/// between steps (atomic, so a shared optimiser needs no `&mut` for it).
+#[derive(Debug)]
+pub struct LearningRate(AtomicU32);
+
+impl LearningRate {
+    pub fn new(lr: f32) -> Result<LearningRate> {
+        Ok(LearningRate(AtomicU32::new(Self::checked(lr)?.to_bits())))
+    }
+
+    pub fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, lr: f32) -> Result<()> {
+        self.0.store(Self::checked(lr)?.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn checked(lr: f32) -> Result<f32> {
+        ensure!(lr >= 0.0 && lr.is_finite(), Argument, "learning rate must be finite and >= 0, got {lr}");
+        Ok(lr)
+    }
+}
+
 /// What a training loop asks of an optimiser (AdamW, SGD).
 pub trait Optimizer: Send + Sync {
-    fn lr(&self) -> f32;
-
-    /// Changes the learning rate (schedules); it must be finite and ≥ 0.
-    fn set_lr(&mut self, lr: f32) -> Result<()>;
+    /// The rate the next step uses.
+    fn learning_rate(&self) -> &LearningRate;
 
     /// One update of every parameter that has a gradient (the others are left untouched).
     fn step(&mut self);
@@ -66,7 +91,7 @@ impl AdamW {
     /// `params` pairs each parameter with its weight decay (0 for biases and norms, usually).
     /// A tensor listed twice (tied weights) is updated once.
     pub fn new(params: Vec<(Tensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> Result<AdamW> {
-        ensure_lr(lr)?;
+        let lr = LearningRate::new(lr)?;
         ensure!(
             (0.0..1.0).contains(&betas.0) && (0.0..1.0).contains(&betas.1),
             Argument,
@@ -85,19 +110,13 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
-    fn lr(&self) -> f32 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f32) -> Result<()> {
-        ensure_lr(lr)?;
-        self.lr = lr;
-        Ok(())
+    fn learning_rate(&self) -> &LearningRate {
+        &self.lr
     }
 
     /// Parameters without a gradient keep their moments too.
     fn step(&mut self) {
-        let (lr, b1, b2, eps) = (self.lr, self.beta1, self.beta2, self.eps);
+        let (lr, b1, b2, eps) = (self.lr.get(), self.beta1, self.beta2, self.eps);
         self.slots.par_iter_mut().for_each(|slot| {
             let grad = slot.tensor.grad_slot();
             let Some(g) = grad.as_ref() else { return };
@@ -189,11 +208,6 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
     Ok(norm)
 }
 
-fn ensure_lr(lr: f32) -> Result<()> {
-    ensure!(lr >= 0.0 && lr.is_finite(), Argument, "learning rate must be finite and >= 0, got {lr}");
-    Ok(())
-}
-
 /// The (parameter, weight decay) pairs an optimiser updates: leaf tensors with a decay ≥ 0, a
 /// tensor listed twice (tied weights) kept once.
 fn unique_leaves(params: Vec<(Tensor, f32)>, who: &str) -> Result<Vec<(Tensor, f32)>> {
@@ -220,7 +234,7 @@ fn unique_leaves(params: Vec<(Tensor, f32)>, who: &str) -> Result<Vec<(Tensor, f
 /// `g + μ·b` does.
 pub struct Sgd {
     slots: Vec<SgdSlot>,
-    pub lr: f32,
+    lr: LearningRate,
     pub momentum: f32,
     pub nesterov: bool,
 }
@@ -234,7 +248,7 @@ struct SgdSlot {
 
 impl Sgd {
     pub fn new(params: Vec<(Tensor, f32)>, lr: f32, momentum: f32, nesterov: bool) -> Result<Sgd> {
-        ensure_lr(lr)?;
+        let lr = LearningRate::new(lr)?;
         ensure!((0.0..1.0).contains(&momentum), Argument, "SGD: momentum must be in [0, 1), got {momentum}");
         ensure!(!nesterov || momentum > 0.0, Argument, "SGD: Nesterov momentum needs momentum > 0");
         let slots = unique_leaves(params, "SGD")?
@@ -246,31 +260,40 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn lr(&self) -> f32 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f32) -> Result<()> {
-        ensure_lr(lr)?;
-        self.lr = lr;
-        Ok(())
+    fn learning_rate(&self) -> &LearningRate {
+        &self.lr
     }
 
     fn step(&mut self) {
-        let (lr, mu, nesterov) = (self.lr, self.momentum, self.nesterov);
+        let (lr, mu, nesterov) = (self.lr.get(), self.momentum, self.nesterov);
         self.slots.par_iter_mut().for_each(|slot| {
             let grad = slot.tensor.grad_slot();
             let Some(g) = grad.as_ref() else { return };
+            let wd = slot.weight_decay;
             let mut p = slot.tensor.write();
-            let mut d: Vec<f32> = g.iter().zip(p.iter()).map(|(&g, &p)| g + slot.weight_decay * p).collect();
-            if mu > 0.0 {
-                let b = slot.buffer.get_or_insert_with(|| vec![0.0; d.len()]);
-                for (d, b) in d.iter_mut().zip(b.iter_mut()) {
-                    *b = mu * *b + *d;
-                    *d = if nesterov { *d + mu * *b } else { *b };
-                }
+            // The buffer starts at zero, so its first value is the first gradient (with decay).
+            let b = slot.buffer.get_or_insert_with(|| if mu > 0.0 { vec![0.0; g.len()] } else { Vec::new() });
+            if mu == 0.0 {
+                p.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).for_each(|(p, g)| {
+                    vectorized(
+                        #[inline(always)]
+                        || p.iter_mut().zip(g).for_each(|(p, &g)| *p -= lr * (g + wd * *p)),
+                    )
+                });
+                return;
             }
-            p.iter_mut().zip(&d).for_each(|(p, &d)| *p -= lr * d);
+            p.par_chunks_mut(GRAIN).zip(b.par_chunks_mut(GRAIN)).zip(g.par_chunks(GRAIN)).for_each(|((p, b), g)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for i in 0..p.len() {
+                            let d = g[i] + wd * p[i];
+                            b[i] = mu * b[i] + d;
+                            p[i] -= lr * if nesterov { d + mu * b[i] } else { b[i] };
+                        }
+                    },
+                )
+            });
         });
     }
 

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{broadcast_shape, broadcast_strides, reduce_to};
+use super::elementwise::{broadcast_shape, broadcast_strides};
 use super::reduce::sum_axis_raw;
 use super::{filled_in, GRAIN};
 use crate::gemm::{gemm, product, MatRef, Threads};
@@ -44,36 +44,45 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let b_at = |i: usize| MatRef::new(&bd[from_b[i] * k * n..][..k * n], k, n);
         for_each_batch(&mut y, m * n, |i, c, threads| gemm(a_at(i), b_at(i), c, n, false, threads));
     }
-    let (shape_a, shape_b) = (a.shape().to_vec(), b.shape().to_vec());
+    let (count_a, count_b) = (numel(batch_a), numel(batch_b));
     Ok(Tensor::from_op(y, shape, "matmul", &[a, b], move |ctx| {
         let (ad, bd) = (ctx.inputs[0].read(), ctx.inputs[1].read());
         let g_at = |i: usize| MatRef::new(&ctx.grad[i * m * n..][..m * n], m, n);
         let a_at = |i: usize| MatRef::new(&ad[from_a[i] * m * k..][..m * k], m, k);
         let b_at = |i: usize| MatRef::new(&bd[from_b[i] * k * n..][..k * n], k, n);
         // dA_i = dY_i · B_iᵀ, dB_i = A_iᵀ · dY_i
-        let ga = ctx.needs(0).then(|| batch_grads(&out_batch, &shape_a, m, k, |i| (g_at(i), b_at(i).t())));
-        let gb = ctx.needs(1).then(|| batch_grads(&out_batch, &shape_b, k, n, |i| (a_at(i).t(), g_at(i))));
+        let ga = ctx.needs(0).then(|| batch_grads(&from_a, count_a, m, k, |i| (g_at(i), b_at(i).t())));
+        let gb = ctx.needs(1).then(|| batch_grads(&from_b, count_b, k, n, |i| (a_at(i).t(), g_at(i))));
         Ok(vec![ga, gb])
     }))
 }
 
-/// One operand's gradient: each output batch's product `f(i)` (rows × cols), summed over the
-/// batches that the operand, of shape `to`, was stretched to.
+/// One operand's gradient, `count` matrices of rows × cols: output batch i adds its product
+/// `f(i)` to the matrix it read, `sources[i]`. Unstretched, each matrix is one batch's (in
+/// parallel); stretched, the products accumulate in place, never in a buffer of the output's
+/// batch size.
 fn batch_grads<'a>(
-    out_batch: &[usize],
-    to: &[usize],
+    sources: &[usize],
+    count: usize,
     rows: usize,
     cols: usize,
     f: impl Fn(usize) -> (MatRef<'a>, MatRef<'a>) + Sync,
 ) -> Vec<f32> {
-    let mut g = vec![0.0; numel(out_batch) * rows * cols];
-    for_each_batch(&mut g, rows * cols, |i, c, t| {
+    let mut g = vec![0.0; count * rows * cols];
+    if count == sources.len() {
+        for_each_batch(&mut g, rows * cols, |i, c, t| {
+            let (x, y) = f(i);
+            gemm(x, y, c, cols, false, t)
+        });
+        return g;
+    }
+    let mut written = vec![false; count];
+    for (i, &at) in sources.iter().enumerate() {
         let (x, y) = f(i);
-        gemm(x, y, c, cols, false, t)
-    });
-    let mut from = out_batch.to_vec();
-    from.extend([rows, cols]);
-    reduce_to(g, &from, to)
+        gemm(x, y, &mut g[at * rows * cols..][..rows * cols], cols, written[at], Threads::Pool);
+        written[at] = true;
+    }
+    g
 }
 
 /// For each flat index of the broadcast batch shape `out`, the flat index of the matrix that

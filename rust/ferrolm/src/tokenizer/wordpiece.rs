@@ -172,9 +172,10 @@ impl WordPiece {
         if chunks.len() <= 1 {
             return self.encode_chunk(text, 0, out, offsets);
         }
-        let counts: Vec<usize> = chunks.par_iter().map(|c| c.chars().count()).collect();
-        let bases: Vec<usize> = counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
         let want_offsets = offsets.is_some();
+        // Each chunk's first character in the whole text, for offsets (not counted without them).
+        let counts: Vec<usize> = chunks.par_iter().map(|c| if want_offsets { c.chars().count() } else { 0 }).collect();
+        let bases: Vec<usize> = counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
         let parts: Vec<Encoding> = chunks
             .par_iter()
             .zip(&bases)
