@@ -364,3 +364,15 @@ def test_pooler_is_tanh_of_dense_on_cls():
     p = dict(model.named_parameters())
     w, b = p["bert.pooler.dense.weight"].numpy(), p["bert.pooler.dense.bias"].numpy()
     np.testing.assert_allclose(model.core.pooled(h).numpy(), np.tanh(h.numpy()[:, 0] @ w.T + b), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_reaches_the_attention_probabilities(tmp_path):
+    small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, hidden_dropout_prob=0.0)
+    ids = np.array([[1, 5, 7, 2], [1, 9, 3, 2]])
+    attention_only = BERT.create(**small, attention_probs_dropout_prob=0.5)
+    assert not np.allclose(attention_only(ids, dropout_seed=3).numpy(), attention_only(ids).numpy())
+    without = BERT.create(**small)  # the attention rate follows hidden_dropout_prob
+    assert without.config["attention_probs_dropout_prob"] == 0.0
+    np.testing.assert_array_equal(without(ids, dropout_seed=3).numpy(), without(ids).numpy())
+    attention_only.save(tmp_path / "m")
+    assert BERT.load(tmp_path / "m").config["attention_probs_dropout_prob"] == 0.5

@@ -491,3 +491,16 @@ def test_score_slides_a_window_over_long_text(trained):
         assert lp[t - 1] == pytest.approx(last, rel=1e-5, abs=1e-5), t
     with pytest.raises(ValueError, match="stride"):
         model.score(ids, stride=32)
+
+
+def test_dropout_reaches_the_attention_probabilities_and_is_saved(tmp_path):
+    ids = np.arange(12).reshape(2, 6) % 7
+    common = dict(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=8, seed=0)
+    attention_only = GPT.create(dropout=0.0, attn_dropout=0.5, **common)
+    assert not np.allclose(attention_only(ids, dropout_seed=1).numpy(), attention_only(ids).numpy())
+    assert (attention_only.config["attn_pdrop"], attention_only.config["resid_pdrop"]) == (0.5, 0.0)
+    without = GPT.create(dropout=0.0, **common)
+    np.testing.assert_array_equal(without(ids, dropout_seed=1).numpy(), without(ids).numpy())
+    nanogpt = GPT.create(dropout=0.25, **common)  # one rate everywhere, as nanoGPT
+    nanogpt.save(tmp_path / "m")
+    assert GPT.load(tmp_path / "m").config["attn_pdrop"] == 0.25

@@ -59,6 +59,28 @@ def test_cross_entropy_and_attention_match_numpy():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_attention_dropout_drops_what_dropout_drops_and_is_unbiased():
+    b, h, t, d = 2, 3, 5, 4
+    q, k, v = randn(b, h, t, d), randn(b, h, t, d), randn(b, h, t, d)
+    args = (fl.tensor(q), fl.tensor(k), fl.tensor(v))
+    causal = np.tril(np.ones((t, t), dtype=bool))
+    probs = np_softmax(np.where(causal, q @ k.transpose(0, 1, 3, 2) / np.sqrt(d), -np.inf)).astype(np.float32)
+    plain = probs @ v
+    # The fused kernel drops exactly the probabilities F.dropout drops from the [B, H, Tq, Tk] tensor.
+    expected = F.dropout(fl.tensor(probs), 0.3, seed=11).numpy() @ v
+    got = F.attention(*args, causal=True, dropout_p=0.3, seed=11).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert np.abs(got - plain).max() > 0.1
+    assert not np.allclose(got, F.attention(*args, causal=True, dropout_p=0.3, seed=12).numpy())
+    np.testing.assert_array_equal(F.attention(*args, causal=True, dropout_p=0.0, seed=11).numpy(),
+                                  F.attention(*args, causal=True).numpy())
+    # Inverted dropout: averaged over masks, the output is attention without dropout.
+    mean = np.mean([F.attention(*args, causal=True, dropout_p=0.3, seed=s).numpy() for s in range(400)], axis=0)
+    assert np.abs(mean - plain).mean() < 0.03
+    with pytest.raises(ValueError, match="dropout probability"):
+        F.attention_qkv(fl.zeros(1, 2, 6), 1, dropout_p=1.0)
+
+
 class TwoLayerNet(fl.nn.Module):
     def __init__(self):
         self.fc1 = fl.Linear(5, 8, seed=1)
@@ -229,7 +251,7 @@ fl.set_matmul_precision("{precision}")
 rng = np.random.default_rng(1)
 qkv = fl.Linear(64, 192, seed=3); head = fl.Linear(64, 50, seed=4)
 x = fl.tensor(rng.standard_normal((4, 32, 64)).astype(np.float32))
-a = F.attention_qkv(qkv(x), 4, causal=True)
+a = F.attention_qkv(qkv(x), 4, causal=True, dropout_p=0.1, seed=5)
 loss = F.cross_entropy(head(F.gelu(a)), rng.integers(0, 50, size=(4 * 32,)))
 loss.backward()
 print(json.dumps({{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}}))

@@ -223,9 +223,22 @@ def cross_entropy(
     reduction: Literal["mean", "sum", "none"] = "mean",
 ) -> Tensor: ...
 def attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool = False, key_padding_mask: Optional[_MaskLike] = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    causal: bool = False,
+    key_padding_mask: Optional[_MaskLike] = None,
+    dropout_p: float = 0.0,
+    seed: int = 0,
 ) -> Tensor: ...
-def attention_qkv(qkv: Tensor, n_head: int, causal: bool = True, key_padding_mask: Optional[_MaskLike] = None) -> Tensor: ...
+def attention_qkv(
+    qkv: Tensor,
+    n_head: int,
+    causal: bool = True,
+    key_padding_mask: Optional[_MaskLike] = None,
+    dropout_p: float = 0.0,
+    seed: int = 0,
+) -> Tensor: ...
 
 # ---------------------------------------------------------------- layers and optimiser
 
@@ -304,6 +317,7 @@ class Gpt:
         n_head: int,
         n_embd: int,
         dropout: float = 0.0,
+        attn_dropout: Optional[float] = None,
         bias: bool = True,
         layer_norm_epsilon: float = 1e-5,
         seed: int = 0,
@@ -365,6 +379,7 @@ class Bert:
         max_position_embeddings: int = 512,
         type_vocab_size: int = 2,
         hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: Optional[float] = None,
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         pooler: bool = False,

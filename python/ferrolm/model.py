@@ -28,10 +28,14 @@ class GPT(CoreModel):
 
     @classmethod
     def create(cls, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
-               dropout: float = 0.0, bias: bool = True, seed: int = 0, tokenizer=None) -> "GPT":
-        """A freshly initialised model (GPT-2 initialisation, seeded). `bias` defaults to GPT-2's
-        True; `ferrolm pretrain` defaults to nanoGPT's False."""
-        core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, bias=bias, seed=seed)
+               dropout: float = 0.0, attn_dropout: Optional[float] = None, bias: bool = True, seed: int = 0,
+               tokenizer=None) -> "GPT":
+        """A freshly initialised model (GPT-2 initialisation, seeded). `dropout` applies to the
+        embeddings and residual branches and, unless `attn_dropout` says otherwise, to the
+        attention probabilities (nanoGPT's one rate). `bias` defaults to GPT-2's True;
+        `ferrolm pretrain` defaults to nanoGPT's False."""
+        core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, attn_dropout=attn_dropout,
+                         bias=bias, seed=seed)
         return cls(core, tokenizer)
 
     @property

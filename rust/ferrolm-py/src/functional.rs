@@ -4,8 +4,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::wrap_pyfunction;
 
-use ferrolm::ops::{self, Reduction};
+use ferrolm::ops::{self, Dropout, Reduction};
 
+use crate::errors::IntoPy;
 use crate::tensor::{run, to_ids, to_mask, to_tensor, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
@@ -315,9 +316,12 @@ fn key_mask(mask: Option<&Bound<'_, PyAny>>, b: usize, tk: usize) -> PyResult<Op
 /// Scaled dot-product attention softmax(q·kᵀ/√D)·v over separate heads: q [B, H, Tq, D], k and v [B, H, Tk, D]
 /// -> [B, H, Tq, D]. `causal` lets query i see keys 0..=i + Tk - Tq (needs Tq ≤ Tk). `key_padding_mask` [B, Tk] is
 /// True for REAL tokens (attended) and False for padding (ignored): the opposite of PyTorch's nn.MultiheadAttention,
-/// where True means "ignore". A query that can see no key outputs zeros.
+/// where True means "ignore". A query that can see no key outputs zeros. `dropout_p` > 0 drops attention
+/// probabilities (training), with the mask `dropout(probs, dropout_p, seed)` would draw on them as a [B, H, Tq, Tk]
+/// tensor; pass a fresh seed per call.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, causal = false, key_padding_mask = None))]
+#[pyo3(signature = (q, k, v, causal = false, key_padding_mask = None, dropout_p = 0.0, seed = 0))]
+#[allow(clippy::too_many_arguments)]
 fn attention(
     py: Python<'_>,
     q: PyTensor,
@@ -325,27 +329,34 @@ fn attention(
     v: PyTensor,
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
+    dropout_p: f32,
+    seed: u64,
 ) -> PyResult<PyTensor> {
     let (b, tk) = (k.0.shape().first().copied().unwrap_or(0), k.0.shape().get(2).copied().unwrap_or(0));
     let mask = key_mask(key_padding_mask, b, tk)?;
-    run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref()))
+    let probs = Dropout::new(dropout_p, seed).py()?;
+    run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref(), probs))
 }
 
 /// Multi-head self-attention from a packed projection: `qkv` [B, T, 3C] holds queries, keys and values side by side
 /// (each C = n_head·D wide) -> [B, T, C], heads concatenated. Causal by default. `key_padding_mask` [B, T] is True
 /// for REAL tokens (attended) and False for padding (ignored): the opposite of PyTorch's nn.MultiheadAttention.
+/// `dropout_p` and `seed` drop attention probabilities as in `attention` (the same seed drops the same ones).
 #[pyfunction]
-#[pyo3(signature = (qkv, n_head, causal = true, key_padding_mask = None))]
+#[pyo3(signature = (qkv, n_head, causal = true, key_padding_mask = None, dropout_p = 0.0, seed = 0))]
 fn attention_qkv(
     py: Python<'_>,
     qkv: PyTensor,
     n_head: usize,
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
+    dropout_p: f32,
+    seed: u64,
 ) -> PyResult<PyTensor> {
     let (b, t) = (qkv.0.shape().first().copied().unwrap_or(0), qkv.0.shape().get(1).copied().unwrap_or(0));
     let mask = key_mask(key_padding_mask, b, t)?;
-    run(py, || ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref()))
+    let probs = Dropout::new(dropout_p, seed).py()?;
+    run(py, || ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref(), probs))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

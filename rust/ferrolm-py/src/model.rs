@@ -76,7 +76,7 @@ impl Inputs {
 #[pymethods]
 impl PyGpt {
     #[new]
-    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0))]
+    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, attn_dropout = None, bias = true, layer_norm_epsilon = 1e-5, seed = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -86,11 +86,23 @@ impl PyGpt {
         n_head: usize,
         n_embd: usize,
         dropout: f32,
+        attn_dropout: Option<f32>,
         bias: bool,
         layer_norm_epsilon: f32,
         seed: u64,
     ) -> PyResult<Self> {
-        let config = GptConfig { vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, layer_norm_epsilon };
+        let attn_dropout = attn_dropout.unwrap_or(dropout);
+        let config = GptConfig {
+            vocab_size,
+            block_size,
+            n_layer,
+            n_head,
+            n_embd,
+            dropout,
+            attn_dropout,
+            bias,
+            layer_norm_epsilon,
+        };
         compute(py, || Gpt::new(config, seed)).py().map(PyGpt)
     }
 
@@ -191,7 +203,7 @@ impl PyBert {
     #[new]
     #[pyo3(signature = (vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
                         max_position_embeddings = 512, type_vocab_size = 2, hidden_dropout_prob = 0.1,
-                        layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0))]
+                        attention_probs_dropout_prob = None, layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -203,6 +215,7 @@ impl PyBert {
         max_position_embeddings: usize,
         type_vocab_size: usize,
         hidden_dropout_prob: f32,
+        attention_probs_dropout_prob: Option<f32>,
         layer_norm_eps: f32,
         pad_token_id: usize,
         pooler: bool,
@@ -217,6 +230,7 @@ impl PyBert {
             max_position_embeddings,
             type_vocab_size,
             hidden_dropout_prob,
+            attention_probs_dropout_prob: attention_probs_dropout_prob.unwrap_or(hidden_dropout_prob),
             layer_norm_eps,
             pad_token_id,
         };

@@ -110,7 +110,7 @@ fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
         let norm = LayerNorm::new(c, true, 1e-5).unwrap();
         let head = Linear::new(c, 11, false, 2).unwrap();
         let x = Tensor::randn(&[b, t, c], 0.0, 1.0, 3).unwrap();
-        let a = ops::attention_qkv(&qkv.forward(&norm.forward(&x).unwrap()).unwrap(), h, true, None).unwrap();
+        let a = ops::attention_qkv(&qkv.forward(&norm.forward(&x).unwrap()).unwrap(), h, true, None, None).unwrap();
         let logits = head.forward(&ops::gelu(&a)).unwrap();
         let targets: Vec<i64> = (0..b * t).map(|i| (i * 7 % 11) as i64).collect();
         let loss = ops::cross_entropy(&logits, &targets, None, ops::Reduction::Mean).unwrap();

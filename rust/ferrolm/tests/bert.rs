@@ -14,6 +14,7 @@ fn tiny(dropout: f32) -> Bert {
         max_position_embeddings: 10,
         type_vocab_size: 2,
         hidden_dropout_prob: dropout,
+        attention_probs_dropout_prob: dropout,
         layer_norm_eps: 1e-5,
         pad_token_id: 0,
     };

@@ -13,6 +13,7 @@ fn tiny(dropout: f32) -> Gpt {
         n_head: 2,
         n_embd: 8,
         dropout,
+        attn_dropout: dropout,
         bias: true,
         layer_norm_epsilon: 1e-5,
     };

@@ -239,18 +239,24 @@ fn attention_with_masks() {
     let (b, h, t, d) = (2, 2, 4, 3);
     let (q, k, v) = (randn(&[b, h, t, d], 140), randn(&[b, h, t, d], 141), randn(&[b, h, t, d], 142));
     let mask = [true, true, true, false, true, false, true, true];
+    // Dropout's mask is a function of its seed, so the dropped attention is a smooth function too.
+    let dropout = ops::Dropout::new(0.3, 9).unwrap();
     for causal in [false, true] {
         for key_mask in [None, Some(&mask[..])] {
-            gradcheck("attention", &[q.clone(), k.clone(), v.clone()], |x| {
-                ops::attention(&x[0], &x[1], &x[2], causal, key_mask).unwrap()
-            });
+            for drop in [None, dropout] {
+                gradcheck("attention", &[q.clone(), k.clone(), v.clone()], |x| {
+                    ops::attention(&x[0], &x[1], &x[2], causal, key_mask, drop).unwrap()
+                });
+            }
         }
     }
     // Fewer queries than keys (a KV-cache step): the queries are the last positions.
     let q2 = randn(&[b, h, 2, d], 143);
-    gradcheck("attention_cached", &[q2, k, v], |x| ops::attention(&x[0], &x[1], &x[2], true, Some(&mask)).unwrap());
+    gradcheck("attention_cached", &[q2, k, v], |x| {
+        ops::attention(&x[0], &x[1], &x[2], true, Some(&mask), dropout).unwrap()
+    });
     let qkv = randn(&[b, t, 3 * h * d], 144);
-    gradcheck("attention_qkv", &[qkv], |x| ops::attention_qkv(&x[0], h, true, Some(&mask)).unwrap());
+    gradcheck("attention_qkv", &[qkv], |x| ops::attention_qkv(&x[0], h, true, Some(&mask), dropout).unwrap());
 }
 
 /// The fused kernel equals attention composed from basic ops.
@@ -258,7 +264,7 @@ fn attention_with_masks() {
 fn attention_matches_composition() {
     let (b, h, t, d) = (2, 3, 5, 4);
     let (q, k, v) = (randn(&[b, h, t, d], 150), randn(&[b, h, t, d], 151), randn(&[b, h, t, d], 152));
-    let fused = ops::attention(&q, &k, &v, true, None).unwrap().to_vec();
+    let fused = ops::attention(&q, &k, &v, true, None, None).unwrap().to_vec();
     let scores =
         ops::mul_scalar(&ops::matmul(&q, &ops::transpose(&k, -1, -2).unwrap()).unwrap(), 1.0 / (d as f32).sqrt());
     let future: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { 1.0 } else { 0.0 }).collect();
@@ -273,7 +279,7 @@ fn attention_matches_composition() {
         ops::reshape(&ops::permute(x, &[0, 2, 1, 3]).unwrap(), &[b as isize, t as isize, (h * d) as isize]).unwrap()
     };
     let qkv = ops::concat(&[to_packed(&q), to_packed(&k), to_packed(&v)], -1).unwrap();
-    let packed = ops::attention_qkv(&qkv, h, true, None).unwrap();
+    let packed = ops::attention_qkv(&qkv, h, true, None, None).unwrap();
     let expected = to_packed(&Tensor::from_vec(fused, &[b, h, t, d]).unwrap()).to_vec();
     for (a, c) in packed.to_vec().iter().zip(&expected) {
         assert!((a - c).abs() < 1e-6);
@@ -281,18 +287,20 @@ fn attention_matches_composition() {
 }
 
 /// Sequences longer than the kernel's query block (three blocks, the last partial), causal with
-/// padding and with fewer queries than keys: outputs and gradients equal attention composed from
-/// basic ops (each gradient-checked above).
+/// padding and with fewer queries than keys, with and without dropout: outputs and gradients
+/// equal attention composed from basic ops (each gradient-checked above), the fused dropout
+/// dropping exactly what `ops::dropout` drops from the [B, H, Tq, Tk] probabilities.
 #[test]
 fn blocked_attention_matches_composition_with_gradients() {
     let (b, h, tk, d) = (2, 2, 150, 8);
-    for tq in [150, 70] {
+    for (tq, p) in [(150, 0.0), (70, 0.0), (150, 0.25), (70, 0.5)] {
+        let seed = 164;
         let (q, k, v) = (randn(&[b, h, tq, d], 160), randn(&[b, h, tk, d], 161), randn(&[b, h, tk, d], 162));
         let mask: Vec<bool> = (0..b * tk).map(|i| i % tk < tk - 9 * (i / tk)).collect();
         let run = |fused: bool| {
             let (q, k, v) = (q.deep_clone().with_grad(), k.deep_clone().with_grad(), v.deep_clone().with_grad());
             let y = if fused {
-                ops::attention(&q, &k, &v, true, Some(&mask)).unwrap()
+                ops::attention(&q, &k, &v, true, Some(&mask), ops::Dropout::new(p, seed).unwrap()).unwrap()
             } else {
                 let s = ops::mul_scalar(
                     &ops::matmul(&q, &ops::transpose(&k, -1, -2).unwrap()).unwrap(),
@@ -309,8 +317,8 @@ fn blocked_attention_matches_composition_with_gradients() {
                     })
                     .collect();
                 let hidden = Tensor::from_vec(hidden, &[b, 1, tq, tk]).unwrap();
-                ops::matmul(&ops::softmax(&ops::masked_fill(&s, &hidden, f32::NEG_INFINITY).unwrap(), -1).unwrap(), &v)
-                    .unwrap()
+                let probs = ops::softmax(&ops::masked_fill(&s, &hidden, f32::NEG_INFINITY).unwrap(), -1).unwrap();
+                ops::matmul(&ops::dropout(&probs, p, seed).unwrap(), &v).unwrap()
             };
             let w = Tensor::randn(y.shape(), 0.0, 1.0, 163).unwrap();
             ops::sum_all(&ops::mul(&y, &w).unwrap()).backward().unwrap();
@@ -319,20 +327,21 @@ fn blocked_attention_matches_composition_with_gradients() {
         let (fused, composed) = (run(true), run(false));
         for (what, (a, c)) in ["out", "dq", "dk", "dv"].iter().zip(fused.iter().zip(&composed)) {
             for (x, y) in a.iter().zip(c) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "tq={tq} {what}: {x} vs {y}");
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "tq={tq} p={p} {what}: {x} vs {y}");
             }
         }
     }
 }
 
 /// The packed projection over several query blocks (each batch's heads interleaved in one
-/// chunk) gives the outputs and gradients of separate heads.
+/// chunk) gives the outputs and gradients of separate heads, dropping the same probabilities.
 #[test]
 fn packed_attention_matches_separate_heads_over_blocks() {
     let (b, h, t, d) = (3, 2, 150, 8);
     let mask: Vec<bool> = (0..b * t).map(|i| i % t < t - 7 * (i / t)).collect();
     let qkv = randn(&[b, t, 3 * h * d], 170).with_grad();
-    let y = ops::attention_qkv(&qkv, h, true, Some(&mask)).unwrap();
+    let dropout = ops::Dropout::new(0.2, 172).unwrap();
+    let y = ops::attention_qkv(&qkv, h, true, Some(&mask), dropout).unwrap();
     let w = Tensor::randn(y.shape(), 0.0, 1.0, 171).unwrap();
     ops::sum_all(&ops::mul(&y, &w).unwrap()).backward().unwrap();
 
@@ -346,7 +355,7 @@ fn packed_attention_matches_separate_heads_over_blocks() {
     };
     let qkv2 = qkv.deep_clone().with_grad();
     let part = |i: usize| heads(&ops::narrow(&qkv2, -1, i * h * d, h * d).unwrap());
-    let y2 = merged(&ops::attention(&part(0), &part(1), &part(2), true, Some(&mask)).unwrap());
+    let y2 = merged(&ops::attention(&part(0), &part(1), &part(2), true, Some(&mask), dropout).unwrap());
     ops::sum_all(&ops::mul(&y2, &w).unwrap()).backward().unwrap();
     for (what, a, c) in
         [("out", y.to_vec(), y2.to_vec()), ("grad", qkv.grad().unwrap().to_vec(), qkv2.grad().unwrap().to_vec())]

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{ensure_positive, normal, zeros, Batch, Init};
+use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init};
 use crate::checkpoint::{ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
@@ -28,6 +28,8 @@ pub struct BertConfig {
     pub max_position_embeddings: usize,
     pub type_vocab_size: usize,
     pub hidden_dropout_prob: f32,
+    /// Dropout on attention probabilities while training.
+    pub attention_probs_dropout_prob: f32,
     pub layer_norm_eps: f32,
     pub pad_token_id: usize,
 }
@@ -53,7 +55,12 @@ impl BertConfig {
             c.hidden_size,
             c.num_attention_heads
         );
-        ensure!((0.0..1.0).contains(&c.hidden_dropout_prob), Argument, "BERT config: dropout must be in [0, 1)");
+        for (name, p) in [
+            ("hidden_dropout_prob", c.hidden_dropout_prob),
+            ("attention_probs_dropout_prob", c.attention_probs_dropout_prob),
+        ] {
+            ensure!((0.0..1.0).contains(&p), Argument, "BERT config: {name} must be in [0, 1), got {p}");
+        }
         ensure!(c.layer_norm_eps > 0.0, Argument, "BERT config: layer_norm_eps must be > 0");
         Ok(())
     }
@@ -78,7 +85,7 @@ impl BertConfig {
             "intermediate_size": self.intermediate_size,
             "hidden_act": "gelu",
             "hidden_dropout_prob": self.hidden_dropout_prob,
-            "attention_probs_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
             "max_position_embeddings": self.max_position_embeddings,
             "type_vocab_size": self.type_vocab_size,
             "layer_norm_eps": self.layer_norm_eps,
@@ -104,6 +111,7 @@ impl BertConfig {
             max_position_embeddings: f.size(&["max_position_embeddings"])?,
             type_vocab_size: f.size_or("type_vocab_size", 2)?,
             hidden_dropout_prob: f.float_or("hidden_dropout_prob", 0.1)?,
+            attention_probs_dropout_prob: f.float_or("attention_probs_dropout_prob", 0.1)?,
             layer_norm_eps: f.float_or("layer_norm_eps", 1e-12)?,
             pad_token_id: f.size_or("pad_token_id", 0)?,
         };
@@ -211,13 +219,10 @@ impl Bert {
         );
         let types = x.token_types.map_or_else(|| vec![0; b * t], <[i64]>::to_vec);
         let positions = x.positions_from(0);
-        let p = if dropout_seed.is_some() { cfg.hidden_dropout_prob } else { 0.0 };
-        let drop = |x: Tensor, site: u64| -> Result<Tensor> {
-            match dropout_seed {
-                Some(seed) if p > 0.0 => ops::dropout(&x, p, mix(seed ^ mix(site))),
-                _ => Ok(x),
-            }
-        };
+        // Dropout sites: the embeddings are 0; layer l has 3l+1 (attention probabilities), 3l+2
+        // and 3l+3 (residual branches).
+        let sites = DropoutSites(dropout_seed);
+        let p = cfg.hidden_dropout_prob;
         let e = ops::add(
             &ops::add(
                 &self.word_embeddings.forward(x.ids, &[b, t])?,
@@ -225,7 +230,7 @@ impl Bert {
             )?,
             &self.token_type_embeddings.forward(&types, &[b, t])?,
         )?;
-        let mut h = drop(self.embeddings_norm.forward(&e)?, 0)?;
+        let mut h = sites.apply(self.embeddings_norm.forward(&e)?, p, 0)?;
         let heads = cfg.num_attention_heads;
         for (l, layer) in self.layers.iter().enumerate() {
             // One packed projection: the three weights are concatenated (gradients flow back
@@ -236,10 +241,16 @@ impl Bert {
                 [&layer.query, &layer.key, &layer.value].iter().filter_map(|m| m.bias.clone()).collect();
             let bias = if biases.len() == 3 { Some(ops::concat(&biases, 0)?) } else { None };
             let qkv = ops::linear(&h, &w, bias.as_ref())?;
-            let a = ops::attention_qkv(&qkv, heads, false, x.key_mask)?;
-            h = layer.attn_norm.forward(&ops::add(&h, &drop(layer.attn_out.forward(&a)?, 2 * l as u64 + 1)?)?)?;
-            let m = ops::gelu_erf(&layer.intermediate.forward(&h)?);
-            h = layer.out_norm.forward(&ops::add(&h, &drop(layer.output.forward(&m)?, 2 * l as u64 + 2)?)?)?;
+            let probs = sites.mask(cfg.attention_probs_dropout_prob, 3 * l as u64 + 1)?;
+            let a = ops::attention_qkv(&qkv, heads, false, x.key_mask, probs)?;
+            let a = sites.apply(layer.attn_out.forward(&a)?, p, 3 * l as u64 + 2)?;
+            h = layer.attn_norm.forward(&ops::add(&h, &a)?)?;
+            let m = sites.apply(
+                layer.output.forward(&ops::gelu_erf(&layer.intermediate.forward(&h)?))?,
+                p,
+                3 * l as u64 + 3,
+            )?;
+            h = layer.out_norm.forward(&ops::add(&h, &m)?)?;
         }
         Ok(h)
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{ensure_positive, normal, zeros, Batch, Init};
+use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init};
 use crate::checkpoint::{ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
@@ -25,8 +25,11 @@ pub struct GptConfig {
     pub n_layer: usize,
     pub n_head: usize,
     pub n_embd: usize,
-    /// Dropout on embeddings and residual branches while training.
+    /// Dropout on embeddings and residual branches while training (`resid_pdrop`).
     pub dropout: f32,
+    /// Dropout on attention probabilities while training (`attn_pdrop`; nanoGPT uses one rate
+    /// for both).
+    pub attn_dropout: f32,
     /// Biases in linear layers and LayerNorms (GPT-2 has them).
     pub bias: bool,
     pub layer_norm_epsilon: f32,
@@ -52,7 +55,9 @@ impl GptConfig {
             c.n_embd,
             c.n_head
         );
-        ensure!((0.0..1.0).contains(&c.dropout), Argument, "GPT config: dropout must be in [0, 1), got {}", c.dropout);
+        for (name, p) in [("dropout", c.dropout), ("attn_dropout", c.attn_dropout)] {
+            ensure!((0.0..1.0).contains(&p), Argument, "GPT config: {name} must be in [0, 1), got {p}");
+        }
         ensure!(c.layer_norm_epsilon > 0.0, Argument, "GPT config: layer_norm_epsilon must be > 0");
         Ok(())
     }
@@ -77,7 +82,7 @@ impl GptConfig {
             "n_embd": self.n_embd,
             "resid_pdrop": self.dropout,
             "embd_pdrop": self.dropout,
-            "attn_pdrop": 0.0,
+            "attn_pdrop": self.attn_dropout,
             "activation_function": "gelu_new",
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "bias": self.bias,
@@ -101,6 +106,7 @@ impl GptConfig {
             n_head: f.size(&["n_head"])?,
             n_embd: f.size(&["n_embd"])?,
             dropout: f.float_or("resid_pdrop", 0.0)?,
+            attn_dropout: f.float_or("attn_pdrop", 0.0)?,
             bias: f.bool_or("bias", true)?,
             layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
@@ -193,25 +199,24 @@ impl Gpt {
         if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
             bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);
         }
-        let p = if dropout_seed.is_some() { cfg.dropout } else { 0.0 };
-        let drop = |x: Tensor, site: u64| -> Result<Tensor> {
-            match dropout_seed {
-                Some(seed) if p > 0.0 => ops::dropout(&x, p, mix(seed ^ mix(site))),
-                _ => Ok(x),
-            }
-        };
+        // Dropout sites: the embeddings are 0; layer l has 3l+1 (attention probabilities), 3l+2
+        // and 3l+3 (residual branches).
+        let sites = DropoutSites(dropout_seed);
         let tok = self.wte.forward(x.ids, &[b, t])?;
         let pos = self.wpe.forward(&positions, &[b, t])?;
-        let mut h = drop(ops::add(&tok, &pos)?, 0)?;
+        let mut h = sites.apply(ops::add(&tok, &pos)?, cfg.dropout, 0)?;
         for (l, block) in self.blocks.iter().enumerate() {
             let qkv = block.c_attn.forward(&block.ln_1.forward(&h)?)?;
             let a = match cache.as_deref_mut() {
                 Some(cache) => ops::attention_cached(&qkv, cfg.n_head, cache, l, x.key_mask)?,
-                None => ops::attention_qkv(&qkv, cfg.n_head, true, x.key_mask)?,
+                None => {
+                    let probs = sites.mask(cfg.attn_dropout, 3 * l as u64 + 1)?;
+                    ops::attention_qkv(&qkv, cfg.n_head, true, x.key_mask, probs)?
+                }
             };
-            h = ops::add(&h, &drop(block.attn_proj.forward(&a)?, 2 * l as u64 + 1)?)?;
+            h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, 3 * l as u64 + 2)?)?;
             let m = ops::gelu(&block.c_fc.forward(&block.ln_2.forward(&h)?)?);
-            h = ops::add(&h, &drop(block.mlp_proj.forward(&m)?, 2 * l as u64 + 2)?)?;
+            h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, 3 * l as u64 + 3)?)?;
         }
         if let Some(cache) = cache {
             cache.advance(t)?;

@@ -6,6 +6,8 @@ mod gpt;
 pub use bert::{Bert, BertConfig, EncoderLayer, MlmHead};
 pub use gpt::{Block, Gpt, GptConfig};
 
+use crate::ops::{self, Dropout};
+use crate::rng::mix;
 use crate::{Result, Tensor};
 
 /// How a new model's weight matrices are filled, given (shape, std, seed): drawn from
@@ -27,6 +29,27 @@ fn ensure_positive(model: &str, sizes: &[(&str, usize)]) -> Result<()> {
         crate::ensure!(size > 0, Argument, "{model} config: {name} must be positive, got 0");
     }
     Ok(())
+}
+
+/// Where one forward pass drops values: nowhere in evaluation (`None`), else every site (a
+/// place in the model, numbered by the model) draws its own mask from the pass's seed.
+#[derive(Clone, Copy)]
+struct DropoutSites(Option<u64>);
+
+impl DropoutSites {
+    fn seed(self, site: u64) -> Option<u64> {
+        self.0.map(|seed| mix(seed ^ mix(site)))
+    }
+
+    /// The mask of `site` at drop probability `p`; `None` when nothing is dropped there.
+    fn mask(self, p: f32, site: u64) -> Result<Option<Dropout>> {
+        self.seed(site).map_or(Ok(None), |seed| Dropout::new(p, seed))
+    }
+
+    /// `x` with the mask of `site` applied.
+    fn apply(self, x: Tensor, p: f32, site: u64) -> Result<Tensor> {
+        self.seed(site).map_or(Ok(x.clone()), |seed| ops::dropout(&x, p, seed))
+    }
 }
 
 /// A batch of token ids [B, T] and how to read them.

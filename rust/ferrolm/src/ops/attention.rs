@@ -1,11 +1,11 @@
-//! Fused scaled-dot-product attention, `softmax(Q·Kᵀ/√D + mask)·V`, with causal and
-//! key-padding masks and a hand-written backward.
+//! Fused scaled-dot-product attention, `dropout(softmax(Q·Kᵀ/√D + mask))·V`, with causal and
+//! key-padding masks, optional dropout of the probabilities, and a hand-written backward.
 //!
 //! Work is parallel over batches: a task owns its batch's chunk of the output (and of the
 //! gradients) in either layout and loops over the heads, in blocks of queries whose products
 //! are GEMMs. Like FlashAttention, forward keeps only the output and each query's
-//! log-sum-exp; backward recomputes the probabilities, so no [B, H, T, T] tensor outlives the
-//! call.
+//! log-sum-exp; backward recomputes the probabilities (and regenerates the dropout mask, which
+//! is counter-based), so no [B, H, T, T] tensor outlives the call.
 //!
 //! One kernel serves two layouts through [`Layout`]: separate [B, H, T, D] tensors, and GPT's
 //! packed projection [B, T, 3C] whose heads sit side by side along the channel axis. The
@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::dropout::Dropout;
 use super::softmax::softmax_in_place;
 use crate::gemm::{gemm, MatRef, Threads};
 use crate::simd::{self, vectorized};
@@ -94,6 +95,9 @@ struct Dims {
     causal: bool,
     /// [B, Tk], true where the key is a real token; `None` attends to every key.
     key_mask: Option<Vec<bool>>,
+    /// Dropout of the probabilities: the mask `ops::dropout` would draw on them as a
+    /// [B, H, Tq, Tk] tensor.
+    dropout: Option<Dropout>,
 }
 
 impl Dims {
@@ -110,6 +114,13 @@ impl Dims {
 
     fn scale(&self) -> f32 {
         1.0 / (self.d as f32).sqrt()
+    }
+
+    /// The dropout factors of query `i` of head `h` in batch `b` against its first keys, as
+    /// `(key, factor)`; `None` without dropout.
+    fn dropout_row(&self, b: usize, h: usize, i: usize) -> Option<impl Fn(usize) -> f32 + '_> {
+        let start = ((b * self.h + h) * self.tq + i) * self.tk;
+        self.dropout.as_ref().map(move |mask| move |key: usize| mask.factor(start + key))
     }
 
     /// Keys a block of queries ending before `end` can see: with a causal mask the later keys
@@ -189,9 +200,12 @@ fn forward(
                     let p = &mut scratch.p[..n * keys];
                     dims.scores(rows(qh, i0, n), rows(kh, 0, keys), b, i0, p);
                     if keys > 0 {
-                        for (row, l) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()) {
+                        for (r, (row, l)) in p.chunks_mut(keys).zip(lse[i0..].iter_mut()).enumerate() {
                             let (max, ln_sum) = softmax_in_place(row);
                             *l = max + ln_sum;
+                            if let Some(factor) = dims.dropout_row(b, h, i0 + r) {
+                                row.iter_mut().enumerate().for_each(|(j, p)| *p *= factor(j));
+                            }
                         }
                     }
                     let pv = (MatRef::new(p, n, keys), rows(vh, 0, keys));
@@ -279,17 +293,28 @@ fn backward(
                         let l = lse[(b * nh + h) * tq + i0 + r];
                         row.iter_mut().for_each(|s| *s = if l == f32::NEG_INFINITY { 0.0 } else { simd::exp(*s - l) });
                     }
-                    // dV (+)= Pᵀ·dO
-                    let pt = MatRef::new(p, n, keys).t();
-                    gemm(pt, dy, &mut g[iv][lv.at(h, 0)..], lv.token, add, Threads::Serial);
-                    // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale
+                    // With dropout mask M, O = P'·V with P' = P ⊙ M: dP' = dO·Vᵀ, dP = dP' ⊙ M,
+                    // then dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale (rowsum(P ⊙ dP) = rowsum(dO ⊙ O)
+                    // with or without M), and P becomes P' for dV.
                     gemm(dy, vm.t(), ds, keys, false, Threads::Serial);
                     for r in 0..n {
                         let (gr, or) = (&dy.data[r * dy.row_stride..][..d], &o.data[r * o.row_stride..][..d]);
                         let delta = simd::sum_zip([gr, or], |[g, o]| g * o);
-                        let (ds, p) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
-                        ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - delta) * scale);
+                        let (ds, p) = (&mut ds[r * keys..][..keys], &mut p[r * keys..][..keys]);
+                        match dims.dropout_row(b, h, i0 + r) {
+                            None => ds.iter_mut().zip(&*p).for_each(|(s, &p)| *s = p * (*s - delta) * scale),
+                            Some(factor) => {
+                                for (j, (s, p)) in ds.iter_mut().zip(p.iter_mut()).enumerate() {
+                                    let m = factor(j);
+                                    *s = *p * (*s * m - delta) * scale;
+                                    *p *= m;
+                                }
+                            }
+                        }
                     }
+                    // dV (+)= P'ᵀ·dO
+                    let pt = MatRef::new(p, n, keys).t();
+                    gemm(pt, dy, &mut g[iv][lv.at(h, 0)..], lv.token, add, Threads::Serial);
                     // dQ = dS·K, dK (+)= dSᵀ·Q
                     let dsm = MatRef::new(ds, n, keys);
                     gemm(dsm, km, &mut g[iq][lq.at(h, i0)..], lq.token, false, Threads::Serial);
@@ -360,7 +385,16 @@ fn check_mask(key_mask: Option<&[bool]>, b: usize, tk: usize) -> Result<Option<V
 /// Attention over separate heads: q [B, H, Tq, D], k and v [B, H, Tk, D] → [B, H, Tq, D].
 /// `causal` lets query i see keys up to i + Tk − Tq; `key_mask` [B, Tk] is true for real
 /// tokens (padding keys get no attention). A query that can see no key outputs zeros.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Option<&[bool]>) -> Result<Tensor> {
+/// `dropout` drops attention probabilities (training), with the mask [`dropout`](super::dropout)
+/// would draw on them as a [B, H, Tq, Tk] tensor.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+    key_mask: Option<&[bool]>,
+    dropout: Option<Dropout>,
+) -> Result<Tensor> {
     ensure!(
         q.rank() == 4 && k.rank() == 4 && v.rank() == 4,
         Shape,
@@ -379,7 +413,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Opt
         v.shape()
     );
     ensure!(!causal || tq <= tk, Shape, "causal attention needs no more queries ({tq}) than keys ({tk})");
-    let dims = Dims { b: nb, h: nh, tq, tk, d, causal, key_mask: check_mask(key_mask, nb, tk)? };
+    let dims = Dims { b: nb, h: nh, tq, tk, d, causal, key_mask: check_mask(key_mask, nb, tk)?, dropout };
     let (lq, lk) = (Layout::bhtd(nh, tq, d), Layout::bhtd(nh, tk, d));
     let mut y = vec![0.0; nb * nh * tq * d];
     let lse = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), (&mut y, lq), &dims)?;
@@ -394,7 +428,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, key_mask: Opt
 
 /// Multi-head self-attention straight from a packed projection: `qkv` [B, T, 3C] holding
 /// queries, keys and values (each C = n_head × D wide) → [B, T, C] with heads concatenated.
-pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option<&[bool]>) -> Result<Tensor> {
+/// Masks and dropout as in [`attention`] (the same seed drops the same probabilities).
+pub fn attention_qkv(
+    qkv: &Tensor,
+    n_head: usize,
+    causal: bool,
+    key_mask: Option<&[bool]>,
+    dropout: Option<Dropout>,
+) -> Result<Tensor> {
     ensure!(qkv.rank() == 3, Shape, "attention_qkv expects [B, T, 3C], got {:?}", qkv.shape());
     let (nb, t, width) = (qkv.shape()[0], qkv.shape()[1], qkv.shape()[2]);
     ensure!(
@@ -404,7 +445,7 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, causal: bool, key_mask: Option
     );
     let c = width / 3;
     let d = c / n_head;
-    let dims = Dims { b: nb, h: n_head, tq: t, tk: t, d, causal, key_mask: check_mask(key_mask, nb, t)? };
+    let dims = Dims { b: nb, h: n_head, tq: t, tk: t, d, causal, key_mask: check_mask(key_mask, nb, t)?, dropout };
     let [lq, lk, lv] = [0, c, 2 * c].map(|col| Layout::packed(t, width, d, col));
     let lout = Layout::packed(t, c, d, 0);
     let mut y = vec![0.0; nb * t * c];
@@ -514,7 +555,8 @@ pub fn attention_cached(
         cache.capacity
     );
     let tk = start + t;
-    let dims = Dims { b: nb, h: n_head, tq: t, tk, d, causal: true, key_mask: check_mask(key_mask, nb, tk)? };
+    let key_mask = check_mask(key_mask, nb, tk)?;
+    let dims = Dims { b: nb, h: n_head, tq: t, tk, d, causal: true, key_mask, dropout: None };
     let layout = cache.layout();
     let x = qkv.read();
     let (k_cache, v_cache) = &mut cache.layers[layer];

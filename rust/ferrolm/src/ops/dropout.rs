@@ -8,20 +8,46 @@ use crate::rng::uniform_at;
 use crate::tensor::Tensor;
 use crate::{ensure, Result};
 
+/// One dropout mask: which elements of a tensor are kept, and the 1/(1−p) that scales them.
+/// Fused kernels (attention's probabilities) draw the mask [`dropout`] would draw on the same
+/// tensor, element by element.
+#[derive(Clone, Copy, Debug)]
+pub struct Dropout {
+    p: f32,
+    seed: u64,
+}
+
+impl Dropout {
+    /// The mask for drop probability `p` in [0, 1) (an `Argument` error otherwise), or `None`
+    /// when `p == 0` (nothing is dropped).
+    pub fn new(p: f32, seed: u64) -> Result<Option<Dropout>> {
+        ensure!((0.0..1.0).contains(&p), Argument, "dropout probability must be in [0, 1), got {p}");
+        Ok((p > 0.0).then_some(Dropout { p, seed }))
+    }
+
+    /// What element `index` is multiplied by: 0 when dropped, else 1/(1−p).
+    #[inline(always)]
+    pub fn factor(&self, index: usize) -> f32 {
+        if uniform_at(self.seed, index as u64) >= self.p {
+            1.0 / (1.0 - self.p)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Zeroes each element with probability `p` and scales survivors by 1/(1−p); the identity
 /// when `p == 0`. Callers pass a fresh `seed` per call (the trainer draws them from its RNG).
 pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
-    ensure!((0.0..1.0).contains(&p), Argument, "dropout probability must be in [0, 1), got {p}");
-    if p == 0.0 {
+    let Some(mask) = Dropout::new(p, seed)? else {
         return Ok(x.clone());
-    }
-    let scale = 1.0 / (1.0 - p);
+    };
     let apply = move |src: &[f32]| {
         let mut out = vec![0.0; src.len()];
         out.par_chunks_mut(GRAIN).enumerate().for_each(|(c, o)| {
             for (i, o) in o.iter_mut().enumerate() {
                 let at = c * GRAIN + i;
-                *o = if uniform_at(seed, at as u64) >= p { src[at] * scale } else { 0.0 };
+                *o = src[at] * mask.factor(at);
             }
         });
         out

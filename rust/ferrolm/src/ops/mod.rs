@@ -15,7 +15,7 @@ mod shape;
 mod softmax;
 
 pub use attention::{attention, attention_cached, attention_qkv, KvCache};
-pub use dropout::dropout;
+pub use dropout::{dropout, Dropout};
 pub use elementwise::{
     abs, add, add_scalar, clamp, cos, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum, minimum, mul,
     mul_scalar, neg, pow, relu, rsqrt, sigmoid, silu, sin, sqrt, sub, tanh, where_,
