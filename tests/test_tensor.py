@@ -400,6 +400,8 @@ def test_numerical_edges_match_numpy_and_torch():
     assert np.isnan(F.maximum(fl.tensor([nan]), fl.tensor([0.0])).numpy()).all()
     assert np.isnan(F.minimum(fl.tensor([0.0]), fl.tensor([nan])).numpy()).all()
     assert np.isnan(F.relu(fl.tensor([nan, -1.0])).numpy()[0]) and F.relu(fl.tensor([nan, -1.0])).numpy()[1] == 0
+    edges = np.array([88.6, 88.72, -86.9], np.float32)  # e^x near float32's largest and smallest normals
+    np.testing.assert_allclose(F.exp(fl.tensor(edges)).numpy(), np.exp(edges.astype(np.float64)), rtol=1e-6)
     big = fl.tensor([1e30, 1e30, 0.0])
     np.testing.assert_allclose(F.log_softmax(big).numpy()[:2], [-np.log(2)] * 2, rtol=1e-6)
     assert F.cross_entropy(fl.tensor([[1e30, 1e30, 0.0]]), [0]).item() == pytest.approx(np.log(2), rel=1e-6)
