@@ -226,19 +226,19 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
 def test_bad_input_names_the_line(base, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
-    with pytest.raises(ValueError, match=":2: invalid JSON"):
+    with pytest.raises(ValueError, match=" line 2: invalid JSON"):
         from ferrolm.jsonl import read_records
 
         read_records(bad, ("prompt", "response"))
     bad.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "a", "response": "   "}\n')
     assert ferrolm(["sft", str(base), "--data", str(bad), "--out", str(tmp_path / "o"), "--max-iters", "1"]) == 2
-    with pytest.raises(ValueError, match=":3: field 'response' is empty"):
+    with pytest.raises(ValueError, match=" line 3: field 'response' is empty"):
         read_records(bad, ("prompt", "response"))
     bad.write_text('{"prompt": "a", "completion": "b"}\n')
-    with pytest.raises(ValueError, match=":1: no 'response' field .*rename its 'completion' to 'response'"):
+    with pytest.raises(ValueError, match=" line 1: no 'response' field .*rename its 'completion' to 'response'"):
         read_records(bad, ("prompt", "response"))
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
-    with pytest.raises(ValueError, match=":1: no 'rejected' field"):
+    with pytest.raises(ValueError, match=" line 1: no 'rejected' field"):
         read_records(bad, ("prompt", "chosen", "rejected"))
     bad.write_bytes(b'{"prompt": "\xff"}\n')
     with pytest.raises(ValueError, match="UTF-8"):

@@ -32,13 +32,13 @@ def test_jsonl_round_trip_keeps_extra_keys(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("{not json", ":2: invalid JSON"),
-    (json.dumps({"prompt": "Q", "chosen": "a"}), ":2: no 'rejected' field"),
-    (json.dumps({"prompt": "Q", "chosen": 3, "rejected": "b"}), ":2: field 'chosen' must be a string"),
-    (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), ":2: field 'chosen' is empty"),
-    (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), ":2: field 'rejected' is empty"),
-    (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), ":2: 'chosen' and 'rejected' are the same"),
-    (json.dumps(["Q", "a", "b"]), ":2: expected a JSON object"),
+    ("{not json", " line 2: invalid JSON"),
+    (json.dumps({"prompt": "Q", "chosen": "a"}), " line 2: no 'rejected' field"),
+    (json.dumps({"prompt": "Q", "chosen": 3, "rejected": "b"}), " line 2: field 'chosen' must be a string"),
+    (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), " line 2: field 'chosen' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), " line 2: field 'rejected' is empty"),
+    (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), " line 2: 'chosen' and 'rejected' are the same"),
+    (json.dumps(["Q", "a", "b"]), " line 2: expected a JSON object"),
 ])
 def test_bad_jsonl_lines_are_errors_naming_the_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), bad, json.dumps(GOOD))

@@ -61,7 +61,7 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty
     for number, line in enumerate(lines_of(text), start=1):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
+        where = f"{path} line {number}"
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as e:
@@ -69,7 +69,7 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty
         check_fields(record, where, fields, allow_empty)
         if check is not None:
             check(record, where)
-        record["_where"] = f"{path} line {number}"
+        record["_where"] = where
         records.append(record)
     if not records:
         raise ValueError(f"{path}: no records")
