@@ -80,6 +80,14 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err
 
 
+def test_resume_accepts_the_runs_own_dropout_and_drops_attention_at_that_rate(corpus, tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", "--dropout", "0.1", *TINY]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["resid_pdrop"] == config["attn_pdrop"] == 0.1  # written as the decimal given, not float32's
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "3", "--dropout", "0.1", *TINY]) == 0
+
+
 def test_resume_takes_the_objective_and_masking_from_the_checkpoint(corpus, tmp_path):
     out = str(tmp_path / "bert")
     assert main(["pretrain", str(corpus), "--objective", "mlm", "--whole-word-masking", "--vocab-size", "200",

@@ -317,10 +317,10 @@ class Gpt:
         n_head: int,
         n_embd: int,
         dropout: float = 0.0,
-        attn_dropout: Optional[float] = None,
         bias: bool = True,
         layer_norm_epsilon: float = 1e-5,
         seed: int = 0,
+        attn_dropout: Optional[float] = None,
     ) -> Self: ...
     @staticmethod
     def load(dir: _Path) -> Gpt:
@@ -379,11 +379,11 @@ class Bert:
         max_position_embeddings: int = 512,
         type_vocab_size: int = 2,
         hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: Optional[float] = None,
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         pooler: bool = False,
         seed: int = 0,
+        attention_probs_dropout_prob: Optional[float] = None,
     ) -> Self: ...
     @staticmethod
     def load(dir: _Path) -> Bert:

@@ -53,8 +53,8 @@ class BERT(CoreModel):
 
     def __call__(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
         """Masked-LM logits [B, T, V]; `attention_mask` is 1/True for real tokens. Dropout
-        (hidden_dropout_prob) is on only when a `dropout_seed` is given (the training loop
-        passes one; evaluation does not)."""
+        (hidden_dropout_prob, attention_probs_dropout_prob) is on only when a `dropout_seed` is
+        given (the training loop passes one; evaluation does not)."""
         return self.mlm_logits(self.hidden(ids, token_type_ids=token_type_ids, attention_mask=attention_mask, dropout_seed=dropout_seed))
 
     # ------------------------------------------------------------ text

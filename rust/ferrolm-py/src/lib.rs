@@ -2,6 +2,8 @@
 //! Nothing here computes; every function converts arguments, releases the GIL around the core
 //! call, and maps core errors to Python exceptions.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use pyo3::prelude::*;
 
 mod errors;
@@ -27,6 +29,27 @@ fn tune_allocator() {
 /// (`ferrolm::compute`): how every binding that does real work calls the core.
 pub(crate) fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
     py.detach(|| ferrolm::compute(f))
+}
+
+/// The state of an object that Python threads may share (an optimizer, a generation), for a
+/// short call: calls from two threads take turns instead of failing.
+pub(crate) fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in an earlier call was raised to Python; the state it left is still usable.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`compute`] on shared state. The lock is waited for without the GIL and outside the compute
+/// pool: a pool thread waiting for it could be the one that the holder's work needs.
+pub(crate) fn compute_locked<S: Send, T: Send>(
+    py: Python<'_>,
+    state: &Mutex<S>,
+    f: impl FnOnce(&mut S) -> T + Send,
+) -> T {
+    py.detach(|| {
+        let mut guard = lock(state);
+        let state = &mut *guard;
+        ferrolm::compute(|| f(state))
+    })
 }
 
 #[pymodule]

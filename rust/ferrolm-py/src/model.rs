@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -13,11 +14,11 @@ use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_ato
 use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Batch, Bert, BertConfig, Gpt, GptConfig};
 
-use crate::compute;
 use crate::errors::IntoPy;
 use crate::nn::named;
 use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
 use crate::tokenizer::PyTokenizer;
+use crate::{compute, compute_locked, lock};
 
 /// JSON text (a model config) as the equivalent Python object.
 fn json_to_py<'py>(py: Python<'py>, json: String) -> PyResult<Bound<'py, PyAny>> {
@@ -76,7 +77,7 @@ impl Inputs {
 #[pymethods]
 impl PyGpt {
     #[new]
-    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, attn_dropout = None, bias = true, layer_norm_epsilon = 1e-5, seed = 0))]
+    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0, attn_dropout = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -86,10 +87,10 @@ impl PyGpt {
         n_head: usize,
         n_embd: usize,
         dropout: f32,
-        attn_dropout: Option<f32>,
         bias: bool,
         layer_norm_epsilon: f32,
         seed: u64,
+        attn_dropout: Option<f32>,
     ) -> PyResult<Self> {
         let attn_dropout = attn_dropout.unwrap_or(dropout);
         let config = GptConfig {
@@ -190,7 +191,9 @@ impl PyGpt {
         stop_tokens: Vec<i64>,
     ) -> PyResult<PyGeneration> {
         let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed };
-        compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens)).py().map(PyGeneration)
+        compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens))
+            .py()
+            .map(|g| PyGeneration(Mutex::new(g)))
     }
 }
 
@@ -203,7 +206,7 @@ impl PyBert {
     #[new]
     #[pyo3(signature = (vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
                         max_position_embeddings = 512, type_vocab_size = 2, hidden_dropout_prob = 0.1,
-                        attention_probs_dropout_prob = None, layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0))]
+                        layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0, attention_probs_dropout_prob = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -215,11 +218,11 @@ impl PyBert {
         max_position_embeddings: usize,
         type_vocab_size: usize,
         hidden_dropout_prob: f32,
-        attention_probs_dropout_prob: Option<f32>,
         layer_norm_eps: f32,
         pad_token_id: usize,
         pooler: bool,
         seed: u64,
+        attention_probs_dropout_prob: Option<f32>,
     ) -> PyResult<Self> {
         let config = BertConfig {
             vocab_size,
@@ -292,26 +295,24 @@ impl PyBert {
 }
 
 /// A generation in progress: each `step()` adds one token to every unfinished prompt.
-#[pyclass(name = "Generation", module = "ferrolm._core")]
-pub struct PyGeneration(Generation);
+#[pyclass(name = "Generation", module = "ferrolm._core", frozen)]
+pub struct PyGeneration(Mutex<Generation>);
 
 #[pymethods]
 impl PyGeneration {
     /// The next token of each row (None for rows already finished by a stop token).
-    fn step(&mut self, py: Python<'_>) -> PyResult<Vec<Option<i64>>> {
-        let g = &mut self.0;
-        compute(py, || g.step()).py()
+    fn step(&self, py: Python<'_>) -> PyResult<Vec<Option<i64>>> {
+        compute_locked(py, &self.0, |g| g.step()).py()
     }
 
     /// Up to `max_new_tokens` more tokens per row, generated without returning to Python.
-    fn run(&mut self, py: Python<'_>, max_new_tokens: usize) -> PyResult<Vec<Vec<i64>>> {
-        let g = &mut self.0;
-        compute(py, || g.run(max_new_tokens)).py()
+    fn run(&self, py: Python<'_>, max_new_tokens: usize) -> PyResult<Vec<Vec<i64>>> {
+        compute_locked(py, &self.0, |g| g.run(max_new_tokens)).py()
     }
 
     #[getter]
     fn finished(&self) -> bool {
-        self.0.finished()
+        lock(&self.0).finished()
     }
 }
 

@@ -1,5 +1,7 @@
 //! Layers, the optimisers (AdamW, SGD) and tensor factories for Python.
 
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
@@ -9,9 +11,9 @@ use ferrolm::optim::MomentState;
 use ferrolm::{AdamW, Optimizer, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
-use crate::compute;
 use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
+use crate::{compute, compute_locked, lock};
 
 /// One parameter's AdamW moments as Python sees them: (exp_avg, exp_avg_sq, steps).
 type Moments<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>, u64);
@@ -101,8 +103,8 @@ impl PyLayerNorm {
 
 /// The optimisers as Python drives them. The wrappers in `ferrolm.optim` (AdamW, SGD) build the
 /// (tensor, weight_decay) pairs from param groups.
-#[pyclass(name = "Optimizer", module = "ferrolm._core")]
-pub struct PyOptimizer(Box<dyn Optimizer>);
+#[pyclass(name = "Optimizer", module = "ferrolm._core", frozen)]
+pub struct PyOptimizer(Mutex<Box<dyn Optimizer>>);
 
 fn pairs(params: Vec<(PyTensor, f32)>) -> Vec<(Tensor, f32)> {
     params.into_iter().map(|(t, wd)| (t.0, wd)).collect()
@@ -113,51 +115,50 @@ impl PyOptimizer {
     /// AdamW with decoupled weight decay and bias correction.
     #[staticmethod]
     fn adamw(params: Vec<(PyTensor, f32)>, lr: f32, betas: (f32, f32), eps: f32) -> PyResult<Self> {
-        Ok(PyOptimizer(Box::new(AdamW::new(pairs(params), lr, betas, eps).py()?)))
+        Ok(PyOptimizer(Mutex::new(Box::new(AdamW::new(pairs(params), lr, betas, eps).py()?))))
     }
 
     /// SGD with momentum (optionally Nesterov's) and L2 weight decay, as torch.optim.SGD.
     #[staticmethod]
     fn sgd(params: Vec<(PyTensor, f32)>, lr: f32, momentum: f32, nesterov: bool) -> PyResult<Self> {
-        Ok(PyOptimizer(Box::new(Sgd::new(pairs(params), lr, momentum, nesterov).py()?)))
+        Ok(PyOptimizer(Mutex::new(Box::new(Sgd::new(pairs(params), lr, momentum, nesterov).py()?))))
     }
 
     #[getter]
     fn lr(&self) -> f32 {
-        self.0.learning_rate().get()
+        lock(&self.0).learning_rate().get()
     }
 
     #[setter]
     fn set_lr(&self, lr: f32) -> PyResult<()> {
-        self.0.learning_rate().set(lr).py()
+        lock(&self.0).learning_rate().set(lr).py()
     }
 
-    fn step(&mut self, py: Python<'_>) {
-        let opt = &mut self.0;
-        compute(py, || opt.step());
+    fn step(&self, py: Python<'_>) {
+        compute_locked(py, &self.0, |opt| opt.step());
     }
 
     fn zero_grad(&self) {
-        self.0.zero_grad()
+        lock(&self.0).zero_grad()
     }
 
     fn parameters(&self) -> Vec<PyTensor> {
-        self.0.parameters().into_iter().map(PyTensor).collect()
+        lock(&self.0).parameters().into_iter().map(PyTensor).collect()
     }
 
     /// AdamW's moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)].
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Moments<'py>>> {
-        let state = self.0.state().py()?;
+        let state = lock(&self.0).state().py()?;
         Ok(state.into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect())
     }
 
     /// Restores AdamW moments saved by `state()` for the same parameters.
-    fn load_state(&mut self, state: Vec<(PyReadonlyArray1<'_, f32>, PyReadonlyArray1<'_, f32>, u64)>) -> PyResult<()> {
+    fn load_state(&self, state: Vec<(PyReadonlyArray1<'_, f32>, PyReadonlyArray1<'_, f32>, u64)>) -> PyResult<()> {
         let state = state
             .into_iter()
             .map(|(m, v, steps)| MomentState { m: m.as_array().to_vec(), v: v.as_array().to_vec(), steps })
             .collect();
-        self.0.load_state(state).py()
+        lock(&self.0).load_state(state).py()
     }
 }
 

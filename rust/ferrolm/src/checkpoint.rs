@@ -137,6 +137,12 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
 }
 
+/// A float32 setting as the decimal it was written as (0.1, not 0.10000000149011612), for a
+/// config file people read and compare.
+pub fn decimal(x: f32) -> f64 {
+    x.to_string().parse().expect("a float's display is a number")
+}
+
 /// Typed reads of a JSON config (a model's `config.json`, a `tokenizer_config.json`), named by
 /// the second field in errors: a field that is present must have its type and range (`"0.5"`
 /// or `-1` is an error, not a silent default); absent or null takes the default.

@@ -64,30 +64,28 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// e^x for f32, relative error < 3e-7; inf above 88.72, exactly 0 below −86.98 (where e^x
-/// nears the smallest normal float, so masked −inf scores give zero probability), NaN
-/// propagates.
+/// e^x for f32, relative error < 3e-7; inf above 88.72283 (where e^x passes f32::MAX),
+/// exactly 0 below −87.33 (so masked −inf scores give zero probability), NaN propagates.
 #[inline(always)]
 pub fn exp(x_in: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const LOW: f32 = -86.98;
-    const HIGH: f32 = 88.72;
+    const LOW: f32 = -87.33;
+    const HIGH: f32 = 88.722_83;
     // Adding 1.5·2^23 rounds to an integer and leaves it in the low mantissa bits, so no
     // float→int conversion (which does not vectorise well) is needed.
     const ROUND: f32 = 12_582_912.0;
     let x = x_in.clamp(LOW, HIGH);
-    // x = n·ln2 + r with |r| ≤ ln2/2, e^x = 2^(n−1) · 2e^r: 2^n itself overflows at n = 128
-    // (x above 88.03) though e^x does not, and n ≥ −125 here keeps 2^(n−1) normal.
+    // x = n·ln2 + r with |r| ≤ ln2/2, e^x = 2^n · e^r
     let shifted = x * LOG2E + ROUND;
     let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Degree-6 Taylor–Horner polynomial for 2e^r on [−ln2/2, ln2/2] (coefficients doubled,
-    // which is exact).
-    let p = 2.0 + r * (2.0 + r * (1.0 + r * (1.0 / 3.0 + r * (1.0 / 12.0 + r * (1.0 / 60.0 + r * (1.0 / 360.0))))));
-    let exponent = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(126);
-    let y = p * f32::from_bits(exponent << 23);
+    // Degree-6 Taylor–Horner polynomial for e^r on [−ln2/2, ln2/2].
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let exponent = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    // 2^n overflows at n = 128 (x above 88.03) though e^x does not: there, 2^127 · 2e^r.
+    let y = if exponent == 255 { (p + p) * f32::from_bits(254 << 23) } else { p * f32::from_bits(exponent << 23) };
     let y = if x_in > HIGH { f32::INFINITY } else { y };
     if x_in < LOW {
         0.0
@@ -154,8 +152,8 @@ mod tests {
             let t = (i as f32 * 1e-4) as f64; // [-20, 20]
             worst_tanh = worst_tanh.max((super::tanh(t as f32) as f64 - t.tanh()).abs());
         }
-        // The ends: e^x near the smallest normal float, and up to 88.72, where it nears f32::MAX.
-        for x in (0..=10_000).flat_map(|i| [-86.0 - i as f32 * 0.98e-4, 86.0 + i as f32 * 2.72e-4]) {
+        // The ends: e^x down to the smallest normal float, and up to f32::MAX.
+        for x in (0..=10_000).flat_map(|i| [-86.0 - i as f32 * 1.33e-4, 86.0 + i as f32 * 2.7228e-4]) {
             let e = (x as f64).exp();
             worst_exp = worst_exp.max(((super::exp(x) as f64) - e).abs() / e);
         }

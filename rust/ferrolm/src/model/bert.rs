@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init};
-use crate::checkpoint::{ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
+use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
 use crate::rng::mix;
@@ -84,11 +84,11 @@ impl BertConfig {
             "num_attention_heads": self.num_attention_heads,
             "intermediate_size": self.intermediate_size,
             "hidden_act": "gelu",
-            "hidden_dropout_prob": self.hidden_dropout_prob,
-            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "hidden_dropout_prob": decimal(self.hidden_dropout_prob),
+            "attention_probs_dropout_prob": decimal(self.attention_probs_dropout_prob),
             "max_position_embeddings": self.max_position_embeddings,
             "type_vocab_size": self.type_vocab_size,
-            "layer_norm_eps": self.layer_norm_eps,
+            "layer_norm_eps": decimal(self.layer_norm_eps),
             "pad_token_id": self.pad_token_id,
             "position_embedding_type": "absolute",
         })
@@ -102,6 +102,7 @@ impl BertConfig {
         f.expect_bool("tie_word_embeddings", true)?;
         f.expect_bool("is_decoder", false)?; // a causal BERT (BertLMHeadModel)
         f.expect_bool("add_cross_attention", false)?;
+        let hidden_dropout_prob = f.float_or("hidden_dropout_prob", 0.1)?;
         let config = BertConfig {
             vocab_size: f.size(&["vocab_size"])?,
             hidden_size: f.size(&["hidden_size"])?,
@@ -110,8 +111,9 @@ impl BertConfig {
             intermediate_size: f.size(&["intermediate_size"])?,
             max_position_embeddings: f.size(&["max_position_embeddings"])?,
             type_vocab_size: f.size_or("type_vocab_size", 2)?,
-            hidden_dropout_prob: f.float_or("hidden_dropout_prob", 0.1)?,
-            attention_probs_dropout_prob: f.float_or("attention_probs_dropout_prob", 0.1)?,
+            hidden_dropout_prob,
+            // When absent, the hidden rate (Hugging Face's defaults are equal).
+            attention_probs_dropout_prob: f.float_or("attention_probs_dropout_prob", hidden_dropout_prob)?,
             layer_norm_eps: f.float_or("layer_norm_eps", 1e-12)?,
             pad_token_id: f.size_or("pad_token_id", 0)?,
         };

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init};
-use crate::checkpoint::{ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
+use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
 use crate::rng::mix;
@@ -80,11 +80,11 @@ impl GptConfig {
             "n_layer": self.n_layer,
             "n_head": self.n_head,
             "n_embd": self.n_embd,
-            "resid_pdrop": self.dropout,
-            "embd_pdrop": self.dropout,
-            "attn_pdrop": self.attn_dropout,
+            "resid_pdrop": decimal(self.dropout),
+            "embd_pdrop": decimal(self.dropout),
+            "attn_pdrop": decimal(self.attn_dropout),
             "activation_function": "gelu_new",
-            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "layer_norm_epsilon": decimal(self.layer_norm_epsilon),
             "bias": self.bias,
             "tie_word_embeddings": true,
         })
@@ -99,14 +99,15 @@ impl GptConfig {
         f.expect_bool("tie_word_embeddings", true)?;
         f.expect_bool("scale_attn_weights", true)?;
         f.expect_bool("scale_attn_by_inverse_layer_idx", false)?;
+        let dropout = f.float_or("resid_pdrop", 0.0)?;
         let config = GptConfig {
             vocab_size: f.size(&["vocab_size"])?,
             block_size: f.size(&["n_positions", "block_size", "n_ctx"])?,
             n_layer: f.size(&["n_layer"])?,
             n_head: f.size(&["n_head"])?,
             n_embd: f.size(&["n_embd"])?,
-            dropout: f.float_or("resid_pdrop", 0.0)?,
-            attn_dropout: f.float_or("attn_pdrop", 0.0)?,
+            dropout,
+            attn_dropout: f.float_or("attn_pdrop", dropout)?, // when absent, nanoGPT's one rate
             bias: f.bool_or("bias", true)?,
             layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
@@ -195,6 +196,11 @@ impl Gpt {
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
         x.check("GPT", cfg.vocab_size)?;
+        ensure!(
+            dropout_seed.is_none() || cache.is_none(),
+            Argument,
+            "GPT: dropout (training) and a KV cache (inference) cannot be used together"
+        );
         let positions = x.positions_from(cache.as_ref().map_or(0, |c| c.len()));
         if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
             bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);

@@ -116,8 +116,8 @@ impl Dims {
         1.0 / (self.d as f32).sqrt()
     }
 
-    /// The dropout factors of query `i` of head `h` in batch `b` against its first keys, as
-    /// `(key, factor)`; `None` without dropout.
+    /// The dropout factor (0 or 1/(1−p)) of query `i` of head `h` in batch `b` as a function of
+    /// the key; `None` without dropout.
     fn dropout_row(&self, b: usize, h: usize, i: usize) -> Option<impl Fn(usize) -> f32 + '_> {
         let start = ((b * self.h + h) * self.tq + i) * self.tk;
         self.dropout.as_ref().map(move |mask| move |key: usize| mask.factor(start + key))
