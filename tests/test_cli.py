@@ -171,3 +171,87 @@ def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
     assert json.loads((tmp_path / "gpt" / "config.json").read_text())["bias"] is False  # nanoGPT's default
     assert main(["fill-mask", out, "To be or [MASK]"]) == 2
     assert "is a GPT model; fill-mask needs a BERT" in capsys.readouterr().err
+
+
+NANOGPT_CONFIG = '''"""nanoGPT's config/train_shakespeare_char.py, abridged."""
+import time
+out_dir = 'out-shakespeare-char'
+eval_interval = 250 # keep frequent because we'll overfit
+always_save_checkpoint = False
+wandb_log = False
+wandb_run_name = 'mini-gpt-' + str(time.time())
+dataset = 'shakespeare_char'
+gradient_accumulation_steps = 2 * 1
+batch_size = 64
+n_layer = 6
+dropout = 0.2
+learning_rate = 1e-3
+beta2 = 0.99
+'''
+
+
+def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train_shakespeare_char.py").write_text(NANOGPT_CONFIG)
+    # nanoGPT's README command for CPUs, with a smaller model and run; later flags win over the file.
+    argv = ["pretrain", "train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=1",
+            "--log_interval=1", "--block_size=16", "--batch_size=4", "--n_layer=1", "--n_head=2", "--n_embd=16",
+            "--max_iters=2", "--lr_decay_iters=2", "--dropout=0.0", "--no-progress", "--sample-tokens", "0"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "ignoring always_save_checkpoint in train_shakespeare_char.py" in err and "--device=cpu" in err
+    run = tmp_path / "out-shakespeare-char"  # the file's out_dir
+    config = json.loads((run / "config.json").read_text())
+    assert (config["n_layer"], config["n_embd"], config["resid_pdrop"]) == (1, 16, 0.0)
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["config"]["grad_accum"] == 2 and state["config"]["beta2"] == 0.99  # from the file
+    # sample.py's spellings: the model in --out_dir, the prompt from a file, several samples.
+    (tmp_path / "prompt.txt").write_text("ROMEO:")
+    assert main(["generate", "--out_dir=out-shakespeare-char", "--device=cpu", "--start=FILE:prompt.txt",
+                 "--num_samples=2", "--max_new_tokens=5"]) == 0
+    samples = capsys.readouterr().out.split("-" * 15 + "\n")
+    assert len(samples) == 2 and all(s.startswith("ROMEO:") for s in samples)
+    # Values are read, not run; a dataset that is not the bundled one needs its files.
+    (tmp_path / "bad.py").write_text("batch_size = int('12')\n")
+    assert main(["pretrain", "bad.py"]) == 2
+    assert "bad.py line 1: batch_size must be a plain value" in capsys.readouterr().err
+    (tmp_path / "owt.py").write_text("dataset = 'openwebtext'\n")
+    assert main(["pretrain", "owt.py"]) == 2
+    assert "give its text files" in capsys.readouterr().err
+
+
+def test_python_source_is_training_text_not_a_config(tmp_path):
+    from ferrolm.cli.nanogpt import translate
+
+    source = tmp_path / "code.py"
+    source.write_text("def f(x):\n    return x + 1\n\nbatch_size = 3\n")
+    assert translate(["pretrain", str(source), "--batch_size=2"]) == ["pretrain", str(source), "--batch-size=2"]
+
+
+def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, capsys):
+    base, out = tmp_path / "base", tmp_path / "tuned"
+    assert main(["pretrain", str(corpus), "--out", str(base), "--max-iters", "60", "--warmup-iters", "0",
+                 "--learning-rate", "0.01", *TINY]) == 0
+    before = (base / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["pretrain", str(corpus), "--init-from", str(base), "--out", str(out), "--max-iters", "1",
+                 "--log-interval", "1", *TINY]) == 0
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] < 3.6  # where the model left off (about 3.1); a new model starts at ln(58) ≈ 4.06
+    assert (base / "model.safetensors").read_bytes() == before
+    assert (out / "model.safetensors").read_bytes() != before
+    assert (out / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+    for extra, message in ((["--n-layer", "2"], "--n-layer 2 is not the model's"),
+                           (["--tokenizer", "bpe"], "--tokenizer cannot change it"),
+                           (["--objective", "mlm"], "a GPT trains with --objective causal"),
+                           (["--resume"], "--init-from starts a new run")):
+        assert main(["pretrain", str(corpus), "--init-from", str(base), "--out", str(out), *TINY, *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_decay_lr_false_keeps_the_learning_rate_constant(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "3", "--decay-lr", "false",
+                 "--log-interval", "1", "--learning-rate", "0.002", *TINY]) == 0
+    rates = [json.loads(l)["lr"] for l in (out / "metrics.jsonl").read_text().splitlines() if "lr" in json.loads(l)]
+    assert rates == [0.002] * 3

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from ferrolm.cli.label import register_label
 from ferrolm.cli.lm import register_fill_mask, register_generate, register_pretrain
+from ferrolm.cli.nanogpt import translate
 from ferrolm.cli.posttrain import register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
 
@@ -40,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(translate(list(sys.argv[1:] if argv is None else argv)))
         return args.func(args)
     except BrokenPipeError:  # the reader (say `head`) has gone: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

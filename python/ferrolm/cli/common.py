@@ -12,7 +12,7 @@ from ferrolm.train.loop import DTYPES
 # None on the command line means "the command's default, or the checkpoint's value on --resume".
 MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": False}
 TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": None, "warmup_iters": 100,
-               "lr_decay_iters": None, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
+               "lr_decay_iters": None, "decay_lr": True, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
                "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
                "checkpoint_interval": 0, "dtype": "float32"}
 # MLM starts on a plateau where it predicts the unigram distribution, and the plateau lasts
@@ -25,6 +25,7 @@ HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each ev
         "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10, for ppo --learning-rate: "
                   "constant; on --resume, the run's)",
         "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
+        "decay_lr": "warmup and cosine decay (default true; false: a constant --learning-rate, as nanoGPT's decay_lr)",
         "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
                  "float32 (training 1.5-1.7x faster than float32 on the benchmark models, about 1.2x with a 32k "
                  "vocabulary, whose float32 softmax and loss then weigh more; measured on a CPU with AVX512-BF16)"}
@@ -105,15 +106,21 @@ def add_flags(parser, defaults: dict) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def choose(args, name: str, saved: Optional[dict], defaults: dict, fixed: bool = False):
-    """The flag's value: given on the command line, else saved in a checkpoint, else default.
-    For a `fixed` flag (one that defines the run: its model, its data) a given value that
-    contradicts the checkpoint is an error."""
+def resumed(args) -> tuple[str, str]:
+    """`choose`'s `fixed` for a flag that a resumed run keeps."""
+    return f"the run's in {args.out}", "a resumed run keeps its settings (start a new run with another --out)"
+
+
+def choose(args, name: str, saved: Optional[dict], defaults: dict, fixed: Optional[tuple[str, str]] = None):
+    """The flag's value: given on the command line, else saved (in a checkpoint, a starting
+    model), else default. For a `fixed` flag (one that defines the run: its model, its data) a
+    given value that contradicts the saved one is an error; `fixed` says whose value that is and
+    why it stays (`resumed(args)`)."""
     given = getattr(args, name)
     if saved is not None and name in saved:
         if fixed and given is not None and given != saved[name]:
-            raise ValueError(f"--resume: --{name.replace('_', '-')} {given} is not the run's ({saved[name]}) in {args.out}; "
-                             "a resumed run keeps its settings (start a new run with another --out)")
+            whose, why = fixed
+            raise ValueError(f"--{name.replace('_', '-')} {given} is not {whose} ({saved[name]}): {why}")
         return saved[name] if given is None else given
     return defaults[name] if given is None else given
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                fraction, non_negative, positive, probability, train_config)
+                                fraction, non_negative, positive, probability, resumed, train_config)
 
 
 def register_pretrain(sub) -> None:
@@ -24,6 +24,10 @@ def register_pretrain(sub) -> None:
                    help="vocabulary size when training a bpe/wordpiece tokenizer (default 4096)")
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--init-from", metavar="DIR", default=None,
+                   help="start from a model directory's weights and tokenizer (a GPT, or a BERT with --objective mlm; "
+                        "Hugging Face ones too) instead of a new model, as nanoGPT's init_from=gpt2: its architecture "
+                        "and context stay")
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of the corpus held out (default 0.1)")
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
     p.add_argument("--sample-tokens", type=count(), default=300, help="causal: tokens of sample text to print at the end (default 300; 0: none)")
@@ -39,6 +43,26 @@ def _model_flags(model) -> dict:
                 "block_size": c["max_position_embeddings"], "dropout": c["hidden_dropout_prob"], "bias": True}
     return {"n_layer": c["n_layer"], "n_head": c["n_head"], "n_embd": c["n_embd"], "block_size": c["n_positions"],
             "dropout": c["resid_pdrop"], "bias": c.get("bias", True)}
+
+
+def _starting_model(args):
+    """--init-from's model, checked against the objective and the flags it makes moot."""
+    from ferrolm.models import load_model
+
+    moot = [f for f, v in (("--tokenizer", args.tokenizer), ("--vocab-size", args.vocab_size)) if v]
+    if moot:
+        raise ValueError(f"--init-from {args.init_from}: the model's tokenizer is used; {', '.join(moot)} cannot change it")
+    model = load_model(args.init_from)
+    kind = "mlm" if type(model).__name__ == "BERT" else "causal"
+    if (args.objective or "causal") != kind:
+        raise ValueError(f"--init-from {args.init_from}: a {type(model).__name__} trains with --objective {kind}")
+    if model.tokenizer is None:
+        raise ValueError(f"--init-from {args.init_from}: the directory has no tokenizer to prepare the corpus with")
+    if kind == "mlm":
+        from ferrolm.data import MlmCollator
+
+        MlmCollator(model.tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
+    return model
 
 
 def _tokenizer(args, text: str):
@@ -105,17 +129,22 @@ def run_pretrain(args) -> int:
     out = Path(args.out or f"out-{args.objective or 'causal'}")
     args.out = str(out)
     data_dir = out / "data"
-    saved_model = saved_train = None
+    saved_model = saved_train = fixed = None
+    if args.resume and args.init_from:
+        raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
+    if args.init_from:
+        model, fixed = _starting_model(args), (f"the model's in {args.init_from}", "the model keeps its architecture")
+        saved_model = _model_flags(model)
     if args.resume:
         state = checkpoint_state(out)
         _check_resume_flags(args, state)
         args.objective = state["objective"]
         model = load_model(out)
-        saved_model = _model_flags(model)
+        saved_model, fixed = _model_flags(model), resumed(args)
         saved_train = {**state["config"], **state.get("objective_state", {})}
     args.objective = args.objective or "causal"
     defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
-    m = {k: choose(args, k, saved_model, defaults, fixed=args.resume) for k in MODEL_FLAGS}
+    m = {k: choose(args, k, saved_model, defaults, fixed=fixed) for k in MODEL_FLAGS}
     t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
     config = train_config(t, args)
     # Checked here, before the corpus is tokenised.
@@ -125,13 +154,14 @@ def run_pretrain(args) -> int:
         raise ValueError("--bias false: BERT's layers always have biases (the flag is for GPT)")
     if not args.resume:
         text = read_corpus(args.files)
-        tokenizer = _tokenizer(args, text)
+        tokenizer = model.tokenizer if args.init_from else _tokenizer(args, text)
         characters = len(text)
         meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)
         del text  # training reads the tokens from disk
         print(f"corpus: {characters:,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
-        model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
+        if not args.init_from:
+            model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
     if args.objective == "mlm":
@@ -159,7 +189,11 @@ def register_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated")
     p.add_argument("model", help="model directory (config.json, model.safetensors, and tokenizer.json, "
                                          "vocab.json + merges.txt or vocab.txt)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default a newline); a chat model's question")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="\n", help="text to continue (default a newline); a chat model's question")
+    prompt.add_argument("--prompt-file", metavar="FILE", default=None, help="read the prompt from a UTF-8 text file")
+    p.add_argument("--num-samples", type=count(1), default=1, help="samples to draw, one after another, each with the "
+                                                                 "next seed (default 1)")
     p.add_argument("--max-new-tokens", type=count(), default=500, help="default 500")
     p.add_argument("--temperature", type=non_negative, default=0.8, help="default 0.8 (0: greedy)")
     p.add_argument("--top-k", type=count(), default=200, help="default 200 (0: no limit)")
@@ -175,24 +209,29 @@ def register_generate(sub) -> None:
 def run_generate(args) -> int:
     from ferrolm.model import GPT
     from ferrolm.models import TOKENIZER_FILES
+    from ferrolm.data import read_text
 
     model = GPT.load(args.model)
     if model.tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     chat = model.is_chat and not args.raw
-    # The prompt is encoded (and refused, if it cannot be) before anything is printed.
-    pieces = model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
-                            seed=args.seed, stream=True, chat=chat)
-    if chat:
-        print(f"(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
-              file=sys.stderr, flush=True)
-    else:
-        sys.stdout.write(args.prompt)
-    for piece in pieces:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    for i in range(args.num_samples):
+        # The prompt is encoded (and refused, if it cannot be) before anything is printed.
+        pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
+                                seed=args.seed + i, stream=True, chat=chat)
+        if i:
+            sys.stdout.write("-" * 15 + "\n")  # between samples, as nanoGPT's sample.py
+        elif chat:
+            print(f"(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
+                  file=sys.stderr, flush=True)
+        if not chat:
+            sys.stdout.write(prompt)
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
     return 0
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferrolm.cli.common import TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative, train_config
+from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative, resumed,
+                                train_config)
 
 _SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20,
                "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
@@ -99,7 +100,7 @@ def _settle(args, command: str, saved: dict | None) -> None:
     settings = RUN_SETTINGS[command]
     for name, default in settings.items():
         if default is not None:
-            setattr(args, name, choose(args, name, saved, settings, fixed=True))
+            setattr(args, name, choose(args, name, saved, settings, fixed=resumed(args)))
             continue
         path = str(Path(getattr(args, name)).resolve())  # a path (always given)
         if saved is not None and saved.get(name, path) != path:  # a moved directory is not a new run
