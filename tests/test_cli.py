@@ -86,6 +86,9 @@ def test_resume_accepts_the_runs_own_dropout_and_drops_attention_at_that_rate(co
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["resid_pdrop"] == config["attn_pdrop"] == 0.1  # written as the decimal given, not float32's
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "3", "--dropout", "0.1", *TINY]) == 0
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "4", "--dropout", "0.2", *TINY]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["resid_pdrop"] == config["attn_pdrop"] == 0.2  # a training setting: it may change on resume
 
 
 def test_resume_takes_the_objective_and_masking_from_the_checkpoint(corpus, tmp_path):
@@ -235,12 +238,14 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
     before = (base / "model.safetensors").read_bytes()
     capsys.readouterr()
     assert main(["pretrain", str(corpus), "--init-from", str(base), "--out", str(out), "--max-iters", "1",
-                 "--log-interval", "1", *TINY]) == 0
+                 "--log-interval", "1", *TINY, "--dropout", "0.1"]) == 0  # dropout may change, as in nanoGPT
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] < 3.6  # where the model left off (about 3.1); a new model starts at ln(58) ≈ 4.06
     assert (base / "model.safetensors").read_bytes() == before
     assert (out / "model.safetensors").read_bytes() != before
     assert (out / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["resid_pdrop"] == config["attn_pdrop"] == 0.1
     for extra, message in ((["--n-layer", "2"], "--n-layer 2 is not the model's"),
                            (["--tokenizer", "bpe"], "--tokenizer cannot change it"),
                            (["--objective", "mlm"], "a GPT trains with --objective causal"),

@@ -504,3 +504,13 @@ def test_dropout_reaches_the_attention_probabilities_and_is_saved(tmp_path):
     nanogpt = GPT.create(dropout=0.25, **common)  # one rate everywhere, as nanoGPT
     nanogpt.save(tmp_path / "m")
     assert GPT.load(tmp_path / "m").config["attn_pdrop"] == 0.25
+    # Another rate on the same weights (shared, so training one trains the other).
+    tuned = without.with_dropout(0.0, attention=0.5)
+    assert tuned.config["attn_pdrop"] == 0.5 and without.config["attn_pdrop"] == 0.0
+    np.testing.assert_array_equal(tuned(ids).numpy(), without(ids).numpy())
+    assert not np.allclose(tuned(ids, dropout_seed=1).numpy(), without(ids).numpy())
+    bias = dict(tuned.named_parameters())["transformer.ln_f.bias"]
+    bias.detach().copy_(np.full(8, 0.5, np.float32))
+    np.testing.assert_array_equal(dict(without.named_parameters())["transformer.ln_f.bias"].numpy(), 0.5)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        without.with_dropout(1.0)

@@ -351,6 +351,8 @@ class Gpt:
     def named_parameters(self) -> list[tuple[str, Tensor]]: ...
     def with_vocab(self, vocab_size: int, seed: int = 0) -> Gpt:
         """The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared)."""
+    def with_dropout(self, dropout: float, attn_dropout: Optional[float] = None) -> Gpt:
+        """The same model (weights shared) with other dropout rates; `attn_dropout` defaults to `dropout`."""
     def deep_clone(self) -> Gpt:
         """An independent copy of the model (own weights)."""
     def generation(
@@ -389,6 +391,8 @@ class Bert:
     def load(dir: _Path) -> Bert:
         """Loads a Hugging Face style BERT directory (config.json + model.safetensors)."""
     def save(self, dir: _Path) -> None: ...
+    def with_dropout(self, hidden_dropout_prob: float, attention_probs_dropout_prob: Optional[float] = None) -> Bert:
+        """The same model (weights shared) with other dropout rates; the attention rate defaults to the hidden one."""
     @property
     def config(self) -> dict[str, Any]: ...
     @property

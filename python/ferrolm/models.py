@@ -4,7 +4,7 @@ architecture (config.json's model_type)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -111,6 +111,11 @@ class CoreModel:
     def save(self, path: Union[str, Path]) -> None:
         """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
         save_model(self.core, self.tokenizer, path)
+
+    def with_dropout(self, dropout: float, attention: Optional[float] = None):
+        """The same model (weights shared) with other dropout rates: `dropout` everywhere, or
+        `attention` for the attention probabilities."""
+        return type(self)(self.core.with_dropout(dropout, attention), self.tokenizer)
 
     @property
     def config(self) -> dict:

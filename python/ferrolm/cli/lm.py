@@ -144,7 +144,8 @@ def run_pretrain(args) -> int:
         saved_train = {**state["config"], **state.get("objective_state", {})}
     args.objective = args.objective or "causal"
     defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
-    m = {k: choose(args, k, saved_model, defaults, fixed=fixed) for k in MODEL_FLAGS}
+    # Dropout is a training setting (nanoGPT lets it change too); the rest is the architecture.
+    m = {k: choose(args, k, saved_model, defaults, fixed=fixed if k != "dropout" else None) for k in MODEL_FLAGS}
     t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
     config = train_config(t, args)
     # Checked here, before the corpus is tokenised.
@@ -162,6 +163,8 @@ def run_pretrain(args) -> int:
               f"(vocab {tokenizer.vocab_size})", flush=True)
         if not args.init_from:
             model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
+    if saved_model and m["dropout"] != saved_model["dropout"]:
+        model = model.with_dropout(m["dropout"])
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
     if args.objective == "mlm":

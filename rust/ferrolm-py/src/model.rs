@@ -167,6 +167,12 @@ impl PyGpt {
         compute(py, || self.0.with_vocab(vocab_size, seed)).py().map(PyGpt)
     }
 
+    /// The same model (weights shared) with other dropout rates; `attn_dropout` defaults to `dropout`.
+    #[pyo3(signature = (dropout, attn_dropout = None))]
+    fn with_dropout(&self, dropout: f32, attn_dropout: Option<f32>) -> PyResult<PyGpt> {
+        self.0.with_dropout(dropout, attn_dropout.unwrap_or(dropout)).py().map(PyGpt)
+    }
+
     /// An independent copy of the model (own weights).
     fn deep_clone(&self, py: Python<'_>) -> PyResult<PyGpt> {
         compute(py, || self.0.deep_clone()).py().map(PyGpt)
@@ -248,6 +254,13 @@ impl PyBert {
 
     fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
         compute(py, || self.0.save(&dir)).py()
+    }
+
+    /// The same model (weights shared) with other dropout rates; the attention rate defaults to the hidden one.
+    #[pyo3(signature = (hidden_dropout_prob, attention_probs_dropout_prob = None))]
+    fn with_dropout(&self, hidden_dropout_prob: f32, attention_probs_dropout_prob: Option<f32>) -> PyResult<PyBert> {
+        let attention = attention_probs_dropout_prob.unwrap_or(hidden_dropout_prob);
+        self.0.with_dropout(hidden_dropout_prob, attention).py().map(PyBert)
     }
 
     #[getter]

@@ -172,6 +172,13 @@ impl Bert {
         &self.config
     }
 
+    /// The same model (weights shared, as with `clone`) with other dropout rates.
+    pub fn with_dropout(&self, hidden_dropout_prob: f32, attention_probs_dropout_prob: f32) -> Result<Bert> {
+        let config = BertConfig { hidden_dropout_prob, attention_probs_dropout_prob, ..self.config.clone() };
+        config.validate()?;
+        Ok(Bert { config, ..self.clone() })
+    }
+
     fn build(config: BertConfig, pooler: bool, seed: u64, init: Init) -> Result<Bert> {
         config.validate()?;
         let (c, eps) = (config.hidden_size, config.layer_norm_eps);

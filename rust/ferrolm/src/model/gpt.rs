@@ -303,6 +303,14 @@ impl Gpt {
         Ok(model)
     }
 
+    /// The same model (weights shared, as with `clone`) with other dropout rates, e.g. to
+    /// fine-tune with dropout a model trained without it.
+    pub fn with_dropout(&self, dropout: f32, attn_dropout: f32) -> Result<Gpt> {
+        let config = GptConfig { dropout, attn_dropout, ..self.config.clone() };
+        config.validate()?;
+        Ok(Gpt { config, ..self.clone() })
+    }
+
     /// An independent copy (own storage), e.g. a frozen reference model.
     pub fn deep_clone(&self) -> Result<Gpt> {
         let copy = Gpt::build(self.config.clone(), 0, zeros)?;
