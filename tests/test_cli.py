@@ -202,12 +202,13 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
             "--max_iters=2", "--lr_decay_iters=2", "--dropout=0.0", "--no-progress", "--sample-tokens", "0"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "ignoring always_save_checkpoint in train_shakespeare_char.py" in err and "--device=cpu" in err
+    assert "ignoring wandb_log in train_shakespeare_char.py" in err and "--device=cpu" in err
     run = tmp_path / "out-shakespeare-char"  # the file's out_dir
     config = json.loads((run / "config.json").read_text())
     assert (config["n_layer"], config["n_embd"], config["resid_pdrop"]) == (1, 16, 0.0)
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["config"]["grad_accum"] == 2 and state["config"]["beta2"] == 0.99  # from the file
+    assert state["config"]["always_save_checkpoint"] is False
     # sample.py's spellings: the model in --out_dir, the prompt from a file, several samples.
     (tmp_path / "prompt.txt").write_text("ROMEO:")
     assert main(["generate", "--out_dir=out-shakespeare-char", "--device=cpu", "--start=FILE:prompt.txt",

@@ -134,6 +134,27 @@ def test_training_beats_the_unigram_entropy(tmp_path, dtype):
     assert fl.matmul_precision() == "float32"  # the loop restores the process's setting
 
 
+def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    model, _ = char_model(tmp_path)
+    scripted, snapshots = iter([3.0, 2.0, 2.5, 2.7]), {}
+
+    class Scripted(CausalLM):
+        def evaluate(self, model, rng):
+            snapshots[len(snapshots)] = dict(model.named_parameters())["transformer.wte.weight"].numpy().copy()
+            return {"val_loss": next(scripted)}
+
+    config = TrainConfig(max_iters=8, eval_interval=2, eval_iters=1, progress=False, always_save_checkpoint=False)
+    evals = train(model, Scripted(tmp_path / "data", 32, 4), config, tmp_path / "run")
+    assert [(e["step"], e["val_loss"]) for e in evals] == [(2, 3.0), (4, 2.0), (6, 2.5), (8, 2.7)]
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
+    kept = dict(GPT.load(tmp_path / "run").named_parameters())["transformer.wte.weight"].numpy()
+    np.testing.assert_array_equal(kept, snapshots[1])  # the weights evaluated at step 4
+    with pytest.raises(ValueError, match="choose one"):
+        TrainConfig(checkpoint_interval=5, always_save_checkpoint=False)
+
+
 def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):
     from ferrolm.train import CausalLM, TrainConfig, train
 

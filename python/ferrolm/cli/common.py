@@ -14,13 +14,15 @@ MODEL_FLAGS = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "drop
 TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_lr": None, "warmup_iters": 100,
                "lr_decay_iters": None, "decay_lr": True, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "grad_clip": 1.0,
                "eval_interval": 250, "eval_iters": 20, "log_interval": 10, "grad_accum": 1, "seed": 1337,
-               "checkpoint_interval": 0, "dtype": "float32"}
+               "checkpoint_interval": 0, "always_save_checkpoint": True, "dtype": "float32"}
 # MLM starts on a plateau where it predicts the unigram distribution, and the plateau lasts
 # longer the longer the sequences (benches/quality_bert_mlm.py): BERT's defaults here are
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01, "bias": True}
 
 HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
+        "always_save_checkpoint": "checkpoint at every evaluation (default true); false: only when the validation loss "
+                                  "improves, keeping the best model of a run that overfits (nanoGPT's option)",
         "bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
         "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10, for ppo --learning-rate: "
                   "constant; on --resume, the run's)",

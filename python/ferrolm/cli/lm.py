@@ -176,6 +176,11 @@ def run_pretrain(args) -> int:
     evals = train(model, objective, config, out, resume=args.resume)
     elapsed = time.perf_counter() - start
     final = evals[-1]
+    kept = checkpoint_state(out)["step"]
+    if kept != final["step"]:  # always_save_checkpoint false: the best model is the one kept (and sampled)
+        best = next(e for e in evals if e["step"] == kept)
+        print(f"kept the best checkpoint: step {kept}, val loss {best['val_loss']:.4f}", flush=True)
+        model = load_model(out)
     extra = f", masked-token accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else ""
     print(f"done in {elapsed:.1f}s: train loss {final['train_loss']:.4f}, val loss {final['val_loss']:.4f} "
           f"(perplexity {final['val_ppl']:.2f}){extra}; saved to {out}/", flush=True)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 #: nanoGPT names that ferrolm spells differently, after `_` → `-`.
 RENAMED = {"--out-dir": "--out", "--gradient-accumulation-steps": "--grad-accum"}
-#: Config keys about hardware and logging services, which mean nothing here, or nanoGPT
-#: options ferrolm has no switch for (it checkpoints at every evaluation).
-IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_run_name", "always_save_checkpoint"}
+#: Config keys about hardware and logging services, which mean nothing here.
+IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_run_name"}
 #: The nanoGPT dataset that is ferrolm's bundled corpus (character-level by default).
 BUNDLED_DATASET = "shakespeare_char"
 #: Arithmetic allowed in config values (`gradient_accumulation_steps = 5 * 8`).

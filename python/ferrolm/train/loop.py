@@ -54,6 +54,9 @@ class TrainConfig:
     eval_iters: int = 20
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
+    # False: checkpoint only when the validation loss improves (nanoGPT's option), so a run that
+    # overfits keeps its best model, and --resume continues from it.
+    always_save_checkpoint: bool = True
     seed: int = 1337
     # "bfloat16": matrix products round their operands to bfloat16 and sum in float32 (like
     # PyTorch's bf16 autocast, but outputs stay float32); training 1.5-1.7x faster than float32
@@ -73,6 +76,9 @@ class TrainConfig:
         if not (self.learning_rate > 0 and 0 <= self.min_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
                              f"got learning_rate {self.learning_rate} and min_lr {self.min_lr} (give --min-lr)")
+        if self.checkpoint_interval and not self.always_save_checkpoint:
+            raise ValueError("checkpoint_interval saves on a schedule; always_save_checkpoint=False saves the best "
+                             "model: choose one")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -341,6 +347,13 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
 
     saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
 
+    def improved(record: dict) -> bool:
+        """Whether `record`, the latest evaluation, has the run's best validation loss."""
+        if "val_loss" not in record:
+            raise ValueError(f"always_save_checkpoint=False keeps the best validation loss, which the {objective.kind} "
+                             "objective does not report")
+        return all(record["val_loss"] < e["val_loss"] for e in evals[:-1] if "val_loss" in e)
+
     def save(it: int) -> None:
         state = {"step": it, "rng": rng.bit_generator.state, "objective": objective.kind, "evals": evals,
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
@@ -355,7 +368,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 evals.append(evaluate(step))
                 log(evals[-1])
                 _describe(bar, evals[-1])
-                if not config.checkpoint_interval:
+                if not config.checkpoint_interval and (config.always_save_checkpoint or improved(evals[-1])):
                     save(step)
             if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step > 0:
                 save(step)
@@ -399,7 +412,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             evals.append(evaluate(step))
             log(evals[-1])
             _describe(bar, evals[-1])
-        save(step)
+        if config.always_save_checkpoint or improved(evals[-1]):
+            save(step)
     except KeyboardInterrupt:
         where = (f"the checkpoint there is from step {saved[0]}, and resuming continues from it" if saved[0] is not None
                  else "this run saved no checkpoint yet")
