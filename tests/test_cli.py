@@ -220,16 +220,34 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     assert main(["pretrain", "bad.py"]) == 2
     assert "bad.py line 1: batch_size must be a plain value" in capsys.readouterr().err
     (tmp_path / "owt.py").write_text("dataset = 'openwebtext'\n")
-    assert main(["pretrain", "owt.py"]) == 2
+    assert main(["pretrain", "owt.py", "--out", "o", "--n_layer", "1"]) == 2  # option values are not corpus files
     assert "give its text files" in capsys.readouterr().err
+    (tmp_path / "gpt2.py").write_text("n_layer = 12\n")  # no dataset: nanoGPT's default, openwebtext
+    assert main(["pretrain", "gpt2.py"]) == 2
+    assert "dataset 'openwebtext'" in capsys.readouterr().err
+    (tmp_path / "odd.py").write_text("eval_only = True\n")
+    assert main(["pretrain", "odd.py"]) == 2
+    assert "odd.py line 1: eval_only is not a setting ferrolm has" in capsys.readouterr().err
 
 
 def test_python_source_is_training_text_not_a_config(tmp_path):
     from ferrolm.cli.nanogpt import translate
 
-    source = tmp_path / "code.py"
-    source.write_text("def f(x):\n    return x + 1\n\nbatch_size = 3\n")
-    assert translate(["pretrain", str(source), "--batch_size=2"]) == ["pretrain", str(source), "--batch-size=2"]
+    for i, text in enumerate(["def f(x):\n    return x + 1\n\nbatch_size = 3\n", "import os\n", "MAX_LEN = 512\n"]):
+        source = tmp_path / f"code{i}.py"
+        source.write_text(text)
+        assert translate(["pretrain", str(source), "--batch_size=2"]) == ["pretrain", str(source), "--batch-size=2"]
+
+
+def test_nanogpt_spellings_leave_values_alone(capsys):
+    from ferrolm.cli.nanogpt import translate
+
+    assert translate(["generate", "--out_dir", "m", "--device", "cpu", "--init_from=resume", "--start", "FILE:p.txt",
+                      "--stop", "<|end_of_text|>", "--prompt_file=a_b.txt"]) == \
+        ["generate", "m", "--prompt-file", "p.txt", "--stop", "<|end_of_text|>", "--prompt-file=a_b.txt"]
+    assert "ignoring --device=cpu" in capsys.readouterr().err
+    assert translate(["pretrain", "--init-from", "resume", "--", "--my_file.txt"]) == \
+        ["pretrain", "--init-from", "resume", "--", "--my_file.txt"]  # a directory named resume; after --, files
 
 
 def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, capsys):
@@ -248,6 +266,7 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
     config = json.loads((out / "config.json").read_text())
     assert config["resid_pdrop"] == config["attn_pdrop"] == 0.1
     for extra, message in ((["--n-layer", "2"], "--n-layer 2 is not the model's"),
+                           (["--out", str(base)], "training would overwrite the model it starts from"),
                            (["--tokenizer", "bpe"], "--tokenizer cannot change it"),
                            (["--objective", "mlm"], "a GPT trains with --objective causal"),
                            (["--resume"], "--init-from starts a new run")):

@@ -151,8 +151,25 @@ def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
     kept = dict(GPT.load(tmp_path / "run").named_parameters())["transformer.wte.weight"].numpy()
     np.testing.assert_array_equal(kept, snapshots[1])  # the weights evaluated at step 4
+    held = dict(model.named_parameters())["transformer.wte.weight"].numpy()
+    np.testing.assert_array_equal(held, snapshots[1])  # and the model ends holding them
     with pytest.raises(ValueError, match="choose one"):
         TrainConfig(checkpoint_interval=5, always_save_checkpoint=False)
+
+
+def test_ctrl_c_during_a_checkpoint_is_held_until_it_is_written():
+    import signal
+    import time
+
+    from ferrolm.train.loop import _interrupts_held
+
+    written = False
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs signal handlers between bytecodes: this one only records it
+            written = True
+    assert written and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
                                 fraction, non_negative, positive, probability, resumed, train_config)
+from ferrolm.cli.nanogpt import BUNDLED_DATASET
 
 
 def register_pretrain(sub) -> None:
@@ -24,6 +26,7 @@ def register_pretrain(sub) -> None:
                    help="vocabulary size when training a bpe/wordpiece tokenizer (default 4096)")
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)  # a nanoGPT config's (cli/nanogpt.py)
     p.add_argument("--init-from", metavar="DIR", default=None,
                    help="start from a model directory's weights and tokenizer (a GPT, or a BERT with --objective mlm; "
                         "Hugging Face ones too) instead of a new model, as nanoGPT's init_from=gpt2: its architecture "
@@ -132,6 +135,12 @@ def run_pretrain(args) -> int:
     saved_model = saved_train = fixed = None
     if args.resume and args.init_from:
         raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
+    if args.dataset not in (None, BUNDLED_DATASET) and not args.files and not args.resume:
+        raise ValueError(f"dataset {args.dataset!r} (a nanoGPT setting): give its text files as arguments (the bundled "
+                         f"corpus is nanoGPT's {BUNDLED_DATASET!r})")
+    if args.init_from and Path(args.init_from).resolve() == out.resolve():
+        raise ValueError(f"--init-from {args.init_from} is the output directory: training would overwrite the model it "
+                         "starts from (choose another --out)")
     if args.init_from:
         model, fixed = _starting_model(args), (f"the model's in {args.init_from}", "the model keeps its architecture")
         saved_model = _model_flags(model)
@@ -157,13 +166,19 @@ def run_pretrain(args) -> int:
         text = read_corpus(args.files)
         tokenizer = model.tokenizer if args.init_from else _tokenizer(args, text)
         characters = len(text)
-        meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)
+        try:
+            meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)
+        except ValueError as e:
+            if not args.init_from:
+                raise
+            raise ValueError(f"--init-from {args.init_from}: the model's tokenizer cannot encode the corpus: {e}") from None
         del text  # training reads the tokens from disk
         print(f"corpus: {characters:,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
               f"(vocab {tokenizer.vocab_size})", flush=True)
         if not args.init_from:
             model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
     if saved_model and m["dropout"] != saved_model["dropout"]:
+        print(f"ferrolm: dropout {saved_model['dropout']} -> {m['dropout']}", file=sys.stderr, flush=True)
         model = model.with_dropout(m["dropout"])
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
@@ -175,12 +190,8 @@ def run_pretrain(args) -> int:
     start = time.perf_counter()
     evals = train(model, objective, config, out, resume=args.resume)
     elapsed = time.perf_counter() - start
-    final = evals[-1]
-    kept = checkpoint_state(out)["step"]
-    if kept != final["step"]:  # always_save_checkpoint false: the best model is the one kept (and sampled)
-        best = next(e for e in evals if e["step"] == kept)
-        print(f"kept the best checkpoint: step {kept}, val loss {best['val_loss']:.4f}", flush=True)
-        model = load_model(out)
+    kept = checkpoint_state(out)["step"]  # with --always-save-checkpoint false, the best evaluation's
+    final = next((e for e in evals if e["step"] == kept), evals[-1])
     extra = f", masked-token accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else ""
     print(f"done in {elapsed:.1f}s: train loss {final['train_loss']:.4f}, val loss {final['val_loss']:.4f} "
           f"(perplexity {final['val_ppl']:.2f}){extra}; saved to {out}/", flush=True)
@@ -224,6 +235,8 @@ def run_generate(args) -> int:
         raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     chat = model.is_chat and not args.raw
     prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    if args.prompt_file and not prompt:
+        raise ValueError(f"--prompt-file {args.prompt_file} is empty")
     for i in range(args.num_samples):
         # The prompt is encoded (and refused, if it cannot be) before anything is printed.
         pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -24,8 +24,10 @@ DEFAULTS = {
     "reward": _SUPERVISED,
     "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10,
             "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
-    "ppo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0,
-            "eval_interval": 50, "eval_iters": 1, "batch_size": 8, "weight_decay": 0.0},
+    # PPO reports rewards, not a validation loss to keep the best model by.
+    "ppo": {**{k: v for k, v in TRAIN_FLAGS.items() if k != "always_save_checkpoint"}, "max_iters": 200,
+            "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "eval_iters": 1, "batch_size": 8,
+            "weight_decay": 0.0},
 }
 
 

@@ -14,7 +14,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -55,7 +57,8 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
     # False: checkpoint only when the validation loss improves (nanoGPT's option), so a run that
-    # overfits keeps its best model, and --resume continues from it.
+    # overfits keeps its best model (and ends holding its weights; a copy is kept in memory),
+    # and --resume continues from it.
     always_save_checkpoint: bool = True
     seed: int = 1337
     # "bfloat16": matrix products round their operands to bfloat16 and sum in float32 (like
@@ -77,8 +80,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
                              f"got learning_rate {self.learning_rate} and min_lr {self.min_lr} (give --min-lr)")
         if self.checkpoint_interval and not self.always_save_checkpoint:
-            raise ValueError("checkpoint_interval saves on a schedule; always_save_checkpoint=False saves the best "
-                             "model: choose one")
+            raise ValueError("checkpoint_interval (--checkpoint-interval) saves on a schedule; always_save_checkpoint="
+                             "False (--always-save-checkpoint false) saves the best model: choose one")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -188,6 +191,25 @@ class _Checkpoints:
             raise ValueError(f"cannot resume: {path}: optimizer_steps must count at most the run's {state['step']} steps")
         opt._opt.load_state([(tensors[f"{n}.exp_avg"].ravel(), tensors[f"{n}.exp_avg_sq"].ravel(), steps.get(n, 0)) for n in names])
         return state
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Holds Ctrl-C back until the block ends, so a checkpoint is written whole (an interrupt
+    between its files would leave the model of one step beside the state of another)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda *received: pending.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending and callable(previous):
+        previous(*pending[0])  # Python's handler raises KeyboardInterrupt
+    elif pending and previous != signal.SIG_IGN:
+        raise KeyboardInterrupt
 
 
 def read_state(path: Path) -> dict:
@@ -347,18 +369,23 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
 
     saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
 
+    best: dict[str, np.ndarray] = {}  # with always_save_checkpoint=False: the saved weights
+
     def improved(record: dict) -> bool:
         """Whether `record`, the latest evaluation, has the run's best validation loss."""
         if "val_loss" not in record:
-            raise ValueError(f"always_save_checkpoint=False keeps the best validation loss, which the {objective.kind} "
-                             "objective does not report")
+            raise ValueError(f"always_save_checkpoint=False keeps the model with the best validation loss, which the "
+                             f"{objective.kind} objective's evaluate() does not report")
         return all(record["val_loss"] < e["val_loss"] for e in evals[:-1] if "val_loss" in e)
 
     def save(it: int) -> None:
         state = {"step": it, "rng": rng.bit_generator.state, "objective": objective.kind, "evals": evals,
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
-        checkpoints.save(model, opt, names, state)
+        with _interrupts_held():
+            checkpoints.save(model, opt, names, state)
         saved[0] = it
+        if not config.always_save_checkpoint:
+            best.update((n, t.numpy().copy()) for n, t in named)
 
     bar = _progress(config, step)
     train_seconds, tokens_since = 0.0, 0  # since the last log line; evaluations and saves not counted
@@ -414,6 +441,15 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             _describe(bar, evals[-1])
         if config.always_save_checkpoint or improved(evals[-1]):
             save(step)
+        elif best:
+            for name, tensor in named:
+                tensor.copy_(best[name])
+            kept = next(e for e in evals if e["step"] == saved[0])
+            print(f"ferrolm: kept the best checkpoint (step {saved[0]}, val loss {kept['val_loss']:.4f}; the last "
+                  f"evaluation had {evals[-1]['val_loss']:.4f}), and the model holds its weights", flush=True)
+        else:
+            print(f"ferrolm: kept the checkpoint of step {saved[0]} in {out}: no evaluation of this run improved on "
+                  "it (the model in memory is the last step's)", flush=True)
     except KeyboardInterrupt:
         where = (f"the checkpoint there is from step {saved[0]}, and resuming continues from it" if saved[0] is not None
                  else "this run saved no checkpoint yet")
