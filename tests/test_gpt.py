@@ -153,6 +153,9 @@ def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
     np.testing.assert_array_equal(kept, snapshots[1])  # the weights evaluated at step 4
     held = dict(model.named_parameters())["transformer.wte.weight"].numpy()
     np.testing.assert_array_equal(held, snapshots[1])  # and the model ends holding them
+    from ferrolm.cli.common import kept_evaluations
+
+    assert kept_evaluations(tmp_path / "run", evals)[-1]["step"] == 4  # what the commands report
     with pytest.raises(ValueError, match="choose one"):
         TrainConfig(checkpoint_interval=5, always_save_checkpoint=False)
 

@@ -137,6 +137,14 @@ def checkpoint_state(out: Path) -> dict:
     return read_state(state_file)
 
 
+def kept_evaluations(out: Path, evals: list[dict]) -> list[dict]:
+    """`evals` up to the one of the checkpoint in `out`: all of them, unless
+    always_save_checkpoint=False kept an earlier, better model (the one the run ends holding)."""
+    kept = checkpoint_state(out)["step"]
+    steps = [e["step"] for e in evals]
+    return evals[:steps.index(kept) + 1] if kept in steps else evals
+
+
 def train_config(values: dict, args):
     from ferrolm.train import TrainConfig
 

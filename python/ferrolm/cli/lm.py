@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                fraction, non_negative, positive, probability, resumed, train_config)
+                                fraction, kept_evaluations, non_negative, positive, probability, resumed,
+                                train_config)
 from ferrolm.cli.nanogpt import BUNDLED_DATASET
 
 
@@ -190,8 +191,7 @@ def run_pretrain(args) -> int:
     start = time.perf_counter()
     evals = train(model, objective, config, out, resume=args.resume)
     elapsed = time.perf_counter() - start
-    kept = checkpoint_state(out)["step"]  # with --always-save-checkpoint false, the best evaluation's
-    final = next((e for e in evals if e["step"] == kept), evals[-1])
+    final = kept_evaluations(out, evals)[-1]  # with --always-save-checkpoint false, the best one
     extra = f", masked-token accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else ""
     print(f"done in {elapsed:.1f}s: train loss {final['train_loss']:.4f}, val loss {final['val_loss']:.4f} "
           f"(perplexity {final['val_ppl']:.2f}){extra}; saved to {out}/", flush=True)

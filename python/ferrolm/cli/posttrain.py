@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative, resumed,
-                                train_config)
+from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, kept_evaluations,
+                                non_negative, resumed, train_config)
 
 _SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20,
                "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
@@ -135,12 +135,14 @@ def _report(command: str, data: dict, counts: dict, unit: str) -> None:
 
 
 def _train(args, v: dict, name: str, model, objective, summary) -> int:
-    """Trains through the shared loop, then prints the time and `summary(evals)`."""
+    """Trains through the shared loop, then prints the time and `summary(evals)` (up to the
+    kept model's evaluation)."""
     from ferrolm.train import train
 
     start = time.perf_counter()
     settings = {name: getattr(args, name) for name in RUN_SETTINGS[name]}
     evals = train(model, objective, train_config(v, args), args.out, resume=args.resume, settings=settings)
+    evals = kept_evaluations(Path(args.out), evals)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
     return 0
 
