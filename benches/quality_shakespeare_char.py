@@ -4,8 +4,9 @@
 
 The run: tiny Shakespeare, char-level, 4 layers, 4 heads, 128 wide, context 64, batch 12,
 2000 iterations, lr 1e-3 → 1e-4 (warmup 100), beta2 0.99, weight decay 0.1 on matrices, grad
-clip 1.0, dropout 0, no biases, exact GELU, GPT-2 init (nanoGPT's train.py and model.py
-defaults), 90/10 split. nanoGPT's README reports "a loss of only 1.88" from one run whose
+clip 1.0, dropout 0, no biases, GPT-2 init (nanoGPT's train.py and model.py defaults), 90/10
+split. nanoGPT's exact GELU is in the PyTorch model; `ferrolm pretrain` keeps GPT-2's tanh
+approximation (exact GELU gave each seed's loss within 0.0005, and is slower). nanoGPT's README reports "a loss of only 1.88" from one run whose
 loss is estimated on 20 random batches (--eval_iters=20, ±0.02 from batch sampling alone).
 Here every seed is evaluated on --eval-iters batches, for ferrolm (through `ferrolm pretrain`)
 and, when torch is installed, for a PyTorch model written the way nanoGPT writes it, so the

@@ -22,7 +22,8 @@ CORPUS = BUNDLED_CORPUS.read_text()[:200_000]
 # ---------------------------------------------------------------- a reference GPT-2 in numpy
 
 
-def hf_gpt2_checkpoint(path: Path, vocab=23, ctx=16, layers=2, heads=2, width=8, prefix="", seed=0) -> dict:
+def hf_gpt2_checkpoint(path: Path, vocab=23, ctx=16, layers=2, heads=2, width=8, prefix="", seed=0,
+                       activation="gelu_new") -> dict:
     """A random GPT-2 checkpoint in Hugging Face's layout (Conv1D weights [in, out])."""
     rng = np.random.default_rng(seed)
     w = lambda *s: rng.normal(0, 0.3, size=s).astype(np.float32)
@@ -39,18 +40,22 @@ def hf_gpt2_checkpoint(path: Path, vocab=23, ctx=16, layers=2, heads=2, width=8,
     path.mkdir(parents=True, exist_ok=True)
     safetensors_numpy.save_file(t, str(path / "model.safetensors"))
     config = {"model_type": "gpt2", "vocab_size": vocab, "n_positions": ctx, "n_embd": width, "n_layer": layers,
-              "n_head": heads, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}
+              "n_head": heads, "layer_norm_epsilon": 1e-5, "activation_function": activation}
     (path / "config.json").write_text(json.dumps(config))
     return {k.removeprefix(prefix): v for k, v in t.items()}
 
 
-def numpy_gpt2_logits(t: dict, ids: np.ndarray, heads: int) -> np.ndarray:
+def numpy_gpt2_logits(t: dict, ids: np.ndarray, heads: int, activation="gelu_new") -> np.ndarray:
     """GPT-2's forward pass written directly from the paper/HF code's equations, in float64."""
+    from math import erf
+
     def ln(x, g, b):
         mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
         return (x - mu) / np.sqrt(var + 1e-5) * g + b
 
     def gelu(x):
+        if activation == "gelu":  # exact, x·Φ(x)
+            return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
         return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
     t = {k: v.astype(np.float64) for k, v in t.items()}
@@ -74,12 +79,13 @@ def numpy_gpt2_logits(t: dict, ids: np.ndarray, heads: int) -> np.ndarray:
     return ln(x, t["ln_f.weight"], t["ln_f.bias"]) @ t["wte.weight"].T
 
 
-@pytest.mark.parametrize("prefix", ["", "transformer."])
-def test_hugging_face_gpt2_checkpoint_matches_numpy_reference(tmp_path, prefix):
-    tensors = hf_gpt2_checkpoint(tmp_path, prefix=prefix)
+@pytest.mark.parametrize("prefix, activation", [("", "gelu_new"), ("transformer.", "gelu_new"), ("", "gelu")])
+def test_hugging_face_gpt2_checkpoint_matches_numpy_reference(tmp_path, prefix, activation):
+    tensors = hf_gpt2_checkpoint(tmp_path, prefix=prefix, activation=activation)
     model = GPT.load(tmp_path)
+    assert model.config["activation_function"] == activation
     ids = np.random.default_rng(1).integers(0, 23, size=(2, 16))
-    expected = numpy_gpt2_logits(tensors, ids, heads=2)
+    expected = numpy_gpt2_logits(tensors, ids, heads=2, activation=activation)
     np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-4, atol=1e-4)
     # Saved again by us and reloaded: the same model.
     model.save(tmp_path / "again")

@@ -321,6 +321,7 @@ class Gpt:
         layer_norm_epsilon: float = 1e-5,
         seed: int = 0,
         attn_dropout: Optional[float] = None,
+        activation_function: str = "gelu_new",
     ) -> Self: ...
     @staticmethod
     def load(dir: _Path) -> Gpt:

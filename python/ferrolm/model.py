@@ -28,14 +28,16 @@ class GPT(CoreModel):
 
     @classmethod
     def create(cls, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
-               dropout: float = 0.0, attn_dropout: Optional[float] = None, bias: bool = True, seed: int = 0,
-               tokenizer=None) -> "GPT":
+               dropout: float = 0.0, attn_dropout: Optional[float] = None, bias: bool = True,
+               activation_function: str = "gelu_new", seed: int = 0, tokenizer=None) -> "GPT":
         """A freshly initialised model (GPT-2 initialisation, seeded). `dropout` applies to the
         embeddings and residual branches and, unless `attn_dropout` says otherwise, to the
-        attention probabilities (nanoGPT's one rate). `bias` defaults to GPT-2's True;
-        `ferrolm pretrain` defaults to nanoGPT's False."""
+        attention probabilities (nanoGPT's one rate). `bias` defaults to GPT-2's True
+        (`ferrolm pretrain` uses nanoGPT's False); `activation_function` to GPT-2's "gelu_new"
+        (tanh GELU), or "gelu" for nanoGPT's exact GELU (same quality in
+        benches/quality_shakespeare_char.py; the tanh one is faster)."""
         core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, attn_dropout=attn_dropout,
-                         bias=bias, seed=seed)
+                         bias=bias, activation_function=activation_function, seed=seed)
         return cls(core, tokenizer)
 
     @property

@@ -12,7 +12,7 @@ use pyo3::wrap_pyfunction;
 
 use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
 use ferrolm::generate::{Generation, Sampling, TextStream};
-use ferrolm::model::{Batch, Bert, BertConfig, Gpt, GptConfig};
+use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
 use crate::errors::IntoPy;
 use crate::nn::named;
@@ -77,7 +77,7 @@ impl Inputs {
 #[pymethods]
 impl PyGpt {
     #[new]
-    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0, attn_dropout = None))]
+    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0, attn_dropout = None, activation_function = "gelu_new"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -91,8 +91,10 @@ impl PyGpt {
         layer_norm_epsilon: f32,
         seed: u64,
         attn_dropout: Option<f32>,
+        activation_function: &str,
     ) -> PyResult<Self> {
-        let attn_dropout = attn_dropout.unwrap_or(dropout);
+        let (attn_dropout, activation) =
+            (attn_dropout.unwrap_or(dropout), Activation::from_name(activation_function).py()?);
         let config = GptConfig {
             vocab_size,
             block_size,
@@ -102,6 +104,7 @@ impl PyGpt {
             dropout,
             attn_dropout,
             bias,
+            activation,
             layer_norm_epsilon,
         };
         compute(py, || Gpt::new(config, seed)).py().map(PyGpt)

@@ -114,10 +114,18 @@ pub fn tanh(x: f32) -> f32 {
 /// (libm's erff is a scalar call).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_and_gauss(x).0
+}
+
+/// erf(x) and the e^(−x²) it is computed from (the Gaussian density's shape, which GELU's
+/// gradient needs too): one exp for both.
+#[inline(always)]
+pub fn erf_and_gauss(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    (1.0 - poly * exp(-a * a)).copysign(x)
+    let gauss = exp(-a * a);
+    ((1.0 - poly * gauss).copysign(x), gauss)
 }
 
 /// `Σ_j f([xs[0][j], xs[1][j], ...])` over equally long slices, in 16 independent partial sums

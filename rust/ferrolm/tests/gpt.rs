@@ -1,7 +1,7 @@
 //! GPT: whole-model gradients, KV-cache equivalence, batched generation, checkpoints.
 
 use ferrolm::generate::{Generation, Sampling};
-use ferrolm::model::{Batch, Gpt, GptConfig};
+use ferrolm::model::{Activation, Batch, Gpt, GptConfig};
 use ferrolm::nn::Module;
 use ferrolm::{no_grad, ops, Error, Tensor};
 
@@ -15,6 +15,7 @@ fn tiny(dropout: f32) -> Gpt {
         dropout,
         attn_dropout: dropout,
         bias: true,
+        activation: Activation::GeluTanh,
         layer_norm_epsilon: 1e-5,
     };
     Gpt::new(config, 3).unwrap()

@@ -32,6 +32,8 @@ pub struct GptConfig {
     pub attn_dropout: f32,
     /// Biases in linear layers and LayerNorms (GPT-2 has them).
     pub bias: bool,
+    /// The MLP's nonlinearity: GPT-2's tanh GELU, or nanoGPT's exact one.
+    pub activation: Activation,
     pub layer_norm_epsilon: f32,
 }
 
@@ -83,7 +85,7 @@ impl GptConfig {
             "resid_pdrop": decimal(self.dropout),
             "embd_pdrop": decimal(self.dropout),
             "attn_pdrop": decimal(self.attn_dropout),
-            "activation_function": "gelu_new",
+            "activation_function": self.activation.name(),
             "layer_norm_epsilon": decimal(self.layer_norm_epsilon),
             "bias": self.bias,
             "tie_word_embeddings": true,
@@ -94,7 +96,7 @@ impl GptConfig {
     pub fn from_json(v: &serde_json::Value) -> Result<GptConfig> {
         let f = ConfigFields(v, "config.json");
         f.expect_str("model_type", &["gpt2"])?;
-        f.expect_str("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
+        f.expect_str("activation_function", &["gelu_new", "gelu_pytorch_tanh", "gelu"])?;
         // Variants of GPT-2 that this model does not compute: refused rather than run wrongly.
         f.expect_bool("tie_word_embeddings", true)?;
         f.expect_bool("scale_attn_weights", true)?;
@@ -109,6 +111,7 @@ impl GptConfig {
             dropout,
             attn_dropout: f.float_or("attn_pdrop", dropout)?, // when absent, nanoGPT's one rate
             bias: f.bool_or("bias", true)?,
+            activation: Activation::from_name(v["activation_function"].as_str().unwrap_or("gelu_new"))?,
             layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
         config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
@@ -119,6 +122,39 @@ impl GptConfig {
             "config.json: n_inner {n_inner} is not supported (the MLP is 4 × n_embd)"
         );
         Ok(config)
+    }
+}
+
+/// The GELU of the MLP, by its Hugging Face name (`activation_function`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// The tanh approximation, GPT-2's `gelu_new` (also spelled `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// Exact GELU, x·Φ(x): `gelu`, as nanoGPT's `nn.GELU()`.
+    Gelu,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::GeluTanh => "gelu_new",
+            Activation::Gelu => "gelu",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Activation> {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "gelu" => Ok(Activation::Gelu),
+            _ => bail!(Argument, "activation_function {name:?} is not supported (gelu_new, gelu_pytorch_tanh or gelu)"),
+        }
+    }
+
+    fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::GeluTanh => ops::gelu(x),
+            Activation::Gelu => ops::gelu_erf(x),
+        }
     }
 }
 
@@ -221,7 +257,7 @@ impl Gpt {
                 }
             };
             h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, 3 * l as u64 + 2)?)?;
-            let m = ops::gelu(&block.c_fc.forward(&block.ln_2.forward(&h)?)?);
+            let m = cfg.activation.apply(&block.c_fc.forward(&block.ln_2.forward(&h)?)?);
             h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, 3 * l as u64 + 3)?)?;
         }
         if let Some(cache) = cache {

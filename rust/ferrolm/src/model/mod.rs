@@ -4,7 +4,7 @@ mod bert;
 mod gpt;
 
 pub use bert::{Bert, BertConfig, EncoderLayer, MlmHead};
-pub use gpt::{Block, Gpt, GptConfig};
+pub use gpt::{Activation, Block, Gpt, GptConfig};
 
 use crate::ops::{self, Dropout};
 use crate::rng::mix;

@@ -158,11 +158,11 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
         #[inline(always)]
         |x| 0.5 * x * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2)),
         Input,
+        // Φ(x) + x φ(x), where φ(x) = e^(−x²/2)/√(2π) is the exp erf(x/√2) takes.
         #[inline(always)]
         |x| {
-            let cdf = 0.5 * (1.0 + simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = simd::exp(-0.5 * x * x) * 0.398_942_3;
-            cdf + x * pdf
+            let (erf, gauss) = simd::erf_and_gauss(x * std::f32::consts::FRAC_1_SQRT_2);
+            0.5 * (1.0 + erf) + x * gauss * 0.398_942_3
         },
     )
 }
