@@ -83,19 +83,19 @@ class BERT(CoreModel):
         if masks.size == 0:
             raise ValueError(f"no [MASK] in the text: {text!r}")
         if len(ids) <= self.max_len:
-            return self._fill(ids, top_k)
+            return self._fill(ids[None, :], top_k)[0]
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         framed = ids[0] == cls and ids[-1] == sep
         body = ids[1:-1] if framed else ids
         width = self.max_len - 2 if framed else self.max_len
-        out = []
-        for p in masks - int(framed):
-            start = min(max(p - width // 2, 0), len(body) - width)
-            window = body[start : start + width]
-            window = np.concatenate([[cls], window, [sep]]) if framed else window
-            nth = int(np.sum(body[start:p] == self._mask_id()))  # this mask's rank in the window
-            out.append(self._fill(window, top_k)[nth])
-        return out
+        starts = [min(max(p - width // 2, 0), len(body) - width) for p in masks - int(framed)]
+        windows = sorted(set(starts))  # masks near each other or an end share a window
+        batch = np.stack([body[s : s + width] for s in windows])
+        if framed:
+            batch = np.concatenate([np.full((len(batch), 1), cls), batch, np.full((len(batch), 1), sep)], axis=1)
+        filled = dict(zip(windows, self._fill(batch, top_k)))  # one forward pass for every window
+        # Each mask's candidates, from its window: the mask's rank among the window's masks.
+        return [filled[s][int(np.sum(body[s:p] == self._mask_id()))] for s, p in zip(starts, masks - int(framed))]
 
     def _mask_id(self) -> int:
         mask_id = self._tok().token_to_id("[MASK]")
@@ -103,16 +103,18 @@ class BERT(CoreModel):
             raise ValueError("the tokenizer has no [MASK] token")
         return mask_id
 
-    def _fill(self, ids: np.ndarray, top_k: int) -> list[list[dict]]:
-        positions = np.flatnonzero(ids == self._mask_id())
+    def _fill(self, ids: np.ndarray, top_k: int) -> list[list[list[dict]]]:
+        """For each row of `ids` [B, T], the candidates of each of its [MASK]s."""
+        positions = np.flatnonzero(ids == self._mask_id())  # in the flattened batch, row by row
         with no_grad():
-            h = self.hidden(ids[None, :])
+            h = self.hidden(ids)
             rows = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, positions)
             probs = F.softmax(self.mlm_logits(rows)).numpy()
-        out = []
-        for p in probs:
+        out: list[list[list[dict]]] = [[] for _ in ids]
+        for at, p in zip(positions, probs):
             best = np.argsort(-p, kind="stable")[:top_k]
-            out.append([{"token": self._tok().id_to_token(int(i)), "token_id": int(i), "score": float(p[i])} for i in best])
+            out[at // ids.shape[1]].append(
+                [{"token": self._tok().id_to_token(int(i)), "token_id": int(i), "score": float(p[i])} for i in best])
         return out
 
     def embed(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
@@ -146,7 +148,7 @@ class BERT(CoreModel):
                 continue
             at = 1 + int(rng.integers(len(ids) - 2))
             true_id, ids[at] = int(ids[at]), mask_id
-            top = [c["token_id"] for c in self._fill(ids, top_k)[0]]
+            top = [c["token_id"] for c in self._fill(ids[None, :], top_k)[0][0]]
             targets.append(true_id)
             hits.append(true_id in top)
         return np.array(targets, dtype=np.int64), np.array(hits, dtype=bool)
