@@ -3,6 +3,9 @@ tuned on preferences, with a scripted judge standing in for the human.
 
     python examples/posttrain_shakespeare.py [--out DIR] [--quick]
 
+It also writes the data it makes into DIR, for the command-line chain in the README:
+pairs.jsonl (SFT), prefs.jsonl (the judge's preferences) and prompts.txt (PPO prompts).
+
 1. Pretrain a small char-level GPT on tiny Shakespeare.
 2. SFT it on prompt/response pairs: a line of the play, then the line that follows.
 3. Preferences: sample several responses per prompt from the SFT model; the judge prefers a
@@ -27,6 +30,7 @@ import numpy as np
 import ferrolm as fl
 from ferrolm.chat import ChatTemplate
 from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
+from ferrolm.jsonl import write_records
 from ferrolm.model import GPT
 from ferrolm.train import CausalLM, TrainConfig, train
 from ferrolm.train.dpo import DPO
@@ -77,6 +81,8 @@ def main() -> None:
     idx = rng.permutation(len(lines) - 1)
     pairs = [{"prompt": lines[i], "response": lines[i + 1]} for i in idx[:4000]]
     held_out_prompts = [lines[i] for i in idx[4000:4200]]  # never seen in any training step
+    write_records(out / "pairs.jsonl", pairs)
+    (out / "prompts.txt").write_text("".join(p["prompt"] + "\n" for p in pairs[:3000]), encoding="utf-8")
     sft_model = GPT.load(out / "pretrained")
     template = ChatTemplate.prepare(sft_model)
     sft = SFT(pairs[:3600], pairs[3600:], template, sft_model.block_size, 16)
@@ -93,6 +99,7 @@ def main() -> None:
         for p, x, y in zip(batch, a, b):
             if judge(x) != judge(y) and x.strip() and y.strip():
                 prefs.append({"prompt": p, "chosen": x if judge(x) else y, "rejected": y if judge(x) else x})
+    write_records(out / "prefs.jsonl", prefs)
     split = int(len(prefs) * 0.85)
     report["preference_pairs"] = len(prefs)
     print(f"[{time.perf_counter() - t0:6.1f}s] {len(prefs)} preference pairs", flush=True)

@@ -166,6 +166,14 @@ def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(cor
         assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "2", *TINY, *extra]) == 2
         assert message in capsys.readouterr().err
         assert not (out / "data").exists()  # nothing prepared for a run that cannot start
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["pretrain", str(empty), "--out", str(out), *TINY]) == 2
+    assert "empty" in capsys.readouterr().err
+    from ferrolm.data import prepare_tokens
+
+    with pytest.raises(ValueError, match="the corpus is empty"):  # with a tokenizer that exists already
+        prepare_tokens("", fl.Tokenizer.train_from_iterator(["ab"], kind="char", vocab_size=10), out / "data")
 
 
 def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
@@ -209,6 +217,13 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["config"]["grad_accum"] == 2 and state["config"]["beta2"] == 0.99  # from the file
     assert state["config"]["always_save_checkpoint"] is False
+    # nanoGPT's resume: the config file again, its architecture taken from the checkpoint; a
+    # changed batch size is said, as other settings that make the run another one.
+    assert main(["pretrain", "train_shakespeare_char.py", "--init_from=resume", "--max_iters=3", "--batch_size=8",
+                 "--always_save_checkpoint=True",
+                 "--eval_iters=1", "--no-progress", "--sample-tokens", "0"]) == 0
+    assert "batch_size 4 -> 8" in capsys.readouterr().err
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
     # sample.py's spellings: the model in --out_dir, the prompt from a file, several samples.
     (tmp_path / "prompt.txt").write_text("ROMEO:")
     assert main(["generate", "--out_dir=out-shakespeare-char", "--device=cpu", "--start=FILE:prompt.txt",

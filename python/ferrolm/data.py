@@ -46,6 +46,8 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
     text for training, the rest for validation, as nanoGPT) plus `meta.json` into `directory`."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not text:
+        raise ValueError("the corpus is empty: there is nothing to train on")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     split = int(len(text) * (1.0 - val_fraction))

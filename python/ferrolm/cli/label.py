@@ -75,7 +75,7 @@ def run_label(args) -> int:
         from ferrolm.label import server
     except ImportError as e:
         raise ValueError(f"ferrolm label needs the web server of the 'label' extra ({e.name} is missing): "
-                         "pip install 'ferrolm[label]'") from None
+                         "pip install starlette uvicorn") from None
     model_a = _load_gpt(args.model)
     model_b = _load_gpt(args.model_b) if args.model_b else model_a
     # A chat model (from `ferrolm sft`) answers prompts as user turns, ending at <|end|>.

@@ -56,6 +56,10 @@ def _starting_model(args):
     moot = [f for f, v in (("--tokenizer", args.tokenizer), ("--vocab-size", args.vocab_size)) if v]
     if moot:
         raise ValueError(f"--init-from {args.init_from}: the model's tokenizer is used; {', '.join(moot)} cannot change it")
+    if not Path(args.init_from).exists():
+        raise ValueError(f"--init-from {args.init_from}: no such model directory (ferrolm downloads nothing: for "
+                         "nanoGPT's init_from=gpt2, download a Hugging Face GPT-2 directory, e.g. openai-community/gpt2 "
+                         "with config.json, model.safetensors, vocab.json and merges.txt, and give its path)")
     model = load_model(args.init_from)
     kind = "mlm" if type(model).__name__ == "BERT" else "causal"
     if (args.objective or "causal") != kind:

@@ -17,6 +17,8 @@ from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS
 RENAMED = {"--out-dir": "--out", "--gradient-accumulation-steps": "--grad-accum"}
 #: Config keys about hardware and logging services, which mean nothing here.
 IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_run_name"}
+#: What a checkpoint fixes: on resume nanoGPT takes these from it, not from the config file.
+ARCHITECTURE = {"n_layer", "n_head", "n_embd", "block_size", "bias"}
 #: The keys a config file may set: ferrolm's settings, and nanoGPT's names for others.
 KNOWN = set(MODEL_FLAGS) | set(TRAIN_FLAGS) | IGNORED | {"dataset", "out_dir", "gradient_accumulation_steps",
                                                          "init_from"}
@@ -35,6 +37,7 @@ def translate(argv: list[str]) -> list[str]:
     if not argv:
         return argv
     command, out, ignored = argv[0], [argv[0]], []
+    resuming = any(a in ("--resume", "--init_from=resume") for a in argv)
     i = 1
     while i < len(argv):
         arg = argv[i]
@@ -42,7 +45,7 @@ def translate(argv: list[str]) -> list[str]:
         if arg == "--":
             return out + argv[i - 1:]
         if command == "pretrain" and arg.endswith(".py") and is_config(Path(arg)):
-            out += config_flags(Path(arg), ignored)
+            out += config_flags(Path(arg), ignored, resuming)
             continue
         if not arg.startswith("--"):
             out.append(arg)
@@ -116,9 +119,10 @@ def _value(node: ast.expr):
     raise ValueError
 
 
-def config_flags(path: Path, ignored: list[str]) -> list[str]:
+def config_flags(path: Path, ignored: list[str], resuming: bool = False) -> list[str]:
     """The flags a nanoGPT config file sets, in its order (later command-line flags win); the
-    keys that mean nothing here are added to `ignored`."""
+    keys that mean nothing here are added to `ignored`. When `resuming`, the architecture comes
+    from the checkpoint, as in nanoGPT."""
     flags = [f"--dataset={NANOGPT_DEFAULT_DATASET}"]  # unless the file names one
     for node in _statements(path) or []:
         key = _assigned(node)
@@ -129,6 +133,8 @@ def config_flags(path: Path, ignored: list[str]) -> list[str]:
                              f"the flags of `ferrolm pretrain --help`)")
         if key in IGNORED:
             ignored.append(f"{key} in {path}")
+            continue
+        if resuming and key in ARCHITECTURE:
             continue
         try:
             value = _value(node.value)

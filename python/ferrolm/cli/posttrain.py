@@ -189,7 +189,8 @@ def run_reward(args) -> int:
     model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("reward", objective.data, objective.counts, "pairs")
-    return _train(args, v, "reward", model, objective, lambda _: f"held-out pairwise accuracy {objective.accuracy(model):.3f}")
+    return _train(args, v, "reward", model, objective, lambda _: f"pairwise accuracy {objective.accuracy(model):.3f} on all "
+                                                              f"{len(objective.data['val'])} held-out pairs")
 
 
 # ---------------------------------------------------------------- dpo
@@ -214,7 +215,8 @@ def run_dpo(args) -> int:
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
     _report("dpo", objective.data, objective.counts, "pairs")
     return _train(args, v, "dpo", model, objective,
-                  lambda _: f"held-out implicit-reward accuracy {objective.accuracy(model):.3f}")
+                  lambda _: f"implicit-reward accuracy {objective.accuracy(model):.3f} on all "
+                            f"{len(objective.data['val'])} held-out pairs")
 
 
 # ---------------------------------------------------------------- ppo

@@ -235,14 +235,15 @@ def read_state(path: Path) -> dict:
 
 #: The settings that shape a run's updates: resumed with others, it no longer reproduces itself.
 _RUN_DEFINING = ("learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "decay_lr", "weight_decay", "beta1",
-                 "beta2", "grad_clip", "grad_accum", "seed", "dtype")
+                 "beta2", "grad_clip", "grad_accum", "seed", "dtype", "batch_size", "block_size")
 
 
-def _warn_if_changed(saved: dict, config: TrainConfig, out: Path) -> None:
-    """Says which run-defining settings a resume changes (a larger max_iters with the default
-    lr_decay_iters, say, restarts the decay), rather than letting them change silently."""
-    changed = [f"{k} {saved[k]} -> {getattr(config, k)}" for k in _RUN_DEFINING
-               if k in saved and saved[k] != getattr(config, k)]
+def _warn_if_changed(saved: dict, current: dict, out: Path) -> None:
+    """Says which run-defining settings (of the config and the objective's state) a resume
+    changes (a larger max_iters with the default lr_decay_iters, say, restarts the decay), rather
+    than letting them change silently."""
+    changed = [f"{k} {saved[k]} -> {current[k]}" for k in _RUN_DEFINING
+               if k in saved and k in current and saved[k] != current[k]]
     if changed:
         print(f"ferrolm: resuming {out} with settings that differ from the run's ({', '.join(changed)}); it will not "
               "continue as the uninterrupted run would", file=sys.stderr, flush=True)
@@ -318,7 +319,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                              "trained on (edited, prepared again by another run, or tokenised differently since); "
                              "restore it, or start a new run")
         step = state["step"]
-        _warn_if_changed(state["config"], config, out)
+        _warn_if_changed({**state["config"], **state.get("objective_state", {})},
+                         {**dataclasses.asdict(config), **objective.state()}, out)
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
@@ -511,7 +513,7 @@ def _plot(out: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(f"ferrolm: no {out / 'loss.png'}: matplotlib is not installed (pip install 'ferrolm[plot]')",
+        print(f"ferrolm: no {out / 'loss.png'}: matplotlib is not installed (pip install matplotlib)",
               file=sys.stderr, flush=True)
         return
     records = [json.loads(line) for line in lines_of((out / METRICS_FILE).read_text(encoding="utf-8")) if line.strip()]
