@@ -30,6 +30,7 @@ import numpy as np
 import ferrolm as fl
 from ferrolm.chat import ChatTemplate
 from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
+from ferrolm.atomic import atomic_file
 from ferrolm.jsonl import write_records
 from ferrolm.model import GPT
 from ferrolm.train import CausalLM, TrainConfig, train
@@ -81,8 +82,11 @@ def main() -> None:
     idx = rng.permutation(len(lines) - 1)
     pairs = [{"prompt": lines[i], "response": lines[i + 1]} for i in idx[:4000]]
     held_out_prompts = [lines[i] for i in idx[4000:4200]]  # never seen in any training step
+    prompts = [p["prompt"] for p in pairs]
+    ppo_prompts = prompts[:3000]
     write_records(out / "pairs.jsonl", pairs)
-    (out / "prompts.txt").write_text("".join(p["prompt"] + "\n" for p in pairs[:3000]), encoding="utf-8")
+    with atomic_file(out / "prompts.txt") as f:
+        f.write("".join(p + "\n" for p in ppo_prompts))
     sft_model = GPT.load(out / "pretrained")
     template = ChatTemplate.prepare(sft_model)
     sft = SFT(pairs[:3600], pairs[3600:], template, sft_model.block_size, 16)
@@ -91,7 +95,6 @@ def main() -> None:
           f"{np.mean([judge(r) for r in sample(sft_model, template, held_out_prompts, 1)]):.3f}", flush=True)
 
     # 3. preference pairs from the judge
-    prompts = [p["prompt"] for p in pairs]
     prefs = []
     for round_ in range(8 if not args.quick else 2):
         batch = prompts[round_ * 400 : (round_ + 1) * 400]
@@ -123,7 +126,7 @@ def main() -> None:
     for seed in (1, 2, 3):
         policy = PolicyWithValue(GPT.load(out / "sft"))
         ChatTemplate.prepare(policy.gpt)
-        ppo = PPO(policy, GPT.load(out / "sft"), rm, prompts[:3000], held_out_prompts[:32], template,
+        ppo = PPO(policy, GPT.load(out / "sft"), rm, ppo_prompts, held_out_prompts[:32], template,
                   rollout_size=32, minibatch_size=16, ppo_epochs=2, max_new_tokens=64, kl_coef=0.05, target_kl=8.0)
         train(policy, ppo, config(steps(160), 1e-4, eval_interval=steps(160), eval_iters=1, seed=seed), out / f"ppo-{seed}")
         after = evaluate(policy.gpt, 7)

@@ -262,7 +262,8 @@ def test_nanogpt_spellings_leave_values_alone(capsys):
         ["generate", "m", "--prompt-file", "p.txt", "--stop", "<|end_of_text|>", "--prompt-file=a_b.txt"]
     assert "ignoring --device=cpu" in capsys.readouterr().err
     assert translate(["pretrain", "--init-from", "resume", "--", "--my_file.txt"]) == \
-        ["pretrain", "--init-from", "resume", "--", "--my_file.txt"]  # a directory named resume; after --, files
+        ["pretrain", "--init-from=resume", "--", "--my_file.txt"]  # a directory named resume; after --, files
+    assert translate(["pretrain", "--init_from", "resume"]) == ["pretrain", "--resume"]  # nanoGPT's value
 
 
 def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, capsys):

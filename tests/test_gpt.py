@@ -162,6 +162,14 @@ def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
     from ferrolm.cli.common import kept_evaluations
 
     assert kept_evaluations(tmp_path / "run", evals)[-1]["step"] == 4  # what the commands report
+    # Resumed, and never better: the checkpoint stays, and the model ends holding its weights.
+    scripted = iter([2.9, 2.8, 2.95])
+    resumed = GPT.load(tmp_path / "run")
+    config = TrainConfig(max_iters=10, eval_interval=2, eval_iters=1, progress=False, always_save_checkpoint=False)
+    train(resumed, Scripted(tmp_path / "data", 32, 4), config, tmp_path / "run", resume=True)
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
+    held = dict(resumed.named_parameters())["transformer.wte.weight"].numpy()
+    np.testing.assert_array_equal(held, snapshots[1])
     with pytest.raises(ValueError, match="choose one"):
         TrainConfig(checkpoint_interval=5, always_save_checkpoint=False)
 
@@ -552,7 +560,7 @@ def test_dropout_reaches_the_attention_probabilities_and_is_saved(tmp_path):
     nanogpt.save(tmp_path / "m")
     assert GPT.load(tmp_path / "m").config["attn_pdrop"] == 0.25
     # Another rate on the same weights (shared, so training one trains the other).
-    tuned = without.with_dropout(0.0, attention=0.5)
+    tuned = without.with_dropout(0.0, attn_dropout=0.5)
     assert tuned.config["attn_pdrop"] == 0.5 and without.config["attn_pdrop"] == 0.0
     np.testing.assert_array_equal(tuned(ids).numpy(), without(ids).numpy())
     assert not np.allclose(tuned(ids, dropout_seed=1).numpy(), without(ids).numpy())

@@ -12,6 +12,10 @@ from ferrolm._core import Tensor
 from ferrolm.autograd import no_grad
 from ferrolm.models import CoreModel
 
+#: Windows of long text that fill_mask runs through the model at once.
+WINDOWS_PER_PASS = 32
+
+
 class BERT(CoreModel):
     """A BERT encoder (masked-LM head included unless loaded from an encoder-only checkpoint).
 
@@ -93,7 +97,9 @@ class BERT(CoreModel):
         batch = np.stack([body[s : s + width] for s in windows])
         if framed:
             batch = np.concatenate([np.full((len(batch), 1), cls), batch, np.full((len(batch), 1), sep)], axis=1)
-        filled = dict(zip(windows, self._fill(batch, top_k)))  # one forward pass for every window
+        # Windows go through the model in batches, few enough to bound the activations' memory.
+        filled = dict(zip(windows, (row for i in range(0, len(batch), WINDOWS_PER_PASS)
+                                    for row in self._fill(batch[i : i + WINDOWS_PER_PASS], top_k))))
         # Each mask's candidates, from its window: the mask's rank among the window's masks.
         return [filled[s][int(np.sum(body[s:p] == self._mask_id()))] for s, p in zip(starts, masks - int(framed))]
 

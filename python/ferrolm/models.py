@@ -112,10 +112,10 @@ class CoreModel:
         """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
         save_model(self.core, self.tokenizer, path)
 
-    def with_dropout(self, dropout: float, attention: Optional[float] = None):
+    def with_dropout(self, dropout: float, attn_dropout: Optional[float] = None):
         """The same model (weights shared) with other dropout rates: `dropout` everywhere, or
-        `attention` for the attention probabilities."""
-        return type(self)(self.core.with_dropout(dropout, attention), self.tokenizer)
+        `attn_dropout` for the attention probabilities."""
+        return type(self)(self.core.with_dropout(dropout, attn_dropout), self.tokenizer)
 
     @property
     def config(self) -> dict:

@@ -20,7 +20,8 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01, "bias": True}
 
-HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
+HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end, or as "
+                               "--always-save-checkpoint says)",
         "always_save_checkpoint": "checkpoint at every evaluation (default true); false: only when the validation loss "
                                   "improves, keeping the best model of a run that overfits (nanoGPT's option)",
         "bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",

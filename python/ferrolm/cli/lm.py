@@ -10,7 +10,7 @@ from pathlib import Path
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
                                 fraction, kept_evaluations, non_negative, positive, probability, resumed,
                                 train_config)
-from ferrolm.cli.nanogpt import BUNDLED_DATASET
+from ferrolm.cli.nanogpt import check_dataset
 
 
 def register_pretrain(sub) -> None:
@@ -140,9 +140,8 @@ def run_pretrain(args) -> int:
     saved_model = saved_train = fixed = None
     if args.resume and args.init_from:
         raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
-    if args.dataset not in (None, BUNDLED_DATASET) and not args.files and not args.resume:
-        raise ValueError(f"dataset {args.dataset!r} (a nanoGPT setting): give its text files as arguments (the bundled "
-                         f"corpus is nanoGPT's {BUNDLED_DATASET!r})")
+    if not args.resume:
+        check_dataset(args.dataset, args.files)
     if args.init_from and Path(args.init_from).resolve() == out.resolve():
         raise ValueError(f"--init-from {args.init_from} is the output directory: training would overwrite the model it "
                          "starts from (choose another --out)")

@@ -51,7 +51,7 @@ def translate(argv: list[str]) -> list[str]:
             out.append(arg)
             continue
         name, eq, value = arg.partition("=")
-        if not eq and name.replace("-", "_")[2:] in IGNORED | {"out_dir", "start"} and i < len(argv) \
+        if not eq and name.replace("-", "_")[2:] in IGNORED | {"out_dir", "start", "init_from"} and i < len(argv) \
                 and not argv[i].startswith("-"):
             eq, value, i = "=", argv[i], i + 1  # `--device cpu`: the value is the next word
         if name.replace("-", "_")[2:] in IGNORED:
@@ -61,6 +61,14 @@ def translate(argv: list[str]) -> list[str]:
     if ignored:
         print(f"ferrolm: ignoring {', '.join(ignored)} (no meaning here)", file=sys.stderr)
     return out
+
+
+def check_dataset(dataset: str | None, files: list) -> None:
+    """A nanoGPT config's dataset (the hidden `--dataset` flag) is the bundled corpus, or the
+    text files given stand for it."""
+    if dataset not in (None, BUNDLED_DATASET) and not files:
+        raise ValueError(f"dataset {dataset!r} (a nanoGPT setting): give its text files as arguments (the bundled "
+                         f"corpus is nanoGPT's {BUNDLED_DATASET!r})")
 
 
 def _option(name: str, eq: str, value: str, command: str) -> list[str]:

@@ -55,7 +55,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 20
     log_interval: int = 10
-    checkpoint_interval: int = 0  # 0: checkpoint at each evaluation and at the end
+    checkpoint_interval: int = 0  # 0: checkpoint at each evaluation (see always_save_checkpoint) and at the end
     # False: checkpoint only when the validation loss improves (nanoGPT's option), so a run that
     # overfits keeps its best model (and ends holding its weights; a copy is kept in memory),
     # and --resume continues from it.
@@ -260,7 +260,9 @@ def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[li
 def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, resume: bool = False,
           settings: dict | None = None) -> list[dict]:
     """Runs `objective` on `model` for `config.max_iters` optimiser steps; returns the
-    evaluation records. The model is saved to `out_dir` at every checkpoint and at the end.
+    evaluation records. The model is saved to `out_dir` at every checkpoint (each evaluation,
+    or every `checkpoint_interval` steps) and at the end; with `always_save_checkpoint=False`,
+    only when the validation loss improves, and the model ends holding the best weights.
     Products run in `config.dtype`; the process's setting is restored however training ends.
     `settings` (JSON-able: how the run was set up, e.g. a command's flags) is saved with each
     checkpoint for a resumed run to reuse."""
@@ -371,7 +373,16 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
 
     saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
 
-    best: dict[str, np.ndarray] = {}  # with always_save_checkpoint=False: the saved weights
+    # With always_save_checkpoint=False, the weights of the checkpoint in `out` (a resumed
+    # run's to start with), which the run ends holding.
+    best: dict[str, np.ndarray] = {}
+
+    def keep_weights() -> None:
+        if not config.always_save_checkpoint:
+            best.update((n, t.numpy().copy()) for n, t in named)
+
+    if resume:
+        keep_weights()
 
     def improved(record: dict) -> bool:
         """Whether `record`, the latest evaluation, has the run's best validation loss."""
@@ -385,9 +396,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
         with _interrupts_held():
             checkpoints.save(model, opt, names, state)
-        saved[0] = it
-        if not config.always_save_checkpoint:
-            best.update((n, t.numpy().copy()) for n, t in named)
+            saved[0] = it  # before a held Ctrl-C is raised, so its message names this checkpoint
+        keep_weights()
 
     bar = _progress(config, step)
     train_seconds, tokens_since = 0.0, 0  # since the last log line; evaluations and saves not counted
@@ -443,15 +453,12 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             _describe(bar, evals[-1])
         if config.always_save_checkpoint or improved(evals[-1]):
             save(step)
-        elif best:
+        else:
             for name, tensor in named:
                 tensor.copy_(best[name])
-            kept = next(e for e in evals if e["step"] == saved[0])
-            print(f"ferrolm: kept the best checkpoint (step {saved[0]}, val loss {kept['val_loss']:.4f}; the last "
-                  f"evaluation had {evals[-1]['val_loss']:.4f}), and the model holds its weights", flush=True)
-        else:
-            print(f"ferrolm: kept the checkpoint of step {saved[0]} in {out}: no evaluation of this run improved on "
-                  "it (the model in memory is the last step's)", flush=True)
+            kept = next((f"val loss {e['val_loss']:.4f}" for e in evals if e["step"] == saved[0]), "resumed from")
+            print(f"ferrolm: kept the best checkpoint (step {saved[0]}, {kept}; the last evaluation had "
+                  f"{evals[-1]['val_loss']:.4f}), and the model holds its weights", flush=True)
     except KeyboardInterrupt:
         where = (f"the checkpoint there is from step {saved[0]}, and resuming continues from it" if saved[0] is not None
                  else "this run saved no checkpoint yet")

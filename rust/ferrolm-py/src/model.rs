@@ -18,7 +18,7 @@ use crate::errors::IntoPy;
 use crate::nn::named;
 use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
 use crate::tokenizer::PyTokenizer;
-use crate::{compute, compute_locked, lock};
+use crate::{compute, compute_locked, locked};
 
 /// JSON text (a model config) as the equivalent Python object.
 fn json_to_py<'py>(py: Python<'py>, json: String) -> PyResult<Bound<'py, PyAny>> {
@@ -327,8 +327,8 @@ impl PyGeneration {
     }
 
     #[getter]
-    fn finished(&self) -> bool {
-        lock(&self.0).finished()
+    fn finished(&self, py: Python<'_>) -> bool {
+        locked(py, &self.0, |g| g.finished())
     }
 }
 

@@ -13,7 +13,7 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
 use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
-use crate::{compute, compute_locked, lock};
+use crate::{compute, compute_locked, locked};
 
 /// One parameter's AdamW moments as Python sees them: (exp_avg, exp_avg_sq, steps).
 type Moments<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>, u64);
@@ -125,40 +125,44 @@ impl PyOptimizer {
     }
 
     #[getter]
-    fn lr(&self) -> f32 {
-        lock(&self.0).learning_rate().get()
+    fn lr(&self, py: Python<'_>) -> f32 {
+        locked(py, &self.0, |opt| opt.learning_rate().get())
     }
 
     #[setter]
-    fn set_lr(&self, lr: f32) -> PyResult<()> {
-        lock(&self.0).learning_rate().set(lr).py()
+    fn set_lr(&self, py: Python<'_>, lr: f32) -> PyResult<()> {
+        locked(py, &self.0, |opt| opt.learning_rate().set(lr)).py()
     }
 
     fn step(&self, py: Python<'_>) {
         compute_locked(py, &self.0, |opt| opt.step());
     }
 
-    fn zero_grad(&self) {
-        lock(&self.0).zero_grad()
+    fn zero_grad(&self, py: Python<'_>) {
+        locked(py, &self.0, |opt| opt.zero_grad())
     }
 
-    fn parameters(&self) -> Vec<PyTensor> {
-        lock(&self.0).parameters().into_iter().map(PyTensor).collect()
+    fn parameters(&self, py: Python<'_>) -> Vec<PyTensor> {
+        locked(py, &self.0, |opt| opt.parameters()).into_iter().map(PyTensor).collect()
     }
 
     /// AdamW's moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)].
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Moments<'py>>> {
-        let state = lock(&self.0).state().py()?;
+        let state = locked(py, &self.0, |opt| opt.state()).py()?;
         Ok(state.into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect())
     }
 
     /// Restores AdamW moments saved by `state()` for the same parameters.
-    fn load_state(&self, state: Vec<(PyReadonlyArray1<'_, f32>, PyReadonlyArray1<'_, f32>, u64)>) -> PyResult<()> {
+    fn load_state(
+        &self,
+        py: Python<'_>,
+        state: Vec<(PyReadonlyArray1<'_, f32>, PyReadonlyArray1<'_, f32>, u64)>,
+    ) -> PyResult<()> {
         let state = state
             .into_iter()
             .map(|(m, v, steps)| MomentState { m: m.as_array().to_vec(), v: v.as_array().to_vec(), steps })
             .collect();
-        lock(&self.0).load_state(state).py()
+        locked(py, &self.0, |opt| opt.load_state(state)).py()
     }
 }
 

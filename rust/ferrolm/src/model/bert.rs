@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init};
+use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init, Site};
 use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
@@ -228,8 +228,6 @@ impl Bert {
         );
         let types = x.token_types.map_or_else(|| vec![0; b * t], <[i64]>::to_vec);
         let positions = x.positions_from(0);
-        // Dropout sites: the embeddings are 0; layer l has 3l+1 (attention probabilities), 3l+2
-        // and 3l+3 (residual branches).
         let sites = DropoutSites(dropout_seed);
         let p = cfg.hidden_dropout_prob;
         let e = ops::add(
@@ -239,7 +237,7 @@ impl Bert {
             )?,
             &self.token_type_embeddings.forward(&types, &[b, t])?,
         )?;
-        let mut h = sites.apply(self.embeddings_norm.forward(&e)?, p, 0)?;
+        let mut h = sites.apply(self.embeddings_norm.forward(&e)?, p, Site::Embeddings)?;
         let heads = cfg.num_attention_heads;
         for (l, layer) in self.layers.iter().enumerate() {
             // One packed projection: the three weights are concatenated (gradients flow back
@@ -250,14 +248,14 @@ impl Bert {
                 [&layer.query, &layer.key, &layer.value].iter().filter_map(|m| m.bias.clone()).collect();
             let bias = if biases.len() == 3 { Some(ops::concat(&biases, 0)?) } else { None };
             let qkv = ops::linear(&h, &w, bias.as_ref())?;
-            let probs = sites.mask(cfg.attention_probs_dropout_prob, 3 * l as u64 + 1)?;
+            let probs = sites.mask(cfg.attention_probs_dropout_prob, Site::Probabilities(l))?;
             let a = ops::attention_qkv(&qkv, heads, false, x.key_mask, probs)?;
-            let a = sites.apply(layer.attn_out.forward(&a)?, p, 3 * l as u64 + 2)?;
+            let a = sites.apply(layer.attn_out.forward(&a)?, p, Site::AttentionOut(l))?;
             h = layer.attn_norm.forward(&ops::add(&h, &a)?)?;
             let m = sites.apply(
                 layer.output.forward(&ops::gelu_erf(&layer.intermediate.forward(&h)?))?,
                 p,
-                3 * l as u64 + 3,
+                Site::MlpOut(l),
             )?;
             h = layer.out_norm.forward(&ops::add(&h, &m)?)?;
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init};
+use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init, Site};
 use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
@@ -25,7 +25,7 @@ pub struct GptConfig {
     pub n_layer: usize,
     pub n_head: usize,
     pub n_embd: usize,
-    /// Dropout on embeddings and residual branches while training (`resid_pdrop`).
+    /// Dropout on embeddings and residual branches while training (`resid_pdrop`, `embd_pdrop`).
     pub dropout: f32,
     /// Dropout on attention probabilities while training (`attn_pdrop`; nanoGPT uses one rate
     /// for both).
@@ -96,7 +96,6 @@ impl GptConfig {
     pub fn from_json(v: &serde_json::Value) -> Result<GptConfig> {
         let f = ConfigFields(v, "config.json");
         f.expect_str("model_type", &["gpt2"])?;
-        f.expect_str("activation_function", &["gelu_new", "gelu_pytorch_tanh", "gelu"])?;
         // Variants of GPT-2 that this model does not compute: refused rather than run wrongly.
         f.expect_bool("tie_word_embeddings", true)?;
         f.expect_bool("scale_attn_weights", true)?;
@@ -111,7 +110,15 @@ impl GptConfig {
             dropout,
             attn_dropout: f.float_or("attn_pdrop", dropout)?, // when absent, nanoGPT's one rate
             bias: f.bool_or("bias", true)?,
-            activation: Activation::from_name(v["activation_function"].as_str().unwrap_or("gelu_new"))?,
+            activation: match v.get("activation_function").filter(|name| !name.is_null()) {
+                None => Activation::GeluTanh, // GPT-2's
+                Some(name) => name.as_str().and_then(|name| Activation::from_name(name).ok()).ok_or_else(|| {
+                    Error::Format(format!(
+                        "config.json: activation_function {name} is not supported ({})",
+                        Activation::NAMES
+                    ))
+                })?,
+            },
             layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
         config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
@@ -142,11 +149,14 @@ impl Activation {
         }
     }
 
+    /// The names `from_name` reads.
+    pub const NAMES: &'static str = "gelu_new, gelu_pytorch_tanh or gelu";
+
     pub fn from_name(name: &str) -> Result<Activation> {
         match name {
             "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
             "gelu" => Ok(Activation::Gelu),
-            _ => bail!(Argument, "activation_function {name:?} is not supported (gelu_new, gelu_pytorch_tanh or gelu)"),
+            _ => bail!(Argument, "activation_function {name:?} is not supported ({})", Activation::NAMES),
         }
     }
 
@@ -241,24 +251,22 @@ impl Gpt {
         if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
             bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);
         }
-        // Dropout sites: the embeddings are 0; layer l has 3l+1 (attention probabilities), 3l+2
-        // and 3l+3 (residual branches).
         let sites = DropoutSites(dropout_seed);
         let tok = self.wte.forward(x.ids, &[b, t])?;
         let pos = self.wpe.forward(&positions, &[b, t])?;
-        let mut h = sites.apply(ops::add(&tok, &pos)?, cfg.dropout, 0)?;
+        let mut h = sites.apply(ops::add(&tok, &pos)?, cfg.dropout, Site::Embeddings)?;
         for (l, block) in self.blocks.iter().enumerate() {
             let qkv = block.c_attn.forward(&block.ln_1.forward(&h)?)?;
             let a = match cache.as_deref_mut() {
                 Some(cache) => ops::attention_cached(&qkv, cfg.n_head, cache, l, x.key_mask)?,
                 None => {
-                    let probs = sites.mask(cfg.attn_dropout, 3 * l as u64 + 1)?;
+                    let probs = sites.mask(cfg.attn_dropout, Site::Probabilities(l))?;
                     ops::attention_qkv(&qkv, cfg.n_head, true, x.key_mask, probs)?
                 }
             };
-            h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, 3 * l as u64 + 2)?)?;
+            h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, Site::AttentionOut(l))?)?;
             let m = cfg.activation.apply(&block.c_fc.forward(&block.ln_2.forward(&h)?)?);
-            h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, 3 * l as u64 + 3)?)?;
+            h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, Site::MlpOut(l))?)?;
         }
         if let Some(cache) = cache {
             cache.advance(t)?;

@@ -31,24 +31,51 @@ fn ensure_positive(model: &str, sizes: &[(&str, usize)]) -> Result<()> {
     Ok(())
 }
 
-/// Where one forward pass drops values: nowhere in evaluation (`None`), else every site (a
-/// place in the model, numbered by the model) draws its own mask from the pass's seed.
+/// A place where a transformer drops values while training (GPT and BERT have the same ones).
+#[derive(Clone, Copy)]
+enum Site {
+    Embeddings,
+    /// Layer l's attention probabilities, inside the fused kernel.
+    Probabilities(usize),
+    /// Layer l's attention output, before the residual add.
+    AttentionOut(usize),
+    /// Layer l's MLP output, before the residual add.
+    MlpOut(usize),
+}
+
+impl Site {
+    /// A distinct number per site, from which its mask's seed is hashed.
+    fn number(self) -> u64 {
+        match self {
+            Site::Embeddings => 0,
+            Site::Probabilities(l) => 3 * l as u64 + 1,
+            Site::AttentionOut(l) => 3 * l as u64 + 2,
+            Site::MlpOut(l) => 3 * l as u64 + 3,
+        }
+    }
+}
+
+/// Where one forward pass drops values: nowhere in evaluation (`None`), else every site draws
+/// its own mask from the pass's seed.
 #[derive(Clone, Copy)]
 struct DropoutSites(Option<u64>);
 
 impl DropoutSites {
-    fn seed(self, site: u64) -> Option<u64> {
-        self.0.map(|seed| mix(seed ^ mix(site)))
+    fn seed(self, site: Site) -> Option<u64> {
+        self.0.map(|seed| mix(seed ^ mix(site.number())))
     }
 
     /// The mask of `site` at drop probability `p`; `None` when nothing is dropped there.
-    fn mask(self, p: f32, site: u64) -> Result<Option<Dropout>> {
+    fn mask(self, p: f32, site: Site) -> Result<Option<Dropout>> {
         self.seed(site).map_or(Ok(None), |seed| Dropout::new(p, seed))
     }
 
     /// `x` with the mask of `site` applied.
-    fn apply(self, x: Tensor, p: f32, site: u64) -> Result<Tensor> {
-        self.seed(site).map_or(Ok(x.clone()), |seed| ops::dropout(&x, p, seed))
+    fn apply(self, x: Tensor, p: f32, site: Site) -> Result<Tensor> {
+        match self.seed(site) {
+            Some(seed) => ops::dropout(&x, p, seed),
+            None => Ok(x),
+        }
     }
 }
 

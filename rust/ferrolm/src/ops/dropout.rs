@@ -14,6 +14,8 @@ use crate::{ensure, Result};
 #[derive(Clone, Copy, Debug)]
 pub struct Dropout {
     p: f32,
+    /// 1/(1−p), what kept elements are multiplied by.
+    scale: f32,
     seed: u64,
 }
 
@@ -22,14 +24,14 @@ impl Dropout {
     /// when `p == 0` (nothing is dropped).
     pub fn new(p: f32, seed: u64) -> Result<Option<Dropout>> {
         ensure!((0.0..1.0).contains(&p), Argument, "dropout probability must be in [0, 1), got {p}");
-        Ok((p > 0.0).then_some(Dropout { p, seed }))
+        Ok((p > 0.0).then_some(Dropout { p, scale: 1.0 / (1.0 - p), seed }))
     }
 
     /// What element `index` is multiplied by: 0 when dropped, else 1/(1−p).
     #[inline(always)]
     pub fn factor(&self, index: usize) -> f32 {
         if uniform_at(self.seed, index as u64) >= self.p {
-            1.0 / (1.0 - self.p)
+            self.scale
         } else {
             0.0
         }
