@@ -290,6 +290,26 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
         assert message in capsys.readouterr().err
 
 
+def test_eval_only_evaluates_without_writing(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "base"
+    assert main(["pretrain", str(corpus), "--out", str(base), "--max-iters", "4", *TINY]) == 0
+    files = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+    capsys.readouterr()
+    # nanoGPT's spelling, on the run's own data; then another corpus through --init-from.
+    assert main(["pretrain", "--init_from=resume", "--out_dir", str(base), "--eval_only=True", "--eval-iters", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluation on 2 batches of each split: train loss" in printed and "val ppl" in printed
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text()[::-1])
+    assert main(["pretrain", str(other), "--init-from", str(base), "--eval-only", *TINY]) == 0
+    assert "val loss" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == files  # nothing written
+    assert not (tmp_path / "out-causal").exists()
+    assert main(["pretrain", "--eval-only", *TINY]) == 2
+    assert "--eval-only evaluates a model" in capsys.readouterr().err
+
+
 def test_decay_lr_false_keeps_the_learning_rate_constant(corpus, tmp_path):
     out = tmp_path / "run"
     assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "3", "--decay-lr", "false",

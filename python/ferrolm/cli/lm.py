@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +30,9 @@ def register_pretrain(sub) -> None:
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)  # a nanoGPT config's (cli/nanogpt.py)
+    p.add_argument("--eval-only", action="store_true",
+                   help="evaluate the model of --resume (on its data) or --init-from (on the corpus given) on "
+                        "--eval-iters batches of each split, and exit without training (nanoGPT's eval_only)")
     p.add_argument("--init-from", metavar="DIR", default=None,
                    help="start from a model directory's weights and tokenizer (a GPT, or a BERT with --objective mlm; "
                         "Hugging Face ones too) instead of a new model, as nanoGPT's init_from=gpt2: its architecture "
@@ -132,17 +137,20 @@ def _check_resume_flags(args, state: dict) -> None:
 def run_pretrain(args) -> int:
     from ferrolm.data import prepare_tokens, read_corpus
     from ferrolm.models import load_model
-    from ferrolm.train import CausalLM, MaskedLM, train
+    from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
 
     out = Path(args.out or f"out-{args.objective or 'causal'}")
     args.out = str(out)
-    data_dir = out / "data"
+    if args.eval_only and not (args.resume or args.init_from):
+        raise ValueError("--eval-only evaluates a model: give --resume (the run in --out) or --init-from DIR")
+    scratch = args.eval_only and args.init_from  # a corpus tokenised only to evaluate on: not kept
+    data_dir = Path(tempfile.mkdtemp(prefix="ferrolm-eval-")) if scratch else out / "data"
     saved_model = saved_train = fixed = None
     if args.resume and args.init_from:
         raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
     if not args.resume:
         check_dataset(args.dataset, args.files)
-    if args.init_from and Path(args.init_from).resolve() == out.resolve():
+    if args.init_from and not args.eval_only and Path(args.init_from).resolve() == out.resolve():
         raise ValueError(f"--init-from {args.init_from} is the output directory: training would overwrite the model it "
                          "starts from (choose another --out)")
     if args.init_from:
@@ -191,6 +199,15 @@ def run_pretrain(args) -> int:
         objective = MaskedLM(data_dir, model.tokenizer, m["block_size"], t["batch_size"], whole_word=whole_word)
     else:
         objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
+    if args.eval_only:
+        try:
+            record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0))
+        finally:
+            if scratch:
+                shutil.rmtree(data_dir, ignore_errors=True)
+        print(f"evaluation on {t['eval_iters']} batches of each split: "
+              + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()), flush=True)
+        return 0
     start = time.perf_counter()
     evals = train(model, objective, config, out, resume=args.resume)
     elapsed = time.perf_counter() - start

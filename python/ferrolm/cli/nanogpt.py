@@ -21,7 +21,7 @@ IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_
 ARCHITECTURE = {"n_layer", "n_head", "n_embd", "block_size", "bias"}
 #: The keys a config file may set: ferrolm's settings, and nanoGPT's names for others.
 KNOWN = set(MODEL_FLAGS) | set(TRAIN_FLAGS) | IGNORED | {"dataset", "out_dir", "gradient_accumulation_steps",
-                                                         "init_from"}
+                                                         "init_from", "eval_only"}
 #: The dataset nanoGPT reads when a config names none, and the one that is ferrolm's bundled
 #: corpus (character-level by default).
 NANOGPT_DEFAULT_DATASET = "openwebtext"
@@ -76,6 +76,8 @@ def _option(name: str, eq: str, value: str, command: str) -> list[str]:
     if name == "--init_from" and value in ("scratch", "resume"):  # nanoGPT's own values (not directories)
         return ["--resume"] if value == "resume" and command == "pretrain" else []
     name = name.replace("_", "-")
+    if name == "--eval-only" and eq:  # nanoGPT's eval_only=True: our switch
+        return [name] if value.lower() in ("true", "1") else []
     if command == "generate":
         if name == "--out-dir" and eq:  # sample.py samples from --out_dir: our positional model
             return [value]

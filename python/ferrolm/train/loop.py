@@ -281,6 +281,30 @@ def _matmul_precision(dtype: str):
             _core.set_matmul_precision(previous)
 
 
+def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any = 0) -> dict:
+    """The loop's evaluation, without dropout: the mean loss (and the objective's extra
+    metrics) over `eval_iters` batches of each split, with `val_ppl` for a per-token
+    cross-entropy; or the objective's own `evaluate`. Batches are drawn from their own seeded
+    generator, so evaluating changes no training batch."""
+    eval_rng = np.random.Generator(np.random.PCG64([*np.atleast_1d(seed).tolist(), 7]))
+    if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
+        with no_grad():
+            return dict(objective.evaluate(model, eval_rng))
+    record: dict[str, Any] = {}
+    with no_grad():
+        for split in ("train", "val"):
+            values: dict[str, list[float]] = {}
+            for _ in range(eval_iters):
+                loss, extra = _loss_and_extras(objective.loss(model, objective.batch(split, eval_rng), None), objective)
+                for k, v in {"loss": loss.item(), **extra}.items():
+                    values.setdefault(k, []).append(v)
+            for k, v in values.items():
+                record[f"{split}_{k}"] = float(np.mean(v))
+    if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
+        record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
+    return record
+
+
 def _check_plugged(model: Any, objective: Any) -> None:
     """Refuses a model or objective that lacks what the loop calls, before step 0 (not at the
     first checkpoint, 250 steps in)."""
@@ -352,24 +376,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         metrics.flush()
 
     def evaluate(it: int) -> dict:
-        eval_rng = np.random.Generator(np.random.PCG64([config.seed, it, 7]))
-        record: dict[str, Any] = {"step": it}
-        if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
-            with no_grad():
-                record.update(objective.evaluate(model, eval_rng))
-            return record
-        with no_grad():
-            for split in ("train", "val"):
-                values: dict[str, list[float]] = {}
-                for _ in range(config.eval_iters):
-                    loss, extra = _loss_and_extras(objective.loss(model, objective.batch(split, eval_rng), None), objective)
-                    for k, v in {"loss": loss.item(), **extra}.items():
-                        values.setdefault(k, []).append(v)
-                for k, v in values.items():
-                    record[f"{split}_{k}"] = float(np.mean(v))
-        if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
-            record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
-        return record
+        return {"step": it, **evaluate_model(model, objective, config.eval_iters, seed=(config.seed, it))}
 
     saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
 
