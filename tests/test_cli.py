@@ -316,3 +316,11 @@ def test_decay_lr_false_keeps_the_learning_rate_constant(corpus, tmp_path):
                  "--log-interval", "1", "--learning-rate", "0.002", *TINY]) == 0
     rates = [json.loads(l)["lr"] for l in (out / "metrics.jsonl").read_text().splitlines() if "lr" in json.loads(l)]
     assert rates == [0.002] * 3
+
+
+def test_unknown_flags_are_reported_with_the_commands_usage(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["generate", "m", "--bogus"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: ferrolm generate" in err and "unrecognized arguments: --bogus" in err

@@ -37,12 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)
+    parser.commands = subparsers.choices  # type: ignore[attr-defined]  # each command's own parser
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
-        args = build_parser().parse_args(translate(list(sys.argv[1:] if argv is None else argv)))
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(translate(list(sys.argv[1:] if argv is None else argv)))
+        if unknown:  # said with the command's usage, not the top level's
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
         return args.func(args)
     except BrokenPipeError:  # the reader (say `head`) has gone: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
