@@ -240,9 +240,9 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     (tmp_path / "gpt2.py").write_text("n_layer = 12\n")  # no dataset: nanoGPT's default, openwebtext
     assert main(["pretrain", "gpt2.py"]) == 2
     assert "dataset 'openwebtext'" in capsys.readouterr().err
-    (tmp_path / "odd.py").write_text("eval_only = True\n")
+    (tmp_path / "odd.py").write_text("use_svd = True\n")
     assert main(["pretrain", "odd.py"]) == 2
-    assert "odd.py line 1: eval_only is not a setting ferrolm has" in capsys.readouterr().err
+    assert "odd.py line 1: use_svd is not a setting ferrolm has" in capsys.readouterr().err
 
 
 def test_python_source_is_training_text_not_a_config(tmp_path):
