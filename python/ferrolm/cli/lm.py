@@ -18,7 +18,8 @@ from ferrolm.cli.nanogpt import check_dataset
 def register_pretrain(sub) -> None:
     """`ferrolm pretrain`: next-token (GPT) or masked-LM (BERT) pretraining."""
     p = sub.add_parser("pretrain", help="pretrain a GPT (next token) or a BERT (--objective mlm); default: tiny Shakespeare")
-    p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare)")
+    p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare); a nanoGPT config "
+                                            "file (.py of name = value lines) sets flags instead, read, never run")
     p.add_argument("--objective", choices=["causal", "mlm"], default=None,
                    help="causal (default): GPT next-token prediction; mlm: BERT masked language modelling (its defaults: "
                         + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in MLM_DEFAULTS.items())
