@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import shutil
 import sys
 import tempfile
@@ -144,8 +145,10 @@ def run_pretrain(args) -> int:
     args.out = str(out)
     if args.eval_only and not (args.resume or args.init_from):
         raise ValueError("--eval-only evaluates a model: give --resume (the run in --out) or --init-from DIR")
-    scratch = args.eval_only and args.init_from  # a corpus tokenised only to evaluate on: not kept
-    data_dir = Path(tempfile.mkdtemp(prefix="ferrolm-eval-")) if scratch else out / "data"
+    data_dir = out / "data"
+    if args.eval_only and args.init_from:  # a corpus tokenised only to evaluate on: not kept
+        data_dir = Path(tempfile.mkdtemp(prefix="ferrolm-eval-"))
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     saved_model = saved_train = fixed = None
     if args.resume and args.init_from:
         raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
@@ -201,11 +204,7 @@ def run_pretrain(args) -> int:
     else:
         objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
     if args.eval_only:
-        try:
-            record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0))
-        finally:
-            if scratch:
-                shutil.rmtree(data_dir, ignore_errors=True)
+        record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0))
         print(f"evaluation on {t['eval_iters']} batches of each split: "
               + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()), flush=True)
         return 0
