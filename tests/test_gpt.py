@@ -40,7 +40,8 @@ def hf_gpt2_checkpoint(path: Path, vocab=23, ctx=16, layers=2, heads=2, width=8,
     path.mkdir(parents=True, exist_ok=True)
     safetensors_numpy.save_file(t, str(path / "model.safetensors"))
     config = {"model_type": "gpt2", "vocab_size": vocab, "n_positions": ctx, "n_embd": width, "n_layer": layers,
-              "n_head": heads, "layer_norm_epsilon": 1e-5, "activation_function": activation}
+              "n_head": heads, "layer_norm_epsilon": 1e-5, "activation_function": activation,
+              "bos_token_id": vocab - 1, "eos_token_id": vocab - 1}
     (path / "config.json").write_text(json.dumps(config))
     return {k.removeprefix(prefix): v for k, v in t.items()}
 
@@ -90,6 +91,8 @@ def test_hugging_face_gpt2_checkpoint_matches_numpy_reference(tmp_path, prefix, 
     # Saved again by us and reloaded: the same model.
     model.save(tmp_path / "again")
     np.testing.assert_allclose(GPT.load(tmp_path / "again")(ids).numpy(), expected, rtol=1e-4, atol=1e-4)
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["bos_token_id"] == again["eos_token_id"] == 22  # kept for Hugging Face's generate
 
 
 def test_transformers_loads_our_checkpoint_when_installed(tmp_path):
@@ -569,3 +572,28 @@ def test_dropout_reaches_the_attention_probabilities_and_is_saved(tmp_path):
     np.testing.assert_array_equal(dict(without.named_parameters())["transformer.ln_f.bias"].numpy(), 0.5)
     with pytest.raises(ValueError, match="dropout must be in"):
         without.with_dropout(1.0)
+
+
+def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tmp_path):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # how transformers renders chat templates
+
+    from ferrolm.chat import ChatTemplate
+
+    tok = fl.Tokenizer.train_from_iterator(["to be or not to be, who goes there?"], kind="char", vocab_size=100)
+    model = GPT.create(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=8, tokenizer=tok)
+    model.save(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "generation_config.json").exists()
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert config["bos_token_id"] is None and config["eos_token_id"] is None  # not GPT-2's 50256
+    template = ChatTemplate.prepare(model)
+    model.save(tmp_path / "chat")
+    assert json.loads((tmp_path / "chat" / "generation_config.json").read_text())["eos_token_id"] == template.end
+    tokenizer_config = json.loads((tmp_path / "chat" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["eos_token"] == "<|end|>"
+    render = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+        tokenizer_config["chat_template"]).render
+    encode = lambda text: list(tok.encode(text, allowed_special="all", add_special_tokens=False))
+    question = [{"role": "user", "content": "who goes there?"}]
+    assert encode(render(messages=question, add_generation_prompt=True)) == template.prompt_ids("who goes there?")
+    exchange = question + [{"role": "assistant", "content": "to be"}]
+    assert encode(render(messages=exchange)) == template.render("who goes there?", "to be")

@@ -62,6 +62,24 @@ class ChatTemplate:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+#: The template for Hugging Face's `apply_chat_template` (a user turn, then the assistant's
+#: answer ended by <|end|>); the generation prompt is already open after a user turn.
+HF_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}" + USER + "{{ m['content'] }}" + ASSISTANT
+                    + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}" + END + "{% endif %}{% endfor %}")
+
+
+def hf_chat_files(tokenizer) -> dict[str, dict]:
+    """For a chat model's directory, what Hugging Face reads to chat with it:
+    `tokenizer_config.json` (the template, <|end|> as eos) and `generation_config.json`
+    (`generate` stops at <|end|>); nothing for a tokenizer without the chat tokens."""
+    if tokenizer is None or any(tokenizer.token_to_id(t) is None for t in SPECIALS):
+        return {}
+    end = tokenizer.token_to_id(END)
+    return {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": HF_CHAT_TEMPLATE,
+                                      "eos_token": END},
+            "generation_config.json": {"eos_token_id": end}}
+
+
 def pad_right(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded [B, T] ids and each row's length (causal attention never looks right, so
     real tokens are unaffected by the padding)."""

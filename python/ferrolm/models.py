@@ -72,11 +72,20 @@ def load_tokenizer(path: Path):
 
 
 def save_model(core, tokenizer, path: Union[str, Path]) -> None:
-    """Writes the core model's files and the tokenizer (each atomically)."""
+    """Writes the core model's files and the tokenizer (each atomically), and for a chat model
+    the files Hugging Face chats with (`chat.hf_chat_files`)."""
+    import json
+
+    from ferrolm.atomic import atomic_file
+    from ferrolm.chat import hf_chat_files
+
     path = Path(path)
     core.save(str(path))
     if tokenizer is not None:
         tokenizer.save(str(path / TOKENIZER_FILE))
+    for name, content in hf_chat_files(tokenizer).items():
+        with atomic_file(path / name) as f:
+            f.write(json.dumps(content, indent=2))
 
 
 class CoreModel:

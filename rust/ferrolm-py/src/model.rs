@@ -106,6 +106,8 @@ impl PyGpt {
             bias,
             activation,
             layer_norm_epsilon,
+            bos_token_id: None,
+            eos_token_id: None,
         };
         compute(py, || Gpt::new(config, seed)).py().map(PyGpt)
     }

@@ -171,6 +171,11 @@ impl ConfigFields<'_> {
         self.get(key).map_or(Ok(default), |v| self.size_of(key, v))
     }
 
+    /// An integer, or None when it is absent.
+    pub fn size_opt(&self, key: &str) -> Result<Option<usize>> {
+        self.get(key).map(|v| self.size_of(key, v)).transpose()
+    }
+
     /// A finite number.
     pub fn float_or(&self, key: &str, default: f32) -> Result<f32> {
         let Some(v) = self.get(key) else { return Ok(default) };

@@ -16,6 +16,8 @@ fn tiny(dropout: f32) -> Gpt {
         attn_dropout: dropout,
         bias: true,
         activation: Activation::GeluTanh,
+        bos_token_id: None,
+        eos_token_id: None,
         layer_norm_epsilon: 1e-5,
     };
     Gpt::new(config, 3).unwrap()

@@ -34,6 +34,11 @@ pub struct GptConfig {
     pub bias: bool,
     /// The MLP's nonlinearity: GPT-2's tanh GELU, or nanoGPT's exact one.
     pub activation: Activation,
+    /// Hugging Face's beginning- and end-of-text ids (GPT-2's are 50256), kept for its
+    /// `generate`; ferrolm itself stops where it is told to. None: the model has none, which
+    /// config.json says (Hugging Face would otherwise assume 50256).
+    pub bos_token_id: Option<usize>,
+    pub eos_token_id: Option<usize>,
     pub layer_norm_epsilon: f32,
 }
 
@@ -89,6 +94,8 @@ impl GptConfig {
             "layer_norm_epsilon": decimal(self.layer_norm_epsilon),
             "bias": self.bias,
             "tie_word_embeddings": true,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
         })
     }
 
@@ -109,6 +116,8 @@ impl GptConfig {
             n_embd: f.size(&["n_embd"])?,
             dropout,
             attn_dropout: f.float_or("attn_pdrop", dropout)?, // when absent, nanoGPT's one rate
+            bos_token_id: f.size_opt("bos_token_id")?,
+            eos_token_id: f.size_opt("eos_token_id")?,
             bias: f.bool_or("bias", true)?,
             activation: match v.get("activation_function").filter(|name| !name.is_null()) {
                 None => Activation::GeluTanh, // GPT-2's
