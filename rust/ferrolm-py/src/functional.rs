@@ -5,9 +5,10 @@ use pyo3::prelude::*;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::ops::{self, Dropout, Reduction};
+use ferrolm::Tensor;
 
 use crate::errors::IntoPy;
-use crate::tensor::{run, to_ids, to_mask, to_tensor, PyTensor};
+use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
 /// literals (one per docstring line) become the function's Python `__doc__`.
@@ -303,14 +304,18 @@ fn cross_entropy(
     run(py, || ops::cross_entropy(&logits.0, &targets, ignore_index, reduction))
 }
 
-/// Converts an optional [B, Tk] key mask, checking its shape against the expected one.
-fn key_mask(mask: Option<&Bound<'_, PyAny>>, b: usize, tk: usize) -> PyResult<Option<Vec<bool>>> {
-    let Some(mask) = mask else { return Ok(None) };
-    let (m, shape) = to_mask(mask)?;
-    if shape != [b, tk] {
-        return Err(PyValueError::new_err(format!("key_padding_mask must have shape ({b}, {tk}), got {shape:?}")));
-    }
-    Ok(Some(m))
+/// Attention's key mask, checked to be [B, Tk] (dimensions `batch_axis` and `key_axis` of `keys`), and its
+/// dropout.
+fn attention_options(
+    keys: &Tensor,
+    (batch_axis, key_axis): (usize, usize),
+    key_padding_mask: Option<&Bound<'_, PyAny>>,
+    dropout_p: f32,
+    seed: u64,
+) -> PyResult<(Option<Vec<bool>>, Option<Dropout>)> {
+    let dim = |axis: usize| keys.shape().get(axis).copied().unwrap_or(0);
+    let mask = mask_of_shape(key_padding_mask, dim(batch_axis), dim(key_axis), "key_padding_mask")?;
+    Ok((mask, Dropout::new(dropout_p, seed).py()?))
 }
 
 /// Scaled dot-product attention softmax(q·kᵀ/√D)·v over separate heads: q [B, H, Tq, D], k and v [B, H, Tk, D]
@@ -332,9 +337,7 @@ fn attention(
     dropout_p: f32,
     seed: u64,
 ) -> PyResult<PyTensor> {
-    let (b, tk) = (k.0.shape().first().copied().unwrap_or(0), k.0.shape().get(2).copied().unwrap_or(0));
-    let mask = key_mask(key_padding_mask, b, tk)?;
-    let probs = Dropout::new(dropout_p, seed).py()?;
+    let (mask, probs) = attention_options(&k.0, (0, 2), key_padding_mask, dropout_p, seed)?;
     run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref(), probs))
 }
 
@@ -353,9 +356,7 @@ fn attention_qkv(
     dropout_p: f32,
     seed: u64,
 ) -> PyResult<PyTensor> {
-    let (b, t) = (qkv.0.shape().first().copied().unwrap_or(0), qkv.0.shape().get(1).copied().unwrap_or(0));
-    let mask = key_mask(key_padding_mask, b, t)?;
-    let probs = Dropout::new(dropout_p, seed).py()?;
+    let (mask, probs) = attention_options(&qkv.0, (0, 1), key_padding_mask, dropout_p, seed)?;
     run(py, || ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref(), probs))
 }
 

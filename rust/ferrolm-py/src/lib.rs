@@ -2,7 +2,7 @@
 //! Nothing here computes; every function converts arguments, releases the GIL around the core
 //! call, and maps core errors to Python exceptions.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use pyo3::prelude::*;
 
@@ -31,24 +31,36 @@ pub(crate) fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> 
     py.detach(|| ferrolm::compute(f))
 }
 
-/// `f` on the state of an object that Python threads may share (an optimizer, a generation):
-/// calls from two threads take turns instead of failing, and the turn is waited for without the
-/// GIL (so a quick call waiting on a long one does not stop every Python thread).
-pub(crate) fn locked<S: Send, T: Send>(py: Python<'_>, state: &Mutex<S>, f: impl FnOnce(&mut S) -> T + Send) -> T {
-    py.detach(|| {
-        // A panic in an earlier call was raised to Python; the state it left is still usable.
-        f(&mut state.lock().unwrap_or_else(PoisonError::into_inner))
-    })
+/// Waits for the state of an object that Python threads may share (an optimizer, a generation):
+/// calls from two threads take turns instead of failing. A panic in an earlier call was raised
+/// to Python; the state it left is still usable.
+fn lock<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// [`compute`] on shared state, as [`locked`]. The lock is taken outside the compute pool: a
-/// pool thread waiting for it could be the one that the holder's work needs.
+/// A quick `f` on shared state. Uncontended (every step of a training loop), it keeps the GIL;
+/// otherwise the turn is waited for without it, so a quick call waiting on a long one does not
+/// stop every Python thread.
+pub(crate) fn locked<S: Send, T: Send>(py: Python<'_>, state: &Mutex<S>, f: impl FnOnce(&mut S) -> T + Send) -> T {
+    match state.try_lock() {
+        Ok(mut guard) => f(&mut guard),
+        Err(TryLockError::Poisoned(poisoned)) => f(&mut poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => py.detach(|| f(&mut lock(state))),
+    }
+}
+
+/// [`compute`] on shared state: without the GIL, and with the lock taken outside the compute
+/// pool (a pool thread waiting for it could be the one that the holder's work needs).
 pub(crate) fn compute_locked<S: Send, T: Send>(
     py: Python<'_>,
     state: &Mutex<S>,
     f: impl FnOnce(&mut S) -> T + Send,
 ) -> T {
-    locked(py, state, |state| ferrolm::compute(|| f(state)))
+    py.detach(|| {
+        let mut guard = lock(state);
+        let state = &mut *guard;
+        ferrolm::compute(|| f(state))
+    })
 }
 
 #[pymodule]

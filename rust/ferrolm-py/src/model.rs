@@ -16,7 +16,7 @@ use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
 use crate::errors::IntoPy;
 use crate::nn::named;
-use crate::tensor::{to_ids, to_mask, to_tensor, PyTensor};
+use crate::tensor::{mask_of_shape, to_ids, to_tensor, PyTensor};
 use crate::tokenizer::PyTokenizer;
 use crate::{compute, compute_locked, locked};
 
@@ -51,15 +51,7 @@ impl Inputs {
             return Err(PyValueError::new_err(format!("ids must be a 2-D [batch, tokens] array, got shape {shape:?}")));
         };
         let positions = positions.map(|p| to_ids(p).map(|(p, _)| p)).transpose()?;
-        let mask = mask
-            .map(|m| {
-                let (m, s) = to_mask(m)?;
-                if s != [b, t] {
-                    return Err(PyValueError::new_err(format!("attention_mask must have shape ({b}, {t}), got {s:?}")));
-                }
-                Ok(m)
-            })
-            .transpose()?;
+        let mask = mask_of_shape(mask, b, t, "attention_mask")?;
         let token_types = token_types.map(|p| to_ids(p).map(|(p, _)| p)).transpose()?;
         Ok(Inputs { ids, b, t, positions, mask, token_types })
     }

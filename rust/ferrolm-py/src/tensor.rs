@@ -84,6 +84,16 @@ pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
     Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
 }
 
+/// An optional mask that must have shape `[b, t]` (`name` says which, in the error).
+pub fn mask_of_shape(mask: Option<&Bound<'_, PyAny>>, b: usize, t: usize, name: &str) -> PyResult<Option<Vec<bool>>> {
+    let Some(mask) = mask else { return Ok(None) };
+    let (m, shape) = to_mask(mask)?;
+    if shape != [b, t] {
+        return Err(PyValueError::new_err(format!("{name} must have shape ({b}, {t}), got {shape:?}")));
+    }
+    Ok(Some(m))
+}
+
 /// Shape arguments given either as `f(2, 3)` or `f((2, 3))`.
 pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
     if args.len() == 1 {

@@ -26,9 +26,13 @@ struct Args {
     stops: Vec<String>,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The command line, or None when it asks for help.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().ok_or(USAGE)?;
+    if dir == "-h" || dir == "--help" {
+        return Ok(None);
+    }
     let mut parsed = Args {
         dir: dir.into(),
         prompt: "\n".into(),
@@ -37,6 +41,9 @@ fn parse_args() -> Result<Args, String> {
         stops: Vec::new(),
     };
     while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--prompt" => parsed.prompt = value,
@@ -50,7 +57,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
-    Ok(parsed)
+    Ok(Some(parsed))
 }
 
 /// `v` as the flag's number type (a seed stays a u64, a count a usize).
@@ -62,11 +69,14 @@ where
 }
 
 fn main() -> ExitCode {
-    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
+    let result = parse_args().map_err(Box::from).and_then(|args| match args {
+        Some(args) => run(args),
+        None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("generate: error: {e}");
@@ -75,8 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ferrolm::init_thread_pool(); // this thread drives the decoding loop: let its ops start here
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;

@@ -204,6 +204,12 @@ impl ConfigFields<'_> {
         Ok(())
     }
 
+    /// A string, or `default` when it is absent.
+    pub fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str> {
+        let Some(v) = self.get(key) else { return Ok(default) };
+        v.as_str().ok_or_else(|| Error::Format(format!("{}: {key} must be a string, got {v}", self.1)))
+    }
+
     /// A string that, when present, must be one of `supported`.
     pub fn expect_str(&self, key: &str, supported: &[&str]) -> Result<()> {
         let Some(v) = self.get(key) else { return Ok(()) };

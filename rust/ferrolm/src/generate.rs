@@ -6,7 +6,10 @@
 //! `block_size` at the cost of one prefill every `block_size / 2` tokens. In a batch each row
 //! is cut only when it reaches the context itself (rows shorter than the longest keep all
 //! their tokens), so greedy rows continue as their prompts would alone; sampled rows draw from
-//! random streams of their own, row 0's being the one the prompt alone would use.
+//! random streams of their own, row 0's being the one the prompt alone would use. The price:
+//! rows of different lengths reach the context at different steps, and each time the whole
+//! batch is prefilled again (up to one prefill per distinct length every `block_size / 2`
+//! tokens); one cache length per row would avoid it.
 
 use crate::model::{Batch, Gpt};
 use crate::ops::{self, KvCache};

@@ -239,11 +239,11 @@ pub struct Sgd {
     pub nesterov: bool,
 }
 
-/// One parameter with its weight decay and momentum buffer (allocated at its first step).
+/// One parameter with its weight decay and momentum buffer (empty without momentum).
 struct SgdSlot {
     tensor: Tensor,
     weight_decay: f32,
-    buffer: Option<Vec<f32>>,
+    buffer: Vec<f32>,
 }
 
 impl Sgd {
@@ -253,7 +253,11 @@ impl Sgd {
         ensure!(!nesterov || momentum > 0.0, Argument, "SGD: Nesterov momentum needs momentum > 0");
         let slots = unique_leaves(params, "SGD")?
             .into_iter()
-            .map(|(tensor, weight_decay)| SgdSlot { tensor, weight_decay, buffer: None })
+            .map(|(tensor, weight_decay)| {
+                // The buffer starts at zero, so its first value is the first gradient (with decay).
+                let buffer = if momentum > 0.0 { vec![0.0; tensor.numel()] } else { Vec::new() };
+                SgdSlot { tensor, weight_decay, buffer }
+            })
             .collect();
         Ok(Sgd { slots, lr, momentum, nesterov })
     }
@@ -271,8 +275,6 @@ impl Optimizer for Sgd {
             let Some(g) = grad.as_ref() else { return };
             let wd = slot.weight_decay;
             let mut p = slot.tensor.write();
-            // The buffer starts at zero, so its first value is the first gradient (with decay).
-            let b = slot.buffer.get_or_insert_with(|| if mu > 0.0 { vec![0.0; g.len()] } else { Vec::new() });
             if mu == 0.0 {
                 p.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).for_each(|(p, g)| {
                     vectorized(
@@ -282,18 +284,20 @@ impl Optimizer for Sgd {
                 });
                 return;
             }
-            p.par_chunks_mut(GRAIN).zip(b.par_chunks_mut(GRAIN)).zip(g.par_chunks(GRAIN)).for_each(|((p, b), g)| {
-                vectorized(
-                    #[inline(always)]
-                    || {
-                        for i in 0..p.len() {
-                            let d = g[i] + wd * p[i];
-                            b[i] = mu * b[i] + d;
-                            p[i] -= lr * if nesterov { d + mu * b[i] } else { b[i] };
-                        }
-                    },
-                )
-            });
+            p.par_chunks_mut(GRAIN).zip(slot.buffer.par_chunks_mut(GRAIN)).zip(g.par_chunks(GRAIN)).for_each(
+                |((p, b), g)| {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for i in 0..p.len() {
+                                let d = g[i] + wd * p[i];
+                                b[i] = mu * b[i] + d;
+                                p[i] -= lr * if nesterov { d + mu * b[i] } else { b[i] };
+                            }
+                        },
+                    )
+                },
+            );
         });
     }
 

@@ -119,15 +119,8 @@ impl GptConfig {
             bos_token_id: f.size_opt("bos_token_id")?,
             eos_token_id: f.size_opt("eos_token_id")?,
             bias: f.bool_or("bias", true)?,
-            activation: match v.get("activation_function").filter(|name| !name.is_null()) {
-                None => Activation::GeluTanh, // GPT-2's
-                Some(name) => name.as_str().and_then(|name| Activation::from_name(name).ok()).ok_or_else(|| {
-                    Error::Format(format!(
-                        "config.json: activation_function {name} is not supported ({})",
-                        Activation::NAMES
-                    ))
-                })?,
-            },
+            activation: Activation::from_name(f.str_or("activation_function", "gelu_new")?)
+                .map_err(|e| Error::Format(format!("config.json: {e}")))?,
             layer_norm_epsilon: f.float_or("layer_norm_epsilon", 1e-5)?,
         };
         config.validate().map_err(|e| Error::Format(format!("config.json: {e}")))?;
@@ -158,14 +151,11 @@ impl Activation {
         }
     }
 
-    /// The names `from_name` reads.
-    pub const NAMES: &'static str = "gelu_new, gelu_pytorch_tanh or gelu";
-
     pub fn from_name(name: &str) -> Result<Activation> {
         match name {
             "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
             "gelu" => Ok(Activation::Gelu),
-            _ => bail!(Argument, "activation_function {name:?} is not supported ({})", Activation::NAMES),
+            _ => bail!(Argument, "activation_function {name:?} is not supported (gelu_new, gelu_pytorch_tanh or gelu)"),
         }
     }
 

@@ -236,6 +236,16 @@ pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// Where flat index `flat` of the shape `out` reads an operand of the given broadcast strides.
+pub(crate) fn broadcast_offset(mut flat: usize, out: &[usize], strides: &[usize]) -> usize {
+    let mut at = 0;
+    for d in (0..out.len()).rev() {
+        at += (flat % out[d]) * strides[d];
+        flat /= out[d];
+    }
+    at
+}
+
 /// `f(a, b)` over the broadcast shape `out`; stretching can make it far larger than either
 /// input, so its buffer is allocated fallibly.
 fn zip_broadcast(
@@ -260,14 +270,8 @@ fn zip_broadcast(
     // Each output row (the last dimension) has one starting offset into a and into b.
     result.par_chunks_mut(last.max(1) * rows_per_task).enumerate().for_each(|(task, chunk)| {
         for (r, row) in chunk.chunks_mut(last.max(1)).enumerate() {
-            let mut rest = task * rows_per_task + r;
-            let (mut oa, mut ob) = (0, 0);
-            for d in (0..out.len().saturating_sub(1)).rev() {
-                let i = rest % out[d];
-                rest /= out[d];
-                oa += i * sa[d];
-                ob += i * sb[d];
-            }
+            let (row_index, rows) = (task * rows_per_task + r, &out[..out.len().saturating_sub(1)]);
+            let (oa, ob) = (broadcast_offset(row_index, rows, &sa), broadcast_offset(row_index, rows, &sb));
             for (j, o) in row.iter_mut().enumerate() {
                 *o = f(a[oa + j * la], b[ob + j * lb]);
             }

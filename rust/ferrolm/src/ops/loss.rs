@@ -48,29 +48,25 @@ pub fn cross_entropy(
     }
     let targets = targets.to_vec();
     let count = targets.iter().filter(|&&t| !ignored(t)).count();
-    // No rows, no scratch row (whose size, V, need not be allocatable for an empty input).
-    let losses: Vec<f32> = if rows == 0 {
-        Vec::new()
-    } else {
-        let x = logits.read();
-        x.par_chunks(v)
-            .zip(targets.par_iter())
-            .map_init(
-                || vec![0.0; v],
-                |scratch, (row, &t)| {
-                    if ignored(t) {
-                        return 0.0;
-                    }
-                    scratch.copy_from_slice(row);
-                    let (max, ln_sum) = vectorized(
-                        #[inline(always)]
-                        || softmax_in_place(scratch),
-                    );
-                    (max - row[t as usize]) + ln_sum
-                },
-            )
-            .collect()
-    };
+    // The scratch row is filled from a row, so an empty input (whose V need not be
+    // allocatable) allocates none.
+    let losses: Vec<f32> = logits
+        .read()
+        .par_chunks(v)
+        .zip(targets.par_iter())
+        .map_init(Vec::new, |scratch, (row, &t)| {
+            if ignored(t) {
+                return 0.0;
+            }
+            scratch.clear();
+            scratch.extend_from_slice(row);
+            let (max, ln_sum) = vectorized(
+                #[inline(always)]
+                || softmax_in_place(scratch),
+            );
+            (max - row[t as usize]) + ln_sum
+        })
+        .collect();
     let scale = match reduction {
         Reduction::Mean if count > 0 => 1.0 / count as f32,
         Reduction::Mean => 0.0,

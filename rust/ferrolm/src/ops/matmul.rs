@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{broadcast_shape, broadcast_strides};
+use super::elementwise::{broadcast_offset, broadcast_shape, broadcast_strides};
 use super::reduce::sum_axis_raw;
 use super::{filled_in, GRAIN};
 use crate::gemm::{gemm, product, MatRef, Threads};
@@ -89,16 +89,7 @@ fn batch_grads<'a>(
 /// an operand with batch shape `batch` supplies.
 fn batch_sources(batch: &[usize], out: &[usize]) -> Vec<usize> {
     let strides = broadcast_strides(batch, out);
-    (0..numel(out))
-        .map(|mut i| {
-            let mut at = 0;
-            for d in (0..out.len()).rev() {
-                at += (i % out[d]) * strides[d];
-                i /= out[d];
-            }
-            at
-        })
-        .collect()
+    (0..numel(out)).map(|i| broadcast_offset(i, out, &strides)).collect()
 }
 
 /// Runs `f(batch_index, output_block, threads)` over equal output blocks: batches in parallel

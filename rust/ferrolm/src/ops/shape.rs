@@ -116,8 +116,8 @@ pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     let (outer, _, inner) = split_at_axis(first.shape(), axis);
     let sizes: Vec<usize> = xs.iter().map(|x| x.shape()[axis]).collect();
     let total = sizes.iter().try_fold(0usize, |t, &n| t.checked_add(n));
-    let total =
-        total.ok_or_else(|| crate::Error::Memory(format!("concat: {} tensors are too many to join", xs.len())))?;
+    let total = total
+        .ok_or_else(|| crate::Error::Memory(format!("concat: the joined axis of {} tensors is too long", xs.len())))?;
     let mut shape = first.shape().to_vec();
     shape[axis] = total;
     let mut y = reserved(checked_numel(&shape)?)?;

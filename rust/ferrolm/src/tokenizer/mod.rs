@@ -188,8 +188,6 @@ impl Tokenizer {
                 if p.exists() {
                     return match name {
                         "vocab.json" => Self::from_vocab_merges(&p, path.join("merges.txt"), "gpt2"),
-                        "vocab.txt" => Self::from_bert_vocab(&files::read_text(&p)?, bert_normalizer_in(path)?)
-                            .map_err(|e| in_file(&p, e)),
                         _ => Self::from_one_file(&p),
                     };
                 }
@@ -199,11 +197,13 @@ impl Tokenizer {
         Self::from_one_file(path)
     }
 
-    /// A `tokenizer.json` or (by its `.txt` extension) a BERT `vocab.txt`.
+    /// A `tokenizer.json` or (by its `.txt` extension) a BERT `vocab.txt`, normalised as the
+    /// `tokenizer_config.json` beside it says.
     fn from_one_file(path: &Path) -> Result<Self> {
         let text = files::read_text(path)?;
         if path.extension().is_some_and(|e| e == "txt") {
-            return Self::from_bert_vocab(&text, BertNormalizer::default()).map_err(|e| in_file(path, e));
+            let normalizer = bert_normalizer_in(path.parent().unwrap_or(Path::new(".")))?;
+            return Self::from_bert_vocab(&text, normalizer).map_err(|e| in_file(path, e));
         }
         Self::from_json(&text).map_err(|e| in_file(path, e))
     }
