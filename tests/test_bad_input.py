@@ -117,7 +117,8 @@ def test_nan_is_an_error_or_propagates_never_a_number():
 
 
 def test_thousands_of_special_tokens_register_and_match():
-    # The matcher is built once, on first use (rebuilt per token, 8,000 took 8.6 s).
+    # The matcher is built once, on first use (rebuilt per token, 8,000 took 8.6 s; this test checks
+    # only that the result is right: speed is for benchmarks).
     tok = fl.Tokenizer.train_from_iterator(["a b c"], kind="char", vocab_size=100)
     assert tok.add_special_tokens([f"<t{i}>" for i in range(8000)]) == 8000
     ids = tok.encode("a<t7999>b<t0>", add_special_tokens=False)

@@ -376,6 +376,7 @@ def test_dropout_reaches_the_attention_probabilities(tmp_path):
     ids = np.array([[1, 5, 7, 2], [1, 9, 3, 2]])
     attention_only = BERT.create(**small, attention_probs_dropout_prob=0.5)
     assert not np.allclose(attention_only(ids, dropout_seed=3).numpy(), attention_only(ids).numpy())
+    assert BERT.create(**{**small, "hidden_dropout_prob": 0.1}).config["attention_probs_dropout_prob"] == 0.1
     without = BERT.create(**small)  # the attention rate follows hidden_dropout_prob
     assert without.config["attention_probs_dropout_prob"] == 0.0
     np.testing.assert_array_equal(without(ids, dropout_seed=3).numpy(), without(ids).numpy())

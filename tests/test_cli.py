@@ -145,15 +145,17 @@ def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
     assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error
 
 
-def test_the_decay_ends_at_a_tenth_of_the_learning_rate_unless_told(capsys):
+def test_the_decay_ends_at_a_tenth_of_the_learning_rate_unless_told(capsys, tmp_path, monkeypatch):
     from ferrolm.train import TrainConfig
 
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository if the check ever moved later
     assert TrainConfig(learning_rate=2e-5).min_lr == pytest.approx(2e-6)  # not a fixed 1e-4 above it
     assert TrainConfig(learning_rate=2e-5).lr_at(1999) < 2e-5
     with pytest.raises(ValueError, match="min_lr in \\[0, learning_rate\\]"):
         TrainConfig(learning_rate=1e-5, min_lr=1e-4)
     assert main(["pretrain", "--learning-rate", "1e-5", "--min-lr", "1e-4"]) == 2
     assert "min_lr in [0, learning_rate]" in capsys.readouterr().err
+    assert not (tmp_path / "out-causal").exists()  # refused before any work
 
 
 def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(corpus, tmp_path, capsys):

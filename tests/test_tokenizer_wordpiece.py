@@ -82,7 +82,8 @@ def test_bert_vocab_txt(tmp_path):
     assert cased.encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
     # A directory's tokenizer_config.json says whether its vocab.txt is cased (as in HF).
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
-    assert ferrolm.Tokenizer.from_file(str(tmp_path)).encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
+    for where in (tmp_path, path):  # the directory, or its vocab.txt
+        assert ferrolm.Tokenizer.from_file(str(where)).encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": true}')
     assert ferrolm.Tokenizer.from_file(str(tmp_path)).encode("Hello", add_special_tokens=False) == [t.token_to_id("hello")]
 

@@ -4,11 +4,12 @@ old file or the new one, never half of one; two writers never share a temporary 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Any, Callable, Iterator, Optional, Union
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -32,6 +33,12 @@ def atomic_file(path: Union[str, Path], binary: bool = False) -> Iterator[IO]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(directory)
+
+
+def write_json(path: Union[str, Path], value: Any, default: Optional[Callable[[Any], Any]] = None) -> None:
+    """`value` as indented JSON in `path`, atomically (`default` converts what JSON lacks)."""
+    with atomic_file(path) as f:
+        f.write(json.dumps(value, indent=2, default=default))
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ferrolm.atomic import atomic_file
+from ferrolm.atomic import atomic_file, write_json
 from ferrolm.jsonl import is_count, read_json_object
 
 BUNDLED_CORPUS = Path(__file__).parent / "corpora" / "tinyshakespeare.txt"
@@ -64,8 +64,7 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
         meta[f"{name}_tokens"] = int(ids.size)
         h.update(ids)  # the buffer itself, not a copy
     meta["digest"] = h.hexdigest()[:32]  # identifies the data for resume (see data_digest)
-    with atomic_file(directory / "meta.json") as f:
-        f.write(json.dumps(meta, indent=2))
+    write_json(directory / "meta.json", meta)
     return meta
 
 

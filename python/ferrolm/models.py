@@ -6,10 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
-
 from ferrolm._core import FormatError
-
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -27,8 +24,8 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     A directory whose last run was another objective is refused: its head file is left over
     from an earlier run and does not belong to these weights."""
     from ferrolm import _core
-
     from ferrolm.jsonl import read_json_object
+    from ferrolm.nn import fill_parameters
     from ferrolm.train.loop import STATE_FILE
 
     path = Path(path)
@@ -39,13 +36,8 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
     if trained != objective:
         raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
-    tensors, _ = _core.load_safetensors(str(head_file))
-    for name, t in head.named_parameters():
-        if f"{prefix}.{name}" not in tensors or tensors[f"{prefix}.{name}"].shape != t.shape:
-            raise ValueError(f"{head_file}: missing or misshaped {prefix}.{name}")
-        if not np.isfinite(tensors[f"{prefix}.{name}"]).all():
-            raise ValueError(f"{head_file}: {prefix}.{name} holds NaN or infinite values (a damaged or diverged checkpoint)")
-        t.copy_(tensors[f"{prefix}.{name}"])
+    named = {f"{prefix}.{n}": t for n, t in head.named_parameters()}
+    fill_parameters(named, _core.load_safetensors(str(head_file))[0], head_file)
 
 
 def model_dir(path: Union[str, Path]) -> Path:
@@ -74,9 +66,7 @@ def load_tokenizer(path: Path):
 def save_model(core, tokenizer, path: Union[str, Path]) -> None:
     """Writes the core model's files and the tokenizer (each atomically), and for a chat model
     the files Hugging Face chats with (`chat.hf_chat_files`)."""
-    import json
-
-    from ferrolm.atomic import atomic_file
+    from ferrolm.atomic import write_json
     from ferrolm.chat import hf_chat_files
 
     path = Path(path)
@@ -84,8 +74,7 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
     if tokenizer is not None:
         tokenizer.save(str(path / TOKENIZER_FILE))
     for name, content in hf_chat_files(tokenizer).items():
-        with atomic_file(path / name) as f:
-            f.write(json.dumps(content, indent=2))
+        write_json(path / name, content)
 
 
 class CoreModel:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from ferrolm._core import Embedding, LayerNorm, Linear, Tensor, load_safetensors, save_safetensors
 
 
@@ -84,17 +86,24 @@ class Module:
     def load_weights(self, path: str | Path) -> "Module":
         """Fills every parameter from ``path/model.safetensors`` written by ``save``; the names
         and shapes must match exactly."""
-        tensors, _ = load_safetensors(str(Path(path) / "model.safetensors"))
-        named = dict(self.named_parameters())
-        if set(tensors) != set(named):
-            missing, extra = sorted(set(named) - set(tensors)), sorted(set(tensors) - set(named))
-            raise ValueError(f"{path}: the saved parameters do not match this module (missing {missing[:3]}, "
-                             f"unexpected {extra[:3]})")
-        for name, tensor in named.items():
-            if tuple(tensors[name].shape) != tuple(tensor.shape):
-                raise ValueError(f"{path}: {name} has shape {tensors[name].shape}, the module's is {tensor.shape}")
-            tensor.copy_(tensors[name])
+        file = Path(path) / "model.safetensors"
+        fill_parameters(dict(self.named_parameters()), load_safetensors(str(file))[0], file)
         return self
+
+
+def fill_parameters(named: dict[str, Tensor], tensors: dict[str, Any], file: str | Path) -> None:
+    """Copies `tensors` (read from `file`) into the parameters `named`: the names must match
+    exactly, the shapes too, and the values must be finite (a damaged or diverged checkpoint
+    is refused, not trained on)."""
+    if set(tensors) != set(named):
+        missing, extra = sorted(set(named) - set(tensors)), sorted(set(tensors) - set(named))
+        raise ValueError(f"{file}: the saved parameters do not match (missing {missing[:3]}, unexpected {extra[:3]})")
+    for name, tensor in named.items():
+        if tuple(tensors[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"{file}: {name} has shape {tensors[name].shape}, the parameter's is {tensor.shape}")
+        if not np.isfinite(tensors[name]).all():
+            raise ValueError(f"{file}: {name} holds NaN or infinite values (a damaged or diverged checkpoint)")
+        tensor.copy_(tensors[name])
 
 
 def _parameters_of(value: Any, name: str) -> list[tuple[str, Tensor]]:

@@ -132,18 +132,7 @@ def checkpoint_state(out: Path) -> dict:
     """The trainer state saved in `out`, for --resume."""
     from ferrolm.train.loop import STATE_FILE, read_state
 
-    state_file = out / STATE_FILE
-    if not state_file.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {out} ({state_file} is missing)")
-    return read_state(state_file)
-
-
-def kept_evaluations(out: Path, evals: list[dict]) -> list[dict]:
-    """`evals` up to the one of the checkpoint in `out`: all of them, unless
-    always_save_checkpoint=False kept an earlier, better model (the one the run ends holding)."""
-    kept = checkpoint_state(out)["step"]
-    steps = [e["step"] for e in evals]
-    return evals[:steps.index(kept) + 1] if kept in steps else evals
+    return read_state(out / STATE_FILE)
 
 
 def train_config(values: dict, args):

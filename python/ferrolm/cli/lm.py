@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                fraction, kept_evaluations, non_negative, positive, probability, resumed,
-                                train_config)
+                                fraction, non_negative, positive, probability, resumed, train_config)
 from ferrolm.cli.nanogpt import check_dataset
 
 
@@ -73,18 +72,13 @@ def _starting_model(args):
         raise ValueError(f"--init-from {args.init_from}: a {type(model).__name__} trains with --objective {kind}")
     if model.tokenizer is None:
         raise ValueError(f"--init-from {args.init_from}: the directory has no tokenizer to prepare the corpus with")
-    if kind == "mlm":
-        from ferrolm.data import MlmCollator
-
-        MlmCollator(model.tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
     return model
 
 
 def _tokenizer(args, text: str):
-    """The run's tokenizer, trained on the corpus or read from a file, checked against the
-    objective before the corpus is tokenised with it."""
+    """The run's tokenizer, trained on the corpus or read from a file."""
     from ferrolm import Tokenizer
-    from ferrolm.data import BUNDLED_CORPUS, MlmCollator
+    from ferrolm.data import BUNDLED_CORPUS
 
     kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
     if args.vocab_size and kind not in ("bpe", "wordpiece"):
@@ -101,8 +95,6 @@ def _tokenizer(args, text: str):
         tokenizer = Tokenizer.from_file(kind)
     else:
         raise ValueError(f"--tokenizer {kind}: not char, bpe or wordpiece, and no such file")
-    if args.objective == "mlm":
-        MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
     return tokenizer
 
 
@@ -137,9 +129,10 @@ def _check_resume_flags(args, state: dict) -> None:
 
 
 def run_pretrain(args) -> int:
-    from ferrolm.data import prepare_tokens, read_corpus
+    from ferrolm.data import MlmCollator, prepare_tokens, read_corpus
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
+    from ferrolm.train.loop import kept_evaluations
 
     out = Path(args.out or f"out-{args.objective or 'causal'}")
     args.out = str(out)
@@ -181,6 +174,8 @@ def run_pretrain(args) -> int:
     if not args.resume:
         text = read_corpus(args.files)
         tokenizer = model.tokenizer if args.init_from else _tokenizer(args, text)
+        if args.objective == "mlm":  # checked before the corpus is tokenised with it
+            MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
         characters = len(text)
         try:
             meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)
@@ -211,7 +206,7 @@ def run_pretrain(args) -> int:
     start = time.perf_counter()
     evals = train(model, objective, config, out, resume=args.resume)
     elapsed = time.perf_counter() - start
-    final = kept_evaluations(out, evals)[-1]  # with --always-save-checkpoint false, the best one
+    final = kept_evaluations(evals, config)[-1]  # with --always-save-checkpoint false, the best one
     extra = f", masked-token accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else ""
     print(f"done in {elapsed:.1f}s: train loss {final['train_loss']:.4f}, val loss {final['val_loss']:.4f} "
           f"(perplexity {final['val_ppl']:.2f}){extra}; saved to {out}/", flush=True)
@@ -265,7 +260,7 @@ def run_generate(args) -> int:
         if i:
             sys.stdout.write("-" * 15 + "\n")  # between samples, as nanoGPT's sample.py
         elif chat:
-            print(f"(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
+            print("(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
                   file=sys.stderr, flush=True)
         if not chat:
             sys.stdout.write(prompt)

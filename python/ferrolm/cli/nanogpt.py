@@ -44,8 +44,9 @@ def translate(argv: list[str]) -> list[str]:
         i += 1
         if arg == "--":
             return out + argv[i - 1:]
-        if command == "pretrain" and arg.endswith(".py") and is_config(Path(arg)):
-            out += config_flags(Path(arg), ignored, resuming)
+        config = config_statements(Path(arg)) if command == "pretrain" and arg.endswith(".py") else None
+        if config is not None:
+            out += config_flags(Path(arg), config, ignored, resuming)
             continue
         if not arg.startswith("--"):
             out.append(arg)
@@ -99,14 +100,16 @@ def _assigned(node: ast.stmt) -> str | None:
     return None
 
 
-def is_config(path: Path) -> bool:
-    """Whether a .py file looks like a nanoGPT config: lower-case `name = ...` settings, besides
-    only imports and docstrings (Python source to train on has definitions and control flow)."""
+def config_statements(path: Path) -> list[ast.stmt] | None:
+    """A .py file's statements if it looks like a nanoGPT config: lower-case `name = ...`
+    settings, besides only imports and docstrings (Python source to train on has definitions and
+    control flow); None otherwise."""
     body = _statements(path) or []
     names = [_assigned(s) for s in body]
     others = [s for s, n in zip(body, names) if n is None]
-    return (any(names) and all(n is None or n.islower() for n in names)
-            and all(isinstance(s, (ast.Import, ast.ImportFrom)) or _is_docstring(s) for s in others))
+    is_config = (any(names) and all(n is None or n.islower() for n in names)
+                 and all(isinstance(s, (ast.Import, ast.ImportFrom)) or _is_docstring(s) for s in others))
+    return body if is_config else None
 
 
 def _is_docstring(node: ast.stmt) -> bool:
@@ -129,12 +132,12 @@ def _value(node: ast.expr):
     raise ValueError
 
 
-def config_flags(path: Path, ignored: list[str], resuming: bool = False) -> list[str]:
-    """The flags a nanoGPT config file sets, in its order (later command-line flags win); the
-    keys that mean nothing here are added to `ignored`. When `resuming`, the architecture comes
-    from the checkpoint, as in nanoGPT."""
+def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], resuming: bool = False) -> list[str]:
+    """The flags the statements of the nanoGPT config file `path` set, in its order (later
+    command-line flags win); the keys that mean nothing here are added to `ignored`. When
+    `resuming`, the architecture comes from the checkpoint, as in nanoGPT."""
     flags = [f"--dataset={NANOGPT_DEFAULT_DATASET}"]  # unless the file names one
-    for node in _statements(path) or []:
+    for node in statements:
         key = _assigned(node)
         if key is None:
             continue  # an import or a docstring

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, kept_evaluations,
-                                non_negative, resumed, train_config)
+from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative,
+                                resumed, train_config)
 
 _SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20,
                "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
@@ -24,9 +24,10 @@ DEFAULTS = {
     "reward": _SUPERVISED,
     "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10,
             "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
-    # PPO reports rewards, not a validation loss to keep the best model by.
-    "ppo": {**{k: v for k, v in TRAIN_FLAGS.items() if k != "always_save_checkpoint"}, "max_iters": 200,
-            "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "eval_iters": 1, "batch_size": 8,
+    # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
+    # not a validation loss to keep the best model by (no --always-save-checkpoint).
+    "ppo": {**{k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "always_save_checkpoint")},
+            "max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "batch_size": 8,
             "weight_decay": 0.0},
 }
 
@@ -70,11 +71,7 @@ def _common(p, command: str) -> None:
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of records held out for evaluation (default 0.1)")
     p.add_argument("--skip-long", action="store_true", default=None,
                    help="skip (and count) records that do not fit the context")
-    flags = DEFAULTS[command]
-    if command == "ppo":  # PPO's evaluation samples every held-out prompt once: no --eval-iters
-        flags = {k: v for k, v in flags.items() if k != "eval_iters"}
-        p.set_defaults(eval_iters=None)
-    add_flags(p, flags)
+    add_flags(p, DEFAULTS[command])
 
 
 def _values(args, command: str) -> dict:
@@ -138,11 +135,12 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
     """Trains through the shared loop, then prints the time and `summary(evals)` (up to the
     kept model's evaluation)."""
     from ferrolm.train import train
+    from ferrolm.train.loop import kept_evaluations
 
     start = time.perf_counter()
     settings = {name: getattr(args, name) for name in RUN_SETTINGS[name]}
-    evals = train(model, objective, train_config(v, args), args.out, resume=args.resume, settings=settings)
-    evals = kept_evaluations(Path(args.out), evals)
+    config = train_config(v, args)
+    evals = kept_evaluations(train(model, objective, config, args.out, resume=args.resume, settings=settings), config)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
     return 0
 

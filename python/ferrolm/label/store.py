@@ -200,14 +200,14 @@ class LabelStore:
     def pair(self, pair_id: str) -> Optional[Pair]:
         with self._read() as con:
             row = con.execute("SELECT * FROM pairs WHERE id = ?", (pair_id,)).fetchone()
-        return None if row is None else _pair(row)
+        return None if row is None else self._pair(row)
 
     def unjudged_pairs(self) -> list[Pair]:
         """Generated pairs without a judgement, oldest first."""
         with self._read() as con:
             rows = con.execute("SELECT * FROM pairs WHERE id NOT IN (SELECT pair_id FROM judgements) "
                                "ORDER BY created_at, rowid").fetchall()
-        return [_pair(r) for r in rows]
+        return [self._pair(r) for r in rows]
 
     def judged_prompts(self) -> set[str]:
         with self._read() as con:
@@ -228,7 +228,7 @@ class LabelStore:
             row = con.execute("SELECT * FROM pairs WHERE id = ?", (pair_id,)).fetchone()
             if row is None:
                 raise KeyError(pair_id)
-            pair = _pair(row)
+            pair = self._pair(row)
             choice = pair.side(side) if side in ("left", "right") else side
             done = con.execute("SELECT id, choice, comment FROM judgements WHERE pair_id = ?", (pair_id,)).fetchone()
             if done is not None:
@@ -250,7 +250,7 @@ class LabelStore:
                 raise KeyError(judgement_id)
             con.execute("DELETE FROM judgements WHERE id = ?", (judgement_id,))
             pair = con.execute("SELECT * FROM pairs WHERE id = ?", (row["pair_id"],)).fetchone()
-        return _pair(pair)
+        return self._pair(pair)
 
     def judgements(self, limit: Optional[int] = None) -> list[dict]:
         """Judgements, newest first, as plain dicts (settings decoded)."""
@@ -268,6 +268,12 @@ class LabelStore:
         if not isinstance(settings, dict):
             raise ValueError(f"{self.path} {where}: its settings are not a JSON object (a damaged or edited database)")
         return settings
+
+    def _pair(self, row: sqlite3.Row) -> Pair:
+        settings = self._settings(row["settings"], f"pair {row['id']}")
+        return Pair(prompt=row["prompt"], completion_a=row["completion_a"], completion_b=row["completion_b"],
+                    shown_left=row["shown_left"], settings=settings, model_a_hash=row["model_a_hash"],
+                    model_b_hash=row["model_b_hash"], id=row["id"], created_at=row["created_at"])
 
     def count(self) -> int:
         with self._read() as con:
@@ -304,10 +310,3 @@ class LabelStore:
         prefs = self.preferences()
         write_preferences(prefs.records, out)
         return prefs
-
-
-def _pair(row: sqlite3.Row) -> Pair:
-    return Pair(prompt=row["prompt"], completion_a=row["completion_a"], completion_b=row["completion_b"],
-                shown_left=row["shown_left"], settings=json.loads(row["settings"]), model_a_hash=row["model_a_hash"],
-                model_b_hash=row["model_b_hash"], id=row["id"], created_at=row["created_at"])
-

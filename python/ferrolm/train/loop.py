@@ -26,7 +26,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from ferrolm import _core
-from ferrolm.atomic import atomic_file
+from ferrolm.atomic import atomic_file, write_json
 from ferrolm.autograd import no_grad
 from ferrolm.jsonl import is_count, lines_of, read_json_object
 from ferrolm.optim import AdamW
@@ -141,11 +141,6 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, value: dict) -> None:
-    with atomic_file(path) as f:
-        f.write(json.dumps(value, indent=2, default=_plain))
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars (an objective's state or metrics) as the Python numbers JSON takes."""
     if isinstance(value, np.generic):
@@ -170,12 +165,10 @@ class _Checkpoints:
             state.setdefault("optimizer_steps", {})[name] = int(steps)
         _core.save_safetensors(str(self.out_dir / OPTIMIZER_FILE), moments, {"step": str(state["step"])})
         state["digests"] = {f: _file_digest(self.out_dir / f) for f in ("model.safetensors", OPTIMIZER_FILE)}
-        _write_json(self.out_dir / STATE_FILE, state)
+        write_json(self.out_dir / STATE_FILE, state, default=_plain)
 
     def load(self, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"cannot resume: {path} does not exist (no checkpoint in {self.out_dir})")
         state = read_state(path)
         if state.get("objective") != objective_kind:
             raise ValueError(f"cannot resume: the checkpoint was trained with objective {state.get('objective')!r}, not {objective_kind!r}")
@@ -215,6 +208,8 @@ def _interrupts_held():
 def read_state(path: Path) -> dict:
     """The trainer state file, with the fields resuming relies on checked (a tampered or
     damaged file is a clear error, and only the checkpoint's own files are hashed)."""
+    if not path.exists():
+        raise FileNotFoundError(f"cannot resume: no checkpoint in {path.parent} ({path.name} is missing)")
     try:
         state = read_json_object(path)
     except ValueError as e:
@@ -305,6 +300,16 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
     return record
 
 
+def kept_evaluations(evals: list[dict], config: TrainConfig) -> list[dict]:
+    """`evals` up to the evaluation of the model a run keeps: the last one, or with
+    `always_save_checkpoint=False` the first with the lowest validation loss (the model the run
+    ends holding, and the checkpoint it saved)."""
+    if config.always_save_checkpoint or not evals:
+        return evals
+    best = min(range(len(evals)), key=lambda i: evals[i].get("val_loss", math.inf))
+    return evals[: best + 1]
+
+
 def _check_plugged(model: Any, objective: Any) -> None:
     """Refuses a model or objective that lacks what the loop calls, before step 0 (not at the
     first checkpoint, 250 steps in)."""
@@ -386,7 +391,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
 
     def keep_weights() -> None:
         if not config.always_save_checkpoint:
-            best.update((n, t.numpy().copy()) for n, t in named)
+            best.update((n, t.numpy()) for n, t in named)  # numpy() is a copy
 
     if resume:
         keep_weights()
