@@ -321,6 +321,39 @@ print(json.dumps({"threads": fl.num_threads(), "equal": all(np.array_equal(main,
         assert out == {"threads": int(threads), "equal": True, "n": 3}
 
 
+def test_other_threads_updating_and_reading_the_same_weights_finish():
+    # Two threads besides the importing one: one steps an optimizer (writing w) while the
+    # other multiplies by w. Both used to run in the second pool at once, where a pool thread
+    # waiting inside the product picked up the step, which waited for the product's read of w:
+    # a hang, every time. Calls from outside a pool now take turns.
+    code = """
+import threading, numpy as np, ferrolm as fl, ferrolm.functional as F, os
+w = fl.tensor(np.full((512, 512), 0.01, np.float32), requires_grad=True)
+x = fl.tensor(np.full((256, 512), 0.5, np.float32))
+(x @ w).sum().backward()  # every gradient is 256 * 0.5 = 128
+opt, done, sums = fl.SGD([w], lr=1e-6), [], []
+def stepper():
+    for _ in range(200):
+        opt.step()
+    done.append("steps")
+def reader():
+    for _ in range(200):
+        sums.append(F.gelu(x @ w).sum().item())
+    done.append("products")
+threads = [threading.Thread(target=f, daemon=True) for f in (stepper, reader)]
+[t.start() for t in threads]
+[t.join(60) for t in threads]
+if len(done) < 2:  # hung: reading w would hang too, and a hung thread would keep us alive
+    print(done, flush=True)
+    os._exit(0)
+print(sorted(done), float(w.numpy().mean()), int(np.isfinite(sums).all()))
+"""
+    out = run_python(code, {"RAYON_NUM_THREADS": "2"})
+    assert out.startswith("['products', 'steps']"), f"a thread hung: only {out} finished"
+    mean, finite = out.split()[-2:]
+    assert float(mean) == pytest.approx(0.01 - 200 * 1e-6 * 128, rel=1e-5) and finite == "1"
+
+
 def test_forked_child_computes():
     # multiprocessing's fork start method copies only the forking thread; ferrolm must keep
     # working in the child on that thread alone (a pool thread it waited on would never come),

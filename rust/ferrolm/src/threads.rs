@@ -6,17 +6,18 @@
 //! pool's threads, so its ops start where they are called. Calls from any other thread go through
 //! [`compute`], which runs them in a second pool of the same size, so they too get every thread.
 //! [`with_threads`] runs work on a pool of a chosen size.
+//!
+//! Callers from outside a pool take turns on it, one call at a time. A pool thread waiting for
+//! its own call's parallel work runs whatever work the pool has, including the start of another
+//! caller's call; if that call then waited for a tensor the first one holds (an optimizer step
+//! writing the weights a forward pass is reading), both would wait forever.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::ThreadPool;
 
 use crate::autograd::{is_grad_enabled, with_grad_enabled};
 use crate::{bail, Error, Result};
-
-/// Whether `init_thread_pool` made its caller a thread of the global pool.
-static CALLER_IN_POOL: AtomicBool = AtomicBool::new(false);
 
 /// Starts the compute pool (rayon's global pool, `RAYON_NUM_THREADS` threads or one per CPU)
 /// with the calling thread as one of its threads; returns whether it did (not if the pool was
@@ -26,29 +27,28 @@ static CALLER_IN_POOL: AtomicBool = AtomicBool::new(false);
 /// That thread takes pool work only while it is itself computing, so afterwards every other
 /// thread must call ferrolm through [`compute`]: called directly, their parallel work would run
 /// on the remaining pool threads only, and with a one-thread pool never (a hang). Embedders
-/// that call from many threads and do not want that rule can skip this function.
+/// that skip this function call through [`compute`] from every thread.
 pub fn init_thread_pool() -> bool {
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let built = rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok();
-    CALLER_IN_POOL.fetch_or(built, Ordering::Relaxed);
-    built
+    rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok()
 }
 
 /// Runs `f`, a computation with parallel ops, where they get every compute thread: here, on a
-/// pool thread (the one that called [`init_thread_pool`]); otherwise in a pool of the same size
-/// kept for other threads (see `kept_pool`), since the global pool's calling thread is busy
-/// elsewhere and, in a one-thread pool, would be the only one that could run the work.
-/// Without [`init_thread_pool`], `f` just runs here.
+/// pool thread (the one that called [`init_thread_pool`], or one running a call already);
+/// otherwise in a pool of the compute pool's size kept for other threads (see `kept_pool`),
+/// taking turns with other callers. The global pool's threads are only the driving thread's:
+/// it takes pool work only while computing, and in a one-thread pool it would be the only one
+/// that could run the work.
 pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if !CALLER_IN_POOL.load(Ordering::Relaxed) || rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() {
         return f();
     }
     match kept_pool(rayon::current_num_threads()) {
-        Ok(pool) => run_in(&pool, f),
+        Ok(pool) => pool.run(f),
         Err(_) => f(),
     }
 }
@@ -64,14 +64,27 @@ pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Sen
     if n == 0 || n > MAX_THREADS {
         bail!(Argument, "the number of threads must be between 1 and {MAX_THREADS}, got {n}");
     }
-    Ok(run_in(&*kept_pool(n)?, f))
+    Ok(kept_pool(n)?.run(f))
 }
 
-/// `f` on one of `pool`'s threads, with the calling thread's grad mode (a thread-local
-/// setting: without it, `no_grad(|| compute(..))` would record a graph over there).
-fn run_in<R: Send>(pool: &ThreadPool, f: impl FnOnce() -> R + Send) -> R {
-    let grad = is_grad_enabled();
-    pool.install(|| with_grad_enabled(grad, f))
+/// A pool whose callers from outside take turns (see the module's documentation).
+struct KeptPool {
+    threads: ThreadPool,
+    turn: Mutex<()>,
+}
+
+impl KeptPool {
+    /// `f` on one of the pool's threads, once no other caller's call is running there, with the
+    /// calling thread's grad mode (a thread-local setting: without it, `no_grad(|| compute(..))`
+    /// would record a graph over there). Called from one of its own threads, `f` just runs.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if self.threads.current_thread_index().is_some() {
+            return f();
+        }
+        let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let grad = is_grad_enabled();
+        self.threads.install(|| with_grad_enabled(grad, f))
+    }
 }
 
 /// Pools kept at once: a caller sweeping thread counts must not keep every size it tried
@@ -82,9 +95,9 @@ const KEPT_POOLS: usize = 4;
 /// of [`KEPT_POOLS`] gives way to a new size (its threads end once no call is using it). A
 /// forked child starts afresh: fork copies no threads, so a parent's pool would never run
 /// anything there.
-fn kept_pool(n: usize) -> Result<Arc<ThreadPool>> {
+fn kept_pool(n: usize) -> Result<Arc<KeptPool>> {
     /// The process that built them, and the pools by size, least recently used first.
-    type Kept = (u32, Vec<(usize, Arc<ThreadPool>)>);
+    type Kept = (u32, Vec<(usize, Arc<KeptPool>)>);
     static POOLS: Mutex<Kept> = Mutex::new((0, Vec::new()));
     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
@@ -104,7 +117,7 @@ fn kept_pool(n: usize) -> Result<Arc<ThreadPool>> {
         .thread_name(|i| format!("ferrolm-{i}"))
         .build()
         .map_err(|e| Error::Argument(format!("cannot start {n} threads: {e}")))?;
-    let pool = Arc::new(pool);
+    let pool = Arc::new(KeptPool { threads: pool, turn: Mutex::new(()) });
     if pools.1.len() == KEPT_POOLS {
         pools.1.remove(0);
     }
