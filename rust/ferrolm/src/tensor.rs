@@ -6,9 +6,10 @@
 //! else writes a fresh buffer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rayon::prelude::*;
 
 use crate::autograd::{BackwardFn, Grad, Node, Origin};
@@ -270,16 +271,18 @@ impl Tensor {
         Ok(self.0.shape[resolve_axis(axis, self.rank())?])
     }
 
-    /// Read access to the elements, row-major.
+    /// Read access to the elements, row-major. A thread may read a tensor it is already reading
+    /// (`x * x`) even while another waits to write it: a lock that queued the second read behind
+    /// the waiting writer, as std's does, would leave both waiting forever.
     pub fn read(&self) -> RwLockReadGuard<'_, Vec<f32>> {
-        self.0.storage.data.read().unwrap_or_else(|e| e.into_inner())
+        self.0.storage.data.read_recursive()
     }
 
     /// Write access to the elements: for optimisers and initialisers, never inside a graph. A
     /// slice, so the element count always matches the shape.
     pub fn write(&self) -> ElementsMut<'_> {
         self.0.storage.version.fetch_add(1, Ordering::Relaxed);
-        ElementsMut(self.0.storage.data.write().unwrap_or_else(|e| e.into_inner()))
+        ElementsMut(self.0.storage.data.write())
     }
 
     pub(crate) fn storage(&self) -> &Storage {

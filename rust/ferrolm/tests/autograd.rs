@@ -102,6 +102,29 @@ fn empty_tensors_flow_through() {
 
 /// A small transformer-like step computed on a pool of `threads` threads (with more threads
 /// than batches, attention splits heads rather than batches).
+#[test]
+fn a_thread_reading_a_tensor_reads_it_again_while_a_writer_waits() {
+    // An op reading `w` while holding a read of it (`w * w` takes two; a forward pass holds
+    // its output while backward reads the inputs), as an optimizer step in another thread
+    // waits to write `w`. With std's lock, which queues new readers behind a waiting writer,
+    // the second read and the writer waited for each other forever.
+    let w = Tensor::from_vec(vec![3.0], &[1]).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let reader = w.clone();
+    std::thread::spawn(move || {
+        let held = reader.read();
+        let writer = reader.clone();
+        let step = std::thread::spawn(move || writer.write()[0] = 1.0);
+        std::thread::sleep(std::time::Duration::from_millis(200)); // the step is waiting
+        let square = ops::mul(&reader, &reader).unwrap().to_vec();
+        drop(held);
+        step.join().unwrap();
+        done.send(square).unwrap();
+    });
+    let square = finished.recv_timeout(std::time::Duration::from_secs(20)).expect("the reads and the write deadlocked");
+    assert_eq!((square, w.to_vec()), (vec![9.0], vec![1.0]));
+}
+
 fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
