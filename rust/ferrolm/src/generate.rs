@@ -1,15 +1,12 @@
 //! Text generation with a KV cache: a batch of prompts of different lengths is left-padded,
 //! prefilled once, then extended one token per step; the prefix is never recomputed.
 //!
-//! When a sequence reaches the model's context, the cache is rebuilt with that sequence's last
-//! half context (learned positions cannot simply be shifted), so generation can run past
-//! `block_size` at the cost of one prefill every `block_size / 2` tokens. In a batch each row
-//! is cut only when it reaches the context itself (rows shorter than the longest keep all
-//! their tokens), so greedy rows continue as their prompts would alone; sampled rows draw from
-//! random streams of their own, row 0's being the one the prompt alone would use. The price:
-//! rows of different lengths reach the context at different steps, and each time the whole
-//! batch is prefilled again (up to one prefill per distinct length every `block_size / 2`
-//! tokens); one cache length per row would avoid it.
+//! When a sequence reaches the model's context, its cache is rebuilt from its last half context
+//! (learned positions cannot simply be shifted), so generation can run past `block_size` at the
+//! cost of recomputing half a context every `block_size / 2` tokens. In a batch only the rows
+//! that reached the context are recomputed; the others keep all their cached tokens (moved to
+//! the front of the cache), so greedy rows continue as their prompts would alone. Sampled rows
+//! draw from random streams of their own, row 0's being the one the prompt alone would use.
 
 use crate::model::{Batch, Gpt};
 use crate::ops::{self, KvCache};
@@ -187,30 +184,26 @@ impl Generation {
             pads: vec![0; prompts.len()],
             logits: Vec::new(),
         };
-        let whole = g.rows.iter().map(|r| r.tokens.len()).collect();
-        g.prefill(whole)?;
+        g.prefill()?;
         Ok(g)
     }
 
-    /// Refills the cache from the last `keep[r]` tokens of each row r (left-padded to one length).
-    fn prefill(&mut self, keep: Vec<usize>) -> Result<()> {
-        let tails: Vec<&[i64]> =
-            self.rows.iter().zip(keep).map(|(r, k)| &r.tokens[r.tokens.len().saturating_sub(k)..]).collect();
-        let t = tails.iter().map(|s| s.len()).max().unwrap_or(0);
-        let b = tails.len();
-        self.pads = tails.iter().map(|s| t - s.len()).collect();
+    /// Fills the empty cache with the prompts, left-padded to one length.
+    fn prefill(&mut self) -> Result<()> {
+        let t = self.rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+        let b = self.rows.len();
+        self.pads = self.rows.iter().map(|r| t - r.tokens.len()).collect();
         let mut ids = vec![0i64; b * t];
         let mut positions = vec![0i64; b * t];
         let mut mask = vec![false; b * t];
-        for (r, tail) in tails.iter().enumerate() {
+        for (r, row) in self.rows.iter().enumerate() {
             let pad = self.pads[r];
-            for (j, &id) in tail.iter().enumerate() {
+            for (j, &id) in row.tokens.iter().enumerate() {
                 ids[r * t + pad + j] = id;
                 positions[r * t + pad + j] = j as i64;
                 mask[r * t + pad + j] = true;
             }
         }
-        self.cache.clear();
         let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, t) };
         // Rows are left-padded, so each one's next-token logits come from the last position: only
         // that position goes through the head (all of them would be [B, T, V]).
@@ -242,20 +235,38 @@ impl Generation {
             return Ok(out);
         }
         if self.cache.len() == self.cache.capacity() {
-            // The rows that filled the context keep its last half; the others keep all they
-            // have (with the token just sampled), and finished rows one token.
-            let (len, half) = (self.cache.len(), (self.cache.capacity() / 2).max(1));
-            let keep = (self.rows.iter().zip(&self.pads))
-                .map(|(row, &pad)| match len - pad {
-                    _ if row.finished => 1,
-                    cached if cached == len => half,
-                    cached => cached + 1,
-                })
-                .collect();
-            self.prefill(keep)?;
-            return Ok(out);
+            self.make_room()?;
         }
         self.feed(&out).map(|_| out)
+    }
+
+    /// Frees cache positions for the next token once the cache is full. Rows that filled the
+    /// context keep its last half: the token just sampled (fed next) and the `half - 1` before
+    /// it, recomputed at positions from 0. Every other row keeps its whole cache, moved forward
+    /// with the rest; finished rows keep what fits (their outputs are ignored).
+    fn make_room(&mut self) -> Result<()> {
+        let (len, half) = (self.cache.len(), (self.cache.capacity() / 2).max(1));
+        let live = |r: &usize| !self.rows[*r].finished;
+        let full: Vec<usize> = (0..self.rows.len()).filter(live).filter(|&r| self.pads[r] == 0).collect();
+        let longest_other = (0..self.rows.len()).filter(live).map(|r| len - self.pads[r]).filter(|&n| n < len).max();
+        let kept = longest_other.unwrap_or(0).max(half - 1);
+        self.cache.drop_oldest(len - kept)?;
+        for pad in &mut self.pads {
+            *pad = pad.saturating_sub(len - kept);
+        }
+        let n = half - 1;
+        if n > 0 && !full.is_empty() {
+            let ids: Vec<i64> =
+                full.iter().flat_map(|&r| self.rows[r].tokens.iter().rev().skip(1).take(n).rev()).copied().collect();
+            let cfg = self.model.config();
+            let mut fresh = KvCache::new(cfg.n_layer, full.len(), cfg.n_head, n, cfg.n_embd / cfg.n_head)?;
+            no_grad(|| self.model.hidden(&Batch::new(&ids, full.len(), n), None, Some(&mut fresh)))?;
+            self.cache.overwrite_rows(&fresh, &full)?;
+        }
+        for &r in &full {
+            self.pads[r] = kept - n;
+        }
+        Ok(())
     }
 
     /// Runs the newly sampled tokens through the model, one position per row.

@@ -121,6 +121,20 @@ fn batched_generation_equals_one_prompt_at_a_time() {
     for (p, expected) in uneven.iter().zip(&together) {
         let alone = Generation::new(&sharp, std::slice::from_ref(p), greedy.clone(), vec![]).unwrap().run(30).unwrap();
         assert_eq!(&alone[0], expected);
+        // Each token is the argmax of a full forward pass over the window the cache holds:
+        // it grows to the context (8), then restarts from the last half (4 tokens).
+        let (mut seq, mut start) = (p.clone(), 0);
+        for _ in 0..30 {
+            let window = &seq[start..];
+            let logits = no_grad(|| sharp.forward(&Batch::new(window, 1, window.len()), None, None)).unwrap().to_vec();
+            let last = &logits[(window.len() - 1) * 11..];
+            let full = window.len() == 8;
+            seq.push((0..11).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as i64);
+            if full {
+                start = seq.len() - 4;
+            }
+        }
+        assert_eq!(&seq[p.len()..], &expected[..]);
     }
     // Sampling is seeded: the same seed gives the same text.
     let s = Sampling { temperature: 0.9, top_k: Some(5), top_p: Some(0.9), repetition_penalty: 1.2, seed: 42 };

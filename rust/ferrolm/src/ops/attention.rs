@@ -517,6 +517,51 @@ impl KvCache {
         Ok(())
     }
 
+    /// Drops the oldest `n` positions of every sequence: the keys and values kept move to the
+    /// front, making room without recomputing them.
+    pub fn drop_oldest(&mut self, n: usize) -> Result<()> {
+        ensure!(n <= self.len, Index, "KV cache: cannot drop {n} of {} positions", self.len);
+        let (span, len) = (self.capacity * self.head_size, self.len * self.head_size);
+        for buffer in self.layers.iter_mut().flat_map(|(k, v)| [k, v]) {
+            for sequence in buffer.chunks_mut(span) {
+                sequence.copy_within(n * self.head_size..len, 0);
+            }
+        }
+        self.len -= n;
+        Ok(())
+    }
+
+    /// Overwrites the last `from.len()` positions of sequences `rows` with `from`'s sequences
+    /// (row `rows[i]` gets `from`'s row i), as computed by the same model.
+    pub fn overwrite_rows(&mut self, from: &KvCache, rows: &[usize]) -> Result<()> {
+        ensure!(
+            (from.layers.len(), from.heads, from.head_size, from.batch)
+                == (self.layers.len(), self.heads, self.head_size, rows.len())
+                && from.len <= self.len
+                && rows.iter().all(|&r| r < self.batch),
+            Shape,
+            "KV cache: cannot write {} sequences of {} positions into rows {rows:?} of a cache of {} sequences of {}",
+            from.batch,
+            from.len,
+            self.batch,
+            self.len
+        );
+        let (source, target) = (from.layout(), self.layout());
+        let n = from.len * self.head_size;
+        for ((k, v), (from_k, from_v)) in self.layers.iter_mut().zip(&from.layers) {
+            for (buffer, from_buffer) in [(k, from_k), (v, from_v)] {
+                for (i, &r) in rows.iter().enumerate() {
+                    for h in 0..self.heads {
+                        let src = i * source.batch + source.at(h, 0);
+                        let dst = r * target.batch + target.at(h, self.len - from.len);
+                        buffer[dst..dst + n].copy_from_slice(&from_buffer[src..src + n]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn layout(&self) -> Layout {
         Layout::bhtd(self.heads, self.capacity, self.head_size)
     }
