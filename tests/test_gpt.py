@@ -4,6 +4,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,24 @@ def test_ctrl_c_during_a_checkpoint_is_held_until_it_is_written():
             time.sleep(0.05)  # Python runs signal handlers between bytecodes: this one only records it
             written = True
     assert written and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_interrupts_a_long_generation():
+    # Token-id prompts generate in Rust without returning to Python; a run of ten million tokens
+    # (minutes) must still stop at Ctrl-C, raised as KeyboardInterrupt.
+    code = """
+import os, signal, threading, time
+from ferrolm.model import GPT
+model = GPT.create(vocab_size=11, block_size=32, n_layer=1, n_head=2, n_embd=16, seed=1)
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+start = time.time()
+try:
+    model.generate([1, 2, 3], max_new_tokens=10**7)
+except KeyboardInterrupt:
+    print(f"interrupted after {time.time() - start:.1f} s")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("interrupted after"), out.stdout + out.stderr
 
 
 def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):

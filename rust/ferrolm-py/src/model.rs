@@ -315,9 +315,23 @@ impl PyGeneration {
         compute_locked(py, &self.0, |g| g.step()).py()
     }
 
-    /// Up to `max_new_tokens` more tokens per row, generated without returning to Python.
+    /// Up to `max_new_tokens` more tokens per row, generated without returning to Python (but
+    /// looking for Ctrl-C every few tokens, so a long run can be interrupted).
     fn run(&self, py: Python<'_>, max_new_tokens: usize) -> PyResult<Vec<Vec<i64>>> {
-        compute_locked(py, &self.0, |g| g.run(max_new_tokens)).py()
+        const TOKENS_BETWEEN_SIGNAL_CHECKS: usize = 16;
+        let mut generated: Vec<Vec<i64>> = Vec::new();
+        let mut left = max_new_tokens;
+        loop {
+            let n = left.min(TOKENS_BETWEEN_SIGNAL_CHECKS);
+            let part = compute_locked(py, &self.0, |g| g.run(n)).py()?;
+            generated.resize(part.len(), Vec::new());
+            generated.iter_mut().zip(part).for_each(|(row, new)| row.extend(new));
+            left -= n;
+            if left == 0 || locked(py, &self.0, |g| g.finished()) {
+                return Ok(generated);
+            }
+            py.check_signals()?;
+        }
     }
 
     #[getter]
