@@ -230,3 +230,28 @@ def test_a_corrupt_id_does_not_size_a_table_of_billions(tok):
                                  "rstrip": False, "normalized": False, "special": True})
     with pytest.raises(FormatError, match="ids go up to 4000000000"):
         ferrolm.Tokenizer.from_str(json.dumps(data))
+
+
+def test_a_finalizer_that_encodes_while_a_list_is_built_does_not_hang():
+    # Building the returned list can run the garbage collector, and so a finalizer, which may
+    # encode with the same tokenizer: the tokenizer's lock must not be held across it (it was,
+    # and this hung on its first collection).
+    code = """
+import gc, os, time, ferrolm
+tok = ferrolm.Tokenizer.train_from_iterator(["hello world, the quick brown fox"] * 50, kind="char", vocab_size=100)
+class Cycle:
+    def __init__(self): self.me = self
+    def __del__(self): tok.encode("hello")
+gc.set_threshold(1)  # collect at (nearly) every allocation of a container
+end = time.time() + 1
+while time.time() < end:
+    Cycle()
+    assert tok.encode("hello world") == tok.encode("hello world")
+print("finished", flush=True)
+os._exit(0)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "finished\n", out.stderr

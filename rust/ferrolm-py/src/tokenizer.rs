@@ -123,22 +123,31 @@ pub struct PyTokenizer {
     inner: RwLock<Arc<Tokenizer>>,
     /// One Python int per id, shared by every returned list: building a list is then a
     /// reference-count increment per token instead of an int allocation.
-    ints: Mutex<Vec<Py<PyAny>>>,
+    ints: Mutex<Arc<Vec<Py<PyAny>>>>,
 }
 
 impl PyTokenizer {
     fn wrap(t: Tokenizer) -> Self {
-        PyTokenizer { inner: RwLock::new(Arc::new(t)), ints: Mutex::new(Vec::new()) }
+        PyTokenizer { inner: RwLock::new(Arc::new(t)), ints: Mutex::new(Arc::new(Vec::new())) }
     }
 
-    /// Ids as a Python list of (shared) ints.
+    /// Ids as a Python list of (shared) ints. The list is built after the lock is released:
+    /// allocating it can run the garbage collector, and so any Python code (a finalizer that
+    /// encodes, or one that lets another thread in to encode), which would wait for the lock.
     fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
-        let mut ints = self.ints.lock().unwrap_or_else(|e| e.into_inner());
         let needed = ids.iter().copied().max().map_or(0, |m| m as usize + 1);
-        while ints.len() < needed {
-            let next = ints.len();
-            ints.push(next.into_pyobject(py)?.into_any().unbind());
-        }
+        let ints = {
+            let mut shared = self.ints.lock().unwrap_or_else(|e| e.into_inner());
+            if shared.len() < needed {
+                // Making ints allocates no container, so it cannot run the collector.
+                let mut grown: Vec<Py<PyAny>> = shared.iter().map(|i| i.clone_ref(py)).collect();
+                for next in grown.len()..needed.max(2 * grown.len()) {
+                    grown.push(next.into_pyobject(py)?.into_any().unbind());
+                }
+                *shared = Arc::new(grown);
+            }
+            shared.clone()
+        };
         PyList::new(py, ids.iter().map(|&i| ints[i as usize].bind(py)))
     }
     pub(crate) fn get(&self) -> Arc<Tokenizer> {
