@@ -65,6 +65,30 @@ pub(crate) struct Inner {
     pub(crate) origin: Mutex<Origin>,
 }
 
+/// A graph is freed in a loop, not by recursion: a chain of ops never backpropagated (a running
+/// `total = total + loss`) is as deep as it is long, and 150k ops overflowed the stack when
+/// its last tensor was dropped.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut inputs = match take_origin(self) {
+            Origin::Op(node) => node.inputs,
+            _ => return,
+        };
+        while let Some(Tensor(input)) = inputs.pop() {
+            // The last handle to an input: its own inputs join the loop, and it drops as a leaf.
+            if let Some(mut inner) = Arc::into_inner(input) {
+                if let Origin::Op(node) = take_origin(&mut inner) {
+                    inputs.extend(node.inputs);
+                }
+            }
+        }
+    }
+}
+
+fn take_origin(inner: &mut Inner) -> Origin {
+    std::mem::replace(inner.origin.get_mut().unwrap_or_else(|e| e.into_inner()), Origin::Leaf)
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Number of elements of a shape (1 for a scalar's empty shape). For the shape of an existing

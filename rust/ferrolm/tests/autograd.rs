@@ -125,6 +125,22 @@ fn a_thread_reading_a_tensor_reads_it_again_while_a_writer_waits() {
     assert_eq!((square, w.to_vec()), (vec![9.0], vec![1.0]));
 }
 
+#[test]
+fn a_deep_graph_never_backpropagated_is_freed_without_overflowing_the_stack() {
+    // A running total of tracked values (`total = total + loss`) is a chain as deep as it is
+    // long; dropping it freed one node inside the other's drop, and 150k ops overflowed an
+    // 8 MB stack (this test thread's is 2 MB).
+    let x = Tensor::ones(&[2]).unwrap().with_grad();
+    let mut total = x.clone();
+    for _ in 0..300_000 {
+        total = ops::add_scalar(&total, 1.0);
+    }
+    assert_eq!(total.to_vec(), vec![300_001.0; 2]);
+    drop(total);
+    // A shared input outlives the graph that used it.
+    assert_eq!(ops::mul_scalar(&x, 2.0).to_vec(), vec![2.0; 2]);
+}
+
 fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
