@@ -255,3 +255,29 @@ os._exit(0)
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout == "finished\n", out.stderr
+
+
+def test_ctrl_c_stops_tokenizer_training():
+    # Training ran as one call without the GIL, so Ctrl-C waited for its end (here about 8 s);
+    # the training now stops when told, and KeyboardInterrupt comes within a second or so.
+    code = """
+import os, signal, threading, time
+import numpy as np, ferrolm
+letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+words = ["".join(w) for w in letters[np.random.default_rng(0).integers(0, 26, (2_000_000, 7))]]
+texts = [" ".join(words[i:i + 10]) for i in range(0, len(words), 10)]
+sent = []
+threading.Timer(0.5, lambda: (sent.append(time.time()), os.kill(os.getpid(), signal.SIGINT))).start()
+try:
+    ferrolm.Tokenizer.train_from_iterator(texts, vocab_size=150_000)
+    print("finished")
+except KeyboardInterrupt:
+    print(f"interrupted {time.time() - sent[0]:.2f}")
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    outcome, *after = out.stdout.split()
+    assert outcome == "interrupted", out.stdout + out.stderr
+    assert float(after[0]) < 3.0  # uninterrupted, the training takes about 8 s

@@ -3,7 +3,8 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyFileNotFoundError, PyIndexError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
+    PyFileNotFoundError, PyIndexError, PyKeyboardInterrupt, PyMemoryError, PyOSError, PyPermissionError,
+    PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 
@@ -28,6 +29,7 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Grad(_) => GradError::new_err(msg),
         Error::Format(_) => FormatError::new_err(msg),
         Error::Memory(_) => PyMemoryError::new_err(msg),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
         Error::Io { source, .. } => match source.kind() {
             std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),

@@ -4,10 +4,13 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
-use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -153,6 +156,40 @@ impl PyTokenizer {
     pub(crate) fn get(&self) -> Arc<Tokenizer> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// Runs a tokenizer training step on another thread while this one watches for Ctrl-C, which
+/// sets `stop` (polled by the training) and raises KeyboardInterrupt once the step has ended.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    stop: &AtomicBool,
+    f: impl FnOnce() -> ferrolm::Result<T> + Send,
+) -> PyResult<T> {
+    std::thread::scope(|scope| {
+        let (done, mut result) = mpsc::channel();
+        scope.spawn(move || done.send(ferrolm::compute(f)));
+        loop {
+            // The receiver goes along and comes back: it cannot be shared with the detached closure.
+            let waited;
+            (result, waited) = py.detach(move || {
+                let waited = result.recv_timeout(Duration::from_millis(50));
+                (result, waited)
+            });
+            match waited {
+                Ok(outcome) => return outcome.py(),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(interrupt) = py.check_signals() {
+                        stop.store(true, Ordering::Relaxed);
+                        let _ = py.detach(move || result.recv());
+                        return Err(interrupt);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err("tokenizer training failed unexpectedly"))
+                }
+            }
+        }
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -301,7 +338,8 @@ impl PyTokenizer {
         if files.is_empty() {
             return Err(PyValueError::new_err("train needs at least one file"));
         }
-        compute(py, || Tokenizer::train_from_files(&files, cfg)).py().map(Self::wrap)
+        let stop = cfg.stop.clone();
+        interruptible(py, &stop, || Tokenizer::train_from_files(&files, cfg)).map(Self::wrap)
     }
 
     /// Trains on an iterable of strings (each one a unit of text).
@@ -331,6 +369,7 @@ impl PyTokenizer {
             strip_accents,
             limit_alphabet,
         )?;
+        let stop = cfg.stop.clone();
         let mut trainer = Trainer::new(cfg).py()?;
         if iterator.is_instance_of::<PyString>() {
             return Err(PyTypeError::new_err("train_from_iterator needs an iterable of strings, not a single string"));
@@ -343,16 +382,15 @@ impl PyTokenizer {
             bytes += s.len();
             batch.push(s);
             if bytes >= 8 << 20 {
-                compute(py, || trainer.feed(&batch)).py()?;
+                interruptible(py, &stop, || trainer.feed(&batch))?;
                 batch.clear();
                 bytes = 0;
             }
         }
-        compute(py, || {
+        interruptible(py, &stop, || {
             trainer.feed(&batch)?;
             trainer.finish()
         })
-        .py()
         .map(Self::wrap)
     }
 

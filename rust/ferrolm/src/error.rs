@@ -22,6 +22,9 @@ pub enum Error {
     /// grants): reported instead of aborting the process.
     #[error("out of memory: {0}")]
     Memory(String),
+    /// Stopped on request (a training's `stop` flag, set on Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
     /// The operating system refused a file operation.
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
@@ -46,6 +49,7 @@ impl Error {
             Error::Grad(m) => Error::Grad(with(m)),
             Error::Format(m) => Error::Format(with(m)),
             Error::Memory(m) => Error::Memory(with(m)),
+            Error::Interrupted => Error::Interrupted,
             Error::Io { context: c, source } => Error::Io { context: with(c), source },
         }
     }

@@ -110,3 +110,26 @@ fn special_tokens_padding_and_errors() {
     assert_eq!(enc.offsets.first().unwrap().0, 0);
     assert_eq!(enc.offsets.last().unwrap().1, "héllo 👍🏽!".chars().count());
 }
+
+#[test]
+fn a_training_stops_when_asked() {
+    // Ctrl-C in Python sets the flag from another thread while training runs; set up front,
+    // counting (texts and files) and learning both stop with Interrupted.
+    for kind in [ModelKind::Bpe, ModelKind::WordPiece] {
+        let config = TrainerConfig::new(kind, 500);
+        config.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let texts = corpus();
+        assert!(matches!(Tokenizer::train_from_texts(&texts, config.clone()), Err(Error::Interrupted)));
+        let path = std::env::temp_dir().join(format!("ferrolm-stop-{}-{kind:?}.txt", std::process::id()));
+        std::fs::write(&path, texts.join("\n")).unwrap();
+        assert!(matches!(Tokenizer::train_from_files(&[&path], config), Err(Error::Interrupted)));
+        std::fs::remove_file(path).unwrap();
+    }
+    // Learning alone, on counts already taken.
+    let config = TrainerConfig::new(ModelKind::Bpe, 500);
+    let stop = config.stop.clone();
+    let mut trainer = ferrolm::tokenizer::Trainer::new(config).unwrap();
+    trainer.feed(&corpus()).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(matches!(trainer.finish(), Err(Error::Interrupted)));
+}

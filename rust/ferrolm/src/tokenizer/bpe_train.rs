@@ -10,9 +10,12 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{self, AtomicBool};
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
+
+use crate::{Error, Result};
 
 /// Tokens being built by training (as bytes), with their reverse index and the merges so far.
 #[derive(Default, Debug)]
@@ -89,7 +92,8 @@ impl Ord for Candidate {
 
 /// Learns merges until `table` holds `vocab_size` tokens or no pair reaches `min_frequency`.
 /// `words` are symbol-id sequences with their corpus `counts`. With `prefix` (WordPiece's
-/// `##`), the right part of a merge loses its prefix before concatenation.
+/// `##`), the right part of a merge loses its prefix before concatenation. Setting `stop`
+/// ends it with [`Error::Interrupted`].
 pub fn learn_merges(
     table: &mut MergeTable,
     mut words: Vec<Vec<u32>>,
@@ -97,7 +101,8 @@ pub fn learn_merges(
     vocab_size: usize,
     min_frequency: u64,
     prefix: Option<&[u8]>,
-) {
+    stop: &AtomicBool,
+) -> Result<()> {
     let (mut pair_counts, occurrences): CountMaps = words
         .par_iter()
         .enumerate()
@@ -138,6 +143,9 @@ pub fn learn_merges(
     let mut changes: Vec<(u64, i32, u32)> = Vec::new();
     let mut fresh: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
     while table.len() < vocab_size {
+        if stop.load(atomic::Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         let Some(mut top) = heap.pop() else { break };
         let current = pair_counts[&top.pair];
         if top.count != current {
@@ -178,6 +186,7 @@ pub fn learn_merges(
             }
         }
     }
+    Ok(())
 }
 
 type CountMaps = (FxHashMap<u64, i64>, FxHashMap<u64, Vec<u32>>);
@@ -251,7 +260,7 @@ mod tests {
         }
         let words = corpus.iter().map(|(w, _)| w.bytes().map(|b| table.id(&[b]).unwrap()).collect()).collect();
         let counts: Vec<u64> = corpus.iter().map(|&(_, n)| n).collect();
-        learn_merges(&mut table, words, &counts, 30000, 2, None);
+        learn_merges(&mut table, words, &counts, 30000, 2, None, &AtomicBool::new(false)).unwrap();
         let learned: Vec<&[u8]> = table.tokens()[alphabet.len()..].iter().map(|t| t.as_slice()).collect();
         assert_eq!(learned, [b"re".as_slice(), b"are", b"is"]);
         assert_eq!(table.merges, [(17, 11, 22), (8, 22, 23), (13, 18, 24)]);

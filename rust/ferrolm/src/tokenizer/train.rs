@@ -7,6 +7,8 @@
 //! sums, so they, and the vocabulary, do not depend on how the work was split over threads.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -21,7 +23,7 @@ use super::pretokenize::PreTokenizer;
 use super::special::{EncodeOptions, Segment, SpecialTokens};
 use super::wordpiece::{train_vocab, WordPiece, WordPieceOptions};
 use super::{Model, Template, Tokenizer};
-use crate::{bail, Result};
+use crate::{bail, Error, Result};
 
 /// Which model to train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub struct TrainerConfig {
     pub max_input_chars_per_word: usize,
     /// Bytes of file read per parallel step.
     pub chunk_bytes: usize,
+    /// Set from any thread to stop the training early: it then ends with [`Error::Interrupted`].
+    pub stop: Arc<AtomicBool>,
 }
 
 impl TrainerConfig {
@@ -89,6 +93,7 @@ impl TrainerConfig {
             limit_alphabet: None,
             max_input_chars_per_word: 100,
             chunk_bytes: 16 << 20,
+            stop: Arc::default(),
         }
     }
 }
@@ -213,11 +218,19 @@ impl Trainer {
         }
     }
 
+    fn check_stop(&self) -> Result<()> {
+        match self.config.stop.load(Ordering::Relaxed) {
+            true => Err(Error::Interrupted),
+            false => Ok(()),
+        }
+    }
+
     fn count_units<'a>(&self, units: &[&'a str]) -> Result<Local<'a>> {
         units
             .par_iter()
             .with_min_len(64)
             .try_fold(Local::default, |mut local, unit| {
+                self.check_stop()?;
                 self.count_unit(unit, &mut local)?;
                 Ok(local)
             })
@@ -270,7 +283,7 @@ impl Trainer {
                 let counts: Vec<u64> = words.iter().map(|w| w.1).collect();
                 let symbols = words.iter().map(|(w, _)| w.iter().map(|&b| byte_id[b as usize]).collect()).collect();
                 drop(words);
-                learn_merges(&mut table, symbols, &counts, cfg.vocab_size, cfg.min_frequency, None);
+                learn_merges(&mut table, symbols, &counts, cfg.vocab_size, cfg.min_frequency, None, &cfg.stop)?;
                 let merges = std::mem::take(&mut table.merges);
                 let n_special = cfg.special_tokens.len();
                 let entries = table
@@ -294,8 +307,15 @@ impl Trainer {
                 if !specials_list.iter().any(|s| s == "[UNK]") {
                     specials_list.push("[UNK]".into());
                 }
-                let vocab =
-                    train_vocab(&words, &specials_list, cfg.vocab_size, cfg.min_frequency, cfg.limit_alphabet, "##")?;
+                let vocab = train_vocab(
+                    &words,
+                    &specials_list,
+                    cfg.vocab_size,
+                    cfg.min_frequency,
+                    cfg.limit_alphabet,
+                    "##",
+                    &cfg.stop,
+                )?;
                 let options = WordPieceOptions {
                     normalizer: Some(cfg.normalizer.clone()),
                     max_input_chars_per_word: cfg.max_input_chars_per_word,

@@ -4,6 +4,8 @@
 //! Decoding joins pieces, gluing `##` pieces to the previous one (lossy: case, accents and
 //! spacing are gone). Training learns merges over characters like BPE and keeps the tokens.
 
+use std::sync::atomic::AtomicBool;
+
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -308,6 +310,8 @@ fn cleanup(s: &str) -> String {
 /// Learns a WordPiece vocabulary from word counts (words already normalized and split), as
 /// Hugging Face's `WordPieceTrainer` does: characters (the `limit_alphabet` most frequent),
 /// their `##` continuation forms, then BPE merges until `vocab_size`. Special tokens come first.
+/// Setting `stop` ends it with [`crate::Error::Interrupted`].
+#[allow(clippy::too_many_arguments)]
 pub fn train_vocab(
     words: &[(Box<[u8]>, u64)],
     specials: &[String],
@@ -315,6 +319,7 @@ pub fn train_vocab(
     min_frequency: u64,
     limit_alphabet: Option<usize>,
     prefix: &str,
+    stop: &AtomicBool,
 ) -> Result<Vec<String>> {
     let mut table = MergeTable::default();
     for s in specials {
@@ -373,7 +378,7 @@ pub fn train_vocab(
         symbols.push(word);
         counts.push(*count);
     }
-    learn_merges(&mut table, symbols, &counts, vocab_size, min_frequency, Some(prefix.as_bytes()));
+    learn_merges(&mut table, symbols, &counts, vocab_size, min_frequency, Some(prefix.as_bytes()), stop)?;
     Ok(table.into_tokens().into_iter().map(|t| String::from_utf8(t).expect("UTF-8 pieces")).collect())
 }
 
