@@ -239,6 +239,7 @@ def test_a_finalizer_that_encodes_while_a_list_is_built_does_not_hang():
     code = """
 import gc, os, time, ferrolm
 tok = ferrolm.Tokenizer.train_from_iterator(["hello world, the quick brown fox"] * 50, kind="char", vocab_size=100)
+expected = tok.encode("hello world")
 class Cycle:
     def __init__(self): self.me = self
     def __del__(self): tok.encode("hello")
@@ -246,7 +247,7 @@ gc.set_threshold(1)  # collect at (nearly) every allocation of a container
 end = time.time() + 1
 while time.time() < end:
     Cycle()
-    assert tok.encode("hello world") == tok.encode("hello world")
+    assert tok.encode("hello world") == expected
 print("finished", flush=True)
 os._exit(0)
 """

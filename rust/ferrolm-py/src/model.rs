@@ -323,11 +323,11 @@ impl PyGeneration {
         let mut left = max_new_tokens;
         loop {
             let n = left.min(TOKENS_BETWEEN_SIGNAL_CHECKS);
-            let part = compute_locked(py, &self.0, |g| g.run(n)).py()?;
+            let (part, finished) = compute_locked(py, &self.0, |g| g.run(n).map(|part| (part, g.finished()))).py()?;
             generated.resize(part.len(), Vec::new());
             generated.iter_mut().zip(part).for_each(|(row, new)| row.extend(new));
             left -= n;
-            if left == 0 || locked(py, &self.0, |g| g.finished()) {
+            if left == 0 || finished {
                 return Ok(generated);
             }
             py.check_signals()?;

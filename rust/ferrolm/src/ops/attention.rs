@@ -499,11 +499,6 @@ impl KvCache {
         self.capacity
     }
 
-    /// Forgets everything (the buffers are kept for reuse).
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
     /// Marks `t` more positions as filled, once every layer has written them.
     pub fn advance(&mut self, t: usize) -> Result<()> {
         ensure!(

@@ -143,9 +143,7 @@ pub fn learn_merges(
     let mut changes: Vec<(u64, i32, u32)> = Vec::new();
     let mut fresh: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
     while table.len() < vocab_size {
-        if stop.load(atomic::Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
+        check_stop(stop)?;
         let Some(mut top) = heap.pop() else { break };
         let current = pair_counts[&top.pair];
         if top.count != current {
@@ -187,6 +185,16 @@ pub fn learn_merges(
         }
     }
     Ok(())
+}
+
+/// [`Error::Interrupted`] once `stop` is set (a training's [`TrainerConfig::stop`]).
+///
+/// [`TrainerConfig::stop`]: super::TrainerConfig::stop
+pub(crate) fn check_stop(stop: &AtomicBool) -> Result<()> {
+    match stop.load(atomic::Ordering::Relaxed) {
+        true => Err(Error::Interrupted),
+        false => Ok(()),
+    }
 }
 
 type CountMaps = (FxHashMap<u64, i64>, FxHashMap<u64, Vec<u32>>);

@@ -7,7 +7,7 @@
 //! sums, so they, and the vocabulary, do not depend on how the work was split over threads.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 use super::basic::{split_words, BertNormalizer};
 use super::bpe::{Bpe, BpeOptions};
-use super::bpe_train::{learn_merges, MergeTable};
+use super::bpe_train::{check_stop, learn_merges, MergeTable};
 use super::bytes::BYTE_TO_CHAR;
 use super::chars::Chars;
 use super::files::for_each_chunk;
@@ -23,7 +23,7 @@ use super::pretokenize::PreTokenizer;
 use super::special::{EncodeOptions, Segment, SpecialTokens};
 use super::wordpiece::{train_vocab, WordPiece, WordPieceOptions};
 use super::{Model, Template, Tokenizer};
-use crate::{bail, Error, Result};
+use crate::{bail, Result};
 
 /// Which model to train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,19 +218,12 @@ impl Trainer {
         }
     }
 
-    fn check_stop(&self) -> Result<()> {
-        match self.config.stop.load(Ordering::Relaxed) {
-            true => Err(Error::Interrupted),
-            false => Ok(()),
-        }
-    }
-
     fn count_units<'a>(&self, units: &[&'a str]) -> Result<Local<'a>> {
         units
             .par_iter()
             .with_min_len(64)
             .try_fold(Local::default, |mut local, unit| {
-                self.check_stop()?;
+                check_stop(&self.config.stop)?;
                 self.count_unit(unit, &mut local)?;
                 Ok(local)
             })
