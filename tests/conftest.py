@@ -20,3 +20,27 @@ def run_python(code: str, env_extra: dict) -> str:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def seconds_to_interrupt(setup: str, call: str) -> float:
+    """Runs `setup`, then `call` with Ctrl-C (SIGINT) sent 0.5 s into it, in a fresh
+    interpreter; asserts that `call` raised KeyboardInterrupt and returns how long after the
+    signal it did."""
+    import subprocess
+    import textwrap
+
+    code = f"""
+import os, signal, threading, time
+{textwrap.dedent(setup)}
+sent = []
+threading.Timer(0.5, lambda: (sent.append(time.time()), os.kill(os.getpid(), signal.SIGINT))).start()
+try:
+    {call}
+    print("finished")
+except KeyboardInterrupt:
+    print(f"interrupted {{time.time() - sent[0]:.2f}}")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    outcome, *after = out.stdout.split() or [""]
+    assert outcome == "interrupted", out.stdout + out.stderr
+    return float(after[0])

@@ -42,6 +42,9 @@ fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, str>>
     Err(PyTypeError::new_err(format!("{what} must be str or bytes, not {}", obj.get_type().name()?)))
 }
 
+/// About how many bytes of text `encode_batch` encodes between two looks for Ctrl-C.
+const ENCODE_CHUNK_BYTES: usize = 1 << 22;
+
 fn texts_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
         return Err(PyTypeError::new_err("texts must be a list of strings, not a single string"));
@@ -471,8 +474,25 @@ impl PyTokenizer {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
         let texts = texts_arg(texts)?;
-        let batch = compute(py, || with_threads(num_threads, || t.encode_batch(&texts, &opts)).and_then(|r| r)).py()?;
-        let rows = batch.into_iter().map(|ids| self.id_list(py, &ids)).collect::<PyResult<Vec<_>>>()?;
+        // In chunks of a few megabytes, so that Ctrl-C is seen between them rather than after
+        // the whole batch (encoding and building the lists of a gigabyte takes tens of seconds).
+        let mut rows = Vec::with_capacity(texts.len());
+        let mut start = 0;
+        while start < texts.len() {
+            let (mut end, mut bytes) = (start, 0);
+            while end < texts.len() && (end == start || bytes < ENCODE_CHUNK_BYTES) {
+                bytes += texts[end].len();
+                end += 1;
+            }
+            let chunk = &texts[start..end];
+            let batch =
+                compute(py, || with_threads(num_threads, || t.encode_batch(chunk, &opts)).and_then(|r| r)).py()?;
+            for ids in batch {
+                rows.push(self.id_list(py, &ids)?);
+            }
+            py.check_signals()?;
+            start = end;
+        }
         PyList::new(py, rows)
     }
 
