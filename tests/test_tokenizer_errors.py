@@ -184,8 +184,9 @@ def test_bad_padding_arguments(tok):
         tok.encode_batch_padded(["a", "bb"], pad_id=10**6)
     with pytest.raises(ValueError, match="at least 1"):
         tok.encode_batch_padded(["a", "bb"], max_length=0)
-    with pytest.raises(ValueError, match="threads"):
-        tok.encode_batch(["a"], num_threads=0)
+    for texts in (["a"], []):  # an empty batch is checked too
+        with pytest.raises(ValueError, match="threads"):
+            tok.encode_batch(texts, num_threads=0)
     with pytest.raises(ValueError, match="between 1 and 1024"):  # not a million threads started
         tok.encode_batch(["a"], num_threads=10**6)
     with pytest.raises(TypeError, match="list of strings"):

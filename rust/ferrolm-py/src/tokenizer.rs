@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
-use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -170,7 +170,7 @@ fn interruptible<T: Send>(
 ) -> PyResult<T> {
     std::thread::scope(|scope| {
         let (done, mut result) = mpsc::channel();
-        scope.spawn(move || done.send(ferrolm::compute(f)));
+        let training = scope.spawn(move || done.send(ferrolm::compute(f)));
         loop {
             // The receiver goes along and comes back: it cannot be shared with the detached closure.
             let waited;
@@ -187,9 +187,11 @@ fn interruptible<T: Send>(
                         return Err(interrupt);
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(PyRuntimeError::new_err("tokenizer training failed unexpectedly"))
-                }
+                // The training panicked: raised here, as a panic in any other call is.
+                Err(RecvTimeoutError::Disconnected) => match training.join() {
+                    Err(panic) => std::panic::resume_unwind(panic),
+                    Ok(_) => unreachable!("the training thread ends after sending its outcome"),
+                },
             }
         }
     })
@@ -476,9 +478,10 @@ impl PyTokenizer {
         let texts = texts_arg(texts)?;
         // In chunks of a few megabytes, so that Ctrl-C is seen between them rather than after
         // the whole batch (encoding and building the lists of a gigabyte takes tens of seconds).
+        // An empty batch is one empty chunk, so that its arguments are checked all the same.
         let mut rows = Vec::with_capacity(texts.len());
         let mut start = 0;
-        while start < texts.len() {
+        loop {
             let (mut end, mut bytes) = (start, 0);
             while end < texts.len() && (end == start || bytes < ENCODE_CHUNK_BYTES) {
                 bytes += texts[end].len();
@@ -490,10 +493,12 @@ impl PyTokenizer {
             for ids in batch {
                 rows.push(self.id_list(py, &ids)?);
             }
+            if end == texts.len() {
+                return PyList::new(py, rows);
+            }
             py.check_signals()?;
             start = end;
         }
-        PyList::new(py, rows)
     }
 
     /// Encodes, truncates and pads a batch: returns (ids [B, T] uint32, attention_mask [B, T] uint8).

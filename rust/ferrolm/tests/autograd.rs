@@ -100,8 +100,6 @@ fn empty_tensors_flow_through() {
     assert_eq!(w.grad().unwrap().to_vec(), vec![0.0; 12]);
 }
 
-/// A small transformer-like step computed on a pool of `threads` threads (with more threads
-/// than batches, attention splits heads rather than batches).
 #[test]
 fn a_thread_reading_a_tensor_reads_it_again_while_a_writer_waits() {
     // An op reading `w` while holding a read of it (`w * w` takes two; a forward pass holds
@@ -141,6 +139,8 @@ fn a_deep_graph_never_backpropagated_is_freed_without_overflowing_the_stack() {
     assert_eq!(ops::mul_scalar(&x, 2.0).to_vec(), vec![2.0; 2]);
 }
 
+/// A small transformer-like step computed on a pool of `threads` threads (with more threads
+/// than batches, attention splits heads rather than batches).
 fn step_with_threads(threads: usize) -> (f32, Vec<Vec<f32>>) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
