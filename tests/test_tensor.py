@@ -227,6 +227,55 @@ def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_pat
         train(Classifier(), BareLoss(), TrainConfig(max_iters=1, progress=False), tmp_path / "y")
 
 
+def test_tied_weights_are_one_parameter_clipped_and_resumed_once(tmp_path):
+    """A weight used twice (input embedding and output projection) is one parameter: clipped
+    once (it was counted and scaled twice) and given one optimizer state (the states were
+    paired with the names by position, so every later name got the next tensor's moments and
+    a resume was refused)."""
+    from ferrolm.train import TrainConfig, train
+
+    class TiedBigram(fl.nn.Module):
+        def __init__(self):
+            self.emb = fl.Embedding(10, 6, seed=1)
+            self.tied = self.emb.weight
+            self.ln = fl.LayerNorm(6)
+
+        def forward(self, ids):
+            return self.ln(self.emb(ids)) @ F.transpose(self.tied, 0, 1)
+
+    class NextDigit:
+        kind = "next_digit"
+
+        def batch(self, split, rng):
+            ids = rng.integers(0, 10, size=32)
+            return ids, (ids + 1) % 10
+
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(batch[0]), batch[1]), {}
+
+        def tokens(self, batch):
+            return batch[0].size
+
+        def state(self):
+            return {}
+
+    model = TiedBigram()
+    assert model.emb.weight is not model.emb.weight and model.emb.weight.uid == model.tied.uid
+    assert [n for n, _ in model.named_parameters()] == ["emb.weight", "ln.weight", "ln.bias"]
+
+    w = fl.tensor([3.0, 4.0], requires_grad=True)
+    (w * w).sum().backward()  # gradient [6, 8], norm 10
+    assert fl.clip_grad_norm([w, w], 1.0) == pytest.approx(10.0)
+    np.testing.assert_allclose(w.grad.numpy(), [0.6, 0.8], rtol=1e-5)
+
+    config = dict(eval_interval=20, learning_rate=1e-2, lr_decay_iters=40, progress=False)
+    train(model, NextDigit(), TrainConfig(max_iters=20, **config), tmp_path / "run")
+    resumed = TiedBigram().load_weights(tmp_path / "run")
+    evals = train(resumed, NextDigit(), TrainConfig(max_iters=40, **config), tmp_path / "run", resume=True)
+    whole = train(TiedBigram(), NextDigit(), TrainConfig(max_iters=40, **config), tmp_path / "whole")
+    assert evals[-1]["val_loss"] == pytest.approx(whole[-1]["val_loss"], rel=1e-6)
+
+
 def test_autograd_semantics():
     w = fl.tensor([1.0, 2.0], requires_grad=True)
     (w * 3).sum().backward()

@@ -43,11 +43,11 @@ class Module:
 
     def named_parameters(self, prefix: str = "") -> list[tuple[str, Tensor]]:
         out: list[tuple[str, Tensor]] = []
-        seen: set[int] = set()
+        seen: set[int] = set()  # tensors, not Python objects: a Rust layer's weight is a new object per read
         for name, value in vars(self).items():
             for sub_name, tensor in _parameters_of(value, f"{prefix}{name}"):
-                if id(tensor) not in seen:
-                    seen.add(id(tensor))
+                if tensor.uid not in seen:
+                    seen.add(tensor.uid)
                     out.append((sub_name, tensor))
         return out
 

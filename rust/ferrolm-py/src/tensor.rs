@@ -291,6 +291,13 @@ impl PyTensor {
         Ok(slf)
     }
 
+    /// An integer naming this tensor for the life of the process: two Python objects for one
+    /// tensor (a layer's weight read twice, tied weights) have the same uid.
+    #[getter]
+    fn uid(&self) -> u64 {
+        self.0.id()
+    }
+
     #[getter]
     fn is_leaf(&self) -> bool {
         self.0.is_leaf()

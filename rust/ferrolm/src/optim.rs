@@ -187,8 +187,11 @@ impl Optimizer for AdamW {
 
 /// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (NaN or inf when a gradient is not finite; gradients are then left as is).
+/// A tensor listed twice (tied weights) counts once.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
     ensure!(max_norm > 0.0, Argument, "clip_grad_norm: max_norm must be > 0, got {max_norm}");
+    let mut seen = std::collections::HashSet::new();
+    let params: Vec<&Tensor> = params.iter().filter(|p| seen.insert(p.id())).collect(); // tied: counted and scaled once
     let squares: Vec<f64> = params
         .par_iter()
         .map(|p| p.grad_slot().as_ref().map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum()))

@@ -191,6 +191,11 @@ fn adamw_step_matches_hand_computation() {
     assert!((norm - (0.25f32 + 9.0).sqrt()).abs() < 1e-5);
     let g = p.grad().unwrap().to_vec();
     assert!(((g[0] * g[0] + g[1] * g[1]).sqrt() - 0.1).abs() < 1e-4);
+    // A tensor listed twice (tied weights) is counted and scaled once.
+    let norm = ferrolm::clip_grad_norm(&[p.clone(), p.clone()], 0.05).unwrap();
+    assert!((norm - 0.1).abs() < 1e-4);
+    let g = p.grad().unwrap().to_vec();
+    assert!(((g[0] * g[0] + g[1] * g[1]).sqrt() - 0.05).abs() < 1e-4);
 }
 
 #[test]
