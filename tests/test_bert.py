@@ -115,7 +115,7 @@ def test_loading_with_the_other_class_names_the_right_one(tmp_path):
 
 def test_bert_variants_it_does_not_compute_are_refused(tmp_path):
     """An untied MLM decoder, a causal BERT or cross-attention would be run wrongly: refused."""
-    tensors = hf_bert_checkpoint(tmp_path)
+    hf_bert_checkpoint(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     for edit in ({"is_decoder": True}, {"tie_word_embeddings": False}, {"add_cross_attention": True}):
         (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))

@@ -177,6 +177,15 @@ def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(cor
     with pytest.raises(ValueError, match="the corpus is empty"):  # with a tokenizer that exists already
         prepare_tokens("", fl.Tokenizer.train_from_iterator(["ab"], kind="char", vocab_size=10), out / "data")
 
+    # Too short for a split, or for one window of it: the split and the way out are named
+    # (an empty split was "cannot mmap an empty file").
+    for text, message in (("a", "the train split in"), ("ab" * 40, "the val split has only 8 tokens")):
+        short = tmp_path / "short.txt"
+        short.write_text(text)
+        assert main(["pretrain", str(short), "--out", str(out), "--tokenizer", "char", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--val-fraction" in err, err
+
 
 def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
     out = str(tmp_path / "gpt")

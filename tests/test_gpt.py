@@ -262,6 +262,56 @@ def test_resume_refuses_inconsistent_or_missing_checkpoints(tmp_path):
     assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
 
 
+def test_a_save_that_fails_or_dies_midway_leaves_a_checkpoint_to_resume(tmp_path, monkeypatch):
+    # A checkpoint's files were written over the previous ones one by one: a full disk at the
+    # optimizer file left step 10's weights beside step 5's state, and no resumable checkpoint.
+    import ferrolm.atomic
+    from ferrolm.train import CausalLM, TrainConfig, train
+    from ferrolm.train import loop
+
+    cfg = TrainConfig(max_iters=10, eval_interval=5, eval_iters=1, progress=False)
+    objective = lambda: CausalLM(tmp_path / "data", 32, 4)
+    whole = tmp_path / "whole"
+    train(char_model(tmp_path)[0], objective(), cfg, whole)
+
+    class Killed(BaseException):
+        pass
+
+    def disk_full_at_step_10(path, tensors, metadata=None):
+        if metadata and metadata.get("step") == "10":
+            raise OSError(28, "No space left on device")
+        return real_save(path, tensors, metadata)
+
+    real_save = loop._core.save_safetensors
+    with monkeypatch.context() as m:
+        m.setattr(loop._core, "save_safetensors", disk_full_at_step_10)
+        with pytest.raises(OSError, match="No space left"):
+            train(char_model(tmp_path)[0], objective(), cfg, tmp_path / "full")
+    assert loop.read_state(tmp_path / "full" / "trainer_state.json")["step"] == 5
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == sorted(p.name for p in whole.iterdir())
+    train(GPT.load(tmp_path / "full"), objective(), cfg, tmp_path / "full", resume=True)
+
+    def dies_after_moving_step_10s_weights(directory, last):
+        written = directory / ferrolm.atomic._WRITTEN
+        if json.loads((written / last).read_text())["step"] < 10:
+            return real_finish(directory, last)
+        (written / "model.safetensors").replace(directory / "model.safetensors")
+        raise Killed
+
+    real_finish = ferrolm.atomic.finish_atomic_files
+
+    with monkeypatch.context() as m:
+        m.setattr(ferrolm.atomic, "finish_atomic_files", dies_after_moving_step_10s_weights)
+        with pytest.raises(Killed):
+            train(char_model(tmp_path)[0], objective(), cfg, tmp_path / "killed")
+    # The save was written whole before it was moved in: resuming moves in the rest.
+    assert loop.read_state(tmp_path / "killed" / "trainer_state.json")["step"] == 10
+    train(GPT.load(tmp_path / "killed"), objective(), cfg, tmp_path / "killed", resume=True)
+    for run in ("full", "killed"):
+        for a, b in zip(GPT.load(tmp_path / run).parameters(), GPT.load(whole).parameters()):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_resume_refuses_tampered_state_and_data(tmp_path):
     from ferrolm.data import load_tokens
     from ferrolm.train import CausalLM, TrainConfig, train
@@ -284,6 +334,7 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
     resume_with(lambda s: s["digests"].update({"/dev/zero": "0"}), "digests must name")  # never read
     resume_with(lambda s: s.update(step=4.5), "step 4.5 is not")
     resume_with(lambda s: s.pop("rng"), "rng or config")
+    resume_with(lambda s: s.pop("objective"), "does not name its objective")
     resume_with(lambda s: s.update(rng={"bit_generator": "PCG64", "state": "x"}), "not a PCG64 state")
     state_file.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a JSON object"):

@@ -290,6 +290,9 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 2
     assert "the training data differs" in capsys.readouterr().err
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    # Another seed would draw another train/val split: refused as such, not as other data.
+    assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume", "--seed", "1"]) == 2
+    assert "--seed 1 is not the run's" in capsys.readouterr().err
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 0
     assert logged("sft-split") == logged("sft") and len(logged("sft")) == 6
 
@@ -305,6 +308,12 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
     assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume"]) == 0
     keys = ("loss", "value_loss", "reward", "kl_coef")
     assert logged("ppo-split", keys) == logged("ppo", keys) and len(logged("ppo", keys)) == 6
+    state_file = tmp_path / "ppo-split" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["objective_state"]["kl_coef"]
+    state_file.write_text(json.dumps(state))
+    assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "8", "--resume"]) == 2
+    assert "the PPO state in the checkpoint is damaged (KeyError" in capsys.readouterr().err
     # A reward head left over from an earlier run in the same directory is not trusted.
     assert ferrolm(["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "rm"),
                     "--max-iters", "1", *quiet]) == 0

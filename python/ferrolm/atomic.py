@@ -1,11 +1,14 @@
 """Files written whole or not at all: a uniquely named temporary file beside the target, flushed
 to disk, then renamed over it. A reader, or a run resumed after a crash or power loss, sees the
-old file or the new one, never half of one; two writers never share a temporary file."""
+old file or the new one, never half of one; two writers never share a temporary file. A set
+of files that belong together (a checkpoint) is written whole in a side directory first, so
+a failure while writing it (a full disk, a kill) leaves the old set as it was."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,45 @@ def atomic_file(path: Union[str, Path], binary: bool = False) -> Iterator[IO]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(directory)
+
+
+#: The side directories of `atomic_files`: one being written, and one written whole.
+_WRITING, _WRITTEN = ".files-being-written", ".files-written"
+
+
+@contextmanager
+def atomic_files(directory: Union[str, Path], last: str) -> Iterator[Path]:
+    """A directory to write a set of files into; when the block ends without an exception
+    they replace their namesakes in `directory`, the file named `last` (the one that vouches
+    for the others) last, and are discarded otherwise. Should the process die while they are
+    moved in, `finish_atomic_files` moves in the rest."""
+    directory = Path(directory)
+    writing = directory / _WRITING
+    shutil.rmtree(writing, ignore_errors=True)  # a set whose writing was cut short
+    writing.mkdir(parents=True)
+    try:
+        yield writing
+    except BaseException:
+        shutil.rmtree(writing, ignore_errors=True)
+        raise
+    written = directory / _WRITTEN
+    shutil.rmtree(written, ignore_errors=True)  # an older set never moved in: this one replaces it
+    os.replace(writing, written)
+    _fsync_directory(directory)
+    finish_atomic_files(directory, last)
+
+
+def finish_atomic_files(directory: Union[str, Path], last: str) -> None:
+    """Moves into `directory` the files of a set `atomic_files` wrote whole but had not moved
+    in when its process died (nothing if there is none). Call it before reading the set."""
+    directory = Path(directory)
+    written = directory / _WRITTEN
+    if not written.is_dir():
+        return
+    for f in sorted(written.iterdir(), key=lambda f: f.name == last):
+        os.replace(f, directory / f.name)
+    _fsync_directory(directory)
+    written.rmdir()
 
 
 def write_json(path: Union[str, Path], value: Any, default: Optional[Callable[[Any], Any]] = None) -> None:

@@ -98,6 +98,9 @@ def load_tokens(directory: str | Path, split: str) -> np.ndarray:
     meta = _meta(directory)
     path = directory / f"{split}.bin"
     dtype = np.dtype(meta["dtype"])
+    if meta[f"{split}_tokens"] == 0:
+        raise ValueError(f"the {split} split in {directory} has no tokens: the corpus is too short for it "
+                         "(give more text, or another val_fraction / --val-fraction)")
     if path.stat().st_size != meta[f"{split}_tokens"] * dtype.itemsize:
         raise ValueError(f"{path} holds {path.stat().st_size} bytes, not the {meta[f'{split}_tokens']} "
                          f"{dtype.name} tokens its meta.json records (truncated or replaced?)")
@@ -107,9 +110,10 @@ def load_tokens(directory: str | Path, split: str) -> np.ndarray:
 class Windows:
     """Random contiguous windows of `block_size + 1` tokens: inputs and next-token targets."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int) -> None:
+    def __init__(self, tokens: np.ndarray, block_size: int, name: str = "the data") -> None:
         if len(tokens) <= block_size:
-            raise ValueError(f"only {len(tokens)} tokens: need more than block_size={block_size} for one window")
+            raise ValueError(f"{name} has only {len(tokens)} tokens: need more than block_size={block_size} for one "
+                             "window (give more text, a smaller block size, or another val_fraction / --val-fraction)")
         self.tokens = tokens
         self.block_size = block_size
 

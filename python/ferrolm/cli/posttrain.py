@@ -89,7 +89,9 @@ def _values(args, command: str) -> dict:
     if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():
         raise ValueError(f"--out {args.out} is the reward model's directory: write the policy elsewhere")
     saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None
-    values = {k: choose(args, k, saved, DEFAULTS[command]) for k in DEFAULTS[command]}
+    # The seed drew the train/val split, which a resumed run keeps.
+    fixed = {"seed": (f"the run's in {args.out}", "it drew the run's train/val split (start a new run with another --out)")}
+    values = {k: choose(args, k, saved, DEFAULTS[command], fixed=fixed.get(k)) for k in DEFAULTS[command]}
     if command == "ppo" and values["min_lr"] is None:
         values["min_lr"] = values["learning_rate"]  # PPO's rate stays constant unless --min-lr is given
     return values

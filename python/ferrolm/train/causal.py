@@ -17,7 +17,8 @@ class CausalLM:
 
     def __init__(self, data_dir: str | Path, block_size: int, batch_size: int) -> None:
         data_dir = Path(data_dir)
-        self.windows = {split: Windows(load_tokens(data_dir, split), block_size) for split in ("train", "val")}
+        self.windows = {split: Windows(load_tokens(data_dir, split), block_size, f"the {split} split")
+                        for split in ("train", "val")}
         self.batch_size = batch_size
         self.block_size = block_size
         self.data_digest = data_digest(data_dir)

@@ -26,7 +26,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from ferrolm import _core
-from ferrolm.atomic import atomic_file, write_json
+from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
 from ferrolm.jsonl import is_count, lines_of, read_json_object
 from ferrolm.optim import AdamW
@@ -150,22 +150,24 @@ def _plain(value: Any) -> Any:
 
 
 class _Checkpoints:
-    """Model + optimizer + trainer state in `out_dir`; the state file is written last and
-    records digests of the other two, so an interrupted save is detected on resume."""
+    """Model + optimizer + trainer state in `out_dir`, written as one set (`atomic_files`: a
+    failed or killed save leaves the previous checkpoint whole); the state file goes in last
+    and records digests of the other two, so any mismatch is still detected on resume."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
 
     def save(self, model: Any, opt: AdamW, names: list[str], state: dict) -> None:
-        model.save(self.out_dir)
-        moments = {}
-        for name, (m, v, steps) in zip(names, opt._opt.state()):
-            moments[f"{name}.exp_avg"] = m
-            moments[f"{name}.exp_avg_sq"] = v
-            state.setdefault("optimizer_steps", {})[name] = int(steps)
-        _core.save_safetensors(str(self.out_dir / OPTIMIZER_FILE), moments, {"step": str(state["step"])})
-        state["digests"] = {f: _file_digest(self.out_dir / f) for f in ("model.safetensors", OPTIMIZER_FILE)}
-        write_json(self.out_dir / STATE_FILE, state, default=_plain)
+        with atomic_files(self.out_dir, last=STATE_FILE) as files:
+            model.save(files)
+            moments = {}
+            for name, (m, v, steps) in zip(names, opt._opt.state()):
+                moments[f"{name}.exp_avg"] = m
+                moments[f"{name}.exp_avg_sq"] = v
+                state.setdefault("optimizer_steps", {})[name] = int(steps)
+            _core.save_safetensors(str(files / OPTIMIZER_FILE), moments, {"step": str(state["step"])})
+            state["digests"] = {f: _file_digest(files / f) for f in ("model.safetensors", OPTIMIZER_FILE)}
+            write_json(files / STATE_FILE, state, default=_plain)
 
     def load(self, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
@@ -207,7 +209,9 @@ def _interrupts_held():
 
 def read_state(path: Path) -> dict:
     """The trainer state file, with the fields resuming relies on checked (a tampered or
-    damaged file is a clear error, and only the checkpoint's own files are hashed)."""
+    damaged file is a clear error, and only the checkpoint's own files are hashed). A save
+    that died while moving its files in is finished first."""
+    finish_atomic_files(path.parent, last=STATE_FILE)
     if not path.exists():
         raise FileNotFoundError(f"cannot resume: no checkpoint in {path.parent} ({path.name} is missing)")
     try:
@@ -219,6 +223,8 @@ def read_state(path: Path) -> dict:
         problem = f"step {state.get('step')!r} is not a non-negative integer"
     elif not isinstance(state.get("rng"), dict) or not isinstance(state.get("config"), dict):
         problem = "its rng or config entry is missing"
+    elif not isinstance(state.get("objective"), str):
+        problem = "it does not name its objective"
     elif not isinstance(state.get("evals", []), list) or not isinstance(state.get("objective_state", {}), dict):
         problem = "its evals or objective_state entry is malformed"
     elif not isinstance(state.get("digests"), dict) or set(state["digests"]) != {"model.safetensors", OPTIMIZER_FILE}:

@@ -248,9 +248,16 @@ class PPO:
     def load_state(self, state: dict) -> None:
         if "buffer" not in state:
             raise ValueError("this PPO checkpoint predates exact resume (no rollout state in it): start a new run")
-        self.kl_coef, self.rollouts, self.last_rollout = state["kl_coef"], state["rollouts"], state["last_rollout"]
-        self.score_stats.count, self.score_stats.mean, self.score_stats.m2 = state["score_stats"]
-        self.buffer = [{k: _decode(v) for k, v in mb.items()} for mb in state["buffer"]]
+        try:
+            kl_coef, rollouts, last_rollout = float(state["kl_coef"]), int(state["rollouts"]), state["last_rollout"]
+            count, mean, m2 = state["score_stats"]
+            buffer = [{k: _decode(v) for k, v in mb.items()} for mb in state["buffer"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"cannot resume: the PPO state in the checkpoint is damaged ({type(e).__name__}: {e}); "
+                             "start a new run") from None
+        self.kl_coef, self.rollouts, self.last_rollout = kl_coef, rollouts, last_rollout
+        self.score_stats.count, self.score_stats.mean, self.score_stats.m2 = count, mean, m2
+        self.buffer = buffer
 
 
 def _encode(a: np.ndarray) -> dict:
