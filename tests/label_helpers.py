@@ -104,7 +104,7 @@ class LabelServer:
     def wait_for_pairs(self, client: str, n: int, timeout: float = 30) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
-            status, r = self.call("GET", f"/api/pairs?client={client}&n={n}")
+            status, r = self.call("POST", "/api/pairs", {"client": client, "n": n})
             assert status == 200, r
             if len(r["pairs"]) >= n or r["done"] or time.monotonic() > deadline:
                 return r["pairs"]

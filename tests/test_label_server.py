@@ -47,10 +47,14 @@ def test_api_judgements_and_request_guards(model, tmp_path):
             status, reply = server.call("POST", "/api/judgements", body, raw=raw,
                                         headers=headers or {"Content-Type": "application/json"})
             assert status == expected and "error" in reply, (body, raw, status, reply)
-        assert server.call("GET", "/api/pairs?client=bad%20id")[0] == 400
-        assert server.call("GET", "/api/pairs?client=tab1&n=99")[0] == 400
-        assert server.call("GET", "/api/pairs?client=tab1&n=%C2%B2")[0] == 400  # "²" is a digit to str.isdigit
-        assert server.call("POST", "/api/undo", {"id": 10**30, "client": "tab1"})[0] == 404
+        for body in ({"client": "bad id"}, {"client": "tab1", "n": 99}, {"client": "tab1", "n": True}):
+            assert server.call("POST", "/api/pairs", body)[0] == 400
+        # Taking pairs reserves them: never on a GET (another site's <img> could send one).
+        assert server.call("GET", "/api/pairs?client=tab1")[0] == 405
+        assert server.call("POST", "/api/judgements", raw=b"[" * 5000, headers={"Content-Type": "application/json"})[0] == 400
+        assert server.call("POST", "/api/undo", {"id": 10**30, "pair_id": first["id"], "client": "tab1"})[0] == 404
+        # Only the tab that judged a pair knows its id: a judgement id alone undoes nothing.
+        assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": second["id"], "client": "tab2"})[0] == 404
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing.
         assert server.call("GET", "/api/status", headers={"Host": "evil.example:80"})[0] == 400
 
@@ -62,21 +66,26 @@ def test_api_judgements_and_request_guards(model, tmp_path):
             ("left", first["left"], first["right"], "ok", "ann")
         status, page = server.call("GET", "/")
         assert status == 200 and "app.js" in page and "cdn" not in page.lower()
-        _, undone = server.call("POST", "/api/undo", {"id": r["id"], "client": "tab1"})
+        _, undone = server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab1"})
         assert undone["pair"] == first and undone["labelled"] == 0
-        assert server.call("POST", "/api/undo", {"id": r["id"], "client": "tab1"})[0] == 404
+        assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab1"})[0] == 404
 
 
 def test_a_token_is_required_when_given(model, tmp_path):
     write_prompts(tmp_path / "prompts.txt", 2)
     with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "db.sqlite", "--token", "s3cret-token") as server:
-        for path in ("/", "/api/status", "/static/app.js", "/api/pairs?client=t"):
+        for path in ("/", "/api/status", "/static/app.js"):
             status, reply = server.call("GET", path)
             assert status == 401 and "token" in reply["error"], path
+        assert server.call("POST", "/api/pairs", {"client": "t"})[0] == 401
         assert server.call("GET", "/api/status", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "choice": "left"})[0] == 401
         assert server.call("GET", "/api/status", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
         assert server.call("GET", "/api/status", headers={"Cookie": "ferrolm_label_token=s3cret-token"})[0] == 200
+        # Other apps on this host send their cookies here too; odd ones must not hide ours.
+        for others in ("theme=dark mode", "a(b)=1", 'prefs={"x": 1}'):
+            cookie = f"{others}; ferrolm_label_token=s3cret-token"
+            assert server.call("GET", "/api/status", headers={"Cookie": cookie})[0] == 200, others
         # Opening the printed address sets the cookie and drops the token from the address bar.
         import urllib.request
 
@@ -148,7 +157,7 @@ def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tm
         choices = ["left", "right", "tie", "skip"]
         while not stop.is_set():
             try:
-                status, r = server.call("GET", f"/api/pairs?client={name}&n=1")
+                status, r = server.call("POST", "/api/pairs", {"client": name, "n": 1})
                 if status != 200 or not r["pairs"]:
                     time.sleep(0.02)
                     continue

@@ -79,9 +79,11 @@ def test_conflicting_judgement_undo_and_unknown_pairs(tmp_path):
         store.judge("0" * 32, "left", "", "ann")
     with pytest.raises(ValueError, match="choice"):
         store.judge(p.id, "both", "", "ann")
-    assert store.undo(first).id == p.id and store.count() == 0
+    with pytest.raises(KeyError):  # a judgement is undone only with its pair's id
+        store.undo(first, "0" * 32)
+    assert store.undo(first, p.id).id == p.id and store.count() == 0
     with pytest.raises(KeyError):
-        store.undo(first)
+        store.undo(first, p.id)
     second, duplicate = store.judge(p.id, "left", "", "ann")
     assert second > first and not duplicate  # an undone id is never reused
     assert store.judgements()[0]["choice"] == "a"  # left was a
@@ -164,7 +166,7 @@ def test_undo_puts_the_pair_first_for_that_tab(tmp_path):
         judgement, _ = store.judge(a.id, "left", "", "ann")
         queue.judged(a)
         assert queue.labelled == 1 and queue.take("tab", 2)[0] == b
-        queue.undone(store.undo(judgement), "tab")
+        queue.undone(store.undo(judgement, a.id), "tab")
         assert queue.labelled == 0 and [p.id for p in queue.take("tab", 2)] == [a.id, b.id]
     finally:
         queue.stop()

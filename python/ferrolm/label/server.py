@@ -2,9 +2,11 @@
 
 Pages are our own static files (no CDN: it works offline). The JSON API:
 
-    GET  /api/pairs?client=ID&n=2  pairs for this tab: the one to show, then the next (prefetched)
+    POST /api/pairs                 {"client", "n": 1-5} -> pairs for this tab: the one to show,
+                                    then the next (prefetched); a POST because it reserves them
     POST /api/judgements            {"pair_id", "choice": left|right|tie|skip, "comment"} -> {"id"}
-    POST /api/undo                  {"id", "client"} -> the pair again
+    POST /api/undo                  {"id", "pair_id", "client"} -> the pair again (the pair's id,
+                                    which only the tab that judged it knows, guards the others')
     GET  /api/judgements            the judgements so far, newest first
     GET  /api/status                progress
 
@@ -22,14 +24,13 @@ import ipaddress
 import json
 import re
 import socket
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -81,7 +82,7 @@ async def read_json(request: Request) -> dict:
             raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -122,13 +123,12 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         return JSONResponse({**progress(), "labeller": labeller, "done": queue.done, "failed": queue.failed})
 
     async def pairs(request: Request) -> JSONResponse:
-        client = request.query_params.get("client", "")
-        if not CLIENT_ID.fullmatch(client):
-            raise ApiError(400, "missing or malformed client id")
-        n = request.query_params.get("n", "2")
-        if n not in ("1", "2", "3", "4", "5"):
+        body = await read_json(request)
+        client = _field(body, "client", str, CLIENT_ID)
+        n = body.get("n", 2)
+        if n not in (1, 2, 3, 4, 5) or isinstance(n, bool):
             raise ApiError(400, "n must be between 1 and 5")
-        taken = queue.take(client, int(n))
+        taken = queue.take(client, n)
         return JSONResponse({"pairs": [p.public() for p in taken], **progress(), "done": not taken and queue.done})
 
     async def judge(request: Request) -> JSONResponse:
@@ -155,9 +155,10 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         judgement_id = _field(body, "id", int)
         if not 0 < judgement_id < 2**63:  # SQLite's integers
             raise ApiError(404, "no such judgement (already undone?)")
+        pair_id = _field(body, "pair_id", str, PAIR_ID)
         client = _field(body, "client", str, CLIENT_ID)
         try:
-            pair = await run_in_threadpool(store.undo, judgement_id)
+            pair = await run_in_threadpool(store.undo, judgement_id, pair_id)
         except KeyError:
             raise ApiError(404, "no such judgement (already undone?)") from None
         queue.undone(pair, client)
@@ -178,7 +179,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         Route("/", index),
         Route("/judgements", judgements_page),
         Route("/api/status", status),
-        Route("/api/pairs", pairs),
+        Route("/api/pairs", pairs, methods=["POST"]),
         Route("/api/judgements", judgements, methods=["GET"]),
         Route("/api/judgements", judge, methods=["POST"]),
         Route("/api/undo", undo, methods=["POST"]),
@@ -208,8 +209,9 @@ class Guard:
             response = JSONResponse({"error": "unexpected Host header"}, status_code=400)
             return await response(scope, receive, send_with_headers)
         if self.token is not None:
-            cookie = SimpleCookie(headers.get("cookie", ""))
-            given = cookie[COOKIE].value if COOKIE in cookie else headers.get("authorization", "").removeprefix("Bearer ")
+            # Leniently parsed: another local app's odd cookie (sent to every port) must not hide ours.
+            cookies = cookie_parser(headers.get("cookie", ""))
+            given = cookies.get(COOKIE, headers.get("authorization", "").removeprefix("Bearer "))
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
                 if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), self.token.encode()):

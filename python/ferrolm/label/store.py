@@ -242,10 +242,12 @@ class LabelStore:
                  labeller, now(), json.dumps(pair.settings), pair.model_a_hash, pair.model_b_hash))
             return cur.lastrowid, False
 
-    def undo(self, judgement_id: int) -> Pair:
-        """Deletes a judgement; returns its pair (to be judged again). KeyError if absent."""
+    def undo(self, judgement_id: int, pair_id: str) -> Pair:
+        """Deletes a judgement of pair `pair_id`; returns the pair (to be judged again).
+        KeyError if there is no such judgement of that pair."""
         with self._write() as con:
-            row = con.execute("SELECT pair_id FROM judgements WHERE id = ?", (judgement_id,)).fetchone()
+            row = con.execute("SELECT pair_id FROM judgements WHERE id = ? AND pair_id = ?",
+                              (judgement_id, pair_id)).fetchone()
             if row is None:
                 raise KeyError(judgement_id)
             con.execute("DELETE FROM judgements WHERE id = ?", (judgement_id,))

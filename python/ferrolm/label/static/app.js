@@ -9,7 +9,8 @@ const KEYS = { "1": "left", "2": "right", "3": "tie", s: "skip", S: "skip" };
 // A tab keeps its id across reloads, so the server hands it back the pair it was showing.
 const clientId = sessionStorage.getItem("clientId") || randomId();
 sessionStorage.setItem("clientId", clientId);
-let undoStack = JSON.parse(sessionStorage.getItem("undo") || "[]"); // ids of this tab's judgements
+// This tab's judgements, as {id, pair_id}: undoing one takes both.
+let undoStack = JSON.parse(sessionStorage.getItem("undo") || "[]").filter((j) => j && j.pair_id);
 let queue = []; // pairs this tab holds: queue[0] is shown, queue[1] is already generated and waiting
 let busy = false; // a judgement or undo is on its way to the server
 let epoch = 0; // bumped by every judgement/undo, so an older refill's answer is ignored
@@ -65,7 +66,7 @@ async function refill() {
   clearTimeout(pollTimer);
   const mine = epoch;
   try {
-    const r = await api("GET", `/api/pairs?client=${clientId}&n=2`);
+    const r = await api("POST", "/api/pairs", { client: clientId, n: 2 });
     if (mine !== epoch || busy) return; // a judgement happened meanwhile: its own refill follows
     const shown = queue[0] && queue[0].id;
     queue = r.pairs;
@@ -93,7 +94,7 @@ async function choose(choice) {
   render();
   try {
     const r = await api("POST", "/api/judgements", { pair_id: pair.id, choice, comment: $("comment").value });
-    undoStack.push(r.id);
+    undoStack.push({ id: r.id, pair_id: pair.id });
     saveUndo();
     $("comment").value = "";
     if (queue[0] === pair) queue.shift(); // the next pair was fetched in advance: it shows at once
@@ -109,14 +110,14 @@ async function choose(choice) {
 }
 
 async function undo() {
-  const id = undoStack[undoStack.length - 1];
-  if (id === undefined || busy) return;
+  const last = undoStack[undoStack.length - 1];
+  if (last === undefined || busy) return;
   busy = true;
   epoch += 1;
   clearTimeout(pollTimer);
   render();
   try {
-    const r = await api("POST", "/api/undo", { id, client: clientId });
+    const r = await api("POST", "/api/undo", { ...last, client: clientId });
     undoStack.pop();
     saveUndo();
     queue.unshift(r.pair);
