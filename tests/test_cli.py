@@ -187,6 +187,16 @@ def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(cor
         assert message in err and "--val-fraction" in err, err
 
 
+def test_a_wordpiece_gpt_samples_from_cls(corpus, tmp_path, capsys):
+    """WordPiece drops whitespace, so nanoGPT's default prompt (a newline) is no tokens: the
+    end-of-training sample and `generate` without --prompt start from [CLS] (both failed)."""
+    out = str(tmp_path / "wp")
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY, "--tokenizer", "wordpiece",
+                 "--vocab-size", "300", "--sample-tokens", "5"]) == 0
+    assert main(["generate", out, "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
 def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
     out = str(tmp_path / "gpt")
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY]) == 0

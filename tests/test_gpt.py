@@ -462,6 +462,8 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         model(np.zeros((1, 3), dtype=np.float32))
     with pytest.raises(TypeError, match="integer"):
         model.score([1.7, 2.2])  # never token 1 and 2
+    with pytest.raises(TypeError, match="one sequence"):
+        model.score(np.array([[1, 2, 3]]))  # a batch: was "needs at least two tokens"
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -572,6 +574,49 @@ def test_stream_text_equals_decoding_all_ids(kind):
     assert stream.done
 
 
+def test_text_generation_picks_only_ids_the_tokenizer_has():
+    """A model's vocabulary may be padded past its tokenizer's (nanoGPT pads GPT-2's): the
+    padding ids are never sampled for text (they raised IndexError mid-stream)."""
+    tok = fl.Tokenizer.train_from_iterator(["abcde"], kind="char", vocab_size=100)
+    model = GPT.create(vocab_size=tok.vocab_size + 6, block_size=16, n_layer=1, n_head=2, n_embd=16, tokenizer=tok, seed=1)
+    for seed in range(5):
+        text = model.generate("ab", 20, seed=seed)
+        assert len(text) == 20 and set(text) <= set("abcde")
+        assert "".join(model.generate("ab", 20, seed=seed, stream=True)) == text
+
+
+def test_a_wordpiece_continuation_is_decoded_after_its_prompt():
+    """WordPiece spaces a piece from the one before it, or joins a `##` piece to it: the
+    generated text is what decoding prompt and continuation together adds to the prompt (it
+    was decoded alone: glued to the prompt, and `##` shown)."""
+    wp = fl.Tokenizer.train_from_iterator(["to be or not to be, that is the question " * 20], kind="wordpiece",
+                                          vocab_size=80)
+    model = GPT.create(vocab_size=wp.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, tokenizer=wp, seed=2)
+    prompt = model.encode("to be")
+    joined = 0
+    for seed in range(12):
+        ids = model.generate(prompt, 6, seed=seed)
+        expected = wp.decode(prompt + ids)[len(wp.decode(prompt)):]
+        assert model.generate("to be", 6, seed=seed) == expected
+        assert "".join(model.generate("to be", 6, seed=seed, stream=True)) == expected
+        joined += wp.id_to_token(ids[0]).startswith("##")
+    assert joined  # some continuations start inside the prompt's last word
+
+
+def test_generation_arguments_are_checked():
+    model = GPT.create(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, seed=1)
+    for kwargs, name in (({"max_new_tokens": -4}, "max_new_tokens"), ({"top_k": -1}, "top_k"), ({"seed": -1}, "seed"),
+                         ({"repetition_penalty": float("inf")}, "repetition_penalty"),
+                         ({"repetition_penalty": float("nan")}, "repetition_penalty")):
+        with pytest.raises(ValueError, match=name):
+            model.generate([1, 2], **{"max_new_tokens": 4, **kwargs})
+    # top_p=1 keeps every token: the same draws as no nucleus at all (it re-sorted them).
+    assert model.generate([1, 2], 30, seed=3, top_p=1.0) == model.generate([1, 2], 30, seed=3)
+    # Stop tokens may come as any iterable (an iterator was used up before the text saw it).
+    first = model.generate([1, 2], 1, seed=4)[0]
+    assert model.generate([1, 2], 10, seed=4, stop_tokens=iter([first])) == [first]
+
+
 def test_streamed_and_returned_text_agree_on_split_characters():
     """A byte-level model may stop inside a character: both paths end it as U+FFFD."""
     tok = fl.Tokenizer.train_from_iterator(["naïve café, 日本語 🙂 ok " * 30], kind="bpe", vocab_size=300)
@@ -653,10 +698,17 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
     assert json.loads((tmp_path / "chat" / "generation_config.json").read_text())["eos_token_id"] == template.end
     tokenizer_config = json.loads((tmp_path / "chat" / "tokenizer_config.json").read_text())
     assert tokenizer_config["eos_token"] == "<|end|>"
-    render = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-        tokenizer_config["chat_template"]).render
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(message):  # as Hugging Face's template environment has it
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    render = env.from_string(tokenizer_config["chat_template"]).render
     encode = lambda text: list(tok.encode(text, allowed_special="all", add_special_tokens=False))
     question = [{"role": "user", "content": "who goes there?"}]
     assert encode(render(messages=question, add_generation_prompt=True)) == template.prompt_ids("who goes there?")
     exchange = question + [{"role": "assistant", "content": "to be"}]
     assert encode(render(messages=exchange)) == template.render("who goes there?", "to be")
+    with pytest.raises(ValueError, match="only user and assistant turns, not system"):  # was dropped silently
+        render(messages=[{"role": "system", "content": "be brief"}, *question])

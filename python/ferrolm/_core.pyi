@@ -367,6 +367,7 @@ class Gpt:
         repetition_penalty: float = 1.0,
         seed: int = 0,
         stop_tokens: Sequence[int] = (),
+        vocab_limit: Optional[int] = None,
     ) -> Generation:
         """Starts generating from token-id prompts (of any lengths); see `Generation.step`."""
 
@@ -432,7 +433,8 @@ class TextStream:
     """Generated token ids turned into text as they come, held back at a possible stop string
     and ended by one (or by a stop token)."""
 
-    def __new__(cls, stops: Sequence[str] = ..., stop_tokens: Sequence[int] = ...) -> Self: ...
+    def __new__(cls, stops: Sequence[str] = ..., stop_tokens: Sequence[int] = ..., prompt: Sequence[int] = ...) -> Self:
+        """A stream of the text generated after `prompt` (its ids), ending at a stop string or token."""
     def push(self, tokenizer: Tokenizer, token: int) -> str:
         """Adds a generated token; returns the text that became final."""
     def flush(self) -> str:

@@ -64,8 +64,12 @@ class ChatTemplate:
 
 #: The template for Hugging Face's `apply_chat_template` (a user turn, then the assistant's
 #: answer ended by <|end|>); the generation prompt is already open after a user turn.
+#: Turns other than the user's and the assistant's (a system prompt) are refused, not dropped:
+#: the model was fine-tuned without them.
 HF_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}" + USER + "{{ m['content'] }}" + ASSISTANT
-                    + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}" + END + "{% endif %}{% endfor %}")
+                    + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}" + END
+                    + "{% else %}{{ raise_exception('this chat model knows only user and assistant turns, not ' + "
+                    + "m['role']) }}{% endif %}{% endfor %}")
 
 
 def hf_chat_files(tokenizer) -> dict[str, dict]:

@@ -120,6 +120,8 @@ class GPT(CoreModel):
         2-D array for a batch) returns the generated ids instead, and needs no tokenizer; a
         stop token that ended a row is its last id.
         """
+        _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
+        stop_tokens = list(stop_tokens)  # read once: it may be an iterator
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
             if chat or stop or stream:
@@ -128,7 +130,7 @@ class GPT(CoreModel):
             if not all(rows):
                 raise ValueError("a token-id prompt is empty: give at least one token")
             session = self.core.generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
-                                           repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
+                                           repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens)
             generated = session.run(max_new_tokens)
             return generated[0] if single else generated
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -141,10 +143,12 @@ class GPT(CoreModel):
                              "(a newline, say)")
         if template:
             stop_tokens = [*stop_tokens, template.end, template.user, template.assistant]
-        session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
-                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=list(stop_tokens))
         tok = self._tok()
-        texts = [_core.TextStream(stops, list(stop_tokens)) for _ in prompts]
+        # Text holds only the ids the tokenizer has (a model's vocabulary may be padded past them).
+        session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens,
+                                       vocab_limit=tok.vocab_size)
+        texts = [_core.TextStream(stops, stop_tokens, row) for row in ids]
         if stream:
             if len(prompts) != 1:
                 raise ValueError("stream=True takes a single prompt")
@@ -170,8 +174,9 @@ class GPT(CoreModel):
         is predicted from at least `block_size - stride` tokens before it (all of them near
         the start)."""
         ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text))[None, :]
-        if ids.size and ids.dtype.kind not in "iu":
-            raise TypeError(f"score takes text or integer token ids, got dtype {ids.dtype}")
+        if ids.size and ids.dtype.kind not in "iu" or ids.ndim != 2:
+            raise TypeError(f"score takes one text or one sequence of integer token ids, got {ids.dtype} of shape "
+                            f"{ids.shape[1:]}")
         n, block = ids.shape[1], self.block_size
         if n < 2:
             raise ValueError("score needs at least two tokens")
@@ -192,6 +197,13 @@ class GPT(CoreModel):
                 if end == n:
                     return out
                 end = min(n, end + stride)
+
+
+def _check_sizes(**values) -> None:
+    """Counts (max_new_tokens, top_k, seed) must be non-negative integers (None: unset)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:

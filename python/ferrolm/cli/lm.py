@@ -212,10 +212,19 @@ def run_pretrain(args) -> int:
           f"(perplexity {final['val_ppl']:.2f}){extra}; saved to {out}/", flush=True)
     if args.objective == "causal" and args.sample_tokens > 0 and model.tokenizer is not None:
         print("-" * 60)
-        for piece in model.generate("\n", args.sample_tokens, temperature=0.8, top_k=200, seed=0, stream=True):
+        for piece in model.generate(_start_prompt(model), args.sample_tokens, temperature=0.8, top_k=200, seed=0,
+                                    stream=True):
             print(piece, end="", flush=True)
         print()
     return 0
+
+
+def _start_prompt(model) -> str:
+    """What a sample starts from: nanoGPT's newline, or for a model whose tokenizer drops
+    whitespace (WordPiece) the start of a sequence, [CLS]."""
+    if not model.encode("\n") and "[CLS]" in model.tokenizer.special_tokens:
+        return "[CLS]"
+    return "\n"
 
 
 def register_generate(sub) -> None:
@@ -224,7 +233,8 @@ def register_generate(sub) -> None:
     p.add_argument("model", help="model directory (config.json, model.safetensors, and tokenizer.json, "
                                          "vocab.json + merges.txt or vocab.txt)")
     prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", default="\n", help="text to continue (default a newline); a chat model's question")
+    prompt.add_argument("--prompt", default=None, help="text to continue (default a newline, or [CLS] for a WordPiece "
+                                                       "model, which has none); a chat model's question")
     prompt.add_argument("--prompt-file", metavar="FILE", default=None, help="read the prompt from a UTF-8 text file")
     p.add_argument("--num-samples", type=count(1), default=1, help="samples to draw, one after another, each with the "
                                                                  "next seed (default 1)")
@@ -250,6 +260,9 @@ def run_generate(args) -> int:
         raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     chat = model.is_chat and not args.raw
     prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    echo = prompt  # the start of a sample from no prompt is not shown
+    if prompt is None:
+        prompt, echo = _start_prompt(model), "\n"
     if args.prompt_file and not prompt:
         raise ValueError(f"--prompt-file {args.prompt_file} is empty")
     for i in range(args.num_samples):
@@ -263,7 +276,7 @@ def run_generate(args) -> int:
             print("(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
                   file=sys.stderr, flush=True)
         if not chat:
-            sys.stdout.write(prompt)
+            sys.stdout.write(echo)
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()

@@ -178,8 +178,8 @@ impl PyGpt {
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
     // `text_signature`: pyo3 would render the `Vec::new()` default as `...` (stubs say `()`).
     #[pyo3(
-        signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = 0, stop_tokens = Vec::new()),
-        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=0, stop_tokens=())"
+        signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = 0, stop_tokens = Vec::new(), vocab_limit = None),
+        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=0, stop_tokens=(), vocab_limit=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn generation(
@@ -192,8 +192,9 @@ impl PyGpt {
         repetition_penalty: f32,
         seed: u64,
         stop_tokens: Vec<i64>,
+        vocab_limit: Option<usize>,
     ) -> PyResult<PyGeneration> {
-        let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed };
+        let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed, vocab_limit };
         compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens))
             .py()
             .map(|g| PyGeneration(Mutex::new(g)))
@@ -347,10 +348,11 @@ pub struct PyTextStream(TextStream);
 
 #[pymethods]
 impl PyTextStream {
+    /// A stream of the text generated after `prompt` (its ids), ending at a stop string or token.
     #[new]
-    #[pyo3(signature = (stops = Vec::new(), stop_tokens = Vec::new()))]
-    fn new(stops: Vec<String>, stop_tokens: Vec<u32>) -> Self {
-        PyTextStream(TextStream::new(&stops, &stop_tokens))
+    #[pyo3(signature = (stops = Vec::new(), stop_tokens = Vec::new(), prompt = Vec::new()))]
+    fn new(stops: Vec<String>, stop_tokens: Vec<u32>, prompt: Vec<u32>) -> Self {
+        PyTextStream(TextStream::new(&stops, &stop_tokens).after(&prompt))
     }
 
     /// Adds a generated token; returns the text that became final.

@@ -89,13 +89,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ferrolm::init_thread_pool(); // this thread drives the decoding loop: let its ops start here
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
-    let prompt: Vec<i64> = tokenizer
-        .encode(&args.prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let mut generation = Generation::new(&model, &[prompt], args.sampling, Vec::new())?;
-    let mut text = TextStream::new(&args.stops, &[]);
+    let prompt = tokenizer.encode(&args.prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
+    let mut text = TextStream::new(&args.stops, &[]).after(&prompt);
+    let prompt: Vec<i64> = prompt.into_iter().map(i64::from).collect();
+    // Only ids the tokenizer can turn into text.
+    let sampling = Sampling { vocab_limit: Some(tokenizer.vocab_size()), ..args.sampling };
+    let mut generation = Generation::new(&model, &[prompt], sampling, Vec::new())?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
     for _ in 0..args.max_new_tokens {

@@ -26,11 +26,14 @@ pub struct Sampling {
     /// > 1 discourages tokens already in the sequence (CTRL's rule, as in Hugging Face).
     pub repetition_penalty: f32,
     pub seed: u64,
+    /// Only ids below this are picked (None: all). A model's vocabulary may be padded past its
+    /// tokenizer's (nanoGPT pads GPT-2's 50257 to 50304), and text cannot hold the extra ids.
+    pub vocab_limit: Option<usize>,
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0, seed: 0 }
+        Sampling { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0, seed: 0, vocab_limit: None }
     }
 }
 
@@ -46,23 +49,30 @@ impl Sampling {
             ensure!(p > 0.0 && p <= 1.0, Argument, "top_p must be in (0, 1], got {p}");
         }
         ensure!(
-            self.repetition_penalty > 0.0,
+            self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite(),
             Argument,
-            "repetition_penalty must be > 0, got {}",
+            "repetition_penalty must be > 0 and finite, got {}",
             self.repetition_penalty
         );
+        ensure!(self.vocab_limit != Some(0), Argument, "vocab_limit must be at least 1");
         Ok(())
     }
 
     /// Picks a token from one row of logits, given the tokens seen so far.
     pub(crate) fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> i64 {
+        let logits = match self.vocab_limit {
+            Some(n) if n < logits.len() => &mut logits[..n],
+            _ => logits,
+        };
         if self.repetition_penalty != 1.0 {
             let mut ids: Vec<usize> = seen.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).collect();
             ids.sort_unstable();
             ids.dedup();
             for t in ids {
                 let l = &mut logits[t];
-                *l = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
+                // Kept finite: a tiny penalty would make inf, and the weights NaN.
+                let penalised = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
+                *l = penalised.clamp(f32::MIN, f32::MAX);
             }
         }
         if self.temperature == 0.0 {
@@ -80,7 +90,7 @@ impl Sampling {
         }
         let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
         let weight = |i: usize| ((logits[i] - max) / self.temperature).exp();
-        if let Some(top_p) = self.top_p {
+        if let Some(top_p) = self.top_p.filter(|&p| p < 1.0) {
             // The nucleus: the fewest best tokens whose probability reaches top_p. Found like
             // quickselect: split the undecided range at its middle rank; if the better half
             // holds the remaining mass the nucleus ends inside it, else it is all in.
@@ -113,7 +123,9 @@ impl Sampling {
                 return i as i64;
             }
         }
-        order[order.len() - 1] as i64
+        // Rounding left r ≥ 0 after the last weight: the last candidate that has any.
+        let last = order.iter().zip(&weights).rev().find(|(_, &w)| w > 0.0);
+        last.map_or(order[order.len() - 1], |(&i, _)| i) as i64
     }
 }
 
@@ -323,7 +335,10 @@ impl Generation {
 pub struct TextStream {
     stops: Vec<String>,
     stop_tokens: Vec<u32>,
+    /// The prompt's ids (see [`TextStream::after`]) and the generated ones.
     ids: Vec<u32>,
+    /// How many of `ids` are the prompt's.
+    prompt_len: usize,
     /// Bytes of an unfinished character (concatenative tokenizers).
     pending: Vec<u8>,
     /// The text so far, cut at a stop string.
@@ -343,6 +358,14 @@ impl TextStream {
         }
     }
 
+    /// The stream of a continuation of `prompt`: WordPiece joins a piece to its neighbour
+    /// (`##`) or spaces it from it, so the first generated piece is decoded after the prompt's.
+    pub fn after(mut self, prompt: &[u32]) -> TextStream {
+        self.ids = prompt.to_vec();
+        self.prompt_len = prompt.len();
+        self
+    }
+
     /// Adds a generated token; returns the text that became final.
     pub fn push(&mut self, tokenizer: &Tokenizer, token: u32) -> Result<String> {
         if self.done {
@@ -354,7 +377,13 @@ impl TextStream {
         let mut before = self.text.len();
         if matches!(tokenizer.model(), Model::WordPiece(_)) {
             self.ids.push(token);
-            self.text = tokenizer.decode(&self.ids, false)?; // whole pieces: always complete
+            // Whole pieces, so always complete; the prompt's text is a prefix of the whole.
+            let whole = tokenizer.decode(&self.ids, false)?;
+            let prompt = tokenizer.decode(&self.ids[..self.prompt_len], false)?;
+            self.text = match whole.strip_prefix(&prompt) {
+                Some(continuation) => continuation.to_string(),
+                None => tokenizer.decode(&self.ids[self.prompt_len..], false)?,
+            };
             before = 0;
         } else {
             self.pending.extend(tokenizer.decode_bytes(&[token], false)?);
@@ -409,6 +438,9 @@ impl TextStream {
     }
 
     fn take(&mut self, upto: usize) -> String {
+        if !self.text.is_char_boundary(self.emitted) {
+            return String::new(); // a WordPiece text that changed under what was handed out
+        }
         let upto = upto.max(self.emitted);
         let piece = self.text[self.emitted..upto].to_string();
         self.emitted = upto;
@@ -480,6 +512,17 @@ mod tests {
                 counts.iter().zip(&expected).map(|(&c, &e)| (c as f64 / draws as f64 - e).abs()).sum::<f64>() / 2.0;
             assert!(tv < 0.006, "{temperature} {top_k:?} {top_p:?}: total variation {tv}");
             assert!(counts.iter().zip(&expected).all(|(&c, &e)| e > 0.0 || c == 0), "sampled outside the cut");
+        }
+    }
+
+    /// A penalty so small that a seen token's logit would overflow keeps it finite: that token
+    /// is all but certain (with inf the weights were NaN and the last id came out).
+    #[test]
+    fn a_tiny_repetition_penalty_keeps_the_logits_finite() {
+        let sampling = Sampling { repetition_penalty: 1e-40, ..Default::default() };
+        let mut rng = Rng::new(1);
+        for _ in 0..20 {
+            assert_eq!(sampling.pick(&mut [1.0, 2.0, 0.5], &[0], &mut rng), 0);
         }
     }
 

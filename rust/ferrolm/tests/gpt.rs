@@ -137,7 +137,14 @@ fn batched_generation_equals_one_prompt_at_a_time() {
         assert_eq!(&seq[p.len()..], &expected[..]);
     }
     // Sampling is seeded: the same seed gives the same text.
-    let s = Sampling { temperature: 0.9, top_k: Some(5), top_p: Some(0.9), repetition_penalty: 1.2, seed: 42 };
+    let s = Sampling {
+        temperature: 0.9,
+        top_k: Some(5),
+        top_p: Some(0.9),
+        repetition_penalty: 1.2,
+        seed: 42,
+        vocab_limit: None,
+    };
     let a = Generation::new(&model, &prompts, s.clone(), vec![]).unwrap().run(10).unwrap();
     let b = Generation::new(&model, &prompts, s, vec![]).unwrap().run(10).unwrap();
     assert_eq!(a, b);
