@@ -209,6 +209,31 @@ def test_a_batch_always_has_a_token_to_predict(wordpiece):
     assert counts == {len(word)}
 
 
+def test_a_rate_over_batches_is_pooled_not_averaged():
+    """MLM accuracy counts where the input shows [MASK], and a batch may show none (its chosen
+    tokens all drew the 10% random or 10% kept): such a batch averaged in as accuracy 0.0. A
+    (count, out of) extra is pooled over the batches instead."""
+    from ferrolm.train import evaluate_model
+
+    class Rates:
+        kind = "rates"
+
+        def batch(self, split, rng):
+            return int(rng.integers(0, 2))
+
+        def loss(self, model, batch, dropout_seed):
+            return fl.tensor(1.0), {"hit": (batch, 2 * batch), "mean": float(batch)}
+
+        def tokens(self, batch):
+            return 1
+
+        def state(self):
+            return {}
+
+    record = evaluate_model(None, Rates(), eval_iters=50)
+    assert record["val_hit"] == 0.5 and 0.2 < record["val_mean"] < 0.8
+
+
 # ---------------------------------------------------------------- learning and fill-mask
 
 
@@ -305,6 +330,15 @@ def test_fill_mask_in_text_longer_than_the_context(trained_bert):
         np.testing.assert_allclose([c["score"] for c in candidates], probs[best], rtol=1e-4)
 
 
+def test_fill_mask_names_only_tokens_the_tokenizer_has(wordpiece):
+    """A vocabulary padded past the tokenizer's: its extra ids were ranked too, named None."""
+    model = BERT.create(vocab_size=wordpiece.vocab_size + 40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        max_position_embeddings=16, seed=0, tokenizer=wordpiece)
+    [candidates] = model.fill_mask("the king [MASK] dead", top_k=wordpiece.vocab_size + 40)
+    assert len(candidates) == wordpiece.vocab_size and all(c["token"] is not None for c in candidates)
+    assert sum(c["score"] for c in candidates) == pytest.approx(1.0, rel=1e-4)
+
+
 def test_sentence_embeddings(trained_bert):
     model = BERT.load(trained_bert[0])
     e = model.embed(["To be, or not to be", "To be, or not to be", "the king is dead"], pooling="mean")
@@ -324,6 +358,11 @@ def test_bad_input(trained_bert, tmp_path):
         model.fill_mask("to be or not to [MASK]", top_k=-1)
     with pytest.raises(IndexError, match="max_position_embeddings"):
         model.hidden(np.zeros((1, 65), dtype=np.int64))
+    ids = np.ones((2, 3), dtype=np.int64)
+    with pytest.raises(ValueError, match="token_type_ids must have the ids' shape"):  # was read in the wrong order
+        model.hidden(ids, token_type_ids=np.zeros((3, 2), dtype=np.int64))
+    with pytest.raises(IndexError, match="token type 2 is outside the model's type_vocab_size of 2"):
+        model.hidden(ids, token_type_ids=np.full((2, 3), 2))
     tensors_dir = tmp_path / "ckpt"
     hf_bert_checkpoint(tensors_dir)
     st = safetensors_numpy.load_file(str(tensors_dir / "model.safetensors"))

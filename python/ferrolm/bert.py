@@ -115,7 +115,10 @@ class BERT(CoreModel):
         with no_grad():
             h = self.hidden(ids)
             rows = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, positions)
-            probs = F.softmax(self.mlm_logits(rows)).numpy()
+            # Over the tokenizer's ids only: a vocabulary padded past them has no words there.
+            logits = self.mlm_logits(rows).numpy()[:, : self._tok().vocab_size]
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
         out: list[list[list[dict]]] = [[] for _ in ids]
         for at, p in zip(positions, probs):
             best = np.argsort(-p, kind="stable")[:top_k]
@@ -131,6 +134,9 @@ class BERT(CoreModel):
         if isinstance(texts, str) or not len(texts):
             raise ValueError("embed takes a non-empty list of texts")
         enc = [self._encode(t) for t in texts]
+        empty = [i for i, e in enumerate(enc) if not len(e)]
+        if empty:  # a tokenizer that adds no [CLS] … [SEP] gives an empty text no tokens to pool
+            raise ValueError(f"text {empty[0]} has no tokens to embed")
         length = max(len(e) for e in enc)
         pad = self._tok().pad_id
         ids = np.full((len(enc), length), pad, dtype=np.int64)

@@ -114,10 +114,11 @@ class Objective(Protocol):
         and saved with checkpoints)."""
         ...
 
-    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, float]]:
-        """The scalar loss Tensor to minimise and a dict of extra numbers to log. Evaluation
-        calls it under `no_grad` with `dropout_seed=None` (dropout off); training passes a
-        seed, for the model's dropout."""
+    def loss(self, model: Any, batch: Any, dropout_seed: int | None) -> tuple[Any, dict[str, Any]]:
+        """The scalar loss Tensor to minimise and a dict of extra numbers to log: each a
+        number (averaged over batches) or a (count, out of) pair, pooled over batches (a rate
+        over what a batch may hold none of). Evaluation calls it under `no_grad` with
+        `dropout_seed=None` (dropout off); training passes a seed, for the model's dropout."""
         ...
 
     def tokens(self, batch: Any) -> int:
@@ -294,13 +295,12 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
     record: dict[str, Any] = {}
     with no_grad():
         for split in ("train", "val"):
-            values: dict[str, list[float]] = {}
+            values: dict[str, list] = {}
             for _ in range(eval_iters):
                 loss, extra = _loss_and_extras(objective.loss(model, objective.batch(split, eval_rng), None), objective)
                 for k, v in {"loss": loss.item(), **extra}.items():
                     values.setdefault(k, []).append(v)
-            for k, v in values.items():
-                record[f"{split}_{k}"] = float(np.mean(v))
+            record.update({f"{split}_{k}": v for k, v in _pooled(values).items()})
     if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
         record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
     return record
@@ -329,13 +329,29 @@ def _check_plugged(model: Any, objective: Any) -> None:
                         f"(see ferrolm.train.Objective); {type(objective).__name__} has no {', '.join(missing)}")
 
 
-def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, float]]:
-    """`objective.loss(...)` unpacked, its extras as plain floats (numpy scalars, Tensors)."""
+def _pooled(values: dict[str, list]) -> dict[str, float]:
+    """Each extra over several batches: the mean of numbers, or a pooled rate of (count, out
+    of) pairs (left out when no batch had any)."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v[0], tuple):
+            count, total = np.sum(v, axis=0)
+            if total > 0:
+                out[k] = float(count / total)
+        else:
+            out[k] = float(np.mean(v))
+    return out
+
+
+def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, Any]]:
+    """`objective.loss(...)` unpacked, its extras as plain floats (numpy scalars, Tensors),
+    or pairs of them."""
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
         raise TypeError(f"{type(objective).__name__}.loss() must return (loss, dict of extra metrics), "
                         f"got {type(result).__name__}")
     loss, extra = result
-    return loss, {k: float(v.item() if hasattr(v, "item") else v) for k, v in extra.items()}
+    plain = lambda v: float(v.item() if hasattr(v, "item") else v)
+    return loss, {k: tuple(map(plain, v)) if isinstance(v, tuple) else plain(v) for k, v in extra.items()}
 
 
 def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool, settings: dict) -> list[dict]:
@@ -439,7 +455,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 (loss * (1.0 / config.grad_accum)).backward()
                 total += loss.item() / config.grad_accum
                 for k, v in extra.items():
-                    extras[k] = extras.get(k, 0.0) + v / config.grad_accum
+                    extras.setdefault(k, []).append(v)
                 tokens_since += objective.tokens(batch)
             # With clipping off the norm is still taken (an infinite bound scales nothing): it is
             # logged, and a non-finite one stops the run before the update.
@@ -457,8 +473,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 tps = tokens_since / max(train_seconds, 1e-9)
                 train_seconds, tokens_since = 0.0, 0
                 state_metrics = objective.metrics() if hasattr(objective, "metrics") else {}
-                log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps, **extras,
-                     **state_metrics})
+                log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps,
+                     **_pooled(extras), **state_metrics})
                 if bar is not None:
                     bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
                 elif not config.progress:  # asked for lines instead of a bar (logs, CI)

@@ -59,9 +59,10 @@ class MaskedLM:
         loss = F.cross_entropy(logits, targets)
         extra = {}
         if dropout_seed is None:  # evaluation: accuracy where the input really was [MASK]
-            # (the 10% of chosen tokens left unchanged can be copied, which would inflate it)
+            # (the 10% of chosen tokens left unchanged can be copied, which would inflate it),
+            # pooled over batches: a batch may show no [MASK] at all.
             shown = batch["ids"].reshape(-1)[rows] == self.collate.mask
-            extra["accuracy"] = float((logits.numpy().argmax(-1) == targets)[shown].mean()) if shown.any() else 0.0
+            extra["accuracy"] = (int((logits.numpy().argmax(-1) == targets)[shown].sum()), int(shown.sum()))
         return loss, extra
 
     def tokens(self, batch: dict) -> int:

@@ -50,9 +50,20 @@ impl Inputs {
         let [b, t] = shape[..] else {
             return Err(PyValueError::new_err(format!("ids must be a 2-D [batch, tokens] array, got shape {shape:?}")));
         };
-        let positions = positions.map(|p| to_ids(p).map(|(p, _)| p)).transpose()?;
+        // Per-token inputs must be laid out as the ids are (a transposed one has as many values).
+        let per_token = |given: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<Vec<i64>>> {
+            let Some(given) = given else { return Ok(None) };
+            let (values, given_shape) = to_ids(given)?;
+            if given_shape != [b, t] {
+                return Err(PyValueError::new_err(format!(
+                    "{what} must have the ids' shape [{b}, {t}], got {given_shape:?}"
+                )));
+            }
+            Ok(Some(values))
+        };
+        let positions = per_token(positions, "positions")?;
         let mask = mask_of_shape(mask, b, t, "attention_mask")?;
-        let token_types = token_types.map(|p| to_ids(p).map(|(p, _)| p)).transpose()?;
+        let token_types = per_token(token_types, "token_type_ids")?;
         Ok(Inputs { ids, b, t, positions, mask, token_types })
     }
 

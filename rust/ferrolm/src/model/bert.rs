@@ -15,7 +15,7 @@ use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_mode
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
 use crate::rng::mix;
-use crate::{ensure, Error, Result, Tensor};
+use crate::{bail, ensure, Error, Result, Tensor};
 
 /// The architecture's hyperparameters (Hugging Face's BertConfig names).
 #[derive(Clone, Debug, PartialEq)]
@@ -227,6 +227,9 @@ impl Bert {
             cfg.max_position_embeddings
         );
         let types = x.token_types.map_or_else(|| vec![0; b * t], <[i64]>::to_vec);
+        if let Some(&bad) = types.iter().find(|&&s| s < 0 || s as usize >= cfg.type_vocab_size) {
+            bail!(Index, "BERT: token type {bad} is outside the model's type_vocab_size of {}", cfg.type_vocab_size);
+        }
         let positions = x.positions_from(0);
         let sites = DropoutSites(dropout_seed);
         let p = cfg.hidden_dropout_prob;
