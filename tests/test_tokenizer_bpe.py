@@ -148,6 +148,24 @@ def test_user_defined_special_tokens(tok):
     assert hf.Tokenizer.from_str(t.to_str()).encode("a<|user|>b").ids == t.encode("a<|user|>b")
 
 
+def test_a_special_token_spelled_like_a_byte_is_refused(tok):
+    """Byte-level BPE names the byte 0xB6 "¶", but the special token "¶" is the text "¶" (0xC2
+    0xB6): added, it took the byte's id and its text decoded as a broken character; trained,
+    the vocabulary named two tokens "¶", and Hugging Face decodes a special token's "¶" as the
+    byte anyway. Such spellings are refused; other characters are fine."""
+    t = ferrolm.Tokenizer.from_str(tok.to_str())
+    for special in ("¶", "Ġthe", "<|é|>"):
+        with pytest.raises(ValueError, match="which byte-level BPE uses to spell the byte"):
+            t.add_special_tokens([special])
+        with pytest.raises(ValueError, match="which byte-level BPE uses to spell the byte"):
+            ferrolm.Tokenizer.train_from_iterator(["schön text " * 50], vocab_size=300, special_tokens=[special])
+    assert t.add_special_tokens(["<|日本|>", "<|tool call|>"]) == 2
+    text = "schön <|日本|> x<|tool call|>"
+    ids = t.encode(text)
+    assert t.decode(ids, skip_special_tokens=False) == text
+    assert hf.Tokenizer.from_str(t.to_str()).decode(ids, skip_special_tokens=False) == text
+
+
 def test_offsets_cover_text(tok):
     text = "Hello, world! It's   2024\n\nnaïve café 😀."
     ids, offsets = tok.encode_with_offsets(text)
@@ -333,6 +351,11 @@ def test_trim_offsets_as_roberta_sets_it():
             expected = (enc.ids, [tuple(o) for o in enc.offsets])
             assert ours.encode_with_offsets(text) == expected, (text, add_prefix_space)
             assert (again.encode(text).ids, [tuple(o) for o in again.encode(text).offsets]) == expected
+        # Saved, the post-processor is RoBERTa's still: a pair is <s> A </s></s> B </s>, all type 0
+        # (it was rebuilt as BERT's <s> A </s> B </s> with type 1, which RoBERTa has no row for).
+        pair = ref.encode("Hello world", "two")
+        assert (again.encode("Hello world", "two").ids, again.encode("Hello world", "two").type_ids) == \
+            (pair.ids, pair.type_ids)
         ref.post_processor = processors.ByteLevel(trim_offsets=True)
         ours = ferrolm.Tokenizer.from_str(ref.to_str())
         for text in texts:

@@ -26,6 +26,22 @@ pub const BYTE_TO_CHAR: [char; 256] = {
     table
 };
 
+/// Refuses a byte-level BPE special token spelled with a character that stands for another
+/// byte than its own (Ġ for a space, ¶ for the byte 0xB6): the vocabulary would name two
+/// tokens alike, and Hugging Face decodes a special token's characters as the bytes they stand
+/// for, so its text would not come back.
+pub fn check_special_spelling(token: &str) -> crate::Result<()> {
+    if let Some(c) = token.chars().find(|&c| !c.is_ascii() && char_to_byte(c).is_some()) {
+        crate::bail!(
+            Argument,
+            "special token {token:?} contains {c:?}, which byte-level BPE uses to spell the byte 0x{:02X}: \
+             choose another spelling (such as <|name|>)",
+            char_to_byte(c).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// The byte a vocabulary character stands for, or `None` if it is not one of the 256.
 #[inline]
 pub fn char_to_byte(c: char) -> Option<u8> {

@@ -390,6 +390,12 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
         other => bail!(Format, "model type {other:?} is not supported (BPE and WordPiece are)"),
     };
     let mut tok = Tokenizer::new(model, &specials, read_template(post)?)?;
+    // Kept only when the template would write it otherwise (keys in the file's order otherwise).
+    let mut rebuilt = String::new();
+    template_json(&tok).write(&mut rebuilt, 0);
+    if serde_json::from_str::<Value>(&rebuilt).ok().as_ref() != Some(post) && !post.is_null() {
+        tok.hf_post_processor = Some(post.clone());
+    }
     for id in ordinary {
         tok.specials.set_special(id, false)?;
     }
@@ -461,6 +467,21 @@ enum J {
     Obj(Vec<(&'static str, J)>),
     /// An object with owned keys (vocabularies).
     Map(Vec<(String, J)>),
+    /// A number that is not a u64, written as given.
+    Raw(String),
+}
+
+impl From<&Value> for J {
+    fn from(v: &Value) -> J {
+        match v {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Number(n) => n.as_u64().map_or_else(|| J::Raw(n.to_string()), J::Num),
+            Value::String(s) => J::Str(s.clone()),
+            Value::Array(items) => J::Arr(items.iter().map(J::from).collect()),
+            Value::Object(fields) => J::Map(fields.iter().map(|(k, v)| (k.clone(), J::from(v))).collect()),
+        }
+    }
 }
 
 impl From<bool> for J {
@@ -516,6 +537,7 @@ impl J {
             J::Null => out.push_str("null"),
             J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             J::Num(n) => out.push_str(&n.to_string()),
+            J::Raw(s) => out.push_str(s),
             J::Str(s) => out.push_str(&serde_json::to_string(s).expect("strings serialize")),
             J::Arr(items) if items.is_empty() => out.push_str("[]"),
             J::Arr(items) => {
@@ -667,7 +689,7 @@ pub fn to_json(tok: &Tokenizer) -> String {
         "added_tokens": added,
         "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": template_json(tok),
+        "post_processor": tok.hf_post_processor.as_ref().map_or_else(|| template_json(tok), J::from),
         "decoder": decoder,
         "model": model,
     };

@@ -141,6 +141,10 @@ pub struct Tokenizer {
     model: Model,
     specials: SpecialTokens,
     template: Template,
+    /// The `post_processor` of the tokenizer.json this was read from, written back as read:
+    /// it also says how Hugging Face frames pairs of texts (RoBERTa's `</s></s>`, Llama's
+    /// second BOS), which ferrolm does not use and so could not rebuild from `template`.
+    pub(crate) hf_post_processor: Option<serde_json::Value>,
 }
 
 impl Tokenizer {
@@ -151,7 +155,7 @@ impl Tokenizer {
             ensure!(sp.id(content).is_none(), Format, "added token {content:?} is listed twice");
             sp.insert(content, *id)?;
         }
-        let tok = Tokenizer { model, specials: sp, template };
+        let tok = Tokenizer { model, specials: sp, template, hf_post_processor: None };
         // An added token may reuse the vocabulary's id for the same token (BERT's [PAD], or a
         // run of spaces that byte-level BPE spells "ĠĠ"); with other content the id would
         // decode as one and encode from both.
@@ -363,6 +367,9 @@ impl Tokenizer {
             if let Some(id) = self.specials.id(t) {
                 self.specials.set_special(id, true)?; // an ordinary added token becomes special
                 continue;
+            }
+            if matches!(self.model, Model::Bpe(_)) {
+                bytes::check_special_spelling(t)?;
             }
             let id = match self.token_to_id(t) {
                 Some(id) => id,

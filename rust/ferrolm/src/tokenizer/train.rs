@@ -146,6 +146,9 @@ impl Trainer {
             }
         }
         let config = TrainerConfig { special_tokens: distinct, ..config };
+        if config.kind == ModelKind::Bpe {
+            config.special_tokens.iter().try_for_each(|s| super::bytes::check_special_spelling(s))?;
+        }
         if config.kind == ModelKind::Bpe && config.vocab_size < 256 + config.special_tokens.len() {
             bail!(
                 Argument,
