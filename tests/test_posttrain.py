@@ -392,6 +392,49 @@ def test_dpo_starts_at_zero_log_ratio_in_bfloat16_and_with_dropout(base):
     assert dpo.accuracy(model) == 0.0  # float32 reference, float32 policy
 
 
+def test_ppo_rollouts_stop_where_chat_generation_does(base):
+    """Chat generation ends an answer at <|end|> or at a marker that starts another turn; PPO
+    stopped only at <|end|>, so it scored and trained on text no chat user would see."""
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    policy = GPT.load(base)
+    template = ChatTemplate.prepare(policy)
+    ppo = PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"],
+              template, max_new_tokens=40, temperature=3.0)
+    prompts = [template.prompt_ids("Who goes there?")] * 16
+    responses = ppo.generate(policy, prompts, seed=0, temperature=3.0)
+    markers = {template.end, template.user, template.assistant}
+    assert all(not markers & set(r[:-1]) for r in responses)
+    assert any(r[-1] in (template.user, template.assistant) for r in responses)
+    for seed in range(4):  # the same tokens as a chat answer sampled alike
+        ids = policy.generate(prompts[0], 40, temperature=3.0, seed=seed, stop_tokens=sorted(markers))
+        assert ppo.generate(policy, prompts[:1], seed=seed, temperature=3.0)[0] == ids
+
+
+def test_preference_pairs_that_encode_alike_are_skipped():
+    """Texts that differ only in what the tokenizer drops carry no preference: a margin of 0,
+    a constant loss, and a miss in the accuracy. They are skipped and counted."""
+    from ferrolm.train.reward import encode_preferences
+
+    wp = fl.Tokenizer.train_from_iterator(["yes my lord who goes there " * 30], kind="wordpiece", vocab_size=80)
+    model = GPT.create(vocab_size=wp.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16, tokenizer=wp)
+    template = ChatTemplate.prepare(model)
+    records = [{"prompt": "who goes there", "chosen": "yes, my lord.", "rejected": "yes,  my lord. "},
+               {"prompt": "who goes there", "chosen": "yes, my lord.", "rejected": "no"}]
+    pairs, counts = encode_preferences(records, template, 64, skip_long=False)
+    assert len(pairs) == 1 and counts == {"skipped_too_long": 0, "skipped_identical": 1}
+
+
+def test_an_adaptive_kl_target_needs_a_coefficient_to_scale(base):
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    policy = GPT.load(base)
+    template = ChatTemplate.prepare(policy)
+    with pytest.raises(ValueError, match="cannot grow from 0"):
+        PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"],
+            template, kl_coef=0.0, target_kl=6.0)
+
+
 def test_ppo_missing_end_penalty_lowers_the_score_of_cut_responses(base):
     """A response cut at max_new_tokens is trained on with its score minus the penalty; the
     logged reward stays the reward model's."""
@@ -406,7 +449,8 @@ def test_ppo_missing_end_penalty_lowers_the_score_of_cut_responses(base):
                   missing_end_penalty=penalty)
         mb = ppo.batch("train", np.random.default_rng(0))
         stats.append((ppo.score_stats.mean, float(mb["scores"].mean())))
-    cut = float(np.mean([row[mask][-1] != template.end for row, mask in zip(mb["targets"], mb["mask"])]))
+    ends = (template.end, template.user, template.assistant)  # a marker of another turn ends one too
+    cut = float(np.mean([row[mask][-1] not in ends for row, mask in zip(mb["targets"], mb["mask"])]))
     assert cut > 0.5  # a high temperature rarely says <|end|> within 6 tokens
     assert stats[1][1] == stats[0][1]  # the logged reward is the reward model's
     assert stats[1][0] == pytest.approx(stats[0][0] - 5.0 * cut, abs=1e-4)

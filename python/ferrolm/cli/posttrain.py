@@ -125,11 +125,12 @@ def _start(args, command: str, records: list):
 
 
 def _report(command: str, data: dict, counts: dict, unit: str) -> None:
-    """How many records the run trains and evaluates on, and how many were too long."""
+    """How many records the run trains and evaluates on, and how many were left out."""
     line = f"{command}: {len(data['train'])} train / {len(data['val'])} val {unit}"
-    left_out = {split: c["skipped_too_long"] for split, c in counts.items() if c.get("skipped_too_long")}
-    if left_out:
-        line += " (skipped as too long for the context: " + ", ".join(f"{n} {split}" for split, n in left_out.items()) + ")"
+    for key, why in (("skipped_too_long", "too long for the context"), ("skipped_identical", "the same tokens on both sides")):
+        left_out = {split: c[key] for split, c in counts.items() if c.get(key)}
+        if left_out:
+            line += f" (skipped as {why}: " + ", ".join(f"{n} {split}" for split, n in left_out.items()) + ")"
     print(line, flush=True)
 
 

@@ -87,6 +87,9 @@ class PPO:
                  skip_long: bool = False) -> None:
         if not temperature > 0:
             raise ValueError(f"PPO samples its rollouts: temperature must be > 0, got {temperature}")
+        if target_kl is not None and not kl_coef > 0:
+            raise ValueError(f"kl_coef {kl_coef}: an adaptive KL target scales the coefficient, which cannot grow from 0 "
+                             "(give kl_coef > 0, or no target_kl for a fixed coefficient)")
         if rollout_size % minibatch_size:
             raise ValueError(f"rollout_size {rollout_size} must be a multiple of minibatch_size {minibatch_size} "
                              "(--rollout-size and --batch-size on the command line)")
@@ -131,9 +134,17 @@ class PPO:
     # ------------------------------------------------------------ rollouts
 
     def generate(self, gpt: GPT, prompts: list[list[int]], seed: int, temperature: float) -> list[list[int]]:
-        """Responses (ids, ending with <|end|> when the policy stopped) from the KV-cache generator."""
-        session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=[self.template.end])
+        """Responses (ids) from the KV-cache generator, stopped as chat generation stops them: at
+        <|end|>, or at <|user|> / <|assistant|> (another turn: the answer has ended), which
+        they end with; sampled among the tokenizer's ids, as chat text is."""
+        t = self.template
+        session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.turn_ends),
+                                      vocab_limit=t.tokenizer.vocab_size)
         return session.run(self.max_new_tokens)
+
+    @property
+    def turn_ends(self) -> tuple[int, int, int]:
+        return self.template.end, self.template.user, self.template.assistant
 
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
         """Everything PPO needs about sampled sequences, computed once without a graph; `learn`
@@ -149,10 +160,10 @@ class PPO:
             logits, values = gpt_policy(x)
             logp = token_logprobs(tempered_log_softmax(logits, self.temperature), ids[:, 1:]).numpy()
             ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature).numpy()
-            # Scored as the reward model was trained: ending in <|end|> (also when the response
-            # was cut at max_new_tokens).
-            cut = np.array([r[-1] != self.template.end for r in rows])
-            scores = self.reward_model.score_ids([r + [self.template.end] if c else r for r, c in zip(rows, cut)])
+            # Scored as the reward model was trained and as chat shows the answer: ending in
+            # <|end|>, in place of a turn marker that ended it, or after a cut at max_new_tokens.
+            cut = np.array([r[-1] not in self.turn_ends for r in rows])
+            scores = self.reward_model.score_ids([(r if c else r[:-1]) + [self.template.end] for r, c in zip(rows, cut)])
         trained_on = scores - np.float32(self.missing_end_penalty) * cut
         if learn:
             self.score_stats.update(trained_on)

@@ -65,8 +65,10 @@ class RewardModel:
 
 
 def encode_preferences(records, template: ChatTemplate, block_size: int, skip_long: bool):
-    """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted."""
-    pairs, skipped = [], 0
+    """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted.
+    Pairs whose two sides encode alike (texts differing only in what the tokenizer drops:
+    spacing, case for an uncased WordPiece) are skipped and counted: they carry no preference."""
+    pairs, skipped, identical = [], 0, 0
     for r in records:
         where = r.get("_where", "a record")
         try:
@@ -79,8 +81,11 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
                 raise ValueError(problem + f" ({TOO_LONG_HINT})")
             skipped += 1
             continue
+        if c == j:
+            identical += 1
+            continue
         pairs.append((c, j))
-    return pairs, {"skipped_too_long": skipped}
+    return pairs, {"skipped_too_long": skipped, "skipped_identical": identical}
 
 
 def encode_preference_splits(train, val, template: ChatTemplate, block_size: int, skip_long: bool) -> tuple[dict, dict]:
