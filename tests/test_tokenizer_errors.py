@@ -71,6 +71,13 @@ def test_ids_out_of_range_in_decode(tok, wp):
     with pytest.raises(TypeError, match="flat sequence of integers"):
         tok.decode(np.zeros((2, 2), dtype=np.int64))
     assert tok.id_to_token(10**6) is None and tok.id_to_token(-5) is None
+    # Beyond 64 bits an id is out of range all the same (it was a TypeError, or an OverflowError).
+    for ids in ([10**30], np.array([2**63], dtype=np.uint64)):
+        with pytest.raises(IndexError, match="out of range"):
+            tok.decode(ids)
+    assert tok.id_to_token(2**70) is None and tok.id_to_token(np.int64(1)) == tok.id_to_token(1)
+    with pytest.raises(TypeError, match="integer"):
+        tok.id_to_token("1")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::tokenizer::{
     AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, Tokenizer, Trainer, TrainerConfig,
@@ -56,6 +56,11 @@ fn texts_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     Ok(out)
 }
 
+/// Whether `obj` is an integer (a Python int or a numpy integer), bool aside.
+fn is_integer(obj: &Bound<'_, PyAny>) -> bool {
+    !obj.is_instance_of::<PyBool>() && obj.call_method0("__index__").is_ok()
+}
+
 /// Token ids from a list of ints or a 1-D integer numpy array.
 fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, u32>>() {
@@ -75,6 +80,10 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     for item in obj.try_iter()? {
         let item = item?;
         let v: i64 = item.extract().map_err(|_| {
+            if is_integer(&item) {
+                return PyIndexError::new_err(format!("token id {item} is out of range"));
+                // beyond 64 bits
+            }
             let kind = item.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
             PyTypeError::new_err(format!("ids must be a flat sequence of integers, got an item of type {kind}"))
         })?;
@@ -588,9 +597,12 @@ impl PyTokenizer {
         self.get().token_to_id(token)
     }
 
-    /// The token string of an id, or None.
-    fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id).ok().and_then(|id| self.get().id_to_token(id))
+    /// The token string of an id, or None (also for any integer outside the vocabulary).
+    fn id_to_token(&self, id: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        if !is_integer(id) {
+            return Err(PyTypeError::new_err(format!("id must be an integer, not {}", id.get_type().name()?)));
+        }
+        Ok(id.extract::<u32>().ok().and_then(|id| self.get().id_to_token(id)))
     }
 
     /// Number of ids (one past the largest id).
