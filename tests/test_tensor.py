@@ -563,6 +563,15 @@ def test_arguments_that_numpy_and_torch_users_pass():
     for m, v in ((np.full(2, np.nan, np.float32), np.zeros(2, np.float32)), (np.zeros(2, np.float32), -np.ones(2, np.float32))):
         with pytest.raises(ValueError, match="non-finite or negative moments"):
             opt._opt.load_state([(m, v, 1)])
+    # torch's per-group learning rates were accepted and silently ignored; a bare tensor was
+    # iterated into its rows ("parameters must be leaf tensors").
+    w = fl.randn(2, requires_grad=True)
+    with pytest.raises(ValueError, match=r"param group keys \['lr'\] are not supported"):
+        fl.AdamW([{"params": [w], "lr": 0.5}], lr=0.1)
+    with pytest.raises(TypeError, match="not a Tensor: pass \\[tensor\\]"):
+        fl.SGD(w, lr=0.1)
+    with pytest.raises(ValueError, match=r"prediction shape \(2, 1\) and target shape \(2,\) differ"):
+        F.mse_loss(fl.tensor([[1.0], [2.0]]), fl.tensor([0.0, 0.0]))  # would be every pair's difference
 
 
 def test_no_grad_used_as_a_decorator_from_two_threads():

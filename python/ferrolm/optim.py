@@ -20,11 +20,17 @@ class _Optimizer:
     def _pairs(params: Params, weight_decay: float) -> list[tuple[Tensor, float]]:
         """(tensor, weight decay) for every parameter: tensors take `weight_decay`, param
         groups ``{"params": [...], "weight_decay": x}`` their own."""
+        if isinstance(params, Tensor):  # iterating it would give its rows
+            raise TypeError("params must be an iterable of Tensors or param-group dicts, not a Tensor: pass [tensor]")
         pairs: list[tuple[Tensor, float]] = []
         for item in list(params):
             if isinstance(item, dict):
                 if "params" not in item:
                     raise ValueError(f"a param group needs a 'params' list, got keys {sorted(item)}")
+                other = sorted(set(item) - {"params", "weight_decay"})
+                if other:  # torch's per-group lr, betas...: silently using the global ones would mislead
+                    raise ValueError(f"param group keys {other} are not supported: only weight_decay varies by "
+                                     "group (the learning rate and the rest are the optimizer's)")
                 decay = float(item.get("weight_decay", weight_decay))
                 pairs.extend((t, decay) for t in item["params"])
             elif isinstance(item, Tensor):
