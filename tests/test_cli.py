@@ -193,8 +193,10 @@ def test_a_wordpiece_gpt_samples_from_cls(corpus, tmp_path, capsys):
     out = str(tmp_path / "wp")
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY, "--tokenizer", "wordpiece",
                  "--vocab-size", "300", "--sample-tokens", "5"]) == 0
+    assert capsys.readouterr().out.split("-" * 60)[-1].strip()  # the training's own sample
     assert main(["generate", out, "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.endswith("\n")
+    sample = capsys.readouterr().out
+    assert sample.strip() and "[CLS]" not in sample  # text was generated, and the start is not shown
 
 
 def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):

@@ -403,7 +403,7 @@ def test_ppo_rollouts_stop_where_chat_generation_does(base):
               template, max_new_tokens=40, temperature=3.0)
     prompts = [template.prompt_ids("Who goes there?")] * 16
     responses = ppo.generate(policy, prompts, seed=0, temperature=3.0)
-    markers = {template.end, template.user, template.assistant}
+    markers = set(template.turn_ends)
     assert all(not markers & set(r[:-1]) for r in responses)
     assert any(r[-1] in (template.user, template.assistant) for r in responses)
     for seed in range(4):  # the same tokens as a chat answer sampled alike
@@ -449,8 +449,7 @@ def test_ppo_missing_end_penalty_lowers_the_score_of_cut_responses(base):
                   missing_end_penalty=penalty)
         mb = ppo.batch("train", np.random.default_rng(0))
         stats.append((ppo.score_stats.mean, float(mb["scores"].mean())))
-    ends = (template.end, template.user, template.assistant)  # a marker of another turn ends one too
-    cut = float(np.mean([row[mask][-1] not in ends for row, mask in zip(mb["targets"], mb["mask"])]))
+    cut = float(np.mean([row[mask][-1] not in template.turn_ends for row, mask in zip(mb["targets"], mb["mask"])]))
     assert cut > 0.5  # a high temperature rarely says <|end|> within 6 tokens
     assert stats[1][1] == stats[0][1]  # the logged reward is the reward model's
     assert stats[1][0] == pytest.approx(stats[0][0] - 5.0 * cut, abs=1e-4)

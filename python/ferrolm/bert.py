@@ -116,9 +116,7 @@ class BERT(CoreModel):
             h = self.hidden(ids)
             rows = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, positions)
             # Over the tokenizer's ids only: a vocabulary padded past them has no words there.
-            logits = self.mlm_logits(rows).numpy()[:, : self._tok().vocab_size]
-        probs = np.exp(logits - logits.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
+            probs = F.softmax(self.mlm_logits(rows)[:, : self._tok().vocab_size]).numpy()
         out: list[list[list[dict]]] = [[] for _ in ids]
         for at, p in zip(positions, probs):
             best = np.argsort(-p, kind="stable")[:top_k]

@@ -23,6 +23,8 @@ class ChatTemplate:
             raise ValueError(f"the tokenizer lacks the chat tokens {missing}; prepare the model with ChatTemplate.prepare(model)")
         self.tokenizer = tokenizer
         self.user, self.assistant, self.end = (tokenizer.token_to_id(t) for t in SPECIALS)
+        #: What ends an answer: <|end|>, or a marker that starts another turn.
+        self.turn_ends = (self.end, self.user, self.assistant)
 
     @staticmethod
     def prepare(model):

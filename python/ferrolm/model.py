@@ -142,13 +142,13 @@ class GPT(CoreModel):
             raise ValueError(f"prompt {empty[0]} is empty: generation continues text, so give at least one character "
                              "(a newline, say)")
         if template:
-            stop_tokens = [*stop_tokens, template.end, template.user, template.assistant]
+            stop_tokens = [*stop_tokens, *template.turn_ends]
         tok = self._tok()
         # Text holds only the ids the tokenizer has (a model's vocabulary may be padded past them).
         session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens,
                                        vocab_limit=tok.vocab_size)
-        texts = [_core.TextStream(stops, stop_tokens, row) for row in ids]
+        texts = [_core.TextStream(stops, stop_tokens, row[-1:]) for row in ids]  # the piece a continuation joins
         if stream:
             if len(prompts) != 1:
                 raise ValueError("stream=True takes a single prompt")

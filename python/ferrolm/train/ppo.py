@@ -137,14 +137,9 @@ class PPO:
         """Responses (ids) from the KV-cache generator, stopped as chat generation stops them: at
         <|end|>, or at <|user|> / <|assistant|> (another turn: the answer has ended), which
         they end with; sampled among the tokenizer's ids, as chat text is."""
-        t = self.template
-        session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.turn_ends),
-                                      vocab_limit=t.tokenizer.vocab_size)
+        session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.template.turn_ends),
+                                      vocab_limit=self.template.tokenizer.vocab_size)
         return session.run(self.max_new_tokens)
-
-    @property
-    def turn_ends(self) -> tuple[int, int, int]:
-        return self.template.end, self.template.user, self.template.assistant
 
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
         """Everything PPO needs about sampled sequences, computed once without a graph; `learn`
@@ -162,7 +157,7 @@ class PPO:
             ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature).numpy()
             # Scored as the reward model was trained and as chat shows the answer: ending in
             # <|end|>, in place of a turn marker that ended it, or after a cut at max_new_tokens.
-            cut = np.array([r[-1] not in self.turn_ends for r in rows])
+            cut = np.array([r[-1] not in self.template.turn_ends for r in rows])
             scores = self.reward_model.score_ids([(r if c else r[:-1]) + [self.template.end] for r, c in zip(rows, cut)])
         trained_on = scores - np.float32(self.missing_end_penalty) * cut
         if learn:

@@ -599,10 +599,13 @@ impl PyTokenizer {
 
     /// The token string of an id, or None (also for any integer outside the vocabulary).
     fn id_to_token(&self, id: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-        if !is_integer(id) {
-            return Err(PyTypeError::new_err(format!("id must be an integer, not {}", id.get_type().name()?)));
+        if let (Ok(id), false) = (id.extract::<u32>(), id.is_instance_of::<PyBool>()) {
+            return Ok(self.get().id_to_token(id));
         }
-        Ok(id.extract::<u32>().ok().and_then(|id| self.get().id_to_token(id)))
+        if is_integer(id) {
+            return Ok(None); // negative, or beyond 32 bits
+        }
+        Err(PyTypeError::new_err(format!("id must be an integer, not {}", id.get_type().name()?)))
     }
 
     /// Number of ids (one past the largest id).

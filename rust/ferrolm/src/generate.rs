@@ -335,9 +335,9 @@ impl Generation {
 pub struct TextStream {
     stops: Vec<String>,
     stop_tokens: Vec<u32>,
-    /// The prompt's ids (see [`TextStream::after`]) and the generated ones.
+    /// The prompt's last id (see [`TextStream::after`]), then the generated ones.
     ids: Vec<u32>,
-    /// How many of `ids` are the prompt's.
+    /// How many of `ids` are the prompt's (0 or 1).
     prompt_len: usize,
     /// Bytes of an unfinished character (concatenative tokenizers).
     pending: Vec<u8>,
@@ -359,10 +359,11 @@ impl TextStream {
     }
 
     /// The stream of a continuation of `prompt`: WordPiece joins a piece to its neighbour
-    /// (`##`) or spaces it from it, so the first generated piece is decoded after the prompt's.
+    /// (`##`) or spaces it from it, so the first generated piece is decoded after the prompt's
+    /// last one (the only piece that decides how it is joined).
     pub fn after(mut self, prompt: &[u32]) -> TextStream {
-        self.ids = prompt.to_vec();
-        self.prompt_len = prompt.len();
+        self.ids = prompt.last().copied().into_iter().collect();
+        self.prompt_len = self.ids.len();
         self
     }
 
@@ -377,7 +378,8 @@ impl TextStream {
         let mut before = self.text.len();
         if matches!(tokenizer.model(), Model::WordPiece(_)) {
             self.ids.push(token);
-            // Whole pieces, so always complete; the prompt's text is a prefix of the whole.
+            // Whole pieces, so always complete; the prompt piece's text is a prefix of the whole,
+            // and the text only grows (a piece brings its separator, which cleanup alone removes).
             let whole = tokenizer.decode(&self.ids, false)?;
             let prompt = tokenizer.decode(&self.ids[..self.prompt_len], false)?;
             self.text = match whole.strip_prefix(&prompt) {
@@ -438,9 +440,6 @@ impl TextStream {
     }
 
     fn take(&mut self, upto: usize) -> String {
-        if !self.text.is_char_boundary(self.emitted) {
-            return String::new(); // a WordPiece text that changed under what was handed out
-        }
         let upto = upto.max(self.emitted);
         let piece = self.text[self.emitted..upto].to_string();
         self.emitted = upto;

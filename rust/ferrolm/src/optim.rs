@@ -190,8 +190,7 @@ impl Optimizer for AdamW {
 /// A tensor listed twice (tied weights) counts once.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
     ensure!(max_norm > 0.0, Argument, "clip_grad_norm: max_norm must be > 0, got {max_norm}");
-    let mut seen = std::collections::HashSet::new();
-    let params: Vec<&Tensor> = params.iter().filter(|p| seen.insert(p.id())).collect(); // tied: counted and scaled once
+    let params = once_each(params.iter(), |p| p); // tied: counted and scaled once
     let squares: Vec<f64> = params
         .par_iter()
         .map(|p| p.grad_slot().as_ref().map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum()))
@@ -214,21 +213,22 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
 /// The (parameter, weight decay) pairs an optimiser updates: leaf tensors with a decay ≥ 0, a
 /// tensor listed twice (tied weights) kept once.
 fn unique_leaves(params: Vec<(Tensor, f32)>, who: &str) -> Result<Vec<(Tensor, f32)>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (tensor, weight_decay) in params {
-        ensure!(weight_decay >= 0.0, Argument, "{who}: weight decay must be ≥ 0, got {weight_decay}");
+    for (tensor, weight_decay) in &params {
+        ensure!(*weight_decay >= 0.0, Argument, "{who}: weight decay must be ≥ 0, got {weight_decay}");
         ensure!(
             tensor.is_leaf(),
             Argument,
             "{who}: parameters must be leaf tensors (got a computed tensor of shape {:?})",
             tensor.shape()
         );
-        if seen.insert(tensor.id()) {
-            out.push((tensor, weight_decay));
-        }
     }
-    Ok(out)
+    Ok(once_each(params.into_iter(), |(tensor, _)| tensor))
+}
+
+/// `items` with each tensor kept at its first listing (a tied weight is listed under two names).
+fn once_each<T>(items: impl Iterator<Item = T>, tensor: impl Fn(&T) -> &Tensor) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items.filter(|item| seen.insert(tensor(item).id())).collect()
 }
 
 /// Stochastic gradient descent as `torch.optim.SGD` (no dampening): the weight decay enters the

@@ -31,12 +31,12 @@ pub const BYTE_TO_CHAR: [char; 256] = {
 /// tokens alike, and Hugging Face decodes a special token's characters as the bytes they stand
 /// for, so its text would not come back.
 pub fn check_special_spelling(token: &str) -> crate::Result<()> {
-    if let Some(c) = token.chars().find(|&c| !c.is_ascii() && char_to_byte(c).is_some()) {
+    let spelled = token.chars().filter(|c| !c.is_ascii()).find_map(|c| char_to_byte(c).map(|b| (c, b)));
+    if let Some((c, byte)) = spelled {
         crate::bail!(
             Argument,
-            "special token {token:?} contains {c:?}, which byte-level BPE uses to spell the byte 0x{:02X}: \
-             choose another spelling (such as <|name|>)",
-            char_to_byte(c).unwrap_or_default()
+            "special token {token:?} contains {c:?}, which byte-level BPE uses to spell the byte 0x{byte:02X}: \
+             choose another spelling (such as <|name|>)"
         );
     }
     Ok(())

@@ -391,10 +391,12 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     };
     let mut tok = Tokenizer::new(model, &specials, read_template(post)?)?;
     // Kept only when the template would write it otherwise (keys in the file's order otherwise).
-    let mut rebuilt = String::new();
-    template_json(&tok).write(&mut rebuilt, 0);
-    if serde_json::from_str::<Value>(&rebuilt).ok().as_ref() != Some(post) && !post.is_null() {
-        tok.hf_post_processor = Some(post.clone());
+    if !post.is_null() {
+        let mut rebuilt = String::new();
+        template_json(&tok).write(&mut rebuilt, 0);
+        if serde_json::from_str::<Value>(&rebuilt).ok().as_ref() != Some(post) {
+            tok.hf_post_processor = Some(post.clone());
+        }
     }
     for id in ordinary {
         tok.specials.set_special(id, false)?;
