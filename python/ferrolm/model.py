@@ -177,26 +177,9 @@ class GPT(CoreModel):
         if ids.size and ids.dtype.kind not in "iu" or ids.ndim != 2:
             raise TypeError(f"score takes one text or one sequence of integer token ids, got {ids.dtype} of shape "
                             f"{ids.shape[1:]}")
-        n, block = ids.shape[1], self.block_size
-        if n < 2:
-            raise ValueError("score needs at least two tokens")
-        stride = max(block // 2, 1) if stride is None else stride
-        if not 1 <= stride <= block - 1 and n > block:
-            raise ValueError(f"stride must be between 1 and block_size - 1 ({block - 1}), got {stride}")
-        from ferrolm.autograd import no_grad
-
-        out = np.empty(n - 1, dtype=np.float32)
-        scored = 1  # the next token to score (token 0 has no prediction)
-        end = min(n, block)
-        with no_grad():
-            while True:
-                begin = end - min(end, block)
-                logp = sequence_logprobs(self, ids[:, begin:end]).numpy()[0]  # predicts begin+1 .. end-1
-                out[scored - 1 : end - 1] = logp[scored - begin - 1 :]
-                scored = end
-                if end == n:
-                    return out
-                end = min(n, end + stride)
+        if stride is not None and stride < 0:
+            raise ValueError(f"stride must be between 1 and block_size - 1 ({self.block_size - 1}), got {stride}")
+        return self.core.score(ids[0].tolist(), stride)
 
 
 def _check_sizes(**values) -> None:

@@ -169,6 +169,13 @@ impl PyGpt {
         named(&self.0)
     }
 
+    /// Log-probability of each token given the ones before it (n - 1 values), through a sliding
+    /// window of the context, `stride` apart (default half the context), past its end.
+    #[pyo3(signature = (ids, stride = None))]
+    fn score<'py>(&self, py: Python<'py>, ids: Vec<i64>, stride: Option<usize>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        compute(py, || self.0.score(&ids, stride)).py().map(|v| v.into_pyarray(py))
+    }
+
     /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).
     #[pyo3(signature = (vocab_size, seed = 0))]
     fn with_vocab(&self, py: Python<'_>, vocab_size: usize, seed: u64) -> PyResult<PyGpt> {

@@ -4,16 +4,16 @@
 //! cargo run --release -p ferrolm --example generate -- out-causal \
 //!     --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 200 --seed 0 --stop "JULIET:"
 //! ```
-//! A temperature of 0 is greedy decoding. Text is printed as it is generated, through the
+//! A temperature of 0 is greedy decoding. Text is printed as it is generated, decoded by the
 //! same `TextStream` as Python's `generate(stream=True)`.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ferrolm::generate::{Generation, Sampling, TextStream};
+use ferrolm::generate::{Sampling, TextGeneration};
 use ferrolm::model::Gpt;
-use ferrolm::tokenizer::{EncodeOptions, Tokenizer};
+use ferrolm::tokenizer::Tokenizer;
 
 const USAGE: &str = "usage: generate MODEL_DIR [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-k K] \
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]...";
@@ -89,22 +89,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ferrolm::init_thread_pool(); // this thread drives the decoding loop: let its ops start here
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
-    let prompt = tokenizer.encode(&args.prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
-    let mut text = TextStream::new(&args.stops, &[]).after(&prompt);
-    let prompt: Vec<i64> = prompt.into_iter().map(i64::from).collect();
-    // Only ids the tokenizer can turn into text.
-    let sampling = Sampling { vocab_limit: Some(tokenizer.vocab_size()), ..args.sampling };
-    let mut generation = Generation::new(&model, &[prompt], sampling, Vec::new())?;
+    let pieces =
+        TextGeneration::new(&model, &tokenizer, &args.prompt, args.max_new_tokens, args.sampling, &args.stops)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
-    for _ in 0..args.max_new_tokens {
-        let Some(token) = generation.step()?[0] else { break };
-        write!(out, "{}", text.push(&tokenizer, token as u32)?)?;
+    for piece in pieces {
+        write!(out, "{}", piece?)?;
         out.flush()?;
-        if text.is_done() {
-            break;
-        }
     }
-    writeln!(out, "{}", text.flush())?;
+    writeln!(out)?;
     Ok(())
 }

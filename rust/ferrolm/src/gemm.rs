@@ -49,7 +49,7 @@ use std::sync::OnceLock;
 use std::thread::LocalKey;
 
 use crate::tensor::{checked_numel, reserved, zeroed};
-use crate::Result;
+use crate::{ensure, Result};
 
 /// A read-only strided matrix view: element (i, j) is at `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -152,9 +152,15 @@ const PARALLEL_MIN_WORK: usize = 128 * 128 * 128;
 
 /// `C = A·B` (or `C += A·B` when `accumulate`), with C row-major `m × n` at row stride `ldc`.
 /// When overwriting, the old contents of C are never read (they may be NaN).
+///
+/// # Panics
+/// When the inner dimensions differ, a view runs past its slice, `ldc < n`, or C is too small
+/// (the tensor ops check shapes first and return errors).
 pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, threads: Threads) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    check_operands(&a, &b, ldc);
+    if let Err(e) = check_operands(&a, &b, ldc) {
+        panic!("{e}");
+    }
     assert!(
         m == 0 || n == 0 || (m - 1).checked_mul(ldc).and_then(|x| x.checked_add(n)).is_some_and(|len| c.len() >= len),
         "gemm: C too small"
@@ -177,16 +183,17 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, t
 
 /// `A·B` as a new row-major `m × n` matrix, written by the product alone: no zeroing pass first
 /// (for a small model's layers, zeroing cost ~4% of the training step). An error when the
-/// allocator refuses C (an outer product can be far larger than its operands).
+/// allocator refuses C (an outer product can be far larger than its operands), or a Shape error
+/// when the operands do not fit together.
 pub fn product(a: MatRef, b: MatRef, threads: Threads) -> Result<Vec<f32>> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    check_operands(&a, &b, n)?;
     let len = checked_numel(&[m, n])?;
     if m < small_m::MAX_ROWS || k == 0 || n == 0 {
         let mut c = zeroed(len)?;
         gemm(a, b, &mut c, n, false, threads);
         return Ok(c);
     }
-    check_operands(&a, &b, n);
     let mut c = reserved(len)?;
     // SAFETY: the capacity holds the m × n matrix at stride n. Overwriting, the blocked product
     // writes every element of C in its first k block and reads none before (kernels load C
@@ -199,11 +206,12 @@ pub fn product(a: MatRef, b: MatRef, threads: Threads) -> Result<Vec<f32>> {
 }
 
 /// The shape and bounds checks every product makes before touching memory.
-fn check_operands(a: &MatRef, b: &MatRef, ldc: usize) {
-    assert_eq!(b.rows, a.cols, "gemm: inner dimensions differ");
-    assert!(ldc >= b.cols, "gemm: ldc smaller than n");
-    assert!(a.in_bounds(), "gemm: A view out of bounds");
-    assert!(b.in_bounds(), "gemm: B view out of bounds");
+fn check_operands(a: &MatRef, b: &MatRef, ldc: usize) -> Result<()> {
+    ensure!(b.rows == a.cols, Shape, "gemm: inner dimensions differ ({}×{} · {}×{})", a.rows, a.cols, b.rows, b.cols);
+    ensure!(ldc >= b.cols, Shape, "gemm: ldc {ldc} smaller than n {}", b.cols);
+    ensure!(a.in_bounds(), Shape, "gemm: A view out of bounds");
+    ensure!(b.in_bounds(), Shape, "gemm: B view out of bounds");
+    Ok(())
 }
 
 /// The packed product (f32, or bf16 when selected) of checked, non-empty operands.

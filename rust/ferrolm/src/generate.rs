@@ -11,8 +11,8 @@
 use crate::model::{Batch, Gpt};
 use crate::ops::{self, KvCache};
 use crate::rng::{mix, Rng};
-use crate::tokenizer::{Model, Tokenizer};
-use crate::{ensure, no_grad, Result};
+use crate::tokenizer::{EncodeOptions, Model, Tokenizer};
+use crate::{compute, ensure, no_grad, Result};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug)]
@@ -142,6 +142,7 @@ struct Row {
 }
 
 /// A generation in progress over a batch of prompts; call [`Generation::step`] for each token.
+/// Its calls run through [`compute`], so any thread may drive it.
 pub struct Generation {
     model: Gpt,
     sampling: Sampling,
@@ -196,7 +197,7 @@ impl Generation {
             pads: vec![0; prompts.len()],
             logits: Vec::new(),
         };
-        g.prefill()?;
+        compute(|| g.prefill())?;
         Ok(g)
     }
 
@@ -231,6 +232,10 @@ impl Generation {
     /// per row, the new token, or `None` for rows that had already finished. A row finishes
     /// when it produces a stop token (which is returned).
     pub fn step(&mut self) -> Result<Vec<Option<i64>>> {
+        compute(|| self.step_here())
+    }
+
+    fn step_here(&mut self) -> Result<Vec<Option<i64>>> {
         let v = self.model.config().vocab_size;
         let mut out = Vec::with_capacity(self.rows.len());
         for (r, row) in self.rows.iter_mut().enumerate() {
@@ -320,6 +325,81 @@ impl Generation {
             }
         }
         Ok(generated)
+    }
+}
+
+/// Text in, text out: `prompt` encoded by `tokenizer` (without special tokens), continued for
+/// up to `max_new_tokens` tokens, and decoded as they come ([`TextStream`]: the text ends at the
+/// first stop string, which is dropped). Only ids the tokenizer has are sampled (a model's
+/// vocabulary may be padded past them). Iterate for the text's pieces as they become final, or
+/// collect them: `.collect::<Result<String>>()`.
+///
+/// ```no_run
+/// # fn main() -> ferrolm::Result<()> {
+/// use ferrolm::{generate::{Sampling, TextGeneration}, model::Gpt, tokenizer::Tokenizer};
+/// let (model, tokenizer) = (Gpt::load("out-causal".as_ref())?, Tokenizer::from_file("out-causal")?);
+/// let sampling = Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() };
+/// for piece in TextGeneration::new(&model, &tokenizer, "ROMEO:", 200, sampling, &[])? {
+///     print!("{}", piece?);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct TextGeneration<'t> {
+    tokenizer: &'t Tokenizer,
+    generation: Generation,
+    text: TextStream,
+    left: usize,
+    ended: bool,
+}
+
+impl<'t> TextGeneration<'t> {
+    pub fn new(
+        model: &Gpt,
+        tokenizer: &'t Tokenizer,
+        prompt: &str,
+        max_new_tokens: usize,
+        sampling: Sampling,
+        stops: &[String],
+    ) -> Result<Self> {
+        let ids = tokenizer.encode(prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
+        ensure!(
+            !ids.is_empty(),
+            Argument,
+            "generate: the prompt {prompt:?} encodes to no tokens; give at least one character the tokenizer keeps"
+        );
+        let limit = sampling.vocab_limit.map_or(tokenizer.vocab_size(), |n| n.min(tokenizer.vocab_size()));
+        let sampling = Sampling { vocab_limit: Some(limit), ..sampling };
+        let text = TextStream::new(stops, &[]).after(&ids);
+        let generation = Generation::new(model, &[ids.into_iter().map(i64::from).collect()], sampling, Vec::new())?;
+        Ok(TextGeneration { tokenizer, generation, text, left: max_new_tokens, ended: false })
+    }
+}
+
+impl Iterator for TextGeneration<'_> {
+    type Item = Result<String>;
+
+    /// The next non-empty piece of text; None once the text has ended (or after an error).
+    fn next(&mut self) -> Option<Result<String>> {
+        while !self.ended {
+            let piece = if self.left == 0 || self.text.is_done() {
+                self.ended = true;
+                Ok(self.text.flush())
+            } else {
+                self.left -= 1;
+                let token = self.generation.step().map(|tokens| tokens[0]);
+                token.and_then(|t| t.map_or(Ok(String::new()), |t| self.text.push(self.tokenizer, t as u32)))
+            };
+            match piece {
+                Ok(piece) if piece.is_empty() => continue,
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+                piece => return Some(piece),
+            }
+        }
+        None
     }
 }
 

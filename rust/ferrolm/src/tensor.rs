@@ -359,8 +359,9 @@ impl Tensor {
         g.as_ref().map(|g| Tensor::from_vec(g.clone(), self.shape()).expect("grad has the tensor's shape"))
     }
 
-    /// Direct access to the gradient buffer (for optimisers: no copy).
-    pub fn grad_slot(&self) -> MutexGuard<'_, Option<Vec<f32>>> {
+    /// Direct access to the gradient buffer (for optimisers: no copy). Crate-private: a buffer
+    /// of another length would break every reader.
+    pub(crate) fn grad_slot(&self) -> MutexGuard<'_, Option<Vec<f32>>> {
         self.0.grad.lock().unwrap_or_else(|e| e.into_inner())
     }
 

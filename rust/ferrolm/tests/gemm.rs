@@ -251,3 +251,12 @@ fn rejects_short_c() {
     let mut c = vec![0.0f32; 8];
     gemm(MatRef::new(&a, 3, 4), MatRef::new(&a, 4, 3), &mut c, 3, false, Threads::Serial);
 }
+
+#[test]
+fn product_returns_an_error_for_operands_that_do_not_fit() {
+    let a = vec![0.0f32; 6];
+    let e = product(MatRef::new(&a, 2, 3), MatRef::new(&a, 2, 3), Threads::Serial).unwrap_err();
+    assert!(matches!(e, ferrolm::Error::Shape(_)) && e.to_string().contains("inner dimensions differ"), "{e}");
+    let e = product(MatRef::new(&a[..5], 2, 3), MatRef::new(&a, 3, 2), Threads::Serial).unwrap_err();
+    assert!(e.to_string().contains("A view out of bounds"), "{e}");
+}

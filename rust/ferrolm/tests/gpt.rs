@@ -1,8 +1,10 @@
 //! GPT: whole-model gradients, KV-cache equivalence, batched generation, checkpoints.
 
-use ferrolm::generate::{Generation, Sampling};
+use ferrolm::generate::{Generation, Sampling, TextGeneration};
 use ferrolm::model::{Activation, Batch, Gpt, GptConfig};
-use ferrolm::nn::Module;
+use ferrolm::nn::{Embedding, Module};
+use ferrolm::ops::KvCache;
+use ferrolm::tokenizer::{ModelKind, Tokenizer, TrainerConfig};
 use ferrolm::{no_grad, ops, Error, Tensor};
 
 fn tiny(dropout: f32) -> Gpt {
@@ -235,4 +237,78 @@ fn save_load_round_trip_and_bad_files() {
     std::fs::remove_file(dir.join("config.json")).unwrap();
     assert!(matches!(Gpt::load(&dir), Err(Error::Io { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// log p(ids[t] | ids[begin..t]) by a full forward pass over that window.
+fn logprob_after(model: &Gpt, ids: &[i64], begin: usize, t: usize) -> f32 {
+    let window = &ids[begin..t];
+    let logits = no_grad(|| model.forward(&Batch::new(window, 1, window.len()), None, None)).unwrap();
+    let logp = ops::log_softmax(&logits, -1).unwrap().to_vec();
+    let v = model.config().vocab_size;
+    logp[(window.len() - 1) * v + ids[t] as usize]
+}
+
+#[test]
+fn score_gives_each_tokens_log_prob_and_slides_past_the_context() {
+    let model = tiny(0.0);
+    let ids = ids(1, 20);
+    // Within the context: every token from all the ones before it.
+    let short = model.score(&ids[..8], None).unwrap();
+    for (t, &lp) in short.iter().enumerate().map(|(i, lp)| (i + 1, lp)) {
+        assert!((lp - logprob_after(&model, &ids, 0, t)).abs() < 1e-5, "token {t}");
+    }
+    // Stride 1: each token past the context from the 7 before it.
+    let slid = model.score(&ids, Some(1)).unwrap();
+    assert_eq!(slid.len(), 19);
+    for t in 8..20 {
+        assert!((slid[t - 1] - logprob_after(&model, &ids, t - 7, t)).abs() < 1e-5, "token {t}");
+    }
+    // Default stride 4: token t is scored by the first window that covers it.
+    let strided = model.score(&ids, None).unwrap();
+    for (t, end) in [(8, 12), (11, 12), (12, 16), (16, 20), (19, 20)] {
+        assert!((strided[t - 1] - logprob_after(&model, &ids, end - 8, t)).abs() < 1e-5, "token {t}");
+    }
+    assert!(matches!(model.score(&ids[..1], None), Err(Error::Argument(m)) if m.contains("two tokens")));
+    assert!(matches!(model.score(&ids, Some(8)), Err(Error::Argument(m)) if m.contains("stride")));
+    assert!(matches!(model.score(&[1, 11], None), Err(Error::Index(_))));
+}
+
+#[test]
+fn text_generation_is_the_token_generation_decoded_and_cut_at_a_stop_string() {
+    let tok = Tokenizer::train_from_texts(&["abcdefgh"], TrainerConfig::new(ModelKind::Chars, 100)).unwrap();
+    assert!(tok.vocab_size() < 11); // the model's vocabulary is padded past the tokenizer's
+    let model = tiny(0.0);
+    let greedy = Sampling { temperature: 0.0, ..Sampling::default() };
+    let text = |stops: &[String]| {
+        TextGeneration::new(&model, &tok, "abc", 30, greedy.clone(), stops)
+            .unwrap()
+            .collect::<ferrolm::Result<String>>()
+    };
+    let full = text(&[]).unwrap();
+    let prompt: Vec<i64> = tok.encode("abc", &Default::default()).unwrap().into_iter().map(i64::from).collect();
+    let limited = Sampling { vocab_limit: Some(tok.vocab_size()), ..greedy.clone() };
+    let ids = Generation::new(&model, &[prompt], limited, vec![]).unwrap().run(30).unwrap();
+    let ids: Vec<u32> = ids[0].iter().map(|&i| i as u32).collect();
+    assert_eq!(full, tok.decode(&ids, false).unwrap());
+    assert_eq!(full.chars().count(), 30);
+    let stop = full[12..14].to_string();
+    assert_eq!(text(std::slice::from_ref(&stop)).unwrap(), full[..full.find(&stop).unwrap()]);
+    let empty = TextGeneration::new(&model, &tok, "", 5, greedy, &[]);
+    assert!(matches!(empty, Err(Error::Argument(m)) if m.contains("no tokens")));
+}
+
+#[test]
+fn weights_that_no_longer_match_the_config_are_an_error_not_a_panic() {
+    let mut model = tiny(0.0);
+    model.wte = Embedding::new(9, 8, 0.02, 0).unwrap(); // surgery: the config still says 11
+    let e = Generation::new(&model, &[vec![1]], Sampling::default(), vec![]).err().unwrap();
+    assert!(matches!(&e, Error::Shape(m) if m.contains("wte")), "{e}");
+    assert!(matches!(model.score(&[1, 2], None), Err(Error::Shape(_))));
+    // A corrupt config's sizes overflow: an error, not an arithmetic panic.
+    let huge = GptConfig { n_embd: 1 << 62, n_head: 1, ..tiny(0.0).config().clone() };
+    assert!(matches!(Gpt::new(huge, 0), Err(Error::Memory(_))));
+    let json = serde_json::json!({"model_type": "gpt2", "vocab_size": 11, "n_positions": 8, "n_layer": 1, "n_head": 1, "n_embd": 1u64 << 62});
+    assert!(matches!(GptConfig::from_json(&json), Err(Error::Format(_))));
+    // A cache with no room.
+    assert!(matches!(KvCache::new(1, 1, 1, 0, 8), Err(Error::Argument(_))));
 }

@@ -66,6 +66,17 @@ impl GptConfig {
             ensure!((0.0..1.0).contains(&p), Argument, "GPT config: {name} must be in [0, 1), got {p}");
         }
         ensure!(c.layer_norm_epsilon > 0.0, Argument, "GPT config: layer_norm_epsilon must be > 0");
+        // The largest tables, counted without overflow (a corrupt config.json can say anything).
+        let mlp = c.n_embd.checked_mul(4).and_then(|w| w.checked_mul(c.n_embd));
+        let sizes = [c.vocab_size.checked_mul(c.n_embd), c.block_size.checked_mul(c.n_embd), mlp];
+        ensure!(
+            sizes.iter().all(Option::is_some),
+            Memory,
+            "GPT config: {} × {} embeddings of width {} are beyond any memory",
+            c.vocab_size,
+            c.block_size,
+            c.n_embd
+        );
         Ok(())
     }
 
@@ -240,6 +251,7 @@ impl Gpt {
     /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
+        self.check_weights()?;
         x.check("GPT", cfg.vocab_size)?;
         ensure!(
             dropout_seed.is_none() || cache.is_none(),
@@ -271,6 +283,65 @@ impl Gpt {
             cache.advance(t)?;
         }
         self.ln_f.forward(&h)
+    }
+
+    /// The weights are public for surgery, so each pass checks the tables and layers that the
+    /// config's shapes follow from (the linear layers check their own shapes).
+    fn check_weights(&self) -> Result<()> {
+        let c = &self.config;
+        for (name, table, rows) in [("wte", &self.wte, c.vocab_size), ("wpe", &self.wpe, c.block_size)] {
+            ensure!(
+                table.weight.shape() == [rows, c.n_embd],
+                Shape,
+                "GPT: {name} has shape {:?}, the config says [{rows}, {}] (change the vocabulary with with_vocab)",
+                table.weight.shape(),
+                c.n_embd
+            );
+        }
+        ensure!(
+            self.blocks.len() == c.n_layer,
+            Shape,
+            "GPT: {} blocks, the config says n_layer {}",
+            self.blocks.len(),
+            c.n_layer
+        );
+        Ok(())
+    }
+
+    /// Log-probability of each token of `ids` given the ones before it: `ids.len() − 1` values
+    /// (the first token has no prediction). Text longer than the context is scored through a
+    /// sliding window, as Hugging Face's perplexity guide does: windows of `block_size` tokens,
+    /// `stride` apart (default half the context), each scoring only the tokens the previous one
+    /// did not, so every token is predicted from at least `block_size − stride` tokens before
+    /// it (all of them near the start).
+    pub fn score(&self, ids: &[i64], stride: Option<usize>) -> Result<Vec<f32>> {
+        let (n, block) = (ids.len(), self.config.block_size);
+        ensure!(n >= 2, Argument, "score needs at least two tokens, got {n}");
+        let stride = stride.unwrap_or((block / 2).max(1));
+        ensure!(
+            n <= block || (1..block).contains(&stride),
+            Argument,
+            "stride must be between 1 and block_size - 1 ({}), got {stride}",
+            block - 1
+        );
+        let mut out = Vec::with_capacity(n - 1);
+        let mut end = n.min(block);
+        crate::no_grad(|| loop {
+            // The window ids[begin..end] scores tokens out.len() + 1 .. end - 1, from its rows
+            // before them: only those rows go through the head.
+            let begin = end - block.min(end);
+            let window = &ids[begin..end];
+            let first = out.len() - begin; // the row predicting token out.len() + 1
+            let hidden = self.hidden(&Batch::new(window, 1, window.len()), None, None)?;
+            let logits = self.logits(&ops::narrow(&hidden, 1, first, window.len() - 1 - first)?)?;
+            let logp = ops::log_softmax(&logits, -1)?.to_vec();
+            let v = self.config.vocab_size;
+            out.extend(window[first + 1..].iter().enumerate().map(|(r, &id)| logp[r * v + id as usize]));
+            if end == n {
+                return Ok(out);
+            }
+            end = (end + stride).min(n);
+        })
     }
 
     /// Next-token logits [.., V] from hidden states (the head shares the token embedding).

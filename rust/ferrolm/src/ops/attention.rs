@@ -475,6 +475,11 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(n_layer: usize, batch: usize, heads: usize, capacity: usize, head_size: usize) -> Result<KvCache> {
+        ensure!(
+            heads > 0 && capacity > 0 && head_size > 0,
+            Argument,
+            "KV cache: heads, capacity and head size must be at least 1, got {heads}, {capacity}, {head_size}"
+        );
         let size = checked_numel(&[batch, heads, capacity, head_size])?;
         Ok(KvCache {
             layers: (0..n_layer).map(|_| Ok((zeroed(size)?, zeroed(size)?))).collect::<Result<_>>()?,
