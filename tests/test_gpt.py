@@ -257,9 +257,14 @@ def test_resume_refuses_inconsistent_or_missing_checkpoints(tmp_path):
         train(GPT.load(tmp_path / "run"), CausalLM(tmp_path / "data", 32, 4), cfg, tmp_path / "run", resume=True)
     other = GPT.create(vocab_size=model.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=48)
     train(model, CausalLM(tmp_path / "data", 32, 4), cfg, tmp_path / "run")
-    with pytest.raises(ValueError, match="optimizer state does not match"):
-        train(other, CausalLM(tmp_path / "data", 32, 4), TrainConfig(max_iters=4, eval_iters=1, progress=False), tmp_path / "run", resume=True)
-    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
+    # A model made afresh (same architecture or not) went on from its initialisation with the
+    # checkpoint's optimizer state, silently: the weights are the caller's to load.
+    more = TrainConfig(max_iters=4, eval_iters=1, progress=False)
+    for fresh in (other, char_model(tmp_path)[0]):
+        with pytest.raises(ValueError, match="does not hold the weights of the checkpoint"):
+            train(fresh, CausalLM(tmp_path / "data", 32, 4), more, tmp_path / "run", resume=True)
+    train(GPT.load(tmp_path / "run"), CausalLM(tmp_path / "data", 32, 4), more, tmp_path / "run", resume=True)
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name or ".resume-check" in p.name]
 
 
 def test_a_save_that_fails_or_dies_midway_leaves_a_checkpoint_to_resume(tmp_path, monkeypatch):
@@ -329,8 +334,6 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
         with pytest.raises(ValueError, match=message):
             train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), cfg, run, resume=True)
 
-    # A wrapped step counter would make AdamW's bias correction 0 and every weight NaN.
-    resume_with(lambda s: s["optimizer_steps"].update({k: 2**32 - 1 for k in s["optimizer_steps"]}), "optimizer_steps")
     resume_with(lambda s: s["digests"].update({"/dev/zero": "0"}), "digests must name")  # never read
     resume_with(lambda s: s.update(step=4.5), "step 4.5 is not")
     resume_with(lambda s: s.pop("rng"), "rng or config")

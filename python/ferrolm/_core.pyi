@@ -278,7 +278,7 @@ class LayerNorm:
     def bias(self) -> Optional[Tensor]: ...
     def named_parameters(self) -> list[tuple[str, Tensor]]: ...
 
-_Moments = tuple[_F32Array, _F32Array, int]
+_ParamState = tuple[list[tuple[str, _F32Array]], int]
 
 @final
 class Optimizer:
@@ -298,10 +298,10 @@ class Optimizer:
     def step(self) -> None: ...
     def zero_grad(self) -> None: ...
     def parameters(self) -> list[Tensor]: ...
-    def state(self) -> list[_Moments]:
-        """AdamW's moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)]."""
-    def load_state(self, state: Sequence[_Moments]) -> None:
-        """Restores AdamW moments saved by `state()` for the same parameters."""
+    def state(self) -> list[_ParamState]:
+        """Every parameter's state, in parameter order: [([(buffer name, values)], steps)]."""
+    def load_state(self, state: Sequence[tuple[Sequence[tuple[str, _F32Array]], int]]) -> None:
+        """Restores a `state()` saved for the same parameters."""
 
 def clip_grad_norm(params: Sequence[Tensor], max_norm: float) -> float: ...
 
@@ -352,6 +352,9 @@ class Gpt:
     ) -> Tensor:
         """Logits [B, T, V] for ids [B, T]."""
     def named_parameters(self) -> list[tuple[str, Tensor]]: ...
+    def score(self, ids: Sequence[int], stride: Optional[int] = None) -> _F32Array:
+        """Log-probability of each token given the ones before it (n - 1 values), through a sliding
+        window of the context, `stride` apart (default half the context), past its end."""
     def with_vocab(self, vocab_size: int, seed: int = 0) -> Gpt:
         """The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared)."""
     def with_dropout(self, dropout: float, attn_dropout: Optional[float] = None) -> Gpt:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import json
+from pathlib import Path
+
+import numpy as np
 
 from ferrolm import _core
 from ferrolm._core import Tensor
@@ -15,6 +20,13 @@ class _Optimizer:
     """What AdamW and SGD share: param groups, a learning rate to schedule, step, zero_grad."""
 
     _opt: _core.Optimizer
+    _settings: dict  # the hyperparameters besides lr and weight decay, as the constructor took them
+
+    def _build(self, params: Params, weight_decay: float, make, **settings: Any) -> None:
+        pairs = self._pairs(params, weight_decay)
+        self._opt, self._settings = make(pairs), settings
+        decay = {t.uid: d for t, d in reversed(pairs)}  # a tensor listed twice keeps its first decay
+        self._decays = [decay[t.uid] for t in self._opt.parameters()]
 
     @staticmethod
     def _pairs(params: Params, weight_decay: float) -> list[tuple[Tensor, float]]:
@@ -57,6 +69,100 @@ class _Optimizer:
     def parameters(self) -> list[Tensor]:
         return self._opt.parameters()
 
+    def state_dict(self) -> dict:
+        """What the next steps depend on, laid out as torch's ``state_dict()``: ``{"state": {i:
+        {"step": n, <buffer>: array}}, "param_groups": [{"lr", "weight_decay", ..., "params": [i]}]}``
+        with ``i`` indexing ``parameters()``, arrays shaped like the parameter (AdamW's
+        ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer``), and one group per weight decay.
+        The arrays are copies; ``save`` writes them to a file."""
+        params = self.parameters()
+        state = {i: {"step": steps, **{name: values.reshape(p.shape) for name, values in buffers}}
+                 for i, (p, (buffers, steps)) in enumerate(zip(params, self._opt.state()))}
+        groups: dict[float, list[int]] = {}
+        for i, decay in enumerate(self._decays):
+            groups.setdefault(decay, []).append(i)
+        return {"state": state, "param_groups": [{"lr": self.lr, "weight_decay": decay, **self._settings, "params": ids}
+                                                 for decay, ids in groups.items()]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restores a ``state_dict()`` of an optimizer over the same parameters (same order and
+        shapes, same settings): the learning rate and every parameter's state. A state that does
+        not fit raises ValueError and changes nothing."""
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError("load_state_dict takes what state_dict() returned: a dict with 'state' and 'param_groups'")
+        mine = self.state_dict()
+        theirs = state_dict["param_groups"]
+        if not isinstance(theirs, (list, tuple)) or not all(isinstance(g, dict) for g in theirs):
+            raise ValueError("param_groups must be a list of dicts")
+        lrs = {float(g.get("lr", -1)) for g in theirs}
+        keys = lambda groups: [{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in g.items() if k != "lr"}
+                               for g in groups]
+        if len(lrs) != 1 or keys(theirs) != keys(mine["param_groups"]):
+            raise ValueError(f"the saved optimizer had other settings or parameters: {keys(theirs)} (one lr "
+                             f"{sorted(lrs)}), this one has {keys(mine['param_groups'])}")
+        saved, state = state_dict["state"], []
+        if not isinstance(saved, dict) or len(saved) != len(mine["state"]):
+            raise ValueError(f"the saved state has {len(saved) if isinstance(saved, dict) else 'no'} entries, "
+                             f"this optimizer has {len(mine['state'])} parameters")
+        for i, current in mine["state"].items():
+            entry = saved.get(i, saved.get(str(i)))  # str: the keys may have been through JSON
+            if not isinstance(entry, dict) or set(entry) != set(current):
+                raise ValueError(f"state of parameter {i} must have keys {sorted(current)}, "
+                                 f"got {sorted(entry) if isinstance(entry, dict) else entry!r}")
+            step = entry["step"]
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**63:
+                raise ValueError(f"state of parameter {i}: step must be a count, got {step!r}")
+            buffers = []
+            for name in current:
+                if name != "step":
+                    values = np.asarray(entry[name])
+                    if values.shape != current[name].shape:
+                        raise ValueError(f"state of parameter {i}: {name} has shape {values.shape}, "
+                                         f"the parameter has {current[name].shape}")
+                    buffers.append((name, np.ascontiguousarray(values, dtype=np.float32).ravel()))
+            state.append((buffers, int(step)))
+        self._opt.load_state(state)
+        self.lr = lrs.pop()
+
+    def save(self, path: Union[str, Path], names: Optional[Sequence[str]] = None,
+             metadata: Optional[dict[str, str]] = None) -> None:
+        """Writes every parameter's state to a safetensors file, atomically: its buffers as
+        ``"{name}.{buffer}"`` (``names``: the parameters' names, in order; default their
+        indices), its step count in the metadata (with ``metadata``, strings to keep beside)."""
+        names = self._names(names)
+        state = self.state_dict()["state"].values()
+        tensors = {f"{n}.{k}": v for n, entry in zip(names, state) for k, v in entry.items() if k != "step"}
+        steps = json.dumps({n: entry["step"] for n, entry in zip(names, state)})
+        _core.save_safetensors(str(path), tensors, {**(metadata or {}), "steps": steps})
+
+    def load(self, path: Union[str, Path], names: Optional[Sequence[str]] = None) -> dict[str, str]:
+        """Restores the parameters' state from a file ``save`` wrote (with the same ``names``);
+        the settings (learning rate, betas...) stay this optimizer's. Returns the file's metadata.
+        A file that does not fit raises ValueError and changes nothing."""
+        names = self._names(names)
+        tensors, metadata = _core.load_safetensors(str(path))
+        try:
+            steps = json.loads(metadata["steps"])
+        except (KeyError, ValueError, RecursionError):
+            steps = None
+        current = self.state_dict()
+        buffers = [k for k in next(iter(current["state"].values()), {}) if k != "step"]
+        wanted = {f"{n}.{b}" for n in names for b in buffers}
+        if not isinstance(steps, dict) or set(steps) != set(names) or set(tensors) != wanted:
+            missing, extra = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
+            raise ValueError(f"{path} does not hold this optimizer's state (missing {missing[:3]}, unexpected "
+                             f"{extra[:3]}{'' if isinstance(steps, dict) else ', no step counts'})")
+        current["state"] = {i: {"step": steps[n], **{b: tensors[f"{n}.{b}"] for b in buffers}} for i, n in enumerate(names)}
+        self.load_state_dict(current)
+        return metadata
+
+    def _names(self, names: Optional[Sequence[str]]) -> list[str]:
+        n = len(self._decays)
+        names = [str(i) for i in range(n)] if names is None else list(names)
+        if len(names) != n or len(set(names)) != n:
+            raise ValueError(f"names must be {n} distinct names, one per parameter, got {len(names)}")
+        return names
+
 
 class AdamW(_Optimizer):
     """AdamW with decoupled weight decay and bias correction (as ``torch.optim.AdamW``).
@@ -85,8 +191,9 @@ class AdamW(_Optimizer):
     ) -> None:
         if len(betas) != 2:
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
-        self._opt = _core.Optimizer.adamw(self._pairs(params, weight_decay), float(lr),
-                                          (float(betas[0]), float(betas[1])), float(eps))
+        betas, eps = (float(betas[0]), float(betas[1])), float(eps)
+        self._build(params, weight_decay, lambda pairs: _core.Optimizer.adamw(pairs, float(lr), betas, eps),
+                    betas=betas, eps=eps)
 
 
 class SGD(_Optimizer):
@@ -103,7 +210,9 @@ class SGD(_Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False) -> None:
-        self._opt = _core.Optimizer.sgd(self._pairs(params, weight_decay), float(lr), float(momentum), bool(nesterov))
+        momentum, nesterov = float(momentum), bool(nesterov)
+        self._build(params, weight_decay, lambda pairs: _core.Optimizer.sgd(pairs, float(lr), momentum, nesterov),
+                    momentum=momentum, nesterov=nesterov)
 
 
 __all__ = ["AdamW", "SGD"]

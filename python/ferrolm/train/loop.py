@@ -16,6 +16,7 @@ import json
 import math
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -79,6 +80,9 @@ class TrainConfig:
         if not (self.learning_rate > 0 and 0 <= self.min_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
                              f"got learning_rate {self.learning_rate} and min_lr {self.min_lr} (give --min-lr)")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0 and self.grad_clip >= 0):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1) and weight_decay and grad_clip >= 0, got betas "
+                             f"({self.beta1}, {self.beta2}), weight_decay {self.weight_decay}, grad_clip {self.grad_clip}")
         if self.checkpoint_interval and not self.always_save_checkpoint:
             raise ValueError("checkpoint_interval (--checkpoint-interval) saves on a schedule; always_save_checkpoint="
                              "False (--always-save-checkpoint false) saves the best model: choose one")
@@ -161,16 +165,11 @@ class _Checkpoints:
     def save(self, model: Any, opt: AdamW, names: list[str], state: dict) -> None:
         with atomic_files(self.out_dir, last=STATE_FILE) as files:
             model.save(files)
-            moments = {}
-            for name, (m, v, steps) in zip(names, opt._opt.state()):
-                moments[f"{name}.exp_avg"] = m
-                moments[f"{name}.exp_avg_sq"] = v
-                state.setdefault("optimizer_steps", {})[name] = int(steps)
-            _core.save_safetensors(str(files / OPTIMIZER_FILE), moments, {"step": str(state["step"])})
+            opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
             state["digests"] = {f: _file_digest(files / f) for f in ("model.safetensors", OPTIMIZER_FILE)}
             write_json(files / STATE_FILE, state, default=_plain)
 
-    def load(self, opt: AdamW, names: list[str], objective_kind: str) -> dict:
+    def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
         state = read_state(path)
         if state.get("objective") != objective_kind:
@@ -178,14 +177,18 @@ class _Checkpoints:
         for f, digest in state["digests"].items():
             if _file_digest(self.out_dir / f) != digest:
                 raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
-        tensors, _ = _core.load_safetensors(str(self.out_dir / OPTIMIZER_FILE))
-        missing = [n for n in names if f"{n}.exp_avg" not in tensors]
-        if missing or len(tensors) != 2 * len(names):
-            raise ValueError(f"cannot resume: optimizer state does not match the model (missing {missing[:3]}...)")
-        steps = state.get("optimizer_steps", {})
-        if not (isinstance(steps, dict) and all(is_count(v) and v <= state["step"] for v in steps.values())):
-            raise ValueError(f"cannot resume: {path}: optimizer_steps must count at most the run's {state['step']} steps")
-        opt._opt.load_state([(tensors[f"{n}.exp_avg"].ravel(), tensors[f"{n}.exp_avg_sq"].ravel(), steps.get(n, 0)) for n in names])
+        # The optimizer state is restored here, the weights are the caller's: a model made afresh
+        # would train on from its initialisation with the checkpoint's moments, silently.
+        with tempfile.TemporaryDirectory(dir=self.out_dir, prefix=".resume-check-") as tmp:
+            model.save(tmp)
+            if _file_digest(Path(tmp) / "model.safetensors") != state["digests"]["model.safetensors"]:
+                raise ValueError(f"cannot resume: the model given does not hold the weights of the checkpoint in "
+                                 f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), or "
+                                 "module.load_weights(dir))")
+        try:
+            opt.load(self.out_dir / OPTIMIZER_FILE, names)
+        except ValueError as e:
+            raise ValueError(f"cannot resume: the optimizer state does not match the model: {e}") from None
         return state
 
 
@@ -283,11 +286,15 @@ def _matmul_precision(dtype: str):
             _core.set_matmul_precision(previous)
 
 
-def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any = 0) -> dict:
+def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any = 0, dtype: Optional[str] = None) -> dict:
     """The loop's evaluation, without dropout: the mean loss (and the objective's extra
     metrics) over `eval_iters` batches of each split, with `val_ppl` for a per-token
     cross-entropy; or the objective's own `evaluate`. Batches are drawn from their own seeded
-    generator, so evaluating changes no training batch."""
+    generator, so evaluating changes no training batch. Products run in `dtype` (None: the
+    process's setting), as training's do."""
+    if dtype is not None:
+        with _matmul_precision(dtype):
+            return evaluate_model(model, objective, eval_iters, seed)
     eval_rng = np.random.Generator(np.random.PCG64([*np.atleast_1d(seed).tolist(), 7]))
     if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
         with no_grad():
@@ -365,7 +372,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     rng = np.random.Generator(np.random.PCG64(config.seed))
     step, evals = 0, []
     if resume:
-        state = checkpoints.load(opt, names, objective.kind)
+        state = checkpoints.load(model, opt, names, objective.kind)
         saved_data = state.get("objective_state", {}).get("data")
         if saved_data and objective.state().get("data") not in (None, saved_data):
             raise ValueError(f"cannot resume: the training data differs from the data the checkpoint in {out} was "

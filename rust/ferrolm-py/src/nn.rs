@@ -7,16 +7,17 @@ use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::nn::{self, Module};
-use ferrolm::optim::MomentState;
-use ferrolm::{AdamW, Optimizer, Sgd, Tensor};
+use ferrolm::{AdamW, Optimizer, ParamState, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
 use crate::errors::IntoPy;
 use crate::tensor::{run, shape_args, to_ids, PyTensor};
 use crate::{compute, compute_locked, locked};
 
-/// One parameter's AdamW moments as Python sees them: (exp_avg, exp_avg_sq, steps).
-type Moments<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>, u64);
+/// One parameter's optimiser state as Python sees it: ([(buffer name, values)], steps).
+type PyParamState<'py> = (Vec<(String, Bound<'py, PyArray1<f32>>)>, u64);
+/// The same, as Python hands it back.
+type PyParamStateIn<'py> = (Vec<(String, PyReadonlyArray1<'py, f32>)>, u64);
 
 /// Named parameters of a core module as Python (name, Tensor) pairs.
 pub fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
@@ -146,21 +147,21 @@ impl PyOptimizer {
         locked(py, &self.0, |opt| opt.parameters()).into_iter().map(PyTensor).collect()
     }
 
-    /// AdamW's moments of every parameter, in parameter order: [(exp_avg, exp_avg_sq, steps)].
-    fn state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Moments<'py>>> {
-        let state = locked(py, &self.0, |opt| opt.state()).py()?;
-        Ok(state.into_iter().map(|s| (s.m.into_pyarray(py), s.v.into_pyarray(py), s.steps)).collect())
+    /// Every parameter's state, in parameter order: [([(buffer name, values)], steps)].
+    fn state<'py>(&self, py: Python<'py>) -> Vec<PyParamState<'py>> {
+        let state = locked(py, &self.0, |opt| opt.state());
+        let buffers = |b: Vec<(String, Vec<f32>)>| b.into_iter().map(|(n, v)| (n, v.into_pyarray(py))).collect();
+        state.into_iter().map(|s| (buffers(s.buffers), s.steps)).collect()
     }
 
-    /// Restores AdamW moments saved by `state()` for the same parameters.
-    fn load_state(
-        &self,
-        py: Python<'_>,
-        state: Vec<(PyReadonlyArray1<'_, f32>, PyReadonlyArray1<'_, f32>, u64)>,
-    ) -> PyResult<()> {
+    /// Restores a `state()` saved for the same parameters.
+    fn load_state(&self, py: Python<'_>, state: Vec<PyParamStateIn<'_>>) -> PyResult<()> {
         let state = state
             .into_iter()
-            .map(|(m, v, steps)| MomentState { m: m.as_array().to_vec(), v: v.as_array().to_vec(), steps })
+            .map(|(buffers, steps)| ParamState {
+                buffers: buffers.into_iter().map(|(n, v)| (n, v.as_array().to_vec())).collect(),
+                steps,
+            })
             .collect();
         locked(py, &self.0, |opt| opt.load_state(state)).py()
     }

@@ -28,10 +28,12 @@ pub struct AdamW {
     pub eps: f32,
 }
 
-/// Moments of one parameter, for checkpoints.
-pub struct MomentState {
-    pub m: Vec<f32>,
-    pub v: Vec<f32>,
+/// What an optimiser keeps for one parameter between steps, for checkpoints: buffers the size
+/// of the parameter, named as torch names them (AdamW's `exp_avg` and `exp_avg_sq`, SGD's
+/// `momentum_buffer`), and how many updates the parameter has had.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamState {
+    pub buffers: Vec<(String, Vec<f32>)>,
     pub steps: u64,
 }
 
@@ -76,15 +78,43 @@ pub trait Optimizer: Send + Sync {
         self.parameters().iter().for_each(Tensor::zero_grad);
     }
 
-    /// Per-parameter moments to checkpoint (AdamW's).
-    fn state(&self) -> Result<Vec<MomentState>> {
-        crate::bail!(Argument, "only AdamW keeps moments to save and restore")
-    }
+    /// What each parameter's updates depend on, in parameter order, to checkpoint.
+    fn state(&self) -> Vec<ParamState>;
 
-    /// Restores moments saved by [`Optimizer::state`] for the same parameters.
-    fn load_state(&mut self, _state: Vec<MomentState>) -> Result<()> {
-        crate::bail!(Argument, "only AdamW keeps moments to save and restore")
+    /// Restores a [`Optimizer::state`] saved for the same parameters; a state with other
+    /// buffers, sizes, or non-finite values is refused and nothing changes.
+    fn load_state(&mut self, state: Vec<ParamState>) -> Result<()>;
+}
+
+/// Checks that `state` has one entry per parameter, each with exactly the buffers `names`, of
+/// the parameter's size and finite (a run that kept training saved finite values; anything
+/// else would make every later update NaN).
+fn check_state(state: &[ParamState], sizes: &[usize], names: &[&str]) -> Result<()> {
+    ensure!(
+        state.len() == sizes.len(),
+        Shape,
+        "optimizer state has {} entries for {} parameters",
+        state.len(),
+        sizes.len()
+    );
+    for (i, (s, &size)) in state.iter().zip(sizes).enumerate() {
+        let given: Vec<&str> = s.buffers.iter().map(|(name, _)| name.as_str()).collect();
+        ensure!(given == names, Argument, "optimizer state entry {i} holds {given:?}, this optimizer keeps {names:?}");
+        for (name, values) in &s.buffers {
+            ensure!(
+                values.len() == size,
+                Shape,
+                "optimizer state entry {i}: {name} has {} values, the parameter has {size}",
+                values.len()
+            );
+            ensure!(
+                values.iter().all(|x| x.is_finite()),
+                Argument,
+                "optimizer state entry {i}: {name} holds non-finite values (a damaged file?)"
+            );
+        }
     }
+    Ok(())
 }
 
 impl AdamW {
@@ -150,36 +180,24 @@ impl Optimizer for AdamW {
         self.slots.iter().map(|s| s.tensor.clone()).collect()
     }
 
-    fn state(&self) -> Result<Vec<MomentState>> {
-        Ok(self.slots.iter().map(|s| MomentState { m: s.m.clone(), v: s.v.clone(), steps: s.steps }).collect())
+    fn state(&self) -> Vec<ParamState> {
+        let buffers = |s: &Slot| vec![("exp_avg".to_string(), s.m.clone()), ("exp_avg_sq".to_string(), s.v.clone())];
+        self.slots.iter().map(|s| ParamState { buffers: buffers(s), steps: s.steps }).collect()
     }
 
-    fn load_state(&mut self, state: Vec<MomentState>) -> Result<()> {
-        ensure!(
-            state.len() == self.slots.len(),
-            Shape,
-            "optimizer state has {} entries for {} parameters",
-            state.len(),
-            self.slots.len()
-        );
-        for (i, (slot, s)) in self.slots.iter().zip(&state).enumerate() {
+    fn load_state(&mut self, state: Vec<ParamState>) -> Result<()> {
+        let sizes: Vec<usize> = self.slots.iter().map(|s| s.tensor.numel()).collect();
+        check_state(&state, &sizes, &["exp_avg", "exp_avg_sq"])?;
+        for (i, s) in state.iter().enumerate() {
             ensure!(
-                s.m.len() == slot.m.len() && s.v.len() == slot.v.len(),
-                Shape,
-                "optimizer state entry {i} has {} values, parameter has {}",
-                s.m.len(),
-                slot.m.len()
-            );
-            // Saved by a run that kept training, these are finite and v ≥ 0; anything else would
-            // turn every later update into NaN.
-            ensure!(
-                s.m.iter().all(|x| x.is_finite()) && s.v.iter().all(|&x| x.is_finite() && x >= 0.0),
+                s.buffers[1].1.iter().all(|&x| x >= 0.0),
                 Argument,
-                "optimizer state entry {i} holds non-finite or negative moments (a damaged file?)"
+                "optimizer state entry {i}: exp_avg_sq is negative"
             );
         }
         for (slot, s) in self.slots.iter_mut().zip(state) {
-            (slot.m, slot.v, slot.steps) = (s.m, s.v, s.steps);
+            let [(_, m), (_, v)]: [(String, Vec<f32>); 2] = s.buffers.try_into().expect("checked: two buffers");
+            (slot.m, slot.v, slot.steps) = (m, v, s.steps);
         }
         Ok(())
     }
@@ -247,6 +265,7 @@ struct SgdSlot {
     tensor: Tensor,
     weight_decay: f32,
     buffer: Vec<f32>,
+    steps: u64,
 }
 
 impl Sgd {
@@ -259,7 +278,7 @@ impl Sgd {
             .map(|(tensor, weight_decay)| {
                 // The buffer starts at zero, so its first value is the first gradient (with decay).
                 let buffer = if momentum > 0.0 { vec![0.0; tensor.numel()] } else { Vec::new() };
-                SgdSlot { tensor, weight_decay, buffer }
+                SgdSlot { tensor, weight_decay, buffer, steps: 0 }
             })
             .collect();
         Ok(Sgd { slots, lr, momentum, nesterov })
@@ -276,6 +295,7 @@ impl Optimizer for Sgd {
         self.slots.par_iter_mut().for_each(|slot| {
             let grad = slot.tensor.grad_slot();
             let Some(g) = grad.as_ref() else { return };
+            slot.steps = slot.steps.saturating_add(1);
             let wd = slot.weight_decay;
             let mut p = slot.tensor.write();
             if mu == 0.0 {
@@ -306,5 +326,29 @@ impl Optimizer for Sgd {
 
     fn parameters(&self) -> Vec<Tensor> {
         self.slots.iter().map(|s| s.tensor.clone()).collect()
+    }
+
+    /// With momentum, each parameter's `momentum_buffer`; without, no buffers.
+    fn state(&self) -> Vec<ParamState> {
+        let buffers = |s: &SgdSlot| {
+            if self.momentum > 0.0 {
+                vec![("momentum_buffer".to_string(), s.buffer.clone())]
+            } else {
+                Vec::new()
+            }
+        };
+        self.slots.iter().map(|s| ParamState { buffers: buffers(s), steps: s.steps }).collect()
+    }
+
+    fn load_state(&mut self, state: Vec<ParamState>) -> Result<()> {
+        let sizes: Vec<usize> = self.slots.iter().map(|s| s.tensor.numel()).collect();
+        check_state(&state, &sizes, if self.momentum > 0.0 { &["momentum_buffer"] } else { &[] })?;
+        for (slot, s) in self.slots.iter_mut().zip(state) {
+            if let Some((_, buffer)) = s.buffers.into_iter().next() {
+                slot.buffer = buffer;
+            }
+            slot.steps = s.steps;
+        }
+        Ok(())
     }
 }

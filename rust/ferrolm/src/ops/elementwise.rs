@@ -413,35 +413,36 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// Elementwise maximum (NaN if either is NaN, as in numpy); on ties the gradient goes to `a`.
+/// Elementwise maximum (NaN if either is NaN, as in numpy); a tie splits the gradient evenly, as
+/// in torch.
 pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(
-        a,
-        b,
-        "maximum",
-        |a, b| if a >= b || a.is_nan() { a } else { b },
-        |s, g, _| {
-            Ok((
-                s.with_ab(s.need_a, g, |g, a, b| if a >= b { g } else { 0.0 })?,
-                s.with_ab(s.need_b, g, |g, a, b| if a >= b { 0.0 } else { g })?,
-            ))
-        },
-    )
+    extremum(a, b, "maximum", |x, y| x > y)
 }
 
-/// Elementwise minimum (NaN if either is NaN, as in numpy); on ties the gradient goes to `a`.
+/// Elementwise minimum (NaN if either is NaN, as in numpy); a tie splits the gradient evenly, as
+/// in torch.
 pub fn minimum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    extremum(a, b, "minimum", |x, y| x < y)
+}
+
+/// The operand that `beats` the other, elementwise; its gradient goes to the winner, half to each
+/// on a tie.
+fn extremum(a: &Tensor, b: &Tensor, op: &'static str, beats: fn(f32, f32) -> bool) -> Result<Tensor> {
+    let share = move |g: f32, x: f32, y: f32| {
+        if beats(x, y) {
+            g
+        } else if x == y {
+            0.5 * g
+        } else {
+            0.0
+        }
+    };
     binary(
         a,
         b,
-        "minimum",
-        |a, b| if a <= b || a.is_nan() { a } else { b },
-        |s, g, _| {
-            Ok((
-                s.with_ab(s.need_a, g, |g, a, b| if a <= b { g } else { 0.0 })?,
-                s.with_ab(s.need_b, g, |g, a, b| if a <= b { 0.0 } else { g })?,
-            ))
-        },
+        op,
+        move |a, b| if beats(a, b) || a == b || a.is_nan() { a } else { b },
+        move |s, g, _| Ok((s.with_ab(s.need_a, g, share)?, s.with_ab(s.need_b, g, move |g, a, b| share(g, b, a))?)),
     )
 }
 
