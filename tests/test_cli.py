@@ -2,6 +2,7 @@
 output without a progress bar."""
 
 import json
+import warnings
 
 import pytest
 
@@ -287,6 +288,26 @@ def test_nanogpt_spellings_leave_values_alone(capsys):
     assert translate(["pretrain", "--init-from", "resume", "--", "--my_file.txt"]) == \
         ["pretrain", "--init-from=resume", "--", "--my_file.txt"]  # a directory named resume; after --, files
     assert translate(["pretrain", "--init_from", "resume"]) == ["pretrain", "--resume"]  # nanoGPT's value
+    # init_from=resume resumes every training command (it was dropped: sft restarted over its run).
+    for command in ("sft", "reward", "dpo", "ppo"):
+        assert "--resume" in translate([command, "m", "--init_from", "resume"])
+        assert "--resume" in translate([command, "m", "--init_from=resume"])
+    # sample.py's --dtype means nothing to generate (it was an unknown argument).
+    assert translate(["generate", "--out_dir=m", "--dtype=float32"]) == ["generate", "m"]
+    assert "ignoring --dtype=float32" in capsys.readouterr().err
+
+
+def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spelling(tmp_path):
+    from ferrolm.cli.nanogpt import translate
+
+    (tmp_path / "cfg.py").write_text("n_layer = 6\nbatch_size = 4\n")
+    (tmp_path / "resume.py").write_text("n_layer = 6\ninit_from = 'resume'\n")
+    cfg, resume = str(tmp_path / "cfg.py"), str(tmp_path / "resume.py")
+    assert "--n-layer=6" in translate(["pretrain", cfg])
+    for argv in ([cfg, "--init_from=resume"], [cfg, "--init_from", "resume"], [cfg, "--resume"], [resume]):
+        flags = translate(["pretrain", *argv])
+        assert "--resume" in flags and not any(f.startswith("--n-layer") for f in flags), argv
+    assert "--n-layer=6" in translate(["pretrain", resume, "--init_from=scratch"])  # the last setting wins
 
 
 def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, capsys):
@@ -304,6 +325,10 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
     assert (out / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
     config = json.loads((out / "config.json").read_text())
     assert config["resid_pdrop"] == config["attn_pdrop"] == 0.1
+    # Without --dropout a new run takes the default, as nanoGPT's init_from does (it kept the model's).
+    assert main(["pretrain", str(corpus), "--init-from", str(out), "--out", str(tmp_path / "again"), "--max-iters", "1",
+                 *TINY]) == 0
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["resid_pdrop"] == 0.0
     for extra, message in ((["--n-layer", "2"], "--n-layer 2 is not the model's"),
                            (["--out", str(base)], "training would overwrite the model it starts from"),
                            (["--tokenizer", "bpe"], "--tokenizer cannot change it"),
@@ -347,3 +372,51 @@ def test_unknown_flags_are_reported_with_the_commands_usage(capsys):
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert "usage: ferrolm generate" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_a_refused_new_run_leaves_the_run_in_out_resumable(corpus, tmp_path, capsys):
+    """Flags that fail are refused before the corpus is tokenised into --out/data (a refused
+    run replaced the data, and the run there could no longer resume)."""
+    out = str(tmp_path / "run")
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text()[::-1])
+    for extra, message in ((["--beta2", "1.0"], "beta1 and beta2 must be in [0, 1)"),
+                           (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+                           (["--whole-word-masking"], "--whole-word-masking is for --objective mlm"),
+                           (["--objective", "mlm", "--block-size", "4"], "sequences of at least 8")):
+        assert main(["pretrain", str(other), "--out", out, *TINY, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "3", *TINY]) == 0
+
+
+def test_a_character_model_without_newlines_samples_from_its_first_character(tmp_path, capsys):
+    """nanoGPT's sample starts from "\\n"; a corpus without one made a finished run exit 2."""
+    text = tmp_path / "oneline.txt"
+    text.write_text(BUNDLED_CORPUS.read_text()[:20_000].replace("\n", " "))
+    out = tmp_path / "nl"
+    assert main(["pretrain", str(text), "--out", str(out), "--max-iters", "2", *TINY[:-3], "--sample-tokens", "20",
+                 "--no-progress"]) == 0
+    assert "-" * 60 in capsys.readouterr().out
+    assert main(["generate", str(out), "--max-new-tokens", "5"]) == 0
+
+
+def test_evaluation_runs_in_the_given_precision(tmp_path):
+    from ferrolm.train import evaluate_model
+
+    seen = []
+
+    class Probe:
+        kind = "probe"
+
+        def batch(self, split, rng):
+            return None
+
+        def loss(self, model, batch, dropout_seed):
+            seen.append(fl.matmul_precision())
+            return fl.tensor(1.0), {}
+
+    with warnings.catch_warnings():  # a CPU without AVX512-BF16 warns that products stay float32
+        warnings.simplefilter("ignore")
+        evaluate_model(None, Probe(), eval_iters=1, dtype="bfloat16")
+    assert seen == ["bfloat16", "bfloat16"] and fl.matmul_precision() == "float32"

@@ -116,6 +116,8 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
         assert result.stderr.startswith("ferrolm: error: "), result.stderr
         return result.stderr
 
+    # One model sampled greedily twice gives the same text: every pair would be unjudgeable.
+    assert "give --model-b, or --temperature-b above 0" in label("--temperature", "0")
     (tmp_path / "gaps.txt").write_text("first prompt\n\nthird prompt\n")
     assert "gaps.txt line 2: empty prompt" in label(prompts_file=tmp_path / "gaps.txt")
     (tmp_path / "latin1.txt").write_bytes("a prompt\ncaf\xe9 au lait\n".encode("latin-1"))

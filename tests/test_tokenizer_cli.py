@@ -22,6 +22,9 @@ def test_train_then_encode(tmp_path, capsys, kind, size):
     assert json.loads(capsys.readouterr().out) == tok.encode("To be, or not")
     assert main(["tokenizer", "encode", "-t", str(out), "--text", "To be"]) == 0
     assert "tokens" in capsys.readouterr().out
+    # Files beside --text were ignored without a word.
+    assert main(["tokenizer", "encode", "-t", str(out), "--text", "To be", str(shakespeare_path())]) == 2
+    assert "--text or files" in capsys.readouterr().err
 
 
 def test_ids_of_a_long_text_and_a_closed_pipe(tmp_path, capsys):

@@ -76,6 +76,10 @@ def run_label(args) -> int:
     except ImportError as e:
         raise ValueError(f"ferrolm label needs the web server of the 'label' extra ({e.name} is missing): "
                          "pip install starlette uvicorn") from None
+    temperature_b = args.temperature if args.temperature_b is None else args.temperature_b
+    if not args.model_b and args.temperature == temperature_b == 0:
+        raise ValueError("--temperature 0 samples greedily, so one model's two completions would be the same text: "
+                         "give --model-b, or --temperature-b above 0")
     model_a = _load_gpt(args.model)
     model_b = _load_gpt(args.model_b) if args.model_b else model_a
     # A chat model (from `ferrolm sft`) answers prompts as user turns, ending at <|end|>.
@@ -90,7 +94,6 @@ def run_label(args) -> int:
     hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
     sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens, chat=chat)
     a = Sampler(model_a, str(args.model), hash_a, temperature=args.temperature, **sampling)
-    temperature_b = args.temperature if args.temperature_b is None else args.temperature_b
     b = Sampler(model_b, str(args.model_b or args.model), hash_b, temperature=temperature_b, **sampling)
     queue = PairQueue(store, prompts, a, b, seed=args.seed, lookahead=args.lookahead)
     sock = server.bind(args.host, args.port)

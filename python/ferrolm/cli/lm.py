@@ -162,8 +162,13 @@ def run_pretrain(args) -> int:
         saved_train = {**state["config"], **state.get("objective_state", {})}
     args.objective = args.objective or "causal"
     defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
-    # Dropout is a training setting (nanoGPT lets it change too); the rest is the architecture.
-    m = {k: choose(args, k, saved_model, defaults, fixed=fixed if k != "dropout" else None) for k in MODEL_FLAGS}
+    # Dropout is a training setting (nanoGPT lets it change too); the rest is the architecture. A
+    # resumed run keeps its dropout; a new run from a model takes the default, as nanoGPT's
+    # init_from does (a Hugging Face GPT-2's 0.1 is its pretraining's).
+    def saved_for(k: str):
+        return None if k == "dropout" and args.init_from else saved_model
+
+    m = {k: choose(args, k, saved_for(k), defaults, fixed=fixed if k != "dropout" else None) for k in MODEL_FLAGS}
     t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
     config = train_config(t, args)
     # Checked here, before the corpus is tokenised.
@@ -171,6 +176,12 @@ def run_pretrain(args) -> int:
         raise ValueError(f"--n-embd {m['n_embd']} must be a multiple of --n-head {m['n_head']}")
     if args.objective == "mlm" and not m["bias"]:
         raise ValueError("--bias false: BERT's layers always have biases (the flag is for GPT)")
+    if args.objective == "mlm" and m["block_size"] < 8:
+        raise ValueError(f"--block-size {m['block_size']}: masked language modelling needs sequences of at least 8")
+    if args.whole_word_masking and args.objective != "mlm":
+        raise ValueError("--whole-word-masking is for --objective mlm (a GPT masks nothing)")
+    if not 0 <= m["dropout"] < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {m['dropout']}")
     if not args.resume:
         text = read_corpus(args.files)
         tokenizer = model.tokenizer if args.init_from else _tokenizer(args, text)
@@ -199,7 +210,7 @@ def run_pretrain(args) -> int:
     else:
         objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
     if args.eval_only:
-        record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0))
+        record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0), dtype=config.dtype)
         print(f"evaluation on {t['eval_iters']} batches of each split: "
               + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()), flush=True)
         return 0
@@ -220,11 +231,16 @@ def run_pretrain(args) -> int:
 
 
 def _start_prompt(model) -> str:
-    """What a sample starts from: nanoGPT's newline, or for a model whose tokenizer drops
-    whitespace (WordPiece) the start of a sequence, [CLS]."""
-    if not model.encode("\n") and "[CLS]" in model.tokenizer.special_tokens:
-        return "[CLS]"
-    return "\n"
+    """What a sample starts from: nanoGPT's newline; when the tokenizer has none (WordPiece drops
+    whitespace, a character vocabulary may lack it), the start of a sequence, [CLS], if it has
+    one, else its first token."""
+    try:
+        if model.encode("\n"):
+            return "\n"
+    except ValueError:  # a character vocabulary without "\n"
+        pass
+    tok = model.tokenizer
+    return "[CLS]" if "[CLS]" in tok.special_tokens else tok.decode([0])
 
 
 def register_generate(sub) -> None:

@@ -17,6 +17,8 @@ from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS
 RENAMED = {"--out-dir": "--out", "--gradient-accumulation-steps": "--grad-accum"}
 #: Config keys about hardware and logging services, which mean nothing here.
 IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_run_name"}
+#: sample.py's too (generation runs in float32; a model's training dtype stays its own).
+SAMPLE_IGNORED = {"dtype"}
 #: What a checkpoint fixes: on resume nanoGPT takes these from it, not from the config file.
 ARCHITECTURE = {"n_layer", "n_head", "n_embd", "block_size", "bias"}
 #: The keys a config file may set: ferrolm's settings, and nanoGPT's names for others.
@@ -37,7 +39,7 @@ def translate(argv: list[str]) -> list[str]:
     if not argv:
         return argv
     command, out, ignored = argv[0], [argv[0]], []
-    resuming = any(a in ("--resume", "--init_from=resume") for a in argv)
+    resuming = _init_from(argv) == "resume"
     i = 1
     while i < len(argv):
         arg = argv[i]
@@ -52,16 +54,36 @@ def translate(argv: list[str]) -> list[str]:
             out.append(arg)
             continue
         name, eq, value = arg.partition("=")
-        if not eq and name.replace("-", "_")[2:] in IGNORED | {"out_dir", "start", "init_from"} and i < len(argv) \
+        ignore = IGNORED | (SAMPLE_IGNORED if command == "generate" else set())
+        if not eq and name.replace("-", "_")[2:] in ignore | {"out_dir", "start", "init_from"} and i < len(argv) \
                 and not argv[i].startswith("-"):
             eq, value, i = "=", argv[i], i + 1  # `--device cpu`: the value is the next word
-        if name.replace("-", "_")[2:] in IGNORED:
+        if name.replace("-", "_")[2:] in ignore:
             ignored.append(name + eq + value)
         else:
             out += _option(name, eq, value, command)
     if ignored:
         print(f"ferrolm: ignoring {', '.join(ignored)} (no meaning here)", file=sys.stderr)
     return out
+
+
+def _init_from(argv: list[str]) -> str | None:
+    """nanoGPT's init_from as the command line sets it, in any spelling, or through a config
+    file (later settings win, as in nanoGPT); `--resume` is ours for "resume"."""
+    value = None
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            break
+        if arg == "--resume":
+            value = "resume"
+        name, eq, given = arg.partition("=")
+        if name == "--init_from":  # nanoGPT's spelling (ferrolm's --init-from takes a directory)
+            value = given if eq else argv[i + 1] if i + 1 < len(argv) else None
+        elif argv[0] == "pretrain" and arg.endswith(".py"):
+            for node in config_statements(Path(arg)) or []:
+                if _assigned(node) == "init_from" and isinstance(node.value, ast.Constant):
+                    value = node.value.value
+    return value
 
 
 def check_dataset(dataset: str | None, files: list) -> None:
@@ -75,7 +97,8 @@ def check_dataset(dataset: str | None, files: list) -> None:
 def _option(name: str, eq: str, value: str, command: str) -> list[str]:
     """One `--name[=value]` option in ferrolm's spelling."""
     if name == "--init_from" and value in ("scratch", "resume"):  # nanoGPT's own values (not directories)
-        return ["--resume"] if value == "resume" and command == "pretrain" else []
+        # sample.py's init_from="resume" reads --out_dir, which generate does anyway.
+        return ["--resume"] if value == "resume" and command != "generate" else []
     name = name.replace("_", "-")
     if name == "--eval-only" and eq:  # nanoGPT's eval_only=True: our switch
         return [name] if value.lower() in ("true", "1") else []

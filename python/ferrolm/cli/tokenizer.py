@@ -34,6 +34,8 @@ def _tokenizer_encode(args: argparse.Namespace) -> int:
     from ferrolm.data import read_text
     from ferrolm.tokenizer import Tokenizer
 
+    if args.text is not None and args.files:
+        raise ValueError("give --text or files to encode, not both")
     tok = Tokenizer.from_file(args.tokenizer)
     if args.text is not None:
         texts = [args.text]
