@@ -53,7 +53,8 @@ def config(iters: int, lr: float, **kw) -> TrainConfig:
 
 def sample(model: GPT, template: ChatTemplate, prompts: list[str], seed: int, n_new: int = 64) -> list[str]:
     ids = [template.prompt_ids(p) for p in prompts]
-    out = model.core.generation(ids, temperature=1.0, seed=seed, stop_tokens=[template.end]).run(n_new)
+    out = model.core.generation(ids, temperature=1.0, seed=seed, stop_tokens=list(template.turn_ends),
+                                vocab_limit=template.tokenizer.vocab_size).run(n_new)
     return [template.decode_response(r) for r in out]
 
 

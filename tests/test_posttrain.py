@@ -453,3 +453,58 @@ def test_ppo_missing_end_penalty_lowers_the_score_of_cut_responses(base):
     assert cut > 0.5  # a high temperature rarely says <|end|> within 6 tokens
     assert stats[1][1] == stats[0][1]  # the logged reward is the reward model's
     assert stats[1][0] == pytest.approx(stats[0][0] - 5.0 * cut, abs=1e-4)
+
+
+def test_a_reference_that_is_the_policy_and_a_policy_ppo_does_not_sample_are_refused(base, tmp_path):
+    """TRL refuses a reference that is the policy: the KL to it stays 0 (PPO) and DPO's reference
+    log-probs of a split first computed mid-run come from the updated policy."""
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    policy = GPT.load(base)
+    template = ChatTemplate.prepare(policy)
+    _, prefs = chat_data(40)
+    config = TrainConfig(max_iters=2, eval_interval=1000, eval_iters=1, progress=False)
+    with pytest.raises(ValueError, match="shares its weights with the policy"):
+        train(policy, DPO(policy, prefs[:30], prefs[30:], template, policy.block_size, 4), config, tmp_path / "dpo")
+    rm = RewardModel(policy.copy())
+    args = (rm, ["Who goes there?"], ["Stand, ho!"], template)
+    with pytest.raises(ValueError, match="shares its weights with the policy"):
+        PPO(PolicyWithValue(policy), policy, *args)
+    # Rollouts came from the policy given to PPO while another model was updated.
+    ppo = PPO(PolicyWithValue(policy), policy.copy(), *args, rollout_size=4, minibatch_size=4, max_new_tokens=8)
+    with pytest.raises(ValueError, match="train\\(\\) that same policy"):
+        train(PolicyWithValue(policy.copy()), ppo, config, tmp_path / "ppo")
+    for bad in (dict(target_kl=0.0), dict(kl_coef=-0.1, target_kl=None), dict(gamma=1.5), dict(clip=0.0)):
+        with pytest.raises(ValueError, match="must be > 0|need kl_coef"):
+            PPO(PolicyWithValue(policy), policy.copy(), *args, **bad)
+
+
+def test_a_resume_refuses_a_model_whose_head_was_not_loaded(base, tmp_path):
+    """A reward model rebuilt as RewardModel(GPT.load(dir)) has a fresh head (a file of its own):
+    the resume went on with it, silently."""
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    _, prefs = chat_data(40)
+    objective = lambda: Preferences(prefs[:30], prefs[30:], template, model.block_size, batch_size=4)
+    config = TrainConfig.preset("reward", max_iters=2, eval_interval=1000, eval_iters=1, progress=False)
+    train(RewardModel(model), objective(), config, tmp_path / "rm")
+    more = TrainConfig.preset("reward", max_iters=3, eval_interval=1000, eval_iters=1, progress=False)
+    with pytest.raises(ValueError, match="does not hold the weights of the checkpoint"):
+        train(RewardModel(GPT.load(tmp_path / "rm")), objective(), more, tmp_path / "rm", resume=True)
+    train(RewardModel.load(tmp_path / "rm"), objective(), more, tmp_path / "rm", resume=True)
+
+
+def test_presets_are_the_commands_defaults_and_answers_end_at_any_turn_marker(base):
+    from ferrolm.cli.posttrain import DEFAULTS
+
+    for kind in ("sft", "reward", "dpo", "ppo"):
+        config = TrainConfig.preset(kind)
+        assert all(getattr(config, k) == v for k, v in DEFAULTS[kind].items() if hasattr(config, k) and v is not None)
+        assert config.weight_decay == 0.0 and config.learning_rate < TrainConfig().learning_rate
+    assert TrainConfig.preset("ppo").min_lr == TrainConfig.preset("ppo").learning_rate  # constant
+    assert TrainConfig.preset("dpo", learning_rate=1e-5).learning_rate == 1e-5
+    with pytest.raises(ValueError, match="no preset"):
+        TrainConfig.preset("causal")
+    template = ChatTemplate.prepare(GPT.load(base))
+    text = lambda s: template.tokenizer.encode(s, add_special_tokens=False)
+    assert template.decode_response([*text("Who?"), template.user, *text("Stand"), template.end]) == "Who?"

@@ -57,11 +57,10 @@ class ChatTemplate:
         return int(hits[0]) + 1
 
     def decode_response(self, ids) -> str:
-        """Text of generated response ids, stopping at <|end|>."""
+        """Text of generated response ids, up to the first of `turn_ends` (the answer has ended)."""
         ids = list(ids)
-        if self.end in ids:
-            ids = ids[: ids.index(self.end)]
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        ends = [i for i, t in enumerate(ids) if t in self.turn_ends]
+        return self.tokenizer.decode(ids[: ends[0]] if ends else ids, skip_special_tokens=True)
 
 
 #: The template for Hugging Face's `apply_chat_template` (a user turn, then the assistant's

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -209,6 +209,12 @@ def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
     if all(r is not None for r in rows):
         return rows, False
     return None
+
+
+def shares_weights(a: Any, b: Any) -> bool:
+    """Whether two models have a parameter tensor in common (a reference that is the policy it
+    should hold still)."""
+    return bool({t.uid for _, t in a.named_parameters()} & {t.uid for _, t in b.named_parameters()})
 
 
 def sequence_logprobs(model: GPT, ids: np.ndarray, attention_mask=None, temperature: float = 1.0) -> Tensor:

@@ -14,22 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ferrolm.train.loop import PRESETS
 from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative,
                                 resumed, train_config)
 
-_SUPERVISED = {**TRAIN_FLAGS, "max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20,
-               "eval_interval": 100, "batch_size": 16, "weight_decay": 0.0}
-DEFAULTS = {
-    "sft": _SUPERVISED,
-    "reward": _SUPERVISED,
-    "dpo": {**TRAIN_FLAGS, "max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10,
-            "eval_interval": 50, "batch_size": 16, "weight_decay": 0.0},
-    # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
-    # not a validation loss to keep the best model by (no --always-save-checkpoint).
-    "ppo": {**{k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "always_save_checkpoint")},
-            "max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "batch_size": 8,
-            "weight_decay": 0.0},
-}
+# PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
+# not a validation loss to keep the best model by (no --always-save-checkpoint).
+_PPO_FLAGS = {k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "always_save_checkpoint")}
+DEFAULTS = {kind: {**(_PPO_FLAGS if kind == "ppo" else TRAIN_FLAGS), **preset, "batch_size": 8 if kind == "ppo" else 16}
+            for kind, preset in PRESETS.items()}
 
 
 def _split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:

@@ -15,7 +15,7 @@ from ferrolm.autograd import no_grad
 from ferrolm.model import GPT
 from ferrolm.chat import ChatTemplate, response_mask
 from ferrolm.data import digest
-from ferrolm.model import sequence_logprobs
+from ferrolm.model import sequence_logprobs, shares_weights
 from ferrolm.train.reward import encode_preference_splits, split_pairs
 
 
@@ -38,6 +38,7 @@ class DPO:
         self.data_digest = digest(self.data)
         self.reference: GPT = reference
         self._ref: dict[tuple[str, str], np.ndarray] = {}
+        self._policy = None  # the model last checked to be separate from the reference
 
     def ref(self, split: str) -> np.ndarray:
         """[N, 2] reference log-probs of a split's pairs, in the current matmul precision."""
@@ -66,6 +67,11 @@ class DPO:
         return (*self._rows([self.data[split][i] for i in idx]), self.ref(split)[idx])
 
     def loss(self, model, batch, dropout_seed):
+        if model is not self._policy:
+            if shares_weights(model, self.reference):
+                raise ValueError("the reference shares its weights with the policy being trained, so it would move "
+                                 "with it: give DPO a copy (GPT.load of the same directory, or policy.copy())")
+            self._policy = model
         ids, lengths, starts, ref = batch
         lp = response_logprobs(model, ids, lengths, starts)
         b = ids.shape[0] // 2

@@ -38,6 +38,18 @@ METRICS_FILE = "metrics.jsonl"
 DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision training runs in
 
 
+#: Where each post-training objective's settings differ from TrainConfig's (nanoGPT's pretraining
+#: ones): `ferrolm sft/reward/dpo/ppo`'s defaults. Fine-tuning takes smaller steps, and no weight
+#: decay (it would pull the weights toward 0, not toward the model training started from).
+_SUPERVISED = {"max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20, "eval_interval": 100, "weight_decay": 0.0}
+PRESETS = {
+    "sft": _SUPERVISED,
+    "reward": _SUPERVISED,
+    "dpo": {"max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10, "eval_interval": 50, "weight_decay": 0.0},
+    "ppo": {"max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "weight_decay": 0.0},
+}
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping settings (nanoGPT's names and defaults where it has them)."""
@@ -88,6 +100,18 @@ class TrainConfig:
                              "False (--always-save-checkpoint false) saves the best model: choose one")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    @classmethod
+    def preset(cls, kind: str, **overrides: Any) -> "TrainConfig":
+        """The settings `ferrolm <kind>` trains with (`kind`: "sft", "reward", "dpo" or "ppo", an
+        objective's `kind`), then `overrides`; PPO's learning rate stays constant unless a
+        min_lr is given. TrainConfig() itself has nanoGPT's pretraining settings."""
+        if kind not in PRESETS:
+            raise ValueError(f"no preset for {kind!r}: one of {', '.join(PRESETS)}")
+        values = {**PRESETS[kind], **overrides}
+        if kind == "ppo":
+            values.setdefault("min_lr", values["learning_rate"])
+        return cls(**values)
 
     def lr_at(self, it: int) -> float:
         """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
@@ -166,7 +190,7 @@ class _Checkpoints:
         with atomic_files(self.out_dir, last=STATE_FILE) as files:
             model.save(files)
             opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
-            state["digests"] = {f: _file_digest(files / f) for f in ("model.safetensors", OPTIMIZER_FILE)}
+            state["digests"] = {p.name: _file_digest(p) for p in sorted(files.glob("*.safetensors"))}
             write_json(files / STATE_FILE, state, default=_plain)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
@@ -178,13 +202,15 @@ class _Checkpoints:
             if _file_digest(self.out_dir / f) != digest:
                 raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
         # The optimizer state is restored here, the weights are the caller's: a model made afresh
-        # would train on from its initialisation with the checkpoint's moments, silently.
+        # (or a head: a reward or value head is a file of its own) would train on from its
+        # initialisation with the checkpoint's moments, silently.
         with tempfile.TemporaryDirectory(dir=self.out_dir, prefix=".resume-check-") as tmp:
             model.save(tmp)
-            if _file_digest(Path(tmp) / "model.safetensors") != state["digests"]["model.safetensors"]:
+            given = {p.name: _file_digest(p) for p in Path(tmp).glob("*.safetensors")}
+            if given != {f: d for f, d in state["digests"].items() if f != OPTIMIZER_FILE}:
                 raise ValueError(f"cannot resume: the model given does not hold the weights of the checkpoint in "
-                                 f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), or "
-                                 "module.load_weights(dir))")
+                                 f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), "
+                                 "RewardModel.load(dir), PolicyWithValue.load(dir), or module.load_weights(dir))")
         try:
             opt.load(self.out_dir / OPTIMIZER_FILE, names)
         except ValueError as e:
@@ -231,8 +257,9 @@ def read_state(path: Path) -> dict:
         problem = "it does not name its objective"
     elif not isinstance(state.get("evals", []), list) or not isinstance(state.get("objective_state", {}), dict):
         problem = "its evals or objective_state entry is malformed"
-    elif not isinstance(state.get("digests"), dict) or set(state["digests"]) != {"model.safetensors", OPTIMIZER_FILE}:
-        problem = f"its digests must name model.safetensors and {OPTIMIZER_FILE}"
+    elif not isinstance(state.get("digests"), dict) or not {"model.safetensors", OPTIMIZER_FILE} <= set(state["digests"]) \
+            or not all(Path(f).name == f and f.endswith(".safetensors") for f in state["digests"]):
+        problem = f"its digests must name model.safetensors, {OPTIMIZER_FILE} and only other .safetensors files beside them"
     if problem:
         raise ValueError(f"cannot resume: {path}: {problem} (damaged or edited; start a new run)")
     return state

@@ -5,6 +5,11 @@ value steps over several minibatch epochs per rollout. As in TRL, the policy's l
 those of the tempered distribution it samples from, and its forward passes run without dropout
 (with dropout, the ratio to the rollout's log-probs would be noise before any update).
 
+Unlike TRL's default, the reward model's score enters the reward normalised by its running
+mean and standard deviation over training rollouts (a reward model's scale and offset are
+arbitrary); `kl_coef` is therefore in units of the score's standard deviation, and a TRL
+`kl_coef` carries over only for a reward model whose scores have unit spread.
+
 It plugs into the shared loop: `batch()` runs a rollout whenever its buffer of minibatches is
 empty, `loss()` is the clipped objective, `evaluate()` scores fresh samples on held-out prompts.
 """
@@ -22,7 +27,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right
 from ferrolm.data import digest
-from ferrolm.model import GPT, sequence_logprobs, tempered_log_softmax, token_logprobs
+from ferrolm.model import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, save_head
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -87,6 +92,14 @@ class PPO:
                  skip_long: bool = False) -> None:
         if not temperature > 0:
             raise ValueError(f"PPO samples its rollouts: temperature must be > 0, got {temperature}")
+        if not (kl_coef >= 0 and clip > 0 and 0 <= gamma <= 1 and 0 <= lam <= 1 and vf_coef >= 0):
+            raise ValueError(f"need kl_coef >= 0, clip > 0, gamma and lam in [0, 1] and vf_coef >= 0, got kl_coef "
+                             f"{kl_coef}, clip {clip}, gamma {gamma}, lam {lam}, vf_coef {vf_coef}")
+        if target_kl is not None and not target_kl > 0:
+            raise ValueError(f"target_kl must be > 0 (None: a fixed kl_coef), got {target_kl}")
+        if shares_weights(policy, reference):
+            raise ValueError("the reference shares its weights with the policy, so it would move with it and the KL "
+                             "penalty would stay 0: give PPO a copy (GPT.load of the same directory, or gpt.copy())")
         if target_kl is not None and not kl_coef > 0:
             raise ValueError(f"kl_coef {kl_coef}: an adaptive KL target scales the coefficient, which cannot grow from 0 "
                              "(give kl_coef > 0, or no target_kl for a fixed coefficient)")
@@ -209,7 +222,12 @@ class PPO:
             self._rollout(self.policy, rng)
         return self.buffer.pop(0)
 
+    def _check_trained(self, model: PolicyWithValue) -> None:
+        if model is not self.policy:  # rollouts come from self.policy: updating another model is not PPO
+            raise ValueError("PPO samples its rollouts from the policy it was given: train() that same policy")
+
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
+        self._check_trained(model)
         logits, values = model(mb["x"])
         log_probs = tempered_log_softmax(logits, self.temperature)
         logp = token_logprobs(log_probs, mb["targets"])
@@ -230,6 +248,7 @@ class PPO:
 
     def evaluate(self, model: PolicyWithValue, rng) -> dict:
         """Mean reward-model score and KL to the reference of fresh samples on held-out prompts."""
+        self._check_trained(model)
         prompts = self.prompts["val"]
         responses = self.generate(model.gpt, prompts, seed=12345, temperature=self.temperature)
         exp = self._experience(model, prompts, responses, learn=False)
