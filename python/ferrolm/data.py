@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,15 +19,20 @@ BUNDLED_CORPUS = Path(__file__).parent / "corpora" / "tinyshakespeare.txt"
 
 def read_corpus(paths: Sequence[str | Path] | None = None) -> str:
     """The text of the given files joined by newlines, or the bundled tiny Shakespeare."""
-    if not paths:
-        return BUNDLED_CORPUS.read_text(encoding="utf-8")
-    return "\n".join(read_text(p) for p in paths)
+    return "\n".join(read_text(p) for p in corpus_files(paths))
+
+
+def corpus_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
+    """The given files, or the bundled tiny Shakespeare."""
+    return [Path(p) for p in paths] if paths else [BUNDLED_CORPUS]
 
 
 def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents; anything else is a ValueError naming the file."""
+    """A UTF-8 text file's contents as they are (line ends too: the tokenizer trainer reads the
+    same bytes); anything else is a ValueError naming the file."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not valid UTF-8 text: {e}") from None
 
@@ -41,31 +47,90 @@ def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size <= 1 << 16 else np.uint32
 
 
+#: Characters per encode call: bounds the memory of ids in flight, and Ctrl-C is seen between calls.
+PIECE = 1 << 22
+#: Where a text may be cut without changing its tokens: after a newline that a non-space follows
+#: (every pre-tokenizer ends a token there; no token or whitespace run spans it).
+SAFE_CUT = re.compile(r"\n(?=\S)")
+
+
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
     """Tokenises `text` and writes `train.bin` / `val.bin` (the first 1 − val_fraction of the
     text for training, the rest for validation, as nanoGPT) plus `meta.json` into `directory`."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if not text:
         raise ValueError("the corpus is empty: there is nothing to train on")
+    return _prepare([text], tokenizer, directory, val_fraction)
+
+
+def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
+    """`prepare_tokens` for text files, read one at a time: each file is split alike (its last
+    val_fraction goes to validation, so every file is in both splits), and files are separated
+    by the tokenizer's <|endoftext|> when it has one, else by a newline."""
+    files = [Path(p) for p in paths]
+    if not any(f.stat().st_size for f in files):
+        raise ValueError("the corpus is empty: there is nothing to train on")
+    return _prepare((read_text(f) for f in files), tokenizer, directory, val_fraction)
+
+
+def _prepare(documents: Iterable[str], tokenizer, directory: str | Path, val_fraction: float) -> dict:
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    split = int(len(text) * (1.0 - val_fraction))
     dtype = token_dtype(tokenizer.vocab_size)
     meta = {"vocab_size": tokenizer.vocab_size, "dtype": np.dtype(dtype).name}
     # The old meta.json goes first: tokens half-written by an interrupted run must not pass
     # for the data a checkpoint's digest names (meta.json is written last, with the new one).
     (directory / "meta.json").unlink(missing_ok=True)
-    h = hashlib.sha256()
-    for name, part in (("train", text[:split]), ("val", text[split:])):
-        ids = np.asarray(tokenizer.encode_array(part, add_special_tokens=False), dtype=dtype)
-        with atomic_file(directory / f"{name}.bin", binary=True) as f:
-            ids.tofile(f)
-        meta[f"{name}_tokens"] = int(ids.size)
-        h.update(ids)  # the buffer itself, not a copy
-    meta["digest"] = h.hexdigest()[:32]  # identifies the data for resume (see data_digest)
+    separator = np.asarray(_separator(tokenizer), dtype=dtype)
+    count, hashes = {"train": 0, "val": 0}, {"train": hashlib.sha256(), "val": hashlib.sha256()}
+    with atomic_file(directory / "train.bin", binary=True) as train, atomic_file(directory / "val.bin", binary=True) as val:
+        out = {"train": train, "val": val}
+
+        def write(split: str, ids: np.ndarray) -> None:
+            ids.tofile(out[split])
+            hashes[split].update(ids)
+            count[split] += ids.size
+
+        for text in documents:
+            if not text:
+                continue
+            split = int(len(text) * (1.0 - val_fraction))
+            for name, begin, end in (("train", 0, split), ("val", split, len(text))):
+                if count[name] and begin < end:
+                    write(name, separator)
+                for piece in _pieces(text, begin, end, tokenizer):
+                    write(name, np.asarray(tokenizer.encode_array(piece, add_special_tokens=False), dtype=dtype))
+    meta.update(train_tokens=count["train"], val_tokens=count["val"])
+    # Identifies the data for resume (see data_digest).
+    meta["digest"] = hashlib.sha256(hashes["train"].digest() + hashes["val"].digest()).hexdigest()[:32]
     write_json(directory / "meta.json", meta)
     return meta
+
+
+def _separator(tokenizer) -> list[int]:
+    """What goes between documents: <|endoftext|> (nanoGPT puts GPT-2's there), else a newline
+    if the tokenizer has one."""
+    end = tokenizer.token_to_id("<|endoftext|>")
+    if end is not None:
+        return [end]
+    try:
+        return list(tokenizer.encode("\n", add_special_tokens=False))
+    except ValueError:  # a character vocabulary without "\n"
+        return []
+
+
+def _pieces(text: str, begin: int, end: int, tokenizer) -> Iterator[str]:
+    """text[begin:end] in pieces of about PIECE characters, cut where the tokens of the pieces
+    are those of the whole (SAFE_CUT; not at all when a special token spells a newline)."""
+    if any("\n" in s for s in tokenizer.special_tokens):
+        yield text[begin:end]
+        return
+    while begin < end:
+        cut = SAFE_CUT.search(text, begin + PIECE, end) if end - begin > PIECE else None
+        stop = cut.end() if cut else end
+        yield text[begin:stop]
+        begin = stop
 
 
 def _meta(directory: Path) -> dict:

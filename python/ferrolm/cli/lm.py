@@ -75,22 +75,20 @@ def _starting_model(args):
     return model
 
 
-def _tokenizer(args, text: str):
-    """The run's tokenizer, trained on the corpus or read from a file."""
+def _tokenizer(args, files: list[Path]):
+    """The run's tokenizer, trained on the corpus files or read from a file."""
     from ferrolm import Tokenizer
-    from ferrolm.data import BUNDLED_CORPUS
 
     kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
     if args.vocab_size and kind not in ("bpe", "wordpiece"):
         raise ValueError(f"--vocab-size sizes a bpe or wordpiece tokenizer trained here, not --tokenizer {kind}")
-    if kind == "char":
-        tokenizer = Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
-    elif kind in ("bpe", "wordpiece"):
+    if kind in ("char", "bpe", "wordpiece"):
         # From the files, line by line, as `ferrolm tokenizer train` does: bounded memory (one
         # 80 MB string took 1.5 GB to train WordPiece on) and every core.
-        print(f"tokenizer: training {kind} on the corpus...", flush=True)
-        files = [str(f) for f in args.files] or [str(BUNDLED_CORPUS)]
-        tokenizer = Tokenizer.train(files, kind=kind, vocab_size=args.vocab_size or 4096)
+        if kind != "char":
+            print(f"tokenizer: training {kind} on the corpus...", flush=True)
+        tokenizer = Tokenizer.train([str(f) for f in files], kind=kind,
+                                    vocab_size=1 << 20 if kind == "char" else args.vocab_size or 4096)
     elif Path(kind).exists():
         tokenizer = Tokenizer.from_file(kind)
     else:
@@ -129,7 +127,7 @@ def _check_resume_flags(args, state: dict) -> None:
 
 
 def run_pretrain(args) -> int:
-    from ferrolm.data import MlmCollator, prepare_tokens, read_corpus
+    from ferrolm.data import MlmCollator, corpus_files, prepare_files
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
     from ferrolm.train.loop import kept_evaluations
@@ -183,20 +181,19 @@ def run_pretrain(args) -> int:
     if not 0 <= m["dropout"] < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {m['dropout']}")
     if not args.resume:
-        text = read_corpus(args.files)
-        tokenizer = model.tokenizer if args.init_from else _tokenizer(args, text)
+        files = corpus_files(args.files)
+        tokenizer = model.tokenizer if args.init_from else _tokenizer(args, files)
         if args.objective == "mlm":  # checked before the corpus is tokenised with it
             MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
-        characters = len(text)
         try:
-            meta = prepare_tokens(text, tokenizer, data_dir, args.val_fraction or 0.1)
+            meta = prepare_files(files, tokenizer, data_dir, args.val_fraction or 0.1)
         except ValueError as e:
             if not args.init_from:
                 raise
             raise ValueError(f"--init-from {args.init_from}: the model's tokenizer cannot encode the corpus: {e}") from None
-        del text  # training reads the tokens from disk
-        print(f"corpus: {characters:,} characters -> {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens "
-              f"(vocab {tokenizer.vocab_size})", flush=True)
+        size = sum(f.stat().st_size for f in files)
+        print(f"corpus: {len(files)} file{'s' * (len(files) > 1)}, {size / 1e6:.1f} MB -> {meta['train_tokens']:,} train / "
+              f"{meta['val_tokens']:,} val tokens (vocab {tokenizer.vocab_size})", flush=True)
         if not args.init_from:
             model = _new_model(args.objective, tokenizer, m, choose(args, "seed", None, defaults))
     if saved_model and m["dropout"] != saved_model["dropout"]:

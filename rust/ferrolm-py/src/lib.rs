@@ -67,6 +67,9 @@ pub(crate) fn compute_locked<S: Send, T: Send>(
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ferrolm::init_thread_pool(); // the importing thread (normally Python's main) makes most calls
     tune_allocator();
+    // numpy's C API is imported on first use, by running Python code: at the end of a long call,
+    // a Ctrl-C pending by then made that import fail and rust-numpy panic. Imported here instead.
+    numpy::PyArray1::<f32>::zeros(m.py(), 0, false);
     errors::register(m)?;
     m.add_class::<tensor::PyTensor>()?;
     functional::register(m)?;

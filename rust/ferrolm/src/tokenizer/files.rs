@@ -21,17 +21,18 @@ pub fn for_each_chunk(path: &Path, chunk_bytes: usize, mut f: impl FnMut(&str) -
     let io_err = |e| Error::io(format!("reading {}", path.display()), e);
     let mut file = File::open(path).map_err(io_err)?;
     let chunk_bytes = chunk_bytes.max(1);
-    let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes + 4096);
+    // Sized by the file, not the chunk: a buffer of 16 MiB for each of many small files cost
+    // more than reading them.
+    let size = file.metadata().map_or(chunk_bytes as u64, |m| m.len());
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes.min(usize::try_from(size).unwrap_or(usize::MAX)) + 1);
     let mut offset = 0u64; // file offset of buf[0]
     let mut eof = false;
     let mut want = chunk_bytes;
     loop {
-        while !eof && buf.len() < want {
-            let start = buf.len();
-            buf.resize(want.max(start + 4096), 0);
-            let n = file.read(&mut buf[start..]).map_err(io_err)?;
-            buf.truncate(start + n);
-            eof = n == 0;
+        if !eof && buf.len() < want {
+            let limit = (want - buf.len()) as u64;
+            let n = file.by_ref().take(limit).read_to_end(&mut buf).map_err(io_err)?;
+            eof = (n as u64) < limit; // read_to_end stops only at the limit or the end of the file
         }
         if buf.is_empty() {
             break;
@@ -59,6 +60,25 @@ pub fn for_each_chunk(path: &Path, chunk_bytes: usize, mut f: impl FnMut(&str) -
     Ok(())
 }
 
+/// `text` in pieces of about `size` bytes or more, each cut just before a space or newline that
+/// follows a non-space: no word, and no pre-tokenizer's token or whitespace run, spans such a
+/// cut, so the pieces tokenize as the whole. A text with no such place stays whole.
+pub(crate) fn split_long(text: &str, size: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > size {
+        let bytes = rest.as_bytes();
+        let cut = (size.max(1)..bytes.len())
+            .find(|&i| matches!(bytes[i], b' ' | b'\n') && !bytes[i - 1].is_ascii_whitespace());
+        let Some(cut) = cut else { break };
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces.push(rest);
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +103,15 @@ mod tests {
         assert!(err.contains("invalid UTF-8 at byte 3"), "{err}");
         assert!(for_each_chunk(&dir.join("missing"), 10, |_| Ok(())).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn long_text_is_cut_before_a_space_that_ends_a_word() {
+        let text = "alpha beta  gamma\ndelta   epsilon zeta";
+        let pieces = split_long(text, 4);
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(pieces, ["alpha", " beta", "  gamma", "\ndelta", "   epsilon", " zeta"]);
+        assert_eq!(split_long("nospaceshere", 3), ["nospaceshere"]);
+        assert_eq!(split_long("", 3), [""]);
     }
 }

@@ -159,18 +159,7 @@ impl WordPiece {
         // In chunks cut just before a space or newline (no word or normalisation spans one):
         // normalised characters take 8 bytes each (640 MB for an 80 MB corpus at once), and
         // chunks of a long text are encoded in parallel.
-        const CHUNK: usize = 1 << 16;
-        let mut chunks = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let cut = match rest.as_bytes().get(CHUNK..) {
-                Some(tail) => tail.iter().position(|&b| b == b' ' || b == b'\n').map_or(rest.len(), |i| CHUNK + i),
-                None => rest.len(),
-            };
-            let (chunk, tail) = rest.split_at(cut);
-            chunks.push(chunk);
-            rest = tail;
-        }
+        let chunks = super::files::split_long(text, 1 << 16);
         if chunks.len() <= 1 {
             return self.encode_chunk(text, 0, out, offsets);
         }
