@@ -202,6 +202,13 @@ def test_an_optimizer_state_dict_saved_and_loaded_continues_exactly(make, tmp_pa
         resumed.load(tmp_path / "opt.safetensors")  # saved under other names
     assert resumed.load(tmp_path / "opt.safetensors", ["w", "v"])["note"] == "kept"
     assert all(np.array_equal(resumed.state_dict()["state"][i][k], v) for i, e in sd["state"].items() for k, v in e.items())
+    # A checkpoint of an earlier ferrolm: arrays flat, step counts in the trainer state.
+    flat = {f"{n}.{k}": v.ravel() for n, e in zip(["w", "v"], sd["state"].values()) for k, v in e.items() if k != "step"}
+    fl.save_safetensors(tmp_path / "old.safetensors", flat, {"step": "3"})
+    older = make([{"params": [fl.tensor(p.numpy(), requires_grad=True) for p in params][:1], "weight_decay": 0.1},
+                  {"params": [fl.tensor(np.zeros(3), requires_grad=True)], "weight_decay": 0.0}])
+    older.load(tmp_path / "old.safetensors", ["w", "v"], steps={"w": 3, "v": 3})
+    assert all(np.array_equal(older.state_dict()["state"][i][k], v) for i, e in sd["state"].items() for k, v in e.items())
     # The same through state_dict(), its keys as JSON leaves them.
     again = make([{"params": [fl.tensor(p.numpy(), requires_grad=True) for p in params][:1], "weight_decay": 0.1},
                   {"params": [fl.tensor(np.zeros(3), requires_grad=True)], "weight_decay": 0.0}])
@@ -219,6 +226,8 @@ def test_an_optimizer_state_dict_saved_and_loaded_continues_exactly(make, tmp_pa
                          ({**sd, "state": {0: sd["state"][0]}}, "has 1 entries"),
                          ({**sd, "state": {**sd["state"], 1: sd["state"][0]}}, r"has shape \(2, 3\)"),
                          ({**sd, "param_groups": [{**g, "weight_decay": 0.5} for g in sd["param_groups"]]}, "other settings"),
+                         ({**sd, "param_groups": [{k: v for k, v in g.items() if k != "lr"} for g in sd["param_groups"]]},
+                          "one finite learning rate"),
                          ({"state": sd["state"]}, "'state' and 'param_groups'")):
         with pytest.raises(ValueError, match=message):
             resumed.load_state_dict(bad)

@@ -49,9 +49,11 @@ def token_dtype(vocab_size: int) -> type:
 
 #: Characters per encode call: bounds the memory of ids in flight, and Ctrl-C is seen between calls.
 PIECE = 1 << 22
-#: Where a text may be cut without changing its tokens: after a newline that a non-space follows
-#: (every pre-tokenizer ends a token there; no token or whitespace run spans it).
-SAFE_CUT = re.compile(r"\n(?=\S)")
+#: Where a text may be cut without changing its tokens: before a space, or after a newline, that
+#: non-space characters stand on both sides of. Every pre-tokenizer ferrolm ships ends a token
+#: there (GPT-2's and cl100k's patterns, WordPiece, characters), and no whitespace run spans it
+#: (GPT-2's pattern tokenizes a run at the end of a text differently from one inside it).
+SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=\S)")
 
 
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
@@ -128,7 +130,7 @@ def _pieces(text: str, begin: int, end: int, tokenizer) -> Iterator[str]:
         return
     while begin < end:
         cut = SAFE_CUT.search(text, begin + PIECE, end) if end - begin > PIECE else None
-        stop = cut.end() if cut else end
+        stop = cut.start() if cut else end
         yield text[begin:stop]
         begin = stop
 

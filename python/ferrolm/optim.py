@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +95,15 @@ class _Optimizer:
         theirs = state_dict["param_groups"]
         if not isinstance(theirs, (list, tuple)) or not all(isinstance(g, dict) for g in theirs):
             raise ValueError("param_groups must be a list of dicts")
-        lrs = {float(g.get("lr", -1)) for g in theirs}
+        lrs = [g.get("lr") for g in theirs]
         keys = lambda groups: [{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in g.items() if k != "lr"}
                                for g in groups]
-        if len(lrs) != 1 or keys(theirs) != keys(mine["param_groups"]):
-            raise ValueError(f"the saved optimizer had other settings or parameters: {keys(theirs)} (one lr "
-                             f"{sorted(lrs)}), this one has {keys(mine['param_groups'])}")
+        if keys(theirs) != keys(mine["param_groups"]):
+            raise ValueError(f"the saved optimizer had other settings or parameters: {keys(theirs)}, this one has "
+                             f"{keys(mine['param_groups'])}")
+        lr = lrs[0] if lrs and all(x == lrs[0] for x in lrs) else None
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
+            raise ValueError(f"param_groups must share one finite learning rate >= 0, got {lrs}")
         saved, state = state_dict["state"], []
         if not isinstance(saved, dict) or len(saved) != len(mine["state"]):
             raise ValueError(f"the saved state has {len(saved) if isinstance(saved, dict) else 'no'} entries, "
@@ -122,7 +126,7 @@ class _Optimizer:
                     buffers.append((name, np.ascontiguousarray(values, dtype=np.float32).ravel()))
             state.append((buffers, int(step)))
         self._opt.load_state(state)
-        self.lr = lrs.pop()
+        self.lr = lr
 
     def save(self, path: Union[str, Path], names: Optional[Sequence[str]] = None,
              metadata: Optional[dict[str, str]] = None) -> None:
@@ -135,16 +139,18 @@ class _Optimizer:
         steps = json.dumps({n: entry["step"] for n, entry in zip(names, state)})
         _core.save_safetensors(str(path), tensors, {**(metadata or {}), "steps": steps})
 
-    def load(self, path: Union[str, Path], names: Optional[Sequence[str]] = None) -> dict[str, str]:
+    def load(self, path: Union[str, Path], names: Optional[Sequence[str]] = None,
+             steps: Optional[dict[str, int]] = None) -> dict[str, str]:
         """Restores the parameters' state from a file ``save`` wrote (with the same ``names``);
         the settings (learning rate, betas...) stay this optimizer's. Returns the file's metadata.
-        A file that does not fit raises ValueError and changes nothing."""
+        A file that does not fit raises ValueError and changes nothing. ``steps`` (step counts
+        by name) stand in for a file without them: checkpoints before they were kept there."""
         names = self._names(names)
         tensors, metadata = _core.load_safetensors(str(path))
         try:
             steps = json.loads(metadata["steps"])
         except (KeyError, ValueError, RecursionError):
-            steps = None
+            pass
         current = self.state_dict()
         buffers = [k for k in next(iter(current["state"].values()), {}) if k != "step"]
         wanted = {f"{n}.{b}" for n in names for b in buffers}
@@ -152,7 +158,11 @@ class _Optimizer:
             missing, extra = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
             raise ValueError(f"{path} does not hold this optimizer's state (missing {missing[:3]}, unexpected "
                              f"{extra[:3]}{'' if isinstance(steps, dict) else ', no step counts'})")
-        current["state"] = {i: {"step": steps[n], **{b: tensors[f"{n}.{b}"] for b in buffers}} for i, n in enumerate(names)}
+        def shaped(values: np.ndarray, like: np.ndarray) -> np.ndarray:  # earlier checkpoints stored them flat
+            return values.reshape(like.shape) if values.size == like.size else values
+
+        current["state"] = {i: {"step": steps[n], **{b: shaped(tensors[f"{n}.{b}"], current["state"][i][b]) for b in buffers}}
+                            for i, n in enumerate(names)}
         self.load_state_dict(current)
         return metadata
 

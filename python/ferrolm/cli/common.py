@@ -135,7 +135,11 @@ def checkpoint_state(out: Path) -> dict:
     return read_state(out / STATE_FILE)
 
 
-def train_config(values: dict, args):
+def train_config(values: dict, args, kind: Optional[str] = None):
+    """The TrainConfig of the flag values; with `kind`, over that objective's preset."""
     from ferrolm.train import TrainConfig
 
-    return TrainConfig(**{k: v for k, v in values.items() if k != "batch_size"}, progress=not args.no_progress)
+    fields = {k: v for k, v in values.items() if k != "batch_size"}
+    if kind is not None:
+        return TrainConfig.preset(kind, **fields, progress=not args.no_progress)
+    return TrainConfig(**fields, progress=not args.no_progress)

@@ -84,10 +84,7 @@ def _values(args, command: str) -> dict:
     saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None
     # The seed drew the train/val split, which a resumed run keeps.
     fixed = {"seed": (f"the run's in {args.out}", "it drew the run's train/val split (start a new run with another --out)")}
-    values = {k: choose(args, k, saved, DEFAULTS[command], fixed=fixed.get(k)) for k in DEFAULTS[command]}
-    if command == "ppo" and values["min_lr"] is None:
-        values["min_lr"] = values["learning_rate"]  # PPO's rate stays constant unless --min-lr is given
-    return values
+    return {k: choose(args, k, saved, DEFAULTS[command], fixed=fixed.get(k)) for k in DEFAULTS[command]}
 
 
 def _settle(args, command: str, saved: dict | None) -> None:
@@ -135,7 +132,7 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
 
     start = time.perf_counter()
     settings = {name: getattr(args, name) for name in RUN_SETTINGS[name]}
-    config = train_config(v, args)
+    config = train_config(v, args, kind=name)
     evals = kept_evaluations(train(model, objective, config, args.out, resume=args.resume, settings=settings), config)
     print(f"{name} done in {time.perf_counter() - start:.1f}s; {summary(evals)}; saved to {args.out}/", flush=True)
     return 0

@@ -109,8 +109,8 @@ class TrainConfig:
         if kind not in PRESETS:
             raise ValueError(f"no preset for {kind!r}: one of {', '.join(PRESETS)}")
         values = {**PRESETS[kind], **overrides}
-        if kind == "ppo":
-            values.setdefault("min_lr", values["learning_rate"])
+        if kind == "ppo" and values.get("min_lr") is None:
+            values["min_lr"] = values["learning_rate"]
         return cls(**values)
 
     def lr_at(self, it: int) -> float:
@@ -181,7 +181,8 @@ def _plain(value: Any) -> Any:
 class _Checkpoints:
     """Model + optimizer + trainer state in `out_dir`, written as one set (`atomic_files`: a
     failed or killed save leaves the previous checkpoint whole); the state file goes in last
-    and records digests of the other two, so any mismatch is still detected on resume."""
+    and records digests of the weights and optimizer files, so any mismatch is still detected
+    on resume."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
@@ -207,12 +208,13 @@ class _Checkpoints:
         with tempfile.TemporaryDirectory(dir=self.out_dir, prefix=".resume-check-") as tmp:
             model.save(tmp)
             given = {p.name: _file_digest(p) for p in Path(tmp).glob("*.safetensors")}
-            if given != {f: d for f, d in state["digests"].items() if f != OPTIMIZER_FILE}:
+            saved = {f: d for f, d in state["digests"].items() if f != OPTIMIZER_FILE}  # older states: the model only
+            if {f: given.get(f) for f in saved} != saved:
                 raise ValueError(f"cannot resume: the model given does not hold the weights of the checkpoint in "
                                  f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), "
                                  "RewardModel.load(dir), PolicyWithValue.load(dir), or module.load_weights(dir))")
         try:
-            opt.load(self.out_dir / OPTIMIZER_FILE, names)
+            opt.load(self.out_dir / OPTIMIZER_FILE, names, steps=state.get("optimizer_steps"))
         except ValueError as e:
             raise ValueError(f"cannot resume: the optimizer state does not match the model: {e}") from None
         return state
