@@ -39,17 +39,23 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["tokens_per_sec"])[len(runs) // 2]
 
 
-def measure_pair(script: str, ours: list[str], theirs: list[str], repeats: int) -> tuple[dict, dict | None]:
-    """Runs our worker and the peer's alternately, `repeats` times each, and returns each one's
-    median run (theirs None when torch is missing). Load on a shared machine drifts; taking
-    turns spreads it over both sides instead of one."""
-    our_runs, their_runs = [], []
+def measure_turns(script: str, workers: list[list[str]], repeats: int) -> list[dict | None]:
+    """Runs the workers in turns, `repeats` rounds, and returns each one's median run (None for
+    a peer when torch is missing). Load on a shared machine drifts; taking turns spreads it
+    over every side instead of one."""
+    runs: list[list[dict]] = [[] for _ in workers]
     for _ in range(repeats):
-        our_runs.append(measure(script, *ours))
-        theirs_run = measure(script, *theirs)
-        if theirs_run is not None:
-            their_runs.append(theirs_run)
-    return median_run(our_runs), median_run(their_runs) if their_runs else None
+        for worker, done in zip(workers, runs):
+            run = measure(script, *worker)
+            if run is not None:
+                done.append(run)
+    return [median_run(done) if done else None for done in runs]
+
+
+def measure_pair(script: str, ours: list[str], theirs: list[str], repeats: int) -> tuple[dict, dict | None]:
+    """Our worker's and the peer's median runs, measured in turns (`measure_turns`)."""
+    our_run, their_run = measure_turns(script, [ours, theirs], repeats)
+    return our_run, their_run
 
 
 def header() -> None:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from _harness import (add_repeats_flag, bf16_row, header, measure, measure_pair, median_run, peak_rss_mb, row,
+from _harness import (add_repeats_flag, bf16_row, header, measure_pair, measure_turns, peak_rss_mb, row,
                       set_torch_threads, time_steps, use_matmul_precision)
 
 CONFIGS = {
@@ -212,10 +212,9 @@ def main() -> None:
         row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
         bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, config, args.repeats)
         gen = [name, str(30 if name == "baby" else 20)]
-        ours = median_run([measure(__file__, "ferrolm-generate", *gen) for _ in range(args.repeats)])
-        for task, label in (("torch-generate-cache", "KV cache"), ("torch-generate-nocache", "no cache")):
-            runs = [r for r in (measure(__file__, task, *gen) for _ in range(args.repeats)) if r is not None]
-            theirs = median_run(runs) if runs else None
+        tasks = ["ferrolm-generate", "torch-generate-cache", "torch-generate-nocache"]
+        ours, *peers = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)
+        for theirs, label in zip(peers, ("KV cache", "no cache")):
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
 
 

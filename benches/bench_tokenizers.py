@@ -107,7 +107,7 @@ def main() -> int:
                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
                 h.train([str(corpus_file)], tr)
                 return h
-            t_hf, h = best_time(hf_train, 1)
+            t_hf, h = best_time(hf_train, repeat)
             same = json.loads(h.to_str())["model"]["vocab"] == json.loads(tok.to_str())["model"]["vocab"]
             note = "identical vocab" if same else "vocab differs"
         rows.append((f"BPE train to {vs} ({note})", "s", t_ours, t_hf, None, False))
@@ -129,7 +129,7 @@ def main() -> int:
     t_hf = t_tk = None
     checks = []
     if hf_tok:
-        t_hf, enc = best_time(lambda: [hf_tok.encode(d).ids for d in docs], 1)
+        t_hf, enc = best_time(lambda: [hf_tok.encode(d).ids for d in docs], repeat)
         checks.append(("HF", enc == ids_ours))
     if tk:
         t_tk, enc = best_time(lambda: [tk.encode_ordinary(d) for d in docs], repeat)
@@ -143,7 +143,7 @@ def main() -> int:
     assert batch == ids_ours
     t_hf_b = t_tk_b = None
     if hf_tok:
-        t_hf_b, enc = best_time(lambda: [e.ids for e in hf_tok.encode_batch(docs)], 1)
+        t_hf_b, enc = best_time(lambda: [e.ids for e in hf_tok.encode_batch(docs)], repeat)
         checks.append(("HF batch", enc == ids_ours))
     if tk:
         t_tk_b, enc = best_time(lambda: tk.encode_ordinary_batch(docs, num_threads=n), repeat)
@@ -155,14 +155,14 @@ def main() -> int:
     assert "".join(dec) == text
     t_hf_d = t_tk_d = None
     if hf_tok:
-        t_hf_d, _ = best_time(lambda: [hf_tok.decode(i, skip_special_tokens=False) for i in ids_ours], 1)
+        t_hf_d, _ = best_time(lambda: [hf_tok.decode(i, skip_special_tokens=False) for i in ids_ours], repeat)
     if tk:
         t_tk_d, _ = best_time(lambda: [tk.decode(i) for i in ids_ours], repeat)
     rows.append(("decode, 1 thread", "MB/s", mb / t_ours_d, t_hf_d and mb / t_hf_d, t_tk_d and mb / t_tk_d, True))
     t_ours_db, _ = best_time(lambda: tok.decode_batch(ids_ours, num_threads=n), repeat)
     t_hf_db = None
     if hf_tok:
-        t_hf_db, _ = best_time(lambda: hf_tok.decode_batch(ids_ours, skip_special_tokens=False), 1)
+        t_hf_db, _ = best_time(lambda: hf_tok.decode_batch(ids_ours, skip_special_tokens=False), repeat)
     rows.append((f"decode_batch, {n} threads", "MB/s", mb / t_ours_db, t_hf_db and mb / t_hf_db, None, True))
 
     # ------------------------------------------------------------- table
