@@ -4,6 +4,7 @@ timed steps after warm-up, and a side-by-side table with ratios."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,9 +25,14 @@ def time_steps(step, steps: int, tokens_per_step: int, warmup: int = 3) -> dict:
     return {"tokens_per_sec": steps * tokens_per_step / dt, "ms_per_step": dt / steps * 1e3, "peak_rss_mb": peak_rss_mb()}
 
 
+#: Threads for every side: ferrolm's pool (RAYON_NUM_THREADS) and torch's (set_torch_threads).
+THREADS = os.environ.get("BENCH_THREADS", "2")
+
+
 def measure(script: str, *args: str) -> dict | None:
     """Runs `script --worker args...` and parses its JSON; None when torch is missing."""
-    out = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True)
+    env = {**os.environ, "RAYON_NUM_THREADS": THREADS}
+    out = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         if "No module named 'torch'" in out.stderr:
             return None
@@ -106,8 +112,6 @@ def add_repeats_flag(parser) -> None:
 
 
 def set_torch_threads() -> None:
-    import os
-
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(int(THREADS))
