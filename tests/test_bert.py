@@ -345,7 +345,7 @@ def test_fill_mask_names_only_tokens_the_tokenizer_has(wordpiece):
 def test_sentence_embeddings(trained_bert):
     model = BERT.load(trained_bert[0])
     e = model.embed(["To be, or not to be", "To be, or not to be", "the king is dead"], pooling="mean")
-    assert e.shape == (3, 128)
+    assert e.shape == (3, 128) and e.dtype == np.float32  # as cls pooling's (it was float64)
     np.testing.assert_allclose(e[0], e[1], rtol=1e-6)
     assert model.embed(["a short one", "a much longer sentence than the first one"], pooling="cls").shape == (2, 128)
 

@@ -387,7 +387,17 @@ def test_a_refused_new_run_leaves_the_run_in_out_resumable(corpus, tmp_path, cap
                            (["--objective", "mlm", "--block-size", "4"], "sequences of at least 8")):
         assert main(["pretrain", str(other), "--out", out, *TINY, *extra]) == 2
         assert message in capsys.readouterr().err
-    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "3", *TINY]) == 0
+    # Found while (or after) the corpus is tokenised: prepared aside, so nothing is replaced.
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (tmp_path / "short.txt").write_text("To be or not to be.\n" * 3)
+    for files, extra, message in (([other, tmp_path / "latin1.txt"], [], "latin1.txt is not valid UTF-8"),
+                                  ([tmp_path / "short.txt"], ["--objective", "mlm"], "the val split has only")):
+        assert main(["pretrain", *map(str, files), "--out", out, *TINY, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "data.preparing").exists()
+    # A file error is not the tokenizer's ("the model's tokenizer cannot encode the corpus").
+    assert main(["pretrain", str(tmp_path / "latin1.txt"), "--init-from", out, "--out", str(tmp_path / "ft"), *TINY]) == 2
+    assert "tokenizer" not in capsys.readouterr().err
 
 
 def test_a_character_model_without_newlines_samples_from_its_first_character(tmp_path, capsys):

@@ -7,7 +7,7 @@ from conftest import seconds_to_interrupt
 
 import ferrolm as fl
 from ferrolm import data
-from ferrolm.data import BUNDLED_CORPUS, load_tokens, prepare_files, prepare_tokens
+from ferrolm.data import BUNDLED_CORPUS, check_files, load_tokens, prepare_files, prepare_tokens
 
 TEXT = BUNDLED_CORPUS.read_text(encoding="utf-8")[:200_000]
 
@@ -28,22 +28,47 @@ def test_text_encoded_in_pieces_gives_the_ids_of_the_whole(kind, options, tmp_pa
     assert meta["train_tokens"] + meta["val_tokens"] > 1000
 
 
-def test_files_are_split_alike_and_separated_by_the_end_of_text_token(tmp_path):
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
-    a.write_text(TEXT[:50_000])
-    b.write_text(TEXT[100_000:110_000])
+def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp_path):
+    texts = [TEXT[:50_000], TEXT[100_000:110_000], "one line only\n"]
+    files = [tmp_path / f"{i}.txt" for i in range(len(texts))]
+    for f, t in zip(files, texts):
+        f.write_text(t)
     (tmp_path / "empty.txt").write_text("")
-    tok = fl.Tokenizer.train([str(a), str(b)], kind="bpe", vocab_size=400)
+    tok = fl.Tokenizer.train([str(f) for f in files], kind="bpe", vocab_size=400)
     end = tok.token_to_id("<|endoftext|>")
-    prepare_files([a, tmp_path / "empty.txt", b], tok, tmp_path / "data")
+    prepare_files([files[0], tmp_path / "empty.txt", *files[1:]], tok, tmp_path / "data")
+    splits = {}
     for name in ("train", "val"):
         ids = np.asarray(load_tokens(tmp_path / "data", name))
-        parts = [tok.decode(p) for p in np.split(ids, np.flatnonzero(ids == end)) if p.size]
-        cut = lambda t: int(len(t) * 0.9)
-        expected = [t[: cut(t)] if name == "train" else t[cut(t):] for t in (TEXT[:50_000], TEXT[100_000:110_000])]
-        assert [p.removeprefix("<|endoftext|>") for p in parts] == expected  # every file in both splits
+        splits[name] = [tok.decode(p).removeprefix("<|endoftext|>") for p in np.split(ids, np.flatnonzero(ids == end)) if p.size]
+    # Each file of several is cut at a line end near 90% (never mid-word): in both splits.
+    for text, train, val in zip(texts, splits["train"], splits["val"]):
+        assert train + val == text and train.endswith("\n") and abs(len(train) - 0.9 * len(text)) < 200
+    assert splits["train"][2] == texts[2] and len(splits["val"]) == 2  # one line: whole, to training here
+    # One file is split as nanoGPT splits it, at 90% of its characters.
+    meta = prepare_files([files[0]], tok, tmp_path / "one")
+    assert tok.decode(load_tokens(tmp_path / "one", "train")) == texts[0][:45_000] and meta["val_tokens"] > 0
     with pytest.raises(ValueError, match="empty"):
-        prepare_files([tmp_path / "empty.txt"], tok, tmp_path / "none")
+        check_files([tmp_path / "empty.txt"])
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt is not valid UTF-8"):
+        check_files([files[0], tmp_path / "latin1.txt"])
+    with pytest.raises(ValueError, match="'train' or 'val'"):
+        load_tokens(tmp_path / "one", "test")
+
+
+def test_one_line_files_go_whole_to_one_split_and_wordpiece_documents_end_with_sep(tmp_path):
+    """A tiny file split at 90% of its characters put a word's last letters in validation."""
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"{i:02}.txt")
+        files[-1].write_text(f"See the cat number {i}.\n")
+    tok = fl.Tokenizer.train([str(f) for f in files], kind="wordpiece", vocab_size=120)
+    prepare_files(files, tok, tmp_path / "data")
+    sep = tok.token_to_id("[SEP]")
+    val = np.asarray(load_tokens(tmp_path / "data", "val"))
+    assert tok.decode(val) == "see the cat number 9. [SEP] see the cat number 19."  # every tenth file
+    assert (np.asarray(load_tokens(tmp_path / "data", "train")) == sep).sum() == 17
 
 
 def test_crlf_text_is_trained_and_encoded_as_it_is(tmp_path):

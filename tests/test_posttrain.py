@@ -505,6 +505,9 @@ def test_presets_are_the_commands_defaults_and_answers_end_at_any_turn_marker(ba
     assert TrainConfig.preset("dpo", learning_rate=1e-5).learning_rate == 1e-5
     with pytest.raises(ValueError, match="no preset"):
         TrainConfig.preset("causal")
-    template = ChatTemplate.prepare(GPT.load(base))
+    model = GPT.load(base)
+    reference = model.copy()  # its own tokenizer: preparing the policy for chat left it 3 ids short
+    template = ChatTemplate.prepare(model)
+    assert reference.tokenizer.vocab_size == reference.vocab_size < model.vocab_size and not reference.is_chat
     text = lambda s: template.tokenizer.encode(s, add_special_tokens=False)
     assert template.decode_response([*text("Who?"), template.user, *text("Stand"), template.end]) == "Who?"

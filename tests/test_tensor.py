@@ -265,6 +265,15 @@ def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_pat
         def state(self):
             return {"classes": np.int64(2)}
 
+    class Nested(fl.nn.Module):  # modules in lists of lists: eval() reached only the first level
+        def __init__(self):
+            self.blocks = [[fl.nn.Module()]]
+            self.heads = {"a": [fl.nn.Module()]}
+
+    nested = Nested().eval()
+    assert not any(m.training for m in nested.modules()) and len(list(nested.modules())) == 3
+    with pytest.raises(ValueError, match="differ"):  # a list target broadcast to every pair's difference
+        F.mse_loss(fl.randn(3, 1), [0.0, 0.0, 0.0])
     model = Classifier()
     names = [n for n, _ in model.named_parameters()]
     assert names[0].startswith("gpt.") and names[-2:] == ["heads.sign.weight", "heads.sign.bias"]

@@ -145,7 +145,7 @@ class BERT(CoreModel):
             h = self.hidden(ids, attention_mask=mask).numpy()
         if pooling == "cls":
             return h[:, 0]
-        return (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+        return ((h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)).astype(np.float32)
 
     def fill_mask_hits(self, lines: Sequence[str], top_k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Held-out evaluation: masks one random piece of each line (lines that do not fit the

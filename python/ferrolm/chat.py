@@ -28,8 +28,8 @@ class ChatTemplate:
 
     @staticmethod
     def prepare(model):
-        """Adds the chat tokens to the model's tokenizer (growing the embedding if needed)
-        and returns the model with a template for it."""
+        """Adds the chat tokens to the model's tokenizer, growing its embedding if needed (both
+        in place), and returns the model's ChatTemplate."""
         tok = model.tokenizer
         if tok is None:
             raise ValueError("the model has no tokenizer")

@@ -61,22 +61,48 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
     text for training, the rest for validation, as nanoGPT) plus `meta.json` into `directory`."""
     if not text:
         raise ValueError("the corpus is empty: there is nothing to train on")
-    return _prepare([text], tokenizer, directory, val_fraction)
+    _check_fraction(val_fraction)
+    return _prepare([(text, int(len(text) * (1.0 - val_fraction)))], tokenizer, directory)
 
 
 def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
-    """`prepare_tokens` for text files, read one at a time: each file is split alike (its last
-    val_fraction goes to validation, so every file is in both splits), and files are separated
-    by the tokenizer's <|endoftext|> when it has one, else by a newline."""
+    """`prepare_tokens` for text files, read one at a time. One file is split as nanoGPT splits
+    it; of several, each is split at the line end nearest its last val_fraction (every file
+    is in both splits, and no line is cut), a file of one line going whole to training or, one
+    in round(1 / val_fraction), to validation. Files are separated by the tokenizer's
+    <|endoftext|>, else its [SEP], else a newline. Check the files first with `check_files`."""
+    _check_fraction(val_fraction)
     files = [Path(p) for p in paths]
-    if not any(f.stat().st_size for f in files):
+    if len(files) == 1:
+        return prepare_tokens(read_text(files[0]), tokenizer, directory, val_fraction)
+    texts = (read_text(f) for f in files)
+    return _prepare(((t, _line_split(t, i, val_fraction)) for i, t in enumerate(texts)), tokenizer, directory)
+
+
+def check_files(paths: Sequence[str | Path]) -> None:
+    """Raises ValueError unless every file is UTF-8 text and some file has any (FileNotFoundError
+    for a missing one), reading one file at a time."""
+    if not any([len(read_text(p)) for p in paths]):  # a list: every file is read
         raise ValueError("the corpus is empty: there is nothing to train on")
-    return _prepare((read_text(f) for f in files), tokenizer, directory, val_fraction)
 
 
-def _prepare(documents: Iterable[str], tokenizer, directory: str | Path, val_fraction: float) -> dict:
+def _check_fraction(val_fraction: float) -> None:
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+
+
+def _line_split(text: str, index: int, val_fraction: float) -> int:
+    """Where file `index` of several is split (see `prepare_files`)."""
+    at = int(len(text) * (1.0 - val_fraction))
+    after, before = text.find("\n", at, len(text) - 1), text.rfind("\n", 0, at)
+    if after >= 0 or before >= 0:  # a line end inside the file: the one nearer the target
+        return 1 + (after if before < 0 or 0 <= after - at <= at - before else before)
+    period = max(round(1 / val_fraction), 2)
+    return 0 if index % period == period - 1 else len(text)
+
+
+def _prepare(parts: Iterable[tuple[str, int]], tokenizer, directory: str | Path) -> dict:
+    """Writes the token files of (text, where its validation part begins) pairs."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
@@ -94,10 +120,7 @@ def _prepare(documents: Iterable[str], tokenizer, directory: str | Path, val_fra
             hashes[split].update(ids)
             count[split] += ids.size
 
-        for text in documents:
-            if not text:
-                continue
-            split = int(len(text) * (1.0 - val_fraction))
+        for text, split in parts:
             for name, begin, end in (("train", 0, split), ("val", split, len(text))):
                 if count[name] and begin < end:
                     write(name, separator)
@@ -111,11 +134,11 @@ def _prepare(documents: Iterable[str], tokenizer, directory: str | Path, val_fra
 
 
 def _separator(tokenizer) -> list[int]:
-    """What goes between documents: <|endoftext|> (nanoGPT puts GPT-2's there), else a newline
-    if the tokenizer has one."""
-    end = tokenizer.token_to_id("<|endoftext|>")
-    if end is not None:
-        return [end]
+    """What goes between documents: <|endoftext|> (nanoGPT puts GPT-2's there), else BERT's
+    [SEP], else a newline if the tokenizer has one."""
+    for token in ("<|endoftext|>", "[SEP]"):
+        if tokenizer.token_to_id(token) is not None:
+            return [tokenizer.token_to_id(token)]
     try:
         return list(tokenizer.encode("\n", add_special_tokens=False))
     except ValueError:  # a character vocabulary without "\n"
@@ -161,6 +184,8 @@ def data_digest(directory: str | Path) -> str | None:
 def load_tokens(directory: str | Path, split: str) -> np.ndarray:
     """A read-only memmap of `split`.bin written by `prepare_tokens`, checked against its
     meta.json (ids beyond a model's vocabulary are refused by the model itself)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     directory = Path(directory)
     meta = _meta(directory)
     path = directory / f"{split}.bin"

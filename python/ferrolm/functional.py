@@ -6,6 +6,8 @@ gather indices) must be integer arrays: floats are refused rather than truncated
 
 from typing import Optional
 
+import numpy as np
+
 from ferrolm._core import (
     abs,
     add,
@@ -64,8 +66,8 @@ def min(x, axis: Optional[int] = None, keepdim: bool = False):  # noqa: A001  (t
 def mse_loss(prediction, target, reduction: str = "mean"):
     """Mean (or "sum", or "none": elementwise) of the squared differences. The shapes must
     match: [N, 1] against [N] would broadcast to every pair's difference."""
-    shapes = [tuple(v.shape) for v in (prediction, target) if hasattr(v, "shape")]
-    if len(shapes) == 2 and shapes[0] != shapes[1]:
+    shapes = [tuple(v.shape) if hasattr(v, "shape") else np.shape(v) for v in (prediction, target)]
+    if all(shapes) and shapes[0] != shapes[1]:  # a scalar () broadcasts as meant
         raise ValueError(f"mse_loss: prediction shape {shapes[0]} and target shape {shapes[1]} differ")
     squared = (prediction - target) ** 2
     if reduction == "none":

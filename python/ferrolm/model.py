@@ -8,7 +8,7 @@ import numpy as np
 
 import ferrolm.functional as F
 from ferrolm import _core
-from ferrolm._core import Tensor
+from ferrolm._core import Tensor, Tokenizer
 from ferrolm.models import CoreModel
 
 class GPT(CoreModel):
@@ -64,8 +64,9 @@ class GPT(CoreModel):
         return self.core.logits(hidden)
 
     def copy(self) -> "GPT":
-        """An independent copy (own weights), e.g. a frozen reference model."""
-        return GPT(self.core.deep_clone(), self.tokenizer)
+        """An independent copy (own weights and tokenizer), e.g. a frozen reference model."""
+        tok = self.tokenizer
+        return GPT(self.core.deep_clone(), None if tok is None else Tokenizer.from_str(tok.to_str()))
 
     # ------------------------------------------------------------ text
 
@@ -99,7 +100,8 @@ class GPT(CoreModel):
         template (its text stays text, whatever special tokens it spells)."""
         return self._chat_template().prompt_ids(prompt) if chat else self.encode(prompt)
 
-    def generate(self, prompt: Union[str, Sequence[str], Sequence[int], np.ndarray], max_new_tokens: int = 200, *,
+    def generate(self, prompt: Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]], np.ndarray],
+                 max_new_tokens: int = 200, *,
                  temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
                  stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: int = 0,

@@ -55,12 +55,11 @@ class Module:
         return [t for _, t in self.named_parameters()]
 
     def modules(self) -> Iterator["Module"]:
+        """This module and every module it holds, in lists and dicts at any depth (as
+        `named_parameters` finds them)."""
         yield self
         for value in vars(self).values():
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-            for item in items:
-                if isinstance(item, Module):
-                    yield from item.modules()
+            yield from _modules_in(value)
 
     def train(self, mode: bool = True) -> "Module":
         for m in self.modules():
@@ -104,6 +103,14 @@ def fill_parameters(named: dict[str, Tensor], tensors: dict[str, Any], file: str
         if not np.isfinite(tensors[name]).all():
             raise ValueError(f"{file}: {name} holds NaN or infinite values (a damaged or diverged checkpoint)")
         tensor.copy_(tensors[name])
+
+
+def _modules_in(value: Any) -> Iterator[Module]:
+    if isinstance(value, Module):
+        yield from value.modules()
+    elif isinstance(value, (list, tuple, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _modules_in(item)
 
 
 def _parameters_of(value: Any, name: str) -> list[tuple[str, Tensor]]:

@@ -127,7 +127,7 @@ def _check_resume_flags(args, state: dict) -> None:
 
 
 def run_pretrain(args) -> int:
-    from ferrolm.data import MlmCollator, corpus_files, prepare_files
+    from ferrolm.data import MlmCollator, check_files, corpus_files, prepare_files
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
     from ferrolm.train.loop import kept_evaluations
@@ -180,17 +180,36 @@ def run_pretrain(args) -> int:
         raise ValueError("--whole-word-masking is for --objective mlm (a GPT masks nothing)")
     if not 0 <= m["dropout"] < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {m['dropout']}")
+    def make_objective(directory: Path):
+        if args.objective == "mlm":
+            whole_word = args.whole_word_masking or bool(saved_train and saved_train.get("whole_word"))
+            return MaskedLM(directory, tokenizer, m["block_size"], t["batch_size"], whole_word=whole_word)
+        return CausalLM(directory, m["block_size"], t["batch_size"])
+
+    tokenizer = model.tokenizer if args.resume or args.init_from else None
     if not args.resume:
         files = corpus_files(args.files)
-        tokenizer = model.tokenizer if args.init_from else _tokenizer(args, files)
+        check_files(files)  # before a tokenizer is trained on them, or anything is replaced
+        tokenizer = tokenizer or _tokenizer(args, files)
         if args.objective == "mlm":  # checked before the corpus is tokenised with it
             MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
+        # Prepared beside the run's data and put in its place only once the objective takes it:
+        # a new run that is refused leaves the run in --out resumable.
+        staging = data_dir.with_name(data_dir.name + ".preparing")
+        shutil.rmtree(staging, ignore_errors=True)
         try:
-            meta = prepare_files(files, tokenizer, data_dir, args.val_fraction or 0.1)
-        except ValueError as e:
-            if not args.init_from:
-                raise
-            raise ValueError(f"--init-from {args.init_from}: the model's tokenizer cannot encode the corpus: {e}") from None
+            try:
+                meta = prepare_files(files, tokenizer, staging, args.val_fraction or 0.1)
+            except ValueError as e:  # the files were checked: what is left is encoding them
+                if not args.init_from:
+                    raise
+                raise ValueError(f"--init-from {args.init_from}: the model's tokenizer cannot encode the corpus: {e}") from None
+            make_objective(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(data_dir, ignore_errors=True)
+        staging.rename(data_dir)
         size = sum(f.stat().st_size for f in files)
         print(f"corpus: {len(files)} file{'s' * (len(files) > 1)}, {size / 1e6:.1f} MB -> {meta['train_tokens']:,} train / "
               f"{meta['val_tokens']:,} val tokens (vocab {tokenizer.vocab_size})", flush=True)
@@ -201,11 +220,7 @@ def run_pretrain(args) -> int:
         model = model.with_dropout(m["dropout"])
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
-    if args.objective == "mlm":
-        whole_word = args.whole_word_masking or bool(saved_train and saved_train.get("whole_word"))
-        objective = MaskedLM(data_dir, model.tokenizer, m["block_size"], t["batch_size"], whole_word=whole_word)
-    else:
-        objective = CausalLM(data_dir, m["block_size"], t["batch_size"])
+    objective = make_objective(data_dir)
     if args.eval_only:
         record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0), dtype=config.dtype)
         print(f"evaluation on {t['eval_iters']} batches of each split: "

@@ -3,8 +3,8 @@
 An objective supplies batches and a loss; the loop owns everything else: AdamW with weight
 decay on matrices only, linear warmup + cosine decay, gradient accumulation and clipping,
 periodic evaluation, a progress bar, a JSONL metrics log, checkpoints, and exact resume
-(model, optimizer moments, step and the data sampler's RNG are restored, so a resumed run
-repeats the uninterrupted run's losses).
+(optimizer moments, step and the data sampler's RNG are restored into a model loaded from the
+checkpoint, so a resumed run repeats the uninterrupted run's losses).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class TrainConfig:
             self.min_lr = self.learning_rate / 10
         for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < (0 if name == "max_iters" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be {'non-negative' if name == 'max_iters' else 'positive'}, "
+                                 f"got {getattr(self, name)}")
         if not (self.learning_rate > 0 and 0 <= self.min_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
                              f"got learning_rate {self.learning_rate} and min_lr {self.min_lr} (give --min-lr)")
@@ -299,7 +300,9 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     only when the validation loss improves, and the model ends holding the best weights.
     Products run in `config.dtype`; the process's setting is restored however training ends.
     `settings` (JSON-able: how the run was set up, e.g. a command's flags) is saved with each
-    checkpoint for a resumed run to reuse."""
+    checkpoint for a resumed run to reuse. With `resume`, training continues the checkpoint in
+    `out_dir` exactly; `model` must hold its weights (load it from `out_dir`: GPT.load,
+    fl.load_model...), else ValueError."""
     with _matmul_precision(config.dtype):
         return _run(model, objective, config, Path(out_dir), resume, settings or {})
 

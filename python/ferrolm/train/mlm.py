@@ -23,7 +23,8 @@ class MaskedLM:
         self.streams = {split: load_tokens(Path(data_dir), split) for split in ("train", "val")}
         for split, t in self.streams.items():
             if len(t) <= max_len:
-                raise ValueError(f"the {split} split has only {len(t)} tokens; need more than max_len={max_len}")
+                raise ValueError(f"the {split} split has only {len(t)} tokens: sequences of {max_len} (--block-size) need "
+                                 "more (give more text, a smaller block size, or another val_fraction / --val-fraction)")
         self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
         self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
         self.data_digest = data_digest(data_dir)
