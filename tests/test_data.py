@@ -93,3 +93,21 @@ out = tempfile.mkdtemp()
 """
     # One encode of the whole split ran to its end, then rust-numpy panicked on the pending signal.
     assert seconds_to_interrupt(setup, "prepare_tokens(text, tok, out)") < 0.5
+
+
+def test_mlm_pairs_are_cut_where_one_file_ends_and_the_next_begins(tmp_path):
+    from ferrolm.train import MaskedLM
+
+    lines = TEXT.splitlines()
+    files = [tmp_path / f"{i}.txt" for i in range(40)]
+    for i, f in enumerate(files):
+        f.write_text(" ".join(lines[i * 8 : i * 8 + 8]) + "\n")  # documents of ~40 pieces: one boundary per window at most
+    tok = fl.Tokenizer.train([str(f) for f in files], kind="wordpiece", vocab_size=300)
+    prepare_files(files, tok, tmp_path / "data")
+    batch = MaskedLM(tmp_path / "data", tok, 32, 256).batch("train", np.random.default_rng(0))
+    sep = tok.token_to_id("[SEP]")
+    for ids, types, real in zip(batch["ids"], batch["token_type_ids"], batch["attention_mask"]):
+        at = np.flatnonzero(ids[real] == sep)
+        assert len(at) == 2 and at[1] == real.sum() - 1 and types[at[0] + 1] == 1  # [CLS] A [SEP] B [SEP] only
+    # The boundaries were there: 36 one-line files in training (every tenth went to validation).
+    assert (np.asarray(load_tokens(tmp_path / "data", "train")) == sep).sum() == 35

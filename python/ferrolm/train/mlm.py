@@ -40,6 +40,12 @@ class MaskedLM:
             window = np.asarray(tokens[start : start + n], dtype=np.int64).tolist()
             if self.pairs:
                 cut = int(rng.integers(1, n))
+                # A [SEP] in the stream ends a document (prepare_files): the pair is cut there (at
+                # the window's edge, the document's end is just dropped).
+                if self.collate.sep in window:
+                    at = window.index(self.collate.sep)
+                    window = window[:at] + window[at + 1 :]
+                    cut = at if 0 < at < len(window) else min(cut, len(window) - 1)
                 examples.append(self.collate.pack([window[:cut], window[cut:]]))
             else:
                 examples.append(self.collate.pack([window]))
