@@ -573,6 +573,26 @@ def test_values_changed_in_place_after_the_forward_pass_refuse_backward():
     np.testing.assert_allclose(w.grad.numpy(), 2 * np.array([1.0, 2.0]) + 2 * w.numpy(), rtol=1e-6)
 
 
+def test_tensor_exponents_match_numpy_with_torchs_gradients():
+    """x ** y with a tensor exponent (it was a TypeError), 2 ** t, and F.pow with either."""
+    xv, yv = np.array([[0.5, 1.5, 3.0], [0.0, 2.0, 1.0]], np.float32), np.array([2.0, -0.5, 1.5], np.float32)
+    x, y = fl.tensor(xv, requires_grad=True), fl.tensor(yv, requires_grad=True)
+    out = x ** y
+    np.testing.assert_allclose(out.numpy(), np.power(xv, yv), rtol=1e-6)
+    out.sum().backward()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dy = np.where(xv == 0, 0.0, np.power(xv, yv) * np.log(xv)).sum(0)  # 0 at a zero base, as torch
+        dx = yv * np.power(xv, yv - 1)
+    np.testing.assert_allclose(x.grad.numpy()[0], dx[0], rtol=1e-5)
+    np.testing.assert_allclose(y.grad.numpy(), dy, rtol=1e-5)
+    t = fl.tensor([0.0, 1.0, 3.0], requires_grad=True)
+    (2 ** t).sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), 2 ** np.array([0.0, 1.0, 3.0]) * np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(F.pow(xv, yv).numpy(), np.power(xv, yv), rtol=1e-6)
+    assert F.pow(x, 2.0).numpy().tolist() == (xv**2).tolist()
+    assert np.isnan((fl.tensor([-2.0]) ** fl.tensor([0.5])).numpy()).all()  # as numpy
+
+
 def test_numerical_edges_match_numpy_and_torch():
     nan = np.float32("nan")
     assert np.isnan(F.maximum(fl.tensor([nan]), fl.tensor([0.0])).numpy()).all()

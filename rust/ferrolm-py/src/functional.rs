@@ -61,19 +61,26 @@ binary! {
     mul: "a * b, elementwise with numpy broadcasting (see add).",
     div: "a / b, elementwise with numpy broadcasting (see add); dividing by zero gives inf or NaN, as in numpy.",
     maximum: "Elementwise maximum of a and b, with numpy broadcasting (see add); NaN if either is NaN, as in numpy."
-        "On ties the gradient goes to a.",
+        "A tie splits the gradient evenly between a and b, as in torch.",
     minimum: "Elementwise minimum of a and b, with numpy broadcasting (see add); NaN if either is NaN, as in numpy."
-        "On ties the gradient goes to a.",
+        "A tie splits the gradient evenly between a and b, as in torch.",
     matmul: "Matrix product over the last two axes: [..., M, K] @ [..., K, N] -> [..., M, N], both of rank ≥ 2."
         "The leading (batch) axes broadcast as numpy's do (an operand without them is shared by every batch);"
         "each operand's gradient sums over the batches it was stretched to. Raises ShapeError otherwise.",
 }
 
-/// `x ** exponent`, elementwise, for a scalar (float) exponent. The gradient is exponent·x**(exponent - 1), and 0
-/// everywhere when the exponent is 0.
+/// `x ** exponent`, elementwise. A float exponent: the gradient is exponent·x**(exponent - 1), and 0 everywhere
+/// when the exponent is 0. A tensor (or array-like) exponent broadcasts with x as in add; its gradient is
+/// x**exponent·ln(x) (0 where x is 0 and the exponent ≥ 0, as in torch). A negative x with a non-integer
+/// exponent gives NaN, as in numpy.
 #[pyfunction]
-fn pow(py: Python<'_>, x: PyTensor, exponent: f32) -> PyResult<PyTensor> {
-    run(py, || Ok(ops::pow(&x.0, exponent)))
+pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    let x = to_tensor(x)?;
+    if let Ok(p) = exponent.extract::<f32>() {
+        return run(py, || Ok(ops::pow(&x, p)));
+    }
+    let p = to_tensor(exponent)?;
+    run(py, || ops::power(&x, &p))
 }
 
 /// Limits x to [min, max], elementwise; either bound may be None (no limit on that side). The gradient passes where

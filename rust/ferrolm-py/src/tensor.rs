@@ -408,11 +408,26 @@ impl PyTensor {
         let o = to_tensor(other)?;
         run(py, || ops::matmul(&o, &self.0))
     }
-    fn __pow__(&self, py: Python<'_>, exponent: f32, modulo: Option<&Bound<'_, PyAny>>) -> PyResult<PyTensor> {
+    fn __pow__(
+        slf: &Bound<'_, Self>,
+        exponent: &Bound<'_, PyAny>,
+        modulo: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
         if modulo.is_some() {
             return Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors"));
         }
-        run(py, || Ok(ops::pow(&self.0, exponent)))
+        crate::functional::pow(slf.py(), slf.as_any(), exponent)
+    }
+    fn __rpow__(
+        slf: &Bound<'_, Self>,
+        base: &Bound<'_, PyAny>,
+        modulo: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
+        if modulo.is_some() {
+            return Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors"));
+        }
+        let (base, exponent) = (to_tensor(base)?, slf.get().0.clone());
+        run(slf.py(), || ops::power(&base, &exponent))
     }
     fn __neg__(&self, py: Python<'_>) -> PyResult<PyTensor> {
         run(py, || Ok(ops::neg(&self.0)))

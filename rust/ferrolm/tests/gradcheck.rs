@@ -105,6 +105,9 @@ fn broadcasting_binary_ops() {
     let (a, b) = (distinct(&[3, 4], 40), ops::add_scalar(&distinct(&[4], 41), 0.05));
     gradcheck("maximum", &[a.clone(), b.clone()], |t| ops::maximum(&t[0], &t[1]).unwrap());
     gradcheck("minimum", &[a, b], |t| ops::minimum(&t[0], &t[1]).unwrap());
+    // A positive base (ln a is defined), broadcast against a row of exponents of both signs.
+    let (base, exponent) = (Tensor::rand(&[3, 4], 0.5, 2.0, 42).unwrap(), randn(&[4], 43));
+    gradcheck("power", &[base, exponent], |t| ops::power(&t[0], &t[1]).unwrap());
 }
 
 #[test]

@@ -413,6 +413,23 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     )
 }
 
+/// `a ** b` elementwise with a tensor exponent (numpy's `power`; a negative base with a
+/// non-integer exponent is NaN). The base's gradient is `b·a^(b−1)` (0 where b is 0), the
+/// exponent's `a^b·ln a` (0 where a is 0 and b ≥ 0, as in torch).
+pub fn power(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(
+        a,
+        b,
+        "power",
+        |a, b| a.powf(b),
+        |s, g, _| {
+            let da = |g: f32, a: f32, b: f32| if b == 0.0 { 0.0 } else { g * b * a.powf(b - 1.0) };
+            let db = |g: f32, a: f32, b: f32| if a == 0.0 && b >= 0.0 { 0.0 } else { g * a.powf(b) * a.ln() };
+            Ok((s.with_ab(s.need_a, g, da)?, s.with_ab(s.need_b, g, db)?))
+        },
+    )
+}
+
 /// Elementwise maximum (NaN if either is NaN, as in numpy); a tie splits the gradient evenly, as
 /// in torch.
 pub fn maximum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
