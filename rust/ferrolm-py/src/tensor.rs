@@ -117,6 +117,14 @@ pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
 }
 
 /// Runs a core computation without the GIL and wraps the resulting tensor.
+/// Python's three-argument pow, which tensors do not have.
+fn no_modulus(modulo: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    match modulo {
+        Some(_) => Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors")),
+        None => Ok(()),
+    }
+}
+
 pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
     compute(py, f).py().map(PyTensor)
 }
@@ -413,21 +421,18 @@ impl PyTensor {
         exponent: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyTensor> {
-        if modulo.is_some() {
-            return Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors"));
-        }
+        no_modulus(modulo)?;
         crate::functional::pow(slf.py(), slf.as_any(), exponent)
     }
     fn __rpow__(
-        slf: &Bound<'_, Self>,
+        &self,
+        py: Python<'_>,
         base: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyTensor> {
-        if modulo.is_some() {
-            return Err(PyTypeError::new_err("pow() with a modulus is not supported for tensors"));
-        }
-        let (base, exponent) = (to_tensor(base)?, slf.get().0.clone());
-        run(slf.py(), || ops::power(&base, &exponent))
+        no_modulus(modulo)?;
+        let base = to_tensor(base)?;
+        run(py, || ops::power(&base, &self.0))
     }
     fn __neg__(&self, py: Python<'_>) -> PyResult<PyTensor> {
         run(py, || Ok(ops::neg(&self.0)))
