@@ -395,6 +395,7 @@ def test_a_refused_new_run_leaves_the_run_in_out_resumable(corpus, tmp_path, cap
         assert main(["pretrain", *map(str, files), "--out", out, *TINY, *extra]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "data.preparing").exists()
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "3", *TINY]) == 0
     # A file error is not the tokenizer's ("the model's tokenizer cannot encode the corpus").
     assert main(["pretrain", str(tmp_path / "latin1.txt"), "--init-from", out, "--out", str(tmp_path / "ft"), *TINY]) == 2
     assert "tokenizer" not in capsys.readouterr().err

@@ -41,10 +41,10 @@ def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp
     for name in ("train", "val"):
         ids = np.asarray(load_tokens(tmp_path / "data", name))
         splits[name] = [tok.decode(p).removeprefix("<|endoftext|>") for p in np.split(ids, np.flatnonzero(ids == end)) if p.size]
-    # Each file of several is cut at a line end near 90% (never mid-word): in both splits.
+    # Each file of several is cut at a line end near 90% (a line's: before a space): in both splits.
     for text, train, val in zip(texts, splits["train"], splits["val"]):
-        assert train + val == text and train.endswith("\n") and abs(len(train) - 0.9 * len(text)) < 200
-    assert splits["train"][2] == texts[2] and len(splits["val"]) == 2  # one line: whole, to training here
+        assert train + val == text and abs(len(train) - 0.9 * len(text)) < 200
+        assert train.endswith("\n") if "\n" in text.strip() else val.startswith(" ")
     # One file is split as nanoGPT splits it, at 90% of its characters.
     meta = prepare_files([files[0]], tok, tmp_path / "one")
     assert tok.decode(load_tokens(tmp_path / "one", "train")) == texts[0][:45_000] and meta["val_tokens"] > 0
@@ -57,18 +57,33 @@ def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp
         load_tokens(tmp_path / "one", "test")
 
 
-def test_one_line_files_go_whole_to_one_split_and_wordpiece_documents_end_with_sep(tmp_path):
-    """A tiny file split at 90% of its characters put a word's last letters in validation."""
-    files = []
-    for i in range(20):
-        files.append(tmp_path / f"{i:02}.txt")
-        files[-1].write_text(f"See the cat number {i}.\n")
+def test_one_line_files_are_split_before_a_space_and_one_word_files_go_whole(tmp_path):
+    """A file split at 90% of its characters put a word's last letters in validation, and a
+    file with no line end inside went whole to training."""
+    lines = [f"See the cat number {i}.\n" for i in range(6)] + ["\n" + "one long line without a break\n\n"]
+    words = [f"w{i}\n" for i in range(20)]
+    tok = fl.Tokenizer.train_from_iterator(lines + words, kind="bpe", vocab_size=300)
+    for name, texts in (("lines", lines), ("words", words)):
+        files = [tmp_path / f"{name}{i:02}.txt" for i in range(len(texts))]
+        for f, t in zip(files, texts):
+            f.write_text(t)
+        prepare_files(files, tok, tmp_path / name)
+        train, val = (tok.decode(load_tokens(tmp_path / name, s)).split("<|endoftext|>") for s in ("train", "val"))
+        if name == "lines":  # each file in both splits, cut before a space, with words on both sides
+            assert all(a + b == t and b.startswith(" ") and a.strip() and b.strip() for a, b, t in zip(train, val, texts))
+        else:  # one word: whole, every tenth file to validation
+            assert val == ["w9\n", "w19\n"] and len(train) == 18
+
+
+def test_wordpiece_documents_are_separated_by_sep(tmp_path):
+    files = [tmp_path / f"{i}.txt" for i in range(5)]
+    for i, f in enumerate(files):
+        f.write_text(f"See the cat number {i} and the dog.\n")
     tok = fl.Tokenizer.train([str(f) for f in files], kind="wordpiece", vocab_size=120)
     prepare_files(files, tok, tmp_path / "data")
     sep = tok.token_to_id("[SEP]")
-    val = np.asarray(load_tokens(tmp_path / "data", "val"))
-    assert tok.decode(val) == "see the cat number 9. [SEP] see the cat number 19."  # every tenth file
-    assert (np.asarray(load_tokens(tmp_path / "data", "train")) == sep).sum() == 17
+    for split in ("train", "val"):
+        assert (np.asarray(load_tokens(tmp_path / "data", split)) == sep).sum() == 4
 
 
 def test_crlf_text_is_trained_and_encoded_as_it_is(tmp_path):
@@ -96,18 +111,24 @@ out = tempfile.mkdtemp()
 
 
 def test_mlm_pairs_are_cut_where_one_file_ends_and_the_next_begins(tmp_path):
+    """Each segment of a pair is one document's: a [SEP] between documents is the A/B cut, and
+    with documents shorter than a window the others are left out."""
     from ferrolm.train import MaskedLM
 
-    lines = TEXT.splitlines()
-    files = [tmp_path / f"{i}.txt" for i in range(40)]
-    for i, f in enumerate(files):
-        f.write_text(" ".join(lines[i * 8 : i * 8 + 8]) + "\n")  # documents of ~40 pieces: one boundary per window at most
-    tok = fl.Tokenizer.train([str(f) for f in files], kind="wordpiece", vocab_size=300)
+    words = TEXT.lower().split()
+    rng = np.random.default_rng(0)
+    files = [tmp_path / f"{i}.txt" for i in range(60)]
+    for i, f in enumerate(files):  # documents of 3 to 40 words, each starting with "start"
+        n = int(rng.integers(3, 40))
+        f.write_text("start " + " ".join(words[i * 40 : i * 40 + n]) + "\n")
+    tok = fl.Tokenizer.train([str(f) for f in files], kind="wordpiece", vocab_size=400)
     prepare_files(files, tok, tmp_path / "data")
-    batch = MaskedLM(tmp_path / "data", tok, 32, 256).batch("train", np.random.default_rng(0))
-    sep = tok.token_to_id("[SEP]")
-    for ids, types, real in zip(batch["ids"], batch["token_type_ids"], batch["attention_mask"]):
+    batch = MaskedLM(tmp_path / "data", tok, 32, 256, short_prob=0.0).batch("train", np.random.default_rng(0))
+    sep, starts = tok.token_to_id("[SEP]"), 0
+    for ids, real in zip(batch["ids"], batch["attention_mask"]):
         at = np.flatnonzero(ids[real] == sep)
-        assert len(at) == 2 and at[1] == real.sum() - 1 and types[at[0] + 1] == 1  # [CLS] A [SEP] B [SEP] only
-    # The boundaries were there: 36 one-line files in training (every tenth went to validation).
-    assert (np.asarray(load_tokens(tmp_path / "data", "train")) == sep).sum() == 35
+        assert len(at) == 2 and at[1] == real.sum() - 1  # [CLS] A [SEP] B [SEP] only
+        a, b = tok.decode(ids[1 : at[0]]), tok.decode(ids[at[0] + 1 : at[1]])
+        assert "start" not in a[1:] and "start" not in b[1:]  # no document boundary inside a segment
+        starts += b.startswith("start")
+    assert starts > 50  # many windows hold a boundary

@@ -591,6 +591,11 @@ def test_tensor_exponents_match_numpy_with_torchs_gradients():
     np.testing.assert_allclose(F.pow(xv, yv).numpy(), np.power(xv, yv), rtol=1e-6)
     assert F.pow(x, 2.0).numpy().tolist() == (xv**2).tolist()
     assert np.isnan((fl.tensor([-2.0]) ** fl.tensor([0.5])).numpy()).all()  # as numpy
+    # A one-element tensor is an exponent with a gradient, not a float (its gradient was lost).
+    s = fl.tensor(2.0, requires_grad=True)
+    (fl.tensor([1.0, 2.0, 3.0]) ** s).sum().backward()
+    assert s.grad.item() == pytest.approx(sum(v**2 * np.log(v) for v in (1.0, 2.0, 3.0)), rel=1e-5)
+    assert (fl.tensor(3.0) ** fl.tensor([2.0])).shape == (1,)  # broadcast as numpy
 
 
 def test_numerical_edges_match_numpy_and_torch():

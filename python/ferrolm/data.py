@@ -67,10 +67,11 @@ def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: fl
 
 def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
     """`prepare_tokens` for text files, read one at a time. One file is split as nanoGPT splits
-    it; of several, each is split at the line end nearest its last val_fraction (every file
-    is in both splits, and no line is cut), a file of one line going whole to training or, one
-    in round(1 / val_fraction), to validation. Files are separated by the tokenizer's
-    <|endoftext|>, else its [SEP], else a newline. Check the files first with `check_files`."""
+    it; of several, each is split near its last val_fraction after a line end or, in a file of
+    one line, before a space (so every file is in both splits and no word is cut); a file of
+    one word goes whole to training, or, file index i with i % max(round(1 / val_fraction), 2)
+    at its largest, to validation. Files are separated by the tokenizer's <|endoftext|>, else
+    its [SEP], else a newline. Check the files first with `check_files`."""
     _check_fraction(val_fraction)
     files = [Path(p) for p in paths]
     if len(files) == 1:
@@ -94,9 +95,11 @@ def _check_fraction(val_fraction: float) -> None:
 def _line_split(text: str, index: int, val_fraction: float) -> int:
     """Where file `index` of several is split (see `prepare_files`)."""
     at = int(len(text) * (1.0 - val_fraction))
-    after, before = text.find("\n", at, len(text) - 1), text.rfind("\n", 0, at)
-    if after >= 0 or before >= 0:  # a line end inside the file: the one nearer the target
-        return 1 + (after if before < 0 or 0 <= after - at <= at - before else before)
+    lo, hi = len(text) - len(text.lstrip()), len(text.rstrip())  # the text inside its outer whitespace
+    for mark, offset in (("\n", 1), (" ", 0)):  # cut after a line end, else before a space
+        after, before = text.find(mark, max(at, lo + 1), hi), text.rfind(mark, lo + 1, min(at, hi))
+        if after >= 0 or before >= 0:  # the one nearer the target, with text on both sides
+            return offset + (after if before < 0 or 0 <= after - at <= at - before else before)
     period = max(round(1 / val_fraction), 2)
     return 0 if index % period == period - 1 else len(text)
 

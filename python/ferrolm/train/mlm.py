@@ -40,16 +40,26 @@ class MaskedLM:
             window = np.asarray(tokens[start : start + n], dtype=np.int64).tolist()
             if self.pairs:
                 cut = int(rng.integers(1, n))
-                # A [SEP] in the stream ends a document (prepare_files): the pair is cut there (at
-                # the window's edge, the document's end is just dropped).
-                if self.collate.sep in window:
-                    at = window.index(self.collate.sep)
-                    window = window[:at] + window[at + 1 :]
-                    cut = at if 0 < at < len(window) else min(cut, len(window) - 1)
-                examples.append(self.collate.pack([window[:cut], window[cut:]]))
+                examples.append(self.collate.pack(self._pair(window, cut)))
             else:
                 examples.append(self.collate.pack([window]))
         return self.collate(examples, rng)
+
+    def _pair(self, window: list[int], cut: int) -> list[list[int]]:
+        """Segments A and B of a window cut at `cut`; where [SEP]s in the stream end documents
+        (prepare_files), two neighbouring documents' pieces instead, the boundary nearest `cut`."""
+        sep = self.collate.sep
+        if sep not in window:
+            return [window[:cut], window[cut:]]
+        ends = [i for i, t in enumerate(window) if t == sep] + [len(window)]
+        parts = [(start, window[start:end]) for start, end in zip([0] + [e + 1 for e in ends[:-1]], ends)]
+        pairs = [(b_start, a, b) for (_, a), (b_start, b) in zip(parts, parts[1:]) if a and b]
+        if pairs:
+            _, a, b = min(pairs, key=lambda p: abs(p[0] - cut))
+            return [a, b]
+        piece = max((p for _, p in parts), key=len)  # one document in the window
+        half = max(len(piece) // 2, 1)
+        return [piece[:half], piece[half:]]
 
     def loss(self, model, batch: dict, dropout_seed):
         h = model.hidden(batch["ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"],

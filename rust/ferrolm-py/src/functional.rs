@@ -2,6 +2,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt};
 use pyo3::wrap_pyfunction;
 
 use ferrolm::ops::{self, Dropout, Reduction};
@@ -76,7 +77,9 @@ binary! {
 #[pyfunction]
 pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let x = to_tensor(x)?;
-    if let Ok(p) = exponent.extract::<f32>() {
+    // A Python number is a constant exponent; a Tensor, even of one element, may want its gradient.
+    if exponent.is_instance_of::<PyFloat>() || exponent.is_instance_of::<PyInt>() {
+        let p = exponent.extract::<f32>()?;
         return run(py, || Ok(ops::pow(&x, p)));
     }
     let p = to_tensor(exponent)?;

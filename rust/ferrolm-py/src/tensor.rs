@@ -116,7 +116,6 @@ pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
         .collect()
 }
 
-/// Runs a core computation without the GIL and wraps the resulting tensor.
 /// Python's three-argument pow, which tensors do not have.
 fn no_modulus(modulo: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     match modulo {
@@ -125,6 +124,7 @@ fn no_modulus(modulo: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     }
 }
 
+/// Runs a core computation without the GIL and wraps the resulting tensor.
 pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -> PyResult<PyTensor> {
     compute(py, f).py().map(PyTensor)
 }
