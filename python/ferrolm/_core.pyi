@@ -353,7 +353,7 @@ class Gpt:
     ) -> Tensor:
         """Logits [B, T, V] for ids [B, T]."""
     def named_parameters(self) -> list[tuple[str, Tensor]]: ...
-    def score(self, ids: Sequence[int], stride: Optional[int] = None) -> _F32Array:
+    def score(self, ids: _IntArrayLike, stride: Optional[int] = None) -> _F32Array:
         """Log-probability of each token given the ones before it (n - 1 values), through a sliding
         window of the context, `stride` apart (default half the context), past its end."""
     def with_vocab(self, vocab_size: int, seed: int = 0) -> Gpt:

@@ -181,7 +181,7 @@ class GPT(CoreModel):
                             f"{ids.shape[1:]}")
         if stride is not None and stride < 0:
             raise ValueError(f"stride must be between 1 and block_size - 1 ({self.block_size - 1}), got {stride}")
-        return self.core.score(ids[0].tolist(), stride)
+        return self.core.score(ids[0].astype(np.int64, copy=False), stride)
 
 
 def _check_sizes(**values) -> None:

@@ -172,7 +172,16 @@ impl PyGpt {
     /// Log-probability of each token given the ones before it (n - 1 values), through a sliding
     /// window of the context, `stride` apart (default half the context), past its end.
     #[pyo3(signature = (ids, stride = None))]
-    fn score<'py>(&self, py: Python<'py>, ids: Vec<i64>, stride: Option<usize>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn score<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyAny>,
+        stride: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let (ids, shape) = to_ids(ids)?;
+        if shape.len() != 1 {
+            return Err(PyValueError::new_err(format!("score takes one sequence of ids, got shape {shape:?}")));
+        }
         compute(py, || self.0.score(&ids, stride)).py().map(|v| v.into_pyarray(py))
     }
 

@@ -387,8 +387,9 @@ impl Iterator for TextGeneration<'_> {
                 Ok(self.text.flush())
             } else {
                 self.left -= 1;
-                let token = self.generation.step().map(|tokens| tokens[0]);
-                token.and_then(|t| t.map_or(Ok(String::new()), |t| self.text.push(self.tokenizer, t as u32)))
+                // No stop tokens, so the row never finishes and every step gives a token.
+                let token = self.generation.step().map(|tokens| tokens[0].expect("an unfinished row"));
+                token.and_then(|t| self.text.push(self.tokenizer, t as u32))
             };
             match piece {
                 Ok(piece) if piece.is_empty() => continue,

@@ -14,6 +14,7 @@ use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_mode
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops::{self, KvCache};
 use crate::rng::mix;
+use crate::tensor::checked_numel;
 use crate::{bail, ensure, Error, Result, Tensor};
 
 /// The architecture's hyperparameters (field names as in Hugging Face's GPT2Config).
@@ -66,17 +67,10 @@ impl GptConfig {
             ensure!((0.0..1.0).contains(&p), Argument, "GPT config: {name} must be in [0, 1), got {p}");
         }
         ensure!(c.layer_norm_epsilon > 0.0, Argument, "GPT config: layer_norm_epsilon must be > 0");
-        // The largest tables, counted without overflow (a corrupt config.json can say anything).
-        let mlp = c.n_embd.checked_mul(4).and_then(|w| w.checked_mul(c.n_embd));
-        let sizes = [c.vocab_size.checked_mul(c.n_embd), c.block_size.checked_mul(c.n_embd), mlp];
-        ensure!(
-            sizes.iter().all(Option::is_some),
-            Memory,
-            "GPT config: {} × {} embeddings of width {} are beyond any memory",
-            c.vocab_size,
-            c.block_size,
-            c.n_embd
-        );
+        // The largest tables fit in memory's address space (a corrupt config.json can say anything).
+        for shape in [[c.vocab_size, c.n_embd, 1], [c.block_size, c.n_embd, 1], [4, c.n_embd, c.n_embd]] {
+            checked_numel(&shape)?;
+        }
         Ok(())
     }
 
@@ -251,7 +245,6 @@ impl Gpt {
     /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
-        self.check_weights()?;
         x.check("GPT", cfg.vocab_size)?;
         ensure!(
             dropout_seed.is_none() || cache.is_none(),
@@ -285,8 +278,9 @@ impl Gpt {
         self.ln_f.forward(&h)
     }
 
-    /// The weights are public for surgery, so each pass checks the tables and layers that the
-    /// config's shapes follow from (the linear layers check their own shapes).
+    /// The weights are public for surgery, so a cache (and so a generation) is made only for
+    /// tables and layers that still have the config's shapes: its layers and the logits'
+    /// width follow the config (forward passes without a cache get shape errors anyway).
     fn check_weights(&self) -> Result<()> {
         let c = &self.config;
         for (name, table, rows) in [("wte", &self.wte, c.vocab_size), ("wpe", &self.wpe, c.block_size)] {
@@ -334,9 +328,8 @@ impl Gpt {
             let first = out.len() - begin; // the row predicting token out.len() + 1
             let hidden = self.hidden(&Batch::new(window, 1, window.len()), None, None)?;
             let logits = self.logits(&ops::narrow(&hidden, 1, first, window.len() - 1 - first)?)?;
-            let logp = ops::log_softmax(&logits, -1)?.to_vec();
-            let v = self.config.vocab_size;
-            out.extend(window[first + 1..].iter().enumerate().map(|(r, &id)| logp[r * v + id as usize]));
+            let nll = ops::cross_entropy(&logits, &window[first + 1..], None, ops::Reduction::None)?;
+            out.extend(nll.read().iter().map(|&l| -l));
             if end == n {
                 return Ok(out);
             }
@@ -357,6 +350,7 @@ impl Gpt {
     /// An empty key/value cache able to hold `batch` sequences of the full context
     /// ([`Error::Memory`](crate::Error::Memory) when that does not fit in memory).
     pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
+        self.check_weights()?;
         let c = &self.config;
         KvCache::new(c.n_layer, batch, c.n_head, c.block_size, c.n_embd / c.n_head)
     }

@@ -63,21 +63,19 @@ pub fn for_each_chunk(path: &Path, chunk_bytes: usize, mut f: impl FnMut(&str) -
 /// `text` in pieces of about `size` bytes or more, each cut just before a space that follows a
 /// non-space character: no word, and no token or whitespace run of GPT-2's or cl100k's pattern,
 /// spans such a cut (a newline would not do: cl100k keeps `.\n` together), so the pieces
-/// tokenize as the whole. A text with no such place stays whole.
-pub(crate) fn split_long(text: &str, size: usize) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while rest.len() > size {
-        let bytes = rest.as_bytes();
-        let after_word = |i: usize| rest[..i].chars().next_back().is_some_and(|c| !c.is_whitespace());
+/// tokenize as the whole. A text with no such place stays whole. An iterator: most texts (a
+/// corpus's lines) are one piece, and allocate nothing.
+pub(crate) fn split_long(text: &str, size: usize) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let bytes = text.as_bytes();
+        let after_word = |i: usize| text[..i].chars().next_back().is_some_and(|c| !c.is_whitespace());
         let cut = (size.max(1)..bytes.len()).find(|&i| bytes[i] == b' ' && after_word(i));
-        let Some(cut) = cut else { break };
-        let (piece, tail) = rest.split_at(cut);
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces.push(rest);
-    pieces
+        let (piece, tail) = text.split_at(cut.unwrap_or(text.len()));
+        rest = cut.map(|_| tail);
+        Some(piece)
+    })
 }
 
 #[cfg(test)]
@@ -109,10 +107,10 @@ mod tests {
     #[test]
     fn long_text_is_cut_before_a_space_that_ends_a_word() {
         let text = "alpha beta  gamma.\ndelta\u{3000} epsilon zeta";
-        let pieces = split_long(text, 4);
+        let pieces: Vec<&str> = split_long(text, 4).collect();
         assert_eq!(pieces.concat(), text);
         assert_eq!(pieces, ["alpha", " beta", "  gamma.\ndelta\u{3000} epsilon", " zeta"]);
-        assert_eq!(split_long("nospaceshere", 3), ["nospaceshere"]);
-        assert_eq!(split_long("", 3), [""]);
+        assert_eq!(split_long("nospaceshere", 3).collect::<Vec<_>>(), ["nospaceshere"]);
+        assert_eq!(split_long("", 3).collect::<Vec<_>>(), [""]);
     }
 }

@@ -159,7 +159,7 @@ impl WordPiece {
         // In chunks cut just before a space or newline (no word or normalisation spans one):
         // normalised characters take 8 bytes each (640 MB for an 80 MB corpus at once), and
         // chunks of a long text are encoded in parallel.
-        let chunks = super::files::split_long(text, 1 << 16);
+        let chunks: Vec<&str> = super::files::split_long(text, 1 << 16).collect();
         if chunks.len() <= 1 {
             return self.encode_chunk(text, 0, out, offsets);
         }
