@@ -22,6 +22,7 @@ class _Optimizer:
 
     _opt: _core.Optimizer
     _settings: dict  # the hyperparameters besides lr and weight decay, as the constructor took them
+    _buffers: tuple[str, ...]  # what the optimizer keeps per parameter, by torch's names
 
     def _build(self, params: Params, weight_decay: float, make, **settings: Any) -> None:
         pairs = self._pairs(params, weight_decay)
@@ -76,14 +77,16 @@ class _Optimizer:
         with ``i`` indexing ``parameters()``, arrays shaped like the parameter (AdamW's
         ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer``), and one group per weight decay.
         The arrays are copies; ``save`` writes them to a file."""
-        params = self.parameters()
         state = {i: {"step": steps, **{name: values.reshape(p.shape) for name, values in buffers}}
-                 for i, (p, (buffers, steps)) in enumerate(zip(params, self._opt.state()))}
+                 for i, (p, (buffers, steps)) in enumerate(zip(self.parameters(), self._opt.state()))}
+        return {"state": state, "param_groups": self._groups()}
+
+    def _groups(self) -> list[dict]:
+        """The param groups of ``state_dict()``: one per weight decay, with the settings."""
         groups: dict[float, list[int]] = {}
         for i, decay in enumerate(self._decays):
             groups.setdefault(decay, []).append(i)
-        return {"state": state, "param_groups": [{"lr": self.lr, "weight_decay": decay, **self._settings, "params": ids}
-                                                 for decay, ids in groups.items()]}
+        return [{"lr": self.lr, "weight_decay": decay, **self._settings, "params": ids} for decay, ids in groups.items()]
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restores a ``state_dict()`` of an optimizer over the same parameters (same order and
@@ -91,41 +94,19 @@ class _Optimizer:
         not fit raises ValueError and changes nothing."""
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             raise ValueError("load_state_dict takes what state_dict() returned: a dict with 'state' and 'param_groups'")
-        mine = self.state_dict()
         theirs = state_dict["param_groups"]
         if not isinstance(theirs, (list, tuple)) or not all(isinstance(g, dict) for g in theirs):
             raise ValueError("param_groups must be a list of dicts")
-        lrs = [g.get("lr") for g in theirs]
         keys = lambda groups: [{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in g.items() if k != "lr"}
                                for g in groups]
-        if keys(theirs) != keys(mine["param_groups"]):
+        if keys(theirs) != keys(self._groups()):
             raise ValueError(f"the saved optimizer had other settings or parameters: {keys(theirs)}, this one has "
-                             f"{keys(mine['param_groups'])}")
+                             f"{keys(self._groups())}")
+        lrs = [g.get("lr") for g in theirs]
         lr = lrs[0] if lrs and all(x == lrs[0] for x in lrs) else None
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 <= lr < math.inf:
             raise ValueError(f"param_groups must share one finite learning rate >= 0, got {lrs}")
-        saved, state = state_dict["state"], []
-        if not isinstance(saved, dict) or len(saved) != len(mine["state"]):
-            raise ValueError(f"the saved state has {len(saved) if isinstance(saved, dict) else 'no'} entries, "
-                             f"this optimizer has {len(mine['state'])} parameters")
-        for i, current in mine["state"].items():
-            entry = saved.get(i, saved.get(str(i)))  # str: the keys may have been through JSON
-            if not isinstance(entry, dict) or set(entry) != set(current):
-                raise ValueError(f"state of parameter {i} must have keys {sorted(current)}, "
-                                 f"got {sorted(entry) if isinstance(entry, dict) else entry!r}")
-            step = entry["step"]
-            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**63:
-                raise ValueError(f"state of parameter {i}: step must be a count, got {step!r}")
-            buffers = []
-            for name in current:
-                if name != "step":
-                    values = np.asarray(entry[name])
-                    if values.shape != current[name].shape:
-                        raise ValueError(f"state of parameter {i}: {name} has shape {values.shape}, "
-                                         f"the parameter has {current[name].shape}")
-                    buffers.append((name, np.ascontiguousarray(values, dtype=np.float32).ravel()))
-            state.append((buffers, int(step)))
-        self._opt.load_state(state)
+        self._load(state_dict["state"], lambda i: i, "parameter")
         self.lr = lr
 
     def save(self, path: Union[str, Path], names: Optional[Sequence[str]] = None,
@@ -151,20 +132,41 @@ class _Optimizer:
             steps = json.loads(metadata["steps"])
         except (KeyError, ValueError, RecursionError):
             pass
-        current = self.state_dict()
-        buffers = [k for k in next(iter(current["state"].values()), {}) if k != "step"]
-        wanted = {f"{n}.{b}" for n in names for b in buffers}
+        wanted = {f"{n}.{b}" for n in names for b in self._buffers}
         if not isinstance(steps, dict) or set(steps) != set(names) or set(tensors) != wanted:
             missing, extra = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
             raise ValueError(f"{path} does not hold this optimizer's state (missing {missing[:3]}, unexpected "
                              f"{extra[:3]}{'' if isinstance(steps, dict) else ', no step counts'})")
-        def shaped(values: np.ndarray, like: np.ndarray) -> np.ndarray:  # earlier checkpoints stored them flat
-            return values.reshape(like.shape) if values.size == like.size else values
-
-        current["state"] = {i: {"step": steps[n], **{b: shaped(tensors[f"{n}.{b}"], current["state"][i][b]) for b in buffers}}
-                            for i, n in enumerate(names)}
-        self.load_state_dict(current)
+        saved = {n: {"step": steps[n], **{b: tensors[f"{n}.{b}"] for b in self._buffers}} for n in names}
+        self._load(saved, names.__getitem__, f"{path}:", flat_ok=True)  # earlier checkpoints stored them flat
         return metadata
+
+    def _load(self, saved: Any, key, what: str, flat_ok: bool = False) -> None:
+        """Checks `saved` (parameter `key(i)` -> {"step", buffers...}) against the parameters and
+        hands it to the core, which checks the values; nothing changes unless all of it fits."""
+        params = self.parameters()
+        if not isinstance(saved, dict) or len(saved) != len(params):
+            raise ValueError(f"the saved state has {len(saved) if isinstance(saved, dict) else 'no'} entries, "
+                             f"this optimizer has {len(params)} parameters")
+        state = []
+        for i, p in enumerate(params):
+            k = key(i)
+            entry = saved.get(k, saved.get(str(k)))  # str: the keys may have been through JSON
+            expected = {"step", *self._buffers}
+            if not isinstance(entry, dict) or set(entry) != expected:
+                raise ValueError(f"{what} {k}: the state must have keys {sorted(expected)}, "
+                                 f"got {sorted(entry) if isinstance(entry, dict) else entry!r}")
+            step = entry["step"]
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2**63:
+                raise ValueError(f"{what} {k}: step must be a count, got {step!r}")
+            buffers = []
+            for name in self._buffers:
+                values = np.asarray(entry[name])
+                if values.shape != tuple(p.shape) and not (flat_ok and values.shape == (p.numel(),)):
+                    raise ValueError(f"{what} {k}: {name} has shape {values.shape}, the parameter has {tuple(p.shape)}")
+                buffers.append((name, np.ascontiguousarray(values, dtype=np.float32).ravel()))
+            state.append((buffers, int(step)))
+        self._opt.load_state(state)
 
     def _names(self, names: Optional[Sequence[str]]) -> list[str]:
         n = len(self._decays)
@@ -202,6 +204,7 @@ class AdamW(_Optimizer):
         if len(betas) != 2:
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         betas, eps = (float(betas[0]), float(betas[1])), float(eps)
+        self._buffers = ("exp_avg", "exp_avg_sq")
         self._build(params, weight_decay, lambda pairs: _core.Optimizer.adamw(pairs, float(lr), betas, eps),
                     betas=betas, eps=eps)
 
@@ -221,6 +224,7 @@ class SGD(_Optimizer):
     def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False) -> None:
         momentum, nesterov = float(momentum), bool(nesterov)
+        self._buffers = ("momentum_buffer",) if momentum else ()
         self._build(params, weight_decay, lambda pairs: _core.Optimizer.sgd(pairs, float(lr), momentum, nesterov),
                     momentum=momentum, nesterov=nesterov)
 

@@ -16,7 +16,6 @@ import json
 import math
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -171,6 +170,15 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _weights_digest(model: Any) -> str:
+    """A fingerprint of the model's parameters, names and values, as they are in memory."""
+    h = hashlib.sha256()
+    for name, t in model.named_parameters():
+        h.update(name.encode())
+        h.update(t.numpy())
+    return h.hexdigest()
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars (an objective's state or metrics) as the Python numbers JSON takes."""
     if isinstance(value, np.generic):
@@ -193,6 +201,7 @@ class _Checkpoints:
             model.save(files)
             opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
             state["digests"] = {p.name: _file_digest(p) for p in sorted(files.glob("*.safetensors"))}
+            state["weights"] = _weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
@@ -205,15 +214,13 @@ class _Checkpoints:
                 raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
         # The optimizer state is restored here, the weights are the caller's: a model made afresh
         # (or a head: a reward or value head is a file of its own) would train on from its
-        # initialisation with the checkpoint's moments, silently.
-        with tempfile.TemporaryDirectory(dir=self.out_dir, prefix=".resume-check-") as tmp:
-            model.save(tmp)
-            given = {p.name: _file_digest(p) for p in Path(tmp).glob("*.safetensors")}
-            saved = {f: d for f, d in state["digests"].items() if f != OPTIMIZER_FILE}  # older states: the model only
-            if {f: given.get(f) for f in saved} != saved:
-                raise ValueError(f"cannot resume: the model given does not hold the weights of the checkpoint in "
-                                 f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), "
-                                 "RewardModel.load(dir), PolicyWithValue.load(dir), or module.load_weights(dir))")
+        # initialisation with the checkpoint's moments, silently. (States before this record no
+        # digest of the weights.)
+        given = _weights_digest(model)
+        if state.get("weights", given) != given:
+            raise ValueError(f"cannot resume: the model given does not hold the weights of the checkpoint in "
+                             f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), "
+                             "RewardModel.load(dir), PolicyWithValue.load(dir), or module.load_weights(dir))")
         try:
             opt.load(self.out_dir / OPTIMIZER_FILE, names, steps=state.get("optimizer_steps"))
         except ValueError as e:

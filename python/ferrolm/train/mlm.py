@@ -37,27 +37,28 @@ class MaskedLM:
             # As in BERT, some sequences are shorter, so the model also sees padding.
             n = int(rng.integers(4, body + 1)) if rng.random() < self.short_prob else body
             start = int(rng.integers(0, len(tokens) - n))
-            window = np.asarray(tokens[start : start + n], dtype=np.int64).tolist()
+            window = np.asarray(tokens[start : start + n], dtype=np.int64)
             if self.pairs:
                 cut = int(rng.integers(1, n))
                 examples.append(self.collate.pack(self._pair(window, cut)))
             else:
-                examples.append(self.collate.pack([window]))
+                examples.append(self.collate.pack([window.tolist()]))
         return self.collate(examples, rng)
 
-    def _pair(self, window: list[int], cut: int) -> list[list[int]]:
+    def _pair(self, window: np.ndarray, cut: int) -> list[list[int]]:
         """Segments A and B of a window cut at `cut`; where [SEP]s in the stream end documents
         (prepare_files), two neighbouring documents' pieces instead, the boundary nearest `cut`."""
-        sep = self.collate.sep
-        if sep not in window:
-            return [window[:cut], window[cut:]]
-        ends = [i for i, t in enumerate(window) if t == sep] + [len(window)]
-        parts = [(start, window[start:end]) for start, end in zip([0] + [e + 1 for e in ends[:-1]], ends)]
-        pairs = [(b_start, a, b) for (_, a), (b_start, b) in zip(parts, parts[1:]) if a and b]
-        if pairs:
-            _, a, b = min(pairs, key=lambda p: abs(p[0] - cut))
-            return [a, b]
-        piece = max((p for _, p in parts), key=len)  # one document in the window
+        ends = np.flatnonzero(window == self.collate.sep)
+        if ends.size == 0:
+            return [window[:cut].tolist(), window[cut:].tolist()]
+        bounds = np.concatenate(([-1], ends, [len(window)]))  # document i lies between bounds i and i + 1
+        lengths = np.diff(bounds) - 1
+        both = np.flatnonzero((lengths[:-1] > 0) & (lengths[1:] > 0))  # [SEP]s with text on both sides
+        if both.size:
+            j = both[np.argmin(np.abs(ends[both] + 1 - cut))]
+            return [window[bounds[j] + 1 : ends[j]].tolist(), window[ends[j] + 1 : bounds[j + 2]].tolist()]
+        i = int(np.argmax(lengths))  # one document in the window
+        piece = window[bounds[i] + 1 : bounds[i + 1]].tolist()
         half = max(len(piece) // 2, 1)
         return [piece[:half], piece[half:]]
 
