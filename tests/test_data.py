@@ -42,6 +42,7 @@ def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp
         ids = np.asarray(load_tokens(tmp_path / "data", name))
         splits[name] = [tok.decode(p).removeprefix("<|endoftext|>") for p in np.split(ids, np.flatnonzero(ids == end)) if p.size]
     # Each file of several is cut at a line end near 90% (a line's: before a space): in both splits.
+    assert len(splits["train"]) == len(splits["val"]) == len(texts)
     for text, train, val in zip(texts, splits["train"], splits["val"]):
         assert train + val == text and abs(len(train) - 0.9 * len(text)) < 200
         assert train.endswith("\n") if "\n" in text.strip() else val.startswith(" ")
@@ -70,6 +71,7 @@ def test_one_line_files_are_split_before_a_space_and_one_word_files_go_whole(tmp
         prepare_files(files, tok, tmp_path / name)
         train, val = (tok.decode(load_tokens(tmp_path / name, s)).split("<|endoftext|>") for s in ("train", "val"))
         if name == "lines":  # each file in both splits, cut before a space, with words on both sides
+            assert len(train) == len(val) == len(texts)
             assert all(a + b == t and b.startswith(" ") and a.strip() and b.strip() for a, b, t in zip(train, val, texts))
         else:  # one word: whole, every tenth file to validation
             assert val == ["w9\n", "w19\n"] and len(train) == 18

@@ -188,6 +188,13 @@ def test_an_optimizer_state_dict_saved_and_loaded_continues_exactly(make, tmp_pa
             ((params[0] @ params[1].reshape(3, 1)).sum() + (params[0] * params[0] * c).sum()).backward()
             opt.step()
 
+    def like(ps):  # an optimizer over `ps` set up as `opt` is (copies of its weights)
+        ps = [fl.tensor(p.numpy(), requires_grad=True) for p in ps]
+        return make([{"params": [ps[0]], "weight_decay": 0.1}, {"params": [ps[1], ps[0]], "weight_decay": 0.0}]), ps
+
+    def holds(o, sd):  # o's state is sd's
+        return all(np.array_equal(o.state_dict()["state"][i][k], v) for i, e in sd["state"].items() for k, v in e.items())
+
     params = [fl.randn(2, 3, seed=1, requires_grad=True), fl.randn(3, seed=2, requires_grad=True)]
     opt = make([{"params": [params[0]], "weight_decay": 0.1}, {"params": [params[1], params[0]], "weight_decay": 0.0}])
     run(opt, params, 3)
@@ -195,25 +202,20 @@ def test_an_optimizer_state_dict_saved_and_loaded_continues_exactly(make, tmp_pa
     assert [g["params"] for g in sd["param_groups"]] == [[0], [1]]  # the tied listing counts once
     assert all(v.shape == p.shape for i, p in enumerate(params) for k, v in sd["state"][i].items() if k != "step")
     opt.save(tmp_path / "opt.safetensors", ["w", "v"], {"note": "kept"})
-    copies = [fl.tensor(p.numpy(), requires_grad=True) for p in params]
-    fresh = [fl.tensor(p.numpy(), requires_grad=True) for p in params]
-    resumed = make([{"params": [copies[0]], "weight_decay": 0.1}, {"params": [copies[1], copies[0]], "weight_decay": 0.0}])
+    (resumed, copies), (restarted, fresh) = like(params), like(params)
     with pytest.raises(ValueError, match="does not hold this optimizer's state"):
         resumed.load(tmp_path / "opt.safetensors")  # saved under other names
-    assert resumed.load(tmp_path / "opt.safetensors", ["w", "v"])["note"] == "kept"
-    assert all(np.array_equal(resumed.state_dict()["state"][i][k], v) for i, e in sd["state"].items() for k, v in e.items())
+    assert resumed.load(tmp_path / "opt.safetensors", ["w", "v"])["note"] == "kept" and holds(resumed, sd)
     # A checkpoint of an earlier ferrolm: arrays flat, step counts in the trainer state.
     flat = {f"{n}.{k}": v.ravel() for n, e in zip(["w", "v"], sd["state"].values()) for k, v in e.items() if k != "step"}
     fl.save_safetensors(tmp_path / "old.safetensors", flat, {"step": "3"})
-    older = make([{"params": [fl.tensor(p.numpy(), requires_grad=True) for p in params][:1], "weight_decay": 0.1},
-                  {"params": [fl.tensor(np.zeros(3), requires_grad=True)], "weight_decay": 0.0}])
+    older = like(params)[0]
     older.load(tmp_path / "old.safetensors", ["w", "v"], steps={"w": 3, "v": 3})
-    assert all(np.array_equal(older.state_dict()["state"][i][k], v) for i, e in sd["state"].items() for k, v in e.items())
+    assert holds(older, sd)
     # The same through state_dict(), its keys as JSON leaves them.
-    again = make([{"params": [fl.tensor(p.numpy(), requires_grad=True) for p in params][:1], "weight_decay": 0.1},
-                  {"params": [fl.tensor(np.zeros(3), requires_grad=True)], "weight_decay": 0.0}])
+    again = like(params)[0]
     again.load_state_dict({"state": {str(i): e for i, e in sd["state"].items()}, "param_groups": sd["param_groups"]})
-    restarted = make([{"params": [fresh[0]], "weight_decay": 0.1}, {"params": [fresh[1], fresh[0]], "weight_decay": 0.0}])
+    assert holds(again, sd)
     for o, ps in ((opt, params), (resumed, copies), (restarted, fresh)):
         run(o, ps, 3)
     for p, q, r in zip(params, copies, fresh):
@@ -221,8 +223,12 @@ def test_an_optimizer_state_dict_saved_and_loaded_continues_exactly(make, tmp_pa
         assert not np.array_equal(r.numpy(), p.numpy())
 
     before = resumed.state_dict()
-    bad_value = {**sd, "state": {**sd["state"], 1: {**sd["state"][1], next(k for k in sd["state"][1] if k != "step"): np.full(3, np.nan)}}}
-    for bad, message in ((bad_value, "non-finite"),
+    with_entry = lambda **entry: {**sd, "state": {**sd["state"], 1: {**sd["state"][1], **entry}}}
+    buffers = [k for k in sd["state"][1] if k != "step"]
+    cases = [(with_entry(**{buffers[0]: np.full(3, np.nan)}), "non-finite"), (with_entry(step=2**63), "step must be a count")]
+    if "exp_avg_sq" in buffers:  # a second moment below 0 would make the update NaN
+        cases.append((with_entry(exp_avg_sq=np.full(3, -1.0)), "exp_avg_sq is negative"))
+    for bad, message in (*cases,
                          ({**sd, "state": {0: sd["state"][0]}}, "has 1 entries"),
                          ({**sd, "state": {**sd["state"], 1: sd["state"][0]}}, r"has shape \(2, 3\)"),
                          ({**sd, "param_groups": [{**g, "weight_decay": 0.5} for g in sd["param_groups"]]}, "other settings"),
