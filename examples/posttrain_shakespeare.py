@@ -51,11 +51,8 @@ def config(iters: int, lr: float, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def sample(model: GPT, template: ChatTemplate, prompts: list[str], seed: int, n_new: int = 64) -> list[str]:
-    ids = [template.prompt_ids(p) for p in prompts]
-    out = model.core.generation(ids, temperature=1.0, seed=seed, stop_tokens=list(template.turn_ends),
-                                vocab_limit=template.tokenizer.vocab_size).run(n_new)
-    return [template.decode_response(r) for r in out]
+def sample(model: GPT, prompts: list[str], seed: int, n_new: int = 64) -> list[str]:
+    return model.generate(prompts, n_new, temperature=1.0, seed=seed, chat=True)
 
 
 def main() -> None:
@@ -93,13 +90,13 @@ def main() -> None:
     sft = SFT(pairs[:3600], pairs[3600:], template, sft_model.block_size, 16)
     train(sft_model, sft, config(steps(600), 1e-3), out / "sft")
     print(f"[{time.perf_counter() - t0:6.1f}s] SFT done; judge rate of SFT samples "
-          f"{np.mean([judge(r) for r in sample(sft_model, template, held_out_prompts, 1)]):.3f}", flush=True)
+          f"{np.mean([judge(r) for r in sample(sft_model, held_out_prompts, 1)]):.3f}", flush=True)
 
     # 3. preference pairs from the judge
     prefs = []
     for round_ in range(8 if not args.quick else 2):
         batch = prompts[round_ * 400 : (round_ + 1) * 400]
-        a, b = sample(sft_model, template, batch, 100 + round_), sample(sft_model, template, batch, 200 + round_)
+        a, b = sample(sft_model, batch, 100 + round_), sample(sft_model, batch, 200 + round_)
         for p, x, y in zip(batch, a, b):
             if judge(x) != judge(y) and x.strip() and y.strip():
                 prefs.append({"prompt": p, "chosen": x if judge(x) else y, "rejected": y if judge(x) else x})
@@ -116,7 +113,7 @@ def main() -> None:
     print(f"[{time.perf_counter() - t0:6.1f}s] reward model held-out accuracy {report['reward_model_heldout_accuracy']:.3f}", flush=True)
 
     def evaluate(model: GPT, seed: int) -> dict:
-        responses = sample(model, template, held_out_prompts, seed)
+        responses = sample(model, held_out_prompts, seed)
         scores = [rm.score(p, r) for p, r in zip(held_out_prompts, responses)]
         return {"rm_score": float(np.mean(scores)), "judge_rate": float(np.mean([judge(r) for r in responses]))}
 
@@ -143,8 +140,8 @@ def main() -> None:
     ChatTemplate.prepare(policy)
     dpo = DPO(GPT.load(out / "sft"), prefs[:split], prefs[split:], template, policy.block_size, 16, beta=0.1)
     train(policy, dpo, config(steps(300), 2e-4), out / "dpo")
-    dpo_responses = sample(policy, template, held_out_prompts, 7)
-    sft_responses = sample(GPT.load(out / "sft"), template, held_out_prompts, 7)
+    dpo_responses = sample(policy, held_out_prompts, 7)
+    sft_responses = sample(GPT.load(out / "sft"), held_out_prompts, 7)
     wins = [judge(a) - judge(b) for a, b in zip(dpo_responses, sft_responses)]
     report["dpo"] = {"heldout_implicit_reward_accuracy": dpo.accuracy(policy),
                      "judge_win_rate_vs_sft": (sum(w > 0 for w in wins) + 0.5 * sum(w == 0 for w in wins)) / len(wins),
