@@ -679,6 +679,44 @@ def test_arguments_that_numpy_and_torch_users_pass():
         F.mse_loss(fl.tensor([[1.0], [2.0]]), fl.tensor([0.0, 0.0]))  # would be every pair's difference
 
 
+def test_a_frozen_tensor_stays_a_parameter_of_its_module(tmp_path):
+    class Scaled(fl.nn.Module):
+        def __init__(self):
+            self.fc = fl.Linear(2, 2, seed=1)
+            self.scale = fl.ones(2, requires_grad=True)
+            self.mask = fl.ones(2)  # assigned without requires_grad: not a parameter
+
+    model = Scaled()
+    model.scale.copy_([5.0, 7.0])
+    model.scale.requires_grad = model.fc.weight.requires_grad = False  # frozen, as a Python tensor and a layer's
+    assert [n for n, _ in model.named_parameters()] == ["fc.weight", "fc.bias", "scale"]  # scale was dropped
+    model.save(tmp_path)
+    again = Scaled().load_weights(tmp_path)  # it was refused: scale missing from the file
+    np.testing.assert_array_equal(again.scale.numpy(), [5.0, 7.0])
+    opt = fl.AdamW(model.parameters(), lr=0.1)
+    model.fc(fl.ones(1, 2)).sum().backward()
+    opt.step()  # a frozen parameter has no gradient and is left as it is
+    np.testing.assert_array_equal(model.scale.numpy(), [5.0, 7.0])
+
+
+def test_set_grad_enabled_as_a_call_and_as_a_context_manager():
+    w = fl.randn(2, requires_grad=True)
+    with fl.set_grad_enabled(False):  # it raised TypeError here, with recording left off
+        assert not (w * 2).requires_grad
+        with fl.set_grad_enabled(True):
+            assert (w * 2).requires_grad
+        assert not fl.is_grad_enabled()
+    assert fl.is_grad_enabled() and (w * 2).requires_grad
+    fl.set_grad_enabled(False)  # as a call: in effect until turned back on
+    try:
+        assert not (w * 2).requires_grad
+    finally:
+        fl.set_grad_enabled(True)
+    with pytest.raises(TypeError, match="True or False"):
+        fl.set_grad_enabled("no")
+    assert fl.is_grad_enabled()
+
+
 def test_no_grad_used_as_a_decorator_from_two_threads():
     """One no_grad object shared by threads (a module-level decorator) restores each thread's
     own mode."""

@@ -30,10 +30,9 @@ from ferrolm._core import (
     rand,
     randn,
     save_safetensors,
-    set_grad_enabled,
     set_matmul_precision,
 )
-from ferrolm.autograd import enable_grad, no_grad
+from ferrolm.autograd import enable_grad, no_grad, set_grad_enabled
 from ferrolm.bert import BERT
 from ferrolm.model import GPT
 from ferrolm.models import load_model

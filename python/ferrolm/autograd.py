@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from ferrolm._core import set_grad_enabled
+from ferrolm import _core
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -17,10 +17,10 @@ class _GradMode(contextlib.ContextDecorator):
 
     def __enter__(self) -> None:
         stack = self._previous.__dict__.setdefault("stack", [])
-        stack.append(set_grad_enabled(self.enabled))
+        stack.append(_core.set_grad_enabled(self.enabled))
 
     def __exit__(self, *exc: object) -> None:
-        set_grad_enabled(self._previous.stack.pop())
+        _core.set_grad_enabled(self._previous.stack.pop())
 
 
 def no_grad(func=None):
@@ -42,4 +42,29 @@ def enable_grad(func=None):
     return _GradMode(True) if func is None else _GradMode(True)(func)
 
 
-__all__ = ["enable_grad", "no_grad"]
+class set_grad_enabled:
+    """Turns graph recording on or off for this thread, at once, as PyTorch's does; used as a
+    context manager (`with fl.set_grad_enabled(False): ...`), it restores the previous mode on
+    exit.
+
+    >>> import ferrolm as fl
+    >>> with fl.set_grad_enabled(False):
+    ...     fl.is_grad_enabled()
+    False
+    >>> fl.is_grad_enabled()
+    True
+    """
+
+    def __init__(self, mode: bool) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(f"set_grad_enabled takes True or False, got {mode!r}")
+        self.previous = _core.set_grad_enabled(mode)
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: object) -> None:
+        _core.set_grad_enabled(self.previous)
+
+
+__all__ = ["enable_grad", "no_grad", "set_grad_enabled"]

@@ -14,7 +14,9 @@ from ferrolm._core import Embedding, LayerNorm, Linear, Tensor, load_safetensors
 class Module:
     """Base class for Python models: parameters are found by walking attributes.
 
-    Attributes that are Tensors with ``requires_grad``, modules (Python or Rust layers), models
+    Attributes that are Tensors with ``requires_grad`` when assigned (they stay parameters when
+    frozen later: ``requires_grad = False`` keeps them saved and loaded, as PyTorch's frozen
+    parameters are), modules (Python or Rust layers), models
     (anything with ``named_parameters()``: a GPT or BERT backbone, say), or lists, tuples and
     dicts of them are registered automatically, named like PyTorch's state dicts. ``save`` and
     ``load_weights`` write and read them as ``model.safetensors`` (so ``train()`` can checkpoint
@@ -35,6 +37,11 @@ class Module:
     #: (e.g. to pass a dropout seed only while training); the Rust layers have no modes.
     training: bool = True
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Tensor) and value.requires_grad:
+            self.__dict__.setdefault("_tensor_parameters", set()).add(name)
+        super().__setattr__(name, value)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
@@ -44,8 +51,13 @@ class Module:
     def named_parameters(self, prefix: str = "") -> list[tuple[str, Tensor]]:
         out: list[tuple[str, Tensor]] = []
         seen: set[int] = set()  # tensors, not Python objects: a Rust layer's weight is a new object per read
+        registered = self.__dict__.get("_tensor_parameters", set())
         for name, value in vars(self).items():
-            for sub_name, tensor in _parameters_of(value, f"{prefix}{name}"):
+            if isinstance(value, Tensor):  # a parameter if assigned as one, even if frozen since
+                found = [(f"{prefix}{name}", value)] if value.requires_grad or name in registered else []
+            else:
+                found = _parameters_of(value, f"{prefix}{name}")
+            for sub_name, tensor in found:
                 if tensor.uid not in seen:
                     seen.add(tensor.uid)
                     out.append((sub_name, tensor))
