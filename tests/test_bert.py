@@ -111,6 +111,14 @@ def test_loading_with_the_other_class_names_the_right_one(tmp_path):
     model = fl.load_model(tmp_path)
     assert isinstance(model, BERT) and model.vocab_size == V
     assert repr(model).startswith(f"BERT(vocab_size={V}") and " parameters, tokenizer=None)" in repr(model)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "model_type"}))
+    assert isinstance(fl.load_model(tmp_path), BERT)  # BERT's field names tell (it was read as GPT-2)
+    with pytest.raises(fl.FormatError, match="holds a bert model, not a gpt2 one"):
+        fl.GPT.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    with pytest.raises(fl.FormatError, match="holds a roberta model, not a bert one: ferrolm loads gpt2 and bert"):
+        BERT.load(tmp_path)  # it sent every other type to GPT.load
 
 
 def test_bert_variants_it_does_not_compute_are_refused(tmp_path):
@@ -350,6 +358,26 @@ def test_sentence_embeddings(trained_bert):
     assert model.embed(["a short one", "a much longer sentence than the first one"], pooling="cls").shape == (2, 128)
 
 
+def test_embeddings_are_computed_in_batches_and_can_truncate(trained_bert):
+    model = BERT.load(trained_bert[0])
+    texts = ["the king", "is dead, long live the king", "to be", "or not to be, that is the question", "a", "b c"]
+    for pooling in ("mean", "cls"):
+        whole = model.embed(texts, pooling, batch_size=len(texts))
+        np.testing.assert_allclose(model.embed(texts, pooling, batch_size=2), whole, rtol=1e-5, atol=1e-5)
+        alone = np.concatenate([model.embed([t], pooling) for t in texts])  # in the given order
+        np.testing.assert_allclose(alone, whole, rtol=1e-5, atol=1e-5)
+    long = "to be or not to be " * 20
+    with pytest.raises(ValueError, match="text 1 has .* tokens, more than max_position_embeddings .*truncate=True"):
+        model.embed(["short", long])
+    ids = model.tokenizer.encode(long)
+    kept = np.array(ids[: model.max_len - 1] + ids[-1:])[None]  # the first tokens and the closing [SEP]
+    with fl.no_grad():
+        expected = model.hidden(kept).numpy().mean(1)
+    np.testing.assert_allclose(model.embed(["short", long], truncate=True)[1], expected[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        model.embed(texts, batch_size=0)
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -401,6 +429,33 @@ def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys):
     assert [l.split(":")[0] for l in lines] == ["[MASK] 1", "[MASK] 2"]
     assert all(l.count("(") == 3 for l in lines)
 
+    # Continued pretraining of an encoder-only checkpoint, on sequences shorter than its context.
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    for f in ("config.json", "tokenizer.json"):
+        (encoder / f).write_bytes((out / f).read_bytes())
+    stored = safetensors_numpy.load_file(str(out / "model.safetensors"))
+    safetensors_numpy.save_file({k: v for k, v in stored.items() if not k.startswith("cls.")}, str(encoder / "model.safetensors"))
+    assert not BERT.load(encoder).core.has_mlm_head
+    tiny = ["--max-iters", "2", "--eval-iters", "1", "--no-progress"]
+    assert main(["pretrain", str(corpus), "--init-from", str(encoder), "--eval-only", *tiny]) == 2
+    assert "encoder-only checkpoint has no masked-LM head to evaluate" in capsys.readouterr().err
+    assert main(["pretrain", str(corpus), "--init-from", str(encoder), "--block-size", "33", *tiny]) == 2
+    assert "--block-size 33 is longer than the context of the model in" in capsys.readouterr().err
+    tuned = tmp_path / "tuned"
+    assert main(["pretrain", str(corpus), "--init-from", str(encoder), "--block-size", "16", "--out", str(tuned), *tiny]) == 0
+    captured = capsys.readouterr()
+    assert "no masked-LM head (an encoder-only checkpoint): training a new one" in captured.err  # it failed after tokenising
+    assert "context 16" in captured.out
+    model = BERT.load(tuned)
+    assert model.core.has_mlm_head and model.max_len == 32  # the model keeps its positions
+    state = json.loads((tuned / "trainer_state.json").read_text())["objective_state"]
+    assert state["block_size"] == 16 and state["mask_prob"] == 0.15
+    # A resume trains on the run's sequences, not the model's context.
+    assert main(["pretrain", "--resume", "--out", str(tuned), "--max-iters", "4", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "context 16" in captured.out and "differ from the run's" not in captured.err
+
 
 def test_pooler_is_tanh_of_dense_on_cls():
     small = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, hidden_dropout_prob=0.0)
@@ -410,7 +465,7 @@ def test_pooler_is_tanh_of_dense_on_cls():
     h = model.hidden(np.array([[1, 5, 7, 2], [1, 9, 3, 2]]))
     p = dict(model.named_parameters())
     w, b = p["bert.pooler.dense.weight"].numpy(), p["bert.pooler.dense.bias"].numpy()
-    np.testing.assert_allclose(model.core.pooled(h).numpy(), np.tanh(h.numpy()[:, 0] @ w.T + b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.core.pooled(h).numpy(), np.tanh(h.numpy()[:, 0] @ w.T + b), rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_reaches_the_attention_probabilities(tmp_path):

@@ -52,6 +52,11 @@ class BERT(CoreModel):
         """Last hidden states [B, T, C]; `attention_mask` is 1/True for real tokens."""
         return self.core.hidden(ids, token_type_ids, attention_mask, dropout_seed)
 
+    def with_new_mlm_head(self, seed: int = 0) -> "BERT":
+        """The same encoder (weights shared) with a freshly initialised masked-LM head: an
+        encoder-only checkpoint (a BertModel, a sentence-embedding model) ready for MLM training."""
+        return BERT(self.core.with_new_mlm_head(seed), self.tokenizer)
+
     def mlm_logits(self, hidden: Tensor) -> Tensor:
         return self.core.mlm_logits(hidden)
 
@@ -67,12 +72,6 @@ class BERT(CoreModel):
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer: pass token ids, or attach one (model.tokenizer = ...)")
         return self.tokenizer
-
-    def _encode(self, text: str) -> np.ndarray:
-        ids = np.asarray(self._tok().encode(text, allowed_special="all"), dtype=np.int64)
-        if len(ids) > self.max_len:
-            raise ValueError(f"text has {len(ids)} tokens, more than max_position_embeddings ({self.max_len})")
-        return ids
 
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict]]:
         """Candidates for every [MASK] in `text`: one list per mask, best first, each entry
@@ -124,28 +123,50 @@ class BERT(CoreModel):
                 [{"token": self._tok().id_to_token(int(i)), "token_id": int(i), "score": float(p[i])} for i in best])
         return out
 
-    def embed(self, texts: Sequence[str], pooling: str = "mean") -> np.ndarray:
+    def embed(self, texts: Sequence[str], pooling: str = "mean", *, batch_size: int = 32,
+              truncate: bool = False) -> np.ndarray:
         """Sentence embeddings [N, C]: the mean of the last hidden states over real tokens,
-        or the [CLS] vector (`pooling="cls"`)."""
+        or the [CLS] vector (`pooling="cls"`). Texts go through the model `batch_size` at a
+        time, grouped by length so little is padded (padding does not change a text's
+        embedding). A text longer than the context raises ValueError, or with `truncate=True`
+        keeps its first tokens (and its closing [SEP], if it has one)."""
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if isinstance(texts, str) or not len(texts):
             raise ValueError("embed takes a non-empty list of texts")
-        enc = [self._encode(t) for t in texts]
-        empty = [i for i, e in enumerate(enc) if not len(e)]
-        if empty:  # a tokenizer that adds no [CLS] … [SEP] gives an empty text no tokens to pool
-            raise ValueError(f"text {empty[0]} has no tokens to embed")
-        length = max(len(e) for e in enc)
-        pad = self._tok().pad_id
-        ids = np.full((len(enc), length), pad, dtype=np.int64)
-        mask = np.zeros((len(enc), length), dtype=bool)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        enc = [self._encode_to_fit(t, i, truncate) for i, t in enumerate(texts)]
+        order = np.argsort([len(e) for e in enc], kind="stable")
+        out = np.empty((len(enc), self.config["hidden_size"]), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self._pool([enc[i] for i in rows], pooling)
+        return out
+
+    def _encode_to_fit(self, text: str, index: int, truncate: bool) -> np.ndarray:
+        ids = np.asarray(self._tok().encode(text, allowed_special="all"), dtype=np.int64)
+        if not len(ids):  # a tokenizer that adds no [CLS] … [SEP] gives an empty text no tokens to pool
+            raise ValueError(f"text {index} has no tokens to embed")
+        if len(ids) > self.max_len:
+            if not truncate:
+                raise ValueError(f"text {index} has {len(ids)} tokens, more than max_position_embeddings "
+                                 f"({self.max_len}); embed(..., truncate=True) keeps its first tokens")
+            sep = self._tok().token_to_id("[SEP]")
+            ids = np.append(ids[: self.max_len - 1], sep) if sep is not None and ids[-1] == sep else ids[: self.max_len]
+        return ids
+
+    def _pool(self, enc: list[np.ndarray], pooling: str) -> np.ndarray:
+        """One batch's embeddings, its texts padded to the longest."""
+        ids = np.full((len(enc), max(len(e) for e in enc)), self._tok().pad_id, dtype=np.int64)
+        mask = np.zeros(ids.shape, dtype=bool)
         for i, e in enumerate(enc):
             ids[i, : len(e)], mask[i, : len(e)] = e, True
         with no_grad():
             h = self.hidden(ids, attention_mask=mask).numpy()
         if pooling == "cls":
             return h[:, 0]
-        return ((h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)).astype(np.float32)
+        return (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
 
     def fill_mask_hits(self, lines: Sequence[str], top_k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Held-out evaluation: masks one random piece of each line (lines that do not fit the

@@ -95,8 +95,10 @@ class CoreModel:
         kind = _model_type(path)
         expected = {"GPT": "gpt2", "BERT": "bert"}.get(cls.__name__)
         if kind is not None and expected is not None and kind != expected:
-            raise FormatError(f"{path} holds a {kind} model, not a {expected} one: load it with "
-                              f"{'BERT' if kind == 'bert' else 'GPT'}.load, or ferrolm.load_model for either")
+            other = {"gpt2": "GPT", "bert": "BERT"}.get(kind)
+            raise FormatError(f"{path} holds a {kind} model, not a {expected} one: "
+                              + (f"load it with {other}.load, or ferrolm.load_model for either" if other
+                                 else "ferrolm loads gpt2 and bert models"))
         return cls(cls.core_class.load(str(path)), load_tokenizer(path))
 
     def __repr__(self) -> str:
@@ -147,14 +149,18 @@ def load_model(path: Union[str, Path]):
 
 
 def _model_type(path: Path):
-    """config.json's model_type (None when it has none, or there is no readable config: the
-    loader then says what is wrong)."""
+    """config.json's model_type; without one, the type its field names give (BERT's
+    `num_hidden_layers`, GPT-2's `n_layer`). None when neither tells, or there is no readable
+    config: the loader then says what is wrong."""
     config_file = path / "config.json"
     if not config_file.is_file():  # a FIFO would block the read
         return None
     from ferrolm.jsonl import read_json_object
 
     try:
-        return read_json_object(config_file).get("model_type")
+        config = read_json_object(config_file)
     except (OSError, ValueError):
         return None
+    if "model_type" in config:
+        return config["model_type"]
+    return "bert" if "num_hidden_layers" in config else "gpt2" if "n_layer" in config else None

@@ -68,10 +68,17 @@ def _starting_model(args):
                          "with config.json, model.safetensors, vocab.json and merges.txt, and give its path)")
     model = load_model(args.init_from)
     kind = "mlm" if type(model).__name__ == "BERT" else "causal"
-    if (args.objective or "causal") != kind:
+    if args.objective not in (None, kind):
         raise ValueError(f"--init-from {args.init_from}: a {type(model).__name__} trains with --objective {kind}")
+    args.objective = kind  # the model's, when not given
     if model.tokenizer is None:
         raise ValueError(f"--init-from {args.init_from}: the directory has no tokenizer to prepare the corpus with")
+    if kind == "mlm" and not model.core.has_mlm_head:
+        if args.eval_only:
+            raise ValueError(f"--init-from {args.init_from}: an encoder-only checkpoint has no masked-LM head to evaluate")
+        print(f"ferrolm: {args.init_from} has no masked-LM head (an encoder-only checkpoint): training a new one",
+              file=sys.stderr, flush=True)
+        model = model.with_new_mlm_head(args.seed or 0)
     return model
 
 
@@ -158,6 +165,8 @@ def run_pretrain(args) -> int:
         model = load_model(out)
         saved_model, fixed = _model_flags(model), resumed(args)
         saved_train = {**state["config"], **state.get("objective_state", {})}
+        if "block_size" in saved_train:  # the run's sequences, which may be shorter than the model's context
+            saved_model["block_size"] = saved_train["block_size"]
     args.objective = args.objective or "causal"
     defaults = {**MODEL_FLAGS, **TRAIN_FLAGS, **(MLM_DEFAULTS if args.objective == "mlm" else {})}
     # Dropout is a training setting (nanoGPT lets it change too); the rest is the architecture. A
@@ -166,7 +175,13 @@ def run_pretrain(args) -> int:
     def saved_for(k: str):
         return None if k == "dropout" and args.init_from else saved_model
 
-    m = {k: choose(args, k, saved_for(k), defaults, fixed=fixed if k != "dropout" else None) for k in MODEL_FLAGS}
+    # A run from a model may also train on shorter sequences than its context, as Hugging Face's
+    # run_mlm trains a 512-position BERT on 128 tokens and nanoGPT crops GPT-2's to block_size.
+    free = {"dropout", "block_size"} if args.init_from else {"dropout"}
+    m = {k: choose(args, k, saved_for(k), defaults, fixed=None if k in free else fixed) for k in MODEL_FLAGS}
+    if args.init_from and m["block_size"] > saved_model["block_size"]:
+        raise ValueError(f"--block-size {m['block_size']} is longer than the context of the model in {args.init_from} "
+                         f"({saved_model['block_size']})")
     t = {k: choose(args, k, saved_train, defaults) for k in TRAIN_FLAGS}
     config = train_config(t, args)
     # Checked here, before the corpus is tokenised.

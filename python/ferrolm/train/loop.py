@@ -277,7 +277,8 @@ def read_state(path: Path) -> dict:
 
 #: The settings that shape a run's updates: resumed with others, it no longer reproduces itself.
 _RUN_DEFINING = ("learning_rate", "min_lr", "warmup_iters", "lr_decay_iters", "decay_lr", "weight_decay", "beta1",
-                 "beta2", "grad_clip", "grad_accum", "seed", "dtype", "batch_size", "block_size")
+                 "beta2", "grad_clip", "grad_accum", "seed", "dtype", "batch_size", "block_size", "pairs", "whole_word",
+                 "mask_prob", "short_prob", "beta")
 
 
 def _warn_if_changed(saved: dict, current: dict, out: Path) -> None:

@@ -88,4 +88,5 @@ class MaskedLM:
 
     def state(self) -> dict:
         return {"block_size": self.max_len, "batch_size": self.batch_size, "pairs": self.pairs,
-                "whole_word": self.collate.whole_word, "data": self.data_digest}
+                "whole_word": self.collate.whole_word, "mask_prob": self.collate.mask_prob,
+                "short_prob": self.short_prob, "data": self.data_digest}

@@ -143,6 +143,17 @@ pub struct MlmHead {
     pub bias: Tensor,
 }
 
+impl MlmHead {
+    fn new(config: &BertConfig, seed: u64, init: Init) -> Result<MlmHead> {
+        let c = config.hidden_size;
+        Ok(MlmHead {
+            dense: linear(c, c, seed, init)?,
+            norm: LayerNorm::new(c, true, config.layer_norm_eps)?,
+            bias: Tensor::zeros(&[config.vocab_size])?.with_grad(),
+        })
+    }
+}
+
 /// A BERT encoder with optional pooler and MLM head. `clone()` shares the weights.
 #[derive(Clone)]
 pub struct Bert {
@@ -207,13 +218,15 @@ impl Bert {
             embeddings_norm: LayerNorm::new(c, true, eps)?,
             layers,
             pooler: pooler.then(|| linear(c, c, s(4), init)).transpose()?,
-            mlm: Some(MlmHead {
-                dense: linear(c, c, s(5), init)?,
-                norm: LayerNorm::new(c, true, eps)?,
-                bias: Tensor::zeros(&[config.vocab_size])?.with_grad(),
-            }),
+            mlm: Some(MlmHead::new(&config, s(5), init)?),
             config,
         })
+    }
+
+    /// The same encoder (weights shared) with a freshly initialised masked-LM head, as Hugging
+    /// Face gives an encoder-only checkpoint loaded for masked-LM training.
+    pub fn with_new_mlm_head(&self, seed: u64) -> Result<Bert> {
+        Ok(Bert { mlm: Some(MlmHead::new(&self.config, mix(seed ^ mix(5)), normal)?), ..self.clone() })
     }
 
     /// Hidden states [B, T, C] of the last layer. `dropout_seed` is `Some` in training mode.
