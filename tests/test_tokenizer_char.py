@@ -61,6 +61,12 @@ def test_a_special_unk_token_is_the_unknown_token():
     # Without a limit it still stands for characters never seen in training.
     t = ferrolm.Tokenizer.train_from_iterator(["aaaabbbc"], kind="char", vocab_size=0, special_tokens=["[UNK]"])
     assert t.encode("abz") == [t.token_to_id("a"), t.token_to_id("b"), 0]
+    # SentencePiece's spelling too (a second token, [UNK], was added and <unk> never used).
+    t = ferrolm.Tokenizer.train_from_iterator(["aaaabbbc", "d"], kind="char", vocab_size=4,
+                                              special_tokens=["<unk>", "<|endoftext|>"])
+    assert t.vocab_size == 4 and t.token_to_id("[UNK]") is None
+    assert t.encode("abcd") == [2, 3, 0, 0] and t.decode(t.encode("dab")) == "<unk>ab"
+    assert hf.Tokenizer.from_str(t.to_str()).encode("abcd").ids == [2, 3, 0, 0]
 
 
 def test_special_tokens_in_char_model():

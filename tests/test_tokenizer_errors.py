@@ -55,6 +55,26 @@ def test_refused_special_token(tok):
         tok.encode("<|endoftext|><|im_start|>", allowed_special={"<|im_start|>"})
     with pytest.raises(ValueError, match="disallowed_special"):
         tok.encode("x", disallowed_special="maybe")
+    with pytest.raises(TypeError, match="disallowed_special must be .* or a collection of special-token strings"):
+        tok.encode("x", disallowed_special=3)
+
+
+def test_tiktoken_spellings_of_disallowed_special(tok):
+    """tiktoken's `disallowed_special=()` (no token raises; it was a TypeError naming neither the
+    argument nor its values), "all", and sets of the tokens that raise."""
+    text = "a<|endoftext|>b<|im_start|>"
+    as_text = tok.encode(text, allowed_special="none", disallowed_special="text")
+    assert tok.encode(text, allowed_special="none", disallowed_special=()) == as_text
+    assert tok.encode(text, allowed_special=set(), disallowed_special=set()) == as_text
+    with pytest.raises(ValueError, match='"<\\|endoftext\\|>".*not allow'):
+        tok.encode(text, allowed_special="none", disallowed_special="all")
+    with pytest.raises(ValueError, match='"<\\|im_start\\|>".*not allow'):
+        tok.encode(text, allowed_special="none", disallowed_special={"<|im_start|>"})
+    # Only the listed token raises; the other's text is ordinary text.
+    assert tok.encode("a<|endoftext|>b", allowed_special="none", disallowed_special={"<|im_start|>"}) == \
+        tok.encode("a<|endoftext|>b", allowed_special="none", disallowed_special="text")
+    with pytest.raises(ValueError, match="unknown special token"):
+        tok.encode("x", disallowed_special={"<|nope|>"})
 
 
 def test_ids_out_of_range_in_decode(tok, wp):
@@ -68,6 +88,8 @@ def test_ids_out_of_range_in_decode(tok, wp):
         wp.decode([10**6])
     with pytest.raises(TypeError, match="type str"):
         tok.decode(["a"])
+    with pytest.raises(TypeError, match="got a bool"):  # True was decoded as id 1
+        tok.decode([True, False])
     with pytest.raises(TypeError, match="flat sequence of integers"):
         tok.decode(np.zeros((2, 2), dtype=np.int64))
     assert tok.id_to_token(10**6) is None and tok.id_to_token(-5) is None

@@ -47,6 +47,30 @@ def test_hf_trained_vocab_gives_identical_ids(corpus, eval_texts, lowercase):
         assert ours.encode(text, add_special_tokens=False) == ref.encode(text, add_special_tokens=False).ids
 
 
+def test_a_files_truncation_and_padding_are_kept_and_said_to_be_unapplied(corpus, tmp_path):
+    """Hugging Face's encode applies the file's truncation and padding; ferrolm takes them per
+    call. It ignored them silently and saved the file without them."""
+    ref = hf_wordpiece(corpus[:50], 300)
+    ref.enable_truncation(6)
+    ref.enable_padding(length=10, pad_id=0, pad_token="[PAD]")
+    text = "to be or not to be, that is the question"
+    with pytest.warns(UserWarning, match="sets truncation and padding .* does not apply it .*encode_batch_padded"):
+        ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    assert ours.encode_batch_padded([text], max_length=6, truncation=True)[0][0].tolist() == \
+        ref.encode(text, add_special_tokens=True).ids[:6]  # what the settings give, asked for per call
+    ours.save(tmp_path / "tokenizer.json")
+    again = hf.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert again.truncation == ref.truncation and again.padding == ref.padding
+    assert again.encode(text).ids == ref.encode(text).ids
+    ref.no_truncation()
+    ref.no_padding()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a file without them loads quietly
+        ferrolm.Tokenizer.from_str(ref.to_str())
+
+
 def test_our_vocab_loads_in_hf_with_identical_ids(corpus, eval_texts):
     ours = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=2500)
     ref = hf.Tokenizer.from_str(ours.to_str())

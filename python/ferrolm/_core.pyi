@@ -462,6 +462,7 @@ def load_safetensors(path: _Path) -> tuple[dict[str, _F32Array], dict[str, str]]
 _Text = Union[str, bytes]
 _Ids = Union[Sequence[int], npt.NDArray[np.integer]]
 _Allowed = Union[Literal["all", "none"], Collection[str], None]
+_Disallowed = Union[Literal["raise", "all", "text"], Collection[str], None]
 
 @final
 class Tokenizer:
@@ -518,15 +519,19 @@ class Tokenizer:
         text: _Text,
         *,
         allowed_special: _Allowed = None,
-        disallowed_special: Literal["raise", "text"] = "raise",
+        disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
-    ) -> list[int]: ...
+    ) -> list[int]:
+        """Encodes text (str or UTF-8 bytes) to a list of ids. Special tokens in the text:
+        `allowed_special` ("all", the default, "none", or token strings) are recognised; the
+        text of the others raises ValueError, or with `disallowed_special="text"` (tiktoken's
+        `()`) is ordinary text, or raises only for the token strings given."""
     def encode_array(
         self,
         text: _Text,
         *,
         allowed_special: _Allowed = None,
-        disallowed_special: Literal["raise", "text"] = "raise",
+        disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
     ) -> npt.NDArray[np.uint32]: ...
     def encode_with_offsets(
@@ -534,7 +539,7 @@ class Tokenizer:
         text: _Text,
         *,
         allowed_special: _Allowed = None,
-        disallowed_special: Literal["raise", "text"] = "raise",
+        disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
     ) -> tuple[list[int], list[tuple[int, int]]]: ...
     def encode_batch(
@@ -542,7 +547,7 @@ class Tokenizer:
         texts: Sequence[_Text],
         *,
         allowed_special: _Allowed = None,
-        disallowed_special: Literal["raise", "text"] = "raise",
+        disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
         num_threads: Optional[int] = None,
     ) -> list[list[int]]: ...
@@ -555,7 +560,7 @@ class Tokenizer:
         truncation: bool = True,
         pad_id: Optional[int] = None,
         allowed_special: _Allowed = None,
-        disallowed_special: Literal["raise", "text"] = "raise",
+        disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
         num_threads: Optional[int] = None,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8]]: ...

@@ -79,6 +79,9 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     let mut out = Vec::new();
     for item in obj.try_iter()? {
         let item = item?;
+        if item.is_instance_of::<PyBool>() {
+            return Err(PyTypeError::new_err("ids must be integers, got a bool"));
+        }
         let v: i64 = item.extract().map_err(|_| {
             if is_integer(&item) {
                 return PyIndexError::new_err(format!("token id {item} is out of range"));
@@ -93,40 +96,54 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
 }
 
 /// Encode options from the Python keywords. `allowed_special`: None or "all" (every special
-/// token), "none", or a collection of special-token strings.
+/// token), "none", or special-token strings. `disallowed_special` (for special-token text not
+/// allowed): None, "raise" or tiktoken's "all" (an error), "text" or an empty collection (read as
+/// text), or the special-token strings to raise for (the others read as text).
 fn options(
     tok: &Tokenizer,
     allowed: Option<&Bound<'_, PyAny>>,
-    disallowed: &str,
+    disallowed: Option<&Bound<'_, PyAny>>,
     add_special_tokens: bool,
 ) -> PyResult<EncodeOptions> {
-    let allowed_special = match allowed {
+    let specials = tok.special_tokens();
+    let allowed_special = match allowed.map(|a| Choice::of(a, "allowed_special", "\"all\", \"none\"")).transpose()? {
         None => AllowedSpecial::All,
-        Some(a) => match a.extract::<String>() {
-            Ok(s) if s == "all" => AllowedSpecial::All,
-            Ok(s) if s == "none" => AllowedSpecial::None,
-            Ok(s) => tok.special_tokens().resolve(&[s]).py()?,
-            Err(_) => {
-                let names: Vec<String> =
-                    a.try_iter().and_then(|it| it.map(|x| x?.extract::<String>()).collect()).map_err(|_| {
-                        PyTypeError::new_err(
-                            "allowed_special must be \"all\", \"none\" or a collection of token strings",
-                        )
-                    })?;
-                tok.special_tokens().resolve(&names).py()?
-            }
-        },
+        Some(Choice::Mode(s)) if s == "all" => AllowedSpecial::All,
+        Some(Choice::Mode(s)) if s == "none" => AllowedSpecial::None,
+        Some(Choice::Mode(s)) => AllowedSpecial::Only(specials.resolve(&[s]).py()?), // one token's string
+        Some(Choice::Tokens(names)) => AllowedSpecial::Only(specials.resolve(&names).py()?),
     };
-    let disallowed = match disallowed {
-        "raise" => Disallowed::Raise,
-        "text" => Disallowed::Text,
-        other => {
+    let modes = "\"raise\", \"all\", \"text\"";
+    let disallowed = match disallowed.map(|d| Choice::of(d, "disallowed_special", modes)).transpose()? {
+        None => Disallowed::Raise,
+        Some(Choice::Mode(s)) if s == "raise" || s == "all" => Disallowed::Raise,
+        Some(Choice::Mode(s)) if s == "text" => Disallowed::Text,
+        Some(Choice::Mode(s)) => {
             return Err(PyValueError::new_err(format!(
-                "disallowed_special must be \"raise\" or \"text\", not {other:?}"
+                "disallowed_special must be {modes} or a collection of special-token strings, not {s:?}"
             )))
         }
+        Some(Choice::Tokens(names)) if names.is_empty() => Disallowed::Text,
+        Some(Choice::Tokens(names)) => Disallowed::Only(specials.resolve(&names).py()?),
     };
     Ok(EncodeOptions { allowed_special, disallowed, add_special_tokens })
+}
+
+/// A special-token keyword's value: a mode, or a collection of special-token strings.
+enum Choice {
+    Mode(String),
+    Tokens(Vec<String>),
+}
+
+impl Choice {
+    fn of(obj: &Bound<'_, PyAny>, name: &str, modes: &str) -> PyResult<Choice> {
+        if let Ok(s) = obj.extract::<String>() {
+            return Ok(Choice::Mode(s));
+        }
+        obj.try_iter().and_then(|it| it.map(|x| x?.extract::<String>()).collect()).map(Choice::Tokens).map_err(|_| {
+            PyTypeError::new_err(format!("{name} must be {modes} or a collection of special-token strings"))
+        })
+    }
 }
 
 /// Ids with (start, end) character offsets.
@@ -229,18 +246,34 @@ fn trainer_config(
     Ok(cfg)
 }
 
+/// A tokenizer read from a file, with a warning when the file sets defaults ferrolm does not
+/// apply: a user of Hugging Face's encode would otherwise get other ids without a word.
+fn loaded(py: Python<'_>, tok: Tokenizer) -> PyResult<PyTokenizer> {
+    let unapplied = tok.unapplied_settings();
+    if !unapplied.is_empty() {
+        let message = format!(
+            "this tokenizer.json sets {} for Hugging Face's encode calls: ferrolm keeps the setting in the file but \
+             does not apply it (give max_length, truncation and padding to encode_batch_padded)",
+            unapplied.join(" and ")
+        );
+        let warning = py.get_type::<pyo3::exceptions::PyUserWarning>();
+        PyErr::warn(py, &warning, &std::ffi::CString::new(message)?, 1)?;
+    }
+    Ok(PyTokenizer::wrap(tok))
+}
+
 #[pymethods]
 impl PyTokenizer {
     /// Loads tokenizer.json, BERT vocab.txt, or a directory with one of them (or vocab.json + merges.txt).
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        compute(py, || Tokenizer::from_file(&path)).py().map(Self::wrap)
+        loaded(py, compute(py, || Tokenizer::from_file(&path)).py()?)
     }
 
     /// Parses tokenizer.json contents.
     #[staticmethod]
-    fn from_str(json: &str) -> PyResult<Self> {
-        Tokenizer::from_json(json).py().map(Self::wrap)
+    fn from_str(py: Python<'_>, json: &str) -> PyResult<Self> {
+        loaded(py, Tokenizer::from_json(json).py()?)
     }
 
     /// Loads GPT-2-style vocab.json + merges.txt; pattern is "gpt2", "cl100k" or a regex.
@@ -419,14 +452,17 @@ impl PyTokenizer {
         self.get().to_json()
     }
 
-    /// Encodes text (str or UTF-8 bytes) to a list of ids.
-    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
+    /// Encodes text (str or UTF-8 bytes) to a list of ids. Special tokens in the text:
+    /// `allowed_special` ("all", the default, "none", or token strings) are recognised; the
+    /// text of the others raises ValueError, or with `disallowed_special="text"` (tiktoken's
+    /// `()`) is ordinary text, or raises only for the token strings given.
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
-        disallowed_special: &str,
+        disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let t = self.get();
@@ -438,13 +474,13 @@ impl PyTokenizer {
     }
 
     /// Encodes text to a numpy uint32 array.
-    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
     fn encode_array<'py>(
         &self,
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
-        disallowed_special: &str,
+        disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let t = self.get();
@@ -455,13 +491,13 @@ impl PyTokenizer {
     }
 
     /// Encodes text; returns (ids, offsets) with (start, end) character offsets per token.
-    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true))]
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
     fn encode_with_offsets(
         &self,
         py: Python<'_>,
         text: &Bound<'_, PyAny>,
         allowed_special: Option<&Bound<'_, PyAny>>,
-        disallowed_special: &str,
+        disallowed_special: Option<&Bound<'_, PyAny>>,
         add_special_tokens: bool,
     ) -> PyResult<IdsAndOffsets> {
         let t = self.get();
@@ -472,13 +508,13 @@ impl PyTokenizer {
     }
 
     /// Encodes many texts in parallel with the GIL released.
-    #[pyo3(signature = (texts, *, allowed_special = None, disallowed_special = "raise", add_special_tokens = true, num_threads = None))]
+    #[pyo3(signature = (texts, *, allowed_special = None, disallowed_special = None, add_special_tokens = true, num_threads = None))]
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyAny>,
         allowed_special: Option<&Bound<'py, PyAny>>,
-        disallowed_special: &str,
+        disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
@@ -513,7 +549,7 @@ impl PyTokenizer {
     /// Encodes, truncates and pads a batch: returns (ids [B, T] uint32, attention_mask [B, T] uint8).
     /// padding: "longest" or "max_length".
     #[pyo3(signature = (texts, *, max_length = None, padding = "longest", truncation = true, pad_id = None,
-                        allowed_special = None, disallowed_special = "raise", add_special_tokens = true, num_threads = None))]
+                        allowed_special = None, disallowed_special = None, add_special_tokens = true, num_threads = None))]
     #[allow(clippy::too_many_arguments)]
     fn encode_batch_padded<'py>(
         &self,
@@ -524,7 +560,7 @@ impl PyTokenizer {
         truncation: bool,
         pad_id: Option<u32>,
         allowed_special: Option<&Bound<'py, PyAny>>,
-        disallowed_special: &str,
+        disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyTuple>> {

@@ -11,7 +11,8 @@
 //! `TemplateProcessing` (or a `Sequence` of them), including their `trim_offsets`. Anything
 //! else is refused with a message naming the unsupported part, rather than silently
 //! tokenizing differently from Hugging Face. The file's top-level `truncation` and `padding`
-//! are not read: ferrolm takes them per call (`max_length`, `truncation`, `padding`).
+//! are written back as read but not applied: ferrolm takes them per call (`max_length`,
+//! `truncation`, `padding`), and says so when it loads a file that sets them.
 
 use serde_json::Value;
 
@@ -395,9 +396,11 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
         let mut rebuilt = String::new();
         template_json(&tok).write(&mut rebuilt, 0);
         if serde_json::from_str::<Value>(&rebuilt).ok().as_ref() != Some(post) {
-            tok.hf_post_processor = Some(post.clone());
+            tok.hf_kept.post_processor = Some(post.clone());
         }
     }
+    tok.hf_kept.truncation = root.get("truncation").filter(|v| !v.is_null()).cloned();
+    tok.hf_kept.padding = root.get("padding").filter(|v| !v.is_null()).cloned();
     for id in ordinary {
         tok.specials.set_special(id, false)?;
     }
@@ -686,12 +689,12 @@ pub fn to_json(tok: &Tokenizer) -> String {
     };
     let root = obj! {
         "version": "1.0",
-        "truncation": J::Null,
-        "padding": J::Null,
+        "truncation": tok.hf_kept.truncation.as_ref().map_or(J::Null, J::from),
+        "padding": tok.hf_kept.padding.as_ref().map_or(J::Null, J::from),
         "added_tokens": added,
         "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": tok.hf_post_processor.as_ref().map_or_else(|| template_json(tok), J::from),
+        "post_processor": tok.hf_kept.post_processor.as_ref().map_or_else(|| template_json(tok), J::from),
         "decoder": decoder,
         "model": model,
     };

@@ -141,10 +141,20 @@ pub struct Tokenizer {
     model: Model,
     specials: SpecialTokens,
     template: Template,
-    /// The `post_processor` of the tokenizer.json this was read from, written back as read:
-    /// it also says how Hugging Face frames pairs of texts (RoBERTa's `</s></s>`, Llama's
-    /// second BOS), which ferrolm does not use and so could not rebuild from `template`.
-    pub(crate) hf_post_processor: Option<serde_json::Value>,
+    /// What the tokenizer.json this was read from says that ferrolm writes back as read.
+    pub(crate) hf_kept: HfKept,
+}
+
+/// Parts of a tokenizer.json kept as read, to be written back: the `post_processor` also says
+/// how Hugging Face frames pairs of texts (RoBERTa's `</s></s>`, Llama's second BOS), which
+/// ferrolm does not use and so could not rebuild from the template; `truncation` and `padding`
+/// are the file's defaults for Hugging Face's encode calls, which ferrolm does not apply (its
+/// calls take `max_length`, `truncation` and `padding` each time).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HfKept {
+    pub post_processor: Option<serde_json::Value>,
+    pub truncation: Option<serde_json::Value>,
+    pub padding: Option<serde_json::Value>,
 }
 
 impl Tokenizer {
@@ -155,7 +165,7 @@ impl Tokenizer {
             ensure!(sp.id(content).is_none(), Format, "added token {content:?} is listed twice");
             sp.insert(content, *id)?;
         }
-        let tok = Tokenizer { model, specials: sp, template, hf_post_processor: None };
+        let tok = Tokenizer { model, specials: sp, template, hf_kept: HfKept::default() };
         // An added token may reuse the vocabulary's id for the same token (BERT's [PAD], or a
         // run of spaces that byte-level BPE spells "ĠĠ"); with other content the id would
         // decode as one and encode from both.
@@ -215,6 +225,17 @@ impl Tokenizer {
     /// Parses the contents of a Hugging Face `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Self> {
         hf_json::from_json(json)
+    }
+
+    /// The settings of the tokenizer.json this was read from that ferrolm keeps in the file but
+    /// does not apply: `"truncation"` and `"padding"`, Hugging Face's defaults for its encode
+    /// calls (ferrolm's take them per call).
+    pub fn unapplied_settings(&self) -> Vec<&'static str> {
+        let kept = &self.hf_kept;
+        [("truncation", &kept.truncation), ("padding", &kept.padding)]
+            .into_iter()
+            .filter_map(|(name, v)| v.is_some().then_some(name))
+            .collect()
     }
 
     /// Serializes to Hugging Face `tokenizer.json` text.

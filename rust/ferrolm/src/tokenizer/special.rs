@@ -40,13 +40,26 @@ pub enum AllowedSpecial {
 }
 
 /// What to do with a special token's text that is present but not allowed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Disallowed {
     /// Fail with an error naming the token (tiktoken's default, a guard against prompt injection).
     #[default]
     Raise,
     /// Encode it like any other text.
     Text,
+    /// Fail for these ids (resolve names with [`SpecialTokens::resolve`]); encode the others'
+    /// text like any other text.
+    Only(FxHashSet<u32>),
+}
+
+impl Disallowed {
+    fn raises(&self, id: u32) -> bool {
+        match self {
+            Disallowed::Raise => true,
+            Disallowed::Text => false,
+            Disallowed::Only(ids) => ids.contains(&id),
+        }
+    }
 }
 
 /// Options of one encode call.
@@ -162,7 +175,7 @@ impl SpecialTokens {
     }
 
     /// Turns special-token names into an [`AllowedSpecial::Only`] set; unknown names are errors.
-    pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<AllowedSpecial> {
+    pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<FxHashSet<u32>> {
         let mut ids = FxHashSet::default();
         for name in names {
             let name = name.as_ref();
@@ -176,7 +189,7 @@ impl SpecialTokens {
                 }
             }
         }
-        Ok(AllowedSpecial::Only(ids))
+        Ok(ids)
     }
 
     /// Splits `text` into ordinary spans and allowed special tokens, calling `segment` for each
@@ -211,7 +224,7 @@ impl SpecialTokens {
             let (content, id) = &self.list[m.pattern().as_usize()];
             if allowed(id) {
                 found.push((m.start(), m.end(), *id));
-            } else if opts.disallowed == Disallowed::Raise {
+            } else if opts.disallowed.raises(*id) {
                 bail!(
                     Argument,
                     "the text contains the special token {content:?} (at byte {}), which this call does not allow; \
@@ -271,7 +284,10 @@ mod tests {
         let text = "a<|endoftext|>b<|end|>";
         assert_eq!(run(&sp, text, &EncodeOptions::default()).unwrap(), ["a", "#7", "b", "#8"]);
         assert_eq!(run(&sp, text, &EncodeOptions::ordinary()).unwrap(), [text]);
-        let only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>"]).unwrap(), ..Default::default() };
+        let only = EncodeOptions {
+            allowed_special: AllowedSpecial::Only(sp.resolve(&["<|end|>"]).unwrap()),
+            ..Default::default()
+        };
         let err = run(&sp, text, &only).unwrap_err().to_string();
         assert!(err.contains("<|endoftext|>"), "{err}");
         let only_text = EncodeOptions { disallowed: Disallowed::Text, ..only };
@@ -279,16 +295,22 @@ mod tests {
         assert!(sp.resolve(&["<|nope|>"]).unwrap_err().to_string().contains("<|nope|>"));
         // A token read as text does not hide an allowed one that overlaps it (tiktoken's rule).
         sp.insert("<|end|>x", 9).unwrap();
-        let end_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>"]).unwrap(), ..only_text.clone() };
+        let end_only = EncodeOptions {
+            allowed_special: AllowedSpecial::Only(sp.resolve(&["<|end|>"]).unwrap()),
+            ..only_text.clone()
+        };
         assert_eq!(run(&sp, "a<|end|>x<|end|>", &end_only).unwrap(), ["a", "#8", "x", "#8"]);
         // All allowed: the longest match.
         assert_eq!(run(&sp, "a<|end|>x", &EncodeOptions::default()).unwrap(), ["a", "#9"]);
         // Refusing: a token that is not allowed is found inside an allowed one too (tiktoken's rule).
-        let longer_only = EncodeOptions { allowed_special: sp.resolve(&["<|end|>x"]).unwrap(), ..Default::default() };
+        let longer_only = EncodeOptions {
+            allowed_special: AllowedSpecial::Only(sp.resolve(&["<|end|>x"]).unwrap()),
+            ..Default::default()
+        };
         let err = run(&sp, "a<|end|>x", &longer_only).unwrap_err().to_string();
         assert!(err.contains("\"<|end|>\""), "{err}");
         let with_all = EncodeOptions {
-            allowed_special: sp.resolve(&["<|end|>x", "<|end|>", "<|endoftext|>"]).unwrap(),
+            allowed_special: AllowedSpecial::Only(sp.resolve(&["<|end|>x", "<|end|>", "<|endoftext|>"]).unwrap()),
             ..Default::default()
         };
         assert_eq!(run(&sp, "a<|end|>x", &with_all).unwrap(), ["a", "#9"]);

@@ -348,13 +348,20 @@ impl Trainer {
                 if counts.is_empty() && specials.is_empty() {
                     bail!(Argument, "no characters to train on (is the text empty?)");
                 }
-                let unk_id = specials.iter().find(|(s, _)| s == "[UNK]").map(|&(_, id)| id);
-                let model = Chars::from_counts(&counts, n as u32, max_chars, "[UNK]", unk_id)?;
+                // The unknown token among the special ones, in its common spellings; else one
+                // named [UNK] is added if the vocabulary must leave characters out.
+                let unk = specials.iter().find(|(s, _)| UNK_SPELLINGS.contains(&s.as_str()));
+                let unk_token = unk.map_or("[UNK]", |(s, _)| s.as_str());
+                let model = Chars::from_counts(&counts, n as u32, max_chars, unk_token, unk.map(|&(_, id)| id))?;
                 Tokenizer::new(Model::Chars(model), &specials, Template::default())
             }
         }
     }
 }
+
+/// Special tokens a character vocabulary takes as its unknown token (BERT's, SentencePiece's,
+/// and the tiktoken-style spelling).
+const UNK_SPELLINGS: [&str; 3] = ["[UNK]", "<unk>", "<|unk|>"];
 
 #[cfg(test)]
 mod tests {
