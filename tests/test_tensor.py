@@ -699,6 +699,80 @@ def test_a_frozen_tensor_stays_a_parameter_of_its_module(tmp_path):
     np.testing.assert_array_equal(model.scale.numpy(), [5.0, 7.0])
 
 
+def test_calls_without_a_seed_draw_from_the_stream_manual_seed_restarts():
+    """Two layers or tensors made without a seed differ (every call used seed 0, so two
+    fl.Linear(64, 64) started equal and F.dropout(x, p) dropped the same elements each step);
+    manual_seed makes a script repeat itself; an explicit seed is unaffected."""
+    def draws():
+        x = fl.ones(64, 64)
+        return [fl.randn(4, 4), fl.rand(4, 4), fl.Linear(4, 4).weight, fl.Embedding(4, 4).weight,
+                F.dropout(x, 0.5), F.dropout(x, 0.5), fl.nn.Dropout(0.5)(x)]
+
+    fl.manual_seed(7)
+    first = [t.numpy() for t in draws()]
+    assert not np.array_equal(first[0], fl.randn(4, 4).numpy())
+    assert not np.array_equal(first[4], first[5]) and not np.array_equal(first[5], first[6])
+    fl.manual_seed(7)
+    for a, b in zip(first, draws()):
+        np.testing.assert_array_equal(a, b.numpy())
+    fl.manual_seed(8)
+    assert not np.array_equal(first[0], fl.randn(4, 4).numpy())
+    np.testing.assert_array_equal(fl.randn(4, 4, seed=3).numpy(), fl.randn(4, 4, seed=3).numpy())
+    q = fl.randn(1, 2, 8, 4)
+    with_seed = [F.attention(q, q, q, dropout_p=0.5, seed=1).numpy() for _ in range(2)]
+    np.testing.assert_array_equal(*with_seed)
+    assert not np.array_equal(*[F.attention(q, q, q, dropout_p=0.5).numpy() for _ in range(2)])
+    drop = fl.nn.Dropout(0.5).eval()
+    np.testing.assert_array_equal(drop(fl.ones(8)).numpy(), np.ones(8))
+    with pytest.raises(ValueError, match="dropout probability must be in \\[0, 1\\)"):
+        fl.nn.Dropout(1.0)
+
+
+def test_comparisons_are_elementwise_and_argmax_gives_indices():
+    """`==` compared identity (two equal tensors were unequal) and there was no argmax, so an
+    accuracy written the PyTorch way was silently wrong."""
+    a = fl.tensor([[1.0, 5.0, 3.0], [7.0, 2.0, 7.0]])
+    b = np.array([[1.0, 4.0, 3.0], [0.0, 2.0, 8.0]], dtype=np.float32)
+    an = a.numpy()
+    for op in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"):
+        for other in (b, fl.tensor(b), 3.0, b[0]):  # arrays, tensors, numbers, broadcast rows
+            got = getattr(a, op)(other)
+            expected = getattr(an, op)(np.asarray(other.numpy() if isinstance(other, fl.Tensor) else other))
+            assert isinstance(got, fl.Tensor) and not got.requires_grad, op
+            np.testing.assert_array_equal(got.numpy(), expected.astype(np.float32), err_msg=op)
+    assert bool(fl.tensor([2.0]) == 2) and (fl.tensor([1.0, 2.0]) == fl.tensor([1.0, 2.0])).numpy().all()
+    assert (a == "text") is False and (a != None) is True  # noqa: E711  (not numeric: unequal)
+    w = fl.randn(3, requires_grad=True)
+    assert not (w > 0).requires_grad
+    assert len({a, fl.tensor(an)}) == 2 and a in [a]  # hashed by identity, as PyTorch's
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(a == a)
+    np.testing.assert_array_equal(a.argmax(1), [1, 0])  # the first of a tie
+    np.testing.assert_array_equal(a.argmax(0), an.argmax(0))
+    assert a.argmax(-1).dtype == np.int64 and a.argmax(1, keepdim=True).shape == (2, 1)
+    assert a.argmax() == 3 and isinstance(a.argmax(), int)
+    logits, targets = fl.randn(50, 4, seed=1), np.arange(50) % 4
+    accuracy = (fl.tensor(logits.argmax(-1)) == targets).mean().item()
+    assert accuracy == pytest.approx(np.mean(logits.numpy().argmax(-1) == targets))
+    with pytest.raises(IndexError):
+        a.argmax(2)
+
+
+def test_a_gradient_is_changed_by_assignment():
+    w = fl.ones(2, 2, requires_grad=True)
+    (w * 3).sum().backward()
+    w.grad = w.grad * 0.5  # hand-written scaling (an in-place change of the copy did nothing, silently)
+    np.testing.assert_array_equal(w.grad.numpy(), np.full((2, 2), 1.5))
+    w.grad = [[1.0, 2.0], [3.0, 4.0]]
+    opt = fl.SGD([w], lr=1.0)
+    opt.step()
+    np.testing.assert_array_equal(w.numpy(), [[0.0, -1.0], [-2.0, -3.0]])
+    with pytest.raises(fl.ShapeError, match="a gradient of shape \\[3\\] for a tensor of shape \\[2, 2\\]"):
+        w.grad = [1.0, 2.0, 3.0]
+    w.grad = None
+    assert w.grad is None
+
+
 def test_set_grad_enabled_as_a_call_and_as_a_context_manager():
     w = fl.randn(2, requires_grad=True)
     with fl.set_grad_enabled(False):  # it raised TypeError here, with recording left off

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ferrolm._core import Embedding, LayerNorm, Linear, Tensor, load_safetensors, save_safetensors
+from ferrolm._core import Embedding, LayerNorm, Linear, Tensor, dropout, load_safetensors, save_safetensors
 
 
 class Module:
@@ -102,6 +102,25 @@ class Module:
         return self
 
 
+class Dropout(Module):
+    """Inverted dropout while training (a fresh mask each call, from the stream
+    `fl.manual_seed` restarts); the identity after `eval()`.
+
+    >>> import ferrolm as fl
+    >>> drop = Dropout(0.5)
+    >>> bool((drop(fl.ones(1000)).numpy() == 0).any()), bool((drop.eval()(fl.ones(3)).numpy() == 1).all())
+    (True, True)
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, training=self.training)
+
+
 def fill_parameters(named: dict[str, Tensor], tensors: dict[str, Any], file: str | Path) -> None:
     """Copies `tensors` (read from `file`) into the parameters `named`: the names must match
     exactly, the shapes too, and the values must be finite (a damaged or diverged checkpoint
@@ -139,4 +158,4 @@ def _parameters_of(value: Any, name: str) -> list[tuple[str, Tensor]]:
     return []
 
 
-__all__ = ["Embedding", "LayerNorm", "Linear", "Module"]
+__all__ = ["Dropout", "Embedding", "LayerNorm", "Linear", "Module"]

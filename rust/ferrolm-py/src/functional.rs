@@ -9,6 +9,7 @@ use ferrolm::ops::{self, Dropout, Reduction};
 use ferrolm::Tensor;
 
 use crate::errors::IntoPy;
+use crate::nn::seed_or_next;
 use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
@@ -265,14 +266,16 @@ fn linear(py: Python<'_>, x: PyTensor, weight: PyTensor, bias: Option<PyTensor>)
 }
 
 /// Inverted dropout: zeroes each element with probability p (0 ≤ p < 1, else ValueError) and scales the others by
-/// 1 / (1 - p). The mask is a function of `seed` and each element's position: the same seed drops the same elements,
-/// so pass a fresh seed per call. With training=False (p not checked) or p=0, returns x unchanged.
+/// 1 / (1 - p). The mask is a function of `seed` and each element's position: the same seed drops the same elements.
+/// Without a seed each call draws a fresh one from the stream manual_seed restarts. With training=False (p not
+/// checked) or p=0, returns x unchanged.
 #[pyfunction]
-#[pyo3(signature = (x, p, seed, training = true))]
-fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: u64, training: bool) -> PyResult<PyTensor> {
+#[pyo3(signature = (x, p, seed = None, training = true))]
+fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: Option<u64>, training: bool) -> PyResult<PyTensor> {
     if !training {
         return Ok(PyTensor(x.0.clone()));
     }
+    let seed = seed_or_next(seed);
     run(py, || ops::dropout(&x.0, p, seed))
 }
 
@@ -321,10 +324,12 @@ fn attention_options(
     (batch_axis, key_axis): (usize, usize),
     key_padding_mask: Option<&Bound<'_, PyAny>>,
     dropout_p: f32,
-    seed: u64,
+    seed: Option<u64>,
 ) -> PyResult<(Option<Vec<bool>>, Option<Dropout>)> {
     let dim = |axis: usize| keys.shape().get(axis).copied().unwrap_or(0);
     let mask = mask_of_shape(key_padding_mask, dim(batch_axis), dim(key_axis), "key_padding_mask")?;
+    // A seed is drawn only when there is dropout to draw it for.
+    let seed = if dropout_p > 0.0 { seed_or_next(seed) } else { seed.unwrap_or(0) };
     Ok((mask, Dropout::new(dropout_p, seed).py()?))
 }
 
@@ -333,9 +338,9 @@ fn attention_options(
 /// True for REAL tokens (attended) and False for padding (ignored): the opposite of PyTorch's nn.MultiheadAttention,
 /// where True means "ignore". A query that can see no key outputs zeros. `dropout_p` > 0 drops attention
 /// probabilities (training), with the mask `dropout(probs, dropout_p, seed)` would draw on them as a [B, H, Tq, Tk]
-/// tensor; pass a fresh seed per call.
+/// tensor (without a seed, a fresh one from the stream manual_seed restarts).
 #[pyfunction]
-#[pyo3(signature = (q, k, v, causal = false, key_padding_mask = None, dropout_p = 0.0, seed = 0))]
+#[pyo3(signature = (q, k, v, causal = false, key_padding_mask = None, dropout_p = 0.0, seed = None))]
 #[allow(clippy::too_many_arguments)]
 fn attention(
     py: Python<'_>,
@@ -345,7 +350,7 @@ fn attention(
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
     dropout_p: f32,
-    seed: u64,
+    seed: Option<u64>,
 ) -> PyResult<PyTensor> {
     let (mask, probs) = attention_options(&k.0, (0, 2), key_padding_mask, dropout_p, seed)?;
     run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref(), probs))
@@ -356,7 +361,7 @@ fn attention(
 /// for REAL tokens (attended) and False for padding (ignored): the opposite of PyTorch's nn.MultiheadAttention.
 /// `dropout_p` and `seed` drop attention probabilities as in `attention` (the same seed drops the same ones).
 #[pyfunction]
-#[pyo3(signature = (qkv, n_head, causal = true, key_padding_mask = None, dropout_p = 0.0, seed = 0))]
+#[pyo3(signature = (qkv, n_head, causal = true, key_padding_mask = None, dropout_p = 0.0, seed = None))]
 fn attention_qkv(
     py: Python<'_>,
     qkv: PyTensor,
@@ -364,7 +369,7 @@ fn attention_qkv(
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
     dropout_p: f32,
-    seed: u64,
+    seed: Option<u64>,
 ) -> PyResult<PyTensor> {
     let (mask, probs) = attention_options(&qkv.0, (0, 1), key_padding_mask, dropout_p, seed)?;
     run(py, || ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref(), probs))

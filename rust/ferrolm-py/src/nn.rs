@@ -7,6 +7,7 @@ use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::nn::{self, Module};
+use ferrolm::rng::mix;
 use ferrolm::{AdamW, Optimizer, ParamState, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
@@ -31,8 +32,9 @@ pub struct PyLinear(nn::Linear);
 #[pymethods]
 impl PyLinear {
     #[new]
-    #[pyo3(signature = (in_features, out_features, bias = true, seed = 0))]
-    fn new(py: Python<'_>, in_features: usize, out_features: usize, bias: bool, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (in_features, out_features, bias = true, seed = None))]
+    fn new(py: Python<'_>, in_features: usize, out_features: usize, bias: bool, seed: Option<u64>) -> PyResult<Self> {
+        let seed = seed_or_next(seed);
         compute(py, || nn::Linear::new(in_features, out_features, bias, seed)).py().map(PyLinear)
     }
     fn __call__(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
@@ -58,8 +60,9 @@ pub struct PyEmbedding(nn::Embedding);
 #[pymethods]
 impl PyEmbedding {
     #[new]
-    #[pyo3(signature = (num_embeddings, embedding_dim, std = 1.0, seed = 0))]
-    fn new(py: Python<'_>, num_embeddings: usize, embedding_dim: usize, std: f32, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (num_embeddings, embedding_dim, std = 1.0, seed = None))]
+    fn new(py: Python<'_>, num_embeddings: usize, embedding_dim: usize, std: f32, seed: Option<u64>) -> PyResult<Self> {
+        let seed = seed_or_next(seed);
         compute(py, || nn::Embedding::new(num_embeddings, embedding_dim, std, seed)).py().map(PyEmbedding)
     }
     fn __call__(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
@@ -174,35 +177,58 @@ fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyRes
     compute(py, || ferrolm::clip_grad_norm(&ts, max_norm)).py()
 }
 
-/// A tensor of Normal(mean, std) samples shaped `*shape` (`randn(2, 3)` or `randn((2, 3))`), drawn from a seeded
-/// generator: the same seed gives the same tensor, at any thread count. seed defaults to 0, so calls that leave it out
-/// all return the same values. requires_grad=True makes the new (leaf) tensor collect gradients.
+/// The seeds of calls that leave `seed` out (tensors, layers, dropout), drawn in turn from a
+/// stream that `manual_seed` restarts: PyTorch's default generator, in effect. Two calls get
+/// different numbers, and a script that draws in the same order gets the same ones each run.
+static SEED_STREAM: Mutex<(u64, u64)> = Mutex::new((0, 0)); // (seed, draws so far)
+
+/// `seed`, or when None the stream's next seed.
+pub fn seed_or_next(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(|| {
+        let mut stream = SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner());
+        stream.1 += 1;
+        mix(stream.0 ^ mix(stream.1))
+    })
+}
+
+/// Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout, attention's dropout),
+/// as torch.manual_seed does. An explicit seed is never affected.
 #[pyfunction]
-#[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = 0, requires_grad = false))]
+fn manual_seed(seed: u64) {
+    *SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()) = (seed, 0);
+}
+
+/// A tensor of Normal(mean, std) samples shaped `*shape` (`randn(2, 3)` or `randn((2, 3))`), drawn from a seeded
+/// generator: the same seed gives the same tensor, at any thread count. Without a seed, the next seed of the stream
+/// manual_seed restarts. requires_grad=True makes the new (leaf) tensor collect gradients.
+#[pyfunction]
+#[pyo3(signature = (*shape, mean = 0.0, std = 1.0, seed = None, requires_grad = false))]
 fn randn(
     py: Python<'_>,
     shape: &Bound<'_, PyTuple>,
     mean: f32,
     std: f32,
-    seed: u64,
+    seed: Option<u64>,
     requires_grad: bool,
 ) -> PyResult<PyTensor> {
+    let seed = seed_or_next(seed);
     leaf(py, shape, requires_grad, |s| Tensor::randn(s, mean, std, seed))
 }
 
 /// A tensor of uniform samples in [low, high) shaped `*shape` (`rand(2, 3)` or `rand((2, 3))`), drawn from a seeded
-/// generator: the same seed gives the same tensor, at any thread count. seed defaults to 0, so calls that leave it out
-/// all return the same values. requires_grad=True makes the new (leaf) tensor collect gradients.
+/// generator: the same seed gives the same tensor, at any thread count. Without a seed, the next seed of the stream
+/// manual_seed restarts. requires_grad=True makes the new (leaf) tensor collect gradients.
 #[pyfunction]
-#[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = 0, requires_grad = false))]
+#[pyo3(signature = (*shape, low = 0.0, high = 1.0, seed = None, requires_grad = false))]
 fn rand(
     py: Python<'_>,
     shape: &Bound<'_, PyTuple>,
     low: f32,
     high: f32,
-    seed: u64,
+    seed: Option<u64>,
     requires_grad: bool,
 ) -> PyResult<PyTensor> {
+    let seed = seed_or_next(seed);
     leaf(py, shape, requires_grad, |s| Tensor::rand(s, low, high, seed))
 }
 
@@ -299,6 +325,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(rand, m)?,
         wrap_pyfunction!(full, m)?,
         wrap_pyfunction!(set_grad_enabled, m)?,
+        wrap_pyfunction!(manual_seed, m)?,
         wrap_pyfunction!(is_grad_enabled, m)?,
         wrap_pyfunction!(num_threads, m)?,
         wrap_pyfunction!(set_matmul_precision, m)?,

@@ -1,8 +1,9 @@
 //! `ferrolm.Tensor`: a Python handle to a core tensor, with numpy conversion and operators.
 
-use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
 use pyo3::types::{IntoPyDict, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
@@ -311,10 +312,17 @@ impl PyTensor {
         self.0.is_leaf()
     }
 
-    /// The accumulated gradient (None until backward reaches this leaf).
+    /// The accumulated gradient (None until backward reaches this leaf), as a copy: change it by
+    /// assigning (`w.grad = w.grad * 0.5`, `w.grad = None`), not in place.
     #[getter]
     fn grad(&self) -> Option<PyTensor> {
         self.0.grad().map(PyTensor)
+    }
+
+    #[setter(grad)]
+    fn set_grad(&self, grad: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let grad = grad.map(to_tensor).transpose()?; // None forgets it
+        self.0.set_grad(grad.as_ref()).py()
     }
 
     fn zero_grad(&self) {
@@ -376,6 +384,42 @@ impl PyTensor {
         let body: String = np.call_method("array2string", (self.numpy(py)?,), Some(&kwargs))?.extract()?;
         let grad = if self.0.requires_grad() { ", requires_grad=True" } else { "" };
         Ok(format!("Tensor({body}{grad})"))
+    }
+
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=` elementwise (broadcast; tensors, arrays or numbers): a
+    /// float32 tensor of 1.0 where it holds and 0.0 elsewhere, recording no graph, so that
+    /// `(predicted == targets).mean()` is an accuracy. A value that is not numeric compares
+    /// unequal.
+    fn __richcmp__(&self, py: Python<'_>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let Ok(o) = to_tensor(other) else { return Ok(py.NotImplemented()) };
+        let holds: fn(f32, f32) -> bool = match op {
+            CompareOp::Eq => |a, b| a == b,
+            CompareOp::Ne => |a, b| a != b,
+            CompareOp::Lt => |a, b| a < b,
+            CompareOp::Le => |a, b| a <= b,
+            CompareOp::Gt => |a, b| a > b,
+            CompareOp::Ge => |a, b| a >= b,
+        };
+        Ok(run(py, || ops::compare(&self.0, &o, holds))?.into_pyobject(py)?.into_any().unbind())
+    }
+
+    /// By identity, as a PyTorch tensor's hash: `==` compares values.
+    fn __hash__(&self) -> u64 {
+        self.0.id()
+    }
+
+    /// Where along `axis` the largest elements are (all elements, flattened, when None), as
+    /// int64: a numpy array shaped as `max(axis, keepdim)`, or an int. The first on a tie.
+    #[pyo3(signature = (axis = None, keepdim = false))]
+    fn argmax<'py>(&self, py: Python<'py>, axis: Option<isize>, keepdim: bool) -> PyResult<Bound<'py, PyAny>> {
+        let Some(axis) = axis else {
+            let flat = ops::reshape(&self.0, &[-1]).py()?;
+            let (at, _) = compute(py, || ops::argmax(&flat, 0, false)).py()?;
+            return Ok(at[0].into_pyobject(py)?.into_any());
+        };
+        let (at, shape) = compute(py, || ops::argmax(&self.0, axis, keepdim)).py()?;
+        let at: Vec<i64> = at.into_iter().map(|i| i as i64).collect();
+        Ok(PyArray1::from_vec(py, at).reshape(shape)?.into_any())
     }
 
     fn __add__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {

@@ -359,6 +359,22 @@ impl Tensor {
         g.as_ref().map(|g| Tensor::from_vec(g.clone(), self.shape()).expect("grad has the tensor's shape"))
     }
 
+    /// Replaces the accumulated gradient (None forgets it, as [`Tensor::zero_grad`]): for code
+    /// that scales or clips gradients itself. The gradient must have the tensor's shape.
+    pub fn set_grad(&self, grad: Option<&Tensor>) -> Result<()> {
+        if let Some(g) = grad {
+            ensure!(
+                g.shape() == self.shape(),
+                Shape,
+                "a gradient of shape {:?} for a tensor of shape {:?}",
+                g.shape(),
+                self.shape()
+            );
+        }
+        *self.grad_slot() = grad.map(Tensor::to_vec);
+        Ok(())
+    }
+
     /// Direct access to the gradient buffer (for optimisers: no copy). Crate-private: a buffer
     /// of another length would break every reader.
     pub(crate) fn grad_slot(&self) -> MutexGuard<'_, Option<Vec<f32>>> {

@@ -484,6 +484,14 @@ pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }))
 }
 
+/// Elementwise comparison, broadcast: 1.0 where `holds(a, b)`, else 0.0, a mask of the kind
+/// `where_` and `masked_fill` take. Not differentiable: the result records no graph.
+pub fn compare(a: &Tensor, b: &Tensor, holds: impl Fn(f32, f32) -> bool + Sync) -> Result<Tensor> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let y = zip_broadcast(&shape, &a.read(), a.shape(), &b.read(), b.shape(), |x, y| f32::from(u8::from(holds(x, y))))?;
+    Tensor::from_vec(y, &shape)
+}
+
 /// `x` with `value` wherever `mask` (broadcast to x's shape, nonzero = fill) is set. Filling
 /// with `-inf` is safe: masked positions receive zero gradient, never NaN.
 pub fn masked_fill(x: &Tensor, mask: &Tensor, value: f32) -> Result<Tensor> {

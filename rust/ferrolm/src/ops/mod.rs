@@ -17,14 +17,14 @@ mod softmax;
 pub use attention::{attention, attention_cached, attention_qkv, KvCache};
 pub use dropout::{dropout, Dropout};
 pub use elementwise::{
-    abs, add, add_scalar, clamp, cos, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum, minimum, mul,
-    mul_scalar, neg, pow, power, relu, rsqrt, sigmoid, silu, sin, sqrt, sub, tanh, where_,
+    abs, add, add_scalar, clamp, compare, cos, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum,
+    minimum, mul, mul_scalar, neg, pow, power, relu, rsqrt, sigmoid, silu, sin, sqrt, sub, tanh, where_,
 };
 pub use index::{embedding, gather, index_select};
 pub use loss::{cross_entropy, Reduction};
 pub use matmul::{linear, matmul};
 pub use norm::layer_norm;
-pub use reduce::{max, mean, mean_all, reduce, sum, sum_all, Reduce};
+pub use reduce::{argmax, max, mean, mean_all, reduce, sum, sum_all, Reduce};
 pub use shape::{concat, narrow, permute, reshape, stack, transpose};
 pub use softmax::{log_softmax, softmax};
 

@@ -116,17 +116,8 @@ fn sum_scaled(x: &Tensor, axis: isize, keepdim: bool, average: bool) -> Result<T
 pub fn max(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    ensure!(n > 0, Shape, "max over an empty axis {axis} of shape {:?}", x.shape());
+    let argmax = argmax_along(x, axis)?;
     let data = x.read();
-    let argmax: Vec<usize> = (0..outer * inner)
-        .into_par_iter()
-        .map(|j| {
-            let (o, i) = (j / inner, j % inner);
-            let at = |k: usize| data[(o * n + k) * inner + i];
-            // NaN wins, so a NaN input is visible in the output rather than hidden.
-            (1..n).fold(0, |best, k| if at(k) > at(best) || (at(k).is_nan() && !at(best).is_nan()) { k } else { best })
-        })
-        .collect();
     let y = argmax.iter().enumerate().map(|(j, &k)| data[((j / inner) * n + k) * inner + j % inner]).collect();
     drop(data);
     Ok(Tensor::from_op(y, reduced_shape(x.shape(), axis, keepdim), "max", &[x], move |ctx| {
@@ -136,6 +127,28 @@ pub fn max(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
         }
         Ok(vec![Some(g)])
     }))
+}
+
+/// Where along `axis` the largest elements are (the first on a tie; a NaN wins), with the
+/// shape `max(x, axis, keepdim)` has: the positions `max` takes its values and gradient from.
+pub fn argmax(x: &Tensor, axis: isize, keepdim: bool) -> Result<(Vec<usize>, Vec<usize>)> {
+    let axis = resolve_axis(axis, x.rank())?;
+    Ok((argmax_along(x, axis)?, reduced_shape(x.shape(), axis, keepdim)))
+}
+
+fn argmax_along(x: &Tensor, axis: usize) -> Result<Vec<usize>> {
+    let (outer, n, inner) = split_at_axis(x.shape(), axis);
+    ensure!(n > 0, Shape, "max over an empty axis {axis} of shape {:?}", x.shape());
+    let data = x.read();
+    Ok((0..outer * inner)
+        .into_par_iter()
+        .map(|j| {
+            let (o, i) = (j / inner, j % inner);
+            let at = |k: usize| data[(o * n + k) * inner + i];
+            // NaN wins, so a NaN input is visible in the output rather than hidden.
+            (1..n).fold(0, |best, k| if at(k) > at(best) || (at(k).is_nan() && !at(best).is_nan()) { k } else { best })
+        })
+        .collect())
 }
 
 /// Sum of all elements as a scalar (accumulated in f64 per fixed chunk).
