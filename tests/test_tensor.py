@@ -698,6 +698,23 @@ def test_a_frozen_tensor_stays_a_parameter_of_its_module(tmp_path):
     opt.step()  # a frozen parameter has no gradient and is left as it is
     np.testing.assert_array_equal(model.scale.numpy(), [5.0, 7.0])
 
+    class Listed(fl.nn.Module):
+        def __init__(self):
+            self.scales = [fl.ones(2, requires_grad=True), {"b": fl.ones(3, requires_grad=True)}]
+
+        def forward(self, x):
+            self.last = x * self.scales[0]  # a cached result: not a parameter, with or without grad
+            return self.last
+
+    listed = Listed()
+    listed.scales[0].requires_grad = listed.scales[1]["b"].requires_grad = False
+    listed(fl.ones(2, requires_grad=True))
+    assert [n for n, _ in listed.named_parameters()] == ["scales.0", "scales.1.b"]
+    listed.save(tmp_path / "listed")
+    Listed().load_weights(tmp_path / "listed")
+    listed.scales = [fl.zeros(2)]  # reassigned without grad: no longer a parameter
+    assert listed.named_parameters() == []
+
 
 def test_calls_without_a_seed_draw_from_the_stream_manual_seed_restarts():
     """Two layers or tensors made without a seed differ (every call used seed 0, so two
@@ -745,6 +762,8 @@ def test_comparisons_are_elementwise_and_argmax_gives_indices():
     w = fl.randn(3, requires_grad=True)
     assert not (w > 0).requires_grad
     assert len({a, fl.tensor(an)}) == 2 and a in [a]  # hashed by identity, as PyTorch's
+    layer = fl.Linear(3, 3, seed=1)  # whose weight is a new object per read, of one tensor
+    assert len({layer.weight, layer.bias} | {layer.weight, layer.bias}) == 4 and {layer.weight: 1}.get(layer.weight) is None
     with pytest.raises(ValueError, match="ambiguous"):
         bool(a == a)
     np.testing.assert_array_equal(a.argmax(1), [1, 0])  # the first of a tie
@@ -789,6 +808,12 @@ def test_set_grad_enabled_as_a_call_and_as_a_context_manager():
     with pytest.raises(TypeError, match="True or False"):
         fl.set_grad_enabled("no")
     assert fl.is_grad_enabled()
+
+    @fl.set_grad_enabled(False)  # as torch's: the mode holds inside the function only
+    def doubled(x):
+        return x * 2
+
+    assert fl.is_grad_enabled() and not doubled(w).requires_grad and fl.is_grad_enabled()
 
 
 def test_no_grad_used_as_a_decorator_from_two_threads():

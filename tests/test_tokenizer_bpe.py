@@ -98,6 +98,34 @@ def test_matches_tiktoken_built_from_same_merges(shakespeare):
         assert enc.encode_ordinary(text) == ours.encode(text)
 
 
+def test_special_token_keywords_mean_what_they_mean_in_tiktoken(shakespeare):
+    """tiktoken's spellings (allowed_special/disallowed_special: "all", sets, ()) raise or encode
+    exactly as tiktoken does (disallowed_special=() was a TypeError)."""
+    tiktoken = pytest.importorskip("tiktoken")
+    gpt2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    base = ferrolm.Tokenizer.train_from_iterator([shakespeare[:100_000]], vocab_size=400, special_tokens=[])
+    ranks = {base.decode_bytes([i]): i for i in range(base.vocab_size)}
+    enc = tiktoken.Encoding("t", pat_str=gpt2, mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": 400, "<|fim|>": 401})
+    ours = ferrolm.Tokenizer.from_tiktoken(enc)
+    spellings = [{}, {"disallowed_special": ()}, {"disallowed_special": "all"}, {"disallowed_special": set()},
+                 {"disallowed_special": {"<|fim|>"}}, {"allowed_special": "all"}, {"allowed_special": {"<|fim|>"}},
+                 {"allowed_special": {"<|fim|>"}, "disallowed_special": ()},
+                 {"allowed_special": "all", "disallowed_special": {"<|endoftext|>"}},
+                 {"allowed_special": {"<|endoftext|>"}, "disallowed_special": {"<|fim|>"}}]
+    texts = ["plain text", "a<|endoftext|>b", "x<|fim|>y", "<|fim|><|endoftext|>", "<|endoftext|>"]
+    for kwargs in spellings:
+        ours_kwargs = kwargs or {"allowed_special": "none"}  # tiktoken's defaults (ferrolm's allow all, as HF's)
+        for text in texts:
+            try:
+                expected = enc.encode(text, **kwargs)
+            except ValueError:
+                with pytest.raises(ValueError, match="not allow"):
+                    ours.encode(text, **ours_kwargs)
+            else:
+                assert ours.encode(text, **ours_kwargs) == expected, (kwargs, text)
+
+
 @pytest.fixture(scope="module")
 def tok(shakespeare):
     return ferrolm.Tokenizer.train_from_iterator(
@@ -281,11 +309,32 @@ def test_ordinary_added_tokens_behave_as_in_hf():
         ours.encode("call <tool>", allowed_special="none")
 
 
-def test_added_token_matching_flags_we_do_not_implement_are_refused():
+def test_added_tokens_that_take_white_space_or_match_whole_words_match_hf():
+    """RoBERTa's `<mask>` (lstrip) and the other AddedToken flags: ids and offsets equal Hugging
+    Face's both ways (such files were refused)."""
     ref = hf_bpe(ADV, 600)
-    ref.add_special_tokens([hf.AddedToken("<mask>", lstrip=True, special=True)])
-    with pytest.raises(ferrolm.FormatError, match="lstrip"):
-        ferrolm.Tokenizer.from_str(ref.to_str())
+    ref.add_special_tokens([hf.AddedToken("<mask>", lstrip=True, special=True, normalized=False),
+                            hf.AddedToken("<r>", rstrip=True, special=True, normalized=False),
+                            hf.AddedToken("<w>", single_word=True, special=True, normalized=False),
+                            hf.AddedToken("<both>", lstrip=True, rstrip=True, special=True, normalized=False)])
+    ref.add_tokens([hf.AddedToken("<ord>", lstrip=True, single_word=True, normalized=False)])
+    ours = ferrolm.Tokenizer.from_str(ref.to_str())
+    marks = ["<mask>", "<r>", "<w>", "<both>", "<ord>"]
+    texts = ["Hello <mask> world", "Hello  \t<mask>world", "<mask>", "  <mask>", "a<r>  b", "a <r>\n\nb", "x<w>y",
+             "x <w> y", "<w>y", "_<w>", "é<w>", "e\u0301<w>", "\u203f<w>", "²<w>", "<w>\u00b2", "-<w>-", "\u200d<w>",
+             "a <both>  b", "a\u00a0<mask>", "a\u3000<mask>", "<r> <mask>", "<both> <both>", " <ord> x", "y<ord>",
+             "<r>\r\n<w> <mask>"]
+    rng = np.random.default_rng(0)
+    pieces = marks + [" ", "  ", "\n", "a", "é", "_", "-", "\u00a0", "中", "x y"]
+    texts += ["".join(rng.choice(pieces, size=rng.integers(1, 12))) for _ in range(2000)]
+    again = hf.Tokenizer.from_str(ours.to_str())
+    for text in texts:
+        enc = ref.encode(text)
+        assert ours.encode_with_offsets(text) == (enc.ids, [tuple(o) for o in enc.offsets]), repr(text)
+        assert again.encode(text).ids == enc.ids, repr(text)
+    saved = {t["content"]: (t["lstrip"], t["rstrip"], t["single_word"]) for t in json.loads(ours.to_str())["added_tokens"]}
+    assert saved["<mask>"] == (True, False, False) and saved["<both>"] == (True, True, False)
+    assert saved["<w>"] == (False, False, True) and saved["<ord>"] == (True, False, True)
 
 
 def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():

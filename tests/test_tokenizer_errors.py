@@ -59,24 +59,6 @@ def test_refused_special_token(tok):
         tok.encode("x", disallowed_special=3)
 
 
-def test_tiktoken_spellings_of_disallowed_special(tok):
-    """tiktoken's `disallowed_special=()` (no token raises; it was a TypeError naming neither the
-    argument nor its values), "all", and sets of the tokens that raise."""
-    text = "a<|endoftext|>b<|im_start|>"
-    as_text = tok.encode(text, allowed_special="none", disallowed_special="text")
-    assert tok.encode(text, allowed_special="none", disallowed_special=()) == as_text
-    assert tok.encode(text, allowed_special=set(), disallowed_special=set()) == as_text
-    with pytest.raises(ValueError, match='"<\\|endoftext\\|>".*not allow'):
-        tok.encode(text, allowed_special="none", disallowed_special="all")
-    with pytest.raises(ValueError, match='"<\\|im_start\\|>".*not allow'):
-        tok.encode(text, allowed_special="none", disallowed_special={"<|im_start|>"})
-    # Only the listed token raises; the other's text is ordinary text.
-    assert tok.encode("a<|endoftext|>b", allowed_special="none", disallowed_special={"<|im_start|>"}) == \
-        tok.encode("a<|endoftext|>b", allowed_special="none", disallowed_special="text")
-    with pytest.raises(ValueError, match="unknown special token"):
-        tok.encode("x", disallowed_special={"<|nope|>"})
-
-
 def test_ids_out_of_range_in_decode(tok, wp):
     with pytest.raises(IndexError, match="token id 300 "):
         tok.decode([1, 300])

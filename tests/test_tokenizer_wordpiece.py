@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+import warnings
+
 import pytest
 
 import ferrolm
@@ -62,10 +66,12 @@ def test_a_files_truncation_and_padding_are_kept_and_said_to_be_unapplied(corpus
     again = hf.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     assert again.truncation == ref.truncation and again.padding == ref.padding
     assert again.encode(text).ids == ref.encode(text).ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, at load: not again for each copy or pickle (a worker each)
+        for again in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours), ours.copy()):
+            assert again.encode(text) == ours.encode(text) and again.to_str() == ours.to_str()
     ref.no_truncation()
     ref.no_padding()
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a file without them loads quietly
         ferrolm.Tokenizer.from_str(ref.to_str())

@@ -532,6 +532,10 @@ class Tokenizer:
         limit_alphabet: Optional[int] = None,
     ) -> Tokenizer: ...
     def save(self, path: _Path) -> None: ...
+    def copy(self) -> Tokenizer:
+        """An independent copy (special tokens added to one are not added to the other)."""
+    def __copy__(self) -> Tokenizer: ...
+    def __deepcopy__(self, _memo: Any, /) -> Tokenizer: ...
     def to_str(self) -> str: ...
     def encode(
         self,
@@ -543,8 +547,9 @@ class Tokenizer:
     ) -> list[int]:
         """Encodes text (str or UTF-8 bytes) to a list of ids. Special tokens in the text:
         `allowed_special` ("all", the default, "none", or token strings) are recognised; the
-        text of the others raises ValueError, or with `disallowed_special="text"` (tiktoken's
-        `()`) is ordinary text, or raises only for the token strings given."""
+        text of the others raises ValueError, or with `disallowed_special="text"` is ordinary
+        text. tiktoken's spellings (`disallowed_special=()`, `"all"`, or the tokens that raise)
+        mean what they mean in tiktoken, whose `allowed_special` defaults to none."""
     def encode_array(
         self,
         text: _Text,

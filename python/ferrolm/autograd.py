@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 from ferrolm import _core
@@ -58,6 +59,7 @@ class set_grad_enabled:
     def __init__(self, mode: bool) -> None:
         if not isinstance(mode, bool):
             raise TypeError(f"set_grad_enabled takes True or False, got {mode!r}")
+        self.mode = mode
         self.previous = _core.set_grad_enabled(mode)
 
     def __enter__(self) -> None:
@@ -65,6 +67,19 @@ class set_grad_enabled:
 
     def __exit__(self, *exc: object) -> None:
         _core.set_grad_enabled(self.previous)
+
+    def __call__(self, func):
+        """As a decorator (`@fl.set_grad_enabled(False)`): `func` runs in the mode, which is
+        not switched until it runs."""
+        _core.set_grad_enabled(self.previous)
+        mode = self.mode
+
+        @functools.wraps(func)
+        def in_mode(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return func(*args, **kwargs)
+
+        return in_mode
 
 
 __all__ = ["enable_grad", "no_grad", "set_grad_enabled"]

@@ -129,7 +129,7 @@ class BERT(CoreModel):
         or the [CLS] vector (`pooling="cls"`). Texts go through the model `batch_size` at a
         time, grouped by length so little is padded (padding does not change a text's
         embedding). A text longer than the context raises ValueError, or with `truncate=True`
-        keeps its first tokens (and its closing [SEP], if it has one)."""
+        keeps its first tokens (and the token the template closes it with, BERT's [SEP])."""
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if isinstance(texts, str) or not len(texts):
@@ -152,8 +152,9 @@ class BERT(CoreModel):
             if not truncate:
                 raise ValueError(f"text {index} has {len(ids)} tokens, more than max_position_embeddings "
                                  f"({self.max_len}); embed(..., truncate=True) keeps its first tokens")
-            sep = self._tok().token_to_id("[SEP]")
-            ids = np.append(ids[: self.max_len - 1], sep) if sep is not None and ids[-1] == sep else ids[: self.max_len]
+            frame = self._tok().encode("")  # what the template puts around a text ([CLS] [SEP])
+            closing = frame[-1] if frame and ids[-1] == frame[-1] else None
+            ids = ids[: self.max_len] if closing is None else np.append(ids[: self.max_len - 1], closing)
         return ids
 
     def _pool(self, enc: list[np.ndarray], pooling: str) -> np.ndarray:

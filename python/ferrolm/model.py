@@ -8,7 +8,7 @@ import numpy as np
 
 import ferrolm.functional as F
 from ferrolm import _core
-from ferrolm._core import Tensor, Tokenizer
+from ferrolm._core import Tensor
 from ferrolm.models import CoreModel
 
 class GPT(CoreModel):
@@ -66,7 +66,7 @@ class GPT(CoreModel):
     def copy(self) -> "GPT":
         """An independent copy (own weights and tokenizer), e.g. a frozen reference model."""
         tok = self.tokenizer
-        return GPT(self.core.deep_clone(), None if tok is None else Tokenizer.from_str(tok.to_str()))
+        return GPT(self.core.deep_clone(), None if tok is None else tok.copy())
 
     # ------------------------------------------------------------ text
 

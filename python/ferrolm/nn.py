@@ -14,9 +14,10 @@ from ferrolm._core import Embedding, LayerNorm, Linear, Tensor, dropout, load_sa
 class Module:
     """Base class for Python models: parameters are found by walking attributes.
 
-    Attributes that are Tensors with ``requires_grad`` when assigned (they stay parameters when
-    frozen later: ``requires_grad = False`` keeps them saved and loaded, as PyTorch's frozen
-    parameters are), modules (Python or Rust layers), models
+    Attributes that are leaf Tensors with ``requires_grad`` (they stay parameters when frozen
+    after they are assigned: ``requires_grad = False`` keeps them saved and loaded, as PyTorch's
+    frozen parameters are; results such as a cached activation are not parameters), modules
+    (Python or Rust layers), models
     (anything with ``named_parameters()``: a GPT or BERT backbone, say), or lists, tuples and
     dicts of them are registered automatically, named like PyTorch's state dicts. ``save`` and
     ``load_weights`` write and read them as ``model.safetensors`` (so ``train()`` can checkpoint
@@ -38,8 +39,11 @@ class Module:
     training: bool = True
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, Tensor) and value.requires_grad:
-            self.__dict__.setdefault("_tensor_parameters", set()).add(name)
+        # Leaves that require grad when assigned (alone, or in lists and dicts) are parameters,
+        # and stay parameters when frozen later; results (a cached activation) are not.
+        assigned = {t.uid for t in _tensors_in(value) if t.requires_grad and t.is_leaf}
+        if assigned:
+            self.__dict__.setdefault("_parameter_uids", set()).update(assigned)
         super().__setattr__(name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -51,13 +55,9 @@ class Module:
     def named_parameters(self, prefix: str = "") -> list[tuple[str, Tensor]]:
         out: list[tuple[str, Tensor]] = []
         seen: set[int] = set()  # tensors, not Python objects: a Rust layer's weight is a new object per read
-        registered = self.__dict__.get("_tensor_parameters", set())
+        registered = self.__dict__.get("_parameter_uids", set())
         for name, value in vars(self).items():
-            if isinstance(value, Tensor):  # a parameter if assigned as one, even if frozen since
-                found = [(f"{prefix}{name}", value)] if value.requires_grad or name in registered else []
-            else:
-                found = _parameters_of(value, f"{prefix}{name}")
-            for sub_name, tensor in found:
+            for sub_name, tensor in _parameters_of(value, f"{prefix}{name}", registered):
                 if tensor.uid not in seen:
                     seen.add(tensor.uid)
                     out.append((sub_name, tensor))
@@ -144,15 +144,26 @@ def _modules_in(value: Any) -> Iterator[Module]:
             yield from _modules_in(item)
 
 
-def _parameters_of(value: Any, name: str) -> list[tuple[str, Tensor]]:
+def _tensors_in(value: Any) -> Iterator[Tensor]:
+    """The tensors of an attribute's value: itself, or those in its lists, tuples and dicts."""
     if isinstance(value, Tensor):
-        return [(name, value)] if value.requires_grad else []
+        yield value
+    elif isinstance(value, (list, tuple, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _tensors_in(item)
+
+
+def _parameters_of(value: Any, name: str, registered: set[int]) -> list[tuple[str, Tensor]]:
+    """The parameters in an attribute's value: tensors that require grad or were assigned as
+    parameters (`registered` uids), and those of the modules and models it holds."""
+    if isinstance(value, Tensor):
+        return [(name, value)] if (value.requires_grad and value.is_leaf) or value.uid in registered else []
     if isinstance(value, Module):
         return value.named_parameters(prefix=f"{name}.")
     if isinstance(value, (list, tuple)):
-        return [p for i, item in enumerate(value) for p in _parameters_of(item, f"{name}.{i}")]
+        return [p for i, item in enumerate(value) for p in _parameters_of(item, f"{name}.{i}", registered)]
     if isinstance(value, dict):
-        return [p for key, item in value.items() for p in _parameters_of(item, f"{name}.{key}")]
+        return [p for key, item in value.items() for p in _parameters_of(item, f"{name}.{key}", registered)]
     if callable(getattr(value, "named_parameters", None)):  # Rust layers, GPT/BERT models
         return [(f"{name}.{n}", t) for n, t in value.named_parameters()]
     return []

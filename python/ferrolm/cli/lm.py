@@ -35,9 +35,9 @@ def register_pretrain(sub) -> None:
                    help="evaluate the model of --resume (on its data) or --init-from (on the corpus given) on "
                         "--eval-iters batches of each split, and exit without training (nanoGPT's eval_only)")
     p.add_argument("--init-from", metavar="DIR", default=None,
-                   help="start from a model directory's weights and tokenizer (a GPT, or a BERT with --objective mlm; "
-                        "Hugging Face ones too) instead of a new model, as nanoGPT's init_from=gpt2: its architecture "
-                        "and context stay")
+                   help="start from a model directory's weights and tokenizer (a GPT, trained causal, or a BERT, "
+                        "trained mlm; Hugging Face ones too) instead of a new model, as nanoGPT's init_from=gpt2: its "
+                        "architecture stays; --block-size may be shorter than its context")
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of the corpus held out (default 0.1)")
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
     p.add_argument("--sample-tokens", type=count(), default=300, help="causal: tokens of sample text to print at the end (default 300; 0: none)")
@@ -139,25 +139,25 @@ def run_pretrain(args) -> int:
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
     from ferrolm.train.loop import kept_evaluations
 
-    out = Path(args.out or f"out-{args.objective or 'causal'}")
-    args.out = str(out)
     if args.eval_only and not (args.resume or args.init_from):
         raise ValueError("--eval-only evaluates a model: give --resume (the run in --out) or --init-from DIR")
-    data_dir = out / "data"
-    if args.eval_only and args.init_from:  # a corpus tokenised only to evaluate on: not kept
-        data_dir = Path(tempfile.mkdtemp(prefix="ferrolm-eval-"))
-        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
-    saved_model = saved_train = fixed = None
     if args.resume and args.init_from:
         raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
     if not args.resume:
         check_dataset(args.dataset, args.files)
+    saved_model = saved_train = fixed = None
+    if args.init_from:  # before --out's default, which names the model's objective
+        model, fixed = _starting_model(args), (f"the model's in {args.init_from}", "the model keeps its architecture")
+        saved_model = _model_flags(model)
+    out = Path(args.out or f"out-{args.objective or 'causal'}")
+    args.out = str(out)
+    data_dir = out / "data"
+    if args.eval_only and args.init_from:  # a corpus tokenised only to evaluate on: not kept
+        data_dir = Path(tempfile.mkdtemp(prefix="ferrolm-eval-"))
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
     if args.init_from and not args.eval_only and Path(args.init_from).resolve() == out.resolve():
         raise ValueError(f"--init-from {args.init_from} is the output directory: training would overwrite the model it "
                          "starts from (choose another --out)")
-    if args.init_from:
-        model, fixed = _starting_model(args), (f"the model's in {args.init_from}", "the model keeps its architecture")
-        saved_model = _model_flags(model)
     if args.resume:
         state = checkpoint_state(out)
         _check_resume_flags(args, state)

@@ -403,9 +403,11 @@ impl PyTensor {
         Ok(run(py, || ops::compare(&self.0, &o, holds))?.into_pyobject(py)?.into_any().unbind())
     }
 
-    /// By identity, as a PyTorch tensor's hash: `==` compares values.
-    fn __hash__(&self) -> u64 {
-        self.0.id()
+    /// By identity of the Python object, as a PyTorch tensor's hash: `==` compares values. (Not
+    /// by the tensor's uid: a layer's weight is a new object per read, and two objects with one
+    /// hash would be told apart by `==`.)
+    fn __hash__(slf: &Bound<'_, Self>) -> isize {
+        slf.as_ptr() as isize
     }
 
     /// Where along `axis` the largest elements are (all elements, flattened, when None), as

@@ -97,8 +97,9 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
 
 /// Encode options from the Python keywords. `allowed_special`: None or "all" (every special
 /// token), "none", or special-token strings. `disallowed_special` (for special-token text not
-/// allowed): None, "raise" or tiktoken's "all" (an error), "text" or an empty collection (read as
-/// text), or the special-token strings to raise for (the others read as text).
+/// allowed): None or "raise" (an error), "text" (read as text); or in tiktoken's spellings, which
+/// make `allowed_special` default to none as in tiktoken: "all" (an error), an empty collection
+/// (read as text), or the special-token strings that raise, allowed or not.
 fn options(
     tok: &Tokenizer,
     allowed: Option<&Bound<'_, PyAny>>,
@@ -106,15 +107,21 @@ fn options(
     add_special_tokens: bool,
 ) -> PyResult<EncodeOptions> {
     let specials = tok.special_tokens();
+    let modes = "\"raise\", \"all\", \"text\"";
+    let disallowed = disallowed.map(|d| Choice::of(d, "disallowed_special", modes)).transpose()?;
+    // tiktoken's spellings of disallowed_special come with tiktoken's default allowed_special:
+    // none (special-token text is text unless allowed).
+    let tiktoken_style =
+        matches!(&disallowed, Some(Choice::Tokens(_))) || matches!(&disallowed, Some(Choice::Mode(s)) if s == "all");
     let allowed_special = match allowed.map(|a| Choice::of(a, "allowed_special", "\"all\", \"none\"")).transpose()? {
+        None if tiktoken_style => AllowedSpecial::None,
         None => AllowedSpecial::All,
         Some(Choice::Mode(s)) if s == "all" => AllowedSpecial::All,
         Some(Choice::Mode(s)) if s == "none" => AllowedSpecial::None,
         Some(Choice::Mode(s)) => AllowedSpecial::Only(specials.resolve(&[s]).py()?), // one token's string
         Some(Choice::Tokens(names)) => AllowedSpecial::Only(specials.resolve(&names).py()?),
     };
-    let modes = "\"raise\", \"all\", \"text\"";
-    let disallowed = match disallowed.map(|d| Choice::of(d, "disallowed_special", modes)).transpose()? {
+    let disallowed = match disallowed {
         None => Disallowed::Raise,
         Some(Choice::Mode(s)) if s == "raise" || s == "all" => Disallowed::Raise,
         Some(Choice::Mode(s)) if s == "text" => Disallowed::Text,
@@ -454,8 +461,9 @@ impl PyTokenizer {
 
     /// Encodes text (str or UTF-8 bytes) to a list of ids. Special tokens in the text:
     /// `allowed_special` ("all", the default, "none", or token strings) are recognised; the
-    /// text of the others raises ValueError, or with `disallowed_special="text"` (tiktoken's
-    /// `()`) is ordinary text, or raises only for the token strings given.
+    /// text of the others raises ValueError, or with `disallowed_special="text"` is ordinary
+    /// text. tiktoken's spellings (`disallowed_special=()`, `"all"`, or the tokens that raise)
+    /// mean what they mean in tiktoken, whose `allowed_special` defaults to none.
     #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
     fn encode<'py>(
         &self,
@@ -709,10 +717,30 @@ impl PyTokenizer {
         )
     }
 
+    /// An independent copy (special tokens added to one are not added to the other).
+    fn copy(&self) -> Self {
+        Self::wrap(Tokenizer::clone(&self.get()))
+    }
+
+    fn __copy__(&self) -> Self {
+        self.copy()
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        self.copy()
+    }
+
     /// Pickling support (for multiprocessing data loaders): rebuilt from tokenizer.json text.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (String,))> {
-        let ctor = slf.get_type().getattr("from_str")?;
+        let ctor = slf.get_type().getattr("_unpickle")?;
         Ok((ctor, (slf.get().get().to_json(),)))
+    }
+
+    /// `from_str` without its warning about the file's settings: the tokenizer that was pickled
+    /// gave it when it was loaded.
+    #[staticmethod]
+    fn _unpickle(json: &str) -> PyResult<Self> {
+        Tokenizer::from_json(json).py().map(Self::wrap)
     }
 }
 

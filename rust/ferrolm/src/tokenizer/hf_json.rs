@@ -8,7 +8,8 @@
 //! - characters: a BPE model without merges, normalizer or pre-tokenizer, `Fuse` decoder;
 //!
 //! with post-processors `ByteLevel`, `BertProcessing`, `RobertaProcessing` or single-sequence
-//! `TemplateProcessing` (or a `Sequence` of them), including their `trim_offsets`. Anything
+//! `TemplateProcessing` (or a `Sequence` of them), including their `trim_offsets`, and added
+//! tokens (special or not, with their `lstrip`, `rstrip` and `single_word`). Anything
 //! else is refused with a message naming the unsupported part, rather than silently
 //! tokenizing differently from Hugging Face. The file's top-level `truncation` and `padding`
 //! are written back as read but not applied: ferrolm takes them per call (`max_length`,
@@ -17,7 +18,7 @@
 use serde_json::Value;
 
 use super::{
-    BertNormalizer, Bpe, BpeOptions, Chars, Model, PreTokenizer, Template, Tokenizer, TrimOffsets, WordPiece,
+    BertNormalizer, Bpe, BpeOptions, Chars, Matching, Model, PreTokenizer, Template, Tokenizer, TrimOffsets, WordPiece,
     WordPieceOptions,
 };
 use crate::{bail, Error, Result};
@@ -284,6 +285,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     let mut specials: Vec<(String, u32)> = Vec::new();
     let mut ordinary: Vec<u32> = Vec::new();
     let mut normalized: Vec<bool> = Vec::new();
+    let mut matching: Vec<(u32, Matching)> = Vec::new();
     match root.get("added_tokens") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
@@ -291,12 +293,13 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 let ctx = format!("added_tokens[{i}]");
                 let content = t.str_field(&ctx, "content")?.ok_or_else(|| fmt_err(format!("{ctx} has no content")))?;
                 let id = as_u32(t.get("id").unwrap_or(&null), &format!("{ctx}.id"))?;
-                // Matching that also takes surrounding spaces or needs word boundaries is not
-                // implemented: refused, rather than encoded differently from Hugging Face.
-                for flag in ["lstrip", "rstrip", "single_word"] {
-                    if t.bool_field(&ctx, flag, false)? {
-                        bail!(Format, "{ctx} ({content:?}) sets {flag}, which ferrolm does not implement");
-                    }
+                let how = Matching {
+                    lstrip: t.bool_field(&ctx, "lstrip", false)?,
+                    rstrip: t.bool_field(&ctx, "rstrip", false)?,
+                    single_word: t.bool_field(&ctx, "single_word", false)?,
+                };
+                if how != Matching::default() {
+                    matching.push((id, how));
                 }
                 let special = t.bool_field(&ctx, "special", true)?;
                 // HF matches `normalized` added tokens in normalized text; with a normalizer
@@ -403,6 +406,9 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     tok.hf_kept.padding = root.get("padding").filter(|v| !v.is_null()).cloned();
     for id in ordinary {
         tok.specials.set_special(id, false)?;
+    }
+    for (id, how) in matching {
+        tok.specials.set_matching(id, how)?;
     }
     Ok(tok)
 }
@@ -622,8 +628,9 @@ pub fn to_json(tok: &Tokenizer) -> String {
         sp.sort_by_key(|&(_, id)| id);
         sp.into_iter()
             .map(|(content, id)| {
-                obj! {"id": id, "content": content, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": tok.special_tokens().is_special(id)}
+                let how = tok.special_tokens().matching(id);
+                obj! {"id": id, "content": content, "single_word": how.single_word, "lstrip": how.lstrip,
+                "rstrip": how.rstrip, "normalized": false, "special": tok.special_tokens().is_special(id)}
             })
             .collect()
     };

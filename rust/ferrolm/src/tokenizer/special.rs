@@ -21,10 +21,23 @@ pub struct SpecialTokens {
     by_id: FxHashMap<u32, usize>,
     /// Added tokens that are not special (Hugging Face's `"special": false`).
     ordinary: FxHashSet<u32>,
+    /// How added tokens that do not match as bare strings match, by id.
+    matching: FxHashMap<u32, Matching>,
     /// Finds every occurrence, overlaps included ([`SpecialTokens::split`] picks among them).
     /// Built on first use after a change: registering n tokens one by one must not build it n
     /// times (8,000 tokens took 8.6 s).
     matcher: OnceLock<Option<AhoCorasick>>,
+}
+
+/// How an added token matches besides its string (Hugging Face's `AddedToken` flags): taking
+/// the white space before it (`lstrip`) or after it (`rstrip`) into its span, which then encodes
+/// as the token alone (RoBERTa's `<mask>` takes the space before it), or only as a whole word
+/// (`single_word`: no word character, regex `\w`, right before or after it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Matching {
+    pub lstrip: bool,
+    pub rstrip: bool,
+    pub single_word: bool,
 }
 
 /// Which special tokens one encode call recognises.
@@ -47,15 +60,17 @@ pub enum Disallowed {
     Raise,
     /// Encode it like any other text.
     Text,
-    /// Fail for these ids (resolve names with [`SpecialTokens::resolve`]); encode the others'
-    /// text like any other text.
+    /// Fail for these ids, allowed or not (resolve names with [`SpecialTokens::resolve`]);
+    /// encode the text of the others that are not allowed like any other text.
     Only(FxHashSet<u32>),
 }
 
 impl Disallowed {
-    fn raises(&self, id: u32) -> bool {
+    /// Whether special token `id`'s text is an error: a token listed in `Only` is refused even
+    /// when allowed, as tiktoken refuses it.
+    fn raises(&self, id: u32, allowed: bool) -> bool {
         match self {
-            Disallowed::Raise => true,
+            Disallowed::Raise => !allowed,
             Disallowed::Text => false,
             Disallowed::Only(ids) => ids.contains(&id),
         }
@@ -149,6 +164,24 @@ impl SpecialTokens {
         Ok(())
     }
 
+    /// Sets how added token `id` matches (see [`Matching`]).
+    pub fn set_matching(&mut self, id: u32, matching: Matching) -> Result<()> {
+        if !self.by_id.contains_key(&id) {
+            bail!(Argument, "id {id} is not an added token");
+        }
+        if matching == Matching::default() {
+            self.matching.remove(&id);
+        } else {
+            self.matching.insert(id, matching);
+        }
+        Ok(())
+    }
+
+    /// How added token `id` matches.
+    pub fn matching(&self, id: u32) -> Matching {
+        self.matching.get(&id).copied().unwrap_or_default()
+    }
+
     /// Number of special tokens.
     pub fn len(&self) -> usize {
         self.list.len()
@@ -174,7 +207,8 @@ impl SpecialTokens {
         self.list.iter().map(|&(_, id)| id).max()
     }
 
-    /// Turns special-token names into an [`AllowedSpecial::Only`] set; unknown names are errors.
+    /// The ids of special-token names (for [`AllowedSpecial::Only`], [`Disallowed::Only`]);
+    /// unknown names are errors.
     pub fn resolve<S: AsRef<str>>(&self, names: &[S]) -> Result<FxHashSet<u32>> {
         let mut ids = FxHashSet::default();
         for name in names {
@@ -222,15 +256,20 @@ impl SpecialTokens {
         let mut found = Vec::new();
         for m in matcher.find_overlapping_iter(text) {
             let (content, id) = &self.list[m.pattern().as_usize()];
-            if allowed(id) {
-                found.push((m.start(), m.end(), *id));
-            } else if opts.disallowed.raises(*id) {
+            if self.matching(*id).single_word && !is_whole_word(text, m.start(), m.end()) {
+                continue; // not an occurrence of this token
+            }
+            let is_allowed = allowed(id);
+            if opts.disallowed.raises(*id, is_allowed) {
                 bail!(
                     Argument,
                     "the text contains the special token {content:?} (at byte {}), which this call does not allow; \
                      allow it with allowed_special, or encode it as plain text with disallowed_special=\"text\"",
                     m.start()
                 );
+            }
+            if is_allowed {
+                found.push((m.start(), m.end(), *id));
             }
         }
         found.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
@@ -239,6 +278,10 @@ impl SpecialTokens {
             if s < start {
                 continue; // overlaps the token taken before it
             }
+            // White space the token takes (never what a token before it took).
+            let m = self.matching(id);
+            let s = if m.lstrip { start.max(text[..s].trim_end().len()) } else { s };
+            let e = if m.rstrip { text.len() - text[e..].trim_start().len() } else { e };
             if s > start {
                 segment(Segment::Text(start, s))?;
             }
@@ -251,6 +294,12 @@ impl SpecialTokens {
         Ok(())
     }
 }
+/// Whether `text[start..end]` has no word character (`\w`) right before or after it.
+fn is_whole_word(text: &str, start: usize, end: usize) -> bool {
+    let word = |c: Option<char>| c.is_some_and(super::unicode::is_word_char);
+    !word(text[..start].chars().next_back()) && !word(text[end..].chars().next())
+}
+
 /// A span of text found by [`SpecialTokens::split`] (byte offsets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Segment {

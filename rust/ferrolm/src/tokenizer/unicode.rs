@@ -117,6 +117,19 @@ pub fn decode_utf8(s: &[u8], i: usize) -> (u32, usize) {
     }
 }
 
+/// Whether `c` is a word character, regex `\w` (letters, marks, decimal digits, connector
+/// punctuation, joiners), as Hugging Face's `single_word` added tokens test it.
+pub fn is_word_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric() || c == '_';
+    }
+    static WORD: OnceLock<Vec<(u32, u32)>> = OnceLock::new();
+    let ranges = WORD.get_or_init(|| class_ranges(r"\w"));
+    let cp = c as u32;
+    let i = ranges.partition_point(|&(_, hi)| hi < cp); // the first range that does not end before cp
+    ranges.get(i).is_some_and(|&(lo, _)| lo <= cp)
+}
+
 /// The code point ranges of a one-class regex such as `\p{L}`, from regex-syntax's tables.
 fn class_ranges(pattern: &str) -> Vec<(u32, u32)> {
     use regex_syntax::hir::{Class, HirKind};
