@@ -777,6 +777,27 @@ def test_comparisons_are_elementwise_and_argmax_gives_indices():
         a.argmax(2)
 
 
+def test_tensor_methods_are_the_functional_ops():
+    x = fl.randn(2, 1, 3, seed=4, requires_grad=True)
+    xn = x.numpy()
+    for name in ("abs", "sqrt", "tanh", "sigmoid", "relu", "softmax", "log_softmax", "exp"):
+        np.testing.assert_array_equal(getattr(x, name)().numpy(), getattr(F, name)(x).numpy(), err_msg=name)
+    np.testing.assert_array_equal(x.softmax(0).numpy(), F.softmax(x, 0).numpy())
+    np.testing.assert_array_equal(x.min(2).numpy(), xn.min(2))
+    np.testing.assert_array_equal(x.min(2, keepdim=True).numpy(), xn.min(2, keepdims=True))
+    assert x.min().item() == xn.min()
+    assert x.unsqueeze(0).shape == (1, 2, 1, 3) and x.unsqueeze(-1).shape == (2, 1, 3, 1)
+    assert x.unsqueeze(3).shape == (2, 1, 3, 1) and x.squeeze().shape == (2, 3)
+    assert x.squeeze(1).shape == (2, 3) and x.squeeze(0).shape == (2, 1, 3)  # only a size-1 axis goes
+    assert x.flatten().shape == (6,) and x.T.shape == (3, 1, 2)
+    np.testing.assert_array_equal(x.T.numpy(), xn.T)
+    for bad in (lambda: x.unsqueeze(4), lambda: x.unsqueeze(-5), lambda: x.squeeze(3)):
+        with pytest.raises(IndexError, match="out of range"):
+            bad()
+    (x.T.flatten() * fl.tensor(np.arange(6.0))).sum().backward()  # gradients flow through the views
+    np.testing.assert_array_equal(x.grad.numpy(), np.arange(6.0).reshape(3, 1, 2).T)
+
+
 def test_a_gradient_is_changed_by_assignment():
     w = fl.ones(2, 2, requires_grad=True)
     (w * 3).sum().backward()

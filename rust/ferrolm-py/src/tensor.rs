@@ -530,4 +530,83 @@ impl PyTensor {
     fn log(&self, py: Python<'_>) -> PyResult<PyTensor> {
         run(py, || Ok(ops::log(&self.0)))
     }
+
+    // What PyTorch users reach for as methods: each is the `ferrolm.functional` op of its name.
+
+    fn abs(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::abs(&self.0)))
+    }
+
+    fn sqrt(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::sqrt(&self.0)))
+    }
+
+    fn tanh(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::tanh(&self.0)))
+    }
+
+    fn sigmoid(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::sigmoid(&self.0)))
+    }
+
+    fn relu(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::relu(&self.0)))
+    }
+
+    #[pyo3(signature = (axis = -1), text_signature = "($self, axis=-1)")]
+    fn softmax(&self, py: Python<'_>, axis: isize) -> PyResult<PyTensor> {
+        run(py, || ops::softmax(&self.0, axis))
+    }
+
+    #[pyo3(signature = (axis = -1), text_signature = "($self, axis=-1)")]
+    fn log_softmax(&self, py: Python<'_>, axis: isize) -> PyResult<PyTensor> {
+        run(py, || ops::log_softmax(&self.0, axis))
+    }
+
+    /// Minimum over `axis` (all elements when None): −max(−x), as `ferrolm.functional.min`.
+    #[pyo3(signature = (axis = None, keepdim = false))]
+    fn min(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+        run(py, || Ok(ops::neg(&ops::reduce(&ops::neg(&self.0), ops::Reduce::Max, axis, keepdim)?)))
+    }
+
+    /// A dimension of size 1 inserted at `axis` (−1: last).
+    fn unsqueeze(&self, py: Python<'_>, axis: isize) -> PyResult<PyTensor> {
+        let mut shape: Vec<isize> = self.0.shape().iter().map(|&d| d as isize).collect();
+        let at = dims_arg(&[axis], shape.len() + 1)?[0];
+        if at > shape.len() {
+            return Err(PyIndexError::new_err(format!(
+                "unsqueeze: dimension {axis} is out of range for a result of rank {}",
+                shape.len() + 1
+            )));
+        }
+        shape.insert(at, 1);
+        run(py, || ops::reshape(&self.0, &shape))
+    }
+
+    /// Without the dimensions of size 1 (only `axis`, if given and of size 1, as PyTorch's).
+    #[pyo3(signature = (axis = None))]
+    fn squeeze(&self, py: Python<'_>, axis: Option<isize>) -> PyResult<PyTensor> {
+        let dims = self.0.shape();
+        let only = axis.map(|a| dims_arg(&[a], dims.len())).transpose()?.map(|d| d[0]);
+        if only.is_some_and(|a| a >= dims.len()) {
+            return Err(PyIndexError::new_err(format!("squeeze: dimension {axis:?} is out of range")));
+        }
+        let shape: Vec<isize> = (0..dims.len())
+            .filter(|&i| dims[i] != 1 || only.is_some_and(|a| a != i))
+            .map(|i| dims[i] as isize)
+            .collect();
+        run(py, || ops::reshape(&self.0, &shape))
+    }
+
+    /// The elements as one dimension.
+    fn flatten(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || ops::reshape(&self.0, &[-1]))
+    }
+
+    /// The dimensions reversed (a matrix's transpose), as numpy's and PyTorch's `.T`.
+    #[getter(T)]
+    fn reversed(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        let dims: Vec<usize> = (0..self.0.rank()).rev().collect();
+        run(py, || ops::permute(&self.0, &dims))
+    }
 }
