@@ -14,7 +14,7 @@ import ferrolm
 from tokenizer_corpus import adversarial_corpus, run_python, shakespeare_path, write_corpus
 
 hf = pytest.importorskip("tokenizers")
-from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 
 ADV = adversarial_corpus()
 
@@ -335,6 +335,31 @@ def test_added_tokens_that_take_white_space_or_match_whole_words_match_hf():
     saved = {t["content"]: (t["lstrip"], t["rstrip"], t["single_word"]) for t in json.loads(ours.to_str())["added_tokens"]}
     assert saved["<mask>"] == (True, False, False) and saved["<both>"] == (True, True, False)
     assert saved["<w>"] == (False, False, True) and saved["<ord>"] == (True, False, True)
+
+
+def test_nfc_normalized_bpe_matches_hf():
+    """GPT-NeoX's and Qwen2's byte-level BPEs put text in NFC first: ids and offsets (each
+    pointing at the original characters) equal Hugging Face's, both ways (such files were refused)."""
+    import unicodedata
+
+    ref = hf_bpe(ADV + [unicodedata.normalize("NFD", t) for t in ADV], 700)
+    ref.normalizer = normalizers.NFC()
+    rng = np.random.default_rng(1)
+    pieces = ["e", "\u0301", "\u0323", "\u0302", "\u0307", "a", " ", "\u1100", "\u1161", "\u11a8", "\u212b", "\u0344",
+              "\u0b47", "\u0b3e", "q", "é", "\n", "Ω", "\u2126", "x"]
+    texts = ADV + [unicodedata.normalize(form, t) for t in ADV for form in ("NFD", "NFKD")]
+    texts += ["".join(rng.choice(pieces, size=rng.integers(1, 15))) for _ in range(2000)]
+    for prefix_space in (False, True):  # GPT-NeoX's pipeline: ByteLevel pre-tokenizer and trimmed offsets
+        ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+        ref.post_processor = processors.ByteLevel(trim_offsets=True)
+        ours = ferrolm.Tokenizer.from_str(ref.to_str())
+        again = hf.Tokenizer.from_str(ours.to_str())
+        for text in texts:
+            enc = ref.encode(text)
+            assert ours.encode_with_offsets(text) == (enc.ids, [tuple(o) for o in enc.offsets]), repr(text)
+            assert again.encode(text).ids == enc.ids, repr(text)
+    assert json.loads(ours.to_str())["normalizer"] == {"type": "NFC"}
+    assert ours.pre_tokenize("cafe\u0301") == ["caf\u00e9"]
 
 
 def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():

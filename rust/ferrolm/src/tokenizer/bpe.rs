@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustc_hash::FxHashMap;
 
 use super::bytes::{bytes_to_token, token_to_bytes};
+use super::nfc::nfc_aligned;
 use super::pretokenize::PreTokenizer;
 use crate::{bail, Result};
 
@@ -48,6 +49,8 @@ pub struct Bpe {
     unk: Option<u32>,
     pub(crate) pretokenizer: PreTokenizer,
     pub(crate) add_prefix_space: bool,
+    /// Text is put in Unicode NFC before it is split (GPT-NeoX's and Qwen2's normalizer).
+    pub(crate) nfc: bool,
     /// Identifies this model's entries in the per-thread piece cache.
     cache_owner: u64,
 }
@@ -61,6 +64,8 @@ pub struct BpeOptions {
     pub unk_token: Option<String>,
     /// Prepend a space to text that does not start with one (RoBERTa style).
     pub add_prefix_space: bool,
+    /// Put text in Unicode NFC first (Hugging Face's `NFC` normalizer).
+    pub nfc: bool,
 }
 
 fn next_cache_owner() -> u64 {
@@ -162,6 +167,7 @@ impl Bpe {
             unk,
             pretokenizer,
             add_prefix_space: options.add_prefix_space,
+            nfc: options.nfc,
             cache_owner: next_cache_owner(),
         })
     }
@@ -210,13 +216,21 @@ impl Bpe {
             ignore_merges: self.whole.is_some(),
             unk_token: self.unk.and_then(|id| self.id_to_token(id)).map(str::to_string),
             add_prefix_space: self.add_prefix_space,
+            nfc: self.nfc,
         }
     }
 
     /// Encodes ordinary text (no special tokens), appending ids to `out`.
     pub fn encode_text(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        if let Some((normalized, _)) = self.nfc.then(|| nfc_aligned(text)).flatten() {
+            return self.encode_normalized(&normalized, out);
+        }
+        self.encode_normalized(text, out)
+    }
+
+    fn encode_normalized(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
         if self.add_prefix_space && !text.starts_with(' ') && !text.is_empty() {
-            return self.encode_text(&format!(" {text}"), out);
+            return self.encode_normalized(&format!(" {text}"), out);
         }
         let bytes = text.as_bytes();
         CACHE.with(|cell| {
@@ -226,8 +240,27 @@ impl Bpe {
         })
     }
 
-    /// Encodes ordinary text and reports each token's byte span in `text`.
+    /// Encodes ordinary text and reports each token's byte span in `text`. After NFC a span is
+    /// that of the original characters its normalized ones are aligned to.
     pub fn encode_text_with_offsets(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        spans: &mut Vec<(usize, usize)>,
+    ) -> Result<()> {
+        let Some((normalized, origin)) = self.nfc.then(|| nfc_aligned(text)).flatten() else {
+            return self.encode_normalized_with_offsets(text, out, spans);
+        };
+        let first = spans.len();
+        self.encode_normalized_with_offsets(&normalized, out, spans)?;
+        for span in &mut spans[first..] {
+            let start = origin.get(span.0).map_or(text.len(), |o| o.0);
+            *span = (start, if span.1 > span.0 { origin[span.1 - 1].1 } else { start });
+        }
+        Ok(())
+    }
+
+    fn encode_normalized_with_offsets(
         &self,
         text: &str,
         out: &mut Vec<u32>,

@@ -2,7 +2,8 @@
 //!
 //! Supported pipelines, which cover GPT-2/RoBERTa/GPT-4-style byte-level BPE, BERT and our
 //! character tokenizers:
-//! - byte-level BPE: no normalizer; pre-tokenizer `ByteLevel(use_regex=true)` (GPT-2 pattern)
+//! - byte-level BPE: no normalizer or `NFC` (GPT-NeoX, Qwen2); pre-tokenizer
+//!   `ByteLevel(use_regex=true)` (GPT-2 pattern)
 //!   or `Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]`; ByteLevel decoder;
 //! - WordPiece: `BertNormalizer` (or none), `BertPreTokenizer`, WordPiece decoder;
 //! - characters: a BPE model without merges, normalizer or pre-tokenizer, `Fuse` decoder;
@@ -345,12 +346,14 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             }
             match byte_level_pretokenizer(pre)? {
                 Some((pretok, add_prefix_space)) => {
-                    if !normalizer.is_null() {
-                        bail!(Format, "a normalizer with byte-level BPE is not supported");
-                    }
+                    let nfc = match normalizer.get("type").and_then(Value::as_str) {
+                        _ if normalizer.is_null() => false,
+                        Some("NFC") => true,
+                        _ => bail!(Format, "normalizer {normalizer} with byte-level BPE is not supported (NFC is)"),
+                    };
                     expect_decoder(decoder, "ByteLevel")?;
                     let ignore_merges = model.bool_field(mctx, "ignore_merges", false)?;
-                    let options = BpeOptions { ignore_merges, unk_token: unk, add_prefix_space };
+                    let options = BpeOptions { ignore_merges, unk_token: unk, add_prefix_space, nfc };
                     Model::Bpe(Bpe::new(vocab, &merges, pretok, options)?)
                 }
                 None if merges.is_empty() && normalizer.is_null() => {
@@ -666,7 +669,12 @@ pub fn to_json(tok: &Tokenizer) -> String {
                 "end_of_word_suffix": J::Null, "fuse_unk": false, "byte_fallback": false,
                 "ignore_merges": opts.ignore_merges, "vocab": vocab_json(m.vocab()), "merges": merges,
             };
-            (J::Null, pre, byte_level(true, true), model)
+            let normalizer = if opts.nfc {
+                obj! {"type": "NFC"}
+            } else {
+                J::Null
+            };
+            (normalizer, pre, byte_level(true, true), model)
         }
         Model::WordPiece(m) => {
             let opts = m.options();

@@ -17,6 +17,7 @@ mod bytes;
 mod chars;
 mod files;
 mod hf_json;
+mod nfc;
 mod pretokenize;
 mod special;
 mod tiktoken;
@@ -412,7 +413,11 @@ impl Tokenizer {
     pub fn pre_tokenize(&self, text: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
         match &self.model {
-            Model::Bpe(m) => m.pretokenizer.split(text, |a, b| out.push(text[a..b].to_string()))?,
+            Model::Bpe(m) => {
+                let normalized = m.nfc.then(|| nfc::nfc_aligned(text)).flatten().map(|(s, _)| s);
+                let text = normalized.as_deref().unwrap_or(text);
+                m.pretokenizer.split(text, |a, b| out.push(text[a..b].to_string()))?
+            }
             Model::WordPiece(m) => {
                 let mut chars = Vec::new();
                 match &m.normalizer {
