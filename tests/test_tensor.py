@@ -791,9 +791,12 @@ def test_tensor_methods_are_the_functional_ops():
     assert x.squeeze(1).shape == (2, 3) and x.squeeze(0).shape == (2, 1, 3)  # only a size-1 axis goes
     assert x.flatten().shape == (6,) and x.T.shape == (3, 1, 2)
     np.testing.assert_array_equal(x.T.numpy(), xn.T)
-    for bad in (lambda: x.unsqueeze(4), lambda: x.unsqueeze(-5), lambda: x.squeeze(3)):
+    for bad in (lambda: x.unsqueeze(4), lambda: x.unsqueeze(-5)):
         with pytest.raises(IndexError, match="out of range"):
             bad()
+    with pytest.raises(IndexError, match="squeeze: dimension 3 is out of range for a tensor of rank 3"):
+        x.squeeze(3)
+    assert fl.tensor(2.0).squeeze(0).shape == () and fl.tensor(2.0).squeeze(-1).shape == ()  # as PyTorch
     (x.T.flatten() * fl.tensor(np.arange(6.0))).sum().backward()  # gradients flow through the views
     np.testing.assert_array_equal(x.grad.numpy(), np.arange(6.0).reshape(3, 1, 2).T)
 

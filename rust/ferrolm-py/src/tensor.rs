@@ -587,9 +587,15 @@ impl PyTensor {
     #[pyo3(signature = (axis = None))]
     fn squeeze(&self, py: Python<'_>, axis: Option<isize>) -> PyResult<PyTensor> {
         let dims = self.0.shape();
-        let only = axis.map(|a| dims_arg(&[a], dims.len())).transpose()?.map(|d| d[0]);
-        if only.is_some_and(|a| a >= dims.len()) {
-            return Err(PyIndexError::new_err(format!("squeeze: dimension {axis:?} is out of range")));
+        let rank = dims.len().max(1); // a scalar takes 0 and -1, as in PyTorch
+        let only = axis.map(|a| dims_arg(&[a], rank)).transpose()?.map(|d| d[0]);
+        if let (Some(a), Some(given)) = (only, axis) {
+            if a >= rank {
+                return Err(PyIndexError::new_err(format!(
+                    "squeeze: dimension {given} is out of range for a tensor of rank {}",
+                    dims.len()
+                )));
+            }
         }
         let shape: Vec<isize> = (0..dims.len())
             .filter(|&i| dims[i] != 1 || only.is_some_and(|a| a != i))

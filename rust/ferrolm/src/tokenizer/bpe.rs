@@ -12,6 +12,7 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use super::bytes::{bytes_to_token, token_to_bytes};
 use super::nfc::nfc_aligned;
@@ -222,8 +223,9 @@ impl Bpe {
 
     /// Encodes ordinary text (no special tokens), appending ids to `out`.
     pub fn encode_text(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        if let Some((normalized, _)) = self.nfc.then(|| nfc_aligned(text)).flatten() {
-            return self.encode_normalized(&normalized, out);
+        if self.nfc && is_nfc_quick(text.chars()) != IsNormalized::Yes {
+            return self.encode_normalized(&text.nfc().collect::<String>(), out);
+            // no alignment needed
         }
         self.encode_normalized(text, out)
     }

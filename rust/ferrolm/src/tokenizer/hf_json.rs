@@ -285,7 +285,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             .any(|k| normalizer.get(*k).is_none_or(|v| v.as_bool() != Some(false)));
     let mut specials: Vec<(String, u32)> = Vec::new();
     let mut ordinary: Vec<u32> = Vec::new();
-    let mut normalized: Vec<bool> = Vec::new();
+    let mut normalized: Vec<u32> = Vec::new();
     let mut matching: Vec<(u32, Matching)> = Vec::new();
     match root.get("added_tokens") {
         None | Some(Value::Null) => {}
@@ -303,11 +303,18 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                     matching.push((id, how));
                 }
                 let special = t.bool_field(&ctx, "special", true)?;
-                // HF matches `normalized` added tokens in normalized text; with a normalizer
-                // that changes text (BERT's lowercasing) that differs from matching the raw
-                // text, as ferrolm does.
+                // HF matches `normalized` added tokens in normalized text, which ferrolm matches
+                // in the text as given: the same where normalizing cannot change what they
+                // match (no normalizer; NFC, for white space, which it neither changes nor
+                // composes with), refused elsewhere (BERT's lowercasing).
                 let in_normalized = t.bool_field(&ctx, "normalized", !special)?;
-                if normalizes && in_normalized {
+                let unchanged = match normalizer.get("type").and_then(Value::as_str) {
+                    _ if normalizer.is_null() => true,
+                    Some("BertNormalizer") => !normalizes,
+                    Some("NFC") => content.chars().all(char::is_whitespace),
+                    _ => false,
+                };
+                if in_normalized && !unchanged {
                     bail!(
                         Format,
                         "{ctx} ({content:?}) is matched in normalized text, which ferrolm does not implement"
@@ -316,13 +323,14 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 if !special {
                     ordinary.push(id);
                 }
+                if in_normalized {
+                    normalized.push(id);
+                }
                 specials.push((content.to_string(), id));
-                normalized.push(in_normalized);
             }
         }
         Some(_) => bail!(Format, "added_tokens must be a list"),
     }
-    refuse_overlapping_passes(&specials, &normalized)?;
 
     let mctx = "model";
     let model = match model.type_name(mctx)? {
@@ -413,6 +421,9 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     for (id, how) in matching {
         tok.specials.set_matching(id, how)?;
     }
+    for id in normalized {
+        tok.specials.set_normalized(id, true)?;
+    }
     Ok(tok)
 }
 
@@ -424,28 +435,6 @@ fn expect_decoder(decoder: &Value, expected: &str) -> Result<()> {
         Some(t) => bail!(Format, "decoder {t:?} is not supported with this model (its decoder is {expected})"),
         None => bail!(Format, "decoder has no \"type\""),
     }
-}
-
-/// HF matches added tokens with `normalized: false` first and `normalized: true` ones in the
-/// text left between them; ferrolm matches all in one leftmost-longest pass. The two differ
-/// only where a normalized token `a` would win a match that hides a token `b` matched first by
-/// HF: when `a` contains `b`, or starts before it and runs into it (a suffix of `a` is a
-/// prefix of `b`). (`b` containing `a`, or running into it, wins in both.)
-fn refuse_overlapping_passes(tokens: &[(String, u32)], normalized: &[bool]) -> Result<()> {
-    let overlap = |a: &str, b: &str| {
-        a.contains(b) || (1..a.len().min(b.len())).any(|k| b.is_char_boundary(k) && a.ends_with(&b[..k]))
-    };
-    let (late, early): (Vec<_>, Vec<_>) = tokens.iter().zip(normalized).partition(|(_, &n)| n);
-    for ((a, _), _) in &late {
-        if let Some(((b, _), _)) = early.iter().find(|((b, _), _)| overlap(a, b)) {
-            bail!(
-                Format,
-                "added tokens {a:?} (normalized) and {b:?} (not normalized) overlap; Hugging Face matches them in two \
-                 passes, which ferrolm does not implement"
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Reads GPT-2 `vocab.json` + `merges.txt` contents.
@@ -632,8 +621,9 @@ pub fn to_json(tok: &Tokenizer) -> String {
         sp.into_iter()
             .map(|(content, id)| {
                 let how = tok.special_tokens().matching(id);
+                let sp = tok.special_tokens();
                 obj! {"id": id, "content": content, "single_word": how.single_word, "lstrip": how.lstrip,
-                "rstrip": how.rstrip, "normalized": false, "special": tok.special_tokens().is_special(id)}
+                "rstrip": how.rstrip, "normalized": sp.is_normalized(id), "special": sp.is_special(id)}
             })
             .collect()
     };

@@ -5,6 +5,10 @@
 //! reordering moves characters with their counts; a composition adds its parts' counts, minus
 //! one. The output then walks the input: a character with a count of −n takes the next n + 1
 //! input characters (aligned to the first), one with +1 is aligned where the one before it is.
+//!
+//! The tables are those of the `unicode-normalization` crate (Unicode 18). Hugging Face's are
+//! older: about 90 combining marks added since (U+0C3C TELUGU SIGN NUKTA, say) have a class
+//! there of 0, so text holding them can normalize, and encode, differently.
 
 use unicode_normalization::char::{canonical_combining_class, compose, decompose_canonical};
 use unicode_normalization::{is_nfc_quick, IsNormalized};

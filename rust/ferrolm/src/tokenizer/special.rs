@@ -23,6 +23,10 @@ pub struct SpecialTokens {
     ordinary: FxHashSet<u32>,
     /// How added tokens that do not match as bare strings match, by id.
     matching: FxHashMap<u32, Matching>,
+    /// Added tokens Hugging Face matches in normalized text (`"normalized": true`): in a second
+    /// pass, in the text between the others. (Files where normalizing would change what they
+    /// match are refused when read.)
+    normalized: FxHashSet<u32>,
     /// Finds every occurrence, overlaps included ([`SpecialTokens::split`] picks among them).
     /// Built on first use after a change: registering n tokens one by one must not build it n
     /// times (8,000 tokens took 8.6 s).
@@ -182,6 +186,24 @@ impl SpecialTokens {
         self.matching.get(&id).copied().unwrap_or_default()
     }
 
+    /// Whether added token `id` is matched in a second pass (Hugging Face's `"normalized": true`).
+    pub fn is_normalized(&self, id: u32) -> bool {
+        self.normalized.contains(&id)
+    }
+
+    /// Makes added token `id` match in the second pass, or in the first.
+    pub fn set_normalized(&mut self, id: u32, normalized: bool) -> Result<()> {
+        if !self.by_id.contains_key(&id) {
+            bail!(Argument, "id {id} is not an added token");
+        }
+        if normalized {
+            self.normalized.insert(id);
+        } else {
+            self.normalized.remove(&id);
+        }
+        Ok(())
+    }
+
     /// Number of special tokens.
     pub fn len(&self) -> usize {
         self.list.len()
@@ -239,6 +261,28 @@ impl SpecialTokens {
         let Some(matcher) = matcher else {
             return if text.is_empty() { Ok(()) } else { segment(Segment::Text(0, text.len())) };
         };
+        if self.normalized.is_empty() {
+            return self.split_pass(matcher, text, 0, opts, false, &mut segment);
+        }
+        // Hugging Face's two passes: the tokens matched in the text as given, then the
+        // normalized ones in each stretch of text left between those.
+        self.split_pass(matcher, text, 0, opts, false, &mut |seg| match seg {
+            Segment::Text(a, b) => self.split_pass(matcher, &text[a..b], a, opts, true, &mut segment),
+            special => segment(special),
+        })
+    }
+
+    /// One pass of [`SpecialTokens::split`] over `text`, which starts at byte `base` of the
+    /// whole: the tokens matched in the second pass (`late`) or the first.
+    fn split_pass(
+        &self,
+        matcher: &AhoCorasick,
+        text: &str,
+        base: usize,
+        opts: &EncodeOptions,
+        late: bool,
+        segment: &mut dyn FnMut(Segment) -> Result<()>,
+    ) -> Result<()> {
         let allowed = |id: &u32| {
             self.ordinary.contains(id)
                 || match &opts.allowed_special {
@@ -252,48 +296,60 @@ impl SpecialTokens {
         // does), or read as text without hiding an allowed token that overlaps it. (tiktoken
         // takes the leftmost token of all, moving on a byte when it is not allowed; the two
         // agree unless one token is a prefix of another, where tiktoken's choice follows its
-        // hash order.)
-        let mut found = Vec::new();
+        // hash order.) A `single_word` token inside a word is text, but hides the tokens that
+        // overlap it, as in Hugging Face (`None` below).
+        let mut found: Vec<(usize, usize, Option<u32>)> = Vec::new();
         for m in matcher.find_overlapping_iter(text) {
             let (content, id) = &self.list[m.pattern().as_usize()];
-            if self.matching(*id).single_word && !is_whole_word(text, m.start(), m.end()) {
-                continue; // not an occurrence of this token
+            if self.normalized.contains(id) != late {
+                continue;
             }
             let is_allowed = allowed(id);
+            if self.matching(*id).single_word && !is_whole_word(text, m.start(), m.end()) {
+                if is_allowed {
+                    found.push((m.start(), m.end(), None));
+                }
+                continue;
+            }
             if opts.disallowed.raises(*id, is_allowed) {
                 bail!(
                     Argument,
                     "the text contains the special token {content:?} (at byte {}), which this call does not allow; \
                      allow it with allowed_special, or encode it as plain text with disallowed_special=\"text\"",
-                    m.start()
+                    base + m.start()
                 );
             }
             if is_allowed {
-                found.push((m.start(), m.end(), *id));
+                found.push((m.start(), m.end(), Some(*id)));
             }
         }
         found.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
-        let mut start = 0;
+        let (mut start, mut taken) = (0, 0); // text given out up to `start`; matches end at `taken`
         for (s, e, id) in found {
-            if s < start {
-                continue; // overlaps the token taken before it
+            if s < taken {
+                continue; // overlaps the match before it
             }
-            // White space the token takes (never what a token before it took).
+            taken = e;
+            let Some(id) = id else { continue };
+            // White space the token takes, never what a token before it took. A token may start
+            // in white space the one before took on its right (their spans overlap, as in
+            // Hugging Face).
             let m = self.matching(id);
             let s = if m.lstrip { start.max(text[..s].trim_end().len()) } else { s };
             let e = if m.rstrip { text.len() - text[e..].trim_start().len() } else { e };
             if s > start {
-                segment(Segment::Text(start, s))?;
+                segment(Segment::Text(base + start, base + s))?;
             }
-            segment(Segment::Special(id, s, e))?;
-            start = e;
+            segment(Segment::Special(id, base + s, base + e))?;
+            start = start.max(e);
         }
         if start < text.len() {
-            segment(Segment::Text(start, text.len()))?;
+            segment(Segment::Text(base + start, base + text.len()))?;
         }
         Ok(())
     }
 }
+
 /// Whether `text[start..end]` has no word character (`\w`) right before or after it.
 fn is_whole_word(text: &str, start: usize, end: usize) -> bool {
     let word = |c: Option<char>| c.is_some_and(super::unicode::is_word_char);
