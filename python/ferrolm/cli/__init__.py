@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 from ferrolm.cli.label import register_label
 from ferrolm.cli.lm import register_fill_mask, register_generate, register_pretrain
 from ferrolm.cli.nanogpt import translate
-from ferrolm.cli.posttrain import register_dpo, register_ppo, register_reward, register_sft
+from ferrolm.cli.posttrain import register_classify, register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
 
 #: Command groups, each registered by a function of the subparsers object.
@@ -25,6 +25,7 @@ COMMANDS: list[Callable] = [
     register_fill_mask,
     register_sft,
     register_reward,
+    register_classify,
     register_dpo,
     register_ppo,
     register_tokenizer,

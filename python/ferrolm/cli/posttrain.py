@@ -1,4 +1,4 @@
-"""`ferrolm sft | reward | dpo | ppo`: post-training from a model directory into a new one.
+"""`ferrolm sft | reward | classify | dpo | ppo`: fine-tuning from a model directory into a new one.
 
 Each command reads its data (JSONL; preferences also from a labelling SQLite file), holds out
 a validation share, trains through the shared loop and prints its held-out metric. With
@@ -50,6 +50,7 @@ _DATA = {"val_fraction": 0.1, "skip_long": False}
 RUN_SETTINGS = {
     "sft": {"model": None, "data": None, **_DATA},
     "reward": {"model": None, "data": None, **_DATA},
+    "classify": {"model": None, "data": None, **_DATA},
     "dpo": {"model": None, "data": None, **_DATA, "beta": 0.1},
     "ppo": {"model": None, "reward_model": None, "prompts": None, **_DATA, "rollout_size": 16, "ppo_epochs": 4,
             "max_new_tokens": 48, "kl_coef": 0.1, "target_kl": 6.0, "missing_end_penalty": 0.0},
@@ -182,6 +183,42 @@ def run_reward(args) -> int:
     _report("reward", objective.data, objective.counts, "pairs")
     return _train(args, v, "reward", model, objective, lambda _: f"pairwise accuracy {objective.accuracy(model):.3f} on all "
                                                               f"{len(objective.data['val'])} held-out pairs")
+
+
+# ---------------------------------------------------------------- classify
+
+
+def register_classify(sub) -> None:
+    """`ferrolm classify`: fine-tunes a BERT to classify texts."""
+    p = sub.add_parser("classify", help="fine-tune a BERT to classify texts: {\"text\", \"label\"} JSONL")
+    p.add_argument("--data", required=True, help="JSONL with a text string and a label (a string or an integer)")
+    _common(p, "classify")
+    p.set_defaults(func=run_classify)
+
+
+def _check_label(record: dict, where: str) -> None:
+    label = record.get("label")
+    if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
+        raise ValueError(f"{where}: \"label\" must be a non-empty string or an integer, got {label!r}")
+
+
+def run_classify(args) -> int:
+    from ferrolm.bert import BERT
+    from ferrolm.jsonl import read_records
+    from ferrolm.train.classify import Classification, TextClassifier, labels_of
+
+    records = read_records(args.data, ("text",), check=_check_label)
+    v = _values(args, "classify")
+    bert = BERT.load(args.model)
+    if bert.tokenizer is None:
+        raise ValueError(f"{args.model} has no tokenizer to encode the texts with")
+    train_records, val_records = _split(records, args.val_fraction, v["seed"])
+    model = TextClassifier.load(args.out) if args.resume else TextClassifier(bert, labels_of(records))
+    objective = Classification(train_records, val_records, bert.tokenizer, model.labels, bert.max_len, v["batch_size"],
+                               skip_long=args.skip_long)
+    _report("classify", objective.data, objective.counts, f"texts, labels {model.labels}")
+    return _train(args, v, "classify", model, objective,
+                  lambda _: f"accuracy {objective.accuracy(model):.3f} on all {len(objective.data['val'])} held-out texts")
 
 
 # ---------------------------------------------------------------- dpo

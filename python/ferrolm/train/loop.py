@@ -38,12 +38,13 @@ DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision trai
 
 
 #: Where each post-training objective's settings differ from TrainConfig's (nanoGPT's pretraining
-#: ones): `ferrolm sft/reward/dpo/ppo`'s defaults. Fine-tuning takes smaller steps, and no weight
+#: ones): `ferrolm sft/reward/classify/dpo/ppo`'s defaults. Fine-tuning takes smaller steps, and no weight
 #: decay (it would pull the weights toward 0, not toward the model training started from).
 _SUPERVISED = {"max_iters": 300, "learning_rate": 3e-4, "warmup_iters": 20, "eval_interval": 100, "weight_decay": 0.0}
 PRESETS = {
     "sft": _SUPERVISED,
     "reward": _SUPERVISED,
+    "classify": _SUPERVISED,
     "dpo": {"max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10, "eval_interval": 50, "weight_decay": 0.0},
     "ppo": {"max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "weight_decay": 0.0},
 }
@@ -103,7 +104,7 @@ class TrainConfig:
 
     @classmethod
     def preset(cls, kind: str, **overrides: Any) -> "TrainConfig":
-        """The settings `ferrolm <kind>` trains with (`kind`: "sft", "reward", "dpo" or "ppo", an
+        """The settings `ferrolm <kind>` trains with (`kind`: "sft", "reward", "classify", "dpo" or "ppo", an
         objective's `kind`), then `overrides`; PPO's learning rate stays constant unless a
         min_lr is given. TrainConfig() itself has nanoGPT's pretraining settings."""
         if kind not in PRESETS:
