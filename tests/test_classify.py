@@ -11,6 +11,9 @@ from ferrolm.bert import BERT
 from ferrolm.cli import main as ferrolm
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.train.classify import TextClassifier, labels_of
+from test_bert import C, V, hf_bert_checkpoint, numpy_bert
+
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +89,31 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="is not a classifier"):
         TextClassifier.load(bert)
     assert labels_of([{"label": 10}, {"label": 9}, {"label": "b"}, {"label": "a"}]) == ["9", "10", "a", "b"]
+
+
+def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path):
+    """BertForSequenceClassification's layout (classifier.* beside bert.*, id2label): logits are
+    tanh(pooler(h[CLS])) · Wᵀ + b, from an independent numpy forward pass."""
+    tensors = hf_bert_checkpoint(tmp_path, mlm=False)
+    stored = safetensors_numpy.load_file(str(tmp_path / "model.safetensors"))
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(0, 0.3, (3, C)).astype(np.float32), rng.normal(0, 0.3, 3).astype(np.float32)
+    safetensors_numpy.save_file({**stored, "classifier.weight": w, "classifier.bias": b}, str(tmp_path / "model.safetensors"))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "neg", "1": "neu", "2": "pos"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = TextClassifier.load(tmp_path)
+    assert model.labels == ["neg", "neu", "pos"]
+    ids, mask = rng.integers(0, V, size=(2, 7)), np.ones((2, 7), bool)
+    mask[1, 5:] = False
+    hidden, _ = numpy_bert(tensors, ids, np.zeros_like(ids), mask)
+    pooled = np.tanh(hidden[:, 0] @ tensors["pooler.dense.weight"].T.astype(np.float64) + tensors["pooler.dense.bias"])
+    with fl.no_grad():
+        np.testing.assert_allclose(model(ids, mask).numpy(), pooled @ w.T + b, rtol=1e-4, atol=1e-4)
+    assert BERT.load(tmp_path).core.has_pooler  # the encoder alone loads too, without the head
+    del config["id2label"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert TextClassifier.load(tmp_path).labels == ["LABEL_0", "LABEL_1", "LABEL_2"]  # Hugging Face's default names
+    (tmp_path / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
+    with pytest.raises(ValueError, match="problem_type 'regression' is not supported"):
+        TextClassifier.load(tmp_path)

@@ -491,8 +491,8 @@ def save_safetensors(path: _Path, tensors: dict[str, _Tensors], metadata: Option
     """Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a
     safetensors file, atomically."""
 
-def load_safetensors(path: _Path) -> tuple[dict[str, _F32Array], dict[str, str]]:
-    """Reads a safetensors file: ({name: float32 array}, metadata)."""
+def load_safetensors(path: _Path, names: Optional[list[str]] = None) -> tuple[dict[str, _F32Array], dict[str, str]]:
+    """Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors."""
 
 # ---------------------------------------------------------------- tokenizers
 

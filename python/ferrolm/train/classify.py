@@ -38,14 +38,36 @@ class TextClassifier:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TextClassifier":
-        """A classifier saved by `save` (or `ferrolm classify`)."""
-        head_file = Path(path) / HEAD_FILE
-        labels = json.loads(_core.load_safetensors(str(head_file))[1].get("labels", "[]")) if head_file.exists() else []
-        model = cls(BERT.load(path), labels) if labels else None
-        if model is None:
-            raise FileNotFoundError(f"{path} is not a classifier: it has no {HEAD_FILE} with its labels "
-                                    "(train one with `ferrolm classify`)")
+        """A classifier saved by `save` (or `ferrolm classify`), or a Hugging Face
+        BertForSequenceClassification directory (`classifier.*` tensors, `id2label`)."""
+        path = Path(path)
+        if not (path / HEAD_FILE).exists():
+            return cls._load_hugging_face(path)
+        labels = json.loads(_core.load_safetensors(str(path / HEAD_FILE))[1].get("labels", "[]"))
+        model = cls(BERT.load(path), labels)
         load_head(model.head, path, HEAD_FILE, "classifier", "classify")
+        return model
+
+    @classmethod
+    def _load_hugging_face(cls, path: Path) -> "TextClassifier":
+        from ferrolm.jsonl import read_json_object
+        from ferrolm.nn import fill_parameters
+
+        weights = path / "model.safetensors"
+        names = ["classifier.weight", "classifier.bias"]
+        head = _core.load_safetensors(str(weights), names)[0] if weights.is_file() else {}
+        if set(head) != set(names):
+            raise FileNotFoundError(f"{path} is not a classifier: it has no {HEAD_FILE} (train one with "
+                                    "`ferrolm classify`) and no Hugging Face classifier.weight and classifier.bias")
+        config = read_json_object(path / "config.json")
+        if config.get("problem_type") not in (None, "single_label_classification"):
+            raise ValueError(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
+        n = head["classifier.weight"].shape[0]
+        id2label = config.get("id2label") or {}
+        labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n)]  # Hugging Face's default names
+        model = cls(BERT.load(path), labels)
+        fill_parameters(dict(model.head.named_parameters()), {k.removeprefix("classifier."): v for k, v in head.items()},
+                        weights)
         return model
 
     def save(self, path: Union[str, Path]) -> None:

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
-use ferrolm::checkpoint::{from_safetensors, read_file, to_safetensors, write_atomic};
+use ferrolm::checkpoint::{from_safetensors_where, read_file, to_safetensors, write_atomic};
 use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
@@ -434,11 +434,18 @@ fn save_safetensors(
     .py()
 }
 
-/// Reads a safetensors file: ({name: float32 array}, metadata).
+/// Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors.
 #[pyfunction]
-fn load_safetensors<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(Bound<'py, PyDict>, HashMap<String, String>)> {
+#[pyo3(signature = (path, names = None))]
+fn load_safetensors<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    names: Option<Vec<String>>,
+) -> PyResult<(Bound<'py, PyDict>, HashMap<String, String>)> {
     let what = path.display().to_string();
-    let (tensors, metadata) = compute(py, || read_file(&path).and_then(|b| from_safetensors(&b, &what))).py()?;
+    let wanted = |name: &str| names.as_ref().is_none_or(|n| n.iter().any(|w| w == name));
+    let (tensors, metadata) =
+        compute(py, || read_file(&path).and_then(|b| from_safetensors_where(&b, &what, wanted))).py()?;
     let out = PyDict::new(py);
     for (name, s) in tensors {
         let arr: Bound<'py, PyArray1<f32>> = s.data.into_pyarray(py);

@@ -73,12 +73,25 @@ pub fn to_safetensors(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeM
 /// Parses safetensors bytes into named f32 tensors (F16 and BF16 are widened; other dtypes
 /// are refused) plus the file's metadata.
 pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, Stored>, BTreeMap<String, String>)> {
+    from_safetensors_where(bytes, what, |_| true)
+}
+
+/// [`from_safetensors`] for the tensors whose names `wanted` accepts (the others are not
+/// converted: a head read out of a whole model's file).
+pub fn from_safetensors_where(
+    bytes: &[u8],
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<(BTreeMap<String, Stored>, BTreeMap<String, String>)> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Format(format!("{what} is not a valid safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Format(format!("{what}: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
+        if !wanted(&name) {
+            continue;
+        }
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),

@@ -310,10 +310,13 @@ impl Bert {
             }
             out
         };
+        // Buffers, the tied decoder's copy, and heads this encoder does not run: next-sentence
+        // prediction, and a sequence classifier's (Python's TextClassifier reads that one).
         let ignorable = |n: &str| {
             n.ends_with("embeddings.position_ids")
                 || n.starts_with("cls.seq_relationship.")
                 || n.starts_with("cls.predictions.decoder.")
+                || n.starts_with("classifier.")
         };
         f(&Layout { optional_prefixes: &["bert."], transposed: &|_| false, aliases: &aliases, ignorable: &ignorable })
     }
