@@ -67,19 +67,48 @@ def test_classification_resumes_exactly(task):
     assert ferrolm([*args, "--out", str(task / "whole"), "--max-iters", "20"]) == 0
     assert ferrolm([*args, "--out", str(task / "split"), "--max-iters", "10"]) == 0
     assert ferrolm([*args, "--out", str(task / "split"), "--max-iters", "20", "--resume"]) == 0
-    losses = [[json.loads(l).get("loss") for l in (task / run / "metrics.jsonl").read_text().splitlines()][-12:]
-              for run in ("whole", "split")]
-    assert losses[0] == losses[1]
-    a, b = (fl.load_safetensors(str(task / run / "classifier_head.safetensors"))[0] for run in ("whole", "split"))
-    np.testing.assert_array_equal(a["classifier.weight"], b["classifier.weight"])
+    records = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_sec", "elapsed")}
+                for line in (task / run / "metrics.jsonl").read_text().splitlines()] for run in ("whole", "split")]
+    after = [r for r in records[0] if r.get("step", 0) > 10]
+    assert after and after == [r for r in records[1] if r.get("step", 0) > 10]  # losses and evaluations
+    a, b = (fl.load_safetensors(str(task / run / "model.safetensors"))[0] for run in ("whole", "split"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_classifier_trains_on_from_its_head_and_saves_in_hugging_faces_layout(task, capsys):
+    out = task / "first"
+    assert ferrolm(["classify", str(task / "bert"), "--data", str(task / "data.jsonl"), "--out", str(out),
+                    "--max-iters", "30", "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"] and config["model_type"] == "bert"
+    assert config["id2label"] == {"0": "question", "1": "statement"} and config["label2id"]["statement"] == 1
+    head = fl.load_safetensors(str(out / "model.safetensors"), ["classifier.weight", "classifier.bias"])[0]
+    assert head["classifier.weight"].shape == (2, 64) and "bert.pooler.dense.weight" in fl.load_safetensors(
+        str(out / "model.safetensors"))[0]  # the pooler BertForSequenceClassification has, made for this BERT
+    capsys.readouterr()
+    # Started from a classifier with the same labels, its head trains on (it was replaced by a new one).
+    def head_of(run):
+        return fl.load_safetensors(str(task / run / "model.safetensors"), ["classifier.weight"])[0]["classifier.weight"]
+
+    assert ferrolm(["classify", str(out), "--data", str(task / "data.jsonl"), "--out", str(task / "second"),
+                    "--max-iters", "0", "--no-progress"]) == 0
+    np.testing.assert_array_equal(head_of("second"), head_of("first"))
+    assert "left aside" not in capsys.readouterr().err
+    relabelled = task / "relabelled.jsonl"
+    relabelled.write_text((task / "data.jsonl").read_text().replace('"question"', '"ask"'))
+    assert ferrolm(["classify", str(out), "--data", str(relabelled), "--out", str(task / "third"),
+                    "--max-iters", "0", "--no-progress"]) == 0
+    assert "classifies ['question', 'statement'], not ['ask', 'statement']: its head is left aside" in capsys.readouterr().err
+    assert not np.array_equal(head_of("third"), head_of("first"))
 
 
 def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
     bert = str(task / "bert")
     for line, message in (('{"text": "a b c"}', 'line 1: "label" must be a non-empty string or an integer'),
                           ('{"text": "a b c", "label": true}', "must be a non-empty string or an integer"),
-                          ('{"label": "x"}', "line 1"),
-                          ('{"text": "' + "word " * 60 + '", "label": "x"}\n{"text": "b", "label": "y"}', "more than the model's context")):
+                          ('{"label": "x"}', "line 1: no 'text' field"),
+                          ('{"text": "' + "word " * 60 + '", "label": "x"}', "line 1 has 62 tokens, more than the "
+                                                                              "model's context (48); --skip-long")):
         (tmp_path / "bad.jsonl").write_text(line + "\n" + '{"text": "ok", "label": "y"}\n' * 3)
         assert ferrolm(["classify", bert, "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"),
                         "--max-iters", "1", "--no-progress"]) == 2
@@ -88,7 +117,17 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
         TextClassifier(BERT.load(bert), ["only"])
     with pytest.raises(FileNotFoundError, match="is not a classifier"):
         TextClassifier.load(bert)
-    assert labels_of([{"label": 10}, {"label": 9}, {"label": "b"}, {"label": "a"}]) == ["9", "10", "a", "b"]
+    assert labels_of([{"label": 10}, {"label": 9}, {"label": "-1"}, {"label": 9}]) == ["-1", "9", "10"]
+    assert labels_of([{"label": 10}, {"label": "nan"}, {"label": "b"}, {"label": 2}]) == ["10", "2", "b", "nan"]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        TextClassifier(BERT.load(bert), ["a", "b"]).classify(["x"], batch_size=0)
+    # --skip-long leaves out (and counts) only the texts that do not fit; integer labels work.
+    lines = ['{"text": "' + "word " * 60 + '", "label": 1}'] + [f'{{"text": "to be {i}", "label": {i % 2}}}' for i in range(20)]
+    (tmp_path / "ints.jsonl").write_text("\n".join(lines) + "\n")
+    assert ferrolm(["classify", bert, "--data", str(tmp_path / "ints.jsonl"), "--out", str(tmp_path / "ints"),
+                    "--max-iters", "2", "--skip-long", "--val-fraction", "0.5", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "labels ['0', '1']" in printed and "skipped as too long for the context: 1 " in printed
 
 
 def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path):

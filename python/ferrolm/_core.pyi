@@ -440,6 +440,8 @@ class Bert:
         """The same model (weights shared) with other dropout rates; the attention rate defaults to the hidden one."""
     @property
     def config(self) -> dict[str, Any]: ...
+    def with_new_pooler(self, seed: int = 0) -> Bert:
+        """The same encoder (weights shared) with a freshly initialised pooler."""
     def with_new_mlm_head(self, seed: int = 0) -> Bert:
         """The same encoder (weights shared) with a freshly initialised masked-LM head."""
     @property

@@ -11,12 +11,12 @@ from ferrolm._core import FormatError
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def save_head(head, path: Union[str, Path], file: str, prefix: str, metadata: Optional[dict] = None) -> None:
-    """Writes a Linear head (reward, value, classifier) beside a model's weights, its tensors
-    named `prefix.weight` / `prefix.bias`, with string `metadata` (a classifier's labels)."""
+def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
+    """Writes a Linear head (reward, value) beside a model's weights, its tensors named
+    `prefix.weight` / `prefix.bias`."""
     from ferrolm import _core
 
-    _core.save_safetensors(str(Path(path) / file), {f"{prefix}.{n}": t for n, t in head.named_parameters()}, metadata)
+    _core.save_safetensors(str(Path(path) / file), {f"{prefix}.{n}": t for n, t in head.named_parameters()})
 
 
 def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: str) -> None:

@@ -191,7 +191,8 @@ def run_reward(args) -> int:
 def register_classify(sub) -> None:
     """`ferrolm classify`: fine-tunes a BERT to classify texts."""
     p = sub.add_parser("classify", help="fine-tune a BERT to classify texts: {\"text\", \"label\"} JSONL")
-    p.add_argument("--data", required=True, help="JSONL with a text string and a label (a string or an integer)")
+    p.add_argument("--data", required=True,
+                   help="JSONL with a text string and a label (a string, or an integer: 1 and \"1\" are one label)")
     _common(p, "classify")
     p.set_defaults(func=run_classify)
 
@@ -200,6 +201,22 @@ def _check_label(record: dict, where: str) -> None:
     label = record.get("label")
     if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
         raise ValueError(f"{where}: \"label\" must be a non-empty string or an integer, got {label!r}")
+
+
+def _starting_classifier(path: str, labels: list[str]):
+    """MODEL's own classifier, when it is one with these labels (its head trains on); else None,
+    and a new head (said, when MODEL's head is left aside)."""
+    from ferrolm.train.classify import TextClassifier
+
+    try:
+        start = TextClassifier.load(path)
+    except FileNotFoundError:
+        return None
+    if start.labels == labels:
+        return start
+    print(f"ferrolm: {path} classifies {start.labels}, not {labels}: its head is left aside and a new one trained",
+          file=sys.stderr, flush=True)
+    return None
 
 
 def run_classify(args) -> int:
@@ -213,7 +230,11 @@ def run_classify(args) -> int:
     if bert.tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer to encode the texts with")
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
-    model = TextClassifier.load(args.out) if args.resume else TextClassifier(bert, labels_of(records))
+    labels = labels_of(records)
+    if args.resume:
+        model = TextClassifier.load(args.out)
+    else:
+        model = _starting_classifier(args.model, labels) or TextClassifier(bert, labels, seed=v["seed"])
     objective = Classification(train_records, val_records, bert.tokenizer, model.labels, bert.max_len, v["batch_size"],
                                skip_long=args.skip_long)
     _report("classify", objective.data, objective.counts, f"texts, labels {model.labels}")

@@ -1,10 +1,12 @@
-"""Text classification by fine-tuning a BERT encoder (Hugging Face's
-BertForSequenceClassification): the [CLS] hidden state, through BERT's pooler when the model has
-one, dropout, then a linear head, trained with cross-entropy on {"text", "label"} records."""
+"""Text classification by fine-tuning a BERT encoder, as Hugging Face's
+BertForSequenceClassification: the [CLS] hidden state through BERT's pooler, dropout, then a
+linear head, trained with cross-entropy on {"text", "label"} records. Saved in its layout too
+(`classifier.*` beside `bert.*` in model.safetensors, `id2label` in config.json), so either
+library loads the other's classifiers."""
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -16,63 +18,70 @@ from ferrolm.autograd import no_grad
 from ferrolm.bert import BERT
 from ferrolm.chat import encode_splits
 from ferrolm.data import digest
-from ferrolm.models import load_head, save_head
 
-HEAD_FILE = "classifier_head.safetensors"
+HEAD = ("classifier.weight", "classifier.bias")
 
 
 class TextClassifier:
-    """logits(text) = head(dropout(pooler([CLS] hidden state))) over `labels`.
+    """logits(text) = head(dropout(pooler([CLS] hidden state))) over `labels`. A BERT without a
+    pooler gets a new one, as Hugging Face gives it.
 
     >>> bert = BERT.create(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
     >>> TextClassifier(bert, ["neg", "pos"])(np.zeros((3, 5), dtype=np.int64), np.ones((3, 5), bool)).shape
     (3, 2)
     """
 
-    def __init__(self, bert: BERT, labels: Sequence[str], head=None) -> None:
+    def __init__(self, bert: BERT, labels: Sequence[str], head=None, seed: int = 0) -> None:
         labels = [str(label) for label in labels]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"a classifier needs two or more distinct labels, got {labels}")
+        if not bert.core.has_pooler:
+            bert = BERT(bert.core.with_new_pooler(seed), bert.tokenizer)
         self.bert, self.labels = bert, labels
-        self.head = head or _core.Linear(bert.config["hidden_size"], len(labels), bias=True, seed=11)
+        if head is None:  # Hugging Face's initialisation: N(0, 0.02) weights, zero bias
+            c = bert.config["hidden_size"]
+            head = _core.Linear(c, len(labels), bias=True, seed=seed)
+            head.weight.copy_(_core.randn(len(labels), c, std=0.02, seed=seed + 1))
+            head.bias.copy_(np.zeros(len(labels), dtype=np.float32))
+        self.head = head
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TextClassifier":
-        """A classifier saved by `save` (or `ferrolm classify`), or a Hugging Face
-        BertForSequenceClassification directory (`classifier.*` tensors, `id2label`)."""
-        path = Path(path)
-        if not (path / HEAD_FILE).exists():
-            return cls._load_hugging_face(path)
-        labels = json.loads(_core.load_safetensors(str(path / HEAD_FILE))[1].get("labels", "[]"))
-        model = cls(BERT.load(path), labels)
-        load_head(model.head, path, HEAD_FILE, "classifier", "classify")
-        return model
-
-    @classmethod
-    def _load_hugging_face(cls, path: Path) -> "TextClassifier":
+        """A classifier directory: saved by `save` or `ferrolm classify`, or a Hugging Face
+        BertForSequenceClassification (labels from `id2label`, else LABEL_0, LABEL_1, ...)."""
         from ferrolm.jsonl import read_json_object
         from ferrolm.nn import fill_parameters
 
+        path = Path(path)
         weights = path / "model.safetensors"
-        names = ["classifier.weight", "classifier.bias"]
-        head = _core.load_safetensors(str(weights), names)[0] if weights.is_file() else {}
-        if set(head) != set(names):
-            raise FileNotFoundError(f"{path} is not a classifier: it has no {HEAD_FILE} (train one with "
-                                    "`ferrolm classify`) and no Hugging Face classifier.weight and classifier.bias")
+        head = _core.load_safetensors(str(weights), list(HEAD))[0] if weights.is_file() else {}
+        if set(head) != set(HEAD):
+            raise FileNotFoundError(f"{path} is not a classifier: it has no classifier.weight and classifier.bias "
+                                    "(train one with `ferrolm classify`)")
         config = read_json_object(path / "config.json")
         if config.get("problem_type") not in (None, "single_label_classification"):
             raise ValueError(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
-        n = head["classifier.weight"].shape[0]
         id2label = config.get("id2label") or {}
-        labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n)]  # Hugging Face's default names
+        labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(head[HEAD[0]].shape[0])]
         model = cls(BERT.load(path), labels)
         fill_parameters(dict(model.head.named_parameters()), {k.removeprefix("classifier."): v for k, v in head.items()},
                         weights)
         return model
 
     def save(self, path: Union[str, Path]) -> None:
-        self.bert.save(path)
-        save_head(self.head, path, HEAD_FILE, "classifier", metadata={"labels": json.dumps(self.labels)})
+        """Writes the directory in Hugging Face's layout (each file atomically)."""
+        from ferrolm.atomic import write_json
+        from ferrolm.models import TOKENIZER_FILE
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {**dict(self.bert.named_parameters()), **{f"classifier.{n}": t for n, t in self.head.named_parameters()}}
+        _core.save_safetensors(str(path / "model.safetensors"), tensors, {"format": "pt"})
+        write_json(path / "config.json", {**self.bert.config, "architectures": ["BertForSequenceClassification"],
+                                          "id2label": dict(enumerate(self.labels)),
+                                          "label2id": {label: i for i, label in enumerate(self.labels)}})
+        if self.bert.tokenizer is not None:
+            self.bert.tokenizer.save(str(path / TOKENIZER_FILE))
 
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]
@@ -80,33 +89,42 @@ class TextClassifier:
     def __call__(self, ids: np.ndarray, mask: np.ndarray, dropout_seed=None):
         """Logits [B, labels] for right-padded ids [B, T] whose real tokens `mask` marks."""
         h = self.bert.hidden(ids, attention_mask=mask, dropout_seed=dropout_seed)
-        core = self.bert.core
-        pooled = core.pooled(h) if core.has_pooler else F.reshape(F.narrow(h, 1, 0, 1), [h.shape[0], h.shape[2]])
+        pooled = self.bert.core.pooled(h)
         if dropout_seed is not None:
             pooled = F.dropout(pooled, self.bert.config["hidden_dropout_prob"], seed=dropout_seed ^ 0xC1A55)
         return self.head(pooled)
 
     def classify(self, texts: Sequence[str], batch_size: int = 32) -> list[dict]:
         """For each text, {"label", "score"} (the most probable label and its probability) and
-        "scores" (every label's probability), as Hugging Face's text-classification pipeline."""
+        "scores" (every label's probability), as Hugging Face's text-classification pipeline.
+        Texts go through the model `batch_size` at a time, grouped by length."""
         if isinstance(texts, str):
             raise TypeError("classify takes a list of texts")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         rows = [encode_text(self.bert.tokenizer, t, self.bert.max_len, f"text {i}") for i, t in enumerate(texts)]
-        out = []
+        order = np.argsort([len(r) for r in rows], kind="stable")
+        probs = np.empty((len(rows), len(self.labels)), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
+            picked = order[start : start + batch_size]
             with no_grad():
-                probs = F.softmax(self(*pad(rows[start : start + batch_size], self.bert.tokenizer.pad_id))).numpy()
-            for p in probs:
-                best = int(p.argmax())
-                out.append({"label": self.labels[best], "score": float(p[best]),
-                            "scores": {label: float(q) for label, q in zip(self.labels, p)}})
-        return out
+                probs[picked] = F.softmax(self(*pad([rows[i] for i in picked], self.bert.tokenizer.pad_id))).numpy()
+        return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
+                 "scores": {label: float(q) for label, q in zip(self.labels, p)}} for p in probs]
+
+
+class TooLong(ValueError):
+    """A text with more tokens than the model's context."""
 
 
 def encode_text(tokenizer, text: str, max_len: int, where: str) -> list[int]:
-    ids = tokenizer.encode(text)
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     if len(ids) > max_len:
-        raise ValueError(f"{where} has {len(ids)} tokens, more than the model's context ({max_len})")
+        raise TooLong(f"{where} has {len(ids)} tokens, more than the model's context ({max_len}); "
+                      "--skip-long leaves such texts out")
     if not ids:
         raise ValueError(f"{where} has no tokens")
     return ids
@@ -122,17 +140,12 @@ def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def labels_of(records: Sequence[dict]) -> list[str]:
-    """The labels of the records, sorted (numbers as numbers)."""
+    """The records' labels (an integer and its string are one label), sorted: as numbers when
+    all are integers, else as strings."""
     found = {str(r["label"]) for r in records}
-    return sorted(found, key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
+    if all(re.fullmatch(r"-?\d+", label) for label in found):
+        return sorted(found, key=int)
+    return sorted(found)
 
 
 class Classification:
@@ -153,7 +166,7 @@ class Classification:
                     raise ValueError(f"{r.get('_where', 'a record')}: label {label!r} is not one of {self.labels}")
                 try:
                     rows.append((encode_text(tokenizer, r["text"], max_len, r.get("_where", "a record")), index[label]))
-                except ValueError:
+                except TooLong:
                     if not skip_long:
                         raise
                     skipped += 1

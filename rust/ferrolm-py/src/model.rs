@@ -293,6 +293,12 @@ impl PyBert {
         json_to_py(py, self.0.config().to_json().to_string())
     }
 
+    /// The same encoder (weights shared) with a freshly initialised pooler.
+    #[pyo3(signature = (seed = 0))]
+    fn with_new_pooler(&self, seed: u64) -> PyResult<PyBert> {
+        self.0.with_new_pooler(seed).py().map(PyBert)
+    }
+
     /// The same encoder (weights shared) with a freshly initialised masked-LM head.
     #[pyo3(signature = (seed = 0))]
     fn with_new_mlm_head(&self, seed: u64) -> PyResult<PyBert> {

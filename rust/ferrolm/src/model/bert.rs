@@ -223,6 +223,13 @@ impl Bert {
         })
     }
 
+    /// The same encoder (weights shared) with a freshly initialised pooler, as Hugging Face
+    /// gives a checkpoint without one loaded for sequence classification.
+    pub fn with_new_pooler(&self, seed: u64) -> Result<Bert> {
+        let c = self.config.hidden_size;
+        Ok(Bert { pooler: Some(linear(c, c, mix(seed ^ mix(4)), normal)?), ..self.clone() })
+    }
+
     /// The same encoder (weights shared) with a freshly initialised masked-LM head, as Hugging
     /// Face gives an encoder-only checkpoint loaded for masked-LM training.
     pub fn with_new_mlm_head(&self, seed: u64) -> Result<Bert> {
