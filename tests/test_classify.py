@@ -156,3 +156,31 @@ def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path
     (tmp_path / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
     with pytest.raises(ValueError, match="problem_type 'regression' is not supported"):
         TextClassifier.load(tmp_path)
+
+
+def test_pairs_of_texts_are_classified_with_their_token_types(task, capsys):
+    """{"text", "text_pair"} records: the label is the second text's (question or statement), so
+    only a model that reads the pair past its [SEP] learns it."""
+    records = [json.loads(l) for l in (task / "data.jsonl").read_text().splitlines()]
+    firsts = [r["text"] for r in records[::-1]]
+    paired = [{"text": first, "text_pair": r["text"], "label": r["label"]} for first, r in zip(firsts, records)]
+    (task / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in paired))
+    out = task / "pairs"
+    assert ferrolm(["classify", str(task / "bert"), "--data", str(task / "pairs.jsonl"), "--out", str(out),
+                    "--max-iters", "200", "--no-progress"]) == 0
+    assert float(capsys.readouterr().out.split("accuracy ")[-1].split()[0]) >= 0.65  # chance: 0.5
+    model = TextClassifier.load(out)
+    tok = model.bert.tokenizer
+    ids, types = tok.encode_pair(paired[0]["text"], paired[0]["text_pair"])
+    assert types[0] == 0 and types[-1] == 1 and ids[0] == tok.token_to_id("[CLS]")
+    with fl.no_grad():
+        logits = model(np.array([ids]), np.ones((1, len(ids)), bool), np.array([types])).numpy()[0]
+        untyped = model(np.array([ids]), np.ones((1, len(ids)), bool)).numpy()[0]
+    [result] = model.classify([paired[0]["text"]], pairs=[paired[0]["text_pair"]])
+    assert result["label"] == model.labels[int(logits.argmax())] and not np.allclose(logits, untyped)
+    with pytest.raises(ValueError, match="1 pairs for 2 texts"):
+        model.classify(["a", "b"], pairs=["c"])
+    (task / "bad_pair.jsonl").write_text('{"text": "a", "text_pair": 3, "label": "x"}\n' * 3)
+    assert ferrolm(["classify", str(task / "bert"), "--data", str(task / "bad_pair.jsonl"), "--out", str(task / "o"),
+                    "--no-progress"]) == 2
+    assert '"text_pair" must be a string, got 3' in capsys.readouterr().err

@@ -362,6 +362,27 @@ def test_nfc_normalized_bpe_matches_hf():
     assert ours.pre_tokenize("cafe\u0301") == ["caf\u00e9"]
 
 
+def test_pairs_of_texts_are_framed_as_hf_frames_them():
+    """encode_pair gives Hugging Face's ids and token type ids for each post-processor, and a
+    file written by ferrolm frames pairs alike in HF."""
+    texts = [("Hello world", "how are you?"), ("", "b"), ("a <|endoftext|> b", " two  spaces"), ("é", "")]
+    ref = hf_bpe(ADV, 600)
+    cls, sep = ref.token_to_id("<|endoftext|>"), ref.token_to_id("<|endoftext|>")
+    template = processors.TemplateProcessing(single="<|endoftext|> $A", pair="<|endoftext|> $A:0 $B:2 <|endoftext|>:3",
+                                             special_tokens=[("<|endoftext|>", cls)])
+    for post in (None, processors.RobertaProcessing(("<|endoftext|>", sep), ("<|endoftext|>", cls)),
+                 processors.BertProcessing(("<|endoftext|>", sep), ("<|endoftext|>", cls)), template):
+        ref.post_processor = post
+        ours = ferrolm.Tokenizer.from_str(ref.to_str())
+        again = hf.Tokenizer.from_str(ours.to_str())
+        for a, b in texts:
+            for specials in (True, False):
+                enc = ref.encode(a, b, add_special_tokens=specials)
+                assert ours.encode_pair(a, b, add_special_tokens=specials) == (enc.ids, enc.type_ids), (post, a, b)
+                back = again.encode(a, b, add_special_tokens=specials)
+                assert (back.ids, back.type_ids) == (enc.ids, enc.type_ids), (post, a, b)
+
+
 def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():
     """"¶" is also the byte-level spelling of byte 0xB6 (the second byte of "ö"): registered as
     a special token it takes that entry's id, which must still decode as the byte."""

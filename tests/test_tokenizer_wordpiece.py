@@ -77,6 +77,17 @@ def test_a_files_truncation_and_padding_are_kept_and_said_to_be_unapplied(corpus
         ferrolm.Tokenizer.from_str(ref.to_str())
 
 
+def test_sentence_pairs_match_hf_both_ways(corpus):
+    """BERT's pair framing, [CLS] a [SEP] b [SEP] with type ids 0 then 1, for a vocabulary
+    trained by ferrolm (read by HF) and one trained by HF (read by ferrolm)."""
+    ours = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=800)
+    for tok, ref in ((ours, hf.Tokenizer.from_str(ours.to_str())), (None, hf_wordpiece(corpus, 800))):
+        tok = tok or ferrolm.Tokenizer.from_str(ref.to_str())
+        for a, b in (("To be, or not to be?", "That is the question."), ("", "x"), ("Ünïcödé", "[MASK] here")):
+            enc = ref.encode(a, b)
+            assert tok.encode_pair(a, b) == (enc.ids, enc.type_ids), (a, b)
+
+
 def test_our_vocab_loads_in_hf_with_identical_ids(corpus, eval_texts):
     ours = ferrolm.Tokenizer.train_from_iterator(corpus, kind="wordpiece", vocab_size=2500)
     ref = hf.Tokenizer.from_str(ours.to_str())

@@ -570,6 +570,17 @@ class Tokenizer:
         text of the others raises ValueError, or with `disallowed_special="text"` is ordinary
         text. tiktoken's spellings (`disallowed_special=()`, `"all"`, or the tokens that raise)
         mean what they mean in tiktoken, whose `allowed_special` defaults to none."""
+    def encode_pair(
+        self,
+        a: _Text,
+        b: _Text,
+        *,
+        allowed_special: _Allowed = None,
+        disallowed_special: _Disallowed = None,
+        add_special_tokens: bool = True,
+    ) -> tuple[list[int], list[int]]:
+        """Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
+        (ids, token type ids), the type ids 0 for the first text's part and 1 for the second's."""
     def encode_array(
         self,
         text: _Text,

@@ -192,15 +192,18 @@ def register_classify(sub) -> None:
     """`ferrolm classify`: fine-tunes a BERT to classify texts."""
     p = sub.add_parser("classify", help="fine-tune a BERT to classify texts: {\"text\", \"label\"} JSONL")
     p.add_argument("--data", required=True,
-                   help="JSONL with a text string and a label (a string, or an integer: 1 and \"1\" are one label)")
+                   help="JSONL with a text string, a label (a string, or an integer: 1 and \"1\" are one label) and, "
+                        "for pairs of texts (entailment, say), a text_pair string")
     _common(p, "classify")
     p.set_defaults(func=run_classify)
 
 
-def _check_label(record: dict, where: str) -> None:
+def _check_record(record: dict, where: str) -> None:
     label = record.get("label")
     if isinstance(label, bool) or not isinstance(label, (str, int)) or label == "":
         raise ValueError(f"{where}: \"label\" must be a non-empty string or an integer, got {label!r}")
+    if not isinstance(record.get("text_pair", ""), str):
+        raise ValueError(f"{where}: \"text_pair\" must be a string, got {record['text_pair']!r}")
 
 
 def _starting_classifier(path: str, labels: list[str]):
@@ -224,7 +227,7 @@ def run_classify(args) -> int:
     from ferrolm.jsonl import read_records
     from ferrolm.train.classify import Classification, TextClassifier, labels_of
 
-    records = read_records(args.data, ("text",), check=_check_label)
+    records = read_records(args.data, ("text",), check=_check_record)
     v = _values(args, "classify")
     bert = BERT.load(args.model)
     if bert.tokenizer is None:

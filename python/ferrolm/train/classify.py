@@ -1,6 +1,7 @@
 """Text classification by fine-tuning a BERT encoder, as Hugging Face's
 BertForSequenceClassification: the [CLS] hidden state through BERT's pooler, dropout, then a
-linear head, trained with cross-entropy on {"text", "label"} records. Saved in its layout too
+linear head, trained with cross-entropy on {"text", "label"} records (with a "text_pair", the
+two texts framed as the tokenizer frames pairs: [CLS] text [SEP] pair [SEP] for BERT). Saved in its layout too
 (`classifier.*` beside `bert.*` in model.safetensors, `id2label` in config.json), so either
 library loads the other's classifiers."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -86,24 +87,28 @@ class TextClassifier:
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]
 
-    def __call__(self, ids: np.ndarray, mask: np.ndarray, dropout_seed=None):
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, token_type_ids=None, dropout_seed=None):
         """Logits [B, labels] for right-padded ids [B, T] whose real tokens `mask` marks."""
-        h = self.bert.hidden(ids, attention_mask=mask, dropout_seed=dropout_seed)
+        h = self.bert.hidden(ids, token_type_ids=token_type_ids, attention_mask=mask, dropout_seed=dropout_seed)
         pooled = self.bert.core.pooled(h)
         if dropout_seed is not None:
             pooled = F.dropout(pooled, self.bert.config["hidden_dropout_prob"], seed=dropout_seed ^ 0xC1A55)
         return self.head(pooled)
 
-    def classify(self, texts: Sequence[str], batch_size: int = 32) -> list[dict]:
-        """For each text, {"label", "score"} (the most probable label and its probability) and
-        "scores" (every label's probability), as Hugging Face's text-classification pipeline.
-        Texts go through the model `batch_size` at a time, grouped by length."""
-        if isinstance(texts, str):
-            raise TypeError("classify takes a list of texts")
+    def classify(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, batch_size: int = 32) -> list[dict]:
+        """For each text (and its pair, if `pairs` is given), {"label", "score"} (the most probable
+        label and its probability) and "scores" (every label's probability), as Hugging Face's
+        text-classification pipeline. Texts go through the model `batch_size` at a time, grouped
+        by length."""
+        if isinstance(texts, str) or isinstance(pairs, str):
+            raise TypeError("classify takes a list of texts (and of pairs)")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(pairs)} pairs for {len(texts)} texts")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        rows = [encode_text(self.bert.tokenizer, t, self.bert.max_len, f"text {i}") for i, t in enumerate(texts)]
-        order = np.argsort([len(r) for r in rows], kind="stable")
+        rows = [encode_text(self.bert.tokenizer, t, self.bert.max_len, f"text {i}", None if pairs is None else pairs[i])
+                for i, t in enumerate(texts)]
+        order = np.argsort([len(r[0]) for r in rows], kind="stable")
         probs = np.empty((len(rows), len(self.labels)), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
             picked = order[start : start + batch_size]
@@ -117,9 +122,10 @@ class TooLong(ValueError):
     """A text with more tokens than the model's context."""
 
 
-def encode_text(tokenizer, text: str, max_len: int, where: str) -> list[int]:
+def encode_text(tokenizer, text: str, max_len: int, where: str, pair: Optional[str] = None) -> tuple[list, list]:
+    """The ids of a text, or of a text and its pair, and their token type ids."""
     try:
-        ids = tokenizer.encode(text)
+        ids, types = (tokenizer.encode(text), None) if pair is None else tokenizer.encode_pair(text, pair)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if len(ids) > max_len:
@@ -127,16 +133,16 @@ def encode_text(tokenizer, text: str, max_len: int, where: str) -> list[int]:
                       "--skip-long leaves such texts out")
     if not ids:
         raise ValueError(f"{where} has no tokens")
-    return ids
+    return ids, types or [0] * len(ids)
 
 
-def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ids [B, T] and the mask of their real tokens."""
-    ids = np.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=np.int64)
-    mask = np.zeros(ids.shape, dtype=bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = r, True
-    return ids, mask
+def pad(rows: list[tuple[list, list]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded ids [B, T], the mask of their real tokens, and their token type ids."""
+    ids = np.full((len(rows), max(len(r) for r, _ in rows)), pad_id, dtype=np.int64)
+    mask, types = np.zeros(ids.shape, dtype=bool), np.zeros(ids.shape, dtype=np.int64)
+    for i, (r, t) in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)], types[i, : len(t)] = r, True, t
+    return ids, mask, types
 
 
 def labels_of(records: Sequence[dict]) -> list[str]:
@@ -165,7 +171,8 @@ class Classification:
                 if label not in index:
                     raise ValueError(f"{r.get('_where', 'a record')}: label {label!r} is not one of {self.labels}")
                 try:
-                    rows.append((encode_text(tokenizer, r["text"], max_len, r.get("_where", "a record")), index[label]))
+                    where = r.get("_where", "a record")
+                    rows.append((encode_text(tokenizer, r["text"], max_len, where, r.get("text_pair")), index[label]))
                 except TooLong:
                     if not skip_long:
                         raise
@@ -177,12 +184,12 @@ class Classification:
 
     def batch(self, split, rng):
         picked = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
-        ids, mask = pad([row for row, _ in picked], self.pad_id)
-        return ids, mask, np.array([label for _, label in picked], dtype=np.int64)
+        ids, mask, types = pad([row for row, _ in picked], self.pad_id)
+        return ids, mask, types, np.array([label for _, label in picked], dtype=np.int64)
 
     def loss(self, model: TextClassifier, batch, dropout_seed):
-        ids, mask, labels = batch
-        logits = model(ids, mask, dropout_seed)
+        ids, mask, types, labels = batch
+        logits = model(ids, mask, types, dropout_seed=dropout_seed)
         return F.cross_entropy(logits, labels), {"accuracy": float((logits.numpy().argmax(-1) == labels).mean())}
 
     def accuracy(self, model: TextClassifier, split: str = "val") -> float:

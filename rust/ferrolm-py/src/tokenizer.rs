@@ -481,6 +481,24 @@ impl PyTokenizer {
         self.id_list(py, &ids.py()?).map(Bound::into_any)
     }
 
+    /// Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
+    /// (ids, token type ids), the type ids 0 for the first text's part and 1 for the second's.
+    #[pyo3(signature = (a, b, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
+    fn encode_pair(
+        &self,
+        py: Python<'_>,
+        a: &Bound<'_, PyAny>,
+        b: &Bound<'_, PyAny>,
+        allowed_special: Option<&Bound<'_, PyAny>>,
+        disallowed_special: Option<&Bound<'_, PyAny>>,
+        add_special_tokens: bool,
+    ) -> PyResult<(Vec<u32>, Vec<u32>)> {
+        let t = self.get();
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let (a, b) = (text_arg(a, "a")?, text_arg(b, "b")?);
+        compute(py, || t.encode_pair(&a, &b, &opts)).py()
+    }
+
     /// Encodes text to a numpy uint32 array.
     #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
     fn encode_array<'py>(

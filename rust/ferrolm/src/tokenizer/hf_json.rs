@@ -19,8 +19,8 @@
 use serde_json::Value;
 
 use super::{
-    BertNormalizer, Bpe, BpeOptions, Chars, Matching, Model, PreTokenizer, Template, Tokenizer, TrimOffsets, WordPiece,
-    WordPieceOptions,
+    BertNormalizer, Bpe, BpeOptions, Chars, Matching, Model, PairPiece, PreTokenizer, Template, Tokenizer, TrimOffsets,
+    WordPiece, WordPieceOptions,
 };
 use crate::{bail, Error, Result};
 
@@ -164,6 +164,42 @@ fn byte_level_pretokenizer(v: &Value) -> Result<Option<(PreTokenizer, bool)>> {
 }
 
 /// Post-processor → template (ids before and after the text).
+/// A `TemplateProcessing`'s `single` or `pair` list: sequences and special tokens (each of
+/// which may stand for several ids), with their type ids.
+fn template_pieces(v: &Value, list: &[Value], name: &str) -> Result<Vec<PairPiece>> {
+    let ctx = "post_processor";
+    let specials = v.get("special_tokens").and_then(Value::as_object);
+    let type_id = |p: &Value, i: usize| -> Result<u32> {
+        p.get("type_id").map_or(Ok(0), |t| as_u32(t, &format!("{ctx}.{name}[{i}].type_id")))
+    };
+    let mut pieces = Vec::new();
+    for (i, piece) in list.iter().enumerate() {
+        if let Some(seq) = piece.get("Sequence") {
+            let t = type_id(seq, i)?;
+            match seq.get("id").and_then(Value::as_str) {
+                Some("A") => pieces.push(PairPiece::A(t)),
+                Some("B") => pieces.push(PairPiece::B(t)),
+                _ => bail!(Format, "{ctx}.{name}[{i}]: a sequence must be $A or $B"),
+            }
+        } else if let Some(sp) = piece.get("SpecialToken") {
+            let token =
+                sp.get("id").and_then(Value::as_str).ok_or_else(|| fmt_err(format!("{ctx}.{name}[{i}] has no id")))?;
+            let ids = specials
+                .and_then(|m| m.get(token))
+                .and_then(|s| s.get("ids"))
+                .and_then(Value::as_array)
+                .ok_or_else(|| fmt_err(format!("{ctx}.special_tokens has no ids for {token:?}")))?;
+            let t = type_id(sp, i)?;
+            for id in ids {
+                pieces.push(PairPiece::Special(as_u32(id, &format!("{ctx}.special_tokens[{token:?}].ids"))?, t));
+            }
+        } else {
+            bail!(Format, "{ctx}.{name}[{i}] must be a Sequence or a SpecialToken");
+        }
+    }
+    Ok(pieces)
+}
+
 fn read_template(v: &Value) -> Result<Template> {
     if v.is_null() {
         return Ok(Template::default());
@@ -182,46 +218,48 @@ fn read_template(v: &Value) -> Result<Template> {
     };
     match v.type_name(ctx)? {
         "ByteLevel" => Ok(Template { trim_offsets: trim(v)?, ..Template::default() }),
-        kind @ ("BertProcessing" | "RobertaProcessing") => Ok(Template {
-            prefix: vec![pair_id(v.get("cls"), "cls")?],
-            suffix: vec![pair_id(v.get("sep"), "sep")?],
-            trim_offsets: if kind == "RobertaProcessing" { trim(v)? } else { None },
-        }),
+        kind @ ("BertProcessing" | "RobertaProcessing") => {
+            let (cls, sep) = (pair_id(v.get("cls"), "cls")?, pair_id(v.get("sep"), "sep")?);
+            let roberta = kind == "RobertaProcessing";
+            use PairPiece::{Special, A, B};
+            Ok(Template {
+                prefix: vec![cls],
+                suffix: vec![sep],
+                trim_offsets: if roberta { trim(v)? } else { None },
+                // RoBERTa: <s> A </s></s> B </s>, every token of type 0.
+                pair: roberta
+                    .then(|| vec![Special(cls, 0), A(0), Special(sep, 0), Special(sep, 0), B(0), Special(sep, 0)]),
+            })
+        }
         "TemplateProcessing" => {
             let single = v
                 .get("single")
                 .and_then(Value::as_array)
                 .ok_or_else(|| fmt_err("post_processor.single must be a list"))?;
-            let specials = v.get("special_tokens").and_then(Value::as_object);
             let mut t = Template::default();
             let mut seen_sequence = false;
-            for (i, piece) in single.iter().enumerate() {
-                if let Some(seq) = piece.get("Sequence") {
-                    if seq.get("id").and_then(Value::as_str) != Some("A") || seen_sequence {
-                        bail!(Format, "{ctx}.single[{i}]: only one sequence $A is supported");
-                    }
-                    seen_sequence = true;
-                } else if let Some(sp) = piece.get("SpecialToken") {
-                    let name = sp
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| fmt_err(format!("{ctx}.single[{i}] has no id")))?;
-                    let ids = specials
-                        .and_then(|m| m.get(name))
-                        .and_then(|s| s.get("ids"))
-                        .and_then(Value::as_array)
-                        .ok_or_else(|| fmt_err(format!("{ctx}.special_tokens has no ids for {name:?}")))?;
-                    for id in ids {
-                        let id = as_u32(id, &format!("{ctx}.special_tokens[{name:?}].ids"))?;
-                        if seen_sequence {
-                            t.suffix.push(id)
-                        } else {
-                            t.prefix.push(id)
-                        }
-                    }
-                } else {
-                    bail!(Format, "{ctx}.single[{i}] must be a Sequence or a SpecialToken");
+            for piece in template_pieces(v, single, "single")? {
+                match piece {
+                    PairPiece::A(_) if !seen_sequence => seen_sequence = true,
+                    PairPiece::Special(id, _) if seen_sequence => t.suffix.push(id),
+                    PairPiece::Special(id, _) => t.prefix.push(id),
+                    _ => bail!(Format, "{ctx}.single: only one sequence, $A, is supported"),
                 }
+            }
+            if let Some(pair) = v.get("pair").and_then(Value::as_array) {
+                let pieces = template_pieces(v, pair, "pair")?;
+                let sequences: Vec<bool> = pieces
+                    .iter()
+                    .filter_map(|p| match p {
+                        PairPiece::A(_) => Some(true),
+                        PairPiece::B(_) => Some(false),
+                        PairPiece::Special(..) => None,
+                    })
+                    .collect();
+                if sequences != [true, false] {
+                    bail!(Format, "{ctx}.pair must hold $A, then $B, once each");
+                }
+                t.pair = Some(pieces).filter(|p| *p != t.pair_pieces());
             }
             Ok(t)
         }
@@ -236,6 +274,7 @@ fn read_template(v: &Value) -> Result<Template> {
                 t.prefix.extend(s.prefix);
                 t.suffix.extend(s.suffix);
                 t.trim_offsets = t.trim_offsets.or(s.trim_offsets);
+                t.pair = t.pair.or(s.pair);
             }
             Ok(t)
         }
@@ -595,11 +634,21 @@ fn template_json(tok: &Tokenizer) -> J {
     let mut single: Vec<J> = t.prefix.iter().map(|&i| special(i, 0)).collect();
     single.push(seq("A", 0));
     single.extend(t.suffix.iter().map(|&i| special(i, 0)));
-    let mut pair = single.clone();
-    pair.push(seq("B", 1));
-    pair.extend(t.suffix.iter().map(|&i| special(i, 1)));
+    let pieces = t.pair_pieces();
+    let pair: Vec<J> = pieces
+        .iter()
+        .map(|&p| match p {
+            PairPiece::A(type_id) => seq("A", type_id),
+            PairPiece::B(type_id) => seq("B", type_id),
+            PairPiece::Special(id, type_id) => special(id, type_id),
+        })
+        .collect();
+    let pair_specials = pieces.iter().filter_map(|p| match p {
+        PairPiece::Special(id, _) => Some(*id),
+        _ => None,
+    });
     let mut specials: Vec<(String, J)> = Vec::new();
-    for &id in t.prefix.iter().chain(&t.suffix) {
+    for id in t.prefix.iter().chain(&t.suffix).copied().chain(pair_specials) {
         if !specials.iter().any(|(k, _)| *k == name(id)) {
             let entry = obj! {"id": name(id), "ids": vec![J::from(id)], "tokens": vec![J::from(name(id))]};
             specials.push((name(id), entry));

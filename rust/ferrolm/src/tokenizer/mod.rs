@@ -62,6 +62,36 @@ pub struct Template {
     /// Byte-level BPE offsets leave out the spaces a token starts or ends with (Hugging
     /// Face's `trim_offsets`, set by RoBERTa).
     pub trim_offsets: Option<TrimOffsets>,
+    /// How a pair of texts is framed, when not as BERT frames it (see [`Template::pair_pieces`]):
+    /// RoBERTa's `<s> A </s></s> B </s>`, or a `TemplateProcessing`'s `pair`.
+    pub pair: Option<Vec<PairPiece>>,
+}
+
+/// One piece of a pair's framing, with the token type id its tokens get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairPiece {
+    /// The first text's tokens.
+    A(u32),
+    /// The second text's tokens.
+    B(u32),
+    /// A special token.
+    Special(u32, u32),
+}
+
+impl Template {
+    /// A pair's framing: the template's own, else BERT's (Hugging Face's default for a single
+    /// template): prefix A suffix, then B suffix with type id 1.
+    pub fn pair_pieces(&self) -> Vec<PairPiece> {
+        if let Some(pair) = &self.pair {
+            return pair.clone();
+        }
+        let mut pieces: Vec<PairPiece> = self.prefix.iter().map(|&id| PairPiece::Special(id, 0)).collect();
+        pieces.push(PairPiece::A(0));
+        pieces.extend(self.suffix.iter().map(|&id| PairPiece::Special(id, 0)));
+        pieces.push(PairPiece::B(1));
+        pieces.extend(self.suffix.iter().map(|&id| PairPiece::Special(id, 1)));
+        pieces
+    }
 }
 
 /// Hugging Face's `trim_offsets` of the `ByteLevel` and `RobertaProcessing` post-processors.
@@ -286,7 +316,7 @@ impl Tokenizer {
             .filter_map(|s| model.token_to_id(s).map(|id| (s.to_string(), id)))
             .collect();
         let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
-            (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], trim_offsets: None },
+            (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], ..Template::default() },
             _ => Template::default(),
         };
         Self::new(Model::WordPiece(model), &specials, template)
@@ -460,6 +490,33 @@ impl Tokenizer {
             ids.extend_from_slice(&self.template.suffix);
         }
         Ok(ids)
+    }
+
+    /// Encodes a pair of texts (a question and a passage, two sentences) framed as the template
+    /// frames pairs: the ids, and each one's token type id (0 for the first text's part, 1 for
+    /// the second's, in BERT).
+    pub fn encode_pair(&self, a: &str, b: &str, opts: &EncodeOptions) -> Result<(Vec<u32>, Vec<u32>)> {
+        let bare = EncodeOptions { add_special_tokens: false, ..opts.clone() };
+        let (a, b) = (self.encode(a, &bare)?, self.encode(b, &bare)?);
+        let mut pieces = self.template.pair_pieces();
+        if !opts.add_special_tokens {
+            pieces.retain(|p| !matches!(p, PairPiece::Special(..))); // the texts keep their type ids
+        }
+        let (mut ids, mut types) = (Vec::new(), Vec::new());
+        for piece in pieces {
+            let (part, type_id): (&[u32], u32) = match piece {
+                PairPiece::A(t) => (&a, t),
+                PairPiece::B(t) => (&b, t),
+                PairPiece::Special(id, t) => {
+                    ids.push(id);
+                    types.push(t);
+                    continue;
+                }
+            };
+            ids.extend_from_slice(part);
+            types.extend(std::iter::repeat_n(type_id, part.len()));
+        }
+        Ok((ids, types))
     }
 
     /// Encodes `text` and gives each token's character span in it.

@@ -324,7 +324,7 @@ impl Trainer {
                 let specials: Vec<(String, u32)> =
                     specials_list.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
                 let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
-                    (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], trim_offsets: None },
+                    (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], ..Template::default() },
                     _ => Template::default(),
                 };
                 Tokenizer::new(Model::WordPiece(model), &specials, template)
