@@ -370,8 +370,10 @@ def test_pairs_of_texts_are_framed_as_hf_frames_them():
     cls, sep = ref.token_to_id("<|endoftext|>"), ref.token_to_id("<|endoftext|>")
     template = processors.TemplateProcessing(single="<|endoftext|> $A", pair="<|endoftext|> $A:0 $B:2 <|endoftext|>:3",
                                              special_tokens=[("<|endoftext|>", cls)])
+    odd_orders = [processors.TemplateProcessing(single="<|endoftext|> $A", pair=pair, special_tokens=[("<|endoftext|>", cls)])
+                  for pair in ("$B:1 <|endoftext|> $A", "<|endoftext|> $A $B:1 $B:1")]  # HF takes any order (they were refused)
     for post in (None, processors.RobertaProcessing(("<|endoftext|>", sep), ("<|endoftext|>", cls)),
-                 processors.BertProcessing(("<|endoftext|>", sep), ("<|endoftext|>", cls)), template):
+                 processors.BertProcessing(("<|endoftext|>", sep), ("<|endoftext|>", cls)), template, *odd_orders):
         ref.post_processor = post
         ours = ferrolm.Tokenizer.from_str(ref.to_str())
         again = hf.Tokenizer.from_str(ours.to_str())
@@ -381,6 +383,12 @@ def test_pairs_of_texts_are_framed_as_hf_frames_them():
                 assert ours.encode_pair(a, b, add_special_tokens=specials) == (enc.ids, enc.type_ids), (post, a, b)
                 back = again.encode(a, b, add_special_tokens=specials)
                 assert (back.ids, back.type_ids) == (enc.ids, enc.type_ids), (post, a, b)
+    # An id that only the pair's framing uses is checked against the vocabulary too.
+    ref.post_processor = processors.TemplateProcessing(single="$A", pair="$A X:1 $B:1", special_tokens=[("X", cls)])
+    doc = json.loads(ref.to_str())
+    doc["post_processor"]["special_tokens"]["X"]["ids"] = [ref.get_vocab_size() + 100]
+    with pytest.raises(ferrolm.FormatError, match="post-processor template uses id 700"):
+        ferrolm.Tokenizer.from_str(json.dumps(doc))
 
 
 def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():

@@ -580,7 +580,7 @@ class Tokenizer:
         add_special_tokens: bool = True,
     ) -> tuple[list[int], list[int]]:
         """Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
-        (ids, token type ids), the type ids 0 for the first text's part and 1 for the second's."""
+        (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's."""
     def encode_array(
         self,
         text: _Text,

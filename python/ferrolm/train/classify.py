@@ -87,7 +87,7 @@ class TextClassifier:
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]
 
-    def __call__(self, ids: np.ndarray, mask: np.ndarray, token_type_ids=None, dropout_seed=None):
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, token_type_ids=None, *, dropout_seed=None):
         """Logits [B, labels] for right-padded ids [B, T] whose real tokens `mask` marks."""
         h = self.bert.hidden(ids, token_type_ids=token_type_ids, attention_mask=mask, dropout_seed=dropout_seed)
         pooled = self.bert.core.pooled(h)
@@ -95,7 +95,7 @@ class TextClassifier:
             pooled = F.dropout(pooled, self.bert.config["hidden_dropout_prob"], seed=dropout_seed ^ 0xC1A55)
         return self.head(pooled)
 
-    def classify(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, batch_size: int = 32) -> list[dict]:
+    def classify(self, texts: Sequence[str], batch_size: int = 32, *, pairs: Optional[Sequence[str]] = None) -> list[dict]:
         """For each text (and its pair, if `pairs` is given), {"label", "score"} (the most probable
         label and its probability) and "scores" (every label's probability), as Hugging Face's
         text-classification pipeline. Texts go through the model `batch_size` at a time, grouped

@@ -482,7 +482,7 @@ impl PyTokenizer {
     }
 
     /// Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
-    /// (ids, token type ids), the type ids 0 for the first text's part and 1 for the second's.
+    /// (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's.
     #[pyo3(signature = (a, b, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
     fn encode_pair(
         &self,

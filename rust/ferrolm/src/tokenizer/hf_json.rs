@@ -163,7 +163,6 @@ fn byte_level_pretokenizer(v: &Value) -> Result<Option<(PreTokenizer, bool)>> {
     }
 }
 
-/// Post-processor → template (ids before and after the text).
 /// A `TemplateProcessing`'s `single` or `pair` list: sequences and special tokens (each of
 /// which may stand for several ids), with their type ids.
 fn template_pieces(v: &Value, list: &[Value], name: &str) -> Result<Vec<PairPiece>> {
@@ -200,6 +199,7 @@ fn template_pieces(v: &Value, list: &[Value], name: &str) -> Result<Vec<PairPiec
     Ok(pieces)
 }
 
+/// Post-processor → template (ids before and after the text, and a pair's framing).
 fn read_template(v: &Value) -> Result<Template> {
     if v.is_null() {
         return Ok(Template::default());
@@ -247,18 +247,7 @@ fn read_template(v: &Value) -> Result<Template> {
                 }
             }
             if let Some(pair) = v.get("pair").and_then(Value::as_array) {
-                let pieces = template_pieces(v, pair, "pair")?;
-                let sequences: Vec<bool> = pieces
-                    .iter()
-                    .filter_map(|p| match p {
-                        PairPiece::A(_) => Some(true),
-                        PairPiece::B(_) => Some(false),
-                        PairPiece::Special(..) => None,
-                    })
-                    .collect();
-                if sequences != [true, false] {
-                    bail!(Format, "{ctx}.pair must hold $A, then $B, once each");
-                }
+                let pieces = template_pieces(v, pair, "pair")?; // in any order, as Hugging Face takes it
                 t.pair = Some(pieces).filter(|p| *p != t.pair_pieces());
             }
             Ok(t)

@@ -176,9 +176,9 @@ pub struct Tokenizer {
     pub(crate) hf_kept: HfKept,
 }
 
-/// Parts of a tokenizer.json kept as read, to be written back: the `post_processor` also says
-/// how Hugging Face frames pairs of texts (RoBERTa's `</s></s>`, Llama's second BOS), which
-/// ferrolm does not use and so could not rebuild from the template; `truncation` and `padding`
+/// Parts of a tokenizer.json kept as read, to be written back: the `post_processor` when the
+/// template would not write it as it was (a `Sequence`, its other settings, its keys' order);
+/// `truncation` and `padding`
 /// are the file's defaults for Hugging Face's encode calls, which ferrolm does not apply (its
 /// calls take `max_length`, `truncation` and `padding` each time).
 #[derive(Clone, Debug, Default)]
@@ -213,7 +213,11 @@ impl Tokenizer {
         // every id-indexed table, and a model's embedding, by it.
         let model_len = tok.model_len();
         id_table_size(tok.specials.iter().map(|(_, id)| id), model_len + specials.len())?;
-        for &id in tok.template.prefix.iter().chain(&tok.template.suffix) {
+        let pair_ids = tok.template.pair_pieces().into_iter().filter_map(|p| match p {
+            PairPiece::Special(id, _) => Some(id),
+            _ => None,
+        });
+        for id in tok.template.prefix.iter().chain(&tok.template.suffix).copied().chain(pair_ids) {
             if !tok.contains_id(id) {
                 bail!(Format, "post-processor template uses id {id}, which is not in the vocabulary");
             }
