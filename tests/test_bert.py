@@ -444,18 +444,22 @@ def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys, m
     assert "--block-size 33 is longer than the context of the model in" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     tuned = tmp_path / "out-mlm"  # the default --out names the model's objective (it was out-causal)
-    assert main(["pretrain", str(corpus), "--init-from", str(encoder), "--block-size", "16", *tiny]) == 0
+    assert main(["pretrain", str(corpus), "--init-from", str(encoder), "--block-size", "16", "--mlm-probability", "0.3",
+                 *tiny]) == 0
     captured = capsys.readouterr()
     assert "no masked-LM head (an encoder-only checkpoint): training a new one" in captured.err  # it failed after tokenising
     assert "context 16" in captured.out
     model = BERT.load(tuned)
     assert model.core.has_mlm_head and model.max_len == 32  # the model keeps its positions
     state = json.loads((tuned / "trainer_state.json").read_text())["objective_state"]
-    assert state["block_size"] == 16 and state["mask_prob"] == 0.15
+    assert state["block_size"] == 16 and state["mask_prob"] == 0.3
     # A resume trains on the run's sequences, not the model's context.
     assert main(["pretrain", "--resume", "--out", str(tuned), "--max-iters", "4", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "context 16" in captured.out and "differ from the run's" not in captured.err
+    assert json.loads((tuned / "trainer_state.json").read_text())["objective_state"]["mask_prob"] == 0.3  # kept
+    assert main(["pretrain", str(corpus), "--mlm-probability", "0.3", *tiny]) == 2
+    assert "--mlm-probability is for --objective mlm" in capsys.readouterr().err
 
 
 def test_pooler_is_tanh_of_dense_on_cls():

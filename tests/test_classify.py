@@ -153,6 +153,11 @@ def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path
     del config["id2label"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert TextClassifier.load(tmp_path).labels == ["LABEL_0", "LABEL_1", "LABEL_2"]  # Hugging Face's default names
+    (tmp_path / "config.json").write_text(json.dumps({**config, "classifier_dropout": 0.3}))
+    loaded = TextClassifier.load(tmp_path)
+    assert loaded.classifier_dropout == 0.3  # it was ignored, and dropped on save
+    loaded.save(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["classifier_dropout"] == 0.3
     (tmp_path / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
     with pytest.raises(ValueError, match="problem_type 'regression' is not supported"):
         TextClassifier.load(tmp_path)

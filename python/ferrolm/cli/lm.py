@@ -21,7 +21,8 @@ def register_pretrain(sub) -> None:
     p.add_argument("files", nargs="*", help="UTF-8 text files (default: the bundled tiny Shakespeare); a nanoGPT config "
                                             "file (.py of name = value lines) sets flags instead, read, never run")
     p.add_argument("--objective", choices=["causal", "mlm"], default=None,
-                   help="causal (default): GPT next-token prediction; mlm: BERT masked language modelling (its defaults: "
+                   help="causal (default; with --init-from, the model's: mlm for a BERT): GPT next-token prediction; "
+                        "mlm: BERT masked language modelling (its defaults for a new model: "
                         + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in MLM_DEFAULTS.items())
                         + "); --resume continues the checkpoint's")
     p.add_argument("--tokenizer", default=None,
@@ -40,6 +41,8 @@ def register_pretrain(sub) -> None:
                         "architecture stays; --block-size may be shorter than its context")
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of the corpus held out (default 0.1)")
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
+    p.add_argument("--mlm-probability", type=fraction, default=None,
+                   help="mlm: share of tokens chosen for prediction (default 0.15, BERT's; on --resume, the run's)")
     p.add_argument("--sample-tokens", type=count(), default=300, help="causal: tokens of sample text to print at the end (default 300; 0: none)")
     add_flags(p, {**MODEL_FLAGS, **TRAIN_FLAGS})
     p.set_defaults(func=run_pretrain)
@@ -191,14 +194,17 @@ def run_pretrain(args) -> int:
         raise ValueError("--bias false: BERT's layers always have biases (the flag is for GPT)")
     if args.objective == "mlm" and m["block_size"] < 8:
         raise ValueError(f"--block-size {m['block_size']}: masked language modelling needs sequences of at least 8")
-    if args.whole_word_masking and args.objective != "mlm":
-        raise ValueError("--whole-word-masking is for --objective mlm (a GPT masks nothing)")
+    for flag, given in (("--whole-word-masking", args.whole_word_masking), ("--mlm-probability", args.mlm_probability)):
+        if given and args.objective != "mlm":
+            raise ValueError(f"{flag} is for --objective mlm (a GPT masks nothing)")
+    mask_prob = args.mlm_probability or (saved_train or {}).get("mask_prob", 0.15)
     if not 0 <= m["dropout"] < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {m['dropout']}")
     def make_objective(directory: Path):
         if args.objective == "mlm":
             whole_word = args.whole_word_masking or bool(saved_train and saved_train.get("whole_word"))
-            return MaskedLM(directory, tokenizer, m["block_size"], t["batch_size"], whole_word=whole_word)
+            return MaskedLM(directory, tokenizer, m["block_size"], t["batch_size"], mask_prob=mask_prob,
+                            whole_word=whole_word)
         return CausalLM(directory, m["block_size"], t["batch_size"])
 
     tokenizer = model.tokenizer if args.resume or args.init_from else None

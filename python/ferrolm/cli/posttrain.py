@@ -57,8 +57,8 @@ RUN_SETTINGS = {
 }
 
 
-def _common(p, command: str) -> None:
-    p.add_argument("model", help="model directory to start from")
+def _common(p, command: str, model_help: str = "model directory to start from") -> None:
+    p.add_argument("model", help=model_help)
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (its MODEL, data and settings; given flags must agree)")
@@ -194,7 +194,7 @@ def register_classify(sub) -> None:
     p.add_argument("--data", required=True,
                    help="JSONL with a text string, a label (a string, or an integer: 1 and \"1\" are one label) and, "
                         "for pairs of texts (entailment, say), a text_pair string")
-    _common(p, "classify")
+    _common(p, "classify", "BERT model directory to start from (or a classifier: with the same labels, its head trains on)")
     p.set_defaults(func=run_classify)
 
 

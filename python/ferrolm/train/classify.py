@@ -32,13 +32,16 @@ class TextClassifier:
     (3, 2)
     """
 
-    def __init__(self, bert: BERT, labels: Sequence[str], head=None, seed: int = 0) -> None:
+    def __init__(self, bert: BERT, labels: Sequence[str], head=None, seed: int = 0,
+                 classifier_dropout: Optional[float] = None) -> None:
         labels = [str(label) for label in labels]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"a classifier needs two or more distinct labels, got {labels}")
         if not bert.core.has_pooler:
             bert = BERT(bert.core.with_new_pooler(seed), bert.tokenizer)
         self.bert, self.labels = bert, labels
+        #: Dropout before the head (Hugging Face's `classifier_dropout`); None: the encoder's rate.
+        self.classifier_dropout = classifier_dropout
         if head is None:  # Hugging Face's initialisation: N(0, 0.02) weights, zero bias
             c = bert.config["hidden_size"]
             head = _core.Linear(c, len(labels), bias=True, seed=seed)
@@ -64,7 +67,7 @@ class TextClassifier:
             raise ValueError(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
         id2label = config.get("id2label") or {}
         labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(head[HEAD[0]].shape[0])]
-        model = cls(BERT.load(path), labels)
+        model = cls(BERT.load(path), labels, classifier_dropout=config.get("classifier_dropout"))
         fill_parameters(dict(model.head.named_parameters()), {k.removeprefix("classifier."): v for k, v in head.items()},
                         weights)
         return model
@@ -80,7 +83,8 @@ class TextClassifier:
         _core.save_safetensors(str(path / "model.safetensors"), tensors, {"format": "pt"})
         write_json(path / "config.json", {**self.bert.config, "architectures": ["BertForSequenceClassification"],
                                           "id2label": dict(enumerate(self.labels)),
-                                          "label2id": {label: i for i, label in enumerate(self.labels)}})
+                                          "label2id": {label: i for i, label in enumerate(self.labels)},
+                                          "classifier_dropout": self.classifier_dropout})
         if self.bert.tokenizer is not None:
             self.bert.tokenizer.save(str(path / TOKENIZER_FILE))
 
@@ -88,18 +92,21 @@ class TextClassifier:
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, token_type_ids=None, *, dropout_seed=None):
-        """Logits [B, labels] for right-padded ids [B, T] whose real tokens `mask` marks."""
+        """Logits [B, labels] for right-padded ids [B, T] whose real tokens `mask` marks, with
+        their token type ids (a pair's: 0 for the first text, 1 for the second; None: all 0).
+        A `dropout_seed` turns on training-mode dropout."""
         h = self.bert.hidden(ids, token_type_ids=token_type_ids, attention_mask=mask, dropout_seed=dropout_seed)
         pooled = self.bert.core.pooled(h)
         if dropout_seed is not None:
-            pooled = F.dropout(pooled, self.bert.config["hidden_dropout_prob"], seed=dropout_seed ^ 0xC1A55)
+            rate = self.bert.config["hidden_dropout_prob"] if self.classifier_dropout is None else self.classifier_dropout
+            pooled = F.dropout(pooled, rate, seed=dropout_seed ^ 0xC1A55)
         return self.head(pooled)
 
     def classify(self, texts: Sequence[str], batch_size: int = 32, *, pairs: Optional[Sequence[str]] = None) -> list[dict]:
         """For each text (and its pair, if `pairs` is given), {"label", "score"} (the most probable
         label and its probability) and "scores" (every label's probability), as Hugging Face's
         text-classification pipeline. Texts go through the model `batch_size` at a time, grouped
-        by length."""
+        by length; one longer than the model's context raises ValueError."""
         if isinstance(texts, str) or isinstance(pairs, str):
             raise TypeError("classify takes a list of texts (and of pairs)")
         if pairs is not None and len(pairs) != len(texts):
@@ -129,8 +136,7 @@ def encode_text(tokenizer, text: str, max_len: int, where: str, pair: Optional[s
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if len(ids) > max_len:
-        raise TooLong(f"{where} has {len(ids)} tokens, more than the model's context ({max_len}); "
-                      "--skip-long leaves such texts out")
+        raise TooLong(f"{where} has {len(ids)} tokens, more than the model's context ({max_len})")
     if not ids:
         raise ValueError(f"{where} has no tokens")
     return ids, types or [0] * len(ids)
@@ -155,7 +161,8 @@ def labels_of(records: Sequence[dict]) -> list[str]:
 
 
 class Classification:
-    """Cross-entropy training of a TextClassifier on {"text", "label"} records."""
+    """Cross-entropy training of a TextClassifier on {"text", "label"} records (and
+    "text_pair"); `labels` in the classifier's order (`labels_of(records)` for a new one)."""
 
     kind = "classify"
 
@@ -173,9 +180,9 @@ class Classification:
                 try:
                     where = r.get("_where", "a record")
                     rows.append((encode_text(tokenizer, r["text"], max_len, where, r.get("text_pair")), index[label]))
-                except TooLong:
+                except TooLong as e:
                     if not skip_long:
-                        raise
+                        raise TooLong(f"{e}; --skip-long (skip_long=True) leaves such texts out") from None
                     skipped += 1
             return rows, {"skipped_too_long": skipped}
 

@@ -7,8 +7,8 @@
 //! input characters (aligned to the first), one with +1 is aligned where the one before it is.
 //!
 //! The tables are those of the `unicode-normalization` crate (Unicode 18). Hugging Face's are
-//! older: about 90 combining marks added since (U+0C3C TELUGU SIGN NUKTA, say) have a class
-//! there of 0, so text holding them can normalize, and encode, differently.
+//! older: about 190 combining marks (U+07FD, U+0C3C TELUGU SIGN NUKTA, ...) have another class
+//! there, so text holding them can normalize, and encode, differently.
 
 use unicode_normalization::char::{canonical_combining_class, compose, decompose_canonical};
 use unicode_normalization::{is_nfc_quick, IsNormalized};
