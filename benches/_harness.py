@@ -60,8 +60,7 @@ def measure_turns(script: str, workers: list[list[str]], repeats: int) -> list[d
 
 def measure_pair(script: str, ours: list[str], theirs: list[str], repeats: int) -> tuple[dict, dict | None]:
     """Our worker's and the peer's median runs, measured in turns (`measure_turns`)."""
-    our_run, their_run = measure_turns(script, [ours, theirs], repeats)
-    return our_run, their_run
+    return tuple(measure_turns(script, [ours, theirs], repeats))
 
 
 def header() -> None:

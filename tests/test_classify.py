@@ -52,8 +52,6 @@ def test_fine_tuning_learns_a_held_out_task_and_round_trips(task, capsys):
     with fl.no_grad():  # each text alone: batches of padded texts give the same answers
         alone = [model(np.array([i]), np.ones((1, len(i)), bool)).numpy()[0] for i in ids]
     assert [r["label"] for r in results] == [model.labels[int(a.argmax())] for a in alone]
-    assert all(sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-5) for r in results)
-    assert all(r["score"] == max(r["scores"].values()) for r in results)
     # Saved and loaded again: the same logits.
     model.save(task / "again")
     ids, mask = np.array([[2, 50, 60, 3, 0]]), np.array([[1, 1, 1, 1, 0]], dtype=bool)

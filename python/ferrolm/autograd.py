@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 
 from ferrolm import _core
@@ -72,14 +71,7 @@ class set_grad_enabled:
         """As a decorator (`@fl.set_grad_enabled(False)`): `func` runs in the mode, which is
         not switched until it runs."""
         _core.set_grad_enabled(self.previous)
-        mode = self.mode
-
-        @functools.wraps(func)
-        def in_mode(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return func(*args, **kwargs)
-
-        return in_mode
+        return _GradMode(self.mode)(func)
 
 
 __all__ = ["enable_grad", "no_grad", "set_grad_enabled"]

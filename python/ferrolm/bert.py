@@ -10,6 +10,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
 from ferrolm.autograd import no_grad
+from ferrolm.chat import length_batches, pad_right, real_tokens
 from ferrolm.models import CoreModel
 
 #: Windows of long text that fill_mask runs through the model at once.
@@ -137,10 +138,8 @@ class BERT(CoreModel):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         enc = [self._encode_to_fit(t, i, truncate) for i, t in enumerate(texts)]
-        order = np.argsort([len(e) for e in enc], kind="stable")
         out = np.empty((len(enc), self.config["hidden_size"]), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in length_batches([len(e) for e in enc], batch_size):
             out[rows] = self._pool([enc[i] for i in rows], pooling)
         return out
 
@@ -159,10 +158,8 @@ class BERT(CoreModel):
 
     def _pool(self, enc: list[np.ndarray], pooling: str) -> np.ndarray:
         """One batch's embeddings, its texts padded to the longest."""
-        ids = np.full((len(enc), max(len(e) for e in enc)), self._tok().pad_id, dtype=np.int64)
-        mask = np.zeros(ids.shape, dtype=bool)
-        for i, e in enumerate(enc):
-            ids[i, : len(e)], mask[i, : len(e)] = e, True
+        ids, lengths = pad_right(enc, self._tok().pad_id)
+        mask = real_tokens(lengths, ids.shape[1])
         with no_grad():
             h = self.hidden(ids, attention_mask=mask).numpy()
         if pooling == "cls":

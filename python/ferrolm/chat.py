@@ -95,6 +95,20 @@ def pad_right(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, lengths
 
 
+def length_batches(lengths, size: int):
+    """Row indices in batches of `size`, shortest rows first: batches padded little (their
+    results are put back by index)."""
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def real_tokens(lengths: np.ndarray, width: int) -> np.ndarray:
+    """The [B, width] mask of the real tokens of right-padded rows of these lengths (an
+    encoder's attention mask)."""
+    return np.arange(width)[None, :] < lengths[:, None]
+
+
 def response_mask(ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """[B, T−1] mask over next-token predictions: position t predicts ids[:, t+1], which is a
     response token when starts ≤ t+1 < length."""

@@ -54,13 +54,14 @@ from ferrolm._core import (
     sum,
     tanh,
     transpose,
+    Tensor,
 )
 from ferrolm._core import where as where  # noqa: PLC0414  (re-export of a keyword-like name)
 
 
 def min(x, axis: Optional[int] = None, keepdim: bool = False):  # noqa: A001  (torch's name)
     """Minimum over `axis` (all elements when None, the default): −max(−x), so its gradient is max's."""
-    return neg(max(neg(x), axis, keepdim))
+    return (x if isinstance(x, Tensor) else Tensor(x)).min(axis, keepdim)
 
 
 def mse_loss(prediction, target, reduction: str = "mean"):

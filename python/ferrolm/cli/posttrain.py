@@ -206,38 +206,36 @@ def _check_record(record: dict, where: str) -> None:
         raise ValueError(f"{where}: \"text_pair\" must be a string, got {record['text_pair']!r}")
 
 
-def _starting_classifier(path: str, labels: list[str]):
-    """MODEL's own classifier, when it is one with these labels (its head trains on); else None,
-    and a new head (said, when MODEL's head is left aside)."""
+def _starting_classifier(path: str, labels: list[str], seed: int):
+    """The classifier training starts from: MODEL's own, when it is one with these labels (its
+    head trains on), else MODEL's encoder with a new head (said, when MODEL's head is left
+    aside). Each file is read once."""
+    from ferrolm.bert import BERT
     from ferrolm.train.classify import TextClassifier
 
     try:
         start = TextClassifier.load(path)
-    except FileNotFoundError:
-        return None
+    except FileNotFoundError:  # a plain BERT
+        return TextClassifier(BERT.load(path), labels, seed=seed)
     if start.labels == labels:
         return start
     print(f"ferrolm: {path} classifies {start.labels}, not {labels}: its head is left aside and a new one trained",
           file=sys.stderr, flush=True)
-    return None
+    return TextClassifier(start.bert, labels, seed=seed)
 
 
 def run_classify(args) -> int:
-    from ferrolm.bert import BERT
     from ferrolm.jsonl import read_records
     from ferrolm.train.classify import Classification, TextClassifier, labels_of
 
     records = read_records(args.data, ("text",), check=_check_record)
     v = _values(args, "classify")
-    bert = BERT.load(args.model)
-    if bert.tokenizer is None:
-        raise ValueError(f"{args.model} has no tokenizer to encode the texts with")
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     labels = labels_of(records)
-    if args.resume:
-        model = TextClassifier.load(args.out)
-    else:
-        model = _starting_classifier(args.model, labels) or TextClassifier(bert, labels, seed=v["seed"])
+    model = TextClassifier.load(args.out) if args.resume else _starting_classifier(args.model, labels, v["seed"])
+    bert = model.bert
+    if bert.tokenizer is None:
+        raise ValueError(f"{args.model} has no tokenizer to encode the texts with")
     objective = Classification(train_records, val_records, bert.tokenizer, model.labels, bert.max_len, v["batch_size"],
                                skip_long=args.skip_long)
     _report("classify", objective.data, objective.counts, f"texts, labels {model.labels}")

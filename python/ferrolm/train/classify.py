@@ -17,7 +17,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.bert import BERT
-from ferrolm.chat import encode_splits
+from ferrolm.chat import encode_splits, length_batches, pad_right, real_tokens
 from ferrolm.data import digest
 
 HEAD = ("classifier.weight", "classifier.bias")
@@ -115,10 +115,8 @@ class TextClassifier:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         rows = [encode_text(self.bert.tokenizer, t, self.bert.max_len, f"text {i}", None if pairs is None else pairs[i])
                 for i, t in enumerate(texts)]
-        order = np.argsort([len(r[0]) for r in rows], kind="stable")
         probs = np.empty((len(rows), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(rows), batch_size):
-            picked = order[start : start + batch_size]
+        for picked in length_batches([len(r[0]) for r in rows], batch_size):
             with no_grad():
                 probs[picked] = F.softmax(self(*pad([rows[i] for i in picked], self.bert.tokenizer.pad_id))).numpy()
         return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
@@ -144,11 +142,9 @@ def encode_text(tokenizer, text: str, max_len: int, where: str, pair: Optional[s
 
 def pad(rows: list[tuple[list, list]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Right-padded ids [B, T], the mask of their real tokens, and their token type ids."""
-    ids = np.full((len(rows), max(len(r) for r, _ in rows)), pad_id, dtype=np.int64)
-    mask, types = np.zeros(ids.shape, dtype=bool), np.zeros(ids.shape, dtype=np.int64)
-    for i, (r, t) in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)], types[i, : len(t)] = r, True, t
-    return ids, mask, types
+    ids, lengths = pad_right([r for r, _ in rows], pad_id)
+    types, _ = pad_right([t for _, t in rows], 0)
+    return ids, real_tokens(lengths, ids.shape[1]), types
 
 
 def labels_of(records: Sequence[dict]) -> list[str]:

@@ -272,8 +272,8 @@ fn linear(py: Python<'_>, x: PyTensor, weight: PyTensor, bias: Option<PyTensor>)
 #[pyfunction]
 #[pyo3(signature = (x, p, seed = None, training = true))]
 fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: Option<u64>, training: bool) -> PyResult<PyTensor> {
-    if !training {
-        return Ok(PyTensor(x.0.clone()));
+    if !training || p == 0.0 {
+        return Ok(PyTensor(x.0.clone())); // and no seed drawn, as for attention's dropout
     }
     let seed = seed_or_next(seed);
     run(py, || ops::dropout(&x.0, p, seed))

@@ -295,14 +295,14 @@ impl PyBert {
 
     /// The same encoder (weights shared) with a freshly initialised pooler.
     #[pyo3(signature = (seed = 0))]
-    fn with_new_pooler(&self, seed: u64) -> PyResult<PyBert> {
-        self.0.with_new_pooler(seed).py().map(PyBert)
+    fn with_new_pooler(&self, py: Python<'_>, seed: u64) -> PyResult<PyBert> {
+        compute(py, || self.0.with_new_pooler(seed)).py().map(PyBert)
     }
 
     /// The same encoder (weights shared) with a freshly initialised masked-LM head.
     #[pyo3(signature = (seed = 0))]
-    fn with_new_mlm_head(&self, seed: u64) -> PyResult<PyBert> {
-        self.0.with_new_mlm_head(seed).py().map(PyBert)
+    fn with_new_mlm_head(&self, py: Python<'_>, seed: u64) -> PyResult<PyBert> {
+        compute(py, || self.0.with_new_mlm_head(seed)).py().map(PyBert)
     }
 
     #[getter]

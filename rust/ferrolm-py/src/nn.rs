@@ -7,7 +7,7 @@ use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
 
 use ferrolm::nn::{self, Module};
-use ferrolm::rng::mix;
+use ferrolm::rng::Rng;
 use ferrolm::{AdamW, Optimizer, ParamState, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
@@ -180,22 +180,18 @@ fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyRes
 /// The seeds of calls that leave `seed` out (tensors, layers, dropout), drawn in turn from a
 /// stream that `manual_seed` restarts: PyTorch's default generator, in effect. Two calls get
 /// different numbers, and a script that draws in the same order gets the same ones each run.
-static SEED_STREAM: Mutex<(u64, u64)> = Mutex::new((0, 0)); // (seed, draws so far)
+static SEED_STREAM: Mutex<Rng> = Mutex::new(Rng::new(0));
 
 /// `seed`, or when None the stream's next seed.
 pub fn seed_or_next(seed: Option<u64>) -> u64 {
-    seed.unwrap_or_else(|| {
-        let mut stream = SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner());
-        stream.1 += 1;
-        mix(stream.0 ^ mix(stream.1))
-    })
+    seed.unwrap_or_else(|| SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()).next_u64())
 }
 
 /// Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout, attention's dropout),
 /// as torch.manual_seed does. An explicit seed is never affected.
 #[pyfunction]
 fn manual_seed(seed: u64) {
-    *SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()) = (seed, 0);
+    *SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()) = Rng::new(seed);
 }
 
 /// A tensor of Normal(mean, std) samples shaped `*shape` (`randn(2, 3)` or `randn((2, 3))`), drawn from a seeded

@@ -130,6 +130,13 @@ pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -
     compute(py, f).py().map(PyTensor)
 }
 
+impl PyTensor {
+    /// An elementwise op of the core, run with the GIL released.
+    fn unary(&self, py: Python<'_>, op: fn(&Tensor) -> Tensor) -> PyResult<PyTensor> {
+        run(py, || Ok(op(&self.0)))
+    }
+}
+
 #[pymethods]
 impl PyTensor {
     /// Tensor(data, requires_grad=False): a float32 tensor copied from an array-like.
@@ -320,9 +327,9 @@ impl PyTensor {
     }
 
     #[setter(grad)]
-    fn set_grad(&self, grad: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn set_grad(&self, py: Python<'_>, grad: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let grad = grad.map(to_tensor).transpose()?; // None forgets it
-        self.0.set_grad(grad.as_ref()).py()
+        compute(py, || self.0.set_grad(grad.as_ref())).py()
     }
 
     fn zero_grad(&self) {
@@ -414,12 +421,14 @@ impl PyTensor {
     /// int64: a numpy array shaped as `max(axis, keepdim)`, or an int. The first on a tie.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn argmax<'py>(&self, py: Python<'py>, axis: Option<isize>, keepdim: bool) -> PyResult<Bound<'py, PyAny>> {
-        let Some(axis) = axis else {
-            let flat = ops::reshape(&self.0, &[-1]).py()?;
-            let (at, _) = compute(py, || ops::argmax(&flat, 0, false)).py()?;
+        let (at, shape) = compute(py, || match axis {
+            None => ops::argmax(&ops::reshape(&self.0, &[-1])?, 0, false),
+            Some(axis) => ops::argmax(&self.0, axis, keepdim),
+        })
+        .py()?;
+        if axis.is_none() {
             return Ok(at[0].into_pyobject(py)?.into_any());
-        };
-        let (at, shape) = compute(py, || ops::argmax(&self.0, axis, keepdim)).py()?;
+        }
         let at: Vec<i64> = at.into_iter().map(|i| i as i64).collect();
         Ok(PyArray1::from_vec(py, at).reshape(shape)?.into_any())
     }
@@ -524,33 +533,33 @@ impl PyTensor {
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::exp(&self.0)))
+        self.unary(py, ops::exp)
     }
 
     fn log(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::log(&self.0)))
+        self.unary(py, ops::log)
     }
 
     // What PyTorch users reach for as methods: each is the `ferrolm.functional` op of its name.
 
     fn abs(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::abs(&self.0)))
+        self.unary(py, ops::abs)
     }
 
     fn sqrt(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::sqrt(&self.0)))
+        self.unary(py, ops::sqrt)
     }
 
     fn tanh(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::tanh(&self.0)))
+        self.unary(py, ops::tanh)
     }
 
     fn sigmoid(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::sigmoid(&self.0)))
+        self.unary(py, ops::sigmoid)
     }
 
     fn relu(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::relu(&self.0)))
+        self.unary(py, ops::relu)
     }
 
     #[pyo3(signature = (axis = -1), text_signature = "($self, axis=-1)")]

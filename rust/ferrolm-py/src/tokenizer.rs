@@ -280,7 +280,7 @@ impl PyTokenizer {
     /// Parses tokenizer.json contents.
     #[staticmethod]
     fn from_str(py: Python<'_>, json: &str) -> PyResult<Self> {
-        loaded(py, Tokenizer::from_json(json).py()?)
+        loaded(py, compute(py, || Tokenizer::from_json(json)).py()?)
     }
 
     /// Loads GPT-2-style vocab.json + merges.txt; pattern is "gpt2", "cl100k" or a regex.
@@ -737,7 +737,8 @@ impl PyTokenizer {
 
     /// An independent copy (special tokens added to one are not added to the other).
     fn copy(&self) -> Self {
-        Self::wrap(Tokenizer::clone(&self.get()))
+        // One immutable tokenizer shared: add_special_tokens replaces a copy's, not the other's.
+        PyTokenizer { inner: RwLock::new(self.get()), ints: Mutex::new(Arc::new(Vec::new())) }
     }
 
     fn __copy__(&self) -> Self {
@@ -757,8 +758,8 @@ impl PyTokenizer {
     /// `from_str` without its warning about the file's settings: the tokenizer that was pickled
     /// gave it when it was loaded.
     #[staticmethod]
-    fn _unpickle(json: &str) -> PyResult<Self> {
-        Tokenizer::from_json(json).py().map(Self::wrap)
+    fn _unpickle(py: Python<'_>, json: &str) -> PyResult<Self> {
+        compute(py, || Tokenizer::from_json(json)).py().map(Self::wrap)
     }
 }
 

@@ -11,7 +11,7 @@ pub struct Rng {
 }
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub const fn new(seed: u64) -> Self {
         Rng { state: seed }
     }
 

@@ -6,6 +6,7 @@
 //! piece → ids (frequent words are encoded once), and a merge loop that is a linear scan for
 //! ordinary pieces and a heap for long ones (say a run of ten thousand spaces).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -223,11 +224,16 @@ impl Bpe {
 
     /// Encodes ordinary text (no special tokens), appending ids to `out`.
     pub fn encode_text(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        self.encode_normalized(&self.normalize(text), out)
+    }
+
+    /// `text` as the model splits it: in NFC if the model normalizes (no alignment: for ids).
+    pub(crate) fn normalize<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if self.nfc && is_nfc_quick(text.chars()) != IsNormalized::Yes {
-            return self.encode_normalized(&text.nfc().collect::<String>(), out);
-            // no alignment needed
+            Cow::Owned(text.nfc().collect())
+        } else {
+            Cow::Borrowed(text)
         }
-        self.encode_normalized(text, out)
     }
 
     fn encode_normalized(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {

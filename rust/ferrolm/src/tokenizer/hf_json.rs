@@ -306,7 +306,8 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     let decoder = root.get("decoder").unwrap_or(&null);
 
     // Whether the normalizer changes text (strip_accents: null follows lowercase).
-    let normalizes = normalizer.get("type").and_then(Value::as_str) == Some("BertNormalizer")
+    let normalizer_type = normalizer.get("type").and_then(Value::as_str);
+    let normalizes = normalizer_type == Some("BertNormalizer")
         && ["clean_text", "handle_chinese_chars", "lowercase"]
             .iter()
             .chain(normalizer.get("strip_accents").filter(|v| !v.is_null()).map(|_| &"strip_accents"))
@@ -336,7 +337,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                 // match (no normalizer; NFC, for white space, which it neither changes nor
                 // composes with), refused elsewhere (BERT's lowercasing).
                 let in_normalized = t.bool_field(&ctx, "normalized", !special)?;
-                let unchanged = match normalizer.get("type").and_then(Value::as_str) {
+                let unchanged = match normalizer_type {
                     _ if normalizer.is_null() => true,
                     Some("BertNormalizer") => !normalizes,
                     Some("NFC") => content.chars().all(char::is_whitespace),
@@ -382,7 +383,7 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             }
             match byte_level_pretokenizer(pre)? {
                 Some((pretok, add_prefix_space)) => {
-                    let nfc = match normalizer.get("type").and_then(Value::as_str) {
+                    let nfc = match normalizer_type {
                         _ if normalizer.is_null() => false,
                         Some("NFC") => true,
                         _ => bail!(Format, "normalizer {normalizer} with byte-level BPE is not supported (NFC is)"),
@@ -632,12 +633,8 @@ fn template_json(tok: &Tokenizer) -> J {
             PairPiece::Special(id, type_id) => special(id, type_id),
         })
         .collect();
-    let pair_specials = pieces.iter().filter_map(|p| match p {
-        PairPiece::Special(id, _) => Some(*id),
-        _ => None,
-    });
     let mut specials: Vec<(String, J)> = Vec::new();
-    for id in t.prefix.iter().chain(&t.suffix).copied().chain(pair_specials) {
+    for id in t.special_ids() {
         if !specials.iter().any(|(k, _)| *k == name(id)) {
             let entry = obj! {"id": name(id), "ids": vec![J::from(id)], "tokens": vec![J::from(name(id))]};
             specials.push((name(id), entry));

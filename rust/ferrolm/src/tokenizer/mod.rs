@@ -79,6 +79,15 @@ pub enum PairPiece {
 }
 
 impl Template {
+    /// Every id the template puts around texts, single or paired.
+    pub fn special_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let paired = self.pair.iter().flatten().filter_map(|p| match p {
+            PairPiece::Special(id, _) => Some(*id),
+            _ => None,
+        });
+        self.prefix.iter().chain(&self.suffix).copied().chain(paired)
+    }
+
     /// A pair's framing: the template's own, else BERT's (Hugging Face's default for a single
     /// template): prefix A suffix, then B suffix with type id 1.
     pub fn pair_pieces(&self) -> Vec<PairPiece> {
@@ -213,11 +222,7 @@ impl Tokenizer {
         // every id-indexed table, and a model's embedding, by it.
         let model_len = tok.model_len();
         id_table_size(tok.specials.iter().map(|(_, id)| id), model_len + specials.len())?;
-        let pair_ids = tok.template.pair_pieces().into_iter().filter_map(|p| match p {
-            PairPiece::Special(id, _) => Some(id),
-            _ => None,
-        });
-        for id in tok.template.prefix.iter().chain(&tok.template.suffix).copied().chain(pair_ids) {
+        for id in tok.template.special_ids() {
             if !tok.contains_id(id) {
                 bail!(Format, "post-processor template uses id {id}, which is not in the vocabulary");
             }
@@ -448,9 +453,8 @@ impl Tokenizer {
         let mut out = Vec::new();
         match &self.model {
             Model::Bpe(m) => {
-                let normalized = m.nfc.then(|| nfc::nfc_aligned(text)).flatten().map(|(s, _)| s);
-                let text = normalized.as_deref().unwrap_or(text);
-                m.pretokenizer.split(text, |a, b| out.push(text[a..b].to_string()))?
+                let text = m.normalize(text);
+                m.pretokenizer.split(&text, |a, b| out.push(text[a..b].to_string()))?
             }
             Model::WordPiece(m) => {
                 let mut chars = Vec::new();

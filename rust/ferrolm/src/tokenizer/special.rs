@@ -6,6 +6,7 @@
 //! Hugging Face's added tokens may also be ordinary (`"special": false`): matched the same way
 //! but always, whatever a call allows, and kept when decoding skips special tokens.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -257,30 +258,31 @@ impl SpecialTokens {
         mut segment: impl FnMut(Segment) -> Result<()>,
     ) -> Result<()> {
         let plain_text = opts.allowed_special == AllowedSpecial::None && opts.disallowed == Disallowed::Text;
-        let matcher = if plain_text && self.ordinary.is_empty() { None } else { self.matcher() };
-        let Some(matcher) = matcher else {
+        if (plain_text && self.ordinary.is_empty()) || self.matcher().is_none() {
             return if text.is_empty() { Ok(()) } else { segment(Segment::Text(0, text.len())) };
-        };
-        if self.normalized.is_empty() {
-            return self.split_pass(matcher, text, 0, opts, false, &mut segment);
         }
         // Hugging Face's two passes: the tokens matched in the text as given, then the
-        // normalized ones in each stretch of text left between those.
-        self.split_pass(matcher, text, 0, opts, false, &mut |seg| match seg {
-            Segment::Text(a, b) => self.split_pass(matcher, &text[a..b], a, opts, true, &mut segment),
-            special => segment(special),
+        // normalized ones in each stretch of text left between those (when the first pass saw
+        // any: a match in a stretch is a match in the whole).
+        let late_seen = Cell::new(false);
+        self.split_pass(text, 0, opts, false, &late_seen, &mut |seg| match seg {
+            Segment::Text(a, b) if late_seen.get() => {
+                self.split_pass(&text[a..b], a, opts, true, &Cell::new(false), &mut segment)
+            }
+            seg => segment(seg),
         })
     }
 
     /// One pass of [`SpecialTokens::split`] over `text`, which starts at byte `base` of the
-    /// whole: the tokens matched in the second pass (`late`) or the first.
+    /// whole: the tokens matched in the second pass (`late`) or the first; `other_seen` is set
+    /// when a token of the other pass occurs.
     fn split_pass(
         &self,
-        matcher: &AhoCorasick,
         text: &str,
         base: usize,
         opts: &EncodeOptions,
         late: bool,
+        other_seen: &Cell<bool>,
         segment: &mut dyn FnMut(Segment) -> Result<()>,
     ) -> Result<()> {
         let allowed = |id: &u32| {
@@ -298,10 +300,12 @@ impl SpecialTokens {
         // agree unless one token is a prefix of another, where tiktoken's choice follows its
         // hash order.) A `single_word` token inside a word is text, but hides the tokens that
         // overlap it, as in Hugging Face (`None` below).
+        let matcher = self.matcher().expect("split found the tokens' matcher");
         let mut found: Vec<(usize, usize, Option<u32>)> = Vec::new();
         for m in matcher.find_overlapping_iter(text) {
             let (content, id) = &self.list[m.pattern().as_usize()];
             if self.normalized.contains(id) != late {
+                other_seen.set(true);
                 continue;
             }
             let is_allowed = allowed(id);
