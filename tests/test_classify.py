@@ -106,7 +106,7 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
                           ('{"text": "a b c", "label": true}', "must be a non-empty string or an integer"),
                           ('{"label": "x"}', "line 1: no 'text' field"),
                           ('{"text": "' + "word " * 60 + '", "label": "x"}', "line 1 has 62 tokens, more than the "
-                                                                              "model's context (48); --skip-long")):
+                                                                              "model's context (48); --truncate")):
         (tmp_path / "bad.jsonl").write_text(line + "\n" + '{"text": "ok", "label": "y"}\n' * 3)
         assert ferrolm(["classify", bert, "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"),
                         "--max-iters", "1", "--no-progress"]) == 2
@@ -187,3 +187,33 @@ def test_pairs_of_texts_are_classified_with_their_token_types(task, capsys):
     assert ferrolm(["classify", str(task / "bert"), "--data", str(task / "bad_pair.jsonl"), "--out", str(task / "o"),
                     "--no-progress"]) == 2
     assert '"text_pair" must be a string, got 3' in capsys.readouterr().err
+
+
+def test_long_texts_are_cut_with_truncate_as_hugging_face_cuts_pairs(task, capsys):
+    """--truncate cuts a pair's longer text first (Hugging Face's longest_first): with a long
+    first text and the telling one second, the label is still learned, where cutting the end
+    of the framed pair would lose it. Without --truncate such records are refused, naming it."""
+    records = [json.loads(l) for l in (task / "data.jsonl").read_text().splitlines()]
+    filler = " ".join(r["text"] for r in records[:30])  # ~100 tokens, the same for every record
+    long = [{"text": filler, "text_pair": r["text"], "label": r["label"]} for r in records]
+    (task / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long))
+    run = ["classify", str(task / "bert"), "--data", str(task / "long.jsonl"), "--no-progress"]
+    assert ferrolm([*run, "--out", str(task / "o"), "--max-iters", "1"]) == 2
+    assert "more than the model's context (48); --truncate (truncate=True) cuts such texts" in capsys.readouterr().err
+    for flags, message in ((["--max-length", "49", "--truncate"], "--max-length 49 is longer than the model's context (48)"),
+                           (["--truncate", "--skip-long"], "skip_long and truncate exclude each other")):
+        assert ferrolm([*run, "--out", str(task / "o"), "--max-iters", "1", *flags]) == 2
+        assert message in capsys.readouterr().err
+    out = task / "long-clf"
+    assert ferrolm([*run, "--out", str(out), "--max-iters", "200", "--truncate", "--max-length", "32"]) == 0
+    assert float(capsys.readouterr().out.split("accuracy ")[-1].split()[0]) >= 0.65  # chance: 0.5
+    model = TextClassifier.load(out)
+    tok = model.bert.tokenizer
+    ids, types = tok.encode_pair(filler, long[0]["text_pair"], max_length=48)
+    assert len(ids) == 48 and ids[-1] == tok.token_to_id("[SEP]") and ids[-2:] == tok.encode(long[0]["text_pair"])[-2:]
+    with fl.no_grad():
+        logits = model(np.array([ids]), np.ones((1, 48), bool), np.array([types])).numpy()[0]
+    [result] = model.classify([filler], pairs=[long[0]["text_pair"]], truncate=True)
+    np.testing.assert_allclose(list(result["scores"].values()), np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="text 0 has .* tokens, more than the model's context"):
+        model.classify([filler], pairs=["x"])

@@ -391,6 +391,39 @@ def test_pairs_of_texts_are_framed_as_hf_frames_them():
         ferrolm.Tokenizer.from_str(json.dumps(doc))
 
 
+def test_truncation_to_max_length_matches_hf():
+    """max_length cuts a text (keeping the template's tokens) and a pair (its longer text
+    first) as Hugging Face's truncation does, ids, type ids and offsets, for each framing. Where
+    HF ignores a max_length shorter than the framing and returns everything, it is an error."""
+    ref = hf_bpe(ADV, 600)
+    eot = ref.token_to_id("<|endoftext|>")
+    pairs = [("Hello world, this is a test of things", "how are you doing today my friend?"), ("short", ADV[0]),
+             ("", "only the second text"), ("same length", "same length"), ("odd  one", "out of three")]
+    for post in (None, processors.RobertaProcessing(("<|endoftext|>", eot), ("<|endoftext|>", eot)),
+                 processors.BertProcessing(("<|endoftext|>", eot), ("<|endoftext|>", eot))):
+        ref.post_processor = post
+        ours = ferrolm.Tokenizer.from_str(ref.to_str())
+        frame = {False: len(ref.encode("").ids), True: len(ref.encode("", "").ids)}
+        for a, b in pairs:
+            whole = len(ref.encode(a, b).ids)
+            for n in range(1, whole + 2):
+                ref.enable_truncation(max_length=n)
+                if n < frame[True]:
+                    with pytest.raises(ValueError, match=f"max_length {n} leaves no room"):
+                        ours.encode_pair(a, b, max_length=n)
+                else:
+                    enc = ref.encode(a, b)
+                    assert ours.encode_pair(a, b, max_length=n) == (enc.ids, enc.type_ids), (post, a, b, n)
+                if n >= frame[False]:
+                    enc = ref.encode(b)
+                    assert ours.encode_with_offsets(b, max_length=n) == (enc.ids, [tuple(o) for o in enc.offsets])
+                    assert ours.encode(b, max_length=n) == ours.encode_batch([b], max_length=n)[0] == enc.ids
+                    assert ours.encode_array(b, max_length=n).tolist() == enc.ids
+                ref.no_truncation()
+    with pytest.raises(ValueError, match="max_length must be at least 1"):
+        ours.encode("x", max_length=0)
+
+
 def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():
     """"¶" is also the byte-level spelling of byte 0xB6 (the second byte of "ö"): registered as
     a special token it takes that entry's id, which must still decode as the byte."""

@@ -86,6 +86,12 @@ def test_sentence_pairs_match_hf_both_ways(corpus):
         for a, b in (("To be, or not to be?", "That is the question."), ("", "x"), ("Ünïcödé", "[MASK] here")):
             enc = ref.encode(a, b)
             assert tok.encode_pair(a, b) == (enc.ids, enc.type_ids), (a, b)
+            for n in range(3, len(enc.ids)):  # truncated as HF truncates: the longer text first
+                ref.enable_truncation(max_length=n)
+                cut = ref.encode(a, b)
+                assert tok.encode_pair(a, b, max_length=n) == (cut.ids, cut.type_ids), (a, b, n)
+                assert tok.encode_with_offsets(a, max_length=n) == (ref.encode(a).ids, [tuple(o) for o in ref.encode(a).offsets])
+                ref.no_truncation()
 
 
 def test_our_vocab_loads_in_hf_with_identical_ids(corpus, eval_texts):

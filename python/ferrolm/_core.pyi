@@ -564,12 +564,15 @@ class Tokenizer:
         allowed_special: _Allowed = None,
         disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
+        max_length: Optional[int] = None,
     ) -> list[int]:
         """Encodes text (str or UTF-8 bytes) to a list of ids. Special tokens in the text:
         `allowed_special` ("all", the default, "none", or token strings) are recognised; the
         text of the others raises ValueError, or with `disallowed_special="text"` is ordinary
         text. tiktoken's spellings (`disallowed_special=()`, `"all"`, or the tokens that raise)
-        mean what they mean in tiktoken, whose `allowed_special` defaults to none."""
+        mean what they mean in tiktoken, whose `allowed_special` defaults to none.
+        `max_length` truncates as Hugging Face's `truncation=True`: at most that many ids, the
+        template's `[CLS]`/`[SEP]` kept; the text loses its end (for a pair, the longer text first)."""
     def encode_pair(
         self,
         a: _Text,
@@ -578,6 +581,7 @@ class Tokenizer:
         allowed_special: _Allowed = None,
         disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
+        max_length: Optional[int] = None,
     ) -> tuple[list[int], list[int]]:
         """Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
         (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's."""
@@ -588,6 +592,7 @@ class Tokenizer:
         allowed_special: _Allowed = None,
         disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
+        max_length: Optional[int] = None,
     ) -> npt.NDArray[np.uint32]: ...
     def encode_with_offsets(
         self,
@@ -596,6 +601,7 @@ class Tokenizer:
         allowed_special: _Allowed = None,
         disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
+        max_length: Optional[int] = None,
     ) -> tuple[list[int], list[tuple[int, int]]]: ...
     def encode_batch(
         self,
@@ -604,6 +610,7 @@ class Tokenizer:
         allowed_special: _Allowed = None,
         disallowed_special: _Disallowed = None,
         add_special_tokens: bool = True,
+        max_length: Optional[int] = None,
         num_threads: Optional[int] = None,
     ) -> list[list[int]]: ...
     def encode_batch_padded(

@@ -130,7 +130,7 @@ class BERT(CoreModel):
         or the [CLS] vector (`pooling="cls"`). Texts go through the model `batch_size` at a
         time, grouped by length so little is padded (padding does not change a text's
         embedding). A text longer than the context raises ValueError, or with `truncate=True`
-        keeps its first tokens (and the token the template closes it with, BERT's [SEP])."""
+        keeps its first tokens (and the template's, BERT's [CLS] and [SEP])."""
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if isinstance(texts, str) or not len(texts):
@@ -144,16 +144,12 @@ class BERT(CoreModel):
         return out
 
     def _encode_to_fit(self, text: str, index: int, truncate: bool) -> np.ndarray:
-        ids = np.asarray(self._tok().encode(text, allowed_special="all"), dtype=np.int64)
+        ids = np.asarray(self._tok().encode(text, max_length=self.max_len if truncate else None), dtype=np.int64)
         if not len(ids):  # a tokenizer that adds no [CLS] … [SEP] gives an empty text no tokens to pool
             raise ValueError(f"text {index} has no tokens to embed")
         if len(ids) > self.max_len:
-            if not truncate:
-                raise ValueError(f"text {index} has {len(ids)} tokens, more than max_position_embeddings "
-                                 f"({self.max_len}); embed(..., truncate=True) keeps its first tokens")
-            frame = self._tok().encode("")  # what the template puts around a text ([CLS] [SEP])
-            closing = frame[-1] if frame and ids[-1] == frame[-1] else None
-            ids = ids[: self.max_len] if closing is None else np.append(ids[: self.max_len - 1], closing)
+            raise ValueError(f"text {index} has {len(ids)} tokens, more than max_position_embeddings "
+                             f"({self.max_len}); embed(..., truncate=True) keeps its first tokens")
         return ids
 
     def _pool(self, enc: list[np.ndarray], pooling: str) -> np.ndarray:

@@ -50,7 +50,7 @@ _DATA = {"val_fraction": 0.1, "skip_long": False}
 RUN_SETTINGS = {
     "sft": {"model": None, "data": None, **_DATA},
     "reward": {"model": None, "data": None, **_DATA},
-    "classify": {"model": None, "data": None, **_DATA},
+    "classify": {"model": None, "data": None, **_DATA, "truncate": False, "max_length": 0},
     "dpo": {"model": None, "data": None, **_DATA, "beta": 0.1},
     "ppo": {"model": None, "reward_model": None, "prompts": None, **_DATA, "rollout_size": 16, "ppo_epochs": 4,
             "max_new_tokens": 48, "kl_coef": 0.1, "target_kl": 6.0, "missing_end_penalty": 0.0},
@@ -195,6 +195,10 @@ def register_classify(sub) -> None:
                    help="JSONL with a text string, a label (a string, or an integer: 1 and \"1\" are one label) and, "
                         "for pairs of texts (entailment, say), a text_pair string")
     _common(p, "classify", "BERT model directory to start from (or a classifier: with the same labels, its head trains on)")
+    p.add_argument("--max-length", type=count(1), default=None,
+                   help="tokens a text (with its pair and [CLS]/[SEP]) may have (default: the model's context)")
+    p.add_argument("--truncate", action="store_true", default=None,
+                   help="cut texts longer than --max-length (a pair's longer text first), as Hugging Face's run_glue")
     p.set_defaults(func=run_classify)
 
 
@@ -236,8 +240,10 @@ def run_classify(args) -> int:
     bert = model.bert
     if bert.tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer to encode the texts with")
-    objective = Classification(train_records, val_records, bert.tokenizer, model.labels, bert.max_len, v["batch_size"],
-                               skip_long=args.skip_long)
+    if args.max_length > bert.max_len:
+        raise ValueError(f"--max-length {args.max_length} is longer than the model's context ({bert.max_len})")
+    objective = Classification(train_records, val_records, bert.tokenizer, model.labels, args.max_length or bert.max_len,
+                               v["batch_size"], skip_long=args.skip_long, truncate=args.truncate)
     _report("classify", objective.data, objective.counts, f"texts, labels {model.labels}")
     return _train(args, v, "classify", model, objective,
                   lambda _: f"accuracy {objective.accuracy(model):.3f} on all {len(objective.data['val'])} held-out texts")

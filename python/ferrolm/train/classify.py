@@ -102,19 +102,21 @@ class TextClassifier:
             pooled = F.dropout(pooled, rate, seed=dropout_seed ^ 0xC1A55)
         return self.head(pooled)
 
-    def classify(self, texts: Sequence[str], batch_size: int = 32, *, pairs: Optional[Sequence[str]] = None) -> list[dict]:
+    def classify(self, texts: Sequence[str], batch_size: int = 32, *, pairs: Optional[Sequence[str]] = None,
+                 truncate: bool = False) -> list[dict]:
         """For each text (and its pair, if `pairs` is given), {"label", "score"} (the most probable
         label and its probability) and "scores" (every label's probability), as Hugging Face's
         text-classification pipeline. Texts go through the model `batch_size` at a time, grouped
-        by length; one longer than the model's context raises ValueError."""
+        by length. One longer than the model's context raises ValueError, or with `truncate=True`
+        loses its end (a pair, its longer text's), as the pipeline's `truncation=True`."""
         if isinstance(texts, str) or isinstance(pairs, str):
             raise TypeError("classify takes a list of texts (and of pairs)")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(pairs)} pairs for {len(texts)} texts")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        rows = [encode_text(self.bert.tokenizer, t, self.bert.max_len, f"text {i}", None if pairs is None else pairs[i])
-                for i, t in enumerate(texts)]
+        rows = [encode_text(self.bert.tokenizer, t, self.bert.max_len, f"text {i}", None if pairs is None else pairs[i],
+                            truncate=truncate) for i, t in enumerate(texts)]
         probs = np.empty((len(rows), len(self.labels)), dtype=np.float32)
         for picked in length_batches([len(r[0]) for r in rows], batch_size):
             with no_grad():
@@ -127,10 +129,16 @@ class TooLong(ValueError):
     """A text with more tokens than the model's context."""
 
 
-def encode_text(tokenizer, text: str, max_len: int, where: str, pair: Optional[str] = None) -> tuple[list, list]:
-    """The ids of a text, or of a text and its pair, and their token type ids."""
+def encode_text(tokenizer, text: str, max_len: int, where: str, pair: Optional[str] = None,
+                truncate: bool = False) -> tuple[list, list]:
+    """The ids of a text, or of a text and its pair, and their token type ids; cut to `max_len`
+    as Hugging Face's truncation cuts them with `truncate`, else TooLong beyond it."""
+    limit = max_len if truncate else None
     try:
-        ids, types = (tokenizer.encode(text), None) if pair is None else tokenizer.encode_pair(text, pair)
+        if pair is None:
+            ids, types = tokenizer.encode(text, max_length=limit), None
+        else:
+            ids, types = tokenizer.encode_pair(text, pair, max_length=limit)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if len(ids) > max_len:
@@ -158,12 +166,16 @@ def labels_of(records: Sequence[dict]) -> list[str]:
 
 class Classification:
     """Cross-entropy training of a TextClassifier on {"text", "label"} records (and
-    "text_pair"); `labels` in the classifier's order (`labels_of(records)` for a new one)."""
+    "text_pair"); `labels` in the classifier's order (`labels_of(records)` for a new one).
+    Records longer than `max_len` tokens raise TooLong, are left out (`skip_long`), or lose
+    their end (`truncate`: a pair, its longer text's first, as Hugging Face's run_glue)."""
 
     kind = "classify"
 
     def __init__(self, train, val, tokenizer, labels: Sequence[str], max_len: int, batch_size: int,
-                 skip_long: bool = False) -> None:
+                 skip_long: bool = False, truncate: bool = False) -> None:
+        if skip_long and truncate:
+            raise ValueError("skip_long and truncate exclude each other: long texts are either left out or cut")
         self.labels, self.batch_size, self.pad_id = list(labels), batch_size, tokenizer.pad_id
         index = {label: i for i, label in enumerate(self.labels)}
 
@@ -175,10 +187,12 @@ class Classification:
                     raise ValueError(f"{r.get('_where', 'a record')}: label {label!r} is not one of {self.labels}")
                 try:
                     where = r.get("_where", "a record")
-                    rows.append((encode_text(tokenizer, r["text"], max_len, where, r.get("text_pair")), index[label]))
+                    rows.append((encode_text(tokenizer, r["text"], max_len, where, r.get("text_pair"), truncate),
+                                 index[label]))
                 except TooLong as e:
                     if not skip_long:
-                        raise TooLong(f"{e}; --skip-long (skip_long=True) leaves such texts out") from None
+                        raise TooLong(f"{e}; --truncate (truncate=True) cuts such texts, --skip-long (skip_long=True) "
+                                      "leaves them out") from None
                     skipped += 1
             return rows, {"skipped_too_long": skipped}
 

@@ -105,6 +105,7 @@ fn options(
     allowed: Option<&Bound<'_, PyAny>>,
     disallowed: Option<&Bound<'_, PyAny>>,
     add_special_tokens: bool,
+    max_length: Option<usize>,
 ) -> PyResult<EncodeOptions> {
     let specials = tok.special_tokens();
     let modes = "\"raise\", \"all\", \"text\"";
@@ -133,7 +134,7 @@ fn options(
         Some(Choice::Tokens(names)) if names.is_empty() => Disallowed::Text,
         Some(Choice::Tokens(names)) => Disallowed::Only(specials.resolve(&names).py()?),
     };
-    Ok(EncodeOptions { allowed_special, disallowed, add_special_tokens })
+    Ok(EncodeOptions { allowed_special, disallowed, add_special_tokens, max_length })
 }
 
 /// A special-token keyword's value: a mode, or a collection of special-token strings.
@@ -464,7 +465,10 @@ impl PyTokenizer {
     /// text of the others raises ValueError, or with `disallowed_special="text"` is ordinary
     /// text. tiktoken's spellings (`disallowed_special=()`, `"all"`, or the tokens that raise)
     /// mean what they mean in tiktoken, whose `allowed_special` defaults to none.
-    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
+    /// `max_length` truncates as Hugging Face's `truncation=True`: at most that many ids, the
+    /// template's `[CLS]`/`[SEP]` kept; the text loses its end (for a pair, the longer text first).
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true,
+                        max_length = None))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -472,9 +476,10 @@ impl PyTokenizer {
         allowed_special: Option<&Bound<'py, PyAny>>,
         disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
+        max_length: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let t = self.get();
-        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, max_length)?;
         let text = text_arg(text, "text")?;
         // Releasing the GIL costs more than encoding a short text.
         let ids = if text.len() > 1 << 14 { compute(py, || t.encode(&text, &opts)) } else { t.encode(&text, &opts) };
@@ -483,7 +488,9 @@ impl PyTokenizer {
 
     /// Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
     /// (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's.
-    #[pyo3(signature = (a, b, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
+    #[pyo3(signature = (a, b, *, allowed_special = None, disallowed_special = None, add_special_tokens = true,
+                        max_length = None))]
+    #[allow(clippy::too_many_arguments)]
     fn encode_pair(
         &self,
         py: Python<'_>,
@@ -492,15 +499,17 @@ impl PyTokenizer {
         allowed_special: Option<&Bound<'_, PyAny>>,
         disallowed_special: Option<&Bound<'_, PyAny>>,
         add_special_tokens: bool,
+        max_length: Option<usize>,
     ) -> PyResult<(Vec<u32>, Vec<u32>)> {
         let t = self.get();
-        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, max_length)?;
         let (a, b) = (text_arg(a, "a")?, text_arg(b, "b")?);
         compute(py, || t.encode_pair(&a, &b, &opts)).py()
     }
 
     /// Encodes text to a numpy uint32 array.
-    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true,
+                        max_length = None))]
     fn encode_array<'py>(
         &self,
         py: Python<'py>,
@@ -508,16 +517,18 @@ impl PyTokenizer {
         allowed_special: Option<&Bound<'py, PyAny>>,
         disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
+        max_length: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let t = self.get();
-        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, max_length)?;
         let text = text_arg(text, "text")?;
         let ids = compute(py, || t.encode(&text, &opts)).py()?;
         Ok(PyArray1::from_vec(py, ids))
     }
 
     /// Encodes text; returns (ids, offsets) with (start, end) character offsets per token.
-    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true))]
+    #[pyo3(signature = (text, *, allowed_special = None, disallowed_special = None, add_special_tokens = true,
+                        max_length = None))]
     fn encode_with_offsets(
         &self,
         py: Python<'_>,
@@ -525,16 +536,19 @@ impl PyTokenizer {
         allowed_special: Option<&Bound<'_, PyAny>>,
         disallowed_special: Option<&Bound<'_, PyAny>>,
         add_special_tokens: bool,
+        max_length: Option<usize>,
     ) -> PyResult<IdsAndOffsets> {
         let t = self.get();
-        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, max_length)?;
         let text = text_arg(text, "text")?;
         let enc = compute(py, || t.encode_with_offsets(&text, &opts)).py()?;
         Ok((enc.ids, enc.offsets))
     }
 
     /// Encodes many texts in parallel with the GIL released.
-    #[pyo3(signature = (texts, *, allowed_special = None, disallowed_special = None, add_special_tokens = true, num_threads = None))]
+    #[pyo3(signature = (texts, *, allowed_special = None, disallowed_special = None, add_special_tokens = true,
+                        max_length = None, num_threads = None))]
+    #[allow(clippy::too_many_arguments)]
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
@@ -542,10 +556,11 @@ impl PyTokenizer {
         allowed_special: Option<&Bound<'py, PyAny>>,
         disallowed_special: Option<&Bound<'py, PyAny>>,
         add_special_tokens: bool,
+        max_length: Option<usize>,
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
         let t = self.get();
-        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, max_length)?;
         let texts = texts_arg(texts)?;
         // In chunks of a few megabytes, so that Ctrl-C is seen between them rather than after
         // the whole batch (encoding and building the lists of a gigabyte takes tens of seconds).
@@ -591,7 +606,7 @@ impl PyTokenizer {
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let t = self.get();
-        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens)?;
+        let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, None)?;
         let pad_to_max_length = match padding {
             "longest" => false,
             "max_length" => true,

@@ -103,6 +103,23 @@ impl Template {
     }
 }
 
+/// How many tokens each text of a pair keeps (`a` and `b` long) within `room`, as Hugging
+/// Face's `longest_first` truncation: the shorter text is kept whole when it fits in half the
+/// room, the longer takes the rest; otherwise each gets half (the odd token to the longer, or
+/// to `b` when they are as long).
+fn longest_first(a: usize, b: usize, room: usize) -> (usize, usize) {
+    if a + b <= room {
+        return (a, b);
+    }
+    let short = a.min(b);
+    let (short, long) = if short <= room / 2 { (short, room - short) } else { (room / 2, room - room / 2) };
+    if a > b {
+        (long, short)
+    } else {
+        (short, long)
+    }
+}
+
 /// Hugging Face's `trim_offsets` of the `ByteLevel` and `RobertaProcessing` post-processors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrimOffsets {
@@ -481,12 +498,33 @@ impl Tokenizer {
         }
     }
 
+    /// The template tokens framing one text (`pair` false) or a pair, as `opts` adds them.
+    fn frame_len(&self, opts: &EncodeOptions, pair: bool) -> usize {
+        match (opts.add_special_tokens, pair) {
+            (false, _) => 0,
+            (true, false) => self.template.prefix.len() + self.template.suffix.len(),
+            (true, true) => self.template.pair_pieces().iter().filter(|p| matches!(p, PairPiece::Special(..))).count(),
+        }
+    }
+
+    /// How many text tokens `opts.max_length` leaves beside `frame` template tokens (None: no limit).
+    fn room(opts: &EncodeOptions, frame: usize) -> Result<Option<usize>> {
+        let Some(max) = opts.max_length else { return Ok(None) };
+        ensure!(max > 0, Argument, "max_length must be at least 1");
+        let room = max.checked_sub(frame).ok_or_else(|| {
+            Error::Argument(format!("max_length {max} leaves no room for the {frame} template tokens"))
+        })?;
+        Ok(Some(room))
+    }
+
     /// Encodes `text` to ids.
     pub fn encode(&self, text: &str, opts: &EncodeOptions) -> Result<Vec<u32>> {
+        let room = Self::room(opts, self.frame_len(opts, false))?;
         let mut ids = Vec::with_capacity(text.len() / 3 + 4);
         if opts.add_special_tokens {
             ids.extend_from_slice(&self.template.prefix);
         }
+        let start = ids.len();
         self.specials.split(text, opts, |seg| match seg {
             Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
             Segment::Special(id, _, _) => {
@@ -494,6 +532,9 @@ impl Tokenizer {
                 Ok(())
             }
         })?;
+        if let Some(room) = room {
+            ids.truncate(start + room);
+        }
         if opts.add_special_tokens {
             ids.extend_from_slice(&self.template.suffix);
         }
@@ -504,8 +545,14 @@ impl Tokenizer {
     /// frames pairs: the ids, and each one's token type id (0 for the first text's part, 1 for
     /// the second's, in BERT).
     pub fn encode_pair(&self, a: &str, b: &str, opts: &EncodeOptions) -> Result<(Vec<u32>, Vec<u32>)> {
-        let bare = EncodeOptions { add_special_tokens: false, ..opts.clone() };
-        let (a, b) = (self.encode(a, &bare)?, self.encode(b, &bare)?);
+        let room = Self::room(opts, self.frame_len(opts, true))?;
+        let bare = EncodeOptions { add_special_tokens: false, max_length: None, ..opts.clone() };
+        let (mut a, mut b) = (self.encode(a, &bare)?, self.encode(b, &bare)?);
+        if let Some(room) = room {
+            let (keep_a, keep_b) = longest_first(a.len(), b.len(), room);
+            a.truncate(keep_a);
+            b.truncate(keep_b);
+        }
         let mut pieces = self.template.pair_pieces();
         if !opts.add_special_tokens {
             pieces.retain(|p| !matches!(p, PairPiece::Special(..))); // the texts keep their type ids
@@ -529,6 +576,7 @@ impl Tokenizer {
 
     /// Encodes `text` and gives each token's character span in it.
     pub fn encode_with_offsets(&self, text: &str, opts: &EncodeOptions) -> Result<Encoding> {
+        let room = Self::room(opts, self.frame_len(opts, false))?;
         let mut enc = Encoding::default();
         if opts.add_special_tokens {
             enc.ids.extend_from_slice(&self.template.prefix);
@@ -593,6 +641,10 @@ impl Tokenizer {
             }
             Ok(())
         })?;
+        if let Some(room) = room {
+            enc.ids.truncate(text_start + room);
+            enc.offsets.truncate(text_start + room);
+        }
         if opts.add_special_tokens {
             enc.ids.extend_from_slice(&self.template.suffix);
             enc.offsets.extend(self.template.suffix.iter().map(|_| (0, 0)));
@@ -613,37 +665,16 @@ impl Tokenizer {
         opts: &EncodeOptions,
         pad: &PadOptions,
     ) -> Result<PaddedBatch> {
-        let inner = EncodeOptions { add_special_tokens: false, ..opts.clone() };
-        let mut rows = self.encode_batch(texts, &inner)?;
-        let (pre, suf) = if opts.add_special_tokens {
-            (self.template.prefix.as_slice(), self.template.suffix.as_slice())
-        } else {
-            (&[][..], &[][..])
-        };
         if pad.pad_to_max_length && pad.max_length.is_none() {
             bail!(Argument, "padding to max_length needs max_length");
         }
-        ensure!(pad.max_length != Some(0), Argument, "max_length must be at least 1");
-        if let (true, Some(max)) = (pad.truncation, pad.max_length) {
-            let room = max.checked_sub(pre.len() + suf.len()).ok_or_else(|| {
-                Error::Argument(format!(
-                    "max_length {max} leaves no room for the {} template tokens",
-                    pre.len() + suf.len()
-                ))
-            })?;
-            for r in &mut rows {
-                r.truncate(room);
-            }
-        }
-        let longest = rows.iter().map(|r| r.len() + pre.len() + suf.len()).max().unwrap_or(0);
+        let truncated = EncodeOptions { max_length: pad.max_length.filter(|_| pad.truncation), ..opts.clone() };
+        let rows = self.encode_batch(texts, &truncated)?;
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
         let cols = if pad.pad_to_max_length { pad.max_length.unwrap_or(longest) } else { longest };
         let limit = pad.max_length.unwrap_or(cols).min(cols);
-        if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() + pre.len() + suf.len() > limit) {
-            bail!(
-                Argument,
-                "text {i} has {} tokens, more than max_length {limit}; pass truncation=True",
-                r.len() + pre.len() + suf.len()
-            );
+        if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() > limit) {
+            bail!(Argument, "text {i} has {} tokens, more than max_length {limit}; pass truncation=True", r.len());
         }
         let pad_id = pad.pad_id.unwrap_or_else(|| self.pad_id());
         ensure!(
@@ -659,13 +690,10 @@ impl Tokenizer {
         ids.try_reserve_exact(len).map_err(|_| too_large())?;
         mask.try_reserve_exact(len).map_err(|_| too_large())?;
         for r in &rows {
-            let n = pre.len() + r.len() + suf.len();
-            ids.extend_from_slice(pre);
             ids.extend_from_slice(r);
-            ids.extend_from_slice(suf);
-            ids.resize(ids.len() + cols - n, pad_id);
-            mask.resize(mask.len() + n, 1);
-            mask.resize(mask.len() + cols - n, 0);
+            ids.resize(ids.len() + cols - r.len(), pad_id);
+            mask.resize(mask.len() + r.len(), 1);
+            mask.resize(mask.len() + cols - r.len(), 0);
         }
         Ok(PaddedBatch { ids, attention_mask: mask, rows: rows.len(), cols })
     }

@@ -91,18 +91,32 @@ pub struct EncodeOptions {
     pub disallowed: Disallowed,
     /// Apply the post-processor template (e.g. BERT's `[CLS] … [SEP]`), as Hugging Face does.
     pub add_special_tokens: bool,
+    /// Truncation as Hugging Face's `max_length` (strategy `longest_first`): at most this many
+    /// ids, the template's included; the text loses its last tokens, a pair those of its
+    /// longer text first. `None`: no limit.
+    pub max_length: Option<usize>,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { allowed_special: AllowedSpecial::All, disallowed: Disallowed::Raise, add_special_tokens: true }
+        EncodeOptions {
+            allowed_special: AllowedSpecial::All,
+            disallowed: Disallowed::Raise,
+            add_special_tokens: true,
+            max_length: None,
+        }
     }
 }
 
 impl EncodeOptions {
     /// Plain text: no special token is recognised and none is added.
     pub fn ordinary() -> Self {
-        EncodeOptions { allowed_special: AllowedSpecial::None, disallowed: Disallowed::Text, add_special_tokens: false }
+        EncodeOptions {
+            allowed_special: AllowedSpecial::None,
+            disallowed: Disallowed::Text,
+            add_special_tokens: false,
+            max_length: None,
+        }
     }
 }
 
