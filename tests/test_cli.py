@@ -150,7 +150,7 @@ def test_the_decay_ends_at_a_tenth_of_the_learning_rate_unless_told(capsys, tmp_
     from ferrolm.train import TrainConfig
 
     monkeypatch.chdir(tmp_path)  # nothing may land in the repository if the check ever moved later
-    assert TrainConfig(learning_rate=2e-5).min_lr == pytest.approx(2e-6)  # not a fixed 1e-4 above it
+    assert TrainConfig(learning_rate=2e-5).final_lr == pytest.approx(2e-6)  # not a fixed 1e-4 above it
     assert TrainConfig(learning_rate=2e-5).lr_at(1999) < 2e-5
     with pytest.raises(ValueError, match="min_lr in \\[0, learning_rate\\]"):
         TrainConfig(learning_rate=1e-5, min_lr=1e-4)

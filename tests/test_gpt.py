@@ -219,6 +219,27 @@ def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):
     assert fl.matmul_precision() == "float32"
 
 
+def test_a_config_changed_after_creation_trains_with_its_new_values(tmp_path):
+    """A notebook's next cell sets fields of an existing TrainConfig: the decay follows the new
+    max_iters and learning rate (they were fixed at creation, so 3e-5 trained at 1e-4), and a
+    contradiction made after creation is still refused."""
+    import json
+
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    model, _ = char_model(tmp_path)
+    config = TrainConfig(max_iters=20, warmup_iters=2, eval_iters=1, log_interval=1, progress=False)
+    config.max_iters, config.learning_rate = 40, 3e-5
+    train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert len(lrs) == 40 and max(lrs) <= 3e-5 and lrs[-1] == pytest.approx(config.lr_at(39)) and lrs[-1] < 4e-6
+    assert lrs[20] > 1.5e-5  # mid-decay at step 20, not at its end
+    config.min_lr = 1e-3
+    with pytest.raises(ValueError, match="min_lr in \\[0, learning_rate\\]"):
+        train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     from ferrolm.train import CausalLM, TrainConfig, train
 

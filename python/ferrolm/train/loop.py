@@ -56,9 +56,10 @@ class TrainConfig:
 
     max_iters: int = 2000
     learning_rate: float = 1e-3
-    min_lr: Optional[float] = None  # None: learning_rate / 10 (nanoGPT's advice and its 1e-4 for 1e-3)
+    # None: learning_rate / 10 (nanoGPT's advice and its 1e-4 for 1e-3), taken when training starts
+    min_lr: Optional[float] = None
     warmup_iters: int = 100
-    lr_decay_iters: Optional[int] = None  # None: max_iters (the decay spans the run)
+    lr_decay_iters: Optional[int] = None  # None: max_iters (the decay spans the run), taken when training starts
     decay_lr: bool = True
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -82,17 +83,13 @@ class TrainConfig:
     progress: bool = True  # a tqdm bar (when installed); without one, evaluations print as lines
 
     def __post_init__(self) -> None:
-        if self.lr_decay_iters is None:
-            self.lr_decay_iters = self.max_iters
-        if self.min_lr is None:
-            self.min_lr = self.learning_rate / 10
         for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < (0 if name == "max_iters" else 1):
                 raise ValueError(f"{name} must be {'non-negative' if name == 'max_iters' else 'positive'}, "
                                  f"got {getattr(self, name)}")
-        if not (self.learning_rate > 0 and 0 <= self.min_lr <= self.learning_rate):
+        if not (self.learning_rate > 0 and 0 <= self.final_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
-                             f"got learning_rate {self.learning_rate} and min_lr {self.min_lr} (give --min-lr)")
+                             f"got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give --min-lr)")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0 and self.grad_clip >= 0):
             raise ValueError(f"beta1 and beta2 must be in [0, 1) and weight_decay and grad_clip >= 0, got betas "
                              f"({self.beta1}, {self.beta2}), weight_decay {self.weight_decay}, grad_clip {self.grad_clip}")
@@ -114,16 +111,32 @@ class TrainConfig:
             values["min_lr"] = values["learning_rate"]
         return cls(**values)
 
+    @property
+    def final_lr(self) -> float:
+        """Where the decay ends: min_lr, or learning_rate / 10 when it is not given."""
+        return self.learning_rate / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def decay_end(self) -> int:
+        """The step the decay ends at: lr_decay_iters, or max_iters when it is not given."""
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    def resolved(self) -> "TrainConfig":
+        """A checked copy with min_lr and lr_decay_iters filled in from the current values (a
+        field changed after creation counts, as it does for a PyTorch scheduler made then)."""
+        return dataclasses.replace(self, min_lr=self.final_lr, lr_decay_iters=self.decay_end)
+
     def lr_at(self, it: int) -> float:
         """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's get_lr)."""
         if not self.decay_lr:
             return self.learning_rate
         if it < self.warmup_iters:
             return self.learning_rate * (it + 1) / (self.warmup_iters + 1)
-        if it > self.lr_decay_iters:
-            return self.min_lr
-        ratio = (it - self.warmup_iters) / max(1, self.lr_decay_iters - self.warmup_iters)
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (self.learning_rate - self.min_lr)
+        end, final = self.decay_end, self.final_lr
+        if it > end:
+            return final
+        ratio = (it - self.warmup_iters) / max(1, end - self.warmup_iters)
+        return final + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (self.learning_rate - final)
 
 
 class Objective(Protocol):
@@ -312,6 +325,7 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     checkpoint for a resumed run to reuse. With `resume`, training continues the checkpoint in
     `out_dir` exactly; `model` must hold its weights (load it from `out_dir`: GPT.load,
     fl.load_model...), else ValueError."""
+    config = config.resolved()  # checked again: fields may have been set since it was made
     with _matmul_precision(config.dtype):
         return _run(model, objective, config, Path(out_dir), resume, settings or {})
 
