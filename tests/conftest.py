@@ -7,6 +7,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def fresh_seed_stream():
+    """Each test starts the stream behind unseeded calls afresh (as at import), so its unseeded
+    models and samples do not depend on which tests ran before it. Fixtures shared between
+    tests pass their seeds."""
+    import ferrolm
+
+    ferrolm.manual_seed(0)
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

@@ -31,7 +31,7 @@ def task(tmp_path_factory):
     (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     tok = fl.Tokenizer.train_from_iterator(lines, kind="wordpiece", vocab_size=800)
     BERT.create(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=48, pad_token_id=tok.pad_id, tokenizer=tok).save(tmp / "bert")
+                max_position_embeddings=48, pad_token_id=tok.pad_id, seed=0, tokenizer=tok).save(tmp / "bert")
     return tmp
 
 

@@ -745,6 +745,31 @@ def test_calls_without_a_seed_draw_from_the_stream_manual_seed_restarts():
         fl.nn.Dropout(1.0)
 
 
+def test_new_models_and_samples_follow_manual_seed():
+    """GPT.create and BERT.create without a seed, and sampling without one, draw from the stream:
+    a seed sweep with manual_seed gave identical models, and every sampling call the same text.
+    Greedy decoding draws nothing."""
+    def gpt():
+        return fl.GPT.create(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)
+
+    def weights(model):
+        return np.concatenate([t.numpy().ravel() for _, t in model.named_parameters()])
+
+    fl.manual_seed(1)
+    a, a_bert = gpt(), fl.BERT.create(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    samples = [a.generate([1, 2, 3], 12) for _ in range(2)]
+    fl.manual_seed(2)
+    b, b_bert = gpt(), fl.BERT.create(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    assert not np.array_equal(weights(a), weights(b)) and not np.array_equal(weights(a_bert), weights(b_bert))
+    assert samples[0] != samples[1]  # 12 tokens of 50 from a random model
+    fl.manual_seed(1)
+    np.testing.assert_array_equal(weights(gpt()), weights(a))
+    fl.BERT.create(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    a.generate([1, 2, 3], 12, temperature=0)  # greedy: leaves the stream where it was
+    assert [a.generate([1, 2, 3], 12) for _ in range(2)] == samples
+    assert a.generate([1, 2, 3], 12, seed=5) == a.generate([1, 2, 3], 12, seed=5)
+
+
 def test_comparisons_are_elementwise_and_argmax_gives_indices():
     """`==` compared identity (two equal tensors were unequal) and there was no argmax, so an
     accuracy written the PyTorch way was silently wrong."""

@@ -359,7 +359,7 @@ class Gpt:
         dropout: float = 0.0,
         bias: bool = True,
         layer_norm_epsilon: float = 1e-5,
-        seed: int = 0,
+        seed: Optional[int] = None,
         attn_dropout: Optional[float] = None,
         activation_function: str = "gelu_new",
     ) -> Self: ...
@@ -406,7 +406,7 @@ class Gpt:
         top_k: Optional[int] = None,
         top_p: Optional[float] = None,
         repetition_penalty: float = 1.0,
-        seed: int = 0,
+        seed: Optional[int] = None,
         stop_tokens: Sequence[int] = (),
         vocab_limit: Optional[int] = None,
     ) -> Generation:
@@ -429,7 +429,7 @@ class Bert:
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         pooler: bool = False,
-        seed: int = 0,
+        seed: Optional[int] = None,
         attention_probs_dropout_prob: Optional[float] = None,
     ) -> Self: ...
     @staticmethod

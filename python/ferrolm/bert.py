@@ -31,8 +31,9 @@ class BERT(CoreModel):
     def create(cls, *, vocab_size: int, hidden_size: int = 256, num_hidden_layers: int = 4, num_attention_heads: int = 4,
                intermediate_size: Optional[int] = None, max_position_embeddings: int = 128, type_vocab_size: int = 2,
                hidden_dropout_prob: float = 0.1, attention_probs_dropout_prob: Optional[float] = None,
-               pad_token_id: int = 0, pooler: bool = False, seed: int = 0, tokenizer=None) -> "BERT":
-        """A freshly initialised encoder. Attention probabilities are dropped at
+               pad_token_id: int = 0, pooler: bool = False, seed: Optional[int] = None, tokenizer=None) -> "BERT":
+        """A freshly initialised encoder, from `seed` (None: the next seed of the stream
+        `fl.manual_seed` restarts). Attention probabilities are dropped at
         `hidden_dropout_prob` unless `attention_probs_dropout_prob` is given."""
         core = _core.Bert(vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
                           intermediate_size or 4 * hidden_size, max_position_embeddings=max_position_embeddings,

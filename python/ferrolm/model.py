@@ -29,8 +29,9 @@ class GPT(CoreModel):
     @classmethod
     def create(cls, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                dropout: float = 0.0, attn_dropout: Optional[float] = None, bias: bool = True,
-               activation_function: str = "gelu_new", seed: int = 0, tokenizer=None) -> "GPT":
-        """A freshly initialised model (GPT-2 initialisation, seeded). `dropout` applies to the
+               activation_function: str = "gelu_new", seed: Optional[int] = None, tokenizer=None) -> "GPT":
+        """A freshly initialised model (GPT-2 initialisation from `seed`; None: the next seed of
+        the stream `fl.manual_seed` restarts, as torch.manual_seed governs a new model). `dropout` applies to the
         embeddings and residual branches and, unless `attn_dropout` says otherwise, to the
         attention probabilities (nanoGPT's one rate). `bias` defaults to GPT-2's True
         (`ferrolm pretrain` uses nanoGPT's False); `activation_function` to GPT-2's "gelu_new"
@@ -104,7 +105,7 @@ class GPT(CoreModel):
                  max_new_tokens: int = 200, *,
                  temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
-                 stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: int = 0,
+                 stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: Optional[int] = None,
                  stream: bool = False, chat: bool = False):
         """Continues `prompt` (a string, or a list of strings generated as one batch).
 
@@ -112,7 +113,12 @@ class GPT(CoreModel):
         prompts, or with `stream=True` an iterator of text pieces as tokens arrive (single
         prompt). Generation stops at `max_new_tokens`, a stop token, or a stop string (which
         is not included; it is matched in the generated text, not across the prompt's end).
-        `temperature=0` is greedy. Prompts longer than the context raise ValueError, and past
+
+        Sampling: `temperature` scales the logits (0: greedy); `top_k` keeps the k most likely
+        tokens, `top_p` the smallest set whose probability reaches p; `repetition_penalty` > 1
+        makes tokens already in the row less likely (CTRL's, as Hugging Face's). `seed` fixes
+        the draws; None (the default) takes the next seed of the stream `fl.manual_seed`
+        restarts, so each call samples anew, as Hugging Face's generate does. Prompts longer than the context raise ValueError, and past
         the context each row goes on from the last half of its window; an empty prompt raises
         ValueError. With `chat=True` (a model from `ferrolm
         sft`, see `is_chat`) each prompt is a user turn of the chat template and the answer

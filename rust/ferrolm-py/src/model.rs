@@ -15,7 +15,7 @@ use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
 use crate::errors::IntoPy;
-use crate::nn::named;
+use crate::nn::{named, seed_or_next};
 use crate::tensor::{mask_of_shape, to_ids, to_tensor, PyTensor};
 use crate::tokenizer::PyTokenizer;
 use crate::{compute, compute_locked, locked};
@@ -80,7 +80,7 @@ impl Inputs {
 #[pymethods]
 impl PyGpt {
     #[new]
-    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = 0, attn_dropout = None, activation_function = "gelu_new"))]
+    #[pyo3(signature = (vocab_size, block_size, n_layer, n_head, n_embd, dropout = 0.0, bias = true, layer_norm_epsilon = 1e-5, seed = None, attn_dropout = None, activation_function = "gelu_new"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -92,7 +92,7 @@ impl PyGpt {
         dropout: f32,
         bias: bool,
         layer_norm_epsilon: f32,
-        seed: u64,
+        seed: Option<u64>,
         attn_dropout: Option<f32>,
         activation_function: &str,
     ) -> PyResult<Self> {
@@ -112,6 +112,7 @@ impl PyGpt {
             bos_token_id: None,
             eos_token_id: None,
         };
+        let seed = seed_or_next(seed);
         compute(py, || Gpt::new(config, seed)).py().map(PyGpt)
     }
 
@@ -205,8 +206,8 @@ impl PyGpt {
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
     // `text_signature`: pyo3 would render the `Vec::new()` default as `...` (stubs say `()`).
     #[pyo3(
-        signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = 0, stop_tokens = Vec::new(), vocab_limit = None),
-        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=0, stop_tokens=(), vocab_limit=None)"
+        signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = None, stop_tokens = Vec::new(), vocab_limit = None),
+        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=None, stop_tokens=(), vocab_limit=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn generation(
@@ -217,10 +218,12 @@ impl PyGpt {
         top_k: Option<usize>,
         top_p: Option<f32>,
         repetition_penalty: f32,
-        seed: u64,
+        seed: Option<u64>,
         stop_tokens: Vec<i64>,
         vocab_limit: Option<usize>,
     ) -> PyResult<PyGeneration> {
+        // Greedy decoding draws nothing: it leaves the stream as it was (as dropout at p=0 does).
+        let seed = if temperature > 0.0 { seed_or_next(seed) } else { seed.unwrap_or(0) };
         let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed, vocab_limit };
         compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens))
             .py()
@@ -237,7 +240,7 @@ impl PyBert {
     #[new]
     #[pyo3(signature = (vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
                         max_position_embeddings = 512, type_vocab_size = 2, hidden_dropout_prob = 0.1,
-                        layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = 0, attention_probs_dropout_prob = None))]
+                        layer_norm_eps = 1e-12, pad_token_id = 0, pooler = false, seed = None, attention_probs_dropout_prob = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -252,7 +255,7 @@ impl PyBert {
         layer_norm_eps: f32,
         pad_token_id: usize,
         pooler: bool,
-        seed: u64,
+        seed: Option<u64>,
         attention_probs_dropout_prob: Option<f32>,
     ) -> PyResult<Self> {
         let config = BertConfig {
@@ -268,6 +271,7 @@ impl PyBert {
             layer_norm_eps,
             pad_token_id,
         };
+        let seed = seed_or_next(seed);
         compute(py, || Bert::new(config, pooler, seed)).py().map(PyBert)
     }
 
