@@ -204,6 +204,18 @@ def test_ctrl_c_interrupts_a_long_generation():
     assert seconds_to_interrupt(setup, "model.generate([1, 2, 3], max_new_tokens=10**7)") < 10
 
 
+def test_ctrl_c_interrupts_scoring_a_long_text():
+    # Scoring ran its windows as one call without a look at signals (perplexity of a long
+    # held-out text: several seconds); the stop is now seen between windows.
+    setup = """
+        import numpy as np
+        from ferrolm.model import GPT
+        model = GPT.create(vocab_size=100, block_size=256, n_layer=4, n_head=4, n_embd=128, seed=1)
+        ids = np.random.default_rng(0).integers(0, 100, 400_000)
+    """
+    assert seconds_to_interrupt(setup, "model.score(ids)") < 1.0
+
+
 def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):
     from ferrolm.train import CausalLM, TrainConfig, train
 

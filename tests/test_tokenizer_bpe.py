@@ -62,6 +62,16 @@ def test_training_matches_hf_on_adversarial_corpus():
     assert json.loads(ours.to_str())["model"]["vocab"] == json.loads(ref.to_str())["model"]["vocab"]
 
 
+def test_one_long_text_trains_as_hf_trains_it(shakespeare):
+    """A text of a megabyte is counted in pieces (on every thread, interruptible) that
+    pre-tokenize as the whole: the vocabulary and merges are still Hugging Face's."""
+    text = shakespeare + "  \n\n " + " ".join(ADV)  # runs of spaces and newlines across the cuts
+    ours = ferrolm.Tokenizer.train_from_iterator([text], vocab_size=1200)
+    a, b = json.loads(ours.to_str())["model"], json.loads(hf_bpe([text], 1200).to_str())["model"]
+    assert a["vocab"] == b["vocab"]
+    assert a["merges"] == [m if isinstance(m, str) else " ".join(m) for m in b["merges"]]
+
+
 def test_hf_trained_vocab_gives_identical_ids(eval_texts, shakespeare):
     ref = hf_bpe(ADV + [shakespeare], 2000)
     ours = ferrolm.Tokenizer.from_str(ref.to_str())

@@ -284,6 +284,17 @@ def test_ctrl_c_stops_tokenizer_training():
     assert seconds_to_interrupt(setup, "ferrolm.Tokenizer.train_from_iterator(texts, vocab_size=150_000)") < 3.0
 
 
+def test_ctrl_c_stops_wordpiece_training_on_one_long_text():
+    # A single text was counted as one unit, so Ctrl-C waited for the whole count (about 3 s
+    # for 40 MB); it is now counted in pieces, and the stop is seen between them.
+    setup = """
+        import ferrolm
+        from ferrolm.data import BUNDLED_CORPUS
+        text = BUNDLED_CORPUS.read_text() * 40
+    """
+    assert seconds_to_interrupt(setup, "ferrolm.Tokenizer.train_from_iterator([text], kind='wordpiece')") < 1.0
+
+
 def test_ctrl_c_stops_a_large_encode_batch():
     # A batch was encoded, and its lists built, in one go, so Ctrl-C waited for the end (here
     # about 7 s for 100 MB); it is now seen between chunks of a few megabytes.

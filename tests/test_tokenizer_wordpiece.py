@@ -77,6 +77,16 @@ def test_a_files_truncation_and_padding_are_kept_and_said_to_be_unapplied(corpus
         ferrolm.Tokenizer.from_str(ref.to_str())
 
 
+def test_one_long_text_trains_as_its_lines_do(corpus):
+    """One long text is counted in pieces (it was one unit: one thread, 16 bytes a character,
+    deaf to Ctrl-C), cut between words: it gives the vocabulary its lines give."""
+    text = "\n".join(corpus)
+    assert len(text) > 1 << 17
+    one = ferrolm.Tokenizer.train_from_iterator([text], kind="wordpiece", vocab_size=1500)
+    assert one.get_vocab() == ferrolm.Tokenizer.train_from_iterator(text.split("\n"), kind="wordpiece",
+                                                                     vocab_size=1500).get_vocab()
+
+
 def test_sentence_pairs_match_hf_both_ways(corpus):
     """BERT's pair framing, [CLS] a [SEP] b [SEP] with type ids 0 then 1, for a vocabulary
     trained by ferrolm (read by HF) and one trained by HF (read by ferrolm)."""

@@ -2,7 +2,10 @@
 //! Nothing here computes; every function converts arguments, releases the GIL around the core
 //! call, and maps core errors to Python exceptions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -12,6 +15,8 @@ mod model;
 mod nn;
 mod tensor;
 mod tokenizer;
+
+use errors::IntoPy;
 
 /// Keeps freed tensor buffers in the heap instead of returning them to the OS. A training step
 /// frees and reallocates the same megabyte-sized buffers hundreds of times; with glibc's
@@ -29,6 +34,43 @@ fn tune_allocator() {
 /// (`ferrolm::compute`): how every binding that does real work calls the core.
 pub(crate) fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
     py.detach(|| ferrolm::compute(f))
+}
+
+/// Runs a long core call (a tokenizer training step, scoring a long text) on another thread
+/// while this one watches for Ctrl-C, which sets `stop` (polled by the call) and raises
+/// KeyboardInterrupt once the call has ended.
+pub(crate) fn interruptible<T: Send>(
+    py: Python<'_>,
+    stop: &AtomicBool,
+    f: impl FnOnce() -> ferrolm::Result<T> + Send,
+) -> PyResult<T> {
+    std::thread::scope(|scope| {
+        let (done, mut result) = mpsc::channel();
+        let working = scope.spawn(move || done.send(ferrolm::compute(f)));
+        loop {
+            // The receiver goes along and comes back: it cannot be shared with the detached closure.
+            let waited;
+            (result, waited) = py.detach(move || {
+                let waited = result.recv_timeout(Duration::from_millis(50));
+                (result, waited)
+            });
+            match waited {
+                Ok(outcome) => return outcome.py(),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(interrupt) = py.check_signals() {
+                        stop.store(true, Ordering::Relaxed);
+                        let _ = py.detach(move || result.recv());
+                        return Err(interrupt);
+                    }
+                }
+                // The call panicked: raised here, as a panic in any other call is.
+                Err(RecvTimeoutError::Disconnected) => match working.join() {
+                    Err(panic) => std::panic::resume_unwind(panic),
+                    Ok(_) => unreachable!("the working thread ends after sending its outcome"),
+                },
+            }
+        }
+    })
 }
 
 /// Waits for the state of an object that Python threads may share (an optimizer, a generation):

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
@@ -18,7 +19,7 @@ use crate::errors::IntoPy;
 use crate::nn::{named, seed_or_next};
 use crate::tensor::{mask_of_shape, to_ids, to_tensor, PyTensor};
 use crate::tokenizer::PyTokenizer;
-use crate::{compute, compute_locked, locked};
+use crate::{compute, compute_locked, interruptible, locked};
 
 /// JSON text (a model config) as the equivalent Python object.
 fn json_to_py<'py>(py: Python<'py>, json: String) -> PyResult<Bound<'py, PyAny>> {
@@ -183,7 +184,8 @@ impl PyGpt {
         if shape.len() != 1 {
             return Err(PyValueError::new_err(format!("score takes one sequence of ids, got shape {shape:?}")));
         }
-        compute(py, || self.0.score(&ids, stride)).py().map(|v| v.into_pyarray(py))
+        let stop = AtomicBool::new(false);
+        interruptible(py, &stop, || self.0.score_until(&ids, stride, &stop)).map(|v| v.into_pyarray(py))
     }
 
     /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).

@@ -4,10 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
@@ -19,8 +16,8 @@ use ferrolm::tokenizer::{
 };
 use ferrolm::with_threads;
 
-use crate::compute;
 use crate::errors::IntoPy;
+use crate::{compute, interruptible};
 
 /// A text argument: `str` (unpaired surrogates rejected) or UTF-8 `bytes`.
 fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, str>> {
@@ -193,42 +190,6 @@ impl PyTokenizer {
     pub(crate) fn get(&self) -> Arc<Tokenizer> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
-}
-
-/// Runs a tokenizer training step on another thread while this one watches for Ctrl-C, which
-/// sets `stop` (polled by the training) and raises KeyboardInterrupt once the step has ended.
-fn interruptible<T: Send>(
-    py: Python<'_>,
-    stop: &AtomicBool,
-    f: impl FnOnce() -> ferrolm::Result<T> + Send,
-) -> PyResult<T> {
-    std::thread::scope(|scope| {
-        let (done, mut result) = mpsc::channel();
-        let training = scope.spawn(move || done.send(ferrolm::compute(f)));
-        loop {
-            // The receiver goes along and comes back: it cannot be shared with the detached closure.
-            let waited;
-            (result, waited) = py.detach(move || {
-                let waited = result.recv_timeout(Duration::from_millis(50));
-                (result, waited)
-            });
-            match waited {
-                Ok(outcome) => return outcome.py(),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(interrupt) = py.check_signals() {
-                        stop.store(true, Ordering::Relaxed);
-                        let _ = py.detach(move || result.recv());
-                        return Err(interrupt);
-                    }
-                }
-                // The training panicked: raised here, as a panic in any other call is.
-                Err(RecvTimeoutError::Disconnected) => match training.join() {
-                    Err(panic) => std::panic::resume_unwind(panic),
-                    Ok(_) => unreachable!("the training thread ends after sending its outcome"),
-                },
-            }
-        }
-    })
 }
 
 #[allow(clippy::too_many_arguments)]

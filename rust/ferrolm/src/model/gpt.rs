@@ -6,6 +6,7 @@
 //! here loads in `transformers`, and a GPT-2 checkpoint from the Hub loads here.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 
@@ -309,6 +310,12 @@ impl Gpt {
     /// did not, so every token is predicted from at least `block_size − stride` tokens before
     /// it (all of them near the start).
     pub fn score(&self, ids: &[i64], stride: Option<usize>) -> Result<Vec<f32>> {
+        self.score_until(ids, stride, &AtomicBool::new(false))
+    }
+
+    /// [`Gpt::score`], ending with [`crate::Error::Interrupted`] at the next window once `stop`
+    /// is set (from another thread: a Ctrl-C watcher, say).
+    pub fn score_until(&self, ids: &[i64], stride: Option<usize>, stop: &AtomicBool) -> Result<Vec<f32>> {
         let (n, block) = (ids.len(), self.config.block_size);
         ensure!(n >= 2, Argument, "score needs at least two tokens, got {n}");
         let stride = stride.unwrap_or((block / 2).max(1));
@@ -321,6 +328,9 @@ impl Gpt {
         let mut out = Vec::with_capacity(n - 1);
         let mut end = n.min(block);
         crate::no_grad(|| loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
             // The window ids[begin..end] scores tokens out.len() + 1 .. end - 1, from its rows
             // before them: only those rows go through the head.
             let begin = end - block.min(end);

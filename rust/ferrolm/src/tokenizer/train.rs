@@ -48,6 +48,9 @@ impl std::str::FromStr for ModelKind {
     }
 }
 
+/// Bytes from which a text is counted in pieces (see [`Trainer::feed`]).
+const LONG_UNIT: usize = 1 << 16;
+
 /// Training settings.
 #[derive(Clone, Debug)]
 pub struct TrainerConfig {
@@ -233,9 +236,11 @@ impl Trainer {
             .try_reduce(Local::default, |a, b| Ok(a.absorb(b)))
     }
 
-    /// Counts texts; each text is one unit (pre-tokenized as a whole).
+    /// Counts texts, each pre-tokenized as a whole. A long one is counted in pieces that
+    /// pre-tokenize as the whole does (`split_long`), so it is counted on every thread, in
+    /// memory proportional to a piece, and a stop is seen between pieces.
     pub fn feed<S: AsRef<str> + Sync>(&mut self, texts: &[S]) -> Result<()> {
-        let units: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let units: Vec<&str> = texts.iter().flat_map(|t| split_long(t.as_ref(), LONG_UNIT)).collect();
         let local = self.count_units(&units)?;
         self.absorb(local);
         Ok(())
@@ -247,7 +252,7 @@ impl Trainer {
         for_each_chunk(path, chunk, |text| {
             // A line is a unit, and a unit is counted on one thread in memory proportional to it
             // (WordPiece: 16 bytes a character): a file of one 80 MB line took 1.4 GB.
-            let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|line| split_long(line, 1 << 16)).collect();
+            let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|line| split_long(line, LONG_UNIT)).collect();
             let local = self.count_units(&lines)?;
             self.absorb(local);
             Ok(())
