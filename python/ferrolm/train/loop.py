@@ -610,11 +610,8 @@ def _describe(bar, record: dict) -> None:
 
 def _plot(out: Path) -> None:
     """loss.png from metrics.jsonl, when matplotlib is installed (an optional extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a Figure of its own: pyplot's state (a notebook's backend, its figures) stays the user's
+        from matplotlib.figure import Figure
     except ImportError:
         print(f"ferrolm: no {out / 'loss.png'}: matplotlib is not installed (pip install matplotlib)",
               file=sys.stderr, flush=True)
@@ -622,7 +619,8 @@ def _plot(out: Path) -> None:
     records = [json.loads(line) for line in lines_of((out / METRICS_FILE).read_text(encoding="utf-8")) if line.strip()]
     steps = [(r["step"], r["loss"]) for r in records if "loss" in r]
     vals = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     if steps:
         ax.plot(*zip(*steps), label="train (batch)", alpha=0.6)
     if vals:
@@ -633,4 +631,3 @@ def _plot(out: Path) -> None:
     fig.tight_layout()
     with atomic_file(out / "loss.png", binary=True) as f:
         fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
