@@ -770,6 +770,73 @@ def test_new_models_and_samples_follow_manual_seed():
     assert a.generate([1, 2, 3], 12, seed=5) == a.generate([1, 2, 3], 12, seed=5)
 
 
+def test_deepcopy_gives_independent_models_layers_and_tensors():
+    """copy.deepcopy (PyTorch's way to a reference model) raised TypeError for models, layers
+    and tensors. Copies own their weights; frozen parameters stay frozen and stay parameters."""
+    import copy
+
+    class Net(fl.nn.Module):
+        def __init__(self):
+            self.emb, self.norm = fl.Embedding(10, 8), fl.LayerNorm(8)
+            self.layers = [fl.Linear(8, 8), fl.Linear(8, 3, bias=False)]
+            self.scale = fl.ones(8, requires_grad=True)
+
+    net = Net()
+    net.scale.requires_grad = False  # frozen after assignment: still a parameter
+    twin = copy.deepcopy(net)
+    assert [n for n, _ in twin.named_parameters()] == [n for n, _ in net.named_parameters()]
+    for (_, a), (_, b) in zip(net.named_parameters(), twin.named_parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert a.uid != b.uid and a.requires_grad == b.requires_grad
+    net.layers[0].weight.copy_(np.zeros((8, 8), np.float32))
+    assert twin.layers[0].weight.numpy().any()  # its own storage
+    gpt = fl.GPT.create(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    bert = fl.BERT.create(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, pooler=True)
+    bert.core.named_parameters()[0][1].requires_grad = False
+    for model in (gpt, bert):
+        ref = copy.deepcopy(model)
+        assert type(ref) is type(model) and ref.config == model.config
+        for (na, a), (nb, b) in zip(model.named_parameters(), ref.named_parameters()):
+            assert na == nb and a.uid != b.uid and a.requires_grad == b.requires_grad
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = fl.randn(2, 2, requires_grad=True)
+    assert copy.deepcopy(x).requires_grad and copy.deepcopy(x).uid != x.uid
+    with pytest.raises(TypeError, match="only leaf tensors can be deep-copied"):
+        copy.deepcopy(x * 2)
+
+
+def test_one_element_tensors_format_and_convert_as_numbers():
+    """f"{loss:.4f}" (a training loop's most common line) and int(t) raised TypeError."""
+    loss = fl.tensor(2.71828)
+    assert f"{loss:.3f}" == "2.718" and f"{fl.tensor([[7.5]]):>6.1f}" == "   7.5" and int(loss) == 2 and int(-loss) == -2
+    assert f"{fl.ones(2)}" == repr(fl.ones(2))
+    with pytest.raises(TypeError, match="needs a one-element tensor"):
+        f"{fl.ones(2):.2f}"
+    with pytest.raises(ValueError):
+        int(fl.tensor(float("nan")))
+
+
+def test_layers_models_and_optimizers_print_what_they_are():
+    """Modules print their layers as PyTorch prints a model; optimizers their settings (all
+    showed `<... object at 0x...>`)."""
+    class Block(fl.nn.Module):
+        def __init__(self):
+            self.norm, self.proj, self.drop = fl.LayerNorm(4), [fl.Linear(4, 2, bias=False)], fl.nn.Dropout(0.1)
+
+    class Net(fl.nn.Module):
+        def __init__(self):
+            self.emb, self.block = fl.Embedding(10, 4), Block()
+
+    assert repr(Net()) == ("Net(\n  (emb): Embedding(10, 4)\n  (block): Block(\n    (norm): LayerNorm(4, eps=1e-5, bias=True)\n"
+                           "    (proj.0): Linear(in_features=4, out_features=2, bias=False)\n    (drop): Dropout(p=0.1)\n  )\n)")
+    w, b = fl.ones(2, 2, requires_grad=True), fl.ones(2, requires_grad=True)
+    opt = fl.AdamW([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}], lr=3e-4)
+    assert repr(opt) == ("AdamW(lr=0.0003, betas=(0.9, 0.999), eps=1e-08; parameters: 1 with weight_decay=0.1, "
+                         "1 with weight_decay=0.0)")
+    assert repr(fl.SGD([w], lr=0.1, momentum=0.9)).startswith("SGD(lr=0.1, momentum=0.9, nesterov=False;")
+    assert repr(fl.zeros(2, 0, 3)) == "Tensor([], size=(2, 0, 3))" and repr(fl.zeros(0)) == "Tensor([], size=(0,))"  # was "Tensor([])", shape lost
+
+
 def test_comparisons_are_elementwise_and_argmax_gives_indices():
     """`==` compared identity (two equal tensors were unequal) and there was no argmax, so an
     accuracy written the PyTorch way was silently wrong."""

@@ -64,11 +64,6 @@ class GPT(CoreModel):
     def logits(self, hidden: Tensor) -> Tensor:
         return self.core.logits(hidden)
 
-    def copy(self) -> "GPT":
-        """An independent copy (own weights and tokenizer), e.g. a frozen reference model."""
-        tok = self.tokenizer
-        return GPT(self.core.deep_clone(), None if tok is None else tok.copy())
-
     # ------------------------------------------------------------ text
 
     def _tok(self):

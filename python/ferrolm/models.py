@@ -101,6 +101,15 @@ class CoreModel:
                                  else "ferrolm loads gpt2 and bert models"))
         return cls(cls.core_class.load(str(path)), load_tokenizer(path))
 
+    def copy(self):
+        """An independent copy (own weights, frozen ones still frozen, and own tokenizer), e.g.
+        a reference model; `copy.deepcopy(model)` gives the same."""
+        tok = self.tokenizer
+        return type(self)(self.core.deep_clone(), None if tok is None else tok.copy())
+
+    def __deepcopy__(self, memo: dict):
+        return self.copy()
+
     def __repr__(self) -> str:
         shown = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd", "max_position_embeddings",
                  "num_hidden_layers", "num_attention_heads", "hidden_size")

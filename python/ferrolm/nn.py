@@ -3,6 +3,7 @@ layers (Linear, Embedding, LayerNorm)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,6 +46,29 @@ class Module:
         if assigned:
             self.__dict__.setdefault("_parameter_uids", set()).update(assigned)
         super().__setattr__(name, value)
+
+    def __deepcopy__(self, memo: dict) -> "Module":
+        """`copy.deepcopy`: every attribute copied, tensors as new leaves; a parameter frozen
+        since it was assigned stays a parameter of the copy."""
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        state = copy.deepcopy(self.__dict__, memo)
+        registered = self.__dict__.get("_parameter_uids")
+        if registered:  # the copies of the registered tensors, which deepcopy noted in memo
+            state["_parameter_uids"] = {memo[id(t)].uid for t in _tensors_in(list(self.__dict__.values()))
+                                        if t.uid in registered and id(t) in memo}
+        copied.__dict__.update(state)
+        return copied
+
+    def __repr__(self) -> str:
+        """The module and the layers it holds, one per line, as PyTorch prints a model."""
+        children = "".join(f"\n  ({name}): " + repr(layer).replace("\n", "\n  ")
+                           for attr, value in vars(self).items() for name, layer in _layers_in(value, attr))
+        return f"{type(self).__name__}({self.extra_repr()}{children}{chr(10) if children else ''})"
+
+    def extra_repr(self) -> str:
+        """This module's own settings, shown in its repr (as PyTorch's extra_repr)."""
+        return ""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -117,6 +141,9 @@ class Dropout(Module):
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
 
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
     def forward(self, x: Tensor) -> Tensor:
         return dropout(x, self.p, training=self.training)
 
@@ -142,6 +169,15 @@ def _modules_in(value: Any) -> Iterator[Module]:
     elif isinstance(value, (list, tuple, dict)):
         for item in value.values() if isinstance(value, dict) else value:
             yield from _modules_in(item)
+
+
+def _layers_in(value: Any, name: str) -> Iterator[tuple[str, Any]]:
+    """The modules, Rust layers and models in an attribute's value, named as in named_parameters."""
+    if isinstance(value, (list, tuple, dict)):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            yield from _layers_in(item, f"{name}.{key}")
+    elif not isinstance(value, Tensor) and callable(getattr(value, "named_parameters", None)):
+        yield name, value
 
 
 def _tensors_in(value: Any) -> Iterator[Tensor]:

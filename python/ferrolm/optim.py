@@ -88,6 +88,11 @@ class _Optimizer:
             groups.setdefault(decay, []).append(i)
         return [{"lr": self.lr, "weight_decay": decay, **self._settings, "params": ids} for decay, ids in groups.items()]
 
+    def __repr__(self) -> str:
+        groups = ", ".join(f"{len(g['params'])} with weight_decay={g['weight_decay']}" for g in self._groups())
+        settings = "".join(f", {k}={v}" for k, v in self._settings.items())
+        return f"{type(self).__name__}(lr={self.lr:g}{settings}; parameters: {groups or 'none'})"
+
     def load_state_dict(self, state_dict: dict) -> None:
         """Restores a ``state_dict()`` of an optimizer over the same parameters (same order and
         shapes, same settings): the learning rate and every parameter's state. A state that does

@@ -299,6 +299,11 @@ impl PyBert {
         json_to_py(py, self.0.config().to_json().to_string())
     }
 
+    /// An independent copy of the model (own weights).
+    fn deep_clone(&self, py: Python<'_>) -> PyResult<PyBert> {
+        compute(py, || self.0.deep_clone()).py().map(PyBert)
+    }
+
     /// The same encoder (weights shared) with a freshly initialised pooler.
     #[pyo3(signature = (seed = 0))]
     fn with_new_pooler(&self, py: Python<'_>, seed: u64) -> PyResult<PyBert> {

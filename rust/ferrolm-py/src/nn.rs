@@ -12,7 +12,7 @@ use ferrolm::{AdamW, Optimizer, ParamState, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
 use crate::errors::IntoPy;
-use crate::tensor::{run, shape_args, to_ids, PyTensor};
+use crate::tensor::{leaf_copy, run, shape_args, to_ids, PyTensor};
 use crate::{compute, compute_locked, locked};
 
 /// One parameter's optimiser state as Python sees it: ([(buffer name, values)], steps).
@@ -51,6 +51,14 @@ impl PyLinear {
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
     }
+    /// `copy.deepcopy`: a layer with its own copy of the weights.
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        PyLinear(nn::Linear { weight: leaf_copy(&self.0.weight), bias: self.0.bias.as_ref().map(leaf_copy) })
+    }
+    fn __repr__(&self) -> String {
+        let shape = self.0.weight.shape();
+        format!("Linear(in_features={}, out_features={}, bias={})", shape[1], shape[0], py_bool(self.0.bias.is_some()))
+    }
 }
 
 /// A lookup table of `num_embeddings` vectors of size `embedding_dim`.
@@ -75,6 +83,14 @@ impl PyEmbedding {
     }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
+    }
+    /// `copy.deepcopy`: a table with its own copy of the vectors.
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        PyEmbedding(nn::Embedding { weight: leaf_copy(&self.0.weight) })
+    }
+    fn __repr__(&self) -> String {
+        let shape = self.0.weight.shape();
+        format!("Embedding({}, {})", shape[0], shape[1])
     }
 }
 
@@ -102,6 +118,24 @@ impl PyLayerNorm {
     }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
+    }
+    /// `copy.deepcopy`: a layer with its own copy of the weights.
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        let l = &self.0;
+        PyLayerNorm(nn::LayerNorm { weight: leaf_copy(&l.weight), bias: l.bias.as_ref().map(leaf_copy), eps: l.eps })
+    }
+    fn __repr__(&self) -> String {
+        let l = &self.0;
+        format!("LayerNorm({}, eps={:e}, bias={})", l.weight.numel(), l.eps, py_bool(l.bias.is_some()))
+    }
+}
+
+/// Python's spelling of a bool, for reprs.
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
     }
 }
 

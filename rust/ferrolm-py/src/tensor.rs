@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDy
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{IntoPyDict, PySlice, PyTuple};
+use pyo3::types::{IntoPyDict, PyFloat, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -33,6 +33,16 @@ fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py
         )));
     }
     arr.call_method1("astype", ("float32",))?.extract::<PyReadonlyArrayDyn<f32>>()
+}
+
+/// A leaf holding a copy of `t`'s data, collecting gradients if `t` does (`copy.deepcopy`).
+pub(crate) fn leaf_copy(t: &Tensor) -> Tensor {
+    let copy = t.deep_clone();
+    if t.requires_grad() {
+        copy.with_grad()
+    } else {
+        copy
+    }
 }
 
 /// A tensor from a Tensor, a Python number or an array-like.
@@ -286,6 +296,36 @@ impl PyTensor {
         self.item()
     }
 
+    /// `int(t)` for a one-element tensor: its value truncated, as `int(t.item())`.
+    fn __int__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        PyFloat::new(py, self.item()?.into()).call_method0("__int__")
+    }
+
+    /// `f"{t:.4f}"` formats a one-element tensor's value, as PyTorch does; `f"{t}"` any tensor.
+    fn __format__(&self, py: Python<'_>, spec: &str) -> PyResult<String> {
+        if self.0.numel() == 1 {
+            return PyFloat::new(py, self.item()?.into()).call_method1("__format__", (spec,))?.extract();
+        }
+        if spec.is_empty() {
+            return self.__repr__(py);
+        }
+        Err(PyTypeError::new_err(format!(
+            "format spec {spec:?} needs a one-element tensor, not one of shape {:?} (format t.numpy()'s values)",
+            self.0.shape()
+        )))
+    }
+
+    /// `copy.deepcopy(t)`: a new leaf with a copy of the data and the same `requires_grad`, as
+    /// PyTorch copies tensors the user made; a graph's results are refused, as there.
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        if !self.0.is_leaf() {
+            return Err(PyTypeError::new_err(
+                "only leaf tensors can be deep-copied (an operation's result is part of a graph): use t.detach().clone()",
+            ));
+        }
+        Ok(PyTensor(leaf_copy(&self.0)))
+    }
+
     fn tolist<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.numpy(py)?.call_method0("tolist")
     }
@@ -390,7 +430,13 @@ impl PyTensor {
         kwargs.set_item("prefix", "Tensor(")?;
         let body: String = np.call_method("array2string", (self.numpy(py)?,), Some(&kwargs))?.extract()?;
         let grad = if self.0.requires_grad() { ", requires_grad=True" } else { "" };
-        Ok(format!("Tensor({body}{grad})"))
+        // An empty tensor prints as [] whatever its shape: say the shape, as PyTorch does.
+        let size = match self.0.shape() {
+            _ if self.0.numel() > 0 => String::new(),
+            [n] => format!(", size=({n},)"),
+            shape => format!(", size=({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+        };
+        Ok(format!("Tensor({body}{size}{grad})"))
     }
 
     /// `==`, `!=`, `<`, `<=`, `>`, `>=` elementwise (broadcast; tensors, arrays or numbers): a

@@ -223,6 +223,19 @@ impl Bert {
         })
     }
 
+    /// An independent copy (own storage), e.g. a frozen reference model.
+    pub fn deep_clone(&self) -> Result<Bert> {
+        let mut copy = Bert::build(self.config.clone(), self.pooler.is_some(), 0, zeros)?;
+        if self.mlm.is_none() {
+            copy.mlm = None;
+        }
+        for ((_, dst), (_, src)) in copy.named_parameters().iter().zip(self.named_parameters()) {
+            dst.assign(&src.read())?;
+            dst.set_requires_grad(src.requires_grad())?; // frozen stays frozen
+        }
+        Ok(copy)
+    }
+
     /// The same encoder (weights shared) with a freshly initialised pooler, as Hugging Face
     /// gives a checkpoint without one loaded for sequence classification.
     pub fn with_new_pooler(&self, seed: u64) -> Result<Bert> {

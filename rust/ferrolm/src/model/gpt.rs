@@ -434,6 +434,7 @@ impl Gpt {
         let copy = Gpt::build(self.config.clone(), 0, zeros)?;
         for ((_, dst), (_, src)) in copy.named_parameters().iter().zip(self.named_parameters()) {
             dst.assign(&src.read())?;
+            dst.set_requires_grad(src.requires_grad())?; // frozen stays frozen
         }
         Ok(copy)
     }
