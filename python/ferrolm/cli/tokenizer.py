@@ -7,6 +7,7 @@ import sys
 import time
 
 from ferrolm.cli.common import count
+from ferrolm.tokenizer import KINDS, PATTERNS
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
@@ -69,12 +70,13 @@ def register_tokenizer(subparsers) -> None:
 
     t = sub.add_parser("train", help="train a tokenizer and save it as tokenizer.json")
     t.add_argument("files", nargs="*", help="UTF-8 text files, read line by line (default: bundled tiny Shakespeare)")
-    t.add_argument("--kind", choices=["bpe", "wordpiece", "char"], default="bpe", help="default bpe")
+    t.add_argument("--kind", choices=KINDS, default="bpe", help="default bpe")
     t.add_argument("--vocab-size", type=count(), default=8192, help="target vocabulary size, special tokens included (default 8192; char: upper bound, 0 = all)")
     t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
     t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times (default 0)")
     t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens (default depends on --kind)")
-    t.add_argument("--pattern", default=None, help='BPE pre-tokenizer: "gpt2" (default), "cl100k" or a regex')
+    t.add_argument("--pattern", default=None,
+                   help="BPE pre-tokenizer: " + ", ".join(f'"{p}"' for p in PATTERNS) + " or a regex (default gpt2)")
     t.add_argument("--cased", action="store_true", help="WordPiece: keep case and accents")
     t.add_argument("--limit-alphabet", type=count(1), default=None, help="WordPiece: keep the N most frequent characters")
     t.set_defaults(func=_tokenizer_train)

@@ -52,7 +52,9 @@ PRESETS = {
 
 @dataclass
 class TrainConfig:
-    """Optimisation and bookkeeping settings (nanoGPT's names and defaults where it has them)."""
+    """Optimisation and bookkeeping settings, by nanoGPT's names. The defaults are its
+    Shakespeare-char run's (config/train_shakespeare_char.py with its README's CPU settings:
+    2000 steps, 20 evaluation batches), not train.py's GPT-2 ones."""
 
     max_iters: int = 2000
     learning_rate: float = 1e-3
@@ -103,7 +105,7 @@ class TrainConfig:
     def preset(cls, kind: str, **overrides: Any) -> "TrainConfig":
         """The settings `ferrolm <kind>` trains with (`kind`: "sft", "reward", "classify", "dpo" or "ppo", an
         objective's `kind`), then `overrides`; PPO's learning rate stays constant unless a
-        min_lr is given. TrainConfig() itself has nanoGPT's pretraining settings."""
+        min_lr is given. TrainConfig() itself has nanoGPT's Shakespeare-char pretraining settings."""
         if kind not in PRESETS:
             raise ValueError(f"no preset for {kind!r}: one of {', '.join(PRESETS)}")
         values = {**PRESETS[kind], **overrides}

@@ -25,7 +25,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import ChatTemplate, pad_right
+from ferrolm.chat import ChatTemplate, pad_right, response_mask
 from ferrolm.data import digest
 from ferrolm.model import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, save_head
@@ -161,9 +161,7 @@ class PPO:
         ids, lengths = pad_right(rows, self.template.end)
         x = ids[:, :-1]
         starts = np.array([len(p) for p in prompts])
-        # Position t predicts ids[:, t+1]; response tokens are predicted at starts−1 … length−2.
-        t = np.arange(x.shape[1])[None, :]
-        mask = (t >= starts[:, None] - 1) & (t < lengths[:, None] - 1)
+        mask = response_mask(ids, lengths, starts)
         with no_grad():
             logits, values = gpt_policy(x)
             logp = token_logprobs(tempered_log_softmax(logits, self.temperature), ids[:, 1:]).numpy()

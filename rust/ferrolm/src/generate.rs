@@ -1,5 +1,6 @@
-//! Text generation with a KV cache: a batch of prompts of different lengths is left-padded,
-//! prefilled once, then extended one token per step; the prefix is never recomputed.
+//! Text generation with a KV cache ([`crate::ops::KvCache`], filled by
+//! [`crate::ops::attention_cached`]): a batch of prompts of different lengths is left-padded,
+//! prefilled once, then extended one token per step, each step computing only its new token.
 //!
 //! When a sequence reaches the model's context, its cache is rebuilt from its last half context
 //! (learned positions cannot simply be shifted), so generation can run past `block_size` at the

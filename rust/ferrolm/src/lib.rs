@@ -13,6 +13,21 @@
 //! assert_eq!(w.grad().unwrap().shape(), &[3, 2]);
 //! # Ok::<(), ferrolm::Error>(())
 //! ```
+//!
+//! ## Where each concept lives
+//!
+//! | concept | module |
+//! |---|---|
+//! | tensors, and the graph each op records | [`tensor`], [`autograd`] |
+//! | ops, each forward beside its backward (matmul, layernorm, softmax, cross-entropy, GELU, fused attention and its KV cache) | [`ops`] |
+//! | matrix products (packed AVX-512/AVX2 kernels, bf16) | [`gemm`], [`simd`] for elementwise math |
+//! | layers (Linear, Embedding, LayerNorm) | [`nn`] |
+//! | GPT-2 and BERT | [`model`] (`model::gpt`, `model::bert`) |
+//! | AdamW, SGD, gradient clipping (the learning-rate schedule is Python's `TrainConfig.lr_at`) | [`optim`] |
+//! | sampling with a KV cache, stop strings, streaming text | [`generate`] |
+//! | tokenizers: BPE (training in `tokenizer::bpe_train`), WordPiece, characters, Hugging Face and tiktoken files | [`tokenizer`] |
+//! | model directories (safetensors + config.json), atomic writes | [`checkpoint`] |
+//! | seeded random numbers, the thread pool | [`rng`], [`threads`] |
 
 pub mod autograd;
 pub mod checkpoint;

@@ -84,7 +84,7 @@ pub fn exp(x_in: f32) -> f32 {
     // Degree-6 Taylor–Horner polynomial for e^r on [−ln2/2, ln2/2].
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let exponent = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
-    // 2^n overflows at n = 128 (x above 88.03) though e^x does not: there, 2^127 · 2e^r.
+    // 2^n overflows at n = 128 (x from 127.5·ln2 ≈ 88.38) though e^x does not: there, 2^127 · 2e^r.
     let y = if exponent == 255 { (p + p) * f32::from_bits(254 << 23) } else { p * f32::from_bits(exponent << 23) };
     let y = if x_in > HIGH { f32::INFINITY } else { y };
     if x_in < LOW {

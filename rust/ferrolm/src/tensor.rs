@@ -2,8 +2,8 @@
 //!
 //! A tensor is a cheap handle (`Arc`) to its shape, its storage and — when it was made by an
 //! op from inputs that need gradients — the graph node that knows how to send gradients back
-//! (see [`crate::autograd`]). Storage is always contiguous; `reshape` shares it, everything
-//! else writes a fresh buffer.
+//! (see [`crate::autograd`]). Storage is always contiguous; `reshape` and `detach` share it,
+//! everything else writes a fresh buffer.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

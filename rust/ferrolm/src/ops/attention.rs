@@ -246,8 +246,7 @@ struct Scratch {
 /// Writes the gradients of Q, K and V, given the output and its gradient: `grads` holds the
 /// buffers and, for each of the three, the buffer and layout it goes to (one buffer for a
 /// packed projection, three for separate heads). Each batch is one parallel task owning its
-/// chunk of every buffer (a layout's batch stride), and every value of it is written (no
-/// zeroing needed).
+/// chunk of every buffer (a layout's batch stride), and writes every value of it.
 #[allow(clippy::too_many_arguments)]
 fn backward(
     q: (&[f32], Layout),
@@ -463,7 +462,8 @@ pub fn attention_qkv(
 }
 
 /// Keys and values of every layer for incremental decoding: per layer two [B, H, capacity, D]
-/// buffers, of which the first `len` positions are filled. The prefix is never recomputed.
+/// buffers, of which the first `len` positions are filled. A step computes only its new
+/// token's keys and values; past the context, `generate` rebuilds rows (`overwrite_rows`).
 pub struct KvCache {
     layers: Vec<(Vec<f32>, Vec<f32>)>,
     batch: usize,

@@ -1,9 +1,9 @@
-//! Fused, numerically stable cross-entropy over logits (softmax is never materialised in
-//! forward, and recomputed row by row in backward: no [N, V] buffer is kept).
+//! Fused, numerically stable cross-entropy over logits: forward needs only each row's
+//! log-sum-exp, and backward recomputes the softmax row by row, so no [N, V] buffer is kept.
 
 use rayon::prelude::*;
 
-use super::softmax::softmax_in_place;
+use super::softmax::{max_and_ln_sum, softmax_in_place};
 use crate::simd::vectorized;
 use crate::tensor::Tensor;
 use crate::{ensure, Result};
@@ -48,21 +48,17 @@ pub fn cross_entropy(
     }
     let targets = targets.to_vec();
     let count = targets.iter().filter(|&&t| !ignored(t)).count();
-    // The scratch row is filled from a row, so an empty input (whose V need not be
-    // allocatable) allocates none.
     let losses: Vec<f32> = logits
         .read()
         .par_chunks(v)
         .zip(targets.par_iter())
-        .map_init(Vec::new, |scratch, (row, &t)| {
+        .map(|(row, &t)| {
             if ignored(t) {
                 return 0.0;
             }
-            scratch.clear();
-            scratch.extend_from_slice(row);
             let (max, ln_sum) = vectorized(
                 #[inline(always)]
-                || softmax_in_place(scratch),
+                || max_and_ln_sum(row),
             );
             (max - row[t as usize]) + ln_sum
         })

@@ -61,17 +61,31 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
 /// Inlined so that, inside the callers' `vectorized`, exp and the sums run 16 wide.
 #[inline(always)]
 pub(crate) fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    // Everything masked: zeros. (f32::max skips NaN, so a row of NaN and -inf is not that.)
-    if max == f32::NEG_INFINITY && !row.iter().any(|v| v.is_nan()) {
+    let Some(max) = unmasked_max(row) else {
         row.fill(0.0);
         return (f32::NEG_INFINITY, 0.0);
-    }
+    };
     row.iter_mut().for_each(|v| *v = simd::exp(*v - max));
     let sum = simd::sum_zip([row], |[p]| p);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
     (max, sum.ln())
+}
+
+/// `softmax_in_place`'s (max, ln Σ e^(x − max)) without writing the row (the same sums, so the
+/// same bits): what a loss needs of it.
+pub(crate) fn max_and_ln_sum(row: &[f32]) -> (f32, f32) {
+    match unmasked_max(row) {
+        Some(max) => (max, simd::sum_zip([row], |[x]| simd::exp(x - max)).ln()),
+        None => (f32::NEG_INFINITY, 0.0),
+    }
+}
+
+/// The row's maximum, or None when everything is masked (−inf). f32::max skips NaN, so a row
+/// of NaN and −inf is not that.
+fn unmasked_max(row: &[f32]) -> Option<f32> {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    (max != f32::NEG_INFINITY || row.iter().any(|v| v.is_nan())).then_some(max)
 }
 
 fn softmax_last(x: &Tensor) -> Tensor {

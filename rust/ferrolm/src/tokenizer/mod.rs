@@ -10,20 +10,20 @@
 //! assert_eq!(tok.decode(&ids, false).unwrap(), "hello world<|endoftext|>");
 //! ```
 
-mod basic;
-mod bpe;
-mod bpe_train;
-mod bytes;
-mod chars;
-mod files;
-mod hf_json;
-mod nfc;
-mod pretokenize;
-mod special;
-mod tiktoken;
-mod train;
-mod unicode;
-mod wordpiece;
+mod basic; // BERT's normalizer and pre-tokenizer, ahead of WordPiece
+mod bpe; // byte-level BPE encoding and decoding
+mod bpe_train; // learning BPE merges from word counts (BPE's and WordPiece's training)
+mod bytes; // GPT-2's byte ↔ printable-character map
+mod chars; // one id per character (nanoGPT's shakespeare_char)
+mod files; // reading corpus files in bounded memory
+mod hf_json; // Hugging Face tokenizer.json, GPT-2 vocab.json + merges.txt
+mod nfc; // NFC normalization aligned to the input, for offsets
+mod pretokenize; // GPT-2 / cl100k / regex pre-tokenization
+mod special; // special tokens in text, EncodeOptions
+mod tiktoken; // tiktoken encoding files
+mod train; // counting words over a corpus, then building the vocabulary
+mod unicode; // the Unicode classes the pre-tokenizers match
+mod wordpiece; // WordPiece encoding and vocabulary training
 
 use std::path::Path;
 
