@@ -556,8 +556,10 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     (broken / "config.json").unlink()
     with pytest.raises(FileNotFoundError):
         GPT.load(broken)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="model directory .*does-not-exist does not exist"):
         GPT.load(tmp_path / "does-not-exist")
+    with pytest.raises(FileNotFoundError, match="model.safetensors is a file: give the model directory"):
+        GPT.load(broken / "model.safetensors")  # it said the existing file "does not exist"
 
 
 def test_a_bias_free_gpt_loads_back_with_the_zero_biases_hugging_face_adds(tmp_path):

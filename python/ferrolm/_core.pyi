@@ -545,7 +545,16 @@ class Tokenizer:
         lowercase: bool = True,
         strip_accents: Optional[bool] = None,
         limit_alphabet: Optional[int] = None,
-    ) -> Tokenizer: ...
+    ) -> Tokenizer:
+        """Trains on text files (read line by line).
+
+        `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
+        "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
+        `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
+        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
+        regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
+        `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
+        and WordPieceTrainer. Ctrl-C stops a training within about a second."""
     @staticmethod
     def train_from_iterator(
         iterator: Iterable[_Text],
@@ -558,7 +567,16 @@ class Tokenizer:
         lowercase: bool = True,
         strip_accents: Optional[bool] = None,
         limit_alphabet: Optional[int] = None,
-    ) -> Tokenizer: ...
+    ) -> Tokenizer:
+        """Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a time.
+
+        `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
+        "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
+        `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
+        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
+        regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
+        `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
+        and WordPieceTrainer. Ctrl-C stops a training within about a second."""
     def save(self, path: _Path) -> None: ...
     def copy(self) -> Tokenizer:
         """An independent copy (special tokens added to one are not added to the other)."""

@@ -43,6 +43,8 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
 def model_dir(path: Union[str, Path]) -> Path:
     """`path` as a Path, checked to be an existing directory."""
     path = Path(path)
+    if path.is_file():
+        raise FileNotFoundError(f"{path} is a file: give the model directory holding config.json and model.safetensors")
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
     return path

@@ -12,6 +12,10 @@ from ferrolm.data import Windows, data_digest, load_tokens
 
 
 class CausalLM:
+    """Next-token prediction on a tokenised corpus (`prepare_tokens`' directory): batches of
+    `batch_size` random windows of `block_size + 1` tokens, each window's model input its first
+    `block_size` tokens and its targets the same shifted by one, as nanoGPT's get_batch."""
+
     kind = "causal"
     loss_is_token_nll = True
 

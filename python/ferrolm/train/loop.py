@@ -54,7 +54,25 @@ PRESETS = {
 class TrainConfig:
     """Optimisation and bookkeeping settings, by nanoGPT's names. The defaults are its
     Shakespeare-char run's (config/train_shakespeare_char.py with its README's CPU settings:
-    2000 steps, 20 evaluation batches), not train.py's GPT-2 ones."""
+    2000 steps, 20 evaluation batches), not train.py's GPT-2 ones. Fields may be changed after
+    creation; `train()` reads and checks them when it starts.
+
+    Attributes:
+        max_iters: optimiser steps of the run.
+        learning_rate, min_lr, warmup_iters, lr_decay_iters, decay_lr: the schedule (`lr_at`):
+            linear warmup to learning_rate, cosine decay to min_lr at lr_decay_iters (None:
+            learning_rate / 10 and max_iters); decay_lr=False keeps learning_rate throughout.
+        weight_decay, beta1, beta2: AdamW's (decay on matrices only, as nanoGPT).
+        grad_clip: the gradients' global norm is clipped to this (0: no clipping).
+        grad_accum: micro-batches per step, their gradients summed (a larger effective batch).
+        eval_interval, eval_iters: evaluate every eval_interval steps on eval_iters batches of
+            each split.
+        log_interval: steps between metrics.jsonl records (and lines, without a progress bar).
+        checkpoint_interval, always_save_checkpoint: when the model is saved (below).
+        seed: batches, dropout and evaluation batches are drawn from it.
+        dtype: "float32" or "bfloat16" matrix products (below).
+        progress: a tqdm bar while training; False prints evaluations and log lines instead.
+    """
 
     max_iters: int = 2000
     learning_rate: float = 1e-3

@@ -325,6 +325,14 @@ impl PyTokenizer {
     }
 
     /// Trains on text files (read line by line).
+    ///
+    /// `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
+    /// "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
+    /// `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
+    /// `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
+    /// regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
+    /// `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
+    /// and WordPieceTrainer. Ctrl-C stops a training within about a second.
     #[staticmethod]
     #[pyo3(signature = (files, *, kind = "bpe", vocab_size = 32000, min_frequency = 0, special_tokens = None,
                         pattern = "gpt2", lowercase = true, strip_accents = None, limit_alphabet = None))]
@@ -358,7 +366,15 @@ impl PyTokenizer {
         interruptible(py, &stop, || Tokenizer::train_from_files(&files, cfg)).map(Self::wrap)
     }
 
-    /// Trains on an iterable of strings (each one a unit of text).
+    /// Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a time.
+    ///
+    /// `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
+    /// "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
+    /// `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
+    /// `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
+    /// regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
+    /// `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
+    /// and WordPieceTrainer. Ctrl-C stops a training within about a second.
     #[staticmethod]
     #[pyo3(signature = (iterator, *, kind = "bpe", vocab_size = 32000, min_frequency = 0, special_tokens = None,
                         pattern = "gpt2", lowercase = true, strip_accents = None, limit_alphabet = None))]
