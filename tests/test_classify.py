@@ -105,8 +105,8 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
     for line, message in (('{"text": "a b c"}', 'line 1: "label" must be a non-empty string or an integer'),
                           ('{"text": "a b c", "label": true}', "must be a non-empty string or an integer"),
                           ('{"label": "x"}', "line 1: no 'text' field"),
-                          ('{"text": "' + "word " * 60 + '", "label": "x"}', "line 1 has 62 tokens, more than the "
-                                                                              "model's context (48); --truncate")):
+                          ('{"text": "' + "word " * 60 + '", "label": "x"}', "line 1 has 62 tokens, more than the 48 allowed "
+                                                                              "(the model's context, or --max-length); --truncate")):
         (tmp_path / "bad.jsonl").write_text(line + "\n" + '{"text": "ok", "label": "y"}\n' * 3)
         assert ferrolm(["classify", bert, "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"),
                         "--max-iters", "1", "--no-progress"]) == 2
@@ -199,7 +199,8 @@ def test_long_texts_are_cut_with_truncate_as_hugging_face_cuts_pairs(task, capsy
     (task / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in long))
     run = ["classify", str(task / "bert"), "--data", str(task / "long.jsonl"), "--no-progress"]
     assert ferrolm([*run, "--out", str(task / "o"), "--max-iters", "1"]) == 2
-    assert "more than the model's context (48); --truncate (truncate=True) cuts such texts" in capsys.readouterr().err
+    assert "more than the 48 allowed (the model's context, or --max-length); --truncate (truncate=True) cuts" in \
+        capsys.readouterr().err
     for flags, message in ((["--max-length", "49", "--truncate"], "--max-length 49 is longer than the model's context (48)"),
                            (["--truncate", "--skip-long"], "skip_long and truncate exclude each other")):
         assert ferrolm([*run, "--out", str(task / "o"), "--max-iters", "1", *flags]) == 2
@@ -215,5 +216,5 @@ def test_long_texts_are_cut_with_truncate_as_hugging_face_cuts_pairs(task, capsy
         logits = model(np.array([ids]), np.ones((1, 48), bool), np.array([types])).numpy()[0]
     [result] = model.classify([filler], pairs=[long[0]["text_pair"]], truncate=True)
     np.testing.assert_allclose(list(result["scores"].values()), np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
-    with pytest.raises(ValueError, match="text 0 has .* tokens, more than the model's context"):
+    with pytest.raises(ValueError, match="text 0 has .* tokens, more than the 48 allowed"):
         model.classify([filler], pairs=["x"])

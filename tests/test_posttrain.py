@@ -511,8 +511,12 @@ def test_presets_are_the_commands_defaults_and_answers_end_at_any_turn_marker(ba
     for kind, (iters, lr, warmup) in expected.items():
         config = TrainConfig.preset(kind)
         assert (config.max_iters, config.learning_rate, config.warmup_iters, config.weight_decay) == (iters, lr, warmup, 0.0)
-        assert all(getattr(config, k) == v for k, v in DEFAULTS[kind].items() if hasattr(config, k) and v is not None)
-    assert TrainConfig.preset("ppo").min_lr == TrainConfig.preset("ppo").learning_rate  # constant
+        assert all(getattr(config, k) == v for k, v in DEFAULTS[kind].items()
+                   if hasattr(config, k) and v is not None and (kind, k) != ("ppo", "decay_lr"))  # ppo's: below
+    ppo = TrainConfig.preset("ppo")
+    ppo.learning_rate = 1e-4  # changed after creation: constant still, at the new rate
+    assert ppo.resolved().lr_at(0) == ppo.resolved().lr_at(199) == 1e-4
+    assert TrainConfig.preset("ppo", min_lr=1e-5).lr_at(199) < 2e-5  # a min_lr given: it decays
     assert TrainConfig.preset("dpo", learning_rate=1e-5).learning_rate == 1e-5
     with pytest.raises(ValueError, match="no preset"):
         TrainConfig.preset("causal")

@@ -800,18 +800,39 @@ def test_deepcopy_gives_independent_models_layers_and_tensors():
             assert na == nb and a.uid != b.uid and a.requires_grad == b.requires_grad
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     x = fl.randn(2, 2, requires_grad=True)
-    assert copy.deepcopy(x).requires_grad and copy.deepcopy(x).uid != x.uid
+    (x * x).sum().backward()
+    x_copy = copy.deepcopy(x)
+    assert x_copy.requires_grad and x_copy.uid != x.uid and np.array_equal(x_copy.grad.numpy(), x.grad.numpy())
     with pytest.raises(TypeError, match="only leaf tensors can be deep-copied"):
         copy.deepcopy(x * 2)
+
+    class Tied(fl.nn.Module):  # a tensor tied to a layer's weight, and to a model's
+        def __init__(self):
+            self.head = fl.Embedding(20, 8).weight  # listed before its layer: copied after it all the same
+            self.emb = fl.Embedding(20, 8)
+            self.gpt = gpt
+            self.wte = gpt.named_parameters()[0][1]
+            self.emb_again = self.emb.weight
+
+    tied = Tied()
+    tied.head = tied.emb.weight
+    twin = copy.deepcopy(tied)
+    assert len(twin.named_parameters()) == len(tied.named_parameters())  # a tie copied apart was a parameter more
+    assert twin.head.uid == twin.emb.weight.uid == twin.emb_again.uid != tied.emb.weight.uid
+    assert twin.wte.uid == twin.gpt.named_parameters()[0][1].uid != gpt.named_parameters()[0][1].uid
+    gpt.note = "policy"
+    assert copy.deepcopy(gpt).note == "policy" and gpt.copy().note == "policy"  # its attributes come along
+    assert isinstance(copy.deepcopy(gpt.core), type(gpt.core))
 
 
 def test_one_element_tensors_format_and_convert_as_numbers():
     """f"{loss:.4f}" (a training loop's most common line) and int(t) raised TypeError."""
     loss = fl.tensor(2.71828)
-    assert f"{loss:.3f}" == "2.718" and f"{fl.tensor([[7.5]]):>6.1f}" == "   7.5" and int(loss) == 2 and int(-loss) == -2
-    assert f"{fl.ones(2)}" == repr(fl.ones(2))
-    with pytest.raises(TypeError, match="needs a one-element tensor"):
-        f"{fl.ones(2):.2f}"
+    assert f"{loss:.3f}" == "2.718" and f"{fl.tensor(7.5):>6.1f}" == "   7.5" and int(loss) == 2 and int(-loss) == -2
+    assert f"{fl.ones(2)}" == repr(fl.ones(2)) and int(fl.tensor([[3.9]])) == 3
+    for t in (fl.ones(2), fl.ones(1)):  # as PyTorch: format specs are for 0-d tensors
+        with pytest.raises(TypeError, match="needs a 0-d tensor"):
+            f"{t:.2f}"
     with pytest.raises(ValueError):
         int(fl.tensor(float("nan")))
 

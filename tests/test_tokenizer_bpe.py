@@ -70,6 +70,14 @@ def test_one_long_text_trains_as_hf_trains_it(shakespeare):
     a, b = json.loads(ours.to_str())["model"], json.loads(hf_bpe([text], 1200).to_str())["model"]
     assert a["vocab"] == b["vocab"]
     assert a["merges"] == [m if isinstance(m, str) else " ".join(m) for m in b["merges"]]
+    # Where a cut before a space could split a match, texts stay whole: a user's regex that
+    # matches across spaces, and a special token with a space in it.
+    vocab = ferrolm.Tokenizer.train_from_iterator(["q " * 40_000 + "zz yy" + " q" * 100], pattern=r"zz yy|\S+|\s+",
+                                                  vocab_size=300).get_vocab()
+    assert "zzĠyy" in vocab
+    vocab = ferrolm.Tokenizer.train_from_iterator(["a " * 40_000 + "b<|end of text|>" + " c" * 100], vocab_size=300,
+                                                  special_tokens=["<|end of text|>"]).get_vocab()
+    assert not any(piece in vocab for piece in ("end", "Ġof", "of"))
 
 
 def test_hf_trained_vocab_gives_identical_ids(eval_texts, shakespeare):
@@ -424,14 +432,20 @@ def test_truncation_to_max_length_matches_hf():
                 else:
                     enc = ref.encode(a, b)
                     assert ours.encode_pair(a, b, max_length=n) == (enc.ids, enc.type_ids), (post, a, b, n)
-                if n >= frame[False]:
+                if n < frame[False]:
+                    with pytest.raises(ValueError, match=f"max_length {n} leaves no room"):
+                        ours.encode(b, max_length=n)
+                else:
                     enc = ref.encode(b)
                     assert ours.encode_with_offsets(b, max_length=n) == (enc.ids, [tuple(o) for o in enc.offsets])
                     assert ours.encode(b, max_length=n) == ours.encode_batch([b], max_length=n)[0] == enc.ids
                     assert ours.encode_array(b, max_length=n).tolist() == enc.ids
                 ref.no_truncation()
-    with pytest.raises(ValueError, match="max_length must be at least 1"):
-        ours.encode("x", max_length=0)
+    for call in (lambda: ours.encode("x", max_length=0), lambda: ours.encode_batch_padded([], max_length=0)):
+        with pytest.raises(ValueError, match="max_length must be at least 1"):
+            call()
+    with pytest.raises(ValueError, match="max_length 1 leaves no room for the 2 template tokens"):
+        ours.encode_batch_padded([], max_length=1)  # an empty batch is checked too
 
 
 def test_an_added_token_spelled_like_a_vocabulary_entry_decodes_as_that_entry():

@@ -206,7 +206,10 @@ class Tensor:
 
 def randn(*shape: int, mean: float = 0.0, std: float = 1.0, seed: Optional[int] = None, requires_grad: bool = False) -> Tensor: ...
 def rand(*shape: int, low: float = 0.0, high: float = 1.0, seed: Optional[int] = None, requires_grad: bool = False) -> Tensor: ...
-def manual_seed(seed: int) -> None: ...
+def manual_seed(seed: int) -> None:
+    """Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout,
+    attention's dropout, GPT.create, BERT.create, sampling in generate), as torch.manual_seed
+    does. An explicit seed is never affected."""
 def full(*shape: int, value: float = 0.0, requires_grad: bool = False) -> Tensor: ...
 def set_grad_enabled(enabled: bool) -> bool: ...
 def is_grad_enabled() -> bool: ...
@@ -404,7 +407,8 @@ class Gpt:
     def with_dropout(self, dropout: float, attn_dropout: Optional[float] = None) -> Gpt:
         """The same model (weights shared) with other dropout rates; `attn_dropout` defaults to `dropout`."""
     def deep_clone(self) -> Gpt:
-        """An independent copy of the model (own weights)."""
+        """An independent copy of the model (own weights, gradients and frozen parameters kept)."""
+    def __deepcopy__(self, memo: Any, /) -> Gpt: ...
     def generation(
         self,
         prompts: Sequence[Sequence[int]],
@@ -468,7 +472,8 @@ class Bert:
         """The pooled [CLS] vector [B, C] (tanh of the pooler's dense layer)."""
     def named_parameters(self) -> list[tuple[str, Tensor]]: ...
     def deep_clone(self) -> Bert:
-        """An independent copy of the model (own weights)."""
+        """An independent copy of the model (own weights, gradients and frozen parameters kept)."""
+    def __deepcopy__(self, memo: Any, /) -> Bert: ...
 
 @final
 class Generation:
@@ -568,15 +573,8 @@ class Tokenizer:
         strip_accents: Optional[bool] = None,
         limit_alphabet: Optional[int] = None,
     ) -> Tokenizer:
-        """Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a time.
-
-        `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
-        "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
-        `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
-        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
-        regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
-        `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
-        and WordPieceTrainer. Ctrl-C stops a training within about a second."""
+        """Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a
+        time; the arguments are `train`'s."""
     def save(self, path: _Path) -> None: ...
     def copy(self) -> Tokenizer:
         """An independent copy (special tokens added to one are not added to the other)."""
@@ -610,7 +608,9 @@ class Tokenizer:
         max_length: Optional[int] = None,
     ) -> tuple[list[int], list[int]]:
         """Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
-        (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's."""
+        (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's.
+        `max_length` truncates as Hugging Face's `longest_first`: the longer text loses its last
+        tokens first (each keeps half when both are long), the template's tokens are kept."""
     def encode_array(
         self,
         text: _Text,

@@ -3,6 +3,7 @@ architecture (config.json's model_type)."""
 
 from __future__ import annotations
 
+from copy import deepcopy
 from pathlib import Path
 from typing import Optional, Union
 
@@ -104,13 +105,21 @@ class CoreModel:
         return cls(cls.core_class.load(str(path)), load_tokenizer(path))
 
     def copy(self):
-        """An independent copy (own weights, frozen ones still frozen, and own tokenizer), e.g.
-        a reference model; `copy.deepcopy(model)` gives the same."""
-        tok = self.tokenizer
-        return type(self)(self.core.deep_clone(), None if tok is None else tok.copy())
+        """An independent copy (own weights, gradients and frozen parameters kept, own
+        tokenizer), e.g. a reference model: `copy.deepcopy(model)`."""
+        return deepcopy(self)
 
     def __deepcopy__(self, memo: dict):
-        return self.copy()
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        copied.core = self.core.deep_clone()
+        copied.tokenizer = None if self.tokenizer is None else self.tokenizer.copy()
+        # The copies of the weights, for tensors tied to them elsewhere in the same deepcopy.
+        for (_, weight), (_, its_copy) in zip(self.named_parameters(), copied.named_parameters()):
+            memo.setdefault(("ferrolm.Tensor", weight.uid), its_copy)
+        rest = {k: v for k, v in vars(self).items() if k not in ("core", "tokenizer")}
+        copied.__dict__.update(deepcopy(rest, memo))
+        return copied
 
     def __repr__(self) -> str:
         shown = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd", "max_position_embeddings",

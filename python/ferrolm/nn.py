@@ -48,16 +48,21 @@ class Module:
         super().__setattr__(name, value)
 
     def __deepcopy__(self, memo: dict) -> "Module":
-        """`copy.deepcopy`: every attribute copied, tensors as new leaves; a parameter frozen
-        since it was assigned stays a parameter of the copy."""
+        """`copy.deepcopy`: every attribute copied, each tensor once (ties stay ties); a
+        parameter frozen since it was assigned stays a parameter of the copy."""
         copied = object.__new__(type(self))
         memo[id(self)] = copied
-        state = copy.deepcopy(self.__dict__, memo)
-        registered = self.__dict__.get("_parameter_uids")
-        if registered:  # the copies of the registered tensors, which deepcopy noted in memo
-            state["_parameter_uids"] = {memo[id(t)].uid for t in _tensors_in(list(self.__dict__.values()))
-                                        if t.uid in registered and id(t) in memo}
-        copied.__dict__.update(state)
+        state = dict(vars(self))
+        # Layers and models first: a tensor tied to one of their weights then copies to theirs.
+        holders = [k for k, v in state.items() if not isinstance(v, (Tensor, Module, list, tuple, dict))
+                   and callable(getattr(v, "named_parameters", None))]
+        copies = {k: copy.deepcopy(state[k], memo) for k in holders}
+        copies.update({k: copy.deepcopy(v, memo) for k, v in state.items() if k not in copies})
+        registered = state.get("_parameter_uids")
+        if registered:  # the copies of the registered tensors, noted in memo by uid
+            copies["_parameter_uids"] = {memo[("ferrolm.Tensor", uid)].uid for uid in registered
+                                         if ("ferrolm.Tensor", uid) in memo}
+        copied.__dict__.update({k: copies[k] for k in state})
         return copied
 
     def __repr__(self) -> str:

@@ -25,8 +25,8 @@ HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each ev
         "always_save_checkpoint": "checkpoint at every evaluation (default true); false: only when the validation loss "
                                   "improves, keeping the best model of a run that overfits (nanoGPT's option)",
         "bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
-        "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10, for ppo --learning-rate: "
-                  "constant; on --resume, the run's)",
+        "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10; ppo's stays constant "
+                  "unless --min-lr is given; on --resume, the run's)",
         "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
         "decay_lr": "warmup and cosine decay (default true; false: a constant --learning-rate, as nanoGPT's decay_lr)",
         "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "

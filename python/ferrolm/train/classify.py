@@ -142,7 +142,8 @@ def encode_text(tokenizer, text: str, max_len: int, where: str, pair: Optional[s
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if len(ids) > max_len:
-        raise TooLong(f"{where} has {len(ids)} tokens, more than the model's context ({max_len})")
+        raise TooLong(f"{where} has {len(ids)} tokens, more than the {max_len} allowed (the model's context, or "
+                      "--max-length)")
     if not ids:
         raise ValueError(f"{where} has no tokens")
     return ids, types or [0] * len(ids)

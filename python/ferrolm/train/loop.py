@@ -68,9 +68,13 @@ class TrainConfig:
         eval_interval, eval_iters: evaluate every eval_interval steps on eval_iters batches of
             each split.
         log_interval: steps between metrics.jsonl records (and lines, without a progress bar).
-        checkpoint_interval, always_save_checkpoint: when the model is saved (below).
+        checkpoint_interval: save every this many steps (0: at each evaluation) and at the end.
+        always_save_checkpoint: False saves only when the validation loss improves (nanoGPT's
+            option), so a run that overfits keeps, and ends holding, its best model.
         seed: batches, dropout and evaluation batches are drawn from it.
-        dtype: "float32" or "bfloat16" matrix products (below).
+        dtype: "float32", or "bfloat16": matrix products round their operands to bfloat16 and
+            sum in float32 (as PyTorch's bf16 autocast, outputs staying float32); 1.5-1.7x
+            faster training on CPUs with AVX512-BF16, float32 elsewhere.
         progress: a tqdm bar while training; False prints evaluations and log lines instead.
     """
 
@@ -128,7 +132,7 @@ class TrainConfig:
             raise ValueError(f"no preset for {kind!r}: one of {', '.join(PRESETS)}")
         values = {**PRESETS[kind], **overrides}
         if kind == "ppo" and values.get("min_lr") is None:
-            values["min_lr"] = values["learning_rate"]
+            values["decay_lr"] = False  # at whatever learning_rate holds when training starts
         return cls(**values)
 
     @property

@@ -184,6 +184,10 @@ impl PyGpt {
         if shape.len() != 1 {
             return Err(PyValueError::new_err(format!("score takes one sequence of ids, got shape {shape:?}")));
         }
+        // One window (a sentence) is quick: a watcher thread would cost more than the scoring.
+        if ids.len() <= self.0.config().block_size {
+            return compute(py, || self.0.score(&ids, stride)).py().map(|v| v.into_pyarray(py));
+        }
         let stop = AtomicBool::new(false);
         interruptible(py, &stop, || self.0.score_until(&ids, stride, &stop)).map(|v| v.into_pyarray(py))
     }
@@ -200,9 +204,14 @@ impl PyGpt {
         self.0.with_dropout(dropout, attn_dropout.unwrap_or(dropout)).py().map(PyGpt)
     }
 
-    /// An independent copy of the model (own weights).
+    /// An independent copy of the model (own weights, gradients and frozen parameters kept).
     fn deep_clone(&self, py: Python<'_>) -> PyResult<PyGpt> {
         compute(py, || self.0.deep_clone()).py().map(PyGpt)
+    }
+
+    /// `copy.deepcopy`: as `deep_clone`.
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<PyGpt> {
+        self.deep_clone(py)
     }
 
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
@@ -299,9 +308,14 @@ impl PyBert {
         json_to_py(py, self.0.config().to_json().to_string())
     }
 
-    /// An independent copy of the model (own weights).
+    /// An independent copy of the model (own weights, gradients and frozen parameters kept).
     fn deep_clone(&self, py: Python<'_>) -> PyResult<PyBert> {
         compute(py, || self.0.deep_clone()).py().map(PyBert)
+    }
+
+    /// `copy.deepcopy`: as `deep_clone`.
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<PyBert> {
+        self.deep_clone(py)
     }
 
     /// The same encoder (weights shared) with a freshly initialised pooler.

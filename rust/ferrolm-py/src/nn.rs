@@ -12,7 +12,7 @@ use ferrolm::{AdamW, Optimizer, ParamState, Sgd, Tensor};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 
 use crate::errors::IntoPy;
-use crate::tensor::{leaf_copy, run, shape_args, to_ids, PyTensor};
+use crate::tensor::{memo_copy, run, shape_args, to_ids, PyTensor};
 use crate::{compute, compute_locked, locked};
 
 /// One parameter's optimiser state as Python sees it: ([(buffer name, values)], steps).
@@ -52,8 +52,9 @@ impl PyLinear {
         named(&self.0)
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
-    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
-        PyLinear(nn::Linear { weight: leaf_copy(&self.0.weight), bias: self.0.bias.as_ref().map(leaf_copy) })
+    fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let bias = self.0.bias.as_ref().map(|b| memo_copy(memo, b)).transpose()?;
+        Ok(PyLinear(nn::Linear { weight: memo_copy(memo, &self.0.weight)?, bias }))
     }
     fn __repr__(&self) -> String {
         let shape = self.0.weight.shape();
@@ -85,8 +86,8 @@ impl PyEmbedding {
         named(&self.0)
     }
     /// `copy.deepcopy`: a table with its own copy of the vectors.
-    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
-        PyEmbedding(nn::Embedding { weight: leaf_copy(&self.0.weight) })
+    fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(PyEmbedding(nn::Embedding { weight: memo_copy(memo, &self.0.weight)? }))
     }
     fn __repr__(&self) -> String {
         let shape = self.0.weight.shape();
@@ -120,9 +121,10 @@ impl PyLayerNorm {
         named(&self.0)
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
-    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+    fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
         let l = &self.0;
-        PyLayerNorm(nn::LayerNorm { weight: leaf_copy(&l.weight), bias: l.bias.as_ref().map(leaf_copy), eps: l.eps })
+        let bias = l.bias.as_ref().map(|b| memo_copy(memo, b)).transpose()?;
+        Ok(PyLayerNorm(nn::LayerNorm { weight: memo_copy(memo, &l.weight)?, bias, eps: l.eps }))
     }
     fn __repr__(&self) -> String {
         let l = &self.0;
@@ -221,7 +223,8 @@ pub fn seed_or_next(seed: Option<u64>) -> u64 {
     seed.unwrap_or_else(|| SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()).next_u64())
 }
 
-/// Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout, attention's dropout),
+/// Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout, attention's dropout,
+/// GPT.create, BERT.create, sampling in generate),
 /// as torch.manual_seed does. An explicit seed is never affected.
 #[pyfunction]
 fn manual_seed(seed: u64) {

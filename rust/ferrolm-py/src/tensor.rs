@@ -35,14 +35,19 @@ fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py
     arr.call_method1("astype", ("float32",))?.extract::<PyReadonlyArrayDyn<f32>>()
 }
 
-/// A leaf holding a copy of `t`'s data, collecting gradients if `t` does (`copy.deepcopy`).
-pub(crate) fn leaf_copy(t: &Tensor) -> Tensor {
-    let copy = t.deep_clone();
-    if t.requires_grad() {
-        copy.with_grad()
-    } else {
-        copy
+/// `copy.deepcopy`'s copy of `t`: a leaf with a copy of its data and gradient, collecting
+/// gradients if `t` does; made once per tensor and kept in `memo` under its uid (Python objects
+/// are not tensors: a layer's weight is a new object per read), so ties survive the copy.
+pub(crate) fn memo_copy(memo: &Bound<'_, PyAny>, t: &Tensor) -> PyResult<Tensor> {
+    let key = ("ferrolm.Tensor", t.id());
+    if let Some(copy) = memo.call_method1("get", (key,))?.extract::<Option<PyTensor>>()? {
+        return Ok(copy.0);
     }
+    let copy = t.deep_clone();
+    copy.set_grad(t.grad().as_ref()).py()?;
+    let copy = if t.requires_grad() { copy.with_grad() } else { copy };
+    memo.set_item(key, PyTensor(copy.clone()))?;
+    Ok(copy)
 }
 
 /// A tensor from a Tensor, a Python number or an array-like.
@@ -301,29 +306,31 @@ impl PyTensor {
         PyFloat::new(py, self.item()?.into()).call_method0("__int__")
     }
 
-    /// `f"{t:.4f}"` formats a one-element tensor's value, as PyTorch does; `f"{t}"` any tensor.
+    /// `f"{loss:.4f}"` formats a 0-d tensor's value, as PyTorch does; `f"{t}"` any tensor.
     fn __format__(&self, py: Python<'_>, spec: &str) -> PyResult<String> {
-        if self.0.numel() == 1 {
+        if self.0.rank() == 0 {
             return PyFloat::new(py, self.item()?.into()).call_method1("__format__", (spec,))?.extract();
         }
         if spec.is_empty() {
             return self.__repr__(py);
         }
         Err(PyTypeError::new_err(format!(
-            "format spec {spec:?} needs a one-element tensor, not one of shape {:?} (format t.numpy()'s values)",
+            "format spec {spec:?} needs a 0-d tensor (a loss, t.sum()), not one of shape {:?}: format t.item() or \
+             t.numpy()'s values",
             self.0.shape()
         )))
     }
 
-    /// `copy.deepcopy(t)`: a new leaf with a copy of the data and the same `requires_grad`, as
-    /// PyTorch copies tensors the user made; a graph's results are refused, as there.
-    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+    /// `copy.deepcopy(t)`: a new leaf with a copy of the data, the gradient and `requires_grad`,
+    /// as PyTorch copies tensors the user made (a graph's results are refused, as there); one
+    /// copy per tensor in a deepcopy, so tied weights stay tied.
+    fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         if !self.0.is_leaf() {
             return Err(PyTypeError::new_err(
                 "only leaf tensors can be deep-copied (an operation's result is part of a graph): use t.detach().clone()",
             ));
         }
-        Ok(PyTensor(leaf_copy(&self.0)))
+        memo_copy(memo, &self.0).map(PyTensor)
     }
 
     fn tolist<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

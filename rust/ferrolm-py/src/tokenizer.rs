@@ -366,15 +366,8 @@ impl PyTokenizer {
         interruptible(py, &stop, || Tokenizer::train_from_files(&files, cfg)).map(Self::wrap)
     }
 
-    /// Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a time.
-    ///
-    /// `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
-    /// "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
-    /// `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
-    /// `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
-    /// regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
-    /// `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
-    /// and WordPieceTrainer. Ctrl-C stops a training within about a second.
+    /// Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a
+    /// time; the arguments are `train`'s.
     #[staticmethod]
     #[pyo3(signature = (iterator, *, kind = "bpe", vocab_size = 32000, min_frequency = 0, special_tokens = None,
                         pattern = "gpt2", lowercase = true, strip_accents = None, limit_alphabet = None))]
@@ -465,6 +458,8 @@ impl PyTokenizer {
 
     /// Encodes a pair of texts framed as the tokenizer frames pairs (BERT: [CLS] a [SEP] b [SEP]):
     /// (ids, token type ids): the template's, for BERT 0 for the first text's part and 1 for the second's.
+    /// `max_length` truncates as Hugging Face's `longest_first`: the longer text loses its last
+    /// tokens first (each keeps half when both are long), the template's tokens are kept.
     #[pyo3(signature = (a, b, *, allowed_special = None, disallowed_special = None, add_special_tokens = true,
                         max_length = None))]
     #[allow(clippy::too_many_arguments)]

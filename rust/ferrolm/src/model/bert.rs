@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{ensure_positive, normal, zeros, Batch, DropoutSites, Init, Site};
+use super::{copy_parameters, ensure_positive, normal, zeros, Batch, DropoutSites, Init, Site};
 use crate::checkpoint::{decimal, ensure_tied_head, ensure_weights_fit, read_model_dir, ConfigFields, Layout};
 use crate::nn::{join, Embedding, LayerNorm, Linear, Module};
 use crate::ops;
@@ -223,16 +223,14 @@ impl Bert {
         })
     }
 
-    /// An independent copy (own storage), e.g. a frozen reference model.
+    /// An independent copy (own storage, gradients and frozen parameters kept), e.g. a
+    /// reference model.
     pub fn deep_clone(&self) -> Result<Bert> {
         let mut copy = Bert::build(self.config.clone(), self.pooler.is_some(), 0, zeros)?;
         if self.mlm.is_none() {
             copy.mlm = None;
         }
-        for ((_, dst), (_, src)) in copy.named_parameters().iter().zip(self.named_parameters()) {
-            dst.assign(&src.read())?;
-            dst.set_requires_grad(src.requires_grad())?; // frozen stays frozen
-        }
+        copy_parameters(&copy, self)?;
         Ok(copy)
     }
 

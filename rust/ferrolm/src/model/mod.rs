@@ -6,6 +6,7 @@ mod gpt;
 pub use bert::{Bert, BertConfig, EncoderLayer, MlmHead};
 pub use gpt::{Activation, Block, Gpt, GptConfig};
 
+use crate::nn::Module;
 use crate::ops::{self, Dropout};
 use crate::rng::mix;
 use crate::{Result, Tensor};
@@ -21,6 +22,17 @@ fn normal(shape: &[usize], std: f32, seed: u64) -> Result<Tensor> {
 
 fn zeros(shape: &[usize], _: f32, _: u64) -> Result<Tensor> {
     Tensor::zeros(shape)
+}
+
+/// A deep clone's second half: every parameter of `src` into `dst`'s (the same architecture,
+/// built with zeros): its values, its gradient, and whether it collects one (frozen stays frozen).
+fn copy_parameters(dst: &impl Module, src: &impl Module) -> Result<()> {
+    for ((_, d), (_, s)) in dst.named_parameters().iter().zip(src.named_parameters()) {
+        d.assign(&s.read())?;
+        d.set_grad(s.grad().as_ref())?;
+        d.set_requires_grad(s.requires_grad())?;
+    }
+    Ok(())
 }
 
 /// Refuses a config size of 0, naming the field.

@@ -74,6 +74,7 @@ pub(crate) fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
 
 /// `softmax_in_place`'s (max, ln Σ e^(x − max)) without writing the row (the same sums, so the
 /// same bits): what a loss needs of it.
+#[inline(always)]
 pub(crate) fn max_and_ln_sum(row: &[f32]) -> (f32, f32) {
     match unmasked_max(row) {
         Some(max) => (max, simd::sum_zip([row], |[x]| simd::exp(x - max)).ln()),
@@ -83,6 +84,7 @@ pub(crate) fn max_and_ln_sum(row: &[f32]) -> (f32, f32) {
 
 /// The row's maximum, or None when everything is masked (−inf). f32::max skips NaN, so a row
 /// of NaN and −inf is not that.
+#[inline(always)]
 fn unmasked_max(row: &[f32]) -> Option<f32> {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     (max != f32::NEG_INFINITY || row.iter().any(|v| v.is_nan())).then_some(max)

@@ -668,7 +668,9 @@ impl Tokenizer {
         if pad.pad_to_max_length && pad.max_length.is_none() {
             bail!(Argument, "padding to max_length needs max_length");
         }
+        ensure!(pad.max_length != Some(0), Argument, "max_length must be at least 1");
         let truncated = EncodeOptions { max_length: pad.max_length.filter(|_| pad.truncation), ..opts.clone() };
+        Self::room(&truncated, self.frame_len(&truncated, false))?; // checked for an empty batch too
         let rows = self.encode_batch(texts, &truncated)?;
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
         let cols = if pad.pad_to_max_length { pad.max_length.unwrap_or(longest) } else { longest };

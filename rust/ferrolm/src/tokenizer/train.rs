@@ -106,6 +106,8 @@ pub struct Trainer {
     config: TrainerConfig,
     pretokenizer: PreTokenizer,
     specials: SpecialTokens,
+    /// Bytes from which a text is counted in pieces (`usize::MAX`: never).
+    long_unit: usize,
     words: FxHashMap<Box<[u8]>, u64>,
     chars: FxHashMap<char, u64>,
 }
@@ -165,7 +167,20 @@ impl Trainer {
             bail!(Argument, "max_input_chars_per_word must be positive");
         }
         let pretokenizer = PreTokenizer::from_pattern(&config.pattern)?;
-        Ok(Trainer { config, pretokenizer, specials, words: FxHashMap::default(), chars: FxHashMap::default() })
+        // Long texts are cut before a space that follows a word (`split_long`), where GPT-2's and
+        // cl100k's pre-tokenizers and BERT's split too; a user's regex, or a special token holding
+        // a space, may match across such a cut, so then texts stay whole.
+        let regex = config.kind == ModelKind::Bpe && matches!(pretokenizer, PreTokenizer::Regex(..));
+        let spaced_special = config.special_tokens.iter().any(|s| s.chars().any(char::is_whitespace));
+        let long_unit = if regex || spaced_special { usize::MAX } else { LONG_UNIT };
+        Ok(Trainer {
+            config,
+            pretokenizer,
+            specials,
+            long_unit,
+            words: FxHashMap::default(),
+            chars: FxHashMap::default(),
+        })
     }
 
     /// Counts one unit of text into `local`.
@@ -237,13 +252,18 @@ impl Trainer {
     }
 
     /// Counts texts, each pre-tokenized as a whole. A long one is counted in pieces that
-    /// pre-tokenize as the whole does (`split_long`), so it is counted on every thread, in
+    /// pre-tokenize as the whole does (see `pieces`), so it is counted on every thread, in
     /// memory proportional to a piece, and a stop is seen between pieces.
     pub fn feed<S: AsRef<str> + Sync>(&mut self, texts: &[S]) -> Result<()> {
-        let units: Vec<&str> = texts.iter().flat_map(|t| split_long(t.as_ref(), LONG_UNIT)).collect();
+        let units: Vec<&str> = texts.iter().flat_map(|t| self.pieces(t.as_ref())).collect();
         let local = self.count_units(&units)?;
         self.absorb(local);
         Ok(())
+    }
+
+    /// `text` in the pieces it is counted in (see `long_unit`).
+    fn pieces<'a>(&self, text: &'a str) -> impl Iterator<Item = &'a str> {
+        split_long(text, self.long_unit)
     }
 
     /// Counts a UTF-8 text file, line by line, streaming it in chunks.
@@ -252,7 +272,7 @@ impl Trainer {
         for_each_chunk(path, chunk, |text| {
             // A line is a unit, and a unit is counted on one thread in memory proportional to it
             // (WordPiece: 16 bytes a character): a file of one 80 MB line took 1.4 GB.
-            let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|line| split_long(line, LONG_UNIT)).collect();
+            let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|line| self.pieces(line)).collect();
             let local = self.count_units(&lines)?;
             self.absorb(local);
             Ok(())
