@@ -820,8 +820,10 @@ def test_deepcopy_gives_independent_models_layers_and_tensors():
     assert len(twin.named_parameters()) == len(tied.named_parameters())  # a tie copied apart was a parameter more
     assert twin.head.uid == twin.emb.weight.uid == twin.emb_again.uid != tied.emb.weight.uid
     assert twin.wte.uid == twin.gpt.named_parameters()[0][1].uid != gpt.named_parameters()[0][1].uid
-    gpt.note = "policy"
-    assert copy.deepcopy(gpt).note == "policy" and gpt.copy().note == "policy"  # its attributes come along
+    gpt.note, gpt.tokenizer = "policy", fl.Tokenizer.train_from_iterator(["ab"], kind="char", vocab_size=10)
+    gpt.same_tokenizer = gpt.tokenizer
+    for twin in (copy.deepcopy(gpt), gpt.copy()):  # its attributes come along, one tokenizer still one
+        assert twin.note == "policy" and twin.same_tokenizer is twin.tokenizer is not gpt.tokenizer
     assert isinstance(copy.deepcopy(gpt.core), type(gpt.core))
 
 

@@ -114,6 +114,7 @@ class CoreModel:
         memo[id(self)] = copied
         copied.core = self.core.deep_clone()
         copied.tokenizer = None if self.tokenizer is None else self.tokenizer.copy()
+        memo[id(self.tokenizer)] = copied.tokenizer  # an attribute holding it holds the copy's
         # The copies of the weights, for tensors tied to them elsewhere in the same deepcopy.
         for (_, weight), (_, its_copy) in zip(self.named_parameters(), copied.named_parameters()):
             memo.setdefault(("ferrolm.Tensor", weight.uid), its_copy)
