@@ -1,11 +1,12 @@
 """GPT training and generation speed, ferrolm vs the same model in PyTorch, side by side.
 
-    python benches/bench_gpt.py [--quick] [--steps N] [--repeats R]
+    python benches/bench_gpt.py [--quick] [--gpt2] [--steps N] [--repeats R]
 
 Each measurement runs in a fresh subprocess so peak memory (RSS) is its own; each side runs R
 times (default 3; in turns for training) and the table shows each side's median run. Configs are
 nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) and a 6-layer,
-384-wide, context-256 model (batch 16). Training: AdamW steps on random token windows.
+384-wide, context-256 model (batch 16); with --gpt2, GPT-2 small too (12 layers, 768 wide, its
+50,257-token vocabulary, context 256, batch 4). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
 Generation: one prompt token, then tokens up to the context length, batch 1; PyTorch with a
 KV cache (like ferrolm) and without (nanoGPT's `generate`). torch is optional (skipped if
@@ -26,6 +27,8 @@ from _harness import (add_repeats_flag, bf16_row, header, measure_pair, measure_
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
     "6-layer": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=16, vocab_size=65),
+    # GPT-2 small (124M parameters, its 50,257-token vocabulary), at context 256: fine-tuning scale.
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=256, batch_size=4, vocab_size=50257),
 }
 
 
@@ -195,6 +198,7 @@ def worker(task: str, config: str, steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="baby config only, fewer steps")
+    parser.add_argument("--gpt2", action="store_true", help="also GPT-2 small (124M parameters; ~15 minutes)")
     parser.add_argument("--steps", type=int, default=None)
     add_repeats_flag(parser)
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -202,16 +206,16 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], args.worker[1], int(args.worker[2]))
         return
-    configs = ["baby"] if args.quick else list(CONFIGS)
+    configs = ["baby"] if args.quick else ["baby", "6-layer"]
     header()
-    for name in configs:
-        steps = args.steps or (20 if args.quick else (50 if name == "baby" else 10))
+    for name in configs + ["gpt2"] * args.gpt2:
+        steps = args.steps or (20 if args.quick else {"baby": 50, "6-layer": 10, "gpt2": 4}[name])
         config = [name, str(steps)]
         ours, theirs = measure_pair(__file__, ["ferrolm-train", *config], ["torch-train", *config], args.repeats)
         row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
         bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, config, args.repeats)
-        gen = [name, str(30 if name == "baby" else 20)]
+        gen = [name, str({"baby": 30, "6-layer": 20, "gpt2": 10}[name])]
         tasks = ["ferrolm-generate", "torch-generate-cache", "torch-generate-nocache"]
         ours, *peers = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)
         for theirs, label in zip(peers, ("KV cache", "no cache")):

@@ -93,6 +93,7 @@ __all__ = [
     "save_safetensors",
     "load_safetensors",
     "Tokenizer",
+    "release_memory",
 ]
 
 class ShapeError(ValueError):
@@ -206,6 +207,8 @@ class Tensor:
 
 def randn(*shape: int, mean: float = 0.0, std: float = 1.0, seed: Optional[int] = None, requires_grad: bool = False) -> Tensor: ...
 def rand(*shape: int, low: float = 0.0, high: float = 1.0, seed: Optional[int] = None, requires_grad: bool = False) -> Tensor: ...
+def release_memory() -> None:
+    """Returns the free memory the allocator keeps for reuse to the OS (training calls it at its end)."""
 def manual_seed(seed: int) -> None:
     """Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout,
     attention's dropout, GPT.create, BERT.create, sampling in generate), as torch.manual_seed

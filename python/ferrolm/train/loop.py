@@ -350,8 +350,11 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     `out_dir` exactly; `model` must hold its weights (load it from `out_dir`: GPT.load,
     fl.load_model...), else ValueError."""
     config = config.resolved()  # checked again: fields may have been set since it was made
-    with _matmul_precision(config.dtype):
-        return _run(model, objective, config, Path(out_dir), resume, settings or {})
+    try:
+        with _matmul_precision(config.dtype):
+            return _run(model, objective, config, Path(out_dir), resume, settings or {})
+    finally:
+        _core.release_memory()  # the step buffers the allocator kept for the next step
 
 
 @contextlib.contextmanager
