@@ -839,6 +839,19 @@ def test_one_element_tensors_format_and_convert_as_numbers():
         int(fl.tensor(float("nan")))
 
 
+def test_numpy_reductions_of_a_tensor_give_tensors():
+    """np.mean(t) and np.sum(t) call t.mean(axis=None, dtype=None, out=None); they raised
+    TypeError naming arguments the user never passed. They give tensors, as for PyTorch's."""
+    t = fl.tensor([[1.0, 2.0, 6.0], [3.0, -4.0, 5.0]])
+    for fn, method in ((np.sum, "sum"), (np.mean, "mean"), (np.max, "max"), (np.min, "min")):
+        got = fn(t, axis=0)
+        assert isinstance(got, fl.Tensor)
+        np.testing.assert_allclose(got.numpy(), getattr(t.numpy(), method)(axis=0), rtol=1e-6)
+        assert float(fn(t)) == pytest.approx(float(getattr(t.numpy(), method)()))
+    with pytest.raises(TypeError, match="dtype= and out= must be None"):
+        np.sum(t, dtype=np.float64)
+
+
 def test_layers_models_and_optimizers_print_what_they_are():
     """Modules print their layers as PyTorch prints a model; optimizers their settings (all
     showed `<... object at 0x...>`)."""

@@ -35,6 +35,18 @@ fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py
     arr.call_method1("astype", ("float32",))?.extract::<PyReadonlyArrayDyn<f32>>()
 }
 
+/// numpy's reductions (`np.sum(t)`, `np.mean(t)`) call a tensor's method with `dtype` and `out`,
+/// which it takes when None, as PyTorch's tensors do.
+fn numpy_defaults_only(dtype: Option<&Bound<'_, PyAny>>, out: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    match (dtype, out) {
+        (None, None) => Ok(()),
+        _ => Err(PyTypeError::new_err(
+            "ferrolm tensors are float32 and reductions return new tensors: dtype= and out= must be None \
+             (use np.asarray(t) for numpy's)",
+        )),
+    }
+}
+
 /// `copy.deepcopy`'s copy of `t`: a leaf with a copy of its data and gradient, collecting
 /// gradients if `t` does; made once per tensor and kept in `memo` under its uid (Python objects
 /// are not tensors: a layer's weight is a new object per read), so ties survive the copy.
@@ -568,20 +580,47 @@ impl PyTensor {
     }
 
     /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
-    #[pyo3(signature = (axis = None, keepdim = false))]
-    fn sum(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+    /// `dtype` and `out` are for numpy (`np.sum(t)` passes them) and must be None.
+    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
+    fn sum(
+        &self,
+        py: Python<'_>,
+        axis: Option<isize>,
+        keepdim: bool,
+        dtype: Option<&Bound<'_, PyAny>>,
+        out: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
+        numpy_defaults_only(dtype, out)?;
         run(py, || ops::reduce(&self.0, ops::Reduce::Sum, axis, keepdim))
     }
 
     /// Mean over `axis` (all elements when None), as `ferrolm.functional.mean`.
-    #[pyo3(signature = (axis = None, keepdim = false))]
-    fn mean(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+    /// `dtype` and `out` are for numpy (`np.mean(t)` passes them) and must be None.
+    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
+    fn mean(
+        &self,
+        py: Python<'_>,
+        axis: Option<isize>,
+        keepdim: bool,
+        dtype: Option<&Bound<'_, PyAny>>,
+        out: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
+        numpy_defaults_only(dtype, out)?;
         run(py, || ops::reduce(&self.0, ops::Reduce::Mean, axis, keepdim))
     }
 
     /// Maximum over `axis` (all elements when None), as `ferrolm.functional.max`.
-    #[pyo3(signature = (axis = None, keepdim = false))]
-    fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+    /// `dtype` and `out` are for numpy (`np.max(t)` passes them) and must be None.
+    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
+    fn max(
+        &self,
+        py: Python<'_>,
+        axis: Option<isize>,
+        keepdim: bool,
+        dtype: Option<&Bound<'_, PyAny>>,
+        out: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
+        numpy_defaults_only(dtype, out)?;
         run(py, || ops::reduce(&self.0, ops::Reduce::Max, axis, keepdim))
     }
 
@@ -626,8 +665,17 @@ impl PyTensor {
     }
 
     /// Minimum over `axis` (all elements when None): −max(−x), as `ferrolm.functional.min`.
-    #[pyo3(signature = (axis = None, keepdim = false))]
-    fn min(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
+    /// `dtype` and `out` are for numpy (`np.min(t)` passes them) and must be None.
+    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
+    fn min(
+        &self,
+        py: Python<'_>,
+        axis: Option<isize>,
+        keepdim: bool,
+        dtype: Option<&Bound<'_, PyAny>>,
+        out: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
+        numpy_defaults_only(dtype, out)?;
         run(py, || Ok(ops::neg(&ops::reduce(&ops::neg(&self.0), ops::Reduce::Max, axis, keepdim)?)))
     }
 
