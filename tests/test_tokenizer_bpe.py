@@ -60,6 +60,11 @@ def test_training_matches_hf_on_adversarial_corpus():
     ours = ferrolm.Tokenizer.train_from_iterator(ADV, vocab_size=900, special_tokens=[])
     ref = hf_bpe(ADV, 900, specials=())
     assert json.loads(ours.to_str())["model"]["vocab"] == json.loads(ref.to_str())["model"]["vocab"]
+    # Batches of texts, as Hugging Face's iterators may yield them (a TypeError before).
+    batches = [ADV[i : i + 7] for i in range(0, len(ADV), 7)]
+    batched = ferrolm.Tokenizer.train_from_iterator(iter(batches), vocab_size=900, special_tokens=[])
+    assert batched.to_str() == ours.to_str()
+    assert json.loads(hf_bpe(batches, 900, specials=()).to_str())["model"]["vocab"] == json.loads(ours.to_str())["model"]["vocab"]
 
 
 def test_one_long_text_trains_as_hf_trains_it(shakespeare):

@@ -565,7 +565,7 @@ class Tokenizer:
         and WordPieceTrainer. Ctrl-C stops a training within about a second."""
     @staticmethod
     def train_from_iterator(
-        iterator: Iterable[_Text],
+        iterator: Iterable[Union[_Text, Sequence[_Text]]],
         *,
         kind: Literal["bpe", "wordpiece", "char"] = "bpe",
         vocab_size: int = 32000,
@@ -576,8 +576,9 @@ class Tokenizer:
         strip_accents: Optional[bool] = None,
         limit_alphabet: Optional[int] = None,
     ) -> Tokenizer:
-        """Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a
-        time; the arguments are `train`'s."""
+        """Trains on an iterable of strings (each one a unit of text), or of lists of them (batches,
+        as Hugging Face's iterators may yield), counted about 8 MB at a time; the arguments are
+        `train`'s."""
     def save(self, path: _Path) -> None: ...
     def copy(self) -> Tokenizer:
         """An independent copy (special tokens added to one are not added to the other)."""

@@ -366,8 +366,9 @@ impl PyTokenizer {
         interruptible(py, &stop, || Tokenizer::train_from_files(&files, cfg)).map(Self::wrap)
     }
 
-    /// Trains on an iterable of strings (each one a unit of text), counted about 8 MB at a
-    /// time; the arguments are `train`'s.
+    /// Trains on an iterable of strings (each one a unit of text), or of lists of them (batches,
+    /// as Hugging Face's iterators may yield), counted about 8 MB at a time; the arguments are
+    /// `train`'s.
     #[staticmethod]
     #[pyo3(signature = (iterator, *, kind = "bpe", vocab_size = 32000, min_frequency = 0, special_tokens = None,
                         pattern = "gpt2", lowercase = true, strip_accents = None, limit_alphabet = None))]
@@ -403,9 +404,19 @@ impl PyTokenizer {
         let mut batch: Vec<String> = Vec::new();
         let mut bytes = 0;
         for (i, item) in iterator.try_iter()?.enumerate() {
-            let s = text_arg(&item?, &format!("item {i}"))?.into_owned();
-            bytes += s.len();
-            batch.push(s);
+            let item = item?;
+            // Hugging Face's iterators may yield batches (lists of texts) as well as texts.
+            if item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>() {
+                for (j, text) in item.try_iter()?.enumerate() {
+                    let s = text_arg(&text?, &format!("item {i}[{j}]"))?.into_owned();
+                    bytes += s.len();
+                    batch.push(s);
+                }
+            } else {
+                let s = text_arg(&item, &format!("item {i}"))?.into_owned();
+                bytes += s.len();
+                batch.push(s);
+            }
             if bytes >= 8 << 20 {
                 interruptible(py, &stop, || trainer.feed(&batch))?;
                 batch.clear();
