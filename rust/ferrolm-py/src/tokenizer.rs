@@ -406,17 +406,16 @@ impl PyTokenizer {
         for (i, item) in iterator.try_iter()?.enumerate() {
             let item = item?;
             // Hugging Face's iterators may yield batches (lists of texts) as well as texts.
-            if item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>() {
-                for (j, text) in item.try_iter()?.enumerate() {
-                    let s = text_arg(&text?, &format!("item {i}[{j}]"))?.into_owned();
-                    bytes += s.len();
-                    batch.push(s);
-                }
+            let texts: Vec<String> = if item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>() {
+                let each = |(j, text): (usize, PyResult<Bound<'_, PyAny>>)| {
+                    Ok(text_arg(&text?, &format!("item {i}[{j}]"))?.into_owned())
+                };
+                item.try_iter()?.enumerate().map(each).collect::<PyResult<_>>()?
             } else {
-                let s = text_arg(&item, &format!("item {i}"))?.into_owned();
-                bytes += s.len();
-                batch.push(s);
-            }
+                vec![text_arg(&item, &format!("item {i}"))?.into_owned()]
+            };
+            bytes += texts.iter().map(String::len).sum::<usize>();
+            batch.extend(texts);
             if bytes >= 8 << 20 {
                 interruptible(py, &stop, || trainer.feed(&batch))?;
                 batch.clear();
