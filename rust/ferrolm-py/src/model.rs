@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
-use ferrolm::checkpoint::{from_safetensors_where, read_file, to_safetensors, write_atomic};
+use ferrolm::checkpoint::{from_safetensors_where, read_file, write_safetensors};
 use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
@@ -447,22 +447,41 @@ impl PyTextStream {
 #[pyfunction]
 #[pyo3(signature = (path, tensors, metadata = None))]
 fn save_safetensors(
-    py: Python<'_>,
     path: PathBuf,
     tensors: &Bound<'_, PyDict>,
     metadata: Option<HashMap<String, String>>,
 ) -> PyResult<()> {
+    // C-contiguous float32 arrays (an optimizer's state_dict) are written from their memory;
+    // anything else (tensors, other dtypes, views) is converted first.
+    enum Data<'py> {
+        Borrowed(PyReadonlyArrayDyn<'py, f32>),
+        Owned(Vec<f32>),
+    }
     let mut items = Vec::new();
     for (k, v) in tensors.iter() {
-        let t = to_tensor(&v)?;
-        items.push((k.extract::<String>()?, t.shape().to_vec(), t.to_vec()));
+        let borrowed = v.cast::<PyArrayDyn<f32>>().ok().map(|a| a.readonly()).filter(|a| a.is_c_contiguous());
+        let (shape, data) = match borrowed {
+            Some(a) => (a.shape().to_vec(), Data::Borrowed(a)),
+            None => {
+                let t = to_tensor(&v)?;
+                (t.shape().to_vec(), Data::Owned(t.to_vec()))
+            }
+        };
+        items.push((k.extract::<String>()?, shape, data));
     }
+    let refs = items
+        .iter()
+        .map(|(name, shape, data)| {
+            let values = match data {
+                Data::Borrowed(a) => a.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?,
+                Data::Owned(v) => &v[..],
+            };
+            Ok((name.clone(), shape.clone(), values))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     let metadata: BTreeMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
-    compute(py, || {
-        let refs: Vec<_> = items.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
-        write_atomic(&path, &to_safetensors(&refs, metadata)?)
-    })
-    .py()
+    // The GIL stays held: the arrays are borrowed from Python, which must not change them meanwhile.
+    write_safetensors(&path, &refs, metadata).py()
 }
 
 /// Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors.
