@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDy
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{IntoPyDict, PyFloat, PySlice, PyTuple};
+use pyo3::types::{IntoPyDict, PyDict, PyFloat, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -12,6 +12,9 @@ use crate::compute;
 use crate::errors::IntoPy;
 
 /// An n-dimensional float32 array that records operations for backpropagation.
+/// A reduction method's other keywords (numpy's `dtype` and `out`; see `PyTensor::reduction`).
+type Numpy<'a, 'py> = &'a Bound<'py, PyDict>;
+
 #[pyclass(name = "Tensor", module = "ferrolm", frozen, from_py_object)]
 #[derive(Clone)]
 pub struct PyTensor(pub Tensor);
@@ -33,18 +36,6 @@ fn as_f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py
         )));
     }
     arr.call_method1("astype", ("float32",))?.extract::<PyReadonlyArrayDyn<f32>>()
-}
-
-/// numpy's reductions (`np.sum(t)`, `np.mean(t)`) call a tensor's method with `dtype` and `out`,
-/// which it takes when None, as PyTorch's tensors do.
-fn numpy_defaults_only(dtype: Option<&Bound<'_, PyAny>>, out: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-    match (dtype, out) {
-        (None, None) => Ok(()),
-        _ => Err(PyTypeError::new_err(
-            "ferrolm tensors are float32 and reductions return new tensors: dtype= and out= must be None \
-             (use np.asarray(t) for numpy's)",
-        )),
-    }
 }
 
 /// `copy.deepcopy`'s copy of `t`: a leaf with a copy of its data and gradient, collecting
@@ -161,6 +152,30 @@ impl PyTensor {
     /// An elementwise op of the core, run with the GIL released.
     fn unary(&self, py: Python<'_>, op: fn(&Tensor) -> Tensor) -> PyResult<PyTensor> {
         run(py, || Ok(op(&self.0)))
+    }
+
+    /// A reduction method: `reduce` of this tensor. numpy's reductions (`np.sum(t)`,
+    /// `np.mean(t)`) call the method with `dtype=None, out=None`, taken as PyTorch's tensors
+    /// take them; other values, or other keywords, are refused.
+    fn reduction(
+        &self,
+        py: Python<'_>,
+        numpy: Option<Numpy>,
+        reduce: impl FnOnce(&Tensor) -> ferrolm::Result<Tensor> + Send,
+    ) -> PyResult<PyTensor> {
+        for (key, value) in numpy.into_iter().flatten() {
+            let key: String = key.extract()?;
+            if !matches!(key.as_str(), "dtype" | "out") {
+                return Err(PyTypeError::new_err(format!("unexpected keyword argument {key:?}")));
+            }
+            if !value.is_none() {
+                return Err(PyTypeError::new_err(
+                    "ferrolm tensors are float32 and reductions return new tensors: dtype= and out= must be None \
+                     (use np.asarray(t) for numpy's)",
+                ));
+            }
+        }
+        run(py, || reduce(&self.0))
     }
 }
 
@@ -442,7 +457,7 @@ impl PyTensor {
     /// `Tensor([[...]], requires_grad=True)`, values printed by numpy.
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let np = py.import("numpy")?;
-        let kwargs = pyo3::types::PyDict::new(py);
+        let kwargs = PyDict::new(py);
         kwargs.set_item("precision", 4)?;
         kwargs.set_item("threshold", 64)?;
         kwargs.set_item("separator", ", ")?;
@@ -580,48 +595,21 @@ impl PyTensor {
     }
 
     /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
-    /// `dtype` and `out` are for numpy (`np.sum(t)` passes them) and must be None.
-    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
-    fn sum(
-        &self,
-        py: Python<'_>,
-        axis: Option<isize>,
-        keepdim: bool,
-        dtype: Option<&Bound<'_, PyAny>>,
-        out: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyTensor> {
-        numpy_defaults_only(dtype, out)?;
-        run(py, || ops::reduce(&self.0, ops::Reduce::Sum, axis, keepdim))
+    #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
+    fn sum(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Sum, axis, keepdim))
     }
 
     /// Mean over `axis` (all elements when None), as `ferrolm.functional.mean`.
-    /// `dtype` and `out` are for numpy (`np.mean(t)` passes them) and must be None.
-    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
-    fn mean(
-        &self,
-        py: Python<'_>,
-        axis: Option<isize>,
-        keepdim: bool,
-        dtype: Option<&Bound<'_, PyAny>>,
-        out: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyTensor> {
-        numpy_defaults_only(dtype, out)?;
-        run(py, || ops::reduce(&self.0, ops::Reduce::Mean, axis, keepdim))
+    #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
+    fn mean(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Mean, axis, keepdim))
     }
 
     /// Maximum over `axis` (all elements when None), as `ferrolm.functional.max`.
-    /// `dtype` and `out` are for numpy (`np.max(t)` passes them) and must be None.
-    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
-    fn max(
-        &self,
-        py: Python<'_>,
-        axis: Option<isize>,
-        keepdim: bool,
-        dtype: Option<&Bound<'_, PyAny>>,
-        out: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyTensor> {
-        numpy_defaults_only(dtype, out)?;
-        run(py, || ops::reduce(&self.0, ops::Reduce::Max, axis, keepdim))
+    #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
+    fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Max, axis, keepdim))
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {
@@ -665,18 +653,9 @@ impl PyTensor {
     }
 
     /// Minimum over `axis` (all elements when None): −max(−x), as `ferrolm.functional.min`.
-    /// `dtype` and `out` are for numpy (`np.min(t)` passes them) and must be None.
-    #[pyo3(signature = (axis = None, keepdim = false, dtype = None, out = None))]
-    fn min(
-        &self,
-        py: Python<'_>,
-        axis: Option<isize>,
-        keepdim: bool,
-        dtype: Option<&Bound<'_, PyAny>>,
-        out: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyTensor> {
-        numpy_defaults_only(dtype, out)?;
-        run(py, || Ok(ops::neg(&ops::reduce(&ops::neg(&self.0), ops::Reduce::Max, axis, keepdim)?)))
+    #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
+    fn min(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| Ok(ops::neg(&ops::reduce(&ops::neg(t), ops::Reduce::Max, axis, keepdim)?)))
     }
 
     /// A dimension of size 1 inserted at `axis` (−1: last).
