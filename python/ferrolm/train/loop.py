@@ -70,20 +70,22 @@ class TrainConfig:
         log_interval: steps between metrics.jsonl records (and lines, without a progress bar).
         checkpoint_interval: save every this many steps (0: at each evaluation) and at the end.
         always_save_checkpoint: False saves only when the validation loss improves (nanoGPT's
-            option), so a run that overfits keeps, and ends holding, its best model.
+            option), so a run that overfits keeps, and ends holding, its best model (a copy is
+            kept in memory), and a resume continues from it.
         seed: batches, dropout and evaluation batches are drawn from it.
         dtype: "float32", or "bfloat16": matrix products round their operands to bfloat16 and
             sum in float32 (as PyTorch's bf16 autocast, outputs staying float32); 1.5-1.7x
-            faster training on CPUs with AVX512-BF16, float32 elsewhere.
-        progress: a tqdm bar while training; False prints evaluations and log lines instead.
+            faster training on CPUs with AVX512-BF16 (about 1.2x with a 32k vocabulary, whose
+            float32 softmax and loss weigh more), float32 elsewhere.
+        progress: a tqdm bar (when tqdm is installed); False, or without tqdm, evaluations and
+            log lines are printed instead.
     """
 
     max_iters: int = 2000
     learning_rate: float = 1e-3
-    # None: learning_rate / 10 (nanoGPT's advice and its 1e-4 for 1e-3), taken when training starts
-    min_lr: Optional[float] = None
+    min_lr: Optional[float] = None  # None: learning_rate / 10, nanoGPT's advice (its 1e-4 for 1e-3)
     warmup_iters: int = 100
-    lr_decay_iters: Optional[int] = None  # None: max_iters (the decay spans the run), taken when training starts
+    lr_decay_iters: Optional[int] = None
     decay_lr: bool = True
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -93,18 +95,11 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 20
     log_interval: int = 10
-    checkpoint_interval: int = 0  # 0: checkpoint at each evaluation (see always_save_checkpoint) and at the end
-    # False: checkpoint only when the validation loss improves (nanoGPT's option), so a run that
-    # overfits keeps its best model (and ends holding its weights; a copy is kept in memory),
-    # and --resume continues from it.
+    checkpoint_interval: int = 0
     always_save_checkpoint: bool = True
     seed: int = 1337
-    # "bfloat16": matrix products round their operands to bfloat16 and sum in float32 (like
-    # PyTorch's bf16 autocast, but outputs stay float32); training 1.5-1.7x faster than float32
-    # measured on a CPU with AVX512-BF16 (benches/bench_gpt.py, bench_bert.py), about 1.2x
-    # with a 32k vocabulary (its float32 softmax and loss weigh more).
     dtype: str = "float32"
-    progress: bool = True  # a tqdm bar (when installed); without one, evaluations print as lines
+    progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
