@@ -366,23 +366,50 @@ def test_autograd_semantics():
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_threads_do_not_change_results(precision):
+    """The pool's size from RAYON_NUM_THREADS, and counts chosen in the process."""
     code = f"""
 import json, warnings, numpy as np, ferrolm as fl, ferrolm.functional as F
 warnings.simplefilter("ignore")
 fl.set_matmul_precision("{precision}")
-rng = np.random.default_rng(1)
-qkv = fl.Linear(64, 192, seed=3); head = fl.Linear(64, 50, seed=4)
-x = fl.tensor(rng.standard_normal((4, 32, 64)).astype(np.float32))
-a = F.attention_qkv(qkv(x), 4, causal=True, dropout_p=0.1, seed=5)
-loss = F.cross_entropy(head(F.gelu(a)), rng.integers(0, 50, size=(4 * 32,)))
-loss.backward()
-print(json.dumps({{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}}))
+
+def step():
+    rng = np.random.default_rng(1)
+    qkv = fl.Linear(64, 192, seed=3); head = fl.Linear(64, 50, seed=4)
+    x = fl.tensor(rng.standard_normal((4, 32, 64)).astype(np.float32))
+    a = F.attention_qkv(qkv(x), 4, causal=True, dropout_p=0.1, seed=5)
+    loss = F.cross_entropy(head(F.gelu(a)), rng.integers(0, 50, size=(4 * 32,)))
+    loss.backward()
+    return {{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}}
+
+runs = [step()]
+for n in (1, 3):
+    fl.set_num_threads(n)
+    runs.append(step())
+print(json.dumps(runs))
 """
     one = json.loads(run_python(code, {"RAYON_NUM_THREADS": "1"}))
     two = json.loads(run_python(code, {"RAYON_NUM_THREADS": "2"}))
-    assert (one["threads"], two["threads"]) == (1, 2)
-    assert abs(one["loss"] - two["loss"]) <= 1e-6 * abs(one["loss"])
-    np.testing.assert_allclose(one["grad"], two["grad"], rtol=1e-5, atol=1e-7)
+    assert [r["threads"] for r in one + two] == [1, 1, 3, 2, 1, 3]
+    for run in one[1:] + two:
+        assert abs(one[0]["loss"] - run["loss"]) <= 1e-6 * abs(one[0]["loss"])
+        np.testing.assert_allclose(one[0]["grad"], run["grad"], rtol=1e-5, atol=1e-7)
+
+
+def test_set_num_threads_checks_its_count_and_goes_back_with_none():
+    pool = fl.num_threads()
+    try:
+        for bad in (0, -1, 10**6):
+            with pytest.raises(ValueError, match="number of threads"):
+                fl.set_num_threads(bad)
+            assert fl.num_threads() == pool, "a refused count changes nothing"
+        fl.set_num_threads(1)
+        assert fl.num_threads() == 1
+        w = fl.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+        (w @ w.T).sum().backward()  # computes on the chosen pool, gradients and all
+        np.testing.assert_array_equal(w.grad.numpy(), 2 * np.tile(w.numpy().sum(0), (2, 1)))
+    finally:
+        fl.set_num_threads(None)
+    assert fl.num_threads() == pool
 
 
 def test_threads_sharing_an_optimizer_or_a_generation_take_turns():

@@ -32,6 +32,7 @@ from ferrolm._core import (
     randn,
     save_safetensors,
     set_matmul_precision,
+    set_num_threads,
 )
 from ferrolm.autograd import enable_grad, no_grad, set_grad_enabled
 from ferrolm.bert import BERT
@@ -68,6 +69,7 @@ __all__ = [
     "save_safetensors",
     "set_grad_enabled",
     "set_matmul_precision",
+    "set_num_threads",
     "tensor",
     "zeros",
     "ones",

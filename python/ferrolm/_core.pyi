@@ -84,6 +84,7 @@ __all__ = [
     "set_grad_enabled",
     "is_grad_enabled",
     "num_threads",
+    "set_num_threads",
     "set_matmul_precision",
     "matmul_precision",
     "Gpt",
@@ -216,7 +217,13 @@ def manual_seed(seed: int) -> None:
 def full(*shape: int, value: float = 0.0, requires_grad: bool = False) -> Tensor: ...
 def set_grad_enabled(enabled: bool) -> bool: ...
 def is_grad_enabled() -> bool: ...
-def num_threads() -> int: ...
+def num_threads() -> int:
+    """The threads each computation runs on: as set_num_threads chose, or the compute pool's
+    (one per CPU, or the RAYON_NUM_THREADS environment variable's count)."""
+def set_num_threads(threads: Optional[int]) -> None:
+    """Sets the threads later computations run on, process-wide, as torch.set_num_threads does
+    (RAYON_NUM_THREADS only counts before ferrolm is imported); None goes back to the compute
+    pool's size. Results do not depend on the count beyond float rounding."""
 def set_matmul_precision(precision: str) -> str: ...
 def matmul_precision() -> str: ...
 

@@ -341,10 +341,22 @@ fn matmul_precision() -> &'static str {
     }
 }
 
-/// Threads in the compute pool (set with the RAYON_NUM_THREADS environment variable).
+/// The threads each computation runs on: as set_num_threads chose, or the compute pool's
+/// (one per CPU, or the RAYON_NUM_THREADS environment variable's count).
 #[pyfunction]
 fn num_threads() -> usize {
     ferrolm::num_threads()
+}
+
+/// Sets the threads later computations run on, process-wide, as torch.set_num_threads does
+/// (RAYON_NUM_THREADS only counts before ferrolm is imported); None goes back to the compute
+/// pool's size. Results do not depend on the count beyond float rounding.
+#[pyfunction]
+fn set_num_threads(threads: Option<i64>) -> PyResult<()> {
+    let negative =
+        |n| pyo3::exceptions::PyValueError::new_err(format!("the number of threads must be at least 1, got {n}"));
+    let count = threads.map(|n| usize::try_from(n).map_err(|_| negative(n))).transpose()?;
+    ferrolm::set_num_threads(count).py()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -361,6 +373,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(manual_seed, m)?,
         wrap_pyfunction!(is_grad_enabled, m)?,
         wrap_pyfunction!(num_threads, m)?,
+        wrap_pyfunction!(set_num_threads, m)?,
         wrap_pyfunction!(set_matmul_precision, m)?,
         wrap_pyfunction!(matmul_precision, m)?,
     ] {

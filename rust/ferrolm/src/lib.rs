@@ -48,7 +48,7 @@ pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled, with_grad_enabled
 pub use error::{Error, Result};
 pub use optim::{clip_grad_norm, AdamW, Optimizer, ParamState, Sgd};
 pub use tensor::{ElementsMut, Tensor};
-pub use threads::{compute, init_thread_pool, num_threads, with_threads};
+pub use threads::{compute, init_thread_pool, num_threads, set_num_threads, with_threads};
 
 /// The README's Rust example, compiled by `cargo test` so that it keeps to the API.
 #[cfg(doctest)]

@@ -5,14 +5,17 @@
 //! training step and a third of the 6-layer model's token-by-token decoding. [`init_thread_pool`] makes the driving thread one of the
 //! pool's threads, so its ops start where they are called. Calls from any other thread go through
 //! [`compute`], which runs them in a second pool of the same size, so they too get every thread.
-//! [`with_threads`] runs work on a pool of a chosen size.
+//! [`with_threads`] runs work on a pool of a chosen size; [`set_num_threads`] makes every
+//! [`compute`] call do so.
 //!
 //! Callers from outside a pool take turns on it, one call at a time. A pool thread waiting for
 //! its own call's parallel work runs whatever work the pool has, including the start of another
 //! caller's call; if that call then waited for a tensor the first one holds (an optimizer step
 //! writing the weights a forward pass is reading), both would wait forever.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::ThreadId;
 
 use rayon::ThreadPool;
 
@@ -34,23 +37,50 @@ pub fn init_thread_pool() -> bool {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok()
+    let started = rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok();
+    if started {
+        let _ = DRIVING_THREAD.set(std::thread::current().id());
+    }
+    started
 }
 
-/// Runs `f`, a computation with parallel ops, where they get every compute thread: here, on a
-/// pool thread (the one that called [`init_thread_pool`], or one running a call already);
-/// otherwise in a pool of the compute pool's size kept for other threads (see `kept_pool`),
-/// taking turns with other callers. The global pool's threads are only the driving thread's:
+/// The thread that [`init_thread_pool`] made one of the compute pool's threads.
+static DRIVING_THREAD: OnceLock<ThreadId> = OnceLock::new();
+
+/// Runs `f`, a computation with parallel ops, where they get every compute thread (or as many
+/// as [`set_num_threads`] chose): here, on a pool thread of that many (the one that called
+/// [`init_thread_pool`], or any running a call already, which keeps its own); otherwise in a
+/// pool of that size kept for other threads (see `kept_pool`), taking turns with other callers. The global pool's threads are only the driving thread's:
 /// it takes pool work only while computing, and in a one-thread pool it would be the only one
 /// that could run the work.
 pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
+    let in_pool = rayon::current_thread_index().is_some();
+    if in_pool && DRIVING_THREAD.get() != Some(&std::thread::current().id()) {
+        return f(); // part of a call already running: it stays in that call's pool
+    }
+    let threads = match CHOSEN_THREADS.load(Ordering::Relaxed) {
+        0 => rayon::current_num_threads(),
+        n => n,
+    };
+    if in_pool && threads == rayon::current_num_threads() {
         return f();
     }
-    match kept_pool(rayon::current_num_threads()) {
+    match kept_pool(threads) {
         Ok(pool) => pool.run(f),
         Err(_) => f(),
     }
+}
+
+/// The thread count [`set_num_threads`] chose; 0 while none is chosen.
+static CHOSEN_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes every later [`compute`] call run on `threads` threads (`None`: the compute pool's own
+/// size again), as PyTorch's `set_num_threads` does, where `RAYON_NUM_THREADS` can only be set
+/// before the process starts. A count other than the compute pool's runs in a kept pool of that
+/// size, so each call is handed over to it (a few microseconds).
+pub fn set_num_threads(threads: Option<usize>) -> Result<()> {
+    CHOSEN_THREADS.store(threads.map(checked_count).transpose()?.unwrap_or(0), Ordering::Relaxed);
+    Ok(())
 }
 
 /// The most threads [`with_threads`] starts: a mistaken count (a million) must not start that
@@ -63,10 +93,15 @@ pub const MAX_THREADS: usize = 1024;
 /// the inner call would wait for the turn its own outer call holds.
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
     let Some(n) = threads else { return Ok(f()) };
+    Ok(kept_pool(checked_count(n)?)?.run(f))
+}
+
+/// `n` if it is a thread count to start pools of.
+fn checked_count(n: usize) -> Result<usize> {
     if n == 0 || n > MAX_THREADS {
         bail!(Argument, "the number of threads must be between 1 and {MAX_THREADS}, got {n}");
     }
-    Ok(kept_pool(n)?.run(f))
+    Ok(n)
 }
 
 /// A pool whose callers from outside take turns (see the module's documentation).
@@ -127,7 +162,11 @@ fn kept_pool(n: usize) -> Result<Arc<KeptPool>> {
     Ok(pool)
 }
 
-/// Threads in the compute pool (rayon's; set with the `RAYON_NUM_THREADS` environment variable).
+/// The threads [`compute`] calls run on: as [`set_num_threads`] chose, or the compute pool's
+/// (rayon's global pool; its size is set with the `RAYON_NUM_THREADS` environment variable).
 pub fn num_threads() -> usize {
-    rayon::current_num_threads()
+    match CHOSEN_THREADS.load(Ordering::Relaxed) {
+        0 => rayon::current_num_threads(),
+        n => n,
+    }
 }
