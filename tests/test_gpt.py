@@ -287,6 +287,19 @@ def test_a_config_changed_after_creation_trains_with_its_new_values(tmp_path):
     assert not (tmp_path / "run2").exists()
 
 
+def test_a_warmup_longer_than_the_run_is_said(tmp_path, capsys):
+    """A quick trial run with the default 100-step warmup never reaches its learning rate."""
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    model, _ = char_model(tmp_path)
+    for warmup, said in ((2, False), (100, True)):
+        config = TrainConfig(max_iters=4, warmup_iters=warmup, eval_iters=1, progress=False)
+        train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
+        err = capsys.readouterr().err
+        assert ("warmup (100 steps) outlasts the run (4 steps): the learning rate rises to 3.96e-05 only, not 0.001"
+                in err) == said, err
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     from ferrolm.train import CausalLM, TrainConfig, train
 

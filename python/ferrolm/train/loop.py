@@ -345,6 +345,10 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     `out_dir` exactly; `model` must hold its weights (load it from `out_dir`: GPT.load,
     fl.load_model...), else ValueError."""
     config = config.resolved()  # checked again: fields may have been set since it was made
+    if config.decay_lr and 0 < config.max_iters <= config.warmup_iters:
+        print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({config.max_iters} steps): the "
+              f"learning rate rises to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} "
+              "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
     try:
         with _matmul_precision(config.dtype):
             return _run(model, objective, config, Path(out_dir), resume, settings or {})
