@@ -300,6 +300,48 @@ def test_a_warmup_longer_than_the_run_is_said(tmp_path, capsys):
                 in err) == said, err
 
 
+def test_the_memory_estimate_is_a_low_one_that_training_reaches(tmp_path):
+    """What training is refused on (see the next test) must not exceed what it would take:
+    measured as the peak resident memory a run adds to a fresh process's."""
+    from conftest import run_python
+
+    code = f"""
+import json, resource
+import ferrolm as fl
+from ferrolm.data import prepare_tokens
+from ferrolm.train import CausalLM, TrainConfig, train
+from ferrolm.train.memory import training_bytes
+text = open({str(BUNDLED_CORPUS)!r}, encoding="utf-8").read()[:200_000]
+tok = fl.Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
+prepare_tokens(text, tok, {str(tmp_path / "data")!r})
+model = fl.GPT.create(vocab_size=tok.vocab_size, block_size=256, n_layer=4, n_head=4, n_embd=256, tokenizer=tok)
+objective = CausalLM({str(tmp_path / "data")!r}, 256, 8)
+need = training_bytes(model, objective, model.num_parameters())[0]
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+train(model, objective, TrainConfig(max_iters=2, warmup_iters=0, eval_iters=1, progress=False), {str(tmp_path / "run")!r})
+print(json.dumps([need, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before]))
+"""
+    need, used = json.loads(run_python(code, {"RAYON_NUM_THREADS": "2"}).splitlines()[-1])
+    assert need <= used <= 2 * need, (need, used)
+
+
+def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, monkeypatch):
+    """Instead of the out-of-memory killer ending the process in its first step."""
+    from ferrolm.train import CausalLM, TrainConfig, memory, train
+
+    assert memory.available_bytes() > 2**20  # this machine's, read from /proc/meminfo
+    model, _ = char_model(tmp_path)
+    objective = CausalLM(tmp_path / "data", 32, 4)
+    need, parts = memory.training_bytes(model, objective, model.num_parameters())
+    assert "activations of a 4 x 32 batch" in parts
+    monkeypatch.setattr(memory, "available_bytes", lambda: need - 1)
+    with pytest.raises(MemoryError, match=r"training needs at least .* GB more memory .*--batch-size"):
+        train(model, objective, TrainConfig(max_iters=2, progress=False), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(memory, "available_bytes", lambda: need)
+    train(model, objective, TrainConfig(max_iters=2, warmup_iters=0, progress=False), tmp_path / "run")
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     from ferrolm.train import CausalLM, TrainConfig, train
 

@@ -1,0 +1,62 @@
+"""Whether a training run fits in memory, checked before it starts. Past that, the kernel's
+out-of-memory killer ends the process part-way through its first step, with no message (or
+the machine swaps to a standstill)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+#: What a step keeps for backward, per layer, token and unit of width, in float32s (a GPT step
+#: measured 19-21; a lower figure, so that a run that fits is never refused).
+ACTIVATION_FLOATS = 16
+#: A step's logits and their gradient, per token and vocabulary entry, in bytes (measured 7.2).
+LOGIT_BYTES = 6
+
+
+def available_bytes() -> Optional[int]:
+    """Memory the kernel can still give this process: Linux's MemAvailable (free memory and
+    page cache it can drop) plus free swap; None where /proc/meminfo does not tell."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            fields = {name: value.split() for name, value in (line.split(":", 1) for line in f)}
+        return (int(fields["MemAvailable"][0]) + int(fields["SwapFree"][0])) * 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str]:
+    """A low estimate of the memory training adds to what the model holds already, and what it
+    is made of: each of the `trainable` parameters' gradient and AdamW's two moments; for a
+    GPT or BERT whose objective states its batch shape (its `batch_size` and `block_size`
+    settings), the activations a step keeps for backward, and a GPT's logits."""
+    need, parts = 12 * trainable, [f"gradients and AdamW state of {trainable:,} parameters: {_gb(12 * trainable)}"]
+    config = getattr(model, "config", None)
+    settings = objective.state()
+    if isinstance(config, dict) and isinstance(settings, dict):
+        layers = config.get("n_layer", config.get("num_hidden_layers"))
+        width = config.get("n_embd", config.get("hidden_size"))
+        batch, context = settings.get("batch_size"), settings.get("block_size")
+        if all(isinstance(v, int) for v in (layers, width, batch, context)):
+            # A GPT predicts every position; BERT's MLM only the masked ones, so its logits are left out.
+            vocab = config.get("vocab_size", 0) if "n_layer" in config else 0
+            activations = batch * context * (4 * ACTIVATION_FLOATS * layers * width + LOGIT_BYTES * vocab)
+            need += activations
+            parts.append(f"activations of a {batch} x {context} batch: {_gb(activations)}")
+    return need, "; ".join(parts)
+
+
+def check_fits(model: Any, objective: Any, trainable: int) -> None:
+    """MemoryError, before anything is written, when training would need more memory than
+    the machine has available."""
+    available = available_bytes()
+    if available is None:
+        return
+    need, parts = training_bytes(model, objective, trainable)
+    if need > available:
+        raise MemoryError(f"training needs at least {_gb(need)} more memory ({parts}), but {_gb(available)} is "
+                          "available: use a smaller --batch-size (--grad-accum keeps the batch's effective size), "
+                          "--block-size or model, or free memory")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.2f} GB"
