@@ -209,6 +209,45 @@ def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
     assert "is a GPT model; fill-mask needs a BERT" in capsys.readouterr().err
 
 
+def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
+    import math
+    import re
+
+    import numpy as np
+
+    from ferrolm.model import GPT
+
+    out = str(tmp_path / "gpt")
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0
+    texts = {"a.txt": "To be, or not to be: that is the question.\n" * 3, "b.txt": "ROMEO:\nBut, soft!", "c.txt": "x"}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    capsys.readouterr()
+    assert main(["perplexity", out, *(str(tmp_path / n) for n in texts), "--stride", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model, nll = GPT.load(out), {}
+    for name, text in list(texts.items())[:2]:
+        logprobs = model.score(text, stride=5)  # a.txt is longer than the 16-token context
+        nll[name] = -logprobs.astype(np.float64).sum()
+        line = next(l for l in lines if l.startswith(str(tmp_path / name)))
+        tokens, loss, ppl, bpb = re.search(r": ([\d,]+) tokens, loss ([\d.]+), perplexity ([\d.]+), ([\d.]+) bits", line).groups()
+        assert int(tokens.replace(",", "")) == len(text) - 1 == logprobs.size
+        assert float(loss) == pytest.approx(nll[name] / logprobs.size, abs=1e-4)
+        assert float(ppl) == pytest.approx(math.exp(nll[name] / logprobs.size), rel=1e-3)
+        assert float(bpb) == pytest.approx(nll[name] / math.log(2) / len(text.encode()), abs=1e-4)
+    assert any(l.startswith(str(tmp_path / "c.txt")) and "no token to predict" in l for l in lines)
+    total = float(re.search(r"total: [\d,]+ tokens, loss ([\d.]+)", lines[-1]).group(1))
+    assert total == pytest.approx(sum(nll.values()) / (len(texts["a.txt"]) + len(texts["b.txt"]) - 2), abs=1e-4)
+    # A BERT has no next-token likelihood; a missing file is named before anything is scored.
+    assert main(["pretrain", str(corpus), "--out", str(tmp_path / "bert"), "--objective", "mlm", "--max-iters", "1",
+                 *TINY]) == 0
+    capsys.readouterr()
+    assert main(["perplexity", str(tmp_path / "bert"), str(tmp_path / "a.txt")]) == 2
+    assert "perplexity needs a GPT" in capsys.readouterr().err
+    assert main(["perplexity", out, str(tmp_path / "a.txt"), str(tmp_path / "missing.txt")]) == 2
+    assert capsys.readouterr().out == ""
+
+
 NANOGPT_CONFIG = '''"""nanoGPT's config/train_shakespeare_char.py, abridged."""
 import time
 out_dir = 'out-shakespeare-char'

@@ -13,7 +13,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from ferrolm.cli.label import register_label
-from ferrolm.cli.lm import register_fill_mask, register_generate, register_pretrain
+from ferrolm.cli.lm import register_fill_mask, register_generate, register_perplexity, register_pretrain
 from ferrolm.cli.nanogpt import translate
 from ferrolm.cli.posttrain import register_classify, register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
@@ -22,6 +22,7 @@ from ferrolm.cli.tokenizer import register_tokenizer
 COMMANDS: list[Callable] = [
     register_pretrain,
     register_generate,
+    register_perplexity,
     register_fill_mask,
     register_sft,
     register_reward,

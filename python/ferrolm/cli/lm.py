@@ -1,14 +1,17 @@
-"""`ferrolm pretrain` and `ferrolm generate`, with nanoGPT's flag names."""
+"""`ferrolm pretrain` and `ferrolm generate`, with nanoGPT's flag names, and `ferrolm perplexity`."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import math
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
                                 fraction, non_negative, positive, probability, resumed, train_config)
@@ -330,6 +333,51 @@ def run_generate(args) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+    return 0
+
+
+def register_perplexity(sub) -> None:
+    """`ferrolm perplexity`: how well a GPT predicts held-out text."""
+    p = sub.add_parser("perplexity", help="score text files with a GPT: loss, perplexity and bits per byte")
+    p.add_argument("model", help="GPT model directory")
+    p.add_argument("files", nargs="+", help="UTF-8 text files, each scored on its own")
+    p.add_argument("--stride", type=count(1), default=None,
+                   help="tokens between sliding windows over text longer than the context; each token is predicted "
+                        "from at least block size - stride before it (default half the context)")
+    p.set_defaults(func=run_perplexity)
+
+
+def run_perplexity(args) -> int:
+    """Per file and in total: tokens predicted, their mean negative log-likelihood (nats), its
+    exponential (the perplexity) and bits per byte of text, which compares tokenizers too."""
+    from ferrolm.data import read_text
+    from ferrolm.models import load_model
+    from ferrolm.model import GPT
+
+    model = load_model(args.model)
+    if not isinstance(model, GPT):
+        raise ValueError(f"{args.model} is a {type(model).__name__} model; perplexity needs a GPT (a BERT sees "
+                         "both sides of each token, so it has no next-token likelihood)")
+    texts = [read_text(f) for f in args.files]  # every file is read and encoded before the first is scored
+    ids = [model.encode(text) for text in texts]
+    totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes
+
+    def report(name: str, nll: float, tokens: int, size: int, seconds: float | None = None) -> None:
+        if not tokens:
+            print(f"{name}: no token to predict (the first token of a text has no prediction)")
+            return
+        speed = f" ({tokens / seconds:,.0f} tokens/s)" if seconds else ""
+        print(f"{name}: {tokens:,} tokens, loss {nll / tokens:.4f}, perplexity {math.exp(nll / tokens):.3f}, "
+              f"{nll / math.log(2) / size:.4f} bits per byte{speed}", flush=True)
+
+    for name, text, text_ids in zip(args.files, texts, ids):
+        start = time.perf_counter()
+        logprobs = model.score(text_ids, args.stride) if len(text_ids) > 1 else np.zeros(0)
+        nll, size = -float(np.sum(logprobs, dtype=np.float64)), len(text.encode("utf-8"))
+        report(name, nll, logprobs.size, size, time.perf_counter() - start)
+        totals = [totals[0] + nll, totals[1] + logprobs.size, totals[2] + size]
+    if len(args.files) > 1:
+        report("total", *totals)
     return 0
 
 
