@@ -357,7 +357,8 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
     before = (base / "model.safetensors").read_bytes()
     capsys.readouterr()
     assert main(["pretrain", str(corpus), "--init-from", str(base), "--out", str(out), "--max-iters", "1",
-                 "--log-interval", "1", *TINY, "--dropout", "0.1"]) == 0  # dropout may change, as in nanoGPT
+                 "--log-interval", "1", *TINY, "--dropout", "0.1", "--learning-rate", "3e-5"]) == 0  # dropout may change
+    assert "pretraining learning rate" not in capsys.readouterr().err
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] < 3.6  # where the model left off (about 3.1); a new model starts at ln(58) ≈ 4.06
     assert (base / "model.safetensors").read_bytes() == before
@@ -366,9 +367,12 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
     config = json.loads((out / "config.json").read_text())
     assert config["resid_pdrop"] == config["attn_pdrop"] == 0.1
     # Without --dropout a new run takes the default, as nanoGPT's init_from does (it kept the model's).
+    capsys.readouterr()
     assert main(["pretrain", str(corpus), "--init-from", str(out), "--out", str(tmp_path / "again"), "--max-iters", "1",
                  *TINY]) == 0
     assert json.loads((tmp_path / "again" / "config.json").read_text())["resid_pdrop"] == 0.0
+    # Nor a learning rate: nanoGPT's pretraining one is used, which is said (the first run gave one).
+    assert "at the pretraining learning rate, 0.001" in capsys.readouterr().err
     for extra, message in ((["--n-layer", "2"], "--n-layer 2 is not the model's"),
                            (["--out", str(base)], "training would overwrite the model it starts from"),
                            (["--tokenizer", "bpe"], "--tokenizer cannot change it"),

@@ -85,6 +85,9 @@ def _starting_model(args):
         print(f"ferrolm: {args.init_from} has no masked-LM head (an encoder-only checkpoint): training a new one",
               file=sys.stderr, flush=True)
         model = model.with_new_mlm_head(args.seed or 0)
+    if args.learning_rate is None and not args.eval_only:
+        print(f"ferrolm: fine-tuning {args.init_from} at the pretraining learning rate, {TRAIN_FLAGS['learning_rate']:g} "
+              "(nanoGPT's finetune_shakespeare.py takes --learning-rate 3e-5 --decay-lr false)", file=sys.stderr, flush=True)
     return model
 
 
