@@ -419,10 +419,10 @@ def test_a_save_that_fails_or_dies_midway_leaves_a_checkpoint_to_resume(tmp_path
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == sorted(p.name for p in whole.iterdir())
     train(GPT.load(tmp_path / "full"), objective(), cfg, tmp_path / "full", resume=True)
 
-    def dies_after_moving_step_10s_weights(directory, last):
+    def dies_after_moving_step_10s_weights(directory, last=None):
         written = directory / ferrolm.atomic._WRITTEN
-        if json.loads((written / last).read_text())["step"] < 10:
-            return real_finish(directory, last)
+        if last != loop.STATE_FILE or json.loads((written / last).read_text())["step"] < 10:
+            return real_finish(directory, last)  # the model's own set, inside the checkpoint's; or step 5
         (written / "model.safetensors").replace(directory / "model.safetensors")
         raise Killed
 
@@ -438,6 +438,72 @@ def test_a_save_that_fails_or_dies_midway_leaves_a_checkpoint_to_resume(tmp_path
     for run in ("full", "killed"):
         for a, b in zip(GPT.load(tmp_path / run).parameters(), GPT.load(whole).parameters()):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_model_directory_is_saved_as_a_set_with_shareable_files(tmp_path, monkeypatch):
+    """A save that fails part-way leaves the old model whole (its weights had been replaced,
+    beside the old tokenizer, and loaded silently); a save that died while moving its files in
+    is finished by the next load; the files are readable by others, as the umask allows
+    (safetensors files were private, 0600, so no other user could load a shared model)."""
+    import ferrolm.atomic
+    import ferrolm.chat
+    from ferrolm.chat import ChatTemplate
+    from ferrolm.models import load_model
+    from ferrolm.train.reward import RewardModel
+
+    old, _ = char_model(tmp_path)
+    new = GPT.create(vocab_size=old.config["vocab_size"], block_size=32, n_layer=2, n_head=2, n_embd=48, seed=7,
+                     tokenizer=fl.Tokenizer.train_from_iterator(["other text"], kind="char", vocab_size=1 << 20))
+    directory = tmp_path / "m"
+    previous = os.umask(0o022)
+    try:
+        old.save(directory)
+        fl.save_safetensors(str(tmp_path / "t.safetensors"), {"x": np.ones(3, np.float32)})
+    finally:
+        os.umask(previous)
+    for f in [*directory.iterdir(), tmp_path / "t.safetensors"]:
+        assert f.stat().st_mode & 0o777 == 0o644, f
+    before = {f.name: f.read_bytes() for f in directory.iterdir()}
+
+    def disk_full(tokenizer):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ferrolm.chat, "hf_chat_files", disk_full)  # after the weights and the tokenizer are written
+        with pytest.raises(OSError, match="No space left"):
+            new.save(directory)
+    assert {f.name: f.read_bytes() for f in directory.iterdir()} == before  # nothing changed, nothing left over
+
+    class Killed(BaseException):
+        pass
+
+    real_finish = ferrolm.atomic.finish_atomic_files
+
+    def dies_before_moving(into):
+        def finish(directory, last=None):  # nested sets (a model's, in a reward model's) move in as ever
+            if directory == into:
+                raise Killed
+            real_finish(directory, last)
+        return finish
+
+    with monkeypatch.context() as m:
+        m.setattr(ferrolm.atomic, "finish_atomic_files", dies_before_moving(directory))
+        with pytest.raises(Killed):
+            new.save(directory)
+    assert (directory / "model.safetensors").read_bytes() == before["model.safetensors"]
+    loaded = load_model(directory)  # finishes the move first
+    assert loaded.tokenizer.vocab_size == new.tokenizer.vocab_size and not (directory / ".files-written").exists()
+    np.testing.assert_array_equal(loaded.parameters()[0].numpy(), new.parameters()[0].numpy())
+    # A reward model's head goes with its weights (a head of one save beside another's weights).
+    first, second = (RewardModel(m) for m in (new, old) if ChatTemplate.prepare(m))
+    first.save(tmp_path / "rm")
+    with monkeypatch.context() as m:
+        m.setattr(ferrolm.atomic, "finish_atomic_files", dies_before_moving(tmp_path / "rm"))
+        with pytest.raises(Killed):
+            second.save(tmp_path / "rm")
+    back = RewardModel.load(tmp_path / "rm")
+    for a, b in zip(back.named_parameters(), second.named_parameters(), strict=True):
+        np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
 
 
 def test_resume_refuses_tampered_state_and_data(tmp_path):

@@ -6,6 +6,7 @@ a failure while writing it (a full disk, a kill) leaves the old set as it was.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -64,17 +65,20 @@ def atomic_files(directory: Union[str, Path], last: str) -> Iterator[Path]:
     finish_atomic_files(directory, last)
 
 
-def finish_atomic_files(directory: Union[str, Path], last: str) -> None:
+def finish_atomic_files(directory: Union[str, Path], last: Optional[str] = None) -> None:
     """Moves into `directory` the files of a set `atomic_files` wrote whole but had not moved
-    in when its process died (nothing if there is none). Call it before reading the set."""
+    in when its process died (nothing if there is none), `last` last. Call it before reading
+    the set. A file another process moved in meanwhile is left to it."""
     directory = Path(directory)
     written = directory / _WRITTEN
     if not written.is_dir():
         return
     for f in sorted(written.iterdir(), key=lambda f: f.name == last):
-        os.replace(f, directory / f.name)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f, directory / f.name)
     _fsync_directory(directory)
-    written.rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        written.rmdir()
 
 
 def write_json(path: Union[str, Path], value: Any, default: Optional[Callable[[Any], Any]] = None) -> None:

@@ -10,6 +10,7 @@ from typing import Optional, Union
 from ferrolm._core import FormatError
 
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
 
 
 def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
@@ -42,13 +43,26 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
 
 
 def model_dir(path: Union[str, Path]) -> Path:
-    """`path` as a Path, checked to be an existing directory."""
+    """`path` as a Path, checked to be an existing directory, whose files are whole: a save
+    that died while moving them in is finished first (see `model_files`)."""
+    from ferrolm.atomic import finish_atomic_files
+
     path = Path(path)
     if path.is_file():
         raise FileNotFoundError(f"{path} is a file: give the model directory holding config.json and model.safetensors")
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
+    finish_atomic_files(path, last=CONFIG_FILE)
     return path
+
+
+def model_files(path: Union[str, Path]):
+    """A directory to write a model's files into (`with model_files(path) as files: ...`); they
+    replace the ones in `path` together when the block ends, so a save that fails part-way
+    (a full disk) leaves the old model whole, not its weights beside another's tokenizer."""
+    from ferrolm.atomic import atomic_files
+
+    return atomic_files(path, last=CONFIG_FILE)
 
 
 #: What `Tokenizer.from_file` reads in a directory, in its order of preference.
@@ -67,17 +81,17 @@ def load_tokenizer(path: Path):
 
 
 def save_model(core, tokenizer, path: Union[str, Path]) -> None:
-    """Writes the core model's files and the tokenizer (each atomically), and for a chat model
-    the files Hugging Face chats with (`chat.hf_chat_files`)."""
+    """Writes the core model's files and the tokenizer (together: `model_files`), and for a chat
+    model the files Hugging Face chats with (`chat.hf_chat_files`)."""
     from ferrolm.atomic import write_json
     from ferrolm.chat import hf_chat_files
 
-    path = Path(path)
-    core.save(str(path))
-    if tokenizer is not None:
-        tokenizer.save(str(path / TOKENIZER_FILE))
-    for name, content in hf_chat_files(tokenizer).items():
-        write_json(path / name, content)
+    with model_files(path) as files:
+        core.save(str(files))
+        if tokenizer is not None:
+            tokenizer.save(str(files / TOKENIZER_FILE))
+        for name, content in hf_chat_files(tokenizer).items():
+            write_json(files / name, content)
 
 
 class CoreModel:
@@ -130,7 +144,7 @@ class CoreModel:
         return f"{type(self).__name__}({config}; {self.num_parameters():,} parameters, tokenizer={tokenizer})"
 
     def save(self, path: Union[str, Path]) -> None:
-        """Writes config.json, model.safetensors and tokenizer.json (each atomically)."""
+        """Writes config.json, model.safetensors and tokenizer.json (together: `model_files`)."""
         save_model(self.core, self.tokenizer, path)
 
     def with_dropout(self, dropout: float, attn_dropout: Optional[float] = None):
@@ -154,9 +168,9 @@ class CoreModel:
 
 def load_model(path: Union[str, Path]):
     """A GPT or BERT from a model directory, chosen by config.json's `model_type`."""
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path / 'config.json'} does not exist (not a model directory)")
+    path = model_dir(path)
+    if not (path / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{path / CONFIG_FILE} does not exist (not a model directory)")
     kind = _model_type(path)
     if kind == "bert":
         from ferrolm.bert import BERT
@@ -173,7 +187,7 @@ def _model_type(path: Path):
     """config.json's model_type; without one, the type its field names give (BERT's
     `num_hidden_layers`, GPT-2's `n_layer`). None when neither tells, or there is no readable
     config: the loader then says what is wrong."""
-    config_file = path / "config.json"
+    config_file = path / CONFIG_FILE
     if not config_file.is_file():  # a FIFO would block the read
         return None
     from ferrolm.jsonl import read_json_object

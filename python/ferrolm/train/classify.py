@@ -54,15 +54,16 @@ class TextClassifier:
         """A classifier directory: saved by `save` or `ferrolm classify`, or a Hugging Face
         BertForSequenceClassification (labels from `id2label`, else LABEL_0, LABEL_1, ...)."""
         from ferrolm.jsonl import read_json_object
+        from ferrolm.models import CONFIG_FILE, model_dir
         from ferrolm.nn import fill_parameters
 
-        path = Path(path)
+        path = model_dir(path)
         weights = path / "model.safetensors"
         head = _core.load_safetensors(str(weights), list(HEAD))[0] if weights.is_file() else {}
         if set(head) != set(HEAD):
             raise FileNotFoundError(f"{path} is not a classifier: it has no classifier.weight and classifier.bias "
                                     "(train one with `ferrolm classify`)")
-        config = read_json_object(path / "config.json")
+        config = read_json_object(path / CONFIG_FILE)
         if config.get("problem_type") not in (None, "single_label_classification"):
             raise ValueError(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
         id2label = config.get("id2label") or {}
@@ -73,20 +74,19 @@ class TextClassifier:
         return model
 
     def save(self, path: Union[str, Path]) -> None:
-        """Writes the directory in Hugging Face's layout (each file atomically)."""
+        """Writes the directory in Hugging Face's layout (its files together: `model_files`)."""
         from ferrolm.atomic import write_json
-        from ferrolm.models import TOKENIZER_FILE
+        from ferrolm.models import CONFIG_FILE, TOKENIZER_FILE, model_files
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {**dict(self.bert.named_parameters()), **{f"classifier.{n}": t for n, t in self.head.named_parameters()}}
-        _core.save_safetensors(str(path / "model.safetensors"), tensors, {"format": "pt"})
-        write_json(path / "config.json", {**self.bert.config, "architectures": ["BertForSequenceClassification"],
-                                          "id2label": dict(enumerate(self.labels)),
-                                          "label2id": {label: i for i, label in enumerate(self.labels)},
-                                          "classifier_dropout": self.classifier_dropout})
-        if self.bert.tokenizer is not None:
-            self.bert.tokenizer.save(str(path / TOKENIZER_FILE))
+        with model_files(path) as files:
+            tensors = {**dict(self.bert.named_parameters()), **{f"classifier.{n}": t for n, t in self.head.named_parameters()}}
+            _core.save_safetensors(str(files / "model.safetensors"), tensors, {"format": "pt"})
+            write_json(files / CONFIG_FILE, {**self.bert.config, "architectures": ["BertForSequenceClassification"],
+                                             "id2label": dict(enumerate(self.labels)),
+                                             "label2id": {label: i for i, label in enumerate(self.labels)},
+                                             "classifier_dropout": self.classifier_dropout})
+            if self.bert.tokenizer is not None:
+                self.bert.tokenizer.save(str(files / TOKENIZER_FILE))
 
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]

@@ -30,7 +30,7 @@ from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write
 from ferrolm.autograd import no_grad
 from ferrolm.jsonl import is_count, lines_of, read_json_object
 from ferrolm.optim import AdamW
-from ferrolm.train.memory import check_fits
+from ferrolm.train.memory import check_memory
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -446,7 +446,7 @@ def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, Any]]:
 def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool, settings: dict) -> list[dict]:
     _check_plugged(model, objective)
     named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
-    check_fits(model, objective, sum(t.numel() for _, t in named))
+    check_memory(model, objective, sum(t.numel() for _, t in named))
     out.mkdir(parents=True, exist_ok=True)
     groups, names = _decay_groups(named, config.weight_decay)
     opt = AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), eps=1e-8)

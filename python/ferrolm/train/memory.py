@@ -45,7 +45,7 @@ def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str
     return need, "; ".join(parts)
 
 
-def check_fits(model: Any, objective: Any, trainable: int) -> None:
+def check_memory(model: Any, objective: Any, trainable: int) -> None:
     """MemoryError, before anything is written, when training would need more memory than
     the machine has available."""
     available = available_bytes()

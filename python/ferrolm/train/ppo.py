@@ -28,7 +28,7 @@ from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right, response_mask
 from ferrolm.data import digest
 from ferrolm.model import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
-from ferrolm.models import load_head, save_head
+from ferrolm.models import load_head, model_files, save_head
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -57,8 +57,9 @@ class PolicyWithValue:
         return policy
 
     def save(self, path: Union[str, Path]) -> None:
-        self.gpt.save(path)
-        save_head(self.value_head, path, VALUE_HEAD_FILE, "value_head")
+        with model_files(path) as files:  # the head and the weights it belongs to, together
+            self.gpt.save(files)
+            save_head(self.value_head, files, VALUE_HEAD_FILE, "value_head")
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:

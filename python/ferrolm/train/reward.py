@@ -14,7 +14,7 @@ from ferrolm.autograd import no_grad
 from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
 from ferrolm.data import digest
 from ferrolm.model import GPT
-from ferrolm.models import load_head, save_head
+from ferrolm.models import load_head, model_files, save_head
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -36,8 +36,9 @@ class RewardModel:
         return model
 
     def save(self, path: Union[str, Path]) -> None:
-        self.gpt.save(path)
-        save_head(self.head, path, HEAD_FILE, "reward_head")
+        with model_files(path) as files:  # the head and the weights it belongs to, together
+            self.gpt.save(files)
+            save_head(self.head, files, HEAD_FILE, "reward_head")
 
     def named_parameters(self):
         return self.gpt.named_parameters() + [(f"reward_head.{n}", t) for n, t in self.head.named_parameters()]

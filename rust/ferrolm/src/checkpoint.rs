@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::{bail, ensure, Error, Result};
 
@@ -58,50 +58,54 @@ pub struct Stored {
     pub integer: bool,
 }
 
-/// Serialises named f32 tensors (with string metadata) to safetensors bytes.
-pub fn to_safetensors(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
-    let bytes = tensor_bytes(tensors);
-    let (views, metadata) = (tensor_views(tensors, &bytes)?, file_metadata(metadata));
-    safetensors::serialize(views, metadata).map_err(|e| Error::Format(format!("serialising safetensors: {e}")))
-}
-
 /// Writes named f32 tensors to a safetensors file at `path`, atomically, streaming them from
 /// their memory: the file is never built in memory (a 1 GB optimizer state took 3 GB more).
+/// The file gets the usual permissions (not those of a private temporary file: other users
+/// must be able to load a shared model).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Vec<usize>, &[f32])],
     metadata: BTreeMap<String, String>,
 ) -> Result<()> {
-    let bytes = tensor_bytes(tensors);
-    let (views, metadata) = (tensor_views(tensors, &bytes)?, file_metadata(metadata));
-    write_atomic_with(path, |tmp| safetensors::serialize_to_file(views, metadata, tmp).map_err(std::io::Error::other))
+    let header = safetensors_header(tensors, metadata)?;
+    write_atomic_with(path, |tmp| {
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(tmp)?);
+        file.write_all(&(header.len() as u64).to_le_bytes())?;
+        file.write_all(&header)?;
+        for (_, _, data) in tensors {
+            file.write_all(&le_bytes(data))?;
+        }
+        file.flush()
+    })
 }
 
-fn tensor_bytes<'a>(tensors: &'a [(String, Vec<usize>, &[f32])]) -> Vec<Cow<'a, [u8]>> {
-    tensors.iter().map(|(_, _, data)| le_bytes(data)).collect()
-}
-
-fn tensor_views<'a>(
-    tensors: &[(String, Vec<usize>, &[f32])],
-    bytes: &'a [Cow<'_, [u8]>],
-) -> Result<Vec<(String, TensorView<'a>)>> {
-    tensors
-        .iter()
-        .zip(bytes)
-        .map(|((name, shape, _), b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Format(format!("tensor {name}: {e}")))
-        })
-        .collect()
-}
-
-fn file_metadata(metadata: BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
-    if metadata.is_empty() {
-        None
-    } else {
-        Some(metadata.into_iter().collect())
+/// The JSON header of a safetensors file holding `tensors` one after another, in order,
+/// padded with spaces to a multiple of 8 bytes (so the data that follows stays aligned).
+fn safetensors_header(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
     }
+    let mut offset = 0;
+    for (name, shape, data) in tensors {
+        ensure!(
+            crate::tensor::numel(shape) == data.len(),
+            Shape,
+            "tensor {name}: shape {shape:?} does not hold its {} values",
+            data.len()
+        );
+        let end = offset + size_of_val(*data);
+        let entry = serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]});
+        ensure!(
+            name != "__metadata__" && header.insert(name.clone(), entry).is_none(),
+            Argument,
+            "tensor name {name:?} is used twice or reserved"
+        );
+        offset = end;
+    }
+    let mut bytes = serde_json::to_vec(&header).map_err(|e| Error::Format(format!("safetensors header: {e}")))?;
+    bytes.resize(bytes.len().next_multiple_of(8), b' ');
+    Ok(bytes)
 }
 
 /// Parses safetensors bytes into named f32 tensors (F16 and BF16 are widened; other dtypes
