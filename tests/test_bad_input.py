@@ -1,5 +1,6 @@
 """Bad input gets a clear Python exception, never a crash (each case from the core issue)."""
 
+import json
 import math
 
 import numpy as np
@@ -55,6 +56,38 @@ def test_sizes_beyond_memory_raise_memory_error():
         fl.Linear(2**24, 2**24)
     with pytest.raises(ValueError, match="reshape"):
         fl.ones(4).reshape(2**62 + 1, 4)  # wraps around to 4 elements in unchecked arithmetic
+
+
+def test_running_out_of_memory_mid_step_raises_memory_error():
+    """A training step that runs out of memory part-way (here under an address-space limit,
+    raised step by step so that it runs out at many different places) raises MemoryError
+    and leaves the process working; an op's output or gradient allocated infallibly aborted
+    the interpreter (SIGABRT)."""
+    from conftest import run_python
+
+    code = """
+import json, resource
+import numpy as np, ferrolm as fl, ferrolm.functional as F
+model = fl.GPT.create(vocab_size=65, block_size=256, n_layer=2, n_head=4, n_embd=256, seed=0)
+opt = fl.AdamW(model.parameters(), lr=1e-3)
+x = np.random.default_rng(0).integers(0, 65, size=(16, 257))
+outcomes = []
+for extra in range(12, 1024, 12):
+    mapped = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra * 2**20, resource.RLIM_INFINITY))
+    try:
+        F.cross_entropy(model(x[:, :-1]), x[:, 1:].reshape(-1)).backward()
+        opt.step()
+        outcomes.append("ok")
+        break
+    except MemoryError:
+        outcomes.append("MemoryError")
+    opt.zero_grad()
+    fl._core.release_memory()
+print(json.dumps(outcomes))
+"""
+    outcomes = json.loads(run_python(code, {"RAYON_NUM_THREADS": "2"}))
+    assert outcomes.count("MemoryError") >= 5 and outcomes[-1] == "ok", outcomes
 
 
 def test_outputs_larger_than_their_inputs_raise_memory_error():

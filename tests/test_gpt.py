@@ -342,6 +342,20 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path
     train(model, objective, TrainConfig(max_iters=2, warmup_iters=0, progress=False), tmp_path / "run")
 
 
+def test_an_address_space_limit_counts_as_the_memory_available():
+    """Under `ulimit -v`, a run refused before it starts rather than aborted mid-step."""
+    from conftest import run_python
+
+    code = """
+import json, resource
+from ferrolm.train.memory import available_bytes
+mapped = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 200 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+print(json.dumps(available_bytes()))
+"""
+    assert 150 * 2**20 < json.loads(run_python(code, {})) <= 200 * 2**20
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     from ferrolm.train import CausalLM, TrainConfig, train
 

@@ -15,11 +15,20 @@ LOGIT_BYTES = 6
 
 def available_bytes() -> Optional[int]:
     """Memory the kernel can still give this process: Linux's MemAvailable (free memory and
-    page cache it can drop) plus free swap; None where /proc/meminfo does not tell."""
+    page cache it can drop) plus free swap, or less if an address-space limit (`ulimit -v`)
+    leaves less; None where /proc does not tell. (A cgroup's limit is not read.)"""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             fields = {name: value.split() for name, value in (line.split(":", 1) for line in f)}
-        return (int(fields["MemAvailable"][0]) + int(fields["SwapFree"][0])) * 1024
+        available = (int(fields["MemAvailable"][0]) + int(fields["SwapFree"][0])) * 1024
+        import resource  # where /proc is, so is this (not on Windows)
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", encoding="ascii") as f:
+                mapped = int(f.read().split()[0]) * resource.getpagesize()
+            available = min(available, max(0, limit - mapped))
+        return available
     except (OSError, KeyError, ValueError, IndexError):
         return None
 

@@ -19,7 +19,7 @@ macro_rules! unary {
         $(#[doc = $doc])+
         #[pyfunction]
         fn $name(py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
-            run(py, || Ok(ops::$name(&x.0)))
+            run(py, || ops::$name(&x.0))
         }
     )*};
 }
@@ -81,7 +81,7 @@ pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) ->
     // A Python number is a constant exponent; a Tensor, even of one element, may want its gradient.
     if exponent.is_instance_of::<PyFloat>() || exponent.is_instance_of::<PyInt>() {
         let p = exponent.extract::<f32>()?;
-        return run(py, || Ok(ops::pow(&x, p)));
+        return run(py, || ops::pow(&x, p));
     }
     let p = to_tensor(exponent)?;
     run(py, || ops::power(&x, &p))

@@ -150,8 +150,8 @@ pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -
 
 impl PyTensor {
     /// An elementwise op of the core, run with the GIL released.
-    fn unary(&self, py: Python<'_>, op: fn(&Tensor) -> Tensor) -> PyResult<PyTensor> {
-        run(py, || Ok(op(&self.0)))
+    fn unary(&self, py: Python<'_>, op: fn(&Tensor) -> ferrolm::Result<Tensor>) -> PyResult<PyTensor> {
+        run(py, || op(&self.0))
     }
 
     /// A reduction method: `reduce` of this tensor. numpy's reductions (`np.sum(t)`,
@@ -570,7 +570,7 @@ impl PyTensor {
         run(py, || ops::power(&base, &self.0))
     }
     fn __neg__(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || Ok(ops::neg(&self.0)))
+        run(py, || ops::neg(&self.0))
     }
 
     /// reshape(*shape): the same elements in a new shape (one dimension may be -1).
@@ -655,7 +655,7 @@ impl PyTensor {
     /// Minimum over `axis` (all elements when None): −max(−x), as `ferrolm.functional.min`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
     fn min(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| Ok(ops::neg(&ops::reduce(&ops::neg(t), ops::Reduce::Max, axis, keepdim)?)))
+        self.reduction(py, numpy, |t| ops::neg(&ops::reduce(&ops::neg(t)?, ops::Reduce::Max, axis, keepdim)?))
     }
 
     /// A dimension of size 1 inserted at `axis` (−1: last).

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::ops::GRAIN;
 use crate::simd::vectorized;
+use crate::tensor::zeroed;
 use crate::{ensure, Result, Tensor};
 
 /// One parameter with its weight decay and Adam moments.
@@ -132,9 +133,9 @@ impl AdamW {
             .into_iter()
             .map(|(tensor, weight_decay)| {
                 let n = tensor.numel();
-                Slot { tensor, weight_decay, m: vec![0.0; n], v: vec![0.0; n], steps: 0 }
+                Ok(Slot { tensor, weight_decay, m: zeroed(n)?, v: zeroed(n)?, steps: 0 })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(AdamW { slots, lr, beta1: betas.0, beta2: betas.1, eps })
     }
 }
@@ -277,10 +278,10 @@ impl Sgd {
             .into_iter()
             .map(|(tensor, weight_decay)| {
                 // The buffer starts at zero, so its first value is the first gradient (with decay).
-                let buffer = if momentum > 0.0 { vec![0.0; tensor.numel()] } else { Vec::new() };
-                SgdSlot { tensor, weight_decay, buffer, steps: 0 }
+                let buffer = if momentum > 0.0 { zeroed(tensor.numel())? } else { Vec::new() };
+                Ok(SgdSlot { tensor, weight_decay, buffer, steps: 0 })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Sgd { slots, lr, momentum, nesterov })
     }
 }

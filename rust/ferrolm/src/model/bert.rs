@@ -287,7 +287,7 @@ impl Bert {
             let a = sites.apply(layer.attn_out.forward(&a)?, p, Site::AttentionOut(l))?;
             h = layer.attn_norm.forward(&ops::add(&h, &a)?)?;
             let m = sites.apply(
-                layer.output.forward(&ops::gelu_erf(&layer.intermediate.forward(&h)?))?,
+                layer.output.forward(&ops::gelu_erf(&layer.intermediate.forward(&h)?)?)?,
                 p,
                 Site::MlpOut(l),
             )?;
@@ -302,7 +302,7 @@ impl Bert {
             .mlm
             .as_ref()
             .ok_or_else(|| Error::Argument("this BERT has no masked-LM head (an encoder-only checkpoint)".into()))?;
-        let t = head.norm.forward(&ops::gelu_erf(&head.dense.forward(hidden)?))?;
+        let t = head.norm.forward(&ops::gelu_erf(&head.dense.forward(hidden)?)?)?;
         ops::linear(&t, &self.word_embeddings.weight, Some(&head.bias))
     }
 
@@ -311,7 +311,7 @@ impl Bert {
         let pooler = self.pooler.as_ref().ok_or_else(|| Error::Argument("this BERT has no pooler".into()))?;
         let cls = ops::narrow(hidden, 1, 0, 1)?;
         let c = self.config.hidden_size as isize;
-        Ok(ops::tanh(&pooler.forward(&ops::reshape(&cls, &[-1, c])?)?))
+        ops::tanh(&pooler.forward(&ops::reshape(&cls, &[-1, c])?)?)
     }
 
     fn layout(f: impl FnOnce(&Layout) -> Result<()>) -> Result<()> {

@@ -165,7 +165,7 @@ impl Activation {
         }
     }
 
-    fn apply(self, x: &Tensor) -> Tensor {
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::GeluTanh => ops::gelu(x),
             Activation::Gelu => ops::gelu_erf(x),
@@ -270,7 +270,7 @@ impl Gpt {
                 }
             };
             h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, Site::AttentionOut(l))?)?;
-            let m = cfg.activation.apply(&block.c_fc.forward(&block.ln_2.forward(&h)?)?);
+            let m = cfg.activation.apply(&block.c_fc.forward(&block.ln_2.forward(&h)?)?)?;
             h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, Site::MlpOut(l))?)?;
         }
         if let Some(cache) = cache {

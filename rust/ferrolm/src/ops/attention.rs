@@ -224,7 +224,7 @@ fn forward(
             }
         });
     } else {
-        let mut heads = vec![0.0; nb * nh * tq * d];
+        let mut heads = zeroed(nb * nh * tq * d)?;
         let tasks = heads
             .par_chunks_mut(tq * d)
             .zip(lse.par_chunks_mut(tq))
@@ -414,11 +414,11 @@ pub fn attention(
     ensure!(!causal || tq <= tk, Shape, "causal attention needs no more queries ({tq}) than keys ({tk})");
     let dims = Dims { b: nb, h: nh, tq, tk, d, causal, key_mask: check_mask(key_mask, nb, tk)?, dropout };
     let (lq, lk) = (Layout::bhtd(nh, tq, d), Layout::bhtd(nh, tk, d));
-    let mut y = vec![0.0; nb * nh * tq * d];
+    let mut y = zeroed(nb * nh * tq * d)?;
     let lse = forward((&q.read(), lq), (&k.read(), lk), (&v.read(), lk), (&mut y, lq), &dims)?;
     Ok(Tensor::from_op(y, vec![nb, nh, tq, d], "attention", &[q, k, v], move |ctx| {
         let (qd, kd, vd) = (ctx.inputs[0].read(), ctx.inputs[1].read(), ctx.inputs[2].read());
-        let (mut dq, mut dk, mut dv) = (vec![0.0; qd.len()], vec![0.0; kd.len()], vec![0.0; vd.len()]);
+        let (mut dq, mut dk, mut dv) = (zeroed(qd.len())?, zeroed(kd.len())?, zeroed(vd.len())?);
         let grads = (vec![&mut dq[..], &mut dk[..], &mut dv[..]], [(0, lq), (1, lk), (2, lk)]);
         backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, grads, &dims);
         Ok(vec![Some(dq), Some(dk), Some(dv)])
@@ -447,14 +447,14 @@ pub fn attention_qkv(
     let dims = Dims { b: nb, h: n_head, tq: t, tk: t, d, causal, key_mask: check_mask(key_mask, nb, t)?, dropout };
     let [lq, lk, lv] = [0, c, 2 * c].map(|col| Layout::packed(t, width, d, col));
     let lout = Layout::packed(t, c, d, 0);
-    let mut y = vec![0.0; nb * t * c];
+    let mut y = zeroed(nb * t * c)?;
     let lse = {
         let x = qkv.read();
         forward((&x, lq), (&x, lk), (&x, lv), (&mut y, lout), &dims)?
     };
     Ok(Tensor::from_op(y, vec![nb, t, c], "attention_qkv", &[qkv], move |ctx| {
         let x = ctx.inputs[0].read();
-        let mut g = vec![0.0; x.len()];
+        let mut g = zeroed(x.len())?;
         let grads = (vec![&mut g[..]], [(0, lq), (0, lk), (0, lv)]);
         backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, grads, &dims);
         Ok(vec![Some(g)])
@@ -616,7 +616,7 @@ pub fn attention_cached(
             }
         }
     }
-    let mut y = vec![0.0; nb * t * c];
+    let mut y = zeroed(nb * t * c)?;
     let lq = Layout::packed(t, width, d, 0);
     forward((&x, lq), (k_cache, layout), (v_cache, layout), (&mut y, Layout::packed(t, c, d, 0)), &dims)?;
     Tensor::from_vec(y, &[nb, t, c])

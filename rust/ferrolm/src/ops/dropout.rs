@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::GRAIN;
 use crate::rng::uniform_at;
-use crate::tensor::Tensor;
+use crate::tensor::{zeroed, Tensor};
 use crate::{ensure, Result};
 
 /// One dropout mask: which elements of a tensor are kept, and the 1/(1−p) that scales them.
@@ -44,16 +44,16 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let Some(mask) = Dropout::new(p, seed)? else {
         return Ok(x.clone());
     };
-    let apply = move |src: &[f32]| {
-        let mut out = vec![0.0; src.len()];
+    let apply = move |src: &[f32]| -> Result<Vec<f32>> {
+        let mut out = zeroed(src.len())?;
         out.par_chunks_mut(GRAIN).enumerate().for_each(|(c, o)| {
             for (i, o) in o.iter_mut().enumerate() {
                 let at = c * GRAIN + i;
                 *o = src[at] * mask.factor(at);
             }
         });
-        out
+        Ok(out)
     };
-    let y = apply(&x.read());
-    Ok(Tensor::from_op(y, x.shape().to_vec(), "dropout", &[x], move |ctx| Ok(vec![Some(apply(ctx.grad))])))
+    let y = apply(&x.read())?;
+    Ok(Tensor::from_op(y, x.shape().to_vec(), "dropout", &[x], move |ctx| Ok(vec![Some(apply(ctx.grad)?)])))
 }

@@ -30,59 +30,59 @@ fn unary(
     f: impl Fn(f32) -> f32 + Sync,
     of: DerivativeOf,
     df: impl Fn(f32) -> f32 + Send + Sync + 'static,
-) -> Tensor {
-    let y = map(&x.read(), f);
-    Tensor::from_op(y, x.shape().to_vec(), op, &[x], move |ctx| {
+) -> Result<Tensor> {
+    let y = map(&x.read(), f)?;
+    Ok(Tensor::from_op(y, x.shape().to_vec(), op, &[x], move |ctx| {
         let x = ctx.inputs[0].read();
         let at = match of {
             Input => &x[..],
             Output => ctx.out,
         };
-        Ok(vec![Some(zip(
+        Ok(vec![Some(Grad::Values(zip(
             ctx.grad,
             at,
             #[inline(always)]
             |g, v| g * df(v),
-        ))])
-    })
+        )?))])
+    }))
 }
 
-pub fn neg(x: &Tensor) -> Tensor {
+pub fn neg(x: &Tensor) -> Result<Tensor> {
     unary(x, "neg", |x| -x, Input, |_| -1.0)
 }
 
-pub fn exp(x: &Tensor) -> Tensor {
+pub fn exp(x: &Tensor) -> Result<Tensor> {
     unary(x, "exp", simd::exp, Output, |y| y)
 }
 
 /// Natural logarithm (log of a negative number is NaN, of zero -inf, as in numpy).
-pub fn log(x: &Tensor) -> Tensor {
+pub fn log(x: &Tensor) -> Result<Tensor> {
     unary(x, "log", f32::ln, Input, |x| 1.0 / x)
 }
 
-pub fn sqrt(x: &Tensor) -> Tensor {
+pub fn sqrt(x: &Tensor) -> Result<Tensor> {
     unary(x, "sqrt", f32::sqrt, Output, |y| 0.5 / y)
 }
 
-pub fn rsqrt(x: &Tensor) -> Tensor {
+pub fn rsqrt(x: &Tensor) -> Result<Tensor> {
     unary(x, "rsqrt", |x| 1.0 / x.sqrt(), Output, |y| -0.5 * y * y * y)
 }
 
-pub fn tanh(x: &Tensor) -> Tensor {
+pub fn tanh(x: &Tensor) -> Result<Tensor> {
     unary(x, "tanh", simd::tanh, Output, |y| 1.0 - y * y)
 }
 
-pub fn sigmoid(x: &Tensor) -> Tensor {
+pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     unary(x, "sigmoid", sigmoid_f, Output, |y| y * (1.0 - y))
 }
 
 /// `log σ(x)`, computed without overflow for large |x| (DPO and reward losses need it).
-pub fn log_sigmoid(x: &Tensor) -> Tensor {
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
     unary(x, "log_sigmoid", |x| x.min(0.0) - simd::exp(-x.abs()).ln_1p(), Input, |x| sigmoid_f(-x))
 }
 
 /// |x|; its gradient at 0 is 0 (the sign), as in PyTorch.
-pub fn abs(x: &Tensor) -> Tensor {
+pub fn abs(x: &Tensor) -> Result<Tensor> {
     unary(x, "abs", f32::abs, Input, |x| {
         if x > 0.0 {
             1.0
@@ -95,16 +95,16 @@ pub fn abs(x: &Tensor) -> Tensor {
 }
 
 /// sin x (rotary position embeddings, sinusoidal encodings).
-pub fn sin(x: &Tensor) -> Tensor {
+pub fn sin(x: &Tensor) -> Result<Tensor> {
     unary(x, "sin", f32::sin, Input, f32::cos)
 }
 
-pub fn cos(x: &Tensor) -> Tensor {
+pub fn cos(x: &Tensor) -> Result<Tensor> {
     unary(x, "cos", f32::cos, Input, |x| -x.sin())
 }
 
 /// SiLU (swish), x σ(x): SwiGLU feed-forward layers use it.
-pub fn silu(x: &Tensor) -> Tensor {
+pub fn silu(x: &Tensor) -> Result<Tensor> {
     unary(
         x,
         "silu",
@@ -117,7 +117,7 @@ pub fn silu(x: &Tensor) -> Tensor {
     )
 }
 
-pub fn relu(x: &Tensor) -> Tensor {
+pub fn relu(x: &Tensor) -> Result<Tensor> {
     // NaN stays NaN, as in numpy and PyTorch (f32::max would turn it into 0).
     unary(x, "relu", |x| if x > 0.0 || x.is_nan() { x } else { 0.0 }, Input, |x| if x > 0.0 { 1.0 } else { 0.0 })
 }
@@ -127,7 +127,7 @@ const GELU_C: f32 = 0.044_715;
 
 /// GELU with the tanh approximation (GPT-2's `gelu_new`), computed as `x σ(2u)`: the same
 /// function as `0.5 x (1 + tanh u)`, with one exp and one division instead of tanh's.
-pub fn gelu(x: &Tensor) -> Tensor {
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
     // u = √(2/π)(x + c x³); σ(2u) = 1 / (1 + e^(−2u)).
     #[inline(always)]
     fn sigmoid_2u(x: f32) -> f32 {
@@ -151,7 +151,7 @@ pub fn gelu(x: &Tensor) -> Tensor {
 }
 
 /// Exact GELU, `x Φ(x)` (BERT's `gelu`).
-pub fn gelu_erf(x: &Tensor) -> Tensor {
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     unary(
         x,
         "gelu_erf",
@@ -167,16 +167,18 @@ pub fn gelu_erf(x: &Tensor) -> Tensor {
     )
 }
 
-pub fn add_scalar(x: &Tensor, s: f32) -> Tensor {
-    Tensor::from_op(map(&x.read(), |x| x + s), x.shape().to_vec(), "add_scalar", &[x], |_| Ok(vec![Some(Grad::Output)]))
+pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
+    Ok(Tensor::from_op(map(&x.read(), |x| x + s)?, x.shape().to_vec(), "add_scalar", &[x], |_| {
+        Ok(vec![Some(Grad::Output)])
+    }))
 }
 
-pub fn mul_scalar(x: &Tensor, s: f32) -> Tensor {
+pub fn mul_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
     unary(x, "mul_scalar", move |x| x * s, Input, move |_| s)
 }
 
 /// `x ** p` for a scalar exponent.
-pub fn pow(x: &Tensor, p: f32) -> Tensor {
+pub fn pow(x: &Tensor, p: f32) -> Result<Tensor> {
     // d/dx x^0 is 0 everywhere, including at 0 (where 0 · 0^-1 would be NaN).
     unary(x, "pow", move |x| x.powf(p), Input, move |x| if p == 0.0 { 0.0 } else { p * x.powf(p - 1.0) })
 }
@@ -188,7 +190,7 @@ pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
     if lo.is_nan() || hi.is_nan() || lo > hi {
         bail!(Argument, "clamp: min ({lo}) must not be NaN or greater than max ({hi})");
     }
-    Ok(unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if x >= lo && x <= hi { 1.0 } else { 0.0 }))
+    unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if x >= lo && x <= hi { 1.0 } else { 0.0 })
 }
 
 #[inline(always)]
@@ -257,7 +259,7 @@ fn zip_broadcast(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
     if a_shape == out && b_shape == out {
-        return Ok(zip(a, b, f));
+        return zip(a, b, f);
     }
     let mut result = zeros_for(out)?;
     if result.is_empty() {
@@ -361,7 +363,7 @@ impl Side<'_> {
         need.then(|| {
             let a = zip_broadcast(self.out, g, self.out, self.a, self.a_shape, |_, a| a)?;
             let b = zip_broadcast(self.out, g, self.out, self.b, self.b_shape, |_, b| b)?;
-            Ok(Grad::Values(zip3(g, &a, &b, f)))
+            Ok(Grad::Values(zip3(g, &a, &b, f)?))
         })
         .transpose()
     }
@@ -383,7 +385,9 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b,
         "sub",
         |a, b| a - b,
-        |s, g, _| Ok((s.need_a.then_some(Grad::Output), s.need_b.then(|| map(g, |g| -g).into()))),
+        |s, g, _| {
+            Ok((s.need_a.then_some(Grad::Output), s.need_b.then(|| map(g, |g| -g)).transpose()?.map(Grad::Values)))
+        },
     )
 }
 
@@ -405,7 +409,7 @@ pub fn div(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         |a, b| a / b,
         |s, g, out| {
             let gb = s.need_b.then(|| {
-                let g_out = zip(g, out, |g, y| g * y);
+                let g_out = zip(g, out, |g, y| g * y)?;
                 zip_broadcast(s.out, &g_out, s.out, s.b, s.b_shape, |gy, b| -gy / b).map(Grad::Values)
             });
             Ok((s.with_b(s.need_a, g, |g, b| g / b)?, gb.transpose()?))
@@ -469,17 +473,17 @@ pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out_shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
     let expand = |t: &Tensor| zip_broadcast(&out_shape, &t.read(), t.shape(), &t.read(), t.shape(), |x, _| x);
     let c = expand(cond)?;
-    let y = zip3(&c, &expand(a)?, &expand(b)?, |c, a, b| if c != 0.0 { a } else { b });
+    let y = zip3(&c, &expand(a)?, &expand(b)?, |c, a, b| if c != 0.0 { a } else { b })?;
     let shape = out_shape.clone();
     Ok(Tensor::from_op(y, out_shape, "where", &[cond, a, b], move |ctx| {
-        let pick = |keep_true: bool, t: &Tensor| {
-            let g = zip(ctx.grad, &c, |g, c| if (c != 0.0) == keep_true { g } else { 0.0 });
-            reduce_to(g, &shape, t.shape())
+        let pick = |keep_true: bool, t: &Tensor| -> Result<Grad> {
+            let g = zip(ctx.grad, &c, |g, c| if (c != 0.0) == keep_true { g } else { 0.0 })?;
+            Ok(reduce_to(g, &shape, t.shape()).into())
         };
         Ok(vec![
             None,
-            ctx.needs(1).then(|| pick(true, &ctx.inputs[1])),
-            ctx.needs(2).then(|| pick(false, &ctx.inputs[2])),
+            ctx.needs(1).then(|| pick(true, &ctx.inputs[1])).transpose()?,
+            ctx.needs(2).then(|| pick(false, &ctx.inputs[2])).transpose()?,
         ])
     }))
 }
@@ -516,7 +520,7 @@ mod tests {
     fn gelu_values_match_their_formulas() {
         let xs: Vec<f32> = (-6000..=6000).map(|i| i as f32 * 5e-3).chain([-100.0, -30.0, 30.0, 100.0]).collect();
         let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap();
-        let (tanh_form, erf_form) = (super::gelu(&x).to_vec(), super::gelu_erf(&x).to_vec());
+        let (tanh_form, erf_form) = (super::gelu(&x).unwrap().to_vec(), super::gelu_erf(&x).unwrap().to_vec());
         for (i, &v) in xs.iter().enumerate() {
             let v = v as f64;
             let want_tanh = 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh());
@@ -525,7 +529,7 @@ mod tests {
             assert!((tanh_form[i] as f64 - want_tanh).abs() < tol, "gelu({v}) = {} want {want_tanh}", tanh_form[i]);
             assert!((erf_form[i] as f64 - want_erf).abs() < tol, "gelu_erf({v}) = {} want {want_erf}", erf_form[i]);
         }
-        assert!(super::gelu(&Tensor::from_vec(vec![f32::NAN], &[1]).unwrap()).to_vec()[0].is_nan());
+        assert!(super::gelu(&Tensor::from_vec(vec![f32::NAN], &[1]).unwrap()).unwrap().to_vec()[0].is_nan());
     }
 
     /// The tanh-form GELU's slope against its f64 derivative, huge inputs included.
@@ -533,7 +537,7 @@ mod tests {
     fn gelu_slope_matches_its_formula() {
         let xs: Vec<f32> = (-3000..=3000).map(|i| i as f32 * 1e-2).chain([-1e30, -1e20, 1e20, 1e30]).collect();
         let x = Tensor::from_vec(xs.clone(), &[xs.len()]).unwrap().with_grad();
-        crate::ops::sum_all(&super::gelu(&x)).backward().unwrap();
+        crate::ops::sum_all(&super::gelu(&x).unwrap()).backward().unwrap();
         let slope = x.grad().unwrap().to_vec();
         for (&v, &got) in xs.iter().zip(&slope) {
             let v = (v as f64).clamp(-50.0, 50.0);

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::split_at_axis;
-use crate::tensor::{checked_numel, resolve_axis, zeros_for, Tensor};
+use crate::tensor::{checked_numel, resolve_axis, zeroed, zeros_for, Tensor};
 use crate::{ensure, Result};
 
 /// Checks every id against `0..n` and converts it to usize.
@@ -36,7 +36,7 @@ pub fn index_select(x: &Tensor, axis: isize, ids: &[i64]) -> Result<Tensor> {
     drop(data);
     Ok(Tensor::from_op(y, shape, "index_select", &[x], move |ctx| {
         // Repeated ids add up, so accumulate serially per outer block, in parallel across blocks.
-        let mut g = vec![0.0; outer * n * inner];
+        let mut g = zeroed(outer * n * inner)?;
         if n * inner > 0 {
             g.par_chunks_mut(n * inner).enumerate().for_each(|(o, block)| {
                 for (j, &id) in ids.iter().enumerate() {
@@ -93,7 +93,7 @@ pub fn gather(x: &Tensor, axis: isize, idx: &[i64], idx_shape: &[usize]) -> Resu
     let y: Vec<f32> = (0..idx_shape.iter().product()).into_par_iter().map(|p| data[source(p)]).collect();
     drop(data);
     Ok(Tensor::from_op(y, idx_shape.to_vec(), "gather", &[x], move |ctx| {
-        let mut g = vec![0.0; outer * n * inner];
+        let mut g = zeroed(outer * n * inner)?;
         for (p, &gp) in ctx.grad.iter().enumerate() {
             g[source(p)] += gp;
         }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::softmax::{max_and_ln_sum, softmax_in_place};
 use crate::simd::vectorized;
-use crate::tensor::Tensor;
+use crate::tensor::{zeroed, Tensor};
 use crate::{ensure, Result};
 
 /// How per-position losses are combined.
@@ -76,7 +76,7 @@ pub fn cross_entropy(
     Ok(Tensor::from_op(y, shape, "cross_entropy", &[logits], move |ctx| {
         // d logits = (softmax − onehot(target)) · upstream gradient of that row's loss
         let x = ctx.inputs[0].read();
-        let mut g = vec![0.0; x.len()];
+        let mut g = zeroed(x.len())?;
         g.par_chunks_mut(v).zip(x.par_chunks(v)).enumerate().for_each(|(r, (g, row))| {
             let t = targets[r];
             if ignored(t) {

@@ -7,7 +7,7 @@ use super::elementwise::{broadcast_offset, broadcast_shape, broadcast_strides};
 use super::reduce::sum_axis_raw;
 use super::{filled_in, GRAIN};
 use crate::gemm::{gemm, product, MatRef, Threads};
-use crate::tensor::{checked_numel, numel, reserved, zeros_for, Tensor};
+use crate::tensor::{checked_numel, numel, reserved, zeroed, zeros_for, Tensor};
 use crate::{ensure, Error, Result};
 
 /// Matrix product over the last two axes: [..., M, K] · [..., K, N] → [..., M, N]. Leading
@@ -51,8 +51,8 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let a_at = |i: usize| MatRef::new(&ad[from_a[i] * m * k..][..m * k], m, k);
         let b_at = |i: usize| MatRef::new(&bd[from_b[i] * k * n..][..k * n], k, n);
         // dA_i = dY_i · B_iᵀ, dB_i = A_iᵀ · dY_i
-        let ga = ctx.needs(0).then(|| batch_grads(&from_a, count_a, m, k, |i| (g_at(i), b_at(i).t())));
-        let gb = ctx.needs(1).then(|| batch_grads(&from_b, count_b, k, n, |i| (a_at(i).t(), g_at(i))));
+        let ga = ctx.needs(0).then(|| batch_grads(&from_a, count_a, m, k, |i| (g_at(i), b_at(i).t()))).transpose()?;
+        let gb = ctx.needs(1).then(|| batch_grads(&from_b, count_b, k, n, |i| (a_at(i).t(), g_at(i)))).transpose()?;
         Ok(vec![ga, gb])
     }))
 }
@@ -67,14 +67,14 @@ fn batch_grads<'a>(
     rows: usize,
     cols: usize,
     f: impl Fn(usize) -> (MatRef<'a>, MatRef<'a>) + Sync,
-) -> Vec<f32> {
-    let mut g = vec![0.0; count * rows * cols];
+) -> Result<Vec<f32>> {
+    let mut g = zeroed(count * rows * cols)?;
     if count == sources.len() {
         for_each_batch(&mut g, rows * cols, |i, c, t| {
             let (x, y) = f(i);
             gemm(x, y, c, cols, false, t)
         });
-        return g;
+        return Ok(g);
     }
     let mut written = vec![false; count];
     for (i, &at) in sources.iter().enumerate() {
@@ -82,7 +82,7 @@ fn batch_grads<'a>(
         gemm(x, y, &mut g[at * rows * cols..][..rows * cols], cols, written[at], Threads::Pool);
         written[at] = true;
     }
-    g
+    Ok(g)
 }
 
 /// For each flat index of the broadcast batch shape `out`, the flat index of the matrix that
@@ -167,7 +167,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         let gw = ctx.needs(1).then(|| product(g.t(), MatRef::new(&xd, rows, in_f), Threads::Pool)).transpose()?;
         let mut grads = vec![gx, gw];
         if ctx.inputs.len() == 3 {
-            grads.push(ctx.needs(2).then(|| sum_axis_raw(ctx.grad, 1, rows, out_f)));
+            grads.push(ctx.needs(2).then(|| sum_axis_raw(ctx.grad, 1, rows, out_f)).transpose()?);
         }
         Ok(grads)
     }))

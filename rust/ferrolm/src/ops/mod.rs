@@ -33,22 +33,27 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::simd::vectorized;
+use crate::tensor::reserved;
+use crate::Result;
 
 /// Elements per parallel task: below this, spreading work over threads costs more than it saves.
 pub(crate) const GRAIN: usize = 1 << 14;
 
 /// A vector of `n` floats made by `fill(i, chunk)` on chunks of `chunk` elements, in parallel;
-/// nothing is zeroed first.
+/// nothing is zeroed first. An error when they cannot be allocated (not an aborted process).
 ///
 /// # Safety
 /// `fill` must write every element of the chunk it is given.
-pub(crate) unsafe fn filled(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+pub(crate) unsafe fn filled(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Result<Vec<f32>> {
     // SAFETY: passed on to the caller.
-    unsafe { filled_in(Vec::with_capacity(n), n, chunk, fill) }
+    Ok(unsafe { filled_in(reserved(n)?, n, chunk, fill) })
 }
 
-/// [`filled`] into `out`, an empty vector with room for `n` (from [`reserved`] when `n` may be
-/// too large to allocate).
+/// [`filled`] into `out`, an empty vector with room for `n` (from [`reserved`]).
 ///
 /// # Safety
 /// `fill` must write every element of the chunk it is given.
@@ -66,8 +71,9 @@ pub(crate) unsafe fn filled_in(
     out
 }
 
-/// `f` applied to every element, in parallel for large inputs.
-pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+/// `f` applied to every element, in parallel for large inputs (an error when the result cannot
+/// be allocated, as for [`zip`] and [`zip3`]).
+pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Result<Vec<f32>> {
     // SAFETY: the loop writes every element of the chunk (x is as long as the result).
     unsafe {
         filled(x.len(), GRAIN, |i, o| {
@@ -96,7 +102,7 @@ pub(crate) fn add_assign(acc: &mut [f32], g: &[f32]) {
 }
 
 /// `f` applied pairwise to two equally long slices, in parallel for large inputs.
-pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Vec<f32>> {
     assert_eq!(a.len(), b.len());
     // SAFETY: the loop writes every element of the chunk (a and b are as long as the result).
     unsafe {
@@ -115,7 +121,7 @@ pub(crate) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> V
 }
 
 /// `f` applied elementwise to three equally long slices, in parallel for large inputs.
-pub(crate) fn zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn zip3(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Result<Vec<f32>> {
     assert!(a.len() == b.len() && b.len() == c.len());
     // SAFETY: the loop writes every element of the chunk (a, b and c are as long as the result).
     unsafe {

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::simd::{sum_zip, vectorized};
-use crate::tensor::Tensor;
+use crate::tensor::{zeroed, Tensor};
 use crate::{ensure, Result};
 
 /// Rows per parallel task; fixed so parameter-gradient sums do not depend on the thread count.
@@ -24,7 +24,7 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     // Absent parameters become ones and zeros, so the inner loops have no branches.
     let w = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
     let b = bias.map_or_else(|| vec![0.0; c], |b| b.to_vec());
-    let mut y = vec![0.0; x.numel()];
+    let mut y = zeroed(x.numel())?;
     let mut stats = vec![(0.0f32, 0.0f32); rows]; // (mean, 1/std) per row, kept for backward
     {
         let xd = x.read();
@@ -52,7 +52,7 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     let (has_w, has_b) = (weight.is_some(), bias.is_some());
     Ok(Tensor::from_op(y, x.shape().to_vec(), "layer_norm", &inputs, move |ctx| {
         let xd = ctx.inputs[0].read();
-        let mut dx = vec![0.0; xd.len()];
+        let mut dx = zeroed(xd.len())?;
         // Each task returns its partial (dweight, dbias); partials are summed in task order.
         let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
             .par_chunks_mut(ROWS * c)

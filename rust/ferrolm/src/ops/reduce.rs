@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::{split_at_axis, GRAIN};
 use crate::simd::vectorized;
-use crate::tensor::{resolve_axis, zeros_for, Tensor};
+use crate::tensor::{resolve_axis, zeroed, zeros_for, Tensor};
 use crate::{ensure, Result};
 
 /// The output shape of reducing `axis` of `shape`.
@@ -21,11 +21,11 @@ fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
 
 /// `out[o, i] = Σ_k x[o, k, i]` for x viewed as (outer, n, inner). Parallel over output
 /// columns, each summed in k order, so the result does not depend on the thread count.
-pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> Vec<f32> {
+pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> Result<Vec<f32>> {
     const COLS: usize = 256;
-    let mut out = vec![0.0; outer * inner];
+    let mut out = zeroed(outer * inner)?;
     if inner == 0 {
-        return out;
+        return Ok(out);
     }
     if inner == 1 {
         // The last axis: each output sums one contiguous row; rows go to tasks in fixed
@@ -48,7 +48,7 @@ pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> V
                 ) as f32;
             }
         });
-        return out;
+        return Ok(out);
     }
     out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
         row.par_chunks_mut(COLS).enumerate().for_each(|(c, cols)| {
@@ -67,14 +67,14 @@ pub(crate) fn sum_axis_raw(x: &[f32], outer: usize, n: usize, inner: usize) -> V
             cols.iter_mut().zip(acc.iter()).for_each(|(r, &a)| *r = a as f32);
         });
     });
-    out
+    Ok(out)
 }
 
 /// Spreads a reduced gradient `g[o, i]` back over (outer, n, inner), times `scale`.
-fn expand_axis(g: &[f32], outer: usize, n: usize, inner: usize, scale: f32) -> Vec<f32> {
-    let mut out = vec![0.0; outer * n * inner];
+fn expand_axis(g: &[f32], outer: usize, n: usize, inner: usize, scale: f32) -> Result<Vec<f32>> {
+    let mut out = zeroed(outer * n * inner)?;
     if inner == 0 || n == 0 {
-        return out;
+        return Ok(out);
     }
     out.par_chunks_mut(n * inner).enumerate().for_each(|(o, block)| {
         let src = &g[o * inner..][..inner];
@@ -82,7 +82,7 @@ fn expand_axis(g: &[f32], outer: usize, n: usize, inner: usize, scale: f32) -> V
             row.iter_mut().zip(src).for_each(|(r, s)| *r = s * scale);
         }
     });
-    out
+    Ok(out)
 }
 
 /// Sum over `axis` (negative counts from the end).
@@ -102,13 +102,13 @@ fn sum_scaled(x: &Tensor, axis: isize, keepdim: bool, average: bool) -> Result<T
     let scale = if average { 1.0 / n as f32 } else { 1.0 };
     // An empty input sums to zeros, which can be far more than the input holds (a [2⁴⁰, 0]
     // tensor): allocated fallibly.
-    let mut y = if n == 0 { zeros_for(&[outer, inner])? } else { sum_axis_raw(&x.read(), outer, n, inner) };
+    let mut y = if n == 0 { zeros_for(&[outer, inner])? } else { sum_axis_raw(&x.read(), outer, n, inner)? };
     if average {
         y.iter_mut().for_each(|v| *v *= scale);
     }
     let op = if average { "mean" } else { "sum" };
     Ok(Tensor::from_op(y, reduced_shape(x.shape(), axis, keepdim), op, &[x], move |ctx| {
-        Ok(vec![Some(expand_axis(ctx.grad, outer, n, inner, scale))])
+        Ok(vec![Some(expand_axis(ctx.grad, outer, n, inner, scale)?)])
     }))
 }
 
@@ -121,7 +121,7 @@ pub fn max(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
     let y = argmax.iter().enumerate().map(|(j, &k)| data[((j / inner) * n + k) * inner + j % inner]).collect();
     drop(data);
     Ok(Tensor::from_op(y, reduced_shape(x.shape(), axis, keepdim), "max", &[x], move |ctx| {
-        let mut g = vec![0.0; outer * n * inner];
+        let mut g = zeroed(outer * n * inner)?;
         for (j, &k) in argmax.iter().enumerate() {
             g[((j / inner) * n + k) * inner + j % inner] = ctx.grad[j];
         }

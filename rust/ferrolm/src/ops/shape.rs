@@ -4,7 +4,7 @@ use ndarray::{ArrayViewD, IxDyn};
 
 use super::split_at_axis;
 use crate::autograd::Grad;
-use crate::tensor::{checked_numel, reserved, resolve_axis, Tensor};
+use crate::tensor::{checked_numel, reserved, resolve_axis, zeroed, Tensor};
 use crate::{bail, ensure, Result};
 
 /// Resolves a requested shape with at most one `-1` against an element count.
@@ -90,7 +90,7 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     Ok(Tensor::from_op(y, shape, "narrow", &[x], move |ctx| {
-        let mut g = vec![0.0; outer * n * inner];
+        let mut g = zeroed(outer * n * inner)?;
         for o in 0..rows {
             g[(o * n + start) * inner..(o * n + start + len) * inner]
                 .copy_from_slice(&ctx.grad[o * len * inner..(o + 1) * len * inner]);

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::{permute, GRAIN};
 use crate::simd::{self, vectorized};
-use crate::tensor::{resolve_axis, Tensor};
+use crate::tensor::{resolve_axis, zeroed, Tensor};
 use crate::Result;
 
 /// Rows per parallel task for a row length `n`.
@@ -13,15 +13,15 @@ fn rows_per_task(n: usize) -> usize {
 }
 
 /// Applies a last-axis kernel along any axis by moving that axis last and back.
-fn along_axis(x: &Tensor, axis: isize, last_axis_op: fn(&Tensor) -> Tensor) -> Result<Tensor> {
+fn along_axis(x: &Tensor, axis: isize, last_axis_op: fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let last = x.rank() - 1;
     if axis == last {
-        return Ok(last_axis_op(x));
+        return last_axis_op(x);
     }
     let mut dims: Vec<usize> = (0..x.rank()).collect();
     dims.swap(axis, last);
-    permute(&last_axis_op(&permute(x, &dims)?), &dims)
+    permute(&last_axis_op(&permute(x, &dims)?)?, &dims)
 }
 
 /// `exp(x) / Σ exp(x)` along `axis`.
@@ -35,13 +35,13 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
 }
 
 /// Runs `f(input_row, output_row)` over the rows of the last axis, in parallel.
-fn rowwise(x: &[f32], n: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+fn rowwise(x: &[f32], n: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Result<Vec<f32>> {
     rowwise2(x, x, n, |x, _, y| f(x, y))
 }
 
 /// Runs `f(a_row, b_row, output_row)` over the rows of two equally shaped buffers, in parallel.
-fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let mut y = vec![0.0; a.len()];
+fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Result<Vec<f32>> {
+    let mut y = zeroed(a.len())?;
     if n > 0 {
         let chunk = rows_per_task(n) * n;
         y.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(y, (a, b))| {
@@ -51,7 +51,7 @@ fn rowwise2(a: &[f32], b: &[f32], n: usize, f: impl Fn(&[f32], &[f32], &mut [f32
             );
         });
     }
-    y
+    Ok(y)
 }
 
 /// Replaces `row` by its softmax; returns log Σ exp(row) in two parts, (max, log Σ exp(row −
@@ -90,33 +90,33 @@ fn unmasked_max(row: &[f32]) -> Option<f32> {
     (max != f32::NEG_INFINITY || row.iter().any(|v| v.is_nan())).then_some(max)
 }
 
-fn softmax_last(x: &Tensor) -> Tensor {
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let n = *x.shape().last().unwrap_or(&1);
     let y = rowwise(&x.read(), n, |x, y| {
         y.copy_from_slice(x);
         softmax_in_place(y);
     });
-    Tensor::from_op(y, x.shape().to_vec(), "softmax", &[x], move |ctx| {
+    Ok(Tensor::from_op(y?, x.shape().to_vec(), "softmax", &[x], move |ctx| {
         // dx = y ⊙ (g − Σ g⊙y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
             let dot = simd::sum_zip([g, y], |[g, y]| g * y);
             d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = y * (g - dot));
-        }))])
-    })
+        })?)])
+    }))
 }
 
-fn log_softmax_last(x: &Tensor) -> Tensor {
+fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     let n = *x.shape().last().unwrap_or(&1);
     let y = rowwise(&x.read(), n, |x, y| {
         y.copy_from_slice(x);
         let (max, ln_sum) = softmax_in_place(y);
         y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - max) - ln_sum);
     });
-    Tensor::from_op(y, x.shape().to_vec(), "log_softmax", &[x], move |ctx| {
+    Ok(Tensor::from_op(y?, x.shape().to_vec(), "log_softmax", &[x], move |ctx| {
         // dx = g − softmax ⊙ Σ g, with softmax = exp(y)
         Ok(vec![Some(rowwise2(ctx.grad, ctx.out, n, |g, y, d| {
             let total = simd::sum_zip([g], |[g]| g);
             d.iter_mut().zip(g.iter().zip(y)).for_each(|(d, (g, y))| *d = g - simd::exp(*y) * total);
-        }))])
-    })
+        })?)])
+    }))
 }
