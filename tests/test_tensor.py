@@ -2,6 +2,7 @@
 differences, autograd semantics, and thread-count independence."""
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -393,6 +394,16 @@ print(json.dumps(runs))
     for run in one[1:] + two:
         assert abs(one[0]["loss"] - run["loss"]) <= 1e-6 * abs(one[0]["loss"])
         np.testing.assert_allclose(one[0]["grad"], run["grad"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_thread_count_beyond_the_limit_is_an_import_error():
+    """RAYON_NUM_THREADS=100000 started threads for minutes (an import that seemed to hang)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", "import ferrolm"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RAYON_NUM_THREADS": "100000"})
+    assert run.returncode == 1 and "ImportError: ferrolm: invalid argument: RAYON_NUM_THREADS=100000 asks for more than 1024" in run.stderr
 
 
 def test_set_num_threads_checks_its_count_and_goes_back_with_none():

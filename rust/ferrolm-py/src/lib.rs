@@ -61,7 +61,9 @@ pub(crate) fn interruptible<T: Send>(
 ) -> PyResult<T> {
     std::thread::scope(|scope| {
         let (done, mut result) = mpsc::channel();
-        let working = scope.spawn(move || done.send(ferrolm::compute(f)));
+        let working = std::thread::Builder::new()
+            .spawn_scoped(scope, move || done.send(ferrolm::compute(f)))
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?;
         loop {
             // The receiver goes along and comes back: it cannot be shared with the detached closure.
             let waited;
@@ -122,7 +124,8 @@ pub(crate) fn compute_locked<S: Send, T: Send>(
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    ferrolm::init_thread_pool(); // the importing thread (normally Python's main) makes most calls
+    // The importing thread (normally Python's main) makes most calls.
+    ferrolm::init_thread_pool().map_err(|e| pyo3::exceptions::PyImportError::new_err(format!("ferrolm: {e}")))?;
     tune_allocator();
     // numpy's C API is imported on first use, by running Python code: at the end of a long call,
     // a Ctrl-C pending by then made that import fail and rust-numpy panic. Imported here instead.

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    ferrolm::init_thread_pool(); // this thread drives the decoding loop: let its ops start here
+    ferrolm::init_thread_pool()?; // this thread drives the decoding loop: let its ops start here
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
     let pieces =

@@ -25,23 +25,38 @@ use crate::{bail, Error, Result};
 /// Starts the compute pool (rayon's global pool, `RAYON_NUM_THREADS` threads or one per CPU)
 /// with the calling thread as one of its threads; returns whether it did (not if the pool was
 /// already running). Call it once, before anything runs in parallel, from the thread that will
-/// drive the computation; the Python module does so when imported.
+/// drive the computation; the Python module does so when imported. An error when the threads
+/// cannot be started (a process limit; rayon's pool can then never start in this process) or
+/// `RAYON_NUM_THREADS` asks for more than [`MAX_THREADS`].
 ///
 /// That thread takes pool work only while it is itself computing, so afterwards every other
 /// thread must call ferrolm through [`compute`]: called directly, their parallel work would run
 /// on the remaining pool threads only, and with a one-thread pool never (a hang). Embedders
 /// that skip this function call through [`compute`] from every thread.
-pub fn init_thread_pool() -> bool {
+pub fn init_thread_pool() -> Result<bool> {
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let started = rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global().is_ok();
-    if started {
-        let _ = DRIVING_THREAD.set(std::thread::current().id());
+    if threads > MAX_THREADS {
+        bail!(Argument, "RAYON_NUM_THREADS={threads} asks for more than {MAX_THREADS} compute threads");
     }
-    started
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global() {
+        Ok(()) => {
+            let _ = DRIVING_THREAD.set(std::thread::current().id());
+            Ok(true)
+        }
+        // Started before (by this function or an embedder): nothing to do.
+        Err(e) if std::error::Error::source(&e).is_none() => Ok(false),
+        Err(e) => Err(Error::io(
+            format!(
+                "cannot start {threads} compute threads (a limit on processes, ulimit -u, is reached: raise it, or \
+                 set RAYON_NUM_THREADS lower; 1 starts none)"
+            ),
+            std::io::Error::other(e.to_string()),
+        )),
+    }
 }
 
 /// The thread that [`init_thread_pool`] made one of the compute pool's threads.

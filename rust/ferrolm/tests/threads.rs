@@ -8,7 +8,7 @@ fn threads_of_a_compute_call() -> usize {
 
 #[test]
 fn compute_calls_run_on_the_chosen_number_of_threads() {
-    assert!(ferrolm::init_thread_pool(), "this thread drives, as Python's main thread does");
+    assert!(ferrolm::init_thread_pool().unwrap(), "this thread drives, as Python's main thread does");
     let pool = rayon::current_num_threads();
     assert_eq!(threads_of_a_compute_call(), pool);
     for n in [1, 3] {
