@@ -134,3 +134,25 @@ def test_mlm_pairs_are_cut_where_one_file_ends_and_the_next_begins(tmp_path):
         assert "start" not in a[1:] and "start" not in b[1:]  # no document boundary inside a segment
         starts += b.startswith("start")
     assert starts > 50  # many windows hold a boundary
+
+
+def test_a_full_disk_while_writing_tokens_names_the_file(tmp_path):
+    """numpy's message named no file and no cause ("180000 requested and 51200 written"); a
+    file size limit (Python ignores SIGXFSZ, so writes fail with EFBIG) stands in for a full
+    disk. Nothing half-written is left."""
+    from conftest import run_python
+
+    code = f"""
+import resource, ferrolm as fl
+from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
+text = BUNDLED_CORPUS.read_text()[:200_000]
+tok = fl.Tokenizer.train_from_iterator([text], kind="char", vocab_size=1 << 20)
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    prepare_tokens(text, tok, {str(tmp_path / "data")!r})
+except OSError as e:
+    print(e)
+"""
+    message = run_python(code, {})
+    assert f"writing {tmp_path / 'data' / 'train'}.bin" in message and "is the disk full?" in message, message
+    assert not list((tmp_path / "data").glob("*.bin")) and not list((tmp_path / "data").glob(".*"))

@@ -59,3 +59,29 @@ def test_default_corpus_and_errors(tmp_path, capsys):
     assert "bad.txt is not valid UTF-8" in capsys.readouterr().err
     assert main(["tokenizer", "train", "--kind", "bpe", "--limit-alphabet", "5", "--out", str(out)]) == 2
     assert "wordpiece only" in capsys.readouterr().err
+
+
+def test_a_bad_out_path_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """It was found out only when saving, after the whole training."""
+    trained = []
+    monkeypatch.setattr(ferrolm.Tokenizer, "train", lambda *a, **k: trained.append(1))
+    for out, message in ((tmp_path, "is a directory"), (tmp_path / "no" / "t.json", "is not a directory")):
+        assert main(["tokenizer", "train", "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    assert not trained
+
+
+def test_python_m_ferrolm_and_a_terminal_that_cannot_show_the_text(tmp_path):
+    """`python -m ferrolm` runs the command line; on a Latin-1 terminal, text it cannot show
+    is escaped (the command used to end with status 2 part-way through its output)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "tok.json"
+    (tmp_path / "text.txt").write_text("Rome 日本 ok\n", encoding="utf-8")
+    assert main(["tokenizer", "train", "--kind", "char", "--vocab-size", "0", "--out", str(out), str(tmp_path / "text.txt")]) == 0
+    run = subprocess.run([sys.executable, "-m", "ferrolm", "tokenizer", "encode", "-t", str(out), "--text", "日本 ok"],
+                         capture_output=True, env={**os.environ, "PYTHONIOENCODING": "latin-1"}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert b"\\u65e5" in run.stdout and b"ok" in run.stdout

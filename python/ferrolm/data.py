@@ -119,7 +119,10 @@ def _prepare(parts: Iterable[tuple[str, int]], tokenizer, directory: str | Path)
         out = {"train": train, "val": val}
 
         def write(split: str, ids: np.ndarray) -> None:
-            ids.tofile(out[split])
+            try:
+                ids.tofile(out[split])
+            except OSError as e:  # numpy's own words name no file and no cause ("180000 requested and 51200 written")
+                raise OSError(f"writing {directory / split}.bin: {e.strerror or e} (is the disk full?)") from None
             hashes[split].update(ids)
             count[split] += ids.size
 

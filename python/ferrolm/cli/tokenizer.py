@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from ferrolm.cli.common import count
 from ferrolm.tokenizer import KINDS, PATTERNS
@@ -14,6 +15,10 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     from ferrolm.tokenizer import Tokenizer, default_corpus
 
     files = args.files or [default_corpus()]
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():  # said now, not after the training
+        raise ValueError(f"--out {out}: " + ("is a directory (give the tokenizer.json path)" if out.is_dir() else
+                                             f"{out.parent} is not a directory"))
     kwargs = dict(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, pattern=args.pattern or "gpt2")
     if args.special_tokens is not None:
         kwargs["special_tokens"] = args.special_tokens

@@ -1,0 +1,7 @@
+"""`python -m ferrolm`: the command line, where the `ferrolm` script is not on PATH."""
+
+import sys
+
+from ferrolm.cli import main
+
+sys.exit(main())
