@@ -476,3 +476,25 @@ def test_evaluation_runs_in_the_given_precision(tmp_path):
         warnings.simplefilter("ignore")
         evaluate_model(None, Probe(), eval_iters=1, dtype="bfloat16")
     assert seen == ["bfloat16", "bfloat16"] and fl.matmul_precision() == "float32"
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(corpus, tmp_path, capsys):
+    """Another process training into --out holds it: a second run there (another terminal's)
+    is refused before it prepares data or writes anything; both used to write over each other."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ferrolm.train.loop import hold_run_directory; "
+                               f"hold_run_directory({str(out)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 2
+        assert f"{out} is in use by another run (process {holder.pid})" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".run.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 0  # free again
+    assert main(["pretrain", "--out", str(out), "--max-iters", "2", "--resume", *TINY]) == 0  # and again

@@ -17,6 +17,7 @@ from ferrolm.cli.lm import register_fill_mask, register_generate, register_perpl
 from ferrolm.cli.nanogpt import translate
 from ferrolm.cli.posttrain import register_classify, register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
+from ferrolm.train.loop import release_run_directories
 
 #: Command groups, each registered by a function of the subparsers object.
 COMMANDS: list[Callable] = [
@@ -62,6 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("ferrolm: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_run_directories()
 
 
 if __name__ == "__main__":

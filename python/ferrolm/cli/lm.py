@@ -146,7 +146,7 @@ def run_pretrain(args) -> int:
     from ferrolm.data import MlmCollator, check_files, corpus_files, prepare_files
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
-    from ferrolm.train.loop import kept_evaluations
+    from ferrolm.train.loop import hold_run_directory, kept_evaluations
 
     if args.eval_only and not (args.resume or args.init_from):
         raise ValueError("--eval-only evaluates a model: give --resume (the run in --out) or --init-from DIR")
@@ -214,6 +214,8 @@ def run_pretrain(args) -> int:
         return CausalLM(directory, m["block_size"], t["batch_size"])
 
     tokenizer = model.tokenizer if args.resume or args.init_from else None
+    if not args.eval_only:
+        hold_run_directory(out)  # from the data's preparation on: a second run there is refused
     if not args.resume:
         files = corpus_files(args.files)
         check_files(files)  # before a tokenizer is trained on them, or anything is replaced

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -350,11 +351,57 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({config.max_iters} steps): the "
               f"learning rate rises to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} "
               "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
+    out, held = Path(out_dir), Path(out_dir).resolve() in _HELD
     try:
         with _matmul_precision(config.dtype):
-            return _run(model, objective, config, Path(out_dir), resume, settings or {})
+            return _run(model, objective, config, out, resume, settings or {})
     finally:
+        if not held:
+            _release_run_directory(out)
         _core.release_memory()  # the step buffers the allocator kept for the next step
+
+
+#: The run directories this process holds (`hold_run_directory`), each with its open lock file.
+_HELD: dict[Path, Any] = {}
+
+
+def hold_run_directory(out: str | Path) -> None:
+    """Holds `out` for this process's run (until `train` ends, or for a command that also
+    prepares data there, until `release_run_directories`): another process starting a run in it (a second
+    terminal given the same --out) is refused, where both wrote checkpoints and data over each
+    other's. Holding a directory again is allowed; where fcntl is missing, nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    out = Path(out)
+    if out.resolve() in _HELD:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".run.lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "?"
+        lock.close()
+        raise OSError(f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    _HELD[out.resolve()] = lock
+
+
+def _release_run_directory(out: Path) -> None:
+    lock = _HELD.pop(out.resolve(), None)
+    if lock is not None:
+        lock.close()  # closing the file releases its lock
+
+
+def release_run_directories() -> None:
+    """Releases every directory this process holds (a command's, when it ends)."""
+    for out in list(_HELD):
+        _release_run_directory(out)
 
 
 @contextlib.contextmanager
@@ -447,7 +494,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     _check_plugged(model, objective)
     named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
     check_memory(model, objective, sum(t.numel() for _, t in named))
-    out.mkdir(parents=True, exist_ok=True)
+    hold_run_directory(out)  # creates it
     groups, names = _decay_groups(named, config.weight_decay)
     opt = AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), eps=1e-8)
     params = [t for _, t in named]
