@@ -246,6 +246,8 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     assert "perplexity needs a GPT" in capsys.readouterr().err
     assert main(["perplexity", out, str(tmp_path / "a.txt"), str(tmp_path / "missing.txt")]) == 2
     assert capsys.readouterr().out == ""
+    assert main(["perplexity", out, str(tmp_path / "c.txt"), str(tmp_path / "a.txt"), "--stride", "16"]) == 2
+    assert capsys.readouterr().out == ""  # the stride is refused before the short file's line
 
 
 NANOGPT_CONFIG = '''"""nanoGPT's config/train_shakespeare_char.py, abridged."""
@@ -492,9 +494,21 @@ def test_a_second_run_into_a_directory_in_use_is_refused(corpus, tmp_path, capsy
         assert holder.stdout.readline().strip() == "held"
         assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 2
         assert f"{out} is in use by another run (process {holder.pid})" in capsys.readouterr().err
-        assert sorted(p.name for p in out.iterdir()) == [".run.lock"]
+        assert sorted(p.name for p in out.iterdir()) == [".run.lock"]  # nothing prepared or written
     finally:
         holder.kill()
         holder.wait()
     assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 0  # free again
     assert main(["pretrain", "--out", str(out), "--max-iters", "2", "--resume", *TINY]) == 0  # and again
+    assert not (out / ".run.lock").exists()  # let go of, with nothing left behind
+    # A refused corpus holds nothing; a directory the calling process holds stays held.
+    from ferrolm.train.loop import held_run_directories, hold_run_directory, release_run_directories
+
+    assert main(["pretrain", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "none"), *TINY]) == 2
+    assert not (tmp_path / "none").exists()
+    hold_run_directory(tmp_path / "mine")
+    try:
+        assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 0
+        assert held_run_directories() == [(tmp_path / "mine").resolve()]
+    finally:
+        release_run_directories()

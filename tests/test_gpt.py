@@ -505,6 +505,14 @@ def test_a_model_directory_is_saved_as_a_set_with_shareable_files(tmp_path, monk
         with pytest.raises(Killed):
             new.save(directory)
     assert (directory / "model.safetensors").read_bytes() == before["model.safetensors"]
+    def cannot_write(directory, last=None):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m:  # another user's directory: read as it is, with a warning
+        m.setattr(ferrolm.atomic, "finish_atomic_files", cannot_write)
+        with pytest.warns(UserWarning, match="save that was not finished"):
+            as_it_is = load_model(directory)
+    np.testing.assert_array_equal(as_it_is.parameters()[0].numpy(), old.parameters()[0].numpy())
     loaded = load_model(directory)  # finishes the move first
     assert loaded.tokenizer.vocab_size == new.tokenizer.vocab_size and not (directory / ".files-written").exists()
     np.testing.assert_array_equal(loaded.parameters()[0].numpy(), new.parameters()[0].numpy())

@@ -367,7 +367,8 @@ def test_autograd_semantics():
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_threads_do_not_change_results(precision):
-    """The pool's size from RAYON_NUM_THREADS, and counts chosen in the process."""
+    """The pool's size from RAYON_NUM_THREADS, and counts chosen in the process (that a call
+    runs on the count chosen is checked in Rust: rust/ferrolm/tests/threads.rs)."""
     code = f"""
 import json, warnings, numpy as np, ferrolm as fl, ferrolm.functional as F
 warnings.simplefilter("ignore")

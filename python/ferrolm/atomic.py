@@ -77,7 +77,7 @@ def finish_atomic_files(directory: Union[str, Path], last: Optional[str] = None)
         with contextlib.suppress(FileNotFoundError):
             os.replace(f, directory / f.name)
     _fsync_directory(directory)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # gone, or a newer set already there (another writer's)
         written.rmdir()
 
 

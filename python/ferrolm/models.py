@@ -3,6 +3,7 @@ architecture (config.json's model_type)."""
 
 from __future__ import annotations
 
+import warnings
 from copy import deepcopy
 from pathlib import Path
 from typing import Optional, Union
@@ -52,7 +53,11 @@ def model_dir(path: Union[str, Path]) -> Path:
         raise FileNotFoundError(f"{path} is a file: give the model directory holding config.json and model.safetensors")
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
-    finish_atomic_files(path, last=CONFIG_FILE)
+    try:
+        finish_atomic_files(path, last=CONFIG_FILE)
+    except OSError as e:  # a directory this process cannot write (another user's, read-only)
+        warnings.warn(f"{path} holds a save that was not finished, which cannot be finished here ({e}): "
+                      "reading the files as they are", stacklevel=3)
     return path
 
 

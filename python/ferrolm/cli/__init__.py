@@ -17,7 +17,7 @@ from ferrolm.cli.lm import register_fill_mask, register_generate, register_perpl
 from ferrolm.cli.nanogpt import translate
 from ferrolm.cli.posttrain import register_classify, register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
-from ferrolm.train.loop import release_run_directories
+from ferrolm.train.loop import held_run_directories, release_run_directories
 
 #: Command groups, each registered by a function of the subparsers object.
 COMMANDS: list[Callable] = [
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    held = set(held_run_directories())  # an in-process caller's (a notebook's training) stay held
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets its escape, not an error
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -64,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("ferrolm: interrupted", file=sys.stderr)
         return 130
     finally:
-        release_run_directories()
+        release_run_directories(keep=held)
 
 
 if __name__ == "__main__":

@@ -214,14 +214,14 @@ def run_pretrain(args) -> int:
         return CausalLM(directory, m["block_size"], t["batch_size"])
 
     tokenizer = model.tokenizer if args.resume or args.init_from else None
-    if not args.eval_only:
-        hold_run_directory(out)  # from the data's preparation on: a second run there is refused
     if not args.resume:
         files = corpus_files(args.files)
         check_files(files)  # before a tokenizer is trained on them, or anything is replaced
         tokenizer = tokenizer or _tokenizer(args, files)
         if args.objective == "mlm":  # checked before the corpus is tokenised with it
             MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
+        if not args.eval_only:
+            hold_run_directory(out)  # from the data's preparation on: a second run there is refused
         # Prepared beside the run's data and put in its place only once the objective takes it:
         # a new run that is refused leaves the run in --out resumable.
         staging = data_dir.with_name(data_dir.name + ".preparing")
@@ -363,6 +363,8 @@ def run_perplexity(args) -> int:
     if not isinstance(model, GPT):
         raise ValueError(f"{args.model} is a {type(model).__name__} model; perplexity needs a GPT (a BERT sees "
                          "both sides of each token, so it has no next-token likelihood)")
+    if args.stride is not None and args.stride >= model.block_size:  # the scorer checks it on long texts only
+        raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
     texts = [read_text(f) for f in args.files]  # every file is read and encoded before the first is scored
     ids = [model.encode(text) for text in texts]
     totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes

@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Collection, Optional, Protocol
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from ferrolm.train.memory import check_memory
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
+RUN_LOCK_FILE = ".run.lock"  # held while a run trains in the directory (`hold_run_directory`)
 DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision training runs in
 
 
@@ -378,14 +379,21 @@ def hold_run_directory(out: str | Path) -> None:
     if out.resolve() in _HELD:
         return
     out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / ".run.lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        owner = lock.read().strip() or "?"
+    path = out / RUN_LOCK_FILE
+    while True:
+        lock = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "?"
+            lock.close()
+            raise OSError(f"{out} is in use by another run (process {owner}): give another --out, or wait for it to "
+                          "end") from None
+        # The holder removes the file when it lets go: a lock taken on a file removed meanwhile holds nothing.
+        if path.exists() and os.path.samestat(os.fstat(lock.fileno()), path.stat()):
+            break
         lock.close()
-        raise OSError(f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end") from None
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
@@ -395,13 +403,20 @@ def hold_run_directory(out: str | Path) -> None:
 def _release_run_directory(out: Path) -> None:
     lock = _HELD.pop(out.resolve(), None)
     if lock is not None:
+        Path(lock.name).unlink(missing_ok=True)  # while still held, so no other process holds it meanwhile
         lock.close()  # closing the file releases its lock
 
 
-def release_run_directories() -> None:
-    """Releases every directory this process holds (a command's, when it ends)."""
-    for out in list(_HELD):
-        _release_run_directory(out)
+def held_run_directories() -> list[Path]:
+    """The run directories this process holds."""
+    return list(_HELD)
+
+
+def release_run_directories(keep: Collection[Path] = ()) -> None:
+    """Releases the directories this process holds but those in `keep` (a command's, when it ends)."""
+    for out in held_run_directories():
+        if out not in keep:
+            _release_run_directory(out)
 
 
 @contextlib.contextmanager

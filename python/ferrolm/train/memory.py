@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ferrolm import _core
+
 #: What a step keeps for backward, per layer, token and unit of width, in float32s (a GPT step
 #: measured 19-21; a lower figure, so that a run that fits is never refused).
 ACTIVATION_FLOATS = 16
@@ -57,6 +59,7 @@ def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str
 def check_memory(model: Any, objective: Any, trainable: int) -> None:
     """MemoryError, before anything is written, when training would need more memory than
     the machine has available."""
+    _core.release_memory()  # freed blocks the heap keeps (say, the corpus' preparation's) count as available
     available = available_bytes()
     if available is None:
         return

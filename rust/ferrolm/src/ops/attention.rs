@@ -257,12 +257,12 @@ fn backward(
     lse: &[f32],
     grads: (Vec<&mut [f32]>, [(usize, Layout); 3]),
     dims: &Dims,
-) {
+) -> Result<()> {
     let Dims { b: nb, h: nh, tq, tk, d, .. } = *dims;
     let (buffers, [(iq, lq), (ik, lk), (iv, lv)]) = grads;
     if nb * nh * tq * tk * d == 0 {
         buffers.into_iter().for_each(|g| g.fill(0.0));
-        return;
+        return Ok(());
     }
     let targets = [(iq, lq), (ik, lk), (iv, lv)];
     let scale = dims.scale();
@@ -344,7 +344,7 @@ fn backward(
         let per = (tq + 2 * tk) * d;
         let part = |offset| (0, Layout { offset, batch: per, head: 0, token: d });
         let local = [part(0), part(tq * d), part((tq + tk) * d)];
-        let mut heads = vec![0.0; nb * nh * per];
+        let mut heads = zeroed(nb * nh * per)?;
         let min_len = tasks_per_thread(nb * nh, tq * tk * d);
         heads
             .par_chunks_mut(per)
@@ -358,6 +358,7 @@ fn backward(
             }
         }
     }
+    Ok(())
 }
 
 /// A backward task's working memory: blocks of probabilities and of their gradients, and one
@@ -420,7 +421,7 @@ pub fn attention(
         let (qd, kd, vd) = (ctx.inputs[0].read(), ctx.inputs[1].read(), ctx.inputs[2].read());
         let (mut dq, mut dk, mut dv) = (zeroed(qd.len())?, zeroed(kd.len())?, zeroed(vd.len())?);
         let grads = (vec![&mut dq[..], &mut dk[..], &mut dv[..]], [(0, lq), (1, lk), (2, lk)]);
-        backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, grads, &dims);
+        backward((&qd, lq), (&kd, lk), (&vd, lk), (ctx.out, lq), (ctx.grad, lq), &lse, grads, &dims)?;
         Ok(vec![Some(dq), Some(dk), Some(dv)])
     }))
 }
@@ -456,7 +457,7 @@ pub fn attention_qkv(
         let x = ctx.inputs[0].read();
         let mut g = zeroed(x.len())?;
         let grads = (vec![&mut g[..]], [(0, lq), (0, lk), (0, lv)]);
-        backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, grads, &dims);
+        backward((&x, lq), (&x, lk), (&x, lv), (ctx.out, lout), (ctx.grad, lout), &lse, grads, &dims)?;
         Ok(vec![Some(g)])
     }))
 }

@@ -81,7 +81,7 @@ pub fn narrow(x: &Tensor, axis: isize, start: usize, len: usize) -> Result<Tenso
         "narrow: {len} entries from {start} do not fit axis {axis} of size {n}"
     );
     let data = x.read();
-    let mut y = Vec::with_capacity(outer * len * inner);
+    let mut y = reserved(outer * len * inner)?;
     // Rows are visited only when they hold data: an empty [2⁴⁰, 0] input has 2⁴⁰ empty rows.
     let rows = if len * inner > 0 { outer } else { 0 };
     for o in 0..rows {
@@ -132,7 +132,7 @@ pub fn concat(xs: &[Tensor], axis: isize) -> Result<Tensor> {
     drop(reads);
     let inputs: Vec<&Tensor> = xs.iter().collect();
     Ok(Tensor::from_op(y, shape, "concat", &inputs, move |ctx| {
-        let mut grads: Vec<Vec<f32>> = sizes.iter().map(|n| Vec::with_capacity(outer * n * inner)).collect();
+        let mut grads: Vec<Vec<f32>> = sizes.iter().map(|n| reserved(outer * n * inner)).collect::<Result<_>>()?;
         let mut at = 0;
         for _ in 0..rows {
             for (g, &n) in grads.iter_mut().zip(&sizes) {
