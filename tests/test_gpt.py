@@ -356,6 +356,43 @@ print(json.dumps(available_bytes()))
     assert 150 * 2**20 < json.loads(run_python(code, {})) <= 200 * 2**20
 
 
+def test_a_containers_memory_limit_counts_as_the_memory_available(tmp_path, monkeypatch):
+    """Inside a container, /proc/meminfo shows the host's memory: the cgroup's limit is what
+    its out-of-memory killer acts on (page cache it can drop does not count as used)."""
+    from ferrolm.train import memory
+
+    def tree(name: str, cgroup: str, files: dict) -> Path:
+        root = tmp_path / name
+        (root / "proc/self").mkdir(parents=True)
+        (root / "proc/self/cgroup").write_text(cgroup)
+        for path, text in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+        return root
+
+    v2 = "sys/fs/cgroup/user.slice"
+    nested = tree("v2", "0::/user.slice/app\n", {  # the tighter limit is the parent's
+        f"{v2}/memory.max": "1000000000\n", f"{v2}/memory.current": "600000000\n",
+        f"{v2}/memory.stat": "anon 500000000\ninactive_file 100000000\n",
+        f"{v2}/app/memory.max": "max\n", f"{v2}/app/memory.current": "600000000\n", f"{v2}/app/memory.stat": "",
+    })
+    assert memory.cgroup_room(nested) == 1_000_000_000 - (600_000_000 - 100_000_000)
+    container = tree("docker", "0::/docker/abc\n", {  # the host's path is not in the container's mount
+        "sys/fs/cgroup/memory.max": "2000000000", "sys/fs/cgroup/memory.current": "500000000",
+        "sys/fs/cgroup/memory.stat": "inactive_file 0"})
+    assert memory.cgroup_room(container) == 1_500_000_000
+    v1 = "sys/fs/cgroup/memory/process_api/x"
+    old = tree("v1", "5:cpu:/\n4:memory:/process_api/x\n", {
+        f"{v1}/memory.stat": "cache 1\nhierarchical_memory_limit 3000000000\ntotal_inactive_file 500000000\n",
+        f"{v1}/memory.usage_in_bytes": "1000000000\n"})
+    assert memory.cgroup_room(old) == 2_500_000_000
+    (old / v1 / "memory.stat").write_text("hierarchical_memory_limit 9223372036854771712\n")
+    assert memory.cgroup_room(old) is None  # no limit
+    assert memory.cgroup_room(tmp_path / "nowhere") is None
+    monkeypatch.setattr(memory, "cgroup_room", lambda: 12345)
+    assert memory.available_bytes() == 12345
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     from ferrolm.train import CausalLM, TrainConfig, train
 

@@ -4,6 +4,7 @@ the machine swaps to a standstill)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from ferrolm import _core
@@ -17,8 +18,9 @@ LOGIT_BYTES = 6
 
 def available_bytes() -> Optional[int]:
     """Memory the kernel can still give this process: Linux's MemAvailable (free memory and
-    page cache it can drop) plus free swap, or less if an address-space limit (`ulimit -v`)
-    leaves less; None where /proc does not tell. (A cgroup's limit is not read.)"""
+    page cache it can drop) plus free swap, or less if a container's memory limit (its cgroup's,
+    `cgroup_room`) or an address-space limit (`ulimit -v`) leaves less; None where /proc does
+    not tell."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             fields = {name: value.split() for name, value in (line.split(":", 1) for line in f)}
@@ -30,9 +32,62 @@ def available_bytes() -> Optional[int]:
             with open("/proc/self/statm", encoding="ascii") as f:
                 mapped = int(f.read().split()[0]) * resource.getpagesize()
             available = min(available, max(0, limit - mapped))
-        return available
     except (OSError, KeyError, ValueError, IndexError):
         return None
+    room = cgroup_room()
+    return available if room is None else min(available, room)
+
+
+def cgroup_room(root: Path = Path("/")) -> Optional[int]:
+    """What this process's memory cgroup (a container's, a systemd unit's) can still take before
+    its out-of-memory killer acts: its limit less what it uses, its page cache that can be
+    dropped not counted as used; the tightest of its own and its ancestors' limits (cgroup v2),
+    or the hierarchical one (v1). None without a limit, or where the files cannot be read.
+    `root` is where /proc and /sys are (tests give a tree of their own)."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        try:
+            if hierarchy == "0" and not controllers:  # v2: a limit at each level of the path
+                for d in _cgroup_directories(root / "sys/fs/cgroup", path):
+                    if (d / "memory.max").exists():
+                        stat = _stat(d)
+                        rooms.append(_room((d / "memory.max").read_text(), (d / "memory.current").read_text(),
+                                           stat.get("inactive_file", "0")))
+            elif "memory" in controllers.split(","):  # v1: memory.stat has the hierarchy's limit
+                d = _cgroup_directories(root / "sys/fs/cgroup/memory", path)[-1]
+                stat = _stat(d)
+                rooms.append(_room(stat.get("hierarchical_memory_limit", "max"), (d / "memory.usage_in_bytes").read_text(),
+                                   stat.get("total_inactive_file", "0")))
+        except (OSError, ValueError):
+            continue
+    rooms = [r for r in rooms if r is not None]
+    return min(rooms) if rooms else None
+
+
+def _cgroup_directories(mount: Path, path: str) -> list[Path]:
+    """The cgroup directories from the mount down to `path`'s, those that exist (inside a
+    container, the mount is the container's own cgroup and the host's path is not there)."""
+    directories = [mount]
+    for part in Path(path.strip()).parts[1:]:
+        directories.append(directories[-1] / part)
+    return [d for d in directories if d.is_dir()] or [mount]
+
+
+def _stat(directory: Path) -> dict[str, str]:
+    return dict(line.split(maxsplit=1) for line in (directory / "memory.stat").read_text().splitlines() if line.strip())
+
+
+def _room(limit: str, usage: str, reclaimable: str) -> Optional[int]:
+    """`limit` less `usage` that is not `reclaimable` page cache; None for no limit ("max", or
+    v1's huge number)."""
+    if limit.strip() == "max" or int(limit) >= 1 << 62:
+        return None
+    return max(0, int(limit) - (int(usage) - int(reclaimable)))
 
 
 def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str]:
