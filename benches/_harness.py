@@ -3,6 +3,7 @@ timed steps after warm-up, and a side-by-side table with ratios."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -64,6 +65,8 @@ def measure_pair(script: str, ours: list[str], theirs: list[str], repeats: int) 
 
 
 def header() -> None:
+    if importlib.util.find_spec("torch") is None:
+        print("torch is not installed: its columns stay empty (pip install torch)")
     print(f"{'benchmark':<40}{'ferrolm':>12}{'torch':>12}{'ratio':>8}")
 
 

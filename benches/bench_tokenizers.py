@@ -110,7 +110,9 @@ def main() -> int:
             t_hf, h = best_time(hf_train, repeat)
             same = json.loads(h.to_str())["model"]["vocab"] == json.loads(tok.to_str())["model"]["vocab"]
             note = "identical vocab" if same else "vocab differs"
-        rows.append((f"BPE train to {vs} ({note})", "s", t_ours, t_hf, None, False))
+        reached = f"reached {tok.vocab_size}: the corpus has no more merges" if tok.vocab_size < vs else ""
+        label = "; ".join(filter(None, (reached, note)))
+        rows.append((f"BPE train to {vs}" + (f" ({label})" if label else ""), "s", t_ours, t_hf, None, False))
         print(f"  trained {vs}: ferrolm {t_ours:.2f}s" + (f", HF {t_hf:.2f}s, {note}" if hf else ""), flush=True)
 
     # ------------------------------------------------------------- encoders on one vocabulary
@@ -176,7 +178,7 @@ def main() -> int:
 
     tokens = sum(map(len, ids_ours))
     print(f"\n{mb:.1f} MB, {len(docs)} documents, {tokens:,} tokens at vocab {tok.vocab_size}; "
-          f"ids equal across libraries: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks))
+          "ids equal across libraries: " + (", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks) or "no peer installed"))
     header = "| benchmark | unit | ferrolm | HF tokenizers | tiktoken | ferrolm vs HF | ferrolm vs tiktoken |"
     print(header)
     print("|" + "---|" * 7)

@@ -60,9 +60,13 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     # Log lines past the checkpoint (an interrupted run wrote them) are dropped on resume.
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 7, "loss": 123.0}) + "\n")
+    capsys.readouterr()
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *TINY]) == 0
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["step"] == 8 and state["config"]["lr_decay_iters"] == 6  # the run's schedule continues
+    assert f"resuming the run in {out} at step 6 of 8\n" in capsys.readouterr().err  # where it picks up, said
+    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *TINY]) == 0
+    assert "at step 8 of 8; it is complete (give a larger --max-iters" in capsys.readouterr().err
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "5", *TINY]) == 2
     assert "at step 8, past max_iters=5" in capsys.readouterr().err
     steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -410,6 +414,14 @@ def test_decay_lr_false_keeps_the_learning_rate_constant(corpus, tmp_path):
                  "--log-interval", "1", "--learning-rate", "0.002", *TINY]) == 0
     rates = [json.loads(l)["lr"] for l in (out / "metrics.jsonl").read_text().splitlines() if "lr" in json.loads(l)]
     assert rates == [0.002] * 3
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == f"ferrolm {metadata.version('ferrolm')}\n"
 
 
 def test_unknown_flags_are_reported_with_the_commands_usage(capsys):

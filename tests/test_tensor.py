@@ -336,6 +336,10 @@ def test_tied_weights_are_one_parameter_clipped_and_resumed_once(tmp_path):
     model = TiedBigram()
     assert model.emb.weight is not model.emb.weight and model.emb.weight.uid == model.tied.uid
     assert [n for n, _ in model.named_parameters()] == ["emb.weight", "ln.weight", "ln.bias"]
+    # A layer on its own lists its tensors as PyTorch's do (an AttributeError before).
+    for layer in (model.emb, model.ln, fl.Linear(3, 2)):
+        assert [t.uid for t in layer.parameters()] == [t.uid for _, t in layer.named_parameters()]
+    assert [t.shape for t in fl.Linear(3, 2).parameters()] == [(2, 3), (2,)]
 
     w = fl.tensor([3.0, 4.0], requires_grad=True)
     (w * w).sum().backward()  # gradient [6, 8], norm 10

@@ -637,5 +637,7 @@ def test_tiktoken_encodings_load_and_encode_as_tiktoken(shakespeare, tmp_path):
     path.write_text("YQ== 0\nYmM= 1\n")  # "bc" without "b" and "c" to make it from
     with pytest.raises(ferrolm.FormatError, match="cannot be made"):
         ferrolm.Tokenizer.from_tiktoken(str(path))
+    with pytest.raises(FileNotFoundError, match="downloads nothing.*tiktoken.get_encoding"):
+        ferrolm.Tokenizer.from_tiktoken("cl100k_base")  # an encoding's name, as tiktoken takes it
     with pytest.raises(TypeError, match="tiktoken"):
         ferrolm.Tokenizer.from_tiktoken(42)

@@ -10,6 +10,7 @@ import argparse
 import os
 import sqlite3
 import sys
+from importlib import metadata
 from typing import Callable, Optional, Sequence
 
 from ferrolm.cli.label import register_label
@@ -37,6 +38,7 @@ COMMANDS: list[Callable] = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferrolm", description="Train and run small language models on CPUs.")
+    parser.add_argument("--version", action="version", version=f"ferrolm {metadata.version('ferrolm')}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)

@@ -529,6 +529,9 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
+        print(f"ferrolm: resuming the run in {out} at step {step} of {config.max_iters}"
+              + ("; it is complete (give a larger --max-iters to train further)" if step == config.max_iters else ""),
+              file=sys.stderr, flush=True)
         try:
             rng.bit_generator.state = state["rng"]
         except (TypeError, ValueError, KeyError) as e:

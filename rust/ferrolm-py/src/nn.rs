@@ -51,6 +51,10 @@ impl PyLinear {
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
     }
+    /// The tensors of named_parameters(), as PyTorch's `parameters()`.
+    fn parameters(&self) -> Vec<PyTensor> {
+        named(&self.0).into_iter().map(|(_, t)| t).collect()
+    }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
         let bias = self.0.bias.as_ref().map(|b| memo_copy(memo, b)).transpose()?;
@@ -84,6 +88,10 @@ impl PyEmbedding {
     }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
+    }
+    /// The tensors of named_parameters(), as PyTorch's `parameters()`.
+    fn parameters(&self) -> Vec<PyTensor> {
+        named(&self.0).into_iter().map(|(_, t)| t).collect()
     }
     /// `copy.deepcopy`: a table with its own copy of the vectors.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -119,6 +127,10 @@ impl PyLayerNorm {
     }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
+    }
+    /// The tensors of named_parameters(), as PyTorch's `parameters()`.
+    fn parameters(&self) -> Vec<PyTensor> {
+        named(&self.0).into_iter().map(|(_, t)| t).collect()
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
