@@ -524,3 +524,30 @@ def test_a_second_run_into_a_directory_in_use_is_refused(corpus, tmp_path, capsy
         assert held_run_directories() == [(tmp_path / "mine").resolve()]
     finally:
         release_run_directories()
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(corpus, tmp_path):
+    """`kill`, `timeout` or a cluster's preemption sends SIGTERM: the run says which checkpoint
+    it can resume from, lets go of its directory, and exits 143; it used to die on the spot."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    run = subprocess.Popen([sys.executable, "-m", "ferrolm", "pretrain", str(corpus), "--out", str(out), "--max-iters",
+                            "100000", "--checkpoint-interval", "5", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.time() + 60
+        while not (out / "trainer_state.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 143, err
+    assert "interrupted at step" in err and "resuming continues from it" in err and "ferrolm: terminated" in err
+    assert not (out / ".run.lock").exists()
+    step = json.loads((out / "trainer_state.json").read_text())["step"]
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", str(step + 2), *TINY]) == 0

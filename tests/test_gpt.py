@@ -192,6 +192,21 @@ def test_ctrl_c_during_a_checkpoint_is_held_until_it_is_written():
             time.sleep(0.05)  # Python runs signal handlers between bytecodes: this one only records it
             written = True
     assert written and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # SIGTERM too, then handled as it would have been (the command line's handler raises KeyboardInterrupt).
+    def terminate_as_interrupt(*received):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate_as_interrupt)
+    try:
+        written = False
+        with pytest.raises(KeyboardInterrupt):
+            with _interrupts_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                written = True
+        assert written and signal.getsignal(signal.SIGTERM) is terminate_as_interrupt
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_ctrl_c_interrupts_a_long_generation():

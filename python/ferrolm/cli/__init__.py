@@ -7,9 +7,12 @@ argparse subparsers object; every leaf command sets `func(args) -> int` (the exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from importlib import metadata
 from typing import Callable, Optional, Sequence
 
@@ -51,6 +54,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets its escape, not an error
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    with _terminate_as_interrupt() as terminated:
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            print("ferrolm: terminated" if terminated else "ferrolm: interrupted", file=sys.stderr)
+            return 143 if terminated else 130
+        finally:
+            release_run_directories(keep=held)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (`kill`, `timeout`, a cluster's preemption) stops a command as Ctrl-C does:
+    training says which checkpoint it can resume from, and lets go of its directory. Yields a
+    list that is non-empty once SIGTERM came."""
+    terminated: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield terminated  # signal handlers are the main thread's
+        return
+
+    def interrupt(*received):
+        terminated.append(received)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     try:
         parser = build_parser()
         args, unknown = parser.parse_known_args(translate(list(sys.argv[1:] if argv is None else argv)))
@@ -63,11 +98,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError, IndexError, ArithmeticError, MemoryError, sqlite3.Error) as e:
         print(f"ferrolm: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ferrolm: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        release_run_directories(keep=held)
 
 
 if __name__ == "__main__":

@@ -286,7 +286,9 @@ def _start_prompt(model) -> str:
 
 def register_generate(sub) -> None:
     """`ferrolm generate`: stream text from a model directory."""
-    p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated")
+    p = sub.add_parser("generate", help="sample text from a model directory, streamed as it is generated",
+                       epilog="nanoGPT's sample.py spellings work too: --out_dir DIR, --start TEXT or --start FILE:path, "
+                              "--num_samples N, --max_new_tokens N, --top_k N")
     p.add_argument("model", help="model directory (config.json, model.safetensors, and tokenizer.json, "
                                          "vocab.json + merges.txt or vocab.txt)")
     prompt = p.add_mutually_exclusive_group()

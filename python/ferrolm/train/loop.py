@@ -266,21 +266,27 @@ class _Checkpoints:
 
 @contextlib.contextmanager
 def _interrupts_held():
-    """Holds Ctrl-C back until the block ends, so a checkpoint is written whole (an interrupt
-    between its files would leave the model of one step beside the state of another)."""
+    """Holds Ctrl-C and SIGTERM back until the block ends, so a checkpoint is written whole
+    (an interrupt between its files would leave the model of one step beside the state of
+    another); then the first one does what it would have done."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return
     pending = []
-    previous = signal.signal(signal.SIGINT, lambda *received: pending.append(received))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda *received: pending.append(received)) for s in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if pending and callable(previous):
-        previous(*pending[0])  # Python's handler raises KeyboardInterrupt
-    elif pending and previous != signal.SIG_IGN:
-        raise KeyboardInterrupt
+        for s in held:
+            signal.signal(s, previous[s])
+    if not pending:
+        return
+    handler = previous[pending[0][0]]
+    if callable(handler):
+        handler(*pending[0])  # Python's SIGINT handler raises KeyboardInterrupt
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(pending[0][0])  # SIGINT's default raises KeyboardInterrupt; SIGTERM's ends the process
 
 
 def read_state(path: Path) -> dict:
