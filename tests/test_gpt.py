@@ -396,13 +396,22 @@ def test_a_containers_memory_limit_counts_as_the_memory_available(tmp_path, monk
         "sys/fs/cgroup/memory.max": "2000000000", "sys/fs/cgroup/memory.current": "500000000",
         "sys/fs/cgroup/memory.stat": "inactive_file 0"})
     assert memory.cgroup_room(container) == 1_500_000_000
-    v1 = "sys/fs/cgroup/memory/process_api/x"
-    old = tree("v1", "5:cpu:/\n4:memory:/process_api/x\n", {
-        f"{v1}/memory.stat": "cache 1\nhierarchical_memory_limit 3000000000\ntotal_inactive_file 500000000\n",
-        f"{v1}/memory.usage_in_bytes": "1000000000\n"})
-    assert memory.cgroup_room(old) == 2_500_000_000
-    (old / v1 / "memory.stat").write_text("hierarchical_memory_limit 9223372036854771712\n")
+    v1 = "sys/fs/cgroup/memory/process_api"
+    unlimited = "9223372036854771712"
+    old = tree("v1", "5:cpu:/\n4:memory,blkio:/process_api/x\n", {  # the parent's limit, counting its children's use
+        f"{v1}/memory.limit_in_bytes": "3000000000\n", f"{v1}/memory.usage_in_bytes": "2000000000\n",
+        f"{v1}/memory.stat": "cache 1\ntotal_inactive_file 500000000\n",
+        f"{v1}/x/memory.limit_in_bytes": unlimited, f"{v1}/x/memory.usage_in_bytes": "100", f"{v1}/x/memory.stat": ""})
+    assert memory.cgroup_room(old) == 3_000_000_000 - (2_000_000_000 - 500_000_000)
+    (old / v1 / "memory.limit_in_bytes").write_text(unlimited)
     assert memory.cgroup_room(old) is None  # no limit
+    (old / v1 / "memory.limit_in_bytes").write_text("1000")
+    (old / v1 / "memory.usage_in_bytes").write_text("100")  # less than its page cache (stats lag): the limit at most
+    assert memory.cgroup_room(old) == 1000
+    odd = tree("odd", "0::/caf\xe9\n\nnonsense\n", {"sys/fs/cgroup/memory.max": "5000",
+                                                     "sys/fs/cgroup/memory.current": "1000"})  # no memory.stat
+    (odd / "proc/self/cgroup").write_bytes(b"0::/caf\xe9\n\nnonsense\n")  # not UTF-8, a blank line, no colons
+    assert memory.cgroup_room(odd) is None
     assert memory.cgroup_room(tmp_path / "nowhere") is None
     monkeypatch.setattr(memory, "cgroup_room", lambda: 12345)
     assert memory.available_bytes() == 12345

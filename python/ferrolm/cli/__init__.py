@@ -39,9 +39,16 @@ COMMANDS: list[Callable] = [
 ]
 
 
+def _version() -> str:
+    try:
+        return metadata.version("ferrolm")
+    except metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferrolm", description="Train and run small language models on CPUs.")
-    parser.add_argument("--version", action="version", version=f"ferrolm {metadata.version('ferrolm')}")
+    parser.add_argument("--version", action="version", version=f"ferrolm {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(subparsers)
@@ -70,15 +77,15 @@ def _terminate_as_interrupt():
     training says which checkpoint it can resume from, and lets go of its directory. Yields a
     list that is non-empty once SIGTERM came."""
     terminated: list = []
-    if threading.current_thread() is not threading.main_thread():
-        yield terminated  # signal handlers are the main thread's
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield terminated  # signal handlers are the main thread's; an ignored SIGTERM stays ignored
         return
 
     def interrupt(*received):
         terminated.append(received)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt) or signal.SIG_DFL  # None: a handler from C
     try:
         yield terminated
     finally:

@@ -274,7 +274,8 @@ def _interrupts_held():
         return
     pending = []
     held = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda *received: pending.append(received)) for s in held}
+    # A handler installed from C reads as None, and is put back as the default.
+    previous = {s: signal.signal(s, lambda *received: pending.append(received)) or signal.SIG_DFL for s in held}
     try:
         yield
     finally:
@@ -284,9 +285,9 @@ def _interrupts_held():
         return
     handler = previous[pending[0][0]]
     if callable(handler):
-        handler(*pending[0])  # Python's SIGINT handler raises KeyboardInterrupt
+        handler(*pending[0])  # Python's SIGINT handler raises KeyboardInterrupt, the command line's SIGTERM one too
     elif handler == signal.SIG_DFL:
-        signal.raise_signal(pending[0][0])  # SIGINT's default raises KeyboardInterrupt; SIGTERM's ends the process
+        signal.raise_signal(pending[0][0])  # the default: the process ends
 
 
 def read_state(path: Path) -> dict:
@@ -535,9 +536,6 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
-        print(f"ferrolm: resuming the run in {out} at step {step} of {config.max_iters}"
-              + ("; it is complete (give a larger --max-iters to train further)" if step == config.max_iters else ""),
-              file=sys.stderr, flush=True)
         try:
             rng.bit_generator.state = state["rng"]
         except (TypeError, ValueError, KeyError) as e:
@@ -546,6 +544,9 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         if hasattr(objective, "load_state"):
             objective.load_state(state.get("objective_state", {}))
         _truncate_metrics(out / METRICS_FILE, step)
+        print(f"ferrolm: resuming the run in {out} at step {step} of {config.max_iters}"
+              + ("; it is complete (give a larger --max-iters to train further)" if step == config.max_iters else ""),
+              file=sys.stderr, flush=True)
     else:
         if (out / STATE_FILE).exists():
             try:

@@ -40,31 +40,25 @@ def available_bytes() -> Optional[int]:
 
 def cgroup_room(root: Path = Path("/")) -> Optional[int]:
     """What this process's memory cgroup (a container's, a systemd unit's) can still take before
-    its out-of-memory killer acts: its limit less what it uses, its page cache that can be
-    dropped not counted as used; the tightest of its own and its ancestors' limits (cgroup v2),
-    or the hierarchical one (v1). None without a limit, or where the files cannot be read.
-    `root` is where /proc and /sys are (tests give a tree of their own)."""
+    its out-of-memory killer acts: the tightest, over its own level and its ancestors', of the
+    limit less what that level uses (page cache it can drop not counted as used). None without
+    a limit, or where the files cannot be read. `root` is where /proc and /sys are (tests give
+    a tree of their own)."""
     try:
-        lines = (root / "proc/self/cgroup").read_text(encoding="ascii").splitlines()
+        lines = (root / "proc/self/cgroup").read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
     rooms = []
     for line in lines:
-        hierarchy, controllers, path = line.split(":", 2)
-        try:
-            if hierarchy == "0" and not controllers:  # v2: a limit at each level of the path
-                for d in _cgroup_directories(root / "sys/fs/cgroup", path):
-                    if (d / "memory.max").exists():
-                        stat = _stat(d)
-                        rooms.append(_room((d / "memory.max").read_text(), (d / "memory.current").read_text(),
-                                           stat.get("inactive_file", "0")))
-            elif "memory" in controllers.split(","):  # v1: memory.stat has the hierarchy's limit
-                d = _cgroup_directories(root / "sys/fs/cgroup/memory", path)[-1]
-                stat = _stat(d)
-                rooms.append(_room(stat.get("hierarchical_memory_limit", "max"), (d / "memory.usage_in_bytes").read_text(),
-                                   stat.get("total_inactive_file", "0")))
-        except (OSError, ValueError):
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and not controllers:  # v2
+            mount, files = root / "sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # v1
+            mount, files = root / "sys/fs/cgroup/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                          "total_inactive_file")
+        else:
             continue
+        rooms += [_room(d, *files) for d in _cgroup_directories(mount, path)]
     rooms = [r for r in rooms if r is not None]
     return min(rooms) if rooms else None
 
@@ -78,16 +72,18 @@ def _cgroup_directories(mount: Path, path: str) -> list[Path]:
     return [d for d in directories if d.is_dir()] or [mount]
 
 
-def _stat(directory: Path) -> dict[str, str]:
-    return dict(line.split(maxsplit=1) for line in (directory / "memory.stat").read_text().splitlines() if line.strip())
-
-
-def _room(limit: str, usage: str, reclaimable: str) -> Optional[int]:
-    """`limit` less `usage` that is not `reclaimable` page cache; None for no limit ("max", or
-    v1's huge number)."""
-    if limit.strip() == "max" or int(limit) >= 1 << 62:
+def _room(directory: Path, limit_file: str, usage_file: str, reclaimable: str) -> Optional[int]:
+    """One level's limit less its usage that is not `reclaimable` page cache (memory.stat's
+    entry); None without a limit ("max", or v1's huge number) or readable files."""
+    try:
+        limit = (directory / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= 1 << 62:
+            return None
+        stat = dict(line.split(maxsplit=1) for line in (directory / "memory.stat").read_text().splitlines() if line.strip())
+        used = int((directory / usage_file).read_text()) - int(stat.get(reclaimable, 0))
+        return min(int(limit), max(0, int(limit) - used))  # stats may lag: never more than the limit
+    except (OSError, ValueError):
         return None
-    return max(0, int(limit) - (int(usage) - int(reclaimable)))
 
 
 def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str]:
@@ -113,7 +109,7 @@ def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str
 
 def check_memory(model: Any, objective: Any, trainable: int) -> None:
     """MemoryError, before anything is written, when training would need more memory than
-    the machine has available."""
+    is available (`available_bytes`)."""
     _core.release_memory()  # freed blocks the heap keeps (say, the corpus' preparation's) count as available
     available = available_bytes()
     if available is None:
