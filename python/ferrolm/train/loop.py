@@ -125,11 +125,11 @@ class TrainConfig:
     def preset(cls, kind: str, **overrides: Any) -> "TrainConfig":
         """The settings `ferrolm <kind>` trains with (`kind`: "sft", "reward", "classify", "dpo" or "ppo", an
         objective's `kind`), then `overrides`; PPO's learning rate stays constant unless a
-        min_lr is given. TrainConfig() itself has nanoGPT's Shakespeare-char pretraining settings."""
+        min_lr or decay_lr=True is given. TrainConfig() itself has nanoGPT's Shakespeare-char pretraining settings."""
         if kind not in PRESETS:
             raise ValueError(f"no preset for {kind!r}: one of {', '.join(PRESETS)}")
         values = {**PRESETS[kind], **overrides}
-        if kind == "ppo" and values.get("min_lr") is None:
+        if kind == "ppo" and values.get("min_lr") is None and "decay_lr" not in overrides:
             values["decay_lr"] = False  # at whatever learning_rate holds when training starts
         return cls(**values)
 
