@@ -512,20 +512,21 @@ def test_presets_are_the_commands_defaults_and_answers_end_at_any_turn_marker(ba
         config = TrainConfig.preset(kind)
         assert (config.max_iters, config.learning_rate, config.warmup_iters, config.weight_decay) == (iters, lr, warmup, 0.0)
         assert all(getattr(config, k) == v for k, v in DEFAULTS[kind].items()
-                   if hasattr(config, k) and v is not None and (kind, k) != ("ppo", "decay_lr"))  # ppo's: below
+                   if hasattr(config, k) and v is not None)  # ppo's decay_lr (None): below
     ppo = TrainConfig.preset("ppo")
     ppo.learning_rate = 1e-4  # changed after creation: constant still, at the new rate
     assert ppo.resolved().lr_at(0) == ppo.resolved().lr_at(199) == 1e-4
     assert TrainConfig.preset("ppo", min_lr=1e-5).lr_at(199) < 2e-5  # a min_lr given: it decays
     assert TrainConfig.preset("ppo", decay_lr=True).lr_at(199) < 1e-5  # and so it does when asked to (it was ignored)
     from ferrolm.cli import build_parser
+    from ferrolm.cli.common import train_config
     from ferrolm.cli.posttrain import _values
 
-    def ppo_values(*flags):
+    def ppo_config(*flags):
         args = build_parser().parse_args(["ppo", str(base), "--reward-model", "rm", "--prompts", "p", "--out", "o", *flags])
-        return _values(args, "ppo")
+        return train_config(_values(args, "ppo"), args, kind="ppo")
 
-    assert [ppo_values(*f)["decay_lr"] for f in ((), ("--min-lr", "1e-6"), ("--decay-lr", "true"))] == [False, True, True]
+    assert [ppo_config(*f).decay_lr for f in ((), ("--min-lr", "1e-6"), ("--decay-lr", "true"))] == [False, True, True]
     assert TrainConfig.preset("dpo", learning_rate=1e-5).learning_rate == 1e-5
     with pytest.raises(ValueError, match="no preset"):
         TrainConfig.preset("causal")

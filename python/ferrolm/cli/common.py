@@ -92,21 +92,18 @@ def boolean(text: str) -> bool:
 
 
 #: The types of flags whose default (None: resolved later) does not tell.
-TYPES = {"lr_decay_iters": count(0), "min_lr": non_negative}
+TYPES = {"lr_decay_iters": count(0), "min_lr": non_negative, "decay_lr": boolean}
 
 
 def add_flags(parser, defaults: dict) -> None:
     """--flag-name for each entry, defaulting to None so `choose` can tell given from not; the
     type follows the default (or TYPES)."""
     for name, default in defaults.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, type=boolean, default=None, metavar="BOOL", help=HELP.get(name, f"default {default}"))
-        else:
-            kind = TYPES.get(name) or (count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) else
-                                       non_negative if isinstance(default, float) else str)
-            parser.add_argument(flag, type=kind, default=None, choices=CHOICES.get(name),
-                                help=HELP.get(name, f"default {default}"))
+        kind = TYPES.get(name) or (boolean if isinstance(default, bool) else
+                                   count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) else
+                                   non_negative if isinstance(default, float) else str)
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, choices=CHOICES.get(name),
+                            metavar="BOOL" if kind is boolean else None, help=HELP.get(name, f"default {default}"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -85,10 +85,7 @@ def _values(args, command: str) -> dict:
     saved = {**state["config"], **state.get("objective_state", {})} if args.resume else None
     # The seed drew the train/val split, which a resumed run keeps.
     fixed = {"seed": (f"the run's in {args.out}", "it drew the run's train/val split (start a new run with another --out)")}
-    values = {k: choose(args, k, saved, DEFAULTS[command], fixed=fixed.get(k)) for k in DEFAULTS[command]}
-    if command == "ppo" and args.decay_lr is None and saved is None:  # the preset's default, which a given flag overrides
-        values["decay_lr"] = values["min_lr"] is not None
-    return values
+    return {k: choose(args, k, saved, DEFAULTS[command], fixed=fixed.get(k)) for k in DEFAULTS[command]}
 
 
 def _settle(args, command: str, saved: dict | None) -> None:

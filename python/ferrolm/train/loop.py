@@ -49,7 +49,9 @@ PRESETS = {
     "reward": _SUPERVISED,
     "classify": _SUPERVISED,
     "dpo": {"max_iters": 200, "learning_rate": 1e-4, "warmup_iters": 10, "eval_interval": 50, "weight_decay": 0.0},
-    "ppo": {"max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "weight_decay": 0.0},
+    # decay_lr None: a constant rate unless a min_lr is given (see TrainConfig.preset).
+    "ppo": {"max_iters": 200, "learning_rate": 5e-5, "warmup_iters": 0, "eval_interval": 50, "weight_decay": 0.0,
+            "decay_lr": None},
 }
 
 
@@ -129,8 +131,8 @@ class TrainConfig:
         if kind not in PRESETS:
             raise ValueError(f"no preset for {kind!r}: one of {', '.join(PRESETS)}")
         values = {**PRESETS[kind], **overrides}
-        if kind == "ppo" and values.get("min_lr") is None and "decay_lr" not in overrides:
-            values["decay_lr"] = False  # at whatever learning_rate holds when training starts
+        if values.get("decay_lr", True) is None:  # constant, at whatever learning_rate holds when training starts
+            values["decay_lr"] = values.get("min_lr") is not None
         return cls(**values)
 
     @property

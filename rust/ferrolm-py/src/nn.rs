@@ -53,7 +53,7 @@ impl PyLinear {
     }
     /// The tensors of named_parameters(), as PyTorch's `parameters()`.
     fn parameters(&self) -> Vec<PyTensor> {
-        named(&self.0).into_iter().map(|(_, t)| t).collect()
+        self.0.parameters().into_iter().map(PyTensor).collect()
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -91,7 +91,7 @@ impl PyEmbedding {
     }
     /// The tensors of named_parameters(), as PyTorch's `parameters()`.
     fn parameters(&self) -> Vec<PyTensor> {
-        named(&self.0).into_iter().map(|(_, t)| t).collect()
+        self.0.parameters().into_iter().map(PyTensor).collect()
     }
     /// `copy.deepcopy`: a table with its own copy of the vectors.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -130,7 +130,7 @@ impl PyLayerNorm {
     }
     /// The tensors of named_parameters(), as PyTorch's `parameters()`.
     fn parameters(&self) -> Vec<PyTensor> {
-        named(&self.0).into_iter().map(|(_, t)| t).collect()
+        self.0.parameters().into_iter().map(PyTensor).collect()
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {

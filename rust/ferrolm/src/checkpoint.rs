@@ -17,19 +17,23 @@ use crate::{bail, ensure, Error, Result};
 /// flushed to disk and renamed over the target. The temporary name is unique to the call, so
 /// concurrent writers of one path never share it (the last rename wins, whole).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+    write_atomic_with(path, |tmp| {
+        let mut file = std::fs::File::create(tmp)?;
+        file.write_all(bytes)?;
+        Ok(file)
+    })
 }
 
-/// [`write_atomic`], the temporary file (at the path given) written by `write`.
-fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+/// [`write_atomic`], the temporary file (at the path given) created and written by `write`,
+/// which returns it to be flushed to disk.
+fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<std::fs::File>) -> Result<()> {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| Error::Argument(format!("{} is not a file path", path.display())))?;
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{}.tmp{}-{call}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        write(&tmp)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
+        write(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
@@ -75,7 +79,7 @@ pub fn write_safetensors(
         for (_, _, data) in tensors {
             file.write_all(&le_bytes(data))?;
         }
-        file.flush()
+        file.into_inner().map_err(std::io::IntoInnerError::into_error)
     })
 }
 

@@ -66,9 +66,9 @@ static DRIVING_THREAD: OnceLock<ThreadId> = OnceLock::new();
 /// Runs `f`, a computation with parallel ops, where they get every compute thread (or as many
 /// as [`set_num_threads`] chose): here, on a pool thread of that many (the one that called
 /// [`init_thread_pool`], or any running a call already, which keeps its own); otherwise in a
-/// pool of that size kept for other threads (see `kept_pool`), taking turns with other callers. The global pool's threads are only the driving thread's:
-/// it takes pool work only while computing, and in a one-thread pool it would be the only one
-/// that could run the work.
+/// pool of that size kept for other threads (see `kept_pool`), taking turns with other
+/// callers. The global pool's threads are only the driving thread's: it takes pool work only
+/// while computing, and in a one-thread pool it would be the only one that could run the work.
 pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let in_pool = rayon::current_thread_index().is_some();
     if in_pool && DRIVING_THREAD.get() != Some(&std::thread::current().id()) {
