@@ -32,7 +32,7 @@ from ferrolm.chat import ChatTemplate
 from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
 from ferrolm.atomic import atomic_file
 from ferrolm.jsonl import write_records
-from ferrolm.model import GPT
+from ferrolm.gpt import GPT
 from ferrolm.train import CausalLM, TrainConfig, train
 from ferrolm.train.dpo import DPO
 from ferrolm.train.ppo import PPO, PolicyWithValue

@@ -219,7 +219,7 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
 
     import numpy as np
 
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     out = str(tmp_path / "gpt")
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0

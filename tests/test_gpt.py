@@ -12,7 +12,7 @@ import pytest
 import ferrolm as fl
 import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
-from ferrolm.model import GPT, sequence_logprobs
+from ferrolm.gpt import GPT, sequence_logprobs
 
 from conftest import seconds_to_interrupt
 
@@ -213,7 +213,7 @@ def test_ctrl_c_interrupts_a_long_generation():
     # Token-id prompts generate in Rust without returning to Python; a run of ten million tokens
     # (minutes) must still stop at Ctrl-C, raised as KeyboardInterrupt.
     setup = """
-        from ferrolm.model import GPT
+        from ferrolm.gpt import GPT
         model = GPT.create(vocab_size=11, block_size=32, n_layer=1, n_head=2, n_embd=16, seed=1)
     """
     assert seconds_to_interrupt(setup, "model.generate([1, 2, 3], max_new_tokens=10**7)") < 10
@@ -224,7 +224,7 @@ def test_ctrl_c_interrupts_scoring_a_long_text():
     # held-out text: several seconds); the stop is now seen between windows.
     setup = """
         import numpy as np
-        from ferrolm.model import GPT
+        from ferrolm.gpt import GPT
         model = GPT.create(vocab_size=100, block_size=256, n_layer=4, n_head=4, n_embd=128, seed=1)
         ids = np.random.default_rng(0).integers(0, 100, 400_000)
     """

@@ -12,7 +12,7 @@ import ferrolm.functional as F
 from ferrolm.chat import ChatTemplate, pad_right
 from ferrolm.cli import main as ferrolm
 from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
-from ferrolm.model import GPT
+from ferrolm.gpt import GPT
 from ferrolm.train import CausalLM, TrainConfig, train
 from ferrolm.train.dpo import DPO, response_logprobs
 from ferrolm.train.ppo import gae

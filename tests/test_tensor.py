@@ -431,7 +431,7 @@ def test_set_num_threads_checks_its_count_and_goes_back_with_none():
 def test_threads_sharing_an_optimizer_or_a_generation_take_turns():
     import threading
 
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     w = fl.tensor(np.ones(1 << 22, np.float32), requires_grad=True)
     (w * w).sum().backward()  # the gradient stays 2 everywhere: each step subtracts lr·2

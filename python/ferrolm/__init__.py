@@ -36,7 +36,7 @@ from ferrolm._core import (
 )
 from ferrolm.autograd import enable_grad, no_grad, set_grad_enabled
 from ferrolm.bert import BERT
-from ferrolm.model import GPT
+from ferrolm.gpt import GPT
 from ferrolm.models import load_model
 from ferrolm.optim import SGD, AdamW
 

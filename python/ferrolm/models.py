@@ -182,7 +182,7 @@ def load_model(path: Union[str, Path]):
 
         return BERT.load(path)
     if kind in ("gpt2", None):
-        from ferrolm.model import GPT
+        from ferrolm.gpt import GPT
 
         return GPT.load(path)
     raise ValueError(f"{path / 'config.json'}: model_type {kind!r} is not supported (gpt2 or bert)")

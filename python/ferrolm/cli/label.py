@@ -138,7 +138,7 @@ def run_export(args) -> int:
 
 def _load_gpt(path: str):
     from ferrolm.models import TOKENIZER_FILES, load_model
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     if not Path(path).is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")

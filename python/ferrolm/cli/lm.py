@@ -114,7 +114,7 @@ def _tokenizer(args, files: list[Path]):
 
 def _new_model(objective: str, tokenizer, m: dict, seed: int):
     from ferrolm.bert import BERT
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     if objective == "mlm":
         return BERT.create(vocab_size=tokenizer.vocab_size, hidden_size=m["n_embd"], num_hidden_layers=m["n_layer"],
@@ -310,7 +310,7 @@ def register_generate(sub) -> None:
 
 
 def run_generate(args) -> int:
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
     from ferrolm.models import TOKENIZER_FILES
     from ferrolm.data import read_text
 
@@ -359,7 +359,7 @@ def run_perplexity(args) -> int:
     exponential (the perplexity) and bits per byte of text, which compares tokenizers too."""
     from ferrolm.data import read_text
     from ferrolm.models import load_model
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     model = load_model(args.model)
     if not isinstance(model, GPT):

@@ -106,7 +106,7 @@ def _start(args, command: str, records: list):
     """Flag values, the starting model (MODEL) prepared for chat, its template, and the
     records split into train and held-out parts (the same split on --resume)."""
     from ferrolm.chat import ChatTemplate
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     v = _values(args, command)
     model = GPT.load(args.model)
@@ -154,7 +154,7 @@ def run_sft(args) -> int:
     from ferrolm.jsonl import read_records
     from ferrolm.train.sft import SFT
 
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
     model = GPT.load(args.out) if args.resume else model
@@ -264,7 +264,7 @@ def register_dpo(sub) -> None:
 def run_dpo(args) -> int:
     from ferrolm.train.dpo import DPO
 
-    from ferrolm.model import GPT
+    from ferrolm.gpt import GPT
 
     v, start, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     model = GPT.load(args.out) if args.resume else start.copy()

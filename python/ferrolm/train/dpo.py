@@ -12,10 +12,10 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.model import GPT
+from ferrolm.gpt import GPT
 from ferrolm.chat import ChatTemplate, response_mask
 from ferrolm.data import digest
-from ferrolm.model import sequence_logprobs, shares_weights
+from ferrolm.gpt import sequence_logprobs, shares_weights
 from ferrolm.train.reward import encode_preference_splits, split_pairs
 
 

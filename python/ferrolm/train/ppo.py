@@ -27,7 +27,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import ChatTemplate, pad_right, response_mask
 from ferrolm.data import digest
-from ferrolm.model import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
+from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, model_files, save_head
 
 VALUE_HEAD_FILE = "value_head.safetensors"

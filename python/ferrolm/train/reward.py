@@ -13,7 +13,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
 from ferrolm.data import digest
-from ferrolm.model import GPT
+from ferrolm.gpt import GPT
 from ferrolm.models import load_head, model_files, save_head
 
 HEAD_FILE = "reward_head.safetensors"
