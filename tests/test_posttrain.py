@@ -2,6 +2,7 @@
 masking, the reward read at the last real token, the CLI end to end on a tiny model, and bad
 input."""
 
+import io
 import json
 
 import numpy as np
@@ -218,6 +219,89 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20", "--raw"]) == 0
     out, err = capsys.readouterr()
     assert "chat model" not in err and out.startswith("Who goes there?")
+
+
+def _greedy_answer(model, template, ids, max_new_tokens):
+    """A chat answer generated from scratch after `ids`: what a conversation's cache must give."""
+    out = model.core.generation([ids], temperature=0.0, stop_tokens=list(template.turn_ends)).run(max_new_tokens)[0]
+    return template.decode_response(out)
+
+
+def test_a_chat_keeps_its_turns_in_the_cache_and_answers_as_a_fresh_generation(base):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    chat = model.chat(temperature=0.0)
+    first = chat.send("Who goes there?", 20)
+    assert first == _greedy_answer(model, template, template.prompt_ids("Who goes there?"), 20)
+    cache = chat._generation
+    second = chat.send("Stand, ho!", 20)
+    assert chat._generation is cache  # the first exchange was not run through the model again
+    history = template.render("Who goes there?", first) + template.prompt_ids("Stand, ho!")
+    assert second == _greedy_answer(model, template, history, 20)
+    assert chat.messages == [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": first},
+                             {"role": "user", "content": "Stand, ho!"}, {"role": "assistant", "content": second}]
+    # Streamed, the same text; an answer left unread is kept as far as it was read.
+    again = model.chat(chat.messages[:2], temperature=0.0)
+    assert "".join(again.send("Stand, ho!", 20, stream=True)) == second
+    pieces = again.send("Hark!", 20, stream=True)
+    read = next(pieces)
+    pieces.close()
+    assert again.messages[-1] == {"role": "assistant", "content": read}
+    again.send("Speak.", 5)  # and the conversation goes on
+    assert [m["content"] for m in again.messages[4::2]] == ["Hark!", "Speak."]
+    # Past the context (96 tokens, 10 kept free for the answer) it starts again from the latest
+    # whole exchanges that fit.
+    long, restarts = model.chat(temperature=0.0), []
+    for i in range(6):
+        cache, message = long._generation, f"Question {'abcdef'[i]}: what news?"
+        answer = long.send(message, 10)
+        earlier = long.messages[:-2]
+        exchanges = [template.render(u["content"], a["content"]) for u, a in zip(earlier[::2], earlier[1::2])]
+        kept = [sum(exchanges[k:], []) + template.prompt_ids(message) for k in range(len(exchanges) + 1)]
+        fitting = next(ids for ids in kept if len(ids) <= 96 - 10)
+        if long._generation is not cache:
+            assert answer == _greedy_answer(model, template, fitting, 10)
+            restarts.append(len(kept) - kept.index(fitting) - 1)  # exchanges kept
+    assert len(restarts) > 2 and max(restarts) >= 1 and restarts[-1] < 5
+    long.reset()
+    assert long.messages == [] and long.send("Who goes there?", 20) == first
+
+
+def test_a_chat_refuses_what_it_cannot_continue(base):
+    model = GPT.load(base)
+    with pytest.raises(ValueError, match="needs a chat model"):
+        model.chat()
+    ChatTemplate.prepare(model)
+    with pytest.raises(ValueError, match="should be 'user'"):
+        model.chat([{"role": "system", "content": "Be brief."}])
+    with pytest.raises(ValueError, match="ends with a user turn"):
+        model.chat([{"role": "user", "content": "Hail!"}])
+    with pytest.raises(TypeError, match="mapping"):
+        model.chat(["Hail!", "Hail."])
+    chat = model.chat()
+    with pytest.raises(ValueError, match="more than the model's context of 96"):
+        chat.send("x" * 95)
+    with pytest.raises(TypeError, match="a message is a str"):
+        chat.send(["Hail!"])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        chat.send("Hail!", -1)
+    assert chat.messages == []
+    with pytest.raises(ValueError, match="top_p"):
+        model.chat(top_p=1.5).send("Hail!")
+
+
+def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys):
+    model = GPT.load(base)
+    ChatTemplate.prepare(model)
+    model.save(tmp_path / "chat")
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who goes there?\n\n/reset\nStand, ho!\n"))
+    assert ferrolm(["chat", str(tmp_path / "chat"), "--max-new-tokens", "15", "--seed", "3"]) == 0
+    expected = model.chat(temperature=0.8, top_k=200, seed=3)
+    first = expected.send("Who goes there?", 15)
+    expected.reset()
+    assert capsys.readouterr().out == first + "\n" + expected.send("Stand, ho!", 15) + "\n"
+    assert ferrolm(["chat", str(base)]) == 2
+    assert "is not a chat model" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- bad input

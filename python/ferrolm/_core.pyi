@@ -501,6 +501,12 @@ class Generation:
         """Up to `max_new_tokens` more tokens per row, generated without returning to Python."""
     @property
     def finished(self) -> bool: ...
+    def extend(self, ids: Sequence[int]) -> None:
+        """Continues a one-prompt generation with more token ids (a chat's next turn), run through
+        the cache after what it holds; a stop token that finished it is dropped first."""
+    @property
+    def room(self) -> int:
+        """Free positions in the cache: how many token ids `extend` can add."""
 
 @final
 class TextStream:

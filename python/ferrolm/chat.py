@@ -8,9 +8,11 @@ string matching."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from ferrolm import _core
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (USER, ASSISTANT, END)
@@ -61,6 +63,99 @@ class ChatTemplate:
         ids = list(ids)
         ends = [i for i, t in enumerate(ids) if t in self.turn_ends]
         return self.tokenizer.decode(ids[: ends[0]] if ends else ids, skip_special_tokens=True)
+
+
+class Chat:
+    """A conversation with a chat model, made by `GPT.chat`: each `send` answers one user
+    message in the context of the turns before it.
+
+    The earlier turns stay in the model's KV cache, so each message and answer goes through
+    the model once. When a turn and room for its answer no longer fit in the context, the
+    conversation starts again from its latest turns that do (the oldest are forgotten, as a
+    model with a fixed context must): half the context, or `max_new_tokens`, is kept free
+    for the answer. `messages` is the conversation so far, as Hugging Face writes one:
+    [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...].
+    """
+
+    def __init__(self, model, messages: Sequence[Mapping[str, str]] = (), *, seed: Optional[int] = None,
+                 **sampling) -> None:
+        self.model, self.template, self.sampling, self.seed = model, model._chat_template(), sampling, seed
+        self._messages = _checked_turns(messages)
+        self._generation = None  # the cache of the conversation so far, once a message is sent
+        self._starts = 0  # generations started: a given seed is offset by it, so each draws anew
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [dict(m) for m in self._messages]
+
+    def reset(self) -> None:
+        """Forgets the conversation."""
+        self._messages, self._generation = [], None
+
+    def send(self, message: str, max_new_tokens: int = 200, *, stream: bool = False) -> Union[str, Iterator[str]]:
+        """The answer to `message` (a user turn), up to <|end|> or `max_new_tokens`; with
+        `stream=True`, an iterator of its text as tokens come. Both turns join `messages` at
+        once (the answer growing as it streams, so an answer cut short is kept as it is)."""
+        from ferrolm.gpt import _check_sizes, _stream
+
+        _check_sizes(max_new_tokens=max_new_tokens)
+        if not isinstance(message, str):
+            raise TypeError(f"a message is a str, got {type(message).__name__}")
+        turn = self.template.prompt_ids(message)
+        block = self.model.block_size
+        if len(turn) > block:
+            raise ValueError(f"the message takes {len(turn)} tokens with its turn markers, more than the model's "
+                             f"context of {block}; shorten it")
+        answer_room = min(max_new_tokens, block // 2)
+        # The previous answer ends with <|end|>, however it stopped (the stop token it sampled was
+        # never run through the model: extend drops it).
+        follow = [self.template.end, *turn]
+        if self._generation is not None and self._generation.room >= len(follow) + answer_room:
+            self._generation.extend(follow)
+        else:
+            self._generation = self._start(turn, block - answer_room)
+        self._messages += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        tokenizer = self.model.tokenizer
+        text = _core.TextStream([], list(self.template.turn_ends), turn[-1:])
+        pieces = self._recorded(_stream(self._generation, tokenizer, text, max_new_tokens))
+        return pieces if stream else "".join(pieces)
+
+    def _start(self, turn: list[int], budget: int):
+        """A generation over `turn` after the latest whole exchanges that fit in `budget` tokens."""
+        ids, earlier = turn, self._messages
+        while earlier:
+            exchange = self.template.render(earlier[-2]["content"], earlier[-1]["content"])
+            if len(ids) + len(exchange) > budget:
+                break
+            ids, earlier = exchange + ids, earlier[:-2]
+        seed = None if self.seed is None else self.seed + self._starts
+        self._starts += 1
+        return self.model.core.generation([ids], **self.sampling, seed=seed, stop_tokens=list(self.template.turn_ends),
+                                          vocab_limit=self.model.tokenizer.vocab_size)
+
+    def _recorded(self, pieces: Iterator[str]) -> Iterator[str]:
+        answer = self._messages[-1]
+        for piece in pieces:
+            answer["content"] += piece
+            yield piece
+
+
+def _checked_turns(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """A conversation to continue: user and assistant turns, alternating from the user's, in
+    whole exchanges (its last turn the assistant's)."""
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
+            raise TypeError(f"message {i}: expected a {{'role': ..., 'content': str}} mapping, got {m!r}")
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m.get("role") != expected:
+            raise ValueError(f"message {i} is {m.get('role')!r}: a conversation alternates user and assistant turns, "
+                             f"from the user's (this chat model knows no others), so it should be {expected!r}")
+        turns.append({"role": expected, "content": m["content"]})
+    if len(turns) % 2:
+        raise ValueError("the conversation ends with a user turn: give its answer too, or send the message with "
+                         "Chat.send")
+    return turns
 
 
 #: The template for Hugging Face's `apply_chat_template` (a user turn, then the assistant's

@@ -96,6 +96,23 @@ class GPT(CoreModel):
         template (its text stays text, whatever special tokens it spells)."""
         return self._chat_template().prompt_ids(prompt) if chat else self.encode(prompt)
 
+    def chat(self, messages: Sequence[dict] = (), *, temperature: float = 1.0, top_k: Optional[int] = None,
+             top_p: Optional[float] = None, repetition_penalty: float = 1.0, seed: Optional[int] = None):
+        """A conversation with this chat model (see `is_chat`), from `messages` (earlier user
+        and assistant turns, as Hugging Face writes them) if given: `Chat.send(message)`
+        answers one message. Sampling as for `generate`:
+
+            chat = model.chat(temperature=0.8, top_k=50)
+            print(chat.send("Who art thou?"))
+            for piece in chat.send("And whence?", stream=True):
+                print(piece, end="", flush=True)
+        """
+        from ferrolm.chat import Chat
+
+        _check_sizes(top_k=top_k, seed=seed)
+        return Chat(self, messages, temperature=temperature, top_k=top_k, top_p=top_p,
+                    repetition_penalty=repetition_penalty, seed=seed)
+
     def generate(self, prompt: Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]], np.ndarray],
                  max_new_tokens: int = 200, *,
                  temperature: float = 1.0,

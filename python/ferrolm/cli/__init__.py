@@ -17,7 +17,7 @@ from importlib import metadata
 from typing import Callable, Optional, Sequence
 
 from ferrolm.cli.label import register_label
-from ferrolm.cli.lm import register_fill_mask, register_generate, register_perplexity, register_pretrain
+from ferrolm.cli.lm import register_chat, register_fill_mask, register_generate, register_perplexity, register_pretrain
 from ferrolm.cli.nanogpt import translate
 from ferrolm.cli.posttrain import register_classify, register_dpo, register_ppo, register_reward, register_sft
 from ferrolm.cli.tokenizer import register_tokenizer
@@ -27,6 +27,7 @@ from ferrolm.train.loop import held_run_directories, release_run_directories
 COMMANDS: list[Callable] = [
     register_pretrain,
     register_generate,
+    register_chat,
     register_perplexity,
     register_fill_mask,
     register_sft,
@@ -71,6 +72,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             release_run_directories(keep=held)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt: what catches Ctrl-C to go on (`chat`) lets it through."""
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt():
     """SIGTERM (`kill`, `timeout`, a cluster's preemption) stops a command as Ctrl-C does:
@@ -83,7 +88,7 @@ def _terminate_as_interrupt():
 
     def interrupt(*received):
         terminated.append(received)
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt) or signal.SIG_DFL  # None: a handler from C
     try:

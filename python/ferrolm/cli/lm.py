@@ -1,9 +1,11 @@
-"""`ferrolm pretrain` and `ferrolm generate`, with nanoGPT's flag names, and `ferrolm perplexity`."""
+"""`ferrolm pretrain` and `ferrolm generate`, with nanoGPT's flag names; `ferrolm chat` and `ferrolm perplexity`."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import importlib
 import math
 import shutil
 import sys
@@ -297,26 +299,38 @@ def register_generate(sub) -> None:
     prompt.add_argument("--prompt-file", metavar="FILE", default=None, help="read the prompt from a UTF-8 text file")
     p.add_argument("--num-samples", type=count(1), default=1, help="samples to draw, one after another, each with the "
                                                                  "next seed (default 1)")
-    p.add_argument("--max-new-tokens", type=count(), default=500, help="default 500")
-    p.add_argument("--temperature", type=non_negative, default=0.8, help="default 0.8 (0: greedy)")
-    p.add_argument("--top-k", type=count(), default=200, help="default 200 (0: no limit)")
-    p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
-    p.add_argument("--repetition-penalty", type=positive, default=1.0, help="default 1.0 (off)")
+    _sampling_flags(p)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=count(), default=0, help="default 0")
     p.add_argument("--raw", action="store_true", help="continue the prompt as plain text even with a chat model (by "
                                                       "default a model from `ferrolm sft` answers it as a user turn)")
     p.set_defaults(func=run_generate)
 
 
-def run_generate(args) -> int:
+def _sampling_flags(p) -> None:
+    """How `generate` and `chat` sample, with nanoGPT's sample.py defaults."""
+    p.add_argument("--max-new-tokens", type=count(), default=500, help="default 500")
+    p.add_argument("--temperature", type=non_negative, default=0.8, help="default 0.8 (0: greedy)")
+    p.add_argument("--top-k", type=count(), default=200, help="default 200 (0: no limit)")
+    p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
+    p.add_argument("--repetition-penalty", type=positive, default=1.0, help="default 1.0 (off)")
+    p.add_argument("--seed", type=count(), default=0, help="default 0")
+
+
+def _text_model(directory: str):
+    """The GPT in `directory`, which must have a tokenizer (text in, text out)."""
     from ferrolm.gpt import GPT
     from ferrolm.models import TOKENIZER_FILES
+
+    model = GPT.load(directory)
+    if model.tokenizer is None:
+        raise ValueError(f"{directory} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
+    return model
+
+
+def run_generate(args) -> int:
     from ferrolm.data import read_text
 
-    model = GPT.load(args.model)
-    if model.tokenizer is None:
-        raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
+    model = _text_model(args.model)
     chat = model.is_chat and not args.raw
     prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
     echo = prompt  # the start of a sample from no prompt is not shown
@@ -340,6 +354,55 @@ def run_generate(args) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+    return 0
+
+
+def register_chat(sub) -> None:
+    """`ferrolm chat`: talk with a chat model in the terminal."""
+    p = sub.add_parser("chat", help="talk with a chat model (from `ferrolm sft`): each line is a message, answered as "
+                                    "it is generated")
+    p.add_argument("model", help="model directory of a chat model")
+    _sampling_flags(p)
+    p.set_defaults(func=run_chat)
+
+
+def run_chat(args) -> int:
+    from ferrolm.cli import Terminated
+
+    model = _text_model(args.model)
+    if not model.is_chat:
+        raise ValueError(f"{args.model} is not a chat model (its tokenizer lacks <|user|>, <|assistant|> and <|end|>): "
+                         "fine-tune one with `ferrolm sft`, or continue text with `ferrolm generate`")
+    chat = model.chat(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
+                      repetition_penalty=args.repetition_penalty, seed=args.seed)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):
+            importlib.import_module("readline")  # line editing and history for input()
+        print(f"Chatting with {args.model}: type a message and press Enter. /reset forgets the conversation; "
+              "Ctrl-C stops an answer, Ctrl-D ends.", file=sys.stderr, flush=True)
+    while True:
+        try:
+            message = input("> " if interactive else "").strip()
+        except EOFError:
+            break
+        except KeyboardInterrupt:  # at the prompt, Ctrl-C ends the chat: its message on a line of its own
+            if interactive:
+                sys.stdout.write("\n")
+            raise
+        if message == "/reset":
+            chat.reset()
+        elif message:
+            try:
+                for piece in chat.send(message, args.max_new_tokens, stream=True):
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except KeyboardInterrupt as e:  # Ctrl-C stops the answer, not the chat
+                if isinstance(e, Terminated) or not interactive:
+                    raise
+            sys.stdout.write("\n")
+    if interactive:
+        sys.stdout.write("\n")  # Ctrl-D ended the prompt's line
     return 0
 
 

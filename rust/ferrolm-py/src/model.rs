@@ -403,6 +403,18 @@ impl PyGeneration {
     fn finished(&self, py: Python<'_>) -> bool {
         locked(py, &self.0, |g| g.finished())
     }
+
+    /// Continues a one-prompt generation with more token ids (a chat's next turn), run through
+    /// the cache after what it holds; a stop token that finished it is dropped first.
+    fn extend(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<()> {
+        compute_locked(py, &self.0, |g| g.extend(&ids)).py()
+    }
+
+    /// Free positions in the cache: how many token ids `extend` can add.
+    #[getter]
+    fn room(&self, py: Python<'_>) -> usize {
+        locked(py, &self.0, |g| g.room())
+    }
 }
 
 /// Generated token ids turned into text as they come, held back at a possible stop string and

@@ -134,6 +134,14 @@ fn argmax(xs: &[f32]) -> usize {
     xs.iter().enumerate().fold(0, |best, (i, &x)| if x > xs[best] { i } else { best })
 }
 
+/// Refuses token ids outside a vocabulary of `vocab_size`, naming `what` holds them.
+fn check_vocabulary(ids: &[i64], vocab_size: usize, what: &str) -> Result<()> {
+    match ids.iter().find(|&&id| id < 0 || id as usize >= vocab_size) {
+        Some(id) => crate::bail!(Index, "generate: {what} has token id {id}, outside the vocabulary of {vocab_size}"),
+        None => Ok(()),
+    }
+}
+
 /// One sequence of a generation batch.
 struct Row {
     /// Prompt and generated tokens, unpadded.
@@ -172,13 +180,7 @@ impl Generation {
                 p.len(),
                 cfg.block_size
             );
-            if let Some(&id) = p.iter().find(|&&id| id < 0 || id as usize >= cfg.vocab_size) {
-                crate::bail!(
-                    Index,
-                    "generate: prompt {i} has token id {id}, outside the vocabulary of {}",
-                    cfg.vocab_size
-                );
-            }
+            check_vocabulary(p, cfg.vocab_size, &format!("prompt {i}"))?;
         }
         let rows = prompts
             .iter()
@@ -218,12 +220,16 @@ impl Generation {
                 mask[r * t + pad + j] = true;
             }
         }
-        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, t) };
-        // Rows are left-padded, so each one's next-token logits come from the last position: only
-        // that position goes through the head (all of them would be [B, T, V]).
+        self.run_through(&Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, t) })
+    }
+
+    /// Runs `batch` through the model into the cache and keeps each row's next-token logits.
+    /// Rows are left-padded, so they come from the last position: only that position goes
+    /// through the head (all of them would be [B, T, V]).
+    fn run_through(&mut self, batch: &Batch) -> Result<()> {
         let logits = no_grad(|| {
-            let hidden = self.model.hidden(&batch, None, Some(&mut self.cache))?;
-            self.model.logits(&ops::narrow(&hidden, 1, t - 1, 1)?)
+            let hidden = self.model.hidden(batch, None, Some(&mut self.cache))?;
+            self.model.logits(&ops::narrow(&hidden, 1, batch.len - 1, 1)?)
         })?;
         self.logits = logits.to_vec();
         Ok(())
@@ -299,10 +305,48 @@ impl Generation {
         for r in 0..b {
             mask[r * (len + 1)..r * (len + 1) + self.pads[r]].fill(false);
         }
-        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, 1) };
-        let logits = no_grad(|| self.model.forward(&batch, None, Some(&mut self.cache)))?;
-        self.logits = logits.to_vec();
-        Ok(())
+        self.run_through(&Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, 1) })
+    }
+
+    /// Continues a one-row generation with more tokens (a chat's next turn): `ids` are appended
+    /// to the row and run through the cache after what it holds, so nothing before them is
+    /// recomputed, and [`Generation::step`] goes on after them. A stop token that finished the
+    /// row was never run through the model and is dropped first: the caller's `ids` say how
+    /// that turn ends. They must fit in the cache's free positions ([`Generation::room`]).
+    pub fn extend(&mut self, ids: &[i64]) -> Result<()> {
+        ensure!(
+            self.rows.len() == 1,
+            Argument,
+            "generate: extend continues one sequence, not a batch of {}",
+            self.rows.len()
+        );
+        ensure!(!ids.is_empty(), Argument, "generate: extend needs at least one token");
+        check_vocabulary(ids, self.model.config().vocab_size, "extend")?;
+        ensure!(
+            ids.len() <= self.room(),
+            Argument,
+            "generate: {} more tokens do not fit the {} free positions of the context of {}",
+            ids.len(),
+            self.room(),
+            self.cache.capacity()
+        );
+        let row = &mut self.rows[0];
+        if row.finished {
+            row.tokens.pop();
+            row.finished = false;
+        }
+        row.tokens.extend_from_slice(ids);
+        let (len, pad) = (self.cache.len(), self.pads[0]);
+        let positions: Vec<i64> = (len - pad..len - pad + ids.len()).map(|p| p as i64).collect();
+        let mask: Vec<bool> = (0..len + ids.len()).map(|k| k >= pad).collect();
+        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(ids, 1, ids.len()) };
+        compute(|| self.run_through(&batch))
+    }
+
+    /// Free positions in the cache: how many tokens [`Generation::extend`] can add (each
+    /// generated token takes one too, until the cache makes room by dropping old ones).
+    pub fn room(&self) -> usize {
+        self.cache.capacity() - self.cache.len()
     }
 
     /// All tokens of each row so far (prompt included).

@@ -163,6 +163,41 @@ fn stop_tokens_end_a_row() {
 }
 
 #[test]
+fn extend_continues_as_a_fresh_generation_from_the_same_tokens() {
+    let model = tiny(0.0);
+    for (_, p) in model.named_parameters() {
+        p.write().iter_mut().for_each(|w| *w *= 40.0); // so that every token held changes the choice
+    }
+    let greedy = Sampling { temperature: 0.0, ..Sampling::default() };
+    let fresh = |prompt: &[i64], n: usize| {
+        Generation::new(&model, &[prompt.to_vec()], greedy.clone(), vec![]).unwrap().run(n).unwrap().remove(0)
+    };
+    let mut g = Generation::new(&model, &[vec![1, 2]], greedy.clone(), vec![]).unwrap();
+    g.run(2).unwrap();
+    assert_eq!(g.room(), 4); // 2 prompt tokens and 2 generated, of a context of 8
+    assert!(matches!(g.extend(&[5; 5]), Err(Error::Argument(m)) if m.contains("4 free positions")));
+    g.extend(&[5, 6]).unwrap();
+    assert_eq!(g.room(), 2);
+    let history = g.tokens().remove(0);
+    assert_eq!(history[4..], [5, 6]);
+    assert_eq!(g.run(2).unwrap()[0], fresh(&history, 2));
+    // A stop token that ended the row was never run through the model: it is replaced.
+    let first = fresh(&[1, 2], 1)[0];
+    let mut stopped = Generation::new(&model, &[vec![1, 2]], greedy.clone(), vec![first]).unwrap();
+    assert_eq!(stopped.run(3).unwrap()[0], [first]);
+    stopped.extend(&[4]).unwrap();
+    assert_eq!(stopped.tokens()[0], [1, 2, 4]);
+    assert!(!stopped.finished());
+    let again = Generation::new(&model, &[vec![1, 2, 4]], greedy.clone(), vec![first]).unwrap().run(3).unwrap();
+    assert_eq!(stopped.run(3).unwrap(), again);
+    // One sequence only, of known tokens.
+    let mut batch = Generation::new(&model, &[vec![1], vec![2]], greedy.clone(), vec![]).unwrap();
+    assert!(matches!(batch.extend(&[3]), Err(Error::Argument(m)) if m.contains("batch of 2")));
+    assert!(matches!(g.extend(&[11]), Err(Error::Index(_))));
+    assert!(matches!(g.extend(&[]), Err(Error::Argument(_))));
+}
+
+#[test]
 fn generation_rejects_bad_prompts() {
     let model = tiny(0.0);
     let s = Sampling::default();
