@@ -136,6 +136,47 @@ def test_sft_masks_prompt_tokens(base):
     assert ids.count(chat.assistant) == 1 and chat.response_start(ids) == len(chat.prompt_ids("say <|assistant|> now"))
 
 
+def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    talk = [("Who goes there?", "A friend."), ("What friend?", "Thine own."), ("Pass.", "I thank thee.")]
+    messages = [{"role": role, "content": text} for pair in talk for role, text in zip(("user", "assistant"), pair)]
+    one = {"messages": messages}
+    sft = SFT([one], [one], template, model.block_size, batch_size=2)
+    x, targets = sft.batch("train", np.random.default_rng(0))
+    # Trained: each answer's tokens and the <|end|> after it, nothing else, found from the
+    # rendered pieces' lengths.
+    ids, expected, at = sum((template.render(u, a) for u, a in talk), []), [], 0
+    for u, a in talk:
+        prompt, answer = len(template.prompt_ids(u)), len(template.text(a)) + 1
+        expected += list(range(at + prompt, at + prompt + answer))
+        at += prompt + answer
+    assert x[0].tolist() == ids[:-1]
+    assert np.flatnonzero(targets[0] != -100).tolist() == [p - 1 for p in expected]
+    assert targets[0][targets[0] != -100].tolist() == [ids[p] for p in expected]
+    # A prompt/response record is the one-exchange conversation.
+    pair = SFT([{"prompt": "Who goes there?", "response": "A friend."}], [one], template, model.block_size, 1)
+    first = SFT([{"messages": messages[:2]}], [one], template, model.block_size, 1)
+    rng = lambda: np.random.default_rng(0)
+    assert all((a == b).all() for a, b in zip(pair.batch("train", rng()), first.batch("train", rng())))
+    # From the command line, records of both kinds in one file; bad ones name their line.
+    data = tmp_path / "talk.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [one, {"prompt": "Stand!", "response": "I stand."}] * 4))
+    fast = ["--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]
+    assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "sft"), *fast]) == 0
+    assert "sft: 7 train / 1 val examples" in capsys.readouterr().out
+    for bad, message in [({"messages": [{"role": "system", "content": "Be brief."}, *messages]}, "should be 'user'"),
+                         ({"messages": messages[:3]}, "ends with a user turn"),
+                         ({"messages": "Hail!"}, "list of"),
+                         ({"messages": []}, "no messages"),
+                         ({"messages": [messages[0], {"role": "assistant", "content": " "}]}, "message 1 is empty"),
+                         ({"prompt": "Hail!", "completion": "Hail."}, "rename its 'completion'")]:
+        data.write_text(json.dumps(one) + "\n" + json.dumps(bad) + "\n")
+        assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
+        err = capsys.readouterr().err
+        assert "talk.jsonl line 2" in err and message in err, err
+
+
 def test_reward_is_read_at_the_last_real_token(base):
     model = GPT.load(base)
     template = ChatTemplate.prepare(model)

@@ -51,6 +51,24 @@ class ChatTemplate:
     def render(self, prompt: str, response: str) -> list[int]:
         return self.prompt_ids(prompt) + self.text(response) + [self.end]
 
+    def render_conversation(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Whole exchanges (user, assistant, user, assistant, ...), each rendered as `render`
+        renders a prompt and its response, one after another."""
+        turns = checked_turns(messages)
+        return [i for user, answer in zip(turns[::2], turns[1::2]) for i in self.render(user["content"], answer["content"])]
+
+    def answer_targets(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """[B, T−1] mask over next-token predictions of right-padded rendered conversations:
+        position t predicts ids[:, t+1], which is trained when it is an answer's token or the
+        <|end|> that closes it, i.e. when the last turn marker before it is <|assistant|>
+        (user text never holds a marker id: special-token look-alikes in it stay text)."""
+        positions = np.arange(ids.shape[1])
+        is_marker = np.isin(ids, (self.user, self.assistant, self.end))
+        last_marker = np.maximum.accumulate(np.where(is_marker, positions, -1), axis=1)  # at or before each position
+        before = last_marker[:, :-1]  # the last marker before position t+1
+        in_answer = (before >= 0) & (np.take_along_axis(ids, np.maximum(before, 0), axis=1) == self.assistant)
+        return in_answer & (positions[None, 1:] < lengths[:, None])
+
     def response_start(self, ids) -> int:
         """Index of the first response token: just after the first <|assistant|>."""
         hits = np.flatnonzero(np.asarray(ids) == self.assistant)
@@ -80,7 +98,7 @@ class Chat:
     def __init__(self, model, messages: Sequence[Mapping[str, str]] = (), *, seed: Optional[int] = None,
                  **sampling) -> None:
         self.model, self.template, self.sampling, self.seed = model, model._chat_template(), sampling, seed
-        self._messages = _checked_turns(messages)
+        self._messages = checked_turns(messages)
         self._generation = None  # the cache of the conversation so far, once a message is sent
         self._starts = 0  # generations started: a given seed is offset by it, so each draws anew
 
@@ -140,9 +158,11 @@ class Chat:
             yield piece
 
 
-def _checked_turns(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+def checked_turns(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     """A conversation to continue: user and assistant turns, alternating from the user's, in
     whole exchanges (its last turn the assistant's)."""
+    if isinstance(messages, (str, Mapping)) or not isinstance(messages, Sequence):
+        raise TypeError(f"a conversation is a list of {{'role': ..., 'content': str}} mappings, got {type(messages).__name__}")
     turns = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):

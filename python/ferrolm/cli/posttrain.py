@@ -143,23 +143,25 @@ def _train(args, v: dict, name: str, model, objective, summary) -> int:
 
 
 def register_sft(sub) -> None:
-    """`ferrolm sft`: supervised fine-tuning on prompt/response JSONL."""
-    p = sub.add_parser("sft", help="supervised fine-tuning on {\"prompt\", \"response\"} JSONL (loss on responses only)")
-    p.add_argument("--data", required=True, help="JSONL with prompt and response strings")
+    """`ferrolm sft`: supervised fine-tuning on prompt/response or conversation JSONL."""
+    p = sub.add_parser("sft", help="supervised fine-tuning on {\"prompt\", \"response\"} or {\"messages\": [...]} JSONL "
+                                   "(loss on answers only)")
+    p.add_argument("--data", required=True, help="JSONL: prompt and response strings, or messages (alternating user and "
+                                                 "assistant turns: {\"role\", \"content\"} objects, as TRL's "
+                                                 "conversational datasets)")
     _common(p, "sft")
     p.set_defaults(func=run_sft)
 
 
 def run_sft(args) -> int:
-    from ferrolm.jsonl import read_records
-    from ferrolm.train.sft import SFT
-
     from ferrolm.gpt import GPT
+    from ferrolm.jsonl import read_records
+    from ferrolm.train.sft import SFT, check_record
 
-    v, model, template, tr, va = _start(args, "sft", read_records(args.data, ("prompt", "response")))
+    v, model, template, tr, va = _start(args, "sft", read_records(args.data, check=check_record))
     model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
-    _report("sft", objective.data, objective.counts, "pairs")
+    _report("sft", objective.data, objective.counts, "examples")
     return _train(args, v, "sft", model, objective, lambda evals: f"val loss on responses {evals[-1]['val_loss']:.4f}")
 
 
