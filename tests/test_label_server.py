@@ -1,6 +1,7 @@
 """`ferrolm label` as a real server process: the JSON API and its guards (size, shape, Host,
 token), bad input at start-up, and durability when the process is killed mid-labelling."""
 
+import http.client
 import socket
 import sqlite3
 import threading
@@ -169,8 +170,8 @@ def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tm
                 if status == 200:
                     with lock:
                         acked.append((pair["id"], r["id"], choice))
-            except OSError:  # the server died under us: requests in flight are not acknowledged
-                return
+            except (OSError, http.client.HTTPException):  # the server died under us (a refused connection,
+                return  # a cut response): requests in flight are not acknowledged
 
     with LabelServer(model, tmp_path / "prompts.txt", db, "--lookahead", "3") as server:
         stop = threading.Event()
