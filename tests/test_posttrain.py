@@ -268,6 +268,31 @@ def _greedy_answer(model, template, ids, max_new_tokens):
     return template.decode_response(out)
 
 
+def _check_conversation(model, template, chat, turns):
+    """Sends (message, max_new_tokens) `turns` one by one; each (greedy) answer must be a fresh generation's from what
+    the conversation's cache should hold: the previous turns after it, or on a restart the
+    latest whole exchanges that fit with the message, leaving min(max_new_tokens, half the
+    context) free. Returns, per restart, how many exchanges it kept, and how many answers ran
+    past the context."""
+    block, held, previous, restarts, slid = model.block_size, None, None, [], 0
+    for message, max_new_tokens in turns:
+        before, windowed = chat._generation, chat._generation is not None and chat._generation.windowed
+        answer = chat.send(message, max_new_tokens)
+        turn = template.prompt_ids(message)
+        slid += windowed
+        if chat._generation is before:  # the cache went on: nothing before the message ran again
+            assert not windowed
+            held = held + template.text(previous) + [template.end] + turn
+        else:
+            earlier = chat.messages[:-2]
+            kept = [template.render_conversation(earlier[k:]) + turn for k in range(0, len(earlier) + 1, 2)]
+            held = next((ids for ids in kept if len(ids) <= block - min(max_new_tokens, block // 2)), kept[-1])
+            restarts.append(len(earlier) // 2 - kept.index(held))
+        assert answer == _greedy_answer(model, template, held, max_new_tokens)
+        previous = answer
+    return restarts, slid
+
+
 def test_a_chat_keeps_its_turns_in_the_cache_and_answers_as_a_fresh_generation(base):
     model = GPT.load(base)
     template = ChatTemplate.prepare(model)
@@ -281,31 +306,55 @@ def test_a_chat_keeps_its_turns_in_the_cache_and_answers_as_a_fresh_generation(b
     assert second == _greedy_answer(model, template, history, 20)
     assert chat.messages == [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": first},
                              {"role": "user", "content": "Stand, ho!"}, {"role": "assistant", "content": second}]
-    # Streamed, the same text; an answer left unread is kept as far as it was read.
-    again = model.chat(chat.messages[:2], temperature=0.0)
-    assert "".join(again.send("Stand, ho!", 20, stream=True)) == second
-    pieces = again.send("Hark!", 20, stream=True)
+    # Short answers (10 tokens of a context of 96): some turns go on in the cache, some start
+    # again, keeping earlier exchanges. Long ones (60) run past the context: the next turn starts
+    # again from the messages, not from the window the cache slid to.
+    short = [f"Question {c}: what news?" for c in "abcdefgh"]
+    restarts, slid = _check_conversation(model, template, model.chat(temperature=0.0), [(m, 10) for m in short])
+    assert 2 < len(restarts) < len(short) and restarts[0] == 0 and min(restarts[1:]) == 1 and not slid
+    long = [(f"Question {c}: what news from the court, my lord?", 60) for c in "abcd"]
+    restarts, slid = _check_conversation(model, template, model.chat(temperature=0.0), long + [("Hark!", 5)])
+    assert restarts == [0, 0, 0, 0, 0] and slid == 4  # after a slide even a short turn that fits starts again
+
+
+def test_a_chat_answer_cut_short_is_kept_and_the_next_turn_starts_from_the_messages(base, monkeypatch):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    chat = model.chat(temperature=0.0)
+    whole = "".join(chat.send("Who goes there?", 20, stream=True))
+    assert whole == chat.messages[1]["content"] == model.chat(temperature=0.0).send("Who goes there?", 20)
+    # A stream read in part, then left: the answer keeps what was read, and the next message
+    # starts again from the messages (the cache holds tokens the text does not show yet).
+    pieces = chat.send("Hark!", 20, stream=True)
     read = next(pieces)
-    pieces.close()
-    assert again.messages[-1] == {"role": "assistant", "content": read}
-    again.send("Speak.", 5)  # and the conversation goes on
-    assert [m["content"] for m in again.messages[4::2]] == ["Hark!", "Speak."]
-    # Past the context (96 tokens, 10 kept free for the answer) it starts again from the latest
-    # whole exchanges that fit.
-    long, restarts = model.chat(temperature=0.0), []
-    for i in range(6):
-        cache, message = long._generation, f"Question {'abcdef'[i]}: what news?"
-        answer = long.send(message, 10)
-        earlier = long.messages[:-2]
-        exchanges = [template.render(u["content"], a["content"]) for u, a in zip(earlier[::2], earlier[1::2])]
-        kept = [sum(exchanges[k:], []) + template.prompt_ids(message) for k in range(len(exchanges) + 1)]
-        fitting = next(ids for ids in kept if len(ids) <= 96 - 10)
-        if long._generation is not cache:
-            assert answer == _greedy_answer(model, template, fitting, 10)
-            restarts.append(len(kept) - kept.index(fitting) - 1)  # exchanges kept
-    assert len(restarts) > 2 and max(restarts) >= 1 and restarts[-1] < 5
-    long.reset()
-    assert long.messages == [] and long.send("Who goes there?", 20) == first
+    later = chat.send("Speak.", 5)
+    assert list(pieces) == []  # a later message has the cache: the old stream ends
+    assert chat.messages[3] == {"role": "assistant", "content": read}
+    assert later == _greedy_answer(model, template, template.render_conversation(chat.messages[:4])
+                                   + template.prompt_ids("Speak."), 5)
+    # Left unread, the same.
+    unread = chat.send("Who art thou?", 20, stream=True)
+    chat.send("Answer me.", 5)
+    assert list(unread) == [] and chat.messages[7]["content"] == ""
+    # Ctrl-C after a token went through the model but before its text came: the cache holds
+    # more than the messages, so the next turn starts again from them.
+    def interrupted(session, *_):
+        session.step()
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr("ferrolm.gpt._stream", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            chat.send("Hark!", 20)
+    cut = chat._generation
+    assert chat.messages[-1]["content"] == "" and chat.send("Speak.", 5) is not None and chat._generation is not cut
+    # Seeds: a seeded chat after reset() answers as a new one.
+    sampled = model.chat(temperature=0.8, seed=3)
+    first = sampled.send("Who goes there?", 20)
+    sampled.send("Stand, ho!", 20)
+    sampled.reset()
+    assert sampled.messages == [] and sampled.send("Who goes there?", 20) == first
+    assert model.chat(temperature=0.8, seed=2**64 - 1).send("Hail!", 3) is not None
 
 
 def test_a_chat_refuses_what_it_cannot_continue(base):

@@ -507,6 +507,9 @@ class Generation:
     @property
     def room(self) -> int:
         """Free positions in the cache: how many token ids `extend` can add."""
+    @property
+    def windowed(self) -> bool:
+        """Whether the cache has dropped old tokens to make room (rows go on from a window)."""
 
 @final
 class TextStream:

@@ -87,11 +87,12 @@ class Chat:
     """A conversation with a chat model, made by `GPT.chat`: each `send` answers one user
     message in the context of the turns before it.
 
-    The earlier turns stay in the model's KV cache, so each message and answer goes through
-    the model once. When a turn and room for its answer no longer fit in the context, the
-    conversation starts again from its latest turns that do (the oldest are forgotten, as a
-    model with a fixed context must): half the context, or `max_new_tokens`, is kept free
-    for the answer. `messages` is the conversation so far, as Hugging Face writes one:
+    The conversation stays in the model's KV cache, so while it fits in the context each
+    message and answer goes through the model once. When a message and room for its answer,
+    `max_new_tokens` or at most half the context, no longer fit after it (or an answer has run
+    past the context), the conversation starts again from its latest whole exchanges that fit
+    with the message (the oldest are forgotten, as a model with a fixed context must).
+    `messages` is the conversation so far, as Hugging Face writes one:
     [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...].
     """
 
@@ -99,21 +100,27 @@ class Chat:
                  **sampling) -> None:
         self.model, self.template, self.sampling, self.seed = model, model._chat_template(), sampling, seed
         self._messages = checked_turns(messages)
-        self._generation = None  # the cache of the conversation so far, once a message is sent
-        self._starts = 0  # generations started: a given seed is offset by it, so each draws anew
+        self.reset(keep_messages=True)
 
     @property
     def messages(self) -> list[dict[str, str]]:
         return [dict(m) for m in self._messages]
 
-    def reset(self) -> None:
-        """Forgets the conversation."""
-        self._messages, self._generation = [], None
+    def reset(self, keep_messages: bool = False) -> None:
+        """Forgets the conversation (and starts its seeds again, so a seeded chat answers as a
+        new one would)."""
+        if not keep_messages:
+            self._messages = []
+        self._generation = None  # the conversation in the model's KV cache, once a message is sent
+        self._starts = 0  # generations started: a given seed is offset by it, so each draws anew
+        self._turn = 0  # messages sent: an answer's stream stops once a later message is sent
+        self._answering = False  # an answer is under way: cut short, the cache may differ from `messages`
 
     def send(self, message: str, max_new_tokens: int = 200, *, stream: bool = False) -> Union[str, Iterator[str]]:
         """The answer to `message` (a user turn), up to <|end|> or `max_new_tokens`; with
-        `stream=True`, an iterator of its text as tokens come. Both turns join `messages` at
-        once (the answer growing as it streams, so an answer cut short is kept as it is)."""
+        `stream=True`, an iterator of its text as tokens come (it ends early when a later
+        message is sent). Both turns join `messages` at once, the answer growing as it comes:
+        an answer cut short (Ctrl-C, a stream left unread) is kept as far as it came."""
         from ferrolm.gpt import _check_sizes, _stream
 
         _check_sizes(max_new_tokens=max_new_tokens)
@@ -128,32 +135,37 @@ class Chat:
         # The previous answer ends with <|end|>, however it stopped (the stop token it sampled was
         # never run through the model: extend drops it).
         follow = [self.template.end, *turn]
-        if self._generation is not None and self._generation.room >= len(follow) + answer_room:
-            self._generation.extend(follow)
+        g = self._generation
+        reusable = g is not None and not self._answering and not g.windowed and g.room >= len(follow) + answer_room
+        self._turn += 1
+        self._answering = True
+        if reusable:
+            g.extend(follow)
         else:
             self._generation = self._start(turn, block - answer_room)
-        self._messages += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        tokenizer = self.model.tokenizer
+        answer = {"role": "assistant", "content": ""}
+        self._messages += [{"role": "user", "content": message}, answer]
         text = _core.TextStream([], list(self.template.turn_ends), turn[-1:])
-        pieces = self._recorded(_stream(self._generation, tokenizer, text, max_new_tokens))
+        pieces = self._answer(_stream(self._generation, self.model.tokenizer, text, max_new_tokens), answer, self._turn)
         return pieces if stream else "".join(pieces)
 
     def _start(self, turn: list[int], budget: int):
-        """A generation over `turn` after the latest whole exchanges that fit in `budget` tokens."""
-        ids, earlier = turn, self._messages
-        while earlier:
-            exchange = self.template.render(earlier[-2]["content"], earlier[-1]["content"])
-            if len(ids) + len(exchange) > budget:
-                break
-            ids, earlier = exchange + ids, earlier[:-2]
-        seed = None if self.seed is None else self.seed + self._starts
+        """A generation over `turn` after the latest whole exchanges that fit with it in
+        `budget` tokens."""
+        kept = len(self._messages)
+        while kept and len(self.template.render_conversation(self._messages[kept - 2 :])) + len(turn) <= budget:
+            kept -= 2
+        ids = self.template.render_conversation(self._messages[kept:]) + turn
+        seed = None if self.seed is None else (self.seed + self._starts) % 2**64
         self._starts += 1
-        return self.model.core.generation([ids], **self.sampling, seed=seed, stop_tokens=list(self.template.turn_ends),
-                                          vocab_limit=self.model.tokenizer.vocab_size)
+        return self.model._text_generation([ids], list(self.template.turn_ends), seed=seed, **self.sampling)
 
-    def _recorded(self, pieces: Iterator[str]) -> Iterator[str]:
-        answer = self._messages[-1]
-        for piece in pieces:
+    def _answer(self, pieces: Iterator[str], answer: dict, turn: int) -> Iterator[str]:
+        while turn == self._turn:  # a later message has the cache: this answer stays as it is
+            piece = next(pieces, None)
+            if piece is None:
+                self._answering = False
+                return
             answer["content"] += piece
             yield piece
 

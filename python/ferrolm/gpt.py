@@ -87,7 +87,7 @@ class GPT(CoreModel):
         from ferrolm.chat import ChatTemplate
 
         if not self.is_chat:
-            raise ValueError("chat=True needs a chat model (fine-tuned by `ferrolm sft`), whose tokenizer has "
+            raise ValueError("chatting needs a chat model (fine-tuned by `ferrolm sft`), whose tokenizer has "
                              "<|user|>, <|assistant|> and <|end|>")
         return ChatTemplate(self.tokenizer)
 
@@ -164,10 +164,8 @@ class GPT(CoreModel):
         if template:
             stop_tokens = [*stop_tokens, *template.turn_ends]
         tok = self._tok()
-        # Text holds only the ids the tokenizer has (a model's vocabulary may be padded past them).
-        session = self.core.generation(ids, temperature=temperature, top_k=top_k, top_p=top_p,
-                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens,
-                                       vocab_limit=tok.vocab_size)
+        session = self._text_generation(ids, stop_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        repetition_penalty=repetition_penalty, seed=seed)
         texts = [_core.TextStream(stops, stop_tokens, row[-1:]) for row in ids]  # the piece a continuation joins
         if stream:
             if len(prompts) != 1:
@@ -183,6 +181,11 @@ class GPT(CoreModel):
             t.flush()  # as the streamed text ends: an unfinished character becomes U+FFFD
         results = [t.text for t in texts]
         return results[0] if isinstance(prompt, str) else results
+
+    def _text_generation(self, rows: list[list[int]], stop_tokens: list[int], **sampling):
+        """A core generation whose tokens become text: only ids the tokenizer has are sampled
+        (a model's vocabulary may be padded past them)."""
+        return self.core.generation(rows, stop_tokens=stop_tokens, vocab_limit=self._tok().vocab_size, **sampling)
 
     def score(self, text: Union[str, Sequence[int]], stride: Optional[int] = None) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first token

@@ -415,6 +415,12 @@ impl PyGeneration {
     fn room(&self, py: Python<'_>) -> usize {
         locked(py, &self.0, |g| g.room())
     }
+
+    /// Whether the cache has dropped old tokens to make room (rows go on from a window).
+    #[getter]
+    fn windowed(&self, py: Python<'_>) -> bool {
+        locked(py, &self.0, |g| g.windowed())
+    }
 }
 
 /// Generated token ids turned into text as they come, held back at a possible stop string and

@@ -160,6 +160,8 @@ pub struct Generation {
     cache: KvCache,
     /// Left padding of each row in the cache.
     pads: Vec<usize>,
+    /// Whether the cache has dropped tokens to make room (rows go on from a window).
+    windowed: bool,
     /// Next-token logits of each row [B, V], from the last forward pass.
     logits: Vec<f32>,
 }
@@ -198,6 +200,7 @@ impl Generation {
             stop_tokens,
             rows,
             pads: vec![0; prompts.len()],
+            windowed: false,
             logits: Vec::new(),
         };
         compute(|| g.prefill())?;
@@ -275,6 +278,7 @@ impl Generation {
         let longest_other = (0..self.rows.len()).filter(live).map(|r| len - self.pads[r]).filter(|&n| n < len).max();
         let kept = longest_other.unwrap_or(0).max(half - 1);
         self.cache.drop_oldest(len - kept)?;
+        self.windowed = true;
         for pad in &mut self.pads {
             *pad = pad.saturating_sub(len - kept);
         }
@@ -341,6 +345,12 @@ impl Generation {
         let mask: Vec<bool> = (0..len + ids.len()).map(|k| k >= pad).collect();
         let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(ids, 1, ids.len()) };
         compute(|| self.run_through(&batch))
+    }
+
+    /// Whether the cache has dropped a row's oldest tokens to make room for new ones, so it no
+    /// longer holds every row from its start.
+    pub fn windowed(&self) -> bool {
+        self.windowed
     }
 
     /// Free positions in the cache: how many tokens [`Generation::extend`] can add (each

@@ -190,6 +190,11 @@ fn extend_continues_as_a_fresh_generation_from_the_same_tokens() {
     assert!(!stopped.finished());
     let again = Generation::new(&model, &[vec![1, 2, 4]], greedy.clone(), vec![first]).unwrap().run(3).unwrap();
     assert_eq!(stopped.run(3).unwrap(), again);
+    // Past the context the cache keeps a window, and says so; extend goes on after it.
+    assert!(!g.windowed());
+    g.run(6).unwrap();
+    assert!(g.windowed());
+    g.extend(&[3]).unwrap();
     // One sequence only, of known tokens.
     let mut batch = Generation::new(&model, &[vec![1], vec![2]], greedy.clone(), vec![]).unwrap();
     assert!(matches!(batch.extend(&[3]), Err(Error::Argument(m)) if m.contains("batch of 2")));
