@@ -177,6 +177,32 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
         assert "talk.jsonl line 2" in err and message in err, err
 
 
+def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    history = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": "A friend."},
+               {"role": "user", "content": "What friend?"}]
+    record = {"prompt": history, "chosen": "Thine own.", "rejected": "None, sir."}
+    dpo = DPO(model, [record], [record], template, model.block_size, 1)
+    chosen, rejected = dpo.data["train"][0]
+    prompt = template.render_conversation(history[:2]) + template.prompt_ids("What friend?")
+    assert chosen == prompt + template.text("Thine own.") + [template.end]
+    assert rejected == prompt + template.text("None, sir.") + [template.end]
+    # DPO's log-probability of a side is its last answer's (and <|end|>'s), not the earlier one's.
+    expected = [model.score(ids)[len(prompt) - 1 :].sum() for ids in (chosen, rejected)]
+    assert np.allclose(dpo._logprobs(model, dpo.data["train"])[0], expected, rtol=1e-5)
+    rm = RewardModel(model)
+    assert rm.score(history, "Thine own.") == pytest.approx(float(rm.score_ids([chosen])[0]), rel=1e-5)
+    # From the command line, in TRL's conversational form with the prompt implicit.
+    data = tmp_path / "prefs.jsonl"
+    implicit = {"chosen": [*history, {"role": "assistant", "content": "Thine own."}],
+                "rejected": [*history, {"role": "assistant", "content": "None, sir."}]}
+    data.write_text("\n".join(json.dumps(implicit) for _ in range(6)) + "\n")
+    fast = ["--max-iters", "2", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]
+    assert ferrolm(["dpo", str(base), "--data", str(data), "--out", str(tmp_path / "dpo"), *fast]) == 0
+    assert "dpo: 5 train / 1 val pairs" in capsys.readouterr().out
+
+
 def test_reward_is_read_at_the_last_real_token(base):
     model = GPT.load(base)
     template = ChatTemplate.prepare(model)

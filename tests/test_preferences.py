@@ -46,6 +46,41 @@ def test_bad_jsonl_lines_are_errors_naming_the_line(tmp_path, bad, message):
         load_preferences(path)
 
 
+def _turn(role, content):
+    return {"role": role, "content": content}
+
+
+HISTORY = [_turn("user", "Who goes there?"), _turn("assistant", "A friend."), _turn("user", "What friend?")]
+
+
+def test_conversational_records_read_as_a_conversation_prompt_and_two_answers(tmp_path):
+    explicit = {"prompt": HISTORY, "chosen": [_turn("assistant", "Thine own.")], "rejected": [_turn("assistant", "None.")]}
+    implicit = {"chosen": HISTORY + [_turn("assistant", "Thine own.")], "rejected": HISTORY + [_turn("assistant", "None.")],
+                "labeller": "ann"}
+    texts = {"prompt": HISTORY, "chosen": "Thine own.", "rejected": "None."}
+    path = write_lines(tmp_path / "p.jsonl", *(json.dumps(r) for r in (explicit, implicit, texts)))
+    expected = {"prompt": HISTORY, "chosen": "Thine own.", "rejected": "None."}
+    assert public(load_preferences(path).records) == [expected, {**expected, "labeller": "ann"}, expected]
+    assert write_preferences([implicit], tmp_path / "out.jsonl") == 1  # written in the plain form
+    assert public(load_preferences(tmp_path / "out.jsonl").records) == [{**expected, "labeller": "ann"}]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"chosen": HISTORY + [_turn("assistant", "a")], "rejected": [_turn("user", "Hm?"), _turn("assistant", "b")]},
+     "differ only in their last answer"),
+    ({"prompt": HISTORY[:2], "chosen": "a", "rejected": "b"}, "ends with a user turn"),
+    ({"prompt": HISTORY, "chosen": [_turn("assistant", "a"), _turn("user", "b")], "rejected": "b"}, "list of one"),
+    ({"prompt": [_turn("system", "Be brief."), *HISTORY], "chosen": "a", "rejected": "b"}, "should be 'user'"),
+    ({"prompt": HISTORY, "chosen": [_turn("assistant", " ")], "rejected": "b"}, "the chosen answer is empty"),
+    ({"prompt": HISTORY, "chosen": "a", "rejected": [_turn("assistant", "a")]}, "the same text"),
+    ({"chosen": HISTORY[:2], "rejected": "b"}, "a conversation is a list"),
+])
+def test_bad_conversational_records_are_errors_naming_the_line(tmp_path, bad, message):
+    path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), json.dumps(bad))
+    with pytest.raises(ValueError, match=" line 2: .*" + message):
+        load_preferences(path)
+
+
 def test_missing_empty_and_binary_files_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_preferences(tmp_path / "none.jsonl")

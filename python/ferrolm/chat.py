@@ -57,6 +57,13 @@ class ChatTemplate:
         turns = checked_turns(messages)
         return [i for user, answer in zip(turns[::2], turns[1::2]) for i in self.render(user["content"], answer["content"])]
 
+    def render_reply(self, prompt: Union[str, Sequence[Mapping[str, str]]], response: str) -> list[int]:
+        """`render` for a prompt that is a text or a conversation ending with a user turn (its
+        earlier exchanges rendered as `render_conversation` renders them)."""
+        if isinstance(prompt, str):
+            return self.render(prompt, response)
+        return self.render_conversation([*checked_turns(prompt, open_turn=True), {"role": "assistant", "content": response}])
+
     def answer_targets(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """[B, T−1] mask over next-token predictions of right-padded rendered conversations:
         position t predicts ids[:, t+1], which is trained when it is an answer's token or the
@@ -70,11 +77,12 @@ class ChatTemplate:
         return in_answer & (positions[None, 1:] < lengths[:, None])
 
     def response_start(self, ids) -> int:
-        """Index of the first response token: just after the first <|assistant|>."""
+        """Index of a rendered reply's first response token: just after the last <|assistant|>
+        (a conversation's earlier answers are part of the prompt)."""
         hits = np.flatnonzero(np.asarray(ids) == self.assistant)
         if hits.size == 0:
             raise ValueError("sequence has no <|assistant|> token")
-        return int(hits[0]) + 1
+        return int(hits[-1]) + 1
 
     def decode_response(self, ids) -> str:
         """Text of generated response ids, up to the first of `turn_ends` (the answer has ended)."""
@@ -170,9 +178,10 @@ class Chat:
             yield piece
 
 
-def checked_turns(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-    """A conversation to continue: user and assistant turns, alternating from the user's, in
-    whole exchanges (its last turn the assistant's)."""
+def checked_turns(messages: Sequence[Mapping[str, str]], open_turn: bool = False) -> list[dict[str, str]]:
+    """A conversation: user and assistant turns, alternating from the user's, in whole
+    exchanges (its last turn the assistant's), or with `open_turn` a prompt (its last turn the
+    user's, to be answered)."""
     if isinstance(messages, (str, Mapping)) or not isinstance(messages, Sequence):
         raise TypeError(f"a conversation is a list of {{'role': ..., 'content': str}} mappings, got {type(messages).__name__}")
     turns = []
@@ -184,7 +193,9 @@ def checked_turns(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]
             raise ValueError(f"message {i} is {m.get('role')!r}: a conversation alternates user and assistant turns, "
                              f"from the user's (this chat model knows no others), so it should be {expected!r}")
         turns.append({"role": expected, "content": m["content"]})
-    if len(turns) % 2:
+    if open_turn and len(turns) % 2 == 0:
+        raise ValueError("a conversation to answer ends with a user turn")
+    if not open_turn and len(turns) % 2:
         raise ValueError("the conversation ends with a user turn: give its answer too, or send the message with "
                          "Chat.send")
     return turns

@@ -43,6 +43,9 @@ def load_preference_records(path: str) -> list[dict]:
     return prefs.records
 
 
+PREFERENCE_DATA_HELP = ("preference JSONL: prompt, chosen and rejected texts, or TRL's conversational forms (a prompt "
+                        "conversation ending with a user turn; or chosen and rejected conversations differing only in "
+                        "their last answer); or a labelling .sqlite database")
 _DATA = {"val_fraction": 0.1, "skip_long": False}
 #: The flags that define a run besides the training ones, with their defaults: saved with its
 #: checkpoints, taken from there by --resume, and refused there if given differently. Paths
@@ -171,7 +174,7 @@ def run_sft(args) -> int:
 def register_reward(sub) -> None:
     """`ferrolm reward`: a reward model from pairwise preferences."""
     p = sub.add_parser("reward", help="train a reward model on {\"prompt\", \"chosen\", \"rejected\"} preferences")
-    p.add_argument("--data", required=True, help="preference JSONL (or a labelling .sqlite database)")
+    p.add_argument("--data", required=True, help=PREFERENCE_DATA_HELP)
     _common(p, "reward")
     p.set_defaults(func=run_reward)
 
@@ -257,7 +260,7 @@ def run_classify(args) -> int:
 def register_dpo(sub) -> None:
     """`ferrolm dpo`: direct preference optimisation against a frozen copy of the model."""
     p = sub.add_parser("dpo", help="direct preference optimisation on preference pairs")
-    p.add_argument("--data", required=True, help="preference JSONL (or a labelling .sqlite database)")
+    p.add_argument("--data", required=True, help=PREFERENCE_DATA_HELP)
     p.add_argument("--beta", type=non_negative, default=None, help="strength of the implicit KL constraint (default 0.1)")
     _common(p, "dpo")
     p.set_defaults(func=run_dpo)

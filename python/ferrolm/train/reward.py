@@ -51,8 +51,9 @@ class RewardModel:
         picked = F.index_select(F.reshape(h, [-1, c]), 0, last)
         return F.reshape(self.head(picked), [-1])
 
-    def score(self, prompt: str, response: str) -> float:
-        ids = self.template.render(prompt, response)
+    def score(self, prompt: Union[str, list], response: str) -> float:
+        """The reward of `response` to `prompt` (a text, or a conversation ending with a user turn)."""
+        ids = self.template.render_reply(prompt, response)
         problem = check_fits([0, *ids], self.gpt.block_size, "score")
         if problem:
             raise ValueError(problem)
@@ -73,8 +74,8 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
     for r in records:
         where = r.get("_where", "a record")
         try:
-            c, j = template.render(r["prompt"], r["chosen"]), template.render(r["prompt"], r["rejected"])
-        except ValueError as e:
+            c, j = template.render_reply(r["prompt"], r["chosen"]), template.render_reply(r["prompt"], r["rejected"])
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{where}: {e}") from None
         problem = check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)
         if problem:
