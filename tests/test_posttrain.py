@@ -136,32 +136,44 @@ def test_sft_masks_prompt_tokens(base):
     assert ids.count(chat.assistant) == 1 and chat.response_start(ids) == len(chat.prompt_ids("say <|assistant|> now"))
 
 
+def _answer_positions(template, talk):
+    """Where the answers of rendered exchanges `talk` are, with the <|end|> after each: found
+    from the rendered pieces' lengths."""
+    positions, at = [], 0
+    for u, a in talk:
+        prompt, answer = len(template.prompt_ids(u)), len(template.text(a)) + 1
+        positions += list(range(at + prompt, at + prompt + answer))
+        at += prompt + answer
+    return positions
+
+
 def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys):
     model = GPT.load(base)
     template = ChatTemplate.prepare(model)
     talk = [("Who goes there?", "A friend."), ("What friend?", "Thine own."), ("Pass.", "I thank thee.")]
     messages = [{"role": role, "content": text} for pair in talk for role, text in zip(("user", "assistant"), pair)]
-    one = {"messages": messages}
-    sft = SFT([one], [one], template, model.block_size, batch_size=2)
+    one, short = {"messages": messages}, {"prompt": "Stand!", "response": "I stand."}
+    sft = SFT([one, short], [one], template, model.block_size, batch_size=8)
     x, targets = sft.batch("train", np.random.default_rng(0))
-    # Trained: each answer's tokens and the <|end|> after it, nothing else, found from the
-    # rendered pieces' lengths.
-    ids, expected, at = sum((template.render(u, a) for u, a in talk), []), [], 0
-    for u, a in talk:
-        prompt, answer = len(template.prompt_ids(u)), len(template.text(a)) + 1
-        expected += list(range(at + prompt, at + prompt + answer))
-        at += prompt + answer
-    assert x[0].tolist() == ids[:-1]
-    assert np.flatnonzero(targets[0] != -100).tolist() == [p - 1 for p in expected]
-    assert targets[0][targets[0] != -100].tolist() == [ids[p] for p in expected]
-    # A prompt/response record is the one-exchange conversation.
-    pair = SFT([{"prompt": "Who goes there?", "response": "A friend."}], [one], template, model.block_size, 1)
-    first = SFT([{"messages": messages[:2]}], [one], template, model.block_size, 1)
+    # Trained: each answer's tokens and the <|end|> after it, nothing else, in rows padded to
+    # the batch's longest.
+    for row, t in zip(x, targets):
+        exchanges = talk if row[1] == template.text("Who")[0] else [("Stand!", "I stand.")]
+        ids, expected = sum((template.render(u, a) for u, a in exchanges), []), _answer_positions(template, exchanges)
+        assert row[: len(ids) - 1].tolist() == ids[:-1]
+        assert np.flatnonzero(t != -100).tolist() == [p - 1 for p in expected]
+        assert t[t != -100].tolist() == [ids[p] for p in expected]
+    assert len({len(np.flatnonzero(t != -100)) for t in targets}) == 2  # both kinds were drawn
+    # A prompt/response record is the one-exchange conversation, in each of TRL's forms too.
+    user, answer = messages[0], messages[1]
+    forms = [{"prompt": "Who goes there?", "response": "A friend."}, {"prompt": "Who goes there?", "completion": "A friend."},
+             {"prompt": [user], "completion": [answer]}, {"prompt": [user], "completion": answer}, {"messages": [user, answer]}]
     rng = lambda: np.random.default_rng(0)
-    assert all((a == b).all() for a, b in zip(pair.batch("train", rng()), first.batch("train", rng())))
+    batches = [SFT([r], [one], template, model.block_size, 1).batch("train", rng()) for r in forms]
+    assert all((a == b).all() for batch in batches[1:] for a, b in zip(batches[0], batch))
     # From the command line, records of both kinds in one file; bad ones name their line.
     data = tmp_path / "talk.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in [one, {"prompt": "Stand!", "response": "I stand."}] * 4))
+    data.write_text("\n".join(json.dumps(r) for r in [one, short] * 4))
     fast = ["--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]
     assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "sft"), *fast]) == 0
     assert "sft: 7 train / 1 val examples" in capsys.readouterr().out
@@ -169,12 +181,18 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
                          ({"messages": messages[:3]}, "ends with a user turn"),
                          ({"messages": "Hail!"}, "list of"),
                          ({"messages": []}, "no messages"),
-                         ({"messages": [messages[0], {"role": "assistant", "content": " "}]}, "message 1 is empty"),
-                         ({"prompt": "Hail!", "completion": "Hail."}, "rename its 'completion'")]:
+                         ({"messages": [user, {"role": "assistant", "content": " "}]}, "message 1, an answer, is empty"),
+                         ({"messages": messages, "prompt": "Hail!"}, "not both"),
+                         ({"prompt": [user, answer], "completion": "Hail."}, "ends with the user turn"),
+                         ({"prompt": "Hail!", "completion": [answer, answer]}, "field 'completion' must be a string or one"),
+                         ({"prompt": "Hail!", "answer": "Hail."}, "no 'response' field")]:
         data.write_text(json.dumps(one) + "\n" + json.dumps(bad) + "\n")
         assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
         err = capsys.readouterr().err
         assert "talk.jsonl line 2" in err and message in err, err
+    # The Python objective reads the same forms, and names a bad record.
+    with pytest.raises(ValueError, match="a record: no 'prompt' field"):
+        SFT([{"response": "A friend."}], [one], template, model.block_size, 1)
 
 
 def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):
@@ -201,6 +219,23 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
     fast = ["--max-iters", "2", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]
     assert ferrolm(["dpo", str(base), "--data", str(data), "--out", str(tmp_path / "dpo"), *fast]) == 0
     assert "dpo: 5 train / 1 val pairs" in capsys.readouterr().out
+    # The Python objectives read the same forms, and name a bad record.
+    assert DPO(model, [implicit], [implicit], template, model.block_size, 1).data == dpo.data
+    with pytest.raises(ValueError, match="a record: no 'chosen' field"):
+        DPO(model, [{"prompt": history}], [record], template, model.block_size, 1)
+    # PPO samples answers to conversations too: its prompts end with the user turn to answer.
+    from ferrolm.label.prompts import read_prompts
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": history}) + "\n" + json.dumps({"prompt": "Stand!"}) + "\n")
+    read = read_prompts(prompts, skip_blank=True, conversations=True)
+    assert read == [history, "Stand!"]
+    with pytest.raises(ValueError, match="line 1: .*the labelling page shows text prompts"):
+        read_prompts(prompts)
+    ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), read, read, template, rollout_size=2,
+              minibatch_size=2, max_new_tokens=8)
+    assert ppo.prompts["train"] == [prompt, template.prompt_ids("Stand!")]
 
 
 def test_reward_is_read_at_the_last_real_token(base):

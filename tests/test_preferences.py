@@ -54,26 +54,37 @@ HISTORY = [_turn("user", "Who goes there?"), _turn("assistant", "A friend."), _t
 
 
 def test_conversational_records_read_as_a_conversation_prompt_and_two_answers(tmp_path):
-    explicit = {"prompt": HISTORY, "chosen": [_turn("assistant", "Thine own.")], "rejected": [_turn("assistant", "None.")]}
-    implicit = {"chosen": HISTORY + [_turn("assistant", "Thine own.")], "rejected": HISTORY + [_turn("assistant", "None.")],
-                "labeller": "ann"}
-    texts = {"prompt": HISTORY, "chosen": "Thine own.", "rejected": "None."}
-    path = write_lines(tmp_path / "p.jsonl", *(json.dumps(r) for r in (explicit, implicit, texts)))
+    thine, none = _turn("assistant", "Thine own."), _turn("assistant", "None.")
+    forms = [{"prompt": HISTORY, "chosen": [thine], "rejected": [none]},  # TRL: explicit prompt
+             {"prompt": HISTORY, "chosen": thine, "rejected": "None."},
+             {"chosen": HISTORY + [thine], "rejected": HISTORY + [none], "labeller": "ann"},  # implicit (HH-RLHF)
+             {"prompt": HISTORY, "chosen": HISTORY + [thine], "rejected": HISTORY + [none]}]
+    path = write_lines(tmp_path / "p.jsonl", *(json.dumps(r) for r in forms))
     expected = {"prompt": HISTORY, "chosen": "Thine own.", "rejected": "None."}
-    assert public(load_preferences(path).records) == [expected, {**expected, "labeller": "ann"}, expected]
-    assert write_preferences([implicit], tmp_path / "out.jsonl") == 1  # written in the plain form
+    assert public(load_preferences(path).records) == [expected, expected, {**expected, "labeller": "ann"}, expected]
+    # UltraFeedback's: the prompt as text and one-exchange conversations, read as a text record.
+    ultra = {"prompt": "What friend?", "chosen": [_turn("user", "What friend?"), thine],
+             "rejected": [_turn("user", "What friend?"), none]}
+    assert public(load_preferences(write_lines(tmp_path / "u.jsonl", json.dumps(ultra))).records) == \
+        [{"prompt": "What friend?", "chosen": "Thine own.", "rejected": "None."}]
+    assert write_preferences([forms[2]], tmp_path / "out.jsonl") == 1  # written in the plain form
     assert public(load_preferences(tmp_path / "out.jsonl").records) == [{**expected, "labeller": "ann"}]
 
 
 @pytest.mark.parametrize("bad, message", [
     ({"chosen": HISTORY + [_turn("assistant", "a")], "rejected": [_turn("user", "Hm?"), _turn("assistant", "b")]},
      "differ only in their last answer"),
-    ({"prompt": HISTORY[:2], "chosen": "a", "rejected": "b"}, "ends with a user turn"),
-    ({"prompt": HISTORY, "chosen": [_turn("assistant", "a"), _turn("user", "b")], "rejected": "b"}, "list of one"),
-    ({"prompt": [_turn("system", "Be brief."), *HISTORY], "chosen": "a", "rejected": "b"}, "should be 'user'"),
-    ({"prompt": HISTORY, "chosen": [_turn("assistant", " ")], "rejected": "b"}, "the chosen answer is empty"),
+    ({"prompt": HISTORY[:2], "chosen": "a", "rejected": "b"}, "ends with the user turn to answer"),
+    ({"prompt": HISTORY, "chosen": [_turn("assistant", "a"), _turn("assistant", "b")], "rejected": "b"},
+     "field 'chosen' must be a string or one"),
+    ({"prompt": [_turn("system", "Be brief."), *HISTORY], "chosen": "a", "rejected": "b"}, "fold a system prompt"),
+    ({"prompt": HISTORY, "chosen": [_turn("assistant", " ")], "rejected": "b"}, "field 'chosen' is empty"),
     ({"prompt": HISTORY, "chosen": "a", "rejected": [_turn("assistant", "a")]}, "the same text"),
-    ({"chosen": HISTORY[:2], "rejected": "b"}, "a conversation is a list"),
+    ({"chosen": HISTORY[:2], "rejected": "b"}, "both be whole conversations, or both answers"),
+    ({"chosen": "a", "rejected": "b"}, "no 'prompt' field"),
+    ({"prompt": "Hm?", "chosen": HISTORY + [_turn("assistant", "a")], "rejected": HISTORY + [_turn("assistant", "b")]},
+     "'prompt' is not the turns"),
+    ({"prompt": 3, "chosen": "a", "rejected": "b"}, "field 'prompt' must be a string or a conversation"),
 ])
 def test_bad_conversational_records_are_errors_naming_the_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), json.dumps(bad))

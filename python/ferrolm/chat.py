@@ -13,6 +13,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ferrolm import _core
+from ferrolm.conversations import checked_turns, prompt_turns
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (USER, ASSISTANT, END)
@@ -57,24 +58,27 @@ class ChatTemplate:
         turns = checked_turns(messages)
         return [i for user, answer in zip(turns[::2], turns[1::2]) for i in self.render(user["content"], answer["content"])]
 
-    def render_reply(self, prompt: Union[str, Sequence[Mapping[str, str]]], response: str) -> list[int]:
-        """`render` for a prompt that is a text or a conversation ending with a user turn (its
-        earlier exchanges rendered as `render_conversation` renders them)."""
-        if isinstance(prompt, str):
-            return self.render(prompt, response)
-        return self.render_conversation([*checked_turns(prompt, open_turn=True), {"role": "assistant", "content": response}])
+    def reply_prompt(self, prompt: Union[str, Sequence[Mapping[str, str]]]) -> list[int]:
+        """`prompt_ids` for a prompt that is a text or a conversation ending with a user turn
+        (its earlier exchanges rendered as `render_conversation` renders them)."""
+        turns = prompt_turns(prompt)
+        return self.render_conversation(turns[:-1]) + self.prompt_ids(turns[-1]["content"])
 
-    def answer_targets(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def render_reply(self, prompt: Union[str, Sequence[Mapping[str, str]]], response: str) -> list[int]:
+        """`render` for a prompt that is a text or a conversation ending with a user turn."""
+        return self.reply_prompt(prompt) + self.text(response) + [self.end]
+
+    def answer_targets(self, ids: np.ndarray) -> np.ndarray:
         """[B, T−1] mask over next-token predictions of right-padded rendered conversations:
         position t predicts ids[:, t+1], which is trained when it is an answer's token or the
         <|end|> that closes it, i.e. when the last turn marker before it is <|assistant|>
-        (user text never holds a marker id: special-token look-alikes in it stay text)."""
+        (user text never holds a marker id: special-token look-alikes in it stay text). A
+        rendered conversation ends with <|end|>, so its padding is never trained."""
         positions = np.arange(ids.shape[1])
         is_marker = np.isin(ids, (self.user, self.assistant, self.end))
         last_marker = np.maximum.accumulate(np.where(is_marker, positions, -1), axis=1)  # at or before each position
         before = last_marker[:, :-1]  # the last marker before position t+1
-        in_answer = (before >= 0) & (np.take_along_axis(ids, np.maximum(before, 0), axis=1) == self.assistant)
-        return in_answer & (positions[None, 1:] < lengths[:, None])
+        return (before >= 0) & (np.take_along_axis(ids, np.maximum(before, 0), axis=1) == self.assistant)
 
     def response_start(self, ids) -> int:
         """Index of a rendered reply's first response token: just after the last <|assistant|>
@@ -176,29 +180,6 @@ class Chat:
                 return
             answer["content"] += piece
             yield piece
-
-
-def checked_turns(messages: Sequence[Mapping[str, str]], open_turn: bool = False) -> list[dict[str, str]]:
-    """A conversation: user and assistant turns, alternating from the user's, in whole
-    exchanges (its last turn the assistant's), or with `open_turn` a prompt (its last turn the
-    user's, to be answered)."""
-    if isinstance(messages, (str, Mapping)) or not isinstance(messages, Sequence):
-        raise TypeError(f"a conversation is a list of {{'role': ..., 'content': str}} mappings, got {type(messages).__name__}")
-    turns = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
-            raise TypeError(f"message {i}: expected a {{'role': ..., 'content': str}} mapping, got {m!r}")
-        expected = "user" if i % 2 == 0 else "assistant"
-        if m.get("role") != expected:
-            raise ValueError(f"message {i} is {m.get('role')!r}: a conversation alternates user and assistant turns, "
-                             f"from the user's (this chat model knows no others), so it should be {expected!r}")
-        turns.append({"role": expected, "content": m["content"]})
-    if open_turn and len(turns) % 2 == 0:
-        raise ValueError("a conversation to answer ends with a user turn")
-    if not open_turn and len(turns) % 2:
-        raise ValueError("the conversation ends with a user turn: give its answer too, or send the message with "
-                         "Chat.send")
-    return turns
 
 
 #: The template for Hugging Face's `apply_chat_template` (a user turn, then the assistant's

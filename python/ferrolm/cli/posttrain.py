@@ -287,7 +287,8 @@ def register_ppo(sub) -> None:
     """`ferrolm ppo`: RLHF against a reward model with a KL penalty to the starting model."""
     p = sub.add_parser("ppo", help="RLHF: PPO against a reward model, KL-penalised towards the starting (SFT) model")
     p.add_argument("--reward-model", required=True, help="reward model directory (from `ferrolm reward`)")
-    p.add_argument("--prompts", required=True, help="prompts: a text file (one per line) or JSONL with a prompt field")
+    p.add_argument("--prompts", required=True, help="prompts: a text file (one per line) or JSONL with a prompt field (a text, or a "
+                                                    "conversation ending with the user turn to answer)")
     p.add_argument("--rollout-size", type=count(1), default=None, help="responses sampled per rollout (default 16)")
     p.add_argument("--ppo-epochs", type=count(1), default=None, help="passes over each rollout (default 4)")
     p.add_argument("--max-new-tokens", type=count(1), default=None, help="response length limit (default 48)")
@@ -304,7 +305,7 @@ def run_ppo(args) -> int:
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 
-    v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts, skip_blank=True))
+    v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts, skip_blank=True, conversations=True))
     reward_model = RewardModel.load(args.reward_model)
     policy = PolicyWithValue.load(args.out) if args.resume else PolicyWithValue(gpt.copy())
     objective = PPO(policy, gpt, reward_model, tr, va, template, rollout_size=args.rollout_size,

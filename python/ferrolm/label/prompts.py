@@ -11,12 +11,15 @@ import json
 from pathlib import Path
 from typing import Union
 
+from ferrolm.conversations import located, prompt_turns
 from ferrolm.jsonl import lines_of
 
 
-def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
+def read_prompts(path: Union[str, Path], skip_blank: bool = False, conversations: bool = False) -> list:
     """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError. A blank
-    line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO)."""
+    line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO). With
+    `conversations` (PPO), a JSON record's prompt may also be a conversation ending with the
+    user turn to answer (a list of {"role", "content"} turns, as TRL's conversational prompts)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
@@ -32,8 +35,8 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[str]:
     for number, line in enumerate(lines, 1):
         if skip_blank and not line.strip():
             continue
-        prompt = _parse(line, path, number) if jsonl else line
-        if not prompt.strip():
+        prompt = _parse(line, path, number, conversations) if jsonl else line
+        if isinstance(prompt, str) and not prompt.strip():
             raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")
         prompts.append(prompt)
     if not prompts:
@@ -51,15 +54,18 @@ def _is_prompt_object(line: str) -> bool:
     return isinstance(value, dict) and "prompt" in value
 
 
-def _parse(line: str, path: Path, number: int) -> str:
+def _parse(line: str, path: Path, number: int, conversations: bool):
     try:
         value = json.loads(line) if line.strip() else ""
     except (json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path} line {number}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
     if isinstance(value, dict):
         value = value.get("prompt")
+    if conversations and isinstance(value, list):
+        return located(f"{path} line {number}", prompt_turns, value)
     if not isinstance(value, str):
-        raise ValueError(f'{path} line {number}: expected {{"prompt": "..."}} or a JSON string')
+        also = ", or a conversation as its prompt" if conversations else " (the labelling page shows text prompts)"
+        raise ValueError(f'{path} line {number}: expected {{"prompt": "..."}} or a JSON string{also}')
     return value
 
 

@@ -86,7 +86,7 @@ def masked_mean(x, mask: np.ndarray):
 class PPO:
     kind = "ppo"
 
-    def __init__(self, policy: PolicyWithValue, reference: GPT, reward_model, train_prompts: list[str], val_prompts: list[str], template: ChatTemplate,
+    def __init__(self, policy: PolicyWithValue, reference: GPT, reward_model, train_prompts: list, val_prompts: list, template: ChatTemplate,
                  rollout_size: int = 16, minibatch_size: int = 8, ppo_epochs: int = 4, max_new_tokens: int = 48,
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0,
@@ -117,10 +117,10 @@ class PPO:
         room = min(policy_block, reward_block - 1)
         self.prompts, self.counts = {}, {}
         for split, texts in (("train", train_prompts), ("val", val_prompts)):
-            rows = [template.prompt_ids(p) for p in texts]
+            rows = [template.reply_prompt(p) for p in texts]
             too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > room]
             if too_long and not skip_long:
-                first = texts[too_long[0]]
+                first = str(texts[too_long[0]])
                 raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the policy's "
                                  f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
                                  f"such as {first[:60]!r}{'...' if len(first) > 60 else ''} (lower --max-new-tokens, "

@@ -12,6 +12,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
+from ferrolm.conversations import located, preference
 from ferrolm.data import digest
 from ferrolm.gpt import GPT
 from ferrolm.models import load_head, model_files, save_head
@@ -72,11 +73,9 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
     spacing, case for an uncased WordPiece) are skipped and counted: they carry no preference."""
     pairs, skipped, identical = [], 0, 0
     for r in records:
-        where = r.get("_where", "a record")
-        try:
-            c, j = template.render_reply(r["prompt"], r["chosen"]), template.render_reply(r["prompt"], r["rejected"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
+        where = r.get("_where", "a record") if isinstance(r, dict) else "a record"
+        prompt, chosen, rejected = located(where, preference, r)
+        c, j = (located(where, lambda a: template.render_reply(prompt, a), a) for a in (chosen, rejected))
         problem = check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)
         if problem:
             if not skip_long:

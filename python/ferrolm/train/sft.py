@@ -1,39 +1,20 @@
 """Supervised fine-tuning on conversations: next-token loss on the answers only (the prompt
-teaches nothing to imitate), with the chat template. A record is a prompt and its response
-({"prompt", "response"}) or whole exchanges ({"messages": [user, assistant, user, ...]}, the
-conversational format of TRL and Hugging Face)."""
+teaches nothing to imitate), with the chat template. A record is a prompt and its response,
+or whole exchanges, in any form `ferrolm.conversations.sft_turns` reads (TRL's among them)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, checked_turns, encode_splits, pad_right
+from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
+from ferrolm.conversations import located, sft_turns
 from ferrolm.data import digest
-from ferrolm.jsonl import check_fields
-
-
-def conversation(record: dict) -> list[dict]:
-    """A record's turns: its messages, or its prompt and response as one exchange."""
-    if "messages" in record:
-        return record["messages"]
-    return [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["response"]}]
 
 
 def check_record(record: object, where: str) -> None:
     """A record `ferrolm sft` can train on (for `read_records`): ValueError naming `where`."""
-    if not (isinstance(record, dict) and "messages" in record):
-        check_fields(record, where, ("prompt", "response"))
-        return
-    try:
-        turns = checked_turns(record["messages"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {e}") from None
-    if not turns:
-        raise ValueError(f"{where}: no messages")
-    empty = next((i for i, t in enumerate(turns) if not t["content"].strip()), None)
-    if empty is not None:
-        raise ValueError(f"{where}: message {empty} is empty")
+    located(where, sft_turns, record)
 
 
 def encode_conversations(records: list[dict], template: ChatTemplate, block_size: int,
@@ -42,11 +23,8 @@ def encode_conversations(records: list[dict], template: ChatTemplate, block_size
     line, or, with `skip_long`, skipped and counted."""
     rendered, skipped = [], 0
     for r in records:
-        where = r.get("_where", "a record")
-        try:
-            ids = template.render_conversation(conversation(r))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
+        where = r.get("_where", "a record") if isinstance(r, dict) else "a record"
+        ids = located(where, lambda r: template.render_conversation(sft_turns(r)), r)
         problem = check_fits(ids, block_size, where)
         if problem:
             if not skip_long:
@@ -70,8 +48,8 @@ class SFT:
 
     def batch(self, split: str, rng: np.random.Generator):
         rows = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
-        ids, lengths = pad_right(rows, self.template.end)
-        targets = np.where(self.template.answer_targets(ids, lengths), ids[:, 1:], -100)
+        ids, _ = pad_right(rows, self.template.end)
+        targets = np.where(self.template.answer_targets(ids), ids[:, 1:], -100)
         return ids[:, :-1], targets
 
     def loss(self, model, batch, dropout_seed):
