@@ -193,6 +193,17 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     # The Python objective reads the same forms, and names a bad record.
     with pytest.raises(ValueError, match="a record: no 'prompt' field"):
         SFT([{"response": "A friend."}], [one], template, model.block_size, 1)
+    with pytest.raises(ValueError, match="pretraining text: train on it with `ferrolm pretrain`"):
+        SFT([{"text": "A friend."}], [one], template, model.block_size, 1)
+    # Records too long for the context: the first is named and the rest counted.
+    long = {"prompt": "Who goes there?", "response": "a" * model.block_size}
+    with pytest.raises(ValueError, match=r"a record: .* do not fit .* \(and 2 more records of this split\); skip such"):
+        SFT([one, long, long, long], [one], template, model.block_size, 1)
+    assert SFT([one, long, long], [one], template, model.block_size, 1, skip_long=True).counts["train"] == \
+        {"skipped_too_long": 2}
+    data.write_bytes(json.dumps(one).encode() + b"\n" + b'{"prompt": "caf\xe9", "response": "x"}\n')
+    assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
+    assert "talk.jsonl line 2: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
 
 
 def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):
@@ -233,6 +244,14 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
     assert read == [history, "Stand!"]
     with pytest.raises(ValueError, match="line 1: .*the labelling page shows text prompts"):
         read_prompts(prompts)
+    # A prompt the policy cannot read is refused with its line, before any model is trained.
+    prompts.write_text(json.dumps({"prompt": "Stand!"}) + "\n\n" + json.dumps({"prompt": [{"role": "user", "content": "7"}]}))
+    assert ferrolm(["ppo", str(base), "--reward-model", str(tmp_path / "none"), "--prompts", str(prompts),
+                    "--out", str(tmp_path / "ppo")]) == 2
+    assert "prompts.jsonl line 3: " in capsys.readouterr().err
+    prompts.write_text(json.dumps({"prompt": [{"role": "user", "content": " "}]}) + "\n")
+    with pytest.raises(ValueError, match="line 1: empty prompt"):
+        read_prompts(prompts, conversations=True)
     ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), read, read, template, rollout_size=2,
               minibatch_size=2, max_new_tokens=8)
     assert ppo.prompts["train"] == [prompt, template.prompt_ids("Stand!")]
@@ -427,6 +446,8 @@ def test_a_chat_refuses_what_it_cannot_continue(base):
         model.chat([{"role": "system", "content": "Be brief."}])
     with pytest.raises(ValueError, match="ends with a user turn"):
         model.chat([{"role": "user", "content": "Hail!"}])
+    with pytest.raises(ValueError, match="message 1: .*'7'"):  # a history the model cannot read: now, not at each send
+        model.chat([{"role": "user", "content": "Hail!"}, {"role": "assistant", "content": "Hail 7"}])
     with pytest.raises(TypeError, match="mapping"):
         model.chat(["Hail!", "Hail."])
     chat = model.chat()
@@ -451,8 +472,22 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
     first = expected.send("Who goes there?", 15)
     expected.reset()
     assert capsys.readouterr().out == first + "\n" + expected.send("Stand, ho!", 15) + "\n"
+    # A message the model cannot take is reported and the chat goes on (exit status 2 for
+    # piped input); /help lists the commands, /exit ends the chat.
+    monkeypatch.setattr("sys.stdin", io.StringIO("Stand 7!\n/help\n" + "x" * 200 + "\nWho goes there?\n/exit\nHo!\n"))
+    assert ferrolm(["chat", str(tmp_path / "chat"), "--max-new-tokens", "15", "--seed", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert out == first + "\n"  # the conversation went on as if the refused messages were never sent
+    assert "character '7'" in err and "/reset forgets the conversation" in err and "more than the model's context" in err
     assert ferrolm(["chat", str(base)]) == 2
     assert "is not a chat model" in capsys.readouterr().err
+    # generate() takes a conversation as a chat prompt too.
+    history = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": first},
+               {"role": "user", "content": "Stand, ho!"}]
+    conversation = model.chat(history[:2], temperature=0.0)
+    assert model.generate(history, 15, temperature=0.0, chat=True) == conversation.send("Stand, ho!", 15)
+    with pytest.raises(ValueError, match="pass chat=True"):
+        model.generate(history, 15)
 
 
 # ---------------------------------------------------------------- bad input

@@ -8,12 +8,12 @@ string matching."""
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ferrolm import _core
-from ferrolm.conversations import checked_turns, prompt_turns
+from ferrolm.conversations import checked_turns, located, prompt_turns
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (USER, ASSISTANT, END)
@@ -112,6 +112,8 @@ class Chat:
                  **sampling) -> None:
         self.model, self.template, self.sampling, self.seed = model, model._chat_template(), sampling, seed
         self._messages = checked_turns(messages)
+        for i, m in enumerate(self._messages):  # refused now, not at every later send
+            located(f"message {i}", self.template.text, m["content"])
         self.reset(keep_messages=True)
 
     @property
@@ -236,14 +238,25 @@ def response_mask(ids: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> n
 
 
 #: What to do about a record that does not fit, for the errors that name one.
-TOO_LONG_HINT = ("pass skip_long / --skip-long to skip such records, or start from a model with a longer context "
-                 "(`ferrolm pretrain --block-size`)")
+TOO_LONG_HINT = ("skip such records with --skip-long (skip_long=True from Python), or start from a model with a longer "
+                 "context (`ferrolm pretrain --block-size`)")
 
 
 def check_fits(ids: list[int], block_size: int, where: str) -> Optional[str]:
     if len(ids) - 1 > block_size:
         return f"{where}: {len(ids)} tokens do not fit the context of {block_size} (+1 for the shifted target)"
     return None
+
+
+def keep_fitting(checked: list[tuple[Any, Optional[str]]], skip_long: bool) -> tuple[list, int]:
+    """The items of (item, `check_fits` problem) pairs that fit, and how many did not. Those
+    are an error unless `skip_long`: one that names the first and counts the rest, so a
+    dataset is mended in one pass."""
+    problems = [problem for _, problem in checked if problem]
+    if problems and not skip_long:
+        more = f" (and {len(problems) - 1} more records of this split)" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}; {TOO_LONG_HINT}")
+    return [item for item, problem in checked if not problem], len(problems)
 
 
 def encode_splits(train: list, val: list, encode, what: str) -> tuple[dict, dict]:

@@ -98,8 +98,9 @@ def sft_turns(record: Any) -> list[Turn]:
     answer = next((k for k in ("response", "completion") if k in record), None)
     if "prompt" not in record or answer is None:
         missing = "prompt" if "prompt" not in record else "response"
+        also = "; a {'text'} record is pretraining text: train on it with `ferrolm pretrain`" if "text" in record else ""
         raise ValueError(f"no {missing!r} field (each record needs 'prompt' and 'response' (or TRL's 'completion'), or "
-                         "'messages')")
+                         f"'messages'){also}")
     return [*prompt_turns(record["prompt"]), {"role": "assistant", "content": answer_text(record[answer], answer)}]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -133,8 +133,10 @@ class GPT(CoreModel):
         restarts, so each call samples anew, as Hugging Face's generate does. Prompts longer than the context raise ValueError, and past
         the context each row goes on from the last half of its window; an empty prompt raises
         ValueError. With `chat=True` (a model from `ferrolm
-        sft`, see `is_chat`) each prompt is a user turn of the chat template and the answer
-        ends at <|end|>, as the model was fine-tuned (or where it would start another turn).
+        sft`, see `is_chat`) each prompt is a user turn of the chat template, or a
+        conversation ending with one (a list of {"role", "content"} turns, as Hugging Face
+        writes them), and the answer ends at <|end|>, as the model was fine-tuned (or where
+        it would start another turn). `chat()` holds a conversation on one KV cache.
 
         A prompt of token ids (a sequence of ints or a 1-D integer array; a list of them or a
         2-D array for a batch) returns the generated ids instead, and needs no tokenizer; a
@@ -153,10 +155,13 @@ class GPT(CoreModel):
                                            repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens)
             generated = session.run(max_new_tokens)
             return generated[0] if single else generated
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        single = isinstance(prompt, str) or _is_conversation(prompt)
+        prompts = [prompt] if single else list(prompt)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         template = self._chat_template() if chat else None
-        ids = [template.prompt_ids(p) if template else self.encode(p) for p in prompts]
+        if not chat and any(_is_conversation(p) for p in prompts):
+            raise ValueError("a conversation (a list of {'role', 'content'} turns) is a chat prompt: pass chat=True")
+        ids = [template.reply_prompt(p) if template else self.encode(p) for p in prompts]
         empty = [i for i, row in enumerate(ids) if not row]
         if empty:
             raise ValueError(f"prompt {empty[0]} is empty: generation continues text, so give at least one character "
@@ -180,7 +185,7 @@ class GPT(CoreModel):
         for t in texts:
             t.flush()  # as the streamed text ends: an unfinished character becomes U+FFFD
         results = [t.text for t in texts]
-        return results[0] if isinstance(prompt, str) else results
+        return results[0] if single else results
 
     def _text_generation(self, rows: list[list[int]], stop_tokens: list[int], **sampling):
         """A core generation whose tokens become text: only ids the tokenizer has are sampled
@@ -203,6 +208,11 @@ class GPT(CoreModel):
         if stride is not None and stride < 0:
             raise ValueError(f"stride must be between 1 and block_size - 1 ({self.block_size - 1}), got {stride}")
         return self.core.score(ids[0].astype(np.int64, copy=False), stride)
+
+
+def _is_conversation(prompt) -> bool:
+    """Whether a prompt is one conversation (a list of {"role", "content"} turns)."""
+    return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], Mapping)
 
 
 def _check_sizes(**values) -> None:

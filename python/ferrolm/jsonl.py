@@ -54,10 +54,12 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty
     later errors about it."""
     path = Path(path)
     records = []
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
     for number, line in enumerate(lines_of(text), start=1):
         if not line.strip():
             continue

@@ -366,7 +366,15 @@ def register_chat(sub) -> None:
     p.set_defaults(func=run_chat)
 
 
+#: What the chat's lines starting with "/" do (other lines, "/" ones too, are messages).
+CHAT_COMMANDS = {"/reset": "forgets the conversation", "/help": "lists these commands",
+                 "/exit": "ends the chat (as Ctrl-D does)"}
+
+
 def run_chat(args) -> int:
+    """A message per line, each answered as it streams. A message the model cannot take (too
+    long, characters it lacks) is reported and the chat goes on; with piped input the exit
+    status is then 2."""
     from ferrolm.cli import Terminated
 
     model = _text_model(args.model)
@@ -375,35 +383,44 @@ def run_chat(args) -> int:
                          "fine-tune one with `ferrolm sft`, or continue text with `ferrolm generate`")
     chat = model.chat(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                       repetition_penalty=args.repetition_penalty, seed=args.seed)
-    interactive = sys.stdin.isatty()
+    interactive, refused = sys.stdin.isatty(), False
+    commands = "; ".join(f"{c} {what}" for c, what in CHAT_COMMANDS.items()) + "; Ctrl-C stops an answer"
     if interactive:
         with contextlib.suppress(ImportError):
             importlib.import_module("readline")  # line editing and history for input()
-        print(f"Chatting with {args.model}: type a message and press Enter. /reset forgets the conversation; "
-              "Ctrl-C stops an answer, Ctrl-D ends.", file=sys.stderr, flush=True)
+        print(f"Chatting with {args.model}: type a message and press Enter ({commands}).", file=sys.stderr, flush=True)
     while True:
         try:
             message = input("> " if interactive else "").strip()
-        except EOFError:
-            break
-        except KeyboardInterrupt:  # at the prompt, Ctrl-C ends the chat: its message on a line of its own
+        except (EOFError, KeyboardInterrupt) as e:  # Ctrl-D or Ctrl-C at the prompt: its message on a line of its own
             if interactive:
                 sys.stdout.write("\n")
+            if isinstance(e, EOFError):
+                break
             raise
-        if message == "/reset":
-            chat.reset()
-        elif message:
-            try:
-                for piece in chat.send(message, args.max_new_tokens, stream=True):
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-            except KeyboardInterrupt as e:  # Ctrl-C stops the answer, not the chat
-                if isinstance(e, Terminated) or not interactive:
-                    raise
-            sys.stdout.write("\n")
-    if interactive:
-        sys.stdout.write("\n")  # Ctrl-D ended the prompt's line
-    return 0
+        if message == "/exit":
+            break
+        if message in ("/reset", "/help"):
+            if message == "/reset":
+                chat.reset()
+            print("(the conversation is forgotten)" if message == "/reset" else commands, file=sys.stderr, flush=True)
+            continue
+        if not message:
+            continue
+        try:
+            for piece in chat.send(message, args.max_new_tokens, stream=True):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt as e:  # Ctrl-C stops the answer, not the chat
+            if isinstance(e, Terminated) or not interactive:
+                raise
+        except ValueError as e:  # this message only: the conversation goes on without it
+            print(f"ferrolm: error: {e}", file=sys.stderr, flush=True)
+            refused = True
+            continue
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    return 2 if refused and not interactive else 0
 
 
 def register_perplexity(sub) -> None:

@@ -301,11 +301,15 @@ def register_ppo(sub) -> None:
 
 
 def run_ppo(args) -> int:
-    from ferrolm.label.prompts import read_prompts
+    from ferrolm.conversations import located
+    from ferrolm.label.prompts import numbered_prompts
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 
-    v, gpt, template, tr, va = _start(args, "ppo", read_prompts(args.prompts, skip_blank=True, conversations=True))
+    prompts = numbered_prompts(args.prompts, skip_blank=True, conversations=True)
+    v, gpt, template, tr, va = _start(args, "ppo", [prompt for _, prompt in prompts])
+    for number, prompt in prompts:  # each refused with its line, before the split mixes them
+        located(f"{args.prompts} line {number}", template.reply_prompt, prompt)
     reward_model = RewardModel.load(args.reward_model)
     policy = PolicyWithValue.load(args.out) if args.resume else PolicyWithValue(gpt.copy())
     objective = PPO(policy, gpt, reward_model, tr, va, template, rollout_size=args.rollout_size,

@@ -20,6 +20,11 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False, conversations
     line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO). With
     `conversations` (PPO), a JSON record's prompt may also be a conversation ending with the
     user turn to answer (a list of {"role", "content"} turns, as TRL's conversational prompts)."""
+    return [prompt for _, prompt in numbered_prompts(path, skip_blank, conversations)]
+
+
+def numbered_prompts(path: Union[str, Path], skip_blank: bool = False, conversations: bool = False) -> list[tuple]:
+    """`read_prompts`' prompts with their line numbers, (number, prompt)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
@@ -31,14 +36,14 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False, conversations
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
     lines = lines_of(text)
     jsonl = path.suffix in (".jsonl", ".json") or _is_prompt_object(next((l for l in lines if l.strip()), ""))
-    prompts: list[str] = []
+    prompts: list[tuple] = []
     for number, line in enumerate(lines, 1):
         if skip_blank and not line.strip():
             continue
         prompt = _parse(line, path, number, conversations) if jsonl else line
-        if isinstance(prompt, str) and not prompt.strip():
+        if not (prompt if isinstance(prompt, str) else prompt[-1]["content"]).strip():
             raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")
-        prompts.append(prompt)
+        prompts.append((number, prompt))
     if not prompts:
         raise ValueError(f"{path} holds no prompts")
     return prompts

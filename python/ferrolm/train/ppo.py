@@ -120,7 +120,8 @@ class PPO:
             rows = [template.reply_prompt(p) for p in texts]
             too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > room]
             if too_long and not skip_long:
-                first = str(texts[too_long[0]])
+                first = texts[too_long[0]]
+                first = first if isinstance(first, str) else first[-1]["content"]  # a conversation's last turn
                 raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the policy's "
                                  f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
                                  f"such as {first[:60]!r}{'...' if len(first) > 60 else ''} (lower --max-new-tokens, "

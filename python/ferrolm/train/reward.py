@@ -11,7 +11,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
+from ferrolm.chat import ChatTemplate, check_fits, encode_splits, keep_fitting, pad_right
 from ferrolm.conversations import located, preference
 from ferrolm.data import digest
 from ferrolm.gpt import GPT
@@ -71,22 +71,15 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
     """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted.
     Pairs whose two sides encode alike (texts differing only in what the tokenizer drops:
     spacing, case for an uncased WordPiece) are skipped and counted: they carry no preference."""
-    pairs, skipped, identical = [], 0, 0
+    checked = []
     for r in records:
         where = r.get("_where", "a record") if isinstance(r, dict) else "a record"
         prompt, chosen, rejected = located(where, preference, r)
         c, j = (located(where, lambda a: template.render_reply(prompt, a), a) for a in (chosen, rejected))
-        problem = check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)
-        if problem:
-            if not skip_long:
-                raise ValueError(problem + f" ({TOO_LONG_HINT})")
-            skipped += 1
-            continue
-        if c == j:
-            identical += 1
-            continue
-        pairs.append((c, j))
-    return pairs, {"skipped_too_long": skipped, "skipped_identical": identical}
+        checked.append(((c, j), check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)))
+    fitting, skipped = keep_fitting(checked, skip_long)
+    pairs = [(c, j) for c, j in fitting if c != j]
+    return pairs, {"skipped_too_long": skipped, "skipped_identical": len(fitting) - len(pairs)}
 
 
 def encode_preference_splits(train, val, template: ChatTemplate, block_size: int, skip_long: bool) -> tuple[dict, dict]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.chat import TOO_LONG_HINT, ChatTemplate, check_fits, encode_splits, pad_right
+from ferrolm.chat import ChatTemplate, check_fits, encode_splits, keep_fitting, pad_right
 from ferrolm.conversations import located, sft_turns
 from ferrolm.data import digest
 
@@ -19,19 +19,14 @@ def check_record(record: object, where: str) -> None:
 
 def encode_conversations(records: list[dict], template: ChatTemplate, block_size: int,
                          skip_long: bool) -> tuple[list, dict]:
-    """Renders records to ids; a record that does not fit the context is an error naming its
-    line, or, with `skip_long`, skipped and counted."""
-    rendered, skipped = [], 0
+    """Renders records to ids; records that do not fit the context are an error naming the
+    first, or, with `skip_long`, skipped and counted."""
+    checked = []
     for r in records:
         where = r.get("_where", "a record") if isinstance(r, dict) else "a record"
         ids = located(where, lambda r: template.render_conversation(sft_turns(r)), r)
-        problem = check_fits(ids, block_size, where)
-        if problem:
-            if not skip_long:
-                raise ValueError(problem + f" ({TOO_LONG_HINT})")
-            skipped += 1
-            continue
-        rendered.append(ids)
+        checked.append((ids, check_fits(ids, block_size, where)))
+    rendered, skipped = keep_fitting(checked, skip_long)
     return rendered, {"skipped_too_long": skipped}
 
 
