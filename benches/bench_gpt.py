@@ -9,8 +9,12 @@ nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) an
 50,257-token vocabulary, context 256, batch 4). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
 Generation: one prompt token, then tokens up to the context length, batch 1; PyTorch with a
-KV cache (like ferrolm) and without (nanoGPT's `generate`). torch is optional (skipped if
-missing). Ratios > 1 mean ferrolm is faster / smaller.
+KV cache (like ferrolm) and without (nanoGPT's `generate`). Chat (configs with room for it):
+a conversation of CHAT_TURNS messages and answers of CHAT_TOKENS tokens each, ferrolm
+continuing one KV cache across turns (`Generation.extend`, as `GPT.chat` does) against PyTorch
+running the conversation through the model at each turn, then decoding with a KV cache (what
+a chat on a stateless `generate`, such as a Hugging Face pipeline's, does). torch is optional
+(skipped if missing). Ratios > 1 mean ferrolm is faster / smaller.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import numpy as np
 
 from _harness import (add_repeats_flag, bf16_row, header, measure_pair, measure_turns, peak_rss_mb, row,
                       set_torch_threads, time_steps, use_matmul_precision)
+
+#: The chat benchmark's conversation: turns, and tokens per message and per answer (a turn's
+#: markers included), so that it fits in a context of 256 without starting again.
+CHAT_TURNS, CHAT_TOKENS = 6, 20
 
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
@@ -71,6 +79,34 @@ def ferrolm_generate(cfg: dict, reps: int) -> dict:
         model.core.generation([[0]], temperature=1.0, top_k=50, seed=r).run(new)
     dt = time.perf_counter() - start
     return {"tokens_per_sec": reps * new / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+def ferrolm_chat(cfg: dict, reps: int) -> dict:
+    import ferrolm as fl
+
+    model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                          n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
+    rng = np.random.default_rng(0)
+
+    def conversation():
+        session = None
+        for _ in range(CHAT_TURNS):
+            message = rng.integers(0, cfg["vocab_size"], CHAT_TOKENS).tolist()
+            if session is None:
+                session = model.core.generation([message], temperature=1.0, top_k=50, seed=0)
+            else:
+                session.extend(message)
+            session.run(CHAT_TOKENS)
+
+    return time_conversations(conversation, reps)
+
+
+def time_conversations(conversation, reps: int) -> dict:
+    conversation()  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        conversation()
+    return {"ms_per_turn": 1000 * (time.perf_counter() - start) / (reps * CHAT_TURNS), "peak_rss_mb": peak_rss_mb()}
 
 
 # ---------------------------------------------------------------- PyTorch peer
@@ -176,6 +212,29 @@ def torch_generate(cfg: dict, reps: int, cached: bool) -> dict:
     return {"tokens_per_sec": reps * new / dt, "peak_rss_mb": peak_rss_mb()}
 
 
+def torch_chat(cfg: dict, reps: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_model(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def conversation():
+        history = torch.zeros((1, 0), dtype=torch.long)
+        for _ in range(CHAT_TURNS):
+            history = torch.cat([history, torch.randint(0, cfg["vocab_size"], (1, CHAT_TOKENS), generator=gen)], 1)
+            caches = [dict() for _ in range(cfg["n_layer"])]
+            logits = model(history, caches, 0)
+            for _ in range(CHAT_TOKENS):
+                top = torch.topk(torch.softmax(logits[:, -1, :], dim=-1), 50)
+                nxt = top.indices.gather(1, torch.multinomial(top.values, 1, generator=gen))
+                logits = model(nxt, caches, history.shape[1])
+                history = torch.cat([history, nxt], 1)
+
+    return time_conversations(conversation, reps)
+
+
 # ---------------------------------------------------------------- harness
 
 
@@ -191,6 +250,8 @@ def worker(task: str, config: str, steps: int) -> None:
         "ferrolm-generate": lambda: ferrolm_generate(cfg, max(1, steps // 10)),
         "torch-generate-cache": lambda: torch_generate(cfg, max(1, steps // 10), cached=True),
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
+        "ferrolm-chat": lambda: ferrolm_chat(cfg, max(1, steps // 10)),
+        "torch-chat": lambda: torch_chat(cfg, max(1, steps // 10)),
     }[task]()
     print(json.dumps(result))
 
@@ -220,6 +281,10 @@ def main() -> None:
         ours, *peers = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)
         for theirs, label in zip(peers, ("KV cache", "no cache")):
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+        if 2 * CHAT_TURNS * CHAT_TOKENS <= CONFIGS[name]["block_size"]:
+            ours, theirs = measure_turns(__file__, [["ferrolm-chat", *gen], ["torch-chat", *gen]], args.repeats)
+            row(f"chat {name} ms per turn ({CHAT_TURNS} turns)", ours["ms_per_turn"], theirs and theirs["ms_per_turn"],
+                lower_is_better=True)
 
 
 if __name__ == "__main__":
