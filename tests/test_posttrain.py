@@ -10,7 +10,8 @@ import pytest
 
 import ferrolm as fl
 import ferrolm.functional as F
-from ferrolm.chat import ChatTemplate, pad_right
+from ferrolm.batching import pad_right
+from ferrolm.chat import ChatTemplate
 from ferrolm.cli import main as ferrolm
 from ferrolm.data import BUNDLED_CORPUS, prepare_tokens
 from ferrolm.gpt import GPT
@@ -255,6 +256,9 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
     ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), read, read, template, rollout_size=2,
               minibatch_size=2, max_new_tokens=8)
     assert ppo.prompts["train"] == [prompt, template.prompt_ids("Stand!")]
+    with pytest.raises(ValueError, match="train prompt 1: .*should be 'user'"):  # from Python: its index
+        PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), ["Stand!", [{"role": "system", "content": "x"}]],
+            read, template, rollout_size=2, minibatch_size=2, max_new_tokens=8)
 
 
 def test_reward_is_read_at_the_last_real_token(base):
@@ -427,14 +431,23 @@ def test_a_chat_answer_cut_short_is_kept_and_the_next_turn_starts_from_the_messa
         with pytest.raises(KeyboardInterrupt):
             chat.send("Hark!", 20)
     cut = chat._generation
-    assert chat.messages[-1]["content"] == "" and chat.send("Speak.", 5) is not None and chat._generation is not cut
+    assert chat.messages[-1]["content"] == ""
+    answer = chat.send("Speak.", 5)
+    earlier = chat.messages[:-2]  # the latest whole exchanges that fit with the message, leaving 5 free
+    kept = (template.render_conversation(earlier[k:]) + template.prompt_ids("Speak.") for k in range(0, len(earlier) + 1, 2))
+    assert chat._generation is not cut and answer == _greedy_answer(model, template, next(i for i in kept if len(i) <= 91), 5)
     # Seeds: a seeded chat after reset() answers as a new one.
     sampled = model.chat(temperature=0.8, seed=3)
     first = sampled.send("Who goes there?", 20)
     sampled.send("Stand, ho!", 20)
     sampled.reset()
     assert sampled.messages == [] and sampled.send("Who goes there?", 20) == first
-    assert model.chat(temperature=0.8, seed=2**64 - 1).send("Hail!", 3) is not None
+    # The seed of a chat's k-th generation is seed + k, wrapping past 2^64.
+    wrapping = model.chat(temperature=0.8, seed=2**64 - 1)
+    assert wrapping.send("Hail!", 3) == model.generate("Hail!", 3, temperature=0.8, seed=2**64 - 1, chat=True)
+    wrapping._generation = None  # as after an answer cut short: the next message starts a generation
+    history = wrapping.messages + [{"role": "user", "content": "Hail!"}]
+    assert wrapping.send("Hail!", 3) == model.generate(history, 3, temperature=0.8, seed=0, chat=True)
 
 
 def test_a_chat_refuses_what_it_cannot_continue(base):
@@ -457,9 +470,16 @@ def test_a_chat_refuses_what_it_cannot_continue(base):
         chat.send(["Hail!"])
     with pytest.raises(ValueError, match="max_new_tokens"):
         chat.send("Hail!", -1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        chat.send("Hail!", None)
     assert chat.messages == []
-    with pytest.raises(ValueError, match="top_p"):
-        model.chat(top_p=1.5).send("Hail!")
+    for bad, name in [({"top_p": 1.5}, "top_p"), ({"temperature": -1.0}, "temperature"),
+                      ({"repetition_penalty": 0.0}, "repetition_penalty")]:
+        with pytest.raises(ValueError, match=name):  # at once, not at the first message
+            model.chat(**bad)
+    # A conversation may be any sequence of turns, a tuple too.
+    turns = ({"role": "user", "content": "Hail!"},)
+    assert model.generate(turns, 3, temperature=0.0, chat=True) == model.generate("Hail!", 3, temperature=0.0, chat=True)
 
 
 def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys):
@@ -503,9 +523,6 @@ def test_bad_input_names_the_line(base, tmp_path):
     bad.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "a", "response": "   "}\n')
     assert ferrolm(["sft", str(base), "--data", str(bad), "--out", str(tmp_path / "o"), "--max-iters", "1"]) == 2
     with pytest.raises(ValueError, match=" line 3: field 'response' is empty"):
-        read_records(bad, ("prompt", "response"))
-    bad.write_text('{"prompt": "a", "completion": "b"}\n')
-    with pytest.raises(ValueError, match=" line 1: no 'response' field .*rename its 'completion' to 'response'"):
         read_records(bad, ("prompt", "response"))
     bad.write_text('{"prompt": "a", "chosen": "b"}\n')
     with pytest.raises(ValueError, match=" line 1: no 'rejected' field"):

@@ -84,7 +84,7 @@ def test_conversational_records_read_as_a_conversation_prompt_and_two_answers(tm
     ({"chosen": "a", "rejected": "b"}, "no 'prompt' field"),
     ({"prompt": "Hm?", "chosen": HISTORY + [_turn("assistant", "a")], "rejected": HISTORY + [_turn("assistant", "b")]},
      "'prompt' is not the turns"),
-    ({"prompt": 3, "chosen": "a", "rejected": "b"}, "field 'prompt' must be a string or a conversation"),
+    ({"prompt": 3, "chosen": "a", "rejected": "b"}, "a prompt is a string or a conversation"),
 ])
 def test_bad_conversational_records_are_errors_naming_the_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), json.dumps(bad))

@@ -91,6 +91,7 @@ __all__ = [
     "Bert",
     "Generation",
     "TextStream",
+    "check_sampling",
     "save_safetensors",
     "load_safetensors",
     "Tokenizer",
@@ -503,7 +504,8 @@ class Generation:
     def finished(self) -> bool: ...
     def extend(self, ids: Sequence[int]) -> None:
         """Continues a one-prompt generation with more token ids (a chat's next turn), run through
-        the cache after what it holds; a stop token that finished it is dropped first."""
+        the cache after what it holds; a stop token that finished it is dropped first. ValueError
+        for a batch, or ids that do not fit in `room`; IndexError for ids outside the vocabulary."""
     @property
     def room(self) -> int:
         """Free positions in the cache: how many token ids `extend` can add."""
@@ -526,6 +528,10 @@ class TextStream:
     def text(self) -> str: ...
     @property
     def done(self) -> bool: ...
+
+def check_sampling(temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   repetition_penalty: float = 1.0) -> None:
+    """Refuses sampling settings that `Gpt.generation` would refuse (ValueError), without starting one."""
 
 def save_safetensors(path: _Path, tensors: dict[str, _Tensors], metadata: Optional[dict[str, str]] = None) -> None:
     """Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a

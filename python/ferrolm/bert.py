@@ -10,7 +10,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
 from ferrolm.autograd import no_grad
-from ferrolm.chat import length_batches, pad_right, real_tokens
+from ferrolm.batching import length_batches, pad_right, real_tokens
 from ferrolm.models import CoreModel
 
 #: Windows of long text that fill_mask runs through the model at once.

@@ -1,5 +1,6 @@
-"""Training records as conversations: the forms Hugging Face TRL's datasets come in, read into
-one plain form under one set of rules.
+"""Conversations, checked under one set of rules: those a chat continues or generation
+answers, and training records in the forms Hugging Face TRL's datasets come in, read into one
+plain form.
 
 A conversation is a list of {"role", "content"} turns alternating user and assistant from the
 user's: the chat template has no other roles, so a "system" turn is refused, not dropped. Every
@@ -16,18 +17,9 @@ content is a string; an answer that is trained on or judged must not be blank.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence, TypeVar, Union
+from typing import Any, Mapping, Sequence, Union
 
 Turn = dict[str, str]
-T = TypeVar("T")
-
-
-def located(where: str, read: Callable[[Any], T], record: Any) -> T:
-    """`read(record)`, its ValueError or TypeError raised as a ValueError naming `where`."""
-    try:
-        return read(record)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {e}") from None
 
 
 def checked_turns(messages: Sequence[Mapping[str, str]], open_turn: bool = False) -> list[Turn]:
@@ -53,12 +45,12 @@ def checked_turns(messages: Sequence[Mapping[str, str]], open_turn: bool = False
     return turns
 
 
-def prompt_turns(prompt: Union[str, Sequence[Mapping[str, str]]], name: str = "prompt") -> list[Turn]:
+def prompt_turns(prompt: Union[str, Sequence[Mapping[str, str]]]) -> list[Turn]:
     """A prompt as turns: a text is one user turn; a conversation ends with the user turn."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
-    if not isinstance(prompt, list):
-        raise ValueError(f"field {name!r} must be a string or a conversation, got {type(prompt).__name__}")
+    if isinstance(prompt, Mapping) or not isinstance(prompt, Sequence):
+        raise ValueError(f"a prompt is a string or a conversation (a list of turns), got {type(prompt).__name__}")
     return checked_turns(prompt, open_turn=True)
 
 

@@ -9,7 +9,10 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
+from ferrolm.conversations import checked_turns
+from ferrolm.jsonl import located
 from ferrolm.models import CoreModel
+
 
 class GPT(CoreModel):
     """A GPT-2 language model and (optionally) the tokenizer its ids belong to.
@@ -96,8 +99,8 @@ class GPT(CoreModel):
         template (its text stays text, whatever special tokens it spells)."""
         return self._chat_template().prompt_ids(prompt) if chat else self.encode(prompt)
 
-    def chat(self, messages: Sequence[dict] = (), *, temperature: float = 1.0, top_k: Optional[int] = None,
-             top_p: Optional[float] = None, repetition_penalty: float = 1.0, seed: Optional[int] = None):
+    def chat(self, messages: Sequence[Mapping[str, str]] = (), *, temperature: float = 1.0, top_k: Optional[int] = None,
+             top_p: Optional[float] = None, repetition_penalty: float = 1.0, seed: Optional[int] = None) -> "Chat":
         """A conversation with this chat model (see `is_chat`), from `messages` (earlier user
         and assistant turns, as Hugging Face writes them) if given: `Chat.send(message)`
         answers one message. Sampling as for `generate`:
@@ -107,13 +110,13 @@ class GPT(CoreModel):
             for piece in chat.send("And whence?", stream=True):
                 print(piece, end="", flush=True)
         """
-        from ferrolm.chat import Chat
-
         _check_sizes(top_k=top_k, seed=seed)
+        _core.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
         return Chat(self, messages, temperature=temperature, top_k=top_k, top_p=top_p,
                     repetition_penalty=repetition_penalty, seed=seed)
 
-    def generate(self, prompt: Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]], np.ndarray],
+    def generate(self, prompt: Union[str, Sequence[str], Sequence[Mapping[str, str]], Sequence[int],
+                                     Sequence[Sequence[int]], np.ndarray],
                  max_new_tokens: int = 200, *,
                  temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
@@ -130,13 +133,15 @@ class GPT(CoreModel):
         tokens, `top_p` the smallest set whose probability reaches p; `repetition_penalty` > 1
         makes tokens already in the row less likely (CTRL's, as Hugging Face's). `seed` fixes
         the draws; None (the default) takes the next seed of the stream `fl.manual_seed`
-        restarts, so each call samples anew, as Hugging Face's generate does. Prompts longer than the context raise ValueError, and past
-        the context each row goes on from the last half of its window; an empty prompt raises
-        ValueError. With `chat=True` (a model from `ferrolm
-        sft`, see `is_chat`) each prompt is a user turn of the chat template, or a
-        conversation ending with one (a list of {"role", "content"} turns, as Hugging Face
-        writes them), and the answer ends at <|end|>, as the model was fine-tuned (or where
-        it would start another turn). `chat()` holds a conversation on one KV cache.
+        restarts, so each call samples anew, as Hugging Face's generate does.
+
+        Prompts longer than the context raise ValueError, and past the context each row goes
+        on from the last half of its window; an empty prompt raises ValueError. With
+        `chat=True` (a model from `ferrolm sft`, see `is_chat`) each prompt is a user turn of
+        the chat template, or a conversation ending with one (a list of {"role", "content"}
+        turns, as Hugging Face writes them), and the answer ends at <|end|>, as the model was
+        fine-tuned (or where it would start another turn). `chat()` holds a conversation on
+        one KV cache.
 
         A prompt of token ids (a sequence of ints or a 1-D integer array; a list of them or a
         2-D array for a batch) returns the generated ids instead, and needs no tokenizer; a
@@ -161,7 +166,7 @@ class GPT(CoreModel):
         template = self._chat_template() if chat else None
         if not chat and any(_is_conversation(p) for p in prompts):
             raise ValueError("a conversation (a list of {'role', 'content'} turns) is a chat prompt: pass chat=True")
-        ids = [template.reply_prompt(p) if template else self.encode(p) for p in prompts]
+        ids = [template.prompt_ids(p) if template else self.encode(p) for p in prompts]
         empty = [i for i, row in enumerate(ids) if not row]
         if empty:
             raise ValueError(f"prompt {empty[0]} is empty: generation continues text, so give at least one character "
@@ -208,6 +213,96 @@ class GPT(CoreModel):
         if stride is not None and stride < 0:
             raise ValueError(f"stride must be between 1 and block_size - 1 ({self.block_size - 1}), got {stride}")
         return self.core.score(ids[0].astype(np.int64, copy=False), stride)
+
+
+class Chat:
+    """A conversation with a chat model, made by `GPT.chat`: each `send` answers one user
+    message in the context of the turns before it.
+
+    The conversation stays in the model's KV cache, so while it fits in the context each
+    message and answer goes through the model once. When a message and room for its answer,
+    `max_new_tokens` or at most half the context, no longer fit after it (or an answer has run
+    past the context, or was cut short), the conversation starts again from its latest whole
+    exchanges that fit with the message (the oldest are forgotten, as a model with a fixed
+    context must).
+    `messages` is the conversation so far, as Hugging Face writes one:
+    [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...].
+    """
+
+    def __init__(self, model, messages: Sequence[Mapping[str, str]] = (), *, seed: Optional[int] = None,
+                 **sampling) -> None:
+        self.model, self.template, self.sampling, self.seed = model, model._chat_template(), sampling, seed
+        self._messages = checked_turns(messages)
+        for i, m in enumerate(self._messages):  # refused now, not at every later send
+            located(f"message {i}", self.template.text, m["content"])
+        self.reset(keep_messages=True)
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [dict(m) for m in self._messages]
+
+    def reset(self, keep_messages: bool = False) -> None:
+        """Forgets the conversation (and starts its seeds again, so a seeded chat answers as a
+        new one would)."""
+        if not keep_messages:
+            self._messages = []
+        self._generation = None  # the conversation in the model's KV cache, once a message is sent
+        self._starts = 0  # generations started: a given seed is offset by it, so each draws anew
+        self._turn = 0  # messages sent: an answer's stream stops once a later message is sent
+        self._answering = False  # an answer is under way: cut short, the cache may differ from `messages`
+
+    def send(self, message: str, max_new_tokens: int = 200, *, stream: bool = False) -> Union[str, Iterator[str]]:
+        """The answer to `message` (a user turn), up to <|end|> or `max_new_tokens`; with
+        `stream=True`, an iterator of its text as tokens come (it ends early when a later
+        message is sent). Both turns join `messages` at once, the answer growing as it comes:
+        an answer cut short (Ctrl-C, a stream left unread) is kept as far as it came."""
+        if max_new_tokens is None:
+            raise ValueError("max_new_tokens must be a non-negative integer, got None")
+        _check_sizes(max_new_tokens=max_new_tokens)
+        if not isinstance(message, str):
+            raise TypeError(f"a message is a str, got {type(message).__name__}")
+        turn = self.template.prompt_ids(message)
+        block = self.model.block_size
+        if len(turn) > block:
+            raise ValueError(f"the message takes {len(turn)} tokens with its turn markers, more than the model's "
+                             f"context of {block}; shorten it")
+        answer_room = min(max_new_tokens, block // 2)
+        # The previous answer ends with <|end|>, however it stopped (the stop token it sampled was
+        # never run through the model: extend drops it).
+        follow = [self.template.end, *turn]
+        g = self._generation
+        reusable = g is not None and not self._answering and not g.windowed and g.room >= len(follow) + answer_room
+        self._turn += 1
+        self._answering = True
+        if reusable:
+            g.extend(follow)
+        else:
+            self._generation = self._start(turn, block - answer_room)
+        answer = {"role": "assistant", "content": ""}
+        self._messages += [{"role": "user", "content": message}, answer]
+        text = _core.TextStream([], list(self.template.turn_ends), turn[-1:])
+        pieces = self._answer(_stream(self._generation, self.model.tokenizer, text, max_new_tokens), answer, self._turn)
+        return pieces if stream else "".join(pieces)
+
+    def _start(self, turn: list[int], budget: int):
+        """A generation over `turn` after the latest whole exchanges that fit with it in
+        `budget` tokens."""
+        kept = len(self._messages)
+        while kept and len(self.template.render_conversation(self._messages[kept - 2 :])) + len(turn) <= budget:
+            kept -= 2
+        ids = self.template.render_conversation(self._messages[kept:]) + turn
+        seed = None if self.seed is None else (self.seed + self._starts) % 2**64
+        self._starts += 1
+        return self.model._text_generation([ids], list(self.template.turn_ends), seed=seed, **self.sampling)
+
+    def _answer(self, pieces: Iterator[str], answer: dict, turn: int) -> Iterator[str]:
+        while turn == self._turn:  # a later message has the cache: this answer stays as it is
+            piece = next(pieces, None)
+            if piece is None:
+                self._answering = False
+                return
+            answer["content"] += piece
+            yield piece
 
 
 def _is_conversation(prompt) -> bool:

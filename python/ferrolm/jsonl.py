@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 from ferrolm.atomic import atomic_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-#: What other tools call a field (TRL's prompt-completion datasets), for a hint when it is missing.
-OTHER_NAMES = {"response": ("completion", "answer", "output")}
+T = TypeVar("T")
 
 
 def is_sqlite(path: Union[str, Path]) -> bool:
@@ -46,21 +45,24 @@ def lines_of(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty: Sequence[str] = (),
-                 check: Optional[Callable[[dict, str], None]] = None) -> list[dict]:
-    """Every line of `path` must be a JSON object whose `fields` are strings (non-empty unless
-    listed in `allow_empty`) and that passes `check(record, where)`, if given; blank lines are
-    allowed. Raises ValueError naming the line. Each record gets `_where` ("FILE line N"), for
-    later errors about it."""
-    path = Path(path)
-    records = []
+def read_utf8(path: Path) -> str:
+    """A text file's contents; one that is not UTF-8 is a ValueError naming the line."""
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
-    for number, line in enumerate(lines_of(text), start=1):
+
+
+def read_records(path: Union[str, Path], fields: Sequence[str] = (),
+                 check: Optional[Callable[[dict, str], None]] = None) -> list[dict]:
+    """Every line of `path` must be a JSON object whose `fields` are non-blank strings and
+    that passes `check(record, where)`, if given; blank lines are allowed. Raises ValueError
+    naming the line. Each record gets `_where` ("FILE line N"), for later errors about it."""
+    path = Path(path)
+    records = []
+    for number, line in enumerate(lines_of(read_utf8(path)), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"
@@ -68,7 +70,7 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
-        check_fields(record, where, fields, allow_empty)
+        check_fields(record, where, fields)
         if check is not None:
             check(record, where)
         record["_where"] = where
@@ -78,20 +80,31 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (), allow_empty
     return records
 
 
-def check_fields(record: object, where: str, fields: Sequence[str], allow_empty: Sequence[str] = ()) -> None:
+def where_of(record: Any) -> str:
+    """Where a record came from (`read_records`' "FILE line N"), or "a record" (one given from Python)."""
+    return record.get("_where", "a record") if isinstance(record, dict) else "a record"
+
+
+def located(where: str, read: Callable[[Any], T], record: Any) -> T:
+    """`read(record)`, its ValueError or TypeError raised as a ValueError naming `where`."""
+    try:
+        return read(record)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def check_fields(record: object, where: str, fields: Sequence[str]) -> None:
     """Raises ValueError (prefixed with `where`) unless `record` is a JSON object whose `fields`
-    are strings, non-empty (beyond whitespace) unless listed in `allow_empty`."""
+    are non-blank strings."""
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
     for field in fields:
         if field not in record:
-            other = next((k for k in OTHER_NAMES.get(field, ()) if k in record), None)
-            hint = f"; rename its {other!r} to {field!r}" if other else ""
-            raise ValueError(f"{where}: no {field!r} field (each record needs {', '.join(map(repr, fields))}{hint})")
+            raise ValueError(f"{where}: no {field!r} field (each record needs {', '.join(map(repr, fields))})")
         value = record[field]
         if not isinstance(value, str):
             raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
-        if not value.strip() and field not in allow_empty:
+        if not value.strip():
             raise ValueError(f"{where}: field {field!r} is empty")
 
 

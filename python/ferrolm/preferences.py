@@ -20,11 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
-from ferrolm.conversations import located, preference
-from ferrolm.jsonl import is_sqlite, read_records, write_records
-
-KEYS = ("prompt", "chosen", "rejected")
-
+from ferrolm.conversations import preference
+from ferrolm.jsonl import is_sqlite, located, read_records, write_records
 
 @dataclass
 class Preferences:

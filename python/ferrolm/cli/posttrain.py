@@ -149,8 +149,9 @@ def register_sft(sub) -> None:
     """`ferrolm sft`: supervised fine-tuning on prompt/response or conversation JSONL."""
     p = sub.add_parser("sft", help="supervised fine-tuning on {\"prompt\", \"response\"} or {\"messages\": [...]} JSONL "
                                    "(loss on answers only)")
-    p.add_argument("--data", required=True, help="JSONL: prompt and response strings, or messages (alternating user and "
-                                                 "assistant turns: {\"role\", \"content\"} objects, as TRL's "
+    p.add_argument("--data", required=True, help="JSONL: prompt and response (or TRL's completion), as texts or a prompt "
+                                                 "conversation and one assistant message; or messages (alternating user "
+                                                 "and assistant turns: {\"role\", \"content\"} objects, as TRL's "
                                                  "conversational datasets)")
     _common(p, "sft")
     p.set_defaults(func=run_sft)
@@ -165,7 +166,7 @@ def run_sft(args) -> int:
     model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("sft", objective.data, objective.counts, "examples")
-    return _train(args, v, "sft", model, objective, lambda evals: f"val loss on responses {evals[-1]['val_loss']:.4f}")
+    return _train(args, v, "sft", model, objective, lambda evals: f"val loss on answers {evals[-1]['val_loss']:.4f}")
 
 
 # ---------------------------------------------------------------- reward
@@ -301,7 +302,7 @@ def register_ppo(sub) -> None:
 
 
 def run_ppo(args) -> int:
-    from ferrolm.conversations import located
+    from ferrolm.jsonl import located
     from ferrolm.label.prompts import numbered_prompts
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
@@ -309,7 +310,7 @@ def run_ppo(args) -> int:
     prompts = numbered_prompts(args.prompts, skip_blank=True, conversations=True)
     v, gpt, template, tr, va = _start(args, "ppo", [prompt for _, prompt in prompts])
     for number, prompt in prompts:  # each refused with its line, before the split mixes them
-        located(f"{args.prompts} line {number}", template.reply_prompt, prompt)
+        located(f"{args.prompts} line {number}", template.prompt_ids, prompt)
     reward_model = RewardModel.load(args.reward_model)
     policy = PolicyWithValue.load(args.out) if args.resume else PolicyWithValue(gpt.copy())
     objective = PPO(policy, gpt, reward_model, tr, va, template, rollout_size=args.rollout_size,

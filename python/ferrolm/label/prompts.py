@@ -11,15 +11,16 @@ import json
 from pathlib import Path
 from typing import Union
 
-from ferrolm.conversations import located, prompt_turns
-from ferrolm.jsonl import lines_of
+from ferrolm.conversations import prompt_turns
+from ferrolm.jsonl import lines_of, located, read_utf8
 
 
 def read_prompts(path: Union[str, Path], skip_blank: bool = False, conversations: bool = False) -> list:
     """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError. A blank
-    line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO). With
-    `conversations` (PPO), a JSON record's prompt may also be a conversation ending with the
-    user turn to answer (a list of {"role", "content"} turns, as TRL's conversational prompts)."""
+    line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO's prompts).
+    With `conversations` (PPO's), a JSON record's prompt may also be a conversation ending with
+    the user turn to answer (a list of {"role", "content"} turns, as TRL's conversational
+    prompts)."""
     return [prompt for _, prompt in numbered_prompts(path, skip_blank, conversations)]
 
 
@@ -28,13 +29,7 @@ def numbered_prompts(path: Union[str, Path], skip_blank: bool = False, conversat
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompts file {path} does not exist")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
-    lines = lines_of(text)
+    lines = lines_of(read_utf8(path))
     jsonl = path.suffix in (".jsonl", ".json") or _is_prompt_object(next((l for l in lines if l.strip()), ""))
     prompts: list[tuple] = []
     for number, line in enumerate(lines, 1):

@@ -17,7 +17,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.bert import BERT
-from ferrolm.chat import encode_splits, length_batches, pad_right, real_tokens
+from ferrolm.batching import encode_splits, length_batches, pad_right, real_tokens
 from ferrolm.data import digest
 
 HEAD = ("classifier.weight", "classifier.bias")

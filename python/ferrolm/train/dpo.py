@@ -13,7 +13,8 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.gpt import GPT
-from ferrolm.chat import ChatTemplate, response_mask
+from ferrolm.batching import response_mask
+from ferrolm.chat import ChatTemplate
 from ferrolm.data import digest
 from ferrolm.gpt import sequence_logprobs, shares_weights
 from ferrolm.train.reward import encode_preference_splits, split_pairs

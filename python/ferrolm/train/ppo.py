@@ -25,7 +25,9 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import ChatTemplate, pad_right, response_mask
+from ferrolm.batching import pad_right, response_mask
+from ferrolm.chat import ChatTemplate
+from ferrolm.jsonl import located
 from ferrolm.data import digest
 from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, model_files, save_head
@@ -117,7 +119,7 @@ class PPO:
         room = min(policy_block, reward_block - 1)
         self.prompts, self.counts = {}, {}
         for split, texts in (("train", train_prompts), ("val", val_prompts)):
-            rows = [template.reply_prompt(p) for p in texts]
+            rows = [located(f"{split} prompt {i}", template.prompt_ids, p) for i, p in enumerate(texts)]
             too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > room]
             if too_long and not skip_long:
                 first = texts[too_long[0]]

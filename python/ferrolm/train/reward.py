@@ -11,9 +11,11 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm.autograd import no_grad
-from ferrolm.chat import ChatTemplate, check_fits, encode_splits, keep_fitting, pad_right
-from ferrolm.conversations import located, preference
+from ferrolm.batching import check_fits, encode_splits, keep_fitting, pad_right
+from ferrolm.chat import ChatTemplate
+from ferrolm.conversations import preference
 from ferrolm.data import digest
+from ferrolm.jsonl import located, where_of
 from ferrolm.gpt import GPT
 from ferrolm.models import load_head, model_files, save_head
 
@@ -54,7 +56,7 @@ class RewardModel:
 
     def score(self, prompt: Union[str, list], response: str) -> float:
         """The reward of `response` to `prompt` (a text, or a conversation ending with a user turn)."""
-        ids = self.template.render_reply(prompt, response)
+        ids = self.template.render(prompt, response)
         problem = check_fits([0, *ids], self.gpt.block_size, "score")
         if problem:
             raise ValueError(problem)
@@ -73,9 +75,9 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
     spacing, case for an uncased WordPiece) are skipped and counted: they carry no preference."""
     checked = []
     for r in records:
-        where = r.get("_where", "a record") if isinstance(r, dict) else "a record"
+        where = where_of(r)
         prompt, chosen, rejected = located(where, preference, r)
-        c, j = (located(where, lambda a: template.render_reply(prompt, a), a) for a in (chosen, rejected))
+        c, j = (located(where, lambda a: template.render(prompt, a), a) for a in (chosen, rejected))
         checked.append(((c, j), check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)))
     fitting, skipped = keep_fitting(checked, skip_long)
     pairs = [(c, j) for c, j in fitting if c != j]

@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.chat import ChatTemplate, check_fits, encode_splits, keep_fitting, pad_right
-from ferrolm.conversations import located, sft_turns
+from ferrolm.batching import check_fits, encode_splits, keep_fitting, pad_right
+from ferrolm.chat import ChatTemplate
+from ferrolm.conversations import sft_turns
 from ferrolm.data import digest
+from ferrolm.jsonl import located, where_of
 
 
 def check_record(record: object, where: str) -> None:
@@ -23,7 +25,7 @@ def encode_conversations(records: list[dict], template: ChatTemplate, block_size
     first, or, with `skip_long`, skipped and counted."""
     checked = []
     for r in records:
-        where = r.get("_where", "a record") if isinstance(r, dict) else "a record"
+        where = where_of(r)
         ids = located(where, lambda r: template.render_conversation(sft_turns(r)), r)
         checked.append((ids, check_fits(ids, block_size, where)))
     rendered, skipped = keep_fitting(checked, skip_long)

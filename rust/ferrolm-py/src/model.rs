@@ -405,7 +405,8 @@ impl PyGeneration {
     }
 
     /// Continues a one-prompt generation with more token ids (a chat's next turn), run through
-    /// the cache after what it holds; a stop token that finished it is dropped first.
+    /// the cache after what it holds; a stop token that finished it is dropped first. ValueError
+    /// for a batch, or ids that do not fit in `room`; IndexError for ids outside the vocabulary.
     fn extend(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<()> {
         compute_locked(py, &self.0, |g| g.extend(&ids)).py()
     }
@@ -522,11 +523,20 @@ fn load_safetensors<'py>(
     Ok((out, metadata.into_iter().collect()))
 }
 
+/// Refuses sampling settings that `Gpt.generation` would refuse (ValueError), without starting
+/// a generation: for what checks them before its first one (a chat).
+#[pyfunction]
+#[pyo3(signature = (temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0))]
+fn check_sampling(temperature: f32, top_k: Option<usize>, top_p: Option<f32>, repetition_penalty: f32) -> PyResult<()> {
+    Sampling { temperature, top_k, top_p, repetition_penalty, ..Sampling::default() }.validate().py()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyGpt>()?;
     m.add_class::<PyBert>()?;
     m.add_class::<PyGeneration>()?;
     m.add_class::<PyTextStream>()?;
+    m.add_function(wrap_pyfunction!(check_sampling, m)?)?;
     m.add_function(wrap_pyfunction!(save_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;
     Ok(())

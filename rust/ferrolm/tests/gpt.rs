@@ -195,6 +195,8 @@ fn extend_continues_as_a_fresh_generation_from_the_same_tokens() {
     g.run(6).unwrap();
     assert!(g.windowed());
     g.extend(&[3]).unwrap();
+    let (row, held) = (g.tokens().remove(0), 8 - g.room()); // the cache holds the row's last `held` tokens
+    assert_eq!(g.run(2).unwrap()[0], fresh(&row[row.len() - held..], 2));
     // One sequence only, of known tokens.
     let mut batch = Generation::new(&model, &[vec![1], vec![2]], greedy.clone(), vec![]).unwrap();
     assert!(matches!(batch.extend(&[3]), Err(Error::Argument(m)) if m.contains("batch of 2")));
