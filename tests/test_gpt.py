@@ -987,5 +987,14 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
     assert encode(render(messages=question, add_generation_prompt=True)) == template.prompt_ids("who goes there?")
     exchange = question + [{"role": "assistant", "content": "to be"}]
     assert encode(render(messages=exchange)) == template.render("who goes there?", "to be")
+    system = [{"role": "system", "content": "be short"}]
     with pytest.raises(ValueError, match="only user and assistant turns, not system"):  # was dropped silently
-        render(messages=[{"role": "system", "content": "be brief"}, *question])
+        render(messages=system + question)
+    # A model fine-tuned on system turns has the role, and its template renders it first.
+    template = ChatTemplate.prepare(model, system=True)
+    model.save(tmp_path / "system")
+    render = env.from_string(json.loads((tmp_path / "system" / "tokenizer_config.json").read_text())["chat_template"]).render
+    assert encode(render(messages=system + question, add_generation_prompt=True)) == template.prompt_ids(system + question)
+    assert encode(render(messages=system + exchange)) == template.render(system + question, "to be")
+    with pytest.raises(ValueError, match="an optional first system turn, then user and assistant turns, not system"):
+        render(messages=question + system)

@@ -178,10 +178,12 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     fast = ["--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]
     assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "sft"), *fast]) == 0
     assert "sft: 7 train / 1 val examples" in capsys.readouterr().out
-    for bad, message in [({"messages": [{"role": "system", "content": "Be brief."}, *messages]}, "should be 'user'"),
+    for bad, message in [({"messages": [user, {"role": "system", "content": "Be brief."}, *messages[1:]]},
+                          "message 1 is 'system': a conversation is an optional system turn"),
                          ({"messages": messages[:3]}, "ends with a user turn"),
                          ({"messages": "Hail!"}, "list of"),
-                         ({"messages": []}, "no messages"),
+                         ({"messages": []}, "no exchange"),
+                         ({"messages": [{"role": "system", "content": "Be brief."}]}, "no exchange"),
                          ({"messages": [user, {"role": "assistant", "content": " "}]}, "message 1, an answer, is empty"),
                          ({"messages": messages, "prompt": "Hail!"}, "not both"),
                          ({"prompt": [user, answer], "completion": "Hail."}, "ends with the user turn"),
@@ -205,6 +207,53 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     data.write_bytes(json.dumps(one).encode() + b"\n" + b'{"prompt": "caf\xe9", "response": "x"}\n')
     assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
     assert "talk.jsonl line 2: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
+
+
+def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypatch, capsys):
+    system = {"role": "system", "content": "Answer as a herald."}
+    talk = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": "A friend."}]
+    # A model without the role refuses system turns, naming the way to get it.
+    plain = GPT.load(base)
+    with pytest.raises(ValueError, match="has no system role .*`ferrolm sft` on conversations that have system turns"):
+        SFT([{"messages": [system, *talk]}], [{"messages": talk}], ChatTemplate.prepare(plain), plain.block_size, 1)
+    # `ferrolm sft` adds it when the data has system turns; the system text is not trained on.
+    data = tmp_path / "talk.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [system, *talk]} if i % 2 else {"messages": talk}) for i in range(8)))
+    fast = ["--max-iters", "2", "--eval-interval", "2", "--eval-iters", "1", "--no-progress"]
+    assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "sft"), *fast]) == 0
+    model = GPT.load(tmp_path / "sft")
+    template = ChatTemplate(model.tokenizer)
+    assert template.system is not None and model.vocab_size == model.tokenizer.vocab_size
+    ids = template.render_conversation([system, *talk])
+    assert ids[0] == template.system and ids[len(template.system_ids(system["content"]))] == template.user
+    targets = SFT([{"messages": [system, *talk]}], [{"messages": talk}], template, model.block_size, 1).batch(
+        "train", np.random.default_rng(0))[1][0]
+    assert np.flatnonzero(targets != -100).tolist() == [p - 1 for p in range(len(ids) - len(template.text("A friend.")) - 1,
+                                                                             len(ids))]
+    # A chat keeps its system turn through restarts and resets.
+    chat = model.chat([system], temperature=0.0)
+    questions = [(f"Question {c}: what news from the court, my lord?", 30) for c in "abc"]
+    for message, n in questions:
+        before = chat._generation
+        answer = chat.send(message, n)
+        assert chat._generation is not before  # each starts again here: ...
+        expected = _greedy_answer(model, template, template.prompt_ids([system, {"role": "user", "content": message}]), n)
+        assert answer == expected  # ... from the system turn and the message
+    assert chat.messages[0] == system
+    chat.reset()
+    assert chat.messages == [system]
+    with pytest.raises(ValueError, match="and the system turn's"):
+        chat.send("x" * (model.block_size - 3))
+    # From the command line; a model without the role says so.
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who goes there?\n"))
+    assert ferrolm(["chat", str(tmp_path / "sft"), "--system", system["content"], "--temperature", "0",
+                    "--max-new-tokens", "12"]) == 0
+    expected = _greedy_answer(model, template, template.prompt_ids([system, talk[0]]), 12)
+    assert capsys.readouterr().out == expected + "\n"
+    plain.save(tmp_path / "plain")
+    assert ferrolm(["chat", str(tmp_path / "plain"), "--system", "x"]) == 2
+    assert "has no system role" in capsys.readouterr().err
 
 
 def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):
@@ -256,7 +305,7 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
     ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), read, read, template, rollout_size=2,
               minibatch_size=2, max_new_tokens=8)
     assert ppo.prompts["train"] == [prompt, template.prompt_ids("Stand!")]
-    with pytest.raises(ValueError, match="train prompt 1: .*should be 'user'"):  # from Python: its index
+    with pytest.raises(ValueError, match="train prompt 1: .*ends with the user turn"):  # from Python: its index
         PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), ["Stand!", [{"role": "system", "content": "x"}]],
             read, template, rollout_size=2, minibatch_size=2, max_new_tokens=8)
 
@@ -455,8 +504,10 @@ def test_a_chat_refuses_what_it_cannot_continue(base):
     with pytest.raises(ValueError, match="needs a chat model"):
         model.chat()
     ChatTemplate.prepare(model)
-    with pytest.raises(ValueError, match="should be 'user'"):
+    with pytest.raises(ValueError, match="message 0: this chat model has no system role"):
         model.chat([{"role": "system", "content": "Be brief."}])
+    with pytest.raises(ValueError, match="should be 'user'"):
+        model.chat([{"role": "assistant", "content": "Hail."}])
     with pytest.raises(ValueError, match="ends with a user turn"):
         model.chat([{"role": "user", "content": "Hail!"}])
     with pytest.raises(ValueError, match="message 1: .*'7'"):  # a history the model cannot read: now, not at each send

@@ -13,12 +13,14 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from ferrolm.conversations import checked_turns, prompt_turns
+from ferrolm.conversations import checked_turns, exchanges, prompt_turns
 
 Prompt = Union[str, Sequence[Mapping[str, str]]]
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (USER, ASSISTANT, END)
+#: Opens a conversation's system turn: a model has it once fine-tuned on system turns.
+SYSTEM = "<|system|>"
 
 
 class ChatTemplate:
@@ -28,18 +30,22 @@ class ChatTemplate:
             raise ValueError(f"the tokenizer lacks the chat tokens {missing}; prepare the model with ChatTemplate.prepare(model)")
         self.tokenizer = tokenizer
         self.user, self.assistant, self.end = (tokenizer.token_to_id(t) for t in SPECIALS)
+        self.system = tokenizer.token_to_id(SYSTEM)  # None: this model has no system role
+        self.markers = tuple(t for t in (self.user, self.assistant, self.end, self.system) if t is not None)
         #: What ends an answer: <|end|>, or a marker that starts another turn.
-        self.turn_ends = (self.end, self.user, self.assistant)
+        self.turn_ends = (self.end, *(t for t in self.markers if t != self.end))
 
     @staticmethod
-    def prepare(model):
-        """Adds the chat tokens to the model's tokenizer, growing its embedding if needed (both
-        in place), and returns the model's ChatTemplate."""
+    def prepare(model, system: bool = False):
+        """Adds the chat tokens (and with `system`, <|system|>) to the model's tokenizer,
+        growing its embedding if needed (both in place), and returns the model's ChatTemplate."""
         tok = model.tokenizer
         if tok is None:
             raise ValueError("the model has no tokenizer")
-        if any(tok.token_to_id(t) is None for t in SPECIALS):
-            tok.add_special_tokens(list(SPECIALS))
+        wanted = [*SPECIALS, SYSTEM] if system else list(SPECIALS)
+        missing = [t for t in wanted if tok.token_to_id(t) is None]
+        if missing:
+            tok.add_special_tokens(missing)
         if tok.vocab_size > model.vocab_size:
             model.core = model.core.with_vocab(tok.vocab_size, seed=0)
         return ChatTemplate(tok)
@@ -61,19 +67,27 @@ class ChatTemplate:
         return self.prompt_ids(prompt) + self.text(answer) + [self.end]
 
     def render_conversation(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """Whole exchanges (user, assistant, user, assistant, ...), each rendered as `render`
-        renders a prompt and its answer, one after another."""
+        """A system turn if there is one (<|system|> text), then whole exchanges (user,
+        assistant, ...), each rendered as `render` renders a prompt and its answer."""
         turns = checked_turns(messages)
-        return [i for user, answer in zip(turns[::2], turns[1::2]) for i in self.render(user["content"], answer["content"])]
+        rest = exchanges(turns)
+        ids = self.system_ids(turns[0]["content"]) if rest is not turns else []
+        return ids + [i for user, answer in zip(rest[::2], rest[1::2]) for i in self.render(user["content"], answer["content"])]
+
+    def system_ids(self, text: str) -> list[int]:
+        if self.system is None:
+            raise ValueError(f"this chat model has no system role (its tokenizer lacks {SYSTEM}): fine-tune it with "
+                             "`ferrolm sft` on conversations that have system turns, which adds it")
+        return [self.system, *self.text(text)]
 
     def answer_targets(self, ids: np.ndarray) -> np.ndarray:
         """[B, T−1] mask over next-token predictions of right-padded rendered conversations:
         position t predicts ids[:, t+1], which is trained when it is an answer's token or the
         <|end|> that closes it, i.e. when the last turn marker before it is <|assistant|>
-        (user text never holds a marker id: special-token look-alikes in it stay text). A
-        rendered conversation ends with <|end|>, so its padding is never trained."""
+        (user and system text never hold a marker id: special-token look-alikes in them stay
+        text). A rendered conversation ends with <|end|>, so its padding is never trained."""
         positions = np.arange(ids.shape[1])
-        is_marker = np.isin(ids, (self.user, self.assistant, self.end))
+        is_marker = np.isin(ids, self.markers)
         last_marker = np.maximum.accumulate(np.where(is_marker, positions, -1), axis=1)  # at or before each position
         before = last_marker[:, :-1]  # the last marker before position t+1
         return (before >= 0) & (np.take_along_axis(ids, np.maximum(before, 0), axis=1) == self.assistant)
@@ -93,14 +107,18 @@ class ChatTemplate:
         return self.tokenizer.decode(ids[: ends[0]] if ends else ids, skip_special_tokens=True)
 
 
-#: The template for Hugging Face's `apply_chat_template` (a user turn, then the assistant's
-#: answer ended by <|end|>); the generation prompt is already open after a user turn.
-#: Turns other than the user's and the assistant's (a system prompt) are refused, not dropped:
-#: the model was fine-tuned without them.
-HF_CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}" + USER + "{{ m['content'] }}" + ASSISTANT
-                    + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}" + END
-                    + "{% else %}{{ raise_exception('this chat model knows only user and assistant turns, not ' + "
-                    + "m['role']) }}{% endif %}{% endfor %}")
+def hf_chat_template(system: bool) -> str:
+    """The template for Hugging Face's `apply_chat_template`: an optional system turn (for a
+    model with <|system|>), then a user turn and the assistant's answer ended by <|end|>; the
+    generation prompt is already open after a user turn. Any other turn is refused, not
+    dropped: the model was fine-tuned without it."""
+    turn = ("{% if m['role'] == 'user' %}" + USER + "{{ m['content'] }}" + ASSISTANT
+            + "{% elif m['role'] == 'assistant' %}{{ m['content'] }}" + END)
+    if system:
+        turn += "{% elif m['role'] == 'system' and loop.first %}" + SYSTEM + "{{ m['content'] }}"
+    known = "an optional first system turn, then user and assistant turns" if system else "only user and assistant turns"
+    return ("{% for m in messages %}" + turn + "{% else %}{{ raise_exception('this chat model knows " + known
+            + ", not ' + m['role']) }}{% endif %}{% endfor %}")
 
 
 def hf_chat_files(tokenizer) -> dict[str, dict]:
@@ -110,6 +128,7 @@ def hf_chat_files(tokenizer) -> dict[str, dict]:
     if tokenizer is None or any(tokenizer.token_to_id(t) is None for t in SPECIALS):
         return {}
     end = tokenizer.token_to_id(END)
-    return {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": HF_CHAT_TEMPLATE,
+    system = tokenizer.token_to_id(SYSTEM) is not None
+    return {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": hf_chat_template(system),
                                       "eos_token": END},
             "generation_config.json": {"eos_token_id": end}}

@@ -2,9 +2,9 @@
 answers, and training records in the forms Hugging Face TRL's datasets come in, read into one
 plain form.
 
-A conversation is a list of {"role", "content"} turns alternating user and assistant from the
-user's: the chat template has no other roles, so a "system" turn is refused, not dropped. Every
-content is a string; an answer that is trained on or judged must not be blank.
+A conversation is a list of {"role", "content"} turns: an optional "system" turn first, then
+user and assistant turns alternating from the user's (the chat template has no other roles).
+Every content is a string; an answer that is trained on or judged must not be blank.
 
 * Supervised fine-tuning (`sft_turns`): {"prompt", "response"} or TRL's {"prompt",
   "completion"}, each side a text or (TRL's conversational prompt-completion) a conversation
@@ -23,26 +23,38 @@ Turn = dict[str, str]
 
 
 def checked_turns(messages: Sequence[Mapping[str, str]], open_turn: bool = False) -> list[Turn]:
-    """A conversation: user and assistant turns, alternating from the user's, in whole
-    exchanges (its last turn the assistant's), or with `open_turn` a prompt (its last turn the
-    user's, to be answered)."""
+    """A conversation: an optional system turn, then user and assistant turns alternating from
+    the user's, in whole exchanges (its last turn the assistant's), or with `open_turn` a
+    prompt (its last turn the user's, to be answered)."""
     if isinstance(messages, (str, Mapping)) or not isinstance(messages, Sequence):
         raise TypeError(f"a conversation is a list of {{'role': ..., 'content': str}} mappings, got {type(messages).__name__}")
-    turns = []
+    turns: list[Turn] = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
             raise TypeError(f"message {i}: expected a {{'role': ..., 'content': str}} mapping, got {m!r}")
-        expected = "user" if i % 2 == 0 else "assistant"
+        if i == 0 and m.get("role") == "system":
+            turns.append({"role": "system", "content": m["content"]})
+            continue
+        expected = "user" if len(exchanges(turns)) % 2 == 0 else "assistant"
         if m.get("role") != expected:
-            raise ValueError(f"message {i} is {m.get('role')!r}: a conversation alternates user and assistant turns, "
-                             f"from the user's (the chat template knows no others; fold a system prompt into the "
-                             f"first user turn), so it should be {expected!r}")
+            raise ValueError(f"message {i} is {m.get('role')!r}: a conversation is an optional system turn, then user and "
+                             f"assistant turns alternating from the user's, so it should be {expected!r}")
         turns.append({"role": expected, "content": m["content"]})
-    if open_turn and len(turns) % 2 == 0:
+    if open_turn and len(exchanges(turns)) % 2 == 0:
         raise ValueError("a prompt conversation ends with the user turn to answer")
-    if not open_turn and len(turns) % 2:
+    if not open_turn and len(exchanges(turns)) % 2:
         raise ValueError("the conversation ends with a user turn: whole exchanges end with the assistant's answer")
     return turns
+
+
+def opens_with_system(conversation: Union[str, Sequence[Mapping[str, str]]]) -> bool:
+    """Whether a prompt or conversation (a text, or a list of turns) opens with a system turn."""
+    return not isinstance(conversation, str) and bool(conversation) and conversation[0].get("role") == "system"
+
+
+def exchanges(turns: list[Turn]) -> list[Turn]:
+    """A checked conversation's turns after its system turn, if it has one."""
+    return turns[1:] if turns and turns[0]["role"] == "system" else turns
 
 
 def prompt_turns(prompt: Union[str, Sequence[Mapping[str, str]]]) -> list[Turn]:
@@ -81,11 +93,12 @@ def sft_turns(record: Any) -> list[Turn]:
         if "prompt" in record:
             raise ValueError("give either 'messages' or 'prompt' and 'response', not both")
         turns = checked_turns(record["messages"])
-        if not turns:
-            raise ValueError("no messages")
-        for i, turn in enumerate(turns[1::2]):
-            if not turn["content"].strip():
-                raise ValueError(f"message {2 * i + 1}, an answer, is empty")
+        if not exchanges(turns):
+            raise ValueError("no exchange of a user and an assistant turn")
+        first = len(turns) - len(exchanges(turns))
+        for i in range(first + 1, len(turns), 2):
+            if not turns[i]["content"].strip():
+                raise ValueError(f"message {i}, an answer, is empty")
         return turns
     answer = next((k for k in ("response", "completion") if k in record), None)
     if "prompt" not in record or answer is None:

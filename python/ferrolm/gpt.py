@@ -9,7 +9,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
-from ferrolm.conversations import checked_turns
+from ferrolm.conversations import checked_turns, exchanges
 from ferrolm.jsonl import located
 from ferrolm.models import CoreModel
 
@@ -224,26 +224,29 @@ class Chat:
     `max_new_tokens` or at most half the context, no longer fit after it (or an answer has run
     past the context, or was cut short), the conversation starts again from its latest whole
     exchanges that fit with the message (the oldest are forgotten, as a model with a fixed
-    context must).
+    context must); a system turn is always kept.
     `messages` is the conversation so far, as Hugging Face writes one:
-    [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}, ...].
+    [{"role": "system", "content": ...} (if given), {"role": "user", "content": ...},
+    {"role": "assistant", "content": ...}, ...].
     """
 
     def __init__(self, model, messages: Sequence[Mapping[str, str]] = (), *, seed: Optional[int] = None,
                  **sampling) -> None:
         self.model, self.template, self.sampling, self.seed = model, model._chat_template(), sampling, seed
-        self._messages = checked_turns(messages)
-        for i, m in enumerate(self._messages):  # refused now, not at every later send
-            located(f"message {i}", self.template.text, m["content"])
+        turns = checked_turns(messages)
+        for i, m in enumerate(turns):  # refused now, not at every later send
+            located(f"message {i}", self.template.system_ids if m["role"] == "system" else self.template.text, m["content"])
+        self._messages = exchanges(turns)
+        self._system = turns[: len(turns) - len(self._messages)]  # its system turn, if it has one
         self.reset(keep_messages=True)
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        return [dict(m) for m in self._messages]
+        return [dict(m) for m in self._system + self._messages]
 
     def reset(self, keep_messages: bool = False) -> None:
-        """Forgets the conversation (and starts its seeds again, so a seeded chat answers as a
-        new one would)."""
+        """Forgets the conversation but its system turn (and starts its seeds again, so a
+        seeded chat answers as a new one would)."""
         if not keep_messages:
             self._messages = []
         self._generation = None  # the conversation in the model's KV cache, once a message is sent
@@ -262,9 +265,10 @@ class Chat:
         if not isinstance(message, str):
             raise TypeError(f"a message is a str, got {type(message).__name__}")
         turn = self.template.prompt_ids(message)
-        block = self.model.block_size
-        if len(turn) > block:
-            raise ValueError(f"the message takes {len(turn)} tokens with its turn markers, more than the model's "
+        block, kept_turns = self.model.block_size, len(self.template.render_conversation(self._system))
+        if kept_turns + len(turn) > block:
+            also = f" and the system turn's {kept_turns}" if self._system else ""
+            raise ValueError(f"the message takes {len(turn)} tokens with its turn markers{also}, more than the model's "
                              f"context of {block}; shorten it")
         answer_room = min(max_new_tokens, block // 2)
         # The previous answer ends with <|end|>, however it stopped (the stop token it sampled was
@@ -285,12 +289,13 @@ class Chat:
         return pieces if stream else "".join(pieces)
 
     def _start(self, turn: list[int], budget: int):
-        """A generation over `turn` after the latest whole exchanges that fit with it in
-        `budget` tokens."""
+        """A generation over `turn` after the system turn and the latest whole exchanges that
+        fit with it in `budget` tokens."""
+        render = lambda kept: self.template.render_conversation(self._system + self._messages[kept:]) + turn
         kept = len(self._messages)
-        while kept and len(self.template.render_conversation(self._messages[kept - 2 :])) + len(turn) <= budget:
+        while kept and len(render(kept - 2)) <= budget:
             kept -= 2
-        ids = self.template.render_conversation(self._messages[kept:]) + turn
+        ids = render(kept)
         seed = None if self.seed is None else (self.seed + self._starts) % 2**64
         self._starts += 1
         return self.model._text_generation([ids], list(self.template.turn_ends), seed=seed, **self.sampling)

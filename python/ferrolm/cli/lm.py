@@ -362,6 +362,8 @@ def register_chat(sub) -> None:
     p = sub.add_parser("chat", help="talk with a chat model (from `ferrolm sft`): each line is a message, answered as "
                                     "it is generated")
     p.add_argument("model", help="model directory of a chat model")
+    p.add_argument("--system", default=None, help="a system turn to open the conversation with (a model fine-tuned on "
+                                                  "system turns has the role)")
     _sampling_flags(p)
     p.set_defaults(func=run_chat)
 
@@ -381,7 +383,8 @@ def run_chat(args) -> int:
     if not model.is_chat:
         raise ValueError(f"{args.model} is not a chat model (its tokenizer lacks <|user|>, <|assistant|> and <|end|>): "
                          "fine-tune one with `ferrolm sft`, or continue text with `ferrolm generate`")
-    chat = model.chat(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
+    system = [] if args.system is None else [{"role": "system", "content": args.system}]
+    chat = model.chat(system, temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                       repetition_penalty=args.repetition_penalty, seed=args.seed)
     interactive, refused = sys.stdin.isatty(), False
     commands = "; ".join(f"{c} {what}" for c, what in CHAT_COMMANDS.items()) + "; Ctrl-C stops an answer"
