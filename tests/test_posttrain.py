@@ -230,20 +230,32 @@ def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypa
         "train", np.random.default_rng(0))[1][0]
     assert np.flatnonzero(targets != -100).tolist() == [p - 1 for p in range(len(ids) - len(template.text("A friend.")) - 1,
                                                                              len(ids))]
-    # A chat keeps its system turn through restarts and resets.
+    # A chat keeps its system turn through restarts and resets; an answer stops where the
+    # context is full rather than slide the system turn out.
     chat = model.chat([system], temperature=0.0)
     questions = [(f"Question {c}: what news from the court, my lord?", 30) for c in "abc"]
     for message, n in questions:
         before = chat._generation
         answer = chat.send(message, n)
-        assert chat._generation is not before  # each starts again here: ...
-        expected = _greedy_answer(model, template, template.prompt_ids([system, {"role": "user", "content": message}]), n)
-        assert answer == expected  # ... from the system turn and the message
+        assert chat._generation is not before and not chat._generation.windowed  # each starts again here: ...
+        prompt = template.prompt_ids([system, {"role": "user", "content": message}])
+        assert len(prompt) + n > model.block_size
+        assert answer == _greedy_answer(model, template, prompt, model.block_size - len(prompt))  # ... from both
     assert chat.messages[0] == system
     chat.reset()
     assert chat.messages == [system]
     with pytest.raises(ValueError, match="and the system turn's"):
         chat.send("x" * (model.block_size - 3))
+    with pytest.raises(ValueError, match="the system turn takes 50 tokens, more than half"):
+        model.chat([{"role": "system", "content": "x" * 49}])
+    # Preference data with system turns trains a model that has the role, and is refused by one
+    # that has not (reward, DPO and PPO do not add it: it is learnt in fine-tuning).
+    prefs = tmp_path / "prefs.jsonl"
+    record = {"chosen": [system, *talk], "rejected": [system, talk[0], {"role": "assistant", "content": "None."}]}
+    prefs.write_text("\n".join(json.dumps(record) for _ in range(4)) + "\n")
+    assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(prefs), "--out", str(tmp_path / "dpo"), *fast]) == 0
+    assert ferrolm(["dpo", str(base), "--data", str(prefs), "--out", str(tmp_path / "dpo-plain"), *fast]) == 2
+    assert "prefs.jsonl line " in capsys.readouterr().err
     # From the command line; a model without the role says so.
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("Who goes there?\n"))
@@ -253,7 +265,7 @@ def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypa
     assert capsys.readouterr().out == expected + "\n"
     plain.save(tmp_path / "plain")
     assert ferrolm(["chat", str(tmp_path / "plain"), "--system", "x"]) == 2
-    assert "has no system role" in capsys.readouterr().err
+    assert "--system: " in capsys.readouterr().err
 
 
 def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):

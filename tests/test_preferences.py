@@ -67,6 +67,12 @@ def test_conversational_records_read_as_a_conversation_prompt_and_two_answers(tm
              "rejected": [_turn("user", "What friend?"), none]}
     assert public(load_preferences(write_lines(tmp_path / "u.jsonl", json.dumps(ultra))).records) == \
         [{"prompt": "What friend?", "chosen": "Thine own.", "rejected": "None."}]
+    # A system turn opens the prompt conversation, in either form.
+    system = [_turn("system", "Answer as a herald.")]
+    with_system = [{"prompt": system + HISTORY, "chosen": "Thine own.", "rejected": "None."},
+                   {"chosen": system + HISTORY + [thine], "rejected": system + HISTORY + [none]}]
+    path = write_lines(tmp_path / "s.jsonl", *(json.dumps(r) for r in with_system))
+    assert public(load_preferences(path).records) == [{**expected, "prompt": system + HISTORY}] * 2
     assert write_preferences([forms[2]], tmp_path / "out.jsonl") == 1  # written in the plain form
     assert public(load_preferences(tmp_path / "out.jsonl").records) == [{**expected, "labeller": "ann"}]
 

@@ -111,7 +111,8 @@ def sft_turns(record: Any) -> list[Turn]:
 
 def preference(record: Any) -> tuple[Union[str, list[Turn]], str, str]:
     """(prompt, chosen, rejected) of a preference record (see the module's docstring): the
-    prompt a text, or a conversation ending with a user turn when it holds earlier exchanges."""
+    prompt a text, or a conversation ending with a user turn when it holds a system turn or
+    earlier exchanges."""
     record = _record(record)
     for key in ("chosen", "rejected"):
         if key not in record:

@@ -224,7 +224,8 @@ class Chat:
     `max_new_tokens` or at most half the context, no longer fit after it (or an answer has run
     past the context, or was cut short), the conversation starts again from its latest whole
     exchanges that fit with the message (the oldest are forgotten, as a model with a fixed
-    context must); a system turn is always kept.
+    context must). A system turn is always kept: it may take at most half the context, and an
+    answer after it stops where the context is full rather than slide the system turn out.
     `messages` is the conversation so far, as Hugging Face writes one:
     [{"role": "system", "content": ...} (if given), {"role": "user", "content": ...},
     {"role": "assistant", "content": ...}, ...].
@@ -238,6 +239,10 @@ class Chat:
             located(f"message {i}", self.template.system_ids if m["role"] == "system" else self.template.text, m["content"])
         self._messages = exchanges(turns)
         self._system = turns[: len(turns) - len(self._messages)]  # its system turn, if it has one
+        system = len(self.template.render_conversation(self._system))
+        if system > model.block_size // 2:
+            raise ValueError(f"the system turn takes {system} tokens, more than half the model's context of "
+                             f"{model.block_size}: the conversation needs the rest; shorten it")
         self.reset(keep_messages=True)
 
     @property
@@ -282,6 +287,8 @@ class Chat:
             g.extend(follow)
         else:
             self._generation = self._start(turn, block - answer_room)
+        if self._system:  # the answer stops where the context is full: sliding on would drop the system turn
+            max_new_tokens = min(max_new_tokens, self._generation.room)
         answer = {"role": "assistant", "content": ""}
         self._messages += [{"role": "user", "content": message}, answer]
         text = _core.TextStream([], list(self.template.turn_ends), turn[-1:])

@@ -62,7 +62,7 @@ def load_preferences(path: Union[str, Path]) -> Preferences:
 
 def plain(record: object, where: str) -> dict:
     """`record` in the plain form: "prompt" a text (or a conversation ending with a user turn,
-    when it holds earlier exchanges), "chosen" and "rejected" texts, from any of the forms
+    when it holds a system turn or earlier exchanges), "chosen" and "rejected" texts, from any of the forms
     `ferrolm.conversations.preference` reads; ValueError naming `where` unless it is a usable
     preference. Other keys are kept."""
     prompt, chosen, rejected = located(where, preference, record)

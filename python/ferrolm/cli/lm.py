@@ -369,7 +369,7 @@ def register_chat(sub) -> None:
 
 
 #: What the chat's lines starting with "/" do (other lines, "/" ones too, are messages).
-CHAT_COMMANDS = {"/reset": "forgets the conversation", "/help": "lists these commands",
+CHAT_COMMANDS = {"/reset": "forgets the conversation (not the system turn)", "/help": "lists these commands",
                  "/exit": "ends the chat (as Ctrl-D does)"}
 
 
@@ -383,6 +383,9 @@ def run_chat(args) -> int:
     if not model.is_chat:
         raise ValueError(f"{args.model} is not a chat model (its tokenizer lacks <|user|>, <|assistant|> and <|end|>): "
                          "fine-tune one with `ferrolm sft`, or continue text with `ferrolm generate`")
+    if args.system is not None and model._chat_template().system is None:
+        raise ValueError(f"--system: {args.model} has no system role (fine-tune it with `ferrolm sft` on conversations "
+                         "that have system turns, which adds it)")
     system = [] if args.system is None else [{"role": "system", "content": args.system}]
     chat = model.chat(system, temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                       repetition_penalty=args.repetition_penalty, seed=args.seed)

@@ -105,17 +105,16 @@ def _settle(args, command: str, saved: dict | None) -> None:
         setattr(args, name, path)
 
 
-def _start(args, command: str, records: list, conversations: list):
-    """Flag values, the starting model (MODEL) prepared for chat (with a system role when one
-    of the records' `conversations` opens with a system turn), its template, and the records
-    split into train and held-out parts (the same split on --resume)."""
+def _start(args, command: str, records: list, system: bool = False):
+    """Flag values, the starting model (MODEL) prepared for chat (given a system role with
+    `system`: fine-tuning on system turns), its template, and the records split into train and
+    held-out parts (the same split on --resume)."""
     from ferrolm.chat import ChatTemplate
-    from ferrolm.conversations import opens_with_system
     from ferrolm.gpt import GPT
 
     v = _values(args, command)
     model = GPT.load(args.model)
-    template = ChatTemplate.prepare(model, system=any(map(opens_with_system, conversations)))
+    template = ChatTemplate.prepare(model, system=system)
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     return v, model, template, train_records, val_records
 
@@ -152,9 +151,9 @@ def register_sft(sub) -> None:
     p = sub.add_parser("sft", help="supervised fine-tuning on {\"prompt\", \"response\"} or {\"messages\": [...]} JSONL "
                                    "(loss on answers only)")
     p.add_argument("--data", required=True, help="JSONL: prompt and response (or TRL's completion), as texts or a prompt "
-                                                 "conversation and one assistant message; or messages (alternating user "
-                                                 "and assistant turns: {\"role\", \"content\"} objects, as TRL's "
-                                                 "conversational datasets)")
+                                                 "conversation and one assistant message; or messages (an optional "
+                                                 "system turn, then alternating user and assistant turns: {\"role\", "
+                                                 "\"content\"} objects, as TRL's conversational datasets)")
     _common(p, "sft")
     p.set_defaults(func=run_sft)
 
@@ -162,11 +161,12 @@ def register_sft(sub) -> None:
 def run_sft(args) -> int:
     from ferrolm.gpt import GPT
     from ferrolm.jsonl import read_records
-    from ferrolm.conversations import sft_turns
+    from ferrolm.conversations import opens_with_system, sft_turns
     from ferrolm.train.sft import SFT, check_record
 
     records = read_records(args.data, check=check_record)
-    v, model, template, tr, va = _start(args, "sft", records, [sft_turns(r) for r in records])
+    system = any(opens_with_system(sft_turns(r)) for r in records)  # the role is learnt here, from such data
+    v, model, template, tr, va = _start(args, "sft", records, system)
     model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("sft", objective.data, objective.counts, "examples")
@@ -187,8 +187,7 @@ def register_reward(sub) -> None:
 def run_reward(args) -> int:
     from ferrolm.train.reward import Preferences, RewardModel
 
-    records = load_preference_records(args.data)
-    v, gpt, template, tr, va = _start(args, "reward", records, [r["prompt"] for r in records])
+    v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
     model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("reward", objective.data, objective.counts, "pairs")
@@ -277,8 +276,7 @@ def run_dpo(args) -> int:
 
     from ferrolm.gpt import GPT
 
-    records = load_preference_records(args.data)
-    v, start, template, tr, va = _start(args, "dpo", records, [r["prompt"] for r in records])
+    v, start, template, tr, va = _start(args, "dpo", load_preference_records(args.data))
     model = GPT.load(args.out) if args.resume else start.copy()
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
     _report("dpo", objective.data, objective.counts, "pairs")
@@ -314,8 +312,7 @@ def run_ppo(args) -> int:
     from ferrolm.train.reward import RewardModel
 
     prompts = numbered_prompts(args.prompts, skip_blank=True, conversations=True)
-    texts = [prompt for _, prompt in prompts]
-    v, gpt, template, tr, va = _start(args, "ppo", texts, texts)
+    v, gpt, template, tr, va = _start(args, "ppo", [prompt for _, prompt in prompts])
     for number, prompt in prompts:  # each refused with its line, before the split mixes them
         located(f"{args.prompts} line {number}", template.prompt_ids, prompt)
     reward_model = RewardModel.load(args.reward_model)
