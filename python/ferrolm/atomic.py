@@ -65,7 +65,7 @@ def atomic_files(directory: Union[str, Path], last: str) -> Iterator[Path]:
     finish_atomic_files(directory, last)
 
 
-def finish_atomic_files(directory: Union[str, Path], last: Optional[str] = None) -> None:
+def finish_atomic_files(directory: Union[str, Path], last: str) -> None:
     """Moves into `directory` the files of a set `atomic_files` wrote whole but had not moved
     in when its process died (nothing if there is none), `last` last. Call it before reading
     the set. A file another process moved in meanwhile is left to it."""

@@ -46,10 +46,6 @@ class BERT(CoreModel):
     def max_len(self) -> int:
         return self.config["max_position_embeddings"]
 
-    @property
-    def vocab_size(self) -> int:
-        return self.config["vocab_size"]
-
     def hidden(self, ids, *, token_type_ids=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
         """Last hidden states [B, T, C]; `attention_mask` is 1/True for real tokens."""
         return self.core.hidden(ids, token_type_ids, attention_mask, dropout_seed)

@@ -48,10 +48,6 @@ class GPT(CoreModel):
     def block_size(self) -> int:
         return self.config["n_positions"]
 
-    @property
-    def vocab_size(self) -> int:
-        return self.config["vocab_size"]
-
     def __call__(self, ids, *, positions=None, attention_mask=None, dropout_seed: Optional[int] = None) -> Tensor:
         """Logits [B, T, V] for integer ids [B, T]. `attention_mask` [B, T] is 1/True for real
         tokens, as in Hugging Face (padding is never attended to; PyTorch's key_padding_mask
@@ -239,10 +235,10 @@ class Chat:
             located(f"message {i}", self.template.system_ids if m["role"] == "system" else self.template.text, m["content"])
         self._messages = exchanges(turns)
         self._system = turns[: len(turns) - len(self._messages)]  # its system turn, if it has one
-        system = len(self.template.render_conversation(self._system))
-        if system > model.block_size // 2:
-            raise ValueError(f"the system turn takes {system} tokens, more than half the model's context of "
-                             f"{model.block_size}: the conversation needs the rest; shorten it")
+        self._system_ids = self.template.render_conversation(self._system)  # opens every generation
+        if len(self._system_ids) > model.block_size // 2:
+            raise ValueError(f"the system turn takes {len(self._system_ids)} tokens, more than half the model's context "
+                             f"of {model.block_size}: the conversation needs the rest; shorten it")
         self.reset(keep_messages=True)
 
     @property
@@ -264,13 +260,11 @@ class Chat:
         `stream=True`, an iterator of its text as tokens come (it ends early when a later
         message is sent). Both turns join `messages` at once, the answer growing as it comes:
         an answer cut short (Ctrl-C, a stream left unread) is kept as far as it came."""
-        if max_new_tokens is None:
-            raise ValueError("max_new_tokens must be a non-negative integer, got None")
-        _check_sizes(max_new_tokens=max_new_tokens)
+        _check_sizes(max_new_tokens)
         if not isinstance(message, str):
             raise TypeError(f"a message is a str, got {type(message).__name__}")
         turn = self.template.prompt_ids(message)
-        block, kept_turns = self.model.block_size, len(self.template.render_conversation(self._system))
+        block, kept_turns = self.model.block_size, len(self._system_ids)
         if kept_turns + len(turn) > block:
             also = f" and the system turn's {kept_turns}" if self._system else ""
             raise ValueError(f"the message takes {len(turn)} tokens with its turn markers{also}, more than the model's "
@@ -298,7 +292,7 @@ class Chat:
     def _start(self, turn: list[int], budget: int):
         """A generation over `turn` after the system turn and the latest whole exchanges that
         fit with it in `budget` tokens."""
-        render = lambda kept: self.template.render_conversation(self._system + self._messages[kept:]) + turn
+        render = lambda kept: self._system_ids + self.template.render_conversation(self._messages[kept:]) + turn
         kept = len(self._messages)
         while kept and len(render(kept - 2)) <= budget:
             kept -= 2
@@ -322,10 +316,13 @@ def _is_conversation(prompt) -> bool:
     return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], Mapping)
 
 
-def _check_sizes(**values) -> None:
-    """Counts (max_new_tokens, top_k, seed) must be non-negative integers (None: unset)."""
-    for name, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:
+    """Counts must be non-negative integers: `max_new_tokens`, and the `optional` ones (top_k,
+    seed), which None leaves unset."""
+    for name, value in {"max_new_tokens": max_new_tokens, **optional}.items():
+        if value is None and name in optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 

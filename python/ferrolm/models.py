@@ -114,7 +114,11 @@ class CoreModel:
         """Loads a model directory: config.json, model.safetensors and, if present, the
         tokenizer (tokenizer.json, GPT-2's vocab.json + merges.txt, or BERT's vocab.txt)."""
         path = model_dir(path)
-        kind = _model_type(path)
+        return cls._load_dir(path, _model_type(path))
+
+    @classmethod
+    def _load_dir(cls, path: Path, kind: Optional[str]):
+        """`load` of a checked directory whose config.json says `kind` (`_model_type`)."""
         expected = {"GPT": "gpt2", "BERT": "bert"}.get(cls.__name__)
         if kind is not None and expected is not None and kind != expected:
             other = {"gpt2": "GPT", "bert": "BERT"}.get(kind)
@@ -161,6 +165,10 @@ class CoreModel:
     def config(self) -> dict:
         return self.core.config
 
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
     def named_parameters(self):
         return self.core.named_parameters()
 
@@ -180,11 +188,11 @@ def load_model(path: Union[str, Path]):
     if kind == "bert":
         from ferrolm.bert import BERT
 
-        return BERT.load(path)
+        return BERT._load_dir(path, kind)
     if kind in ("gpt2", None):
         from ferrolm.gpt import GPT
 
-        return GPT.load(path)
+        return GPT._load_dir(path, kind)
     raise ValueError(f"{path / 'config.json'}: model_type {kind!r} is not supported (gpt2 or bert)")
 
 

@@ -406,12 +406,12 @@ def run_chat(args) -> int:
             raise
         if message == "/exit":
             break
-        if message in ("/reset", "/help"):
-            if message == "/reset":
-                chat.reset()
-            print("(the conversation is forgotten)" if message == "/reset" else commands, file=sys.stderr, flush=True)
-            continue
-        if not message:
+        if message == "/reset":
+            chat.reset()
+            print("(the conversation is forgotten)", file=sys.stderr, flush=True)
+        elif message == "/help":
+            print(commands, file=sys.stderr, flush=True)
+        if not message or message in CHAT_COMMANDS:
             continue
         try:
             for piece in chat.send(message, args.max_new_tokens, stream=True):

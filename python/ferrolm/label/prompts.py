@@ -36,7 +36,7 @@ def numbered_prompts(path: Union[str, Path], skip_blank: bool = False, conversat
         if skip_blank and not line.strip():
             continue
         prompt = _parse(line, path, number, conversations) if jsonl else line
-        if not (prompt if isinstance(prompt, str) else prompt[-1]["content"]).strip():
+        if not prompt_turns(prompt)[-1]["content"].strip():
             raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")
         prompts.append((number, prompt))
     if not prompts:

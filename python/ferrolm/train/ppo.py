@@ -27,6 +27,7 @@ from ferrolm import _core
 from ferrolm.autograd import no_grad
 from ferrolm.batching import pad_right, response_mask
 from ferrolm.chat import ChatTemplate
+from ferrolm.conversations import prompt_turns
 from ferrolm.jsonl import located
 from ferrolm.data import digest
 from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
@@ -122,8 +123,7 @@ class PPO:
             rows = [located(f"{split} prompt {i}", template.prompt_ids, p) for i, p in enumerate(texts)]
             too_long = [i for i, r in enumerate(rows) if len(r) + max_new_tokens > room]
             if too_long and not skip_long:
-                first = texts[too_long[0]]
-                first = first if isinstance(first, str) else first[-1]["content"]  # a conversation's last turn
+                first = prompt_turns(texts[too_long[0]])[-1]["content"]  # a conversation's: its last turn
                 raise ValueError(f"{len(too_long)} {split} prompts leave no room for {max_new_tokens} new tokens in the policy's "
                                  f"context of {policy_block} and, with <|end|>, the reward model's of {reward_block}, "
                                  f"such as {first[:60]!r}{'...' if len(first) > 60 else ''} (lower --max-new-tokens, "

@@ -25,6 +25,11 @@ pub fn named(m: &dyn Module) -> Vec<(String, PyTensor)> {
     m.named_parameters().into_iter().map(|(n, t)| (n, PyTensor(t))).collect()
 }
 
+/// A layer's parameters (`named`'s tensors), as Python tensors.
+fn tensors(m: &dyn Module) -> Vec<PyTensor> {
+    m.parameters().into_iter().map(PyTensor).collect()
+}
+
 /// `y = x·Wᵀ + b` with W of shape (out_features, in_features).
 #[pyclass(name = "Linear", module = "ferrolm", frozen)]
 pub struct PyLinear(nn::Linear);
@@ -53,7 +58,7 @@ impl PyLinear {
     }
     /// The tensors of named_parameters(), as PyTorch's `parameters()`.
     fn parameters(&self) -> Vec<PyTensor> {
-        self.0.parameters().into_iter().map(PyTensor).collect()
+        tensors(&self.0)
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -91,7 +96,7 @@ impl PyEmbedding {
     }
     /// The tensors of named_parameters(), as PyTorch's `parameters()`.
     fn parameters(&self) -> Vec<PyTensor> {
-        self.0.parameters().into_iter().map(PyTensor).collect()
+        tensors(&self.0)
     }
     /// `copy.deepcopy`: a table with its own copy of the vectors.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {
@@ -130,7 +135,7 @@ impl PyLayerNorm {
     }
     /// The tensors of named_parameters(), as PyTorch's `parameters()`.
     fn parameters(&self) -> Vec<PyTensor> {
-        self.0.parameters().into_iter().map(PyTensor).collect()
+        tensors(&self.0)
     }
     /// `copy.deepcopy`: a layer with its own copy of the weights.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<Self> {

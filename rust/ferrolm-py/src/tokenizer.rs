@@ -293,15 +293,23 @@ impl PyTokenizer {
                 source.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string())
             ))
         })?;
-        if !path.exists() {
-            // Most often an encoding's name, as tiktoken.get_encoding takes.
-            return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
-                "{}: no such file; ferrolm downloads nothing: give a .tiktoken file's path, or an encoding: \
-                 Tokenizer.from_tiktoken(tiktoken.get_encoding(\"cl100k_base\"))",
-                path.display()
-            )));
-        }
-        compute(py, || Tokenizer::from_tiktoken_file(&path, &pattern, &specials)).py().map(Self::wrap)
+        compute(py, || Tokenizer::from_tiktoken_file(&path, &pattern, &specials))
+            .map_err(|e| match e {
+                // Most often an encoding's name, as tiktoken.get_encoding takes.
+                ferrolm::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    ferrolm::Error::io(
+                        format!(
+                        "{}: no such file; ferrolm downloads nothing: give a .tiktoken file's path, or an encoding: \
+                         Tokenizer.from_tiktoken(tiktoken.get_encoding(\"cl100k_base\"))",
+                        path.display()
+                    ),
+                        source,
+                    )
+                }
+                e => e,
+            })
+            .py()
+            .map(Self::wrap)
     }
 
     /// Loads BERT's vocab.txt as a WordPiece tokenizer.

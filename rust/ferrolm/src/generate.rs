@@ -228,11 +228,12 @@ impl Generation {
 
     /// Runs `batch` through the model into the cache and keeps each row's next-token logits.
     /// Rows are left-padded, so they come from the last position: only that position goes
-    /// through the head (all of them would be [B, T, V]).
+    /// through the head (all of them would be [B, T, V]); a decoding step has only that one.
     fn run_through(&mut self, batch: &Batch) -> Result<()> {
         let logits = no_grad(|| {
             let hidden = self.model.hidden(batch, None, Some(&mut self.cache))?;
-            self.model.logits(&ops::narrow(&hidden, 1, batch.len - 1, 1)?)
+            let last = if batch.len == 1 { hidden } else { ops::narrow(&hidden, 1, batch.len - 1, 1)? };
+            self.model.logits(&last)
         })?;
         self.logits = logits.to_vec();
         Ok(())

@@ -74,10 +74,7 @@ pub fn compute<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if in_pool && DRIVING_THREAD.get() != Some(&std::thread::current().id()) {
         return f(); // part of a call already running: it stays in that call's pool
     }
-    let threads = match CHOSEN_THREADS.load(Ordering::Relaxed) {
-        0 => rayon::current_num_threads(),
-        n => n,
-    };
+    let threads = num_threads();
     if in_pool && threads == rayon::current_num_threads() {
         return f();
     }

@@ -1,11 +1,9 @@
 //! Inverted dropout with a counter-based mask: element i is kept when `uniform(seed, i) ≥ p`,
 //! so the mask needs no storage (backward regenerates it) and no thread-order dependence.
 
-use rayon::prelude::*;
-
-use super::GRAIN;
+use super::{filled, GRAIN};
 use crate::rng::uniform_at;
-use crate::tensor::{zeroed, Tensor};
+use crate::tensor::Tensor;
 use crate::{ensure, Result};
 
 /// One dropout mask: which elements of a tensor are kept, and the 1/(1−p) that scales them.
@@ -45,14 +43,15 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
         return Ok(x.clone());
     };
     let apply = move |src: &[f32]| -> Result<Vec<f32>> {
-        let mut out = zeroed(src.len())?;
-        out.par_chunks_mut(GRAIN).enumerate().for_each(|(c, o)| {
-            for (i, o) in o.iter_mut().enumerate() {
-                let at = c * GRAIN + i;
-                *o = src[at] * mask.factor(at);
-            }
-        });
-        Ok(out)
+        // SAFETY: the loop writes every element of the chunk (src is as long as the result).
+        unsafe {
+            filled(src.len(), GRAIN, |c, o| {
+                for (i, o) in o.iter_mut().enumerate() {
+                    let at = c * GRAIN + i;
+                    o.write(src[at] * mask.factor(at));
+                }
+            })
+        }
     };
     let y = apply(&x.read())?;
     Ok(Tensor::from_op(y, x.shape().to_vec(), "dropout", &[x], move |ctx| Ok(vec![Some(apply(ctx.grad)?)])))
