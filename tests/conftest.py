@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: Whether this CPU runs bfloat16 products (elsewhere they stay float32, and tests check that).
+BF16_CPU = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
 
 
 @pytest.fixture(autouse=True)

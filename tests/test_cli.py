@@ -300,6 +300,10 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
                  "--num_samples=2", "--max_new_tokens=5"]) == 0
     samples = capsys.readouterr().out.split("-" * 15 + "\n")
     assert len(samples) == 2 and all(s.startswith("ROMEO:") for s in samples)
+    # sample.py's --dtype: bfloat16 decoding, for the command only.
+    assert main(["generate", "--out_dir=out-shakespeare-char", "--start=ROMEO:", "--max_new_tokens=5", "--dtype=bfloat16",
+                 "--temperature=0"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:") and fl.matmul_precision() == "float32"
     # Values are read, not run; a dataset that is not the bundled one needs its files.
     (tmp_path / "bad.py").write_text("batch_size = int('12')\n")
     assert main(["pretrain", "bad.py"]) == 2
@@ -338,9 +342,8 @@ def test_nanogpt_spellings_leave_values_alone(capsys):
     for command in ("sft", "reward", "dpo", "ppo"):
         assert "--resume" in translate([command, "m", "--init_from", "resume"])
         assert "--resume" in translate([command, "m", "--init_from=resume"])
-    # sample.py's --dtype means nothing to generate (it was an unknown argument).
-    assert translate(["generate", "--out_dir=m", "--dtype=float32"]) == ["generate", "m"]
-    assert "ignoring --dtype=float32" in capsys.readouterr().err
+    # sample.py's --dtype is generate's.
+    assert translate(["generate", "--out_dir=m", "--dtype=bfloat16"]) == ["generate", "m", "--dtype=bfloat16"]
 
 
 def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spelling(tmp_path):

@@ -14,7 +14,7 @@ import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.gpt import GPT, sequence_logprobs
 
-from conftest import seconds_to_interrupt
+from conftest import BF16_CPU, seconds_to_interrupt
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -704,20 +704,44 @@ def test_score_matches_full_forward(trained):
     assert lp.shape == (1, ids.shape[1] - 1)
 
 
-def test_rust_greedy_equals_python(trained, repo):
+def test_bfloat16_decoding_keeps_the_model(trained):
+    """Under bfloat16, decoding reads bfloat16 copies of the weights: scores of texts short
+    enough for its path (under 4 tokens) move by rounding only, greedy text stays this model's,
+    and the copies follow a change of the weights."""
+    from ferrolm.train.loop import using_precision
+
     model = GPT.load(trained)
-    expected = model.generate("ROMEO:", 40, temperature=0)
-    out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
-                          str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0"],
-                         cwd=repo, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "ROMEO:" + expected + "\n"
-    stop = expected[10:12]
-    out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
-                          str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0", "--stop", stop],
-                         cwd=repo, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "ROMEO:" + model.generate("ROMEO:", 40, temperature=0, stop=stop) + "\n"
+    texts = ["RO", "ROM", "To "]
+    weight = dict(model.named_parameters())["transformer.h.0.mlp.c_fc.weight"]
+    exact = [model.score(t) for t in texts]
+    greedy = model.generate("ROMEO:", 60, temperature=0)
+    with using_precision("bfloat16"):
+        rounded = [model.score(t) for t in texts]
+        assert model.generate("ROMEO:", 60, temperature=0) == greedy
+        assert "".join(model.generate("ROMEO:", 60, temperature=0, stream=True)) == greedy
+        weight.copy_(weight.numpy() * -2.0)
+        changed = model.score(texts[0])
+    for e, r in zip(exact, rounded):
+        np.testing.assert_allclose(r, e, atol=0.01)
+        assert (e != r).any() == BF16_CPU  # rounded where the CPU runs bfloat16
+    np.testing.assert_allclose(changed, model.score(texts[0]), atol=0.01)
+    assert np.abs(changed - exact[0]).max() > 1  # the change mattered, and was read
+
+
+def test_rust_greedy_equals_python(trained, repo):
+    from ferrolm.train.loop import using_precision
+
+    model = GPT.load(trained)
+    stop = model.generate("ROMEO:", 40, temperature=0)[10:12]
+    for flags, dtype, stops in (([], "float32", None), (["--stop", stop], "float32", stop),
+                                (["--dtype", "bfloat16"], "bfloat16", None)):
+        with using_precision(dtype):
+            expected = model.generate("ROMEO:", 40, temperature=0, stop=stops)
+        out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
+                              str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0", *flags],
+                             cwd=repo, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "ROMEO:" + expected + "\n", flags
 
 
 # ---------------------------------------------------------------- bad input

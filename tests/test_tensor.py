@@ -10,7 +10,7 @@ import pytest
 
 import ferrolm as fl
 import ferrolm.functional as F
-from conftest import run_python
+from conftest import BF16_CPU, run_python
 
 rng = np.random.default_rng(0)
 
@@ -385,7 +385,9 @@ def step():
     a = F.attention_qkv(qkv(x), 4, causal=True, dropout_p=0.1, seed=5)
     loss = F.cross_entropy(head(F.gelu(a)), rng.integers(0, 50, size=(4 * 32,)))
     loss.backward()
-    return {{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist()}}
+    decode = fl.Linear(64, 5000, seed=6)(fl.tensor(rng.standard_normal((2, 64)).astype(np.float32)))  # two rows, split by columns
+    return {{"threads": fl.num_threads(), "loss": loss.item(), "grad": qkv.weight.grad.numpy().ravel()[::97].tolist(),
+            "decode": decode.numpy().ravel().tolist()}}
 
 runs = [step()]
 for n in (1, 3):
@@ -399,6 +401,7 @@ print(json.dumps(runs))
     for run in one[1:] + two:
         assert abs(one[0]["loss"] - run["loss"]) <= 1e-6 * abs(one[0]["loss"])
         np.testing.assert_allclose(one[0]["grad"], run["grad"], rtol=1e-5, atol=1e-7)
+        assert run["decode"] == one[0]["decode"]  # each output one thread's sum, in one order
 
 
 def test_a_thread_count_beyond_the_limit_is_an_import_error():
@@ -568,11 +571,10 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
     with pytest.raises(ValueError, match="float32' or 'bfloat16"):
         fl.set_matmul_precision("float16")
     full = F.linear(fl.tensor(x), fl.tensor(w)).numpy()
-    bf16_cpu = "avx512_bf16" in open("/proc/cpuinfo").read()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert fl.set_matmul_precision("bfloat16") == "float32"
-    assert [str(w.message) for w in caught] == ([] if bf16_cpu else ["this CPU has no AVX512-BF16: matrix products stay float32"])
+    assert [str(w.message) for w in caught] == ([] if BF16_CPU else ["this CPU has no AVX512-BF16: matrix products stay float32"])
     try:
         assert fl.matmul_precision() == "bfloat16"
         xt, wt = fl.tensor(x, requires_grad=True), fl.tensor(w, requires_grad=True)
@@ -581,7 +583,7 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
         got = [y.numpy(), xt.grad.numpy(), wt.grad.numpy()]
     finally:
         fl.set_matmul_precision("float32")
-    if not bf16_cpu:  # products stay float32 (and the warning said so)
+    if not BF16_CPU:  # products stay float32 (and the warning said so)
         np.testing.assert_array_equal(got[0], full)
         return
     # Forward x·Wᵀ, and backward dX = dY·W, dW = dYᵀ·X: all from rounded operands.
@@ -589,6 +591,39 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
     for g, e in zip(got, want):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
     assert np.abs(got[0] - full).max() > 1e-3  # really rounded: float32 products differ
+
+
+def test_bfloat16_decoding_reads_a_rounded_copy_of_the_weight():
+    """Under bfloat16, products of fewer than 4 rows by a layer's weight (token-by-token
+    decoding) round the weight only, x staying float32; the weight's copy follows its changes."""
+    x1, x3, x4, b = randn(1, 301), randn(3, 301), randn(4, 301), randn(1100)
+    w = fl.tensor(randn(1100, 301), requires_grad=True)  # 662 KB in bfloat16: streamed, on both threads
+    small = fl.tensor(randn(7, 49), requires_grad=True)  # in cache: four columns at a time
+    x_small = randn(2, 49)
+
+    def check(x, weight, bias=None, rounded_x=False):
+        got = F.linear(fl.tensor(x), weight, None if bias is None else fl.tensor(bias)).numpy()
+        w64 = weight.numpy().astype(np.float64)
+        want = (bf16(x) if rounded_x else x) @ (bf16(w64) if BF16_CPU else w64).T + (0 if bias is None else bias)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        return got
+
+    previous = fl.set_matmul_precision("bfloat16") if BF16_CPU else None
+    try:
+        got = check(x1, w, b)
+        check(x3, w, b), check(x_small, small)
+        if BF16_CPU:
+            assert np.abs(got - (x1 @ w.numpy().T + b)).max() > 1e-3  # the weight really was rounded
+            check(x4, w, b, rounded_x=True)  # four rows: the packed product, both operands rounded
+        w.copy_(randn(1100, 301))  # written in place: read anew
+        check(x1, w, b)
+        (F.linear(fl.tensor(x1), w) ** 2).sum().backward()
+        fl.SGD([w], lr=0.1).step()  # an optimizer's step
+        check(x1, w, b)
+        check(x1, w * 0.5, b)  # a weight made by ops has a copy of its own
+    finally:
+        if previous is not None:
+            fl.set_matmul_precision(previous)
 
 
 

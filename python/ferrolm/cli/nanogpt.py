@@ -17,8 +17,6 @@ from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS
 RENAMED = {"--out-dir": "--out", "--gradient-accumulation-steps": "--grad-accum"}
 #: Config keys about hardware and logging services, which mean nothing here.
 IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_run_name"}
-#: sample.py's too (generation runs in float32; a model's training dtype stays its own).
-SAMPLE_IGNORED = {"dtype"}
 #: What a checkpoint fixes: on resume nanoGPT takes these from it, not from the config file.
 ARCHITECTURE = {"n_layer", "n_head", "n_embd", "block_size", "bias"}
 #: The keys a config file may set: ferrolm's settings, and nanoGPT's names for others.
@@ -54,11 +52,10 @@ def translate(argv: list[str]) -> list[str]:
             out.append(arg)
             continue
         name, eq, value = arg.partition("=")
-        ignore = IGNORED | (SAMPLE_IGNORED if command == "generate" else set())
-        if not eq and name.replace("-", "_")[2:] in ignore | {"out_dir", "start", "init_from"} and i < len(argv) \
+        if not eq and name.replace("-", "_")[2:] in IGNORED | {"out_dir", "start", "init_from"} and i < len(argv) \
                 and not argv[i].startswith("-"):
             eq, value, i = "=", argv[i], i + 1  # `--device cpu`: the value is the next word
-        if name.replace("-", "_")[2:] in ignore:
+        if name.replace("-", "_")[2:] in IGNORED:
             ignored.append(name + eq + value)
         else:
             out += _option(name, eq, value, command)

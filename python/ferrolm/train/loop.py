@@ -363,7 +363,7 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
               "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
     out, held = Path(out_dir), Path(out_dir).resolve() in _HELD
     try:
-        with _matmul_precision(config.dtype):
+        with using_precision(config.dtype):
             return _run(model, objective, config, out, resume, settings or {})
     finally:
         if not held:
@@ -429,7 +429,8 @@ def release_run_directories(keep: Collection[Path] = ()) -> None:
 
 
 @contextlib.contextmanager
-def _matmul_precision(dtype: str):
+def using_precision(dtype: str):
+    """Matrix products in `dtype` (see DTYPES) inside the block, the process's setting after it."""
     previous = _core.set_matmul_precision(dtype)
     try:
         yield
@@ -446,7 +447,7 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
     generator, so evaluating changes no training batch. Products run in `dtype` (None: the
     process's setting), as training's do."""
     if dtype is not None:
-        with _matmul_precision(dtype):
+        with using_precision(dtype):
             return evaluate_model(model, objective, eval_iters, seed)
     eval_rng = np.random.Generator(np.random.PCG64([*np.atleast_1d(seed).tolist(), 7]))
     if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)

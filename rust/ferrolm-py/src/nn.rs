@@ -326,8 +326,10 @@ fn is_grad_enabled() -> bool {
 
 /// Sets the arithmetic of matrix products, process-wide: "float32", or "bfloat16" (operands
 /// rounded to bfloat16, sums and results in float32; the products run about twice as fast on
-/// CPUs with AVX512-BF16). Returns the previous setting. Warns when the CPU lacks
-/// AVX512-BF16 (products then stay float32).
+/// CPUs with AVX512-BF16). Token-by-token generation then reads a bfloat16 copy of each layer's
+/// weight (kept with it until it changes), its activations staying float32: about twice as
+/// fast where the weights outgrow the cache. Returns the previous setting. Warns when the CPU
+/// lacks AVX512-BF16 (products then stay float32).
 #[pyfunction]
 fn set_matmul_precision(py: Python<'_>, precision: &str) -> PyResult<&'static str> {
     use ferrolm::gemm::{self, MatmulPrecision};

@@ -5,18 +5,20 @@
 //!     --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 200 --seed 0 --stop "JULIET:"
 //! ```
 //! A temperature of 0 is greedy decoding. Text is printed as it is generated, decoded by the
-//! same `TextStream` as Python's `generate(stream=True)`.
+//! same `TextStream` as Python's `generate(stream=True)`. `--dtype bfloat16` decodes from
+//! bfloat16 copies of the weights (`gemm::set_matmul_precision`), as `ferrolm generate` does.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ferrolm::gemm::{set_matmul_precision, MatmulPrecision};
 use ferrolm::generate::{Sampling, TextGeneration};
 use ferrolm::model::Gpt;
 use ferrolm::tokenizer::Tokenizer;
 
 const USAGE: &str = "usage: generate MODEL_DIR [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-k K] \
-                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]...";
+                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype float32|bfloat16]";
 
 struct Args {
     dir: PathBuf,
@@ -24,6 +26,7 @@ struct Args {
     max_new_tokens: usize,
     sampling: Sampling,
     stops: Vec<String>,
+    precision: MatmulPrecision,
 }
 
 /// The command line, or None when it asks for help.
@@ -39,6 +42,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         max_new_tokens: 200,
         sampling: Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() },
         stops: Vec::new(),
+        precision: MatmulPrecision::F32,
     };
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -54,6 +58,13 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--repetition-penalty" => parsed.sampling.repetition_penalty = num(&flag, &value)?,
             "--seed" => parsed.sampling.seed = num(&flag, &value)?,
             "--stop" => parsed.stops.push(value),
+            "--dtype" => {
+                parsed.precision = match value.as_str() {
+                    "float32" => MatmulPrecision::F32,
+                    "bfloat16" => MatmulPrecision::Bf16,
+                    _ => return Err(format!("--dtype {value}: float32 or bfloat16")),
+                }
+            }
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -87,6 +98,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ferrolm::init_thread_pool()?; // this thread drives the decoding loop: let its ops start here
+    set_matmul_precision(args.precision);
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
     let pieces =

@@ -116,8 +116,11 @@ pub enum MatmulPrecision {
 
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
-/// Sets the precision of every later product with at least `small_m::MAX_ROWS` rows (token by
-/// token decoding of fewer sequences stays f32), process-wide. Bf16 applies on CPUs with AVX512-BF16
+/// Sets the precision of every later product, process-wide. Under Bf16, products with at least
+/// `small_m::MAX_ROWS` rows round both operands; smaller ones (token by token decoding) by a
+/// layer's weight keep the activations f32 and read a bfloat16 copy of the weight, made at its
+/// first such use after each change and kept with it (half again the weight's memory; decoding
+/// is bound by memory traffic, which it halves). Bf16 applies on CPUs with AVX512-BF16
 /// ([`bf16_supported`]); elsewhere products stay f32.
 pub fn set_matmul_precision(precision: MatmulPrecision) {
     BF16_PRODUCTS.store(precision == MatmulPrecision::Bf16, Ordering::Relaxed);
@@ -139,6 +142,40 @@ pub fn bf16_supported() -> bool {
     return bf16::supported();
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// f32 → bfloat16 bits as `vcvtne2ps2bf16` rounds: to nearest even, subnormals to (signed)
+/// zero, NaNs kept NaN (quieted).
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    if x.is_subnormal() {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
+    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// Whether a product of `rows` rows by a weight reads the weight's bfloat16 copy
+/// ([`multiply_bf16_weight`]): decoding under bf16 precision, on a CPU that runs it.
+pub(crate) fn reads_bf16_weight(rows: usize) -> bool {
+    rows < small_m::MAX_ROWS && matmul_precision() == MatmulPrecision::Bf16 && bf16_supported()
+}
+
+/// `C (+)= A·Wᵀ` for W [n, k] as bfloat16 bits, row-major, and A's rows contiguous: decoding's
+/// products, reading half the bytes of the f32 weights. Sums are f32 and each keeps one order
+/// whatever the thread count.
+///
+/// # Panics
+/// When the shapes do not fit together (the tensor ops check them first).
+pub(crate) fn multiply_bf16_weight(a: MatRef, w: &[u16], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+    assert!(
+        a.col_stride == 1 && a.in_bounds() && w.len() == n * a.cols && ldc >= n,
+        "multiply_bf16_weight: operands do not fit"
+    );
+    assert!(a.rows == 0 || c.len() >= (a.rows - 1) * ldc + n, "multiply_bf16_weight: C too small");
+    small_m::multiply_bf16(a, w, n, c, ldc, accumulate);
 }
 
 /// Micro-panels of a strided A packed together (8 × 6 rows: three cache lines per k of a
@@ -511,6 +548,14 @@ fn with_buffer<R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f: impl F
 mod tests {
     use super::*;
 
+    /// Values uniform in [-0.5, 0.5) from a linear congruential stream.
+    fn uniform_stream(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        }
+    }
+
     /// Every kernel this CPU can run, with small blocks so short products cross KC and NC.
     fn kernels() -> Vec<(&'static str, Kernel)> {
         let mut ks = vec![("scalar", Kernel::scalar())];
@@ -536,11 +581,7 @@ mod tests {
             return;
         };
         let kern = Kernel { kc: 12, nc: 2 * kern.nr, ..*kern };
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut next = uniform_stream(0x9e37_79b9_7f4a_7c15u64);
         // (rows, cols) stored with the given strides in a buffer twice as long (for stride 2).
         fn view(data: &[f32], rows: usize, cols: usize, layout: u8) -> MatRef<'_> {
             let (row_stride, col_stride) = match layout {
@@ -583,14 +624,40 @@ mod tests {
         }
     }
 
+    /// Decoding's products from a weight's bf16 copy: x stays f32, W is rounded; on 1, 2 and 3
+    /// threads bitwise alike, across the in-cache (four columns at once) and streamed paths.
+    #[test]
+    fn bf16_weight_products_match_reference() {
+        let mut next = uniform_stream(0x2545_f491_4f6c_dd1du64);
+        for &(m, k, n) in &[(1, 1, 1), (1, 15, 7), (2, 49, 130), (3, 301, 1100), (1, 384, 1536)] {
+            let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let w: Vec<u16> = (0..n * k).map(|_| to_bf16(next())).collect();
+            for accumulate in [false, true] {
+                let run = |threads| {
+                    let mut c = vec![if accumulate { 1.0 } else { f32::NAN }; m * n];
+                    let product = || multiply_bf16_weight(MatRef::new(&x, m, k), &w, n, &mut c, n, accumulate);
+                    crate::with_threads(Some(threads), product).unwrap();
+                    c
+                };
+                let c = run(1);
+                for threads in [2, 3] {
+                    assert!(run(threads).iter().zip(&c).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}x{k}x{n}");
+                }
+                for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let weight = |p: usize| f32::from_bits((w[j * k + p] as u32) << 16) as f64;
+                    let want = (0..k).map(|p| x[i * k + p] as f64 * weight(p)).sum::<f64>()
+                        + if accumulate { 1.0 } else { 0.0 };
+                    let got = c[i * n + j] as f64;
+                    assert!((got - want).abs() < 1e-5, "{m}x{k}x{n}: C[{i},{j}]={got} want {want}");
+                }
+            }
+        }
+    }
+
     /// Each kernel, on every layout of A and B and sizes around its tile, against f64 sums.
     #[test]
     fn every_kernel_matches_reference() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut next = uniform_stream(0x9e37_79b9_7f4a_7c15u64);
         for (name, kern) in kernels() {
             for &(m, k, n) in &[(1, 1, 1), (5, 30, 17), (6, 24, 16), (13, 50, 140), (7, 49, 129)] {
                 for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {

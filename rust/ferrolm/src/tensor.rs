@@ -24,11 +24,14 @@ pub(crate) type Storage = Arc<Elements>;
 pub(crate) struct Elements {
     data: RwLock<Vec<f32>>,
     version: AtomicU64,
+    /// The elements rounded to bfloat16, and the version they were rounded from
+    /// ([`Tensor::bf16_copy`]).
+    bf16: Mutex<Option<(u64, Arc<Vec<u16>>)>>,
 }
 
 impl Elements {
     pub(crate) fn new(data: Vec<f32>) -> Storage {
-        Arc::new(Elements { data: RwLock::new(data), version: AtomicU64::new(0) })
+        Arc::new(Elements { data: RwLock::new(data), version: AtomicU64::new(0), bf16: Mutex::new(None) })
     }
 
     pub(crate) fn version(&self) -> u64 {
@@ -305,8 +308,35 @@ impl Tensor {
     /// Write access to the elements: for optimisers and initialisers, never inside a graph. A
     /// slice, so the element count always matches the shape.
     pub fn write(&self) -> ElementsMut<'_> {
+        let elements = self.0.storage.data.write();
+        // Counted once the lock is held, so a reader holding the read lock sees the version of
+        // the data it reads (`bf16_copy` relies on that).
         self.0.storage.version.fetch_add(1, Ordering::Relaxed);
-        ElementsMut(self.0.storage.data.write())
+        ElementsMut(elements)
+    }
+
+    /// The elements rounded to bfloat16 (as bits), kept with the storage until its next write:
+    /// decoding under bf16 precision reads a weight's copy, half the bytes of its f32 values.
+    pub(crate) fn bf16_copy(&self) -> Result<Arc<Vec<u16>>> {
+        let storage = &self.0.storage;
+        let mut copy = storage.bf16.lock().unwrap_or_else(|e| e.into_inner());
+        let data = self.read();
+        let version = storage.version();
+        if let Some((made_from, bits)) = &*copy {
+            if *made_from == version {
+                return Ok(bits.clone());
+            }
+        }
+        *copy = None; // the stale copy is freed before the new one is made
+        let mut bits = Vec::new();
+        bits.try_reserve_exact(data.len()).map_err(|_| cannot_allocate(data.len() / 2))?;
+        bits.resize(data.len(), 0);
+        bits.par_chunks_mut(1 << 16).zip(data.par_chunks(1 << 16)).for_each(|(bits, data)| {
+            crate::simd::vectorized(|| bits.iter_mut().zip(data).for_each(|(b, &x)| *b = crate::gemm::to_bf16(x)))
+        });
+        let bits = Arc::new(bits);
+        *copy = Some((version, bits.clone()));
+        Ok(bits)
     }
 
     pub(crate) fn storage(&self) -> &Storage {

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::ops::Range;
 
-use super::{kernel_avx512 as k, pack, with_buffer, CPtr, Kernel, Line, MatRef};
+use super::{kernel_avx512 as k, pack, to_bf16, with_buffer, CPtr, Kernel, Line, MatRef};
 
 /// The pair kernel and its blocking (k steps are pairs, so KC = 256 spans 512 k like the f32
 /// kernel's KC = 512, in half the bytes).
@@ -44,28 +44,15 @@ pub(super) fn supported() -> bool {
         && is_x86_feature_detected!("fma")
 }
 
-/// f32 → bfloat16 bits as `vcvtne2ps2bf16` rounds: to nearest even, subnormals to (signed)
-/// zero, NaNs kept NaN (quieted).
-pub(super) fn round(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) | 0x40) as u16;
-    }
-    if x.is_subnormal() {
-        return ((bits >> 16) & 0x8000) as u16;
-    }
-    (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-/// `round` back to f32: the value a bf16 operand contributes.
+/// `to_bf16` back to f32: the value a bf16 operand contributes.
 #[cfg(test)]
 pub(super) fn rounded(x: f32) -> f32 {
-    f32::from_bits((round(x) as u32) << 16)
+    f32::from_bits((to_bf16(x) as u32) << 16)
 }
 
 /// One pair slot (as the f32 whose bits it is): `lo` for the even k, `hi` for the odd one.
 fn pair(lo: f32, hi: f32) -> f32 {
-    f32::from_bits(round(lo) as u32 | (round(hi) as u32) << 16)
+    f32::from_bits(to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16)
 }
 
 thread_local! {
@@ -236,7 +223,7 @@ mod tests {
         unsafe { pair_run(&xs, &mut got) };
         for (i, x) in xs.iter().enumerate() {
             let hw = (got[i / 2].to_bits() >> (16 * (i % 2))) as u16;
-            assert_eq!(round(*x), hw, "{x:e} ({:#010x})", x.to_bits());
+            assert_eq!(to_bf16(*x), hw, "{x:e} ({:#010x})", x.to_bits());
         }
     }
 }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::elementwise::{broadcast_offset, broadcast_shape, broadcast_strides};
 use super::reduce::sum_axis_raw;
 use super::{filled_in, GRAIN};
-use crate::gemm::{gemm, product, MatRef, Threads};
+use crate::gemm::{gemm, multiply_bf16_weight, product, reads_bf16_weight, MatRef, Threads};
 use crate::tensor::{checked_numel, numel, reserved, zeroed, zeros_for, Tensor};
 use crate::{ensure, Error, Result};
 
@@ -137,9 +137,20 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let y = {
         let (xd, wd) = (x.read(), weight.read());
         let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
-        // With a bias, y starts as the bias in every row and the product adds to it.
+        // Decoding under bf16 precision reads the weight's bf16 copy (half the bytes).
+        let bf16 = reads_bf16_weight(rows).then(|| weight.bf16_copy()).transpose()?;
+        let multiply = |y: &mut [f32], accumulate: bool| match &bf16 {
+            Some(w) => multiply_bf16_weight(xm, w, out_f, y, out_f, accumulate),
+            None => gemm(xm, wt, y, out_f, accumulate, Threads::Pool),
+        };
         match bias {
-            None => product(xm, wt, Threads::Pool)?,
+            None if bf16.is_none() => product(xm, wt, Threads::Pool)?,
+            None => {
+                let mut y = zeroed(rows * out_f)?;
+                multiply(&mut y, false);
+                y
+            }
+            // With a bias, y starts as the bias in every row and the product adds to it.
             Some(b) => {
                 let (b, row) = (b.read(), out_f.max(1));
                 // SAFETY: chunks are whole rows, and each row takes all out_f values of the bias
@@ -153,7 +164,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
                         }
                     })
                 };
-                gemm(xm, wt, &mut y, out_f, true, Threads::Pool);
+                multiply(&mut y, true);
                 y
             }
         }
