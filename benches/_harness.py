@@ -42,8 +42,10 @@ def measure(script: str, *args: str) -> dict | None:
 
 
 def median_run(runs: list[dict]) -> dict:
-    """The run with the median tokens/s (its peak RSS comes with it)."""
-    return sorted(runs, key=lambda r: r["tokens_per_sec"])[len(runs) // 2]
+    """The run with the median measure, a worker's first value (tokens/s, ms per turn); its
+    peak RSS comes with it."""
+    measure = next(iter(runs[0]))
+    return sorted(runs, key=lambda r: r[measure])[len(runs) // 2]
 
 
 def measure_turns(script: str, workers: list[list[str]], repeats: int) -> list[dict | None]:
@@ -90,11 +92,11 @@ def use_matmul_precision(dtype: str) -> None:
         fl.set_matmul_precision(dtype)
 
 
-def bf16_row(label: str, script: str, config: list[str], repeats: int) -> None:
-    """The `ferrolm-bf16` worker against `torch-bf16` (autocast), or a note when this CPU has
-    no AVX512-BF16."""
+def bf16_row(label: str, script: str, config: list[str], repeats: int, workers=("ferrolm-bf16", "torch-bf16")) -> None:
+    """Our bf16 worker against PyTorch's (by default `ferrolm-bf16` against `torch-bf16`,
+    autocast), or a note when this CPU has no AVX512-BF16."""
     try:
-        ours, theirs = measure_pair(script, ["ferrolm-bf16", *config], ["torch-bf16", *config], repeats)
+        ours, theirs = measure_pair(script, [workers[0], *config], [workers[1], *config], repeats)
     except RuntimeError as e:
         if "AVX512-BF16" not in str(e):
             raise

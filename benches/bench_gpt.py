@@ -9,7 +9,8 @@ nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) an
 50,257-token vocabulary, context 256, batch 4). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
 Generation: one prompt token, then tokens up to the context length, batch 1; PyTorch with a
-KV cache (like ferrolm) and without (nanoGPT's `generate`). Chat (configs with room for it):
+KV cache (like ferrolm) and without (nanoGPT's `generate`); bf16: ferrolm's bfloat16 precision
+(decoding reads bfloat16 copies of the weights) against PyTorch's model cast to bfloat16. Chat (configs with room for it):
 a conversation of CHAT_TURNS messages and answers of CHAT_TOKENS tokens each, ferrolm
 continuing one KV cache across turns (`Generation.extend`, as `GPT.chat` does) against PyTorch
 running the conversation through the model at each turn, then decoding with a KV cache (what
@@ -67,9 +68,10 @@ def ferrolm_train(cfg: dict, steps: int, dtype: str = "float32") -> dict:
     return time_steps(step, steps, b * t)
 
 
-def ferrolm_generate(cfg: dict, reps: int) -> dict:
+def ferrolm_generate(cfg: dict, reps: int, dtype: str = "float32") -> dict:
     import ferrolm as fl
 
+    use_matmul_precision(dtype)
     model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
     new = cfg["block_size"] - 1
@@ -185,11 +187,11 @@ def torch_train(cfg: dict, steps: int, bf16: bool = False) -> dict:
     return time_steps(step, steps, b * t)
 
 
-def torch_generate(cfg: dict, reps: int, cached: bool) -> dict:
+def torch_generate(cfg: dict, reps: int, cached: bool, bf16: bool = False) -> dict:
     import torch
 
     torch.manual_seed(0)
-    model = torch_model(cfg).eval()
+    model = torch_model(cfg).eval().to(torch.bfloat16 if bf16 else torch.float32)
     new = cfg["block_size"] - 1
 
     @torch.no_grad()
@@ -198,7 +200,7 @@ def torch_generate(cfg: dict, reps: int, cached: bool) -> dict:
         caches = [dict() for _ in range(cfg["n_layer"])] if cached else None
         logits = model(idx, caches, 0)
         for i in range(new):
-            probs = torch.softmax(logits[:, -1, :], dim=-1)
+            probs = torch.softmax(logits[:, -1, :].float(), dim=-1)
             top = torch.topk(probs, 50)
             nxt = top.indices.gather(1, torch.multinomial(top.values, 1))
             idx = torch.cat([idx, nxt], 1)
@@ -250,6 +252,8 @@ def worker(task: str, config: str, steps: int) -> None:
         "ferrolm-generate": lambda: ferrolm_generate(cfg, max(1, steps // 10)),
         "torch-generate-cache": lambda: torch_generate(cfg, max(1, steps // 10), cached=True),
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
+        "ferrolm-generate-bf16": lambda: ferrolm_generate(cfg, max(1, steps // 10), "bfloat16"),
+        "torch-generate-bf16": lambda: torch_generate(cfg, max(1, steps // 10), cached=True, bf16=True),
         "ferrolm-chat": lambda: ferrolm_chat(cfg, max(1, steps // 10)),
         "torch-chat": lambda: torch_chat(cfg, max(1, steps // 10)),
     }[task]()
@@ -281,6 +285,8 @@ def main() -> None:
         ours, *peers = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)
         for theirs, label in zip(peers, ("KV cache", "no cache")):
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+        bf16_row(f"generate {name} bf16 tok/s (bf16 weights)", __file__, gen, args.repeats,
+                 ("ferrolm-generate-bf16", "torch-generate-bf16"))
         if 2 * CHAT_TURNS * CHAT_TOKENS <= CONFIGS[name]["block_size"]:
             ours, theirs = measure_turns(__file__, [["ferrolm-chat", *gen], ["torch-chat", *gen]], args.repeats)
             row(f"chat {name} ms per turn ({CHAT_TURNS} turns)", ours["ms_per_turn"], theirs and theirs["ms_per_turn"],
