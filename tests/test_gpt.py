@@ -706,7 +706,7 @@ def test_score_matches_full_forward(trained):
 
 def test_bfloat16_decoding_keeps_the_model(trained):
     """Under bfloat16, decoding reads bfloat16 copies of the weights: scores of texts short
-    enough for its path (under 4 tokens) move by rounding only, greedy text stays this model's,
+    enough for its path (under 8 tokens) move by rounding only, greedy text stays this model's,
     and the copies follow a change of the weights."""
     from ferrolm.train.loop import using_precision
 

@@ -629,7 +629,9 @@ mod tests {
     #[test]
     fn bf16_weight_products_match_reference() {
         let mut next = uniform_stream(0x2545_f491_4f6c_dd1du64);
-        for &(m, k, n) in &[(1, 1, 1), (1, 15, 7), (2, 49, 130), (3, 301, 1100), (1, 384, 1536)] {
+        for &(m, k, n) in
+            &[(1, 1, 1), (1, 15, 7), (2, 49, 130), (5, 49, 130), (3, 301, 1100), (7, 301, 1100), (1, 384, 1536)]
+        {
             let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let w: Vec<u16> = (0..n * k).map(|_| to_bf16(next())).collect();
             for accumulate in [false, true] {

@@ -129,7 +129,16 @@ fn edge_shapes_all_layouts() {
 #[test]
 fn long_and_thin() {
     let mut rng = Rng(77);
-    for &(m, k, n) in &[(1, 64, 4096), (4096, 64, 1), (4096, 1, 7), (3, 2000, 5), (1, 1, 4096), (4096, 3, 1)] {
+    for &(m, k, n) in &[
+        (1, 64, 4096),
+        (4096, 64, 1),
+        (4096, 1, 7),
+        (3, 2000, 5),
+        (1, 1, 4096),
+        (4096, 3, 1),
+        (2, 301, 1100),
+        (7, 301, 1100),
+    ] {
         for (la, lb) in
             [(Layout::Rows(0), Layout::Rows(0)), (Layout::Rows(0), Layout::Cols(0)), (Layout::Cols(0), Layout::Rows(0))]
         {

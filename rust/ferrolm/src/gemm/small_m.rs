@@ -14,7 +14,7 @@ use super::MatRef;
 use crate::simd::vectorized;
 
 /// Rows of A below which this path beats packing.
-pub(super) const MAX_ROWS: usize = 4;
+pub(super) const MAX_ROWS: usize = 8;
 
 /// Columns of C per parallel task.
 const COLS_PER_TASK: usize = 256;
@@ -84,17 +84,21 @@ pub(super) fn multiply(
         dot_columns(a, column, n, 4 * k * n, c, ldc, accumulate, may_parallelise);
         return true;
     }
-    for_each_task(a, n, 4 * k * n, c, ldc, may_parallelise, |x, j0, out| {
+    for_each_task(a, n, 4 * k * n, c, ldc, may_parallelise, |xs, j0, outs| {
         vectorized(
             #[inline(always)]
             || {
-                // Row p of B is contiguous: out += x[p] · B[p, j0..].
+                // Row p of B is contiguous: out_i += x_i[p] · B[p, j0..], each row of B read once.
                 if !accumulate {
-                    out.fill(0.0);
+                    outs.iter_mut().for_each(|out| out.fill(0.0));
                 }
-                for (p, &xp) in x.iter().enumerate() {
-                    let src = &b.data[p * b.row_stride + j0..][..out.len()];
-                    out.iter_mut().zip(src).for_each(|(o, &s)| *o += xp * s);
+                let width = outs[0].len();
+                for p in 0..k {
+                    let src = &b.data[p * b.row_stride + j0..][..width];
+                    for (x, out) in xs.iter().zip(outs.iter_mut()) {
+                        let xp = x[p];
+                        out.iter_mut().zip(src).for_each(|(o, &s)| *o += xp * s);
+                    }
                 }
             },
         )
@@ -123,38 +127,58 @@ fn dot_columns<'b, E: Element>(
     accumulate: bool,
     may_parallelise: bool,
 ) {
-    for_each_task(a, n, bytes, c, ldc, may_parallelise, |x, j0, out| {
+    for_each_task(a, n, bytes, c, ldc, may_parallelise, |xs, j0, outs| {
         vectorized(
             #[inline(always)]
             || {
                 let col = |j: usize| column(j0 + j);
-                // When B is small enough to stay in cache, four columns at a time on AVX-512 so their
-                // chains of adds overlap (baby GPT decoding 1.5x faster); a B streamed from memory is
-                // read a column at a time, in memory order (four interleaved measured 30% slower).
+                let width = outs[0].len();
+                let mut put = |j: usize, i: usize, d: f32| {
+                    let o = &mut outs[i][j];
+                    *o = if accumulate { *o + d } else { d };
+                };
+                // Each column is read from memory once, for every row of A. Four columns at a
+                // time on AVX-512, by up to four rows, so the chains of adds overlap and each load
+                // of B feeds several rows (baby GPT decoding 1.5x faster); except that up to three
+                // rows streaming B from memory read it a column at a time, in memory order (four
+                // columns interleaved measured 30% slower for one row, 20% for two).
                 let mut done = 0;
                 #[cfg(target_arch = "x86_64")]
-                if crate::simd::avx512() && bytes < PARALLEL_MIN_BYTES {
-                    for (g, o) in out.chunks_exact_mut(4).enumerate() {
-                        // SAFETY: simd::avx512() checked that this CPU has AVX-512F.
-                        let d =
-                            unsafe { dots4_avx512(x, [col(4 * g), col(4 * g + 1), col(4 * g + 2), col(4 * g + 3)]) };
-                        for (o, d) in o.iter_mut().zip(d) {
-                            *o = if accumulate { *o + d } else { d };
+                if crate::simd::avx512() && (bytes < PARALLEL_MIN_BYTES || xs.len() >= 4) {
+                    for j in (0..width / 4 * 4).step_by(4) {
+                        let cols = [col(j), col(j + 1), col(j + 2), col(j + 3)];
+                        for (r, rows) in xs.chunks(4).enumerate() {
+                            let mut emit = |d: &[[f32; 4]]| {
+                                for (i, d) in d.iter().enumerate() {
+                                    (0..4).for_each(|l| put(j + l, 4 * r + i, d[l]));
+                                }
+                            };
+                            // SAFETY: simd::avx512() checked that this CPU has AVX-512F.
+                            unsafe {
+                                match *rows {
+                                    [a, b, c, d] => emit(&dots_avx512::<E, 4>([a, b, c, d], cols)),
+                                    [a, b, c] => emit(&dots_avx512::<E, 3>([a, b, c], cols)),
+                                    [a, b] => emit(&dots_avx512::<E, 2>([a, b], cols)),
+                                    _ => emit(&dots_avx512::<E, 1>([rows[0]], cols)),
+                                }
+                            }
                         }
                     }
-                    done = out.len() / 4 * 4;
+                    done = width / 4 * 4;
                 }
-                for (dj, o) in out.iter_mut().enumerate().skip(done) {
-                    let d = dot(x, col(dj));
-                    *o = if accumulate { *o + d } else { d };
+                for j in done..width {
+                    for (i, x) in xs.iter().enumerate() {
+                        put(j, i, dot(x, col(j)));
+                    }
                 }
             },
         )
     });
 }
 
-/// Runs `task(x_i, j0, C[i, j0..j0 + len])` over every row i of A and column block of C, the
-/// blocks in parallel when B (`bytes`) is large enough to be worth a second core.
+/// Runs `task(xs, j0, outs)` over the column blocks of C, with `xs` the rows of A and `outs`
+/// columns j0.. of each row of C; the blocks in parallel when B (`bytes`) is large enough to be
+/// worth a second core.
 fn for_each_task(
     a: MatRef,
     n: usize,
@@ -162,18 +186,23 @@ fn for_each_task(
     c: &mut [f32],
     ldc: usize,
     may_parallelise: bool,
-    task: impl Fn(&[f32], usize, &mut [f32]) + Sync,
+    task: impl Fn(&[&[f32]], usize, &mut [&mut [f32]]) + Sync,
 ) {
-    let k = a.cols;
-    for (i, row) in c.chunks_mut(ldc).take(a.rows).enumerate() {
-        let x = &a.data[i * a.row_stride..][..k];
-        let block = |(t, out): (usize, &mut [f32])| task(x, t * COLS_PER_TASK, out);
-        let row = &mut row[..n];
-        if may_parallelise && bytes >= PARALLEL_MIN_BYTES && n > COLS_PER_TASK {
-            row.par_chunks_mut(COLS_PER_TASK).enumerate().for_each(block);
-        } else {
-            row.chunks_mut(COLS_PER_TASK).enumerate().for_each(block);
+    if a.rows == 0 || n == 0 {
+        return;
+    }
+    let xs: Vec<&[f32]> = (0..a.rows).map(|i| &a.data[i * a.row_stride..][..a.cols]).collect();
+    let mut blocks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(COLS_PER_TASK)).map(|_| Vec::new()).collect();
+    for row in c.chunks_mut(ldc).take(a.rows) {
+        for (block, out) in blocks.iter_mut().zip(row[..n].chunks_mut(COLS_PER_TASK)) {
+            block.push(out);
         }
+    }
+    let run = |(t, mut outs): (usize, Vec<&mut [f32]>)| task(&xs, t * COLS_PER_TASK, &mut outs);
+    if may_parallelise && bytes >= PARALLEL_MIN_BYTES && n > COLS_PER_TASK {
+        blocks.into_par_iter().enumerate().for_each(run);
+    } else {
+        blocks.into_iter().enumerate().for_each(run);
     }
 }
 
@@ -192,25 +221,33 @@ fn dot<E: Element>(x: &[f32], y: &[E]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `Σ col·x` for four columns at once: one 16-lane chain each, so the four overlap.
+/// `Σ col·x` for four columns and R rows x at once: one 16-lane chain each, so they overlap,
+/// and each load of a column feeds every row.
 ///
 /// # Safety
-/// The CPU must have AVX-512F; the columns are as long as `x`.
+/// The CPU must have AVX-512F; the columns and rows have the same length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dots4_avx512<E: Element>(x: &[f32], cols: [&[E]; 4]) -> [f32; 4] {
+unsafe fn dots_avx512<E: Element, const R: usize>(xs: [&[f32]; R], cols: [&[E]; 4]) -> [[f32; 4]; R] {
     use std::arch::x86_64::*;
-    let full = x.len() / 16 * 16;
-    let mut acc = [_mm512_setzero_ps(); 4];
+    let k = cols[0].len();
+    let full = k / 16 * 16;
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
     for i in (0..full).step_by(16) {
-        let xv = _mm512_loadu_ps(x.as_ptr().add(i));
-        for (acc, col) in acc.iter_mut().zip(cols) {
-            *acc = _mm512_fmadd_ps(xv, E::load16(col.as_ptr().add(i)), *acc);
+        let w = cols.map(|col| E::load16(col.as_ptr().add(i)));
+        for (acc, x) in acc.iter_mut().zip(xs) {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(i));
+            for (acc, w) in acc.iter_mut().zip(w) {
+                *acc = _mm512_fmadd_ps(xv, w, *acc);
+            }
         }
     }
-    let mut out = [0.0; 4];
-    for ((o, acc), col) in out.iter_mut().zip(acc).zip(cols) {
-        *o = _mm512_reduce_add_ps(acc) + x[full..].iter().zip(&col[full..]).map(|(a, b)| a * b.value()).sum::<f32>();
+    let mut out = [[0.0; 4]; R];
+    for ((out, acc), x) in out.iter_mut().zip(acc).zip(xs) {
+        for ((o, acc), col) in out.iter_mut().zip(acc).zip(cols) {
+            *o =
+                _mm512_reduce_add_ps(acc) + x[full..].iter().zip(&col[full..]).map(|(a, b)| a * b.value()).sum::<f32>();
+        }
     }
     out
 }
