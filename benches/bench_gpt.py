@@ -8,7 +8,8 @@ nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) an
 384-wide, context-256 model (batch 16); with --gpt2, GPT-2 small too (12 layers, 768 wide, its
 50,257-token vocabulary, context 256, batch 4). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
-Generation: one prompt token, then tokens up to the context length, batch 1; PyTorch with a
+Generation: one prompt token, then tokens up to the context length, batch 1 (and GENERATE_BATCH
+prompts at once); PyTorch with a
 KV cache (like ferrolm) and without (nanoGPT's `generate`); bf16: ferrolm's bfloat16 precision
 (decoding reads bfloat16 copies of the weights) against PyTorch's model cast to bfloat16. Chat (configs with room for it):
 a conversation of CHAT_TURNS messages and answers of CHAT_TOKENS tokens each, ferrolm
@@ -32,6 +33,9 @@ from _harness import (add_repeats_flag, bf16_row, header, measure_pair, measure_
 #: The chat benchmark's conversation: turns, and tokens per message and per answer (a turn's
 #: markers included), so that it fits in a context of 256 without starting again.
 CHAT_TURNS, CHAT_TOKENS = 6, 20
+#: Prompts generated together in the batch generation rows (as PPO's rollouts, or a list of
+#: prompts to `generate`).
+GENERATE_BATCH = 4
 
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
@@ -68,19 +72,19 @@ def ferrolm_train(cfg: dict, steps: int, dtype: str = "float32") -> dict:
     return time_steps(step, steps, b * t)
 
 
-def ferrolm_generate(cfg: dict, reps: int, dtype: str = "float32") -> dict:
+def ferrolm_generate(cfg: dict, reps: int, dtype: str = "float32", batch: int = 1) -> dict:
     import ferrolm as fl
 
     use_matmul_precision(dtype)
     model = fl.GPT.create(vocab_size=cfg["vocab_size"], block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], seed=0)
     new = cfg["block_size"] - 1
-    model.core.generation([[0]], temperature=1.0, seed=0).run(new)  # warm-up
+    model.core.generation([[0]] * batch, temperature=1.0, seed=0).run(new)  # warm-up
     start = time.perf_counter()
     for r in range(reps):
-        model.core.generation([[0]], temperature=1.0, top_k=50, seed=r).run(new)
+        model.core.generation([[0]] * batch, temperature=1.0, top_k=50, seed=r).run(new)
     dt = time.perf_counter() - start
-    return {"tokens_per_sec": reps * new / dt, "peak_rss_mb": peak_rss_mb()}
+    return {"tokens_per_sec": reps * batch * new / dt, "peak_rss_mb": peak_rss_mb()}
 
 
 def ferrolm_chat(cfg: dict, reps: int) -> dict:
@@ -187,7 +191,7 @@ def torch_train(cfg: dict, steps: int, bf16: bool = False) -> dict:
     return time_steps(step, steps, b * t)
 
 
-def torch_generate(cfg: dict, reps: int, cached: bool, bf16: bool = False) -> dict:
+def torch_generate(cfg: dict, reps: int, cached: bool, bf16: bool = False, batch: int = 1) -> dict:
     import torch
 
     torch.manual_seed(0)
@@ -196,7 +200,7 @@ def torch_generate(cfg: dict, reps: int, cached: bool, bf16: bool = False) -> di
 
     @torch.no_grad()
     def run():
-        idx = torch.zeros((1, 1), dtype=torch.long)
+        idx = torch.zeros((batch, 1), dtype=torch.long)
         caches = [dict() for _ in range(cfg["n_layer"])] if cached else None
         logits = model(idx, caches, 0)
         for i in range(new):
@@ -211,7 +215,7 @@ def torch_generate(cfg: dict, reps: int, cached: bool, bf16: bool = False) -> di
     for _ in range(reps):
         run()
     dt = time.perf_counter() - start
-    return {"tokens_per_sec": reps * new / dt, "peak_rss_mb": peak_rss_mb()}
+    return {"tokens_per_sec": reps * batch * new / dt, "peak_rss_mb": peak_rss_mb()}
 
 
 def torch_chat(cfg: dict, reps: int) -> dict:
@@ -254,6 +258,8 @@ def worker(task: str, config: str, steps: int) -> None:
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
         "ferrolm-generate-bf16": lambda: ferrolm_generate(cfg, max(1, steps // 10), "bfloat16"),
         "torch-generate-bf16": lambda: torch_generate(cfg, max(1, steps // 10), cached=True, bf16=True),
+        "ferrolm-generate-batch": lambda: ferrolm_generate(cfg, max(1, steps // 10), batch=GENERATE_BATCH),
+        "torch-generate-batch": lambda: torch_generate(cfg, max(1, steps // 10), cached=True, batch=GENERATE_BATCH),
         "ferrolm-chat": lambda: ferrolm_chat(cfg, max(1, steps // 10)),
         "torch-chat": lambda: torch_chat(cfg, max(1, steps // 10)),
     }[task]()
@@ -287,6 +293,10 @@ def main() -> None:
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         bf16_row(f"generate {name} bf16 tok/s (bf16 weights)", __file__, gen, args.repeats,
                  ("ferrolm-generate-bf16", "torch-generate-bf16"))
+        ours, theirs = measure_turns(__file__, [["ferrolm-generate-batch", *gen], ["torch-generate-batch", *gen]],
+                                     args.repeats)
+        row(f"generate {name} batch {GENERATE_BATCH} tok/s (KV cache)", ours["tokens_per_sec"],
+            theirs and theirs["tokens_per_sec"])
         if 2 * CHAT_TURNS * CHAT_TOKENS <= CONFIGS[name]["block_size"]:
             ours, theirs = measure_turns(__file__, [["ferrolm-chat", *gen], ["torch-chat", *gen]], args.repeats)
             row(f"chat {name} ms per turn ({CHAT_TURNS} turns)", ours["ms_per_turn"], theirs and theirs["ms_per_turn"],
