@@ -300,10 +300,12 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
                  "--num_samples=2", "--max_new_tokens=5"]) == 0
     samples = capsys.readouterr().out.split("-" * 15 + "\n")
     assert len(samples) == 2 and all(s.startswith("ROMEO:") for s in samples)
-    # sample.py's --dtype: bfloat16 decoding, for the command only.
+    # sample.py's --dtype: bfloat16 decoding, for the command only (seen from inside the model).
+    seen = []
+    monkeypatch.setattr(fl.GPT, "generate", lambda self, *a, **k: seen.append(fl.matmul_precision()) or iter(["x"]))
     assert main(["generate", "--out_dir=out-shakespeare-char", "--start=ROMEO:", "--max_new_tokens=5", "--dtype=bfloat16",
                  "--temperature=0"]) == 0
-    assert capsys.readouterr().out.startswith("ROMEO:") and fl.matmul_precision() == "float32"
+    assert seen == ["bfloat16"] and capsys.readouterr().out == "ROMEO:x\n" and fl.matmul_precision() == "float32"
     # Values are read, not run; a dataset that is not the bundled one needs its files.
     (tmp_path / "bad.py").write_text("batch_size = int('12')\n")
     assert main(["pretrain", "bad.py"]) == 2

@@ -728,20 +728,38 @@ def test_bfloat16_decoding_keeps_the_model(trained):
     assert np.abs(changed - exact[0]).max() > 1  # the change mattered, and was read
 
 
-def test_rust_greedy_equals_python(trained, repo):
+def test_rust_greedy_equals_python(trained, repo, tmp_path):
     from ferrolm.train.loop import using_precision
 
     model = GPT.load(trained)
     stop = model.generate("ROMEO:", 40, temperature=0)[10:12]
-    for flags, dtype, stops in (([], "float32", None), (["--stop", stop], "float32", stop),
-                                (["--dtype", "bfloat16"], "bfloat16", None)):
+    # A model whose greedy choice rounding decides: its blocks and positions are zero and every
+    # token embeds as e (exactly bfloat16) but token 7, e·(1 + 2⁻¹²): float32 picks 7, and its
+    # bfloat16 copy, e again, ties every token (argmax: id 0). The Rust example's --dtype must
+    # round as Python does.
+    tied = GPT.create(vocab_size=model.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=48, seed=5,
+                      tokenizer=model.tokenizer)
+    for name, t in tied.named_parameters():
+        if ".attn." in name or ".mlp." in name or name.endswith("wpe.weight"):
+            t.copy_(np.zeros(t.shape, np.float32))
+    e = (np.random.default_rng(0).standard_normal(48).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    wte = np.tile(e, (model.vocab_size, 1))
+    wte[7] *= 1 + 2**-12
+    dict(tied.named_parameters())["transformer.wte.weight"].copy_(wte)
+    tied.save(tmp_path / "tied")
+    runs = [(trained, [], "float32", None), (trained, ["--stop", stop], "float32", stop),
+            (tmp_path / "tied", [], "float32", None), (tmp_path / "tied", ["--dtype", "bfloat16"], "bfloat16", None)]
+    texts = []
+    for directory, flags, dtype, stops in runs:
         with using_precision(dtype):
-            expected = model.generate("ROMEO:", 40, temperature=0, stop=stops)
+            texts.append(GPT.load(directory).generate("ROMEO:", 40, temperature=0, stop=stops))
         out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
-                              str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0", *flags],
-                             cwd=repo, capture_output=True, text=True, timeout=900)
+                              str(directory), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0",
+                              *flags], cwd=repo, capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stderr
-        assert out.stdout == "ROMEO:" + expected + "\n", flags
+        assert out.stdout == "ROMEO:" + texts[-1] + "\n", flags
+    tok = model.tokenizer
+    assert texts[2] == tok.decode([7]) * 40 and texts[3] == tok.decode([0 if BF16_CPU else 7]) * 40
 
 
 # ---------------------------------------------------------------- bad input

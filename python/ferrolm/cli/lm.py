@@ -319,7 +319,7 @@ def _sampling_flags(p) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="float32 (default), or bfloat16: each new token reads bfloat16 copies of the weights, "
                         "activations staying float32 (about twice as fast where the weights outgrow the CPU's cache; "
-                        "half again the weights' memory; prompts are read with bfloat16 products)")
+                        "half again the weights' memory; prompts of 8 tokens or more are read with bfloat16 products)")
 
 
 def _in_dtype(command):

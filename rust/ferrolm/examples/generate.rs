@@ -99,6 +99,9 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ferrolm::init_thread_pool()?; // this thread drives the decoding loop: let its ops start here
     set_matmul_precision(args.precision);
+    if args.precision == MatmulPrecision::Bf16 && !ferrolm::gemm::bf16_supported() {
+        eprintln!("generate: this CPU has no AVX512-BF16: decoding stays float32");
+    }
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
     let pieces =

@@ -120,8 +120,8 @@ static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 /// `small_m::MAX_ROWS` rows round both operands; smaller ones (token by token decoding) by a
 /// layer's weight keep the activations f32 and read a bfloat16 copy of the weight, made at its
 /// first such use after each change and kept with it (half again the weight's memory; decoding
-/// is bound by memory traffic, which it halves). Bf16 applies on CPUs with AVX512-BF16
-/// ([`bf16_supported`]); elsewhere products stay f32.
+/// is bound by memory traffic, which it halves); other products with fewer rows stay f32. Bf16
+/// applies on CPUs with AVX512-BF16 ([`bf16_supported`]); elsewhere products stay f32.
 pub fn set_matmul_precision(precision: MatmulPrecision) {
     BF16_PRODUCTS.store(precision == MatmulPrecision::Bf16, Ordering::Relaxed);
 }
@@ -652,6 +652,33 @@ mod tests {
                     let got = c[i * n + j] as f64;
                     assert!((got - want).abs() < 1e-5, "{m}x{k}x{n}: C[{i},{j}]={got} want {want}");
                 }
+            }
+        }
+    }
+
+    /// Decoding a batch gives each row what it would get alone: a product of up to 7 rows by a
+    /// weight (f32, or its bf16 copy), in cache or streamed, equals its rows' one-row products.
+    #[test]
+    fn small_products_do_not_depend_on_the_rows_beside_them() {
+        let mut next = uniform_stream(0x51ed_270b_2734_cf11);
+        for &(k, n) in &[(49, 130), (301, 1100)] {
+            let x: Vec<f32> = (0..7 * k).map(|_| next()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+            let w16: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
+            let product = |rows: &[f32], bf16: bool| {
+                let (m, mut c) = (rows.len() / k, vec![0.0; rows.len() / k * n]);
+                let a = MatRef::new(rows, m, k);
+                if bf16 {
+                    multiply_bf16_weight(a, &w16, n, &mut c, n, false);
+                } else {
+                    gemm(a, MatRef::new(&w, n, k).t(), &mut c, n, false, Threads::Pool);
+                }
+                c
+            };
+            for bf16 in [false, true] {
+                let together = product(&x, bf16);
+                let alone: Vec<f32> = x.chunks(k).flat_map(|row| product(row, bf16)).collect();
+                assert!(together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{k}x{n} bf16 {bf16}");
             }
         }
     }

@@ -308,10 +308,16 @@ impl Tensor {
     /// Write access to the elements: for optimisers and initialisers, never inside a graph. A
     /// slice, so the element count always matches the shape.
     pub fn write(&self) -> ElementsMut<'_> {
-        let elements = self.0.storage.data.write();
+        let storage = &self.0.storage;
+        let elements = storage.data.write();
         // Counted once the lock is held, so a reader holding the read lock sees the version of
         // the data it reads (`bf16_copy` relies on that).
-        self.0.storage.version.fetch_add(1, Ordering::Relaxed);
+        storage.version.fetch_add(1, Ordering::Relaxed);
+        // A bf16 copy is stale now: freed at once, unless it is being made (`bf16_copy` holds its
+        // lock while it waits to read: waiting here would deadlock; it sees the new version).
+        if let Ok(mut copy) = storage.bf16.try_lock() {
+            *copy = None;
+        }
         ElementsMut(elements)
     }
 
@@ -330,10 +336,12 @@ impl Tensor {
         *copy = None; // the stale copy is freed before the new one is made
         let mut bits = Vec::new();
         bits.try_reserve_exact(data.len()).map_err(|_| cannot_allocate(data.len() / 2))?;
-        bits.resize(data.len(), 0);
-        bits.par_chunks_mut(1 << 16).zip(data.par_chunks(1 << 16)).for_each(|(bits, data)| {
-            crate::simd::vectorized(|| bits.iter_mut().zip(data).for_each(|(b, &x)| *b = crate::gemm::to_bf16(x)))
-        });
+        // On this thread: a parallel loop could run another task here, which might wait for the
+        // lock this thread holds.
+        crate::simd::vectorized(
+            #[inline(always)]
+            || bits.extend(data.iter().map(|&x| crate::gemm::to_bf16(x))),
+        );
         let bits = Arc::new(bits);
         *copy = Some((version, bits.clone()));
         Ok(bits)
