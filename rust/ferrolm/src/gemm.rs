@@ -158,9 +158,10 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 }
 
 /// Whether a product of `rows` rows by a weight reads the weight's bfloat16 copy
-/// ([`multiply_bf16_weight`]): decoding under bf16 precision, on a CPU that runs it.
+/// ([`multiply_bf16_weight`]): decoding under bf16 precision, on a CPU that runs it (no rows:
+/// nothing to read it for).
 pub(crate) fn reads_bf16_weight(rows: usize) -> bool {
-    rows < small_m::MAX_ROWS && matmul_precision() == MatmulPrecision::Bf16 && bf16_supported()
+    (1..small_m::MAX_ROWS).contains(&rows) && matmul_precision() == MatmulPrecision::Bf16 && bf16_supported()
 }
 
 /// `C (+)= A·Wᵀ` for W [n, k] as bfloat16 bits, row-major, and A's rows contiguous: decoding's

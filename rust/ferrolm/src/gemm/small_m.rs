@@ -113,10 +113,9 @@ pub(super) fn multiply(
 }
 
 /// `C (+)= A·Wᵀ` for W [n, k] given as bfloat16 bits, row-major (a weight's bf16 copy), with A's
-/// rows contiguous. The caller checked the shapes.
+/// rows contiguous. The caller (`gemm::multiply_bf16_weight`) checked the shapes.
 pub(super) fn multiply_bf16(a: MatRef, w: &[u16], n: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
     let k = a.cols;
-    debug_assert!(a.col_stride == 1 && w.len() == n * k);
     dot_columns(a, |j| &w[j * k..][..k], n, 2 * k * n, c, ldc, accumulate, true);
 }
 
@@ -147,7 +146,8 @@ fn dot_columns<'b, E: Element>(
                 // time on AVX-512, by up to four rows, so the chains of adds overlap and each load
                 // of B feeds several rows (baby GPT decoding 1.5x faster); except that up to three
                 // rows streaming B from memory read it a column at a time, in memory order (four
-                // columns interleaved measured 30% slower for one row, 20% for two). Both sum an
+                // columns interleaved: a 6-layer model's one-row products per token took 1.84 ms
+                // instead of 1.12, and two rows' steps 2.6-2.8 instead of 1.6). Both sum an
                 // element alike, so a row's result does not depend on the rows beside it.
                 #[cfg(target_arch = "x86_64")]
                 if crate::simd::avx512() {

@@ -138,7 +138,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         let (xd, wd) = (x.read(), weight.read());
         let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
         // Decoding under bf16 precision reads the weight's bf16 copy (half the bytes).
-        let bf16 = (rows > 0 && reads_bf16_weight(rows)).then(|| weight.bf16_copy()).transpose()?;
+        let bf16 = reads_bf16_weight(rows).then(|| weight.bf16_copy()).transpose()?;
         let multiply = |y: &mut [f32], accumulate: bool| match &bf16 {
             Some(w) => multiply_bf16_weight(xm, w, out_f, y, out_f, accumulate),
             None => gemm(xm, wt, y, out_f, accumulate, Threads::Pool),
