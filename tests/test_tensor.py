@@ -594,9 +594,9 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
 
 
 def test_bfloat16_decoding_reads_a_rounded_copy_of_the_weight():
-    """Under bfloat16, products of fewer than 8 rows by a layer's weight (token-by-token
+    """Under bfloat16, products of fewer than 16 rows by a layer's weight (token-by-token
     decoding) round the weight only, x staying float32; the weight's copy follows its changes."""
-    x1, x5, x8, b = randn(1, 301), randn(5, 301), randn(8, 301), randn(1100)
+    x1, x12, x16, b = randn(1, 301), randn(12, 301), randn(16, 301), randn(1100)
     w = fl.tensor(randn(1100, 301), requires_grad=True)  # 662 KB in bfloat16: streamed, on both threads
     small = fl.tensor(randn(7, 49), requires_grad=True)  # in cache: four columns at a time
     x_small = randn(2, 49)
@@ -611,10 +611,10 @@ def test_bfloat16_decoding_reads_a_rounded_copy_of_the_weight():
     previous = fl.set_matmul_precision("bfloat16") if BF16_CPU else None
     try:
         got = check(x1, w, b)
-        check(x5, w, b), check(x_small, small)
+        check(x12, w, b), check(x_small, small)
         if BF16_CPU:
             assert np.abs(got - (x1 @ w.numpy().T + b)).max() > 1e-3  # the weight really was rounded
-            check(x8, w, b, rounded_x=True)  # eight rows: the packed product, both operands rounded
+            check(x16, w, b, rounded_x=True)  # sixteen rows: the packed product, both operands rounded
         w.copy_(randn(1100, 301))  # written in place: read anew
         check(x1, w, b)
         (F.linear(fl.tensor(x1), w) ** 2).sum().backward()

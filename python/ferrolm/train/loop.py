@@ -78,7 +78,7 @@ class TrainConfig:
             option), so a run that overfits keeps, and ends holding, its best model (a copy is
             kept in memory), and a resume continues from it.
         seed: batches, dropout and evaluation batches are drawn from it.
-        dtype: "float32", or "bfloat16": matrix products of 8 rows or more round their operands
+        dtype: "float32", or "bfloat16": matrix products of 16 rows or more round their operands
             to bfloat16 and sum in float32 (as PyTorch's bf16 autocast, outputs staying float32;
             smaller ones by a layer's weight round only the weight); 1.5-1.7x
             faster training on CPUs with AVX512-BF16 (about 1.2x with a 32k vocabulary, whose

@@ -630,9 +630,16 @@ mod tests {
     #[test]
     fn bf16_weight_products_match_reference() {
         let mut next = uniform_stream(0x2545_f491_4f6c_dd1du64);
-        for &(m, k, n) in
-            &[(1, 1, 1), (1, 15, 7), (2, 49, 130), (5, 49, 130), (3, 301, 1100), (7, 301, 1100), (1, 384, 1536)]
-        {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 15, 7),
+            (2, 49, 130),
+            (5, 49, 130),
+            (3, 301, 1100),
+            (7, 301, 1100),
+            (15, 301, 1100),
+            (1, 384, 1536),
+        ] {
             let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let w: Vec<u16> = (0..n * k).map(|_| to_bf16(next())).collect();
             for accumulate in [false, true] {
@@ -657,13 +664,14 @@ mod tests {
         }
     }
 
-    /// Decoding a batch gives each row what it would get alone: a product of up to 7 rows by a
-    /// weight (f32, or its bf16 copy), in cache or streamed, equals its rows' one-row products.
+    /// Decoding a batch gives each row what it would get alone: a product of up to 15 rows (the
+    /// most the in-place path takes) by a weight (f32, or its bf16 copy), in cache or streamed,
+    /// equals its rows' one-row products.
     #[test]
     fn small_products_do_not_depend_on_the_rows_beside_them() {
         let mut next = uniform_stream(0x51ed_270b_2734_cf11);
         for &(k, n) in &[(49, 130), (301, 1100)] {
-            let x: Vec<f32> = (0..7 * k).map(|_| next()).collect();
+            let x: Vec<f32> = (0..(small_m::MAX_ROWS - 1) * k).map(|_| next()).collect();
             let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
             let w16: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
             let product = |rows: &[f32], bf16: bool| {

@@ -13,15 +13,18 @@ use rayon::prelude::*;
 use super::MatRef;
 use crate::simd::vectorized;
 
-/// Rows of A below which this path beats packing.
-pub(super) const MAX_ROWS: usize = 8;
+/// Rows of A below which this path beats packing (a 6-layer model's products per token, f32:
+/// 12 rows 2.4 ms here and 3.5-3.8 packed; at 16 they are even, in bf16 packing is ahead).
+pub(super) const MAX_ROWS: usize = 16;
 
 /// The same for X·W (B's rows contiguous), where each row of C streams B by itself: packing B
 /// took over from 3 rows (measured: 3 rows of a 1536×384 B, 131 µs here and 103 µs packed).
 const MAX_ROWS_BY_ROWS: usize = 3;
 
-/// Columns of C per parallel task.
-const COLS_PER_TASK: usize = 256;
+/// Columns of C per parallel task: few enough that a 384-wide layer splits evenly over two
+/// cores (256 gave one core twice the other's: a 6-layer model's 4-row products per token took
+/// 1.6-1.8 ms instead of 1.3-1.5).
+const COLS_PER_TASK: usize = 64;
 
 /// Bytes of B from which both cores are used: these products stream B from memory once, so a
 /// second core adds bandwidth as soon as B outgrows a core's L2.
@@ -142,40 +145,29 @@ fn dot_columns<'b, E: Element>(
                     let o = &mut outs[i][j];
                     *o = if accumulate { *o + d } else { d };
                 };
-                // Each column is read from memory once, for every row of A. Four columns at a
-                // time on AVX-512, by up to four rows, so the chains of adds overlap and each load
-                // of B feeds several rows (baby GPT decoding 1.5x faster); except that up to three
-                // rows streaming B from memory read it a column at a time, in memory order (four
-                // columns interleaved: a 6-layer model's one-row products per token took 1.84 ms
-                // instead of 1.12, and two rows' steps 2.6-2.8 instead of 1.6). Both sum an
-                // element alike, so a row's result does not depend on the rows beside it.
+                // Each column is read from memory once, for every row of A, up to four rows per
+                // call so the chains of adds overlap and each load of B feeds several rows. Four
+                // columns at a time, the next four prefetched (4 rows of a 6-layer model: 1.6-1.8 ms
+                // per token instead of 2.5-2.75 without); except that up to three rows streaming
+                // B from memory read it a column at a time, in memory order (four columns
+                // interleaved: a 6-layer model's one-row products per token took 1.84 ms instead
+                // of 1.12, and two rows' steps 2.6-2.8 instead of 1.6). Every element sums alike
+                // whatever the block, so a row's result does not depend on the rows beside it.
                 #[cfg(target_arch = "x86_64")]
                 if crate::simd::avx512() {
-                    let blocked = if bytes < PARALLEL_MIN_BYTES || xs.len() >= 4 { width / 4 * 4 } else { 0 };
+                    let four = bytes < PARALLEL_MIN_BYTES || xs.len() >= 4;
+                    let blocked = if four { width / 4 * 4 } else { 0 };
                     for j in (0..blocked).step_by(4) {
+                        let next = if j + 4 < blocked { j + 4 } else { j };
                         let cols = [col(j), col(j + 1), col(j + 2), col(j + 3)];
-                        for (r, rows) in xs.chunks(4).enumerate() {
-                            let mut emit = |d: &[[f32; 4]]| {
-                                for (i, d) in d.iter().enumerate() {
-                                    (0..4).for_each(|l| put(j + l, 4 * r + i, d[l]));
-                                }
-                            };
-                            // SAFETY: simd::avx512() checked that this CPU has AVX-512F.
-                            unsafe {
-                                match *rows {
-                                    [a, b, c, d] => emit(&dots_avx512::<E, 4, 4>([a, b, c, d], cols)),
-                                    [a, b, c] => emit(&dots_avx512::<E, 3, 4>([a, b, c], cols)),
-                                    [a, b] => emit(&dots_avx512::<E, 2, 4>([a, b], cols)),
-                                    _ => emit(&dots_avx512::<E, 1, 4>([rows[0]], cols)),
-                                }
-                            }
-                        }
+                        let ahead = [col(next), col(next + 1), col(next + 2), col(next + 3)];
+                        // SAFETY: simd::avx512() checked that this CPU has AVX-512F.
+                        unsafe { dots_block(xs, cols, ahead, |l, i, d| put(j + l, i, d)) };
                     }
                     for j in blocked..width {
-                        for (i, x) in xs.iter().enumerate() {
-                            // SAFETY: as above.
-                            put(j, i, unsafe { dots_avx512::<E, 1, 1>([x], [col(j)])[0][0] });
-                        }
+                        let next = (j + 1).min(width - 1);
+                        // SAFETY: as above.
+                        unsafe { dots_block(xs, [col(j)], [col(next)], |_, i, d| put(j, i, d)) };
                     }
                     return;
                 }
@@ -234,20 +226,59 @@ fn dot<E: Element>(x: &[f32], y: &[E]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `put(l, i, Σ cols[l]·xs[i])` for every row of `xs`, four rows per kernel call, prefetching
+/// `ahead` (the columns to be read next).
+///
+/// # Safety
+/// The CPU must have AVX-512F; the columns and rows have the same length.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dots_block<E: Element, const C: usize>(
+    xs: &[&[f32]],
+    cols: [&[E]; C],
+    ahead: [&[E]; C],
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    for (r, rows) in xs.chunks(4).enumerate() {
+        let mut emit = |d: &[[f32; C]]| {
+            for (i, d) in d.iter().enumerate() {
+                d.iter().enumerate().for_each(|(l, &d)| put(l, 4 * r + i, d));
+            }
+        };
+        // SAFETY: as the caller promises.
+        unsafe {
+            match *rows {
+                [a, b, c, d] => emit(&dots_avx512::<E, 4, C>([a, b, c, d], cols, ahead)),
+                [a, b, c] => emit(&dots_avx512::<E, 3, C>([a, b, c], cols, ahead)),
+                [a, b] => emit(&dots_avx512::<E, 2, C>([a, b], cols, ahead)),
+                _ => emit(&dots_avx512::<E, 1, C>([rows[0]], cols, ahead)),
+            }
+        }
+    }
+}
+
 /// `Σ col·x` for C columns and R rows x at once: one 16-lane chain each, so they overlap,
-/// and each load of a column feeds every row. Every element sums alike whatever C and R.
+/// and each load of a column feeds every row; `ahead`'s lines are prefetched as `cols`' are
+/// read. Every element sums alike whatever C and R.
 ///
 /// # Safety
 /// The CPU must have AVX-512F; the columns and rows have the same length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dots_avx512<E: Element, const R: usize, const C: usize>(xs: [&[f32]; R], cols: [&[E]; C]) -> [[f32; C]; R] {
+unsafe fn dots_avx512<E: Element, const R: usize, const C: usize>(
+    xs: [&[f32]; R],
+    cols: [&[E]; C],
+    ahead: [&[E]; C],
+) -> [[f32; C]; R] {
     use std::arch::x86_64::*;
     let k = cols[0].len();
     let full = k / 16 * 16;
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     for i in (0..full).step_by(16) {
         let w = cols.map(|col| E::load16(col.as_ptr().add(i)));
+        for a in ahead {
+            _mm_prefetch::<_MM_HINT_T0>(a.as_ptr().add(i).cast());
+        }
         for (acc, x) in acc.iter_mut().zip(xs) {
             let xv = _mm512_loadu_ps(x.as_ptr().add(i));
             for (acc, w) in acc.iter_mut().zip(w) {
