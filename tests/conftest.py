@@ -56,3 +56,22 @@ except KeyboardInterrupt:
     outcome, *after = out.stdout.split() or [""]
     assert outcome == "interrupted", out.stdout + out.stderr
     return float(after[0])
+
+
+def shard_weights(path: Path, parts: int = 2) -> dict:
+    """Splits `path`/model.safetensors into `parts` shards beside Hugging Face's index, as
+    `save_pretrained` writes a model larger than its shard size; returns the index's map."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    names, weight_map = sorted(tensors), {}
+    for i in range(parts):
+        file = f"model-{i + 1:05d}-of-{parts:05d}.safetensors"
+        save_file({n: tensors[n] for n in names[i::parts]}, str(path / file))
+        weight_map.update(dict.fromkeys(names[i::parts], file))
+    (path / "model.safetensors").unlink()
+    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    return weight_map

@@ -14,7 +14,7 @@ import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.gpt import GPT, sequence_logprobs
 
-from conftest import BF16_CPU, seconds_to_interrupt
+from conftest import BF16_CPU, seconds_to_interrupt, shard_weights
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -95,6 +95,32 @@ def test_hugging_face_gpt2_checkpoint_matches_numpy_reference(tmp_path, prefix, 
     np.testing.assert_allclose(GPT.load(tmp_path / "again")(ids).numpy(), expected, rtol=1e-4, atol=1e-4)
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again["bos_token_id"] == again["eos_token_id"] == 22  # kept for Hugging Face's generate
+
+
+def test_a_sharded_hugging_face_checkpoint_loads(tmp_path):
+    """Weights in shards, named by model.safetensors.index.json (save_pretrained's layout
+    above its shard size), load as the single file would; a bad index is refused clearly."""
+    tensors = hf_gpt2_checkpoint(tmp_path)
+    weight_map = shard_weights(tmp_path)
+    ids = np.random.default_rng(1).integers(0, 23, size=(2, 16))
+    expected = numpy_gpt2_logits(tensors, ids, heads=2)
+    np.testing.assert_allclose(GPT.load(tmp_path)(ids).numpy(), expected, rtol=1e-4, atol=1e-4)
+    index = tmp_path / "model.safetensors.index.json"
+    name, first = next(iter(weight_map.items()))
+    other = next(f for f in weight_map.values() if f != first)
+    for bad, error, message in [
+        ({**weight_map, name: f"../{tmp_path.name}/{first}"}, fl.FormatError, "not a file name in the directory"),
+        ({**weight_map, name: "model-00003-of-00003.safetensors"}, FileNotFoundError, "model-00003-of-00003"),
+        ({**weight_map, name: other}, fl.FormatError, f"puts {name} in {other}, which does not hold it"),
+        ({k: v for k, v in weight_map.items() if k != "wpe.weight"}, fl.FormatError, "missing tensor transformer.wpe.weight"),
+        (None, fl.FormatError, "no \"weight_map\" object"),
+    ]:
+        index.write_text(json.dumps({"weight_map": bad}))
+        with pytest.raises(error, match=message):
+            GPT.load(tmp_path)
+    index.unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        GPT.load(tmp_path)
 
 
 def test_transformers_loads_our_checkpoint_when_installed(tmp_path):

@@ -93,6 +93,7 @@ __all__ = [
     "TextStream",
     "check_sampling",
     "save_safetensors",
+    "load_model_weights",
     "load_safetensors",
     "Tokenizer",
     "release_memory",
@@ -539,6 +540,10 @@ def save_safetensors(path: _Path, tensors: dict[str, _Tensors], metadata: Option
 
 def load_safetensors(path: _Path, names: Optional[list[str]] = None) -> tuple[dict[str, _F32Array], dict[str, str]]:
     """Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors."""
+
+def load_model_weights(path: _Path, names: Optional[list[str]] = None) -> dict[str, _F32Array]:
+    """Reads a model directory's tensors, from model.safetensors or the shards its
+    model.safetensors.index.json names: {name: float32 array}; with `names`, only those."""
 
 # ---------------------------------------------------------------- tokenizers
 

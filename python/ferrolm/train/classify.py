@@ -58,8 +58,10 @@ class TextClassifier:
         from ferrolm.nn import fill_parameters
 
         path = model_dir(path)
-        weights = path / "model.safetensors"
-        head = _core.load_safetensors(str(weights), list(HEAD))[0] if weights.is_file() else {}
+        try:
+            head = _core.load_model_weights(str(path), list(HEAD))
+        except FileNotFoundError:  # no weights at all: said below
+            head = {}
         if set(head) != set(HEAD):
             raise FileNotFoundError(f"{path} is not a classifier: it has no classifier.weight and classifier.bias "
                                     "(train one with `ferrolm classify`)")
@@ -70,7 +72,7 @@ class TextClassifier:
         labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(head[HEAD[0]].shape[0])]
         model = cls(BERT.load(path), labels, classifier_dropout=config.get("classifier_dropout"))
         fill_parameters(dict(model.head.named_parameters()), {k.removeprefix("classifier."): v for k, v in head.items()},
-                        weights)
+                        path)
         return model
 
     def save(self, path: Union[str, Path]) -> None:

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
-use ferrolm::checkpoint::{from_safetensors_where, read_file, write_safetensors};
+use ferrolm::checkpoint::{from_safetensors_where, read_file, read_weights, write_safetensors, Stored};
 use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
@@ -515,12 +515,26 @@ fn load_safetensors<'py>(
     let wanted = |name: &str| names.as_ref().is_none_or(|n| n.iter().any(|w| w == name));
     let (tensors, metadata) =
         compute(py, || read_file(&path).and_then(|b| from_safetensors_where(&b, &what, wanted))).py()?;
+    Ok((arrays(py, tensors)?, metadata.into_iter().collect()))
+}
+
+/// Reads a model directory's tensors, from model.safetensors or the shards its
+/// model.safetensors.index.json names: {name: float32 array}; with `names`, only those.
+#[pyfunction]
+#[pyo3(signature = (path, names = None))]
+fn load_model_weights<'py>(py: Python<'py>, path: PathBuf, names: Option<Vec<String>>) -> PyResult<Bound<'py, PyDict>> {
+    let wanted = |name: &str| names.as_ref().is_none_or(|n| n.iter().any(|w| w == name));
+    arrays(py, compute(py, || read_weights(&path, wanted)).py()?)
+}
+
+/// Stored tensors as {name: float32 array of their shape}.
+fn arrays(py: Python<'_>, tensors: BTreeMap<String, Stored>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     for (name, s) in tensors {
-        let arr: Bound<'py, PyArray1<f32>> = s.data.into_pyarray(py);
+        let arr: Bound<'_, PyArray1<f32>> = s.data.into_pyarray(py);
         out.set_item(name, arr.reshape(s.shape)?)?;
     }
-    Ok((out, metadata.into_iter().collect()))
+    Ok(out)
 }
 
 /// Refuses sampling settings that `Gpt.generation` would refuse (ValueError), without starting
@@ -539,5 +553,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_sampling, m)?)?;
     m.add_function(wrap_pyfunction!(save_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;
+    m.add_function(wrap_pyfunction!(load_model_weights, m)?)?;
     Ok(())
 }

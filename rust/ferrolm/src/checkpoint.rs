@@ -390,16 +390,44 @@ pub fn ensure_weights_fit(needed: usize, stored: &BTreeMap<String, Stored>) -> R
     Ok(())
 }
 
-/// Reads `config.json` and `model.safetensors` from a model directory.
+/// Reads `config.json` and the weights (see [`read_weights`]) from a model directory.
 pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, Stored>)> {
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
-    if !dir.join("model.safetensors").exists() && dir.join("model.safetensors.index.json").exists() {
-        bail!(
-            Format,
-            "{}: the weights are sharded (model.safetensors.index.json); save them as one model.safetensors",
-            dir.display()
-        );
+    Ok((config, read_weights(dir, |_| true)?))
+}
+
+/// The index of a model saved in shards, as Hugging Face saves one larger than its shard size.
+const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// The tensors of a model directory whose names `wanted` accepts: from `model.safetensors`, or,
+/// when there is none, from the shards its `model.safetensors.index.json` names (only those
+/// shards holding a wanted tensor are read).
+pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, Stored>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() || !dir.join(SHARD_INDEX).exists() {
+        return Ok(from_safetensors_where(&read_file(&single)?, "model.safetensors", wanted)?.0);
     }
-    let (stored, _) = from_safetensors(&read_file(&dir.join("model.safetensors"))?, "model.safetensors")?;
-    Ok((config, stored))
+    let index = parse_json(&read_file(&dir.join(SHARD_INDEX))?, SHARD_INDEX)?;
+    let Some(weight_map) = index.get("weight_map").and_then(|m| m.as_object()) else {
+        bail!(Format, "{SHARD_INDEX} has no \"weight_map\" object (tensor name → shard file)");
+    };
+    let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, file) in weight_map {
+        let file = file.as_str().unwrap_or_default();
+        // A shard is a file beside the index: a path elsewhere is not followed.
+        let plain = !file.is_empty() && Path::new(file).file_name().is_some_and(|f| f == file);
+        ensure!(plain, Format, "{SHARD_INDEX} puts {name} in {file:?}, which is not a file name in the directory");
+        if wanted(name) {
+            shards.entry(file).or_default().push(name);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (file, names) in shards {
+        let (tensors, _) = from_safetensors_where(&read_file(&dir.join(file))?, file, |n| names.contains(&n))?;
+        if let Some(missing) = names.iter().find(|n| !tensors.contains_key(**n)) {
+            bail!(Format, "{SHARD_INDEX} puts {missing} in {file}, which does not hold it");
+        }
+        out.extend(tensors);
+    }
+    Ok(out)
 }

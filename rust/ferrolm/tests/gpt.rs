@@ -281,6 +281,39 @@ fn save_load_round_trip_and_bad_files() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A model saved in shards (Hugging Face's model.safetensors.index.json beside them) loads as
+/// the one file would; the index must name files in the directory.
+#[test]
+fn a_model_in_shards_loads() {
+    use ferrolm::checkpoint::{from_safetensors, write_safetensors};
+    let dir = std::env::temp_dir().join(format!("ferrolm-gpt-shards-{}", std::process::id()));
+    let model = tiny(0.0);
+    model.save(&dir).unwrap();
+    let (tensors, _) = from_safetensors(&std::fs::read(dir.join("model.safetensors")).unwrap(), "test").unwrap();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in tensors.iter().collect::<Vec<_>>().chunks(tensors.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let part: Vec<_> = part.iter().map(|(n, s)| (n.to_string(), s.shape.clone(), &s.data[..])).collect();
+        write_safetensors(&dir.join(&file), &part, Default::default()).unwrap();
+        part.iter().for_each(|(n, ..)| drop(weight_map.insert(n.clone(), file.clone().into())));
+    }
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let index = |map: &serde_json::Map<String, serde_json::Value>| {
+        let json = serde_json::json!({ "metadata": {}, "weight_map": map });
+        std::fs::write(dir.join("model.safetensors.index.json"), json.to_string()).unwrap();
+    };
+    index(&weight_map);
+    let x = ids(1, 8);
+    let a = no_grad(|| model.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
+    let b = no_grad(|| Gpt::load(&dir).unwrap().forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
+    assert_eq!(a, b);
+    let mut outside = weight_map.clone();
+    outside.insert("wte.weight".into(), "../model-00001-of-00002.safetensors".into());
+    index(&outside);
+    assert!(matches!(Gpt::load(&dir), Err(Error::Format(m)) if m.contains("not a file name in the directory")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// log p(ids[t] | ids[begin..t]) by a full forward pass over that window.
 fn logprob_after(model: &Gpt, ids: &[i64], begin: usize, t: usize) -> f32 {
     let window = &ids[begin..t];
