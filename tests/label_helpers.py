@@ -25,9 +25,14 @@ STARTUP_SECONDS = 60
 CLI = [sys.executable, "-c", "import sys; from ferrolm.cli import main; sys.exit(main())"]
 
 
-def make_model(path: Path, seed: int = 0) -> Path:
-    """An untrained char-level GPT (its output is gibberish, which is all the page needs)."""
+def make_model(path: Path, seed: int = 0, chat: bool = False) -> Path:
+    """An untrained char-level GPT (its output is gibberish, which is all the page needs); with
+    `chat`, its tokenizer has the chat template's tokens, as a model from `ferrolm sft`."""
+    from ferrolm.chat import SPECIALS
+
     tok = fl.Tokenizer.train_from_iterator([ALPHABET], kind="char", vocab_size=1 << 20)
+    if chat:
+        tok.add_special_tokens(list(SPECIALS))
     fl.GPT.create(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32, seed=seed,
                   tokenizer=tok).save(path)
     return path

@@ -158,3 +158,36 @@ def test_judgements_from_the_page_train_a_reward_model(model, tmp_path, page):
     for data, out in ((tmp_path / "prefs.jsonl", tmp_path / "rm-jsonl"), (db, tmp_path / "rm-sqlite")):
         assert main(["reward", str(model), "--data", str(data), "--out", str(out), "--max-iters", "20"]) == 0
         assert (out / "reward_head.safetensors").stat().st_size > 0
+
+
+def test_a_conversation_is_shown_turn_by_turn_and_exported_as_one(tmp_path, page):
+    """A chat model's prompt may be a conversation: the page shows each turn under its role
+    (as text), and the export keeps the turns, in TRL's conversational form."""
+    from ferrolm.conversations import preference
+
+    chat_model = make_model(tmp_path / "chat-model", chat=True)
+    conversation = [{"role": "user", "content": "<b>Who</b> goes there?"}, {"role": "assistant", "content": "A friend."},
+                    {"role": "user", "content": "Unfold yourself."}]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": conversation}) + "\n" + json.dumps({"prompt": "Just a text."}) + "\n")
+    db = tmp_path / "prefs.sqlite"
+    with LabelServer(chat_model, prompts, db) as server:
+        page.goto(server.url)
+        first = shown(page)
+        turns = page.locator("#prompt .turn")
+        sync_api.expect(turns).to_have_count(3)
+        assert [turns.nth(i).get_attribute("data-role") for i in range(3)] == ["user", "assistant", "user"]
+        assert [turns.nth(i).locator(".role").text_content() for i in range(3)] == ["user", "assistant", "user"]
+        assert turns.nth(0).text_content() == "user<b>Who</b> goes there?" and page.locator("#prompt b").count() == 0
+        page.keyboard.press("1")
+        sync_api.expect(page.locator("#prompt")).to_have_text("Just a text.")
+        assert page.locator("#prompt .turn").count() == 0
+        page.keyboard.press("s")
+        expect_progress(page, 2, 2)
+        page.goto(server.url + "judgements")
+        sync_api.expect(page.locator("#judgements tbody tr")).to_have_count(2)
+        assert page.locator("#judgements tbody tr").nth(1).locator(".turn").count() == 3
+    out = tmp_path / "prefs.jsonl"
+    assert run_cli("label", "export", "--db", str(db), "--out", str(out)).returncode == 0
+    [record] = load_preferences(out)  # the skipped text prompt is left out
+    assert preference(record) == (conversation, first["left"], first["right"])

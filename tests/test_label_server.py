@@ -2,6 +2,7 @@
 token), bad input at start-up, and durability when the process is killed mid-labelling."""
 
 import http.client
+import json
 import socket
 import sqlite3
 import threading
@@ -128,6 +129,9 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     assert "model directory" in label(model_dir=tmp_path / "no-such-model")
     assert "does not exist" in label(prompts_file=tmp_path / "no-such-prompts.txt")
     assert "printable ASCII" in label("--token", "s3cr\u20act")
+    conversation = [{"role": "user", "content": "Who goes there?"}]
+    (tmp_path / "chats.jsonl").write_text(json.dumps({"prompt": conversation}) + "\n")
+    assert "holds conversations, which only a chat model" in label(prompts_file=tmp_path / "chats.jsonl")
     assert not db.exists()  # nothing created for a run that could not start
 
     busy = socket.socket()

@@ -170,3 +170,72 @@ def test_undo_puts_the_pair_first_for_that_tab(tmp_path):
         assert queue.labelled == 0 and [p.id for p in queue.take("tab", 2)] == [a.id, b.id]
     finally:
         queue.stop()
+
+
+CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who goes there?"},
+                {"role": "assistant", "content": "A friend."}, {"role": "user", "content": "Stand and unfold yourself."}]
+
+
+def test_conversation_prompts_are_labelled_exported_and_remembered(tmp_path):
+    """A prompt may be a conversation ending with the user turn to answer: its pair holds the
+    turns, its preference record is in TRL's conversational form, and a restart knows it judged."""
+    from ferrolm.conversations import preference
+    from ferrolm.preferences import load_preferences
+
+    store = LabelStore(tmp_path / "db.sqlite")
+    same_text = CONVERSATION[-1]["content"]  # the same words as a text prompt: another prompt
+    prompts = [CONVERSATION, same_text]
+    queue = PairQueue(store, prompts, *samplers(), lookahead=2).start()
+    try:
+        wait_until(lambda: len(store.unjudged_pairs()) == 2)
+        first, second = queue.take("tab", 2)
+    finally:
+        queue.stop()
+    assert first.prompt == CONVERSATION and second.prompt == same_text
+    assert first.public()["prompt"] == CONVERSATION and LabelStore(tmp_path / "db.sqlite").pair(first.id) == first
+    store.judge(first.id, "left", "", "ann")
+    assert store.judgements()[0]["prompt"] == CONVERSATION
+    restarted = PairQueue(store, prompts, *samplers(FakeModel()), lookahead=2)
+    assert restarted.labelled == 1 and [p.id for p in restarted.take("tab", 2)] == [second.id]
+    store.export(tmp_path / "prefs.jsonl")
+    [record] = load_preferences(tmp_path / "prefs.jsonl")
+    assert preference(record) == (CONVERSATION, first.completion_a, first.completion_b)
+
+
+def test_a_version_1_database_opens_with_its_text_prompts(tmp_path):
+    """Databases from before conversations (schema version 1) gain the column on opening."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('app', 'ferrolm-label'), ('schema_version', '1');
+        CREATE TABLE pairs (id TEXT PRIMARY KEY, prompt TEXT NOT NULL, completion_a TEXT NOT NULL,
+            completion_b TEXT NOT NULL, shown_left TEXT NOT NULL, settings TEXT NOT NULL,
+            model_a_hash TEXT NOT NULL, model_b_hash TEXT NOT NULL, created_at TEXT NOT NULL);
+        CREATE TABLE judgements (id INTEGER PRIMARY KEY AUTOINCREMENT, pair_id TEXT NOT NULL UNIQUE,
+            prompt TEXT NOT NULL, completion_a TEXT NOT NULL, completion_b TEXT NOT NULL, shown_left TEXT NOT NULL,
+            choice TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '', labeller TEXT NOT NULL, created_at TEXT NOT NULL,
+            settings TEXT NOT NULL, model_a_hash TEXT NOT NULL, model_b_hash TEXT NOT NULL);
+        INSERT INTO pairs VALUES ('p1', '["not", "a conversation"]', 'x', 'y', 'a', '{}', 'h', 'h', '2026-01-01');
+        INSERT INTO judgements (pair_id, prompt, completion_a, completion_b, shown_left, choice, labeller, created_at,
+            settings, model_a_hash, model_b_hash)
+            VALUES ('p1', '["not", "a conversation"]', 'x', 'y', 'a', 'b', 'ann', '2026-01-01', '{}', 'h', 'h');
+    """)
+    con.close()
+    for _ in range(2):  # the second opening finds version 2
+        store = LabelStore.open_existing(path)
+        assert store.pair("p1").prompt == '["not", "a conversation"]'  # a text that looks like JSON stays text
+        assert [r["choice"] for r in store.judgements()] == ["b"]
+    assert PairQueue(store, ['["not", "a conversation"]'], *samplers()).labelled == 1
+    store.add_pair(Pair(prompt=CONVERSATION, completion_a="a", completion_b="b", shown_left="b", settings={},
+                        model_a_hash="h", model_b_hash="h", id="p2"))
+    assert store.pair("p2").prompt == CONVERSATION
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    con.execute("UPDATE pairs SET prompt = ? WHERE id = 'p2'", ('[{"role": "assistant"}]',))
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="pair p2: its prompt is not a text or a conversation"):
+        store.pair("p2")

@@ -302,10 +302,8 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": history}) + "\n" + json.dumps({"prompt": "Stand!"}) + "\n")
-    read = read_prompts(prompts, skip_blank=True, conversations=True)
+    read = read_prompts(prompts, skip_blank=True)
     assert read == [history, "Stand!"]
-    with pytest.raises(ValueError, match="line 1: .*the labelling page shows text prompts"):
-        read_prompts(prompts)
     # A prompt the policy cannot read is refused with its line, before any model is trained.
     prompts.write_text(json.dumps({"prompt": "Stand!"}) + "\n\n" + json.dumps({"prompt": [{"role": "user", "content": "7"}]}))
     assert ferrolm(["ppo", str(base), "--reward-model", str(tmp_path / "none"), "--prompts", str(prompts),
@@ -313,7 +311,7 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
     assert "prompts.jsonl line 3: " in capsys.readouterr().err
     prompts.write_text(json.dumps({"prompt": [{"role": "user", "content": " "}]}) + "\n")
     with pytest.raises(ValueError, match="line 1: empty prompt"):
-        read_prompts(prompts, conversations=True)
+        read_prompts(prompts)
     ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), read, read, template, rollout_size=2,
               minibatch_size=2, max_new_tokens=8)
     assert ppo.prompts["train"] == [prompt, template.prompt_ids("Stand!")]

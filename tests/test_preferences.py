@@ -185,7 +185,9 @@ def test_corrupt_or_foreign_databases_are_errors_and_left_untouched(tmp_path):
     # Edited rows (a crafted file need not keep the schema's constraints) are errors naming the
     # judgement, not tracebacks or a silent "b wins".
     for column, value, message in (("choice", "zzz", "choice 'zzz' is not a, b, tie or skip"),
-                                   ("completion_a", None, "its prompt and completions must be text"),
+                                   ("completion_a", None, "its completions must be text"),
+                                   ("prompt", None, "its prompt is not a text or a conversation's turns"),
+                                   ("conversation", 1, "its prompt is not a text or a conversation's turns"),
                                    ("settings", None, "its settings are not a JSON object")):
         edited = tmp_path / f"edited-{column}.sqlite"
         judged_store(edited)

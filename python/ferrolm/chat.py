@@ -9,13 +9,11 @@ Face (`hf_chat_files`)."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ferrolm.conversations import checked_turns, exchanges, prompt_turns
-
-Prompt = Union[str, Sequence[Mapping[str, str]]]
+from ferrolm.conversations import Prompt, checked_turns, exchanges, prompt_turns
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (USER, ASSISTANT, END)

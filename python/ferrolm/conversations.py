@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence, Union
 
 Turn = dict[str, str]
+#: A prompt: a text (one user turn), or a conversation ending with the user turn to answer.
+Prompt = Union[str, Sequence[Mapping[str, str]]]
 
 
 def checked_turns(messages: Sequence[Mapping[str, str]], open_turn: bool = False) -> list[Turn]:
@@ -57,7 +59,7 @@ def exchanges(turns: list[Turn]) -> list[Turn]:
     return turns[1:] if turns and turns[0]["role"] == "system" else turns
 
 
-def prompt_turns(prompt: Union[str, Sequence[Mapping[str, str]]]) -> list[Turn]:
+def prompt_turns(prompt: Prompt) -> list[Turn]:
     """A prompt as turns: a text is one user turn; a conversation ends with the user turn."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]

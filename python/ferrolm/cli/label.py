@@ -28,7 +28,8 @@ def register_label(sub) -> None:
     # MODEL_DIR slot's reserved word (a model directory named "export" can be given as ./export).
     p.add_argument("model", metavar="MODEL_DIR", help="GPT model directory (config.json, model.safetensors, "
                                                       "tokenizer.json), or `export`")
-    p.add_argument("--prompts", help="prompts, one per line (UTF-8), or .jsonl of {\"prompt\": ...}")
+    p.add_argument("--prompts", help="prompts, one per line (UTF-8), or .jsonl of {\"prompt\": ...}: a text, or for a "
+                                     "chat model a conversation ending with the user turn to answer")
     p.add_argument("--model-b", default=None, help="a second model: compare one completion from each model "
                                                    "(default: two samples of MODEL_DIR)")
     p.add_argument("--db", default="prefs.sqlite", help="labelling database (created if missing; default prefs.sqlite)")
@@ -87,6 +88,9 @@ def run_label(args) -> int:
         raise ValueError("one model is a chat model and the other is not, so their completions would not be "
                          "comparable; pass --raw to continue the prompts as plain text with both")
     chat = model_a.is_chat and not args.raw
+    if not chat and any(not isinstance(p, str) for p in prompts):
+        raise ValueError(f"{args.prompts} holds conversations, which only a chat model (from `ferrolm sft`) answers"
+                         + (" as a chat: drop --raw" if model_a.is_chat else ""))
     for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
         check_prompts(prompts, model, f"{args.prompts} (for {path})", chat)
     store = LabelStore(args.db)

@@ -311,7 +311,7 @@ def run_ppo(args) -> int:
     from ferrolm.train.ppo import PPO, PolicyWithValue
     from ferrolm.train.reward import RewardModel
 
-    prompts = numbered_prompts(args.prompts, skip_blank=True, conversations=True)
+    prompts = numbered_prompts(args.prompts, skip_blank=True)
     v, gpt, template, tr, va = _start(args, "ppo", [prompt for _, prompt in prompts])
     for number, prompt in prompts:  # each refused with its line, before the split mixes them
         located(f"{args.prompts} line {number}", template.prompt_ids, prompt)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ferrolm.conversations import Prompt
+from ferrolm.label.prompts import prompt_key
 from ferrolm.label.store import LabelStore, Pair
 
 
@@ -51,7 +53,7 @@ class Sampler:
         return {"model": self.model_dir, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "chat": self.chat, "seed": seed}
 
-    def sample(self, prompt: str, seed: int) -> str:
+    def sample(self, prompt: Prompt, seed: int) -> str:
         # GPT.generate runs the Rust KV-cache generator (core.generation) without the GIL.
         return self.model.generate(prompt, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
                                    top_p=self.top_p, seed=seed, chat=self.chat)
@@ -71,7 +73,7 @@ class PairQueue:
 
     RETRIES = 3  # new seeds tried when both sides come out identical (no preference possible)
 
-    def __init__(self, store: LabelStore, prompts: list[str], a: Sampler, b: Sampler, *, seed: int = 0,
+    def __init__(self, store: LabelStore, prompts: list[Prompt], a: Sampler, b: Sampler, *, seed: int = 0,
                  lookahead: int = 2, lease_seconds: float = 900.0) -> None:
         self.store, self.prompts, self.a, self.b = store, prompts, a, b
         self.seed, self.lookahead, self.lease_seconds = seed, lookahead, lease_seconds
@@ -81,7 +83,7 @@ class PairQueue:
         self._leases: dict[str, tuple[str, float, float]] = {}  # pair id -> (client, order, time)
         self.failed: list[str] = []  # messages of prompts that could not be generated
         self._generating = False
-        self._wanted = wanted = set(prompts)
+        self._wanted = wanted = {prompt_key(p) for p in prompts}
         judged = store.judged_prompts() & wanted
         self.total = len(prompts)
         self._judged = set(judged)
@@ -89,12 +91,12 @@ class PairQueue:
         # with the same sampling (chat or raw, temperature...; seeds aside).
         hashes = (a.weights_hash, b.weights_hash)
         for pair in store.unjudged_pairs():
-            if pair.prompt in wanted and pair.prompt not in judged and (pair.model_a_hash, pair.model_b_hash) == hashes \
+            if pair.key in wanted and pair.key not in judged and (pair.model_a_hash, pair.model_b_hash) == hashes \
                     and all(_same_sampling(pair.settings.get(x, {}), s) for x, s in (("a", a), ("b", b))) \
-                    and all(p.prompt != pair.prompt for p in self._pool.values()):
+                    and all(p.key != pair.key for p in self._pool.values()):
                 self._pool[pair.id] = pair
-        have = judged | {p.prompt for p in self._pool.values()}
-        self._todo = [(i, p) for i, p in enumerate(prompts) if p not in have]
+        have = judged | {p.key for p in self._pool.values()}
+        self._todo = [(i, p) for i, p in enumerate(prompts) if prompt_key(p) not in have]
         self._thread = threading.Thread(target=self._run, name="ferrolm-label-generator", daemon=True)
 
     # ------------------------------------------------------------ lifecycle
@@ -147,14 +149,14 @@ class PairQueue:
         with self._cond:
             self._pool.pop(pair.id, None)
             self._leases.pop(pair.id, None)
-            if pair.prompt in self._wanted:
-                self._judged.add(pair.prompt)
+            if pair.key in self._wanted:
+                self._judged.add(pair.key)
 
     def undone(self, pair: Pair, client: str) -> None:
         """A judgement was undone: its pair goes back, first in line for `client`."""
         with self._cond:
-            self._judged.discard(pair.prompt)
-            if pair.prompt in self._wanted:
+            self._judged.discard(pair.key)
+            if pair.key in self._wanted:
                 self._pool = {pair.id: pair, **self._pool}
                 first = min((lease[1] for lease in self._leases.values()), default=0.0)
                 self._leases[pair.id] = (client, first - 1, time.monotonic())
@@ -188,7 +190,7 @@ class PairQueue:
                     self.failed.append(message)
                 self._cond.notify_all()
 
-    def _generate(self, index: int, prompt: str) -> Pair:
+    def _generate(self, index: int, prompt: Prompt) -> Pair:
         rng = random.Random(f"{self.seed}:{index}")
         for attempt in range(self.RETRIES):
             seed_a = self.seed + 2 * index + 1_000_003 * attempt

@@ -1,6 +1,7 @@
 """Reading the prompts to label: one per line of a UTF-8 text file, or, for prompts that span
 several lines, JSON Lines of `{"prompt": "..."}` objects (or bare JSON strings): a `.jsonl` or
-`.json` file, or any file whose first line is such an object.
+`.json` file, or any file whose first line is such an object. A record's prompt may also be a
+conversation, ending with the user turn to answer (a chat model's).
 
 Every problem is an error naming its line: a prompt is never dropped silently.
 """
@@ -11,20 +12,34 @@ import json
 from pathlib import Path
 from typing import Union
 
-from ferrolm.conversations import prompt_turns
+from ferrolm.conversations import Prompt, prompt_turns
 from ferrolm.jsonl import lines_of, located, read_utf8
 
 
-def read_prompts(path: Union[str, Path], skip_blank: bool = False, conversations: bool = False) -> list:
+def prompt_key(prompt: Prompt) -> tuple[str, bool]:
+    """A prompt as prompts are compared and stored: (its text, False), or (a conversation's
+    turns as JSON, True)."""
+    if isinstance(prompt, str):
+        return prompt, False
+    return json.dumps(prompt_turns(prompt), ensure_ascii=False), True
+
+
+def prompt_of_key(text: str, conversation: bool) -> Prompt:
+    """The prompt `prompt_key` gave (text, conversation) for; ValueError if it is not one."""
+    if not isinstance(text, str):
+        raise ValueError(f"a stored prompt is text, got {type(text).__name__}")
+    return prompt_turns(json.loads(text)) if conversation else text
+
+
+def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[Prompt]:
     """The prompts of `path`, in file order. Raises FileNotFoundError or ValueError. A blank
     line is an error (labelling numbers prompts by line) unless `skip_blank` (PPO's prompts).
-    With `conversations` (PPO's), a JSON record's prompt may also be a conversation ending with
-    the user turn to answer (a list of {"role", "content"} turns, as TRL's conversational
-    prompts)."""
-    return [prompt for _, prompt in numbered_prompts(path, skip_blank, conversations)]
+    A JSON record's prompt may also be a conversation ending with the user turn to answer (a
+    list of {"role", "content"} turns, as TRL's conversational prompts)."""
+    return [prompt for _, prompt in numbered_prompts(path, skip_blank)]
 
 
-def numbered_prompts(path: Union[str, Path], skip_blank: bool = False, conversations: bool = False) -> list[tuple]:
+def numbered_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[tuple]:
     """`read_prompts`' prompts with their line numbers, (number, prompt)."""
     path = Path(path)
     if not path.is_file():
@@ -35,7 +50,7 @@ def numbered_prompts(path: Union[str, Path], skip_blank: bool = False, conversat
     for number, line in enumerate(lines, 1):
         if skip_blank and not line.strip():
             continue
-        prompt = _parse(line, path, number, conversations) if jsonl else line
+        prompt = _parse(line, path, number) if jsonl else line
         if not prompt_turns(prompt)[-1]["content"].strip():
             raise ValueError(f"{path} line {number}: empty prompt (one prompt per line; remove empty lines)")
         prompts.append((number, prompt))
@@ -54,30 +69,31 @@ def _is_prompt_object(line: str) -> bool:
     return isinstance(value, dict) and "prompt" in value
 
 
-def _parse(line: str, path: Path, number: int, conversations: bool):
+def _parse(line: str, path: Path, number: int) -> Prompt:
     try:
         value = json.loads(line) if line.strip() else ""
     except (json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path} line {number}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
     if isinstance(value, dict):
         value = value.get("prompt")
-    if conversations and isinstance(value, list):
+    if isinstance(value, list):
         return located(f"{path} line {number}", prompt_turns, value)
     if not isinstance(value, str):
-        also = ", or a conversation as its prompt" if conversations else " (the labelling page shows text prompts)"
-        raise ValueError(f'{path} line {number}: expected {{"prompt": "..."}} or a JSON string{also}')
+        raise ValueError(f'{path} line {number}: expected {{"prompt": "..."}} or a JSON string, or a conversation as '
+                         "its prompt")
     return value
 
 
-def check_prompts(prompts: list[str], model, where: str, chat: bool = False) -> None:
+def check_prompts(prompts: list[Prompt], model, where: str, chat: bool = False) -> None:
     """Refuses prompts that cannot be labelled: a repeat of an earlier one (its pairs would be
     judged twice), characters outside the model's vocabulary, or no room left in its context
     (generation needs the prompt to fit, with one token to spare)."""
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, bool], int] = {}
     for number, prompt in enumerate(prompts, 1):
-        if prompt in seen:
-            raise ValueError(f"{where} line {number}: repeats the prompt of line {seen[prompt]}")
-        seen[prompt] = number
+        key = prompt_key(prompt)
+        if key in seen:
+            raise ValueError(f"{where} line {number}: repeats the prompt of line {seen[key]}")
+        seen[key] = number
         try:
             n = len(model.prompt_ids(prompt, chat))
         except ValueError as e:

@@ -2,7 +2,8 @@
 
 Two tables. `pairs` holds every generated pair as soon as it exists, so a restart re-offers
 pairs nobody judged yet instead of generating them again, and a judgement retried after a
-restart still finds its pair. `judgements` holds one self-contained row per judgement (prompt,
+restart still finds its pair. A prompt is a text, or a conversation (its turns as JSON, with
+`conversation` = 1). `judgements` holds one self-contained row per judgement (prompt,
 both completions, which was shown left, the choice, labeller, time, generation settings and
 weight hashes); `pair_id` is UNIQUE, so a judgement is stored at most once however often a
 browser retries it. Every write is one transaction, committed before the HTTP answer is sent
@@ -23,15 +24,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
+from ferrolm.conversations import Prompt
 from ferrolm.jsonl import is_sqlite
+from ferrolm.label.prompts import prompt_key, prompt_of_key
 from ferrolm.preferences import Preferences, write_preferences
 
 APP_ID = "ferrolm-label"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Version 1 had text prompts only; opening one adds this column to both tables (all texts: 0).
+CONVERSATION = "conversation INTEGER NOT NULL DEFAULT 0 CHECK (conversation IN (0, 1))"
 CHOICES = ("a", "b", "tie", "skip")  # which completion won: a, b, or no preference
 SIDES = ("left", "right", "tie", "skip")  # what the browser sends: the position on screen
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pairs (
     id TEXT PRIMARY KEY,
@@ -42,7 +47,8 @@ CREATE TABLE IF NOT EXISTS pairs (
     settings TEXT NOT NULL,
     model_a_hash TEXT NOT NULL,
     model_b_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    {CONVERSATION}
 );
 CREATE TABLE IF NOT EXISTS judgements (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an undone id is never reused
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS judgements (
     created_at TEXT NOT NULL,
     settings TEXT NOT NULL,
     model_a_hash TEXT NOT NULL,
-    model_b_hash TEXT NOT NULL
+    model_b_hash TEXT NOT NULL,
+    {CONVERSATION}
 );
 """
 
@@ -72,10 +79,11 @@ def now() -> str:
 
 @dataclass
 class Pair:
-    """Two completions of one prompt. `a`/`b` name the samplers (model A/B, or the two
-    settings of one model); `shown_left` says which one the page shows on the left."""
+    """Two completions of one prompt (a text, or a conversation ending with the user turn they
+    answer). `a`/`b` name the samplers (model A/B, or the two settings of one model);
+    `shown_left` says which one the page shows on the left."""
 
-    prompt: str
+    prompt: Prompt
     completion_a: str
     completion_b: str
     shown_left: str
@@ -84,6 +92,11 @@ class Pair:
     model_b_hash: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: str = field(default_factory=now)
+
+    @property
+    def key(self) -> tuple[str, bool]:
+        """The prompt as prompts are compared (`prompt_key`)."""
+        return prompt_key(self.prompt)
 
     def side(self, side: str) -> str:
         """'a' or 'b': which completion is on `side` ('left' or 'right') of the page."""
@@ -139,9 +152,11 @@ class LabelStore:
                     meta = dict(con.execute("SELECT key, value FROM meta"))
                     if meta.get("app") != APP_ID:
                         raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database")
-                    if meta.get("schema_version") != SCHEMA_VERSION:
+                    if meta.get("schema_version") == "1":
+                        self._upgrade_from_version_1(con)
+                    elif meta.get("schema_version") != SCHEMA_VERSION:
                         raise ValueError(f"{self.path} has labelling schema version {meta.get('schema_version')}; "
-                                         f"this ferrolm reads version {SCHEMA_VERSION}")
+                                         f"this ferrolm reads versions 1 and {SCHEMA_VERSION}")
                     return
             # WAL: readers (the judgements page, an export) never block the labeller's writes.
             con.execute("PRAGMA journal_mode = WAL")
@@ -152,6 +167,20 @@ class LabelStore:
                 con.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?), ('schema_version', ?)", (APP_ID, SCHEMA_VERSION))
         finally:
             con.close()
+
+    def _upgrade_from_version_1(self, con: sqlite3.Connection) -> None:
+        """Adds the conversation column (its prompts are all texts), unless another process
+        has meanwhile."""
+        try:
+            with self._transaction(con):
+                version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+                if version == "1":
+                    for table in ("pairs", "judgements"):
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {CONVERSATION}")
+                    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+        except sqlite3.OperationalError as e:  # a file this process may not write
+            raise ValueError(f"{self.path} is a labelling database of version 1, which opening upgrades, but it "
+                             f"cannot be written here ({e})") from None
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each operation is exactly
@@ -193,9 +222,11 @@ class LabelStore:
 
     def add_pair(self, pair: Pair) -> None:
         with self._write() as con:
-            con.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (pair.id, pair.prompt, pair.completion_a, pair.completion_b, pair.shown_left,
-                         json.dumps(pair.settings), pair.model_a_hash, pair.model_b_hash, pair.created_at))
+            prompt, conversation = pair.key
+            con.execute("INSERT INTO pairs (id, prompt, completion_a, completion_b, shown_left, settings, model_a_hash, "
+                        "model_b_hash, created_at, conversation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (pair.id, prompt, pair.completion_a, pair.completion_b, pair.shown_left,
+                         json.dumps(pair.settings), pair.model_a_hash, pair.model_b_hash, pair.created_at, conversation))
 
     def pair(self, pair_id: str) -> Optional[Pair]:
         with self._read() as con:
@@ -209,9 +240,10 @@ class LabelStore:
                                "ORDER BY created_at, rowid").fetchall()
         return [self._pair(r) for r in rows]
 
-    def judged_prompts(self) -> set[str]:
+    def judged_prompts(self) -> set[tuple[str, bool]]:
+        """The judged prompts' keys (`prompt_key`)."""
         with self._read() as con:
-            return {row[0] for row in con.execute("SELECT DISTINCT prompt FROM judgements")}
+            return {(row[0], bool(row[1])) for row in con.execute("SELECT DISTINCT prompt, conversation FROM judgements")}
 
     # ------------------------------------------------------------ judgements
 
@@ -236,9 +268,10 @@ class LabelStore:
                     return done["id"], True
                 raise Conflict("this pair was already judged differently (in another tab?)")
             cur = con.execute(
-                "INSERT INTO judgements (pair_id, prompt, completion_a, completion_b, shown_left, choice, comment, "
-                "labeller, created_at, settings, model_a_hash, model_b_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (pair.id, pair.prompt, pair.completion_a, pair.completion_b, pair.shown_left, choice, comment,
+                "INSERT INTO judgements (pair_id, prompt, conversation, completion_a, completion_b, shown_left, choice, "
+                "comment, labeller, created_at, settings, model_a_hash, model_b_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pair.id, *pair.key, pair.completion_a, pair.completion_b, pair.shown_left, choice, comment,
                  labeller, now(), json.dumps(pair.settings), pair.model_a_hash, pair.model_b_hash))
             return cur.lastrowid, False
 
@@ -255,11 +288,20 @@ class LabelStore:
         return self._pair(pair)
 
     def judgements(self, limit: Optional[int] = None) -> list[dict]:
-        """Judgements, newest first, as plain dicts (settings decoded)."""
+        """Judgements, newest first, as plain dicts (prompts and settings decoded)."""
         sql = "SELECT * FROM judgements ORDER BY id DESC" + (" LIMIT ?" if limit is not None else "")
         with self._read() as con:
             rows = con.execute(sql, () if limit is None else (limit,)).fetchall()
-        return [{**dict(r), "settings": self._settings(r["settings"], f"judgement {r['id']}")} for r in rows]
+        return [{**dict(r), "prompt": self._prompt(r, f"judgement {r['id']}"),
+                 "settings": self._settings(r["settings"], f"judgement {r['id']}")} for r in rows]
+
+    def _prompt(self, row: sqlite3.Row, where: str) -> Prompt:
+        """A row's prompt: its text, or its conversation decoded (an edited row is an error naming it)."""
+        try:
+            return prompt_of_key(row["prompt"], bool(row["conversation"]))
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError(f"{self.path} {where}: its prompt is not a text or a conversation's turns "
+                             "(a damaged or edited database)") from None
 
     def _settings(self, text, where: str) -> dict:
         """A row's sampling settings, decoded (an edited row is an error naming it)."""
@@ -273,7 +315,7 @@ class LabelStore:
 
     def _pair(self, row: sqlite3.Row) -> Pair:
         settings = self._settings(row["settings"], f"pair {row['id']}")
-        return Pair(prompt=row["prompt"], completion_a=row["completion_a"], completion_b=row["completion_b"],
+        return Pair(prompt=self._prompt(row, f"pair {row['id']}"), completion_a=row["completion_a"], completion_b=row["completion_b"],
                     shown_left=row["shown_left"], settings=settings, model_a_hash=row["model_a_hash"],
                     model_b_hash=row["model_b_hash"], id=row["id"], created_at=row["created_at"])
 
@@ -291,8 +333,8 @@ class LabelStore:
             where = f"{self.path} judgement {j['id']}"
             if j["choice"] not in CHOICES:
                 raise ValueError(f"{where}: choice {j['choice']!r} is not a, b, tie or skip (a damaged or edited database)")
-            if not all(isinstance(j[k], str) for k in ("prompt", "completion_a", "completion_b")):
-                raise ValueError(f"{where}: its prompt and completions must be text (a damaged or edited database)")
+            if not all(isinstance(j[k], str) for k in ("completion_a", "completion_b")):
+                raise ValueError(f"{where}: its completions must be text (a damaged or edited database)")
             reason = j["choice"] if j["choice"] in ("tie", "skip") else None
             if reason is None:
                 chosen, rejected = (j["completion_a"], j["completion_b"]) if j["choice"] == "a" else (j["completion_b"], j["completion_a"])

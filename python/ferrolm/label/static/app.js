@@ -51,7 +51,7 @@ function render() {
   const pair = queue[0];
   document.body.classList.toggle("empty", !pair);
   document.body.dataset.pair = pair ? pair.id : "";
-  $("prompt").textContent = pair ? pair.prompt : "";
+  showPrompt($("prompt"), pair ? pair.prompt : "");
   $("left-text").textContent = pair ? pair.left : "";
   $("right-text").textContent = pair ? pair.right : "";
   for (const button of document.querySelectorAll("button[data-choice]")) button.disabled = busy || !pair;

@@ -24,7 +24,7 @@ async function load() {
       cell(row, String(j.id));
       cell(row, j.time.replace("T", " ").replace("+00:00", " UTC"));
       cell(row, j.labeller);
-      cell(row, j.prompt, "text");
+      showPrompt(cell(row, "", "text"), j.prompt);
       cell(row, j.left, "text" + (j.verdict === "left" ? " chosen" : ""));
       cell(row, j.right, "text" + (j.verdict === "right" ? " chosen" : ""));
       cell(row, VERDICT[j.verdict] || j.verdict);
