@@ -509,6 +509,31 @@ def test_a_chat_answer_cut_short_is_kept_and_the_next_turn_starts_from_the_messa
     assert wrapping.send("Hail!", 3) == model.generate(history, 3, temperature=0.8, seed=0, chat=True)
 
 
+def test_a_chat_answer_ends_at_a_stop_string_and_the_next_turn_starts_from_the_messages(base):
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    whole = model.chat(temperature=0.0).send("Who goes there?", 20)
+    stop = whole[4:6]  # two characters inside the answer: it must end before their first occurrence
+    assert len(stop) == 2
+    chat = model.chat(temperature=0.0)
+    answer = chat.send("Who goes there?", 20, stop=[stop, "never said"])
+    assert answer == whole[: whole.index(stop)] == model.generate("Who goes there?", 20, temperature=0.0, stop=stop,
+                                                                   chat=True)
+    assert chat.messages[1]["content"] == answer
+    cache = chat._generation
+    later = chat.send("Speak.", 5)
+    assert chat._generation is not cache  # the cache held the stop string's tokens: started again from the messages
+    assert later == _greedy_answer(model, template, template.render_conversation(chat.messages[:2])
+                                   + template.prompt_ids("Speak."), 5)
+    # A stop string never reached: the answer ends as without it, and the next turn goes on in the cache.
+    cache = chat._generation
+    assert chat.send("Hark!", 5, stop="never said") == model.chat(chat.messages[:4], temperature=0.0).send("Hark!", 5)
+    chat.send("Speak again.", 5)
+    assert chat._generation is cache
+    # Streamed, the same text.
+    assert "".join(model.chat(temperature=0.0).send("Who goes there?", 20, stop=stop, stream=True)) == answer
+
+
 def test_a_chat_refuses_what_it_cannot_continue(base):
     model = GPT.load(base)
     with pytest.raises(ValueError, match="needs a chat model"):
@@ -562,6 +587,10 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
     assert "character '7'" in err and "/reset forgets the conversation" in err and "more than the model's context" in err
     assert ferrolm(["chat", str(base)]) == 2
     assert "is not a chat model" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who goes there?\n"))
+    stop = first[3:5]
+    assert ferrolm(["chat", str(tmp_path / "chat"), "--max-new-tokens", "15", "--seed", "3", "--stop", stop]) == 0
+    assert capsys.readouterr().out == first[: first.index(stop)] + "\n"
     # generate() takes a conversation as a chat prompt too.
     history = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": first},
                {"role": "user", "content": "Stand, ho!"}]

@@ -529,6 +529,9 @@ class TextStream:
     def text(self) -> str: ...
     @property
     def done(self) -> bool: ...
+    @property
+    def stopped_by_string(self) -> bool:
+        """Whether a stop string ended the text (its tokens were generated; the text drops them)."""
 
 def check_sampling(temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
                    repetition_penalty: float = 1.0) -> None:

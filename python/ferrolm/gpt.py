@@ -158,7 +158,7 @@ class GPT(CoreModel):
             return generated[0] if single else generated
         single = isinstance(prompt, str) or _is_conversation(prompt)
         prompts = [prompt] if single else list(prompt)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        stops = _stop_strings(stop)
         template = self._chat_template() if chat else None
         if not chat and any(_is_conversation(p) for p in prompts):
             raise ValueError("a conversation (a list of {'role', 'content'} turns) is a chat prompt: pass chat=True")
@@ -255,12 +255,17 @@ class Chat:
         self._turn = 0  # messages sent: an answer's stream stops once a later message is sent
         self._answering = False  # an answer is under way: cut short, the cache may differ from `messages`
 
-    def send(self, message: str, max_new_tokens: int = 200, *, stream: bool = False) -> Union[str, Iterator[str]]:
-        """The answer to `message` (a user turn), up to <|end|> or `max_new_tokens`; with
-        `stream=True`, an iterator of its text as tokens come (it ends early when a later
-        message is sent). Both turns join `messages` at once, the answer growing as it comes:
-        an answer cut short (Ctrl-C, a stream left unread) is kept as far as it came."""
+    def send(self, message: str, max_new_tokens: int = 200, *, stop: Union[str, Sequence[str], None] = None,
+             stream: bool = False) -> Union[str, Iterator[str]]:
+        """The answer to `message` (a user turn), up to <|end|>, a stop string (`stop`: one or a
+        list, not included) or `max_new_tokens`; with `stream=True`, an iterator of its text as
+        tokens come (it ends early when a later message is sent). Both turns join `messages` at
+        once, the answer growing as it comes: an answer cut short (Ctrl-C, a stream left unread)
+        is kept as far as it came. After an answer cut short or ended by a stop string, whose
+        tokens the cache holds but its text drops, the next message starts again from
+        `messages`."""
         _check_sizes(max_new_tokens)
+        stops = _stop_strings(stop)
         if not isinstance(message, str):
             raise TypeError(f"a message is a str, got {type(message).__name__}")
         turn = self.template.prompt_ids(message)
@@ -285,8 +290,9 @@ class Chat:
             max_new_tokens = min(max_new_tokens, self._generation.room)
         answer = {"role": "assistant", "content": ""}
         self._messages += [{"role": "user", "content": message}, answer]
-        text = _core.TextStream([], list(self.template.turn_ends), turn[-1:])
-        pieces = self._answer(_stream(self._generation, self.model.tokenizer, text, max_new_tokens), answer, self._turn)
+        text = _core.TextStream(stops, list(self.template.turn_ends), turn[-1:])
+        pieces = self._answer(_stream(self._generation, self.model.tokenizer, text, max_new_tokens), answer, self._turn,
+                              text)
         return pieces if stream else "".join(pieces)
 
     def _start(self, turn: list[int], budget: int):
@@ -301,11 +307,12 @@ class Chat:
         self._starts += 1
         return self.model._text_generation([ids], list(self.template.turn_ends), seed=seed, **self.sampling)
 
-    def _answer(self, pieces: Iterator[str], answer: dict, turn: int) -> Iterator[str]:
+    def _answer(self, pieces: Iterator[str], answer: dict, turn: int, text: _core.TextStream) -> Iterator[str]:
         while turn == self._turn:  # a later message has the cache: this answer stays as it is
             piece = next(pieces, None)
             if piece is None:
-                self._answering = False
+                # The cache holds a stop string's tokens, which the answer drops.
+                self._answering = text.stopped_by_string
                 return
             answer["content"] += piece
             yield piece
@@ -314,6 +321,11 @@ class Chat:
 def _is_conversation(prompt) -> bool:
     """Whether a prompt is one conversation (a list of {"role", "content"} turns)."""
     return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], Mapping)
+
+
+def _stop_strings(stop: Union[str, Sequence[str], None]) -> list[str]:
+    """Stop strings given as one string, a sequence of them, or None, as a list."""
+    return [stop] if isinstance(stop, str) else list(stop or [])
 
 
 def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:

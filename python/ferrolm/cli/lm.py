@@ -302,7 +302,6 @@ def register_generate(sub) -> None:
     p.add_argument("--num-samples", type=count(1), default=1, help="samples to draw, one after another, each with the "
                                                                  "next seed (default 1)")
     _sampling_flags(p)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--raw", action="store_true", help="continue the prompt as plain text even with a chat model (by "
                                                       "default a model from `ferrolm sft` answers it as a user turn)")
     p.set_defaults(func=run_generate)
@@ -316,10 +315,11 @@ def _sampling_flags(p) -> None:
     p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
     p.add_argument("--repetition-penalty", type=positive, default=1.0, help="default 1.0 (off)")
     p.add_argument("--seed", type=count(), default=0, help="default 0")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="float32 (default), or bfloat16: each new token reads bfloat16 copies of the weights, "
                         "activations staying float32 (about twice as fast where the weights outgrow the CPU's cache; "
-                        "half again the weights' memory; prompts of 8 tokens or more are read with bfloat16 products)")
+                        "half again the weights' memory; prompts of 16 tokens or more are read with bfloat16 products)")
 
 
 def _in_dtype(command):
@@ -431,7 +431,7 @@ def run_chat(args) -> int:
         if not message or message in CHAT_COMMANDS:
             continue
         try:
-            for piece in chat.send(message, args.max_new_tokens, stream=True):
+            for piece in chat.send(message, args.max_new_tokens, stop=args.stop, stream=True):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt as e:  # Ctrl-C stops the answer, not the chat

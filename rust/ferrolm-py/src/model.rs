@@ -459,6 +459,12 @@ impl PyTextStream {
     fn done(&self) -> bool {
         self.0.is_done()
     }
+
+    /// Whether a stop string ended the text (its tokens were generated; the text drops them).
+    #[getter]
+    fn stopped_by_string(&self) -> bool {
+        self.0.stopped_by_string()
+    }
 }
 
 /// Writes named tensors (Tensors or array-likes, stored as float32) and string metadata to a

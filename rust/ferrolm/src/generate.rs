@@ -483,6 +483,7 @@ pub struct TextStream {
     /// Bytes of `text` already handed out.
     emitted: usize,
     done: bool,
+    stopped_by_string: bool,
 }
 
 impl TextStream {
@@ -546,6 +547,7 @@ impl TextStream {
             // Text already handed out stays (possible only after a mid-stream flush).
             self.text.truncate(at.max(self.emitted));
             self.pending.clear();
+            self.stopped_by_string = true;
             return Ok(self.flush());
         }
         let text = &self.text;
@@ -574,6 +576,12 @@ impl TextStream {
     /// Whether the text has ended: at a stop string, a stop token, or [`TextStream::flush`].
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Whether a stop string ended the text: the tokens that spelled it were generated (a KV
+    /// cache holds them), but the text drops them.
+    pub fn stopped_by_string(&self) -> bool {
+        self.stopped_by_string
     }
 
     fn take(&mut self, upto: usize) -> String {
