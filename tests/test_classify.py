@@ -149,9 +149,13 @@ def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path
     with fl.no_grad():
         np.testing.assert_allclose(model(ids, mask).numpy(), pooled @ w.T + b, rtol=1e-4, atol=1e-4)
     assert BERT.load(tmp_path).core.has_pooler  # the encoder alone loads too, without the head
-    shard_weights(tmp_path)  # in shards, as save_pretrained writes a model above its shard size
+    shards = sorted(set(shard_weights(tmp_path).values()))  # as save_pretrained writes a model above its shard size
     with fl.no_grad():
         np.testing.assert_allclose(TextClassifier.load(tmp_path)(ids, mask).numpy(), pooled @ w.T + b, rtol=1e-4, atol=1e-4)
+    (tmp_path / shards[0]).rename(tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match=shards[0]):  # a missing shard, not "not a classifier"
+        TextClassifier.load(tmp_path)
+    (tmp_path / "elsewhere").rename(tmp_path / shards[0])
     del config["id2label"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert TextClassifier.load(tmp_path).labels == ["LABEL_0", "LABEL_1", "LABEL_2"]  # Hugging Face's default names

@@ -1,6 +1,7 @@
 """The labelling store and pair queue in-process: exactly-once judgements under concurrent
 writers and retries, undo, generation ahead of time, and tabs never sharing a pair."""
 
+import json
 import threading
 import time
 
@@ -194,12 +195,15 @@ def test_conversation_prompts_are_labelled_exported_and_remembered(tmp_path):
     assert first.prompt == CONVERSATION and second.prompt == same_text
     assert first.public()["prompt"] == CONVERSATION and LabelStore(tmp_path / "db.sqlite").pair(first.id) == first
     store.judge(first.id, "left", "", "ann")
+    chosen, rejected = (first.completion_a, first.completion_b)[:: 1 if first.side("left") == "a" else -1]
     assert store.judgements()[0]["prompt"] == CONVERSATION
     restarted = PairQueue(store, prompts, *samplers(FakeModel()), lookahead=2)
     assert restarted.labelled == 1 and [p.id for p in restarted.take("tab", 2)] == [second.id]
     store.export(tmp_path / "prefs.jsonl")
     [record] = load_preferences(tmp_path / "prefs.jsonl")
-    assert preference(record) == (CONVERSATION, first.completion_a, first.completion_b)
+    assert preference(record) == (CONVERSATION, chosen, rejected)
+    written = json.loads((tmp_path / "prefs.jsonl").read_text())
+    assert (written["prompt"], written["chosen"]) == (CONVERSATION, chosen)  # the turns, and the answer's text
 
 
 def test_a_version_1_database_opens_with_its_text_prompts(tmp_path):
@@ -224,8 +228,13 @@ def test_a_version_1_database_opens_with_its_text_prompts(tmp_path):
             VALUES ('p1', '["not", "a conversation"]', 'x', 'y', 'a', 'b', 'ann', '2026-01-01', '{}', 'h', 'h');
     """)
     con.close()
-    for _ in range(2):  # the second opening finds version 2
-        store = LabelStore.open_existing(path)
+    before = path.read_bytes()
+    # Read (an export, training) as it is: a copy that cannot be written still reads.
+    assert [r["choice"] for r in LabelStore.open_existing(path).judgements()] == ["b"]
+    assert LabelStore.open_existing(path).pair("p1").prompt == '["not", "a conversation"]'
+    assert path.read_bytes() == before
+    for _ in range(2):  # opened to label into, it gains the column; the second opening finds version 2
+        store = LabelStore(path)
         assert store.pair("p1").prompt == '["not", "a conversation"]'  # a text that looks like JSON stays text
         assert [r["choice"] for r in store.judgements()] == ["b"]
     assert PairQueue(store, ['["not", "a conversation"]'], *samplers()).labelled == 1
@@ -239,3 +248,24 @@ def test_a_version_1_database_opens_with_its_text_prompts(tmp_path):
     con.close()
     with pytest.raises(ValueError, match="pair p2: its prompt is not a text or a conversation"):
         store.pair("p2")
+
+
+def test_the_weights_hash_covers_every_shard(tmp_path):
+    """A completion is tied to the weights that made it: model.safetensors' sha256 (as stored
+    before shards were read), or the shard index and every shard it names."""
+    import hashlib
+
+    from ferrolm.label.pairs import weights_hash
+
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "model.safetensors").write_bytes(b"weights")
+    assert weights_hash(single) == hashlib.sha256(b"weights").hexdigest()
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "s1", "b": "s2", "c": "s1"}}))
+    (sharded / "s1").write_bytes(b"one")
+    (sharded / "s2").write_bytes(b"two")
+    before = weights_hash(sharded)
+    (sharded / "s2").write_bytes(b"TWO")
+    assert weights_hash(sharded) != before

@@ -28,11 +28,15 @@ from ferrolm.label.store import LabelStore, Pair
 
 
 def weights_hash(model_dir: Path) -> str:
-    """sha256 of model.safetensors: which weights produced a completion."""
+    """sha256 of the weights' files (model.safetensors, or the shard index and its shards, one
+    after another): which weights produced a completion."""
+    from ferrolm.models import weights_files
+
     h = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for file in weights_files(Path(model_dir)):
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

@@ -31,7 +31,8 @@ from ferrolm.preferences import Preferences, write_preferences
 
 APP_ID = "ferrolm-label"
 SCHEMA_VERSION = "2"
-# Version 1 had text prompts only; opening one adds this column to both tables (all texts: 0).
+# Version 1 had text prompts only: read as it is, and given this column in both tables (all
+# texts: 0) when opened to label into.
 CONVERSATION = "conversation INTEGER NOT NULL DEFAULT 0 CHECK (conversation IN (0, 1))"
 CHOICES = ("a", "b", "tie", "skip")  # which completion won: a, b, or no preference
 SIDES = ("left", "right", "tie", "skip")  # what the browser sends: the position on screen
@@ -152,9 +153,9 @@ class LabelStore:
                     meta = dict(con.execute("SELECT key, value FROM meta"))
                     if meta.get("app") != APP_ID:
                         raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database")
-                    if meta.get("schema_version") == "1":
+                    if meta.get("schema_version") == "1" and create:
                         self._upgrade_from_version_1(con)
-                    elif meta.get("schema_version") != SCHEMA_VERSION:
+                    elif meta.get("schema_version") not in ("1", SCHEMA_VERSION):
                         raise ValueError(f"{self.path} has labelling schema version {meta.get('schema_version')}; "
                                          f"this ferrolm reads versions 1 and {SCHEMA_VERSION}")
                     return
@@ -297,8 +298,9 @@ class LabelStore:
 
     def _prompt(self, row: sqlite3.Row, where: str) -> Prompt:
         """A row's prompt: its text, or its conversation decoded (an edited row is an error naming it)."""
+        conversation = "conversation" in row.keys() and bool(row["conversation"])  # version 1 has none
         try:
-            return prompt_of_key(row["prompt"], bool(row["conversation"]))
+            return prompt_of_key(row["prompt"], conversation)
         except (TypeError, ValueError, RecursionError):
             raise ValueError(f"{self.path} {where}: its prompt is not a text or a conversation's turns "
                              "(a damaged or edited database)") from None

@@ -54,14 +54,11 @@ class TextClassifier:
         """A classifier directory: saved by `save` or `ferrolm classify`, or a Hugging Face
         BertForSequenceClassification (labels from `id2label`, else LABEL_0, LABEL_1, ...)."""
         from ferrolm.jsonl import read_json_object
-        from ferrolm.models import CONFIG_FILE, model_dir
+        from ferrolm.models import CONFIG_FILE, model_dir, weights_files
         from ferrolm.nn import fill_parameters
 
         path = model_dir(path)
-        try:
-            head = _core.load_model_weights(str(path), list(HEAD))
-        except FileNotFoundError:  # no weights at all: said below
-            head = {}
+        head = _core.load_model_weights(str(path), list(HEAD)) if weights_files(path) else {}
         if set(head) != set(HEAD):
             raise FileNotFoundError(f"{path} is not a classifier: it has no classifier.weight and classifier.bias "
                                     "(train one with `ferrolm classify`)")

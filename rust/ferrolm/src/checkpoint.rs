@@ -413,7 +413,9 @@ pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<BTreeMa
     };
     let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (name, file) in weight_map {
-        let file = file.as_str().unwrap_or_default();
+        let Some(file) = file.as_str() else {
+            bail!(Format, "{SHARD_INDEX} puts {name} in {file}, which is not a file name string");
+        };
         // A shard is a file beside the index: a path elsewhere is not followed.
         let plain = !file.is_empty() && Path::new(file).file_name().is_some_and(|f| f == file);
         ensure!(plain, Format, "{SHARD_INDEX} puts {name} in {file:?}, which is not a file name in the directory");

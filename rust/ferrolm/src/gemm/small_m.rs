@@ -230,7 +230,7 @@ fn dot<E: Element>(x: &[f32], y: &[E]) -> f32 {
 /// `ahead` (the columns to be read next), if any.
 ///
 /// # Safety
-/// The CPU must have AVX-512F; the columns and rows have the same length.
+/// The CPU must have AVX-512F; the columns, `ahead`'s and the rows have the same length.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn dots_block<E: Element, const C: usize>(
@@ -262,7 +262,7 @@ unsafe fn dots_block<E: Element, const C: usize>(
 /// `cols`' are read. Every element sums alike whatever C and R.
 ///
 /// # Safety
-/// The CPU must have AVX-512F; the columns and rows have the same length.
+/// The CPU must have AVX-512F; the columns, `ahead`'s and the rows have the same length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dots_avx512<E: Element, const R: usize, const C: usize>(
