@@ -153,21 +153,22 @@ fn dot_columns<'b, E: Element>(
                 // prefetches by itself (four columns interleaved: a 6-layer model's one-row
                 // products per token took 1.84 ms instead of 1.12, and two rows' steps 2.6-2.8
                 // instead of 1.6; prefetching the next column too: 617-647 tokens/s instead of
-                // 745-790). Every element sums alike
-                // whatever the block, so a row's result does not depend on the rows beside it.
+                // 745-790). Every element sums alike whatever the block, so a row's result does
+                // not depend on the rows beside it.
                 #[cfg(target_arch = "x86_64")]
                 if crate::simd::avx512() {
                     let four = bytes < PARALLEL_MIN_BYTES || xs.len() >= 4;
                     let blocked = if four { width / 4 * 4 } else { 0 };
                     for j in (0..blocked).step_by(4) {
                         let cols = [col(j), col(j + 1), col(j + 2), col(j + 3)];
-                        let ahead = (j + 4 < blocked).then(|| [col(j + 4), col(j + 5), col(j + 6), col(j + 7)]);
+                        let next = if j + 4 < blocked { j + 4 } else { j };
+                        let ahead = [col(next), col(next + 1), col(next + 2), col(next + 3)];
                         // SAFETY: simd::avx512() checked that this CPU has AVX-512F.
                         unsafe { dots_block(xs, cols, ahead, |l, i, d| put(j + l, i, d)) };
                     }
                     for j in blocked..width {
                         // SAFETY: as above.
-                        unsafe { dots_block(xs, [col(j)], None, |_, i, d| put(j, i, d)) };
+                        unsafe { dots_block(xs, [col(j)], [col(j)], |_, i, d| put(j, i, d)) };
                     }
                     return;
                 }
@@ -227,7 +228,9 @@ fn dot<E: Element>(x: &[f32], y: &[E]) -> f32 {
 }
 
 /// `put(l, i, Σ cols[l]·xs[i])` for every row of `xs`, four rows per kernel call, prefetching
-/// `ahead` (the columns to be read next), if any.
+/// `ahead`: the columns read next, or `cols` themselves where none should be (prefetching lines
+/// being read costs next to nothing; an `Option` tested in the kernel's loop cost the baby
+/// model's decoding a fifth of its speed).
 ///
 /// # Safety
 /// The CPU must have AVX-512F; the columns, `ahead`'s and the rows have the same length.
@@ -236,7 +239,7 @@ fn dot<E: Element>(x: &[f32], y: &[E]) -> f32 {
 unsafe fn dots_block<E: Element, const C: usize>(
     xs: &[&[f32]],
     cols: [&[E]; C],
-    ahead: Option<[&[E]; C]>,
+    ahead: [&[E]; C],
     mut put: impl FnMut(usize, usize, f32),
 ) {
     for (r, rows) in xs.chunks(4).enumerate() {
@@ -258,8 +261,8 @@ unsafe fn dots_block<E: Element, const C: usize>(
 }
 
 /// `Σ col·x` for C columns and R rows x at once: one 16-lane chain each, so they overlap,
-/// and each load of a column feeds every row; `ahead`'s lines, if any, are prefetched as
-/// `cols`' are read. Every element sums alike whatever C and R.
+/// and each load of a column feeds every row; `ahead`'s lines are prefetched as `cols`' are
+/// read. Every element sums alike whatever C and R.
 ///
 /// # Safety
 /// The CPU must have AVX-512F; the columns, `ahead`'s and the rows have the same length.
@@ -268,7 +271,7 @@ unsafe fn dots_block<E: Element, const C: usize>(
 unsafe fn dots_avx512<E: Element, const R: usize, const C: usize>(
     xs: [&[f32]; R],
     cols: [&[E]; C],
-    ahead: Option<[&[E]; C]>,
+    ahead: [&[E]; C],
 ) -> [[f32; C]; R] {
     use std::arch::x86_64::*;
     let k = cols[0].len();
@@ -276,7 +279,7 @@ unsafe fn dots_avx512<E: Element, const R: usize, const C: usize>(
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     for i in (0..full).step_by(16) {
         let w = cols.map(|col| E::load16(col.as_ptr().add(i)));
-        for a in ahead.iter().flatten() {
+        for a in ahead {
             _mm_prefetch::<_MM_HINT_T0>(a.as_ptr().add(i).cast());
         }
         for (acc, x) in acc.iter_mut().zip(xs) {
