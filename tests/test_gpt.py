@@ -122,6 +122,9 @@ def test_a_sharded_hugging_face_checkpoint_loads(tmp_path):
     index.unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         GPT.load(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"a pickle")  # older checkpoints: refused by name, never unpickled
+    with pytest.raises(fl.FormatError, match="holds its weights as pytorch_model.bin, not safetensors"):
+        GPT.load(tmp_path)
 
 
 def test_transformers_loads_our_checkpoint_when_installed(tmp_path):

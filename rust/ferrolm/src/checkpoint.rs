@@ -399,12 +399,25 @@ pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String,
 /// The index of a model saved in shards, as Hugging Face saves one larger than its shard size.
 const SHARD_INDEX: &str = "model.safetensors.index.json";
 
+/// Weights files of other formats, named in the error for a directory that has only those.
+const OTHER_FORMATS: [&str; 4] =
+    ["pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack"];
+
 /// The tensors of a model directory whose names `wanted` accepts: from `model.safetensors`, or,
 /// when there is none, from the shards its `model.safetensors.index.json` names (only those
 /// shards holding a wanted tensor are read).
 pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, Stored>> {
     let single = dir.join("model.safetensors");
     if single.exists() || !dir.join(SHARD_INDEX).exists() {
+        if let Some(other) = OTHER_FORMATS.iter().find(|f| !single.exists() && dir.join(f).exists()) {
+            bail!(
+                Format,
+                "{} holds its weights as {other}, not safetensors: ferrolm reads safetensors only (a pickle can run \
+                 code when loaded); save them as model.safetensors (transformers: save_pretrained, whose default \
+                 it is)",
+                dir.display()
+            );
+        }
         return Ok(from_safetensors_where(&read_file(&single)?, "model.safetensors", wanted)?.0);
     }
     let index = parse_json(&read_file(&dir.join(SHARD_INDEX))?, SHARD_INDEX)?;
