@@ -156,6 +156,12 @@ def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path
     with pytest.raises(FileNotFoundError, match=shards[0]):  # a missing shard, not "not a classifier"
         TextClassifier.load(tmp_path)
     (tmp_path / "elsewhere").rename(tmp_path / shards[0])
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text(json.dumps(config))
+    (pickled / "pytorch_model.bin").write_bytes(b"a pickle")
+    with pytest.raises(fl.FormatError, match="holds its weights as pytorch_model.bin"):  # not "not a classifier"
+        TextClassifier.load(pickled)
     del config["id2label"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert TextClassifier.load(tmp_path).labels == ["LABEL_0", "LABEL_1", "LABEL_2"]  # Hugging Face's default names

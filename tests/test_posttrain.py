@@ -532,6 +532,18 @@ def test_a_chat_answer_ends_at_a_stop_string_and_the_next_turn_starts_from_the_m
     assert chat._generation is cache
     # Streamed, the same text.
     assert "".join(model.chat(temperature=0.0).send("Who goes there?", 20, stop=stop, stream=True)) == answer
+    # A stop string that is not one is refused before the conversation changes.
+    before = chat.messages
+    for bad in ([5], ["\ud800"]):
+        with pytest.raises((TypeError, ValueError, UnicodeEncodeError)):
+            chat.send("Hark!", 5, stop=bad)
+        assert chat.messages == before
+    # A stream from before reset() ends, even once as many messages were sent again.
+    old = chat.send("Hark!", 20, stream=True)
+    next(old)
+    chat.reset()
+    chat.send("Who goes there?", 5)
+    assert list(old) == [] and len(chat.messages) == 2
 
 
 def test_a_chat_refuses_what_it_cannot_continue(base):

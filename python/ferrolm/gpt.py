@@ -239,6 +239,7 @@ class Chat:
         if len(self._system_ids) > model.block_size // 2:
             raise ValueError(f"the system turn takes {len(self._system_ids)} tokens, more than half the model's context "
                              f"of {model.block_size}: the conversation needs the rest; shorten it")
+        self._turn = 0  # counts messages and resets: an answer's stream stops once either comes after it
         self.reset(keep_messages=True)
 
     @property
@@ -252,7 +253,7 @@ class Chat:
             self._messages = []
         self._generation = None  # the conversation in the model's KV cache, once a message is sent
         self._starts = 0  # generations started: a given seed is offset by it, so each draws anew
-        self._turn = 0  # messages sent: an answer's stream stops once a later message is sent
+        self._turn += 1
         self._answering = False  # an answer is under way: cut short, the cache may differ from `messages`
 
     def send(self, message: str, max_new_tokens: int = 200, *, stop: Union[str, Sequence[str], None] = None,
@@ -265,7 +266,6 @@ class Chat:
         tokens the cache holds but its text drops, the next message starts again from
         `messages`."""
         _check_sizes(max_new_tokens)
-        stops = _stop_strings(stop)
         if not isinstance(message, str):
             raise TypeError(f"a message is a str, got {type(message).__name__}")
         turn = self.template.prompt_ids(message)
@@ -274,6 +274,8 @@ class Chat:
             also = f" and the system turn's {kept_turns}" if self._system else ""
             raise ValueError(f"the message takes {len(turn)} tokens with its turn markers{also}, more than the model's "
                              f"context of {block}; shorten it")
+        # Built before the conversation changes: bad stop strings are refused with it as it was.
+        text = _core.TextStream(_stop_strings(stop), list(self.template.turn_ends), turn[-1:])
         answer_room = min(max_new_tokens, block // 2)
         # The previous answer ends with <|end|>, however it stopped (the stop token it sampled was
         # never run through the model: extend drops it).
@@ -290,7 +292,6 @@ class Chat:
             max_new_tokens = min(max_new_tokens, self._generation.room)
         answer = {"role": "assistant", "content": ""}
         self._messages += [{"role": "user", "content": message}, answer]
-        text = _core.TextStream(stops, list(self.template.turn_ends), turn[-1:])
         pieces = self._answer(_stream(self._generation, self.model.tokenizer, text, max_new_tokens), answer, self._turn,
                               text)
         return pieces if stream else "".join(pieces)

@@ -26,8 +26,9 @@ def weights_files(path: Path) -> list[Path]:
     if single.exists() or not index.exists():
         return [single] if single.exists() else []
     shards = read_json_object(index).get("weight_map")
-    if not isinstance(shards, dict) or not all(isinstance(f, str) for f in shards.values()):
-        raise FormatError(f"{index}: its weight_map must map tensor names to shard file names")
+    plain = lambda f: isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f  # beside the index
+    if not isinstance(shards, dict) or not all(plain(f) for f in shards.values()):
+        raise FormatError(f"{index}: its weight_map must map tensor names to shard file names beside it")
     return [index, *(path / f for f in sorted(set(shards.values())))]
 
 

@@ -58,7 +58,12 @@ class TextClassifier:
         from ferrolm.nn import fill_parameters
 
         path = model_dir(path)
-        head = _core.load_model_weights(str(path), list(HEAD)) if weights_files(path) else {}
+        try:
+            head = _core.load_model_weights(str(path), list(HEAD))
+        except FileNotFoundError:
+            if weights_files(path):  # a shard is missing
+                raise
+            head = {}  # no weights at all: said below (pytorch_model.bin alone raised a FormatError naming it)
         if set(head) != set(HEAD):
             raise FileNotFoundError(f"{path} is not a classifier: it has no classifier.weight and classifier.bias "
                                     "(train one with `ferrolm classify`)")

@@ -400,8 +400,14 @@ pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String,
 const SHARD_INDEX: &str = "model.safetensors.index.json";
 
 /// Weights files of other formats, named in the error for a directory that has only those.
-const OTHER_FORMATS: [&str; 4] =
-    ["pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack"];
+const OTHER_FORMATS: [&str; 6] = [
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5",
+    "tf_model.h5.index.json",
+    "flax_model.msgpack",
+    "flax_model.msgpack.index.json",
+];
 
 /// The tensors of a model directory whose names `wanted` accepts: from `model.safetensors`, or,
 /// when there is none, from the shards its `model.safetensors.index.json` names (only those
