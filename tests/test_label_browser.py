@@ -65,7 +65,7 @@ def test_labelling_by_click_and_keyboard_with_undo_reload_and_export(model, tmp_
     db = tmp_path / "prefs.sqlite"
     with LabelServer(model, tmp_path / "prompts.txt", db, "--labeller", "ann") as server:
         page.goto(server.url)
-        sync_api.expect(page.locator("#labeller")).to_have_text("labelling as ann")
+        sync_api.expect(page.locator("#labeller")).to_have_attribute("placeholder", "ann")  # the server's name
         expect_progress(page, 0, 6)
         seen = []
 
@@ -82,6 +82,8 @@ def test_labelling_by_click_and_keyboard_with_undo_reload_and_export(model, tmp_
         page.press("#comment", "Escape")  # typing in the box does not label; Esc leaves it
         judge(lambda: page.keyboard.press("2"), 2)
         judge(lambda: page.keyboard.press("3"), 3)
+        page.fill("#labeller", "Bea")  # a name of this browser's own: typing it does not label
+        page.press("#labeller", "Escape")
         judge(lambda: page.keyboard.press("s"), 4)
         undone = judge(lambda: page.keyboard.press("1"), 5)
         page.keyboard.press("u")
@@ -95,6 +97,7 @@ def test_labelling_by_click_and_keyboard_with_undo_reload_and_export(model, tmp_
         page.reload()
         expect_progress(page, 5, 6)
         assert shown(page) == current  # a reload shows the same pair, progress kept
+        assert page.input_value("#labeller") == "Bea"  # and the name
 
         page.goto(server.url + "judgements")
         rows = page.locator("#judgements tbody tr")
@@ -110,7 +113,7 @@ def test_labelling_by_click_and_keyboard_with_undo_reload_and_export(model, tmp_
     expected = [(seen[0], "left", "right"), (seen[1], "right", "left"), (seen[4], "right", "left")]
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in records] == \
         [(p["prompt"], p[chosen], p[rejected]) for p, chosen, rejected in expected]
-    assert records[1]["comment"] == "nicer ending" and all(r["labeller"] == "ann" for r in records)
+    assert records[1]["comment"] == "nicer ending" and [r["labeller"] for r in records] == ["ann", "ann", "Bea"]
     from_db = [{k: v for k, v in r.items() if k != "_where"} for r in load_preferences(db).records]
     assert from_db == records  # the database reads the same as its export
 

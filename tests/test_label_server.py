@@ -45,6 +45,8 @@ def test_api_judgements_and_request_guards(model, tmp_path):
             (None, b'{"pair_id": "' + b"a" * 20000 + b'"}', None, 413),  # oversized
             (None, b"pair_id=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),  # a cross-site form
         ]
+        for name in (5, 0, False, "x" * 101, "a\nb", "  ", "\u202eevil"):
+            bad.append(({"pair_id": second["id"], "choice": "left", "labeller": name}, None, None, 400))
         for body, raw, headers, expected in bad:
             status, reply = server.call("POST", "/api/judgements", body, raw=raw,
                                         headers=headers or {"Content-Type": "application/json"})
@@ -70,6 +72,9 @@ def test_api_judgements_and_request_guards(model, tmp_path):
         assert status == 200 and "app.js" in page and "cdn" not in page.lower()
         _, undone = server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab1"})
         assert undone["pair"] == first and undone["labelled"] == 0
+        # A page may name its labeller (several people on one server); it is stored trimmed.
+        assert server.call("POST", "/api/judgements", {"pair_id": second["id"], "choice": "tie", "labeller": " bob "})[0] == 200
+        assert server.call("GET", "/api/judgements")[1]["judgements"][0]["labeller"] == "bob"
         assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab1"})[0] == 404
 
 
@@ -129,6 +134,7 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     assert "model directory" in label(model_dir=tmp_path / "no-such-model")
     assert "does not exist" in label(prompts_file=tmp_path / "no-such-prompts.txt")
     assert "printable ASCII" in label("--token", "s3cr\u20act")
+    assert "--labeller must be a name" in label("--labeller", "a\tb")
     conversation = [{"role": "user", "content": "Who goes there?"}]
     (tmp_path / "chats.jsonl").write_text(json.dumps({"prompt": conversation}) + "\n")
     assert "holds conversations, which only a chat model" in label(prompts_file=tmp_path / "chats.jsonl")

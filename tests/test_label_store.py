@@ -269,3 +269,13 @@ def test_the_weights_hash_covers_every_shard(tmp_path):
     before = weights_hash(sharded)
     (sharded / "s2").write_bytes(b"TWO")
     assert weights_hash(sharded) != before
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../single/model.safetensors"}}))
+    with pytest.raises(ValueError, match="shard file names beside it"):  # never read from elsewhere
+        weights_hash(sharded)
+
+
+def test_labeller_names():
+    from ferrolm.label.store import is_labeller_name
+
+    assert all(is_labeller_name(n) for n in ("ann", "Zoë", "\u0632\u0647\u200c\u0631\u0627", "x" * 100))  # ZWNJ (Persian) too
+    assert not any(is_labeller_name(n) for n in ("", " ", "x" * 101, "a\tb", "a\u2028b", "\u202eevil", "\ud800", 5, None))

@@ -36,7 +36,8 @@ def register_label(sub) -> None:
     p.add_argument("--out", default=None, help="export: the preference JSONL to write")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=count(), default=8765, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--labeller", default=None, help="name stored with each judgement (default: your user name)")
+    p.add_argument("--labeller", default=None, help="name stored with each judgement unless the page gives its own "
+                                                          "(default: your user name)")
     p.add_argument("--token", default=None, help=f"secret every request must carry; required when --host is not "
                                                  f"a loopback address (or set {TOKEN_ENV})")
     p.add_argument("--max-new-tokens", type=count(1), default=128, help="completion length limit (default 128)")
@@ -63,8 +64,10 @@ def run_label(args) -> int:
         raise ValueError(f"--port {args.port} is not a port number (0-65535)")
     from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
     from ferrolm.label.prompts import check_prompts, read_prompts
-    from ferrolm.label.store import LabelStore
+    from ferrolm.label.store import MAX_LABELLER, LabelStore, is_labeller_name
 
+    if args.labeller is not None and not is_labeller_name(args.labeller):
+        raise ValueError(f"--labeller must be a name of at most {MAX_LABELLER} characters, without control characters")
     prompts = read_prompts(args.prompts)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if token is not None and not (token.isascii() and token.isprintable() and " " not in token):

@@ -4,7 +4,8 @@ Pages are our own static files (no CDN: it works offline). The JSON API:
 
     POST /api/pairs                 {"client", "n": 1-5} -> pairs for this tab: the one to show,
                                     then the next (prefetched); a POST because it reserves them
-    POST /api/judgements            {"pair_id", "choice": left|right|tie|skip, "comment"} -> {"id"}
+    POST /api/judgements            {"pair_id", "choice": left|right|tie|skip, "comment", "labeller"}
+                                    -> {"id"} (labeller: the page's name, else the server's)
     POST /api/undo                  {"id", "pair_id", "client"} -> the pair again (the pair's id,
                                     which only the tab that judged it knows, guards the others')
     GET  /api/judgements            the judgements so far, newest first
@@ -36,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ferrolm.label.pairs import PairQueue
-from ferrolm.label.store import SIDES, Conflict, LabelStore
+from ferrolm.label.store import MAX_LABELLER, SIDES, Conflict, LabelStore, is_labeller_name
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024  # a judgement is a few hundred bytes; refuse anything much larger
@@ -140,11 +141,17 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         comment = body.get("comment", "")
         if not isinstance(comment, str) or len(comment) > MAX_COMMENT or not _is_unicode(comment):
             raise ApiError(400, f"comment must be text of at most {MAX_COMMENT} characters")
+        name = body.get("labeller")  # several people on one server each give their name; none: the server's
+        if name in (None, ""):
+            name = labeller
+        elif not is_labeller_name(name):
+            raise ApiError(400, f"labeller must be a name of at most {MAX_LABELLER} characters, without control "
+                                "characters")
         pair = await run_in_threadpool(store.pair, pair_id)
         if pair is None:
             raise ApiError(404, "unknown pair")
         try:
-            judgement_id, duplicate = await run_in_threadpool(store.judge, pair_id, choice, comment.strip(), labeller)
+            judgement_id, duplicate = await run_in_threadpool(store.judge, pair_id, choice, comment.strip(), name.strip())
         except Conflict as e:
             raise ApiError(409, str(e)) from None
         queue.judged(pair)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import unicodedata
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,6 +69,18 @@ CREATE TABLE IF NOT EXISTS judgements (
     {CONVERSATION}
 );
 """
+
+
+MAX_LABELLER = 100
+
+
+def is_labeller_name(name: object) -> bool:
+    """Whether `name` can be stored as a labeller's: a string of at most MAX_LABELLER
+    characters, not blank, without control, separator or direction-override characters (a
+    name shown in a list must read as what it is; joiners, as in Persian or emoji, are fine)."""
+    return isinstance(name, str) and bool(name.strip()) and len(name) <= MAX_LABELLER and all(
+        unicodedata.category(c) not in ("Cc", "Cs", "Zl", "Zp") and not ("\u202a" <= c <= "\u202e" or "\u2066" <= c <= "\u2069")
+        for c in name)
 
 
 class Conflict(ValueError):

@@ -93,7 +93,8 @@ async function choose(choice) {
   clearTimeout(pollTimer);
   render();
   try {
-    const r = await api("POST", "/api/judgements", { pair_id: pair.id, choice, comment: $("comment").value });
+    const labeller = $("labeller").value.trim() || undefined; // none: the server's --labeller
+    const r = await api("POST", "/api/judgements", { pair_id: pair.id, choice, comment: $("comment").value, labeller });
     undoStack.push({ id: r.id, pair_id: pair.id });
     saveUndo();
     $("comment").value = "";
@@ -137,9 +138,9 @@ async function undo() {
 }
 
 document.addEventListener("keydown", (event) => {
-  if (event.target === $("comment")) {
-    if (event.key === "Escape") $("comment").blur();
-    return; // typing a comment is not labelling
+  if (event.target instanceof HTMLInputElement) {
+    if (event.key === "Escape") event.target.blur();
+    return; // typing a comment or a name is not labelling
   }
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
   if (KEYS[event.key]) {
@@ -156,8 +157,11 @@ for (const button of document.querySelectorAll("button[data-choice]")) {
 }
 $("undo").addEventListener("click", undo);
 
+// Several people may label on one server: each browser keeps its own name.
+$("labeller").value = localStorage.getItem("labeller") || "";
+$("labeller").addEventListener("change", () => localStorage.setItem("labeller", $("labeller").value.trim()));
 api("GET", "/api/status").then((r) => {
-  $("labeller").textContent = `labelling as ${r.labeller}`;
+  $("labeller").placeholder = r.labeller;
   showProgress(r);
 }).catch((e) => say(`Cannot reach the server (${e.message}).`, "error"));
 render();
