@@ -6,6 +6,7 @@ pyo3 classes are constructed by `__new__` and cannot be subclassed (hence `@fina
 """
 
 from os import PathLike
+from pathlib import Path
 from typing import Any, ClassVar, Collection, Iterable, Literal, Mapping, Optional, Sequence, TypeVar, Union, final
 
 import numpy as np
@@ -94,6 +95,7 @@ __all__ = [
     "check_sampling",
     "save_safetensors",
     "load_model_weights",
+    "model_weights_files",
     "load_safetensors",
     "Tokenizer",
     "release_memory",
@@ -547,6 +549,11 @@ def load_safetensors(path: _Path, names: Optional[list[str]] = None) -> tuple[di
 def load_model_weights(path: _Path, names: Optional[list[str]] = None) -> dict[str, _F32Array]:
     """Reads a model directory's tensors, from model.safetensors or the shards its
     model.safetensors.index.json names: {name: float32 array}; with `names`, only those."""
+
+def model_weights_files(path: _Path) -> list[Path]:
+    """The files holding a model directory's weights: model.safetensors, or the shard index and the
+    shards it names (index first); [] when there are none. FormatError for a bad index, or for
+    weights only in another format (pytorch_model.bin)."""
 
 # ---------------------------------------------------------------- tokenizers
 

@@ -12,24 +12,6 @@ from ferrolm._core import FormatError
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
-#: A model's weights: one file, or shards named by an index (Hugging Face's `save_pretrained`
-#: above its shard size), as the loader (`checkpoint::read_weights`) reads them.
-WEIGHTS_FILE, SHARD_INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
-
-
-def weights_files(path: Path) -> list[Path]:
-    """The files holding a model directory's weights: model.safetensors, or else the shard
-    index and the shards it names (in name order); [] if there is neither."""
-    from ferrolm.jsonl import read_json_object
-
-    single, index = path / WEIGHTS_FILE, path / SHARD_INDEX_FILE
-    if single.exists() or not index.exists():
-        return [single] if single.exists() else []
-    shards = read_json_object(index).get("weight_map")
-    plain = lambda f: isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f  # beside the index
-    if not isinstance(shards, dict) or not all(plain(f) for f in shards.values()):
-        raise FormatError(f"{index}: its weight_map must map tensor names to shard file names beside it")
-    return [index, *(path / f for f in sorted(set(shards.values())))]
 
 
 def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:

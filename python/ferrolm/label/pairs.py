@@ -30,10 +30,10 @@ from ferrolm.label.store import LabelStore, Pair
 def weights_hash(model_dir: Path) -> str:
     """sha256 of the weights' files (model.safetensors, or the shard index and its shards, one
     after another): which weights produced a completion."""
-    from ferrolm.models import weights_files
+    from ferrolm import _core
 
     h = hashlib.sha256()
-    for file in weights_files(Path(model_dir)):
+    for file in _core.model_weights_files(model_dir):
         with open(file, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)

@@ -54,14 +54,14 @@ class TextClassifier:
         """A classifier directory: saved by `save` or `ferrolm classify`, or a Hugging Face
         BertForSequenceClassification (labels from `id2label`, else LABEL_0, LABEL_1, ...)."""
         from ferrolm.jsonl import read_json_object
-        from ferrolm.models import CONFIG_FILE, model_dir, weights_files
+        from ferrolm.models import CONFIG_FILE, model_dir
         from ferrolm.nn import fill_parameters
 
         path = model_dir(path)
         try:
             head = _core.load_model_weights(str(path), list(HEAD))
         except FileNotFoundError:
-            if weights_files(path):  # a shard is missing
+            if _core.model_weights_files(path):  # a shard is missing
                 raise
             head = {}  # no weights at all: said below (pytorch_model.bin alone raised a FormatError naming it)
         if set(head) != set(HEAD):

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
 
-use ferrolm::checkpoint::{from_safetensors_where, read_file, read_weights, write_safetensors, Stored};
+use ferrolm::checkpoint::{from_safetensors_where, read_file, read_weights, write_safetensors, Stored, Weights};
 use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
@@ -533,6 +533,14 @@ fn load_model_weights<'py>(py: Python<'py>, path: PathBuf, names: Option<Vec<Str
     arrays(py, compute(py, || read_weights(&path, wanted)).py()?)
 }
 
+/// The files holding a model directory's weights: model.safetensors, or the shard index and the
+/// shards it names (index first); [] when there are none. FormatError for a bad index, or for
+/// weights only in another format (pytorch_model.bin).
+#[pyfunction]
+fn model_weights_files(path: PathBuf) -> PyResult<Vec<PathBuf>> {
+    Ok(Weights::locate(&path).py()?.files())
+}
+
 /// Stored tensors as {name: float32 array of their shape}.
 fn arrays(py: Python<'_>, tensors: BTreeMap<String, Stored>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
@@ -560,5 +568,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(load_safetensors, m)?)?;
     m.add_function(wrap_pyfunction!(load_model_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(model_weights_files, m)?)?;
     Ok(())
 }

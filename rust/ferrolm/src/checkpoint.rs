@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -409,43 +409,77 @@ const OTHER_FORMATS: [&str; 6] = [
     "flax_model.msgpack.index.json",
 ];
 
-/// The tensors of a model directory whose names `wanted` accepts: from `model.safetensors`, or,
-/// when there is none, from the shards its `model.safetensors.index.json` names (only those
-/// shards holding a wanted tensor are read).
-pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, Stored>> {
-    let single = dir.join("model.safetensors");
-    if single.exists() || !dir.join(SHARD_INDEX).exists() {
-        if let Some(other) = OTHER_FORMATS.iter().find(|f| !single.exists() && dir.join(f).exists()) {
-            bail!(
-                Format,
-                "{} holds its weights as {other}, not safetensors: ferrolm reads safetensors only (a pickle can run \
-                 code when loaded); save them as model.safetensors (transformers: save_pretrained, whose default \
-                 it is)",
-                dir.display()
-            );
+/// Where a model directory's weights are, as [`read_weights`] reads them.
+pub enum Weights {
+    /// `model.safetensors` (which may be missing: reading it says so).
+    File(PathBuf),
+    /// The shards `model.safetensors.index.json` (the path) names, each with its tensors' names.
+    Shards(PathBuf, BTreeMap<String, Vec<String>>),
+}
+
+impl Weights {
+    /// `model.safetensors`, or else the shards its index names (file names beside it); a
+    /// directory holding its weights only in another format is refused by name.
+    pub fn locate(dir: &Path) -> Result<Weights> {
+        let (single, index) = (dir.join("model.safetensors"), dir.join(SHARD_INDEX));
+        if single.exists() || !index.exists() {
+            if let Some(other) = OTHER_FORMATS.iter().find(|f| !single.exists() && dir.join(f).exists()) {
+                bail!(
+                    Format,
+                    "{} holds its weights as {other}, not safetensors: ferrolm reads safetensors only (a pickle \
+                     can run code when loaded); save them as model.safetensors (transformers: save_pretrained, \
+                     whose default it is)",
+                    dir.display()
+                );
+            }
+            return Ok(Weights::File(single));
         }
-        return Ok(from_safetensors_where(&read_file(&single)?, "model.safetensors", wanted)?.0);
-    }
-    let index = parse_json(&read_file(&dir.join(SHARD_INDEX))?, SHARD_INDEX)?;
-    let Some(weight_map) = index.get("weight_map").and_then(|m| m.as_object()) else {
-        bail!(Format, "{SHARD_INDEX} has no \"weight_map\" object (tensor name → shard file)");
-    };
-    let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (name, file) in weight_map {
-        let Some(file) = file.as_str() else {
-            bail!(Format, "{SHARD_INDEX} puts {name} in {file}, which is not a file name string");
+        let json = parse_json(&read_file(&index)?, SHARD_INDEX)?;
+        let Some(weight_map) = json.get("weight_map").and_then(|m| m.as_object()) else {
+            bail!(Format, "{SHARD_INDEX} has no \"weight_map\" object (tensor name → shard file)");
         };
-        // A shard is a file beside the index: a path elsewhere is not followed.
-        let plain = !file.is_empty() && Path::new(file).file_name().is_some_and(|f| f == file);
-        ensure!(plain, Format, "{SHARD_INDEX} puts {name} in {file:?}, which is not a file name in the directory");
-        if wanted(name) {
-            shards.entry(file).or_default().push(name);
+        let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, file) in weight_map {
+            let Some(file) = file.as_str() else {
+                bail!(Format, "{SHARD_INDEX} puts {name} in {file}, which is not a file name string");
+            };
+            // A shard is a file beside the index: a path elsewhere is not followed.
+            let plain = !file.is_empty() && Path::new(file).file_name().is_some_and(|f| f == file);
+            ensure!(plain, Format, "{SHARD_INDEX} puts {name} in {file:?}, which is not a file name in the directory");
+            shards.entry(file.to_string()).or_default().push(name.clone());
+        }
+        Ok(Weights::Shards(index, shards))
+    }
+
+    /// The files that hold the weights, the index first (what identifies them); none when
+    /// `model.safetensors` is missing.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Weights::File(path) => path.exists().then(|| path.clone()).into_iter().collect(),
+            Weights::Shards(index, shards) => {
+                let dir = index.parent().unwrap_or(Path::new("."));
+                std::iter::once(index.clone()).chain(shards.keys().map(|f| dir.join(f))).collect()
+            }
         }
     }
+}
+
+/// The tensors of a model directory whose names `wanted` accepts (see [`Weights::locate`]; of
+/// shards, only those holding a wanted tensor are read).
+pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, Stored>> {
+    let shards = match Weights::locate(dir)? {
+        Weights::File(path) => return Ok(from_safetensors_where(&read_file(&path)?, "model.safetensors", wanted)?.0),
+        Weights::Shards(_, shards) => shards,
+    };
     let mut out = BTreeMap::new();
-    for (file, names) in shards {
-        let (tensors, _) = from_safetensors_where(&read_file(&dir.join(file))?, file, |n| names.contains(&n))?;
-        if let Some(missing) = names.iter().find(|n| !tensors.contains_key(**n)) {
+    for (file, mut names) in shards {
+        names.retain(|n| wanted(n));
+        if names.is_empty() {
+            continue;
+        }
+        let (tensors, _) =
+            from_safetensors_where(&read_file(&dir.join(&file))?, &file, |n| names.iter().any(|w| w == n))?;
+        if let Some(missing) = names.iter().find(|n| !tensors.contains_key(*n)) {
             bail!(Format, "{SHARD_INDEX} puts {missing} in {file}, which does not hold it");
         }
         out.extend(tensors);

@@ -197,15 +197,17 @@ fn for_each_task(
     if a.rows == 0 || n == 0 {
         return;
     }
+    let parallel = may_parallelise && bytes >= PARALLEL_MIN_BYTES && n > COLS_PER_TASK;
+    let width = if parallel { COLS_PER_TASK } else { n }; // one task when there is one thread
     let xs: Vec<&[f32]> = (0..a.rows).map(|i| &a.data[i * a.row_stride..][..a.cols]).collect();
-    let mut blocks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(COLS_PER_TASK)).map(|_| Vec::new()).collect();
+    let mut blocks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(width)).map(|_| Vec::new()).collect();
     for row in c.chunks_mut(ldc).take(a.rows) {
-        for (block, out) in blocks.iter_mut().zip(row[..n].chunks_mut(COLS_PER_TASK)) {
+        for (block, out) in blocks.iter_mut().zip(row[..n].chunks_mut(width)) {
             block.push(out);
         }
     }
-    let run = |(t, mut outs): (usize, Vec<&mut [f32]>)| task(&xs, t * COLS_PER_TASK, &mut outs);
-    if may_parallelise && bytes >= PARALLEL_MIN_BYTES && n > COLS_PER_TASK {
+    let run = |(t, mut outs): (usize, Vec<&mut [f32]>)| task(&xs, t * width, &mut outs);
+    if parallel {
         blocks.into_par_iter().enumerate().for_each(run);
     } else {
         blocks.into_iter().enumerate().for_each(run);

@@ -135,10 +135,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_f;
     let y = {
+        // Decoding under bf16 precision reads the weight's bf16 copy (half the bytes). Taken
+        // before the read guard below: `bf16_copy` reads the weight itself, and a second read
+        // lock on one thread can deadlock with a writer waiting in between.
+        let bf16 = reads_bf16_weight(rows).then(|| weight.bf16_copy()).transpose()?;
         let (xd, wd) = (x.read(), weight.read());
         let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
-        // Decoding under bf16 precision reads the weight's bf16 copy (half the bytes).
-        let bf16 = reads_bf16_weight(rows).then(|| weight.bf16_copy()).transpose()?;
         let multiply = |y: &mut [f32], accumulate: bool| match &bf16 {
             Some(w) => multiply_bf16_weight(xm, w, out_f, y, out_f, accumulate),
             None => gemm(xm, wt, y, out_f, accumulate, Threads::Pool),
