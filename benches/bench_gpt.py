@@ -8,8 +8,8 @@ nanoGPT's "baby" Shakespeare model (4 layers, 128 wide, context 64, batch 12) an
 384-wide, context-256 model (batch 16); with --gpt2, GPT-2 small too (12 layers, 768 wide, its
 50,257-token vocabulary, context 256, batch 4). Training: AdamW steps on random token windows.
 bf16: ferrolm's bfloat16 matmul precision against PyTorch's bf16 autocast.
-Generation: one prompt token, then tokens up to the context length, batch 1 (and GENERATE_BATCH
-prompts at once); PyTorch with a
+Generation: one prompt token, then tokens up to the context length, batch 1 (and each of
+GENERATE_BATCHES prompts at once); PyTorch with a
 KV cache (like ferrolm) and without (nanoGPT's `generate`); bf16: ferrolm's bfloat16 precision
 (decoding reads bfloat16 copies of the weights) against PyTorch's model cast to bfloat16. Chat (configs with room for it):
 a conversation of CHAT_TURNS messages and answers of CHAT_TOKENS tokens each, ferrolm
@@ -33,9 +33,9 @@ from _harness import (add_repeats_flag, bf16_row, header, measure_pair, measure_
 #: The chat benchmark's conversation: turns, and tokens per message and per answer (a turn's
 #: markers included), so that it fits in a context of 256 without starting again.
 CHAT_TURNS, CHAT_TOKENS = 6, 20
-#: Prompts generated together in the batch generation rows (as PPO's rollouts, or a list of
-#: prompts to `generate`).
-GENERATE_BATCH = 4
+#: Prompts generated together in the batch generation rows (a list of prompts to `generate`;
+#: PPO's rollouts are 16 by default).
+GENERATE_BATCHES = (4, 16)
 
 CONFIGS = {
     "baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65),
@@ -258,8 +258,10 @@ def worker(task: str, config: str, steps: int) -> None:
         "torch-generate-nocache": lambda: torch_generate(cfg, max(1, steps // 10), cached=False),
         "ferrolm-generate-bf16": lambda: ferrolm_generate(cfg, max(1, steps // 10), "bfloat16"),
         "torch-generate-bf16": lambda: torch_generate(cfg, max(1, steps // 10), cached=True, bf16=True),
-        "ferrolm-generate-batch": lambda: ferrolm_generate(cfg, max(1, steps // 10), batch=GENERATE_BATCH),
-        "torch-generate-batch": lambda: torch_generate(cfg, max(1, steps // 10), cached=True, batch=GENERATE_BATCH),
+        **{f"ferrolm-generate-batch-{b}": lambda b=b: ferrolm_generate(cfg, max(1, steps // 10), batch=b)
+           for b in GENERATE_BATCHES},
+        **{f"torch-generate-batch-{b}": lambda b=b: torch_generate(cfg, max(1, steps // 10), cached=True, batch=b)
+           for b in GENERATE_BATCHES},
         "ferrolm-chat": lambda: ferrolm_chat(cfg, max(1, steps // 10)),
         "torch-chat": lambda: torch_chat(cfg, max(1, steps // 10)),
     }[task]()
@@ -293,10 +295,10 @@ def main() -> None:
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         bf16_row(f"generate {name} bf16 tok/s (bf16 weights)", __file__, gen, args.repeats,
                  ("ferrolm-generate-bf16", "torch-generate-bf16"))
-        ours, theirs = measure_turns(__file__, [["ferrolm-generate-batch", *gen], ["torch-generate-batch", *gen]],
-                                     args.repeats)
-        row(f"generate {name} batch {GENERATE_BATCH} tok/s (KV cache)", ours["tokens_per_sec"],
-            theirs and theirs["tokens_per_sec"])
+        for b in GENERATE_BATCHES:
+            tasks = [f"ferrolm-generate-batch-{b}", f"torch-generate-batch-{b}"]
+            ours, theirs = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)
+            row(f"generate {name} batch {b} tok/s (KV cache)", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         if 2 * CHAT_TURNS * CHAT_TOKENS <= CONFIGS[name]["block_size"]:
             ours, theirs = measure_turns(__file__, [["ferrolm-chat", *gen], ["torch-chat", *gen]], args.repeats)
             row(f"chat {name} ms per turn ({CHAT_TURNS} turns)", ours["ms_per_turn"], theirs and theirs["ms_per_turn"],

@@ -20,6 +20,9 @@
 //! Threads split N when A is read in place (each job packs its own B panels: no barrier), and
 //! otherwise pack the B block together and split M.
 //!
+//! A B multiplied many times over (a weight, at every step of a batch's decoding) can be packed
+//! whole once ([`PackedB`]) and multiplied by with [`gemm_packed`], which skips the packing.
+//!
 //! On AVX-512 the microkernel is 6 × 64 (24 zmm accumulators); AVX2 machines get 6 × 16 and
 //! other targets a portable 4 × 16, all chosen at run time (the crate is built for baseline
 //! CPUs). Strides and transposes are absorbed by the packing (`pack`), so NN, NT and TN all run
@@ -39,6 +42,7 @@ mod kernel_avx2;
 mod kernel_avx512;
 mod kernel_scalar;
 mod pack;
+mod packed;
 mod small_m;
 
 use rayon::prelude::*;
@@ -50,6 +54,8 @@ use std::thread::LocalKey;
 
 use crate::tensor::{checked_numel, reserved, zeroed};
 use crate::{ensure, Result};
+
+pub use packed::{gemm_packed, PackedB};
 
 /// A read-only strided matrix view: element (i, j) is at `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -199,17 +205,7 @@ pub fn gemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, t
     if let Err(e) = check_operands(&a, &b, ldc) {
         panic!("{e}");
     }
-    assert!(
-        m == 0 || n == 0 || (m - 1).checked_mul(ldc).and_then(|x| x.checked_add(n)).is_some_and(|len| c.len() >= len),
-        "gemm: C too small"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
-        }
+    if nothing_to_multiply(m, k, n, c, ldc, accumulate) {
         return;
     }
     if m < small_m::MAX_ROWS && small_m::multiply(a, b, c, ldc, accumulate, threads == Threads::Pool) {
@@ -252,47 +248,103 @@ fn check_operands(a: &MatRef, b: &MatRef, ldc: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks that C holds the `m × n` product at row stride `ldc`, and does the products with
+/// nothing to multiply (m, n or k zero): whether it did.
+///
+/// # Panics
+/// When C is too small.
+fn nothing_to_multiply(m: usize, k: usize, n: usize, c: &mut [f32], ldc: usize, accumulate: bool) -> bool {
+    assert!(
+        m == 0 || n == 0 || (m - 1).checked_mul(ldc).and_then(|x| x.checked_add(n)).is_some_and(|len| c.len() >= len),
+        "gemm: C too small"
+    );
+    if k == 0 && !accumulate {
+        c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+    }
+    m == 0 || n == 0 || k == 0
+}
+
+/// How many threads the blocked product of `m × k · k × n` uses.
+fn blocked_threads(m: usize, k: usize, n: usize, threads: Threads) -> usize {
+    let work = m.saturating_mul(k).saturating_mul(n);
+    if threads == Threads::Pool && work >= PARALLEL_MIN_WORK {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
+/// The bf16 pair kernel when blocked products now round their operands (bf16 precision on a
+/// CPU that runs it).
+#[cfg(target_arch = "x86_64")]
+fn blocked_bf16() -> Option<&'static Kernel> {
+    (matmul_precision() == MatmulPrecision::Bf16).then(bf16::kernel).flatten()
+}
+
 /// The packed product (f32, or bf16 when selected) of checked, non-empty operands.
 ///
 /// # Safety
 /// `c` addresses the `m × n` matrix at row stride `ldc`, writable, and initialised if
 /// `accumulate`.
 unsafe fn blocked(a: MatRef, b: MatRef, c: CPtr, ldc: usize, accumulate: bool, threads: Threads) {
-    let work = a.rows.saturating_mul(b.cols).saturating_mul(a.cols);
-    let nt = if threads == Threads::Pool && work >= PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
+    let nt = blocked_threads(a.rows, a.cols, b.cols, threads);
     #[cfg(target_arch = "x86_64")]
-    if matmul_precision() == MatmulPrecision::Bf16 && a.rows >= small_m::MAX_ROWS {
-        if let Some(kern) = bf16::kernel() {
-            return bf16::multiply(kern, a, b, c, ldc, accumulate, nt);
+    if a.rows >= small_m::MAX_ROWS {
+        if let Some(kern) = blocked_bf16() {
+            return bf16::multiply(kern, a, Panels::Pack(b), c, ldc, accumulate, nt);
         }
     }
-    multiply(kernel(), a, b, c, ldc, accumulate, nt);
+    multiply(kernel(), a, Panels::Pack(b), c, ldc, accumulate, nt);
+}
+
+/// B as the blocked product reads it.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// A view, packed a block at a time as the product goes.
+    Pack(MatRef<'a>),
+    /// Every block packed beforehand (`packed::pack_blocks`), in the order the product reads
+    /// them, for a `k × n` B.
+    Packed { panels: &'a [f32], k: usize, n: usize },
 }
 
 /// The blocked product on `nt` threads for validated, non-empty operands.
 ///
 /// # Safety
-/// As for [`blocked`].
-unsafe fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let (kc, nc, nr) = (kern.kc, kern.nc, kern.nr);
+/// As for [`blocked`]; packed panels were packed by `kern`'s packer and blocking.
+unsafe fn multiply(kern: &Kernel, a: MatRef, b: Panels, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
+    let (k, n) = match b {
+        Panels::Pack(b) => (b.rows, b.cols),
+        Panels::Packed { k, n, .. } => (k, n),
+    };
+    let (kc, nc, nr, m) = (kern.kc, kern.nc, kern.nr, a.rows);
     let mp = m.div_ceil(kern.mr);
+    let mut packed_at = 0;
     for jc in (0..n).step_by(nc) {
         let ncb = nc.min(n - jc);
         let np = ncb.div_ceil(nr);
         for pc in (0..k).step_by(kc) {
             let kcb = kc.min(k - pc);
-            let block = Block { kern, a: &a, b: &b, kcb, pc, jc, ncb, c, ldc, m, load_c: accumulate || pc > 0 };
-            if nt == 1 {
-                block.private(0..np, 0..mp);
-            } else if a.col_stride == 1 && np >= nt {
-                // A is read in place, so splitting N costs nothing: each job packs only its own
-                // B panels (no barrier between packing and computing, and half the B block per
-                // L2). Two jobs per thread let work stealing even out a busy core.
-                let gn = np.min(2 * nt);
-                (0..gn).into_par_iter().with_max_len(1).for_each(|t| block.private(split(np, gn, t), 0..mp));
-            } else {
-                block.shared(nt);
+            let block = Block { kern, a: &a, kcb, pc, jc, ncb, c, ldc, m, load_c: accumulate || pc > 0 };
+            match b {
+                Panels::Pack(b) if nt == 1 => block.private(&b, 0..np, 0..mp),
+                // A is read in place, so splitting N costs nothing: each job packs only its
+                // own B panels (no barrier between packing and computing, and half the B block
+                // per L2). Two jobs per thread let work stealing even out a busy core.
+                Panels::Pack(b) if a.col_stride == 1 && np >= nt => {
+                    let gn = np.min(2 * nt);
+                    (0..gn).into_par_iter().with_max_len(1).for_each(|t| block.private(&b, split(np, gn, t), 0..mp));
+                }
+                Panels::Pack(b) => block.shared(&b, nt),
+                Panels::Packed { panels, .. } => {
+                    let bp = &panels[packed_at..packed_at + np * kcb * nr];
+                    packed_at += bp.len();
+                    match nt {
+                        1 => block.tiles(bp, 0..np, 0..mp),
+                        // Packed B is decoding's, with few rows: split N, as above.
+                        _ if np >= nt => block.spread(bp, 1, np.min(2 * nt)),
+                        _ => block.spread_evenly(bp, nt),
+                    }
+                }
             }
         }
     }
@@ -310,7 +362,6 @@ unsafe impl Sync for CPtr {}
 struct Block<'a> {
     kern: &'a Kernel,
     a: &'a MatRef<'a>,
-    b: &'a MatRef<'a>,
     kcb: usize,
     pc: usize,
     jc: usize,
@@ -322,21 +373,21 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Packs B panel `p` of the block (columns jc + p·NR ..) into `dst`.
-    fn pack_b(&self, p: usize, dst: &mut [f32]) {
+    /// Packs panel `p` of this block of `b` (columns jc + p·NR ..) into `dst`.
+    fn pack_b(&self, b: &MatRef, p: usize, dst: &mut [f32]) {
         let j = p * self.kern.nr;
         // SAFETY: the packer was selected with the kernel, for this CPU; B's view is in bounds
         // (`check_operands`) and the block lies inside it.
-        unsafe { (self.kern.pack_b)(self.b, self.pc, self.kcb, self.jc + j, self.kern.nr.min(self.ncb - j), dst) }
+        unsafe { (self.kern.pack_b)(b, self.pc, self.kcb, self.jc + j, self.kern.nr.min(self.ncb - j), dst) }
     }
 
     /// Packs B panels `jp` into this thread's buffer and computes them against A micro-panels
     /// `ip`.
-    fn private(&self, jp: Range<usize>, ip: Range<usize>) {
+    fn private(&self, b: &MatRef, jp: Range<usize>, ip: Range<usize>) {
         let len = self.kcb * self.kern.nr;
         with_buffer(&PACK_B, jp.len() * len, |bp| {
             for (p, dst) in jp.clone().zip(bp.chunks_exact_mut(len)) {
-                self.pack_b(p, dst);
+                self.pack_b(b, p, dst);
             }
             self.tiles(bp, jp, ip);
         });
@@ -344,22 +395,33 @@ impl Block<'_> {
 
     /// Packs the whole B block once, in parallel, then splits M (the A micro-panels) across
     /// the threads, for A layouts that are packed (splitting N would pack A on every thread).
-    fn shared(&self, nt: usize) {
-        let (mr, nr) = (self.kern.mr, self.kern.nr);
-        let (mp, np) = (self.m.div_ceil(mr), self.ncb.div_ceil(nr));
-        let len = self.kcb * nr;
-        with_buffer(&PACK_B, np * len, |bp| {
-            bp.par_chunks_mut(len).enumerate().with_max_len(1).for_each(|(p, dst)| self.pack_b(p, dst));
-            let bp = &*bp;
-            // A few jobs per thread so work stealing evens out a busy core; N is split as well
-            // only when M alone cannot feed every thread.
-            let gm = mp.min(4 * nt);
-            let gn = if gm >= nt { 1 } else { np.min(nt.div_ceil(gm)) };
-            (0..gm * gn).into_par_iter().with_max_len(1).for_each(|t| {
-                let jp = split(np, gn, t % gn);
-                let first = jp.start * len;
-                self.tiles(&bp[first..first + jp.len() * len], jp, split(mp, gm, t / gn));
-            });
+    fn shared(&self, b: &MatRef, nt: usize) {
+        let len = self.kcb * self.kern.nr;
+        with_buffer(&PACK_B, self.ncb.div_ceil(self.kern.nr) * len, |bp| {
+            bp.par_chunks_mut(len).enumerate().with_max_len(1).for_each(|(p, dst)| self.pack_b(b, p, dst));
+            self.spread_evenly(bp, nt);
+        });
+    }
+
+    /// Computes the packed block `bp` on `nt` threads: a few jobs per thread so work stealing
+    /// evens out a busy core, cutting M, and N as well only when M alone cannot feed every
+    /// thread.
+    fn spread_evenly(&self, bp: &[f32], nt: usize) {
+        let (mp, np) = (self.m.div_ceil(self.kern.mr), self.ncb.div_ceil(self.kern.nr));
+        let gm = mp.min(4 * nt);
+        let gn = if gm >= nt { 1 } else { np.min(nt.div_ceil(gm)) };
+        self.spread(bp, gm, gn);
+    }
+
+    /// Computes the packed block `bp` as `gm × gn` parallel jobs: the A micro-panels cut in
+    /// `gm` ranges, the B panels in `gn`.
+    fn spread(&self, bp: &[f32], gm: usize, gn: usize) {
+        let (mp, np) = (self.m.div_ceil(self.kern.mr), self.ncb.div_ceil(self.kern.nr));
+        let len = self.kcb * self.kern.nr;
+        (0..gm * gn).into_par_iter().with_max_len(1).for_each(|t| {
+            let jp = split(np, gn, t % gn);
+            let first = jp.start * len;
+            self.tiles(&bp[first..first + jp.len() * len], jp, split(mp, gm, t / gn));
         });
     }
 
@@ -601,7 +663,7 @@ mod tests {
                     let run = |nt| {
                         let mut c = vec![if accumulate { 1.0 } else { f32::NAN }; m * n];
                         // SAFETY: c holds the m × n product and is initialised.
-                        unsafe { bf16::multiply(&kern, a, b, CPtr(c.as_mut_ptr()), n, accumulate, nt) };
+                        unsafe { bf16::multiply(&kern, a, Panels::Pack(b), CPtr(c.as_mut_ptr()), n, accumulate, nt) };
                         c
                     };
                     let (c1, c2) = (run(1), run(2));
@@ -707,7 +769,7 @@ mod tests {
                     for accumulate in [false, true] {
                         let mut c = vec![if accumulate { 1.0 } else { f32::NAN }; m * ldc];
                         // SAFETY: c holds the m × n product at stride ldc and is initialised.
-                        unsafe { multiply(&kern, a, b, CPtr(c.as_mut_ptr()), ldc, accumulate, 2) };
+                        unsafe { multiply(&kern, a, Panels::Pack(b), CPtr(c.as_mut_ptr()), ldc, accumulate, 2) };
                         for i in 0..m {
                             for j in 0..n {
                                 let mut want = if accumulate { 1.0 } else { 0.0 };

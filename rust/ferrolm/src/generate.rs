@@ -6,11 +6,13 @@
 //! (learned positions cannot simply be shifted), so generation can run past `block_size` at the
 //! cost of recomputing half a context every `block_size / 2` tokens. In a batch only the rows
 //! that reached the context are recomputed; the others keep all their cached tokens (moved to
-//! the front of the cache), so greedy rows continue as their prompts would alone. Sampled rows
-//! draw from random streams of their own, row 0's being the one the prompt alone would use.
+//! the front of the cache), so greedy rows continue as their prompts would alone (up to float
+//! rounding: a batch of 3 rows or more decodes through packed weights, [`PackedWeights`]).
+//! Sampled rows draw from random streams of their own, row 0's
+//! being the one the prompt alone would use.
 
 use crate::model::{Batch, Gpt};
-use crate::ops::{self, KvCache};
+use crate::ops::{self, KvCache, PackedWeights};
 use crate::rng::{mix, Rng};
 use crate::tokenizer::{EncodeOptions, Model, Tokenizer};
 use crate::{compute, ensure, no_grad, Result};
@@ -164,6 +166,8 @@ pub struct Generation {
     windowed: bool,
     /// Next-token logits of each row [B, V], from the last forward pass.
     logits: Vec<f32>,
+    /// The weights packed for the decoding steps of a batch of 16 rows or more.
+    packed: PackedWeights,
 }
 
 impl Generation {
@@ -202,6 +206,7 @@ impl Generation {
             pads: vec![0; prompts.len()],
             windowed: false,
             logits: Vec::new(),
+            packed: PackedWeights::default(),
         };
         compute(|| g.prefill())?;
         Ok(g)
@@ -310,7 +315,13 @@ impl Generation {
         for r in 0..b {
             mask[r * (len + 1)..r * (len + 1) + self.pads[r]].fill(false);
         }
-        self.run_through(&Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, 1) })
+        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, 1) };
+        // Every step multiplies by the same weights: a batch large enough to pack them (16 rows)
+        // packs them once.
+        let mut packed = std::mem::take(&mut self.packed);
+        let fed = packed.scope(|| self.run_through(&batch));
+        self.packed = packed;
+        fed
     }
 
     /// Continues a one-row generation with more tokens (a chat's next turn): `ids` are appended

@@ -155,7 +155,7 @@ pub(crate) fn reserved(n: usize) -> Result<Vec<f32>> {
     Ok(data)
 }
 
-fn cannot_allocate(n: usize) -> Error {
+pub(crate) fn cannot_allocate(n: usize) -> Error {
     Error::Memory(format!("cannot allocate {} MB for a tensor", n.saturating_mul(size_of::<f32>()) >> 20))
 }
 

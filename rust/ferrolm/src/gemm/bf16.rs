@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::ops::Range;
 
-use super::{kernel_avx512 as k, pack, to_bf16, with_buffer, CPtr, Kernel, Line, MatRef};
+use super::{kernel_avx512 as k, pack, to_bf16, with_buffer, CPtr, Kernel, Line, MatRef, Panels};
 
 /// The pair kernel and its blocking (k steps are pairs, so KC = 256 spans 512 k like the f32
 /// kernel's KC = 512, in half the bytes).
@@ -64,30 +64,42 @@ thread_local! {
 /// ones (an LM head's gradient with a large vocabulary) are freed after use.
 const KEEP_PAIRS: usize = 1 << 22;
 
-/// `C = A·B` (or `+=`) in bf16 on `nt` threads; the caller checked shapes and bounds, and chose
-/// `kern` from `kernel()` (so the CPU has the bf16 instructions).
+/// `C = A·B` (or `+=`) in bf16 on `nt` threads, B given as a view or as panels of its pairs
+/// ([`pair_b`]); the caller checked shapes and bounds, and chose `kern` from `kernel()` (so the
+/// CPU has the bf16 instructions).
 ///
 /// # Safety
 /// As for `super::blocked`: `c` addresses the m × n matrix at stride `ldc`, writable, and
-/// initialised if `accumulate`.
-pub(super) unsafe fn multiply(kern: &Kernel, a: MatRef, b: MatRef, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
+/// initialised if `accumulate`; packed panels were packed with `kern`.
+pub(super) unsafe fn multiply(kern: &Kernel, a: MatRef, b: Panels, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
     debug_assert!(supported());
-    let (m, kk, n) = (a.rows, a.cols, b.cols);
-    let k2 = kk.div_ceil(2);
+    let (m, k2) = (a.rows, a.cols.div_ceil(2));
+    let n = match b {
+        Panels::Pack(b) => b.cols,
+        Panels::Packed { n, .. } => n,
+    };
     with_buffer(&PAIRS_A, m * k2, |ap| {
-        with_buffer(&PAIRS_B, k2 * n, |bp| {
-            let a2 = to_pairs(a, ap, nt);
-            // B's k runs down its rows: pair the columns of Bᵀ.
-            let b2 = to_pairs(b.t(), bp, nt).t();
-            // SAFETY: passed on from our caller; the paired operands have the same m × n product.
-            unsafe { super::multiply(kern, a2, b2, c, ldc, accumulate, nt) };
-        })
+        let a2 = to_pairs(a, ap, nt);
+        // SAFETY (both): passed on from our caller; the paired operands have the same m × n
+        // product.
+        match b {
+            Panels::Pack(b) => with_buffer(&PAIRS_B, k2 * n, |bp| unsafe {
+                super::multiply(kern, a2, Panels::Pack(pair_b(b, bp, nt)), c, ldc, accumulate, nt)
+            }),
+            packed => unsafe { super::multiply(kern, a2, packed, c, ldc, accumulate, nt) },
+        }
     });
     for (key, len) in [(&PAIRS_A, m * k2), (&PAIRS_B, k2 * n)] {
         if len > KEEP_PAIRS {
             drop(key.take());
         }
     }
+}
+
+/// B (k × n) as the ⌈k/2⌉ × n pair matrix the pair kernel multiplies, in `out`.
+pub(super) fn pair_b<'a>(b: MatRef, out: &'a mut [f32], nt: usize) -> MatRef<'a> {
+    // B's k runs down its rows: pair the columns of Bᵀ.
+    to_pairs(b.t(), out, nt).t()
 }
 
 /// Pairs the columns of `x` (rows × k): the result is the rows × ⌈k/2⌉ pair matrix, stored in

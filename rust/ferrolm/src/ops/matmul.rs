@@ -4,9 +4,10 @@
 use rayon::prelude::*;
 
 use super::elementwise::{broadcast_offset, broadcast_shape, broadcast_strides};
+use super::packed_weights::packed_weight;
 use super::reduce::sum_axis_raw;
 use super::{filled_in, GRAIN};
-use crate::gemm::{gemm, multiply_bf16_weight, product, reads_bf16_weight, MatRef, Threads};
+use crate::gemm::{gemm, gemm_packed, multiply_bf16_weight, product, reads_bf16_weight, MatRef, Threads};
 use crate::tensor::{checked_numel, numel, reserved, zeroed, zeros_for, Tensor};
 use crate::{ensure, Error, Result};
 
@@ -135,18 +136,21 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_f;
     let y = {
-        // Decoding under bf16 precision reads the weight's bf16 copy (half the bytes). Taken
-        // before the read guard below: `bf16_copy` reads the weight itself, and a second read
+        // A batch's decoding steps read the weight packed once (see `packed_weights`); other
+        // decoding under bf16 precision reads the weight's bf16 copy (half the bytes). Both are
+        // taken before the read guard below: they read the weight themselves, and a second read
         // lock on one thread can deadlock with a writer waiting in between.
-        let bf16 = reads_bf16_weight(rows).then(|| weight.bf16_copy()).transpose()?;
+        let packed = packed_weight(weight, rows)?;
+        let bf16 = (packed.is_none() && reads_bf16_weight(rows)).then(|| weight.bf16_copy()).transpose()?;
         let (xd, wd) = (x.read(), weight.read());
         let (xm, wt) = (MatRef::new(&xd, rows, in_f), MatRef::new(&wd, out_f, in_f).t());
-        let multiply = |y: &mut [f32], accumulate: bool| match &bf16 {
-            Some(w) => multiply_bf16_weight(xm, w, out_f, y, out_f, accumulate),
-            None => gemm(xm, wt, y, out_f, accumulate, Threads::Pool),
+        let multiply = |y: &mut [f32], accumulate: bool| match (&bf16, &packed) {
+            (Some(w), _) => multiply_bf16_weight(xm, w, out_f, y, out_f, accumulate),
+            (_, Some(w)) => gemm_packed(xm, w, y, out_f, accumulate, Threads::Pool),
+            _ => gemm(xm, wt, y, out_f, accumulate, Threads::Pool),
         };
         match bias {
-            None if bf16.is_none() => product(xm, wt, Threads::Pool)?,
+            None if bf16.is_none() && packed.is_none() => product(xm, wt, Threads::Pool)?,
             None => {
                 let mut y = zeroed(rows * out_f)?;
                 multiply(&mut y, false);

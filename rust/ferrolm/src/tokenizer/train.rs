@@ -73,7 +73,7 @@ pub struct TrainerConfig {
     pub max_input_chars_per_word: usize,
     /// Bytes of file read per parallel step.
     pub chunk_bytes: usize,
-    /// Set from any thread to stop the training early: it then ends with [`Error::Interrupted`].
+    /// Set from any thread to stop the training early: it then ends with [`crate::Error::Interrupted`].
     pub stop: Arc<AtomicBool>,
 }
 
