@@ -113,7 +113,8 @@ def test_a_sharded_hugging_face_checkpoint_loads(tmp_path):
         ({**weight_map, name: "model-00003-of-00003.safetensors"}, FileNotFoundError, "model-00003-of-00003"),
         ({**weight_map, name: other}, fl.FormatError, f"puts {name} in {other}, which does not hold it"),
         ({**weight_map, name: 3}, fl.FormatError, f"puts {name} in 3, which is not a file name string"),
-        ({k: v for k, v in weight_map.items() if k != "wpe.weight"}, fl.FormatError, "missing tensor transformer.wpe.weight"),
+        ({k: v for k, v in weight_map.items() if k != "wpe.weight"}, fl.FormatError,
+         "the shards of model.safetensors.index.json: missing tensor transformer.wpe.weight"),
         (None, fl.FormatError, "no \"weight_map\" object"),
     ]:
         index.write_text(json.dumps({"weight_map": bad}))

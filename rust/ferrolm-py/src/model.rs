@@ -530,7 +530,7 @@ fn load_safetensors<'py>(
 #[pyo3(signature = (path, names = None))]
 fn load_model_weights<'py>(py: Python<'py>, path: PathBuf, names: Option<Vec<String>>) -> PyResult<Bound<'py, PyDict>> {
     let wanted = |name: &str| names.as_ref().is_none_or(|n| n.iter().any(|w| w == name));
-    arrays(py, compute(py, || read_weights(&path, wanted)).py()?)
+    arrays(py, compute(py, || read_weights(&path, wanted)).py()?.tensors)
 }
 
 /// The files holding a model directory's weights: model.safetensors, or the shard index and the

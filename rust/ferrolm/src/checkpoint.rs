@@ -322,7 +322,9 @@ impl Layout<'_> {
 
     /// Fills `params` from `stored` (removing what it uses); every parameter must be found with
     /// the right shape, and nothing but ignorable tensors may be left over.
-    pub fn load(&self, params: &[(String, crate::Tensor)], stored: &mut BTreeMap<String, Stored>) -> Result<()> {
+    pub fn load(&self, params: &[(String, crate::Tensor)], stored: &mut StoredWeights) -> Result<()> {
+        let source = &stored.source;
+        let stored = &mut stored.tensors;
         for (name, param) in params {
             let mut candidates = vec![name.clone()];
             for p in self.optional_prefixes {
@@ -333,29 +335,26 @@ impl Layout<'_> {
             let with_aliases: Vec<String> =
                 candidates.iter().flat_map(|c| std::iter::once(c.clone()).chain((self.aliases)(c))).collect();
             let Some(s) = with_aliases.iter().find_map(|c| stored.remove(c)) else {
-                bail!(Format, "model.safetensors: missing tensor {name}");
+                bail!(Format, "{source}: missing tensor {name}");
             };
             if s.integer {
-                bail!(Format, "model.safetensors: parameter {name} is stored with an integer dtype");
+                bail!(Format, "{source}: parameter {name} is stored with an integer dtype");
             }
             if !s.data.iter().all(|x| x.is_finite()) {
-                bail!(
-                    Format,
-                    "model.safetensors: {name} holds NaN or infinite values (a damaged or diverged checkpoint)"
-                );
+                bail!(Format, "{source}: {name} holds NaN or infinite values (a damaged or diverged checkpoint)");
             }
             let transposed = (self.transposed)(name);
             let expected: Vec<usize> =
                 if transposed { param.shape().iter().rev().copied().collect() } else { param.shape().to_vec() };
             if s.shape != expected {
-                bail!(Shape, "model.safetensors: {name} has shape {:?}, the config implies {expected:?}", s.shape);
+                bail!(Shape, "{source}: {name} has shape {:?}, the config implies {expected:?}", s.shape);
             }
             let data = crate::Tensor::from_vec(s.data, &s.shape)?;
             let data = if transposed { crate::no_grad(|| crate::ops::transpose(&data, 0, 1))? } else { data };
             param.assign(&data.read())?;
         }
         if let Some(extra) = stored.keys().find(|n| !(self.ignorable)(n)) {
-            bail!(Format, "model.safetensors: unexpected tensor {extra} (does config.json match the weights?)");
+            bail!(Format, "{source}: unexpected tensor {extra} (does config.json match the weights?)");
         }
         Ok(())
     }
@@ -364,34 +363,32 @@ impl Layout<'_> {
 /// Refuses a stored output head that is not the token embedding (the first of `embedding`
 /// present): the models tie them, and files may carry the head as a copy, but a different one
 /// would be silently replaced.
-pub fn ensure_tied_head(stored: &BTreeMap<String, Stored>, head: &str, embedding: &[&str]) -> Result<()> {
+pub fn ensure_tied_head(stored: &StoredWeights, head: &str, embedding: &[&str]) -> Result<()> {
+    let (source, stored) = (&stored.source, &stored.tensors);
     let Some(h) = stored.get(head) else { return Ok(()) };
     let tied = embedding.iter().find_map(|n| stored.get(*n)).is_some_and(|e| e.shape == h.shape && e.data == h.data);
-    ensure!(
-        tied,
-        Format,
-        "model.safetensors: {head} differs from the token embedding (an untied head is not supported)"
-    );
+    ensure!(tied, Format, "{source}: {head} differs from the token embedding (an untied head is not supported)");
     Ok(())
 }
 
 /// Refuses a config that needs more values than the weights file holds, before a model of
 /// that config is allocated: a corrupt `config.json` (a vocabulary of 10¹⁰) must give an
 /// error, not an allocation of terabytes.
-pub fn ensure_weights_fit(needed: usize, stored: &BTreeMap<String, Stored>) -> Result<()> {
-    let held: usize = stored.values().map(|s| s.data.len()).sum();
+pub fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
+    let held: usize = stored.tensors.values().map(|s| s.data.len()).sum();
     if needed > held {
         bail!(
             Format,
-            "config.json describes a model with at least {needed} weights, but model.safetensors holds only {held} values \
-             (does config.json belong to these weights?)"
+            "config.json describes a model with at least {needed} weights, but there are only {held} values in {} \
+             (does config.json belong to these weights?)",
+            stored.source
         );
     }
     Ok(())
 }
 
 /// Reads `config.json` and the weights (see [`read_weights`]) from a model directory.
-pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, Stored>)> {
+pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, StoredWeights)> {
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
     Ok((config, read_weights(dir, |_| true)?))
 }
@@ -464,25 +461,35 @@ impl Weights {
     }
 }
 
+/// Tensors read from a model directory, with what errors call their source.
+pub struct StoredWeights {
+    pub tensors: BTreeMap<String, Stored>,
+    /// `model.safetensors`, or the shards of its index.
+    pub source: String,
+}
+
 /// The tensors of a model directory whose names `wanted` accepts (see [`Weights::locate`]; of
 /// shards, only those holding a wanted tensor are read).
-pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<BTreeMap<String, Stored>> {
+pub fn read_weights(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<StoredWeights> {
     let shards = match Weights::locate(dir)? {
-        Weights::File(path) => return Ok(from_safetensors_where(&read_file(&path)?, "model.safetensors", wanted)?.0),
+        Weights::File(path) => {
+            let source = "model.safetensors".to_string();
+            let tensors = from_safetensors_where(&read_file(&path)?, &source, wanted)?.0;
+            return Ok(StoredWeights { tensors, source });
+        }
         Weights::Shards(_, shards) => shards,
     };
-    let mut out = BTreeMap::new();
+    let mut tensors = BTreeMap::new();
     for (file, mut names) in shards {
         names.retain(|n| wanted(n));
         if names.is_empty() {
             continue;
         }
-        let (tensors, _) =
-            from_safetensors_where(&read_file(&dir.join(&file))?, &file, |n| names.iter().any(|w| w == n))?;
-        if let Some(missing) = names.iter().find(|n| !tensors.contains_key(*n)) {
+        let (read, _) = from_safetensors_where(&read_file(&dir.join(&file))?, &file, |n| names.iter().any(|w| w == n))?;
+        if let Some(missing) = names.iter().find(|n| !read.contains_key(*n)) {
             bail!(Format, "{SHARD_INDEX} puts {missing} in {file}, which does not hold it");
         }
-        out.extend(tensors);
+        tensors.extend(read);
     }
-    Ok(out)
+    Ok(StoredWeights { tensors, source: format!("the shards of {SHARD_INDEX}") })
 }

@@ -352,7 +352,7 @@ impl Bert {
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let embedding = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"];
         ensure_tied_head(&stored, "cls.predictions.decoder.weight", &embedding)?;
-        let has = |suffix: &str| stored.keys().any(|k| k.ends_with(suffix));
+        let has = |suffix: &str| stored.tensors.keys().any(|k| k.ends_with(suffix));
         let has_pooler = has("pooler.dense.weight");
         let has_mlm = has("cls.predictions.transform.dense.weight");
         let mut model = Bert::build(config, has_pooler, 0, zeros)?;

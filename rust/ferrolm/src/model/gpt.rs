@@ -399,7 +399,7 @@ impl Gpt {
         if !config.bias {
             // Hugging Face's GPT-2 has biases: it loads a bias-free model with zero biases and
             // saves them. Zero biases are the same model; any other value is refused below.
-            stored.retain(|name, t| !(name.ends_with(".bias") && t.data.iter().all(|&x| x == 0.0)));
+            stored.tensors.retain(|name, t| !(name.ends_with(".bias") && t.data.iter().all(|&x| x == 0.0)));
         }
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let model = Gpt::build(config, 0, zeros)?;
