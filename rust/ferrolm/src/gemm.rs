@@ -21,7 +21,8 @@
 //! otherwise pack the B block together and split M.
 //!
 //! A B multiplied many times over (a weight, at every step of a batch's decoding) can be packed
-//! whole once ([`PackedB`]) and multiplied by with [`gemm_packed`], which skips the packing.
+//! whole once ([`PackedB`]) and multiplied by with [`gemm_packed`], which skips the packing;
+//! its threads split N whenever there are enough panels (its A has few rows).
 //!
 //! On AVX-512 the microkernel is 6 × 64 (24 zmm accumulators); AVX2 machines get 6 × 16 and
 //! other targets a portable 4 × 16, all chosen at run time (the crate is built for baseline
@@ -123,11 +124,13 @@ pub enum MatmulPrecision {
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
 /// Sets the precision of every later product, process-wide. Under Bf16, products with at least
-/// `small_m::MAX_ROWS` rows round both operands; smaller ones (token by token decoding) by a
-/// layer's weight keep the activations f32 and read a bfloat16 copy of the weight, made at its
-/// first such use after each change and kept with it (half again the weight's memory; decoding
-/// is bound by memory traffic, which it halves); other products with fewer rows stay f32. Bf16
-/// applies on CPUs with AVX512-BF16 ([`bf16_supported`]); elsewhere products stay f32.
+/// `small_m::MAX_ROWS` rows round both operands, as do products by a weight packed in bf16
+/// ([`PackedB`]: a batch's decoding steps); other products with fewer rows by a layer's weight
+/// (decoding one or two sequences token by token) keep the activations f32 and read a
+/// bfloat16 copy of the weight, made at its first such use after each change and kept with it
+/// (half again the weight's memory; decoding is bound by memory traffic, which it halves);
+/// other products with fewer rows stay f32. Bf16 applies on CPUs with AVX512-BF16
+/// ([`bf16_supported`]); elsewhere products stay f32.
 pub fn set_matmul_precision(precision: MatmulPrecision) {
     BF16_PRODUCTS.store(precision == MatmulPrecision::Bf16, Ordering::Relaxed);
 }
@@ -164,8 +167,8 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 }
 
 /// Whether a product of `rows` rows by a weight reads the weight's bfloat16 copy
-/// ([`multiply_bf16_weight`]): decoding under bf16 precision, on a CPU that runs it (no rows:
-/// nothing to read it for).
+/// ([`multiply_bf16_weight`]) under bf16 precision, on a CPU that runs it, unless it reads a
+/// packed copy (no rows: nothing to read it for).
 pub(crate) fn reads_bf16_weight(rows: usize) -> bool {
     (1..small_m::MAX_ROWS).contains(&rows) && matmul_precision() == MatmulPrecision::Bf16 && bf16_supported()
 }
@@ -258,10 +261,13 @@ fn nothing_to_multiply(m: usize, k: usize, n: usize, c: &mut [f32], ldc: usize, 
         m == 0 || n == 0 || (m - 1).checked_mul(ldc).and_then(|x| x.checked_add(n)).is_some_and(|len| c.len() >= len),
         "gemm: C too small"
     );
+    if m == 0 || n == 0 {
+        return true;
+    }
     if k == 0 && !accumulate {
         c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
     }
-    m == 0 || n == 0 || k == 0
+    k == 0
 }
 
 /// How many threads the blocked product of `m × k · k × n` uses.
@@ -307,15 +313,23 @@ enum Panels<'a> {
     Packed { panels: &'a [f32], k: usize, n: usize },
 }
 
+impl Panels<'_> {
+    /// B's rows and columns.
+    fn dims(&self) -> (usize, usize) {
+        match *self {
+            Panels::Pack(b) => (b.rows, b.cols),
+            Panels::Packed { k, n, .. } => (k, n),
+        }
+    }
+}
+
 /// The blocked product on `nt` threads for validated, non-empty operands.
 ///
 /// # Safety
 /// As for [`blocked`]; packed panels were packed by `kern`'s packer and blocking.
 unsafe fn multiply(kern: &Kernel, a: MatRef, b: Panels, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
-    let (k, n) = match b {
-        Panels::Pack(b) => (b.rows, b.cols),
-        Panels::Packed { k, n, .. } => (k, n),
-    };
+    let (k, n) = b.dims();
+    debug_assert_eq!(a.cols, k);
     let (kc, nc, nr, m) = (kern.kc, kern.nc, kern.nr, a.rows);
     let mp = m.div_ceil(kern.mr);
     let mut packed_at = 0;
@@ -586,6 +600,19 @@ unsafe fn via_scratch(
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+impl Line {
+    /// Lines as the floats they hold.
+    fn floats(lines: &[Line]) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` over 16 f32s, so the lines are `16 * len` plain floats.
+        unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<f32>(), 16 * lines.len()) }
+    }
+
+    fn floats_mut(lines: &mut [Line]) -> &mut [f32] {
+        // SAFETY: as for `floats`.
+        unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), 16 * lines.len()) }
+    }
+}
+
 thread_local! {
     static PACK_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
     static PACK_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
@@ -600,9 +627,7 @@ fn with_buffer<R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f: impl F
     if buf.len() < lines {
         buf = vec![Line([0.0; 16]); lines];
     }
-    // SAFETY: `Line` is `repr(C)` over 16 f32s, so the vector is `16 * buf.len()` plain floats.
-    let floats = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), 16 * buf.len()) };
-    let out = f(&mut floats[..len]);
+    let out = f(&mut Line::floats_mut(&mut buf)[..len]);
     key.set(buf);
     out
 }
@@ -726,9 +751,9 @@ mod tests {
         }
     }
 
-    /// Decoding a batch gives each row what it would get alone: a product of up to 15 rows (the
-    /// most the in-place path takes) by a weight (f32, or its bf16 copy), in cache or streamed,
-    /// equals its rows' one-row products.
+    /// The in-place path gives each row what it would get alone: a product of up to 15 rows
+    /// (the most it takes) by a weight (f32, or its bf16 copy), in cache or streamed, equals
+    /// its rows' one-row products.
     #[test]
     fn small_products_do_not_depend_on_the_rows_beside_them() {
         let mut next = uniform_stream(0x51ed_270b_2734_cf11);

@@ -166,7 +166,7 @@ pub struct Generation {
     windowed: bool,
     /// Next-token logits of each row [B, V], from the last forward pass.
     logits: Vec<f32>,
-    /// The weights packed for the decoding steps of a batch of 16 rows or more.
+    /// The weights packed for the decoding steps of a batch (of 3 rows or more).
     packed: PackedWeights,
 }
 
@@ -316,8 +316,7 @@ impl Generation {
             mask[r * (len + 1)..r * (len + 1) + self.pads[r]].fill(false);
         }
         let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(&ids, b, 1) };
-        // Every step multiplies by the same weights: a batch large enough to pack them (16 rows)
-        // packs them once.
+        // Every step multiplies by the same weights: a batch of several rows packs them once.
         let mut packed = std::mem::take(&mut self.packed);
         let fed = packed.scope(|| self.run_through(&batch));
         self.packed = packed;

@@ -74,10 +74,7 @@ const KEEP_PAIRS: usize = 1 << 22;
 pub(super) unsafe fn multiply(kern: &Kernel, a: MatRef, b: Panels, c: CPtr, ldc: usize, accumulate: bool, nt: usize) {
     debug_assert!(supported());
     let (m, k2) = (a.rows, a.cols.div_ceil(2));
-    let n = match b {
-        Panels::Pack(b) => b.cols,
-        Panels::Packed { n, .. } => n,
-    };
+    let n = b.dims().1;
     with_buffer(&PAIRS_A, m * k2, |ap| {
         let a2 = to_pairs(a, ap, nt);
         // SAFETY (both): passed on from our caller; the paired operands have the same m × n
@@ -89,7 +86,8 @@ pub(super) unsafe fn multiply(kern: &Kernel, a: MatRef, b: Panels, c: CPtr, ldc:
             packed => unsafe { super::multiply(kern, a2, packed, c, ldc, accumulate, nt) },
         }
     });
-    for (key, len) in [(&PAIRS_A, m * k2), (&PAIRS_B, k2 * n)] {
+    let b_len = if matches!(b, Panels::Pack(_)) { k2 * n } else { 0 }; // packed B: no buffer
+    for (key, len) in [(&PAIRS_A, m * k2), (&PAIRS_B, b_len)] {
         if len > KEEP_PAIRS {
             drop(key.take());
         }

@@ -50,14 +50,18 @@ impl PackedB {
         !self.bf16
     }
 
+    /// B's rows and columns.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
     /// The bytes its panels take.
     pub fn bytes(&self) -> usize {
         std::mem::size_of_val(self.panels.as_slice())
     }
 
     fn floats(&self) -> &[f32] {
-        // SAFETY: `Line` is `repr(C)` over 16 f32s.
-        unsafe { std::slice::from_raw_parts(self.panels.as_ptr().cast::<f32>(), 16 * self.panels.len()) }
+        Line::floats(&self.panels)
     }
 }
 
@@ -70,8 +74,7 @@ fn pack_blocks(kern: &Kernel, b: &MatRef) -> Result<Vec<Line>> {
     let mut panels = Vec::new();
     panels.try_reserve_exact(lines).map_err(|_| cannot_allocate(16 * lines))?;
     panels.resize(lines, Line([0.0; 16]));
-    // SAFETY: `Line` is `repr(C)` over 16 f32s.
-    let mut rest = unsafe { std::slice::from_raw_parts_mut(panels.as_mut_ptr().cast::<f32>(), 16 * lines) };
+    let mut rest = Line::floats_mut(&mut panels);
     for jc in (0..n).step_by(kern.nc) {
         let ncb = kern.nc.min(n - jc);
         for pc in (0..k).step_by(kern.kc) {
@@ -89,7 +92,9 @@ fn pack_blocks(kern: &Kernel, b: &MatRef) -> Result<Vec<Line>> {
 }
 
 /// `C = A·B` (or `C += A·B` when `accumulate`) for a packed B, with C row-major `m × n` at row
-/// stride `ldc`; the same sums, in the same order, as [`super::gemm`]'s blocked product.
+/// stride `ldc`: the same sums, in the same order, as the blocked product that packs B as it
+/// goes (what [`super::gemm`] runs for 16 rows or more), in the arithmetic B was packed for
+/// (bf16 rounds A too, whatever its rows).
 ///
 /// # Panics
 /// When A's columns are not B's rows, A runs past its slice, `ldc < n`, or C is too small.
@@ -115,7 +120,20 @@ pub fn gemm_packed(a: MatRef, b: &PackedB, c: &mut [f32], ldc: usize, accumulate
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::{gemm, Panels};
+    use crate::gemm::{gemm, product, Panels};
+
+    /// Products with nothing to multiply: an empty C, or zeros (k = 0), as `product` gives.
+    #[test]
+    fn empty_products() {
+        for (m, k, n) in [(2, 0, 0), (0, 3, 0), (0, 0, 0), (2, 0, 3), (0, 3, 4), (3, 4, 0)] {
+            let (a, b) = (vec![1.0; m * k], vec![1.0; k * n]);
+            let (a, b) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+            assert_eq!(product(a, b, Threads::Pool).unwrap(), vec![0.0; m * n], "{m}x{k}x{n}");
+            let mut c = vec![f32::NAN; m * n];
+            gemm_packed(a, &PackedB::new(b).unwrap(), &mut c, n, false, Threads::Pool);
+            assert_eq!(c, vec![0.0; m * n], "{m}x{k}x{n} packed");
+        }
+    }
 
     /// Products by a packed B equal, bitwise, the blocked product that packs B as it goes (f32
     /// and bf16), on 1 and 2 threads, over sizes that cross the KC and NC blocks, with B a

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::gemm::{MatRef, PackedB};
 use crate::tensor::{Storage, Tensor};
-use crate::Result;
+use crate::{Error, Result};
 
 /// The fewest rows a product reads a packed weight for. Per decoding step of the 6-layer model,
 /// the in-place path is faster for one row (1.8× in f32, 1.1× in bf16) and even for two;
@@ -61,32 +61,33 @@ impl PackedWeights {
 }
 
 /// The packed copy of the `[out, in]` weight `w` for a product `x·Wᵀ` of `rows` rows, inside a
-/// [`PackedWeights::scope`] and for [`MIN_ROWS`] rows or more; `None` otherwise.
+/// [`PackedWeights::scope`] and for [`MIN_ROWS`] rows or more; `None` otherwise, or when there
+/// is no memory for the copy (the product then packs as it goes).
 pub(super) fn packed_weight(w: &Tensor, rows: usize) -> Result<Option<Arc<PackedB>>> {
     if rows < MIN_ROWS || IN_SCOPE.with_borrow(Option::is_none) {
         return Ok(None);
     }
-    let storage = w.storage();
-    let found = |version: u64| {
-        IN_SCOPE.with_borrow(|scope| {
-            let kept =
-                scope.as_ref()?.0.iter().find(|(s, v, p)| Arc::ptr_eq(s, storage) && *v == version && p.is_current());
-            kept.map(|(_, _, p)| p.clone())
-        })
+    let (storage, (out_f, in_f)) = (w.storage(), (w.shape()[0], w.shape()[1]));
+    let is_copy = |(s, v, p): &(Storage, u64, Arc<PackedB>), version| {
+        Arc::ptr_eq(s, storage) && *v == version && p.dims() == (in_f, out_f) && p.is_current()
     };
     // The version is read under the read lock, which a write holds while it counts one more.
     let data = w.read();
     let version = storage.version();
-    if let Some(packed) = found(version) {
-        return Ok(Some(packed));
+    let kept = IN_SCOPE.with_borrow(|scope| Some(scope.as_ref()?.0.iter().find(|e| is_copy(e, version))?.2.clone()));
+    if kept.is_some() {
+        return Ok(kept);
     }
     // Packed outside the borrow: packing runs on the pool, and while it waits this thread may
     // run another task that multiplies by a weight.
-    let (out_f, in_f) = (w.shape()[0], w.shape()[1]);
-    let packed = Arc::new(PackedB::new(MatRef::new(&data, out_f, in_f).t())?);
+    let packed = match PackedB::new(MatRef::new(&data, out_f, in_f).t()) {
+        Err(Error::Memory(_)) => return Ok(None),
+        packed => Arc::new(packed?),
+    };
     IN_SCOPE.with_borrow_mut(|scope| {
         if let Some(scope) = scope {
-            scope.0.retain(|(s, _, _)| !Arc::ptr_eq(s, storage)); // a stale copy goes
+            // Stale copies go: of this weight, and of weights no one else holds any more.
+            scope.0.retain(|(s, _, _)| !Arc::ptr_eq(s, storage) && Arc::strong_count(s) > 1);
             scope.0.push((storage.clone(), version, packed.clone()));
         }
     });
@@ -125,6 +126,14 @@ mod tests {
         assert!(close(&after, &linear(&x, &w, Some(&b)).unwrap()), "a written weight is packed again");
         assert!(!close(&after, &first));
         assert_eq!(packed.bytes(), bytes, "the stale copy was dropped");
+
+        // A weight no one holds any more leaves with the next packing.
+        let other = Tensor::randn(&[200, 300], 0.0, 0.1, 5).unwrap();
+        packed.scope(|| linear(&x, &other, None)).unwrap();
+        assert_eq!(packed.0.len(), 2);
+        drop(other);
+        packed.scope(|| linear(&x, &Tensor::randn(&[100, 300], 0.0, 0.1, 6).unwrap(), None)).unwrap();
+        assert_eq!(packed.0.len(), 2, "the dropped weight's copy went, the new one's came");
 
         // Outside a scope nothing is kept, and a scope's copies stay with their owner.
         linear(&x, &w, None).unwrap();
