@@ -331,6 +331,17 @@ def test_a_config_changed_after_creation_trains_with_its_new_values(tmp_path):
     with pytest.raises(ValueError, match="min_lr in \\[0, learning_rate\\]"):
         train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run2")
     assert not (tmp_path / "run2").exists()
+    # Counts the command line refuses, refused in Python too (a negative checkpoint interval
+    # acted as its absolute value, a negative warmup started down the cosine).
+    for bad, message in [({"warmup_iters": -10}, "warmup_iters must be a non-negative integer"),
+                         ({"lr_decay_iters": -1}, "lr_decay_iters must be"), ({"checkpoint_interval": -5}, "checkpoint_int"),
+                         ({"max_iters": 2.5}, "max_iters must be"), ({"grad_accum": 0}, "grad_accum must be a positive"),
+                         ({"eval_iters": True}, "eval_iters must be")]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad)
+    for sizes in [(0, 4), (32, -1), (32, 2.0)]:
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            CausalLM(tmp_path / "data", *sizes)
 
 
 def test_a_warmup_longer_than_the_run_is_said(tmp_path, capsys):

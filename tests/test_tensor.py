@@ -301,6 +301,61 @@ def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_pat
         train(Classifier(), BareLoss(), TrainConfig(max_iters=1, progress=False), tmp_path / "y")
 
 
+def test_a_modules_dropout_resumes_exactly_and_is_off_in_evaluation(tmp_path):
+    """An nn.Dropout draws from the process-wide stream: the loop seeds it for every
+    micro-batch, so a resumed run (in a process whose stream is elsewhere) reproduces the
+    uninterrupted one, and evaluation runs the modules in eval mode, restoring each after."""
+    from ferrolm.train import TrainConfig, evaluate_model, train
+
+    class Net(fl.nn.Module):
+        def __init__(self):
+            self.fc1, self.drop, self.fc2 = fl.Linear(8, 32, seed=1), fl.nn.Dropout(0.5), fl.Linear(32, 2, seed=2)
+
+        def forward(self, x):
+            return self.fc2(self.drop(F.relu(self.fc1(fl.tensor(x)))))
+
+    class Sign:
+        kind = "sign"
+
+        def batch(self, split, rng):
+            x = rng.standard_normal((16, 8)).astype(np.float32)
+            return x, (x[:, 0] > 0).astype(np.int64)
+
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(batch[0]), batch[1]), {}
+
+        def tokens(self, batch):
+            return len(batch[0])
+
+        def state(self):
+            return {}
+
+    def losses(run):
+        return [r["loss"] for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+    settings = dict(eval_interval=5, eval_iters=3, log_interval=1, learning_rate=1e-2, warmup_iters=0, lr_decay_iters=10,
+                    progress=False)
+    whole = train(Net(), Sign(), TrainConfig(max_iters=10, **settings), tmp_path / "whole")
+    train(Net(), Sign(), TrainConfig(max_iters=5, **settings), tmp_path / "cut")
+    fl.manual_seed(99)
+    resumed = train(Net().load_weights(tmp_path / "cut"), Sign(), TrainConfig(max_iters=10, **settings), tmp_path / "cut",
+                    resume=True)
+    assert losses("cut") == losses("whole") and len(losses("whole")) == 10 and resumed == whole
+    leftover = Net()
+    F.cross_entropy(leftover(np.ones((2, 8), np.float32)), [0, 1]).backward()  # a gradient the run must not take
+    train(leftover, Sign(), TrainConfig(max_iters=2, **settings), tmp_path / "leftover")
+    assert losses("leftover") == losses("whole")[:2]
+    model, sign = Net(), Sign()
+    fl.manual_seed(1)
+    first = evaluate_model(model, sign, 3)
+    fl.manual_seed(2)
+    assert evaluate_model(model, sign, 3) == first  # no dropout: the stream does not matter
+    assert model.training and model.drop.training
+    model.drop.training = False  # each module's own mode comes back as it was
+    evaluate_model(model, sign, 3)
+    assert model.training and not model.drop.training
+
+
 def test_tied_weights_are_one_parameter_clipped_and_resumed_once(tmp_path):
     """A weight used twice (input embedding and output projection) is one parameter: clipped
     once (it was counted and scaled twice) and given one optimizer state (the states were

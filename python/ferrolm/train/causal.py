@@ -9,6 +9,7 @@ import numpy as np
 
 import ferrolm.functional as F
 from ferrolm.data import Windows, data_digest, load_tokens
+from ferrolm.train.loop import require_count
 
 
 class CausalLM:
@@ -20,6 +21,8 @@ class CausalLM:
     loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, block_size: int, batch_size: int) -> None:
+        require_count("block_size", block_size)
+        require_count("batch_size", batch_size)
         data_dir = Path(data_dir)
         self.windows = {split: Windows(load_tokens(data_dir, split), block_size, f"the {split} split")
                         for split in ("train", "val")}

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from ferrolm import _core
 from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
 from ferrolm.jsonl import is_count, lines_of, read_json_object
+from ferrolm.nn import Module
 from ferrolm.optim import AdamW
 from ferrolm.train.memory import check_memory
 
@@ -38,6 +40,14 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
 RUN_LOCK_FILE = ".run.lock"  # held while a run trains in the directory (`hold_run_directory`)
 DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision training runs in
+#: The TrainConfig counts that may be 0 (the others must be positive).
+_MAY_BE_ZERO = ("max_iters", "warmup_iters", "lr_decay_iters", "checkpoint_interval")
+
+
+def require_count(name: str, value: Any, least: int = 1) -> None:
+    """Refuses `value` for the setting `name` unless it is an integer ≥ `least`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be {'a non-negative' if least == 0 else 'a positive'} integer, got {value!r}")
 
 
 #: Where each post-training objective's settings differ from TrainConfig's (nanoGPT's pretraining
@@ -77,7 +87,8 @@ class TrainConfig:
         always_save_checkpoint: False saves only when the validation loss improves (nanoGPT's
             option), so a run that overfits keeps, and ends holding, its best model (a copy is
             kept in memory), and a resume continues from it.
-        seed: batches, dropout and evaluation batches are drawn from it.
+        seed: batches, dropout and evaluation batches are drawn from it (a Module's nn.Dropout
+            too: the stream `fl.manual_seed` restarts is seeded from it at every micro-batch).
         dtype: "float32", or "bfloat16": matrix products of 16 rows or more round their operands
             to bfloat16 and sum in float32 (as PyTorch's bf16 autocast, outputs staying float32;
             smaller ones by a layer's weight round only the weight); 1.5-1.7x
@@ -108,10 +119,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_iters", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
-            if getattr(self, name) < (0 if name == "max_iters" else 1):
-                raise ValueError(f"{name} must be {'non-negative' if name == 'max_iters' else 'positive'}, "
-                                 f"got {getattr(self, name)}")
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "checkpoint_interval", "grad_accum",
+                     "eval_interval", "eval_iters", "log_interval"):
+            if not (name == "lr_decay_iters" and self.lr_decay_iters is None):
+                require_count(name, getattr(self, name), 0 if name in _MAY_BE_ZERO else 1)
         if not (self.learning_rate > 0 and 0 <= self.final_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
                              f"got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give --min-lr)")
@@ -311,7 +322,8 @@ def read_state(path: Path) -> dict:
         problem = "its rng or config entry is missing"
     elif not isinstance(state.get("objective"), str):
         problem = "it does not name its objective"
-    elif not isinstance(state.get("evals", []), list) or not isinstance(state.get("objective_state", {}), dict):
+    elif not isinstance(state.get("evals", []), list) or not isinstance(state.get("objective_state", {}), dict) \
+            or not all(isinstance(e, dict) and is_count(e.get("step")) for e in state.get("evals", [])):
         problem = "its evals or objective_state entry is malformed"
     elif not isinstance(state.get("digests"), dict) or not {"model.safetensors", OPTIMIZER_FILE} <= set(state["digests"]) \
             or not all(Path(f).name == f and f.endswith(".safetensors") for f in state["digests"]):
@@ -452,10 +464,10 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
             return evaluate_model(model, objective, eval_iters, seed)
     eval_rng = np.random.Generator(np.random.PCG64([*np.atleast_1d(seed).tolist(), 7]))
     if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
-        with no_grad():
+        with no_grad(), _evaluating(model):
             return dict(objective.evaluate(model, eval_rng))
     record: dict[str, Any] = {}
-    with no_grad():
+    with no_grad(), _evaluating(model):
         for split in ("train", "val"):
             values: dict[str, list] = {}
             for _ in range(eval_iters):
@@ -466,6 +478,21 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
     if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
         record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
     return record
+
+
+@contextlib.contextmanager
+def _evaluating(model: Any):
+    """`model`'s modules in eval mode inside the block (an `nn.Dropout` off; the built-in
+    models take dropout from the seed they are given), each in its own mode again after it."""
+    modules = list(model.modules()) if isinstance(model, Module) else []
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
 
 
 def kept_evaluations(evals: list[dict], config: TrainConfig) -> list[dict]:
@@ -523,6 +550,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     hold_run_directory(out)  # creates it
     groups, names = _decay_groups(named, config.weight_decay)
     opt = AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), eps=1e-8)
+    opt.zero_grad()  # gradients left on the model (an interrupted step, a backward() before) are not this run's
     params = [t for _, t in named]
     checkpoints = _Checkpoints(out)
     rng = np.random.Generator(np.random.PCG64(config.seed))
@@ -609,7 +637,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 _describe(bar, evals[-1])
                 if not config.checkpoint_interval and (config.always_save_checkpoint or improved(evals[-1])):
                     save(step)
-            if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step > 0:
+            if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step > 0 and saved[0] != step:
                 save(step)
             step_start = time.perf_counter()
             lr = config.lr_at(step)
@@ -617,7 +645,9 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             total, extras = 0.0, {}
             for micro in range(config.grad_accum):
                 batch = objective.batch("train", rng)
-                loss, extra = _loss_and_extras(objective.loss(model, batch, _dropout_seed(config.seed, step, micro)), objective)
+                seed = _dropout_seed(config.seed, step, micro)
+                _core.manual_seed(seed)  # for what draws from the process-wide stream (an nn.Dropout), as resumable
+                loss, extra = _loss_and_extras(objective.loss(model, batch, seed), objective)
                 (loss * (1.0 / config.grad_accum)).backward()
                 total += loss.item() / config.grad_accum
                 for k, v in extra.items():
@@ -651,7 +681,9 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             evals.append(evaluate(step))
             log(evals[-1])
             _describe(bar, evals[-1])
-        if config.always_save_checkpoint or improved(evals[-1]):
+        if saved[0] == step:
+            pass  # resumed complete: the checkpoint holds this state
+        elif config.always_save_checkpoint or improved(evals[-1]):
             save(step)
         else:
             for name, tensor in named:
