@@ -813,6 +813,15 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         model.generate("x" * 40, 5)
     with pytest.raises(ValueError, match="empty"):
         model.generate("", 5)
+    for stop_tokens in ([-1], [model.vocab_size], [1.0]):  # -1 was an OverflowError after the prefill, or accepted
+        with pytest.raises(ValueError, match="stop_tokens must be token ids"):
+            model.generate("x", 3, stop_tokens=stop_tokens)
+    diverged = GPT.load(trained)
+    weight = next(t for n, t in diverged.named_parameters() if "ln_f" in n)
+    weight.copy_(np.full(weight.shape, np.nan, np.float32))
+    for temperature in (0.0, 1.0):  # greedy gave id 0 at every step, sampling the last id
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            diverged.generate("x", 3, temperature=temperature)
     with pytest.raises(IndexError, match="vocabulary"):
         model(np.array([[0, model.vocab_size]]))
     with pytest.raises(IndexError, match="context"):

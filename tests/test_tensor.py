@@ -341,6 +341,10 @@ def test_a_modules_dropout_resumes_exactly_and_is_off_in_evaluation(tmp_path):
     resumed = train(Net().load_weights(tmp_path / "cut"), Sign(), TrainConfig(max_iters=10, **settings), tmp_path / "cut",
                     resume=True)
     assert losses("cut") == losses("whole") and len(losses("whole")) == 10 and resumed == whole
+    before = (tmp_path / "cut" / "model.safetensors").stat().st_mtime_ns
+    train(Net().load_weights(tmp_path / "cut"), Sign(), TrainConfig(max_iters=10, **settings), tmp_path / "cut",
+          resume=True)
+    assert (tmp_path / "cut" / "model.safetensors").stat().st_mtime_ns == before  # complete: not written again
     leftover = Net()
     F.cross_entropy(leftover(np.ones((2, 8), np.float32)), [0, 1]).backward()  # a gradient the run must not take
     train(leftover, Sign(), TrainConfig(max_iters=2, **settings), tmp_path / "leftover")

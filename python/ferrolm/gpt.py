@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -145,6 +146,9 @@ class GPT(CoreModel):
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
         stop_tokens = list(stop_tokens)  # read once: it may be an iterator
+        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= t < self.vocab_size
+                   for t in stop_tokens):
+            raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
             if chat or stop or stream:
@@ -195,7 +199,8 @@ class GPT(CoreModel):
 
     def score(self, text: Union[str, Sequence[int]], stride: Optional[int] = None) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first token
-        has no prediction, so the result has one entry fewer than the tokens).
+        has no prediction, so the result has one entry fewer than the tokens; text of fewer
+        than two tokens raises ValueError).
 
         Text longer than the context is scored through a sliding window (as Hugging Face's
         perplexity guide does): windows of `block_size` tokens, `stride` apart (default half
@@ -370,13 +375,16 @@ def shares_weights(a: Any, b: Any) -> bool:
 def sequence_logprobs(model: GPT, ids: np.ndarray, attention_mask=None, temperature: float = 1.0) -> Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every position, under the distribution at
     `temperature`: a [B, T−1] tensor that keeps the graph, so post-training objectives can
-    backpropagate through it."""
+    backpropagate through it. Rows are read from position 0: pad them on the right (left
+    padding would shift their positions)."""
     logits = model(ids[:, :-1], attention_mask=None if attention_mask is None else attention_mask[:, :-1])
     return token_logprobs(tempered_log_softmax(logits, temperature), ids[:, 1:])
 
 
 def tempered_log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Log-probabilities of the distribution sampled at `temperature` (logits / T)."""
+    """Log-probabilities of the distribution sampled at `temperature` (logits / T, T > 0)."""
+    if not 0 < float(temperature) < math.inf:
+        raise ValueError(f"temperature must be > 0 and finite to give log-probabilities, got {temperature!r}")
     return F.log_softmax(logits if temperature == 1.0 else logits * (1.0 / temperature), axis=-1)
 
 

@@ -61,23 +61,42 @@ impl Sampling {
         Ok(())
     }
 
-    /// Picks a token from one row of logits, given the tokens seen so far.
-    pub(crate) fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> i64 {
+    /// Picks a token from one row of logits, given the tokens seen so far. The logits are
+    /// left as they were; non-finite ones (a damaged or diverged model's) are an error, not a
+    /// token picked from them.
+    pub(crate) fn pick(&self, logits: &mut [f32], seen: &[i64], rng: &mut Rng) -> Result<i64> {
         let logits = match self.vocab_limit {
             Some(n) if n < logits.len() => &mut logits[..n],
             _ => logits,
         };
+        ensure!(
+            logits.iter().all(|x| x.is_finite()),
+            Argument,
+            "generate: the model's next-token logits hold NaN or infinite values (are its weights damaged or \
+             diverged?)"
+        );
+        let mut penalised = Vec::new();
         if self.repetition_penalty != 1.0 {
             let mut ids: Vec<usize> = seen.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).collect();
             ids.sort_unstable();
             ids.dedup();
             for t in ids {
                 let l = &mut logits[t];
+                penalised.push((t, *l));
                 // Kept finite: a tiny penalty would make inf, and the weights NaN.
-                let penalised = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
-                *l = penalised.clamp(f32::MIN, f32::MAX);
+                let p = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
+                *l = p.clamp(f32::MIN, f32::MAX);
             }
         }
+        let token = self.pick_from(logits, rng);
+        for (t, l) in penalised {
+            logits[t] = l;
+        }
+        Ok(token)
+    }
+
+    /// `pick` from finite logits, penalties applied.
+    fn pick_from(&self, logits: &[f32], rng: &mut Rng) -> i64 {
         if self.temperature == 0.0 {
             return argmax(logits) as i64;
         }
@@ -252,6 +271,21 @@ impl Generation {
     }
 
     fn step_here(&mut self) -> Result<Vec<Option<i64>>> {
+        // A step that fails (no memory for the forward pass, say) leaves the rows as they were,
+        // so the generation can go on: what they were, to go back to.
+        let before: Vec<(usize, bool, Rng)> =
+            self.rows.iter().map(|r| (r.tokens.len(), r.finished, r.rng.clone())).collect();
+        let stepped = self.sample_and_feed();
+        if stepped.is_err() {
+            for (row, (len, finished, rng)) in self.rows.iter_mut().zip(before) {
+                row.tokens.truncate(len);
+                (row.finished, row.rng) = (finished, rng);
+            }
+        }
+        stepped
+    }
+
+    fn sample_and_feed(&mut self) -> Result<Vec<Option<i64>>> {
         let v = self.model.config().vocab_size;
         let mut out = Vec::with_capacity(self.rows.len());
         for (r, row) in self.rows.iter_mut().enumerate() {
@@ -259,7 +293,7 @@ impl Generation {
                 out.push(None);
                 continue;
             }
-            let token = self.sampling.pick(&mut self.logits[r * v..(r + 1) * v], &row.tokens, &mut row.rng);
+            let token = self.sampling.pick(&mut self.logits[r * v..(r + 1) * v], &row.tokens, &mut row.rng)?;
             row.tokens.push(token);
             row.finished = self.stop_tokens.contains(&token);
             out.push(Some(token));
@@ -283,18 +317,24 @@ impl Generation {
         let full: Vec<usize> = (0..self.rows.len()).filter(live).filter(|&r| self.pads[r] == 0).collect();
         let longest_other = (0..self.rows.len()).filter(live).map(|r| len - self.pads[r]).filter(|&n| n < len).max();
         let kept = longest_other.unwrap_or(0).max(half - 1);
-        self.cache.drop_oldest(len - kept)?;
-        self.windowed = true;
-        for pad in &mut self.pads {
-            *pad = pad.saturating_sub(len - kept);
-        }
+        // The rows' recomputed positions first: should that fail, the cache is as it was.
         let n = half - 1;
-        if n > 0 && !full.is_empty() {
+        let fresh = if n > 0 && !full.is_empty() {
             let ids: Vec<i64> =
                 full.iter().flat_map(|&r| self.rows[r].tokens.iter().rev().skip(1).take(n).rev()).copied().collect();
             let cfg = self.model.config();
             let mut fresh = KvCache::new(cfg.n_layer, full.len(), cfg.n_head, n, cfg.n_embd / cfg.n_head)?;
             no_grad(|| self.model.hidden(&Batch::new(&ids, full.len(), n), None, Some(&mut fresh)))?;
+            Some(fresh)
+        } else {
+            None
+        };
+        self.cache.drop_oldest(len - kept)?;
+        self.windowed = true;
+        for pad in &mut self.pads {
+            *pad = pad.saturating_sub(len - kept);
+        }
+        if let Some(fresh) = fresh {
             self.cache.overwrite_rows(&fresh, &full)?;
         }
         for &r in &full {
@@ -660,7 +700,7 @@ mod tests {
             let draws = 200_000;
             let mut counts = vec![0usize; logits.len()];
             for _ in 0..draws {
-                counts[sampling.pick(&mut logits.clone(), &[], &mut rng) as usize] += 1;
+                counts[sampling.pick(&mut logits.clone(), &[], &mut rng).unwrap() as usize] += 1;
             }
             let tv: f64 =
                 counts.iter().zip(&expected).map(|(&c, &e)| (c as f64 / draws as f64 - e).abs()).sum::<f64>() / 2.0;
@@ -676,8 +716,30 @@ mod tests {
         let sampling = Sampling { repetition_penalty: 1e-40, ..Default::default() };
         let mut rng = Rng::new(1);
         for _ in 0..20 {
-            assert_eq!(sampling.pick(&mut [1.0, 2.0, 0.5], &[0], &mut rng), 0);
+            assert_eq!(sampling.pick(&mut [1.0, 2.0, 0.5], &[0], &mut rng).unwrap(), 0);
         }
+    }
+
+    /// Non-finite logits are an error, greedy or sampled (a NaN first logit made greedy
+    /// decoding return id 0 at every step, and a NaN or inf weight made sampling return the last
+    /// id); ids past the vocabulary limit are not looked at. A penalty leaves the logits as
+    /// they were, so a step can be picked again.
+    #[test]
+    fn non_finite_logits_are_refused_and_logits_are_left_as_they_were() {
+        let mut rng = Rng::new(1);
+        for temperature in [0.0, 1.0] {
+            let sampling = Sampling { temperature, ..Default::default() };
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let err = sampling.pick(&mut [bad, 1.0, 2.0], &[], &mut rng).unwrap_err().to_string();
+                assert!(err.contains("NaN or infinite"), "{err}");
+            }
+            let limited = Sampling { vocab_limit: Some(2), ..sampling };
+            assert!(limited.pick(&mut [1.0, 2.0, f32::NAN], &[], &mut rng).is_ok());
+        }
+        let sampling = Sampling { repetition_penalty: 3.0, temperature: 0.0, ..Default::default() };
+        let mut logits = [1.0, 2.0, -0.5];
+        assert_eq!(sampling.pick(&mut logits, &[1, 2], &mut rng).unwrap(), 0);
+        assert_eq!(logits, [1.0, 2.0, -0.5]);
     }
 
     /// A nucleus of hundreds of tokens (found through several rounds of selection), alone or
@@ -703,7 +765,7 @@ mod tests {
             let sampling = Sampling { top_k, top_p: Some(0.9), ..Default::default() };
             let mut drawn = std::collections::HashSet::new();
             for _ in 0..30_000 {
-                drawn.insert(sampling.pick(&mut logits.clone(), &[], &mut rng) as usize);
+                drawn.insert(sampling.pick(&mut logits.clone(), &[], &mut rng).unwrap() as usize);
             }
             let outside = drawn.difference(&nucleus).count();
             let missed = nucleus.difference(&drawn).count();

@@ -90,6 +90,23 @@ fn kv_cache_logits_equal_full_forward() {
     }
 }
 
+/// A step that fails leaves every row as it was: a model whose position 2 is NaN gives the
+/// second prompt (3 tokens) NaN logits, and after its refused step the first row (1 token)
+/// has not kept the token it drew.
+#[test]
+fn a_failed_step_leaves_the_rows_as_they_were() {
+    let model = tiny(0.0);
+    model.wpe.weight.write()[2 * 8..3 * 8].fill(f32::NAN);
+    let sampling = Sampling { temperature: 1.0, ..Sampling::default() };
+    let mut g = Generation::new(&model, &[vec![1], vec![5, 3, 4]], sampling, vec![]).unwrap();
+    let before = g.tokens();
+    for _ in 0..2 {
+        let err = g.step().unwrap_err().to_string();
+        assert!(err.contains("NaN or infinite"), "{err}");
+        assert_eq!(g.tokens(), before);
+    }
+}
+
 #[test]
 fn batched_generation_equals_one_prompt_at_a_time() {
     let model = tiny(0.0);
