@@ -4,6 +4,7 @@ input."""
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -655,6 +656,13 @@ def test_ppo_refuses_a_reward_model_that_reads_another_tokenizer(base):
         PPO(PolicyWithValue(policy), policy.copy(), RewardModel(other), ["Who goes there?"], ["Stand, ho!"], template)
     # The policy's own tokenizer is accepted.
     PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"], template)
+    # A reward model on the policy's own weights would move with it; counts the CLI refuses are refused here too.
+    with pytest.raises(ValueError, match="reward model shares its weights with the policy"):
+        PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy), ["Who goes there?"], ["Stand, ho!"], template)
+    for bad in ({"ppo_epochs": 0}, {"minibatch_size": 0}, {"max_new_tokens": 0}, {"rollout_size": -8}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive integer"):
+            PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"],
+                template, **bad)
 
 
 def test_post_training_resumes_exactly(base, tmp_path, capsys):
@@ -694,6 +702,15 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
     assert ferrolm([*ppo, "--out", str(tmp_path / "ppo-split"), "--max-iters", "3"]) == 0  # 4 steps per rollout
     # A flag that would change the run is refused; the others come from the checkpoint.
     assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume", "--rollout-size", "16"]) == 2
+    # A reward model trained again into its directory since is refused: the run would score with another.
+    shutil.copytree(tmp_path / "rm", tmp_path / "rm-kept")
+    assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm"),
+                    "--max-iters", "2", *quiet]) == 0
+    capsys.readouterr()
+    assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume"]) == 2
+    assert "the reward model differs" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "rm")
+    (tmp_path / "rm-kept").rename(tmp_path / "rm")
     assert ferrolm([*ppo_run, "--out", str(tmp_path / "ppo-split"), "--max-iters", "6", "--resume"]) == 0
     keys = ("loss", "value_loss", "reward", "kl_coef")
     assert logged("ppo-split", keys) == logged("ppo", keys) and len(logged("ppo", keys)) == 6

@@ -122,11 +122,11 @@ def hf_chat_template(system: bool) -> str:
 def hf_chat_files(tokenizer) -> dict[str, dict]:
     """For a chat model's directory, what Hugging Face reads to chat with it:
     `tokenizer_config.json` (the template, <|end|> as eos) and `generation_config.json`
-    (`generate` stops at <|end|>); nothing for a tokenizer without the chat tokens."""
+    (`generate` stops where ferrolm's chat does: at <|end|>, or a marker that starts another
+    turn); nothing for a tokenizer without the chat tokens."""
     if tokenizer is None or any(tokenizer.token_to_id(t) is None for t in SPECIALS):
         return {}
-    end = tokenizer.token_to_id(END)
     system = tokenizer.token_to_id(SYSTEM) is not None
     return {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": hf_chat_template(system),
                                       "eos_token": END},
-            "generation_config.json": {"eos_token_id": end}}
+            "generation_config.json": {"eos_token_id": list(ChatTemplate(tokenizer).turn_ends)}}

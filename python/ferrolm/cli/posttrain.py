@@ -16,7 +16,7 @@ import numpy as np
 
 from ferrolm.train.loop import PRESETS
 from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative,
-                                resumed, train_config)
+                                positive, resumed, train_config)
 
 # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
 # not a validation loss to keep the best model by (no --always-save-checkpoint).
@@ -266,7 +266,7 @@ def register_dpo(sub) -> None:
     """`ferrolm dpo`: direct preference optimisation against a frozen copy of the model."""
     p = sub.add_parser("dpo", help="direct preference optimisation on preference pairs")
     p.add_argument("--data", required=True, help=PREFERENCE_DATA_HELP)
-    p.add_argument("--beta", type=non_negative, default=None, help="strength of the implicit KL constraint (default 0.1)")
+    p.add_argument("--beta", type=positive, default=None, help="strength of the implicit KL constraint (default 0.1)")
     _common(p, "dpo")
     p.set_defaults(func=run_dpo)
 

@@ -17,6 +17,7 @@ from ferrolm.batching import response_mask
 from ferrolm.chat import ChatTemplate
 from ferrolm.data import digest
 from ferrolm.gpt import sequence_logprobs, shares_weights
+from ferrolm.train.loop import weights_digest
 from ferrolm.train.reward import encode_preference_splits, split_pairs
 
 
@@ -38,6 +39,7 @@ class DPO:
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
         self.data_digest = digest(self.data)
         self.reference: GPT = reference
+        self.reference_digest = weights_digest(reference)  # a resume against another reference is refused
         self._ref: dict[tuple[str, str], np.ndarray] = {}
         self._policy = None  # the model last checked to be separate from the reference
 
@@ -92,4 +94,5 @@ class DPO:
         return int(batch[1].sum())
 
     def state(self) -> dict:
-        return {"batch_size": self.batch_size, "beta": self.beta, "counts": self.counts, "data": self.data_digest}
+        return {"batch_size": self.batch_size, "beta": self.beta, "counts": self.counts, "data": self.data_digest,
+                "reference": self.reference_digest}

@@ -80,6 +80,9 @@ class TrainConfig:
         weight_decay, beta1, beta2: AdamW's (decay on matrices only, as nanoGPT).
         grad_clip: the gradients' global norm is clipped to this (0: no clipping).
         grad_accum: micro-batches per step, their gradients summed (a larger effective batch).
+            Each micro-batch's loss weighs 1/grad_accum, so an objective whose loss is a mean
+            over a varying number of tokens (SFT's answers) weighs a token of a short
+            micro-batch more than one large batch would.
         eval_interval, eval_iters: evaluate every eval_interval steps on eval_iters batches of
             each split.
         log_interval: steps between metrics.jsonl records (and lines, without a progress bar).
@@ -220,7 +223,15 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _weights_digest(model: Any) -> str:
+#: What an objective's state may fingerprint (a digest): a resume that finds it changed is
+#: refused, as it would not continue the same run.
+_FINGERPRINTED = {"data": "the training data", "reference": "the reference model", "reward_model": "the reward model"}
+_CHANGED_SINCE = {"data": "edited, prepared again by another run, or tokenised differently since",
+                  "reference": "its directory written again since, or another one given",
+                  "reward_model": "its directory written again since, or another one given"}
+
+
+def weights_digest(model: Any) -> str:
     """A fingerprint of the model's parameters, names and values, as they are in memory."""
     h = hashlib.sha256()
     for name, t in model.named_parameters():
@@ -251,7 +262,7 @@ class _Checkpoints:
             model.save(files)
             opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
             state["digests"] = {p.name: _file_digest(p) for p in sorted(files.glob("*.safetensors"))}
-            state["weights"] = _weights_digest(model)
+            state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
@@ -266,7 +277,7 @@ class _Checkpoints:
         # (or a head: a reward or value head is a file of its own) would train on from its
         # initialisation with the checkpoint's moments, silently. (States before this record no
         # digest of the weights.)
-        given = _weights_digest(model)
+        given = weights_digest(model)
         if state.get("weights", given) != given:
             raise ValueError(f"cannot resume: the model given does not hold the weights of the checkpoint in "
                              f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), "
@@ -557,11 +568,11 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     step, evals = 0, []
     if resume:
         state = checkpoints.load(model, opt, names, objective.kind)
-        saved_data = state.get("objective_state", {}).get("data")
-        if saved_data and objective.state().get("data") not in (None, saved_data):
-            raise ValueError(f"cannot resume: the training data differs from the data the checkpoint in {out} was "
-                             "trained on (edited, prepared again by another run, or tokenised differently since); "
-                             "restore it, or start a new run")
+        saved, current = state.get("objective_state", {}), objective.state()
+        for key, what in _FINGERPRINTED.items():
+            if saved.get(key) and current.get(key) not in (None, saved[key]):
+                raise ValueError(f"cannot resume: {what} differs from the one the checkpoint in {out} was trained "
+                                 f"with ({_CHANGED_SINCE[key]}); restore it, or start a new run")
         step = state["step"]
         _warn_if_changed({**state["config"], **state.get("objective_state", {})},
                          {**dataclasses.asdict(config), **objective.state()}, out)

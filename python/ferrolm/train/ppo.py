@@ -32,6 +32,7 @@ from ferrolm.jsonl import located
 from ferrolm.data import digest
 from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, model_files, save_head
+from ferrolm.train.loop import require_count, weights_digest
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -104,6 +105,12 @@ class PPO:
         if shares_weights(policy, reference):
             raise ValueError("the reference shares its weights with the policy, so it would move with it and the KL "
                              "penalty would stay 0: give PPO a copy (GPT.load of the same directory, or gpt.copy())")
+        if shares_weights(policy, reward_model):
+            raise ValueError("the reward model shares its weights with the policy, so its scores would move with it: "
+                             "give PPO a reward model of its own (RewardModel.load of its directory)")
+        for name, value in (("rollout_size", rollout_size), ("minibatch_size", minibatch_size),
+                            ("ppo_epochs", ppo_epochs), ("max_new_tokens", max_new_tokens)):
+            require_count(name, value)
         if target_kl is not None and not kl_coef > 0:
             raise ValueError(f"kl_coef {kl_coef}: an adaptive KL target scales the coefficient, which cannot grow from 0 "
                              "(give kl_coef > 0, or no target_kl for a fixed coefficient)")
@@ -137,6 +144,8 @@ class PPO:
                 raise ValueError(f"no {split} prompts leave room for {max_new_tokens} new tokens in the policy's context "
                                  f"of {policy_block} and the reward model's of {reward_block}")
         self.data_digest = digest(self.prompts)
+        # A resume against another reference or reward model is refused.
+        self.model_digests = {"reference": weights_digest(reference), "reward_model": weights_digest(reward_model)}
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
         # Subtracted from the score of a response cut at max_new_tokens (TRL's missing_eos_penalty):
         # otherwise rambling is scored as if it had ended.
@@ -269,6 +278,7 @@ class PPO:
         controller, the score statistics and the rest of the current rollout's minibatches."""
         stats = self.score_stats
         return {"batch_size": self.minibatch_size, "kl_coef": self.kl_coef, "rollouts": self.rollouts, "data": self.data_digest,
+                **self.model_digests,
                 "score_stats": [stats.count, stats.mean, stats.m2],
                 "last_rollout": self.last_rollout, "buffer": [{k: _encode(v) for k, v in mb.items()} for mb in self.buffer]}
 
