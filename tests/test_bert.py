@@ -296,6 +296,10 @@ def test_fill_mask_ranks_the_true_word_above_unigram(trained_bert):
     assert len(targets) > 300
     baseline = float(np.isin(targets, unigram(val, 5)).mean())
     assert hits.mean() > 1.25 * baseline, (hits.mean(), baseline)
+    # "[MASK]" written in a line is text: the hidden piece is never the mask token itself.
+    model = BERT.load(run)
+    targets, _ = model.fill_mask_hits(["[MASK] [MASK]"] * 20)  # 12 ids: fits the context of 16
+    assert len(targets) == 20 and model.tokenizer.token_to_id("[MASK]") not in targets
 
 
 def test_fill_mask_agrees_with_the_mlm_head(trained_bert):

@@ -165,7 +165,8 @@ class BERT(CoreModel):
         rng = np.random.default_rng(seed)
         tok, mask_id, targets, hits = self._tok(), self._mask_id(), [], []
         for line in lines:
-            ids = np.asarray(tok.encode(line), dtype=np.int64)  # [CLS] pieces [SEP]
+            # [CLS] pieces [SEP]; a "[MASK]" written in the line is text, not a second mask.
+            ids = np.asarray(tok.encode(line, allowed_special="none", disallowed_special="text"), dtype=np.int64)
             if len(ids) < 3 or len(ids) > self.max_len:
                 continue
             at = 1 + int(rng.integers(len(ids) - 2))
