@@ -769,17 +769,22 @@ def test_ppo_ratio_is_one_before_an_update_with_dropout_and_temperature(base):
     from ferrolm.train.ppo import PPO, PolicyWithValue
 
     model, template = _dropout_chat_model(base)
-    ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), ["Who goes there?"] * 2, ["Stand, ho!"],
-              template, rollout_size=4, minibatch_size=4, max_new_tokens=8, temperature=0.7)
-    mb = ppo.batch("train", np.random.default_rng(0))
-    _, extra = ppo.loss(ppo.policy, mb, dropout_seed=123)
-    assert extra["clip_fraction"] == 0.0
-    np.testing.assert_allclose(mb["kl"], 0.0, atol=1e-5)  # the reference (the same weights) is tempered too
-    logits = model(mb["x"]).numpy().astype(np.float64) / 0.7
-    log_probs = logits - logits.max(-1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-    expected = np.take_along_axis(log_probs, mb["targets"][..., None], axis=-1)[..., 0] * mb["mask"]
-    np.testing.assert_allclose(mb["old_logp"], expected, atol=1e-4)
+    sampled = template.tokenizer.vocab_size
+    for padding in (0, 8):  # 8: a vocabulary padded past the tokenizer's, as nanoGPT's 50304
+        if padding:
+            model.core = model.core.with_vocab(sampled + padding, seed=1)
+        ppo = PPO(PolicyWithValue(model), model.copy(), RewardModel(model.copy()), ["Who goes there?"] * 2,
+                  ["Stand, ho!"], template, rollout_size=4, minibatch_size=4, max_new_tokens=8, temperature=0.7)
+        mb = ppo.batch("train", np.random.default_rng(0))
+        _, extra = ppo.loss(ppo.policy, mb, dropout_seed=123)
+        assert extra["clip_fraction"] == 0.0
+        np.testing.assert_allclose(mb["kl"], 0.0, atol=1e-5)  # the reference (the same weights) is tempered too
+        # Log-probs of the distribution the responses were drawn from: the tokenizer's ids only.
+        logits = model(mb["x"]).numpy().astype(np.float64)[..., :sampled] / 0.7
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        expected = np.take_along_axis(log_probs, mb["targets"][..., None], axis=-1)[..., 0] * mb["mask"]
+        np.testing.assert_allclose(mb["old_logp"], expected, atol=1e-4)
 
 
 def test_dpo_starts_at_zero_log_ratio_in_bfloat16_and_with_dropout(base):

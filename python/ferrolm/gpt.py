@@ -372,19 +372,24 @@ def shares_weights(a: Any, b: Any) -> bool:
     return bool({t.uid for _, t in a.named_parameters()} & {t.uid for _, t in b.named_parameters()})
 
 
-def sequence_logprobs(model: GPT, ids: np.ndarray, attention_mask=None, temperature: float = 1.0) -> Tensor:
+def sequence_logprobs(model: GPT, ids: np.ndarray, attention_mask=None, temperature: float = 1.0,
+                      vocab: Optional[int] = None) -> Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every position, under the distribution at
     `temperature`: a [B, T−1] tensor that keeps the graph, so post-training objectives can
     backpropagate through it. Rows are read from position 0: pad them on the right (left
-    padding would shift their positions)."""
+    padding would shift their positions). `vocab`: as `tempered_log_softmax`'s."""
     logits = model(ids[:, :-1], attention_mask=None if attention_mask is None else attention_mask[:, :-1])
-    return token_logprobs(tempered_log_softmax(logits, temperature), ids[:, 1:])
+    return token_logprobs(tempered_log_softmax(logits, temperature, vocab), ids[:, 1:])
 
 
-def tempered_log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Log-probabilities of the distribution sampled at `temperature` (logits / T, T > 0)."""
+def tempered_log_softmax(logits: Tensor, temperature: float = 1.0, vocab: Optional[int] = None) -> Tensor:
+    """Log-probabilities of the distribution sampled at `temperature` (logits / T, T > 0); with
+    `vocab`, among the first `vocab` ids only, as text generation samples among the tokenizer's
+    ids when the model's vocabulary is padded past them."""
     if not 0 < float(temperature) < math.inf:
         raise ValueError(f"temperature must be > 0 and finite to give log-probabilities, got {temperature!r}")
+    if vocab is not None and vocab < logits.shape[-1]:
+        logits = F.narrow(logits, logits.ndim - 1, 0, vocab)
     return F.log_softmax(logits if temperature == 1.0 else logits * (1.0 / temperature), axis=-1)
 
 

@@ -177,8 +177,10 @@ class PPO:
         mask = response_mask(ids, lengths, starts)
         with no_grad():
             logits, values = gpt_policy(x)
-            logp = token_logprobs(tempered_log_softmax(logits, self.temperature), ids[:, 1:]).numpy()
-            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature).numpy()
+            # Over the ids rollouts are sampled among, as every log-probability here.
+            vocab = self.template.tokenizer.vocab_size
+            logp = token_logprobs(tempered_log_softmax(logits, self.temperature, vocab), ids[:, 1:]).numpy()
+            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature, vocab=vocab).numpy()
             # Scored as the reward model was trained and as chat shows the answer: ending in
             # <|end|>, in place of a turn marker that ended it, or after a cut at max_new_tokens.
             cut = np.array([r[-1] not in self.template.turn_ends for r in rows])
@@ -240,7 +242,7 @@ class PPO:
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
         self._check_trained(model)
         logits, values = model(mb["x"])
-        log_probs = tempered_log_softmax(logits, self.temperature)
+        log_probs = tempered_log_softmax(logits, self.temperature, self.template.tokenizer.vocab_size)
         logp = token_logprobs(log_probs, mb["targets"])
         mask = mb["mask"]
         ratio = F.exp(logp - mb["old_logp"])
