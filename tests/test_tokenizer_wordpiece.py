@@ -211,3 +211,8 @@ def test_long_text_is_encoded_in_chunks_like_one(corpus):
     enc = ref.encode(text)
     assert ids == enc.ids and offsets == [tuple(o) for o in enc.offsets]
     assert t.encode(text) == ids
+    # Text without spaces (Chinese, Japanese) is cut before its ideographs, each a word of its own.
+    text = "中文字符。日本語のテキストé\u0301x" * 8000 + "語"
+    ids, offsets = t.encode_with_offsets(text)
+    enc = ref.encode(text)
+    assert ids == enc.ids and offsets == [tuple(o) for o in enc.offsets]

@@ -63,15 +63,20 @@ pub fn for_each_chunk(path: &Path, chunk_bytes: usize, mut f: impl FnMut(&str) -
 /// `text` in pieces of about `size` bytes or more, each cut just before a space that follows a
 /// non-space character: no word, and no token or whitespace run of GPT-2's or cl100k's pattern,
 /// spans such a cut (a newline would not do: cl100k keeps `.\n` together), so the pieces
-/// tokenize as the whole. A text with no such place stays whole. An iterator: most texts (a
-/// corpus's lines) are one piece, and allocate nothing.
-pub(crate) fn split_long(text: &str, size: usize) -> impl Iterator<Item = &str> {
+/// tokenize as the whole. Also cut before each character `also_before` accepts, a cut that
+/// must keep that promise too (before a CJK ideograph for BERT, which makes each one a word of
+/// its own: text in those scripts has no spaces to cut at). A text with no such place stays
+/// whole. An iterator: most texts (a corpus's lines) are one piece, and allocate nothing.
+pub(crate) fn split_long(text: &str, size: usize, also_before: impl Fn(char) -> bool) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let text = rest?;
         let bytes = text.as_bytes();
         let after_word = |i: usize| text[..i].chars().next_back().is_some_and(|c| !c.is_whitespace());
-        let cut = (size.max(1)..bytes.len()).find(|&i| bytes[i] == b' ' && after_word(i));
+        let cut = (size.max(1)..bytes.len()).find(|&i| {
+            (bytes[i] == b' ' && after_word(i))
+                || (text.is_char_boundary(i) && text[i..].chars().next().is_some_and(&also_before))
+        });
         let (piece, tail) = text.split_at(cut.unwrap_or(text.len()));
         rest = cut.map(|_| tail);
         Some(piece)
@@ -107,10 +112,12 @@ mod tests {
     #[test]
     fn long_text_is_cut_before_a_space_that_ends_a_word() {
         let text = "alpha beta  gamma.\ndelta\u{3000} epsilon zeta";
-        let pieces: Vec<&str> = split_long(text, 4).collect();
+        let pieces: Vec<&str> = split_long(text, 4, |_| false).collect();
         assert_eq!(pieces.concat(), text);
         assert_eq!(pieces, ["alpha", " beta", "  gamma.\ndelta\u{3000} epsilon", " zeta"]);
-        assert_eq!(split_long("nospaceshere", 3).collect::<Vec<_>>(), ["nospaceshere"]);
-        assert_eq!(split_long("", 3).collect::<Vec<_>>(), [""]);
+        assert_eq!(split_long("nospaceshere", 3, |_| false).collect::<Vec<_>>(), ["nospaceshere"]);
+        assert_eq!(split_long("", 3, |_| false).collect::<Vec<_>>(), [""]);
+        let cut_before_x = split_long("aaxbbxcc x", 1, |c| c == 'x').collect::<Vec<_>>();
+        assert_eq!(cut_before_x, ["aa", "xbb", "xcc", " ", "x"]);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use super::basic::is_chinese_char;
 use super::basic::{split_words, BertNormalizer};
 use super::bpe::{Bpe, BpeOptions};
 use super::bpe_train::{check_stop, learn_merges, MergeTable};
@@ -261,9 +262,11 @@ impl Trainer {
         Ok(())
     }
 
-    /// `text` in the pieces it is counted in (see `long_unit`).
+    /// `text` in the pieces it is counted in (see `long_unit`); WordPiece's with CJK handling
+    /// are cut before an ideograph too, each being a word of its own.
     fn pieces<'a>(&self, text: &'a str) -> impl Iterator<Item = &'a str> {
-        split_long(text, self.long_unit)
+        let cjk = self.config.kind == ModelKind::WordPiece && self.config.normalizer.handle_chinese_chars;
+        split_long(text, self.long_unit, move |c| cjk && is_chinese_char(c))
     }
 
     /// Counts a UTF-8 text file, line by line, streaming it in chunks.

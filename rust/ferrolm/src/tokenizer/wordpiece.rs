@@ -156,10 +156,12 @@ impl WordPiece {
 
     /// Encodes ordinary text; `offsets`, when given, receives each token's character span.
     pub fn encode_text(&self, text: &str, out: &mut Vec<u32>, mut offsets: Option<&mut Vec<(usize, usize)>>) {
-        // In chunks cut just before a space that follows a non-space (no word or normalisation
-        // spans one): normalised characters take 8 bytes each (640 MB for an 80 MB corpus at
-        // once), and chunks of a long text are encoded in parallel.
-        let mut pieces = super::files::split_long(text, 1 << 16);
+        // In chunks cut just before a space that follows a non-space, or with BERT's CJK
+        // handling before an ideograph (no word or normalisation spans either): normalised
+        // characters take 8 bytes each (640 MB for an 80 MB corpus at once), and chunks of a
+        // long text are encoded in parallel.
+        let cjk = self.normalizer.as_ref().is_some_and(|n| n.handle_chinese_chars);
+        let mut pieces = super::files::split_long(text, 1 << 16, |c| cjk && super::basic::is_chinese_char(c));
         let (first, second) = (pieces.next(), pieces.next());
         let Some(second) = second else {
             return self.encode_chunk(text, 0, out, offsets);
