@@ -785,6 +785,39 @@ def test_arguments_that_numpy_and_torch_users_pass():
     assert t.max().item() == 23 and F.min(t).item() == 0 and t.max(axis=-1).shape == (2, 3)
     assert float(t.sum()) == 276.0
 
+    # x -= y updates x in place, as in PyTorch (it made a new tensor: a model's parameter
+    # dropped out of its optimizer and its saves); a parameter only outside the graph.
+    w = fl.ones(3, requires_grad=True)
+    holder = [w]
+    with pytest.raises(fl.GradError, match="inside `with fl.no_grad\\(\\):`"):
+        w -= 1
+    with fl.no_grad():
+        w -= 0.5 * fl.ones(3)
+        w *= np.array([1.0, 2.0, 4.0], np.float32)
+        w /= 2
+        w += 1
+    assert holder[0] is w and w.requires_grad
+    np.testing.assert_array_equal(holder[0].numpy(), [1.25, 1.5, 2.0])
+    with fl.no_grad(), pytest.raises(ValueError, match="keeps x's shape"):
+        w += fl.ones(2, 3)
+    y = fl.ones(2, 3) * 3  # no grad needed: in place anywhere
+    y -= fl.ones(3)
+    np.testing.assert_array_equal(y.numpy(), np.full((2, 3), 2.0))
+
+    class OneElementArray:  # as numpy before 2.4 has it: float() of a one-element array works
+        def __float__(self):
+            return 5.0
+
+        def __array__(self, dtype=None, copy=None):
+            return np.array([[5.0]], np.float32)
+
+    # Only Python numbers are scalars: a one-element array keeps its shape (it became 0-d, so
+    # a (1,)-shaped bias could not be loaded), in constructors and operands alike.
+    assert fl.tensor(OneElementArray()).shape == (1, 1) and (fl.ones(2) + OneElementArray()).shape == (1, 2)
+    assert fl.tensor(np.float64(2.5)).shape == () and fl.tensor(7).item() == 7.0
+    with pytest.raises(TypeError, match="complex128"):
+        fl.tensor(np.complex128(1 + 2j))  # was 1.0, the imaginary part dropped
+
     @fl.no_grad  # without parentheses too
     def doubled(x):
         return x * 2

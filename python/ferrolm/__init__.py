@@ -11,6 +11,8 @@ tokenizers) driven from Python.
 (3, 2)
 """
 
+from typing import Sequence, Union
+
 from ferrolm import functional, nn
 from ferrolm._core import (
     Embedding,
@@ -86,11 +88,11 @@ def tensor(data, requires_grad: bool = False) -> Tensor:
     return Tensor(data, requires_grad=requires_grad)
 
 
-def zeros(*shape: int, requires_grad: bool = False) -> Tensor:
+def zeros(*shape: Union[int, Sequence[int]], requires_grad: bool = False) -> Tensor:
     """A tensor of zeros shaped `*shape` (`zeros(2, 3)` or `zeros((2, 3))`)."""
     return full(*shape, value=0.0, requires_grad=requires_grad)
 
 
-def ones(*shape: int, requires_grad: bool = False) -> Tensor:
+def ones(*shape: Union[int, Sequence[int]], requires_grad: bool = False) -> Tensor:
     """A tensor of ones shaped `*shape` (`ones(2, 3)` or `ones((2, 3))`)."""
     return full(*shape, value=1.0, requires_grad=requires_grad)

@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDy
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{IntoPyDict, PyDict, PyFloat, PySlice, PyTuple};
+use pyo3::types::{IntoPyDict, PyDict, PyFloat, PyInt, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -58,8 +58,10 @@ pub fn to_tensor(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     if let Ok(t) = obj.cast::<PyTensor>() {
         return Ok(t.get().0.clone());
     }
-    if let Ok(v) = obj.extract::<f64>() {
-        return Ok(Tensor::scalar(v as f32));
+    // Python numbers only: extracting an f64 from anything else calls its `__float__`, which
+    // numpy before 2.4 gives every one-element array, so `[[5.0]]` lost its shape.
+    if obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>() {
+        return Ok(Tensor::scalar(obj.extract::<f64>()? as f32));
     }
     Ok(Tensor::from_ndarray(as_f32_array(obj)?.as_array()))
 }
@@ -152,6 +154,37 @@ impl PyTensor {
     /// An elementwise op of the core, run with the GIL released.
     fn unary(&self, py: Python<'_>, op: fn(&Tensor) -> ferrolm::Result<Tensor>) -> PyResult<PyTensor> {
         run(py, || op(&self.0))
+    }
+
+    /// `self op= other`, in place: the values change, the shape stays (other must broadcast to
+    /// it), and every holder of this tensor sees the change (a model's parameter stays one), as
+    /// in PyTorch. Refused for a tensor that requires grad while gradients are recorded: an
+    /// update belongs in `fl.no_grad()`, and `x = x + y` records a new result.
+    fn in_place(
+        &self,
+        py: Python<'_>,
+        other: &Bound<'_, PyAny>,
+        op: fn(&Tensor, &Tensor) -> ferrolm::Result<Tensor>,
+        symbol: &str,
+    ) -> PyResult<()> {
+        if self.0.requires_grad() && ferrolm::is_grad_enabled() {
+            return Err(ferrolm::Error::Grad(format!(
+                "x {symbol}= y changes x in place, which requires grad: inside `with fl.no_grad():` (an update \
+                 of a parameter), or write x = x {symbol} y for a new result"
+            )))
+            .py();
+        }
+        let o = to_tensor(other)?;
+        let result = run(py, || ferrolm::no_grad(|| op(&self.0, &o)))?.0;
+        if result.shape() != self.0.shape() {
+            return Err(PyValueError::new_err(format!(
+                "x {symbol}= y keeps x's shape {:?}, but the result has shape {:?}",
+                self.0.shape(),
+                result.shape()
+            )));
+        }
+        let assigned = self.0.assign(&result.read());
+        assigned.py()
     }
 
     /// A reduction method: `reduce` of this tensor. numpy's reductions (`np.sum(t)`,
@@ -263,7 +296,7 @@ impl PyTensor {
                     )));
                 }
                 cuts.push((axis, at as usize, 1));
-            } else if item.is_instance_of::<pyo3::types::PyInt>() {
+            } else if item.is_instance_of::<PyInt>() {
                 return Err(PyIndexError::new_err(format!("index {item} is out of range for axis {axis} of size {n}")));
             } else {
                 return Err(PyTypeError::new_err(format!(
@@ -519,6 +552,18 @@ impl PyTensor {
     }
     fn __radd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         self.__add__(py, other)
+    }
+    fn __iadd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.in_place(py, other, ops::add, "+")
+    }
+    fn __isub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.in_place(py, other, ops::sub, "-")
+    }
+    fn __imul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.in_place(py, other, ops::mul, "*")
+    }
+    fn __itruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.in_place(py, other, ops::div, "/")
     }
     fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let o = to_tensor(other)?;

@@ -141,19 +141,25 @@ impl Tensor {
             let Some(grad) = pending.remove(&tensor.id()) else {
                 continue;
             };
-            let origin = std::mem::replace(&mut *tensor.origin(), Origin::Leaf);
+            // Taken and marked freed under one lock: another thread's backward through the same
+            // graph must find it freed, never a leaf (it took a gradient and stopped there).
+            let origin = {
+                let mut slot = tensor.origin();
+                let freed = match &*slot {
+                    Origin::Op(node) => Origin::Freed(node.op),
+                    Origin::Freed(op) => Origin::Freed(op),
+                    Origin::Leaf => Origin::Leaf,
+                };
+                std::mem::replace(&mut *slot, freed)
+            };
             match origin {
                 Origin::Leaf => {
                     if tensor.requires_grad() {
                         tensor.accumulate_grad(Arc::unwrap_or_clone(grad));
                     }
                 }
-                Origin::Freed(op) => {
-                    *tensor.origin() = Origin::Freed(op);
-                    bail!(Grad, "{}", freed_message(op));
-                }
+                Origin::Freed(op) => bail!(Grad, "{}", freed_message(op)),
                 Origin::Op(node) => {
-                    *tensor.origin() = Origin::Freed(node.op);
                     let input_grads = {
                         let out = tensor.read();
                         let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
