@@ -252,6 +252,28 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     assert capsys.readouterr().out == ""
     assert main(["perplexity", out, str(tmp_path / "c.txt"), str(tmp_path / "a.txt"), "--stride", "16"]) == 2
     assert capsys.readouterr().out == ""  # the stride is refused before the short file's line
+    (tmp_path / "d.txt").write_text("naïve €")  # characters this character model never saw
+    assert main(["perplexity", out, str(tmp_path / "a.txt"), str(tmp_path / "d.txt")]) == 2
+    assert f"{tmp_path / 'd.txt'}: " in capsys.readouterr().err  # which file, among several
+    # A prompt file written with Windows line ends reads as text does (the model has no "\r").
+    (tmp_path / "prompt.txt").write_bytes(b"ROMEO:\r\nBut")
+    assert main(["generate", out, "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:\nBut")
+
+
+def test_mistakes_that_would_train_on_the_wrong_text_are_refused(corpus, tmp_path, capsys):
+    """A nanoGPT config with a typo was trained on as a corpus; corpus files after
+    --special-tokens were taken as special tokens, and the bundled corpus trained on instead."""
+    config = tmp_path / "my_config.py"
+    config.write_text("n_layer = 6)\nmax_iters = 10\n")
+    assert main(["pretrain", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "my_config.py: line 1: unmatched ')'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    config.write_bytes("\ufeffmax_iters: int = 2\ndataset = 'shakespeare_char'\n".encode())  # a BOM, an annotation
+    assert main(["pretrain", str(config), *TINY, "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "trainer_state.json").read_text())["step"] == 2
+    argv = ["tokenizer", "train", "--special-tokens", "<|endoftext|>", str(corpus), "--out", str(tmp_path / "t.json")]
+    assert main(argv) == 2
+    assert "--special-tokens took" in capsys.readouterr().err and not (tmp_path / "t.json").exists()
 
 
 NANOGPT_CONFIG = '''"""nanoGPT's config/train_shakespeare_char.py, abridged."""

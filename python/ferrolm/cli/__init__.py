@@ -103,7 +103,9 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         args, unknown = parser.parse_known_args(translate(list(sys.argv[1:] if argv is None else argv)))
         if unknown:  # said with the command's usage, not the top level's
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone before the last output is caught below
+        return status
     except BrokenPipeError:  # the reader (say `head`) has gone: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

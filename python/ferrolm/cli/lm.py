@@ -348,7 +348,8 @@ def run_generate(args) -> int:
 
     model = _text_model(args.model)
     chat = model.is_chat and not args.raw
-    prompt = read_text(args.prompt_file) if args.prompt_file else args.prompt
+    # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads it.
+    prompt = read_text(args.prompt_file).replace("\r\n", "\n") if args.prompt_file else args.prompt
     echo = prompt  # the start of a sample from no prompt is not shown
     if prompt is None:
         prompt, echo = _start_prompt(model), "\n"
@@ -366,10 +367,12 @@ def run_generate(args) -> int:
                   file=sys.stderr, flush=True)
         if not chat:
             sys.stdout.write(echo)
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        try:
+            for piece in pieces:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        finally:
+            sys.stdout.write("\n")  # also before a Ctrl-C's message: not on the sample's line
     return 0
 
 
@@ -461,8 +464,9 @@ def run_perplexity(args) -> int:
     """Per file and in total: tokens predicted, their mean negative log-likelihood (nats), its
     exponential (the perplexity) and bits per byte of text, which compares tokenizers too."""
     from ferrolm.data import read_text
-    from ferrolm.models import load_model
     from ferrolm.gpt import GPT
+    from ferrolm.jsonl import located
+    from ferrolm.models import load_model
 
     model = load_model(args.model)
     if not isinstance(model, GPT):
@@ -471,7 +475,7 @@ def run_perplexity(args) -> int:
     if args.stride is not None and args.stride >= model.block_size:  # the scorer checks it on long texts only
         raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
     texts = [read_text(f) for f in args.files]  # every file is read and encoded before the first is scored
-    ids = [model.encode(text) for text in texts]
+    ids = [located(name, model.encode, text) for name, text in zip(args.files, texts)]  # an error names its file
     totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes
 
     def report(name: str, nll: float, tokens: int, size: int, seconds: float | None = None) -> None:

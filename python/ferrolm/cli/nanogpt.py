@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 import sys
 from pathlib import Path
 
@@ -108,15 +109,28 @@ def _option(name: str, eq: str, value: str, command: str) -> list[str]:
 
 
 def _statements(path: Path) -> list[ast.stmt] | None:
+    """A .py file's statements; None for a file that is not Python. A file that fails to parse
+    but sets a nanoGPT setting on a line of its own (`n_layer = 6)`) is a config with a typo: a
+    ValueError naming the line, not a corpus to train on."""
     try:
-        return ast.parse(path.read_text(encoding="utf-8"), str(path)).body
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as some editors write
+        return ast.parse(text, str(path)).body
+    except SyntaxError as e:
+        settings = re.compile(rf"^\s*({'|'.join(map(re.escape, sorted(KNOWN)))})\s*(:[^=]*)?=", re.MULTILINE)
+        if settings.search(text):
+            raise ValueError(f"{path}: line {e.lineno}: {e.msg} (a nanoGPT config must be valid Python; its settings "
+                             "are read, never run; to train on this file as text, put it after --)") from None
+        return None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
         return None
 
 
 def _assigned(node: ast.stmt) -> str | None:
+    """The name a `name = value` (or `name: type = value`) statement sets."""
     if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
         return node.targets[0].id
+    if isinstance(node, ast.AnnAssign) and node.value is not None and isinstance(node.target, ast.Name):
+        return node.target.id
     return None
 
 

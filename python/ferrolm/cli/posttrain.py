@@ -77,7 +77,8 @@ def _values(args, command: str) -> dict:
     state = checkpoint_state(Path(args.out)) if args.resume else {}
     if args.resume:
         if state.get("objective") != command:
-            raise ValueError(f"--resume: {args.out} holds a `ferrolm {state.get('objective')}` run, not {command}")
+            trained = {"causal": "pretrain", "mlm": "pretrain --objective mlm"}.get(state.get("objective"), state.get("objective"))
+            raise ValueError(f"--resume: {args.out} holds a `ferrolm {trained}` run, not {command}")
     _settle(args, command, state.get("settings"))
     if Path(args.out).resolve() == Path(args.model).resolve():
         reference = " (and keeps as its reference)" if command in ("dpo", "ppo") else ""

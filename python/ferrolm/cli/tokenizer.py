@@ -21,6 +21,10 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
                                              f"{out.parent} is not a directory"))
     kwargs = dict(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, pattern=args.pattern or "gpt2")
     if args.special_tokens is not None:
+        files_taken = [t for t in args.special_tokens if Path(t).is_file()]
+        if files_taken:  # the bundled corpus would be trained on instead, silently
+            raise ValueError(f"--special-tokens took {files_taken[0]!r}, a file: it takes every word after it, so give the "
+                             "corpus files before it")
         kwargs["special_tokens"] = args.special_tokens
     if args.kind == "wordpiece":
         kwargs.update(lowercase=not args.cased, limit_alphabet=args.limit_alphabet)
@@ -79,7 +83,7 @@ def register_tokenizer(subparsers) -> None:
     t.add_argument("--vocab-size", type=count(), default=8192, help="target vocabulary size, special tokens included (default 8192; char: upper bound, 0 = all)")
     t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
     t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times (default 0)")
-    t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens (default depends on --kind)")
+    t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens, every word after the flag (default depends on --kind)")
     t.add_argument("--pattern", default=None,
                    help="BPE pre-tokenizer: " + ", ".join(f'"{p}"' for p in PATTERNS) + " or a regex (default gpt2)")
     t.add_argument("--cased", action="store_true", help="WordPiece: keep case and accents")
