@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Optional
 
 
 def peak_rss_mb() -> float:
@@ -92,9 +93,11 @@ def use_matmul_precision(dtype: str) -> None:
         fl.set_matmul_precision(dtype)
 
 
-def bf16_row(label: str, script: str, config: list[str], repeats: int, workers=("ferrolm-bf16", "torch-bf16")) -> None:
+def bf16_row(label: str, script: str, config: list[str], repeats: int, workers=("ferrolm-bf16", "torch-bf16"),
+             torch_f32: Optional[float] = None) -> None:
     """Our bf16 worker against PyTorch's (by default `ferrolm-bf16` against `torch-bf16`,
-    autocast), or a note when this CPU has no AVX512-BF16."""
+    autocast), or a note when this CPU has no AVX512-BF16. With `torch_f32` (PyTorch's float32
+    speed from the same table), against PyTorch's faster setting, said in the label."""
     try:
         ours, theirs = measure_pair(script, [workers[0], *config], [workers[1], *config], repeats)
     except RuntimeError as e:
@@ -102,7 +105,10 @@ def bf16_row(label: str, script: str, config: list[str], repeats: int, workers=(
             raise
         print(f"{label:<40}  skipped: this CPU has no AVX512-BF16")
         return
-    row(label, ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
+    peer = theirs and theirs["tokens_per_sec"]
+    if peer and torch_f32 and torch_f32 > peer:
+        label, peer = label.replace("bf16 ", "bf16 vs torch f32 ", 1), torch_f32
+    row(label, ours["tokens_per_sec"], peer)
 
 
 def add_repeats_flag(parser) -> None:

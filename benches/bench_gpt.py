@@ -155,12 +155,15 @@ def torch_model(cfg: dict):
             self.blocks = nn.ModuleList(Block(c, cfg["n_head"]) for _ in range(cfg["n_layer"]))
             self.ln_f = nn.LayerNorm(c)
 
-        def forward(self, idx, caches=None, start=0):
+        def forward(self, idx, caches=None, start=0, last_only=False):
             pos = torch.arange(start, start + idx.shape[1])
             x = self.wte(idx) + self.wpe(pos)
             for i, block in enumerate(self.blocks):
                 x = block(x, None if caches is None else caches[i])
-            return self.ln_f(x) @ self.wte.weight.T
+            x = self.ln_f(x)
+            if last_only:  # generating without a cache, as nanoGPT's generate: the head for the last position only
+                x = x[:, -1:]
+            return x @ self.wte.weight.T
 
     return Gpt()
 
@@ -208,7 +211,7 @@ def torch_generate(cfg: dict, reps: int, cached: bool, bf16: bool = False, batch
             top = torch.topk(probs, 50)
             nxt = top.indices.gather(1, torch.multinomial(top.values, 1))
             idx = torch.cat([idx, nxt], 1)
-            logits = model(nxt, caches, i + 1) if cached else model(idx)
+            logits = model(nxt, caches, i + 1) if cached else model(idx, last_only=True)
 
     run()
     start = time.perf_counter()
@@ -287,14 +290,15 @@ def main() -> None:
         ours, theirs = measure_pair(__file__, ["ferrolm-train", *config], ["torch-train", *config], args.repeats)
         row(f"train {name} tokens/s", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         row(f"train {name} peak RSS MB", ours["peak_rss_mb"], theirs and theirs["peak_rss_mb"], lower_is_better=True)
-        bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, config, args.repeats)
+        bf16_row(f"train {name} bf16 tokens/s (autocast)", __file__, config, args.repeats,
+                 torch_f32=theirs and theirs["tokens_per_sec"])
         gen = [name, str({"baby": 30, "6-layer": 20, "gpt2": 10}[name])]
         tasks = ["ferrolm-generate", "torch-generate-cache", "torch-generate-nocache"]
         ours, *peers = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)
         for theirs, label in zip(peers, ("KV cache", "no cache")):
             row(f"generate {name} tok/s vs torch {label}", ours["tokens_per_sec"], theirs and theirs["tokens_per_sec"])
         bf16_row(f"generate {name} bf16 tok/s (bf16 weights)", __file__, gen, args.repeats,
-                 ("ferrolm-generate-bf16", "torch-generate-bf16"))
+                 ("ferrolm-generate-bf16", "torch-generate-bf16"), torch_f32=peers[0] and peers[0]["tokens_per_sec"])
         for b in GENERATE_BATCHES:
             tasks = [f"ferrolm-generate-batch-{b}", f"torch-generate-batch-{b}"]
             ours, theirs = measure_turns(__file__, [[task, *gen] for task in tasks], args.repeats)

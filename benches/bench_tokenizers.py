@@ -61,8 +61,10 @@ def main() -> int:
     args = ap.parse_args()
     repeat = args.repeat or (2 if args.quick else 1)
 
-    # HF's rayon pool reads these when first used.
+    # HF's rayon pool reads these when first used, ferrolm's RAYON_NUM_THREADS at import: the same
+    # threads for both (training too, which takes no thread argument).
     os.environ.setdefault("RAYON_RS_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     import ferrolm
 

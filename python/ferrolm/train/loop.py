@@ -94,7 +94,7 @@ class TrainConfig:
             too: the stream `fl.manual_seed` restarts is seeded from it at every micro-batch).
         dtype: "float32", or "bfloat16": matrix products of 16 rows or more round their operands
             to bfloat16 and sum in float32 (as PyTorch's bf16 autocast, outputs staying float32;
-            smaller ones by a layer's weight round only the weight); 1.5-1.7x
+            smaller ones by a layer's weight round only the weight); 1.4-1.7x
             faster training on CPUs with AVX512-BF16 (about 1.2x with a 32k vocabulary, whose
             float32 softmax and loss weigh more), float32 elsewhere.
         progress: a tqdm bar (when tqdm is installed); False, or without tqdm, evaluations and
