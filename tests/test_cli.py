@@ -271,6 +271,8 @@ def test_mistakes_that_would_train_on_the_wrong_text_are_refused(corpus, tmp_pat
     config.write_bytes("\ufeffmax_iters: int = 2\ndataset = 'shakespeare_char'\n".encode())  # a BOM, an annotation
     assert main(["pretrain", str(config), *TINY, "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "trainer_state.json").read_text())["step"] == 2
+    assert main(["pretrain", "--eval_only=maybe"]) == 2  # was silently false: a training run
+    assert "--eval_only: expected true or false" in capsys.readouterr().err
     argv = ["tokenizer", "train", "--special-tokens", "<|endoftext|>", str(corpus), "--out", str(tmp_path / "t.json")]
     assert main(argv) == 2
     assert "--special-tokens took" in capsys.readouterr().err and not (tmp_path / "t.json").exists()

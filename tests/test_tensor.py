@@ -823,6 +823,26 @@ def test_arguments_that_numpy_and_torch_users_pass():
         return x * 2
 
     assert not doubled(fl.ones(2, requires_grad=True)).requires_grad and fl.is_grad_enabled()
+
+    @fl.no_grad()  # a generator's body, at every resume (only the call that made it was covered)
+    def doubles(x, n):
+        for _ in range(n):
+            sent = yield x * 2
+            assert sent in (None, "more")
+        return "done"
+
+    w = fl.ones(2, requires_grad=True)
+    seen = [(d.requires_grad, fl.is_grad_enabled()) for d in doubles(w, 3)]
+    assert seen == [(False, True)] * 3  # the caller's mode between resumes is its own
+
+    def delegating():
+        return (yield from doubles(w, 1))
+
+    g = delegating()
+    next(g)
+    with pytest.raises(StopIteration) as stop:
+        g.send("more")
+    assert stop.value.value == "done"
     assert bool(fl.tensor([2.0])) and not bool(fl.tensor(0.0))
     with pytest.raises(ValueError, match="ambiguous"):
         bool(t)

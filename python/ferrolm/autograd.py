@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 
 from ferrolm import _core
@@ -21,6 +23,37 @@ class _GradMode(contextlib.ContextDecorator):
 
     def __exit__(self, *exc: object) -> None:
         _core.set_grad_enabled(self._previous.stack.pop())
+
+    def __call__(self, func):
+        """As a decorator; a generator function's body runs in the mode at each resume, and
+        its caller in its own mode in between (wrapping only the call that makes the generator
+        would cover none of its body)."""
+        if not inspect.isgeneratorfunction(func):
+            return super().__call__(func)
+
+        def resume(step, *arg):
+            with self:
+                return step(*arg)
+
+        @functools.wraps(func)
+        def generator(*args, **kwargs):
+            gen = func(*args, **kwargs)
+            try:
+                value = resume(gen.send, None)
+                while True:
+                    try:
+                        sent = yield value
+                    except GeneratorExit:
+                        resume(gen.close)
+                        raise
+                    except BaseException as e:
+                        value = resume(gen.throw, e)
+                    else:
+                        value = resume(gen.send, sent)
+            except StopIteration as e:  # the body returned: so does this generator, with its value
+                return e.value
+
+        return generator
 
 
 def no_grad(func=None):

@@ -6,13 +6,14 @@ be literals or arithmetic on numbers."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import operator
 import re
 import sys
 from pathlib import Path
 
-from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS
+from ferrolm.cli.common import MODEL_FLAGS, TRAIN_FLAGS, boolean
 
 #: nanoGPT names that ferrolm spells differently, after `_` → `-`.
 RENAMED = {"--out-dir": "--out", "--gradient-accumulation-steps": "--grad-accum"}
@@ -99,7 +100,10 @@ def _option(name: str, eq: str, value: str, command: str) -> list[str]:
         return ["--resume"] if value == "resume" and command != "generate" else []
     name = name.replace("_", "-")
     if name == "--eval-only" and eq:  # nanoGPT's eval_only=True: our switch
-        return [name] if value.lower() in ("true", "1") else []
+        try:
+            return [name] if boolean(value) else []
+        except argparse.ArgumentTypeError as e:  # not silently false
+            raise ValueError(f"--eval_only: {e}") from None
     if command == "generate":
         if name == "--out-dir" and eq:  # sample.py samples from --out_dir: our positional model
             return [value]
