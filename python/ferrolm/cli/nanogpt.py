@@ -39,7 +39,7 @@ def translate(argv: list[str]) -> list[str]:
     if not argv:
         return argv
     command, out, ignored = argv[0], [argv[0]], []
-    resuming = _init_from(argv) == "resume"
+    init_from = _init_from(argv)
     i = 1
     while i < len(argv):
         arg = argv[i]
@@ -48,7 +48,7 @@ def translate(argv: list[str]) -> list[str]:
             return out + argv[i - 1:]
         config = config_statements(Path(arg)) if command == "pretrain" and arg.endswith(".py") else None
         if config is not None:
-            out += config_flags(Path(arg), config, ignored, resuming)
+            out += config_flags(Path(arg), config, ignored, init_from)
             continue
         if not arg.startswith("--"):
             out.append(arg)
@@ -170,10 +170,12 @@ def _value(node: ast.expr):
     raise ValueError
 
 
-def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], resuming: bool = False) -> list[str]:
+def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], init_from: str | None = None) -> list[str]:
     """The flags the statements of the nanoGPT config file `path` set, in its order (later
-    command-line flags win); the keys that mean nothing here are added to `ignored`. When
-    `resuming`, the architecture comes from the checkpoint, as in nanoGPT."""
+    command-line flags win); the keys that mean nothing here are added to `ignored`. As in
+    nanoGPT, resuming (`init_from` "resume") takes the architecture from the checkpoint, and
+    starting from a model (a directory) takes it from the model, but for a shorter block_size."""
+    from_model = init_from not in (None, "scratch", "resume")
     flags = [f"--dataset={NANOGPT_DEFAULT_DATASET}"]  # unless the file names one
     for node in statements:
         key = _assigned(node)
@@ -185,7 +187,10 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], res
         if key in IGNORED:
             ignored.append(f"{key} in {path}")
             continue
-        if resuming and key in ARCHITECTURE:
+        if init_from == "resume" and key in ARCHITECTURE:
+            continue
+        if from_model and key in ARCHITECTURE - {"block_size"}:
+            ignored.append(f"{key} in {path} (the model's own is kept)")
             continue
         try:
             value = _value(node.value)
