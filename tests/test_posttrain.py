@@ -539,12 +539,14 @@ def test_a_chat_answer_ends_at_a_stop_string_and_the_next_turn_starts_from_the_m
         with pytest.raises((TypeError, ValueError, UnicodeEncodeError)):
             chat.send("Hark!", 5, stop=bad)
         assert chat.messages == before
-    # A stream from before reset() ends, even once as many messages were sent again.
-    old = chat.send("Hark!", 20, stream=True)
+    # A stream from before reset() ends, even once as many messages were sent again (a fresh
+    # chat: its first stream and the first message after the reset had the same turn number).
+    fresh = model.chat(temperature=0.0)
+    old = fresh.send("Hark!", 20, stream=True)
     next(old)
-    chat.reset()
-    chat.send("Who goes there?", 5)
-    assert list(old) == [] and len(chat.messages) == 2
+    fresh.reset()
+    fresh.send("Who goes there?", 5)
+    assert list(old) == [] and len(fresh.messages) == 2
 
 
 def test_a_chat_refuses_what_it_cannot_continue(base):

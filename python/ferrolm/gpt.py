@@ -11,7 +11,7 @@ import ferrolm.functional as F
 from ferrolm import _core
 from ferrolm._core import Tensor
 from ferrolm.conversations import checked_turns, exchanges
-from ferrolm.jsonl import located
+from ferrolm.jsonl import located, require_count
 from ferrolm.models import CoreModel
 
 
@@ -146,8 +146,7 @@ class GPT(CoreModel):
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
         stop_tokens = list(stop_tokens)  # read once: it may be an iterator
-        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= t < self.vocab_size
-                   for t in stop_tokens):
+        if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
@@ -334,14 +333,17 @@ def _stop_strings(stop: Union[str, Sequence[str], None]) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop or [])
 
 
+def _is_id(x: Any) -> bool:
+    """An integer (Python or numpy, not a boolean): what a token id may be."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
 def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:
     """Counts must be non-negative integers: `max_new_tokens`, and the `optional` ones (top_k,
     seed), which None leaves unset."""
     for name, value in {"max_new_tokens": max_new_tokens, **optional}.items():
-        if value is None and name in optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if value is not None or name not in optional:
+            require_count(name, value, least=0)
 
 
 def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
@@ -352,13 +354,12 @@ def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
         return (prompt.astype(np.int64).tolist(), False) if prompt.ndim == 2 else ([prompt.astype(np.int64).tolist()], True)
     if not isinstance(prompt, (list, tuple)) or not prompt:
         return None
-    is_id = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-    if all(is_id(x) for x in prompt):
+    if all(_is_id(x) for x in prompt):
         return [[int(x) for x in prompt]], True
     def row(r) -> Optional[list[int]]:
         if isinstance(r, np.ndarray) and r.ndim == 1 and r.dtype.kind in "iu":
             return r.astype(np.int64).tolist()
-        return [int(x) for x in r] if isinstance(r, (list, tuple)) and all(is_id(x) for x in r) else None
+        return [int(x) for x in r] if isinstance(r, (list, tuple)) and all(_is_id(x) for x in r) else None
 
     rows = [row(r) for r in prompt]
     if all(r is not None for r in rows):

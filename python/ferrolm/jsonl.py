@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
@@ -33,6 +34,13 @@ def read_json_object(path: Union[str, Path]) -> dict:
 def is_count(value: object) -> bool:
     """A JSON value that counts something: an integer (not a boolean) ≥ 0."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def require_count(name: str, value: Any, least: int = 1) -> None:
+    """Refuses `value` for the setting `name` unless it is an integer (a Python or numpy one,
+    not a boolean) ≥ `least`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be {'a non-negative' if least == 0 else 'a positive'} integer, got {value!r}")
 
 
 def lines_of(text: str) -> list[str]:

@@ -13,7 +13,6 @@ after a restart every unjudged pair is free again.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from ferrolm.conversations import Prompt
+from ferrolm.data import files_digest
 from ferrolm.label.prompts import prompt_key
 from ferrolm.label.store import LabelStore, Pair
 
@@ -32,12 +32,7 @@ def weights_hash(model_dir: Path) -> str:
     after another): which weights produced a completion."""
     from ferrolm import _core
 
-    h = hashlib.sha256()
-    for file in _core.model_weights_files(model_dir):
-        with open(file, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    return files_digest(*_core.model_weights_files(model_dir))
 
 
 @dataclass
@@ -94,12 +89,14 @@ class PairQueue:
         # Unjudged pairs from an earlier run are offered again if the same weights made them
         # with the same sampling (chat or raw, temperature...; seeds aside).
         hashes = (a.weights_hash, b.weights_hash)
+        pooled: set = set()  # the prompts of the pairs offered again (one pair each)
         for pair in store.unjudged_pairs():
             if pair.key in wanted and pair.key not in judged and (pair.model_a_hash, pair.model_b_hash) == hashes \
                     and all(_same_sampling(pair.settings.get(x, {}), s) for x, s in (("a", a), ("b", b))) \
-                    and all(p.key != pair.key for p in self._pool.values()):
+                    and pair.key not in pooled:
                 self._pool[pair.id] = pair
-        have = judged | {p.key for p in self._pool.values()}
+                pooled.add(pair.key)
+        have = judged | pooled
         self._todo = [(i, p) for i, p in enumerate(prompts) if prompt_key(p) not in have]
         self._thread = threading.Thread(target=self._run, name="ferrolm-label-generator", daemon=True)
 

@@ -15,6 +15,7 @@ safe to call from the web server's worker threads and from other processes at on
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import unicodedata
@@ -107,9 +108,10 @@ class Pair:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: str = field(default_factory=now)
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, bool]:
-        """The prompt as prompts are compared (`prompt_key`)."""
+        """The prompt as prompts are compared (`prompt_key`; a conversation's is its JSON, made
+        once)."""
         return prompt_key(self.prompt)
 
     def side(self, side: str) -> str:

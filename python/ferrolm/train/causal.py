@@ -9,7 +9,7 @@ import numpy as np
 
 import ferrolm.functional as F
 from ferrolm.data import Windows, data_digest, load_tokens
-from ferrolm.train.loop import require_count
+from ferrolm.jsonl import require_count
 
 
 class CausalLM:

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import os
 import signal
 import sys
@@ -30,7 +29,8 @@ import numpy as np
 from ferrolm import _core
 from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
-from ferrolm.jsonl import is_count, lines_of, read_json_object
+from ferrolm.data import files_digest
+from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
 from ferrolm.nn import Module
 from ferrolm.optim import AdamW
 from ferrolm.train.memory import check_memory
@@ -40,14 +40,9 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
 RUN_LOCK_FILE = ".run.lock"  # held while a run trains in the directory (`hold_run_directory`)
 DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision training runs in
-#: The TrainConfig counts that may be 0 (the others must be positive).
-_MAY_BE_ZERO = ("max_iters", "warmup_iters", "lr_decay_iters", "checkpoint_interval")
-
-
-def require_count(name: str, value: Any, least: int = 1) -> None:
-    """Refuses `value` for the setting `name` unless it is an integer ≥ `least`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise ValueError(f"{name} must be {'a non-negative' if least == 0 else 'a positive'} integer, got {value!r}")
+#: TrainConfig's counts, each with its least value (None, for lr_decay_iters: max_iters).
+_COUNTS = {"max_iters": 0, "warmup_iters": 0, "lr_decay_iters": 0, "checkpoint_interval": 0, "grad_accum": 1,
+           "eval_interval": 1, "eval_iters": 1, "log_interval": 1}
 
 
 #: Where each post-training objective's settings differ from TrainConfig's (nanoGPT's pretraining
@@ -122,10 +117,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "checkpoint_interval", "grad_accum",
-                     "eval_interval", "eval_iters", "log_interval"):
-            if not (name == "lr_decay_iters" and self.lr_decay_iters is None):
-                require_count(name, getattr(self, name), 0 if name in _MAY_BE_ZERO else 1)
+        for name, least in _COUNTS.items():
+            if getattr(self, name) is not None or name != "lr_decay_iters":
+                require_count(name, getattr(self, name), least)
         if not (self.learning_rate > 0 and 0 <= self.final_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
                              f"got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give --min-lr)")
@@ -215,20 +209,13 @@ class Objective(Protocol):
         ...
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-#: What an objective's state may fingerprint (a digest): a resume that finds it changed is
-#: refused, as it would not continue the same run.
-_FINGERPRINTED = {"data": "the training data", "reference": "the reference model", "reward_model": "the reward model"}
-_CHANGED_SINCE = {"data": "edited, prepared again by another run, or tokenised differently since",
-                  "reference": "its directory written again since, or another one given",
-                  "reward_model": "its directory written again since, or another one given"}
+#: What an objective's state may fingerprint (a digest), and how it may have changed: a resume
+#: that finds it changed is refused, as it would not continue the same run.
+_FINGERPRINTED = {
+    "data": ("the training data", "edited, prepared again by another run, or tokenised differently since"),
+    "reference": ("the reference model", "its directory written again since, or another one given"),
+    "reward_model": ("the reward model", "its directory written again since, or another one given"),
+}
 
 
 def weights_digest(model: Any) -> str:
@@ -261,7 +248,7 @@ class _Checkpoints:
         with atomic_files(self.out_dir, last=STATE_FILE) as files:
             model.save(files)
             opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
-            state["digests"] = {p.name: _file_digest(p) for p in sorted(files.glob("*.safetensors"))}
+            state["digests"] = {p.name: files_digest(p) for p in sorted(files.glob("*.safetensors"))}
             state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
 
@@ -271,7 +258,7 @@ class _Checkpoints:
         if state.get("objective") != objective_kind:
             raise ValueError(f"cannot resume: the checkpoint was trained with objective {state.get('objective')!r}, not {objective_kind!r}")
         for f, digest in state["digests"].items():
-            if _file_digest(self.out_dir / f) != digest:
+            if files_digest(self.out_dir / f) != digest:
                 raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
         # The optimizer state is restored here, the weights are the caller's: a model made afresh
         # (or a head: a reward or value head is a file of its own) would train on from its
@@ -568,14 +555,13 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     step, evals = 0, []
     if resume:
         state = checkpoints.load(model, opt, names, objective.kind)
-        saved, current = state.get("objective_state", {}), objective.state()
-        for key, what in _FINGERPRINTED.items():
-            if saved.get(key) and current.get(key) not in (None, saved[key]):
+        saved_state, current = state.get("objective_state", {}), objective.state()
+        for key, (what, how) in _FINGERPRINTED.items():
+            if saved_state.get(key) and current.get(key) not in (None, saved_state[key]):
                 raise ValueError(f"cannot resume: {what} differs from the one the checkpoint in {out} was trained "
-                                 f"with ({_CHANGED_SINCE[key]}); restore it, or start a new run")
+                                 f"with ({how}); restore it, or start a new run")
         step = state["step"]
-        _warn_if_changed({**state["config"], **state.get("objective_state", {})},
-                         {**dataclasses.asdict(config), **objective.state()}, out)
+        _warn_if_changed({**state["config"], **saved_state}, {**dataclasses.asdict(config), **current}, out)
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
@@ -585,7 +571,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             raise ValueError(f"cannot resume: the RNG state in {out / STATE_FILE} is not a PCG64 state ({e})") from None
         evals = state.get("evals", [])
         if hasattr(objective, "load_state"):
-            objective.load_state(state.get("objective_state", {}))
+            objective.load_state(saved_state)
         _truncate_metrics(out / METRICS_FILE, step)
         print(f"ferrolm: resuming the run in {out} at step {step} of {config.max_iters}"
               + ("; it is complete (give a larger --max-iters to train further)" if step == config.max_iters else ""),

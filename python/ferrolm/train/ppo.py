@@ -28,11 +28,11 @@ from ferrolm.autograd import no_grad
 from ferrolm.batching import pad_right, response_mask
 from ferrolm.chat import ChatTemplate
 from ferrolm.conversations import prompt_turns
-from ferrolm.jsonl import located
+from ferrolm.jsonl import located, require_count
 from ferrolm.data import digest
 from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, model_files, save_head
-from ferrolm.train.loop import require_count, weights_digest
+from ferrolm.train.loop import weights_digest
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -121,6 +121,9 @@ class PPO:
             raise ValueError("the reward model reads ids with a different tokenizer than the policy's: "
                              "its scores of the policy's responses would be meaningless")
         self.reference, self.reward_model, self.template = reference, reward_model, template
+        # The ids rollouts are sampled among (a model's vocabulary may be padded past them): every
+        # log-probability here is over these.
+        self.vocab = template.tokenizer.vocab_size
         # A response cut at max_new_tokens is scored with <|end|> appended: one more token
         # than the policy wrote must fit the reward model's context.
         policy_block, reward_block = reference.block_size, reward_model.gpt.block_size
@@ -164,7 +167,7 @@ class PPO:
         <|end|>, or at <|user|> / <|assistant|> (another turn: the answer has ended), which
         they end with; sampled among the tokenizer's ids, as chat text is."""
         session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.template.turn_ends),
-                                      vocab_limit=self.template.tokenizer.vocab_size)
+                                      vocab_limit=self.vocab)
         return session.run(self.max_new_tokens)
 
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
@@ -177,10 +180,8 @@ class PPO:
         mask = response_mask(ids, lengths, starts)
         with no_grad():
             logits, values = gpt_policy(x)
-            # Over the ids rollouts are sampled among, as every log-probability here.
-            vocab = self.template.tokenizer.vocab_size
-            logp = token_logprobs(tempered_log_softmax(logits, self.temperature, vocab), ids[:, 1:]).numpy()
-            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature, vocab=vocab).numpy()
+            logp = token_logprobs(tempered_log_softmax(logits, self.temperature, self.vocab), ids[:, 1:]).numpy()
+            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature, vocab=self.vocab).numpy()
             # Scored as the reward model was trained and as chat shows the answer: ending in
             # <|end|>, in place of a turn marker that ended it, or after a cut at max_new_tokens.
             cut = np.array([r[-1] not in self.template.turn_ends for r in rows])
@@ -242,7 +243,7 @@ class PPO:
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
         self._check_trained(model)
         logits, values = model(mb["x"])
-        log_probs = tempered_log_softmax(logits, self.temperature, self.template.tokenizer.vocab_size)
+        log_probs = tempered_log_softmax(logits, self.temperature, self.vocab)
         logp = token_logprobs(log_probs, mb["targets"])
         mask = mb["mask"]
         ratio = F.exp(logp - mb["old_logp"])

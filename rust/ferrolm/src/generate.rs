@@ -8,8 +8,8 @@
 //! that reached the context are recomputed; the others keep all their cached tokens (moved to
 //! the front of the cache), so greedy rows continue as their prompts would alone (up to float
 //! rounding: a batch of 3 rows or more decodes through packed weights, [`PackedWeights`]).
-//! Sampled rows draw from random streams of their own, row 0's
-//! being the one the prompt alone would use.
+//! Sampled rows draw from random streams of their own, row 0's being the one the prompt alone
+//! would use.
 
 use crate::model::{Batch, Gpt};
 use crate::ops::{self, KvCache, PackedWeights};
