@@ -210,6 +210,42 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     assert "talk.jsonl line 2: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
 
 
+def test_grad_accum_pools_answer_tokens_as_one_batch_would(base, tmp_path):
+    """Micro-batches with 3 and 60 answer tokens: the step's loss, gradient and evaluation are
+    one batch's holding both, not the mean of two means (which weighs a short answer's tokens
+    20 times more)."""
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    records = [{"prompt": "Who goes there?", "response": "Ay."}, {"prompt": "Speak.", "response": "I will speak. " * 4}]
+    sft = SFT(records, records, template, model.block_size, batch_size=1)
+    short, long = (SFT([r], [r], template, model.block_size, 1).batch("train", np.random.default_rng(0)) for r in records)
+    width = long[0].shape[1]
+    padded = (np.pad(short[0], ((0, 0), (0, width - short[0].shape[1])), constant_values=template.end),
+              np.pad(short[1], ((0, 0), (0, width - short[1].shape[1])), constant_values=-100))
+    both = (np.concatenate([padded[0], long[0]]), np.concatenate([padded[1], long[1]]))
+    counts = [sft.loss_weight(b) for b in (short, long)]
+    assert counts[0] <= 5 and counts[1] >= 50 and sft.loss_weight(both) == sum(counts)
+    with fl.no_grad():
+        means = [sft.loss(model, b, None)[0].item() for b in (short, long, both)]
+    assert abs((means[0] + means[1]) / 2 - means[2]) > 0.05  # the old weighting would be far off
+
+    def step(batches, grad_accum, out):
+        sequence = iter(batches * 8)
+        sft.batch = lambda split, rng: next(sequence)
+        fresh = GPT.load(base)
+        ChatTemplate.prepare(fresh)
+        train(fresh, sft, TrainConfig(max_iters=1, grad_accum=grad_accum, eval_iters=grad_accum, warmup_iters=0,
+                                              learning_rate=1e-6, log_interval=1, progress=False), out)
+        return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+    (log, final), (one_log, one_final) = step([short, long], 2, tmp_path / "two"), step([both], 1, tmp_path / "one")
+    for key in ("loss", "grad_norm"):
+        assert log[key] == pytest.approx(one_log[key], rel=1e-5), key
+    assert log["loss"] == pytest.approx(means[2], rel=1e-5)
+    for key in ("train_loss", "val_loss"):  # evaluation pools the batches' tokens too
+        assert final[key] == pytest.approx(one_final[key], rel=1e-5), key
+
+
 def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypatch, capsys):
     system = {"role": "system", "content": "Answer as a herald."}
     talk = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": "A friend."}]

@@ -75,9 +75,10 @@ class TrainConfig:
         weight_decay, beta1, beta2: AdamW's (decay on matrices only, as nanoGPT).
         grad_clip: the gradients' global norm is clipped to this (0: no clipping).
         grad_accum: micro-batches per step, their gradients summed (a larger effective batch).
-            Each micro-batch's loss weighs 1/grad_accum, so an objective whose loss is a mean
-            over a varying number of tokens (SFT's answers) weighs a token of a short
-            micro-batch more than one large batch would.
+            Each micro-batch weighs 1/grad_accum, or, for an objective whose loss is a mean
+            over a varying number of tokens (`loss_weight`: SFT's answers, MLM's masked
+            tokens, PPO's responses), its share of the step's tokens, so that the step's loss
+            and gradient are those of one batch holding all the micro-batches.
         eval_interval, eval_iters: evaluate every eval_interval steps on eval_iters batches of
             each split.
         log_interval: steps between metrics.jsonl records (and lines, without a progress bar).
@@ -177,9 +178,11 @@ class Objective(Protocol):
     example in 30 lines). The model it trains needs `named_parameters()` and `save(path)`: a
     GPT, a BERT, or an `fl.nn.Module`.
 
-    Optional extras: `loss_is_token_nll = True` to report perplexity; `evaluate(model, rng)`
-    returning a dict to replace loss-based evaluation; `metrics()` returning a dict of extra
-    numbers for each log line.
+    Optional extras: `loss_is_token_nll = True` to report perplexity; `loss_weight(batch)`,
+    the number of targets a batch's loss is the mean over when it varies from batch to batch,
+    so that losses are pooled over targets, not batches (micro-batches of a step, evaluation
+    batches); `evaluate(model, rng)` returning a dict to replace loss-based evaluation;
+    `metrics()` returning a dict of extra numbers for each log line.
     """
 
     kind: str  # recorded in checkpoints, so a run resumes only with the same objective
@@ -460,6 +463,7 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
     if dtype is not None:
         with using_precision(dtype):
             return evaluate_model(model, objective, eval_iters, seed)
+    require_count("eval_iters", eval_iters, 1)
     eval_rng = np.random.Generator(np.random.PCG64([*np.atleast_1d(seed).tolist(), 7]))
     if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
         with no_grad(), _evaluating(model):
@@ -468,10 +472,15 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
     with no_grad(), _evaluating(model):
         for split in ("train", "val"):
             values: dict[str, list] = {}
+            losses, weights = [], []
             for _ in range(eval_iters):
-                loss, extra = _loss_and_extras(objective.loss(model, objective.batch(split, eval_rng), None), objective)
-                for k, v in {"loss": loss.item(), **extra}.items():
+                batch = objective.batch(split, eval_rng)
+                loss, extra = _loss_and_extras(objective.loss(model, batch, None), objective)
+                losses.append(loss.item())
+                weights.append(_loss_weight(objective, batch))
+                for k, v in extra.items():
                     values.setdefault(k, []).append(v)
+            record[f"{split}_loss"] = float(np.dot(losses, _shares(weights)))
             record.update({f"{split}_{k}": v for k, v in _pooled(values).items()})
     if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
         record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
@@ -528,6 +537,23 @@ def _pooled(values: dict[str, list]) -> dict[str, float]:
         else:
             out[k] = float(np.mean(v))
     return out
+
+
+def _loss_weight(objective: Any, batch: Any) -> float:
+    """What `batch`'s loss is a mean over (`objective.loss_weight`), or 1: batches weigh alike."""
+    weigh = getattr(objective, "loss_weight", None)
+    if weigh is None:
+        return 1.0
+    weight = float(weigh(batch))
+    if not weight >= 0:
+        raise ValueError(f"{type(objective).__name__}.loss_weight() must be a count >= 0, got {weight}")
+    return weight
+
+
+def _shares(weights: list[float]) -> list[float]:
+    """Each loss's share of a pooled mean: its weight's share, or equal when none has any."""
+    total = sum(weights)
+    return [w / total for w in weights] if total > 0 else [1.0 / len(weights)] * len(weights)
 
 
 def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, Any]]:
@@ -640,13 +666,14 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             lr = config.lr_at(step)
             opt.lr = lr
             total, extras = 0.0, {}
-            for micro in range(config.grad_accum):
-                batch = objective.batch("train", rng)
+            batches = [objective.batch("train", rng) for _ in range(config.grad_accum)]
+            shares = _shares([_loss_weight(objective, b) for b in batches])
+            for micro, (batch, share) in enumerate(zip(batches, shares)):
                 seed = _dropout_seed(config.seed, step, micro)
                 _core.manual_seed(seed)  # for what draws from the process-wide stream (an nn.Dropout), as resumable
                 loss, extra = _loss_and_extras(objective.loss(model, batch, seed), objective)
-                (loss * (1.0 / config.grad_accum)).backward()
-                total += loss.item() / config.grad_accum
+                (loss * share).backward()
+                total += loss.item() * share
                 for k, v in extra.items():
                     extras.setdefault(k, []).append(v)
                 tokens_since += objective.tokens(batch)

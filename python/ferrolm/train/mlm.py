@@ -83,6 +83,9 @@ class MaskedLM:
             extra["accuracy"] = (int((logits.numpy().argmax(-1) == targets)[shown].sum()), int(shown.sum()))
         return loss, extra
 
+    def loss_weight(self, batch: dict) -> int:
+        return int((batch["labels"] != -100).sum())  # the masked tokens, which the loss is the mean over
+
     def tokens(self, batch: dict) -> int:
         return int(batch["attention_mask"].sum())
 

@@ -269,6 +269,9 @@ class PPO:
         return {"val_reward": float(exp["scores"].mean()), "val_kl": float(exp["kl"].mean()),
                 "val_response_length": float(exp["lengths"].mean())}
 
+    def loss_weight(self, mb) -> int:
+        return int(mb["mask"].sum())  # the responses' tokens, which both losses are means over
+
     def tokens(self, mb) -> int:
         return int(mb["mask"].sum())
 

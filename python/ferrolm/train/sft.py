@@ -53,6 +53,9 @@ class SFT:
         x, targets = batch
         return F.cross_entropy(model(x, dropout_seed=dropout_seed), targets.reshape(-1)), {}
 
+    def loss_weight(self, batch) -> int:
+        return int((batch[1] != -100).sum())  # the answers' tokens, which the loss is the mean over
+
     def tokens(self, batch) -> int:
         return int(batch[0].size)
 
