@@ -118,6 +118,25 @@ def test_labelling_by_click_and_keyboard_with_undo_reload_and_export(model, tmp_
     assert from_db == records  # the database reads the same as its export
 
 
+def test_a_pair_left_in_an_idle_tab_goes_to_another_and_the_idle_tab_moves_on(model, tmp_path, browser, page):
+    write_prompts(tmp_path / "prompts.txt", 6)
+    with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "prefs.sqlite", "--lease-minutes", "0.03") as server:
+        page.goto(server.url)
+        idle = shown(page)
+        page.wait_for_timeout(2500)  # past the hold of 1.8 s: this tab renews it only once a minute
+        other = browser.new_context().new_page()
+        other.goto(server.url)
+        assert shown(other) == idle  # the next tab that asks gets the idle tab's pair
+        page.keyboard.press("1")
+        sync_api.expect(page.locator("#status")).to_contain_text("given to another tab")
+        sync_api.expect(page.locator("body")).not_to_have_attribute("data-pair", idle["id"])  # it moved on
+        other.keyboard.press("2")
+        expect_progress(other, 1, 6)
+        verdicts = [j["verdict"] for j in server.call("GET", "/api/judgements")[1]["judgements"]]
+        assert verdicts == ["right"]  # the other tab's; the idle tab's key press recorded nothing
+        other.context.close()
+
+
 def test_model_output_is_shown_as_text_never_as_html(model, tmp_path, page):
     prompt = "<i>hi</i>"
     (tmp_path / "prompts.txt").write_text(prompt + "\n")

@@ -26,27 +26,31 @@ def test_api_judgements_and_request_guards(model, tmp_path):
     with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "db.sqlite", "--labeller", "ann") as server:
         first, second = server.wait_for_pairs("tab1", 2)
         assert first["prompt"] == "Prompt 0: once upon a time" and set(first) == {"id", "prompt", "left", "right"}
-        status, r = server.call("POST", "/api/judgements", {"pair_id": first["id"], "choice": "left", "comment": "ok"})
+        status, r = server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "left", "comment": "ok"})
         assert status == 200 and r["labelled"] == 1 and r["total"] == 4 and not r["duplicate"]
         # A retry (the answer was lost on the way) is stored once and answered with the same id.
-        status, again = server.call("POST", "/api/judgements", {"pair_id": first["id"], "choice": "left", "comment": "ok"})
+        status, again = server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "left", "comment": "ok"})
         assert status == 200 and again["id"] == r["id"] and again["duplicate"]
-        assert server.call("POST", "/api/judgements", {"pair_id": first["id"], "choice": "tie"})[0] == 409
-        assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "choice": "tie"})[0] == 404
+        assert server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "tie"})[0] == 409
+        assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "client": "tab1", "choice": "tie"})[0] == 404
+        # Another tab can neither judge a pair this one holds nor undo this one's judgement.
+        assert server.call("POST", "/api/judgements", {"pair_id": second["id"], "client": "tab2", "choice": "left"})[0] == 409
+        assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab2"})[0] == 409
 
         bad = [
-            ({"pair_id": second["id"], "choice": "both"}, None, None, 400),  # unknown choice
+            ({"pair_id": second["id"], "client": "tab1", "choice": "both"}, None, None, 400),  # unknown choice
+            ({"pair_id": second["id"], "choice": "left"}, None, None, 400),  # no client
             ({"pair_id": "../etc", "choice": "left"}, None, None, 400),  # malformed id
-            ({"pair_id": second["id"], "choice": "left", "comment": 5}, None, None, 400),
-            ({"pair_id": second["id"], "choice": "left", "comment": "x" * 1001}, None, None, 400),
-            (None, b'{"pair_id": "%s", "choice": "left", "comment": "\\ud800"}' % second["id"].encode(), None, 400),
+            ({"pair_id": second["id"], "client": "tab1", "choice": "left", "comment": 5}, None, None, 400),
+            ({"pair_id": second["id"], "client": "tab1", "choice": "left", "comment": "x" * 1001}, None, None, 400),
+            (None, b'{"pair_id": "%s", "client": "tab1", "choice": "left", "comment": "\\ud800"}' % second["id"].encode(), None, 400),
             (None, b"{not json", None, 400),
             (None, b"[1, 2]", None, 400),
             (None, b'{"pair_id": "' + b"a" * 20000 + b'"}', None, 413),  # oversized
             (None, b"pair_id=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415),  # a cross-site form
         ]
         for name in (5, 0, False, "x" * 101, "a\nb", "  ", "\u202eevil"):
-            bad.append(({"pair_id": second["id"], "choice": "left", "labeller": name}, None, None, 400))
+            bad.append(({"pair_id": second["id"], "client": "tab1", "choice": "left", "labeller": name}, None, None, 400))
         for body, raw, headers, expected in bad:
             status, reply = server.call("POST", "/api/judgements", body, raw=raw,
                                         headers=headers or {"Content-Type": "application/json"})
@@ -58,7 +62,7 @@ def test_api_judgements_and_request_guards(model, tmp_path):
         assert server.call("POST", "/api/judgements", raw=b"[" * 5000, headers={"Content-Type": "application/json"})[0] == 400
         assert server.call("POST", "/api/undo", {"id": 10**30, "pair_id": first["id"], "client": "tab1"})[0] == 404
         # Only the tab that judged a pair knows its id: a judgement id alone undoes nothing.
-        assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": second["id"], "client": "tab2"})[0] == 404
+        assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": second["id"], "client": "tab1"})[0] == 404
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing.
         assert server.call("GET", "/api/status", headers={"Host": "evil.example:80"})[0] == 400
 
@@ -73,7 +77,7 @@ def test_api_judgements_and_request_guards(model, tmp_path):
         _, undone = server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab1"})
         assert undone["pair"] == first and undone["labelled"] == 0
         # A page may name its labeller (several people on one server); it is stored trimmed.
-        assert server.call("POST", "/api/judgements", {"pair_id": second["id"], "choice": "tie", "labeller": " bob "})[0] == 200
+        assert server.call("POST", "/api/judgements", {"pair_id": second["id"], "client": "tab1", "choice": "tie", "labeller": " bob "})[0] == 200
         assert server.call("GET", "/api/judgements")[1]["judgements"][0]["labeller"] == "bob"
         assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": first["id"], "client": "tab1"})[0] == 404
 
@@ -176,7 +180,7 @@ def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tm
                     continue
                 pair = r["pairs"][0]
                 choice = choices[len(acked) % 4]
-                status, r = server.call("POST", "/api/judgements", {"pair_id": pair["id"], "choice": choice})
+                status, r = server.call("POST", "/api/judgements", {"pair_id": pair["id"], "client": name, "choice": choice})
                 if status == 200:
                     with lock:
                         acked.append((pair["id"], r["id"], choice))
@@ -220,7 +224,7 @@ def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tm
         assert r["labelled"] == len(stored) and r["total"] == n_prompts
         # A judgement acknowledged before the crash, retried after it, is still stored once.
         pair_id, judgement_id, side = acked[0]
-        status, r = server.call("POST", "/api/judgements", {"pair_id": pair_id, "choice": side})
+        status, r = server.call("POST", "/api/judgements", {"pair_id": pair_id, "client": "tab1", "choice": side})
         assert status == 200 and r["id"] == judgement_id and r["duplicate"]
         # Labelling carries on to the end with nothing lost or doubled.
         stop = threading.Event()
@@ -245,7 +249,7 @@ def test_two_models_one_completion_each_with_settings_and_weight_hashes(model, t
     with LabelServer(model, tmp_path / "prompts.txt", db, "--model-b", str(other), "--temperature", "0.5",
                      "--seed", "7") as server:
         pair = server.wait_for_pairs("tab", 1)[0]
-        assert server.call("POST", "/api/judgements", {"pair_id": pair["id"], "choice": "right"})[0] == 200
+        assert server.call("POST", "/api/judgements", {"pair_id": pair["id"], "client": "tab", "choice": "right"})[0] == 200
     con = sqlite3.connect(db)
     row = con.execute("SELECT settings, model_a_hash, model_b_hash, shown_left, choice, completion_a, completion_b "
                       "FROM judgements").fetchone()

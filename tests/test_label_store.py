@@ -121,6 +121,26 @@ def test_generation_runs_ahead_by_lookahead_only(tmp_path):
         queue.stop()
 
 
+def test_a_prompt_that_fails_to_generate_is_counted_and_the_rest_go_on(tmp_path):
+    class Failing(FakeModel):
+        def generate(self, prompt, *args, **kwargs):
+            if prompt == "bad":
+                raise ValueError("no room")
+            return super().generate(prompt, *args, **kwargs)
+
+    store = LabelStore(tmp_path / "db.sqlite")
+    queue = PairQueue(store, ["q0", "bad", "q2"], *samplers(Failing()), lookahead=3).start()
+    try:
+        wait_until(lambda: queue.failed and len(queue.take("tab", 3)) == 2)
+        assert queue.failed == ["prompt 2: generation failed: no room"]
+        for p in queue.take("tab", 3):
+            store.judge(p.id, "tie", "", "ann")
+            queue.judged(p, "tab")
+        assert queue.done and queue.labelled == 2 and queue.total == 3  # done, but not all labelled
+    finally:
+        queue.stop()
+
+
 def test_identical_completions_are_resampled(tmp_path):
     store = LabelStore(tmp_path / "db.sqlite")
     queue = PairQueue(store, ["q"], *samplers(FakeModel(same=2)), lookahead=1).start()
@@ -139,7 +159,7 @@ def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):
     wait_until(lambda: len(store.unjudged_pairs()) == 2)
     first = queue.take("tab", 1)[0]
     store.judge(first.id, "left", "", "ann")
-    queue.judged(first)
+    queue.judged(first, "tab")
     queue.stop()
     before = {p.id for p in store.unjudged_pairs()}
     model = FakeModel()
@@ -156,6 +176,14 @@ def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):
         assert PairQueue(store, prompts, a, b).take("tab", 5) == []
     moved = PairQueue(store, prompts, Sampler(model, "moved/m", "hash", temperature=0.7), Sampler(model, "m", "hash", temperature=1.0))
     assert {p.id for p in moved.take("tab", 5)} == before  # a moved directory with the same weights is the same
+    # Prompts judged between other models are a comparison still to make with these ones; the
+    # same two models in the other order are the same comparison.
+    swapped = Pair(prompt="q2", completion_a="x", completion_b="y", shown_left="a", settings={},
+                   model_a_hash="other", model_b_hash="hash")
+    store.add_pair(swapped)
+    store.judge(swapped.id, "tie", "", "ann")
+    for hashes, judged in ((("hash", "hash"), 1), (("other", "other"), 0), (("hash", "other"), 1)):
+        assert PairQueue(store, prompts, *(Sampler(model, "m", h) for h in hashes)).labelled == judged, hashes
 
 
 def test_undo_puts_the_pair_first_for_that_tab(tmp_path):
@@ -165,10 +193,39 @@ def test_undo_puts_the_pair_first_for_that_tab(tmp_path):
         wait_until(lambda: len(store.unjudged_pairs()) == 3)
         a, b = queue.take("tab", 2)
         judgement, _ = store.judge(a.id, "left", "", "ann")
-        queue.judged(a)
+        queue.judged(a, "tab")
         assert queue.labelled == 1 and queue.take("tab", 2)[0] == b
         queue.undone(store.undo(judgement, a.id), "tab")
         assert queue.labelled == 0 and [p.id for p in queue.take("tab", 2)] == [a.id, b.id]
+    finally:
+        queue.stop()
+
+
+def test_a_pair_held_or_judged_by_another_tab_cannot_be_judged_or_undone_from_this_one(tmp_path, monkeypatch):
+    store = LabelStore(tmp_path / "db.sqlite")
+    queue = PairQueue(store, ["q0", "q1", "q2"], *samplers(), lookahead=3, lease_seconds=60).start()
+    try:
+        wait_until(lambda: len(store.unjudged_pairs()) == 3)
+        a, b = queue.take("idle", 2)
+        with pytest.raises(Conflict, match="given to another tab"):
+            queue.claim(a.id, "other")  # held by "idle"
+        queue.claim(a.id, "idle")
+        # "idle" leaves its pairs for over a minute: they go to the next tab that asks ...
+        clock = time.monotonic() + 61
+        monkeypatch.setattr(time, "monotonic", lambda: clock)
+        assert {a.id, b.id} <= {p.id for p in queue.take("busy", 3)}
+        with pytest.raises(Conflict, match="given to another tab after this one left it unlabelled for 1 minutes"):
+            queue.claim(a.id, "idle")  # ... and "idle" can no longer judge them
+        queue.claim(a.id, "busy")
+        store.judge(a.id, "left", "", "bea")
+        queue.judged(a, "busy")
+        with pytest.raises(Conflict, match="another tab judged this pair"):
+            queue.claim(a.id, "idle")  # the same choice would look like a retry of "busy"'s: refused
+        # A tab that renews its hold (it asks for pairs again) keeps them; an expired hold that no
+        # one took is its own again.
+        clock += 61
+        queue.claim(b.id, "idle")
+        assert queue.take("third", 3)[0].id != b.id
     finally:
         queue.stop()
 
@@ -237,7 +294,8 @@ def test_a_version_1_database_opens_with_its_text_prompts(tmp_path):
         store = LabelStore(path)
         assert store.pair("p1").prompt == '["not", "a conversation"]'  # a text that looks like JSON stays text
         assert [r["choice"] for r in store.judgements()] == ["b"]
-    assert PairQueue(store, ['["not", "a conversation"]'], *samplers()).labelled == 1
+    old_models = (Sampler(FakeModel(), "m", "h"), Sampler(FakeModel(), "m", "h"))
+    assert PairQueue(store, ['["not", "a conversation"]'], *old_models).labelled == 1
     store.add_pair(Pair(prompt=CONVERSATION, completion_a="a", completion_b="b", shown_left="b", settings={},
                         model_a_hash="h", model_b_hash="h", id="p2"))
     assert store.pair("p2").prompt == CONVERSATION

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from urllib.parse import quote
 
-from ferrolm.cli.common import count, non_negative, probability
+from ferrolm.cli.common import count, non_negative, positive, probability
 
 TOKEN_ENV = "FERROLM_LABEL_TOKEN"
 USAGE = """ferrolm label MODEL_DIR --prompts FILE [--model-b DIR] [--db prefs.sqlite] [--host 127.0.0.1] [--port N]
@@ -48,6 +48,8 @@ def register_label(sub) -> None:
     p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
     p.add_argument("--seed", type=count(), default=0, help="base sampling seed (each completion's seed is recorded)")
     p.add_argument("--lookahead", type=count(1), default=2, help="pairs generated ahead of the person reading (default 2)")
+    p.add_argument("--lease-minutes", type=positive, default=15.0, help="a pair shown in a tab that has stopped asking "
+                   "the server for pairs (closed, asleep) goes to another tab after this long (default 15)")
     p.add_argument("--raw", action="store_true", help="continue prompts as plain text even with chat models (by default "
                                                       "a model from `ferrolm sft` answers each prompt as a user turn)")
     p.set_defaults(func=run_label)
@@ -102,7 +104,7 @@ def run_label(args) -> int:
     sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens, chat=chat)
     a = Sampler(model_a, str(args.model), hash_a, temperature=args.temperature, **sampling)
     b = Sampler(model_b, str(args.model_b or args.model), hash_b, temperature=temperature_b, **sampling)
-    queue = PairQueue(store, prompts, a, b, seed=args.seed, lookahead=args.lookahead)
+    queue = PairQueue(store, prompts, a, b, seed=args.seed, lookahead=args.lookahead, lease_seconds=60 * args.lease_minutes)
     sock = server.bind(args.host, args.port)
     loopback = server.is_loopback(sock)
     app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
@@ -111,6 +113,9 @@ def run_label(args) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")
     print(f"ferrolm label: {queue.labelled}/{queue.total} prompts labelled; judgements go to {args.db}", flush=True)
+    if not chat:
+        print("ferrolm label: the completions continue the prompts as plain text (not a chat model's answers); "
+              "`ferrolm reward` and `ferrolm dpo` read every pair as a chat answer", flush=True)
     print(f"ferrolm label: open {url}  (Ctrl+C stops; every answered judgement is already saved)", flush=True)
     queue.start()
     try:

@@ -24,7 +24,7 @@ from typing import Optional
 from ferrolm.conversations import Prompt
 from ferrolm.data import files_digest
 from ferrolm.label.prompts import prompt_key
-from ferrolm.label.store import LabelStore, Pair
+from ferrolm.label.store import Conflict, LabelStore, Pair
 
 
 def weights_hash(model_dir: Path) -> str:
@@ -80,15 +80,16 @@ class PairQueue:
         self._stop = False
         self._pool: dict[str, Pair] = {}  # unjudged pairs, by id, in generation order
         self._leases: dict[str, tuple[str, float, float]] = {}  # pair id -> (client, order, time)
+        self._judged_by: dict[str, str] = {}  # pair id -> the client that judged it (in this run)
         self.failed: list[str] = []  # messages of prompts that could not be generated
         self._generating = False
         self._wanted = wanted = {prompt_key(p) for p in prompts}
-        judged = store.judged_prompts() & wanted
+        hashes = (a.weights_hash, b.weights_hash)
+        judged = store.judged_prompts(hashes) & wanted
         self.total = len(prompts)
         self._judged = set(judged)
         # Unjudged pairs from an earlier run are offered again if the same weights made them
         # with the same sampling (chat or raw, temperature...; seeds aside).
-        hashes = (a.weights_hash, b.weights_hash)
         pooled: set = set()  # the prompts of the pairs offered again (one pair each)
         for pair in store.unjudged_pairs():
             if pair.key in wanted and pair.key not in judged and (pair.model_a_hash, pair.model_b_hash) == hashes \
@@ -146,16 +147,34 @@ class PairQueue:
             self._cond.notify_all()  # a lease taken: maybe time to generate more
         return pairs
 
-    def judged(self, pair: Pair) -> None:
+    def claim(self, pair_id: str, client: str) -> None:
+        """Lets `client` judge (or undo the judgement of) pair `pair_id`, or raises Conflict:
+        another tab judged it, or holds it (this tab left it unlabelled for lease_seconds and
+        it was given out again). A pair whose hold ran out and was not given out again is
+        this tab's again."""
+        with self._cond:
+            judge = self._judged_by.get(pair_id)
+            if judge is not None and judge != client:
+                raise Conflict("another tab judged this pair")
+            lease = self._leases.get(pair_id)
+            if lease is not None and lease[0] != client:
+                if time.monotonic() - lease[2] <= self.lease_seconds:
+                    raise Conflict(f"this pair was given to another tab after this one left it unlabelled for "
+                                   f"{self.lease_seconds / 60:g} minutes")
+                self._leases[pair_id] = (client, lease[1], time.monotonic())
+
+    def judged(self, pair: Pair, client: str) -> None:
         with self._cond:
             self._pool.pop(pair.id, None)
             self._leases.pop(pair.id, None)
+            self._judged_by[pair.id] = client
             if pair.key in self._wanted:
                 self._judged.add(pair.key)
 
     def undone(self, pair: Pair, client: str) -> None:
         """A judgement was undone: its pair goes back, first in line for `client`."""
         with self._cond:
+            self._judged_by.pop(pair.id, None)
             self._judged.discard(pair.key)
             if pair.key in self._wanted:
                 self._pool = {pair.id: pair, **self._pool}

@@ -112,7 +112,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
     against DNS rebinding; `token`, when given, is required on every request."""
 
     def progress() -> dict:
-        return {"labelled": queue.labelled, "total": queue.total}
+        return {"labelled": queue.labelled, "total": queue.total, "failed": len(queue.failed)}
 
     async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -121,7 +121,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         return FileResponse(STATIC / "judgements.html")
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse({**progress(), "labeller": labeller, "done": queue.done, "failed": queue.failed})
+        return JSONResponse({**progress(), "labeller": labeller, "done": queue.done, "failures": queue.failed})
 
     async def pairs(request: Request) -> JSONResponse:
         body = await read_json(request)
@@ -135,6 +135,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
     async def judge(request: Request) -> JSONResponse:
         body = await read_json(request)
         pair_id = _field(body, "pair_id", str, PAIR_ID)
+        client = _field(body, "client", str, CLIENT_ID)
         choice = _field(body, "choice", str)
         if choice not in SIDES:
             raise ApiError(400, f"choice must be one of {', '.join(SIDES)}")
@@ -151,10 +152,11 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         if pair is None:
             raise ApiError(404, "unknown pair")
         try:
+            queue.claim(pair_id, client)
             judgement_id, duplicate = await run_in_threadpool(store.judge, pair_id, choice, comment.strip(), name.strip())
         except Conflict as e:
             raise ApiError(409, str(e)) from None
-        queue.judged(pair)
+        queue.judged(pair, client)
         return JSONResponse({"id": judgement_id, "duplicate": duplicate, **progress()})
 
     async def undo(request: Request) -> JSONResponse:
@@ -165,9 +167,12 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         pair_id = _field(body, "pair_id", str, PAIR_ID)
         client = _field(body, "client", str, CLIENT_ID)
         try:
+            queue.claim(pair_id, client)
             pair = await run_in_threadpool(store.undo, judgement_id, pair_id)
         except KeyError:
             raise ApiError(404, "no such judgement (already undone?)") from None
+        except Conflict as e:
+            raise ApiError(409, str(e)) from None
         queue.undone(pair, client)
         return JSONResponse({"pair": pair.public(), **progress()})
 

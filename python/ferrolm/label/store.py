@@ -256,10 +256,14 @@ class LabelStore:
                                "ORDER BY created_at, rowid").fetchall()
         return [self._pair(r) for r in rows]
 
-    def judged_prompts(self) -> set[tuple[str, bool]]:
-        """The judged prompts' keys (`prompt_key`)."""
+    def judged_prompts(self, hashes: tuple[str, str]) -> set[tuple[str, bool]]:
+        """The keys (`prompt_key`) of the prompts judged between the models whose weights have
+        these `hashes`, in either order (other models' completions are another comparison)."""
+        a, b = hashes
         with self._read() as con:
-            return {(row[0], bool(row[1])) for row in con.execute("SELECT DISTINCT prompt, conversation FROM judgements")}
+            rows = con.execute("SELECT DISTINCT prompt, conversation FROM judgements WHERE (model_a_hash = ? AND "
+                               "model_b_hash = ?) OR (model_a_hash = ? AND model_b_hash = ?)", (a, b, b, a))
+            return {(row[0], bool(row[1])) for row in rows}
 
     # ------------------------------------------------------------ judgements
 

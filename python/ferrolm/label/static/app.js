@@ -71,13 +71,16 @@ async function refill() {
     const shown = queue[0] && queue[0].id;
     queue = r.pairs;
     showProgress(r);
-    if (r.done) {
+    if (r.done && r.failed) {
+      say(`${r.labelled} of ${r.total} prompts are labelled; ${r.failed} could not be generated (the server's log says why).`, "error");
+    } else if (r.done) {
       say(`All ${r.total} prompts are labelled. Thank you! Export them with \`ferrolm label export\`.`, "done");
     } else if (!queue.length) {
       say("Generating the next pair…");
     }
-    // Poll while nothing is shown, and (slower) until the next pair is ready too.
-    if (!r.done && queue.length < 2) pollTimer = setTimeout(refill, queue.length ? 1000 : 300);
+    // Poll while nothing is shown, and (slower) until the next pair is ready too; then once a
+    // minute, which renews this tab's hold on its pairs (an idle tab's go to others after 15).
+    if (!r.done) pollTimer = setTimeout(refill, queue.length >= 2 ? 60000 : queue.length ? 1000 : 300);
     if ((queue[0] && queue[0].id) !== shown) render();
   } catch (e) {
     say(`Cannot reach the server (${e.message}); retrying…`, "error");
@@ -94,15 +97,21 @@ async function choose(choice) {
   render();
   try {
     const labeller = $("labeller").value.trim() || undefined; // none: the server's --labeller
-    const r = await api("POST", "/api/judgements", { pair_id: pair.id, choice, comment: $("comment").value, labeller });
-    undoStack.push({ id: r.id, pair_id: pair.id });
+    const r = await api("POST", "/api/judgements",
+      { pair_id: pair.id, client: clientId, choice, comment: $("comment").value, labeller });
+    if (!undoStack.some((j) => j.id === r.id)) undoStack.push({ id: r.id, pair_id: pair.id }); // once, if a retry
     saveUndo();
     $("comment").value = "";
     if (queue[0] === pair) queue.shift(); // the next pair was fetched in advance: it shows at once
     showProgress(r);
     say(`Saved: ${CHOICE_TEXT[choice]}.`, "saved");
   } catch (e) {
-    say(`Not saved (${e.message}). Nothing was recorded; choose again.`, "error");
+    if (e.status === 409) { // another tab has this pair: go on with the next
+      if (queue[0] === pair) queue.shift();
+      say(`Not saved: ${e.message}. Here is the next pair.`, "error");
+    } else {
+      say(`Not saved (${e.message}); choose again.`, "error");
+    }
   } finally {
     busy = false;
     render();
@@ -156,6 +165,10 @@ for (const button of document.querySelectorAll("button[data-choice]")) {
   button.addEventListener("click", () => choose(button.dataset.choice));
 }
 $("undo").addEventListener("click", undo);
+// A tab coming back into view renews its hold at once (hidden tabs' timers may be slowed).
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && !busy) refill();
+});
 
 // Several people may label on one server: each browser keeps its own name.
 $("labeller").value = localStorage.getItem("labeller") || "";
