@@ -611,11 +611,17 @@ def test_a_model_directory_is_saved_as_a_set_with_shareable_files(tmp_path, monk
     def cannot_write(directory, last=None):
         raise PermissionError(13, "Permission denied")
 
-    with monkeypatch.context() as m:  # another user's directory: read as it is, with a warning
+    with monkeypatch.context() as m:  # another user's directory: Python warns, and reads it as it is ...
         m.setattr(ferrolm.atomic, "finish_atomic_files", cannot_write)
         with pytest.warns(UserWarning, match="save that was not finished"):
-            as_it_is = load_model(directory)
-    np.testing.assert_array_equal(as_it_is.parameters()[0].numpy(), old.parameters()[0].numpy())
+            load_model(directory)
+    # ... as the core does when it cannot move the files either; here it can, and did: the core
+    # finishes a save cut short itself, so Rust programs loading the directory do too.
+    assert not (directory / ".files-written").exists()
+    (directory / ".files-written").mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (directory / name).rename(directory / ".files-written" / name)
+        (directory / name).write_bytes(before[name])
     loaded = load_model(directory)  # finishes the move first
     assert loaded.tokenizer.vocab_size == new.tokenizer.vocab_size and not (directory / ".files-written").exists()
     np.testing.assert_array_equal(loaded.parameters()[0].numpy(), new.parameters()[0].numpy())
@@ -627,7 +633,8 @@ def test_a_model_directory_is_saved_as_a_set_with_shareable_files(tmp_path, monk
         with pytest.raises(Killed):
             second.save(tmp_path / "rm")
     back = RewardModel.load(tmp_path / "rm")
-    for a, b in zip(back.named_parameters(), second.named_parameters(), strict=True):
+    assert [n for n, _ in back.named_parameters()] == [n for n, _ in second.named_parameters()]
+    for a, b in zip(back.named_parameters(), second.named_parameters()):
         np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ALLOWLIST = REPO / "python" / "ferrolm" / "stubtest-allowlist.txt"
+ALLOWLIST = REPO / "tests" / "stubtest-allowlist.txt"
 
 
 def test_stubs_match_extension() -> None:

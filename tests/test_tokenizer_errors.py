@@ -160,7 +160,7 @@ def test_missing_files(tmp_path):
         ferrolm.Tokenizer.from_file(str(tmp_path / "nope.json"))
     with pytest.raises(FileNotFoundError):
         ferrolm.Tokenizer.train([str(tmp_path / "nope.txt")], vocab_size=300)
-    with pytest.raises(ValueError, match="no tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):  # as a missing file is
         ferrolm.Tokenizer.from_file(str(tmp_path))
 
 

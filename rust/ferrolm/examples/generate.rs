@@ -18,7 +18,8 @@ use ferrolm::model::Gpt;
 use ferrolm::tokenizer::Tokenizer;
 
 const USAGE: &str = "usage: generate MODEL_DIR [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-k K] \
-                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype float32|bfloat16]";
+                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--stop-token TOKEN]... \
+                     [--dtype float32|bfloat16]";
 
 struct Args {
     dir: PathBuf,
@@ -26,6 +27,8 @@ struct Args {
     max_new_tokens: usize,
     sampling: Sampling,
     stops: Vec<String>,
+    /// Tokens (their text, as `<|endoftext|>`) that end the text.
+    stop_tokens: Vec<String>,
     precision: MatmulPrecision,
 }
 
@@ -42,6 +45,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         max_new_tokens: 200,
         sampling: Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() },
         stops: Vec::new(),
+        stop_tokens: Vec::new(),
         precision: MatmulPrecision::F32,
     };
     while let Some(flag) = args.next() {
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--repetition-penalty" => parsed.sampling.repetition_penalty = num(&flag, &value)?,
             "--seed" => parsed.sampling.seed = num(&flag, &value)?,
             "--stop" => parsed.stops.push(value),
+            "--stop-token" => parsed.stop_tokens.push(value),
             "--dtype" => {
                 parsed.precision = match value.as_str() {
                     "float32" => MatmulPrecision::F32,
@@ -104,8 +109,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
-    let pieces =
-        TextGeneration::new(&model, &tokenizer, &args.prompt, args.max_new_tokens, args.sampling, &args.stops)?;
+    let stop_tokens = (args.stop_tokens.iter())
+        .map(|t| tokenizer.token_to_id(t).ok_or(format!("--stop-token {t}: not a token of {}", args.dir.display())))
+        .collect::<Result<Vec<u32>, String>>()?;
+    let (prompt, n) = (&args.prompt, args.max_new_tokens);
+    let pieces = TextGeneration::new(&model, &tokenizer, prompt, n, args.sampling, &args.stops, &stop_tokens)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", args.prompt)?;
     for piece in pieces {

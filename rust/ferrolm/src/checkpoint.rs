@@ -112,8 +112,9 @@ fn safetensors_header(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeM
     Ok(bytes)
 }
 
-/// Parses safetensors bytes into named f32 tensors (F16 and BF16 are widened; other dtypes
-/// are refused) plus the file's metadata.
+/// Parses safetensors bytes into named f32 tensors (F16 and BF16 are widened; I64 and I32
+/// buffers are read and marked integer, which parameters refuse; other dtypes are refused)
+/// plus the file's metadata.
 pub fn from_safetensors(bytes: &[u8], what: &str) -> Result<(BTreeMap<String, Stored>, BTreeMap<String, String>)> {
     from_safetensors_where(bytes, what, |_| true)
 }
@@ -389,8 +390,41 @@ pub fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
 
 /// Reads `config.json` and the weights (see [`read_weights`]) from a model directory.
 pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, StoredWeights)> {
+    finish_interrupted_save(dir);
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
     Ok((config, read_weights(dir, |_| true)?))
+}
+
+/// Where Python's `ferrolm.atomic.atomic_files` keeps a set of files (a model directory, a
+/// checkpoint) written whole, until it has moved them in.
+const WRITTEN_SET: &str = ".files-written";
+
+/// Moves into `dir` the files of a set that a save from Python wrote whole but had not moved in
+/// when its process died, `config.json` last, as Python's loaders do before reading: else new
+/// weights could be read with an old config or tokenizer. A file another process moved in
+/// meanwhile is left to it. Returns false when a file could not be moved (a directory this
+/// process may not write): the directory is then read as it is, as Python does (with a warning).
+pub fn finish_interrupted_save(dir: &Path) -> bool {
+    let written = dir.join(WRITTEN_SET);
+    let Ok(entries) = std::fs::read_dir(&written) else {
+        return !written.exists(); // none: nothing to do
+    };
+    let Ok(mut files) = entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>() else {
+        return false;
+    };
+    files.sort_by_key(|f| f.file_name() == Some("config.json".as_ref()));
+    for file in &files {
+        let Some(name) = file.file_name() else { continue };
+        match std::fs::rename(file, dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return false,
+            _ => {}
+        }
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all(); // the renames made durable, where a directory can be opened
+    }
+    let _ = std::fs::remove_dir(&written); // gone, or a newer set already there (another writer's)
+    true
 }
 
 /// The index of a model saved in shards, as Hugging Face saves one larger than its shard size.

@@ -28,6 +28,8 @@ pub struct Sampling {
     pub top_p: Option<f32>,
     /// > 1 discourages tokens already in the sequence (CTRL's rule, as in Hugging Face).
     pub repetition_penalty: f32,
+    /// Seeds the sampling (each prompt of a batch draws its own stream from it): the same seed
+    /// gives the same text. The default is 0, so vary it for different samples.
     pub seed: u64,
     /// Only ids below this are picked (None: all). A model's vocabulary may be padded past its
     /// tokenizer's (nanoGPT pads GPT-2's 50257 to 50304), and text cannot hold the extra ids.
@@ -207,6 +209,7 @@ impl Generation {
             );
             check_vocabulary(p, cfg.vocab_size, &format!("prompt {i}"))?;
         }
+        check_vocabulary(&stop_tokens, cfg.vocab_size, "stop_tokens")?;
         let rows = prompts
             .iter()
             .enumerate()
@@ -436,7 +439,8 @@ impl Generation {
 
 /// Text in, text out: `prompt` encoded by `tokenizer` (without special tokens), continued for
 /// up to `max_new_tokens` tokens, and decoded as they come ([`TextStream`]: the text ends at the
-/// first stop string, which is dropped). Only ids the tokenizer has are sampled (a model's
+/// first stop string, which is dropped, or stop token, such as an end of text: generation does
+/// not stop at one unless told to). Only ids below the tokenizer's size are sampled (a model's
 /// vocabulary may be padded past them). Iterate for the text's pieces as they become final, or
 /// collect them: `.collect::<Result<String>>()`.
 ///
@@ -445,7 +449,8 @@ impl Generation {
 /// use ferrolm::{generate::{Sampling, TextGeneration}, model::Gpt, tokenizer::Tokenizer};
 /// let (model, tokenizer) = (Gpt::load("out-causal".as_ref())?, Tokenizer::from_file("out-causal")?);
 /// let sampling = Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() };
-/// for piece in TextGeneration::new(&model, &tokenizer, "ROMEO:", 200, sampling, &[])? {
+/// let end = tokenizer.token_to_id("<|endoftext|>"); // a GPT-2 tokenizer's end of text, if it has one
+/// for piece in TextGeneration::new(&model, &tokenizer, "ROMEO:", 200, sampling, &[], end.as_slice())? {
 ///     print!("{}", piece?);
 /// }
 /// # Ok(())
@@ -467,6 +472,7 @@ impl<'t> TextGeneration<'t> {
         max_new_tokens: usize,
         sampling: Sampling,
         stops: &[String],
+        stop_tokens: &[u32],
     ) -> Result<Self> {
         let ids = tokenizer.encode(prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
         ensure!(
@@ -476,8 +482,10 @@ impl<'t> TextGeneration<'t> {
         );
         let limit = sampling.vocab_limit.map_or(tokenizer.vocab_size(), |n| n.min(tokenizer.vocab_size()));
         let sampling = Sampling { vocab_limit: Some(limit), ..sampling };
-        let text = TextStream::new(stops, &[]).after(&ids);
-        let generation = Generation::new(model, &[ids.into_iter().map(i64::from).collect()], sampling, Vec::new())?;
+        let text = TextStream::new(stops, stop_tokens).after(&ids);
+        let prompt = ids.into_iter().map(i64::from).collect();
+        let generation =
+            Generation::new(model, &[prompt], sampling, stop_tokens.iter().map(|&t| i64::from(t)).collect())?;
         Ok(TextGeneration { tokenizer, generation, text, left: max_new_tokens, ended: false })
     }
 }
@@ -493,7 +501,7 @@ impl Iterator for TextGeneration<'_> {
                 Ok(self.text.flush())
             } else {
                 self.left -= 1;
-                // No stop tokens, so the row never finishes and every step gives a token.
+                // The row finishes at a stop token, which ends the text too: a step before that gives a token.
                 let token = self.generation.step().map(|tokens| tokens[0].expect("an unfinished row"));
                 token.and_then(|t| self.text.push(self.tokenizer, t as u32))
             };

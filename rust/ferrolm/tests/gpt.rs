@@ -267,6 +267,25 @@ fn matrix_parameters_counts_the_models_matrices() {
 }
 
 #[test]
+fn loading_finishes_a_save_from_python_cut_short_while_its_files_were_moved_in() {
+    // Python writes a model directory's files whole into .files-written/, then moves them in,
+    // config.json last; a process killed in between leaves new weights beside an old config.
+    let dir = std::env::temp_dir().join(format!("ferrolm-gpt-cut-save-{}", std::process::id()));
+    let (old, new) = (tiny(0.0), Gpt::new(GptConfig { n_layer: 1, ..tiny(0.0).config().clone() }, 4).unwrap());
+    old.save(&dir).unwrap();
+    let written = dir.join(".files-written");
+    new.save(&written).unwrap();
+    std::fs::rename(written.join("model.safetensors"), dir.join("model.safetensors")).unwrap(); // moved, then killed
+    let loaded = Gpt::load(&dir).unwrap();
+    assert_eq!(loaded.config().n_layer, 1);
+    let x = ids(1, 8);
+    let logits = |m: &Gpt| no_grad(|| m.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
+    assert_eq!(logits(&loaded), logits(&new));
+    assert!(!written.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn save_load_round_trip_and_bad_files() {
     let dir = std::env::temp_dir().join(format!("ferrolm-gpt-test-{}", std::process::id()));
     let model = tiny(0.0);
@@ -372,12 +391,12 @@ fn text_generation_is_the_token_generation_decoded_and_cut_at_a_stop_string() {
     assert!(tok.vocab_size() < 11); // the model's vocabulary is padded past the tokenizer's
     let model = tiny(0.0);
     let greedy = Sampling { temperature: 0.0, ..Sampling::default() };
-    let text = |stops: &[String]| {
-        TextGeneration::new(&model, &tok, "abc", 30, greedy.clone(), stops)
+    let text = |stops: &[String], stop_tokens: &[u32]| {
+        TextGeneration::new(&model, &tok, "abc", 30, greedy.clone(), stops, stop_tokens)
             .unwrap()
             .collect::<ferrolm::Result<String>>()
     };
-    let full = text(&[]).unwrap();
+    let full = text(&[], &[]).unwrap();
     let prompt: Vec<i64> = tok.encode("abc", &Default::default()).unwrap().into_iter().map(i64::from).collect();
     let limited = Sampling { vocab_limit: Some(tok.vocab_size()), ..greedy.clone() };
     let ids = Generation::new(&model, &[prompt], limited, vec![]).unwrap().run(30).unwrap();
@@ -386,9 +405,14 @@ fn text_generation_is_the_token_generation_decoded_and_cut_at_a_stop_string() {
     assert_eq!(full.chars().count(), 30);
     let stop = full[12..14].to_string();
     assert!(full.find(&stop).unwrap() > 0, "the stop string must cut some text off, not all of it");
-    assert_eq!(text(std::slice::from_ref(&stop)).unwrap(), full[..full.find(&stop).unwrap()]);
-    let empty = TextGeneration::new(&model, &tok, "", 5, greedy, &[]);
+    assert_eq!(text(std::slice::from_ref(&stop), &[]).unwrap(), full[..full.find(&stop).unwrap()]);
+    // A stop token ends the text before it, at its first occurrence.
+    let (at, &token) = ids.iter().enumerate().skip(1).find(|&(i, t)| !ids[..i].contains(t)).unwrap();
+    assert_eq!(text(&[], &[token]).unwrap(), full.chars().take(at).collect::<String>());
+    let empty = TextGeneration::new(&model, &tok, "", 5, greedy.clone(), &[], &[]);
     assert!(matches!(empty, Err(Error::Argument(m)) if m.contains("no tokens")));
+    let outside = TextGeneration::new(&model, &tok, "abc", 5, greedy, &[], &[11]);
+    assert!(matches!(outside, Err(Error::Index(m)) if m.contains("stop_tokens")));
 }
 
 #[test]

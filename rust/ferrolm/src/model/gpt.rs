@@ -21,11 +21,15 @@ use crate::{bail, ensure, Error, Result, Tensor};
 /// The architecture's hyperparameters (field names as in Hugging Face's GPT2Config).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GptConfig {
+    /// Rows of the token embedding (and logits); may be padded past the tokenizer's size.
     pub vocab_size: usize,
     /// Context length (`n_positions`; nanoGPT's `block_size`).
     pub block_size: usize,
+    /// Transformer blocks.
     pub n_layer: usize,
+    /// Attention heads per block; `n_embd` must be a multiple of it.
     pub n_head: usize,
+    /// Width of the residual stream (the MLP is 4 times as wide).
     pub n_embd: usize,
     /// Dropout on embeddings and residual branches while training (`resid_pdrop`, `embd_pdrop`).
     pub dropout: f32,
@@ -41,6 +45,7 @@ pub struct GptConfig {
     /// config.json says (Hugging Face would otherwise assume 50256).
     pub bos_token_id: Option<usize>,
     pub eos_token_id: Option<usize>,
+    /// LayerNorm's epsilon (GPT-2's 1e-5).
     pub layer_norm_epsilon: f32,
 }
 
@@ -314,8 +319,13 @@ impl Gpt {
     }
 
     /// [`Gpt::score`], ending with [`crate::Error::Interrupted`] at the next window once `stop`
-    /// is set (from another thread: a Ctrl-C watcher, say).
+    /// is set (from another thread: a Ctrl-C watcher, say). It runs through [`crate::compute`],
+    /// as generation does, so any thread may call it.
     pub fn score_until(&self, ids: &[i64], stride: Option<usize>, stop: &AtomicBool) -> Result<Vec<f32>> {
+        crate::compute(|| self.score_here(ids, stride, stop))
+    }
+
+    fn score_here(&self, ids: &[i64], stride: Option<usize>, stop: &AtomicBool) -> Result<Vec<f32>> {
         let (n, block) = (ids.len(), self.config.block_size);
         ensure!(n >= 2, Argument, "score needs at least two tokens, got {n}");
         let stride = stride.unwrap_or((block / 2).max(1));
