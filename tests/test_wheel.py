@@ -1,0 +1,76 @@
+"""What users install: the wheel and the sdist `maturin` builds from this checkout hold every
+file the package reads (the bundled corpus, the labelling page, the stubs), and the wheel,
+installed away from the checkout, trains and generates from its command line. The rest of the
+suite imports the package from the source tree, where a file missing from the wheel is not
+missed."""
+
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tracked(prefix: str) -> set[str]:
+    out = subprocess.run(["git", "ls-files", prefix], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    if not (REPO / ".git").exists():
+        pytest.fail("the packaging test reads `git ls-files`: run it from a git checkout")
+    out = tmp_path_factory.mktemp("dist")
+    for command in (["build", "--release", "-q"], ["sdist"]):  # the release build is the suite's own: cached
+        subprocess.run([sys.executable, "-m", "maturin", *command, "--out", str(out)], cwd=REPO, check=True,
+                       capture_output=True)
+    [wheel], [sdist] = out.glob("*.whl"), out.glob("*.tar.gz")
+    return wheel, sdist
+
+
+def test_the_wheel_holds_every_package_file_and_the_command(dist):
+    wheel, _ = dist
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package = {name.removeprefix("python/") for name in tracked("python/ferrolm")}
+    assert package - names == set()  # the corpus, the page's files, the stubs, py.typed, every module
+    assert "ferrolm/_core.abi3.so" in names and "ferrolm/corpora/tinyshakespeare.txt" in names
+    assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
+    [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "ferrolm=ferrolm.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode().replace(" ", "")
+
+
+def test_the_sdist_holds_what_a_build_needs_and_no_build_output(dist):
+    _, sdist = dist
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    needed = tracked("rust") | tracked("python/ferrolm") | {"Cargo.toml", "Cargo.lock", "pyproject.toml", "README.md",
+                                                             "LICENSE"}
+    assert needed - names == set()
+    assert not [n for n in names if n.startswith(("target/", ".venv/")) or n.endswith(".so")]
+
+
+def test_the_installed_wheel_trains_and_generates_away_from_the_checkout(dist, tmp_path):
+    wheel, _ = dist
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    # numpy and tqdm from this environment; ferrolm only from the wheel (first on the path).
+    deps = Path(np.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{deps}"}
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                       timeout=300)
+    where = run("-c", "import ferrolm, ferrolm.label.server as s; print(ferrolm.__file__); print(s.STATIC)")
+    assert where.returncode == 0, where.stderr
+    assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout
+    trained = run("-m", "ferrolm", "pretrain", "--max-iters", "20", "--eval-interval", "10", "--eval-iters", "1",
+                  "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--no-progress", "--out", "m")
+    assert trained.returncode == 0, trained.stderr
+    assert "step 20" in trained.stdout and (tmp_path / "m" / "model.safetensors").exists()
+    sample = run("-m", "ferrolm", "generate", "m", "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1")
+    assert sample.returncode == 0 and sample.stdout.startswith("ROMEO:") and len(sample.stdout) > 20, sample
