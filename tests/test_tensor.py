@@ -1240,6 +1240,11 @@ def test_indexing_slices_and_losses():
         t[True]
     with pytest.raises(IndexError, match="out of range"):
         t[2**70]
+    # Iteration gives the rows, as numpy's; a 0-d tensor has none (it gave an empty sequence).
+    rows = list(fl.tensor(a[0]))
+    assert len(rows) == 5 and all(np.array_equal(r.numpy(), row) for r, row in zip(rows, a[0]))
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        iter(fl.tensor(3.0))
     np.testing.assert_allclose(F.min(fl.tensor(a), 1).numpy(), a.min(1), rtol=1e-6)
     b = randn(4, 5, 6)
     assert F.mse_loss(fl.tensor(a), fl.tensor(b)).item() == pytest.approx(float(((a - b) ** 2).mean()), rel=1e-5)

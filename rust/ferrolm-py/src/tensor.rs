@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDy
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{IntoPyDict, PyDict, PyFloat, PyInt, PySlice, PyTuple};
+use pyo3::types::{IntoPyDict, PyDict, PyFloat, PyInt, PyIterator, PyList, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -319,6 +319,14 @@ impl PyTensor {
 
     fn __len__(&self) -> PyResult<usize> {
         self.0.shape().first().copied().ok_or_else(|| PyTypeError::new_err("len() of a 0-d tensor"))
+    }
+
+    /// The rows `t[0]`, `t[1]`, ...; a 0-d tensor has none to give (TypeError, as numpy's).
+    fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyIterator>> {
+        let n = slf.borrow().0.shape().first().copied();
+        let n = n.ok_or_else(|| PyTypeError::new_err("iteration over a 0-d tensor"))?;
+        let rows = (0..n).map(|i| slf.as_any().get_item(i)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(slf.py(), rows)?.as_any().try_iter()
     }
 
     /// Number of elements.

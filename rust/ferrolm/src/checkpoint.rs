@@ -388,11 +388,12 @@ pub fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
     Ok(())
 }
 
-/// Reads `config.json` and the weights (see [`read_weights`]) from a model directory.
-pub fn read_model_dir(dir: &Path) -> Result<(serde_json::Value, StoredWeights)> {
+/// Reads `config.json` and the weights `wanted` accepts (see [`read_weights`]) from a model
+/// directory.
+pub fn read_model_dir(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<(serde_json::Value, StoredWeights)> {
     finish_interrupted_save(dir);
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
-    Ok((config, read_weights(dir, |_| true)?))
+    Ok((config, read_weights(dir, wanted)?))
 }
 
 /// Where Python's `ferrolm.atomic.atomic_files` keeps a set of files (a model directory, a

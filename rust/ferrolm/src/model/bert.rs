@@ -347,7 +347,7 @@ impl Bert {
     /// Loads our files or a Hugging Face BERT checkpoint (with or without the `bert.` prefix,
     /// with or without pooler and MLM head).
     pub fn load(dir: &Path) -> Result<Bert> {
-        let (config, mut stored) = read_model_dir(dir)?;
+        let (config, mut stored) = read_model_dir(dir, |_| true)?;
         let config = BertConfig::from_json(&config)?;
         ensure_weights_fit(config.matrix_parameters(), &stored)?;
         let embedding = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"];

@@ -18,6 +18,11 @@ use crate::rng::mix;
 use crate::tensor::checked_numel;
 use crate::{bail, ensure, Error, Result, Tensor};
 
+/// An attention-mask buffer of Hugging Face's older GPT-2 files (not a parameter).
+fn is_attention_mask(name: &str) -> bool {
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+}
+
 /// The architecture's hyperparameters (field names as in Hugging Face's GPT2Config).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GptConfig {
@@ -383,8 +388,7 @@ impl Gpt {
                 .iter()
                 .any(|s| n.ends_with(s))
         };
-        let ignorable =
-            |n: &str| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias") || n == "lm_head.weight";
+        let ignorable = |n: &str| is_attention_mask(n) || n == "lm_head.weight";
         f(&Layout {
             optional_prefixes: &["transformer."],
             transposed: &transposed,
@@ -403,7 +407,8 @@ impl Gpt {
     /// GPT-2 checkpoint. Every parameter must be present with the right shape; unknown
     /// tensors are refused.
     pub fn load(dir: &Path) -> Result<Gpt> {
-        let (config, mut stored) = read_model_dir(dir)?;
+        // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.
+        let (config, mut stored) = read_model_dir(dir, |n| !is_attention_mask(n))?;
         let config = GptConfig::from_json(&config)?;
         ensure_tied_head(&stored, "lm_head.weight", &["transformer.wte.weight", "wte.weight"])?;
         if !config.bias {
