@@ -106,7 +106,7 @@ def test_hugging_face_bert_matches_numpy_reference(tmp_path, prefix, mlm, old_na
 
 def test_loading_with_the_other_class_names_the_right_one(tmp_path):
     hf_bert_checkpoint(tmp_path)
-    with pytest.raises(fl.FormatError, match="holds a bert model, not a gpt2 one: load it with BERT.load"):
+    with pytest.raises(fl.FormatError, match=r"holds a bert model, not a gpt2 one: it is for ferrolm fill-mask and classify \(in Python, BERT.load"):
         fl.GPT.load(tmp_path)
     model = fl.load_model(tmp_path)
     assert isinstance(model, BERT) and model.vocab_size == V

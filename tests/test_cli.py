@@ -291,6 +291,7 @@ batch_size = 64
 n_layer = 6
 dropout = 0.2
 learning_rate = 1e-3
+min_lr = learning_rate / 20  # a setting set before may be used
 beta2 = 0.99
 '''
 
@@ -310,6 +311,7 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     assert (config["n_layer"], config["n_embd"], config["resid_pdrop"]) == (1, 16, 0.0)
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["config"]["grad_accum"] == 2 and state["config"]["beta2"] == 0.99  # from the file
+    assert state["config"]["min_lr"] == 5e-5
     assert state["config"]["always_save_checkpoint"] is False
     # nanoGPT's resume: the config file again, its architecture taken from the checkpoint; a
     # changed batch size is said, as other settings that make the run another one.
@@ -333,7 +335,10 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     # Values are read, not run; a dataset that is not the bundled one needs its files.
     (tmp_path / "bad.py").write_text("batch_size = int('12')\n")
     assert main(["pretrain", "bad.py"]) == 2
-    assert "bad.py line 1: batch_size must be a plain value" in capsys.readouterr().err
+    assert "bad.py line 1: batch_size must be a number, text, True/False, or arithmetic" in capsys.readouterr().err
+    (tmp_path / "later.py").write_text("min_lr = learning_rate / 10\nlearning_rate = 2e-3\n")
+    assert main(["pretrain", "later.py"]) == 2
+    assert "later.py line 1: min_lr uses learning_rate, which the file does not set before it" in capsys.readouterr().err
     (tmp_path / "owt.py").write_text("dataset = 'openwebtext'\n")
     assert main(["pretrain", "owt.py", "--out", "o", "--n_layer", "1"]) == 2  # option values are not corpus files
     assert "give its text files" in capsys.readouterr().err
@@ -459,6 +464,10 @@ def test_unknown_flags_are_reported_with_the_commands_usage(capsys):
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert "usage: ferrolm generate" in err and "unrecognized arguments: --bogus" in err
+    for argv in (["generate", "m", "--dtype", "float16"], ["pretrain", "--dtype=float16"]):  # nanoGPT's GPU setting
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2 and "float16 is a GPU type" in capsys.readouterr().err
 
 
 def test_a_refused_new_run_leaves_the_run_in_out_resumable(corpus, tmp_path, capsys):

@@ -894,7 +894,10 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     with pytest.raises(fl.FormatError, match="not a regular file"):
         GPT.load(broken)
     (broken / "config.json").unlink()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="has no config.json: no model was saved there \\(a model directory"):
+        GPT.load(broken)
+    (broken / "metrics.jsonl").write_text("")  # a run that has not saved yet
+    with pytest.raises(FileNotFoundError, match="no model was saved there yet"):
         GPT.load(broken)
     with pytest.raises(FileNotFoundError, match="model directory .*does-not-exist does not exist"):
         GPT.load(tmp_path / "does-not-exist")

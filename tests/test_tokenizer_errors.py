@@ -149,7 +149,7 @@ def test_truncated_and_malformed_vocab_files(tok, tmp_path):
     bert.write_text("[UNK]\n\nhello\n", encoding="utf-8")
     with pytest.raises(FormatError, match="line 2: empty token") as error:
         ferrolm.Tokenizer.from_file(str(bert))
-    assert str(error.value).count("bad format") == 1 and str(bert) in str(error.value)
+    assert "bad format" not in str(error.value) and str(bert) in str(error.value)  # FormatError says so
     bert.write_text("", encoding="utf-8")
     with pytest.raises(FormatError, match="empty"):
         ferrolm.Tokenizer.from_file(str(bert))

@@ -93,6 +93,9 @@ def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path,
 def check_files(paths: Sequence[str | Path]) -> None:
     """Raises ValueError unless every file is UTF-8 text and some file has any (FileNotFoundError
     for a missing one), reading one file at a time."""
+    for p in paths:
+        if Path(p).is_dir():
+            raise ValueError(f"{p} is a directory: give its text files ({Path(p) / '*.txt'})")
     if not any([len(read_text(p)) for p in paths]):  # a list: every file is read
         raise ValueError("the corpus is empty: there is nothing to train on")
 

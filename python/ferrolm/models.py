@@ -43,6 +43,11 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     fill_parameters(named, _core.load_safetensors(str(head_file))[0], head_file)
 
 
+#: What each kind of model is for, named when the other kind is given.
+_COMMANDS = {"GPT": "it is for ferrolm generate, sft, reward, dpo and ppo",
+             "BERT": "it is for ferrolm fill-mask and classify"}
+
+
 def model_dir(path: Union[str, Path]) -> Path:
     """`path` as a Path, checked to be an existing directory, whose files are whole: a save
     that died while moving them in is finished first (see `model_files`)."""
@@ -58,6 +63,10 @@ def model_dir(path: Union[str, Path]) -> Path:
     except OSError as e:  # a directory this process cannot write (another user's, read-only)
         warnings.warn(f"{path} holds a save that was not finished, which cannot be finished here ({e}): "
                       "reading the files as they are", stacklevel=3)
+    if not (path / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: no model was saved there"
+                                + (" yet (a run saves at its first evaluation)" if (path / "metrics.jsonl").exists() else
+                                   " (a model directory holds config.json, model.safetensors and tokenizer.json)"))
     return path
 
 
@@ -123,7 +132,7 @@ class CoreModel:
         if kind is not None and expected is not None and kind != expected:
             other = {"gpt2": "GPT", "bert": "BERT"}.get(kind)
             raise FormatError(f"{path} holds a {kind} model, not a {expected} one: "
-                              + (f"load it with {other}.load, or ferrolm.load_model for either" if other
+                              + (f"{_COMMANDS[other]} (in Python, {other}.load or ferrolm.load_model)" if other
                                  else "ferrolm loads gpt2 and bert models"))
         return cls(cls.core_class.load(str(path)), load_tokenizer(path))
 

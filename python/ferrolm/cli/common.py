@@ -25,15 +25,12 @@ HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each ev
         "always_save_checkpoint": "checkpoint at every evaluation (default true); false: only when the validation loss "
                                   "improves, keeping the best model of a run that overfits (nanoGPT's option)",
         "bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
-        "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10; ppo's stays constant "
-                  "unless --min-lr is given; on --resume, the run's)",
+        "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10; on --resume, the run's)",
         "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
-        "decay_lr": "warmup and cosine decay (default true, but ppo's false unless --min-lr is given; false: a constant "
-                    "--learning-rate, as nanoGPT's decay_lr)",
+        "decay_lr": "warmup and cosine decay (default true; false: a constant --learning-rate, as nanoGPT's decay_lr)",
         "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
                  "float32 (training 1.5-1.7x faster than float32 on the benchmark models, about 1.2x with a 32k "
                  "vocabulary, whose float32 softmax and loss then weigh more; measured on a CPU with AVX512-BF16)"}
-CHOICES = {"dtype": DTYPES}
 
 
 # Integer flags that may be 0 (the rest must be at least 1).
@@ -83,6 +80,15 @@ def probability(text: str) -> float:
     return value
 
 
+def dtype(text: str) -> str:
+    """A precision of DTYPES; float16, which nanoGPT's GPU runs use, is refused with the reason."""
+    if text in DTYPES:
+        return text
+    if text in ("float16", "half", "fp16"):
+        raise argparse.ArgumentTypeError("float16 is a GPU type, which CPUs do not compute in: use bfloat16 (or float32)")
+    raise argparse.ArgumentTypeError(f"expected {' or '.join(DTYPES)}, got {text!r}")
+
+
 def boolean(text: str) -> bool:
     if text.lower() in ("1", "true", "yes"):
         return True
@@ -92,18 +98,20 @@ def boolean(text: str) -> bool:
 
 
 #: The types of flags whose default (None: resolved later) does not tell.
-TYPES = {"lr_decay_iters": count(0), "min_lr": non_negative, "decay_lr": boolean}
+TYPES = {"lr_decay_iters": count(0), "min_lr": non_negative, "decay_lr": boolean, "dtype": dtype}
 
 
-def add_flags(parser, defaults: dict) -> None:
+def add_flags(parser, defaults: dict, helps: Optional[dict] = None) -> None:
     """--flag-name for each entry, defaulting to None so `choose` can tell given from not; the
-    type follows the default (or TYPES)."""
+    type follows the default (or TYPES); `helps` overrides HELP's texts for this command."""
+    helps = {**HELP, **(helps or {})}
     for name, default in defaults.items():
         kind = TYPES.get(name) or (boolean if isinstance(default, bool) else
                                    count(0 if name in MAY_BE_ZERO else 1) if isinstance(default, int) else
                                    non_negative if isinstance(default, float) else str)
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, choices=CHOICES.get(name),
-                            metavar="BOOL" if kind is boolean else None, help=HELP.get(name, f"default {default}"))
+        metavar = {boolean: "BOOL", dtype: "{" + ",".join(DTYPES) + "}"}.get(kind)
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar=metavar,
+                            help=helps.get(name, f"default {default}"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

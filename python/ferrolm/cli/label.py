@@ -144,7 +144,8 @@ def run_export(args) -> int:
     from ferrolm.preferences import write_preferences
 
     write_preferences(prefs.records, args.out)
-    print(f"wrote {len(prefs.records)} preference pairs to {args.out} (left out: {left_out})")
+    n = len(prefs.records)
+    print(f"wrote {n} preference pair{'s' * (n != 1)} to {args.out} (left out: {left_out})")
     return 0
 
 

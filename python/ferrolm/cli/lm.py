@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                fraction, non_negative, positive, probability, resumed, train_config)
+                                dtype, fraction, non_negative, positive, probability, resumed, train_config)
 from ferrolm.cli.nanogpt import check_dataset
 from ferrolm.train.loop import DTYPES, using_precision
 
@@ -316,7 +316,7 @@ def _sampling_flags(p) -> None:
     p.add_argument("--repetition-penalty", type=positive, default=1.0, help="default 1.0 (off)")
     p.add_argument("--seed", type=count(), default=0, help="default 0")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
+    p.add_argument("--dtype", type=dtype, default="float32", metavar="{" + ",".join(DTYPES) + "}",
                    help="float32 (default), or bfloat16: each new token reads bfloat16 copies of the weights, "
                         "activations staying float32 (about twice as fast where the weights outgrow the CPU's cache; "
                         "half again the weights' memory; prompts of 16 tokens or more are read with bfloat16 products)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import operator
 import re
 import sys
@@ -154,17 +155,26 @@ def _is_docstring(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
 
 
-def _value(node: ast.expr):
-    """A literal, or + - * / // on numbers; anything else is ValueError."""
+#: What `_value` raises for a value it does not read (NameError is caught first where it matters).
+_UNREADABLE = (ValueError, TypeError, ArithmeticError, RecursionError, NameError)
+
+
+def _value(node: ast.expr, earlier: dict):
+    """A literal, a setting the file set before (in `earlier`), or + - * / // on numbers;
+    anything else is ValueError (NameError for a setting the file did not set before)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, float, str)):
         return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in earlier:
+            raise NameError(node.id)
+        return earlier[node.id]
     number = (int, float)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        operand = _value(node.operand)
+        operand = _value(node.operand, earlier)
         if isinstance(operand, number) and not isinstance(operand, bool):
             return -operand
     if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
-        left, right = _value(node.left), _value(node.right)
+        left, right = _value(node.left, earlier), _value(node.right, earlier)
         if all(isinstance(x, number) and not isinstance(x, bool) for x in (left, right)):
             return OPERATORS[type(node.op)](left, right)
     raise ValueError
@@ -177,6 +187,7 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
     starting from a model (a directory) takes it from the model, but for a shorter block_size."""
     from_model = init_from not in (None, "scratch", "resume")
     flags = [f"--dataset={NANOGPT_DEFAULT_DATASET}"]  # unless the file names one
+    earlier: dict = {}  # the settings set so far, which later ones may use (`min_lr = learning_rate / 10`)
     for node in statements:
         key = _assigned(node)
         if key is None:
@@ -184,6 +195,8 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
         if key not in KNOWN:
             raise ValueError(f"{path} line {node.lineno}: {key} is not a setting ferrolm has (a nanoGPT config sets "
                              f"the flags of `ferrolm pretrain --help`)")
+        with contextlib.suppress(*_UNREADABLE):  # a later setting may use it, even one not taken here
+            earlier[key] = _value(node.value, earlier)
         if key in IGNORED:
             ignored.append(f"{key} in {path}")
             continue
@@ -193,9 +206,13 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
             ignored.append(f"{key} in {path} (the model's own is kept)")
             continue
         try:
-            value = _value(node.value)
-        except (ValueError, TypeError, ArithmeticError, RecursionError):
-            raise ValueError(f"{path} line {node.lineno}: {key} must be a plain value (the file is read, not run)") from None
+            value = _value(node.value, earlier)
+        except NameError as e:
+            raise ValueError(f"{path} line {node.lineno}: {key} uses {e.args[0]}, which the file does not set before "
+                             f"it: write its value (the file is read, not run)") from None
+        except _UNREADABLE:
+            raise ValueError(f"{path} line {node.lineno}: {key} must be a number, text, True/False, or arithmetic on "
+                             f"numbers and settings set before it (the file is read, not run)") from None
         text = str(value).lower() if isinstance(value, bool) else str(value)
         flags += _option(f"--{key}", "=", text, "pretrain")
     return flags

@@ -21,6 +21,10 @@ from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose
 # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
 # not a validation loss to keep the best model by (no --always-save-checkpoint).
 _PPO_FLAGS = {k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "always_save_checkpoint")}
+_PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: none, a constant --learning-rate; "
+                       "on --resume, the run's)",
+             "decay_lr": "warmup and cosine decay (default false unless --min-lr is given)",
+             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)"}
 DEFAULTS = {kind: {**(_PPO_FLAGS if kind == "ppo" else TRAIN_FLAGS), **preset, "batch_size": 8 if kind == "ppo" else 16}
             for kind, preset in PRESETS.items()}
 
@@ -68,7 +72,7 @@ def _common(p, command: str, model_help: str = "model directory to start from") 
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of records held out for evaluation (default 0.1)")
     p.add_argument("--skip-long", action="store_true", default=None,
                    help="skip (and count) records that do not fit the context")
-    add_flags(p, DEFAULTS[command])
+    add_flags(p, DEFAULTS[command], _PPO_HELP if command == "ppo" else None)
 
 
 def _values(args, command: str) -> dict:
@@ -115,9 +119,18 @@ def _start(args, command: str, records: list, system: bool = False):
 
     v = _values(args, command)
     model = GPT.load(args.model)
+    if command in ("dpo", "ppo") and not model.is_chat:
+        print(f"ferrolm {command}: {args.model} is not a chat model (from `ferrolm sft`): it gains the chat tokens and "
+              "learns to answer as one (`ferrolm sft` first teaches it the format)", flush=True)
     template = ChatTemplate.prepare(model, system=system)
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     return v, model, template, train_records, val_records
+
+
+def held_out(objective, noun: str) -> str:
+    """'the one held-out pair' or 'all 4 held-out pairs' of the objective's validation split."""
+    n = len(objective.data["val"])
+    return f"the one held-out {noun}" if n == 1 else f"all {n} held-out {noun}s"
 
 
 def _report(command: str, data: dict, counts: dict, unit: str) -> None:
@@ -192,8 +205,8 @@ def run_reward(args) -> int:
     model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("reward", objective.data, objective.counts, "pairs")
-    return _train(args, v, "reward", model, objective, lambda _: f"pairwise accuracy {objective.accuracy(model):.3f} on all "
-                                                              f"{len(objective.data['val'])} held-out pairs")
+    return _train(args, v, "reward", model, objective, lambda _: f"pairwise accuracy {objective.accuracy(model):.3f} on "
+                                                              f"{held_out(objective, 'pair')}")
 
 
 # ---------------------------------------------------------------- classify
@@ -257,7 +270,7 @@ def run_classify(args) -> int:
                                v["batch_size"], skip_long=args.skip_long, truncate=args.truncate)
     _report("classify", objective.data, objective.counts, f"texts, labels {model.labels}")
     return _train(args, v, "classify", model, objective,
-                  lambda _: f"accuracy {objective.accuracy(model):.3f} on all {len(objective.data['val'])} held-out texts")
+                  lambda _: f"accuracy {objective.accuracy(model):.3f} on {held_out(objective, 'text')}")
 
 
 # ---------------------------------------------------------------- dpo
@@ -282,8 +295,7 @@ def run_dpo(args) -> int:
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
     _report("dpo", objective.data, objective.counts, "pairs")
     return _train(args, v, "dpo", model, objective,
-                  lambda _: f"implicit-reward accuracy {objective.accuracy(model):.3f} on all "
-                            f"{len(objective.data['val'])} held-out pairs")
+                  lambda _: f"implicit-reward accuracy {objective.accuracy(model):.3f} on {held_out(objective, 'pair')}")
 
 
 # ---------------------------------------------------------------- ppo

@@ -12,6 +12,7 @@ from ferrolm.tokenizer import KINDS, PATTERNS
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
+    from ferrolm.data import check_files
     from ferrolm.tokenizer import Tokenizer, default_corpus
 
     files = args.files or [default_corpus()]
@@ -32,11 +33,16 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         raise ValueError("--cased and --limit-alphabet apply to --kind wordpiece only")
     if args.kind != "bpe" and args.pattern is not None:
         raise ValueError("--pattern applies to --kind bpe only")
+    check_files(files)  # text, and not empty: a tokenizer of the byte alphabet alone is no use
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
     tok.save(args.out)
     seconds = time.perf_counter() - start
-    print(f"trained {tok.kind} tokenizer: {tok.vocab_size} ids in {seconds:.2f}s from {len(files)} file(s) -> {args.out}")
+    print(f"trained {tok.kind} tokenizer: {tok.vocab_size} ids in {seconds:.2f}s from {len(files)} "
+          f"file{'s' * (len(files) > 1)} -> {args.out}")
+    if args.kind != "char" and tok.vocab_size < args.vocab_size:
+        print(f"note: fewer ids than --vocab-size {args.vocab_size}: the corpus has no more pieces to add (a larger "
+              "corpus, or a lower --min-frequency, gives more)")
     return 0
 
 

@@ -372,7 +372,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     fl.load_model...), else ValueError."""
     config = config.resolved()  # checked again: fields may have been set since it was made
     if config.decay_lr and 0 < config.max_iters <= config.warmup_iters:
-        print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({config.max_iters} steps): the "
+        steps = f"{config.max_iters} step" + ("s" if config.max_iters > 1 else "")
+        print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the "
               f"learning rate rises to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} "
               "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
     out, held = Path(out_dir), Path(out_dir).resolve() in _HELD

@@ -19,9 +19,18 @@ create_exception!(
     "Backpropagation was misused (non-scalar output, freed graph...)."
 );
 
-/// Converts a core error into the matching Python exception.
+/// Converts a core error into the matching Python exception, whose class says what kind of
+/// error it is (so its message does not begin "invalid argument:" again).
 pub fn to_py(err: Error) -> PyErr {
-    let msg = err.to_string();
+    let msg = match &err {
+        Error::Shape(m)
+        | Error::Argument(m)
+        | Error::Index(m)
+        | Error::Grad(m)
+        | Error::Format(m)
+        | Error::Memory(m) => m.clone(),
+        Error::Interrupted | Error::Io { .. } => err.to_string(),
+    };
     match err {
         Error::Shape(_) => ShapeError::new_err(msg),
         Error::Argument(_) => PyValueError::new_err(msg),

@@ -199,15 +199,16 @@ impl Generation {
         let cfg = model.config();
         ensure!(!prompts.is_empty(), Argument, "generate: no prompts given");
         for (i, p) in prompts.iter().enumerate() {
-            ensure!(!p.is_empty(), Argument, "generate: prompt {i} is empty (give at least one token)");
+            let prompt = if prompts.len() == 1 { "the prompt".to_string() } else { format!("prompt {i}") };
+            ensure!(!p.is_empty(), Argument, "generate: {prompt} is empty (give at least one token)");
             ensure!(
                 p.len() <= cfg.block_size,
                 Argument,
-                "generate: prompt {i} has {} tokens, more than the model's context of {}; shorten it",
+                "generate: {prompt} has {} tokens, more than the model's context of {}; shorten it",
                 p.len(),
                 cfg.block_size
             );
-            check_vocabulary(p, cfg.vocab_size, &format!("prompt {i}"))?;
+            check_vocabulary(p, cfg.vocab_size, &prompt)?;
         }
         check_vocabulary(&stop_tokens, cfg.vocab_size, "stop_tokens")?;
         let rows = prompts
