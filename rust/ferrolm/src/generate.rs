@@ -448,7 +448,7 @@ impl Generation {
 /// ```no_run
 /// # fn main() -> ferrolm::Result<()> {
 /// use ferrolm::{generate::{Sampling, TextGeneration}, model::Gpt, tokenizer::Tokenizer};
-/// let (model, tokenizer) = (Gpt::load("out-causal".as_ref())?, Tokenizer::from_file("out-causal")?);
+/// let (model, tokenizer) = (Gpt::load("out-causal")?, Tokenizer::from_file("out-causal")?);
 /// let sampling = Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() };
 /// let end = tokenizer.token_to_id("<|endoftext|>"); // a GPT-2 tokenizer's end of text, if it has one
 /// for piece in TextGeneration::new(&model, &tokenizer, "ROMEO:", 200, sampling, &[], end.as_slice())? {

@@ -340,13 +340,15 @@ impl Bert {
     }
 
     /// Writes `config.json` + `model.safetensors` in Hugging Face's BertForMaskedLM layout.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
         Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
     }
 
     /// Loads our files or a Hugging Face BERT checkpoint (with or without the `bert.` prefix,
     /// with or without pooler and MLM head).
-    pub fn load(dir: &Path) -> Result<Bert> {
+    pub fn load(dir: impl AsRef<Path>) -> Result<Bert> {
+        let dir = dir.as_ref();
         let (config, mut stored) = read_model_dir(dir, |_| true)?;
         let config = BertConfig::from_json(&config)?;
         ensure_weights_fit(config.matrix_parameters(), &stored)?;

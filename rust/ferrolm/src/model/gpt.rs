@@ -399,14 +399,16 @@ impl Gpt {
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), each file
     /// atomically (weights first, so a reader never sees a new config over old weights).
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
         Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
     }
 
     /// Loads `config.json` and `model.safetensors` from `dir`: our files or a Hugging Face
     /// GPT-2 checkpoint. Every parameter must be present with the right shape; unknown
     /// tensors are refused.
-    pub fn load(dir: &Path) -> Result<Gpt> {
+    pub fn load(dir: impl AsRef<Path>) -> Result<Gpt> {
+        let dir = dir.as_ref();
         // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.
         let (config, mut stored) = read_model_dir(dir, |n| !is_attention_mask(n))?;
         let config = GptConfig::from_json(&config)?;
