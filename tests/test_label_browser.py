@@ -4,6 +4,7 @@ the loop closing into `ferrolm reward`."""
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -120,10 +121,15 @@ def test_labelling_by_click_and_keyboard_with_undo_reload_and_export(model, tmp_
 
 def test_a_pair_left_in_an_idle_tab_goes_to_another_and_the_idle_tab_moves_on(model, tmp_path, browser, page):
     write_prompts(tmp_path / "prompts.txt", 6)
-    with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "prefs.sqlite", "--lease-minutes", "0.03") as server:
+    db = tmp_path / "prefs.sqlite"
+    with LabelServer(model, tmp_path / "prompts.txt", db, "--lease-minutes", "0.03") as server:
+        deadline = time.monotonic() + 30
+        while len(LabelStore.open_existing(db).unjudged_pairs()) < 2:  # the page's first ask gets both its pairs,
+            assert time.monotonic() < deadline, "no pairs generated"  # so it asks again only a minute later
+            time.sleep(0.05)
         page.goto(server.url)
         idle = shown(page)
-        page.wait_for_timeout(2500)  # past the hold of 1.8 s: this tab renews it only once a minute
+        page.wait_for_timeout(2500)  # past the hold of 1.8 s
         other = browser.new_context().new_page()
         other.goto(server.url)
         assert shown(other) == idle  # the next tab that asks gets the idle tab's pair

@@ -184,6 +184,10 @@ def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):
     store.judge(swapped.id, "tie", "", "ann")
     for hashes, judged in ((("hash", "hash"), 1), (("other", "other"), 0), (("hash", "other"), 1)):
         assert PairQueue(store, prompts, *(Sampler(model, "m", h) for h in hashes)).labelled == judged, hashes
+    # A pair of other models, judged in a tab left open since they were served, counts for them.
+    current = PairQueue(store, prompts, *samplers(model))
+    current.judged(swapped, "old tab")
+    assert current.labelled == 1
 
 
 def test_undo_puts_the_pair_first_for_that_tab(tmp_path):
@@ -221,8 +225,7 @@ def test_a_pair_held_or_judged_by_another_tab_cannot_be_judged_or_undone_from_th
         queue.judged(a, "busy")
         with pytest.raises(Conflict, match="another tab judged this pair"):
             queue.claim(a.id, "idle")  # the same choice would look like a retry of "busy"'s: refused
-        # A tab that renews its hold (it asks for pairs again) keeps them; an expired hold that no
-        # one took is its own again.
+        # An expired hold can be taken back by the tab that lost it, while no other tab has judged.
         clock += 61
         queue.claim(b.id, "idle")
         assert queue.take("third", 3)[0].id != b.id

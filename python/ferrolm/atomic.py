@@ -71,7 +71,7 @@ def finish_atomic_files(directory: Union[str, Path], last: str) -> None:
     the set. A file another process moved in meanwhile is left to it."""
     directory = Path(directory)
     written = directory / _WRITTEN
-    if not written.is_dir():
+    if not written.is_dir() or written.is_symlink():  # a link could move another directory's files here
         return
     for f in sorted(written.iterdir(), key=lambda f: f.name == last):
         with contextlib.suppress(FileNotFoundError):

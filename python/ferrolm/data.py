@@ -90,12 +90,20 @@ def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path,
     return _prepare(((t, _line_split(t, i, val_fraction)) for i, t in enumerate(texts)), tokenizer, directory)
 
 
-def check_files(paths: Sequence[str | Path]) -> None:
-    """Raises ValueError unless every file is UTF-8 text and some file has any (FileNotFoundError
-    for a missing one), reading one file at a time."""
+def check_paths(paths: Sequence[str | Path]) -> None:
+    """Raises ValueError unless every path is a file and some file has bytes (FileNotFoundError
+    for a missing one), without reading them."""
     for p in paths:
         if Path(p).is_dir():
             raise ValueError(f"{p} is a directory: give its text files ({Path(p) / '*.txt'})")
+    if not any([Path(p).stat().st_size for p in paths]):  # a list: every file is looked at
+        raise ValueError("the corpus is empty: there is nothing to train on")
+
+
+def check_files(paths: Sequence[str | Path]) -> None:
+    """`check_paths`, and ValueError unless every file is UTF-8 text and some file has any,
+    reading one file at a time."""
+    check_paths(paths)
     if not any([len(read_text(p)) for p in paths]):  # a list: every file is read
         raise ValueError("the corpus is empty: there is nothing to train on")
 

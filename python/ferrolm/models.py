@@ -191,8 +191,6 @@ class CoreModel:
 def load_model(path: Union[str, Path]):
     """A GPT or BERT from a model directory, chosen by config.json's `model_type`."""
     path = model_dir(path)
-    if not (path / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{path / CONFIG_FILE} does not exist (not a model directory)")
     kind = _model_type(path)
     if kind == "bert":
         from ferrolm.bert import BERT

@@ -110,7 +110,10 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (ValueError, OSError, IndexError, ArithmeticError, MemoryError, sqlite3.Error) as e:
-        print(f"ferrolm: error: {e}", file=sys.stderr)
+        from ferrolm import FormatError, ShapeError
+
+        kind = {FormatError: "bad format: ", ShapeError: "shape mismatch: "}.get(type(e), "")  # as their class says
+        print(f"ferrolm: error: {kind}{e}", file=sys.stderr)
         return 2
 
 

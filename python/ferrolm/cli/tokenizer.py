@@ -12,7 +12,7 @@ from ferrolm.tokenizer import KINDS, PATTERNS
 
 
 def _tokenizer_train(args: argparse.Namespace) -> int:
-    from ferrolm.data import check_files
+    from ferrolm.data import check_paths
     from ferrolm.tokenizer import Tokenizer, default_corpus
 
     files = args.files or [default_corpus()]
@@ -33,7 +33,7 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         raise ValueError("--cased and --limit-alphabet apply to --kind wordpiece only")
     if args.kind != "bpe" and args.pattern is not None:
         raise ValueError("--pattern applies to --kind bpe only")
-    check_files(files)  # text, and not empty: a tokenizer of the byte alphabet alone is no use
+    check_paths(files)  # not empty (a tokenizer of the byte alphabet alone is no use); the trainer streams them
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
     tok.save(args.out)

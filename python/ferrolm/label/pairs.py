@@ -84,7 +84,7 @@ class PairQueue:
         self.failed: list[str] = []  # messages of prompts that could not be generated
         self._generating = False
         self._wanted = wanted = {prompt_key(p) for p in prompts}
-        hashes = (a.weights_hash, b.weights_hash)
+        self._hashes = hashes = (a.weights_hash, b.weights_hash)
         judged = store.judged_prompts(hashes) & wanted
         self.total = len(prompts)
         self._judged = set(judged)
@@ -168,15 +168,20 @@ class PairQueue:
             self._pool.pop(pair.id, None)
             self._leases.pop(pair.id, None)
             self._judged_by[pair.id] = client
-            if pair.key in self._wanted:
+            if self._ours(pair):
                 self._judged.add(pair.key)
+
+    def _ours(self, pair: Pair) -> bool:
+        """Whether `pair` is one of this run's prompts by this run's models (in either order): a
+        tab left open across a restart with other weights may still judge an older pair."""
+        return pair.key in self._wanted and {pair.model_a_hash, pair.model_b_hash} == set(self._hashes)
 
     def undone(self, pair: Pair, client: str) -> None:
         """A judgement was undone: its pair goes back, first in line for `client`."""
         with self._cond:
             self._judged_by.pop(pair.id, None)
-            self._judged.discard(pair.key)
-            if pair.key in self._wanted:
+            if self._ours(pair):
+                self._judged.discard(pair.key)
                 self._pool = {pair.id: pair, **self._pool}
                 first = min((lease[1] for lease in self._leases.values()), default=0.0)
                 self._leases[pair.id] = (client, first - 1, time.monotonic())

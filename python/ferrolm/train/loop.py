@@ -670,6 +670,9 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             batches = [objective.batch("train", rng) for _ in range(config.grad_accum)]
             shares = _shares([_loss_weight(objective, b) for b in batches])
             for micro, (batch, share) in enumerate(zip(batches, shares)):
+                tokens_since += objective.tokens(batch)
+                if share == 0:  # nothing to learn from (an MLM batch with no masked token): skipped
+                    continue
                 seed = _dropout_seed(config.seed, step, micro)
                 _core.manual_seed(seed)  # for what draws from the process-wide stream (an nn.Dropout), as resumable
                 loss, extra = _loss_and_extras(objective.loss(model, batch, seed), objective)
@@ -677,7 +680,6 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 total += loss.item() * share
                 for k, v in extra.items():
                     extras.setdefault(k, []).append(v)
-                tokens_since += objective.tokens(batch)
             # With clipping off the norm is still taken (an infinite bound scales nothing): it is
             # logged, and a non-finite one stops the run before the update.
             grad_norm = _core.clip_grad_norm(params, config.grad_clip if config.grad_clip > 0 else math.inf)

@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDy
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{IntoPyDict, PyDict, PyFloat, PyInt, PyIterator, PyList, PySlice, PyTuple};
+use pyo3::types::{IntoPyDict, PyDict, PyFloat, PyInt, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -14,6 +14,29 @@ use crate::errors::IntoPy;
 /// An n-dimensional float32 array that records operations for backpropagation.
 /// A reduction method's other keywords (numpy's `dtype` and `out`; see `PyTensor::reduction`).
 type Numpy<'a, 'py> = &'a Bound<'py, PyDict>;
+
+/// `iter(t)`: a tensor's rows, each copied out when the loop gets to it.
+#[pyclass(module = "ferrolm")]
+pub struct TensorRows {
+    tensor: Py<PyTensor>,
+    next: usize,
+    rows: usize,
+}
+
+#[pymethods]
+impl TensorRows {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.next == self.rows {
+            return Ok(None);
+        }
+        self.next += 1;
+        self.tensor.bind(py).as_any().get_item(self.next - 1).map(Some)
+    }
+}
 
 #[pyclass(name = "Tensor", module = "ferrolm", frozen, from_py_object)]
 #[derive(Clone)]
@@ -321,12 +344,12 @@ impl PyTensor {
         self.0.shape().first().copied().ok_or_else(|| PyTypeError::new_err("len() of a 0-d tensor"))
     }
 
-    /// The rows `t[0]`, `t[1]`, ...; a 0-d tensor has none to give (TypeError, as numpy's).
-    fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyIterator>> {
-        let n = slf.borrow().0.shape().first().copied();
-        let n = n.ok_or_else(|| PyTypeError::new_err("iteration over a 0-d tensor"))?;
-        let rows = (0..n).map(|i| slf.as_any().get_item(i)).collect::<PyResult<Vec<_>>>()?;
-        PyList::new(slf.py(), rows)?.as_any().try_iter()
+    /// The rows `t[0]`, `t[1]`, ..., each taken when asked for; a 0-d tensor has none to give
+    /// (TypeError, as numpy's).
+    fn __iter__(slf: &Bound<'_, Self>) -> PyResult<TensorRows> {
+        let rows = slf.get().0.shape().first().copied();
+        let rows = rows.ok_or_else(|| PyTypeError::new_err("iteration over a 0-d tensor"))?;
+        Ok(TensorRows { tensor: slf.clone().unbind(), next: 0, rows })
     }
 
     /// Number of elements.

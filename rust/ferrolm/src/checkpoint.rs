@@ -391,7 +391,7 @@ pub fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
 /// Reads `config.json` and the weights `wanted` accepts (see [`read_weights`]) from a model
 /// directory.
 pub fn read_model_dir(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<(serde_json::Value, StoredWeights)> {
-    finish_interrupted_save(dir);
+    finish_interrupted_save(dir)?;
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
     Ok((config, read_weights(dir, wanted)?))
 }
@@ -403,29 +403,38 @@ const WRITTEN_SET: &str = ".files-written";
 /// Moves into `dir` the files of a set that a save from Python wrote whole but had not moved in
 /// when its process died, `config.json` last, as Python's loaders do before reading: else new
 /// weights could be read with an old config or tokenizer. A file another process moved in
-/// meanwhile is left to it. Returns false when a file could not be moved (a directory this
-/// process may not write): the directory is then read as it is, as Python does (with a warning).
-pub fn finish_interrupted_save(dir: &Path) -> bool {
+/// meanwhile is left to it. When no file can be moved (a directory this process may not write),
+/// the directory is read as it is, the old set whole, as Python does (with a warning); a move
+/// that fails after others succeeded, which would leave the sets mixed, is an error. A side
+/// directory that is a symbolic link is not followed.
+pub fn finish_interrupted_save(dir: &Path) -> Result<()> {
     let written = dir.join(WRITTEN_SET);
-    let Ok(entries) = std::fs::read_dir(&written) else {
-        return !written.exists(); // none: nothing to do
-    };
+    if !std::fs::symlink_metadata(&written).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(&written) else { return Ok(()) };
     let Ok(mut files) = entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>() else {
-        return false;
+        return Ok(());
     };
     files.sort_by_key(|f| f.file_name() == Some("config.json".as_ref()));
+    let mut moved = false;
     for file in &files {
         let Some(name) = file.file_name() else { continue };
         match std::fs::rename(file, dir.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return false,
-            _ => {}
+            Ok(()) => moved = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // another process moved it
+            Err(e) if moved => {
+                let context = format!("finishing a save cut short in {}: moving {}", dir.display(), file.display());
+                return Err(Error::io(context, e));
+            }
+            Err(_) => return Ok(()),
         }
     }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all(); // the renames made durable, where a directory can be opened
     }
     let _ = std::fs::remove_dir(&written); // gone, or a newer set already there (another writer's)
-    true
+    Ok(())
 }
 
 /// The index of a model saved in shards, as Hugging Face saves one larger than its shard size.

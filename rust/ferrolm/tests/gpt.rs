@@ -282,6 +282,17 @@ fn loading_finishes_a_save_from_python_cut_short_while_its_files_were_moved_in()
     let logits = |m: &Gpt| no_grad(|| m.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
     assert_eq!(logits(&loaded), logits(&new));
     assert!(!written.exists());
+    // A side directory that is a link is not followed: its target's files stay where they are.
+    #[cfg(unix)]
+    {
+        let elsewhere = dir.with_extension("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("config.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &written).unwrap();
+        assert_eq!(Gpt::load(&dir).unwrap().config().n_layer, 1);
+        assert!(elsewhere.join("config.json").exists());
+        std::fs::remove_dir_all(&elsewhere).unwrap();
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

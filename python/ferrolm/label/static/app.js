@@ -106,9 +106,9 @@ async function choose(choice) {
     showProgress(r);
     say(`Saved: ${CHOICE_TEXT[choice]}.`, "saved");
   } catch (e) {
-    if (e.status === 409) { // another tab has this pair: go on with the next
-      if (queue[0] === pair) queue.shift();
-      say(`Not saved: ${e.message}. Here is the next pair.`, "error");
+    if (e.status === 409) { // another tab has this pair, and likely the one held with it: ask again
+      queue = [];
+      say(`Not saved: ${e.message}. Fetching the next pair…`, "error");
     } else {
       say(`Not saved (${e.message}); choose again.`, "error");
     }

@@ -253,7 +253,7 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
-            crate::checkpoint::finish_interrupted_save(path); // a model directory's save cut short
+            crate::checkpoint::finish_interrupted_save(path)?; // a model directory's save cut short
             for name in ["tokenizer.json", "vocab.json", "vocab.txt"] {
                 let p = path.join(name);
                 // A directory or FIFO by that name is an error when read, not skipped.
@@ -264,10 +264,8 @@ impl Tokenizer {
                     };
                 }
             }
-            return Err(Error::io(
-                format!("{}: no tokenizer.json, vocab.json or vocab.txt in this directory", path.display()),
-                std::io::ErrorKind::NotFound.into(),
-            ));
+            let none = "no tokenizer.json, vocab.json or vocab.txt in this directory";
+            return Err(Error::io(path.display().to_string(), std::io::Error::new(std::io::ErrorKind::NotFound, none)));
         }
         Self::from_one_file(path)
     }
