@@ -106,7 +106,7 @@ def test_hugging_face_bert_matches_numpy_reference(tmp_path, prefix, mlm, old_na
 
 def test_loading_with_the_other_class_names_the_right_one(tmp_path):
     hf_bert_checkpoint(tmp_path)
-    with pytest.raises(fl.FormatError, match=r"holds a bert model, not a gpt2 one: it is for ferrolm fill-mask and classify \(in Python, BERT.load"):
+    with pytest.raises(ValueError, match=r"holds a bert model, not a gpt2 one: it is for ferrolm fill-mask and classify \(in Python, BERT.load"):
         fl.GPT.load(tmp_path)
     model = fl.load_model(tmp_path)
     assert isinstance(model, BERT) and model.vocab_size == V
@@ -114,10 +114,10 @@ def test_loading_with_the_other_class_names_the_right_one(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "model_type"}))
     assert isinstance(fl.load_model(tmp_path), BERT)  # BERT's field names tell (it was read as GPT-2)
-    with pytest.raises(fl.FormatError, match="holds a bert model, not a gpt2 one"):
+    with pytest.raises(ValueError, match="holds a bert model, not a gpt2 one"):
         fl.GPT.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
-    with pytest.raises(fl.FormatError, match="holds a roberta model, not a bert one: ferrolm loads gpt2 and bert"):
+    with pytest.raises(ValueError, match="holds a roberta model, not a bert one: ferrolm loads gpt2 and bert"):
         BERT.load(tmp_path)  # it sent every other type to GPT.load
 
 
@@ -413,6 +413,20 @@ def test_bad_input(trained_bert, tmp_path):
     safetensors_numpy.save_file(bad, str(tensors_dir / "model.safetensors"))
     with pytest.raises(fl.ShapeError, match="intermediate"):
         BERT.load(tensors_dir)
+    # A tokenizer that is not the model's: more ids than embeddings is refused; fewer, where
+    # a vocab.txt lost a line and every id after it shifts, is warned about.
+    import shutil
+
+    other = tmp_path / "other-vocab"
+    shutil.copytree(trained_bert[0], other)
+    rows = model.config["vocab_size"]
+    for size, check in ((rows // 4, pytest.warns(UserWarning, match=f"fewer than the model's {rows} embeddings")),
+                        (rows + 200, pytest.raises(fl.FormatError, match=f"more than the model's {rows} embeddings"))):
+        tok = fl.Tokenizer.train_from_iterator([BUNDLED_CORPUS.read_text()], kind="wordpiece", vocab_size=size)
+        assert (tok.vocab_size < rows) == (size < rows)
+        tok.save(str(other / "tokenizer.json"))
+        with check:
+            BERT.load(other)
 
 
 def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys, monkeypatch):

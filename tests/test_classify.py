@@ -118,6 +118,7 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
         TextClassifier.load(bert)
     assert labels_of([{"label": 10}, {"label": 9}, {"label": "-1"}, {"label": 9}]) == ["-1", "9", "10"]
     assert labels_of([{"label": 10}, {"label": "nan"}, {"label": "b"}, {"label": 2}]) == ["10", "2", "b", "nan"]
+    assert labels_of([{"label": "01"}, {"label": 1}, {"label": "001"}]) == ["001", "01", "1"]  # not by hash order
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TextClassifier(BERT.load(bert), ["a", "b"]).classify(["x"], batch_size=0)
     # --skip-long leaves out (and counts) only the texts that do not fit; integer labels work.
@@ -127,6 +128,15 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
                     "--max-iters", "2", "--skip-long", "--val-fraction", "0.5", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "labels ['0', '1']" in printed and "skipped as too long for the context: 1 " in printed
+    # A label the split leaves only in the held-out part is never trained on: said.
+    from ferrolm.cli.posttrain import _split
+
+    records = [{"text": f"to be {i}", "label": i % 2} for i in range(20)] + [{"text": "or not", "label": "rare"}]
+    seed = next(s for s in range(100) if records[-1] in _split(records, 0.2, s)[1])
+    (tmp_path / "rare.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert ferrolm(["classify", bert, "--data", str(tmp_path / "rare.jsonl"), "--out", str(tmp_path / "rare"),
+                    "--max-iters", "1", "--seed", str(seed), "--val-fraction", "0.2", "--no-progress"]) == 0
+    assert "label 'rare' only in the held-out split" in capsys.readouterr().err
 
 
 def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path):

@@ -240,8 +240,10 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
         assert float(ppl) == pytest.approx(math.exp(nll[name] / logprobs.size), rel=1e-3)
         assert float(bpb) == pytest.approx(nll[name] / math.log(2) / len(text.encode()), abs=1e-4)
     assert any(l.startswith(str(tmp_path / "c.txt")) and "no token to predict" in l for l in lines)
-    total = float(re.search(r"total: [\d,]+ tokens, loss ([\d.]+)", lines[-1]).group(1))
+    total, bpb = map(float, re.search(r"total: [\d,]+ tokens, loss ([\d.]+), .* ([\d.]+) bits", lines[-1]).groups())
     assert total == pytest.approx(sum(nll.values()) / (len(texts["a.txt"]) + len(texts["b.txt"]) - 2), abs=1e-4)
+    scored_bytes = len(texts["a.txt"].encode()) + len(texts["b.txt"].encode())  # not c.txt's: nothing of it was scored
+    assert bpb == pytest.approx(sum(nll.values()) / math.log(2) / scored_bytes, abs=1e-4)
     # A BERT has no next-token likelihood; a missing file is named before anything is scored.
     assert main(["pretrain", str(corpus), "--out", str(tmp_path / "bert"), "--objective", "mlm", "--max-iters", "1",
                  *TINY]) == 0

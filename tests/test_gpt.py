@@ -840,6 +840,22 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         model.score([1.7, 2.2])  # never token 1 and 2
     with pytest.raises(TypeError, match="one sequence"):
         model.score(np.array([[1, 2, 3]]))  # a batch: was "needs at least two tokens"
+    # Bytes are UTF-8 text, as the tokenizer reads them (they were taken as ids, their byte values).
+    np.testing.assert_array_equal(model.score(b"To be or"), model.score("To be or"))
+    assert model.generate(b"To", 4, temperature=0) == model.generate("To", 4, temperature=0)
+    for prompt in ([1.0, 2.0], ["To", 5], [None]):
+        with pytest.raises(TypeError, match="a prompt is a text, a list of texts, or token ids"):
+            model.generate(prompt, 3)
+    for stop in (5, [None], ["a", 1]):
+        with pytest.raises(TypeError, match="stop must be a string or a list of strings"):
+            model.generate("To", 3, stop=stop)
+    end = model.encode("e")[0]
+    assert model.generate([1, 2], 8, temperature=0, stop_tokens=end) == model.generate([1, 2], 8, temperature=0,
+                                                                                        stop_tokens=[end])  # one id
+    with pytest.raises(ValueError, match="seed must be below 2\\*\\*64"):
+        model.generate("To", 3, seed=2**64)
+    with pytest.raises(ValueError, match="stride must be between 1 and block_size - 1"):
+        model.score("To be or", stride=100)  # also for text shorter than the context
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in ("config.json", "model.safetensors", "tokenizer.json"):

@@ -629,6 +629,11 @@ def test_bfloat16_products_round_operands_and_sum_in_float32():
     x, w, r = randn(70, 49), randn(129, 49), randn(70, 129)
     with pytest.raises(ValueError, match="float32' or 'bfloat16"):
         fl.set_matmul_precision("float16")
+    with warnings.catch_warnings():  # PyTorch's names (a CPU without bf16 products warns)
+        warnings.simplefilter("ignore")
+        for name, means in (("medium", "bfloat16"), ("high", "float32"), ("highest", "float32")):
+            fl.set_matmul_precision(name)
+            assert fl.matmul_precision() == means, name
     full = F.linear(fl.tensor(x), fl.tensor(w)).numpy()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

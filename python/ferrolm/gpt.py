@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -145,7 +145,9 @@ class GPT(CoreModel):
         stop token that ended a row is its last id.
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
-        stop_tokens = list(stop_tokens)  # read once: it may be an iterator
+        if isinstance(prompt, bytes):
+            prompt = prompt.decode("utf-8")  # UTF-8 text, as the tokenizer reads bytes (not byte values as ids)
+        stop_tokens = [stop_tokens] if _is_id(stop_tokens) else list(stop_tokens)  # read once: it may be an iterator
         if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
         id_prompts = _id_prompts(prompt)
@@ -161,6 +163,10 @@ class GPT(CoreModel):
             return generated[0] if single else generated
         single = isinstance(prompt, str) or _is_conversation(prompt)
         prompts = [prompt] if single else list(prompt)
+        odd = [p for p in prompts if not isinstance(p, str) and not _is_conversation(p)]
+        if odd:
+            raise TypeError(f"a prompt is a text, a list of texts, or token ids (integers), and for a chat a conversation; "
+                            f"got {'a list holding ' if not single else ''}{type(odd[0]).__name__}")
         stops = _stop_strings(stop)
         template = self._chat_template() if chat else None
         if not chat and any(_is_conversation(p) for p in prompts):
@@ -205,8 +211,10 @@ class GPT(CoreModel):
         perplexity guide does): windows of `block_size` tokens, `stride` apart (default half
         the context), each scoring only the tokens the previous one did not, so every token
         is predicted from at least `block_size - stride` tokens before it (all of them near
-        the start)."""
-        ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text))[None, :]
+        the start). The last window ends at the text's end, so its tokens may see more context
+        than in the guide's script, which steps its last window by `stride` too. `text` may be
+        a str (or UTF-8 bytes) or a sequence of token ids."""
+        ids = np.asarray(self.encode(text) if isinstance(text, (str, bytes)) else list(text))[None, :]
         if ids.size and ids.dtype.kind not in "iu" or ids.ndim != 2:
             raise TypeError(f"score takes one text or one sequence of integer token ids, got {ids.dtype} of shape "
                             f"{ids.shape[1:]}")
@@ -330,7 +338,12 @@ def _is_conversation(prompt) -> bool:
 
 def _stop_strings(stop: Union[str, Sequence[str], None]) -> list[str]:
     """Stop strings given as one string, a sequence of them, or None, as a list."""
-    return [stop] if isinstance(stop, str) else list(stop or [])
+    if stop is None or isinstance(stop, str):
+        return [] if stop is None else [stop]
+    stops = list(stop) if isinstance(stop, Iterable) else None
+    if stops is None or not all(isinstance(s, str) for s in stops):
+        raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
+    return stops
 
 
 def _is_id(x: Any) -> bool:
@@ -344,6 +357,8 @@ def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:
     for name, value in {"max_new_tokens": max_new_tokens, **optional}.items():
         if value is not None or name not in optional:
             require_count(name, value, least=0)
+            if value >= 2**64:  # what the core's counts and seeds hold
+                raise ValueError(f"{name} must be below 2**64, got {value}")
 
 
 def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:

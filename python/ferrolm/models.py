@@ -131,10 +131,12 @@ class CoreModel:
         expected = {"GPT": "gpt2", "BERT": "bert"}.get(cls.__name__)
         if kind is not None and expected is not None and kind != expected:
             other = {"gpt2": "GPT", "bert": "BERT"}.get(kind)
-            raise FormatError(f"{path} holds a {kind} model, not a {expected} one: "
+            raise ValueError(f"{path} holds a {kind} model, not a {expected} one: "
                               + (f"{_COMMANDS[other]} (in Python, {other}.load or ferrolm.load_model)" if other
                                  else "ferrolm loads gpt2 and bert models"))
-        return cls(cls.core_class.load(str(path)), load_tokenizer(path))
+        model = cls(cls.core_class.load(str(path)), load_tokenizer(path))
+        _check_vocabularies(path, model)
+        return model
 
     def copy(self):
         """An independent copy (own weights, gradients and frozen parameters kept, own
@@ -186,6 +188,22 @@ class CoreModel:
 
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.parameters())
+
+
+def _check_vocabularies(path: Path, model) -> None:
+    """A tokenizer with more ids than the model's embedding rows is not the model's; one with
+    fewer is, for a GPT (nanoGPT pads GPT-2's 50257 to 50304), and likely not, for a BERT
+    (Hugging Face's and ferrolm's have exactly the vocabulary's size), whose ids would all
+    shift by one for a missing line of vocab.txt."""
+    if model.tokenizer is None:
+        return
+    ids, rows = model.tokenizer.vocab_size, model.config["vocab_size"]
+    if ids > rows:
+        raise FormatError(f"{path}: the tokenizer has {ids} ids, more than the model's {rows} embeddings: it is not "
+                          "the tokenizer the model was trained with")
+    if ids < rows and model.config.get("model_type") == "bert":
+        warnings.warn(f"{path}: the tokenizer has {ids} ids, fewer than the model's {rows} embeddings: unless the "
+                      "model was made larger on purpose, its vocab.txt is not the one it was trained with", stacklevel=4)
 
 
 def load_model(path: Union[str, Path]):

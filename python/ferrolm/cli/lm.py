@@ -491,7 +491,8 @@ def run_perplexity(args) -> int:
         logprobs = model.score(text_ids, args.stride) if len(text_ids) > 1 else np.zeros(0)
         nll, size = -float(np.sum(logprobs, dtype=np.float64)), len(text.encode("utf-8"))
         report(name, nll, logprobs.size, size, time.perf_counter() - start)
-        totals = [totals[0] + nll, totals[1] + logprobs.size, totals[2] + size]
+        if logprobs.size:  # a file with no prediction adds nothing to the total, its bytes neither
+            totals = [totals[0] + nll, totals[1] + logprobs.size, totals[2] + size]
     if len(args.files) > 1:
         report("total", *totals)
     return 0

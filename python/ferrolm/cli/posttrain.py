@@ -260,6 +260,11 @@ def run_classify(args) -> int:
     v = _values(args, "classify")
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     labels = labels_of(records)
+    unseen = sorted(set(labels) - set(labels_of(train_records)), key=labels.index)
+    if unseen:
+        print(f"ferrolm classify: warning: label{'s' * (len(unseen) > 1)} {', '.join(map(repr, unseen))} only in the "
+              "held-out split: the classifier never trains on them (give more examples of each)", file=sys.stderr,
+              flush=True)
     model = TextClassifier.load(args.out) if args.resume else _starting_classifier(args.model, labels, v["seed"])
     bert = model.bert
     if bert.tokenizer is None:

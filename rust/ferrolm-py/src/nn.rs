@@ -333,12 +333,14 @@ fn is_grad_enabled() -> bool {
 #[pyfunction]
 fn set_matmul_precision(py: Python<'_>, precision: &str) -> PyResult<&'static str> {
     use ferrolm::gemm::{self, MatmulPrecision};
+    // PyTorch's names too: "highest" and "high" keep float32 accuracy, "medium" is bfloat16.
     let new = match precision {
-        "float32" => MatmulPrecision::F32,
-        "bfloat16" => MatmulPrecision::Bf16,
+        "float32" | "highest" | "high" => MatmulPrecision::F32,
+        "bfloat16" | "medium" => MatmulPrecision::Bf16,
         other => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "matmul precision must be 'float32' or 'bfloat16', got {other:?}"
+                "matmul precision must be 'float32' or 'bfloat16' (PyTorch's 'highest', 'high', 'medium' are \
+                 read as float32, float32, bfloat16), got {other:?}"
             )))
         }
     };

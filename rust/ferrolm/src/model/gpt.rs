@@ -333,13 +333,15 @@ impl Gpt {
     fn score_here(&self, ids: &[i64], stride: Option<usize>, stop: &AtomicBool) -> Result<Vec<f32>> {
         let (n, block) = (ids.len(), self.config.block_size);
         ensure!(n >= 2, Argument, "score needs at least two tokens, got {n}");
+        if let Some(stride) = stride {
+            ensure!(
+                (1..block).contains(&stride),
+                Argument,
+                "stride must be between 1 and block_size - 1 ({}), got {stride}",
+                block - 1
+            );
+        }
         let stride = stride.unwrap_or((block / 2).max(1));
-        ensure!(
-            n <= block || (1..block).contains(&stride),
-            Argument,
-            "stride must be between 1 and block_size - 1 ({}), got {stride}",
-            block - 1
-        );
         let mut out = Vec::with_capacity(n - 1);
         let mut end = n.min(block);
         crate::no_grad(|| loop {
