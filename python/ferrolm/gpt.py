@@ -130,7 +130,8 @@ class GPT(CoreModel):
         tokens, `top_p` the smallest set whose probability reaches p; `repetition_penalty` > 1
         makes tokens already in the row less likely (CTRL's, as Hugging Face's). `seed` fixes
         the draws; None (the default) takes the next seed of the stream `fl.manual_seed`
-        restarts, so each call samples anew, as Hugging Face's generate does.
+        restarts, so each call samples anew, as Hugging Face's generate does. (`ferrolm
+        generate` has nanoGPT sample.py's defaults instead: temperature 0.8, top_k 200.)
 
         Prompts longer than the context raise ValueError, and past the context each row goes
         on from the last half of its window; an empty prompt raises ValueError. With
