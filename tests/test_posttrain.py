@@ -210,6 +210,21 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     assert "talk.jsonl line 2: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
 
 
+def test_a_prompt_conversation_s_answers_are_context_not_trained(base):
+    """TRL's conversational prompt-completion: the completion is trained, the answers inside
+    the prompt are not (they were); {"messages"} trains every answer."""
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    talk = [("Who goes there?", "A friend."), ("What friend?", "Thine own.")]
+    turns = [{"role": role, "content": text} for pair in talk for role, text in zip(("user", "assistant"), pair)]
+    prompt_completion = {"prompt": turns[:3], "completion": [turns[3]]}
+    for record, trained in ((prompt_completion, _answer_positions(template, talk)[-len(template.text("Thine own.")) - 1:]),
+                            ({"messages": turns}, _answer_positions(template, talk))):
+        sft = SFT([record], [record], template, model.block_size, batch_size=1)
+        _, targets = sft.batch("train", np.random.default_rng(0))
+        assert np.flatnonzero(targets[0] != -100).tolist() == [p - 1 for p in trained], record
+
+
 def test_grad_accum_pools_answer_tokens_as_one_batch_would(base, tmp_path):
     """Micro-batches with 3 and 60 answer tokens: the step's loss, gradient and evaluation are
     one batch's holding both, not the mean of two means (which weighs a short answer's tokens

@@ -8,7 +8,9 @@ Every content is a string; an answer that is trained on or judged must not be bl
 
 * Supervised fine-tuning (`sft_turns`): {"prompt", "response"} or TRL's {"prompt",
   "completion"}, each side a text or (TRL's conversational prompt-completion) a conversation
-  ending with a user turn and one assistant message; or {"messages": a conversation}.
+  ending with a user turn and one assistant message, trained on the completion only (answers
+  in the prompt are context, as in TRL); or {"messages": a conversation}, trained on every
+  answer.
 * Preferences (`preference`): {"prompt", "chosen", "rejected"} as texts; a prompt conversation
   ending with a user turn, each answer a text or one assistant message; or "chosen" and
   "rejected" as whole conversations that differ only in their last answer (TRL's implicit
@@ -86,6 +88,12 @@ def _record(record: Any) -> Mapping:
     if not isinstance(record, Mapping):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     return record
+
+
+def completion_only(record: Any) -> bool:
+    """Whether a fine-tuning record trains its last answer only (a prompt and its completion,
+    whose prompt may hold earlier answers) rather than every answer ({"messages"})."""
+    return "messages" not in _record(record)
 
 
 def sft_turns(record: Any) -> list[Turn]:

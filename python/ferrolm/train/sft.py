@@ -1,6 +1,8 @@
 """Supervised fine-tuning on conversations: next-token loss on the answers only (the prompt
 teaches nothing to imitate), with the chat template. A record is a prompt and its response,
-or whole exchanges, in any form `ferrolm.conversations.sft_turns` reads (TRL's among them)."""
+trained on the response only (as TRL's prompt-completion; answers in a prompt conversation are
+context), or whole exchanges, trained on every answer, in any form
+`ferrolm.conversations.sft_turns` reads (TRL's among them)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 import ferrolm.functional as F
 from ferrolm.batching import check_fits, encode_splits, keep_fitting, pad_right
 from ferrolm.chat import ChatTemplate
-from ferrolm.conversations import sft_turns
+from ferrolm.conversations import completion_only, sft_turns
 from ferrolm.data import digest
 from ferrolm.jsonl import located, where_of
 
@@ -21,13 +23,14 @@ def check_record(record: object, where: str) -> None:
 
 def encode_conversations(records: list[dict], template: ChatTemplate, block_size: int,
                          skip_long: bool) -> tuple[list, dict]:
-    """Renders records to ids; records that do not fit the context are an error naming the
-    first, or, with `skip_long`, skipped and counted."""
+    """Renders records to (ids, whether only the last answer is trained); records that do not
+    fit the context are an error naming the first, or, with `skip_long`, skipped and counted."""
     checked = []
     for r in records:
         where = where_of(r)
         ids = located(where, lambda r: template.render_conversation(sft_turns(r)), r)
-        checked.append((ids, check_fits(ids, block_size, where)))
+        last_only = completion_only(r) and ids.count(template.assistant) > 1  # earlier answers to leave out
+        checked.append(((ids, last_only), check_fits(ids, block_size, where)))
     rendered, skipped = keep_fitting(checked, skip_long)
     return rendered, {"skipped_too_long": skipped}
 
@@ -39,15 +42,22 @@ class SFT:
     def __init__(self, train: list[dict], val: list[dict], template: ChatTemplate, block_size: int, batch_size: int,
                  skip_long: bool = False) -> None:
         self.template, self.batch_size = template, batch_size
-        self.data, self.counts = encode_splits(train, val, lambda r: encode_conversations(r, template, block_size, skip_long),
-                                               f"examples fit the context of {block_size} tokens")
-        self.data_digest = digest(self.data)
+        rows, self.counts = encode_splits(train, val, lambda r: encode_conversations(r, template, block_size, skip_long),
+                                          f"examples fit the context of {block_size} tokens")
+        self.data = {split: [ids for ids, _ in r] for split, r in rows.items()}
+        self.last_answer_only = {split: [last for _, last in r] for split, r in rows.items()}
+        # The rows, and which of them train their last answer only when any does.
+        masks = any(any(last) for last in self.last_answer_only.values())
+        self.data_digest = digest([self.data, self.last_answer_only] if masks else self.data)
 
     def batch(self, split: str, rng: np.random.Generator):
-        rows = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]
-        ids, _ = pad_right(rows, self.template.end)
-        targets = np.where(self.template.answer_targets(ids), ids[:, 1:], -100)
-        return ids[:, :-1], targets
+        picked = rng.integers(0, len(self.data[split]), size=self.batch_size)
+        ids, _ = pad_right([self.data[split][i] for i in picked], self.template.end)
+        trained = self.template.answer_targets(ids)
+        for row, i in enumerate(picked):
+            if self.last_answer_only[split][i]:  # the answers before the completion's are its prompt
+                trained[row, : self.template.response_start(ids[row]) - 1] = False
+        return ids[:, :-1], np.where(trained, ids[:, 1:], -100)
 
     def loss(self, model, batch, dropout_seed):
         x, targets = batch
