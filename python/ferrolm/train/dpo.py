@@ -86,7 +86,9 @@ class DPO:
         return loss, {"accuracy": float((margin > 0).mean()), "margin": float(margin.mean())}
 
     def accuracy(self, model, split: str = "val") -> float:
-        """Implicit-reward accuracy over every pair of a split."""
+        """Implicit-reward accuracy over every pair of a split: the share whose chosen answer
+        gains more log-probability over the reference than the rejected one; a tie is a miss,
+        as in TRL, so it is 0 at the start, where the policy is the reference."""
         lp = self._logprobs(model, self.data[split]) - self.ref(split)
         return float((lp[:, 0] > lp[:, 1]).mean())
 
