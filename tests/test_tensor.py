@@ -938,6 +938,11 @@ def test_calls_without_a_seed_draw_from_the_stream_manual_seed_restarts():
     np.testing.assert_array_equal(drop(fl.ones(8)).numpy(), np.ones(8))
     with pytest.raises(ValueError, match="dropout probability must be in \\[0, 1\\)"):
         fl.nn.Dropout(1.0)
+    for bad, message in ((lambda: fl.rand(3, low=1.0, high=0.0), "low <= high"),
+                         (lambda: fl.randn(3, std=-1.0), "std a finite number >= 0"),
+                         (lambda: fl.randn(3, mean=float("nan")), "mean must be finite")):
+        with pytest.raises(ValueError, match=message):  # accepted before: samples from an empty or mirrored range
+            bad()
 
 
 def test_new_models_and_samples_follow_manual_seed():
@@ -1110,6 +1115,7 @@ def test_comparisons_are_elementwise_and_argmax_gives_indices():
     np.testing.assert_array_equal(a.argmax(0), an.argmax(0))
     assert a.argmax(-1).dtype == np.int64 and a.argmax(1, keepdim=True).shape == (2, 1)
     assert a.argmax() == 3 and isinstance(a.argmax(), int)
+    assert a.argmax(None, keepdim=True).tolist() == [[3]]  # shaped as max(None, keepdim=True), as numpy's
     logits, targets = fl.randn(50, 4, seed=1), np.arange(50) % 4
     accuracy = (fl.tensor(logits.argmax(-1)) == targets).mean().item()
     assert accuracy == pytest.approx(np.mean(logits.numpy().argmax(-1) == targets))
@@ -1120,8 +1126,16 @@ def test_comparisons_are_elementwise_and_argmax_gives_indices():
 def test_tensor_methods_are_the_functional_ops():
     x = fl.randn(2, 1, 3, seed=4, requires_grad=True)
     xn = x.numpy()
-    for name in ("abs", "sqrt", "tanh", "sigmoid", "relu", "softmax", "log_softmax", "exp"):
+    for name in ("abs", "sqrt", "tanh", "sigmoid", "relu", "softmax", "log_softmax", "exp", "gelu", "silu", "sin", "cos"):
         np.testing.assert_array_equal(getattr(x, name)().numpy(), getattr(F, name)(x).numpy(), err_msg=name)
+    # PyTorch's other common spellings: pow, clamp, matmul, view, size.
+    np.testing.assert_array_equal(x.pow(2).numpy(), (x ** 2).numpy())
+    np.testing.assert_array_equal(x.clamp(-0.5, 0.5).numpy(), F.clamp(x, -0.5, 0.5).numpy())
+    np.testing.assert_array_equal(x.clamp(max=0.0).numpy(), np.minimum(xn, 0.0))
+    m = fl.randn(3, 4, seed=5)
+    np.testing.assert_array_equal(x.matmul(m).numpy(), (x @ m).numpy())
+    assert x.view(3, 2).shape == (3, 2) and x.view(-1).shape == (6,)
+    assert x.size() == (2, 1, 3) and x.size(-1) == 3 and x.size(0) == 2
     np.testing.assert_array_equal(x.softmax(0).numpy(), F.softmax(x, 0).numpy())
     np.testing.assert_array_equal(x.min(2).numpy(), xn.min(2))
     np.testing.assert_array_equal(x.min(2, keepdim=True).numpy(), xn.min(2, keepdims=True))

@@ -562,7 +562,8 @@ impl PyTensor {
     }
 
     /// Where along `axis` the largest elements are (all elements, flattened, when None), as
-    /// int64: a numpy array shaped as `max(axis, keepdim)`, or an int. The first on a tie.
+    /// int64: a numpy array shaped as `max(axis, keepdim)`, or with axis None an int (an
+    /// array of ones with `keepdim`, as numpy's). The first on a tie.
     #[pyo3(signature = (axis = None, keepdim = false))]
     fn argmax<'py>(&self, py: Python<'py>, axis: Option<isize>, keepdim: bool) -> PyResult<Bound<'py, PyAny>> {
         let (at, shape) = compute(py, || match axis {
@@ -570,11 +571,12 @@ impl PyTensor {
             Some(axis) => ops::argmax(&self.0, axis, keepdim),
         })
         .py()?;
-        if axis.is_none() {
-            return Ok(at[0].into_pyobject(py)?.into_any());
-        }
         let at: Vec<i64> = at.into_iter().map(|i| i as i64).collect();
-        Ok(PyArray1::from_vec(py, at).reshape(shape)?.into_any())
+        match (axis, keepdim) {
+            (None, false) => Ok(at[0].into_pyobject(py)?.into_any()),
+            (None, true) => Ok(PyArray1::from_vec(py, at).reshape(vec![1; self.0.rank()])?.into_any()),
+            _ => Ok(PyArray1::from_vec(py, at).reshape(shape)?.into_any()),
+        }
     }
 
     fn __add__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
@@ -716,6 +718,55 @@ impl PyTensor {
 
     fn relu(&self, py: Python<'_>) -> PyResult<PyTensor> {
         self.unary(py, ops::relu)
+    }
+
+    /// GPT-2's tanh GELU (F.gelu; F.gelu_erf is the exact form).
+    fn gelu(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        self.unary(py, ops::gelu)
+    }
+
+    fn silu(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        self.unary(py, ops::silu)
+    }
+
+    fn sin(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        self.unary(py, ops::sin)
+    }
+
+    fn cos(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        self.unary(py, ops::cos)
+    }
+
+    /// `self ** exponent` (F.pow).
+    fn pow(slf: &Bound<'_, Self>, exponent: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        crate::functional::pow(slf.py(), slf.as_any(), exponent)
+    }
+
+    /// Limits the values to [min, max] (F.clamp); either bound may be None.
+    #[pyo3(signature = (min = None, max = None))]
+    fn clamp(&self, py: Python<'_>, min: Option<f32>, max: Option<f32>) -> PyResult<PyTensor> {
+        run(py, || ops::clamp(&self.0, min, max))
+    }
+
+    /// `self @ other` (F.matmul).
+    fn matmul(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        self.__matmul__(py, other)
+    }
+
+    /// PyTorch's name for `reshape`: the same data in another shape (it shares them, as reshape does).
+    #[pyo3(signature = (*shape))]
+    fn view(&self, py: Python<'_>, shape: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
+        self.reshape(py, shape)
+    }
+
+    /// The shape as a tuple, or with `dim` that dimension's size, as PyTorch's `size()`.
+    #[pyo3(signature = (dim = None))]
+    fn size<'py>(&self, py: Python<'py>, dim: Option<isize>) -> PyResult<Bound<'py, PyAny>> {
+        let shape = self.0.shape();
+        match dim {
+            None => Ok(PyTuple::new(py, shape)?.into_any()),
+            Some(d) => Ok(shape[dims_arg(&[d], shape.len())?[0]].into_pyobject(py)?.into_any()),
+        }
     }
 
     #[pyo3(signature = (axis = -1), text_signature = "($self, axis=-1)")]

@@ -225,11 +225,23 @@ impl Tensor {
     /// Normal(mean, std) samples from a seeded generator: the same seed, the same tensor (at
     /// any thread count: chunks are drawn in parallel from their places in one stream).
     pub fn randn(shape: &[usize], mean: f32, std: f32, seed: u64) -> Result<Tensor> {
+        ensure!(
+            mean.is_finite() && std.is_finite() && std >= 0.0,
+            Argument,
+            "randn: mean must be finite and std a \
+                 finite number >= 0, got mean {mean} and std {std}"
+        );
         Tensor::sampled(shape, seed, 2, |rng| mean + std * rng.normal())
     }
 
     /// Uniform [low, high) samples from a seeded generator.
     pub fn rand(shape: &[usize], low: f32, high: f32, seed: u64) -> Result<Tensor> {
+        ensure!(
+            low.is_finite() && high.is_finite() && low <= high,
+            Argument,
+            "rand: low and high must be finite with \
+                 low <= high, got [{low}, {high})"
+        );
         Tensor::sampled(shape, seed, 1, |rng| low + (high - low) * rng.uniform())
     }
 
