@@ -404,6 +404,9 @@ def test_tied_weights_are_one_parameter_clipped_and_resumed_once(tmp_path):
     (w * w).sum().backward()  # gradient [6, 8], norm 10
     assert fl.clip_grad_norm([w, w], 1.0) == pytest.approx(10.0)
     np.testing.assert_allclose(w.grad.numpy(), [0.6, 0.8], rtol=1e-5)
+    assert fl.clip_grad_norm((p for p in [w]), 1.0) == pytest.approx(1.0)  # a generator, as PyTorch's parameters()
+    with pytest.raises(TypeError):
+        fl.clip_grad_norm([w, "w"], 1.0)
 
     config = dict(eval_interval=20, learning_rate=1e-2, lr_decay_iters=40, progress=False)
     train(model, NextDigit(), TrainConfig(max_iters=20, **config), tmp_path / "run")

@@ -391,7 +391,7 @@ class Optimizer:
     def load_state(self, state: Sequence[tuple[Sequence[tuple[str, _F32Array]], int]]) -> None:
         """Restores a `state()` saved for the same parameters."""
 
-def clip_grad_norm(params: Sequence[Tensor], max_norm: float) -> float: ...
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float: ...
 
 # ---------------------------------------------------------------- models
 

@@ -224,9 +224,10 @@ impl PyOptimizer {
 }
 
 /// Scales gradients so their global norm is at most `max_norm`; returns the norm before.
+/// `params` is any iterable of tensors (a list, or a generator as PyTorch's `parameters()`).
 #[pyfunction]
-fn clip_grad_norm(py: Python<'_>, params: Vec<PyTensor>, max_norm: f32) -> PyResult<f32> {
-    let ts: Vec<Tensor> = params.into_iter().map(|t| t.0).collect();
+fn clip_grad_norm(py: Python<'_>, params: &Bound<'_, PyAny>, max_norm: f32) -> PyResult<f32> {
+    let ts = params.try_iter()?.map(|p| Ok(p?.extract::<PyTensor>()?.0)).collect::<PyResult<Vec<Tensor>>>()?;
     compute(py, || ferrolm::clip_grad_norm(&ts, max_norm)).py()
 }
 
