@@ -842,6 +842,7 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         model.score(np.array([[1, 2, 3]]))  # a batch: was "needs at least two tokens"
     # Bytes are UTF-8 text, as the tokenizer reads them (they were taken as ids, their byte values).
     np.testing.assert_array_equal(model.score(b"To be or"), model.score("To be or"))
+    np.testing.assert_array_equal(model.score(bytearray(b"To be or")), model.score("To be or"))
     assert model.generate(b"To", 4, temperature=0) == model.generate("To", 4, temperature=0)
     for prompt in ([1.0, 2.0], ["To", 5], [None]):
         with pytest.raises(TypeError, match="a prompt is a text, a list of texts, or token ids"):
@@ -856,6 +857,9 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         model.generate("To", 3, seed=2**64)
     with pytest.raises(ValueError, match="stride must be between 1 and block_size - 1"):
         model.score("To be or", stride=100)  # also for text shorter than the context
+    one = GPT.create(vocab_size=8, block_size=1, n_layer=1, n_head=1, n_embd=8, seed=0)
+    with pytest.raises(ValueError, match="a context of one token cannot slide over 5 tokens"):
+        one.score([1, 2, 3, 4, 5])  # an index underflow before
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in ("config.json", "model.safetensors", "tokenizer.json"):

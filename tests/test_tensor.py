@@ -1139,6 +1139,9 @@ def test_tensor_methods_are_the_functional_ops():
     np.testing.assert_array_equal(x.matmul(m).numpy(), (x @ m).numpy())
     assert x.view(3, 2).shape == (3, 2) and x.view(-1).shape == (6,)
     assert x.size() == (2, 1, 3) and x.size(-1) == 3 and x.size(0) == 2
+    for dim in (3, -4):
+        with pytest.raises(IndexError, match="out of range"):  # 3 was a panic
+            x.size(dim)
     np.testing.assert_array_equal(x.softmax(0).numpy(), F.softmax(x, 0).numpy())
     np.testing.assert_array_equal(x.min(2).numpy(), xn.min(2))
     np.testing.assert_array_equal(x.min(2, keepdim=True).numpy(), xn.min(2, keepdims=True))

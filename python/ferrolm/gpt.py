@@ -117,13 +117,15 @@ class GPT(CoreModel):
                  max_new_tokens: int = 200, *,
                  temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
-                 stop: Union[str, Sequence[str], None] = None, stop_tokens: Sequence[int] = (), seed: Optional[int] = None,
+                 stop: Union[str, Sequence[str], None] = None, stop_tokens: Union[int, Sequence[int]] = (),
+                 seed: Optional[int] = None,
                  stream: bool = False, chat: bool = False):
         """Continues `prompt` (a string, or a list of strings generated as one batch).
 
         Returns the generated text (without the prompt), a list of texts for a list of
         prompts, or with `stream=True` an iterator of text pieces as tokens arrive (single
-        prompt). Generation stops at `max_new_tokens`, a stop token, or a stop string (which
+        prompt). Generation stops at `max_new_tokens`, a stop token (`stop_tokens`: ids, or
+        one id), or a stop string (which
         is not included; it is matched in the generated text, not across the prompt's end).
 
         Sampling: `temperature` scales the logits (0: greedy); `top_k` keeps the k most likely
@@ -146,8 +148,8 @@ class GPT(CoreModel):
         stop token that ended a row is its last id.
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
-        if isinstance(prompt, bytes):
-            prompt = prompt.decode("utf-8")  # UTF-8 text, as the tokenizer reads bytes (not byte values as ids)
+        if isinstance(prompt, (bytes, bytearray, memoryview)):
+            prompt = bytes(prompt).decode("utf-8")  # UTF-8 text, as the tokenizer reads bytes (not byte values as ids)
         stop_tokens = [stop_tokens] if _is_id(stop_tokens) else list(stop_tokens)  # read once: it may be an iterator
         if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
@@ -215,7 +217,9 @@ class GPT(CoreModel):
         the start). The last window ends at the text's end, so its tokens may see more context
         than in the guide's script, which steps its last window by `stride` too. `text` may be
         a str (or UTF-8 bytes) or a sequence of token ids."""
-        ids = np.asarray(self.encode(text) if isinstance(text, (str, bytes)) else list(text))[None, :]
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            text = bytes(text).decode("utf-8")  # UTF-8 text, as the tokenizer reads bytes (not byte values as ids)
+        ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text))[None, :]
         if ids.size and ids.dtype.kind not in "iu" or ids.ndim != 2:
             raise TypeError(f"score takes one text or one sequence of integer token ids, got {ids.dtype} of shape "
                             f"{ids.shape[1:]}")

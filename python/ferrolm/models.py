@@ -203,7 +203,8 @@ def _check_vocabularies(path: Path, model) -> None:
                           "the tokenizer the model was trained with")
     if ids < rows and model.config.get("model_type") == "bert":
         warnings.warn(f"{path}: the tokenizer has {ids} ids, fewer than the model's {rows} embeddings: unless the "
-                      "model was made larger on purpose, its vocab.txt is not the one it was trained with", stacklevel=4)
+                      "model was made larger on purpose, its vocabulary file is not the one it was trained with",
+                      stacklevel=4)
 
 
 def load_model(path: Union[str, Path]):

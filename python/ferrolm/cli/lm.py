@@ -472,7 +472,7 @@ def run_perplexity(args) -> int:
     if not isinstance(model, GPT):
         raise ValueError(f"{args.model} is a {type(model).__name__} model; perplexity needs a GPT (a BERT sees "
                          "both sides of each token, so it has no next-token likelihood)")
-    if args.stride is not None and args.stride >= model.block_size:  # the scorer checks it on long texts only
+    if args.stride is not None and args.stride >= model.block_size:  # said before any file is scored
         raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
     texts = [read_text(f) for f in args.files]  # every file is read and encoded before the first is scored
     ids = [located(name, model.encode, text) for name, text in zip(args.files, texts)]  # an error names its file

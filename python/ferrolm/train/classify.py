@@ -165,7 +165,7 @@ def labels_of(records: Sequence[dict]) -> list[str]:
     all are integers, else as strings."""
     found = {str(r["label"]) for r in records}
     if all(re.fullmatch(r"-?\d+", label) for label in found):
-        return sorted(found, key=lambda label: (int(label), label))  # "1" before "01": one order every run
+        return sorted(found, key=lambda label: (int(label), label))  # "01" before "1": one order every run
     return sorted(found)
 
 

@@ -215,7 +215,8 @@ class Objective(Protocol):
 #: What an objective's state may fingerprint (a digest), and how it may have changed: a resume
 #: that finds it changed is refused, as it would not continue the same run.
 _FINGERPRINTED = {
-    "data": ("the training data", "edited, prepared again by another run, or tokenised differently since"),
+    "data": ("the training data", "edited, prepared again by another run, tokenised differently, or read "
+                                  "otherwise by a newer ferrolm since"),
     "reference": ("the reference model", "its directory written again since, or another one given"),
     "reward_model": ("the reward model", "its directory written again since, or another one given"),
 }

@@ -155,6 +155,15 @@ pub(crate) fn reserved(n: usize) -> Result<Vec<f32>> {
     Ok(data)
 }
 
+/// `n` copies of `value`, or an error when the memory is refused: what ops keep besides
+/// tensors (ids, per-row statistics) fails as a tensor's buffer does, not by aborting.
+pub(crate) fn filled_with<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n.saturating_mul(size_of::<T>()) / size_of::<f32>()))?;
+    data.resize(n, value);
+    Ok(data)
+}
+
 pub(crate) fn cannot_allocate(n: usize) -> Error {
     Error::Memory(format!("cannot allocate {} MB for a tensor", n.saturating_mul(size_of::<f32>()) >> 20))
 }

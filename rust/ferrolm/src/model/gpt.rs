@@ -341,6 +341,7 @@ impl Gpt {
                 block - 1
             );
         }
+        ensure!(n <= block || block >= 2, Argument, "score: a context of one token cannot slide over {n} tokens");
         let stride = stride.unwrap_or((block / 2).max(1));
         let mut out = Vec::with_capacity(n - 1);
         let mut end = n.min(block);

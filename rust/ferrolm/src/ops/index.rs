@@ -4,17 +4,17 @@
 use rayon::prelude::*;
 
 use super::split_at_axis;
-use crate::tensor::{checked_numel, resolve_axis, zeroed, zeros_for, Tensor};
+use crate::tensor::{checked_numel, filled_with, resolve_axis, zeroed, zeros_for, Tensor};
 use crate::{ensure, Result};
 
 /// Checks every id against `0..n` and converts it to usize.
 fn checked_ids(ids: &[i64], n: usize, what: &str) -> Result<Vec<usize>> {
-    ids.iter()
-        .map(|&i| {
-            ensure!(i >= 0 && (i as u64) < n as u64, Index, "{what}: index {i} is out of range for size {n}");
-            Ok(i as usize)
-        })
-        .collect()
+    let mut checked = filled_with(ids.len(), 0)?;
+    for (c, &i) in checked.iter_mut().zip(ids) {
+        ensure!(i >= 0 && (i as u64) < n as u64, Index, "{what}: index {i} is out of range for size {n}");
+        *c = i as usize;
+    }
+    Ok(checked)
 }
 
 /// Picks entries `ids` along `axis`: the output has `ids.len()` entries on that axis.
@@ -90,7 +90,8 @@ pub fn gather(x: &Tensor, axis: isize, idx: &[i64], idx_shape: &[usize]) -> Resu
         let (o, rest) = (p / (k * inner), p % (k * inner));
         (o * n + idx[p]) * inner + rest % inner
     };
-    let y: Vec<f32> = (0..idx_shape.iter().product()).into_par_iter().map(|p| data[source(p)]).collect();
+    let mut y = zeroed(idx_shape.iter().product())?;
+    y.par_iter_mut().enumerate().for_each(|(p, y)| *y = data[source(p)]);
     drop(data);
     Ok(Tensor::from_op(y, idx_shape.to_vec(), "gather", &[x], move |ctx| {
         let mut g = zeroed(outer * n * inner)?;

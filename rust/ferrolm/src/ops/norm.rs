@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::simd::{sum_zip, vectorized};
-use crate::tensor::{zeroed, Tensor};
+use crate::tensor::{filled_with, zeroed, Tensor};
 use crate::{ensure, Result};
 
 /// Rows per parallel task; fixed so parameter-gradient sums do not depend on the thread count.
@@ -25,7 +25,7 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     let w = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
     let b = bias.map_or_else(|| vec![0.0; c], |b| b.to_vec());
     let mut y = zeroed(x.numel())?;
-    let mut stats = vec![(0.0f32, 0.0f32); rows]; // (mean, 1/std) per row, kept for backward
+    let mut stats = filled_with(rows, (0.0f32, 0.0f32))?; // (mean, 1/std) per row, kept for backward
     {
         let xd = x.read();
         let tasks = y.par_chunks_mut(ROWS * c).zip(xd.par_chunks(ROWS * c)).zip(stats.par_chunks_mut(ROWS));
