@@ -19,7 +19,7 @@ use super::softmax::softmax_in_place;
 use crate::gemm::{gemm, MatRef, Threads};
 use crate::simd::{self, vectorized};
 use crate::tensor::{checked_numel, zeroed, Tensor};
-use crate::{ensure, Result};
+use crate::{ensure, Error, Result};
 
 /// Where one operand's heads live in a flat buffer: element `d` of token `t` of head `h` in
 /// batch `b` is at `offset + b·batch + h·head + t·token + d`.
@@ -214,27 +214,53 @@ fn forward(
             },
         )
     };
-    let scratch = || Scratch { p: vec![0.0; QUERY_BLOCK.min(tq) * tk], heads: Default::default() };
+    let scratch = || {
+        let p = working(QUERY_BLOCK.min(tq) * tk)?;
+        Some(Scratch { p, heads: [room(q.1, tq, d)?, room(k.1, tk, d)?, room(v.1, tk, d)?] })
+    };
     if nb >= rayon::current_num_threads() || nh == 1 {
         let min_len = tasks_per_thread(nb, nh * tq * tk * d);
         let tasks = out.par_chunks_mut(lo.batch).zip(lse.par_chunks_mut(nh * tq)).with_min_len(min_len);
-        tasks.enumerate().for_each_init(scratch, |s, (b, (out, lse))| {
+        tasks.enumerate().try_for_each_init(scratch, |s, (b, (out, lse))| {
+            let s = s.as_mut().ok_or_else(no_working_memory)?;
             for (h, lse) in lse.chunks_mut(tq).enumerate() {
                 head(b, h, &mut out[lo.at(h, 0)..], lo.token, lse, s);
             }
-        });
+            Ok::<(), Error>(())
+        })?;
     } else {
         let mut heads = zeroed(nb * nh * tq * d)?;
         let tasks = heads
             .par_chunks_mut(tq * d)
             .zip(lse.par_chunks_mut(tq))
             .with_min_len(tasks_per_thread(nb * nh, tq * tk * d));
-        tasks.enumerate().for_each_init(scratch, |s, (bh, (o, lse))| head(bh / nh, bh % nh, o, d, lse, s));
+        tasks.enumerate().try_for_each_init(scratch, |s, (bh, (o, lse))| {
+            head(bh / nh, bh % nh, o, d, lse, s.as_mut().ok_or_else(no_working_memory)?);
+            Ok::<(), Error>(())
+        })?;
         for (bh, rows) in heads.chunks(tq * d).enumerate() {
             lo.put_head(out, bh / nh, bh % nh, rows, d);
         }
     }
     Ok(lse)
+}
+
+/// `n` floats of a task's working memory, or None when they are refused (then
+/// `no_working_memory`: running out of memory is an error, not an abort).
+fn working(n: usize) -> Option<Vec<f32>> {
+    zeroed(n).ok()
+}
+
+/// Room to gather a head of `tokens` rows from `layout` (none where `Layout::head` reads the
+/// rows in place), so that gathering never allocates.
+fn room(layout: Layout, tokens: usize, d: usize) -> Option<Vec<f32>> {
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(if layout.token == d { 0 } else { tokens * d }).ok()?;
+    Some(buffer)
+}
+
+fn no_working_memory() -> Error {
+    Error::Memory("attention: cannot allocate a task's working memory".into())
 }
 
 /// A forward task's working memory: a block of probabilities and one head's gathered Q, K, V.
@@ -323,7 +349,12 @@ fn backward(
         )
     };
     let block = QUERY_BLOCK.min(tq) * tk;
-    let scratch = || BackwardScratch { p: vec![0.0; block], ds: vec![0.0; block], heads: Default::default() };
+    let scratch = || {
+        let (p, ds) = (working(block)?, working(block)?);
+        let heads =
+            [room(q.1, tq, d)?, room(k.1, tk, d)?, room(v.1, tk, d)?, room(out.1, tq, d)?, room(dout.1, tq, d)?];
+        Some(BackwardScratch { p, ds, heads })
+    };
     if nb >= rayon::current_num_threads() || nh == 1 {
         let mut tasks: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
         for (i, buffer) in buffers.into_iter().enumerate() {
@@ -333,11 +364,11 @@ fn backward(
             tasks.iter_mut().zip(buffer.chunks_mut(stride)).for_each(|(task, chunk)| task.push(chunk));
         }
         let min_len = tasks_per_thread(nb, nh * tq * tk * d);
-        tasks
-            .into_par_iter()
-            .with_min_len(min_len)
-            .enumerate()
-            .for_each_init(scratch, |s, (b, mut g)| (0..nh).for_each(|h| head(b, h, &mut g, targets, s)));
+        tasks.into_par_iter().with_min_len(min_len).enumerate().try_for_each_init(scratch, |s, (b, mut g)| {
+            let s = s.as_mut().ok_or_else(no_working_memory)?;
+            (0..nh).for_each(|h| head(b, h, &mut g, targets, s));
+            Ok::<(), Error>(())
+        })?;
     } else {
         // Fewer batches than threads: one task per head, writing its dQ, dK and dV rows
         // side by side, copied into place afterwards.
@@ -346,11 +377,10 @@ fn backward(
         let local = [part(0), part(tq * d), part((tq + tk) * d)];
         let mut heads = zeroed(nb * nh * per)?;
         let min_len = tasks_per_thread(nb * nh, tq * tk * d);
-        heads
-            .par_chunks_mut(per)
-            .with_min_len(min_len)
-            .enumerate()
-            .for_each_init(scratch, |s, (bh, chunk)| head(bh / nh, bh % nh, &mut [chunk], local, s));
+        heads.par_chunks_mut(per).with_min_len(min_len).enumerate().try_for_each_init(scratch, |s, (bh, chunk)| {
+            head(bh / nh, bh % nh, &mut [chunk], local, s.as_mut().ok_or_else(no_working_memory)?);
+            Ok::<(), Error>(())
+        })?;
         let mut buffers = buffers;
         for (bh, chunk) in heads.chunks(per).enumerate() {
             for (&(i, to), (&(_, from), t)) in targets.iter().zip(local.iter().zip([tq, tk, tk])) {
