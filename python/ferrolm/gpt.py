@@ -148,8 +148,7 @@ class GPT(CoreModel):
         stop token that ended a row is its last id.
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
-        if isinstance(prompt, (bytes, bytearray, memoryview)):
-            prompt = bytes(prompt).decode("utf-8")  # UTF-8 text, as the tokenizer reads bytes (not byte values as ids)
+        prompt = _text_if_bytes(prompt)
         stop_tokens = [stop_tokens] if _is_id(stop_tokens) else list(stop_tokens)  # read once: it may be an iterator
         if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
@@ -217,8 +216,7 @@ class GPT(CoreModel):
         the start). The last window ends at the text's end, so its tokens may see more context
         than in the guide's script, which steps its last window by `stride` too. `text` may be
         a str (or UTF-8 bytes) or a sequence of token ids."""
-        if isinstance(text, (bytes, bytearray, memoryview)):
-            text = bytes(text).decode("utf-8")  # UTF-8 text, as the tokenizer reads bytes (not byte values as ids)
+        text = _text_if_bytes(text)
         ids = np.asarray(self.encode(text) if isinstance(text, str) else list(text))[None, :]
         if ids.size and ids.dtype.kind not in "iu" or ids.ndim != 2:
             raise TypeError(f"score takes one text or one sequence of integer token ids, got {ids.dtype} of shape "
@@ -341,12 +339,16 @@ def _is_conversation(prompt) -> bool:
     return isinstance(prompt, (list, tuple)) and bool(prompt) and isinstance(prompt[0], Mapping)
 
 
+def _text_if_bytes(x: Any) -> Any:
+    """Bytes as the UTF-8 text they hold (as the tokenizer reads them, not their byte values
+    as ids); anything else as it is."""
+    return bytes(x).decode("utf-8") if isinstance(x, (bytes, bytearray, memoryview)) else x
+
+
 def _stop_strings(stop: Union[str, Sequence[str], None]) -> list[str]:
-    """Stop strings given as one string, a sequence of them, or None, as a list."""
-    if stop is None or isinstance(stop, str):
-        return [] if stop is None else [stop]
-    stops = list(stop) if isinstance(stop, Iterable) else None
-    if stops is None or not all(isinstance(s, str) for s in stops):
+    """Stop strings given as one string, an iterable of them, or None, as a list."""
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, Iterable) else [stop]
+    if not all(isinstance(s, str) for s in stops):
         raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
     return stops
 

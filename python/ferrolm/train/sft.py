@@ -23,14 +23,16 @@ def check_record(record: object, where: str) -> None:
 
 def encode_conversations(records: list[dict], template: ChatTemplate, block_size: int,
                          skip_long: bool) -> tuple[list, dict]:
-    """Renders records to (ids, whether only the last answer is trained); records that do not
-    fit the context are an error naming the first, or, with `skip_long`, skipped and counted."""
+    """Renders records to (ids, the first position trained: past the prompt's answers when only
+    the last answer is); records that do not fit the context are an error naming the first, or,
+    with `skip_long`, skipped and counted."""
     checked = []
     for r in records:
         where = where_of(r)
         ids = located(where, lambda r: template.render_conversation(sft_turns(r)), r)
         last_only = completion_only(r) and ids.count(template.assistant) > 1  # earlier answers to leave out
-        checked.append(((ids, last_only), check_fits(ids, block_size, where)))
+        start = template.response_start(ids) - 1 if last_only else 0  # the position predicting the answer
+        checked.append(((ids, start), check_fits(ids, block_size, where)))
     rendered, skipped = keep_fitting(checked, skip_long)
     return rendered, {"skipped_too_long": skipped}
 
@@ -45,18 +47,16 @@ class SFT:
         rows, self.counts = encode_splits(train, val, lambda r: encode_conversations(r, template, block_size, skip_long),
                                           f"examples fit the context of {block_size} tokens")
         self.data = {split: [ids for ids, _ in r] for split, r in rows.items()}
-        self.last_answer_only = {split: [last for _, last in r] for split, r in rows.items()}
-        # The rows, and which of them train their last answer only when any does.
-        masks = any(any(last) for last in self.last_answer_only.values())
-        self.data_digest = digest([self.data, self.last_answer_only] if masks else self.data)
+        self.trained_from = {split: np.array([start for _, start in r]) for split, r in rows.items()}
+        # The rows, and where their training starts when any starts past 0.
+        starts = {split: s.tolist() for split, s in self.trained_from.items()}
+        self.data_digest = digest([self.data, starts] if any(map(any, starts.values())) else self.data)
 
     def batch(self, split: str, rng: np.random.Generator):
         picked = rng.integers(0, len(self.data[split]), size=self.batch_size)
         ids, _ = pad_right([self.data[split][i] for i in picked], self.template.end)
-        trained = self.template.answer_targets(ids)
-        for row, i in enumerate(picked):
-            if self.last_answer_only[split][i]:  # the answers before the completion's are its prompt
-                trained[row, : self.template.response_start(ids[row]) - 1] = False
+        # The answers before a completion's are its prompt: trained only from its start.
+        trained = self.template.answer_targets(ids) & (np.arange(ids.shape[1] - 1) >= self.trained_from[split][picked, None])
         return ids[:, :-1], np.where(trained, ids[:, 1:], -100)
 
     def loss(self, model, batch, dropout_seed):

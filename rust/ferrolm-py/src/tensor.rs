@@ -765,13 +765,7 @@ impl PyTensor {
         let shape = self.0.shape();
         match dim {
             None => Ok(PyTuple::new(py, shape)?.into_any()),
-            Some(d) => {
-                let at = dims_arg(&[d], shape.len())?[0];
-                let size = shape.get(at).ok_or_else(|| {
-                    PyIndexError::new_err(format!("dimension {d} is out of range for a tensor of rank {}", shape.len()))
-                })?;
-                Ok(size.into_pyobject(py)?.into_any())
-            }
+            Some(d) => Ok(shape[ferrolm::tensor::resolve_axis(d, shape.len()).py()?].into_pyobject(py)?.into_any()),
         }
     }
 

@@ -148,19 +148,26 @@ pub(crate) fn zeros_for(shape: &[usize]) -> Result<Vec<f32>> {
     zeroed(checked_numel(shape)?)
 }
 
-/// An empty vector with room for `n` floats, or an error when the allocator refuses it.
-pub(crate) fn reserved(n: usize) -> Result<Vec<f32>> {
+/// An empty vector with room for `n` items, or an error when the allocator refuses it: what
+/// ops keep besides tensors (ids, per-row statistics) fails as a tensor's buffer does, not by
+/// aborting.
+pub(crate) fn reserved<T>(n: usize) -> Result<Vec<T>> {
     let mut data = Vec::new();
-    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n))?;
+    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n.saturating_mul(size_of::<T>()) / size_of::<f32>()))?;
     Ok(data)
 }
 
-/// `n` copies of `value`, or an error when the memory is refused: what ops keep besides
-/// tensors (ids, per-row statistics) fails as a tensor's buffer does, not by aborting.
+/// `n` copies of `value` (see `reserved`).
 pub(crate) fn filled_with<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
-    let mut data = Vec::new();
-    data.try_reserve_exact(n).map_err(|_| cannot_allocate(n.saturating_mul(size_of::<T>()) / size_of::<f32>()))?;
+    let mut data = reserved(n)?;
     data.resize(n, value);
+    Ok(data)
+}
+
+/// A copy of `items` (see `reserved`).
+pub(crate) fn copied<T: Copy>(items: &[T]) -> Result<Vec<T>> {
+    let mut data = reserved(items.len())?;
+    data.extend_from_slice(items);
     Ok(data)
 }
 

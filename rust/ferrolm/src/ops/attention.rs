@@ -18,7 +18,7 @@ use super::dropout::Dropout;
 use super::softmax::softmax_in_place;
 use crate::gemm::{gemm, MatRef, Threads};
 use crate::simd::{self, vectorized};
-use crate::tensor::{checked_numel, zeroed, Tensor};
+use crate::tensor::{checked_numel, reserved, zeroed, Tensor};
 use crate::{ensure, Error, Result};
 
 /// Where one operand's heads live in a flat buffer: element `d` of token `t` of head `h` in
@@ -254,9 +254,7 @@ fn working(n: usize) -> Option<Vec<f32>> {
 /// Room to gather a head of `tokens` rows from `layout` (none where `Layout::head` reads the
 /// rows in place), so that gathering never allocates.
 fn room(layout: Layout, tokens: usize, d: usize) -> Option<Vec<f32>> {
-    let mut buffer = Vec::new();
-    buffer.try_reserve_exact(if layout.token == d { 0 } else { tokens * d }).ok()?;
-    Some(buffer)
+    reserved(if layout.token == d { 0 } else { tokens * d }).ok()
 }
 
 fn no_working_memory() -> Error {

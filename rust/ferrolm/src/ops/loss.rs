@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::softmax::{max_and_ln_sum, softmax_in_place};
 use crate::simd::vectorized;
-use crate::tensor::{filled_with, zeroed, Tensor};
+use crate::tensor::{copied, zeroed, Tensor};
 use crate::{ensure, Result};
 
 /// How per-position losses are combined.
@@ -46,9 +46,7 @@ pub fn cross_entropy(
     for &t in targets {
         ensure!(ignored(t) || (t >= 0 && (t as u64) < v as u64), Index, "cross_entropy: target {t} is outside 0..{v}");
     }
-    let mut kept = filled_with(targets.len(), 0)?; // for backward; a failed allocation is an error, not an abort
-    kept.copy_from_slice(targets);
-    let targets = kept;
+    let targets = copied(targets)?; // kept for backward
     let count = targets.iter().filter(|&&t| !ignored(t)).count();
     let mut losses = zeroed(rows)?;
     losses.par_iter_mut().zip(logits.read().par_chunks(v).zip(targets.par_iter())).for_each(|(loss, (row, &t))| {
