@@ -50,7 +50,7 @@ pub use optim::{clip_grad_norm, AdamW, Optimizer, ParamState, Sgd};
 pub use tensor::{ElementsMut, Tensor};
 pub use threads::{compute, init_thread_pool, num_threads, set_num_threads, with_threads};
 
-/// The README's Rust example, compiled by `cargo test` so that it keeps to the API.
+/// The crate README's example, compiled by `cargo test` so that it keeps to the API.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeExample;

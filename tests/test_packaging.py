@@ -1,10 +1,12 @@
 """What users install: the wheel and the sdist `maturin` builds from this checkout hold every
 file the package reads (the bundled corpus, the labelling page, the stubs), and the wheel,
-installed away from the checkout, trains and generates from its command line. The rest of the
-suite imports the package from the source tree, where a file missing from the wheel is not
+installed away from the checkout, trains and generates from its command line; the core crate,
+as `cargo package` packs it for Rust programs, holds every file its build and tests read. The
+rest of the suite builds from the source tree, where a file missing from a package is not
 missed."""
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -74,3 +76,17 @@ def test_the_installed_wheel_trains_and_generates_away_from_the_checkout(dist, t
     assert "step 20" in trained.stdout and (tmp_path / "m" / "model.safetensors").exists()
     sample = run("-m", "ferrolm", "generate", "m", "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "1")
     assert sample.returncode == 0 and sample.stdout.startswith("ROMEO:") and len(sample.stdout) > 20, sample
+
+
+def test_the_core_crate_packs_every_file_it_reads():
+    listed = subprocess.run(["cargo", "package", "-p", "ferrolm", "--list", "--allow-dirty"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    crate = REPO / "rust" / "ferrolm"
+    sources = {name.removeprefix("rust/ferrolm/") for name in tracked("rust/ferrolm")}
+    assert sources - set(listed) == set()
+    assert {"README.md", "LICENSE"} <= set(listed)  # crates.io shows the one; MIT asks for the other
+    # include_str!/include_bytes! paths (the README doctest) must stay inside the package.
+    for name in (n for n in listed if n.endswith(".rs")):
+        for included in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', (crate / name).read_text()):
+            inside = os.path.normpath(os.path.join(os.path.dirname(name), included))
+            assert inside in listed, f"{name} includes {included}, which the package does not hold"
