@@ -131,12 +131,15 @@ def test_training_a_small_network_lowers_the_loss():
 
 
 @pytest.mark.parametrize("shape_a,shape_b", [((2, 2, 3, 4), (2, 1, 4, 5)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (4, 5)),
-                                             ((1, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (1, 3, 4, 5))])
-def test_matmul_broadcasts_batch_axes_like_numpy(shape_a, shape_b):
+                                             ((1, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (1, 3, 4, 5)),
+                                             ((4,), (4, 5)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4,)),
+                                             ((4,), (2, 4, 5))])
+def test_matmul_broadcasts_batch_axes_and_takes_vectors_like_numpy(shape_a, shape_b):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
     ta, tb = fl.tensor(a, requires_grad=True), fl.tensor(b, requires_grad=True)
     y = ta @ tb
+    assert y.shape == (a @ b).shape
     np.testing.assert_allclose(y.numpy(), a @ b, rtol=1e-5, atol=1e-5)
     g = rng.standard_normal(y.shape).astype(np.float32)
     y.backward(fl.tensor(g))
@@ -145,13 +148,22 @@ def test_matmul_broadcasts_batch_axes_like_numpy(shape_a, shape_b):
         x = x.sum(axis=tuple(range(x.ndim - len(shape))))
         return x.sum(axis=tuple(i for i, d in enumerate(shape) if d == 1 and x.shape[i] != 1), keepdims=True)
 
-    np.testing.assert_allclose(ta.grad.numpy(), summed_to(g @ np.swapaxes(b, -1, -2), shape_a), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(tb.grad.numpy(), summed_to(np.swapaxes(a, -1, -2) @ g, shape_b), rtol=1e-4, atol=1e-4)
+    # As matrices: a vector is a row on the left, a column on the right, and g has that axis back.
+    A, B = (a[None] if a.ndim == 1 else a), (b[:, None] if b.ndim == 1 else b)
+    G = np.expand_dims(g[..., None] if b.ndim == 1 else g, -2) if a.ndim == 1 else (g[..., None] if b.ndim == 1 else g)
+    np.testing.assert_allclose(ta.grad.numpy(), summed_to(G @ np.swapaxes(B, -1, -2), A.shape).reshape(shape_a),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tb.grad.numpy(), summed_to(np.swapaxes(A, -1, -2) @ G, B.shape).reshape(shape_b),
+                               rtol=1e-4, atol=1e-4)
 
 
-def test_matmul_refuses_batch_axes_that_do_not_broadcast():
+def test_matmul_refuses_batch_axes_that_do_not_broadcast_and_scalars():
     with pytest.raises(ValueError, match="do not broadcast"):
         fl.ones(2, 3, 4) @ fl.ones(3, 4, 5)
+    with pytest.raises(ValueError, match=r"inner dimensions differ in \[3\] · \[4, 5\]"):
+        fl.ones(3) @ fl.ones(4, 5)
+    with pytest.raises(ValueError, match="rank ≥ 1"):
+        fl.tensor(2.0) @ fl.ones(2)
 
 
 @pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.9, False, 0.01), (0.8, True, 0.1)])
@@ -792,6 +804,10 @@ def test_arguments_that_numpy_and_torch_users_pass():
         assert getattr(t, reduce)().shape == () and getattr(F, reduce)(t, keepdim=True).shape == (1, 1, 1)
     assert t.max().item() == 23 and F.min(t).item() == 0 and t.max(axis=-1).shape == (2, 3)
     assert float(t.sum()) == 276.0
+    # True is the int 1 in Python: as an axis it would sum over axis 1 where keepdim was meant.
+    for reduce in (t.sum, t.mean, t.max, t.min, t.argmax, lambda *a: F.sum(t, *a), lambda *a: F.min(t, *a)):
+        with pytest.raises(TypeError, match="an axis must be an int, not a bool"):
+            reduce(True)
 
     # x -= y updates x in place, as in PyTorch (it made a new tensor: a model's parameter
     # dropped out of its optimizer and its saves); a parameter only outside the graph.

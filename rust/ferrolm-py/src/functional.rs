@@ -10,7 +10,7 @@ use ferrolm::Tensor;
 
 use crate::errors::IntoPy;
 use crate::nn::seed_or_next;
-use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, PyTensor};
+use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, Axis, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
 /// literals (one per docstring line) become the function's Python `__doc__`.
@@ -66,7 +66,7 @@ binary! {
         "A tie splits the gradient evenly between a and b, as in torch.",
     minimum: "Elementwise minimum of a and b, with numpy broadcasting (see add); NaN if either is NaN, as in numpy."
         "A tie splits the gradient evenly between a and b, as in torch.",
-    matmul: "Matrix product over the last two axes: [..., M, K] @ [..., K, N] -> [..., M, N], both of rank ≥ 2."
+    matmul: "Matrix product over the last two axes: [..., M, K] @ [..., K, N] -> [..., M, N]. As in numpy, a vector operand is a row on the left and a column on the right, its axis dropped from the result."
         "The leading (batch) axes broadcast as numpy's do (an operand without them is shared by every batch);"
         "each operand's gradient sums over the batches it was stretched to. Raises ShapeError otherwise.",
 }
@@ -125,8 +125,8 @@ fn mask_tensor(obj: &Bound<'_, PyAny>) -> PyResult<ferrolm::Tensor> {
 /// the sum of all elements: a 0-d tensor, or with keepdim one of shape (1,) * x.ndim.
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
-fn sum(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || ops::reduce(&x.0, ops::Reduce::Sum, axis, keepdim))
+fn sum(py: Python<'_>, x: PyTensor, axis: Option<Axis>, keepdim: bool) -> PyResult<PyTensor> {
+    run(py, || ops::reduce(&x.0, ops::Reduce::Sum, axis.map(|a| a.0), keepdim))
 }
 
 /// Mean over `axis` (negative counts from the end), dropping that axis unless keepdim; raises ShapeError for an empty
@@ -134,8 +134,8 @@ fn sum(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyRes
 /// of shape (1,) * x.ndim.
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
-fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || ops::reduce(&x.0, ops::Reduce::Mean, axis, keepdim))
+fn mean(py: Python<'_>, x: PyTensor, axis: Option<Axis>, keepdim: bool) -> PyResult<PyTensor> {
+    run(py, || ops::reduce(&x.0, ops::Reduce::Mean, axis.map(|a| a.0), keepdim))
 }
 
 /// Maximum over `axis` (negative counts from the end), dropping that axis unless keepdim. With axis=None (the
@@ -144,8 +144,8 @@ fn mean(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyRe
 /// ShapeError when the reduced axis is empty.
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
-fn max(py: Python<'_>, x: PyTensor, axis: Option<isize>, keepdim: bool) -> PyResult<PyTensor> {
-    run(py, || ops::reduce(&x.0, ops::Reduce::Max, axis, keepdim))
+fn max(py: Python<'_>, x: PyTensor, axis: Option<Axis>, keepdim: bool) -> PyResult<PyTensor> {
+    run(py, || ops::reduce(&x.0, ops::Reduce::Max, axis.map(|a| a.0), keepdim))
 }
 
 /// The same elements in `shape` (a sequence of ints; at most one may be -1, inferred from the others). No copy: the

@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDy
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{IntoPyDict, PyDict, PyFloat, PyInt, PySlice, PyTuple};
+use pyo3::types::{IntoPyDict, PyBool, PyDict, PyFloat, PyInt, PySlice, PyTuple};
 
 use ferrolm::{ops, Tensor};
 
@@ -146,6 +146,22 @@ pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
         }
     }
     args.extract::<Vec<isize>>()
+}
+
+/// The axis of a reduction: an int, never a bool. Python's True is the int 1, and `sum(x, True)`
+/// (keepdim meant) would sum over axis 1; numpy and PyTorch refuse it too.
+#[derive(Clone, Copy)]
+pub struct Axis(pub isize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Axis {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_instance_of::<PyBool>() {
+            return Err(PyTypeError::new_err("an axis must be an int, not a bool (keepdim is the next argument)"));
+        }
+        Ok(Axis(obj.extract()?))
+    }
 }
 
 /// Dimensions for a tensor of rank `rank`, negative ones counted from the end.
@@ -565,7 +581,8 @@ impl PyTensor {
     /// int64: a numpy array shaped as `max(axis, keepdim)`, or with axis None an int (an
     /// array of ones with `keepdim`, as numpy's). The first on a tie.
     #[pyo3(signature = (axis = None, keepdim = false))]
-    fn argmax<'py>(&self, py: Python<'py>, axis: Option<isize>, keepdim: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn argmax<'py>(&self, py: Python<'py>, axis: Option<Axis>, keepdim: bool) -> PyResult<Bound<'py, PyAny>> {
+        let axis = axis.map(|a| a.0);
         let (at, shape) = compute(py, || match axis {
             None => ops::argmax(&ops::reshape(&self.0, &[-1])?, 0, false),
             Some(axis) => ops::argmax(&self.0, axis, keepdim),
@@ -674,20 +691,20 @@ impl PyTensor {
 
     /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
-    fn sum(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Sum, axis, keepdim))
+    fn sum(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Sum, axis.map(|a| a.0), keepdim))
     }
 
     /// Mean over `axis` (all elements when None), as `ferrolm.functional.mean`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
-    fn mean(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Mean, axis, keepdim))
+    fn mean(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Mean, axis.map(|a| a.0), keepdim))
     }
 
     /// Maximum over `axis` (all elements when None), as `ferrolm.functional.max`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
-    fn max(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Max, axis, keepdim))
+    fn max(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Max, axis.map(|a| a.0), keepdim))
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {
@@ -781,7 +798,8 @@ impl PyTensor {
 
     /// Minimum over `axis` (all elements when None): −max(−x), as `ferrolm.functional.min`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
-    fn min(&self, py: Python<'_>, axis: Option<isize>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+    fn min(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
+        let axis = axis.map(|a| a.0);
         self.reduction(py, numpy, |t| ops::neg(&ops::reduce(&ops::neg(t)?, ops::Reduce::Max, axis, keepdim)?))
     }
 

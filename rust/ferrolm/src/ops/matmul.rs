@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use super::elementwise::{broadcast_offset, broadcast_shape, broadcast_strides};
 use super::packed_weights::packed_weight;
 use super::reduce::sum_axis_raw;
+use super::shape::reshape;
 use super::{filled_in, GRAIN};
 use crate::gemm::{gemm, gemm_packed, multiply_bf16_weight, product, reads_bf16_weight, MatRef, Threads};
 use crate::tensor::{checked_numel, numel, reserved, zeroed, zeros_for, Tensor};
@@ -13,17 +14,33 @@ use crate::{ensure, Error, Result};
 
 /// Matrix product over the last two axes: [..., M, K] · [..., K, N] → [..., M, N]. Leading
 /// (batch) axes broadcast as numpy's do (an operand without them is shared by every batch).
+/// As in numpy, a vector operand is a one-row matrix on the left, a one-column matrix on the
+/// right, and that axis is dropped from the result (vector · vector is a scalar).
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     ensure!(
-        a.rank() >= 2 && b.rank() >= 2,
+        a.rank() >= 1 && b.rank() >= 1,
         Shape,
-        "matmul needs operands of rank ≥ 2, got {:?} and {:?}",
+        "matmul needs operands of rank ≥ 1, got {:?} and {:?}",
         a.shape(),
         b.shape()
     );
     let (ra, rb) = (a.rank(), b.rank());
-    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    ensure!(b.shape()[rb - 2] == k, Shape, "matmul: inner dimensions differ in {:?} · {:?}", a.shape(), b.shape());
+    let (k, b_rows) = (a.shape()[ra - 1], b.shape()[rb.saturating_sub(2)]);
+    ensure!(b_rows == k, Shape, "matmul: inner dimensions differ in {:?} · {:?}", a.shape(), b.shape());
+    if ra == 1 || rb == 1 {
+        let as_matrix = |x: &Tensor, shape: [isize; 2]| if x.rank() == 1 { reshape(x, &shape) } else { Ok(x.clone()) };
+        let y = matmul(&as_matrix(a, [1, k as isize])?, &as_matrix(b, [k as isize, 1])?)?;
+        let mut shape: Vec<isize> = y.shape().iter().map(|&d| d as isize).collect();
+        let rank = shape.len();
+        if rb == 1 {
+            shape.remove(rank - 1);
+        }
+        if ra == 1 {
+            shape.remove(rank - 2);
+        }
+        return reshape(&y, &shape);
+    }
+    let (m, n) = (a.shape()[ra - 2], b.shape()[rb - 1]);
     let (batch_a, batch_b) = (&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
     if batch_b.is_empty() {
         // b is shared: fold a's batch axes into its rows and do one large product.
