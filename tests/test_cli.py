@@ -85,6 +85,30 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err
 
 
+def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_whole(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "8", "--eval-interval", "4", *TINY]) == 0
+    earlier_log = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    # A new run (--resume forgotten) that diverges before it saves: the earlier run's log and
+    # checkpoint stay, and the message says so (it said "none yet", and resuming mixed both logs).
+    diverging = ["--max-iters", "20", "--learning-rate", "1000", "--grad-clip", "0", "--eval-interval", "100"]
+    assert main(["pretrain", str(corpus), "--out", str(out), *diverging, *TINY]) == 2
+    assert "last checkpoint in " + str(out) + ": still the earlier run's, from step 8" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == earlier_log
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "10", *TINY]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[:len(earlier_log.splitlines())] == [json.loads(l)["step"] for l in earlier_log.splitlines()]
+    assert steps == sorted(steps) and not (out / "metrics.pending.jsonl").exists()
+    # A new run that saves replaces the log with its own.
+    assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "3", "--eval-interval", "100", *TINY]) == 0
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [3, 3]
+    # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a model without one).
+    (out / "tokenizer.json").unlink()
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
+    assert f"cannot resume: tokenizer.json is missing from {out}" in capsys.readouterr().err
+
+
 def test_resume_accepts_the_runs_own_dropout_and_drops_attention_at_that_rate(corpus, tmp_path):
     out = str(tmp_path / "run")
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", "--dropout", "0.1", *TINY]) == 0

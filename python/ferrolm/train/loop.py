@@ -31,6 +31,7 @@ from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write
 from ferrolm.autograd import no_grad
 from ferrolm.data import files_digest
 from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
+from ferrolm.models import TOKENIZER_FILE
 from ferrolm.nn import Module
 from ferrolm.optim import AdamW
 from ferrolm.train.memory import check_memory
@@ -38,6 +39,8 @@ from ferrolm.train.memory import check_memory
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
+#: A new run's log while the directory still holds an earlier run's checkpoint (see `_RunLog`).
+PENDING_METRICS_FILE = "metrics.pending.jsonl"
 RUN_LOCK_FILE = ".run.lock"  # held while a run trains in the directory (`hold_run_directory`)
 DTYPES = ("float32", "bfloat16")  # TrainConfig.dtype: the matmul precision training runs in
 #: TrainConfig's counts, each with its least value (None, for lr_decay_iters: max_iters).
@@ -252,7 +255,10 @@ class _Checkpoints:
         with atomic_files(self.out_dir, last=STATE_FILE) as files:
             model.save(files)
             opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
-            state["digests"] = {p.name: files_digest(p) for p in sorted(files.glob("*.safetensors"))}
+            # The tokenizer too: the run's data was encoded with it, and a run resumed without it
+            # would save a model no text can be given to.
+            digested = sorted(files.glob("*.safetensors")) + sorted(files.glob(TOKENIZER_FILE))
+            state["digests"] = {p.name: files_digest(p) for p in digested}
             state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
 
@@ -328,10 +334,14 @@ def read_state(path: Path) -> dict:
             or not all(isinstance(e, dict) and is_count(e.get("step")) for e in state.get("evals", [])):
         problem = "its evals or objective_state entry is malformed"
     elif not isinstance(state.get("digests"), dict) or not {"model.safetensors", OPTIMIZER_FILE} <= set(state["digests"]) \
-            or not all(Path(f).name == f and f.endswith(".safetensors") for f in state["digests"]):
-        problem = f"its digests must name model.safetensors, {OPTIMIZER_FILE} and only other .safetensors files beside them"
+            or not all(Path(f).name == f and (f.endswith(".safetensors") or f == TOKENIZER_FILE) for f in state["digests"]):
+        problem = (f"its digests must name model.safetensors, {OPTIMIZER_FILE} and only other .safetensors files or "
+                   f"{TOKENIZER_FILE} beside them")
     if problem:
         raise ValueError(f"cannot resume: {path}: {problem} (damaged or edited; start a new run)")
+    for f in state["digests"]:  # checked here, before a command builds the run from the directory
+        if not (path.parent / f).is_file():
+            raise ValueError(f"cannot resume: {f} is missing from {path.parent}")
     return state
 
 
@@ -604,22 +614,19 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         print(f"ferrolm: resuming the run in {out} at step {step} of {config.max_iters}"
               + ("; it is complete (give a larger --max-iters to train further)" if step == config.max_iters else ""),
               file=sys.stderr, flush=True)
-    else:
-        if (out / STATE_FILE).exists():
-            try:
-                old = read_state(out / STATE_FILE)
-                what = f"the {old.get('objective')} checkpoint there (step {old['step']})"
-                if old.get("objective") == objective.kind:
-                    what += "; resume=True (--resume) would have continued it"
-            except ValueError:
-                what = "the damaged checkpoint there"
-            print(f"ferrolm: starting a new run in {out}: it replaces {what}", file=sys.stderr, flush=True)
-        (out / METRICS_FILE).unlink(missing_ok=True)
-    metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
-
-    def log(record: dict) -> None:
-        metrics.write(json.dumps(record, default=_plain) + "\n")
-        metrics.flush()
+    earlier = None  # the step of an earlier run's checkpoint, which this new run replaces at its first save
+    if not resume and (out / STATE_FILE).exists():
+        try:
+            old = read_state(out / STATE_FILE)
+            earlier = old["step"]
+            what = f"the {old.get('objective')} checkpoint there (step {earlier}) when it saves its own"
+            if old.get("objective") == objective.kind:
+                what += "; resume=True (--resume) would have continued it"
+        except ValueError:
+            what = "the damaged checkpoint there"
+        print(f"ferrolm: starting a new run in {out}: it replaces {what}", file=sys.stderr, flush=True)
+    metrics = _RunLog(out, new_run=not resume, pending=earlier is not None)
+    log = metrics.write
 
     def evaluate(it: int) -> dict:
         return {"step": it, **evaluate_model(model, objective, config.eval_iters, seed=(config.seed, it))}
@@ -649,6 +656,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
         with _interrupts_held():
             checkpoints.save(model, opt, names, state)
+            metrics.take_over()
             saved[0] = it  # before a held Ctrl-C is raised, so its message names this checkpoint
         keep_weights()
 
@@ -686,7 +694,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             grad_norm = _core.clip_grad_norm(params, config.grad_clip if config.grad_clip > 0 else math.inf)
             if not (math.isfinite(total) and math.isfinite(grad_norm)):
                 # One update with these gradients would make every weight NaN; stop before it.
-                last = f"step {saved[0]}" if saved[0] is not None else "none yet"
+                last = _last_checkpoint(saved[0], earlier)
                 raise FloatingPointError(f"training diverged at step {step}: loss {total}, gradient norm {grad_norm} "
                                          f"(lower the learning rate, or check the data); last checkpoint in {out}: {last}")
             opt.step()
@@ -721,7 +729,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                   f"{evals[-1]['val_loss']:.4f}), and the model holds its weights", flush=True)
     except KeyboardInterrupt:
         where = (f"the checkpoint there is from step {saved[0]}, and resuming continues from it" if saved[0] is not None
-                 else "this run saved no checkpoint yet")
+                 else f"this run saved no checkpoint yet ({_last_checkpoint(None, earlier)})")
         print(f"\nferrolm: interrupted at step {step} of {out}; {where}", file=sys.stderr, flush=True)
         raise
     finally:
@@ -730,6 +738,43 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             bar.close()
     _plot(out)
     return evals
+
+
+def _last_checkpoint(step: int | None, earlier: int | None) -> str:
+    """What `out` holds to resume from: this run's checkpoint at `step`, or an earlier run's."""
+    if step is not None:
+        return f"step {step}"
+    if earlier is not None:
+        return f"still the earlier run's, from step {earlier}"
+    return "none yet"
+
+
+class _RunLog:
+    """The run's metrics.jsonl, appended to record by record. A new run in a directory that holds
+    an earlier run's checkpoint logs to metrics.pending.jsonl until its first checkpoint replaces
+    that one: stopped before then, it leaves the earlier run's log and checkpoint as they were, and
+    resuming continues that run with a log of its own steps only."""
+
+    def __init__(self, out: Path, new_run: bool, pending: bool):
+        self.path, self.pending = out / METRICS_FILE, (out / PENDING_METRICS_FILE if pending else None)
+        (out / PENDING_METRICS_FILE).unlink(missing_ok=True)  # a new run's, stopped before its first checkpoint
+        if new_run and not pending:
+            self.path.unlink(missing_ok=True)
+        self.file = open(self.pending or self.path, "w" if pending else "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record, default=_plain) + "\n")
+        self.file.flush()
+
+    def take_over(self) -> None:
+        """The run's first checkpoint is saved: its log becomes metrics.jsonl."""
+        if self.pending is not None:
+            self.file.close()
+            os.replace(self.pending, self.path)
+            self.file, self.pending = open(self.path, "a", encoding="utf-8"), None
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
