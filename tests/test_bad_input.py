@@ -45,7 +45,7 @@ def test_sizes_beyond_memory_raise_memory_error():
     # 2**62 + 1 rows of 4 overflows to 4 elements in unchecked arithmetic; 2**32 squared too.
     for shape in ((2**62 + 1, 4), (2**32, 2**32)):
         with pytest.raises(MemoryError):
-            fl.full(*shape)
+            fl.zeros(*shape)
     # Valid sizes beyond a 48-bit address space (so refused whatever the overcommit policy):
     # an exception, not an aborted interpreter.
     with pytest.raises(MemoryError):

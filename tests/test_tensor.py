@@ -791,7 +791,7 @@ def test_numerical_edges_match_numpy_and_torch():
         a = randn(*shape)
         np.testing.assert_allclose(fl.tensor(a).sum(-1).numpy(), a.astype(np.float64).sum(-1), rtol=1e-6, atol=1e-6)
     with pytest.raises(IndexError, match="do not fit"):
-        F.narrow(fl.randn(2, 3), 0, 2**63, 2**63)  # start + len overflows
+        F.narrow(fl.randn(2, 3), 0, 2**62, 2**64 - 1)  # start + len overflows
 
 
 def test_arguments_that_numpy_and_torch_users_pass():
@@ -804,6 +804,21 @@ def test_arguments_that_numpy_and_torch_users_pass():
         assert getattr(t, reduce)().shape == () and getattr(F, reduce)(t, keepdim=True).shape == (1, 1, 1)
     assert t.max().item() == 23 and F.min(t).item() == 0 and t.max(axis=-1).shape == (2, 3)
     assert float(t.sum()) == 276.0
+    # narrow's start counts from the end when negative, as torch's; ids may be an empty list (numpy's float64 []).
+    np.testing.assert_array_equal(F.narrow(t, 2, -3, 2).numpy(), t.numpy()[:, :, 1:3])
+    with pytest.raises(IndexError, match="start -5 is out of range for an axis of size 4"):
+        F.narrow(t, 2, -5, 1)
+    assert F.index_select(t, 1, []).shape == (2, 0, 4)
+    # uint64 ids above int64's range wrapped to negative ones: -100 is cross-entropy's ignored target.
+    for huge in (2**64 - 100, 2**63):
+        with pytest.raises(IndexError, match=f"index {huge} is out of range"):
+            F.cross_entropy(fl.tensor([[1.0, 2.0]]), np.array([huge], np.uint64))
+    x = fl.tensor([-2.0, 3.0], requires_grad=True)
+    (abs(x) * +x).sum().backward()  # |x|·x: its derivative is 2|x|
+    assert abs(x).numpy().tolist() == [2.0, 3.0] and x.grad.numpy().tolist() == [4.0, 6.0]
+    # full takes (shape, fill_value), as numpy's and torch's: full(4, 7) made a 4×7 tensor of zeros.
+    assert fl.full(4, 7).numpy().tolist() == [7.0] * 4 and fl.full((2, 3), 7.5).numpy().tolist() == [[7.5] * 3] * 2
+    assert fl.full((), 2.0).shape == () and fl.zeros(()).shape == () and fl.ones().shape == ()
     # True is the int 1 in Python: as an axis it would sum over axis 1 where keepdim was meant.
     for reduce in (t.sum, t.mean, t.max, t.min, t.argmax, lambda *a: F.sum(t, *a), lambda *a: F.min(t, *a)):
         with pytest.raises(TypeError, match="an axis must be an int, not a bool"):
@@ -1281,6 +1296,15 @@ def test_indexing_slices_and_losses():
         t[True]
     with pytest.raises(IndexError, match="out of range"):
         t[2**70]
+    # Slices with bounds are copies, even bounds over a whole axis (those shared t's data); a bare `:` shares.
+    d = fl.tensor([1.0, 2.0, 3.0, 4.0])
+    for index in (slice(0, 2), slice(0, 4), slice(-9, 9), slice(None, 4)):
+        part = d[index]
+        part -= 100
+        assert d.numpy().tolist() == [1.0, 2.0, 3.0, 4.0], index
+    whole = d[:]
+    whole -= 100
+    assert d.numpy().tolist() == [-99.0, -98.0, -97.0, -96.0]
     # Iteration gives the rows, as numpy's; a 0-d tensor has none (it gave an empty sequence).
     rows = list(fl.tensor(a[0]))
     assert len(rows) == 5 and all(np.array_equal(r.numpy(), row) for r, row in zip(rows, a[0]))

@@ -1,6 +1,6 @@
 //! The functional ops (`ferrolm.functional`): argument conversion around `ferrolm::ops`.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt};
 use pyo3::wrap_pyfunction;
@@ -170,11 +170,16 @@ fn transpose(py: Python<'_>, x: PyTensor, dim0: isize, dim1: isize) -> PyResult<
     run(py, || ops::transpose(&x.0, dim0, dim1))
 }
 
-/// `length` entries of `axis` starting at `start` (a copy; the gradient flows back into that slice). Raises
-/// IndexError if they do not fit in the axis.
+/// `length` entries of `axis` starting at `start` (negative counts from the end, as in torch; a copy, and the
+/// gradient flows back into that slice). Raises IndexError if they do not fit in the axis.
 #[pyfunction]
-fn narrow(py: Python<'_>, x: PyTensor, axis: isize, start: usize, length: usize) -> PyResult<PyTensor> {
-    run(py, || ops::narrow(&x.0, axis, start, length))
+fn narrow(py: Python<'_>, x: PyTensor, axis: isize, start: isize, length: usize) -> PyResult<PyTensor> {
+    let size = x.0.shape()[ferrolm::tensor::resolve_axis(axis, x.0.rank()).py()?];
+    let from = if start < 0 { start + size as isize } else { start };
+    let from = usize::try_from(from).map_err(|_| {
+        PyIndexError::new_err(format!("narrow: start {start} is out of range for an axis of size {size}"))
+    })?;
+    run(py, || ops::narrow(&x.0, axis, from, length))
 }
 
 /// Joins a sequence of Tensors along an existing `axis` (default 0); all other dimensions must agree (ShapeError

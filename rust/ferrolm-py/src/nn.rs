@@ -283,12 +283,12 @@ fn rand(
     leaf(py, shape, requires_grad, |s| Tensor::rand(s, low, high, seed))
 }
 
-/// A tensor shaped `*shape` (`full(2, 3, value=1.0)` or `full((2, 3), value=1.0)`) filled with `value` (default
-/// 0.0). requires_grad=True makes the new (leaf) tensor collect gradients.
+/// A tensor shaped `shape` (an int or a sequence of ints) filled with `fill_value`, as numpy's and torch's `full`
+/// (`full((2, 3), 7.0)`, `full(4, 7)`). requires_grad=True makes the new (leaf) tensor collect gradients.
 #[pyfunction]
-#[pyo3(signature = (*shape, value = 0.0, requires_grad = false))]
-fn full(py: Python<'_>, shape: &Bound<'_, PyTuple>, value: f32, requires_grad: bool) -> PyResult<PyTensor> {
-    leaf(py, shape, requires_grad, |s| Tensor::full(s, value))
+#[pyo3(signature = (shape, fill_value, requires_grad = false))]
+fn full(py: Python<'_>, shape: &Bound<'_, PyAny>, fill_value: f32, requires_grad: bool) -> PyResult<PyTensor> {
+    leaf(py, &PyTuple::new(py, [shape])?, requires_grad, |s| Tensor::full(s, fill_value))
 }
 
 /// A new leaf tensor of the shape given as `*shape`, made by `make` without the GIL.

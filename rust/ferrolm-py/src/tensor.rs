@@ -95,11 +95,20 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
     let np = obj.py().import("numpy")?;
     let arr = np.call_method1("asarray", (obj,))?;
     let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
-    if kind != "i" && kind != "u" {
+    let size: usize = arr.getattr("size")?.extract()?;
+    // numpy reads `[]` as float64: an empty list is no indices, whatever its dtype.
+    if kind != "i" && kind != "u" && !(size == 0 && "bf".contains(kind.as_str())) {
         return Err(PyTypeError::new_err(format!(
             "indices must be an integer array, got dtype {}",
             arr.getattr("dtype")?
         )));
+    }
+    if kind == "u" && size > 0 {
+        // uint64 above int64's range would wrap to negative ids (-100: an ignored target).
+        let largest: u64 = arr.call_method0("max")?.extract()?;
+        if largest > i64::MAX as u64 {
+            return Err(PyIndexError::new_err(format!("index {largest} is out of range")));
+        }
     }
     let no_copy = [("copy", false)].into_py_dict(obj.py())?;
     let arr = arr.call_method("astype", ("int64",), Some(&no_copy))?;
@@ -297,7 +306,8 @@ impl PyTensor {
     }
 
     /// `t[i]`, `t[a:b]`, `t[i, a:b, ...]`: integers and step-1 slices over the leading axes,
-    /// differentiable (narrow, then a reshape that drops the integer-indexed axes).
+    /// differentiable (narrow, then a reshape that drops the integer-indexed axes). A copy,
+    /// unless every index is a bare `:`.
     fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let items: Vec<Bound<'_, PyAny>> = match index.cast::<PyTuple>() {
             Ok(t) => t.iter().collect(),
@@ -319,8 +329,11 @@ impl PyTensor {
                     ));
                 }
                 let (start, len) = (s.start.max(0) as usize, s.slicelength);
-                if len != n {
-                    cuts.push((axis, start, len)); // a whole axis (`:`) needs no copy
+                // A bare `:` shares the data; any bounds copy, even bounds that take the whole
+                // axis, so whether a slice shares never depends on the tensor's size.
+                let bare = ["start", "stop", "step"].iter().all(|a| slice.getattr(*a).is_ok_and(|v| v.is_none()));
+                if !bare {
+                    cuts.push((axis, start, len));
                 }
                 kept.push(len);
             } else if item.is_instance_of::<pyo3::types::PyBool>() {
@@ -666,6 +679,16 @@ impl PyTensor {
     }
     fn __neg__(&self, py: Python<'_>) -> PyResult<PyTensor> {
         run(py, || ops::neg(&self.0))
+    }
+
+    /// `+t`: t itself, as in PyTorch.
+    fn __pos__(&self) -> PyTensor {
+        PyTensor(self.0.clone())
+    }
+
+    /// `abs(t)`, as `F.abs`.
+    fn __abs__(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || ops::abs(&self.0))
     }
 
     /// reshape(*shape): the same elements in a new shape (one dimension may be -1).
