@@ -285,6 +285,11 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     (tmp_path / "prompt.txt").write_bytes(b"ROMEO:\r\nBut")
     assert main(["generate", out, "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:\nBut")
+    # Command-line words in the messages (they said "prompt 0 is empty" and "[Errno 17] File exists").
+    assert main(["generate", out, "--prompt", ""]) == 2
+    assert "--prompt is empty (leave it out to start from a newline" in capsys.readouterr().err
+    assert main(["pretrain", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt"), *TINY]) == 2
+    assert f"{tmp_path / 'a.txt'} is a file: a run writes a directory of files there" in capsys.readouterr().err
 
 
 def test_mistakes_that_would_train_on_the_wrong_text_are_refused(corpus, tmp_path, capsys):

@@ -356,6 +356,12 @@ def test_a_warmup_longer_than_the_run_is_said(tmp_path, capsys):
         err = capsys.readouterr().err
         assert ("warmup (100 steps) outlasts the run (4 steps): the learning rate rises to 3.96e-05 only, not 0.001"
                 in err) == said, err
+    # A warmup past the decay's end jumps from near the peak to min_lr (nanoGPT's schedule does too).
+    config = TrainConfig(max_iters=6, warmup_iters=4, lr_decay_iters=3, eval_iters=1, progress=False)
+    train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
+    assert ("warmup (4 steps) outlasts the decay (lr_decay_iters 3): the learning rate drops from 0.0008 to min_lr "
+            "0.0001 at step 4" in capsys.readouterr().err)
+    assert config.lr_at(3) == pytest.approx(8e-4) and config.lr_at(4) == pytest.approx(1e-4)
 
 
 def test_the_memory_estimate_is_a_low_one_that_training_reaches(tmp_path):

@@ -353,8 +353,9 @@ def run_generate(args) -> int:
     echo = prompt  # the start of a sample from no prompt is not shown
     if prompt is None:
         prompt, echo = _start_prompt(model), "\n"
-    if args.prompt_file and not prompt:
-        raise ValueError(f"--prompt-file {args.prompt_file} is empty")
+    if not prompt:
+        raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
+                         "--prompt is empty (leave it out to start from a newline, as nanoGPT does)")
     for i in range(args.num_samples):
         # The prompt is encoded (and refused, if it cannot be) before anything is printed.
         pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

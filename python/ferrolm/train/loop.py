@@ -387,6 +387,11 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the "
               f"learning rate rises to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} "
               "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
+    elif config.decay_lr and config.warmup_iters > config.decay_end:
+        print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the decay (lr_decay_iters {config.decay_end}):"
+              f" the learning rate drops from {config.lr_at(config.warmup_iters - 1):.3g} to min_lr "
+              f"{config.final_lr:g} at step {config.warmup_iters} (give a larger --lr-decay-iters)", file=sys.stderr,
+              flush=True)
     out, held = Path(out_dir), Path(out_dir).resolve() in _HELD
     try:
         with using_precision(config.dtype):
@@ -413,6 +418,8 @@ def hold_run_directory(out: str | Path) -> None:
     out = Path(out)
     if out.resolve() in _HELD:
         return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: a run writes a directory of files there")
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUN_LOCK_FILE
     while True:
