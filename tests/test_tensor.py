@@ -816,6 +816,12 @@ def test_arguments_that_numpy_and_torch_users_pass():
     x = fl.tensor([-2.0, 3.0], requires_grad=True)
     (abs(x) * +x).sum().backward()  # |x|·x: its derivative is 2|x|
     assert abs(x).numpy().tolist() == [2.0, 3.0] and x.grad.numpy().tolist() == [4.0, 6.0]
+    # copy_ broadcasts its values and returns the tensor, as torch's.
+    w = fl.zeros(2, 3)
+    assert w.copy_(1.5) is w and w.numpy().tolist() == [[1.5] * 3] * 2
+    assert w.copy_([1.0, 2.0, 3.0]).numpy().tolist() == [[1.0, 2.0, 3.0]] * 2
+    with pytest.raises(ValueError, match=r"copy_: shape \[2\] does not broadcast to \[2, 3\]"):
+        w.copy_([1.0, 2.0])
     # full takes (shape, fill_value), as numpy's and torch's: full(4, 7) made a 4×7 tensor of zeros.
     assert fl.full(4, 7).numpy().tolist() == [7.0] * 4 and fl.full((2, 3), 7.5).numpy().tolist() == [[7.5] * 3] * 2
     assert fl.full((), 2.0).shape == () and fl.zeros(()).shape == () and fl.ones().shape == ()

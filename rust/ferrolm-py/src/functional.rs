@@ -88,7 +88,8 @@ pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) ->
 }
 
 /// Limits x to [min, max], elementwise; either bound may be None (no limit on that side). The gradient passes where
-/// min ≤ x ≤ max and is 0 elsewhere, as in PyTorch. Raises ValueError if min > max.
+/// min ≤ x ≤ max, the bounds included, and is 0 elsewhere (PyTorch's one-bound clamp agrees; its two-bound clamp
+/// passes none at a bound). Raises ValueError if min > max.
 #[pyfunction]
 #[pyo3(signature = (x, min = None, max = None))]
 fn clamp(py: Python<'_>, x: PyTensor, min: Option<f32>, max: Option<f32>) -> PyResult<PyTensor> {

@@ -533,18 +533,20 @@ impl PyTensor {
         PyTensor(self.0.deep_clone())
     }
 
-    /// Overwrites the values in place (for initialisation and loading; not tracked).
-    fn copy_(&self, values: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = to_tensor(values)?;
-        if v.shape() != self.0.shape() {
+    /// Overwrites the values in place with `values` broadcast to this shape, as torch's `copy_`
+    /// (for initialisation and loading; not tracked). Returns the tensor.
+    fn copy_<'py>(slf: Bound<'py, Self>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
+        let (v, target) = (to_tensor(values)?.to_ndarray(), &slf.get().0);
+        let Some(broadcast) = v.broadcast(target.shape()) else {
             return Err(PyValueError::new_err(format!(
-                "copy_: shape {:?} differs from {:?}",
+                "copy_: shape {:?} does not broadcast to {:?}",
                 v.shape(),
-                self.0.shape()
+                target.shape()
             )));
-        }
-        let values = v.to_vec();
-        self.0.assign(&values).py()
+        };
+        let values: Vec<f32> = broadcast.iter().copied().collect();
+        target.assign(&values).py()?;
+        Ok(slf)
     }
 
     /// `Tensor([[...]], requires_grad=True)`, values printed by numpy.

@@ -184,7 +184,7 @@ pub fn pow(x: &Tensor, p: f32) -> Result<Tensor> {
 }
 
 /// Limits values to `[min, max]` (either bound optional); the gradient flows where the input
-/// was inside the bounds, as in PyTorch (PPO's ratio clipping relies on that).
+/// was inside the bounds, the bounds included (PPO's ratio clipping relies on its being 0 outside).
 pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
     let (lo, hi) = (min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY));
     if lo.is_nan() || hi.is_nan() || lo > hi {
