@@ -220,7 +220,8 @@ def test_a_batch_always_has_a_token_to_predict(wordpiece):
 def test_a_rate_over_batches_is_pooled_not_averaged():
     """MLM accuracy counts where the input shows [MASK], and a batch may show none (its chosen
     tokens all drew the 10% random or 10% kept): such a batch averaged in as accuracy 0.0. A
-    (count, out of) extra is pooled over the batches instead."""
+    (count, out of) extra is pooled over the batches instead; a number is weighed as its batch's
+    loss is (PPO's policy and value losses are means over its responses' tokens)."""
     from ferrolm.train import evaluate_model
 
     class Rates:
@@ -243,6 +244,13 @@ def test_a_rate_over_batches_is_pooled_not_averaged():
     record = evaluate_model(None, Rates(), eval_iters=30)
     # Pooled: 20 of 40. Averaging per batch would give 0.444 (empty ones as 0) or 0.667 (skipped).
     assert record["val_hit"] == 0.5 and record["val_mean"] == 1.0
+
+    class Weighed(Rates):
+        def loss_weight(self, batch):  # the losses are means over 1, 1 and 2 tokens: so are the extras
+            return [1, 1, 2][batch]
+
+    record = evaluate_model(None, Weighed(), eval_iters=30)
+    assert record["val_hit"] == 0.5 and record["val_mean"] == pytest.approx((0 + 1 + 2 * 2) / 4)
 
 
 # ---------------------------------------------------------------- learning and fill-mask

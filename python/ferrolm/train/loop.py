@@ -498,7 +498,7 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
                 losses.append(loss.item())
                 weights.append(_loss_weight(objective, batch))
                 for k, v in extra.items():
-                    values.setdefault(k, []).append(v)
+                    values.setdefault(k, []).append((v, weights[-1]))
             record[f"{split}_loss"] = float(np.dot(losses, _shares(weights)))
             record.update({f"{split}_{k}": v for k, v in _pooled(values).items()})
     if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
@@ -545,16 +545,18 @@ def _check_plugged(model: Any, objective: Any) -> None:
 
 
 def _pooled(values: dict[str, list]) -> dict[str, float]:
-    """Each extra over several batches: the mean of numbers, or a pooled rate of (count, out
-    of) pairs (left out when no batch had any)."""
+    """Each extra over several batches, from its (value, batch's loss weight) pairs: numbers
+    pooled as the losses are (`_shares`: PPO's per-token means over its responses' tokens), or
+    a pooled rate of (count, out of) pairs (left out when no batch had any)."""
     out = {}
-    for k, v in values.items():
+    for k, pairs in values.items():
+        v, weights = zip(*pairs)
         if isinstance(v[0], tuple):
             count, total = np.sum(v, axis=0)
             if total > 0:
                 out[k] = float(count / total)
         else:
-            out[k] = float(np.mean(v))
+            out[k] = float(np.dot(v, _shares(list(weights))))
     return out
 
 
@@ -695,7 +697,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 (loss * share).backward()
                 total += loss.item() * share
                 for k, v in extra.items():
-                    extras.setdefault(k, []).append(v)
+                    extras.setdefault(k, []).append((v, share))
             # With clipping off the norm is still taken (an infinite bound scales nothing): it is
             # logged, and a non-finite one stops the run before the update.
             grad_norm = _core.clip_grad_norm(params, config.grad_clip if config.grad_clip > 0 else math.inf)
