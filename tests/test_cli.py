@@ -103,8 +103,21 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_wh
     # A new run that saves replaces the log with its own.
     assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "3", "--eval-interval", "100", *TINY]) == 0
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [3, 3]
-    # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a model without one).
+    # A new run on another corpus replaces the data at once: the earlier run cannot be resumed, and says why.
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text()[::-1])
+    assert main(["pretrain", str(other), "--out", str(out), *diverging, *TINY]) == 2
+    assert "still the earlier run's, from step 3" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
+    assert "the training data differs" in capsys.readouterr().err
+    # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a
+    # model without one), also from a state written before its digest was recorded.
+    state = json.loads((out / "trainer_state.json").read_text())
     (out / "tokenizer.json").unlink()
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
+    assert f"cannot resume: tokenizer.json is missing from {out}" in capsys.readouterr().err
+    del state["digests"]["tokenizer.json"]
+    (out / "trainer_state.json").write_text(json.dumps(state))
     assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
     assert f"cannot resume: tokenizer.json is missing from {out}" in capsys.readouterr().err
 
@@ -287,7 +300,7 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("ROMEO:\nBut")
     # Command-line words in the messages (they said "prompt 0 is empty" and "[Errno 17] File exists").
     assert main(["generate", out, "--prompt", ""]) == 2
-    assert "--prompt is empty (leave it out to start from a newline" in capsys.readouterr().err
+    assert "--prompt is empty (leave it out to start where nanoGPT does" in capsys.readouterr().err
     assert main(["pretrain", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt"), *TINY]) == 2
     assert f"{tmp_path / 'a.txt'} is a file: a run writes a directory of files there" in capsys.readouterr().err
 

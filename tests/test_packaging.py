@@ -20,14 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tracked(prefix: str) -> set[str]:
+    if not (REPO / ".git").exists():
+        pytest.fail("the packaging tests read `git ls-files`: run them from a git checkout")
     out = subprocess.run(["git", "ls-files", prefix], cwd=REPO, capture_output=True, text=True, check=True).stdout
     return set(out.split())
 
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
-    if not (REPO / ".git").exists():
-        pytest.fail("the packaging test reads `git ls-files`: run it from a git checkout")
     out = tmp_path_factory.mktemp("dist")
     for command in (["build", "--release", "-q"], ["sdist"]):  # the release build is the suite's own: cached
         subprocess.run([sys.executable, "-m", "maturin", *command, "--out", str(out)], cwd=REPO, check=True,

@@ -826,9 +826,13 @@ def test_arguments_that_numpy_and_torch_users_pass():
     assert fl.full(4, 7).numpy().tolist() == [7.0] * 4 and fl.full((2, 3), 7.5).numpy().tolist() == [[7.5] * 3] * 2
     assert fl.full((), 2.0).shape == () and fl.zeros(()).shape == () and fl.ones().shape == ()
     # True is the int 1 in Python: as an axis it would sum over axis 1 where keepdim was meant.
-    for reduce in (t.sum, t.mean, t.max, t.min, t.argmax, lambda *a: F.sum(t, *a), lambda *a: F.min(t, *a)):
+    for takes_axis in (t.sum, t.mean, t.max, t.min, t.argmax, t.softmax, t.log_softmax, t.unsqueeze, t.squeeze,
+                       t.size, t.transpose, lambda *a: F.sum(t, *a), lambda *a: F.min(t, *a),
+                       lambda *a: F.softmax(t, *a), lambda *a: F.concat([t, t], *a), lambda *a: F.stack([t], *a),
+                       lambda *a: F.narrow(t, *a, 0, 1), lambda *a: F.index_select(t, *a, [0]),
+                       lambda *a: F.gather(t, *a, np.zeros((2, 3, 4), np.int64))):
         with pytest.raises(TypeError, match="an axis must be an int, not a bool"):
-            reduce(True)
+            takes_axis(True)
 
     # x -= y updates x in place, as in PyTorch (it made a new tensor: a model's parameter
     # dropped out of its optimizer and its saves); a parameter only outside the graph.
@@ -1308,8 +1312,8 @@ def test_indexing_slices_and_losses():
         part = d[index]
         part -= 100
         assert d.numpy().tolist() == [1.0, 2.0, 3.0, 4.0], index
-    whole = d[:]
-    whole -= 100
+    for whole in (d[:], d[::1]):  # no bounds: a step of 1 is none
+        whole -= 50
     assert d.numpy().tolist() == [-99.0, -98.0, -97.0, -96.0]
     # Iteration gives the rows, as numpy's; a 0-d tensor has none (it gave an empty sequence).
     rows = list(fl.tensor(a[0]))

@@ -90,9 +90,14 @@ def tensor(data, requires_grad: bool = False) -> Tensor:
 
 def zeros(*shape: Union[int, Sequence[int]], requires_grad: bool = False) -> Tensor:
     """A tensor of zeros shaped `*shape` (`zeros(2, 3)` or `zeros((2, 3))`)."""
-    return full(shape[0] if len(shape) == 1 else shape, 0.0, requires_grad=requires_grad)
+    return full(_one_shape(shape), 0.0, requires_grad=requires_grad)
 
 
 def ones(*shape: Union[int, Sequence[int]], requires_grad: bool = False) -> Tensor:
     """A tensor of ones shaped `*shape` (`ones(2, 3)` or `ones((2, 3))`)."""
-    return full(shape[0] if len(shape) == 1 else shape, 1.0, requires_grad=requires_grad)
+    return full(_one_shape(shape), 1.0, requires_grad=requires_grad)
+
+
+def _one_shape(shape: tuple):
+    """`f(2, 3)`'s and `f((2, 3))`'s shape as one argument."""
+    return shape[0] if len(shape) == 1 else shape

@@ -135,10 +135,15 @@ def choose(args, name: str, saved: Optional[dict], defaults: dict, fixed: Option
 
 
 def checkpoint_state(out: Path) -> dict:
-    """The trainer state saved in `out`, for --resume."""
+    """The trainer state saved in `out`, for --resume. Every command's run needs the tokenizer
+    (states written before its digest was recorded do not name it)."""
+    from ferrolm.models import TOKENIZER_FILE, TOKENIZER_FILES
     from ferrolm.train.loop import STATE_FILE, read_state
 
-    return read_state(out / STATE_FILE)
+    state = read_state(out / STATE_FILE)
+    if not any((out / name).exists() for name in TOKENIZER_FILES):
+        raise ValueError(f"cannot resume: {TOKENIZER_FILE} is missing from {out}")
+    return state
 
 
 def train_config(values: dict, args, kind: Optional[str] = None):

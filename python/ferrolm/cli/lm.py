@@ -350,12 +350,12 @@ def run_generate(args) -> int:
     chat = model.is_chat and not args.raw
     # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads it.
     prompt = read_text(args.prompt_file).replace("\r\n", "\n") if args.prompt_file else args.prompt
+    if prompt == "":
+        raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
+                         "--prompt is empty (leave it out to start where nanoGPT does: a newline)")
     echo = prompt  # the start of a sample from no prompt is not shown
     if prompt is None:
         prompt, echo = _start_prompt(model), "\n"
-    if not prompt:
-        raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
-                         "--prompt is empty (leave it out to start from a newline, as nanoGPT does)")
     for i in range(args.num_samples):
         # The prompt is encoded (and refused, if it cannot be) before anything is printed.
         pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

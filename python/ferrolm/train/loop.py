@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Optional, Protocol
+from typing import IO, Any, Collection, Optional, Protocol
 
 import numpy as np
 
@@ -84,7 +84,9 @@ class TrainConfig:
             and gradient are those of one batch holding all the micro-batches.
         eval_interval, eval_iters: evaluate every eval_interval steps on eval_iters batches of
             each split.
-        log_interval: steps between metrics.jsonl records (and lines, without a progress bar).
+        log_interval: steps between metrics.jsonl records (and lines, without a progress bar;
+            a new run over an earlier run's checkpoint logs to metrics.pending.jsonl until its
+            first checkpoint replaces that one).
         checkpoint_interval: save every this many steps (0: at each evaluation) and at the end.
         always_save_checkpoint: False saves only when the validation loss improves (nanoGPT's
             option), so a run that overfits keeps, and ends holding, its best model (a copy is
@@ -251,16 +253,17 @@ class _Checkpoints:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
 
-    def save(self, model: Any, opt: AdamW, names: list[str], state: dict) -> None:
+    def save(self, model: Any, opt: AdamW, names: list[str], state: dict, log: "_RunLog") -> None:
         with atomic_files(self.out_dir, last=STATE_FILE) as files:
             model.save(files)
             opt.save(files / OPTIMIZER_FILE, names, {"step": str(state["step"])})
             # The tokenizer too: the run's data was encoded with it, and a run resumed without it
             # would save a model no text can be given to.
-            digested = sorted(files.glob("*.safetensors")) + sorted(files.glob(TOKENIZER_FILE))
-            state["digests"] = {p.name: files_digest(p) for p in digested}
+            tokenizer = [files / TOKENIZER_FILE] if (files / TOKENIZER_FILE).exists() else []
+            state["digests"] = {p.name: files_digest(p) for p in sorted(files.glob("*.safetensors")) + tokenizer}
             state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
+            log.join(files)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
@@ -380,14 +383,15 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     `settings` (JSON-able: how the run was set up, e.g. a command's flags) is saved with each
     checkpoint for a resumed run to reuse. With `resume`, training continues the checkpoint in
     `out_dir` exactly; `model` must hold its weights (load it from `out_dir`: GPT.load,
-    fl.load_model...), else ValueError."""
+    fl.load_model...), else ValueError. Without it, an earlier run's checkpoint and log in
+    `out_dir` stay until this run's first checkpoint replaces them (see `_RunLog`)."""
     config = config.resolved()  # checked again: fields may have been set since it was made
     if config.decay_lr and 0 < config.max_iters <= config.warmup_iters:
         steps = f"{config.max_iters} step" + ("s" if config.max_iters > 1 else "")
         print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the "
               f"learning rate rises to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} "
               "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
-    elif config.decay_lr and config.warmup_iters > config.decay_end:
+    elif config.decay_lr and config.max_iters > config.warmup_iters > config.decay_end:
         print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the decay (lr_decay_iters {config.decay_end}):"
               f" the learning rate drops from {config.lr_at(config.warmup_iters - 1):.3g} to min_lr "
               f"{config.final_lr:g} at step {config.warmup_iters} (give a larger --lr-decay-iters)", file=sys.stderr,
@@ -664,8 +668,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         state = {"step": it, "rng": rng.bit_generator.state, "objective": objective.kind, "evals": evals,
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
         with _interrupts_held():
-            checkpoints.save(model, opt, names, state)
-            metrics.take_over()
+            checkpoints.save(model, opt, names, state, metrics)
             saved[0] = it  # before a held Ctrl-C is raised, so its message names this checkpoint
         keep_weights()
 
@@ -760,30 +763,34 @@ def _last_checkpoint(step: int | None, earlier: int | None) -> str:
 
 class _RunLog:
     """The run's metrics.jsonl, appended to record by record. A new run in a directory that holds
-    an earlier run's checkpoint logs to metrics.pending.jsonl until its first checkpoint replaces
-    that one: stopped before then, it leaves the earlier run's log and checkpoint as they were, and
-    resuming continues that run with a log of its own steps only."""
+    an earlier run's checkpoint logs to metrics.pending.jsonl until its first checkpoint: the log
+    replaces the earlier run's together with the checkpoint, as one of its files. Stopped before
+    then, the new run leaves the earlier run's log and checkpoint as they were (resumable if
+    its data is still there: a command that prepares data in the directory replaced it)."""
 
     def __init__(self, out: Path, new_run: bool, pending: bool):
         self.path, self.pending = out / METRICS_FILE, (out / PENDING_METRICS_FILE if pending else None)
         (out / PENDING_METRICS_FILE).unlink(missing_ok=True)  # a new run's, stopped before its first checkpoint
         if new_run and not pending:
             self.path.unlink(missing_ok=True)
-        self.file = open(self.pending or self.path, "w" if pending else "a", encoding="utf-8")
+        self.file: Optional[IO] = open(self.pending or self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
+        if self.file is None:  # joined a checkpoint's files: the log is metrics.jsonl now
+            self.file = open(self.path, "a", encoding="utf-8")
         self.file.write(json.dumps(record, default=_plain) + "\n")
         self.file.flush()
 
-    def take_over(self) -> None:
-        """The run's first checkpoint is saved: its log becomes metrics.jsonl."""
-        if self.pending is not None:
+    def join(self, files: Path) -> None:
+        """Called as a checkpoint's `files` are written: a pending log goes with them."""
+        if self.pending is not None and self.file is not None:
             self.file.close()
-            os.replace(self.pending, self.path)
-            self.file, self.pending = open(self.path, "a", encoding="utf-8"), None
+            os.replace(self.pending, files / METRICS_FILE)
+            self.file, self.pending = None, None
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

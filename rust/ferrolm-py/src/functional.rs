@@ -166,18 +166,18 @@ fn permute(py: Python<'_>, x: PyTensor, dims: Vec<isize>) -> PyResult<PyTensor> 
 
 /// Swaps axes dim0 and dim1 (a copy); by default the last two. Negative axes count from the end.
 #[pyfunction]
-#[pyo3(signature = (x, dim0 = -2, dim1 = -1), text_signature = "(x, dim0=-2, dim1=-1)")]
-fn transpose(py: Python<'_>, x: PyTensor, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
-    run(py, || ops::transpose(&x.0, dim0, dim1))
+#[pyo3(signature = (x, dim0 = Axis(-2), dim1 = Axis(-1)), text_signature = "(x, dim0=-2, dim1=-1)")]
+fn transpose(py: Python<'_>, x: PyTensor, dim0: Axis, dim1: Axis) -> PyResult<PyTensor> {
+    run(py, || ops::transpose(&x.0, dim0.0, dim1.0))
 }
 
 /// `length` entries of `axis` starting at `start` (negative counts from the end, as in torch; a copy, and the
 /// gradient flows back into that slice). Raises IndexError if they do not fit in the axis.
 #[pyfunction]
-fn narrow(py: Python<'_>, x: PyTensor, axis: isize, start: isize, length: usize) -> PyResult<PyTensor> {
+fn narrow(py: Python<'_>, x: PyTensor, axis: Axis, start: i128, length: usize) -> PyResult<PyTensor> {
+    let axis = axis.0;
     let size = x.0.shape()[ferrolm::tensor::resolve_axis(axis, x.0.rank()).py()?];
-    let from = if start < 0 { start + size as isize } else { start };
-    let from = usize::try_from(from).map_err(|_| {
+    let from = usize::try_from(if start < 0 { start + size as i128 } else { start }).map_err(|_| {
         PyIndexError::new_err(format!("narrow: start {start} is out of range for an axis of size {size}"))
     })?;
     run(py, || ops::narrow(&x.0, axis, from, length))
@@ -186,19 +186,19 @@ fn narrow(py: Python<'_>, x: PyTensor, axis: isize, start: isize, length: usize)
 /// Joins a sequence of Tensors along an existing `axis` (default 0); all other dimensions must agree (ShapeError
 /// otherwise). Raises ValueError for an empty sequence.
 #[pyfunction]
-#[pyo3(signature = (tensors, axis = 0))]
-fn concat(py: Python<'_>, tensors: Vec<PyTensor>, axis: isize) -> PyResult<PyTensor> {
+#[pyo3(signature = (tensors, axis = Axis(0)), text_signature = "(tensors, axis=0)")]
+fn concat(py: Python<'_>, tensors: Vec<PyTensor>, axis: Axis) -> PyResult<PyTensor> {
     let ts: Vec<_> = tensors.into_iter().map(|t| t.0).collect();
-    run(py, || ops::concat(&ts, axis))
+    run(py, || ops::concat(&ts, axis.0))
 }
 
 /// Joins a sequence of equally shaped Tensors along a new `axis` (default 0; -1 adds a last axis). Raises ShapeError
 /// if the shapes differ, ValueError for an empty sequence.
 #[pyfunction]
-#[pyo3(signature = (tensors, axis = 0))]
-fn stack(py: Python<'_>, tensors: Vec<PyTensor>, axis: isize) -> PyResult<PyTensor> {
+#[pyo3(signature = (tensors, axis = Axis(0)), text_signature = "(tensors, axis=0)")]
+fn stack(py: Python<'_>, tensors: Vec<PyTensor>, axis: Axis) -> PyResult<PyTensor> {
     let ts: Vec<_> = tensors.into_iter().map(|t| t.0).collect();
-    run(py, || ops::stack(&ts, axis))
+    run(py, || ops::stack(&ts, axis.0))
 }
 
 /// Rows of `weight` [V, C] for integer `ids` of any shape, giving ids.shape + (C,). The gradient is scatter-added
@@ -213,37 +213,37 @@ fn embedding(py: Python<'_>, weight: PyTensor, ids: &Bound<'_, PyAny>) -> PyResu
 /// repeated ids add up in the gradient. Raises IndexError for an id out of range, ValueError if ids has more than
 /// one dimension.
 #[pyfunction]
-fn index_select(py: Python<'_>, x: PyTensor, axis: isize, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+fn index_select(py: Python<'_>, x: PyTensor, axis: Axis, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (ids, shape) = to_ids(ids)?;
     if shape.len() > 1 {
         return Err(PyValueError::new_err(format!("index_select: ids must be one-dimensional, got shape {shape:?}")));
     }
-    run(py, || ops::index_select(&x.0, axis, &ids))
+    run(py, || ops::index_select(&x.0, axis.0, &ids))
 }
 
 /// torch.gather: out[..., j, ...] = x[..., index[..., j, ...], ...] along `axis`. `index` is an integer array of
 /// x's rank and shape except along `axis` (any length there); the result has index's shape (ShapeError otherwise).
 /// Out-of-range indices raise IndexError. E.g. each chosen token's log-prob: gather(logp, -1, ids[..., None]).
 #[pyfunction]
-fn gather(py: Python<'_>, x: PyTensor, axis: isize, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+fn gather(py: Python<'_>, x: PyTensor, axis: Axis, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (idx, shape) = to_ids(index)?;
-    run(py, || ops::gather(&x.0, axis, &idx, &shape))
+    run(py, || ops::gather(&x.0, axis.0, &idx, &shape))
 }
 
 /// exp(x) / sum(exp(x)) along `axis` (default -1, the last axis), computed stably (the maximum is subtracted
 /// first). A slice that is entirely -inf (fully masked) gives zeros, not NaN.
 #[pyfunction]
-#[pyo3(signature = (x, axis = -1), text_signature = "(x, axis=-1)")]
-fn softmax(py: Python<'_>, x: PyTensor, axis: isize) -> PyResult<PyTensor> {
-    run(py, || ops::softmax(&x.0, axis))
+#[pyo3(signature = (x, axis = Axis(-1)), text_signature = "(x, axis=-1)")]
+fn softmax(py: Python<'_>, x: PyTensor, axis: Axis) -> PyResult<PyTensor> {
+    run(py, || ops::softmax(&x.0, axis.0))
 }
 
 /// x - log(sum(exp(x))) along `axis` (default -1, the last axis), computed stably (the maximum is subtracted
 /// first).
 #[pyfunction]
-#[pyo3(signature = (x, axis = -1), text_signature = "(x, axis=-1)")]
-fn log_softmax(py: Python<'_>, x: PyTensor, axis: isize) -> PyResult<PyTensor> {
-    run(py, || ops::log_softmax(&x.0, axis))
+#[pyo3(signature = (x, axis = Axis(-1)), text_signature = "(x, axis=-1)")]
+fn log_softmax(py: Python<'_>, x: PyTensor, axis: Axis) -> PyResult<PyTensor> {
+    run(py, || ops::log_softmax(&x.0, axis.0))
 }
 
 /// (x - mean) / sqrt(var + eps) * weight + bias over the last axis (size C, biased variance). weight and bias are

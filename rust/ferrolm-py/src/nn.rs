@@ -263,7 +263,7 @@ fn randn(
     requires_grad: bool,
 ) -> PyResult<PyTensor> {
     let seed = seed_or_next(seed);
-    leaf(py, shape, requires_grad, |s| Tensor::randn(s, mean, std, seed))
+    leaf(py, shape_args(shape)?, requires_grad, |s| Tensor::randn(s, mean, std, seed))
 }
 
 /// A tensor of uniform samples in [low, high) shaped `*shape` (`rand(2, 3)` or `rand((2, 3))`), drawn from a seeded
@@ -280,7 +280,7 @@ fn rand(
     requires_grad: bool,
 ) -> PyResult<PyTensor> {
     let seed = seed_or_next(seed);
-    leaf(py, shape, requires_grad, |s| Tensor::rand(s, low, high, seed))
+    leaf(py, shape_args(shape)?, requires_grad, |s| Tensor::rand(s, low, high, seed))
 }
 
 /// A tensor shaped `shape` (an int or a sequence of ints) filled with `fill_value`, as numpy's and torch's `full`
@@ -288,17 +288,19 @@ fn rand(
 #[pyfunction]
 #[pyo3(signature = (shape, fill_value, requires_grad = false))]
 fn full(py: Python<'_>, shape: &Bound<'_, PyAny>, fill_value: f32, requires_grad: bool) -> PyResult<PyTensor> {
-    leaf(py, &PyTuple::new(py, [shape])?, requires_grad, |s| Tensor::full(s, fill_value))
+    // One argument: an int, or a sequence of ints.
+    let shape = shape.extract::<isize>().map(|n| vec![n]).or_else(|_| shape.extract())?;
+    leaf(py, shape, requires_grad, |s| Tensor::full(s, fill_value))
 }
 
-/// A new leaf tensor of the shape given as `*shape`, made by `make` without the GIL.
+/// A new leaf tensor of `shape`, made by `make` without the GIL.
 fn leaf(
     py: Python<'_>,
-    shape: &Bound<'_, PyTuple>,
+    shape: Vec<isize>,
     requires_grad: bool,
     make: impl FnOnce(&[usize]) -> ferrolm::Result<Tensor> + Send,
 ) -> PyResult<PyTensor> {
-    let shape = to_usize(shape_args(shape)?)?;
+    let shape = to_usize(shape)?;
     let t = compute(py, || make(&shape)).py()?;
     t.set_requires_grad(requires_grad).py()?;
     Ok(PyTensor(t))

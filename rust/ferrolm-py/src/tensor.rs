@@ -96,8 +96,8 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
     let arr = np.call_method1("asarray", (obj,))?;
     let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
     let size: usize = arr.getattr("size")?.extract()?;
-    // numpy reads `[]` as float64: an empty list is no indices, whatever its dtype.
-    if kind != "i" && kind != "u" && !(size == 0 && "bf".contains(kind.as_str())) {
+    // numpy reads `[]` as float64: an empty list is no indices.
+    if kind != "i" && kind != "u" && !(size == 0 && kind == "f") {
         return Err(PyTypeError::new_err(format!(
             "indices must be an integer array, got dtype {}",
             arr.getattr("dtype")?
@@ -157,7 +157,7 @@ pub fn shape_args(args: &Bound<'_, PyTuple>) -> PyResult<Vec<isize>> {
     args.extract::<Vec<isize>>()
 }
 
-/// The axis of a reduction: an int, never a bool. Python's True is the int 1, and `sum(x, True)`
+/// An axis argument: an int, never a bool. Python's True is the int 1, and `sum(x, True)`
 /// (keepdim meant) would sum over axis 1; numpy and PyTorch refuse it too.
 #[derive(Clone, Copy)]
 pub struct Axis(pub isize);
@@ -167,7 +167,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Axis {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         if obj.is_instance_of::<PyBool>() {
-            return Err(PyTypeError::new_err("an axis must be an int, not a bool (keepdim is the next argument)"));
+            return Err(PyTypeError::new_err("an axis must be an int, not a bool"));
         }
         Ok(Axis(obj.extract()?))
     }
@@ -331,7 +331,7 @@ impl PyTensor {
                 let (start, len) = (s.start.max(0) as usize, s.slicelength);
                 // A bare `:` shares the data; any bounds copy, even bounds that take the whole
                 // axis, so whether a slice shares never depends on the tensor's size.
-                let bare = ["start", "stop", "step"].iter().all(|a| slice.getattr(*a).is_ok_and(|v| v.is_none()));
+                let bare = ["start", "stop"].iter().all(|a| slice.getattr(*a).is_ok_and(|v| v.is_none()));
                 if !bare {
                     cuts.push((axis, start, len));
                 }
@@ -709,9 +709,9 @@ impl PyTensor {
 
     // pyo3 renders negative defaults as `...` in `__text_signature__`; `text_signature` spells them out
     // (the stubs in python/ferrolm/_core.pyi are checked against it by stubtest).
-    #[pyo3(signature = (dim0 = -2, dim1 = -1), text_signature = "($self, dim0=-2, dim1=-1)")]
-    fn transpose(&self, py: Python<'_>, dim0: isize, dim1: isize) -> PyResult<PyTensor> {
-        run(py, || ops::transpose(&self.0, dim0, dim1))
+    #[pyo3(signature = (dim0 = Axis(-2), dim1 = Axis(-1)), text_signature = "($self, dim0=-2, dim1=-1)")]
+    fn transpose(&self, py: Python<'_>, dim0: Axis, dim1: Axis) -> PyResult<PyTensor> {
+        run(py, || ops::transpose(&self.0, dim0.0, dim1.0))
     }
 
     /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
@@ -803,22 +803,22 @@ impl PyTensor {
 
     /// The shape as a tuple, or with `dim` that dimension's size, as PyTorch's `size()`.
     #[pyo3(signature = (dim = None))]
-    fn size<'py>(&self, py: Python<'py>, dim: Option<isize>) -> PyResult<Bound<'py, PyAny>> {
+    fn size<'py>(&self, py: Python<'py>, dim: Option<Axis>) -> PyResult<Bound<'py, PyAny>> {
         let shape = self.0.shape();
         match dim {
             None => Ok(PyTuple::new(py, shape)?.into_any()),
-            Some(d) => Ok(shape[ferrolm::tensor::resolve_axis(d, shape.len()).py()?].into_pyobject(py)?.into_any()),
+            Some(d) => Ok(shape[ferrolm::tensor::resolve_axis(d.0, shape.len()).py()?].into_pyobject(py)?.into_any()),
         }
     }
 
-    #[pyo3(signature = (axis = -1), text_signature = "($self, axis=-1)")]
-    fn softmax(&self, py: Python<'_>, axis: isize) -> PyResult<PyTensor> {
-        run(py, || ops::softmax(&self.0, axis))
+    #[pyo3(signature = (axis = Axis(-1)), text_signature = "($self, axis=-1)")]
+    fn softmax(&self, py: Python<'_>, axis: Axis) -> PyResult<PyTensor> {
+        run(py, || ops::softmax(&self.0, axis.0))
     }
 
-    #[pyo3(signature = (axis = -1), text_signature = "($self, axis=-1)")]
-    fn log_softmax(&self, py: Python<'_>, axis: isize) -> PyResult<PyTensor> {
-        run(py, || ops::log_softmax(&self.0, axis))
+    #[pyo3(signature = (axis = Axis(-1)), text_signature = "($self, axis=-1)")]
+    fn log_softmax(&self, py: Python<'_>, axis: Axis) -> PyResult<PyTensor> {
+        run(py, || ops::log_softmax(&self.0, axis.0))
     }
 
     /// Minimum over `axis` (all elements when None): −max(−x), as `ferrolm.functional.min`.
@@ -829,7 +829,8 @@ impl PyTensor {
     }
 
     /// A dimension of size 1 inserted at `axis` (−1: last).
-    fn unsqueeze(&self, py: Python<'_>, axis: isize) -> PyResult<PyTensor> {
+    fn unsqueeze(&self, py: Python<'_>, axis: Axis) -> PyResult<PyTensor> {
+        let axis = axis.0;
         let mut shape: Vec<isize> = self.0.shape().iter().map(|&d| d as isize).collect();
         let at = dims_arg(&[axis], shape.len() + 1)?[0];
         if at > shape.len() {
@@ -844,7 +845,8 @@ impl PyTensor {
 
     /// Without the dimensions of size 1 (only `axis`, if given and of size 1, as PyTorch's).
     #[pyo3(signature = (axis = None))]
-    fn squeeze(&self, py: Python<'_>, axis: Option<isize>) -> PyResult<PyTensor> {
+    fn squeeze(&self, py: Python<'_>, axis: Option<Axis>) -> PyResult<PyTensor> {
+        let axis = axis.map(|a| a.0);
         let dims = self.0.shape();
         let rank = dims.len().max(1); // a scalar takes 0 and -1, as in PyTorch
         let only = axis.map(|a| dims_arg(&[a], rank)).transpose()?.map(|d| d[0]);

@@ -232,6 +232,13 @@ fn matmul_and_linear() {
     gradcheck("matmul_shared_a", &[randn(&[3, 4], 134), randn(&[2, 4, 2], 135)], |t| {
         ops::matmul(&t[0], &t[1]).unwrap()
     });
+    // Vector operands: a row on the left, a column on the right.
+    for (i, (sa, sb)) in
+        [(&[4][..], &[4, 5][..]), (&[2, 3, 4], &[4]), (&[4], &[4]), (&[4], &[2, 4, 3])].iter().enumerate()
+    {
+        let (a, b) = (randn(sa, 140 + i as u64), randn(sb, 150 + i as u64));
+        gradcheck("matmul_vector", &[a, b], |t| ops::matmul(&t[0], &t[1]).unwrap());
+    }
     let (x, w, bias) = (randn(&[2, 3, 4], 136), randn(&[5, 4], 137), randn(&[5], 138));
     gradcheck("linear", &[x.clone(), w.clone(), bias], |t| ops::linear(&t[0], &t[1], Some(&t[2])).unwrap());
     gradcheck("linear_no_bias", &[x, w], |t| ops::linear(&t[0], &t[1], None).unwrap());

@@ -25,7 +25,8 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b.shape()
     );
     let (ra, rb) = (a.rank(), b.rank());
-    let (k, b_rows) = (a.shape()[ra - 1], b.shape()[rb.saturating_sub(2)]);
+    let k = a.shape()[ra - 1];
+    let b_rows = if rb == 1 { b.shape()[0] } else { b.shape()[rb - 2] };
     ensure!(b_rows == k, Shape, "matmul: inner dimensions differ in {:?} · {:?}", a.shape(), b.shape());
     if ra == 1 || rb == 1 {
         let as_matrix = |x: &Tensor, shape: [isize; 2]| if x.rank() == 1 { reshape(x, &shape) } else { Ok(x.clone()) };
