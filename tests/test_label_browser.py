@@ -134,7 +134,7 @@ def test_a_pair_left_in_an_idle_tab_goes_to_another_and_the_idle_tab_moves_on(mo
         other.goto(server.url)
         assert shown(other) == idle  # the next tab that asks gets the idle tab's pair
         page.keyboard.press("1")
-        sync_api.expect(page.locator("#status")).to_contain_text("given to another tab")
+        sync_api.expect(page.locator("#status")).to_contain_text("another tab holds this pair")
         sync_api.expect(page.locator("body")).not_to_have_attribute("data-pair", idle["id"])  # it moved on
         other.keyboard.press("2")
         expect_progress(other, 1, 6)

@@ -7,6 +7,8 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -55,7 +57,8 @@ def test_api_judgements_and_request_guards(model, tmp_path):
             status, reply = server.call("POST", "/api/judgements", body, raw=raw,
                                         headers=headers or {"Content-Type": "application/json"})
             assert status == expected and "error" in reply, (body, raw, status, reply)
-        for body in ({"client": "bad id"}, {"client": "tab1", "n": 99}, {"client": "tab1", "n": True}):
+        for body in ({"client": "bad id"}, {"client": "tab1", "n": 99}, {"client": "tab1", "n": True},
+                     {"client": "tab1", "n": 2.0}):  # 2.0 == 2, and was a 500 at slicing
             assert server.call("POST", "/api/pairs", body)[0] == 400
         # Taking pairs reserves them: never on a GET (another site's <img> could send one).
         assert server.call("GET", "/api/pairs?client=tab1")[0] == 405
@@ -65,6 +68,11 @@ def test_api_judgements_and_request_guards(model, tmp_path):
         assert server.call("POST", "/api/undo", {"id": r["id"], "pair_id": second["id"], "client": "tab1"})[0] == 404
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing.
         assert server.call("GET", "/api/status", headers={"Host": "evil.example:80"})[0] == 400
+        # A second server on the database is refused: both handed out and generated pairs for the same prompts.
+        second_server = run_cli("label", str(model), "--prompts", str(tmp_path / "prompts.txt"), "--db",
+                                str(tmp_path / "db.sqlite"),
+                                "--port", "0")
+        assert second_server.returncode == 2 and "is in use by another ferrolm label server" in second_server.stderr
 
         # Nothing bad was stored; the judgements list shows the one judgement by screen side.
         status, listing = server.call("GET", "/api/judgements")
@@ -92,14 +100,18 @@ def test_a_token_is_required_when_given(model, tmp_path):
         assert server.call("GET", "/api/status", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "choice": "left"})[0] == 401
         assert server.call("GET", "/api/status", headers={"Authorization": "Bearer s3cret-token"})[0] == 200
-        assert server.call("GET", "/api/status", headers={"Cookie": "ferrolm_label_token=s3cret-token"})[0] == 200
+        # Browsers keep cookies per host, not per port: the cookie is named by this server's port,
+        # and another server's (or a stale) cookie does not hide a right Bearer header.
+        name = f"ferrolm_label_token_{urllib.parse.urlsplit(server.url).port}"
+        assert server.call("GET", "/api/status", headers={"Cookie": f"{name}=s3cret-token"})[0] == 200
+        assert server.call("GET", "/api/status", headers={"Cookie": "ferrolm_label_token_1=s3cret-token"})[0] == 401
+        assert server.call("GET", "/api/status", headers={"Cookie": f"{name}=wrong",
+                                                          "Authorization": "Bearer s3cret-token"})[0] == 200
         # Other apps on this host send their cookies here too; odd ones must not hide ours.
         for others in ("theme=dark mode", "a(b)=1", 'prefs={"x": 1}'):
-            cookie = f"{others}; ferrolm_label_token=s3cret-token"
+            cookie = f"{others}; {name}=s3cret-token"
             assert server.call("GET", "/api/status", headers={"Cookie": cookie})[0] == 200, others
         # Opening the printed address sets the cookie and drops the token from the address bar.
-        import urllib.request
-
         class NoRedirect(urllib.request.HTTPRedirectHandler):
             def redirect_request(self, *args):
                 return None
@@ -109,7 +121,7 @@ def test_a_token_is_required_when_given(model, tmp_path):
             raise AssertionError("expected a redirect")
         except urllib.error.HTTPError as e:
             assert e.code == 303 and e.headers["Location"] == "/"
-            assert "ferrolm_label_token=s3cret-token" in e.headers["Set-Cookie"] and "HttpOnly" in e.headers["Set-Cookie"]
+            assert f"{name}=s3cret-token" in e.headers["Set-Cookie"] and "HttpOnly" in e.headers["Set-Cookie"]
     # Listening beyond this machine without a token is refused before anything is bound.
     result = run_cli("label", str(model), "--prompts", str(tmp_path / "prompts.txt"), "--host", "0.0.0.0",
                      "--db", str(tmp_path / "db.sqlite"))

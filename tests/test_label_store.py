@@ -4,6 +4,7 @@ writers and retries, undo, generation ahead of time, and tabs never sharing a pa
 import json
 import threading
 import time
+import types
 
 import pytest
 
@@ -211,14 +212,14 @@ def test_a_pair_held_or_judged_by_another_tab_cannot_be_judged_or_undone_from_th
     try:
         wait_until(lambda: len(store.unjudged_pairs()) == 3)
         a, b = queue.take("idle", 2)
-        with pytest.raises(Conflict, match="given to another tab"):
+        with pytest.raises(Conflict, match="another tab holds this pair"):
             queue.claim(a.id, "other")  # held by "idle"
         queue.claim(a.id, "idle")
         # "idle" leaves its pairs for over a minute: they go to the next tab that asks ...
         clock = time.monotonic() + 61
         monkeypatch.setattr(time, "monotonic", lambda: clock)
         assert {a.id, b.id} <= {p.id for p in queue.take("busy", 3)}
-        with pytest.raises(Conflict, match="given to another tab after this one left it unlabelled for 1 minutes"):
+        with pytest.raises(Conflict, match="another tab holds this pair .* unlabelled for 1 minutes"):
             queue.claim(a.id, "idle")  # ... and "idle" can no longer judge them
         queue.claim(a.id, "busy")
         store.judge(a.id, "left", "", "bea")
@@ -235,6 +236,54 @@ def test_a_pair_held_or_judged_by_another_tab_cannot_be_judged_or_undone_from_th
 
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who goes there?"},
                 {"role": "assistant", "content": "A friend."}, {"role": "user", "content": "Stand and unfold yourself."}]
+
+
+def test_a_busy_database_delays_a_pair_but_fails_no_prompt(tmp_path):
+    """Another program writing to the database (a SQLite editor mid-transaction) past the
+    store's wait: the generator saves the pair again a second later (it was counted a failed
+    generation, never retried), and the server answers 503."""
+    import asyncio
+    import sqlite3
+
+    from ferrolm.label.server import _database_error
+
+    store = LabelStore(tmp_path / "db.sqlite")
+    real, calls = store.add_pair, []
+
+    def busy_once(pair):
+        calls.append(pair.id)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(pair)
+
+    store.add_pair = busy_once
+    queue = PairQueue(store, ["Who goes there?"], *samplers(), lookahead=1).start()
+    try:
+        wait_until(lambda: len(store.unjudged_pairs()) == 1)
+    finally:
+        queue.stop()
+    assert len(calls) == 2 and queue.failed == []
+    answer = asyncio.run(_database_error(None, sqlite3.OperationalError("database is locked")))
+    assert answer.status_code == 503 and b"busy" in answer.body
+
+
+def test_a_one_turn_conversation_is_the_prompt_of_its_text(tmp_path):
+    """A chat model is given a text prompt as a user turn: the file's `{"prompt": "Hi"}` and
+    `{"prompt": [{"role": "user", "content": "Hi"}]}` are one prompt (they were judged twice),
+    also against judgements an earlier ferrolm stored as a conversation."""
+    from ferrolm.label.prompts import check_prompts, prompt_key
+
+    turn = [{"role": "user", "content": "Stand, ho!"}]
+    assert prompt_key(turn) == prompt_key("Stand, ho!") == ("Stand, ho!", False)
+    with pytest.raises(ValueError, match="line 2: repeats the prompt of line 1"):
+        check_prompts(["Stand, ho!", turn], types.SimpleNamespace(prompt_ids=lambda p, chat: [0], block_size=8),
+                      where="p.jsonl", chat=True)
+    store = LabelStore(tmp_path / "db.sqlite")
+    with store._write() as con:  # as stored before: the turn's JSON, marked a conversation
+        con.execute("INSERT INTO judgements (pair_id, prompt, conversation, completion_a, completion_b, shown_left, "
+                    "choice, comment, labeller, created_at, settings, model_a_hash, model_b_hash) VALUES ('p', ?, 1, 'x',"
+                    " 'y', 'a', 'a', '', 'ann', '2026-01-01', '{}', 'h1', 'h2')", (json.dumps(turn),))
+    assert store.judged_prompts(("h1", "h2")) == {("Stand, ho!", False)}
 
 
 def test_conversation_prompts_are_labelled_exported_and_remembered(tmp_path):

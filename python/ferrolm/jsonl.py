@@ -54,10 +54,11 @@ def lines_of(text: str) -> list[str]:
 
 
 def read_utf8(path: Path) -> str:
-    """A text file's contents; one that is not UTF-8 is a ValueError naming the line."""
+    """A text file's contents, without the byte-order mark some editors (Windows Notepad) write
+    first; one that is not UTF-8 is a ValueError naming the line."""
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None

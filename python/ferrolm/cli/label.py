@@ -7,6 +7,7 @@ import getpass
 import ipaddress
 import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -64,9 +65,12 @@ def run_label(args) -> int:
         raise ValueError("--prompts FILE is required (one prompt per line)")
     if args.port > 65535:
         raise ValueError(f"--port {args.port} is not a port number (0-65535)")
-    from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
-    from ferrolm.label.prompts import check_prompts, read_prompts
-    from ferrolm.label.store import MAX_LABELLER, LabelStore, is_labeller_name
+    if args.lease_minutes < 1:
+        print(f"ferrolm label: --lease-minutes {args.lease_minutes:g} is shorter than the minute between a page's "
+              "renewals of its holds: a tab in use may lose its pairs to another", file=sys.stderr, flush=True)
+    from ferrolm.holding import hold, let_go
+    from ferrolm.label.prompts import read_prompts
+    from ferrolm.label.store import MAX_LABELLER, is_labeller_name
 
     if args.labeller is not None and not is_labeller_name(args.labeller):
         raise ValueError(f"--labeller must be a name of at most {MAX_LABELLER} characters, without control characters")
@@ -83,9 +87,28 @@ def run_label(args) -> int:
         raise ValueError(f"ferrolm label needs the web server of the 'label' extra ({e.name} is missing): "
                          "pip install starlette uvicorn") from None
     temperature_b = args.temperature if args.temperature_b is None else args.temperature_b
-    if not args.model_b and args.temperature == temperature_b == 0:
-        raise ValueError("--temperature 0 samples greedily, so one model's two completions would be the same text: "
-                         "give --model-b, or --temperature-b above 0")
+    if not args.model_b and (args.temperature == temperature_b == 0 or args.top_k == 1):
+        raise ValueError(f"{'--top-k 1' if args.top_k == 1 else '--temperature 0'} samples greedily, so one model's "
+                         "two completions would be the same text: give --model-b"
+                         + ("" if args.top_k == 1 else ", or --temperature-b above 0"))
+    db = Path(args.db)
+    if not db.parent.is_dir():
+        raise ValueError(f"--db {db}: the folder {db.parent} does not exist")
+    # One server per database: two would each hand out and generate pairs for the same prompts.
+    held = hold(db.with_name(db.name + ".lock"), lambda owner: OSError(
+        f"{db} is in use by another ferrolm label server (process {owner}): stop it, or give another --db"))
+    try:
+        return _serve(args, prompts, token, temperature_b, server)
+    finally:
+        let_go(held)
+
+
+def _serve(args, prompts, token, temperature_b, server) -> int:
+    """`ferrolm label`'s server, from its checked arguments, until Ctrl+C."""
+    from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
+    from ferrolm.label.prompts import check_prompts
+    from ferrolm.label.store import LabelStore
+
     model_a = _load_gpt(args.model)
     model_b = _load_gpt(args.model_b) if args.model_b else model_a
     # A chat model (from `ferrolm sft`) answers prompts as user turns, ending at <|end|>.
@@ -110,7 +133,8 @@ def run_label(args) -> int:
     app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
                             allowed_hosts=server.LOOPBACK_NAMES | {args.host.lower()} if loopback else None)
     port = sock.getsockname()[1]
-    host = f"[{args.host}]" if ":" in args.host else args.host
+    host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host  # an address others can open
+    host = f"[{host}]" if ":" in host else host
     url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")
     print(f"ferrolm label: {queue.labelled}/{queue.total} prompts labelled; judgements go to {args.db}", flush=True)
     if not chat:

@@ -14,6 +14,7 @@ after a restart every unjudged pair is free again.
 from __future__ import annotations
 
 import random
+import sqlite3
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Optional
 from ferrolm.conversations import Prompt
 from ferrolm.data import files_digest
 from ferrolm.label.prompts import prompt_key
-from ferrolm.label.store import Conflict, LabelStore, Pair
+from ferrolm.label.store import Conflict, LabelStore, Pair, is_busy
 
 
 def weights_hash(model_dir: Path) -> str:
@@ -159,8 +160,8 @@ class PairQueue:
             lease = self._leases.get(pair_id)
             if lease is not None and lease[0] != client:
                 if time.monotonic() - lease[2] <= self.lease_seconds:
-                    raise Conflict(f"this pair was given to another tab after this one left it unlabelled for "
-                                   f"{self.lease_seconds / 60:g} minutes")
+                    raise Conflict(f"another tab holds this pair (a tab's hold on a pair lapses when it leaves the "
+                                   f"pair unlabelled for {self.lease_seconds / 60:g} minutes)")
                 self._leases[pair_id] = (client, lease[1], time.monotonic())
 
     def judged(self, pair: Pair, client: str) -> None:
@@ -202,7 +203,7 @@ class PairQueue:
                 self._generating = True
             try:
                 pair = self._generate(index, prompt)
-                self.store.add_pair(pair)  # persisted before anyone can see it
+                self._save(pair)  # persisted before anyone can see it
             except Exception as e:  # a bad prompt must not stop the others
                 message = f"prompt {index + 1}: generation failed: {e}"
                 print(f"ferrolm label: {message}", file=sys.stderr, flush=True)
@@ -214,6 +215,21 @@ class PairQueue:
                 else:
                     self.failed.append(message)
                 self._cond.notify_all()
+
+    def _save(self, pair: Pair) -> None:
+        """Stores `pair`, waiting while another program holds the database (a SQLite editor
+        mid-transaction): that is no failure of the prompt's."""
+        while True:
+            try:
+                return self.store.add_pair(pair)
+            except sqlite3.OperationalError as e:
+                if not is_busy(e):
+                    raise
+                print("ferrolm label: the database is busy (another program is writing to it); saving the next pair "
+                      "again in a second", file=sys.stderr, flush=True)
+            with self._cond:
+                if self._cond.wait_for(lambda: self._stop, timeout=1.0):
+                    raise RuntimeError("stopped before the pair was saved")
 
     def _generate(self, index: int, prompt: Prompt) -> Pair:
         rng = random.Random(f"{self.seed}:{index}")

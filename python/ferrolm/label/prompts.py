@@ -18,10 +18,14 @@ from ferrolm.jsonl import lines_of, located, read_utf8
 
 def prompt_key(prompt: Prompt) -> tuple[str, bool]:
     """A prompt as prompts are compared and stored: (its text, False), or (a conversation's
-    turns as JSON, True)."""
+    turns as JSON, True). A conversation of one user turn is that turn's text: a chat model
+    is given text as a user turn, so the two are one prompt."""
     if isinstance(prompt, str):
         return prompt, False
-    return json.dumps(prompt_turns(prompt), ensure_ascii=False), True
+    turns = prompt_turns(prompt)
+    if len(turns) == 1 and turns[0]["role"] == "user":
+        return turns[0]["content"], False
+    return json.dumps(turns, ensure_ascii=False), True
 
 
 def prompt_of_key(text: str, conversation: bool) -> Prompt:

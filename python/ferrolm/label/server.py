@@ -25,6 +25,7 @@ import ipaddress
 import json
 import re
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs
@@ -37,7 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ferrolm.label.pairs import PairQueue
-from ferrolm.label.store import MAX_LABELLER, SIDES, Conflict, LabelStore, is_labeller_name
+from ferrolm.label.store import MAX_LABELLER, SIDES, Conflict, LabelStore, is_busy, is_labeller_name
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 16 * 1024  # a judgement is a few hundred bytes; refuse anything much larger
@@ -66,6 +67,15 @@ class ApiError(Exception):
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _database_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    """Another program holding the database (a SQLite editor mid-transaction) past the store's
+    wait: the request may be sent again (503), nothing was written."""
+    if is_busy(exc):
+        return JSONResponse({"error": "the database is busy (another program is writing to it): try again"},
+                            status_code=503)
+    return JSONResponse({"error": f"database error: {exc}"}, status_code=500)
 
 
 async def read_json(request: Request) -> dict:
@@ -127,7 +137,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         body = await read_json(request)
         client = _field(body, "client", str, CLIENT_ID)
         n = body.get("n", 2)
-        if n not in (1, 2, 3, 4, 5) or isinstance(n, bool):
+        if type(n) is not int or not 1 <= n <= 5:  # not 2.0, which equals 2 but cannot slice
             raise ApiError(400, "n must be between 1 and 5")
         taken = queue.take(client, n)
         return JSONResponse({"pairs": [p.public() for p in taken], **progress(), "done": not taken and queue.done})
@@ -197,7 +207,7 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         Route("/api/undo", undo, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error})
+    app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, sqlite3.OperationalError: _database_error})
     return Guard(app, token=token, allowed_hosts=allowed_hosts)
 
 
@@ -222,14 +232,16 @@ class Guard:
             return await response(scope, receive, send_with_headers)
         if self.token is not None:
             # Leniently parsed: another local app's odd cookie (sent to every port) must not hide ours.
-            cookies = cookie_parser(headers.get("cookie", ""))
-            given = cookies.get(COOKIE, headers.get("authorization", "").removeprefix("Bearer "))
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            # Browsers keep cookies per host, not per port: each server's cookie is named by its port.
+            cookie = f"{COOKIE}_{scope['server'][1]}" if scope.get("server") else COOKIE
+            given = (cookie_parser(headers.get("cookie", "")).get(cookie, ""),
+                     headers.get("authorization", "").removeprefix("Bearer "))
+            if not any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
                 query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
                 if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), self.token.encode()):
                     # Remember the token in a cookie and drop it from the address bar.
                     response = RedirectResponse("/" + scope["path"].lstrip("/"), status_code=303)  # never //other.host
-                    response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+                    response.set_cookie(cookie, self.token, httponly=True, samesite="strict")
                     return await response(scope, receive, send_with_headers)
                 message = "this server needs its token: open the address printed by `ferrolm label` (ending in ?token=...)"
                 return await JSONResponse({"error": message}, status_code=401)(scope, receive, send_with_headers)

@@ -84,6 +84,11 @@ def is_labeller_name(name: object) -> bool:
         for c in name)
 
 
+def is_busy(error: Exception) -> bool:
+    """Whether `error` is SQLite's "another connection holds the database" (past the wait)."""
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
+
+
 class Conflict(ValueError):
     """The pair was already judged differently (e.g. in another tab)."""
 
@@ -263,7 +268,8 @@ class LabelStore:
         with self._read() as con:
             rows = con.execute("SELECT DISTINCT prompt, conversation FROM judgements WHERE (model_a_hash = ? AND "
                                "model_b_hash = ?) OR (model_a_hash = ? AND model_b_hash = ?)", (a, b, b, a))
-            return {(row[0], bool(row[1])) for row in rows}
+            # Keyed anew: a one-turn conversation judged by an earlier ferrolm was stored as JSON.
+            return {prompt_key(self._prompt(row, "a judgement")) for row in rows}
 
     # ------------------------------------------------------------ judgements
 

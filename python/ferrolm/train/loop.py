@@ -30,6 +30,7 @@ from ferrolm import _core
 from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
 from ferrolm.data import files_digest
+from ferrolm.holding import hold, let_go
 from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
 from ferrolm.models import TOKENIZER_FILE
 from ferrolm.nn import Module
@@ -415,42 +416,18 @@ def hold_run_directory(out: str | Path) -> None:
     prepares data there, until `release_run_directories`): another process starting a run in it (a second
     terminal given the same --out) is refused, where both wrote checkpoints and data over each
     other's. Holding a directory again is allowed; where fcntl is missing, nothing is held."""
-    try:
-        import fcntl
-    except ImportError:
-        return
     out = Path(out)
     if out.resolve() in _HELD:
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: a run writes a directory of files there")
     out.mkdir(parents=True, exist_ok=True)
-    path = out / RUN_LOCK_FILE
-    while True:
-        lock = open(path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            owner = lock.read().strip() or "?"
-            lock.close()
-            raise OSError(f"{out} is in use by another run (process {owner}): give another --out, or wait for it to "
-                          "end") from None
-        # The holder removes the file when it lets go: a lock taken on a file removed meanwhile holds nothing.
-        if path.exists() and os.path.samestat(os.fstat(lock.fileno()), path.stat()):
-            break
-        lock.close()
-    lock.truncate(0)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    _HELD[out.resolve()] = lock
+    _HELD[out.resolve()] = hold(out / RUN_LOCK_FILE, lambda owner: OSError(
+        f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end"))
 
 
 def _release_run_directory(out: Path) -> None:
-    lock = _HELD.pop(out.resolve(), None)
-    if lock is not None:
-        Path(lock.name).unlink(missing_ok=True)  # while still held, so no other process holds it meanwhile
-        lock.close()  # closing the file releases its lock
+    let_go(_HELD.pop(out.resolve(), None))
 
 
 def held_run_directories() -> list[Path]:
