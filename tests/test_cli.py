@@ -227,6 +227,7 @@ def test_tokenizer_and_model_flags_are_checked_before_the_corpus_is_prepared(cor
         assert main(["pretrain", str(short), "--out", str(out), "--tokenizer", "char", *TINY]) == 2
         err = capsys.readouterr().err
         assert message in err and "--val-fraction" in err, err
+        assert not out.exists()  # the refused run's directory is not left behind, empty
 
 
 def test_a_wordpiece_gpt_samples_from_cls(corpus, tmp_path, capsys):

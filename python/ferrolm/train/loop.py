@@ -407,8 +407,9 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         _core.release_memory()  # the step buffers the allocator kept for the next step
 
 
-#: The run directories this process holds (`hold_run_directory`), each with its open lock file.
-_HELD: dict[Path, Any] = {}
+#: The run directories this process holds (`hold_run_directory`): each one's open lock file,
+#: and whether holding it created it.
+_HELD: dict[Path, tuple[Any, bool]] = {}
 
 
 def hold_run_directory(out: str | Path) -> None:
@@ -421,13 +422,18 @@ def hold_run_directory(out: str | Path) -> None:
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: a run writes a directory of files there")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     _HELD[out.resolve()] = hold(out / RUN_LOCK_FILE, lambda owner: OSError(
-        f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end"))
+        f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end")), created
 
 
 def _release_run_directory(out: Path) -> None:
-    let_go(_HELD.pop(out.resolve(), None))
+    lock, created = _HELD.pop(out.resolve(), (None, False))
+    let_go(lock)
+    if created:  # a run refused before it wrote anything leaves no empty directory behind
+        with contextlib.suppress(OSError):
+            out.rmdir()
 
 
 def held_run_directories() -> list[Path]:
