@@ -148,7 +148,7 @@ def test_one_prompt_reader_for_ppo_and_labelling(tmp_path):
     from ferrolm.label.prompts import check_prompts, read_prompts
 
     text = tmp_path / "p.txt"
-    text.write_text("Who goes there?\nStand, ho!\nWho goes there?\n")
+    text.write_bytes(b"\xef\xbb\xbfWho goes there?\nStand, ho!\nWho goes there?\n")  # a byte-order mark is not text
     assert read_prompts(text) == ["Who goes there?", "Stand, ho!", "Who goes there?"]  # PPO may repeat a prompt
     tok = fl.Tokenizer.train_from_iterator([text.read_text()], kind="char", vocab_size=100)
     model = fl.GPT.create(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=1, n_embd=8, tokenizer=tok)

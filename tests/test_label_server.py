@@ -105,6 +105,8 @@ def test_a_token_is_required_when_given(model, tmp_path):
         name = f"ferrolm_label_token_{urllib.parse.urlsplit(server.url).port}"
         assert server.call("GET", "/api/status", headers={"Cookie": f"{name}=s3cret-token"})[0] == 200
         assert server.call("GET", "/api/status", headers={"Cookie": "ferrolm_label_token_1=s3cret-token"})[0] == 401
+        # The name before ports still opens it: a page open across the upgrade keeps working.
+        assert server.call("GET", "/api/status", headers={"Cookie": "ferrolm_label_token=s3cret-token"})[0] == 200
         assert server.call("GET", "/api/status", headers={"Cookie": f"{name}=wrong",
                                                           "Authorization": "Bearer s3cret-token"})[0] == 200
         # Other apps on this host send their cookies here too; odd ones must not hide ours.
@@ -141,6 +143,12 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
 
     # One model sampled greedily twice gives the same text: every pair would be unjudgeable.
     assert "give --model-b, or --temperature-b above 0" in label("--temperature", "0")
+    assert "--top-k 1 samples greedily" in label("--top-k", "1")
+    assert "a folder, not a database file" in label("--db", str(tmp_path))
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in label("--db", str(tmp_path / "nowhere" / "x.sqlite"))
+    # A byte-order mark (Windows Notepad's) is not text; an error after it names its line and byte.
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfa prompt\nb\xff\n")
+    assert "bom.txt line 2: not valid UTF-8 (byte 0xff)" in label(prompts_file=tmp_path / "bom.txt")
     (tmp_path / "gaps.txt").write_text("first prompt\n\nthird prompt\n")
     assert "gaps.txt line 2: empty prompt" in label(prompts_file=tmp_path / "gaps.txt")
     (tmp_path / "latin1.txt").write_bytes("a prompt\ncaf\xe9 au lait\n".encode("latin-1"))

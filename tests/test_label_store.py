@@ -263,6 +263,13 @@ def test_a_busy_database_delays_a_pair_but_fails_no_prompt(tmp_path):
     finally:
         queue.stop()
     assert len(calls) == 2 and queue.failed == []
+    store.add_pair = lambda pair: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error"))  # not busy
+    queue = PairQueue(store, ["Stand, ho!"], *samplers(), lookahead=1).start()
+    try:
+        wait_until(lambda: queue.failed)
+    finally:
+        queue.stop()
+    assert queue.failed == ["prompt 1: generation failed: disk I/O error"]
     answer = asyncio.run(_database_error(None, sqlite3.OperationalError("database is locked")))
     assert answer.status_code == 503 and b"busy" in answer.body
 

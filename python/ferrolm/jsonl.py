@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import numbers
 from pathlib import Path
@@ -56,9 +57,9 @@ def lines_of(text: str) -> list[str]:
 def read_utf8(path: Path) -> str:
     """A text file's contents, without the byte-order mark some editors (Windows Notepad) write
     first; one that is not UTF-8 is a ValueError naming the line."""
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # removed first: errors count bytes and lines of the rest
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None

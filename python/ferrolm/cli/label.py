@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import getpass
+import importlib
 import ipaddress
 import os
 import socket
@@ -65,7 +66,7 @@ def run_label(args) -> int:
         raise ValueError("--prompts FILE is required (one prompt per line)")
     if args.port > 65535:
         raise ValueError(f"--port {args.port} is not a port number (0-65535)")
-    if args.lease_minutes < 1:
+    if args.lease_minutes < 2:  # hidden tabs' timers may run late
         print(f"ferrolm label: --lease-minutes {args.lease_minutes:g} is shorter than the minute between a page's "
               "renewals of its holds: a tab in use may lose its pairs to another", file=sys.stderr, flush=True)
     from ferrolm.holding import hold, let_go
@@ -82,7 +83,7 @@ def run_label(args) -> int:
         raise ValueError(f"--host {args.host} makes the page reachable from other machines: give a --token "
                          f"(or set {TOKEN_ENV}) that every visitor must present")
     try:
-        from ferrolm.label import server
+        importlib.import_module("ferrolm.label.server")  # checked here, before the models load
     except ImportError as e:
         raise ValueError(f"ferrolm label needs the web server of the 'label' extra ({e.name} is missing): "
                          "pip install starlette uvicorn") from None
@@ -91,20 +92,22 @@ def run_label(args) -> int:
         raise ValueError(f"{'--top-k 1' if args.top_k == 1 else '--temperature 0'} samples greedily, so one model's "
                          "two completions would be the same text: give --model-b"
                          + ("" if args.top_k == 1 else ", or --temperature-b above 0"))
-    db = Path(args.db)
-    if not db.parent.is_dir():
-        raise ValueError(f"--db {db}: the folder {db.parent} does not exist")
+    db = Path(args.db).resolve()  # one lock whatever the path (a link, ./x) names the database by
+    if db.is_dir() or not db.parent.is_dir():
+        raise ValueError(f"--db {args.db}: " + ("a folder, not a database file" if db.is_dir() else
+                                                f"the folder {db.parent} does not exist"))
     # One server per database: two would each hand out and generate pairs for the same prompts.
     held = hold(db.with_name(db.name + ".lock"), lambda owner: OSError(
-        f"{db} is in use by another ferrolm label server (process {owner}): stop it, or give another --db"))
+        f"{args.db} is in use by another ferrolm label server (process {owner}): stop it, or give another --db"))
     try:
-        return _serve(args, prompts, token, temperature_b, server)
+        return _serve(args, prompts, token, temperature_b)
     finally:
         let_go(held)
 
 
-def _serve(args, prompts, token, temperature_b, server) -> int:
+def _serve(args, prompts, token, temperature_b) -> int:
     """`ferrolm label`'s server, from its checked arguments, until Ctrl+C."""
+    from ferrolm.label import server
     from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
     from ferrolm.label.prompts import check_prompts
     from ferrolm.label.store import LabelStore
@@ -133,7 +136,7 @@ def _serve(args, prompts, token, temperature_b, server) -> int:
     app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
                             allowed_hosts=server.LOOPBACK_NAMES | {args.host.lower()} if loopback else None)
     port = sock.getsockname()[1]
-    host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host  # an address others can open
+    host = socket.gethostname() if _is_unspecified(args.host) else args.host  # an address others can open
     host = f"[{host}]" if ":" in host else host
     url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")
     print(f"ferrolm label: {queue.labelled}/{queue.total} prompts labelled; judgements go to {args.db}", flush=True)
@@ -193,6 +196,14 @@ def _is_loopback(host: str) -> bool:
     except socket.gaierror as e:
         raise ValueError(f"--host {host}: {e.strerror}") from None
     return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def _is_unspecified(host: str) -> bool:
+    """Whether `host` means every address of this machine (0.0.0.0, ::, 0)."""
+    try:
+        return ipaddress.ip_address(socket.getaddrinfo(host, None)[0][4][0].split("%")[0]).is_unspecified
+    except (socket.gaierror, ValueError):
+        return False
 
 
 def _user() -> str:

@@ -203,7 +203,8 @@ class PairQueue:
                 self._generating = True
             try:
                 pair = self._generate(index, prompt)
-                self._save(pair)  # persisted before anyone can see it
+                if not self._save(pair):  # persisted before anyone can see it
+                    return  # stopped meanwhile
             except Exception as e:  # a bad prompt must not stop the others
                 message = f"prompt {index + 1}: generation failed: {e}"
                 print(f"ferrolm label: {message}", file=sys.stderr, flush=True)
@@ -216,20 +217,22 @@ class PairQueue:
                     self.failed.append(message)
                 self._cond.notify_all()
 
-    def _save(self, pair: Pair) -> None:
-        """Stores `pair`, waiting while another program holds the database (a SQLite editor
-        mid-transaction): that is no failure of the prompt's."""
+    def _save(self, pair: Pair) -> bool:
+        """Stores `pair`, trying again while another program holds the database (a SQLite
+        editor mid-transaction) past the store's wait: that is no failure of the prompt's.
+        False if the queue is stopped first."""
         while True:
             try:
-                return self.store.add_pair(pair)
+                self.store.add_pair(pair)
+                return True
             except sqlite3.OperationalError as e:
                 if not is_busy(e):
                     raise
-                print("ferrolm label: the database is busy (another program is writing to it); saving the next pair "
-                      "again in a second", file=sys.stderr, flush=True)
+                print("ferrolm label: the database is busy (another program is writing to it): saving this pair "
+                      "again", file=sys.stderr, flush=True)
             with self._cond:
                 if self._cond.wait_for(lambda: self._stop, timeout=1.0):
-                    raise RuntimeError("stopped before the pair was saved")
+                    return False
 
     def _generate(self, index: int, prompt: Prompt) -> Pair:
         rng = random.Random(f"{self.seed}:{index}")

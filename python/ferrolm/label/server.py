@@ -71,11 +71,12 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 async def _database_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
     """Another program holding the database (a SQLite editor mid-transaction) past the store's
-    wait: the request may be sent again (503), nothing was written."""
-    if is_busy(exc):
-        return JSONResponse({"error": "the database is busy (another program is writing to it): try again"},
-                            status_code=503)
-    return JSONResponse({"error": f"database error: {exc}"}, status_code=500)
+    wait: the request may be sent again (503), nothing was written. Other errors go on to the
+    server's log and a 500."""
+    if not is_busy(exc):
+        raise exc
+    return JSONResponse({"error": "the database is busy (another program is writing to it): try again"},
+                        status_code=503)
 
 
 async def read_json(request: Request) -> dict:
@@ -234,7 +235,8 @@ class Guard:
             # Leniently parsed: another local app's odd cookie (sent to every port) must not hide ours.
             # Browsers keep cookies per host, not per port: each server's cookie is named by its port.
             cookie = f"{COOKIE}_{scope['server'][1]}" if scope.get("server") else COOKIE
-            given = (cookie_parser(headers.get("cookie", "")).get(cookie, ""),
+            cookies = cookie_parser(headers.get("cookie", ""))
+            given = (cookies.get(cookie, ""), cookies.get(COOKIE, ""),  # the name before ports: pages open at an upgrade
                      headers.get("authorization", "").removeprefix("Bearer "))
             if not any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
                 query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]

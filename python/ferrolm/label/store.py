@@ -3,7 +3,7 @@
 Two tables. `pairs` holds every generated pair as soon as it exists, so a restart re-offers
 pairs nobody judged yet instead of generating them again, and a judgement retried after a
 restart still finds its pair. A prompt is a text, or a conversation (its turns as JSON, with
-`conversation` = 1). `judgements` holds one self-contained row per judgement (prompt,
+`conversation` = 1; one user turn is stored as its text, see `prompts.prompt_key`). `judgements` holds one self-contained row per judgement (prompt,
 both completions, which was shown left, the choice, labeller, time, generation settings and
 weight hashes); `pair_id` is UNIQUE, so a judgement is stored at most once however often a
 browser retries it. Every write is one transaction, committed before the HTTP answer is sent
@@ -85,8 +85,12 @@ def is_labeller_name(name: object) -> bool:
 
 
 def is_busy(error: Exception) -> bool:
-    """Whether `error` is SQLite's "another connection holds the database" (past the wait)."""
-    return isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error))
+    """Whether `error` is SQLite's SQLITE_BUSY: another connection holds the database (past the
+    wait). Not SQLITE_LOCKED (a table or schema locked within a connection)."""
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    return (code & 0xFF) == sqlite3.SQLITE_BUSY if code is not None else str(error) == "database is locked"
 
 
 class Conflict(ValueError):

@@ -543,7 +543,9 @@ def _pooled(values: dict[str, list]) -> dict[str, float]:
             if total > 0:
                 out[k] = float(count / total)
         else:
-            out[k] = float(np.dot(v, _shares(list(weights))))
+            # A batch of no weight adds nothing, not even its NaN (a mean over no token).
+            kept = [(x, share) for x, share in zip(v, _shares(list(weights))) if share > 0]
+            out[k] = float(np.dot(*zip(*kept)))
     return out
 
 
