@@ -93,7 +93,7 @@ fn safetensors_header(tensors: &[(String, Vec<usize>, &[f32])], metadata: BTreeM
     let mut offset = 0;
     for (name, shape, data) in tensors {
         ensure!(
-            crate::tensor::numel(shape) == data.len(),
+            crate::tensor::checked_numel(shape).ok() == Some(data.len()),
             Shape,
             "tensor {name}: shape {shape:?} does not hold its {} values",
             data.len()

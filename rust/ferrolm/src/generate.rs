@@ -43,6 +43,9 @@ impl Default for Sampling {
 }
 
 impl Sampling {
+    /// Refuses a temperature below 0 or not finite, a `top_p` outside (0, 1], a repetition
+    /// penalty not above 0 or not finite, and a `vocab_limit` of 0 (each an
+    /// [`crate::Error::Argument`]).
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.temperature >= 0.0 && self.temperature.is_finite(),
@@ -389,6 +392,9 @@ impl Generation {
             self.room(),
             self.cache.capacity()
         );
+        // A call that fails (no memory for the forward pass, say) leaves the row as it was, as a
+        // failed step does: what it was, to go back to.
+        let before = (self.rows[0].tokens.clone(), self.rows[0].finished);
         let row = &mut self.rows[0];
         if row.finished {
             row.tokens.pop();
@@ -399,7 +405,11 @@ impl Generation {
         let positions: Vec<i64> = (len - pad..len - pad + ids.len()).map(|p| p as i64).collect();
         let mask: Vec<bool> = (0..len + ids.len()).map(|k| k >= pad).collect();
         let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(ids, 1, ids.len()) };
-        compute(|| self.run_through(&batch))
+        let fed = compute(|| self.run_through(&batch));
+        if fed.is_err() {
+            (self.rows[0].tokens, self.rows[0].finished) = before;
+        }
+        fed
     }
 
     /// Whether the cache has dropped a row's oldest tokens to make room for new ones, so it no
@@ -438,10 +448,11 @@ impl Generation {
     }
 }
 
-/// Text in, text out: `prompt` encoded by `tokenizer` (without special tokens), continued for
-/// up to `max_new_tokens` tokens, and decoded as they come ([`TextStream`]: the text ends at the
-/// first stop string, which is dropped, or stop token, such as an end of text: generation does
-/// not stop at one unless told to). Only ids below the tokenizer's size are sampled (a model's
+/// Text in, text out: `prompt` encoded by `tokenizer` (without the tokens its template adds, such
+/// as BERT's `[CLS]`; a special token's text written in the prompt, `<|endoftext|>`, is that
+/// token), continued for up to `max_new_tokens` tokens, and decoded as they come
+/// ([`TextStream`]: the text ends at the first stop string, which is dropped, or stop token,
+/// such as an end of text: generation does not stop at one unless told to). Only ids below the tokenizer's size are sampled (a model's
 /// vocabulary may be padded past them). Iterate for the text's pieces as they become final, or
 /// collect them: `.collect::<Result<String>>()`.
 ///
@@ -466,6 +477,9 @@ pub struct TextGeneration<'t> {
 }
 
 impl<'t> TextGeneration<'t> {
+    /// Encodes `prompt` and starts generating. Errors: a prompt that encodes to no token or to
+    /// more than the model's context, stop tokens outside the model's vocabulary, sampling
+    /// settings [`Sampling::validate`] refuses.
     pub fn new(
         model: &Gpt,
         tokenizer: &'t Tokenizer,

@@ -14,6 +14,37 @@
 //! # Ok::<(), ferrolm::Error>(())
 //! ```
 //!
+//! Training steps on a tiny GPT, next-token prediction as Python's loop takes them (that loop
+//! adds the schedule, clipping, evaluation and checkpoints):
+//!
+//! ```
+//! use ferrolm::model::{Activation, Batch, Gpt, GptConfig};
+//! use ferrolm::nn::Module;
+//! use ferrolm::ops::{cross_entropy, Reduction};
+//! use ferrolm::{AdamW, Optimizer};
+//!
+//! let config = GptConfig { vocab_size: 16, block_size: 8, n_layer: 2, n_head: 2, n_embd: 16, dropout: 0.0,
+//!     attn_dropout: 0.0, bias: true, activation: Activation::GeluTanh, bos_token_id: None, eos_token_id: None,
+//!     layer_norm_epsilon: 1e-5 };
+//! let model = Gpt::new(config, 0)?;
+//! // AdamW's weight decay on matrices only, as nanoGPT's.
+//! let params = model.named_parameters().into_iter().map(|(_, p)| { let wd = if p.rank() == 2 { 0.1 } else { 0.0 }; (p, wd) });
+//! let mut opt = AdamW::new(params.collect(), 1e-2, (0.9, 0.99), 1e-8)?;
+//! let text: Vec<i64> = (0..9).map(|i| i % 4).collect(); // 0 1 2 3 0 1 2 3 0: the next token is predictable
+//! let (inputs, targets) = (&text[..8], &text[1..]);
+//! let mut losses = Vec::new();
+//! for _ in 0..30 {
+//!     let logits = model.forward(&Batch::new(inputs, 1, 8), None, None)?; // [1, 8, 16]
+//!     let loss = cross_entropy(&logits, targets, None, Reduction::Mean)?;
+//!     losses.push(loss.item()?);
+//!     loss.backward()?;
+//!     opt.step();
+//!     opt.zero_grad();
+//! }
+//! assert!(losses[29] < losses[0] / 4.0, "{losses:?}");
+//! # Ok::<(), ferrolm::Error>(())
+//! ```
+//!
 //! ## Where each concept lives
 //!
 //! | concept | module |
@@ -25,7 +56,7 @@
 //! | GPT-2 and BERT | [`model`] (`model::gpt`, `model::bert`) |
 //! | AdamW, SGD, gradient clipping (the learning-rate schedule is Python's `TrainConfig.lr_at`) | [`optim`] |
 //! | sampling with a KV cache, stop strings, streaming text | [`generate`] |
-//! | tokenizers: BPE (training in `tokenizer::bpe_train`), WordPiece, characters, Hugging Face and tiktoken files | [`tokenizer`] |
+//! | tokenizers: BPE (training: [`tokenizer::Trainer`]), WordPiece, characters, Hugging Face and tiktoken files | [`tokenizer`] |
 //! | model directories (safetensors + config.json), atomic writes | [`checkpoint`] |
 //! | seeded random numbers, the thread pool | [`rng`], [`threads`] |
 

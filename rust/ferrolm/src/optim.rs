@@ -24,9 +24,9 @@ struct Slot {
 pub struct AdamW {
     slots: Vec<Slot>,
     lr: LearningRate,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
 }
 
 /// What an optimiser keeps for one parameter between steps, for checkpoints: buffers the size
@@ -257,8 +257,8 @@ fn once_each<T>(items: impl Iterator<Item = T>, tensor: impl Fn(&T) -> &Tensor) 
 pub struct Sgd {
     slots: Vec<SgdSlot>,
     lr: LearningRate,
-    pub momentum: f32,
-    pub nesterov: bool,
+    momentum: f32,
+    nesterov: bool,
 }
 
 /// One parameter with its weight decay and momentum buffer (empty without momentum).

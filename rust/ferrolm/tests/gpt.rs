@@ -440,4 +440,14 @@ fn weights_that_no_longer_match_the_config_are_an_error_not_a_panic() {
     assert!(matches!(GptConfig::from_json(&json), Err(Error::Format(_))));
     // A cache with no room.
     assert!(matches!(KvCache::new(1, 1, 1, 0, 8), Err(Error::Argument(_))));
+    // Sizes a caller gives that overflow: errors, not wrapped arithmetic (a count past the
+    // cache, a shape of 2^64 elements taken as 0 and written as such).
+    let mut cache = KvCache::new(1, 1, 1, 4, 8).unwrap();
+    cache.advance(2).unwrap();
+    assert!(matches!(cache.advance(usize::MAX), Err(Error::Index(_))));
+    assert_eq!(cache.len(), 2);
+    let file = std::env::temp_dir().join(format!("ferrolm-overflow-{}.safetensors", std::process::id()));
+    let huge = [("w".to_string(), vec![1usize << 32, 1 << 32], &[][..])];
+    let written = ferrolm::checkpoint::write_safetensors(&file, &huge, Default::default());
+    assert!(matches!(written, Err(Error::Shape(_))) && !file.exists());
 }

@@ -346,7 +346,8 @@ impl Bert {
     }
 
     /// Loads our files or a Hugging Face BERT checkpoint (with or without the `bert.` prefix,
-    /// with or without pooler and MLM head).
+    /// with or without pooler and MLM head; sharded too), finishing an interrupted save first
+    /// as [`crate::model::Gpt::load`] does.
     pub fn load(dir: impl AsRef<Path>) -> Result<Bert> {
         let dir = dir.as_ref();
         let (config, mut stored) = read_model_dir(dir, |_| true)?;

@@ -254,6 +254,8 @@ impl Gpt {
 
     /// Final hidden states [B, T, C] (after ln_f). `dropout_seed` is `Some` in training mode;
     /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
+    /// Records the graph for `backward` (every activation kept) unless run inside
+    /// [`crate::no_grad`], as inference should be.
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, cfg) = (x.batch, x.len, &self.config);
         x.check("GPT", cfg.vocab_size)?;
@@ -370,13 +372,13 @@ impl Gpt {
         ops::linear(hidden, &self.wte.weight, None)
     }
 
-    /// Logits [B, T, V] for a batch of ids.
+    /// Logits [B, T, V] for a batch of ids (a graph recorded as [`Gpt::hidden`] says).
     pub fn forward(&self, x: &Batch, dropout_seed: Option<u64>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         self.logits(&self.hidden(x, dropout_seed, cache)?)
     }
 
     /// An empty key/value cache able to hold `batch` sequences of the full context
-    /// ([`Error::Memory`](crate::Error::Memory) when that does not fit in memory).
+    /// ([`crate::Error::Memory`] when that does not fit in memory).
     pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
         self.check_weights()?;
         let c = &self.config;
@@ -407,9 +409,12 @@ impl Gpt {
         Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
     }
 
-    /// Loads `config.json` and `model.safetensors` from `dir`: our files or a Hugging Face
-    /// GPT-2 checkpoint. Every parameter must be present with the right shape; unknown
-    /// tensors are refused.
+    /// Loads `config.json` and `model.safetensors` (or a sharded `model.safetensors.index.json`
+    /// and its shards) from `dir`: our files or a Hugging Face GPT-2 checkpoint. Every
+    /// parameter must be present with the right shape; unknown tensors are refused. A save that
+    /// was killed while moving its files in is finished first (`checkpoint::finish_interrupted_save`),
+    /// so loading may rename files in `dir`. Wrap it in [`crate::compute`] on other threads than
+    /// the one that called [`crate::init_thread_pool`].
     pub fn load(dir: impl AsRef<Path>) -> Result<Gpt> {
         let dir = dir.as_ref();
         // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.

@@ -1,7 +1,7 @@
 //! Language models built from the core ops: GPT (causal) and BERT (bidirectional).
 
-mod bert;
-mod gpt;
+pub mod bert;
+pub mod gpt;
 
 pub use bert::{Bert, BertConfig, EncoderLayer, MlmHead};
 pub use gpt::{Activation, Block, Gpt, GptConfig};

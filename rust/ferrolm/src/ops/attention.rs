@@ -536,7 +536,7 @@ impl KvCache {
     /// Marks `t` more positions as filled, once every layer has written them.
     pub fn advance(&mut self, t: usize) -> Result<()> {
         ensure!(
-            self.len + t <= self.capacity,
+            self.len.checked_add(t).is_some_and(|end| end <= self.capacity),
             Index,
             "KV cache overflow: {} + {t} positions exceed its {} slots",
             self.len,

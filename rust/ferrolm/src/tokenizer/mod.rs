@@ -302,7 +302,8 @@ impl Tokenizer {
         hf_json::to_json(self)
     }
 
-    /// Saves as `tokenizer.json` (atomically).
+    /// Writes Hugging Face `tokenizer.json` text to the file `path` (atomically); a model
+    /// directory's is `dir/tokenizer.json`.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         crate::checkpoint::write_atomic(path.as_ref(), self.to_json().as_bytes())
     }
