@@ -69,9 +69,10 @@ def test_api_judgements_and_request_guards(model, tmp_path):
         # DNS rebinding: a page on another name that resolves to 127.0.0.1 gets nothing.
         assert server.call("GET", "/api/status", headers={"Host": "evil.example:80"})[0] == 400
         # A second server on the database is refused: both handed out and generated pairs for the same prompts.
+        # Also when a symlink names it (the lock is the database's resolved path's).
+        (tmp_path / "link.sqlite").symlink_to(tmp_path / "db.sqlite")
         second_server = run_cli("label", str(model), "--prompts", str(tmp_path / "prompts.txt"), "--db",
-                                str(tmp_path / "db.sqlite"),
-                                "--port", "0")
+                                str(tmp_path / "link.sqlite"), "--port", "0")
         assert second_server.returncode == 2 and "is in use by another ferrolm label server" in second_server.stderr
 
         # Nothing bad was stored; the judgements list shows the one judgement by screen side.

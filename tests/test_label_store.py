@@ -246,6 +246,7 @@ def test_a_busy_database_delays_a_pair_but_fails_no_prompt(tmp_path):
     import sqlite3
 
     from ferrolm.label.server import _database_error
+    from ferrolm.label.store import is_busy
 
     store = LabelStore(tmp_path / "db.sqlite")
     real, calls = store.add_pair, []
@@ -263,7 +264,10 @@ def test_a_busy_database_delays_a_pair_but_fails_no_prompt(tmp_path):
     finally:
         queue.stop()
     assert len(calls) == 2 and queue.failed == []
-    store.add_pair = lambda pair: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error"))  # not busy
+    def broken(pair):
+        raise sqlite3.OperationalError("disk I/O error")  # not busy: the prompt fails
+
+    store.add_pair = broken
     queue = PairQueue(store, ["Stand, ho!"], *samplers(), lookahead=1).start()
     try:
         wait_until(lambda: queue.failed)
@@ -272,6 +276,15 @@ def test_a_busy_database_delays_a_pair_but_fails_no_prompt(tmp_path):
     assert queue.failed == ["prompt 1: generation failed: disk I/O error"]
     answer = asyncio.run(_database_error(None, sqlite3.OperationalError("database is locked")))
     assert answer.status_code == 503 and b"busy" in answer.body
+    # SQLite's own errors: another connection's write transaction is busy; a locked table is not.
+    holder = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError) as busy:
+            sqlite3.connect(tmp_path / "db.sqlite", timeout=0).execute("BEGIN IMMEDIATE")
+    finally:
+        holder.execute("ROLLBACK")
+    assert is_busy(busy.value) and not is_busy(sqlite3.OperationalError("database table is locked"))
 
 
 def test_a_one_turn_conversation_is_the_prompt_of_its_text(tmp_path):

@@ -67,8 +67,9 @@ def run_label(args) -> int:
     if args.port > 65535:
         raise ValueError(f"--port {args.port} is not a port number (0-65535)")
     if args.lease_minutes < 2:  # hidden tabs' timers may run late
-        print(f"ferrolm label: --lease-minutes {args.lease_minutes:g} is shorter than the minute between a page's "
-              "renewals of its holds: a tab in use may lose its pairs to another", file=sys.stderr, flush=True)
+        print(f"ferrolm label: --lease-minutes {args.lease_minutes:g} leaves less than a minute of slack after a page's "
+              "once-a-minute renewal of its holds (hidden tabs' timers run late): a tab in use may lose its pairs to "
+              "another", file=sys.stderr, flush=True)
     from ferrolm.holding import hold, let_go
     from ferrolm.label.prompts import read_prompts
     from ferrolm.label.store import MAX_LABELLER, is_labeller_name
@@ -92,7 +93,10 @@ def run_label(args) -> int:
         raise ValueError(f"{'--top-k 1' if args.top_k == 1 else '--temperature 0'} samples greedily, so one model's "
                          "two completions would be the same text: give --model-b"
                          + ("" if args.top_k == 1 else ", or --temperature-b above 0"))
-    db = Path(args.db).resolve()  # one lock whatever the path (a link, ./x) names the database by
+    try:
+        db = Path(args.db).resolve()  # one lock whatever path (a symlink) names the database
+    except RuntimeError as e:  # a symlink loop
+        raise ValueError(f"--db {args.db}: {e}") from None
     if db.is_dir() or not db.parent.is_dir():
         raise ValueError(f"--db {args.db}: " + ("a folder, not a database file" if db.is_dir() else
                                                 f"the folder {db.parent} does not exist"))
@@ -100,12 +104,12 @@ def run_label(args) -> int:
     held = hold(db.with_name(db.name + ".lock"), lambda owner: OSError(
         f"{args.db} is in use by another ferrolm label server (process {owner}): stop it, or give another --db"))
     try:
-        return _serve(args, prompts, token, temperature_b)
+        return _serve(args, db, prompts, token, temperature_b)
     finally:
         let_go(held)
 
 
-def _serve(args, prompts, token, temperature_b) -> int:
+def _serve(args, db: Path, prompts, token, temperature_b) -> int:
     """`ferrolm label`'s server, from its checked arguments, until Ctrl+C."""
     from ferrolm.label import server
     from ferrolm.label.pairs import PairQueue, Sampler, weights_hash
@@ -124,7 +128,7 @@ def _serve(args, prompts, token, temperature_b) -> int:
                          + (" as a chat: drop --raw" if model_a.is_chat else ""))
     for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
         check_prompts(prompts, model, f"{args.prompts} (for {path})", chat)
-    store = LabelStore(args.db)
+    store = LabelStore(db)
     hash_a = weights_hash(Path(args.model))
     hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
     sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens, chat=chat)
@@ -136,7 +140,8 @@ def _serve(args, prompts, token, temperature_b) -> int:
     app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
                             allowed_hosts=server.LOOPBACK_NAMES | {args.host.lower()} if loopback else None)
     port = sock.getsockname()[1]
-    host = socket.gethostname() if _is_unspecified(args.host) else args.host  # an address others can open
+    unspecified = ipaddress.ip_address(sock.getsockname()[0]).is_unspecified  # every address (0.0.0.0, ::)
+    host = socket.gethostname() if unspecified else args.host  # one that others can open
     host = f"[{host}]" if ":" in host else host
     url = f"http://{host}:{port}/" + (f"?token={quote(token)}" if token else "")
     print(f"ferrolm label: {queue.labelled}/{queue.total} prompts labelled; judgements go to {args.db}", flush=True)
@@ -196,14 +201,6 @@ def _is_loopback(host: str) -> bool:
     except socket.gaierror as e:
         raise ValueError(f"--host {host}: {e.strerror}") from None
     return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
-
-
-def _is_unspecified(host: str) -> bool:
-    """Whether `host` means every address of this machine (0.0.0.0, ::, 0)."""
-    try:
-        return ipaddress.ip_address(socket.getaddrinfo(host, None)[0][4][0].split("%")[0]).is_unspecified
-    except (socket.gaierror, ValueError):
-        return False
 
 
 def _user() -> str:

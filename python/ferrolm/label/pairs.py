@@ -204,6 +204,8 @@ class PairQueue:
             try:
                 pair = self._generate(index, prompt)
                 if not self._save(pair):  # persisted before anyone can see it
+                    with self._cond:
+                        self._generating = False
                     return  # stopped meanwhile
             except Exception as e:  # a bad prompt must not stop the others
                 message = f"prompt {index + 1}: generation failed: {e}"

@@ -3,9 +3,9 @@
 Two tables. `pairs` holds every generated pair as soon as it exists, so a restart re-offers
 pairs nobody judged yet instead of generating them again, and a judgement retried after a
 restart still finds its pair. A prompt is a text, or a conversation (its turns as JSON, with
-`conversation` = 1; one user turn is stored as its text, see `prompts.prompt_key`). `judgements` holds one self-contained row per judgement (prompt,
-both completions, which was shown left, the choice, labeller, time, generation settings and
-weight hashes); `pair_id` is UNIQUE, so a judgement is stored at most once however often a
+`conversation` = 1; one user turn is stored as its text: `prompts.prompt_key`). `judgements`
+holds one self-contained row per judgement (prompt, both completions, which was shown left,
+the choice, labeller, time, generation settings and weight hashes); `pair_id` is UNIQUE, so a judgement is stored at most once however often a
 browser retries it. Every write is one transaction, committed before the HTTP answer is sent
 (WAL, synchronous=FULL), so every acknowledged judgement survives the process being killed.
 

@@ -544,8 +544,8 @@ def _pooled(values: dict[str, list]) -> dict[str, float]:
                 out[k] = float(count / total)
         else:
             # A batch of no weight adds nothing, not even its NaN (a mean over no token).
-            kept = [(x, share) for x, share in zip(v, _shares(list(weights))) if share > 0]
-            out[k] = float(np.dot(*zip(*kept)))
+            shares = _shares(list(weights))
+            out[k] = float(np.dot([x for x, s in zip(v, shares) if s > 0], [s for s in shares if s > 0]))
     return out
 
 

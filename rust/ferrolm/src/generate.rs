@@ -261,11 +261,15 @@ impl Generation {
     /// Rows are left-padded, so they come from the last position: only that position goes
     /// through the head (all of them would be [B, T, V]); a decoding step has only that one.
     fn run_through(&mut self, batch: &Batch) -> Result<()> {
+        let filled = self.cache.len();
         let logits = no_grad(|| {
             let hidden = self.model.hidden(batch, None, Some(&mut self.cache))?;
             let last = if batch.len == 1 { hidden } else { ops::narrow(&hidden, 1, batch.len - 1, 1)? };
             self.model.logits(&last)
-        })?;
+        })
+        // Failed after the cache took the batch (no memory for the logits, say): it forgets
+        // them, so the rows and the cache stay in step for the caller's rollback.
+        .inspect_err(|_| self.cache.truncate(filled))?;
         self.logits = logits.to_vec();
         Ok(())
     }

@@ -53,7 +53,7 @@
 //! | ops, each forward beside its backward (matmul, layernorm, softmax, cross-entropy, GELU, fused attention and its KV cache) | [`ops`] |
 //! | matrix products (packed AVX-512/AVX2 kernels, bf16) | [`gemm`], [`simd`] for elementwise math |
 //! | layers (Linear, Embedding, LayerNorm) | [`nn`] |
-//! | GPT-2 and BERT | [`model`] (`model::gpt`, `model::bert`) |
+//! | GPT-2 and BERT | [`model`] ([`model::gpt`], [`model::bert`]) |
 //! | AdamW, SGD, gradient clipping (the learning-rate schedule is Python's `TrainConfig.lr_at`) | [`optim`] |
 //! | sampling with a KV cache, stop strings, streaming text | [`generate`] |
 //! | tokenizers: BPE (training: [`tokenizer::Trainer`]), WordPiece, characters, Hugging Face and tiktoken files | [`tokenizer`] |

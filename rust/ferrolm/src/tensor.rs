@@ -334,7 +334,8 @@ impl Tensor {
     }
 
     /// Write access to the elements: for optimisers and initialisers, never inside a graph. A
-    /// slice, so the element count always matches the shape.
+    /// slice, so the element count always matches the shape. It waits while this thread or
+    /// another holds a [`Tensor::read`] of the same storage.
     pub fn write(&self) -> ElementsMut<'_> {
         let storage = &self.0.storage;
         let elements = storage.data.write();
@@ -476,7 +477,9 @@ impl Tensor {
         Tensor::from_vec(self.to_vec(), self.shape()).expect("same shape")
     }
 
-    /// Overwrites the values of this tensor with `values` (same number of elements).
+    /// Overwrites the values of this tensor with `values` (same number of elements). The values
+    /// must not be borrowed from this tensor's storage (`t.assign(&t.read())`, or a reshape's
+    /// or `detach`'s): the write would wait for that read forever. Copy them first (`to_vec`).
     pub fn assign(&self, values: &[f32]) -> Result<()> {
         ensure!(
             values.len() == self.numel(),

@@ -104,8 +104,7 @@ pub fn set_num_threads(threads: Option<usize>) -> Result<()> {
 /// many.
 pub const MAX_THREADS: usize = 1024;
 
-/// Runs `f` on a pool of `threads` threads (`None`: through [`compute`], with every compute
-/// thread). Pools of the most recently used sizes are kept, so callers can pick a thread count
+/// Runs `f` on a pool of `threads` threads (`None`: as [`compute`] runs it). Pools of the most recently used sizes are kept, so callers can pick a thread count
 /// per call cheaply. Calls may nest, but not back into a size an outer call is using (n inside
 /// m inside n): the inner call would wait for the turn its own outer call holds.
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {

@@ -27,4 +27,9 @@ fn compute_calls_run_on_the_chosen_number_of_threads() {
     set_num_threads(None).unwrap();
     assert_eq!(num_threads(), pool);
     assert_eq!(threads_of_a_compute_call(), pool);
+    // No count, from another thread, runs as compute does: on a pool's thread, with every
+    // thread (it ran on the calling thread, outside any pool).
+    let unset = || with_threads(None, || (rayon::current_thread_index(), rayon::current_num_threads())).unwrap();
+    let (index, threads) = std::thread::spawn(unset).join().unwrap();
+    assert!(index.is_some() && threads == pool);
 }

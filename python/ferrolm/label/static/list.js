@@ -14,7 +14,8 @@ async function load() {
   const status = document.getElementById("status");
   try {
     const response = await fetch("/api/judgements");
-    const data = await response.json();
+    let data = {};
+    try { data = await response.json(); } catch (_) { /* not JSON (a server error): report the status */ }
     if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
     document.getElementById("progress").textContent = `${data.labelled} / ${data.total} labelled`;
     const body = document.querySelector("#judgements tbody");

@@ -533,6 +533,12 @@ impl KvCache {
         self.capacity
     }
 
+    /// Forgets the positions from `len` on (kept as they are, to be written over): a forward
+    /// pass that failed after filling them.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Marks `t` more positions as filled, once every layer has written them.
     pub fn advance(&mut self, t: usize) -> Result<()> {
         ensure!(
