@@ -29,7 +29,7 @@ HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each ev
         "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",
         "decay_lr": "warmup and cosine decay (default true; false: a constant --learning-rate, as nanoGPT's decay_lr)",
         "dtype": "float32 (default), or bfloat16: matrix products round their operands to bfloat16 and sum in "
-                 "float32 (training 1.5-1.7x faster than float32 on the benchmark models, about 1.2x with a 32k "
+                 "float32 (training 1.4-1.7x faster than float32 on the benchmark models, about 1.2x with a 32k "
                  "vocabulary, whose float32 softmax and loss then weigh more; measured on a CPU with AVX512-BF16)"}
 
 
