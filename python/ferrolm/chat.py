@@ -119,10 +119,6 @@ def hf_chat_template(system: bool) -> str:
             + ", not ' + m['role']) }}{% endif %}{% endfor %}")
 
 
-#: The files `hf_chat_files` writes (for a chat model only).
-HF_CHAT_FILES = ("tokenizer_config.json", "generation_config.json")
-
-
 def hf_chat_files(tokenizer) -> dict[str, dict]:
     """For a chat model's directory, what Hugging Face reads to chat with it:
     `tokenizer_config.json` (the template, <|end|> as eos) and `generation_config.json`

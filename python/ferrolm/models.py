@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from copy import deepcopy
 from pathlib import Path
-from typing import Collection, Optional, Union
+from typing import Optional, Union
 
 from ferrolm._core import FormatError
 
@@ -106,19 +106,6 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
             tokenizer.save(str(files / TOKENIZER_FILE))
         for name, content in hf_chat_files(tokenizer).items():
             write_json(files / name, content)
-        written = [f.name for f in files.iterdir()]
-    drop_stale_chat_files(Path(path), written)
-
-
-def drop_stale_chat_files(directory: Path, written: Collection[str]) -> None:
-    """After a model's files were written into `directory`: removes the Hugging Face chat files
-    the save did not write, an earlier chat model's (their template and end ids are not this
-    model's)."""
-    from ferrolm.chat import HF_CHAT_FILES
-
-    if CONFIG_FILE in written:  # a model directory's files, not a custom module's weights
-        for name in set(HF_CHAT_FILES) - set(written):
-            (directory / name).unlink(missing_ok=True)
 
 
 class CoreModel:

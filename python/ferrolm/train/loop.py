@@ -32,7 +32,7 @@ from ferrolm.autograd import no_grad
 from ferrolm.data import files_digest
 from ferrolm.holding import hold, let_go
 from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
-from ferrolm.models import TOKENIZER_FILE, drop_stale_chat_files
+from ferrolm.models import TOKENIZER_FILE
 from ferrolm.nn import Module
 from ferrolm.optim import AdamW
 from ferrolm.train.memory import check_memory
@@ -265,8 +265,6 @@ class _Checkpoints:
             state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
             log.join(files)
-            written = [f.name for f in files.iterdir()]
-        drop_stale_chat_files(self.out_dir, written)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
