@@ -278,12 +278,15 @@ def test_a_busy_database_delays_a_pair_but_fails_no_prompt(tmp_path):
     assert answer.status_code == 503 and b"busy" in answer.body
     # SQLite's own errors: another connection's write transaction is busy; a locked table is not.
     holder = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    waiter = sqlite3.connect(tmp_path / "db.sqlite", timeout=0)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(sqlite3.OperationalError) as busy:
-            sqlite3.connect(tmp_path / "db.sqlite", timeout=0).execute("BEGIN IMMEDIATE")
+            waiter.execute("BEGIN IMMEDIATE")
     finally:
         holder.execute("ROLLBACK")
+        holder.close()
+        waiter.close()
     assert is_busy(busy.value) and not is_busy(sqlite3.OperationalError("database table is locked"))
 
 

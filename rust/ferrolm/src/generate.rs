@@ -283,7 +283,8 @@ impl Generation {
 
     fn step_here(&mut self) -> Result<Vec<Option<i64>>> {
         // A step that fails (no memory for the forward pass, say) leaves the rows as they were,
-        // so the generation can go on: what they were, to go back to.
+        // so the generation can go on: what they were, to go back to. (A cache that was full
+        // stays windowed: its oldest positions, dropped to make room, stay dropped.)
         let before: Vec<(usize, bool, Rng)> =
             self.rows.iter().map(|r| (r.tokens.len(), r.finished, r.rng.clone())).collect();
         let stepped = self.sample_and_feed();

@@ -2,12 +2,14 @@
 //!
 //! A parallel op called from outside a pool is handed to a sleeping pool thread, and the caller
 //! sleeps until it is done: on 2 cores these hand-overs measured about a tenth of the baby GPT's
-//! training step and a third of the 6-layer model's token-by-token decoding. [`init_thread_pool`] makes the driving thread one of the
-//! pool's threads, so its ops start where they are called. Calls from any other thread go through
+//! training step and a third of the 6-layer model's token-by-token decoding.
+//! [`init_thread_pool`] makes the driving thread one of the pool's threads, so its ops start
+//! where they are called. Calls from any other thread go through
 //! [`compute`], which runs them in a second pool of the same size, so they too get every thread.
-//! [`with_threads`] runs work on a pool of a chosen size; [`set_num_threads`] makes every
-//! [`compute`] call do so, the driving thread's included (each call is then handed over, a few
-//! microseconds: 1.5% of the baby GPT's training step, 12% of its token-by-token decoding).
+//! [`with_threads`] runs work on a pool of a chosen size; [`set_num_threads`] with a size other
+//! than the pool's makes every [`compute`] call do so, the driving thread's included (each call
+//! is then handed over, a few microseconds: 1.5% of the baby GPT's training step, 12% of its
+//! token-by-token decoding).
 //!
 //! Callers from outside a pool take turns on it, one call at a time. A pool thread waiting for
 //! its own call's parallel work runs whatever work the pool has, including the start of another
@@ -104,9 +106,10 @@ pub fn set_num_threads(threads: Option<usize>) -> Result<()> {
 /// many.
 pub const MAX_THREADS: usize = 1024;
 
-/// Runs `f` on a pool of `threads` threads (`None`: as [`compute`] runs it). Pools of the most recently used sizes are kept, so callers can pick a thread count
-/// per call cheaply. Calls may nest, but not back into a size an outer call is using (n inside
-/// m inside n): the inner call would wait for the turn its own outer call holds.
+/// Runs `f` on a pool of `threads` threads (`None`: as [`compute`] runs it). Pools of the most
+/// recently used sizes are kept, so callers can pick a thread count per call cheaply. Calls may
+/// nest, but not back into a size an outer call is using (n inside m inside n): the inner call
+/// would wait for the turn its own outer call holds.
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R> {
     let Some(n) = threads else { return Ok(compute(f)) };
     Ok(kept_pool(checked_count(n)?)?.run(f))

@@ -14,9 +14,9 @@ async function load() {
   const status = document.getElementById("status");
   try {
     const response = await fetch("/api/judgements");
-    let data = {};
-    try { data = await response.json(); } catch (_) { /* not JSON (a server error): report the status */ }
-    if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+    let data;
+    try { data = await response.json(); } catch (_) { data = {}; } // not JSON (a server error): the status says
+    if (!response.ok || !data.judgements) throw new Error(data.error || `HTTP ${response.status}`);
     document.getElementById("progress").textContent = `${data.labelled} / ${data.total} labelled`;
     const body = document.querySelector("#judgements tbody");
     for (const j of data.judgements) {
