@@ -75,6 +75,10 @@ pub mod tensor;
 pub mod threads;
 pub mod tokenizer;
 
+// The crates whose types the public API names (ndarray arrays, serde_json config values, the
+// tokenizer's id sets), re-exported so that an embedder uses the versions ferrolm was built with.
+pub use {ndarray, rustc_hash, serde_json};
+
 pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled, with_grad_enabled};
 pub use error::{Error, Result};
 pub use optim::{clip_grad_norm, AdamW, Optimizer, ParamState, Sgd};
