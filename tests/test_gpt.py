@@ -1108,6 +1108,27 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
     assert eos[0] == ends[0] and sorted(eos) == sorted(ends)  # where ferrolm's chat stops, <|end|> first
     tokenizer_config = json.loads((tmp_path / "chat" / "tokenizer_config.json").read_text())
     assert tokenizer_config["eos_token"] == "<|end|>"
+    # A model without the chat tokens saved over the chat model, directly or as a run's checkpoint,
+    # replaces its chat files with ones that have no template or end ids (Hugging Face would chat
+    # through the old template); a tokenizer_config.json that is not ferrolm's stays as it was.
+    import shutil
+
+    from ferrolm.data import prepare_tokens
+    from ferrolm.train import CausalLM, TrainConfig, train
+
+    prepare_tokens("to be or not to be, who goes there? " * 30, tok, tmp_path / "data")
+    for save in (lambda out: GPT.load(tmp_path / "plain").save(out),
+                 lambda out: train(GPT.load(tmp_path / "plain"), CausalLM(tmp_path / "data", 16, 2),
+                                   TrainConfig(max_iters=1, eval_iters=1, progress=False), out)):
+        shutil.copytree(tmp_path / "chat", tmp_path / "over", dirs_exist_ok=True)
+        save(tmp_path / "over")
+        assert json.loads((tmp_path / "over" / "tokenizer_config.json").read_text()) == \
+            {"tokenizer_class": "PreTrainedTokenizerFast"}
+        assert json.loads((tmp_path / "over" / "generation_config.json").read_text()) == {}
+    cased = {"do_lower_case": False, "model_max_length": 512}  # Hugging Face's own
+    (tmp_path / "plain" / "tokenizer_config.json").write_text(json.dumps(cased))
+    GPT.load(tmp_path / "plain").save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "tokenizer_config.json").read_text()) == cased
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
     def raise_exception(message):  # as Hugging Face's template environment has it

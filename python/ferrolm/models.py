@@ -98,7 +98,7 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
     """Writes the core model's files and the tokenizer (together: `model_files`), and for a chat
     model the files Hugging Face chats with (`chat.hf_chat_files`)."""
     from ferrolm.atomic import write_json
-    from ferrolm.chat import hf_chat_files
+    from ferrolm.chat import hf_chat_files, replace_stale_chat_files
 
     with model_files(path) as files:
         core.save(str(files))
@@ -106,6 +106,7 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
             tokenizer.save(str(files / TOKENIZER_FILE))
         for name, content in hf_chat_files(tokenizer).items():
             write_json(files / name, content)
+        replace_stale_chat_files(Path(path), files)
 
 
 class CoreModel:

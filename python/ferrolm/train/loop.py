@@ -29,6 +29,7 @@ import numpy as np
 from ferrolm import _core
 from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
+from ferrolm.chat import replace_stale_chat_files
 from ferrolm.data import files_digest
 from ferrolm.holding import hold, let_go
 from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
@@ -265,6 +266,7 @@ class _Checkpoints:
             state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
             log.join(files)
+            replace_stale_chat_files(self.out_dir, files)  # model.save wrote into `files`, not over out_dir's
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
