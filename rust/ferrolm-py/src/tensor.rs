@@ -103,7 +103,7 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
             arr.getattr("dtype")?
         )));
     }
-    if kind == "u" && size > 0 {
+    if kind == "u" && size > 0 && arr.getattr("itemsize")?.extract::<usize>()? == 8 {
         // uint64 above int64's range would wrap to negative ids (-100: an ignored target).
         let largest: u64 = arr.call_method0("max")?.extract()?;
         if largest > i64::MAX as u64 {
@@ -536,15 +536,21 @@ impl PyTensor {
     /// Overwrites the values in place with `values` broadcast to this shape, as torch's `copy_`
     /// (for initialisation and loading; not tracked). Returns the tensor.
     fn copy_<'py>(slf: Bound<'py, Self>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
-        let (v, target) = (to_tensor(values)?.to_ndarray(), &slf.get().0);
-        let Some(broadcast) = v.broadcast(target.shape()) else {
-            return Err(PyValueError::new_err(format!(
-                "copy_: shape {:?} does not broadcast to {:?}",
-                v.shape(),
-                target.shape()
-            )));
+        let (v, target) = (to_tensor(values)?, &slf.get().0);
+        // Copied out first: `values` may share this tensor's storage, which the write locks.
+        let values = if v.shape() == target.shape() {
+            v.to_vec() // loading a checkpoint: one copy, no broadcast
+        } else {
+            let v = v.to_ndarray();
+            let broadcast = v.broadcast(target.shape()).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "copy_: shape {:?} does not broadcast to {:?}",
+                    v.shape(),
+                    target.shape()
+                ))
+            })?;
+            broadcast.iter().copied().collect()
         };
-        let values: Vec<f32> = broadcast.iter().copied().collect();
         target.assign(&values).py()?;
         Ok(slf)
     }
@@ -688,9 +694,9 @@ impl PyTensor {
         PyTensor(self.0.clone())
     }
 
-    /// `abs(t)`, as `F.abs`.
+    /// `abs(t)`: `t.abs()`.
     fn __abs__(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        run(py, || ops::abs(&self.0))
+        self.abs(py)
     }
 
     /// reshape(*shape): the same elements in a new shape (one dimension may be -1).

@@ -397,24 +397,20 @@ impl Generation {
             self.room(),
             self.cache.capacity()
         );
-        // A call that fails (no memory for the forward pass, say) leaves the row as it was, as a
-        // failed step does: what it was, to go back to.
-        let before = (self.rows[0].tokens.clone(), self.rows[0].finished);
+        let (len, pad) = (self.cache.len(), self.pads[0]);
+        let positions: Vec<i64> = (len - pad..len - pad + ids.len()).map(|p| p as i64).collect();
+        let mask: Vec<bool> = (0..len + ids.len()).map(|k| k >= pad).collect();
+        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(ids, 1, ids.len()) };
+        // The row takes the tokens once they are through, so a call that fails (no memory for the
+        // forward pass, say) leaves it as it was, as a failed step does.
+        compute(|| self.run_through(&batch))?;
         let row = &mut self.rows[0];
         if row.finished {
             row.tokens.pop();
             row.finished = false;
         }
         row.tokens.extend_from_slice(ids);
-        let (len, pad) = (self.cache.len(), self.pads[0]);
-        let positions: Vec<i64> = (len - pad..len - pad + ids.len()).map(|p| p as i64).collect();
-        let mask: Vec<bool> = (0..len + ids.len()).map(|k| k >= pad).collect();
-        let batch = Batch { positions: Some(&positions), key_mask: Some(&mask), ..Batch::new(ids, 1, ids.len()) };
-        let fed = compute(|| self.run_through(&batch));
-        if fed.is_err() {
-            (self.rows[0].tokens, self.rows[0].finished) = before;
-        }
-        fed
+        Ok(())
     }
 
     /// Whether the cache has dropped a row's oldest tokens to make room for new ones, so it no
@@ -457,8 +453,8 @@ impl Generation {
 /// as BERT's `[CLS]`; a special token's text written in the prompt, `<|endoftext|>`, is that
 /// token), continued for up to `max_new_tokens` tokens, and decoded as they come
 /// ([`TextStream`]: the text ends at the first stop string, which is dropped, or stop token,
-/// such as an end of text: generation does not stop at one unless told to). Only ids below the tokenizer's size are sampled (a model's
-/// vocabulary may be padded past them). Iterate for the text's pieces as they become final, or
+/// such as an end of text: generation does not stop at one unless told to). Only ids below the
+/// tokenizer's size are sampled (a model's vocabulary may be padded past them). Iterate for the text's pieces as they become final, or
 /// collect them: `.collect::<Result<String>>()`.
 ///
 /// ```no_run

@@ -244,8 +244,7 @@ impl Tensor {
         ensure!(
             mean.is_finite() && std.is_finite() && std >= 0.0,
             Argument,
-            "randn: mean must be finite and std a \
-                 finite number >= 0, got mean {mean} and std {std}"
+            "randn: mean must be finite and std a finite number >= 0, got mean {mean} and std {std}"
         );
         Tensor::sampled(shape, seed, 2, |rng| mean + std * rng.normal())
     }
@@ -255,8 +254,7 @@ impl Tensor {
         ensure!(
             low.is_finite() && high.is_finite() && low <= high,
             Argument,
-            "rand: low and high must be finite with \
-                 low <= high, got [{low}, {high})"
+            "rand: low and high must be finite with low <= high, got [{low}, {high})"
         );
         Tensor::sampled(shape, seed, 1, |rng| low + (high - low) * rng.uniform())
     }

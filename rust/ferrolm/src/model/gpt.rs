@@ -412,9 +412,10 @@ impl Gpt {
     /// Loads `config.json` and `model.safetensors` (or a sharded `model.safetensors.index.json`
     /// and its shards) from `dir`: our files or a Hugging Face GPT-2 checkpoint. Every
     /// parameter must be present with the right shape; unknown tensors are refused. A save that
-    /// was killed while moving its files in is finished first (`checkpoint::finish_interrupted_save`),
-    /// so loading may rename files in `dir`. Wrap it in [`crate::compute`] on other threads than
-    /// the one that called [`crate::init_thread_pool`].
+    /// was killed while moving its files in is finished first
+    /// ([`crate::checkpoint::finish_interrupted_save`]), so loading may rename files in `dir`.
+    /// Wrap it in [`crate::compute`] on other threads than the one that called
+    /// [`crate::init_thread_pool`].
     pub fn load(dir: impl AsRef<Path>) -> Result<Gpt> {
         let dir = dir.as_ref();
         // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.

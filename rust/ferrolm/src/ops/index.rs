@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::split_at_axis;
+use super::{filled, split_at_axis, GRAIN};
 use crate::tensor::{checked_numel, filled_with, resolve_axis, zeroed, zeros_for, Tensor};
 use crate::{ensure, Result};
 
@@ -90,8 +90,12 @@ pub fn gather(x: &Tensor, axis: isize, idx: &[i64], idx_shape: &[usize]) -> Resu
         let (o, rest) = (p / (k * inner), p % (k * inner));
         (o * n + idx[p]) * inner + rest % inner
     };
-    let mut y = zeroed(idx_shape.iter().product())?;
-    y.par_iter_mut().enumerate().for_each(|(p, y)| *y = data[source(p)]);
+    // SAFETY: every element of each chunk is written.
+    let y = unsafe {
+        filled(idx_shape.iter().product(), GRAIN, |c, out| {
+            out.iter_mut().enumerate().for_each(|(i, y)| _ = y.write(data[source(c * GRAIN + i)]));
+        })
+    }?;
     drop(data);
     Ok(Tensor::from_op(y, idx_shape.to_vec(), "gather", &[x], move |ctx| {
         let mut g = zeroed(outer * n * inner)?;
