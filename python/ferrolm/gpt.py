@@ -347,7 +347,12 @@ def _text_if_bytes(x: Any) -> Any:
 
 def _stop_strings(stop: Union[str, Sequence[str], None]) -> list[str]:
     """Stop strings given as one string, an iterable of them, or None, as a list."""
-    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, Iterable) else [stop]
+    if stop is None:
+        stops = []
+    elif isinstance(stop, str) or not isinstance(stop, Iterable):
+        stops = [stop]  # refused below unless a string
+    else:
+        stops = list(stop)
     if not all(isinstance(s, str) for s in stops):
         raise TypeError(f"stop must be a string or a list of strings, got {stop!r}")
     return stops

@@ -4,6 +4,7 @@ architecture (config.json's model_type)."""
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 from typing import Optional, Union
@@ -70,13 +71,19 @@ def model_dir(path: Union[str, Path]) -> Path:
     return path
 
 
+@contextmanager
 def model_files(path: Union[str, Path]):
     """A directory to write a model's files into (`with model_files(path) as files: ...`); they
     replace the ones in `path` together when the block ends, so a save that fails part-way
-    (a full disk) leaves the old model whole, not its weights beside another's tokenizer."""
+    (a full disk) leaves the old model whole, not its weights beside another's tokenizer. An
+    earlier chat model's Hugging Face files there are replaced with them
+    (`chat.replace_stale_chat_files`)."""
     from ferrolm.atomic import atomic_files
+    from ferrolm.chat import replace_stale_chat_files
 
-    return atomic_files(path, last=CONFIG_FILE)
+    with atomic_files(path, last=CONFIG_FILE) as files:
+        yield files
+        replace_stale_chat_files(Path(path), files)
 
 
 #: What `Tokenizer.from_file` reads in a directory, in its order of preference.
@@ -98,7 +105,7 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
     """Writes the core model's files and the tokenizer (together: `model_files`), and for a chat
     model the files Hugging Face chats with (`chat.hf_chat_files`)."""
     from ferrolm.atomic import write_json
-    from ferrolm.chat import hf_chat_files, replace_stale_chat_files
+    from ferrolm.chat import hf_chat_files
 
     with model_files(path) as files:
         core.save(str(files))
@@ -106,7 +113,6 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
             tokenizer.save(str(files / TOKENIZER_FILE))
         for name, content in hf_chat_files(tokenizer).items():
             write_json(files / name, content)
-        replace_stale_chat_files(Path(path), files)
 
 
 class CoreModel:

@@ -5,9 +5,10 @@ pairs nobody judged yet instead of generating them again, and a judgement retrie
 restart still finds its pair. A prompt is a text, or a conversation (its turns as JSON, with
 `conversation` = 1; one user turn is stored as its text: `prompts.prompt_key`). `judgements`
 holds one self-contained row per judgement (prompt, both completions, which was shown left,
-the choice, labeller, time, generation settings and weight hashes); `pair_id` is UNIQUE, so a judgement is stored at most once however often a
-browser retries it. Every write is one transaction, committed before the HTTP answer is sent
-(WAL, synchronous=FULL), so every acknowledged judgement survives the process being killed.
+the choice, labeller, time, generation settings and weight hashes); `pair_id` is UNIQUE, so a
+judgement is stored at most once however often a browser retries it. Every write is one
+transaction, committed before the HTTP answer is sent (WAL, synchronous=FULL), so every
+acknowledged judgement survives the process being killed.
 
 A connection is opened per operation: SQLite connections are cheap, and this keeps the store
 safe to call from the web server's worker threads and from other processes at once.

@@ -80,7 +80,6 @@ class TextClassifier:
     def save(self, path: Union[str, Path]) -> None:
         """Writes the directory in Hugging Face's layout (its files together: `model_files`)."""
         from ferrolm.atomic import write_json
-        from ferrolm.chat import replace_stale_chat_files
         from ferrolm.models import CONFIG_FILE, TOKENIZER_FILE, model_files
 
         with model_files(path) as files:
@@ -92,7 +91,6 @@ class TextClassifier:
                                              "classifier_dropout": self.classifier_dropout})
             if self.bert.tokenizer is not None:
                 self.bert.tokenizer.save(str(files / TOKENIZER_FILE))
-            replace_stale_chat_files(Path(path), files)
 
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]

@@ -266,7 +266,8 @@ class _Checkpoints:
             state["weights"] = weights_digest(model)
             write_json(files / STATE_FILE, state, default=_plain)
             log.join(files)
-            replace_stale_chat_files(self.out_dir, files)  # model.save wrote into `files`, not over out_dir's
+            # model.save's own replacement looked at `files`, where it wrote; the set replaces out_dir's.
+            replace_stale_chat_files(self.out_dir, files)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE
