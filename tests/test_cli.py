@@ -51,7 +51,10 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert "step 4: loss" in printed and "tokens/s" in printed
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["config"]["lr_decay_iters"] == 6  # a new run decays over its own length
-    for extra, message in (([str(corpus)], "files cannot change"), (["--tokenizer", "bpe"], "--tokenizer cannot change"),
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text())
+    for extra, message in (([str(other)], f"files cannot change them (the run's files: {corpus.resolve()}"),
+                           (["--tokenizer", "bpe"], "--tokenizer cannot change them (the run's tokenizer: char"),
                            (["--vocab-size", "300"], "--vocab-size cannot change"),
                            (["--val-fraction", "0.2"], "--val-fraction cannot change"),
                            (["--objective", "mlm"], "was trained with causal")):
@@ -61,7 +64,9 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 7, "loss": 123.0}) + "\n")
     capsys.readouterr()
-    assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *TINY]) == 0
+    # The command repeated with --resume: its corpus and tokenizer flags are the run's own.
+    assert main(["pretrain", str(corpus), "--tokenizer", "char", "--val-fraction", "0.1", "--resume", "--out", out,
+                 "--max-iters", "8", *TINY]) == 0
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["step"] == 8 and state["config"]["lr_decay_iters"] == 6  # the run's schedule continues
     assert f"resuming the run in {out} at step 6 of 8\n" in capsys.readouterr().err  # where it picks up, said

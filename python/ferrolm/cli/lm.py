@@ -37,7 +37,9 @@ def register_pretrain(sub) -> None:
     p.add_argument("--vocab-size", type=count(1), default=None,
                    help="vocabulary size when training a bpe/wordpiece tokenizer (default 4096)")
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out (on its data: corpus files and tokenizer flags, if given, "
+                        "must be the run's)")
     p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)  # a nanoGPT config's (cli/nanogpt.py)
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate the model of --resume (on its data) or --init-from (on the corpus given) on "
@@ -95,6 +97,10 @@ def _starting_model(args):
     return model
 
 
+#: --tokenizer's kinds, trained on the corpus.
+_TRAINED_HERE = ("char", "bpe", "wordpiece")
+
+
 def _tokenizer(args, files: list[Path]):
     """The run's tokenizer, trained on the corpus files or read from a file."""
     from ferrolm import Tokenizer
@@ -102,7 +108,7 @@ def _tokenizer(args, files: list[Path]):
     kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
     if args.vocab_size and kind not in ("bpe", "wordpiece"):
         raise ValueError(f"--vocab-size sizes a bpe or wordpiece tokenizer trained here, not --tokenizer {kind}")
-    if kind in ("char", "bpe", "wordpiece"):
+    if kind in _TRAINED_HERE:
         # From the files, line by line, as `ferrolm tokenizer train` does: bounded memory (one
         # 80 MB string took 1.5 GB to train WordPiece on) and every core.
         if kind != "char":
@@ -128,15 +134,37 @@ def _new_model(objective: str, tokenizer, m: dict, seed: int):
                       n_embd=m["n_embd"], dropout=m["dropout"], bias=m["bias"], seed=seed, tokenizer=tokenizer)
 
 
+def _tokenizer_setting(tokenizer: str) -> str:
+    """--tokenizer as a run records it: a kind trained on the corpus, or a file's resolved path."""
+    return tokenizer if tokenizer in _TRAINED_HERE else str(Path(tokenizer).resolve())
+
+
+def _corpus_settings(args, files: list[Path]) -> dict:
+    """What a new run prepares its data from, saved with its checkpoints: a resume may repeat
+    these flags (the command run again with --resume), not change them. A run from a model
+    (--init-from) takes the model's tokenizer."""
+    kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
+    return {"files": [str(f.resolve()) for f in files],
+            "tokenizer": None if args.init_from else _tokenizer_setting(kind),
+            "vocab_size": (args.vocab_size or 4096) if kind in ("bpe", "wordpiece") and not args.init_from else None,
+            "val_fraction": args.val_fraction or 0.1}
+
+
 def _check_resume_flags(args, state: dict) -> None:
     """--resume continues on the data, tokenizer and objective saved in --out: flags that would
-    change them are refused rather than ignored."""
-    fixed = {"files": args.files, "--tokenizer": args.tokenizer, "--vocab-size": args.vocab_size,
-             "--val-fraction": args.val_fraction}
-    given = [name for name, value in fixed.items() if value]
-    if given:
-        raise ValueError(f"--resume continues on the corpus and tokenizer prepared in {args.out}: "
-                         f"{', '.join(given)} cannot change them (start a new run with another --out)")
+    change them are refused rather than ignored; the run's own values (the command repeated
+    with --resume) are accepted."""
+    saved = state.get("settings") or {}  # none in runs saved before they were recorded
+    given = {"files": [str(Path(f).resolve()) for f in args.files] if args.files else None,
+             "tokenizer": args.tokenizer and _tokenizer_setting(args.tokenizer),
+             "vocab_size": args.vocab_size, "val_fraction": args.val_fraction}
+    changed = [name for name, value in given.items() if value is not None and saved.get(name) != value]
+    if changed:
+        flags = ", ".join(n if n == "files" else "--" + n.replace("_", "-") for n in changed)
+        theirs = "; ".join(f"the run's {n.replace('_', ' ')}: {', '.join(saved[n]) if n == 'files' else saved[n]}"
+                           for n in changed if saved.get(n) is not None)
+        raise ValueError(f"--resume continues on the corpus and tokenizer prepared in {args.out}: {flags} cannot change "
+                         f"them ({theirs or 'the run did not record them'}; start a new run with another --out)")
     if state["objective"] not in ("causal", "mlm"):
         raise ValueError(f"{args.out} holds a `ferrolm {state['objective']}` run: resume it with that command")
     if args.objective not in (None, state["objective"]):
@@ -158,7 +186,7 @@ def run_pretrain(args) -> int:
         raise ValueError("--init-from starts a new run from a model; --resume continues the run in --out")
     if not args.resume:
         check_dataset(args.dataset, args.files)
-    saved_model = saved_train = fixed = None
+    saved_model = saved_train = fixed = settings = None
     if args.init_from:  # before --out's default, which names the model's objective
         model, fixed = _starting_model(args), (f"the model's in {args.init_from}", "the model keeps its architecture")
         saved_model = _model_flags(model)
@@ -174,6 +202,7 @@ def run_pretrain(args) -> int:
     if args.resume:
         state = checkpoint_state(out)
         _check_resume_flags(args, state)
+        settings = state.get("settings")
         args.objective = state["objective"]
         model = load_model(out)
         saved_model, fixed = _model_flags(model), resumed(args)
@@ -220,6 +249,7 @@ def run_pretrain(args) -> int:
     tokenizer = model.tokenizer if args.resume or args.init_from else None
     if not args.resume:
         files = corpus_files(args.files)
+        settings = _corpus_settings(args, files)
         check_files(files)  # before a tokenizer is trained on them, or anything is replaced
         tokenizer = tokenizer or _tokenizer(args, files)
         if args.objective == "mlm":  # checked before the corpus is tokenised with it
@@ -260,7 +290,7 @@ def run_pretrain(args) -> int:
               + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()), flush=True)
         return 0
     start = time.perf_counter()
-    evals = train(model, objective, config, out, resume=args.resume)
+    evals = train(model, objective, config, out, resume=args.resume, settings=settings)
     elapsed = time.perf_counter() - start
     final = kept_evaluations(evals, config)[-1]  # with --always-save-checkpoint false, the best one
     extra = f", masked-token accuracy {final['val_accuracy']:.3f}" if "val_accuracy" in final else ""
