@@ -557,6 +557,8 @@ def test_a_character_model_without_newlines_samples_from_its_first_character(tmp
                  "--no-progress"]) == 0
     assert "-" * 60 in capsys.readouterr().out
     assert main(["generate", str(out), "--max-new-tokens", "5"]) == 0
+    first = fl.Tokenizer.from_file(str(out / "tokenizer.json")).decode([0])
+    assert capsys.readouterr().out.startswith(first)  # the start is shown as it is, not as the newline it is not
 
 
 def test_evaluation_runs_in_the_given_precision(tmp_path):

@@ -383,9 +383,9 @@ def run_generate(args) -> int:
     if prompt == "":
         raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
                          "--prompt is empty (leave it out to start where nanoGPT does: a newline)")
-    echo = prompt  # the start of a sample from no prompt is not shown
     if prompt is None:
-        prompt, echo = _start_prompt(model), "\n"
+        prompt = _start_prompt(model)
+    echo = "" if prompt == "[CLS]" else prompt  # shown as nanoGPT shows its newline start; [CLS] is not text
     for i in range(args.num_samples):
         # The prompt is encoded (and refused, if it cannot be) before anything is printed.
         pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
