@@ -1045,8 +1045,11 @@ def test_deepcopy_gives_independent_models_layers_and_tensors():
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     x = fl.randn(2, 2, requires_grad=True)
     (x * x).sum().backward()
-    x_copy = copy.deepcopy(x)
-    assert x_copy.requires_grad and x_copy.uid != x.uid and np.array_equal(x_copy.grad.numpy(), x.grad.numpy())
+    for x_copy in (copy.deepcopy(x), copy.copy(x)):  # copy.copy copies the data too, as numpy's
+        assert x_copy.requires_grad and x_copy.uid != x.uid and np.array_equal(x_copy.grad.numpy(), x.grad.numpy())
+        with fl.no_grad():
+            x_copy -= 1
+        assert not np.array_equal(x_copy.numpy(), x.numpy())
     with pytest.raises(TypeError, match="only leaf tensors can be deep-copied"):
         copy.deepcopy(x * 2)
 
@@ -1290,12 +1293,19 @@ def test_unary_ops_values_and_finite_difference_gradients(name, reference):
 def test_indexing_slices_and_losses():
     a = randn(4, 5, 6)
     t = fl.tensor(a, requires_grad=True)
-    for index in (1, -1, slice(1, 3), (2, slice(None, 4)), (slice(None), 3), (-2, slice(-3, None), 0), slice(5, 9)):
+    for index in (1, -1, slice(1, 3), (2, slice(None, 4)), (slice(None), 3), (-2, slice(-3, None), 0), slice(5, 9),
+                  ..., (..., -1), (1, ..., slice(2, 4)), (..., 2, slice(1, 3)), (0, 1, 2, ...), (slice(1, 2), ..., 1, 5)):
         np.testing.assert_array_equal(t[index].numpy(), a[index])
     (t[1:3, 0] * 2).sum().backward()
+    (t[..., 1] * 3).sum().backward()  # an ellipsis stands for whole axes: the gradient reaches every row
     expected = np.zeros_like(a)
     expected[1:3, 0] = 2
+    expected[..., 1] += 3
     np.testing.assert_array_equal(t.grad.numpy(), expected)
+    with pytest.raises(IndexError, match="single ellipsis"):
+        t[..., 0, ...]
+    with pytest.raises(IndexError, match="4 indices for a tensor of rank 3"):
+        t[0, ..., 0, 0, 0]
     with pytest.raises(IndexError, match="out of range"):
         t[4]
     with pytest.raises(IndexError, match="step-1"):

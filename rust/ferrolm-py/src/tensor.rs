@@ -305,17 +305,27 @@ impl PyTensor {
         Ok(self.0.item().py()? != 0.0)
     }
 
-    /// `t[i]`, `t[a:b]`, `t[i, a:b, ...]`: integers and step-1 slices over the leading axes,
+    /// `t[i]`, `t[a:b]`, `t[i, a:b]`, `t[..., i]`: integers and step-1 slices over the leading
+    /// axes, or the trailing ones after one `...` (every axis it stands for taken whole),
     /// differentiable (narrow, then a reshape that drops the integer-indexed axes). A copy,
-    /// unless every index is a bare `:`.
+    /// unless every index is a bare `:` or `...`.
     fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        let items: Vec<Bound<'_, PyAny>> = match index.cast::<PyTuple>() {
+        let mut items: Vec<Bound<'_, PyAny>> = match index.cast::<PyTuple>() {
             Ok(t) => t.iter().collect(),
             Err(_) => vec![index.clone()],
         };
         let shape = self.0.shape().to_vec();
-        if items.len() > shape.len() {
-            return Err(PyIndexError::new_err(format!("{} indices for a tensor of rank {}", items.len(), shape.len())));
+        let ellipses: Vec<usize> = (0..items.len()).filter(|&i| items[i].is(py.Ellipsis())).collect();
+        let indices = items.len() - ellipses.len();
+        if ellipses.len() > 1 {
+            return Err(PyIndexError::new_err("an index can only have a single ellipsis ('...')"));
+        }
+        if indices > shape.len() {
+            return Err(PyIndexError::new_err(format!("{indices} indices for a tensor of rank {}", shape.len())));
+        }
+        if let Some(&at) = ellipses.first() {
+            let whole = PySlice::full(py).into_any();
+            items.splice(at..=at, std::iter::repeat_n(whole, shape.len() - indices));
         }
         let mut cuts = Vec::new(); // (axis, start, len)
         let mut kept: Vec<usize> = Vec::new();
@@ -439,6 +449,11 @@ impl PyTensor {
              t.numpy()'s values",
             self.0.shape()
         )))
+    }
+
+    /// `copy.copy(t)`: as `copy.deepcopy(t)` (numpy's copy.copy copies the data too).
+    fn __copy__(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        self.__deepcopy__(&PyDict::new(py).into_any())
     }
 
     /// `copy.deepcopy(t)`: a new leaf with a copy of the data, the gradient and `requires_grad`,
