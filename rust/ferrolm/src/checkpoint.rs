@@ -55,11 +55,19 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// A named tensor as stored on disk, widened to f32.
+#[derive(Clone)]
 pub struct Stored {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
     /// Stored with an integer dtype (a buffer such as BERT's position ids, never a parameter).
     pub integer: bool,
+}
+
+/// Its shape and kind, not its data.
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored").field("shape", &self.shape).field("integer", &self.integer).finish_non_exhaustive()
+    }
 }
 
 /// Writes named f32 tensors to a safetensors file at `path`, atomically, streaming them from
@@ -506,6 +514,7 @@ impl Weights {
 }
 
 /// Tensors read from a model directory, with what errors call their source.
+#[derive(Clone, Debug)]
 pub struct StoredWeights {
     pub tensors: BTreeMap<String, Stored>,
     /// `model.safetensors`, or the shards of its index.

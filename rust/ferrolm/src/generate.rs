@@ -194,6 +194,19 @@ pub struct Generation {
     packed: PackedWeights,
 }
 
+/// The sampling settings, each row's tokens and whether it finished, and the cache's fill.
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows: Vec<_> = self.rows.iter().map(|r| (&r.tokens, r.finished)).collect();
+        f.debug_struct("Generation")
+            .field("sampling", &self.sampling)
+            .field("stop_tokens", &self.stop_tokens)
+            .field("rows", &rows)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Generation {
     /// Validates the prompts (non-empty, ids in the vocabulary, at most `block_size` tokens)
     /// and prefills the cache with them.
@@ -475,6 +488,16 @@ pub struct TextGeneration<'t> {
     text: TextStream,
     left: usize,
     ended: bool,
+}
+
+impl std::fmt::Debug for TextGeneration<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextGeneration")
+            .field("generation", &self.generation)
+            .field("tokens_left", &self.left)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'t> TextGeneration<'t> {

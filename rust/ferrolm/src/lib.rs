@@ -18,14 +18,14 @@
 //! adds the schedule, clipping, evaluation and checkpoints):
 //!
 //! ```
-//! use ferrolm::model::{Activation, Batch, Gpt, GptConfig};
+//! use ferrolm::model::{Batch, Gpt, GptConfig};
 //! use ferrolm::nn::Module;
 //! use ferrolm::ops::{cross_entropy, Reduction};
 //! use ferrolm::{AdamW, Optimizer};
 //!
+//! // GPT-2's architecture (its defaults), tiny, without dropout or end-of-text ids.
 //! let config = GptConfig { vocab_size: 16, block_size: 8, n_layer: 2, n_head: 2, n_embd: 16, dropout: 0.0,
-//!     attn_dropout: 0.0, bias: true, activation: Activation::GeluTanh, bos_token_id: None, eos_token_id: None,
-//!     layer_norm_epsilon: 1e-5 };
+//!     attn_dropout: 0.0, bos_token_id: None, eos_token_id: None, ..GptConfig::default() };
 //! let model = Gpt::new(config, 0)?;
 //! // AdamW's weight decay on matrices only, as nanoGPT's.
 //! let params = model.named_parameters().into_iter().map(|(_, p)| { let wd = if p.rank() == 2 { 0.1 } else { 0.0 }; (p, wd) });

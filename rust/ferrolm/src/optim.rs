@@ -140,6 +140,18 @@ impl AdamW {
     }
 }
 
+/// The settings and how many parameters it updates (their moments are `state`).
+impl std::fmt::Debug for AdamW {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdamW")
+            .field("lr", &self.lr.get())
+            .field("betas", &(self.beta1, self.beta2))
+            .field("eps", &self.eps)
+            .field("parameters", &self.slots.len())
+            .finish()
+    }
+}
+
 impl Optimizer for AdamW {
     fn learning_rate(&self) -> &LearningRate {
         &self.lr
@@ -283,6 +295,18 @@ impl Sgd {
             })
             .collect::<Result<_>>()?;
         Ok(Sgd { slots, lr, momentum, nesterov })
+    }
+}
+
+/// The settings and how many parameters it updates (their buffers are `state`).
+impl std::fmt::Debug for Sgd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sgd")
+            .field("lr", &self.lr.get())
+            .field("momentum", &self.momentum)
+            .field("nesterov", &self.nesterov)
+            .field("parameters", &self.slots.len())
+            .finish()
     }
 }
 

@@ -12,13 +12,22 @@ fn tiny(dropout: f32) -> Bert {
         num_attention_heads: 2,
         intermediate_size: 16,
         max_position_embeddings: 10,
-        type_vocab_size: 2,
         hidden_dropout_prob: dropout,
         attention_probs_dropout_prob: dropout,
         layer_norm_eps: 1e-5,
-        pad_token_id: 0,
+        ..BertConfig::default()
     };
     Bert::new(config, true, 9).unwrap()
+}
+
+#[test]
+fn the_default_config_is_hugging_faces_bert_base() {
+    // google-bert/bert-base-uncased's config.json, its architecture's fields.
+    let base = serde_json::json!({"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "hidden_size": 768, "intermediate_size": 3072, "layer_norm_eps": 1e-12, "max_position_embeddings": 512,
+        "model_type": "bert", "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 0,
+        "position_embedding_type": "absolute", "type_vocab_size": 2, "vocab_size": 30522});
+    assert_eq!(BertConfig::from_json(&base).unwrap(), BertConfig::default());
 }
 
 const IDS: [i64; 12] = [2, 5, 7, 1, 3, 0, 2, 8, 9, 11, 4, 3];

@@ -16,13 +16,29 @@ fn tiny(dropout: f32) -> Gpt {
         n_embd: 8,
         dropout,
         attn_dropout: dropout,
-        bias: true,
-        activation: Activation::GeluTanh,
         bos_token_id: None,
         eos_token_id: None,
-        layer_norm_epsilon: 1e-5,
+        ..GptConfig::default()
     };
     Gpt::new(config, 3).unwrap()
+}
+
+#[test]
+fn the_default_config_is_hugging_faces_gpt2() {
+    // openai-community/gpt2's config.json, its architecture's fields.
+    let gpt2 = serde_json::json!({"activation_function": "gelu_new", "attn_pdrop": 0.1, "bos_token_id": 50256,
+        "embd_pdrop": 0.1, "eos_token_id": 50256, "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024,
+        "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "vocab_size": 50257});
+    assert_eq!(GptConfig::from_json(&gpt2).unwrap(), GptConfig::default());
+    assert_eq!(GptConfig::default().activation, Activation::GeluTanh);
+    // Debug shows the config and the parameter count, tied weights once, not every weight.
+    let model = tiny(0.0);
+    let count: usize = model.named_parameters().iter().map(|(_, t)| t.numel()).sum();
+    let shown = format!("{model:?}");
+    assert!(
+        shown.starts_with("Gpt { config: GptConfig { vocab_size: 11,")
+            && shown.ends_with(&format!("parameters: {count} }}"))
+    );
 }
 
 fn ids(b: usize, t: usize) -> Vec<i64> {

@@ -20,21 +20,52 @@ use crate::{bail, ensure, Error, Result, Tensor};
 /// The architecture's hyperparameters (Hugging Face's BertConfig names).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
+    /// Rows of the token embedding (and of the MLM head's logits).
     pub vocab_size: usize,
+    /// Width of each layer's output; a multiple of `num_attention_heads`.
     pub hidden_size: usize,
+    /// Encoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer.
     pub num_attention_heads: usize,
+    /// Width of the feed-forward layer inside each encoder layer (BERT's is 4 × hidden).
     pub intermediate_size: usize,
+    /// Longest sequence the position embedding covers.
     pub max_position_embeddings: usize,
+    /// Segment (token type) ids: 2, for sentence pairs.
     pub type_vocab_size: usize,
+    /// Dropout on embeddings and each sublayer's output while training.
     pub hidden_dropout_prob: f32,
     /// Dropout on attention probabilities while training.
     pub attention_probs_dropout_prob: f32,
+    /// LayerNorm's epsilon (BERT's 1e-12).
     pub layer_norm_eps: f32,
+    /// The padding token's id, kept for Hugging Face (padding is masked by `Batch::key_mask`).
     pub pad_token_id: usize,
 }
 
+/// BERT base, as Hugging Face's `BertConfig()` (bert-base-uncased's sizes): change what
+/// differs with `BertConfig { num_hidden_layers: 4, ..BertConfig::default() }`.
+impl Default for BertConfig {
+    fn default() -> Self {
+        BertConfig {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            layer_norm_eps: 1e-12,
+            pad_token_id: 0,
+        }
+    }
+}
+
 impl BertConfig {
+    /// Checks sizes and rates (a model is only built from a valid config).
     pub fn validate(&self) -> Result<()> {
         let c = self;
         ensure_positive(
@@ -123,7 +154,7 @@ impl BertConfig {
 }
 
 /// One encoder layer: x = LN(x + attn(x)); x = LN(x + ffn(x)).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct EncoderLayer {
     pub query: Linear,
     pub key: Linear,
@@ -136,7 +167,7 @@ pub struct EncoderLayer {
 }
 
 /// The masked-LM head: dense + GELU + LayerNorm, then the tied decoder with its own bias.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MlmHead {
     pub dense: Linear,
     pub norm: LayerNorm,
@@ -364,6 +395,18 @@ impl Bert {
         }
         Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
         Ok(model)
+    }
+}
+
+/// The config, which heads it has, and the parameter count (the weights are `named_parameters`).
+impl std::fmt::Debug for Bert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bert")
+            .field("config", &self.config)
+            .field("pooler", &self.pooler.is_some())
+            .field("mlm_head", &self.mlm.is_some())
+            .field("parameters", &self.num_parameters())
+            .finish()
     }
 }
 

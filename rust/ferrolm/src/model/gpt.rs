@@ -54,7 +54,29 @@ pub struct GptConfig {
     pub layer_norm_epsilon: f32,
 }
 
+/// GPT-2 small, as Hugging Face's `GPT2Config()`: change what differs with
+/// `GptConfig { n_layer: 4, ..GptConfig::default() }`.
+impl Default for GptConfig {
+    fn default() -> Self {
+        GptConfig {
+            vocab_size: 50257,
+            block_size: 1024,
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            dropout: 0.1,
+            attn_dropout: 0.1,
+            bias: true,
+            activation: Activation::GeluTanh,
+            bos_token_id: Some(50256),
+            eos_token_id: Some(50256),
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+}
+
 impl GptConfig {
+    /// Checks sizes and rates (a model is only built from a valid config).
     pub fn validate(&self) -> Result<()> {
         let c = self;
         ensure_positive(
@@ -184,7 +206,7 @@ impl Activation {
 }
 
 /// One transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Block {
     pub ln_1: LayerNorm,
     pub c_attn: Linear,
@@ -461,6 +483,13 @@ impl Gpt {
         let copy = Gpt::build(self.config.clone(), 0, zeros)?;
         copy_parameters(&copy, self)?;
         Ok(copy)
+    }
+}
+
+/// The config and the parameter count (the weights are `named_parameters`).
+impl std::fmt::Debug for Gpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpt").field("config", &self.config).field("parameters", &self.num_parameters()).finish()
     }
 }
 

@@ -92,6 +92,7 @@ impl DropoutSites {
 }
 
 /// A batch of token ids [B, T] and how to read them.
+#[derive(Clone, Copy, Debug)]
 pub struct Batch<'a> {
     pub ids: &'a [i64],
     pub batch: usize,

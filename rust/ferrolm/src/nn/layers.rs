@@ -5,7 +5,7 @@ use super::{join, Module};
 use crate::{ops, Result, Tensor};
 
 /// `y = x·Wᵀ + b` with W [out, in] (PyTorch's layout).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -39,7 +39,7 @@ impl Module for Linear {
 }
 
 /// A lookup table of `num` vectors of size `dim`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Embedding {
     pub weight: Tensor,
 }
@@ -63,7 +63,7 @@ impl Module for Embedding {
 }
 
 /// Layer normalisation over the last axis with a learned scale and shift.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Option<Tensor>,

@@ -21,6 +21,13 @@ pub trait Module {
     fn parameters(&self) -> Vec<Tensor> {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
+
+    /// Number of parameter elements (tied weights counted once).
+    fn num_parameters(&self) -> usize {
+        let mut n = 0;
+        self.visit("", &mut |_, t| n += t.numel());
+        n
+    }
 }
 
 /// `prefix.name`, or `name` at the top level.

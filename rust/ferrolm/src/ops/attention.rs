@@ -502,6 +502,20 @@ pub struct KvCache {
     len: usize,
 }
 
+/// Its sizes and fill (not the cached keys and values).
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("layers", &self.layers.len())
+            .field("batch", &self.batch)
+            .field("heads", &self.heads)
+            .field("head_size", &self.head_size)
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
 impl KvCache {
     pub fn new(n_layer: usize, batch: usize, heads: usize, capacity: usize, head_size: usize) -> Result<KvCache> {
         ensure!(

@@ -140,6 +140,17 @@ impl<'a> Local<'a> {
     }
 }
 
+/// Its settings and how much it has counted.
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("config", &self.config)
+            .field("distinct_words", &self.words.len())
+            .field("distinct_chars", &self.chars.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Trainer {
     /// Checks the settings.
     pub fn new(config: TrainerConfig) -> Result<Self> {
