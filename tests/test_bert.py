@@ -104,6 +104,23 @@ def test_hugging_face_bert_matches_numpy_reference(tmp_path, prefix, mlm, old_na
         np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())
 
 
+def test_the_encoder_of_a_question_answering_checkpoint_loads(tmp_path):
+    """BertForQuestionAnswering's qa_outputs head is left, as Hugging Face's AutoModel leaves it
+    (its name was refused as a config mismatch); hidden_act "gelu_python" is the exact GELU."""
+    from safetensors.numpy import load_file, save_file
+
+    hf_bert_checkpoint(tmp_path, mlm=False)
+    plain = BERT.load(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    head = np.ones((2, tensors["bert.pooler.dense.weight"].shape[0]), np.float32)
+    save_file({**tensors, "qa_outputs.weight": head, "qa_outputs.bias": np.zeros(2, np.float32)},
+              str(tmp_path / "model.safetensors"))
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu_python"}))
+    ids = np.arange(6).reshape(1, 6) % V
+    np.testing.assert_array_equal(BERT.load(tmp_path).hidden(ids).numpy(), plain.hidden(ids).numpy())
+
+
 def test_loading_with_the_other_class_names_the_right_one(tmp_path):
     hf_bert_checkpoint(tmp_path)
     with pytest.raises(ValueError, match=r"holds a bert model, not a gpt2 one: it is for ferrolm fill-mask and classify \(in Python, BERT.load"):
@@ -251,6 +268,21 @@ def test_a_rate_over_batches_is_pooled_not_averaged():
 
     record = evaluate_model(None, Weighed(), eval_iters=30)
     assert record["val_hit"] == 0.5 and record["val_mean"] == pytest.approx((0 + 1 + 2 * 2) / 4)
+
+
+def test_a_corpus_the_tokenizer_cannot_encode_is_refused_not_scored_zero(wordpiece, tmp_path, capsys):
+    """Text in a script the vocabulary lacks is all [UNK], which is never masked: training
+    learned nothing and reported val loss 0.0000 (perplexity 1.00)."""
+    chinese = "".join(chr(0x4E00 + (i * 7919) % 500) + ("\n" if i % 30 == 29 else "") for i in range(12_000))
+    prepare_tokens(chinese, wordpiece, tmp_path / "zh")
+    with pytest.raises(ValueError, match="the train split has no token to predict"):
+        MaskedLM(tmp_path / "zh", wordpiece, 16, 4)
+    # Mostly [UNK]: trained on, and said.
+    english = BUNDLED_CORPUS.read_text()[:20_000].splitlines()
+    mixed = "\n".join(zh + "\n" + en for zh, en in zip(chinese.splitlines(), english))  # 30 [UNK]s to a line of text
+    prepare_tokens(mixed, wordpiece, tmp_path / "mostly")
+    MaskedLM(tmp_path / "mostly", wordpiece, 16, 4)
+    assert "% of the train split's tokens are [UNK]" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- learning and fill-mask

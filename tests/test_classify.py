@@ -183,6 +183,33 @@ def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path
     (tmp_path / "config.json").write_text(json.dumps({**config, "problem_type": "regression"}))
     with pytest.raises(ValueError, match="problem_type 'regression' is not supported"):
         TextClassifier.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "id2label": ["neg", "neu", "pos"]}))
+    assert TextClassifier.load(tmp_path).labels == ["neg", "neu", "pos"]  # a list of names (an AttributeError)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "id2label": "neg"}))
+    with pytest.raises(ValueError, match="id2label must map output indices to label names"):
+        TextClassifier.load(tmp_path)
+    # Another task's head under the same name is not a text classifier (it loaded, and classified).
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["BertForTokenClassification"]}))
+    with pytest.raises(ValueError, match="is a BertForTokenClassification, not a BertForSequenceClassification"):
+        TextClassifier.load(tmp_path)
+    assert BERT.load(tmp_path).core.has_pooler  # its encoder loads
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    # A head without the pooler it reads got a random pooler, silently.
+    bare = tmp_path / "no-pooler"
+    bare.mkdir()
+    (bare / "config.json").write_text(json.dumps(config))
+    safetensors_numpy.save_file({**{k: v for k, v in stored.items() if "pooler" not in k}, "classifier.weight": w,
+                                 "classifier.bias": b}, str(bare / "model.safetensors"))
+    with pytest.raises(ValueError, match="has a classifier head but no pooler"):
+        TextClassifier.load(bare)
+    # A regression head (num_labels 1) is said as such, not as "two or more distinct labels".
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "config.json").write_text(json.dumps({**config, "id2label": {"0": "LABEL_0"}}))
+    safetensors_numpy.save_file({**stored, "classifier.weight": w[:1], "classifier.bias": b[:1]},
+                                str(single / "model.safetensors"))
+    with pytest.raises(ValueError, match="regression, num_labels 1"):
+        TextClassifier.load(single)
 
 
 def test_pairs_of_texts_are_classified_with_their_token_types(task, capsys):

@@ -231,6 +231,9 @@ def run_pretrain(args) -> int:
         raise ValueError(f"--n-embd {m['n_embd']} must be a multiple of --n-head {m['n_head']}")
     if args.objective == "mlm" and not m["bias"]:
         raise ValueError("--bias false: BERT's layers always have biases (the flag is for GPT)")
+    if args.objective == "mlm" and args.tokenizer in ("char", "bpe"):  # before training one on the corpus
+        raise ValueError(f"--tokenizer {args.tokenizer}: masked language modelling needs [CLS], [SEP], [MASK] and [PAD] "
+                         "(--tokenizer wordpiece, or a BERT tokenizer.json)")
     if args.objective == "mlm" and m["block_size"] < 8:
         raise ValueError(f"--block-size {m['block_size']}: masked language modelling needs sequences of at least 8")
     for flag, given in (("--whole-word-masking", args.whole_word_masking), ("--mlm-probability", args.mlm_probability)):

@@ -68,11 +68,22 @@ class TextClassifier:
             raise FileNotFoundError(f"{path} is not a classifier: it has no classifier.weight and classifier.bias "
                                     "(train one with `ferrolm classify`)")
         config = read_json_object(path / CONFIG_FILE)
+        # Other heads named classifier.* (tokens', multiple choice's) score something else.
+        architectures = config.get("architectures") or ["BertForSequenceClassification"]
+        if "BertForSequenceClassification" not in architectures:
+            raise ValueError(f"{path} is a {', '.join(map(str, architectures))}, not a BertForSequenceClassification: its "
+                             "classifier head does not classify texts")
         if config.get("problem_type") not in (None, "single_label_classification"):
             raise ValueError(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
-        id2label = config.get("id2label") or {}
-        labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(head[HEAD[0]].shape[0])]
-        model = cls(BERT.load(path), labels, classifier_dropout=config.get("classifier_dropout"))
+        count = head[HEAD[0]].shape[0]
+        if count < 2:
+            raise ValueError(f"{path}: a head of {count} output (regression, num_labels 1) is not supported (single-label "
+                             "classification into two or more labels only)")
+        labels = [str(name) for name in _label_names(config.get("id2label"), count, path)]
+        bert = BERT.load(path)
+        if not bert.core.has_pooler:  # the head reads the pooler's output: a new one would make it guess
+            raise ValueError(f"{path} has a classifier head but no pooler (bert.pooler.dense.*) to read it from")
+        model = cls(bert, labels, classifier_dropout=config.get("classifier_dropout"))
         fill_parameters(dict(model.head.named_parameters()), {k.removeprefix("classifier."): v for k, v in head.items()},
                         path)
         return model
@@ -127,6 +138,18 @@ class TextClassifier:
                 probs[picked] = F.softmax(self(*pad([rows[i] for i in picked], self.bert.tokenizer.pad_id))).numpy()
         return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
                  "scores": {label: float(q) for label, q in zip(self.labels, p)}} for p in probs]
+
+
+def _label_names(id2label, count: int, path) -> list:
+    """A classifier config's `id2label` (a {"0": name} object, or a list of names) for `count`
+    outputs; Hugging Face's LABEL_i where it names none."""
+    if isinstance(id2label, list):
+        id2label = dict(enumerate(id2label))
+    if not isinstance(id2label, (dict, type(None))):
+        raise ValueError(f"{path}: config.json's id2label must map output indices to label names, got "
+                         f"{type(id2label).__name__}")
+    named = {str(k): v for k, v in (id2label or {}).items()}
+    return [named.get(str(i), f"LABEL_{i}") for i in range(count)]
 
 
 class TooLong(ValueError):

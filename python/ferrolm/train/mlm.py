@@ -4,6 +4,7 @@ is cross-entropy at the masked positions only (the head runs on those rows alone
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,24 @@ class MaskedLM:
                 raise ValueError(f"the {split} split has only {len(t)} tokens: sequences of {max_len} (--block-size) need "
                                  "more (give more text, a smaller block size, or another val_fraction / --val-fraction)")
         self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
+        self._check_maskable(tokenizer)
         self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
         self.data_digest = data_digest(data_dir)
+
+    def _check_maskable(self, tokenizer) -> None:
+        """A split the tokenizer encodes to special tokens only (a corpus in a script its
+        vocabulary lacks is all [UNK]) has nothing to predict: its loss would read 0. Refused,
+        and a mostly-[UNK] corpus is said."""
+        unk = tokenizer.special_tokens.get("[UNK]")
+        for split, tokens in self.streams.items():
+            special = np.isin(tokens, self.collate.special_ids)
+            if special.all():
+                raise ValueError(f"the {split} split has no token to predict: the tokenizer encodes it to special tokens "
+                                 "only ([UNK] for text its vocabulary lacks); it cannot encode this corpus")
+            unknown = float(np.mean(tokens == unk)) if unk is not None else 0.0
+            if unknown > 0.5:
+                print(f"ferrolm: {unknown:.0%} of the {split} split's tokens are [UNK]: the tokenizer lacks most of this "
+                      "corpus's text", file=sys.stderr, flush=True)
 
     def batch(self, split: str, rng: np.random.Generator) -> dict:
         tokens = self.streams[split]

@@ -128,7 +128,7 @@ impl BertConfig {
     pub fn from_json(v: &serde_json::Value) -> Result<BertConfig> {
         let f = ConfigFields(v, "config.json");
         f.expect_str("model_type", &["bert"])?;
-        f.expect_str("hidden_act", &["gelu"])?; // exact gelu
+        f.expect_str("hidden_act", &["gelu", "gelu_python"])?; // exact gelu, both
         f.expect_str("position_embedding_type", &["absolute"])?;
         f.expect_bool("tie_word_embeddings", true)?;
         f.expect_bool("is_decoder", false)?; // a causal BERT (BertLMHeadModel)
@@ -359,13 +359,15 @@ impl Bert {
             }
             out
         };
-        // Buffers, the tied decoder's copy, and heads this encoder does not run: next-sentence
-        // prediction, and a sequence classifier's (Python's TextClassifier reads that one).
+        // Buffers, the tied decoder's copy, and heads this encoder does not run (Hugging Face's
+        // AutoModel loads the encoder of each): next-sentence prediction, a classifier's
+        // (Python's TextClassifier reads a sequence classifier's) and question answering's.
         let ignorable = |n: &str| {
             n.ends_with("embeddings.position_ids")
                 || n.starts_with("cls.seq_relationship.")
                 || n.starts_with("cls.predictions.decoder.")
                 || n.starts_with("classifier.")
+                || n.starts_with("qa_outputs.")
         };
         f(&Layout { optional_prefixes: &["bert."], transposed: &|_| false, aliases: &aliases, ignorable: &ignorable })
     }
