@@ -280,6 +280,9 @@ def test_gpt2_vocab_json_and_merges_txt(tok, tmp_path):
     (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(data["merges"]) + "\n", encoding="utf-8")
     loaded = ferrolm.Tokenizer.from_vocab_merges(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
     via_dir = ferrolm.Tokenizer.from_file(str(tmp_path))
+    # Either file of the pair names it (merges.txt read as a BERT vocab.txt, vocab.json as a tokenizer.json).
+    via_files = [ferrolm.Tokenizer.from_file(str(tmp_path / name)) for name in ("vocab.json", "merges.txt")]
+    assert all(t.to_str() == loaded.to_str() for t in via_files)
     # A model directory holding these files (as GPT-2's do) loads its tokenizer the same way.
     ferrolm.GPT.create(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8).save(tmp_path)
     in_model = ferrolm.GPT.load(tmp_path).tokenizer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -68,6 +69,15 @@ def test_ids_out_of_range_in_decode(tok, wp):
         tok.decode_batch([[1], [10**6]])
     with pytest.raises(IndexError):
         wp.decode([10**6])
+    # An added token above the model's ids leaves a gap; the size said is vocab_size (it was the model's).
+    data = json.loads(tok.to_str())
+    data["added_tokens"].append({"id": 400, "content": "<x>", "special": True, "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False})
+    gapped = ferrolm.Tokenizer.from_str(json.dumps(data))
+    assert gapped.decode([400]) == "<x>" and gapped.vocab_size == 401
+    with pytest.raises(IndexError, match=r"token id 350 is not in the vocabulary \(size 401: ids below \d+, and added "
+                                         r"tokens' up to 400\)"):
+        gapped.decode([350])
     with pytest.raises(TypeError, match="type str"):
         tok.decode(["a"])
     with pytest.raises(TypeError, match="got a bool"):  # True was decoded as id 1
@@ -146,13 +156,29 @@ def test_truncated_and_malformed_vocab_files(tok, tmp_path):
     bert.write_text("[PAD]\nhello\n", encoding="utf-8")
     with pytest.raises(FormatError, match=r"\[UNK\].*not in the vocabulary"):
         ferrolm.Tokenizer.from_file(str(bert))
-    bert.write_text("[UNK]\n\nhello\n", encoding="utf-8")
-    with pytest.raises(FormatError, match="line 2: empty token") as error:
+    bert.write_text("[UNK]\nhello\nhello \n", encoding="utf-8")
+    with pytest.raises(FormatError, match='line 3: token "hello" already on line 2') as error:
         ferrolm.Tokenizer.from_file(str(bert))
     assert "bad format" not in str(error.value) and str(bert) in str(error.value)  # FormatError says so
     bert.write_text("", encoding="utf-8")
     with pytest.raises(FormatError, match="empty"):
         ferrolm.Tokenizer.from_file(str(bert))
+
+
+def test_a_single_string_where_a_list_is_expected_is_said(tmp_path, tok):
+    """pyo3's own words were "Can't extract `str` to `Vec`"; a negative id an OverflowError."""
+    for call, message in ((lambda: ferrolm.Tokenizer.train(str(tmp_path / "c.txt")), "files must be a list of paths, not a single path"),
+                          (lambda: ferrolm.Tokenizer.train(tmp_path / "c.txt"), "files must be a list of paths, not a single path"),
+                          (lambda: ferrolm.Tokenizer.train_from_iterator(["ab"], special_tokens="<a>"),
+                           "special_tokens must be a list of strings, not a single string"),
+                          (lambda: ferrolm.Tokenizer.train_from_iterator(["ab"], special_tokens=[1]),
+                           "special_tokens must be a list of strings"),
+                          (lambda: copy.deepcopy(tok).add_special_tokens("<b>"), "tokens must be a list of strings, not a single"),
+                          (lambda: ferrolm.Tokenizer.from_tiktoken("x", special_tokens=["<a>"]), "must be a dict of {token: id}")):
+        with pytest.raises(TypeError, match=re.escape(message)):
+            call()
+    with pytest.raises(ValueError, match=re.escape('special_tokens: "<|x|>" has id -1, not a token id')):
+        ferrolm.Tokenizer.from_tiktoken("x", special_tokens={"<|x|>": -1})
 
 
 def test_missing_files(tmp_path):

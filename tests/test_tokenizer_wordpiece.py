@@ -143,6 +143,15 @@ def test_bert_vocab_txt(tmp_path):
         assert ferrolm.Tokenizer.from_file(str(where)).encode("Hello", add_special_tokens=False) == [t.token_to_id("[UNK]")]
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": true}')
     assert ferrolm.Tokenizer.from_file(str(tmp_path)).encode("Hello", add_special_tokens=False) == [t.token_to_id("hello")]
+    # Lines as Hugging Face's WordPiece.from_file reads them: trailing whitespace is not the
+    # token's ("hello " was never matched), and a blank line takes an id.
+    path.write_text("\n".join(SPECIALS + ["hello \t", "", "world", "##s\r"]) + "\n", encoding="utf-8")
+    ours = ferrolm.Tokenizer.from_bert_vocab(str(path))
+    ref = hf.Tokenizer(models.WordPiece.from_file(str(path), unk_token="[UNK]"))
+    ref.normalizer, ref.pre_tokenizer = normalizers.BertNormalizer(), pre_tokenizers.BertPreTokenizer()
+    for text in ("hello worlds", "Hello, world!"):
+        assert ours.encode(text, add_special_tokens=False) == ref.encode(text).ids
+    assert ours.token_to_id("world") == ref.token_to_id("world") == len(SPECIALS) + 2
 
 
 def test_offsets_point_into_original_text(corpus):

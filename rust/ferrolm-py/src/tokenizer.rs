@@ -53,6 +53,37 @@ fn texts_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     Ok(out)
 }
 
+/// A list of strings or of paths (`what`: the argument, named in errors); a single one is
+/// refused, as Python would iterate its characters.
+fn list_arg<'py, T: pyo3::conversion::FromPyObjectOwned<'py>>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    of: &str,
+) -> PyResult<Vec<T>> {
+    let single = obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.hasattr("__fspath__")?;
+    if single {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a list of {of}s, not a single {of}: put it in a list"
+        )));
+    }
+    obj.extract().map_err(|_| PyTypeError::new_err(format!("{what} must be a list of {of}s")))
+}
+
+/// `from_tiktoken`'s {content: id} special tokens, each id checked.
+fn special_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u32)>> {
+    let given: std::collections::HashMap<String, i128> = obj
+        .extract()
+        .map_err(|_| PyTypeError::new_err("special_tokens must be a dict of {token: id} (strings to integers)"))?;
+    let mut out = Vec::with_capacity(given.len());
+    for (token, id) in given {
+        let id = u32::try_from(id).map_err(|_| {
+            PyValueError::new_err(format!("special_tokens: {token:?} has id {id}, not a token id (0 to {})", u32::MAX))
+        })?;
+        out.push((token, id));
+    }
+    Ok(out)
+}
+
 /// Whether `obj` is an integer (a Python int or a numpy integer), bool aside.
 fn is_integer(obj: &Bound<'_, PyAny>) -> bool {
     !obj.is_instance_of::<PyBool>() && obj.call_method0("__index__").is_ok()
@@ -197,7 +228,7 @@ fn trainer_config(
     kind: &str,
     vocab_size: usize,
     min_frequency: u64,
-    special_tokens: Option<Vec<String>>,
+    special_tokens: Option<&Bound<'_, PyAny>>,
     pattern: &str,
     lowercase: bool,
     strip_accents: Option<bool>,
@@ -207,7 +238,7 @@ fn trainer_config(
     let mut cfg = TrainerConfig::new(kind, vocab_size);
     cfg.min_frequency = min_frequency;
     if let Some(s) = special_tokens {
-        cfg.special_tokens = s;
+        cfg.special_tokens = list_arg(s, "special_tokens", "string")?;
     }
     cfg.pattern = pattern.to_string();
     cfg.normalizer = BertNormalizer { lowercase, strip_accents, ..Default::default() };
@@ -262,11 +293,11 @@ impl PyTokenizer {
         py: Python<'_>,
         source: &Bound<'_, PyAny>,
         pattern: Option<String>,
-        special_tokens: Option<std::collections::HashMap<String, u32>>,
+        special_tokens: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let encoding = source.hasattr("_mergeable_ranks")?;
         let specials: Vec<(String, u32)> = match (special_tokens, encoding) {
-            (Some(s), _) => s.into_iter().collect(),
+            (Some(s), _) => special_ids(s)?,
             (None, true) => source
                 .getattr("_special_tokens")?
                 .extract::<std::collections::HashMap<String, u32>>()?
@@ -355,11 +386,11 @@ impl PyTokenizer {
     #[allow(clippy::too_many_arguments)]
     fn train(
         py: Python<'_>,
-        files: Vec<PathBuf>,
+        files: &Bound<'_, PyAny>,
         kind: &str,
         vocab_size: usize,
         min_frequency: u64,
-        special_tokens: Option<Vec<String>>,
+        special_tokens: Option<&Bound<'_, PyAny>>,
         pattern: &str,
         lowercase: bool,
         strip_accents: Option<bool>,
@@ -375,6 +406,7 @@ impl PyTokenizer {
             strip_accents,
             limit_alphabet,
         )?;
+        let files: Vec<PathBuf> = list_arg(files, "files", "path")?;
         if files.is_empty() {
             return Err(PyValueError::new_err("train needs at least one file"));
         }
@@ -395,7 +427,7 @@ impl PyTokenizer {
         kind: &str,
         vocab_size: usize,
         min_frequency: u64,
-        special_tokens: Option<Vec<String>>,
+        special_tokens: Option<&Bound<'_, PyAny>>,
         pattern: &str,
         lowercase: bool,
         strip_accents: Option<bool>,
@@ -726,7 +758,8 @@ impl PyTokenizer {
     }
 
     /// Registers special tokens (new ones get new ids); returns how many were added.
-    fn add_special_tokens(&self, tokens: Vec<String>) -> PyResult<usize> {
+    fn add_special_tokens(&self, tokens: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let tokens: Vec<String> = list_arg(tokens, "tokens", "string")?;
         let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let mut t = (**guard).clone();
         let n = t.add_special_tokens(&tokens).py()?;

@@ -270,12 +270,19 @@ impl Tokenizer {
         Self::from_one_file(path)
     }
 
-    /// A `tokenizer.json` or (by its `.txt` extension) a BERT `vocab.txt`, normalised as the
+    /// A `tokenizer.json`; GPT-2's `vocab.json` or `merges.txt`, read with the other one beside
+    /// it; or (by its `.txt` extension) a BERT `vocab.txt`, normalised as the
     /// `tokenizer_config.json` beside it says.
     fn from_one_file(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some("vocab.json") => return Self::from_vocab_merges(path, dir.join("merges.txt"), "gpt2"),
+            Some("merges.txt") => return Self::from_vocab_merges(dir.join("vocab.json"), path, "gpt2"),
+            _ => {}
+        }
         let text = files::read_text(path)?;
         if path.extension().is_some_and(|e| e == "txt") {
-            let normalizer = bert_normalizer_in(path.parent().unwrap_or(Path::new(".")))?;
+            let normalizer = bert_normalizer_in(dir)?;
             return Self::from_bert_vocab(&text, normalizer).map_err(|e| in_file(path, e));
         }
         Self::from_json(&text).map_err(|e| in_file(path, e))
@@ -395,6 +402,15 @@ impl Tokenizer {
     /// embedding table).
     pub fn vocab_size(&self) -> usize {
         self.model_len().max(self.specials.max_id().map_or(0, |m| m as usize + 1))
+    }
+
+    /// The error for an id that neither the model nor an added token has (added tokens may
+    /// leave a gap above the model's ids).
+    fn unknown_id(&self, id: u32) -> Error {
+        let (size, own) = (self.vocab_size(), self.model_len());
+        let gap =
+            if own < size { format!(": ids below {own}, and added tokens' up to {}", size - 1) } else { String::new() };
+        Error::Index(format!("token id {id} is not in the vocabulary (size {size}{gap})"))
     }
 
     /// Ids of the model's own vocabulary (without added tokens beyond it).
@@ -717,7 +733,7 @@ impl Tokenizer {
                     match (m.token_bytes(id), self.specials.content(id)) {
                         (Some(bytes), _) => out.extend_from_slice(bytes),
                         (None, Some(s)) => out.extend_from_slice(s.as_bytes()),
-                        (None, None) => m.decode_into(id, &mut out)?,
+                        (None, None) => return Err(self.unknown_id(id)),
                     }
                 }
                 Ok(out)
@@ -745,7 +761,7 @@ impl Tokenizer {
                             out.push_str(s);
                         }
                     } else {
-                        m.decode_into(id, &mut out)?;
+                        m.decode_into(id, &mut out).map_err(|_| self.unknown_id(id))?;
                     }
                 }
                 Ok(out)
@@ -760,7 +776,7 @@ impl Tokenizer {
                     } else {
                         match m.id_to_token(id) {
                             Some(t) => tokens.push(t),
-                            None => bail!(Index, "token id {id} is not in the vocabulary (size {})", self.vocab_size()),
+                            None => return Err(self.unknown_id(id)),
                         }
                     }
                 }

@@ -98,14 +98,16 @@ impl WordPiece {
         })
     }
 
-    /// Reads BERT's `vocab.txt` contents: one token per line, the id is the line number.
+    /// Reads BERT's `vocab.txt` contents: one token per line, the id is the line number. As
+    /// Hugging Face reads it, a line's trailing whitespace is not part of its token, and a
+    /// blank line's id is an empty token (never matched; here, no token).
     pub fn from_vocab_txt(contents: &str, options: WordPieceOptions) -> Result<Self> {
         let mut vocab = Vec::new();
         let mut seen = FxHashMap::default();
         for (i, line) in contents.lines().enumerate() {
-            let token = line.strip_suffix('\r').unwrap_or(line);
+            let token = line.trim_end();
             if token.is_empty() {
-                bail!(Format, "vocab.txt line {}: empty token", i + 1);
+                continue;
             }
             if let Some(first) = seen.insert(token.to_string(), i) {
                 bail!(Format, "vocab.txt line {}: token {token:?} already on line {}", i + 1, first + 1);
