@@ -269,6 +269,15 @@ def test_a_rate_over_batches_is_pooled_not_averaged():
     record = evaluate_model(None, Weighed(), eval_iters=30)
     assert record["val_hit"] == 0.5 and record["val_mean"] == pytest.approx((0 + 1 + 2 * 2) / 4)
 
+    class Perfect(Rates):  # weights whose shares sum past 1 in floating point
+        def loss(self, model, batch, dropout_seed):
+            return fl.tensor(1.0), {"accuracy": 1.0}
+
+        def loss_weight(self, batch):
+            return [224, 213, 432, 436, 24, 99][(self.drawn - 1) % 6]
+
+    assert evaluate_model(None, Perfect(), eval_iters=6)["val_accuracy"] == 1.0  # it read 1.0000000000000002
+
 
 def test_a_corpus_the_tokenizer_cannot_encode_is_refused_not_scored_zero(wordpiece, tmp_path, capsys):
     """Text in a script the vocabulary lacks is all [UNK], which is never masked: training

@@ -303,9 +303,13 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     assert main(["perplexity", out, str(tmp_path / "a.txt"), str(tmp_path / "d.txt")]) == 2
     assert f"{tmp_path / 'd.txt'}: " in capsys.readouterr().err  # which file, among several
     # A prompt file written with Windows line ends reads as text does (the model has no "\r").
-    (tmp_path / "prompt.txt").write_bytes(b"ROMEO:\r\nBut")
+    # A prompt file written with Windows line ends (and a byte-order mark, as Notepad writes it)
+    # reads as text does: the model has no "\r" or U+FEFF.
+    (tmp_path / "prompt.txt").write_bytes("\ufeffROMEO:\r\nBut".encode())
     assert main(["generate", out, "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:\nBut")
+    (tmp_path / "bom.txt").write_bytes("\ufeffROMEO:\nBut".encode())
+    assert main(["perplexity", out, str(tmp_path / "bom.txt")]) == 0
     # Command-line words in the messages (they said "prompt 0 is empty" and "[Errno 17] File exists").
     assert main(["generate", out, "--prompt", ""]) == 2
     assert "--prompt is empty (leave it out to start where nanoGPT does" in capsys.readouterr().err

@@ -856,6 +856,11 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     for stop in (5, [None], ["a", 1]):
         with pytest.raises(TypeError, match="stop must be a string or a list of strings"):
             model.generate("To", 3, stop=stop)
+    for stop in ("", ["x", ""]):  # ignored, silently
+        with pytest.raises(ValueError, match="an empty stop string stops at nothing"):
+            model.generate("To", 3, stop=stop)
+    with pytest.raises(ValueError, match="temperature must be ≥ 0 and finite, got inf"):
+        model.generate("To", 3, temperature=float("inf"))
     end = model.encode("e")[0]
     assert model.generate([1, 2], 8, temperature=0, stop_tokens=end) == model.generate([1, 2], 8, temperature=0,
                                                                                         stop_tokens=[end])  # one id

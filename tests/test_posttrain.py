@@ -424,6 +424,12 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
+    # A model saved over the reward model's weights leaves its head behind: refused, not scored with.
+    shutil.copytree(tmp_path / "rm", tmp_path / "rm-over")
+    GPT.load(tmp_path / "dpo").save(tmp_path / "rm-over")
+    with pytest.raises(ValueError, match="model.safetensors is not the one its `reward` run saved with its "
+                                         "reward_head.safetensors"):
+        RewardModel.load(tmp_path / "rm-over")
     # Writing over the starting model is refused for every command, not just those that keep it as a reference.
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 2
     assert "would overwrite the model it starts from" in capsys.readouterr().err
@@ -452,6 +458,11 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20", "--seed", "1"]) == 0
     out, err = capsys.readouterr()
     assert "chat model" in err and out == sft.generate("Who goes there?", 20, temperature=0.8, top_k=200, seed=1, chat=True) + "\n"
+    # A prompt file's last line end is not part of the message (it changed the answer).
+    (tmp_path / "question.txt").write_text("Who goes there?\n")
+    assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt-file", str(tmp_path / "question.txt"),
+                    "--max-new-tokens", "20", "--seed", "1"]) == 0
+    assert capsys.readouterr()[0] == out
     assert ferrolm(["generate", str(tmp_path / "sft"), "--prompt", "Who goes there?", "--max-new-tokens", "20", "--raw"]) == 0
     out, err = capsys.readouterr()
     assert "chat model" not in err and out.startswith("Who goes there?")

@@ -13,6 +13,7 @@ from ferrolm._core import FormatError
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
 
 
 def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
@@ -32,14 +33,23 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     from ferrolm.nn import fill_parameters
     from ferrolm.train.loop import STATE_FILE
 
+    from ferrolm.data import files_digest
+
     path = Path(path)
-    state = path / STATE_FILE
-    trained = read_json_object(state).get("objective") if state.exists() else objective
+    state = read_json_object(path / STATE_FILE) if (path / STATE_FILE).exists() else {"objective": objective}
+    trained = state.get("objective")
     head_file = path / file
     if not head_file.exists():
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
     if trained != objective:
         raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
+    # The run's checkpoint names the weights its head was trained with: a model saved over
+    # them since (GPT.save into the directory) leaves a head that belongs to other weights.
+    digests = state.get("digests") if isinstance(state.get("digests"), dict) else {}
+    for name in (MODEL_FILE, file) if digests else ():
+        if name in digests and (not (path / name).exists() or files_digest(path / name) != digests[name]):
+            raise ValueError(f"{path}'s {name} is not the one its `{objective}` run saved with its {file} (was a model "
+                             "saved over it?): the head does not belong to these weights")
     named = {f"{prefix}.{n}": t for n, t in head.named_parameters()}
     fill_parameters(named, _core.load_safetensors(str(head_file))[0], head_file)
 

@@ -381,8 +381,11 @@ def run_generate(args) -> int:
 
     model = _text_model(args.model)
     chat = model.is_chat and not args.raw
-    # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads it.
-    prompt = read_text(args.prompt_file).replace("\r\n", "\n") if args.prompt_file else args.prompt
+    # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads
+    # it, without a byte-order mark; a chat model's message without the file's last line end.
+    prompt = read_text(args.prompt_file).replace("\r\n", "\n").removeprefix("\ufeff") if args.prompt_file else args.prompt
+    if chat and args.prompt_file:
+        prompt = prompt.rstrip("\n")
     if prompt == "":
         raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
                          "--prompt is empty (leave it out to start where nanoGPT does: a newline)")
@@ -508,7 +511,8 @@ def run_perplexity(args) -> int:
                          "both sides of each token, so it has no next-token likelihood)")
     if args.stride is not None and args.stride >= model.block_size:  # said before any file is scored
         raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
-    texts = [read_text(f) for f in args.files]  # every file is read and encoded before the first is scored
+    # Every file is read and encoded before the first is scored; a byte-order mark is not text.
+    texts = [read_text(f).removeprefix("\ufeff") for f in args.files]
     ids = [located(name, model.encode, text) for name, text in zip(args.files, texts)]  # an error names its file
     totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes
 

@@ -24,7 +24,12 @@ _PPO_FLAGS = {k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "a
 _PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: none, a constant --learning-rate; "
                        "on --resume, the run's)",
              "decay_lr": "warmup and cosine decay (default false unless --min-lr is given)",
-             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)"}
+             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
+             # TRL's words differ: a step here is one minibatch update, not one rollout.
+             "batch_size": "responses per optimiser step (PPO minibatch; default 8): --rollout-size / --batch-size steps "
+                           "per pass over a rollout",
+             "max_iters": "optimiser steps (minibatch updates, not rollouts: with the defaults, 16 / 8 × 4 epochs = 8 "
+                          f"steps a rollout; default {PRESETS['ppo']['max_iters']})"}
 DEFAULTS = {kind: {**(_PPO_FLAGS if kind == "ppo" else TRAIN_FLAGS), **preset, "batch_size": 8 if kind == "ppo" else 16}
             for kind, preset in PRESETS.items()}
 

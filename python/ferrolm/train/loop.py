@@ -546,9 +546,11 @@ def _pooled(values: dict[str, list]) -> dict[str, float]:
             if total > 0:
                 out[k] = float(count / total)
         else:
-            # A batch of no weight adds nothing, not even its NaN (a mean over no token).
+            # A batch of no weight adds nothing, not even its NaN (a mean over no token). Exact
+            # sums, so a mean of values in [0, 1] stays in it (accuracies read 1.0000000000000002).
             shares = _shares(list(weights))
-            out[k] = float(np.dot([x for x, s in zip(v, shares) if s > 0], [s for s in shares if s > 0]))
+            kept = [(x, s) for x, s in zip(v, shares) if s > 0]
+            out[k] = math.fsum(x * s for x, s in kept) / math.fsum(s for _, s in kept)
     return out
 
 
@@ -729,7 +731,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                   f"{evals[-1]['val_loss']:.4f}), and the model holds its weights", flush=True)
     except KeyboardInterrupt:
         where = (f"the checkpoint there is from step {saved[0]}, and resuming continues from it" if saved[0] is not None
-                 else f"this run saved no checkpoint yet ({_last_checkpoint(None, earlier)})")
+                 else "this run saved no checkpoint yet" + (f" ({_last_checkpoint(None, earlier)})" if earlier is not None
+                                                             else ""))
         print(f"\nferrolm: interrupted at step {step} of {out}; {where}", file=sys.stderr, flush=True)
         raise
     finally:

@@ -50,7 +50,7 @@ impl Sampling {
         ensure!(
             self.temperature >= 0.0 && self.temperature.is_finite(),
             Argument,
-            "temperature must be ≥ 0, got {}",
+            "temperature must be ≥ 0 and finite, got {}",
             self.temperature
         );
         if let Some(p) = self.top_p {
