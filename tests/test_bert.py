@@ -104,6 +104,39 @@ def test_hugging_face_bert_matches_numpy_reference(tmp_path, prefix, mlm, old_na
         np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())
 
 
+def cased_bert(tmp_path) -> Path:
+    """A BERT directory with a cased WordPiece."""
+    tok = fl.Tokenizer.train_from_iterator([BUNDLED_CORPUS.read_text()[:100_000]], kind="wordpiece", vocab_size=500,
+                                           lowercase=False)
+    BERT.create(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                tokenizer=tok).save(tmp_path / "cased")
+    return tmp_path / "cased"
+
+
+def test_a_wordpiece_model_tells_hugging_face_its_casing(tmp_path):
+    """Without tokenizer_config.json, AutoTokenizer gives a BERT do_lower_case=True, which
+    overrides tokenizer.json's normalizer: a cased model's text was lowercased there."""
+    cased = cased_bert(tmp_path)
+    assert json.loads((cased / "tokenizer_config.json").read_text()) == {
+        "tokenizer_class": "BertTokenizer", "do_lower_case": False, "strip_accents": None, "tokenize_chinese_chars": True}
+    uncased = BERT.create(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                          tokenizer=fl.Tokenizer.train_from_iterator(["Ab cd"] * 9, kind="wordpiece", vocab_size=30))
+    uncased.save(tmp_path / "uncased")
+    assert json.loads((tmp_path / "uncased" / "tokenizer_config.json").read_text())["do_lower_case"] is True
+    # A model of another tokenizer saved over it replaces the file, as a chat model's is replaced.
+    char = fl.Tokenizer.train_from_iterator(["ab"], kind="char", vocab_size=10)
+    fl.GPT.create(vocab_size=char.vocab_size, block_size=4, n_layer=1, n_head=1, n_embd=4, tokenizer=char).save(cased)
+    assert json.loads((cased / "tokenizer_config.json").read_text()) == {"tokenizer_class": "PreTrainedTokenizerFast"}
+
+
+def test_transformers_tokenizes_a_cased_model_as_ferrolm_when_installed(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cased = cased_bert(tmp_path)
+    theirs = transformers.AutoTokenizer.from_pretrained(cased)
+    text = "ROMEO: But soft, what light through yonder window breaks?"
+    assert theirs(text)["input_ids"] == BERT.load(cased).tokenizer.encode(text)
+
+
 def test_the_encoder_of_a_question_answering_checkpoint_loads(tmp_path):
     """BertForQuestionAnswering's qa_outputs head is left, as Hugging Face's AutoModel leaves it
     (its name was refused as a config mismatch); hidden_act "gelu_python" is the exact GELU."""

@@ -99,6 +99,16 @@ def test_a_classifier_trains_on_from_its_head_and_saves_in_hugging_faces_layout(
                     "--max-iters", "0", "--no-progress"]) == 0
     assert "classifies ['question', 'statement'], not ['ask', 'statement']: its head is left aside" in capsys.readouterr().err
     assert not np.array_equal(head_of("third"), head_of("first"))
+    # Another task's checkpoint (a token classifier) starts a classifier from its encoder, said.
+    import shutil
+
+    shutil.copytree(out, task / "tokens")
+    config = json.loads((task / "tokens" / "config.json").read_text())
+    (task / "tokens" / "config.json").write_text(json.dumps({**config, "architectures": ["BertForTokenClassification"]}))
+    assert ferrolm(["classify", str(task / "tokens"), "--data", str(task / "data.jsonl"), "--out", str(task / "fourth"),
+                    "--max-iters", "0", "--no-progress"]) == 0
+    assert "is a BertForTokenClassification, not a BertForSequenceClassification" in capsys.readouterr().err
+    assert not np.array_equal(head_of("fourth"), head_of("first"))
 
 
 def test_bad_input_is_refused_clearly(task, tmp_path, capsys):

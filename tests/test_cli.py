@@ -2,6 +2,7 @@
 output without a progress bar."""
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -53,10 +54,10 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert state["config"]["lr_decay_iters"] == 6  # a new run decays over its own length
     other = tmp_path / "other.txt"
     other.write_text(corpus.read_text())
-    for extra, message in (([str(other)], f"files cannot change them (the run's files: {corpus.resolve()}"),
-                           (["--tokenizer", "bpe"], "--tokenizer cannot change them (the run's tokenizer: char"),
-                           (["--vocab-size", "300"], "--vocab-size cannot change"),
-                           (["--val-fraction", "0.2"], "--val-fraction cannot change"),
+    for extra, message in (([str(other)], f"files {other} are not the run's ({corpus.resolve()})"),
+                           (["--tokenizer", "bpe"], "--tokenizer bpe is not the run's (char)"),
+                           (["--vocab-size", "300"], "--vocab-size: the run's tokenizer (char) was not sized by it"),
+                           (["--val-fraction", "0.2"], "--val-fraction 0.2 is not the run's (0.1)"),
                            (["--objective", "mlm"], "was trained with causal")):
         assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *extra, *TINY]) == 2
         assert message in capsys.readouterr().err
@@ -88,6 +89,30 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     # Without --resume the run starts over, and says what it replaces.
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "2", *TINY]) == 0
     assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err
+
+
+def test_resume_takes_a_tokenizer_file_by_any_path_and_says_what_it_cannot_check(corpus, tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "run")
+    assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY]) == 0
+    tok = tmp_path / "tok.json"
+    shutil.copy(tmp_path / "run" / "tokenizer.json", tok)
+    assert main(["pretrain", str(corpus), "--tokenizer", str(tok), "--out", out, "--max-iters", "1", *TINY]) == 0
+    monkeypatch.chdir(tmp_path)  # the same file by a relative path
+    assert main(["pretrain", str(corpus), "--tokenizer", "tok.json", "--resume", "--out", out, "--max-iters", "2",
+                 *TINY]) == 0
+    assert main(["pretrain", "--tokenizer", "char", "--resume", "--out", out, "--max-iters", "2", *TINY]) == 2
+    assert f"--tokenizer char is not the run's ({tok})" in capsys.readouterr().err
+    # A run from a model took the model's tokenizer.
+    assert main(["pretrain", str(corpus), "--init-from", out, "--out", "ft", "--max-iters", "1", *TINY]) == 0
+    assert main(["pretrain", "--tokenizer", "char", "--resume", "--out", "ft", "--max-iters", "2", *TINY]) == 2
+    assert "--tokenizer: the run took its --init-from model's tokenizer" in capsys.readouterr().err
+    # A run saved before the flags were recorded cannot tell: leave them out.
+    state = json.loads((tmp_path / "ft" / "trainer_state.json").read_text())
+    del state["settings"]
+    (tmp_path / "ft" / "trainer_state.json").write_text(json.dumps(state))
+    assert main(["pretrain", str(corpus), "--resume", "--out", "ft", "--max-iters", "2", *TINY]) == 2
+    assert "by a run saved before ferrolm recorded its corpus flags: leave out files" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", "--out", "ft", "--max-iters", "2", *TINY]) == 0
 
 
 def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_whole(corpus, tmp_path, capsys):
@@ -309,7 +334,13 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     assert main(["generate", out, "--prompt-file", str(tmp_path / "prompt.txt"), "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:\nBut")
     (tmp_path / "bom.txt").write_bytes("\ufeffROMEO:\nBut".encode())
-    assert main(["perplexity", out, str(tmp_path / "bom.txt")]) == 0
+    (tmp_path / "plain.txt").write_text("ROMEO:\nBut")
+    capsys.readouterr()
+    scores = []
+    for name in ("bom.txt", "plain.txt"):
+        assert main(["perplexity", out, str(tmp_path / name)]) == 0
+        scores.append(capsys.readouterr().out.replace(name, "").split(" tokens/s")[0].rsplit("(", 1)[0])
+    assert scores[0] == scores[1]  # the mark is not scored as text
     # Command-line words in the messages (they said "prompt 0 is empty" and "[Errno 17] File exists").
     assert main(["generate", out, "--prompt", ""]) == 2
     assert "--prompt is empty (leave it out to start where nanoGPT does" in capsys.readouterr().err

@@ -427,9 +427,10 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     # A model saved over the reward model's weights leaves its head behind: refused, not scored with.
     shutil.copytree(tmp_path / "rm", tmp_path / "rm-over")
     GPT.load(tmp_path / "dpo").save(tmp_path / "rm-over")
-    with pytest.raises(ValueError, match="model.safetensors is not the one its `reward` run saved with its "
-                                         "reward_head.safetensors"):
+    with pytest.raises(ValueError, match="model.safetensors is not the one its reward_head.safetensors was saved with"):
         RewardModel.load(tmp_path / "rm-over")
+    RewardModel.load(tmp_path / "rm").save(tmp_path / "rm-over")  # the two saved together again: consistent
+    assert RewardModel.load(tmp_path / "rm-over").score("a", "b") == pytest.approx(rm.score("a", "b"), rel=1e-5)
     # Writing over the starting model is refused for every command, not just those that keep it as a reference.
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 2
     assert "would overwrite the model it starts from" in capsys.readouterr().err

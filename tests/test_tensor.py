@@ -1052,6 +1052,8 @@ def test_deepcopy_gives_independent_models_layers_and_tensors():
         assert not np.array_equal(x_copy.numpy(), x.numpy())
     with pytest.raises(TypeError, match="only leaf tensors can be deep-copied"):
         copy.deepcopy(x * 2)
+    with pytest.raises(TypeError, match="only leaf tensors can be copied"):
+        copy.copy(x * 2)
 
     class Tied(fl.nn.Module):  # a tensor tied to a layer's weight, and to a model's
         def __init__(self):

@@ -152,6 +152,8 @@ def test_bert_vocab_txt(tmp_path):
     for text in ("hello worlds", "Hello, world!"):
         assert ours.encode(text, add_special_tokens=False) == ref.encode(text).ids
     assert ours.token_to_id("world") == ref.token_to_id("world") == len(SPECIALS) + 2
+    with pytest.raises(IndexError, match="has no token"):  # the blank line's (Hugging Face's empty token)
+        ours.decode([len(SPECIALS) + 1])
 
 
 def test_offsets_point_into_original_text(corpus):

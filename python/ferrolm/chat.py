@@ -9,7 +9,6 @@ Face (`hf_chat_files`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -118,33 +117,6 @@ def hf_chat_template(system: bool) -> str:
     known = "an optional first system turn, then user and assistant turns" if system else "only user and assistant turns"
     return ("{% for m in messages %}" + turn + "{% else %}{{ raise_exception('this chat model knows " + known
             + ", not ' + m['role']) }}{% endif %}{% endfor %}")
-
-
-#: The keys of each file `hf_chat_files` writes, and what replaces it when a model without the
-#: chat tokens is saved over it (no template, no end ids).
-_CHAT_FILE_KEYS = {"tokenizer_config.json": ({"tokenizer_class", "chat_template", "eos_token"},
-                                             {"tokenizer_class": "PreTrainedTokenizerFast"}),
-                   "generation_config.json": ({"eos_token_id"}, {})}
-
-
-def replace_stale_chat_files(directory: Path, files: Path) -> None:
-    """For a save whose `files` are about to replace `directory`'s: where they hold no chat
-    files but `directory` holds ferrolm's (an earlier chat model's), files without its template
-    and end ids join them, so the two go together (Hugging Face would chat with the new model
-    through the old template). Files that are not ferrolm's, as a cased BERT's
-    tokenizer_config.json, stay."""
-    from ferrolm.atomic import write_json
-    from ferrolm.jsonl import read_json_object
-
-    for name, (keys, replacement) in _CHAT_FILE_KEYS.items():
-        if (files / name).exists() or not (directory / name).is_file():
-            continue
-        try:
-            ours = set(read_json_object(directory / name)) == keys
-        except (OSError, ValueError):
-            ours = False
-        if ours:
-            write_json(files / name, replacement)
 
 
 def hf_chat_files(tokenizer) -> dict[str, dict]:

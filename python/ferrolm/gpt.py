@@ -152,9 +152,10 @@ class GPT(CoreModel):
         stop_tokens = [stop_tokens] if _is_id(stop_tokens) else list(stop_tokens)  # read once: it may be an iterator
         if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
+        stops = _stop_strings(stop)
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
-            if chat or stop or stream:
+            if chat or stops or stream:
                 raise ValueError("token-id prompts return ids: chat, stop strings and stream need text prompts")
             rows, single = id_prompts
             if not all(rows):
@@ -169,7 +170,6 @@ class GPT(CoreModel):
         if odd:
             raise TypeError(f"a prompt is a text, a list of texts, or token ids (integers), and for a chat a conversation; "
                             f"got {'a list holding ' if not single else ''}{type(odd[0]).__name__}")
-        stops = _stop_strings(stop)
         template = self._chat_template() if chat else None
         if not chat and any(_is_conversation(p) for p in prompts):
             raise ValueError("a conversation (a list of {'role', 'content'} turns) is a chat prompt: pass chat=True")

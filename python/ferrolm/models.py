@@ -3,6 +3,7 @@ architecture (config.json's model_type)."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from contextlib import contextmanager
 from copy import deepcopy
@@ -16,42 +17,44 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 
 
-def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
-    """Writes a Linear head (reward, value) beside a model's weights, its tensors named
-    `prefix.weight` / `prefix.bias`."""
-    from ferrolm import _core
+#: The head file's metadata key for the digest of the weights it was saved with.
+_WEIGHTS_KEY = "ferrolm.model_digest"
 
-    _core.save_safetensors(str(Path(path) / file), {f"{prefix}.{n}": t for n, t in head.named_parameters()})
+
+def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
+    """Writes a Linear head (reward, value) beside the model weights already saved in `path`,
+    its tensors named `prefix.weight` / `prefix.bias`, and the digest of those weights: the
+    head belongs to them (`load_head`)."""
+    from ferrolm import _core
+    from ferrolm.data import files_digest
+
+    _core.save_safetensors(str(Path(path) / file), {f"{prefix}.{n}": t for n, t in head.named_parameters()},
+                           {_WEIGHTS_KEY: files_digest(Path(path) / MODEL_FILE)})
 
 
 def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: str) -> None:
     """Fills `head` from `file` in model directory `path`, which `objective`'s training wrote.
-    A directory whose last run was another objective is refused: its head file is left over
-    from an earlier run and does not belong to these weights."""
+    A head left over from other weights is refused: a directory whose last run was another
+    objective, or whose model was saved over since the head was (GPT.save into it)."""
     from ferrolm import _core
+    from ferrolm.data import files_digest
     from ferrolm.jsonl import read_json_object
     from ferrolm.nn import fill_parameters
     from ferrolm.train.loop import STATE_FILE
 
-    from ferrolm.data import files_digest
-
     path = Path(path)
-    state = read_json_object(path / STATE_FILE) if (path / STATE_FILE).exists() else {"objective": objective}
-    trained = state.get("objective")
+    state = path / STATE_FILE
+    trained = read_json_object(state).get("objective") if state.exists() else objective
     head_file = path / file
     if not head_file.exists():
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
     if trained != objective:
         raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
-    # The run's checkpoint names the weights its head was trained with: a model saved over
-    # them since (GPT.save into the directory) leaves a head that belongs to other weights.
-    digests = state.get("digests") if isinstance(state.get("digests"), dict) else {}
-    for name in (MODEL_FILE, file) if digests else ():
-        if name in digests and (not (path / name).exists() or files_digest(path / name) != digests[name]):
-            raise ValueError(f"{path}'s {name} is not the one its `{objective}` run saved with its {file} (was a model "
-                             "saved over it?): the head does not belong to these weights")
-    named = {f"{prefix}.{n}": t for n, t in head.named_parameters()}
-    fill_parameters(named, _core.load_safetensors(str(head_file))[0], head_file)
+    tensors, metadata = _core.load_safetensors(str(head_file))
+    if _WEIGHTS_KEY in metadata and files_digest(path / MODEL_FILE) != metadata[_WEIGHTS_KEY]:  # heads before it: unchecked
+        raise ValueError(f"{path}'s {MODEL_FILE} is not the one its {file} was saved with (was a model saved over it?): "
+                         "the head does not belong to these weights")
+    fill_parameters({f"{prefix}.{n}": t for n, t in head.named_parameters()}, tensors, head_file)
 
 
 #: What each kind of model is for, named when the other kind is given.
@@ -86,14 +89,57 @@ def model_files(path: Union[str, Path]):
     """A directory to write a model's files into (`with model_files(path) as files: ...`); they
     replace the ones in `path` together when the block ends, so a save that fails part-way
     (a full disk) leaves the old model whole, not its weights beside another's tokenizer. An
-    earlier chat model's Hugging Face files there are replaced with them
-    (`chat.replace_stale_chat_files`)."""
+    earlier model's Hugging Face tokenizer files there are replaced with them
+    (`replace_stale_hf_files`)."""
     from ferrolm.atomic import atomic_files
-    from ferrolm.chat import replace_stale_chat_files
 
     with atomic_files(path, last=CONFIG_FILE) as files:
         yield files
-        replace_stale_chat_files(Path(path), files)
+        replace_stale_hf_files(Path(path), files)
+
+
+#: The files `hf_tokenizer_files` writes, by the key sets it writes them with (a chat model's,
+#: a WordPiece model's), and the neutral file that replaces one where a later save writes none.
+_HF_FILES = {"tokenizer_config.json": ([{"tokenizer_class", "chat_template", "eos_token"},
+                                        {"tokenizer_class", "do_lower_case", "strip_accents", "tokenize_chinese_chars"}],
+                                       {"tokenizer_class": "PreTrainedTokenizerFast"}),
+             "generation_config.json": ([{"eos_token_id"}], {})}
+
+
+def hf_tokenizer_files(tokenizer) -> dict[str, dict]:
+    """What Hugging Face reads beside tokenizer.json to use it as ferrolm does: a chat model's
+    template and end ids (`chat.hf_chat_files`); for a WordPiece, its casing (without it,
+    AutoTokenizer gives a BERT its default do_lower_case, and lowercases a cased model's text)."""
+    from ferrolm.chat import hf_chat_files
+
+    files = {}
+    if tokenizer is not None and "[CLS]" in tokenizer.special_tokens:  # a WordPiece, before reading its JSON
+        norm = json.loads(tokenizer.to_str()).get("normalizer") or {}
+        if norm.get("type") == "BertNormalizer":
+            files["tokenizer_config.json"] = {"tokenizer_class": "BertTokenizer", "do_lower_case": norm.get("lowercase", True),
+                                              "strip_accents": norm.get("strip_accents"),
+                                              "tokenize_chinese_chars": norm.get("handle_chinese_chars", True)}
+    return {**files, **hf_chat_files(tokenizer)}
+
+
+def replace_stale_hf_files(directory: Path, files: Path) -> None:
+    """For a save whose `files` are about to replace `directory`'s: where they hold none of the
+    files `hf_tokenizer_files` writes but `directory` holds one (an earlier model's), a neutral
+    one joins them, so the two go together (Hugging Face would read the new tokenizer through
+    the old chat template, end ids or casing). Files that are not ferrolm's, as a cased BERT's
+    own tokenizer_config.json, stay."""
+    from ferrolm.atomic import write_json
+    from ferrolm.jsonl import read_json_object
+
+    for name, (key_sets, replacement) in _HF_FILES.items():
+        if (files / name).exists() or not (directory / name).is_file():
+            continue
+        try:
+            ours = set(read_json_object(directory / name)) in key_sets
+        except (OSError, ValueError):
+            ours = False
+        if ours:
+            write_json(files / name, replacement)
 
 
 #: What `Tokenizer.from_file` reads in a directory, in its order of preference.
@@ -112,16 +158,15 @@ def load_tokenizer(path: Path):
 
 
 def save_model(core, tokenizer, path: Union[str, Path]) -> None:
-    """Writes the core model's files and the tokenizer (together: `model_files`), and for a chat
-    model the files Hugging Face chats with (`chat.hf_chat_files`)."""
+    """Writes the core model's files and the tokenizer (together: `model_files`), with the files
+    Hugging Face reads beside it (`hf_tokenizer_files`)."""
     from ferrolm.atomic import write_json
-    from ferrolm.chat import hf_chat_files
 
     with model_files(path) as files:
         core.save(str(files))
         if tokenizer is not None:
             tokenizer.save(str(files / TOKENIZER_FILE))
-        for name, content in hf_chat_files(tokenizer).items():
+        for name, content in hf_tokenizer_files(tokenizer).items():
             write_json(files / name, content)
 
 

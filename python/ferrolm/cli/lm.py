@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,7 @@ def register_pretrain(sub) -> None:
     p.add_argument("--tokenizer", default=None,
                    help="char, bpe, wordpiece, or the path of a tokenizer.json (default: char for causal, wordpiece for mlm)")
     p.add_argument("--vocab-size", type=count(1), default=None,
-                   help="vocabulary size when training a bpe/wordpiece tokenizer (default 4096)")
+                   help=f"vocabulary size when training a bpe/wordpiece tokenizer (default {_VOCAB_SIZE})")
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (on its data: corpus files and tokenizer flags, if given, "
@@ -48,7 +49,7 @@ def register_pretrain(sub) -> None:
                    help="start from a model directory's weights and tokenizer (a GPT, trained causal, or a BERT, "
                         "trained mlm; Hugging Face ones too) instead of a new model, as nanoGPT's init_from=gpt2: its "
                         "architecture stays; --block-size may be shorter than its context")
-    p.add_argument("--val-fraction", type=fraction, default=None, help="share of the corpus held out (default 0.1)")
+    p.add_argument("--val-fraction", type=fraction, default=None, help=f"share of the corpus held out (default {_VAL_FRACTION})")
     p.add_argument("--whole-word-masking", action="store_true", help="mlm: mask whole words, not single pieces")
     p.add_argument("--mlm-probability", type=fraction, default=None,
                    help="mlm: share of tokens chosen for prediction (default 0.15, BERT's; on --resume, the run's)")
@@ -97,29 +98,44 @@ def _starting_model(args):
     return model
 
 
-#: --tokenizer's kinds, trained on the corpus.
-_TRAINED_HERE = ("char", "bpe", "wordpiece")
+#: --tokenizer's kinds, trained on the corpus; those --vocab-size sizes, and its default.
+_TRAINED_HERE, _SIZED, _VOCAB_SIZE = ("char", "bpe", "wordpiece"), ("bpe", "wordpiece"), 4096
+_VAL_FRACTION = 0.1
 
 
-def _tokenizer(args, files: list[Path]):
-    """The run's tokenizer, trained on the corpus files or read from a file."""
+def _corpus_settings(args, files: list[Path]) -> dict:
+    """The corpus flags of a new run, defaults filled in: what it prepares its data from,
+    saved with its checkpoints (a resume may repeat them, the command run again with
+    --resume, not change them). A run from a model (--init-from) takes the model's tokenizer."""
+    kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
+    if args.vocab_size and kind not in _SIZED:
+        raise ValueError(f"--vocab-size sizes a bpe or wordpiece tokenizer trained here, not --tokenizer {kind}")
+    own = not args.init_from
+    return {"files": [str(f.resolve()) for f in files],
+            "tokenizer": _tokenizer_setting(kind) if own else None,
+            "vocab_size": (args.vocab_size or _VOCAB_SIZE) if kind in _SIZED and own else None,
+            "val_fraction": args.val_fraction or _VAL_FRACTION}
+
+
+def _tokenizer_setting(tokenizer: str) -> str:
+    """--tokenizer as a run records it: a kind trained on the corpus, or a file's resolved path."""
+    return tokenizer if tokenizer in _TRAINED_HERE else str(Path(tokenizer).resolve())
+
+
+def _tokenizer(settings: dict, files: list[Path]):
+    """The run's tokenizer (`_corpus_settings`), trained on the corpus files or read from a file."""
     from ferrolm import Tokenizer
 
-    kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
-    if args.vocab_size and kind not in ("bpe", "wordpiece"):
-        raise ValueError(f"--vocab-size sizes a bpe or wordpiece tokenizer trained here, not --tokenizer {kind}")
+    kind = settings["tokenizer"]
     if kind in _TRAINED_HERE:
         # From the files, line by line, as `ferrolm tokenizer train` does: bounded memory (one
         # 80 MB string took 1.5 GB to train WordPiece on) and every core.
         if kind != "char":
             print(f"tokenizer: training {kind} on the corpus...", flush=True)
-        tokenizer = Tokenizer.train([str(f) for f in files], kind=kind,
-                                    vocab_size=1 << 20 if kind == "char" else args.vocab_size or 4096)
-    elif Path(kind).exists():
-        tokenizer = Tokenizer.from_file(kind)
-    else:
-        raise ValueError(f"--tokenizer {kind}: not char, bpe or wordpiece, and no such file")
-    return tokenizer
+        return Tokenizer.train([str(f) for f in files], kind=kind, vocab_size=settings["vocab_size"] or 1 << 20)
+    if Path(kind).exists():
+        return Tokenizer.from_file(kind)
+    raise ValueError(f"--tokenizer {kind}: not char, bpe or wordpiece, and no such file")
 
 
 def _new_model(objective: str, tokenizer, m: dict, seed: int):
@@ -134,37 +150,21 @@ def _new_model(objective: str, tokenizer, m: dict, seed: int):
                       n_embd=m["n_embd"], dropout=m["dropout"], bias=m["bias"], seed=seed, tokenizer=tokenizer)
 
 
-def _tokenizer_setting(tokenizer: str) -> str:
-    """--tokenizer as a run records it: a kind trained on the corpus, or a file's resolved path."""
-    return tokenizer if tokenizer in _TRAINED_HERE else str(Path(tokenizer).resolve())
-
-
-def _corpus_settings(args, files: list[Path]) -> dict:
-    """What a new run prepares its data from, saved with its checkpoints: a resume may repeat
-    these flags (the command run again with --resume), not change them. A run from a model
-    (--init-from) takes the model's tokenizer."""
-    kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
-    return {"files": [str(f.resolve()) for f in files],
-            "tokenizer": None if args.init_from else _tokenizer_setting(kind),
-            "vocab_size": (args.vocab_size or 4096) if kind in ("bpe", "wordpiece") and not args.init_from else None,
-            "val_fraction": args.val_fraction or 0.1}
-
-
 def _check_resume_flags(args, state: dict) -> None:
     """--resume continues on the data, tokenizer and objective saved in --out: flags that would
     change them are refused rather than ignored; the run's own values (the command repeated
     with --resume) are accepted."""
-    saved = state.get("settings") or {}  # none in runs saved before they were recorded
-    given = {"files": [str(Path(f).resolve()) for f in args.files] if args.files else None,
-             "tokenizer": args.tokenizer and _tokenizer_setting(args.tokenizer),
-             "vocab_size": args.vocab_size, "val_fraction": args.val_fraction}
-    changed = [name for name, value in given.items() if value is not None and saved.get(name) != value]
-    if changed:
-        flags = ", ".join(n if n == "files" else "--" + n.replace("_", "-") for n in changed)
-        theirs = "; ".join(f"the run's {n.replace('_', ' ')}: {', '.join(saved[n]) if n == 'files' else saved[n]}"
-                           for n in changed if saved.get(n) is not None)
-        raise ValueError(f"--resume continues on the corpus and tokenizer prepared in {args.out}: {flags} cannot change "
-                         f"them ({theirs or 'the run did not record them'}; start a new run with another --out)")
+    given = {"files": args.files, "tokenizer": args.tokenizer, "vocab_size": args.vocab_size,
+             "val_fraction": args.val_fraction}
+    given = {name: value for name, value in given.items() if value}
+    saved = state.get("settings")
+    if given and saved is None:
+        raise ValueError(f"--resume continues on the data prepared in {args.out}, by a run saved before ferrolm recorded "
+                         f"its corpus flags: leave out {', '.join(_flag(n) for n in given)}")
+    problems = [problem for name, value in given.items() if (problem := _differs(name, value, saved))]
+    if problems:
+        raise ValueError(f"--resume continues on the corpus and tokenizer prepared in {args.out}: {'; '.join(problems)} "
+                         "(leave them out, or start a new run with another --out)")
     if state["objective"] not in ("causal", "mlm"):
         raise ValueError(f"{args.out} holds a `ferrolm {state['objective']}` run: resume it with that command")
     if args.objective not in (None, state["objective"]):
@@ -172,6 +172,37 @@ def _check_resume_flags(args, state: dict) -> None:
     saved_whole_word = bool(state.get("objective_state", {}).get("whole_word"))
     if args.whole_word_masking and not saved_whole_word:
         raise ValueError(f"--whole-word-masking: the run in {args.out} masks single pieces")
+
+
+def _flag(name: str) -> str:
+    return "files" if name == "files" else "--" + name.replace("_", "-")
+
+
+def _differs(name: str, value, saved: dict) -> str | None:
+    """What is wrong with flag `name`'s `value` on a resume of a run whose corpus settings
+    are `saved` (`_corpus_settings`); None when it is the run's own."""
+    theirs = saved.get(name)
+    if name == "files":
+        paths = [Path(f) for f in theirs]
+        if len(value) == len(paths) and all(_same_file(Path(f), p) for f, p in zip(value, paths)):
+            return None
+        shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        return f"files {' '.join(value)} are not the run's ({shown})"
+    if name == "tokenizer" and theirs is None:
+        return "--tokenizer: the run took its --init-from model's tokenizer"
+    if name == "vocab_size" and theirs is None:
+        return f"--vocab-size: the run's tokenizer ({saved.get('tokenizer') or 'its --init-from model'}) was not sized by it"
+    if name == "tokenizer" and theirs not in _TRAINED_HERE:
+        return None if value not in _TRAINED_HERE and _same_file(Path(value), Path(theirs)) else \
+            f"--tokenizer {value} is not the run's ({theirs})"
+    return None if value == theirs else f"{_flag(name)} {value} is not the run's ({theirs})"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is gone: by name
+        return a.resolve() == b.resolve()
 
 
 def run_pretrain(args) -> int:
@@ -254,7 +285,7 @@ def run_pretrain(args) -> int:
         files = corpus_files(args.files)
         settings = _corpus_settings(args, files)
         check_files(files)  # before a tokenizer is trained on them, or anything is replaced
-        tokenizer = tokenizer or _tokenizer(args, files)
+        tokenizer = tokenizer or _tokenizer(settings, files)
         if args.objective == "mlm":  # checked before the corpus is tokenised with it
             MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
         if not args.eval_only:
@@ -265,7 +296,7 @@ def run_pretrain(args) -> int:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             try:
-                meta = prepare_files(files, tokenizer, staging, args.val_fraction or 0.1)
+                meta = prepare_files(files, tokenizer, staging, settings["val_fraction"])
             except ValueError as e:  # the files were checked: what is left is encoding them
                 if not args.init_from:
                     raise
@@ -329,8 +360,9 @@ def register_generate(sub) -> None:
     p.add_argument("model", help="model directory (config.json, model.safetensors, and tokenizer.json, "
                                          "vocab.json + merges.txt or vocab.txt)")
     prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", default=None, help="text to continue (default a newline, or [CLS] for a WordPiece "
-                                                       "model, which has none); a chat model's question")
+    prompt.add_argument("--prompt", default=None, help="text to continue (default a newline; [CLS] for a WordPiece model, "
+                                                       "which has none; a character vocabulary's first character if it "
+                                                       "lacks one); a chat model's question")
     prompt.add_argument("--prompt-file", metavar="FILE", default=None, help="read the prompt from a UTF-8 text file")
     p.add_argument("--num-samples", type=count(1), default=1, help="samples to draw, one after another, each with the "
                                                                  "next seed (default 1)")
@@ -375,23 +407,30 @@ def _text_model(directory: str):
     return model
 
 
-@_in_dtype
-def run_generate(args) -> int:
+def _document(path) -> str:
+    """A text file given to a model (a prompt, a text to score), without the byte-order mark
+    some editors write: it is not text."""
     from ferrolm.data import read_text
 
+    return read_text(path).removeprefix("\ufeff")
+
+
+@_in_dtype
+def run_generate(args) -> int:
     model = _text_model(args.model)
     chat = model.is_chat and not args.raw
     # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads
-    # it, without a byte-order mark; a chat model's message without the file's last line end.
-    prompt = read_text(args.prompt_file).replace("\r\n", "\n").removeprefix("\ufeff") if args.prompt_file else args.prompt
+    # it; a chat model's message without the file's last line end.
+    prompt = _document(args.prompt_file).replace("\r\n", "\n") if args.prompt_file else args.prompt
     if chat and args.prompt_file:
-        prompt = prompt.rstrip("\n")
+        prompt = prompt.removesuffix("\n")
     if prompt == "":
         raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
                          "--prompt is empty (leave it out to start where nanoGPT does: a newline)")
+    echo = prompt
     if prompt is None:
         prompt = _start_prompt(model)
-    echo = "" if prompt == "[CLS]" else prompt  # shown as nanoGPT shows its newline start; [CLS] is not text
+        echo = "" if prompt == "[CLS]" else prompt  # shown as nanoGPT shows its newline start; [CLS] is not text
     for i in range(args.num_samples):
         # The prompt is encoded (and refused, if it cannot be) before anything is printed.
         pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -500,7 +539,6 @@ def register_perplexity(sub) -> None:
 def run_perplexity(args) -> int:
     """Per file and in total: tokens predicted, their mean negative log-likelihood (nats), its
     exponential (the perplexity) and bits per byte of text, which compares tokenizers too."""
-    from ferrolm.data import read_text
     from ferrolm.gpt import GPT
     from ferrolm.jsonl import located
     from ferrolm.models import load_model
@@ -511,8 +549,7 @@ def run_perplexity(args) -> int:
                          "both sides of each token, so it has no next-token likelihood)")
     if args.stride is not None and args.stride >= model.block_size:  # said before any file is scored
         raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
-    # Every file is read and encoded before the first is scored; a byte-order mark is not text.
-    texts = [read_text(f).removeprefix("\ufeff") for f in args.files]
+    texts = [_document(f) for f in args.files]  # every file is read and encoded before the first is scored
     ids = [located(name, model.encode, text) for name, text in zip(args.files, texts)]  # an error names its file
     totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes
 

@@ -21,17 +21,18 @@ from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose
 # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
 # not a validation loss to keep the best model by (no --always-save-checkpoint).
 _PPO_FLAGS = {k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "always_save_checkpoint")}
+DEFAULTS = {kind: {**(_PPO_FLAGS if kind == "ppo" else TRAIN_FLAGS), **preset, "batch_size": 8 if kind == "ppo" else 16}
+            for kind, preset in PRESETS.items()}
+_PPO = DEFAULTS["ppo"]
 _PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: none, a constant --learning-rate; "
                        "on --resume, the run's)",
              "decay_lr": "warmup and cosine decay (default false unless --min-lr is given)",
              "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
              # TRL's words differ: a step here is one minibatch update, not one rollout.
-             "batch_size": "responses per optimiser step (PPO minibatch; default 8): --rollout-size / --batch-size steps "
-                           "per pass over a rollout",
-             "max_iters": "optimiser steps (minibatch updates, not rollouts: with the defaults, 16 / 8 × 4 epochs = 8 "
-                          f"steps a rollout; default {PRESETS['ppo']['max_iters']})"}
-DEFAULTS = {kind: {**(_PPO_FLAGS if kind == "ppo" else TRAIN_FLAGS), **preset, "batch_size": 8 if kind == "ppo" else 16}
-            for kind, preset in PRESETS.items()}
+             "batch_size": f"responses per micro-batch (PPO's minibatch is --batch-size × --grad-accum; default "
+                           f"{_PPO['batch_size']}): a pass over a rollout takes --rollout-size / minibatch steps",
+             "max_iters": f"optimiser steps (minibatch updates, not rollouts: with the defaults, 16 / {_PPO['batch_size']} "
+                          f"× 4 epochs = {16 // _PPO['batch_size'] * 4} steps a rollout; default {_PPO['max_iters']})"}
 
 
 def _split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -244,11 +245,14 @@ def _starting_classifier(path: str, labels: list[str], seed: int):
     head trains on), else MODEL's encoder with a new head (said, when MODEL's head is left
     aside). Each file is read once."""
     from ferrolm.bert import BERT
-    from ferrolm.train.classify import TextClassifier
+    from ferrolm.train.classify import NotATextClassifier, TextClassifier
 
     try:
         start = TextClassifier.load(path)
     except FileNotFoundError:  # a plain BERT
+        return TextClassifier(BERT.load(path), labels, seed=seed)
+    except NotATextClassifier as e:  # as Hugging Face starts one from another task's checkpoint
+        print(f"ferrolm: {e}; its encoder starts a new classifier", file=sys.stderr, flush=True)
         return TextClassifier(BERT.load(path), labels, seed=seed)
     if start.labels == labels:
         return start

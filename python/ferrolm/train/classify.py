@@ -70,19 +70,20 @@ class TextClassifier:
         config = read_json_object(path / CONFIG_FILE)
         # Other heads named classifier.* (tokens', multiple choice's) score something else.
         architectures = config.get("architectures") or ["BertForSequenceClassification"]
+        architectures = architectures if isinstance(architectures, list) else [architectures]
         if "BertForSequenceClassification" not in architectures:
-            raise ValueError(f"{path} is a {', '.join(map(str, architectures))}, not a BertForSequenceClassification: its "
-                             "classifier head does not classify texts")
+            raise NotATextClassifier(f"{path} is a {', '.join(map(str, architectures))}, not a "
+                                     "BertForSequenceClassification: its classifier head does not classify texts")
         if config.get("problem_type") not in (None, "single_label_classification"):
-            raise ValueError(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
+            raise NotATextClassifier(f"{path}: problem_type {config['problem_type']!r} is not supported (single-label only)")
         count = head[HEAD[0]].shape[0]
         if count < 2:
-            raise ValueError(f"{path}: a head of {count} output (regression, num_labels 1) is not supported (single-label "
-                             "classification into two or more labels only)")
+            raise NotATextClassifier(f"{path}: a head of {count} output (regression, num_labels 1) is not supported "
+                                     "(single-label classification into two or more labels only)")
         labels = [str(name) for name in _label_names(config.get("id2label"), count, path)]
         bert = BERT.load(path)
         if not bert.core.has_pooler:  # the head reads the pooler's output: a new one would make it guess
-            raise ValueError(f"{path} has a classifier head but no pooler (bert.pooler.dense.*) to read it from")
+            raise NotATextClassifier(f"{path} has a classifier head but no pooler (bert.pooler.dense.*) to read it from")
         model = cls(bert, labels, classifier_dropout=config.get("classifier_dropout"))
         fill_parameters(dict(model.head.named_parameters()), {k.removeprefix("classifier."): v for k, v in head.items()},
                         path)
@@ -138,6 +139,11 @@ class TextClassifier:
                 probs[picked] = F.softmax(self(*pad([rows[i] for i in picked], self.bert.tokenizer.pad_id))).numpy()
         return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
                  "scores": {label: float(q) for label, q in zip(self.labels, p)}} for p in probs]
+
+
+class NotATextClassifier(ValueError):
+    """A directory whose head is not one `TextClassifier` runs (another task's, a regression's,
+    one without its pooler): its encoder may still start a classifier."""
 
 
 def _label_names(id2label, count: int, path) -> list:

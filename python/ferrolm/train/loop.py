@@ -29,11 +29,10 @@ import numpy as np
 from ferrolm import _core
 from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
-from ferrolm.chat import replace_stale_chat_files
 from ferrolm.data import files_digest
 from ferrolm.holding import hold, let_go
 from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
-from ferrolm.models import TOKENIZER_FILE
+from ferrolm.models import TOKENIZER_FILE, replace_stale_hf_files
 from ferrolm.nn import Module
 from ferrolm.optim import AdamW
 from ferrolm.train.memory import check_memory
@@ -267,7 +266,7 @@ class _Checkpoints:
             write_json(files / STATE_FILE, state, default=_plain)
             log.join(files)
             # model.save's own replacement looked at `files`, where it wrote; the set replaces out_dir's.
-            replace_stale_chat_files(self.out_dir, files)
+            replace_stale_hf_files(self.out_dir, files)
 
     def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
         path = self.out_dir / STATE_FILE

@@ -13,6 +13,11 @@ import ferrolm.functional as F
 from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 
+#: The data (by digest) whose tokens `MaskedLM` has checked: a command builds the objective on
+#: its data twice (to check it, and to train), and a large corpus is read once.
+_CHECKED: set[str] = set()
+
+
 class MaskedLM:
     kind = "mlm"
     loss_is_token_nll = True
@@ -27,9 +32,11 @@ class MaskedLM:
                 raise ValueError(f"the {split} split has only {len(t)} tokens: sequences of {max_len} (--block-size) need "
                                  "more (give more text, a smaller block size, or another val_fraction / --val-fraction)")
         self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
-        self._check_maskable(tokenizer)
         self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
         self.data_digest = data_digest(data_dir)
+        if self.data_digest not in _CHECKED:
+            self._check_maskable(tokenizer)
+            _CHECKED.add(self.data_digest)
 
     def _check_maskable(self, tokenizer) -> None:
         """A split the tokenizer encodes to special tokens only (a corpus in a script its
@@ -37,11 +44,12 @@ class MaskedLM:
         and a mostly-[UNK] corpus is said."""
         unk = tokenizer.special_tokens.get("[UNK]")
         for split, tokens in self.streams.items():
-            special = np.isin(tokens, self.collate.special_ids)
-            if special.all():
+            counts = sum(np.bincount(tokens[i : i + (1 << 22)], minlength=tokenizer.vocab_size)
+                         for i in range(0, len(tokens), 1 << 22))  # a piece at a time: bounded memory
+            if counts[self.collate.special_ids].sum() == len(tokens):
                 raise ValueError(f"the {split} split has no token to predict: the tokenizer encodes it to special tokens "
                                  "only ([UNK] for text its vocabulary lacks); it cannot encode this corpus")
-            unknown = float(np.mean(tokens == unk)) if unk is not None else 0.0
+            unknown = counts[unk] / len(tokens) if unk is not None else 0.0
             if unknown > 0.5:
                 print(f"ferrolm: {unknown:.0%} of the {split} split's tokens are [UNK]: the tokenizer lacks most of this "
                       "corpus's text", file=sys.stderr, flush=True)

@@ -199,6 +199,16 @@ pub fn run(py: Python<'_>, f: impl FnOnce() -> ferrolm::Result<Tensor> + Send) -
 }
 
 impl PyTensor {
+    /// `copy.copy` and `copy.deepcopy`'s copy (`how`: what the refusal calls it).
+    fn leaf_copy(&self, how: &str, memo: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
+        if !self.0.is_leaf() {
+            return Err(PyTypeError::new_err(format!(
+                "only leaf tensors can be {how} (an operation's result is part of a graph): use t.detach().clone()"
+            )));
+        }
+        memo_copy(memo, &self.0).map(PyTensor)
+    }
+
     /// An elementwise op of the core, run with the GIL released.
     fn unary(&self, py: Python<'_>, op: fn(&Tensor) -> ferrolm::Result<Tensor>) -> PyResult<PyTensor> {
         run(py, || op(&self.0))
@@ -453,19 +463,14 @@ impl PyTensor {
 
     /// `copy.copy(t)`: as `copy.deepcopy(t)` (numpy's copy.copy copies the data too).
     fn __copy__(&self, py: Python<'_>) -> PyResult<PyTensor> {
-        self.__deepcopy__(&PyDict::new(py).into_any())
+        self.leaf_copy("copied", &PyDict::new(py).into_any())
     }
 
     /// `copy.deepcopy(t)`: a new leaf with a copy of the data, the gradient and `requires_grad`,
     /// as PyTorch copies tensors the user made (a graph's results are refused, as there); one
     /// copy per tensor in a deepcopy, so tied weights stay tied.
     fn __deepcopy__(&self, memo: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
-        if !self.0.is_leaf() {
-            return Err(PyTypeError::new_err(
-                "only leaf tensors can be deep-copied (an operation's result is part of a graph): use t.detach().clone()",
-            ));
-        }
-        memo_copy(memo, &self.0).map(PyTensor)
+        self.leaf_copy("deep-copied", memo)
     }
 
     fn tolist<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

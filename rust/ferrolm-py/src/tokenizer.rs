@@ -43,9 +43,7 @@ fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, str>>
 const ENCODE_CHUNK_BYTES: usize = 1 << 22;
 
 fn texts_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(PyTypeError::new_err("texts must be a list of strings, not a single string"));
-    }
+    refuse_single(obj, "texts", "string")?;
     let mut out = Vec::new();
     for (i, item) in obj.try_iter()?.enumerate() {
         out.push(text_arg(&item?, &format!("texts[{i}]"))?.into_owned());
@@ -53,19 +51,24 @@ fn texts_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     Ok(out)
 }
 
-/// A list of strings or of paths (`what`: the argument, named in errors); a single one is
-/// refused, as Python would iterate its characters.
+/// Refuses a single string, bytes or path where a list of `of`s is expected (`what`: the
+/// argument, named in the error): Python would iterate its characters.
+fn refuse_single(obj: &Bound<'_, PyAny>, what: &str, of: &str) -> PyResult<()> {
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.hasattr("__fspath__")? {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a list of {of}s, not a single {of}: put it in a list"
+        )));
+    }
+    Ok(())
+}
+
+/// A list of strings or of paths, as `refuse_single` takes them.
 fn list_arg<'py, T: pyo3::conversion::FromPyObjectOwned<'py>>(
     obj: &Bound<'py, PyAny>,
     what: &str,
     of: &str,
 ) -> PyResult<Vec<T>> {
-    let single = obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.hasattr("__fspath__")?;
-    if single {
-        return Err(PyTypeError::new_err(format!(
-            "{what} must be a list of {of}s, not a single {of}: put it in a list"
-        )));
-    }
+    refuse_single(obj, what, of)?;
     obj.extract().map_err(|_| PyTypeError::new_err(format!("{what} must be a list of {of}s")))
 }
 
@@ -264,7 +267,8 @@ fn loaded(py: Python<'_>, tok: Tokenizer) -> PyResult<PyTokenizer> {
 
 #[pymethods]
 impl PyTokenizer {
-    /// Loads tokenizer.json, BERT vocab.txt, or a directory with one of them (or vocab.json + merges.txt).
+    /// Loads tokenizer.json, GPT-2 vocab.json or merges.txt (with the other one beside it), BERT
+    /// vocab.txt, or a directory holding tokenizer.json, vocab.json + merges.txt or vocab.txt.
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         loaded(py, compute(py, || Tokenizer::from_file(&path)).py()?)

@@ -502,8 +502,8 @@ impl std::fmt::Debug for TextGeneration<'_> {
 
 impl<'t> TextGeneration<'t> {
     /// Encodes `prompt` and starts generating. Errors: a prompt that encodes to no token or to
-    /// more than the model's context, stop tokens outside the model's vocabulary, sampling
-    /// settings [`Sampling::validate`] refuses.
+    /// more than the model's context, an empty stop string, stop tokens outside the model's
+    /// vocabulary, sampling settings [`Sampling::validate`] refuses.
     pub fn new(
         model: &Gpt,
         tokenizer: &'t Tokenizer,
@@ -513,6 +513,11 @@ impl<'t> TextGeneration<'t> {
         stops: &[String],
         stop_tokens: &[u32],
     ) -> Result<Self> {
+        ensure!(
+            stops.iter().all(|s| !s.is_empty()),
+            Argument,
+            "an empty stop string stops at nothing; give the text to stop at"
+        );
         let ids = tokenizer.encode(prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
         ensure!(
             !ids.is_empty(),

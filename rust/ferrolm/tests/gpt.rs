@@ -438,8 +438,10 @@ fn text_generation_is_the_token_generation_decoded_and_cut_at_a_stop_string() {
     assert_eq!(text(&[], &[token]).unwrap(), full.chars().take(at).collect::<String>());
     let empty = TextGeneration::new(&model, &tok, "", 5, greedy.clone(), &[], &[]);
     assert!(matches!(empty, Err(Error::Argument(m)) if m.contains("no tokens")));
-    let outside = TextGeneration::new(&model, &tok, "abc", 5, greedy, &[], &[11]);
+    let outside = TextGeneration::new(&model, &tok, "abc", 5, greedy.clone(), &[], &[11]);
     assert!(matches!(outside, Err(Error::Index(m)) if m.contains("stop_tokens")));
+    let nothing = TextGeneration::new(&model, &tok, "abc", 5, greedy, &["c".into(), String::new()], &[]);
+    assert!(matches!(nothing, Err(Error::Argument(m)) if m.contains("empty stop string")));
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub trait Module {
         self.named_parameters().into_iter().map(|(_, t)| t).collect()
     }
 
-    /// Number of parameter elements (tied weights counted once).
+    /// Number of parameter elements, over what `visit` yields (a tied weight, once).
     fn num_parameters(&self) -> usize {
         let mut n = 0;
         self.visit("", &mut |_, t| n += t.numel());

@@ -247,9 +247,10 @@ impl Tokenizer {
         Ok(tok)
     }
 
-    /// Loads `tokenizer.json`, BERT's `vocab.txt` (by extension), or a directory holding
-    /// `tokenizer.json`, `vocab.json` + `merges.txt`, or `vocab.txt` (normalised as the
-    /// directory's `tokenizer_config.json` says: a cased BERT sets `do_lower_case` false).
+    /// Loads `tokenizer.json`; GPT-2's `vocab.json` or `merges.txt` (read with the other one
+    /// beside it); BERT's `vocab.txt` (by extension); or a directory holding `tokenizer.json`,
+    /// `vocab.json` + `merges.txt`, or `vocab.txt`. A `vocab.txt` is normalised as the
+    /// `tokenizer_config.json` beside it says (a cased BERT sets `do_lower_case` false).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
@@ -258,10 +259,7 @@ impl Tokenizer {
                 let p = path.join(name);
                 // A directory or FIFO by that name is an error when read, not skipped.
                 if p.exists() {
-                    return match name {
-                        "vocab.json" => Self::from_vocab_merges(&p, path.join("merges.txt"), "gpt2"),
-                        _ => Self::from_one_file(&p),
-                    };
+                    return Self::from_one_file(&p);
                 }
             }
             let none = "no tokenizer.json, vocab.json or vocab.txt in this directory";
@@ -270,15 +268,21 @@ impl Tokenizer {
         Self::from_one_file(path)
     }
 
-    /// A `tokenizer.json`; GPT-2's `vocab.json` or `merges.txt`, read with the other one beside
-    /// it; or (by its `.txt` extension) a BERT `vocab.txt`, normalised as the
-    /// `tokenizer_config.json` beside it says.
+    /// One file of [`Tokenizer::from_file`]'s.
     fn from_one_file(path: &Path) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        match path.file_name().and_then(|n| n.to_str()) {
-            Some("vocab.json") => return Self::from_vocab_merges(path, dir.join("merges.txt"), "gpt2"),
-            Some("merges.txt") => return Self::from_vocab_merges(dir.join("vocab.json"), path, "gpt2"),
-            _ => {}
+        let pair = match path.file_name().and_then(|n| n.to_str()) {
+            Some("vocab.json") => Some((path.to_path_buf(), dir.join("merges.txt"))),
+            Some("merges.txt") => Some((dir.join("vocab.json"), path.to_path_buf())),
+            _ => None,
+        };
+        if let Some((vocab, merges)) = pair {
+            if let Some(missing) = [&vocab, &merges].into_iter().find(|p| !p.exists()) {
+                let why = "GPT-2's vocab.json and merges.txt are read together, from one directory";
+                let error = std::io::Error::new(std::io::ErrorKind::NotFound, why);
+                return Err(Error::io(missing.display().to_string(), error));
+            }
+            return Self::from_vocab_merges(vocab, merges, "gpt2");
         }
         let text = files::read_text(path)?;
         if path.extension().is_some_and(|e| e == "txt") {
@@ -404,13 +408,15 @@ impl Tokenizer {
         self.model_len().max(self.specials.max_id().map_or(0, |m| m as usize + 1))
     }
 
-    /// The error for an id that neither the model nor an added token has (added tokens may
-    /// leave a gap above the model's ids).
+    /// The error for an id that neither the model nor an added token has: past the vocabulary,
+    /// or in a gap of it (added tokens above the model's ids, a blank line of a vocab.txt).
     fn unknown_id(&self, id: u32) -> Error {
-        let (size, own) = (self.vocab_size(), self.model_len());
-        let gap =
-            if own < size { format!(": ids below {own}, and added tokens' up to {}", size - 1) } else { String::new() };
-        Error::Index(format!("token id {id} is not in the vocabulary (size {size}{gap})"))
+        let size = self.vocab_size();
+        if (id as usize) < size {
+            Error::Index(format!("token id {id} has no token: the vocabulary (size {size}) leaves it unused"))
+        } else {
+            Error::Index(format!("token id {id} is not in the vocabulary (size {size})"))
+        }
     }
 
     /// Ids of the model's own vocabulary (without added tokens beyond it).
@@ -761,7 +767,9 @@ impl Tokenizer {
                             out.push_str(s);
                         }
                     } else {
-                        m.decode_into(id, &mut out).map_err(|_| self.unknown_id(id))?;
+                        if !m.decode_into(id, &mut out) {
+                            return Err(self.unknown_id(id));
+                        }
                     }
                 }
                 Ok(out)
