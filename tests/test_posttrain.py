@@ -746,7 +746,10 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
 
     sft = ["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), *quiet]
     assert ferrolm([*sft, "--out", str(tmp_path / "sft"), "--max-iters", "6"]) == 0
+    shutil.copytree(base, tmp_path / "start")  # gone before the resume, which needs only --out
+    sft = ["sft", str(tmp_path / "start"), "--data", str(tmp_path / "sft.jsonl"), *quiet]
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "3"]) == 0
+    shutil.rmtree(tmp_path / "start")
     # Data edited in place since the run started is refused, not silently trained on.
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs[::-1]))
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 2

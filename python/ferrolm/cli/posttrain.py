@@ -124,7 +124,8 @@ def _start(args, command: str, records: list, system: bool = False):
     from ferrolm.gpt import GPT
 
     v = _values(args, command)
-    model = GPT.load(args.model)
+    # A resumed SFT or reward run is all in --out; DPO and PPO keep MODEL as their reference.
+    model = GPT.load(args.out if args.resume and command in ("sft", "reward") else args.model)
     if command in ("dpo", "ppo") and not model.is_chat:
         print(f"ferrolm {command}: {args.model} is not a chat model (from `ferrolm sft`): it gains the chat tokens and "
               "learns to answer as one (`ferrolm sft` first teaches it the format)", flush=True)
@@ -179,7 +180,6 @@ def register_sft(sub) -> None:
 
 
 def run_sft(args) -> int:
-    from ferrolm.gpt import GPT
     from ferrolm.jsonl import read_records
     from ferrolm.conversations import opens_with_system, sft_turns
     from ferrolm.train.sft import SFT, check_record
@@ -187,7 +187,6 @@ def run_sft(args) -> int:
     records = read_records(args.data, check=check_record)
     system = any(opens_with_system(sft_turns(r)) for r in records)  # the role is learnt here, from such data
     v, model, template, tr, va = _start(args, "sft", records, system)
-    model = GPT.load(args.out) if args.resume else model
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("sft", objective.data, objective.counts, "examples")
     return _train(args, v, "sft", model, objective, lambda evals: f"val loss on answers {evals[-1]['val_loss']:.4f}")
