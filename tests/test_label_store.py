@@ -336,6 +336,10 @@ def test_conversation_prompts_are_labelled_exported_and_remembered(tmp_path):
     assert preference(record) == (CONVERSATION, chosen, rejected)
     written = json.loads((tmp_path / "prefs.jsonl").read_text())
     assert (written["prompt"], written["chosen"]) == (CONVERSATION, chosen)  # the turns, and the answer's text
+    # Which sampler wrote each side: one database may hold several comparisons.
+    winner, loser = ("a", "b") if first.side("left") == "a" else ("b", "a")
+    for key, side in (("chosen_by", winner), ("rejected_by", loser)):
+        assert written[key] == {**first.settings[side], "weights": getattr(first, f"model_{side}_hash")}
 
 
 def test_a_version_1_database_opens_with_its_text_prompts(tmp_path):

@@ -374,8 +374,12 @@ class LabelStore:
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
+            # Which sampler wrote each side (its model's weights and sampling settings): one
+            # database may hold several comparisons.
+            winner, loser = ("a", "b") if j["choice"] == "a" else ("b", "a")
+            by = {x: {**j["settings"].get(x, {}), "weights": j[f"model_{x}_hash"]} for x in ("a", "b")}
             record = {"prompt": j["prompt"], "chosen": chosen, "rejected": rejected, "labeller": j["labeller"],
-                      "_where": where}
+                      "chosen_by": by[winner], "rejected_by": by[loser], "_where": where}
             if j["comment"]:
                 record["comment"] = j["comment"]
             records.append(record)
