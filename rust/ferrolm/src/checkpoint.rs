@@ -211,7 +211,7 @@ pub fn decimal(x: f32) -> f64 {
 /// Typed reads of a JSON config (a model's `config.json`, a `tokenizer_config.json`), named by
 /// the second field in errors: a field that is present must have its type and range (`"0.5"`
 /// or `-1` is an error, not a silent default); absent or null takes the default.
-pub struct ConfigFields<'a>(pub &'a serde_json::Value, pub &'a str);
+pub(crate) struct ConfigFields<'a>(pub &'a serde_json::Value, pub &'a str);
 
 impl ConfigFields<'_> {
     fn get(&self, key: &str) -> Option<&serde_json::Value> {
@@ -286,7 +286,7 @@ impl ConfigFields<'_> {
 }
 
 /// How a model's parameters map to names and layouts in a checkpoint file.
-pub struct Layout<'a> {
+pub(crate) struct Layout<'a> {
     /// Prefixes a file may omit (e.g. `transformer.`, `bert.`): `a.b` is also found as `b`.
     pub optional_prefixes: &'a [&'a str],
     /// Parameters stored transposed (2-D) in the file, e.g. GPT-2's Conv1D weights.
@@ -372,7 +372,7 @@ impl Layout<'_> {
 /// Refuses a stored output head that is not the token embedding (the first of `embedding`
 /// present): the models tie them, and files may carry the head as a copy, but a different one
 /// would be silently replaced.
-pub fn ensure_tied_head(stored: &StoredWeights, head: &str, embedding: &[&str]) -> Result<()> {
+pub(crate) fn ensure_tied_head(stored: &StoredWeights, head: &str, embedding: &[&str]) -> Result<()> {
     let (source, stored) = (&stored.source, &stored.tensors);
     let Some(h) = stored.get(head) else { return Ok(()) };
     let tied = embedding.iter().find_map(|n| stored.get(*n)).is_some_and(|e| e.shape == h.shape && e.data == h.data);
@@ -383,7 +383,7 @@ pub fn ensure_tied_head(stored: &StoredWeights, head: &str, embedding: &[&str]) 
 /// Refuses a config that needs more values than the weights file holds, before a model of
 /// that config is allocated: a corrupt `config.json` (a vocabulary of 10¹⁰) must give an
 /// error, not an allocation of terabytes.
-pub fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
+pub(crate) fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
     let held: usize = stored.tensors.values().map(|s| s.data.len()).sum();
     if needed > held {
         bail!(
@@ -398,7 +398,7 @@ pub fn ensure_weights_fit(needed: usize, stored: &StoredWeights) -> Result<()> {
 
 /// Reads `config.json` and the weights `wanted` accepts (see [`read_weights`]) from a model
 /// directory.
-pub fn read_model_dir(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<(serde_json::Value, StoredWeights)> {
+pub(crate) fn read_model_dir(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<(serde_json::Value, StoredWeights)> {
     finish_interrupted_save(dir)?;
     let config = parse_json(&read_file(&dir.join("config.json"))?, "config.json")?;
     Ok((config, read_weights(dir, wanted)?))

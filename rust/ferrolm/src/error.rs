@@ -56,21 +56,21 @@ impl Error {
 }
 
 /// Returns early with an [`Error`] variant built from a format string:
-/// `bail!(Shape, "expected {} got {}", a, b)`.
-#[macro_export]
+/// `bail!(Shape, "expected {} got {}", a, b)` (the crate's own: not part of its API).
 macro_rules! bail {
     ($kind:ident, $($arg:tt)*) => {
         return Err($crate::Error::$kind(format!($($arg)*)))
     };
 }
 
-/// Checks a condition, returning the given error when it does not hold.
-#[macro_export]
+/// Checks a condition, returning the given error when it does not hold (the crate's own).
 macro_rules! ensure {
     ($cond:expr, $kind:ident, $($arg:tt)*) => {
         #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the check, so no rewrite
         if !$cond {
-            $crate::bail!($kind, $($arg)*);
+            $crate::error::bail!($kind, $($arg)*);
         }
     };
 }
+
+pub(crate) use {bail, ensure};
