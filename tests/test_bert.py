@@ -117,24 +117,49 @@ def test_a_wordpiece_model_tells_hugging_face_its_casing(tmp_path):
     """Without tokenizer_config.json, AutoTokenizer gives a BERT do_lower_case=True, which
     overrides tokenizer.json's normalizer: a cased model's text was lowercased there."""
     cased = cased_bert(tmp_path)
+    specials = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
     assert json.loads((cased / "tokenizer_config.json").read_text()) == {
-        "tokenizer_class": "BertTokenizer", "do_lower_case": False, "strip_accents": None, "tokenize_chinese_chars": True}
+        "tokenizer_class": "BertTokenizer", "model_max_length": 128, "do_lower_case": False, "strip_accents": None,
+        "tokenize_chinese_chars": True, **specials}
     uncased = BERT.create(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                           tokenizer=fl.Tokenizer.train_from_iterator(["Ab cd"] * 9, kind="wordpiece", vocab_size=30))
     uncased.save(tmp_path / "uncased")
     assert json.loads((tmp_path / "uncased" / "tokenizer_config.json").read_text())["do_lower_case"] is True
-    # A model of another tokenizer saved over it replaces the file, as a chat model's is replaced.
-    char = fl.Tokenizer.train_from_iterator(["ab"], kind="char", vocab_size=10)
-    fl.GPT.create(vocab_size=char.vocab_size, block_size=4, n_layer=1, n_head=1, n_embd=4, tokenizer=char).save(cased)
+    # A model of another tokenizer saved over it writes its own: the tokenizer class that reads
+    # tokenizer.json as it is (AutoTokenizer gave a GPT GPT-2's pre-tokenizer, which drops a
+    # character vocabulary's spaces). Saved without a tokenizer, a neutral one replaces ferrolm's.
+    char = fl.Tokenizer.train_from_iterator(["a b"], kind="char", vocab_size=10)
+    gpt = fl.GPT.create(vocab_size=char.vocab_size, block_size=4, n_layer=1, n_head=1, n_embd=4, tokenizer=char)
+    gpt.save(cased)
+    assert json.loads((cased / "tokenizer_config.json").read_text()) == {"tokenizer_class": "PreTrainedTokenizerFast",
+                                                                         "model_max_length": 4}
+    fl.GPT(gpt.core).save(cased)
     assert json.loads((cased / "tokenizer_config.json").read_text()) == {"tokenizer_class": "PreTrainedTokenizerFast"}
 
 
-def test_transformers_tokenizes_a_cased_model_as_ferrolm_when_installed(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    cased = cased_bert(tmp_path)
-    theirs = transformers.AutoTokenizer.from_pretrained(cased)
-    text = "ROMEO: But soft, what light through yonder window breaks?"
-    assert theirs(text)["input_ids"] == BERT.load(cased).tokenizer.encode(text)
+def test_transformers_tokenizes_ferrolm_models_as_ferrolm(tmp_path):
+    """AutoTokenizer on each kind of directory ferrolm writes gives ferrolm's ids: it lowercased a
+    cased BERT's (and its classifier's) text, and gave a GPT GPT-2's pre-tokenizer, which
+    dropped a character vocabulary's spaces and split a cl100k BPE's digits otherwise."""
+    from transformers import AutoTokenizer
+
+    from ferrolm.train.classify import TextClassifier
+
+    corpus = BUNDLED_CORPUS.read_text()[:200_000]
+    bert = BERT.load(cased_bert(tmp_path))
+    TextClassifier(bert, ["no", "yes"]).save(tmp_path / "classifier")
+    for name, kind, pattern in (("char", "char", "gpt2"), ("cl100k", "bpe", "cl100k")):
+        tok = fl.Tokenizer.train_from_iterator([corpus], kind=kind, vocab_size=500, pattern=pattern)
+        fl.GPT.create(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4, tokenizer=tok).save(tmp_path / name)
+    texts = ["ROMEO: But soft, what light\n\n through yonder  window breaks?", "12345 67890 HE'LL SHE'S", "Où va-t-il?"]
+    for name in ("cased", "classifier", "char", "cl100k"):
+        theirs, ours = AutoTokenizer.from_pretrained(tmp_path / name), fl.Tokenizer.from_file(str(tmp_path / name))
+        for text in texts:
+            try:
+                expected = ours.encode(text)
+            except ValueError:  # a character the character vocabulary lacks
+                continue
+            assert theirs(text)["input_ids"] == expected, (name, text)
 
 
 def test_the_encoder_of_a_question_answering_checkpoint_loads(tmp_path):

@@ -54,7 +54,7 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert state["config"]["lr_decay_iters"] == 6  # a new run decays over its own length
     other = tmp_path / "other.txt"
     other.write_text(corpus.read_text())
-    for extra, message in (([str(other)], f"files {other} are not the run's ({corpus.resolve()})"),
+    for extra, message in (([str(other)], f"file {other} is not the run's ({corpus.resolve()})"),
                            (["--tokenizer", "bpe"], "--tokenizer bpe is not the run's (char)"),
                            (["--vocab-size", "300"], "--vocab-size: the run's tokenizer (char) was not sized by it"),
                            (["--val-fraction", "0.2"], "--val-fraction 0.2 is not the run's (0.1)"),
@@ -113,6 +113,11 @@ def test_resume_takes_a_tokenizer_file_by_any_path_and_says_what_it_cannot_check
     assert main(["pretrain", str(corpus), "--resume", "--out", "ft", "--max-iters", "2", *TINY]) == 2
     assert "by a run saved before ferrolm recorded its corpus flags: leave out files" in capsys.readouterr().err
     assert main(["pretrain", "--resume", "--out", "ft", "--max-iters", "2", *TINY]) == 0
+    # Resumed, it still has none (its state says {}): the same answer, not a crash.
+    assert main(["pretrain", str(corpus), "--tokenizer", "char", "--resume", "--out", "ft", "--max-iters", "3",
+                 *TINY]) == 2
+    assert "by a run saved before ferrolm recorded its corpus flags: leave out files, --tokenizer" in \
+        capsys.readouterr().err
 
 
 def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_whole(corpus, tmp_path, capsys):

@@ -1113,9 +1113,11 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
     assert eos[0] == ends[0] and sorted(eos) == sorted(ends)  # where ferrolm's chat stops, <|end|> first
     tokenizer_config = json.loads((tmp_path / "chat" / "tokenizer_config.json").read_text())
     assert tokenizer_config["eos_token"] == "<|end|>"
+    assert (tmp_path / "chat" / "chat_template.jinja").read_text() == tokenizer_config["chat_template"]
     # A model without the chat tokens saved over the chat model, directly or as a run's checkpoint,
     # replaces its chat files with ones that have no template or end ids (Hugging Face would chat
-    # through the old template); a tokenizer_config.json that is not ferrolm's stays as it was.
+    # through the old template); saved without a tokenizer, a tokenizer_config.json that is not
+    # ferrolm's stays as it was.
     import shutil
 
     from ferrolm.data import prepare_tokens
@@ -1128,12 +1130,13 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
         shutil.copytree(tmp_path / "chat", tmp_path / "over", dirs_exist_ok=True)
         save(tmp_path / "over")
         assert json.loads((tmp_path / "over" / "tokenizer_config.json").read_text()) == \
-            {"tokenizer_class": "PreTrainedTokenizerFast"}
+            {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 32}
         assert json.loads((tmp_path / "over" / "generation_config.json").read_text()) == {}
-    cased = {"do_lower_case": False, "model_max_length": 512}  # Hugging Face's own
-    (tmp_path / "plain" / "tokenizer_config.json").write_text(json.dumps(cased))
-    GPT.load(tmp_path / "plain").save(tmp_path / "plain")
-    assert json.loads((tmp_path / "plain" / "tokenizer_config.json").read_text()) == cased
+        assert "not a chat model" in (tmp_path / "over" / "chat_template.jinja").read_text()  # Hugging Face prefers it
+    theirs = {"do_lower_case": False, "model_max_length": 512, "added_tokens_decoder": {}}  # Hugging Face's own
+    (tmp_path / "plain" / "tokenizer_config.json").write_text(json.dumps(theirs))
+    GPT(GPT.load(tmp_path / "plain").core).save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "tokenizer_config.json").read_text()) == theirs
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
     def raise_exception(message):  # as Hugging Face's template environment has it

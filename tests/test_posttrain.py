@@ -431,6 +431,18 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
         RewardModel.load(tmp_path / "rm-over")
     RewardModel.load(tmp_path / "rm").save(tmp_path / "rm-over")  # the two saved together again: consistent
     assert RewardModel.load(tmp_path / "rm-over").score("a", "b") == pytest.approx(rm.score("a", "b"), rel=1e-5)
+    shutil.copytree(tmp_path / "sft", tmp_path / "sft-then-rm")  # into another objective's run: the digest vouches
+    rm.save(tmp_path / "sft-then-rm")
+    assert RewardModel.load(tmp_path / "sft-then-rm").score("a", "b") == pytest.approx(rm.score("a", "b"), rel=1e-5)
+    # A head saved before heads recorded the digest: the run's checkpoint vouches for it, or not.
+    old = tmp_path / "rm-old"
+    shutil.copytree(tmp_path / "rm", old)
+    head, _ = fl.load_safetensors(str(old / "reward_head.safetensors"))
+    fl.save_safetensors(str(old / "reward_head.safetensors"), head)
+    assert RewardModel.load(old).score("a", "b") == pytest.approx(rm.score("a", "b"), rel=1e-5)
+    GPT.load(tmp_path / "dpo").save(old)
+    with pytest.raises(ValueError, match="is not the one its `reward` run saved with its reward_head.safetensors"):
+        RewardModel.load(old)
     # Writing over the starting model is refused for every command, not just those that keep it as a reference.
     assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "sft"), *fast]) == 2
     assert "would overwrite the model it starts from" in capsys.readouterr().err
@@ -791,7 +803,7 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
     # A reward head left over from an earlier run in the same directory is not trusted.
     assert ferrolm(["sft", str(base), "--data", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "rm"),
                     "--max-iters", "1", *quiet]) == 0
-    with pytest.raises(ValueError, match="left over"):
+    with pytest.raises(ValueError, match="not the one its reward_head.safetensors was saved with"):
         RewardModel.load(tmp_path / "rm")
 
 

@@ -33,9 +33,11 @@ def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
 
 
 def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: str) -> None:
-    """Fills `head` from `file` in model directory `path`, which `objective`'s training wrote.
-    A head left over from other weights is refused: a directory whose last run was another
-    objective, or whose model was saved over since the head was (GPT.save into it)."""
+    """Fills `head` from `file` in model directory `path`, which `objective`'s training (or the
+    model's save) wrote. A head left over from other weights is refused: one whose model was
+    saved over since (GPT.save into the directory), by the digest the head records; for a head
+    saved before it recorded one, by the run's checkpoint (another objective's run, or weights
+    other than the ones it saved)."""
     from ferrolm import _core
     from ferrolm.data import files_digest
     from ferrolm.jsonl import read_json_object
@@ -43,17 +45,24 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     from ferrolm.train.loop import STATE_FILE
 
     path = Path(path)
-    state = path / STATE_FILE
-    trained = read_json_object(state).get("objective") if state.exists() else objective
     head_file = path / file
     if not head_file.exists():
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
-    if trained != objective:
-        raise ValueError(f"{path} holds a `{trained}` run: its {file} is left over from an earlier run, not these weights'")
     tensors, metadata = _core.load_safetensors(str(head_file))
-    if _WEIGHTS_KEY in metadata and files_digest(path / MODEL_FILE) != metadata[_WEIGHTS_KEY]:  # heads before it: unchecked
-        raise ValueError(f"{path}'s {MODEL_FILE} is not the one its {file} was saved with (was a model saved over it?): "
-                         "the head does not belong to these weights")
+    model_digest = files_digest(path / MODEL_FILE)
+    if _WEIGHTS_KEY in metadata:
+        if model_digest != metadata[_WEIGHTS_KEY]:
+            raise ValueError(f"{path}'s {MODEL_FILE} is not the one its {file} was saved with (was a model saved over "
+                             "it?): the head does not belong to these weights")
+    elif (path / STATE_FILE).exists():
+        state = read_json_object(path / STATE_FILE)
+        if state.get("objective") != objective:
+            raise ValueError(f"{path} holds a `{state.get('objective')}` run: its {file} is left over from an earlier "
+                             "run, not these weights'")
+        digests = state.get("digests") if isinstance(state.get("digests"), dict) else {}
+        if digests.get(MODEL_FILE, model_digest) != model_digest:
+            raise ValueError(f"{path}'s {MODEL_FILE} is not the one its `{objective}` run saved with its {file} (was a "
+                             "model saved over it?): the head does not belong to these weights")
     fill_parameters({f"{prefix}.{n}": t for n, t in head.named_parameters()}, tensors, head_file)
 
 
@@ -98,48 +107,83 @@ def model_files(path: Union[str, Path]):
         replace_stale_hf_files(Path(path), files)
 
 
-#: The files `hf_tokenizer_files` writes, by the key sets it writes them with (a chat model's,
-#: a WordPiece model's), and the neutral file that replaces one where a later save writes none.
-_HF_FILES = {"tokenizer_config.json": ([{"tokenizer_class", "chat_template", "eos_token"},
-                                        {"tokenizer_class", "do_lower_case", "strip_accents", "tokenize_chinese_chars"}],
-                                       {"tokenizer_class": "PreTrainedTokenizerFast"}),
-             "generation_config.json": ([{"eos_token_id"}], {})}
+#: The keys of the tokenizer_config.json files `hf_tokenizer_files` writes: one with only these
+#: is ferrolm's, replaced when a model without a tokenizer is saved over it (`replace_stale_hf_files`);
+#: Hugging Face's own (added_tokens_decoder, clean_up_tokenization_spaces, ...) stays.
+_OUR_TOKENIZER_KEYS = {"tokenizer_class", "model_max_length", "chat_template", "do_lower_case", "strip_accents",
+                       "tokenize_chinese_chars", "bos_token", "eos_token", "unk_token", "pad_token", "cls_token",
+                       "sep_token", "mask_token"}
+#: Hugging Face's names for the special tokens ferrolm's tokenizers may have.
+_SPECIAL_ATTRIBUTES = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                       "mask_token": "[MASK]", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+#: A chat template for a model that has none, replacing an earlier chat model's chat_template.jinja
+#: (which Hugging Face prefers to tokenizer_config.json's).
+_NO_CHAT = "{{ raise_exception('this model is not a chat model: it has no chat template') }}"
 
 
-def hf_tokenizer_files(tokenizer) -> dict[str, dict]:
-    """What Hugging Face reads beside tokenizer.json to use it as ferrolm does: a chat model's
-    template and end ids (`chat.hf_chat_files`); for a WordPiece, its casing (without it,
-    AutoTokenizer gives a BERT its default do_lower_case, and lowercases a cased model's text)."""
+def hf_tokenizer_files(tokenizer, context: int) -> dict[str, Union[dict, str]]:
+    """What Hugging Face reads beside tokenizer.json to tokenize as ferrolm does (JSON objects,
+    and a chat model's template as text): a tokenizer_config.json naming the class that takes
+    tokenizer.json as it is, its special tokens and `context` (without one, AutoTokenizer picks
+    GPT-2's class for a GPT, which imposes GPT-2's pre-tokenizer, or gives a BERT its default
+    lowercasing); for a WordPiece with BERT's normalizer, BertTokenizer with its casing; for a
+    chat model, the template and end ids (`chat.hf_chat_files`)."""
     from ferrolm.chat import hf_chat_files
 
-    files = {}
-    if tokenizer is not None and "[CLS]" in tokenizer.special_tokens:  # a WordPiece, before reading its JSON
+    if tokenizer is None:
+        return {}
+    specials = tokenizer.special_tokens
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
+              **{name: token for name, token in _SPECIAL_ATTRIBUTES.items() if token in specials}}
+    if "[CLS]" in specials:  # a WordPiece: its normalizer read only then
         norm = json.loads(tokenizer.to_str()).get("normalizer") or {}
         if norm.get("type") == "BertNormalizer":
-            files["tokenizer_config.json"] = {"tokenizer_class": "BertTokenizer", "do_lower_case": norm.get("lowercase", True),
-                                              "strip_accents": norm.get("strip_accents"),
-                                              "tokenize_chinese_chars": norm.get("handle_chinese_chars", True)}
-    return {**files, **hf_chat_files(tokenizer)}
+            config.update(tokenizer_class="BertTokenizer", do_lower_case=norm.get("lowercase", True),
+                          strip_accents=norm.get("strip_accents"), tokenize_chinese_chars=norm.get("handle_chinese_chars", True))
+    chat = hf_chat_files(tokenizer)
+    files = {**chat, "tokenizer_config.json": {**config, **chat.get("tokenizer_config.json", {})}}
+    if chat:
+        files["chat_template.jinja"] = files["tokenizer_config.json"]["chat_template"]
+    return files
+
+
+def write_hf_tokenizer_files(files: Path, tokenizer, context: int) -> None:
+    """Writes `hf_tokenizer_files` into `files` (a save's directory, `model_files`)."""
+    from ferrolm.atomic import atomic_file, write_json
+
+    for name, content in hf_tokenizer_files(tokenizer, context).items():
+        if isinstance(content, str):
+            with atomic_file(files / name) as f:
+                f.write(content)
+        else:
+            write_json(files / name, content)
 
 
 def replace_stale_hf_files(directory: Path, files: Path) -> None:
     """For a save whose `files` are about to replace `directory`'s: where they hold none of the
-    files `hf_tokenizer_files` writes but `directory` holds one (an earlier model's), a neutral
-    one joins them, so the two go together (Hugging Face would read the new tokenizer through
-    the old chat template, end ids or casing). Files that are not ferrolm's, as a cased BERT's
-    own tokenizer_config.json, stay."""
-    from ferrolm.atomic import write_json
+    files `hf_tokenizer_files` writes but `directory` holds one of ferrolm's (an earlier
+    model's), a neutral one joins them, so the two go together (Hugging Face would read the new
+    model through the old tokenizer class, chat template or end ids). Hugging Face's own
+    tokenizer_config.json and generation_config.json stay; a chat_template.jinja is replaced
+    by one that says the model has no template."""
+    from ferrolm.atomic import atomic_file, write_json
     from ferrolm.jsonl import read_json_object
 
-    for name, (key_sets, replacement) in _HF_FILES.items():
+    def ours(name: str, keys: set) -> bool:
         if (files / name).exists() or not (directory / name).is_file():
-            continue
+            return False
         try:
-            ours = set(read_json_object(directory / name)) in key_sets
+            return set(read_json_object(directory / name)) <= keys
         except (OSError, ValueError):
-            ours = False
-        if ours:
-            write_json(files / name, replacement)
+            return False
+
+    if ours("tokenizer_config.json", _OUR_TOKENIZER_KEYS):
+        write_json(files / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
+    if ours("generation_config.json", {"eos_token_id"}):
+        write_json(files / "generation_config.json", {})
+    if (directory / "chat_template.jinja").is_file() and not (files / "chat_template.jinja").exists():
+        with atomic_file(files / "chat_template.jinja") as f:
+            f.write(_NO_CHAT)
 
 
 #: What `Tokenizer.from_file` reads in a directory, in its order of preference.
@@ -160,14 +204,16 @@ def load_tokenizer(path: Path):
 def save_model(core, tokenizer, path: Union[str, Path]) -> None:
     """Writes the core model's files and the tokenizer (together: `model_files`), with the files
     Hugging Face reads beside it (`hf_tokenizer_files`)."""
-    from ferrolm.atomic import write_json
-
     with model_files(path) as files:
         core.save(str(files))
         if tokenizer is not None:
             tokenizer.save(str(files / TOKENIZER_FILE))
-        for name, content in hf_tokenizer_files(tokenizer).items():
-            write_json(files / name, content)
+        write_hf_tokenizer_files(files, tokenizer, context_of(core.config))
+
+
+def context_of(config: dict) -> int:
+    """A GPT's or a BERT's context length, from its config."""
+    return config.get("n_positions") or config["max_position_embeddings"]
 
 
 class CoreModel:

@@ -110,6 +110,8 @@ def _corpus_settings(args, files: list[Path]) -> dict:
     kind = args.tokenizer or ("wordpiece" if args.objective == "mlm" else "char")
     if args.vocab_size and kind not in _SIZED:
         raise ValueError(f"--vocab-size sizes a bpe or wordpiece tokenizer trained here, not --tokenizer {kind}")
+    if kind not in _TRAINED_HERE and not Path(kind).exists():
+        raise ValueError(f"--tokenizer {kind}: not char, bpe or wordpiece, and no such file")
     own = not args.init_from
     return {"files": [str(f.resolve()) for f in files],
             "tokenizer": _tokenizer_setting(kind) if own else None,
@@ -133,9 +135,7 @@ def _tokenizer(settings: dict, files: list[Path]):
         if kind != "char":
             print(f"tokenizer: training {kind} on the corpus...", flush=True)
         return Tokenizer.train([str(f) for f in files], kind=kind, vocab_size=settings["vocab_size"] or 1 << 20)
-    if Path(kind).exists():
-        return Tokenizer.from_file(kind)
-    raise ValueError(f"--tokenizer {kind}: not char, bpe or wordpiece, and no such file")
+    return Tokenizer.from_file(kind)
 
 
 def _new_model(objective: str, tokenizer, m: dict, seed: int):
@@ -157,7 +157,7 @@ def _check_resume_flags(args, state: dict) -> None:
     given = {"files": args.files, "tokenizer": args.tokenizer, "vocab_size": args.vocab_size,
              "val_fraction": args.val_fraction}
     given = {name: value for name, value in given.items() if value}
-    saved = state.get("settings")
+    saved = state.get("settings") or None  # runs saved before they were recorded have none (or {})
     if given and saved is None:
         raise ValueError(f"--resume continues on the data prepared in {args.out}, by a run saved before ferrolm recorded "
                          f"its corpus flags: leave out {', '.join(_flag(n) for n in given)}")
@@ -187,7 +187,8 @@ def _differs(name: str, value, saved: dict) -> str | None:
         if len(value) == len(paths) and all(_same_file(Path(f), p) for f, p in zip(value, paths)):
             return None
         shown = ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-        return f"files {' '.join(value)} are not the run's ({shown})"
+        return f"{'file' if len(value) == 1 else 'files'} {' '.join(value)} {'is' if len(value) == 1 else 'are'} not the " \
+               f"run's ({shown})"
     if name == "tokenizer" and theirs is None:
         return "--tokenizer: the run took its --init-from model's tokenizer"
     if name == "vocab_size" and theirs is None:

@@ -23,18 +23,6 @@ from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose
 _PPO_FLAGS = {k: v for k, v in TRAIN_FLAGS.items() if k not in ("eval_iters", "always_save_checkpoint")}
 DEFAULTS = {kind: {**(_PPO_FLAGS if kind == "ppo" else TRAIN_FLAGS), **preset, "batch_size": 8 if kind == "ppo" else 16}
             for kind, preset in PRESETS.items()}
-_PPO = DEFAULTS["ppo"]
-_PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: none, a constant --learning-rate; "
-                       "on --resume, the run's)",
-             "decay_lr": "warmup and cosine decay (default false unless --min-lr is given)",
-             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
-             # TRL's words differ: a step here is one minibatch update, not one rollout.
-             "batch_size": f"responses per micro-batch (PPO's minibatch is --batch-size × --grad-accum; default "
-                           f"{_PPO['batch_size']}): a pass over a rollout takes --rollout-size / minibatch steps",
-             "max_iters": f"optimiser steps (minibatch updates, not rollouts: with the defaults, 16 / {_PPO['batch_size']} "
-                          f"× 4 epochs = {16 // _PPO['batch_size'] * 4} steps a rollout; default {_PPO['max_iters']})"}
-
-
 def _split(records: list, val_fraction: float, seed: int) -> tuple[list, list]:
     if len(records) < 2:
         raise ValueError(f"need at least 2 records to hold some out, got {len(records)}")
@@ -70,11 +58,26 @@ RUN_SETTINGS = {
 }
 
 
+_PPO, _ROLLOUT = DEFAULTS["ppo"], RUN_SETTINGS["ppo"]
+_PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: none, a constant --learning-rate; "
+                       "on --resume, the run's)",
+             "decay_lr": "warmup and cosine decay (default false unless --min-lr is given)",
+             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
+             # TRL's words differ: a step here is one minibatch update, not one rollout.
+             "batch_size": f"responses per micro-batch (default {_PPO['batch_size']}); an optimiser step takes "
+                           "--grad-accum of them",
+             "max_iters": "optimiser steps, not rollouts: a rollout gives --ppo-epochs × --rollout-size / --batch-size "
+                          f"micro-batches (with the defaults, {_ROLLOUT['ppo_epochs']} × {_ROLLOUT['rollout_size']} / "
+                          f"{_PPO['batch_size']} = {_ROLLOUT['ppo_epochs'] * _ROLLOUT['rollout_size'] // _PPO['batch_size']}"
+                          f" steps at --grad-accum 1; default {_PPO['max_iters']})"}
+
+
 def _common(p, command: str, model_help: str = "model directory to start from") -> None:
     p.add_argument("model", help=model_help)
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run saved in --out (its MODEL, data and settings; given flags must agree)")
+                   help="continue the run saved in --out (its model, data and settings; given flags must agree; "
+                        "DPO and PPO read MODEL again, their reference)")
     p.add_argument("--val-fraction", type=fraction, default=None, help="share of records held out for evaluation (default 0.1)")
     p.add_argument("--skip-long", action="store_true", default=None,
                    help="skip (and count) records that do not fit the context")
@@ -109,7 +112,8 @@ def _settle(args, command: str, saved: dict | None) -> None:
             setattr(args, name, choose(args, name, saved, settings, fixed=resumed(args)))
             continue
         path = str(Path(getattr(args, name)).resolve())  # a path (always given)
-        if saved is not None and saved.get(name, path) != path:  # a moved directory is not a new run
+        unread = name == "model" and command in ("sft", "reward")  # a resumed run reads --out's model
+        if saved is not None and saved.get(name, path) != path and not unread:  # a moved directory is not a new run
             flag = name.upper() if name == "model" else "--" + name.replace("_", "-")
             print(f"ferrolm: warning: {flag} {path} is not where the run started ({saved[name]}); using it",
                   file=sys.stderr, flush=True)
@@ -242,7 +246,7 @@ def _check_record(record: dict, where: str) -> None:
 def _starting_classifier(path: str, labels: list[str], seed: int):
     """The classifier training starts from: MODEL's own, when it is one with these labels (its
     head trains on), else MODEL's encoder with a new head (said, when MODEL's head is left
-    aside). Each file is read once."""
+    aside or is another task's)."""
     from ferrolm.bert import BERT
     from ferrolm.train.classify import NotATextClassifier, TextClassifier
 

@@ -369,15 +369,18 @@ class LabelStore:
                 raise ValueError(f"{where}: its completions must be text (a damaged or edited database)")
             reason = j["choice"] if j["choice"] in ("tie", "skip") else None
             if reason is None:
-                chosen, rejected = (j["completion_a"], j["completion_b"]) if j["choice"] == "a" else (j["completion_b"], j["completion_a"])
+                winner, loser = ("a", "b") if j["choice"] == "a" else ("b", "a")  # the samplers' sides, not left/right
+                chosen, rejected = j[f"completion_{winner}"], j[f"completion_{loser}"]
                 reason = "identical" if chosen == rejected else "empty" if not chosen.strip() or not rejected.strip() else None
             if reason is not None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
             # Which sampler wrote each side (its model's weights and sampling settings): one
             # database may hold several comparisons.
-            winner, loser = ("a", "b") if j["choice"] == "a" else ("b", "a")
-            by = {x: {**j["settings"].get(x, {}), "weights": j[f"model_{x}_hash"]} for x in ("a", "b")}
+            sides = {x: j["settings"].get(x, {}) for x in ("a", "b")}
+            if not all(isinstance(side, dict) for side in sides.values()):
+                raise ValueError(f"{where}: its settings must hold an object per side (a damaged or edited database)")
+            by = {x: {**side, "weights": j[f"model_{x}_hash"]} for x, side in sides.items()}
             record = {"prompt": j["prompt"], "chosen": chosen, "rejected": rejected, "labeller": j["labeller"],
                       "chosen_by": by[winner], "rejected_by": by[loser], "_where": where}
             if j["comment"]:

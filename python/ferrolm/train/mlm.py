@@ -13,9 +13,9 @@ import ferrolm.functional as F
 from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 
-#: The data (by digest) whose tokens `MaskedLM` has checked: a command builds the objective on
-#: its data twice (to check it, and to train), and a large corpus is read once.
-_CHECKED: set[str] = set()
+#: The data (by digest) and special ids whose tokens `MaskedLM` has checked: a command builds the
+#: objective on its data twice (to check it, and to train), and a large corpus is read once.
+_CHECKED: set[tuple] = set()
 
 
 class MaskedLM:
@@ -34,9 +34,10 @@ class MaskedLM:
         self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
         self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
         self.data_digest = data_digest(data_dir)
-        if self.data_digest not in _CHECKED:
+        checked = (self.data_digest, tuple(self.collate.special_ids), tokenizer.special_tokens.get("[UNK]"))
+        if self.data_digest is None or checked not in _CHECKED:  # data prepared before digests: every time
             self._check_maskable(tokenizer)
-            _CHECKED.add(self.data_digest)
+            _CHECKED.add(checked)
 
     def _check_maskable(self, tokenizer) -> None:
         """A split the tokenizer encodes to special tokens only (a corpus in a script its

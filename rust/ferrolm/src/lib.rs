@@ -80,8 +80,8 @@ pub mod tokenizer;
 pub use {ndarray, rustc_hash, serde_json};
 
 pub use autograd::{is_grad_enabled, no_grad, set_grad_enabled, with_grad_enabled};
-pub use error::{Error, Result};
 pub(crate) use error::{bail, ensure};
+pub use error::{Error, Result};
 pub use optim::{clip_grad_norm, AdamW, Optimizer, ParamState, Sgd};
 pub use tensor::{ElementsMut, Tensor};
 pub use threads::{compute, init_thread_pool, num_threads, set_num_threads, with_threads};

@@ -278,7 +278,7 @@ impl Tokenizer {
         };
         if let Some((vocab, merges)) = pair {
             if let Some(missing) = [&vocab, &merges].into_iter().find(|p| !p.exists()) {
-                let why = "GPT-2's vocab.json and merges.txt are read together, from one directory";
+                let why = "no such file (GPT-2's vocab.json and merges.txt are read together, from one directory)";
                 let error = std::io::Error::new(std::io::ErrorKind::NotFound, why);
                 return Err(Error::io(missing.display().to_string(), error));
             }
@@ -766,10 +766,8 @@ impl Tokenizer {
                         if !(skip_special_tokens && self.specials.is_special(id)) {
                             out.push_str(s);
                         }
-                    } else {
-                        if !m.decode_into(id, &mut out) {
-                            return Err(self.unknown_id(id));
-                        }
+                    } else if !m.decode_into(id, &mut out) {
+                        return Err(self.unknown_id(id));
                     }
                 }
                 Ok(out)
