@@ -119,47 +119,68 @@ def test_a_wordpiece_model_tells_hugging_face_its_casing(tmp_path):
     cased = cased_bert(tmp_path)
     specials = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
     assert json.loads((cased / "tokenizer_config.json").read_text()) == {
-        "tokenizer_class": "BertTokenizer", "model_max_length": 128, "do_lower_case": False, "strip_accents": None,
-        "tokenize_chinese_chars": True, **specials}
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 128,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], "do_lower_case": False,
+        "strip_accents": None, "tokenize_chinese_chars": True, **specials}
     uncased = BERT.create(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                           tokenizer=fl.Tokenizer.train_from_iterator(["Ab cd"] * 9, kind="wordpiece", vocab_size=30))
     uncased.save(tmp_path / "uncased")
     assert json.loads((tmp_path / "uncased" / "tokenizer_config.json").read_text())["do_lower_case"] is True
-    # A model of another tokenizer saved over it writes its own: the tokenizer class that reads
-    # tokenizer.json as it is (AutoTokenizer gave a GPT GPT-2's pre-tokenizer, which drops a
-    # character vocabulary's spaces). Saved without a tokenizer, a neutral one replaces ferrolm's.
+    # A model of another tokenizer saved over it writes its own (a GPT has no token types).
+    # Saved without a tokenizer, the directory's tokenizer stays, and so does the file about it.
     char = fl.Tokenizer.train_from_iterator(["a b"], kind="char", vocab_size=10)
     gpt = fl.GPT.create(vocab_size=char.vocab_size, block_size=4, n_layer=1, n_head=1, n_embd=4, tokenizer=char)
     gpt.save(cased)
-    assert json.loads((cased / "tokenizer_config.json").read_text()) == {"tokenizer_class": "PreTrainedTokenizerFast",
-                                                                         "model_max_length": 4}
+    written = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4,
+               "model_input_names": ["input_ids", "attention_mask"]}
+    assert json.loads((cased / "tokenizer_config.json").read_text()) == written
     fl.GPT(gpt.core).save(cased)
-    assert json.loads((cased / "tokenizer_config.json").read_text()) == {"tokenizer_class": "PreTrainedTokenizerFast"}
+    assert json.loads((cased / "tokenizer_config.json").read_text()) == written
 
 
 def test_transformers_tokenizes_ferrolm_models_as_ferrolm(tmp_path):
-    """AutoTokenizer on each kind of directory ferrolm writes gives ferrolm's ids: it lowercased a
-    cased BERT's (and its classifier's) text, and gave a GPT GPT-2's pre-tokenizer, which
-    dropped a character vocabulary's spaces and split a cl100k BPE's digits otherwise."""
+    """AutoTokenizer on each kind of directory ferrolm writes gives ferrolm's ids, special tokens,
+    size, context and inputs: it lowercased a cased BERT's (and its classifier's) text, and gave
+    a GPT GPT-2's pre-tokenizer, which dropped a character vocabulary's spaces and split a cl100k
+    BPE's digits otherwise; a chat model's template renders to ferrolm's ids."""
     from transformers import AutoTokenizer
 
+    from ferrolm.chat import ChatTemplate
     from ferrolm.train.classify import TextClassifier
 
     corpus = BUNDLED_CORPUS.read_text()[:200_000]
     bert = BERT.load(cased_bert(tmp_path))
     TextClassifier(bert, ["no", "yes"]).save(tmp_path / "classifier")
-    for name, kind, pattern in (("char", "char", "gpt2"), ("cl100k", "bpe", "cl100k")):
-        tok = fl.Tokenizer.train_from_iterator([corpus], kind=kind, vocab_size=500, pattern=pattern)
-        fl.GPT.create(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4, tokenizer=tok).save(tmp_path / name)
+    uncased = fl.Tokenizer.train_from_iterator([corpus], kind="wordpiece", vocab_size=500, strip_accents=True)
+    BERT.create(vocab_size=uncased.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                tokenizer=uncased).save(tmp_path / "uncased")
+    for name, kind, pattern in (("char", "char", "gpt2"), ("cl100k", "bpe", "cl100k"), ("gpt2", "bpe", "gpt2")):
+        tok = fl.Tokenizer.train_from_iterator([corpus], kind=kind, vocab_size=500, pattern=pattern,
+                                               special_tokens=["<|endoftext|>"] if kind == "bpe" else None)
+        gpt = fl.GPT.create(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=4, tokenizer=tok)
+        gpt.save(tmp_path / name)
+    template = ChatTemplate.prepare(gpt, system=True)
+    gpt.save(tmp_path / "chat")
     texts = ["ROMEO: But soft, what light\n\n through yonder  window breaks?", "12345 67890 HE'LL SHE'S", "Où va-t-il?"]
-    for name in ("cased", "classifier", "char", "cl100k"):
+    for name in ("cased", "classifier", "uncased", "char", "cl100k", "gpt2", "chat"):
         theirs, ours = AutoTokenizer.from_pretrained(tmp_path / name), fl.Tokenizer.from_file(str(tmp_path / name))
+        assert len(theirs) == ours.vocab_size and theirs.model_max_length == (8 if name in ("char", "cl100k", "gpt2",
+                                                                                               "chat") else 128), name
         for text in texts:
             try:
                 expected = ours.encode(text)
-            except ValueError:  # a character the character vocabulary lacks
+            except ValueError:  # a character the character vocabulary lacks (Hugging Face drops it)
                 continue
-            assert theirs(text)["input_ids"] == expected, (name, text)
+            encoded = theirs(text)
+            assert encoded["input_ids"] == expected, (name, text)
+            assert ("token_type_ids" in encoded) == (name in ("cased", "classifier", "uncased")), name  # GPTs have none
+        for attribute, token in (("mask_token", "[MASK]"), ("pad_token", "[PAD]"), ("eos_token", "<|endoftext|>")):
+            if token in ours.special_tokens and not (name == "chat" and attribute == "eos_token"):
+                assert getattr(theirs, f"{attribute}_id") == ours.special_tokens[token], (name, attribute)
+    chat = AutoTokenizer.from_pretrained(tmp_path / "chat")
+    messages = [{"role": "system", "content": "be short"}, {"role": "user", "content": "who goes there?"}]
+    rendered = chat.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert chat(rendered, add_special_tokens=False)["input_ids"] == template.prompt_ids(messages)
 
 
 def test_the_encoder_of_a_question_answering_checkpoint_loads(tmp_path):

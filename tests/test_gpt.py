@@ -1130,13 +1130,19 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
         shutil.copytree(tmp_path / "chat", tmp_path / "over", dirs_exist_ok=True)
         save(tmp_path / "over")
         assert json.loads((tmp_path / "over" / "tokenizer_config.json").read_text()) == \
-            {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 32}
+            {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 32,
+             "model_input_names": ["input_ids", "attention_mask"]}
         assert json.loads((tmp_path / "over" / "generation_config.json").read_text()) == {}
         assert "not a chat model" in (tmp_path / "over" / "chat_template.jinja").read_text()  # Hugging Face prefers it
-    theirs = {"do_lower_case": False, "model_max_length": 512, "added_tokens_decoder": {}}  # Hugging Face's own
+    # Hugging Face's own files stay: a save without a tokenizer leaves the tokenizer they describe,
+    # and a chat template of its own (transformers' save writes one there) is not ferrolm's.
+    theirs = {"do_lower_case": False, "model_max_length": 512}  # bert-base-cased's
     (tmp_path / "plain" / "tokenizer_config.json").write_text(json.dumps(theirs))
+    (tmp_path / "plain" / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
     GPT(GPT.load(tmp_path / "plain").core).save(tmp_path / "plain")
     assert json.loads((tmp_path / "plain" / "tokenizer_config.json").read_text()) == theirs
+    GPT.load(tmp_path / "plain").save(tmp_path / "plain")
+    assert (tmp_path / "plain" / "chat_template.jinja").read_text() == "{{ messages[0]['content'] }}"
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
     def raise_exception(message):  # as Hugging Face's template environment has it

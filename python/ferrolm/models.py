@@ -3,6 +3,7 @@ architecture (config.json's model_type)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from contextlib import contextmanager
@@ -107,51 +108,51 @@ def model_files(path: Union[str, Path]):
         replace_stale_hf_files(Path(path), files)
 
 
-#: The keys of the tokenizer_config.json files `hf_tokenizer_files` writes: one with only these
-#: is ferrolm's, replaced when a model without a tokenizer is saved over it (`replace_stale_hf_files`);
-#: Hugging Face's own (added_tokens_decoder, clean_up_tokenization_spaces, ...) stays.
-_OUR_TOKENIZER_KEYS = {"tokenizer_class", "model_max_length", "chat_template", "do_lower_case", "strip_accents",
-                       "tokenize_chinese_chars", "bos_token", "eos_token", "unk_token", "pad_token", "cls_token",
-                       "sep_token", "mask_token"}
-#: Hugging Face's names for the special tokens ferrolm's tokenizers may have.
+#: Hugging Face's names for the special tokens ferrolm's tokenizers may have. A GPT's
+#: <|endoftext|> is named as GPT-2's is; generation stops there only where config.json says so.
 _SPECIAL_ATTRIBUTES = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                        "mask_token": "[MASK]", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
-#: A chat template for a model that has none, replacing an earlier chat model's chat_template.jinja
-#: (which Hugging Face prefers to tokenizer_config.json's).
+#: A chat template for a model that has none, replacing an earlier ferrolm chat model's
+#: chat_template.jinja (which Hugging Face prefers to tokenizer_config.json's; a save cannot
+#: delete a file, so a tool that looks for a template finds this one, and is told).
 _NO_CHAT = "{{ raise_exception('this model is not a chat model: it has no chat template') }}"
 
 
-def hf_tokenizer_files(tokenizer, context: int) -> dict[str, Union[dict, str]]:
-    """What Hugging Face reads beside tokenizer.json to tokenize as ferrolm does (JSON objects,
-    and a chat model's template as text): a tokenizer_config.json naming the class that takes
-    tokenizer.json as it is, its special tokens and `context` (without one, AutoTokenizer picks
-    GPT-2's class for a GPT, which imposes GPT-2's pre-tokenizer, or gives a BERT its default
-    lowercasing); for a WordPiece with BERT's normalizer, BertTokenizer with its casing; for a
-    chat model, the template and end ids (`chat.hf_chat_files`)."""
+def hf_tokenizer_files(tokenizer, config: dict) -> dict[str, Union[dict, str]]:
+    """What Hugging Face reads beside tokenizer.json to tokenize as ferrolm does, for a model of
+    `config` (JSON objects, and a chat model's template as text): a tokenizer_config.json naming
+    PreTrainedTokenizerFast, the class that takes tokenizer.json as it is (without one,
+    AutoTokenizer picks GPT-2's class for a GPT, which imposes GPT-2's pre-tokenizer, or BERT's,
+    which rebuilds a WordPiece with BERT's defaults, lowercasing included), the special tokens,
+    the context and the model's inputs (a GPT has no token types); a WordPiece's casing, which
+    readers of vocab.txt take from there; for a chat model, the template and end ids
+    (`chat.hf_chat_files`)."""
     from ferrolm.chat import hf_chat_files
 
     if tokenizer is None:
         return {}
     specials = tokenizer.special_tokens
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
-              **{name: token for name, token in _SPECIAL_ATTRIBUTES.items() if token in specials}}
+    bert = config.get("model_type") == "bert"
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context_of(config),
+                "model_input_names": ["input_ids", *(["token_type_ids"] if bert else []), "attention_mask"],
+                **{name: token for name, token in _SPECIAL_ATTRIBUTES.items() if token in specials}}
     if "[CLS]" in specials:  # a WordPiece: its normalizer read only then
         norm = json.loads(tokenizer.to_str()).get("normalizer") or {}
         if norm.get("type") == "BertNormalizer":
-            config.update(tokenizer_class="BertTokenizer", do_lower_case=norm.get("lowercase", True),
-                          strip_accents=norm.get("strip_accents"), tokenize_chinese_chars=norm.get("handle_chinese_chars", True))
+            settings.update(do_lower_case=norm.get("lowercase", True), strip_accents=norm.get("strip_accents"),
+                            tokenize_chinese_chars=norm.get("handle_chinese_chars", True))
     chat = hf_chat_files(tokenizer)
-    files = {**chat, "tokenizer_config.json": {**config, **chat.get("tokenizer_config.json", {})}}
+    files = {**chat, "tokenizer_config.json": {**settings, **chat.get("tokenizer_config.json", {})}}
     if chat:
         files["chat_template.jinja"] = files["tokenizer_config.json"]["chat_template"]
     return files
 
 
-def write_hf_tokenizer_files(files: Path, tokenizer, context: int) -> None:
+def write_hf_tokenizer_files(files: Path, tokenizer, config: dict) -> None:
     """Writes `hf_tokenizer_files` into `files` (a save's directory, `model_files`)."""
     from ferrolm.atomic import atomic_file, write_json
 
-    for name, content in hf_tokenizer_files(tokenizer, context).items():
+    for name, content in hf_tokenizer_files(tokenizer, config).items():
         if isinstance(content, str):
             with atomic_file(files / name) as f:
                 f.write(content)
@@ -160,30 +161,31 @@ def write_hf_tokenizer_files(files: Path, tokenizer, context: int) -> None:
 
 
 def replace_stale_hf_files(directory: Path, files: Path) -> None:
-    """For a save whose `files` are about to replace `directory`'s: where they hold none of the
-    files `hf_tokenizer_files` writes but `directory` holds one of ferrolm's (an earlier
-    model's), a neutral one joins them, so the two go together (Hugging Face would read the new
-    model through the old tokenizer class, chat template or end ids). Hugging Face's own
-    tokenizer_config.json and generation_config.json stay; a chat_template.jinja is replaced
-    by one that says the model has no template."""
+    """For a save whose `files` (with a tokenizer) are about to replace `directory`'s: an
+    earlier ferrolm chat model's end ids and template there, which the new files do not
+    replace, get neutral ones among them, so the two go together (Hugging Face would stop and
+    chat as the old model did). A save without a tokenizer leaves the directory's, and the
+    files that describe it, as they are; Hugging Face's own files stay."""
     from ferrolm.atomic import atomic_file, write_json
+    from ferrolm.chat import hf_chat_template
     from ferrolm.jsonl import read_json_object
 
-    def ours(name: str, keys: set) -> bool:
-        if (files / name).exists() or not (directory / name).is_file():
-            return False
-        try:
-            return set(read_json_object(directory / name)) <= keys
-        except (OSError, ValueError):
-            return False
+    if not (files / TOKENIZER_FILE).exists():
+        return
 
-    if ours("tokenizer_config.json", _OUR_TOKENIZER_KEYS):
-        write_json(files / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
-    if ours("generation_config.json", {"eos_token_id"}):
-        write_json(files / "generation_config.json", {})
-    if (directory / "chat_template.jinja").is_file() and not (files / "chat_template.jinja").exists():
-        with atomic_file(files / "chat_template.jinja") as f:
-            f.write(_NO_CHAT)
+    def stale(name: str) -> bool:
+        return not (files / name).exists() and (directory / name).is_file()
+
+    if stale("generation_config.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if set(read_json_object(directory / "generation_config.json")) == {"eos_token_id"}:
+                write_json(files / "generation_config.json", {})
+    if stale("chat_template.jinja"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if (directory / "chat_template.jinja").read_text(encoding="utf-8") in (hf_chat_template(False),
+                                                                                    hf_chat_template(True)):
+                with atomic_file(files / "chat_template.jinja") as f:
+                    f.write(_NO_CHAT)
 
 
 #: What `Tokenizer.from_file` reads in a directory, in its order of preference.
@@ -208,7 +210,7 @@ def save_model(core, tokenizer, path: Union[str, Path]) -> None:
         core.save(str(files))
         if tokenizer is not None:
             tokenizer.save(str(files / TOKENIZER_FILE))
-        write_hf_tokenizer_files(files, tokenizer, context_of(core.config))
+        write_hf_tokenizer_files(files, tokenizer, core.config)
 
 
 def context_of(config: dict) -> int:

@@ -92,7 +92,7 @@ class TextClassifier:
     def save(self, path: Union[str, Path]) -> None:
         """Writes the directory in Hugging Face's layout (its files together: `model_files`)."""
         from ferrolm.atomic import write_json
-        from ferrolm.models import CONFIG_FILE, TOKENIZER_FILE, context_of, model_files, write_hf_tokenizer_files
+        from ferrolm.models import CONFIG_FILE, TOKENIZER_FILE, model_files, write_hf_tokenizer_files
 
         with model_files(path) as files:
             tensors = {**dict(self.bert.named_parameters()), **{f"classifier.{n}": t for n, t in self.head.named_parameters()}}
@@ -103,7 +103,7 @@ class TextClassifier:
                                              "classifier_dropout": self.classifier_dropout})
             if self.bert.tokenizer is not None:
                 self.bert.tokenizer.save(str(files / TOKENIZER_FILE))
-            write_hf_tokenizer_files(files, self.bert.tokenizer, context_of(self.bert.config))
+            write_hf_tokenizer_files(files, self.bert.tokenizer, self.bert.config)
 
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]
