@@ -670,11 +670,13 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().out == first + "\n" + expected.send("Stand, ho!", 15) + "\n"
     # A message the model cannot take is reported and the chat goes on (exit status 2 for
     # piped input); /help lists the commands, /exit ends the chat.
-    monkeypatch.setattr("sys.stdin", io.StringIO("Stand 7!\n/help\n" + "x" * 200 + "\nWho goes there?\n/exit\nHo!\n"))
+    undecodable = b"Who \xff".decode("utf-8", "surrogateescape")  # a byte the stream could not decode
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"Stand 7!\n/help\n{'x' * 200}\n{undecodable}\nWho goes there?\n/exit\nHo!\n"))
     assert ferrolm(["chat", str(tmp_path / "chat"), "--max-new-tokens", "15", "--seed", "3"]) == 2
     out, err = capsys.readouterr()
     assert out == first + "\n"  # the conversation went on as if the refused messages were never sent
     assert "character '7'" in err and "/reset forgets the conversation" in err and "more than the model's context" in err
+    assert "this message is not UTF-8 text" in err  # it was "not valid Unicode (it contains an unpaired surrogate"
     assert ferrolm(["chat", str(base)]) == 2
     assert "is not a chat model" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("Who goes there?\n"))
@@ -719,6 +721,14 @@ def test_bad_input_names_the_line(base, tmp_path):
         SFT(long, long, template, model.block_size, 2)
     sft = SFT(long, long, template, model.block_size, 2, skip_long=True)
     assert sft.counts["train"] == {"skipped_too_long": 1} and len(sft.data["train"]) == 1
+    # A reward model reads a sequence without a shifted target: its count is the sequence's (it said one more).
+    from ferrolm.train.reward import RewardModel
+
+    answer = "y" * (model.block_size - len(template.render("a", "")) + 1)
+    with pytest.raises(ValueError, match=f"score: {model.block_size + 1} tokens do not fit the context of "
+                                         f"{model.block_size}$"):
+        RewardModel(model).score("a", answer)
+    RewardModel(model).score("a", answer[:-1])  # exactly the context
 
 
 def test_ppo_refuses_a_reward_model_that_reads_another_tokenizer(base):

@@ -44,9 +44,12 @@ TOO_LONG_HINT = ("skip such records with --skip-long (skip_long=True from Python
                  "context (`ferrolm pretrain --block-size`)")
 
 
-def check_fits(ids: list[int], block_size: int, where: str) -> Optional[str]:
-    if len(ids) - 1 > block_size:
-        return f"{where}: {len(ids)} tokens do not fit the context of {block_size} (+1 for the shifted target)"
+def check_fits(ids: list[int], block_size: int, where: str, shifted: bool = True) -> Optional[str]:
+    """What is wrong with a record of `ids` for a model of context `block_size`, or None: with
+    `shifted`, the ids are a sequence and its next-token targets (one more than the model reads)."""
+    if len(ids) - shifted > block_size:
+        return f"{where}: {len(ids)} tokens do not fit the context of {block_size}" + \
+            (" (+1 for the shifted target)" if shifted else "")
     return None
 
 

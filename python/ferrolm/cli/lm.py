@@ -510,6 +510,10 @@ def run_chat(args) -> int:
             print(commands, file=sys.stderr, flush=True)
         if not message or message in CHAT_COMMANDS:
             continue
+        if any("\udc80" <= c <= "\udcff" for c in message):  # bytes the terminal's decoder could not read
+            print("ferrolm: error: this message is not UTF-8 text", file=sys.stderr, flush=True)
+            refused = True
+            continue
         try:
             for piece in chat.send(message, args.max_new_tokens, stop=args.stop, stream=True):
                 sys.stdout.write(piece)

@@ -57,7 +57,7 @@ class RewardModel:
     def score(self, prompt: Union[str, list], response: str) -> float:
         """The reward of `response` to `prompt` (a text, or a conversation ending with a user turn)."""
         ids = self.template.render(prompt, response)
-        problem = check_fits([0, *ids], self.gpt.block_size, "score")
+        problem = check_fits(ids, self.gpt.block_size, "score", shifted=False)
         if problem:
             raise ValueError(problem)
         with no_grad():
@@ -78,7 +78,7 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
         where = where_of(r)
         prompt, chosen, rejected = located(where, preference, r)
         c, j = (located(where, lambda a: template.render(prompt, a), a) for a in (chosen, rejected))
-        checked.append(((c, j), check_fits([0, *c], block_size, where) or check_fits([0, *j], block_size, where)))
+        checked.append(((c, j), check_fits(c, block_size, where, False) or check_fits(j, block_size, where, False)))
     fitting, skipped = keep_fitting(checked, skip_long)
     pairs = [(c, j) for c, j in fitting if c != j]
     return pairs, {"skipped_too_long": skipped, "skipped_identical": len(fitting) - len(pairs)}

@@ -378,7 +378,9 @@ impl PyTokenizer {
     /// Trains on text files (read line by line).
     ///
     /// `kind`: "bpe" (byte-level), "wordpiece" or "char"; `vocab_size` counts special tokens (for
-    /// "char" an upper bound); BPE and WordPiece never merge pairs seen fewer than
+    /// "char" an upper bound: when it leaves characters out, an `[UNK]` token stands for them;
+    /// when every character fits there is none, and encoding an unseen one is a ValueError);
+    /// BPE and WordPiece never merge pairs seen fewer than
     /// `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
     /// `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
     /// regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
