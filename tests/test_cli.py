@@ -349,6 +349,17 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     # Command-line words in the messages (they said "prompt 0 is empty" and "[Errno 17] File exists").
     assert main(["generate", out, "--prompt", ""]) == 2
     assert "--prompt is empty (leave it out to start where nanoGPT does" in capsys.readouterr().err
+    for path in ("", str(tmp_path / "missing.txt")):  # an empty path was no prompt file, silently
+        assert main(["generate", out, "--prompt-file", path]) == 2
+        assert f"--prompt-file {path!r}: no such file" in capsys.readouterr().err
+    # Flags only as spelt: argparse's prefixes made `--lr 1e-4` an error about --lr-decay-iters,
+    # and `--lr 100` set it; a value that is not a number is said so.
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--lr", "100", "--out", str(tmp_path / "lr")])
+    assert "unrecognized arguments: --lr" in capsys.readouterr().err and not (tmp_path / "lr").exists()
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--learning-rate", "abc"])
+    assert "argument --learning-rate: expected a number, got 'abc'" in capsys.readouterr().err
     assert main(["pretrain", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a.txt"), *TINY]) == 2
     assert f"{tmp_path / 'a.txt'} is a file: a run writes a directory of files there" in capsys.readouterr().err
 

@@ -47,8 +47,16 @@ def _version() -> str:
         return "(not installed)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser, and its commands' parsers, that take flags only as spelt: argparse's default
+    takes any unique prefix, so `--lr 100` set --lr-decay-iters."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferrolm", description="Train and run small language models on CPUs.")
+    parser = _Parser(prog="ferrolm", description="Train and run small language models on CPUs.")
     parser.add_argument("--version", action="version", version=f"ferrolm {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:

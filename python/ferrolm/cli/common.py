@@ -37,11 +37,20 @@ HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each ev
 MAY_BE_ZERO = {"max_iters", "warmup_iters", "seed", "checkpoint_interval"}
 
 
+def _number(text: str, kind: type = float):
+    """`text` as a `kind` number; otherwise an argparse error that says what was expected (it
+    named the type function: "invalid non_negative value")."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
 def count(minimum: int = 0):
     """An argparse type: an integer of at least `minimum`."""
 
     def parse(text: str) -> int:
-        value = int(text)
+        value = _number(text, int)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
@@ -51,22 +60,22 @@ def count(minimum: int = 0):
 
 
 def non_negative(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value < math.inf:  # NaN too
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
 def positive(text: str) -> float:
-    value = non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    value = _number(text)
+    if not 0 < value < math.inf:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
 def fraction(text: str) -> float:
     """A share strictly between 0 and 1 (a validation split)."""
-    value = float(text)
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
@@ -74,7 +83,7 @@ def fraction(text: str) -> float:
 
 def probability(text: str) -> float:
     """A nucleus mass: 0 < p <= 1."""
-    value = float(text)
+    value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value

@@ -422,9 +422,14 @@ def run_generate(args) -> int:
     chat = model.is_chat and not args.raw
     # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads
     # it; a chat model's message without the file's last line end.
-    prompt = _document(args.prompt_file).replace("\r\n", "\n") if args.prompt_file else args.prompt
-    if chat and args.prompt_file:
-        prompt = prompt.removesuffix("\n")
+    prompt = args.prompt
+    if args.prompt_file is not None:
+        try:
+            prompt = _document(args.prompt_file).replace("\r\n", "\n")
+        except (FileNotFoundError, IsADirectoryError):  # sample.py's --start=FILE:path too
+            raise FileNotFoundError(f"--prompt-file {args.prompt_file!r}: no such file") from None
+        if chat:
+            prompt = prompt.removesuffix("\n")
     if prompt == "":
         raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
                          "--prompt is empty (leave it out to start where nanoGPT does: a newline)")
