@@ -19,9 +19,10 @@ class FakeModel:
         self.calls = 0
         self.same = same  # the first `same` calls return one fixed text (an identical pair)
 
-    def generate(self, prompt, max_new_tokens, *, temperature, top_k, top_p, seed, chat):
+    def generate(self, prompt, max_new_tokens, *, temperature, top_k, top_p, seed, chat, stream):
         self.calls += 1
-        return "same" if self.calls <= self.same else f"{prompt}/{seed}/{temperature}"
+        text = "same" if self.calls <= self.same else f"{prompt}/{seed}/{temperature}"
+        return iter(text) if stream else text
 
 
 def samplers(model=None):
@@ -140,6 +141,30 @@ def test_a_prompt_that_fails_to_generate_is_counted_and_the_rest_go_on(tmp_path)
         assert queue.done and queue.labelled == 2 and queue.total == 3  # done, but not all labelled
     finally:
         queue.stop()
+
+
+def test_stopping_the_queue_cuts_a_generation_short(tmp_path):
+    """Ctrl-C waited up to 30 s for a generation in progress (the reviewer's took 3,000,000 tokens)."""
+
+    class Endless(FakeModel):
+        def generate(self, prompt, *args, stream=False, **kwargs):
+            self.calls += 1
+            if not stream:  # a long generation, returned whole
+                time.sleep(60)
+            return self.pieces()
+
+        def pieces(self):
+            while True:
+                time.sleep(0.001)
+                yield "x"
+
+    model = Endless()
+    queue = PairQueue(LabelStore(tmp_path / "db.sqlite"), ["q"], *samplers(model), lookahead=1).start()
+    wait_until(lambda: model.calls)
+    started = time.monotonic()
+    queue.stop()
+    assert time.monotonic() - started < 5 and not queue._thread.is_alive()
+    assert not queue.failed  # stopped, not failed
 
 
 def test_identical_completions_are_resampled(tmp_path):

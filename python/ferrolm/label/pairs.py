@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ferrolm.conversations import Prompt
 from ferrolm.data import files_digest
@@ -53,10 +53,21 @@ class Sampler:
         return {"model": self.model_dir, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "chat": self.chat, "seed": seed}
 
-    def sample(self, prompt: Prompt, seed: int) -> str:
+    def sample(self, prompt: Prompt, seed: int, stopped: Callable[[], bool] = lambda: False) -> str:
+        """A completion, streamed so that a server shutting down (`stopped`) need not wait for
+        a long one (Ctrl-C waited up to 30 s): `Stopped` then."""
         # GPT.generate runs the Rust KV-cache generator (core.generation) without the GIL.
-        return self.model.generate(prompt, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
-                                   top_p=self.top_p, seed=seed, chat=self.chat)
+        pieces = []
+        for piece in self.model.generate(prompt, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k,
+                                         top_p=self.top_p, seed=seed, chat=self.chat, stream=True):
+            if stopped():
+                raise Stopped
+            pieces.append(piece)
+        return "".join(pieces)
+
+
+class Stopped(Exception):
+    """A sample cut short because its queue stopped."""
 
 
 def _same_sampling(saved: dict, sampler: Sampler) -> bool:
@@ -204,9 +215,11 @@ class PairQueue:
             try:
                 pair = self._generate(index, prompt)
                 if not self._save(pair):  # persisted before anyone can see it
-                    with self._cond:
-                        self._generating = False
-                    return  # stopped meanwhile
+                    raise Stopped
+            except Stopped:
+                with self._cond:
+                    self._generating = False
+                return
             except Exception as e:  # a bad prompt must not stop the others
                 message = f"prompt {index + 1}: generation failed: {e}"
                 print(f"ferrolm label: {message}", file=sys.stderr, flush=True)
@@ -241,7 +254,8 @@ class PairQueue:
         for attempt in range(self.RETRIES):
             seed_a = self.seed + 2 * index + 1_000_003 * attempt
             seed_b = seed_a + 1
-            text_a, text_b = self.a.sample(prompt, seed_a), self.b.sample(prompt, seed_b)
+            stopped = lambda: self._stop  # noqa: E731 (read without the lock: a flag, set once)
+            text_a, text_b = self.a.sample(prompt, seed_a, stopped), self.b.sample(prompt, seed_b, stopped)
             if text_a != text_b:
                 break
         return Pair(prompt=prompt, completion_a=text_a, completion_b=text_b, shown_left=rng.choice("ab"),
