@@ -152,8 +152,15 @@ def test_transformers_tokenizes_ferrolm_models_as_ferrolm(tmp_path):
     bert = BERT.load(cased_bert(tmp_path))
     TextClassifier(bert, ["no", "yes"]).save(tmp_path / "classifier")
     uncased = fl.Tokenizer.train_from_iterator([corpus], kind="wordpiece", vocab_size=500, strip_accents=True)
-    BERT.create(vocab_size=uncased.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                tokenizer=uncased).save(tmp_path / "uncased")
+    # A WordPiece unlike BERT's defaults (transformers' BertTokenizer rebuilds it with them).
+    unusual = json.loads(uncased.to_str())
+    unusual["model"].update(continuing_subword_prefix="@@", max_input_chars_per_word=6)
+    unusual["model"]["vocab"] = {k.replace("##", "@@", 1) if k.startswith("##") else k: v
+                                 for k, v in unusual["model"]["vocab"].items()}
+    unusual["decoder"]["prefix"] = "@@"
+    for name, tok in (("uncased", uncased), ("unusual", fl.Tokenizer.from_str(json.dumps(unusual)))):
+        BERT.create(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                    tokenizer=tok).save(tmp_path / name)
     for name, kind, pattern in (("char", "char", "gpt2"), ("cl100k", "bpe", "cl100k"), ("gpt2", "bpe", "gpt2")):
         tok = fl.Tokenizer.train_from_iterator([corpus], kind=kind, vocab_size=500, pattern=pattern,
                                                special_tokens=["<|endoftext|>"] if kind == "bpe" else None)
@@ -162,7 +169,7 @@ def test_transformers_tokenizes_ferrolm_models_as_ferrolm(tmp_path):
     template = ChatTemplate.prepare(gpt, system=True)
     gpt.save(tmp_path / "chat")
     texts = ["ROMEO: But soft, what light\n\n through yonder  window breaks?", "12345 67890 HE'LL SHE'S", "Où va-t-il?"]
-    for name in ("cased", "classifier", "uncased", "char", "cl100k", "gpt2", "chat"):
+    for name in ("cased", "classifier", "uncased", "unusual", "char", "cl100k", "gpt2", "chat"):
         theirs, ours = AutoTokenizer.from_pretrained(tmp_path / name), fl.Tokenizer.from_file(str(tmp_path / name))
         assert len(theirs) == ours.vocab_size and theirs.model_max_length == (8 if name in ("char", "cl100k", "gpt2",
                                                                                                "chat") else 128), name
@@ -173,7 +180,7 @@ def test_transformers_tokenizes_ferrolm_models_as_ferrolm(tmp_path):
                 continue
             encoded = theirs(text)
             assert encoded["input_ids"] == expected, (name, text)
-            assert ("token_type_ids" in encoded) == (name in ("cased", "classifier", "uncased")), name  # GPTs have none
+            assert ("token_type_ids" in encoded) == (name in ("cased", "classifier", "uncased", "unusual")), name
         for attribute, token in (("mask_token", "[MASK]"), ("pad_token", "[PAD]"), ("eos_token", "<|endoftext|>")):
             if token in ours.special_tokens and not (name == "chat" and attribute == "eos_token"):
                 assert getattr(theirs, f"{attribute}_id") == ours.special_tokens[token], (name, attribute)

@@ -349,9 +349,18 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     # Command-line words in the messages (they said "prompt 0 is empty" and "[Errno 17] File exists").
     assert main(["generate", out, "--prompt", ""]) == 2
     assert "--prompt is empty (leave it out to start where nanoGPT does" in capsys.readouterr().err
-    for path in ("", str(tmp_path / "missing.txt")):  # an empty path was no prompt file, silently
+    for path, message in (("", "--prompt-file (sample.py's --start=FILE:) names no file"),  # it was ignored, silently
+                          (str(tmp_path / "missing.txt"), f"--prompt-file {tmp_path / 'missing.txt'}: no such file"),
+                          (str(tmp_path), f"--prompt-file {tmp_path} is a directory")):
         assert main(["generate", out, "--prompt-file", path]) == 2
-        assert f"--prompt-file {path!r}: no such file" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
+    for value, message in (("0", "must be a finite number > 0, got 0"), ("inf", "must be a finite number > 0, got inf")):
+        with pytest.raises(SystemExit):
+            main(["generate", out, "--repetition-penalty", value])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", out, "--max-new-tokens", "1.5"])
+    assert "argument --max-new-tokens: expected an integer, got '1.5'" in capsys.readouterr().err
     # Flags only as spelt: argparse's prefixes made `--lr 1e-4` an error about --lr-decay-iters,
     # and `--lr 100` set it; a value that is not a number is said so.
     with pytest.raises(SystemExit):
@@ -439,6 +448,11 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.py").write_text("batch_size = int('12')\n")
     assert main(["pretrain", "bad.py"]) == 2
     assert "bad.py line 1: batch_size must be a number, text, True/False, or arithmetic" in capsys.readouterr().err
+    # `/` gives Python a float, which nanoGPT takes for an integer setting when it is whole.
+    (tmp_path / "half.py").write_text("max_iters = 10\nlr_decay_iters = max_iters / 2\nlearning_rate = 1e-3 / 2\n")
+    from ferrolm.cli.nanogpt import translate
+
+    assert translate(["pretrain", "half.py"])[2:] == ["--max-iters=10", "--lr-decay-iters=5", "--learning-rate=0.0005"]
     (tmp_path / "later.py").write_text("min_lr = learning_rate / 10\nlearning_rate = 2e-3\n")
     assert main(["pretrain", "later.py"]) == 2
     assert "later.py line 1: min_lr uses learning_rate, which the file does not set before it" in capsys.readouterr().err

@@ -1116,8 +1116,8 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
     assert (tmp_path / "chat" / "chat_template.jinja").read_text() == tokenizer_config["chat_template"]
     # A model without the chat tokens saved over the chat model, directly or as a run's checkpoint,
     # replaces its chat files with ones that have no template or end ids (Hugging Face would chat
-    # through the old template); saved without a tokenizer, a tokenizer_config.json that is not
-    # ferrolm's stays as it was.
+    # through the old template); a save without a tokenizer leaves the directory's tokenizer files
+    # as they are.
     import shutil
 
     from ferrolm.data import prepare_tokens

@@ -670,8 +670,9 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().out == first + "\n" + expected.send("Stand, ho!", 15) + "\n"
     # A message the model cannot take is reported and the chat goes on (exit status 2 for
     # piped input); /help lists the commands, /exit ends the chat.
-    undecodable = b"Who \xff".decode("utf-8", "surrogateescape")  # a byte the stream could not decode
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"Stand 7!\n/help\n{'x' * 200}\n{undecodable}\nWho goes there?\n/exit\nHo!\n"))
+    lines = f"Stand 7!\n/help\n{'x' * 200}\n".encode() + b"Who \xff\n" + b"Who goes there?\n/exit\nHo!\n"
+    # A byte that is not UTF-8, from a stream that decodes strictly (as a UTF-8 desktop's does).
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines), encoding="utf-8", errors="strict"))
     assert ferrolm(["chat", str(tmp_path / "chat"), "--max-new-tokens", "15", "--seed", "3"]) == 2
     out, err = capsys.readouterr()
     assert out == first + "\n"  # the conversation went on as if the refused messages were never sent
@@ -930,8 +931,14 @@ def test_preference_pairs_that_encode_alike_are_skipped():
     template = ChatTemplate.prepare(model)
     records = [{"prompt": "who goes there", "chosen": "yes, my lord.", "rejected": "yes,  my lord. "},
                {"prompt": "who goes there", "chosen": "yes, my lord.", "rejected": "no"}]
-    pairs, counts = encode_preferences(records, template, 64, skip_long=False)
+    pairs, counts = encode_preferences(records, template, 64, skip_long=False, shifted=False)
     assert len(pairs) == 1 and counts == {"skipped_too_long": 0, "skipped_identical": 1}
+    # A reward model reads the whole sequence; DPO predicts a sequence's next tokens, so one more fits.
+    chosen = template.render("who goes there", "yes, my lord.")
+    fits = [{"prompt": "who goes there", "chosen": "yes, my lord.", "rejected": "no"}]
+    assert encode_preferences(fits, template, len(chosen) - 1, skip_long=False, shifted=True)[0]
+    with pytest.raises(ValueError, match=f"{len(chosen)} tokens do not fit the context of {len(chosen) - 1}; skip"):
+        encode_preferences(fits, template, len(chosen) - 1, skip_long=False, shifted=False)
 
 
 def test_an_adaptive_kl_target_needs_a_coefficient_to_scale(base):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 from typing import Optional, Union
@@ -94,13 +93,13 @@ def model_dir(path: Union[str, Path]) -> Path:
     return path
 
 
-@contextmanager
+@contextlib.contextmanager
 def model_files(path: Union[str, Path]):
     """A directory to write a model's files into (`with model_files(path) as files: ...`); they
     replace the ones in `path` together when the block ends, so a save that fails part-way
     (a full disk) leaves the old model whole, not its weights beside another's tokenizer. An
-    earlier model's Hugging Face tokenizer files there are replaced with them
-    (`replace_stale_hf_files`)."""
+    earlier ferrolm chat model's end ids and template there go with them, when they bring a
+    tokenizer of their own (`replace_stale_hf_files`)."""
     from ferrolm.atomic import atomic_files
 
     with atomic_files(path, last=CONFIG_FILE) as files:

@@ -55,7 +55,6 @@ def count(minimum: int = 0):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
-    parse.__name__ = "integer"  # argparse names the type in its "invalid integer value" message
     return parse
 
 

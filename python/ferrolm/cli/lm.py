@@ -423,15 +423,19 @@ def run_generate(args) -> int:
     # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads
     # it; a chat model's message without the file's last line end.
     prompt = args.prompt
-    if args.prompt_file is not None:
+    if args.prompt_file is not None:  # sample.py's --start=FILE:path too
+        if not args.prompt_file:
+            raise ValueError("--prompt-file (sample.py's --start=FILE:) names no file")
         try:
             prompt = _document(args.prompt_file).replace("\r\n", "\n")
-        except (FileNotFoundError, IsADirectoryError):  # sample.py's --start=FILE:path too
-            raise FileNotFoundError(f"--prompt-file {args.prompt_file!r}: no such file") from None
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--prompt-file {args.prompt_file}: no such file") from None
+        except IsADirectoryError:
+            raise ValueError(f"--prompt-file {args.prompt_file} is a directory, not a text file") from None
         if chat:
             prompt = prompt.removesuffix("\n")
     if prompt == "":
-        raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file else
+        raise ValueError(f"--prompt-file {args.prompt_file} is empty" if args.prompt_file is not None else
                          "--prompt is empty (leave it out to start where nanoGPT does: a newline)")
     echo = prompt
     if prompt is None:
@@ -492,6 +496,8 @@ def run_chat(args) -> int:
     chat = model.chat(system, temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                       repetition_penalty=args.repetition_penalty, seed=args.seed)
     interactive, refused = sys.stdin.isatty(), False
+    if hasattr(sys.stdin, "reconfigure"):  # bytes it cannot decode reach the message check, not end the chat
+        sys.stdin.reconfigure(errors="surrogateescape")
     commands = "; ".join(f"{c} {what}" for c, what in CHAT_COMMANDS.items()) + "; Ctrl-C stops an answer"
     if interactive:
         with contextlib.suppress(ImportError):

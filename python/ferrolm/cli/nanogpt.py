@@ -22,6 +22,9 @@ RENAMED = {"--out-dir": "--out", "--gradient-accumulation-steps": "--grad-accum"
 IGNORED = {"device", "compile", "backend", "wandb_log", "wandb_project", "wandb_run_name"}
 #: What a checkpoint fixes: on resume nanoGPT takes these from it, not from the config file.
 ARCHITECTURE = {"n_layer", "n_head", "n_embd", "block_size", "bias"}
+#: The settings that take integers (a whole float from `/` in a config file is one).
+_INTEGER = {k for k, v in {**MODEL_FLAGS, **TRAIN_FLAGS}.items() if type(v) is int} | {"lr_decay_iters",
+                                                                                       "gradient_accumulation_steps"}
 #: The keys a config file may set: ferrolm's settings, and nanoGPT's names for others.
 KNOWN = set(MODEL_FLAGS) | set(TRAIN_FLAGS) | IGNORED | {"dataset", "out_dir", "gradient_accumulation_steps",
                                                          "init_from", "eval_only"}
@@ -213,6 +216,8 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
         except _UNREADABLE:
             raise ValueError(f"{path} line {node.lineno}: {key} must be a number, text, True/False, or arithmetic on "
                              f"numbers and settings set before it (the file is read, not run)") from None
+        if key in _INTEGER and isinstance(value, float) and value.is_integer():
+            value = int(value)  # `lr_decay_iters = max_iters / 2`: Python's / gives 2500.0, which nanoGPT takes
         text = str(value).lower() if isinstance(value, bool) else str(value)
         flags += _option(f"--{key}", "=", text, "pretrain")
     return flags

@@ -36,7 +36,7 @@ class DPO:
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.template, self.batch_size, self.beta = template, batch_size, beta
-        self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
+        self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long, shifted=True)
         self.data_digest = digest(self.data)
         self.reference: GPT = reference
         self.reference_digest = weights_digest(reference)  # a resume against another reference is refused

@@ -69,8 +69,10 @@ class RewardModel:
             return self(ids, lengths).numpy()
 
 
-def encode_preferences(records, template: ChatTemplate, block_size: int, skip_long: bool):
-    """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted.
+def encode_preferences(records, template: ChatTemplate, block_size: int, skip_long: bool, shifted: bool):
+    """(chosen ids, rejected ids) pairs; pairs that do not fit are an error or skipped+counted
+    (`shifted`: the model reads a sequence and predicts its next tokens, as DPO's does, so one
+    more token fits; a reward model reads the whole sequence).
     Pairs whose two sides encode alike (texts differing only in what the tokenizer drops:
     spacing, case for an uncased WordPiece) are skipped and counted: they carry no preference."""
     checked = []
@@ -78,14 +80,15 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
         where = where_of(r)
         prompt, chosen, rejected = located(where, preference, r)
         c, j = (located(where, lambda a: template.render(prompt, a), a) for a in (chosen, rejected))
-        checked.append(((c, j), check_fits(c, block_size, where, False) or check_fits(j, block_size, where, False)))
+        checked.append(((c, j), check_fits(c, block_size, where, shifted) or check_fits(j, block_size, where, shifted)))
     fitting, skipped = keep_fitting(checked, skip_long)
     pairs = [(c, j) for c, j in fitting if c != j]
     return pairs, {"skipped_too_long": skipped, "skipped_identical": len(fitting) - len(pairs)}
 
 
-def encode_preference_splits(train, val, template: ChatTemplate, block_size: int, skip_long: bool) -> tuple[dict, dict]:
-    return encode_splits(train, val, lambda r: encode_preferences(r, template, block_size, skip_long),
+def encode_preference_splits(train, val, template: ChatTemplate, block_size: int, skip_long: bool,
+                             shifted: bool = False) -> tuple[dict, dict]:
+    return encode_splits(train, val, lambda r: encode_preferences(r, template, block_size, skip_long, shifted),
                          f"preference pairs fit the context of {block_size} tokens")
 
 
