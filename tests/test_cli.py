@@ -354,6 +354,10 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
                           (str(tmp_path), f"--prompt-file {tmp_path} is a directory")):
         assert main(["generate", out, "--prompt-file", path]) == 2
         assert message in capsys.readouterr().err
+    undecodable = b"Who \xff".decode("utf-8", "surrogateescape")  # as Python decodes such a command-line argument
+    for flags in (["--prompt", undecodable], ["--stop", "x", "--stop", undecodable]):
+        assert main(["generate", out, *flags]) == 2
+        assert f"{flags[-2]} is not UTF-8 text" in capsys.readouterr().err  # it said "unpaired surrogate"
     for value, message in (("0", "must be a finite number > 0, got 0"), ("inf", "must be a finite number > 0, got inf")):
         with pytest.raises(SystemExit):
             main(["generate", out, "--repetition-penalty", value])

@@ -134,7 +134,7 @@ def hf_tokenizer_files(tokenizer, config: dict) -> dict[str, Union[dict, str]]:
     bert = config.get("model_type") == "bert"
     settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context_of(config),
                 "model_input_names": ["input_ids", *(["token_type_ids"] if bert else []), "attention_mask"],
-                **{name: token for name, token in _SPECIAL_ATTRIBUTES.items() if token in specials}}
+                **{name: token for name, token in _SPECIAL_ATTRIBUTES.items() if tokenizer.token_to_id(token) is not None}}
     if "[CLS]" in specials:  # a WordPiece: its normalizer read only then
         norm = json.loads(tokenizer.to_str()).get("normalizer") or {}
         if norm.get("type") == "BertNormalizer":

@@ -111,6 +111,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         args, unknown = parser.parse_known_args(translate(list(sys.argv[1:] if argv is None else argv)))
         if unknown:  # said with the command's usage, not the top level's
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        _check_text_flags(args)
         status = args.func(args)
         sys.stdout.flush()  # here, so that a reader gone before the last output is caught below
         return status
@@ -123,6 +124,20 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         kind = {FormatError: "bad format: ", ShapeError: "shape mismatch: "}.get(type(e), "")  # as their class says
         print(f"ferrolm: error: {kind}{e}", file=sys.stderr)
         return 2
+
+
+#: The flags that are text for a model (paths may hold any bytes).
+_TEXT_FLAGS = ("prompt", "system", "stop")
+
+
+def _check_text_flags(args) -> None:
+    """A text flag with bytes that are not UTF-8 (Python decodes arguments with surrogateescape)
+    is said as such (it was "not valid Unicode (it contains an unpaired surrogate)")."""
+    for name in _TEXT_FLAGS:
+        value = getattr(args, name, None)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and any("\udc80" <= c <= "\udcff" for c in text):
+                raise ValueError(f"--{name} is not UTF-8 text")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def choose(args, name: str, saved: Optional[dict], defaults: dict, fixed: Option
     if saved is not None and name in saved:
         if fixed and given is not None and given != saved[name]:
             whose, why = fixed
-            raise ValueError(f"--{name.replace('_', '-')} {given} is not {whose} ({saved[name]}): {why}")
+            shown = lambda v: str(v).lower() if isinstance(v, bool) else v  # noqa: E731 (as the flag is spelt)
+            raise ValueError(f"--{name.replace('_', '-')} {shown(given)} is not {whose} ({shown(saved[name])}): {why}")
         return saved[name] if given is None else given
     return defaults[name] if given is None else given
 
