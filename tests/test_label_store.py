@@ -332,6 +332,8 @@ def test_a_one_turn_conversation_is_the_prompt_of_its_text(tmp_path):
                     "choice, comment, labeller, created_at, settings, model_a_hash, model_b_hash) VALUES ('p', ?, 1, 'x',"
                     " 'y', 'a', 'a', '', 'ann', '2026-01-01', '{}', 'h1', 'h2')", (json.dumps(turn),))
     assert store.judged_prompts(("h1", "h2")) == {("Stand, ho!", False)}
+    assert store.judgements()[0]["prompt"] == "Stand, ho!"  # read as its text everywhere: exported as text too
+    assert store.preferences().records[0]["prompt"] == "Stand, ho!"
 
 
 def test_conversation_prompts_are_labelled_exported_and_remembered(tmp_path):

@@ -127,6 +127,5 @@ def hf_chat_files(tokenizer) -> dict[str, dict]:
     if tokenizer is None or any(tokenizer.token_to_id(t) is None for t in SPECIALS):
         return {}
     system = tokenizer.token_to_id(SYSTEM) is not None
-    return {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": hf_chat_template(system),
-                                      "eos_token": END},
+    return {"tokenizer_config.json": {"chat_template": hf_chat_template(system), "eos_token": END},
             "generation_config.json": {"eos_token_id": list(ChatTemplate(tokenizer).turn_ends)}}

@@ -49,9 +49,8 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     if not head_file.exists():
         raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
     tensors, metadata = _core.load_safetensors(str(head_file))
-    model_digest = files_digest(path / MODEL_FILE)
     if _WEIGHTS_KEY in metadata:
-        if model_digest != metadata[_WEIGHTS_KEY]:
+        if files_digest(path / MODEL_FILE) != metadata[_WEIGHTS_KEY]:
             raise ValueError(f"{path}'s {MODEL_FILE} is not the one its {file} was saved with (was a model saved over "
                              "it?): the head does not belong to these weights")
     elif (path / STATE_FILE).exists():
@@ -60,7 +59,7 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
             raise ValueError(f"{path} holds a `{state.get('objective')}` run: its {file} is left over from an earlier "
                              "run, not these weights'")
         digests = state.get("digests") if isinstance(state.get("digests"), dict) else {}
-        if digests.get(MODEL_FILE, model_digest) != model_digest:
+        if MODEL_FILE in digests and digests[MODEL_FILE] != files_digest(path / MODEL_FILE):
             raise ValueError(f"{path}'s {MODEL_FILE} is not the one its `{objective}` run saved with its {file} (was a "
                              "model saved over it?): the head does not belong to these weights")
     fill_parameters({f"{prefix}.{n}": t for n, t in head.named_parameters()}, tensors, head_file)

@@ -16,6 +16,7 @@ import threading
 from importlib import metadata
 from typing import Callable, Optional, Sequence
 
+from ferrolm.cli.common import undecodable
 from ferrolm.cli.label import register_label
 from ferrolm.cli.lm import register_chat, register_fill_mask, register_generate, register_perplexity, register_pretrain
 from ferrolm.cli.nanogpt import translate
@@ -136,7 +137,7 @@ def _check_text_flags(args) -> None:
     for name in _TEXT_FLAGS:
         value = getattr(args, name, None)
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and any("\udc80" <= c <= "\udcff" for c in text):
+            if isinstance(text, str) and undecodable(text):
                 raise ValueError(f"--{name} is not UTF-8 text")
 
 

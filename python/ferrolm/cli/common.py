@@ -37,6 +37,12 @@ HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each ev
 MAY_BE_ZERO = {"max_iters", "warmup_iters", "seed", "checkpoint_interval"}
 
 
+def undecodable(text: str) -> bool:
+    """Whether `text` holds bytes that were not UTF-8 (Python decodes command-line arguments and,
+    in `chat`, stdin with surrogateescape, which keeps them as lone surrogates)."""
+    return any("\udc80" <= c <= "\udcff" for c in text)
+
+
 def _number(text: str, kind: type = float):
     """`text` as a `kind` number; otherwise an argparse error that says what was expected (it
     named the type function: "invalid non_negative value")."""

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                dtype, fraction, non_negative, positive, probability, resumed, train_config)
+                                dtype, fraction, non_negative, positive, probability, resumed, train_config,
+                                undecodable)
 from ferrolm.cli.nanogpt import check_dataset
+from ferrolm.jsonl import read_utf8
 from ferrolm.train.loop import DTYPES, using_precision
 
 
@@ -274,11 +276,11 @@ def run_pretrain(args) -> int:
     mask_prob = args.mlm_probability or (saved_train or {}).get("mask_prob", 0.15)
     if not 0 <= m["dropout"] < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {m['dropout']}")
-    def make_objective(directory: Path):
+    def make_objective(directory: Path, check_tokens: bool = True):
         if args.objective == "mlm":
             whole_word = args.whole_word_masking or bool(saved_train and saved_train.get("whole_word"))
             return MaskedLM(directory, tokenizer, m["block_size"], t["batch_size"], mask_prob=mask_prob,
-                            whole_word=whole_word)
+                            whole_word=whole_word, check_tokens=check_tokens)
         return CausalLM(directory, m["block_size"], t["batch_size"])
 
     tokenizer = model.tokenizer if args.resume or args.init_from else None
@@ -318,7 +320,7 @@ def run_pretrain(args) -> int:
         model = model.with_dropout(m["dropout"])
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
           f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
-    objective = make_objective(data_dir)
+    objective = make_objective(data_dir, check_tokens=args.resume)  # a new run's data was checked while staged
     if args.eval_only:
         record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0), dtype=config.dtype)
         print(f"evaluation on {t['eval_iters']} batches of each split: "
@@ -408,14 +410,6 @@ def _text_model(directory: str):
     return model
 
 
-def _document(path) -> str:
-    """A text file given to a model (a prompt, a text to score), without the byte-order mark
-    some editors write: it is not text."""
-    from ferrolm.data import read_text
-
-    return read_text(path).removeprefix("\ufeff")
-
-
 @_in_dtype
 def run_generate(args) -> int:
     model = _text_model(args.model)
@@ -427,7 +421,7 @@ def run_generate(args) -> int:
         if not args.prompt_file:
             raise ValueError("--prompt-file (sample.py's --start=FILE:) names no file")
         try:
-            prompt = _document(args.prompt_file).replace("\r\n", "\n")
+            prompt = read_utf8(Path(args.prompt_file)).replace("\r\n", "\n")  # without a byte-order mark
         except FileNotFoundError:
             raise FileNotFoundError(f"--prompt-file {args.prompt_file}: no such file") from None
         except IsADirectoryError:
@@ -521,7 +515,7 @@ def run_chat(args) -> int:
             print(commands, file=sys.stderr, flush=True)
         if not message or message in CHAT_COMMANDS:
             continue
-        if any("\udc80" <= c <= "\udcff" for c in message):  # bytes the terminal's decoder could not read
+        if undecodable(message):  # bytes the terminal's decoder could not read
             print("ferrolm: error: this message is not UTF-8 text", file=sys.stderr, flush=True)
             refused = True
             continue
@@ -565,7 +559,8 @@ def run_perplexity(args) -> int:
                          "both sides of each token, so it has no next-token likelihood)")
     if args.stride is not None and args.stride >= model.block_size:  # said before any file is scored
         raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
-    texts = [_document(f) for f in args.files]  # every file is read and encoded before the first is scored
+    # Every file is read (without a byte-order mark) and encoded before the first is scored.
+    texts = [read_utf8(Path(f)) for f in args.files]
     ids = [located(name, model.encode, text) for name, text in zip(args.files, texts)]  # an error names its file
     totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes
 

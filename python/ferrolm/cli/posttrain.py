@@ -45,6 +45,9 @@ PREFERENCE_DATA_HELP = ("preference JSONL: prompt, chosen and rejected texts, or
                         "conversation ending with a user turn; or chosen and rejected conversations differing only in "
                         "their last answer); or a labelling .sqlite database")
 _DATA = {"val_fraction": 0.1, "skip_long": False}
+#: The commands that keep MODEL as their reference: their resumed runs read it again (the others'
+#: read only --out).
+KEEP_REFERENCE = ("dpo", "ppo")
 #: The flags that define a run besides the training ones, with their defaults: saved with its
 #: checkpoints, taken from there by --resume, and refused there if given differently. Paths
 #: (None) are compared resolved.
@@ -94,7 +97,7 @@ def _values(args, command: str) -> dict:
             raise ValueError(f"--resume: {args.out} holds a `ferrolm {trained}` run, not {command}")
     _settle(args, command, state.get("settings"))
     if Path(args.out).resolve() == Path(args.model).resolve():
-        reference = " (and keeps as its reference)" if command in ("dpo", "ppo") else ""
+        reference = " (and keeps as its reference)" if command in KEEP_REFERENCE else ""
         raise ValueError(f"--out {args.out} is MODEL: {command} would overwrite the model it starts from{reference}; "
                          "write elsewhere")
     if command == "ppo" and Path(args.out).resolve() == Path(args.reward_model).resolve():
@@ -112,7 +115,7 @@ def _settle(args, command: str, saved: dict | None) -> None:
             setattr(args, name, choose(args, name, saved, settings, fixed=resumed(args)))
             continue
         path = str(Path(getattr(args, name)).resolve())  # a path (always given)
-        unread = name == "model" and command in ("sft", "reward")  # a resumed run reads --out's model
+        unread = name == "model" and command not in KEEP_REFERENCE  # a resumed run reads --out's model
         if saved is not None and saved.get(name, path) != path and not unread:  # a moved directory is not a new run
             flag = name.upper() if name == "model" else "--" + name.replace("_", "-")
             print(f"ferrolm: warning: {flag} {path} is not where the run started ({saved[name]}); using it",
@@ -129,8 +132,8 @@ def _start(args, command: str, records: list, system: bool = False):
 
     v = _values(args, command)
     # A resumed SFT or reward run is all in --out; DPO and PPO keep MODEL as their reference.
-    model = GPT.load(args.out if args.resume and command in ("sft", "reward") else args.model)
-    if command in ("dpo", "ppo") and not model.is_chat:
+    model = GPT.load(args.out if args.resume and command not in KEEP_REFERENCE else args.model)
+    if command in KEEP_REFERENCE and not model.is_chat:
         print(f"ferrolm {command}: {args.model} is not a chat model (from `ferrolm sft`): it gains the chat tokens and "
               "learns to answer as one (`ferrolm sft` first teaches it the format)", flush=True)
     template = ChatTemplate.prepare(model, system=system)
@@ -208,10 +211,13 @@ def register_reward(sub) -> None:
 
 
 def run_reward(args) -> int:
-    from ferrolm.train.reward import Preferences, RewardModel
+    from ferrolm.models import load_head
+    from ferrolm.train.reward import HEAD_FILE, Preferences, RewardModel
 
     v, gpt, template, tr, va = _start(args, "reward", load_preference_records(args.data))
-    model = RewardModel.load(args.out) if args.resume else RewardModel(gpt)
+    model = RewardModel(gpt)  # on --resume, --out's weights: its head is loaded beside them
+    if args.resume:
+        load_head(model.head, args.out, HEAD_FILE, "reward_head", "reward")
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("reward", objective.data, objective.counts, "pairs")
     return _train(args, v, "reward", model, objective, lambda _: f"pairwise accuracy {objective.accuracy(model):.3f} on "
@@ -252,10 +258,9 @@ def _starting_classifier(path: str, labels: list[str], seed: int):
 
     try:
         start = TextClassifier.load(path)
-    except FileNotFoundError:  # a plain BERT
-        return TextClassifier(BERT.load(path), labels, seed=seed)
-    except NotATextClassifier as e:  # as Hugging Face starts one from another task's checkpoint
-        print(f"ferrolm: {e}; its encoder starts a new classifier", file=sys.stderr, flush=True)
+    except (FileNotFoundError, NotATextClassifier) as e:  # a plain BERT, or another task's (as Hugging Face does)
+        if isinstance(e, NotATextClassifier):
+            print(f"ferrolm: {e}; its encoder starts a new classifier", file=sys.stderr, flush=True)
         return TextClassifier(BERT.load(path), labels, seed=seed)
     if start.labels == labels:
         return start

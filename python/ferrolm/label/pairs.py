@@ -53,7 +53,7 @@ class Sampler:
         return {"model": self.model_dir, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "chat": self.chat, "seed": seed}
 
-    def sample(self, prompt: Prompt, seed: int, stopped: Callable[[], bool] = lambda: False) -> str:
+    def sample(self, prompt: Prompt, seed: int, stopped: Callable[[], bool]) -> str:
         """A completion, streamed so that a server shutting down (`stopped`) need not wait for
         a long one (Ctrl-C waited up to 30 s): `Stopped` then."""
         # GPT.generate runs the Rust KV-cache generator (core.generation) without the GIL.
@@ -212,34 +212,34 @@ class PairQueue:
                     return
                 index, prompt = self._todo.pop(0)
                 self._generating = True
+            pair = stopped = None
             try:
                 pair = self._generate(index, prompt)
-                if not self._save(pair):  # persisted before anyone can see it
-                    raise Stopped
+                self._save(pair)  # persisted before anyone can see it
             except Stopped:
-                with self._cond:
-                    self._generating = False
-                return
+                stopped = True
             except Exception as e:  # a bad prompt must not stop the others
                 message = f"prompt {index + 1}: generation failed: {e}"
                 print(f"ferrolm label: {message}", file=sys.stderr, flush=True)
                 pair = None
             with self._cond:
                 self._generating = False
+                if stopped:
+                    return
                 if pair is not None:
                     self._pool[pair.id] = pair
                 else:
                     self.failed.append(message)
                 self._cond.notify_all()
 
-    def _save(self, pair: Pair) -> bool:
+    def _save(self, pair: Pair) -> None:
         """Stores `pair`, trying again while another program holds the database (a SQLite
         editor mid-transaction) past the store's wait: that is no failure of the prompt's.
-        False if the queue is stopped first."""
+        `Stopped` if the queue is stopped first."""
         while True:
             try:
                 self.store.add_pair(pair)
-                return True
+                return
             except sqlite3.OperationalError as e:
                 if not is_busy(e):
                     raise
@@ -247,14 +247,14 @@ class PairQueue:
                       "again", file=sys.stderr, flush=True)
             with self._cond:
                 if self._cond.wait_for(lambda: self._stop, timeout=1.0):
-                    return False
+                    raise Stopped
 
     def _generate(self, index: int, prompt: Prompt) -> Pair:
         rng = random.Random(f"{self.seed}:{index}")
+        stopped = lambda: self._stop  # noqa: E731 (read without the lock: a flag, set once)
         for attempt in range(self.RETRIES):
             seed_a = self.seed + 2 * index + 1_000_003 * attempt
             seed_b = seed_a + 1
-            stopped = lambda: self._stop  # noqa: E731 (read without the lock: a flag, set once)
             text_a, text_b = self.a.sample(prompt, seed_a, stopped), self.b.sample(prompt, seed_b, stopped)
             if text_a != text_b:
                 break

@@ -29,10 +29,14 @@ def prompt_key(prompt: Prompt) -> tuple[str, bool]:
 
 
 def prompt_of_key(text: str, conversation: bool) -> Prompt:
-    """The prompt `prompt_key` gave (text, conversation) for; ValueError if it is not one."""
+    """The prompt `prompt_key` gave (text, conversation) for; ValueError if it is not one. A
+    one-turn conversation stored by an earlier ferrolm is its text, as `prompt_key` keys it."""
     if not isinstance(text, str):
         raise ValueError(f"a stored prompt is text, got {type(text).__name__}")
-    return prompt_turns(json.loads(text)) if conversation else text
+    if not conversation:
+        return text
+    turns = prompt_turns(json.loads(text))
+    return turns[0]["content"] if len(turns) == 1 and turns[0]["role"] == "user" else turns
 
 
 def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[Prompt]:

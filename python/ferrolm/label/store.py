@@ -273,8 +273,8 @@ class LabelStore:
         with self._read() as con:
             rows = con.execute("SELECT DISTINCT prompt, conversation FROM judgements WHERE (model_a_hash = ? AND "
                                "model_b_hash = ?) OR (model_a_hash = ? AND model_b_hash = ?)", (a, b, b, a))
-            # Keyed anew: a one-turn conversation judged by an earlier ferrolm was stored as JSON.
-            return {prompt_key(self._prompt(row, "a judgement")) for row in rows}
+            # Only conversations are decoded: one of one turn, stored by an earlier ferrolm, is its text.
+            return {prompt_key(self._prompt(row, "a judgement")) if row[1] else (row[0], False) for row in rows}
 
     # ------------------------------------------------------------ judgements
 

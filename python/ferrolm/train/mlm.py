@@ -13,17 +13,15 @@ import ferrolm.functional as F
 from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 
-#: The data (by digest) and special ids whose tokens `MaskedLM` has checked: a command builds the
-#: objective on its data twice (to check it, and to train), and a large corpus is read once.
-_CHECKED: set[tuple] = set()
-
-
 class MaskedLM:
     kind = "mlm"
     loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, tokenizer, max_len: int, batch_size: int, pairs: bool = True,
-                 mask_prob: float = 0.15, whole_word: bool = False, short_prob: float = 0.1) -> None:
+                 mask_prob: float = 0.15, whole_word: bool = False, short_prob: float = 0.1,
+                 check_tokens: bool = True) -> None:
+        """`check_tokens`: read the data once to refuse a corpus with nothing to predict
+        (`_check_maskable`); a caller that built the objective on this data before skips it."""
         if max_len < 8:
             raise ValueError(f"max_len must be at least 8, got {max_len}")
         self.streams = {split: load_tokens(Path(data_dir), split) for split in ("train", "val")}
@@ -34,10 +32,8 @@ class MaskedLM:
         self.collate = MlmCollator(tokenizer, mask_prob, whole_word)
         self.max_len, self.batch_size, self.pairs, self.short_prob = max_len, batch_size, pairs, short_prob
         self.data_digest = data_digest(data_dir)
-        checked = (self.data_digest, tuple(self.collate.special_ids), tokenizer.special_tokens.get("[UNK]"))
-        if self.data_digest is None or checked not in _CHECKED:  # data prepared before digests: every time
+        if check_tokens:
             self._check_maskable(tokenizer)
-            _CHECKED.add(checked)
 
     def _check_maskable(self, tokenizer) -> None:
         """A split the tokenizer encodes to special tokens only (a corpus in a script its

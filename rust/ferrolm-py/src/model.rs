@@ -434,8 +434,8 @@ impl PyTextStream {
     /// A stream of the text generated after `prompt` (its ids), ending at a stop string or token.
     #[new]
     #[pyo3(signature = (stops = Vec::new(), stop_tokens = Vec::new(), prompt = Vec::new()))]
-    fn new(stops: Vec<String>, stop_tokens: Vec<u32>, prompt: Vec<u32>) -> Self {
-        PyTextStream(TextStream::new(&stops, &stop_tokens).after(&prompt))
+    fn new(stops: Vec<String>, stop_tokens: Vec<u32>, prompt: Vec<u32>) -> PyResult<Self> {
+        Ok(PyTextStream(TextStream::new(&stops, &stop_tokens).py()?.after(&prompt)))
     }
 
     /// Adds a generated token; returns the text that became final.

@@ -288,8 +288,7 @@ fn rand(
 #[pyfunction]
 #[pyo3(signature = (shape, fill_value, requires_grad = false))]
 fn full(py: Python<'_>, shape: &Bound<'_, PyAny>, fill_value: f32, requires_grad: bool) -> PyResult<PyTensor> {
-    // One argument: an int, or a sequence of ints.
-    let shape = shape.extract::<isize>().map(|n| vec![n]).or_else(|_| shape.extract())?;
+    let shape = shape_args(&PyTuple::new(py, [shape])?)?; // one argument: an int, or a sequence of ints
     leaf(py, shape, requires_grad, |s| Tensor::full(s, fill_value))
 }
 

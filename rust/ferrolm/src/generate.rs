@@ -513,11 +513,7 @@ impl<'t> TextGeneration<'t> {
         stops: &[String],
         stop_tokens: &[u32],
     ) -> Result<Self> {
-        ensure!(
-            stops.iter().all(|s| !s.is_empty()),
-            Argument,
-            "an empty stop string stops at nothing; give the text to stop at"
-        );
+        let text = TextStream::new(stops, stop_tokens)?;
         let ids = tokenizer.encode(prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
         ensure!(
             !ids.is_empty(),
@@ -526,7 +522,7 @@ impl<'t> TextGeneration<'t> {
         );
         let limit = sampling.vocab_limit.map_or(tokenizer.vocab_size(), |n| n.min(tokenizer.vocab_size()));
         let sampling = Sampling { vocab_limit: Some(limit), ..sampling };
-        let text = TextStream::new(stops, stop_tokens).after(&ids);
+        let text = text.after(&ids);
         let prompt = ids.into_iter().map(i64::from).collect();
         let generation =
             Generation::new(model, &[prompt], sampling, stop_tokens.iter().map(|&t| i64::from(t)).collect())?;
@@ -589,13 +585,15 @@ pub struct TextStream {
 }
 
 impl TextStream {
-    /// A stream that ends at any of `stops` (empty strings are ignored) or `stop_tokens`.
-    pub fn new(stops: &[String], stop_tokens: &[u32]) -> TextStream {
-        TextStream {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            stop_tokens: stop_tokens.to_vec(),
-            ..TextStream::default()
-        }
+    /// A stream that ends at any of `stops` or `stop_tokens`. An empty stop string is an
+    /// [`crate::Error::Argument`]: it would stop at nothing.
+    pub fn new(stops: &[String], stop_tokens: &[u32]) -> Result<TextStream> {
+        ensure!(
+            stops.iter().all(|s| !s.is_empty()),
+            Argument,
+            "an empty stop string stops at nothing; give the text to stop at"
+        );
+        Ok(TextStream { stops: stops.to_vec(), stop_tokens: stop_tokens.to_vec(), ..TextStream::default() })
     }
 
     /// The stream of a continuation of `prompt`: WordPiece joins a piece to its neighbour
