@@ -556,10 +556,16 @@ impl PyTensor {
     /// Overwrites the values in place with `values` broadcast to this shape, as torch's `copy_`
     /// (for initialisation and loading; not tracked). Returns the tensor.
     fn copy_<'py>(slf: Bound<'py, Self>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
-        let (v, target) = (to_tensor(values)?, &slf.get().0);
-        // Copied out first: `values` may share this tensor's storage, which the write locks.
+        let shared = values.cast::<PyTensor>().is_ok(); // a tensor may share this one's storage
+        let (v, target) = (to_tensor(values)?, slf.get().0.clone());
+        if v.shape() == target.shape() && !shared {
+            // Loading a checkpoint: the array's tensor is written straight in, without the GIL.
+            compute(slf.py(), || target.assign(&v.read())).py()?;
+            return Ok(slf);
+        }
+        // Copied out first: a shared storage is read under the lock its write takes.
         let values = if v.shape() == target.shape() {
-            v.to_vec() // loading a checkpoint: one copy, no broadcast
+            v.to_vec()
         } else {
             let v = v.to_ndarray();
             let broadcast = v.broadcast(target.shape()).ok_or_else(|| {
