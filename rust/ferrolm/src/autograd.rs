@@ -119,73 +119,75 @@ impl Tensor {
 
     /// Backpropagates with an explicit gradient of this tensor's shape.
     pub fn backward_with(&self, grad: Vec<f32>) -> Result<()> {
-        ensure!(
-            grad.len() == self.numel(),
-            Shape,
-            "output gradient has {} values, the tensor has shape {:?}",
-            grad.len(),
-            self.shape()
-        );
-        ensure!(
-            self.requires_grad(),
-            Grad,
-            "this tensor does not require grad: no input of the computation had requires_grad=True \
+        crate::compute(move || {
+            ensure!(
+                grad.len() == self.numel(),
+                Shape,
+                "output gradient has {} values, the tensor has shape {:?}",
+                grad.len(),
+                self.shape()
+            );
+            ensure!(
+                self.requires_grad(),
+                Grad,
+                "this tensor does not require grad: no input of the computation had requires_grad=True \
              (or it was computed under no_grad)"
-        );
-        let order = topological_order(self)?;
-        // Gradients waiting for their tensor's turn, shared where an op passes one on as is;
-        // `make_mut` copies a shared one only if more is then added to it.
-        let mut pending: HashMap<u64, Arc<Vec<f32>>> = HashMap::new();
-        pending.insert(self.id(), Arc::new(grad));
-        for tensor in order.iter().rev() {
-            let Some(grad) = pending.remove(&tensor.id()) else {
-                continue;
-            };
-            // Taken and marked freed under one lock: another thread's backward through the same
-            // graph must find it freed, never a leaf (it took a gradient and stopped there).
-            let origin = {
-                let mut slot = tensor.origin();
-                let freed = match &*slot {
-                    Origin::Op(node) => Origin::Freed(node.op),
-                    Origin::Freed(op) => Origin::Freed(op),
-                    Origin::Leaf => Origin::Leaf,
+            );
+            let order = topological_order(self)?;
+            // Gradients waiting for their tensor's turn, shared where an op passes one on as is;
+            // `make_mut` copies a shared one only if more is then added to it.
+            let mut pending: HashMap<u64, Arc<Vec<f32>>> = HashMap::new();
+            pending.insert(self.id(), Arc::new(grad));
+            for tensor in order.iter().rev() {
+                let Some(grad) = pending.remove(&tensor.id()) else {
+                    continue;
                 };
-                std::mem::replace(&mut *slot, freed)
-            };
-            match origin {
-                Origin::Leaf => {
-                    if tensor.requires_grad() {
-                        tensor.accumulate_grad(Arc::unwrap_or_clone(grad));
-                    }
-                }
-                Origin::Freed(op) => bail!(Grad, "{}", freed_message(op)),
-                Origin::Op(node) => {
-                    let input_grads = {
-                        let out = tensor.read();
-                        let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
-                        (node.backward)(&ctx)?
+                // Taken and marked freed under one lock: another thread's backward through the same
+                // graph must find it freed, never a leaf (it took a gradient and stopped there).
+                let origin = {
+                    let mut slot = tensor.origin();
+                    let freed = match &*slot {
+                        Origin::Op(node) => Origin::Freed(node.op),
+                        Origin::Freed(op) => Origin::Freed(op),
+                        Origin::Leaf => Origin::Leaf,
                     };
-                    for (input, g) in node.inputs.iter().zip(input_grads) {
-                        let Some(g) = g else { continue };
-                        if !input.requires_grad() {
-                            continue;
+                    std::mem::replace(&mut *slot, freed)
+                };
+                match origin {
+                    Origin::Leaf => {
+                        if tensor.requires_grad() {
+                            tensor.accumulate_grad(Arc::unwrap_or_clone(grad));
                         }
-                        let g = match g {
-                            Grad::Values(values) => Arc::new(values),
-                            Grad::Output => grad.clone(),
+                    }
+                    Origin::Freed(op) => bail!(Grad, "{}", freed_message(op)),
+                    Origin::Op(node) => {
+                        let input_grads = {
+                            let out = tensor.read();
+                            let ctx = Ctx { grad: &grad, out: &out, inputs: &node.inputs };
+                            (node.backward)(&ctx)?
                         };
-                        debug_assert_eq!(g.len(), input.numel(), "{} returned a wrong-sized grad", node.op);
-                        match pending.get_mut(&input.id()) {
-                            Some(acc) => crate::ops::add_assign(Arc::<Vec<f32>>::make_mut(acc), &g),
-                            None => {
-                                pending.insert(input.id(), g);
+                        for (input, g) in node.inputs.iter().zip(input_grads) {
+                            let Some(g) = g else { continue };
+                            if !input.requires_grad() {
+                                continue;
+                            }
+                            let g = match g {
+                                Grad::Values(values) => Arc::new(values),
+                                Grad::Output => grad.clone(),
+                            };
+                            debug_assert_eq!(g.len(), input.numel(), "{} returned a wrong-sized grad", node.op);
+                            match pending.get_mut(&input.id()) {
+                                Some(acc) => crate::ops::add_assign(Arc::<Vec<f32>>::make_mut(acc), &g),
+                                None => {
+                                    pending.insert(input.id(), g);
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

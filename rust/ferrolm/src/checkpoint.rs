@@ -298,9 +298,9 @@ pub(crate) struct Layout<'a> {
 }
 
 impl Layout<'_> {
-    /// Writes the parameters as `model.safetensors` and `config` as `config.json` into `dir`.
+    /// Writes the parameters as `model.safetensors` and `config` as `config.json` into `dir`, as
+    /// one set ([`write_set`]).
     pub fn save(&self, dir: &Path, params: &[(String, crate::Tensor)], config: &serde_json::Value) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         // Parameters as stored (transposed ones are new tensors), read in place: no copies.
         let stored: Vec<crate::Tensor> = params
             .iter()
@@ -325,8 +325,10 @@ impl Layout<'_> {
             .map(|(((name, _), t), &j)| (name.clone(), t.shape().to_vec(), &guards[j].as_ref().expect("locked")[..]))
             .collect();
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        write_safetensors(&dir.join("model.safetensors"), &refs, meta)?;
-        write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(config).expect("JSON values serialise"))
+        write_set(dir, |set| {
+            write_safetensors(&set.join("model.safetensors"), &refs, meta)?;
+            write_atomic(&set.join("config.json"), &serde_json::to_vec_pretty(config).expect("JSON values serialise"))
+        })
     }
 
     /// Fills `params` from `stored` (removing what it uses); every parameter must be found with
@@ -404,9 +406,37 @@ pub(crate) fn read_model_dir(dir: &Path, wanted: impl Fn(&str) -> bool) -> Resul
     Ok((config, read_weights(dir, wanted)?))
 }
 
-/// Where Python's `ferrolm.atomic.atomic_files` keeps a set of files (a model directory, a
-/// checkpoint) written whole, until it has moved them in.
+/// Where a set of files (a model directory, a checkpoint) is written, by [`write_set`] and
+/// Python's `ferrolm.atomic.atomic_files`, and where it is kept once written whole, until it is
+/// moved in.
+const WRITING_SET: &str = ".files-being-written";
 const WRITTEN_SET: &str = ".files-written";
+
+/// Writes a set of files that belong together (weights and the config that describes them)
+/// into `dir` (created if missing) whole: `write` fills a side directory, which is then moved
+/// in, `config.json` last, by [`finish_interrupted_save`]. A failure while writing leaves the
+/// old set as it was; a kill while moving in is finished by the next load, from Rust or Python
+/// (the same protocol as Python's `atomic_files`).
+fn write_set(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let (writing, written) = (dir.join(WRITING_SET), dir.join(WRITTEN_SET));
+    let _ = std::fs::remove_dir_all(&writing); // a set whose writing was cut short
+    std::fs::create_dir_all(&writing).map_err(|e| Error::io(format!("creating {}", writing.display()), e))?;
+    if let Err(e) = write(&writing) {
+        let _ = std::fs::remove_dir_all(&writing);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&written); // an older set never moved in: this one replaces it
+    std::fs::rename(&writing, &written).map_err(|e| Error::io(format!("moving {} in", writing.display()), e))?;
+    finish_interrupted_save(dir)?;
+    if std::fs::symlink_metadata(&written).is_ok() {
+        // finish_interrupted_save leaves a set it cannot move in for a load to read around.
+        return Err(Error::io(
+            format!("moving the files of {} into {}", written.display(), dir.display()),
+            std::io::Error::other("a file could not be moved"),
+        ));
+    }
+    Ok(())
+}
 
 /// Moves into `dir` the files of a set that a save from Python wrote whole but had not moved in
 /// when its process died, `config.json` last, as Python's loaders do before reading: else new

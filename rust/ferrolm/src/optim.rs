@@ -160,32 +160,35 @@ impl Optimizer for AdamW {
     /// Parameters without a gradient keep their moments too.
     fn step(&mut self) {
         let (lr, b1, b2, eps) = (self.lr.get(), self.beta1, self.beta2, self.eps);
-        self.slots.par_iter_mut().for_each(|slot| {
-            let grad = slot.tensor.grad_slot();
-            let Some(g) = grad.as_ref() else { return };
-            slot.steps = slot.steps.saturating_add(1);
-            // powf, not powi: an i32 exponent would wrap past 2^31 steps (to a correction of 0).
-            let t = slot.steps as f32;
-            let (c1, c2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
-            let step_size = lr / c1;
-            let decay = 1.0 - lr * slot.weight_decay;
-            let mut p = slot.tensor.write();
-            p.par_chunks_mut(GRAIN)
-                .zip(slot.m.par_chunks_mut(GRAIN))
-                .zip(slot.v.par_chunks_mut(GRAIN))
-                .zip(g.par_chunks(GRAIN))
-                .for_each(|(((p, m), v), g)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            for i in 0..p.len() {
-                                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                                p[i] = p[i] * decay - step_size * m[i] / ((v[i] / c2).sqrt() + eps);
-                            }
-                        },
-                    )
-                });
+        let slots = &mut self.slots;
+        crate::compute(move || {
+            slots.par_iter_mut().for_each(|slot| {
+                let grad = slot.tensor.grad_slot();
+                let Some(g) = grad.as_ref() else { return };
+                slot.steps = slot.steps.saturating_add(1);
+                // powf, not powi: an i32 exponent would wrap past 2^31 steps (to a correction of 0).
+                let t = slot.steps as f32;
+                let (c1, c2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
+                let step_size = lr / c1;
+                let decay = 1.0 - lr * slot.weight_decay;
+                let mut p = slot.tensor.write();
+                p.par_chunks_mut(GRAIN)
+                    .zip(slot.m.par_chunks_mut(GRAIN))
+                    .zip(slot.v.par_chunks_mut(GRAIN))
+                    .zip(g.par_chunks(GRAIN))
+                    .for_each(|(((p, m), v), g)| {
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                for i in 0..p.len() {
+                                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                                    p[i] = p[i] * decay - step_size * m[i] / ((v[i] / c2).sqrt() + eps);
+                                }
+                            },
+                        )
+                    });
+            })
         });
     }
 
@@ -317,35 +320,38 @@ impl Optimizer for Sgd {
 
     fn step(&mut self) {
         let (lr, mu, nesterov) = (self.lr.get(), self.momentum, self.nesterov);
-        self.slots.par_iter_mut().for_each(|slot| {
-            let grad = slot.tensor.grad_slot();
-            let Some(g) = grad.as_ref() else { return };
-            slot.steps = slot.steps.saturating_add(1);
-            let wd = slot.weight_decay;
-            let mut p = slot.tensor.write();
-            if mu == 0.0 {
-                p.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).for_each(|(p, g)| {
-                    vectorized(
-                        #[inline(always)]
-                        || p.iter_mut().zip(g).for_each(|(p, &g)| *p -= lr * (g + wd * *p)),
-                    )
-                });
-                return;
-            }
-            p.par_chunks_mut(GRAIN).zip(slot.buffer.par_chunks_mut(GRAIN)).zip(g.par_chunks(GRAIN)).for_each(
-                |((p, b), g)| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            for i in 0..p.len() {
-                                let d = g[i] + wd * p[i];
-                                b[i] = mu * b[i] + d;
-                                p[i] -= lr * if nesterov { d + mu * b[i] } else { b[i] };
-                            }
-                        },
-                    )
-                },
-            );
+        let slots = &mut self.slots;
+        crate::compute(move || {
+            slots.par_iter_mut().for_each(|slot| {
+                let grad = slot.tensor.grad_slot();
+                let Some(g) = grad.as_ref() else { return };
+                slot.steps = slot.steps.saturating_add(1);
+                let wd = slot.weight_decay;
+                let mut p = slot.tensor.write();
+                if mu == 0.0 {
+                    p.par_chunks_mut(GRAIN).zip(g.par_chunks(GRAIN)).for_each(|(p, g)| {
+                        vectorized(
+                            #[inline(always)]
+                            || p.iter_mut().zip(g).for_each(|(p, &g)| *p -= lr * (g + wd * *p)),
+                        )
+                    });
+                    return;
+                }
+                p.par_chunks_mut(GRAIN).zip(slot.buffer.par_chunks_mut(GRAIN)).zip(g.par_chunks(GRAIN)).for_each(
+                    |((p, b), g)| {
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                for i in 0..p.len() {
+                                    let d = g[i] + wd * p[i];
+                                    b[i] = mu * b[i] + d;
+                                    p[i] -= lr * if nesterov { d + mu * b[i] } else { b[i] };
+                                }
+                            },
+                        )
+                    },
+                );
+            })
         });
     }
 

@@ -32,10 +32,13 @@ use crate::{bail, Error, Result};
 /// cannot be started (a process limit; rayon's pool can then never start in this process) or
 /// `RAYON_NUM_THREADS` asks for more than [`MAX_THREADS`].
 ///
-/// That thread takes pool work only while it is itself computing, so afterwards every other
-/// thread must call ferrolm through [`compute`]: called directly, their parallel work would run
-/// on the remaining pool threads only, and with a one-thread pool never (a hang). Embedders
-/// that skip this function call through [`compute`] from every thread.
+/// That thread takes pool work only while it is itself computing, so afterwards other threads'
+/// parallel work must go through [`compute`]: called directly, it would run on the remaining
+/// pool threads only, and with a one-thread pool never (a hang). The models' and tokenizers'
+/// methods, the optimizers' steps, `backward` and generation do so themselves; a tensor op
+/// (`ops::…`) called from another thread is the caller's to wrap (a whole training step in one
+/// [`compute`] call, best). Embedders that skip this function call through [`compute`] from
+/// every thread.
 pub fn init_thread_pool() -> Result<bool> {
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()

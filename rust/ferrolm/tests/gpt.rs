@@ -322,6 +322,16 @@ fn save_load_round_trip_and_bad_files() {
     let a = no_grad(|| model.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
     let b = no_grad(|| loaded.forward(&Batch::new(&x, 1, 8), None, None)).unwrap().to_vec();
     assert_eq!(a, b);
+    // The files are moved in as one set: nothing else is left in the directory.
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "model.safetensors"]);
+    // A save that fails leaves the previous set whole (here its side directory cannot be made).
+    std::fs::write(dir.join(".files-being-written"), "in the way").unwrap();
+    let other = Gpt::new(GptConfig { n_layer: 1, ..model.config().clone() }, 9).unwrap();
+    assert!(matches!(other.save(&dir), Err(Error::Io { .. })));
+    assert_eq!(Gpt::load(&dir).unwrap().config().n_layer, model.config().n_layer);
+    std::fs::remove_file(dir.join(".files-being-written")).unwrap();
 
     // A truncated weights file.
     let weights = std::fs::read(dir.join("model.safetensors")).unwrap();

@@ -222,47 +222,53 @@ impl Bert {
     }
 
     fn build(config: BertConfig, pooler: bool, seed: u64, init: Init) -> Result<Bert> {
-        config.validate()?;
-        let (c, eps) = (config.hidden_size, config.layer_norm_eps);
-        let s = |i: u64| mix(seed ^ mix(i));
-        let layers = (0..config.num_hidden_layers)
-            .map(|l| {
-                let k = 100 + 10 * l as u64;
-                Ok(EncoderLayer {
-                    query: linear(c, c, s(k), init)?,
-                    key: linear(c, c, s(k + 1), init)?,
-                    value: linear(c, c, s(k + 2), init)?,
-                    attn_out: linear(c, c, s(k + 3), init)?,
-                    attn_norm: LayerNorm::new(c, true, eps)?,
-                    intermediate: linear(c, config.intermediate_size, s(k + 4), init)?,
-                    output: linear(config.intermediate_size, c, s(k + 5), init)?,
-                    out_norm: LayerNorm::new(c, true, eps)?,
+        crate::compute(move || {
+            config.validate()?;
+            let (c, eps) = (config.hidden_size, config.layer_norm_eps);
+            let s = |i: u64| mix(seed ^ mix(i));
+            let layers = (0..config.num_hidden_layers)
+                .map(|l| {
+                    let k = 100 + 10 * l as u64;
+                    Ok(EncoderLayer {
+                        query: linear(c, c, s(k), init)?,
+                        key: linear(c, c, s(k + 1), init)?,
+                        value: linear(c, c, s(k + 2), init)?,
+                        attn_out: linear(c, c, s(k + 3), init)?,
+                        attn_norm: LayerNorm::new(c, true, eps)?,
+                        intermediate: linear(c, config.intermediate_size, s(k + 4), init)?,
+                        output: linear(config.intermediate_size, c, s(k + 5), init)?,
+                        out_norm: LayerNorm::new(c, true, eps)?,
+                    })
                 })
+                .collect::<Result<_>>()?;
+            Ok(Bert {
+                word_embeddings: Embedding { weight: init(&[config.vocab_size, c], 0.02, s(1))?.with_grad() },
+                position_embeddings: Embedding {
+                    weight: init(&[config.max_position_embeddings, c], 0.02, s(2))?.with_grad(),
+                },
+                token_type_embeddings: Embedding {
+                    weight: init(&[config.type_vocab_size, c], 0.02, s(3))?.with_grad(),
+                },
+                embeddings_norm: LayerNorm::new(c, true, eps)?,
+                layers,
+                pooler: pooler.then(|| linear(c, c, s(4), init)).transpose()?,
+                mlm: Some(MlmHead::new(&config, s(5), init)?),
+                config,
             })
-            .collect::<Result<_>>()?;
-        Ok(Bert {
-            word_embeddings: Embedding { weight: init(&[config.vocab_size, c], 0.02, s(1))?.with_grad() },
-            position_embeddings: Embedding {
-                weight: init(&[config.max_position_embeddings, c], 0.02, s(2))?.with_grad(),
-            },
-            token_type_embeddings: Embedding { weight: init(&[config.type_vocab_size, c], 0.02, s(3))?.with_grad() },
-            embeddings_norm: LayerNorm::new(c, true, eps)?,
-            layers,
-            pooler: pooler.then(|| linear(c, c, s(4), init)).transpose()?,
-            mlm: Some(MlmHead::new(&config, s(5), init)?),
-            config,
         })
     }
 
     /// An independent copy (own storage, gradients and frozen parameters kept), e.g. a
     /// reference model.
     pub fn deep_clone(&self) -> Result<Bert> {
-        let mut copy = Bert::build(self.config.clone(), self.pooler.is_some(), 0, zeros)?;
-        if self.mlm.is_none() {
-            copy.mlm = None;
-        }
-        copy_parameters(&copy, self)?;
-        Ok(copy)
+        crate::compute(move || {
+            let mut copy = Bert::build(self.config.clone(), self.pooler.is_some(), 0, zeros)?;
+            if self.mlm.is_none() {
+                copy.mlm = None;
+            }
+            copy_parameters(&copy, self)?;
+            Ok(copy)
+        })
     }
 
     /// The same encoder (weights shared) with a freshly initialised pooler, as Hugging Face
@@ -279,70 +285,83 @@ impl Bert {
     }
 
     /// Hidden states [B, T, C] of the last layer. `dropout_seed` is `Some` in training mode.
+    /// Records the graph for `backward` (every activation kept) unless run inside
+    /// [`crate::no_grad`], as inference should be.
     pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>) -> Result<Tensor> {
-        let (b, t, cfg) = (x.batch, x.len, &self.config);
-        x.check("BERT", cfg.vocab_size)?;
-        ensure!(
-            t <= cfg.max_position_embeddings,
-            Index,
-            "BERT: sequence of {t} tokens is longer than max_position_embeddings ({})",
-            cfg.max_position_embeddings
-        );
-        let types = x.token_types.map_or_else(|| vec![0; b * t], <[i64]>::to_vec);
-        if let Some(&bad) = types.iter().find(|&&s| s < 0 || s as usize >= cfg.type_vocab_size) {
-            bail!(Index, "BERT: token type {bad} is outside the model's type_vocab_size of {}", cfg.type_vocab_size);
-        }
-        let positions = x.positions_from(0);
-        let sites = DropoutSites(dropout_seed);
-        let p = cfg.hidden_dropout_prob;
-        let e = ops::add(
-            &ops::add(
-                &self.word_embeddings.forward(x.ids, &[b, t])?,
-                &self.position_embeddings.forward(&positions, &[b, t])?,
-            )?,
-            &self.token_type_embeddings.forward(&types, &[b, t])?,
-        )?;
-        let mut h = sites.apply(self.embeddings_norm.forward(&e)?, p, Site::Embeddings)?;
-        let heads = cfg.num_attention_heads;
-        for (l, layer) in self.layers.iter().enumerate() {
-            // One packed projection: the three weights are concatenated (gradients flow back
-            // to each), so the fused kernel reads heads in place.
-            let w =
-                ops::concat(&[layer.query.weight.clone(), layer.key.weight.clone(), layer.value.weight.clone()], 0)?;
-            let biases: Vec<Tensor> =
-                [&layer.query, &layer.key, &layer.value].iter().filter_map(|m| m.bias.clone()).collect();
-            let bias = if biases.len() == 3 { Some(ops::concat(&biases, 0)?) } else { None };
-            let qkv = ops::linear(&h, &w, bias.as_ref())?;
-            let probs = sites.mask(cfg.attention_probs_dropout_prob, Site::Probabilities(l))?;
-            let a = ops::attention_qkv(&qkv, heads, false, x.key_mask, probs)?;
-            let a = sites.apply(layer.attn_out.forward(&a)?, p, Site::AttentionOut(l))?;
-            h = layer.attn_norm.forward(&ops::add(&h, &a)?)?;
-            let m = sites.apply(
-                layer.output.forward(&ops::gelu_erf(&layer.intermediate.forward(&h)?)?)?,
-                p,
-                Site::MlpOut(l),
+        crate::compute(move || {
+            let (b, t, cfg) = (x.batch, x.len, &self.config);
+            x.check("BERT", cfg.vocab_size)?;
+            ensure!(
+                t <= cfg.max_position_embeddings,
+                Index,
+                "BERT: sequence of {t} tokens is longer than max_position_embeddings ({})",
+                cfg.max_position_embeddings
+            );
+            let types = x.token_types.map_or_else(|| vec![0; b * t], <[i64]>::to_vec);
+            if let Some(&bad) = types.iter().find(|&&s| s < 0 || s as usize >= cfg.type_vocab_size) {
+                bail!(
+                    Index,
+                    "BERT: token type {bad} is outside the model's type_vocab_size of {}",
+                    cfg.type_vocab_size
+                );
+            }
+            let positions = x.positions_from(0);
+            let sites = DropoutSites(dropout_seed);
+            let p = cfg.hidden_dropout_prob;
+            let e = ops::add(
+                &ops::add(
+                    &self.word_embeddings.forward(x.ids, &[b, t])?,
+                    &self.position_embeddings.forward(&positions, &[b, t])?,
+                )?,
+                &self.token_type_embeddings.forward(&types, &[b, t])?,
             )?;
-            h = layer.out_norm.forward(&ops::add(&h, &m)?)?;
-        }
-        Ok(h)
+            let mut h = sites.apply(self.embeddings_norm.forward(&e)?, p, Site::Embeddings)?;
+            let heads = cfg.num_attention_heads;
+            for (l, layer) in self.layers.iter().enumerate() {
+                // One packed projection: the three weights are concatenated (gradients flow back
+                // to each), so the fused kernel reads heads in place.
+                let w = ops::concat(
+                    &[layer.query.weight.clone(), layer.key.weight.clone(), layer.value.weight.clone()],
+                    0,
+                )?;
+                let biases: Vec<Tensor> =
+                    [&layer.query, &layer.key, &layer.value].iter().filter_map(|m| m.bias.clone()).collect();
+                let bias = if biases.len() == 3 { Some(ops::concat(&biases, 0)?) } else { None };
+                let qkv = ops::linear(&h, &w, bias.as_ref())?;
+                let probs = sites.mask(cfg.attention_probs_dropout_prob, Site::Probabilities(l))?;
+                let a = ops::attention_qkv(&qkv, heads, false, x.key_mask, probs)?;
+                let a = sites.apply(layer.attn_out.forward(&a)?, p, Site::AttentionOut(l))?;
+                h = layer.attn_norm.forward(&ops::add(&h, &a)?)?;
+                let m = sites.apply(
+                    layer.output.forward(&ops::gelu_erf(&layer.intermediate.forward(&h)?)?)?,
+                    p,
+                    Site::MlpOut(l),
+                )?;
+                h = layer.out_norm.forward(&ops::add(&h, &m)?)?;
+            }
+            Ok(h)
+        })
     }
 
     /// Masked-LM logits [.., V] from hidden states.
     pub fn mlm_logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let head = self
-            .mlm
-            .as_ref()
-            .ok_or_else(|| Error::Argument("this BERT has no masked-LM head (an encoder-only checkpoint)".into()))?;
-        let t = head.norm.forward(&ops::gelu_erf(&head.dense.forward(hidden)?)?)?;
-        ops::linear(&t, &self.word_embeddings.weight, Some(&head.bias))
+        crate::compute(move || {
+            let head = self.mlm.as_ref().ok_or_else(|| {
+                Error::Argument("this BERT has no masked-LM head (an encoder-only checkpoint)".into())
+            })?;
+            let t = head.norm.forward(&ops::gelu_erf(&head.dense.forward(hidden)?)?)?;
+            ops::linear(&t, &self.word_embeddings.weight, Some(&head.bias))
+        })
     }
 
     /// `tanh(dense(h[:, 0]))`: BERT's pooled `[CLS]` representation `[B, C]`.
     pub fn pooled(&self, hidden: &Tensor) -> Result<Tensor> {
-        let pooler = self.pooler.as_ref().ok_or_else(|| Error::Argument("this BERT has no pooler".into()))?;
-        let cls = ops::narrow(hidden, 1, 0, 1)?;
-        let c = self.config.hidden_size as isize;
-        ops::tanh(&pooler.forward(&ops::reshape(&cls, &[-1, c])?)?)
+        crate::compute(move || {
+            let pooler = self.pooler.as_ref().ok_or_else(|| Error::Argument("this BERT has no pooler".into()))?;
+            let cls = ops::narrow(hidden, 1, 0, 1)?;
+            let c = self.config.hidden_size as isize;
+            ops::tanh(&pooler.forward(&ops::reshape(&cls, &[-1, c])?)?)
+        })
     }
 
     fn layout(f: impl FnOnce(&Layout) -> Result<()>) -> Result<()> {
@@ -372,31 +391,37 @@ impl Bert {
         f(&Layout { optional_prefixes: &["bert."], transposed: &|_| false, aliases: &aliases, ignorable: &ignorable })
     }
 
-    /// Writes `config.json` + `model.safetensors` in Hugging Face's BertForMaskedLM layout.
+    /// Writes `config.json` + `model.safetensors` in Hugging Face's BertForMaskedLM layout, as
+    /// one set, as [`crate::model::Gpt::save`] does.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
+        crate::compute(move || {
+            Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
+        })
     }
 
     /// Loads our files or a Hugging Face BERT checkpoint (with or without the `bert.` prefix,
     /// with or without pooler and MLM head; sharded too), finishing an interrupted save first
-    /// as [`crate::model::Gpt::load`] does.
+    /// as [`crate::model::Gpt::load`] does. A classifier's or question answering's head is left
+    /// out: this is the encoder (Python's `TextClassifier` reads a sequence classifier's head).
     pub fn load(dir: impl AsRef<Path>) -> Result<Bert> {
         let dir = dir.as_ref();
-        let (config, mut stored) = read_model_dir(dir, |_| true)?;
-        let config = BertConfig::from_json(&config)?;
-        ensure_weights_fit(config.matrix_parameters(), &stored)?;
-        let embedding = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"];
-        ensure_tied_head(&stored, "cls.predictions.decoder.weight", &embedding)?;
-        let has = |suffix: &str| stored.tensors.keys().any(|k| k.ends_with(suffix));
-        let has_pooler = has("pooler.dense.weight");
-        let has_mlm = has("cls.predictions.transform.dense.weight");
-        let mut model = Bert::build(config, has_pooler, 0, zeros)?;
-        if !has_mlm {
-            model.mlm = None;
-        }
-        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
-        Ok(model)
+        crate::compute(move || {
+            let (config, mut stored) = read_model_dir(dir, |_| true)?;
+            let config = BertConfig::from_json(&config)?;
+            ensure_weights_fit(config.matrix_parameters(), &stored)?;
+            let embedding = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"];
+            ensure_tied_head(&stored, "cls.predictions.decoder.weight", &embedding)?;
+            let has = |suffix: &str| stored.tensors.keys().any(|k| k.ends_with(suffix));
+            let has_pooler = has("pooler.dense.weight");
+            let has_mlm = has("cls.predictions.transform.dense.weight");
+            let mut model = Bert::build(config, has_pooler, 0, zeros)?;
+            if !has_mlm {
+                model.mlm = None;
+            }
+            Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
+            Ok(model)
+        })
     }
 }
 

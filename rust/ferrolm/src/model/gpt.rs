@@ -248,29 +248,31 @@ impl Gpt {
     }
 
     fn build(config: GptConfig, seed: u64, init: Init) -> Result<Gpt> {
-        config.validate()?;
-        let c = config.n_embd;
-        let proj_std = 0.02 / (2.0 * config.n_layer as f32).sqrt();
-        let s = |i: u64| mix(seed ^ mix(i));
-        let blocks = (0..config.n_layer)
-            .map(|l| {
-                let k = 10 + 10 * l as u64;
-                Ok(Block {
-                    ln_1: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
-                    c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k), init)?,
-                    attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1), init)?,
-                    ln_2: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
-                    c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2), init)?,
-                    mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3), init)?,
+        crate::compute(move || {
+            config.validate()?;
+            let c = config.n_embd;
+            let proj_std = 0.02 / (2.0 * config.n_layer as f32).sqrt();
+            let s = |i: u64| mix(seed ^ mix(i));
+            let blocks = (0..config.n_layer)
+                .map(|l| {
+                    let k = 10 + 10 * l as u64;
+                    Ok(Block {
+                        ln_1: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
+                        c_attn: gpt_linear(c, 3 * c, config.bias, 0.02, s(k), init)?,
+                        attn_proj: gpt_linear(c, c, config.bias, proj_std, s(k + 1), init)?,
+                        ln_2: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
+                        c_fc: gpt_linear(c, 4 * c, config.bias, 0.02, s(k + 2), init)?,
+                        mlp_proj: gpt_linear(4 * c, c, config.bias, proj_std, s(k + 3), init)?,
+                    })
                 })
+                .collect::<Result<_>>()?;
+            Ok(Gpt {
+                wte: Embedding { weight: init(&[config.vocab_size, c], 0.02, s(1))?.with_grad() },
+                wpe: Embedding { weight: init(&[config.block_size, c], 0.02, s(2))?.with_grad() },
+                blocks,
+                ln_f: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
+                config,
             })
-            .collect::<Result<_>>()?;
-        Ok(Gpt {
-            wte: Embedding { weight: init(&[config.vocab_size, c], 0.02, s(1))?.with_grad() },
-            wpe: Embedding { weight: init(&[config.block_size, c], 0.02, s(2))?.with_grad() },
-            blocks,
-            ln_f: LayerNorm::new(c, config.bias, config.layer_norm_epsilon)?,
-            config,
         })
     }
 
@@ -278,39 +280,43 @@ impl Gpt {
     /// with a `cache`, keys and values are appended to it and attention reads the prefix from it.
     /// Records the graph for `backward` (every activation kept) unless run inside
     /// [`crate::no_grad`], as inference should be.
-    pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let (b, t, cfg) = (x.batch, x.len, &self.config);
-        x.check("GPT", cfg.vocab_size)?;
-        ensure!(
-            dropout_seed.is_none() || cache.is_none(),
-            Argument,
-            "GPT: dropout (training) and a KV cache (inference) cannot be used together"
-        );
-        let positions = x.positions_from(cache.as_ref().map_or(0, |c| c.len()));
-        if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
-            bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);
-        }
-        let sites = DropoutSites(dropout_seed);
-        let tok = self.wte.forward(x.ids, &[b, t])?;
-        let pos = self.wpe.forward(&positions, &[b, t])?;
-        let mut h = sites.apply(ops::add(&tok, &pos)?, cfg.dropout, Site::Embeddings)?;
-        for (l, block) in self.blocks.iter().enumerate() {
-            let qkv = block.c_attn.forward(&block.ln_1.forward(&h)?)?;
-            let a = match cache.as_deref_mut() {
-                Some(cache) => ops::attention_cached(&qkv, cfg.n_head, cache, l, x.key_mask)?,
-                None => {
-                    let probs = sites.mask(cfg.attn_dropout, Site::Probabilities(l))?;
-                    ops::attention_qkv(&qkv, cfg.n_head, true, x.key_mask, probs)?
-                }
-            };
-            h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, Site::AttentionOut(l))?)?;
-            let m = cfg.activation.apply(&block.c_fc.forward(&block.ln_2.forward(&h)?)?)?;
-            h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, Site::MlpOut(l))?)?;
-        }
-        if let Some(cache) = cache {
-            cache.advance(t)?;
-        }
-        self.ln_f.forward(&h)
+    pub fn hidden(&self, x: &Batch, dropout_seed: Option<u64>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        crate::compute(move || {
+            let mut cache = cache;
+
+            let (b, t, cfg) = (x.batch, x.len, &self.config);
+            x.check("GPT", cfg.vocab_size)?;
+            ensure!(
+                dropout_seed.is_none() || cache.is_none(),
+                Argument,
+                "GPT: dropout (training) and a KV cache (inference) cannot be used together"
+            );
+            let positions = x.positions_from(cache.as_ref().map_or(0, |c| c.len()));
+            if let Some(&p) = positions.iter().find(|&&p| p < 0 || p as usize >= cfg.block_size) {
+                bail!(Index, "GPT: position {p} is outside the context of {} tokens (block_size)", cfg.block_size);
+            }
+            let sites = DropoutSites(dropout_seed);
+            let tok = self.wte.forward(x.ids, &[b, t])?;
+            let pos = self.wpe.forward(&positions, &[b, t])?;
+            let mut h = sites.apply(ops::add(&tok, &pos)?, cfg.dropout, Site::Embeddings)?;
+            for (l, block) in self.blocks.iter().enumerate() {
+                let qkv = block.c_attn.forward(&block.ln_1.forward(&h)?)?;
+                let a = match cache.as_deref_mut() {
+                    Some(cache) => ops::attention_cached(&qkv, cfg.n_head, cache, l, x.key_mask)?,
+                    None => {
+                        let probs = sites.mask(cfg.attn_dropout, Site::Probabilities(l))?;
+                        ops::attention_qkv(&qkv, cfg.n_head, true, x.key_mask, probs)?
+                    }
+                };
+                h = ops::add(&h, &sites.apply(block.attn_proj.forward(&a)?, cfg.dropout, Site::AttentionOut(l))?)?;
+                let m = cfg.activation.apply(&block.c_fc.forward(&block.ln_2.forward(&h)?)?)?;
+                h = ops::add(&h, &sites.apply(block.mlp_proj.forward(&m)?, cfg.dropout, Site::MlpOut(l))?)?;
+            }
+            if let Some(cache) = cache {
+                cache.advance(t)?;
+            }
+            self.ln_f.forward(&h)
+        })
     }
 
     /// The weights are public for surgery, so a cache (and so a generation) is made only for
@@ -342,7 +348,9 @@ impl Gpt {
     /// sliding window, as Hugging Face's perplexity guide does: windows of `block_size` tokens,
     /// `stride` apart (default half the context), each scoring only the tokens the previous one
     /// did not, so every token is predicted from at least `block_size − stride` tokens before
-    /// it (all of them near the start).
+    /// it (all of them near the start). The last window ends at the text's end, so its tokens
+    /// may see more context than in the guide's script, which steps its last window by `stride`
+    /// too.
     pub fn score(&self, ids: &[i64], stride: Option<usize>) -> Result<Vec<f32>> {
         self.score_until(ids, stride, &AtomicBool::new(false))
     }
@@ -391,7 +399,7 @@ impl Gpt {
 
     /// Next-token logits [.., V] from hidden states (the head shares the token embedding).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        ops::linear(hidden, &self.wte.weight, None)
+        crate::compute(move || ops::linear(hidden, &self.wte.weight, None))
     }
 
     /// Logits [B, T, V] for a batch of ids (a graph recorded as [`Gpt::hidden`] says).
@@ -424,11 +432,15 @@ impl Gpt {
         })
     }
 
-    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), each file
-    /// atomically (weights first, so a reader never sees a new config over old weights).
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), as one set:
+    /// a failed or killed save leaves the previous files whole (the next load finishes a save
+    /// killed while moving its files in). No tokenizer is written: save it beside them with
+    /// [`crate::tokenizer::Tokenizer::save`].
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
+        crate::compute(move || {
+            Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
+        })
     }
 
     /// Loads `config.json` and `model.safetensors` (or a sharded `model.safetensors.index.json`
@@ -436,37 +448,39 @@ impl Gpt {
     /// parameter must be present with the right shape; unknown tensors are refused. A save that
     /// was killed while moving its files in is finished first
     /// ([`crate::checkpoint::finish_interrupted_save`]), so loading may rename files in `dir`.
-    /// Wrap it in [`crate::compute`] on other threads than the one that called
-    /// [`crate::init_thread_pool`].
     pub fn load(dir: impl AsRef<Path>) -> Result<Gpt> {
         let dir = dir.as_ref();
-        // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.
-        let (config, mut stored) = read_model_dir(dir, |n| !is_attention_mask(n))?;
-        let config = GptConfig::from_json(&config)?;
-        ensure_tied_head(&stored, "lm_head.weight", &["transformer.wte.weight", "wte.weight"])?;
-        if !config.bias {
-            // Hugging Face's GPT-2 has biases: it loads a bias-free model with zero biases and
-            // saves them. Zero biases are the same model; any other value is refused below.
-            stored.tensors.retain(|name, t| !(name.ends_with(".bias") && t.data.iter().all(|&x| x == 0.0)));
-        }
-        ensure_weights_fit(config.matrix_parameters(), &stored)?;
-        let model = Gpt::build(config, 0, zeros)?;
-        Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
-        Ok(model)
+        crate::compute(move || {
+            // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.
+            let (config, mut stored) = read_model_dir(dir, |n| !is_attention_mask(n))?;
+            let config = GptConfig::from_json(&config)?;
+            ensure_tied_head(&stored, "lm_head.weight", &["transformer.wte.weight", "wte.weight"])?;
+            if !config.bias {
+                // Hugging Face's GPT-2 has biases: it loads a bias-free model with zero biases and
+                // saves them. Zero biases are the same model; any other value is refused below.
+                stored.tensors.retain(|name, t| !(name.ends_with(".bias") && t.data.iter().all(|&x| x == 0.0)));
+            }
+            ensure_weights_fit(config.matrix_parameters(), &stored)?;
+            let model = Gpt::build(config, 0, zeros)?;
+            Self::layout(|layout| layout.load(&model.named_parameters(), &mut stored))?;
+            Ok(model)
+        })
     }
 
     /// The same model with a vocabulary of `vocab_size` tokens (≥ the current one), e.g. after
     /// chat special tokens were added to the tokenizer: existing embedding rows are kept, new
     /// ones drawn from N(0, 0.02). All other weights are shared with `self`.
     pub fn with_vocab(&self, vocab_size: usize, seed: u64) -> Result<Gpt> {
-        let (old, c) = (self.config.vocab_size, self.config.n_embd);
-        ensure!(vocab_size >= old, Argument, "with_vocab: cannot shrink the vocabulary from {old} to {vocab_size}");
-        let mut data = self.wte.weight.to_vec();
-        data.extend(Tensor::randn(&[vocab_size - old, c], 0.0, 0.02, seed)?.read().iter());
-        let mut model = self.clone();
-        model.config.vocab_size = vocab_size;
-        model.wte = Embedding { weight: Tensor::from_vec(data, &[vocab_size, c])?.with_grad() };
-        Ok(model)
+        crate::compute(move || {
+            let (old, c) = (self.config.vocab_size, self.config.n_embd);
+            ensure!(vocab_size >= old, Argument, "with_vocab: cannot shrink the vocabulary from {old} to {vocab_size}");
+            let mut data = self.wte.weight.to_vec();
+            data.extend(Tensor::randn(&[vocab_size - old, c], 0.0, 0.02, seed)?.read().iter());
+            let mut model = self.clone();
+            model.config.vocab_size = vocab_size;
+            model.wte = Embedding { weight: Tensor::from_vec(data, &[vocab_size, c])?.with_grad() };
+            Ok(model)
+        })
     }
 
     /// The same model (weights shared, as with `clone`) with other dropout rates, e.g. to
@@ -480,9 +494,11 @@ impl Gpt {
     /// An independent copy (own storage, gradients and frozen parameters kept), e.g. a
     /// reference model.
     pub fn deep_clone(&self) -> Result<Gpt> {
-        let copy = Gpt::build(self.config.clone(), 0, zeros)?;
-        copy_parameters(&copy, self)?;
-        Ok(copy)
+        crate::compute(move || {
+            let copy = Gpt::build(self.config.clone(), 0, zeros)?;
+            copy_parameters(&copy, self)?;
+            Ok(copy)
+        })
     }
 }
 

@@ -250,7 +250,9 @@ impl Tokenizer {
     /// Loads `tokenizer.json`; GPT-2's `vocab.json` or `merges.txt` (read with the other one
     /// beside it); BERT's `vocab.txt` (by extension); or a directory holding `tokenizer.json`,
     /// `vocab.json` + `merges.txt`, or `vocab.txt`. A `vocab.txt` is normalised as the
-    /// `tokenizer_config.json` beside it says (a cased BERT sets `do_lower_case` false).
+    /// `tokenizer_config.json` beside it says (a cased BERT sets `do_lower_case` false). A
+    /// directory's save that was killed while moving its files in is finished first
+    /// ([`crate::checkpoint::finish_interrupted_save`]), so loading may rename files in it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
@@ -544,26 +546,28 @@ impl Tokenizer {
 
     /// Encodes `text` to ids.
     pub fn encode(&self, text: &str, opts: &EncodeOptions) -> Result<Vec<u32>> {
-        let room = Self::room(opts, self.frame_len(opts, false))?;
-        let mut ids = Vec::with_capacity(text.len() / 3 + 4);
-        if opts.add_special_tokens {
-            ids.extend_from_slice(&self.template.prefix);
-        }
-        let start = ids.len();
-        self.specials.split(text, opts, |seg| match seg {
-            Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
-            Segment::Special(id, _, _) => {
-                ids.push(id);
-                Ok(())
+        crate::compute(move || {
+            let room = Self::room(opts, self.frame_len(opts, false))?;
+            let mut ids = Vec::with_capacity(text.len() / 3 + 4);
+            if opts.add_special_tokens {
+                ids.extend_from_slice(&self.template.prefix);
             }
-        })?;
-        if let Some(room) = room {
-            ids.truncate(start + room);
-        }
-        if opts.add_special_tokens {
-            ids.extend_from_slice(&self.template.suffix);
-        }
-        Ok(ids)
+            let start = ids.len();
+            self.specials.split(text, opts, |seg| match seg {
+                Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
+                Segment::Special(id, _, _) => {
+                    ids.push(id);
+                    Ok(())
+                }
+            })?;
+            if let Some(room) = room {
+                ids.truncate(start + room);
+            }
+            if opts.add_special_tokens {
+                ids.extend_from_slice(&self.template.suffix);
+            }
+            Ok(ids)
+        })
     }
 
     /// Encodes a pair of texts (a question and a passage, two sentences) framed as the template
@@ -601,85 +605,87 @@ impl Tokenizer {
 
     /// Encodes `text` and gives each token's character span in it.
     pub fn encode_with_offsets(&self, text: &str, opts: &EncodeOptions) -> Result<Encoding> {
-        let room = Self::room(opts, self.frame_len(opts, false))?;
-        let mut enc = Encoding::default();
-        if opts.add_special_tokens {
-            enc.ids.extend_from_slice(&self.template.prefix);
-            enc.offsets.extend(self.template.prefix.iter().map(|_| (0, 0)));
-        }
-        let text_start = enc.ids.len();
-        let mut chars = CharIndex::new(text);
-        self.specials.split(text, opts, |seg| {
-            match seg {
-                Segment::Text(a, b) => {
-                    let base = chars.char_at(a);
-                    let seg_text = &text[a..b];
-                    let first = enc.offsets.len();
-                    match &self.model {
-                        Model::Bpe(m) => {
-                            let mut spans = Vec::new();
-                            m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
-                            let mut local = CharIndex::new(seg_text);
-                            for (s, e) in spans {
-                                let start = local.char_containing(s);
-                                let end = local.char_at(e).max(start + usize::from(e > s));
-                                enc.offsets.push((start, end));
-                            }
-                            if let Some(trim) = self.template.trim_offsets {
-                                // In characters, as HF counts (a leading space's span may be a
-                                // whole multi-byte first character).
-                                for k in first..enc.offsets.len() {
-                                    let bytes = m.token_bytes(enc.ids[k]).unwrap_or_default();
-                                    let leading = bytes.iter().take_while(|&&b| b == b' ').count();
-                                    let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
-                                    let is_first = k == text_start || base + enc.offsets[k].0 == 0;
-                                    enc.offsets[k] = trim.trim((leading, trailing), enc.offsets[k], is_first);
+        crate::compute(move || {
+            let room = Self::room(opts, self.frame_len(opts, false))?;
+            let mut enc = Encoding::default();
+            if opts.add_special_tokens {
+                enc.ids.extend_from_slice(&self.template.prefix);
+                enc.offsets.extend(self.template.prefix.iter().map(|_| (0, 0)));
+            }
+            let text_start = enc.ids.len();
+            let mut chars = CharIndex::new(text);
+            self.specials.split(text, opts, |seg| {
+                match seg {
+                    Segment::Text(a, b) => {
+                        let base = chars.char_at(a);
+                        let seg_text = &text[a..b];
+                        let first = enc.offsets.len();
+                        match &self.model {
+                            Model::Bpe(m) => {
+                                let mut spans = Vec::new();
+                                m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
+                                let mut local = CharIndex::new(seg_text);
+                                for (s, e) in spans {
+                                    let start = local.char_containing(s);
+                                    let end = local.char_at(e).max(start + usize::from(e > s));
+                                    enc.offsets.push((start, end));
+                                }
+                                if let Some(trim) = self.template.trim_offsets {
+                                    // In characters, as HF counts (a leading space's span may be a
+                                    // whole multi-byte first character).
+                                    for k in first..enc.offsets.len() {
+                                        let bytes = m.token_bytes(enc.ids[k]).unwrap_or_default();
+                                        let leading = bytes.iter().take_while(|&&b| b == b' ').count();
+                                        let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
+                                        let is_first = k == text_start || base + enc.offsets[k].0 == 0;
+                                        enc.offsets[k] = trim.trim((leading, trailing), enc.offsets[k], is_first);
+                                    }
                                 }
                             }
+                            Model::WordPiece(m) => m.encode_text(seg_text, &mut enc.ids, Some(&mut enc.offsets)),
+                            Model::Chars(m) => {
+                                let before = enc.ids.len();
+                                m.encode_text(seg_text, &mut enc.ids)?;
+                                enc.offsets.extend((0..enc.ids.len() - before).map(|i| (i, i + 1)));
+                            }
                         }
-                        Model::WordPiece(m) => m.encode_text(seg_text, &mut enc.ids, Some(&mut enc.offsets)),
-                        Model::Chars(m) => {
-                            let before = enc.ids.len();
-                            m.encode_text(seg_text, &mut enc.ids)?;
-                            enc.offsets.extend((0..enc.ids.len() - before).map(|i| (i, i + 1)));
+                        for o in &mut enc.offsets[first..] {
+                            *o = (o.0 + base, o.1 + base);
                         }
                     }
-                    for o in &mut enc.offsets[first..] {
-                        *o = (o.0 + base, o.1 + base);
+                    Segment::Special(id, a, b) => {
+                        let mut span = (chars.char_at(a), chars.char_at(b));
+                        if let (Some(trim), Model::Bpe(_)) = (self.template.trim_offsets, &self.model) {
+                            // An added token's spaces are characters of its text (HF counts `Ġ` too).
+                            let space = |c: &char| c.is_whitespace() || *c == 'Ġ';
+                            let content = &text[a..b];
+                            let counts = (
+                                content.chars().take_while(space).count(),
+                                content.chars().rev().take_while(space).count(),
+                            );
+                            span = trim.trim(counts, span, enc.ids.len() == text_start || a == 0);
+                        }
+                        enc.ids.push(id);
+                        enc.offsets.push(span);
                     }
                 }
-                Segment::Special(id, a, b) => {
-                    let mut span = (chars.char_at(a), chars.char_at(b));
-                    if let (Some(trim), Model::Bpe(_)) = (self.template.trim_offsets, &self.model) {
-                        // An added token's spaces are characters of its text (HF counts `Ġ` too).
-                        let space = |c: &char| c.is_whitespace() || *c == 'Ġ';
-                        let content = &text[a..b];
-                        let counts = (
-                            content.chars().take_while(space).count(),
-                            content.chars().rev().take_while(space).count(),
-                        );
-                        span = trim.trim(counts, span, enc.ids.len() == text_start || a == 0);
-                    }
-                    enc.ids.push(id);
-                    enc.offsets.push(span);
-                }
+                Ok(())
+            })?;
+            if let Some(room) = room {
+                enc.ids.truncate(text_start + room);
+                enc.offsets.truncate(text_start + room);
             }
-            Ok(())
-        })?;
-        if let Some(room) = room {
-            enc.ids.truncate(text_start + room);
-            enc.offsets.truncate(text_start + room);
-        }
-        if opts.add_special_tokens {
-            enc.ids.extend_from_slice(&self.template.suffix);
-            enc.offsets.extend(self.template.suffix.iter().map(|_| (0, 0)));
-        }
-        Ok(enc)
+            if opts.add_special_tokens {
+                enc.ids.extend_from_slice(&self.template.suffix);
+                enc.offsets.extend(self.template.suffix.iter().map(|_| (0, 0)));
+            }
+            Ok(enc)
+        })
     }
 
     /// Encodes many texts in parallel (rayon); the result does not depend on the thread count.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S], opts: &EncodeOptions) -> Result<Vec<Vec<u32>>> {
-        texts.par_iter().map(|t| self.encode(t.as_ref(), opts)).collect()
+        crate::compute(move || texts.par_iter().map(|t| self.encode(t.as_ref(), opts)).collect())
     }
 
     /// Encodes, truncates and pads a batch into a rectangle with an attention mask.
@@ -690,39 +696,41 @@ impl Tokenizer {
         opts: &EncodeOptions,
         pad: &PadOptions,
     ) -> Result<PaddedBatch> {
-        if pad.pad_to_max_length && pad.max_length.is_none() {
-            bail!(Argument, "padding to max_length needs max_length");
-        }
-        ensure!(pad.max_length != Some(0), Argument, "max_length must be at least 1");
-        let truncated = EncodeOptions { max_length: pad.max_length.filter(|_| pad.truncation), ..opts.clone() };
-        Self::room(&truncated, self.frame_len(&truncated, false))?; // checked for an empty batch too
-        let rows = self.encode_batch(texts, &truncated)?;
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let cols = if pad.pad_to_max_length { pad.max_length.unwrap_or(longest) } else { longest };
-        let limit = pad.max_length.unwrap_or(cols).min(cols);
-        if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() > limit) {
-            bail!(Argument, "text {i} has {} tokens, more than max_length {limit}; pass truncation=True", r.len());
-        }
-        let pad_id = pad.pad_id.unwrap_or_else(|| self.pad_id());
-        ensure!(
-            (pad_id as usize) < self.vocab_size(),
-            Argument,
-            "pad_id {pad_id} is outside the vocabulary of {} tokens",
-            self.vocab_size()
-        );
-        // max_length comes from the caller: a huge one must be an error, not an aborted process.
-        let too_large = || Error::Memory(format!("a padded batch of {} × {cols} tokens is too large", rows.len()));
-        let len = rows.len().checked_mul(cols).ok_or_else(too_large)?;
-        let (mut ids, mut mask) = (Vec::new(), Vec::new());
-        ids.try_reserve_exact(len).map_err(|_| too_large())?;
-        mask.try_reserve_exact(len).map_err(|_| too_large())?;
-        for r in &rows {
-            ids.extend_from_slice(r);
-            ids.resize(ids.len() + cols - r.len(), pad_id);
-            mask.resize(mask.len() + r.len(), 1);
-            mask.resize(mask.len() + cols - r.len(), 0);
-        }
-        Ok(PaddedBatch { ids, attention_mask: mask, rows: rows.len(), cols })
+        crate::compute(move || {
+            if pad.pad_to_max_length && pad.max_length.is_none() {
+                bail!(Argument, "padding to max_length needs max_length");
+            }
+            ensure!(pad.max_length != Some(0), Argument, "max_length must be at least 1");
+            let truncated = EncodeOptions { max_length: pad.max_length.filter(|_| pad.truncation), ..opts.clone() };
+            Self::room(&truncated, self.frame_len(&truncated, false))?; // checked for an empty batch too
+            let rows = self.encode_batch(texts, &truncated)?;
+            let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+            let cols = if pad.pad_to_max_length { pad.max_length.unwrap_or(longest) } else { longest };
+            let limit = pad.max_length.unwrap_or(cols).min(cols);
+            if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() > limit) {
+                bail!(Argument, "text {i} has {} tokens, more than max_length {limit}; pass truncation=True", r.len());
+            }
+            let pad_id = pad.pad_id.unwrap_or_else(|| self.pad_id());
+            ensure!(
+                (pad_id as usize) < self.vocab_size(),
+                Argument,
+                "pad_id {pad_id} is outside the vocabulary of {} tokens",
+                self.vocab_size()
+            );
+            // max_length comes from the caller: a huge one must be an error, not an aborted process.
+            let too_large = || Error::Memory(format!("a padded batch of {} × {cols} tokens is too large", rows.len()));
+            let len = rows.len().checked_mul(cols).ok_or_else(too_large)?;
+            let (mut ids, mut mask) = (Vec::new(), Vec::new());
+            ids.try_reserve_exact(len).map_err(|_| too_large())?;
+            mask.try_reserve_exact(len).map_err(|_| too_large())?;
+            for r in &rows {
+                ids.extend_from_slice(r);
+                ids.resize(ids.len() + cols - r.len(), pad_id);
+                mask.resize(mask.len() + r.len(), 1);
+                mask.resize(mask.len() + cols - r.len(), 0);
+            }
+            Ok(PaddedBatch { ids, attention_mask: mask, rows: rows.len(), cols })
+        })
     }
 
     /// Decodes ids to bytes (byte-level BPE may produce partial UTF-8 for a partial sequence).
@@ -793,7 +801,7 @@ impl Tokenizer {
 
     /// Decodes many id sequences in parallel.
     pub fn decode_batch<V: AsRef<[u32]> + Sync>(&self, batch: &[V], skip_special_tokens: bool) -> Result<Vec<String>> {
-        batch.par_iter().map(|ids| self.decode(ids.as_ref(), skip_special_tokens)).collect()
+        crate::compute(move || batch.par_iter().map(|ids| self.decode(ids.as_ref(), skip_special_tokens)).collect())
     }
 }
 

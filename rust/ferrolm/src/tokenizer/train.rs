@@ -267,10 +267,12 @@ impl Trainer {
     /// pre-tokenize as the whole does (see `pieces`), so it is counted on every thread, in
     /// memory proportional to a piece, and a stop is seen between pieces.
     pub fn feed<S: AsRef<str> + Sync>(&mut self, texts: &[S]) -> Result<()> {
-        let units: Vec<&str> = texts.iter().flat_map(|t| self.pieces(t.as_ref())).collect();
-        let local = self.count_units(&units)?;
-        self.absorb(local);
-        Ok(())
+        crate::compute(move || {
+            let units: Vec<&str> = texts.iter().flat_map(|t| self.pieces(t.as_ref())).collect();
+            let local = self.count_units(&units)?;
+            self.absorb(local);
+            Ok(())
+        })
     }
 
     /// `text` in the pieces it is counted in (see `long_unit`); WordPiece's with CJK handling
@@ -282,119 +284,123 @@ impl Trainer {
 
     /// Counts a UTF-8 text file, line by line, streaming it in chunks.
     pub fn feed_file(&mut self, path: &Path) -> Result<()> {
-        let chunk = self.config.chunk_bytes;
-        for_each_chunk(path, chunk, |text| {
-            // A line is a unit, and a unit is counted on one thread in memory proportional to it
-            // (WordPiece: 16 bytes a character): a file of one 80 MB line took 1.4 GB.
-            let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|line| self.pieces(line)).collect();
-            let local = self.count_units(&lines)?;
-            self.absorb(local);
-            Ok(())
+        crate::compute(move || {
+            let chunk = self.config.chunk_bytes;
+            for_each_chunk(path, chunk, |text| {
+                // A line is a unit, and a unit is counted on one thread in memory proportional to it
+                // (WordPiece: 16 bytes a character): a file of one 80 MB line took 1.4 GB.
+                let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|line| self.pieces(line)).collect();
+                let local = self.count_units(&lines)?;
+                self.absorb(local);
+                Ok(())
+            })
         })
     }
 
     /// Builds the vocabulary from the counts.
     pub fn finish(self) -> Result<Tokenizer> {
-        let cfg = &self.config;
-        let specials: Vec<(String, u32)> =
-            cfg.special_tokens.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
-        // Sorted words make word indices, and so everything after, independent of hashing.
-        let mut words: Vec<(Box<[u8]>, u64)> = self.words.into_iter().collect();
-        words.sort_unstable();
-        match cfg.kind {
-            ModelKind::Bpe => {
-                let mut table = MergeTable::default();
-                for s in &cfg.special_tokens {
-                    table.intern(s.as_bytes());
-                }
-                // The 256 byte tokens, ordered by the character that stands for them (as HF).
-                let mut order: Vec<u8> = (0..=255).collect();
-                order.sort_by_key(|&b| BYTE_TO_CHAR[b as usize]);
-                let mut byte_id = [0u32; 256];
-                for b in order {
-                    byte_id[b as usize] = table.intern(&[b]);
-                }
-                if table.len() != 256 + cfg.special_tokens.len() {
-                    bail!(Argument, "a special token is a single byte, which collides with the byte alphabet");
-                }
-                let counts: Vec<u64> = words.iter().map(|w| w.1).collect();
-                let symbols = words.iter().map(|(w, _)| w.iter().map(|&b| byte_id[b as usize]).collect()).collect();
-                drop(words);
-                learn_merges(&mut table, symbols, &counts, cfg.vocab_size, cfg.min_frequency, None, &cfg.stop)?;
-                let merges = std::mem::take(&mut table.merges);
-                let n_special = cfg.special_tokens.len();
-                let entries = table
-                    .into_tokens()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        let name = if i < n_special {
-                            cfg.special_tokens[i].clone()
-                        } else {
-                            super::bytes::bytes_to_token(&t)
-                        };
-                        (name, t.into_boxed_slice())
-                    })
-                    .collect();
-                let model = Bpe::from_entries(entries, &merges, self.pretokenizer, BpeOptions::default())?;
-                Tokenizer::new(Model::Bpe(model), &specials, Template::default())
-            }
-            ModelKind::WordPiece => {
-                let mut specials_list = cfg.special_tokens.clone();
-                if !specials_list.iter().any(|s| s == "[UNK]") {
-                    specials_list.push("[UNK]".into());
-                }
-                let vocab = train_vocab(
-                    &words,
-                    &specials_list,
-                    cfg.vocab_size,
-                    cfg.min_frequency,
-                    cfg.limit_alphabet,
-                    "##",
-                    &cfg.stop,
-                )?;
-                let options = WordPieceOptions {
-                    normalizer: Some(cfg.normalizer.clone()),
-                    max_input_chars_per_word: cfg.max_input_chars_per_word,
-                    ..Default::default()
-                };
-                let model =
-                    WordPiece::new(vocab.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect(), options)?;
-                let specials: Vec<(String, u32)> =
-                    specials_list.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
-                let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
-                    (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], ..Template::default() },
-                    _ => Template::default(),
-                };
-                Tokenizer::new(Model::WordPiece(model), &specials, template)
-            }
-            ModelKind::Chars => {
-                let n = specials.len();
-                let max_chars = match cfg.vocab_size {
-                    0 => None,
-                    v if v <= n + 1 => {
-                        bail!(Argument, "vocab_size {v} leaves no room for characters after {n} special tokens")
+        crate::compute(move || {
+            let cfg = &self.config;
+            let specials: Vec<(String, u32)> =
+                cfg.special_tokens.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+            // Sorted words make word indices, and so everything after, independent of hashing.
+            let mut words: Vec<(Box<[u8]>, u64)> = self.words.into_iter().collect();
+            words.sort_unstable();
+            match cfg.kind {
+                ModelKind::Bpe => {
+                    let mut table = MergeTable::default();
+                    for s in &cfg.special_tokens {
+                        table.intern(s.as_bytes());
                     }
-                    v => Some(v - n),
-                };
-                let mut counts = self.chars;
-                for (s, _) in &specials {
-                    let mut it = s.chars();
-                    if let (Some(c), None) = (it.next(), it.next()) {
-                        counts.remove(&c);
+                    // The 256 byte tokens, ordered by the character that stands for them (as HF).
+                    let mut order: Vec<u8> = (0..=255).collect();
+                    order.sort_by_key(|&b| BYTE_TO_CHAR[b as usize]);
+                    let mut byte_id = [0u32; 256];
+                    for b in order {
+                        byte_id[b as usize] = table.intern(&[b]);
                     }
+                    if table.len() != 256 + cfg.special_tokens.len() {
+                        bail!(Argument, "a special token is a single byte, which collides with the byte alphabet");
+                    }
+                    let counts: Vec<u64> = words.iter().map(|w| w.1).collect();
+                    let symbols = words.iter().map(|(w, _)| w.iter().map(|&b| byte_id[b as usize]).collect()).collect();
+                    drop(words);
+                    learn_merges(&mut table, symbols, &counts, cfg.vocab_size, cfg.min_frequency, None, &cfg.stop)?;
+                    let merges = std::mem::take(&mut table.merges);
+                    let n_special = cfg.special_tokens.len();
+                    let entries = table
+                        .into_tokens()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            let name = if i < n_special {
+                                cfg.special_tokens[i].clone()
+                            } else {
+                                super::bytes::bytes_to_token(&t)
+                            };
+                            (name, t.into_boxed_slice())
+                        })
+                        .collect();
+                    let model = Bpe::from_entries(entries, &merges, self.pretokenizer, BpeOptions::default())?;
+                    Tokenizer::new(Model::Bpe(model), &specials, Template::default())
                 }
-                if counts.is_empty() && specials.is_empty() {
-                    bail!(Argument, "no characters to train on (is the text empty?)");
+                ModelKind::WordPiece => {
+                    let mut specials_list = cfg.special_tokens.clone();
+                    if !specials_list.iter().any(|s| s == "[UNK]") {
+                        specials_list.push("[UNK]".into());
+                    }
+                    let vocab = train_vocab(
+                        &words,
+                        &specials_list,
+                        cfg.vocab_size,
+                        cfg.min_frequency,
+                        cfg.limit_alphabet,
+                        "##",
+                        &cfg.stop,
+                    )?;
+                    let options = WordPieceOptions {
+                        normalizer: Some(cfg.normalizer.clone()),
+                        max_input_chars_per_word: cfg.max_input_chars_per_word,
+                        ..Default::default()
+                    };
+                    let model =
+                        WordPiece::new(vocab.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect(), options)?;
+                    let specials: Vec<(String, u32)> =
+                        specials_list.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+                    let template = match (model.token_to_id("[CLS]"), model.token_to_id("[SEP]")) {
+                        (Some(c), Some(s)) => Template { prefix: vec![c], suffix: vec![s], ..Template::default() },
+                        _ => Template::default(),
+                    };
+                    Tokenizer::new(Model::WordPiece(model), &specials, template)
                 }
-                // The unknown token among the special ones, in its common spellings; else one
-                // named [UNK] is added if the vocabulary must leave characters out.
-                let unk = specials.iter().find(|(s, _)| UNK_SPELLINGS.contains(&s.as_str()));
-                let unk_token = unk.map_or("[UNK]", |(s, _)| s.as_str());
-                let model = Chars::from_counts(&counts, n as u32, max_chars, unk_token, unk.map(|&(_, id)| id))?;
-                Tokenizer::new(Model::Chars(model), &specials, Template::default())
+                ModelKind::Chars => {
+                    let n = specials.len();
+                    let max_chars = match cfg.vocab_size {
+                        0 => None,
+                        v if v <= n + 1 => {
+                            bail!(Argument, "vocab_size {v} leaves no room for characters after {n} special tokens")
+                        }
+                        v => Some(v - n),
+                    };
+                    let mut counts = self.chars;
+                    for (s, _) in &specials {
+                        let mut it = s.chars();
+                        if let (Some(c), None) = (it.next(), it.next()) {
+                            counts.remove(&c);
+                        }
+                    }
+                    if counts.is_empty() && specials.is_empty() {
+                        bail!(Argument, "no characters to train on (is the text empty?)");
+                    }
+                    // The unknown token among the special ones, in its common spellings; else one
+                    // named [UNK] is added if the vocabulary must leave characters out.
+                    let unk = specials.iter().find(|(s, _)| UNK_SPELLINGS.contains(&s.as_str()));
+                    let unk_token = unk.map_or("[UNK]", |(s, _)| s.as_str());
+                    let model = Chars::from_counts(&counts, n as u32, max_chars, unk_token, unk.map(|&(_, id)| id))?;
+                    Tokenizer::new(Model::Chars(model), &specials, Template::default())
+                }
             }
-        }
+        })
     }
 }
 
