@@ -419,6 +419,10 @@ def test_tied_weights_are_one_parameter_clipped_and_resumed_once(tmp_path):
     assert fl.clip_grad_norm((p for p in [w]), 1.0) == pytest.approx(1.0)  # a generator, as PyTorch's parameters()
     with pytest.raises(TypeError):
         fl.clip_grad_norm([w, "w"], 1.0)
+    w.grad = fl.tensor([6.0, 8.0])
+    # One tensor, as PyTorch takes it (its rows were clipped: copies, without gradients).
+    assert fl.clip_grad_norm(w, 5.0) == pytest.approx(10.0)
+    np.testing.assert_allclose(w.grad.numpy(), [3.0, 4.0], rtol=1e-5)
 
     config = dict(eval_interval=20, learning_rate=1e-2, lr_decay_iters=40, progress=False)
     train(model, NextDigit(), TrainConfig(max_iters=20, **config), tmp_path / "run")
@@ -852,6 +856,43 @@ def test_arguments_that_numpy_and_torch_users_pass():
     y = fl.ones(2, 3) * 3  # no grad needed: in place anywhere
     y -= fl.ones(3)
     np.testing.assert_array_equal(y.numpy(), np.full((2, 3), 2.0))
+    # ...but an operand that requires grad is refused there: the change is not recorded, and
+    # backward silently missed its path (b's gradient was [3, 6], not [6, 12]).
+    b = fl.tensor([1.0, 2.0], requires_grad=True)
+    acc = fl.zeros(2)
+    with pytest.raises(fl.GradError, match="y requires grad, and x \\+= y .* write x = x \\+ y"):
+        acc += b * 3
+    with pytest.raises(fl.GradError, match="copy_ copies values without recording it"):
+        acc.copy_(b * 3)
+    np.testing.assert_array_equal(acc.numpy(), [0.0, 0.0])
+    acc = acc + b * 3  # recorded
+    (acc * b).sum().backward()
+    np.testing.assert_allclose(b.grad.numpy(), [6.0, 12.0])
+    with fl.no_grad():  # values only: allowed
+        acc = fl.zeros(2)
+        acc += b
+        acc.copy_(b)
+    acc.copy_(b.detach())
+    np.testing.assert_array_equal(acc.numpy(), [1.0, 2.0])
+    # A tensor read as a number (a fill value, a bound) would lose its gradient the same way.
+    for read_as_number in (lambda: F.masked_fill(b, np.array([True, False]), b[0]), lambda: F.clamp(b, min=b[0]),
+                           lambda: b.clamp(max=b[1])):
+        with pytest.raises(fl.GradError, match="read here as a number"):
+            read_as_number()
+    np.testing.assert_array_equal(F.masked_fill(b, np.array([True, False]), b[0].detach()).numpy(), [1.0, 2.0])
+    # layer.weight -= step changes the weight and puts the same tensor back (it changed the
+    # weight, then raised "not writable"); another tensor is refused, the weight unchanged.
+    layer = fl.Linear(2, 2, seed=0)
+    before = layer.weight.numpy()
+    with fl.no_grad():
+        layer.weight -= fl.ones(2, 2)
+        layer.bias += 1
+    np.testing.assert_allclose(layer.weight.numpy(), before - 1)
+    for module, name in ((layer, "weight"), (layer, "bias"), (fl.Embedding(3, 2), "weight"), (fl.LayerNorm(2), "bias")):
+        kept = getattr(module, name).numpy()
+        with pytest.raises(AttributeError, match=f"a layer's {name} is not replaced"):
+            setattr(module, name, fl.zeros(*kept.shape))
+        np.testing.assert_array_equal(getattr(module, name).numpy(), kept)
 
     class OneElementArray:  # as numpy before 2.4 has it: float() of a one-element array works
         def __float__(self):

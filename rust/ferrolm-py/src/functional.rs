@@ -10,7 +10,7 @@ use ferrolm::Tensor;
 
 use crate::errors::IntoPy;
 use crate::nn::seed_or_next;
-use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, Axis, PyTensor};
+use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, Axis, Constant, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
 /// literals (one per docstring line) become the function's Python `__doc__`.
@@ -92,8 +92,8 @@ pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) ->
 /// passes none at a bound). Raises ValueError if min > max.
 #[pyfunction]
 #[pyo3(signature = (x, min = None, max = None))]
-fn clamp(py: Python<'_>, x: PyTensor, min: Option<f32>, max: Option<f32>) -> PyResult<PyTensor> {
-    run(py, || ops::clamp(&x.0, min, max))
+fn clamp(py: Python<'_>, x: PyTensor, min: Option<Constant>, max: Option<Constant>) -> PyResult<PyTensor> {
+    run(py, || ops::clamp(&x.0, min.map(|c| c.0), max.map(|c| c.0)))
 }
 
 /// `a` where `cond` holds, else `b`, elementwise; cond, a and b broadcast together (numpy rules). cond is a boolean
@@ -111,9 +111,9 @@ fn where_(py: Python<'_>, cond: &Bound<'_, PyAny>, a: &Bound<'_, PyAny>, b: &Bou
 /// broadcast to x's shape (ShapeError otherwise). Filled positions get zero gradient, never NaN, so value=-inf is
 /// safe before a softmax.
 #[pyfunction]
-fn masked_fill(py: Python<'_>, x: PyTensor, mask: &Bound<'_, PyAny>, value: f32) -> PyResult<PyTensor> {
+fn masked_fill(py: Python<'_>, x: PyTensor, mask: &Bound<'_, PyAny>, value: Constant) -> PyResult<PyTensor> {
     let mask = mask_tensor(mask)?;
-    run(py, || ops::masked_fill(&x.0, &mask, value))
+    run(py, || ops::masked_fill(&x.0, &mask, value.0))
 }
 
 /// A boolean array-like as a 0/1 tensor (masks take no gradient).

@@ -30,6 +30,18 @@ fn tensors(m: &dyn Module) -> Vec<PyTensor> {
     m.parameters().into_iter().map(PyTensor).collect()
 }
 
+/// A layer's parameter set to `value`: Python's `layer.weight -= step` changes the tensor in
+/// place and then sets the attribute to it, which is the same tensor; any other is refused
+/// (its values go in with `weight.copy_(...)`).
+fn put_back(name: &str, current: Option<&Tensor>, value: &PyTensor) -> PyResult<()> {
+    if current.is_some_and(|t| t.id() == value.0.id()) {
+        return Ok(());
+    }
+    Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+        "a layer's {name} is not replaced: change its values in place (`with fl.no_grad(): layer.{name}.copy_(values)`)"
+    )))
+}
+
 /// `y = x·Wᵀ + b` with W of shape (out_features, in_features).
 #[pyclass(name = "Linear", module = "ferrolm", frozen)]
 pub struct PyLinear(nn::Linear);
@@ -52,6 +64,16 @@ impl PyLinear {
     #[getter]
     fn bias(&self) -> Option<PyTensor> {
         self.0.bias.clone().map(PyTensor)
+    }
+    /// `layer.weight -= step` puts the same tensor back ([`put_back`]).
+    #[setter]
+    fn set_weight(&self, value: PyTensor) -> PyResult<()> {
+        put_back("weight", Some(&self.0.weight), &value)
+    }
+    /// `layer.bias -= step` puts the same tensor back ([`put_back`]).
+    #[setter]
+    fn set_bias(&self, value: PyTensor) -> PyResult<()> {
+        put_back("bias", self.0.bias.as_ref(), &value)
     }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
@@ -91,6 +113,11 @@ impl PyEmbedding {
     fn weight(&self) -> PyTensor {
         PyTensor(self.0.weight.clone())
     }
+    /// `layer.weight -= step` puts the same tensor back ([`put_back`]).
+    #[setter]
+    fn set_weight(&self, value: PyTensor) -> PyResult<()> {
+        put_back("weight", Some(&self.0.weight), &value)
+    }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
     }
@@ -129,6 +156,16 @@ impl PyLayerNorm {
     #[getter]
     fn bias(&self) -> Option<PyTensor> {
         self.0.bias.clone().map(PyTensor)
+    }
+    /// `layer.weight -= step` puts the same tensor back ([`put_back`]).
+    #[setter]
+    fn set_weight(&self, value: PyTensor) -> PyResult<()> {
+        put_back("weight", Some(&self.0.weight), &value)
+    }
+    /// `layer.bias -= step` puts the same tensor back ([`put_back`]).
+    #[setter]
+    fn set_bias(&self, value: PyTensor) -> PyResult<()> {
+        put_back("bias", self.0.bias.as_ref(), &value)
     }
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
         named(&self.0)
@@ -224,10 +261,14 @@ impl PyOptimizer {
 }
 
 /// Scales gradients so their global norm is at most `max_norm`; returns the norm before.
-/// `params` is any iterable of tensors (a list, or a generator as PyTorch's `parameters()`).
+/// `params` is any iterable of tensors (a list, or a generator as PyTorch's `parameters()`), or
+/// one tensor.
 #[pyfunction]
 fn clip_grad_norm(py: Python<'_>, params: &Bound<'_, PyAny>, max_norm: f32) -> PyResult<f32> {
-    let ts = params.try_iter()?.map(|p| Ok(p?.extract::<PyTensor>()?.0)).collect::<PyResult<Vec<Tensor>>>()?;
+    let ts = match params.cast::<PyTensor>() {
+        Ok(one) => vec![one.get().0.clone()], // not its rows: they are copies, without gradients
+        Err(_) => params.try_iter()?.map(|p| Ok(p?.extract::<PyTensor>()?.0)).collect::<PyResult<Vec<Tensor>>>()?,
+    };
     compute(py, || ferrolm::clip_grad_norm(&ts, max_norm)).py()
 }
 

@@ -173,6 +173,36 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Axis {
     }
 }
 
+/// A number an op takes as a constant (a fill value, a bound): a Python number, or a one-element
+/// tensor read as one. A tensor that requires grad is refused while gradients are recorded: it
+/// would be read as a number, and its gradient silently lost.
+#[derive(Clone, Copy)]
+pub struct Constant(pub f32);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Constant {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(t) = obj.cast::<PyTensor>() {
+            refuse_recorded_operand(&t.get().0, || {
+                "a tensor that requires grad is read here as a number, so no gradient would reach it: use fl.where, \
+                 fl.maximum or fl.minimum with the tensor"
+                    .to_string()
+            })?;
+        }
+        Ok(Constant(obj.extract()?))
+    }
+}
+
+/// A grad error (`message`) when `operand` requires grad and gradients are recorded, for an op
+/// that does not record it.
+fn refuse_recorded_operand(operand: &Tensor, message: impl FnOnce() -> String) -> PyResult<()> {
+    if operand.requires_grad() && ferrolm::is_grad_enabled() {
+        return Err(ferrolm::Error::Grad(message())).py();
+    }
+    Ok(())
+}
+
 /// Dimensions for a tensor of rank `rank`, negative ones counted from the end.
 pub fn dims_arg(dims: &[isize], rank: usize) -> PyResult<Vec<usize>> {
     dims.iter()
@@ -233,6 +263,12 @@ impl PyTensor {
             .py();
         }
         let o = to_tensor(other)?;
+        refuse_recorded_operand(&o, || {
+            format!(
+                "y requires grad, and x {symbol}= y changes x in place without recording it: write x = x {symbol} y \
+                 for a result that backward follows to y"
+            )
+        })?;
         let result = run(py, || ferrolm::no_grad(|| op(&self.0, &o)))?.0;
         if result.shape() != self.0.shape() {
             return Err(PyValueError::new_err(format!(
@@ -558,6 +594,11 @@ impl PyTensor {
     fn copy_<'py>(slf: Bound<'py, Self>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
         let shared = values.cast::<PyTensor>().is_ok(); // a tensor may share this one's storage
         let (v, target) = (to_tensor(values)?, slf.get().0.clone());
+        refuse_recorded_operand(&v, || {
+            "the values given to copy_ require grad, and copy_ copies values without recording it: call it inside \
+             fl.no_grad(), or give them .detach()"
+                .to_string()
+        })?;
         if v.shape() == target.shape() && !shared {
             // Loading a checkpoint: the array's tensor is written straight in, without the GIL.
             compute(slf.py(), || target.assign(&v.read())).py()?;
@@ -818,8 +859,8 @@ impl PyTensor {
 
     /// Limits the values to [min, max] (F.clamp); either bound may be None.
     #[pyo3(signature = (min = None, max = None))]
-    fn clamp(&self, py: Python<'_>, min: Option<f32>, max: Option<f32>) -> PyResult<PyTensor> {
-        run(py, || ops::clamp(&self.0, min, max))
+    fn clamp(&self, py: Python<'_>, min: Option<Constant>, max: Option<Constant>) -> PyResult<PyTensor> {
+        run(py, || ops::clamp(&self.0, min.map(|c| c.0), max.map(|c| c.0)))
     }
 
     /// `self @ other` (F.matmul).
