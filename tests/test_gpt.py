@@ -406,6 +406,21 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path
     train(model, objective, TrainConfig(max_iters=2, warmup_iters=0, progress=False), tmp_path / "run")
 
 
+def test_a_generation_whose_cache_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch):
+    """A batch of a million prompts allocated each layer's cache (7.8 GB apiece, granted one by
+    one) and the out-of-memory killer ended the process."""
+    from ferrolm.train import memory
+
+    model = fl.GPT.create(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=8, seed=0)
+    prompts = np.ones((3, 1), np.int64)
+    cache = 2 * 2 * 3 * 8 * 8 * 4  # keys and values: layers x rows x context x width float32s
+    monkeypatch.setattr(memory, "available_bytes", lambda: cache - 1)
+    with pytest.raises(MemoryError, match="generating 3 rows at once needs a key/value cache of .* fewer rows"):
+        model.generate(prompts, 2)
+    monkeypatch.setattr(memory, "available_bytes", lambda: cache)
+    assert [len(row) for row in model.generate(prompts, 2)] == [2, 2, 2]
+
+
 def test_an_address_space_limit_counts_as_the_memory_available():
     """Under `ulimit -v`, a run refused before it starts rather than aborted mid-step."""
     from conftest import run_python
@@ -667,6 +682,9 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
     resume_with(lambda s: s.pop("rng"), "rng or config")
     resume_with(lambda s: s.pop("objective"), "does not name its objective")
     resume_with(lambda s: s.update(rng={"bit_generator": "PCG64", "state": "x"}), "not a PCG64 state")
+    # Settings of the wrong type (a TypeError from a comparison, later).
+    resume_with(lambda s: s["config"].update(learning_rate="0.001"), "config is not one a run can have")
+    resume_with(lambda s: s["config"].update(beta1=None), "config is not one a run can have")
     state_file.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a JSON object"):
         train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), cfg, run, resume=True)
@@ -906,6 +924,11 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         (broken / "config.json").write_text(json.dumps({**cfg, **edit}))
         with pytest.raises(fl.FormatError, match=message):
             GPT.load(broken)
+    # A model_type that is not a string (a list: a TypeError traceback from GPT.load).
+    (broken / "config.json").write_text(json.dumps({**cfg, "model_type": ["gpt2"]}))
+    for load in (GPT.load, fl.load_model, fl.BERT.load):
+        with pytest.raises(ValueError, match=r"model_type \['gpt2'\] is not supported"):
+            load(broken)
     (broken / "config.json").write_text(json.dumps(cfg))
     tensors, meta = fl._core.load_safetensors(str(trained / "model.safetensors"))
     wte, ln_f = tensors["transformer.wte.weight"], tensors["transformer.ln_f.weight"]

@@ -13,6 +13,7 @@ from ferrolm._core import Tensor
 from ferrolm.conversations import checked_turns, exchanges
 from ferrolm.jsonl import located, require_count
 from ferrolm.models import CoreModel
+from ferrolm.train.memory import check_generation_memory
 
 
 class GPT(CoreModel):
@@ -160,8 +161,8 @@ class GPT(CoreModel):
             rows, single = id_prompts
             if not all(rows):
                 raise ValueError("a token-id prompt is empty: give at least one token")
-            session = self.core.generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
-                                           repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens)
+            session = self._generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens)
             generated = session.run(max_new_tokens)
             return generated[0] if single else generated
         single = isinstance(prompt, str) or _is_conversation(prompt)
@@ -202,7 +203,13 @@ class GPT(CoreModel):
     def _text_generation(self, rows: list[list[int]], stop_tokens: list[int], **sampling):
         """A core generation whose tokens become text: only ids the tokenizer has are sampled
         (a model's vocabulary may be padded past them)."""
-        return self.core.generation(rows, stop_tokens=stop_tokens, vocab_limit=self._tok().vocab_size, **sampling)
+        return self._generation(rows, stop_tokens=stop_tokens, vocab_limit=self._tok().vocab_size, **sampling)
+
+    def _generation(self, rows: list[list[int]], **settings):
+        """A core generation of `rows`, refused (MemoryError) when its key/value cache would not
+        fit in memory."""
+        check_generation_memory(self.config, len(rows))
+        return self.core.generation(rows, **settings)
 
     def score(self, text: Union[str, Sequence[int]], stride: Optional[int] = None) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first token

@@ -343,6 +343,10 @@ def _model_type(path: Path):
         config = read_json_object(config_file)
     except (OSError, ValueError):
         return None
+    except MemoryError:  # its message is empty
+        raise MemoryError(f"reading {config_file}: out of memory (is it a config file?)") from None
     if "model_type" in config:
+        if not isinstance(config["model_type"], str):
+            raise ValueError(f"{config_file}: model_type {config['model_type']!r} is not supported (gpt2 or bert)")
         return config["model_type"]
     return "bert" if "num_hidden_layers" in config else "gpt2" if "n_layer" in config else None

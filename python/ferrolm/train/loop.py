@@ -343,12 +343,25 @@ def read_state(path: Path) -> dict:
             or not all(Path(f).name == f and (f.endswith(".safetensors") or f == TOKENIZER_FILE) for f in state["digests"]):
         problem = (f"its digests must name model.safetensors, {OPTIMIZER_FILE} and only other .safetensors files or "
                    f"{TOKENIZER_FILE} beside them")
+    else:
+        problem = _config_problem(state["config"])
     if problem:
         raise ValueError(f"cannot resume: {path}: {problem} (damaged or edited; start a new run)")
     for f in state["digests"]:  # checked here, before a command builds the run from the directory
         if not (path.parent / f).is_file():
             raise ValueError(f"cannot resume: {f} is missing from {path.parent}")
     return state
+
+
+def _config_problem(saved: dict) -> Optional[str]:
+    """What is wrong with a trainer state's `config` (settings of the wrong type or out of
+    range, which failed later with a TypeError), or None."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    except (TypeError, ValueError) as e:
+        return f"its config is not one a run can have ({e})"
+    return None
 
 
 #: The settings that shape a run's updates: resumed with others, it no longer reproduces itself.

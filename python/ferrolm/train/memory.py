@@ -1,6 +1,6 @@
-"""Whether a training run fits in memory, checked before it starts. Past that, the kernel's
-out-of-memory killer ends the process part-way through its first step, with no message (or
-the machine swaps to a standstill)."""
+"""Whether a training run, or a generation's key/value cache, fits in memory, checked before
+it starts. Past that, the kernel's out-of-memory killer ends the process part-way through its
+first step, with no message (or the machine swaps to a standstill)."""
 
 from __future__ import annotations
 
@@ -119,6 +119,19 @@ def check_memory(model: Any, objective: Any, trainable: int) -> None:
         raise MemoryError(f"training needs at least {_gb(need)} more memory ({parts}), but {_gb(available)} is "
                           "available: use a smaller --batch-size (--grad-accum keeps the batch's effective size), "
                           "--block-size or model, or free memory")
+
+
+def check_generation_memory(config: dict, rows: int) -> None:
+    """MemoryError, before anything is allocated, when generating `rows` rows at once with a
+    GPT of `config` needs a key/value cache larger than the memory available. The allocator
+    grants each layer's buffers on their own, and writing them would end the process."""
+    available = available_bytes()
+    if available is None:
+        return
+    need = 2 * config["n_layer"] * rows * config["n_positions"] * config["n_embd"] * 4  # keys and values, float32
+    if need > available:
+        raise MemoryError(f"generating {rows} rows at once needs a key/value cache of {_gb(need)}, but {_gb(available)} "
+                          "is available: generate fewer rows at a time")
 
 
 def _gb(n: int) -> str:
