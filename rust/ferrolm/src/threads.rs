@@ -48,8 +48,11 @@ pub fn init_thread_pool() -> Result<bool> {
     if threads > MAX_THREADS {
         bail!(Argument, "RAYON_NUM_THREADS={threads} asks for more than {MAX_THREADS} compute threads");
     }
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).use_current_thread().build_global() {
+    let builder =
+        rayon::ThreadPoolBuilder::new().num_threads(threads).start_handler(|_| crate::gemm::reserve_buffers());
+    match builder.use_current_thread().build_global() {
         Ok(()) => {
+            crate::gemm::reserve_buffers();
             let _ = DRIVING_THREAD.set(std::thread::current().id());
             Ok(true)
         }
@@ -174,6 +177,7 @@ fn kept_pool(n: usize) -> Result<Arc<KeptPool>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("ferrolm-{i}"))
+        .start_handler(|_| crate::gemm::reserve_buffers())
         .build()
         .map_err(|e| Error::Argument(format!("cannot start {n} threads: {e}")))?;
     let pool = Arc::new(KeptPool { threads: pool, turn: Mutex::new(()) });

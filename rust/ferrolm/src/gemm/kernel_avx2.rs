@@ -12,7 +12,7 @@ pub(super) const NR: usize = 16;
 #[target_feature(enable = "avx2,fma")]
 unsafe fn full(
     kc: usize,
-    mut a: *const f32,
+    a: *const f32,
     a_rs: usize,
     a_cs: usize,
     mut b: *const f32,
@@ -21,15 +21,19 @@ unsafe fn full(
     load_c: bool,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // Each row read from its own base at one running offset: stepping a single pointer from row
+    // to row made a chain of six dependent adds per k step, as long as its twelve FMAs take.
+    let rows: [*const f32; MR] = std::array::from_fn(|r| a.add(r * a_rs));
+    let mut at = 0;
     for _ in 0..kc {
         let b0 = _mm256_load_ps(b);
         let b1 = _mm256_load_ps(b.add(8));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm256_broadcast_ss(&*a.add(r * a_rs));
+        for (row, base) in acc.iter_mut().zip(rows) {
+            let av = _mm256_broadcast_ss(&*base.add(at));
             row[0] = _mm256_fmadd_ps(av, b0, row[0]);
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
         }
-        a = a.add(a_cs);
+        at += a_cs;
         b = b.add(NR);
     }
     for (r, row) in acc.iter().enumerate() {
