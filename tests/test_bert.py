@@ -455,6 +455,15 @@ def test_fill_mask_agrees_with_the_mlm_head(trained_bert):
         np.testing.assert_allclose([c["score"] for c in candidates], probs[best], rtol=1e-4)
 
 
+def test_fill_mask_of_a_diverged_model_is_refused(trained_bert):
+    """It ranked every token by NaN scores, and the command printed them and exited 0."""
+    model = BERT.load(trained_bert[0])
+    weight = next(t for n, t in model.named_parameters() if n.endswith("encoder.layer.0.output.LayerNorm.weight"))
+    weight.copy_(np.full(weight.shape, 3e38, np.float32))  # finite weights, loaded; infinite products
+    with pytest.raises(ValueError, match="scores hold NaN or infinite values"):
+        model.fill_mask("To be, or not to [MASK]")
+
+
 def test_fill_mask_in_text_longer_than_the_context(trained_bert):
     """Past the context (16 tokens), each [MASK] is filled from the 16-token window centred on
     it (clamped to the text), [CLS] and [SEP] included: the MLM head's softmax at that position

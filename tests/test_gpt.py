@@ -683,8 +683,9 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
     resume_with(lambda s: s.pop("objective"), "does not name its objective")
     resume_with(lambda s: s.update(rng={"bit_generator": "PCG64", "state": "x"}), "not a PCG64 state")
     # Settings of the wrong type (a TypeError from a comparison, later).
-    resume_with(lambda s: s["config"].update(learning_rate="0.001"), "config is not one a run can have")
-    resume_with(lambda s: s["config"].update(beta1=None), "config is not one a run can have")
+    resume_with(lambda s: s["config"].update(learning_rate="0.001"), "config's learning_rate is '0.001', not a float")
+    resume_with(lambda s: s["config"].update(beta1=None), "config's beta1 is None, not a float")
+    resume_with(lambda s: s["config"].update(seed=True), "config's seed is True, not a int")
     state_file.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a JSON object"):
         train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), cfg, run, resume=True)
@@ -854,6 +855,8 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     for temperature in (0.0, 1.0):  # greedy gave id 0 at every step, sampling the last id
         with pytest.raises(ValueError, match="NaN or infinite"):
             diverged.generate("x", 3, temperature=temperature)
+    with pytest.raises(ValueError, match="log-probabilities hold NaN or infinite"):  # perplexity printed "loss nan"
+        diverged.score("some text")
     with pytest.raises(IndexError, match="vocabulary"):
         model(np.array([[0, model.vocab_size]]))
     with pytest.raises(IndexError, match="context"):
@@ -1046,6 +1049,12 @@ def test_generation_arguments_are_checked():
                          ({"repetition_penalty": float("nan")}, "repetition_penalty")):
         with pytest.raises(ValueError, match=name):
             model.generate([1, 2], **{"max_new_tokens": 4, **kwargs})
+    # Values valid in Python's floats stay valid in float32's (top_p=1e-50 became 0, "got 0").
+    greedy = model.generate([1, 2], 8, temperature=0)
+    assert model.generate([1, 2], 8, seed=3, top_p=1e-50) == greedy
+    assert len(model.generate([1, 2], 8, seed=3, temperature=1e39, repetition_penalty=1e-50)) == 8
+    with pytest.raises(ValueError, match="top_p must be in \\(0, 1\\], got 0"):
+        model.generate([1, 2], 8, top_p=0.0)
     # top_p=1 keeps every token: the same draws as no nucleus at all (it re-sorted them).
     assert model.generate([1, 2], 30, seed=3, top_p=1.0) == model.generate([1, 2], 30, seed=3)
     # Stop tokens may come as any iterable (an iterator was used up before the text saw it).

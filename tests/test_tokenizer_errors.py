@@ -79,6 +79,13 @@ def test_ids_out_of_range_in_decode(tok, wp):
         gapped.decode([350])
     with pytest.raises(IndexError, match=r"token id 401 is not in the vocabulary \(size 401\)"):
         gapped.decode([401])
+    # A gap inside the model's own ids is a damaged file, refused at load: a model sampled the
+    # id, and generation failed part-way with this IndexError.
+    data = json.loads(tok.to_str())
+    token = next(t for t, i in data["model"]["vocab"].items() if i == 200)
+    del data["model"]["vocab"][token]
+    with pytest.raises(ferrolm.FormatError, match=r"model.vocab has no token for id 200, below its largest id \d+ \(a damaged file\?\)"):
+        ferrolm.Tokenizer.from_str(json.dumps(data))
     with pytest.raises(TypeError, match="type str"):
         tok.decode(["a"])
     with pytest.raises(TypeError, match="got a bool"):  # True was decoded as id 1

@@ -114,6 +114,9 @@ class BERT(CoreModel):
             rows = F.index_select(F.reshape(h, [-1, h.shape[-1]]), 0, positions)
             # Over the tokenizer's ids only: a vocabulary padded past them has no words there.
             probs = F.softmax(self.mlm_logits(rows)[:, : self._tok().vocab_size]).numpy()
+        if not np.isfinite(probs).all():  # a ranking by NaN would be meaningless
+            raise ValueError("fill_mask: the model's scores hold NaN or infinite values (are its weights damaged or "
+                             "diverged?)")
         out: list[list[list[dict]]] = [[] for _ in ids]
         for at, p in zip(positions, probs):
             best = np.argsort(-p, kind="stable")[:top_k]

@@ -125,11 +125,12 @@ def check_generation_memory(config: dict, rows: int) -> None:
     """MemoryError, before anything is allocated, when generating `rows` rows at once with a
     GPT of `config` needs a key/value cache larger than the memory available. The allocator
     grants each layer's buffers on their own, and writing them would end the process."""
-    available = available_bytes()
-    if available is None:
-        return
     need = 2 * config["n_layer"] * rows * config["n_positions"] * config["n_embd"] * 4  # keys and values, float32
-    if need > available:
+    available = available_bytes()
+    if available is not None and need > available:
+        _core.release_memory()  # freed blocks the heap keeps (an earlier generation's cache) count as available
+        available = available_bytes()
+    if available is not None and need > available:
         raise MemoryError(f"generating {rows} rows at once needs a key/value cache of {_gb(need)}, but {_gb(available)} "
                           "is available: generate fewer rows at a time")
 

@@ -166,8 +166,8 @@ class PPO:
         """Responses (ids) from the KV-cache generator, stopped as chat generation stops them: at
         <|end|>, or at <|user|> / <|assistant|> (another turn: the answer has ended), which
         they end with; sampled among the tokenizer's ids, as chat text is."""
-        session = gpt.core.generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.template.turn_ends),
-                                      vocab_limit=self.vocab)
+        session = gpt._generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.template.turn_ends),
+                                  vocab_limit=self.vocab)
         return session.run(self.max_new_tokens)
 
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:

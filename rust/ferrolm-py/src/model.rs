@@ -215,9 +215,9 @@ impl PyGpt {
     }
 
     /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
-    // `text_signature`: pyo3 would render the `Vec::new()` default as `...` (stubs say `()`).
+    // `text_signature`: pyo3 would render the `Vec::new()` and `Setting` defaults as `...`.
     #[pyo3(
-        signature = (prompts, temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0, seed = None, stop_tokens = Vec::new(), vocab_limit = None),
+        signature = (prompts, temperature = Setting(1.0), top_k = None, top_p = None, repetition_penalty = Setting(1.0), seed = None, stop_tokens = Vec::new(), vocab_limit = None),
         text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=None, stop_tokens=(), vocab_limit=None)"
     )]
     #[allow(clippy::too_many_arguments)]
@@ -225,17 +225,17 @@ impl PyGpt {
         &self,
         py: Python<'_>,
         prompts: Vec<Vec<i64>>,
-        temperature: f32,
+        temperature: Setting,
         top_k: Option<usize>,
-        top_p: Option<f32>,
-        repetition_penalty: f32,
+        top_p: Option<Setting>,
+        repetition_penalty: Setting,
         seed: Option<u64>,
         stop_tokens: Vec<i64>,
         vocab_limit: Option<usize>,
     ) -> PyResult<PyGeneration> {
         // Greedy decoding draws nothing: it leaves the stream as it was (as dropout at p=0 does).
-        let seed = if temperature > 0.0 { seed_or_next(seed) } else { seed.unwrap_or(0) };
-        let sampling = Sampling { temperature, top_k, top_p, repetition_penalty, seed, vocab_limit };
+        let seed = if temperature.0 > 0.0 { seed_or_next(seed) } else { seed.unwrap_or(0) };
+        let sampling = sampling(temperature, top_k, top_p, repetition_penalty, seed, vocab_limit);
         compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens))
             .py()
             .map(|g| PyGeneration(Mutex::new(g)))
@@ -551,12 +551,51 @@ fn arrays(py: Python<'_>, tensors: BTreeMap<String, Stored>) -> PyResult<Bound<'
     Ok(out)
 }
 
+/// A sampling setting (a Python float) in float32, kept on its side of 0 and infinity: a valid
+/// value (`top_p=1e-50`, a temperature of 1e39) became 0 or inf in float32 and was refused as
+/// if it had been given so. NaN, infinities and 0 stay as they are, for `Sampling::validate`.
+#[derive(Clone, Copy)]
+struct Setting(f32);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Setting {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let x: f64 = obj.extract()?;
+        if !x.is_finite() || x == 0.0 {
+            return Ok(Setting(x as f32));
+        }
+        Ok(Setting((x.abs().clamp(f64::from(f32::MIN_POSITIVE), f64::from(f32::MAX)) as f32).copysign(x as f32)))
+    }
+}
+
 /// Refuses sampling settings that `Gpt.generation` would refuse (ValueError), without starting
 /// a generation: for what checks them before its first one (a chat).
 #[pyfunction]
-#[pyo3(signature = (temperature = 1.0, top_k = None, top_p = None, repetition_penalty = 1.0))]
-fn check_sampling(temperature: f32, top_k: Option<usize>, top_p: Option<f32>, repetition_penalty: f32) -> PyResult<()> {
-    Sampling { temperature, top_k, top_p, repetition_penalty, ..Sampling::default() }.validate().py()
+#[pyo3(
+    signature = (temperature = Setting(1.0), top_k = None, top_p = None, repetition_penalty = Setting(1.0)),
+    text_signature = "(temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0)"
+)]
+fn check_sampling(
+    temperature: Setting,
+    top_k: Option<usize>,
+    top_p: Option<Setting>,
+    repetition_penalty: Setting,
+) -> PyResult<()> {
+    sampling(temperature, top_k, top_p, repetition_penalty, 0, None).validate().py()
+}
+
+/// The `Sampling` of Python's settings.
+fn sampling(
+    temperature: Setting,
+    top_k: Option<usize>,
+    top_p: Option<Setting>,
+    repetition_penalty: Setting,
+    seed: u64,
+    vocab_limit: Option<usize>,
+) -> Sampling {
+    let (temperature, top_p, repetition_penalty) = (temperature.0, top_p.map(|p| p.0), repetition_penalty.0);
+    Sampling { temperature, top_k, top_p, repetition_penalty, seed, vocab_limit }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

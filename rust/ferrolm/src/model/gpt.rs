@@ -391,6 +391,12 @@ impl Gpt {
             let nll = ops::cross_entropy(&logits, &window[first + 1..], None, ops::Reduction::None)?;
             out.extend(nll.read().iter().map(|&l| -l));
             if end == n {
+                ensure!(
+                    out.iter().all(|l| l.is_finite()),
+                    Argument,
+                    "score: the model's log-probabilities hold NaN or infinite values (are its weights damaged or \
+                     diverged?)"
+                );
                 return Ok(out);
             }
             end = (end + stride).min(n);

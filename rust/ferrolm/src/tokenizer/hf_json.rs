@@ -361,6 +361,8 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
         Some(_) => bail!(Format, "added_tokens must be a list"),
     }
 
+    let vocab_end =
+        model.get("vocab").and_then(Value::as_object).and_then(|v| v.values().filter_map(Value::as_u64).max());
     let mctx = "model";
     let model = match model.type_name(mctx)? {
         "BPE" => {
@@ -453,7 +455,19 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     for id in normalized {
         tok.specials.set_normalized(id, true)?;
     }
+    ensure_no_gap(&tok, vocab_end, "model.vocab")?;
     Ok(tok)
+}
+
+/// A Format error when an id below `last` (the model vocabulary's largest) has no token, in
+/// the vocabulary or the added tokens: a damaged file. A model would sample that id, which no
+/// text holds (generation failed part-way).
+fn ensure_no_gap(tok: &Tokenizer, last: Option<u64>, ctx: &str) -> Result<()> {
+    let Some(last) = last.and_then(|n| u32::try_from(n).ok()) else { return Ok(()) };
+    match (0..last).find(|&id| tok.id_to_token(id).is_none()) {
+        Some(id) => bail!(Format, "{ctx} has no token for id {id}, below its largest id {last} (a damaged file?)"),
+        None => Ok(()),
+    }
 }
 
 /// A decoder other than the model's own would decode differently from Hugging Face.
@@ -471,6 +485,7 @@ pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str, pretok: PreTokenize
     let v: Value =
         serde_json::from_str(vocab_json).map_err(|e| fmt_err(format!("vocab.json is not valid JSON: {e}")))?;
     let vocab = read_vocab(Some(&v), "vocab.json")?;
+    let last = vocab.last().map(|&(_, id)| u64::from(id));
     let mut merges = Vec::new();
     for (i, line) in merges_txt.lines().enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -484,7 +499,9 @@ pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str, pretok: PreTokenize
     }
     let specials: Vec<(String, u32)> = vocab.iter().filter(|(t, _)| t == "<|endoftext|>").cloned().collect();
     let model = Bpe::new(vocab, &merges, pretok, BpeOptions::default())?;
-    Tokenizer::new(Model::Bpe(model), &specials, Template::default())
+    let tok = Tokenizer::new(Model::Bpe(model), &specials, Template::default())?;
+    ensure_no_gap(&tok, last, "vocab.json")?;
+    Ok(tok)
 }
 
 /// JSON for writing, with object keys kept in the order given (Hugging Face's layout: small

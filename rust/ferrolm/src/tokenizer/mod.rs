@@ -546,28 +546,26 @@ impl Tokenizer {
 
     /// Encodes `text` to ids.
     pub fn encode(&self, text: &str, opts: &EncodeOptions) -> Result<Vec<u32>> {
-        crate::compute(move || {
-            let room = Self::room(opts, self.frame_len(opts, false))?;
-            let mut ids = Vec::with_capacity(text.len() / 3 + 4);
-            if opts.add_special_tokens {
-                ids.extend_from_slice(&self.template.prefix);
+        let room = Self::room(opts, self.frame_len(opts, false))?;
+        let mut ids = Vec::with_capacity(text.len() / 3 + 4);
+        if opts.add_special_tokens {
+            ids.extend_from_slice(&self.template.prefix);
+        }
+        let start = ids.len();
+        self.specials.split(text, opts, |seg| match seg {
+            Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
+            Segment::Special(id, _, _) => {
+                ids.push(id);
+                Ok(())
             }
-            let start = ids.len();
-            self.specials.split(text, opts, |seg| match seg {
-                Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
-                Segment::Special(id, _, _) => {
-                    ids.push(id);
-                    Ok(())
-                }
-            })?;
-            if let Some(room) = room {
-                ids.truncate(start + room);
-            }
-            if opts.add_special_tokens {
-                ids.extend_from_slice(&self.template.suffix);
-            }
-            Ok(ids)
-        })
+        })?;
+        if let Some(room) = room {
+            ids.truncate(start + room);
+        }
+        if opts.add_special_tokens {
+            ids.extend_from_slice(&self.template.suffix);
+        }
+        Ok(ids)
     }
 
     /// Encodes a pair of texts (a question and a passage, two sentences) framed as the template
@@ -605,82 +603,80 @@ impl Tokenizer {
 
     /// Encodes `text` and gives each token's character span in it.
     pub fn encode_with_offsets(&self, text: &str, opts: &EncodeOptions) -> Result<Encoding> {
-        crate::compute(move || {
-            let room = Self::room(opts, self.frame_len(opts, false))?;
-            let mut enc = Encoding::default();
-            if opts.add_special_tokens {
-                enc.ids.extend_from_slice(&self.template.prefix);
-                enc.offsets.extend(self.template.prefix.iter().map(|_| (0, 0)));
-            }
-            let text_start = enc.ids.len();
-            let mut chars = CharIndex::new(text);
-            self.specials.split(text, opts, |seg| {
-                match seg {
-                    Segment::Text(a, b) => {
-                        let base = chars.char_at(a);
-                        let seg_text = &text[a..b];
-                        let first = enc.offsets.len();
-                        match &self.model {
-                            Model::Bpe(m) => {
-                                let mut spans = Vec::new();
-                                m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
-                                let mut local = CharIndex::new(seg_text);
-                                for (s, e) in spans {
-                                    let start = local.char_containing(s);
-                                    let end = local.char_at(e).max(start + usize::from(e > s));
-                                    enc.offsets.push((start, end));
-                                }
-                                if let Some(trim) = self.template.trim_offsets {
-                                    // In characters, as HF counts (a leading space's span may be a
-                                    // whole multi-byte first character).
-                                    for k in first..enc.offsets.len() {
-                                        let bytes = m.token_bytes(enc.ids[k]).unwrap_or_default();
-                                        let leading = bytes.iter().take_while(|&&b| b == b' ').count();
-                                        let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
-                                        let is_first = k == text_start || base + enc.offsets[k].0 == 0;
-                                        enc.offsets[k] = trim.trim((leading, trailing), enc.offsets[k], is_first);
-                                    }
-                                }
+        let room = Self::room(opts, self.frame_len(opts, false))?;
+        let mut enc = Encoding::default();
+        if opts.add_special_tokens {
+            enc.ids.extend_from_slice(&self.template.prefix);
+            enc.offsets.extend(self.template.prefix.iter().map(|_| (0, 0)));
+        }
+        let text_start = enc.ids.len();
+        let mut chars = CharIndex::new(text);
+        self.specials.split(text, opts, |seg| {
+            match seg {
+                Segment::Text(a, b) => {
+                    let base = chars.char_at(a);
+                    let seg_text = &text[a..b];
+                    let first = enc.offsets.len();
+                    match &self.model {
+                        Model::Bpe(m) => {
+                            let mut spans = Vec::new();
+                            m.encode_text_with_offsets(seg_text, &mut enc.ids, &mut spans)?;
+                            let mut local = CharIndex::new(seg_text);
+                            for (s, e) in spans {
+                                let start = local.char_containing(s);
+                                let end = local.char_at(e).max(start + usize::from(e > s));
+                                enc.offsets.push((start, end));
                             }
-                            Model::WordPiece(m) => m.encode_text(seg_text, &mut enc.ids, Some(&mut enc.offsets)),
-                            Model::Chars(m) => {
-                                let before = enc.ids.len();
-                                m.encode_text(seg_text, &mut enc.ids)?;
-                                enc.offsets.extend((0..enc.ids.len() - before).map(|i| (i, i + 1)));
+                            if let Some(trim) = self.template.trim_offsets {
+                                // In characters, as HF counts (a leading space's span may be a
+                                // whole multi-byte first character).
+                                for k in first..enc.offsets.len() {
+                                    let bytes = m.token_bytes(enc.ids[k]).unwrap_or_default();
+                                    let leading = bytes.iter().take_while(|&&b| b == b' ').count();
+                                    let trailing = bytes.iter().rev().take_while(|&&b| b == b' ').count();
+                                    let is_first = k == text_start || base + enc.offsets[k].0 == 0;
+                                    enc.offsets[k] = trim.trim((leading, trailing), enc.offsets[k], is_first);
+                                }
                             }
                         }
-                        for o in &mut enc.offsets[first..] {
-                            *o = (o.0 + base, o.1 + base);
+                        Model::WordPiece(m) => m.encode_text(seg_text, &mut enc.ids, Some(&mut enc.offsets)),
+                        Model::Chars(m) => {
+                            let before = enc.ids.len();
+                            m.encode_text(seg_text, &mut enc.ids)?;
+                            enc.offsets.extend((0..enc.ids.len() - before).map(|i| (i, i + 1)));
                         }
                     }
-                    Segment::Special(id, a, b) => {
-                        let mut span = (chars.char_at(a), chars.char_at(b));
-                        if let (Some(trim), Model::Bpe(_)) = (self.template.trim_offsets, &self.model) {
-                            // An added token's spaces are characters of its text (HF counts `Ġ` too).
-                            let space = |c: &char| c.is_whitespace() || *c == 'Ġ';
-                            let content = &text[a..b];
-                            let counts = (
-                                content.chars().take_while(space).count(),
-                                content.chars().rev().take_while(space).count(),
-                            );
-                            span = trim.trim(counts, span, enc.ids.len() == text_start || a == 0);
-                        }
-                        enc.ids.push(id);
-                        enc.offsets.push(span);
+                    for o in &mut enc.offsets[first..] {
+                        *o = (o.0 + base, o.1 + base);
                     }
                 }
-                Ok(())
-            })?;
-            if let Some(room) = room {
-                enc.ids.truncate(text_start + room);
-                enc.offsets.truncate(text_start + room);
+                Segment::Special(id, a, b) => {
+                    let mut span = (chars.char_at(a), chars.char_at(b));
+                    if let (Some(trim), Model::Bpe(_)) = (self.template.trim_offsets, &self.model) {
+                        // An added token's spaces are characters of its text (HF counts `Ġ` too).
+                        let space = |c: &char| c.is_whitespace() || *c == 'Ġ';
+                        let content = &text[a..b];
+                        let counts = (
+                            content.chars().take_while(space).count(),
+                            content.chars().rev().take_while(space).count(),
+                        );
+                        span = trim.trim(counts, span, enc.ids.len() == text_start || a == 0);
+                    }
+                    enc.ids.push(id);
+                    enc.offsets.push(span);
+                }
             }
-            if opts.add_special_tokens {
-                enc.ids.extend_from_slice(&self.template.suffix);
-                enc.offsets.extend(self.template.suffix.iter().map(|_| (0, 0)));
-            }
-            Ok(enc)
-        })
+            Ok(())
+        })?;
+        if let Some(room) = room {
+            enc.ids.truncate(text_start + room);
+            enc.offsets.truncate(text_start + room);
+        }
+        if opts.add_special_tokens {
+            enc.ids.extend_from_slice(&self.template.suffix);
+            enc.offsets.extend(self.template.suffix.iter().map(|_| (0, 0)));
+        }
+        Ok(enc)
     }
 
     /// Encodes many texts in parallel (rayon); the result does not depend on the thread count.

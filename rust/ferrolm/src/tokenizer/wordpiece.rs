@@ -170,18 +170,23 @@ impl WordPiece {
         };
         let chunks: Vec<&str> = first.into_iter().chain([second]).chain(pieces).collect();
         let want_offsets = offsets.is_some();
-        // Each chunk's first character in the whole text, for offsets (not counted without them).
-        let counts: Vec<usize> = chunks.par_iter().map(|c| if want_offsets { c.chars().count() } else { 0 }).collect();
-        let bases: Vec<usize> = counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
-        let parts: Vec<Encoding> = chunks
-            .par_iter()
-            .zip(&bases)
-            .map(|(chunk, &base)| {
-                let mut part = Encoding::default();
-                self.encode_chunk(chunk, base, &mut part.ids, want_offsets.then_some(&mut part.offsets));
-                part
-            })
-            .collect();
+        // In parallel only here, for a long text: a short one's encoding (with the GIL held, from
+        // Python) is never handed to another thread.
+        let parts: Vec<Encoding> = crate::compute(|| {
+            // Each chunk's first character in the whole text, for offsets (not counted without them).
+            let counts: Vec<usize> =
+                chunks.par_iter().map(|c| if want_offsets { c.chars().count() } else { 0 }).collect();
+            let bases: Vec<usize> = counts.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect();
+            chunks
+                .par_iter()
+                .zip(&bases)
+                .map(|(chunk, &base)| {
+                    let mut part = Encoding::default();
+                    self.encode_chunk(chunk, base, &mut part.ids, want_offsets.then_some(&mut part.offsets));
+                    part
+                })
+                .collect()
+        });
         for part in parts {
             out.extend(part.ids);
             if let Some(offsets) = offsets.as_deref_mut() {
