@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -927,6 +928,13 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
         (broken / "config.json").write_text(json.dumps({**cfg, **edit}))
         with pytest.raises(fl.FormatError, match=message):
             GPT.load(broken)
+    # A tokenizer larger than the model: the message names the directory.
+    (broken / "config.json").write_text(json.dumps(cfg))
+    kept = (broken / "tokenizer.json").read_bytes()
+    fl.Tokenizer.train_from_iterator(["".join(map(chr, range(32, 400)))], kind="char").save(str(broken / "tokenizer.json"))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(broken))}: the tokenizer has 368 tokens but the model only"):
+        GPT.load(broken)
+    (broken / "tokenizer.json").write_bytes(kept)
     # A model_type that is not a string (a list: a TypeError traceback from GPT.load).
     (broken / "config.json").write_text(json.dumps({**cfg, "model_type": ["gpt2"]}))
     for load in (GPT.load, fl.load_model, fl.BERT.load):

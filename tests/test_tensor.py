@@ -1155,6 +1155,10 @@ def test_numpy_reductions_of_a_tensor_give_tensors():
         assert isinstance(got, fl.Tensor)
         np.testing.assert_allclose(got.numpy(), getattr(t.numpy(), method)(axis=0), rtol=1e-6)
         assert float(fn(t)) == pytest.approx(float(getattr(t.numpy(), method)()))
+        # numpy's keepdims (it was an unexpected keyword argument).
+        kept = fn(t, axis=1, keepdims=True)
+        assert kept.shape == (2, 1)
+        np.testing.assert_allclose(kept.numpy(), getattr(t.numpy(), method)(axis=1, keepdims=True), rtol=1e-6)
     with pytest.raises(TypeError, match="dtype= and out= must be None"):
         np.sum(t, dtype=np.float64)
 

@@ -242,7 +242,11 @@ class CoreModel:
             raise ValueError(f"{path} holds a {kind} model, not a {expected} one: "
                               + (f"{_COMMANDS[other]} (in Python, {other}.load or ferrolm.load_model)" if other
                                  else "ferrolm loads gpt2 and bert models"))
-        model = cls(cls.core_class.load(str(path)), load_tokenizer(path))
+        core, tokenizer = cls.core_class.load(str(path)), load_tokenizer(path)
+        try:
+            model = cls(core, tokenizer)
+        except ValueError as e:  # the tokenizer and the model disagree: name the directory
+            raise type(e)(f"{path}: {e}") from None
         _check_vocabularies(path, model)
         return model
 

@@ -281,17 +281,23 @@ impl PyTensor {
         assigned.py()
     }
 
-    /// A reduction method: `reduce` of this tensor. numpy's reductions (`np.sum(t)`,
-    /// `np.mean(t)`) call the method with `dtype=None, out=None`, taken as PyTorch's tensors
-    /// take them; other values, or other keywords, are refused.
+    /// A reduction method: `reduce` of this tensor, keeping the reduced axis or not. numpy's
+    /// reductions (`np.sum(t)`, `np.mean(t, axis=0, keepdims=True)`) call the method with
+    /// `dtype=None, out=None` and numpy's `keepdims`, taken as PyTorch's tensors take them;
+    /// other values, or other keywords, are refused.
     fn reduction(
         &self,
         py: Python<'_>,
+        mut keepdim: bool,
         numpy: Option<Numpy>,
-        reduce: impl FnOnce(&Tensor) -> ferrolm::Result<Tensor> + Send,
+        reduce: impl FnOnce(&Tensor, bool) -> ferrolm::Result<Tensor> + Send,
     ) -> PyResult<PyTensor> {
         for (key, value) in numpy.into_iter().flatten() {
             let key: String = key.extract()?;
+            if key == "keepdims" {
+                keepdim |= value.extract::<bool>()?;
+                continue;
+            }
             if !matches!(key.as_str(), "dtype" | "out") {
                 return Err(PyTypeError::new_err(format!("unexpected keyword argument {key:?}")));
             }
@@ -302,7 +308,7 @@ impl PyTensor {
                 ));
             }
         }
-        run(py, || reduce(&self.0))
+        run(py, || reduce(&self.0, keepdim))
     }
 }
 
@@ -790,19 +796,19 @@ impl PyTensor {
     /// Sum over `axis` (all elements when None), as `ferrolm.functional.sum`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
     fn sum(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Sum, axis.map(|a| a.0), keepdim))
+        self.reduction(py, keepdim, numpy, |t, keep| ops::reduce(t, ops::Reduce::Sum, axis.map(|a| a.0), keep))
     }
 
     /// Mean over `axis` (all elements when None), as `ferrolm.functional.mean`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
     fn mean(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Mean, axis.map(|a| a.0), keepdim))
+        self.reduction(py, keepdim, numpy, |t, keep| ops::reduce(t, ops::Reduce::Mean, axis.map(|a| a.0), keep))
     }
 
     /// Maximum over `axis` (all elements when None), as `ferrolm.functional.max`.
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
     fn max(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
-        self.reduction(py, numpy, |t| ops::reduce(t, ops::Reduce::Max, axis.map(|a| a.0), keepdim))
+        self.reduction(py, keepdim, numpy, |t, keep| ops::reduce(t, ops::Reduce::Max, axis.map(|a| a.0), keep))
     }
 
     fn exp(&self, py: Python<'_>) -> PyResult<PyTensor> {
@@ -898,7 +904,9 @@ impl PyTensor {
     #[pyo3(signature = (axis = None, keepdim = false, **numpy))]
     fn min(&self, py: Python<'_>, axis: Option<Axis>, keepdim: bool, numpy: Option<Numpy>) -> PyResult<PyTensor> {
         let axis = axis.map(|a| a.0);
-        self.reduction(py, numpy, |t| ops::neg(&ops::reduce(&ops::neg(t)?, ops::Reduce::Max, axis, keepdim)?))
+        self.reduction(py, keepdim, numpy, |t, keep| {
+            ops::neg(&ops::reduce(&ops::neg(t)?, ops::Reduce::Max, axis, keep)?)
+        })
     }
 
     /// A dimension of size 1 inserted at `axis` (−1: last).
