@@ -110,12 +110,9 @@ def training_bytes(model: Any, objective: Any, trainable: int) -> tuple[int, str
 def check_memory(model: Any, objective: Any, trainable: int) -> None:
     """MemoryError, before anything is written, when training would need more memory than
     is available (`available_bytes`)."""
-    _core.release_memory()  # freed blocks the heap keeps (say, the corpus' preparation's) count as available
-    available = available_bytes()
-    if available is None:
-        return
     need, parts = training_bytes(model, objective, trainable)
-    if need > available:
+    available = _short_of(need)
+    if available is not None:
         raise MemoryError(f"training needs at least {_gb(need)} more memory ({parts}), but {_gb(available)} is "
                           "available: use a smaller --batch-size (--grad-accum keeps the batch's effective size), "
                           "--block-size or model, or free memory")
@@ -126,13 +123,21 @@ def check_generation_memory(config: dict, rows: int) -> None:
     GPT of `config` needs a key/value cache larger than the memory available. The allocator
     grants each layer's buffers on their own, and writing them would end the process."""
     need = 2 * config["n_layer"] * rows * config["n_positions"] * config["n_embd"] * 4  # keys and values, float32
-    available = available_bytes()
-    if available is not None and need > available:
-        _core.release_memory()  # freed blocks the heap keeps (an earlier generation's cache) count as available
-        available = available_bytes()
-    if available is not None and need > available:
+    available = _short_of(need)
+    if available is not None:
         raise MemoryError(f"generating {rows} rows at once needs a key/value cache of {_gb(need)}, but {_gb(available)} "
                           "is available: generate fewer rows at a time")
+
+
+def _short_of(need: int) -> Optional[int]:
+    """The bytes available when `need` is more (None when it fits, or where the memory
+    available is unknown), counted after the heap gives back freed blocks it keeps (the corpus
+    preparation's, an earlier generation's cache)."""
+    available = available_bytes()
+    if available is not None and need > available:
+        _core.release_memory()
+        available = available_bytes()
+    return available if available is not None and need > available else None
 
 
 def _gb(n: int) -> str:
