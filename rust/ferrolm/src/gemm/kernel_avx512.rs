@@ -200,7 +200,7 @@ fn transpose16(r: &mut [__m512; 16]) {
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn pack_b_panel(b: &MatRef, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
     if b.row_stride != 1 || b.col_stride == 1 {
-        return pack::pack_b_panel(b, k0, kc, j0, w, NR, dst);
+        return pack::pack_b_panel::<NR>(b, k0, kc, j0, w, dst);
     }
     let dst = &mut dst[..kc * NR];
     let (wfull, kfull) = (w / 16 * 16, kc / 16 * 16);

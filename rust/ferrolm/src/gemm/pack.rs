@@ -4,34 +4,41 @@
 
 use super::MatRef;
 
-/// Packs the `kc × w` block of B starting at (k0, j0) into a micro-panel of width `nr`:
-/// element (k, j) goes to `dst[k * nr + j]`, columns `w..nr` are zeroed.
-pub(super) fn pack_b_panel(b: &MatRef, k0: usize, kc: usize, j0: usize, w: usize, nr: usize, dst: &mut [f32]) {
-    let dst = &mut dst[..kc * nr];
+/// Packs the `kc × w` block of B starting at (k0, j0) into a micro-panel of width `NR`:
+/// element (k, j) goes to `dst[k * NR + j]`, columns `w..NR` are zeroed. `NR` is a constant so
+/// a full panel's rows are fixed-size moves (a 64-byte `memcpy` call per row cost ~3% of a
+/// training step).
+pub(super) fn pack_b_panel<const NR: usize>(b: &MatRef, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    let dst = &mut dst[..kc * NR];
     if b.col_stride == 1 {
         // Rows of B are contiguous (NN): one copy per k.
-        for (k, out) in dst.chunks_exact_mut(nr).enumerate() {
+        for (k, out) in dst.chunks_exact_mut(NR).enumerate() {
             let start = (k0 + k) * b.row_stride + j0;
-            out[..w].copy_from_slice(&b.data[start..start + w]);
-            out[w..].fill(0.0);
+            if w == NR {
+                let row: &[f32; NR] = b.data[start..start + NR].try_into().expect("NR floats");
+                out.copy_from_slice(row);
+            } else {
+                out[..w].copy_from_slice(&b.data[start..start + w]);
+                out[w..].fill(0.0);
+            }
         }
     } else if b.row_stride == 1 {
         // Columns of B are contiguous (B = Wᵀ, the NT case): read each column once, scatter it
         // down the panel. Zero the padding columns first.
-        if w < nr {
-            for out in dst.chunks_exact_mut(nr) {
+        if w < NR {
+            for out in dst.chunks_exact_mut(NR) {
                 out[w..].fill(0.0);
             }
         }
         for j in 0..w {
             let start = (j0 + j) * b.col_stride + k0;
             let col = &b.data[start..start + kc];
-            for (out, &x) in dst.chunks_exact_mut(nr).zip(col) {
+            for (out, &x) in dst.chunks_exact_mut(NR).zip(col) {
                 out[j] = x;
             }
         }
     } else {
-        for (k, out) in dst.chunks_exact_mut(nr).enumerate() {
+        for (k, out) in dst.chunks_exact_mut(NR).enumerate() {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = if j < w { b.data[(k0 + k) * b.row_stride + (j0 + j) * b.col_stride] } else { 0.0 };
             }
