@@ -180,6 +180,13 @@ def test_empty_tensors():
     assert (e @ fl.ones(4, 3)).shape == (0, 3)
     assert F.softmax(e).shape == (0, 4)
     assert fl.zeros(0).sum().item() == 0.0
+    assert not np.signbit(fl.zeros(0).sum().item())  # it was -0.0 (Rust's float sum starts there)
+    # A mean over an empty axis is NaN, as in numpy and PyTorch (it was a ShapeError); its gradient is empty.
+    x = fl.zeros(3, 0, requires_grad=True)
+    m = x.mean(axis=1)
+    assert m.shape == (3,) and np.isnan(m.numpy()).all()
+    m.sum().backward()
+    assert x.grad.shape == (3, 0)
     with pytest.raises(ValueError, match="empty"):
         fl.zeros(2, 0).max(axis=1)
 

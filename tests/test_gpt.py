@@ -872,8 +872,15 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     np.testing.assert_array_equal(model.score(b"To be or"), model.score("To be or"))
     np.testing.assert_array_equal(model.score(bytearray(b"To be or")), model.score("To be or"))
     assert model.generate(b"To", 4, temperature=0) == model.generate("To", 4, temperature=0)
-    for prompt in ([1.0, 2.0], ["To", 5], [None]):
+    for prompt in ([1.0, 2.0], ["To", 5], [None], None, 7.5):  # None and 7.5: "object is not iterable"
         with pytest.raises(TypeError, match="a prompt is a text, a list of texts, or token ids"):
+            model.generate(prompt, 3)
+    with pytest.raises(TypeError, match="stop_tokens must be a token id or a sequence of them, got float"):
+        model.generate("To", 3, stop_tokens=1.0)
+    # Ids beyond int64 are said as given: a uint64 id wrapped to a negative one in the message, a large Python
+    # int was an OverflowError naming no id.
+    for prompt, said in ((np.array([2**63 + 5], np.uint64), 2**63 + 5), ([[1], [2**64]], 2**64), ([-(2**70)], -(2**70))):
+        with pytest.raises(IndexError, match=f"token id {said}, outside the vocabulary of {model.vocab_size}"):
             model.generate(prompt, 3)
     for stop in (5, [None], ["a", 1]):
         with pytest.raises(TypeError, match="stop must be a string or a list of strings"):

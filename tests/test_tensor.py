@@ -796,6 +796,16 @@ def test_numerical_edges_match_numpy_and_torch():
         np.testing.assert_allclose(fl.tensor(a).sum(-1).numpy(), a.astype(np.float64).sum(-1), rtol=1e-6, atol=1e-6)
     with pytest.raises(IndexError, match="do not fit"):
         F.narrow(fl.randn(2, 3), 0, 2**62, 2**64 - 1)  # start + len overflows
+    # round: halves to even at every number of decimals, as numpy's (in float32 alike), with a zero gradient.
+    values = np.concatenate([np.arange(-4, 4.5, 0.5), [1.25, 2.675, 123.456, -0.0, np.inf, nan]]).astype(np.float32)
+    for decimals in (0, 1, 2, -1):
+        got = F.round(fl.tensor(values), decimals).numpy()
+        np.testing.assert_array_equal(got, np.round(values, decimals))
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(np.round(values, decimals)))
+    t = fl.tensor(values[:4], requires_grad=True)
+    assert round(t).numpy().tolist() == t.round().numpy().tolist() == [-4.0, -4.0, -3.0, -2.0]  # -3.5 and -2.5: halves to even
+    (round(t) * 3).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [0.0] * 4)
 
 
 def test_arguments_that_numpy_and_torch_users_pass():

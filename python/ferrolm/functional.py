@@ -42,6 +42,7 @@ from ferrolm._core import (
     permute,
     pow,
     relu,
+    round,
     reshape,
     rsqrt,
     sigmoid,
@@ -81,6 +82,6 @@ __all__ = [
     "abs", "add", "attention", "attention_qkv", "clamp", "concat", "cos", "cross_entropy", "div", "dropout",
     "embedding", "exp", "gather", "gelu", "gelu_erf", "index_select", "layer_norm", "linear",
     "log", "log_sigmoid", "log_softmax", "masked_fill", "matmul", "max", "maximum", "mean",
-    "min", "minimum", "mse_loss", "mul", "narrow", "neg", "permute", "pow", "relu", "reshape", "rsqrt", "sigmoid",
+    "min", "minimum", "mse_loss", "mul", "narrow", "neg", "permute", "pow", "relu", "reshape", "round", "rsqrt", "sigmoid",
     "silu", "sin", "softmax", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "where",
 ]

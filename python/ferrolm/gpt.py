@@ -150,6 +150,8 @@ class GPT(CoreModel):
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
         prompt = _text_if_bytes(prompt)
+        if not _is_id(stop_tokens) and not isinstance(stop_tokens, Iterable):
+            raise TypeError(f"stop_tokens must be a token id or a sequence of them, got {type(stop_tokens).__name__}")
         stop_tokens = [stop_tokens] if _is_id(stop_tokens) else list(stop_tokens)  # read once: it may be an iterator
         if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
@@ -161,11 +163,15 @@ class GPT(CoreModel):
             rows, single = id_prompts
             if not all(rows):
                 raise ValueError("a token-id prompt is empty: give at least one token")
+            outside = next((t for row in rows for t in row if not 0 <= t < self.vocab_size), None)
+            if outside is not None:  # said here, as the ids are exact (the core's int64 would wrap or overflow)
+                raise IndexError(f"generate: the prompt has token id {outside}, outside the vocabulary of "
+                                 f"{self.vocab_size}")
             session = self._generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens)
             generated = session.run(max_new_tokens)
             return generated[0] if single else generated
-        single = isinstance(prompt, str) or _is_conversation(prompt)
+        single = isinstance(prompt, str) or _is_conversation(prompt) or not isinstance(prompt, Iterable)
         prompts = [prompt] if single else list(prompt)
         odd = [p for p in prompts if not isinstance(p, str) and not _is_conversation(p)]
         if odd:
@@ -385,14 +391,14 @@ def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:
     if isinstance(prompt, np.ndarray):
         if prompt.dtype.kind not in "iu" or prompt.ndim not in (1, 2):
             raise TypeError(f"a prompt array must hold integer token ids in 1 or 2 dimensions, got {prompt.dtype} {prompt.shape}")
-        return (prompt.astype(np.int64).tolist(), False) if prompt.ndim == 2 else ([prompt.astype(np.int64).tolist()], True)
+        return (prompt.tolist(), False) if prompt.ndim == 2 else ([prompt.tolist()], True)
     if not isinstance(prompt, (list, tuple)) or not prompt:
         return None
     if all(_is_id(x) for x in prompt):
         return [[int(x) for x in prompt]], True
     def row(r) -> Optional[list[int]]:
         if isinstance(r, np.ndarray) and r.ndim == 1 and r.dtype.kind in "iu":
-            return r.astype(np.int64).tolist()
+            return r.tolist()
         return [int(x) for x in r] if isinstance(r, (list, tuple)) and all(_is_id(x) for x in r) else None
 
     rows = [row(r) for r in prompt]

@@ -87,6 +87,14 @@ pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) ->
     run(py, || ops::power(&x, &p))
 }
 
+/// Rounds x to `decimals` decimal places (negative: to tens, hundreds, …), halves to even, as numpy's and torch's
+/// round; computed as round(x·10**decimals) / 10**decimals in float32. Its gradient is 0.
+#[pyfunction]
+#[pyo3(signature = (x, decimals = 0))]
+pub fn round(py: Python<'_>, x: PyTensor, decimals: i32) -> PyResult<PyTensor> {
+    run(py, || ops::round(&x.0, decimals))
+}
+
 /// Limits x to [min, max], elementwise; either bound may be None (no limit on that side). The gradient passes where
 /// min ≤ x ≤ max, the bounds included, and is 0 elsewhere (PyTorch's one-bound clamp agrees; its two-bound clamp
 /// passes none at a bound). Raises ValueError if min > max.
@@ -130,9 +138,9 @@ fn sum(py: Python<'_>, x: PyTensor, axis: Option<Axis>, keepdim: bool) -> PyResu
     run(py, || ops::reduce(&x.0, ops::Reduce::Sum, axis.map(|a| a.0), keepdim))
 }
 
-/// Mean over `axis` (negative counts from the end), dropping that axis unless keepdim; raises ShapeError for an empty
-/// axis. With axis=None (the default) the mean of all elements (NaN if x is empty): a 0-d tensor, or with keepdim one
-/// of shape (1,) * x.ndim.
+/// Mean over `axis` (negative counts from the end), dropping that axis unless keepdim; NaN over an empty axis, as in
+/// numpy. With axis=None (the default) the mean of all elements (NaN if x is empty): a 0-d tensor, or with keepdim
+/// one of shape (1,) * x.ndim.
 #[pyfunction]
 #[pyo3(signature = (x, axis = None, keepdim = false))]
 fn mean(py: Python<'_>, x: PyTensor, axis: Option<Axis>, keepdim: bool) -> PyResult<PyTensor> {
@@ -386,7 +394,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ($($f:ident),*) => { $( m.add_function(wrap_pyfunction!($f, m)?)?; )* };
     }
     add!(neg, exp, log, sqrt, rsqrt, tanh, sigmoid, log_sigmoid, relu, gelu, gelu_erf, abs, sin, cos, silu);
-    add!(add, sub, mul, div, maximum, minimum, matmul, pow, clamp, where_, masked_fill);
+    add!(add, sub, mul, div, maximum, minimum, matmul, pow, round, clamp, where_, masked_fill);
     add!(sum, mean, max, reshape, permute, transpose, narrow, concat, stack);
     add!(embedding, index_select, gather, softmax, log_softmax, layer_norm, linear, dropout, cross_entropy);
     add!(attention, attention_qkv);

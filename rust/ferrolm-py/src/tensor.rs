@@ -772,6 +772,12 @@ impl PyTensor {
         self.abs(py)
     }
 
+    /// `round(t)` and `round(t, ndigits)`: `t.round(decimals=ndigits)`, a Tensor (as in PyTorch).
+    #[pyo3(signature = (ndigits = None))]
+    fn __round__(&self, py: Python<'_>, ndigits: Option<i32>) -> PyResult<PyTensor> {
+        self.round(py, ndigits.unwrap_or(0))
+    }
+
     /// reshape(*shape): the same elements in a new shape (one dimension may be -1).
     #[pyo3(signature = (*shape))]
     fn reshape(&self, py: Python<'_>, shape: &Bound<'_, PyTuple>) -> PyResult<PyTensor> {
@@ -861,6 +867,12 @@ impl PyTensor {
     /// `self ** exponent` (F.pow).
     fn pow(slf: &Bound<'_, Self>, exponent: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         crate::functional::pow(slf.py(), slf.as_any(), exponent)
+    }
+
+    /// Rounds to `decimals` decimal places, halves to even (F.round).
+    #[pyo3(signature = (decimals = 0))]
+    fn round(&self, py: Python<'_>, decimals: i32) -> PyResult<PyTensor> {
+        run(py, || ops::round(&self.0, decimals))
     }
 
     /// Limits the values to [min, max] (F.clamp); either bound may be None.

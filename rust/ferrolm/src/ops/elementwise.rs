@@ -193,6 +193,16 @@ pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
     unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if x >= lo && x <= hi { 1.0 } else { 0.0 })
 }
 
+/// Rounds to `decimals` decimal places (negative: to tens, hundreds, …), halves to even, as
+/// numpy and PyTorch do: `round(x · 10^decimals) / 10^decimals` in f32. Its gradient is 0.
+pub fn round(x: &Tensor, decimals: i32) -> Result<Tensor> {
+    if decimals == 0 {
+        return unary(x, "round", f32::round_ties_even, Input, |_| 0.0);
+    }
+    let scale = 10f32.powi(decimals);
+    unary(x, "round", move |x| (x * scale).round_ties_even() / scale, Input, |_| 0.0)
+}
+
 #[inline(always)]
 pub(crate) fn sigmoid_f(x: f32) -> f32 {
     // e^{-|x|} never overflows; the two branches are the same function on either side of 0.

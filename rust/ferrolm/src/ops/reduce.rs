@@ -98,7 +98,7 @@ pub fn mean(x: &Tensor, axis: isize, keepdim: bool) -> Result<Tensor> {
 fn sum_scaled(x: &Tensor, axis: isize, keepdim: bool, average: bool) -> Result<Tensor> {
     let axis = resolve_axis(axis, x.rank())?;
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    ensure!(!(average && n == 0), Shape, "mean over an empty axis {axis} of shape {:?}", x.shape());
+    // A mean over an empty axis is 0 · (1/0): NaN, as numpy and PyTorch give.
     let scale = if average { 1.0 / n as f32 } else { 1.0 };
     // An empty input sums to zeros, which can be far more than the input holds (a [2⁴⁰, 0]
     // tensor): allocated fallibly.
@@ -188,8 +188,10 @@ pub fn reduce(x: &Tensor, how: Reduce, axis: Option<isize>, keepdim: bool) -> Re
 }
 
 fn total(x: &Tensor, op: &'static str, scale: f32) -> Tensor {
-    let s: f64 =
-        x.read().par_chunks(GRAIN).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).collect::<Vec<_>>().iter().sum();
+    // Folded from +0.0: Rust's float `sum` starts at -0.0, which an empty tensor's sum showed.
+    let add = |s: f64, v: f64| s + v;
+    let chunks: Vec<f64> = x.read().par_chunks(GRAIN).map(|c| c.iter().map(|&v| v as f64).fold(0.0, add)).collect();
+    let s = chunks.into_iter().fold(0.0, add);
     let n = x.numel();
     Tensor::from_op(vec![(s * scale as f64) as f32], vec![], op, &[x], move |ctx| {
         Ok(vec![Some(vec![ctx.grad[0] * scale; n])])
