@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -680,9 +681,16 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
 
     resume_with(lambda s: s["digests"].update({"/dev/zero": "0"}), "digests must name")  # never read
     resume_with(lambda s: s.update(step=4.5), "step 4.5 is not")
-    resume_with(lambda s: s.pop("rng"), "rng or config")
+    resume_with(lambda s: s.pop("config"), "config entry is missing")
     resume_with(lambda s: s.pop("objective"), "does not name its objective")
+    resume_with(lambda s: s.pop("rng"), "rng entry is not a PCG64 state")
     resume_with(lambda s: s.update(rng={"bit_generator": "PCG64", "state": "x"}), "not a PCG64 state")
+    # numpy takes a state of 1.5 (the run resumed), and refused -1 in a message naming nothing.
+    for field, value in (("state", 1.5), ("inc", -1), ("state", 2**128), ("state", True)):
+        resume_with(lambda s: s["rng"]["state"].update({field: value}), "rng entry is not a PCG64 state")
+    resume_with(lambda s: s["rng"].update(has_uint32=2), "rng entry is not a PCG64 state")
+    # The step is the one number no digest holds: it must be the optimizer state's (an edit resumed from there).
+    resume_with(lambda s: s.update(step=2), "says step 2, but its optimizer state was saved at step 3")
     # Settings of the wrong type (a TypeError from a comparison, later).
     resume_with(lambda s: s["config"].update(learning_rate="0.001"), "config's learning_rate is '0.001', not a float")
     resume_with(lambda s: s["config"].update(beta1=None), "config's beta1 is None, not a float")
@@ -690,6 +698,14 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
     state_file.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a JSON object"):
         train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), cfg, run, resume=True)
+    # A damaged byte in the log spoils its line only (the resume stopped on a UnicodeDecodeError naming no file).
+    state_file.write_text(pristine)
+    log = run / "metrics.jsonl"
+    records = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(records[:-1]) + b'{"step": \xff}\n' + records[-1])
+    train(GPT.load(run), CausalLM(tmp_path / "data", 32, 4), replace(cfg, max_iters=4), run, resume=True)
+    resumed = log.read_bytes().splitlines(keepends=True)
+    assert resumed[:len(records)] == records and json.loads(resumed[-1])["step"] == 4
 
     # Tokens are read with the dtype meta.json names: only what prepare_tokens writes is taken
     # (numpy's "object" would read the file's bytes as pointers).

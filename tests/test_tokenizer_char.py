@@ -69,6 +69,28 @@ def test_a_special_unk_token_is_the_unknown_token():
     assert hf.Tokenizer.from_str(t.to_str()).encode("abcd").ids == [2, 3, 0, 0]
 
 
+def test_a_files_unknown_token_is_in_its_vocabulary_and_may_be_one_character():
+    """A character vocabulary read from tokenizer.json: an unknown token of one character ("?")
+    stands for unknown characters, as in Hugging Face (they were refused); one missing from the
+    vocabulary, or a vocabulary without characters, is refused at load (encoding failed later)."""
+    import json
+
+    hf = pytest.importorskip("tokenizers")
+    base = json.loads(ferrolm.Tokenizer.train_from_iterator(["ab?c"], kind="char").to_str())
+    base["model"]["unk_token"] = "?"
+    text = json.dumps(base)
+    t = ferrolm.Tokenizer.from_str(text)
+    for s in ("ab?", "abzé?c"):
+        assert t.encode(s) == hf.Tokenizer.from_str(text).encode(s).ids
+    assert t.decode(t.encode("azb")) == "a?b"
+    base["model"]["unk_token"] = "[UNK]"
+    with pytest.raises(ValueError, match=r'model.unk_token "\[UNK\]" is not in model.vocab'):
+        ferrolm.Tokenizer.from_str(json.dumps(base))
+    base["model"].update(unk_token=None, vocab={})
+    with pytest.raises(ValueError, match="model.vocab holds no character"):
+        ferrolm.Tokenizer.from_str(json.dumps(base))
+
+
 def test_special_tokens_in_char_model():
     t = ferrolm.Tokenizer.train_from_iterator(["hello"], kind="char", special_tokens=["<|endoftext|>"])
     ids = t.encode("he<|endoftext|>")

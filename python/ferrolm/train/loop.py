@@ -286,9 +286,12 @@ class _Checkpoints:
                              f"{self.out_dir}; load them first (fl.load_model(dir), GPT.load(dir), "
                              "RewardModel.load(dir), PolicyWithValue.load(dir), or module.load_weights(dir))")
         try:
-            opt.load(self.out_dir / OPTIMIZER_FILE, names, steps=state.get("optimizer_steps"))
+            saved_at = opt.load(self.out_dir / OPTIMIZER_FILE, names, steps=state.get("optimizer_steps")).get("step")
         except ValueError as e:
             raise ValueError(f"cannot resume: the optimizer state does not match the model: {e}") from None
+        if saved_at is not None and saved_at != str(state["step"]):  # the state file is the one the digests cannot hold
+            raise ValueError(f"cannot resume: {path} says step {state['step']}, but its optimizer state was saved at "
+                             f"step {saved_at} (damaged or edited; start a new run)")
         return state
 
 
@@ -318,6 +321,17 @@ def _interrupts_held():
         signal.raise_signal(pending[0][0])  # the default: the process ends
 
 
+def _is_pcg64_state(rng: Any) -> bool:
+    """Whether `rng` is numpy's PCG64 state, every number of it an integer in its range (numpy
+    takes a state of 1.5, and refuses -1 in a message that names no field)."""
+    def holds(value: Any, below: int) -> bool:
+        return type(value) is int and 0 <= value < below
+    inner = rng.get("state") if isinstance(rng, dict) else None
+    return isinstance(inner, dict) and rng.get("bit_generator") == "PCG64" \
+        and holds(inner.get("state"), 2**128) and holds(inner.get("inc"), 2**128) \
+        and holds(rng.get("has_uint32"), 2) and holds(rng.get("uinteger"), 2**32)
+
+
 def read_state(path: Path) -> dict:
     """The trainer state file, with the fields resuming relies on checked (a tampered or
     damaged file is a clear error, and only the checkpoint's own files are hashed). A save
@@ -332,8 +346,10 @@ def read_state(path: Path) -> dict:
     problem = None
     if not is_count(state.get("step")):
         problem = f"step {state.get('step')!r} is not a non-negative integer"
-    elif not isinstance(state.get("rng"), dict) or not isinstance(state.get("config"), dict):
-        problem = "its rng or config entry is missing"
+    elif not isinstance(state.get("config"), dict):
+        problem = "its config entry is missing"
+    elif not _is_pcg64_state(state.get("rng")):
+        problem = "its rng entry is not a PCG64 state"
     elif not isinstance(state.get("objective"), str):
         problem = "it does not name its objective"
     elif not isinstance(state.get("evals", []), list) or not isinstance(state.get("objective_state", {}), dict) \
@@ -627,10 +643,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger --max-iters to train further)")
-        try:
-            rng.bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"cannot resume: the RNG state in {out / STATE_FILE} is not a PCG64 state ({e})") from None
+        rng.bit_generator.state = state["rng"]
         evals = state.get("evals", [])
         if hasattr(objective, "load_state"):
             objective.load_state(saved_state)
@@ -811,7 +824,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in lines_of(path.read_text(encoding="utf-8")):
+    # A damaged byte spoils its line only (replaced, it fails to parse, as a torn line does).
+    for line in lines_of(path.read_text(encoding="utf-8", errors="replace")):
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError):  # blank, or torn by a crash mid-write

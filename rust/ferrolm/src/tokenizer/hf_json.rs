@@ -22,7 +22,7 @@ use super::{
     BertNormalizer, Bpe, BpeOptions, Chars, Matching, Model, PairPiece, PreTokenizer, Template, Tokenizer, TrimOffsets,
     WordPiece, WordPieceOptions,
 };
-use crate::{bail, Error, Result};
+use crate::{bail, ensure, Error, Result};
 
 fn fmt_err(msg: impl Into<String>) -> Error {
     Error::Format(msg.into())
@@ -403,12 +403,17 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                     for (token, id) in vocab {
                         let mut it = token.chars();
                         match (it.next(), it.next()) {
-                            (Some(c), None) => entries.push((c, id)),
+                            // First: an unknown token of one character ("?") stands for unknown ones too.
                             _ if unk.as_deref() == Some(token.as_str()) => unk_entry = Some((token, id)),
+                            (Some(c), None) => entries.push((c, id)),
                             _ if specials.iter().any(|(s, _)| *s == token) => {}
                             _ => bail!(Format, "BPE model without pre-tokenizer is read as a character model, but token {token:?} is not one character"),
                         }
                     }
+                    if let Some(unk) = unk.as_ref().filter(|_| unk_entry.is_none()) {
+                        bail!(Format, "model.unk_token {unk:?} is not in model.vocab");
+                    }
+                    ensure!(!entries.is_empty(), Format, "model.vocab holds no character");
                     Model::Chars(Chars::new(entries, unk_entry)?)
                 }
                 None => bail!(Format, "BPE without a ByteLevel pre-tokenizer is not supported (only byte-level BPE, WordPiece and character models are)"),
