@@ -798,7 +798,10 @@ def test_numerical_edges_match_numpy_and_torch():
         F.narrow(fl.randn(2, 3), 0, 2**62, 2**64 - 1)  # start + len overflows
     # round: halves to even at every number of decimals, as numpy's (in float32 alike), with a zero gradient.
     values = np.concatenate([np.arange(-4, 4.5, 0.5), [1.25, 2.675, 123.456, -0.0, np.inf, nan]]).astype(np.float32)
-    for decimals in (0, 1, 2, -1):
+    # Negative decimals divide by 10**-d, as numpy does (multiplying by 0.001, inexact in float32, gave 1999.9999).
+    values = np.concatenate([values, np.random.default_rng(5).uniform(-1e8, 1e8, 2000), [2500, 3500, 99999]])
+    values = values.astype(np.float32)
+    for decimals in (0, 1, 2, 3, 6, -1, -2, -3, -4, -6, 40, -40):
         got = F.round(fl.tensor(values), decimals).numpy()
         np.testing.assert_array_equal(got, np.round(values, decimals))
         np.testing.assert_array_equal(np.signbit(got), np.signbit(np.round(values, decimals)))

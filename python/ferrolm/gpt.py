@@ -175,8 +175,8 @@ class GPT(CoreModel):
         prompts = [prompt] if single else list(prompt)
         odd = [p for p in prompts if not isinstance(p, str) and not _is_conversation(p)]
         if odd:
-            raise TypeError(f"a prompt is a text, a list of texts, or token ids (integers), and for a chat a conversation; "
-                            f"got {'a list holding ' if not single else ''}{type(odd[0]).__name__}")
+            raise TypeError("a prompt is a text, a list of texts, or token ids (a list or array of integers), and for a "
+                            f"chat a conversation; got {'a list holding ' if not single else ''}{type(odd[0]).__name__}")
         template = self._chat_template() if chat else None
         if not chat and any(_is_conversation(p) for p in prompts):
             raise ValueError("a conversation (a list of {'role', 'content'} turns) is a chat prompt: pass chat=True")

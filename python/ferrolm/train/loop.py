@@ -824,7 +824,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = []
-    # A damaged byte spoils its line only (replaced, it fails to parse, as a torn line does).
+    # A damaged byte spoils its line only: replaced by U+FFFD, it fails to parse (dropped, as a torn
+    # line is) or, inside a string, stays as that character.
     for line in lines_of(path.read_text(encoding="utf-8", errors="replace")):
         try:
             record = json.loads(line)

@@ -88,7 +88,8 @@ pub fn pow(py: Python<'_>, x: &Bound<'_, PyAny>, exponent: &Bound<'_, PyAny>) ->
 }
 
 /// Rounds x to `decimals` decimal places (negative: to tens, hundreds, …), halves to even, as numpy's and torch's
-/// round; computed as round(x·10**decimals) / 10**decimals in float32. Its gradient is 0.
+/// round, and computed as they do in float32: round(x·10**d) / 10**d, or round(x / 10**-d)·10**-d for negative d.
+/// Its gradient is 0.
 #[pyfunction]
 #[pyo3(signature = (x, decimals = 0))]
 pub fn round(py: Python<'_>, x: PyTensor, decimals: i32) -> PyResult<PyTensor> {

@@ -194,13 +194,15 @@ pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
 }
 
 /// Rounds to `decimals` decimal places (negative: to tens, hundreds, …), halves to even, as
-/// numpy and PyTorch do: `round(x · 10^decimals) / 10^decimals` in f32. Its gradient is 0.
+/// numpy and PyTorch do, in f32: `round(x · 10^d) / 10^d`, or for negative d
+/// `round(x / 10^-d) · 10^-d` (0.001 is not exact in f32; 1000 is). Its gradient is 0.
 pub fn round(x: &Tensor, decimals: i32) -> Result<Tensor> {
-    if decimals == 0 {
-        return unary(x, "round", f32::round_ties_even, Input, |_| 0.0);
+    let scale = 10f32.powi(decimals.saturating_abs());
+    match decimals {
+        0 => unary(x, "round", f32::round_ties_even, Input, |_| 0.0),
+        1.. => unary(x, "round", move |x| (x * scale).round_ties_even() / scale, Input, |_| 0.0),
+        _ => unary(x, "round", move |x| (x / scale).round_ties_even() * scale, Input, |_| 0.0),
     }
-    let scale = 10f32.powi(decimals);
-    unary(x, "round", move |x| (x * scale).round_ties_even() / scale, Input, |_| 0.0)
 }
 
 #[inline(always)]

@@ -22,7 +22,7 @@ use super::{
     BertNormalizer, Bpe, BpeOptions, Chars, Matching, Model, PairPiece, PreTokenizer, Template, Tokenizer, TrimOffsets,
     WordPiece, WordPieceOptions,
 };
-use crate::{bail, ensure, Error, Result};
+use crate::{bail, Error, Result};
 
 fn fmt_err(msg: impl Into<String>) -> Error {
     Error::Format(msg.into())
@@ -413,7 +413,6 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
                     if let Some(unk) = unk.as_ref().filter(|_| unk_entry.is_none()) {
                         bail!(Format, "model.unk_token {unk:?} is not in model.vocab");
                     }
-                    ensure!(!entries.is_empty(), Format, "model.vocab holds no character");
                     Model::Chars(Chars::new(entries, unk_entry)?)
                 }
                 None => bail!(Format, "BPE without a ByteLevel pre-tokenizer is not supported (only byte-level BPE, WordPiece and character models are)"),
