@@ -410,17 +410,18 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path
 
 def test_a_generation_whose_cache_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch):
     """A batch of a million prompts allocated each layer's cache (7.8 GB apiece, granted one by
-    one) and the out-of-memory killer ended the process."""
+    one) and the out-of-memory killer ended the process. Counted with the second cache that
+    decoding past the context makes (its last half, recomputed)."""
     from ferrolm.train import memory
 
     model = fl.GPT.create(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=8, seed=0)
     prompts = np.ones((3, 1), np.int64)
-    cache = 2 * 2 * 3 * 8 * 8 * 4  # keys and values: layers x rows x context x width float32s
+    cache = 2 * 2 * 3 * (8 + 3) * 8 * 4  # keys and values: layers x rows x positions x width float32s
     monkeypatch.setattr(memory, "available_bytes", lambda: cache - 1)
     with pytest.raises(MemoryError, match="generating 3 rows at once needs a key/value cache of .* fewer rows"):
         model.generate(prompts, 2)
     monkeypatch.setattr(memory, "available_bytes", lambda: cache)
-    assert [len(row) for row in model.generate(prompts, 2)] == [2, 2, 2]
+    assert [len(row) for row in model.generate(prompts, 12)] == [12, 12, 12]  # past the context
 
 
 def test_an_address_space_limit_counts_as_the_memory_available():

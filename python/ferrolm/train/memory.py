@@ -121,8 +121,11 @@ def check_memory(model: Any, objective: Any, trainable: int) -> None:
 def check_generation_memory(config: dict, rows: int) -> None:
     """MemoryError, before anything is allocated, when generating `rows` rows at once with a
     GPT of `config` needs a key/value cache larger than the memory available. The allocator
-    grants each layer's buffers on their own, and writing them would end the process."""
-    need = 2 * config["n_layer"] * rows * config["n_positions"] * config["n_embd"] * 4  # keys and values, float32
+    grants each layer's buffers on their own, and writing them would end the process. Counted
+    with the cache of the last half context that decoding past the context recomputes."""
+    context = config["n_positions"]
+    positions = context + max(context // 2 - 1, 0)
+    need = 2 * config["n_layer"] * rows * positions * config["n_embd"] * 4  # keys and values, float32
     available = _short_of(need)
     if available is not None:
         raise MemoryError(f"generating {rows} rows at once needs a key/value cache of {_gb(need)}, but {_gb(available)} "
