@@ -1188,10 +1188,15 @@ def test_a_chat_model_directory_gives_hugging_face_its_template_and_end_token(tm
     from ferrolm.train import CausalLM, TrainConfig, train
 
     prepare_tokens("to be or not to be, who goes there? " * 30, tok, tmp_path / "data")
-    for save in (lambda out: GPT.load(tmp_path / "plain").save(out),
-                 lambda out: train(GPT.load(tmp_path / "plain"), CausalLM(tmp_path / "data", 16, 2),
-                                   TrainConfig(max_iters=1, eval_iters=1, progress=False), out)):
+    for resaved, save in ((False, lambda out: GPT.load(tmp_path / "plain").save(out)),
+                          (False, lambda out: train(GPT.load(tmp_path / "plain"), CausalLM(tmp_path / "data", 16, 2),
+                                                    TrainConfig(max_iters=1, eval_iters=1, progress=False), out)),
+                          (True, lambda out: GPT.load(tmp_path / "plain").save(out))):
         shutil.copytree(tmp_path / "chat", tmp_path / "over", dirs_exist_ok=True)
+        if resaved:  # as transformers' GenerationConfig.save_pretrained writes ours (it kept the chat's end ids)
+            generation = tmp_path / "over" / "generation_config.json"
+            generation.write_text(json.dumps({**json.loads(generation.read_text()), "transformers_version": "5.24.0",
+                                              "_from_model_config": True}))
         save(tmp_path / "over")
         assert json.loads((tmp_path / "over" / "tokenizer_config.json").read_text()) == \
             {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 32,

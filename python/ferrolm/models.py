@@ -158,6 +158,10 @@ def write_hf_tokenizer_files(files: Path, tokenizer, config: dict) -> None:
             write_json(files / name, content)
 
 
+#: Keys transformers adds to a `generation_config.json` it saves, whatever the settings.
+_HF_BOOKKEEPING = {"transformers_version", "_from_model_config"}
+
+
 def replace_stale_hf_files(directory: Path, files: Path) -> None:
     """For a save whose `files` (with a tokenizer) are about to replace `directory`'s: an
     earlier ferrolm chat model's end ids and template there, which the new files do not
@@ -176,7 +180,8 @@ def replace_stale_hf_files(directory: Path, files: Path) -> None:
 
     if stale("generation_config.json"):
         with contextlib.suppress(OSError, ValueError):
-            if set(read_json_object(directory / "generation_config.json")) == {"eos_token_id"}:
+            # ferrolm's holds only the end ids; transformers' save adds its version and origin.
+            if set(read_json_object(directory / "generation_config.json")) - _HF_BOOKKEEPING == {"eos_token_id"}:
                 write_json(files / "generation_config.json", {})
     if stale("chat_template.jinja"):
         with contextlib.suppress(OSError, UnicodeDecodeError):
