@@ -386,6 +386,17 @@ def test_nfc_normalized_bpe_matches_hf():
             assert again.encode(text).ids == enc.ids, repr(text)
     assert json.loads(ours.to_str())["normalizer"] == {"type": "NFC"}
     assert ours.pre_tokenize("cafe\u0301") == ["caf\u00e9"]
+    # The same steps each wrapped in a Sequence of one (as some files write them; they were refused), and empty
+    # Sequences for none.
+    ref.normalizer = normalizers.Sequence([normalizers.NFC()])
+    ref.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    ref.decoder = decoders.Sequence([decoders.ByteLevel()])
+    wrapped = ferrolm.Tokenizer.from_str(ref.to_str())
+    for text in texts[:300]:
+        assert wrapped.encode(text) == ref.encode(text).ids, repr(text)
+        assert wrapped.decode(wrapped.encode(text)) == ref.decode(ref.encode(text).ids), repr(text)
+    ref.normalizer = normalizers.Sequence([])
+    assert ferrolm.Tokenizer.from_str(ref.to_str()).encode("cafe\u0301") == ref.encode("cafe\u0301").ids
 
 
 def test_pairs_of_texts_are_framed_as_hf_frames_them():

@@ -8,6 +8,7 @@
 //! - WordPiece: `BertNormalizer` (or none), `BertPreTokenizer`, WordPiece decoder;
 //! - characters: a BPE model without merges, normalizer or pre-tokenizer, `Fuse` decoder;
 //!
+//! (a normalizer, pre-tokenizer or decoder wrapped in a `Sequence` of one is read as that step),
 //! with post-processors `ByteLevel`, `BertProcessing`, `RobertaProcessing` or single-sequence
 //! `TemplateProcessing` (or a `Sequence` of them), including their `trim_offsets`, and added
 //! tokens (special or not, with their `lstrip`, `rstrip` and `single_word`). Anything
@@ -104,6 +105,17 @@ fn split_merge_line(s: &str) -> Option<(String, String)> {
     match (parts.next(), parts.next(), parts.next()) {
         (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => Some((a.to_string(), b.to_string())),
         _ => None,
+    }
+}
+
+/// A `Sequence` of one step (its steps under `list`) as that step, and of none as null: Hugging
+/// Face runs them alike, and some files wrap a single normalizer or pre-tokenizer so.
+fn single_step<'a>(v: &'a Value, list: &str) -> &'a Value {
+    static NONE: Value = Value::Null;
+    match (v.get("type").and_then(Value::as_str), v.get(list).and_then(Value::as_array).map(Vec::as_slice)) {
+        (Some("Sequence"), Some([])) => &NONE,
+        (Some("Sequence"), Some([step])) => step,
+        _ => v,
     }
 }
 
@@ -300,10 +312,10 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
     let null = Value::Null;
     let model =
         root.get("model").filter(|m| m.is_object()).ok_or_else(|| fmt_err("tokenizer.json has no \"model\" object"))?;
-    let normalizer = root.get("normalizer").unwrap_or(&null);
-    let pre = root.get("pre_tokenizer").unwrap_or(&null);
+    let normalizer = single_step(root.get("normalizer").unwrap_or(&null), "normalizers");
+    let pre = single_step(root.get("pre_tokenizer").unwrap_or(&null), "pretokenizers");
     let post = root.get("post_processor").unwrap_or(&null);
-    let decoder = root.get("decoder").unwrap_or(&null);
+    let decoder = single_step(root.get("decoder").unwrap_or(&null), "decoders");
 
     // Whether the normalizer changes text (strip_accents: null follows lowercase).
     let normalizer_type = normalizer.get("type").and_then(Value::as_str);
