@@ -72,7 +72,7 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert state["step"] == 8 and state["config"]["lr_decay_iters"] == 6  # the run's schedule continues
     assert f"resuming the run in {out} at step 6 of 8\n" in capsys.readouterr().err  # where it picks up, said
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "8", *TINY]) == 0
-    assert "at step 8 of 8; it is complete (give a larger --max-iters" in capsys.readouterr().err
+    assert "at step 8 of 8; it is complete (give a larger max_iters, --max-iters" in capsys.readouterr().err
     assert main(["pretrain", "--resume", "--out", out, "--max-iters", "5", *TINY]) == 2
     assert "at step 8, past max_iters=5" in capsys.readouterr().err
     steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -350,10 +350,12 @@ def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):
     assert main(["generate", out, "--prompt", ""]) == 2
     assert "--prompt is empty (leave it out to start where nanoGPT does" in capsys.readouterr().err
     for path, message in (("", "--prompt-file (sample.py's --start=FILE:) names no file"),  # it was ignored, silently
-                          (str(tmp_path / "missing.txt"), f"--prompt-file {tmp_path / 'missing.txt'}: no such file"),
+                          (str(tmp_path / "missing.txt"), f"--prompt-file {tmp_path / 'missing.txt'} does not exist"),
                           (str(tmp_path), f"--prompt-file {tmp_path} is a directory")):
         assert main(["generate", out, "--prompt-file", path]) == 2
         assert message in capsys.readouterr().err
+    assert main(["perplexity", out, str(tmp_path)]) == 2  # it was "[Errno 21] Is a directory"
+    assert f"text file {tmp_path} is a directory, not a file" in capsys.readouterr().err
     undecodable = b"Who \xff".decode("utf-8", "surrogateescape")  # as Python decodes such a command-line argument
     for flags in (["--prompt", undecodable], ["--stop", "x", "--stop", undecodable]):
         assert main(["generate", out, *flags]) == 2

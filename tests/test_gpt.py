@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -347,22 +348,24 @@ def test_a_config_changed_after_creation_trains_with_its_new_values(tmp_path):
             CausalLM(tmp_path / "data", *sizes)
 
 
-def test_a_warmup_longer_than_the_run_is_said(tmp_path, capsys):
+def test_a_warmup_longer_than_the_run_is_said(tmp_path):
     """A quick trial run with the default 100-step warmup never reaches its learning rate."""
     from ferrolm.train import CausalLM, TrainConfig, train
 
     model, _ = char_model(tmp_path)
     for warmup, said in ((2, False), (100, True)):
         config = TrainConfig(max_iters=4, warmup_iters=warmup, eval_iters=1, progress=False)
-        train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
-        err = capsys.readouterr().err
-        assert ("warmup (100 steps) outlasts the run (4 steps): the learning rate rises to 3.96e-05 only, not 0.001"
-                in err) == said, err
+        with warnings.catch_warnings(record=True) as caught:  # a warning Python users can filter
+            warnings.simplefilter("always")
+            train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
+        said_so = [str(w.message) for w in caught if "outlasts" in str(w.message)]
+        assert said_so == ["the warmup (100 steps) outlasts the run (4 steps): the learning rate rises to 3.96e-05 "
+                           "only, not 0.001 (give a smaller warmup_iters, --warmup-iters)"] * said, said_so
     # A warmup past the decay's end jumps from near the peak to min_lr (nanoGPT's schedule does too).
     config = TrainConfig(max_iters=6, warmup_iters=4, lr_decay_iters=3, eval_iters=1, progress=False)
-    train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
-    assert ("warmup (4 steps) outlasts the decay (lr_decay_iters 3): the learning rate drops from 0.0008 to min_lr "
-            "0.0001 at step 4" in capsys.readouterr().err)
+    with pytest.warns(UserWarning, match="warmup \\(4 steps\\) outlasts the decay \\(lr_decay_iters 3\\): the learning "
+                                         "rate drops from 0.0008 to min_lr 0.0001 at step 4"):
+        train(model, CausalLM(tmp_path / "data", 32, 4), config, tmp_path / "run")
     assert config.lr_at(3) == pytest.approx(8e-4) and config.lr_at(4) == pytest.approx(1e-4)
 
 

@@ -208,6 +208,10 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     data.write_bytes(json.dumps(one).encode() + b"\n" + b'{"prompt": "caf\xe9", "response": "x"}\n')
     assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
     assert "talk.jsonl line 2: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
+    # A missing file or a directory is said with its flag (it was "[Errno 2] No such file or directory").
+    for path, said in ((tmp_path / "missing.jsonl", "does not exist"), (tmp_path, "is a directory, not a file")):
+        assert ferrolm(["sft", str(base), "--data", str(path), "--out", str(tmp_path / "bad"), *fast]) == 2
+        assert f"--data {path} {said}" in capsys.readouterr().err
 
 
 def test_a_prompt_conversation_s_answers_are_context_not_trained(base):
@@ -421,6 +425,15 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     # the same sequence scored inside a padded batch.
     rm = RewardModel.load(tmp_path / "rm")
     assert not np.allclose(rm.head.weight.numpy(), RewardModel(rm.gpt).head.weight.numpy())
+    # A plain model given as the reward model is said to be one (its missing chat tokens were said first).
+    with pytest.raises(FileNotFoundError, match=f"{base} is not a reward model: it has no reward_head.safetensors"):
+        RewardModel.load(base)
+    # load_model gives the backbone, and says so (the head was dropped without a word); so does the command line.
+    with pytest.warns(UserWarning, match="holds a RewardModel: load_model gives its backbone without the head"):
+        assert isinstance(fl.load_model(tmp_path / "rm"), GPT)
+    assert ferrolm(["generate", str(tmp_path / "rm"), "--max-new-tokens", "2", "--num-samples", "1"]) == 0
+    assert (f"ferrolm: warning: {tmp_path / 'rm'} holds a RewardModel: this command runs its backbone as a language "
+            "model without the head") in capsys.readouterr().err
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0

@@ -65,10 +65,19 @@ def test_a_bad_out_path_is_refused_before_training(tmp_path, capsys, monkeypatch
     """It was found out only when saving, after the whole training."""
     trained = []
     monkeypatch.setattr(ferrolm.Tokenizer, "train", lambda *a, **k: trained.append(1))
-    for out, message in ((tmp_path, "is a directory"), (tmp_path / "no" / "t.json", "is not a directory")):
+    (tmp_path / "file").write_text("")
+    for out, message in ((tmp_path, "is a directory"), (tmp_path / "file" / "sub" / "t.json", f"{tmp_path / 'file'} is not "
+                                                                                            "a directory")):
         assert main(["tokenizer", "train", "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
     assert not trained
+
+
+def test_out_folders_are_made(tmp_path):
+    """As pretrain's --out: a missing folder was refused as "not a directory"."""
+    out = tmp_path / "new" / "sub" / "tok.json"
+    assert main(["tokenizer", "train", "--kind", "char", "--out", str(out)]) == 0
+    assert ferrolm.Tokenizer.from_file(str(out)).vocab_size == 65
 
 
 def test_python_m_ferrolm_and_a_terminal_that_cannot_show_the_text(tmp_path):

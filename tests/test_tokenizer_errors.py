@@ -196,6 +196,10 @@ def test_missing_files(tmp_path):
         ferrolm.Tokenizer.train([str(tmp_path / "nope.txt")], vocab_size=300)
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):  # as a missing file is
         ferrolm.Tokenizer.from_file(str(tmp_path))
+    # A text file given as a tokenizer (a corpus, say) fails as BERT's vocab.txt, and says that is how it was read.
+    (tmp_path / "held-out.txt").write_text("To be, or not to be\nthat is the question\n")
+    with pytest.raises(ValueError, match=r"held-out.txt: .*\(a .txt file is read as a WordPiece vocab.txt, one token"):
+        ferrolm.Tokenizer.from_file(str(tmp_path / "held-out.txt"))
 
 
 def test_vocab_size_smaller_than_byte_alphabet(tmp_path):

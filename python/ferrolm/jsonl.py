@@ -54,9 +54,20 @@ def lines_of(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_utf8(path: Path) -> str:
+def require_file(path: Path, what: str = "file") -> None:
+    """IsADirectoryError or FileNotFoundError saying `what` (a flag, "prompts file"...) and
+    the path, unless `path` is there and not a directory."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory, not a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+
+
+def read_utf8(path: Path, what: str = "file") -> str:
     """A text file's contents, without the byte-order mark some editors (Windows Notepad) write
-    first; one that is not UTF-8 is a ValueError naming the line."""
+    first; one that is not UTF-8 is a ValueError naming the line. A missing file or a directory
+    is said as `require_file` says it."""
+    require_file(path, what)
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # removed first: errors count bytes and lines of the rest
     try:
         return raw.decode("utf-8")
@@ -66,13 +77,14 @@ def read_utf8(path: Path) -> str:
 
 
 def read_records(path: Union[str, Path], fields: Sequence[str] = (),
-                 check: Optional[Callable[[dict, str], None]] = None) -> list[dict]:
+                 check: Optional[Callable[[dict, str], None]] = None, what: str = "file") -> list[dict]:
     """Every line of `path` must be a JSON object whose `fields` are non-blank strings and
     that passes `check(record, where)`, if given; blank lines are allowed. Raises ValueError
-    naming the line. Each record gets `_where` ("FILE line N"), for later errors about it."""
+    naming the line. Each record gets `_where` ("FILE line N"), for later errors about it.
+    A missing file is said as `what`, as `read_utf8` says it."""
     path = Path(path)
     records = []
-    for number, line in enumerate(lines_of(read_utf8(path)), start=1):
+    for number, line in enumerate(lines_of(read_utf8(path, what)), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"

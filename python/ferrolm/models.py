@@ -10,7 +10,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Optional, Union
 
-from ferrolm._core import FormatError
+from ferrolm._core import FormatError, ShapeError
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
@@ -32,6 +32,15 @@ def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:
                            {_WEIGHTS_KEY: files_digest(Path(path) / MODEL_FILE)})
 
 
+def require_head(path: Union[str, Path], file: str, objective: str) -> Path:
+    """The head `file` of model directory `path`, which `objective`'s training wrote;
+    FileNotFoundError, saying the directory is not such a model, when it has none."""
+    head_file = Path(path) / file
+    if not head_file.exists():
+        raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
+    return head_file
+
+
 def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: str) -> None:
     """Fills `head` from `file` in model directory `path`, which `objective`'s training (or the
     model's save) wrote. A head left over from other weights is refused: one whose model was
@@ -45,9 +54,7 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     from ferrolm.train.loop import STATE_FILE
 
     path = Path(path)
-    head_file = path / file
-    if not head_file.exists():
-        raise FileNotFoundError(f"{path} is not a {objective} model: it has no {file} (train one with `ferrolm {objective}`)")
+    head_file = require_head(path, file, objective)
     tensors, metadata = _core.load_safetensors(str(head_file))
     if _WEIGHTS_KEY in metadata:
         if files_digest(path / MODEL_FILE) != metadata[_WEIGHTS_KEY]:
@@ -247,7 +254,11 @@ class CoreModel:
             raise ValueError(f"{path} holds a {kind} model, not a {expected} one: "
                               + (f"{_COMMANDS[other]} (in Python, {other}.load or ferrolm.load_model)" if other
                                  else "ferrolm loads gpt2 and bert models"))
-        core, tokenizer = cls.core_class.load(str(path)), load_tokenizer(path)
+        try:
+            core = cls.core_class.load(str(path))
+        except (FormatError, ShapeError) as e:  # the core names a file by its name alone: name the directory
+            raise (e if str(path) in str(e) else type(e)(f"{path}: {e}")) from None
+        tokenizer = load_tokenizer(path)
         try:
             model = cls(core, tokenizer)
         except ValueError as e:  # the tokenizer and the model disagree: name the directory
@@ -325,9 +336,12 @@ def _check_vocabularies(path: Path, model) -> None:
 
 
 def load_model(path: Union[str, Path]):
-    """A GPT or BERT from a model directory, chosen by config.json's `model_type`."""
+    """A GPT or BERT from a model directory, chosen by config.json's `model_type`. A reward
+    model's or text classifier's directory gives its backbone, with a warning naming the class
+    that loads the head too."""
     path = model_dir(path)
     kind = _model_type(path)
+    warn_of_head(path, "load_model gives its backbone")
     if kind == "bert":
         from ferrolm.bert import BERT
 
@@ -337,6 +351,23 @@ def load_model(path: Union[str, Path]):
 
         return GPT._load_dir(path, kind)
     raise ValueError(f"{path / 'config.json'}: model_type {kind!r} is not supported (gpt2 or bert)")
+
+
+def warn_of_head(path: Path, gives: str) -> None:
+    """Warns when model directory `path` holds a head beside its backbone (a reward model's
+    head file, a classifier's config), which `gives` (what the caller does) leaves out."""
+    from ferrolm.jsonl import read_json_object
+    from ferrolm.train.reward import HEAD_FILE
+
+    holder = None
+    if (path / HEAD_FILE).is_file():
+        holder = "RewardModel"
+    with contextlib.suppress(OSError, ValueError):
+        architectures = read_json_object(path / CONFIG_FILE).get("architectures")
+        if isinstance(architectures, list) and "BertForSequenceClassification" in architectures:
+            holder = "TextClassifier"
+    if holder is not None:
+        warnings.warn(f"{path} holds a {holder}: {gives} without the head ({holder}.load loads both)", stacklevel=3)
 
 
 def _model_type(path: Path):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 from ferrolm.conversations import preference
-from ferrolm.jsonl import is_sqlite, located, read_records, write_records
+from ferrolm.jsonl import is_sqlite, located, read_records, require_file, write_records
 
 @dataclass
 class Preferences:
@@ -50,8 +50,7 @@ def load_preferences(path: Union[str, Path]) -> Preferences:
     (naming the line, for JSONL) — including a JSONL file with no records at all.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"preference data {path} does not exist")
+    require_file(path, "preference data")
     if is_sqlite(path):
         from ferrolm.label.store import LabelStore
 

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import warnings
 from importlib import metadata
 from typing import Callable, Optional, Sequence
 
@@ -71,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets its escape, not an error
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    with _terminate_as_interrupt() as terminated:
+    with _terminate_as_interrupt() as terminated, _plain_warnings():
         try:
             return _run(argv)
         except KeyboardInterrupt:
@@ -79,6 +80,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 143 if terminated else 130
         finally:
             release_run_directories(keep=held)
+
+
+@contextlib.contextmanager
+def _plain_warnings():
+    """Python warnings as the command's other notes, `ferrolm: warning: …`, without the source
+    line Python shows (the command's user did not write it)."""
+    def show(message, *_):
+        print(f"ferrolm: warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():  # restores the caller's display (an in-process call's)
+        warnings.showwarning = show
+        yield
 
 
 class Terminated(KeyboardInterrupt):

@@ -402,9 +402,10 @@ def _in_dtype(command):
 def _text_model(directory: str):
     """The GPT in `directory`, which must have a tokenizer (text in, text out)."""
     from ferrolm.gpt import GPT
-    from ferrolm.models import TOKENIZER_FILES
+    from ferrolm.models import TOKENIZER_FILES, model_dir, warn_of_head
 
     model = GPT.load(directory)
+    warn_of_head(model_dir(directory), "this command runs its backbone as a language model")
     if model.tokenizer is None:
         raise ValueError(f"{directory} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     return model
@@ -420,12 +421,7 @@ def run_generate(args) -> int:
     if args.prompt_file is not None:  # sample.py's --start=FILE:path too
         if not args.prompt_file:
             raise ValueError("--prompt-file (sample.py's --start=FILE:) names no file")
-        try:
-            prompt = read_utf8(Path(args.prompt_file)).replace("\r\n", "\n")  # without a byte-order mark
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--prompt-file {args.prompt_file}: no such file") from None
-        except IsADirectoryError:
-            raise ValueError(f"--prompt-file {args.prompt_file} is a directory, not a text file") from None
+        prompt = read_utf8(Path(args.prompt_file), "--prompt-file").replace("\r\n", "\n")  # without a byte-order mark
         if chat:
             prompt = prompt.removesuffix("\n")
     if prompt == "":
@@ -560,7 +556,7 @@ def run_perplexity(args) -> int:
     if args.stride is not None and args.stride >= model.block_size:  # said before any file is scored
         raise ValueError(f"--stride must be between 1 and block_size - 1 ({model.block_size - 1}), got {args.stride}")
     # Every file is read (without a byte-order mark) and encoded before the first is scored.
-    texts = [read_utf8(Path(f)) for f in args.files]
+    texts = [read_utf8(Path(f), "text file") for f in args.files]
     ids = [located(name, model.encode, text) for name, text in zip(args.files, texts)]  # an error names its file
     totals = [0.0, 0, 0]  # negative log-likelihood, tokens predicted, bytes
 

@@ -191,7 +191,7 @@ def run_sft(args) -> int:
     from ferrolm.conversations import opens_with_system, sft_turns
     from ferrolm.train.sft import SFT, check_record
 
-    records = read_records(args.data, check=check_record)
+    records = read_records(args.data, check=check_record, what="--data")
     system = any(opens_with_system(sft_turns(r)) for r in records)  # the role is learnt here, from such data
     v, model, template, tr, va = _start(args, "sft", records, system)
     objective = SFT(tr, va, template, model.block_size, v["batch_size"], skip_long=args.skip_long)
@@ -273,7 +273,7 @@ def run_classify(args) -> int:
     from ferrolm.jsonl import read_records
     from ferrolm.train.classify import Classification, TextClassifier, labels_of
 
-    records = read_records(args.data, ("text",), check=_check_record)
+    records = read_records(args.data, ("text",), check=_check_record, what="--data")
     v = _values(args, "classify")
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     labels = labels_of(records)

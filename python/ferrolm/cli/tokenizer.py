@@ -17,9 +17,10 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
     files = args.files or [default_corpus()]
     out = Path(args.out)
-    if out.is_dir() or not out.parent.is_dir():  # said now, not after the training
+    there = next(p for p in out.parents if p.exists())  # missing folders are made, as pretrain's --out's are
+    if out.is_dir() or not there.is_dir():  # said now, not after the training
         raise ValueError(f"--out {out}: " + ("is a directory (give the tokenizer.json path)" if out.is_dir() else
-                                             f"{out.parent} is not a directory"))
+                                             f"{there} is not a directory"))
     kwargs = dict(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, pattern=args.pattern or "gpt2")
     if args.special_tokens is not None:
         files_taken = [t for t in args.special_tokens if Path(t).is_file()]
@@ -36,6 +37,7 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     check_paths(files)  # not empty (a tokenizer of the byte alphabet alone is no use); the trainer streams them
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(args.out)
     seconds = time.perf_counter() - start
     print(f"trained {tok.kind} tokenizer: {tok.vocab_size} ids in {seconds:.2f}s from {len(files)} "

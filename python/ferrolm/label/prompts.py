@@ -50,9 +50,7 @@ def read_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[Promp
 def numbered_prompts(path: Union[str, Path], skip_blank: bool = False) -> list[tuple]:
     """`read_prompts`' prompts with their line numbers, (number, prompt)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file {path} does not exist")
-    lines = lines_of(read_utf8(path))
+    lines = lines_of(read_utf8(path, "prompts file"))
     jsonl = path.suffix in (".jsonl", ".json") or _is_prompt_object(next((l for l in lines if l.strip()), ""))
     prompts: list[tuple] = []
     for number, line in enumerate(lines, 1):

@@ -129,7 +129,7 @@ class TrainConfig:
                 require_count(name, getattr(self, name), least)
         if not (self.learning_rate > 0 and 0 <= self.final_lr <= self.learning_rate):
             raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
-                             f"got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give --min-lr)")
+                             f"got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give min_lr, --min-lr)")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0 and self.grad_clip >= 0):
             raise ValueError(f"beta1 and beta2 must be in [0, 1) and weight_decay and grad_clip >= 0, got betas "
                              f"({self.beta1}, {self.beta2}), weight_decay {self.weight_decay}, grad_clip {self.grad_clip}")
@@ -429,14 +429,14 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     config = config.resolved()  # checked again: fields may have been set since it was made
     if config.decay_lr and 0 < config.max_iters <= config.warmup_iters:
         steps = f"{config.max_iters} step" + ("s" if config.max_iters > 1 else "")
-        print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the "
-              f"learning rate rises to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} "
-              "(give a smaller --warmup-iters)", file=sys.stderr, flush=True)
+        warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the learning rate rises "
+                      f"to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} (give a smaller "
+                      "warmup_iters, --warmup-iters)", stacklevel=2)
     elif config.decay_lr and config.max_iters > config.warmup_iters > config.decay_end:
-        print(f"ferrolm: the warmup ({config.warmup_iters} steps) outlasts the decay (lr_decay_iters {config.decay_end}):"
-              f" the learning rate drops from {config.lr_at(config.warmup_iters - 1):.3g} to min_lr "
-              f"{config.final_lr:g} at step {config.warmup_iters} (give a larger --lr-decay-iters)", file=sys.stderr,
-              flush=True)
+        warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the decay (lr_decay_iters {config.decay_end}): "
+                      f"the learning rate drops from {config.lr_at(config.warmup_iters - 1):.3g} to min_lr "
+                      f"{config.final_lr:g} at step {config.warmup_iters} (give a larger lr_decay_iters, "
+                      "--lr-decay-iters)", stacklevel=2)
     out, held = Path(out_dir), Path(out_dir).resolve() in _HELD
     try:
         with using_precision(config.dtype):
@@ -642,14 +642,15 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         _warn_if_changed({**state["config"], **saved_state}, {**dataclasses.asdict(config), **current}, out)
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
-                             "(give a larger --max-iters to train further)")
+                             "(give a larger max_iters, --max-iters, to train further)")
         rng.bit_generator.state = state["rng"]
         evals = state.get("evals", [])
         if hasattr(objective, "load_state"):
             objective.load_state(saved_state)
         _truncate_metrics(out / METRICS_FILE, step)
         print(f"ferrolm: resuming the run in {out} at step {step} of {config.max_iters}"
-              + ("; it is complete (give a larger --max-iters to train further)" if step == config.max_iters else ""),
+              + ("; it is complete (give a larger max_iters, --max-iters, to train further)"
+                 if step == config.max_iters else ""),
               file=sys.stderr, flush=True)
     earlier = None  # the step of an earlier run's checkpoint, which this new run replaces at its first save
     if not resume and (out / STATE_FILE).exists():

@@ -17,7 +17,7 @@ from ferrolm.conversations import preference
 from ferrolm.data import digest
 from ferrolm.jsonl import located, where_of
 from ferrolm.gpt import GPT
-from ferrolm.models import load_head, model_files, save_head
+from ferrolm.models import load_head, model_files, require_head, save_head
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -34,6 +34,7 @@ class RewardModel:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "RewardModel":
+        require_head(path, HEAD_FILE, "reward")  # first: a plain model's missing chat tokens would hide it
         model = cls(GPT.load(path))
         load_head(model.head, path, HEAD_FILE, "reward_head", "reward")
         return model

@@ -289,7 +289,14 @@ impl Tokenizer {
         let text = files::read_text(path)?;
         if path.extension().is_some_and(|e| e == "txt") {
             let normalizer = bert_normalizer_in(dir)?;
-            return Self::from_bert_vocab(&text, normalizer).map_err(|e| in_file(path, e));
+            return Self::from_bert_vocab(&text, normalizer).map_err(|e| match e {
+                // Any .txt is read as BERT's vocab.txt: say so when one named otherwise fails.
+                Error::Format(m) if path.file_name().is_none_or(|n| n != "vocab.txt") => in_file(
+                    path,
+                    Error::Format(format!("{m} (a .txt file is read as a WordPiece vocab.txt, one token per line)")),
+                ),
+                e => in_file(path, e),
+            });
         }
         Self::from_json(&text).map_err(|e| in_file(path, e))
     }
