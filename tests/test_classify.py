@@ -47,7 +47,7 @@ def test_fine_tuning_learns_a_held_out_task_and_round_trips(task, capsys):
     assert accuracy >= 0.65
     model = TextClassifier.load(out)
     assert model.labels == ["question", "statement"]
-    with pytest.warns(UserWarning, match="holds a TextClassifier: load_model gives its backbone without the head"):
+    with pytest.warns(UserWarning, match="holds a TextClassifier: only its backbone is loaded, without the head"):
         assert isinstance(fl.load_model(out), BERT)
     texts = [json.loads(l)["text"] for l in (task / "data.jsonl").read_text().splitlines()[:40]]
     results = model.classify(texts, batch_size=16)

@@ -222,6 +222,23 @@ def test_resume_settings_zero_is_a_value_and_paths_may_move(tmp_path, capsys):
     assert "MODEL" in capsys.readouterr().err  # a moved MODEL is a warning, not an error
 
 
+def test_warnings_read_as_the_commands_notes(corpus, tmp_path):
+    """A warning is `ferrolm: warning: ...` on the command line (it showed Python's source line),
+    while an in-process caller's recorders still receive it (pytest.warns, elsewhere)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "ferrolm", "pretrain", str(corpus), *TINY, "--max-iters", "2",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "ferrolm: warning: the warmup (100 steps) outlasts the run (2 steps)" in run.stderr
+    assert "UserWarning" not in run.stderr and "warnings.warn" not in run.stderr, run.stderr
+    before = warnings.formatwarning
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--batch-size", "x"])  # restored however the command ends
+    assert warnings.formatwarning is before
+
+
 def test_the_decay_ends_at_a_tenth_of_the_learning_rate_unless_told(capsys, tmp_path, monkeypatch):
     from ferrolm.train import TrainConfig
 

@@ -419,12 +419,16 @@ def test_a_generation_whose_cache_cannot_fit_in_memory_is_refused_before_it_star
 
     model = fl.GPT.create(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=8, seed=0)
     prompts = np.ones((3, 1), np.int64)
-    cache = 2 * 2 * 3 * (8 + 3) * 8 * 4  # keys and values: layers x rows x positions x width float32s
+    cache = 2 * 2 * 3 * 8 * 8 * 4  # keys and values: layers x rows x positions x width float32s
     monkeypatch.setattr(memory, "available_bytes", lambda: cache - 1)
     with pytest.raises(MemoryError, match="generating 3 rows at once needs a key/value cache of .* fewer rows"):
         model.generate(prompts, 2)
     monkeypatch.setattr(memory, "available_bytes", lambda: cache)
-    assert [len(row) for row in model.generate(prompts, 12)] == [12, 12, 12]  # past the context
+    assert [len(row) for row in model.generate(prompts, 7)] == [7, 7, 7]  # 8 positions: within the context
+    with pytest.raises(MemoryError, match="needs a key/value cache"):  # past it, a second cache of 3 positions
+        model.generate(prompts, 8)
+    monkeypatch.setattr(memory, "available_bytes", lambda: cache // 8 * (8 + 3))
+    assert [len(row) for row in model.generate(prompts, 12)] == [12, 12, 12]
 
 
 def test_an_address_space_limit_counts_as_the_memory_available():

@@ -5,6 +5,7 @@ input."""
 import io
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -429,11 +430,11 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=f"{base} is not a reward model: it has no reward_head.safetensors"):
         RewardModel.load(base)
     # load_model gives the backbone, and says so (the head was dropped without a word); so does the command line.
-    with pytest.warns(UserWarning, match="holds a RewardModel: load_model gives its backbone without the head"):
+    said = "holds a RewardModel: only its backbone is loaded, without the head"
+    with pytest.warns(UserWarning, match=said):
         assert isinstance(fl.load_model(tmp_path / "rm"), GPT)
-    assert ferrolm(["generate", str(tmp_path / "rm"), "--max-new-tokens", "2", "--num-samples", "1"]) == 0
-    assert (f"ferrolm: warning: {tmp_path / 'rm'} holds a RewardModel: this command runs its backbone as a language "
-            "model without the head") in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=said):
+        assert ferrolm(["generate", str(tmp_path / "rm"), "--max-new-tokens", "2", "--num-samples", "1"]) == 0
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
@@ -442,6 +443,9 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     GPT.load(tmp_path / "dpo").save(tmp_path / "rm-over")
     with pytest.raises(ValueError, match="model.safetensors is not the one its reward_head.safetensors was saved with"):
         RewardModel.load(tmp_path / "rm-over")
+    with warnings.catch_warnings():  # a head left over from other weights is not this model's: no warning of it
+        warnings.simplefilter("error")
+        fl.load_model(tmp_path / "rm-over")
     RewardModel.load(tmp_path / "rm").save(tmp_path / "rm-over")  # the two saved together again: consistent
     assert RewardModel.load(tmp_path / "rm-over").score("a", "b") == pytest.approx(rm.score("a", "b"), rel=1e-5)
     shutil.copytree(tmp_path / "sft", tmp_path / "sft-then-rm")  # into another objective's run: the digest vouches

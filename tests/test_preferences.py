@@ -100,8 +100,15 @@ def test_bad_conversational_records_are_errors_naming_the_line(tmp_path, bad, me
 
 
 def test_missing_empty_and_binary_files_are_refused(tmp_path):
+    import os
+
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_preferences(tmp_path / "none.jsonl")
+    with pytest.raises(IsADirectoryError, match="is a directory, not a file"):  # it said "does not exist"
+        load_preferences(tmp_path)
+    os.mkfifo(tmp_path / "pipe")  # the SQLite check would swallow what a pipe holds
+    with pytest.raises(ValueError, match="is not a regular file"):
+        load_preferences(tmp_path / "pipe")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no records"):
         load_preferences(tmp_path / "empty.jsonl")

@@ -397,6 +397,10 @@ def test_nfc_normalized_bpe_matches_hf():
         assert wrapped.decode(wrapped.encode(text)) == ref.decode(ref.encode(text).ids), repr(text)
     ref.normalizer = normalizers.Sequence([])
     assert ferrolm.Tokenizer.from_str(ref.to_str()).encode("cafe\u0301") == ref.encode("cafe\u0301").ids
+    # An empty decoder Sequence joins the tokens as they are (no decoder joins them with spaces): refused.
+    ref.decoder = decoders.Sequence([])
+    with pytest.raises(ValueError, match="decoder"):
+        ferrolm.Tokenizer.from_str(ref.to_str())
 
 
 def test_pairs_of_texts_are_framed_as_hf_frames_them():

@@ -66,8 +66,10 @@ def test_a_bad_out_path_is_refused_before_training(tmp_path, capsys, monkeypatch
     trained = []
     monkeypatch.setattr(ferrolm.Tokenizer, "train", lambda *a, **k: trained.append(1))
     (tmp_path / "file").write_text("")
-    for out, message in ((tmp_path, "is a directory"), (tmp_path / "file" / "sub" / "t.json", f"{tmp_path / 'file'} is not "
-                                                                                            "a directory")):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for out, message in ((tmp_path, "is a directory"),
+                         (tmp_path / "file" / "sub" / "t.json", f"{tmp_path / 'file'} is not a directory"),
+                         (tmp_path / "dangling" / "t.json", f"{tmp_path / 'dangling'} is not a directory")):
         assert main(["tokenizer", "train", "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
     assert not trained

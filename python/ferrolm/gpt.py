@@ -168,7 +168,8 @@ class GPT(CoreModel):
                 raise IndexError(f"generate: the prompt has token id {outside}, outside the vocabulary of "
                                  f"{self.vocab_size}")
             session = self._generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
-                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens)
+                                       repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens,
+                                       reach=max(map(len, rows)) + max_new_tokens)
             generated = session.run(max_new_tokens)
             return generated[0] if single else generated
         single = isinstance(prompt, str) or _is_conversation(prompt) or not isinstance(prompt, Iterable)
@@ -189,7 +190,8 @@ class GPT(CoreModel):
             stop_tokens = [*stop_tokens, *template.turn_ends]
         tok = self._tok()
         session = self._text_generation(ids, stop_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                        repetition_penalty=repetition_penalty, seed=seed)
+                                        repetition_penalty=repetition_penalty, seed=seed,
+                                        reach=max(map(len, ids)) + max_new_tokens)
         texts = [_core.TextStream(stops, stop_tokens, row[-1:]) for row in ids]  # the piece a continuation joins
         if stream:
             if len(prompts) != 1:
@@ -211,10 +213,10 @@ class GPT(CoreModel):
         (a model's vocabulary may be padded past them)."""
         return self._generation(rows, stop_tokens=stop_tokens, vocab_limit=self._tok().vocab_size, **sampling)
 
-    def _generation(self, rows: list[list[int]], **settings):
+    def _generation(self, rows: list[list[int]], reach: int = 0, **settings):
         """A core generation of `rows`, refused (MemoryError) when its key/value cache would not
-        fit in memory."""
-        check_generation_memory(self.config, len(rows))
+        fit in memory (more of it when a row may `reach` past the context)."""
+        check_generation_memory(self.config, len(rows), reach)
         return self.core.generation(rows, **settings)
 
     def score(self, text: Union[str, Sequence[int]], stride: Optional[int] = None) -> np.ndarray:

@@ -48,14 +48,22 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
     saved before it recorded one, by the run's checkpoint (another objective's run, or weights
     other than the ones it saved)."""
     from ferrolm import _core
-    from ferrolm.data import files_digest
-    from ferrolm.jsonl import read_json_object
     from ferrolm.nn import fill_parameters
-    from ferrolm.train.loop import STATE_FILE
 
     path = Path(path)
     head_file = require_head(path, file, objective)
     tensors, metadata = _core.load_safetensors(str(head_file))
+    _check_head_belongs(path, file, metadata, objective)
+    fill_parameters({f"{prefix}.{n}": t for n, t in head.named_parameters()}, tensors, head_file)
+
+
+def _check_head_belongs(path: Path, file: str, metadata: dict, objective: str) -> None:
+    """ValueError when head `file` (its safetensors `metadata`) of model directory `path` is
+    left over from other weights than the directory's (see `load_head`)."""
+    from ferrolm.data import files_digest
+    from ferrolm.jsonl import read_json_object
+    from ferrolm.train.loop import STATE_FILE
+
     if _WEIGHTS_KEY in metadata:
         if files_digest(path / MODEL_FILE) != metadata[_WEIGHTS_KEY]:
             raise ValueError(f"{path}'s {MODEL_FILE} is not the one its {file} was saved with (was a model saved over "
@@ -69,7 +77,6 @@ def load_head(head, path: Union[str, Path], file: str, prefix: str, objective: s
         if MODEL_FILE in digests and digests[MODEL_FILE] != files_digest(path / MODEL_FILE):
             raise ValueError(f"{path}'s {MODEL_FILE} is not the one its `{objective}` run saved with its {file} (was a "
                              "model saved over it?): the head does not belong to these weights")
-    fill_parameters({f"{prefix}.{n}": t for n, t in head.named_parameters()}, tensors, head_file)
 
 
 #: What each kind of model is for, named when the other kind is given.
@@ -257,7 +264,7 @@ class CoreModel:
         try:
             core = cls.core_class.load(str(path))
         except (FormatError, ShapeError) as e:  # the core names a file by its name alone: name the directory
-            raise (e if str(path) in str(e) else type(e)(f"{path}: {e}")) from None
+            raise (e if str(e).startswith(str(path)) else type(e)(f"{path}: {e}")) from None
         tokenizer = load_tokenizer(path)
         try:
             model = cls(core, tokenizer)
@@ -341,7 +348,7 @@ def load_model(path: Union[str, Path]):
     that loads the head too."""
     path = model_dir(path)
     kind = _model_type(path)
-    warn_of_head(path, "load_model gives its backbone")
+    warn_of_head(path)
     if kind == "bert":
         from ferrolm.bert import BERT
 
@@ -353,21 +360,26 @@ def load_model(path: Union[str, Path]):
     raise ValueError(f"{path / 'config.json'}: model_type {kind!r} is not supported (gpt2 or bert)")
 
 
-def warn_of_head(path: Path, gives: str) -> None:
-    """Warns when model directory `path` holds a head beside its backbone (a reward model's
-    head file, a classifier's config), which `gives` (what the caller does) leaves out."""
+def warn_of_head(path: Path) -> None:
+    """Warns when model directory `path` holds a head beside its backbone, which its caller
+    (`load_model`, a command) leaves out: a reward model's head file that belongs to these
+    weights, or a classifier's config."""
+    from ferrolm import _core
     from ferrolm.jsonl import read_json_object
     from ferrolm.train.reward import HEAD_FILE
 
     holder = None
-    if (path / HEAD_FILE).is_file():
-        holder = "RewardModel"
+    with contextlib.suppress(OSError, ValueError):
+        if (path / HEAD_FILE).is_file():
+            _check_head_belongs(path, HEAD_FILE, _core.load_safetensors(str(path / HEAD_FILE))[1], "reward")
+            holder = "RewardModel"
     with contextlib.suppress(OSError, ValueError):
         architectures = read_json_object(path / CONFIG_FILE).get("architectures")
         if isinstance(architectures, list) and "BertForSequenceClassification" in architectures:
             holder = "TextClassifier"
     if holder is not None:
-        warnings.warn(f"{path} holds a {holder}: {gives} without the head ({holder}.load loads both)", stacklevel=3)
+        warnings.warn(f"{path} holds a {holder}: only its backbone is loaded, without the head (in Python, "
+                      f"{holder}.load loads both)", stacklevel=3)
 
 
 def _model_type(path: Path):

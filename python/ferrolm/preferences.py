@@ -51,6 +51,8 @@ def load_preferences(path: Union[str, Path]) -> Preferences:
     """
     path = Path(path)
     require_file(path, "preference data")
+    if not path.is_file():  # a pipe: the SQLite check would swallow what it reads
+        raise ValueError(f"preference data {path} is not a regular file (a .jsonl file or a `ferrolm label` database)")
     if is_sqlite(path):
         from ferrolm.label.store import LabelStore
 

@@ -84,14 +84,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 @contextlib.contextmanager
 def _plain_warnings():
-    """Python warnings as the command's other notes, `ferrolm: warning: …`, without the source
-    line Python shows (the command's user did not write it)."""
-    def show(message, *_):
-        print(f"ferrolm: warning: {message}", file=sys.stderr, flush=True)
+    """Python warnings shown as the command's other notes, `ferrolm: warning: …`, without the
+    source line Python shows (the command's user did not write it). Only the format changes:
+    an in-process caller's recorders (pytest.warns, logging) still receive them."""
+    def plain(message, category, filename, lineno, line=None) -> str:
+        return f"ferrolm: warning: {message}\n"
 
-    with warnings.catch_warnings():  # restores the caller's display (an in-process call's)
-        warnings.showwarning = show
+    previous, warnings.formatwarning = warnings.formatwarning, plain
+    try:
         yield
+    finally:
+        warnings.formatwarning = previous
 
 
 class Terminated(KeyboardInterrupt):

@@ -405,7 +405,7 @@ def _text_model(directory: str):
     from ferrolm.models import TOKENIZER_FILES, model_dir, warn_of_head
 
     model = GPT.load(directory)
-    warn_of_head(model_dir(directory), "this command runs its backbone as a language model")
+    warn_of_head(model_dir(directory))
     if model.tokenizer is None:
         raise ValueError(f"{directory} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     return model

@@ -17,7 +17,8 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
 
     files = args.files or [default_corpus()]
     out = Path(args.out)
-    there = next(p for p in out.parents if p.exists())  # missing folders are made, as pretrain's --out's are
+    # Missing folders are made, as pretrain's --out's are; a dangling link is in the way.
+    there = next(p for p in out.parents if p.exists() or p.is_symlink())
     if out.is_dir() or not there.is_dir():  # said now, not after the training
         raise ValueError(f"--out {out}: " + ("is a directory (give the tokenizer.json path)" if out.is_dir() else
                                              f"{there} is not a directory"))

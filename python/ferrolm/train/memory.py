@@ -118,13 +118,14 @@ def check_memory(model: Any, objective: Any, trainable: int) -> None:
                           "--block-size or model, or free memory")
 
 
-def check_generation_memory(config: dict, rows: int) -> None:
+def check_generation_memory(config: dict, rows: int, reach: int = 0) -> None:
     """MemoryError, before anything is allocated, when generating `rows` rows at once with a
     GPT of `config` needs a key/value cache larger than the memory available. The allocator
-    grants each layer's buffers on their own, and writing them would end the process. Counted
-    with the cache of the last half context that decoding past the context recomputes."""
+    grants each layer's buffers on their own, and writing them would end the process. When a
+    row may reach past the context (`reach`: its prompt and new tokens), counted with the cache
+    of the last half context that decoding then recomputes."""
     context = config["n_positions"]
-    positions = context + max(context // 2 - 1, 0)
+    positions = context + (max(context // 2 - 1, 0) if reach > context else 0)
     need = 2 * config["n_layer"] * rows * positions * config["n_embd"] * 4  # keys and values, float32
     available = _short_of(need)
     if available is not None:

@@ -108,12 +108,14 @@ fn split_merge_line(s: &str) -> Option<(String, String)> {
     }
 }
 
-/// A `Sequence` of one step (its steps under `list`) as that step, and of none as null: Hugging
-/// Face runs them alike, and some files wrap a single normalizer or pre-tokenizer so.
+/// A `Sequence` of one step (its steps under `list`) as that step, as Hugging Face runs it
+/// (some files wrap a single normalizer or pre-tokenizer so); an empty one of normalizers or
+/// pre-tokenizers as none. Not an empty decoder Sequence: it joins tokens as they are, where
+/// no decoder joins them with spaces, and is refused as other unsupported decoders are.
 fn single_step<'a>(v: &'a Value, list: &str) -> &'a Value {
     static NONE: Value = Value::Null;
     match (v.get("type").and_then(Value::as_str), v.get(list).and_then(Value::as_array).map(Vec::as_slice)) {
-        (Some("Sequence"), Some([])) => &NONE,
+        (Some("Sequence"), Some([])) if list != "decoders" => &NONE,
         (Some("Sequence"), Some([step])) => step,
         _ => v,
     }
