@@ -401,9 +401,9 @@ def _warn_if_changed(saved: dict, current: dict, out: Path) -> None:
     than letting them change silently."""
     changed = [f"{k} {saved[k]} -> {current[k]}" for k in _RUN_DEFINING
                if k in saved and k in current and saved[k] != current[k]]
-    if changed:
-        print(f"ferrolm: resuming {out} with settings that differ from the run's ({', '.join(changed)}); it will not "
-              "continue as the uninterrupted run would", file=sys.stderr, flush=True)
+    if changed:  # stacklevel: train()'s caller
+        warnings.warn(f"resuming {out} with settings that differ from the run's ({', '.join(changed)}); it will not "
+                      "continue as the uninterrupted run would", stacklevel=4)
 
 
 def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[list[dict], list[str]]:

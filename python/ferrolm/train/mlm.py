@@ -4,7 +4,7 @@ is cross-entropy at the masked positions only (the head runs on those rows alone
 
 from __future__ import annotations
 
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,8 @@ class MaskedLM:
                                  "only ([UNK] for text its vocabulary lacks); it cannot encode this corpus")
             unknown = counts[unk] / len(tokens) if unk is not None else 0.0
             if unknown > 0.5:
-                print(f"ferrolm: {unknown:.0%} of the {split} split's tokens are [UNK]: the tokenizer lacks most of this "
-                      "corpus's text", file=sys.stderr, flush=True)
+                warnings.warn(f"{unknown:.0%} of the {split} split's tokens are [UNK]: the tokenizer lacks most of this "
+                              "corpus's text", stacklevel=2)
 
     def batch(self, split: str, rng: np.random.Generator) -> dict:
         tokens = self.streams[split]
