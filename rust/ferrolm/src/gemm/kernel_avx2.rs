@@ -105,39 +105,20 @@ fn transpose8(r: &mut [__m256; 8]) {
 }
 
 /// `pack::pack_b_panel` for a B whose columns are contiguous (B = Wᵀ, the NT case): 8 × 8
-/// blocks are loaded as 8 column runs and transposed in registers, instead of scattering every
-/// float down the panel. Other layouts go to the portable packer.
+/// blocks transposed in registers (`pack::pack_b_transposed`).
 ///
 /// # Safety
 /// The CPU supports AVX2; `b` passed `MatRef::in_bounds`, and the block lies inside it.
-#[target_feature(enable = "avx2")]
 pub(super) unsafe fn pack_b_panel(b: &MatRef, k0: usize, kc: usize, j0: usize, w: usize, dst: &mut [f32]) {
-    if b.row_stride != 1 || b.col_stride == 1 {
-        return pack::pack_b_panel::<NR>(b, k0, kc, j0, w, dst);
-    }
-    let dst = &mut dst[..kc * NR];
-    let (wfull, kfull) = (w / 8 * 8, kc / 8 * 8);
-    let col = |j: usize| (j0 + j) * b.col_stride + k0;
-    for jb in (0..wfull).step_by(8) {
-        // The last element read is B(k0 + kc - 1, j0 + jb + 7), inside `b.data` since the view
-        // is in bounds; so every 8-float run below is too.
-        assert!(col(jb + 7) + kc <= b.data.len());
-        for kb in (0..kfull).step_by(8) {
-            let mut r: [__m256; 8] = std::array::from_fn(|jj| _mm256_loadu_ps(b.data.as_ptr().add(col(jb + jj) + kb)));
-            transpose8(&mut r);
-            for (kk, x) in r.iter().enumerate() {
-                _mm256_storeu_ps(dst.as_mut_ptr().add((kb + kk) * NR + jb), *x);
-            }
-        }
-        for k in kfull..kc {
-            for jj in 0..8 {
-                dst[k * NR + jb + jj] = b.data[col(jb + jj) + k];
-            }
-        }
-    }
-    for (k, out) in dst.chunks_exact_mut(NR).enumerate() {
-        for (j, o) in out.iter_mut().enumerate().skip(wfull) {
-            *o = if j < w { b.data[col(j) + k] } else { 0.0 };
-        }
+    pack::pack_b_transposed::<NR, 8>(b, k0, kc, j0, w, dst, |cols, out| tile8(cols, out));
+}
+
+/// Loads 8 floats from each column pointer and stores them transposed, 8 rows NR apart.
+#[target_feature(enable = "avx2")]
+unsafe fn tile8(cols: &[*const f32; 8], out: *mut f32) {
+    let mut r = cols.map(|c| _mm256_loadu_ps(c));
+    transpose8(&mut r);
+    for (kk, x) in r.iter().enumerate() {
+        _mm256_storeu_ps(out.add(kk * NR), *x);
     }
 }

@@ -46,6 +46,50 @@ pub(super) fn pack_b_panel<const NR: usize>(b: &MatRef, k0: usize, kc: usize, j0
     }
 }
 
+/// `pack_b_panel` for a B whose columns are contiguous (B = Wᵀ, the NT case), T × T blocks at a
+/// time: `tile(cols, out)` reads T floats from each of the T column pointers and writes them
+/// transposed, T rows of T floats NR apart from `out` (a SIMD kernel's register transpose,
+/// instead of scattering every float down the panel). Other layouts go to `pack_b_panel`.
+///
+/// # Safety
+/// `tile` reads and writes only what it is given; `b` passed `MatRef::in_bounds`, and the block
+/// lies inside it.
+pub(super) unsafe fn pack_b_transposed<const NR: usize, const T: usize>(
+    b: &MatRef,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    w: usize,
+    dst: &mut [f32],
+    tile: impl Fn(&[*const f32; T], *mut f32),
+) {
+    if b.row_stride != 1 || b.col_stride == 1 {
+        return pack_b_panel::<NR>(b, k0, kc, j0, w, dst);
+    }
+    let dst = &mut dst[..kc * NR];
+    let (wfull, kfull) = (w / T * T, kc / T * T);
+    let col = |j: usize| (j0 + j) * b.col_stride + k0;
+    for jb in (0..wfull).step_by(T) {
+        // The last element read is B(k0 + kc - 1, j0 + jb + T - 1), inside `b.data` since the
+        // view is in bounds; so every T-float run below is too.
+        assert!(col(jb + T - 1) + kc <= b.data.len() && jb + T <= NR);
+        for kb in (0..kfull).step_by(T) {
+            let cols = std::array::from_fn(|jj| b.data.as_ptr().add(col(jb + jj) + kb));
+            tile(&cols, dst.as_mut_ptr().add(kb * NR + jb));
+        }
+        for k in kfull..kc {
+            for jj in 0..T {
+                dst[k * NR + jb + jj] = b.data[col(jb + jj) + k];
+            }
+        }
+    }
+    for (k, out) in dst.chunks_exact_mut(NR).enumerate() {
+        for (j, o) in out.iter_mut().enumerate().skip(wfull) {
+            *o = if j < w { b.data[col(j) + k] } else { 0.0 };
+        }
+    }
+}
+
 /// Packs the `rows × kc` block of A starting at (i0, k0) into `rows.div_ceil(MR)` consecutive
 /// micro-panels of height `MR` and `kc * MR` floats each: element (r, k) goes to
 /// `dst[(r / MR) * kc * MR + k * MR + r % MR]`, padding rows of the last panel are zeroed.
