@@ -118,6 +118,32 @@ def test_outputs_larger_than_their_inputs_raise_memory_error():
         tok.encode_batch_padded(["a"], max_length=2**62, padding="max_length")
 
 
+def test_broadcast_arrays_copied_in_raise_memory_error():
+    """A broadcast numpy view takes a few bytes but 2**46 floats once copied: every path that
+    copies an array into the core aborted the interpreter ("memory allocation failed")."""
+    values = np.broadcast_to(np.float32(1), (2**23, 2**23))
+    ids = np.broadcast_to(np.int64(0), (2**23, 2**23))
+    mask = np.broadcast_to(True, (2**23, 2**23))
+    leaf = fl.zeros(1, requires_grad=True)
+    copies = {
+        "tensor": lambda: fl.tensor(values),
+        "copy_": lambda: fl.zeros(1).copy_(values),
+        "operand": lambda: fl.zeros(1) + values,
+        "grad": lambda: setattr(leaf, "grad", values),
+        "backward": lambda: (leaf * 2).backward(values),
+        "where": lambda: F.where(mask, 0.0, 1.0),
+        "key_padding_mask": lambda: F.attention(*[fl.zeros(1, 1, 4, 4)] * 3, key_padding_mask=mask),
+        "embedding": lambda: F.embedding(fl.zeros(3, 2), ids),
+        "cross_entropy": lambda: F.cross_entropy(fl.zeros(2, 3), ids),
+    }
+    for name, copy in copies.items():
+        with pytest.raises(MemoryError):
+            copy()
+            pytest.fail(name)
+    with pytest.raises(MemoryError):  # the absent weight's ones, for an empty batch of 2**46 features
+        F.layer_norm(fl.zeros(0, 2**46))
+
+
 def test_empty_tensors_with_huge_other_dimensions_are_refused_or_handled():
     """Found by fuzzing: an empty tensor's other axes once overflowed buffers sized by them
     (a segfault in numpy conversion, panics, aborts, hangs over 2**40 empty rows)."""

@@ -2,6 +2,7 @@
 differences, autograd semantics, and thread-count independence."""
 
 import json
+import math
 import os
 import warnings
 
@@ -1041,6 +1042,16 @@ def test_calls_without_a_seed_draw_from_the_stream_manual_seed_restarts():
                          (lambda: fl.randn(3, mean=float("nan")), "mean must be finite")):
         with pytest.raises(ValueError, match=message):  # accepted before: samples from an empty or mirrored range
             bad()
+    # Seeds out of a u64's range were an OverflowError naming no seed ("can't convert negative int
+    # to unsigned"); the largest one is taken.
+    for seed in (-1, 2**64, -2**200):
+        for call in (fl.manual_seed, lambda s: fl.randn(2, seed=s), lambda s: fl.Linear(2, 2, seed=s),
+                     lambda s: F.dropout(fl.ones(4), 0.5, seed=s), lambda s: F.attention(q, q, q, dropout_p=0.5, seed=s)):
+            with pytest.raises(ValueError, match=f"a seed must be an integer from 0 to 2\\*\\*64 - 1, got {seed}"):
+                call(seed)
+    np.testing.assert_array_equal(fl.randn(3, seed=2**64 - 1).numpy(), fl.randn(3, seed=np.uint64(2**64 - 1)).numpy())
+    with pytest.raises(TypeError):
+        fl.manual_seed(1.5)
 
 
 def test_new_models_and_samples_follow_manual_seed():
@@ -1394,3 +1405,53 @@ def test_indexing_slices_and_losses():
     b = randn(4, 5, 6)
     assert F.mse_loss(fl.tensor(a), fl.tensor(b)).item() == pytest.approx(float(((a - b) ** 2).mean()), rel=1e-5)
     assert F.mse_loss(fl.tensor(a), fl.tensor(b), "sum").item() == pytest.approx(float(((a - b) ** 2).sum()), rel=1e-5)
+
+
+def test_clone_stays_in_the_graph_and_clamp_passes_no_gradient_at_its_bounds():
+    """As PyTorch 2.15 (checked by hand): a skip connection kept with h.clone() lost its gradient
+    (clone made a new leaf: [8, 16, 24] where torch gives [10, 18, 26]); clamp's gradient was 1
+    at a bound, where torch's, and relu's at 0, is 0."""
+    x = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    h = x * 2
+    kept = h.clone()
+    assert kept.requires_grad and not kept.is_leaf
+    ((h * 4) + kept).pow(2).sum().backward()  # d/dx (10x)^2 = 200x: the clone's share is there
+    np.testing.assert_allclose(x.grad.numpy(), [200.0, 400.0, 600.0])
+    copy = x.detach().clone()
+    copy += 1  # a copy, cut off from the graph: x keeps its values
+    assert not copy.requires_grad and x.numpy().tolist() == [1.0, 2.0, 3.0]
+    with fl.no_grad():
+        assert not x.clone().requires_grad
+    for bounds, grad in (((0.0, None), [0.0, 1.0, 1.0]), ((None, 1.0), [1.0, 0.0, 1.0]), ((0.0, 1.0), [0.0, 0.0, 1.0]),
+                         ((None, None), [1.0, 1.0, 1.0])):
+        x = fl.tensor([0.0, 1.0, 0.5], requires_grad=True)
+        x.clamp(*bounds).sum().backward()
+        assert x.grad.numpy().tolist() == grad, bounds
+    x = fl.tensor([-np.inf, np.inf], requires_grad=True)
+    x.clamp(min=0.0).sum().backward()  # an absent bound passes infinities
+    assert x.grad.numpy().tolist() == [0.0, 1.0]
+
+
+def test_small_pytorch_habits_get_pytorchs_answers(tmp_path):
+    """From a hands-on review against PyTorch: each was an odd result or error."""
+    # Shape errors are ShapeErrors (they were plain ValueErrors, which `except fl.ShapeError` missed).
+    for bad in (lambda: (fl.zeros(3, requires_grad=True) * 2).backward(np.ones(4)),
+                lambda: fl.zeros(3).__iadd__(fl.zeros(2, 3)),
+                lambda: fl.zeros(2, 3).copy_(np.ones(2)),
+                lambda: F.attention(*[fl.zeros(1, 1, 5, 4)] * 3, key_padding_mask=np.ones((1, 4), bool)),
+                lambda: F.index_select(fl.zeros(3, 2), 0, np.zeros((2, 2), np.int64))):
+        with pytest.raises(fl.ShapeError):
+            bad()
+    # Asking a file for a tensor it does not hold is a KeyError (it returned {}).
+    fl.save_safetensors(tmp_path / "w.safetensors", {"a": fl.ones(2)})
+    assert list(fl.load_safetensors(tmp_path / "w.safetensors", ["a"])[0]) == ["a"]
+    with pytest.raises(KeyError, match='no tensor named "missing"'):
+        fl.load_safetensors(tmp_path / "w.safetensors", ["a", "missing"])
+    with pytest.raises(ValueError, match="eps must be non-negative"):  # refused at its first call only
+        fl.LayerNorm(4, eps=-1.0)
+    norm = fl.clip_grad_norm([], 1.0)
+    assert norm == 0.0 and math.copysign(1.0, norm) == 1.0  # was -0.0
+    loss = F.mse_loss(1.0, 3.0)  # numbers: an AttributeError ('float' has no mean)
+    assert isinstance(loss, fl.Tensor) and loss.item() == 4.0
+    with pytest.raises(fl.GradError, match="maximum or minimum of ferrolm.functional"):  # fl.where does not exist
+        F.clamp(fl.ones(2), min=fl.ones(1, requires_grad=True)[0])

@@ -158,7 +158,9 @@ class Tensor:
     def zero_grad(self) -> None: ...
     def backward(self, gradient: Optional[_ArrayLike] = None) -> None: ...
     def detach(self) -> Tensor: ...
-    def clone(self) -> Tensor: ...
+    def clone(self) -> Tensor:
+        """A copy of the data that stays in the graph, as PyTorch's clone: the gradient flows back
+        through it (`t.detach().clone()` is a copy cut off from the graph)."""
     def copy_(self, values: _ArrayLike) -> Tensor: ...
     def __eq__(self, other: object, /) -> Tensor:  # type: ignore[override]
         """Elementwise, as every comparison: a float32 tensor of 1.0 where it holds, 0.0 elsewhere,
@@ -582,7 +584,8 @@ def save_safetensors(path: _Path, tensors: dict[str, _Tensors], metadata: Option
     safetensors file, atomically."""
 
 def load_safetensors(path: _Path, names: Optional[list[str]] = None) -> tuple[dict[str, _F32Array], dict[str, str]]:
-    """Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors."""
+    """Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors (KeyError for a
+    name the file does not hold)."""
 
 def load_model_weights(path: _Path, names: Optional[list[str]] = None) -> dict[str, _F32Array]:
     """Reads a model directory's tensors, from model.safetensors or the shards its

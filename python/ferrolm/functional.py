@@ -71,7 +71,7 @@ def mse_loss(prediction, target, reduction: str = "mean"):
     shapes = [tuple(v.shape) if hasattr(v, "shape") else np.shape(v) for v in (prediction, target)]
     if all(shapes) and shapes[0] != shapes[1]:  # a scalar () broadcasts as meant
         raise ValueError(f"mse_loss: prediction shape {shapes[0]} and target shape {shapes[1]} differ")
-    squared = (prediction - target) ** 2
+    squared = sub(prediction, target) ** 2  # a Tensor, whatever array-likes or numbers are given
     if reduction == "none":
         return squared
     if reduction not in ("mean", "sum"):

@@ -8,8 +8,8 @@ use pyo3::wrap_pyfunction;
 use ferrolm::ops::{self, Dropout, Reduction};
 use ferrolm::Tensor;
 
-use crate::errors::IntoPy;
-use crate::nn::seed_or_next;
+use crate::errors::{IntoPy, ShapeError};
+use crate::nn::{seed_or_next, Seed};
 use crate::tensor::{mask_of_shape, run, to_ids, to_mask, to_tensor, Axis, Constant, PyTensor};
 
 /// Declares `fn name(x: Tensor) -> Tensor` wrappers for unary core ops, written `name: "docstring"`: the string
@@ -225,7 +225,7 @@ fn embedding(py: Python<'_>, weight: PyTensor, ids: &Bound<'_, PyAny>) -> PyResu
 fn index_select(py: Python<'_>, x: PyTensor, axis: Axis, ids: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
     let (ids, shape) = to_ids(ids)?;
     if shape.len() > 1 {
-        return Err(PyValueError::new_err(format!("index_select: ids must be one-dimensional, got shape {shape:?}")));
+        return Err(ShapeError::new_err(format!("index_select: ids must be one-dimensional, got shape {shape:?}")));
     }
     run(py, || ops::index_select(&x.0, axis.0, &ids))
 }
@@ -286,7 +286,7 @@ fn linear(py: Python<'_>, x: PyTensor, weight: PyTensor, bias: Option<PyTensor>)
 /// checked) or p=0, returns x unchanged.
 #[pyfunction]
 #[pyo3(signature = (x, p, seed = None, training = true))]
-fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: Option<u64>, training: bool) -> PyResult<PyTensor> {
+fn dropout(py: Python<'_>, x: PyTensor, p: f32, seed: Option<Seed>, training: bool) -> PyResult<PyTensor> {
     if !training || p == 0.0 {
         return Ok(PyTensor(x.0.clone())); // and no seed drawn, as for attention's dropout
     }
@@ -339,12 +339,12 @@ fn attention_options(
     (batch_axis, key_axis): (usize, usize),
     key_padding_mask: Option<&Bound<'_, PyAny>>,
     dropout_p: f32,
-    seed: Option<u64>,
+    seed: Option<Seed>,
 ) -> PyResult<(Option<Vec<bool>>, Option<Dropout>)> {
     let dim = |axis: usize| keys.shape().get(axis).copied().unwrap_or(0);
     let mask = mask_of_shape(key_padding_mask, dim(batch_axis), dim(key_axis), "key_padding_mask")?;
     // A seed is drawn only when there is dropout to draw it for.
-    let seed = if dropout_p > 0.0 { seed_or_next(seed) } else { seed.unwrap_or(0) };
+    let seed = if dropout_p > 0.0 { seed_or_next(seed) } else { seed.map_or(0, |s| s.0) };
     Ok((mask, Dropout::new(dropout_p, seed).py()?))
 }
 
@@ -365,7 +365,7 @@ fn attention(
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
     dropout_p: f32,
-    seed: Option<u64>,
+    seed: Option<Seed>,
 ) -> PyResult<PyTensor> {
     let (mask, probs) = attention_options(&k.0, (0, 2), key_padding_mask, dropout_p, seed)?;
     run(py, || ops::attention(&q.0, &k.0, &v.0, causal, mask.as_deref(), probs))
@@ -384,7 +384,7 @@ fn attention_qkv(
     causal: bool,
     key_padding_mask: Option<&Bound<'_, PyAny>>,
     dropout_p: f32,
-    seed: Option<u64>,
+    seed: Option<Seed>,
 ) -> PyResult<PyTensor> {
     let (mask, probs) = attention_options(&qkv.0, (0, 1), key_padding_mask, dropout_p, seed)?;
     run(py, || ops::attention_qkv(&qkv.0, n_head, causal, mask.as_deref(), probs))

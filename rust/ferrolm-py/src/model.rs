@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::wrap_pyfunction;
@@ -15,8 +15,8 @@ use ferrolm::checkpoint::{from_safetensors_where, read_file, read_weights, write
 use ferrolm::generate::{Generation, Sampling, TextStream};
 use ferrolm::model::{Activation, Batch, Bert, BertConfig, Gpt, GptConfig};
 
-use crate::errors::IntoPy;
-use crate::nn::{named, seed_or_next};
+use crate::errors::{IntoPy, ShapeError};
+use crate::nn::{named, seed_or_next, Seed};
 use crate::tensor::{mask_of_shape, to_ids, to_tensor, PyTensor};
 use crate::tokenizer::PyTokenizer;
 use crate::{compute, compute_locked, interruptible, locked};
@@ -49,7 +49,7 @@ impl Inputs {
     ) -> PyResult<Inputs> {
         let (ids, shape) = to_ids(ids)?;
         let [b, t] = shape[..] else {
-            return Err(PyValueError::new_err(format!("ids must be a 2-D [batch, tokens] array, got shape {shape:?}")));
+            return Err(ShapeError::new_err(format!("ids must be a 2-D [batch, tokens] array, got shape {shape:?}")));
         };
         // Per-token inputs must be laid out as the ids are (a transposed one has as many values).
         let per_token = |given: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<Vec<i64>>> {
@@ -93,7 +93,7 @@ impl PyGpt {
         dropout: f32,
         bias: bool,
         layer_norm_epsilon: f32,
-        seed: Option<u64>,
+        seed: Option<Seed>,
         attn_dropout: Option<f32>,
         activation_function: &str,
     ) -> PyResult<Self> {
@@ -142,10 +142,10 @@ impl PyGpt {
         ids: &Bound<'_, PyAny>,
         positions: Option<&Bound<'_, PyAny>>,
         attention_mask: Option<&Bound<'_, PyAny>>,
-        dropout_seed: Option<u64>,
+        dropout_seed: Option<Seed>,
     ) -> PyResult<PyTensor> {
         let x = Inputs::new(ids, positions, attention_mask, None)?;
-        compute(py, || self.0.hidden(&x.batch(), dropout_seed, None)).py().map(PyTensor)
+        compute(py, || self.0.hidden(&x.batch(), dropout_seed.map(|s| s.0), None)).py().map(PyTensor)
     }
 
     /// Next-token logits from hidden states (the head is tied to the token embedding).
@@ -161,10 +161,10 @@ impl PyGpt {
         ids: &Bound<'_, PyAny>,
         positions: Option<&Bound<'_, PyAny>>,
         attention_mask: Option<&Bound<'_, PyAny>>,
-        dropout_seed: Option<u64>,
+        dropout_seed: Option<Seed>,
     ) -> PyResult<PyTensor> {
         let x = Inputs::new(ids, positions, attention_mask, None)?;
-        compute(py, || self.0.forward(&x.batch(), dropout_seed, None)).py().map(PyTensor)
+        compute(py, || self.0.forward(&x.batch(), dropout_seed.map(|s| s.0), None)).py().map(PyTensor)
     }
 
     fn named_parameters(&self) -> Vec<(String, PyTensor)> {
@@ -182,7 +182,7 @@ impl PyGpt {
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         let (ids, shape) = to_ids(ids)?;
         if shape.len() != 1 {
-            return Err(PyValueError::new_err(format!("score takes one sequence of ids, got shape {shape:?}")));
+            return Err(ShapeError::new_err(format!("score takes one sequence of ids, got shape {shape:?}")));
         }
         // One window (a sentence) is quick: a watcher thread would cost more than the scoring.
         if ids.len() <= self.0.config().block_size {
@@ -193,9 +193,9 @@ impl PyGpt {
     }
 
     /// The model with a larger vocabulary (new token rows N(0, 0.02); other weights shared).
-    #[pyo3(signature = (vocab_size, seed = 0))]
-    fn with_vocab(&self, py: Python<'_>, vocab_size: usize, seed: u64) -> PyResult<PyGpt> {
-        compute(py, || self.0.with_vocab(vocab_size, seed)).py().map(PyGpt)
+    #[pyo3(signature = (vocab_size, seed = Seed(0)), text_signature = "($self, vocab_size, seed=0)")]
+    fn with_vocab(&self, py: Python<'_>, vocab_size: usize, seed: Seed) -> PyResult<PyGpt> {
+        compute(py, || self.0.with_vocab(vocab_size, seed.0)).py().map(PyGpt)
     }
 
     /// The same model (weights shared) with other dropout rates; `attn_dropout` defaults to `dropout`.
@@ -229,12 +229,12 @@ impl PyGpt {
         top_k: Option<usize>,
         top_p: Option<Setting>,
         repetition_penalty: Setting,
-        seed: Option<u64>,
+        seed: Option<Seed>,
         stop_tokens: Vec<i64>,
         vocab_limit: Option<usize>,
     ) -> PyResult<PyGeneration> {
         // Greedy decoding draws nothing: it leaves the stream as it was (as dropout at p=0 does).
-        let seed = if temperature.0 > 0.0 { seed_or_next(seed) } else { seed.unwrap_or(0) };
+        let seed = if temperature.0 > 0.0 { seed_or_next(seed) } else { seed.map_or(0, |s| s.0) };
         let sampling = sampling(temperature, top_k, top_p, repetition_penalty, seed, vocab_limit);
         compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens))
             .py()
@@ -266,7 +266,7 @@ impl PyBert {
         layer_norm_eps: f32,
         pad_token_id: usize,
         pooler: bool,
-        seed: Option<u64>,
+        seed: Option<Seed>,
         attention_probs_dropout_prob: Option<f32>,
     ) -> PyResult<Self> {
         let config = BertConfig {
@@ -319,15 +319,15 @@ impl PyBert {
     }
 
     /// The same encoder (weights shared) with a freshly initialised pooler.
-    #[pyo3(signature = (seed = 0))]
-    fn with_new_pooler(&self, py: Python<'_>, seed: u64) -> PyResult<PyBert> {
-        compute(py, || self.0.with_new_pooler(seed)).py().map(PyBert)
+    #[pyo3(signature = (seed = Seed(0)), text_signature = "($self, seed=0)")]
+    fn with_new_pooler(&self, py: Python<'_>, seed: Seed) -> PyResult<PyBert> {
+        compute(py, || self.0.with_new_pooler(seed.0)).py().map(PyBert)
     }
 
     /// The same encoder (weights shared) with a freshly initialised masked-LM head.
-    #[pyo3(signature = (seed = 0))]
-    fn with_new_mlm_head(&self, py: Python<'_>, seed: u64) -> PyResult<PyBert> {
-        compute(py, || self.0.with_new_mlm_head(seed)).py().map(PyBert)
+    #[pyo3(signature = (seed = Seed(0)), text_signature = "($self, seed=0)")]
+    fn with_new_mlm_head(&self, py: Python<'_>, seed: Seed) -> PyResult<PyBert> {
+        compute(py, || self.0.with_new_mlm_head(seed.0)).py().map(PyBert)
     }
 
     #[getter]
@@ -348,10 +348,10 @@ impl PyBert {
         ids: &Bound<'_, PyAny>,
         token_type_ids: Option<&Bound<'_, PyAny>>,
         attention_mask: Option<&Bound<'_, PyAny>>,
-        dropout_seed: Option<u64>,
+        dropout_seed: Option<Seed>,
     ) -> PyResult<PyTensor> {
         let x = Inputs::new(ids, None, attention_mask, token_type_ids)?;
-        compute(py, || self.0.hidden(&x.batch(), dropout_seed)).py().map(PyTensor)
+        compute(py, || self.0.hidden(&x.batch(), dropout_seed.map(|s| s.0))).py().map(PyTensor)
     }
 
     /// Masked-LM logits [.., V] from hidden states.
@@ -509,7 +509,8 @@ fn save_safetensors(
     write_safetensors(&path, &refs, metadata).py()
 }
 
-/// Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors.
+/// Reads a safetensors file: ({name: float32 array}, metadata); with `names`, only those tensors (KeyError for a
+/// name the file does not hold).
 #[pyfunction]
 #[pyo3(signature = (path, names = None))]
 fn load_safetensors<'py>(
@@ -521,6 +522,9 @@ fn load_safetensors<'py>(
     let wanted = |name: &str| names.as_ref().is_none_or(|n| n.iter().any(|w| w == name));
     let (tensors, metadata) =
         compute(py, || read_file(&path).and_then(|b| from_safetensors_where(&b, &what, wanted))).py()?;
+    if let Some(missing) = names.iter().flatten().find(|n| !tensors.contains_key(*n)) {
+        return Err(PyKeyError::new_err(format!("{what} holds no tensor named {missing:?}")));
+    }
     Ok((arrays(py, tensors)?, metadata.into_iter().collect()))
 }
 

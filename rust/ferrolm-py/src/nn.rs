@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::wrap_pyfunction;
@@ -50,7 +51,7 @@ pub struct PyLinear(nn::Linear);
 impl PyLinear {
     #[new]
     #[pyo3(signature = (in_features, out_features, bias = true, seed = None))]
-    fn new(py: Python<'_>, in_features: usize, out_features: usize, bias: bool, seed: Option<u64>) -> PyResult<Self> {
+    fn new(py: Python<'_>, in_features: usize, out_features: usize, bias: bool, seed: Option<Seed>) -> PyResult<Self> {
         let seed = seed_or_next(seed);
         compute(py, || nn::Linear::new(in_features, out_features, bias, seed)).py().map(PyLinear)
     }
@@ -101,7 +102,13 @@ pub struct PyEmbedding(nn::Embedding);
 impl PyEmbedding {
     #[new]
     #[pyo3(signature = (num_embeddings, embedding_dim, std = 1.0, seed = None))]
-    fn new(py: Python<'_>, num_embeddings: usize, embedding_dim: usize, std: f32, seed: Option<u64>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        num_embeddings: usize,
+        embedding_dim: usize,
+        std: f32,
+        seed: Option<Seed>,
+    ) -> PyResult<Self> {
         let seed = seed_or_next(seed);
         compute(py, || nn::Embedding::new(num_embeddings, embedding_dim, std, seed)).py().map(PyEmbedding)
     }
@@ -277,17 +284,37 @@ fn clip_grad_norm(py: Python<'_>, params: &Bound<'_, PyAny>, max_norm: f32) -> P
 /// different numbers, and a script that draws in the same order gets the same ones each run.
 static SEED_STREAM: Mutex<Rng> = Mutex::new(Rng::new(0));
 
+/// A seed as Python passes it: an int from 0 to 2**64 − 1. Others are a ValueError that says so,
+/// where a plain u64 argument's OverflowError ("can't convert negative int to unsigned") names
+/// no seed.
+#[derive(Clone, Copy)]
+pub struct Seed(pub u64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Seed {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let n = match obj.extract::<i128>() {
+            Err(e) if !e.is_instance_of::<PyOverflowError>(obj.py()) => return Err(e),
+            n => n.ok().and_then(|n| u64::try_from(n).ok()),
+        };
+        n.map(Seed).ok_or_else(|| {
+            PyValueError::new_err(format!("a seed must be an integer from 0 to 2**64 - 1, got {}", obj.as_any()))
+        })
+    }
+}
+
 /// `seed`, or when None the stream's next seed.
-pub fn seed_or_next(seed: Option<u64>) -> u64 {
-    seed.unwrap_or_else(|| SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()).next_u64())
+pub fn seed_or_next(seed: Option<Seed>) -> u64 {
+    seed.map_or_else(|| SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()).next_u64(), |s| s.0)
 }
 
 /// Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout, attention's dropout,
 /// GPT.create, BERT.create, sampling in generate),
 /// as torch.manual_seed does. An explicit seed is never affected.
 #[pyfunction]
-fn manual_seed(seed: u64) {
-    *SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()) = Rng::new(seed);
+fn manual_seed(seed: Seed) {
+    *SEED_STREAM.lock().unwrap_or_else(|e| e.into_inner()) = Rng::new(seed.0);
 }
 
 /// A tensor of Normal(mean, std) samples shaped `*shape` (`randn(2, 3)` or `randn((2, 3))`), drawn from a seeded
@@ -300,7 +327,7 @@ fn randn(
     shape: &Bound<'_, PyTuple>,
     mean: f32,
     std: f32,
-    seed: Option<u64>,
+    seed: Option<Seed>,
     requires_grad: bool,
 ) -> PyResult<PyTensor> {
     let seed = seed_or_next(seed);
@@ -317,7 +344,7 @@ fn rand(
     shape: &Bound<'_, PyTuple>,
     low: f32,
     high: f32,
-    seed: Option<u64>,
+    seed: Option<Seed>,
     requires_grad: bool,
 ) -> PyResult<PyTensor> {
     let seed = seed_or_next(seed);

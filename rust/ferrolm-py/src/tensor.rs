@@ -6,10 +6,11 @@ use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{IntoPyDict, PyBool, PyDict, PyFloat, PyInt, PySlice, PyTuple};
 
+use ferrolm::tensor::collected;
 use ferrolm::{ops, Tensor};
 
 use crate::compute;
-use crate::errors::IntoPy;
+use crate::errors::{IntoPy, ShapeError};
 
 /// An n-dimensional float32 array that records operations for backpropagation.
 /// A reduction method's other keywords (numpy's `dtype` and `out`; see `PyTensor::reduction`).
@@ -86,7 +87,7 @@ pub fn to_tensor(obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     if obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>() {
         return Ok(Tensor::scalar(obj.extract::<f64>()? as f32));
     }
-    Ok(Tensor::from_ndarray(as_f32_array(obj)?.as_array()))
+    Tensor::from_ndarray(as_f32_array(obj)?.as_array()).py()
 }
 
 /// Integer ids (token ids, gather indices) as i64 with their shape; float arrays are refused
@@ -113,14 +114,14 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
     let no_copy = [("copy", false)].into_py_dict(obj.py())?;
     let arr = arr.call_method("astype", ("int64",), Some(&no_copy))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<i64>>()?;
-    Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
+    Ok((collected(arr.as_array().iter().copied()).py()?, arr.shape().to_vec()))
 }
 
 /// A boolean mask (any array-like; nonzero is true) with its shape.
 pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
     if let Ok(t) = obj.cast::<PyTensor>() {
         let t = &t.get().0;
-        return Ok((t.read().iter().map(|&v| v != 0.0).collect(), t.shape().to_vec()));
+        return Ok((collected(t.read().iter().map(|&v| v != 0.0)).py()?, t.shape().to_vec()));
     }
     let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
     // Booleans or numbers only: numpy reads None as False and any string as True.
@@ -134,7 +135,7 @@ pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
     let no_copy = [("copy", false)].into_py_dict(obj.py())?;
     let arr = arr.call_method("astype", ("bool",), Some(&no_copy))?;
     let arr = arr.extract::<PyReadonlyArrayDyn<bool>>()?;
-    Ok((arr.as_array().iter().copied().collect(), arr.shape().to_vec()))
+    Ok((collected(arr.as_array().iter().copied()).py()?, arr.shape().to_vec()))
 }
 
 /// An optional mask that must have shape `[b, t]` (`name` says which, in the error).
@@ -142,7 +143,7 @@ pub fn mask_of_shape(mask: Option<&Bound<'_, PyAny>>, b: usize, t: usize, name: 
     let Some(mask) = mask else { return Ok(None) };
     let (m, shape) = to_mask(mask)?;
     if shape != [b, t] {
-        return Err(PyValueError::new_err(format!("{name} must have shape ({b}, {t}), got {shape:?}")));
+        return Err(ShapeError::new_err(format!("{name} must have shape ({b}, {t}), got {shape:?}")));
     }
     Ok(Some(m))
 }
@@ -185,8 +186,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Constant {
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         if let Ok(t) = obj.cast::<PyTensor>() {
             refuse_recorded_operand(&t.get().0, || {
-                "a tensor that requires grad is read here as a number, so no gradient would reach it: use fl.where, \
-                 fl.maximum or fl.minimum with the tensor"
+                "a tensor that requires grad is read here as a number, so no gradient would reach it: use where, \
+                 maximum or minimum of ferrolm.functional with the tensor"
                     .to_string()
             })?;
         }
@@ -271,7 +272,7 @@ impl PyTensor {
         })?;
         let result = run(py, || ferrolm::no_grad(|| op(&self.0, &o)))?.0;
         if result.shape() != self.0.shape() {
-            return Err(PyValueError::new_err(format!(
+            return Err(ShapeError::new_err(format!(
                 "x {symbol}= y keeps x's shape {:?}, but the result has shape {:?}",
                 self.0.shape(),
                 result.shape()
@@ -574,7 +575,7 @@ impl PyTensor {
             Some(g) => {
                 let g = to_tensor(g)?;
                 if g.shape() != t.shape() {
-                    return Err(PyValueError::new_err(format!(
+                    return Err(ShapeError::new_err(format!(
                         "gradient shape {:?} differs from tensor shape {:?}",
                         g.shape(),
                         t.shape()
@@ -590,9 +591,10 @@ impl PyTensor {
         PyTensor(self.0.detach())
     }
 
-    /// A new leaf holding a copy of the data.
-    fn clone(&self) -> PyTensor {
-        PyTensor(self.0.deep_clone())
+    /// A copy of the data that stays in the graph, as PyTorch's clone: the gradient flows back
+    /// through it (`t.detach().clone()` is a copy cut off from the graph).
+    fn clone(&self, py: Python<'_>) -> PyResult<PyTensor> {
+        run(py, || ops::copy(&self.0))
     }
 
     /// Overwrites the values in place with `values` broadcast to this shape, as torch's `copy_`
@@ -616,11 +618,7 @@ impl PyTensor {
         } else {
             let v = v.to_ndarray();
             let broadcast = v.broadcast(target.shape()).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "copy_: shape {:?} does not broadcast to {:?}",
-                    v.shape(),
-                    target.shape()
-                ))
+                ShapeError::new_err(format!("copy_: shape {:?} does not broadcast to {:?}", v.shape(), target.shape()))
             })?;
             broadcast.iter().copied().collect()
         };

@@ -229,7 +229,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
         .par_iter()
         .map(|p| p.grad_slot().as_ref().map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum()))
         .collect();
-    let norm = squares.iter().sum::<f64>().sqrt() as f32;
+    let norm = squares.iter().fold(0.0, |a, b| a + b).sqrt() as f32; // +0.0 when empty (a sum starts at -0.0)
     if norm.is_finite() && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         params.par_iter().for_each(|p| {

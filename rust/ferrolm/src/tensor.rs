@@ -171,6 +171,15 @@ pub(crate) fn copied<T: Copy>(items: &[T]) -> Result<Vec<T>> {
     Ok(data)
 }
 
+/// The items of `items` in a vector, or [`Error::Memory`] when it cannot be allocated (see
+/// `reserved`): for copies whose size comes from outside, as a broadcast array's, which can be
+/// far larger than the memory it takes.
+pub fn collected<T>(items: impl ExactSizeIterator<Item = T>) -> Result<Vec<T>> {
+    let mut data = reserved(items.len())?;
+    data.extend(items);
+    Ok(data)
+}
+
 pub(crate) fn cannot_allocate(n: usize) -> Error {
     Error::Memory(format!("cannot allocate {} MB for a tensor", n.saturating_mul(size_of::<f32>()) >> 20))
 }
@@ -208,11 +217,14 @@ impl Tensor {
         Ok(Tensor::build(shape.to_vec(), Elements::new(data), false, Origin::Leaf))
     }
 
-    /// A leaf tensor copied from an ndarray array of any layout.
-    pub fn from_ndarray(array: ArrayViewD<'_, f32>) -> Tensor {
-        let shape = array.shape().to_vec();
-        let data = array.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
-        Tensor::build(shape, Elements::new(data), false, Origin::Leaf)
+    /// A leaf tensor copied from an ndarray array of any layout; [`Error::Memory`] when the
+    /// copy cannot be allocated (a broadcast view can be far larger than its data).
+    pub fn from_ndarray(array: ArrayViewD<'_, f32>) -> Result<Tensor> {
+        let data = match array.as_slice() {
+            Some(contiguous) => copied(contiguous)?,
+            None => collected(array.iter().copied())?,
+        };
+        Tensor::from_vec(data, array.shape())
     }
 
     /// A copy of the data as an ndarray array.

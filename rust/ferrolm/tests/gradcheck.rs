@@ -82,6 +82,7 @@ fn unary_ops() {
     gradcheck("relu", &[away_from_zero(&[3, 4], 3, 0.05)], |t| ops::relu(&t[0]).unwrap());
     gradcheck("gelu", &[ops::mul_scalar(&x, 2.0).unwrap()], |t| ops::gelu(&t[0]).unwrap());
     gradcheck("gelu_erf", &[ops::mul_scalar(&x, 2.0).unwrap()], |t| ops::gelu_erf(&t[0]).unwrap());
+    gradcheck("copy", std::slice::from_ref(&x), |t| ops::copy(&t[0]).unwrap());
     gradcheck("add_scalar", std::slice::from_ref(&x), |t| ops::add_scalar(&t[0], 3.0).unwrap());
     gradcheck("mul_scalar", std::slice::from_ref(&x), |t| ops::mul_scalar(&t[0], -2.5).unwrap());
     gradcheck("pow", std::slice::from_ref(&pos), |t| ops::pow(&t[0], 2.5).unwrap());

@@ -2,7 +2,7 @@
 //! and is seeded, so the same seed builds the same layer.
 
 use super::{join, Module};
-use crate::{ops, Result, Tensor};
+use crate::{ensure, ops, Result, Tensor};
 
 /// `y = x·Wᵀ + b` with W [out, in] (PyTorch's layout).
 #[derive(Clone, Debug)]
@@ -71,7 +71,9 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Refuses an `eps` below 0 or NaN here, as `ops::layer_norm` would at the first call.
     pub fn new(dim: usize, bias: bool, eps: f32) -> Result<LayerNorm> {
+        ensure!(eps >= 0.0, Argument, "LayerNorm: eps must be non-negative, got {eps}");
         Ok(LayerNorm {
             weight: Tensor::ones(&[dim])?.with_grad(),
             bias: bias.then(|| Tensor::zeros(&[dim])).transpose()?.map(Tensor::with_grad),

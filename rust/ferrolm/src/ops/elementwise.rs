@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::{map, zip, zip3, GRAIN};
 use crate::autograd::Grad;
 use crate::simd;
-use crate::tensor::{zeros_for, Tensor};
+use crate::tensor::{copied, zeros_for, Tensor};
 use crate::{bail, Result};
 
 // ---------------------------------------------------------------- unary
@@ -167,6 +167,11 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     )
 }
 
+/// A copy of `x` that stays in the graph (PyTorch's `clone`): its gradient is the output's.
+pub fn copy(x: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::from_op(copied(&x.read())?, x.shape().to_vec(), "copy", &[x], |_| Ok(vec![Some(Grad::Output)])))
+}
+
 pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
     Ok(Tensor::from_op(map(&x.read(), |x| x + s)?, x.shape().to_vec(), "add_scalar", &[x], |_| {
         Ok(vec![Some(Grad::Output)])
@@ -184,13 +189,16 @@ pub fn pow(x: &Tensor, p: f32) -> Result<Tensor> {
 }
 
 /// Limits values to `[min, max]` (either bound optional); the gradient flows where the input
-/// was inside the bounds, the bounds included (PPO's ratio clipping relies on its being 0 outside).
+/// was strictly inside the bounds, and is 0 at a bound and outside (PPO's ratio clipping relies
+/// on the latter), as in PyTorch 2.15 and as `relu` at 0.
 pub fn clamp(x: &Tensor, min: Option<f32>, max: Option<f32>) -> Result<Tensor> {
     let (lo, hi) = (min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY));
     if lo.is_nan() || hi.is_nan() || lo > hi {
         bail!(Argument, "clamp: min ({lo}) must not be NaN or greater than max ({hi})");
     }
-    unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if x >= lo && x <= hi { 1.0 } else { 0.0 })
+    // An absent bound passes everything, ±inf included.
+    let inside = move |x: f32| (min.is_none() || x > lo) && (max.is_none() || x < hi);
+    unary(x, "clamp", move |x| x.clamp(lo, hi), Input, move |x| if inside(x) { 1.0 } else { 0.0 })
 }
 
 /// Rounds to `decimals` decimal places (negative: to tens, hundreds, …), halves to even, as

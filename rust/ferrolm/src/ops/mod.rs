@@ -18,7 +18,7 @@ mod softmax;
 pub use attention::{attention, attention_cached, attention_qkv, KvCache};
 pub use dropout::{dropout, Dropout};
 pub use elementwise::{
-    abs, add, add_scalar, clamp, compare, cos, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum,
+    abs, add, add_scalar, clamp, compare, copy, cos, div, exp, gelu, gelu_erf, log, log_sigmoid, masked_fill, maximum,
     minimum, mul, mul_scalar, neg, pow, power, relu, round, rsqrt, sigmoid, silu, sin, sqrt, sub, tanh, where_,
 };
 pub use index::{embedding, gather, index_select};

@@ -22,8 +22,8 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     ensure!(eps >= 0.0, Argument, "layer_norm: eps must be non-negative, got {eps}");
     let rows = x.numel() / c;
     // Absent parameters become ones and zeros, so the inner loops have no branches.
-    let w = weight.map_or_else(|| vec![1.0; c], |w| w.to_vec());
-    let b = bias.map_or_else(|| vec![0.0; c], |b| b.to_vec());
+    let w = weight.map_or_else(|| filled_with(c, 1.0), |w| Ok(w.to_vec()))?;
+    let b = bias.map_or_else(|| filled_with(c, 0.0), |b| Ok(b.to_vec()))?;
     let mut y = zeroed(x.numel())?;
     let mut stats = filled_with(rows, (0.0f32, 0.0f32))?; // (mean, 1/std) per row, kept for backward
     {
