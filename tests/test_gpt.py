@@ -904,6 +904,27 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
             model.generate(prompt, 3)
     with pytest.raises(TypeError, match="stop_tokens must be a token id or a sequence of them, got float"):
         model.generate("To", 3, stop_tokens=1.0)
+    # A mapping was generated from as a list of its keys: a tokenizer's output gave continuations of "input_ids" and
+    # "attention_mask", one chat turn answered the user turns "role" and "content".
+    for prompt, hint in (({"input_ids": [1, 2], "attention_mask": [1, 1]}, "a tokenizer's output: pass its 'input_ids'"),
+                         ({"role": "user", "content": "hi"}, "one chat turn: pass a list of turns")):
+        with pytest.raises(TypeError, match=f"got dict \\({hint}\\)"):
+            model.generate(prompt, 3)
+    for empty in ([], (), np.zeros((0, 3), np.int64)):  # "max() arg is an empty sequence"
+        with pytest.raises(ValueError, match="generate: no prompts given"):
+            model.generate(empty, 3)
+    # Another library's array of ids (a torch tensor) is read as an array: it was "got a list holding Tensor".
+    class Ids:
+        def __init__(self, ids):
+            self.ids = ids
+
+        def __array__(self, dtype=None, copy=None):
+            return np.asarray(self.ids, dtype=dtype)
+
+    assert model.generate(Ids([1, 2]), 4, temperature=0) == model.generate([1, 2], 4, temperature=0)
+    assert model.generate(Ids([[1, 2], [3, 4]]), 4, temperature=0) == model.generate([[1, 2], [3, 4]], 4, temperature=0)
+    with pytest.raises(IndexError, match=f"score: token id {2**63} is outside the vocabulary"):  # it wrapped to -2**63
+        model.score(np.array([1, 2**63], np.uint64))
     # Ids beyond int64 are said as given: a uint64 id wrapped to a negative one in the message, a large Python
     # int was an OverflowError naming no id.
     for prompt, said in ((np.array([2**63 + 5], np.uint64), 2**63 + 5), ([[1], [2**64]], 2**64), ([-(2**70)], -(2**70))):

@@ -130,7 +130,7 @@ class GPT(CoreModel):
         is not included; it is matched in the generated text, not across the prompt's end).
 
         Sampling: `temperature` scales the logits (0: greedy); `top_k` keeps the k most likely
-        tokens, `top_p` the smallest set whose probability reaches p; `repetition_penalty` > 1
+        tokens (and those tied with the k-th, as Hugging Face's), `top_p` the smallest set whose probability reaches p; `repetition_penalty` > 1
         makes tokens already in the row less likely (CTRL's, as Hugging Face's). `seed` fixes
         the draws; None (the default) takes the next seed of the stream `fl.manual_seed`
         restarts, so each call samples anew, as Hugging Face's generate does. (`ferrolm
@@ -149,12 +149,13 @@ class GPT(CoreModel):
         stop token that ended a row is its last id.
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
-        prompt = _text_if_bytes(prompt)
+        prompt = _prompt_of(_text_if_bytes(prompt))
+        vocab = self.vocab_size  # read once: each read asks the core for the config
         if not _is_id(stop_tokens) and not isinstance(stop_tokens, Iterable):
             raise TypeError(f"stop_tokens must be a token id or a sequence of them, got {type(stop_tokens).__name__}")
         stop_tokens = [stop_tokens] if _is_id(stop_tokens) else list(stop_tokens)  # read once: it may be an iterator
-        if not all(_is_id(t) and 0 <= t < self.vocab_size for t in stop_tokens):
-            raise ValueError(f"stop_tokens must be token ids in [0, {self.vocab_size}), got {stop_tokens}")
+        if not all(_is_id(t) and 0 <= t < vocab for t in stop_tokens):
+            raise ValueError(f"stop_tokens must be token ids in [0, {vocab}), got {stop_tokens}")
         stops = _stop_strings(stop)
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
@@ -163,10 +164,9 @@ class GPT(CoreModel):
             rows, single = id_prompts
             if not all(rows):
                 raise ValueError("a token-id prompt is empty: give at least one token")
-            outside = next((t for row in rows for t in row if not 0 <= t < self.vocab_size), None)
+            outside = next((t for row in rows for t in row if not 0 <= t < vocab), None)
             if outside is not None:  # said here, as the ids are exact (the core's int64 would wrap or overflow)
-                raise IndexError(f"generate: the prompt has token id {outside}, outside the vocabulary of "
-                                 f"{self.vocab_size}")
+                raise IndexError(f"generate: the prompt has token id {outside}, outside the vocabulary of {vocab}")
             session = self._generation(rows, temperature=temperature, top_k=top_k, top_p=top_p,
                                        repetition_penalty=repetition_penalty, seed=seed, stop_tokens=stop_tokens,
                                        reach=max(map(len, rows)) + max_new_tokens)
@@ -236,6 +236,8 @@ class GPT(CoreModel):
         if ids.size and ids.dtype.kind not in "iu" or ids.ndim != 2:
             raise TypeError(f"score takes one text or one sequence of integer token ids, got {ids.dtype} of shape "
                             f"{ids.shape[1:]}")
+        if ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max:  # int64 would wrap it
+            raise IndexError(f"score: token id {int(ids.max())} is outside the vocabulary of {self.vocab_size}")
         if stride is not None and stride < 0:
             raise ValueError(f"stride must be between 1 and block_size - 1 ({self.block_size - 1}), got {stride}")
         return self.core.score(ids[0].astype(np.int64, copy=False), stride)
@@ -386,6 +388,23 @@ def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:
             require_count(name, value, least=0)
             if value >= 2**64:  # what the core's counts and seeds hold
                 raise ValueError(f"{name} must be below 2**64, got {value}")
+
+
+def _prompt_of(prompt):
+    """`prompt` with another library's array of ids (a torch tensor) as a numpy array; a
+    mapping, which a list of its keys would be taken for, is refused."""
+    if isinstance(prompt, Mapping):
+        hint = (" (a tokenizer's output: pass its 'input_ids')" if "input_ids" in prompt else
+                " (one chat turn: pass a list of turns)" if "content" in prompt else "")
+        raise TypeError("a prompt is a text, a list of texts, or token ids (a list or array of integers), and for a "
+                        f"chat a conversation (a list of turns); got {type(prompt).__name__}{hint}")
+    if isinstance(prompt, (list, tuple)) and not prompt:
+        raise ValueError("generate: no prompts given (an empty list)")
+    if hasattr(prompt, "__array__") and not isinstance(prompt, (np.ndarray, str)):
+        prompt = np.asarray(prompt)
+    if isinstance(prompt, np.ndarray) and prompt.ndim == 2 and not len(prompt):
+        raise ValueError("generate: no prompts given (an array of no rows)")
+    return prompt
 
 
 def _id_prompts(prompt) -> Optional[tuple[list[list[int]], bool]]:

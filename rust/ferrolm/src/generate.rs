@@ -22,7 +22,7 @@ use crate::{compute, ensure, no_grad, Result};
 pub struct Sampling {
     /// 0 means greedy (argmax); otherwise logits are divided by it.
     pub temperature: f32,
-    /// Keep only the k most likely tokens (0 or None: all).
+    /// Keep only the k most likely tokens, and those tied with the k-th (0 or None: all).
     pub top_k: Option<usize>,
     /// Keep the smallest set of tokens whose probability reaches p (nucleus sampling).
     pub top_p: Option<f32>,
@@ -112,7 +112,10 @@ impl Sampling {
         let best_first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
         if let Some(k) = self.top_k.filter(|&k| k > 0 && k < logits.len()) {
             order.select_nth_unstable_by(k - 1, best_first);
-            order.truncate(k);
+            // Tokens tied with the k-th best stay in, as in Hugging Face, which drops only
+            // those below it (identical embedding rows, as new tokens' often are, tie).
+            let kth = logits[order[k - 1]];
+            order.retain(|&i| logits[i] >= kth);
             order.sort_unstable_by(best_first);
         }
         let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
@@ -757,6 +760,20 @@ mod tests {
             assert!(tv < 0.006, "{temperature} {top_k:?} {top_p:?}: total variation {tv}");
             assert!(counts.iter().zip(&expected).all(|(&c, &e)| e > 0.0 || c == 0), "sampled outside the cut");
         }
+    }
+
+    /// top_k keeps the tokens tied with the k-th best too, as Hugging Face's does (it kept
+    /// exactly k, dropping tied tokens by id).
+    #[test]
+    fn top_k_keeps_the_tokens_tied_with_the_kth() {
+        let logits = [1.0f32, 3.0, 0.5, 2.0, -1.0, 2.0, 0.0, 2.0];
+        let sampling = Sampling { top_k: Some(2), ..Default::default() };
+        let mut rng = Rng::new(5);
+        let mut drawn = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            drawn.insert(sampling.pick(&mut logits.clone(), &[], &mut rng).unwrap());
+        }
+        assert_eq!(drawn.into_iter().collect::<Vec<_>>(), [1, 3, 5, 7]);
     }
 
     /// A penalty so small that a seen token's logit would overflow keeps it finite: that token
