@@ -1449,6 +1449,10 @@ def test_small_pytorch_habits_get_pytorchs_answers(tmp_path):
         fl.load_safetensors(tmp_path / "w.safetensors", ["a", "missing"])
     with pytest.raises(ValueError, match="eps must be non-negative"):  # refused at its first call only
         fl.LayerNorm(4, eps=-1.0)
+    opt = fl.AdamW([fl.ones(2, requires_grad=True)], lr=0.1)  # read back as float32's 0.10000000149011612
+    assert opt.lr == 0.1 and opt.state_dict()["param_groups"][0]["lr"] == 0.1
+    opt.lr = 0.3
+    assert opt.lr == 0.3 and fl.SGD([fl.ones(1, requires_grad=True)], lr=0.7).lr == 0.7
     norm = fl.clip_grad_norm([], 1.0)
     assert norm == 0.0 and math.copysign(1.0, norm) == 1.0  # was -0.0
     loss = F.mse_loss(1.0, 3.0)  # numbers: an AttributeError ('float' has no mean)

@@ -24,9 +24,10 @@ class _Optimizer:
     _settings: dict  # the hyperparameters besides lr and weight decay, as the constructor took them
     _buffers: tuple[str, ...]  # what the optimizer keeps per parameter, by torch's names
 
-    def _build(self, params: Params, weight_decay: float, make, **settings: Any) -> None:
+    def _build(self, params: Params, lr: float, weight_decay: float, make, **settings: Any) -> None:
         pairs = self._pairs(params, weight_decay)
-        self._opt, self._settings = make(pairs), settings
+        self._opt, self._settings = make(pairs, float(lr)), settings
+        self._lr = float(lr)
         decay = {t.uid: d for t, d in reversed(pairs)}  # a tensor listed twice keeps its first decay
         self._decays = [decay[t.uid] for t in self._opt.parameters()]
 
@@ -55,11 +56,13 @@ class _Optimizer:
 
     @property
     def lr(self) -> float:
-        return self._opt.lr
+        """As given (the core steps with it in float32: 0.1 read back 0.10000000149011612)."""
+        return self._lr
 
     @lr.setter
     def lr(self, value: float) -> None:
         self._opt.lr = float(value)
+        self._lr = float(value)
 
     def step(self) -> None:
         """Updates every parameter that has a gradient."""
@@ -210,7 +213,7 @@ class AdamW(_Optimizer):
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         betas, eps = (float(betas[0]), float(betas[1])), float(eps)
         self._buffers = ("exp_avg", "exp_avg_sq")
-        self._build(params, weight_decay, lambda pairs: _core.Optimizer.adamw(pairs, float(lr), betas, eps),
+        self._build(params, lr, weight_decay, lambda pairs, lr: _core.Optimizer.adamw(pairs, lr, betas, eps),
                     betas=betas, eps=eps)
 
 
@@ -230,7 +233,7 @@ class SGD(_Optimizer):
                  nesterov: bool = False) -> None:
         momentum, nesterov = float(momentum), bool(nesterov)
         self._buffers = ("momentum_buffer",) if momentum else ()
-        self._build(params, weight_decay, lambda pairs: _core.Optimizer.sgd(pairs, float(lr), momentum, nesterov),
+        self._build(params, lr, weight_decay, lambda pairs, lr: _core.Optimizer.sgd(pairs, lr, momentum, nesterov),
                     momentum=momentum, nesterov=nesterov)
 
 

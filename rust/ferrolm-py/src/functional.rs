@@ -97,8 +97,8 @@ pub fn round(py: Python<'_>, x: PyTensor, decimals: i32) -> PyResult<PyTensor> {
 }
 
 /// Limits x to [min, max], elementwise; either bound may be None (no limit on that side). The gradient passes where
-/// min ≤ x ≤ max, the bounds included, and is 0 elsewhere (PyTorch's one-bound clamp agrees; its two-bound clamp
-/// passes none at a bound). Raises ValueError if min > max.
+/// min < x < max, and is 0 at a bound and outside, as in PyTorch 2.15 (and as relu's at 0). Raises ValueError if
+/// min > max.
 #[pyfunction]
 #[pyo3(signature = (x, min = None, max = None))]
 fn clamp(py: Python<'_>, x: PyTensor, min: Option<Constant>, max: Option<Constant>) -> PyResult<PyTensor> {
