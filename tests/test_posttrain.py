@@ -353,6 +353,9 @@ def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path,
     assert DPO(model, [implicit], [implicit], template, model.block_size, 1).data == dpo.data
     with pytest.raises(ValueError, match="a record: no 'chosen' field"):
         DPO(model, [{"prompt": history}], [record], template, model.block_size, 1)
+    for beta in (float("nan"), float("inf"), 0.0):  # NaN passed, and the first step said "training diverged"
+        with pytest.raises(ValueError, match="beta must be > 0 and finite"):
+            DPO(model, [record], [record], template, model.block_size, 1, beta=beta)
     # PPO samples answers to conversations too: its prompts end with the user turn to answer.
     from ferrolm.label.prompts import read_prompts
     from ferrolm.train.ppo import PPO, PolicyWithValue
@@ -969,23 +972,51 @@ def test_an_adaptive_kl_target_needs_a_coefficient_to_scale(base):
 
 
 def test_ppo_missing_end_penalty_lowers_the_score_of_cut_responses(base):
-    """A response cut at max_new_tokens is trained on with its score minus the penalty; the
-    logged reward stays the reward model's."""
+    """A response cut at max_new_tokens earns its normalised score minus the penalty, in
+    kl_coef's units, as TRL's missing_eos_penalty is in its reward's; the running statistics
+    and the logged reward stay the reward model's. (Penalised before normalising, the penalty
+    moved the statistics: at most 1/sqrt(f(1-f)) standard deviations whatever its size, none
+    when every response was cut.)"""
     from ferrolm.train.ppo import PPO, PolicyWithValue
 
     policy = GPT.load(base)
     template = ChatTemplate.prepare(policy)
-    stats = []
+    runs = []
     for penalty in (0.0, 5.0):
         ppo = PPO(PolicyWithValue(policy.copy()), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"] * 4,
                   ["Stand, ho!"], template, rollout_size=8, minibatch_size=8, max_new_tokens=6, temperature=3.0,
                   missing_end_penalty=penalty)
         mb = ppo.batch("train", np.random.default_rng(0))
-        stats.append((ppo.score_stats.mean, float(mb["scores"].mean())))
-    cut = float(np.mean([row[mask][-1] not in template.turn_ends for row, mask in zip(mb["targets"], mb["mask"])]))
-    assert cut > 0.5  # a high temperature rarely says <|end|> within 6 tokens
-    assert stats[1][1] == stats[0][1]  # the logged reward is the reward model's
-    assert stats[1][0] == pytest.approx(stats[0][0] - 5.0 * cut, abs=1e-4)
+        runs.append((ppo, mb["scores"]))
+    cut = np.array([row[mask][-1] not in template.turn_ends for row, mask in zip(mb["targets"], mb["mask"])])
+    assert cut.mean() > 0.5  # a high temperature rarely says <|end|> within 6 tokens
+    whitened = mb["advantages"][mb["mask"]]  # as TRL's masked_whiten: by the unbiased variance
+    assert abs(whitened.mean()) < 1e-5 and whitened.std(ddof=1) == pytest.approx(1.0, abs=1e-4)
+    (plain, scores), (penalised, same_scores) = runs
+    np.testing.assert_array_equal(scores, same_scores)  # the logged reward is the reward model's
+    assert penalised.score_stats.mean == plain.score_stats.mean and penalised.score_stats.m2 == plain.score_stats.m2
+    for everything_cut in (cut, np.ones_like(cut)):
+        gap = plain._final_rewards(scores, everything_cut, learn=False) - penalised._final_rewards(scores, everything_cut, learn=False)
+        np.testing.assert_allclose(gap, 5.0 * everything_cut, atol=1e-5)
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError, match="missing_end_penalty must be >= 0 and finite"):
+            PPO(PolicyWithValue(policy.copy()), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"],
+                ["Stand, ho!"], template, missing_end_penalty=bad)
+    with pytest.raises(ValueError, match="temperature must be > 0 and finite"):
+        PPO(PolicyWithValue(policy.copy()), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"],
+            ["Stand, ho!"], template, temperature=float("inf"))
+
+
+def test_ppo_running_statistics_are_float64_and_unbiased_as_trls():
+    """Scores of ±1e20 overflowed float32's squares: every normalised score became 0."""
+    from ferrolm.train.ppo import RunningStats
+
+    stats = RunningStats()
+    halves = (np.array([1e20, -1e20, 5e19], np.float32), np.array([-5e19, 2e19], np.float32))
+    for half in halves:
+        stats.update(half)
+    every = np.concatenate(halves).astype(np.float64)
+    np.testing.assert_allclose(stats.normalise(every), (every - every.mean()) / every.std(ddof=1), rtol=1e-6)
 
 
 def test_a_reference_that_is_the_policy_and_a_policy_ppo_does_not_sample_are_refused(base, tmp_path):

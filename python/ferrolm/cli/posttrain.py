@@ -335,7 +335,8 @@ def register_ppo(sub) -> None:
     p.add_argument("--kl-coef", type=non_negative, default=None, help="initial KL penalty coefficient (default 0.1)")
     p.add_argument("--target-kl", type=non_negative, default=None, help="adaptive KL target (default 6; 0: fixed coefficient)")
     p.add_argument("--missing-end-penalty", type=non_negative, default=None,
-                   help="subtracted from the score of a response cut at --max-new-tokens (default 0)")
+                   help="subtracted from the normalised score of a response cut at --max-new-tokens, in "
+                        "--kl-coef's units: the scores' standard deviations (default 0)")
     _common(p, "ppo")
     p.set_defaults(func=run_ppo)
 

@@ -7,6 +7,8 @@ dropout, which the reference's log-probs do not have either."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 import ferrolm.functional as F
@@ -33,8 +35,8 @@ class DPO:
 
     def __init__(self, reference, train, val, template: ChatTemplate, block_size: int, batch_size: int,
                  beta: float = 0.1, skip_long: bool = False) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        if not 0 < beta < math.inf:  # NaN passed, and the first step said "training diverged"
+            raise ValueError(f"beta must be > 0 and finite, got {beta}")
         self.template, self.batch_size, self.beta = template, batch_size, beta
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long, shifted=True)
         self.data_digest = digest(self.data)

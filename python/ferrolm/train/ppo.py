@@ -16,6 +16,7 @@ empty, `loss()` is the clipped objective, `evaluate()` scores fresh samples on h
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Union
@@ -95,8 +96,10 @@ class PPO:
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0,
                  skip_long: bool = False) -> None:
-        if not temperature > 0:
-            raise ValueError(f"PPO samples its rollouts: temperature must be > 0, got {temperature}")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"PPO samples its rollouts: temperature must be > 0 and finite, got {temperature}")
+        if not 0 <= missing_end_penalty < math.inf:
+            raise ValueError(f"missing_end_penalty must be >= 0 and finite, got {missing_end_penalty}")
         if not (kl_coef >= 0 and clip > 0 and 0 <= gamma <= 1 and 0 <= lam <= 1 and vf_coef >= 0):
             raise ValueError(f"need kl_coef >= 0, clip > 0, gamma and lam in [0, 1] and vf_coef >= 0, got kl_coef "
                              f"{kl_coef}, clip {clip}, gamma {gamma}, lam {lam}, vf_coef {vf_coef}")
@@ -150,8 +153,8 @@ class PPO:
         # A resume against another reference or reward model is refused.
         self.model_digests = {"reference": weights_digest(reference), "reward_model": weights_digest(reward_model)}
         self.rollout_size, self.minibatch_size, self.ppo_epochs = rollout_size, minibatch_size, ppo_epochs
-        # Subtracted from the score of a response cut at max_new_tokens (TRL's missing_eos_penalty):
-        # otherwise rambling is scored as if it had ended.
+        # Subtracted from the normalised score of a response cut at max_new_tokens (TRL's
+        # missing_eos_penalty, in kl_coef's units): otherwise rambling is scored as if it had ended.
         self.max_new_tokens, self.temperature, self.missing_end_penalty = max_new_tokens, temperature, missing_end_penalty
         self.kl_coef, self.target_kl, self.clip, self.vf_coef, self.gamma, self.lam = kl_coef, target_kl, clip, vf_coef, gamma, lam
         self.score_stats = RunningStats()
@@ -186,22 +189,30 @@ class PPO:
             # <|end|>, in place of a turn marker that ended it, or after a cut at max_new_tokens.
             cut = np.array([r[-1] not in self.template.turn_ends for r in rows])
             scores = self.reward_model.score_ids([(r if c else r[:-1]) + [self.template.end] for r, c in zip(rows, cut)])
-        trained_on = scores - np.float32(self.missing_end_penalty) * cut
-        if learn:
-            self.score_stats.update(trained_on)
         values = values.numpy() * mask
         kl = (logp - ref_logp) * mask
         rewards = -self.kl_coef * kl
         last = lengths - 2  # the step that produced the final token
-        # A reward model's scale and offset are arbitrary; normalised scores keep the value
-        # head's targets O(1), so its gradient does not swamp the policy's in the shared trunk.
-        rewards[np.arange(len(rows)), last] += self.score_stats.normalise(trained_on)
+        rewards[np.arange(len(rows)), last] += self._final_rewards(scores, cut, learn)
         adv, returns = gae(rewards, values, mask, self.gamma, self.lam)
         sel = adv[mask]
-        adv = np.where(mask, (adv - sel.mean()) / (sel.std() + 1e-8), 0.0)  # whitened
+        var = sel.var(ddof=1) if sel.size > 1 else 0.0  # whitened as TRL's masked_whiten: unbiased variance
+        adv = np.where(mask, (adv - sel.mean()) / np.sqrt(var + 1e-8), 0.0)
         return {"x": x, "targets": ids[:, 1:], "mask": mask, "old_logp": logp * mask, "old_values": values,
                 "advantages": adv.astype(np.float32), "returns": returns.astype(np.float32), "scores": scores,
                 "kl": kl.sum(1), "lengths": lengths - starts}
+
+    def _final_rewards(self, scores: np.ndarray, cut: np.ndarray, learn: bool) -> np.ndarray:
+        """What each response earns at its last token: its reward-model score normalised by the
+        running statistics of the scores (which `learn` adds these to), less
+        `missing_end_penalty` where it was cut, in the same units as kl_coef. A reward model's
+        scale and offset are arbitrary; normalised scores keep the value head's targets O(1),
+        so its gradient does not swamp the policy's in the shared trunk. (Penalised before
+        normalising, a penalty moved the statistics: it could shift the cut responses' reward
+        by at most 1/sqrt(f(1-f)) of their spread, f their share, and not at all when all were cut.)"""
+        if learn:
+            self.score_stats.update(scores)
+        return self.score_stats.normalise(scores) - np.float32(self.missing_end_penalty) * cut
 
     def _rollout(self, model: PolicyWithValue, rng: np.random.Generator) -> None:
         prompts = [self.prompts["train"][i] for i in rng.integers(0, len(self.prompts["train"]), size=self.rollout_size)]
@@ -313,12 +324,15 @@ def _decode(d: dict) -> np.ndarray:
 
 
 class RunningStats:
-    """Running mean and variance (Chan et al.'s parallel update) of reward-model scores."""
+    """Running mean and variance (Chan et al.'s parallel update) of reward-model scores, in
+    float64 (float32's squares overflowed at scores of 1e20); the standard deviation is the
+    unbiased one, as TRL's RunningMoments'."""
 
     def __init__(self) -> None:
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
     def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64)
         n, mean, var = len(x), float(np.mean(x)), float(np.var(x))
         total = self.count + n
         delta = mean - self.mean
@@ -327,6 +341,6 @@ class RunningStats:
         self.count = total
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
-        std = np.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+        std = np.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 1.0
         return (x - self.mean) / (std + 1e-8)
 
