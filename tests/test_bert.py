@@ -37,6 +37,7 @@ def hf_bert_checkpoint(path: Path, prefix="bert.", mlm=True, pooler=True, old_na
         t["pooler.dense.weight"], t["pooler.dense.bias"] = w(C, C), w(C)
     t = {prefix + k: v for k, v in t.items()}
     t[prefix + "embeddings.position_ids"] = np.arange(P, dtype=np.int64)[None]  # an HF buffer
+    t[prefix + "embeddings.token_type_ids"] = np.zeros((1, P), dtype=np.int64)  # another, some exporters' (refused)
     if mlm:
         t.update({"cls.predictions.transform.dense.weight": w(C, C), "cls.predictions.transform.dense.bias": w(C),
                   f"cls.predictions.transform.LayerNorm.{g}": 1 + w(C), f"cls.predictions.transform.LayerNorm.{b}": w(C),

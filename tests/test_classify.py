@@ -101,8 +101,30 @@ def test_a_classifier_trains_on_from_its_head_and_saves_in_hugging_faces_layout(
                     "--max-iters", "0", "--no-progress"]) == 0
     assert "classifies ['question', 'statement'], not ['ask', 'statement']: its head is left aside" in capsys.readouterr().err
     assert not np.array_equal(head_of("third"), head_of("first"))
-    # Another task's checkpoint (a token classifier) starts a classifier from its encoder, said.
+    # The same labels in another order keep the head, its rows reordered (it was left aside: a checkpoint whose
+    # id2label is not sorted could not train on); so do the integer labels GLUE gives against LABEL_0, LABEL_1.
     import shutil
+
+    for run, id2label, data_labels in (("swapped", {"0": "statement", "1": "question"}, ("question", "statement")),
+                                       ("glue", None, (0, 1))):
+        shutil.copytree(out, task / run)
+        config = json.loads((task / run / "config.json").read_text())
+        del config["label2id"]
+        (task / run / "config.json").write_text(json.dumps({**config, "id2label": id2label}))
+        data = task / f"{run}.jsonl"
+        data.write_text("".join(json.dumps({"text": f"to be {i}", "label": data_labels[i % 2]}) + "\n" for i in range(20)))
+        assert ferrolm(["classify", str(task / run), "--data", str(data), "--out", str(task / f"{run}-out"),
+                        "--max-iters", "0", "--no-progress"]) == 0
+        assert "read as" in capsys.readouterr().err
+        reordered = head_of(f"{run}-out")
+        np.testing.assert_array_equal(reordered, head_of("first")[::-1] if id2label else head_of("first"))
+    # An id2label that does not name the head's outputs is refused (a third name misnamed the second output).
+    config = json.loads((task / "swapped" / "config.json").read_text())
+    for id2label in ({"0": "neg", "1": "neutral", "2": "pos"}, {"0": "neg"}):
+        (task / "swapped" / "config.json").write_text(json.dumps({**config, "id2label": id2label}))
+        with pytest.raises(fl.FormatError, match="id2label names outputs .* but the classifier head has 2"):
+            TextClassifier.load(task / "swapped")
+    # Another task's checkpoint (a token classifier) starts a classifier from its encoder, said.
 
     shutil.copytree(out, task / "tokens")
     config = json.loads((task / "tokens" / "config.json").read_text())
@@ -146,9 +168,22 @@ def test_bad_input_is_refused_clearly(task, tmp_path, capsys):
     records = [{"text": f"to be {i}", "label": i % 2} for i in range(20)] + [{"text": "or not", "label": "rare"}]
     seed = next(s for s in range(100) if records[-1] in _split(records, 0.2, s)[1])
     (tmp_path / "rare.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert ferrolm(["classify", bert, "--data", str(tmp_path / "rare.jsonl"), "--out", str(tmp_path / "rare"),
-                    "--max-iters", "1", "--seed", str(seed), "--val-fraction", "0.2", "--no-progress"]) == 0
-    assert "label 'rare' only in the held-out split" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="label 'rare' has no training text \\(only held out"):
+        assert ferrolm(["classify", bert, "--data", str(tmp_path / "rare.jsonl"), "--out", str(tmp_path / "rare"),
+                        "--max-iters", "1", "--seed", str(seed), "--val-fraction", "0.2", "--no-progress"]) == 0
+    # --skip-long may leave out every text of a label: said as well (it trained on one label, "accuracy 1.000").
+    lines = [{"text": "word " * 60, "label": "long"}] * 3 + [{"text": f"to be {i}", "label": "short"} for i in range(20)]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.warns(UserWarning, match="label 'long' has no training text"):
+        assert ferrolm(["classify", bert, "--data", str(tmp_path / "long.jsonl"), "--out", str(tmp_path / "long"),
+                        "--max-iters", "1", "--skip-long", "--no-progress"]) == 0
+    untokenized = TextClassifier(BERT.create(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2),
+                                 ["a", "b"])
+    with pytest.raises(ValueError, match="this classifier has no tokenizer"):  # an AttributeError on None
+        untokenized.classify(["x"])
+    tok = fl.Tokenizer.train_from_iterator(["to be or not to be"], kind="wordpiece", vocab_size=60)
+    with pytest.raises(ValueError, match=f"the tokenizer has {tok.vocab_size} ids, more than the model's 10 embeddings"):
+        BERT.create(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, tokenizer=tok)
 
 
 def test_a_hugging_face_sequence_classifier_loads_and_agrees_with_numpy(tmp_path):

@@ -752,6 +752,23 @@ def test_training_stops_when_the_loss_diverges(tmp_path):
             loss, extra = super().loss(model, batch, dropout_seed)
             return loss + 0.0 * F.sqrt(loss - loss), extra  # sqrt's slope at 0 is infinite: 0·∞
 
+    class DivergedUpdate(CausalLM):  # finite gradients whose update diverged: its evaluation is NaN
+        def loss(self, model, batch, dropout_seed):
+            loss, extra = super().loss(model, batch, dropout_seed)
+            self.updates = getattr(self, "updates", 0) + (dropout_seed is not None)
+            return (loss * float("nan") if dropout_seed is None and self.updates > 3 else loss), extra
+
+    # The last evaluation was NaN, and the run saved that model and ended "done"; mid-run, its checkpoint was the one
+    # the next step's divergence offered to resume from.
+    model, _ = char_model(tmp_path)
+    run = tmp_path / "diverged"
+    with pytest.raises(FloatingPointError, match=f"diverged before step 4: its evaluation gave train loss nan, val loss "
+                                                 f"nan .*last checkpoint in {run}: step 2"):
+        train(model, DivergedUpdate(tmp_path / "data", 32, 4), TrainConfig(max_iters=4, eval_interval=2, progress=False),
+              run)
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 2
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 4  # logged, then refused
+
     model, _ = char_model(tmp_path)
     with pytest.raises(FloatingPointError, match="diverged at step 0: loss [0-9.]+, gradient norm nan"):
         train(model, NanGradient(tmp_path / "data", 32, 4), TrainConfig(max_iters=5, grad_clip=0.0, progress=False),
@@ -987,7 +1004,8 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     (broken / "config.json").write_text(json.dumps(cfg))
     kept = (broken / "tokenizer.json").read_bytes()
     fl.Tokenizer.train_from_iterator(["".join(map(chr, range(32, 400)))], kind="char").save(str(broken / "tokenizer.json"))
-    with pytest.raises(ValueError, match=f"^{re.escape(str(broken))}: the tokenizer has 368 tokens but the model only"):
+    with pytest.raises(fl.FormatError, match=f"^{re.escape(str(broken))}: the tokenizer has 368 ids, more than the "
+                                             "model's [0-9]+ embeddings: it is not the tokenizer"):
         GPT.load(broken)
     (broken / "tokenizer.json").write_bytes(kept)
     # A model_type that is not a string (a list: a TypeError traceback from GPT.load).

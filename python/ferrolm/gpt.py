@@ -26,11 +26,6 @@ class GPT(CoreModel):
 
     core_class = _core.Gpt
 
-    def __init__(self, core: _core.Gpt, tokenizer=None) -> None:
-        super().__init__(core, tokenizer)
-        if tokenizer is not None and tokenizer.vocab_size > self.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {self.vocab_size}")
-
     @classmethod
     def create(cls, *, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
                dropout: float = 0.0, attn_dropout: Optional[float] = None, bias: bool = True,

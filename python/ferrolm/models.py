@@ -244,6 +244,9 @@ class CoreModel:
     def __init__(self, core, tokenizer=None) -> None:
         self.core = core
         self.tokenizer = tokenizer
+        if tokenizer is not None and tokenizer.vocab_size > self.vocab_size:  # its last ids would have no embedding
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids, more than the model's {self.vocab_size} "
+                             "embeddings")
 
     @classmethod
     def load(cls, path: Union[str, Path]):
@@ -269,7 +272,7 @@ class CoreModel:
         try:
             model = cls(core, tokenizer)
         except ValueError as e:  # the tokenizer and the model disagree: name the directory
-            raise type(e)(f"{path}: {e}") from None
+            raise FormatError(f"{path}: {e}: it is not the tokenizer the model was trained with") from None
         _check_vocabularies(path, model)
         return model
 
@@ -326,16 +329,13 @@ class CoreModel:
 
 
 def _check_vocabularies(path: Path, model) -> None:
-    """A tokenizer with more ids than the model's embedding rows is not the model's; one with
-    fewer is, for a GPT (nanoGPT pads GPT-2's 50257 to 50304), and likely not, for a BERT
-    (Hugging Face's and ferrolm's have exactly the vocabulary's size), whose ids would all
-    shift by one for a missing line of vocab.txt."""
+    """A tokenizer with fewer ids than the model's embedding rows (more are refused when the
+    model is made) is the model's, for a GPT (nanoGPT pads GPT-2's 50257 to 50304), and likely
+    not, for a BERT (Hugging Face's and ferrolm's have exactly the vocabulary's size), whose ids
+    would all shift by one for a missing line of vocab.txt."""
     if model.tokenizer is None:
         return
     ids, rows = model.tokenizer.vocab_size, model.config["vocab_size"]
-    if ids > rows:
-        raise FormatError(f"{path}: the tokenizer has {ids} ids, more than the model's {rows} embeddings: it is not "
-                          "the tokenizer the model was trained with")
     if ids < rows and model.config.get("model_type") == "bert":
         warnings.warn(f"{path}: the tokenizer has {ids} ids, fewer than the model's {rows} embeddings: unless the "
                       "model was made larger on purpose, its vocabulary file is not the one it was trained with",

@@ -262,8 +262,12 @@ def _starting_classifier(path: str, labels: list[str], seed: int):
         if isinstance(e, NotATextClassifier):
             print(f"ferrolm: {e}; its encoder starts a new classifier", file=sys.stderr, flush=True)
         return TextClassifier(BERT.load(path), labels, seed=seed)
-    if start.labels == labels:
-        return start
+    kept = start.relabelled(labels)
+    if kept is not None:
+        if start.labels != labels:
+            print(f"ferrolm: {path}'s head classifies {start.labels}: read as {labels}, in that order", file=sys.stderr,
+                  flush=True)
+        return kept
     print(f"ferrolm: {path} classifies {start.labels}, not {labels}: its head is left aside and a new one trained",
           file=sys.stderr, flush=True)
     return TextClassifier(start.bert, labels, seed=seed)
@@ -277,11 +281,6 @@ def run_classify(args) -> int:
     v = _values(args, "classify")
     train_records, val_records = _split(records, args.val_fraction, v["seed"])
     labels = labels_of(records)
-    unseen = sorted(set(labels) - set(labels_of(train_records)), key=labels.index)
-    if unseen:
-        print(f"ferrolm classify: warning: label{'s' * (len(unseen) > 1)} {', '.join(map(repr, unseen))} only in the "
-              "held-out split: the classifier never trains on them (give more examples of each)", file=sys.stderr,
-              flush=True)
     model = TextClassifier.load(args.out) if args.resume else _starting_classifier(args.model, labels, v["seed"])
     bert = model.bert
     if bert.tokenizer is None:

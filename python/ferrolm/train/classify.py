@@ -8,6 +8,7 @@ library loads the other's classifiers."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -15,6 +16,7 @@ import numpy as np
 
 import ferrolm.functional as F
 from ferrolm import _core
+from ferrolm._core import FormatError
 from ferrolm.autograd import no_grad
 from ferrolm.bert import BERT
 from ferrolm.batching import encode_splits, length_batches, pad_right, real_tokens
@@ -105,6 +107,24 @@ class TextClassifier:
                 self.bert.tokenizer.save(str(files / TOKENIZER_FILE))
             write_hf_tokenizer_files(files, self.bert.tokenizer, self.bert.config)
 
+    def relabelled(self, labels: Sequence[str]) -> Optional["TextClassifier"]:
+        """This classifier, head and all, for `labels` in another order (the head's rows
+        reordered to match), or for the integer labels 0, 1, ... when its own are Hugging Face's
+        default names LABEL_0, LABEL_1, ... (as GLUE's data meets a checkpoint saved without
+        id2label); None when they are other labels."""
+        labels = [str(label) for label in labels]
+        own = self.labels
+        if own == [f"LABEL_{i}" for i in range(len(own))] and labels == [str(i) for i in range(len(own))]:
+            own = labels
+        if sorted(own) != sorted(labels):
+            return None
+        rows = np.array([own.index(label) for label in labels])
+        head = _core.Linear(self.head.weight.shape[1], len(labels), bias=True, seed=0)
+        with no_grad():
+            head.weight.copy_(self.head.weight.numpy()[rows])
+            head.bias.copy_(self.head.bias.numpy()[rows])
+        return TextClassifier(self.bert, labels, head=head, classifier_dropout=self.classifier_dropout)
+
     def named_parameters(self):
         return self.bert.named_parameters() + [(f"classifier.{n}", t) for n, t in self.head.named_parameters()]
 
@@ -128,6 +148,9 @@ class TextClassifier:
         loses its end (a pair, its longer text's), as the pipeline's `truncation=True`."""
         if isinstance(texts, str) or isinstance(pairs, str):
             raise TypeError("classify takes a list of texts (and of pairs)")
+        if self.bert.tokenizer is None:  # an AttributeError on None's encode, later
+            raise ValueError("this classifier has no tokenizer to encode texts with: attach one "
+                             "(classifier.bert.tokenizer = fl.Tokenizer.from_file(...))")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(pairs)} pairs for {len(texts)} texts")
         if batch_size < 1:
@@ -156,6 +179,9 @@ def _label_names(id2label, count: int, path) -> list:
         raise ValueError(f"{path}: config.json's id2label must map output indices to label names, got "
                          f"{type(id2label).__name__}")
     named = {str(k): v for k, v in (id2label or {}).items()}
+    if named and set(named) != {str(i) for i in range(count)}:  # Hugging Face refuses it too (a size mismatch)
+        raise FormatError(f"{path}: config.json's id2label names outputs {sorted(named, key=str)}, but the classifier "
+                          f"head has {count}: the labels would be misnamed")
     return [named.get(str(i), f"LABEL_{i}") for i in range(count)]
 
 
@@ -233,6 +259,14 @@ class Classification:
 
         self.data, self.counts = encode_splits(train, val, encode, f"texts fit the context of {max_len} tokens")
         self.data_digest = digest(self.data)
+        trained = {label for _, label in self.data["train"]}
+        untrained = [label for i, label in enumerate(self.labels) if i not in trained]
+        if untrained:  # left to the held-out split, or out as too long: the head learns never to say them
+            many = len(untrained) > 1
+            warnings.warn(f"{'labels' if many else 'label'} {', '.join(map(repr, untrained))} "
+                          f"{'have' if many else 'has'} no training text (only held out, or left out as too long): "
+                          f"the classifier never trains on {'them' if many else 'it'} (give more examples of each)",
+                          stacklevel=2)
 
     def batch(self, split, rng):
         picked = [self.data[split][i] for i in rng.integers(0, len(self.data[split]), size=self.batch_size)]

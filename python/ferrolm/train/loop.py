@@ -667,7 +667,19 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     log = metrics.write
 
     def evaluate(it: int) -> dict:
-        return {"step": it, **evaluate_model(model, objective, config.eval_iters, seed=(config.seed, it))}
+        """The evaluation at step `it`, logged; a loss that is not finite (an update diverged
+        though its gradients were finite) stops the run before a checkpoint saves that model."""
+        record = {"step": it, **evaluate_model(model, objective, config.eval_iters, seed=(config.seed, it))}
+        evals.append(record)
+        log(record)
+        _describe(bar, record)
+        bad = {k: v for k, v in record.items() if k.endswith("loss") and not math.isfinite(v)}
+        if bad:
+            said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bad.items())
+            raise FloatingPointError(f"training diverged before step {it}: its evaluation gave {said} (lower the "
+                                     f"learning rate, or check the data); last checkpoint in {out}: "
+                                     f"{_last_checkpoint(saved[0], earlier)}")
+        return record
 
     saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
 
@@ -702,9 +714,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     try:
         while step < config.max_iters:
             if step % config.eval_interval == 0 and step > 0 and not (evals and evals[-1]["step"] == step):
-                evals.append(evaluate(step))
-                log(evals[-1])
-                _describe(bar, evals[-1])
+                evaluate(step)
                 if not config.checkpoint_interval and (config.always_save_checkpoint or improved(evals[-1])):
                     save(step)
             if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step > 0 and saved[0] != step:
@@ -751,9 +761,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             if bar is not None:
                 bar.update(1)
         if not (evals and evals[-1]["step"] == step):
-            evals.append(evaluate(step))
-            log(evals[-1])
-            _describe(bar, evals[-1])
+            evaluate(step)
         if saved[0] == step:
             pass  # resumed complete: the checkpoint holds this state
         elif config.always_save_checkpoint or improved(evals[-1]):

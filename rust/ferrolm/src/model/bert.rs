@@ -383,6 +383,7 @@ impl Bert {
         // (Python's TextClassifier reads a sequence classifier's) and question answering's.
         let ignorable = |n: &str| {
             n.ends_with("embeddings.position_ids")
+                || n.ends_with("embeddings.token_type_ids") // a buffer of zeros some exporters store
                 || n.starts_with("cls.seq_relationship.")
                 || n.starts_with("cls.predictions.decoder.")
                 || n.starts_with("classifier.")
