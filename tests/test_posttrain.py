@@ -211,8 +211,9 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
     assert "talk.jsonl line 2: not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
     # A missing file or a directory is said with its flag (it was "[Errno 2] No such file or directory").
     for path, said in ((tmp_path / "missing.jsonl", "does not exist"), (tmp_path, "is a directory, not a file")):
-        assert ferrolm(["sft", str(base), "--data", str(path), "--out", str(tmp_path / "bad"), *fast]) == 2
-        assert f"--data {path} {said}" in capsys.readouterr().err
+        for command in ("sft", "reward", "dpo"):  # reward and dpo said "preference data ... does not exist"
+            assert ferrolm([command, str(base), "--data", str(path), "--out", str(tmp_path / "bad"), *fast]) == 2
+            assert f"--data {path} {said}" in capsys.readouterr().err, command
 
 
 def test_a_prompt_conversation_s_answers_are_context_not_trained(base):

@@ -43,16 +43,17 @@ class Preferences:
         return iter(self.records)
 
 
-def load_preferences(path: Union[str, Path]) -> Preferences:
+def load_preferences(path: Union[str, Path], what: str = "preference data") -> Preferences:
     """Reads preference data from a `.jsonl` file or a `ferrolm label` SQLite database.
 
     Raises FileNotFoundError for a missing file and ValueError for anything malformed
-    (naming the line, for JSONL) — including a JSONL file with no records at all.
+    (naming the line, for JSONL) — including a JSONL file with no records at all. Errors
+    about the file call it `what` (the command line's "--data").
     """
     path = Path(path)
-    require_file(path, "preference data")
+    require_file(path, what)
     if not path.is_file():  # a pipe: the SQLite check would swallow what it reads
-        raise ValueError(f"preference data {path} is not a regular file (a .jsonl file or a `ferrolm label` database)")
+        raise ValueError(f"{what} {path} is not a regular file (a .jsonl file or a `ferrolm label` database)")
     if is_sqlite(path):
         from ferrolm.label.store import LabelStore
 

@@ -35,7 +35,7 @@ def load_preference_records(path: str) -> list[dict]:
     """Preference pairs from JSONL (validated, errors name the line) or a labelling database."""
     from ferrolm.preferences import load_preferences
 
-    prefs = load_preferences(path)
+    prefs = load_preferences(path, "--data")  # as sft and classify name it
     if prefs.skipped:
         print(f"{path}: left out {', '.join(f'{n} {k}' for k, n in sorted(prefs.skipped.items()))}", flush=True)
     return prefs.records
