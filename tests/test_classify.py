@@ -124,6 +124,10 @@ def test_a_classifier_trains_on_from_its_head_and_saves_in_hugging_faces_layout(
         (task / "swapped" / "config.json").write_text(json.dumps({**config, "id2label": id2label}))
         with pytest.raises(fl.FormatError, match="id2label names outputs .* but the classifier head has 2"):
             TextClassifier.load(task / "swapped")
+    # ... unless num_labels says the head's size: Hugging Face then names the outputs LABEL_i (checked with 5.24).
+    (task / "swapped" / "config.json").write_text(json.dumps({**config, "id2label": {"0": "neg"}, "num_labels": 2}))
+    with pytest.warns(UserWarning, match="named LABEL_0 to LABEL_1, as in Hugging Face"):
+        assert TextClassifier.load(task / "swapped").labels == ["LABEL_0", "LABEL_1"]
     # Another task's checkpoint (a token classifier) starts a classifier from its encoder, said.
 
     shutil.copytree(out, task / "tokens")

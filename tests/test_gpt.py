@@ -768,6 +768,19 @@ def test_training_stops_when_the_loss_diverges(tmp_path):
               run)
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 2
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 4  # logged, then refused
+    # Keeping only the best checkpoint, the model ends holding its weights (it was left with the diverged ones).
+    model, _ = char_model(tmp_path)
+    with pytest.raises(FloatingPointError, match="step 2, whose weights the model holds"):
+        train(model, DivergedUpdate(tmp_path / "data", 32, 4),
+              TrainConfig(max_iters=4, eval_interval=2, always_save_checkpoint=False, progress=False), tmp_path / "best")
+    saved = dict(GPT.load(tmp_path / "best").named_parameters())
+    for name, tensor in model.named_parameters():
+        np.testing.assert_array_equal(tensor.numpy(), saved[name].numpy())
+    # A checkpoint taken at the start of the step that diverges holds the diverged weights: said.
+    model, _ = char_model(tmp_path)
+    with pytest.raises(FloatingPointError, match="step 1 \\(saved with the weights that diverged"):
+        train(model, Diverging(tmp_path / "data", 32, 4),
+              TrainConfig(max_iters=5, checkpoint_interval=1, progress=False), tmp_path / "interval")
 
     model, _ = char_model(tmp_path)
     with pytest.raises(FloatingPointError, match="diverged at step 0: loss [0-9.]+, gradient norm nan"):
@@ -927,7 +940,7 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
                          ({"role": "user", "content": "hi"}, "one chat turn: pass a list of turns")):
         with pytest.raises(TypeError, match=f"got dict \\({hint}\\)"):
             model.generate(prompt, 3)
-    for empty in ([], (), np.zeros((0, 3), np.int64)):  # "max() arg is an empty sequence"
+    for empty in ([], (), np.zeros((0, 3), np.int64), iter([])):  # "max() arg is an empty sequence"
         with pytest.raises(ValueError, match="generate: no prompts given"):
             model.generate(empty, 3)
     # Another library's array of ids (a torch tensor) is read as an array: it was "got a list holding Tensor".
@@ -940,6 +953,11 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
 
     assert model.generate(Ids([1, 2]), 4, temperature=0) == model.generate([1, 2], 4, temperature=0)
     assert model.generate(Ids([[1, 2], [3, 4]]), 4, temperature=0) == model.generate([[1, 2], [3, 4]], 4, temperature=0)
+    class Texts(list):  # a pandas Series of texts is an array-like too: generated from as texts, as it was
+        def __array__(self, dtype=None, copy=None):
+            return np.array(list(self), dtype=object)
+
+    assert model.generate(Texts(["To", "be"]), 4, temperature=0) == model.generate(["To", "be"], 4, temperature=0)
     with pytest.raises(IndexError, match=f"score: token id {2**63} is outside the vocabulary"):  # it wrapped to -2**63
         model.score(np.array([1, 2**63], np.uint64))
     # Ids beyond int64 are said as given: a uint64 id wrapped to a negative one in the message, a large Python

@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ferrolm._core import (
+    ShapeError,
     abs,
     add,
     attention,
@@ -70,7 +71,7 @@ def mse_loss(prediction, target, reduction: str = "mean"):
     match: [N, 1] against [N] would broadcast to every pair's difference."""
     shapes = [tuple(v.shape) if hasattr(v, "shape") else np.shape(v) for v in (prediction, target)]
     if all(shapes) and shapes[0] != shapes[1]:  # a scalar () broadcasts as meant
-        raise ValueError(f"mse_loss: prediction shape {shapes[0]} and target shape {shapes[1]} differ")
+        raise ShapeError(f"mse_loss: prediction shape {shapes[0]} and target shape {shapes[1]} differ")
     squared = sub(prediction, target) ** 2  # a Tensor, whatever array-likes or numbers are given
     if reduction == "none":
         return squared

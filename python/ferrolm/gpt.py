@@ -169,6 +169,8 @@ class GPT(CoreModel):
             return generated[0] if single else generated
         single = isinstance(prompt, str) or _is_conversation(prompt) or not isinstance(prompt, Iterable)
         prompts = [prompt] if single else list(prompt)
+        if not prompts:  # an iterator of none
+            raise ValueError("generate: no prompts given")
         odd = [p for p in prompts if not isinstance(p, str) and not _is_conversation(p)]
         if odd:
             raise TypeError("a prompt is a text, a list of texts, or token ids (a list or array of integers), and for a "
@@ -396,7 +398,8 @@ def _prompt_of(prompt):
     if isinstance(prompt, (list, tuple)) and not prompt:
         raise ValueError("generate: no prompts given (an empty list)")
     if hasattr(prompt, "__array__") and not isinstance(prompt, (np.ndarray, str)):
-        prompt = np.asarray(prompt)
+        ids = np.asarray(prompt)
+        prompt = ids if ids.dtype.kind in "iu" else prompt  # others (a Series of texts) as the iterables they are
     if isinstance(prompt, np.ndarray) and prompt.ndim == 2 and not len(prompt):
         raise ValueError("generate: no prompts given (an array of no rows)")
     return prompt

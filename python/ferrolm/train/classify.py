@@ -82,7 +82,7 @@ class TextClassifier:
         if count < 2:
             raise NotATextClassifier(f"{path}: a head of {count} output (regression, num_labels 1) is not supported "
                                      "(single-label classification into two or more labels only)")
-        labels = [str(name) for name in _label_names(config.get("id2label"), count, path)]
+        labels = [str(name) for name in _label_names(config.get("id2label"), count, path, config.get("num_labels"))]
         bert = BERT.load(path)
         if not bert.core.has_pooler:  # the head reads the pooler's output: a new one would make it guess
             raise NotATextClassifier(f"{path} has a classifier head but no pooler (bert.pooler.dense.*) to read it from")
@@ -170,18 +170,24 @@ class NotATextClassifier(ValueError):
     one without its pooler): its encoder may still start a classifier."""
 
 
-def _label_names(id2label, count: int, path) -> list:
+def _label_names(id2label, count: int, path, num_labels=None) -> list:
     """A classifier config's `id2label` (a {"0": name} object, or a list of names) for `count`
-    outputs; Hugging Face's LABEL_i where it names none."""
+    outputs; Hugging Face's LABEL_i where it names none, or, as there, where it names other
+    outputs than a `num_labels` that fits the head says (warned)."""
     if isinstance(id2label, list):
         id2label = dict(enumerate(id2label))
     if not isinstance(id2label, (dict, type(None))):
         raise ValueError(f"{path}: config.json's id2label must map output indices to label names, got "
                          f"{type(id2label).__name__}")
     named = {str(k): v for k, v in (id2label or {}).items()}
-    if named and set(named) != {str(i) for i in range(count)}:  # Hugging Face refuses it too (a size mismatch)
-        raise FormatError(f"{path}: config.json's id2label names outputs {sorted(named, key=str)}, but the classifier "
-                          f"head has {count}: the labels would be misnamed")
+    if named and set(named) != {str(i) for i in range(count)}:
+        if num_labels != count:  # Hugging Face refuses it too: the head's size does not match id2label's
+            raise FormatError(f"{path}: config.json's id2label names outputs {sorted(named, key=str)}, but the "
+                              f"classifier head has {count}: the labels would be misnamed")
+        warnings.warn(f"{path}: config.json's id2label names outputs {sorted(named, key=str)}, but num_labels and the "
+                      f"head say {count}: the labels are named LABEL_0 to LABEL_{count - 1}, as in Hugging Face",
+                      stacklevel=3)
+        named = {}
     return [named.get(str(i), f"LABEL_{i}") for i in range(count)]
 
 

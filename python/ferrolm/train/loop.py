@@ -676,9 +676,14 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         bad = {k: v for k, v in record.items() if k.endswith("loss") and not math.isfinite(v)}
         if bad:
             said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bad.items())
+            held = ""
+            if best:  # always_save_checkpoint=False: the model ends holding the best checkpoint's weights
+                for name, tensor in named:
+                    tensor.copy_(best[name])
+                held = ", whose weights the model holds"
             raise FloatingPointError(f"training diverged before step {it}: its evaluation gave {said} (lower the "
                                      f"learning rate, or check the data); last checkpoint in {out}: "
-                                     f"{_last_checkpoint(saved[0], earlier)}")
+                                     f"{_last_checkpoint(saved[0], earlier)}{held}")
         return record
 
     saved = [step if resume else None]  # the step of the checkpoint in `out`, if any
@@ -742,6 +747,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             if not (math.isfinite(total) and math.isfinite(grad_norm)):
                 # One update with these gradients would make every weight NaN; stop before it.
                 last = _last_checkpoint(saved[0], earlier)
+                if saved[0] == step:  # --checkpoint-interval saved these weights at this step's start
+                    last += " (saved with the weights that diverged: a resume from it stops here again)"
                 raise FloatingPointError(f"training diverged at step {step}: loss {total}, gradient norm {grad_norm} "
                                          f"(lower the learning rate, or check the data); last checkpoint in {out}: {last}")
             opt.step()

@@ -56,7 +56,7 @@ impl Inputs {
             let Some(given) = given else { return Ok(None) };
             let (values, given_shape) = to_ids(given)?;
             if given_shape != [b, t] {
-                return Err(PyValueError::new_err(format!(
+                return Err(ShapeError::new_err(format!(
                     "{what} must have the ids' shape [{b}, {t}], got {given_shape:?}"
                 )));
             }

@@ -299,7 +299,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Seed {
             n => n.ok().and_then(|n| u64::try_from(n).ok()),
         };
         n.map(Seed).ok_or_else(|| {
-            PyValueError::new_err(format!("a seed must be an integer from 0 to 2**64 - 1, got {}", obj.as_any()))
+            // str() refuses ints of more than 4300 digits (and Display would print its traceback).
+            let shown = obj.str().map_or_else(|_| "an integer too long to print".to_string(), |s| s.to_string());
+            PyValueError::new_err(format!("a seed must be an integer from 0 to 2**64 - 1, got {shown}"))
         })
     }
 }

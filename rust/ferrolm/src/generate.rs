@@ -106,17 +106,17 @@ impl Sampling {
             return argmax(logits) as i64;
         }
         // Candidates: every token, in id order for plain sampling; for top-k and top-p, the best
-        // ones sorted best first, found by selection rather than by sorting the vocabulary for
-        // every token (O(V + k log k)).
+        // ones, found by selection rather than by sorting the vocabulary for every token (O(V)).
         let mut order: Vec<usize> = (0..logits.len()).collect();
         let best_first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
         if let Some(k) = self.top_k.filter(|&k| k > 0 && k < logits.len()) {
             order.select_nth_unstable_by(k - 1, best_first);
             // Tokens tied with the k-th best stay in, as in Hugging Face, which drops only
             // those below it (identical embedding rows, as new tokens' often are, tie).
+            // (Not sorted: the draw and the nucleus need no order, and ties can keep the whole
+            // vocabulary.)
             let kth = logits[order[k - 1]];
             order.retain(|&i| logits[i] >= kth);
-            order.sort_unstable_by(best_first);
         }
         let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
         let weight = |i: usize| ((logits[i] - max) / self.temperature).exp();

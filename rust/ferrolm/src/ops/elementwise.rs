@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::{map, zip, zip3, GRAIN};
 use crate::autograd::Grad;
 use crate::simd;
-use crate::tensor::{copied, zeros_for, Tensor};
+use crate::tensor::{zeros_for, Tensor};
 use crate::{bail, Result};
 
 // ---------------------------------------------------------------- unary
@@ -167,9 +167,10 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// A copy of `x` that stays in the graph (PyTorch's `clone`): its gradient is the output's.
+/// A copy of `x` that stays in the graph (PyTorch's `clone`): its gradient is the output's, and
+/// `x` may change in place after it.
 pub fn copy(x: &Tensor) -> Result<Tensor> {
-    Ok(Tensor::from_op(copied(&x.read())?, x.shape().to_vec(), "copy", &[x], |_| Ok(vec![Some(Grad::Output)])))
+    Tensor::copy_op(x)
 }
 
 pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
