@@ -120,11 +120,15 @@ def test_a_classifier_trains_on_from_its_head_and_saves_in_hugging_faces_layout(
         np.testing.assert_array_equal(reordered, head_of("first")[::-1] if id2label else head_of("first"))
     # An id2label that does not name the head's outputs is refused (a third name misnamed the second output).
     config = json.loads((task / "swapped" / "config.json").read_text())
-    for id2label in ({"0": "neg", "1": "neutral", "2": "pos"}, {"0": "neg"}):
+    for id2label in ({"0": "neg", "1": "neutral", "2": "pos"}, {"0": "neg"}, {"0": "neg", "5": "pos"}):
         (task / "swapped" / "config.json").write_text(json.dumps({**config, "id2label": id2label}))
         with pytest.raises(fl.FormatError, match="id2label names outputs .* but the classifier head has 2"):
             TextClassifier.load(task / "swapped")
     # ... unless num_labels says the head's size: Hugging Face then names the outputs LABEL_i (checked with 5.24).
+    (task / "swapped" / "config.json").write_text(json.dumps({**config, "id2label": {"0": "neg", "5": "pos"},
+                                                             "num_labels": 2}))
+    with pytest.raises(fl.FormatError, match="id2label names outputs"):  # two names, not of the two outputs
+        TextClassifier.load(task / "swapped")
     (task / "swapped" / "config.json").write_text(json.dumps({**config, "id2label": {"0": "neg"}, "num_labels": 2}))
     with pytest.warns(UserWarning, match="named LABEL_0 to LABEL_1, as in Hugging Face"):
         assert TextClassifier.load(task / "swapped").labels == ["LABEL_0", "LABEL_1"]

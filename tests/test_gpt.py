@@ -953,6 +953,11 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
 
     assert model.generate(Ids([1, 2]), 4, temperature=0) == model.generate([1, 2], 4, temperature=0)
     assert model.generate(Ids([[1, 2], [3, 4]]), 4, temperature=0) == model.generate([[1, 2], [3, 4]], 4, temperature=0)
+    with pytest.raises(TypeError, match="a prompt array must hold integer token ids"):  # not "a list holding Ids"
+        model.generate(Ids([1.0, 2.0]), 4)
+    with pytest.raises(ValueError, match="seed must be below 2\\*\\*64, got an integer of 20001 bits"):
+        model.generate("To", 2, seed=2**20000)  # str() refuses it: "Exceeds the limit (4300 digits)"
+
     class Texts(list):  # a pandas Series of texts is an array-like too: generated from as texts, as it was
         def __array__(self, dtype=None, copy=None):
             return np.array(list(self), dtype=object)

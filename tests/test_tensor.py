@@ -1426,6 +1426,10 @@ def test_clone_stays_in_the_graph_and_clamp_passes_no_gradient_at_its_bounds():
     opt.zero_grad()
     ((w - snapshot) ** 2).sum().backward()  # torch's answer: the clone's and w's shares cancel
     np.testing.assert_allclose(w.grad.numpy(), [0.0, 0.0])
+    overwritten = w.clone()  # the clone itself changed: its gradient would pass through values not w's
+    overwritten.copy_(np.zeros(2, np.float32))
+    with pytest.raises(fl.GradError, match="`clone` used was modified in place"):
+        (overwritten + 1).sum().backward()
     copy = x.detach().clone()
     copy += 1  # a copy, cut off from the graph: x keeps its values
     assert not copy.requires_grad and x.numpy().tolist() == [1.0, 2.0, 3.0]

@@ -383,8 +383,9 @@ def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:
     for name, value in {"max_new_tokens": max_new_tokens, **optional}.items():
         if value is not None or name not in optional:
             require_count(name, value, least=0)
-            if value >= 2**64:  # what the core's counts and seeds hold
-                raise ValueError(f"{name} must be below 2**64, got {value}")
+            if value >= 2**64:  # what the core's counts and seeds hold (str() refuses over 4300 digits)
+                shown = value if value.bit_length() <= 1024 else f"an integer of {value.bit_length()} bits"
+                raise ValueError(f"{name} must be below 2**64, got {shown}")
 
 
 def _prompt_of(prompt):
@@ -399,7 +400,7 @@ def _prompt_of(prompt):
         raise ValueError("generate: no prompts given (an empty list)")
     if hasattr(prompt, "__array__") and not isinstance(prompt, (np.ndarray, str)):
         ids = np.asarray(prompt)
-        prompt = ids if ids.dtype.kind in "iu" else prompt  # others (a Series of texts) as the iterables they are
+        prompt = prompt if ids.dtype.kind in "OUS" else ids  # texts (a pandas Series) as the iterables they are
     if isinstance(prompt, np.ndarray) and prompt.ndim == 2 and not len(prompt):
         raise ValueError("generate: no prompts given (an array of no rows)")
     return prompt

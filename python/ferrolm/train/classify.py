@@ -172,8 +172,8 @@ class NotATextClassifier(ValueError):
 
 def _label_names(id2label, count: int, path, num_labels=None) -> list:
     """A classifier config's `id2label` (a {"0": name} object, or a list of names) for `count`
-    outputs; Hugging Face's LABEL_i where it names none, or, as there, where it names other
-    outputs than a `num_labels` that fits the head says (warned)."""
+    outputs; Hugging Face's LABEL_i where it names none, or, as there, where it names another
+    number of outputs than a `num_labels` that fits the head says (warned)."""
     if isinstance(id2label, list):
         id2label = dict(enumerate(id2label))
     if not isinstance(id2label, (dict, type(None))):
@@ -181,7 +181,7 @@ def _label_names(id2label, count: int, path, num_labels=None) -> list:
                          f"{type(id2label).__name__}")
     named = {str(k): v for k, v in (id2label or {}).items()}
     if named and set(named) != {str(i) for i in range(count)}:
-        if num_labels != count:  # Hugging Face refuses it too: the head's size does not match id2label's
+        if num_labels != count or len(named) == count:  # (Hugging Face refuses the first: a size mismatch)
             raise FormatError(f"{path}: config.json's id2label names outputs {sorted(named, key=str)}, but the "
                               f"classifier head has {count}: the labels would be misnamed")
         warnings.warn(f"{path}: config.json's id2label names outputs {sorted(named, key=str)}, but num_labels and the "

@@ -747,7 +747,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             if not (math.isfinite(total) and math.isfinite(grad_norm)):
                 # One update with these gradients would make every weight NaN; stop before it.
                 last = _last_checkpoint(saved[0], earlier)
-                if saved[0] == step:  # --checkpoint-interval saved these weights at this step's start
+                if saved[0] == step:  # saved at this step's start (--checkpoint-interval, an evaluation, a resume)
                     last += " (saved with the weights that diverged: a resume from it stops here again)"
                 raise FloatingPointError(f"training diverged at step {step}: loss {total}, gradient norm {grad_norm} "
                                          f"(lower the learning rate, or check the data); last checkpoint in {out}: {last}")

@@ -50,8 +50,10 @@ pub(crate) struct Node {
     pub inputs: Vec<Tensor>,
     /// The sum of the inputs' and the output's storage versions when the op ran: versions
     /// only grow, so the sum changes exactly when one of them was written (and needs no
-    /// allocation per op). None for an op whose backward reads no values (a copy's).
-    pub versions: Option<u64>,
+    /// allocation per op). Only the output's for an op whose backward reads no input (a
+    /// copy's): its inputs may change in place afterwards.
+    pub versions: u64,
+    pub watches_inputs: bool,
     pub backward: BackwardFn,
 }
 
@@ -203,10 +205,10 @@ fn freed_message(op: &str) -> String {
 /// refused backward leaves every `.grad` as it was. (Stricter than PyTorch, which checks only
 /// the values an op's backward reads: `add` reads none.)
 fn ensure_unmodified(node: &Node, output: &Tensor) -> Result<()> {
-    let Some(versions) = node.versions else { return Ok(()) };
-    let now: u64 = node.inputs.iter().chain([output]).map(|t| t.storage().version()).sum();
+    let watched = if node.watches_inputs { &node.inputs[..] } else { &[] };
+    let now: u64 = watched.iter().chain([output]).map(|t| t.storage().version()).sum();
     ensure!(
-        now == versions,
+        now == node.versions,
         Grad,
         "a tensor that `{}` used was modified in place (copy_, an optimizer step...) after the forward pass and \
          before backward; run the forward again",

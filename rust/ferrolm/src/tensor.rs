@@ -306,9 +306,10 @@ impl Tensor {
         Tensor::with_storage(Elements::new(data), shape, op, inputs, backward)
     }
 
-    /// A copy of `x` in the graph: its gradient is the output's, and as that reads no values,
+    /// A copy of `x` in the graph: its gradient is the output's, and as that reads no input,
     /// `x` may change in place afterwards (`snapshot = w.clone()`, then an optimizer step on `w`,
-    /// as in PyTorch).
+    /// as in PyTorch); the copy itself may not (backward would pass a gradient through values
+    /// that are no longer `x`'s).
     pub(crate) fn copy_op(x: &Tensor) -> Result<Tensor> {
         let backward: BackwardFn = Box::new(|_| Ok(vec![Some(crate::autograd::Grad::Output)]));
         Ok(Tensor::recorded(Elements::new(copied(&x.read())?), x.shape().to_vec(), "clone", &[x], backward, false))
@@ -324,21 +325,22 @@ impl Tensor {
         Tensor::recorded(storage, shape, op, inputs, backward, true)
     }
 
-    /// `with_storage`; `watched`: whether backward refuses inputs or an output changed in place
-    /// since (see `Node::versions`).
+    /// `with_storage`; `watches_inputs`: whether backward refuses inputs changed in place since
+    /// (an output changed in place is always refused; see `Node::versions`).
     fn recorded(
         storage: Storage,
         shape: Vec<usize>,
         op: &'static str,
         inputs: &[&Tensor],
         backward: BackwardFn,
-        watched: bool,
+        watches_inputs: bool,
     ) -> Tensor {
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         if track {
-            let versions =
-                watched.then(|| inputs.iter().map(|t| t.storage().version()).sum::<u64>() + storage.version());
-            let node = Node { op, inputs: inputs.iter().map(|t| (*t).clone()).collect(), versions, backward };
+            let watched = if watches_inputs { inputs } else { &[] };
+            let versions = watched.iter().map(|t| t.storage().version()).sum::<u64>() + storage.version();
+            let inputs = inputs.iter().map(|t| (*t).clone()).collect();
+            let node = Node { op, inputs, versions, backward, watches_inputs };
             Tensor::build(shape, storage, true, Origin::Op(node))
         } else {
             Tensor::build(shape, storage, false, Origin::Leaf)
