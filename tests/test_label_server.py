@@ -26,7 +26,12 @@ def model(tmp_path_factory):
 def test_api_judgements_and_request_guards(model, tmp_path):
     write_prompts(tmp_path / "prompts.txt", 4)
     with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "db.sqlite", "--labeller", "ann") as server:
+        # Idle connections do not lock anyone out (64 of them made every request a 503).
+        host, port = server.url.split("//")[1].rstrip("/").split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(80)]
         first, second = server.wait_for_pairs("tab1", 2)
+        for connection in idle:
+            connection.close()
         assert first["prompt"] == "Prompt 0: once upon a time" and set(first) == {"id", "prompt", "left", "right"}
         status, r = server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "left", "comment": "ok"})
         assert status == 200 and r["labelled"] == 1 and r["total"] == 4 and not r["duplicate"]

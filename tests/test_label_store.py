@@ -15,13 +15,15 @@ from ferrolm.label.store import Conflict, LabelStore, Pair
 class FakeModel:
     """Deterministic 'completions' so the queue logic is tested without a network."""
 
-    def __init__(self, same: int = 0) -> None:
+    def __init__(self, same: int = 0, blank: int = 0) -> None:
         self.calls = 0
         self.same = same  # the first `same` calls return one fixed text (an identical pair)
+        self.blank = blank  # then `blank` calls return whitespace (a pair with a blank side)
 
     def generate(self, prompt, max_new_tokens, *, temperature, top_k, top_p, seed, chat, stream):
         self.calls += 1
-        text = "same" if self.calls <= self.same else f"{prompt}/{seed}/{temperature}"
+        text = ("same" if self.calls <= self.same else " \n" if self.calls <= self.same + self.blank
+                else f"{prompt}/{seed}/{temperature}")
         return iter(text) if stream else text
 
 
@@ -168,14 +170,18 @@ def test_stopping_the_queue_cuts_a_generation_short(tmp_path):
 
 
 def test_identical_completions_are_resampled(tmp_path):
-    store = LabelStore(tmp_path / "db.sqlite")
-    queue = PairQueue(store, ["q"], *samplers(FakeModel(same=2)), lookahead=1).start()
-    try:
-        wait_until(lambda: store.unjudged_pairs())
-        p = store.unjudged_pairs()[0]
-        assert p.completion_a != p.completion_b and p.settings["a"]["seed"] != 0
-    finally:
-        queue.stop()
+    """Identical completions, and a blank one, carry no preference (export leaves them out): new
+    seeds are tried (a blank side was shown, judged "Saved", and dropped at export)."""
+    for i, model in enumerate((FakeModel(same=2), FakeModel(blank=1), FakeModel(same=1, blank=2))):
+        store = LabelStore(tmp_path / f"db{i}.sqlite")
+        queue = PairQueue(store, ["q"], *samplers(model), lookahead=1).start()
+        try:
+            wait_until(lambda: store.unjudged_pairs())
+            p = store.unjudged_pairs()[0]
+            assert p.completion_a != p.completion_b and p.settings["a"]["seed"] != 0
+            assert p.completion_a.strip() and p.completion_b.strip()
+        finally:
+            queue.stop()
 
 
 def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):

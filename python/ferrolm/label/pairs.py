@@ -82,7 +82,7 @@ def _same_sampling(saved: dict, sampler: Sampler) -> bool:
 class PairQueue:
     """Generates one pair per prompt in the background and hands pairs out to tabs."""
 
-    RETRIES = 3  # new seeds tried when both sides come out identical (no preference possible)
+    RETRIES = 3  # new seeds tried when both sides come out identical or one blank (no preference to export)
 
     def __init__(self, store: LabelStore, prompts: list[Prompt], a: Sampler, b: Sampler, *, seed: int = 0,
                  lookahead: int = 2, lease_seconds: float = 900.0) -> None:
@@ -256,7 +256,7 @@ class PairQueue:
             seed_a = self.seed + 2 * index + 1_000_003 * attempt
             seed_b = seed_a + 1
             text_a, text_b = self.a.sample(prompt, seed_a, stopped), self.b.sample(prompt, seed_b, stopped)
-            if text_a != text_b:
+            if text_a != text_b and text_a.strip() and text_b.strip():
                 break
         return Pair(prompt=prompt, completion_a=text_a, completion_b=text_b, shown_left=rng.choice("ab"),
                     settings={"a": self.a.settings(seed_a), "b": self.b.settings(seed_b)},

@@ -282,6 +282,8 @@ def run(app, sock: socket.socket) -> None:
     """Serves `app` on `sock` until SIGINT/SIGTERM (uvicorn finishes open requests first)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=64,
-                            timeout_graceful_shutdown=5)
+    # No limit_concurrency: uvicorn counts open connections against it and never times out one
+    # that sends nothing, so 64 idle connections (from anyone, before a token is checked) made
+    # every labeller's request a 503.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
