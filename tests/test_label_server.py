@@ -150,6 +150,8 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     # One model sampled greedily twice gives the same text: every pair would be unjudgeable.
     assert "give --model-b, or --temperature-b above 0" in label("--temperature", "0")
     assert "--top-k 1 samples greedily" in label("--top-k", "1")
+    # So does the same weights given again as --model-b (every pair was two copies of one text).
+    assert "has the same weights as" in label("--temperature", "0", "--model-b", str(model))
     assert "a folder, not a database file" in label("--db", str(tmp_path))
     assert f"the folder {tmp_path / 'nowhere'} does not exist" in label("--db", str(tmp_path / "nowhere" / "x.sqlite"))
     # A byte-order mark (Windows Notepad's) is not text; an error after it names its line and byte.
@@ -176,6 +178,7 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     try:
         message = label("--port", str(busy.getsockname()[1]))
         assert "Address already in use" in message and "--port" in message
+        assert not db.exists()  # it was made before the port was tried
     finally:
         busy.close()
 
@@ -187,6 +190,8 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
 
     result = run_cli("label", "export", "--db", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "out.jsonl"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+    result = run_cli("label", "export", "--db", str(db), "--out", str(tmp_path))  # it named a temporary file
+    assert result.returncode == 2 and f"--out {tmp_path} is a folder" in result.stderr
 
 
 def test_killed_server_keeps_every_acknowledged_judgement_exactly_once(model, tmp_path):

@@ -128,14 +128,22 @@ def _serve(args, db: Path, prompts, token, temperature_b) -> int:
                          + (" as a chat: drop --raw" if model_a.is_chat else ""))
     for model, path in ((model_a, args.model), (model_b, args.model_b or args.model)):
         check_prompts(prompts, model, f"{args.prompts} (for {path})", chat)
-    store = LabelStore(db)
     hash_a = weights_hash(Path(args.model))
     hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
+    if hash_a == hash_b and (args.temperature == temperature_b == 0 or args.top_k == 1):
+        raise ValueError(f"--model-b {args.model_b} has the same weights as {args.model}, and "
+                         f"{'--top-k 1' if args.top_k == 1 else '--temperature 0'} samples greedily: every pair would be "
+                         "two copies of one text")
+    sock = server.bind(args.host, args.port)  # before the database: a busy port leaves no new file behind
+    try:
+        store = LabelStore(db)
+    except BaseException:
+        sock.close()
+        raise
     sampling = dict(top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_tokens, chat=chat)
     a = Sampler(model_a, str(args.model), hash_a, temperature=args.temperature, **sampling)
     b = Sampler(model_b, str(args.model_b or args.model), hash_b, temperature=temperature_b, **sampling)
     queue = PairQueue(store, prompts, a, b, seed=args.seed, lookahead=args.lookahead, lease_seconds=60 * args.lease_minutes)
-    sock = server.bind(args.host, args.port)
     loopback = server.is_loopback(sock)
     app = server.create_app(store, queue, labeller=args.labeller or _user(), token=token,
                             allowed_hosts=server.LOOPBACK_NAMES | {args.host.lower()} if loopback else None)
@@ -166,6 +174,8 @@ def run_export(args) -> int:
 
     if args.out is None:
         raise ValueError("export needs --out FILE (the preference JSONL to write)")
+    if Path(args.out).is_dir():  # said by the temporary file's rename, naming that file
+        raise ValueError(f"--out {args.out} is a folder: give the JSONL file to write")
     if args.prompts is not None or args.model_b is not None:
         raise ValueError("export takes only --db and --out")
     prefs = LabelStore.open_existing(args.db).preferences()
