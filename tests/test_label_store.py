@@ -449,3 +449,6 @@ def test_labeller_names():
 
     assert all(is_labeller_name(n) for n in ("ann", "Zoë", "\u0632\u0647\u200c\u0631\u0627", "x" * 100))  # ZWNJ (Persian) too
     assert not any(is_labeller_name(n) for n in ("", " ", "x" * 101, "a\tb", "a\u2028b", "\u202eevil", "\ud800", 5, None))
+    # Names that look empty: a zero-width space, a byte-order mark, direction marks, Braille's blank, Hangul's filler.
+    assert not any(is_labeller_name(n) for n in ("\u200b", "\ufeff", "\u200e\u200f", "\u2800", "\u3164", " \u200b "))
+    assert is_labeller_name("\U0001f469\u200d\U0001f4bb")  # an emoji joined by a zero-width joiner is visible

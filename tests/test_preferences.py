@@ -180,6 +180,12 @@ def test_corrupt_or_foreign_databases_are_errors_and_left_untouched(tmp_path):
     con.close()
     with pytest.raises(ValueError, match="not a ferrolm labelling database"):
         load_preferences(other)
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE meta (version INTEGER)")  # another program's: was "damaged (no such column: key)"
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="is a SQLite database but not a ferrolm labelling database"):
+        load_preferences(other)
     # An empty SQLite database is not made a labelling database by reading it.
     blank = tmp_path / "blank.sqlite"
     con = sqlite3.connect(blank)

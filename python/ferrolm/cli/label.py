@@ -75,7 +75,8 @@ def run_label(args) -> int:
     from ferrolm.label.store import MAX_LABELLER, is_labeller_name
 
     if args.labeller is not None and not is_labeller_name(args.labeller):
-        raise ValueError(f"--labeller must be a name of at most {MAX_LABELLER} characters, without control characters")
+        raise ValueError(f"--labeller must be a name of at most {MAX_LABELLER} characters, with a visible one and "
+                         "without control characters")
     prompts = read_prompts(args.prompts)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if token is not None and not (token.isascii() and token.isprintable() and " " not in token):

@@ -157,8 +157,8 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         if name in (None, ""):
             name = labeller
         elif not is_labeller_name(name):
-            raise ApiError(400, f"labeller must be a name of at most {MAX_LABELLER} characters, without control "
-                                "characters")
+            raise ApiError(400, f"labeller must be a name of at most {MAX_LABELLER} characters, with a visible one "
+                                "and without control characters")
         pair = await run_in_threadpool(store.pair, pair_id)
         if pair is None:
             raise ApiError(404, "unknown pair")

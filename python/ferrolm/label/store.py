@@ -76,11 +76,21 @@ CREATE TABLE IF NOT EXISTS judgements (
 MAX_LABELLER = 100
 
 
+#: Letters that draw nothing (Braille's blank, Hangul's fillers): a name of them looks empty.
+_BLANK_LETTERS = frozenset("\u2800\u3164\u115f\u1160\uffa0")
+
+
+def _visible(c: str) -> bool:
+    return not c.isspace() and unicodedata.category(c) != "Cf" and c not in _BLANK_LETTERS
+
+
 def is_labeller_name(name: object) -> bool:
     """Whether `name` can be stored as a labeller's: a string of at most MAX_LABELLER
-    characters, not blank, without control, separator or direction-override characters (a
-    name shown in a list must read as what it is; joiners, as in Persian or emoji, are fine)."""
-    return isinstance(name, str) and bool(name.strip()) and len(name) <= MAX_LABELLER and all(
+    characters with a visible one (not only spaces, format characters such as a zero-width
+    space or a byte-order mark, or blank letters), without control, separator or
+    direction-override characters (a name shown in a list must read as what it is; joiners,
+    as in Persian or emoji, are fine)."""
+    return isinstance(name, str) and any(map(_visible, name)) and len(name) <= MAX_LABELLER and all(
         unicodedata.category(c) not in ("Cc", "Cs", "Zl", "Zp") and not ("\u202a" <= c <= "\u202e" or "\u2066" <= c <= "\u2069")
         for c in name)
 
@@ -175,7 +185,9 @@ class LabelStore:
                 if (tables or not create) and "meta" not in tables:  # an empty one is made ours only to label into
                     raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database; it was left untouched")
                 if "meta" in tables:
-                    meta = dict(con.execute("SELECT key, value FROM meta"))
+                    columns = {row[1] for row in con.execute("PRAGMA table_info(meta)")}
+                    # Another program's table named meta: it was "damaged (no such column: key)".
+                    meta = dict(con.execute("SELECT key, value FROM meta")) if {"key", "value"} <= columns else {}
                     if meta.get("app") != APP_ID:
                         raise ValueError(f"{self.path} is a SQLite database but not a ferrolm labelling database")
                     if meta.get("schema_version") == "1" and create:
