@@ -143,6 +143,28 @@ def test_a_pair_left_in_an_idle_tab_goes_to_another_and_the_idle_tab_moves_on(mo
         other.context.close()
 
 
+def test_a_judgement_whose_answer_was_lost_is_said_saved_and_can_be_undone(model, tmp_path, page):
+    """A judgement stored whose answer never reached the page, chosen again differently: the
+    page said "Not saved" (the pair was judged) and could not undo it."""
+    write_prompts(tmp_path / "prompts.txt", 3)
+    with LabelServer(model, tmp_path / "prompts.txt", tmp_path / "prefs.sqlite") as server:
+        page.goto(server.url)
+        pair = shown(page)
+        client = page.evaluate("sessionStorage.getItem('clientId')")
+        status, _ = server.call("POST", "/api/judgements", {"pair_id": pair["id"], "client": client, "choice": "left"})
+        assert status == 200  # the lost answer: stored, never seen by the page
+        page.keyboard.press("2")
+        sync_api.expect(page.locator("#status")).to_contain_text("Already saved: A is better")
+        sync_api.expect(page.locator("body")).not_to_have_attribute("data-pair", pair["id"])
+        page.keyboard.press("u")
+        sync_api.expect(page.locator("#status")).to_contain_text("Undone")
+        sync_api.expect(page.locator("body")).to_have_attribute("data-pair", pair["id"])
+        page.keyboard.press("2")
+        sync_api.expect(page.locator("#status")).to_contain_text("Saved: B is better")
+        verdicts = [j["verdict"] for j in server.call("GET", "/api/judgements")[1]["judgements"]]
+        assert verdicts == ["right"]
+
+
 def test_model_output_is_shown_as_text_never_as_html(model, tmp_path, page):
     prompt = "<i>hi</i>"
     (tmp_path / "prompts.txt").write_text(prompt + "\n")

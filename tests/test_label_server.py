@@ -38,7 +38,9 @@ def test_api_judgements_and_request_guards(model, tmp_path):
         # A retry (the answer was lost on the way) is stored once and answered with the same id.
         status, again = server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "left", "comment": "ok"})
         assert status == 200 and again["id"] == r["id"] and again["duplicate"]
-        assert server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "tie"})[0] == 409
+        # Sent again with another choice (the first answer was lost): refused, saying which judgement holds it.
+        status, reply = server.call("POST", "/api/judgements", {"pair_id": first["id"], "client": "tab1", "choice": "tie"})
+        assert status == 409 and reply["judged"] == {"id": r["id"], "choice": "left"}
         assert server.call("POST", "/api/judgements", {"pair_id": "0" * 32, "client": "tab1", "choice": "tie"})[0] == 404
         # Another tab can neither judge a pair this one holds nor undo this one's judgement.
         assert server.call("POST", "/api/judgements", {"pair_id": second["id"], "client": "tab2", "choice": "left"})[0] == 409

@@ -60,13 +60,13 @@ SECURITY_HEADERS = [
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, details: Optional[dict] = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.details = status, message, details or {}
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status)
 
 
 async def _database_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
@@ -166,7 +166,10 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
             queue.claim(pair_id, client)
             judgement_id, duplicate = await run_in_threadpool(store.judge, pair_id, choice, comment.strip(), name.strip())
         except Conflict as e:
-            raise ApiError(409, str(e)) from None
+            # This tab may judge the pair, and it is judged: by this tab, in an answer that never
+            # reached the page (sent again with another choice). The page keeps it to undo.
+            judged = {"judged": {"id": e.judged[0], "choice": e.judged[1]}} if e.judged else None
+            raise ApiError(409, str(e), judged) from None
         queue.judged(pair, client)
         return JSONResponse({"id": judgement_id, "duplicate": duplicate, **progress()})
 

@@ -105,7 +105,12 @@ def is_busy(error: Exception) -> bool:
 
 
 class Conflict(ValueError):
-    """The pair was already judged differently (e.g. in another tab)."""
+    """The pair was already judged differently (e.g. in another tab); `judged`: that judgement's
+    id and choice as the page shows it (left, right, tie or skip), where the store found it."""
+
+    def __init__(self, message: str, judged: Optional[tuple[int, str]] = None) -> None:
+        super().__init__(message)
+        self.judged = judged
 
 
 def now() -> str:
@@ -309,7 +314,8 @@ class LabelStore:
             if done is not None:
                 if (done["choice"], done["comment"]) == (choice, comment):
                     return done["id"], True
-                raise Conflict("this pair was already judged differently (in another tab?)")
+                shown = {pair.side("left"): "left", pair.side("right"): "right"}.get(done["choice"], done["choice"])
+                raise Conflict("this pair was already judged differently (in another tab?)", (done["id"], shown))
             cur = con.execute(
                 "INSERT INTO judgements (pair_id, prompt, conversation, completion_a, completion_b, shown_left, choice, "
                 "comment, labeller, created_at, settings, model_a_hash, model_b_hash) "

@@ -33,6 +33,7 @@ async function api(method, path, body) {
   if (!response.ok) {
     const error = new Error(data.error || `HTTP ${response.status}`);
     error.status = response.status;
+    error.data = data;
     throw error;
   }
   return data;
@@ -106,7 +107,14 @@ async function choose(choice) {
     showProgress(r);
     say(`Saved: ${CHOICE_TEXT[choice]}.`, "saved");
   } catch (e) {
-    if (e.status === 409) { // another tab has this pair, and likely the one held with it: ask again
+    const judged = e.status === 409 && e.data && e.data.judged;
+    if (judged) { // saved by an earlier answer of this tab's that never reached the page: kept to undo
+      if (!undoStack.some((j) => j.id === judged.id)) undoStack.push({ id: judged.id, pair_id: pair.id });
+      saveUndo();
+      if (queue[0] === pair) queue.shift();
+      say(`Already saved: ${CHOICE_TEXT[judged.choice]} (an earlier answer that had not reached this page; ` +
+        "u undoes it).", "saved");
+    } else if (e.status === 409) { // another tab has this pair, and likely the one held with it: ask again
       queue = [];
       say(`Not saved: ${e.message}. Fetching the next pair…`, "error");
     } else {
