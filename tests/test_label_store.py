@@ -184,6 +184,24 @@ def test_identical_completions_are_resampled(tmp_path):
             queue.stop()
 
 
+def test_a_tab_is_told_when_the_pairs_left_are_held_by_another(tmp_path):
+    """Another tab holding the last pairs (one shown, one fetched ahead): this tab's page said
+    "Generating the next pair…" until the hold lapsed."""
+    store = LabelStore(tmp_path / "db.sqlite")
+    queue = PairQueue(store, ["q0", "q1"], *samplers(), lookahead=2).start()
+    try:
+        wait_until(lambda: len(store.unjudged_pairs()) == 2 and not queue._generating)  # both made, none under way
+        assert not queue.held_elsewhere("B")  # free pairs: B may take them
+        held = queue.take("A", 2)
+        assert len(held) == 2 and queue.take("B", 2) == []
+        assert queue.held_elsewhere("B") and not queue.held_elsewhere("A")
+        store.judge(held[0].id, "left", "", "ann")
+        queue.judged(held[0], "A")
+        assert queue.held_elsewhere("B")  # the pair fetched ahead is still A's
+    finally:
+        queue.stop()
+
+
 def test_restart_reoffers_unjudged_pairs_and_skips_judged_prompts(tmp_path):
     store = LabelStore(tmp_path / "db.sqlite")
     prompts = ["q0", "q1", "q2"]

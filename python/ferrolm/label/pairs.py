@@ -137,6 +137,17 @@ class PairQueue:
         with self._cond:
             return not self._pool and not self._todo and not self._generating
 
+    def held_elsewhere(self, client: str) -> bool:
+        """Whether all that is left to label is pairs other tabs hold (the page of `client`
+        then says so, rather than that the next pair is being generated)."""
+        t = time.monotonic()
+        with self._cond:
+            if self._todo or self._generating or not self._pool:
+                return False
+            leases = [self._leases.get(pid) for pid in self._pool]
+            return all(lease is not None and lease[0] != client and t - lease[2] <= self.lease_seconds
+                       for lease in leases)
+
     def take(self, client: str, n: int) -> list[Pair]:
         """Up to `n` pairs for `client`: the ones it already holds first (so a reload shows
         the same pair), topped up with free ones."""

@@ -141,7 +141,8 @@ def create_app(store: LabelStore, queue: PairQueue, *, labeller: str, token: Opt
         if type(n) is not int or not 1 <= n <= 5:  # not 2.0, which equals 2 but cannot slice
             raise ApiError(400, "n must be between 1 and 5")
         taken = queue.take(client, n)
-        return JSONResponse({"pairs": [p.public() for p in taken], **progress(), "done": not taken and queue.done})
+        return JSONResponse({"pairs": [p.public() for p in taken], **progress(), "done": not taken and queue.done,
+                             "elsewhere": not taken and queue.held_elsewhere(client)})
 
     async def judge(request: Request) -> JSONResponse:
         body = await read_json(request)

@@ -76,12 +76,14 @@ async function refill() {
       say(`${r.labelled} of ${r.total} prompts are labelled; ${r.failed} could not be generated (the server's log says why).`, "error");
     } else if (r.done) {
       say(`All ${r.total} prompts are labelled. Thank you! Export them with \`ferrolm label export\`.`, "done");
+    } else if (!queue.length && r.elsewhere) {
+      say("The pairs left are open in another tab; they come here if that tab leaves them unlabelled.");
     } else if (!queue.length) {
       say("Generating the next pair…");
     }
     // Poll while nothing is shown, and (slower) until the next pair is ready too; then once a
     // minute, which renews this tab's hold on its pairs (an idle tab's go to others after 15).
-    if (!r.done) pollTimer = setTimeout(refill, queue.length >= 2 ? 60000 : queue.length ? 1000 : 300);
+    if (!r.done) pollTimer = setTimeout(refill, queue.length >= 2 ? 60000 : queue.length ? 1000 : r.elsewhere ? 5000 : 300);
     if ((queue[0] && queue[0].id) !== shown) render();
   } catch (e) {
     say(`Cannot reach the server (${e.message}); retrying…`, "error");
