@@ -90,10 +90,6 @@ def run_label(args) -> int:
         raise ValueError(f"ferrolm label needs the web server of the 'label' extra ({e.name} is missing): "
                          "pip install starlette uvicorn") from None
     temperature_b = args.temperature if args.temperature_b is None else args.temperature_b
-    if not args.model_b and (args.temperature == temperature_b == 0 or args.top_k == 1):
-        raise ValueError(f"{'--top-k 1' if args.top_k == 1 else '--temperature 0'} samples greedily, so one model's "
-                         "two completions would be the same text: give --model-b"
-                         + ("" if args.top_k == 1 else ", or --temperature-b above 0"))
     try:
         db = Path(args.db).resolve()  # one lock whatever path (a symlink) names the database
     except RuntimeError as e:  # a symlink loop
@@ -131,10 +127,12 @@ def _serve(args, db: Path, prompts, token, temperature_b) -> int:
         check_prompts(prompts, model, f"{args.prompts} (for {path})", chat)
     hash_a = weights_hash(Path(args.model))
     hash_b = weights_hash(Path(args.model_b)) if args.model_b else hash_a
-    if hash_a == hash_b and (args.temperature == temperature_b == 0 or args.top_k == 1):
-        raise ValueError(f"--model-b {args.model_b} has the same weights as {args.model}, and "
-                         f"{'--top-k 1' if args.top_k == 1 else '--temperature 0'} samples greedily: every pair would be "
-                         "two copies of one text")
+    greedy = "--top-k 1" if args.top_k == 1 else "--temperature 0" if args.temperature == temperature_b == 0 else None
+    if greedy and hash_a == hash_b:  # one model's weights, or --model-b's the same: every pair two copies of one text
+        raise ValueError(f"{greedy} samples greedily, so " + (
+            f"--model-b {args.model_b} has the same weights as {args.model}: every pair would be two copies of one text"
+            if args.model_b else "one model's two completions would be the same text: give --model-b"
+            + ("" if args.top_k == 1 else ", or --temperature-b above 0")))
     sock = server.bind(args.host, args.port)  # before the database: a busy port leaves no new file behind
     try:
         store = LabelStore(db)

@@ -678,8 +678,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bad.items())
             held = ""
             if best:  # always_save_checkpoint=False: the model ends holding the best checkpoint's weights
-                for name, tensor in named:
-                    tensor.copy_(best[name])
+                restore_weights()
                 held = ", whose weights the model holds"
             raise FloatingPointError(f"training diverged before step {it}: its evaluation gave {said} (lower the "
                                      f"learning rate, or check the data); last checkpoint in {out}: "
@@ -695,6 +694,10 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     def keep_weights() -> None:
         if not config.always_save_checkpoint:
             best.update((n, t.numpy()) for n, t in named)  # numpy() is a copy
+
+    def restore_weights() -> None:
+        for name, tensor in named:
+            tensor.copy_(best[name])
 
     if resume:
         keep_weights()
@@ -774,8 +777,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         elif config.always_save_checkpoint or improved(evals[-1]):
             save(step)
         else:
-            for name, tensor in named:
-                tensor.copy_(best[name])
+            restore_weights()
             kept = next((f"val loss {e['val_loss']:.4f}" for e in evals if e["step"] == saved[0]), "resumed from")
             print(f"ferrolm: kept the best checkpoint (step {saved[0]}, {kept}; the last evaluation had "
                   f"{evals[-1]['val_loss']:.4f}), and the model holds its weights", flush=True)

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{IntoPyDict, PyBool, PyDict, PyFloat, PyInt, PySlice, PyTuple};
 
-use ferrolm::tensor::collected;
+use ferrolm::tensor::{collected, row_major_copy};
 use ferrolm::{ops, Tensor};
 
 use crate::compute;
@@ -620,7 +620,7 @@ impl PyTensor {
             let broadcast = v.broadcast(target.shape()).ok_or_else(|| {
                 ShapeError::new_err(format!("copy_: shape {:?} does not broadcast to {:?}", v.shape(), target.shape()))
             })?;
-            broadcast.iter().copied().collect()
+            row_major_copy(broadcast).py()?
         };
         target.assign(&values).py()?;
         Ok(slf)

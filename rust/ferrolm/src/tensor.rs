@@ -182,6 +182,24 @@ pub fn collected<T>(items: impl ExactSizeIterator<Item = T>) -> Result<Vec<T>> {
     Ok(data)
 }
 
+/// The elements of an ndarray array of any layout in row-major order; [`Error::Memory`] when the
+/// copy cannot be allocated (a broadcast view can be far larger than its data).
+pub fn row_major_copy(array: ArrayViewD<'_, f32>) -> Result<Vec<f32>> {
+    if let Some(contiguous) = array.as_slice() {
+        return copied(contiguous);
+    }
+    // Row by row (an array that is not contiguous has an axis): a reversed or broadcast array's
+    // rows are slices, a transposed one's are not.
+    let mut data = reserved(array.len())?;
+    for row in array.lanes(Axis(array.ndim() - 1)) {
+        match row.as_slice() {
+            Some(row) => data.extend_from_slice(row),
+            None => row.iter().for_each(|&x| data.push(x)),
+        }
+    }
+    Ok(data)
+}
+
 pub(crate) fn cannot_allocate(n: usize) -> Error {
     Error::Memory(format!("cannot allocate {} MB for a tensor", n.saturating_mul(size_of::<f32>()) >> 20))
 }
@@ -219,21 +237,9 @@ impl Tensor {
         Ok(Tensor::build(shape.to_vec(), Elements::new(data), false, Origin::Leaf))
     }
 
-    /// A leaf tensor copied from an ndarray array of any layout; [`Error::Memory`] when the
-    /// copy cannot be allocated (a broadcast view can be far larger than its data).
+    /// A leaf tensor copied from an ndarray array of any layout ([`row_major_copy`]).
     pub fn from_ndarray(array: ArrayViewD<'_, f32>) -> Result<Tensor> {
-        let Some(last) = array.ndim().checked_sub(1).filter(|_| array.as_slice().is_none()) else {
-            return Tensor::from_vec(copied(array.as_slice().unwrap_or(&[]))?, array.shape());
-        };
-        // Row by row: a reversed or broadcast array's rows are slices, a transposed one's are not.
-        let mut data = reserved(array.len())?;
-        for row in array.lanes(Axis(last)) {
-            match row.as_slice() {
-                Some(row) => data.extend_from_slice(row),
-                None => row.iter().for_each(|&x| data.push(x)),
-            }
-        }
-        Tensor::from_vec(data, array.shape())
+        Tensor::from_vec(row_major_copy(array.view())?, array.shape())
     }
 
     /// A copy of the data as an ndarray array.
@@ -301,18 +307,22 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<G>>> + Send + Sync + 'static,
     ) -> Tensor {
-        debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
-        let backward: BackwardFn = Box::new(|ctx| Ok(backward(ctx)?.into_iter().map(|g| g.map(Into::into)).collect()));
-        Tensor::with_storage(Elements::new(data), shape, op, inputs, backward)
+        Tensor::from_op_watching(data, shape, op, inputs, backward, true)
     }
 
-    /// A copy of `x` in the graph: its gradient is the output's, and as that reads no input,
-    /// `x` may change in place afterwards (`snapshot = w.clone()`, then an optimizer step on `w`,
-    /// as in PyTorch); the copy itself may not (backward would pass a gradient through values
-    /// that are no longer `x`'s).
-    pub(crate) fn copy_op(x: &Tensor) -> Result<Tensor> {
-        let backward: BackwardFn = Box::new(|_| Ok(vec![Some(crate::autograd::Grad::Output)]));
-        Ok(Tensor::recorded(Elements::new(copied(&x.read())?), x.shape().to_vec(), "clone", &[x], backward, false))
+    /// `from_op`; `watches_inputs` false for an op whose backward reads no input (a copy's): its
+    /// inputs may change in place afterwards, as in PyTorch (its output may not).
+    pub(crate) fn from_op_watching<G: Into<Grad>>(
+        data: Vec<f32>,
+        shape: Vec<usize>,
+        op: &'static str,
+        inputs: &[&Tensor],
+        backward: impl FnOnce(&crate::autograd::Ctx) -> Result<Vec<Option<G>>> + Send + Sync + 'static,
+        watches_inputs: bool,
+    ) -> Tensor {
+        debug_assert_eq!(data.len(), numel(&shape), "{op} produced a wrong-sized buffer");
+        let backward: BackwardFn = Box::new(|ctx| Ok(backward(ctx)?.into_iter().map(|g| g.map(Into::into)).collect()));
+        Tensor::recorded(Elements::new(data), shape, op, inputs, backward, watches_inputs)
     }
 
     pub(crate) fn with_storage(

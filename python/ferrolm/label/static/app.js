@@ -91,6 +91,14 @@ async function refill() {
   }
 }
 
+// Judgement `id` of `pair` goes on the undo list (once, if a retry), and the pair off the screen:
+// the next one was fetched in advance and shows at once.
+function judged(id, pair) {
+  if (!undoStack.some((j) => j.id === id)) undoStack.push({ id, pair_id: pair.id });
+  saveUndo();
+  if (queue[0] === pair) queue.shift();
+}
+
 async function choose(choice) {
   const pair = queue[0];
   if (!pair || busy) return;
@@ -102,19 +110,15 @@ async function choose(choice) {
     const labeller = $("labeller").value.trim() || undefined; // none: the server's --labeller
     const r = await api("POST", "/api/judgements",
       { pair_id: pair.id, client: clientId, choice, comment: $("comment").value, labeller });
-    if (!undoStack.some((j) => j.id === r.id)) undoStack.push({ id: r.id, pair_id: pair.id }); // once, if a retry
-    saveUndo();
+    judged(r.id, pair);
     $("comment").value = "";
-    if (queue[0] === pair) queue.shift(); // the next pair was fetched in advance: it shows at once
     showProgress(r);
     say(`Saved: ${CHOICE_TEXT[choice]}.`, "saved");
   } catch (e) {
-    const judged = e.status === 409 && e.data && e.data.judged;
-    if (judged) { // saved by an earlier answer of this tab's that never reached the page: kept to undo
-      if (!undoStack.some((j) => j.id === judged.id)) undoStack.push({ id: judged.id, pair_id: pair.id });
-      saveUndo();
-      if (queue[0] === pair) queue.shift();
-      say(`Already saved: ${CHOICE_TEXT[judged.choice]} (an earlier answer that had not reached this page; ` +
+    const earlier = e.status === 409 && e.data && e.data.judged;
+    if (earlier) { // saved by an earlier answer of this tab's that never reached the page: kept to undo
+      judged(earlier.id, pair);
+      say(`Already saved: ${CHOICE_TEXT[earlier.choice]} (an earlier answer that had not reached this page; ` +
         "u undoes it).", "saved");
     } else if (e.status === 409) { // another tab has this pair, and likely the one held with it: ask again
       queue = [];

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::{map, zip, zip3, GRAIN};
 use crate::autograd::Grad;
 use crate::simd;
-use crate::tensor::{zeros_for, Tensor};
+use crate::tensor::{copied, zeros_for, Tensor};
 use crate::{bail, Result};
 
 // ---------------------------------------------------------------- unary
@@ -167,10 +167,13 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// A copy of `x` that stays in the graph (PyTorch's `clone`): its gradient is the output's, and
-/// `x` may change in place after it.
+/// A copy of `x` that stays in the graph (PyTorch's `clone`): its gradient is the output's. As
+/// that reads no input, `x` may change in place afterwards (`snapshot = w.clone()`, then an
+/// optimizer step on `w`); the copy itself may not (its gradient would pass through values that
+/// are no longer `x`'s).
 pub fn copy(x: &Tensor) -> Result<Tensor> {
-    Tensor::copy_op(x)
+    let data = copied(&x.read())?;
+    Ok(Tensor::from_op_watching(data, x.shape().to_vec(), "clone", &[x], |_| Ok(vec![Some(Grad::Output)]), false))
 }
 
 pub fn add_scalar(x: &Tensor, s: f32) -> Result<Tensor> {
