@@ -54,7 +54,9 @@ def register_label(sub) -> None:
                    "the server for pairs (closed, asleep) goes to another tab after this long (default 15)")
     p.add_argument("--raw", action="store_true", help="continue prompts as plain text even with chat models (by default "
                                                       "a model from `ferrolm sft` answers each prompt as a user turn)")
-    p.set_defaults(func=run_label)
+    # export reads only --db and --out: the server's flags given to it are refused, not ignored.
+    server_defaults = {a.dest: a.default for a in p._actions if a.option_strings and a.dest not in ("help", "db", "out")}
+    p.set_defaults(func=run_label, server_defaults=server_defaults)
 
 
 def run_label(args) -> int:
@@ -175,8 +177,10 @@ def run_export(args) -> int:
         raise ValueError("export needs --out FILE (the preference JSONL to write)")
     if Path(args.out).is_dir():  # said by the temporary file's rename, naming that file
         raise ValueError(f"--out {args.out} is a folder: give the JSONL file to write")
-    if args.prompts is not None or args.model_b is not None:
-        raise ValueError("export takes only --db and --out")
+    given = [f"--{dest.replace('_', '-')}" for dest, default in args.server_defaults.items()
+             if getattr(args, dest) != default]
+    if given:
+        raise ValueError(f"export takes only --db and --out, not {', '.join(given)} (the server's flags)")
     prefs = LabelStore.open_existing(args.db).preferences()
     left_out = ", ".join(f"{n} {reason}{'s' if n != 1 and reason in ('tie', 'skip') else ''}"
                          for reason, n in sorted(prefs.skipped.items())) or "none"
