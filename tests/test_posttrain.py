@@ -4,6 +4,7 @@ input."""
 
 import io
 import json
+import re
 import shutil
 import warnings
 
@@ -415,6 +416,14 @@ def test_reward_model_learns_preferences_and_dpo_improves(base, tmp_path):
     train(policy, dpo, TrainConfig(max_iters=40, eval_interval=1000, eval_iters=2, learning_rate=3e-4, warmup_iters=5,
           lr_decay_iters=40, weight_decay=0.0, progress=False), tmp_path / "dpo")
     assert dpo.accuracy(policy) >= 0.9
+    # The logged implicit rewards (TRL's rewards/chosen and rewards/rejected) are β × the batch's log-ratios.
+    batch = dpo.batch("val", np.random.default_rng(5))
+    picked = np.random.default_rng(5).integers(0, len(dpo.data["val"]), size=dpo.batch_size)
+    _, extra = dpo.loss(policy, batch, dropout_seed=0)
+    ratios = dpo.log_ratios(policy)[picked]
+    assert extra["chosen_reward"] == pytest.approx(0.5 * ratios[:, 0].mean(), rel=1e-4, abs=1e-4)
+    assert extra["rejected_reward"] == pytest.approx(0.5 * ratios[:, 1].mean(), rel=1e-4, abs=1e-4)
+    assert extra["margin"] == pytest.approx(extra["chosen_reward"] - extra["rejected_reward"], rel=1e-4, abs=1e-4)
 
 
 def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
@@ -442,6 +451,24 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
+    assert "log-probability against the reference: chosen " in capsys.readouterr().out  # TRL's rewards/chosen, in nats
+    assert {"val_chosen_reward", "val_rejected_reward"} <= set(json.loads((tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()[-1]))
+    # A reward model given where a policy is trained is said to lose its head; `reward` trains its head on.
+    with pytest.warns(UserWarning, match="holds a RewardModel: only its backbone is loaded"):
+        assert ferrolm(["dpo", str(tmp_path / "rm"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo-rm"),
+                        "--max-iters", "0"]) == 0
+    assert ferrolm(["reward", str(tmp_path / "rm"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm-on"),
+                    "--max-iters", "0"]) == 0
+    assert "is a reward model: its head trains on" in capsys.readouterr().err
+    np.testing.assert_array_equal(RewardModel.load(tmp_path / "rm-on").head.weight.numpy(), rm.head.weight.numpy())
+    # Held-out records that are also training records (a file holding each one four times) are counted.
+    (tmp_path / "prefs4.jsonl").write_text("\n".join([(tmp_path / "prefs.jsonl").read_text().strip()] * 4))
+    assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs4.jsonl"), "--out", str(tmp_path / "rm4"),
+                    "--max-iters", "0"]) == 0
+    assert re.search(r"\b[1-9]\d* of the \d+ held-out pairs are also training pairs", capsys.readouterr().err)
+    assert ferrolm(["reward", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "rm1"),
+                    "--max-iters", "0"]) == 0
+    assert "held-out pairs are also" not in capsys.readouterr().err  # distinct pairs: nothing said
     # A model saved over the reward model's weights leaves its head behind: refused, not scored with.
     shutil.copytree(tmp_path / "rm", tmp_path / "rm-over")
     GPT.load(tmp_path / "dpo").save(tmp_path / "rm-over")
@@ -1063,8 +1090,8 @@ def test_a_resume_refuses_a_model_whose_head_was_not_loaded(base, tmp_path):
 def test_presets_are_the_commands_defaults_and_answers_end_at_any_turn_marker(base):
     from ferrolm.cli.posttrain import DEFAULTS
 
-    # The commands' settings as they were before they moved into PRESETS (literal: not read back from it).
-    expected = {"sft": (300, 3e-4, 20), "reward": (300, 3e-4, 20), "dpo": (200, 1e-4, 10), "ppo": (200, 5e-5, 0)}
+    # The commands' settings, literal (not read back from PRESETS); DPO's is TRL's rate.
+    expected = {"sft": (300, 3e-4, 20), "reward": (300, 3e-4, 20), "dpo": (200, 1e-6, 10), "ppo": (200, 5e-5, 0)}
     for kind, (iters, lr, warmup) in expected.items():
         config = TrainConfig.preset(kind)
         assert (config.max_iters, config.learning_rate, config.warmup_iters, config.weight_decay) == (iters, lr, warmup, 0.0)
@@ -1093,3 +1120,42 @@ def test_presets_are_the_commands_defaults_and_answers_end_at_any_turn_marker(ba
     assert reference.tokenizer.vocab_size == reference.vocab_size < model.vocab_size and not reference.is_chat
     text = lambda s: template.tokenizer.encode(s, add_special_tokens=False)
     assert template.decode_response([*text("Who?"), template.user, *text("Stand"), template.end]) == "Who?"
+
+
+def test_objectives_refuse_bad_sizes_other_tokenizers_and_the_wrong_model(base, tmp_path):
+    from ferrolm.train.ppo import PPO, PolicyWithValue
+
+    model = GPT.load(base)
+    template = ChatTemplate.prepare(model)
+    pairs, prefs = chat_data(8)
+    made = {"SFT": lambda b: SFT(pairs, pairs, template, model.block_size, b),
+            "Preferences": lambda b: Preferences(prefs, prefs, template, model.block_size, b),
+            "DPO": lambda b: DPO(model.copy(), prefs, prefs, template, model.block_size, b)}
+    for name, make in made.items():
+        for bad in (0, -1, 2.5):  # they failed at the first batch, inside numpy
+            with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad}"):
+                make(bad)
+    with pytest.raises(ValueError, match="beta must be > 0 and finite in float32"):  # 1e300 is infinite there
+        DPO(model.copy(), prefs, prefs, template, model.block_size, 2, beta=1e300)
+    # A plain GPT where a wrapper is trained: said before step 0, naming the wrapper (was an AttributeError mid-run).
+    config = TrainConfig(max_iters=1, warmup_iters=0, progress=False)
+    with pytest.raises(TypeError, match=r"Preferences trains a RewardModel, not a GPT: wrap it, RewardModel\(gpt\)"):
+        train(model, Preferences(prefs, prefs, template, model.block_size, 2), config, tmp_path / "rm")
+    with pytest.raises(TypeError, match=r"DPO trains a GPT, not a RewardModel"):
+        train(RewardModel(model), DPO(model.copy(), prefs, prefs, template, model.block_size, 2), config, tmp_path / "d")
+    assert not (tmp_path / "rm").exists() and not (tmp_path / "d").exists()
+    with pytest.raises(TypeError, match=r"PPO trains a PolicyWithValue, not a GPT: wrap it, PolicyWithValue\(gpt\)"):
+        PPO(model, model.copy(), RewardModel(model.copy()), ["Who goes there?"], ["Stand, ho!"], template)
+    with pytest.raises(TypeError, match="PPO scores with a RewardModel, not a GPT"):
+        PPO(PolicyWithValue(model), model.copy(), model.copy(), ["Who goes there?"], ["Stand, ho!"], template)
+    # A reference that reads ids by another vocabulary (same size, shifted ids) is refused, as the reward model is.
+    other = model.copy()
+    other.tokenizer = fl.Tokenizer.from_str(model.tokenizer.to_str().replace('"Z"', '"@"'))
+    assert other.tokenizer.get_vocab() != model.tokenizer.get_vocab()
+    with pytest.raises(ValueError, match="the reference reads ids with a different tokenizer"):
+        DPO(other, prefs, prefs, template, model.block_size, 2)
+    with pytest.raises(ValueError, match="the reference reads ids with a different tokenizer"):
+        PPO(PolicyWithValue(model), other, RewardModel(model.copy()), ["Who goes there?"], ["Stand, ho!"], template)
+    dpo = DPO(model.copy(), prefs, prefs, template, model.block_size, 2)
+    with pytest.raises(ValueError, match="the policy reads ids with a different tokenizer"):
+        dpo.loss(other, dpo.batch("train", np.random.default_rng(0)), dropout_seed=None)

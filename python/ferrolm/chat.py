@@ -48,6 +48,17 @@ class ChatTemplate:
             model.core = model.core.with_vocab(tok.vocab_size, seed=0)
         return ChatTemplate(tok)
 
+    def check_reads(self, model, what: str) -> None:
+        """ValueError unless `model` (`what` it is: "the reference") reads ids as this template's
+        tokenizer writes them: by the same vocabulary, or without a tokenizer, one as large."""
+        tok = model.tokenizer
+        if tok is not None and tok.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(f"{what} reads ids with a different tokenizer than the one the data is encoded with: "
+                             "what it makes of them would be meaningless")
+        if model.vocab_size < self.tokenizer.vocab_size:
+            raise ValueError(f"{what} has {model.vocab_size} token embeddings, fewer than the tokenizer's "
+                             f"{self.tokenizer.vocab_size} ids")
+
     def text(self, s: str) -> list[int]:
         return list(self.tokenizer.encode(s, allowed_special="none", disallowed_special="text", add_special_tokens=False))
 

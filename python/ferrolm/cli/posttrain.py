@@ -8,6 +8,7 @@ data order and (PPO) the rollout in progress; MODEL stays the reference (DPO, PP
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -130,9 +131,13 @@ def _start(args, command: str, records: list, system: bool = False):
     from ferrolm.chat import ChatTemplate
     from ferrolm.gpt import GPT
 
+    from ferrolm.models import warn_of_head
+
     v = _values(args, command)
     # A resumed SFT or reward run is all in --out; DPO and PPO keep MODEL as their reference.
     model = GPT.load(args.out if args.resume and command not in KEEP_REFERENCE else args.model)
+    if command != "reward" and not (args.resume and command not in KEEP_REFERENCE):
+        warn_of_head(Path(args.model))  # a reward model's backbone trained as a policy: said (reward keeps its head)
     if command in KEEP_REFERENCE and not model.is_chat:
         print(f"ferrolm {command}: {args.model} is not a chat model (from `ferrolm sft`): it gains the chat tokens and "
               "learns to answer as one (`ferrolm sft` first teaches it the format)", flush=True)
@@ -147,14 +152,20 @@ def held_out(objective, noun: str) -> str:
     return f"the one held-out {noun}" if n == 1 else f"all {n} held-out {noun}s"
 
 
-def _report(command: str, data: dict, counts: dict, unit: str) -> None:
-    """How many records the run trains and evaluates on, and how many were left out."""
-    line = f"{command}: {len(data['train'])} train / {len(data['val'])} val {unit}"
+def _report(command: str, data: dict, counts: dict, unit: str, detail: str = "") -> None:
+    """How many records the run trains and evaluates on, how many were left out, and how many
+    held-out ones are training ones too."""
+    line = f"{command}: {len(data['train'])} train / {len(data['val'])} val {unit}{detail}"
     for key, why in (("skipped_too_long", "too long for the context"), ("skipped_identical", "the same tokens on both sides")):
         left_out = {split: c[key] for split, c in counts.items() if c.get(key)}
         if left_out:
             line += f" (skipped as {why}: " + ", ".join(f"{n} {split}" for split, n in left_out.items()) + ")"
     print(line, flush=True)
+    trained = {json.dumps(row) for row in data["train"]}
+    repeated = sum(json.dumps(row) in trained for row in data["val"])
+    if repeated:  # a file holding each record several times, say: the split does not see it
+        print(f"ferrolm: {repeated} of the {len(data['val'])} held-out {unit} are also training {unit}: the held-out "
+              "metrics partly measure what was learnt by heart", file=sys.stderr, flush=True)
 
 
 def _train(args, v: dict, name: str, model, objective, summary) -> int:
@@ -218,6 +229,12 @@ def run_reward(args) -> int:
     model = RewardModel(gpt)  # on --resume, --out's weights: its head is loaded beside them
     if args.resume:
         load_head(model.head, args.out, HEAD_FILE, "reward_head", "reward")
+    elif (Path(args.model) / HEAD_FILE).is_file():  # MODEL is a reward model: its head trains on, as classify's does
+        try:
+            load_head(model.head, args.model, HEAD_FILE, "reward_head", "reward")
+            print(f"ferrolm: {args.model} is a reward model: its head trains on", file=sys.stderr, flush=True)
+        except ValueError as e:
+            print(f"ferrolm: {e}; a new head is trained", file=sys.stderr, flush=True)
     objective = Preferences(tr, va, template, gpt.block_size, v["batch_size"], skip_long=args.skip_long)
     _report("reward", objective.data, objective.counts, "pairs")
     return _train(args, v, "reward", model, objective, lambda _: f"pairwise accuracy {objective.accuracy(model):.3f} on "
@@ -289,7 +306,7 @@ def run_classify(args) -> int:
         raise ValueError(f"--max-length {args.max_length} is longer than the model's context ({bert.max_len})")
     objective = Classification(train_records, val_records, bert.tokenizer, model.labels, args.max_length or bert.max_len,
                                v["batch_size"], skip_long=args.skip_long, truncate=args.truncate)
-    _report("classify", objective.data, objective.counts, f"texts, labels {model.labels}")
+    _report("classify", objective.data, objective.counts, "texts", f", labels {model.labels}")
     return _train(args, v, "classify", model, objective,
                   lambda _: f"accuracy {objective.accuracy(model):.3f} on {held_out(objective, 'text')}")
 
@@ -315,8 +332,20 @@ def run_dpo(args) -> int:
     model = GPT.load(args.out) if args.resume else start.copy()
     objective = DPO(start, tr, va, template, model.block_size, v["batch_size"], beta=args.beta, skip_long=args.skip_long)
     _report("dpo", objective.data, objective.counts, "pairs")
-    return _train(args, v, "dpo", model, objective,
-                  lambda _: f"implicit-reward accuracy {objective.accuracy(model):.3f} on {held_out(objective, 'pair')}")
+    return _train(args, v, "dpo", model, objective, lambda _: _dpo_summary(objective, model))
+
+
+def _dpo_summary(objective, model) -> str:
+    """The held-out pairs' implicit-reward accuracy and how far each side moved from the reference."""
+    ratios = objective.log_ratios(model)
+    chosen, rejected = ratios.mean(axis=0)
+    line = (f"implicit-reward accuracy {float((ratios[:, 0] > ratios[:, 1]).mean()):.3f} on "
+            f"{held_out(objective, 'pair')}; log-probability against the reference: chosen {chosen:+.2f}, "
+            f"rejected {rejected:+.2f} nats")
+    if chosen < -1:  # the margin grew by unlearning both sides: the model drifts from what it was
+        line += (f" (the chosen answers became e^{-chosen:.1f} times less likely too: a lower --learning-rate "
+                 "keeps the policy nearer its reference)")
+    return line
 
 
 # ---------------------------------------------------------------- ppo

@@ -21,6 +21,7 @@ from ferrolm.autograd import no_grad
 from ferrolm.bert import BERT
 from ferrolm.batching import encode_splits, length_batches, pad_right, real_tokens
 from ferrolm.data import digest
+from ferrolm.jsonl import require_count
 
 HEAD = ("classifier.weight", "classifier.bias")
 
@@ -238,11 +239,13 @@ class Classification:
     their end (`truncate`: a pair, its longer text's first, as Hugging Face's run_glue)."""
 
     kind = "classify"
+    trains = TextClassifier
 
     def __init__(self, train, val, tokenizer, labels: Sequence[str], max_len: int, batch_size: int,
                  skip_long: bool = False, truncate: bool = False) -> None:
         if skip_long and truncate:
             raise ValueError("skip_long and truncate exclude each other: long texts are either left out or cut")
+        require_count("batch_size", batch_size)
         self.labels, self.batch_size, self.pad_id = list(labels), batch_size, tokenizer.pad_id
         index = {label: i for i, label in enumerate(self.labels)}
 

@@ -7,8 +7,6 @@ dropout, which the reference's log-probs do not have either."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 import ferrolm.functional as F
@@ -18,6 +16,7 @@ from ferrolm.gpt import GPT
 from ferrolm.batching import response_mask
 from ferrolm.chat import ChatTemplate
 from ferrolm.data import digest
+from ferrolm.jsonl import require_count
 from ferrolm.gpt import sequence_logprobs, shares_weights
 from ferrolm.train.loop import weights_digest
 from ferrolm.train.reward import encode_preference_splits, split_pairs
@@ -32,11 +31,15 @@ def response_logprobs(model, ids: np.ndarray, lengths: np.ndarray, starts: np.nd
 
 class DPO:
     kind = "dpo"
+    trains = GPT
 
     def __init__(self, reference, train, val, template: ChatTemplate, block_size: int, batch_size: int,
                  beta: float = 0.1, skip_long: bool = False) -> None:
-        if not 0 < beta < math.inf:  # NaN passed, and the first step said "training diverged"
-            raise ValueError(f"beta must be > 0 and finite, got {beta}")
+        # NaN passed, and the first step said "training diverged"; so did a beta of 1e300, infinite in float32.
+        if not 0 < beta <= float(np.finfo(np.float32).max):
+            raise ValueError(f"beta must be > 0 and finite in float32, got {beta}")
+        require_count("batch_size", batch_size)
+        template.check_reads(reference, "the reference")
         self.template, self.batch_size, self.beta = template, batch_size, beta
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long, shifted=True)
         self.data_digest = digest(self.data)
@@ -76,6 +79,7 @@ class DPO:
             if shares_weights(model, self.reference):
                 raise ValueError("the reference shares its weights with the policy being trained, so it would move "
                                  "with it: give DPO a copy (GPT.load of the same directory, or policy.copy())")
+            self.template.check_reads(model, "the policy")
             self._policy = model
         ids, lengths, starts, ref = batch
         lp = response_logprobs(model, ids, lengths, starts)
@@ -85,13 +89,21 @@ class DPO:
         logits = (chosen - rejected) * self.beta
         loss = -F.log_sigmoid(logits).mean()
         margin = logits.numpy()
-        return loss, {"accuracy": float((margin > 0).mean()), "margin": float(margin.mean())}
+        # TRL's rewards/chosen and rewards/rejected: a margin that grows while both fall is the
+        # policy unlearning the chosen answers too (too high a learning rate).
+        return loss, {"accuracy": float((margin > 0).mean()), "margin": float(margin.mean()),
+                      "chosen_reward": self.beta * float(chosen.numpy().mean()),
+                      "rejected_reward": self.beta * float(rejected.numpy().mean())}
+
+    def log_ratios(self, model, split: str = "val") -> np.ndarray:
+        """[N, 2] log π(answer) − log π_ref(answer) of every (chosen, rejected) pair of a split."""
+        return self._logprobs(model, self.data[split]) - self.ref(split)
 
     def accuracy(self, model, split: str = "val") -> float:
         """Implicit-reward accuracy over every pair of a split: the share whose chosen answer
         gains more log-probability over the reference than the rejected one; a tie is a miss,
         as in TRL, so it is 0 at the start, where the policy is the reference."""
-        lp = self._logprobs(model, self.data[split]) - self.ref(split)
+        lp = self.log_ratios(model, split)
         return float((lp[:, 0] > lp[:, 1]).mean())
 
     def tokens(self, batch) -> int:

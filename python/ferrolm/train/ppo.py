@@ -33,7 +33,8 @@ from ferrolm.jsonl import located, require_count
 from ferrolm.data import digest
 from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
 from ferrolm.models import load_head, model_files, save_head
-from ferrolm.train.loop import weights_digest
+from ferrolm.train.loop import check_model, weights_digest
+from ferrolm.train.reward import RewardModel
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -90,12 +91,16 @@ def masked_mean(x, mask: np.ndarray):
 
 class PPO:
     kind = "ppo"
+    trains = PolicyWithValue
 
     def __init__(self, policy: PolicyWithValue, reference: GPT, reward_model, train_prompts: list, val_prompts: list, template: ChatTemplate,
                  rollout_size: int = 16, minibatch_size: int = 8, ppo_epochs: int = 4, max_new_tokens: int = 48,
                  kl_coef: float = 0.1, target_kl: float | None = 6.0, clip: float = 0.2, vf_coef: float = 0.1,
                  gamma: float = 1.0, lam: float = 0.95, temperature: float = 1.0, missing_end_penalty: float = 0.0,
                  skip_long: bool = False) -> None:
+        check_model(self, policy)
+        check_model(self, reward_model, RewardModel, "scores with")
+        check_model(self, reference, GPT, "keeps near")
         if not 0 < temperature < math.inf:
             raise ValueError(f"PPO samples its rollouts: temperature must be > 0 and finite, got {temperature}")
         if not 0 <= missing_end_penalty < math.inf:
@@ -116,13 +121,14 @@ class PPO:
             require_count(name, value)
         if target_kl is not None and not kl_coef > 0:
             raise ValueError(f"kl_coef {kl_coef}: an adaptive KL target scales the coefficient, which cannot grow from 0 "
-                             "(give kl_coef > 0, or no target_kl for a fixed coefficient)")
+                             "(give kl_coef > 0, or no target_kl for a fixed coefficient: --kl-coef, or --target-kl 0 "
+                             "on the command line)")
         if rollout_size % minibatch_size:
             raise ValueError(f"rollout_size {rollout_size} must be a multiple of minibatch_size {minibatch_size} "
                              "(--rollout-size and --batch-size on the command line)")
-        if reward_model.gpt.tokenizer.get_vocab() != template.tokenizer.get_vocab():
-            raise ValueError("the reward model reads ids with a different tokenizer than the policy's: "
-                             "its scores of the policy's responses would be meaningless")
+        template.check_reads(reward_model.gpt, "the reward model")  # its scores of other ids would be meaningless
+        template.check_reads(reference, "the reference")
+        template.check_reads(policy.gpt, "the policy")
         self.reference, self.reward_model, self.template = reference, reward_model, template
         # The ids rollouts are sampled among (a model's vocabulary may be padded past them): every
         # log-probability here is over these.

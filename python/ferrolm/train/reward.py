@@ -15,7 +15,7 @@ from ferrolm.batching import check_fits, encode_splits, keep_fitting, pad_right
 from ferrolm.chat import ChatTemplate
 from ferrolm.conversations import preference
 from ferrolm.data import digest
-from ferrolm.jsonl import located, where_of
+from ferrolm.jsonl import located, require_count, where_of
 from ferrolm.gpt import GPT
 from ferrolm.models import load_head, model_files, require_head, save_head
 
@@ -103,8 +103,10 @@ class Preferences:
     """Bradley–Terry training of a RewardModel on (chosen, rejected) pairs."""
 
     kind = "reward"
+    trains = RewardModel
 
     def __init__(self, train, val, template: ChatTemplate, block_size: int, batch_size: int, skip_long: bool = False) -> None:
+        require_count("batch_size", batch_size)
         self.template, self.batch_size = template, batch_size
         self.data, self.counts = encode_preference_splits(train, val, template, block_size, skip_long)
         self.data_digest = digest(self.data)

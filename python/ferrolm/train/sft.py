@@ -13,7 +13,8 @@ from ferrolm.batching import check_fits, encode_splits, keep_fitting, pad_right
 from ferrolm.chat import ChatTemplate
 from ferrolm.conversations import completion_only, sft_turns
 from ferrolm.data import digest
-from ferrolm.jsonl import located, where_of
+from ferrolm.gpt import GPT
+from ferrolm.jsonl import located, require_count, where_of
 
 
 def check_record(record: object, where: str) -> None:
@@ -39,10 +40,12 @@ def encode_conversations(records: list[dict], template: ChatTemplate, block_size
 
 class SFT:
     kind = "sft"
+    trains = GPT
     loss_is_token_nll = True
 
     def __init__(self, train: list[dict], val: list[dict], template: ChatTemplate, block_size: int, batch_size: int,
                  skip_long: bool = False) -> None:
+        require_count("batch_size", batch_size)
         self.template, self.batch_size = template, batch_size
         rows, self.counts = encode_splits(train, val, lambda r: encode_conversations(r, template, block_size, skip_long),
                                           f"examples fit the context of {block_size} tokens")
