@@ -448,6 +448,8 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     assert state["config"]["grad_accum"] == 2 and state["config"]["beta2"] == 0.99  # from the file
     assert state["config"]["min_lr"] == 5e-5
     assert state["config"]["always_save_checkpoint"] is False
+    # What the file leaves out is train.py's (GPT-2's), as configurator.py runs the file over it: not ferrolm's.
+    assert (state["config"]["beta1"], state["config"]["warmup_iters"], state["config"]["weight_decay"]) == (0.9, 2000, 0.1)
     # nanoGPT's resume: the config file again, its architecture taken from the checkpoint; a
     # changed batch size is said, as other settings that make the run another one.
     with pytest.warns(UserWarning, match="batch_size 4 -> 8"):
@@ -475,7 +477,7 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     (tmp_path / "half.py").write_text("max_iters = 10\nlr_decay_iters = max_iters / 2\nlearning_rate = 1e-3 / 2\n")
     from ferrolm.cli.nanogpt import translate
 
-    assert translate(["pretrain", "half.py"])[2:] == ["--max-iters=10", "--lr-decay-iters=5", "--learning-rate=0.0005"]
+    assert translate(["pretrain", "half.py"])[-3:] == ["--max-iters=10", "--lr-decay-iters=5", "--learning-rate=0.0005"]
     (tmp_path / "later.py").write_text("min_lr = learning_rate / 10\nlearning_rate = 2e-3\n")
     assert main(["pretrain", "later.py"]) == 2
     assert "later.py line 1: min_lr uses learning_rate, which the file does not set before it" in capsys.readouterr().err
@@ -523,7 +525,11 @@ def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spel
     (tmp_path / "cfg.py").write_text("n_layer = 6\nbatch_size = 4\n")
     (tmp_path / "resume.py").write_text("n_layer = 6\ninit_from = 'resume'\n")
     cfg, resume = str(tmp_path / "cfg.py"), str(tmp_path / "resume.py")
-    assert "--n-layer=6" in translate(["pretrain", cfg])
+    flags = translate(["pretrain", "--n_embd=64", cfg])
+    assert "--n-layer=6" in flags and flags.index("--n-layer=6") > flags.index("--n-layer=12")  # the file's, over train.py's
+    assert {"--n-head=12", "--beta2=0.95", "--learning-rate=0.0006", "--out=out", "--grad-accum=40"} <= set(flags)
+    assert flags.index("--n-embd=64") > flags.index("--n-embd=768")  # the command line over train.py's, as in nanoGPT
+    assert translate(["pretrain", "--n_embd=64"]) == ["pretrain", "--n-embd=64"]  # no config file: ferrolm's defaults
     for argv in ([cfg, "--init_from=resume"], [cfg, "--init_from", "resume"], [cfg, "--resume"], [resume]):
         flags = translate(["pretrain", *argv])
         assert "--resume" in flags and not any(f.startswith("--n-layer") for f in flags), argv

@@ -28,9 +28,15 @@ _INTEGER = {k for k, v in {**MODEL_FLAGS, **TRAIN_FLAGS}.items() if type(v) is i
 #: The keys a config file may set: ferrolm's settings, and nanoGPT's names for others.
 KNOWN = set(MODEL_FLAGS) | set(TRAIN_FLAGS) | IGNORED | {"dataset", "out_dir", "gradient_accumulation_steps",
                                                          "init_from", "eval_only"}
-#: The dataset nanoGPT reads when a config names none, and the one that is ferrolm's bundled
-#: corpus (character-level by default).
-NANOGPT_DEFAULT_DATASET = "openwebtext"
+#: nanoGPT train.py's settings (GPT-2 124M on OpenWebText), which configurator.py runs a config
+#: file over: what a config file leaves out takes these, not ferrolm's defaults.
+TRAIN_PY_DEFAULTS = {"dataset": "openwebtext", "out_dir": "out", "eval_interval": 2000, "log_interval": 1,
+                     "eval_iters": 200, "always_save_checkpoint": True, "gradient_accumulation_steps": 5 * 8,
+                     "batch_size": 12, "block_size": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768, "dropout": 0.0,
+                     "bias": False, "learning_rate": 6e-4, "max_iters": 600000, "weight_decay": 0.1, "beta1": 0.9,
+                     "beta2": 0.95, "grad_clip": 1.0, "decay_lr": True, "warmup_iters": 2000, "lr_decay_iters": 600000,
+                     "min_lr": 6e-5}
+#: The nanoGPT dataset that is ferrolm's bundled corpus (character-level by default).
 BUNDLED_DATASET = "shakespeare_char"
 #: Arithmetic allowed in config values (`gradient_accumulation_steps = 5 * 8`).
 OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -42,17 +48,19 @@ def translate(argv: list[str]) -> list[str]:
     after a `--` separator is touched)."""
     if not argv:
         return argv
-    command, out, ignored = argv[0], [argv[0]], []
+    command, out, ignored, configs = argv[0], [], [], False
     init_from = _init_from(argv)
     i = 1
     while i < len(argv):
         arg = argv[i]
         i += 1
         if arg == "--":
-            return out + argv[i - 1:]
+            out += argv[i - 1:]
+            break
         config = config_statements(Path(arg)) if command == "pretrain" and arg.endswith(".py") else None
         if config is not None:
             out += config_flags(Path(arg), config, ignored, init_from)
+            configs = True
             continue
         if not arg.startswith("--"):
             out.append(arg)
@@ -67,7 +75,19 @@ def translate(argv: list[str]) -> list[str]:
             out += _option(name, eq, value, command)
     if ignored:
         print(f"ferrolm: ignoring {', '.join(ignored)} (no meaning here)", file=sys.stderr)
-    return out
+    # As in nanoGPT, the command line's settings, before a config file or after it, fall on train.py's.
+    return [command, *(_train_py_flags(init_from) if configs else []), *out]
+
+
+def _train_py_flags(init_from: str | None) -> list[str]:
+    """train.py's settings as flags, but for the architecture when it comes from a checkpoint
+    (resume) or a model (init_from a directory)."""
+    from_checkpoint = init_from not in (None, "scratch")
+    flags = []
+    for key, value in TRAIN_PY_DEFAULTS.items():
+        if not (from_checkpoint and key in ARCHITECTURE):
+            flags += _option(f"--{key}", "=", str(value).lower() if isinstance(value, bool) else str(value), "pretrain")
+    return flags
 
 
 def _init_from(argv: list[str]) -> str | None:
@@ -189,7 +209,7 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
     nanoGPT, resuming (`init_from` "resume") takes the architecture from the checkpoint, and
     starting from a model (a directory) takes it from the model, but for a shorter block_size."""
     from_model = init_from not in (None, "scratch", "resume")
-    flags = [f"--dataset={NANOGPT_DEFAULT_DATASET}"]  # unless the file names one
+    flags = []
     earlier: dict = {}  # the settings set so far, which later ones may use (`min_lr = learning_rate / 10`)
     for node in statements:
         key = _assigned(node)
