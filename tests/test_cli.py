@@ -2,6 +2,7 @@
 output without a progress bar."""
 
 import json
+import os
 import shutil
 import warnings
 
@@ -138,13 +139,23 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_wh
     # A new run that saves replaces the log with its own.
     assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "3", "--eval-interval", "100", *TINY]) == 0
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [3, 3]
-    # A new run on another corpus replaces the data at once: the earlier run cannot be resumed, and says why.
+    # A new run on another corpus keeps its data aside until its first checkpoint: stopped before
+    # then, the earlier run resumes (the data was replaced at once, and the resume was refused).
+    shutil.copytree(out / "data", tmp_path / "earlier-data")
     other = tmp_path / "other.txt"
     other.write_text(corpus.read_text()[::-1])
     assert main(["pretrain", str(other), "--out", str(out), *diverging, *TINY]) == 2
-    assert "still the earlier run's, from step 3" in capsys.readouterr().err
-    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
-    assert "the training data differs" in capsys.readouterr().err
+    assert "still the earlier run's, from step 3" in capsys.readouterr().err and (out / "data.pending").is_dir()
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 0
+    assert not (out / "data.pending").exists()  # the stopped run's, dropped
+    # Once the new run saves, its data is the run's: moved in with the checkpoint.
+    assert main(["pretrain", str(other), "--out", str(out), "--max-iters", "2", "--eval-interval", "100", *TINY]) == 0
+    assert not (out / "data.pending").exists()
+    # A process that died between its first checkpoint and moving its data in: the resume moves it in.
+    os.replace(out / "data", out / "data.pending")
+    shutil.copytree(tmp_path / "earlier-data", out / "data")
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "3", *TINY]) == 0
+    assert not (out / "data.pending").exists()
     # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a
     # model without one), also from a state written before its digest was recorded.
     state = json.loads((out / "trainer_state.json").read_text())

@@ -212,7 +212,8 @@ def run_pretrain(args) -> int:
     from ferrolm.data import MlmCollator, check_files, corpus_files, prepare_files
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
-    from ferrolm.train.loop import hold_run_directory, kept_evaluations
+    from ferrolm.train.loop import (DATA_DIR, PENDING_DATA_DIR, STATE_FILE, hold_run_directory, kept_evaluations,
+                                    settle_pending_data)
 
     if args.eval_only and not (args.resume or args.init_from):
         raise ValueError("--eval-only evaluates a model: give --resume (the run in --out) or --init-from DIR")
@@ -226,7 +227,7 @@ def run_pretrain(args) -> int:
         saved_model = _model_flags(model)
     out = Path(args.out or f"out-{args.objective or 'causal'}")
     args.out = str(out)
-    data_dir = out / "data"
+    data_dir = out / DATA_DIR
     if args.eval_only and args.init_from:  # a corpus tokenised only to evaluate on: not kept
         data_dir = Path(tempfile.mkdtemp(prefix="ferrolm-eval-"))
         atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
@@ -236,6 +237,7 @@ def run_pretrain(args) -> int:
     if args.resume:
         state = checkpoint_state(out)
         _check_resume_flags(args, state)
+        settle_pending_data(out, state)
         settings = state.get("settings")
         args.objective = state["objective"]
         model = load_model(out)
@@ -308,6 +310,8 @@ def run_pretrain(args) -> int:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        if (out / STATE_FILE).exists():  # an earlier run's checkpoint, resumable until this run's first replaces it
+            data_dir = out / PENDING_DATA_DIR
         shutil.rmtree(data_dir, ignore_errors=True)
         staging.rename(data_dir)
         size = sum(f.stat().st_size for f in files)

@@ -16,6 +16,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ import numpy as np
 from ferrolm import _core
 from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
 from ferrolm.autograd import no_grad
-from ferrolm.data import files_digest
+from ferrolm.data import data_digest, files_digest
 from ferrolm.holding import hold, let_go
 from ferrolm.jsonl import is_count, lines_of, read_json_object, require_count
 from ferrolm.models import TOKENIZER_FILE, replace_stale_hf_files
@@ -41,6 +42,10 @@ from ferrolm.train.memory import check_memory
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 METRICS_FILE = "metrics.jsonl"
+#: Where a command that prepares a run's data in its directory (`ferrolm pretrain`) keeps it, and
+#: where it puts a new run's while an earlier run's checkpoint is there: moved in with the new
+#: run's first checkpoint, so that a run stopped before then leaves the earlier one resumable.
+DATA_DIR, PENDING_DATA_DIR = "data", "data.pending"
 #: A new run's log while the directory still holds an earlier run's checkpoint (see `_RunLog`).
 PENDING_METRICS_FILE = "metrics.pending.jsonl"
 RUN_LOCK_FILE = ".run.lock"  # held while a run trains in the directory (`hold_run_directory`)
@@ -731,6 +736,7 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
         with _interrupts_held():
             checkpoints.save(model, opt, names, state, metrics)
+            _move_in_pending_data(out)  # the checkpoint is this run's now: so is the data
             saved[0] = it  # before a held Ctrl-C is raised, so its message names this checkpoint
         keep_weights()
 
@@ -821,12 +827,37 @@ def _last_checkpoint(step: int | None, earlier: int | None) -> str:
     return "none yet"
 
 
+def settle_pending_data(out: Path, state: dict) -> None:
+    """Before the run in `out` (its checkpoint's `state`) resumes: pending data (see
+    PENDING_DATA_DIR) that the checkpoint was trained on (the process died between the two) is
+    moved in; other pending data (a new run's, stopped before its first checkpoint) is dropped."""
+    pending = out / PENDING_DATA_DIR
+    if not pending.is_dir():
+        return
+    trained_on = state.get("objective_state", {}).get("data")
+    try:
+        trained_on = trained_on is not None and data_digest(pending) == trained_on
+    except (OSError, ValueError):  # cut short while it was prepared
+        trained_on = False
+    if trained_on:
+        _move_in_pending_data(out)
+    else:
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+def _move_in_pending_data(out: Path) -> None:
+    pending = out / PENDING_DATA_DIR
+    if pending.is_dir():  # the data stays mapped (open files): the directory's name may change
+        shutil.rmtree(out / DATA_DIR, ignore_errors=True)
+        os.replace(pending, out / DATA_DIR)
+
+
 class _RunLog:
     """The run's metrics.jsonl, appended to record by record. A new run in a directory that holds
     an earlier run's checkpoint logs to metrics.pending.jsonl until its first checkpoint: the log
     replaces the earlier run's together with the checkpoint, as one of its files. Stopped before
-    then, the new run leaves the earlier run's log and checkpoint as they were (resumable if
-    its data is still there: a command that prepares data in the directory replaced it)."""
+    then, the new run leaves the earlier run's log and checkpoint as they were, resumable (a
+    command that prepares the data there keeps the new run's aside too: PENDING_DATA_DIR)."""
 
     def __init__(self, out: Path, new_run: bool, pending: bool):
         self.path, self.pending = out / METRICS_FILE, (out / PENDING_METRICS_FILE if pending else None)
