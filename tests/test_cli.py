@@ -49,8 +49,12 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "6", "--eval-interval", "3", "--log-interval", "2",
                  *TINY]) == 0
     printed = capsys.readouterr().out
-    assert "step 3: train_loss" in printed  # evaluations print without a progress bar, and so do log lines
+    assert "step 3: train loss" in printed  # evaluations print without a progress bar, and so do log lines
     assert "step 4: loss" in printed and "tokens/s" in printed
+    # A BPE vocabulary the corpus cannot fill is said to fall short (it was silently smaller).
+    assert main(["pretrain", str(corpus), "--tokenizer", "bpe", "--vocab-size", "50000", "--out", str(tmp_path / "bpe"),
+                 "--max-iters", "0", *TINY]) == 0
+    assert "fewer than --vocab-size 50000: the corpus has no more pieces to add" in capsys.readouterr().out
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert state["config"]["lr_decay_iters"] == 6  # a new run decays over its own length
     other = tmp_path / "other.txt"

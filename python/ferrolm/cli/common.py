@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +21,9 @@ TRAIN_FLAGS = {"batch_size": 12, "max_iters": 2000, "learning_rate": 1e-3, "min_
 # short sequences in larger batches, more steps, and BERT's weight decay.
 MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_decay": 0.01, "bias": True}
 
-HELP = {"checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end, or as "
+HELP = {"log_interval": "steps between log lines: in metrics.jsonl, and printed when there is no progress bar "
+                        "(default 10)",
+        "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end, or as "
                                "--always-save-checkpoint says)",
         "always_save_checkpoint": "checkpoint at every evaluation (default true); false: only when the validation loss "
                                   "improves, keeping the best model of a run that overfits (nanoGPT's option)",
@@ -126,7 +129,9 @@ def add_flags(parser, defaults: dict, helps: Optional[dict] = None) -> None:
         metavar = {boolean: "BOOL", dtype: "{" + ",".join(DTYPES) + "}"}.get(kind)
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar=metavar,
                             help=helps.get(name, f"default {default}"))
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar, but a line every --log-interval steps (the default when the output is "
+                             "not a terminal: a file or a pipe)")
 
 
 def resumed(args) -> tuple[str, str]:
@@ -166,6 +171,8 @@ def train_config(values: dict, args, kind: Optional[str] = None):
     from ferrolm.train import TrainConfig
 
     fields = {k: v for k, v in values.items() if k != "batch_size"}
+    # A bar's redrawn lines would fill a log file: piped or redirected, nanoGPT's lines instead.
+    progress = not args.no_progress and sys.stderr.isatty()
     if kind is not None:
-        return TrainConfig.preset(kind, **fields, progress=not args.no_progress)
-    return TrainConfig(**fields, progress=not args.no_progress)
+        return TrainConfig.preset(kind, **fields, progress=progress)
+    return TrainConfig(**fields, progress=progress)

@@ -129,6 +129,7 @@ def _tokenizer_setting(tokenizer: str) -> str:
 def _tokenizer(settings: dict, files: list[Path]):
     """The run's tokenizer (`_corpus_settings`), trained on the corpus files or read from a file."""
     from ferrolm import Tokenizer
+    from ferrolm.cli.tokenizer import note_short_vocabulary
 
     kind = settings["tokenizer"]
     if kind in _TRAINED_HERE:
@@ -136,7 +137,10 @@ def _tokenizer(settings: dict, files: list[Path]):
         # 80 MB string took 1.5 GB to train WordPiece on) and every core.
         if kind != "char":
             print(f"tokenizer: training {kind} on the corpus...", flush=True)
-        return Tokenizer.train([str(f) for f in files], kind=kind, vocab_size=settings["vocab_size"] or 1 << 20)
+        tok = Tokenizer.train([str(f) for f in files], kind=kind, vocab_size=settings["vocab_size"] or 1 << 20)
+        if settings["vocab_size"]:
+            note_short_vocabulary(tok, settings["vocab_size"])
+        return tok
     return Tokenizer.from_file(kind)
 
 
@@ -322,8 +326,11 @@ def run_pretrain(args) -> int:
     if saved_model and m["dropout"] != saved_model["dropout"]:
         print(f"ferrolm: dropout {saved_model['dropout']} -> {m['dropout']}", file=sys.stderr, flush=True)
         model = model.with_dropout(m["dropout"])
+    # A model from --init-from keeps its context, trained on shorter sequences (nanoGPT crops its own).
+    context = _model_flags(model)["block_size"]
+    shorter = f", trained on sequences of {m['block_size']}" if m["block_size"] < context else ""
     print(f"model: {type(model).__name__}, {model.num_parameters() / 1e6:.2f}M parameters, {m['n_layer']} layers, "
-          f"{m['n_head']} heads, width {m['n_embd']}, context {m['block_size']}", flush=True)
+          f"{m['n_head']} heads, width {m['n_embd']}, context {context}{shorter}", flush=True)
     objective = make_objective(data_dir, check_tokens=args.resume)  # a new run's data was checked while staged
     if args.eval_only:
         record = evaluate_model(model, objective, t["eval_iters"], seed=(t["seed"], 0), dtype=config.dtype)
@@ -380,13 +387,14 @@ def register_generate(sub) -> None:
 
 
 def _sampling_flags(p) -> None:
-    """How `generate` and `chat` sample, with nanoGPT's sample.py defaults."""
+    """How `generate` and `chat` sample, with nanoGPT's sample.py defaults (one sample, where
+    sample.py draws 10)."""
     p.add_argument("--max-new-tokens", type=count(), default=500, help="default 500")
     p.add_argument("--temperature", type=non_negative, default=0.8, help="default 0.8 (0: greedy)")
     p.add_argument("--top-k", type=count(), default=200, help="default 200 (0: no limit)")
     p.add_argument("--top-p", type=probability, default=None, help="nucleus sampling mass (default: off)")
     p.add_argument("--repetition-penalty", type=positive, default=1.0, help="default 1.0 (off)")
-    p.add_argument("--seed", type=count(), default=0, help="default 0")
+    p.add_argument("--seed", type=count(), default=1337, help="default 1337 (sample.py's)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", type=dtype, default="float32", metavar="{" + ",".join(DTYPES) + "}",
                    help="float32 (default), or bfloat16: each new token reads bfloat16 copies of the weights, "
@@ -441,7 +449,7 @@ def run_generate(args) -> int:
                                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
                                 seed=args.seed + i, stream=True, chat=chat)
         if i:
-            sys.stdout.write("-" * 15 + "\n")  # between samples, as nanoGPT's sample.py
+            sys.stdout.write("-" * 15 + "\n")  # between samples (nanoGPT's sample.py also ends with one)
         elif chat:
             print("(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
                   file=sys.stderr, flush=True)

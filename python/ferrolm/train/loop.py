@@ -919,7 +919,9 @@ def _progress(config: TrainConfig, start: int):
 
 
 def _describe(bar, record: dict) -> None:
-    text = f"step {record['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step" and isinstance(v, float))
+    # nanoGPT's words ("step 250: train loss 2.4219, val loss 2.4511"); metrics.jsonl keeps the keys.
+    text = f"step {record['step']}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
+                                                  if k != "step" and isinstance(v, float))
     if bar is not None:
         bar.write(text)
     else:
