@@ -612,7 +612,7 @@ def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys, m
                  *tiny]) == 0
     captured = capsys.readouterr()
     assert "no masked-LM head (an encoder-only checkpoint): training a new one" in captured.err  # it failed after tokenising
-    assert "context 16" in captured.out
+    assert "context 32, trained on sequences of 16" in captured.out
     model = BERT.load(tuned)
     assert model.core.has_mlm_head and model.max_len == 32  # the model keeps its positions
     state = json.loads((tuned / "trainer_state.json").read_text())["objective_state"]
@@ -621,7 +621,7 @@ def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys, m
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main(["pretrain", "--resume", "--out", str(tuned), "--max-iters", "4", "--no-progress"]) == 0
-    assert "context 16" in capsys.readouterr().out
+    assert "context 32, trained on sequences of 16" in capsys.readouterr().out
     assert not [w for w in caught if "differ from the run's" in str(w.message)]
     assert json.loads((tuned / "trainer_state.json").read_text())["objective_state"]["mask_prob"] == 0.3  # kept
     assert main(["pretrain", str(corpus), "--mlm-probability", "0.3", *tiny]) == 2

@@ -1,11 +1,14 @@
 """`ferrolm pretrain` / `generate` command-line behaviour: argument checks, resume rules,
 output without a progress bar."""
 
+import errno
+import io
 import json
 import os
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 
 import ferrolm as fl
@@ -160,6 +163,15 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_wh
     shutil.copytree(tmp_path / "earlier-data", out / "data")
     assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "3", *TINY]) == 0
     assert not (out / "data.pending").exists()
+    # Token files edited in place (the same size) are refused: they passed for the prepared data.
+    tokens = np.fromfile(out / "data" / "train.bin", np.uint16)
+    tokens[::-1].tofile(out / "data" / "train.bin")
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
+    assert "the token files in " + str(out / "data") + " changed since they were prepared" in capsys.readouterr().err
+    (out / "data" / "train.bin").unlink()
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
+    assert "train.bin is missing: the run's tokens are incomplete" in capsys.readouterr().err
+    tokens.tofile(out / "data" / "train.bin")
     # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a
     # model without one), also from a state written before its digest was recorded.
     state = json.loads((out / "trainer_state.json").read_text())
@@ -708,6 +720,12 @@ def test_a_second_run_into_a_directory_in_use_is_refused(corpus, tmp_path, capsy
         assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 2
         assert f"{out} is in use by another run (process {holder.pid})" in capsys.readouterr().err
         assert sorted(p.name for p in out.iterdir()) == [".run.lock"]  # nothing prepared or written
+        # Refused before anything is read or trained: a tokenizer (it trained one first), a checkpoint.
+        assert main(["pretrain", str(corpus), "--tokenizer", "bpe", "--out", str(out), "--max-iters", "1", *TINY]) == 2
+        printed = capsys.readouterr()
+        assert "is in use by another run" in printed.err and "training bpe" not in printed.out
+        assert main(["pretrain", "--out", str(out), "--resume", *TINY]) == 2
+        assert "is in use by another run" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()
@@ -766,3 +784,21 @@ def test_a_nanogpt_config_starting_from_a_model_keeps_the_models_architecture(co
                  "--eval-iters", "1", "--sample-tokens", "0", "--no-progress"]) == 0
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["n_layer"] == 1
     assert "n_layer in" in capsys.readouterr().err  # said to be ignored
+
+
+def test_a_metrics_line_that_cannot_be_written_names_its_file(tmp_path, monkeypatch):
+    from ferrolm.train import loop
+
+    log = loop._RunLog(tmp_path, new_run=True, pending=False)
+
+    class Full(io.StringIO):  # a file size limit (ulimit -f) or a full disk
+        name = str(tmp_path / "metrics.jsonl")
+
+        def write(self, text):
+            raise OSError(errno.EFBIG, "File too large")
+
+    log.file.close()
+    log.file = Full()
+    with pytest.raises(OSError, match=r"writing .*metrics.jsonl: File too large"):  # was "[Errno 27] File too large"
+        log.write({"step": 1})
+    log.close()

@@ -154,5 +154,5 @@ except OSError as e:
     print(e)
 """
     message = run_python(code, {})
-    assert f"writing {tmp_path / 'data' / 'train'}.bin" in message and "is the disk full?" in message, message
+    assert f"writing {tmp_path / 'data' / 'train'}.bin" in message and "is the disk full, or a file size limit reached" in message, message
     assert not list((tmp_path / "data").glob("*.bin")) and not list((tmp_path / "data").glob(".*"))

@@ -1060,6 +1060,9 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
     (broken / "metrics.jsonl").write_text("")  # a run that has not saved yet
     with pytest.raises(FileNotFoundError, match="no model was saved there yet"):
         GPT.load(broken)
+    (broken / "trainer_state.json").write_text("{}")  # a checkpoint whose config.json was deleted
+    with pytest.raises(FileNotFoundError, match="has no config.json: the checkpoint there lacks it"):
+        GPT.load(broken)
     with pytest.raises(FileNotFoundError, match="model directory .*does-not-exist does not exist"):
         GPT.load(tmp_path / "does-not-exist")
     with pytest.raises(FileNotFoundError, match="model.safetensors is a file: give the model directory"):

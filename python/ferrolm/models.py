@@ -100,9 +100,12 @@ def model_dir(path: Union[str, Path]) -> Path:
         warnings.warn(f"{path} holds a save that was not finished, which cannot be finished here ({e}): "
                       "reading the files as they are", stacklevel=3)
     if not (path / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: no model was saved there"
-                                + (" yet (a run saves at its first evaluation)" if (path / "metrics.jsonl").exists() else
-                                   " (a model directory holds config.json, model.safetensors and tokenizer.json)"))
+        from ferrolm.train.loop import METRICS_FILE, STATE_FILE
+
+        raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: " + (
+            "the checkpoint there lacks it (deleted?)" if (path / STATE_FILE).exists() else
+            "no model was saved there yet (a run saves at its first evaluation)" if (path / METRICS_FILE).exists() else
+            "no model was saved there (a model directory holds config.json, model.safetensors and tokenizer.json)"))
     return path
 
 

@@ -213,7 +213,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def run_pretrain(args) -> int:
-    from ferrolm.data import MlmCollator, check_files, corpus_files, prepare_files
+    from ferrolm.data import MlmCollator, check_files, check_token_files, corpus_files, prepare_files
     from ferrolm.models import load_model
     from ferrolm.train import CausalLM, MaskedLM, evaluate_model, train
     from ferrolm.train.loop import (DATA_DIR, PENDING_DATA_DIR, STATE_FILE, hold_run_directory, kept_evaluations,
@@ -238,10 +238,13 @@ def run_pretrain(args) -> int:
     if args.init_from and not args.eval_only and Path(args.init_from).resolve() == out.resolve():
         raise ValueError(f"--init-from {args.init_from} is the output directory: training would overwrite the model it "
                          "starts from (choose another --out)")
+    if not args.eval_only:  # first: a second run there is refused before it reads, tokenises or trains anything
+        hold_run_directory(out)
     if args.resume:
         state = checkpoint_state(out)
         _check_resume_flags(args, state)
         settle_pending_data(out, state)
+        check_token_files(data_dir)  # an edit that kept their size passed for the prepared data
         settings = state.get("settings")
         args.objective = state["objective"]
         model = load_model(out)
@@ -297,8 +300,6 @@ def run_pretrain(args) -> int:
         tokenizer = tokenizer or _tokenizer(settings, files)
         if args.objective == "mlm":  # checked before the corpus is tokenised with it
             MlmCollator(tokenizer)  # raises if it lacks [CLS], [SEP], [MASK] or [PAD]
-        if not args.eval_only:
-            hold_run_directory(out)  # from the data's preparation on: a second run there is refused
         # Prepared beside the run's data and put in its place only once the objective takes it:
         # a new run that is refused leaves the run in --out resumable.
         staging = data_dir.with_name(data_dir.name + ".preparing")

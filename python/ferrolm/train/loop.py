@@ -869,8 +869,11 @@ class _RunLog:
     def write(self, record: dict) -> None:
         if self.file is None:  # joined a checkpoint's files: the log is metrics.jsonl now
             self.file = open(self.path, "a", encoding="utf-8")
-        self.file.write(json.dumps(record, default=_plain) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record, default=_plain) + "\n")
+            self.file.flush()
+        except OSError as e:  # said "[Errno 27] File too large", naming no file
+            raise OSError(e.errno, f"writing {self.file.name}: {e.strerror}") from None
 
     def join(self, files: Path) -> None:
         """Called as a checkpoint's `files` are written: a pending log goes with them."""
@@ -881,7 +884,8 @@ class _RunLog:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # a record that could not be written was said by write()
+                self.file.close()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
