@@ -172,6 +172,21 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_wh
     assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 2
     assert "train.bin is missing: the run's tokens are incomplete" in capsys.readouterr().err
     tokens.tofile(out / "data" / "train.bin")
+    # An evaluation reads and moves nothing: pending data a new run is preparing stays, and an
+    # evaluation from a model tokenises elsewhere (it wrote data.pending into --out).
+    shutil.copytree(tmp_path / "earlier-data", out / "data.pending")
+    assert main(["pretrain", "--resume", "--eval-only", "--out", str(out), *TINY]) == 0
+    assert (out / "data.pending").is_dir()
+    shutil.rmtree(out / "data.pending")
+    assert main(["pretrain", str(corpus), "--init-from", str(out), "--eval-only", "--out", str(out), *TINY]) == 0
+    assert not (out / "data.pending").exists()
+    # A new run started while a checkpoint's data is still pending (its process died after saving)
+    # moves that data in first: stopped early itself, it leaves that run resumable.
+    os.replace(out / "data", out / "data.pending")
+    shutil.copytree(tmp_path / "earlier-data", out / "data")
+    assert main(["pretrain", str(corpus), "--out", str(out), *diverging, *TINY]) == 2
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 0
+    capsys.readouterr()
     # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a
     # model without one), also from a state written before its digest was recorded.
     state = json.loads((out / "trainer_state.json").read_text())
@@ -505,9 +520,12 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     from ferrolm.cli.nanogpt import translate
 
     assert translate(["pretrain", "half.py"])[-3:] == ["--max-iters=10", "--lr-decay-iters=5", "--learning-rate=0.0005"]
+    # A setting the file has not set yet is train.py's, as when nanoGPT runs the file over it.
     (tmp_path / "later.py").write_text("min_lr = learning_rate / 10\nlearning_rate = 2e-3\n")
-    assert main(["pretrain", "later.py"]) == 2
-    assert "later.py line 1: min_lr uses learning_rate, which the file does not set before it" in capsys.readouterr().err
+    assert translate(["pretrain", "later.py"])[-2:] == [f"--min-lr={6e-4 / 10}", "--learning-rate=0.002"]
+    (tmp_path / "unset.py").write_text("min_lr = base_lr / 10\n")
+    assert main(["pretrain", "unset.py"]) == 2
+    assert "unset.py line 1: min_lr uses base_lr, which the file does not set before it" in capsys.readouterr().err
     (tmp_path / "owt.py").write_text("dataset = 'openwebtext'\n")
     assert main(["pretrain", "owt.py", "--out", "o", "--n_layer", "1"]) == 2  # option values are not corpus files
     assert "give its text files" in capsys.readouterr().err
@@ -552,6 +570,12 @@ def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spel
     (tmp_path / "cfg.py").write_text("n_layer = 6\nbatch_size = 4\n")
     (tmp_path / "resume.py").write_text("n_layer = 6\ninit_from = 'resume'\n")
     cfg, resume = str(tmp_path / "cfg.py"), str(tmp_path / "resume.py")
+    # ferrolm's --init-from DIR takes the model's architecture too (train.py's 12 layers were refused);
+    # BERT's masked language modelling keeps ferrolm's defaults (train.py's bias=False was refused).
+    for flags in (translate(["pretrain", cfg, "--init-from", "m"]), translate(["pretrain", cfg, "--init-from=m"])):
+        assert not any(f.startswith(("--n-layer", "--n-embd", "--block-size")) for f in flags)
+    mlm = translate(["pretrain", cfg, "--objective", "mlm"])
+    assert not any(f.startswith(("--bias", "--weight-decay", "--n-embd")) for f in mlm) and "--n-layer=6" in mlm
     flags = translate(["pretrain", "--n_embd=64", cfg])
     assert "--n-layer=6" in flags and flags.index("--n-layer=6") > flags.index("--n-layer=12")  # the file's, over train.py's
     assert {"--n-head=12", "--beta2=0.95", "--learning-rate=0.0006", "--out=out", "--grad-accum=40"} <= set(flags)
@@ -737,6 +761,8 @@ def test_a_second_run_into_a_directory_in_use_is_refused(corpus, tmp_path, capsy
 
     assert main(["pretrain", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "none"), *TINY]) == 2
     assert not (tmp_path / "none").exists()
+    assert main(["pretrain", str(corpus), "--out", str(tmp_path / "new" / "deeper"), *TINY, "--n-embd", "15"]) == 2
+    assert not (tmp_path / "new").exists()  # nor the folders made to hold it (the lock is taken first)
     hold_run_directory(tmp_path / "mine")
     try:
         assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import importlib
 import ipaddress
@@ -54,14 +55,20 @@ def register_label(sub) -> None:
                    "the server for pairs (closed, asleep) goes to another tab after this long (default 15)")
     p.add_argument("--raw", action="store_true", help="continue prompts as plain text even with chat models (by default "
                                                       "a model from `ferrolm sft` answers each prompt as a user turn)")
-    # export reads only --db and --out: the server's flags given to it are refused, not ignored.
-    server_defaults = {a.dest: a.default for a in p._actions if a.option_strings and a.dest not in ("help", "db", "out")}
+    # export reads only --db and --out: the server's flags given to it are refused, not ignored. They
+    # are left unset unless given (at their defaults too), and the server fills in their defaults.
+    server_defaults = {}
+    for action in p._actions:
+        if action.option_strings and action.dest not in ("help", "db", "out"):
+            server_defaults[action.dest], action.default = action.default, argparse.SUPPRESS
     p.set_defaults(func=run_label, server_defaults=server_defaults)
 
 
 def run_label(args) -> int:
     if args.model == "export":
         return run_export(args)
+    for name, default in args.server_defaults.items():
+        setattr(args, name, getattr(args, name, default))
     if args.out is not None:
         raise ValueError("--out belongs to `ferrolm label export --db DB --out FILE`")
     if args.prompts is None:
@@ -177,8 +184,7 @@ def run_export(args) -> int:
         raise ValueError("export needs --out FILE (the preference JSONL to write)")
     if Path(args.out).is_dir():  # said by the temporary file's rename, naming that file
         raise ValueError(f"--out {args.out} is a folder: give the JSONL file to write")
-    given = [f"--{dest.replace('_', '-')}" for dest, default in args.server_defaults.items()
-             if getattr(args, dest) != default]
+    given = [f"--{dest.replace('_', '-')}" for dest in args.server_defaults if hasattr(args, dest)]
     if given:
         raise ValueError(f"export takes only --db and --out, not {', '.join(given)} (the server's flags)")
     prefs = LabelStore.open_existing(args.db).preferences()

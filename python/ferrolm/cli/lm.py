@@ -243,7 +243,7 @@ def run_pretrain(args) -> int:
     if args.resume:
         state = checkpoint_state(out)
         _check_resume_flags(args, state)
-        settle_pending_data(out, state)
+        data_dir = settle_pending_data(out, change=not args.eval_only)  # an evaluation holds nothing: it only reads
         check_token_files(data_dir)  # an edit that kept their size passed for the prepared data
         settings = state.get("settings")
         args.objective = state["objective"]
@@ -315,8 +315,10 @@ def run_pretrain(args) -> int:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        if (out / STATE_FILE).exists():  # an earlier run's checkpoint, resumable until this run's first replaces it
-            data_dir = out / PENDING_DATA_DIR
+        if not args.eval_only:
+            settle_pending_data(out)  # an earlier run's, moved in: the earlier run stays resumable
+            if (out / STATE_FILE).exists():  # until this run's first checkpoint replaces it
+                data_dir = out / PENDING_DATA_DIR
         shutil.rmtree(data_dir, ignore_errors=True)
         staging.rename(data_dir)
         size = sum(f.stat().st_size for f in files)

@@ -75,17 +75,19 @@ def translate(argv: list[str]) -> list[str]:
             out += _option(name, eq, value, command)
     if ignored:
         print(f"ferrolm: ignoring {', '.join(ignored)} (no meaning here)", file=sys.stderr)
-    # As in nanoGPT, the command line's settings, before a config file or after it, fall on train.py's.
-    return [command, *(_train_py_flags(init_from) if configs else []), *out]
+    # As in nanoGPT, the command line's settings, before a config file or after it, fall on train.py's
+    # (a GPT's: BERT's masked language modelling keeps ferrolm's defaults for it).
+    mlm = "--objective=mlm" in argv or ["--objective", "mlm"] in [argv[j:j + 2] for j in range(len(argv))]
+    return [command, *(_train_py_flags(init_from, mlm) if configs else []), *out]
 
 
-def _train_py_flags(init_from: str | None) -> list[str]:
+def _train_py_flags(init_from: str | None, mlm: bool) -> list[str]:
     """train.py's settings as flags, but for the architecture when it comes from a checkpoint
-    (resume) or a model (init_from a directory)."""
+    (resume) or a model (init_from a directory), and but for its dataset for a BERT."""
     from_checkpoint = init_from not in (None, "scratch")
     flags = []
     for key, value in TRAIN_PY_DEFAULTS.items():
-        if not (from_checkpoint and key in ARCHITECTURE):
+        if not (from_checkpoint and key in ARCHITECTURE) and not (mlm and key != "dataset"):
             flags += _option(f"--{key}", "=", str(value).lower() if isinstance(value, bool) else str(value), "pretrain")
     return flags
 
@@ -100,7 +102,7 @@ def _init_from(argv: list[str]) -> str | None:
         if arg == "--resume":
             value = "resume"
         name, eq, given = arg.partition("=")
-        if name == "--init_from":  # nanoGPT's spelling (ferrolm's --init-from takes a directory)
+        if name in ("--init_from", "--init-from"):  # nanoGPT's spelling, or ferrolm's (a directory)
             value = given if eq else argv[i + 1] if i + 1 < len(argv) else None
         elif argv[0] == "pretrain" and arg.endswith(".py"):
             for node in config_statements(Path(arg)) or []:
@@ -210,7 +212,8 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
     starting from a model (a directory) takes it from the model, but for a shorter block_size."""
     from_model = init_from not in (None, "scratch", "resume")
     flags = []
-    earlier: dict = {}  # the settings set so far, which later ones may use (`min_lr = learning_rate / 10`)
+    # The settings so far, which later ones may use (`min_lr = learning_rate / 10`): train.py's first.
+    earlier: dict = dict(TRAIN_PY_DEFAULTS)
     for node in statements:
         key = _assigned(node)
         if key is None:

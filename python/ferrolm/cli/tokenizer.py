@@ -43,15 +43,15 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     print(f"trained {tok.kind} tokenizer: {tok.vocab_size} ids in {seconds:.2f}s from {len(files)} "
           f"file{'s' * (len(files) > 1)} -> {args.out}")
-    note_short_vocabulary(tok, args.vocab_size)
+    note_short_vocabulary(tok, args.vocab_size, "a larger corpus, or a lower --min-frequency, gives more")
     return 0
 
 
-def note_short_vocabulary(tok, asked: int) -> None:
+def note_short_vocabulary(tok, asked: int, remedy: str = "a larger corpus gives more") -> None:
     """Says so when a trained BPE or WordPiece tokenizer has fewer ids than `asked` for."""
     if tok.kind != "char" and tok.vocab_size < asked:
-        print(f"note: {tok.vocab_size} ids, fewer than --vocab-size {asked}: the corpus has no more pieces to add (a "
-              "larger corpus, or a lower --min-frequency, gives more)", flush=True)
+        print(f"note: {tok.vocab_size} ids, fewer than --vocab-size {asked}: the corpus has no more pieces to add "
+              f"({remedy})", flush=True)
 
 
 def _tokenizer_encode(args: argparse.Namespace) -> int:

@@ -457,8 +457,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
 
 
 #: The run directories this process holds (`hold_run_directory`): each one's open lock file,
-#: and whether holding it created it.
-_HELD: dict[Path, tuple[Any, bool]] = {}
+#: and the directories holding it created (innermost first).
+_HELD: dict[Path, tuple[Any, list[Path]]] = {}
 
 
 def hold_run_directory(out: str | Path) -> None:
@@ -471,18 +471,18 @@ def hold_run_directory(out: str | Path) -> None:
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: a run writes a directory of files there")
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
     out.mkdir(parents=True, exist_ok=True)
     _HELD[out.resolve()] = hold(out / RUN_LOCK_FILE, lambda owner: OSError(
         f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end")), created
 
 
 def _release_run_directory(out: Path) -> None:
-    lock, created = _HELD.pop(out.resolve(), (None, False))
+    lock, created = _HELD.pop(out.resolve(), (None, []))
     let_go(lock)
-    if created:  # a run refused before it wrote anything leaves no empty directory behind
-        with contextlib.suppress(OSError):
-            out.rmdir()
+    with contextlib.suppress(OSError):  # a run refused before it wrote anything leaves no empty directory behind
+        for directory in created:
+            directory.rmdir()
 
 
 def held_run_directories() -> list[Path]:
@@ -736,8 +736,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                  "config": dataclasses.asdict(config), "objective_state": objective.state(), "settings": settings}
         with _interrupts_held():
             checkpoints.save(model, opt, names, state, metrics)
-            _move_in_pending_data(out)  # the checkpoint is this run's now: so is the data
             saved[0] = it  # before a held Ctrl-C is raised, so its message names this checkpoint
+            _move_in_pending_data(out, state["objective_state"].get("data"))  # the checkpoint vouches for it now
         keep_weights()
 
     bar = _progress(config, step)
@@ -827,29 +827,42 @@ def _last_checkpoint(step: int | None, earlier: int | None) -> str:
     return "none yet"
 
 
-def settle_pending_data(out: Path, state: dict) -> None:
-    """Before the run in `out` (its checkpoint's `state`) resumes: pending data (see
-    PENDING_DATA_DIR) that the checkpoint was trained on (the process died between the two) is
-    moved in; other pending data (a new run's, stopped before its first checkpoint) is dropped."""
-    pending = out / PENDING_DATA_DIR
+def settle_pending_data(out: Path, change: bool = True) -> Path:
+    """The data directory of the checkpoint in `out`: pending data (see PENDING_DATA_DIR) that
+    it was trained on (its process died between the two) is moved in, and other pending data (a
+    new run's, stopped before its first checkpoint) dropped; with `change=False` (a reader, such
+    as an evaluation, that does not hold the directory) nothing moves and the directory that
+    holds the checkpoint's data is returned. Called before a run starts in `out`: a resume, or a
+    new run (which would otherwise replace pending data an earlier run's checkpoint needs)."""
+    pending, data = out / PENDING_DATA_DIR, out / DATA_DIR
     if not pending.is_dir():
-        return
-    trained_on = state.get("objective_state", {}).get("data")
+        return data
     try:
+        trained_on = read_state(out / STATE_FILE).get("objective_state", {}).get("data")
         trained_on = trained_on is not None and data_digest(pending) == trained_on
-    except (OSError, ValueError):  # cut short while it was prepared
+    except (OSError, ValueError):  # no checkpoint, a damaged one, or data cut short while it was prepared
         trained_on = False
+    if not change:
+        return pending if trained_on else data
     if trained_on:
-        _move_in_pending_data(out)
+        _move_in_pending_data(out, data_digest(pending))
     else:
         shutil.rmtree(pending, ignore_errors=True)
+    return data
 
 
-def _move_in_pending_data(out: Path) -> None:
+def _move_in_pending_data(out: Path, trained_on: str | None) -> None:
+    """Moves in the pending data when it is the data `trained_on` (an objective's digest): a
+    checkpoint of this run vouches for it now. Where the move fails (a system that cannot rename
+    a directory of mapped files), the data stays pending, for `settle_pending_data`."""
     pending = out / PENDING_DATA_DIR
-    if pending.is_dir():  # the data stays mapped (open files): the directory's name may change
+    try:
+        if trained_on is None or not pending.is_dir() or data_digest(pending) != trained_on:
+            return
         shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-        os.replace(pending, out / DATA_DIR)
+        os.replace(pending, out / DATA_DIR)  # the run's data stays mapped (open files) under the new name
+    except OSError as e:
+        warnings.warn(f"the run's data stays in {pending} ({e}): a resume moves it in", stacklevel=2)
 
 
 class _RunLog:
