@@ -15,6 +15,9 @@ pairs.jsonl (SFT), prefs.jsonl (the judge's preferences) and prompts.txt (PPO pr
    score, judge rate and KL of fresh samples on unseen prompts, before and after.
 6. DPO on the same pairs: held-out implicit-reward accuracy and the judge's win rate against
    the SFT model.
+
+Each model's fresh answers are also scored by the pretrained model (its loss per character:
+how much like the play they still read), which a judge that only looks for "?" cannot see.
 """
 
 from __future__ import annotations
@@ -115,7 +118,9 @@ def main() -> None:
     def evaluate(model: GPT, seed: int) -> dict:
         responses = sample(model, held_out_prompts, seed)
         scores = [rm.score(p, r) for p, r in zip(held_out_prompts, responses)]
-        return {"rm_score": float(np.mean(scores)), "judge_rate": float(np.mean([judge(r) for r in responses]))}
+        play_like = [float(-base.score(r).mean()) for r in responses if len(r) > 1]
+        return {"rm_score": float(np.mean(scores)), "judge_rate": float(np.mean([judge(r) for r in responses])),
+                "pretrained_loss": float(np.mean(play_like))}
 
     report["sft"] = evaluate(GPT.load(out / "sft"), 7)
 
@@ -139,11 +144,15 @@ def main() -> None:
     policy = GPT.load(out / "sft")
     ChatTemplate.prepare(policy)
     dpo = DPO(GPT.load(out / "sft"), prefs[:split], prefs[split:], template, policy.block_size, 16, beta=0.1)
-    train(policy, dpo, config(steps(300), 2e-4), out / "dpo")
+    # At 2e-4 the judge preferred DPO's answers 95% of the time, but they were short and garbled
+    # (pretrained loss 2.66 against SFT's 1.89; the chosen answers 23 nats less likely than under
+    # the reference): the policy had unlearned the play to end its lines with "?".
+    train(policy, dpo, config(steps(300), 2e-5), out / "dpo")
     dpo_responses = sample(policy, held_out_prompts, 7)
     sft_responses = sample(GPT.load(out / "sft"), held_out_prompts, 7)
     wins = [judge(a) - judge(b) for a, b in zip(dpo_responses, sft_responses)]
     report["dpo"] = {"heldout_implicit_reward_accuracy": dpo.accuracy(policy),
+                     "chosen_rejected_log_ratio": dpo.log_ratios(policy).mean(axis=0).tolist(),
                      "judge_win_rate_vs_sft": (sum(w > 0 for w in wins) + 0.5 * sum(w == 0 for w in wins)) / len(wins),
                      **evaluate(policy, 7)}
     report["seconds"] = time.perf_counter() - t0
