@@ -361,6 +361,13 @@ def test_a_warmup_longer_than_the_run_is_said(tmp_path):
         said_so = [str(w.message) for w in caught if "outlasts" in str(w.message)]
         assert said_so == ["the warmup (100 steps) outlasts the run (4 steps): the learning rate rises to 3.96e-05 "
                            "only, not 0.001 (give a smaller warmup_iters, --warmup-iters)"] * said, said_so
+    # A resume was said to outlast the run when it started; resumed past max_iters, it is refused, not warned of.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="past max_iters=2"):
+            train(GPT.load(tmp_path / "run"), CausalLM(tmp_path / "data", 32, 4),
+                  TrainConfig(max_iters=2, eval_iters=1, progress=False), tmp_path / "run", resume=True)
+    assert not [w for w in caught if "outlasts" in str(w.message)]
     # A warmup past the decay's end jumps from near the peak to min_lr (nanoGPT's schedule does too).
     config = TrainConfig(max_iters=6, warmup_iters=4, lr_decay_iters=3, eval_iters=1, progress=False)
     with pytest.warns(UserWarning, match="warmup \\(4 steps\\) outlasts the decay \\(lr_decay_iters 3\\): the learning "

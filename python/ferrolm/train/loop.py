@@ -436,7 +436,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     fl.load_model...), else ValueError. Without it, an earlier run's checkpoint and log in
     `out_dir` stay until this run's first checkpoint replaces them (see `_RunLog`)."""
     config = config.resolved()  # checked again: fields may have been set since it was made
-    if config.decay_lr and 0 < config.max_iters <= config.warmup_iters:
+    # (Not for a resume: said when the run started, and a resume past max_iters is refused.)
+    if config.decay_lr and 0 < config.max_iters <= config.warmup_iters and not resume:
         steps = f"{config.max_iters} step" + ("s" if config.max_iters > 1 else "")
         warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the learning rate rises "
                       f"to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} (give a smaller "
