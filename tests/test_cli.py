@@ -187,6 +187,16 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_wh
     assert main(["pretrain", str(corpus), "--out", str(out), *diverging, *TINY]) == 2
     assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "4", *TINY]) == 0
     capsys.readouterr()
+    # Pending data that cannot be moved in (here `data` is a file) stays, and a new run is refused
+    # rather than replacing it: the checkpoint's data is there only.
+    os.replace(out / "data", out / "data.pending")
+    (out / "data").write_text("not a folder")
+    with pytest.warns(UserWarning, match="the run's data stays in .*data.pending"):
+        assert main(["pretrain", str(corpus), "--out", str(out), *diverging, *TINY]) == 2
+    assert "holds the data of the checkpoint in" in capsys.readouterr().err and (out / "data.pending" / "meta.json").exists()
+    (out / "data").unlink()
+    assert main(["pretrain", "--resume", "--out", str(out), "--max-iters", "5", *TINY]) == 0
+    capsys.readouterr()
     # A resume needs the tokenizer the run's data was encoded with (it trained on and saved a
     # model without one), also from a state written before its digest was recorded.
     state = json.loads((out / "trainer_state.json").read_text())
@@ -576,6 +586,9 @@ def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spel
         assert not any(f.startswith(("--n-layer", "--n-embd", "--block-size")) for f in flags)
     mlm = translate(["pretrain", cfg, "--objective", "mlm"])
     assert not any(f.startswith(("--bias", "--weight-decay", "--n-embd")) for f in mlm) and "--n-layer=6" in mlm
+    (tmp_path / "uses.py").write_text("lr_decay_iters = max_iters\n")  # a BERT's run does not take train.py's 600000
+    with pytest.raises(ValueError, match="lr_decay_iters uses max_iters, which the file does not set before it"):
+        translate(["pretrain", str(tmp_path / "uses.py"), "--objective", "mlm"])
     flags = translate(["pretrain", "--n_embd=64", cfg])
     assert "--n-layer=6" in flags and flags.index("--n-layer=6") > flags.index("--n-layer=12")  # the file's, over train.py's
     assert {"--n-head=12", "--beta2=0.95", "--learning-rate=0.0006", "--out=out", "--grad-accum=40"} <= set(flags)
@@ -763,6 +776,9 @@ def test_a_second_run_into_a_directory_in_use_is_refused(corpus, tmp_path, capsy
     assert not (tmp_path / "none").exists()
     assert main(["pretrain", str(corpus), "--out", str(tmp_path / "new" / "deeper"), *TINY, "--n-embd", "15"]) == 2
     assert not (tmp_path / "new").exists()  # nor the folders made to hold it (the lock is taken first)
+    (tmp_path / "empty").mkdir()  # `new/../empty` is `empty`, which was there: it stays, and `new` is not made
+    assert main(["pretrain", str(corpus), "--out", str(tmp_path / "new" / ".." / "empty"), *TINY, "--n-embd", "15"]) == 2
+    assert (tmp_path / "empty").is_dir() and not (tmp_path / "new").exists()
     hold_run_directory(tmp_path / "mine")
     try:
         assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "1", *TINY]) == 0

@@ -368,6 +368,9 @@ def test_a_warmup_longer_than_the_run_is_said(tmp_path):
             train(GPT.load(tmp_path / "run"), CausalLM(tmp_path / "data", 32, 4),
                   TrainConfig(max_iters=2, eval_iters=1, progress=False), tmp_path / "run", resume=True)
     assert not [w for w in caught if "outlasts" in str(w.message)]
+    with pytest.warns(UserWarning, match="outlasts the run \\(6 steps\\)"):  # a schedule changed on resume is checked
+        train(GPT.load(tmp_path / "run"), CausalLM(tmp_path / "data", 32, 4),
+              TrainConfig(max_iters=6, eval_iters=1, progress=False), tmp_path / "run", resume=True)
     # A warmup past the decay's end jumps from near the peak to min_lr (nanoGPT's schedule does too).
     config = TrainConfig(max_iters=6, warmup_iters=4, lr_decay_iters=3, eval_iters=1, progress=False)
     with pytest.warns(UserWarning, match="warmup \\(4 steps\\) outlasts the decay \\(lr_decay_iters 3\\): the learning "

@@ -316,7 +316,10 @@ def run_pretrain(args) -> int:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         if not args.eval_only:
-            settle_pending_data(out)  # an earlier run's, moved in: the earlier run stays resumable
+            # An earlier checkpoint's pending data is moved in first: that run stays resumable.
+            if settle_pending_data(out) != data_dir:
+                raise OSError(f"{out / PENDING_DATA_DIR} holds the data of the checkpoint in {out}, which could not be "
+                              "moved into its place: resume that run (--resume), or give another --out")
             if (out / STATE_FILE).exists():  # until this run's first checkpoint replaces it
                 data_dir = out / PENDING_DATA_DIR
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -50,6 +50,8 @@ def translate(argv: list[str]) -> list[str]:
         return argv
     command, out, ignored, configs = argv[0], [], [], False
     init_from = _init_from(argv)
+    # BERT's masked language modelling keeps ferrolm's defaults: nanoGPT's train.py is a GPT's.
+    mlm = "--objective=mlm" in argv or ["--objective", "mlm"] in [argv[j:j + 2] for j in range(len(argv))]
     i = 1
     while i < len(argv):
         arg = argv[i]
@@ -59,7 +61,7 @@ def translate(argv: list[str]) -> list[str]:
             break
         config = config_statements(Path(arg)) if command == "pretrain" and arg.endswith(".py") else None
         if config is not None:
-            out += config_flags(Path(arg), config, ignored, init_from)
+            out += config_flags(Path(arg), config, ignored, init_from, mlm)
             configs = True
             continue
         if not arg.startswith("--"):
@@ -75,9 +77,7 @@ def translate(argv: list[str]) -> list[str]:
             out += _option(name, eq, value, command)
     if ignored:
         print(f"ferrolm: ignoring {', '.join(ignored)} (no meaning here)", file=sys.stderr)
-    # As in nanoGPT, the command line's settings, before a config file or after it, fall on train.py's
-    # (a GPT's: BERT's masked language modelling keeps ferrolm's defaults for it).
-    mlm = "--objective=mlm" in argv or ["--objective", "mlm"] in [argv[j:j + 2] for j in range(len(argv))]
+    # As in nanoGPT, the command line's settings, before a config file or after it, fall on train.py's.
     return [command, *(_train_py_flags(init_from, mlm) if configs else []), *out]
 
 
@@ -205,15 +205,17 @@ def _value(node: ast.expr, earlier: dict):
     raise ValueError
 
 
-def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], init_from: str | None = None) -> list[str]:
+def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], init_from: str | None = None,
+                 mlm: bool = False) -> list[str]:
     """The flags the statements of the nanoGPT config file `path` set, in its order (later
     command-line flags win); the keys that mean nothing here are added to `ignored`. As in
     nanoGPT, resuming (`init_from` "resume") takes the architecture from the checkpoint, and
     starting from a model (a directory) takes it from the model, but for a shorter block_size."""
     from_model = init_from not in (None, "scratch", "resume")
     flags = []
-    # The settings so far, which later ones may use (`min_lr = learning_rate / 10`): train.py's first.
-    earlier: dict = dict(TRAIN_PY_DEFAULTS)
+    # The settings so far, which later ones may use (`min_lr = learning_rate / 10`): train.py's
+    # first, but for a BERT, whose run does not take them.
+    earlier: dict = {} if mlm else dict(TRAIN_PY_DEFAULTS)
     for node in statements:
         key = _assigned(node)
         if key is None:

@@ -436,17 +436,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     fl.load_model...), else ValueError. Without it, an earlier run's checkpoint and log in
     `out_dir` stay until this run's first checkpoint replaces them (see `_RunLog`)."""
     config = config.resolved()  # checked again: fields may have been set since it was made
-    # (Not for a resume: said when the run started, and a resume past max_iters is refused.)
-    if config.decay_lr and 0 < config.max_iters <= config.warmup_iters and not resume:
-        steps = f"{config.max_iters} step" + ("s" if config.max_iters > 1 else "")
-        warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the learning rate rises "
-                      f"to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} (give a smaller "
-                      "warmup_iters, --warmup-iters)", stacklevel=2)
-    elif config.decay_lr and config.max_iters > config.warmup_iters > config.decay_end:
-        warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the decay (lr_decay_iters {config.decay_end}): "
-                      f"the learning rate drops from {config.lr_at(config.warmup_iters - 1):.3g} to min_lr "
-                      f"{config.final_lr:g} at step {config.warmup_iters} (give a larger lr_decay_iters, "
-                      "--lr-decay-iters)", stacklevel=2)
+    if not resume:  # a resume's schedule is checked against its checkpoint's (`_run`)
+        _warn_of_schedule(config, stacklevel=2)
     out, held = Path(out_dir), Path(out_dir).resolve() in _HELD
     try:
         with using_precision(config.dtype):
@@ -455,6 +446,21 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
         if not held:
             _release_run_directory(out)
         _core.release_memory()  # the step buffers the allocator kept for the next step
+
+
+def _warn_of_schedule(config: TrainConfig, stacklevel: int) -> None:
+    """Warns of a learning-rate schedule that never reaches its rate, or that drops to min_lr
+    where its warmup ends."""
+    if config.decay_lr and 0 < config.max_iters <= config.warmup_iters:
+        steps = f"{config.max_iters} step" + ("s" if config.max_iters > 1 else "")
+        warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the run ({steps}): the learning rate rises "
+                      f"to {config.lr_at(config.max_iters - 1):.3g} only, not {config.learning_rate:g} (give a smaller "
+                      "warmup_iters, --warmup-iters)", stacklevel=stacklevel + 1)
+    elif config.decay_lr and config.max_iters > config.warmup_iters > config.decay_end:
+        warnings.warn(f"the warmup ({config.warmup_iters} steps) outlasts the decay (lr_decay_iters {config.decay_end}): "
+                      f"the learning rate drops from {config.lr_at(config.warmup_iters - 1):.3g} to min_lr "
+                      f"{config.final_lr:g} at step {config.warmup_iters} (give a larger lr_decay_iters, "
+                      "--lr-decay-iters)", stacklevel=stacklevel + 1)
 
 
 #: The run directories this process holds (`hold_run_directory`): each one's open lock file,
@@ -472,8 +478,9 @@ def hold_run_directory(out: str | Path) -> None:
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: a run writes a directory of files there")
-    created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
-    out.mkdir(parents=True, exist_ok=True)
+    resolved = out.resolve()  # `a/../b` makes b, not a
+    created = [p for p in (resolved, *resolved.parents) if not p.exists()]  # innermost first
+    resolved.mkdir(parents=True, exist_ok=True)
     _HELD[out.resolve()] = hold(out / RUN_LOCK_FILE, lambda owner: OSError(
         f"{out} is in use by another run (process {owner}): give another --out, or wait for it to end")), created
 
@@ -666,6 +673,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         if step > config.max_iters:
             raise ValueError(f"cannot resume: the checkpoint in {out} is at step {step}, past max_iters={config.max_iters} "
                              "(give a larger max_iters, --max-iters, to train further)")
+        if any(state["config"].get(k) != getattr(config, k) for k in ("max_iters", "warmup_iters", "lr_decay_iters")):
+            _warn_of_schedule(config, stacklevel=3)  # a schedule changed since the run started
         rng.bit_generator.state = state["rng"]
         evals = state.get("evals", [])
         if hasattr(objective, "load_state"):
@@ -847,8 +856,8 @@ def settle_pending_data(out: Path, change: bool = True) -> Path:
         return pending if trained_on else data
     if trained_on:
         _move_in_pending_data(out, data_digest(pending))
-    else:
-        shutil.rmtree(pending, ignore_errors=True)
+        return pending if pending.is_dir() else data  # a move that failed leaves it there
+    shutil.rmtree(pending, ignore_errors=True)
     return data
 
 
@@ -862,7 +871,7 @@ def _move_in_pending_data(out: Path, trained_on: str | None) -> None:
             return
         shutil.rmtree(out / DATA_DIR, ignore_errors=True)
         os.replace(pending, out / DATA_DIR)  # the run's data stays mapped (open files) under the new name
-    except OSError as e:
+    except (OSError, ValueError) as e:
         warnings.warn(f"the run's data stays in {pending} ({e}): a resume moves it in", stacklevel=2)
 
 
