@@ -118,9 +118,11 @@ def main() -> None:
     def evaluate(model: GPT, seed: int) -> dict:
         responses = sample(model, held_out_prompts, seed)
         scores = [rm.score(p, r) for p, r in zip(held_out_prompts, responses)]
-        play_like = [float(-base.score(r).mean()) for r in responses if len(r) > 1]
+        # Each answer as a line of the play (after a newline), every character scored; empty ones counted.
+        play_like = [float(-base.score("\n" + r).mean()) for r in responses if r]
         return {"rm_score": float(np.mean(scores)), "judge_rate": float(np.mean([judge(r) for r in responses])),
-                "pretrained_loss": float(np.mean(play_like))}
+                "pretrained_loss": float(np.mean(play_like)) if play_like else None,
+                "empty_answers": len(responses) - len(play_like)}
 
     report["sft"] = evaluate(GPT.load(out / "sft"), 7)
 
@@ -144,9 +146,10 @@ def main() -> None:
     policy = GPT.load(out / "sft")
     ChatTemplate.prepare(policy)
     dpo = DPO(GPT.load(out / "sft"), prefs[:split], prefs[split:], template, policy.block_size, 16, beta=0.1)
-    # At 2e-4 the judge preferred DPO's answers 95% of the time, but they were short and garbled
-    # (pretrained loss 2.66 against SFT's 1.89; the chosen answers 23 nats less likely than under
-    # the reference): the policy had unlearned the play to end its lines with "?".
+    # At 2e-4 the judge preferred DPO's answers 96% of the time, but they were short and garbled
+    # (pretrained loss 2.66 where SFT's answers to the same prompts scored 1.89; the chosen answers
+    # 23 nats less likely than under the reference): the policy had unlearned the play to end its
+    # lines with "?".
     train(policy, dpo, config(steps(300), 2e-5), out / "dpo")
     dpo_responses = sample(policy, held_out_prompts, 7)
     sft_responses = sample(GPT.load(out / "sft"), held_out_prompts, 7)
