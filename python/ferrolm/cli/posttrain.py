@@ -135,9 +135,10 @@ def _start(args, command: str, records: list, system: bool = False):
 
     v = _values(args, command)
     # A resumed SFT or reward run is all in --out; DPO and PPO keep MODEL as their reference.
-    model = GPT.load(args.out if args.resume and command not in KEEP_REFERENCE else args.model)
-    if command != "reward" and not (args.resume and command not in KEEP_REFERENCE):
-        warn_of_head(Path(args.model))  # a reward model's backbone trained as a policy: said (reward keeps its head)
+    source = args.out if args.resume and command not in KEEP_REFERENCE else args.model
+    model = GPT.load(source)
+    if source == args.model and command != "reward":  # reward trains MODEL's head on (run_reward)
+        warn_of_head(Path(args.model))  # a reward model's backbone trained as a policy: said
     if command in KEEP_REFERENCE and not model.is_chat:
         print(f"ferrolm {command}: {args.model} is not a chat model (from `ferrolm sft`): it gains the chat tokens and "
               "learns to answer as one (`ferrolm sft` first teaches it the format)", flush=True)

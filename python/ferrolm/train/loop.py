@@ -848,14 +848,14 @@ def settle_pending_data(out: Path, change: bool = True) -> Path:
     if not pending.is_dir():
         return data
     try:
-        trained_on = read_state(out / STATE_FILE).get("objective_state", {}).get("data")
-        trained_on = trained_on is not None and data_digest(pending) == trained_on
+        digest = read_state(out / STATE_FILE).get("objective_state", {}).get("data")
+        trained_on = digest is not None and data_digest(pending) == digest
     except (OSError, ValueError):  # no checkpoint, a damaged one, or data cut short while it was prepared
         trained_on = False
     if not change:
         return pending if trained_on else data
     if trained_on:
-        _move_in_pending_data(out, data_digest(pending))
+        _move_in_pending_data(out, digest)
         return pending if pending.is_dir() else data  # a move that failed leaves it there
     shutil.rmtree(pending, ignore_errors=True)
     return data
