@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -7,6 +8,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 #: Whether this CPU runs bfloat16 products (elsewhere they stay float32, and tests check that).
 BF16_CPU = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+
+# A shell without job control starts `pytest &` with SIGINT ignored, which every interpreter the
+# tests start would inherit: the Ctrl-C tests' would never see theirs. A handled signal is reset
+# to the default at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

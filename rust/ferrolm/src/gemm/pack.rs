@@ -54,6 +54,7 @@ pub(super) fn pack_b_panel<const NR: usize>(b: &MatRef, k0: usize, kc: usize, j0
 /// # Safety
 /// `tile` reads and writes only what it is given; `b` passed `MatRef::in_bounds`, and the block
 /// lies inside it.
+#[cfg(target_arch = "x86_64")] // its callers are the x86 kernels
 pub(super) unsafe fn pack_b_transposed<const NR: usize, const T: usize>(
     b: &MatRef,
     k0: usize,
