@@ -6,6 +6,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import warnings
 
 import numpy as np
@@ -739,6 +740,26 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
     assert model.generate(history, 15, temperature=0.0, chat=True) == conversation.send("Stand, ho!", 15)
     with pytest.raises(ValueError, match="pass chat=True"):
         model.generate(history, 15)
+
+
+def test_rust_answers_a_chat_model_s_prompt_as_python_does(base, tmp_path, repo):
+    # Fine-tuned to answer "A friend." and end: the answer must stop at <|end|> in Rust too.
+    data = tmp_path / "talk.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": p, "response": "A friend."}) for p in ("Who goes there?", "Stand!")))
+    assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "sft"), "--max-iters", "60",
+                    "--learning-rate", "3e-3", "--warmup-iters", "5", "--eval-interval", "60", "--eval-iters", "1",
+                    "--no-progress"]) == 0
+    model = GPT.load(tmp_path / "sft")
+    for prompt, flags in (("Who goes there?", []), ("Who goes there?", ["--raw"]), ("Stand, ho!", ["--stop", "end"])):
+        chat = not flags or flags[0] != "--raw"
+        expected = model.generate(prompt, 40, temperature=0, chat=chat, stop=flags[1:] or None)
+        out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
+                              str(tmp_path / "sft"), "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0",
+                              *flags], cwd=repo, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == ("" if chat else prompt) + expected + "\n", flags
+        assert ("(chat model: the prompt is a user turn" in out.stderr) == chat
+    assert model.generate("Who goes there?", 40, temperature=0, chat=True) == "A friend."  # ended at <|end|>
 
 
 # ---------------------------------------------------------------- bad input

@@ -5,13 +5,16 @@
 //!     --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-k 200 --seed 0 --stop "JULIET:"
 //! ```
 //! A temperature of 0 is greedy decoding. Text is printed as it is generated, decoded by the
-//! same `TextStream` as Python's `generate(stream=True)`. `--dtype bfloat16` decodes from
+//! same `TextStream` as Python's `generate(stream=True)`. A chat model's (from `ferrolm sft`)
+//! prompt is a user turn and only its answer is printed, as `ferrolm generate` does; `--raw`
+//! continues the prompt as plain text instead. `--dtype bfloat16` decodes from
 //! bfloat16 copies of the weights (`gemm::set_matmul_precision`), as `ferrolm generate` does.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ferrolm::chat::{ChatTemplate, Role};
 use ferrolm::gemm::{set_matmul_precision, MatmulPrecision};
 use ferrolm::generate::{Sampling, TextGeneration};
 use ferrolm::model::Gpt;
@@ -19,7 +22,7 @@ use ferrolm::tokenizer::Tokenizer;
 
 const USAGE: &str = "usage: generate MODEL_DIR [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-k K] \
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--stop-token TOKEN]... \
-                     [--dtype float32|bfloat16]";
+                     [--dtype float32|bfloat16] [--raw]";
 
 struct Args {
     dir: PathBuf,
@@ -30,6 +33,8 @@ struct Args {
     /// Tokens (their text, as `<|endoftext|>`) that end the text.
     stop_tokens: Vec<String>,
     precision: MatmulPrecision,
+    /// A chat model's prompt continued as plain text, not answered as a user turn.
+    raw: bool,
 }
 
 /// The command line, or None when it asks for help.
@@ -47,10 +52,15 @@ fn parse_args() -> Result<Option<Args>, String> {
         stops: Vec::new(),
         stop_tokens: Vec::new(),
         precision: MatmulPrecision::F32,
+        raw: false,
     };
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(None);
+        }
+        if flag == "--raw" {
+            parsed.raw = true;
+            continue;
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -109,13 +119,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let model = Gpt::load(&args.dir)?;
     let tokenizer = Tokenizer::from_file(&args.dir)?;
-    let stop_tokens = (args.stop_tokens.iter())
+    let mut stop_tokens = (args.stop_tokens.iter())
         .map(|t| tokenizer.token_to_id(t).ok_or(format!("--stop-token {t}: not a token of {}", args.dir.display())))
         .collect::<Result<Vec<u32>, String>>()?;
     let (prompt, n) = (&args.prompt, args.max_new_tokens);
-    let pieces = TextGeneration::new(&model, &tokenizer, prompt, n, args.sampling, &args.stops, &stop_tokens)?;
+    let chat = ChatTemplate::new(&tokenizer).ok().filter(|_| !args.raw);
+    let pieces = match chat {
+        Some(template) => {
+            eprintln!(
+                "(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)"
+            );
+            stop_tokens.extend(template.turn_ends());
+            let ids = template.prompt_ids(&tokenizer, &[(Role::User, prompt)])?;
+            TextGeneration::from_ids(&model, &tokenizer, ids, n, args.sampling, &args.stops, &stop_tokens)?
+        }
+        None => TextGeneration::new(&model, &tokenizer, prompt, n, args.sampling, &args.stops, &stop_tokens)?,
+    };
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", args.prompt)?;
+    if chat.is_none() {
+        write!(out, "{}", args.prompt)?;
+    }
     for piece in pieces {
         write!(out, "{}", piece?)?;
         out.flush()?;

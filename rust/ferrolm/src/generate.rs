@@ -516,13 +516,27 @@ impl<'t> TextGeneration<'t> {
         stops: &[String],
         stop_tokens: &[u32],
     ) -> Result<Self> {
-        let text = TextStream::new(stops, stop_tokens)?;
         let ids = tokenizer.encode(prompt, &EncodeOptions { add_special_tokens: false, ..Default::default() })?;
         ensure!(
             !ids.is_empty(),
             Argument,
             "generate: the prompt {prompt:?} encodes to no tokens; give at least one character the tokenizer keeps"
         );
+        Self::from_ids(model, tokenizer, ids, max_new_tokens, sampling, stops, stop_tokens)
+    }
+
+    /// As [`TextGeneration::new`], from a prompt already encoded (a chat prompt from
+    /// [`crate::chat::ChatTemplate::prompt_ids`], say).
+    pub fn from_ids(
+        model: &Gpt,
+        tokenizer: &'t Tokenizer,
+        ids: Vec<u32>,
+        max_new_tokens: usize,
+        sampling: Sampling,
+        stops: &[String],
+        stop_tokens: &[u32],
+    ) -> Result<Self> {
+        let text = TextStream::new(stops, stop_tokens)?;
         let limit = sampling.vocab_limit.map_or(tokenizer.vocab_size(), |n| n.min(tokenizer.vocab_size()));
         let sampling = Sampling { vocab_limit: Some(limit), ..sampling };
         let text = text.after(&ids);

@@ -55,12 +55,13 @@
 //! | layers (Linear, Embedding, LayerNorm) | [`nn`] |
 //! | GPT-2 and BERT | [`model`] ([`model::gpt`], [`model::bert`]) |
 //! | AdamW, SGD, gradient clipping (the learning-rate schedule is Python's `TrainConfig.lr_at`) | [`optim`] |
-//! | sampling with a KV cache, stop strings, streaming text | [`generate`] |
+//! | sampling with a KV cache, stop strings, streaming text; the chat template of `ferrolm sft` models | [`generate`], [`chat`] |
 //! | tokenizers: BPE (training: [`tokenizer::Trainer`]), WordPiece, characters, Hugging Face and tiktoken files | [`tokenizer`] |
 //! | model directories (safetensors + config.json), atomic writes | [`checkpoint`] |
 //! | seeded random numbers, the thread pool | [`rng`], [`threads`] |
 
 pub mod autograd;
+pub mod chat;
 pub mod checkpoint;
 pub mod error;
 pub mod gemm;
