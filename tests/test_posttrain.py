@@ -742,6 +742,17 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
         model.generate(history, 15)
 
 
+def test_the_rust_chat_template_renders_conversations_as_this_one():
+    # rust/ferrolm/src/chat.rs's test asserts the same ids for the same conversation and tokenizer.
+    tok = fl.Tokenizer.train_from_iterator(["abc xyz<|end>"], kind="char", vocab_size=100)
+    tok.add_special_tokens(["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"])
+    template = ChatTemplate(tok)
+    turns = [{"role": "system", "content": "x"}, {"role": "user", "content": "ab"},
+             {"role": "assistant", "content": "c"}, {"role": "user", "content": "<|end|>"}]
+    assert template.prompt_ids(turns) == [16, 9, 13, 3, 4, 14, 5, 15, 13, 1, 12, 7, 8, 6, 12, 2, 14]
+    assert template.turn_ends == (15, 13, 14, 16)
+
+
 def test_rust_answers_a_chat_model_s_prompt_as_python_does(base, tmp_path, repo):
     # Fine-tuned to answer "A friend." and end: the answer must stop at <|end|> in Rust too.
     data = tmp_path / "talk.jsonl"
@@ -750,15 +761,21 @@ def test_rust_answers_a_chat_model_s_prompt_as_python_does(base, tmp_path, repo)
                     "--learning-rate", "3e-3", "--warmup-iters", "5", "--eval-interval", "60", "--eval-iters", "1",
                     "--no-progress"]) == 0
     model = GPT.load(tmp_path / "sft")
+    rust = lambda prompt, *flags: subprocess.run(
+        ["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--", str(tmp_path / "sft"),
+         "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0", *flags], cwd=repo, capture_output=True,
+        text=True, timeout=900)
     for prompt, flags in (("Who goes there?", []), ("Who goes there?", ["--raw"]), ("Stand, ho!", ["--stop", "end"])):
         chat = not flags or flags[0] != "--raw"
         expected = model.generate(prompt, 40, temperature=0, chat=chat, stop=flags[1:] or None)
-        out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
-                              str(tmp_path / "sft"), "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0",
-                              *flags], cwd=repo, capture_output=True, text=True, timeout=900)
+        out = rust(prompt, *flags)
         assert out.returncode == 0, out.stderr
         assert out.stdout == ("" if chat else prompt) + expected + "\n", flags
         assert ("(chat model: the prompt is a user turn" in out.stderr) == chat
+    # Refused as `ferrolm generate` refuses them, before the chat note.
+    for prompt, error in (("", "--prompt is empty"), ("x" * model.block_size, "context")):
+        out = rust(prompt)
+        assert out.returncode == 2 and error in out.stderr and "chat model" not in out.stderr, out.stderr
     assert model.generate("Who goes there?", 40, temperature=0, chat=True) == "A friend."  # ended at <|end|>
 
 

@@ -124,20 +124,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<u32>, String>>()?;
     let (prompt, n) = (&args.prompt, args.max_new_tokens);
     let chat = ChatTemplate::new(&tokenizer).ok().filter(|_| !args.raw);
+    if prompt.is_empty() {
+        return Err("--prompt is empty (leave it out to start where nanoGPT does: a newline)".into());
+    }
     let pieces = match chat {
         Some(template) => {
-            eprintln!(
-                "(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)"
-            );
             stop_tokens.extend(template.turn_ends());
             let ids = template.prompt_ids(&tokenizer, &[(Role::User, prompt)])?;
             TextGeneration::from_ids(&model, &tokenizer, ids, n, args.sampling, &args.stops, &stop_tokens)?
         }
         None => TextGeneration::new(&model, &tokenizer, prompt, n, args.sampling, &args.stops, &stop_tokens)?,
     };
+    // Said once the prompt is taken, as `ferrolm generate` says it.
     let mut out = std::io::stdout().lock();
-    if chat.is_none() {
-        write!(out, "{}", args.prompt)?;
+    match chat {
+        Some(_) => eprintln!(
+            "(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)"
+        ),
+        None => write!(out, "{}", args.prompt)?,
     }
     for piece in pieces {
         write!(out, "{}", piece?)?;
