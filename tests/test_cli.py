@@ -586,6 +586,9 @@ def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spel
         assert not any(f.startswith(("--n-layer", "--n-embd", "--block-size")) for f in flags)
     mlm = translate(["pretrain", cfg, "--objective", "mlm"])
     assert not any(f.startswith(("--bias", "--weight-decay", "--n-embd")) for f in mlm) and "--n-layer=6" in mlm
+    assert translate(["pretrain", cfg, "--objective=mlm"])[:-1] == mlm[:-2]  # the same settings, either spelling
+    for causal in (["--objective", "mlm", "--objective", "causal"], ["--", "--objective", "mlm"]):  # the last one wins
+        assert "--n-embd=768" in translate(["pretrain", cfg, *causal])
     (tmp_path / "uses.py").write_text("lr_decay_iters = max_iters\n")  # a BERT's run does not take train.py's 600000
     with pytest.raises(ValueError, match="lr_decay_iters uses max_iters, which the file does not set before it"):
         translate(["pretrain", str(tmp_path / "uses.py"), "--objective", "mlm"])

@@ -51,7 +51,7 @@ def translate(argv: list[str]) -> list[str]:
     command, out, ignored, configs = argv[0], [], [], False
     init_from = _init_from(argv)
     # BERT's masked language modelling keeps ferrolm's defaults: nanoGPT's train.py is a GPT's.
-    mlm = "--objective=mlm" in argv or ["--objective", "mlm"] in [argv[j:j + 2] for j in range(len(argv))]
+    mlm = _last_value(argv, "--objective") == "mlm"
     i = 1
     while i < len(argv):
         arg = argv[i]
@@ -90,6 +90,17 @@ def _train_py_flags(init_from: str | None, mlm: bool) -> list[str]:
         if not (from_checkpoint and key in ARCHITECTURE) and not (mlm and key != "dataset"):
             flags += _option(f"--{key}", "=", str(value).lower() if isinstance(value, bool) else str(value), "pretrain")
     return flags
+
+
+def _last_value(argv: list[str], flag: str) -> str | None:
+    """The value the command line gives `flag` (`--flag value` or `--flag=value`) last, as argparse
+    reads it, before any `--`."""
+    value = None
+    for i, arg in enumerate(argv[:argv.index("--")] if "--" in argv else argv):
+        name, eq, given = arg.partition("=")
+        if name == flag:
+            value = given if eq else argv[i + 1] if i + 1 < len(argv) else None
+    return value
 
 
 def _init_from(argv: list[str]) -> str | None:
