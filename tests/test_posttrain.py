@@ -743,7 +743,8 @@ def test_the_chat_command_answers_each_line(base, tmp_path, monkeypatch, capsys)
 
 
 def test_the_rust_chat_template_renders_conversations_as_this_one():
-    # rust/ferrolm/src/chat.rs's test asserts the same ids for the same conversation and tokenizer.
+    # Rendered by the core (ferrolm::chat), whose own test asserts the same ids for the same
+    # conversation and tokenizer: the layout both languages were trained and tested on.
     tok = fl.Tokenizer.train_from_iterator(["abc xyz<|end>"], kind="char", vocab_size=100)
     tok.add_special_tokens(["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"])
     template = ChatTemplate(tok)

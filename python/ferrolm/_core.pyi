@@ -99,6 +99,7 @@ __all__ = [
     "model_weights_files",
     "load_safetensors",
     "Tokenizer",
+    "chat_ids",
     "release_memory",
 ]
 
@@ -241,6 +242,8 @@ class Tensor:
 
 def randn(*shape: int | Sequence[int], mean: float = 0.0, std: float = 1.0, seed: Optional[int] = None, requires_grad: bool = False) -> Tensor: ...
 def rand(*shape: int | Sequence[int], low: float = 0.0, high: float = 1.0, seed: Optional[int] = None, requires_grad: bool = False) -> Tensor: ...
+def chat_ids(tokenizer: Tokenizer, turns: Sequence[tuple[str, str | bytes]], open: bool) -> list[int]:
+    """A conversation's ids in the chat template (`ferrolm::chat`): a prompt with `open`, else whole exchanges."""
 def release_memory() -> None:
     """Returns the free memory the allocator keeps for reuse to the OS (training calls it at its end)."""
 def manual_seed(seed: int) -> None:

@@ -4,8 +4,9 @@
 
 User and answer text is encoded as plain text (special-token look-alikes in it stay text), so
 marker ids alone say where each answer starts and ends: loss masks are built from ids, never
-from string matching. A chat model's directory also carries the same template for Hugging
-Face (`hf_chat_files`)."""
+from string matching. The core renders the ids (`ferrolm::chat`, which Rust programs use too);
+this module checks the turns and builds the masks. A chat model's directory also carries the
+same template for Hugging Face (`hf_chat_files`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ferrolm.conversations import Prompt, checked_turns, exchanges, prompt_turns
+from ferrolm import _core
+from ferrolm.conversations import Prompt, checked_turns, prompt_turns
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (USER, ASSISTANT, END)
@@ -66,10 +68,7 @@ class ChatTemplate:
         """The ids an answer is generated after: a text's user turn, or a conversation (ending
         with the user turn to answer) with its earlier exchanges rendered as `render` renders
         them."""
-        if isinstance(prompt, str):
-            return [self.user, *self.text(prompt), self.assistant]
-        turns = prompt_turns(prompt)
-        return self.render_conversation(turns[:-1]) + self.prompt_ids(turns[-1]["content"])
+        return self._ids(prompt_turns(prompt), open=True)
 
     def render(self, prompt: Prompt, answer: str) -> list[int]:
         """A prompt (a text or a conversation, as for `prompt_ids`) and its answer."""
@@ -78,16 +77,15 @@ class ChatTemplate:
     def render_conversation(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """A system turn if there is one (<|system|> text), then whole exchanges (user,
         assistant, ...), each rendered as `render` renders a prompt and its answer."""
-        turns = checked_turns(messages)
-        rest = exchanges(turns)
-        ids = self.system_ids(turns[0]["content"]) if rest is not turns else []
-        return ids + [i for user, answer in zip(rest[::2], rest[1::2]) for i in self.render(user["content"], answer["content"])]
+        return self._ids(checked_turns(messages), open=False)
 
     def system_ids(self, text: str) -> list[int]:
-        if self.system is None:
-            raise ValueError(f"this chat model has no system role (its tokenizer lacks {SYSTEM}): fine-tune it with "
-                             "`ferrolm sft` on conversations that have system turns, which adds it")
-        return [self.system, *self.text(text)]
+        return self._ids([{"role": "system", "content": text}], open=False)
+
+    def _ids(self, turns: list, open: bool) -> list[int]:
+        """Checked turns rendered by the core's template (`ferrolm::chat`, which Rust programs
+        use too)."""
+        return _core.chat_ids(self.tokenizer, [(t["role"], t["content"]) for t in turns], open)
 
     def answer_targets(self, ids: np.ndarray) -> np.ndarray:
         """[B, T−1] mask over next-token predictions of right-padded rendered conversations:

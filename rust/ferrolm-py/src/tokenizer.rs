@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use ferrolm::chat::{ChatTemplate, Role};
 use ferrolm::tokenizer::{
     AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, Tokenizer, Trainer, TrainerConfig,
 };
@@ -815,6 +816,30 @@ impl PyTokenizer {
     }
 }
 
+/// The ids of a conversation of (role, text) turns in `tokenizer`'s chat template
+/// (`ferrolm::chat`): with `open`, a prompt ending with `<|assistant|>`; else whole exchanges.
+/// Python's `ChatTemplate` renders through it.
+#[pyfunction]
+fn chat_ids(tokenizer: &PyTokenizer, turns: Vec<(String, Bound<'_, PyAny>)>, open: bool) -> PyResult<Vec<u32>> {
+    let tok = tokenizer.get();
+    let texts = turns.iter().map(|(_, text)| text_arg(text, "text")).collect::<PyResult<Vec<_>>>()?;
+    let turns = (turns.iter().zip(&texts))
+        .map(|((role, _), text)| {
+            let role = match role.as_str() {
+                "system" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(PyValueError::new_err(format!("unknown role {other:?}: system, user or assistant")))
+                }
+            };
+            Ok((role, text.as_ref()))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    ChatTemplate::new(&tok).and_then(|t| t.conversation_ids(&tok, &turns, open)).py()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyTokenizer>()
+    m.add_class::<PyTokenizer>()?;
+    m.add_function(wrap_pyfunction!(chat_ids, m)?)
 }

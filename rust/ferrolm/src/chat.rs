@@ -1,5 +1,5 @@
-//! The chat template of models fine-tuned by `ferrolm sft` (Python's `ferrolm.chat`), so that
-//! a Rust program asks them what Python asks:
+//! The chat template of models fine-tuned by `ferrolm sft`: Python's `ferrolm.chat` renders
+//! through it, so a Rust program asks them what Python trained them on:
 //!
 //! ```text
 //! [<|system|> text] <|user|> prompt <|assistant|> answer <|end|> <|user|> ... <|assistant|>
@@ -75,6 +75,13 @@ impl ChatTemplate {
     /// Earlier exchanges are rendered as the model was fine-tuned on them. A turn order other
     /// than that, or a system turn for a model without the role, is an argument error.
     pub fn prompt_ids(&self, tokenizer: &Tokenizer, turns: &[(Role, &str)]) -> Result<Vec<u32>> {
+        self.conversation_ids(tokenizer, turns, true)
+    }
+
+    /// A conversation's ids: with `open`, a prompt (see [`ChatTemplate::prompt_ids`]); else an
+    /// optional system turn and whole exchanges, each answer closed by `<|end|>` (what `ferrolm
+    /// sft` trains on; none at all is empty).
+    pub fn conversation_ids(&self, tokenizer: &Tokenizer, turns: &[(Role, &str)], open: bool) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         let mut expected = Role::User;
         for (i, &(role, text)) in turns.iter().enumerate() {
@@ -105,10 +112,17 @@ impl ChatTemplate {
                 }
             }
         }
-        if expected != Role::Assistant {
-            bail!(Argument, "a chat prompt ends with the user turn to answer");
+        match (open, expected) {
+            (true, Role::Assistant) => ids.push(self.assistant),
+            (true, _) => bail!(Argument, "a chat prompt ends with the user turn to answer"),
+            (false, Role::Assistant) => {
+                bail!(
+                    Argument,
+                    "the conversation ends with a user turn: whole exchanges end with the assistant's answer"
+                )
+            }
+            (false, _) => {}
         }
-        ids.push(self.assistant);
         Ok(ids)
     }
 }
@@ -139,6 +153,11 @@ mod tests {
         // <|end|> <|user|> < | e n d | > <|assistant|>, the last user turn's look-alike as text.
         let python = [16, 9, 13, 3, 4, 14, 5, 15, 13, 1, 12, 7, 8, 6, 12, 2, 14];
         assert_eq!(t.prompt_ids(&tok, &turns).unwrap(), python);
+        // Closed: the first exchange with its <|end|>, or the system turn alone.
+        let closed = t.conversation_ids(&tok, &turns[..3], false).unwrap();
+        assert_eq!(closed, python[..8]);
+        assert_eq!(t.conversation_ids(&tok, &turns[..1], false).unwrap(), python[..2]);
+        assert!(t.conversation_ids(&tok, &turns, false).is_err()); // it ends with a user turn
         assert_eq!(t.turn_ends(), vec![15, 13, 14, 16]); // as Python's turn_ends
     }
 
