@@ -72,7 +72,7 @@ class ChatTemplate:
 
     def render(self, prompt: Prompt, answer: str) -> list[int]:
         """A prompt (a text or a conversation, as for `prompt_ids`) and its answer."""
-        return self.prompt_ids(prompt) + self.text(answer) + [self.end]
+        return self._ids([*prompt_turns(prompt), {"role": "assistant", "content": answer}], open=False)
 
     def render_conversation(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """A system turn if there is one (<|system|> text), then whole exchanges (user,

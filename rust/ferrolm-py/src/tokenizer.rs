@@ -822,20 +822,10 @@ impl PyTokenizer {
 #[pyfunction]
 fn chat_ids(tokenizer: &PyTokenizer, turns: Vec<(String, Bound<'_, PyAny>)>, open: bool) -> PyResult<Vec<u32>> {
     let tok = tokenizer.get();
-    let texts = turns.iter().map(|(_, text)| text_arg(text, "text")).collect::<PyResult<Vec<_>>>()?;
-    let turns = (turns.iter().zip(&texts))
-        .map(|((role, _), text)| {
-            let role = match role.as_str() {
-                "system" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                other => {
-                    return Err(PyValueError::new_err(format!("unknown role {other:?}: system, user or assistant")))
-                }
-            };
-            Ok((role, text.as_ref()))
-        })
+    let turns = (turns.iter())
+        .map(|(role, text)| Ok((role.parse::<Role>().py()?, text_arg(text, "text")?)))
         .collect::<PyResult<Vec<_>>>()?;
+    let turns: Vec<(Role, &str)> = turns.iter().map(|(role, text)| (*role, text.as_ref())).collect();
     ChatTemplate::new(&tok).and_then(|t| t.conversation_ids(&tok, &turns, open)).py()
 }
 

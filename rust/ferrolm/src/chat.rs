@@ -40,6 +40,20 @@ pub enum Role {
     Assistant,
 }
 
+impl std::str::FromStr for Role {
+    type Err = crate::Error;
+
+    /// A role by its name in a conversation's messages: "system", "user" or "assistant".
+    fn from_str(name: &str) -> Result<Self> {
+        Ok(match name {
+            "system" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            _ => bail!(Argument, "unknown role {name:?}: system, user or assistant"),
+        })
+    }
+}
+
 /// The marker ids of a chat model's tokenizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChatTemplate {
@@ -159,6 +173,8 @@ mod tests {
         assert_eq!(t.conversation_ids(&tok, &turns[..1], false).unwrap(), python[..2]);
         assert!(t.conversation_ids(&tok, &turns, false).is_err()); // it ends with a user turn
         assert_eq!(t.turn_ends(), vec![15, 13, 14, 16]); // as Python's turn_ends
+        assert_eq!("assistant".parse::<Role>().unwrap(), Role::Assistant);
+        assert!("bot".parse::<Role>().unwrap_err().to_string().contains("unknown role \"bot\""));
     }
 
     #[test]
