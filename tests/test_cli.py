@@ -145,7 +145,7 @@ def test_a_new_run_stopped_before_its_first_checkpoint_leaves_the_earlier_run_wh
     assert steps == sorted(steps) and not (out / "metrics.pending.jsonl").exists()
     # A new run that saves replaces the log with its own.
     assert main(["pretrain", str(corpus), "--out", str(out), "--max-iters", "3", "--eval-interval", "100", *TINY]) == 0
-    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [3, 3]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 3, 3]
     # A new run on another corpus keeps its data aside until its first checkpoint: stopped before
     # then, the earlier run resumes (the data was replaced at once, and the resume was refused).
     shutil.copytree(out / "data", tmp_path / "earlier-data")
@@ -612,8 +612,9 @@ def test_init_from_continues_a_models_weights_on_new_text(corpus, tmp_path, caps
     assert main(["pretrain", str(corpus), "--init-from", str(base), "--out", str(out), "--max-iters", "1",
                  "--log-interval", "1", *TINY, "--dropout", "0.1", "--learning-rate", "3e-5"]) == 0  # dropout may change
     assert "pretraining learning rate" not in capsys.readouterr().err
-    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["loss"] < 3.6  # where the model left off (about 3.1); a new model starts at ln(58) ≈ 4.06
+    start, first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()[:2]]
+    assert start["step"] == 0 and start["train_loss"] < 3.6  # where the model left off (about 3.1): evaluated first
+    assert first["loss"] < 3.6  # and trained on; a new model starts at ln(58) ≈ 4.06
     assert (base / "model.safetensors").read_bytes() == before
     assert (out / "model.safetensors").read_bytes() != before
     assert (out / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()

@@ -184,7 +184,7 @@ def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
     from ferrolm.train import CausalLM, TrainConfig, train
 
     model, _ = char_model(tmp_path)
-    scripted, snapshots = iter([3.0, 2.0, 2.5, 2.7]), {}
+    scripted, snapshots = iter([3.3, 3.0, 2.0, 2.5, 2.7]), {}
 
     class Scripted(CausalLM):
         def evaluate(self, model, rng):
@@ -193,12 +193,12 @@ def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
 
     config = TrainConfig(max_iters=8, eval_interval=2, eval_iters=1, progress=False, always_save_checkpoint=False)
     evals = train(model, Scripted(tmp_path / "data", 32, 4), config, tmp_path / "run")
-    assert [(e["step"], e["val_loss"]) for e in evals] == [(2, 3.0), (4, 2.0), (6, 2.5), (8, 2.7)]
+    assert [(e["step"], e["val_loss"]) for e in evals] == [(0, 3.3), (2, 3.0), (4, 2.0), (6, 2.5), (8, 2.7)]
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
     kept = dict(GPT.load(tmp_path / "run").named_parameters())["transformer.wte.weight"].numpy()
-    np.testing.assert_array_equal(kept, snapshots[1])  # the weights evaluated at step 4
+    np.testing.assert_array_equal(kept, snapshots[2])  # the weights evaluated at step 4
     held = dict(model.named_parameters())["transformer.wte.weight"].numpy()
-    np.testing.assert_array_equal(held, snapshots[1])  # and the model ends holding them
+    np.testing.assert_array_equal(held, snapshots[2])  # and the model ends holding them
     from ferrolm.train.loop import kept_evaluations
 
     assert kept_evaluations(evals, config)[-1]["step"] == 4  # what the commands report
@@ -209,7 +209,16 @@ def test_always_save_checkpoint_false_keeps_the_best_model(tmp_path):
     train(resumed, Scripted(tmp_path / "data", 32, 4), config, tmp_path / "run", resume=True)
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
     held = dict(resumed.named_parameters())["transformer.wte.weight"].numpy()
-    np.testing.assert_array_equal(held, snapshots[1])
+    np.testing.assert_array_equal(held, snapshots[2])
+    # A run that never improves on the model it started from keeps that model (step 0 is evaluated and saved).
+    model, _ = char_model(tmp_path)
+    start = dict(model.named_parameters())["transformer.wte.weight"].numpy().copy()
+    scripted = iter([1.0, 1.5, 1.2])
+    config = TrainConfig(max_iters=4, eval_interval=2, eval_iters=1, progress=False, always_save_checkpoint=False)
+    train(model, Scripted(tmp_path / "data", 32, 4), config, tmp_path / "never")
+    assert json.loads((tmp_path / "never" / "trainer_state.json").read_text())["step"] == 0
+    kept = dict(GPT.load(tmp_path / "never").named_parameters())["transformer.wte.weight"].numpy()
+    np.testing.assert_array_equal(kept, start)
     with pytest.raises(ValueError, match="choose one"):
         TrainConfig(checkpoint_interval=5, always_save_checkpoint=False)
 
@@ -742,14 +751,11 @@ def test_resume_refuses_tampered_state_and_data(tmp_path):
 def test_training_stops_when_the_loss_diverges(tmp_path):
     from ferrolm.train import CausalLM, TrainConfig, train
 
-    class Diverging(CausalLM):
+    class Diverging(CausalLM):  # the second update's loss is infinite
         def loss(self, model, batch, dropout_seed):
             loss, extra = super().loss(model, batch, dropout_seed)
-            return (loss * float("inf") if self.calls == 2 else loss), extra
-
-        def batch(self, split, rng):
-            self.calls = getattr(self, "calls", 0) + (split == "train")
-            return super().batch(split, rng)
+            self.updates = getattr(self, "updates", 0) + (dropout_seed is not None)
+            return (loss * float("inf") if dropout_seed is not None and self.updates == 2 else loss), extra
 
     model, _ = char_model(tmp_path)
     before = model.parameters()[0].numpy().copy()
@@ -767,6 +773,17 @@ def test_training_stops_when_the_loss_diverges(tmp_path):
             loss, extra = super().loss(model, batch, dropout_seed)
             self.updates = getattr(self, "updates", 0) + (dropout_seed is not None)
             return (loss * float("nan") if dropout_seed is None and self.updates > 3 else loss), extra
+
+    class Broken(CausalLM):  # a model whose loss is NaN before any update: said so at step 0, nothing saved
+        def loss(self, model, batch, dropout_seed):
+            loss, extra = super().loss(model, batch, dropout_seed)
+            return loss * float("nan"), extra
+
+    model, _ = char_model(tmp_path)
+    with pytest.raises(FloatingPointError, match="model gives train loss nan, val loss nan before any update.*none yet"):
+        train(model, Broken(tmp_path / "data", 32, 4), TrainConfig(max_iters=4, eval_interval=2, progress=False),
+              tmp_path / "broken")
+    assert not (tmp_path / "broken" / "model.safetensors").exists()
 
     # The last evaluation was NaN, and the run saved that model and ended "done"; mid-run, its checkpoint was the one
     # the next step's divergence offered to resume from.

@@ -104,7 +104,7 @@ def model_dir(path: Union[str, Path]) -> Path:
 
         raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: " + (
             "the checkpoint there lacks it (deleted?)" if (path / STATE_FILE).exists() else
-            "no model was saved there yet (a run saves at its first evaluation)" if (path / METRICS_FILE).exists() else
+            "no model was saved there yet (a run saves at its first checkpoint)" if (path / METRICS_FILE).exists() else
             "no model was saved there (a model directory holds config.json, model.safetensors and tokenizer.json)"))
     return path
 

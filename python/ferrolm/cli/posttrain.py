@@ -389,4 +389,4 @@ def run_ppo(args) -> int:
     _report("ppo", objective.prompts, objective.counts, "prompts")
     return _train(args, v, "ppo", policy, objective,
                   lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f}), "
-                                f"at the first evaluation (step {evals[0]['step']}) {evals[0]['val_reward']:.3f}")
+                                f"at step {evals[0]['step']} {evals[0]['val_reward']:.3f}")

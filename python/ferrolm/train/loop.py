@@ -91,15 +91,16 @@ class TrainConfig:
             over a varying number of tokens (`loss_weight`: SFT's answers, MLM's masked
             tokens, PPO's responses), its share of the step's tokens, so that the step's loss
             and gradient are those of one batch holding all the micro-batches.
-        eval_interval, eval_iters: evaluate every eval_interval steps on eval_iters batches of
-            each split.
+        eval_interval, eval_iters: evaluate at step 0 (the model a new run starts from) and every
+            eval_interval steps on eval_iters batches of each split.
         log_interval: steps between metrics.jsonl records (and lines, without a progress bar;
             a new run over an earlier run's checkpoint logs to metrics.pending.jsonl until its
             first checkpoint replaces that one).
         checkpoint_interval: save every this many steps (0: at each evaluation) and at the end.
         always_save_checkpoint: False saves only when the validation loss improves (nanoGPT's
             option), so a run that overfits keeps, and ends holding, its best model (a copy is
-            kept in memory), and a resume continues from it.
+            kept in memory), and a resume continues from it. Step 0 counts: a run that never
+            improves on the model it started from keeps that one.
         seed: batches, dropout and evaluation batches are drawn from it (a Module's nn.Dropout
             too: the stream `fl.manual_seed` restarts is seeded from it at every micro-batch).
         dtype: "float32", or "bfloat16": matrix products of 16 rows or more round their operands
@@ -426,9 +427,10 @@ def _decay_groups(named: list[tuple[str, Any]], weight_decay: float) -> tuple[li
 def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, resume: bool = False,
           settings: dict | None = None) -> list[dict]:
     """Runs `objective` on `model` for `config.max_iters` optimiser steps; returns the
-    evaluation records. The model is saved to `out_dir` at every checkpoint (each evaluation,
-    or every `checkpoint_interval` steps) and at the end; with `always_save_checkpoint=False`,
-    only when the validation loss improves, and the model ends holding the best weights.
+    evaluation records (the first at step 0, for a new run). The model is saved to `out_dir` at
+    every checkpoint (each evaluation after step 0, or every `checkpoint_interval` steps) and at
+    the end; with `always_save_checkpoint=False`, only when the validation loss improves (step
+    0's included), and the model ends holding the best weights.
     Products run in `config.dtype`; the process's setting is restored however training ends.
     `settings` (JSON-able: how the run was set up, e.g. a command's flags) is saved with each
     checkpoint for a resumed run to reuse. With `resume`, training continues the checkpoint in
@@ -712,8 +714,10 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             if best:  # always_save_checkpoint=False: the model ends holding the best checkpoint's weights
                 restore_weights()
                 held = ", whose weights the model holds"
-            raise FloatingPointError(f"training diverged before step {it}: its evaluation gave {said} (lower the "
-                                     f"learning rate, or check the data); last checkpoint in {out}: "
+            what = (f"training diverged before step {it}: its evaluation gave {said} (lower the learning rate, or "
+                    f"check the data)" if it > 0 else f"the model gives {said} before any update (check the model "
+                    f"and the data)")
+            raise FloatingPointError(f"{what}; last checkpoint in {out}: "
                                      f"{_last_checkpoint(saved[0], earlier)}{held}")
         return record
 
@@ -754,9 +758,12 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     train_seconds, tokens_since = 0.0, 0  # since the last log line; evaluations and saves not counted
     try:
         while step < config.max_iters:
-            if step % config.eval_interval == 0 and step > 0 and not (evals and evals[-1]["step"] == step):
-                evaluate(step)
-                if not config.checkpoint_interval and (config.always_save_checkpoint or improved(evals[-1])):
+            if step % config.eval_interval == 0 and not (evals and evals[-1]["step"] == step):
+                evaluate(step)  # at step 0 too, as nanoGPT: the baseline the run improves on
+                # The model a run starts from is saved only when the run keeps its best model
+                # (nanoGPT saves nothing at step 0, so a fine-tune that never improves keeps nothing).
+                keep = improved(evals[-1]) if not config.always_save_checkpoint else step > 0
+                if keep and not config.checkpoint_interval:
                     save(step)
             if config.checkpoint_interval and step % config.checkpoint_interval == 0 and step > 0 and saved[0] != step:
                 save(step)
