@@ -269,7 +269,7 @@ def test_grad_accum_pools_answer_tokens_as_one_batch_would(base, tmp_path):
         assert final[key] == pytest.approx(one_final[key], rel=1e-5), key
 
 
-def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypatch, capsys):
+def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypatch, capsys, repo):
     system = {"role": "system", "content": "Answer as a herald."}
     talk = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": "A friend."}]
     # A model without the role refuses system turns, naming the way to get it.
@@ -323,9 +323,34 @@ def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypa
                     "--max-new-tokens", "12"]) == 0
     expected = _greedy_answer(model, template, template.prompt_ids([system, talk[0]]), 12)
     assert capsys.readouterr().out == expected + "\n"
-    plain.save(tmp_path / "plain")
-    assert ferrolm(["chat", str(tmp_path / "plain"), "--system", "x"]) == 2
-    assert "--system: " in capsys.readouterr().err
+    greedy = ["--temperature", "0", "--max-new-tokens", "12"]
+    assert ferrolm(["generate", str(tmp_path / "sft"), "--system", system["content"], "--prompt", talk[0]["content"],
+                    *greedy]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    plain.save(tmp_path / "plain")  # a chat model without the role
+    for command in (["chat", str(tmp_path / "plain")], ["generate", str(tmp_path / "plain")]):
+        assert ferrolm([*command, "--system", "x"]) == 2
+        err = capsys.readouterr().err
+        assert "--system: " in err and "has no system role" in err, err
+    assert ferrolm(["generate", str(tmp_path / "sft"), "--system", "x", "--raw"]) == 2
+    assert "leave out --raw" in capsys.readouterr().err
+    # Rust's example answers a system turn, and a whole conversation, as Python does.
+    conversation = [system, *talk, {"role": "user", "content": "What friend?"}]
+    (tmp_path / "talk.json").write_text(json.dumps({"messages": conversation}))
+    rust = lambda *flags: subprocess.run(
+        ["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--", str(tmp_path / "sft"),
+         *greedy, *flags], cwd=repo, capture_output=True, text=True, timeout=900)
+    for flags, asked in ((["--system", system["content"], "--prompt", talk[0]["content"]], [system, talk[0]]),
+                         (["--conversation", str(tmp_path / "talk.json")], conversation)):
+        out = rust(*flags)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == model.generate(asked, 12, temperature=0, chat=True) + "\n", flags
+    (tmp_path / "talk.json").write_text(json.dumps([talk[0], {"role": "judge", "content": "x"}]))
+    for flags, error in ((["--conversation", str(tmp_path / "talk.json")], r"talk.json: turn 1: .*unknown role \"judge\""),
+                         (["--conversation", str(tmp_path / "talk.json"), "--prompt", "x"], "not both"),
+                         (["--system", "x", "--raw"], "--raw continues plain text")):
+        out = rust(*flags)
+        assert out.returncode == 2 and re.search(error, out.stderr), out.stderr
 
 
 def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):

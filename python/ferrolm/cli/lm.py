@@ -389,7 +389,24 @@ def register_generate(sub) -> None:
     _sampling_flags(p)
     p.add_argument("--raw", action="store_true", help="continue the prompt as plain text even with a chat model (by "
                                                       "default a model from `ferrolm sft` answers it as a user turn)")
+    _system_flag(p)
     p.set_defaults(func=run_generate)
+
+
+def _system_flag(p) -> None:
+    p.add_argument("--system", default=None, help="a chat model's system turn, before the user's (a model fine-tuned "
+                                                  "on system turns has the role)")
+
+
+def _system_turns(model, args) -> list[dict]:
+    """The conversation's opening: --system's turn, if given, refused clearly by a model
+    without the role."""
+    if args.system is None:
+        return []
+    if model._chat_template().system is None:
+        raise ValueError(f"--system: {args.model} has no system role (fine-tune it with `ferrolm sft` on conversations "
+                         "that have system turns, which adds it)")
+    return [{"role": "system", "content": args.system}]
 
 
 def _sampling_flags(p) -> None:
@@ -433,6 +450,11 @@ def _text_model(directory: str):
 def run_generate(args) -> int:
     model = _text_model(args.model)
     chat = model.is_chat and not args.raw
+    if args.system is not None and not chat:
+        raise ValueError("--system is a chat model's turn: " + (
+            "leave out --raw, which continues plain text" if args.raw else
+            f"{args.model} is not a chat model (fine-tune one with `ferrolm sft`)"))
+    system = _system_turns(model, args)
     # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads
     # it; a chat model's message without the file's last line end.
     prompt = args.prompt
@@ -449,9 +471,10 @@ def run_generate(args) -> int:
     if prompt is None:
         prompt = _start_prompt(model)
         echo = "" if prompt == "[CLS]" else prompt  # shown as nanoGPT shows its newline start; [CLS] is not text
+    asked = system + [{"role": "user", "content": prompt}] if system else prompt
     for i in range(args.num_samples):
         # The prompt is encoded (and refused, if it cannot be) before anything is printed.
-        pieces = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        pieces = model.generate(asked, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
                                 seed=args.seed + i, stream=True, chat=chat)
         if i:
@@ -475,8 +498,7 @@ def register_chat(sub) -> None:
     p = sub.add_parser("chat", help="talk with a chat model (from `ferrolm sft`): each line is a message, answered as "
                                     "it is generated")
     p.add_argument("model", help="model directory of a chat model")
-    p.add_argument("--system", default=None, help="a system turn to open the conversation with (a model fine-tuned on "
-                                                  "system turns has the role)")
+    _system_flag(p)
     _sampling_flags(p)
     p.set_defaults(func=run_chat)
 
@@ -497,11 +519,7 @@ def run_chat(args) -> int:
     if not model.is_chat:
         raise ValueError(f"{args.model} is not a chat model (its tokenizer lacks <|user|>, <|assistant|> and <|end|>): "
                          "fine-tune one with `ferrolm sft`, or continue text with `ferrolm generate`")
-    if args.system is not None and model._chat_template().system is None:
-        raise ValueError(f"--system: {args.model} has no system role (fine-tune it with `ferrolm sft` on conversations "
-                         "that have system turns, which adds it)")
-    system = [] if args.system is None else [{"role": "system", "content": args.system}]
-    chat = model.chat(system, temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
+    chat = model.chat(_system_turns(model, args), temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                       repetition_penalty=args.repetition_penalty, seed=args.seed)
     interactive, refused = sys.stdin.isatty(), False
     if hasattr(sys.stdin, "reconfigure"):  # bytes it cannot decode reach the message check, not end the chat

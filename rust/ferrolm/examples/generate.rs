@@ -7,11 +7,14 @@
 //! A temperature of 0 is greedy decoding. Text is printed as it is generated, decoded by the
 //! same `TextStream` as Python's `generate(stream=True)`. A chat model's (from `ferrolm sft`)
 //! prompt is a user turn and only its answer is printed, as `ferrolm generate` does; `--raw`
-//! continues the prompt as plain text instead. `--dtype bfloat16` decodes from
+//! continues the prompt as plain text instead. `--system TEXT` opens a chat with a system turn
+//! (a model fine-tuned on system turns has the role), and `--conversation FILE` gives a whole
+//! conversation to answer: a JSON list of `{"role", "content"}` turns ending with the user's
+//! (or a record `{"messages": [...]}` of `ferrolm sft`'s data). `--dtype bfloat16` decodes from
 //! bfloat16 copies of the weights (`gemm::set_matmul_precision`), as `ferrolm generate` does.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ferrolm::chat::{ChatTemplate, Role};
@@ -22,11 +25,12 @@ use ferrolm::tokenizer::Tokenizer;
 
 const USAGE: &str = "usage: generate MODEL_DIR [--prompt TEXT] [--max-new-tokens N] [--temperature T] [--top-k K] \
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--stop-token TOKEN]... \
-                     [--dtype float32|bfloat16] [--raw]";
+                     [--dtype float32|bfloat16] [--raw] [--system TEXT] [--conversation FILE]";
 
 struct Args {
     dir: PathBuf,
-    prompt: String,
+    /// None: a newline, where nanoGPT starts.
+    prompt: Option<String>,
     max_new_tokens: usize,
     sampling: Sampling,
     stops: Vec<String>,
@@ -35,6 +39,9 @@ struct Args {
     precision: MatmulPrecision,
     /// A chat model's prompt continued as plain text, not answered as a user turn.
     raw: bool,
+    system: Option<String>,
+    /// A JSON file of the turns to answer, in place of `prompt`.
+    conversation: Option<PathBuf>,
 }
 
 /// The command line, or None when it asks for help.
@@ -46,13 +53,15 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     let mut parsed = Args {
         dir: dir.into(),
-        prompt: "\n".into(),
+        prompt: None,
         max_new_tokens: 200,
         sampling: Sampling { temperature: 0.8, top_k: Some(200), ..Sampling::default() },
         stops: Vec::new(),
         stop_tokens: Vec::new(),
         precision: MatmulPrecision::F32,
         raw: false,
+        system: None,
+        conversation: None,
     };
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -64,7 +73,9 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--prompt" => parsed.prompt = value,
+            "--prompt" => parsed.prompt = Some(value),
+            "--system" => parsed.system = Some(value),
+            "--conversation" => parsed.conversation = Some(value.into()),
             "--max-new-tokens" => parsed.max_new_tokens = num(&flag, &value)?,
             "--temperature" => parsed.sampling.temperature = num(&flag, &value)?,
             "--top-k" => parsed.sampling.top_k = Some(num(&flag, &value)?),
@@ -122,7 +133,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut stop_tokens = (args.stop_tokens.iter())
         .map(|t| tokenizer.token_to_id(t).ok_or(format!("--stop-token {t}: not a token of {}", args.dir.display())))
         .collect::<Result<Vec<u32>, String>>()?;
-    let (prompt, n) = (&args.prompt, args.max_new_tokens);
+    let (prompt, n) = (args.prompt.as_deref().unwrap_or("\n"), args.max_new_tokens);
     let chat = ChatTemplate::new(&tokenizer).ok().filter(|_| !args.raw);
     if prompt.is_empty() {
         return Err("--prompt is empty (leave it out to start where nanoGPT does: a newline)".into());
@@ -130,8 +141,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let pieces = match chat {
         Some(template) => {
             stop_tokens.extend(template.turn_ends());
-            let ids = template.prompt_ids(&tokenizer, &[(Role::User, prompt)])?;
+            let turns = chat_turns(&args, prompt)?;
+            let turns: Vec<(Role, &str)> = turns.iter().map(|(role, text)| (*role, text.as_str())).collect();
+            let ids = template.prompt_ids(&tokenizer, &turns)?;
             TextGeneration::from_ids(&model, &tokenizer, ids, n, args.sampling, &args.stops, &stop_tokens)?
+        }
+        None if args.system.is_some() || args.conversation.is_some() => {
+            let why =
+                if args.raw { "--raw continues plain text" } else { "the model is not one (`ferrolm sft` makes one)" };
+            return Err(format!("--system and --conversation are a chat model's turns: {why}").into());
         }
         None => TextGeneration::new(&model, &tokenizer, prompt, n, args.sampling, &args.stops, &stop_tokens)?,
     };
@@ -141,7 +159,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(_) => eprintln!(
             "(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)"
         ),
-        None => write!(out, "{}", args.prompt)?,
+        None => write!(out, "{prompt}")?,
     }
     for piece in pieces {
         write!(out, "{}", piece?)?;
@@ -149,4 +167,38 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// The turns a chat model answers: --system's, then --conversation's, or the prompt as the
+/// user's.
+fn chat_turns(args: &Args, prompt: &str) -> Result<Vec<(Role, String)>, String> {
+    let mut turns: Vec<(Role, String)> = args.system.iter().map(|text| (Role::System, text.clone())).collect();
+    match &args.conversation {
+        Some(_) if args.prompt.is_some() => return Err("give --prompt or --conversation, not both".into()),
+        Some(path) => turns.extend(read_conversation(path)?),
+        None => turns.push((Role::User, prompt.to_string())),
+    }
+    Ok(turns)
+}
+
+/// A conversation file's turns: a JSON list of `{"role", "content"}`, or `{"messages": [...]}`.
+fn read_conversation(path: &Path) -> Result<Vec<(Role, String)>, String> {
+    use serde_json::Value;
+    let said = |e: &dyn std::fmt::Display| format!("--conversation {}: {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| said(&e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| said(&e))?;
+    let turns = match &value {
+        Value::Object(record) => record.get("messages"),
+        _ => Some(&value),
+    };
+    let Some(Value::Array(turns)) = turns else {
+        return Err(said(&"not a JSON list of {\"role\", \"content\"} turns, nor {\"messages\": [...]}"));
+    };
+    (turns.iter().enumerate()).map(|(i, turn)| turn_of(turn).map_err(|e| said(&format!("turn {i}: {e}")))).collect()
+}
+
+/// One `{"role", "content"}` turn.
+fn turn_of(turn: &serde_json::Value) -> Result<(Role, String), String> {
+    let text = |key: &str| turn.get(key).and_then(serde_json::Value::as_str).ok_or(format!("no text {key:?}"));
+    Ok((text("role")?.parse().map_err(|e: ferrolm::Error| e.to_string())?, text("content")?.to_string()))
 }
