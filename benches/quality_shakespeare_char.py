@@ -114,7 +114,12 @@ def torch_run(seed: int, eval_iters: int) -> dict | None:
     groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": r["weight_decay"]},
               {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=r["lr"], betas=(0.9, r["beta2"]))
+    def evaluate() -> dict:
+        with torch.no_grad():
+            return {name: float(np.mean([model(*batch(name)).item() for _ in range(eval_iters)])) for name in splits}
+
     start = time.perf_counter()
+    evaluate()  # at step 0, as nanoGPT (and ferrolm) do: timed alike
     for it in range(r["max_iters"]):
         for g in opt.param_groups:
             g["lr"] = lr_at(it)
@@ -122,9 +127,7 @@ def torch_run(seed: int, eval_iters: int) -> dict | None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), r["grad_clip"])
         opt.step()
         opt.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        loss = {name: float(np.mean([model(*batch(name)).item() for _ in range(eval_iters)])) for name in splits}
-    return {**loss, "seconds": time.perf_counter() - start}
+    return {**evaluate(), "seconds": time.perf_counter() - start}
 
 
 def summary(runs: list[dict], key: str, digits: int = 4) -> str:

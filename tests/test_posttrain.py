@@ -345,9 +345,12 @@ def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypa
         out = rust(*flags)
         assert out.returncode == 0, out.stderr
         assert out.stdout == model.generate(asked, 12, temperature=0, chat=True) + "\n", flags
+    (tmp_path / "answered.json").write_text("\ufeff" + json.dumps([system, *talk]))  # a byte-order mark is dropped
     (tmp_path / "talk.json").write_text(json.dumps([talk[0], {"role": "judge", "content": "x"}]))
     for flags, error in ((["--conversation", str(tmp_path / "talk.json")], r"talk.json: turn 1: .*unknown role \"judge\""),
+                         (["--conversation", str(tmp_path / "answered.json")], r"answered.json: .*ends with the user turn"),
                          (["--conversation", str(tmp_path / "talk.json"), "--prompt", "x"], "not both"),
+                         (["--conversation", str(tmp_path / "talk.json"), "--system", "x"], "in the file, not --system"),
                          (["--system", "x", "--raw"], "--raw continues plain text")):
         out = rust(*flags)
         assert out.returncode == 2 and re.search(error, out.stderr), out.stderr

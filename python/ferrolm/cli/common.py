@@ -23,10 +23,11 @@ MLM_DEFAULTS = {"block_size": 32, "batch_size": 64, "max_iters": 5000, "weight_d
 
 HELP = {"log_interval": "steps between log lines: in metrics.jsonl, and printed when there is no progress bar "
                         "(default 10)",
-        "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end, or as "
-                               "--always-save-checkpoint says)",
-        "always_save_checkpoint": "checkpoint at every evaluation (default true); false: only when the validation loss "
-                                  "improves, keeping the best model of a run that overfits (nanoGPT's option)",
+        "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation after step 0 and at the end, "
+                               "or as --always-save-checkpoint says)",
+        "always_save_checkpoint": "checkpoint at every evaluation after step 0 (default true); false: only when the "
+                                  "validation loss improves (step 0's counts), keeping the best model of a run that "
+                                  "overfits (nanoGPT's option)",
         "bias": "biases in the linear and LayerNorm layers (default false, as nanoGPT; GPT-2 has them; BERT always does)",
         "min_lr": "learning rate at the end of the cosine decay (default: --learning-rate / 10; on --resume, the run's)",
         "lr_decay_iters": "step where the cosine decay reaches --min-lr (default: --max-iters; on --resume, the run's)",

@@ -66,7 +66,7 @@ _PPO, _ROLLOUT = DEFAULTS["ppo"], RUN_SETTINGS["ppo"]
 _PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: none, a constant --learning-rate; "
                        "on --resume, the run's)",
              "decay_lr": "warmup and cosine decay (default false unless --min-lr is given)",
-             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation and at the end)",
+             "checkpoint_interval": "steps between checkpoints (default 0: at each evaluation after step 0 and at the end)",
              # TRL's words differ: a step here is one minibatch update, not one rollout.
              "batch_size": f"responses per micro-batch (default {_PPO['batch_size']}); an optimiser step takes "
                            "--grad-accum of them",
@@ -388,5 +388,6 @@ def run_ppo(args) -> int:
                     skip_long=args.skip_long)
     _report("ppo", objective.prompts, objective.counts, "prompts")
     return _train(args, v, "ppo", policy, objective,
-                  lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f}), "
-                                f"at step {evals[0]['step']} {evals[0]['val_reward']:.3f}")
+                  lambda evals: f"held-out reward {evals[-1]['val_reward']:.3f} (KL to start {evals[-1]['val_kl']:.2f})"
+                                + (f", from {evals[0]['val_reward']:.3f} at step {evals[0]['step']}" if len(evals) > 1
+                                   else ""))

@@ -96,7 +96,8 @@ class TrainConfig:
         log_interval: steps between metrics.jsonl records (and lines, without a progress bar;
             a new run over an earlier run's checkpoint logs to metrics.pending.jsonl until its
             first checkpoint replaces that one).
-        checkpoint_interval: save every this many steps (0: at each evaluation) and at the end.
+        checkpoint_interval: save every this many steps (0: at each evaluation after step 0) and
+            at the end.
         always_save_checkpoint: False saves only when the validation loss improves (nanoGPT's
             option), so a run that overfits keeps, and ends holding, its best model (a copy is
             kept in memory), and a resume continues from it. Step 0 counts: a run that never
@@ -691,7 +692,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
         try:
             old = read_state(out / STATE_FILE)
             earlier = old["step"]
-            what = f"the {old.get('objective')} checkpoint there (step {earlier}) when it saves its own"
+            when = "at its step-0 evaluation" if not config.always_save_checkpoint else "when it saves its own"
+            what = f"the {old.get('objective')} checkpoint there (step {earlier}) {when}"
             if old.get("objective") == objective.kind:
                 what += "; resume=True (--resume) would have continued it"
         except ValueError:

@@ -9,8 +9,8 @@
 //! prompt is a user turn and only its answer is printed, as `ferrolm generate` does; `--raw`
 //! continues the prompt as plain text instead. `--system TEXT` opens a chat with a system turn
 //! (a model fine-tuned on system turns has the role), and `--conversation FILE` gives a whole
-//! conversation to answer: a JSON list of `{"role", "content"}` turns ending with the user's
-//! (or a record `{"messages": [...]}` of `ferrolm sft`'s data). `--dtype bfloat16` decodes from
+//! conversation to answer: a JSON list of `{"role", "content"}` turns, or `{"messages": [...]}`
+//! (`ferrolm sft`'s layout), ending with the user turn to answer. `--dtype bfloat16` decodes from
 //! bfloat16 copies of the weights (`gemm::set_matmul_precision`), as `ferrolm generate` does.
 
 use std::io::Write;
@@ -143,19 +143,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             stop_tokens.extend(template.turn_ends());
             let turns = chat_turns(&args, prompt)?;
             let turns: Vec<(Role, &str)> = turns.iter().map(|(role, text)| (*role, text.as_str())).collect();
-            let ids = template.prompt_ids(&tokenizer, &turns)?;
+            let ids = template.prompt_ids(&tokenizer, &turns).map_err(|e| match &args.conversation {
+                Some(path) => e.context(format!("--conversation {}", path.display())),
+                None => e,
+            })?;
             TextGeneration::from_ids(&model, &tokenizer, ids, n, args.sampling, &args.stops, &stop_tokens)?
         }
         None if args.system.is_some() || args.conversation.is_some() => {
+            let given = if args.system.is_some() { "--system" } else { "--conversation" };
             let why =
                 if args.raw { "--raw continues plain text" } else { "the model is not one (`ferrolm sft` makes one)" };
-            return Err(format!("--system and --conversation are a chat model's turns: {why}").into());
+            return Err(format!("{given} gives a chat model's turns: {why}").into());
         }
         None => TextGeneration::new(&model, &tokenizer, prompt, n, args.sampling, &args.stops, &stop_tokens)?,
     };
     // Said once the prompt is taken, as `ferrolm generate` says it.
     let mut out = std::io::stdout().lock();
     match chat {
+        Some(_) if args.conversation.is_some() => {
+            eprintln!("(chat model: the conversation's last turn is answered, the answer ends at <|end|>)")
+        }
         Some(_) => eprintln!(
             "(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)"
         ),
@@ -172,13 +179,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// The turns a chat model answers: --system's, then --conversation's, or the prompt as the
 /// user's.
 fn chat_turns(args: &Args, prompt: &str) -> Result<Vec<(Role, String)>, String> {
-    let mut turns: Vec<(Role, String)> = args.system.iter().map(|text| (Role::System, text.clone())).collect();
     match &args.conversation {
-        Some(_) if args.prompt.is_some() => return Err("give --prompt or --conversation, not both".into()),
-        Some(path) => turns.extend(read_conversation(path)?),
-        None => turns.push((Role::User, prompt.to_string())),
+        Some(_) if args.prompt.is_some() => Err("give --prompt or --conversation, not both".into()),
+        // The file's turns are numbered as they stand in it.
+        Some(_) if args.system.is_some() => {
+            Err("--conversation: give its system turn in the file, not --system".into())
+        }
+        Some(path) => read_conversation(path),
+        None => {
+            let system = args.system.iter().map(|text| (Role::System, text.clone()));
+            Ok(system.chain([(Role::User, prompt.to_string())]).collect())
+        }
     }
-    Ok(turns)
 }
 
 /// A conversation file's turns: a JSON list of `{"role", "content"}`, or `{"messages": [...]}`.
@@ -186,7 +198,7 @@ fn read_conversation(path: &Path) -> Result<Vec<(Role, String)>, String> {
     use serde_json::Value;
     let said = |e: &dyn std::fmt::Display| format!("--conversation {}: {e}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| said(&e))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| said(&e))?;
+    let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).map_err(|e| said(&e))?;
     let turns = match &value {
         Value::Object(record) => record.get("messages"),
         _ => Some(&value),
