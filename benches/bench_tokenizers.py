@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Tokenizer benchmark: ferrolm vs Hugging Face `tokenizers` vs `tiktoken`, side by side.
+"""Tokenizer benchmark: ferrolm vs Hugging Face `tokenizers`, `tiktoken` and `rustbpe`, side by side.
 
     python benches/bench_tokenizers.py --quick     # 10 MB prefix of the corpus
     python benches/bench_tokenizers.py             # the whole corpus (80 MB)
 
-Measures byte-level BPE training time (GPT-2 pre-tokenization, same settings for both
-trainers), encode throughput single-threaded and as a batch on N threads, and decode
+Measures byte-level BPE training time (GPT-2 pre-tokenization, the same settings for every
+trainer: HF's, and rustbpe, the training code tiktoken lacks), encode throughput single-threaded and as a batch on N threads, and decode
 throughput. All three encoders use the same vocabulary (ours, trained here; HF loads our
 tokenizer.json, tiktoken is built from the same ranks), and the ids are checked to be equal.
 A peer that is not installed is skipped.
@@ -77,6 +77,10 @@ def main() -> int:
         import tiktoken
     except ImportError:
         tiktoken = None
+    try:
+        import rustbpe
+    except ImportError:
+        rustbpe = None
 
     raw = args.corpus.read_bytes()
     if args.quick:
@@ -88,10 +92,12 @@ def main() -> int:
     corpus_file = Path(tmp.name) / "corpus.txt"
     corpus_file.write_bytes(raw)
     print(f"corpus: {args.corpus.name}{' (10 MB prefix)' if args.quick else ''}, {mb:.1f} MB; "
-          f"peers: tokenizers {'v' + hf.__version__ if hf else 'missing'}, tiktoken {'v' + tiktoken.__version__ if tiktoken else 'missing'}; "
+          f"peers: tokenizers {'v' + hf.__version__ if hf else 'missing'}, tiktoken {'v' + tiktoken.__version__ if tiktoken else 'missing'}, "
+          f"rustbpe {'installed' if rustbpe else 'missing'}; "
           f"{os.cpu_count()} cores", flush=True)
 
-    rows = []  # (label, unit, ours, hf, tiktoken, higher_is_better)
+    rows = []  # (label, unit, ours, hf, tiktoken (rustbpe for training), higher_is_better)
+    docs = split_docs(text, args.doc_size)
 
     # ------------------------------------------------------------- training
     ours_tok = None
@@ -112,14 +118,24 @@ def main() -> int:
             t_hf, h = best_time(hf_train, repeat)
             same = json.loads(h.to_str())["model"]["vocab"] == json.loads(tok.to_str())["model"]["vocab"]
             note = "identical vocab" if same else "vocab differs"
+        t_rb, rb_note = None, ""
+        if rustbpe:
+            def rustbpe_train():
+                r = rustbpe.Tokenizer()  # its vocabulary is bytes and merges: ours also holds <|endoftext|>
+                r.train_from_iterator(docs, vocab_size=vs - 1, pattern=GPT2_PATTERN)
+                return r
+            t_rb, r = best_time(rustbpe_train, repeat)
+            theirs = {piece for piece, _ in r.get_mergeable_ranks()}
+            ours = {tok.decode_bytes([i]) for i in range(tok.vocab_size) if tok.id_to_token(i) != "<|endoftext|>"}
+            rb_note = "rustbpe: same tokens" if theirs == ours else f"rustbpe: {len(theirs & ours) / len(ours):.1%} of tokens shared"
         reached = f"reached {tok.vocab_size}: the corpus has no more merges" if tok.vocab_size < vs else ""
-        label = "; ".join(filter(None, (reached, note)))
-        rows.append((f"BPE train to {vs}" + (f" ({label})" if label else ""), "s", t_ours, t_hf, None, False))
-        print(f"  trained {vs}: ferrolm {t_ours:.2f}s" + (f", HF {t_hf:.2f}s, {note}" if hf else ""), flush=True)
+        label = "; ".join(filter(None, (reached, note, rb_note)))
+        rows.append((f"BPE train to {vs}" + (f" ({label})" if label else ""), "s", t_ours, t_hf, t_rb, False))
+        print(f"  trained {vs}: ferrolm {t_ours:.2f}s" + (f", HF {t_hf:.2f}s, {note}" if hf else "")
+              + (f", rustbpe {t_rb:.2f}s, {rb_note}" if rustbpe else ""), flush=True)
 
     # ------------------------------------------------------------- encoders on one vocabulary
     tok = ours_tok
-    docs = split_docs(text, args.doc_size)
     hf_tok = hf.Tokenizer.from_str(tok.to_str()) if hf else None
     tk = None
     if tiktoken:
@@ -181,7 +197,8 @@ def main() -> int:
     tokens = sum(map(len, ids_ours))
     print(f"\n{mb:.1f} MB, {len(docs)} documents, {tokens:,} tokens at vocab {tok.vocab_size}; "
           "ids equal across libraries: " + (", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks) or "no peer installed"))
-    header = "| benchmark | unit | ferrolm | HF tokenizers | tiktoken | ferrolm vs HF | ferrolm vs tiktoken |"
+    header = ("| benchmark | unit | ferrolm | HF tokenizers | tiktoken (training: rustbpe) | ferrolm vs HF | "
+              "ferrolm vs tiktoken / rustbpe |")
     print(header)
     print("|" + "---|" * 7)
     for label, unit, ours, h, t, higher in rows:
