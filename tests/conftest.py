@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: Tiny models saved by transformers, with the logits it computed for them: the reference where
+#: transformers cannot run (it needs PyTorch). `make_transformers_fixtures.py` there writes them.
+TRANSFORMERS_FIXTURES = REPO / "tests" / "fixtures" / "transformers"
 #: Whether this CPU runs bfloat16 products (elsewhere they stay float32, and tests check that).
 BF16_CPU = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
 
@@ -82,3 +85,14 @@ def shard_weights(path: Path, parts: int = 2) -> dict:
     index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     return weight_map
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The model.safetensors of directories `a` and `b` hold the same names, shapes and values."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    theirs, ours = (load_file(str(d / "model.safetensors")) for d in (a, b))
+    assert sorted(ours) == sorted(theirs)
+    for name, weight in theirs.items():
+        np.testing.assert_array_equal(ours[name], weight, err_msg=name)

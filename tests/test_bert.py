@@ -13,6 +13,8 @@ from ferrolm.bert import BERT
 from ferrolm.data import BUNDLED_CORPUS, MlmCollator, prepare_tokens
 from ferrolm.train import MaskedLM, TrainConfig, train
 
+from conftest import TRANSFORMERS_FIXTURES, assert_same_weights
+
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 V, C, L, H, I, P = 30, 8, 2, 2, 16, 12
@@ -251,6 +253,17 @@ def test_transformers_agrees_when_installed(tmp_path):
     with torch.no_grad():
         expected = theirs(torch.from_numpy(ids)).logits.numpy()
     np.testing.assert_allclose(BERT.load(tmp_path)(ids).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_checkpoint_saved_by_transformers_gives_its_logits(tmp_path):
+    directory = TRANSFORMERS_FIXTURES / "bert"  # BertForMaskedLM's save_pretrained files
+    expected = safetensors_numpy.load_file(str(directory / "expected.safetensors"))
+    model = BERT.load(directory)
+    logits = model(expected["input_ids"], token_type_ids=expected["token_type_ids"],
+                   attention_mask=expected["attention_mask"]).numpy()
+    np.testing.assert_allclose(logits, expected["logits"], rtol=1e-4, atol=1e-4)  # padded positions too
+    model.save(tmp_path)
+    assert_same_weights(directory, tmp_path)
 
 
 # ---------------------------------------------------------------- masking
