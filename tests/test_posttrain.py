@@ -334,26 +334,41 @@ def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypa
         assert "--system: " in err and "has no system role" in err, err
     assert ferrolm(["generate", str(tmp_path / "sft"), "--system", "x", "--raw"]) == 2
     assert "leave out --raw" in capsys.readouterr().err
-    # Rust's example answers a system turn, and a whole conversation, as Python does.
+    # `ferrolm generate` and Rust's example answer a system turn, and a whole conversation, as the API does.
     conversation = [system, *talk, {"role": "user", "content": "What friend?"}]
     (tmp_path / "talk.json").write_text(json.dumps({"messages": conversation}))
-    rust = lambda *flags: subprocess.run(
-        ["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--", str(tmp_path / "sft"),
-         *greedy, *flags], cwd=repo, capture_output=True, text=True, timeout=900)
-    for flags, asked in ((["--system", system["content"], "--prompt", talk[0]["content"]], [system, talk[0]]),
-                         (["--conversation", str(tmp_path / "talk.json")], conversation)):
-        out = rust(*flags)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout == model.generate(asked, 12, temperature=0, chat=True) + "\n", flags
+
+    def python(*flags):
+        try:
+            code = ferrolm(["generate", str(tmp_path / "sft"), *greedy, *flags])
+        except SystemExit as e:  # argparse's refusals
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    def rust(*flags):
+        out = subprocess.run(["cargo", "run", "--release", "-q", "-p", "ferrolm", "--example", "generate", "--",
+                              str(tmp_path / "sft"), *greedy, *flags], cwd=repo, capture_output=True, text=True,
+                             timeout=900)
+        return out.returncode, out.stdout, out.stderr
+
+    for run in (python, rust):
+        for flags, asked in ((["--system", system["content"], "--prompt", talk[0]["content"]], [system, talk[0]]),
+                             (["--conversation", str(tmp_path / "talk.json")], conversation)):
+            code, out, err = run(*flags)
+            assert code == 0, err
+            assert out == model.generate(asked, 12, temperature=0, chat=True) + "\n", (run, flags)
     (tmp_path / "answered.json").write_text("\ufeff" + json.dumps([system, *talk]))  # a byte-order mark is dropped
     (tmp_path / "talk.json").write_text(json.dumps([talk[0], {"role": "judge", "content": "x"}]))
-    for flags, error in ((["--conversation", str(tmp_path / "talk.json")], r"talk.json: turn 1: .*unknown role \"judge\""),
+    for flags, error in ((["--conversation", str(tmp_path / "talk.json")], r"talk.json: (turn|message) 1"),
                          (["--conversation", str(tmp_path / "answered.json")], r"answered.json: .*ends with the user turn"),
-                         (["--conversation", str(tmp_path / "talk.json"), "--prompt", "x"], "not both"),
+                         (["--conversation", str(tmp_path / "talk.json"), "--prompt", "x"], "not both|not allowed with"),
                          (["--conversation", str(tmp_path / "talk.json"), "--system", "x"], "in the file, not --system"),
-                         (["--system", "x", "--raw"], "--raw continues plain text")):
-        out = rust(*flags)
-        assert out.returncode == 2 and re.search(error, out.stderr), out.stderr
+                         (["--system", "x", "--raw"], "--raw.* plain text")):
+        for run in (python, rust):
+            code, _, err = run(*flags)
+            assert code == 2 and re.search(error, err), (run, err)
+    assert "judge" in rust("--conversation", str(tmp_path / "talk.json"))[2]
 
 
 def test_preferences_on_conversations_score_only_the_last_answer(base, tmp_path, capsys):

@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import functools
 import importlib
+import json
 import math
 import os
 import shutil
@@ -384,6 +385,9 @@ def register_generate(sub) -> None:
                                                        "which has none; a character vocabulary's first character if it "
                                                        "lacks one); a chat model's question")
     prompt.add_argument("--prompt-file", metavar="FILE", default=None, help="read the prompt from a UTF-8 text file")
+    prompt.add_argument("--conversation", metavar="FILE", default=None,
+                        help="a chat model's conversation to answer: a JSON list of {\"role\", \"content\"} turns, "
+                             "or {\"messages\": [...]} (sft's layout), ending with the user turn")
     p.add_argument("--num-samples", type=count(1), default=1, help="samples to draw, one after another, each with the "
                                                                  "next seed (default 1)")
     _sampling_flags(p)
@@ -450,10 +454,42 @@ def _text_model(directory: str):
 def run_generate(args) -> int:
     model = _text_model(args.model)
     chat = model.is_chat and not args.raw
-    if args.system is not None and not chat:
-        raise ValueError("--system is a chat model's turn: " + (
+    asked, echo = _asked(model, args, chat)
+    for i in range(args.num_samples):
+        # The prompt is encoded (and refused, if it cannot be) before anything is printed.
+        pieces = model.generate(asked, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
+                                seed=args.seed + i, stream=True, chat=chat)
+        if i:
+            sys.stdout.write("-" * 15 + "\n")  # between samples (nanoGPT's sample.py also ends with one)
+        elif args.conversation is not None:
+            print("(chat model: the conversation's last turn is answered, the answer ends at <|end|>)", file=sys.stderr,
+                  flush=True)
+        elif chat:
+            print("(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
+                  file=sys.stderr, flush=True)
+        if not chat:
+            sys.stdout.write(echo)
+        try:
+            for piece in pieces:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        finally:
+            sys.stdout.write("\n")  # also before a Ctrl-C's message: not on the sample's line
+    return 0
+
+
+def _asked(model, args, chat: bool):
+    """What `generate` answers or continues, and the text to echo before a plain continuation."""
+    given = "--system" if args.system is not None else "--conversation" if args.conversation is not None else None
+    if given and not chat:
+        raise ValueError(f"{given} gives a chat model's turns: " + (
             "leave out --raw, which continues plain text" if args.raw else
             f"{args.model} is not a chat model (fine-tune one with `ferrolm sft`)"))
+    if args.conversation is not None:
+        if args.system is not None:
+            raise ValueError("--conversation: give its system turn in the file, not --system")
+        return _conversation_file(args.conversation), ""
     system = _system_turns(model, args)
     # A prompt file's line ends as Python reads text (CRLF as \n), as nanoGPT's sample.py reads
     # it; a chat model's message without the file's last line end.
@@ -471,26 +507,21 @@ def run_generate(args) -> int:
     if prompt is None:
         prompt = _start_prompt(model)
         echo = "" if prompt == "[CLS]" else prompt  # shown as nanoGPT shows its newline start; [CLS] is not text
-    asked = system + [{"role": "user", "content": prompt}] if system else prompt
-    for i in range(args.num_samples):
-        # The prompt is encoded (and refused, if it cannot be) before anything is printed.
-        pieces = model.generate(asked, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
-                                seed=args.seed + i, stream=True, chat=chat)
-        if i:
-            sys.stdout.write("-" * 15 + "\n")  # between samples (nanoGPT's sample.py also ends with one)
-        elif chat:
-            print("(chat model: the prompt is a user turn, the answer ends at <|end|>; --raw continues text instead)",
-                  file=sys.stderr, flush=True)
-        if not chat:
-            sys.stdout.write(echo)
-        try:
-            for piece in pieces:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        finally:
-            sys.stdout.write("\n")  # also before a Ctrl-C's message: not on the sample's line
-    return 0
+    return (system + [{"role": "user", "content": prompt}] if system else prompt), echo
+
+
+def _conversation_file(path: str) -> list[dict]:
+    """--conversation's turns: a JSON list of {"role", "content"}, or {"messages": [...]} (sft's
+    layout), ending with the user turn to answer."""
+    from ferrolm.conversations import checked_turns
+
+    text = read_utf8(Path(path), "--conversation")  # without a byte-order mark
+    try:
+        value = json.loads(text)
+        return checked_turns(value["messages"] if isinstance(value, dict) and "messages" in value else value,
+                             open_turn=True)
+    except (ValueError, TypeError) as e:  # invalid JSON too
+        raise ValueError(f"--conversation {path}: {e}") from None
 
 
 def register_chat(sub) -> None:
