@@ -5,8 +5,8 @@
     python benches/bench_tokenizers.py             # the whole corpus (80 MB)
 
 Measures byte-level BPE training time (GPT-2 pre-tokenization, the same settings for every
-trainer: HF's, and rustbpe, the training code tiktoken lacks), encode throughput single-threaded and as a batch on N threads, and decode
-throughput. All three encoders use the same vocabulary (ours, trained here; HF loads our
+trainer: HF's, and rustbpe, the training code tiktoken lacks), encode throughput
+single-threaded and as a batch on N threads, and decode throughput. All three encoders use the same vocabulary (ours, trained here; HF loads our
 tokenizer.json, tiktoken is built from the same ranks), and the ids are checked to be equal.
 A peer that is not installed is skipped.
 """
@@ -37,6 +37,11 @@ def best_time(fn, repeat: int):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def byte_ranks(tok) -> dict[bytes, int]:
+    """The vocabulary's byte strings and their ids, special tokens aside (tiktoken's ranks)."""
+    return {tok.decode_bytes([i]): i for i in range(tok.vocab_size) if tok.id_to_token(i) != "<|endoftext|>"}
 
 
 def split_docs(text: str, size: int) -> list[str]:
@@ -126,7 +131,7 @@ def main() -> int:
                 return r
             t_rb, r = best_time(rustbpe_train, repeat)
             theirs = {piece for piece, _ in r.get_mergeable_ranks()}
-            ours = {tok.decode_bytes([i]) for i in range(tok.vocab_size) if tok.id_to_token(i) != "<|endoftext|>"}
+            ours = byte_ranks(tok).keys()
             rb_note = "rustbpe: same tokens" if theirs == ours else f"rustbpe: {len(theirs & ours) / len(ours):.1%} of tokens shared"
         reached = f"reached {tok.vocab_size}: the corpus has no more merges" if tok.vocab_size < vs else ""
         label = "; ".join(filter(None, (reached, note, rb_note)))
@@ -139,8 +144,7 @@ def main() -> int:
     hf_tok = hf.Tokenizer.from_str(tok.to_str()) if hf else None
     tk = None
     if tiktoken:
-        ranks = {tok.decode_bytes([i]): i for i in range(tok.vocab_size) if tok.id_to_token(i) != "<|endoftext|>"}
-        tk = tiktoken.Encoding("ferrolm-bench", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+        tk = tiktoken.Encoding("ferrolm-bench", pat_str=GPT2_PATTERN, mergeable_ranks=byte_ranks(tok),
                                special_tokens={"<|endoftext|>": tok.token_to_id("<|endoftext|>")})
 
     ours_single = lambda: [tok.encode(d) for d in docs]  # noqa: E731
