@@ -26,6 +26,12 @@ unsafe fn full(
     // Each row read from its own base at one running offset: stepping a single pointer from row
     // to row made a chain of six dependent adds per k step, as long as its twelve FMAs take.
     let rows: [*const f32; MR] = std::array::from_fn(|r| a.add(r * a_rs));
+    // C's tile is fetched while the k loop runs, not after it: each tile's rows are new lines
+    // of a C too large for cache, and the loads (or stores) missing at the end stalled the core.
+    for r in 0..MR {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + NR - 1) as *const i8);
+    }
     let mut at = 0;
     for _ in 0..kc {
         let b0 = _mm256_load_ps(b);
