@@ -14,7 +14,13 @@ from typing import Optional
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Linux's VmHWM, where getrusage's ru_maxrss would
+    also count the memory of the parent that forked it."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_steps(step, steps: int, tokens_per_step: int, warmup: int = 3) -> dict:
