@@ -245,6 +245,30 @@ def test_numpy_and_batches(tok, eval_texts):
     assert tok.decode(arr) == texts[3]
 
 
+def test_decode_matches_hf_for_long_tokens_and_every_kind_of_id_sequence():
+    """Tokens of 1 to 60 bytes (decoding copies those up to 16 bytes another way), special tokens
+    amid them, and the ids given as a list of plain ints (read by a path of its own), of numpy
+    or enum ints, a tuple, a generator and numpy arrays of three dtypes: one text, HF's."""
+    import enum
+
+    texts = [("=" * n + " ") * 30 for n in range(1, 61)] + ADV
+    ours = ferrolm.Tokenizer.train_from_iterator(texts, vocab_size=1500)
+    ref = hf.Tokenizer.from_str(ours.to_str())
+    lengths = {len(ours.decode_bytes([i])) for i in range(ours.vocab_size)}
+    assert {1, 16, 17, 32, 60} <= lengths
+    eot = ours.token_to_id("<|endoftext|>")
+    ids = [i for t in texts for i in ours.encode(t) + [eot]]
+    want = ref.decode(ids, skip_special_tokens=False)
+    assert want == "<|endoftext|>".join(texts) + "<|endoftext|>"
+    Id = enum.IntEnum("Id", {f"t{i}": i for i in set(ids)})
+    for seq in (ids, tuple(ids), iter(ids), [np.int64(i) for i in ids], [Id(i) for i in ids],
+                np.array(ids, dtype=np.uint32), np.array(ids, dtype=np.int64), np.array(ids, dtype=np.int32)):
+        assert ours.decode(seq) == want
+    assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True) == "".join(texts)
+    assert ours.decode_bytes(ids) == want.encode()
+    assert ours.decode_batch([ids, ids[:7], []]) == [want, ref.decode(ids[:7]), ""]
+
+
 def test_padding_and_truncation(tok):
     texts = ["short", "a much longer text with many more tokens in it", ""]
     ids, mask = tok.encode_batch_padded(texts)

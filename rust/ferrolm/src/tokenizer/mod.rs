@@ -740,17 +740,25 @@ impl Tokenizer {
     pub fn decode_bytes(&self, ids: &[u32], skip_special_tokens: bool) -> Result<Vec<u8>> {
         match &self.model {
             Model::Bpe(m) => {
-                let mut out = Vec::with_capacity(ids.len() * 4);
+                let skip = |id| skip_special_tokens && self.specials.is_special(id);
+                // An added token spelled like a vocabulary entry ("¶", the byte 0xB6) has
+                // that entry's id, which the model also emits: it decodes as the entry.
+                // The added tokens (a hash lookup) are asked only for ids the model lacks.
+                let added = |id| self.specials.content(id).map(str::as_bytes).ok_or_else(|| self.unknown_id(id));
+                // Sized first, so that megabytes of text are not copied as a guessed buffer grows.
+                let mut len = Bpe::APPEND_SLACK;
                 for &id in ids {
-                    if skip_special_tokens && self.specials.is_special(id) {
-                        continue;
+                    if !skip(id) {
+                        len += match m.token_bytes(id) {
+                            Some(bytes) => bytes.len(),
+                            None => added(id)?.len(),
+                        };
                     }
-                    // An added token spelled like a vocabulary entry ("¶", the byte 0xB6) has
-                    // that entry's id, which the model also emits: it decodes as the entry.
-                    match (m.token_bytes(id), self.specials.content(id)) {
-                        (Some(bytes), _) => out.extend_from_slice(bytes),
-                        (None, Some(s)) => out.extend_from_slice(s.as_bytes()),
-                        (None, None) => return Err(self.unknown_id(id)),
+                }
+                let mut out = Vec::with_capacity(len);
+                for &id in ids {
+                    if !skip(id) && !m.append_token_bytes(id, &mut out) {
+                        out.extend_from_slice(added(id)?);
                     }
                 }
                 Ok(out)
