@@ -401,8 +401,8 @@ impl Bpe {
         if piece.len() < 16 {
             // Short pieces (most words) are keyed by value: no pointer chasing, no memcmp.
             let key = small_key(piece);
-            if let Some(&(start, len)) = cache.small.get(&key) {
-                out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
+            if let Some(&span) = cache.small.get(&key) {
+                cache.push(span, out);
                 return;
             }
             let first = out.len();
@@ -410,8 +410,8 @@ impl Bpe {
             let span = cache.store(&out[first..]);
             cache.small.insert(key, span);
         } else if piece.len() <= CACHE_PIECE_LIMIT {
-            if let Some(&(start, len)) = cache.map.get(piece) {
-                out.extend_from_slice(&cache.ids[start as usize..(start + len) as usize]);
+            if let Some(&span) = cache.map.get(piece) {
+                cache.push(span, out);
                 return;
             }
             let first = out.len();
@@ -550,13 +550,24 @@ struct Scratch {
     prev: Vec<u32>,
 }
 
-/// A piece of at most 15 bytes packed with its length into one integer.
+/// A piece of at most 15 bytes packed with its length into one integer: its bytes in order
+/// from the lowest, the length in the top byte. Read as two fixed-size words that may overlap
+/// (a variable-length copy into a buffer is a call to memcpy, a tenth of encoding's time).
 #[inline(always)]
 fn small_key(piece: &[u8]) -> u128 {
-    let mut buf = [0u8; 16];
-    buf[..piece.len()].copy_from_slice(piece);
-    buf[15] = piece.len() as u8;
-    u128::from_le_bytes(buf)
+    let n = piece.len();
+    let bytes = if n >= 8 {
+        let head = u64::from_le_bytes(piece[..8].try_into().expect("8 bytes")) as u128;
+        let tail = u64::from_le_bytes(piece[n - 8..].try_into().expect("8 bytes")) as u128;
+        head | (tail >> (8 * (16 - n))) << 64 // bytes 8..n
+    } else if n >= 4 {
+        let head = u32::from_le_bytes(piece[..4].try_into().expect("4 bytes")) as u128;
+        let tail = u32::from_le_bytes(piece[n - 4..].try_into().expect("4 bytes")) as u128;
+        head | (tail >> (8 * (8 - n))) << 32 // bytes 4..n
+    } else {
+        piece.iter().rev().fold(0, |key, &b| key << 8 | b as u128)
+    };
+    bytes | (n as u128) << 120
 }
 
 /// Per-thread memo of piece → ids for one model at a time. Values are spans of `ids`.
@@ -581,6 +592,16 @@ impl PieceCache {
         self.small.clear();
         self.map.clear();
         self.ids.clear();
+    }
+
+    /// Appends the ids of `span` to `out`. Most pieces are one token: pushed as such, where a
+    /// one-id `extend_from_slice` is a call to memcpy.
+    #[inline(always)]
+    fn push(&self, (start, len): (u32, u32), out: &mut Vec<u32>) {
+        match &self.ids[start as usize..(start + len) as usize] {
+            [id] => out.push(*id),
+            ids => out.extend_from_slice(ids),
+        }
     }
 
     /// Keeps `ids` and returns their span; forgets everything when the cache is full.
@@ -645,6 +666,17 @@ mod tests {
         let mut syms: Vec<u32> = long.bytes().map(|b| b as u32).collect();
         m.merge_scan(&mut syms, &mut Vec::new());
         assert_eq!(a, syms);
+    }
+
+    #[test]
+    fn small_key_holds_each_byte_and_the_length() {
+        let bytes: Vec<u8> = (0..15u8).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
+        for n in 0..16 {
+            let mut want = [0u8; 16];
+            want[..n].copy_from_slice(&bytes[..n]);
+            want[15] = n as u8;
+            assert_eq!(small_key(&bytes[..n]), u128::from_le_bytes(want), "{n} bytes");
+        }
     }
 
     #[test]
