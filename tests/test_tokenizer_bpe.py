@@ -267,6 +267,19 @@ def test_decode_matches_hf_for_long_tokens_and_every_kind_of_id_sequence():
     assert ours.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True) == "".join(texts)
     assert ours.decode_bytes(ids) == want.encode()
     assert ours.decode_batch([ids, ids[:7], []]) == [want, ref.decode(ids[:7]), ""]
+    # A list subclass is iterated as it says (not read from its storage); a list that turns out
+    # not to be plain ints late is read again by the general path, which explains it.
+    class Reversed(list):
+        def __iter__(self):
+            return iter(self.copy()[::-1])
+
+    assert ours.decode(Reversed(ids[::-1])) == want
+    with pytest.raises(TypeError, match="got a bool"):
+        ours.decode(ids[:50] + [True])
+    with pytest.raises(IndexError, match="out of range"):
+        ours.decode(ids[:50] + [2**40])
+    with pytest.raises(IndexError, match="out of range"):
+        ours.decode(ids[:50] + [-3])
 
 
 def test_padding_and_truncation(tok):

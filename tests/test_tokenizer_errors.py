@@ -75,6 +75,7 @@ def test_ids_out_of_range_in_decode(tok, wp):
                                  "rstrip": False, "normalized": False})
     gapped = ferrolm.Tokenizer.from_str(json.dumps(data))
     assert gapped.decode([400]) == "<x>" and gapped.vocab_size == 401
+    assert gapped.decode([65, 400, 66], skip_special_tokens=True) == gapped.decode([65, 66]) != ""
     with pytest.raises(IndexError, match=r"token id 350 has no token: the vocabulary \(size 401\) leaves it unused"):
         gapped.decode([350])
     with pytest.raises(IndexError, match=r"token id 401 is not in the vocabulary \(size 401\)"):

@@ -123,7 +123,7 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
         })?;
         check(v)
     };
-    if let Some(ids) = obj.cast::<PyList>().ok().and_then(plain_list_ids) {
+    if let Some(ids) = obj.cast_exact::<PyList>().ok().and_then(plain_list_ids) {
         return Ok(ids);
     }
     obj.try_iter()?.map(|item| id(item?)).collect()
@@ -134,27 +134,35 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
 /// overflow checks): they took half of decoding's time. None when an item is anything else, for
 /// the general path to read or explain.
 fn plain_list_ids(list: &Bound<'_, PyList>) -> Option<Vec<u32>> {
-    let n = list.len();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        // SAFETY: `i` is within the list, which cannot change meanwhile: the GIL is held and no
-        // Python code runs (converting an exact int calls none), so the borrowed item stays alive.
-        let v = unsafe {
-            let item = ffi::PyList_GetItem(list.as_ptr(), i as ffi::Py_ssize_t);
-            if item.is_null() || ffi::Py_TYPE(item) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-                ffi::PyErr_Clear();
-                return None;
-            }
-            let v = ffi::PyLong_AsLongLong(item);
-            if v == -1 && !ffi::PyErr_Occurred().is_null() {
-                ffi::PyErr_Clear(); // beyond 64 bits
-                return None;
-            }
-            v
-        };
-        out.push(u32::try_from(v).ok()?);
-    }
-    Some(out)
+    // The critical section (a no-op where there is a GIL) keeps other threads from changing
+    // the list under a free-threaded Python.
+    pyo3::sync::critical_section::with_critical_section(list.as_any(), || {
+        let n = list.len();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            // SAFETY: `i` is within the list, which cannot change meanwhile: no other thread may
+            // (the GIL or the critical section) and no Python code runs (converting an exact int
+            // calls none), so the borrowed item stays alive.
+            let v = unsafe {
+                let item = ffi::PyList_GetItem(list.as_ptr(), i as ffi::Py_ssize_t);
+                if item.is_null() {
+                    ffi::PyErr_Clear();
+                    return None;
+                }
+                if ffi::Py_TYPE(item) != std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+                    return None;
+                }
+                let v = ffi::PyLong_AsLongLong(item);
+                if v == -1 && !ffi::PyErr_Occurred().is_null() {
+                    ffi::PyErr_Clear(); // beyond 64 bits
+                    return None;
+                }
+                v
+            };
+            out.push(u32::try_from(v).ok()?);
+        }
+        Some(out)
+    })
 }
 
 /// Encode options from the Python keywords. `allowed_special`: None or "all" (every special
