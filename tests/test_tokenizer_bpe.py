@@ -109,6 +109,11 @@ def test_custom_pattern_round_trips_through_hf():
     for text in ADV[:100]:
         assert ref.encode(text).ids == ours.encode(text)
         assert ours.decode(ours.encode(text)) == text
+    # Each thread searches with its own copy of the regex (a shared one serialises them): the
+    # same ids on the caller's thread and on 1 or 2 of the pool's, as HF's.
+    want = [ref.encode(t).ids for t in ADV]
+    assert ours.encode_batch(ADV, num_threads=2) == ours.encode_batch(ADV, num_threads=1) == want
+    assert [ours.encode(t) for t in ADV] == want
 
 
 def test_matches_tiktoken_built_from_same_merges(shakespeare):
