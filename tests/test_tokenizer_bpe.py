@@ -93,7 +93,7 @@ def test_hf_trained_vocab_gives_identical_ids(eval_texts, shakespeare):
     assert ours.vocab_size == ref.get_vocab_size()
 
 
-@pytest.mark.parametrize("pattern", ["gpt2", "cl100k"])
+@pytest.mark.parametrize("pattern", ["gpt2", "cl100k", "o200k"])
 def test_our_vocab_loads_in_hf_with_identical_ids(eval_texts, shakespeare, pattern):
     ours = ferrolm.Tokenizer.train_from_iterator(ADV + [shakespeare], vocab_size=2000, pattern=pattern)
     ref = hf.Tokenizer.from_str(ours.to_str())

@@ -648,7 +648,7 @@ class Tokenizer:
         when every character fits there is none, and encoding an unseen one is a ValueError);
         BPE and WordPiece never merge pairs seen fewer than
         `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
-        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k" or a
+        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k", "o200k" or a
         regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
         `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
         and WordPieceTrainer. Ctrl-C stops a training within about a second."""

@@ -60,10 +60,11 @@ def token_dtype(vocab_size: int) -> type:
 #: Characters per encode call: bounds the memory of ids in flight, and Ctrl-C is seen between calls.
 PIECE = 1 << 22
 #: Where a text may be cut without changing its tokens: before a space, or after a newline, that
-#: non-space characters stand on both sides of. Every pre-tokenizer ferrolm ships ends a token
-#: there (GPT-2's and cl100k's patterns, WordPiece, characters), and no whitespace run spans it
+#: non-space characters stand on both sides of (but a slash: o200k's punctuation pieces take the
+#: line breaks and slashes after them). Every pre-tokenizer ferrolm ships ends a token there
+#: (GPT-2's, cl100k's and o200k's patterns, WordPiece, characters), and no whitespace run spans it
 #: (GPT-2's pattern tokenizes a run at the end of a text differently from one inside it).
-SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=\S)")
+SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[^\s/])")
 
 
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:

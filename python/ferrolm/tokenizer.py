@@ -21,7 +21,7 @@ __all__ = ["Tokenizer", "default_corpus", "KINDS", "PATTERNS"]
 #: Model kinds accepted by `Tokenizer.train(kind=...)`.
 KINDS = ("bpe", "wordpiece", "char")
 #: Named pre-tokenizer patterns for byte-level BPE (any other string is used as a regex).
-PATTERNS = ("gpt2", "cl100k")
+PATTERNS = ("gpt2", "cl100k", "o200k")
 
 
 def default_corpus() -> str:

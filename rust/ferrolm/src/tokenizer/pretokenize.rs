@@ -1,17 +1,17 @@
 //! Regex pre-tokenization for byte-level BPE: text is cut into pieces (words with their leading
 //! space, runs of digits, punctuation, white space) and BPE never merges across pieces.
 //!
-//! The GPT-2 and GPT-4 (cl100k) patterns are implemented by hand, as small state machines that
-//! reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)` look-ahead and
-//! backtracking exactly (tested against `fancy-regex` on adversarial text); they run several
-//! times faster than a backtracking regex engine. A user's own pattern runs on `fancy-regex`
+//! The GPT-2, GPT-4 (cl100k) and GPT-4o (o200k) patterns are implemented by hand, as small
+//! state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
+//! look-ahead and backtracking exactly (tested against `fancy-regex` on adversarial and random
+//! text); they run several times faster than a backtracking regex engine. A user's own pattern runs on `fancy-regex`
 //! with Hugging Face's `Split(behavior="Isolated")` semantics: matches and the gaps between
 //! them both become pieces, so no text is ever dropped.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::unicode::{Classes, LETTER, NUMBER, OTHER, SPACE};
+use super::unicode::{Classes, CASELESS, LETTER, LOWER, MARK, NUMBER, OTHER, SPACE, UPPER};
 use crate::{bail, Result};
 
 /// GPT-2's pattern (also Hugging Face's `ByteLevel(use_regex=True)` pre-tokenizer).
@@ -24,6 +24,18 @@ pub const CL100K_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}
 pub const CL100K_PATTERN_TIKTOKEN: &str =
     r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
 
+/// GPT-4o's o200k_base pattern, as tiktoken writes it (words split at case changes, contractions
+/// kept on their word).
+pub const O200K_PATTERN: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}",
+    r"| ?[^\s\p{L}\p{N}]+[\r\n/]*",
+    r"|\s*[\r\n]+",
+    r"|\s+(?!\S)",
+    r"|\s+",
+);
+
 /// Which rule splits text into pieces.
 #[derive(Clone, Debug)]
 pub enum PreTokenizer {
@@ -31,6 +43,8 @@ pub enum PreTokenizer {
     Gpt2,
     /// GPT-4's cl100k pattern, hand-written.
     Cl100k,
+    /// GPT-4o's o200k pattern, hand-written.
+    O200k,
     /// A user's regex (fancy-regex syntax); the original pattern text is kept for saving.
     Regex(Box<fancy_regex::Regex>, String),
 }
@@ -42,6 +56,7 @@ impl PreTokenizer {
         match name_or_pattern {
             "gpt2" | GPT2_PATTERN => Ok(PreTokenizer::Gpt2),
             "cl100k" | CL100K_PATTERN | CL100K_PATTERN_TIKTOKEN => Ok(PreTokenizer::Cl100k),
+            "o200k" | O200K_PATTERN => Ok(PreTokenizer::O200k),
             "" => bail!(Argument, "empty pre-tokenizer pattern"),
             pattern => match fancy_regex::Regex::new(pattern) {
                 Ok(re) => Ok(PreTokenizer::Regex(Box::new(re), pattern.to_string())),
@@ -55,6 +70,7 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 => GPT2_PATTERN,
             PreTokenizer::Cl100k => CL100K_PATTERN,
+            PreTokenizer::O200k => O200K_PATTERN,
             PreTokenizer::Regex(_, p) => p,
         }
     }
@@ -66,22 +82,16 @@ impl PreTokenizer {
         let s = text.as_bytes();
         match self {
             PreTokenizer::Gpt2 => {
-                let classes = Classes::get();
-                let mut i = 0;
-                while i < s.len() {
-                    let end = gpt2_piece(classes, s, i);
-                    piece(i, end);
-                    i = end;
-                }
+                let c = Classes::get();
+                cut(s, |i| gpt2_piece(c, s, i), piece)
             }
             PreTokenizer::Cl100k => {
-                let classes = Classes::get();
-                let mut i = 0;
-                while i < s.len() {
-                    let end = cl100k_piece(classes, s, i);
-                    piece(i, end);
-                    i = end;
-                }
+                let c = Classes::get();
+                cut(s, |i| cl100k_piece(c, s, i), piece)
+            }
+            PreTokenizer::O200k => {
+                let c = Classes::o200k();
+                cut(s, |i| o200k_piece(c, s, i), piece)
             }
             PreTokenizer::Regex(re, pattern) => {
                 let re = this_threads_copy(re, pattern);
@@ -108,6 +118,17 @@ impl PreTokenizer {
     }
 }
 
+/// Calls `piece` with each piece of `s` in order, `next_end(start)` giving a piece's end.
+#[inline(always)]
+fn cut(s: &[u8], next_end: impl Fn(usize) -> usize, mut piece: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    while i < s.len() {
+        let end = next_end(i);
+        piece(i, end);
+        i = end;
+    }
+}
+
 /// This thread's copy of a user's regex. A regex shared by threads lends each search a cache
 /// from a pool, without a lock only to the thread that used it first (the regex crate's design):
 /// a model trained on the thread pool then spent 44% of Python's encoding time in that pool's
@@ -130,12 +151,12 @@ fn this_threads_copy(re: &fancy_regex::Regex, pattern: &str) -> Rc<fancy_regex::
     })
 }
 
-/// End of the maximal run of characters of class `class` starting at `i`.
+/// End of the run of characters whose class satisfies `keep`, from `i`.
 #[inline(always)]
-fn run(c: &Classes, s: &[u8], mut i: usize, class: u8) -> usize {
+fn run_where(c: &Classes, s: &[u8], mut i: usize, keep: impl Fn(u8) -> bool) -> usize {
     while i < s.len() {
         let (k, len) = c.at(s, i);
-        if k != class {
+        if !keep(k) {
             break;
         }
         i += len;
@@ -169,26 +190,41 @@ fn contraction(s: &[u8], i: usize, ignore_case: bool) -> Option<usize> {
     }
 }
 
-/// Handles a white-space run starting at `i` the way `\s+(?!\S)|\s+` does: a run that is
-/// followed by a non-space gives up its last character (it will lead the next piece), unless
-/// the run is a single character.
+/// A white-space piece at `i`. With `line_breaks` (cl100k's and o200k's patterns) first
+/// `\s*[\r\n]+`: up to the run's last line break. Then `\s+(?!\S)|\s+`: a run that is followed
+/// by a non-space gives up its last character (it will lead the next piece), unless the run is
+/// a single character.
 #[inline]
-fn space_run(c: &Classes, s: &[u8], i: usize) -> usize {
-    let mut j = i;
-    let mut last_start = i;
+fn space_piece(c: &Classes, s: &[u8], i: usize, line_breaks: bool) -> usize {
+    let (mut j, mut last_start, mut after_newline) = (i, i, None);
     while j < s.len() {
         let (k, len) = c.at(s, j);
         if k != SPACE {
             break;
         }
+        if s[j] == b'\r' || s[j] == b'\n' {
+            after_newline = Some(j + 1);
+        }
         last_start = j;
         j += len;
     }
-    if j < s.len() && last_start > i {
-        last_start
-    } else {
-        j
+    match after_newline {
+        Some(end) if line_breaks => end,
+        _ if j < s.len() && last_start > i => last_start,
+        _ => j,
     }
+}
+
+/// `\p{N}{1,3}` after its first number, which ends at `i`.
+#[inline]
+fn up_to_three_numbers(c: &Classes, s: &[u8], mut i: usize) -> usize {
+    for _ in 0..2 {
+        match s.get(i).map(|_| c.at(s, i)) {
+            Some((NUMBER, len)) => i += len,
+            _ => break,
+        }
+    }
+    i
 }
 
 /// One piece of GPT-2's pattern starting at byte `i`; returns its end.
@@ -210,9 +246,9 @@ fn gpt2_piece(c: &Classes, s: &[u8], i: usize) -> usize {
         }
     }
     match class {
-        SPACE => space_run(c, s, i),
-        _ if body == i => run(c, s, i + len, class),
-        _ => run(c, s, body, class),
+        SPACE => space_piece(c, s, i, false),
+        _ if body == i => run_where(c, s, i + len, |k| k == class),
+        _ => run_where(c, s, body, |k| k == class),
     }
 }
 
@@ -228,25 +264,13 @@ fn cl100k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
     let (class, len) = c.at(s, i);
     // `[^\r\n\p{L}\p{N}]?\p{L}+`
     if class == LETTER {
-        return run(c, s, i + len, LETTER);
+        return run_where(c, s, i + len, |k| k == LETTER);
     }
     if class != NUMBER && b != b'\r' && b != b'\n' && i + len < s.len() && c.at(s, i + len).0 == LETTER {
-        return run(c, s, i + len, LETTER);
+        return run_where(c, s, i + len, |k| k == LETTER);
     }
-    // `\p{N}{1,3}`
     if class == NUMBER {
-        let mut j = i + len;
-        for _ in 0..2 {
-            if j >= s.len() {
-                break;
-            }
-            let (k, l) = c.at(s, j);
-            if k != NUMBER {
-                break;
-            }
-            j += l;
-        }
-        return j;
+        return up_to_three_numbers(c, s, i + len);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     let body = if class == OTHER {
@@ -257,29 +281,94 @@ fn cl100k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
         None
     };
     if let Some(body) = body {
-        let mut j = run(c, s, body, OTHER);
+        let mut j = run_where(c, s, body, |k| k == OTHER);
         while j < s.len() && (s[j] == b'\r' || s[j] == b'\n') {
             j += 1;
         }
         return j;
     }
-    // Here the character is white space. `\s*[\r\n]+`: up to the run's last line break.
-    let mut j = i;
-    let mut after_newline = None;
-    while j < s.len() {
-        let (k, l) = c.at(s, j);
-        if k != SPACE {
+    // Here the character is white space.
+    space_piece(c, s, i, true)
+}
+
+/// One piece of the o200k pattern starting at byte `i`; returns its end.
+#[inline]
+fn o200k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
+    let (class, len) = c.at(s, i);
+    // `[^\r\n\p{L}\p{N}]?` then a cased word, contraction optional. Each of the two word
+    // alternatives is tried with the prefix, then without it (the regex backtracks to no
+    // prefix before it tries the next alternative).
+    let prefix = matches!(class, OTHER | MARK) || (class == SPACE && s[i] != b'\r' && s[i] != b'\n');
+    let starts = if prefix { &[i + len, i][..] } else { &[i][..] };
+    let word = starts
+        .iter()
+        .find_map(|&p| o200k_lower_word(c, s, p))
+        .or_else(|| starts.iter().find_map(|&p| o200k_upper_word(c, s, p)));
+    if let Some(end) = word {
+        return match s.get(end) {
+            Some(b'\'') => contraction(s, end + 1, true).map_or(end, |n| end + 1 + n),
+            _ => end,
+        };
+    }
+    if class == NUMBER {
+        return up_to_three_numbers(c, s, i + len);
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n/]*` (marks are in that class too)
+    let punct = |k: u8| matches!(k, OTHER | MARK);
+    let body = if punct(class) {
+        Some(i)
+    } else if s[i] == b' ' && i + 1 < s.len() && punct(c.at(s, i + 1).0) {
+        Some(i + 1)
+    } else {
+        None
+    };
+    if let Some(body) = body {
+        let mut j = run_where(c, s, body, punct);
+        while j < s.len() && matches!(s[j], b'\r' | b'\n' | b'/') {
+            j += 1;
+        }
+        return j;
+    }
+    // Here the character is white space.
+    space_piece(c, s, i, true)
+}
+
+/// o200k's `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`.
+fn upper_set(k: u8) -> bool {
+    matches!(k, UPPER | CASELESS | MARK)
+}
+
+/// o200k's `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`.
+fn lower_set(k: u8) -> bool {
+    matches!(k, LOWER | CASELESS | MARK)
+}
+
+/// `[U]*[L]+` at `p`, as the regex matches it: the upper-set run, then a lower-set run if a
+/// lower-case letter follows; else the run backtracks to its last caseless letter or mark
+/// (in both sets), which ends the match. None when there is none.
+fn o200k_lower_word(c: &Classes, s: &[u8], p: usize) -> Option<usize> {
+    let mut q = p;
+    let mut after_both = None;
+    while q < s.len() {
+        let (k, len) = c.at(s, q);
+        if !upper_set(k) {
             break;
         }
-        if s[j] == b'\r' || s[j] == b'\n' {
-            after_newline = Some(j + 1);
+        q += len;
+        if k != UPPER {
+            after_both = Some(q);
         }
-        j += l;
     }
-    if let Some(end) = after_newline {
-        return end;
+    if q < s.len() && c.at(s, q).0 == LOWER {
+        return Some(run_where(c, s, q, lower_set));
     }
-    space_run(c, s, i)
+    after_both
+}
+
+/// `[U]+[L]*` at `p`: the upper-set run (at least one), then the lower-set run after it.
+fn o200k_upper_word(c: &Classes, s: &[u8], p: usize) -> Option<usize> {
+    let q = run_where(c, s, p, upper_set);
+    (q > p).then(|| run_where(c, s, q, lower_set))
 }
 
 #[cfg(test)]
@@ -348,23 +437,39 @@ mod tests {
     }
 
     #[test]
-    fn matches_regex_on_random_text() {
-        // Small pseudo-random strings over an alphabet of tricky characters.
-        let alphabet: Vec<char> =
-            " \t\n\r'sStTlLvVeErRdDmMaZ09٣½!?.,-()\u{a0}\u{3000}\u{85}é中😀\u{301}\u{200d}ſ\u{b}_".chars().collect();
-        let mut state = 0x2545F4914F6CDD1Du64;
-        for _ in 0..20000 {
-            let mut s = String::new();
+    fn o200k_matches_regex() {
+        let p = PreTokenizer::O200k;
+        let extra = ["CamelCaseWords and HTTPServer's XMLHttpRequest iPhone ǅemal ʰa", "a/b\\c //x\n/ 'S'T's ÀÉ ßẞ"];
+        for s in SAMPLES.iter().chain(&extra) {
+            assert_eq!(pieces(&p, s), regex_pieces(O200K_PATTERN, s), "{s:?}");
+        }
+        // Random strings over an alphabet of each class of the pattern.
+        let alphabet = " \t\n\r'sStTlLdDaAZzǅʰ中ß09٣Ⅻ!/.-\u{a0}\u{3000}é\u{301}\u{200d}ſK😀_";
+        for s in random_strings(alphabet, 0x9E37_79B9_7F4A_7C15, 40000) {
+            assert_eq!(pieces(&p, &s), regex_pieces(O200K_PATTERN, &s), "{s:?}");
+        }
+    }
+
+    /// `count` strings of 0 to 11 characters drawn from `alphabet` by a xorshift generator.
+    fn random_strings(alphabet: &str, mut state: u64, count: usize) -> impl Iterator<Item = String> {
+        let alphabet: Vec<char> = alphabet.chars().collect();
+        let mut next = move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let n = (state % 12) as usize;
-            for _ in 0..n {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                s.push(alphabet[(state % alphabet.len() as u64) as usize]);
-            }
+            state
+        };
+        (0..count).map(move |_| {
+            let n = next() % 12;
+            (0..n).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect()
+        })
+    }
+
+    #[test]
+    fn matches_regex_on_random_text() {
+        // Small pseudo-random strings over an alphabet of tricky characters.
+        let alphabet = " \t\n\r'sStTlLvVeErRdDmMaZ09٣½!?.,-()\u{a0}\u{3000}\u{85}é中😀\u{301}\u{200d}ſ\u{b}_";
+        for s in random_strings(alphabet, 0x2545F4914F6CDD1D, 20000) {
             assert_eq!(pieces(&PreTokenizer::Gpt2, &s), regex_pieces(GPT2_PATTERN, &s), "{s:?}");
             assert_eq!(pieces(&PreTokenizer::Cl100k, &s), regex_pieces(CL100K_PATTERN, &s), "{s:?}");
         }
@@ -377,5 +482,6 @@ mod tests {
         assert!(PreTokenizer::from_pattern("(").is_err());
         assert!(matches!(PreTokenizer::from_pattern("gpt2").unwrap(), PreTokenizer::Gpt2));
         assert!(matches!(PreTokenizer::from_pattern(CL100K_PATTERN_TIKTOKEN).unwrap(), PreTokenizer::Cl100k));
+        assert!(matches!(PreTokenizer::from_pattern(O200K_PATTERN).unwrap(), PreTokenizer::O200k));
     }
 }

@@ -1,13 +1,15 @@
 //! Unicode character classes for the byte-level pre-tokenizers: letter (`\p{L}`), number
-//! (`\p{N}`), white space (`\s`, the `White_Space` property) or other.
+//! (`\p{N}`), white space (`\s`, the `White_Space` property) or other; o200k's table splits
+//! letters by case and adds marks.
 //!
 //! The tables are built once from `regex-syntax`'s Unicode data, the same data the regex
 //! engines use, so the hand-written pre-tokenizers classify every code point exactly as the
-//! GPT-2 / cl100k regular expressions do.
+//! GPT-2 / cl100k / o200k regular expressions do.
 
 use std::sync::OnceLock;
 
-/// Neither a letter, a number nor white space (punctuation, symbols, marks, controls...).
+/// Neither a letter, a number nor white space (punctuation, symbols, controls, and marks but
+/// in o200k's table).
 pub const OTHER: u8 = 0;
 /// `\s`: a code point with the Unicode `White_Space` property.
 pub const SPACE: u8 = 1;
@@ -16,44 +18,53 @@ pub const LETTER: u8 = 2;
 /// `\p{N}`: any number (decimal digits, letter numbers, other numbers).
 pub const NUMBER: u8 = 3;
 
-/// Class of each ASCII byte, computed at compile time (the hot path for English text).
-pub const ASCII_CLASS: [u8; 128] = {
-    let mut t = [OTHER; 128];
-    let mut b = 0;
-    while b < 128 {
-        let c = b as u8;
-        t[b] = if c.is_ascii_alphabetic() {
-            LETTER
-        } else if c.is_ascii_digit() {
-            NUMBER
-        } else if matches!(c, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ') {
-            SPACE
-        } else {
-            OTHER
-        };
-        b += 1;
-    }
-    t
-};
+/// o200k's finer letter classes (its table has no `LETTER`): `\p{Lu}` and `\p{Lt}`.
+pub const UPPER: u8 = 4;
+/// o200k's `\p{Ll}`.
+pub const LOWER: u8 = 5;
+/// o200k's `\p{Lm}` and `\p{Lo}`: letters without case, in both of its case classes.
+pub const CASELESS: u8 = 6;
+/// o200k's `\p{M}`: marks, in both case classes but not letters (so also a word's prefix).
+pub const MARK: u8 = 7;
 
 /// Class lookup tables: one byte per code point of the Basic Multilingual Plane, and sorted
 /// ranges for the supplementary planes (rare in text, so a binary search is fine there).
 pub struct Classes {
+    /// The ASCII part of `bmp` again, where English text is looked up.
+    ascii: [u8; 128],
     bmp: Box<[u8]>,
     astral: Vec<(u32, u32, u8)>,
 }
 
 impl Classes {
-    /// The shared tables, built on first use (a few milliseconds).
+    /// The GPT-2 and cl100k tables (`SPACE`, `LETTER`, `NUMBER`), built on first use (a few
+    /// milliseconds).
     pub fn get() -> &'static Classes {
         static TABLES: OnceLock<Classes> = OnceLock::new();
-        TABLES.get_or_init(Classes::build)
+        TABLES.get_or_init(|| Classes::build(&[(r"\s", SPACE), (r"\p{L}", LETTER), (r"\p{N}", NUMBER)]))
     }
 
-    fn build() -> Classes {
+    /// The o200k tables: `SPACE`, `NUMBER` and letters split by case (`UPPER`, `LOWER`,
+    /// `CASELESS`), and `MARK`.
+    pub fn o200k() -> &'static Classes {
+        static TABLES: OnceLock<Classes> = OnceLock::new();
+        TABLES.get_or_init(|| {
+            Classes::build(&[
+                (r"\s", SPACE),
+                (r"\p{N}", NUMBER),
+                (r"[\p{Lu}\p{Lt}]", UPPER),
+                (r"\p{Ll}", LOWER),
+                (r"[\p{Lm}\p{Lo}]", CASELESS),
+                (r"\p{M}", MARK),
+            ])
+        })
+    }
+
+    /// Tables from disjoint one-class patterns and their classes (`OTHER` elsewhere).
+    fn build(classes: &[(&str, u8)]) -> Classes {
         let mut bmp = vec![OTHER; 0x10000].into_boxed_slice();
         let mut astral = Vec::new();
-        for (pattern, class) in [(r"\s", SPACE), (r"\p{L}", LETTER), (r"\p{N}", NUMBER)] {
+        for &(pattern, class) in classes {
             for (lo, hi) in class_ranges(pattern) {
                 for cp in lo..=hi.min(0xFFFF) {
                     bmp[cp as usize] = class;
@@ -64,7 +75,8 @@ impl Classes {
             }
         }
         astral.sort_unstable();
-        Classes { bmp, astral }
+        let ascii = std::array::from_fn(|b| bmp[b]);
+        Classes { ascii, bmp, astral }
     }
 
     /// The class of code point `cp`.
@@ -93,7 +105,7 @@ impl Classes {
     pub fn at(&self, s: &[u8], i: usize) -> (u8, usize) {
         let b0 = s[i];
         if b0 < 0x80 {
-            return (ASCII_CLASS[b0 as usize], 1);
+            return (self.ascii[b0 as usize], 1);
         }
         let (cp, len) = decode_utf8(s, i);
         (self.of(cp), len)
@@ -161,8 +173,24 @@ mod tests {
         assert_eq!(c.of('😀' as u32), OTHER);
         assert_eq!(c.of(0x20000), LETTER);
         assert_eq!(c.of(0x1D7CE), NUMBER);
-        for b in 0..128u32 {
-            assert_eq!(ASCII_CLASS[b as usize], c.of(b), "byte {b}");
+        for b in 0..128u8 {
+            assert_eq!(c.at(&[b], 0), (c.of(b as u32), 1), "byte {b}");
+        }
+        let o = Classes::o200k();
+        for (ch, class) in [
+            ('A', UPPER),
+            ('ǅ', UPPER), // Lt
+            ('a', LOWER),
+            ('ß', LOWER),
+            ('ʰ', CASELESS), // Lm
+            ('中', CASELESS),
+            ('\u{301}', MARK),
+            ('٣', NUMBER),
+            ('\u{3000}', SPACE),
+            ('!', OTHER),
+            ('😀', OTHER),
+        ] {
+            assert_eq!(o.of(ch as u32), class, "{ch:?}");
         }
     }
 }
