@@ -4,9 +4,9 @@
 //! The GPT-2, GPT-4 (cl100k) and GPT-4o (o200k) patterns are implemented by hand, as small
 //! state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
 //! look-ahead and backtracking exactly (tested against `fancy-regex` on adversarial and random
-//! text); they run several times faster than a backtracking regex engine. A user's own pattern runs on `fancy-regex`
-//! with Hugging Face's `Split(behavior="Isolated")` semantics: matches and the gaps between
-//! them both become pieces, so no text is ever dropped.
+//! text); they run several times faster than a backtracking regex engine. A user's own pattern
+//! runs on `fancy-regex` with Hugging Face's `Split(behavior="Isolated")` semantics: matches and
+//! the gaps between them both become pieces, so no text is ever dropped.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -227,6 +227,32 @@ fn up_to_three_numbers(c: &Classes, s: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// ` ?[^\s\p{L}\p{N}]+` then any of the bytes `trailing`, at `i` (of class `class`), where
+/// `punct` tells the classes of that run; None when it starts neither at `i` nor after a space
+/// there.
+#[inline]
+fn punct_piece(
+    c: &Classes,
+    s: &[u8],
+    i: usize,
+    class: u8,
+    punct: impl Fn(u8) -> bool,
+    trailing: &[u8],
+) -> Option<usize> {
+    let body = if punct(class) {
+        i
+    } else if s[i] == b' ' && i + 1 < s.len() && punct(c.at(s, i + 1).0) {
+        i + 1
+    } else {
+        return None;
+    };
+    let mut j = run_where(c, s, body, &punct);
+    while j < s.len() && trailing.contains(&s[j]) {
+        j += 1;
+    }
+    Some(j)
+}
+
 /// One piece of GPT-2's pattern starting at byte `i`; returns its end.
 #[inline]
 fn gpt2_piece(c: &Classes, s: &[u8], i: usize) -> usize {
@@ -273,19 +299,8 @@ fn cl100k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
         return up_to_three_numbers(c, s, i + len);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-    let body = if class == OTHER {
-        Some(i + len)
-    } else if b == b' ' && i + 1 < s.len() && c.at(s, i + 1).0 == OTHER {
-        Some(i + 1)
-    } else {
-        None
-    };
-    if let Some(body) = body {
-        let mut j = run_where(c, s, body, |k| k == OTHER);
-        while j < s.len() && (s[j] == b'\r' || s[j] == b'\n') {
-            j += 1;
-        }
-        return j;
+    if let Some(end) = punct_piece(c, s, i, class, |k| k == OTHER, b"\r\n") {
+        return end;
     }
     // Here the character is white space.
     space_piece(c, s, i, true)
@@ -314,20 +329,8 @@ fn o200k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
         return up_to_three_numbers(c, s, i + len);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n/]*` (marks are in that class too)
-    let punct = |k: u8| matches!(k, OTHER | MARK);
-    let body = if punct(class) {
-        Some(i)
-    } else if s[i] == b' ' && i + 1 < s.len() && punct(c.at(s, i + 1).0) {
-        Some(i + 1)
-    } else {
-        None
-    };
-    if let Some(body) = body {
-        let mut j = run_where(c, s, body, punct);
-        while j < s.len() && matches!(s[j], b'\r' | b'\n' | b'/') {
-            j += 1;
-        }
-        return j;
+    if let Some(end) = punct_piece(c, s, i, class, |k| matches!(k, OTHER | MARK), b"\r\n/") {
+        return end;
     }
     // Here the character is white space.
     space_piece(c, s, i, true)
