@@ -1,6 +1,8 @@
 """Token data preparation: pieces encode as the whole, files are split and separated alike,
 line ends are kept as the tokenizer trainer reads them, and Ctrl-C stops it."""
 
+import json
+
 import numpy as np
 import pytest
 from conftest import seconds_to_interrupt
@@ -21,12 +23,34 @@ def test_text_encoded_in_pieces_gives_the_ids_of_the_whole(kind, options, tmp_pa
     text = TEXT.replace("\n\n", "\n  \n", 50).replace("\n", "\r\n", 300).replace(".\n", ".\n/", 200) + " \n\n\t\nx"
     ends = ["x\n\n", "y \n", "z.\n", "w\r\n"] * 300
     tok = fl.Tokenizer.train_from_iterator([text, *ends], kind=kind, vocab_size=600, **options)
+    assert tok.pattern == options.get("pattern") and not tok.add_prefix_space
     monkeypatch.setattr(data, "PIECE", 997)  # hundreds of cuts
     meta = prepare_tokens(text, tok, tmp_path, val_fraction=0.25)
     split = int(len(text) * 0.75)
     for name, part in (("train", text[:split]), ("val", text[split:])):
         np.testing.assert_array_equal(load_tokens(tmp_path, name), tok.encode_array(part, add_special_tokens=False))
     assert meta["train_tokens"] + meta["val_tokens"] > 1000
+
+
+@pytest.mark.parametrize("setting", ["a user's regex", "add_prefix_space"])
+def test_a_text_is_cut_only_where_its_tokenizer_allows(setting, tmp_path, monkeypatch):
+    # A regex of whole lines spans every cut before a space; a prefix space is put before a piece
+    # that starts after a newline. Either way cutting at SAFE_CUT changed the ids.
+    text = TEXT[:60_000]
+    if setting == "add_prefix_space":
+        tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600)
+        spec = json.loads(tok.to_str())
+        spec["pre_tokenizer"]["add_prefix_space"] = True
+        tok = fl.Tokenizer.from_str(json.dumps(spec))
+        assert tok.add_prefix_space and tok.pattern == "gpt2"
+    else:
+        tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600, pattern=r"[^\n]+|\n+")
+        assert tok.pattern == r"[^\n]+|\n+" and not tok.add_prefix_space
+    monkeypatch.setattr(data, "PIECE", 997)
+    prepare_tokens(text, tok, tmp_path, val_fraction=0.25)
+    split = int(len(text) * 0.75)
+    for name, part in (("train", text[:split]), ("val", text[split:])):
+        np.testing.assert_array_equal(load_tokens(tmp_path, name), tok.encode_array(part, add_special_tokens=False))
 
 
 def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp_path):

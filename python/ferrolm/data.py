@@ -65,6 +65,10 @@ PIECE = 1 << 22
 #: (GPT-2's, cl100k's and o200k's patterns, WordPiece, characters), and no whitespace run spans it
 #: (GPT-2's pattern tokenizes a run at the end of a text differently from one inside it).
 SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[^\s/])")
+#: SAFE_CUT's cuts before a space: the only safe ones when BPE puts a space before a text that
+#: lacks one (add_prefix_space).
+SAFE_CUT_BEFORE_SPACE = re.compile(r"(?<=\S)(?= \S)")
+BUILT_IN_PATTERNS = ("gpt2", "cl100k", "o200k")
 
 
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
@@ -198,14 +202,23 @@ def _separator(tokenizer) -> list[int]:
         return []
 
 
+def _safe_cuts(tokenizer) -> re.Pattern | None:
+    """Where this tokenizer's texts may be cut (see SAFE_CUT), or None for nowhere: a user's
+    regex may span any point, and so may a special token that spells a newline."""
+    if tokenizer.pattern not in (None, *BUILT_IN_PATTERNS) or any("\n" in s for s in tokenizer.special_tokens):
+        return None
+    return SAFE_CUT_BEFORE_SPACE if tokenizer.add_prefix_space else SAFE_CUT
+
+
 def _pieces(text: str, begin: int, end: int, tokenizer) -> Iterator[str]:
     """text[begin:end] in pieces of about PIECE characters, cut where the tokens of the pieces
-    are those of the whole (SAFE_CUT; not at all when a special token spells a newline)."""
-    if any("\n" in s for s in tokenizer.special_tokens):
+    are those of the whole (`_safe_cuts`; a text that may not be cut is one piece)."""
+    cuts = _safe_cuts(tokenizer)
+    if cuts is None:
         yield text[begin:end]
         return
     while begin < end:
-        cut = SAFE_CUT.search(text, begin + PIECE, end) if end - begin > PIECE else None
+        cut = cuts.search(text, begin + PIECE, end) if end - begin > PIECE else None
         stop = cut.start() if cut else end
         yield text[begin:stop]
         begin = stop

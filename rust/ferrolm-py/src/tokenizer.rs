@@ -772,6 +772,19 @@ impl PyTokenizer {
         self.get().kind()
     }
 
+    /// BPE's pre-tokenizer: "gpt2", "cl100k" or "o200k" for the built-in patterns, else the regex;
+    /// None for WordPiece and characters.
+    #[getter]
+    fn pattern(&self) -> Option<String> {
+        self.get().pattern().map(str::to_string)
+    }
+
+    /// Whether BPE puts a space before a text that does not start with one (RoBERTa's setting).
+    #[getter]
+    fn add_prefix_space(&self) -> bool {
+        self.get().add_prefix_space()
+    }
+
     /// The special tokens as {token: id}.
     #[getter]
     fn special_tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

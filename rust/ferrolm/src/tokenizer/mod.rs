@@ -392,6 +392,21 @@ impl Tokenizer {
         &self.model
     }
 
+    /// BPE's pre-tokenizer as [`PreTokenizer::name`] gives it (a built-in one's name, else the
+    /// regex); `None` for WordPiece and characters.
+    pub fn pattern(&self) -> Option<&str> {
+        match &self.model {
+            Model::Bpe(m) => Some(m.pretokenizer.name()),
+            _ => None,
+        }
+    }
+
+    /// Whether BPE puts a space before a text that does not start with one (RoBERTa's
+    /// `add_prefix_space`), so a text and its pieces may differ by that space.
+    pub fn add_prefix_space(&self) -> bool {
+        matches!(&self.model, Model::Bpe(m) if m.add_prefix_space)
+    }
+
     /// The special tokens.
     pub fn special_tokens(&self) -> &SpecialTokens {
         &self.specials

@@ -50,7 +50,7 @@ pub enum PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// A pre-tokenizer from a name (`"gpt2"`, `"cl100k"`) or a regex pattern. Patterns equal to
+    /// A pre-tokenizer from a name (`"gpt2"`, `"cl100k"`, `"o200k"`) or a regex pattern. Patterns equal to
     /// a built-in one get the fast hand-written matcher.
     pub fn from_pattern(name_or_pattern: &str) -> Result<Self> {
         match name_or_pattern {
@@ -71,6 +71,17 @@ impl PreTokenizer {
             PreTokenizer::Gpt2 => GPT2_PATTERN,
             PreTokenizer::Cl100k => CL100K_PATTERN,
             PreTokenizer::O200k => O200K_PATTERN,
+            PreTokenizer::Regex(_, p) => p,
+        }
+    }
+
+    /// How this pre-tokenizer is given back to [`Self::from_pattern`]: a built-in one's name
+    /// (`"gpt2"`, `"cl100k"`, `"o200k"`), else the user's regex.
+    pub fn name(&self) -> &str {
+        match self {
+            PreTokenizer::Gpt2 => "gpt2",
+            PreTokenizer::Cl100k => "cl100k",
+            PreTokenizer::O200k => "o200k",
             PreTokenizer::Regex(_, p) => p,
         }
     }
