@@ -23,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+#: Qwen2's pattern (cl100k's with single digits; ferrolm matches it by hand).
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
+                 r"""|\s+(?!\S)|\s+""")
 #: GPT-4o's o200k_base pattern, as tiktoken writes it (ferrolm matches it by hand).
 O200K_PATTERN = "|".join([
     r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
@@ -181,19 +184,20 @@ def main() -> int:
     rows.append((f"encode_batch, {n} threads", "MB/s", mb / t_ours_b, t_hf_b and mb / t_hf_b, t_tk_b and mb / t_tk_b, True))
     print("  encode batch done", flush=True)
 
-    # o200k's pattern (hand-matched in ferrolm) and the same language as a user's regex (wrapped
-    # in a group: the regex engine runs it), each trained on the first 10 MB at the largest size.
-    for label, pattern in (("o200k's pattern", O200K_PATTERN), ("a user's regex (o200k's, grouped)", f"(?:{O200K_PATTERN})")):
-        o200k = ferrolm.Tokenizer.train_from_iterator([text[:10_000_000]], vocab_size=max(args.vocab_sizes), pattern=pattern)
-        t_ours_re, ids_re = best_time(lambda: [o200k.encode(d) for d in docs], repeat)
+    # Qwen2's and o200k's patterns (hand-matched in ferrolm) and o200k's language as a user's regex
+    # (wrapped in a group: the regex engine runs it), each trained on the first 10 MB at the largest size.
+    for label, pattern in (("Qwen2's pattern", QWEN2_PATTERN), ("o200k's pattern", O200K_PATTERN),
+                           ("a user's regex (o200k's, grouped)", f"(?:{O200K_PATTERN})")):
+        other = ferrolm.Tokenizer.train_from_iterator([text[:10_000_000]], vocab_size=max(args.vocab_sizes), pattern=pattern)
+        t_ours_re, ids_re = best_time(lambda: [other.encode(d) for d in docs], repeat)
         t_tk_re = None
         if tiktoken:
-            tk_re = tiktoken.Encoding("ferrolm-bench-o200k", pat_str=pattern, mergeable_ranks=byte_ranks(o200k),
-                                      special_tokens={"<|endoftext|>": o200k.token_to_id("<|endoftext|>")})
+            tk_re = tiktoken.Encoding("ferrolm-bench-other", pat_str=pattern, mergeable_ranks=byte_ranks(other),
+                                      special_tokens={"<|endoftext|>": other.token_to_id("<|endoftext|>")})
             t_tk_re, enc = best_time(lambda: [tk_re.encode_ordinary(d) for d in docs], repeat)
             checks.append((f"tiktoken, {label}", enc == ids_re))
         rows.append((f"encode, 1 thread, {label}", "MB/s", mb / t_ours_re, None, t_tk_re and mb / t_tk_re, True))
-    print("  encode o200k done", flush=True)
+    print("  encode with other patterns done", flush=True)
 
     t_ours_d, dec = best_time(lambda: [tok.decode(i) for i in ids_ours], repeat)
     assert "".join(dec) == text

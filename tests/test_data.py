@@ -15,7 +15,8 @@ TEXT = BUNDLED_CORPUS.read_text(encoding="utf-8")[:200_000]
 
 
 @pytest.mark.parametrize("kind,options", [("bpe", {"pattern": "gpt2"}), ("bpe", {"pattern": "cl100k"}),
-                                          ("bpe", {"pattern": "o200k"}), ("wordpiece", {}), ("char", {})])
+                                          ("bpe", {"pattern": "qwen2"}), ("bpe", {"pattern": "o200k"}),
+                                          ("wordpiece", {}), ("char", {})])
 def test_text_encoded_in_pieces_gives_the_ids_of_the_whole(kind, options, tmp_path, monkeypatch):
     # Whitespace runs across newlines, CRLF, and a tokenizer that knows "\n\n", " \n" and ".\n" as
     # tokens (GPT-2's pattern makes them at the end of a text: a cut there changed the ids);

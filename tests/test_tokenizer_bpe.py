@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ferrolm
+from ferrolm.tokenizer import PATTERNS
 from tokenizer_corpus import adversarial_corpus, run_python, shakespeare_path, write_corpus
 
 hf = pytest.importorskip("tokenizers")
@@ -93,7 +94,7 @@ def test_hf_trained_vocab_gives_identical_ids(eval_texts, shakespeare):
     assert ours.vocab_size == ref.get_vocab_size()
 
 
-@pytest.mark.parametrize("pattern", ["gpt2", "cl100k", "o200k"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 def test_our_vocab_loads_in_hf_with_identical_ids(eval_texts, shakespeare, pattern):
     ours = ferrolm.Tokenizer.train_from_iterator(ADV + [shakespeare], vocab_size=2000, pattern=pattern)
     ref = hf.Tokenizer.from_str(ours.to_str())
@@ -101,6 +102,8 @@ def test_our_vocab_loads_in_hf_with_identical_ids(eval_texts, shakespeare, patte
         ids = ours.encode(text)
         assert ref.encode(text).ids == ids, repr(text[:60])
         assert ref.decode(ids, skip_special_tokens=False) == ours.decode(ids)
+    # The file HF writes back names the pattern by its regex, which gets the hand-written matcher.
+    assert ours.pattern == ferrolm.Tokenizer.from_str(ref.to_str()).pattern == pattern
 
 
 def test_custom_pattern_round_trips_through_hf():

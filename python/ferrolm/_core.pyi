@@ -99,6 +99,7 @@ __all__ = [
     "model_weights_files",
     "load_safetensors",
     "Tokenizer",
+    "PATTERNS",
     "chat_ids",
     "release_memory",
 ]
@@ -606,6 +607,9 @@ _Ids = Union[Sequence[int], npt.NDArray[np.integer]]
 _Allowed = Union[Literal["all", "none"], Collection[str], None]
 _Disallowed = Union[Literal["raise", "all", "text"], Collection[str], None]
 
+#: The built-in BPE pre-tokenizer patterns' names (any other string is used as a regex).
+PATTERNS: tuple[str, ...]
+
 @final
 class Tokenizer:
     """Byte-level BPE, WordPiece or character tokenizer; reads and writes HF tokenizer.json."""
@@ -648,7 +652,7 @@ class Tokenizer:
         when every character fits there is none, and encoding an unseen one is a ValueError);
         BPE and WordPiece never merge pairs seen fewer than
         `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
-        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k", "o200k" or a
+        `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` (one of `PATTERNS`, or a
         regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
         `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
         and WordPieceTrainer. Ctrl-C stops a training within about a second."""

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ferrolm._core import PATTERNS
 from ferrolm.atomic import atomic_file, write_json
 from ferrolm.jsonl import is_count, read_json_object
 
@@ -62,13 +63,12 @@ PIECE = 1 << 22
 #: Where a text may be cut without changing its tokens: before a space, or after a newline, that
 #: non-space characters stand on both sides of (but a slash: o200k's punctuation pieces take the
 #: line breaks and slashes after them). Every pre-tokenizer ferrolm ships ends a token there
-#: (GPT-2's, cl100k's and o200k's patterns, WordPiece, characters), and no whitespace run spans it
+#: (the patterns of PATTERNS, WordPiece, characters), and no whitespace run spans it
 #: (GPT-2's pattern tokenizes a run at the end of a text differently from one inside it).
 SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[^\s/])")
 #: SAFE_CUT's cuts before a space: the only safe ones when BPE puts a space before a text that
 #: lacks one (add_prefix_space).
 SAFE_CUT_BEFORE_SPACE = re.compile(r"(?<=\S)(?= \S)")
-BUILT_IN_PATTERNS = ("gpt2", "cl100k", "o200k")
 
 
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
@@ -205,7 +205,7 @@ def _separator(tokenizer) -> list[int]:
 def _safe_cuts(tokenizer) -> re.Pattern | None:
     """Where this tokenizer's texts may be cut (see SAFE_CUT), or None for nowhere: a user's
     regex may span any point, and so may a special token that spells a newline."""
-    if tokenizer.pattern not in (None, *BUILT_IN_PATTERNS) or any("\n" in s for s in tokenizer.special_tokens):
+    if tokenizer.pattern not in (None, *PATTERNS) or any("\n" in s for s in tokenizer.special_tokens):
         return None
     return SAFE_CUT_BEFORE_SPACE if tokenizer.add_prefix_space else SAFE_CUT
 

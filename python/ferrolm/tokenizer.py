@@ -13,15 +13,13 @@ corpus. Quick start::
 from __future__ import annotations
 
 
-from ferrolm._core import Tokenizer
+from ferrolm._core import PATTERNS, Tokenizer
 from ferrolm.data import BUNDLED_CORPUS
 
 __all__ = ["Tokenizer", "default_corpus", "KINDS", "PATTERNS"]
 
 #: Model kinds accepted by `Tokenizer.train(kind=...)`.
 KINDS = ("bpe", "wordpiece", "char")
-#: Named pre-tokenizer patterns for byte-level BPE (any other string is used as a regex).
-PATTERNS = ("gpt2", "cl100k", "o200k")
 
 
 def default_corpus() -> str:

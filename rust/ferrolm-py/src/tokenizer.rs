@@ -319,7 +319,7 @@ impl PyTokenizer {
         loaded(py, compute(py, || Tokenizer::from_json(json)).py()?)
     }
 
-    /// Loads GPT-2-style vocab.json + merges.txt; pattern is "gpt2", "cl100k", "o200k" or a regex.
+    /// Loads GPT-2-style vocab.json + merges.txt; pattern is one of `PATTERNS` or a regex.
     #[staticmethod]
     #[pyo3(signature = (vocab, merges, pattern = "gpt2"))]
     fn from_vocab_merges(py: Python<'_>, vocab: PathBuf, merges: PathBuf, pattern: &str) -> PyResult<Self> {
@@ -328,7 +328,7 @@ impl PyTokenizer {
 
     /// A tiktoken encoding as byte-level BPE: `source` is a `.tiktoken` file (`base64 rank` per
     /// line) or a `tiktoken.Encoding`, whose ranks, pattern and special tokens are read.
-    /// `pattern` ("cl100k", "gpt2", "o200k" or a regex) and `special_tokens` ({content: id}) default to
+    /// `pattern` (one of `PATTERNS` or a regex) and `special_tokens` ({content: id}) default to
     /// the Encoding's, or for a file to "cl100k" and none.
     #[staticmethod]
     #[pyo3(signature = (source, *, pattern = None, special_tokens = None))]
@@ -421,7 +421,7 @@ impl PyTokenizer {
     /// when every character fits there is none, and encoding an unseen one is a ValueError);
     /// BPE and WordPiece never merge pairs seen fewer than
     /// `min_frequency` times; `special_tokens` default to the kind's (BPE `<|endoftext|>`, char none, WordPiece BERT's
-    /// `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` ("gpt2", "cl100k", "o200k" or a
+    /// `[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`). BPE only: `pattern` (one of `PATTERNS`, or a
     /// regex). WordPiece only: `lowercase`, `strip_accents` (default: as `lowercase`) and
     /// `limit_alphabet` (keep the most frequent characters), as Hugging Face's BertNormalizer
     /// and WordPieceTrainer. Ctrl-C stops a training within about a second.
@@ -772,8 +772,8 @@ impl PyTokenizer {
         self.get().kind()
     }
 
-    /// BPE's pre-tokenizer: "gpt2", "cl100k" or "o200k" for the built-in patterns, else the regex;
-    /// None for WordPiece and characters.
+    /// BPE's pre-tokenizer: a built-in pattern's name (`PATTERNS`), else the regex; None for
+    /// WordPiece and characters.
     #[getter]
     fn pattern(&self) -> Option<String> {
         self.get().pattern().map(str::to_string)
@@ -882,5 +882,6 @@ fn chat_ids(tokenizer: &PyTokenizer, turns: Vec<(String, Bound<'_, PyAny>)>, ope
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenizer>()?;
+    m.add("PATTERNS", PyTuple::new(m.py(), ferrolm::tokenizer::PATTERN_NAMES)?)?;
     m.add_function(wrap_pyfunction!(chat_ids, m)?)
 }

@@ -32,7 +32,7 @@ use rayon::prelude::*;
 pub use basic::BertNormalizer;
 pub use bpe::{Bpe, BpeOptions};
 pub use chars::Chars;
-pub use pretokenize::{PreTokenizer, CL100K_PATTERN, GPT2_PATTERN};
+pub use pretokenize::{PreTokenizer, CL100K_PATTERN, GPT2_PATTERN, PATTERN_NAMES};
 pub use special::{AllowedSpecial, Disallowed, EncodeOptions, Matching, Segment, SpecialTokens};
 pub use train::{ModelKind, Trainer, TrainerConfig};
 pub use wordpiece::{WordPiece, WordPieceOptions};

@@ -1,8 +1,8 @@
 //! Regex pre-tokenization for byte-level BPE: text is cut into pieces (words with their leading
 //! space, runs of digits, punctuation, white space) and BPE never merges across pieces.
 //!
-//! The GPT-2, GPT-4 (cl100k) and GPT-4o (o200k) patterns are implemented by hand, as small
-//! state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
+//! The GPT-2, GPT-4 (cl100k, also Llama 3's), Qwen2 and GPT-4o (o200k) patterns are implemented
+//! by hand, as small state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
 //! look-ahead and backtracking exactly (tested against `fancy-regex` on adversarial and random
 //! text); they run several times faster than a backtracking regex engine. A user's own pattern
 //! runs on `fancy-regex` with Hugging Face's `Split(behavior="Isolated")` semantics: matches and
@@ -24,6 +24,10 @@ pub const CL100K_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}
 pub const CL100K_PATTERN_TIKTOKEN: &str =
     r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
 
+/// Qwen2's pattern (also Qwen2.5's and Qwen3's): cl100k's with numbers one digit at a time.
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// GPT-4o's o200k_base pattern, as tiktoken writes it (words split at case changes, contractions
 /// kept on their word).
 pub const O200K_PATTERN: &str = concat!(
@@ -36,6 +40,9 @@ pub const O200K_PATTERN: &str = concat!(
     r"|\s+",
 );
 
+/// The built-in patterns' names, as [`PreTokenizer::from_pattern`] takes them.
+pub const PATTERN_NAMES: [&str; 4] = ["gpt2", "cl100k", "qwen2", "o200k"];
+
 /// Which rule splits text into pieces.
 #[derive(Clone, Debug)]
 pub enum PreTokenizer {
@@ -43,6 +50,8 @@ pub enum PreTokenizer {
     Gpt2,
     /// GPT-4's cl100k pattern, hand-written.
     Cl100k,
+    /// Qwen2's pattern, hand-written.
+    Qwen2,
     /// GPT-4o's o200k pattern, hand-written.
     O200k,
     /// A user's regex (fancy-regex syntax); the original pattern text is kept for saving.
@@ -50,12 +59,13 @@ pub enum PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// A pre-tokenizer from a name (`"gpt2"`, `"cl100k"`, `"o200k"`) or a regex pattern. Patterns equal to
-    /// a built-in one get the fast hand-written matcher.
+    /// A pre-tokenizer from a name (`"gpt2"`, `"cl100k"`, `"qwen2"`, `"o200k"`) or a regex pattern.
+    /// Patterns equal to a built-in one get the fast hand-written matcher.
     pub fn from_pattern(name_or_pattern: &str) -> Result<Self> {
         match name_or_pattern {
             "gpt2" | GPT2_PATTERN => Ok(PreTokenizer::Gpt2),
             "cl100k" | CL100K_PATTERN | CL100K_PATTERN_TIKTOKEN => Ok(PreTokenizer::Cl100k),
+            "qwen2" | QWEN2_PATTERN => Ok(PreTokenizer::Qwen2),
             "o200k" | O200K_PATTERN => Ok(PreTokenizer::O200k),
             "" => bail!(Argument, "empty pre-tokenizer pattern"),
             pattern => match fancy_regex::Regex::new(pattern) {
@@ -70,17 +80,19 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 => GPT2_PATTERN,
             PreTokenizer::Cl100k => CL100K_PATTERN,
+            PreTokenizer::Qwen2 => QWEN2_PATTERN,
             PreTokenizer::O200k => O200K_PATTERN,
             PreTokenizer::Regex(_, p) => p,
         }
     }
 
     /// How this pre-tokenizer is given back to [`Self::from_pattern`]: a built-in one's name
-    /// (`"gpt2"`, `"cl100k"`, `"o200k"`), else the user's regex.
+    /// (`"gpt2"`, `"cl100k"`, `"qwen2"`, `"o200k"`), else the user's regex.
     pub fn name(&self) -> &str {
         match self {
             PreTokenizer::Gpt2 => "gpt2",
             PreTokenizer::Cl100k => "cl100k",
+            PreTokenizer::Qwen2 => "qwen2",
             PreTokenizer::O200k => "o200k",
             PreTokenizer::Regex(_, p) => p,
         }
@@ -98,7 +110,11 @@ impl PreTokenizer {
             }
             PreTokenizer::Cl100k => {
                 let c = Classes::get();
-                cut(s, |i| cl100k_piece(c, s, i), piece)
+                cut(s, |i| cl100k_piece::<3>(c, s, i), piece)
+            }
+            PreTokenizer::Qwen2 => {
+                let c = Classes::get();
+                cut(s, |i| cl100k_piece::<1>(c, s, i), piece)
             }
             PreTokenizer::O200k => {
                 let c = Classes::o200k();
@@ -226,10 +242,10 @@ fn space_piece(c: &Classes, s: &[u8], i: usize, line_breaks: bool) -> usize {
     }
 }
 
-/// `\p{N}{1,3}` after its first number, which ends at `i`.
+/// `\p{N}{1,MOST}` after its first number, which ends at `i`.
 #[inline]
-fn up_to_three_numbers(c: &Classes, s: &[u8], mut i: usize) -> usize {
-    for _ in 0..2 {
+fn numbers_up_to<const MOST: usize>(c: &Classes, s: &[u8], mut i: usize) -> usize {
+    for _ in 1..MOST {
         match s.get(i).map(|_| c.at(s, i)) {
             Some((NUMBER, len)) => i += len,
             _ => break,
@@ -289,9 +305,10 @@ fn gpt2_piece(c: &Classes, s: &[u8], i: usize) -> usize {
     }
 }
 
-/// One piece of the cl100k pattern starting at byte `i`; returns its end.
+/// One piece of the cl100k pattern (Qwen2's with `DIGITS` = 1) starting at byte `i`; returns its
+/// end.
 #[inline]
-fn cl100k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
+fn cl100k_piece<const DIGITS: usize>(c: &Classes, s: &[u8], i: usize) -> usize {
     let b = s[i];
     if b == b'\'' {
         if let Some(n) = contraction(s, i + 1, true) {
@@ -307,7 +324,7 @@ fn cl100k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
         return run_where(c, s, i + len, |k| k == LETTER);
     }
     if class == NUMBER {
-        return up_to_three_numbers(c, s, i + len);
+        return numbers_up_to::<DIGITS>(c, s, i + len);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     if let Some(end) = punct_piece(c, s, i, class, |k| k == OTHER, b"\r\n") {
@@ -337,7 +354,7 @@ fn o200k_piece(c: &Classes, s: &[u8], i: usize) -> usize {
         };
     }
     if class == NUMBER {
-        return up_to_three_numbers(c, s, i + len);
+        return numbers_up_to::<3>(c, s, i + len);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n/]*` (marks are in that class too)
     if let Some(end) = punct_piece(c, s, i, class, |k| matches!(k, OTHER | MARK), b"\r\n/") {
@@ -451,6 +468,13 @@ mod tests {
     }
 
     #[test]
+    fn qwen2_matches_regex() {
+        for s in SAMPLES {
+            assert_eq!(pieces(&PreTokenizer::Qwen2, s), regex_pieces(QWEN2_PATTERN, s), "{s:?}");
+        }
+    }
+
+    #[test]
     fn o200k_matches_regex() {
         let p = PreTokenizer::O200k;
         let extra = ["CamelCaseWords and HTTPServer's XMLHttpRequest iPhone ǅemal ʰa", "a/b\\c //x\n/ 'S'T's ÀÉ ßẞ"];
@@ -486,6 +510,7 @@ mod tests {
         for s in random_strings(alphabet, 0x2545F4914F6CDD1D, 20000) {
             assert_eq!(pieces(&PreTokenizer::Gpt2, &s), regex_pieces(GPT2_PATTERN, &s), "{s:?}");
             assert_eq!(pieces(&PreTokenizer::Cl100k, &s), regex_pieces(CL100K_PATTERN, &s), "{s:?}");
+            assert_eq!(pieces(&PreTokenizer::Qwen2, &s), regex_pieces(QWEN2_PATTERN, &s), "{s:?}");
         }
     }
 
@@ -497,5 +522,9 @@ mod tests {
         assert!(matches!(PreTokenizer::from_pattern("gpt2").unwrap(), PreTokenizer::Gpt2));
         assert!(matches!(PreTokenizer::from_pattern(CL100K_PATTERN_TIKTOKEN).unwrap(), PreTokenizer::Cl100k));
         assert!(matches!(PreTokenizer::from_pattern(O200K_PATTERN).unwrap(), PreTokenizer::O200k));
+        assert!(matches!(PreTokenizer::from_pattern(QWEN2_PATTERN).unwrap(), PreTokenizer::Qwen2));
+        for name in PATTERN_NAMES {
+            assert_eq!(PreTokenizer::from_pattern(name).unwrap().name(), name);
+        }
     }
 }
