@@ -87,12 +87,26 @@ def shard_weights(path: Path, parts: int = 2) -> dict:
     return weight_map
 
 
-def assert_same_weights(a: Path, b: Path) -> None:
-    """The model.safetensors of directories `a` and `b` hold the same names, shapes and values."""
+def assert_same_checkpoint(theirs: Path, ours: Path) -> None:
+    """Directory `ours` (saved by ferrolm) holds what `theirs` (saved by transformers) holds: the
+    same names, shapes and values in model.safetensors, and a config.json that transformers reads
+    as it reads its own but for keys that do not change what the model computes. So transformers
+    computes with ours what it computed with its own (tests/fixtures' `--check` runs that, with
+    PyTorch, which the test command does not install)."""
     import numpy as np
+    import transformers
     from safetensors.numpy import load_file
 
-    theirs, ours = (load_file(str(d / "model.safetensors")) for d in (a, b))
-    assert sorted(ours) == sorted(theirs)
-    for name, weight in theirs.items():
-        np.testing.assert_array_equal(ours[name], weight, err_msg=name)
+    weights = [load_file(str(d / "model.safetensors")) for d in (theirs, ours)]
+    assert sorted(weights[1]) == sorted(weights[0])
+    for name, weight in weights[0].items():
+        np.testing.assert_array_equal(weights[1][name], weight, err_msg=name)
+    want, got = (transformers.AutoConfig.from_pretrained(d).to_dict() for d in (theirs, ours))
+    differ = {k for k in want.keys() | got.keys() if want.get(k) != got.get(k)}
+    # Where each was read from, and the scale of a new model's initialisation (training only).
+    assert differ <= {"_name_or_path", "initializer_range", "dtype", "bias", "n_ctx", "position_embedding_type"}, differ
+    # Unset, the dtype a load takes is float32; GPT-2 always has biases, and reads its context from
+    # n_positions; BERT's position embeddings are absolute.
+    assert got.get("dtype") in (None, "float32") and want.get("dtype") in (None, "float32")
+    assert got.get("bias", True) is True and got.get("n_ctx", got.get("n_positions")) == got.get("n_positions")
+    assert got.get("position_embedding_type", "absolute") == "absolute"

@@ -17,7 +17,7 @@ import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.gpt import GPT, sequence_logprobs
 
-from conftest import BF16_CPU, TRANSFORMERS_FIXTURES, assert_same_weights, seconds_to_interrupt, shard_weights
+from conftest import BF16_CPU, TRANSFORMERS_FIXTURES, assert_same_checkpoint, seconds_to_interrupt, shard_weights
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -132,26 +132,14 @@ def test_a_sharded_hugging_face_checkpoint_loads(tmp_path):
         GPT.load(tmp_path)
 
 
-def test_transformers_loads_our_checkpoint_when_installed(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
-    model = GPT.create(vocab_size=31, block_size=16, n_layer=2, n_head=2, n_embd=8, seed=4)
-    model.save(tmp_path)
-    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
-    ids = np.random.default_rng(2).integers(0, 31, size=(2, 16))
-    with torch.no_grad():
-        expected = theirs(torch.from_numpy(ids)).logits.numpy()
-    np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-4, atol=1e-4)
-
-
 def test_a_checkpoint_saved_by_transformers_gives_its_logits(tmp_path):
     directory = TRANSFORMERS_FIXTURES / "gpt2"  # save_pretrained's files, as transformers 5 writes them
     expected = safetensors_numpy.load_file(str(directory / "expected.safetensors"))
     model = GPT.load(directory)
     np.testing.assert_allclose(model(expected["input_ids"]).numpy(), expected["logits"], rtol=1e-4, atol=1e-4)
-    # Saved again, the weights are transformers' own: the same names, shapes and values.
+    # Saved again, the checkpoint is transformers' own: its weights, and a config it reads alike.
     model.save(tmp_path)
-    assert_same_weights(directory, tmp_path)
+    assert_same_checkpoint(directory, tmp_path)
 
 
 # ---------------------------------------------------------------- training
