@@ -101,7 +101,12 @@ def assert_same_checkpoint(theirs: Path, ours: Path) -> None:
     assert sorted(weights[1]) == sorted(weights[0])
     for name, weight in weights[0].items():
         np.testing.assert_array_equal(weights[1][name], weight, err_msg=name)
-    want, got = (transformers.AutoConfig.from_pretrained(d).to_dict() for d in (theirs, ours))
+    assert_same_config(*(transformers.AutoConfig.from_pretrained(d).to_dict() for d in (theirs, ours)))
+
+
+def assert_same_config(want: dict, got: dict) -> None:
+    """transformers' configs `want` (its own) and `got` (read from ferrolm's config.json) are the
+    same but for keys that do not change what the model computes."""
     differ = {k for k in want.keys() | got.keys() if want.get(k) != got.get(k)}
     # Where each was read from, and the scale of a new model's initialisation (training only).
     assert differ <= {"_name_or_path", "initializer_range", "dtype", "bias", "n_ctx", "position_embedding_type"}, differ

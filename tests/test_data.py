@@ -25,6 +25,7 @@ def test_text_encoded_in_pieces_gives_the_ids_of_the_whole(kind, options, tmp_pa
     ends = ["x\n\n", "y \n", "z.\n", "w\r\n"] * 300
     tok = fl.Tokenizer.train_from_iterator([text, *ends], kind=kind, vocab_size=600, **options)
     assert tok.pattern == options.get("pattern") and not tok.add_prefix_space
+    assert tok.safe_cuts == "spaces and line breaks"
     monkeypatch.setattr(data, "PIECE", 997)  # hundreds of cuts
     meta = prepare_tokens(text, tok, tmp_path, val_fraction=0.25)
     split = int(len(text) * 0.75)
@@ -33,20 +34,41 @@ def test_text_encoded_in_pieces_gives_the_ids_of_the_whole(kind, options, tmp_pa
     assert meta["train_tokens"] + meta["val_tokens"] > 1000
 
 
-@pytest.mark.parametrize("setting", ["a user's regex", "add_prefix_space"])
+def with_added_token(tok, content: str, **flags):
+    """`tok` with one more added token (Hugging Face's flags: lstrip, rstrip, special...)."""
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"].append({"id": tok.vocab_size, "content": content, "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True, **flags})
+    return fl.Tokenizer.from_str(json.dumps(spec))
+
+
+@pytest.mark.parametrize("setting", ["a user's regex", "add_prefix_space", "an lstrip token", "a token with a space",
+                                     "an ordinary token with a line break"])
 def test_a_text_is_cut_only_where_its_tokenizer_allows(setting, tmp_path, monkeypatch):
-    # A regex of whole lines spans every cut before a space; a prefix space is put before a piece
-    # that starts after a newline. Either way cutting at SAFE_CUT changed the ids.
+    # Each setting spans a cut that SAFE_CUTS' first rule allows, which changed the ids: a regex of
+    # whole lines spans every cut before a space; a prefix space is put before a piece that starts
+    # after a newline; an added token that strips the white space before it takes a line break
+    # from the piece before; a token may hold a space or a line break.
     text = TEXT[:60_000]
-    if setting == "add_prefix_space":
-        tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600)
+    tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600)
+    if setting == "a user's regex":
+        tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600, pattern=r"[^\n]+|\n+")
+        assert tok.pattern == r"[^\n]+|\n+" and tok.safe_cuts is None
+    elif setting == "add_prefix_space":
         spec = json.loads(tok.to_str())
         spec["pre_tokenizer"]["add_prefix_space"] = True
         tok = fl.Tokenizer.from_str(json.dumps(spec))
-        assert tok.add_prefix_space and tok.pattern == "gpt2"
+        assert tok.add_prefix_space and tok.pattern == "gpt2" and tok.safe_cuts == "spaces"
+    elif setting == "an lstrip token":
+        text = text.replace("\n", "\n<mask>")
+        tok = with_added_token(tok, "<mask>", lstrip=True)
+    elif setting == "a token with a space":
+        text = text.replace(" the ", " <my tok> ")
+        tok = with_added_token(tok, "<my tok>")
     else:
-        tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600, pattern=r"[^\n]+|\n+")
-        assert tok.pattern == r"[^\n]+|\n+" and not tok.add_prefix_space
+        text = text.replace(".\n", ".\nh")
+        tok = with_added_token(tok, ".\nh", special=False)
+    assert tok.safe_cuts in (None, "spaces")
     monkeypatch.setattr(data, "PIECE", 997)
     prepare_tokens(text, tok, tmp_path, val_fraction=0.25)
     split = int(len(text) * 0.75)

@@ -17,7 +17,8 @@ import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.gpt import GPT, sequence_logprobs
 
-from conftest import BF16_CPU, TRANSFORMERS_FIXTURES, assert_same_checkpoint, seconds_to_interrupt, shard_weights
+from conftest import (BF16_CPU, TRANSFORMERS_FIXTURES, assert_same_checkpoint, assert_same_config, seconds_to_interrupt,
+                      shard_weights)
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -140,6 +141,16 @@ def test_a_checkpoint_saved_by_transformers_gives_its_logits(tmp_path):
     # Saved again, the checkpoint is transformers' own: its weights, and a config it reads alike.
     model.save(tmp_path)
     assert_same_checkpoint(directory, tmp_path)
+
+
+def test_transformers_reads_the_config_of_a_model_ferrolm_made(tmp_path):
+    import transformers
+
+    GPT.create(vocab_size=31, block_size=16, n_layer=2, n_head=2, n_embd=8, seed=4).save(tmp_path)
+    want = transformers.GPT2Config(vocab_size=31, n_positions=16, n_layer=2, n_head=2, n_embd=8, resid_pdrop=0.0,
+                                   embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
+    want.architectures = ["GPT2LMHeadModel"]
+    assert_same_config(want.to_dict(), transformers.AutoConfig.from_pretrained(tmp_path).to_dict())
 
 
 # ---------------------------------------------------------------- training

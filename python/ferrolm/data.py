@@ -11,7 +11,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ferrolm._core import PATTERNS
 from ferrolm.atomic import atomic_file, write_json
 from ferrolm.jsonl import is_count, read_json_object
 
@@ -58,17 +57,15 @@ def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size <= 1 << 16 else np.uint32
 
 
-#: Characters per encode call: bounds the memory of ids in flight, and Ctrl-C is seen between calls.
+#: Characters per encode call: bounds the memory of ids in flight, and Ctrl-C is seen between calls
+#: (a text its tokenizer may not cut is encoded whole: see `_pieces`).
 PIECE = 1 << 22
-#: Where a text may be cut without changing its tokens: before a space, or after a newline, that
-#: non-space characters stand on both sides of (but a slash: o200k's punctuation pieces take the
-#: line breaks and slashes after them). Every pre-tokenizer ferrolm ships ends a token there
-#: (the patterns of PATTERNS, WordPiece, characters), and no whitespace run spans it
-#: (GPT-2's pattern tokenizes a run at the end of a text differently from one inside it).
-SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[^\s/])")
-#: SAFE_CUT's cuts before a space: the only safe ones when BPE puts a space before a text that
-#: lacks one (add_prefix_space).
-SAFE_CUT_BEFORE_SPACE = re.compile(r"(?<=\S)(?= \S)")
+#: Where a text may be cut without changing its tokens, by the tokenizer's `safe_cuts` (decided in
+#: the core, which knows its pre-tokenizer and added tokens): before a space, or after a newline,
+#: that non-space characters stand on both sides of (but a slash: o200k's punctuation pieces take
+#: the line breaks and slashes after them); with add_prefix_space, before such a space only.
+SAFE_CUTS = {"spaces and line breaks": re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[^\s/])"),
+             "spaces": re.compile(r"(?<=\S)(?= \S)")}
 
 
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
@@ -202,18 +199,12 @@ def _separator(tokenizer) -> list[int]:
         return []
 
 
-def _safe_cuts(tokenizer) -> re.Pattern | None:
-    """Where this tokenizer's texts may be cut (see SAFE_CUT), or None for nowhere: a user's
-    regex may span any point, and so may a special token that spells a newline."""
-    if tokenizer.pattern not in (None, *PATTERNS) or any("\n" in s for s in tokenizer.special_tokens):
-        return None
-    return SAFE_CUT_BEFORE_SPACE if tokenizer.add_prefix_space else SAFE_CUT
-
-
 def _pieces(text: str, begin: int, end: int, tokenizer) -> Iterator[str]:
     """text[begin:end] in pieces of about PIECE characters, cut where the tokens of the pieces
-    are those of the whole (`_safe_cuts`; a text that may not be cut is one piece)."""
-    cuts = _safe_cuts(tokenizer)
+    are those of the whole (SAFE_CUTS). A text that may not be cut (a user's regex, an added token
+    that holds or strips white space) is one piece: Ctrl-C is then seen when it is encoded (a
+    user's regex encodes 10-20 MB/s)."""
+    cuts = SAFE_CUTS.get(tokenizer.safe_cuts)
     if cuts is None:
         yield text[begin:end]
         return

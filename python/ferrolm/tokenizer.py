@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level BPE (GPT-2 / GPT-4 patterns), WordPiece (BERT) and characters.
+"""Tokenizers: byte-level BPE (GPT-2's, GPT-4's, Qwen2's, GPT-4o's or a regex pre-tokenizer),
+WordPiece (BERT) and characters.
 
 `Tokenizer` is implemented in Rust (`ferrolm._core`); this module adds the bundled default
 corpus. Quick start::

@@ -14,7 +14,8 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::chat::{ChatTemplate, Role};
 use ferrolm::tokenizer::{
-    AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, Tokenizer, Trainer, TrainerConfig,
+    AllowedSpecial, BertNormalizer, Disallowed, EncodeOptions, ModelKind, PadOptions, SafeCuts, Tokenizer, Trainer,
+    TrainerConfig,
 };
 use ferrolm::with_threads;
 
@@ -783,6 +784,19 @@ impl PyTokenizer {
     #[getter]
     fn add_prefix_space(&self) -> bool {
         self.get().add_prefix_space()
+    }
+
+    /// Where a long text may be cut into pieces whose ids, joined, are the whole text's:
+    /// "spaces and line breaks" (before a space between non-spaces, after a line break between
+    /// non-spaces, but before a slash), "spaces" (add_prefix_space) or None (a user's regex, or an
+    /// added token that holds or strips white space, may span any point).
+    #[getter]
+    fn safe_cuts(&self) -> Option<&'static str> {
+        match self.get().safe_cuts() {
+            SafeCuts::SpacesAndLineBreaks => Some("spaces and line breaks"),
+            SafeCuts::Spaces => Some("spaces"),
+            SafeCuts::Nowhere => None,
+        }
     }
 
     /// The special tokens as {token: id}.

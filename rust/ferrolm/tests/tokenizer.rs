@@ -1,6 +1,8 @@
 //! Tokenizers through the public Rust API: train, save/load, encode/decode, batches, errors.
 
-use ferrolm::tokenizer::{AllowedSpecial, EncodeOptions, ModelKind, PadOptions, Tokenizer, TrainerConfig};
+use ferrolm::tokenizer::{
+    AllowedSpecial, EncodeOptions, ModelKind, PadOptions, Tokenizer, TrainerConfig, PATTERN_NAMES,
+};
 use ferrolm::{with_threads, Error};
 
 fn corpus() -> Vec<String> {
@@ -24,11 +26,12 @@ fn tricky() -> Vec<String> {
 
 #[test]
 fn bpe_train_save_load_round_trip() {
-    for pattern in ["gpt2", "cl100k"] {
-        let mut cfg = TrainerConfig::new(ModelKind::Bpe, 600);
+    for pattern in PATTERN_NAMES {
+        // Small enough for every pattern's pieces of this corpus (Qwen2's single digits merge less).
+        let mut cfg = TrainerConfig::new(ModelKind::Bpe, 480);
         cfg.pattern = pattern.into();
         let tok = Tokenizer::train_from_texts(&corpus(), cfg).unwrap();
-        assert_eq!(tok.vocab_size(), 600);
+        assert_eq!(tok.vocab_size(), 480, "{pattern}");
         let json = tok.to_json();
         let again = Tokenizer::from_json(&json).unwrap();
         assert_eq!(again.to_json(), json);

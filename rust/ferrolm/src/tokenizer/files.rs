@@ -61,8 +61,8 @@ pub fn for_each_chunk(path: &Path, chunk_bytes: usize, mut f: impl FnMut(&str) -
 }
 
 /// `text` in pieces of about `size` bytes or more, each cut just before a space that follows a
-/// non-space character: no word, and no token or whitespace run of GPT-2's or cl100k's pattern,
-/// spans such a cut (a newline would not do: cl100k keeps `.\n` together), so the pieces
+/// non-space character: no word, and no token or whitespace run of the built-in patterns, spans
+/// such a cut (a newline would not do: cl100k keeps `.\n` together), so the pieces
 /// tokenize as the whole. Also cut before each character `also_before` accepts, a cut that
 /// must keep that promise too (before a CJK ideograph for BERT, which makes each one a word of
 /// its own: text in those scripts has no spaces to cut at). A text with no such place stays

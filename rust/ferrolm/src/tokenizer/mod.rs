@@ -18,7 +18,7 @@ mod chars; // one id per character (nanoGPT's shakespeare_char)
 mod files; // reading corpus files in bounded memory
 mod hf_json; // Hugging Face tokenizer.json, GPT-2 vocab.json + merges.txt
 mod nfc; // NFC normalization aligned to the input, for offsets
-mod pretokenize; // GPT-2 / cl100k / regex pre-tokenization
+mod pretokenize; // GPT-2 / cl100k / Qwen2 / o200k / regex pre-tokenization
 mod special; // special tokens in text, EncodeOptions
 mod tiktoken; // tiktoken encoding files
 mod train; // counting words over a corpus, then building the vocabulary
@@ -118,6 +118,22 @@ fn longest_first(a: usize, b: usize, room: usize) -> (usize, usize) {
     } else {
         (short, long)
     }
+}
+
+/// Where a long text may be cut into pieces whose ids, joined, are the whole text's (corpus
+/// preparation encodes big texts a piece at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SafeCuts {
+    /// Before a space between two non-spaces, and after a line break between a non-space and a
+    /// non-space other than `/`: the built-in pre-tokenizers, WordPiece's and characters end a
+    /// token there (o200k's punctuation pieces take the line breaks and slashes after them).
+    SpacesAndLineBreaks,
+    /// Only before such a space: BPE with `add_prefix_space` puts a space before a piece that
+    /// lacks one.
+    Spaces,
+    /// Nowhere: a user's regex, or an added token that holds or strips white space, may span any
+    /// point.
+    Nowhere,
 }
 
 /// Hugging Face's `trim_offsets` of the `ByteLevel` and `RobertaProcessing` post-processors.
@@ -328,7 +344,7 @@ impl Tokenizer {
         crate::checkpoint::write_atomic(path.as_ref(), self.to_json().as_bytes())
     }
 
-    /// Loads GPT-2-style `vocab.json` + `merges.txt`. `pattern` is `"gpt2"`, `"cl100k"` or a
+    /// Loads GPT-2-style `vocab.json` + `merges.txt`. `pattern` is one of [`PATTERN_NAMES`] or a
     /// regex. A `<|endoftext|>` entry of the vocabulary becomes a special token.
     pub fn from_vocab_merges(vocab: impl AsRef<Path>, merges: impl AsRef<Path>, pattern: &str) -> Result<Self> {
         let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
@@ -339,8 +355,8 @@ impl Tokenizer {
     }
 
     /// Loads a tiktoken encoding file (`cl100k_base.tiktoken`: `base64(bytes) rank` per line)
-    /// as byte-level BPE. The file does not record the pre-tokenizer: `pattern` is `"cl100k"`,
-    /// `"gpt2"` or the encoding's regex; `specials` are its special tokens as (content, id).
+    /// as byte-level BPE. The file does not record the pre-tokenizer: `pattern` is one of
+    /// [`PATTERN_NAMES`] or the encoding's regex; `specials` are its special tokens as (content, id).
     pub fn from_tiktoken_file(path: impl AsRef<Path>, pattern: &str, specials: &[(String, u32)]) -> Result<Self> {
         let path = path.as_ref();
         let text = files::read_text(path)?;
@@ -405,6 +421,22 @@ impl Tokenizer {
     /// `add_prefix_space`), so a text and its pieces may differ by that space.
     pub fn add_prefix_space(&self) -> bool {
         matches!(&self.model, Model::Bpe(m) if m.add_prefix_space)
+    }
+
+    /// Where a long text may be cut without changing its ids (see [`SafeCuts`]).
+    pub fn safe_cuts(&self) -> SafeCuts {
+        let regex = matches!(&self.model, Model::Bpe(m) if matches!(m.pretokenizer, PreTokenizer::Regex(..)));
+        let spanning = self.specials.iter().any(|(content, id)| {
+            let m = self.specials.matching(id);
+            m.lstrip || m.rstrip || content.chars().any(char::is_whitespace)
+        });
+        if regex || spanning {
+            SafeCuts::Nowhere
+        } else if self.add_prefix_space() {
+            SafeCuts::Spaces
+        } else {
+            SafeCuts::SpacesAndLineBreaks
+        }
     }
 
     /// The special tokens.

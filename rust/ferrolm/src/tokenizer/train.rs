@@ -64,7 +64,7 @@ pub struct TrainerConfig {
     pub min_frequency: u64,
     /// Special tokens, given the first ids in this order.
     pub special_tokens: Vec<String>,
-    /// BPE pre-tokenizer: `"gpt2"`, `"cl100k"` or a regex.
+    /// BPE pre-tokenizer: one of [`PATTERN_NAMES`](super::PATTERN_NAMES) or a regex.
     pub pattern: String,
     /// WordPiece normalization.
     pub normalizer: BertNormalizer,
@@ -179,8 +179,8 @@ impl Trainer {
             bail!(Argument, "max_input_chars_per_word must be positive");
         }
         let pretokenizer = PreTokenizer::from_pattern(&config.pattern)?;
-        // Long texts are cut before a space that follows a word (`split_long`), where GPT-2's and
-        // cl100k's pre-tokenizers and BERT's split too; a user's regex, or a special token holding
+        // Long texts are cut before a space that follows a word (`split_long`), where the built-in
+        // pre-tokenizers and BERT's split too; a user's regex, or a special token holding
         // a space, may match across such a cut, so then texts stay whole.
         let regex = config.kind == ModelKind::Bpe && matches!(pretokenizer, PreTokenizer::Regex(..));
         let spaced_special = config.special_tokens.iter().any(|s| s.chars().any(char::is_whitespace));

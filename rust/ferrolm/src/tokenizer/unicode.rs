@@ -4,7 +4,7 @@
 //!
 //! The tables are built once from `regex-syntax`'s Unicode data, the same data the regex
 //! engines use, so the hand-written pre-tokenizers classify every code point exactly as the
-//! GPT-2 / cl100k / o200k regular expressions do.
+//! GPT-2 / cl100k / Qwen2 / o200k regular expressions do.
 
 use std::sync::OnceLock;
 
