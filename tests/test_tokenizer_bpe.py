@@ -662,6 +662,58 @@ def test_min_frequency_beyond_any_count_learns_no_merge():
         assert tok.vocab_size == 256 + 1, min_frequency  # the bytes and <|endoftext|>
 
 
+def test_tiktokens_own_spellings_of_the_patterns_get_the_hand_written_matchers(shakespeare):
+    """cl100k's and GPT-2's patterns as tiktoken now writes them (cl100k's with `\\s++$`, which
+    cl100k's tokenizer.json spelling lacks) run on the hand-written matchers: tiktoken's ids, and a
+    tokenizer.json that HF reads alike (HF's regex engine reads tiktoken's `{1,3}+` otherwise)."""
+    import tiktoken
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    cl100k_base = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
+                   r"""|\s*[\r\n]|\s+(?!\S)|\s""")
+    trained = ferrolm.Tokenizer.train_from_iterator([shakespeare], vocab_size=3000, pattern="cl100k")
+    ranks = {trained.decode_bytes([i]): i - 1 for i in range(1, trained.vocab_size)}  # id 0: <|endoftext|>
+    texts = ADV + [shakespeare[:100_000], "x \n  ", "end.\n\n", "12345 \r\n \t", "a  "]
+    for pattern, name in ((cl100k_base, "cl100k_base"), (r50k_pat_str, "gpt2")):
+        enc = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+        ours = ferrolm.Tokenizer.from_tiktoken(enc)
+        assert ours.pattern == name
+        ref = hf.Tokenizer.from_str(ours.to_str())
+        for text in texts:
+            assert ours.encode(text) == enc.encode_ordinary(text) == ref.encode(text).ids, (name, text[:60])
+
+
+@pytest.mark.parametrize("ranks, pattern, specials", [
+    (50_256, "gpt2", {"<|endoftext|>": 50_256}),  # r50k_base
+    (50_280, "gpt2", {"<|endoftext|>": 50_256}),  # p50k_base
+    (100_256, "cl100k_base", {"<|endoftext|>": 100_257, "<|fim_prefix|>": 100_258, "<|fim_middle|>": 100_259,
+                              "<|fim_suffix|>": 100_260, "<|endofprompt|>": 100_276}),
+    (199_998, "o200k", {"<|endoftext|>": 199_999, "<|endofprompt|>": 200_018}),
+])
+def test_an_openai_encoding_file_is_known_by_its_size(tmp_path, ranks, pattern, specials):
+    """A .tiktoken file records neither its pattern nor its special tokens: one with as many ranks
+    as an OpenAI encoding gets that encoding's (a cl100k pattern for o200k's file gave wrong ids),
+    from `from_tiktoken` and from `from_file`; other files default to cl100k's, and given ones win."""
+    import base64
+    import itertools
+
+    singles = [bytes([b]) for b in range(256)]
+    pairs = (a + b for a, b in itertools.product(singles, repeat=2))
+    triples = (a + b + c for a, b, c in itertools.product(singles[32:127], repeat=3))
+    tokens = list(itertools.islice(itertools.chain(singles, pairs, triples), ranks))
+    # p50k's ranks skip 50,256, <|endoftext|>'s id.
+    ids = [i + (i >= 50_256 and ranks == 50_280) for i in range(ranks)]
+    path = tmp_path / "encoding.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for t, i in zip(tokens, ids)))
+    for tok in (ferrolm.Tokenizer.from_tiktoken(str(path)), ferrolm.Tokenizer.from_file(str(path))):
+        assert (tok.pattern, tok.special_tokens) == (pattern, specials)
+    given = ferrolm.Tokenizer.from_tiktoken(str(path), pattern="qwen2", special_tokens={"<|x|>": 300_000})
+    assert (given.pattern, given.special_tokens) == ("qwen2", {"<|x|>": 300_000})
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(tokens[:ranks - 1])))
+    assert (ferrolm.Tokenizer.from_tiktoken(str(path)).pattern, ferrolm.Tokenizer.from_file(str(path)).special_tokens) == \
+        ("cl100k", {})
+
+
 def test_tiktoken_encodings_load_and_encode_as_tiktoken(shakespeare, tmp_path):
     """A .tiktoken file (base64 token, rank) or a tiktoken.Encoding becomes a byte-level BPE that
     encodes exactly as tiktoken does; it saves as tokenizer.json that HF reads alike."""
@@ -700,6 +752,14 @@ def test_tiktoken_encodings_load_and_encode_as_tiktoken(shakespeare, tmp_path):
     path.write_text("YQ== 0\nYmM= 1\n")  # "bc" without "b" and "c" to make it from
     with pytest.raises(ferrolm.FormatError, match="cannot be made"):
         ferrolm.Tokenizer.from_tiktoken(str(path))
+    path.write_text("")
+    with pytest.raises(ferrolm.FormatError, match="no tokens"):
+        ferrolm.Tokenizer.from_tiktoken(str(path))
+    # A byte without a token: tiktoken fails on text holding it, BPE would drop it silently.
+    without_z = tiktoken.Encoding("nz", pat_str=cl100k, mergeable_ranks={bytes([b]): b for b in range(256) if b != 122},
+                                  special_tokens={})
+    with pytest.raises(ferrolm.FormatError, match="byte 0x7a has no token"):
+        ferrolm.Tokenizer.from_tiktoken(without_z)
     with pytest.raises(FileNotFoundError, match="downloads nothing.*tiktoken.get_encoding"):
         ferrolm.Tokenizer.from_tiktoken("cl100k_base")  # an encoding's name, as tiktoken takes it
     with pytest.raises(TypeError, match="tiktoken"):

@@ -46,6 +46,27 @@ def test_ids_of_a_long_text_and_a_closed_pipe(tmp_path, capsys):
     assert len(reader.stdout) == 100 and reader.stderr == ""
 
 
+def test_a_corpus_from_a_pipe(tmp_path):
+    """`tokenizer train` reads its corpus once, so a pipe will do (its size, 0, said "empty");
+    a corpus read more than once (pretrain's) must be a file, and saying so beats reading nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from ferrolm.data import check_files
+
+    command = "import sys; from ferrolm.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = tmp_path / "tok.json"
+    run = subprocess.run([sys.executable, "-c", command, "tokenizer", "train", "--vocab-size", "300", "--out", str(out),
+                          "/dev/stdin"], input=shakespeare_path().read_text(encoding="utf-8")[:20_000],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ferrolm.Tokenizer.from_file(str(out)).vocab_size == 300
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="not a regular file"):
+        check_files([tmp_path / "fifo"])
+
+
 def test_default_corpus_and_errors(tmp_path, capsys):
     out = tmp_path / "t.json"
     assert main(["tokenizer", "train", "--vocab-size", "300", "--out", str(out)]) == 0

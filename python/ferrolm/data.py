@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -94,18 +95,25 @@ def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path,
 
 def check_paths(paths: Sequence[str | Path]) -> None:
     """Raises ValueError unless every path is a file and some file has bytes (FileNotFoundError
-    for a missing one), without reading them."""
+    for a missing one), without reading them. A pipe (`<(...)`, /dev/stdin) may have bytes: its
+    size says nothing."""
     for p in paths:
         if Path(p).is_dir():
             raise ValueError(f"{p} is a directory: give its text files ({Path(p) / '*.txt'})")
-    if not any([Path(p).stat().st_size for p in paths]):  # a list: every file is looked at
+    sizes = [Path(p).stat() for p in paths]  # a list: every file is looked at
+    if not any(s.st_size or not stat.S_ISREG(s.st_mode) for s in sizes):
         raise ValueError("the corpus is empty: there is nothing to train on")
 
 
 def check_files(paths: Sequence[str | Path]) -> None:
-    """`check_paths`, and ValueError unless every file is UTF-8 text and some file has any,
-    reading one file at a time."""
+    """`check_paths`, and ValueError unless every file is a regular file (they are read more than
+    once: a pipe would be empty the second time) of UTF-8 text and some file has any, reading one
+    file at a time."""
     check_paths(paths)
+    for p in paths:
+        if not Path(p).is_file():
+            raise ValueError(f"{p} is not a regular file (a pipe?): the corpus is read more than once, so save it to "
+                             "a file first")
     if not any([len(read_text(p)) for p in paths]):  # a list: every file is read
         raise ValueError("the corpus is empty: there is nothing to train on")
 

@@ -330,7 +330,8 @@ impl PyTokenizer {
     /// A tiktoken encoding as byte-level BPE: `source` is a `.tiktoken` file (`base64 rank` per
     /// line) or a `tiktoken.Encoding`, whose ranks, pattern and special tokens are read.
     /// `pattern` (one of `PATTERNS` or a regex) and `special_tokens` ({content: id}) default to
-    /// the Encoding's, or for a file to "cl100k" and none.
+    /// the Encoding's, or for a file (which records neither) to those of the OpenAI encoding with
+    /// as many ranks (r50k_base, p50k_base, cl100k_base, o200k_base), else to "cl100k" and none.
     #[staticmethod]
     #[pyo3(signature = (source, *, pattern = None, special_tokens = None))]
     fn from_tiktoken(
@@ -349,12 +350,11 @@ impl PyTokenizer {
                 .collect(),
             (None, false) => Vec::new(),
         };
-        let pattern = match (pattern, encoding) {
-            (Some(p), _) => p,
-            (None, true) => source.getattr("_pat_str")?.extract()?,
-            (None, false) => "cl100k".to_string(),
-        };
         if encoding {
+            let pattern: String = match pattern {
+                Some(p) => p,
+                None => source.getattr("_pat_str")?.extract()?,
+            };
             let ranks: Vec<(Vec<u8>, u32)> = source
                 .getattr("_mergeable_ranks")?
                 .extract::<std::collections::HashMap<Vec<u8>, u32>>()?
@@ -368,7 +368,8 @@ impl PyTokenizer {
                 source.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string())
             ))
         })?;
-        compute(py, || Tokenizer::from_tiktoken_file(&path, &pattern, &specials))
+        let specials = special_tokens.is_some().then_some(&specials[..]);
+        compute(py, || Tokenizer::from_tiktoken_file(&path, pattern.as_deref(), specials))
             .map_err(|e| match e {
                 // Most often an encoding's name, as tiktoken.get_encoding takes.
                 ferrolm::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

@@ -302,6 +302,9 @@ impl Tokenizer {
             }
             return Self::from_vocab_merges(vocab, merges, "gpt2");
         }
+        if path.extension().is_some_and(|e| e == "tiktoken") {
+            return Self::from_tiktoken_file(path, None, None);
+        }
         let text = files::read_text(path)?;
         if path.extension().is_some_and(|e| e == "txt") {
             let normalizer = bert_normalizer_in(dir)?;
@@ -355,14 +358,25 @@ impl Tokenizer {
     }
 
     /// Loads a tiktoken encoding file (`cl100k_base.tiktoken`: `base64(bytes) rank` per line)
-    /// as byte-level BPE. The file does not record the pre-tokenizer: `pattern` is one of
-    /// [`PATTERN_NAMES`] or the encoding's regex; `specials` are its special tokens as (content, id).
-    pub fn from_tiktoken_file(path: impl AsRef<Path>, pattern: &str, specials: &[(String, u32)]) -> Result<Self> {
+    /// as byte-level BPE. The file records neither the pre-tokenizer nor the special tokens:
+    /// `pattern` is one of [`PATTERN_NAMES`] or the encoding's regex, and `specials` are
+    /// (content, id) pairs. Left `None`, they are those of the OpenAI encoding with as many ranks
+    /// (r50k_base, p50k_base, cl100k_base, o200k_base), else `"cl100k"` and none.
+    pub fn from_tiktoken_file(
+        path: impl AsRef<Path>,
+        pattern: Option<&str>,
+        specials: Option<&[(String, u32)]>,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let text = files::read_text(path)?;
-        tiktoken::parse_ranks(&text)
-            .and_then(|ranks| Self::from_tiktoken_ranks(ranks, pattern, specials))
-            .map_err(|e| in_file(path, e))
+        let build = |ranks: Vec<(Vec<u8>, u32)>| {
+            let known = tiktoken::openai_encoding(ranks.len());
+            let pattern = pattern.or(known.map(|k| k.pattern)).unwrap_or("cl100k");
+            let known_specials: Vec<(String, u32)> =
+                known.map_or(&[][..], |k| k.specials).iter().map(|&(s, id)| (s.to_string(), id)).collect();
+            Self::from_tiktoken_ranks(ranks, pattern, specials.unwrap_or(&known_specials))
+        };
+        tiktoken::parse_ranks(&text).and_then(build).map_err(|e| in_file(path, e))
     }
 
     /// A tokenizer from tiktoken's mergeable ranks, (token bytes, rank) pairs; see

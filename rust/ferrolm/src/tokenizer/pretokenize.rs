@@ -1,8 +1,8 @@
 //! Regex pre-tokenization for byte-level BPE: text is cut into pieces (words with their leading
 //! space, runs of digits, punctuation, white space) and BPE never merges across pieces.
 //!
-//! The GPT-2, GPT-4 (cl100k, also Llama 3's), Qwen2 and GPT-4o (o200k) patterns are implemented
-//! by hand, as small state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
+//! The GPT-2, GPT-4 (cl100k, also Llama 3's, and as tiktoken spells it), Qwen2 and GPT-4o (o200k)
+//! patterns are implemented by hand, as small state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
 //! look-ahead and backtracking exactly (tested against `fancy-regex` on adversarial and random
 //! text); they run several times faster than a backtracking regex engine. A user's own pattern
 //! runs on `fancy-regex` with Hugging Face's `Split(behavior="Isolated")` semantics: matches and
@@ -17,12 +17,28 @@ use crate::{bail, Result};
 /// GPT-2's pattern (also Hugging Face's `ByteLevel(use_regex=True)` pre-tokenizer).
 pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+/// GPT-2's pattern as tiktoken writes it (r50k_base, p50k_base): the same language.
+pub const R50K_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
+
 /// GPT-4's cl100k_base pattern, as written in tokenizer.json files.
 pub const CL100K_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The same language as [`CL100K_PATTERN`], in tiktoken's newer spelling (possessive quantifiers).
 pub const CL100K_PATTERN_TIKTOKEN: &str =
     r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
+
+/// cl100k_base's pattern as tiktoken writes it now: cl100k's, but for a white-space run that
+/// reaches the end of the text, which is one piece (`\s++$`) where cl100k's gives its line breaks
+/// a piece of their own.
+pub const CL100K_BASE_PATTERN: &str = concat!(
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]",
+    r"|\s+(?!\S)|\s"
+);
+
+/// [`CL100K_BASE_PATTERN`]'s language as tokenizer.json files record it: Hugging Face's regex
+/// engine (Oniguruma, Ruby syntax) reads `{1,3}+` as a repetition, not a possessive count, and `$`
+/// as the end of a line.
+pub const CL100K_BASE_PATTERN_HF: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+\z|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Qwen2's pattern (also Qwen2.5's and Qwen3's): cl100k's with numbers one digit at a time.
 pub const QWEN2_PATTERN: &str =
@@ -41,7 +57,7 @@ pub const O200K_PATTERN: &str = concat!(
 );
 
 /// The built-in patterns' names, as [`PreTokenizer::from_pattern`] takes them.
-pub const PATTERN_NAMES: [&str; 4] = ["gpt2", "cl100k", "qwen2", "o200k"];
+pub const PATTERN_NAMES: [&str; 5] = ["gpt2", "cl100k", "cl100k_base", "qwen2", "o200k"];
 
 /// Which rule splits text into pieces.
 #[derive(Clone, Debug)]
@@ -50,6 +66,8 @@ pub enum PreTokenizer {
     Gpt2,
     /// GPT-4's cl100k pattern, hand-written.
     Cl100k,
+    /// cl100k's pattern as tiktoken writes it now ([`CL100K_BASE_PATTERN`]), hand-written.
+    Cl100kBase,
     /// Qwen2's pattern, hand-written.
     Qwen2,
     /// GPT-4o's o200k pattern, hand-written.
@@ -63,8 +81,9 @@ impl PreTokenizer {
     /// Patterns equal to a built-in one get the fast hand-written matcher.
     pub fn from_pattern(name_or_pattern: &str) -> Result<Self> {
         match name_or_pattern {
-            "gpt2" | GPT2_PATTERN => Ok(PreTokenizer::Gpt2),
+            "gpt2" | GPT2_PATTERN | R50K_PATTERN => Ok(PreTokenizer::Gpt2),
             "cl100k" | CL100K_PATTERN | CL100K_PATTERN_TIKTOKEN => Ok(PreTokenizer::Cl100k),
+            "cl100k_base" | CL100K_BASE_PATTERN | CL100K_BASE_PATTERN_HF => Ok(PreTokenizer::Cl100kBase),
             "qwen2" | QWEN2_PATTERN => Ok(PreTokenizer::Qwen2),
             "o200k" | O200K_PATTERN => Ok(PreTokenizer::O200k),
             "" => bail!(Argument, "empty pre-tokenizer pattern"),
@@ -80,6 +99,7 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 => GPT2_PATTERN,
             PreTokenizer::Cl100k => CL100K_PATTERN,
+            PreTokenizer::Cl100kBase => CL100K_BASE_PATTERN_HF,
             PreTokenizer::Qwen2 => QWEN2_PATTERN,
             PreTokenizer::O200k => O200K_PATTERN,
             PreTokenizer::Regex(_, p) => p,
@@ -92,6 +112,7 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 => "gpt2",
             PreTokenizer::Cl100k => "cl100k",
+            PreTokenizer::Cl100kBase => "cl100k_base",
             PreTokenizer::Qwen2 => "qwen2",
             PreTokenizer::O200k => "o200k",
             PreTokenizer::Regex(_, p) => p,
@@ -110,11 +131,15 @@ impl PreTokenizer {
             }
             PreTokenizer::Cl100k => {
                 let c = Classes::get();
-                cut(s, |i| cl100k_piece::<3>(c, s, i), piece)
+                cut(s, |i| cl100k_piece::<3, false>(c, s, i), piece)
+            }
+            PreTokenizer::Cl100kBase => {
+                let c = Classes::get();
+                cut(s, |i| cl100k_piece::<3, true>(c, s, i), piece)
             }
             PreTokenizer::Qwen2 => {
                 let c = Classes::get();
-                cut(s, |i| cl100k_piece::<1>(c, s, i), piece)
+                cut(s, |i| cl100k_piece::<1, false>(c, s, i), piece)
             }
             PreTokenizer::O200k => {
                 let c = Classes::o200k();
@@ -305,10 +330,10 @@ fn gpt2_piece(c: &Classes, s: &[u8], i: usize) -> usize {
     }
 }
 
-/// One piece of the cl100k pattern (Qwen2's with `DIGITS` = 1) starting at byte `i`; returns its
-/// end.
+/// One piece of the cl100k pattern starting at byte `i`; returns its end. Qwen2's with `DIGITS`
+/// = 1; tiktoken's spelling with `WHOLE_END`: white space to the end of the text is one piece.
 #[inline]
-fn cl100k_piece<const DIGITS: usize>(c: &Classes, s: &[u8], i: usize) -> usize {
+fn cl100k_piece<const DIGITS: usize, const WHOLE_END: bool>(c: &Classes, s: &[u8], i: usize) -> usize {
     let b = s[i];
     if b == b'\'' {
         if let Some(n) = contraction(s, i + 1, true) {
@@ -331,6 +356,13 @@ fn cl100k_piece<const DIGITS: usize>(c: &Classes, s: &[u8], i: usize) -> usize {
         return end;
     }
     // Here the character is white space.
+    if WHOLE_END {
+        // `\s++$`
+        let end = run_where(c, s, i, |k| k == SPACE);
+        if end == s.len() {
+            return end;
+        }
+    }
     space_piece(c, s, i, true)
 }
 
@@ -455,6 +487,7 @@ mod tests {
         let p = PreTokenizer::Gpt2;
         for s in SAMPLES {
             assert_eq!(pieces(&p, s), regex_pieces(GPT2_PATTERN, s), "{s:?}");
+            assert_eq!(pieces(&p, s), regex_pieces(R50K_PATTERN, s), "{s:?}");
         }
     }
 
@@ -464,7 +497,13 @@ mod tests {
         for s in SAMPLES {
             assert_eq!(pieces(&p, s), regex_pieces(CL100K_PATTERN, s), "{s:?}");
             assert_eq!(pieces(&p, s), regex_pieces(CL100K_PATTERN_TIKTOKEN, s), "{s:?}");
+            let base = PreTokenizer::Cl100kBase;
+            assert_eq!(pieces(&base, s), regex_pieces(CL100K_BASE_PATTERN, s), "{s:?}");
+            assert_eq!(pieces(&base, s), regex_pieces(CL100K_BASE_PATTERN_HF, s), "{s:?}");
         }
+        // The spellings part where white space with a line break ends the text.
+        assert_eq!(pieces(&p, "x \n  "), ["x", " \n", "  "]);
+        assert_eq!(pieces(&PreTokenizer::Cl100kBase, "x \n  "), ["x", " \n  "]);
     }
 
     #[test]
@@ -511,6 +550,9 @@ mod tests {
             assert_eq!(pieces(&PreTokenizer::Gpt2, &s), regex_pieces(GPT2_PATTERN, &s), "{s:?}");
             assert_eq!(pieces(&PreTokenizer::Cl100k, &s), regex_pieces(CL100K_PATTERN, &s), "{s:?}");
             assert_eq!(pieces(&PreTokenizer::Qwen2, &s), regex_pieces(QWEN2_PATTERN, &s), "{s:?}");
+            assert_eq!(pieces(&PreTokenizer::Gpt2, &s), regex_pieces(R50K_PATTERN, &s), "{s:?}");
+            assert_eq!(pieces(&PreTokenizer::Cl100kBase, &s), regex_pieces(CL100K_BASE_PATTERN, &s), "{s:?}");
+            assert_eq!(pieces(&PreTokenizer::Cl100kBase, &s), regex_pieces(CL100K_BASE_PATTERN_HF, &s), "{s:?}");
         }
     }
 
@@ -523,6 +565,8 @@ mod tests {
         assert!(matches!(PreTokenizer::from_pattern(CL100K_PATTERN_TIKTOKEN).unwrap(), PreTokenizer::Cl100k));
         assert!(matches!(PreTokenizer::from_pattern(O200K_PATTERN).unwrap(), PreTokenizer::O200k));
         assert!(matches!(PreTokenizer::from_pattern(QWEN2_PATTERN).unwrap(), PreTokenizer::Qwen2));
+        assert!(matches!(PreTokenizer::from_pattern(R50K_PATTERN).unwrap(), PreTokenizer::Gpt2));
+        assert!(matches!(PreTokenizer::from_pattern(CL100K_BASE_PATTERN).unwrap(), PreTokenizer::Cl100kBase));
         for name in PATTERN_NAMES {
             assert_eq!(PreTokenizer::from_pattern(name).unwrap().name(), name);
         }

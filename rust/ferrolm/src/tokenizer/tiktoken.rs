@@ -10,6 +10,43 @@ use super::bytes::bytes_to_token;
 use super::{Bpe, BpeOptions, Model, PreTokenizer, Template, Tokenizer};
 use crate::{bail, Error, Result};
 
+/// What an OpenAI encoding's file does not record: its pre-tokenizer (a
+/// [`PreTokenizer::from_pattern`] name) and special tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenAiEncoding {
+    pub pattern: &'static str,
+    pub specials: &'static [(&'static str, u32)],
+}
+
+/// OpenAI's encodings by the number of ranks their files list (tiktoken_ext's definitions):
+/// r50k_base, p50k_base, cl100k_base (as tiktoken spells its pattern now) and o200k_base.
+const ENCODINGS: [(usize, OpenAiEncoding); 4] = [
+    (50_256, OpenAiEncoding { pattern: "gpt2", specials: &[("<|endoftext|>", 50_256)] }),
+    (50_280, OpenAiEncoding { pattern: "gpt2", specials: &[("<|endoftext|>", 50_256)] }),
+    (
+        100_256,
+        OpenAiEncoding {
+            pattern: "cl100k_base",
+            specials: &[
+                ("<|endoftext|>", 100_257),
+                ("<|fim_prefix|>", 100_258),
+                ("<|fim_middle|>", 100_259),
+                ("<|fim_suffix|>", 100_260),
+                ("<|endofprompt|>", 100_276),
+            ],
+        },
+    ),
+    (
+        199_998,
+        OpenAiEncoding { pattern: "o200k", specials: &[("<|endoftext|>", 199_999), ("<|endofprompt|>", 200_018)] },
+    ),
+];
+
+/// The OpenAI encoding whose file lists `ranks` tokens, if any.
+pub fn openai_encoding(ranks: usize) -> Option<OpenAiEncoding> {
+    ENCODINGS.iter().find(|(n, _)| *n == ranks).map(|(_, e)| *e)
+}
+
 /// Parses a `.tiktoken` file: `base64 rank` per line (blank lines skipped).
 pub fn parse_ranks(text: &str) -> Result<Vec<(Vec<u8>, u32)>> {
     let mut ranks = Vec::new();
@@ -69,6 +106,16 @@ pub fn from_ranks(ranks: Vec<(Vec<u8>, u32)>, pattern: PreTokenizer, specials: &
             ))
         })?;
         merges.push((bytes_to_token(&token[..split]), bytes_to_token(&token[split..])));
+    }
+    // tiktoken makes any text from its byte tokens (and fails on a byte it lacks); BPE would drop it.
+    if ranks.is_empty() {
+        bail!(Format, "no tokens: a tiktoken encoding lists `base64(token) rank` lines");
+    }
+    if let Some(b) = (0..=255u8).find(|&b| !by_bytes.contains_key(&[b][..])) {
+        bail!(
+            Format,
+            "byte {b:#04x} has no token: a tiktoken encoding ranks every byte (tiktoken fails on text with it)"
+        );
     }
     let vocab = ranks.iter().map(|(b, r)| (bytes_to_token(b), *r)).collect();
     let model = Bpe::new(vocab, &merges, pattern, BpeOptions::default())?;
