@@ -106,6 +106,24 @@ def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp
         load_tokens(tmp_path / "one", "test")
 
 
+def test_files_are_separated_by_the_tokenizers_document_end(tmp_path):
+    """<|endoftext|>, else [SEP] or RoBERTa's </s> (special only), else a newline: with
+    add_prefix_space, a newline alone would have been " \n"."""
+    files = [tmp_path / f"{i}.txt" for i in range(2)]
+    for i, f in enumerate(files):
+        f.write_text(TEXT[i * 5_000 : i * 5_000 + 5_000])
+    tok = fl.Tokenizer.train([str(f) for f in files], kind="bpe", vocab_size=400, special_tokens=[])
+    spec = json.loads(tok.to_str())
+    spec["pre_tokenizer"]["add_prefix_space"] = True
+    roberta = with_added_token(fl.Tokenizer.from_str(json.dumps(spec)), "</s>")
+    text_only = with_added_token(tok, "</s>", special=False)
+    assert data._separator(roberta) == [roberta.special_tokens["</s>"]]
+    assert data._separator(text_only) == text_only.encode("\n", add_special_tokens=False)  # "</s>" is text there
+    prepare_files(files, roberta, tmp_path / "data")
+    for split in ("train", "val"):
+        assert list(load_tokens(tmp_path / "data", split)).count(roberta.special_tokens["</s>"]) == 1
+
+
 def test_one_line_files_are_split_before_a_space_and_one_word_files_go_whole(tmp_path):
     """A file split at 90% of its characters put a word's last letters in validation, and a
     file with no line end inside went whole to training."""

@@ -84,7 +84,7 @@ def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path,
     one line, before a space (so every file is in both splits and no word is cut); a file of
     one word goes whole to training, or, file index i with i % max(round(1 / val_fraction), 2)
     at its largest, to validation. Files are separated by the tokenizer's <|endoftext|>, else
-    its [SEP], else a newline. Check the files first with `check_files`."""
+    its [SEP] or </s>, else a newline. Check the files first with `check_files`."""
     _check_fraction(val_fraction)
     files = [Path(p) for p in paths]
     if len(files) == 1:
@@ -197,10 +197,11 @@ def check_token_files(directory: str | Path) -> None:
 
 def _separator(tokenizer) -> list[int]:
     """What goes between documents: <|endoftext|> (nanoGPT puts GPT-2's there), else BERT's
-    [SEP], else a newline if the tokenizer has one."""
-    for token in ("<|endoftext|>", "[SEP]"):
-        if tokenizer.token_to_id(token) is not None:
-            return [tokenizer.token_to_id(token)]
+    [SEP] or RoBERTa's </s>, else a newline if the tokenizer has one."""
+    specials = tokenizer.special_tokens
+    for token in ("<|endoftext|>", "[SEP]", "</s>"):
+        if token in specials:
+            return [specials[token]]
     try:
         return list(tokenizer.encode("\n", add_special_tokens=False))
     except ValueError:  # a character vocabulary without "\n"
