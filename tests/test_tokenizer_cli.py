@@ -80,6 +80,9 @@ def test_default_corpus_and_errors(tmp_path, capsys):
     assert "bad.txt is not valid UTF-8" in capsys.readouterr().err
     assert main(["tokenizer", "train", "--kind", "bpe", "--limit-alphabet", "5", "--out", str(out)]) == 2
     assert "wordpiece only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # was "int too big to convert", naming no option
+        main(["tokenizer", "train", "--vocab-size", "99999999999999999999", "--out", str(out)])
+    assert "--vocab-size: must be below 2**63" in capsys.readouterr().err
 
 
 def test_a_bad_out_path_is_refused_before_training(tmp_path, capsys, monkeypatch):

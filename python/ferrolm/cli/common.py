@@ -57,12 +57,15 @@ def _number(text: str, kind: type = float):
 
 
 def count(minimum: int = 0):
-    """An argparse type: an integer of at least `minimum`."""
+    """An argparse type: an integer of at least `minimum`, and below 2**63 (the core's counts
+    are 64-bit: a larger one was refused as "int too big to convert", naming no option)."""
 
     def parse(text: str) -> int:
         value = _number(text, int)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if value >= 1 << 63:
+            raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
         return value
 
     return parse
