@@ -106,6 +106,16 @@ def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp
         load_tokens(tmp_path / "one", "test")
 
 
+def test_an_encoding_error_names_its_file(tmp_path):
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    files[0].write_text("abc\n")
+    files[1].write_text("abz\n")
+    tok = fl.Tokenizer.train_from_iterator(["abc\n"], kind="char", vocab_size=0)
+    for given in (files, files[1:]):
+        with pytest.raises(ValueError, match=r"b\.txt: character 'z' \(U\+007A\) is not in this character"):
+            prepare_files(given, tok, tmp_path / "data")
+
+
 def test_files_are_separated_by_the_tokenizers_document_end(tmp_path):
     """<|endoftext|>, else [SEP] or RoBERTa's </s> (special only), else a newline: with
     add_prefix_space, a newline alone would have been " \n"."""

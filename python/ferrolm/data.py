@@ -72,10 +72,15 @@ SAFE_CUTS = {"spaces and line breaks": re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
     """Tokenises `text` and writes `train.bin` / `val.bin` (the first 1 − val_fraction of the
     text for training, the rest for validation, as nanoGPT) plus `meta.json` into `directory`."""
+    return _prepare_one(text, None, tokenizer, directory, val_fraction)
+
+
+def _prepare_one(text: str, file: Path | None, tokenizer, directory: str | Path, val_fraction: float) -> dict:
+    """`prepare_tokens` of the text of `file` (named in errors), or of no file."""
     if not text:
         raise ValueError("the corpus is empty: there is nothing to train on")
     _check_fraction(val_fraction)
-    return _prepare([(text, int(len(text) * (1.0 - val_fraction)))], tokenizer, directory)
+    return _prepare([(text, int(len(text) * (1.0 - val_fraction)), file)], tokenizer, directory)
 
 
 def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
@@ -88,9 +93,10 @@ def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path,
     _check_fraction(val_fraction)
     files = [Path(p) for p in paths]
     if len(files) == 1:
-        return prepare_tokens(read_text(files[0]), tokenizer, directory, val_fraction)
-    texts = (read_text(f) for f in files)
-    return _prepare(((t, _line_split(t, i, val_fraction)) for i, t in enumerate(texts)), tokenizer, directory)
+        return _prepare_one(read_text(files[0]), files[0], tokenizer, directory, val_fraction)
+    texts = ((read_text(f), f) for f in files)
+    parts = ((t, _line_split(t, i, val_fraction), f) for i, (t, f) in enumerate(texts))
+    return _prepare(parts, tokenizer, directory)
 
 
 def check_paths(paths: Sequence[str | Path]) -> None:
@@ -135,8 +141,8 @@ def _line_split(text: str, index: int, val_fraction: float) -> int:
     return 0 if index % period == period - 1 else len(text)
 
 
-def _prepare(parts: Iterable[tuple[str, int]], tokenizer, directory: str | Path) -> dict:
-    """Writes the token files of (text, where its validation part begins) pairs."""
+def _prepare(parts: Iterable[tuple[str, int, Path | None]], tokenizer, directory: str | Path) -> dict:
+    """Writes the token files of (text, where its validation part begins, its file) triples."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
@@ -158,12 +164,16 @@ def _prepare(parts: Iterable[tuple[str, int]], tokenizer, directory: str | Path)
             hashes[split].update(ids)
             count[split] += ids.size
 
-        for text, split in parts:
+        for text, split, file in parts:
             for name, begin, end in (("train", 0, split), ("val", split, len(text))):
                 if count[name] and begin < end:
                     write(name, separator)
                 for piece in _pieces(text, begin, end, tokenizer):
-                    write(name, np.asarray(tokenizer.encode_array(piece, add_special_tokens=False), dtype=dtype))
+                    try:
+                        ids = tokenizer.encode_array(piece, add_special_tokens=False)
+                    except ValueError as e:  # a character the vocabulary lacks, say: in which file
+                        raise ValueError(f"{file}: {e}" if file else str(e)) from None
+                    write(name, np.asarray(ids, dtype=dtype))
     meta.update(train_tokens=count["train"], val_tokens=count["val"])
     # Identifies the data for resume (see data_digest).
     meta["digest"] = _tokens_digest(hashes["train"].digest(), hashes["val"].digest())
