@@ -23,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+#: cl100k_base's pattern as tiktoken spells it now (ferrolm matches it by hand, as "cl100k_base").
+CL100K_BASE_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$"""
+                       r"""|\s*[\r\n]|\s+(?!\S)|\s""")
 #: Qwen2's pattern (cl100k's with single digits; ferrolm matches it by hand).
 QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
                  r"""|\s+(?!\S)|\s+""")
@@ -184,9 +187,11 @@ def main() -> int:
     rows.append((f"encode_batch, {n} threads", "MB/s", mb / t_ours_b, t_hf_b and mb / t_hf_b, t_tk_b and mb / t_tk_b, True))
     print("  encode batch done", flush=True)
 
-    # Qwen2's and o200k's patterns (hand-matched in ferrolm) and o200k's language as a user's regex
-    # (wrapped in a group: the regex engine runs it), each trained on the first 10 MB at the largest size.
-    for label, pattern in (("Qwen2's pattern", QWEN2_PATTERN), ("o200k's pattern", O200K_PATTERN),
+    # cl100k's (as tiktoken spells it), Qwen2's and o200k's patterns (hand-matched in ferrolm) and
+    # o200k's language as a user's regex (wrapped in a group: the regex engine runs it), each trained
+    # on the first 10 MB at the largest size.
+    for label, pattern in (("cl100k_base's pattern (tiktoken's spelling)", CL100K_BASE_PATTERN),
+                           ("Qwen2's pattern", QWEN2_PATTERN), ("o200k's pattern", O200K_PATTERN),
                            ("a user's regex (o200k's, grouped)", f"(?:{O200K_PATTERN})")):
         other = ferrolm.Tokenizer.train_from_iterator([text[:10_000_000]], vocab_size=max(args.vocab_sizes), pattern=pattern)
         t_ours_re, ids_re = best_time(lambda: [other.encode(d) for d in docs], repeat)
