@@ -42,13 +42,16 @@ def with_added_token(tok, content: str, **flags):
     return fl.Tokenizer.from_str(json.dumps(spec))
 
 
-@pytest.mark.parametrize("setting", ["a user's regex", "add_prefix_space", "an lstrip token", "a token with a space",
-                                     "an ordinary token with a line break"])
+@pytest.mark.parametrize("setting", ["a user's regex", "add_prefix_space", "an lstrip token", "an rstrip token",
+                                     "a token with a space", "an ordinary token with a line break",
+                                     "tokens of white space"])
 def test_a_text_is_cut_only_where_its_tokenizer_allows(setting, tmp_path, monkeypatch):
-    # Each setting spans a cut that SAFE_CUTS' first rule allows, which changed the ids: a regex of
-    # whole lines spans every cut before a space; a prefix space is put before a piece that starts
-    # after a newline; an added token that strips the white space before it takes a line break
-    # from the piece before; a token may hold a space or a line break.
+    # Each setting but the last spans a cut that SAFE_CUTS' first rule allows, which changed the
+    # ids: a regex of whole lines spans every cut before a space; a prefix space is put before a
+    # piece that starts after a newline; an added token that strips the white space before it
+    # takes a line break from the piece before, one that strips the space after it a space from the
+    # piece after; a token may hold a space or a line break. Tokens of white space alone (GPT-NeoX's
+    # runs of spaces) cross no cut: a cut has a non-space on one side.
     text = TEXT[:60_000]
     tok = fl.Tokenizer.train_from_iterator([text], kind="bpe", vocab_size=600)
     if setting == "a user's regex":
@@ -62,13 +65,23 @@ def test_a_text_is_cut_only_where_its_tokenizer_allows(setting, tmp_path, monkey
     elif setting == "an lstrip token":
         text = text.replace("\n", "\n<mask>")
         tok = with_added_token(tok, "<mask>", lstrip=True)
+        assert tok.safe_cuts == "spaces"
+    elif setting == "an rstrip token":
+        text = text.replace(" ", "<mask> ")
+        tok = with_added_token(tok, "<mask>", rstrip=True)
+        assert tok.safe_cuts is None
     elif setting == "a token with a space":
         text = text.replace(" the ", " <my tok> ")
         tok = with_added_token(tok, "<my tok>")
-    else:
+    elif setting == "an ordinary token with a line break":
         text = text.replace(".\n", ".\nh")
         tok = with_added_token(tok, ".\nh", special=False)
-    assert tok.safe_cuts in (None, "spaces")
+        assert tok.safe_cuts is None
+    else:
+        text = text.replace("\n", "  \n\n   ")
+        for run in ("  ", "   ", "\n\n", " \n"):
+            tok = with_added_token(tok, run, special=False)
+        assert tok.safe_cuts == "spaces and line breaks"
     monkeypatch.setattr(data, "PIECE", 997)
     prepare_tokens(text, tok, tmp_path, val_fraction=0.25)
     split = int(len(text) * 0.75)

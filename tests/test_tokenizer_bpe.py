@@ -673,7 +673,11 @@ def test_tiktokens_own_spellings_of_the_patterns_get_the_hand_written_matchers(s
                    r"""|\s*[\r\n]|\s+(?!\S)|\s""")
     trained = ferrolm.Tokenizer.train_from_iterator([shakespeare], vocab_size=3000, pattern="cl100k")
     ranks = {trained.decode_bytes([i]): i - 1 for i in range(1, trained.vocab_size)}  # id 0: <|endoftext|>
+    for run in (b" \n", b"  ", b" \n  ", b"\n  "):  # tokens that show where the spellings part
+        ranks.setdefault(run, len(ranks))
+    rng = np.random.default_rng(5)
     texts = ADV + [shakespeare[:100_000], "x \n  ", "end.\n\n", "12345 \r\n \t", "a  "]
+    texts += ["".join(rng.choice(list("ab1 \n\t\r.'"), size=rng.integers(1, 12))) for _ in range(3000)]
     for pattern, name in ((cl100k_base, "cl100k_base"), (r50k_pat_str, "gpt2")):
         enc = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
         ours = ferrolm.Tokenizer.from_tiktoken(enc)
@@ -709,9 +713,12 @@ def test_an_openai_encoding_file_is_known_by_its_size(tmp_path, ranks, pattern, 
         assert (tok.pattern, tok.special_tokens) == (pattern, specials)
     given = ferrolm.Tokenizer.from_tiktoken(str(path), pattern="qwen2", special_tokens={"<|x|>": 300_000})
     assert (given.pattern, given.special_tokens) == ("qwen2", {"<|x|>": 300_000})
-    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(tokens[:ranks - 1])))
-    assert (ferrolm.Tokenizer.from_tiktoken(str(path)).pattern, ferrolm.Tokenizer.from_file(str(path)).special_tokens) == \
-        ("cl100k", {})
+    # Other files default to cl100k's pattern and no special tokens: one rank fewer, or as many
+    # but with a gap.
+    for shifted in (ids[:-1], ids[:-1] + [ids[-1] + 2]):
+        path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for t, i in zip(tokens, shifted)))
+        assert (ferrolm.Tokenizer.from_tiktoken(str(path)).pattern, ferrolm.Tokenizer.from_file(str(path)).special_tokens) \
+            == ("cl100k", {})
 
 
 def test_tiktoken_encodings_load_and_encode_as_tiktoken(shakespeare, tmp_path):
@@ -755,11 +762,15 @@ def test_tiktoken_encodings_load_and_encode_as_tiktoken(shakespeare, tmp_path):
     path.write_text("")
     with pytest.raises(ferrolm.FormatError, match="no tokens"):
         ferrolm.Tokenizer.from_tiktoken(str(path))
-    # A byte without a token: tiktoken fails on text holding it, BPE would drop it silently.
-    without_z = tiktoken.Encoding("nz", pat_str=cl100k, mergeable_ranks={bytes([b]): b for b in range(256) if b != 122},
-                                  special_tokens={})
+    # A byte without a token: tiktoken fails on text holding it, BPE would drop it silently. Bytes
+    # that UTF-8 text never holds may lack one.
+    def lacking(*missing):
+        return tiktoken.Encoding("n", pat_str=cl100k, mergeable_ranks={bytes([b]): b for b in range(256) if b not in missing},
+                                 special_tokens={})
+
     with pytest.raises(ferrolm.FormatError, match="byte 0x7a has no token"):
-        ferrolm.Tokenizer.from_tiktoken(without_z)
+        ferrolm.Tokenizer.from_tiktoken(lacking(0x7A))
+    assert ferrolm.Tokenizer.from_tiktoken(lacking(0xC0, 0xFF)).encode("zé€😀") == lacking(0xC0, 0xFF).encode("zé€😀")
     with pytest.raises(FileNotFoundError, match="downloads nothing.*tiktoken.get_encoding"):
         ferrolm.Tokenizer.from_tiktoken("cl100k_base")  # an encoding's name, as tiktoken takes it
     with pytest.raises(TypeError, match="tiktoken"):

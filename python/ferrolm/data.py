@@ -172,7 +172,9 @@ def _prepare(parts: Iterable[tuple[str, int, Path | None]], tokenizer, directory
                     try:
                         ids = tokenizer.encode_array(piece, add_special_tokens=False)
                     except ValueError as e:  # a character the vocabulary lacks, say: in which file
-                        raise ValueError(f"{file}: {e}" if file else str(e)) from None
+                        if file is None:
+                            raise
+                        raise ValueError(f"{file}: {e}") from None
                     write(name, np.asarray(ids, dtype=dtype))
     meta.update(train_tokens=count["train"], val_tokens=count["val"])
     # Identifies the data for resume (see data_digest).
@@ -208,10 +210,11 @@ def check_token_files(directory: str | Path) -> None:
 def _separator(tokenizer) -> list[int]:
     """What goes between documents: <|endoftext|> (nanoGPT puts GPT-2's there), else BERT's
     [SEP] or RoBERTa's </s>, else a newline if the tokenizer has one."""
-    specials = tokenizer.special_tokens
-    for token in ("<|endoftext|>", "[SEP]", "</s>"):
-        if token in specials:
-            return [specials[token]]
+    for token in ("<|endoftext|>", "[SEP]"):
+        if tokenizer.token_to_id(token) is not None:
+            return [tokenizer.token_to_id(token)]
+    if "</s>" in tokenizer.special_tokens:  # only special: "</s>" is also HTML's strike-through end tag
+        return [tokenizer.special_tokens["</s>"]]
     try:
         return list(tokenizer.encode("\n", add_special_tokens=False))
     except ValueError:  # a character vocabulary without "\n"

@@ -37,7 +37,7 @@ def register_pretrain(sub) -> None:
                         + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in MLM_DEFAULTS.items())
                         + "); --resume continues the checkpoint's")
     p.add_argument("--tokenizer", default=None,
-                   help="char, bpe, wordpiece, or the path of a tokenizer.json (default: char for causal, wordpiece for mlm)")
+                   help="char, bpe, wordpiece, or the path of a tokenizer.json or .tiktoken file (default: char for causal, wordpiece for mlm)")
     p.add_argument("--vocab-size", type=count(1), default=None,
                    help=f"vocabulary size when training a bpe/wordpiece tokenizer (default {_VOCAB_SIZE})")
     p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")

@@ -35,7 +35,7 @@ def _tokenizer_train(args: argparse.Namespace) -> int:
         raise ValueError("--cased and --limit-alphabet apply to --kind wordpiece only")
     if args.kind != "bpe" and args.pattern is not None:
         raise ValueError("--pattern applies to --kind bpe only")
-    check_paths(files)  # not empty (a tokenizer of the byte alphabet alone is no use); the trainer streams them
+    check_paths(files)  # not empty, but for pipes (a tokenizer of the byte alphabet alone is no use); streamed
     start = time.perf_counter()
     tok = Tokenizer.train(files, **kwargs)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def register_tokenizer(subparsers) -> None:
 
     e = sub.add_parser("encode", help="show how a text is tokenized")
     e.add_argument("files", nargs="*", help="files to encode (default: --text or standard input)")
-    e.add_argument("--tokenizer", "-t", default="tokenizer.json", help="tokenizer.json, vocab.txt or a directory")
+    e.add_argument("--tokenizer", "-t", default="tokenizer.json", help="tokenizer.json, vocab.txt, a .tiktoken file or a directory")
     e.add_argument("--text", help="text to encode")
     e.add_argument("--ids", action="store_true", help="print only the ids, as JSON")
     e.add_argument("--no-special", action="store_true", help="treat special-token text as plain text")

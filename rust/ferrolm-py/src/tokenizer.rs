@@ -308,7 +308,8 @@ fn loaded(py: Python<'_>, tok: Tokenizer) -> PyResult<PyTokenizer> {
 #[pymethods]
 impl PyTokenizer {
     /// Loads tokenizer.json, GPT-2 vocab.json or merges.txt (with the other one beside it), BERT
-    /// vocab.txt, or a directory holding tokenizer.json, vocab.json + merges.txt or vocab.txt.
+    /// vocab.txt, a .tiktoken file (as `from_tiktoken` reads it), or a directory holding
+    /// tokenizer.json, vocab.json + merges.txt or vocab.txt.
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         loaded(py, compute(py, || Tokenizer::from_file(&path)).py()?)
@@ -789,8 +790,9 @@ impl PyTokenizer {
 
     /// Where a long text may be cut into pieces whose ids, joined, are the whole text's:
     /// "spaces and line breaks" (before a space between non-spaces, after a line break between
-    /// non-spaces, but before a slash), "spaces" (add_prefix_space) or None (a user's regex, or an
-    /// added token that holds or strips white space, may span any point).
+    /// non-spaces, but before a slash), "spaces" (add_prefix_space, an lstrip added token) or None
+    /// (a user's regex, an added token mixing white space with other characters, or an rstrip one,
+    /// may span any point).
     #[getter]
     fn safe_cuts(&self) -> Option<&'static str> {
         match self.get().safe_cuts() {

@@ -121,19 +121,20 @@ fn longest_first(a: usize, b: usize, room: usize) -> (usize, usize) {
 }
 
 /// Where a long text may be cut into pieces whose ids, joined, are the whole text's (corpus
-/// preparation encodes big texts a piece at a time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// preparation encodes big texts a piece at a time). Ordered from the fewest cuts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SafeCuts {
-    /// Before a space between two non-spaces, and after a line break between a non-space and a
-    /// non-space other than `/`: the built-in pre-tokenizers, WordPiece's and characters end a
-    /// token there (o200k's punctuation pieces take the line breaks and slashes after them).
-    SpacesAndLineBreaks,
-    /// Only before such a space: BPE with `add_prefix_space` puts a space before a piece that
-    /// lacks one.
-    Spaces,
-    /// Nowhere: a user's regex, or an added token that holds or strips white space, may span any
-    /// point.
+    /// Nowhere: a user's regex, an added token that holds white space beside other characters,
+    /// or one that takes the white space after it (`rstrip`), may span any point.
     Nowhere,
+    /// Only before a space between two non-spaces: BPE with `add_prefix_space` puts a space
+    /// before a piece that lacks one, and an `lstrip` token takes the line break before it.
+    Spaces,
+    /// Before such a space, and after a line break between a non-space and a non-space other
+    /// than `/`: the built-in pre-tokenizers, WordPiece's and characters end a token there
+    /// (o200k's punctuation pieces take the line breaks and slashes after them), and no run of
+    /// white space crosses them (so neither do added tokens of white space, GPT-NeoX's).
+    SpacesAndLineBreaks,
 }
 
 /// Hugging Face's `trim_offsets` of the `ByteLevel` and `RobertaProcessing` post-processors.
@@ -264,7 +265,8 @@ impl Tokenizer {
     }
 
     /// Loads `tokenizer.json`; GPT-2's `vocab.json` or `merges.txt` (read with the other one
-    /// beside it); BERT's `vocab.txt` (by extension); or a directory holding `tokenizer.json`,
+    /// beside it); BERT's `vocab.txt` (by extension); a tiktoken `.tiktoken` file
+    /// ([`Tokenizer::from_tiktoken_file`] with its defaults); or a directory holding `tokenizer.json`,
     /// `vocab.json` + `merges.txt`, or `vocab.txt`. A `vocab.txt` is normalised as the
     /// `tokenizer_config.json` beside it says (a cased BERT sets `do_lower_case` false). A
     /// directory's save that was killed while moving its files in is finished first
@@ -360,8 +362,8 @@ impl Tokenizer {
     /// Loads a tiktoken encoding file (`cl100k_base.tiktoken`: `base64(bytes) rank` per line)
     /// as byte-level BPE. The file records neither the pre-tokenizer nor the special tokens:
     /// `pattern` is one of [`PATTERN_NAMES`] or the encoding's regex, and `specials` are
-    /// (content, id) pairs. Left `None`, they are those of the OpenAI encoding with as many ranks
-    /// (r50k_base, p50k_base, cl100k_base, o200k_base), else `"cl100k"` and none.
+    /// (content, id) pairs. Left `None`, they are those of the OpenAI encoding with the same ranks
+    /// (r50k_base, p50k_base, cl100k_base, o200k_base: as many, from 0 up), else `"cl100k"` and none.
     pub fn from_tiktoken_file(
         path: impl AsRef<Path>,
         pattern: Option<&str>,
@@ -370,7 +372,7 @@ impl Tokenizer {
         let path = path.as_ref();
         let text = files::read_text(path)?;
         let build = |ranks: Vec<(Vec<u8>, u32)>| {
-            let known = tiktoken::openai_encoding(ranks.len());
+            let known = tiktoken::openai_encoding(&ranks);
             let pattern = pattern.or(known.map(|k| k.pattern)).unwrap_or("cl100k");
             let known_specials: Vec<(String, u32)> =
                 known.map_or(&[][..], |k| k.specials).iter().map(|&(s, id)| (s.to_string(), id)).collect();
@@ -440,17 +442,21 @@ impl Tokenizer {
     /// Where a long text may be cut without changing its ids (see [`SafeCuts`]).
     pub fn safe_cuts(&self) -> SafeCuts {
         let regex = matches!(&self.model, Model::Bpe(m) if matches!(m.pretokenizer, PreTokenizer::Regex(..)));
-        let spanning = self.specials.iter().any(|(content, id)| {
+        let by_model = match (regex, self.add_prefix_space()) {
+            (true, _) => SafeCuts::Nowhere,
+            (false, true) => SafeCuts::Spaces,
+            (false, false) => SafeCuts::SpacesAndLineBreaks,
+        };
+        let by_token = |(content, id): (&str, u32)| {
             let m = self.specials.matching(id);
-            m.lstrip || m.rstrip || content.chars().any(char::is_whitespace)
-        });
-        if regex || spanning {
-            SafeCuts::Nowhere
-        } else if self.add_prefix_space() {
-            SafeCuts::Spaces
-        } else {
-            SafeCuts::SpacesAndLineBreaks
-        }
+            let mixed = content.contains(char::is_whitespace) && !content.chars().all(char::is_whitespace);
+            match (m.rstrip || mixed, m.lstrip) {
+                (true, _) => SafeCuts::Nowhere,
+                (false, true) => SafeCuts::Spaces,
+                (false, false) => SafeCuts::SpacesAndLineBreaks,
+            }
+        };
+        self.specials.iter().map(by_token).fold(by_model, Ord::min)
     }
 
     /// The special tokens.

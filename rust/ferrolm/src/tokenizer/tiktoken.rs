@@ -42,9 +42,20 @@ const ENCODINGS: [(usize, OpenAiEncoding); 4] = [
     ),
 ];
 
-/// The OpenAI encoding whose file lists `ranks` tokens, if any.
-pub fn openai_encoding(ranks: usize) -> Option<OpenAiEncoding> {
-    ENCODINGS.iter().find(|(n, _)| *n == ranks).map(|(_, e)| *e)
+/// The OpenAI encoding whose file these `ranks` are, if any: as many, each rank once, from 0 up
+/// but for the ids its special tokens take among them (p50k's `<|endoftext|>`).
+pub fn openai_encoding(ranks: &[(Vec<u8>, u32)]) -> Option<OpenAiEncoding> {
+    let (_, known) = ENCODINGS.iter().find(|(n, _)| *n == ranks.len())?;
+    let taken: Vec<usize> = known.specials.iter().map(|s| s.1 as usize).filter(|&id| id < ranks.len()).collect();
+    let mut seen = vec![false; ranks.len() + taken.len()];
+    for &(_, r) in ranks {
+        let r = r as usize;
+        if r >= seen.len() || seen[r] || taken.contains(&r) {
+            return None;
+        }
+        seen[r] = true;
+    }
+    Some(*known)
 }
 
 /// Parses a `.tiktoken` file: `base64 rank` per line (blank lines skipped).
@@ -111,10 +122,12 @@ pub fn from_ranks(ranks: Vec<(Vec<u8>, u32)>, pattern: PreTokenizer, specials: &
     if ranks.is_empty() {
         bail!(Format, "no tokens: a tiktoken encoding lists `base64(token) rank` lines");
     }
-    if let Some(b) = (0..=255u8).find(|&b| !by_bytes.contains_key(&[b][..])) {
+    // Bytes that UTF-8 text never holds (0xC0, 0xC1, 0xF5-0xFF) may lack one.
+    let in_text = |b: u8| b < 0xC0 || (0xC2..=0xF4).contains(&b);
+    if let Some(b) = (0..=255u8).find(|&b| in_text(b) && !by_bytes.contains_key(&[b][..])) {
         bail!(
             Format,
-            "byte {b:#04x} has no token: a tiktoken encoding ranks every byte (tiktoken fails on text with it)"
+            "byte {b:#04x} has no token: a tiktoken encoding ranks every byte text holds (tiktoken fails on it)"
         );
     }
     let vocab = ranks.iter().map(|(b, r)| (bytes_to_token(b), *r)).collect();
