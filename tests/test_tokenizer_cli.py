@@ -62,6 +62,13 @@ def test_a_corpus_from_a_pipe(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert ferrolm.Tokenizer.from_file(str(out)).vocab_size == 300
+    # An empty pipe is found empty by the trainer (it wrote a tokenizer of the byte alphabet).
+    run = subprocess.run([sys.executable, "-c", command, "tokenizer", "train", "--out", str(tmp_path / "e.json"),
+                          "/dev/stdin"], input="", capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "the corpus is empty" in run.stderr and not (tmp_path / "e.json").exists()
+    for kind, texts in (("bpe", ["", ""]), ("wordpiece", ["", " \n "])):  # BPE learns spaces, WordPiece does not
+        with pytest.raises(ValueError, match="no words to train on"):
+            ferrolm.Tokenizer.train_from_iterator(texts, kind=kind, vocab_size=300)
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ValueError, match="not a regular file"):
         check_files([tmp_path / "fifo"])

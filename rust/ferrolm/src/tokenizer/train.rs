@@ -301,6 +301,11 @@ impl Trainer {
     pub fn finish(self) -> Result<Tokenizer> {
         crate::compute(move || {
             let cfg = &self.config;
+            // A vocabulary of the alphabet alone is no use, and a corpus read from a pipe could
+            // not be checked before (characters: below, where special tokens count too).
+            if cfg.kind != ModelKind::Chars && self.words.is_empty() {
+                bail!(Argument, "no words to train on: the corpus is empty (or holds only special tokens or spaces)");
+            }
             let specials: Vec<(String, u32)> =
                 cfg.special_tokens.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
             // Sorted words make word indices, and so everything after, independent of hashing.
