@@ -65,8 +65,9 @@ PIECE = 1 << 22
 #: the core, which knows its pre-tokenizer and added tokens): before a space, or after a newline,
 #: that non-space characters stand on both sides of (but a slash: o200k's punctuation pieces take
 #: the line breaks and slashes after them); with add_prefix_space, before such a space only.
-SAFE_CUTS = {"spaces and line breaks": re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=[^\s/])"),
-             "spaces": re.compile(r"(?<=\S)(?= \S)")}
+_BEFORE_SPACE = r"(?<=\S)(?= \S)"
+SAFE_CUTS = {"spaces and line breaks": re.compile(_BEFORE_SPACE + r"|(?<=\S\n)(?=[^\s/])"),
+             "spaces": re.compile(_BEFORE_SPACE)}
 
 
 def prepare_tokens(text: str, tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:

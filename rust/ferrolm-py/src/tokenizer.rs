@@ -341,17 +341,16 @@ impl PyTokenizer {
         pattern: Option<String>,
         special_tokens: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let encoding = source.hasattr("_mergeable_ranks")?;
-        let specials: Vec<(String, u32)> = match (special_tokens, encoding) {
-            (Some(s), _) => special_ids(s)?,
-            (None, true) => source
-                .getattr("_special_tokens")?
-                .extract::<std::collections::HashMap<String, u32>>()?
-                .into_iter()
-                .collect(),
-            (None, false) => Vec::new(),
-        };
-        if encoding {
+        let specials: Option<Vec<(String, u32)>> = special_tokens.map(special_ids).transpose()?;
+        if source.hasattr("_mergeable_ranks")? {
+            let specials = match specials {
+                Some(s) => s,
+                None => source
+                    .getattr("_special_tokens")?
+                    .extract::<std::collections::HashMap<String, u32>>()?
+                    .into_iter()
+                    .collect(),
+            };
             let pattern: String = match pattern {
                 Some(p) => p,
                 None => source.getattr("_pat_str")?.extract()?,
@@ -369,8 +368,7 @@ impl PyTokenizer {
                 source.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string())
             ))
         })?;
-        let specials = special_tokens.is_some().then_some(&specials[..]);
-        compute(py, || Tokenizer::from_tiktoken_file(&path, pattern.as_deref(), specials))
+        compute(py, || Tokenizer::from_tiktoken_file(&path, pattern.as_deref(), specials.as_deref()))
             .map_err(|e| match e {
                 // Most often an encoding's name, as tiktoken.get_encoding takes.
                 ferrolm::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

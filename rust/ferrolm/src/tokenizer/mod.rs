@@ -441,22 +441,19 @@ impl Tokenizer {
 
     /// Where a long text may be cut without changing its ids (see [`SafeCuts`]).
     pub fn safe_cuts(&self) -> SafeCuts {
-        let regex = matches!(&self.model, Model::Bpe(m) if matches!(m.pretokenizer, PreTokenizer::Regex(..)));
-        let by_model = match (regex, self.add_prefix_space()) {
+        // `spans`: may cross any cut; `takes_line_break`: may cross the cut after a line break.
+        let cuts = |spans: bool, takes_line_break: bool| match (spans, takes_line_break) {
             (true, _) => SafeCuts::Nowhere,
             (false, true) => SafeCuts::Spaces,
             (false, false) => SafeCuts::SpacesAndLineBreaks,
         };
+        let regex = matches!(&self.model, Model::Bpe(m) if matches!(m.pretokenizer, PreTokenizer::Regex(..)));
         let by_token = |(content, id): (&str, u32)| {
             let m = self.specials.matching(id);
             let mixed = content.contains(char::is_whitespace) && !content.chars().all(char::is_whitespace);
-            match (m.rstrip || mixed, m.lstrip) {
-                (true, _) => SafeCuts::Nowhere,
-                (false, true) => SafeCuts::Spaces,
-                (false, false) => SafeCuts::SpacesAndLineBreaks,
-            }
+            cuts(m.rstrip || mixed, m.lstrip)
         };
-        self.specials.iter().map(by_token).fold(by_model, Ord::min)
+        self.specials.iter().map(by_token).fold(cuts(regex, self.add_prefix_space()), Ord::min)
     }
 
     /// The special tokens.

@@ -2,8 +2,8 @@
 //! space, runs of digits, punctuation, white space) and BPE never merges across pieces.
 //!
 //! The GPT-2, GPT-4 (cl100k, also Llama 3's, and as tiktoken spells it), Qwen2 and GPT-4o (o200k)
-//! patterns are implemented by hand, as small state machines that reproduce the regexes' leftmost-first alternation, greedy runs, `(?!\S)`
-//! look-ahead and backtracking exactly (tested against `fancy-regex` on adversarial and random
+//! patterns are implemented by hand, as small state machines that reproduce the regexes'
+//! leftmost-first alternation, greedy runs, `(?!\S)` look-ahead and backtracking exactly (tested against `fancy-regex` on adversarial and random
 //! text); they run several times faster than a backtracking regex engine. A user's own pattern
 //! runs on `fancy-regex` with Hugging Face's `Split(behavior="Isolated")` semantics: matches and
 //! the gaps between them both become pieces, so no text is ever dropped.
@@ -77,8 +77,8 @@ pub enum PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// A pre-tokenizer from a name (`"gpt2"`, `"cl100k"`, `"qwen2"`, `"o200k"`) or a regex pattern.
-    /// Patterns equal to a built-in one get the fast hand-written matcher.
+    /// A pre-tokenizer from a name ([`PATTERN_NAMES`]) or a regex pattern. Patterns equal to a
+    /// built-in one (in any spelling listed here) get the fast hand-written matcher.
     pub fn from_pattern(name_or_pattern: &str) -> Result<Self> {
         match name_or_pattern {
             "gpt2" | GPT2_PATTERN | R50K_PATTERN => Ok(PreTokenizer::Gpt2),
@@ -107,7 +107,7 @@ impl PreTokenizer {
     }
 
     /// How this pre-tokenizer is given back to [`Self::from_pattern`]: a built-in one's name
-    /// (`"gpt2"`, `"cl100k"`, `"qwen2"`, `"o200k"`), else the user's regex.
+    /// ([`PATTERN_NAMES`]), else the user's regex.
     pub fn name(&self) -> &str {
         match self {
             PreTokenizer::Gpt2 => "gpt2",

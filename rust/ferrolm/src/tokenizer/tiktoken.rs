@@ -102,6 +102,9 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 /// The byte-level BPE tokenizer of tiktoken ranks, with `pattern`'s pre-tokenizer and
 /// `specials` as (content, id) special tokens.
 pub fn from_ranks(ranks: Vec<(Vec<u8>, u32)>, pattern: PreTokenizer, specials: &[(String, u32)]) -> Result<Tokenizer> {
+    if ranks.is_empty() {
+        bail!(Format, "no tokens: a tiktoken encoding lists `base64(token) rank` lines");
+    }
     let by_bytes: FxHashMap<&[u8], u32> = ranks.iter().map(|(b, r)| (b.as_slice(), *r)).collect();
     if by_bytes.len() != ranks.len() {
         bail!(Format, "a token is listed twice");
@@ -118,11 +121,8 @@ pub fn from_ranks(ranks: Vec<(Vec<u8>, u32)>, pattern: PreTokenizer, specials: &
         })?;
         merges.push((bytes_to_token(&token[..split]), bytes_to_token(&token[split..])));
     }
-    // tiktoken makes any text from its byte tokens (and fails on a byte it lacks); BPE would drop it.
-    if ranks.is_empty() {
-        bail!(Format, "no tokens: a tiktoken encoding lists `base64(token) rank` lines");
-    }
-    // Bytes that UTF-8 text never holds (0xC0, 0xC1, 0xF5-0xFF) may lack one.
+    // tiktoken makes any text from its byte tokens (and fails on a byte it lacks); BPE would drop
+    // it. Bytes that UTF-8 text never holds (0xC0, 0xC1, 0xF5-0xFF) may lack one.
     let in_text = |b: u8| b < 0xC0 || (0xC2..=0xF4).contains(&b);
     if let Some(b) = (0..=255u8).find(|&b| in_text(b) && !by_bytes.contains_key(&[b][..])) {
         bail!(
