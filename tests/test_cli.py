@@ -848,3 +848,33 @@ def test_a_metrics_line_that_cannot_be_written_names_its_file(tmp_path, monkeypa
     with pytest.raises(OSError, match=r"writing .*metrics.jsonl: File too large"):  # was "[Errno 27] File too large"
         log.write({"step": 1})
     log.close()
+
+
+def test_a_closed_standard_stream_is_neither_a_failure_nor_a_place_for_notes(corpus, tmp_path):
+    """Started with stdout, stderr or stdin closed (`>&-`: Python has None for it), a command ran
+    its work and then failed on a missing stream (a trained run exited 1), or printed its notes
+    into its output when only stderr was closed."""
+    import subprocess
+    import sys
+
+    from ferrolm.chat import ChatTemplate
+
+    model = tmp_path / "m"
+    chars = fl.Tokenizer.train_from_iterator([corpus.read_text()], kind="char", vocab_size=1 << 20)
+    chat = fl.GPT.create(vocab_size=chars.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, seed=0,
+                         tokenizer=chars)
+    ChatTemplate.prepare(chat)  # a chat model: `chat` takes it, `generate` notes how it answers
+    chat.save(model)
+
+    def run(*argv, closed):
+        return subprocess.run([sys.executable, "-m", "ferrolm", *argv], capture_output=True, text=True, timeout=300,
+                              preexec_fn=lambda: os.close(closed))
+
+    trained = run("pretrain", str(corpus), *TINY, "--max-iters", "2", "--out", str(tmp_path / "run"), closed=1)
+    assert trained.returncode == 0 and (tmp_path / "run" / "model.safetensors").exists(), trained.stderr
+    assert run("generate", str(model), "--max-new-tokens", "5", closed=1).returncode == 0
+    assert run("chat", str(model), "--max-new-tokens", "5", closed=0).returncode == 0
+    wrong = run("generate", str(tmp_path / "missing"), closed=2)
+    assert (wrong.returncode, wrong.stdout) == (2, "")  # the error went to stdout
+    answer = run("generate", str(model), "--prompt", "to be", "--max-new-tokens", "5", closed=2)
+    assert answer.returncode == 0 and "chat model" not in answer.stdout  # nor did the note

@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     held = set(held_run_directories())  # an in-process caller's (a notebook's training) stay held
-    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets its escape, not an error
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    with _terminate_as_interrupt() as terminated, _plain_warnings():
+    with _closed_streams_as_devnull(), _terminate_as_interrupt() as terminated, _plain_warnings():
+        for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets its escape, not an error
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             return _run(argv)
         except KeyboardInterrupt:
@@ -80,6 +80,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 143 if terminated else 130
         finally:
             release_run_directories(keep=held)
+
+
+@contextlib.contextmanager
+def _closed_streams_as_devnull():
+    """A standard stream closed when the command started (`>&-`, `<&-`; Python then has None
+    for it) reads as empty and takes writes as /dev/null does, so a run neither fails after its
+    work is done nor prints its notes into its output when only stderr is closed."""
+    names = [name for name in ("stdin", "stdout", "stderr") if getattr(sys, name) is None]
+    with contextlib.ExitStack() as opened:
+        for name in names:
+            setattr(sys, name, opened.enter_context(open(os.devnull, "r" if name == "stdin" else "w")))
+        try:
+            yield
+        finally:
+            for name in names:
+                setattr(sys, name, None)
 
 
 @contextlib.contextmanager
