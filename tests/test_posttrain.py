@@ -494,6 +494,9 @@ def test_cli_end_to_end_and_ppo_runs(base, tmp_path, capsys):
         assert ferrolm(["generate", str(tmp_path / "rm"), "--max-new-tokens", "2", "--num-samples", "1"]) == 0
     rows = [rm.template.render("Who goes there?", "Nay, answer me?"), rm.template.render("Stand, ho!", "A friend.")]
     assert rm.score("Who goes there?", "Nay, answer me?") == pytest.approx(float(rm.score_ids(rows)[0]), rel=1e-5)
+    with pytest.raises(ValueError, match="row 1 is empty"):  # it was given row 0's reward
+        rm.score_ids([rows[0], []])
+    assert rm.score_ids([]).shape == (0,)
     assert ferrolm(["dpo", str(tmp_path / "sft"), "--data", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "dpo"), *fast]) == 0
     assert "log-probability against the reference: chosen " in capsys.readouterr().out  # TRL's rewards/chosen, in nats
     assert {"val_chosen_reward", "val_rejected_reward"} <= set(json.loads((tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()[-1]))
@@ -905,6 +908,12 @@ def test_post_training_resumes_exactly(base, tmp_path, capsys):
     shutil.rmtree(tmp_path / "start")
     # Data edited in place since the run started is refused, not silently trained on.
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs[::-1]))
+    assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 2
+    assert "the training data differs" in capsys.readouterr().err
+    # So is data with system turns, which add <|system|> to the model (said as weights that differ).
+    (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps({"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": p["prompt"]},
+        {"role": "assistant", "content": p["response"]}]}) for p in pairs))
     assert ferrolm([*sft, "--out", str(tmp_path / "sft-split"), "--max-iters", "6", "--resume"]) == 2
     assert "the training data differs" in capsys.readouterr().err
     (tmp_path / "sft.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))

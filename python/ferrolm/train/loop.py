@@ -279,14 +279,19 @@ class _Checkpoints:
             # model.save's own replacement looked at `files`, where it wrote; the set replaces out_dir's.
             replace_stale_hf_files(self.out_dir, files)
 
-    def load(self, model: Any, opt: AdamW, names: list[str], objective_kind: str) -> dict:
-        path = self.out_dir / STATE_FILE
-        state = read_state(path)
+    def read(self, objective_kind: str) -> dict:
+        """The trainer state, checked against the objective and the checkpoint's files."""
+        state = read_state(self.out_dir / STATE_FILE)
         if state.get("objective") != objective_kind:
             raise ValueError(f"cannot resume: the checkpoint was trained with objective {state.get('objective')!r}, not {objective_kind!r}")
         for f, digest in state["digests"].items():
             if files_digest(self.out_dir / f) != digest:
-                raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted?)")
+                raise ValueError(f"cannot resume: {f} does not match {STATE_FILE} (was a save interrupted, or "
+                                 "another model saved over it?)")
+        return state
+
+    def restore(self, state: dict, model: Any, opt: AdamW, names: list[str]) -> None:
+        """Checks that `model` holds the checkpoint's weights, and loads the optimizer's state."""
         # The optimizer state is restored here, the weights are the caller's: a model made afresh
         # (or a head: a reward or value head is a file of its own) would train on from its
         # initialisation with the checkpoint's moments, silently. (States before this record no
@@ -301,9 +306,8 @@ class _Checkpoints:
         except ValueError as e:
             raise ValueError(f"cannot resume: the optimizer state does not match the model: {e}") from None
         if saved_at is not None and saved_at != str(state["step"]):  # the state file is the one the digests cannot hold
-            raise ValueError(f"cannot resume: {path} says step {state['step']}, but its optimizer state was saved at "
-                             f"step {saved_at} (damaged or edited; start a new run)")
-        return state
+            raise ValueError(f"cannot resume: {self.out_dir / STATE_FILE} says step {state['step']}, but its optimizer "
+                             f"state was saved at step {saved_at} (damaged or edited; start a new run)")
 
 
 @contextlib.contextmanager
@@ -665,12 +669,14 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
     rng = np.random.Generator(np.random.PCG64(config.seed))
     step, evals = 0, []
     if resume:
-        state = checkpoints.load(model, opt, names, objective.kind)
+        state = checkpoints.read(objective.kind)
         saved_state, current = state.get("objective_state", {}), objective.state()
+        # Before the weights: other data can change the model too (a system turn adds a token).
         for key, (what, how) in _FINGERPRINTED.items():
             if saved_state.get(key) and current.get(key) not in (None, saved_state[key]):
                 raise ValueError(f"cannot resume: {what} differs from the one the checkpoint in {out} was trained "
                                  f"with ({how}); restore it, or start a new run")
+        checkpoints.restore(state, model, opt, names)
         step = state["step"]
         _warn_if_changed({**state["config"], **saved_state}, {**dataclasses.asdict(config), **current}, out)
         if step > config.max_iters:

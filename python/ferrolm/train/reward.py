@@ -65,6 +65,12 @@ class RewardModel:
             return self(np.array([ids]), np.array([len(ids)])).item()
 
     def score_ids(self, rows: list[list[int]]) -> np.ndarray:
+        """The rewards of rendered sequences of ids (`template.render`), one per row."""
+        if not len(rows):
+            return np.zeros(0, dtype=np.float32)
+        empty = next((i for i, r in enumerate(rows) if not len(r)), None)
+        if empty is not None:  # its reward would be read at the row before's last token
+            raise ValueError(f"row {empty} is empty: a reward is read at a sequence's last token")
         ids, lengths = pad_right(rows, self.template.end)
         with no_grad():
             return self(ids, lengths).numpy()
