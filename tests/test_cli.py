@@ -570,8 +570,9 @@ def test_nanogpt_spellings_leave_values_alone(capsys):
     for command in ("sft", "reward", "dpo", "ppo"):
         assert "--resume" in translate([command, "m", "--init_from", "resume"])
         assert "--resume" in translate([command, "m", "--init_from=resume"])
-    # sample.py's --dtype is generate's.
+    # sample.py's --dtype is generate's, and its top_k=None (no limit) our 0 (it was "expected an integer").
     assert translate(["generate", "--out_dir=m", "--dtype=bfloat16"]) == ["generate", "m", "--dtype=bfloat16"]
+    assert translate(["generate", "--out_dir=m", "--top_k=None"]) == ["generate", "m", "--top-k=0"]
 
 
 def test_nanogpt_resume_takes_the_architecture_from_the_checkpoint_in_every_spelling(tmp_path):

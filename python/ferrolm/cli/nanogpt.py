@@ -146,6 +146,8 @@ def _option(name: str, eq: str, value: str, command: str) -> list[str]:
             return [value]
         if name == "--start":
             return ["--prompt-file", value.removeprefix("FILE:")] if value.startswith("FILE:") else ["--prompt" + eq + value]
+        if name == "--top-k" and value == "None":  # sample.py's top_k=None: no limit, our 0
+            return ["--top-k=0"]
     return [RENAMED.get(name, name) + eq + value]
 
 
