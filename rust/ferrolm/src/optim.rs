@@ -224,6 +224,11 @@ impl Optimizer for AdamW {
 /// A tensor listed twice (tied weights) counts once.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
     ensure!(max_norm > 0.0, Argument, "clip_grad_norm: max_norm must be > 0, got {max_norm}");
+    crate::compute(|| clip(params, max_norm))
+}
+
+/// `clip_grad_norm`'s work, run on the compute threads (its sums and scaling are parallel).
+fn clip(params: &[Tensor], max_norm: f32) -> Result<f32> {
     let params = once_each(params.iter(), |p| p); // tied: counted and scaled once
     let squares: Vec<f64> = params
         .par_iter()

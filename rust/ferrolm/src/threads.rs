@@ -27,7 +27,7 @@ use crate::{bail, Error, Result};
 
 /// Starts the compute pool (rayon's global pool, `RAYON_NUM_THREADS` threads or one per CPU)
 /// with the calling thread as one of its threads; returns whether it did (not if the pool was
-/// already running). Call it once, before anything runs in parallel, from the thread that will
+/// already running, or the calling thread is one of another rayon pool's). Call it once, before anything runs in parallel, from the thread that will
 /// drive the computation; the Python module does so when imported. An error when the threads
 /// cannot be started (a process limit; rayon's pool can then never start in this process) or
 /// `RAYON_NUM_THREADS` asks for more than [`MAX_THREADS`].
@@ -56,7 +56,8 @@ pub fn init_thread_pool() -> Result<bool> {
             let _ = DRIVING_THREAD.set(std::thread::current().id());
             Ok(true)
         }
-        // Started before (by this function or an embedder): nothing to do.
+        // Started before (by this function or an embedder), or called from a thread of another
+        // rayon pool (whose `compute` calls then run in that pool): nothing to do.
         Err(e) if std::error::Error::source(&e).is_none() => Ok(false),
         Err(e) => Err(Error::io(
             format!(

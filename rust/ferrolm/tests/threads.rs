@@ -91,6 +91,7 @@ fn work_of_an_embedder() {
     // A tensor op called directly is the caller's to run through compute (see init_thread_pool).
     let loss = ferrolm::compute(|| ferrolm::ops::sum_all(&logits));
     loss.backward().unwrap();
+    ferrolm::optim::clip_grad_norm(&model.parameters(), 1.0).unwrap();
     optimizer.step();
     let dir = std::env::temp_dir().join(format!("ferrolm-one-thread-{}", std::process::id()));
     model.save(&dir).unwrap();
@@ -109,4 +110,5 @@ fn work_of_an_embedder() {
     let hidden = bert.hidden(&Batch::new(&[1, 2, 3], 1, 3), None).unwrap();
     bert.mlm_logits(&hidden).unwrap();
     bert.pooled(&hidden).unwrap();
+    bert.with_new_pooler(1).unwrap().with_new_mlm_head(1).unwrap();
 }

@@ -275,13 +275,15 @@ impl Bert {
     /// gives a checkpoint without one loaded for sequence classification.
     pub fn with_new_pooler(&self, seed: u64) -> Result<Bert> {
         let c = self.config.hidden_size;
-        Ok(Bert { pooler: Some(linear(c, c, mix(seed ^ mix(4)), normal)?), ..self.clone() })
+        let pooler = crate::compute(|| linear(c, c, mix(seed ^ mix(4)), normal))?; // its draws are parallel
+        Ok(Bert { pooler: Some(pooler), ..self.clone() })
     }
 
     /// The same encoder (weights shared) with a freshly initialised masked-LM head, as Hugging
     /// Face gives an encoder-only checkpoint loaded for masked-LM training.
     pub fn with_new_mlm_head(&self, seed: u64) -> Result<Bert> {
-        Ok(Bert { mlm: Some(MlmHead::new(&self.config, mix(seed ^ mix(5)), normal)?), ..self.clone() })
+        let head = crate::compute(|| MlmHead::new(&self.config, mix(seed ^ mix(5)), normal))?;
+        Ok(Bert { mlm: Some(head), ..self.clone() })
     }
 
     /// Hidden states [B, T, C] of the last layer. `dropout_seed` is `Some` in training mode.

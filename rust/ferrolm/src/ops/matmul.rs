@@ -52,11 +52,11 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let out_batch = broadcast_shape(batch_a, batch_b)
         .map_err(|_| Error::Shape(format!("matmul: batch dimensions {batch_a:?} and {batch_b:?} do not broadcast")))?;
-    // Which matrix of each operand output batch i reads (a stretched or missing axis reads 0).
-    let (from_a, from_b) = (batch_sources(batch_a, &out_batch), batch_sources(batch_b, &out_batch));
     let mut shape = out_batch.clone();
     shape.extend([m, n]);
     let mut y = zeros_for(&shape)?;
+    // Which matrix of each operand output batch i reads (a stretched or missing axis reads 0).
+    let (from_a, from_b) = (batch_sources(batch_a, &out_batch)?, batch_sources(batch_b, &out_batch)?);
     {
         let (ad, bd) = (a.read(), b.read());
         let a_at = |i: usize| MatRef::new(&ad[from_a[i] * m * k..][..m * k], m, k);
@@ -105,10 +105,13 @@ fn batch_grads<'a>(
 }
 
 /// For each flat index of the broadcast batch shape `out`, the flat index of the matrix that
-/// an operand with batch shape `batch` supplies.
-fn batch_sources(batch: &[usize], out: &[usize]) -> Vec<usize> {
+/// an operand with batch shape `batch` supplies. Small operands can broadcast to billions of
+/// batches: an error, not an abort, when their indices do not fit in memory.
+fn batch_sources(batch: &[usize], out: &[usize]) -> Result<Vec<usize>> {
     let strides = broadcast_strides(batch, out);
-    (0..numel(out)).map(|i| broadcast_offset(i, out, &strides)).collect()
+    let mut sources = reserved(numel(out))?;
+    sources.extend((0..numel(out)).map(|i| broadcast_offset(i, out, &strides)));
+    Ok(sources)
 }
 
 /// Runs `f(batch_index, output_block, threads)` over equal output blocks: batches in parallel
