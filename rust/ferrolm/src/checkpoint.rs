@@ -197,8 +197,10 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// Parses JSON, naming the file in the error.
+/// Parses JSON, naming the file in the error. A UTF-8 byte-order mark, which some editors write
+/// and JSON parsers refuse ("expected value at line 1 column 1"), is skipped.
 pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     serde_json::from_slice(bytes).map_err(|e| Error::Format(format!("{what} is not valid JSON: {e}")))
 }
 

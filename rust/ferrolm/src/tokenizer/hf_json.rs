@@ -305,8 +305,9 @@ fn read_bert_normalizer(v: &Value) -> Result<Option<BertNormalizer>> {
     }
 }
 
-/// Parses `tokenizer.json` text.
+/// Parses `tokenizer.json` text (a byte-order mark at its start is skipped, as `parse_json` does).
 pub fn from_json(text: &str) -> Result<Tokenizer> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let root: Value = serde_json::from_str(text).map_err(|e| fmt_err(format!("not valid JSON: {e}")))?;
     if !root.is_object() {
         bail!(Format, "tokenizer.json must be a JSON object");
@@ -488,7 +489,10 @@ fn ensure_no_gap(tok: &Tokenizer, last: Option<u64>, ctx: &str) -> Result<()> {
     }
 }
 
-/// A decoder other than the model's own would decode differently from Hugging Face.
+/// A decoder other than the model's own would decode differently from Hugging Face. None
+/// (`null`: a file built without one) decodes as the model's own does, where Hugging Face
+/// joins the tokens' strings with spaces ("ĠHello Ġworld"): the README says so; the ids are
+/// the same, and a file saved again names the decoder.
 fn expect_decoder(decoder: &Value, expected: &str) -> Result<()> {
     match decoder.get("type").and_then(Value::as_str) {
         _ if decoder.is_null() => Ok(()),
