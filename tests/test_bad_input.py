@@ -54,8 +54,17 @@ def test_sizes_beyond_memory_raise_memory_error():
         fl.GPT.create(vocab_size=10**14, block_size=8, n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(MemoryError):
         fl.Linear(2**24, 2**24)
+    # Layers that each fit, but not all together (each was drawn, until the kernel ended the process).
+    with pytest.raises(MemoryError, match="the model's weights need"):
+        fl.GPT.create(vocab_size=50257, block_size=1024, n_layer=10**7, n_head=12, n_embd=768)
+    with pytest.raises(MemoryError, match="the model's weights need"):
+        fl.BERT.create(vocab_size=30522, num_hidden_layers=10**7, hidden_size=768)
     with pytest.raises(ValueError, match="reshape"):
         fl.ones(4).reshape(2**62 + 1, 4)  # wraps around to 4 elements in unchecked arithmetic
+    # Small operands whose batch axes broadcast to 2**40 products (their indices were listed before the output was
+    # checked: an abort).
+    with pytest.raises(MemoryError):
+        fl.zeros(2**20, 1, 1, 1) @ fl.zeros(1, 2**20, 1, 1)
 
 
 def test_running_out_of_memory_mid_step_raises_memory_error():
@@ -244,3 +253,29 @@ def test_backward_misuse_raises_grad_error():
         (w * 2).requires_grad = True
     with pytest.raises(ValueError, match="gradient shape"):
         F.exp(w).backward(np.ones(2))
+
+
+def test_json_files_with_a_byte_order_mark_load(tmp_path):
+    """Some editors start UTF-8 files with a byte-order mark: config.json and tokenizer.json
+    read as without it (it was "config.json is not valid JSON: expected value at line 1 column 1")."""
+    tok = fl.Tokenizer.train_from_iterator(["to be or not to be"], kind="char", vocab_size=100)
+    fl.GPT.create(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8, seed=0, tokenizer=tok).save(tmp_path)
+    for name in ("config.json", "tokenizer.json"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    model = fl.load_model(tmp_path)
+    assert model.block_size == 8 and model.encode("to be") == tok.encode("to be")
+
+
+def test_an_empty_save_path_and_a_negative_vocabulary_are_refused(tmp_path, monkeypatch):
+    """An empty path saved the model into the working directory; a negative `vocab` of the
+    log-probabilities was an OverflowError from deep in the core."""
+    from ferrolm.gpt import sequence_logprobs
+
+    model = fl.GPT.create(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, seed=0)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="an empty path"):
+        model.save("")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="vocab must be a positive number of ids, got -1"):
+        sequence_logprobs(model, np.array([[1, 2, 3]]), vocab=-1)

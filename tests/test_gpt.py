@@ -1002,6 +1002,16 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
             return np.array(list(self), dtype=object)
 
     assert model.generate(Texts(["To", "be"]), 4, temperature=0) == model.generate(["To", "be"], 4, temperature=0)
+    # So is a numpy array of texts, and a range is ids (refused as an array of no integer ids, and as "a list holding
+    # int").
+    assert model.generate(np.array(["To", "be"]), 4, temperature=0) == model.generate(["To", "be"], 4, temperature=0)
+    assert model.generate(range(1, 3), 4, temperature=0) == model.generate([1, 2], 4, temperature=0)
+    # Sampling settings that are not numbers are said by name (was "must be real number, not NoneType"), and a
+    # boolean is refused as top_k's and seed's are (temperature=True was 1.0).
+    for bad in (dict(repetition_penalty=None), dict(temperature="1"), dict(temperature=True), dict(top_p=True)):
+        for call in (lambda: model.generate("To", 2, **bad), lambda: model.chat(**bad)):
+            with pytest.raises(TypeError, match=f"{next(iter(bad))} must be a number, got"):
+                call()
     with pytest.raises(IndexError, match=f"score: token id {2**63} is outside the vocabulary"):  # it wrapped to -2**63
         model.score(np.array([1, 2**63], np.uint64))
     # Ids beyond int64 are said as given: a uint64 id wrapped to a negative one in the message, a large Python

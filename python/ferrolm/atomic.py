@@ -49,6 +49,8 @@ def atomic_files(directory: Union[str, Path], last: str) -> Iterator[Path]:
     they replace their namesakes in `directory`, the file named `last` (the one that vouches
     for the others) last, and are discarded otherwise. Should the process die while they are
     moved in, `finish_atomic_files` moves in the rest."""
+    if isinstance(directory, str) and not directory:  # Path("") is the working directory
+        raise ValueError("no directory given (an empty path): give one, or \".\" for the current directory")
     directory = Path(directory)
     writing = directory / _WRITING
     shutil.rmtree(writing, ignore_errors=True)  # a set whose writing was cut short

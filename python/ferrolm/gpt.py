@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -13,7 +14,7 @@ from ferrolm._core import Tensor
 from ferrolm.conversations import checked_turns, exchanges
 from ferrolm.jsonl import located, require_count
 from ferrolm.models import CoreModel
-from ferrolm.train.memory import check_generation_memory
+from ferrolm.train.memory import check_generation_memory, check_model_memory
 
 
 class GPT(CoreModel):
@@ -37,6 +38,7 @@ class GPT(CoreModel):
         (`ferrolm pretrain` uses nanoGPT's False); `activation_function` to GPT-2's "gelu_new"
         (tanh GELU), or "gelu" for nanoGPT's exact GELU (same quality in
         benches/quality_shakespeare_char.py; the tanh one is faster)."""
+        check_model_memory(n_layer, n_embd, vocab_size, block_size)
         core = _core.Gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout=dropout, attn_dropout=attn_dropout,
                          bias=bias, activation_function=activation_function, seed=seed)
         return cls(core, tokenizer)
@@ -104,6 +106,7 @@ class GPT(CoreModel):
                 print(piece, end="", flush=True)
         """
         _check_sizes(top_k=top_k, seed=seed)
+        _check_numbers(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty)
         _core.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
         return Chat(self, messages, temperature=temperature, top_k=top_k, top_p=top_p,
                     repetition_penalty=repetition_penalty, seed=seed)
@@ -144,6 +147,7 @@ class GPT(CoreModel):
         stop token that ended a row is its last id.
         """
         _check_sizes(max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
+        _check_numbers(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty)
         prompt = _prompt_of(_text_if_bytes(prompt))
         vocab = self.vocab_size  # read once: each read asks the core for the config
         if not _is_id(stop_tokens) and not isinstance(stop_tokens, Iterable):
@@ -388,19 +392,32 @@ def _check_sizes(max_new_tokens: Any = 0, **optional) -> None:
                 raise ValueError(f"{name} must be below 2**64, got {shown}")
 
 
+def _check_numbers(**values) -> None:
+    """Sampling settings must be real numbers (Python or numpy, not booleans); top_p may be None."""
+    for name, value in values.items():
+        if (value is None and name == "top_p") or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+            continue
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
+
 def _prompt_of(prompt):
-    """`prompt` with another library's array of ids (a torch tensor) as a numpy array; a
-    mapping, which a list of its keys would be taken for, is refused."""
+    """`prompt` with another library's array of ids (a torch tensor) as a numpy array, and
+    texts in an array, or prompts in any other iterable (a range of ids), as a list; a mapping,
+    which a list of its keys would be taken for, is refused."""
     if isinstance(prompt, Mapping):
         hint = (" (a tokenizer's output: pass its 'input_ids')" if "input_ids" in prompt else
                 " (one chat turn: pass a list of turns)" if "content" in prompt else "")
         raise TypeError("a prompt is a text, a list of texts, or token ids (a list or array of integers), and for a "
                         f"chat a conversation (a list of turns); got {type(prompt).__name__}{hint}")
-    if isinstance(prompt, (list, tuple)) and not prompt:
-        raise ValueError("generate: no prompts given (an empty list)")
     if hasattr(prompt, "__array__") and not isinstance(prompt, (np.ndarray, str)):
         ids = np.asarray(prompt)
         prompt = prompt if ids.dtype.kind in "OUS" else ids  # texts (a pandas Series) as the iterables they are
+    if isinstance(prompt, np.ndarray) and prompt.dtype.kind in "OUS":
+        prompt = prompt.tolist()  # texts, a list of them a batch
+    elif isinstance(prompt, Iterable) and not isinstance(prompt, (str, list, tuple, np.ndarray)):
+        prompt = list(prompt)  # a range of ids, a generator of texts: read once
+    if isinstance(prompt, (list, tuple)) and not prompt:
+        raise ValueError("generate: no prompts given (an empty list)")
     if isinstance(prompt, np.ndarray) and prompt.ndim == 2 and not len(prompt):
         raise ValueError("generate: no prompts given (an array of no rows)")
     return prompt
@@ -449,6 +466,8 @@ def tempered_log_softmax(logits: Tensor, temperature: float = 1.0, vocab: Option
     ids when the model's vocabulary is padded past them."""
     if not 0 < float(temperature) < math.inf:
         raise ValueError(f"temperature must be > 0 and finite to give log-probabilities, got {temperature!r}")
+    if vocab is not None and not 0 < vocab:
+        raise ValueError(f"vocab must be a positive number of ids, got {vocab!r}")
     if vocab is not None and vocab < logits.shape[-1]:
         logits = F.narrow(logits, logits.ndim - 1, 0, vocab)
     return F.log_softmax(logits if temperature == 1.0 else logits * (1.0 / temperature), axis=-1)

@@ -118,6 +118,22 @@ def check_memory(model: Any, objective: Any, trainable: int) -> None:
                           "--block-size or model, or free memory")
 
 
+def check_model_memory(layers: Any, width: Any, *embeddings: Any, feed_forward: Any = None) -> None:
+    """MemoryError, before a new model's weights are drawn, when they need more memory than is
+    available: `layers` blocks of `width` with `feed_forward` units (default 4 × width), and
+    tables of `embeddings` rows (tokens, positions). Each tensor is granted on its own, and
+    writing them would end the process. Sizes that are not counts are left to the model to
+    refuse."""
+    feed_forward = 4 * width if feed_forward is None and isinstance(width, int) else feed_forward
+    sizes = (layers, width, feed_forward, *embeddings)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes):
+        return
+    need = 4 * (layers * (4 * width + 2 * feed_forward) + sum(embeddings)) * width  # float32 weights
+    available = _short_of(need)
+    if available is not None:
+        raise MemoryError(f"the model's weights need {_gb(need)}, but {_gb(available)} is available: make it smaller")
+
+
 def check_generation_memory(config: dict, rows: int, reach: int = 0) -> None:
     """MemoryError, before anything is allocated, when generating `rows` rows at once with a
     GPT of `config` needs a key/value cache larger than the memory available. The allocator
