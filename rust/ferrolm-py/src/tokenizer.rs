@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
@@ -598,7 +599,13 @@ impl PyTokenizer {
         let t = self.get();
         let opts = options(&t, allowed_special, disallowed_special, add_special_tokens, max_length)?;
         let text = text_arg(text, "text")?;
-        let ids = compute(py, || t.encode(&text, &opts)).py()?;
+        let ids = if text.len() > 1 << 20 {
+            // A long text (a corpus file a user's regex may forbid cutting) stops at Ctrl-C.
+            let stop = AtomicBool::new(false);
+            interruptible(py, &stop, || t.encode_until(&text, &opts, &stop))?
+        } else {
+            compute(py, || t.encode(&text, &opts)).py()?
+        };
         Ok(PyArray1::from_vec(py, ids))
     }
 

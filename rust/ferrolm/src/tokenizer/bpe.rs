@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
@@ -297,7 +297,13 @@ impl Bpe {
 
     /// Encodes ordinary text (no special tokens), appending ids to `out`.
     pub fn encode_text(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        self.encode_normalized(&self.normalize(text), out)
+        self.encode_text_until(text, out, &AtomicBool::new(false))
+    }
+
+    /// `encode_text`, ending with [`crate::Error::Interrupted`] once `stop` is set (by another
+    /// thread), as [`PreTokenizer::split_until`] sees it.
+    pub(crate) fn encode_text_until(&self, text: &str, out: &mut Vec<u32>, stop: &AtomicBool) -> Result<()> {
+        self.encode_normalized(&self.normalize(text), out, stop)
     }
 
     /// `text` as the model splits it: in NFC if the model normalizes (no alignment: for ids).
@@ -309,15 +315,15 @@ impl Bpe {
         }
     }
 
-    fn encode_normalized(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    fn encode_normalized(&self, text: &str, out: &mut Vec<u32>, stop: &AtomicBool) -> Result<()> {
         if self.add_prefix_space && !text.starts_with(' ') && !text.is_empty() {
-            return self.encode_normalized(&format!(" {text}"), out);
+            return self.encode_normalized(&format!(" {text}"), out, stop);
         }
         let bytes = text.as_bytes();
         CACHE.with(|cell| {
             let mut cache = cell.borrow_mut();
             cache.claim(self.cache_owner);
-            self.pretokenizer.split(text, |a, b| self.encode_piece(&bytes[a..b], out, &mut cache))
+            self.pretokenizer.split_until(text, stop, |a, b| self.encode_piece(&bytes[a..b], out, &mut cache))
         })
     }
 

@@ -26,6 +26,7 @@ mod unicode; // the Unicode classes the pre-tokenizers match
 mod wordpiece; // WordPiece encoding and vocabulary training
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
@@ -584,10 +585,11 @@ impl Tokenizer {
         Ok(out)
     }
 
-    /// Encodes ordinary text (no special tokens) with the model.
-    fn encode_ordinary(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+    /// Encodes ordinary text (no special tokens) with the model; a BPE with a user's regex ends
+    /// once `stop` is set (the other models and patterns encode ~100 MB a second or more).
+    fn encode_ordinary(&self, text: &str, ids: &mut Vec<u32>, stop: &AtomicBool) -> Result<()> {
         match &self.model {
-            Model::Bpe(m) => m.encode_text(text, ids),
+            Model::Bpe(m) => m.encode_text_until(text, ids, stop),
             Model::WordPiece(m) => {
                 m.encode_text(text, ids, None);
                 Ok(())
@@ -617,6 +619,13 @@ impl Tokenizer {
 
     /// Encodes `text` to ids.
     pub fn encode(&self, text: &str, opts: &EncodeOptions) -> Result<Vec<u32>> {
+        self.encode_until(text, opts, &AtomicBool::new(false))
+    }
+
+    /// `encode`, ending with [`Error::Interrupted`] soon after `stop` is set (by another thread:
+    /// Ctrl-C, for a long text) when the pre-tokenizer is a user's regex (at 10–20 MB a second;
+    /// see [`PreTokenizer::split_until`]).
+    pub fn encode_until(&self, text: &str, opts: &EncodeOptions, stop: &AtomicBool) -> Result<Vec<u32>> {
         let room = Self::room(opts, self.frame_len(opts, false))?;
         let mut ids = Vec::with_capacity(text.len() / 3 + 4);
         if opts.add_special_tokens {
@@ -624,7 +633,7 @@ impl Tokenizer {
         }
         let start = ids.len();
         self.specials.split(text, opts, |seg| match seg {
-            Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids),
+            Segment::Text(a, b) => self.encode_ordinary(&text[a..b], &mut ids, stop),
             Segment::Special(id, _, _) => {
                 ids.push(id);
                 Ok(())
