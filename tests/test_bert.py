@@ -534,6 +534,31 @@ def test_embeddings_are_computed_in_batches_and_can_truncate(trained_bert):
 # ---------------------------------------------------------------- bad input
 
 
+def test_objectives_and_heads_refuse_the_other_kind_of_model(trained_bert, wordpiece, tmp_path):
+    """A BERT trained to predict the next token sees the tokens it predicts: a perplexity that
+    measured nothing, silently. The other pairings failed deep inside (AttributeError, KeyError)."""
+    from ferrolm.train import CausalLM
+    from ferrolm.train.classify import TextClassifier
+    from ferrolm.train.ppo import PolicyWithValue
+    from ferrolm.train.reward import RewardModel
+
+    data = trained_bert[0].parent / "data"
+    bert = BERT.load(trained_bert[0])
+    gpt = fl.GPT.create(vocab_size=wordpiece.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16,
+                        tokenizer=wordpiece)
+    config = TrainConfig(max_iters=1, warmup_iters=0, progress=False)
+    with pytest.raises(TypeError, match="CausalLM cannot train a BERT: it sees the tokens it would predict"):
+        train(bert, CausalLM(data, 16, 4), config, tmp_path / "causal")
+    with pytest.raises(TypeError, match="MaskedLM trains a BERT, not a GPT"):
+        train(gpt, MaskedLM(data, wordpiece, 16, 4), config, tmp_path / "mlm")
+    assert not list(tmp_path.iterdir())
+    for wrap, model, said in ((TextClassifier, gpt, "a TextClassifier is built on a BERT, not a GPT"),
+                              (RewardModel, bert, "a RewardModel is built on a GPT, not a BERT"),
+                              (PolicyWithValue, bert, "a PolicyWithValue is built on a GPT, not a BERT")):
+        with pytest.raises(TypeError, match=said):
+            wrap(model, ["yes", "no"]) if wrap is TextClassifier else wrap(model)
+
+
 def test_bad_input(trained_bert, tmp_path):
     model = BERT.load(trained_bert[0])
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
@@ -604,6 +629,9 @@ def test_cli_pretrains_mlm_with_its_defaults_and_fills_masks(tmp_path, capsys, m
     stored = safetensors_numpy.load_file(str(out / "model.safetensors"))
     safetensors_numpy.save_file({k: v for k, v in stored.items() if not k.startswith("cls.")}, str(encoder / "model.safetensors"))
     assert not BERT.load(encoder).core.has_mlm_head
+    BERT.load(encoder).save(tmp_path / "saved")  # named for what it holds (it was a BertForMaskedLM, without the head)
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["architectures"] == ["BertModel"]
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
     tiny = ["--max-iters", "2", "--eval-iters", "1", "--no-progress"]
     assert main(["pretrain", str(corpus), "--init-from", str(encoder), "--eval-only", *tiny]) == 2
     assert "encoder-only checkpoint has no masked-LM head to evaluate" in capsys.readouterr().err

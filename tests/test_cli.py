@@ -355,6 +355,11 @@ def test_fill_mask_on_a_gpt_names_the_model_kind(corpus, tmp_path, capsys):
     assert json.loads((tmp_path / "gpt" / "config.json").read_text())["bias"] is False  # nanoGPT's default
     assert main(["fill-mask", out, "To be or [MASK]"]) == 2
     assert "is a GPT model; fill-mask needs a BERT" in capsys.readouterr().err
+    # A BERT without a tokenizer is said as generate says it (it was the Python API's advice: "attach one").
+    from conftest import TRANSFORMERS_FIXTURES
+
+    assert main(["fill-mask", str(TRANSFORMERS_FIXTURES / "bert"), "To be or [MASK]"]) == 2
+    assert "bert has no tokenizer (tokenizer.json, vocab.json, vocab.txt)" in capsys.readouterr().err
 
 
 def test_perplexity_scores_each_file_and_the_total(corpus, tmp_path, capsys):

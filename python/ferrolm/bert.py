@@ -12,7 +12,6 @@ from ferrolm._core import Tensor
 from ferrolm.autograd import no_grad
 from ferrolm.batching import length_batches, pad_right, real_tokens
 from ferrolm.models import CoreModel
-from ferrolm.train.memory import check_model_memory
 
 #: Windows of long text that fill_mask runs through the model at once.
 WINDOWS_PER_PASS = 32
@@ -36,6 +35,8 @@ class BERT(CoreModel):
         """A freshly initialised encoder, from `seed` (None: the next seed of the stream
         `fl.manual_seed` restarts). Attention probabilities are dropped at
         `hidden_dropout_prob` unless `attention_probs_dropout_prob` is given."""
+        from ferrolm.train.memory import check_model_memory  # here: the training objectives import BERT
+
         check_model_memory(num_hidden_layers, hidden_size, vocab_size, max_position_embeddings, type_vocab_size,
                            feed_forward=intermediate_size)
         core = _core.Bert(vocab_size, hidden_size, num_hidden_layers, num_attention_heads,

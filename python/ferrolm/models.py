@@ -8,7 +8,7 @@ import json
 import warnings
 from copy import deepcopy
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from ferrolm._core import FormatError, ShapeError
 
@@ -19,6 +19,12 @@ MODEL_FILE = "model.safetensors"
 
 #: The head file's metadata key for the digest of the weights it was saved with.
 _WEIGHTS_KEY = "ferrolm.model_digest"
+
+
+def require_model(model: Any, kind: type, who: str) -> None:
+    """TypeError unless `model` is a `kind` (GPT, BERT), which `who` is built on."""
+    if not isinstance(model, kind):
+        raise TypeError(f"{who} is built on a {kind.__name__}, not a {type(model).__name__}")
 
 
 def save_head(head, path: Union[str, Path], file: str, prefix: str) -> None:

@@ -658,12 +658,14 @@ def register_fill_mask(sub) -> None:
 
 def run_fill_mask(args) -> int:
     from ferrolm.bert import BERT
-    from ferrolm.models import load_model
+    from ferrolm.models import TOKENIZER_FILES, load_model
 
     model = load_model(args.model)
     if not isinstance(model, BERT):
         raise ValueError(f"{args.model} is a {type(model).__name__} model; fill-mask needs a BERT "
                          "(ferrolm pretrain --objective mlm)")
+    if model.tokenizer is None:  # said as generate says it, not as the Python API's advice
+        raise ValueError(f"{args.model} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     for i, candidates in enumerate(model.fill_mask(args.text, args.top_k)):
         print(f"[MASK] {i + 1}: " + ", ".join(f"{c['token']} ({c['score']:.3f})" for c in candidates))
     return 0

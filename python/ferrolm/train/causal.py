@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import ferrolm.functional as F
+from ferrolm.bert import BERT
 from ferrolm.data import Windows, data_digest, load_tokens
 from ferrolm.jsonl import require_count
 
@@ -19,6 +20,8 @@ class CausalLM:
 
     kind = "causal"
     loss_is_token_nll = True
+    #: A model it cannot train, and why (a GPT or your own causal module trains).
+    refuses = (BERT, "it sees the tokens it would predict: train it with MaskedLM")
 
     def __init__(self, data_dir: str | Path, block_size: int, batch_size: int) -> None:
         require_count("block_size", block_size)

@@ -22,6 +22,7 @@ from ferrolm.bert import BERT
 from ferrolm.batching import encode_splits, length_batches, pad_right, real_tokens
 from ferrolm.data import digest
 from ferrolm.jsonl import require_count
+from ferrolm.models import require_model
 
 HEAD = ("classifier.weight", "classifier.bias")
 
@@ -37,6 +38,7 @@ class TextClassifier:
 
     def __init__(self, bert: BERT, labels: Sequence[str], head=None, seed: int = 0,
                  classifier_dropout: Optional[float] = None) -> None:
+        require_model(bert, BERT, "a TextClassifier")
         labels = [str(label) for label in labels]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"a classifier needs two or more distinct labels, got {labels}")

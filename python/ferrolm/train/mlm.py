@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 
 import ferrolm.functional as F
+from ferrolm.bert import BERT
 from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 
 class MaskedLM:
     kind = "mlm"
+    trains = BERT
     loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, tokenizer, max_len: int, batch_size: int, pairs: bool = True,

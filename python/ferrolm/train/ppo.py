@@ -32,7 +32,7 @@ from ferrolm.conversations import prompt_turns
 from ferrolm.jsonl import located, require_count
 from ferrolm.data import digest
 from ferrolm.gpt import GPT, sequence_logprobs, shares_weights, tempered_log_softmax, token_logprobs
-from ferrolm.models import load_head, model_files, save_head
+from ferrolm.models import load_head, model_files, require_model, save_head
 from ferrolm.train.loop import check_model, weights_digest
 from ferrolm.train.reward import RewardModel
 
@@ -43,6 +43,7 @@ class PolicyWithValue:
     """The policy GPT plus a value head on its hidden states (shared backbone)."""
 
     def __init__(self, gpt: GPT, value_head=None) -> None:
+        require_model(gpt, GPT, "a PolicyWithValue")
         self.gpt = gpt
         self.value_head = value_head or _core.Linear(gpt.config["n_embd"], 1, bias=True, seed=11)
 

@@ -17,7 +17,7 @@ from ferrolm.conversations import preference
 from ferrolm.data import digest
 from ferrolm.jsonl import located, require_count, where_of
 from ferrolm.gpt import GPT
-from ferrolm.models import load_head, model_files, require_head, save_head
+from ferrolm.models import load_head, model_files, require_head, require_model, save_head
 
 HEAD_FILE = "reward_head.safetensors"
 
@@ -27,6 +27,7 @@ class RewardModel:
     token (<|end|>), never at padding."""
 
     def __init__(self, gpt: GPT, head=None) -> None:
+        require_model(gpt, GPT, "a RewardModel")
         self.gpt = gpt
         c = gpt.config["n_embd"]
         self.head = head or _core.Linear(c, 1, bias=True, seed=7)

@@ -394,13 +394,16 @@ impl Bert {
         f(&Layout { optional_prefixes: &["bert."], transposed: &|_| false, aliases: &aliases, ignorable: &ignorable })
     }
 
-    /// Writes `config.json` + `model.safetensors` in Hugging Face's BertForMaskedLM layout, as
-    /// one set, as [`crate::model::Gpt::save`] does.
+    /// Writes `config.json` + `model.safetensors` in Hugging Face's BertForMaskedLM layout (a
+    /// `BertModel` without the MLM head), as one set, as [`crate::model::Gpt::save`] does.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        crate::compute(move || {
-            Self::layout(|layout| layout.save(dir, &self.named_parameters(), &self.config.to_json()))
-        })
+        let mut config = self.config.to_json();
+        if self.mlm.is_none() {
+            // Hugging Face goes by this name: a BertForMaskedLM would be given a random head.
+            config["architectures"] = json!(["BertModel"]);
+        }
+        crate::compute(move || Self::layout(|layout| layout.save(dir, &self.named_parameters(), &config)))
     }
 
     /// Loads our files or a Hugging Face BERT checkpoint (with or without the `bert.` prefix,
