@@ -313,6 +313,20 @@ def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_pat
     with pytest.raises(TypeError, match="must return \\(loss, dict of extra metrics\\)"):
         train(Classifier(), BareLoss(), TrainConfig(max_iters=1, progress=False), tmp_path / "y")
 
+    # A loss per row, and a metric that is not a number, are said as such (they failed at .item() and at float()).
+    class RowLosses(FirstTokenParity):
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(batch[0]), batch[1], reduction="none"), {}
+
+    class NamedMetric(FirstTokenParity):
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(batch[0]), batch[1]), {"split": "train"}
+
+    with pytest.raises(TypeError, match="RowLosses.loss\\(\\) must return one number as its loss .* shape \\(16,\\)"):
+        train(Classifier(), RowLosses(), TrainConfig(max_iters=1, progress=False), tmp_path / "z")
+    with pytest.raises(TypeError, match="extra metric 'split' must be a number"):
+        train(Classifier(), NamedMetric(), TrainConfig(max_iters=1, progress=False), tmp_path / "w")
+
 
 def test_a_modules_dropout_resumes_exactly_and_is_off_in_evaluation(tmp_path):
     """An nn.Dropout draws from the process-wide stream: the loop seeds it for every
@@ -808,6 +822,16 @@ def test_numerical_edges_match_numpy_and_torch():
         np.testing.assert_array_equal(np.signbit(got), np.signbit(np.round(values, decimals)))
     t = fl.tensor(values[:4], requires_grad=True)
     assert round(t).numpy().tolist() == t.round().numpy().tolist() == [-4.0, -4.0, -3.0, -2.0]  # -3.5 and -2.5: halves to even
+    # A row whose squared deviations overflow float32 is still normalised (its variance was inf: every output 0).
+    wide = np.array([[1e20, -1e20, 3e20, 0.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
+    centred = wide.astype(np.float64) - wide.mean(-1, keepdims=True, dtype=np.float64)
+    want = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5)
+    x = fl.tensor(wide, requires_grad=True)
+    y = F.layer_norm(x)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-6)
+    (y * fl.tensor([[1.0, 2.0, 3.0, 4.0]] * 2)).sum().backward()
+    assert np.isfinite(x.grad.numpy()).all() and np.abs(x.grad.numpy()[0]).max() > 0
+    assert np.isnan(F.layer_norm(fl.tensor([[np.inf, 1.0]])).numpy()).all()  # as before, and as torch
     (round(t) * 3).sum().backward()
     np.testing.assert_array_equal(t.grad.numpy(), [0.0] * 4)
 
@@ -1443,6 +1467,37 @@ def test_clone_stays_in_the_graph_and_clamp_passes_no_gradient_at_its_bounds():
     x = fl.tensor([-np.inf, np.inf], requires_grad=True)
     x.clamp(min=0.0).sum().backward()  # an absent bound passes infinities
     assert x.grad.numpy().tolist() == [0.0, 1.0]
+    # Bounds of several values are said to be numbers ("item() needs a tensor with one element", "only 0-dimensional
+    # arrays can be converted").
+    for bound in (fl.tensor([2.0, 2.0]), np.array([2.0, 2.0])):
+        with pytest.raises(TypeError, match="a number is expected here, got (Tensor|ndarray) of shape \\(2,\\)"):
+            F.clamp(fl.tensor([1.0, 5.0]), bound)
+    assert F.clamp(fl.tensor([1.0, 5.0]), fl.tensor([2.0])).numpy().tolist() == [2.0, 5.0]  # one element: a number
+
+
+def test_a_whole_tensor_is_assigned_by_index():
+    """`w[:] -= lr * w.grad` (a hand-written update) changed w through the shared `w[:]`, then
+    failed: Tensor had no item assignment. Parts are refused before anything changes."""
+    w = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (w * w).sum().backward()
+    with fl.no_grad():
+        w[:] -= 0.1 * w.grad
+    np.testing.assert_allclose(w.numpy(), [0.8, 1.6, 2.4], rtol=1e-6)
+    with pytest.raises(fl.GradError, match="x\\[:\\] = y changes x in place, which requires grad"):
+        w[:] = 0.0
+    t = fl.zeros(2, 3)
+    t[...] = np.array([1.0, 2.0, 3.0])  # broadcast, as x += y
+    assert t.numpy().tolist() == [[1.0, 2.0, 3.0]] * 2
+    for part in (0, slice(0, 1), (slice(None), 1)):
+        with pytest.raises(TypeError, match="only a whole tensor is assigned by index"):
+            t[part] = 5.0
+        with pytest.raises(TypeError, match="only a whole tensor is assigned by index"):
+            t[part] -= 1.0
+    assert t.numpy().tolist() == [[1.0, 2.0, 3.0]] * 2
+    with pytest.raises(fl.ShapeError):
+        t[:] = fl.ones(3, 3)
+    with pytest.raises(fl.GradError, match="y requires grad, and x\\[:\\] = y changes x in place"):
+        t[:] = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
 
 
 def test_small_pytorch_habits_get_pytorchs_answers(tmp_path):

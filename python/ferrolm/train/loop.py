@@ -598,7 +598,11 @@ def _check_plugged(model: Any, objective: Any) -> None:
 
 def check_model(objective: Any, model: Any, trains: Optional[type] = None, role: str = "trains") -> None:
     """TypeError unless `model` is an instance of `trains` (default: the objective's optional
-    `trains` class), the part it plays for the objective (`role`: "trains", "scores with")."""
+    `trains` class, and not of its optional `refuses` class, said with its reason), the part it
+    plays for the objective (`role`: "trains", "scores with")."""
+    if trains is None and hasattr(objective, "refuses") and isinstance(model, objective.refuses[0]):
+        refused, why = objective.refuses
+        raise TypeError(f"{type(objective).__name__} cannot train a {refused.__name__}: {why}")
     trains = trains or getattr(objective, "trains", None)
     if trains is not None and not isinstance(model, trains):
         # A RewardModel, PolicyWithValue or TextClassifier wraps the GPT or BERT given instead.
@@ -652,8 +656,19 @@ def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, Any]]:
         raise TypeError(f"{type(objective).__name__}.loss() must return (loss, dict of extra metrics), "
                         f"got {type(result).__name__}")
     loss, extra = result
-    plain = lambda v: float(v.item() if hasattr(v, "item") else v)
-    return loss, {k: tuple(map(plain, v)) if isinstance(v, tuple) else plain(v) for k, v in extra.items()}
+    name = type(objective).__name__
+    if tuple(getattr(loss, "shape", ())) not in ((), (1,)):  # it failed at .item(), deep in the loop
+        raise TypeError(f"{name}.loss() must return one number as its loss (a mean or a sum), got shape "
+                        f"{tuple(loss.shape)}")
+
+    def plain(key: str, v: Any) -> float:
+        try:
+            return float(v.item() if hasattr(v, "item") else v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}.loss()'s extra metric {key!r} must be a number (or a pair of them), "
+                            f"got {v!r}") from None
+
+    return loss, {k: tuple(plain(k, x) for x in v) if isinstance(v, tuple) else plain(k, v) for k, v in extra.items()}
 
 
 def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: bool, settings: dict) -> list[dict]:

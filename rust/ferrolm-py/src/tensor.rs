@@ -191,7 +191,16 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Constant {
                     .to_string()
             })?;
         }
-        Ok(Constant(obj.extract()?))
+        // A tensor or array of several values read as a number said "item() needs a tensor
+        // with one element" or "only 0-dimensional arrays can be converted".
+        obj.extract().map(Constant).map_err(|_: PyErr| {
+            let shape = obj.getattr("shape").ok().map(|s| format!(" of shape {s}")).unwrap_or_default();
+            let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!(
+                "a number is expected here, got {kind}{shape} (elementwise values: where, maximum or minimum of \
+                 ferrolm.functional)"
+            ))
+        })
     }
 }
 
@@ -248,32 +257,33 @@ impl PyTensor {
     /// `self op= other`, in place: the values change, the shape stays (other must broadcast to
     /// it), and every holder of this tensor sees the change (a model's parameter stays one), as
     /// in PyTorch. Refused for a tensor that requires grad while gradients are recorded: an
-    /// update belongs in `fl.no_grad()`, and `x = x + y` records a new result.
+    /// update belongs in `fl.no_grad()`, and `x = x + y` records a new result. The messages
+    /// spell the operation (`x += y`) and what gives a new result instead (`x = x + y`).
     fn in_place(
         &self,
         py: Python<'_>,
         other: &Bound<'_, PyAny>,
         op: fn(&Tensor, &Tensor) -> ferrolm::Result<Tensor>,
-        symbol: &str,
+        (spelled, instead): (&str, &str),
     ) -> PyResult<()> {
         if self.0.requires_grad() && ferrolm::is_grad_enabled() {
             return Err(ferrolm::Error::Grad(format!(
-                "x {symbol}= y changes x in place, which requires grad: inside `with fl.no_grad():` (an update \
-                 of a parameter), or write x = x {symbol} y for a new result"
+                "{spelled} changes x in place, which requires grad: inside `with fl.no_grad():` (an update of a \
+                 parameter), or write {instead} for a new result"
             )))
             .py();
         }
         let o = to_tensor(other)?;
         refuse_recorded_operand(&o, || {
             format!(
-                "y requires grad, and x {symbol}= y changes x in place without recording it: write x = x {symbol} y \
-                 for a result that backward follows to y"
+                "y requires grad, and {spelled} changes x in place without recording it: write {instead} for a \
+                 result that backward follows to y"
             )
         })?;
         let result = run(py, || ferrolm::no_grad(|| op(&self.0, &o)))?.0;
         if result.shape() != self.0.shape() {
             return Err(ShapeError::new_err(format!(
-                "x {symbol}= y keeps x's shape {:?}, but the result has shape {:?}",
+                "{spelled} keeps x's shape {:?}, but the result has shape {:?}",
                 self.0.shape(),
                 result.shape()
             )));
@@ -430,6 +440,25 @@ impl PyTensor {
             let shape: Vec<isize> = kept.iter().map(|&d| d as isize).collect();
             ops::reshape(&y, &shape)
         })
+    }
+
+    /// `t[:] = y` or `t[...] = y`: y's values, broadcast to t's shape, replace t's in place, as
+    /// `t += y` changes t (inside `no_grad` when t requires grad). This is also the last step of
+    /// `t[:] -= y`, whose `t[:]` shares t's data and was changed already: assigning it back
+    /// changes nothing. A part (`t[0] = y`, `t[1:3] = y`) is refused before anything changes:
+    /// `t[i]` is a copy, so `t[i] -= y` changed only that copy.
+    fn __setitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !self.__getitem__(py, index)?.0.shares_data(&self.0) {
+            return Err(PyTypeError::new_err(
+                "only a whole tensor is assigned by index (t[:] = y, t[:] -= y): a part of it, t[i] or t[a:b], is \
+                 a copy; make a new tensor (F.where, F.concat), or assign the whole",
+            ));
+        }
+        if value.cast::<PyTensor>().is_ok_and(|v| v.get().0.shares_data(&self.0)) {
+            return Ok(()); // `t[:] op= y` wrote through the view already
+        }
+        let take = |x: &Tensor, y: &Tensor| ops::where_(&Tensor::from_vec(vec![1.0], &[])?, y, x);
+        self.in_place(py, value, take, ("x[:] = y", "y itself"))
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -696,16 +725,16 @@ impl PyTensor {
         self.__add__(py, other)
     }
     fn __iadd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::add, "+")
+        self.in_place(py, other, ops::add, ("x += y", "x = x + y"))
     }
     fn __isub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::sub, "-")
+        self.in_place(py, other, ops::sub, ("x -= y", "x = x - y"))
     }
     fn __imul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::mul, "*")
+        self.in_place(py, other, ops::mul, ("x *= y", "x = x * y"))
     }
     fn __itruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::div, "/")
+        self.in_place(py, other, ops::div, ("x /= y", "x = x / y"))
     }
     fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let o = to_tensor(other)?;

@@ -525,6 +525,12 @@ impl Tensor {
         Tensor::build(self.shape().to_vec(), self.storage().clone(), false, Origin::Leaf)
     }
 
+    /// Whether the two tensors hold the same data (one is a view of the other: a reshape,
+    /// `detach`, a bare `t[:]`).
+    pub fn shares_data(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(self.storage(), other.storage())
+    }
+
     /// A leaf with its own copy of the data.
     pub fn deep_clone(&self) -> Tensor {
         Tensor::from_vec(self.to_vec(), self.shape()).expect("same shape")
