@@ -172,6 +172,7 @@ fn check_vocabulary(ids: &[i64], vocab_size: usize, what: &str) -> Result<()> {
 }
 
 /// One sequence of a generation batch.
+#[derive(Clone)]
 struct Row {
     /// Prompt and generated tokens, unpadded.
     tokens: Vec<i64>,
@@ -180,7 +181,10 @@ struct Row {
 }
 
 /// A generation in progress over a batch of prompts; call [`Generation::step`] for each token.
-/// Its calls run through [`compute`], so any thread may drive it.
+/// Its calls run through [`compute`], so any thread may drive it. A clone has a cache of its
+/// own and draws what the original would: a system prompt prefilled once can start many
+/// conversations, each cloned and [`extend`](Generation::extend)ed with its own turns.
+#[derive(Clone)]
 pub struct Generation {
     model: Gpt,
     sampling: Sampling,

@@ -230,6 +230,15 @@ fn extend_continues_as_a_fresh_generation_from_the_same_tokens() {
     g.extend(&[3]).unwrap();
     let (row, held) = (g.tokens().remove(0), 8 - g.room()); // the cache holds the row's last `held` tokens
     assert_eq!(g.run(2).unwrap()[0], fresh(&row[row.len() - held..], 2));
+    // A clone goes on as the original would, with a cache of its own: a prompt prefilled once
+    // serves several continuations.
+    let sampled = Sampling { temperature: 1.0, seed: 7, ..Sampling::default() };
+    let prefilled = Generation::new(&model, &[vec![1, 2, 3]], sampled.clone(), vec![]).unwrap();
+    let (mut one, mut other) = (prefilled.clone(), prefilled.clone());
+    one.extend(&[4, 5, 6]).unwrap();
+    one.run(2).unwrap(); // written into its own cache only
+    let unshared = Generation::new(&model, &[vec![1, 2, 3]], sampled, vec![]).unwrap().run(3).unwrap();
+    assert_eq!(other.run(3).unwrap(), unshared);
     // One sequence only, of known tokens.
     let mut batch = Generation::new(&model, &[vec![1], vec![2]], greedy.clone(), vec![]).unwrap();
     assert!(matches!(batch.extend(&[3]), Err(Error::Argument(m)) if m.contains("batch of 2")));

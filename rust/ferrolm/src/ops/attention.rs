@@ -493,6 +493,7 @@ pub fn attention_qkv(
 /// Keys and values of every layer for incremental decoding: per layer two [B, H, capacity, D]
 /// buffers, of which the first `len` positions are filled. A step computes only its new
 /// token's keys and values; past the context, `generate` rebuilds rows (`overwrite_rows`).
+#[derive(Clone)]
 pub struct KvCache {
     layers: Vec<(Vec<f32>, Vec<f32>)>,
     batch: usize,

@@ -29,8 +29,8 @@ use crate::{Error, Result};
 const MIN_ROWS: usize = 3;
 
 /// Weights packed for products by them (`linear`'s `x·Wᵀ`), each with the storage and version
-/// it was packed from.
-#[derive(Default)]
+/// it was packed from. A clone shares the packed copies, which are never written.
+#[derive(Clone, Default)]
 pub struct PackedWeights(Vec<(Storage, u64, Arc<PackedB>)>);
 
 thread_local! {
