@@ -23,14 +23,17 @@ use errors::IntoPy;
 /// back as fresh pages, and page faults cost ~30% of a small model's step. No block is a
 /// mapping of its own (glibc would map those above 32 MB, the most its threshold can be): a
 /// 50k-token vocabulary's logits and their gradient (200 MB each for GPT-2 small at context
-/// 256) cost ~10% of its step in page faults and unmapping. [`release_memory`] hands the kept
-/// memory back when training ends.
+/// 256) cost ~10% of its step in page faults and unmapping. Nor is the heap's top trimmed as
+/// blocks are freed: a step that frees more than any threshold at its end (GPT-2 small's
+/// 0.8 GB of activations) had it given back and faulted in again at every step, 10–12% of the
+/// step. [`release_memory`] hands the kept memory back when training ends, and when a training
+/// run or a generation would not fit in the memory available otherwise.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator thresholds; it is safe to call at any time.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // glibc: never trim
     }
 }
 
