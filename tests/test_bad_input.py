@@ -267,6 +267,14 @@ def test_json_files_with_a_byte_order_mark_load(tmp_path):
     assert model.block_size == 8 and model.encode("to be") == tok.encode("to be")
 
 
+def test_a_file_in_a_missing_folder_is_refused_naming_the_folder(tmp_path):
+    """The error named the atomic write's temporary file (`[Errno 2] ... '.x.jsonl.hicqq7e6.tmp'`)."""
+    from ferrolm.jsonl import write_records
+
+    with pytest.raises(FileNotFoundError, match=f"cannot write .*x.jsonl: the folder {tmp_path / 'nowhere'} does not"):
+        write_records(tmp_path / "nowhere" / "x.jsonl", [{"prompt": "a"}])
+
+
 def test_an_empty_save_path_and_a_negative_vocabulary_are_refused(tmp_path, monkeypatch):
     """An empty path saved the model into the working directory; a negative `vocab` of the
     log-probabilities was an OverflowError from deep in the core."""

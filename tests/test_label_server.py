@@ -163,6 +163,12 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     assert "gaps.txt line 2: empty prompt" in label(prompts_file=tmp_path / "gaps.txt")
     (tmp_path / "latin1.txt").write_bytes("a prompt\ncaf\xe9 au lait\n".encode("latin-1"))
     assert "latin1.txt line 2: not valid UTF-8" in label(prompts_file=tmp_path / "latin1.txt")
+    # A JSON array of prompts was read as one conversation ("message 0: expected a {'role': ...} mapping"), and a
+    # labelling database as text that is "not valid UTF-8".
+    (tmp_path / "array.json").write_text('["Who goes there?", "Stand, ho!"]\n')
+    assert "array.json line 1: a prompts file holds one prompt per line" in label(prompts_file=tmp_path / "array.json")
+    (tmp_path / "labels.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(100))
+    assert "is a `ferrolm label` database, not a text file" in label(prompts_file=tmp_path / "labels.sqlite")
     (tmp_path / "unknown.txt").write_text("a prompt with \u00e9\n")
     assert "line 1" in label(prompts_file=tmp_path / "unknown.txt")  # a character the model does not know
     assert "model directory" in label(model_dir=tmp_path / "no-such-model")

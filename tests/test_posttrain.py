@@ -189,10 +189,14 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
                          ({"messages": []}, "no exchange"),
                          ({"messages": [{"role": "system", "content": "Be brief."}]}, "no exchange"),
                          ({"messages": [user, {"role": "assistant", "content": " "}]}, "message 1, an answer, is empty"),
-                         ({"messages": messages, "prompt": "Hail!"}, "not both"),
+                         ({"messages": messages, "prompt": "Hail!"}, "not 'messages' and 'prompt'"),
+                         # Which answer, or which exchange? One was trained on, the other ignored without a word.
+                         ({"messages": messages, "completion": "Hail."}, "not 'messages' and 'completion'"),
+                         ({"prompt": "Hail!", "response": "Hail.", "completion": "Ho."}, "not 'prompt' and 'response' and"),
                          ({"prompt": [user, answer], "completion": "Hail."}, "ends with the user turn"),
                          ({"prompt": "Hail!", "completion": [answer, answer]}, "field 'completion' must be a string or one"),
-                         ({"prompt": "Hail!", "answer": "Hail."}, "no 'response' field")]:
+                         ({"prompt": "Hail!", "answer": "Hail."}, "no 'response' field"),
+                         ([one, one], "holds one JSON object per line, not a JSON array")]:  # "expected a JSON object"
         data.write_text(json.dumps(one) + "\n" + json.dumps(bad) + "\n")
         assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
         err = capsys.readouterr().err
@@ -1228,6 +1232,13 @@ def test_objectives_refuse_bad_sizes_other_tokenizers_and_the_wrong_model(base, 
                 make(bad)
     with pytest.raises(ValueError, match="beta must be > 0 and finite in float32"):  # 1e300 is infinite there
         DPO(model.copy(), prefs, prefs, template, model.block_size, 2, beta=1e300)
+    # A split left empty says what was left out and why: pairs whose sides an uncased tokenizer encodes alike, all
+    # short, were said not to fit the context.
+    from ferrolm.batching import encode_splits
+
+    counts = {"skipped_too_long": 1, "skipped_identical": 3}
+    with pytest.raises(ValueError, match="no train pairs \\(skipped: 1 as too long for the context, 3 as the same tokens"):
+        encode_splits(prefs, prefs, lambda records: ([], counts), "pairs")
     # A plain GPT where a wrapper is trained: said before step 0, naming the wrapper (was an AttributeError mid-run).
     config = TrainConfig(max_iters=1, warmup_iters=0, progress=False)
     with pytest.raises(TypeError, match=r"Preferences trains a RewardModel, not a GPT: wrap it, RewardModel\(gpt\)"):

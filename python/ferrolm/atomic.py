@@ -25,6 +25,8 @@ def atomic_file(path: Union[str, Path], binary: bool = False) -> Iterator[IO]:
     when the block ends without an exception, and is discarded otherwise."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():  # mkstemp named its temporary file instead
+        raise FileNotFoundError(f"cannot write {path}: the folder {directory} does not exist")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make shared model files private

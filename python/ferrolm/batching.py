@@ -64,12 +64,17 @@ def keep_fitting(checked: list[tuple[Any, Optional[str]]], skip_long: bool) -> t
     return [item for item, problem in checked if not problem], len(problems)
 
 
+#: Why records were left out, by the count `encode_splits`' `encode` gives of them.
+LEFT_OUT = {"skipped_too_long": "too long for the context", "skipped_identical": "the same tokens on both sides"}
+
+
 def encode_splits(train: list, val: list, encode, what: str) -> tuple[dict, dict]:
     """{"train", "val"} → the rows `encode(records)` makes of each, and its counts; a split
-    left with no rows is an error ("no val {what}")."""
+    left with no rows is an error ("no val {what}", with the records left out and why)."""
     data, counts = {}, {}
     for split, records in (("train", train), ("val", val)):
         data[split], counts[split] = encode(records)
         if not data[split]:
-            raise ValueError(f"no {split} {what}")
+            why = [f"{n} as {LEFT_OUT.get(key, key)}" for key, n in counts[split].items() if n]
+            raise ValueError(f"no {split} {what}" + (f" (skipped: {', '.join(why)})" if why else ""))
     return data, counts

@@ -99,9 +99,11 @@ def completion_only(record: Any) -> bool:
 def sft_turns(record: Any) -> list[Turn]:
     """The whole exchanges a fine-tuning record holds (see the module's docstring)."""
     record = _record(record)
+    given = [k for k in ("messages", "prompt", "response", "completion") if k in record]
+    if "messages" in record and len(given) > 1 or {"response", "completion"} <= set(given):
+        # which would be trained on? (the others were ignored without a word)
+        raise ValueError(f"give either 'messages' or 'prompt' and 'response' (or 'completion'), not {' and '.join(map(repr, given))}")
     if "messages" in record:
-        if "prompt" in record:
-            raise ValueError("give either 'messages' or 'prompt' and 'response', not both")
         turns = checked_turns(record["messages"])
         if not exchanges(turns):
             raise ValueError("no exchange of a user and an assistant turn")

@@ -69,11 +69,18 @@ def read_utf8(path: Path, what: str = "file") -> str:
     is said as `require_file` says it."""
     require_file(path, what)
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # removed first: errors count bytes and lines of the rest
+    if raw.startswith(SQLITE_MAGIC):  # it was "not valid UTF-8 (byte 0xf8)"
+        raise ValueError(f"{path} is a `ferrolm label` database, not a text file: `reward --data` and `dpo --data` read "
+                         "it, and `ferrolm label export` writes its pairs as JSONL")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line}: not valid UTF-8 (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
+
+
+#: Said of a line that holds a JSON array, or starts one spread over several lines.
+ONE_PER_LINE = "a JSON Lines file holds one JSON object per line, not a JSON array of them"
 
 
 def read_records(path: Union[str, Path], fields: Sequence[str] = (),
@@ -91,7 +98,10 @@ def read_records(path: Union[str, Path], fields: Sequence[str] = (),
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+            hint = f"; {ONE_PER_LINE}" if line.lstrip().startswith("[") else ""
+            raise ValueError(f"{where}: invalid JSON ({getattr(e, 'msg', 'nested too deeply')}){hint}") from None
+        if isinstance(record, list):
+            raise ValueError(f"{where}: {ONE_PER_LINE}")
         check_fields(record, where, fields)
         if check is not None:
             check(record, where)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferrolm.batching import LEFT_OUT
 from ferrolm.train.loop import PRESETS
 from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative,
                                 positive, resumed, train_config)
@@ -157,7 +158,7 @@ def _report(command: str, data: dict, counts: dict, unit: str, detail: str = "")
     """How many records the run trains and evaluates on, how many were left out, and how many
     held-out ones are training ones too."""
     line = f"{command}: {len(data['train'])} train / {len(data['val'])} val {unit}{detail}"
-    for key, why in (("skipped_too_long", "too long for the context"), ("skipped_identical", "the same tokens on both sides")):
+    for key, why in LEFT_OUT.items():
         left_out = {split: c[key] for split, c in counts.items() if c.get(key)}
         if left_out:
             line += f" (skipped as {why}: " + ", ".join(f"{n} {split}" for split, n in left_out.items()) + ")"

@@ -75,11 +75,19 @@ def _is_prompt_object(line: str) -> bool:
     return isinstance(value, dict) and "prompt" in value
 
 
+#: Said of a JSON array of prompts (taken for one conversation, or not read).
+ONE_PER_PROMPT = "a prompts file holds one prompt per line (text, a JSON string, or {\"prompt\": ...}), not an array"
+
+
 def _parse(line: str, path: Path, number: int) -> Prompt:
     try:
         value = json.loads(line) if line.strip() else ""
     except (json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{path} line {number}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+        hint = f"; {ONE_PER_PROMPT}" if line.lstrip().startswith("[") else ""
+        raise ValueError(f"{path} line {number}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')}){hint}") from None
+    if isinstance(value, list) and value and all(isinstance(v, str) or (isinstance(v, dict) and "prompt" in v)
+                                                 for v in value):
+        raise ValueError(f"{path} line {number}: {ONE_PER_PROMPT}")  # a conversation's turns have roles
     if isinstance(value, dict):
         value = value.get("prompt")
     if isinstance(value, list):

@@ -97,7 +97,7 @@ def encode_preferences(records, template: ChatTemplate, block_size: int, skip_lo
 def encode_preference_splits(train, val, template: ChatTemplate, block_size: int, skip_long: bool,
                              shifted: bool = False) -> tuple[dict, dict]:
     return encode_splits(train, val, lambda r: encode_preferences(r, template, block_size, skip_long, shifted),
-                         f"preference pairs fit the context of {block_size} tokens")
+                         f"preference pairs fit the context of {block_size} tokens with sides that differ")
 
 
 def split_pairs(batch_rows, pad):
