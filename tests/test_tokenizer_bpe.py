@@ -579,6 +579,9 @@ def test_trim_offsets_as_roberta_sets_it():
             expected = (enc.ids, [tuple(o) for o in enc.offsets])
             assert ours.encode_with_offsets(text) == expected, (text, add_prefix_space)
             assert (again.encode(text).ids, [tuple(o) for o in again.encode(text).offsets]) == expected
+        # The pieces shown are those encoded, the prefix space too (it was left out).
+        assert ours.pre_tokenize("hello world") == [" hello" if add_prefix_space else "hello", " world"]
+        assert len(ours.pre_tokenize("hello world")) == len(ref.pre_tokenizer.pre_tokenize_str("hello world"))
         # Saved, the post-processor is RoBERTa's still: a pair is <s> A </s></s> B </s>, all type 0
         # (it was rebuilt as BERT's <s> A </s> B </s> with type 1, which RoBERTa has no row for).
         pair = ref.encode("Hello world", "two")

@@ -69,6 +69,10 @@ def test_ids_out_of_range_in_decode(tok, wp):
         tok.decode_batch([[1], [10**6]])
     with pytest.raises(IndexError):
         wp.decode([10**6])
+    # Bytes iterate as ints: b"hello" was decoded as ids 104, 101, ... without a word.
+    for text in (b"hello", bytearray(b"hello"), "hello"):
+        with pytest.raises(TypeError, match=f"ids must be a sequence of ints, not {type(text).__name__}"):
+            tok.decode(text)
     # An added token above the model's ids leaves a gap; the size said is vocab_size (it was the model's).
     data = json.loads(tok.to_str())
     data["added_tokens"].append({"id": 400, "content": "<x>", "special": True, "single_word": False, "lstrip": False,

@@ -210,6 +210,11 @@ def test_an_empty_continuing_prefix_lets_every_token_continue_a_word():
     for text in ["aaa", "ba", "abab b", "abc"]:
         assert ours.encode(text) == ref.encode(text).ids, text
         assert ours.decode(ours.encode(text)) == ref.decode(ref.encode(text).ids)
+    # A decoder whose prefix is not the model's decodes otherwise in HF ("a ##b" kept its "##"): refused, as ferrolm
+    # decodes with the model's (it loaded silently).
+    ref.decoder = decoders.WordPiece(prefix="##")
+    with pytest.raises(ValueError, match="decoder.prefix \"##\" differs from model.continuing_subword_prefix \"\""):
+        ferrolm.Tokenizer.from_str(ref.to_str())
 
 
 def test_long_text_is_encoded_in_chunks_like_one(corpus):

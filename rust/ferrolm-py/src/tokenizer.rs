@@ -11,7 +11,7 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use ferrolm::chat::{ChatTemplate, Role};
 use ferrolm::tokenizer::{
@@ -108,8 +108,12 @@ fn ids_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, i32>>() {
         return a.as_array().iter().map(|&v| check(v as i64)).collect();
     }
-    if obj.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("ids must be a sequence of ints, not str"));
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
+        // Bytes iterate as ints: their byte values were decoded as ids.
+        let kind = obj.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+        return Err(PyTypeError::new_err(format!(
+            "ids must be a sequence of ints, not {kind} (text is encoded first)"
+        )));
     }
     let id = |item: Bound<'_, PyAny>| {
         if item.is_instance_of::<PyBool>() {

@@ -440,9 +440,16 @@ pub fn from_json(text: &str) -> Result<Tokenizer> {
             }
             expect_decoder(decoder, "WordPiece")?;
             let cleanup = if decoder.is_null() { true } else { decoder.bool_field("decoder", "cleanup", true)? };
+            let prefix = model.str_field(mctx, "continuing_subword_prefix")?.unwrap_or("##");
+            // ferrolm decodes with the model's prefix; Hugging Face strips the decoder's own.
+            let decoded =
+                if decoder.is_null() { prefix } else { decoder.str_field("decoder", "prefix")?.unwrap_or("##") };
+            if decoded != prefix {
+                bail!(Format, "decoder.prefix {decoded:?} differs from model.continuing_subword_prefix {prefix:?}");
+            }
             let options = WordPieceOptions {
                 unk_token: model.str_field(mctx, "unk_token")?.unwrap_or("[UNK]").to_string(),
-                prefix: model.str_field(mctx, "continuing_subword_prefix")?.unwrap_or("##").to_string(),
+                prefix: prefix.to_string(),
                 max_input_chars_per_word: match model.get("max_input_chars_per_word") {
                     None | Some(Value::Null) => 100,
                     Some(v) => as_u32(v, "model.max_input_chars_per_word")? as usize,

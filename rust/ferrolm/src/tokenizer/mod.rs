@@ -569,7 +569,10 @@ impl Tokenizer {
         let mut out = Vec::new();
         match &self.model {
             Model::Bpe(m) => {
-                let text = m.normalize(text);
+                let mut text = m.normalize(text);
+                if m.add_prefix_space && !text.is_empty() && !text.starts_with(' ') {
+                    text = format!(" {text}").into(); // as encoding adds it
+                }
                 m.pretokenizer.split(&text, |a, b| out.push(text[a..b].to_string()))?
             }
             Model::WordPiece(m) => {
