@@ -38,7 +38,7 @@ def test_jsonl_round_trip_keeps_extra_keys(tmp_path):
     (json.dumps({"prompt": "Q", "chosen": "", "rejected": "b"}), " line 2: field 'chosen' is empty"),
     (json.dumps({"prompt": "Q", "chosen": "a", "rejected": " \n"}), " line 2: field 'rejected' is empty"),
     (json.dumps({"prompt": "Q", "chosen": "same", "rejected": "same"}), " line 2: 'chosen' and 'rejected' are the same"),
-    (json.dumps(["Q", "a", "b"]), " line 2: expected a JSON object"),
+    (json.dumps(["Q", "a", "b"]), " line 2: a JSON Lines file holds one JSON object per line, not a JSON array"),
 ])
 def test_bad_jsonl_lines_are_errors_naming_the_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "p.jsonl", json.dumps(GOOD), bad, json.dumps(GOOD))

@@ -430,7 +430,7 @@ def test_nfc_normalized_bpe_matches_hf():
             assert ours.encode_with_offsets(text) == (enc.ids, [tuple(o) for o in enc.offsets]), repr(text)
             assert again.encode(text).ids == enc.ids, repr(text)
     assert json.loads(ours.to_str())["normalizer"] == {"type": "NFC"}
-    assert ours.pre_tokenize("cafe\u0301") == ["caf\u00e9"]
+    assert ours.pre_tokenize("cafe\u0301") == [" caf\u00e9"]  # with the prefix space the last file adds
     # The same steps each wrapped in a Sequence of one (as some files write them; they were refused), and empty
     # Sequences for none.
     ref.normalizer = normalizers.Sequence([normalizers.NFC()])
