@@ -265,6 +265,12 @@ def test_json_files_with_a_byte_order_mark_load(tmp_path):
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     model = fl.load_model(tmp_path)
     assert model.block_size == 8 and model.encode("to be") == tok.encode("to be")
+    # A BERT's too, which Python reads to tell the kind (it was loaded as a GPT, and failed).
+    bert = tmp_path / "bert"
+    fl.BERT.create(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                   max_position_embeddings=8, seed=0, tokenizer=tok).save(bert)
+    (bert / "config.json").write_bytes(b"\xef\xbb\xbf" + (bert / "config.json").read_bytes())
+    assert isinstance(fl.load_model(bert), fl.BERT)
 
 
 def test_a_file_in_a_missing_folder_is_refused_naming_the_folder(tmp_path):
@@ -284,6 +290,13 @@ def test_an_empty_save_path_and_a_negative_vocabulary_are_refused(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="an empty path"):
         model.save("")
+    from ferrolm.cli import main
+    from ferrolm.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="an empty path"):  # training wrote its checkpoints there too
+        train(model, object(), TrainConfig(max_iters=1, progress=False), "")
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", ""])
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="vocab must be a positive number of ids, got -1"):
         sequence_logprobs(model, np.array([[1, 2, 3]]), vocab=-1)

@@ -537,7 +537,7 @@ def test_embeddings_are_computed_in_batches_and_can_truncate(trained_bert):
 def test_objectives_and_heads_refuse_the_other_kind_of_model(trained_bert, wordpiece, tmp_path):
     """A BERT trained to predict the next token sees the tokens it predicts: a perplexity that
     measured nothing, silently. The other pairings failed deep inside (AttributeError, KeyError)."""
-    from ferrolm.train import CausalLM
+    from ferrolm.train import CausalLM, evaluate_model
     from ferrolm.train.classify import TextClassifier
     from ferrolm.train.ppo import PolicyWithValue
     from ferrolm.train.reward import RewardModel
@@ -549,7 +549,9 @@ def test_objectives_and_heads_refuse_the_other_kind_of_model(trained_bert, wordp
     config = TrainConfig(max_iters=1, warmup_iters=0, progress=False)
     with pytest.raises(TypeError, match="CausalLM cannot train a BERT: it sees the tokens it would predict"):
         train(bert, CausalLM(data, 16, 4), config, tmp_path / "causal")
-    with pytest.raises(TypeError, match="MaskedLM trains a BERT, not a GPT"):
+    with pytest.raises(TypeError, match="CausalLM cannot train a BERT"):  # nor evaluate one
+        evaluate_model(bert, CausalLM(data, 16, 4), eval_iters=1)
+    with pytest.raises(TypeError, match="MaskedLM cannot train a GPT: it has no masked-LM head"):
         train(gpt, MaskedLM(data, wordpiece, 16, 4), config, tmp_path / "mlm")
     assert not list(tmp_path.iterdir())
     for wrap, model, said in ((TextClassifier, gpt, "a TextClassifier is built on a BERT, not a GPT"),

@@ -193,6 +193,7 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
                          # Which answer, or which exchange? One was trained on, the other ignored without a word.
                          ({"messages": messages, "completion": "Hail."}, "not 'messages' and 'completion'"),
                          ({"prompt": "Hail!", "response": "Hail.", "completion": "Ho."}, "not 'prompt' and 'response' and"),
+                         ({"prompt": "Hail!", "response": None, "completion": None}, "no 'response' field"),
                          ({"prompt": [user, answer], "completion": "Hail."}, "ends with the user turn"),
                          ({"prompt": "Hail!", "completion": [answer, answer]}, "field 'completion' must be a string or one"),
                          ({"prompt": "Hail!", "answer": "Hail."}, "no 'response' field"),
@@ -201,6 +202,10 @@ def test_sft_on_conversations_trains_on_every_answer_only(base, tmp_path, capsys
         assert ferrolm(["sft", str(base), "--data", str(data), "--out", str(tmp_path / "bad"), *fast]) == 2
         err = capsys.readouterr().err
         assert "talk.jsonl line 2" in err and message in err, err
+    # A null field is no field (pandas writes merged data sets so): one answer, no ambiguity.
+    from ferrolm.conversations import sft_turns
+
+    assert sft_turns({"prompt": "Hail!", "response": "Hail.", "completion": None})[-1]["content"] == "Hail."
     # The Python objective reads the same forms, and names a bad record.
     with pytest.raises(ValueError, match="a record: no 'prompt' field"):
         SFT([{"response": "A friend."}], [one], template, model.block_size, 1)

@@ -327,6 +327,12 @@ def test_a_module_registers_models_and_dicts_and_trains_through_the_loop(tmp_pat
     with pytest.raises(TypeError, match="extra metric 'split' must be a number"):
         train(Classifier(), NamedMetric(), TrainConfig(max_iters=1, progress=False), tmp_path / "w")
 
+    class BoxedLoss(FirstTokenParity):  # one number in a [1, 1] tensor is one number
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(batch[0]), batch[1]).reshape(1, 1), {}
+
+    assert train(Classifier(), BoxedLoss(), TrainConfig(max_iters=1, progress=False), tmp_path / "v")
+
 
 def test_a_modules_dropout_resumes_exactly_and_is_off_in_evaluation(tmp_path):
     """An nn.Dropout draws from the process-wide stream: the loop seeds it for every
@@ -823,14 +829,15 @@ def test_numerical_edges_match_numpy_and_torch():
     t = fl.tensor(values[:4], requires_grad=True)
     assert round(t).numpy().tolist() == t.round().numpy().tolist() == [-4.0, -4.0, -3.0, -2.0]  # -3.5 and -2.5: halves to even
     # A row whose squared deviations overflow float32 is still normalised (its variance was inf: every output 0).
-    wide = np.array([[1e20, -1e20, 3e20, 0.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
+    # So is one whose float32 sum overflows (its mean was inf: every output NaN).
+    wide = np.array([[1e20, -1e20, 3e20, 0.0], [1.0, 2.0, 3.0, 4.0], [3e38, 3e38, 1e38, 2e38]], np.float32)
     centred = wide.astype(np.float64) - wide.mean(-1, keepdims=True, dtype=np.float64)
     want = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5)
     x = fl.tensor(wide, requires_grad=True)
     y = F.layer_norm(x)
     np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-6)
-    (y * fl.tensor([[1.0, 2.0, 3.0, 4.0]] * 2)).sum().backward()
-    assert np.isfinite(x.grad.numpy()).all() and np.abs(x.grad.numpy()[0]).max() > 0
+    (y * fl.tensor([[1.0, 2.0, 3.0, 4.0]] * 3)).sum().backward()
+    assert np.isfinite(x.grad.numpy()[:2]).all() and np.abs(x.grad.numpy()[0]).max() > 0  # (row 2's nears float32's max)
     assert np.isnan(F.layer_norm(fl.tensor([[np.inf, 1.0]])).numpy()).all()  # as before, and as torch
     (round(t) * 3).sum().backward()
     np.testing.assert_array_equal(t.grad.numpy(), [0.0] * 4)
@@ -1496,8 +1503,12 @@ def test_a_whole_tensor_is_assigned_by_index():
     assert t.numpy().tolist() == [[1.0, 2.0, 3.0]] * 2
     with pytest.raises(fl.ShapeError):
         t[:] = fl.ones(3, 3)
-    with pytest.raises(fl.GradError, match="y requires grad, and x\\[:\\] = y changes x in place"):
+    with pytest.raises(fl.ShapeError, match="does not broadcast"):  # its own data in another shape is no `t[:] op= y`
+        t[:] = t.reshape(3, 2)
+    with pytest.raises(fl.GradError, match="the values given to x\\[:\\] = y require grad"):
         t[:] = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    t[:] = t.reshape(2, 3)[:]  # its own values: nothing changes
+    assert t.numpy().tolist() == [[1.0, 2.0, 3.0]] * 2
 
 
 def test_small_pytorch_habits_get_pytorchs_answers(tmp_path):

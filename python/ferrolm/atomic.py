@@ -19,6 +19,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def non_empty_path(path: Union[str, Path]) -> Path:
+    """`path` as a Path; an empty string is refused (Path("") is the working directory, where a
+    model or a run would be written unasked)."""
+    if isinstance(path, str) and not path:
+        raise ValueError("no directory given (an empty path): give one, or \".\" for the current directory")
+    return Path(path)
+
+
 @contextmanager
 def atomic_file(path: Union[str, Path], binary: bool = False) -> Iterator[IO]:
     """A file object to write `path` through (UTF-8 text unless `binary`); it replaces `path`
@@ -51,9 +59,7 @@ def atomic_files(directory: Union[str, Path], last: str) -> Iterator[Path]:
     they replace their namesakes in `directory`, the file named `last` (the one that vouches
     for the others) last, and are discarded otherwise. Should the process die while they are
     moved in, `finish_atomic_files` moves in the rest."""
-    if isinstance(directory, str) and not directory:  # Path("") is the working directory
-        raise ValueError("no directory given (an empty path): give one, or \".\" for the current directory")
-    directory = Path(directory)
+    directory = non_empty_path(directory)
     writing = directory / _WRITING
     shutil.rmtree(writing, ignore_errors=True)  # a set whose writing was cut short
     writing.mkdir(parents=True)

@@ -99,7 +99,7 @@ def completion_only(record: Any) -> bool:
 def sft_turns(record: Any) -> list[Turn]:
     """The whole exchanges a fine-tuning record holds (see the module's docstring)."""
     record = _record(record)
-    given = [k for k in ("messages", "prompt", "response", "completion") if k in record]
+    given = [k for k in ("messages", "prompt", "response", "completion") if record.get(k) is not None]
     if "messages" in record and len(given) > 1 or {"response", "completion"} <= set(given):
         # which would be trained on? (the others were ignored without a word)
         raise ValueError(f"give either 'messages' or 'prompt' and 'response' (or 'completion'), not {' and '.join(map(repr, given))}")
@@ -112,7 +112,7 @@ def sft_turns(record: Any) -> list[Turn]:
             if not turns[i]["content"].strip():
                 raise ValueError(f"message {i}, an answer, is empty")
         return turns
-    answer = next((k for k in ("response", "completion") if k in record), None)
+    answer = next((k for k in ("response", "completion") if record.get(k) is not None), None)
     if "prompt" not in record or answer is None:
         missing = "prompt" if "prompt" not in record else "response"
         also = "; a {'text'} record is pretraining text: train on it with `ferrolm pretrain`" if "text" in record else ""

@@ -24,7 +24,7 @@ def read_json_object(path: Union[str, Path]) -> dict:
     """A JSON file holding an object (a config, a state file); anything else is a ValueError
     naming the file."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a byte-order mark, as some editors write
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
@@ -70,8 +70,8 @@ def read_utf8(path: Path, what: str = "file") -> str:
     require_file(path, what)
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # removed first: errors count bytes and lines of the rest
     if raw.startswith(SQLITE_MAGIC):  # it was "not valid UTF-8 (byte 0xf8)"
-        raise ValueError(f"{path} is a `ferrolm label` database, not a text file: `reward --data` and `dpo --data` read "
-                         "it, and `ferrolm label export` writes its pairs as JSONL")
+        raise ValueError(f"{path} is an SQLite database, not a text file (a `ferrolm label` one? `reward --data` and "
+                         "`dpo --data` read those, and `ferrolm label export` writes their pairs as JSONL)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

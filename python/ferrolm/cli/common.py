@@ -71,6 +71,13 @@ def count(minimum: int = 0):
     return parse
 
 
+def given_path(text: str) -> str:
+    """An argparse type: a path that is not empty (`--out ""` wrote into the working directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty (\".\" is the current directory)")
+    return text
+
+
 def non_negative(text: str) -> float:
     value = _number(text)
     if not 0 <= value < math.inf:  # NaN too

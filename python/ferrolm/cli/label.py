@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from ferrolm.cli.common import count, non_negative, positive, probability
+from ferrolm.cli.common import count, non_negative, given_path, positive, probability
 
 TOKEN_ENV = "FERROLM_LABEL_TOKEN"
 USAGE = """ferrolm label MODEL_DIR --prompts FILE [--model-b DIR] [--db prefs.sqlite] [--host 127.0.0.1] [--port N]
@@ -36,7 +36,7 @@ def register_label(sub) -> None:
     p.add_argument("--model-b", default=None, help="a second model: compare one completion from each model "
                                                    "(default: two samples of MODEL_DIR)")
     p.add_argument("--db", default="prefs.sqlite", help="labelling database (created if missing; default prefs.sqlite)")
-    p.add_argument("--out", default=None, help="export: the preference JSONL to write")
+    p.add_argument("--out", type=given_path, default=None, help="export: the preference JSONL to write")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=count(), default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--labeller", default=None, help="name stored with each judgement unless the page gives its own "

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                dtype, fraction, non_negative, positive, probability, resumed, train_config,
+                                dtype, fraction, non_negative, given_path, positive, probability, resumed, train_config,
                                 undecodable)
 from ferrolm.cli.nanogpt import check_dataset
 from ferrolm.jsonl import read_utf8
@@ -40,7 +40,7 @@ def register_pretrain(sub) -> None:
                    help="char, bpe, wordpiece, or the path of a tokenizer.json or .tiktoken file (default: char for causal, wordpiece for mlm)")
     p.add_argument("--vocab-size", type=count(1), default=None,
                    help=f"vocabulary size when training a bpe/wordpiece tokenizer (default {_VOCAB_SIZE})")
-    p.add_argument("--out", default=None, help="model directory to write and resume from (default: out-<objective>)")
+    p.add_argument("--out", type=given_path, default=None, help="model directory to write and resume from (default: out-<objective>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (on its data: corpus files and tokenizer flags, if given, "
                         "must be the run's)")

@@ -18,7 +18,7 @@ import numpy as np
 from ferrolm.batching import LEFT_OUT
 from ferrolm.train.loop import PRESETS
 from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative,
-                                positive, resumed, train_config)
+                                given_path, positive, resumed, train_config)
 
 # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
 # not a validation loss to keep the best model by (no --always-save-checkpoint).
@@ -79,7 +79,7 @@ _PPO_HELP = {"min_lr": "learning rate at the end of the cosine decay (default: n
 
 def _common(p, command: str, model_help: str = "model directory to start from") -> None:
     p.add_argument("model", help=model_help)
-    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--out", type=given_path, required=True, help="model directory to write")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out (its model, data and settings; given flags must agree; "
                         "DPO and PPO read MODEL again, their reference)")

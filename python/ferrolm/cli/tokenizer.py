@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ferrolm.cli.common import count
+from ferrolm.cli.common import count, given_path
 from ferrolm.tokenizer import KINDS, PATTERNS
 
 
@@ -95,7 +95,7 @@ def register_tokenizer(subparsers) -> None:
     t.add_argument("files", nargs="*", help="UTF-8 text files, read line by line (default: bundled tiny Shakespeare)")
     t.add_argument("--kind", choices=KINDS, default="bpe", help="default bpe")
     t.add_argument("--vocab-size", type=count(), default=8192, help="target vocabulary size, special tokens included (default 8192; char: upper bound, 0 = all)")
-    t.add_argument("--out", default="tokenizer.json", help="output tokenizer.json path")
+    t.add_argument("--out", type=given_path, default="tokenizer.json", help="output tokenizer.json path")
     t.add_argument("--min-frequency", type=count(), default=0, help="never merge pairs seen fewer times (default 0)")
     t.add_argument("--special-tokens", nargs="*", default=None, help="special tokens, every word after the flag (default depends on --kind)")
     t.add_argument("--pattern", default=None,

@@ -76,7 +76,8 @@ def _is_prompt_object(line: str) -> bool:
 
 
 #: Said of a JSON array of prompts (taken for one conversation, or not read).
-ONE_PER_PROMPT = "a prompts file holds one prompt per line (text, a JSON string, or {\"prompt\": ...}), not an array"
+ONE_PER_PROMPT = ("a prompts file holds one prompt per line (text, a JSON string, {\"prompt\": ...}, or a conversation: "
+                  "a list of {\"role\", \"content\"} turns), not an array of prompts")
 
 
 def _parse(line: str, path: Path, number: int) -> Prompt:

@@ -29,7 +29,7 @@ from typing import IO, Any, Collection, Optional, Protocol
 import numpy as np
 
 from ferrolm import _core
-from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, write_json
+from ferrolm.atomic import atomic_file, atomic_files, finish_atomic_files, non_empty_path, write_json
 from ferrolm.autograd import no_grad
 from ferrolm.data import data_digest, files_digest
 from ferrolm.holding import hold, let_go
@@ -445,7 +445,8 @@ def train(model: Any, objective: Any, config: TrainConfig, out_dir: str | Path, 
     config = config.resolved()  # checked again: fields may have been set since it was made
     if not resume:  # a resume's schedule is checked against its checkpoint's (`_run`)
         _warn_of_schedule(config, stacklevel=2)
-    out, held = Path(out_dir), Path(out_dir).resolve() in _HELD
+    out = non_empty_path(out_dir)
+    held = out.resolve() in _HELD
     try:
         with using_precision(config.dtype):
             return _run(model, objective, config, out, resume, settings or {})
@@ -534,6 +535,7 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
         with using_precision(dtype):
             return evaluate_model(model, objective, eval_iters, seed)
     require_count("eval_iters", eval_iters, 1)
+    check_model(objective, model)
     eval_rng = np.random.Generator(np.random.PCG64([*np.atleast_1d(seed).tolist(), 7]))
     if hasattr(objective, "evaluate"):  # objectives whose quality is not a loss (PPO)
         with no_grad(), _evaluating(model):
@@ -657,7 +659,7 @@ def _loss_and_extras(result: Any, objective: Any) -> tuple[Any, dict[str, Any]]:
                         f"got {type(result).__name__}")
     loss, extra = result
     name = type(objective).__name__
-    if tuple(getattr(loss, "shape", ())) not in ((), (1,)):  # it failed at .item(), deep in the loop
+    if math.prod(getattr(loss, "shape", ())) != 1:  # it failed at .item(), deep in the loop
         raise TypeError(f"{name}.loss() must return one number as its loss (a mean or a sum), got shape "
                         f"{tuple(loss.shape)}")
 

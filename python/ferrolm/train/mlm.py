@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 
 import ferrolm.functional as F
-from ferrolm.bert import BERT
 from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 
 class MaskedLM:
     kind = "mlm"
-    trains = BERT
+
+    @property
+    def refuses(self) -> tuple:
+        """A model it cannot train, and why (a BERT, or your own encoder with `hidden` and
+        `mlm_logits`, trains). Imported here: the GPT module imports the training package."""
+        from ferrolm.gpt import GPT
+
+        return GPT, "it has no masked-LM head, and its causal attention cannot see past a mask: train it with CausalLM"
     loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, tokenizer, max_len: int, batch_size: int, pairs: bool = True,

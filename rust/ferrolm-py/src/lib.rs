@@ -23,17 +23,17 @@ use errors::IntoPy;
 /// back as fresh pages, and page faults cost ~30% of a small model's step. No block is a
 /// mapping of its own (glibc would map those above 32 MB, the most its threshold can be): a
 /// 50k-token vocabulary's logits and their gradient (200 MB each for GPT-2 small at context
-/// 256) cost ~10% of its step in page faults and unmapping. Nor is the heap's top trimmed as
-/// blocks are freed: a step that frees more than any threshold at its end (GPT-2 small's
-/// 0.8 GB of activations) had it given back and faulted in again at every step, 10–12% of the
-/// step. [`release_memory`] hands the kept memory back when training ends, and when a training
-/// run or a generation would not fit in the memory available otherwise.
+/// 256) cost ~10% of its step in page faults and unmapping. The heap's top is trimmed only
+/// past 1 GiB free: GPT-2 small's step frees 0.8 GB of activations at its end, which a 256 MB
+/// threshold gave back and the next step faulted in again (10–12% of its step); a process
+/// keeps at most that much it does not use. [`release_memory`] hands the kept memory back when
+/// training ends, and when a training run or a generation would not fit otherwise.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator thresholds; it is safe to call at any time.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // glibc: never trim
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 

@@ -257,39 +257,70 @@ impl PyTensor {
     /// `self op= other`, in place: the values change, the shape stays (other must broadcast to
     /// it), and every holder of this tensor sees the change (a model's parameter stays one), as
     /// in PyTorch. Refused for a tensor that requires grad while gradients are recorded: an
-    /// update belongs in `fl.no_grad()`, and `x = x + y` records a new result. The messages
-    /// spell the operation (`x += y`) and what gives a new result instead (`x = x + y`).
+    /// update belongs in `fl.no_grad()`, and `x = x + y` records a new result.
     fn in_place(
         &self,
         py: Python<'_>,
         other: &Bound<'_, PyAny>,
         op: fn(&Tensor, &Tensor) -> ferrolm::Result<Tensor>,
-        (spelled, instead): (&str, &str),
+        symbol: &str,
     ) -> PyResult<()> {
         if self.0.requires_grad() && ferrolm::is_grad_enabled() {
             return Err(ferrolm::Error::Grad(format!(
-                "{spelled} changes x in place, which requires grad: inside `with fl.no_grad():` (an update of a \
-                 parameter), or write {instead} for a new result"
+                "x {symbol}= y changes x in place, which requires grad: inside `with fl.no_grad():` (an update \
+                 of a parameter), or write x = x {symbol} y for a new result"
             )))
             .py();
         }
         let o = to_tensor(other)?;
         refuse_recorded_operand(&o, || {
             format!(
-                "y requires grad, and {spelled} changes x in place without recording it: write {instead} for a \
-                 result that backward follows to y"
+                "y requires grad, and x {symbol}= y changes x in place without recording it: write x = x {symbol} y \
+                 for a result that backward follows to y"
             )
         })?;
         let result = run(py, || ferrolm::no_grad(|| op(&self.0, &o)))?.0;
         if result.shape() != self.0.shape() {
             return Err(ShapeError::new_err(format!(
-                "{spelled} keeps x's shape {:?}, but the result has shape {:?}",
+                "x {symbol}= y keeps x's shape {:?}, but the result has shape {:?}",
                 self.0.shape(),
                 result.shape()
             )));
         }
         let assigned = self.0.assign(&result.read());
         assigned.py()
+    }
+
+    /// Overwrites the values with `values` broadcast to this shape, not tracked (`copy_`,
+    /// `t[:] = y`, spelled so in the errors).
+    fn write_values(&self, py: Python<'_>, values: &Bound<'_, PyAny>, spelled: &str) -> PyResult<()> {
+        let shared = values.cast::<PyTensor>().is_ok(); // a tensor may share this one's storage
+        let (v, target) = (to_tensor(values)?, self.0.clone());
+        refuse_recorded_operand(&v, || {
+            format!(
+                "the values given to {spelled} require grad, and {spelled} copies values without recording it: do \
+                 it inside fl.no_grad(), or give them .detach()"
+            )
+        })?;
+        if v.shape() == target.shape() && !shared {
+            // Loading a checkpoint: the array's tensor is written straight in, without the GIL.
+            return compute(py, || target.assign(&v.read())).py();
+        }
+        // Copied out first: a shared storage is read under the lock its write takes.
+        let values = if v.shape() == target.shape() {
+            v.to_vec()
+        } else {
+            let v = v.to_ndarray();
+            let broadcast = v.broadcast(target.shape()).ok_or_else(|| {
+                ShapeError::new_err(format!(
+                    "{spelled}: shape {:?} does not broadcast to {:?}",
+                    v.shape(),
+                    target.shape()
+                ))
+            })?;
+            row_major_copy(broadcast).py()?
+        };
+        target.assign(&values).py()
     }
 
     /// A reduction method: `reduce` of this tensor, keeping the reduced axis or not. numpy's
@@ -442,23 +473,34 @@ impl PyTensor {
         })
     }
 
-    /// `t[:] = y` or `t[...] = y`: y's values, broadcast to t's shape, replace t's in place, as
-    /// `t += y` changes t (inside `no_grad` when t requires grad). This is also the last step of
-    /// `t[:] -= y`, whose `t[:]` shares t's data and was changed already: assigning it back
-    /// changes nothing. A part (`t[0] = y`, `t[1:3] = y`) is refused before anything changes:
-    /// `t[i]` is a copy, so `t[i] -= y` changed only that copy.
-    fn __setitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !self.__getitem__(py, index)?.0.shares_data(&self.0) {
+    /// `t[:] = y` or `t[...] = y`: y's values, broadcast to t's shape, replace t's in place (as
+    /// `copy_`, under `x += y`'s rule: inside `no_grad` when t requires grad). This is also the
+    /// last step of `t[:] -= y`, whose `t[:]` shares t's data and was changed already: assigning
+    /// it back changes nothing. A part (`t[0] = y`, `t[1:3] = y`) is refused before anything
+    /// changes: `t[i]` is a copy, so `t[i] -= y` changed only that copy.
+    fn __setitem__(slf: &Bound<'_, Self>, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let this = slf.get();
+        if !this.__getitem__(slf.py(), index)?.0.shares_data(&this.0) {
             return Err(PyTypeError::new_err(
                 "only a whole tensor is assigned by index (t[:] = y, t[:] -= y): a part of it, t[i] or t[a:b], is \
                  a copy; make a new tensor (F.where, F.concat), or assign the whole",
             ));
         }
-        if value.cast::<PyTensor>().is_ok_and(|v| v.get().0.shares_data(&self.0)) {
+        if this.0.requires_grad() && ferrolm::is_grad_enabled() {
+            return Err(ferrolm::Error::Grad(
+                "x[:] = y changes x in place, which requires grad: inside `with fl.no_grad():` (an update of a \
+                 parameter), or use y itself"
+                    .to_string(),
+            ))
+            .py();
+        }
+        let done = value
+            .cast::<PyTensor>()
+            .is_ok_and(|v| v.get().0.shares_data(&this.0) && v.get().0.shape() == this.0.shape());
+        if done {
             return Ok(()); // `t[:] op= y` wrote through the view already
         }
-        let take = |x: &Tensor, y: &Tensor| ops::where_(&Tensor::from_vec(vec![1.0], &[])?, y, x);
-        self.in_place(py, value, take, ("x[:] = y", "y itself"))
+        this.write_values(slf.py(), value, "x[:] = y")
     }
 
     fn __len__(&self) -> PyResult<usize> {
@@ -629,29 +671,7 @@ impl PyTensor {
     /// Overwrites the values in place with `values` broadcast to this shape, as torch's `copy_`
     /// (for initialisation and loading; not tracked). Returns the tensor.
     fn copy_<'py>(slf: Bound<'py, Self>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Self>> {
-        let shared = values.cast::<PyTensor>().is_ok(); // a tensor may share this one's storage
-        let (v, target) = (to_tensor(values)?, slf.get().0.clone());
-        refuse_recorded_operand(&v, || {
-            "the values given to copy_ require grad, and copy_ copies values without recording it: call it inside \
-             fl.no_grad(), or give them .detach()"
-                .to_string()
-        })?;
-        if v.shape() == target.shape() && !shared {
-            // Loading a checkpoint: the array's tensor is written straight in, without the GIL.
-            compute(slf.py(), || target.assign(&v.read())).py()?;
-            return Ok(slf);
-        }
-        // Copied out first: a shared storage is read under the lock its write takes.
-        let values = if v.shape() == target.shape() {
-            v.to_vec()
-        } else {
-            let v = v.to_ndarray();
-            let broadcast = v.broadcast(target.shape()).ok_or_else(|| {
-                ShapeError::new_err(format!("copy_: shape {:?} does not broadcast to {:?}", v.shape(), target.shape()))
-            })?;
-            row_major_copy(broadcast).py()?
-        };
-        target.assign(&values).py()?;
+        slf.get().write_values(slf.py(), values, "copy_")?;
         Ok(slf)
     }
 
@@ -725,16 +745,16 @@ impl PyTensor {
         self.__add__(py, other)
     }
     fn __iadd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::add, ("x += y", "x = x + y"))
+        self.in_place(py, other, ops::add, "+")
     }
     fn __isub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::sub, ("x -= y", "x = x - y"))
+        self.in_place(py, other, ops::sub, "-")
     }
     fn __imul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::mul, ("x *= y", "x = x * y"))
+        self.in_place(py, other, ops::mul, "*")
     }
     fn __itruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_place(py, other, ops::div, ("x /= y", "x = x / y"))
+        self.in_place(py, other, ops::div, "/")
     }
     fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyTensor> {
         let o = to_tensor(other)?;

@@ -172,6 +172,11 @@ fn check_vocabulary(ids: &[i64], vocab_size: usize, what: &str) -> Result<()> {
 }
 
 /// One sequence of a generation batch.
+/// Row `i`'s random stream for a generation seeded with `seed`.
+fn row_stream(seed: u64, i: usize) -> Rng {
+    Rng::new(mix(seed ^ mix(i as u64 + 1)))
+}
+
 #[derive(Clone)]
 struct Row {
     /// Prompt and generated tokens, unpadded.
@@ -182,8 +187,9 @@ struct Row {
 
 /// A generation in progress over a batch of prompts; call [`Generation::step`] for each token.
 /// Its calls run through [`compute`], so any thread may drive it. A clone has a cache of its
-/// own and draws what the original would: a system prompt prefilled once can start many
-/// conversations, each cloned and [`extend`](Generation::extend)ed with its own turns.
+/// own and draws what the original would (see [`Generation::reseed`]): a system prompt
+/// prefilled once can start many conversations, each cloned and
+/// [`extend`](Generation::extend)ed with its own turns.
 #[derive(Clone)]
 pub struct Generation {
     model: Gpt,
@@ -237,11 +243,7 @@ impl Generation {
         let rows = prompts
             .iter()
             .enumerate()
-            .map(|(i, p)| Row {
-                tokens: p.clone(),
-                finished: false,
-                rng: Rng::new(mix(sampling.seed ^ mix(i as u64 + 1))),
-            })
+            .map(|(i, p)| Row { tokens: p.clone(), finished: false, rng: row_stream(sampling.seed, i) })
             .collect();
         let mut g = Generation {
             cache: model.new_cache(prompts.len())?,
@@ -437,6 +439,16 @@ impl Generation {
     /// longer holds every row from its start.
     pub fn windowed(&self) -> bool {
         self.windowed
+    }
+
+    /// Draws from now on as a generation seeded with `seed` would have from its start (each row
+    /// its own stream). A clone repeats its original's draws until reseeded: reseed each of a
+    /// prefilled prompt's clones for samples that differ (best of n).
+    pub fn reseed(&mut self, seed: u64) {
+        self.sampling.seed = seed;
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            row.rng = row_stream(seed, i);
+        }
     }
 
     /// Free positions in the cache: how many tokens [`Generation::extend`] can add (each

@@ -237,8 +237,23 @@ fn extend_continues_as_a_fresh_generation_from_the_same_tokens() {
     let (mut one, mut other) = (prefilled.clone(), prefilled.clone());
     one.extend(&[4, 5, 6]).unwrap();
     one.run(2).unwrap(); // written into its own cache only
-    let unshared = Generation::new(&model, &[vec![1, 2, 3]], sampled, vec![]).unwrap().run(3).unwrap();
-    assert_eq!(other.run(3).unwrap(), unshared);
+    let fresh_with = |seed: u64, prompts: &[Vec<i64>], n: usize| {
+        let sampling = Sampling { seed, ..sampled.clone() };
+        Generation::new(&model, prompts, sampling, vec![]).unwrap().run(n).unwrap()
+    };
+    assert_eq!(other.run(3).unwrap(), fresh_with(7, &[vec![1, 2, 3]], 3));
+    // Reseeded, a clone draws as a generation of that seed; a batch of 3 rows (its weights
+    // packed, the packed copies shared by the clones) too.
+    let mut reseeded = prefilled.clone();
+    reseeded.reseed(8);
+    assert_eq!(reseeded.run(3).unwrap(), fresh_with(8, &[vec![1, 2, 3]], 3));
+    let rows = [vec![1, 2], vec![3], vec![4, 5, 6]];
+    let mut batch = Generation::new(&model, &rows, Sampling { seed: 9, ..sampled.clone() }, vec![]).unwrap();
+    let first = batch.run(1).unwrap(); // packs the weights, which the clones share
+    let (mut a, mut b) = (batch.clone(), batch.clone());
+    a.run(2).unwrap();
+    let then: Vec<Vec<i64>> = first.iter().zip(b.run(3).unwrap()).map(|(f, b)| [f.clone(), b].concat()).collect();
+    assert_eq!(then, fresh_with(9, &rows, 4));
     // One sequence only, of known tokens.
     let mut batch = Generation::new(&model, &[vec![1], vec![2]], greedy.clone(), vec![]).unwrap();
     assert!(matches!(batch.extend(&[3]), Err(Error::Argument(m)) if m.contains("batch of 2")));

@@ -9,17 +9,15 @@ use crate::{ensure, Result};
 /// Rows per parallel task; fixed so parameter-gradient sums do not depend on the thread count.
 const ROWS: usize = 32;
 
-/// 1/sqrt(var + eps) of a row of finite values whose squared deviations overflow f32 (a spread
-/// past ~1.8e19): computed on the deviations scaled by the largest, where var itself would be
-/// inf and every output a silent 0. A row holding inf or NaN keeps its NaN.
+/// (mean, 1/sqrt(var + eps)) of a row whose float32 sum or squared deviations overflow (values
+/// past ~1.8e19 apart, or a sum past ~3.4e38), in f64: its variance was inf, and every output a
+/// silent 0 (or NaN). A row holding inf or NaN gets NaN, as before.
 #[cold]
-fn scaled_rstd(x: &[f32], mean: f32, eps: f32) -> f32 {
-    let scale = x.iter().fold(0.0f32, |m, &x| m.max((x - mean).abs()));
-    if !scale.is_finite() {
-        return f32::NAN;
-    }
-    let var = x.iter().map(|&x| ((x - mean) / scale).powi(2)).sum::<f32>() / x.len() as f32;
-    1.0 / (scale * (var + eps / (scale * scale)).sqrt())
+fn wide_row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = x.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, (1.0 / (var + f64::from(eps)).sqrt()) as f32)
 }
 
 /// `(x − mean) / sqrt(var + eps) * weight + bias` over the last axis of size C; `weight` and
@@ -49,7 +47,8 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
                     for ((y, x), stat) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(stats) {
                         let mean = sum_zip([x], |[x]| x) / c as f32;
                         let var = sum_zip([x], |[x]| (x - mean) * (x - mean)) / c as f32;
-                        let rstd = if var.is_finite() { 1.0 / (var + eps).sqrt() } else { scaled_rstd(x, mean, eps) };
+                        let (mean, rstd) =
+                            if var.is_finite() { (mean, 1.0 / (var + eps).sqrt()) } else { wide_row_stats(x, eps) };
                         *stat = (mean, rstd);
                         for (y, (x, (w, b))) in y.iter_mut().zip(x.iter().zip(w.iter().zip(&b))) {
                             *y = (x - mean) * rstd * w + b;
