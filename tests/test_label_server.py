@@ -168,7 +168,7 @@ def test_bad_input_at_start_is_a_clear_error(model, tmp_path):
     (tmp_path / "array.json").write_text('["Who goes there?", "Stand, ho!"]\n')
     assert "array.json line 1: a prompts file holds one prompt per line" in label(prompts_file=tmp_path / "array.json")
     (tmp_path / "labels.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(100))
-    assert "is a `ferrolm label` database, not a text file" in label(prompts_file=tmp_path / "labels.sqlite")
+    assert "is an SQLite database, not a text file (a `ferrolm label` one?" in label(prompts_file=tmp_path / "labels.sqlite")
     (tmp_path / "unknown.txt").write_text("a prompt with \u00e9\n")
     assert "line 1" in label(prompts_file=tmp_path / "unknown.txt")  # a character the model does not know
     assert "model directory" in label(model_dir=tmp_path / "no-such-model")
