@@ -100,10 +100,10 @@ def sft_turns(record: Any) -> list[Turn]:
     """The whole exchanges a fine-tuning record holds (see the module's docstring)."""
     record = _record(record)
     given = [k for k in ("messages", "prompt", "response", "completion") if record.get(k) is not None]
-    if "messages" in record and len(given) > 1 or {"response", "completion"} <= set(given):
+    if "messages" in given and len(given) > 1 or {"response", "completion"} <= set(given):
         # which would be trained on? (the others were ignored without a word)
         raise ValueError(f"give either 'messages' or 'prompt' and 'response' (or 'completion'), not {' and '.join(map(repr, given))}")
-    if "messages" in record:
+    if "messages" in given:
         turns = checked_turns(record["messages"])
         if not exchanges(turns):
             raise ValueError("no exchange of a user and an assistant turn")

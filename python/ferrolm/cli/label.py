@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from ferrolm.cli.common import count, non_negative, given_path, positive, probability
+from ferrolm.cli.common import count, given_path, non_negative, positive, probability
 
 TOKEN_ENV = "FERROLM_LABEL_TOKEN"
 USAGE = """ferrolm label MODEL_DIR --prompts FILE [--model-b DIR] [--db prefs.sqlite] [--host 127.0.0.1] [--port N]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ferrolm.cli.common import (MLM_DEFAULTS, MODEL_FLAGS, TRAIN_FLAGS, add_flags, checkpoint_state, choose, count,
-                                dtype, fraction, non_negative, given_path, positive, probability, resumed, train_config,
+                                dtype, fraction, given_path, non_negative, positive, probability, resumed, train_config,
                                 undecodable)
 from ferrolm.cli.nanogpt import check_dataset
 from ferrolm.jsonl import read_utf8

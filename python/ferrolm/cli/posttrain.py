@@ -17,8 +17,8 @@ import numpy as np
 
 from ferrolm.batching import LEFT_OUT
 from ferrolm.train.loop import PRESETS
-from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, non_negative,
-                                given_path, positive, resumed, train_config)
+from ferrolm.cli.common import (TRAIN_FLAGS, add_flags, checkpoint_state, choose, count, fraction, given_path,
+                                non_negative, positive, resumed, train_config)
 
 # PPO's evaluation samples every held-out prompt once (no --eval-iters) and reports rewards,
 # not a validation loss to keep the best model by (no --always-save-checkpoint).

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ferrolm import _core
+from ferrolm.jsonl import is_count
 
 #: What a step keeps for backward, per layer, token and unit of width, in float32s (a GPT step
 #: measured 19-21; a lower figure, so that a run that fits is never refused).
@@ -124,10 +125,9 @@ def check_model_memory(layers: Any, width: Any, *embeddings: Any, feed_forward: 
     tables of `embeddings` rows (tokens, positions). Each tensor is granted on its own, and
     writing them would end the process. Sizes that are not counts are left to the model to
     refuse."""
-    feed_forward = 4 * width if feed_forward is None and isinstance(width, int) else feed_forward
-    sizes = (layers, width, feed_forward, *embeddings)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes):
+    if not all(map(is_count, (layers, width, *embeddings))) or not (feed_forward is None or is_count(feed_forward)):
         return
+    feed_forward = 4 * width if feed_forward is None else feed_forward
     need = 4 * (layers * (4 * width + 2 * feed_forward) + sum(embeddings)) * width  # float32 weights
     available = _short_of(need)
     if available is not None:

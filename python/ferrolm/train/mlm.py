@@ -15,6 +15,7 @@ from ferrolm.data import MlmCollator, data_digest, load_tokens
 
 class MaskedLM:
     kind = "mlm"
+    loss_is_token_nll = True
 
     @property
     def refuses(self) -> tuple:
@@ -23,7 +24,6 @@ class MaskedLM:
         from ferrolm.gpt import GPT
 
         return GPT, "it has no masked-LM head, and its causal attention cannot see past a mask: train it with CausalLM"
-    loss_is_token_nll = True
 
     def __init__(self, data_dir: str | Path, tokenizer, max_len: int, batch_size: int, pairs: bool = True,
                  mask_prob: float = 0.15, whole_word: bool = False, short_prob: float = 0.1,

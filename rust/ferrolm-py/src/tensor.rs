@@ -192,14 +192,16 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Constant {
             })?;
         }
         // A tensor or array of several values read as a number said "item() needs a tensor
-        // with one element" or "only 0-dimensional arrays can be converted".
-        obj.extract().map(Constant).map_err(|_: PyErr| {
-            let shape = obj.getattr("shape").ok().map(|s| format!(" of shape {s}")).unwrap_or_default();
-            let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            PyTypeError::new_err(format!(
-                "a number is expected here, got {kind}{shape} (elementwise values: where, maximum or minimum of \
-                 ferrolm.functional)"
-            ))
+        // with one element" or "only 0-dimensional arrays can be converted"; other errors stay.
+        obj.extract().map(Constant).map_err(|e: PyErr| match obj.getattr("shape") {
+            Ok(shape) => {
+                let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                PyTypeError::new_err(format!(
+                    "a number is expected here, got {kind} of shape {shape} (elementwise values: where, maximum or \
+                     minimum of ferrolm.functional)"
+                ))
+            }
+            Err(_) => e,
         })
     }
 }
@@ -292,7 +294,8 @@ impl PyTensor {
     }
 
     /// Overwrites the values with `values` broadcast to this shape, not tracked (`copy_`,
-    /// `t[:] = y`, spelled so in the errors).
+    /// `t[:] = y`, spelled so in the errors). Its own values in its own shape (the last step of
+    /// `t[:] -= y`, whose `t[:]` shares t's data and was written already) change nothing.
     fn write_values(&self, py: Python<'_>, values: &Bound<'_, PyAny>, spelled: &str) -> PyResult<()> {
         let shared = values.cast::<PyTensor>().is_ok(); // a tensor may share this one's storage
         let (v, target) = (to_tensor(values)?, self.0.clone());
@@ -302,6 +305,9 @@ impl PyTensor {
                  it inside fl.no_grad(), or give them .detach()"
             )
         })?;
+        if v.shares_data(&target) && v.shape() == target.shape() {
+            return Ok(());
+        }
         if v.shape() == target.shape() && !shared {
             // Loading a checkpoint: the array's tensor is written straight in, without the GIL.
             return compute(py, || target.assign(&v.read())).py();
@@ -474,9 +480,8 @@ impl PyTensor {
     }
 
     /// `t[:] = y` or `t[...] = y`: y's values, broadcast to t's shape, replace t's in place (as
-    /// `copy_`, under `x += y`'s rule: inside `no_grad` when t requires grad). This is also the
-    /// last step of `t[:] -= y`, whose `t[:]` shares t's data and was changed already: assigning
-    /// it back changes nothing. A part (`t[0] = y`, `t[1:3] = y`) is refused before anything
+    /// `copy_`, under `x += y`'s rule: inside `no_grad` when t requires grad); also the last
+    /// step of `t[:] -= y`. A part (`t[0] = y`, `t[1:3] = y`) is refused before anything
     /// changes: `t[i]` is a copy, so `t[i] -= y` changed only that copy.
     fn __setitem__(slf: &Bound<'_, Self>, index: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let this = slf.get();
@@ -493,12 +498,6 @@ impl PyTensor {
                     .to_string(),
             ))
             .py();
-        }
-        let done = value
-            .cast::<PyTensor>()
-            .is_ok_and(|v| v.get().0.shares_data(&this.0) && v.get().0.shape() == this.0.shape());
-        if done {
-            return Ok(()); // `t[:] op= y` wrote through the view already
         }
         this.write_values(slf.py(), value, "x[:] = y")
     }

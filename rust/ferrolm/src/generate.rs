@@ -171,12 +171,12 @@ fn check_vocabulary(ids: &[i64], vocab_size: usize, what: &str) -> Result<()> {
     }
 }
 
-/// One sequence of a generation batch.
 /// Row `i`'s random stream for a generation seeded with `seed`.
 fn row_stream(seed: u64, i: usize) -> Rng {
     Rng::new(mix(seed ^ mix(i as u64 + 1)))
 }
 
+/// One sequence of a generation batch.
 #[derive(Clone)]
 struct Row {
     /// Prompt and generated tokens, unpadded.

@@ -27,8 +27,9 @@ use crate::{bail, Error, Result};
 
 /// Starts the compute pool (rayon's global pool, `RAYON_NUM_THREADS` threads or one per CPU)
 /// with the calling thread as one of its threads; returns whether it did (not if the pool was
-/// already running, or the calling thread is one of another rayon pool's). Call it once, before anything runs in parallel, from the thread that will
-/// drive the computation; the Python module does so when imported. An error when the threads
+/// already running, or the calling thread is one of another rayon pool's). Call it once,
+/// before anything runs in parallel, from the thread that will drive the computation; the
+/// Python module does so when imported. An error when the threads
 /// cannot be started (a process limit; rayon's pool can then never start in this process) or
 /// `RAYON_NUM_THREADS` asks for more than [`MAX_THREADS`].
 ///

@@ -315,15 +315,23 @@ impl Bpe {
         }
     }
 
-    fn encode_normalized(&self, text: &str, out: &mut Vec<u32>, stop: &AtomicBool) -> Result<()> {
+    /// Normalized `text` as the pre-tokenizer gets it: with a space before it when the model
+    /// adds one (`add_prefix_space`) and it has none.
+    pub(crate) fn prefixed<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if self.add_prefix_space && !text.starts_with(' ') && !text.is_empty() {
-            return self.encode_normalized(&format!(" {text}"), out, stop);
+            Cow::Owned(format!(" {text}"))
+        } else {
+            Cow::Borrowed(text)
         }
+    }
+
+    fn encode_normalized(&self, text: &str, out: &mut Vec<u32>, stop: &AtomicBool) -> Result<()> {
+        let text = self.prefixed(text);
         let bytes = text.as_bytes();
         CACHE.with(|cell| {
             let mut cache = cell.borrow_mut();
             cache.claim(self.cache_owner);
-            self.pretokenizer.split_until(text, stop, |a, b| self.encode_piece(&bytes[a..b], out, &mut cache))
+            self.pretokenizer.split_until(&text, stop, |a, b| self.encode_piece(&bytes[a..b], out, &mut cache))
         })
     }
 
@@ -353,11 +361,8 @@ impl Bpe {
         out: &mut Vec<u32>,
         spans: &mut Vec<(usize, usize)>,
     ) -> Result<()> {
-        let (text, shift) = if self.add_prefix_space && !text.starts_with(' ') && !text.is_empty() {
-            (std::borrow::Cow::Owned(format!(" {text}")), 1)
-        } else {
-            (std::borrow::Cow::Borrowed(text), 0)
-        };
+        let prefixed = self.prefixed(text);
+        let (shift, text) = (prefixed.len() - text.len(), prefixed); // the added space, if any
         let bytes = text.as_bytes();
         let original_len = bytes.len() - shift;
         // The added space stands for the text's first character, as in Hugging Face (a token

@@ -569,10 +569,8 @@ impl Tokenizer {
         let mut out = Vec::new();
         match &self.model {
             Model::Bpe(m) => {
-                let mut text = m.normalize(text);
-                if m.add_prefix_space && !text.is_empty() && !text.starts_with(' ') {
-                    text = format!(" {text}").into(); // as encoding adds it
-                }
+                let normalized = m.normalize(text);
+                let text = m.prefixed(&normalized); // the prefix space too, as encoding adds it
                 m.pretokenizer.split(&text, |a, b| out.push(text[a..b].to_string()))?
             }
             Model::WordPiece(m) => {
