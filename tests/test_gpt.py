@@ -317,6 +317,12 @@ def test_training_hands_its_step_buffers_back_when_it_ends(tmp_path):
     # Each step's logits and their gradient are 64 MB each, kept without the hand-back (for a 50k
     # vocabulary, measured: 684 MB kept, 52 MB with it).
     assert rss_mb() < before + 60
+    # A loop of one's own hands them back with fl.release_memory().
+    with fl.no_grad():
+        model(np.random.default_rng(0).integers(0, 8192, size=(32, 128)))  # 128 MB of logits, freed
+    kept = rss_mb()
+    fl.release_memory()
+    assert rss_mb() < kept - 100, (kept, rss_mb())
 
 
 def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):

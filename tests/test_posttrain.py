@@ -283,7 +283,8 @@ def test_system_turns_are_trained_on_and_kept_by_a_chat(base, tmp_path, monkeypa
     talk = [{"role": "user", "content": "Who goes there?"}, {"role": "assistant", "content": "A friend."}]
     # A model without the role refuses system turns, naming the way to get it.
     plain = GPT.load(base)
-    with pytest.raises(ValueError, match="has no system role .*`ferrolm sft` on conversations that have system turns"):
+    with pytest.raises(ValueError, match=r"has no system role .*system turns \(`ferrolm sft` adds the role for them; from Python, "
+                                         r"ChatTemplate.prepare\(model, system=True\)\)"):
         SFT([{"messages": [system, *talk]}], [{"messages": talk}], ChatTemplate.prepare(plain), plain.block_size, 1)
     # `ferrolm sft` adds it when the data has system turns; the system text is not trained on.
     data = tmp_path / "talk.jsonl"
@@ -884,6 +885,13 @@ def test_ppo_refuses_a_reward_model_that_reads_another_tokenizer(base):
     ChatTemplate.prepare(other)
     with pytest.raises(ValueError, match="different tokenizer"):
         PPO(PolicyWithValue(policy), policy.copy(), RewardModel(other), ["Who goes there?"], ["Stand, ho!"], template)
+    # One fine-tuned on system turns has a token more: the message names it.
+    with_system = policy.copy()
+    ChatTemplate.prepare(with_system, system=True)
+    with pytest.raises(ValueError, match=r"the reward model reads ids with a different tokenizer than the one the data "
+                                         r"is encoded with \(it has '<\|system\|>', which the data's tokenizer does not\)"):
+        PPO(PolicyWithValue(policy), policy.copy(), RewardModel(with_system), ["Who goes there?"], ["Stand, ho!"],
+            template)
     # The policy's own tokenizer is accepted.
     PPO(PolicyWithValue(policy), policy.copy(), RewardModel(policy.copy()), ["Who goes there?"], ["Stand, ho!"], template)
     # A reward model on the policy's own weights would move with it; counts the CLI refuses are refused here too.

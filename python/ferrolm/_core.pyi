@@ -248,7 +248,8 @@ def rand(*shape: int | Sequence[int], low: float = 0.0, high: float = 1.0, seed:
 def chat_ids(tokenizer: Tokenizer, turns: Sequence[tuple[str, str | bytes]], open: bool) -> list[int]:
     """A conversation's ids in the chat template (`ferrolm::chat`): a prompt with `open`, else whole exchanges."""
 def release_memory() -> None:
-    """Returns the free memory the allocator keeps for reuse to the OS (training calls it at its end)."""
+    """Returns to the OS the freed memory (up to 1 GiB) the allocator keeps for reuse on glibc:
+    training calls it at its end; call it after a loop of your own, in a long-lived process."""
 def manual_seed(seed: int) -> None:
     """Restarts the generator behind every `seed=None` (randn, rand, Linear, Embedding, dropout,
     attention's dropout, GPT.create, BERT.create, sampling in generate), as torch.manual_seed

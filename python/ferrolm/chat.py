@@ -55,7 +55,8 @@ class ChatTemplate:
         tokenizer writes them: by the same vocabulary, or without a tokenizer, one as large."""
         tok = model.tokenizer
         if tok is not None and tok.get_vocab() != self.tokenizer.get_vocab():
-            raise ValueError(f"{what} reads ids with a different tokenizer than the one the data is encoded with: "
+            raise ValueError(f"{what} reads ids with a different tokenizer than the one the data is encoded with"
+                             f"{_vocab_difference(tok.get_vocab(), self.tokenizer.get_vocab())}: "
                              "what it makes of them would be meaningless")
         if model.vocab_size < self.tokenizer.vocab_size:
             raise ValueError(f"{what} has {model.vocab_size} token embeddings, fewer than the tokenizer's "
@@ -138,3 +139,19 @@ def hf_chat_files(tokenizer) -> dict[str, dict]:
     system = tokenizer.token_to_id(SYSTEM) is not None
     return {"tokenizer_config.json": {"chat_template": hf_chat_template(system), "eos_token": END},
             "generation_config.json": {"eos_token_id": list(ChatTemplate(tokenizer).turn_ends)}}
+
+
+def _vocab_difference(theirs: Mapping[str, int], ours: Mapping[str, int]) -> str:
+    """What sets a model's vocabulary (`theirs`) apart from the data's, for a message: the
+    tokens only one has (as <|system|>, when one model was fine-tuned on system turns), else
+    the first token whose id differs."""
+    def listed(tokens: set) -> str:
+        first = sorted(tokens, key=lambda t: theirs.get(t, ours.get(t)))
+        return ", ".join(map(repr, first[:3])) + (f" and {len(first) - 3} more" if len(first) > 3 else "")
+
+    if set(theirs) - set(ours):
+        return f" (it has {listed(set(theirs) - set(ours))}, which the data's tokenizer does not)"
+    if set(ours) - set(theirs):
+        return f" (the data's tokenizer has {listed(set(ours) - set(theirs))}, which it does not)"
+    token = min((t for t in ours if theirs[t] != ours[t]), key=ours.__getitem__)
+    return f" ({token!r} is id {theirs[token]} to it, {ours[token]} to the data's tokenizer)"

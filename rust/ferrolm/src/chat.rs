@@ -103,8 +103,9 @@ impl ChatTemplate {
                 (Role::System, Some(system)) if i == 0 => system,
                 (Role::System, None) if i == 0 => bail!(
                     Argument,
-                    "this chat model has no system role (its tokenizer lacks {SYSTEM}): fine-tune it with `ferrolm \
-                     sft` on conversations that have system turns, which adds it"
+                    "this chat model has no system role (its tokenizer lacks {SYSTEM}): fine-tune it on \
+                     conversations that have system turns (`ferrolm sft` adds the role for them; from Python, \
+                     ChatTemplate.prepare(model, system=True))"
                 ),
                 // `expected` is never System: a system turn past the first is refused here.
                 _ if role != expected => bail!(
