@@ -1177,13 +1177,40 @@ def test_stream_text_equals_decoding_all_ids(kind):
 
 def test_text_generation_picks_only_ids_the_tokenizer_has():
     """A model's vocabulary may be padded past its tokenizer's (nanoGPT pads GPT-2's): the
-    padding ids are never sampled for text (they raised IndexError mid-stream)."""
+    padding ids are never sampled for text (they raised IndexError mid-stream). Nor are the
+    gaps a tokenizer leaves below its size (an added token above the model's ids, tiktoken's
+    ids around its special tokens): they raised IndexError, in a stream after some text."""
     tok = fl.Tokenizer.train_from_iterator(["abcde"], kind="char", vocab_size=100)
     model = GPT.create(vocab_size=tok.vocab_size + 6, block_size=16, n_layer=1, n_head=2, n_embd=16, tokenizer=tok, seed=1)
     for seed in range(5):
         text = model.generate("ab", 20, seed=seed)
         assert len(text) == 20 and set(text) <= set("abcde")
         assert "".join(model.generate("ab", 20, seed=seed, stream=True)) == text
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"].append({"id": tok.vocab_size + 4, "content": "<|far|>", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True})
+    gapped = fl.Tokenizer.from_str(json.dumps(spec))
+    gaps = set(range(tok.vocab_size, gapped.vocab_size - 1))
+    assert gapped.unused_ids() == sorted(gaps) and all(gapped.id_to_token(i) is None for i in gaps)
+    assert tok.unused_ids() == []
+    model = GPT.create(vocab_size=gapped.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, tokenizer=gapped,
+                       seed=1)
+    for seed in range(5):  # near-uniform at this temperature: a gap id ~40% of the time
+        text = model.generate("ab", 30, seed=seed, temperature=3.0)
+        assert set(text.replace("<|far|>", "")) <= set("abcde")
+        assert "".join(model.generate("ab", 30, seed=seed, temperature=3.0, stream=True)) == text
+    # The id path samples every id of the model, the gaps too.
+    assert gaps & set(model.generate(model.encode("ab"), 30, seed=0, temperature=3.0))
+    # Log-probabilities of the distribution text is sampled from (PPO's) give the gaps none.
+    from ferrolm.gpt import tempered_log_softmax
+
+    logits = fl.randn(2, 3, gapped.vocab_size + 2, seed=0)
+    p = np.exp(tempered_log_softmax(logits, 2.0, gapped.vocab_size, gapped.unused_ids()).numpy())
+    assert p.shape == (2, 3, gapped.vocab_size) and (p[..., sorted(gaps)] == 0).all()
+    np.testing.assert_allclose(p.sum(-1), 1, rtol=1e-6)
+    kept = [i for i in range(gapped.vocab_size) if i not in gaps]
+    z = logits.numpy()[..., kept] / 2.0
+    np.testing.assert_allclose(p[..., kept], np.exp(z) / np.exp(z).sum(-1, keepdims=True), rtol=1e-5)
 
 
 def test_a_wordpiece_continuation_is_decoded_after_its_prompt():
@@ -1222,6 +1249,17 @@ def test_generation_arguments_are_checked():
     # Stop tokens may come as any iterable (an iterator was used up before the text saw it).
     first = model.generate([1, 2], 1, seed=4)[0]
     assert model.generate([1, 2], 10, seed=4, stop_tokens=iter([first])) == [first]
+    # A call that samples nothing, or is refused, takes no seed from the stream manual_seed
+    # restarts (the next unseeded text differed after one).
+    texts = fl.Tokenizer.train_from_iterator(["abcdefgh"], kind="char", vocab_size=20)
+    model = GPT.create(vocab_size=texts.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16, tokenizer=texts, seed=1)
+    fl.manual_seed(3)
+    expected = model.generate("ab", 12)
+    fl.manual_seed(3)
+    assert model.generate("ab", 0) == "" and model.generate([1, 2], 0) == []
+    with pytest.raises(ValueError, match="stream=True takes a single prompt"):
+        model.generate(["a", "b"], 4, stream=True)
+    assert model.generate("ab", 12) == expected
 
 
 def test_streamed_and_returned_text_agree_on_split_characters():

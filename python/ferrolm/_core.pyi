@@ -485,9 +485,10 @@ class Gpt:
         repetition_penalty: float = 1.0,
         seed: Optional[int] = None,
         stop_tokens: Sequence[int] = (),
-        vocab_limit: Optional[int] = None,
+        tokenizer: Optional[Tokenizer] = None,
     ) -> Generation:
-        """Starts generating from token-id prompts (of any lengths); see `Generation.step`."""
+        """Starts generating from token-id prompts (of any lengths); see `Generation.step`. With
+        a `tokenizer`, only ids it has are sampled (`Sampling::within`)."""
 
 @final
 class Bert:
@@ -760,6 +761,10 @@ class Tokenizer:
     def pre_tokenize(self, text: _Text) -> list[str]: ...
     def token_to_id(self, token: str) -> Optional[int]: ...
     def id_to_token(self, id: int) -> Optional[str]: ...
+    def unused_ids(self) -> list[int]:
+        """The ids below vocab_size that have no token, in order: gaps a file may leave (added
+        tokens above the model's ids, tiktoken's ids around its special tokens). Text generation
+        never samples them."""
     @property
     def vocab_size(self) -> int: ...
     @property

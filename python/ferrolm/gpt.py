@@ -124,8 +124,10 @@ class GPT(CoreModel):
         Returns the generated text (without the prompt), a list of texts for a list of
         prompts, or with `stream=True` an iterator of text pieces as tokens arrive (single
         prompt). Generation stops at `max_new_tokens`, a stop token (`stop_tokens`: ids, or
-        one id), or a stop string (which
-        is not included; it is matched in the generated text, not across the prompt's end).
+        one id), or a stop string (which is not included; it is matched in the generated
+        text, not across the prompt's end); not at an end-of-text token unless it is among
+        `stop_tokens` (Hugging Face's generate stops at its generation config's eos_token_id).
+        Only ids the tokenizer has are sampled for text (`Tokenizer.unused_ids` aside).
 
         Sampling: `temperature` scales the logits (0: greedy); `top_k` keeps the k most likely
         tokens (and those tied with the k-th, as Hugging Face's), `top_p` the smallest set whose probability reaches p; `repetition_penalty` > 1
@@ -156,6 +158,8 @@ class GPT(CoreModel):
         if not all(_is_id(t) and 0 <= t < vocab for t in stop_tokens):
             raise ValueError(f"stop_tokens must be token ids in [0, {vocab}), got {stop_tokens}")
         stops = _stop_strings(stop)
+        if max_new_tokens == 0:
+            temperature = 0.0  # nothing is sampled: take no seed from the stream manual_seed restarts
         id_prompts = _id_prompts(prompt)
         if id_prompts is not None:
             if chat or stops or stream:
@@ -175,6 +179,8 @@ class GPT(CoreModel):
         prompts = [prompt] if single else list(prompt)
         if not prompts:  # an iterator of none
             raise ValueError("generate: no prompts given")
+        if stream and len(prompts) != 1:
+            raise ValueError("stream=True takes a single prompt")
         odd = [p for p in prompts if not isinstance(p, str) and not _is_conversation(p)]
         if odd:
             raise TypeError("a prompt is a text, a list of texts, or token ids (a list or array of integers), and for a "
@@ -195,8 +201,6 @@ class GPT(CoreModel):
                                         reach=max(map(len, ids)) + max_new_tokens)
         texts = [_core.TextStream(stops, stop_tokens, row[-1:]) for row in ids]  # the piece a continuation joins
         if stream:
-            if len(prompts) != 1:
-                raise ValueError("stream=True takes a single prompt")
             return _stream(session, tok, texts[0], max_new_tokens)
         for _ in range(max_new_tokens):
             if session.finished or all(t.done for t in texts):
@@ -211,8 +215,8 @@ class GPT(CoreModel):
 
     def _text_generation(self, rows: list[list[int]], stop_tokens: list[int], **sampling):
         """A core generation whose tokens become text: only ids the tokenizer has are sampled
-        (a model's vocabulary may be padded past them)."""
-        return self._generation(rows, stop_tokens=stop_tokens, vocab_limit=self._tok().vocab_size, **sampling)
+        (a model's vocabulary may be padded past them, or a tokenizer leave gaps)."""
+        return self._generation(rows, stop_tokens=stop_tokens, tokenizer=self._tok(), **sampling)
 
     def _generation(self, rows: list[list[int]], reach: int = 0, **settings):
         """A core generation of `rows`, refused (MemoryError) when its key/value cache would not
@@ -451,25 +455,31 @@ def shares_weights(a: Any, b: Any) -> bool:
 
 
 def sequence_logprobs(model: GPT, ids: np.ndarray, attention_mask=None, temperature: float = 1.0,
-                      vocab: Optional[int] = None) -> Tensor:
+                      vocab: Optional[int] = None, excluded: Sequence[int] = ()) -> Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every position, under the distribution at
     `temperature`: a [B, T−1] tensor that keeps the graph, so post-training objectives can
     backpropagate through it. Rows are read from position 0: pad them on the right (left
-    padding would shift their positions). `vocab`: as `tempered_log_softmax`'s."""
+    padding would shift their positions). `vocab`, `excluded`: as `tempered_log_softmax`'s."""
     logits = model(ids[:, :-1], attention_mask=None if attention_mask is None else attention_mask[:, :-1])
-    return token_logprobs(tempered_log_softmax(logits, temperature, vocab), ids[:, 1:])
+    return token_logprobs(tempered_log_softmax(logits, temperature, vocab, excluded), ids[:, 1:])
 
 
-def tempered_log_softmax(logits: Tensor, temperature: float = 1.0, vocab: Optional[int] = None) -> Tensor:
+def tempered_log_softmax(logits: Tensor, temperature: float = 1.0, vocab: Optional[int] = None,
+                         excluded: Sequence[int] = ()) -> Tensor:
     """Log-probabilities of the distribution sampled at `temperature` (logits / T, T > 0); with
-    `vocab`, among the first `vocab` ids only, as text generation samples among the tokenizer's
-    ids when the model's vocabulary is padded past them."""
+    `vocab`, among the first `vocab` ids only, and without the `excluded` ids, as text
+    generation samples among the tokenizer's ids when the model's vocabulary is padded past
+    them or the tokenizer leaves gaps (`Tokenizer.unused_ids`)."""
     if not 0 < float(temperature) < math.inf:
         raise ValueError(f"temperature must be > 0 and finite to give log-probabilities, got {temperature!r}")
     if vocab is not None and not 0 < vocab:
         raise ValueError(f"vocab must be a positive number of ids, got {vocab!r}")
     if vocab is not None and vocab < logits.shape[-1]:
         logits = F.narrow(logits, logits.ndim - 1, 0, vocab)
+    if len(excluded):
+        mask = np.zeros(logits.shape[-1], bool)
+        mask[[i for i in excluded if i < mask.size]] = True
+        logits = F.masked_fill(logits, mask, -math.inf)
     return F.log_softmax(logits if temperature == 1.0 else logits * (1.0 / temperature), axis=-1)
 
 

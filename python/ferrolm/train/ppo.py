@@ -131,9 +131,9 @@ class PPO:
         template.check_reads(reference, "the reference")
         template.check_reads(policy.gpt, "the policy")
         self.reference, self.reward_model, self.template = reference, reward_model, template
-        # The ids rollouts are sampled among (a model's vocabulary may be padded past them): every
-        # log-probability here is over these.
-        self.vocab = template.tokenizer.vocab_size
+        # The ids rollouts are sampled among (a model's vocabulary may be padded past them, a
+        # tokenizer leave gaps): every log-probability here is over these.
+        self.vocab, self.gaps = template.tokenizer.vocab_size, template.tokenizer.unused_ids()
         # A response cut at max_new_tokens is scored with <|end|> appended: one more token
         # than the policy wrote must fit the reward model's context.
         policy_block, reward_block = reference.block_size, reward_model.gpt.block_size
@@ -177,7 +177,7 @@ class PPO:
         <|end|>, or at <|user|> / <|assistant|> (another turn: the answer has ended), which
         they end with; sampled among the tokenizer's ids, as chat text is."""
         session = gpt._generation(prompts, temperature=temperature, seed=seed, stop_tokens=list(self.template.turn_ends),
-                                  vocab_limit=self.vocab)
+                                  tokenizer=self.template.tokenizer)
         return session.run(self.max_new_tokens)
 
     def _experience(self, gpt_policy: PolicyWithValue, prompts: list[list[int]], responses: list[list[int]], learn: bool) -> dict:
@@ -190,8 +190,10 @@ class PPO:
         mask = response_mask(ids, lengths, starts)
         with no_grad():
             logits, values = gpt_policy(x)
-            logp = token_logprobs(tempered_log_softmax(logits, self.temperature, self.vocab), ids[:, 1:]).numpy()
-            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature, vocab=self.vocab).numpy()
+            log_probs = tempered_log_softmax(logits, self.temperature, self.vocab, self.gaps)
+            logp = token_logprobs(log_probs, ids[:, 1:]).numpy()
+            ref_logp = sequence_logprobs(self.reference, ids, temperature=self.temperature, vocab=self.vocab,
+                                         excluded=self.gaps).numpy()
             # Scored as the reward model was trained and as chat shows the answer: ending in
             # <|end|>, in place of a turn marker that ended it, or after a cut at max_new_tokens.
             cut = np.array([r[-1] not in self.template.turn_ends for r in rows])
@@ -261,7 +263,7 @@ class PPO:
     def loss(self, model: PolicyWithValue, mb: dict, dropout_seed):
         self._check_trained(model)
         logits, values = model(mb["x"])
-        log_probs = tempered_log_softmax(logits, self.temperature, self.vocab)
+        log_probs = tempered_log_softmax(logits, self.temperature, self.vocab, self.gaps)
         logp = token_logprobs(log_probs, mb["targets"])
         mask = mb["mask"]
         ratio = F.exp(logp - mb["old_logp"])

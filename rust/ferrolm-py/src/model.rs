@@ -214,11 +214,12 @@ impl PyGpt {
         self.deep_clone(py)
     }
 
-    /// Starts generating from token-id prompts (of any lengths); see `Generation.step`.
+    /// Starts generating from token-id prompts (of any lengths); see `Generation.step`. With
+    /// a `tokenizer`, only ids it has are sampled (`Sampling::within`).
     // `text_signature`: pyo3 would render the `Vec::new()` and `Setting` defaults as `...`.
     #[pyo3(
-        signature = (prompts, temperature = Setting(1.0), top_k = None, top_p = None, repetition_penalty = Setting(1.0), seed = None, stop_tokens = Vec::new(), vocab_limit = None),
-        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=None, stop_tokens=(), vocab_limit=None)"
+        signature = (prompts, temperature = Setting(1.0), top_k = None, top_p = None, repetition_penalty = Setting(1.0), seed = None, stop_tokens = Vec::new(), tokenizer = None),
+        text_signature = "($self, prompts, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, seed=None, stop_tokens=(), tokenizer=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn generation(
@@ -231,11 +232,14 @@ impl PyGpt {
         repetition_penalty: Setting,
         seed: Option<Seed>,
         stop_tokens: Vec<i64>,
-        vocab_limit: Option<usize>,
+        tokenizer: Option<PyRef<'_, PyTokenizer>>,
     ) -> PyResult<PyGeneration> {
         // Greedy decoding draws nothing: it leaves the stream as it was (as dropout at p=0 does).
         let seed = if temperature.0 > 0.0 { seed_or_next(seed) } else { seed.map_or(0, |s| s.0) };
-        let sampling = sampling(temperature, top_k, top_p, repetition_penalty, seed, vocab_limit);
+        let mut sampling = sampling(temperature, top_k, top_p, repetition_penalty, seed);
+        if let Some(tokenizer) = tokenizer {
+            sampling = sampling.within(&tokenizer.get());
+        }
         compute(py, || Generation::new(&self.0, &prompts, sampling, stop_tokens))
             .py()
             .map(|g| PyGeneration(Mutex::new(g)))
@@ -586,7 +590,7 @@ fn check_sampling(
     top_p: Option<Setting>,
     repetition_penalty: Setting,
 ) -> PyResult<()> {
-    sampling(temperature, top_k, top_p, repetition_penalty, 0, None).validate().py()
+    sampling(temperature, top_k, top_p, repetition_penalty, 0).validate().py()
 }
 
 /// The `Sampling` of Python's settings.
@@ -596,10 +600,9 @@ fn sampling(
     top_p: Option<Setting>,
     repetition_penalty: Setting,
     seed: u64,
-    vocab_limit: Option<usize>,
 ) -> Sampling {
     let (temperature, top_p, repetition_penalty) = (temperature.0, top_p.map(|p| p.0), repetition_penalty.0);
-    Sampling { temperature, top_k, top_p, repetition_penalty, seed, vocab_limit }
+    Sampling { temperature, top_k, top_p, repetition_penalty, seed, ..Sampling::default() }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

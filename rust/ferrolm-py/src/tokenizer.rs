@@ -772,6 +772,13 @@ impl PyTokenizer {
         Err(PyTypeError::new_err(format!("id must be an integer, not {}", id.get_type().name()?)))
     }
 
+    /// The ids below vocab_size that have no token, in order: gaps a file may leave (added
+    /// tokens above the model's ids, tiktoken's ids around its special tokens). Text generation
+    /// never samples them.
+    fn unused_ids(&self) -> Vec<u32> {
+        self.get().unused_ids()
+    }
+
     /// Number of ids (one past the largest id).
     #[getter]
     fn vocab_size(&self) -> usize {

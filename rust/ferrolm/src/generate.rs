@@ -34,11 +34,21 @@ pub struct Sampling {
     /// Only ids below this are picked (None: all). A model's vocabulary may be padded past its
     /// tokenizer's (nanoGPT pads GPT-2's 50257 to 50304), and text cannot hold the extra ids.
     pub vocab_limit: Option<usize>,
+    /// Ids never picked: the gaps of a tokenizer's vocabulary ([`Sampling::within`]).
+    pub excluded: Vec<u32>,
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0, seed: 0, vocab_limit: None }
+        Sampling {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            seed: 0,
+            vocab_limit: None,
+            excluded: Vec::new(),
+        }
     }
 }
 
@@ -66,6 +76,16 @@ impl Sampling {
         Ok(())
     }
 
+    /// These settings, picking only ids `tokenizer` has: below its vocabulary's size (a model's
+    /// may be padded past it) and not in its gaps ([`Tokenizer::unused_ids`]). What text
+    /// generation samples with: decoding any other id would fail.
+    pub fn within(self, tokenizer: &Tokenizer) -> Sampling {
+        let limit = self.vocab_limit.map_or(tokenizer.vocab_size(), |n| n.min(tokenizer.vocab_size()));
+        let mut excluded = self.excluded;
+        excluded.extend(tokenizer.unused_ids());
+        Sampling { vocab_limit: Some(limit), excluded, ..self }
+    }
+
     /// Picks a token from one row of logits, given the tokens seen so far. The logits are
     /// left as they were; non-finite ones (a damaged or diverged model's) are an error, not a
     /// token picked from them.
@@ -80,21 +100,33 @@ impl Sampling {
             "generate: the model's next-token logits hold NaN or infinite values (are its weights damaged or \
              diverged?)"
         );
-        let mut penalised = Vec::new();
+        // (id, logit before) of each logit changed, restored in reverse order.
+        let mut changed = Vec::new();
         if self.repetition_penalty != 1.0 {
             let mut ids: Vec<usize> = seen.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).collect();
             ids.sort_unstable();
             ids.dedup();
             for t in ids {
                 let l = &mut logits[t];
-                penalised.push((t, *l));
+                changed.push((t, *l));
                 // Kept finite: a tiny penalty would make inf, and the weights NaN.
                 let p = if *l > 0.0 { *l / self.repetition_penalty } else { *l * self.repetition_penalty };
                 *l = p.clamp(f32::MIN, f32::MAX);
             }
         }
+        for &t in &self.excluded {
+            if let Some(l) = logits.get_mut(t as usize) {
+                changed.push((t as usize, *l));
+                *l = f32::NEG_INFINITY; // weight 0, never the argmax while any id is left
+            }
+        }
+        ensure!(
+            self.excluded.is_empty() || logits.iter().any(|&l| l > f32::NEG_INFINITY),
+            Argument,
+            "generate: every id the model can pick is excluded (the tokenizer has none of them)"
+        );
         let token = self.pick_from(logits, rng);
-        for (t, l) in penalised {
+        for (t, l) in changed.into_iter().rev() {
             logits[t] = l;
         }
         Ok(token)
@@ -553,8 +585,7 @@ impl<'t> TextGeneration<'t> {
         stop_tokens: &[u32],
     ) -> Result<Self> {
         let text = TextStream::new(stops, stop_tokens)?;
-        let limit = sampling.vocab_limit.map_or(tokenizer.vocab_size(), |n| n.min(tokenizer.vocab_size()));
-        let sampling = Sampling { vocab_limit: Some(limit), ..sampling };
+        let sampling = sampling.within(tokenizer);
         let text = text.after(&ids);
         let prompt = ids.into_iter().map(i64::from).collect();
         let generation =
@@ -837,6 +868,33 @@ mod tests {
         let mut logits = [1.0, 2.0, -0.5];
         assert_eq!(sampling.pick(&mut logits, &[1, 2], &mut rng).unwrap(), 0);
         assert_eq!(logits, [1.0, 2.0, -0.5]);
+    }
+
+    /// Excluded ids (a tokenizer's gaps) are never picked, greedy, sampled, top-k or top-p,
+    /// penalised or not, and the logits are left as they were; excluding every id is an error.
+    #[test]
+    fn excluded_ids_are_never_picked() {
+        let mut rng = Rng::new(2);
+        let original = [3.0, 0.5, 2.9, 0.4, -1.0];
+        for (temperature, top_k, top_p, repetition_penalty) in
+            [(0.0, None, None, 1.0), (5.0, None, None, 1.0), (5.0, Some(2), None, 1.5), (5.0, None, Some(0.99), 0.5)]
+        {
+            let sampling = Sampling {
+                temperature,
+                top_k,
+                top_p,
+                repetition_penalty,
+                excluded: vec![0, 2, 9],
+                ..Default::default()
+            };
+            let mut logits = original;
+            let picked: Vec<i64> = (0..300).map(|_| sampling.pick(&mut logits, &[0, 1], &mut rng).unwrap()).collect();
+            assert!(picked.iter().all(|&t| t != 0 && t != 2), "{picked:?}");
+            assert_eq!(logits, original);
+        }
+        let none_left = Sampling { vocab_limit: Some(3), excluded: vec![0, 1, 2], ..Default::default() };
+        let err = none_left.pick(&mut [1.0, 2.0, 3.0, 4.0], &[], &mut rng).unwrap_err().to_string();
+        assert!(err.contains("every id the model can pick is excluded"), "{err}");
     }
 
     /// A nucleus of hundreds of tokens (found through several rounds of selection), alone or

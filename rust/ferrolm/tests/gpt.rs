@@ -178,7 +178,7 @@ fn batched_generation_equals_one_prompt_at_a_time() {
         top_p: Some(0.9),
         repetition_penalty: 1.2,
         seed: 42,
-        vocab_limit: None,
+        ..Sampling::default()
     };
     let a = Generation::new(&model, &prompts, s.clone(), vec![]).unwrap().run(10).unwrap();
     let b = Generation::new(&model, &prompts, s, vec![]).unwrap().run(10).unwrap();

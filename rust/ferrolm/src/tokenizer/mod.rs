@@ -503,7 +503,19 @@ impl Tokenizer {
     }
 
     fn contains_id(&self, id: u32) -> bool {
-        self.id_to_token(id).is_some()
+        self.specials.content(id).is_some()
+            || match &self.model {
+                Model::Bpe(m) => m.id_to_token(id).is_some(),
+                Model::WordPiece(m) => m.id_to_token(id).is_some(),
+                Model::Chars(m) => m.id_to_token(id).is_some(),
+            }
+    }
+
+    /// The ids below [`Tokenizer::vocab_size`] that have no token, in order: gaps a file may
+    /// leave (added tokens above the model's ids, a blank line of a vocab.txt, tiktoken's ids
+    /// around its special tokens). Text cannot hold them, so text generation never samples them.
+    pub fn unused_ids(&self) -> Vec<u32> {
+        (0..self.vocab_size() as u32).filter(|&id| !self.contains_id(id)).collect()
     }
 
     /// The id of a token string (vocabulary form, e.g. `Ġthe` for byte-level BPE).
