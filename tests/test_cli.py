@@ -4,6 +4,7 @@ output without a progress bar."""
 import errno
 import io
 import json
+import math
 import os
 import shutil
 import warnings
@@ -299,6 +300,8 @@ def test_the_decay_ends_at_a_tenth_of_the_learning_rate_unless_told(capsys, tmp_
     assert TrainConfig(learning_rate=2e-5).lr_at(1999) < 2e-5
     with pytest.raises(ValueError, match="min_lr in \\[0, learning_rate\\]"):
         TrainConfig(learning_rate=1e-5, min_lr=1e-4)
+    with pytest.raises(ValueError, match="learning_rate must be > 0 and finite"):  # failed after step 0's evaluation
+        TrainConfig(learning_rate=math.inf)
     assert main(["pretrain", "--learning-rate", "1e-5", "--min-lr", "1e-4"]) == 2
     assert "min_lr in [0, learning_rate]" in capsys.readouterr().err
     assert not (tmp_path / "out-causal").exists()  # refused before any work

@@ -17,8 +17,8 @@ import ferrolm.functional as F
 from ferrolm.data import BUNDLED_CORPUS
 from ferrolm.gpt import GPT, sequence_logprobs
 
-from conftest import (BF16_CPU, TRANSFORMERS_FIXTURES, assert_same_checkpoint, assert_same_config, seconds_to_interrupt,
-                      shard_weights)
+from conftest import (BF16_CPU, TRANSFORMERS_FIXTURES, assert_same_checkpoint, assert_same_config, run_python,
+                      seconds_to_interrupt, shard_weights)
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -317,12 +317,77 @@ def test_training_hands_its_step_buffers_back_when_it_ends(tmp_path):
     # Each step's logits and their gradient are 64 MB each, kept without the hand-back (for a 50k
     # vocabulary, measured: 684 MB kept, 52 MB with it).
     assert rss_mb() < before + 60
-    # A loop of one's own hands them back with fl.release_memory().
-    with fl.no_grad():
-        model(np.random.default_rng(0).integers(0, 8192, size=(32, 128)))  # 128 MB of logits, freed
-    kept = rss_mb()
-    fl.release_memory()
-    assert rss_mb() < kept - 100, (kept, rss_mb())
+    # A loop of one's own hands them back with fl.release_memory() (in a fresh process: pytest's
+    # heap holds other tests' freed blocks, which the logits may reuse).
+    code = """
+import numpy as np, ferrolm as fl
+def rss_mb():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) / 1024
+model = fl.GPT.create(vocab_size=8192, block_size=128, n_layer=1, n_head=2, n_embd=32, seed=0)
+with fl.no_grad():
+    model(np.random.default_rng(0).integers(0, 8192, size=(32, 128)))  # 128 MB of logits, freed
+kept = rss_mb()
+fl.release_memory()
+print(kept, rss_mb())
+"""
+    kept, released = map(float, run_python(code, {}).split())
+    assert released < kept - 100, (kept, released)
+
+
+def test_a_step_with_nothing_to_learn_from_makes_no_update(tmp_path):
+    """A step whose batches all weigh 0 (a custom objective's targets all ignored) logged loss
+    0.0 and still moved the weights by AdamW's momentum; an evaluation over such batches read
+    0.0, which a keep-best run would take as its best model."""
+    import ferrolm.functional as F
+    from ferrolm.train import TrainConfig, train
+
+    class EveryOtherIgnored:
+        """Every second train batch has all its targets ignored (or, with `empty`, every one)."""
+        kind = "causal"
+
+        def __init__(self, empty=False):
+            self.drawn, self.empty = 0, empty
+
+        def batch(self, split, rng):
+            x = rng.integers(0, 16, size=(2, 9))
+            if split == "train":
+                self.drawn += 1
+                if self.empty or self.drawn % 2 == 0:
+                    x[:, 1:] = -100
+            return x
+
+        def loss(self, model, batch, dropout_seed):
+            return F.cross_entropy(model(np.maximum(batch[:, :-1], 0)), batch[:, 1:].reshape(-1)), {}
+
+        def loss_weight(self, batch):
+            return int((batch[:, 1:] != -100).sum())
+
+        def tokens(self, batch):
+            return batch[:, :-1].size
+
+        def state(self):
+            return {}
+
+    def trained(steps, out):
+        model = fl.GPT.create(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16, seed=0)
+        config = TrainConfig(max_iters=steps, eval_interval=1000, eval_iters=2, warmup_iters=0, log_interval=1,
+                             progress=False)
+        train(model, EveryOtherIgnored(), config, tmp_path / out)  # evaluation draws train batches 1, 2
+        return {k: v.numpy() for k, v in model.named_parameters()}
+
+    once = trained(1, "once")  # batch 3
+    with pytest.warns(UserWarning, match="step 1: no batch holds anything to learn from .* skipped without an update"):
+        twice = trained(2, "twice")  # batches 3 and 4, of nothing
+    for name in once:
+        np.testing.assert_array_equal(twice[name], once[name], err_msg=name)
+    records = [json.loads(line) for line in (tmp_path / "twice" / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in records if "lr" in r}
+    assert "loss" in steps[1] and "loss" not in steps[2] and "grad_norm" not in steps[2]
+    model = fl.GPT.create(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16, seed=0)
+    with pytest.raises(ValueError, match="evaluation: none of the 2 train batches of EveryOtherIgnored holds anything "
+                                         "to score"):
+        train(model, EveryOtherIgnored(empty=True), TrainConfig(max_iters=1, eval_iters=2, progress=False),
+              tmp_path / "none")
 
 
 def test_training_restores_the_matmul_precision_when_it_fails(tmp_path):
@@ -408,8 +473,6 @@ def test_the_memory_estimate_is_a_low_one_that_training_reaches(tmp_path):
     measured as the peak resident memory a run adds to a fresh process's. (Its peak, VmHWM:
     getrusage's ru_maxrss also counts the forking parent's memory, pytest's, 300 MB and more
     after the tokenizer tests, and failed the test when run after them.)"""
-    from conftest import run_python
-
     code = f"""
 import json, resource
 import ferrolm as fl
@@ -470,8 +533,6 @@ def test_a_generation_whose_cache_cannot_fit_in_memory_is_refused_before_it_star
 
 def test_an_address_space_limit_counts_as_the_memory_available():
     """Under `ulimit -v`, a run refused before it starts rather than aborted mid-step."""
-    from conftest import run_python
-
     code = """
 import json, resource
 from ferrolm.train.memory import available_bytes

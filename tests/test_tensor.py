@@ -444,6 +444,11 @@ def test_tied_weights_are_one_parameter_clipped_and_resumed_once(tmp_path):
     # One tensor, as PyTorch takes it (its rows were clipped: copies, without gradients).
     assert fl.clip_grad_norm(w, 5.0) == pytest.approx(10.0)
     np.testing.assert_allclose(w.grad.numpy(), [3.0, 4.0], rtol=1e-5)
+    # Finite gradients whose norm is past float32's range are clipped too (they were left as
+    # they were): the norm is inf as a float32, not in the float64 it is taken in.
+    w.grad = fl.tensor([3e38, 3e38])
+    assert fl.clip_grad_norm(w, 1.0) == math.inf
+    np.testing.assert_allclose(w.grad.numpy(), [2**-0.5] * 2, rtol=1e-5)
 
     config = dict(eval_interval=20, learning_rate=1e-2, lr_decay_iters=40, progress=False)
     train(model, NextDigit(), TrainConfig(max_iters=20, **config), tmp_path / "run")
@@ -839,6 +844,12 @@ def test_numerical_edges_match_numpy_and_torch():
     (y * fl.tensor([[1.0, 2.0, 3.0, 4.0]] * 3)).sum().backward()
     assert np.isfinite(x.grad.numpy()[:2]).all() and np.abs(x.grad.numpy()[0]).max() > 0  # (row 2's nears float32's max)
     assert np.isnan(F.layer_norm(fl.tensor([[np.inf, 1.0]])).numpy()).all()  # as before, and as torch
+    # A constant row is normalised to exactly 0 (the bias), as torch's: its float32 mean was off
+    # by the sum's rounding, and the deviations' ulp² beat a small eps (BERT's 1e-12): outputs of ±1.
+    for value, width in ((7.3, 768), (1000.1, 3072), (0.1, 7), (-3.3e-3, 100), (1e6, 768)):
+        for eps in (1e-5, 1e-12):
+            out = F.layer_norm(fl.tensor(np.full((2, width), value, np.float32)), bias=fl.full(width, 0.25), eps=eps)
+            assert (out.numpy() == 0.25).all(), (value, width, eps)
     (round(t) * 3).sum().backward()
     np.testing.assert_array_equal(t.grad.numpy(), [0.0] * 4)
 
@@ -1509,6 +1520,28 @@ def test_a_whole_tensor_is_assigned_by_index():
         t[:] = fl.tensor([1.0, 2.0, 3.0], requires_grad=True)
     t[:] = t.reshape(2, 3)[:]  # its own values: nothing changes
     assert t.numpy().tolist() == [[1.0, 2.0, 3.0]] * 2
+
+
+def test_a_mask_holds_booleans_or_zeros_and_ones():
+    """Masks read nonzero as True, so an additive mask (PyTorch's float attn_mask, Hugging
+    Face's extended one: 0 keeps, -inf or -1e4 drops) attended to the padding only, silently.
+    Values other than 0 and 1 are refused; 0/1 numbers and booleans mean the same."""
+    q = fl.randn(1, 1, 3, 4, seed=0)
+    keep = F.attention(q, q, q, key_padding_mask=[[True, True, False]]).numpy()
+    for same in ([[1, 1, 0]], np.array([[1.0, 1.0, 0.0]]), fl.tensor([[1.0, 1.0, 0.0]])):
+        np.testing.assert_array_equal(F.attention(q, q, q, key_padding_mask=same).numpy(), keep)
+    for additive, shown in (([[0.0, 0.0, -np.inf]], "-inf"), ([[0.0, 0.0, -1e4]], "-10000.0"),
+                            ([[1.0, np.nan, 1.0]], "nan"), (fl.tensor([[1.0, 0.0, 2.0]]), "2")):
+        with pytest.raises(ValueError, match=f"a mask holds booleans, or 0 and 1, got {shown}: an additive mask"):
+            F.attention(q, q, q, key_padding_mask=additive)
+    model = fl.BERT.create(vocab_size=20, max_position_embeddings=8, num_hidden_layers=1, num_attention_heads=2,
+                           hidden_size=8, seed=0)
+    with pytest.raises(ValueError, match="got -10000.0: an additive mask"):
+        model.core.hidden(np.array([[1, 2, 3]]), attention_mask=np.array([[0.0, 0.0, -1e4]]))
+    for fn in (lambda m: F.masked_fill(fl.ones(3), m, 0.0), lambda m: F.where(m, fl.ones(3), fl.zeros(3))):
+        assert fn(np.array([1, 0, 1])).numpy().tolist() == fn(np.array([True, False, True])).numpy().tolist()
+        with pytest.raises(ValueError, match="got 2"):
+            fn(np.array([2, 0, 1]))
 
 
 def test_small_pytorch_habits_get_pytorchs_answers(tmp_path):

@@ -1,6 +1,7 @@
 """Differentiable functions over tensors (the Rust core's ops).
 
-Masks are boolean array-likes (True = the condition holds); integer inputs (ids, targets,
+Masks are boolean array-likes (True = the condition holds), or of 0 and 1: other values (an
+additive mask's -inf) are refused rather than read as True; integer inputs (ids, targets,
 gather indices) must be integer arrays: floats are refused rather than truncated.
 """
 

@@ -137,9 +137,10 @@ class TrainConfig:
         for name, least in _COUNTS.items():
             if getattr(self, name) is not None or name != "lr_decay_iters":
                 require_count(name, getattr(self, name), least)
-        if not (self.learning_rate > 0 and 0 <= self.final_lr <= self.learning_rate):
-            raise ValueError(f"learning_rate must be > 0 and min_lr in [0, learning_rate] (the decay ends at min_lr), "
-                             f"got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give min_lr, --min-lr)")
+        if not (0 < self.learning_rate < math.inf and 0 <= self.final_lr <= self.learning_rate):
+            raise ValueError(f"learning_rate must be > 0 and finite and min_lr in [0, learning_rate] (the decay ends "
+                             f"at min_lr), got learning_rate {self.learning_rate} and min_lr {self.final_lr} (give "
+                             "min_lr, --min-lr)")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.weight_decay >= 0 and self.grad_clip >= 0):
             raise ValueError(f"beta1 and beta2 must be in [0, 1) and weight_decay and grad_clip >= 0, got betas "
                              f"({self.beta1}, {self.beta2}), weight_decay {self.weight_decay}, grad_clip {self.grad_clip}")
@@ -552,6 +553,9 @@ def evaluate_model(model: Any, objective: Any, eval_iters: int = 20, seed: Any =
                 weights.append(_loss_weight(objective, batch))
                 for k, v in extra.items():
                     values.setdefault(k, []).append((v, weights[-1]))
+            if not any(weights):  # every loss a mean over nothing: 0.0 would read as a perfect (best) model
+                raise ValueError(f"evaluation: none of the {eval_iters} {split} batches of {type(objective).__name__} "
+                                 "holds anything to score (each loss_weight() is 0)")
             record[f"{split}_loss"] = float(np.dot(losses, _shares(weights)))
             record.update({f"{split}_{k}": v for k, v in _pooled(values).items()})
     if getattr(objective, "loss_is_token_nll", False):  # a per-token cross-entropy: perplexity means something
@@ -797,7 +801,8 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
             opt.lr = lr
             total, extras = 0.0, {}
             batches = [objective.batch("train", rng) for _ in range(config.grad_accum)]
-            shares = _shares([_loss_weight(objective, b) for b in batches])
+            weights = [_loss_weight(objective, b) for b in batches]
+            shares = _shares(weights) if any(weights) else [0.0] * len(weights)
             for micro, (batch, share) in enumerate(zip(batches, shares)):
                 tokens_since += objective.tokens(batch)
                 if share == 0:  # nothing to learn from (an MLM batch with no masked token): skipped
@@ -809,30 +814,39 @@ def _run(model: Any, objective: Any, config: TrainConfig, out: Path, resume: boo
                 total += loss.item() * share
                 for k, v in extra.items():
                     extras.setdefault(k, []).append((v, share))
-            # With clipping off the norm is still taken (an infinite bound scales nothing): it is
-            # logged, and a non-finite one stops the run before the update.
-            grad_norm = _core.clip_grad_norm(params, config.grad_clip if config.grad_clip > 0 else math.inf)
-            if not (math.isfinite(total) and math.isfinite(grad_norm)):
+            if not any(shares):
+                # No batch of the step holds anything to learn from: no update (AdamW's momentum
+                # would still move the weights), and no loss to log (0.0 would read as perfect).
+                warnings.warn(f"step {step}: no batch holds anything to learn from (each loss_weight() of "
+                              f"{type(objective).__name__} is 0): skipped without an update", stacklevel=2)
+                total, grad_norm = None, None
+            else:
+                # With clipping off the norm is still taken (an infinite bound scales nothing): it
+                # is logged, and a non-finite one stops the run before the update.
+                grad_norm = _core.clip_grad_norm(params, config.grad_clip if config.grad_clip > 0 else math.inf)
+            if total is not None and not (math.isfinite(total) and math.isfinite(grad_norm)):
                 # One update with these gradients would make every weight NaN; stop before it.
                 last = _last_checkpoint(saved[0], earlier)
                 if saved[0] == step:  # saved at this step's start (--checkpoint-interval, an evaluation, a resume)
                     last += " (saved with the weights that diverged: a resume from it stops here again)"
                 raise FloatingPointError(f"training diverged at step {step}: loss {total}, gradient norm {grad_norm} "
                                          f"(lower the learning rate, or check the data); last checkpoint in {out}: {last}")
-            opt.step()
-            opt.zero_grad()
+            if total is not None:
+                opt.step()
+                opt.zero_grad()
             step += 1
             train_seconds += time.perf_counter() - step_start
             if step % config.log_interval == 0 or step == config.max_iters:
                 tps = tokens_since / max(train_seconds, 1e-9)
                 train_seconds, tokens_since = 0.0, 0
                 state_metrics = objective.metrics() if hasattr(objective, "metrics") else {}
-                log({"step": step, "loss": total, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps,
-                     **_pooled(extras), **state_metrics})
+                learned = {} if total is None else {"loss": total, "grad_norm": grad_norm}
+                log({"step": step, **learned, "lr": lr, "tokens_per_sec": tps, **_pooled(extras), **state_metrics})
+                shown = "skipped" if total is None else f"{total:.4f}"
                 if bar is not None:
-                    bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+                    bar.set_postfix(loss=shown, tok_s=f"{tps:,.0f}", refresh=False)
                 elif not config.progress:  # asked for lines instead of a bar (logs, CI)
-                    print(f"step {step}: loss {total:.4f}, lr {lr:.2e}, {tps:,.0f} tokens/s", flush=True)
+                    print(f"step {step}: loss {shown}, lr {lr:.2e}, {tps:,.0f} tokens/s", flush=True)
             if bar is not None:
                 bar.update(1)
         if not (evals and evals[-1]["step"] == step):

@@ -106,7 +106,7 @@ fn clamp(py: Python<'_>, x: PyTensor, min: Option<Constant>, max: Option<Constan
 }
 
 /// `a` where `cond` holds, else `b`, elementwise; cond, a and b broadcast together (numpy rules). cond is a boolean
-/// mask (array-like, or a Tensor read as nonzero = True) and takes no gradient; a and b may be Tensors, numbers or
+/// mask (array-like or Tensor, of booleans or 0 and 1) and takes no gradient; a and b may be Tensors, numbers or
 /// array-likes, and each receives the gradient of the positions it was picked for.
 #[pyfunction]
 #[pyo3(name = "where")]
@@ -116,7 +116,7 @@ fn where_(py: Python<'_>, cond: &Bound<'_, PyAny>, a: &Bound<'_, PyAny>, b: &Bou
     run(py, || ops::where_(&cond, &a, &b))
 }
 
-/// `x` with `value` wherever `mask` is True. mask is a boolean array-like (or a Tensor, nonzero = True) that must
+/// `x` with `value` wherever `mask` is True. mask is an array-like or Tensor of booleans or 0 and 1 that must
 /// broadcast to x's shape (ShapeError otherwise). Filled positions get zero gradient, never NaN, so value=-inf is
 /// safe before a softmax.
 #[pyfunction]

@@ -117,11 +117,25 @@ pub fn to_ids(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, Vec<usize>)> {
     Ok((collected(arr.as_array().iter().copied()).py()?, arr.shape().to_vec()))
 }
 
-/// A boolean mask (any array-like; nonzero is true) with its shape.
+/// A mask that holds values other than 0 and 1: an additive mask (0 keeps, -inf or -1e4
+/// drops: PyTorch's float `attn_mask`, Hugging Face's extended mask) would be read the other
+/// way round as "nonzero is true", silently.
+fn not_a_mask(value: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!(
+        "a mask holds booleans, or 0 and 1, got {value}: an additive mask (0 keeps, -inf drops, as PyTorch's float \
+         attn_mask) would be read the other way round; pass `mask == 0` for one"
+    ))
+}
+
+/// A boolean mask (any array-like of booleans, or of 0 and 1) with its shape.
 pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
     if let Ok(t) = obj.cast::<PyTensor>() {
         let t = &t.get().0;
-        return Ok((collected(t.read().iter().map(|&v| v != 0.0)).py()?, t.shape().to_vec()));
+        let values = t.read();
+        if let Some(v) = values.iter().find(|&&v| v != 0.0 && v != 1.0) {
+            return Err(not_a_mask(v));
+        }
+        return Ok((collected(values.iter().map(|&v| v != 0.0)).py()?, t.shape().to_vec()));
     }
     let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
     // Booleans or numbers only: numpy reads None as False and any string as True.
@@ -131,6 +145,13 @@ pub fn to_mask(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<bool>, Vec<usize>)> {
         return Err(PyTypeError::new_err(format!(
             "a mask must hold booleans or numbers, got {what} (dtype kind {kind:?})"
         )));
+    }
+    if kind != "b" {
+        let zero_or_one = arr.rich_compare(0, CompareOp::Eq)?.bitor(arr.rich_compare(1, CompareOp::Eq)?)?;
+        if !zero_or_one.call_method0("all")?.is_truthy()? {
+            let odd = arr.get_item(zero_or_one.call_method0("__invert__")?)?.get_item(0)?;
+            return Err(not_a_mask(odd));
+        }
     }
     let no_copy = [("copy", false)].into_py_dict(obj.py())?;
     let arr = arr.call_method("astype", ("bool",), Some(&no_copy))?;

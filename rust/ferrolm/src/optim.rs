@@ -220,8 +220,9 @@ impl Optimizer for AdamW {
 }
 
 /// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
-/// before clipping (NaN or inf when a gradient is not finite; gradients are then left as is).
-/// A tensor listed twice (tied weights) counts once.
+/// before clipping (NaN or inf when a gradient is not finite; gradients are then left as is;
+/// inf too for finite gradients whose norm is past float32's range, which are scaled). A
+/// tensor listed twice (tied weights) counts once.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f32) -> Result<f32> {
     ensure!(max_norm > 0.0, Argument, "clip_grad_norm: max_norm must be > 0, got {max_norm}");
     crate::compute(|| clip(params, max_norm))
@@ -234,9 +235,10 @@ fn clip(params: &[Tensor], max_norm: f32) -> Result<f32> {
         .par_iter()
         .map(|p| p.grad_slot().as_ref().map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum()))
         .collect();
-    let norm = squares.iter().fold(0.0, |a, b| a + b).sqrt() as f32; // +0.0 when empty (a sum starts at -0.0)
-    if norm.is_finite() && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
+    let norm = squares.iter().fold(0.0, |a, b| a + b).sqrt(); // +0.0 when empty (a sum starts at -0.0)
+                                                              // In f64: a norm past float32's range (gradients near its largest values) is still finite.
+    if norm.is_finite() && norm > f64::from(max_norm) {
+        let scale = (f64::from(max_norm) / (norm + 1e-6)) as f32;
         params.par_iter().for_each(|p| {
             if let Some(g) = p.grad_slot().as_mut() {
                 vectorized(
@@ -246,7 +248,7 @@ fn clip(params: &[Tensor], max_norm: f32) -> Result<f32> {
             }
         });
     }
-    Ok(norm)
+    Ok(norm as f32)
 }
 
 /// The (parameter, weight decay) pairs an optimiser updates: leaf tensors with a decay ≥ 0, a

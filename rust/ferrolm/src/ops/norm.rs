@@ -45,7 +45,11 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
                 #[inline(always)]
                 || {
                     for ((y, x), stat) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(stats) {
-                        let mean = sum_zip([x], |[x]| x) / c as f32;
+                        let rough = sum_zip([x], |[x]| x) / c as f32;
+                        // The sum's rounding moves the mean off a constant row's value, and the
+                        // deviations' ulp² then beats a small eps (BERT's 1e-12): outputs of ±1
+                        // where they are 0. One correction pass makes it exact for such rows.
+                        let mean = rough + sum_zip([x], |[x]| x - rough) / c as f32;
                         let var = sum_zip([x], |[x]| (x - mean) * (x - mean)) / c as f32;
                         let (mean, rstd) =
                             if var.is_finite() { (mean, 1.0 / (var + eps).sqrt()) } else { wide_row_stats(x, eps) };
