@@ -229,7 +229,8 @@ def test_loading_with_the_other_class_names_the_right_one(tmp_path):
 
 
 def test_bert_variants_it_does_not_compute_are_refused(tmp_path):
-    """An untied MLM decoder, a causal BERT or cross-attention would be run wrongly: refused."""
+    """An untied MLM decoder (weight or bias), a causal BERT or cross-attention would be run
+    wrongly: refused."""
     hf_bert_checkpoint(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     for edit in ({"is_decoder": True}, {"tie_word_embeddings": False}, {"add_cross_attention": True}):
@@ -238,10 +239,21 @@ def test_bert_variants_it_does_not_compute_are_refused(tmp_path):
             BERT.load(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config))
     stored = safetensors_numpy.load_file(str(tmp_path / "model.safetensors"))
-    stored["cls.predictions.decoder.weight"] = stored["cls.predictions.decoder.weight"] + 1.0
+    tied = stored["cls.predictions.decoder.weight"]
+    stored["cls.predictions.decoder.weight"] = tied + 1.0
     safetensors_numpy.save_file(stored, str(tmp_path / "model.safetensors"))
     with pytest.raises(fl.FormatError, match="cls.predictions.decoder.weight differs from the token embedding"):
         BERT.load(tmp_path)
+    # The decoder's bias beside a different head bias (an edited file): transformers computes
+    # with the decoder's, and this ran with the other, silently.
+    stored["cls.predictions.decoder.weight"] = tied
+    stored["cls.predictions.decoder.bias"] = stored["cls.predictions.bias"] + 1.0
+    safetensors_numpy.save_file(stored, str(tmp_path / "model.safetensors"))
+    with pytest.raises(fl.FormatError, match="cls.predictions.decoder.bias differs from cls.predictions.bias"):
+        BERT.load(tmp_path)
+    stored["cls.predictions.decoder.bias"] = stored["cls.predictions.bias"]
+    safetensors_numpy.save_file(stored, str(tmp_path / "model.safetensors"))
+    BERT.load(tmp_path)  # a tied copy is fine
 
 
 def test_a_checkpoint_saved_by_transformers_gives_its_logits(tmp_path):

@@ -1187,7 +1187,8 @@ def test_bad_input_is_refused_clearly(trained, tmp_path):
 
 def test_a_bias_free_gpt_loads_back_with_the_zero_biases_hugging_face_adds(tmp_path):
     """HF's GPT-2 always has biases: it loads nanoGPT's bias-free model with zeros and saves
-    them. Zeros are the same model; other values are not."""
+    them, keeping config.json's "bias": false. Zeros are the same model; trained ones (a model
+    fine-tuned there) are computed with, as HF does (the file was refused)."""
     model = GPT.create(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False, seed=1)
     model.save(tmp_path)
     tensors, meta = fl._core.load_safetensors(str(tmp_path / "model.safetensors"))
@@ -1195,8 +1196,60 @@ def test_a_bias_free_gpt_loads_back_with_the_zero_biases_hugging_face_adds(tmp_p
     fl._core.save_safetensors(str(tmp_path / "model.safetensors"), {**tensors, **zeros}, meta)
     ids = np.array([[1, 2, 3]])
     np.testing.assert_array_equal(GPT.load(tmp_path)(ids).numpy(), model(ids).numpy())
+    assert GPT.load(tmp_path).config["bias"] is False
+    # Fine-tuned in HF: every bias there, trained. The same as a model with biases.
+    with_biases = GPT.create(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=True, seed=2)
+    with_biases.save(tmp_path / "hf")
+    trained = {n: np.full_like(t, 0.1) if n.endswith(".bias") else t
+               for n, t in fl._core.load_safetensors(str(tmp_path / "hf" / "model.safetensors"))[0].items()}
+    fl._core.save_safetensors(str(tmp_path / "hf" / "model.safetensors"), trained, meta)
+    expected = GPT.load(tmp_path / "hf")(ids).numpy()
+    assert not np.allclose(expected, with_biases(ids).numpy())  # the trained biases count
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "bias": False}))
+    loaded = GPT.load(tmp_path / "hf")
+    assert loaded.config["bias"] is True
+    np.testing.assert_array_equal(loaded(ids).numpy(), expected)
+    # Some biases trained, the others missing: no model has that.
     fl._core.save_safetensors(str(tmp_path / "model.safetensors"), {**tensors, **zeros, "transformer.ln_f.bias": np.ones(8, np.float32)}, meta)
-    with pytest.raises(fl.FormatError, match="unexpected tensor transformer.ln_f.bias"):
+    with pytest.raises(fl.FormatError, match="missing tensor"):
+        GPT.load(tmp_path)
+
+
+def test_hugging_face_gpt2_variants_load_as_transformers_reads_them(tmp_path):
+    """From a hands-on comparison with transformers: a task head's directory (TRL's reward
+    models are GPT2ForSequenceClassification) loads its GPT-2 as AutoModelForCausalLM does (it
+    was "unexpected tensor score.weight: does config.json match the weights?"); GPT2Config's
+    aliases and HF's exact-GELU spelling are read; cross-attention, which this model does not
+    compute, is refused by name."""
+    model = GPT.create(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8, seed=1)
+    model.save(tmp_path)
+    ids = np.array([[1, 2, 3]])
+    expected = model(ids).numpy()
+    tensors, meta = fl._core.load_safetensors(str(tmp_path / "model.safetensors"))
+    config = json.loads((tmp_path / "config.json").read_text())
+    heads = {"GPT2ForSequenceClassification": {"score.weight": np.ones((2, 8), np.float32)},
+             "GPT2ForTokenClassification": {"classifier.weight": np.ones((3, 8), np.float32),
+                                            "classifier.bias": np.ones(3, np.float32)},
+             "GPT2DoubleHeadsModel": {"multiple_choice_head.summary.weight": np.ones((1, 8), np.float32),
+                                      "multiple_choice_head.summary.bias": np.ones(1, np.float32)}}
+    for architecture, head in heads.items():
+        fl._core.save_safetensors(str(tmp_path / "model.safetensors"), {**tensors, **head}, meta)
+        (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
+        np.testing.assert_array_equal(GPT.load(tmp_path)(ids).numpy(), expected)
+        with pytest.warns(UserWarning, match=f"holds a {architecture}: only its backbone is loaded, without the head$"):
+            fl.load_model(tmp_path)
+    fl._core.save_safetensors(str(tmp_path / "model.safetensors"), tensors, meta)
+    aliases = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads",
+               "n_positions": "max_position_embeddings"}
+    renamed = {aliases.get(k, k): v for k, v in config.items() if k != "n_ctx"}
+    (tmp_path / "config.json").write_text(json.dumps(renamed))
+    np.testing.assert_array_equal(GPT.load(tmp_path)(ids).numpy(), expected)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "activation_function": "gelu_python"}))
+    exact = GPT.create(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8, seed=1, activation_function="gelu")
+    np.testing.assert_array_equal(GPT.load(tmp_path)(ids).numpy(), exact(ids).numpy())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "add_cross_attention": True}))
+    with pytest.raises(fl.FormatError, match="add_cross_attention"):
         GPT.load(tmp_path)
 
 

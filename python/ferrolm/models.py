@@ -384,11 +384,19 @@ def warn_of_head(path: Path) -> None:
             holder = "RewardModel"
     with contextlib.suppress(OSError, ValueError):
         architectures = read_json_object(path / CONFIG_FILE).get("architectures")
-        if isinstance(architectures, list) and "BertForSequenceClassification" in architectures:
-            holder = "TextClassifier"
+        if isinstance(architectures, list):
+            holder = next((_HEADS[h] or h for h in architectures if h in _HEADS), holder)
     if holder is not None:
-        warnings.warn(f"{path} holds a {holder}: only its backbone is loaded, without the head (in Python, "
-                      f"{holder}.load loads both)", stacklevel=3)
+        loads_both = f" (in Python, {holder}.load loads both)" if holder in ("RewardModel", "TextClassifier") else ""
+        warnings.warn(f"{path} holds a {holder}: only its backbone is loaded, without the head{loads_both}",
+                      stacklevel=3)
+
+
+#: Hugging Face architectures whose head a plain GPT or BERT leaves out, and the ferrolm class
+#: that loads it with its head (None: none does).
+_HEADS = {"BertForSequenceClassification": "TextClassifier", "BertForTokenClassification": None,
+          "BertForQuestionAnswering": None, "GPT2ForSequenceClassification": None,
+          "GPT2ForTokenClassification": None, "GPT2DoubleHeadsModel": None}
 
 
 def _model_type(path: Path):

@@ -418,6 +418,18 @@ impl Bert {
             ensure_weights_fit(config.matrix_parameters(), &stored)?;
             let embedding = ["bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight"];
             ensure_tied_head(&stored, "cls.predictions.decoder.weight", &embedding)?;
+            // The head has one bias: a file whose decoder's differs from it (an edited or untied
+            // one) is computed by Hugging Face with the decoder's; refused rather than run with the other.
+            let bias = |name| stored.tensors.get(name).map(|t| &t.data);
+            if let (Some(decoder), Some(head)) = (bias("cls.predictions.decoder.bias"), bias("cls.predictions.bias")) {
+                ensure!(
+                    decoder == head,
+                    Format,
+                    "{}: cls.predictions.decoder.bias differs from cls.predictions.bias (an untied head is not \
+                     supported)",
+                    stored.source
+                );
+            }
             let has = |suffix: &str| stored.tensors.keys().any(|k| k.ends_with(suffix));
             let has_pooler = has("pooler.dense.weight");
             let has_mlm = has("cls.predictions.transform.dense.weight");

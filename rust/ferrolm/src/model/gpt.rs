@@ -145,13 +145,15 @@ impl GptConfig {
         f.expect_bool("tie_word_embeddings", true)?;
         f.expect_bool("scale_attn_weights", true)?;
         f.expect_bool("scale_attn_by_inverse_layer_idx", false)?;
+        f.expect_bool("add_cross_attention", false)?;
         let dropout = f.float_or("resid_pdrop", 0.0)?;
         let config = GptConfig {
             vocab_size: f.size(&["vocab_size"])?,
-            block_size: f.size(&["n_positions", "block_size", "n_ctx"])?,
-            n_layer: f.size(&["n_layer"])?,
-            n_head: f.size(&["n_head"])?,
-            n_embd: f.size(&["n_embd"])?,
+            // After GPT-2's names, the aliases Hugging Face's GPT2Config maps to them.
+            block_size: f.size(&["n_positions", "block_size", "n_ctx", "max_position_embeddings"])?,
+            n_layer: f.size(&["n_layer", "num_hidden_layers"])?,
+            n_head: f.size(&["n_head", "num_attention_heads"])?,
+            n_embd: f.size(&["n_embd", "hidden_size"])?,
             dropout,
             attn_dropout: f.float_or("attn_pdrop", dropout)?, // when absent, nanoGPT's one rate
             bos_token_id: f.size_opt("bos_token_id")?,
@@ -192,8 +194,11 @@ impl Activation {
     pub fn from_name(name: &str) -> Result<Activation> {
         match name {
             "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-            "gelu" => Ok(Activation::Gelu),
-            _ => bail!(Argument, "activation_function {name:?} is not supported (gelu_new, gelu_pytorch_tanh or gelu)"),
+            "gelu" | "gelu_python" => Ok(Activation::Gelu),
+            _ => bail!(
+                Argument,
+                "activation_function {name:?} is not supported (gelu_new, gelu_pytorch_tanh, gelu or gelu_python)"
+            ),
         }
     }
 
@@ -429,7 +434,14 @@ impl Gpt {
                 .iter()
                 .any(|s| n.ends_with(s))
         };
-        let ignorable = |n: &str| is_attention_mask(n) || n == "lm_head.weight";
+        // Buffers, the tied head's copy, and heads this model does not run (Hugging Face's
+        // AutoModelForCausalLM loads the model under each): a sequence classifier's (TRL's reward
+        // models), a token classifier's, GPT2DoubleHeadsModel's multiple-choice head.
+        let ignorable = |n: &str| {
+            is_attention_mask(n)
+                || n == "lm_head.weight"
+                || ["score.", "classifier.", "multiple_choice_head."].iter().any(|head| n.starts_with(head))
+        };
         f(&Layout {
             optional_prefixes: &["transformer."],
             transposed: &transposed,
@@ -459,12 +471,19 @@ impl Gpt {
         crate::compute(move || {
             // Old Hugging Face files' attention masks (1024² floats a layer) are not even read.
             let (config, mut stored) = read_model_dir(dir, |n| !is_attention_mask(n))?;
-            let config = GptConfig::from_json(&config)?;
+            let mut config = GptConfig::from_json(&config)?;
             ensure_tied_head(&stored, "lm_head.weight", &["transformer.wte.weight", "wte.weight"])?;
             if !config.bias {
                 // Hugging Face's GPT-2 has biases: it loads a bias-free model with zero biases and
-                // saves them. Zero biases are the same model; any other value is refused below.
-                stored.tensors.retain(|name, t| !(name.ends_with(".bias") && t.data.iter().all(|&x| x == 0.0)));
+                // saves them (keeping config.json's `bias`), trained if it fine-tuned the model.
+                // Zero biases are the same model; trained ones are computed with, as there.
+                let bias = |name: &str| name.ends_with(".bias") && !name.starts_with("score.");
+                let mut biases = stored.tensors.iter().filter(|(name, _)| bias(name));
+                if biases.all(|(_, t)| t.data.iter().all(|&x| x == 0.0)) {
+                    stored.tensors.retain(|name, _| !bias(name));
+                } else {
+                    config.bias = true;
+                }
             }
             ensure_weights_fit(config.matrix_parameters(), &stored)?;
             let model = Gpt::build(config, 0, zeros)?;
