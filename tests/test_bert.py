@@ -386,15 +386,19 @@ def test_a_corpus_the_tokenizer_cannot_encode_is_refused_not_scored_zero(wordpie
     """Text in a script the vocabulary lacks is all [UNK], which is never masked: training
     learned nothing and reported val loss 0.0000 (perplexity 1.00)."""
     chinese = "".join(chr(0x4E00 + (i * 7919) % 500) + ("\n" if i % 30 == 29 else "") for i in range(12_000))
-    prepare_tokens(chinese, wordpiece, tmp_path / "zh")
+    with pytest.raises(ValueError, match="the tokenizer encodes this corpus to \\[UNK\\] alone"):
+        prepare_tokens(chinese, wordpiece, tmp_path / "zh")  # for a GPT too: it would learn to predict [UNK]
+    assert list((tmp_path / "zh").iterdir()) == []  # no token file written
+    # Data of special tokens only (as text holding them encodes): nothing to mask.
+    prepare_tokens("[SEP] " * 200, wordpiece, tmp_path / "specials")
     with pytest.raises(ValueError, match="the train split has no token to predict"):
-        MaskedLM(tmp_path / "zh", wordpiece, 16, 4)
+        MaskedLM(tmp_path / "specials", wordpiece, 16, 4)
     # Mostly [UNK]: trained on, and said.
     english = BUNDLED_CORPUS.read_text()[:20_000].splitlines()
     mixed = "\n".join(zh + "\n" + en for zh, en in zip(chinese.splitlines(), english))  # 30 [UNK]s to a line of text
-    prepare_tokens(mixed, wordpiece, tmp_path / "mostly")
-    with pytest.warns(UserWarning, match="% of the train split's tokens are \\[UNK\\]"):  # a warning a user can filter
-        MaskedLM(tmp_path / "mostly", wordpiece, 16, 4)
+    with pytest.warns(UserWarning, match="% of the corpus's tokens are \\[UNK\\]"):  # a warning a user can filter
+        prepare_tokens(mixed, wordpiece, tmp_path / "mostly")
+    MaskedLM(tmp_path / "mostly", wordpiece, 16, 4)
 
 
 # ---------------------------------------------------------------- learning and fill-mask

@@ -100,6 +100,21 @@ def test_resume_continues_the_saved_run_and_refuses_flags_it_would_ignore(corpus
     assert "replaces the causal checkpoint there (step 8)" in capsys.readouterr().err
 
 
+def test_one_line_files_are_joined_by_a_newline_in_a_character_vocabulary(tmp_path):
+    """A character vocabulary trained on files without a line end has no newline: the files
+    were run together ("...vented theirDOC2START..."). It gets one, to separate them."""
+    from ferrolm.data import load_tokens
+
+    files = [tmp_path / f"{i}.txt" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_text(f"document {i} " + "words and more words " * 20)  # no line end
+    out = tmp_path / "run"
+    assert main(["pretrain", *map(str, files), "--out", str(out), "--max-iters", "1", *TINY]) == 0
+    tok = fl.Tokenizer.from_file(str(out / "tokenizer.json"))
+    train = tok.decode(load_tokens(out / "data", "train"))
+    assert [part.split(" ")[:2] for part in train.split("\n")] == [["document", str(i)] for i in range(3)]
+
+
 def test_resume_takes_a_tokenizer_file_by_any_path_and_says_what_it_cannot_check(corpus, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "run")
     assert main(["pretrain", str(corpus), "--out", out, "--max-iters", "1", *TINY]) == 0
@@ -501,6 +516,9 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "ignoring wandb_log in train_shakespeare_char.py" in err and "--device=cpu" in err
+    # Said, as a .py file of a code corpus made of settings alone would be read so too.
+    assert ("reading train_shakespeare_char.py as a nanoGPT config: its settings apply, train.py's where it sets "
+            "none (to train on it as text, put it after --)") in err
     run = tmp_path / "out-shakespeare-char"  # the file's out_dir
     config = json.loads((run / "config.json").read_text())
     assert (config["n_layer"], config["n_embd"], config["resid_pdrop"]) == (1, 16, 0.0)
@@ -552,7 +570,8 @@ def test_nanogpt_config_files_and_spellings_work(tmp_path, capsys, monkeypatch):
     assert "dataset 'openwebtext'" in capsys.readouterr().err
     (tmp_path / "odd.py").write_text("use_svd = True\n")
     assert main(["pretrain", "odd.py"]) == 2
-    assert "odd.py line 1: use_svd is not a setting ferrolm has" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "odd.py line 1: use_svd is not a setting ferrolm has" in err and "put it after --" in err
 
 
 def test_python_source_is_training_text_not_a_config(tmp_path):

@@ -115,6 +115,9 @@ def test_files_are_split_at_line_ends_and_separated_by_the_end_of_text_token(tmp
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(ValueError, match="latin1.txt is not valid UTF-8"):
         check_files([files[0], tmp_path / "latin1.txt"])
+    (tmp_path / "utf16.txt").write_text("café\n", encoding="utf-16")  # with its byte-order mark, as Windows writes it
+    with pytest.raises(ValueError, match="utf16.txt is not valid UTF-8 text \\(it is UTF-16: convert it, e.g. iconv"):
+        check_files([tmp_path / "utf16.txt"])
     with pytest.raises(ValueError, match="'train' or 'val'"):
         load_tokens(tmp_path / "one", "test")
 
@@ -164,6 +167,17 @@ def test_one_line_files_are_split_before_a_space_and_one_word_files_go_whole(tmp
             assert all(a + b == t and b.startswith(" ") and a.strip() and b.strip() for a, b, t in zip(train, val, texts))
         else:  # one word: whole, every tenth file to validation
             assert val == ["w9\n", "w19\n"] and len(train) == 18
+    # A heading, then one long paragraph line: the only line end was the cut, and nearly all the
+    # corpus went to validation (32 train tokens of 150,037). It is cut before a space near 90%.
+    paragraph = " ".join(TEXT.split())[:20_000]
+    files = [tmp_path / f"chapter{i}.txt" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_text(f"Chapter {i}\n{paragraph}\n")
+    prepare_files(files, tok, tmp_path / "chapters")
+    train, val = (tok.decode(load_tokens(tmp_path / "chapters", s)).split("<|endoftext|>") for s in ("train", "val"))
+    for i, (a, b) in enumerate(zip(train, val)):
+        assert a + b == files[i].read_text() and b.startswith(" ")
+        assert abs(len(b) / (len(a) + len(b)) - 0.1) < 0.01
 
 
 def test_wordpiece_documents_are_separated_by_sep(tmp_path):

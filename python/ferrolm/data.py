@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -35,7 +36,9 @@ def read_text(path: str | Path) -> str:
         with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not valid UTF-8 text: {e}") from None
+        utf16 = e.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # its byte-order mark (Windows' "Unicode" text)
+        hint = f" (it is UTF-16: convert it, e.g. iconv -f UTF-16 -t UTF-8 {path})" if utf16 else ""
+        raise ValueError(f"{path} is not valid UTF-8 text{hint}: {e}") from None
 
 
 def digest(value) -> str:
@@ -86,8 +89,9 @@ def _prepare_one(text: str, file: Path | None, tokenizer, directory: str | Path,
 
 def prepare_files(paths: Sequence[str | Path], tokenizer, directory: str | Path, val_fraction: float = 0.1) -> dict:
     """`prepare_tokens` for text files, read one at a time. One file is split as nanoGPT splits
-    it; of several, each is split near its last val_fraction after a line end or, in a file of
-    one line, before a space (so every file is in both splits and no word is cut); a file of
+    it; of several, each is split near its last val_fraction after a line end or, where none is
+    within half the val share of that point (a file of one or a few long lines), before a space
+    (so every file is in both splits, about val_fraction in validation, and no word is cut); a file of
     one word goes whole to training, or, file index i with i % max(round(1 / val_fraction), 2)
     at its largest, to validation. Files are separated by the tokenizer's <|endoftext|>, else
     its [SEP] or </s>, else a newline. Check the files first with `check_files`."""
@@ -134,10 +138,15 @@ def _line_split(text: str, index: int, val_fraction: float) -> int:
     """Where file `index` of several is split (see `prepare_files`)."""
     at = int(len(text) * (1.0 - val_fraction))
     lo, hi = len(text) - len(text.lstrip()), len(text.rstrip())  # the text inside its outer whitespace
-    for mark, offset in (("\n", 1), (" ", 0)):  # cut after a line end, else before a space
+    # A line end may move the cut by half the validation share at most: a heading followed by a
+    # long paragraph line put the whole paragraph in validation.
+    slack = len(text) * val_fraction / 2
+    for mark, offset, reach in (("\n", 1, slack), (" ", 0, len(text))):  # after a line end, else before a space
         after, before = text.find(mark, max(at, lo + 1), hi), text.rfind(mark, lo + 1, min(at, hi))
         if after >= 0 or before >= 0:  # the one nearer the target, with text on both sides
-            return offset + (after if before < 0 or 0 <= after - at <= at - before else before)
+            cut = after if before < 0 or 0 <= after - at <= at - before else before
+            if abs(cut - at) <= reach:
+                return offset + cut
     period = max(round(1 / val_fraction), 2)
     return 0 if index % period == period - 1 else len(text)
 
@@ -153,6 +162,7 @@ def _prepare(parts: Iterable[tuple[str, int, Path | None]], tokenizer, directory
     (directory / "meta.json").unlink(missing_ok=True)
     separator = np.asarray(_separator(tokenizer), dtype=dtype)
     count, hashes = {"train": 0, "val": 0}, {"train": hashlib.sha256(), "val": hashlib.sha256()}
+    unk, unknown, encoded = _unknown_id(tokenizer), 0, 0
     with atomic_file(directory / "train.bin", binary=True) as train, atomic_file(directory / "val.bin", binary=True) as val:
         out = {"train": train, "val": val}
 
@@ -177,11 +187,30 @@ def _prepare(parts: Iterable[tuple[str, int, Path | None]], tokenizer, directory
                             raise
                         raise ValueError(f"{file}: {e}") from None
                     write(name, np.asarray(ids, dtype=dtype))
+                    encoded += len(ids)
+                    unknown += int(np.count_nonzero(np.asarray(ids) == unk)) if unk is not None else 0
+        _check_unknown(unknown, encoded)  # refused before the files are in place
     meta.update(train_tokens=count["train"], val_tokens=count["val"])
     # Identifies the data for resume (see data_digest).
     meta["digest"] = _tokens_digest(hashes["train"].digest(), hashes["val"].digest())
     write_json(directory / "meta.json", meta)
     return meta
+
+
+def _unknown_id(tokenizer) -> int | None:
+    """The id text the vocabulary lacks becomes (WordPiece's [UNK], SentencePiece's <unk>)."""
+    return next((tokenizer.special_tokens[t] for t in ("[UNK]", "<unk>") if t in tokenizer.special_tokens), None)
+
+
+def _check_unknown(unknown: int, total: int) -> None:
+    """Refuses a corpus the tokenizer encodes to [UNK] alone (a script its vocabulary lacks:
+    a model would learn to predict [UNK], its loss near 0), and says when most of it is."""
+    if total and unknown == total:
+        raise ValueError("the tokenizer encodes this corpus to [UNK] alone: its vocabulary lacks the corpus's text "
+                         "(train a tokenizer on it: --tokenizer bpe or wordpiece)")
+    if total and unknown / total > 0.5:
+        warnings.warn(f"{unknown / total:.0%} of the corpus's tokens are [UNK]: the tokenizer lacks most of its text",
+                      stacklevel=3)
 
 
 def _tokens_digest(train: bytes, val: bytes) -> str:

@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import functools
 import importlib
+import itertools
 import json
 import math
 import os
@@ -131,6 +132,7 @@ def _tokenizer(settings: dict, files: list[Path]):
     """The run's tokenizer (`_corpus_settings`), trained on the corpus files or read from a file."""
     from ferrolm import Tokenizer
     from ferrolm.cli.tokenizer import note_short_vocabulary
+    from ferrolm.data import read_text
 
     kind = settings["tokenizer"]
     if kind in _TRAINED_HERE:
@@ -139,6 +141,10 @@ def _tokenizer(settings: dict, files: list[Path]):
         if kind != "char":
             print(f"tokenizer: training {kind} on the corpus...", flush=True)
         tok = Tokenizer.train([str(f) for f in files], kind=kind, vocab_size=settings["vocab_size"] or 1 << 20)
+        if kind == "char" and len(files) > 1 and tok.token_to_id("\n") is None:
+            # What separates the files (`prepare_files`): one-line files without one were run together.
+            texts = itertools.chain((read_text(f) for f in files), ["\n"])
+            tok = Tokenizer.train_from_iterator(texts, kind="char", vocab_size=1 << 20)
         if settings["vocab_size"]:
             note_short_vocabulary(tok, settings["vocab_size"])
         return tok

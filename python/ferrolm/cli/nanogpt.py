@@ -62,6 +62,9 @@ def translate(argv: list[str]) -> list[str]:
         config = config_statements(Path(arg)) if command == "pretrain" and arg.endswith(".py") else None
         if config is not None:
             out += config_flags(Path(arg), config, ignored, init_from, mlm)
+            # Said: a .py file of a code corpus made of settings alone would be read so silently.
+            print(f"ferrolm: reading {arg} as a nanoGPT config: its settings apply, train.py's where it sets none "
+                  "(to train on it as text, put it after --)", file=sys.stderr)
             configs = True
             continue
         if not arg.startswith("--"):
@@ -235,7 +238,7 @@ def config_flags(path: Path, statements: list[ast.stmt], ignored: list[str], ini
             continue  # an import or a docstring
         if key not in KNOWN:
             raise ValueError(f"{path} line {node.lineno}: {key} is not a setting ferrolm has (a nanoGPT config sets "
-                             f"the flags of `ferrolm pretrain --help`)")
+                             f"the flags of `ferrolm pretrain --help`; to train on this file as text, put it after --)")
         with contextlib.suppress(*_UNREADABLE):  # a later setting may use it, even one not taken here
             earlier[key] = _value(node.value, earlier)
         if key in IGNORED:

@@ -4,7 +4,6 @@ is cross-entropy at the masked positions only (the head runs on those rows alone
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,19 +44,14 @@ class MaskedLM:
 
     def _check_maskable(self, tokenizer) -> None:
         """A split the tokenizer encodes to special tokens only (a corpus in a script its
-        vocabulary lacks is all [UNK]) has nothing to predict: its loss would read 0. Refused,
-        and a mostly-[UNK] corpus is said."""
-        unk = tokenizer.special_tokens.get("[UNK]")
+        vocabulary lacks is all [UNK]; preparing the data says so too) has nothing to predict:
+        its loss would read 0. Refused."""
         for split, tokens in self.streams.items():
             counts = sum(np.bincount(tokens[i : i + (1 << 22)], minlength=tokenizer.vocab_size)
                          for i in range(0, len(tokens), 1 << 22))  # a piece at a time: bounded memory
             if counts[self.collate.special_ids].sum() == len(tokens):
                 raise ValueError(f"the {split} split has no token to predict: the tokenizer encodes it to special tokens "
                                  "only ([UNK] for text its vocabulary lacks); it cannot encode this corpus")
-            unknown = counts[unk] / len(tokens) if unk is not None else 0.0
-            if unknown > 0.5:
-                warnings.warn(f"{unknown:.0%} of the {split} split's tokens are [UNK]: the tokenizer lacks most of this "
-                              "corpus's text", stacklevel=2)
 
     def batch(self, split: str, rng: np.random.Generator) -> dict:
         tokens = self.streams[split]
